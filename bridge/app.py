@@ -1,0 +1,188 @@
+"""The only module that wires: pipeline, scheduler, sinks and front ends into one daemon.
+
+Each part starts and stops in one aiohttp cleanup context, in order; ``Daemon`` binds the
+sockets and ``serve`` runs until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import AsyncIterator, Callable
+
+from aiohttp import web
+
+from . import rest
+from .config import Config
+from .frame import Renderer
+from .osc import ADDRESSES, OscServer
+from .params import Limits
+from .scheduler import Scheduler
+from .sinks.png import PngCache, PngFileWriter
+from .sinks.shm import ShmWriter
+
+log = logging.getLogger(__name__)
+
+CONFIG = web.AppKey("config", Config)
+OSC = web.AppKey("osc", OscServer)
+PNG_WRITER = web.AppKey("png_writer", PngFileWriter)
+MODEL_INFO = web.AppKey("model_info", dict)
+
+
+def load_renderer(config: Config) -> tuple[Renderer, dict]:
+    """Load the configured pipeline (runs on the GPU thread)."""
+    from .pipeline import loader
+    from .pipeline.renderer import DiffusersRenderer
+
+    device = config.device or loader.default_device()
+    dtype = loader.resolve_dtype(config.dtype, device)
+    pipe = loader.load_pipeline(config.model, device, dtype, config.cache_dir)
+    info = {"model": config.model, "device": device, "dtype": str(dtype).removeprefix("torch.")}
+    return DiffusersRenderer(pipe, device, dtype), info
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Renderer, dict]] = load_renderer
+               ) -> web.Application:
+    app = web.Application(client_max_size=rest.MAX_BODY_BYTES)
+    app[CONFIG] = config
+    app[rest.OSC_ADDRESSES] = ADDRESSES
+    rest.add_routes(app)
+    started = time.monotonic()
+
+    async def executors(app: web.Application) -> AsyncIterator[None]:
+        gpu = ThreadPoolExecutor(1, thread_name_prefix="gpu")
+        encoder = ThreadPoolExecutor(2, thread_name_prefix="encode")
+        loop = asyncio.get_running_loop()
+        try:
+            renderer, info = await loop.run_in_executor(gpu, renderer_factory, config)
+            app[MODEL_INFO] = info
+            with ShmWriter(config.shm_name, config.max_size, config.max_size) if config.shm_name \
+                    else contextlib.nullcontext() as shm:
+                sched = Scheduler(renderer, gpu, initial=config.initial,
+                                  limits=Limits(config.max_size), sinks=[shm] if shm else [])
+                app[rest.SCHEDULER] = sched
+                app[rest.PNG_CACHE] = PngCache(encoder)
+                render_task = asyncio.create_task(sched.run(), name="render-loop")
+                try:
+                    yield
+                finally:
+                    await _cancel(render_task)
+                    # The GPU thread may still be finishing a frame into shared memory.
+                    await loop.run_in_executor(gpu, lambda: None)
+        finally:
+            gpu.shutdown(wait=True)
+            encoder.shutdown(wait=True)
+
+    async def osc(app: web.Application) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: OscServer(app[rest.SCHEDULER]), local_addr=(config.host, config.osc_port))
+        app[OSC] = protocol
+        try:
+            yield
+        finally:
+            transport.close()
+
+    async def png_files(app: web.Application) -> AsyncIterator[None]:
+        if config.output_dir is None:
+            yield
+            return
+        files = ThreadPoolExecutor(1, thread_name_prefix="png-files")
+        writer = PngFileWriter(config.output_dir, app[rest.PNG_CACHE], files, config.keep_frames)
+        app[PNG_WRITER] = writer
+        app[rest.SCHEDULER].on_frame(writer.offer)
+        task = asyncio.create_task(writer.run(), name="png-writer")
+        try:
+            yield
+        finally:
+            await _cancel(task)
+            files.shutdown(wait=True)
+
+    def health() -> dict:
+        sched = app[rest.SCHEDULER]
+        latest = sched.latest
+        out = {
+            "status": "ok" if sched.stats.last_error is None else "degraded",
+            **app[MODEL_INFO],
+            "version": sched.version,
+            "frame_seq": latest.seq if latest else 0,
+            "uptime_s": round(time.monotonic() - started, 3),
+            "changes": sched.stats.changes,
+            "rejected": sched.stats.rejected,
+            "frames": sched.stats.frames,
+            "render_errors": sched.stats.render_errors,
+            "last_error": sched.stats.last_error,
+            "last_stages_ms": {k: round(v, 3) for k, v in sched.stats.last_stages_ms.items()},
+            "osc": app[OSC].health(),
+            "shm_name": config.shm_name,
+        }
+        if PNG_WRITER in app:
+            writer = app[PNG_WRITER]
+            out["png_files"] = {"dir": str(writer.directory), "written": writer.written, "skipped": writer.skipped}
+        return out
+
+    app[rest.HEALTH] = health
+    app.cleanup_ctx.extend([executors, osc, png_files])
+    return app
+
+
+class Daemon:
+    """Starts the app and binds its sockets; ``http_port``/``osc_port`` are the bound ports."""
+
+    def __init__(self, config: Config, renderer_factory=load_renderer):
+        self.config = config
+        self.app = create_app(config, renderer_factory)
+        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        self.http_port = config.http_port
+        self.osc_port = config.osc_port
+
+    async def __aenter__(self) -> "Daemon":
+        try:
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self.config.host, self.config.http_port)
+            await site.start()
+        except BaseException:
+            await self._runner.cleanup()
+            raise
+        self.http_address = self._runner.addresses[0][:2]
+        self.osc_address = self.app[OSC].address
+        self.http_port, self.osc_port = self.http_address[1], self.osc_address[1]
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self._runner.cleanup()
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self.app[rest.SCHEDULER]
+
+    @property
+    def osc(self) -> OscServer:
+        return self.app[OSC]
+
+    def health(self) -> dict:
+        return self.app[rest.HEALTH]()
+
+
+async def serve(config: Config) -> None:
+    """Run the daemon until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # Windows has no add_signal_handler
+            loop.add_signal_handler(sig, stop.set)
+    async with Daemon(config) as daemon:
+        log.info("ready: http://%s:%d/v1/  OSC udp %s:%d  shared memory %r", config.host, daemon.http_port,
+                 config.host, daemon.osc_port, config.shm_name)
+        await stop.wait()
+        log.info("shutting down")

@@ -1,0 +1,91 @@
+"""Command line: ``turbo-bridge serve`` and ``turbo-bridge bench``; logging is configured here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from .config import DEFAULT_HOST, DEFAULT_HTTP_PORT, DEFAULT_OSC_PORT, DEFAULT_SHM_NAME, Config, default_cache_dir
+from .errors import BridgeError, ValidationError
+from .params import Limits, Params, parse_changes
+
+log = logging.getLogger("bridge")
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 65536:
+        raise argparse.ArgumentTypeError(f"port must be in 0..65535, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="turbo-bridge", description="Real-time SDXL-Turbo frames for creative tools.")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the daemon (REST + OSC + shared memory)")
+    serve.add_argument("--model", default="stabilityai/sdxl-turbo",
+                       help="hub id, local diffusers folder, or 'demo' (offline, random weights)")
+    serve.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if present)")
+    serve.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                       help="auto: bf16 on CUDA, fp32 on CPU")
+    serve.add_argument("--host", default=DEFAULT_HOST, help="bind address for HTTP and OSC (default loopback)")
+    serve.add_argument("--http-port", type=_port, default=DEFAULT_HTTP_PORT)
+    serve.add_argument("--osc-port", type=_port, default=DEFAULT_OSC_PORT)
+    serve.add_argument("--max-size", type=int, default=1024, help="largest width/height accepted")
+    serve.add_argument("--shm-name", default=DEFAULT_SHM_NAME, help="shared-memory segment name ('' disables)")
+    serve.add_argument("--output-dir", type=Path, default=None, help="keep latest.png here, replaced atomically")
+    serve.add_argument("--keep-frames", action="store_true", help="with --output-dir: also frame-NNNNNN.png")
+    serve.add_argument("--cache-dir", type=Path, default=None,
+                       help=f"demo model and compile caches (default {default_cache_dir()})")
+    initial = serve.add_argument_group("initial parameters (the seed article's flags are accepted too)")
+    initial.add_argument("--prompt", default="")
+    initial.add_argument("--seed", default="0")
+    initial.add_argument("--steps", "--num_inference_steps", dest="steps", type=int, default=1)
+    initial.add_argument("--guidance", "--guidance_scale", dest="guidance", type=float, default=0.0)
+    initial.add_argument("--width", type=int, default=512)
+    initial.add_argument("--height", type=int, default=512)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    if args.max_size < 64 or args.max_size % 8:
+        raise ValidationError("max_size", f"--max-size must be a multiple of 8, at least 64, got {args.max_size}")
+    changes = parse_changes({"prompt": args.prompt, "seed": args.seed, "steps": args.steps,
+                             "guidance": args.guidance, "width": args.width, "height": args.height},
+                            Limits(args.max_size))
+    return Config(model=args.model, device=args.device, dtype=args.dtype, host=args.host,
+                  http_port=args.http_port, osc_port=args.osc_port, max_size=args.max_size,
+                  shm_name=args.shm_name or None, output_dir=args.output_dir, keep_frames=args.keep_frames,
+                  cache_dir=args.cache_dir or default_cache_dir(), initial=Params().merged(changes))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        if args.command == "serve":
+            from .app import serve
+
+            asyncio.run(serve(config_from_args(args)))
+    except ValidationError as exc:
+        log.error("%s", exc.message)
+        return 2
+    except BridgeError as exc:
+        log.error("%s", exc)
+        return 1
+    except OSError as exc:  # a port in use, a folder we may not write
+        log.error("%s", exc)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""The daemon's configuration: one frozen value built by the CLI (or by tests)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .params import Params
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_HTTP_PORT = 8787
+DEFAULT_OSC_PORT = 9000
+DEFAULT_SHM_NAME = "turbo-bridge"
+
+
+def default_cache_dir() -> Path:
+    """``$TURBO_BRIDGE_CACHE``, else ``$XDG_CACHE_HOME/turbo-bridge``, else ``~/.cache/turbo-bridge``."""
+    if os.environ.get("TURBO_BRIDGE_CACHE"):
+        return Path(os.environ["TURBO_BRIDGE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "turbo-bridge"
+
+
+@dataclass(frozen=True)
+class Config:
+    model: str = "stabilityai/sdxl-turbo"
+    device: str | None = None  # None: cuda if present, else cpu
+    dtype: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    host: str = DEFAULT_HOST
+    http_port: int = DEFAULT_HTTP_PORT
+    osc_port: int = DEFAULT_OSC_PORT
+    max_size: int = 1024
+    shm_name: str | None = DEFAULT_SHM_NAME  # None: no shared memory
+    output_dir: Path | None = None
+    keep_frames: bool = False
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    initial: Params = Params()

@@ -1,0 +1,27 @@
+"""Errors that cross module boundaries."""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base class for errors the daemon reports to its users."""
+
+
+class ValidationError(BridgeError):
+    """A parameter change was rejected; ``field`` names the offending field (or None)."""
+
+    def __init__(self, field: str | None, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+    def to_json(self) -> dict:
+        return {"error": {"field": self.field, "message": self.message}}
+
+
+class ModelNotFoundError(BridgeError):
+    """The requested model is neither a local folder nor in the hub cache and can't be fetched."""
+
+
+class RenderError(BridgeError):
+    """A render failed; the daemon keeps serving the last good frame."""

@@ -1,0 +1,65 @@
+"""A rendered frame and what the renderer hands back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from .params import Params
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What a renderer returns: RGBA pixels (H x W x 4, uint8, top-left origin) and stage times."""
+
+    pixels: np.ndarray
+    stages_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A published frame. ``seq`` counts frames from 1; ``version`` is the params version."""
+
+    seq: int
+    version: int
+    params: Params
+    pixels: np.ndarray
+    render_ms: float
+    published_ns: int
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+
+class Renderer(Protocol):
+    """What the scheduler needs from a pipeline. ``render`` runs on the GPU thread only."""
+
+    def render(self, params: Params) -> Rendered: ...
+
+    def prompt_warnings(self, prompt: str) -> list[str]: ...
+
+
+class NullRenderer:
+    """A renderer that does no GPU work: a flat frame whose colour follows the seed.
+
+    Used to measure the bridge's own overhead and in tests of the plumbing.
+    """
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def render(self, params: Params) -> Rendered:
+        self.calls += 1
+        pixels = np.empty((params.height, params.width, 4), np.uint8)
+        pixels[...] = (params.seed & 0xFF, (params.seed >> 8) & 0xFF, len(params.prompt) & 0xFF, 255)
+        return Rendered(pixels)
+
+    def prompt_warnings(self, prompt: str) -> list[str]:
+        return []

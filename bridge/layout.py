@@ -1,0 +1,99 @@
+"""Shared-memory frame layout v1: the one definition the daemon and every reader share.
+
+Little-endian. A 128-byte header, then ``slot_count`` slots of ``max_width * max_height * 4``
+bytes; slot i starts at ``HEADER_SIZE + i * slot_bytes``. ``seq`` is odd while a frame is being
+published and even when stable; frames published = seq / 2. Stdlib only: plugins import it.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+MAGIC = b"TBF1"
+HEADER_SIZE = 128
+FORMAT_RGBA8 = 0
+ORIGIN_TOP_LEFT = 0
+
+# offset 0: magic, header_size, slot_count, max_width, max_height
+GEOMETRY = struct.Struct("<4sHHII")
+SEQ = struct.Struct("<Q")
+SEQ_OFFSET = 16
+# offset 24: slot, width, height, stride, channels, format, origin, reserved u8, reserved u32,
+# params version, seed, publication time (ns), render ms
+META = struct.Struct("<IIIIBBBBIQQqf")
+META_OFFSET = 24
+
+assert GEOMETRY.size == 16 and META_OFFSET + META.size == 76
+
+
+@dataclass(frozen=True)
+class Geometry:
+    slot_count: int
+    max_width: int
+    max_height: int
+
+    @property
+    def slot_bytes(self) -> int:
+        return self.max_width * self.max_height * 4
+
+    @property
+    def total_bytes(self) -> int:
+        return HEADER_SIZE + self.slot_count * self.slot_bytes
+
+    def slot_offset(self, slot: int) -> int:
+        return HEADER_SIZE + slot * self.slot_bytes
+
+
+@dataclass(frozen=True)
+class Meta:
+    """The metadata of the latest frame, as stored in the header."""
+
+    slot: int
+    width: int
+    height: int
+    stride: int
+    version: int
+    seed: int
+    published_ns: int
+    render_ms: float
+
+
+def pack_meta(meta: Meta) -> bytes:
+    return META.pack(meta.slot, meta.width, meta.height, meta.stride, 4, FORMAT_RGBA8,
+                     ORIGIN_TOP_LEFT, 0, 0, meta.version, meta.seed, meta.published_ns,
+                     meta.render_ms)
+
+
+def unpack_meta(buf, offset: int = META_OFFSET) -> Meta:
+    (slot, width, height, stride, channels, fmt, origin, _r0, _r1, version, seed, published_ns,
+     render_ms) = META.unpack_from(buf, offset)
+    if channels != 4 or fmt != FORMAT_RGBA8 or origin != ORIGIN_TOP_LEFT:
+        raise ValueError(f"unsupported frame format: channels={channels} format={fmt} origin={origin}")
+    return Meta(slot, width, height, stride, version, seed, published_ns, render_ms)
+
+
+def read_geometry(buf) -> Geometry:
+    magic, header_size, slot_count, max_width, max_height = GEOMETRY.unpack_from(buf, 0)
+    if magic != MAGIC:
+        raise ValueError(f"not a turbo-bridge frame segment (magic {magic!r}, expected {MAGIC!r})")
+    if header_size != HEADER_SIZE or slot_count < 2:
+        raise ValueError(f"unsupported layout: header_size={header_size} slot_count={slot_count}")
+    return Geometry(slot_count, max_width, max_height)
+
+
+def attach_untracked(name: str):
+    """Open an existing segment without letting this process's exit unlink it.
+
+    Python < 3.13 registers every attached segment with the resource tracker, which unlinks it
+    when the process exits; a reader must never do that to the daemon's segment.
+    """
+    import sys
+    from multiprocessing import resource_tracker, shared_memory
+
+    if sys.version_info >= (3, 13):
+        return shared_memory.SharedMemory(name, track=False)
+    shm = shared_memory.SharedMemory(name)
+    if shared_memory._USE_POSIX:  # Windows segments are not tracked
+        resource_tracker.unregister(shm._name, "shared_memory")
+    return shm

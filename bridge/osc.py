@@ -1,0 +1,165 @@
+"""The OSC front end (UDP, python-osc's parser on an asyncio datagram endpoint).
+
+A datagram is one change: a bundle's messages are merged and applied atomically, or not at
+all. Malformed and unknown messages are logged and counted, never fatal. Senders subscribe
+with ``/bridge/subscribe [i port]`` and get ``/bridge/frame i i f`` and ``/bridge/error s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, asdict
+from typing import Any
+
+from pythonosc.osc_message_builder import OscMessageBuilder
+from pythonosc.osc_packet import OscPacket, ParseError
+
+from .errors import ValidationError
+from .frame import Frame
+from .scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/bridge"
+MAX_SUBSCRIBERS = 64
+SINGLE = {"prompt": "s", "seed": "i (or h, or s for seeds of 2**63 and above)", "guidance": "f (or i)",
+          "steps": "i", "width": "i", "height": "i"}
+ADDRESSES = {
+    **{f"{PREFIX}/{name}": f"{types}: set {name}" for name, types in SINGLE.items()},
+    f"{PREFIX}/size": "i i: set width and height",
+    f"{PREFIX}/params": "s: a JSON object of several parameters, applied as one change",
+    f"{PREFIX}/subscribe": "[i port]: send feedback to the sender's host at port (default: the sender's port)",
+    f"{PREFIX}/unsubscribe": "[i port]: stop feedback",
+    "feedback": {f"{PREFIX}/frame": "i seq, i params version, f render ms",
+                 f"{PREFIX}/error": "s message"},
+}
+
+
+@dataclass
+class OscStats:
+    datagrams: int = 0
+    applied: int = 0
+    rejected: int = 0
+    malformed: int = 0
+    unknown: int = 0
+
+
+def message_changes(address: str, args: list[Any]) -> dict[str, Any]:
+    """Turn one OSC message into raw parameter changes (validated later, all at once)."""
+    name = address[len(PREFIX) + 1:] if address.startswith(PREFIX + "/") else None
+    if name in SINGLE:
+        if len(args) != 1:
+            raise ValidationError(name, f"{address} takes one argument ({SINGLE[name]}), got {len(args)}")
+        return {name: args[0]}
+    if name == "size":
+        if len(args) != 2:
+            raise ValidationError("width", f"{address} takes two integers (width, height), got {len(args)} arguments")
+        return {"width": args[0], "height": args[1]}
+    if name == "params":
+        if len(args) != 1 or not isinstance(args[0], str):
+            raise ValidationError(None, f"{address} takes one string: a JSON object of parameters")
+        try:
+            value = json.loads(args[0])
+        except ValueError as exc:
+            raise ValidationError(None, f"{address}: not valid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise ValidationError(None, f"{address}: expected a JSON object, got {type(value).__name__}")
+        return value
+    raise KeyError(address)
+
+
+def build_message(address: str, *args: Any) -> bytes:
+    builder = OscMessageBuilder(address)
+    for arg in args:
+        builder.add_arg(arg)
+    return builder.build().dgram
+
+
+class OscServer(asyncio.DatagramProtocol):
+    """Receives changes, keeps subscribers, sends them feedback. Runs on the event loop."""
+
+    def __init__(self, scheduler: Scheduler):
+        self._scheduler = scheduler
+        self._transport: asyncio.DatagramTransport | None = None
+        self.subscribers: set[tuple[str, int]] = set()
+        self.stats = OscStats()
+        scheduler.on_frame(self._send_frame)
+        scheduler.on_error(self._send_error)
+
+    def connection_made(self, transport) -> None:
+        self._transport = transport
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (host, port); the port is useful when configured as 0."""
+        return tuple(self._transport.get_extra_info("sockname")[:2])
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        self.stats.datagrams += 1
+        try:
+            messages = [timed.message for timed in OscPacket(data).messages]
+        except (ParseError, ValueError, IndexError) as exc:
+            self.stats.malformed += 1
+            log.warning("malformed OSC datagram from %s:%d (%d bytes): %s", addr[0], addr[1], len(data), exc)
+            return
+        changes: dict[str, Any] = {}
+        try:
+            for message in messages:
+                if message.address in (f"{PREFIX}/subscribe", f"{PREFIX}/unsubscribe"):
+                    self._subscription(message.address, list(message.params), addr)
+                    continue
+                changes.update(message_changes(message.address, list(message.params)))
+        except KeyError as exc:
+            self.stats.unknown += 1
+            log.warning("unknown OSC address %s from %s:%d", exc.args[0], addr[0], addr[1])
+            self._send_error(f"unknown address {exc.args[0]}; see GET /v1/schema")
+            return
+        except ValidationError as exc:
+            self._reject(exc)
+            return
+        if not changes:
+            return
+        try:
+            self._scheduler.apply(changes)
+        except ValidationError as exc:
+            self._reject(exc)
+            return
+        self.stats.applied += 1
+
+    def _reject(self, exc: ValidationError) -> None:
+        self.stats.rejected += 1
+        log.info("OSC change rejected: %s", exc.message)
+        self._send_error(exc.message)
+
+    def _subscription(self, address: str, args: list[Any], addr: tuple) -> None:
+        port = args[0] if args else addr[1]
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise ValidationError(None, f"{address} takes an optional port in 1..65535, got {port!r}")
+        target = (addr[0], port)
+        if address.endswith("/unsubscribe"):
+            self.subscribers.discard(target)
+            return
+        if target not in self.subscribers and len(self.subscribers) >= MAX_SUBSCRIBERS:
+            raise ValidationError(None, f"too many OSC subscribers (at most {MAX_SUBSCRIBERS})")
+        self.subscribers.add(target)
+        log.info("OSC feedback to %s:%d", *target)
+
+    def _send(self, dgram: bytes) -> None:
+        if self._transport is None or self._transport.is_closing():
+            return
+        for target in tuple(self.subscribers):
+            self._transport.sendto(dgram, target)
+
+    def _send_frame(self, frame: Frame) -> None:
+        if self.subscribers:
+            self._send(build_message(f"{PREFIX}/frame", frame.seq % 2**31, frame.version % 2**31,
+                                     float(frame.render_ms)))
+
+    def _send_error(self, message: str) -> None:
+        if self.subscribers:
+            self._send(build_message(f"{PREFIX}/error", message))
+
+    def health(self) -> dict:
+        return {**asdict(self.stats), "subscribers": len(self.subscribers)}

@@ -1,0 +1,108 @@
+"""Random-weight SDXL pipelines, built locally: the offline demo model and the full-size
+architecture for GPU benchmarks.
+
+Both are written as an ordinary diffusers model folder (configs, safetensors, the real CLIP
+tokenizer files bundled with the project) and loaded back through the same code path as a
+downloaded model. Their frames are noise: the weights are random.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+CONFIGS = Path(__file__).parent / "configs"
+REFERENCE = CONFIGS / "sdxl-turbo"
+DEMO_VERSION = 1  # bump when the demo architecture changes, so caches rebuild
+
+# A small SDXL: the same block types, text-time conditioning and two CLIP text encoders
+# (the second with a projection), scaled down to run a 512x512 frame on two CPU cores.
+DEMO_UNET = {
+    "block_out_channels": [32, 64], "layers_per_block": 1, "sample_size": 64,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+    "attention_head_dim": [2, 4], "transformer_layers_per_block": [1, 1],
+    "cross_attention_dim": 64, "addition_embed_type": "text_time", "addition_time_embed_dim": 8,
+    "projection_class_embeddings_input_dim": 80, "use_linear_projection": True,
+    "norm_num_groups": 32, "in_channels": 4, "out_channels": 4,
+}
+DEMO_TEXT = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4,
+             "num_hidden_layers": 2, "projection_dim": 32}
+DEMO_VAE = {
+    "block_out_channels": [8, 16, 32, 32], "layers_per_block": 1, "norm_num_groups": 4,
+    "latent_channels": 4, "in_channels": 3, "out_channels": 3, "sample_size": 512,
+    "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "scaling_factor": 0.13025, "force_upcast": False,
+}
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def build_components(demo: bool, dtype: torch.dtype = torch.float32, device: str = "cpu") -> dict:
+    """Instantiate the pipeline's modules with random weights (fixed init seed)."""
+    from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    torch.manual_seed(0)
+    te1 = CLIPTextConfig(**{**_json(REFERENCE / "text_encoder/config.json"), **(DEMO_TEXT if demo else {})})
+    te2 = CLIPTextConfig(**{**_json(REFERENCE / "text_encoder_2/config.json"), **(DEMO_TEXT if demo else {})})
+    unet_config = DEMO_UNET if demo else _json(REFERENCE / "unet/config.json")
+    vae_config = DEMO_VAE if demo else _json(REFERENCE / "vae/config.json")
+    with torch.device(device):
+        modules = {
+            "unet": UNet2DConditionModel.from_config(unet_config),
+            "vae": AutoencoderKL.from_config(vae_config),
+            "text_encoder": CLIPTextModel(te1),
+            "text_encoder_2": CLIPTextModelWithProjection(te2),
+        }
+    for module in modules.values():
+        module.eval().requires_grad_(False)
+        if dtype != torch.float32:
+            module.to(dtype=dtype)
+    return {
+        **modules,
+        "scheduler": EulerAncestralDiscreteScheduler.from_config(_json(REFERENCE / "scheduler/scheduler_config.json")),
+        "tokenizer": CLIPTokenizer.from_pretrained(REFERENCE / "tokenizer"),
+        "tokenizer_2": CLIPTokenizer.from_pretrained(REFERENCE / "tokenizer_2"),
+    }
+
+
+def build_random_pipeline(demo: bool, dtype: torch.dtype, device: str):
+    """A StableDiffusionXLPipeline in memory, for benchmarks that need no folder on disk."""
+    from diffusers import StableDiffusionXLPipeline
+
+    return StableDiffusionXLPipeline(**build_components(demo, dtype, device), force_zeros_for_empty_prompt=True)
+
+
+def ensure_demo(cache_dir: Path) -> Path:
+    """Return the demo model folder, building it on first use (a few seconds on a CPU)."""
+    folder = Path(cache_dir) / f"demo-v{DEMO_VERSION}"
+    if (folder / "model_index.json").is_file():
+        return folder
+    log.info("building the demo model (random weights, no download) in %s", folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the target and rename, so a killed build never leaves a half folder.
+    tmp = Path(tempfile.mkdtemp(prefix=".demo-", dir=folder.parent))
+    try:
+        build_random_pipeline(demo=True, dtype=torch.float32, device="cpu").save_pretrained(tmp)
+        (tmp / "README.md").write_text(
+            "turbo-bridge demo model: a small SDXL-architecture pipeline with random weights.\n"
+            "It exercises the whole daemon offline; its frames are noise, not pictures.\n")
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process built it first
+            if not (folder / "model_index.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("demo model ready")
+    return folder

@@ -1,0 +1,153 @@
+"""The REST front end (aiohttp): validate, hand to the scheduler, answer at once.
+
+Errors are ``{"error": {"field": ..., "message": ...}}`` with a 4xx status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import Callable
+
+from aiohttp import web
+
+from .errors import ValidationError
+from .frame import Frame
+from .params import schema
+from .scheduler import Scheduler
+from .sinks.png import PngCache
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_POLL_SECONDS = 60.0
+DEFAULT_POLL_SECONDS = 10.0
+
+SCHEDULER = web.AppKey("scheduler", Scheduler)
+PNG_CACHE = web.AppKey("png_cache", PngCache)
+HEALTH = web.AppKey("health", Callable[[], dict])
+OSC_ADDRESSES = web.AppKey("osc_addresses", dict)
+
+
+def error_response(status: int, field: str | None, message: str) -> web.Response:
+    return web.json_response(ValidationError(field, message).to_json(), status=status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except ValidationError as exc:
+        return web.json_response(exc.to_json(), status=400)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        return error_response(exc.status, None, exc.reason)
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response(request.app[HEALTH]())
+
+
+async def get_params(request: web.Request) -> web.Response:
+    sched = request.app[SCHEDULER]
+    return web.json_response({**sched.params.to_json(), "version": sched.version})
+
+
+async def patch_params(request: web.Request) -> web.Response:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        return error_response(413, None, f"request body must be at most {MAX_BODY_BYTES} bytes")
+    raw = await request.read()
+    try:
+        body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        return error_response(400, None, "request body must be UTF-8 JSON")
+    except ValueError as exc:
+        return error_response(400, None, f"request body is not valid JSON: {exc}")
+    applied = request.app[SCHEDULER].apply(body)
+    return web.json_response({"version": applied.version, "warnings": list(applied.warnings)})
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _query_number(request: web.Request, name: str, default: float, low: float, high: float) -> float:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not low <= value <= high:
+        raise ValidationError(name, f"{name} must be a number in [{low:g}, {high:g}], got {text!r}")
+    return value
+
+
+async def _wait_frame(request: web.Request) -> Frame | None:
+    after = int(_query_number(request, "after", -1, -1, 2**63))
+    timeout = _query_number(request, "timeout", DEFAULT_POLL_SECONDS, 0, MAX_POLL_SECONDS)
+    return await request.app[SCHEDULER].next_frame(after, timeout)
+
+
+def _frame_headers(frame: Frame) -> dict[str, str]:
+    return {
+        "X-Frame-Seq": str(frame.seq),
+        "X-Params-Version": str(frame.version),
+        "X-Render-Ms": f"{frame.render_ms:.2f}",
+        "X-Seed": str(frame.params.seed),
+        "X-Width": str(frame.width),
+        "X-Height": str(frame.height),
+        "Cache-Control": "no-store",
+    }
+
+
+def _no_frame(request: web.Request) -> web.Response:
+    latest = request.app[SCHEDULER].latest
+    return web.Response(status=204, headers={"X-Frame-Seq": str(latest.seq if latest else 0)})
+
+
+async def frame_png(request: web.Request) -> web.Response:
+    frame = await _wait_frame(request)
+    if frame is None:
+        return _no_frame(request)
+    body = await request.app[PNG_CACHE].png(frame)
+    return web.Response(body=body, content_type="image/png", headers=_frame_headers(frame))
+
+
+async def frame_rgba(request: web.Request) -> web.Response:
+    frame = await _wait_frame(request)
+    if frame is None:
+        return _no_frame(request)
+    return web.Response(body=frame.pixels.tobytes(), content_type="application/octet-stream",
+                        headers=_frame_headers(frame))
+
+
+async def get_schema(request: web.Request) -> web.Response:
+    sched = request.app[SCHEDULER]
+    return web.json_response({
+        "protocol": 1,
+        "parameters": schema(sched.limits),
+        "osc": request.app[OSC_ADDRESSES],
+        "rest": {
+            "GET /v1/health": "status and counters",
+            "GET /v1/params": "current parameters with the state's version",
+            "PATCH /v1/params": "partial change (JSON object); returns version and warnings",
+            "GET /v1/frame.png": "?after=SEQ&timeout=S long-poll for a frame newer than SEQ; 204 on timeout",
+            "GET /v1/frame.rgba": "same, raw RGBA8 rows top-first; X-Width/X-Height give the size",
+            "GET /v1/schema": "this document",
+        },
+    })
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the v1 routes; the app's keys (SCHEDULER, PNG_CACHE, HEALTH, ...) are set by the wiring."""
+    app.middlewares.append(errors_middleware)
+    app.router.add_get("/v1/health", health)
+    app.router.add_get("/v1/params", get_params)
+    app.router.add_patch("/v1/params", patch_params)
+    app.router.add_get("/v1/frame.png", frame_png)
+    app.router.add_get("/v1/frame.rgba", frame_rgba)
+    app.router.add_get("/v1/schema", get_schema)

@@ -1,0 +1,173 @@
+"""Latest-wins scheduling: one render in flight, the newest state pending.
+
+Front ends call :meth:`Scheduler.apply` (validate, merge, bump the version) and return at
+once. The render loop takes a snapshot of the newest state whenever the GPU is free, so a
+burst of changes renders a handful of frames and a superseded state is never started.
+All torch work runs on the single GPU thread; sinks publish there too, right after the
+render, so a frame reaches shared memory without a hop through the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Protocol
+
+from .errors import ValidationError
+from .frame import Frame, Renderer
+from .params import Limits, Params, parse_changes
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    """Receives every frame on the GPU thread; must be quick (a copy, not an encode)."""
+
+    def publish(self, frame: Frame) -> None: ...
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The outcome of an accepted change."""
+
+    version: int
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass
+class Stats:
+    changes: int = 0
+    rejected: int = 0
+    frames: int = 0
+    render_errors: int = 0
+    last_error: str | None = None
+    last_stages_ms: dict[str, float] = field(default_factory=dict)
+
+
+class Scheduler:
+    """Owns the state (``Params`` + version) and the render loop."""
+
+    def __init__(
+        self,
+        renderer: Renderer,
+        gpu: Executor,
+        *,
+        initial: Params = Params(),
+        limits: Limits = Limits(),
+        sinks: Iterable[Sink] = (),
+    ):
+        self._renderer = renderer
+        self._gpu = gpu
+        self._limits = limits
+        self._sinks = list(sinks)
+        self._params = initial
+        self._version = 1
+        self._started_version = 0
+        self._seq = 0
+        self._wake = asyncio.Event()
+        self._new_frame = asyncio.Condition()
+        self._frame_listeners: list[Callable[[Frame], None]] = []
+        self._error_listeners: list[Callable[[str], None]] = []
+        self.latest: Frame | None = None
+        self.stats = Stats()
+
+    @property
+    def params(self) -> Params:
+        return self._params
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    def on_frame(self, listener: Callable[[Frame], None]) -> None:
+        """Call ``listener(frame)`` on the event loop after each published frame."""
+        self._frame_listeners.append(listener)
+
+    def on_error(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(message)`` on the event loop after each failed render."""
+        self._error_listeners.append(listener)
+
+    def apply(self, raw: Any) -> Applied:
+        """Validate and merge a partial change; raises ``ValidationError``, state unchanged then."""
+        try:
+            changes = parse_changes(raw, self._limits)
+        except ValidationError:
+            self.stats.rejected += 1
+            raise
+        self.stats.changes += 1
+        warnings: tuple[str, ...] = ()
+        if "prompt" in changes:
+            warnings = tuple(self._renderer.prompt_warnings(changes["prompt"]))
+        merged = self._params.merged(changes)
+        if merged != self._params:
+            self._params = merged
+            self._version += 1
+            self._wake.set()
+            log.debug("params v%d: %s", self._version, changes)
+        return Applied(self._version, warnings)
+
+    async def next_frame(self, after: int, timeout: float) -> Frame | None:
+        """The newest frame if its seq is above ``after``, waiting up to ``timeout`` seconds."""
+        async with self._new_frame:
+            try:
+                await asyncio.wait_for(
+                    self._new_frame.wait_for(lambda: self.latest is not None and self.latest.seq > after),
+                    timeout,
+                )
+            except asyncio.TimeoutError:
+                return None
+        return self.latest
+
+    async def run(self) -> None:
+        """The render loop; runs until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._started_version >= self._version:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            params, version = self._params, self._version
+            self._started_version = version
+            try:
+                frame = await loop.run_in_executor(self._gpu, self._render_and_publish, params, version)
+            except Exception as exc:  # a loop boundary: report, keep serving the last good frame
+                self._report_error(params, exc)
+                continue
+            self.latest = frame
+            self.stats.frames += 1
+            async with self._new_frame:
+                self._new_frame.notify_all()
+            for listener in self._frame_listeners:
+                listener(frame)
+
+    def _render_and_publish(self, params: Params, version: int) -> Frame:
+        # Runs on the GPU thread: the only thread that touches torch or writes sinks.
+        start = time.perf_counter()
+        rendered = self._renderer.render(params)
+        render_ms = (time.perf_counter() - start) * 1e3
+        self._seq += 1
+        frame = Frame(self._seq, version, params, rendered.pixels, render_ms, time.time_ns())
+        publish_start = time.perf_counter()
+        for sink in self._sinks:
+            sink.publish(frame)
+        self.stats.last_stages_ms = {
+            **rendered.stages_ms, "publish": (time.perf_counter() - publish_start) * 1e3,
+        }
+        log.debug("frame %d (v%d) %.1f ms", frame.seq, version, render_ms)
+        return frame
+
+    def _report_error(self, params: Params, exc: BaseException) -> None:
+        message = f"render failed for v{self._started_version} ({params.width}x{params.height}): " \
+                  f"{type(exc).__name__}: {exc}"
+        self.stats.render_errors += 1
+        self.stats.last_error = message
+        log.error("%s", message, exc_info=not isinstance(exc, MemoryError))
+        for listener in self._error_listeners:
+            listener(message)

@@ -1,0 +1,96 @@
+"""PNG encoding, off the event loop and off the render path.
+
+``PngCache`` encodes a frame at most once, on demand (HTTP), in the encoder executor.
+``PngFileWriter`` keeps ``latest.png`` in ``--output-dir`` current: it writes the newest frame,
+skipping any that arrive while it is busy, and swaps the file in atomically, so a reader
+never sees a partial PNG.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+from concurrent.futures import Executor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..frame import Frame
+
+log = logging.getLogger(__name__)
+
+
+def encode_png(pixels: np.ndarray, compress_level: int = 1) -> bytes:
+    """RGBA uint8 (H x W x 4) to PNG bytes; level 1 trades a little size for a lot of speed."""
+    out = io.BytesIO()
+    Image.fromarray(pixels, "RGBA").save(out, "PNG", compress_level=compress_level)
+    return out.getvalue()
+
+
+class PngCache:
+    """Encodes each frame once, however many clients ask for it at the same time."""
+
+    def __init__(self, executor: Executor, keep: int = 4):
+        self._executor = executor
+        self._keep = keep
+        self._encoded: dict[int, asyncio.Future[bytes]] = {}
+
+    async def png(self, frame: Frame) -> bytes:
+        future = self._encoded.get(frame.seq)
+        if future is None:
+            loop = asyncio.get_running_loop()
+            future = asyncio.ensure_future(loop.run_in_executor(self._executor, encode_png, frame.pixels))
+            self._encoded[frame.seq] = future
+            for seq in sorted(self._encoded)[:-self._keep]:
+                del self._encoded[seq]
+        return await asyncio.shield(future)
+
+
+class PngFileWriter:
+    """Writes ``latest.png`` (and ``frame-NNNNNN.png`` with ``keep_frames``) into one folder."""
+
+    def __init__(self, directory: Path, cache: PngCache, executor: Executor, keep_frames: bool = False):
+        self.directory = Path(directory)
+        self._cache = cache
+        self._executor = executor
+        self._keep_frames = keep_frames
+        self._pending: Frame | None = None
+        self._ready = asyncio.Event()
+        self.written = 0
+        self.skipped = 0
+
+    def offer(self, frame: Frame) -> None:
+        """Called on the event loop for each new frame; never waits."""
+        if self._pending is not None:
+            self.skipped += 1
+        self._pending = frame
+        self._ready.set()
+
+    async def run(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            frame, self._pending = self._pending, None
+            if frame is None:
+                continue
+            data = await self._cache.png(frame)
+            await loop.run_in_executor(self._executor, self._write, frame.seq, data)
+            self.written += 1
+
+    def _write(self, seq: int, data: bytes) -> None:
+        if self._keep_frames:
+            _atomic_write(self.directory / f"frame-{seq:06d}.png", data)
+        _atomic_write(self.directory / "latest.png", data)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    # A temp file in the same folder, then rename: readers see the old file or the new one.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)

@@ -1,0 +1,45 @@
+"""Shared fixtures: a demo model built once per session, daemons on ephemeral ports."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from bridge.config import Config
+from bridge.frame import NullRenderer
+from bridge.params import Params
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """A session-wide cache so the demo model is built once (a few seconds)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def unique_shm_name() -> str:
+    return f"tb-test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def config(cache_dir) -> Config:
+    return Config(model="demo", http_port=0, osc_port=0, shm_name=unique_shm_name(), cache_dir=cache_dir,
+                  initial=Params(width=64, height=64), max_size=256)
+
+
+def null_factory(config):
+    return NullRenderer(), {"model": "null", "device": "cpu", "dtype": "none"}
+
+
+@pytest.fixture
+def daemon_factory():
+    """``async with daemon_factory(config, renderer_factory=...) as d`` starts a real daemon."""
+    from bridge.app import Daemon, load_renderer
+
+    def make(config: Config, renderer_factory=load_renderer, **changes):
+        return Daemon(replace(config, **changes), renderer_factory)
+
+    return make

@@ -1,0 +1,76 @@
+"""The console entry point as a user runs it: a real process, real sockets, signals."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from multiprocessing import shared_memory
+
+import pytest
+
+from bridge.cli import build_parser, config_from_args
+from bridge.errors import ValidationError
+from conftest import unique_shm_name
+
+
+def test_article_flags_set_initial_params():
+    args = build_parser().parse_args(["serve", "--model", "demo", "--guidance_scale", "0", "--num_inference_steps",
+                                      "2", "--width", "640", "--height", "384", "--seed", "18446744073709551615"])
+    config = config_from_args(args)
+    assert (config.initial.steps, config.initial.width, config.initial.height, config.initial.seed) == \
+        (2, 640, 384, 2**64 - 1)
+    assert config.host == "127.0.0.1" and config.http_port == 8787 and config.osc_port == 9000
+
+
+def test_bad_initial_value_is_refused():
+    with pytest.raises(ValidationError, match="multiple of 8"):
+        config_from_args(build_parser().parse_args(["serve", "--width", "500"]))
+
+
+def start(cache_dir, *extra, env_extra=None):
+    env = {**os.environ, "TURBO_BRIDGE_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    return subprocess.Popen([sys.executable, "-m", "bridge", "serve", *extra], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True, env=env)
+
+
+def test_serve_demo_answers_then_stops_cleanly_on_sigterm(cache_dir):
+    name = unique_shm_name()
+    proc = start(cache_dir, "--model", "demo", "--http-port", "0", "--osc-port", "0", "--shm-name", name,
+                 "--width", "64", "--height", "64")
+    lines = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        lines.append(line)
+        match = re.search(r"ready: http://127\.0\.0\.1:(\d+)/v1/", line)
+        if match or not line:
+            break
+    assert match, "".join(lines)
+    base = f"http://127.0.0.1:{match.group(1)}"
+    with urllib.request.urlopen(f"{base}/v1/frame.png?after=0&timeout=30") as r:
+        assert r.status == 200 and r.read(8) == b"\x89PNG\r\n\x1a\n"
+    with urllib.request.urlopen(f"{base}/v1/health") as r:
+        assert json.load(r)["model"] == "demo"
+    shared_memory.SharedMemory(name).close()  # exists while serving
+    from multiprocessing import resource_tracker
+    resource_tracker.unregister("/" + name, "shared_memory")
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=10)[1]
+    assert proc.returncode == 0 and time.monotonic() - started < 5, rest
+    assert "unlinked" in rest
+    with pytest.raises(FileNotFoundError):
+        shared_memory.SharedMemory(name)
+
+
+def test_missing_model_is_one_clear_line(tmp_path):
+    proc = start(tmp_path, "--model", "nobody/no-such-model", "--shm-name", "", "--http-port", "0",
+                 "--osc-port", "0", env_extra={"HF_HUB_OFFLINE": "1"})
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 1
+    errors = [line for line in err.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "--model demo" in errors[0] and "Traceback" not in err

@@ -1,0 +1,139 @@
+"""Shared memory across real processes: tear-free reads, the segment outlives its readers."""
+
+import subprocess
+import sys
+import textwrap
+import time
+import zlib
+from multiprocessing import shared_memory
+
+import numpy as np
+import pytest
+
+from bridge import layout
+from bridge.client import ShmReader
+from bridge.errors import BridgeError
+from bridge.frame import Frame
+from bridge.params import Params
+from bridge.sinks.shm import ShmWriter
+from conftest import unique_shm_name
+
+rng = np.random.default_rng(0)
+
+
+def checked_frame(seq: int, width: int, height: int) -> Frame:
+    """Random pixels whose last 4 bytes hold the CRC-32 of all the others."""
+    pixels = rng.integers(0, 256, (height, width, 4), dtype=np.uint8)
+    flat = pixels.reshape(-1)
+    flat[-4:] = np.frombuffer(zlib.crc32(flat[:-4].tobytes()).to_bytes(4, "little"), np.uint8)
+    return Frame(seq, seq, Params(seed=seq, width=width, height=height), pixels, 1.5, time.time_ns())
+
+
+READER = textwrap.dedent("""
+    import sys, time, zlib
+    from bridge.client import ShmReader
+    name, wanted = sys.argv[1], int(sys.argv[2])
+    reader = ShmReader(name)
+    good = torn = 0
+    last = 0
+    deadline = time.monotonic() + 60
+    while good < wanted and time.monotonic() < deadline:
+        frame = reader.read()
+        if frame is None:
+            continue
+        flat = frame.pixels.reshape(-1)
+        if zlib.crc32(flat[:-4].tobytes()) == int.from_bytes(flat[-4:].tobytes(), "little"):
+            good += 1
+        else:
+            torn += 1
+        assert frame.seq > last and frame.seed == frame.version
+        last = frame.seq
+    reader.close()
+    print(good, torn, reader.retries)
+""")
+
+
+def test_reader_process_never_sees_a_torn_frame():
+    name = unique_shm_name()
+    with ShmWriter(name, 256, 256) as writer:
+        frames = [checked_frame(i, 256, 256) for i in range(1, 9)]
+        writer.publish(frames[0])
+        proc = subprocess.Popen([sys.executable, "-c", READER, name, "300"], stdout=subprocess.PIPE, text=True)
+        seq = 1
+        while proc.poll() is None:  # publish as fast as we can while the reader reads
+            seq += 1
+            f = frames[seq % len(frames)]
+            writer.publish(Frame(seq, seq, f.params.merged({"seed": seq}), f.pixels, 1.0, time.time_ns()))
+        good, torn, retries = map(int, proc.stdout.read().split())
+    assert proc.returncode == 0
+    assert good == 300 and torn == 0
+    print(f"reader retried {retries} racing reads")
+
+
+def test_segment_survives_a_reader_process_exit():
+    name = unique_shm_name()
+    with ShmWriter(name, 64, 64) as writer:
+        writer.publish(checked_frame(1, 64, 64))
+        code = f"from bridge.client import ShmReader; r = ShmReader({name!r}); assert r.read().width == 64"
+        subprocess.run([sys.executable, "-c", code], check=True)  # exits without closing
+        subprocess.run([sys.executable, "-c", code.replace("; assert", "; r.close(); assert")], check=False)
+        with ShmReader(name) as reader:  # still there, still the same frame
+            assert reader.read().seq == 1
+
+
+def test_layout_v1_header_bytes():
+    name = unique_shm_name()
+    with ShmWriter(name, 128, 96, slot_count=3) as writer:
+        frame = checked_frame(1, 64, 32)
+        writer.publish(frame)
+        shm = layout.attach_untracked(name)
+        buf = bytes(shm.buf[:128])
+        assert buf[:4] == b"TBF1"
+        assert int.from_bytes(buf[4:6], "little") == 128 and int.from_bytes(buf[6:8], "little") == 3
+        assert int.from_bytes(buf[8:12], "little") == 128 and int.from_bytes(buf[12:16], "little") == 96
+        assert int.from_bytes(buf[16:24], "little") == 2  # one frame published, stable
+        slot = int.from_bytes(buf[24:28], "little")
+        assert [int.from_bytes(buf[o:o + 4], "little") for o in (28, 32, 36)] == [64, 32, 256]
+        assert buf[40:44] == bytes([4, 0, 0, 0]) and buf[76:] == bytes(52)
+        assert int.from_bytes(buf[48:56], "little") == 1 and int.from_bytes(buf[56:64], "little") == 1
+        start = 128 + slot * 128 * 96 * 4
+        pixels = np.frombuffer(shm.buf, np.uint8, count=64 * 32 * 4, offset=start).reshape(32, 64, 4).copy()
+        assert np.array_equal(pixels, frame.pixels)
+        shm.close()
+        assert shm.size >= 128 + 3 * 128 * 96 * 4
+
+
+def test_flip_and_bgra():
+    name = unique_shm_name()
+    with ShmWriter(name, 64, 64) as writer:
+        frame = checked_frame(1, 16, 8)
+        writer.publish(frame)
+        with ShmReader(name, flip=True, bgra=True) as reader:
+            got = reader.read().pixels
+            assert reader.read() is None  # nothing new since
+            assert np.array_equal(reader.read(force=True).pixels, got)
+    assert np.array_equal(got, frame.pixels[::-1][..., [2, 1, 0, 3]])
+
+
+def test_close_unlinks_and_stale_segment_is_reclaimed():
+    name = unique_shm_name()
+    stale = ShmWriter(name, 64, 64)
+    stale.open()
+    stale._shm.close()
+    stale._shm = None  # a daemon killed without cleanup leaves the segment behind
+    with ShmWriter(name, 64, 64) as writer:
+        writer.publish(checked_frame(1, 8, 8))
+    with pytest.raises(FileNotFoundError):
+        shared_memory.SharedMemory(name)
+
+
+def test_foreign_segment_of_same_name_is_refused():
+    name = unique_shm_name()
+    foreign = shared_memory.SharedMemory(name, create=True, size=4096)
+    try:
+        with pytest.raises(BridgeError, match="not a turbo-bridge"):
+            ShmWriter(name, 64, 64).open()
+        assert bytes(foreign.buf[:4]) == bytes(4)  # untouched
+    finally:
+        foreign.close()
+        foreign.unlink()
