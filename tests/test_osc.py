@@ -104,6 +104,7 @@ async def test_subscribe_gets_frame_and_error_feedback(osc):
     listener.bind(("127.0.0.1", 0))
     listener.settimeout(3)
     port = listener.getsockname()[1]
+    await daemon.scheduler.next_frame(0, 5)  # the initial frame is out before we subscribe
     client.send_message("/bridge/subscribe", port)
     await settle(lambda: len(daemon.osc.subscribers) == 1)
     client.send_message("/bridge/seed", 77)
