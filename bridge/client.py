@@ -71,6 +71,8 @@ class ShmReader:
         return self.seq != self._last_seq
 
     def read(self, force: bool = False, timeout: float = 1.0) -> FrameInfo | None:
+        if self._shm is None:
+            raise ValueError(f"ShmReader({self.name!r}) is closed")
         buf = self._shm.buf
         deadline = time.monotonic() + timeout
         while True:

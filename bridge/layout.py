@@ -82,18 +82,47 @@ def read_geometry(buf) -> Geometry:
     return Geometry(slot_count, max_width, max_height)
 
 
-def attach_untracked(name: str):
-    """Open an existing segment without letting this process's exit unlink it.
 
-    Python < 3.13 registers every attached segment with the resource tracker, which unlinks it
-    when the process exits; a reader must never do that to the daemon's segment.
+class Segment:
+    """An existing named segment mapped read-write, invisible to Python's resource tracker.
+
+    Python < 3.13 registers every attached ``SharedMemory`` with the resource tracker, which
+    unlinks it when the process exits; a reader must never do that to the daemon's segment,
+    so on POSIX we map it ourselves (as ``SharedMemory`` does, minus the registration).
     """
-    import sys
-    from multiprocessing import resource_tracker, shared_memory
 
-    if sys.version_info >= (3, 13):
-        return shared_memory.SharedMemory(name, track=False)
-    shm = shared_memory.SharedMemory(name)
-    if shared_memory._USE_POSIX:  # Windows segments are not tracked
-        resource_tracker.unregister(shm._name, "shared_memory")
-    return shm
+    def __init__(self, name: str):
+        import mmap
+        import os
+        import sys
+
+        self.name = name
+        if sys.platform == "win32":
+            from multiprocessing import shared_memory
+
+            self._shm = shared_memory.SharedMemory(name)  # Windows does not track segments
+            self.buf = self._shm.buf
+            self.size = self._shm.size
+            return
+        import _posixshmem
+
+        self._shm = None
+        fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+        try:
+            self._mmap = mmap.mmap(fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+        self.buf = memoryview(self._mmap)
+        self.size = len(self._mmap)
+
+    def close(self) -> None:
+        """Unmap; never unlinks."""
+        self.buf.release()
+        if self._shm is not None:
+            self._shm.close()
+        else:
+            self._mmap.close()
+
+
+def attach_untracked(name: str) -> Segment:
+    return Segment(name)
