@@ -18,7 +18,7 @@ from aiohttp import web
 
 from . import rest
 from .config import Config
-from .frame import Renderer
+from .frame import NullRenderer, Renderer
 from .osc import ADDRESSES, OscServer
 from .params import Limits
 from .scheduler import Scheduler
@@ -34,15 +34,27 @@ MODEL_INFO = web.AppKey("model_info", dict)
 
 
 def load_renderer(config: Config) -> tuple[Renderer, dict]:
-    """Load the configured pipeline (runs on the GPU thread)."""
+    """Load the configured pipeline and warm it up for the initial size (on the GPU thread)."""
+    if config.model == "null":
+        return NullRenderer(), {"model": "null", "device": "none", "dtype": "none", "compile": False}
     from .pipeline import loader
+    from .pipeline.optimize import configure_compile_cache
     from .pipeline.renderer import DiffusersRenderer
 
     device = config.device or loader.default_device()
     dtype = loader.resolve_dtype(config.dtype, device)
-    pipe = loader.load_pipeline(config.model, device, dtype, config.cache_dir)
-    info = {"model": config.model, "device": device, "dtype": str(dtype).removeprefix("torch.")}
-    return DiffusersRenderer(pipe, device, dtype), info
+    compile = config.compile == "on" or (config.compile == "auto" and device.startswith("cuda"))
+    if compile:
+        configure_compile_cache(config.cache_dir)
+    vae = None if config.vae == "full" else loader.load_tiny_vae(config.vae, config.model, device, dtype)
+    pipe = loader.load_pipeline(config.model, device, dtype, config.cache_dir, vae=vae)
+    renderer = DiffusersRenderer(pipe, device, dtype, compile=compile)
+    started = time.perf_counter()
+    renderer.render(config.initial)  # compiles (once per size) before the ports open
+    log.info("first frame in %.1f s", time.perf_counter() - started)
+    info = {"model": config.model, "device": device, "dtype": str(dtype).removeprefix("torch."),
+            "vae": config.vae, "compile": compile}
+    return renderer, info
 
 
 async def _cancel(task: asyncio.Task) -> None:

@@ -29,7 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the daemon (REST + OSC + shared memory)")
     serve.add_argument("--model", default="stabilityai/sdxl-turbo",
-                       help="hub id, local diffusers folder, or 'demo' (offline, random weights)")
+                       help="hub id, local diffusers folder, 'demo' (offline, small, random weights), "
+                            "'random' (full SDXL-Turbo architecture, random weights: benchmarks) or "
+                            "'null' (no GPU work: measures the bridge itself)")
+    serve.add_argument("--vae", default="full",
+                       help="'full' (default), 'tiny' (TAESDXL decoder, madebyollin/taesdxl) or a local folder")
+    serve.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                       help="torch.compile + CUDA graphs (auto: on for CUDA); off keeps the eager path")
     serve.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if present)")
     serve.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
                        help="auto: bf16 on CUDA, fp32 on CPU")
@@ -42,6 +48,32 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--keep-frames", action="store_true", help="with --output-dir: also frame-NNNNNN.png")
     serve.add_argument("--cache-dir", type=Path, default=None,
                        help=f"demo model and compile caches (default {default_cache_dir()})")
+    bench = sub.add_parser("bench", help="measure frame rate, latency, VRAM and stage times on this machine")
+    bench.add_argument("--model", default="random",
+                       help="'random' (full SDXL-Turbo architecture, random weights; no download), 'demo', or a model")
+    bench.add_argument("--weights", choices=["random"], default=None, help="same as --model random")
+    bench.add_argument("--device", default=None)
+    bench.add_argument("--frames", type=int, default=100)
+    bench.add_argument("--sizes", default="512", help="comma-separated, e.g. 512,640,768,1024")
+    bench.add_argument("--dtypes", default="bf16", help="comma-separated: bf16,fp16")
+    bench.add_argument("--vaes", default="full,tiny", help="comma-separated: full,tiny")
+    bench.add_argument("--modes", default="prompt,seed", help="what changes every frame: prompt,seed")
+    bench.add_argument("--compile", default="on", choices=["on", "off"])
+    bench.add_argument("--no-baseline", action="store_true", help="skip the plain diffusers call")
+    bench.add_argument("--memory-budget-gb", type=float, default=None,
+                       help="cap this process's GPU memory (e.g. 24) to show the run fits")
+    bench.add_argument("--cache-dir", type=Path, default=None)
+    bench.add_argument("--json", type=Path, default=Path("bench.json"), help="where to write the figures")
+
+    latency = sub.add_parser("latency", help="OSC in -> frame in shared memory, through a real daemon")
+    latency.add_argument("--model", default="null", help="'null' (no GPU work: the bridge's own overhead), 'random', ...")
+    latency.add_argument("--vae", default="full")
+    latency.add_argument("--size", type=int, default=512)
+    latency.add_argument("--count", type=int, default=300)
+    latency.add_argument("--rate", type=float, default=20.0, help="changes per second (steady)")
+    latency.add_argument("--json", type=Path, default=None)
+    latency.add_argument("daemon_args", nargs=argparse.REMAINDER, help="after --: more `serve` options")
+
     initial = serve.add_argument_group("initial parameters (the seed article's flags are accepted too)")
     initial.add_argument("--prompt", default="")
     initial.add_argument("--seed", default="0")
@@ -58,10 +90,27 @@ def config_from_args(args: argparse.Namespace) -> Config:
     changes = parse_changes({"prompt": args.prompt, "seed": args.seed, "steps": args.steps,
                              "guidance": args.guidance, "width": args.width, "height": args.height},
                             Limits(args.max_size))
-    return Config(model=args.model, device=args.device, dtype=args.dtype, host=args.host,
+    return Config(model=args.model, vae=args.vae, compile=args.compile, device=args.device, dtype=args.dtype, host=args.host,
                   http_port=args.http_port, osc_port=args.osc_port, max_size=args.max_size,
                   shm_name=args.shm_name or None, output_dir=args.output_dir, keep_frames=args.keep_frames,
                   cache_dir=args.cache_dir or default_cache_dir(), initial=Params().merged(changes))
+
+
+def _csv(text: str, kind=str) -> tuple:
+    return tuple(kind(part) for part in text.split(",") if part)
+
+
+def run_bench_command(args: argparse.Namespace) -> None:
+    from .pipeline import bench, loader
+
+    opts = bench.BenchOptions(
+        model="random" if args.weights else args.model, device=args.device or loader.default_device(),
+        frames=args.frames, sizes=_csv(args.sizes, int), dtypes=_csv(args.dtypes), vaes=_csv(args.vaes),
+        modes=_csv(args.modes), compile=args.compile == "on", baseline=not args.no_baseline,
+        memory_budget_gb=args.memory_budget_gb, cache_dir=args.cache_dir or default_cache_dir())
+    report = bench.run_bench(opts, args.json)
+    sys.stdout.write(bench.format_report(report) + "\n")
+    log.info("figures written to %s", args.json)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +122,16 @@ def main(argv: list[str] | None = None) -> int:
             from .app import serve
 
             asyncio.run(serve(config_from_args(args)))
+        elif args.command == "bench":
+            run_bench_command(args)
+        elif args.command == "latency":
+            from .latency import format_latency, run_latency, to_json
+
+            report = run_latency(args.model, args.vae, args.size, args.count, args.rate,
+                                 [a for a in args.daemon_args if a != "--"])
+            sys.stdout.write(format_latency(report) + "\n")
+            if args.json:
+                args.json.write_text(to_json(report))
     except ValidationError as exc:
         log.error("%s", exc.message)
         return 2

@@ -24,7 +24,9 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class Config:
-    model: str = "stabilityai/sdxl-turbo"
+    model: str = "stabilityai/sdxl-turbo"  # or a folder, "demo", "random" (full size), "null" (no GPU work)
+    vae: str = "full"  # "full", "tiny" (TAESDXL) or a local AutoencoderTiny folder
+    compile: str = "auto"  # auto: on for CUDA, off for CPU
     device: str | None = None  # None: cuda if present, else cpu
     dtype: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     host: str = DEFAULT_HOST

@@ -57,8 +57,9 @@ class NullRenderer:
 
     def render(self, params: Params) -> Rendered:
         self.calls += 1
+        rgba = bytes((params.seed & 0xFF, (params.seed >> 8) & 0xFF, len(params.prompt) & 0xFF, 255))
         pixels = np.empty((params.height, params.width, 4), np.uint8)
-        pixels[...] = (params.seed & 0xFF, (params.seed >> 8) & 0xFF, len(params.prompt) & 0xFF, 255)
+        pixels.view(np.uint32)[...] = np.frombuffer(rgba, np.uint32)[0]  # one word fill: memset speed
         return Rendered(pixels)
 
     def prompt_warnings(self, prompt: str) -> list[str]:

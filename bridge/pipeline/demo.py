@@ -47,7 +47,8 @@ def _json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def build_components(demo: bool, dtype: torch.dtype = torch.float32, device: str = "cpu") -> dict:
+def build_components(demo: bool, dtype: torch.dtype = torch.float32, device: str = "cpu",
+                     with_vae: bool = True) -> dict:
     """Instantiate the pipeline's modules with random weights (fixed init seed)."""
     from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
@@ -60,7 +61,7 @@ def build_components(demo: bool, dtype: torch.dtype = torch.float32, device: str
     with torch.device(device):
         modules = {
             "unet": UNet2DConditionModel.from_config(unet_config),
-            "vae": AutoencoderKL.from_config(vae_config),
+            **({"vae": AutoencoderKL.from_config(vae_config)} if with_vae else {}),
             "text_encoder": CLIPTextModel(te1),
             "text_encoder_2": CLIPTextModelWithProjection(te2),
         }
@@ -76,11 +77,24 @@ def build_components(demo: bool, dtype: torch.dtype = torch.float32, device: str
     }
 
 
-def build_random_pipeline(demo: bool, dtype: torch.dtype, device: str):
+def build_random_pipeline(demo: bool, dtype: torch.dtype, device: str, vae=None):
     """A StableDiffusionXLPipeline in memory, for benchmarks that need no folder on disk."""
     from diffusers import StableDiffusionXLPipeline
 
-    return StableDiffusionXLPipeline(**build_components(demo, dtype, device), force_zeros_for_empty_prompt=True)
+    components = build_components(demo, dtype, device, with_vae=vae is None)
+    if vae is not None:
+        components["vae"] = vae
+    return StableDiffusionXLPipeline(**components, force_zeros_for_empty_prompt=True)
+
+
+def build_tiny_vae(dtype: torch.dtype, device: str):
+    """AutoencoderTiny (TAESDXL's architecture, bundled config) with random weights."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        vae = AutoencoderTiny.from_config(_json(CONFIGS / "taesdxl/config.json"))
+    return vae.to(dtype=dtype).eval().requires_grad_(False)
 
 
 def ensure_demo(cache_dir: Path) -> Path:

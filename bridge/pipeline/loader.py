@@ -10,10 +10,12 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelNotFoundError
+from .optimize import progress
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "stabilityai/sdxl-turbo"
+TINY_VAE = "madebyollin/taesdxl"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -34,11 +36,22 @@ def _quiet_transformers() -> None:
     tlog.set_verbosity_error()
 
 
-def load_pipeline(model: str, device: str, dtype: torch.dtype, cache_dir: Path):
-    """Load a StableDiffusionXLPipeline onto ``device``; raises ``ModelNotFoundError`` with a way out."""
+def load_pipeline(model: str, device: str, dtype: torch.dtype, cache_dir: Path, vae=None):
+    """Load a StableDiffusionXLPipeline onto ``device``; raises ``ModelNotFoundError`` with a way out.
+
+    ``model``: a hub id, a local diffusers folder, ``demo`` (small, random weights, built once
+    into ``cache_dir``) or ``random`` (the full SDXL-Turbo architecture with random weights, in
+    memory: for benchmarks; compute does not depend on weight values). ``vae``, if given,
+    replaces the pipeline's own VAE (which is then not loaded).
+    """
     _quiet_transformers()
     from diffusers import StableDiffusionXLPipeline
 
+    if model == "random":
+        from .demo import build_random_pipeline
+
+        with progress("building the full SDXL-Turbo architecture with random weights"):
+            return build_random_pipeline(demo=False, dtype=dtype, device=device, vae=vae)
     if model == "demo":
         from .demo import ensure_demo
 
@@ -53,7 +66,7 @@ def load_pipeline(model: str, device: str, dtype: torch.dtype, cache_dir: Path):
     start = time.perf_counter()
     log.info("loading %s onto %s (%s)", source, device, str(dtype).removeprefix("torch."))
     target = str(local) if local.exists() else source
-    kwargs = {"dtype": dtype}
+    kwargs = {"dtype": dtype, **({"vae": vae} if vae is not None else {})}
     if not local.exists() and dtype != torch.float32:
         kwargs["variant"] = "fp16"  # the published half-precision weights: half the download
     try:
@@ -71,9 +84,33 @@ def load_pipeline(model: str, device: str, dtype: torch.dtype, cache_dir: Path):
             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. Download it once with "
             f"network access (`hf download {DEFAULT_MODEL}`), pass a local diffusers folder, "
             "or run offline with --model demo (random weights, noise frames)") from exc
-    if dtype == torch.float16 and pipe.vae.config.force_upcast:
+    if dtype == torch.float16 and getattr(pipe.vae.config, "force_upcast", False):
         pipe.vae.to(torch.float32)  # the SDXL VAE overflows in fp16; bf16 has the range
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     log.info("model loaded in %.1f s", time.perf_counter() - start)
     return pipe
+
+
+def load_tiny_vae(source: str, model: str, device: str, dtype: torch.dtype):
+    """The TAESDXL decoder: ``tiny`` (hub madebyollin/taesdxl) or a local folder.
+
+    With the ``demo`` or ``random`` model it is built from the bundled config with random
+    weights, like the rest of those pipelines.
+    """
+    _quiet_transformers()
+    from diffusers import AutoencoderTiny
+
+    if model in ("demo", "random") and source == "tiny":
+        from .demo import build_tiny_vae
+
+        return build_tiny_vae(dtype, device)
+    target = TINY_VAE if source == "tiny" else source
+    try:
+        vae = AutoencoderTiny.from_pretrained(target, dtype=dtype)
+    except OSError as exc:
+        raise ModelNotFoundError(
+            f"tiny VAE {target!r} is not available: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. "
+            f"Download it once with network access (`hf download {TINY_VAE}`) or pass a local folder "
+            "with --vae PATH; --vae full needs no extra download") from exc
+    return vae.to(device).eval().requires_grad_(False)

@@ -1,8 +1,11 @@
-"""Rendering one frame from ``Params`` with a loaded SDXL pipeline (eager path).
+"""Rendering one frame from ``Params`` with a loaded SDXL pipeline.
 
-Prompt embeddings are cached by prompt (LRU), so a seed-, guidance-, steps- or size-only
-change never runs the text encoders. The initial noise comes from a CPU generator seeded
-with the frame's seed, so the same params give the same pixels on any device.
+One code path for the eager and the compiled renderer: the text encoders, the UNet and the
+VAE decoder are plain functions, wrapped by ``torch.compile`` (CUDA graphs) when compiling.
+Prompt embeddings are cached by prompt (LRU): seed-, guidance-, steps- or size-only changes
+never run the text encoders. All noise comes from a CPU generator seeded with the frame's
+seed, so the same params give the same pixels. On CUDA the only sync is the final copy into
+pinned host memory.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import torch
 
 from ..frame import Rendered
 from ..params import Params
+from .optimize import compiled, prepare_modules, progress
+from .schedule import EulerAncestral
 
 log = logging.getLogger(__name__)
 
@@ -26,20 +31,33 @@ CLIP_TOKENS = 77
 class DiffusersRenderer:
     """Renders frames; every method but ``prompt_warnings`` runs on the GPU thread only."""
 
-    def __init__(self, pipe, device: str, dtype: torch.dtype, cache_size: int = 256, profile: bool = False):
+    def __init__(self, pipe, device: str, dtype: torch.dtype, *, vae=None, compile: bool = False,
+                 profile: bool = False, cache_size: int = 256):
         self.pipe = pipe
+        self.vae = vae if vae is not None else pipe.vae
         self.device = torch.device(device)
         self.dtype = dtype
+        self.compile = compile
         self.profile = profile  # synchronise per stage: honest stage times, a little slower
         self.text_encoder_runs = 0
+        self._cuda = self.device.type == "cuda"
         self._embeddings: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._cache_size = cache_size
-        self._negative: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._schedule = EulerAncestral(pipe.scheduler)
+        self._warm: set[tuple] = set()
+        self._pinned: dict[tuple[int, int], torch.Tensor] = {}
+        self._time_ids: dict[tuple[int, int, int], torch.Tensor] = {}
         self._stages: dict[str, float] = {}
+        self._done = torch.cuda.Event() if self._cuda else None
         # A separate tokenizer for counting on the event loop: a fast tokenizer is not safe to
         # reconfigure (truncation/padding) from two threads at once.
         self._counter = pipe.tokenizer.__class__.from_pretrained(pipe.tokenizer.name_or_path) \
             if pipe.tokenizer.name_or_path else pipe.tokenizer
+        self._te1, self._te2, self._unet, self._decode = self._text_1, self._text_2, self._denoise, self._vae_decode
+        if compile:
+            prepare_modules([pipe.unet, self.vae, pipe.text_encoder, pipe.text_encoder_2], self.device)
+            self._te1, self._te2 = compiled(self._text_1, self.device), compiled(self._text_2, self.device)
+            self._unet, self._decode = compiled(self._denoise, self.device), compiled(self._vae_decode, self.device)
 
     # -- the event loop side ------------------------------------------------------------
     def prompt_warnings(self, prompt: str) -> list[str]:
@@ -50,16 +68,37 @@ class DiffusersRenderer:
         return [f"prompt is {len(ids)} tokens; CLIP reads {CLIP_TOKENS} (start and end included), "
                 f"so only this part is used: {kept!r}"]
 
+    # -- the functions that get compiled ------------------------------------------------
+    def _text_1(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.pipe.text_encoder(ids, output_hidden_states=True).hidden_states[-2]
+
+    def _text_2(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.pipe.text_encoder_2(ids, output_hidden_states=True)
+        return out.hidden_states[-2], out.text_embeds
+
+    def _denoise(self, latents, timestep, embeds, pooled, time_ids) -> torch.Tensor:
+        return self.pipe.unet(latents, timestep, encoder_hidden_states=embeds,
+                              added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
+
+    def _vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
+        image = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+        return to_rgba8(image[0])
+
     # -- the GPU thread side ------------------------------------------------------------
     @contextmanager
     def _stage(self, name: str):
-        if self.profile and self.device.type == "cuda":
+        if self.profile and self._cuda:
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
         yield
-        if self.profile and self.device.type == "cuda":
+        if self.profile and self._cuda:
             torch.cuda.synchronize(self.device)
         self._stages[name] = self._stages.get(name, 0.0) + (time.perf_counter() - start) * 1e3
+
+    def _tokens(self, tokenizer, prompt: str) -> torch.Tensor:
+        ids = tokenizer(prompt, padding="max_length", max_length=tokenizer.model_max_length,
+                        truncation=True, return_tensors="pt").input_ids
+        return ids.pin_memory().to(self.device, non_blocking=True) if self._cuda else ids
 
     def embeddings(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(prompt_embeds, pooled) for a prompt, from the cache when it was seen before."""
@@ -67,65 +106,96 @@ class DiffusersRenderer:
         if cached is not None:
             self._embeddings.move_to_end(prompt)
             return cached
+        with self._stage("tokenize"):
+            ids1, ids2 = self._tokens(self.pipe.tokenizer, prompt), self._tokens(self.pipe.tokenizer_2, prompt)
         with self._stage("text_encoders"), torch.inference_mode():
-            embeds, _, pooled, _ = self.pipe.encode_prompt(
-                prompt, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False)
+            hidden1 = self._te1(ids1)
+            hidden2, pooled = self._te2(ids2)
+            # clone: a CUDA graph's outputs are overwritten by its next replay, and these are kept.
+            embeds = torch.cat([hidden1, hidden2], dim=-1).to(self.dtype)
+            pooled = pooled.to(self.dtype).clone()
         self.text_encoder_runs += 1
         self._embeddings[prompt] = (embeds, pooled)
         if len(self._embeddings) > self._cache_size:
             self._embeddings.popitem(last=False)
         return embeds, pooled
 
-    def negative_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _negative(self, embeds: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The unconditional branch for guidance > 0: zeros for SDXL-Turbo, as diffusers does."""
-        if self._negative is None:
-            if self.pipe.config.force_zeros_for_empty_prompt:
-                embeds, pooled = self.embeddings("")
-                self._negative = (torch.zeros_like(embeds), torch.zeros_like(pooled))
-            else:
-                self._negative = self.embeddings("")
-        return self._negative
+        if self.pipe.config.force_zeros_for_empty_prompt:
+            return torch.zeros_like(embeds), torch.zeros_like(pooled)
+        return self.embeddings("")
 
-    def initial_noise(self, params: Params) -> torch.Tensor:
+    def _host_noise(self, params: Params) -> torch.Tensor:
+        """Initial noise plus one draw per ancestral step, from the seed, in drawing order."""
         generator = torch.Generator("cpu").manual_seed(params.seed)
         shape = (1, self.pipe.unet.config.in_channels, params.height // 8, params.width // 8)
-        return torch.randn(shape, generator=generator, dtype=torch.float32)
+        return torch.stack([torch.randn(shape, generator=generator) for _ in range(params.steps + 1)])
+
+    def _time_ids_for(self, params: Params, batch: int) -> torch.Tensor:
+        key = (params.width, params.height, batch)
+        if key not in self._time_ids:
+            h, w = params.height, params.width
+            ids = torch.tensor([[h, w, 0, 0, h, w]] * batch, dtype=self.dtype)
+            self._time_ids[key] = ids.to(self.device)
+        return self._time_ids[key]
 
     @torch.inference_mode()
     def render(self, params: Params) -> Rendered:
+        key = (params.width, params.height, params.steps, params.guidance > 0)
+        if self.compile and key not in self._warm:
+            self._warm.add(key)
+            with progress(f"compiling for {params.width}x{params.height}, {params.steps} step(s), "
+                          f"guidance {'on' if key[3] else 'off'} (once per size; cached on disk)"):
+                self._render(params)
+                return self._render(params)  # the second call records the CUDA graphs
+        return self._render(params)
+
+    def _render(self, params: Params) -> Rendered:
         self._stages = {}
+        if self.compile:
+            torch.compiler.cudagraph_mark_step_begin()
         embeds, pooled = self.embeddings(params.prompt)
         cfg = params.guidance > 0
         if cfg:
-            negative, negative_pooled = self.negative_embeddings()
-            embeds = torch.cat([negative, embeds])
-            pooled = torch.cat([negative_pooled, pooled])
-        scheduler = self.pipe.scheduler
+            negative, negative_pooled = self._negative(embeds, pooled)
+            embeds, pooled = torch.cat([negative, embeds]), torch.cat([negative_pooled, pooled])
         with self._stage("unet"):
-            scheduler.set_timesteps(params.steps, device=self.device)
-            generator = torch.Generator("cpu").manual_seed(params.seed)
-            latents = self.initial_noise(params).to(self.device, self.dtype) * scheduler.init_noise_sigma
-            h, w = params.height, params.width
-            time_ids = torch.tensor([[h, w, 0, 0, h, w]], device=self.device, dtype=self.dtype)
-            time_ids = time_ids.repeat(embeds.shape[0], 1)
-            for t in scheduler.timesteps:
-                model_in = scheduler.scale_model_input(torch.cat([latents] * 2) if cfg else latents, t)
-                noise = self.pipe.unet(model_in, t, encoder_hidden_states=embeds,
-                                       added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
+            noise = self._host_noise(params)
+            noise = noise.pin_memory().to(self.device, non_blocking=True) if self._cuda else noise
+            steps = self._schedule.steps(params.steps, self.device)
+            time_ids = self._time_ids_for(params, 2 if cfg else 1)
+            latents = noise[0] * steps.init_sigma
+            for i, step in enumerate(steps):
+                model_in = (latents / step.input_scale).to(self.dtype)
                 if cfg:
-                    uncond, cond = noise.chunk(2)
-                    noise = uncond + params.guidance * (cond - uncond)
-                latents = scheduler.step(noise, t, latents, generator=generator).prev_sample
+                    model_in = torch.cat([model_in, model_in])
+                eps = self._unet(model_in, step.timestep, embeds, pooled, time_ids)
+                if cfg:
+                    uncond, cond = eps.chunk(2)
+                    eps = uncond + params.guidance * (cond - uncond)
+                latents = step.advance(latents, eps.float(), noise[i + 1])
         with self._stage("vae_decode"):
-            vae = self.pipe.vae
-            image = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+            rgba = self._decode(latents.to(self.dtype))
         with self._stage("to_host"):
-            pixels = to_rgba8(image[0]).cpu().numpy()
+            pixels = self._to_host(rgba)
         return Rendered(pixels, dict(self._stages))
+
+    def _to_host(self, rgba: torch.Tensor) -> np.ndarray:
+        if not self._cuda:
+            return rgba.numpy().copy()
+        shape = tuple(rgba.shape[:2])
+        if shape not in self._pinned:
+            self._pinned[shape] = torch.empty(rgba.shape, dtype=torch.uint8, pin_memory=True)
+        host = self._pinned[shape]
+        host.copy_(rgba, non_blocking=True)
+        self._done.record()
+        self._done.synchronize()  # the one sync of a frame
+        return host.numpy().copy()  # the pinned buffer is reused by the next frame
 
 
 def to_rgba8(image: torch.Tensor) -> torch.Tensor:
     """(3, H, W) in [-1, 1] to (H, W, 4) uint8 with opaque alpha, on the image's device."""
-    rgb = ((image.float() + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0)
+    rgb = ((image.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
     alpha = torch.full_like(rgb[..., :1], 255)
     return torch.cat([rgb, alpha], dim=-1).contiguous()

@@ -1,0 +1,223 @@
+"""``turbo-bridge bench``: the seed article's tables, measured on this machine.
+
+VRAM (before load, loaded, first frame, after N frames, peak), first-frame latency, median
+FPS and jitter over N frames, a per-stage breakdown, bf16 vs fp16, sizes, full vs tiny VAE,
+prompt change vs seed change every frame, and the plain diffusers call as the baseline in
+the same run. ``--model random`` (default) builds the full SDXL-Turbo architecture with random
+weights: compute does not depend on weight values, so no download is needed.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import json
+import logging
+import statistics
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..frame import Frame
+from ..params import Params
+from ..sinks.shm import ShmWriter
+from . import loader
+from .optimize import configure_compile_cache
+from .renderer import DiffusersRenderer
+
+log = logging.getLogger(__name__)
+
+PROMPT = "a cat on a windowsill, golden hour, film grain"
+_variation = itertools.count()  # every prompt-change frame gets a prompt never seen before
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    model: str = "random"
+    device: str = "cuda"
+    frames: int = 100
+    sizes: tuple[int, ...] = (512,)
+    dtypes: tuple[str, ...] = ("bf16",)
+    vaes: tuple[str, ...] = ("full", "tiny")
+    modes: tuple[str, ...] = ("prompt", "seed")
+    compile: bool = True
+    baseline: bool = True
+    profile_frames: int = 20
+    memory_budget_gb: float | None = None
+    cache_dir: Path = Path("~/.cache/turbo-bridge").expanduser()
+
+
+@dataclass
+class Run:
+    dtype: str
+    vae: str
+    size: int
+    mode: str
+    median_ms: float
+    p99_ms: float
+    std_ms: float
+    fps: float
+    first_frame_s: float | None = None
+    stages_ms: dict[str, float] = field(default_factory=dict)
+    vram_gb: dict[str, float] = field(default_factory=dict)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def vram_gb(device: torch.device) -> dict[str, float]:
+    """Device memory in use (all processes, like nvidia-smi) and this process's allocator figures."""
+    if device.type != "cuda":
+        return {}
+    free, total = torch.cuda.mem_get_info(device)
+    return {"used": round((total - free) / 1e9, 3), "allocated": round(torch.cuda.memory_allocated(device) / 1e9, 3),
+            "peak_allocated": round(torch.cuda.max_memory_allocated(device) / 1e9, 3)}
+
+
+def _stats(times_ms: list[float]) -> dict[str, float]:
+    ordered = sorted(times_ms)
+    median = statistics.median(ordered)
+    return {"median_ms": round(median, 3), "p99_ms": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 3),
+            "std_ms": round(statistics.pstdev(ordered), 3), "fps": round(1e3 / median, 1)}
+
+
+def _params(mode: str, i: int, size: int) -> Params:
+    prompt = f"{PROMPT}, variation {next(_variation)}" if mode == "prompt" else PROMPT
+    return Params(prompt=prompt, seed=i if mode == "seed" else 7, width=size, height=size)
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    torch._dynamo.reset()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def baseline(opts: BenchOptions, device: torch.device) -> dict:
+    """The plain diffusers call a user would write: fp16, fp32 VAE upcast, PIL output."""
+    pipe = loader.load_pipeline(opts.model, str(device), torch.float16, opts.cache_dir)
+    size = opts.sizes[0]
+    times = []
+    for i in range(5 + min(opts.frames, 30)):
+        start = time.perf_counter()
+        pipe(prompt=f"{PROMPT}, variation {i}", num_inference_steps=1, guidance_scale=0.0, height=size, width=size,
+             generator=torch.Generator("cpu").manual_seed(i), output_type="pil")
+        _sync(device)
+        if i >= 5:
+            times.append((time.perf_counter() - start) * 1e3)
+    upcast = ", fp32 VAE upcast" if pipe.vae.dtype == torch.float32 else ""
+    result = {"what": f"plain diffusers call, fp16{upcast}, PIL output, prompt change every call",
+              "size": size, **_stats(times), "vram_gb": vram_gb(device)}
+    del pipe
+    _free(device)
+    return result
+
+
+def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name: str, shm: ShmWriter) -> list[Run]:
+    dtype = loader.DTYPES[dtype_name]
+    before = vram_gb(device)
+    vae = None if vae_name == "full" else loader.load_tiny_vae(vae_name, opts.model, str(device), dtype)
+    pipe = loader.load_pipeline(opts.model, str(device), dtype, opts.cache_dir, vae=vae)
+    _free(device)
+    loaded = vram_gb(device)
+    renderer = DiffusersRenderer(pipe, str(device), dtype, compile=opts.compile)
+    runs = []
+    for size in opts.sizes:
+        start = time.perf_counter()
+        renderer.render(_params("prompt", -1, size))  # compiles for this size (logged)
+        first_frame_s = time.perf_counter() - start
+        after_first = vram_gb(device)
+        for mode in opts.modes:
+            times = []
+            for i in range(opts.frames):
+                start = time.perf_counter()
+                out = renderer.render(_params(mode, i, size))
+                shm.publish(Frame(i + 1, i + 1, _params(mode, i, size), out.pixels, 0.0, time.time_ns()))
+                times.append((time.perf_counter() - start) * 1e3)
+            run = Run(dtype_name, vae_name, size, mode, **_stats(times), first_frame_s=round(first_frame_s, 2))
+            now = vram_gb(device)
+            run.vram_gb = {"before_load": before.get("used"), "loaded": loaded.get("used"),
+                           "first_frame": after_first.get("used"), "after_frames": now.get("used"),
+                           "peak_allocated": now.get("peak_allocated")}
+            runs.append(run)
+            log.info("%s %s %d %s: median %.2f ms (%.1f FPS), p99 %.2f, std %.2f", dtype_name, vae_name, size, mode,
+                     run.median_ms, run.fps, run.p99_ms, run.std_ms)
+        runs[-1].stages_ms = stage_breakdown(renderer, opts, size, shm)
+    del renderer, pipe, vae
+    _free(device)
+    return runs
+
+
+def stage_breakdown(renderer: DiffusersRenderer, opts: BenchOptions, size: int, shm: ShmWriter) -> dict[str, float]:
+    """Median per stage with a sync around each (prompt change every frame), plus publishing."""
+    renderer.profile = True
+    per_stage: dict[str, list[float]] = {}
+    for i in range(opts.profile_frames):
+        out = renderer.render(_params("prompt", i, size))
+        start = time.perf_counter()
+        shm.publish(Frame(i + 1, i + 1, _params("prompt", i, size), out.pixels, 0.0, time.time_ns()))
+        stages = {**out.stages_ms, "publish": (time.perf_counter() - start) * 1e3}
+        for name, ms in stages.items():
+            per_stage.setdefault(name, []).append(ms)
+    renderer.profile = False
+    return {name: round(statistics.median(v), 3) for name, v in per_stage.items()}
+
+
+def run_bench(opts: BenchOptions, json_path: Path | None) -> dict:
+    device = torch.device(opts.device)
+    if opts.compile:
+        configure_compile_cache(opts.cache_dir)
+    if device.type == "cuda" and opts.memory_budget_gb:
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, opts.memory_budget_gb * 1e9 / total), device)
+    report: dict = {"machine": machine(device), "options": {k: (str(v) if isinstance(v, Path) else v)
+                                                              for k, v in asdict(opts).items()}, "runs": []}
+
+    def save() -> None:
+        if json_path:
+            json_path.write_text(json.dumps(report, indent=2))
+
+    if opts.baseline:
+        report["baseline"] = baseline(opts, device)
+        log.info("baseline: median %.2f ms", report["baseline"]["median_ms"])
+        save()
+    with ShmWriter(f"tb-bench-{uuid.uuid4().hex[:8]}", max(opts.sizes), max(opts.sizes)) as shm:
+        for dtype_name in opts.dtypes:
+            for vae_name in opts.vaes:
+                report["runs"] += [asdict(r) for r in measure(opts, device, dtype_name, vae_name, shm)]
+                save()
+    return report
+
+
+def machine(device: torch.device) -> dict:
+    info = {"torch": torch.__version__, "device": str(device)}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(card=props.name, memory_gb=round(props.total_memory / 1e9, 1), cuda=torch.version.cuda)
+    return info
+
+
+def format_report(report: dict) -> str:
+    lines = [f"machine: {report['machine']}"]
+    base = report.get("baseline")
+    if base:
+        lines.append(f"baseline ({base['what']}): median {base['median_ms']:.2f} ms = {base['fps']:.1f} FPS")
+    lines.append("| dtype | VAE | size | change/frame | median ms | FPS | p99 ms | std ms | x baseline | first frame s | VRAM GB used (loaded / after) |")
+    lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in report["runs"]:
+        ratio = f"{base['median_ms'] / r['median_ms']:.1f}" if base and base["size"] == r["size"] else "-"
+        lines.append(f"| {r['dtype']} | {r['vae']} | {r['size']} | {r['mode']} | {r['median_ms']:.2f} | {r['fps']:.1f} | "
+                     f"{r['p99_ms']:.2f} | {r['std_ms']:.2f} | {ratio} | {r['first_frame_s']} | "
+                     f"{r['vram_gb'].get('loaded')} / {r['vram_gb'].get('after_frames')} (peak alloc {r['vram_gb'].get('peak_allocated')}) |")
+    for r in report["runs"]:
+        if r["stages_ms"]:
+            stages = ", ".join(f"{k} {v:.2f}" for k, v in r["stages_ms"].items())
+            lines.append(f"stages ms ({r['dtype']}, {r['vae']} VAE, {r['size']}, prompt change, synced per stage): {stages}")
+    return "\n".join(lines)
