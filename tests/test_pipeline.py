@@ -83,3 +83,10 @@ def test_missing_model_error_says_how_to_get_it(tmp_path, monkeypatch):
 def test_folder_without_model_index_is_refused(tmp_path):
     with pytest.raises(ModelNotFoundError, match="model_index.json"):
         load_pipeline(str(tmp_path), "cpu", torch.float32, tmp_path)
+
+
+@pytest.mark.parametrize("prompt", ["a cat!!", "一只猫在窗台上", "a castle on a hill, " * 20, ""])
+def test_embeddings_match_diffusers_encode_prompt(renderer, prompt):
+    embeds, pooled = renderer.embeddings(prompt)
+    ref_embeds, _, ref_pooled, _ = renderer.pipe.encode_prompt(prompt, device="cpu", do_classifier_free_guidance=False)
+    assert torch.equal(embeds, ref_embeds) and torch.equal(pooled, ref_pooled)

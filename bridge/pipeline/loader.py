@@ -30,10 +30,13 @@ def resolve_dtype(name: str | None, device: str) -> torch.dtype:
 
 
 def _quiet_transformers() -> None:
-    # transformers warns at import about optional image processors the text pipeline never uses.
+    # transformers warns at import about optional image processors the text pipeline never uses;
+    # diffusers warns on every dtype cast of a model without fp32-only modules.
+    from diffusers.utils import logging as dlog
     from transformers.utils import logging as tlog
 
     tlog.set_verbosity_error()
+    dlog.set_verbosity_error()
 
 
 def load_pipeline(model: str, device: str, dtype: torch.dtype, cache_dir: Path, vae=None):
