@@ -56,3 +56,18 @@ def test_new_size_and_guidance_warm_once(renderers):
     out = fast.render(p)
     assert out.pixels.shape == (384, 640, 4)
     assert (640, 384, 2, True) in fast._warm
+
+
+def test_frame_graph_replay_equals_the_ungraphed_compiled_path(renderers):
+    _, fast = renderers
+    p = Params(prompt="a blue house", seed=21, width=512, height=512)
+    graphed = fast.render(p).pixels
+    fast.profile = True  # the per-stage path runs the same compiled functions without the graph
+    try:
+        plain = fast.render(p.merged({"prompt": "a blue house"})).pixels
+    finally:
+        fast.profile = False
+    assert np.array_equal(graphed, plain)
+    # the with-text graph and the cached-embeddings graph give the same frame
+    assert np.array_equal(fast.render(p.merged({"prompt": "a green house"})).pixels,
+                          fast.render(p.merged({"prompt": "a green house"})).pixels)

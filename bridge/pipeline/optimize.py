@@ -53,9 +53,9 @@ def prepare_modules(modules: list[torch.nn.Module], device: torch.device) -> Non
 
 
 def compiled(fn: Callable, device: torch.device) -> Callable:
-    """torch.compile with CUDA graphs on CUDA (reduce-overhead), static shapes, one full graph."""
-    mode = "reduce-overhead" if device.type == "cuda" else "default"
-    return torch.compile(fn, mode=mode, fullgraph=True, dynamic=False)
+    """torch.compile, static shapes, one full graph; CUDA graphs are captured per whole frame
+    (``graphs.py``), so Inductor's own per-function CUDA graphs stay off."""
+    return torch.compile(fn, fullgraph=True, dynamic=False)
 
 
 @contextmanager

@@ -49,6 +49,7 @@ class DiffusersRenderer:
         self._time_ids: dict[tuple[int, int, int], torch.Tensor] = {}
         self._stages: dict[str, float] = {}
         self._done = torch.cuda.Event() if self._cuda else None
+        self._graphs = None
         # A separate tokenizer for counting on the event loop: a fast tokenizer is not safe to
         # reconfigure (truncation/padding) from two threads at once.
         self._counter = pipe.tokenizer.__class__.from_pretrained(pipe.tokenizer.name_or_path) \
@@ -62,6 +63,10 @@ class DiffusersRenderer:
             prepare_modules([pipe.unet, self.vae, pipe.text_encoder, pipe.text_encoder_2], self.device)
             self._encode = compiled(self._text, self.device)
             self._unet, self._decode = compiled(self._denoise, self.device), compiled(self._vae_decode, self.device)
+            if self._cuda:
+                from .graphs import FrameGraphs
+
+                self._graphs = FrameGraphs()
 
     # -- the event loop side ------------------------------------------------------------
     def prompt_warnings(self, prompt: str) -> list[str]:
@@ -114,7 +119,7 @@ class DiffusersRenderer:
             row[:len(ids)] = ids
             row[len(ids):] = tokenizer.pad_token_id
         ids = torch.from_numpy(rows)
-        return ids.pin_memory().to(self.device, non_blocking=True) if self._cuda else ids
+        return ids.pin_memory() if self._cuda else ids
 
     def embeddings(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(prompt_embeds, pooled) for a prompt, from the cache when it was seen before."""
@@ -123,7 +128,7 @@ class DiffusersRenderer:
             self._embeddings.move_to_end(prompt)
             return cached
         with self._stage("tokenize"):
-            ids = self._token_ids(prompt)
+            ids = self._token_ids(prompt).to(self.device, non_blocking=True)
         with self._stage("text_encoders"), torch.inference_mode():
             embeds, pooled = self._encode(ids)
             # clone: a CUDA graph's outputs are overwritten by its next replay, and these are kept.
@@ -162,38 +167,83 @@ class DiffusersRenderer:
             with progress(f"compiling for {params.width}x{params.height}, {params.steps} step(s), "
                           f"guidance {'on' if key[3] else 'off'} (once per size; cached on disk)"):
                 self._render(params)
-                return self._render(params)  # the second call records the CUDA graphs
+                self._render(params.merged({"prompt": params.prompt + " "}))  # the with-text graph too
+                return self._render(params)
         return self._render(params)
 
     def _render(self, params: Params) -> Rendered:
         self._stages = {}
-        if self.compile:
-            torch.compiler.cudagraph_mark_step_begin()
-        embeds, pooled = self.embeddings(params.prompt)
+        noise = self._host_noise(params)
+        if self._graphs is not None and not self.profile:
+            rgba = self._render_graph(params, noise)
+        else:
+            embeds, pooled = self.embeddings(params.prompt)
+            with self._stage("unet"):
+                noise = noise.pin_memory().to(self.device, non_blocking=True) if self._cuda else noise
+                latents = self._denoise_steps(params, noise, params.guidance, embeds, pooled)
+            with self._stage("vae_decode"):
+                rgba = self._decode(latents)
+        with self._stage("to_host"):
+            pixels = self._to_host(rgba)
+        return Rendered(pixels, dict(self._stages))
+
+    def _denoise_steps(self, params: Params, noise: torch.Tensor, guidance, embeds, pooled) -> torch.Tensor:
+        """The sampling loop; ``guidance`` is a float, or a 0-d tensor inside a frame graph."""
         cfg = params.guidance > 0
         if cfg:
             negative, negative_pooled = self._negative(embeds, pooled)
             embeds, pooled = torch.cat([negative, embeds]), torch.cat([negative_pooled, pooled])
-        with self._stage("unet"):
-            noise = self._host_noise(params)
-            noise = noise.pin_memory().to(self.device, non_blocking=True) if self._cuda else noise
-            steps = self._schedule.steps(params.steps, self.device)
-            time_ids = self._time_ids_for(params, 2 if cfg else 1)
-            latents = noise[0] * steps.init_sigma
-            for i, step in enumerate(steps):
-                model_in = (latents / step.input_scale).to(self.dtype)
-                if cfg:
-                    model_in = torch.cat([model_in, model_in])
-                eps = self._unet(model_in, step.timestep, embeds, pooled, time_ids)
-                if cfg:
-                    uncond, cond = eps.chunk(2)
-                    eps = uncond + params.guidance * (cond - uncond)
-                latents = step.advance(latents, eps.float(), noise[i + 1])
-        with self._stage("vae_decode"):
-            rgba = self._decode(latents.to(self.dtype))
-        with self._stage("to_host"):
-            pixels = self._to_host(rgba)
-        return Rendered(pixels, dict(self._stages))
+        steps = self._schedule.steps(params.steps, self.device)
+        time_ids = self._time_ids_for(params, 2 if cfg else 1)
+        latents = noise[0] * steps.init_sigma
+        for i, step in enumerate(steps):
+            model_in = (latents / step.input_scale).to(self.dtype)
+            if cfg:
+                model_in = torch.cat([model_in, model_in])
+            eps = self._unet(model_in, step.timestep, embeds, pooled, time_ids)
+            if cfg:
+                uncond, cond = eps.chunk(2)
+                eps = uncond + guidance * (cond - uncond)
+            latents = step.advance(latents, eps.float(), noise[i + 1])
+        return latents.to(self.dtype)
+
+    def _render_graph(self, params: Params, noise: torch.Tensor) -> torch.Tensor:
+        """One graph replay for the whole frame (text encoders included when the prompt is new)."""
+        cached = self._embeddings.get(params.prompt)
+        with_text = cached is None
+        key = (params.width, params.height, params.steps, params.guidance > 0, with_text)
+        embed_shape = (1, CLIP_TOKENS, self.pipe.unet.config.cross_attention_dim)
+        pooled_dim = self.pipe.text_encoder_2.config.projection_dim
+
+        def frame(noise, guidance, ids=None, embeds=None, pooled=None):
+            if ids is not None:
+                embeds, pooled = self._encode(ids)
+            return self._decode(self._denoise_steps(params, noise, guidance, embeds, pooled)), embeds, pooled
+
+        def inputs() -> dict:
+            made = {"noise": torch.zeros(noise.shape, device=self.device),
+                    "guidance": torch.zeros((), device=self.device)}
+            if with_text:
+                made["ids"] = torch.zeros((2, CLIP_TOKENS), dtype=torch.long, device=self.device)
+            else:
+                made["embeds"] = torch.zeros(embed_shape, dtype=self.dtype, device=self.device)
+                made["pooled"] = torch.zeros((1, pooled_dim), dtype=self.dtype, device=self.device)
+            return made
+
+        graph = self._graphs.get(key, frame, inputs)
+        values = {"noise": noise.pin_memory(), "guidance": float(params.guidance)}
+        if with_text:
+            values["ids"] = self._token_ids(params.prompt)
+        else:
+            self._embeddings.move_to_end(params.prompt)
+            values["embeds"], values["pooled"] = cached
+        rgba, embeds, pooled = graph.run(**values)
+        if with_text:  # keep copies: the graph's outputs are overwritten by its next replay
+            self.text_encoder_runs += 1
+            self._embeddings[params.prompt] = (embeds.clone(), pooled.clone())
+            if len(self._embeddings) > self._cache_size:
+                self._embeddings.popitem(last=False)
+        return rgba
 
     def _to_host(self, rgba: torch.Tensor) -> np.ndarray:
         if not self._cuda:
