@@ -23,6 +23,9 @@ from pythonosc.udp_client import SimpleUDPClient
 
 import td_standin
 from bridge.client import HttpClient
+from bridge.frame import Frame
+from bridge.params import Params
+from bridge.sinks.shm import ShmWriter
 from conftest import unique_shm_name
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent / "plugins" / "touchdesigner"
@@ -336,6 +339,8 @@ def test_cues_advance_by_pulse_and_by_osc(td, net, daemon):
     for _ in range(5):
         td.run_frame()  # the Cue / Prompt parameter echoes send nothing more
     assert len(changes_sent(net.op("osc_out"))) == sent
+    net.par.Cue = 1  # typed into the parameter
+    run_until(td, lambda: daemon.client.params()["prompt"] == prompts[1], what="cue typed by hand")
     remote.send_message("/cue/go", 9)
     assert "cue 9 does not exist" in run_until(td, lambda: status(net, "last error"), what="bad cue error")
 
@@ -415,3 +420,25 @@ def test_built_plugin_folder_works_without_the_repository(tmp_path, daemon):
     result = subprocess.run([sys.executable, "-c", code, str(folder), daemon.shm_name], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.startswith("ok"), result.stderr
+
+
+def test_a_restarted_daemons_new_segment_is_reattached(td):
+    """A restarted daemon unlinks its segment and makes a new one; feedback tells the plugin."""
+    name, feedback = unique_shm_name(), free_udp_port()
+    td.textport(SETUP_SCRIPT, TB_PLUGIN_DIR=str(PLUGIN_DIR), TB_SHM_NAME=name,
+                TB_PORTS=(free_udp_port(), free_udp_port(), feedback))
+    comp, top = td.project.op("turbo_bridge"), td.project.op("turbo_bridge/frame")
+    rng = np.random.default_rng(5)
+    frames = [Frame(i, i, Params(width=64, height=64), rng.integers(0, 256, (64, 64, 4), np.uint8), 1.0,
+                    time.time_ns()) for i in (1, 2, 3)]
+    with ShmWriter(name, 256, 256) as first:
+        for frame in frames:
+            first.publish(frame)
+        run_until(td, lambda: shown_seq(comp) == 3, what="the first daemon's frame")
+    restarted = Frame(1, 1, Params(width=64, height=64), rng.integers(0, 256, (64, 64, 4), np.uint8), 1.0,
+                      time.time_ns())
+    with ShmWriter(name, 256, 256) as second:
+        second.publish(restarted)
+        SimpleUDPClient("127.0.0.1", feedback).send_message("/bridge/frame", [1, 1, 1.0])
+        run_until(td, lambda: shown_seq(comp) == 1, timeout=5, what="the new segment's frame")
+        assert np.array_equal(shown_frame(top), restarted.pixels[::-1])

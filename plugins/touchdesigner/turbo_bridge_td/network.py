@@ -163,7 +163,6 @@ def build(parent, plugin_dir: str, optypes: dict, name: str = "turbo_bridge", ho
     osc_out.par.address, osc_out.par.port = host, ports[1]
     osc_in = child("oscinDAT", "osc_in", 200, 300)
     osc_in.par.port = ports[2]
-    osc_in.par.maxlines = 20
     _callbacks_dat(osc_in, optypes, shim("OSC In DAT callbacks (feedback, cues)", paths, "session",
                                          OSC_IN_CALLBACKS))
 
