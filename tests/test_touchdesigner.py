@@ -22,7 +22,7 @@ import pytest
 from pythonosc.udp_client import SimpleUDPClient
 
 import td_standin
-from bridge.client import HttpClient
+from bridge.client import HttpClient, parse_osc_message
 from bridge.frame import Frame
 from bridge.params import Params
 from bridge.sinks.shm import ShmWriter
@@ -278,6 +278,8 @@ def test_osc_controls_change_the_daemon_params(td, net, daemon):
     assert (params["prompt"], params["seed"], params["guidance"], params["steps"], params["width"]) == \
         ("a cat on a windowsill", 42, 1.5, 2, 128)
     assert params["version"] > before
+    addresses = {parse_osc_message(d)[0] for d in changes_sent(net.op("osc_out"))}
+    assert addresses == {"/bridge/prompt", "/bridge/seed", "/bridge/guidance", "/bridge/steps", "/bridge/size"}
     net.par.Prompt = "über den Wolken"  # not ASCII: goes as JSON in /bridge/params
     run_until(td, lambda: daemon.client.params()["prompt"] == "über den Wolken", what="unicode prompt")
 
@@ -343,6 +345,9 @@ def test_cues_advance_by_pulse_and_by_osc(td, net, daemon):
     run_until(td, lambda: daemon.client.params()["prompt"] == prompts[1], what="cue typed by hand")
     remote.send_message("/cue/go", 9)
     assert "cue 9 does not exist" in run_until(td, lambda: status(net, "last error"), what="bad cue error")
+    cues.appendRow(["huge seed", "", str(2**64 - 1), "", "", "", ""])  # beyond OSC integers: JSON
+    remote.send_message("/cue/go", "huge seed")
+    run_until(td, lambda: daemon.client.params()["seed"] == 2**64 - 1, what="cue with a 64-bit seed")
 
 
 def test_remote_http_mode_shows_frames(td, net, daemon):

@@ -25,7 +25,12 @@ def coerce(field: str, value: Any) -> Any:
         return str(value)
     if field == "guidance":
         return float(value)
-    return int(round(float(value)))
+    if isinstance(value, str):
+        try:
+            return int(value.strip())  # exact, also for seeds beyond a float's 53 bits
+        except ValueError:
+            value = float(value)
+    return int(round(value))
 
 
 def values_from_pars(comp) -> dict[str, Any]:

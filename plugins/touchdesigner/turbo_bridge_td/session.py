@@ -73,9 +73,8 @@ class Session:
                 self._next_attach = now + RETRY_S
                 self.status("source", f"waiting for shared memory {key[1]!r}: {exc}")
                 return None
-            self.status("source", self.source.describe())
-        if self.source is not None and self.source.error:
-            self.status("source", self.source.error)
+        if self.source is not None:
+            self.status("source", self.source.error or self.source.describe())
         return self.source
 
     def close_source(self) -> None:
