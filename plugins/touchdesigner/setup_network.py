@@ -43,7 +43,8 @@ for _tb_var, _tb_option in (('TB_NAME', 'name'), ('TB_HOST', 'host'), ('TB_PORTS
         _tb_options[_tb_option] = globals()[_tb_var]
 
 # TouchDesigner's operator types are globals of the Textport and of DAT scripts.
-_tb_comp = _tb_network.build(op(TB_PARENT), TB_PLUGIN_DIR, {name: eval(name) for name in _tb_network.OP_TYPES},
+_tb_comp = _tb_network.build(op(TB_PARENT), TB_PLUGIN_DIR,  # noqa: F821 (op: a TouchDesigner global)
+                             {name: eval(name) for name in _tb_network.OP_TYPES},
                              **_tb_options)
 print(f'turbo-bridge: built {_tb_comp.path}; frames appear in {_tb_comp.path}/frame '
       f'once the daemon runs (status table: {_tb_comp.path}/status)')

@@ -48,7 +48,6 @@ class Controller:
     def __init__(self, comp):
         self.comp = comp
         self.last_sent: dict[str, Any] = {}
-        self.messages_sent = 0
         self._next_subscribe = 0.0
 
     # -- the DATs this side drives ---------------------------------------------------------
@@ -70,7 +69,6 @@ class Controller:
 
     def _send(self, *addresses_and_values, bundle: bool = False) -> None:
         self._osc_out().sendOSC(*addresses_and_values, asBundle=bundle)
-        self.messages_sent += 1
 
     # -- changes ---------------------------------------------------------------------------
     def send_field(self, field: str, value: Any) -> None:

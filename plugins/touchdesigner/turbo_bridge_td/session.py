@@ -7,14 +7,11 @@ function here runs on TouchDesigner's main thread and returns quickly.
 
 from __future__ import annotations
 
-import logging
 import time
 
 from .control import FIELD_PARS, Controller, ports
 from .cues import CueError, Cues
 from .sources import HttpSource, ShmSource
-
-log = logging.getLogger(__name__)
 
 RETRY_S = 1.0  # between attempts to attach to a segment that is not there (yet)
 STALE_S = 1.0  # feedback without the frame in our segment for this long: the daemon restarted
@@ -168,8 +165,7 @@ class Session:
             self.controller.send_all()
         elif name == "Reconnect":
             self.close_source()
-            self._source_key = None
-            self.tops = dict.fromkeys(self.tops, 0)  # copy the next frame everywhere
+            self._source_key = None  # reopened next frame; every TOP copies its next frame
             self.controller.subscribe(time.monotonic())
         elif name in ("Cuenext", "Cueprev"):
             self.run_cue(lambda: self.cues.step(1 if name == "Cuenext" else -1))
