@@ -1,0 +1,188 @@
+"""Builds the whole turbo-bridge network in a COMP, so no binary .tox is needed.
+
+``build(parent, plugin_dir, optypes)`` creates a Base COMP (the control COMP, with custom
+parameters) holding the Script TOP and its callbacks, an Out TOP, the OSC Out and OSC In DATs,
+the cue and status tables and the Execute / Parameter Execute DATs. Every callback DAT holds a
+few lines that put the plugin folder on ``sys.path`` and call into this package.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import session
+from .cues import header_row
+
+OP_TYPES = ("baseCOMP", "scriptTOP", "outTOP", "textDAT", "tableDAT", "oscoutDAT", "oscinDAT",
+            "executeDAT", "parameterexecuteDAT")
+DEFAULT_PORTS = (8787, 9000, 9001)  # HTTP, OSC, feedback (the OSC In DAT)
+EXAMPLE_CUES = [["opening", "a lighthouse in a storm, oil painting", "1", "", "", "", ""],
+                ["calm", "a lighthouse at dawn, calm sea, oil painting", "1", "", "", "", ""],
+                ["night", "a lighthouse at night, stars, long exposure photo", "7", "", "", "", ""]]
+
+
+def import_paths(plugin_dir: str) -> list[str]:
+    """The folders the callback DATs need on sys.path: the plugin, plus the repository root
+    when ``bridge.client`` is not vendored (a checkout, not a build.py folder)."""
+    plugin_dir = os.path.abspath(plugin_dir)
+    paths = [plugin_dir]
+    if not os.path.exists(os.path.join(plugin_dir, "turbo_bridge_td", "_vendor", "client.py")):
+        repo = os.path.dirname(os.path.dirname(plugin_dir))
+        if os.path.exists(os.path.join(repo, "bridge", "client.py")):
+            paths.append(repo)
+    return paths
+
+
+def shim(role: str, paths: list[str], module: str, body: str) -> str:
+    return (f"# turbo-bridge: {role}. Written by setup_network.py; the code is in "
+            f"turbo_bridge_td/{module}.py.\n"
+            "import sys\n"
+            f"for _path in {paths!r}:\n"
+            "    if _path not in sys.path:\n"
+            "        sys.path.insert(0, _path)\n"
+            f"from turbo_bridge_td import {module} as _tb\n\n\n" + body)
+
+
+FRAME_CALLBACKS = '''def onSetupParameters(scriptOp):
+    _tb.on_setup_parameters(scriptOp)
+
+
+def onPulse(par):
+    return
+
+
+def onCook(scriptOp):
+    _tb.on_cook(scriptOp)
+'''
+OSC_IN_CALLBACKS = '''def onReceiveOSC(dat, rowIndex, message, byteData, timeStamp, address, args, peer):
+    _tb.on_receive_osc(dat, address, args)
+'''
+FRAME_EXEC = '''def onStart():
+    _tb.on_start(me.parent())
+
+
+def onFrameStart(frame):
+    _tb.on_frame_start(me.parent())
+
+
+def onExit():
+    _tb.on_exit()
+'''
+PAR_EXEC = '''def onValueChange(par, prev):
+    _tb.on_value_change(par)
+
+
+def onPulse(par):
+    _tb.on_pulse(par)
+'''
+
+
+def add_control_pars(comp) -> None:
+    """The control COMP's pages: Bridge (the fields), Connection, Cues."""
+    page = comp.appendCustomPage("Bridge")
+    _set(page.appendStr("Prompt", label="Prompt")[0], "")
+    _set(page.appendInt("Seed", label="Seed")[0], 0, lo=0, norm=(0, 1000))
+    _set(page.appendFloat("Guidance", label="Guidance")[0], 0.0, lo=0.0, hi=30.0, norm=(0.0, 10.0))
+    _set(page.appendInt("Steps", label="Steps")[0], 1, lo=1, hi=4, norm=(1, 4))
+    for name in ("Width", "Height"):
+        _set(page.appendInt(name, label=name)[0], 512, lo=64, hi=1024, norm=(64, 1024))
+    _set(page.appendToggle("Live", label="Live (send every change)")[0], True)
+    page.appendPulse("Send", label="Send All (one change)")
+
+    page = comp.appendCustomPage("Connection")
+    source = page.appendMenu("Source", label="Frame Source")[0]
+    source.menuNames = ["shm", "http"]
+    source.menuLabels = ["Shared Memory (this machine)", "HTTP (remote daemon)"]
+    _set(source, "shm")
+    _set(page.appendStr("Host", label="Daemon Host")[0], "127.0.0.1")
+    for par, port in zip(page.appendInt("Ports", label="Ports: HTTP, OSC, Feedback", size=3), DEFAULT_PORTS):
+        _set(par, port, lo=1, hi=65535)
+    _set(page.appendStr("Shmname", label="Shared Memory Name")[0], "turbo-bridge")
+    _set(page.appendStr("Token", label="Token (HTTP)")[0], "")
+    page.appendPulse("Reconnect", label="Reconnect")
+
+    page = comp.appendCustomPage("Cues")
+    _set(page.appendInt("Cue", label="Cue")[0], 0, lo=0, norm=(0, 20))
+    page.appendPulse("Cueprev", label="Previous Cue")
+    page.appendPulse("Cuenext", label="Next Cue")
+    page.appendPulse("Cuego", label="Go (Send Cue Again)")
+
+
+def _set(par, value, lo=None, hi=None, norm=None) -> None:
+    if lo is not None:
+        par.min, par.clampMin = lo, True
+    if hi is not None:
+        par.max, par.clampMax = hi, True
+    if norm is not None:
+        par.normMin, par.normMax = norm
+    par.default = value
+    par.val = value
+
+
+def _callbacks_dat(owner, optypes, text: str):
+    """The DAT named by ``owner.par.callbacks``: the one TouchDesigner docked to a new operator,
+    or a new Text DAT when there is none."""
+    dat = owner.par.callbacks.eval()
+    if dat is None:
+        dat = owner.parent().create(optypes["textDAT"], f"{owner.name}_callbacks")
+        owner.par.callbacks = dat.name
+    dat.nodeX, dat.nodeY = owner.nodeX, owner.nodeY - 150
+    dat.text = text
+    return dat
+
+
+def build(parent, plugin_dir: str, optypes: dict, name: str = "turbo_bridge", host: str = "127.0.0.1",
+          ports: tuple[int, int, int] = DEFAULT_PORTS, shm_name: str = "turbo-bridge"):
+    """Create ``parent/name`` and everything in it; returns the control COMP.
+
+    ``host``, ``ports`` (HTTP, OSC, feedback) and ``shm_name`` are the Connection page's initial
+    values: the daemon's address, and the UDP port this network listens on for feedback."""
+    if parent.op(name) is not None:
+        raise ValueError(f"{parent.path}/{name} already exists: delete it, or pass another name")
+    missing = [t for t in OP_TYPES if t not in optypes]
+    if missing:
+        raise ValueError(f"operator types missing from optypes: {', '.join(missing)}")
+    paths = import_paths(plugin_dir)
+    comp = parent.create(optypes["baseCOMP"], name)
+    add_control_pars(comp)
+    comp.par.Host, comp.par.Shmname = host, shm_name
+    comp.par.Ports1, comp.par.Ports2, comp.par.Ports3 = ports
+
+    def child(kind: str, child_name: str, x: int, y: int):
+        node = comp.create(optypes[kind], child_name)
+        node.nodeX, node.nodeY = x, y
+        return node
+
+    frame = child("scriptTOP", "frame", 0, 0)
+    _callbacks_dat(frame, optypes, shim("Script TOP callbacks", paths, "top", FRAME_CALLBACKS))
+    frame.par.setuppars.pulse()  # runs onSetupParameters: the TOP's Control parameter
+    out = child("outTOP", "out1", 200, 0)
+    out.inputConnectors[0].connect(frame)
+
+    osc_out = child("oscoutDAT", "osc_out", 0, 300)
+    osc_out.par.address, osc_out.par.port = host, ports[1]
+    osc_in = child("oscinDAT", "osc_in", 200, 300)
+    osc_in.par.port = ports[2]
+    _callbacks_dat(osc_in, optypes, shim("OSC In DAT callbacks (feedback, cues)", paths, "session",
+                                         OSC_IN_CALLBACKS))
+
+    cues = child("tableDAT", "cues", 400, 300)
+    cues.clear()
+    cues.appendRow(header_row())
+    for row in EXAMPLE_CUES:
+        cues.appendRow(row)
+    status = child("tableDAT", "status", 600, 300)
+    status.clear()
+
+    frame_exec = child("executeDAT", "frame_exec", 0, 600)
+    frame_exec.text = shim("Execute DAT: subscribe on start, poll frames", paths, "session", FRAME_EXEC)
+    frame_exec.par.start = frame_exec.par.framestart = frame_exec.par.exit = True
+    par_exec = child("parameterexecuteDAT", "par_exec", 200, 600)
+    par_exec.text = shim("Parameter Execute DAT: the control COMP's parameters", paths, "session", PAR_EXEC)
+    par_exec.par.op = comp.path
+    par_exec.par.pars = "*"
+    par_exec.par.custom, par_exec.par.builtin = True, False
+    par_exec.par.valuechange = par_exec.par.onpulse = True
+
+    session.on_start(comp)  # onStart only runs when a project opens: subscribe now
+    return comp
