@@ -88,6 +88,18 @@ def _closer_registered(app: web.Application, close: Callable[[], Awaitable[None]
         app[CLOSERS].discard(close)
 
 
+async def _close_or_abort(request: web.Request, graceful: Awaitable) -> None:
+    """Await a graceful close; abort the connection of a client that stopped reading.
+
+    (A transport's ``close`` would wait to flush what that client never reads.)
+    """
+    try:
+        await asyncio.wait_for(graceful, CLOSE_TIMEOUT_S)
+    except (asyncio.TimeoutError, ConnectionError):
+        if request.transport is not None:
+            request.transport.abort()
+
+
 class _WsClient:
     """One WebSocket: its chosen format and the lock that keeps a params message before its frame."""
 
@@ -159,9 +171,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
 
     async def close() -> None:
-        with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
-            await asyncio.wait_for(ws.close(code=WSCloseCode.GOING_AWAY, message=b"daemon stopping"),
-                                   CLOSE_TIMEOUT_S)
+        await _close_or_abort(request, ws.close(code=WSCloseCode.GOING_AWAY, message=b"daemon stopping"))
 
     with app[HUB].subscribe("websocket") as sub, _closer_registered(app, close):
         client = _WsClient(ws, fmt, sub)
@@ -197,11 +207,7 @@ async def mjpeg(request: web.Request) -> web.StreamResponse:
     with app[HUB].subscribe("mjpeg") as sub:
         async def close() -> None:
             sub.close()
-            try:
-                await asyncio.wait_for(finished.wait(), CLOSE_TIMEOUT_S)
-            except asyncio.TimeoutError:  # stuck writing to a client that stopped reading
-                if request.transport is not None:
-                    request.transport.close()
+            await _close_or_abort(request, finished.wait())
 
         with _closer_registered(app, close):
             try:

@@ -14,7 +14,6 @@ import contextlib
 import io
 import logging
 import struct
-from collections import OrderedDict
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterator, Mapping
@@ -49,7 +48,7 @@ class StreamFormat:
         base = base or StreamFormat()
         kind, quality = raw.get("format", base.kind), raw.get("quality", base.quality)
         if kind not in FORMAT_CODES:
-            raise ValidationError("format", f"format must be one of {', '.join(FORMAT_CODES)}, got {kind!r}")
+            raise ValidationError("format", f"format must be one of jpeg, png, rgba, got {kind!r}")
         if isinstance(quality, str) and quality.strip().isdigit():
             quality = int(quality)
         if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
@@ -78,27 +77,25 @@ class FrameEncoder:
     """Encodes each (frame, format) once, off the event loop, for every client that asks.
 
     PNGs come from the daemon's ``PngCache``, so a frame fetched over REST and over the
-    WebSocket is compressed once. ``encoded`` counts encodes by kind (JPEG, raw copies, messages).
+    WebSocket is compressed once. Only the newest ``keep`` frames' encodings are kept (a raw
+    1024x1024 message is 4 MB). ``encoded`` counts encodes by kind.
     """
 
-    def __init__(self, executor: Executor, png: PngCache, keep: int = 16):
+    def __init__(self, executor: Executor, png: PngCache, keep: int = 2):
         self._executor = executor
         self._png = png
         self._keep = keep
-        self._done: OrderedDict[tuple, asyncio.Future[bytes]] = OrderedDict()
+        self._done: dict[tuple, asyncio.Future[bytes]] = {}
         self.encoded: dict[str, int] = {}
 
     async def jpeg(self, frame: Frame, quality: int) -> bytes:
-        return await self._cached(("jpeg", frame.seq, quality), self._in_executor, encode_jpeg,
+        return await self._cached((frame.seq, "jpeg", quality), self._in_executor, encode_jpeg,
                                   frame.pixels, quality)
 
     async def ws_message(self, frame: Frame, fmt: StreamFormat) -> bytes:
         """Header + payload, ready to send as one binary WebSocket message."""
-        if fmt.kind == "jpeg":
-            key = ("ws-jpeg", frame.seq, fmt.quality)
-        else:
-            key = ("ws-" + fmt.kind, frame.seq)
-        return await self._cached(key, self._message, frame, fmt)
+        quality = fmt.quality if fmt.kind == "jpeg" else 0
+        return await self._cached((frame.seq, "ws-" + fmt.kind, quality), self._message, frame, fmt)
 
     async def _message(self, frame: Frame, fmt: StreamFormat) -> bytes:
         if fmt.kind == "png":
@@ -118,9 +115,9 @@ class FrameEncoder:
             # Retrieve a failure even if every waiter has gone (no "never retrieved" noise).
             future.add_done_callback(lambda f: f.cancelled() or f.exception())
             self._done[key] = future
-            self.encoded[key[0]] = self.encoded.get(key[0], 0) + 1
-            while len(self._done) > self._keep:
-                self._done.popitem(last=False)
+            self.encoded[key[1]] = self.encoded.get(key[1], 0) + 1
+            newest = sorted({seq for seq, *_ in self._done})[-self._keep:]
+            self._done = {k: f for k, f in self._done.items() if k[0] >= newest[0]}
         # Shielded: a client that goes away mid-encode must not cancel the others' encode.
         return await asyncio.shield(future)
 
