@@ -48,7 +48,8 @@ SCHEMA = {
     "live": {
         "GET /": "the live page: prompt, seed, guidance, steps, size, the frame, FPS and latency",
         "GET /v1/ws": "WebSocket; ?format=jpeg|png|rgba&quality=1..100; JSON messages in, frames out",
-        "GET /v1/stream.mjpeg": "?quality=1..100 multipart/x-mixed-replace JPEG; a slow reader skips frames",
+        "GET /v1/stream.mjpeg": "?quality=1..100 multipart/x-mixed-replace JPEG, one part per new frame; parts "
+                                "end at the next boundary (no Content-Length); a slow reader skips frames",
     },
     "websocket": {
         "in": {"params": "partial change, as PATCH /v1/params", "format": "jpeg, png or rgba",
@@ -203,6 +204,11 @@ async def mjpeg(request: web.Request) -> web.StreamResponse:
     })
     await response.prepare(request)
     finished = asyncio.Event()
+    # A browser shows a part once the next part's headers have arrived, and frames come only when
+    # something changes: so each JPEG is followed at once by the boundary and the next part's
+    # headers (which therefore cannot carry a Content-Length). Parts end at the next boundary.
+    part_head = f"--{MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\n\r\n".encode("ascii")
+    part_end = b"\r\n" + part_head
 
     with app[HUB].subscribe("mjpeg") as sub:
         async def close() -> None:
@@ -211,14 +217,11 @@ async def mjpeg(request: web.Request) -> web.StreamResponse:
 
         with _closer_registered(app, close):
             try:
+                await response.write(part_head)
                 while (frame := await sub.take()) is not None:
                     jpeg = await app[ENCODER].jpeg(frame, quality)
-                    await response.write(
-                        f"--{MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n"
-                        f"X-Frame-Seq: {frame.seq}\r\nX-Params-Version: {frame.version}\r\n"
-                        f"X-Render-Ms: {frame.render_ms:.2f}\r\n\r\n".encode("ascii"))
                     await response.write(jpeg)
-                    await response.write(b"\r\n")
+                    await response.write(part_end)
             except ConnectionError:
                 pass
             finally:

@@ -16,6 +16,8 @@ from bridge.frame import Rendered
 from bridge.streams import HEADER
 from conftest import null_factory
 
+BOUNDARY = f"--{live.MJPEG_BOUNDARY}\r\n".encode()
+
 
 class NoiseRenderer:
     """Frames of seeded noise: incompressible, so slow clients fill their socket buffers fast."""
@@ -184,15 +186,18 @@ async def test_websocket_from_another_origin_is_refused(api):
         assert r.status == 400 and (await r.json())["error"]["field"] == "format"
 
 
-async def read_mjpeg_part(stream: aiohttp.StreamReader) -> tuple[dict, bytes]:
-    assert await stream.readline() == f"--{live.MJPEG_BOUNDARY}\r\n".encode()
-    headers = {}
-    while (line := (await stream.readline()).decode().strip()):
-        name, value = line.split(": ", 1)
-        headers[name] = value
-    body = await stream.readexactly(int(headers["Content-Length"]))
-    assert await stream.readexactly(2) == b"\r\n"
-    return headers, body
+async def read_mjpeg_part(stream: aiohttp.StreamReader) -> bytes:
+    """One part's JPEG; the boundary before it has been read, a part ends at the next boundary."""
+    assert await stream.readuntil(b"\r\n\r\n") == b"Content-Type: image/jpeg\r\n\r\n"
+    return (await stream.readuntil(b"\r\n" + BOUNDARY))[:-len(BOUNDARY) - 2]
+
+
+async def open_mjpeg(session, url):
+    response = await session.get(url)
+    assert response.status == 200 and response.content_type == "multipart/x-mixed-replace"
+    assert response.headers["Content-Type"].endswith(f"boundary={live.MJPEG_BOUNDARY}")
+    assert await response.content.readexactly(len(BOUNDARY)) == BOUNDARY
+    return response
 
 
 async def test_mjpeg_stream_follows_changes_at_the_asked_quality(config, daemon_factory):
@@ -204,18 +209,15 @@ async def test_mjpeg_stream_follows_changes_at_the_asked_quality(config, daemon_
                 assert r.status == 400 and (await r.json())["error"]["field"] == "quality"
             sizes = {}
             for quality in (20, 95):
-                async with session.get(f"/v1/stream.mjpeg?quality={quality}") as r:
-                    assert r.content_type == "multipart/x-mixed-replace"
-                    assert r.headers["Content-Type"].endswith(f"boundary={live.MJPEG_BOUNDARY}")
-                    headers, first = await read_mjpeg_part(r.content)
-                    assert headers["Content-Type"] == "image/jpeg"
+                async with await open_mjpeg(session, f"/v1/stream.mjpeg?quality={quality}") as r:
+                    first = await read_mjpeg_part(r.content)
                     assert Image.open(io.BytesIO(first)).size == (128, 96)
+                    assert first == await daemon.app[live.ENCODER].jpeg(daemon.scheduler.latest, quality)
                     sizes[quality] = len(first)
-                    seq = int(headers["X-Frame-Seq"])
                     daemon.scheduler.apply({"seed": 1000 + quality})
-                    headers, _ = await read_mjpeg_part(r.content)
-                    assert int(headers["X-Frame-Seq"]) > seq
-                    assert int(headers["X-Params-Version"]) == daemon.scheduler.version
+                    second = await read_mjpeg_part(r.content)
+                    assert second == await daemon.app[live.ENCODER].jpeg(daemon.scheduler.latest, quality)
+                    assert daemon.scheduler.latest.params.seed == 1000 + quality
             assert sizes[95] > 2 * sizes[20]
 
 
@@ -229,7 +231,7 @@ async def test_a_slow_client_skips_frames_and_memory_stays_flat(config, daemon_f
             if kind == "websocket":
                 client = await session.ws_connect("/v1/ws?format=rgba")
             else:
-                client = await session.get("/v1/stream.mjpeg?quality=90")
+                client = await open_mjpeg(session, "/v1/stream.mjpeg?quality=90")
             # Not reading: aiohttp stops reading the socket once 64 KiB are buffered, then TCP fills up.
 
             async def render(count: int) -> int:
@@ -262,15 +264,14 @@ async def test_a_slow_client_skips_frames_and_memory_stays_flat(config, daemon_f
             assert skipped >= 360, (taken, skipped)
 
             # Reading again, the client catches up with the newest frame, not a backlog.
-            newest, received = sched.latest.seq, 0
+            newest, received = sched.latest, 0
+            newest_jpeg = await daemon.app[live.ENCODER].jpeg(newest, 90)
             while True:
-                if kind == "websocket":
-                    header, _ = await receive_frame(client)
-                    seq = header["seq"]
-                else:
-                    seq = int((await read_mjpeg_part(client.content))[0]["X-Frame-Seq"])
                 received += 1
-                if seq == newest:
+                if kind == "websocket":
+                    if (await receive_frame(client))[0]["seq"] == newest.seq:
+                        break
+                elif await read_mjpeg_part(client.content) == newest_jpeg:
                     break
             assert received < 100
             client.close() if kind == "mjpeg" else await client.close()
