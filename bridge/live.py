@@ -127,6 +127,9 @@ class _WsClient:
                     await self.ws.send_bytes(message)
         except ConnectionError:
             pass  # the client went away; the handler's read loop ends too
+        except Exception:  # a loop boundary: report, and end this client rather than leave it frameless
+            log.exception("websocket frame sender failed")
+            await self.ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"frame sender failed")
 
     def handle(self, text: str, sched: Scheduler) -> dict:
         """One text message in, one reply out (``applied`` or ``error``)."""
@@ -176,10 +179,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
     with app[HUB].subscribe("websocket") as sub, _closer_registered(app, close):
         client = _WsClient(ws, fmt, sub)
-        sender = asyncio.create_task(client.send_frames(app[ENCODER]), name="ws-sender")
+        sender = None
         try:
             await client.send_json({"type": "hello", "protocol": 1, "version": sched.version,
                                     "params": sched.params.to_json(), "format": fmt.kind, "quality": fmt.quality})
+            sender = asyncio.create_task(client.send_frames(app[ENCODER]), name="ws-sender")
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
                     await client.send_json(client.handle(msg.data, sched))
@@ -189,8 +193,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         except ConnectionError:
             pass
         finally:
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
+            if sender is not None:
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
     log.debug("websocket closed: %s, code %s", request.remote, ws.close_code)
     return ws
 
