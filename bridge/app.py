@@ -16,7 +16,7 @@ from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
-from . import rest
+from . import live, rest
 from .config import Config
 from .frame import NullRenderer, Renderer
 from .osc import ADDRESSES, OscServer
@@ -24,6 +24,7 @@ from .params import Limits
 from .scheduler import Scheduler
 from .sinks.png import PngCache, PngFileWriter
 from .sinks.shm import ShmWriter
+from .streams import FrameEncoder, FrameHub
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,10 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
     app = web.Application(client_max_size=rest.MAX_BODY_BYTES)
     app[CONFIG] = config
     app[rest.OSC_ADDRESSES] = ADDRESSES
+    app[rest.SCHEMA_EXTRA] = live.SCHEMA
     rest.add_routes(app)
+    live.add_routes(app)
+    app.on_shutdown.append(live.close_clients)  # before the cleanup contexts below unwind
     started = time.monotonic()
 
     async def executors(app: web.Application) -> AsyncIterator[None]:
@@ -120,6 +124,19 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             await _cancel(task)
             files.shutdown(wait=True)
 
+    async def streams(app: web.Application) -> AsyncIterator[None]:
+        sched = app[rest.SCHEDULER]
+        encoder = ThreadPoolExecutor(2, thread_name_prefix="stream-encode")
+        hub = FrameHub(lambda: sched.latest)
+        app[live.HUB] = hub
+        app[live.ENCODER] = FrameEncoder(encoder, app[rest.PNG_CACHE])
+        sched.on_frame(hub.publish)
+        try:
+            yield
+        finally:
+            hub.close()
+            encoder.shutdown(wait=True)
+
     def health() -> dict:
         sched = app[rest.SCHEDULER]
         latest = sched.latest
@@ -137,6 +154,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             "last_stages_ms": {k: round(v, 3) for k, v in sched.stats.last_stages_ms.items()},
             "osc": app[OSC].health(),
             "shm_name": config.shm_name,
+            "streams": app[live.HUB].health(),
         }
         if PNG_WRITER in app:
             writer = app[PNG_WRITER]
@@ -144,7 +162,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
         return out
 
     app[rest.HEALTH] = health
-    app.cleanup_ctx.extend([executors, osc, png_files])
+    app.cleanup_ctx.extend([executors, osc, png_files, streams])
     return app
 
 

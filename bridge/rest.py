@@ -28,6 +28,7 @@ SCHEDULER = web.AppKey("scheduler", Scheduler)
 PNG_CACHE = web.AppKey("png_cache", PngCache)
 HEALTH = web.AppKey("health", Callable[[], dict])
 OSC_ADDRESSES = web.AppKey("osc_addresses", dict)
+SCHEMA_EXTRA = web.AppKey("schema_extra", dict)  # other front ends' part of /v1/schema
 
 
 def error_response(status: int, field: str | None, message: str) -> web.Response:
@@ -60,13 +61,18 @@ async def patch_params(request: web.Request) -> web.Response:
         return error_response(413, None, f"request body must be at most {MAX_BODY_BYTES} bytes")
     raw = await request.read()
     try:
-        body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        body = loads_strict(raw.decode("utf-8"))
     except UnicodeDecodeError:
         return error_response(400, None, "request body must be UTF-8 JSON")
     except ValueError as exc:
         return error_response(400, None, f"request body is not valid JSON: {exc}")
     applied = request.app[SCHEDULER].apply(body)
     return web.json_response({"version": applied.version, "warnings": list(applied.warnings)})
+
+
+def loads_strict(text: str):
+    """``json.loads`` without NaN/Infinity, which JSON does not allow; raises ``ValueError``."""
+    return json.loads(text, parse_constant=_reject_constant)
 
 
 def _reject_constant(name: str):
@@ -139,6 +145,7 @@ async def get_schema(request: web.Request) -> web.Response:
             "GET /v1/frame.rgba": "same, raw RGBA8 rows top-first; X-Width/X-Height give the size",
             "GET /v1/schema": "this document",
         },
+        **request.app.get(SCHEMA_EXTRA, {}),
     })
 
 

@@ -1,0 +1,250 @@
+"""The live front end (aiohttp): the browser page, the WebSocket and the MJPEG stream.
+
+``GET /`` serves ``static/index.html`` (no build step, nothing from other origins).
+``GET /v1/ws`` takes JSON messages (parameter changes, validated by ``Scheduler.apply`` like
+REST) and sends frames as binary messages: a ``streams.HEADER`` then JPEG, PNG or raw RGBA.
+``GET /v1/stream.mjpeg`` is multipart/x-mixed-replace JPEG. Each client reads from its own
+latest-wins mailbox (``streams.Subscription``), so a slow one skips frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterator
+from urllib.parse import urlsplit
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from .errors import ValidationError
+from .rest import SCHEDULER, error_response, loads_strict
+from .scheduler import Scheduler
+from .streams import DEFAULT_QUALITY, HEADER, FrameEncoder, FrameHub, StreamFormat, Subscription
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+MAX_MESSAGE_BYTES = 64 * 1024
+CLOSE_TIMEOUT_S = 2.0
+MJPEG_BOUNDARY = "turbo-bridge-frame"
+MESSAGE_KEYS = ("params", "format", "quality")
+
+HUB = web.AppKey("frame_hub", FrameHub)
+ENCODER = web.AppKey("frame_encoder", FrameEncoder)
+CLOSERS = web.AppKey("stream_closers", set)
+
+# The page loads only from this daemon; frames arrive as blob: images.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
+                               "base-uri 'none'; form-action 'none'",
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+}
+
+SCHEMA = {
+    "live": {
+        "GET /": "the live page: prompt, seed, guidance, steps, size, the frame, FPS and latency",
+        "GET /v1/ws": "WebSocket; ?format=jpeg|png|rgba&quality=1..100; JSON messages in, frames out",
+        "GET /v1/stream.mjpeg": "?quality=1..100 multipart/x-mixed-replace JPEG, one part per new frame; parts "
+                                "end at the next boundary (no Content-Length); a slow reader skips frames",
+    },
+    "websocket": {
+        "in": {"params": "partial change, as PATCH /v1/params", "format": "jpeg, png or rgba",
+               "quality": "JPEG quality 1-100"},
+        "out_text": {"hello": "on connect: params, version, format, quality",
+                     "applied": "reply to a good message: version, warnings, format, quality",
+                     "error": "reply to a bad message: {error: {field, message}}",
+                     "params": "the params of the frames that follow: version, params"},
+        "out_binary": {
+            "byte_order": "little-endian", "header_bytes": HEADER.size,
+            "fields": [["magic", "4s", "TBW1"], ["header_size", "u16"], ["format", "u8", "0 rgba, 1 png, 2 jpeg"],
+                       ["reserved", "u8"], ["seq", "u64"], ["params_version", "u64"], ["width", "u32"],
+                       ["height", "u32"], ["render_ms", "f32"], ["payload_bytes", "u32"]],
+            "payload": "follows header_size bytes; rgba is width*height*4 bytes, rows top-first",
+        },
+    },
+}
+
+
+async def page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
+
+def _foreign_origin(request: web.Request) -> str | None:
+    # Browsers let any web site open a WebSocket to localhost: only this daemon's own page may.
+    # Tools that are not browsers send no Origin.
+    origin = request.headers.get("Origin")
+    return origin if origin is not None and urlsplit(origin).netloc != request.host else None
+
+
+@contextlib.contextmanager
+def _closer_registered(app: web.Application, close: Callable[[], Awaitable[None]]) -> Iterator[None]:
+    app[CLOSERS].add(close)
+    try:
+        yield
+    finally:
+        app[CLOSERS].discard(close)
+
+
+async def _close_or_abort(request: web.Request, graceful: Awaitable) -> None:
+    """Await a graceful close; abort the connection of a client that stopped reading.
+
+    (A transport's ``close`` would wait to flush what that client never reads.)
+    """
+    try:
+        await asyncio.wait_for(graceful, CLOSE_TIMEOUT_S)
+    except (asyncio.TimeoutError, ConnectionError):
+        if request.transport is not None:
+            request.transport.abort()
+
+
+class _WsClient:
+    """One WebSocket: its chosen format and the lock that keeps a params message before its frame."""
+
+    def __init__(self, ws: web.WebSocketResponse, fmt: StreamFormat, sub: Subscription):
+        self.ws = ws
+        self.format = fmt
+        self.sub = sub
+        self.lock = asyncio.Lock()
+
+    async def send_json(self, body: dict) -> None:
+        async with self.lock:
+            await self.ws.send_str(json.dumps(body))
+
+    async def send_frames(self, encoder: FrameEncoder) -> None:
+        last_version = None
+        try:
+            while (frame := await self.sub.take()) is not None:
+                message = await encoder.ws_message(frame, self.format)
+                async with self.lock:
+                    if frame.version != last_version:
+                        await self.ws.send_str(json.dumps(
+                            {"type": "params", "version": frame.version, "params": frame.params.to_json()}))
+                        last_version = frame.version
+                    await self.ws.send_bytes(message)
+        except ConnectionError:
+            pass  # the client went away; the handler's read loop ends too
+        except Exception:  # a loop boundary: report, and end this client rather than leave it frameless
+            log.exception("websocket frame sender failed")
+            await self.ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"frame sender failed")
+
+    def handle(self, text: str, sched: Scheduler) -> dict:
+        """One text message in, one reply out (``applied`` or ``error``)."""
+        try:
+            body = _parse_message(text)
+            fmt = StreamFormat.parse(body, self.format)
+            applied = sched.apply(body["params"]) if "params" in body else None
+        except ValidationError as exc:
+            return {"type": "error", **exc.to_json()}
+        if fmt != self.format:
+            self.format = fmt
+            if sched.latest is not None and not self.sub.pending:
+                self.sub.offer(sched.latest)  # show the current frame in the new format
+        return {"type": "applied", "version": applied.version if applied else sched.version,
+                "warnings": list(applied.warnings) if applied else [],
+                "format": self.format.kind, "quality": self.format.quality}
+
+
+def _parse_message(text: str) -> dict[str, Any]:
+    try:
+        body = loads_strict(text)
+    except ValueError as exc:
+        raise ValidationError(None, f"message is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ValidationError(None, 'expected a JSON object such as {"params": {"prompt": "a cat"}}, '
+                                    f"got {type(body).__name__}")
+    for key in body:
+        if key not in MESSAGE_KEYS:
+            raise ValidationError(key[:64], f"unknown message key {key[:64]!r}; known: {', '.join(MESSAGE_KEYS)} "
+                                            '(parameters go inside "params")')
+    return body
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    origin = _foreign_origin(request)
+    if origin is not None:
+        return error_response(403, None, f"WebSocket from origin {origin[:100]!r} refused: only pages served "
+                                         "by this daemon may connect")
+    fmt = StreamFormat.parse(request.query)
+    sched, app = request.app[SCHEDULER], request.app
+    # No per-message deflate: frames are already compressed (or raw and large), and it costs CPU.
+    ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_MESSAGE_BYTES)
+    await ws.prepare(request)
+
+    async def close() -> None:
+        await _close_or_abort(request, ws.close(code=WSCloseCode.GOING_AWAY, message=b"daemon stopping"))
+
+    with app[HUB].subscribe("websocket") as sub, _closer_registered(app, close):
+        client = _WsClient(ws, fmt, sub)
+        sender = None
+        try:
+            await client.send_json({"type": "hello", "protocol": 1, "version": sched.version,
+                                    "params": sched.params.to_json(), "format": fmt.kind, "quality": fmt.quality})
+            sender = asyncio.create_task(client.send_frames(app[ENCODER]), name="ws-sender")
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    await client.send_json(client.handle(msg.data, sched))
+                elif msg.type == WSMsgType.BINARY:
+                    await client.send_json({"type": "error", **ValidationError(
+                        None, "send JSON text messages, not binary ones").to_json()})
+        except ConnectionError:
+            pass
+        finally:
+            if sender is not None:
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
+    log.debug("websocket closed: %s, code %s", request.remote, ws.close_code)
+    return ws
+
+
+async def mjpeg(request: web.Request) -> web.StreamResponse:
+    quality = StreamFormat.parse({"format": "jpeg", "quality": request.query.get("quality", DEFAULT_QUALITY)}).quality
+    app = request.app
+    response = web.StreamResponse(headers={
+        "Content-Type": f"multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}",
+        "Cache-Control": "no-store",
+    })
+    await response.prepare(request)
+    finished = asyncio.Event()
+    # A browser shows a part once the next part's headers have arrived, and frames come only when
+    # something changes: so each JPEG is followed at once by the boundary and the next part's
+    # headers (which therefore cannot carry a Content-Length). Parts end at the next boundary.
+    part_head = f"--{MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\n\r\n".encode("ascii")
+    part_end = b"\r\n" + part_head
+
+    with app[HUB].subscribe("mjpeg") as sub:
+        async def close() -> None:
+            sub.close()
+            await _close_or_abort(request, finished.wait())
+
+        with _closer_registered(app, close):
+            try:
+                await response.write(part_head)
+                while (frame := await sub.take()) is not None:
+                    jpeg = await app[ENCODER].jpeg(frame, quality)
+                    await response.write(jpeg)
+                    await response.write(part_end)
+            except ConnectionError:
+                pass
+            finally:
+                finished.set()
+    return response
+
+
+async def close_clients(app: web.Application) -> None:
+    """On shutdown: end every stream and close every WebSocket (going away)."""
+    if HUB in app:
+        app[HUB].close()
+    await asyncio.gather(*(close() for close in list(app.get(CLOSERS, ()))))
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the page and the streams; HUB and ENCODER are set by the wiring."""
+    app[CLOSERS] = set()
+    app.router.add_get("/", page)
+    app.router.add_static("/static/", STATIC, follow_symlinks=False)
+    app.router.add_get("/v1/ws", websocket)
+    app.router.add_get("/v1/stream.mjpeg", mjpeg)

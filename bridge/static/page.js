@@ -1,0 +1,185 @@
+// turbo-bridge live page: every edit goes out over the WebSocket, frames come back as binary
+// messages. The frame header (little-endian; README.md, "WebSocket"):
+//   0 magic "TBW1" | 4 u16 header size | 6 u8 format (0 rgba, 1 png, 2 jpeg) | 7 u8 reserved
+//   8 u64 seq | 16 u64 params version | 24 u32 width | 28 u32 height | 32 f32 render ms
+//   36 u32 payload bytes | then the payload, at header size.
+"use strict";
+
+const FORMATS = ["rgba", "png", "jpeg"];
+const MIME = { png: "image/png", jpeg: "image/jpeg" };
+const FIELDS = ["prompt", "seed", "guidance", "steps", "width", "height"];
+const COMMIT_ON_CHANGE = new Set(["width", "height"]);  // sizes are sent when complete, not per digit
+const STRIP_LENGTH = 8;
+const THUMB_PX = 144;
+
+const $ = (id) => document.getElementById(id);
+const canvas = $("frame");
+const context = canvas.getContext("2d");
+
+let socket = null;
+let retryMs = 250;
+const awaitingReply = [];         // our messages without a reply yet, oldest first
+let ackedVersion = 0;             // the newest params version a reply of ours reported
+const changeSentAt = new Map();   // params version -> when the edit that made it was sent
+const paramsOf = new Map();       // params version -> params, for the frames that follow
+let shownSeq = 0;
+const arrivals = [];              // arrival times of the last second's frames
+
+// Seeds reach 2**64-1, beyond a JS number's exact range: keep them as decimal strings.
+function parse(text) {
+  return JSON.parse(text, (key, value, source) =>
+    key === "seed" && typeof value === "number" && source && source.source ? source.source : value);
+}
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  socket = new WebSocket(`${scheme}://${location.host}/v1/ws?format=${$("format").value}`);
+  socket.binaryType = "arraybuffer";
+  socket.onopen = () => { retryMs = 250; awaitingReply.length = 0; $("link").textContent = "live"; };
+  socket.onmessage = (event) => {
+    if (typeof event.data === "string") onText(parse(event.data));
+    else onFrame(event.data).catch((error) => showError({ field: null, message: `frame: ${error}` }));
+  };
+  socket.onclose = () => {
+    $("link").textContent = "reconnecting";
+    setTimeout(connect, retryMs);
+    retryMs = Math.min(retryMs * 2, 5000);
+  };
+}
+
+function send(message) {
+  if (!socket || socket.readyState !== WebSocket.OPEN) return;
+  socket.send(JSON.stringify(message));
+  awaitingReply.push({ at: performance.now(), isChange: "params" in message });
+}
+
+function onText(message) {
+  if (message.type === "hello") {
+    setControls(message.params);
+    $("format").value = message.format;
+  } else if (message.type === "applied") {
+    const sent = awaitingReply.shift();
+    if (sent && sent.isChange && message.version > ackedVersion) changeSentAt.set(message.version, sent.at);
+    ackedVersion = Math.max(ackedVersion, message.version);
+    showError(null);
+    $("warning").hidden = message.warnings.length === 0;
+    $("warning").textContent = message.warnings.join(" ");
+  } else if (message.type === "error") {
+    awaitingReply.shift();
+    showError(message.error);
+  } else if (message.type === "params") {
+    paramsOf.set(message.version, message.params);
+    for (const version of paramsOf.keys()) if (paramsOf.size > 32) paramsOf.delete(version);
+    // Follow the daemon (other tools change it too), but never undo edits still on their way.
+    if (awaitingReply.length === 0 && message.version >= ackedVersion) setControls(message.params);
+  }
+}
+
+async function onFrame(buffer) {
+  const view = new DataView(buffer);
+  const magic = String.fromCharCode(...new Uint8Array(buffer, 0, 4));
+  if (magic !== "TBW1") throw new Error(`unexpected magic ${JSON.stringify(magic)}`);
+  const headerSize = view.getUint16(4, true);
+  const format = FORMATS[view.getUint8(6)];
+  const seq = Number(view.getBigUint64(8, true));
+  const version = Number(view.getBigUint64(16, true));
+  const width = view.getUint32(24, true);
+  const height = view.getUint32(28, true);
+  const renderMs = view.getFloat32(32, true);
+  const payload = new Uint8Array(buffer, headerSize, view.getUint32(36, true));
+  const bitmap = format === "rgba"
+    ? await createImageBitmap(new ImageData(new Uint8ClampedArray(payload.buffer, headerSize, payload.length), width, height))
+    : await createImageBitmap(new Blob([payload], { type: MIME[format] }));
+  if (seq < shownSeq) { bitmap.close(); return; }  // a newer frame was drawn while this one decoded
+  if (canvas.width !== width || canvas.height !== height) { canvas.width = width; canvas.height = height; }
+  context.drawImage(bitmap, 0, 0);
+  const now = performance.now();
+  shownSeq = seq;
+  Object.assign(canvas.dataset, { seq, version, format, width, height });
+
+  let editAt = null;  // the newest edit this frame shows
+  for (const [changed, at] of changeSentAt) if (changed <= version) { editAt = at; changeSentAt.delete(changed); }
+  if (editAt !== null) $("latency").textContent = `${Math.round(now - editAt)} ms`;
+  arrivals.push(now);
+  $("render-ms").textContent = `${renderMs.toFixed(1)} ms`;
+  $("seq").textContent = `#${seq} ${format}`;
+  $("version").textContent = `v${version}`;
+  const params = paramsOf.get(version);
+  $("shown-params").textContent = params ? describe(params) : "";
+  addToStrip(bitmap, version, params);
+  bitmap.close();
+}
+
+function addToStrip(bitmap, version, params) {
+  const strip = $("strip");
+  if (!params || (strip.firstElementChild && strip.firstElementChild.dataset.version === String(version))) return;
+  const item = document.createElement("li");
+  item.dataset.version = version;
+  const button = document.createElement("button");
+  button.type = "button";
+  button.title = describe(params);
+  const thumb = document.createElement("canvas");
+  const scale = Math.min(1, THUMB_PX / Math.max(bitmap.width, bitmap.height));
+  thumb.width = Math.max(1, Math.round(bitmap.width * scale));
+  thumb.height = Math.max(1, Math.round(bitmap.height * scale));
+  thumb.getContext("2d").drawImage(bitmap, 0, 0, thumb.width, thumb.height);
+  button.append(thumb);
+  button.addEventListener("click", () => { setControls(params, true); send({ params }); });
+  item.append(button);
+  strip.prepend(item);
+  while (strip.children.length > STRIP_LENGTH) strip.lastElementChild.remove();
+}
+
+function describe(p) {
+  return `seed ${p.seed} · ${p.width}×${p.height} · ${p.steps} step${p.steps === 1 ? "" : "s"} · ` +
+    `guidance ${p.guidance} · ${JSON.stringify(p.prompt)}`;
+}
+
+function setControls(params, all = false) {
+  for (const field of FIELDS) {
+    const input = $(field);
+    const value = String(params[field]);
+    if (!all && COMMIT_ON_CHANGE.has(field) && input === document.activeElement) continue;
+    if (field === "guidance" ? Number(input.value) !== params.guidance || input.value === "" : input.value !== value) {
+      input.value = value;
+    }
+  }
+}
+
+function showError(error) {
+  for (const field of FIELDS) $(field).removeAttribute("aria-invalid");
+  $("error").hidden = !error;
+  if (!error) return;
+  $("error").textContent = error.field ? `${error.field}: ${error.message}` : error.message;
+  if (FIELDS.includes(error.field)) $(error.field).setAttribute("aria-invalid", "true");
+}
+
+function number(input) {
+  return input.value.trim() === "" ? null : Number(input.value);
+}
+
+$("controls").addEventListener("submit", (event) => event.preventDefault());
+$("prompt").addEventListener("input", () => send({ params: { prompt: $("prompt").value } }));
+$("seed").addEventListener("input", () => send({ params: { seed: $("seed").value.trim() } }));
+for (const field of ["guidance", "steps", "width", "height"]) {
+  const input = $(field);
+  input.addEventListener(COMMIT_ON_CHANGE.has(field) ? "change" : "input",
+    () => send({ params: { [field]: number(input) } }));
+}
+$("new-seed").addEventListener("click", () => {
+  $("seed").value = String(crypto.getRandomValues(new Uint32Array(1))[0]);
+  send({ params: { seed: $("seed").value } });
+});
+$("format").addEventListener("change", () => send({ format: $("format").value }));
+
+setInterval(() => {
+  const now = performance.now();
+  while (arrivals.length && arrivals[0] < now - 1000) arrivals.shift();
+  $("fps").textContent = String(arrivals.length);
+}, 250);
+
+fetch("/v1/schema").then((response) => response.json()).then((schema) => {
+  for (const field of ["width", "height"]) $(field).max = schema.parameters[field].maximum;
+}).catch((error) => showError({ field: null, message: `schema: ${error}` }));
+
+connect();
