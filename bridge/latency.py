@@ -16,6 +16,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -56,9 +57,16 @@ def start_daemon(model: str, vae: str, size: int, shm_name: str, extra: list[str
         log.info("daemon: %s", line.rstrip())
         match = READY.search(line)
         if match:
+            # Keep reading its log, or a full pipe would block the daemon's next log line.
+            threading.Thread(target=_drain, args=(proc.stderr,), name="daemon-log", daemon=True).start()
             return proc, int(match.group(2))
     proc.kill()
     raise RuntimeError(f"daemon did not become ready within {startup_timeout:.0f} s: {' '.join(cmd)}")
+
+
+def _drain(stream) -> None:
+    for line in stream:
+        log.info("daemon: %s", line.rstrip())
 
 
 def measure(osc_port: int, shm_name: str, count: int, rate_hz: float, timeout: float = 5.0):

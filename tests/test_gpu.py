@@ -62,7 +62,7 @@ def test_frame_graph_replay_equals_the_ungraphed_compiled_path(renderers):
     _, fast = renderers
     p = Params(prompt="a blue house", seed=21, width=512, height=512)
     graphed = fast.render(p).pixels
-    fast.profile = True  # the per-stage path runs the same compiled functions without the graph
+    fast.profile = True  # the per-stage path runs the same compiled functions as one graph per stage
     try:
         plain = fast.render(p.merged({"prompt": "a blue house"})).pixels
     finally:

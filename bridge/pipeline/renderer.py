@@ -10,6 +10,7 @@ pinned host memory.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import OrderedDict
@@ -128,9 +129,9 @@ class DiffusersRenderer:
             self._embeddings.move_to_end(prompt)
             return cached
         with self._stage("tokenize"):
-            ids = self._token_ids(prompt).to(self.device, non_blocking=True)
+            ids = self._token_ids(prompt)
         with self._stage("text_encoders"), torch.inference_mode():
-            embeds, pooled = self._encode(ids)
+            embeds, pooled = self._staged(("text",), self._encode, ids=ids)
             # clone: a CUDA graph's outputs are overwritten by its next replay, and these are kept.
             embeds, pooled = embeds.clone(), pooled.clone()
         self.text_encoder_runs += 1
@@ -161,7 +162,7 @@ class DiffusersRenderer:
 
     @torch.inference_mode()
     def render(self, params: Params) -> Rendered:
-        key = (params.width, params.height, params.steps, params.guidance > 0)
+        key = self._key(params)
         if self.compile and key not in self._warm:
             self._warm.add(key)
             with progress(f"compiling for {params.width}x{params.height}, {params.steps} step(s), "
@@ -179,13 +180,30 @@ class DiffusersRenderer:
         else:
             embeds, pooled = self.embeddings(params.prompt)
             with self._stage("unet"):
-                noise = noise.pin_memory().to(self.device, non_blocking=True) if self._cuda else noise
-                latents = self._denoise_steps(params, noise, params.guidance, embeds, pooled)
+                noise = noise.pin_memory() if self._cuda else noise
+                latents = self._staged(("unet", *self._key(params)), functools.partial(self._denoise_steps, params),
+                                       noise=noise, guidance=float(params.guidance), embeds=embeds, pooled=pooled)
             with self._stage("vae_decode"):
-                rgba = self._decode(latents)
+                rgba = self._staged(("decode", params.width, params.height), self._decode, latents=latents)
         with self._stage("to_host"):
             pixels = self._to_host(rgba)
         return Rendered(pixels, dict(self._stages))
+
+    @staticmethod
+    def _key(params: Params) -> tuple:
+        return params.width, params.height, params.steps, params.guidance > 0
+
+    def _staged(self, key: tuple, fn, **values):
+        """One stage: plain (eager, CPU) or as its own CUDA graph (per-stage profiling on CUDA)."""
+        if self._graphs is None:
+            values = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in values.items()}
+            return fn(**values)
+
+        def inputs() -> dict:
+            return {k: torch.zeros_like(v, device=self.device) if isinstance(v, torch.Tensor)
+                    else torch.zeros((), device=self.device) for k, v in values.items()}
+
+        return self._graphs.get(key, fn, inputs).run(**values)
 
     def _denoise_steps(self, params: Params, noise: torch.Tensor, guidance, embeds, pooled) -> torch.Tensor:
         """The sampling loop; ``guidance`` is a float, or a 0-d tensor inside a frame graph."""
@@ -211,7 +229,7 @@ class DiffusersRenderer:
         """One graph replay for the whole frame (text encoders included when the prompt is new)."""
         cached = self._embeddings.get(params.prompt)
         with_text = cached is None
-        key = (params.width, params.height, params.steps, params.guidance > 0, with_text)
+        key = (*self._key(params), with_text)
         embed_shape = (1, CLIP_TOKENS, self.pipe.unet.config.cross_attention_dim)
         pooled_dim = self.pipe.text_encoder_2.config.projection_dim
 
