@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -195,6 +196,21 @@ def test_docker_is_registered_and_has_every_control(qapp, daemon, new_doc):
         docker.canvasChanged(None)  # Krita calls it on every view switch: must not raise
     finally:
         docker.widget().controller.stop()
+
+
+def test_connecting_shows_the_daemons_values_and_sends_nothing(panel, daemon, new_doc):
+    new_doc(64, 64)
+    daemon.client.patch({"prompt": "set by another tool", "seed": 77, "steps": 2, "guidance": 1.5})
+    changes = daemon.client.health()["changes"]
+    p = panel()
+    pump(lambda: p.controller.connection is not None, what="the connection")
+    QtWidgets.QApplication.processEvents()
+    assert (p.prompt.toPlainText(), p.seed.value(), p.steps.value(), p.guidance.value()) == \
+        ("set by another tool", 77, 2, 1.5)
+    time.sleep(0.2)
+    assert daemon.client.health()["changes"] == changes
+    p.steps.setValue(1)  # the first edit goes out
+    pump(lambda: daemon.client.params()["steps"] == 1, what="the edit")
 
 
 def test_reference_layer_receives_the_exact_frame_in_bgra_over_shared_memory(panel, daemon, new_doc):
@@ -396,3 +412,55 @@ def test_the_built_plugin_works_without_turbo_bridge_installed(tmp_path, daemon)
     result = run_child(tmp_path / "pykrita", BINDING, daemon, block_bridge=True)
     assert result["client"] == "turbo_bridge._vendor.bridge.client", result
     assert result["transport"].startswith("shared memory") and result["exact"], result
+
+
+# -- inside the real Krita (the Debian package) ------------------------------------------------
+def krita_missing() -> str | None:
+    if not (shutil.which("krita") and shutil.which("xvfb-run")):
+        return "needs the krita and xvfb packages (apt-get install krita xvfb python3-pyqt5 python3-numpy)"
+    probe = subprocess.run(["/usr/bin/python3", "-c", "import numpy, PyQt5.QtCore"], capture_output=True)
+    return None if probe.returncode == 0 else "Krita's Python (Debian's python3) needs python3-numpy and python3-pyqt5"
+
+
+@pytest.mark.skipif(krita_missing() is not None, reason=str(krita_missing()))
+def test_inside_real_krita(tmp_path, daemon):
+    """The built plugin in Krita itself, under Xvfb: a driver plugin types into the docker."""
+    sys.path.insert(0, str(PLUGIN_DIR))
+    import build
+
+    pykrita = tmp_path / "share" / "krita" / "pykrita"
+    build.install(pykrita)
+    shutil.copytree(TESTS / "krita_real", pykrita, dirs_exist_ok=True)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "kritarc").write_text(  # plugins on; the docker's saved address: our daemon
+        f"[python]\nenable_turbo_bridge=true\nenable_tb_krita_e2e=true\n\n[turbo_bridge]\naddress={daemon.url}\n")
+    out = Path(os.environ.get("TB_KRITA_OUT") or tmp_path / "out")
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_DATA_HOME": str(tmp_path / "share"),
+           "TB_E2E_URL": daemon.url, "TB_E2E_OUT": str(out)}
+    env.pop("QT_QPA_PLATFORM", None)
+    proc = subprocess.Popen(["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "krita", "--nosplash"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+    assert (out / "report.json").exists(), err[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert "error" not in report, report["error"]
+    assert report["krita"].startswith("5.") and report["dockers"] == [DOCKER_ID]
+    assert report["settled_exact"] and report["exact_bgra"], report
+    assert report["transport"] == f"shared memory {daemon.shm_name!r}"
+    assert report["reference"] == {"locked": True, "type": "paintlayer", "opacity": 153, "top": True,
+                                   "active_layer": "Background"}
+    left, right, *inside = report["alpha_margin_left_right_centre_rect_corners"]
+    assert report["settled_wide"] and (left, right) == (0, 0) and inside == [255, 255, 255]
+    assert report["projection_margin"] == [40, 90, 200, 255]  # the painting shows beside the frame
+    assert report["projection_centre"] != report["projection_margin"]
+    name = report["after_keep"][1]
+    assert report["after_keep"] == ["Background", name, REFERENCE_NAME] and name.startswith("turbo-bridge frame")
+    assert report["kept_locked"] is False and report["kept_same_pixels"] and report["undo_text"] == "Undo Add Layer"
+    assert report["after_undo"] == ["Background", REFERENCE_NAME]
+    assert report["after_redo"] == report["after_keep"] and report["redo_same_pixels"]
+    assert (out / "krita.png").stat().st_size > 10_000

@@ -21,6 +21,7 @@ class Controller(QtCore.QObject):
     """Owns the worker threads of one docker; ``host`` is ``Krita.instance()``."""
 
     status_changed = Signal(str)
+    connected = Signal(object)  # Connection
 
     def __init__(self, host, retry_ms: int = 30, parent=None):
         super().__init__(parent)
@@ -59,8 +60,6 @@ class Controller(QtCore.QObject):
             self._worker.live.clear()
         self._worker.start()
         self._sender.start()
-        if self.live and self.params:
-            self._sender.submit(dict(self.params))
         return url
 
     def stop(self) -> None:
@@ -121,6 +120,8 @@ class Controller(QtCore.QObject):
 
     def _on_connected(self, connection: Connection) -> None:
         self.connection = connection
+        self.params = {k: connection.params[k] for k in ("prompt", "seed", "guidance", "steps") if k in connection.params}
+        self.connected.emit(connection)
         self._set_status(f"connected: {connection.model} on {connection.device}, frames by {connection.transport}")
 
     def _schedule(self, delay_ms: int) -> None:

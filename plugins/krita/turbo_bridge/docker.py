@@ -21,6 +21,7 @@ class BridgePanel(QtWidgets.QWidget):
         self.host = host
         self.controller = Controller(host, parent=self)
         self.controller.status_changed.connect(self._show_status)
+        self.controller.connected.connect(self._show_params)
 
         self.address = QtWidgets.QLineEdit(host.readSetting(SETTINGS, "address", DEFAULT_ADDRESS))
         self.connect_button = QtWidgets.QPushButton("Connect")
@@ -87,10 +88,6 @@ class BridgePanel(QtWidgets.QWidget):
         row.addWidget(self.keep)
         form.addRow(row)
 
-    def values(self) -> dict:
-        return {"prompt": self.prompt.toPlainText(), "seed": self.seed.value(),
-                "guidance": self.guidance.value(), "steps": self.steps.value()}
-
     def reconnect(self) -> None:
         try:
             url = self.controller.connect_to(self.address.text())
@@ -98,9 +95,24 @@ class BridgePanel(QtWidgets.QWidget):
             self._show_status(str(exc))
             return
         self.host.writeSetting(SETTINGS, "address", self.address.text().strip())
-        self.controller.params.update(self.values())
-        self.controller.set_live(self.live.isChecked())
         self.address.setToolTip(url)
+
+    def _show_params(self, connection) -> None:
+        """Show the daemon's parameters as they are; nothing is sent until you change one."""
+        params = connection.params
+        widgets = (self.prompt, self.seed, self.guidance, self.steps)
+        for widget in widgets:
+            widget.blockSignals(True)
+        try:
+            if "prompt" in params and params["prompt"] != self.prompt.toPlainText():
+                self.prompt.setPlainText(params["prompt"])
+            if 0 <= params.get("seed", -1) <= SEED_MAX:
+                self.seed.setValue(params["seed"])
+            self.guidance.setValue(params.get("guidance", self.guidance.value()))
+            self.steps.setValue(params.get("steps", self.steps.value()))
+        finally:
+            for widget in widgets:
+                widget.blockSignals(False)
 
     def _opacity_changed(self, value: int) -> None:
         self.opacity_label.setText(f"{value}%")

@@ -50,6 +50,7 @@ class Connection:
     model: str
     device: str
     transport: str  # "shared memory 'NAME'" or "HTTP"
+    params: dict  # the daemon's parameters when we connected (the docker shows them)
 
 
 class Signals(QtCore.QObject):
@@ -163,7 +164,8 @@ class FrameWorker(threading.Thread):
                 source, transport = ShmSource(name, self.poll_s), f"shared memory {name!r}"
             except (OSError, ValueError):
                 source = None  # e.g. a daemon in a container: its segment is not ours to see
-        connection = Connection(self.url, health.get("model", "?"), health.get("device", "?"), transport)
+        connection = Connection(self.url, health.get("model", "?"), health.get("device", "?"), transport,
+                                client.params())
         return source or HttpSource(client), connection
 
     def _serve(self) -> None:
