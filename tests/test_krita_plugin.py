@@ -33,9 +33,10 @@ import krita_standin  # noqa: E402
 sys.modules.setdefault("krita", krita_standin)  # what Krita gives its plugins
 
 import turbo_bridge  # noqa: E402,F401  (registers the docker, as in Krita)
-from turbo_bridge.docker import DOCKER_ID, BridgePanel  # noqa: E402
+from turbo_bridge.docker import BridgePanel  # noqa: E402
 from turbo_bridge.frames import fit  # noqa: E402
 from turbo_bridge.layer import REFERENCE_NAME  # noqa: E402
+from turbo_bridge.notice import DOCKER_ID  # noqa: E402
 from turbo_bridge.qt import BINDING, QtWidgets  # noqa: E402
 from turbo_bridge.workers import ParamSender, Signals, normalize_url  # noqa: E402
 
@@ -414,6 +415,28 @@ def test_the_built_plugin_works_without_turbo_bridge_installed(tmp_path, daemon)
     assert result["transport"].startswith("shared memory") and result["exact"], result
 
 
+
+WITHOUT_NUMPY = """
+import sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+from PyQt5 import QtWidgets
+app = QtWidgets.QApplication([])
+import krita_standin
+sys.modules["krita"] = krita_standin
+sys.modules["numpy"] = None  # Krita's own builds ship no numpy
+import turbo_bridge
+docker = krita_standin.Krita.instance().dock_widget_factories[0].createDockWidget()
+print(docker.windowTitle(), "|", docker.widget().text())
+"""
+
+
+def test_without_numpy_the_docker_says_what_to_install():
+    out = subprocess.run([sys.executable, "-c", WITHOUT_NUMPY, str(TESTS), str(PLUGIN_DIR)], capture_output=True,
+                         text=True, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"}, timeout=60)
+    assert out.returncode == 0, out.stderr
+    title, text = out.stdout.strip().split(" | ", 1)
+    assert title == "turbo-bridge" and "python3-numpy" in text and "README" in text
+
 # -- inside the real Krita (the Debian package) ------------------------------------------------
 def krita_missing() -> str | None:
     if not (shutil.which("krita") and shutil.which("xvfb-run")):
@@ -439,7 +462,9 @@ def test_inside_real_krita(tmp_path, daemon):
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_DATA_HOME": str(tmp_path / "share"),
            "TB_E2E_URL": daemon.url, "TB_E2E_OUT": str(out)}
     env.pop("QT_QPA_PLATFORM", None)
-    proc = subprocess.Popen(["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "krita", "--nosplash"], env=env,
+    display = str(100 + os.getpid() % 800)  # -a alone races other Xvfb servers starting at :99
+    proc = subprocess.Popen(["xvfb-run", "-a", "-n", display, "-s", "-screen 0 1600x1000x24", "krita", "--nosplash"],
+                            env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         _, err = proc.communicate(timeout=150)

@@ -10,6 +10,11 @@ except ImportError:  # not inside Krita
     krita = None
 
 if krita is not None:
-    from .docker import register
+    try:
+        from .docker import register
+    except ImportError as exc:  # numpy missing from Krita's Python: say so in the docker
+        from .notice import register_notice
 
-    register(krita)
+        register_notice(krita, exc)
+    else:
+        register(krita)

@@ -8,6 +8,7 @@ runs, the newest picture waits (older ones are dropped) and goes in when the str
 from __future__ import annotations
 
 import logging
+import time
 
 from .frames import Picture, place
 from .layer import DocumentError, ReferenceLayer, is_idle, keep
@@ -34,6 +35,7 @@ class Controller(QtCore.QObject):
         self.connection: Connection | None = None
         self.current: Picture | None = None  # the picture the reference layer shows
         self.applied = self.deferred = self.refreshes = 0
+        self.last_apply_ms = 0.0  # GUI time of the last write + canvas refresh
         self.status = "not connected"
         self._pending: Picture | None = None
         self._needs_refresh = False
@@ -137,6 +139,7 @@ class Controller(QtCore.QObject):
             self._timer.start(self.retry_ms)
             return
         picture, self._pending = self._pending, None
+        started = time.perf_counter()
         try:
             if picture is not None:
                 picture = self._fitted(picture, doc)
@@ -151,6 +154,7 @@ class Controller(QtCore.QObject):
         self._needs_refresh = False
         doc.refreshProjection()
         self.refreshes += 1
+        self.last_apply_ms = (time.perf_counter() - started) * 1000
 
     def _fitted(self, picture: Picture, doc) -> Picture:
         size = (doc.width(), doc.height())

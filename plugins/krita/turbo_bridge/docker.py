@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 
 from .controller import Controller
+from .notice import add_docker
 from .qt import QtCore, QtWidgets
 
-DOCKER_ID = "turbo_bridge_docker"
 SETTINGS = "turbo_bridge"
 DEFAULT_ADDRESS = "127.0.0.1:8787"
 SEED_MAX = 2**31 - 1  # a QSpinBox holds 32-bit ints; the daemon takes any seed up to 2**64-1
@@ -137,7 +137,4 @@ def register(krita) -> None:
         def canvasChanged(self, canvas):  # noqa: N802 (Krita's name)
             self.panel.controller.document_changed()
 
-    base = krita.DockWidgetFactoryBase
-    position = getattr(base, "DockRight", None) or base.DockPosition.DockRight  # PyQt5 / PyQt6 enums
-    factory = krita.DockWidgetFactory(DOCKER_ID, position, TurboBridgeDocker)
-    krita.Krita.instance().addDockWidgetFactory(factory)
+    add_docker(krita, TurboBridgeDocker)

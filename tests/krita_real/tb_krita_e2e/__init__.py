@@ -121,27 +121,73 @@ def drive(report):
     report["applied"], report["refreshes"], report["deferred"] = controller.applied, controller.refreshes, controller.deferred
     report["status"] = panel.status.text()
 
-    for name in ("zoom_to_fit", "view_zoom_to_fit"):  # the whole document in view
-        if k.action(name) is not None:
-            k.action(name).trigger()
-            report["zoomed_with"] = name
-            break
-    pump(lambda: False, 1.0)  # let the canvas paint
-    shot = QApplication.primaryScreen().grabWindow(0)
-    shot.save(os.path.join(os.environ["TB_E2E_OUT"], "krita.png"))
-    dock.grab().save(os.path.join(os.environ["TB_E2E_OUT"], "docker.png"))
-    controller.stop()
+    report["zoom_actions"] = sorted(a.objectName() for a in k.actions() if "zoom" in a.objectName())
+    return controller
+
+
+def finish(report, controller):
+    """Back in Krita's own event loop (the Layers docker only updates there): screenshot, quit."""
+    try:
+        window = Krita.instance().activeWindow()
+        dock = next(d for d in window.qwindow().findChildren(QDockWidget) if hasattr(d.widget(), "controller"))
+        QApplication.primaryScreen().grabWindow(0).save(os.path.join(os.environ["TB_E2E_OUT"], "krita.png"))
+        dock.grab().save(os.path.join(os.environ["TB_E2E_OUT"], "docker.png"))
+    except Exception:
+        report["error"] = traceback.format_exc()
+    finally:
+        if controller is not None:
+            controller.stop()
+        write_and_quit(report)
+
+
+def write_and_quit(report):
+    with open(os.path.join(os.environ["TB_E2E_OUT"], "report.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    os._exit(0)  # quit without "save changes?" dialogs
+
+
+def bench(report, repeats=7):
+    """GUI-thread cost of one frame in real Krita: fitting (worker side), write + refresh (GUI side)."""
+    import numpy as np
+
+    from turbo_bridge.frames import place
+    from turbo_bridge.layer import ReferenceLayer
+
+    window = Krita.instance().activeWindow()
+    frame = np.random.default_rng(0).integers(0, 256, (512, 512, 4), dtype=np.uint8)
+    frame[..., 3] = 255
+    results = {}
+    for width, height in ((512, 512), (1024, 1024), (2048, 2048), (3840, 2160)):
+        doc = new_view(window, width, height, f"bench {width}x{height}")
+        layer = ReferenceLayer()
+        fit_ms, apply_ms = [], []
+        for i in range(repeats):
+            t0 = time.perf_counter()
+            picture = place(frame, i + 1, width, height)
+            t1 = time.perf_counter()
+            layer.show(doc, picture)
+            doc.refreshProjection()
+            t2 = time.perf_counter()
+            fit_ms.append((t1 - t0) * 1000)
+            apply_ms.append((t2 - t1) * 1000)
+        results[f"{width}x{height}"] = {"fit_ms_median": round(sorted(fit_ms)[repeats // 2], 1),
+                                         "write_and_refresh_ms_median": round(sorted(apply_ms)[repeats // 2], 1)}
+        report["bench_512px_frame"] = results
+        with open(os.path.join(os.environ["TB_E2E_OUT"], "bench-progress.json"), "w") as f:
+            json.dump(results, f)
 
 
 def run():
     report = {}
     try:
-        drive(report)
+        if os.environ.get("TB_E2E_BENCH"):
+            bench(report)
+            write_and_quit(report)
+        controller = drive(report)
     except Exception:
         report["error"] = traceback.format_exc()
-    with open(os.path.join(os.environ["TB_E2E_OUT"], "report.json"), "w") as f:
-        json.dump(report, f, indent=1)
-    os._exit(0)  # quit without "save changes?" dialogs
+        write_and_quit(report)
+    QTimer.singleShot(1500, lambda: finish(report, controller))
 
 
 class Driver(Extension):
