@@ -190,6 +190,12 @@ class Document:
         self._undo.append((text, undo, redo))
         self._redo.clear()
 
+    def _step(self, source: list, target: list, undoing: bool) -> None:
+        if source:
+            text, undo, redo = source.pop()
+            (undo if undoing else redo)()
+            target.append((text, undo, redo))
+
     def undo_texts(self) -> list[str]:
         return [text for text, _, _ in self._undo]
 
@@ -242,21 +248,12 @@ class Krita:
         self.dock_widget_factories.append(factory)
 
     def action(self, name):
-        def undo():
-            doc = self._active
-            if doc._undo:
-                text, undo, redo = doc._undo.pop()
-                undo()
-                doc._redo.append((text, undo, redo))
-
-        def redo():
-            doc = self._active
-            if doc._redo:
-                text, undo, redo = doc._redo.pop()
-                redo()
-                doc._undo.append((text, undo, redo))
-
-        return {"edit_undo": _Action(undo), "edit_redo": _Action(redo)}.get(name)
+        """Krita's actions work on the active document at the time they are triggered."""
+        if name == "edit_undo":
+            return _Action(lambda: self._active._step(self._active._undo, self._active._redo, undoing=True))
+        if name == "edit_redo":
+            return _Action(lambda: self._active._step(self._active._redo, self._active._undo, undoing=False))
+        return None
 
 
 class DockWidget(QtWidgets.QDockWidget):

@@ -278,6 +278,20 @@ def test_keep_as_layer_adds_an_unlocked_layer_in_one_undo_step(panel, daemon, ne
     assert (layer_bytes(doc, name) == reference).all()  # back, with its pixels
 
 
+def test_frames_follow_the_active_document(panel, daemon, new_doc):
+    first = new_doc(64, 64)
+    p = panel()
+    type_prompt(p, daemon, "first document")
+    shown_in_first = layer_bytes(first).copy()
+    second = new_doc(64, 64)
+    p.controller.document_changed()  # what the docker's canvasChanged does on a view switch
+    pump(lambda: not p.controller._timer.isActive(), what="the view switch")
+    assert second.nodeByName(REFERENCE_NAME) is None  # no layer until a frame comes
+    type_prompt(p, daemon, "second document")
+    assert (layer_bytes(second) == daemon_frame_bgra(daemon, p.controller.current.seq)).all()
+    assert (layer_bytes(first) == shown_in_first).all()
+
+
 def test_frames_wait_while_a_stroke_runs(panel, daemon, new_doc):
     doc = new_doc(64, 64)
     p = panel()

@@ -11,7 +11,7 @@ import logging
 import time
 
 from .frames import Picture, place
-from .layer import DocumentError, ReferenceLayer, is_idle, keep
+from .layer import DocumentError, ReferenceLayer, find_reference, is_idle, keep
 from .qt import QtCore, Signal
 from .workers import Connection, FrameWorker, ParamSender, Signals, normalize_url
 
@@ -98,18 +98,21 @@ class Controller(QtCore.QObject):
             return None
         try:
             node = keep(doc, self._fitted(self.current, doc), f"turbo-bridge frame {self.current.seq}")
-        except DocumentError as exc:
-            self._set_status(str(exc))
+        except Exception as exc:  # a Qt slot: report, never let it reach Krita's event loop
+            log.exception("keep as layer failed")
+            self._set_status(f"could not keep the frame: {exc}")
             return None
         self._needs_refresh = True
         self._schedule(0)
         return node
 
     def document_changed(self) -> None:
-        """The active view changed: the next frame goes to that document."""
+        """The active view changed: frames go to its document from now on; a reference layer it
+        already has catches up at once, others get one with the next frame."""
         if self._worker is not None:
             self._worker.target = self._doc_size()
-        if self.current is not None and self.live:
+        doc = self.host.activeDocument()
+        if self.current is not None and self.live and doc is not None and find_reference(doc) is not None:
             self._pending = self._pending or self.current
             self._schedule(0)
 
@@ -150,6 +153,10 @@ class Controller(QtCore.QObject):
                     self._set_status(f"frame {picture.seq} · {self.connection.transport}")
         except DocumentError as exc:
             self._set_status(str(exc))
+            return
+        except Exception as exc:  # a Qt slot: report, never let it reach Krita's event loop
+            log.exception("writing the frame failed")
+            self._set_status(f"could not show the frame: {exc}")
             return
         self._needs_refresh = False
         doc.refreshProjection()

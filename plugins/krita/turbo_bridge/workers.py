@@ -123,7 +123,7 @@ class FrameWorker(threading.Thread):
     """Connects, then fetches frames and fits them to ``target`` (the document's size)."""
 
     def __init__(self, url: str, signals: Signals, *, prefer_shm: bool = True, poll_s: float = 0.004,
-                 wait_s: float = 1.0, retry_s: float = 1.0):
+                 wait_s: float = 0.5, retry_s: float = 1.0):
         super().__init__(name="turbo-bridge frames", daemon=True)
         self.url, self.signals, self.prefer_shm = url, signals, prefer_shm
         self.poll_s, self.wait_s, self.retry_s = poll_s, wait_s, retry_s
@@ -140,7 +140,9 @@ class FrameWorker(threading.Thread):
             picture, self._latest = self._latest, None
         return picture
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 1.0) -> None:
+        """Ask the thread to end and wait a little (a long-poll ends within ``wait_s`` on loopback);
+        a slower one finishes on its own and posts nothing more."""
         self._stopping.set()
         self.live.set()
         if self.is_alive():
@@ -151,7 +153,8 @@ class FrameWorker(threading.Thread):
             try:
                 self._serve()
             except Exception as exc:  # loop boundary: say why, then try again
-                self.signals.status.emit(f"not connected to {self.url}: {describe(exc)}")
+                if not self._stopping.is_set():
+                    self.signals.status.emit(f"not connected to {self.url}: {describe(exc)}")
                 self._stopping.wait(self.retry_s)
 
     def _open(self, client: HttpClient):
@@ -193,6 +196,8 @@ class FrameWorker(threading.Thread):
             source.close()
 
     def _post(self, picture: Picture) -> None:
+        if self._stopping.is_set():
+            return  # a picture from the old connection, after a reconnect
         with self._lock:
             was_empty, self._latest = self._latest is None, picture
         if was_empty:
@@ -217,7 +222,7 @@ class ParamSender(threading.Thread):
             self._pending.update(changes)
         self._wake.set()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 1.0) -> None:
         self._stopping.set()
         self._wake.set()
         if self.is_alive():

@@ -18,7 +18,7 @@ from PyQt5.QtWidgets import QApplication, QDockWidget
 REFERENCE = "turbo-bridge reference"
 
 
-def pump(until, timeout=60.0):
+def pump(until, timeout=90.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         QApplication.processEvents()
