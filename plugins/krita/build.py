@@ -1,0 +1,69 @@
+"""Build the Krita plugin so it works without pip: the plugin plus its copy of bridge.client.
+
+    python plugins/krita/build.py                        # dist/turbo_bridge_krita.zip
+    python plugins/krita/build.py --install ~/.local/share/krita/pykrita
+
+The zip is what Krita's Tools > Scripts > Import Python Plugin from File... takes; ``--install``
+copies the same files into a pykrita folder. ``bridge/client.py`` and ``bridge/layout.py``
+(stdlib + numpy) go into ``turbo_bridge/_vendor/bridge/``, which the plugin imports first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+PACKAGE = "turbo_bridge"
+VENDORED = ("client.py", "layout.py")
+VENDOR_INIT = '"""bridge.client and bridge.layout, copied from turbo-bridge by plugins/krita/build.py."""\n'
+
+
+def plugin_files() -> dict[str, bytes]:
+    """Archive path -> contents, for everything the plugin folder needs."""
+    files = {f"{PACKAGE}.desktop": (HERE / f"{PACKAGE}.desktop").read_bytes()}
+    for path in sorted((HERE / PACKAGE).glob("*.py")):
+        files[f"{PACKAGE}/{path.name}"] = path.read_bytes()
+    files[f"{PACKAGE}/_vendor/__init__.py"] = b""
+    files[f"{PACKAGE}/_vendor/bridge/__init__.py"] = VENDOR_INIT.encode()
+    for name in VENDORED:
+        files[f"{PACKAGE}/_vendor/bridge/{name}"] = (REPO / "bridge" / name).read_bytes()
+    return files
+
+
+def build_zip(out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in plugin_files().items():
+            archive.writestr(name, data)
+    return out
+
+
+def install(pykrita: Path) -> Path:
+    """Copy the plugin into a pykrita folder, replacing an older copy."""
+    shutil.rmtree(pykrita / PACKAGE, ignore_errors=True)
+    for name, data in plugin_files().items():
+        target = pykrita / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    return pykrita / PACKAGE
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO / "dist" / "turbo_bridge_krita.zip", help="zip to write")
+    parser.add_argument("--install", type=Path, metavar="PYKRITA_DIR", help="copy into this pykrita folder instead")
+    args = parser.parse_args(argv)
+    if args.install:
+        print(f"installed {install(args.install.expanduser())}")
+    else:
+        print(f"wrote {build_zip(args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

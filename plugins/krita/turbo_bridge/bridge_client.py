@@ -1,0 +1,8 @@
+"""``bridge.client``: the copy ``build.py`` bundles into the plugin, else an installed turbo-bridge."""
+
+try:
+    from ._vendor.bridge.client import BridgeHTTPError, HttpClient, ShmReader
+except ImportError:  # running from the repository (tests, development)
+    from bridge.client import BridgeHTTPError, HttpClient, ShmReader
+
+__all__ = ["BridgeHTTPError", "HttpClient", "ShmReader"]

@@ -1,0 +1,141 @@
+"""The docker: its widgets, and the ``DockWidget`` Krita creates once per window."""
+
+from __future__ import annotations
+
+import random
+
+from .controller import Controller
+from .notice import add_docker
+from .qt import QtCore, QtWidgets
+
+SETTINGS = "turbo_bridge"
+DEFAULT_ADDRESS = "127.0.0.1:8787"
+SEED_MAX = 2**31 - 1  # a QSpinBox holds 32-bit ints; the daemon takes any seed up to 2**64-1
+
+
+class BridgePanel(QtWidgets.QWidget):
+    """Daemon address, status, prompt (live as you type), seed, guidance, steps, live, opacity."""
+
+    def __init__(self, host, parent=None):
+        super().__init__(parent)
+        self.host = host
+        self.controller = Controller(host, parent=self)
+        self.controller.status_changed.connect(self._show_status)
+        self.controller.connected.connect(self._show_params)
+
+        self.address = QtWidgets.QLineEdit(host.readSetting(SETTINGS, "address", DEFAULT_ADDRESS))
+        self.connect_button = QtWidgets.QPushButton("Connect")
+        self.status = QtWidgets.QLabel(self.controller.status)
+        self.status.setWordWrap(True)
+        self.prompt = QtWidgets.QPlainTextEdit()
+        self.prompt.setPlaceholderText("Type a prompt: every keystroke is a frame")
+        self.prompt.setMaximumHeight(90)
+        self.seed = QtWidgets.QSpinBox()
+        self.seed.setRange(0, SEED_MAX)
+        self.new_seed = QtWidgets.QPushButton("New seed")
+        self.guidance = QtWidgets.QDoubleSpinBox()
+        self.guidance.setRange(0.0, 30.0)
+        self.guidance.setSingleStep(0.5)
+        self.guidance.setDecimals(1)
+        self.steps = QtWidgets.QSpinBox()
+        self.steps.setRange(1, 4)
+        self.live = QtWidgets.QCheckBox("Live")
+        self.live.setChecked(True)
+        self.opacity = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
+        self.opacity.setRange(0, 100)
+        saved = host.readSetting(SETTINGS, "opacity", "60")
+        self.opacity.setValue(int(saved) if saved.isdigit() else 60)
+        self.opacity_label = QtWidgets.QLabel()
+        self.keep = QtWidgets.QPushButton("Keep as layer")
+        self._lay_out()
+
+        self.controller.reference.opacity_percent = self.opacity.value()
+        self.opacity_label.setText(f"{self.opacity.value()}%")
+        self.connect_button.clicked.connect(self.reconnect)
+        self.address.returnPressed.connect(self.reconnect)
+        self.prompt.textChanged.connect(lambda: self.controller.set_params({"prompt": self.prompt.toPlainText()}))
+        self.seed.valueChanged.connect(lambda value: self.controller.set_params({"seed": int(value)}))
+        self.new_seed.clicked.connect(lambda: self.seed.setValue(random.randint(0, SEED_MAX)))
+        self.guidance.valueChanged.connect(lambda value: self.controller.set_params({"guidance": float(value)}))
+        self.steps.valueChanged.connect(lambda value: self.controller.set_params({"steps": int(value)}))
+        self.live.toggled.connect(self.controller.set_live)
+        self.opacity.valueChanged.connect(self._opacity_changed)
+        self.keep.clicked.connect(self.controller.keep_frame)
+        app = QtWidgets.QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.controller.stop)
+
+    def _lay_out(self) -> None:
+        form = QtWidgets.QFormLayout(self)
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.address, 1)
+        row.addWidget(self.connect_button)
+        form.addRow("Daemon", row)
+        form.addRow(self.status)
+        form.addRow("Prompt", self.prompt)
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.seed, 1)
+        row.addWidget(self.new_seed)
+        form.addRow("Seed", row)
+        form.addRow("Guidance", self.guidance)
+        form.addRow("Steps", self.steps)
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.opacity, 1)
+        row.addWidget(self.opacity_label)
+        form.addRow("Opacity", row)
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.live)
+        row.addStretch(1)
+        row.addWidget(self.keep)
+        form.addRow(row)
+
+    def reconnect(self) -> None:
+        try:
+            url = self.controller.connect_to(self.address.text())
+        except ValueError as exc:
+            self._show_status(str(exc))
+            return
+        self.host.writeSetting(SETTINGS, "address", self.address.text().strip())
+        self.address.setToolTip(url)
+
+    def _show_params(self, connection) -> None:
+        """Show the daemon's parameters as they are; nothing is sent until you change one."""
+        params = connection.params
+        widgets = (self.prompt, self.seed, self.guidance, self.steps)
+        for widget in widgets:
+            widget.blockSignals(True)
+        try:
+            if "prompt" in params and params["prompt"] != self.prompt.toPlainText():
+                self.prompt.setPlainText(params["prompt"])
+            if 0 <= params.get("seed", -1) <= SEED_MAX:
+                self.seed.setValue(params["seed"])
+            self.guidance.setValue(params.get("guidance", self.guidance.value()))
+            self.steps.setValue(params.get("steps", self.steps.value()))
+        finally:
+            for widget in widgets:
+                widget.blockSignals(False)
+
+    def _opacity_changed(self, value: int) -> None:
+        self.opacity_label.setText(f"{value}%")
+        self.host.writeSetting(SETTINGS, "opacity", str(value))
+        self.controller.set_opacity(value)
+
+    def _show_status(self, text: str) -> None:
+        self.status.setText(text)
+
+
+def register(krita) -> None:
+    """Add the docker to Krita (``krita`` is the module Krita gives its plugins)."""
+
+    class TurboBridgeDocker(krita.DockWidget):
+        def __init__(self):
+            super().__init__()
+            self.setWindowTitle("turbo-bridge")
+            self.panel = BridgePanel(krita.Krita.instance())
+            self.setWidget(self.panel)
+            self.panel.reconnect()
+
+        def canvasChanged(self, canvas):  # noqa: N802 (Krita's name)
+            self.panel.controller.document_changed()
+
+    add_docker(krita, TurboBridgeDocker)

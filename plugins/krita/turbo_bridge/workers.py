@@ -1,0 +1,255 @@
+"""The docker's two worker threads: frames in, parameter changes out. No Krita calls here.
+
+Both talk to the daemon with blocking I/O, so neither may run on Krita's GUI thread. Results go
+back through Qt signals (queued onto the GUI thread) and a one-slot mailbox: however slow the
+GUI, only the newest picture waits, and a burst of keystrokes becomes one request per round trip.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.error
+import urllib.parse
+from dataclasses import dataclass
+
+from .bridge_client import BridgeHTTPError, HttpClient, ShmReader
+from .frames import Picture, decode_png, place
+from .qt import QtCore, Signal
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def normalize_url(text: str) -> str:
+    """``host:port`` or ``http://host:port`` to a base URL; a clear error for anything else."""
+    text = text.strip()
+    if "://" not in text:
+        text = "http://" + text
+    url = urllib.parse.urlsplit(text)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ValueError(f"daemon address {text!r}: expected host:port, e.g. 127.0.0.1:8787")
+    try:
+        port = url.port
+    except ValueError:
+        raise ValueError(f"daemon address {text!r}: the port must be a number from 1 to 65535") from None
+    host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+    return f"{url.scheme}://{host}:{port or 8787}"
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
+        exc = exc.reason if isinstance(exc.reason, BaseException) else exc
+    if isinstance(exc, ConnectionRefusedError):
+        return "nothing answers there (start it: turbo-bridge serve)"
+    return str(exc) or type(exc).__name__
+
+
+@dataclass(frozen=True)
+class Connection:
+    url: str
+    model: str
+    device: str
+    transport: str  # "shared memory 'NAME'" or "HTTP"
+    params: dict  # the daemon's parameters when we connected (the docker shows them)
+
+
+class Signals(QtCore.QObject):
+    """Emitted from worker threads; Qt delivers them on the thread the receiver lives in."""
+
+    frame_ready = Signal()
+    connected = Signal(object)  # Connection
+    status = Signal(str)
+
+
+class ShmSource:
+    """The local daemon's shared-memory segment (BGRA rows, as Krita stores them)."""
+
+    def __init__(self, name: str, poll_s: float):
+        self.reader = ShmReader(name, bgra=True)
+        self.poll_s = poll_s
+        self._force = True  # the first read returns the newest frame, however old
+
+    def next(self, timeout: float):
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = self.reader.read(force=self._force)
+            if frame is not None:
+                self._force = False
+                return frame.pixels, frame.seq
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(self.poll_s)
+
+    def rewind(self) -> None:
+        self._force = True
+
+    def check(self, health: dict) -> None:
+        """A daemon that restarted made a new segment: this one no longer moves."""
+        if health.get("frame_seq", 0) > self.reader.seq // 2:
+            time.sleep(0.2)  # the segment is published right after the frame: give it a moment
+            if health["frame_seq"] > self.reader.seq // 2:
+                raise ConnectionError("the daemon restarted; reconnecting")
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+class HttpSource:
+    """Any daemon, over HTTP: long-polls ``/v1/frame.png`` (small on the wire)."""
+
+    def __init__(self, client: HttpClient):
+        self.client = client
+        self.seq = 0
+
+    def next(self, timeout: float):
+        got = self.client.frame_png(after=self.seq, timeout=timeout)
+        if got is None:
+            return None
+        png, self.seq = got
+        return decode_png(png), self.seq
+
+    def rewind(self) -> None:
+        self.seq = 0
+
+    def check(self, health: dict) -> None:
+        if health.get("frame_seq", 0) < self.seq:  # restarted: its frames count from 1 again
+            self.seq = 0
+
+    def close(self) -> None:
+        pass
+
+
+class FrameWorker(threading.Thread):
+    """Connects, then fetches frames and fits them to ``target`` (the document's size)."""
+
+    def __init__(self, url: str, signals: Signals, *, prefer_shm: bool = True, poll_s: float = 0.004,
+                 wait_s: float = 0.5, retry_s: float = 1.0):
+        super().__init__(name="turbo-bridge frames", daemon=True)
+        self.url, self.signals, self.prefer_shm = url, signals, prefer_shm
+        self.poll_s, self.wait_s, self.retry_s = poll_s, wait_s, retry_s
+        self.target: tuple[int, int] | None = None  # set by the GUI thread
+        self.live = threading.Event()
+        self.live.set()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._latest: Picture | None = None
+
+    def take(self) -> Picture | None:
+        """The newest picture not yet taken (GUI thread)."""
+        with self._lock:
+            picture, self._latest = self._latest, None
+        return picture
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Ask the thread to end and wait a little (a long-poll ends within ``wait_s`` on loopback);
+        a slower one finishes on its own and posts nothing more."""
+        self._stopping.set()
+        self.live.set()
+        if self.is_alive():
+            self.join(timeout)
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._serve()
+            except Exception as exc:  # loop boundary: say why, then try again
+                if not self._stopping.is_set():
+                    self.signals.status.emit(f"not connected to {self.url}: {describe(exc)}")
+                self._stopping.wait(self.retry_s)
+
+    def _open(self, client: HttpClient):
+        health = client.health()
+        name = health.get("shm_name") or ""
+        host = urllib.parse.urlsplit(self.url).hostname
+        source, transport = None, "HTTP"
+        if self.prefer_shm and name and host in LOOPBACK:
+            try:
+                source, transport = ShmSource(name, self.poll_s), f"shared memory {name!r}"
+            except (OSError, ValueError):
+                source = None  # e.g. a daemon in a container: its segment is not ours to see
+        connection = Connection(self.url, health.get("model", "?"), health.get("device", "?"), transport,
+                                client.params())
+        return source or HttpSource(client), connection
+
+    def _serve(self) -> None:
+        client = HttpClient(self.url, timeout=3.0)
+        source, connection = self._open(client)
+        try:
+            self.signals.connected.emit(connection)
+            quiet_since = time.monotonic()
+            while not self._stopping.is_set():
+                if not self.live.is_set():
+                    self.live.wait(0.2)
+                    source.rewind()  # back live: start from the newest frame
+                    continue
+                got = source.next(self.wait_s)
+                if got is None:
+                    if time.monotonic() - quiet_since > 2.0:  # silence: is the daemon still ours?
+                        source.check(client.health())
+                        quiet_since = time.monotonic()
+                    continue
+                quiet_since = time.monotonic()
+                pixels, seq = got
+                width, height = self.target or (pixels.shape[1], pixels.shape[0])
+                self._post(place(pixels, seq, width, height))
+        finally:
+            source.close()
+
+    def _post(self, picture: Picture) -> None:
+        if self._stopping.is_set():
+            return  # a picture from the old connection, after a reconnect
+        with self._lock:
+            was_empty, self._latest = self._latest is None, picture
+        if was_empty:
+            self.signals.frame_ready.emit()
+
+
+class ParamSender(threading.Thread):
+    """PATCHes parameter changes, latest-wins: changes made during a request merge into one."""
+
+    def __init__(self, url: str, signals: Signals, retry_s: float = 1.0):
+        super().__init__(name="turbo-bridge params", daemon=True)
+        self.client = HttpClient(url, timeout=3.0)
+        self.signals, self.retry_s = signals, retry_s
+        self.sent = 0  # requests answered
+        self._pending: dict = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+
+    def submit(self, changes: dict) -> None:
+        with self._lock:
+            self._pending.update(changes)
+        self._wake.set()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self.is_alive():
+            self.join(timeout)
+
+    def run(self) -> None:
+        while True:
+            self._wake.wait()
+            if self._stopping.is_set():
+                return
+            with self._lock:
+                changes, self._pending = self._pending, {}
+                self._wake.clear()
+            if changes:
+                self._send(changes)
+
+    def _send(self, changes: dict) -> None:
+        try:
+            answer = self.client.patch(changes)
+            self.sent += 1
+            for warning in answer.get("warnings", []):
+                self.signals.status.emit(f"warning: {warning}")
+        except BridgeHTTPError as exc:  # refused: resending would be refused again
+            self.signals.status.emit(f"refused {exc.field or 'change'}: {exc.message}")
+        except OSError as exc:  # daemon away: keep the changes (newer ones win) and retry
+            self.signals.status.emit(f"not sent: {describe(exc)}")
+            with self._lock:
+                self._pending = {**changes, **self._pending}
+            if not self._stopping.wait(self.retry_s):
+                self._wake.set()

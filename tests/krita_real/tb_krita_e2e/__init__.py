@@ -1,0 +1,202 @@
+"""Test driver run inside a real Krita: drives the turbo-bridge docker as a user would.
+
+Started by tests/test_krita_plugin.py with TB_E2E_URL (the daemon) and TB_E2E_OUT (a folder
+for report.json and krita.png). It types prompts into the docker, checks the layers through
+Krita's own API, takes a screenshot and quits Krita.
+"""
+
+import json
+import os
+import time
+import traceback
+
+from krita import Extension, Krita
+
+from PyQt5.QtCore import QTimer
+from PyQt5.QtWidgets import QApplication, QDockWidget
+
+REFERENCE = "turbo-bridge reference"
+
+
+def pump(until, timeout=90.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        QApplication.processEvents()
+        if until():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def layer_bytes(doc, name):
+    return bytes(doc.nodeByName(name).pixelData(0, 0, doc.width(), doc.height()))
+
+
+def new_view(window, width, height, name):
+    doc = Krita.instance().createDocument(width, height, name, "RGBA", "U8", "", 72.0)
+    window.addView(doc)
+    Krita.instance().setActiveDocument(doc)
+    pump(lambda: Krita.instance().activeDocument() is not None, 5)
+    return doc
+
+
+def drive(report):
+    from turbo_bridge.bridge_client import HttpClient  # the plugin's own (bundled) client
+
+    k = Krita.instance()
+    window = k.activeWindow()
+    screen = QApplication.primaryScreen().geometry()
+    window.qwindow().setGeometry(0, 0, screen.width(), screen.height())  # no window manager under Xvfb
+    report["krita"] = k.version()
+    docks = [d for d in window.qwindow().findChildren(QDockWidget) if hasattr(d.widget(), "controller")]
+    report["dockers"] = [d.objectName() for d in docks]
+    dock = docks[0]
+    dock.show()
+    panel = dock.widget()
+    controller = panel.controller
+    client = HttpClient(os.environ["TB_E2E_URL"])
+
+    def settled(prompt):
+        cur, params = controller.current, client.params()
+        if cur is None or controller._pending is not None or params["prompt"] != prompt:
+            return False
+        newest = client.frame(after=cur.seq - 1, timeout=5)
+        return newest.seq == cur.seq and newest.version == params["version"]
+
+    # 1. a document the frame's size: the layer must hold the frame's exact pixels, in BGRA
+    size = client.params()
+    doc = new_view(window, size["width"], size["height"], "exact")
+    panel.address.setText(os.environ["TB_E2E_URL"])
+    panel.reconnect()
+    panel.prompt.setPlainText("a lighthouse on a cliff at dusk")
+    report["settled_exact"] = pump(lambda: settled("a lighthouse on a cliff at dusk"))
+    frame = client.frame(after=controller.current.seq - 1, timeout=5)
+    report["transport"] = controller.connection.transport
+    report["exact_bgra"] = layer_bytes(doc, REFERENCE) == frame.pixels[..., [2, 1, 0, 3]].tobytes()
+    node = doc.nodeByName(REFERENCE)
+    report["reference"] = {"locked": node.locked(), "type": node.type(), "opacity": node.opacity(),
+                           "top": doc.rootNode().childNodes()[-1].name() == REFERENCE,
+                           "active_layer": doc.activeNode().name()}
+
+    # 2. a wider document with some painting: scaled, centred, composited on the canvas
+    doc = new_view(window, 480, 300, "wide")
+    background = doc.rootNode().childNodes()[0]
+    stripes = bytearray()
+    for y in range(300):
+        colour = (40, 90, 200, 255) if (y // 30) % 2 else (230, 200, 120, 255)  # B, G, R, A
+        stripes += bytes(colour) * 480
+    background.setPixelData(bytes(stripes), 0, 0, 480, 300)
+    doc.refreshProjection()
+    dock.canvasChanged(None)
+    panel.opacity.setValue(70)
+    panel.prompt.setPlainText("a lighthouse on a cliff at dusk, storm clouds")
+    report["settled_wide"] = pump(lambda: settled("a lighthouse on a cliff at dusk, storm clouds")
+                                  and doc.nodeByName(REFERENCE) is not None)
+    layer = layer_bytes(doc, REFERENCE)
+    alpha = [layer[(y * 480 + x) * 4 + 3] for y, x in ((150, 10), (150, 469), (150, 240), (5, 100), (294, 379))]
+    report["alpha_margin_left_right_centre_rect_corners"] = alpha
+    report["projection_centre"] = list(bytes(doc.pixelData(240, 150, 1, 1)))
+    report["projection_margin"] = list(bytes(doc.pixelData(10, 150, 1, 1)))
+    report["opacity_byte"] = doc.nodeByName(REFERENCE).opacity()
+
+    # 3. keep as layer, undo, redo
+    panel.keep.click()
+    name = f"turbo-bridge frame {controller.current.seq}"
+    pump(lambda: False, 0.3)
+    report["after_keep"] = [n.name() for n in doc.rootNode().childNodes()]
+    kept = doc.nodeByName(name)
+    report["kept_locked"] = kept.locked() if kept else None
+    report["kept_same_pixels"] = kept is not None and layer_bytes(doc, name) == layer
+    undo_text = k.action("edit_undo").text()
+    report["undo_text"] = undo_text
+    k.action("edit_undo").trigger()
+    doc.waitForDone()
+    pump(lambda: False, 0.3)
+    report["after_undo"] = [n.name() for n in doc.rootNode().childNodes()]
+    k.action("edit_redo").trigger()
+    doc.waitForDone()
+    pump(lambda: False, 0.3)
+    report["after_redo"] = [n.name() for n in doc.rootNode().childNodes()]
+    report["redo_same_pixels"] = doc.nodeByName(name) is not None and layer_bytes(doc, name) == layer
+    report["applied"], report["refreshes"], report["deferred"] = controller.applied, controller.refreshes, controller.deferred
+    report["status"] = panel.status.text()
+
+    report["zoom_actions"] = sorted(a.objectName() for a in k.actions() if "zoom" in a.objectName())
+    return controller
+
+
+def finish(report, controller):
+    """Back in Krita's own event loop (the Layers docker only updates there): screenshot, quit."""
+    try:
+        window = Krita.instance().activeWindow()
+        dock = next(d for d in window.qwindow().findChildren(QDockWidget) if hasattr(d.widget(), "controller"))
+        QApplication.primaryScreen().grabWindow(0).save(os.path.join(os.environ["TB_E2E_OUT"], "krita.png"))
+        dock.grab().save(os.path.join(os.environ["TB_E2E_OUT"], "docker.png"))
+    except Exception:
+        report["error"] = traceback.format_exc()
+    finally:
+        if controller is not None:
+            controller.stop()
+        write_and_quit(report)
+
+
+def write_and_quit(report):
+    with open(os.path.join(os.environ["TB_E2E_OUT"], "report.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    os._exit(0)  # quit without "save changes?" dialogs
+
+
+def bench(report, repeats=7):
+    """GUI-thread cost of one frame in real Krita: fitting (worker side), write + refresh (GUI side)."""
+    import numpy as np
+
+    from turbo_bridge.frames import place
+    from turbo_bridge.layer import ReferenceLayer
+
+    window = Krita.instance().activeWindow()
+    frame = np.random.default_rng(0).integers(0, 256, (512, 512, 4), dtype=np.uint8)
+    frame[..., 3] = 255
+    results = {}
+    for width, height in ((512, 512), (1024, 1024), (2048, 2048), (3840, 2160)):
+        doc = new_view(window, width, height, f"bench {width}x{height}")
+        layer = ReferenceLayer()
+        fit_ms, apply_ms = [], []
+        for i in range(repeats):
+            t0 = time.perf_counter()
+            picture = place(frame, i + 1, width, height)
+            t1 = time.perf_counter()
+            layer.show(doc, picture)
+            doc.refreshProjection()
+            t2 = time.perf_counter()
+            fit_ms.append((t1 - t0) * 1000)
+            apply_ms.append((t2 - t1) * 1000)
+        results[f"{width}x{height}"] = {"fit_ms_median": round(sorted(fit_ms)[repeats // 2], 1),
+                                         "write_and_refresh_ms_median": round(sorted(apply_ms)[repeats // 2], 1)}
+        report["bench_512px_frame"] = results
+        with open(os.path.join(os.environ["TB_E2E_OUT"], "bench-progress.json"), "w") as f:
+            json.dump(results, f)
+
+
+def run():
+    report = {}
+    try:
+        if os.environ.get("TB_E2E_BENCH"):
+            bench(report)
+            write_and_quit(report)
+        controller = drive(report)
+    except Exception:
+        report["error"] = traceback.format_exc()
+        write_and_quit(report)
+    QTimer.singleShot(1500, lambda: finish(report, controller))
+
+
+class Driver(Extension):
+    def setup(self):
+        pass
+
+    def createActions(self, window):
+        QTimer.singleShot(2000, run)
+
+
+if os.environ.get("TB_E2E_OUT"):
+    Krita.instance().addExtension(Driver(Krita.instance()))
