@@ -7,15 +7,11 @@ would, and driven headless. Timers do not fire in module mode, so ``pump`` calls
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,85 +22,33 @@ bpy = pytest.importorskip("bpy", reason="needs Blender as a Python module: pip i
 import addon_utils  # noqa: E402  (ships with bpy)
 
 from bridge.client import HttpClient, ShmReader  # noqa: E402
-from conftest import unique_shm_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "plugins" / "blender"))
+import bpy_harness as harness  # noqa: E402  (a daemon process, the extension installed from its zip)
+from bpy_harness import pump  # noqa: E402
 REPO_MODULE = "tb_tests"
 ADDON = f"bl_ext.{REPO_MODULE}.turbo_bridge"
 
 
-@dataclass
-class DaemonProcess:
-    proc: subprocess.Popen
-    url: str
-    shm_name: str
-    log: list[str]
-
-    @property
-    def http(self) -> HttpClient:
-        return HttpClient(self.url)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def start_daemon(cache_dir: Path, http_port: int = 0) -> DaemonProcess:
-    """``python -m bridge serve --model demo`` as a user runs it; 64x64 frames keep it quick."""
-    name = unique_shm_name()
-    env = {**os.environ, "TURBO_BRIDGE_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "serve", "--model", "demo", "--http-port", str(http_port),
-         "--osc-port", "0", "--shm-name", name, "--width", "64", "--height", "64", "--max-size", "256"],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=ROOT)
-    lines: list[str] = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        lines.append(line)
-        match = re.search(r"ready: (http://127\.0\.0\.1:\d+)/v1/", line)
-        if match or not line:
-            break
-    if not match:
-        proc.kill()
-        raise RuntimeError("daemon did not start:\n" + "".join(lines))
-    # Keep reading its log so a full pipe never stalls it.
-    threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
-    return DaemonProcess(proc, match.group(1), name, lines)
-
-
 @pytest.fixture(scope="module")
 def daemon(cache_dir):
-    process = start_daemon(cache_dir)
+    process = harness.start_daemon(cache_dir)
     yield process
     process.stop()
 
 
 @pytest.fixture(scope="module")
 def extension_zip(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    done = subprocess.run([sys.executable, "plugins/blender/build.py", "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, check=True)
-    return Path(done.stdout.strip())
+    return harness.build_zip(tmp_path_factory.mktemp("dist"))
 
 
 @pytest.fixture(scope="module")
 def installed(extension_zip, tmp_path_factory):
     """The zip installed into a throw-away extensions repository and enabled, as from the UI."""
-    prefs = bpy.context.preferences
-    prefs.use_preferences_save = False
-    repo = prefs.extensions.repos.new(name="turbo-bridge tests", module=REPO_MODULE,
-                                      custom_directory=str(tmp_path_factory.mktemp("extensions")))
-    result = bpy.ops.extensions.package_install_files(filepath=str(extension_zip), repo=REPO_MODULE,
-                                                      enable_on_install=True)
-    assert result == {"FINISHED"} and ADDON in prefs.addons
+    repo = harness.install_extension(extension_zip, tmp_path_factory.mktemp("extensions"), REPO_MODULE)
     yield
-    prefs.extensions.repos.remove(repo)  # disables (unregisters) its add-ons
+    bpy.context.preferences.extensions.repos.remove(repo)  # disables (unregisters) its add-ons
     assert not hasattr(bpy.types.Scene, "turbo_bridge")
 
 
@@ -116,19 +60,8 @@ def ext(installed):
     modules.live.disconnect()
 
 
-def pump(live, until, timeout: float = 30.0) -> float:
-    """Call the timer function like Blender's main loop until ``until()``; returns the slowest call."""
-    slowest = 0.0
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        started = time.perf_counter()
-        live.drain()
-        slowest = max(slowest, time.perf_counter() - started)
-        if until():
-            return slowest
-        time.sleep(0.005)
-    session = live.current()
-    raise AssertionError(f"timed out; status: {session.status if session else 'no session'}")
+def http(daemon) -> HttpClient:
+    return HttpClient(daemon.url)
 
 
 def settings(address: str, transport: str = "AUTO", **params):
@@ -144,7 +77,7 @@ def settings(address: str, transport: str = "AUTO", **params):
 def frame_current(ext, daemon) -> bool:
     """The live image shows the daemon's newest state."""
     session = ext.live.current()
-    return session.applied is not None and session.applied.version == daemon.http.params()["version"]
+    return session.applied is not None and session.applied.version == http(daemon).params()["version"]
 
 
 def image_floats(image) -> np.ndarray:
@@ -210,7 +143,7 @@ def test_local_daemon_frames_arrive_through_shared_memory_flipped(ext, daemon):
     pump(ext.live, lambda: frame_current(ext, daemon))
     session = ext.live.current()
     assert session.transport == "shared memory" and "shared memory" in session.status
-    assert daemon.http.params()["prompt"] == "a brick wall" and session.applied.seed == 11
+    assert http(daemon).params()["prompt"] == "a brick wall" and session.applied.seed == 11
 
     with ShmReader(daemon.shm_name) as reader:  # the test's own reader, top row first
         frame = reader.read(force=True)
@@ -228,7 +161,7 @@ def test_typing_sends_every_edit_and_the_last_one_wins(ext, daemon):
     for end in range(1, len(text) + 1):  # one update per keystroke, as TEXTEDIT_UPDATE does
         s.prompt = text[:end]
     s.seed = 4
-    pump(ext.live, lambda: daemon.http.params()["prompt"] == text and frame_current(ext, daemon))
+    pump(ext.live, lambda: http(daemon).params()["prompt"] == text and frame_current(ext, daemon))
     assert ext.live.current().applied.seed == 4
 
 
@@ -238,7 +171,7 @@ def test_http_transport_fills_the_image_with_the_frame(ext, daemon):
     pump(ext.live, lambda: frame_current(ext, daemon))
     session = ext.live.current()
     assert session.transport == "HTTP" and session.reader is None
-    frame = daemon.http.frame(after=session.applied.seq - 1, timeout=5)
+    frame = http(daemon).frame(after=session.applied.seq - 1, timeout=5)
     assert frame.seq == session.applied.seq
     assert_shows(bpy.data.images[session.image_name], frame.pixels)
 
@@ -372,7 +305,7 @@ def test_daemon_down_says_so_retries_with_backoff_and_recovers(ext, cache_dir):
     assert "retrying in 1 s" in retries[1]
     assert slowest < 0.5  # the timer never waits on the network
 
-    daemon = start_daemon(cache_dir, http_port=port)  # the daemon comes up: the link finds it
+    daemon = harness.start_daemon(cache_dir, http_port=port)  # the daemon comes up: the link finds it
     try:
         pump(ext.live, lambda: frame_current(ext, daemon), timeout=60)
         assert ext.live.current().connected and ext.live.current().transport == "shared memory"
@@ -390,7 +323,17 @@ def test_silent_daemon_never_freezes_the_main_thread(ext):
         settings(f"127.0.0.1:{silent.getsockname()[1]}")
         bpy.ops.turbo_bridge.connect()
         slowest = pump(ext.live, lambda: "timed out" in ext.live.current().status, timeout=20)
-    assert slowest < 0.5 and not ext.live.current().connected
+        assert slowest < 0.5 and not ext.live.current().connected
+
+        bpy.ops.turbo_bridge.connect()  # a request hangs right now; disconnecting does not wait for it
+        session = ext.live.current()
+        time.sleep(0.2)
+        started = time.perf_counter()
+        assert bpy.ops.turbo_bridge.disconnect() == {"FINISHED"}
+        assert time.perf_counter() - started < 0.5 and ext.live.current() is None
+        assert session.link.threads[0].is_alive()  # still in its request: it ends on its own
+        session.link.threads[0].join(10)
+        assert not session.link.threads[0].is_alive()
 
 
 def test_bad_address_is_refused_with_a_reason(ext):

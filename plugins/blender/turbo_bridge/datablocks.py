@@ -44,14 +44,6 @@ class PixelWriter:
         image.update()
 
 
-def image_pixels_rgba8(image: bpy.types.Image) -> np.ndarray:
-    """The image's pixels as H x W x 4 uint8, bottom row first (Blender's order)."""
-    width, height = image.size
-    buffer = np.empty(width * height * 4, np.float32)
-    image.pixels.foreach_get(buffer)
-    return np.rint(buffer * 255).astype(np.uint8).reshape(height, width, 4)
-
-
 def keep_copy(image: bpy.types.Image, name: str) -> bpy.types.Image:
     """A new image with the current pixels, packed into the .blend and kept without users."""
     width, height = image.size

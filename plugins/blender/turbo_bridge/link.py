@@ -12,6 +12,7 @@ import logging
 import queue
 import socket
 import threading
+import time
 import urllib.error
 import urllib.parse
 from dataclasses import dataclass
@@ -22,9 +23,9 @@ from ._bridge.client import BridgeHTTPError, FrameInfo, HttpClient
 log = logging.getLogger(__name__)
 
 BACKOFF_FIRST_S = 0.5
-BACKOFF_MAX_S = 8.0
+BACKOFF_MAX_S = 4.0
 HEARTBEAT_S = 2.0  # how often an idle, connected link checks that the daemon is still there
-FRAME_POLL_S = 0.5  # long-poll window: also how long a stop waits for the frame thread
+FRAME_POLL_S = 0.5  # long-poll window for frames over HTTP
 REQUEST_TIMEOUT_S = 3.0
 
 
@@ -161,17 +162,22 @@ class Link:
             frame, self._frame = self._frame, None
         return frame
 
-    def stop(self, timeout: float = FRAME_POLL_S + REQUEST_TIMEOUT_S) -> bool:
-        """Signal the threads and wait for them; True when all have ended."""
+    def stop(self, wait: float = 0.25) -> bool:
+        """Signal the threads and wait up to ``wait`` s; True when all have ended.
+
+        Idle threads end at once. One in the middle of a request (a long-poll, or a daemon that
+        does not answer) ends when it returns, at most REQUEST_TIMEOUT_S later, without touching
+        anything outside this Link: the UI does not wait for it."""
         self._stop.set()
         with self._wake:
             self._wake.notify_all()
+        deadline = time.monotonic() + wait
         for thread in self._threads:
             if thread.is_alive():
-                thread.join(timeout)
+                thread.join(max(0.0, deadline - time.monotonic()))
         alive = [t.name for t in self._threads if t.is_alive()]
         if alive:
-            log.warning("turbo-bridge threads still finishing a request: %s", ", ".join(alive))
+            log.info("turbo-bridge: %s will end after its current request", ", ".join(alive))
         return not alive
 
     @property

@@ -111,7 +111,8 @@ class Session:
         self.image_name = image.name
         self._writer.write(image, frame.pixels)
         write_ms = (time.perf_counter() - started) * 1e3
-        self.applied = Applied(frame.seq, frame.version, frame.seed, frame.width, frame.height, frame.render_ms, read_ms, write_ms)
+        self.applied = Applied(frame.seq, frame.version, frame.seed, frame.width, frame.height, frame.render_ms,
+                               read_ms, write_ms)
 
     def _close_reader(self) -> None:
         if self.reader is not None:
