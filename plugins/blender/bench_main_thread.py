@@ -16,10 +16,7 @@ import argparse
 import os
 import platform
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import bpy_harness as harness
 
@@ -76,23 +73,16 @@ def main() -> None:
     import bpy
     import numpy
 
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        daemon = harness.start_daemon(os.environ.get("TURBO_BRIDGE_CACHE") or workdir / "cache", size=args.size)
-        try:
-            harness.install_extension(harness.build_zip(workdir), workdir / "extensions", REPO_MODULE)
-            live = sys.modules[f"bl_ext.{REPO_MODULE}.turbo_bridge.live"]
-            print(f"Blender {bpy.app.version_string} (bpy wheel), Python {platform.python_version()}, "
-                  f"numpy {numpy.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
-            print(f"{args.frames} live frames of {args.size}x{args.size} per transport; ms on the main thread")
-            for transport, label in (("AUTO", "shared memory"), ("HTTP", "HTTP")):
-                times = measure(live, transport, daemon.url, args.size, args.frames)
-                print(f"{label:>13}  drain, frame applied : {summary(times['frame'])}")
-                print(f"{'':>13}    read              : {summary(times['read'])}")
-                print(f"{'':>13}    convert+foreach_set+update: {summary(times['write'])}")
-                print(f"{'':>13}  drain, nothing new  : {summary(times['idle'])}  ({len(times['idle'])} calls)")
-        finally:
-            daemon.stop()
+    with harness.demo_session(args.size, REPO_MODULE) as (daemon, live):
+        print(f"Blender {bpy.app.version_string} (bpy wheel), Python {platform.python_version()}, "
+              f"numpy {numpy.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
+        print(f"{args.frames} live frames of {args.size}x{args.size} per transport; ms on the main thread")
+        for transport, label in (("AUTO", "shared memory"), ("HTTP", "HTTP")):
+            times = measure(live, transport, daemon.url, args.size, args.frames)
+            print(f"{label:>13}  drain, frame applied : {summary(times['frame'])}")
+            print(f"{'':>13}    read              : {summary(times['read'])}")
+            print(f"{'':>13}    convert+foreach_set+update: {summary(times['write'])}")
+            print(f"{'':>13}  drain, nothing new  : {summary(times['idle'])}  ({len(times['idle'])} calls)")
 
 
 if __name__ == "__main__":

@@ -6,11 +6,13 @@ Not part of the extension (build.py does not ship it).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -91,6 +93,28 @@ def install_extension(zip_path: Path | str, repo_dir: Path | str, repo_module: s
     if result != {"FINISHED"} or f"bl_ext.{repo_module}.turbo_bridge" not in prefs.addons:
         raise RuntimeError(f"installing {zip_path} failed: {result}")
     return repo
+
+
+@contextlib.contextmanager
+def demo_session(size: int, repo_module: str):
+    """A demo daemon (frames of ``size``) and the extension installed from a fresh zip.
+
+    Yields ``(daemon, live)``, ``live`` being the add-on's ``live`` module; afterwards the
+    add-on is removed and the daemon stopped. The demo model is cached in
+    ``$TURBO_BRIDGE_CACHE`` when set, else in a temporary folder."""
+    import bpy
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        daemon = start_daemon(os.environ.get("TURBO_BRIDGE_CACHE") or workdir / "cache", size=size)
+        try:
+            repo = install_extension(build_zip(workdir), workdir / "extensions", repo_module)
+            try:
+                yield daemon, sys.modules[f"bl_ext.{repo_module}.turbo_bridge.live"]
+            finally:
+                bpy.context.preferences.extensions.repos.remove(repo)
+        finally:
+            daemon.stop()
 
 
 def pump(live, until, timeout: float = 30.0, pause: float = 0.005) -> float:

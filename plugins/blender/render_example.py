@@ -11,9 +11,6 @@ the frame is noise (random weights); with real SDXL-Turbo weights it is the prom
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import tempfile
 from pathlib import Path
 
 import bpy_harness as harness
@@ -31,25 +28,18 @@ def main() -> None:
 
     import bpy
 
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        daemon = harness.start_daemon(os.environ.get("TURBO_BRIDGE_CACHE") or workdir / "cache", size=args.size)
-        try:
-            harness.install_extension(harness.build_zip(workdir), workdir / "extensions", REPO_MODULE)
-            live = sys.modules[f"bl_ext.{REPO_MODULE}.turbo_bridge.live"]
-            settings = bpy.context.scene.turbo_bridge
-            settings.address, settings.prompt, settings.seed = daemon.url, args.prompt, 42
-            settings.width = settings.height = args.size
-            bpy.ops.turbo_bridge.connect()
-            harness.pump(live, lambda: live.current().applied is not None and live.current().applied.seed == 42,
-                         timeout=120)  # connect sends prompt and seed in one change
-            cube = bpy.data.objects["Cube"]  # the default scene: cube, camera, light
-            bpy.context.view_layer.objects.active = cube
-            bpy.ops.turbo_bridge.use_on_material()
-            frame = live.current().applied
-            live.disconnect()
-        finally:
-            daemon.stop()
+    with harness.demo_session(args.size, REPO_MODULE) as (daemon, live):
+        settings = bpy.context.scene.turbo_bridge
+        settings.address, settings.prompt, settings.seed = daemon.url, args.prompt, 42
+        settings.width = settings.height = args.size
+        bpy.ops.turbo_bridge.connect()
+        harness.pump(live, lambda: live.current().applied is not None and live.current().applied.seed == 42,
+                     timeout=120)  # connect sends prompt and seed in one change
+        cube = bpy.data.objects["Cube"]  # the default scene: cube, camera, light
+        bpy.context.view_layer.objects.active = cube
+        bpy.ops.turbo_bridge.use_on_material()
+        frame = live.current().applied
+        live.disconnect()
 
     scene = bpy.context.scene
     scene.render.engine = "CYCLES"

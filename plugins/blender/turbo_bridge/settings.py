@@ -4,8 +4,6 @@ Editing a parameter while Live is on sends it at once (the prompt on every keyst
 worker thread merges unsent edits, so the daemon always gets the newest value.
 """
 
-from __future__ import annotations
-
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
