@@ -18,8 +18,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-bpy = pytest.importorskip("bpy", reason="needs Blender as a Python module: pip install bpy==5.0.1 (Python 3.11)")
-import addon_utils  # noqa: E402  (ships with bpy)
+try:
+    import bpy
+    import addon_utils  # ships with bpy, importable once bpy is
+except ImportError as exc:  # not installed (Python other than 3.11), or a shared library missing
+    pytest.skip(f"bpy cannot be imported ({exc}); the tests need Blender as a Python module: "
+                "pip install bpy==5.0.1 on Python 3.11", allow_module_level=True)
 
 from bridge.client import HttpClient, ShmReader  # noqa: E402
 

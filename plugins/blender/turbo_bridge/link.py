@@ -125,6 +125,8 @@ class Link:
         self._wake = threading.Condition()
         self._pending: dict[str, Any] = {}
         self._connected = threading.Event()
+        self._uptime_s = 0.0
+        self._generation = 0  # bumped on every (re)connection
         self._frame_lock = threading.Lock()
         self._frame: FrameInfo | None = None
         self._name = name
@@ -202,7 +204,7 @@ class Link:
                 if changes:
                     self._send(changes)
                 else:
-                    self._client.health()  # heartbeat: notice a daemon that went away
+                    self._heartbeat()
             except BridgeHTTPError as exc:
                 if self._connected.is_set():
                     self._events.put(Rejected(exc.field, exc.message))
@@ -220,26 +222,37 @@ class Link:
             self._stop.wait(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
-    def _hello(self) -> None:
-        health = self._client.health()
+    def _hello(self, health: dict | None = None) -> None:
+        health = self._client.health() if health is None else health
+        self._uptime_s = float(health.get("uptime_s", 0.0))
+        self._generation += 1  # tells the frames thread to count frames from the start again
         self._connected.set()
         self._events.put(Connected(str(health.get("model", "?")), str(health.get("device", "?")),
                                    health.get("shm_name") or None))
+
+    def _heartbeat(self) -> None:
+        """Notice a daemon that went away, or one restarted between two beats (a new segment)."""
+        health = self._client.health()
+        if float(health.get("uptime_s", 0.0)) < self._uptime_s:
+            self._hello(health)
+        else:
+            self._uptime_s = float(health.get("uptime_s", 0.0))
 
     def _send(self, changes: dict[str, Any]) -> None:
         answer = self._client.patch(changes)
         self._events.put(Accepted(int(answer.get("version", 0)), tuple(answer.get("warnings", ()))))
 
     def _frames(self) -> None:
-        after = 0
+        after, generation = 0, self._generation
         while not self._stop.is_set():
             if not self._connected.wait(FRAME_POLL_S):
                 continue
+            if generation != self._generation:
+                after, generation = 0, self._generation  # a restarted daemon counts frames from 1
             try:
                 frame = self._client.frame(after=after, timeout=FRAME_POLL_S)
             except (OSError, ValueError, BridgeHTTPError) as exc:
                 log.debug("frame poll failed: %s", describe(exc))
-                after = 0  # a restarted daemon counts frames from 1 again
                 self._stop.wait(BACKOFF_FIRST_S)  # the control thread reports and retries
                 continue
             if frame is None:
