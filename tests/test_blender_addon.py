@@ -169,6 +169,25 @@ def test_typing_sends_every_edit_and_the_last_one_wins(ext, daemon):
     assert ext.live.current().applied.seed == 4
 
 
+def test_live_off_holds_edits_until_generate_and_new_seed_sends_one(ext, daemon):
+    s = settings(daemon.url, prompt="sandstone", seed=6)
+    bpy.ops.turbo_bridge.connect()
+    pump(ext.live, lambda: frame_current(ext, daemon))
+    version = http(daemon).params()["version"]
+    s.live = False
+    s.prompt, s.steps = "sandstone arch", 2
+    time.sleep(0.3)  # time enough for a worker to deliver an edit, if one had been sent
+    assert http(daemon).params()["version"] == version  # nothing sent while Live is off
+    assert bpy.ops.turbo_bridge.generate() == {"FINISHED"}
+    pump(ext.live, lambda: http(daemon).params()["prompt"] == "sandstone arch" and frame_current(ext, daemon))
+    assert http(daemon).params()["steps"] == 2
+
+    s.live = True
+    assert bpy.ops.turbo_bridge.new_seed() == {"FINISHED"}
+    pump(ext.live, lambda: http(daemon).params()["seed"] == s.seed and frame_current(ext, daemon))
+    assert ext.live.current().applied.seed == s.seed
+
+
 def test_http_transport_fills_the_image_with_the_frame(ext, daemon):
     settings(daemon.url, transport="HTTP", prompt="moss", seed=21)
     bpy.ops.turbo_bridge.connect()
