@@ -1,0 +1,265 @@
+"""The add-on's network side: worker threads that talk to the daemon; no bpy here.
+
+Blender's main thread never waits on the network. It hands changes to ``Link.submit`` (merged,
+latest-wins) and collects what the workers found with ``Link.events()`` and
+``Link.take_frame()`` from a ``bpy.app.timers`` function.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import queue
+import socket
+import threading
+import time
+import urllib.error
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ._bridge.client import BridgeHTTPError, FrameInfo, HttpClient
+
+log = logging.getLogger(__name__)
+
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 4.0
+HEARTBEAT_S = 2.0  # how often an idle, connected link checks that the daemon is still there
+FRAME_POLL_S = 0.5  # long-poll window for frames over HTTP
+REQUEST_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True)
+class Address:
+    """A validated daemon address."""
+
+    url: str
+    host: str
+
+    @property
+    def is_local(self) -> bool:
+        """Loopback: shared memory may work, and no online access is needed."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+def parse_address(text: str) -> Address:
+    """``127.0.0.1:8787``, ``http://host:port`` or ``https://...``; raises ValueError that says why."""
+    text = text.strip()
+    if not text:
+        raise ValueError("the daemon address is empty (the default is http://127.0.0.1:8787)")
+    if "://" not in text:
+        text = "http://" + text
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"the daemon address must start with http:// or https://, not {parts.scheme}://")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"the port in {text!r} is not a number from 0 to 65535") from None
+    if not parts.hostname:
+        raise ValueError(f"no host in the daemon address {text!r}")
+    netloc = parts.netloc if port else f"{parts.netloc}:8787"
+    return Address(f"{parts.scheme}://{netloc}", parts.hostname)
+
+
+# -- what the workers report to the main thread -----------------------------------------------
+@dataclass(frozen=True)
+class Connected:
+    """The daemon answered ``/v1/health``."""
+
+    model: str
+    device: str
+    shm_name: str | None
+
+
+@dataclass(frozen=True)
+class Down:
+    """The daemon could not be reached; the link retries after ``retry_s``."""
+
+    reason: str
+    retry_s: float
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """The daemon refused a change (the state there is unchanged)."""
+
+    field: str | None
+    message: str
+
+
+@dataclass(frozen=True)
+class Accepted:
+    version: int
+    warnings: tuple[str, ...]
+
+
+def describe(exc: BaseException) -> str:
+    """A short reason a person can act on."""
+    if isinstance(exc, BridgeHTTPError):
+        return f"not a turbo-bridge daemon? ({exc})"
+    if isinstance(exc, urllib.error.URLError):
+        exc = exc.reason if isinstance(exc.reason, BaseException) else exc
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is `turbo-bridge serve` running?)"
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return "no answer (timed out)"
+    if isinstance(exc, socket.gaierror):
+        return "unknown host"
+    return str(exc) or type(exc).__name__
+
+
+class Link:
+    """Two daemon threads: control (health, changes, retries) and frames over HTTP (on request)."""
+
+    def __init__(self, address: Address, name: str = "turbo-bridge"):
+        self.address = address
+        self._client = HttpClient(address.url, timeout=REQUEST_TIMEOUT_S)
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._wake = threading.Condition()
+        self._pending: dict[str, Any] = {}
+        self._connected = threading.Event()
+        self._uptime_s = 0.0
+        self._generation = 0  # bumped on every (re)connection
+        self._frame_lock = threading.Lock()
+        self._frame: FrameInfo | None = None
+        self._name = name
+        self._threads = [threading.Thread(target=self._control, name=f"{name}-control", daemon=True)]
+        self._frames_thread: threading.Thread | None = None
+
+    # -- main-thread API (never blocks on the network) --
+    def start(self) -> None:
+        self._threads[0].start()
+
+    def submit(self, changes: Mapping[str, Any]) -> None:
+        """Queue a partial change; newer values of a field replace older unsent ones."""
+        with self._wake:
+            self._pending.update(changes)
+            self._wake.notify()
+
+    def fetch_frames_over_http(self) -> None:
+        """Start pulling frames with HTTP long-polls (when shared memory is not available)."""
+        if self._frames_thread is None:
+            self._frames_thread = threading.Thread(target=self._frames, name=f"{self._name}-frames", daemon=True)
+            self._threads.append(self._frames_thread)
+            self._frames_thread.start()
+
+    def events(self) -> list:
+        out = []
+        while True:
+            try:
+                out.append(self._events.get_nowait())
+            except queue.Empty:
+                return out
+
+    def take_frame(self) -> FrameInfo | None:
+        """The newest frame fetched over HTTP (rows bottom-first), once; None if none is new."""
+        with self._frame_lock:
+            frame, self._frame = self._frame, None
+        return frame
+
+    def stop(self, wait: float = 0.25) -> bool:
+        """Signal the threads and wait up to ``wait`` s; True when all have ended.
+
+        Idle threads end at once. One in the middle of a request (a long-poll, or a daemon that
+        does not answer) ends when it returns, at most REQUEST_TIMEOUT_S later, without touching
+        anything outside this Link: the UI does not wait for it."""
+        self._stop.set()
+        with self._wake:
+            self._wake.notify_all()
+        deadline = time.monotonic() + wait
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        alive = [t.name for t in self._threads if t.is_alive()]
+        if alive:
+            log.info("turbo-bridge: %s will end after its current request", ", ".join(alive))
+        return not alive
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        return list(self._threads)
+
+    # -- worker threads --
+    def _control(self) -> None:
+        backoff = BACKOFF_FIRST_S
+        while not self._stop.is_set():
+            changes: dict[str, Any] = {}
+            try:
+                if not self._connected.is_set():
+                    self._hello()
+                    backoff = BACKOFF_FIRST_S
+                with self._wake:
+                    if not self._pending and not self._stop.is_set():
+                        self._wake.wait(HEARTBEAT_S)
+                    changes, self._pending = self._pending, {}
+                if self._stop.is_set():
+                    return
+                if changes:
+                    self._send(changes)
+                else:
+                    self._heartbeat()
+            except BridgeHTTPError as exc:
+                if self._connected.is_set():
+                    self._events.put(Rejected(exc.field, exc.message))
+                    continue
+                error: BaseException = exc  # /v1/health refused: not a turbo-bridge daemon
+            except (OSError, ValueError) as exc:  # URLError, refused, timeouts, a non-JSON answer
+                error = exc
+            else:
+                continue
+            if changes:  # not delivered: keep them, under anything newer
+                with self._wake:
+                    self._pending = {**changes, **self._pending}
+            self._connected.clear()
+            self._events.put(Down(describe(error), backoff))
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    def _hello(self, health: dict | None = None) -> None:
+        health = self._client.health() if health is None else health
+        self._uptime_s = float(health.get("uptime_s", 0.0))
+        self._generation += 1  # tells the frames thread to count frames from the start again
+        self._connected.set()
+        self._events.put(Connected(str(health.get("model", "?")), str(health.get("device", "?")),
+                                   health.get("shm_name") or None))
+
+    def _heartbeat(self) -> None:
+        """Notice a daemon that went away, or one restarted between two beats (a new segment)."""
+        health = self._client.health()
+        if float(health.get("uptime_s", 0.0)) < self._uptime_s:
+            self._hello(health)
+        else:
+            self._uptime_s = float(health.get("uptime_s", 0.0))
+
+    def _send(self, changes: dict[str, Any]) -> None:
+        answer = self._client.patch(changes)
+        self._events.put(Accepted(int(answer.get("version", 0)), tuple(answer.get("warnings", ()))))
+
+    def _frames(self) -> None:
+        after, generation = 0, self._generation
+        while not self._stop.is_set():
+            if not self._connected.wait(FRAME_POLL_S):
+                continue
+            if generation != self._generation:
+                after, generation = 0, self._generation  # a restarted daemon counts frames from 1
+            try:
+                frame = self._client.frame(after=after, timeout=FRAME_POLL_S)
+            except (OSError, ValueError, BridgeHTTPError) as exc:
+                log.debug("frame poll failed: %s", describe(exc))
+                self._stop.wait(BACKOFF_FIRST_S)  # the control thread reports and retries
+                continue
+            if frame is None:
+                continue
+            after = frame.seq
+            # Blender's images start at the bottom row; flip here, off the main thread.
+            flipped = FrameInfo(frame.seq, frame.version, frame.seed, frame.width, frame.height,
+                                frame.render_ms, frame.published_ns, frame.pixels[::-1].copy())
+            with self._frame_lock:
+                self._frame = flipped  # latest wins: an unapplied older frame is dropped

@@ -1,0 +1,178 @@
+"""The live session on Blender's main thread: one link to a daemon, frames into the live image.
+
+``drain`` is the ``bpy.app.timers`` function: it applies what the worker threads reported and
+copies a new frame (from shared memory, or fetched over HTTP) into the live image. It never
+waits on the network; with nothing new it costs one 8-byte read of the segment's seq.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import bpy
+
+from . import datablocks
+from ._bridge.client import FrameInfo, ShmReader
+from .link import Accepted, Address, Connected, Down, Link, Rejected
+
+log = logging.getLogger(__name__)
+
+TICK_S = 1 / 60  # how often the timer looks for a new frame
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The last frame written into the live image, with the main-thread cost of writing it."""
+
+    seq: int
+    version: int  # the daemon's params version the frame was rendered from
+    seed: int
+    width: int
+    height: int
+    render_ms: float
+    read_ms: float
+    write_ms: float  # convert to float RGBA + foreach_set + update
+
+    @property
+    def main_thread_ms(self) -> float:
+        return self.read_ms + self.write_ms
+
+
+class Session:
+    """A connection to one daemon; ``start`` and ``stop`` bracket its threads and its timer."""
+
+    def __init__(self, address: Address, use_shared_memory: bool = True):
+        self.address = address
+        self.use_shared_memory = use_shared_memory and address.is_local
+        self.link = Link(address)
+        self.reader: ShmReader | None = None
+        self.transport = ""  # "shared memory" or "HTTP" once connected
+        self.connected = False
+        self.status = f"connecting to {address.url} ..."
+        self.image_name = datablocks.LIVE_IMAGE
+        self.applied: Applied | None = None
+        self._writer = datablocks.PixelWriter()
+
+    def start(self, changes: Mapping[str, Any]) -> None:
+        if changes:
+            self.link.submit(changes)
+        self.link.start()
+
+    def stop(self) -> None:
+        self.link.stop()
+        self._close_reader()
+        self.connected = False
+
+    def submit(self, changes: Mapping[str, Any]) -> None:
+        self.link.submit(changes)
+
+    def tick(self) -> bool:
+        """Apply the workers' news and at most one new frame; True when something changed."""
+        changed = False
+        for event in self.link.events():
+            self._on_event(event)
+            changed = True
+        read_started = time.perf_counter()
+        frame = self.reader.read() if self.reader is not None else self.link.take_frame()
+        if frame is not None:
+            self._apply(frame, (time.perf_counter() - read_started) * 1e3)
+            changed = True
+        return changed
+
+    def _on_event(self, event) -> None:
+        if isinstance(event, Connected):
+            self.connected = True
+            self._close_reader()  # a restarted daemon has a new segment
+            if self.use_shared_memory and event.shm_name:
+                try:
+                    self.reader = ShmReader(event.shm_name, flip=True)
+                except (OSError, ValueError) as exc:  # another user, a container, an old layout
+                    log.info("shared memory %r unavailable (%s); using HTTP", event.shm_name, exc)
+            self.transport = "shared memory" if self.reader is not None else "HTTP"
+            if self.reader is None:
+                self.link.fetch_frames_over_http()
+            self.status = f"connected: {event.model} on {event.device}, frames over {self.transport}"
+        elif isinstance(event, Down):
+            self.connected = False
+            self.status = f"daemon unreachable at {self.address.url}: {event.reason}; retrying in {event.retry_s:g} s"
+        elif isinstance(event, Rejected):
+            field = f"{event.field}: " if event.field else ""
+            self.status = f"change refused: {field}{event.message}"
+        elif isinstance(event, Accepted) and self.connected:
+            self.status = (f"connected, frames over {self.transport}"
+                           + (f"; warning: {'; '.join(event.warnings)}" if event.warnings else ""))
+
+    def _apply(self, frame: FrameInfo, read_ms: float) -> None:
+        started = time.perf_counter()
+        image = datablocks.live_image(frame.width, frame.height, self.image_name)
+        self.image_name = image.name
+        self._writer.write(image, frame.pixels)
+        write_ms = (time.perf_counter() - started) * 1e3
+        self.applied = Applied(frame.seq, frame.version, frame.seed, frame.width, frame.height, frame.render_ms,
+                               read_ms, write_ms)
+
+    def _close_reader(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+
+
+# -- the one session of this Blender process --------------------------------------------------
+_session: Session | None = None
+
+
+def current() -> Session | None:
+    return _session
+
+
+def connect(address: Address, use_shared_memory: bool, changes: Mapping[str, Any]) -> Session:
+    """Replace any session with a new one and start the timer that drains it."""
+    disconnect()
+    global _session
+    _session = Session(address, use_shared_memory)
+    _session.start(changes)
+    if not bpy.app.timers.is_registered(drain):
+        bpy.app.timers.register(drain, first_interval=TICK_S)
+    return _session
+
+
+def disconnect() -> None:
+    global _session
+    session, _session = _session, None
+    if bpy.app.timers.is_registered(drain):
+        bpy.app.timers.unregister(drain)
+    if session is not None:
+        session.stop()
+        redraw()
+
+
+def submit(changes: Mapping[str, Any]) -> None:
+    """Send a change if connected (never blocks: a worker thread delivers it)."""
+    if _session is not None:
+        _session.submit(changes)
+
+
+def drain() -> float | None:
+    """The timer function: apply news from the workers; returns the next interval."""
+    session = _session
+    if session is None:
+        return None  # unregisters the timer
+    try:
+        if session.tick():
+            redraw()
+    except Exception:  # a timer that raises is dropped by Blender: log, report, keep going
+        log.exception("turbo-bridge: applying a frame failed")
+        session.status = "error while applying a frame (see the console)"
+    return TICK_S
+
+
+def redraw() -> None:
+    """Repaint the areas that show the panel or the image (none in background mode)."""
+    window_manager = bpy.context.window_manager
+    for window in window_manager.windows if window_manager else ():
+        for area in window.screen.areas:
+            if area.type in {"VIEW_3D", "IMAGE_EDITOR"}:
+                area.tag_redraw()

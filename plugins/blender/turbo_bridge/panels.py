@@ -1,0 +1,75 @@
+"""The sidebar panel (N panel, "Turbo Bridge" tab) in the 3D Viewport and the Image Editor."""
+
+from __future__ import annotations
+
+import bpy
+
+from . import live
+
+
+class _TurboBridgePanel:
+    bl_label = "Turbo Bridge"
+    bl_region_type = "UI"
+    bl_category = "Turbo Bridge"
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.turbo_bridge
+        session = live.current()
+
+        col = layout.column(align=True)
+        col.prop(settings, "address", text="")
+        col.prop(settings, "transport", expand=True)
+        if session is None:
+            col.operator("turbo_bridge.connect", icon="LINKED")
+            layout.label(text="Not connected", icon="UNLINKED")
+        else:
+            col.operator("turbo_bridge.disconnect", icon="UNLINKED")
+            icon = "CHECKMARK" if session.connected else "ERROR"
+            for line in _wrap(session.status, 40):
+                layout.label(text=line, icon=icon)
+                icon = "BLANK1"
+
+        col = layout.column(align=True)
+        col.prop(settings, "prompt", text="")
+        row = col.row(align=True)
+        row.prop(settings, "seed")
+        row.operator("turbo_bridge.new_seed", text="", icon="FILE_REFRESH")
+        col.prop(settings, "guidance")
+        col.prop(settings, "steps")
+        row = col.row(align=True)
+        row.prop(settings, "width")
+        row.prop(settings, "height")
+        row = layout.row(align=True)
+        row.prop(settings, "live", toggle=True, icon="PLAY" if settings.live else "PAUSE")
+        row.operator("turbo_bridge.generate", icon="RENDER_STILL")
+
+        col = layout.column(align=True)
+        col.operator("turbo_bridge.use_on_material", icon="MATERIAL")
+        col.operator("turbo_bridge.keep", icon="PACKAGE")
+        if session is not None and session.applied is not None:
+            a = session.applied
+            layout.label(text=f"frame {a.seq}: {a.width}x{a.height}, seed {a.seed}")
+            layout.label(text=f"render {a.render_ms:.0f} ms, applied in {a.main_thread_ms:.1f} ms")
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return lines + [line] if line else lines
+
+
+class TURBO_BRIDGE_PT_view3d(_TurboBridgePanel, bpy.types.Panel):
+    bl_space_type = "VIEW_3D"
+
+
+class TURBO_BRIDGE_PT_image_editor(_TurboBridgePanel, bpy.types.Panel):
+    bl_space_type = "IMAGE_EDITOR"
+
+
+CLASSES = (TURBO_BRIDGE_PT_view3d, TURBO_BRIDGE_PT_image_editor)

@@ -1,0 +1,66 @@
+"""The panel's settings (stored per scene): address, transport and the daemon's parameters.
+
+Editing a parameter while Live is on sends it at once (the prompt on every keystroke); the
+worker thread merges unsent edits, so the daemon always gets the newest value.
+"""
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+
+from . import live
+
+SEED_MAX = 2**31 - 1  # Blender's IntProperty is 32-bit; the daemon accepts up to 2**64 - 1
+PARAMS = ("prompt", "seed", "guidance", "steps", "width", "height")
+
+
+def params_of(settings) -> dict:
+    """The daemon's parameters as the panel shows them."""
+    return {name: getattr(settings, name) for name in PARAMS}
+
+
+def _send(name: str):
+    def update(settings, context) -> None:
+        if settings.live:
+            live.submit({name: getattr(settings, name)})
+    return update
+
+
+def _send_size(name: str):
+    def update(settings, context) -> None:
+        value = getattr(settings, name)
+        if value % 8:
+            setattr(settings, name, value - value % 8)  # the daemon takes multiples of 8; re-enters
+            return
+        if settings.live:
+            live.submit({name: value})
+    return update
+
+
+def _live_toggled(settings, context) -> None:
+    if settings.live:
+        live.submit(params_of(settings))
+
+
+class TurboBridgeSettings(bpy.types.PropertyGroup):
+    address: StringProperty(
+        name="Daemon", default="http://127.0.0.1:8787",
+        description="Address of the turbo-bridge daemon (a local one shares frames through shared memory)")
+    transport: EnumProperty(
+        name="Frames", default="AUTO",
+        items=[("AUTO", "Auto", "Shared memory for a daemon on this machine, HTTP otherwise"),
+               ("HTTP", "HTTP", "Always fetch frames over HTTP (raw RGBA)")])
+    prompt: StringProperty(name="Prompt", default="", options={"TEXTEDIT_UPDATE"}, update=_send("prompt"),
+                           description="What to generate; sent as you type while Live is on")
+    seed: IntProperty(name="Seed", default=0, min=0, max=SEED_MAX, update=_send("seed"),
+                      description="Same seed and settings give the same picture")
+    guidance: FloatProperty(name="Guidance", default=0.0, min=0.0, max=30.0, soft_max=10.0, step=10,
+                            update=_send("guidance"),
+                            description="Classifier-free guidance; 0 is SDXL-Turbo's setting")
+    steps: IntProperty(name="Steps", default=1, min=1, max=4, update=_send("steps"),
+                       description="Denoising steps (1 is fastest)")
+    width: IntProperty(name="Width", default=512, min=64, max=2048, step=8, subtype="PIXEL",
+                       update=_send_size("width"), description="Frame width, a multiple of 8")
+    height: IntProperty(name="Height", default=512, min=64, max=2048, step=8, subtype="PIXEL",
+                        update=_send_size("height"), description="Frame height, a multiple of 8")
+    live: BoolProperty(name="Live", default=True, update=_live_toggled,
+                       description="Send every change at once; off: only when you press Generate")
