@@ -70,6 +70,16 @@ class ShmReader:
     def changed(self) -> bool:
         return self.seq != self._last_seq
 
+    def latest_meta(self) -> layout.Meta | None:
+        """The newest frame's metadata (seed, version, size, render ms) without copying pixels;
+        None while nothing is published or a publish is in progress."""
+        buf = self._shm.buf
+        s1 = layout.SEQ.unpack_from(buf, layout.SEQ_OFFSET)[0]
+        if s1 == 0 or s1 % 2:
+            return None
+        meta = layout.unpack_meta(buf)
+        return meta if layout.SEQ.unpack_from(buf, layout.SEQ_OFFSET)[0] == s1 else None
+
     def read(self, force: bool = False, timeout: float = 1.0) -> FrameInfo | None:
         if self._shm is None:
             raise ValueError(f"ShmReader({self.name!r}) is closed")

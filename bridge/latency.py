@@ -41,12 +41,14 @@ class LatencyReport:
     p99_ms: float
     max_ms: float
     mean_render_ms: float
+    startup_s: float  # process start to the daemon's "ready" line (model load and compile included)
 
 
 def start_daemon(model: str, vae: str, size: int, shm_name: str, extra: list[str], startup_timeout: float):
     cmd = [sys.executable, "-m", "bridge", "serve", "--model", model, "--vae", vae, "--http-port", "0",
            "--osc-port", "0", "--shm-name", shm_name, "--width", str(size), "--height", str(size),
            "--max-size", str(max(size, 64)), *extra]
+    started = time.perf_counter()
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + startup_timeout
@@ -59,7 +61,7 @@ def start_daemon(model: str, vae: str, size: int, shm_name: str, extra: list[str
         if match:
             # Keep reading its log, or a full pipe would block the daemon's next log line.
             threading.Thread(target=_drain, args=(proc.stderr,), name="daemon-log", daemon=True).start()
-            return proc, int(match.group(2))
+            return proc, int(match.group(2)), time.perf_counter() - started
     proc.kill()
     raise RuntimeError(f"daemon did not become ready within {startup_timeout:.0f} s: {' '.join(cmd)}")
 
@@ -74,7 +76,6 @@ def measure(osc_port: int, shm_name: str, count: int, rate_hz: float, timeout: f
     sender = OscSender("127.0.0.1", osc_port)
     latencies, render_ms = [], []
     with ShmReader(shm_name) as reader:
-        reader.read(force=True)
         period = 1.0 / rate_hz
         next_send = time.perf_counter()
         for i in range(count):
@@ -86,10 +87,10 @@ def measure(osc_port: int, shm_name: str, count: int, rate_hz: float, timeout: f
             next_send = sent + period
             deadline = sent + timeout
             while time.perf_counter() < deadline:
-                frame = reader.read()
-                if frame is not None and frame.seed == tag:
+                meta = reader.latest_meta()  # the header only: publication is what is timed
+                if meta is not None and meta.seed == tag:
                     latencies.append((time.perf_counter() - sent) * 1e3)
-                    render_ms.append(frame.render_ms)
+                    render_ms.append(meta.render_ms)
                     break
                 time.sleep(0.00005)
     sender.close()
@@ -99,7 +100,7 @@ def measure(osc_port: int, shm_name: str, count: int, rate_hz: float, timeout: f
 def run_latency(model: str, vae: str, size: int, count: int, rate_hz: float, extra: list[str],
                 startup_timeout: float = 900.0) -> LatencyReport:
     shm_name = f"tb-latency-{uuid.uuid4().hex[:8]}"
-    proc, osc_port = start_daemon(model, vae, size, shm_name, extra, startup_timeout)
+    proc, osc_port, startup_s = start_daemon(model, vae, size, shm_name, extra, startup_timeout)
     try:
         warm, _ = measure(osc_port, shm_name, 10, rate_hz)  # first frames after start are not steady
         latencies, render_ms = measure(osc_port, shm_name, count, rate_hz)
@@ -117,14 +118,14 @@ def run_latency(model: str, vae: str, size: int, count: int, rate_hz: float, ext
         return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
 
     return LatencyReport(model, vae, size, rate_hz, count, len(latencies), round(statistics.median(ordered), 3),
-                         pct(0.90), pct(0.99), round(ordered[-1], 3), round(statistics.fmean(render_ms), 3))
+                         pct(0.90), pct(0.99), round(ordered[-1], 3), round(statistics.fmean(render_ms), 3), round(startup_s, 1))
 
 
 def format_latency(report: LatencyReport) -> str:
     return (f"{report.model} ({report.vae} VAE, {report.size}x{report.size}) at {report.rate_hz:g} changes/s: "
             f"{report.received}/{report.sent} frames, OSC in -> frame in shared memory p50 {report.p50_ms:.3f} ms, "
             f"p90 {report.p90_ms:.3f}, p99 {report.p99_ms:.3f}, max {report.max_ms:.3f}; "
-            f"daemon render {report.mean_render_ms:.3f} ms mean")
+            f"daemon render {report.mean_render_ms:.3f} ms mean; daemon start to ready {report.startup_s:.1f} s")
 
 
 def to_json(report: LatencyReport) -> str:

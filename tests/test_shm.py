@@ -137,3 +137,15 @@ def test_foreign_segment_of_same_name_is_refused():
     finally:
         foreign.close()
         foreign.unlink()
+
+
+def test_latest_meta_reads_the_header_without_pixels():
+    name = unique_shm_name()
+    with ShmWriter(name, 64, 64) as writer:
+        with ShmReader(name) as reader:
+            assert reader.latest_meta() is None  # nothing published yet
+            frame = checked_frame(7, 16, 8)
+            writer.publish(frame)
+            meta = reader.latest_meta()
+            assert (meta.seed, meta.version, meta.width, meta.height) == (7, 7, 16, 8)
+            assert reader.read().seq == 1  # peeking did not consume the frame
