@@ -175,8 +175,9 @@ def run_bench(opts: BenchOptions, json_path: Path | None) -> dict:
     if opts.compile:
         configure_compile_cache(opts.cache_dir)
     if device.type == "cuda" and opts.memory_budget_gb:
-        total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, opts.memory_budget_gb * 1e9 / total), device)
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        total = torch.cuda.get_device_properties(index).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, opts.memory_budget_gb * 1e9 / total), index)
     report: dict = {"machine": machine(device), "options": {k: (str(v) if isinstance(v, Path) else v)
                                                               for k, v in asdict(opts).items()}, "runs": []}
 
