@@ -80,8 +80,8 @@ def measure(osc_port: int, shm_name: str, count: int, rate_hz: float, timeout: f
         next_send = time.perf_counter()
         for i in range(count):
             tag = 10_000_000 + i
-            while time.perf_counter() < next_send:
-                time.sleep(min(0.0005, next_send - time.perf_counter()))
+            while (wait := next_send - time.perf_counter()) > 0:
+                time.sleep(min(0.0005, wait))
             sent = time.perf_counter()
             sender.send_params({"prompt": f"a lighthouse in a storm, take {i}", "seed": tag})
             next_send = sent + period
