@@ -50,9 +50,11 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
     vae = None if config.vae == "full" else loader.load_tiny_vae(config.vae, config.model, device, dtype)
     pipe = loader.load_pipeline(config.model, device, dtype, config.cache_dir, vae=vae)
     renderer = DiffusersRenderer(pipe, device, dtype, compile=compile)
-    started = time.perf_counter()
-    renderer.render(config.initial)  # compiles (once per size) before the ports open
-    log.info("first frame in %.1f s", time.perf_counter() - started)
+    if compile:  # compile and capture for the initial size before the ports open
+        started = time.perf_counter()
+        renderer.render(config.initial)
+        log.info("warm-up for %dx%d done in %.1f s", config.initial.width, config.initial.height,
+                 time.perf_counter() - started)
     info = {"model": config.model, "device": device, "dtype": str(dtype).removeprefix("torch."),
             "vae": config.vae, "compile": compile}
     return renderer, info
