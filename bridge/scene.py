@@ -32,8 +32,10 @@ class InputImage:
         """Wrap RGBA8 pixels (H x W x 4), hashing their content (size included)."""
         if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 4:
             raise ValueError(f"expected H x W x 4 uint8 pixels, got {pixels.dtype} {pixels.shape}")
-        pixels = np.ascontiguousarray(pixels)
-        pixels.flags.writeable = False  # shared by the scheduler and the GPU thread
+        # Shared by the scheduler and the GPU thread: a read-only array of our own (the caller's
+        # writable array is copied, never frozen under it).
+        pixels = np.array(pixels) if pixels.flags.writeable else np.ascontiguousarray(pixels)
+        pixels.flags.writeable = False
         digest = hashlib.blake2b(pixels.data, digest_size=16, person=b"tb-input-v1")
         digest.update(f"{pixels.shape[1]}x{pixels.shape[0]}".encode())
         return InputImage(pixels, digest.hexdigest(), source)
