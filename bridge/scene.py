@@ -34,7 +34,7 @@ class InputImage:
             raise ValueError(f"expected H x W x 4 uint8 pixels, got {pixels.dtype} {pixels.shape}")
         # Shared by the scheduler and the GPU thread: a read-only array of our own (the caller's
         # writable array is copied, never frozen under it).
-        pixels = np.array(pixels) if pixels.flags.writeable else np.ascontiguousarray(pixels)
+        pixels = np.array(pixels, order="C") if pixels.flags.writeable else np.ascontiguousarray(pixels)
         pixels.flags.writeable = False
         digest = hashlib.blake2b(pixels.data, digest_size=16, person=b"tb-input-v1")
         digest.update(f"{pixels.shape[1]}x{pixels.shape[0]}".encode())
