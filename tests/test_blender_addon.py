@@ -314,7 +314,8 @@ def test_render_result_becomes_the_daemons_input(ext, daemon, tmp_path):
     assert scene.render.image_settings.file_format == "OPEN_EXR"
     first = render_digest(scene, tmp_path / "first.png")
     pump(ext.live, lambda: http(daemon).health()["input"]["digest"] == first)
-    assert http(daemon).health()["input"]["active"] and "input 48x32 sent" in ext.live.current().status
+    pump(ext.live, lambda: ext.live.current().status == "input 48x32 sent")
+    assert http(daemon).health()["input"]["active"]
     s.strength = 0.75
     pump(ext.live, lambda: http(daemon).params()["strength"] == 0.75)
     s.send_renders = True  # every finished render goes out by itself
@@ -324,8 +325,8 @@ def test_render_result_becomes_the_daemons_input(ext, daemon, tmp_path):
     assert second != first
     pump(ext.live, lambda: http(daemon).health()["input"]["digest"] == second)
     bpy.ops.turbo_bridge.stop_input()
-    pump(ext.live, lambda: not http(daemon).health()["input"]["present"])
-    assert ext.live.current().status == "input off: text-to-image"
+    pump(ext.live, lambda: ext.live.current().status == "input off: text-to-image")  # the link's report
+    assert not http(daemon).health()["input"]["present"]
 
 
 def test_keep_makes_a_packed_copy_that_survives_saving(ext, daemon, tmp_path):

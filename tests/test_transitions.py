@@ -39,19 +39,30 @@ class Recorder(NullRenderer):
 
 @pytest.fixture
 async def sched():
+    """``await sched(renderer, frames)``: a running scheduler, its first frame out and
+    ``transition_frames`` set; returns it and how many frames were rendered so far."""
     gpu = ThreadPoolExecutor(1, thread_name_prefix="gpu")
     tasks = []
 
-    def start(renderer):
+    async def start(renderer, frames):
         s = Scheduler(renderer, gpu, initial=Params(width=64, height=64))
         tasks.append(asyncio.create_task(s.run()))
-        return s
+        await s.next_frame(0, 5)
+        s.apply({"transition_frames": frames})
+        await idle(s, renderer)
+        return s, len(renderer.frames)
 
     yield start
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     gpu.shutdown()
+
+
+async def rendered(renderer, count):
+    """Wait until ``renderer`` has rendered ``count`` frames in all."""
+    while len(renderer.frames) < count:
+        await asyncio.sleep(0.005)
 
 
 async def idle(s, renderer, quiet=0.1):
@@ -64,11 +75,7 @@ async def idle(s, renderer, quiet=0.1):
 
 async def test_a_change_glides_over_n_frames_without_further_changes(sched):
     r = Recorder()
-    s = sched(r)
-    await s.next_frame(0, 5)
-    s.apply({"transition_frames": 5})
-    await idle(s, r)
-    start = len(r.frames)
+    s, start = await sched(r, 5)
     s.apply({"prompt": "a lion"})
     await idle(s, r)
     glides = [g for _, g in r.frames[start:]]
@@ -81,14 +88,9 @@ async def test_a_change_glides_over_n_frames_without_further_changes(sched):
 
 async def test_a_newer_change_mid_glide_starts_a_new_glide(sched):
     r = Recorder(delay=0.02)
-    s = sched(r)
-    await s.next_frame(0, 5)
-    s.apply({"transition_frames": 10})
-    await idle(s, r)
-    start = len(r.frames)
+    s, start = await sched(r, 10)
     s.apply({"seed": 5})
-    while len(r.frames) < start + 3:
-        await asyncio.sleep(0.005)
+    await rendered(r, start + 3)
     s.apply({"seed_mix": 0.5, "seed2": 6, "guidance": 2.0})
     await idle(s, r)
     glides = [g for _, g in r.frames[start:]]
@@ -100,17 +102,11 @@ async def test_a_newer_change_mid_glide_starts_a_new_glide(sched):
 
 async def test_guidance_mid_glide_keeps_gliding_and_transition_zero_cuts(sched):
     r = Recorder(delay=0.02)
-    s = sched(r)
-    await s.next_frame(0, 5)
-    s.apply({"transition_frames": 8})
-    await idle(s, r)
-    start = len(r.frames)
+    s, start = await sched(r, 8)
     s.apply({"prompt": "a ship"})
-    while len(r.frames) < start + 2:
-        await asyncio.sleep(0.005)
+    await rendered(r, start + 2)
     s.apply({"guidance": 3.0})  # the glide goes on, with the new guidance
-    while len(r.frames) < start + 4:
-        await asyncio.sleep(0.005)
+    await rendered(r, start + 4)
     s.apply({"prompt": "a boat", "transition_frames": 0})  # cuts
     await idle(s, r)
     glides = [g for _, g in r.frames[start:]]
@@ -120,11 +116,7 @@ async def test_guidance_mid_glide_keeps_gliding_and_transition_zero_cuts(sched):
 
 async def test_latest_wins_during_a_glide_and_a_failure_ends_it(sched):
     r = Recorder(delay=0.01, fail_on=13)
-    s = sched(r)
-    await s.next_frame(0, 5)
-    s.apply({"transition_frames": 4})
-    await idle(s, r)
-    start = len(r.frames)
+    s, start = await sched(r, 4)
     for i in range(200):
         s.apply({"prompt": f"take {i}"})
     await idle(s, r)

@@ -10,7 +10,6 @@ one waiting).
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +17,7 @@ import numpy as np
 from .bridge_client import BridgeHTTPError, HttpClient, to_rgba8
 from .frames import fit, scale_bgra
 from .layer import find_reference
-from .workers import Signals, describe
+from .workers import Outbox, Signals, describe
 
 
 @dataclass(frozen=True)
@@ -62,55 +61,44 @@ def prepared(shot: Capture, frame_size: tuple[int, int] | None) -> np.ndarray:
     return to_rgba8(np.concatenate([rgb + 0.5, np.full_like(alpha, 255.0)], axis=2).astype(np.uint8), bgra=True)
 
 
-class InputSender(threading.Thread):
+class InputSender(Outbox):
     """Sends captures to the daemon, newest first; ``clear`` drops the daemon's input."""
 
+    CLEAR = "clear"
+
     def __init__(self, url: str, signals: Signals):
-        super().__init__(name="turbo-bridge input", daemon=True)
+        super().__init__("turbo-bridge input")
         self.client = HttpClient(url, timeout=5.0)
         self.signals = signals
         self.sent = 0
         self.frame_size: tuple[int, int] | None = None  # set by the GUI thread from the frames
-        self._pending: Capture | None = None
-        self._clear = False
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
+        self._pending: Capture | str | None = None
 
     def submit(self, shot: Capture) -> None:
         with self._lock:
-            self._pending, self._clear = shot, False
+            self._pending = shot
         self._wake.set()
 
     def clear(self) -> None:
         with self._lock:
-            self._pending, self._clear = None, True
+            self._pending = self.CLEAR
         self._wake.set()
 
-    def stop(self, timeout: float = 1.0) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self.is_alive():
-            self.join(timeout)
+    def _take(self):
+        work, self._pending = self._pending, None
+        return work
 
-    def run(self) -> None:
-        while True:
-            self._wake.wait()
-            if self._stopping.is_set():
+    def _deliver(self, work) -> None:
+        try:
+            if work == self.CLEAR:
+                self.client.clear_input()
+                self.signals.status.emit("live input off")
                 return
-            with self._lock:
-                shot, clear, self._pending, self._clear = self._pending, self._clear, None, False
-                self._wake.clear()
-            try:
-                if clear:
-                    self.client.clear_input()
-                    self.signals.status.emit("live input off")
-                elif shot is not None:
-                    answer = self.client.put_input(prepared(shot, self.frame_size))
-                    self.sent += 1
-                    if answer["changed"]:
-                        self.signals.status.emit(f"canvas sent ({answer['width']}x{answer['height']})")
-            except BridgeHTTPError as exc:
-                self.signals.status.emit(f"input refused: {exc.message}")
-            except OSError as exc:
-                self.signals.status.emit(f"input not sent: {describe(exc)}")
+            answer = self.client.put_input(prepared(work, self.frame_size))
+            self.sent += 1
+            if answer["changed"]:
+                self.signals.status.emit(f"canvas sent ({answer['width']}x{answer['height']})")
+        except BridgeHTTPError as exc:
+            self.signals.status.emit(f"input refused: {exc.message}")
+        except OSError as exc:
+            self.signals.status.emit(f"input not sent: {describe(exc)}")
