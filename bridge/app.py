@@ -16,7 +16,7 @@ from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
-from . import live, rest
+from . import input_api, live, rest
 from .config import Config
 from .frame import NullRenderer, Renderer
 from .osc import ADDRESSES, OscServer
@@ -71,9 +71,10 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
     app = web.Application(client_max_size=rest.MAX_BODY_BYTES)
     app[CONFIG] = config
     app[rest.OSC_ADDRESSES] = ADDRESSES
-    app[rest.SCHEMA_EXTRA] = live.SCHEMA
+    app[rest.SCHEMA_EXTRA] = {**live.SCHEMA, **input_api.SCHEMA}
     rest.add_routes(app)
     live.add_routes(app)
+    input_api.add_routes(app)
     app.on_shutdown.append(live.close_clients)  # before the cleanup contexts below unwind
     started = time.monotonic()
 
@@ -139,6 +140,15 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             hub.close()
             encoder.shutdown(wait=True)
 
+    async def live_input(app: web.Application) -> AsyncIterator[None]:
+        decoder = ThreadPoolExecutor(1, thread_name_prefix="input")
+        service = app[input_api.INPUTS] = input_api.InputService(app[rest.SCHEDULER], decoder)
+        try:
+            yield
+        finally:
+            await service.detach()
+            decoder.shutdown(wait=True)
+
     def health() -> dict:
         sched = app[rest.SCHEDULER]
         latest = sched.latest
@@ -157,6 +167,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             "osc": app[OSC].health(),
             "shm_name": config.shm_name,
             "streams": app[live.HUB].health(),
+            "input": app[input_api.INPUTS].health(),
         }
         if PNG_WRITER in app:
             writer = app[PNG_WRITER]
@@ -164,7 +175,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
         return out
 
     app[rest.HEALTH] = health
-    app.cleanup_ctx.extend([executors, osc, png_files, streams])
+    app.cleanup_ctx.extend([executors, osc, png_files, streams, live_input])
     return app
 
 

@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sizes", default="512", help="comma-separated, e.g. 512,640,768,1024")
     bench.add_argument("--dtypes", default="bf16", help="comma-separated: bf16,fp16")
     bench.add_argument("--vaes", default="full,tiny", help="comma-separated: full,tiny")
-    bench.add_argument("--modes", default="prompt,seed", help="what changes every frame: prompt,seed")
+    bench.add_argument("--modes", default="prompt,seed",
+                       help="what changes every frame: prompt, seed, input (a new input image: VAE encode + "
+                            "image-to-image), img2img (the seed of an image-to-image frame)")
     bench.add_argument("--compile", default="on", choices=["on", "off"])
     bench.add_argument("--no-baseline", action="store_true", help="skip the plain diffusers call")
     bench.add_argument("--memory-budget-gb", type=float, default=None,
@@ -71,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--size", type=int, default=512)
     latency.add_argument("--count", type=int, default=300)
     latency.add_argument("--rate", type=float, default=20.0, help="changes per second (steady)")
+    latency.add_argument("--input", default="none", choices=["none", "shm", "rest"],
+                         help="what each change is: none (an OSC prompt change), shm or rest (a new input image: "
+                              "image-to-image from this process's input segment, or PUT /v1/input)")
     latency.add_argument("--json", type=Path, default=None)
     latency.add_argument("daemon_args", nargs=argparse.REMAINDER, help="after --: more `serve` options")
 
@@ -128,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             from .latency import format_latency, run_latency, to_json
 
             report = run_latency(args.model, args.vae, args.size, args.count, args.rate,
-                                 [a for a in args.daemon_args if a != "--"])
+                                 [a for a in args.daemon_args if a != "--"], via=args.input)
             sys.stdout.write(format_latency(report) + "\n")
             if args.json:
                 args.json.write_text(to_json(report))

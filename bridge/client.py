@@ -1,4 +1,5 @@
-"""What every plugin imports: read frames from shared memory, send changes over OSC or HTTP.
+"""What every plugin imports: read frames from shared memory, send changes over OSC or HTTP,
+send input images (HTTP, or an input segment of its own that the daemon polls).
 
 Stdlib and numpy only (it runs inside Blender, Krita and TouchDesigner). It never unlinks the
 daemon's segment, on any Python version.
@@ -111,6 +112,64 @@ class ShmReader:
         return np.ascontiguousarray(pixels)
 
 
+def to_rgba8(pixels: np.ndarray, flip: bool = False, bgra: bool = False) -> np.ndarray:
+    """Host pixels to the protocol's RGBA8, rows top-first (C-contiguous).
+
+    Takes uint8 or float (0-1) pixels with 3 or 4 channels; ``flip``: the rows are bottom-first
+    (Blender, TouchDesigner); ``bgra``: the bytes are B, G, R, A (Krita, Qt).
+    """
+    if pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
+        raise ValueError(f"expected H x W x 3 or 4 pixels, got shape {pixels.shape}")
+    if pixels.dtype != np.uint8:
+        pixels = (np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if bgra:
+        pixels = pixels[..., [2, 1, 0, 3] if pixels.shape[2] == 4 else [2, 1, 0]]
+    if pixels.shape[2] == 3:
+        pixels = np.concatenate([pixels, np.full(pixels.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    return np.ascontiguousarray(pixels[::-1] if flip else pixels)
+
+
+class ShmInputWriter:
+    """An input segment (layout v1) that this process creates, writes and unlinks on ``close``.
+
+    ``write`` publishes one input frame (tear-free, like the daemon's frames); the daemon polls
+    the segment once told its name (``HttpClient.attach_input(name)``). Frames larger than the
+    segment's maximum size are refused: scale them first.
+    """
+
+    def __init__(self, name: str, max_width: int, max_height: int, slot_count: int = 3):
+        self.name = name
+        self.geometry = layout.Geometry(slot_count, max_width, max_height)
+        self._shm = layout.Segment(name, create=self.geometry.total_bytes)
+        layout.write_geometry(self._shm.buf, self.geometry)
+        self._seq = 0
+        self._slot = slot_count - 1
+
+    def __enter__(self) -> "ShmInputWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def write(self, pixels: np.ndarray, flip: bool = False, bgra: bool = False, tag: int = 0) -> int:
+        """Publish one frame (see ``to_rgba8`` for what it takes); ``tag`` lands in the seed field.
+        Returns the frames written so far."""
+        if self._shm is None:
+            raise ValueError(f"ShmInputWriter({self.name!r}) is closed")
+        rgba = to_rgba8(pixels, flip, bgra)
+        height, width = rgba.shape[:2]
+        self._slot = (self._slot + 1) % self.geometry.slot_count
+        meta = layout.Meta(self._slot, width, height, width * 4, self._seq // 2 + 1, tag, time.time_ns(), 0.0)
+        self._seq = layout.publish(self._shm.buf, self.geometry, self._seq, meta, rgba)
+        return self._seq // 2
+
+    def close(self) -> None:
+        if self._shm is not None:
+            shm, self._shm = self._shm, None
+            shm.close()
+            shm.unlink()
+
+
 # -- OSC (a minimal encoder: plugins may not depend on python-osc) --------------------------
 def _osc_string(text: str) -> bytes:
     data = text.encode("utf-8") + b"\x00"
@@ -197,11 +256,11 @@ class HttpClient:
         self.timeout = timeout
         self.token = token
 
-    def _request(self, method: str, path: str, body: Any = None, timeout: float | None = None):
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base_url + path, data=data, method=method)
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
+    def _request(self, method: str, path: str, body: Any = None, timeout: float | None = None,
+                 data: bytes | None = None, headers: Mapping[str, str] | None = None):
+        if body is not None:
+            data, headers = json.dumps(body).encode(), {"Content-Type": "application/json"}
+        request = urllib.request.Request(self.base_url + path, data=data, method=method, headers=dict(headers or {}))
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
@@ -224,6 +283,30 @@ class HttpClient:
     def patch(self, changes: Mapping[str, Any]) -> dict:
         """Apply a partial change; returns ``{"version": ..., "warnings": [...]}``."""
         with self._request("PATCH", "/v1/params", dict(changes)) as response:
+            return json.load(response)
+
+    def put_input(self, image: bytes | np.ndarray, flip: bool = False, bgra: bool = False) -> dict:
+        """Send the input image for image-to-image: PNG or JPEG bytes, or pixels (``to_rgba8``)
+        sent raw. Returns ``{"digest", "width", "height", "changed", "active", "version"}``."""
+        if isinstance(image, np.ndarray):
+            rgba = to_rgba8(image, flip, bgra)
+            headers = {"Content-Type": "application/octet-stream", "X-Width": str(rgba.shape[1]),
+                       "X-Height": str(rgba.shape[0])}
+            data = rgba.tobytes()
+        else:
+            data = bytes(image)
+            headers = {"Content-Type": "image/png" if data.startswith(b"\x89PNG") else "image/jpeg"}
+        with self._request("PUT", "/v1/input", data=data, headers=headers) as response:
+            return json.load(response)
+
+    def attach_input(self, shm_name: str) -> dict:
+        """Have the daemon poll this client's input segment (``ShmInputWriter``)."""
+        with self._request("PUT", "/v1/input", {"shm": shm_name}) as response:
+            return json.load(response)
+
+    def clear_input(self) -> dict:
+        """Drop the input (and detach a segment): back to text-to-image."""
+        with self._request("DELETE", "/v1/input") as response:
             return json.load(response)
 
     def frame(self, after: int = 0, timeout: float = 10.0) -> FrameInfo | None:

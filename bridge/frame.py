@@ -8,6 +8,7 @@ from typing import Protocol
 import numpy as np
 
 from .params import Params
+from .scene import Scene
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class Frame:
 class Renderer(Protocol):
     """What the scheduler needs from a pipeline. ``render`` runs on the GPU thread only."""
 
-    def render(self, params: Params) -> Rendered: ...
+    def render(self, params: Params, scene: Scene = Scene()) -> Rendered: ...
 
     def prompt_warnings(self, prompt: str) -> list[str]: ...
 
@@ -55,7 +56,7 @@ class NullRenderer:
     def __init__(self) -> None:
         self.calls = 0
 
-    def render(self, params: Params) -> Rendered:
+    def render(self, params: Params, scene: Scene = Scene()) -> Rendered:
         self.calls += 1
         rgba = bytes((params.seed & 0xFF, (params.seed >> 8) & 0xFF, len(params.prompt) & 0xFF, 255))
         pixels = np.empty((params.height, params.width, 4), np.uint8)

@@ -3,7 +3,9 @@
 Starts ``turbo-bridge serve`` as a child process, sends one change at a time at a steady rate
 over OSC (a new prompt and a seed used as a tag), and watches the shared-memory segment from
 this process until a frame with that seed is published. With ``--model null`` the daemon does
-no GPU work, which shows the bridge's own overhead.
+no GPU work, which shows the bridge's own overhead. With ``--input shm`` or ``--input rest``
+each change is a new input image instead (written to an input segment of this process, or
+sent as raw RGBA with ``PUT /v1/input``): image-to-image, VAE encoder included.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 
-from .client import OscSender, ShmReader
+import numpy as np
+
+from .client import HttpClient, OscSender, ShmInputWriter, ShmReader
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,7 @@ class LatencyReport:
     max_ms: float
     mean_render_ms: float
     startup_s: float  # process start to the daemon's "ready" line (model load and compile included)
+    input: str = "none"  # none: OSC prompt changes; shm or rest: new input images
 
 
 def start_daemon(model: str, vae: str, size: int, shm_name: str, extra: list[str], startup_timeout: float):
@@ -61,7 +66,7 @@ def start_daemon(model: str, vae: str, size: int, shm_name: str, extra: list[str
         if match:
             # Keep reading its log, or a full pipe would block the daemon's next log line.
             threading.Thread(target=_drain, args=(proc.stderr,), name="daemon-log", daemon=True).start()
-            return proc, int(match.group(2)), time.perf_counter() - started
+            return proc, int(match.group(1)), int(match.group(2)), time.perf_counter() - started
     proc.kill()
     raise RuntimeError(f"daemon did not become ready within {startup_timeout:.0f} s: {' '.join(cmd)}")
 
@@ -97,13 +102,67 @@ def measure(osc_port: int, shm_name: str, count: int, rate_hz: float, timeout: f
     return latencies, render_ms
 
 
-def run_latency(model: str, vae: str, size: int, count: int, rate_hz: float, extra: list[str],
-                startup_timeout: float = 900.0) -> LatencyReport:
-    shm_name = f"tb-latency-{uuid.uuid4().hex[:8]}"
-    proc, osc_port, startup_s = start_daemon(model, vae, size, shm_name, extra, startup_timeout)
+def measure_input(http_port: int, shm_name: str, count: int, rate_hz: float, size: int, via: str,
+                  timeout: float = 5.0, first_timeout: float = 900.0):
+    """Latencies (ms) from sending each new input image to seeing its frame in shared memory.
+
+    Inputs are the only changes, so the frame of an input is the first with a newer params
+    version. The first input compiles image-to-image on a GPU: it may wait ``first_timeout``.
+    """
+    client = HttpClient(f"http://127.0.0.1:{http_port}", timeout=timeout)
+    base = np.random.default_rng(0).integers(0, 256, (size, size, 4), np.uint8)
+    writer = ShmInputWriter(f"tb-latency-in-{uuid.uuid4().hex[:8]}", size, size) if via == "shm" else None
+    latencies, render_ms = [], []
     try:
-        warm, _ = measure(osc_port, shm_name, 10, rate_hz)  # first frames after start are not steady
-        latencies, render_ms = measure(osc_port, shm_name, count, rate_hz)
+        if writer is not None:
+            client.attach_input(writer.name)
+        with ShmReader(shm_name) as reader:
+            next_send = time.perf_counter()
+            for i in range(count):
+                pixels = base.copy()
+                pixels[0, 0, :3] = (i & 0xFF, (i >> 8) & 0xFF, 7)  # new content: a new digest, a new encoding
+                while (wait := next_send - time.perf_counter()) > 0:
+                    time.sleep(min(0.0005, wait))
+                shown = _latest(reader, first_timeout)  # a late frame of an earlier input is not this one's
+                version = shown.version if shown else 0
+                sent = time.perf_counter()
+                writer.write(pixels) if writer is not None else client.put_input(pixels)
+                next_send = sent + 1.0 / rate_hz
+                deadline = sent + (first_timeout if i == 0 else timeout)
+                while time.perf_counter() < deadline:
+                    frame = reader.read()
+                    if frame is not None and frame.version > version:
+                        latencies.append((time.perf_counter() - sent) * 1e3)
+                        render_ms.append(frame.render_ms)
+                        version = frame.version
+                        break
+                    time.sleep(0.00005)
+    finally:
+        if writer is not None:
+            client.clear_input()
+            writer.close()
+    return latencies, render_ms
+
+
+def _latest(reader: ShmReader, timeout: float):
+    """The newest frame in the segment, waiting for the first one after the daemon's start."""
+    deadline = time.perf_counter() + timeout
+    while (frame := reader.read(force=True)) is None and time.perf_counter() < deadline:
+        time.sleep(0.001)
+    return frame
+
+
+def run_latency(model: str, vae: str, size: int, count: int, rate_hz: float, extra: list[str],
+                startup_timeout: float = 900.0, via: str = "none") -> LatencyReport:
+    shm_name = f"tb-latency-{uuid.uuid4().hex[:8]}"
+    proc, http_port, osc_port, startup_s = start_daemon(model, vae, size, shm_name, extra, startup_timeout)
+    try:
+        if via == "none":
+            measure(osc_port, shm_name, 10, rate_hz)  # first frames after start are not steady
+            latencies, render_ms = measure(osc_port, shm_name, count, rate_hz)
+        else:
+            measure_input(http_port, shm_name, 10, rate_hz, size, via)  # compiles image-to-image on a GPU
+            latencies, render_ms = measure_input(http_port, shm_name, count, rate_hz, size, via)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -118,12 +177,15 @@ def run_latency(model: str, vae: str, size: int, count: int, rate_hz: float, ext
         return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
 
     return LatencyReport(model, vae, size, rate_hz, count, len(latencies), round(statistics.median(ordered), 3),
-                         pct(0.90), pct(0.99), round(ordered[-1], 3), round(statistics.fmean(render_ms), 3), round(startup_s, 1))
+                         pct(0.90), pct(0.99), round(ordered[-1], 3), round(statistics.fmean(render_ms), 3),
+                         round(startup_s, 1), via)
 
 
 def format_latency(report: LatencyReport) -> str:
+    what = {"none": "OSC in", "shm": "input image in (client's segment)",
+            "rest": "input image in (PUT /v1/input, raw RGBA)"}[report.input]
     return (f"{report.model} ({report.vae} VAE, {report.size}x{report.size}) at {report.rate_hz:g} changes/s: "
-            f"{report.received}/{report.sent} frames, OSC in -> frame in shared memory p50 {report.p50_ms:.3f} ms, "
+            f"{report.received}/{report.sent} frames, {what} -> frame in shared memory p50 {report.p50_ms:.3f} ms, "
             f"p90 {report.p90_ms:.3f}, p99 {report.p99_ms:.3f}, max {report.max_ms:.3f}; "
             f"daemon render {report.mean_render_ms:.3f} ms mean; daemon start to ready {report.startup_s:.1f} s")
 

@@ -73,6 +73,27 @@ def unpack_meta(buf, offset: int = META_OFFSET) -> Meta:
     return Meta(slot, width, height, stride, version, seed, published_ns, render_ms)
 
 
+def write_geometry(buf, geometry: Geometry) -> None:
+    """A fresh header: the geometry, nothing published (seq 0)."""
+    buf[:HEADER_SIZE] = bytes(HEADER_SIZE)
+    GEOMETRY.pack_into(buf, 0, MAGIC, HEADER_SIZE, geometry.slot_count, geometry.max_width, geometry.max_height)
+
+
+def publish(buf, geometry: Geometry, seq: int, meta: Meta, pixels) -> int:
+    """Copy C-contiguous RGBA8 ``pixels`` into ``meta.slot`` (not the latest one, so no reader is
+    reading it), then flip the header: seq odd, metadata, seq even. Returns the new seq."""
+    data = memoryview(pixels).cast("B")
+    if len(data) != meta.height * meta.stride or meta.width > geometry.max_width or meta.height > geometry.max_height:
+        raise ValueError(f"frame {meta.width}x{meta.height} ({len(data)} bytes) does not fit the segment's "
+                         f"{geometry.max_width}x{geometry.max_height} slots")
+    start = geometry.slot_offset(meta.slot)
+    buf[start:start + len(data)] = data
+    SEQ.pack_into(buf, SEQ_OFFSET, seq + 1)
+    buf[META_OFFSET:META_OFFSET + META.size] = pack_meta(meta)
+    SEQ.pack_into(buf, SEQ_OFFSET, seq + 2)
+    return seq + 2
+
+
 def read_geometry(buf) -> Geometry:
     magic, header_size, slot_count, max_width, max_height = GEOMETRY.unpack_from(buf, 0)
     if magic != MAGIC:
@@ -84,14 +105,15 @@ def read_geometry(buf) -> Geometry:
 
 
 class Segment:
-    """An existing named segment mapped read-write, invisible to Python's resource tracker.
+    """A named segment mapped read-write, invisible to Python's resource tracker.
 
     Python < 3.13 registers every attached ``SharedMemory`` with the resource tracker, which
     unlinks it when the process exits; a reader must never do that to the daemon's segment,
-    so on POSIX we map it ourselves (as ``SharedMemory`` does, minus the registration).
+    so on POSIX we map it ourselves (as ``SharedMemory`` does, minus the registration). With
+    ``create`` (a size in bytes) the segment is made new, and its creator unlinks it.
     """
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, create: int | None = None):
         import mmap
         import os
         import sys
@@ -100,20 +122,31 @@ class Segment:
         if sys.platform == "win32":
             from multiprocessing import shared_memory
 
-            self._shm = shared_memory.SharedMemory(name)  # Windows does not track segments
+            # Windows does not track segments; a mapping lives while a handle to it is open.
+            self._shm = shared_memory.SharedMemory(name, create=bool(create), size=create or 0)
             self.buf = self._shm.buf
             self.size = self._shm.size
             return
         import _posixshmem
 
         self._shm = None
-        fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+        flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
+        fd = _posixshmem.shm_open("/" + name, flags, mode=0o600)
         try:
-            self._mmap = mmap.mmap(fd, os.fstat(fd).st_size)
+            if create:
+                os.ftruncate(fd, create)
+            self._mmap = mmap.mmap(fd, create or os.fstat(fd).st_size)
         finally:
             os.close(fd)
         self.buf = memoryview(self._mmap)
         self.size = len(self._mmap)
+
+    def unlink(self) -> None:
+        """Remove the name (creators only); Windows frees a segment when its last handle closes."""
+        if self._shm is None:
+            import _posixshmem
+
+            _posixshmem.shm_unlink("/" + self.name)
 
     def close(self) -> None:
         """Unmap; never unlinks."""

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from .errors import ValidationError
+from .input_api import INPUTS
+from .inputs import MAX_INPUT_BYTES, WS_INPUT
 from .rest import SCHEDULER, error_response, loads_strict
 from .scheduler import Scheduler
 from .streams import DEFAULT_QUALITY, HEADER, FrameEncoder, FrameHub, StreamFormat, Subscription
@@ -53,9 +55,10 @@ SCHEMA = {
     },
     "websocket": {
         "in": {"params": "partial change, as PATCH /v1/params", "format": "jpeg, png or rgba",
-               "quality": "JPEG quality 1-100"},
+               "quality": "JPEG quality 1-100", "binary": "an input image (see input.websocket)"},
         "out_text": {"hello": "on connect: params, version, format, quality",
                      "applied": "reply to a good message: version, warnings, format, quality",
+                     "input": "reply to an input image: digest, width, height, changed, active, version",
                      "error": "reply to a bad message: {error: {field, message}}",
                      "params": "the params of the frames that follow: version, params"},
         "out_binary": {
@@ -171,7 +174,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     fmt = StreamFormat.parse(request.query)
     sched, app = request.app[SCHEDULER], request.app
     # No per-message deflate: frames are already compressed (or raw and large), and it costs CPU.
-    ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_MESSAGE_BYTES)
+    # Binary messages are input images, so the transport takes their size; text is held to 64 KiB below.
+    ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_INPUT_BYTES + WS_INPUT.size)
     await ws.prepare(request)
 
     async def close() -> None:
@@ -186,10 +190,12 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             sender = asyncio.create_task(client.send_frames(app[ENCODER]), name="ws-sender")
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
+                    if len(msg.data) > MAX_MESSAGE_BYTES:  # characters: at least as many bytes
+                        await ws.close(code=WSCloseCode.MESSAGE_TOO_BIG, message=b"text messages are at most 64 KiB")
+                        break
                     await client.send_json(client.handle(msg.data, sched))
                 elif msg.type == WSMsgType.BINARY:
-                    await client.send_json({"type": "error", **ValidationError(
-                        None, "send JSON text messages, not binary ones").to_json()})
+                    await client.send_json(await app[INPUTS].ws_message(msg.data))
         except ConnectionError:
             pass
         finally:

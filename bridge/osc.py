@@ -24,10 +24,13 @@ log = logging.getLogger(__name__)
 
 PREFIX = "/bridge"
 MAX_SUBSCRIBERS = 64
-SINGLE = {"prompt": "s", "seed": "i (or h, or s for seeds of 2**63 and above)", "guidance": "f (or i)",
-          "steps": "i", "width": "i", "height": "i"}
+SEED_TYPES = "i (or h, or s for seeds of 2**63 and above)"
+SINGLE = {"prompt": "s", "seed": SEED_TYPES, "guidance": "f (or i)", "steps": "i", "width": "i", "height": "i",
+          "strength": "f (or i)", "input": "i 0/1 or s on/off (or T/F)", "seed2": SEED_TYPES,
+          "seed_mix": "f (or i)", "transition_frames": "i"}
 ADDRESSES = {
     **{f"{PREFIX}/{name}": f"{types}: set {name}" for name, types in SINGLE.items()},
+    f"{PREFIX}/prompt": "s: set the prompt; or s f s f ...: a blend of (text, weight) pairs",
     f"{PREFIX}/size": "i i: set width and height",
     f"{PREFIX}/params": "s: a JSON object of several parameters, applied as one change",
     f"{PREFIX}/subscribe": "[i port]: send feedback to the sender's host at port (default: the sender's port)",
@@ -49,6 +52,11 @@ class OscStats:
 def message_changes(address: str, args: list[Any]) -> dict[str, Any]:
     """Turn one OSC message into raw parameter changes (validated later, all at once)."""
     name = address[len(PREFIX) + 1:] if address.startswith(PREFIX + "/") else None
+    if name == "prompt" and len(args) > 1:
+        if len(args) % 2:
+            raise ValidationError("prompt", f"{address} takes a string, or (string, weight) pairs; got {len(args)} "
+                                            "arguments")
+        return {"prompt": [list(pair) for pair in zip(args[::2], args[1::2])]}
     if name in SINGLE:
         if len(args) != 1:
             raise ValidationError(name, f"{address} takes one argument ({SINGLE[name]}), got {len(args)}")

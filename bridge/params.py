@@ -1,7 +1,9 @@
 """The render parameters: one frozen value, validated once at the edge.
 
-Every front end (REST, OSC, CLI) turns its input into a plain mapping of field name to
-value and calls :func:`parse_changes`; what comes back is safe to merge into ``Params``.
+Every front end (REST, OSC, WebSocket, CLI) turns its input into a plain mapping of field name
+to value and calls :func:`parse_changes`; what comes back is safe to merge into ``Params``.
+Rules that tie two fields together (none reject a change: see :func:`img2img_schedule`) live
+here too, so every interface behaves the same.
 """
 
 from __future__ import annotations
@@ -9,33 +11,47 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Union
 
 from .errors import ValidationError
 
 SEED_LIMIT = 2**64
 MAX_PROMPT_CHARS = 4000
+MAX_BLEND_PROMPTS = 8
 MAX_GUIDANCE = 30.0
 MIN_SIZE = 64
 SIZE_MULTIPLE = 8
+MIN_STRENGTH = 0.05  # below it the schedule SDXL-Turbo needs would pass 20 steps (see img2img_schedule)
+MAX_TRANSITION_FRAMES = 600
+
+# A prompt is a string or a blend: (text, weight) pairs, weights relative (normalised by their sum).
+Prompt = Union[str, tuple[tuple[str, float], ...]]
 
 
 @dataclass(frozen=True)
 class Params:
-    """What one frame is rendered from. Same params give the same pixels."""
+    """What one frame is rendered from. Same params (and input image) give the same pixels."""
 
-    prompt: str = ""
+    prompt: Prompt = ""
     seed: int = 0
     steps: int = 1
     guidance: float = 0.0
     width: int = 512
     height: int = 512
+    strength: float = 0.5  # image-to-image with the input image, when there is one; 0: text-to-image
+    input: bool = True  # use the input image when one is set
+    seed2: int = 0  # the second seed of a seed blend
+    seed_mix: float = 0.0  # 0: the noise of `seed`, 1: that of `seed2`, between: spherical interpolation
+    transition_frames: int = 0  # a prompt or seed change glides over this many frames (0: cuts)
 
     def merged(self, changes: Mapping[str, Any]) -> "Params":
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if not isinstance(self.prompt, str):
+            out["prompt"] = [list(pair) for pair in self.prompt]
+        return out
 
 
 @dataclass(frozen=True)
@@ -46,6 +62,28 @@ class Limits:
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Params))
+GLIDE_FIELDS = frozenset({"prompt", "seed", "seed2", "seed_mix"})  # what a transition interpolates
+
+
+def prompt_texts(prompt: Prompt) -> tuple[str, ...]:
+    """The texts of a prompt or blend, in order (each is encoded and cached on its own)."""
+    return (prompt,) if isinstance(prompt, str) else tuple(text for text, _ in prompt)
+
+
+def img2img_schedule(steps: int, strength: float) -> tuple[int, int]:
+    """(schedule length, first step) for image-to-image, as diffusers' SDXL img2img computes them.
+
+    Diffusers runs ``int(steps * strength)`` of a ``steps``-long schedule, so SDXL-Turbo needs
+    steps x strength >= 1. Rather than refuse a strength that breaks the rule, the daemon lengthens
+    the schedule to the shortest one that keeps it: steps 1 at strength 0.5 renders as diffusers'
+    ``num_inference_steps=2, strength=0.5`` (one UNet step). The UNet runs ``length - first`` times.
+    """
+    if not 0 < strength <= 1:
+        raise ValueError(f"image-to-image needs a strength in (0, 1], got {strength!r}")
+    length = steps
+    while int(length * strength) < 1:
+        length += 1
+    return length, length - min(int(length * strength), length)
 
 
 def _integer(field: str, value: Any, low: int, high: int, what: str) -> int:
@@ -60,37 +98,73 @@ def _integer(field: str, value: Any, low: int, high: int, what: str) -> int:
     return value
 
 
-def _seed(value: Any) -> int:
+def _seed(field: str, value: Any) -> int:
     what = "an integer in [0, 2**64)"
     # OSC integers are at most 64-bit signed, so a decimal string is accepted for big seeds.
     if isinstance(value, str):
         text = value.strip()
         if not text.isdigit() or not text.isascii():
-            raise ValidationError("seed", f"seed must be {what}, got {value!r}")
+            raise ValidationError(field, f"{field} must be {what}, got {value!r}")
         value = int(text)
-    return _integer("seed", value, 0, SEED_LIMIT - 1, what)
+    return _integer(field, value, 0, SEED_LIMIT - 1, what)
 
 
-def _prompt(value: Any) -> str:
+def _text(value: Any, where: str = "prompt") -> str:
     if not isinstance(value, str):
-        raise ValidationError("prompt", f"prompt must be a string, got {value!r}")
+        raise ValidationError("prompt", f"{where} must be a string, got {value!r}")
     if len(value) > MAX_PROMPT_CHARS:
-        raise ValidationError(
-            "prompt", f"prompt must be at most {MAX_PROMPT_CHARS} characters, got {len(value)}"
-        )
+        raise ValidationError("prompt", f"{where} must be at most {MAX_PROMPT_CHARS} characters, got {len(value)}")
     if "\x00" in value:
-        raise ValidationError("prompt", "prompt must not contain NUL characters")
+        raise ValidationError("prompt", f"{where} must not contain NUL characters")
     return value
 
 
-def _guidance(value: Any) -> float:
-    what = f"a finite number in [0, {MAX_GUIDANCE:g}]"
+def _prompt(value: Any) -> Prompt:
+    if isinstance(value, str):
+        return _text(value)
+    example = 'a string, or a blend such as [["a cat", 0.7], ["a lion", 0.3]]'
+    if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= MAX_BLEND_PROMPTS:
+        raise ValidationError("prompt", f"prompt must be {example} (1 to {MAX_BLEND_PROMPTS} pairs), "
+                                        f"got {str(value)[:100]!r}")
+    pairs = []
+    for i, pair in enumerate(value):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ValidationError("prompt", f"prompt[{i}] must be a [text, weight] pair, got {str(pair)[:100]!r}")
+        text, weight = _text(pair[0], f"prompt[{i}][0]"), _number("prompt", pair[1], 0.0, math.inf,
+                                                                   f"prompt[{i}][1] must be a finite weight >= 0")
+        pairs.append((text, weight))
+    if sum(weight for _, weight in pairs) <= 0:
+        raise ValidationError("prompt", "a prompt blend needs a weight above 0 (weights are relative)")
+    return tuple(pairs)
+
+
+def _number(field: str, value: Any, low: float, high: float, message: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValidationError("guidance", f"guidance must be {what}, got {value!r}")
+        raise ValidationError(field, f"{message}, got {value!r}")
     value = float(value)
-    if not math.isfinite(value) or not 0.0 <= value <= MAX_GUIDANCE:
-        raise ValidationError("guidance", f"guidance must be {what}, got {value!r}")
+    if not math.isfinite(value) or not low <= value <= high:
+        raise ValidationError(field, f"{message}, got {value!r}")
     return value
+
+
+def _strength(value: Any) -> float:
+    message = (f"strength must be 0 (text-to-image) or a number from {MIN_STRENGTH:g} to 1 "
+               "(how far the input image may change)")
+    value = _number("strength", value, 0.0, 1.0, message)
+    if 0 < value < MIN_STRENGTH:
+        raise ValidationError("strength", f"{message}, got {value!r}")
+    return value
+
+
+def _switch(field: str, value: Any) -> bool:
+    # JSON true/false; OSC has no portable boolean, so 0/1 and "on"/"off" too.
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("on", "off", "true", "false"):
+        return value.strip().lower() in ("on", "true")
+    raise ValidationError(field, f"{field} must be true/false (or on/off, 1/0), got {value!r}")
 
 
 def _size(field: str, value: Any, limits: Limits) -> int:
@@ -112,14 +186,24 @@ def parse_changes(raw: Any, limits: Limits = Limits()) -> dict[str, Any]:
     for field, value in raw.items():
         if field == "prompt":
             clean[field] = _prompt(value)
-        elif field == "seed":
-            clean[field] = _seed(value)
+        elif field in ("seed", "seed2"):
+            clean[field] = _seed(field, value)
         elif field == "steps":
             clean[field] = _integer(field, value, 1, 4, "an integer from 1 to 4")
         elif field == "guidance":
-            clean[field] = _guidance(value)
+            clean[field] = _number(field, value, 0.0, MAX_GUIDANCE,
+                                   f"guidance must be a finite number in [0, {MAX_GUIDANCE:g}]")
         elif field in ("width", "height"):
             clean[field] = _size(field, value, limits)
+        elif field == "strength":
+            clean[field] = _strength(value)
+        elif field == "input":
+            clean[field] = _switch(field, value)
+        elif field == "seed_mix":
+            clean[field] = _number(field, value, 0.0, 1.0, "seed_mix must be a number from 0 (seed) to 1 (seed2)")
+        elif field == "transition_frames":
+            clean[field] = _integer(field, value, 0, MAX_TRANSITION_FRAMES,
+                                    f"an integer from 0 (cut) to {MAX_TRANSITION_FRAMES}")
         else:
             raise ValidationError(
                 str(field)[:64], f"unknown parameter {str(field)[:64]!r}; known: {', '.join(FIELDS)}"
@@ -132,14 +216,30 @@ def schema(limits: Limits = Limits()) -> dict:
     default = Params()
     size = {"type": "integer", "minimum": MIN_SIZE, "maximum": limits.max_size,
             "multipleOf": SIZE_MULTIPLE}
+    seed = {"type": "integer", "minimum": 0, "maximum": SEED_LIMIT - 1}
     return {
-        "prompt": {"type": "string", "maxLength": MAX_PROMPT_CHARS, "default": default.prompt,
-                   "note": "CLIP reads 77 tokens; longer prompts are cut and a warning is returned"},
-        "seed": {"type": "integer", "minimum": 0, "maximum": SEED_LIMIT - 1, "default": default.seed},
+        "prompt": {"type": ["string", "array"], "maxLength": MAX_PROMPT_CHARS, "default": default.prompt,
+                   "maxItems": MAX_BLEND_PROMPTS,
+                   "note": 'a string, or a blend [["a cat", 0.7], ["a lion", 0.3]]: embeddings mixed by relative '
+                           "weight (each text cached: moving a weight runs no text encoder). CLIP reads 77 "
+                           "tokens; longer prompts are cut and a warning is returned"},
+        "seed": {**seed, "default": default.seed},
         "steps": {"type": "integer", "minimum": 1, "maximum": 4, "default": default.steps},
         "guidance": {"type": "number", "minimum": 0.0, "maximum": MAX_GUIDANCE,
                      "default": default.guidance,
                      "note": "0 disables classifier-free guidance (SDXL-Turbo's intended setting)"},
         "width": {**size, "default": default.width},
         "height": {**size, "default": default.height},
+        "strength": {"type": "number", "minimum": 0.0, "maximum": 1.0, "default": default.strength,
+                     "note": f"image-to-image with the input image (PUT /v1/input); 0 or from {MIN_STRENGTH:g}; "
+                             "0 = text-to-image. SDXL-Turbo needs steps x strength >= 1: the daemon lengthens "
+                             "the schedule to the shortest that keeps it (one UNet step at steps 1)"},
+        "input": {"type": "boolean", "default": default.input,
+                  "note": "use the input image when one is set (false: text-to-image, the image is kept)"},
+        "seed2": {**seed, "default": default.seed2, "note": "the second seed of a seed blend"},
+        "seed_mix": {"type": "number", "minimum": 0.0, "maximum": 1.0, "default": default.seed_mix,
+                     "note": "0 = seed, 1 = seed2; between: spherical interpolation of their noise"},
+        "transition_frames": {"type": "integer", "minimum": 0, "maximum": MAX_TRANSITION_FRAMES,
+                              "default": default.transition_frames,
+                              "note": "a prompt or seed change glides over this many frames; 0 cuts"},
     }

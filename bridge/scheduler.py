@@ -3,6 +3,8 @@
 Front ends call :meth:`Scheduler.apply` (validate, merge, bump the version) and return at
 once. The render loop takes a snapshot of the newest state whenever the GPU is free, so a
 burst of changes renders a handful of frames and a superseded state is never started.
+The state is the params, the input image (image-to-image) and a transition in progress: while
+one glides, the loop keeps rendering (one step per frame) without new changes.
 All torch work runs on the single GPU thread; sinks publish there too, right after the
 render, so a frame reaches shared memory without a hop through the event loop.
 """
@@ -18,7 +20,8 @@ from typing import Any, Callable, Iterable, Protocol
 
 from .errors import ValidationError
 from .frame import Frame, Renderer
-from .params import Limits, Params, parse_changes
+from .params import GLIDE_FIELDS, Limits, Params, parse_changes, prompt_texts
+from .scene import Glide, InputImage, Scene
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,34 @@ class Stats:
     render_errors: int = 0
     last_error: str | None = None
     last_stages_ms: dict[str, float] = field(default_factory=dict)
+    inputs: int = 0  # input images accepted with new content
+    inputs_unchanged: int = 0  # input images skipped: same content as the current one
+
+
+class Transition:
+    """A glide over ``frames`` frames; ``step`` hands out each frame's ``Glide`` in turn."""
+
+    def __init__(self) -> None:
+        self._token = 0
+        self._frames = 0
+        self._done = 0
+
+    @property
+    def active(self) -> bool:
+        return self._done < self._frames
+
+    def start(self, frames: int) -> None:
+        self._token += 1
+        self._frames, self._done = frames, 0
+
+    def cancel(self) -> None:
+        self._frames = self._done = 0
+
+    def step(self) -> Glide | None:
+        if not self.active:
+            return None
+        self._done += 1
+        return Glide(self._token, self._done / self._frames)
 
 
 class Scheduler:
@@ -64,6 +95,8 @@ class Scheduler:
         self._limits = limits
         self._sinks = list(sinks)
         self._params = initial
+        self._input: InputImage | None = None
+        self._transition = Transition()
         self._version = 1
         self._started_version = 0
         self._seq = 0
@@ -86,6 +119,19 @@ class Scheduler:
     def limits(self) -> Limits:
         return self._limits
 
+    @property
+    def input(self) -> InputImage | None:
+        return self._input
+
+    @property
+    def input_active(self) -> bool:
+        """Whether frames are rendered from the input image (image-to-image) now."""
+        return self._input is not None and self._params.input and self._params.strength > 0
+
+    @property
+    def transition_active(self) -> bool:
+        return self._transition.active
+
     def on_frame(self, listener: Callable[[Frame], None]) -> None:
         """Call ``listener(frame)`` on the event loop after each published frame."""
         self._frame_listeners.append(listener)
@@ -104,14 +150,45 @@ class Scheduler:
         self.stats.changes += 1
         warnings: tuple[str, ...] = ()
         if "prompt" in changes:
-            warnings = tuple(self._renderer.prompt_warnings(changes["prompt"]))
+            warnings = tuple(w for text in prompt_texts(changes["prompt"])
+                             for w in self._renderer.prompt_warnings(text))
         merged = self._params.merged(changes)
         if merged != self._params:
+            if any(getattr(merged, name) != getattr(self._params, name) for name in GLIDE_FIELDS):
+                # A newer change mid-glide starts a new glide from wherever the frames have got to.
+                if merged.transition_frames > 0:
+                    self._transition.start(merged.transition_frames)
+                else:
+                    self._transition.cancel()
             self._params = merged
-            self._version += 1
-            self._wake.set()
+            self._bump()
             log.debug("params v%d: %s", self._version, changes)
         return Applied(self._version, warnings)
+
+    def set_input(self, image: InputImage) -> bool:
+        """Make ``image`` the input; False (and no new frame) when its content is the current one's."""
+        if self._input is not None and self._input.digest == image.digest:
+            self.stats.inputs_unchanged += 1
+            return False
+        self._input = image
+        self.stats.inputs += 1
+        if self.input_active:
+            self._bump()
+        return True
+
+    def clear_input(self) -> bool:
+        """Back to text-to-image; False when there was no input."""
+        if self._input is None:
+            return False
+        was_active = self.input_active
+        self._input = None
+        if was_active:
+            self._bump()
+        return True
+
+    def _bump(self) -> None:
+        self._version += 1
+        self._wake.set()
 
     async def next_frame(self, after: int, timeout: float) -> Frame | None:
         """The newest frame if its seq is above ``after``, waiting up to ``timeout`` seconds."""
@@ -129,15 +206,17 @@ class Scheduler:
         """The render loop; runs until cancelled."""
         loop = asyncio.get_running_loop()
         while True:
-            if self._started_version >= self._version:
+            if self._started_version >= self._version and not self._transition.active:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             params, version = self._params, self._version
+            scene = Scene(self._input if self.input_active else None, self._transition.step())
             self._started_version = version
             try:
-                frame = await loop.run_in_executor(self._gpu, self._render_and_publish, params, version)
+                frame = await loop.run_in_executor(self._gpu, self._render_and_publish, params, scene, version)
             except Exception as exc:  # a loop boundary: report, keep serving the last good frame
+                self._transition.cancel()  # a failing glide would fail every frame
                 self._report_error(params, exc)
                 continue
             self.latest = frame
@@ -147,10 +226,10 @@ class Scheduler:
             for listener in self._frame_listeners:
                 listener(frame)
 
-    def _render_and_publish(self, params: Params, version: int) -> Frame:
+    def _render_and_publish(self, params: Params, scene: Scene, version: int) -> Frame:
         # Runs on the GPU thread: the only thread that touches torch or writes sinks.
         start = time.perf_counter()
-        rendered = self._renderer.render(params)
+        rendered = self._renderer.render(params, scene)
         render_ms = (time.perf_counter() - start) * 1e3
         self._seq += 1
         frame = Frame(self._seq, version, params, rendered.pixels, render_ms, time.time_ns())

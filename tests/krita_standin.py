@@ -113,6 +113,18 @@ class Node:
         return QtCore.QByteArray(self._layer.bytes[y:y + h, x * size:(x + w) * size].tobytes())
 
 
+class Selection:
+    """``Document.selection()``'s value: its bounding box (``x y width height``, as libkis' Selection)."""
+
+    def __init__(self, x: int, y: int, width: int, height: int):
+        self._box = (x, y, width, height)
+
+    def x(self): return self._box[0]
+    def y(self): return self._box[1]
+    def width(self): return self._box[2]
+    def height(self): return self._box[3]
+
+
 class Document:
     def __init__(self, width: int, height: int, name: str = "", model: str = "RGBA", depth: str = "U8"):
         self._width, self._height, self._name = width, height, name
@@ -128,6 +140,7 @@ class Document:
         self._redo: list = []
         self._projection = np.zeros((height, width, 4), np.uint8)
         self.stroke_running = False  # test hook: a brush stroke in progress
+        self.selection_box: tuple | None = None  # test hook: (x, y, w, h) of the active selection
         self.refreshes = 0
         self.pixel_writes = 0
         self.refreshProjection()
@@ -138,6 +151,11 @@ class Document:
     def colorModel(self): return self._model
     def colorDepth(self): return self._depth
     def rootNode(self): return Node(self._root)
+
+    def selection(self):
+        """The active selection, or None (libkis returns a null pointer when there is none)."""
+        _gui_thread_only()
+        return Selection(*self.selection_box) if self.selection_box else None
     def activeNode(self): return Node(self._active) if self._active is not None else None
 
     def setActiveNode(self, node: Node):

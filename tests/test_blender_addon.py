@@ -279,6 +279,56 @@ def test_render_shows_the_frame_in_srgb_the_right_way_up(ext, daemon, tmp_path):
     assert np.abs(got - want).max() <= 1  # a linear reading of sRGB values would be off by up to 60
 
 
+def render_digest(scene, path) -> str:
+    """What the daemon should get for the Render Result: the PNG Blender writes, decoded."""
+    from PIL import Image
+
+    from bridge.scene import InputImage
+
+    settings = scene.render.image_settings
+    settings.file_format, settings.color_mode, settings.color_depth = "PNG", "RGBA", "8"
+    bpy.data.images["Render Result"].save_render(filepath=str(path), scene=scene)
+    return InputImage.from_pixels(np.asarray(Image.open(path).convert("RGBA"))).digest
+
+
+def test_render_result_becomes_the_daemons_input(ext, daemon, tmp_path):
+    bpy.ops.wm.read_homefile(use_empty=True)
+    s = settings(daemon.url)
+    bpy.ops.turbo_bridge.connect()
+    pump(ext.live, lambda: frame_current(ext, daemon))
+    with pytest.raises(RuntimeError, match="Nothing rendered yet"):  # an operator's error report, headless
+        bpy.ops.turbo_bridge.send_render()
+    scene = bpy.context.scene
+    scene.world = bpy.data.worlds.new("sky")
+    sky = scene.world.node_tree.nodes["Background"].inputs["Color"]
+    sky.default_value = (0.2, 0.4, 0.6, 1.0)
+    bpy.ops.object.camera_add(location=(0, 0, 1))
+    scene.camera = bpy.context.active_object
+    scene.render.engine = "CYCLES"
+    scene.cycles.device, scene.cycles.samples, scene.cycles.use_denoising = "CPU", 1, False
+    scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = 48, 32, 100
+    scene.render.dither_intensity = 0.0  # dithering is random per save: the test's own save must match
+    scene.render.image_settings.file_format = "OPEN_EXR"  # the user's output format: put back after the send
+    bpy.ops.render.render()
+    assert bpy.ops.turbo_bridge.send_render() == {"FINISHED"}
+    assert scene.render.image_settings.file_format == "OPEN_EXR"
+    first = render_digest(scene, tmp_path / "first.png")
+    pump(ext.live, lambda: http(daemon).health()["input"]["digest"] == first)
+    pump(ext.live, lambda: ext.live.current().status == "input 48x32 sent")
+    assert http(daemon).health()["input"]["active"]
+    s.strength = 0.75
+    pump(ext.live, lambda: http(daemon).params()["strength"] == 0.75)
+    s.send_renders = True  # every finished render goes out by itself
+    sky.default_value = (0.8, 0.1, 0.1, 1.0)
+    bpy.ops.render.render()
+    second = render_digest(scene, tmp_path / "second.png")
+    assert second != first
+    pump(ext.live, lambda: http(daemon).health()["input"]["digest"] == second)
+    bpy.ops.turbo_bridge.stop_input()
+    pump(ext.live, lambda: ext.live.current().status == "input off: text-to-image")  # the link's report
+    assert not http(daemon).health()["input"]["present"]
+
+
 def test_keep_makes_a_packed_copy_that_survives_saving(ext, daemon, tmp_path):
     s = settings(daemon.url, seed=31)
     bpy.ops.turbo_bridge.connect()

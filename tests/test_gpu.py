@@ -9,6 +9,12 @@ pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 from bridge.params import Params  # noqa: E402
+from bridge.scene import Glide, InputImage, Scene  # noqa: E402
+
+
+def picture(seed, size=512):
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 4), np.uint8)
+    return InputImage.from_pixels(pixels)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +61,7 @@ def test_new_size_and_guidance_warm_once(renderers):
     p = Params(prompt="a red car", seed=3, width=640, height=384, guidance=1.5, steps=2)
     out = fast.render(p)
     assert out.pixels.shape == (384, 640, 4)
-    assert (640, 384, 2, True) in fast._warm
+    assert (640, 384, 2, True, None) in fast._warm
 
 
 def test_frame_graph_replay_equals_the_ungraphed_compiled_path(renderers):
@@ -71,3 +77,58 @@ def test_frame_graph_replay_equals_the_ungraphed_compiled_path(renderers):
     # the with-text graph and the cached-embeddings graph give the same frame
     assert np.array_equal(fast.render(p.merged({"prompt": "a green house"})).pixels,
                           fast.render(p.merged({"prompt": "a green house"})).pixels)
+
+
+def test_img2img_compiled_matches_eager_and_encodes_each_input_once(renderers):
+    eager, fast = renderers
+    p = Params(prompt="a cat on a windowsill", seed=3, width=512, height=512, strength=0.5)
+    image = picture(1)
+    a = eager.render(p, Scene(image)).pixels
+    runs = fast.vae_encoder_runs
+    b, c = fast.render(p, Scene(image)).pixels, fast.render(p, Scene(image)).pixels
+    assert np.array_equal(b, c) and fast.vae_encoder_runs == runs + 1
+    diff = np.abs(a.astype(int) - b.astype(int))
+    assert diff.mean() < 2.0, (diff.mean(), diff.max())
+    assert (512, 512, 2, False, 1) in fast._warm  # steps 1 x strength 0.5: diffusers' 2-step schedule from step 1
+    assert not np.array_equal(b, fast.render(p, Scene(picture(2))).pixels)
+    assert not np.array_equal(b, fast.render(p).pixels)
+
+
+def test_weights_seed_mix_glides_and_new_inputs_never_recompile(renderers):
+    _, fast = renderers
+    p = Params(prompt="a lighthouse", seed=1, seed2=9, width=512, height=512, strength=0.5)
+    blend = lambda w: [["a lighthouse", 1 - w], ["a castle", w]]  # noqa: E731
+    fast.render(p, Scene(picture(3)))  # compiles this plan
+    fast.render(p.merged({"prompt": blend(0.5)}), Scene(picture(3)))  # encodes "a castle" (the text graph)
+    torch._dynamo.config.error_on_recompile = True
+    try:
+        texts, encodes = fast.text_encoder_runs, fast.vae_encoder_runs
+        for i in range(4):
+            fast.render(p.merged({"prompt": blend(i / 3), "seed_mix": i / 3}), Scene(picture(3)))
+            fast.render(p.merged({"seed": 100 + i}), Scene(picture(3), Glide(7, (i + 1) / 4)))
+            fast.render(p, Scene(picture(10 + i)))  # a new input: the encoder graph replays
+        assert fast.text_encoder_runs == texts and fast.vae_encoder_runs == encodes + 4
+    finally:
+        torch._dynamo.config.error_on_recompile = False
+
+
+def test_mixed_conditioning_frame_graph_equals_per_stage_graphs(renderers):
+    _, fast = renderers
+    p = Params(prompt=[["a blue house", 0.3], ["a red barn", 0.7]], seed=21, seed2=5, seed_mix=0.4,
+               width=512, height=512, strength=0.6, steps=2)
+    graphed = fast.render(p, Scene(picture(4))).pixels
+    fast.profile = True
+    try:
+        plain = fast.render(p, Scene(picture(4))).pixels
+    finally:
+        fast.profile = False
+    assert np.array_equal(graphed, plain)
+
+
+def test_blend_and_seed_mix_ends_equal_the_pure_frames_on_the_graph_path(renderers):
+    _, fast = renderers
+    p = Params(prompt="a cat", seed=4, seed2=8, width=512, height=512)
+    cat, dog = fast.render(p).pixels, fast.render(p.merged({"prompt": "a dog"})).pixels
+    assert np.array_equal(cat, fast.render(p.merged({"prompt": [["a cat", 1], ["a dog", 0]]})).pixels)
+    assert np.array_equal(dog, fast.render(p.merged({"prompt": [["a cat", 0], ["a dog", 2]]})).pixels)
+    assert np.array_equal(fast.render(p.merged({"seed": 8})).pixels, fast.render(p.merged({"seed_mix": 1.0})).pixels)

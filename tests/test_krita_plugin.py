@@ -41,6 +41,7 @@ from turbo_bridge.qt import BINDING, QtWidgets  # noqa: E402
 from turbo_bridge.workers import ParamSender, Signals, normalize_url  # noqa: E402
 
 from bridge.client import HttpClient  # noqa: E402
+from bridge.scene import InputImage  # noqa: E402
 from conftest import unique_shm_name  # noqa: E402
 
 KRITA = krita_standin.Krita.instance()
@@ -349,6 +350,48 @@ def test_live_off_sends_nothing_and_on_catches_up(panel, daemon, new_doc):
     pump(lambda: settled(p, daemon), what="the caught-up frame")
 
 
+def test_canvas_as_input_sends_the_painting_without_the_reference_layer(panel, daemon, new_doc):
+    doc = new_doc(64, 64)
+    p = panel()
+    type_prompt(p, daemon, "canvas input")
+    reference = doc.nodeByName(REFERENCE_NAME)
+    assert reference is not None and reference.visible()  # a noise frame over the painting
+    painting = np.random.default_rng(3).integers(0, 256, (64, 64, 4), np.uint8)
+    painting[..., 3] = 255
+    doc.activeNode().setPixelData(painting.tobytes(), 0, 0, 64, 64)  # B, G, R, A bytes
+    doc.refreshProjection()
+    undo = doc.undo_texts()
+    p.strength.setValue(0.75)
+    p.input_live.setChecked(True)
+    expected = InputImage.from_pixels(painting[..., [2, 1, 0, 3]]).digest  # as RGBA, the layer alone
+    pump(lambda: daemon.client.health()["input"]["digest"] == expected, what="the painting as input")
+    assert daemon.client.params()["strength"] == 0.75 and daemon.client.health()["input"]["active"]
+    assert reference.visible() and doc.undo_texts() == undo  # shown again; no undo steps
+    doc.selection_box = (8, 16, 32, 24)  # only the selection's part
+    pump(lambda: daemon.client.health()["input"]["digest"] ==
+         InputImage.from_pixels(painting[16:40, 8:40][..., [2, 1, 0, 3]]).digest, what="the selection")
+    doc.selection_box = None
+    captures = p.controller.captures
+    doc.stroke_running = True  # never read the canvas during a stroke
+    time.sleep(0.5)
+    pump(lambda: True)
+    assert p.controller.captures == captures
+    doc.stroke_running = False
+    p.input_live.setChecked(False)
+    pump(lambda: not daemon.client.health()["input"]["present"], what="the input dropped")
+    assert p.controller._input.sent >= 2
+
+
+def test_canvas_input_is_flattened_over_white_and_fitted_to_the_frame():
+    from turbo_bridge.canvas import Capture, prepared
+
+    clear = np.zeros((40, 80, 4), np.uint8)  # transparent: paper
+    clear[:, :40] = (10, 20, 30, 255)
+    out = prepared(Capture(clear.tobytes(), 80, 40), (64, 64))
+    assert out.shape == (32, 64, 4)  # fitted into the frame size, aspect kept
+    assert (out[:, -8:, :3] == 255).all() and (out[:, :16] == (30, 20, 10, 255)).all()
+
+
 def test_a_document_that_is_not_8bit_rgba_is_refused_with_a_hint(panel, daemon, new_doc):
     doc = new_doc(64, 64, depth="U16")
     p = panel()
@@ -502,4 +545,7 @@ def test_inside_real_krita(tmp_path, daemon):
     assert report["kept_locked"] is False and report["kept_same_pixels"] and report["undo_text"] == "Undo Add Layer"
     assert report["after_undo"] == ["Background", REFERENCE_NAME]
     assert report["after_redo"] == report["after_keep"] and report["redo_same_pixels"]
+    assert report["input_layers"] == ["Background", REFERENCE_NAME]
+    assert report["input_sent"], report["input_state"]  # the canvas, without the reference layer
+    assert report["input_reference_visible"] and report["input_undo_unchanged"] and report["input_dropped"]
     assert (out / "krita.png").stat().st_size > 10_000

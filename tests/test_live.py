@@ -22,7 +22,7 @@ BOUNDARY = f"--{live.MJPEG_BOUNDARY}\r\n".encode()
 class NoiseRenderer:
     """Frames of seeded noise: incompressible, so slow clients fill their socket buffers fast."""
 
-    def render(self, params):
+    def render(self, params, scene=None):
         pixels = np.random.default_rng(params.seed).integers(0, 256, (params.height, params.width, 4), np.uint8)
         pixels[..., 3] = 255
         return Rendered(pixels)
@@ -145,7 +145,7 @@ async def test_bad_params_get_the_same_error_as_rest(api, change):
     ('{"prompt": "a cat"}', "prompt", 'unknown message key \'prompt\'; known: params, format, quality'),
     ('{"format": "gif"}', "format", "format must be one of jpeg, png, rgba"),
     ('{"quality": 0}', "quality", "from 1 to 100"),
-    (b"\x00\x01binary", None, "send JSON text messages"),
+    (b"\x00\x01binary", "input", "send JSON text messages for everything else"),
 ])
 async def test_bad_messages_are_answered_and_change_nothing(api, send, field, needle):
     session, daemon = api

@@ -68,7 +68,7 @@ def test_long_prompt_warns_and_short_prompt_does_not(renderer):
 
 
 def test_chinese_prompt_is_real_tokens_not_endoftext(renderer):
-    ids = renderer._counter("一只猫").input_ids
+    ids = renderer.text._counter("一只猫").input_ids
     assert len(ids) > 3 and 49407 not in ids[1:-1]
 
 

@@ -22,7 +22,7 @@ class SlowRenderer(NullRenderer):
         self.rendered: list[Params] = []
         self.threads: set[str] = set()
 
-    def render(self, params):
+    def render(self, params, scene=None):
         self.threads.add(threading.current_thread().name)
         time.sleep(self.delay)
         if self.fail_on is not None and params.seed == self.fail_on:

@@ -25,12 +25,14 @@ import td_standin
 from bridge.client import HttpClient, parse_osc_message
 from bridge.frame import Frame
 from bridge.params import Params
+from bridge.scene import InputImage
 from bridge.sinks.shm import ShmWriter
 from conftest import unique_shm_name
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent / "plugins" / "touchdesigner"
 SETUP_SCRIPT = (PLUGIN_DIR / "setup_network.py").read_text()
 sys.path.insert(0, str(PLUGIN_DIR))
+from turbo_bridge_td import inputs  # noqa: E402
 from turbo_bridge_td import session as tb_session  # noqa: E402
 
 
@@ -221,7 +223,7 @@ def test_setup_script_builds_the_whole_network(net, daemon):
     assert {p.name for p in comp.customPars} >= {"Prompt", "Seed", "Guidance", "Steps", "Width", "Height", "Live",
                                                  "Host", "Ports1", "Ports2", "Ports3", "Source", "Shmname",
                                                  "Send", "Cue", "Cuenext", "Cueprev", "Cuego"}
-    assert [page.name for page in comp.customPages] == ["Bridge", "Connection", "Cues"]
+    assert [page.name for page in comp.customPages] == ["Bridge", "Connection", "Input", "Cues"]
     assert (comp.par.Ports1.eval(), comp.par.Ports2.eval()) == (daemon.http_port, daemon.osc_port)
     assert comp.par.Live.eval() is True and comp.par.Steps.eval() == 1 and comp.par.Source.eval() == "shm"
     frame = comp.op("frame")
@@ -408,6 +410,33 @@ def test_remote_fetch_never_blocks_the_cook(td, net, daemon):
         server.sock.close()
 
 
+def test_input_top_reaches_the_daemon_through_shared_memory(td, net, daemon):
+    """Send Input: the TOP's image (TD rows bottom-first, floats) becomes the daemon's input."""
+    video = td.project.create(td_standin.OP_TYPES["scriptTOP"], "video")
+    video.par.modoutsidecook = True
+    picture = np.random.default_rng(9).integers(0, 256, (48, 64, 4), np.uint8)
+    picture[..., 3] = 255
+    video.copyNumpyArray(picture[::-1].copy())  # a TOP's first row is the image's bottom row
+    net.par.Inputtop, net.par.Strength, net.par.Sendinput = video, 0.75, True
+    digest = InputImage.from_pixels(picture).digest
+    state = run_until(td, lambda: (s := daemon.client.health()["input"])["digest"] == digest and s,
+                      what="the TOP's image as the daemon's input")
+    assert state["source"] == "shm" and state["active"] and state["shm"] == inputs.segment_name(net)
+    assert daemon.client.params()["strength"] == 0.75
+    sender = tb_session.session_for(net).input
+    written = sender.written
+    for _ in range(20):
+        td.run_frame()
+    assert sender.written == written  # an unchanged TOP writes nothing
+    picture[:8] = 0
+    video.copyNumpyArray(picture[::-1].copy())
+    run_until(td, lambda: daemon.client.health()["input"]["digest"] == InputImage.from_pixels(picture).digest,
+              what="the changed image")
+    net.par.Sendinput = False
+    run_until(td, lambda: not daemon.client.health()["input"]["present"], what="input dropped")
+    assert sender.writer is None and status(net, "input") == "off"
+
+
 def test_built_plugin_folder_works_without_the_repository(tmp_path, daemon):
     subprocess.run([sys.executable, str(PLUGIN_DIR / "build.py"), "--out", str(tmp_path)], check=True,
                    capture_output=True)
@@ -415,7 +444,7 @@ def test_built_plugin_folder_works_without_the_repository(tmp_path, daemon):
     assert (tmp_path / "turbo-bridge-touchdesigner.zip").exists()
     code = (
         "import sys; sys.modules['bridge'] = None; sys.path.insert(0, sys.argv[1])\n"
-        "from turbo_bridge_td import _client, network, session, top, sources\n"
+        "from turbo_bridge_td import _client, inputs, network, session, top, sources\n"
         "assert _client.client.__file__.startswith(sys.argv[1]), _client.client.__file__\n"
         "src = sources.ShmSource(sys.argv[2]); frame = src.take(); src.close()\n"
         "assert frame.pixels.shape == (frame.height, frame.width, 4), frame.pixels.shape\n"

@@ -2,8 +2,9 @@
 
 VRAM (before load, loaded, first frame, after N frames, peak), first-frame latency, median
 FPS and jitter over N frames, a per-stage breakdown, bf16 vs fp16, sizes, full vs tiny VAE,
-prompt change vs seed change every frame, and the plain diffusers call as the baseline in
-the same run. ``--model random`` (default) builds the full SDXL-Turbo architecture with random
+what changes every frame (the prompt, the seed, the input image: encoded and rendered
+image-to-image, or the seed of an image-to-image frame), and the plain diffusers call as the
+baseline in the same run. ``--model random`` (default) builds the full SDXL-Turbo architecture with random
 weights: compute does not depend on weight values, so no download is needed.
 """
 
@@ -24,6 +25,7 @@ import torch
 
 from ..frame import Frame
 from ..params import Params
+from ..scene import InputImage, Scene
 from ..sinks.shm import ShmWriter
 from . import loader
 from .optimize import configure_compile_cache
@@ -32,6 +34,8 @@ from .renderer import DiffusersRenderer
 log = logging.getLogger(__name__)
 
 PROMPT = "a cat on a windowsill, golden hour, film grain"
+MODES = ("prompt", "seed", "input", "img2img")  # what changes every frame
+INPUT_STRENGTH = 0.5  # at steps 1: diffusers' steps 2, strength 0.5 (one UNet step)
 _variation = itertools.count()  # every prompt-change frame gets a prompt never seen before
 
 
@@ -43,7 +47,7 @@ class BenchOptions:
     sizes: tuple[int, ...] = (512,)
     dtypes: tuple[str, ...] = ("bf16",)
     vaes: tuple[str, ...] = ("full", "tiny")
-    modes: tuple[str, ...] = ("prompt", "seed")
+    modes: tuple[str, ...] = ("prompt", "seed")  # and "input", "img2img": see MODES
     compile: bool = True
     baseline: bool = True
     profile_frames: int = 20
@@ -89,7 +93,18 @@ def _stats(times_ms: list[float]) -> dict[str, float]:
 
 def _params(mode: str, i: int, size: int) -> Params:
     prompt = f"{PROMPT}, variation {next(_variation)}" if mode == "prompt" else PROMPT
-    return Params(prompt=prompt, seed=i if mode == "seed" else 7, width=size, height=size)
+    return Params(prompt=prompt, seed=i if mode in ("seed", "img2img") else 7, width=size, height=size,
+                  strength=INPUT_STRENGTH)
+
+
+def _scene(mode: str, i: int, size: int) -> Scene:
+    """Image-to-image modes: the same input ("img2img"), or new content every frame ("input")."""
+    if mode not in ("input", "img2img"):
+        return Scene()
+    pixels = np.random.default_rng(0).integers(0, 256, (size, size, 4), np.uint8)
+    if mode == "input":
+        pixels[0, 0, :3] = (i & 0xFF, (i >> 8) & 0xFF, 1)  # a new digest: the VAE encoder runs
+    return Scene(InputImage.from_pixels(pixels, "bench"))
 
 
 def _free(device: torch.device) -> None:
@@ -135,10 +150,12 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
         first_frame_s = time.perf_counter() - start
         after_first = vram_gb(device)
         for mode in opts.modes:
+            renderer.render(_params(mode, -1, size), _scene(mode, -1, size))  # compiles image-to-image (logged)
             times = []
             for i in range(opts.frames):
+                scene = _scene(mode, i, size)  # the input's copy and hash belong to the front end: not timed
                 start = time.perf_counter()
-                out = renderer.render(_params(mode, i, size))
+                out = renderer.render(_params(mode, i, size), scene)
                 shm.publish(Frame(i + 1, i + 1, _params(mode, i, size), out.pixels, 0.0, time.time_ns()))
                 times.append((time.perf_counter() - start) * 1e3)
             run = Run(dtype_name, vae_name, size, mode, **_stats(times), first_frame_s=round(first_frame_s, 2))
@@ -149,20 +166,24 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
             runs.append(run)
             log.info("%s %s %d %s: median %.2f ms (%.1f FPS), p99 %.2f, std %.2f", dtype_name, vae_name, size, mode,
                      run.median_ms, run.fps, run.p99_ms, run.std_ms)
-        runs[-1].stages_ms = stage_breakdown(renderer, opts, size, shm)
+        runs[-1].stages_ms = stage_breakdown(renderer, opts, size, shm, "prompt")
+        if "input" in opts.modes:
+            next(r for r in runs if r.size == size and r.mode == "input").stages_ms = \
+                stage_breakdown(renderer, opts, size, shm, "input")
     del renderer, pipe, vae
     _free(device)
     return runs
 
 
-def stage_breakdown(renderer: DiffusersRenderer, opts: BenchOptions, size: int, shm: ShmWriter) -> dict[str, float]:
-    """Median per stage with a sync around each (prompt change every frame), plus publishing."""
+def stage_breakdown(renderer: DiffusersRenderer, opts: BenchOptions, size: int, shm: ShmWriter,
+                    mode: str) -> dict[str, float]:
+    """Median per stage with a sync around each (``mode`` changes every frame), plus publishing."""
     renderer.profile = True
     per_stage: dict[str, list[float]] = {}
     for i in range(opts.profile_frames):
-        out = renderer.render(_params("prompt", i, size))
+        out = renderer.render(_params(mode, i, size), _scene(mode, 100_000 + i, size))
         start = time.perf_counter()
-        shm.publish(Frame(i + 1, i + 1, _params("prompt", i, size), out.pixels, 0.0, time.time_ns()))
+        shm.publish(Frame(i + 1, i + 1, _params(mode, i, size), out.pixels, 0.0, time.time_ns()))
         stages = {**out.stages_ms, "publish": (time.perf_counter() - start) * 1e3}
         for name, ms in stages.items():
             per_stage.setdefault(name, []).append(ms)
@@ -220,5 +241,6 @@ def format_report(report: dict) -> str:
     for r in report["runs"]:
         if r["stages_ms"]:
             stages = ", ".join(f"{k} {v:.2f}" for k, v in r["stages_ms"].items())
-            lines.append(f"stages ms ({r['dtype']}, {r['vae']} VAE, {r['size']}, prompt change, synced per stage): {stages}")
+            what = "new input" if r["mode"] == "input" else "prompt change"
+            lines.append(f"stages ms ({r['dtype']}, {r['vae']} VAE, {r['size']}, {what}, synced per stage): {stages}")
     return "\n".join(lines)

@@ -1,11 +1,13 @@
-"""Rendering one frame from ``Params`` with a loaded SDXL pipeline.
+"""Rendering one frame from ``Params`` and a ``Scene`` with a loaded SDXL pipeline.
 
 One code path for the eager and the compiled renderer: the text encoders, the UNet and the
-VAE decoder are plain functions, wrapped by ``torch.compile`` (CUDA graphs) when compiling.
-Prompt embeddings are cached by prompt (LRU): seed-, guidance-, steps- or size-only changes
-never run the text encoders. All noise comes from a CPU generator seeded with the frame's
-seed, so the same params give the same pixels. On CUDA the only sync is the final copy into
-pinned host memory.
+VAE are plain functions, wrapped by ``torch.compile`` (CUDA graphs) when compiling. Prompt
+embeddings are cached per text (``text.py``), an input image's latents per content
+(``images.py``). All noise comes from a CPU generator seeded with the frame's seed
+(``noise.py``), so the same params and input give the same pixels. Whatever varies per frame
+(blend and transition mixes, the noise) is mixed outside the graphs and fed to them as input
+tensors; what a graph bakes in is its ``FramePlan.key``. On CUDA the only sync is the final copy
+into pinned host memory.
 """
 
 from __future__ import annotations
@@ -13,20 +15,23 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections import OrderedDict
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 
 from ..frame import Rendered
-from ..params import Params
+from ..params import Params, prompt_texts
+from ..scene import Scene
+from .glide import Glider, Shown
+from .images import ImageLatents, vae_encode
+from .noise import frame_noise
 from .optimize import compiled, prepare_modules, progress
+from .plan import FramePlan
 from .schedule import EulerAncestral
+from .text import CLIP_TOKENS, PromptEncoder
 
 log = logging.getLogger(__name__)
-
-CLIP_TOKENS = 77
 
 
 class DiffusersRenderer:
@@ -40,10 +45,7 @@ class DiffusersRenderer:
         self.dtype = dtype
         self.compile = compile
         self.profile = profile  # synchronise per stage: honest stage times, a little slower
-        self.text_encoder_runs = 0
         self._cuda = self.device.type == "cuda"
-        self._embeddings: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-        self._cache_size = cache_size
         self._schedule = EulerAncestral(pipe.scheduler)
         self._warm: set[tuple] = set()
         self._pinned: dict[tuple[int, int], torch.Tensor] = {}
@@ -51,11 +53,9 @@ class DiffusersRenderer:
         self._stages: dict[str, float] = {}
         self._done = torch.cuda.Event() if self._cuda else None
         self._graphs = None
-        # A separate tokenizer for counting on the event loop: a fast tokenizer is not safe to
-        # reconfigure (truncation/padding) from two threads at once.
-        self._counter = pipe.tokenizer.__class__.from_pretrained(pipe.tokenizer.name_or_path) \
-            if pipe.tokenizer.name_or_path else pipe.tokenizer
+        self._glider = Glider()
         self._encode, self._unet, self._decode = self._text, self._denoise, self._vae_decode
+        self._encode_image = self._vae_encode
         if compile:
             # transformers installs its output-capturing hooks lazily, under a lock Dynamo cannot
             # trace: one eager call installs them before compiling.
@@ -64,19 +64,18 @@ class DiffusersRenderer:
             prepare_modules([pipe.unet, self.vae, pipe.text_encoder, pipe.text_encoder_2], self.device)
             self._encode = compiled(self._text, self.device)
             self._unet, self._decode = compiled(self._denoise, self.device), compiled(self._vae_decode, self.device)
+            self._encode_image = compiled(self._vae_encode, self.device)
             if self._cuda:
                 from .graphs import FrameGraphs
 
                 self._graphs = FrameGraphs()
+        self.text = PromptEncoder(pipe, lambda ids: self._staged(("text",), self._encode, ids=ids), self._cuda,
+                                  cache_size, stage=self._stage)
+        self.images = ImageLatents(self._staged_encode, self._cuda, stage=self._stage)
 
     # -- the event loop side ------------------------------------------------------------
     def prompt_warnings(self, prompt: str) -> list[str]:
-        ids = self._counter(prompt, truncation=False, add_special_tokens=True).input_ids
-        if len(ids) <= CLIP_TOKENS:
-            return []
-        kept = self._counter.decode(ids[1:CLIP_TOKENS - 1])
-        return [f"prompt is {len(ids)} tokens; CLIP reads {CLIP_TOKENS} (start and end included), "
-                f"so only this part is used: {kept!r}"]
+        return self.text.warnings(prompt)
 
     # -- the functions that get compiled ------------------------------------------------
     def _text(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,11 +93,22 @@ class DiffusersRenderer:
         return self.pipe.unet(latents, timestep, encoder_hidden_states=embeds,
                               added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
 
+    def _vae_encode(self, rgb: torch.Tensor) -> torch.Tensor:
+        return vae_encode(self.vae, self.dtype, rgb)
+
     def _vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
         image = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
         return to_rgba8(image[0])
 
     # -- the GPU thread side ------------------------------------------------------------
+    @property
+    def text_encoder_runs(self) -> int:
+        return self.text.runs
+
+    @property
+    def vae_encoder_runs(self) -> int:
+        return self.images.runs
+
     @contextmanager
     def _stage(self, name: str):
         if self.profile and self._cuda:
@@ -109,36 +119,12 @@ class DiffusersRenderer:
             torch.cuda.synchronize(self.device)
         self._stages[name] = self._stages.get(name, 0.0) + (time.perf_counter() - start) * 1e3
 
-    def _token_ids(self, prompt: str) -> torch.Tensor:
-        """(2, 77) token ids for CLIP-L and CLIP-G (their tokenizers differ on '!' and padding).
-
-        Padded by hand: the tokenizers' own padding to tensors costs ten times the encoding.
-        """
-        rows = np.empty((2, CLIP_TOKENS), np.int64)
-        for row, tokenizer in zip(rows, (self.pipe.tokenizer, self.pipe.tokenizer_2)):
-            ids = tokenizer(prompt, truncation=True, max_length=CLIP_TOKENS).input_ids
-            row[:len(ids)] = ids
-            row[len(ids):] = tokenizer.pad_token_id
-        ids = torch.from_numpy(rows)
-        return ids.pin_memory() if self._cuda else ids
-
     def embeddings(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(prompt_embeds, pooled) for a prompt, from the cache when it was seen before."""
-        cached = self._embeddings.get(prompt)
-        if cached is not None:
-            self._embeddings.move_to_end(prompt)
-            return cached
-        with self._stage("tokenize"):
-            ids = self._token_ids(prompt)
-        with self._stage("text_encoders"), torch.inference_mode():
-            embeds, pooled = self._staged(("text",), self._encode, ids=ids)
-            # clone: a CUDA graph's outputs are overwritten by its next replay, and these are kept.
-            embeds, pooled = embeds.clone(), pooled.clone()
-        self.text_encoder_runs += 1
-        self._embeddings[prompt] = (embeds, pooled)
-        if len(self._embeddings) > self._cache_size:
-            self._embeddings.popitem(last=False)
-        return embeds, pooled
+        return self.text.embeddings(prompt)
+
+    def _staged_encode(self, rgb: torch.Tensor) -> torch.Tensor:
+        return self._staged(("encode", rgb.shape[1], rgb.shape[0]), self._encode_image, rgb=rgb)
 
     def _negative(self, embeds: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The unconditional branch for guidance > 0: zeros for SDXL-Turbo, as diffusers does."""
@@ -146,52 +132,63 @@ class DiffusersRenderer:
             return torch.zeros_like(embeds), torch.zeros_like(pooled)
         return self.embeddings("")
 
-    def _host_noise(self, params: Params) -> torch.Tensor:
-        """Initial noise plus one draw per ancestral step, from the seed, in drawing order."""
-        generator = torch.Generator("cpu").manual_seed(params.seed)
-        shape = (1, self.pipe.unet.config.in_channels, params.height // 8, params.width // 8)
-        return torch.stack([torch.randn(shape, generator=generator) for _ in range(params.steps + 1)])
+    def _latent_shape(self, plan: FramePlan) -> tuple[int, ...]:
+        return 1, self.pipe.unet.config.in_channels, plan.height // 8, plan.width // 8
 
-    def _time_ids_for(self, params: Params, batch: int) -> torch.Tensor:
-        key = (params.width, params.height, batch)
+    def _time_ids_for(self, plan: FramePlan, batch: int) -> torch.Tensor:
+        key = (plan.width, plan.height, batch)
         if key not in self._time_ids:
-            h, w = params.height, params.width
+            h, w = plan.height, plan.width
             ids = torch.tensor([[h, w, 0, 0, h, w]] * batch, dtype=self.dtype)
             self._time_ids[key] = ids.to(self.device)
         return self._time_ids[key]
 
     @torch.inference_mode()
-    def render(self, params: Params) -> Rendered:
-        key = self._key(params)
-        if self.compile and key not in self._warm:
-            self._warm.add(key)
-            with progress(f"compiling for {params.width}x{params.height}, {params.steps} step(s), "
-                          f"guidance {'on' if key[3] else 'off'} (once per size; cached on disk)"):
-                self._render(params)
-                self._render(params.merged({"prompt": params.prompt + " "}))  # the with-text graph too
-                return self._render(params)
-        return self._render(params)
+    def render(self, params: Params, scene: Scene = Scene()) -> Rendered:
+        plan = FramePlan.of(params, scene.input is not None)
+        if self.compile and plan.key not in self._warm:
+            self._warm.add(plan.key)
+            text = prompt_texts(params.prompt)[0]
+            with progress(f"compiling for {params.width}x{params.height}, {plan.runs} of {plan.schedule_steps} "
+                          f"step(s), guidance {'on' if plan.cfg else 'off'}, "
+                          f"{'image' if plan.start is not None else 'text'}-to-image (once per size; cached on disk)"):
+                warm = Scene(scene.input)
+                self._render(params.merged({"prompt": text + " "}), warm, record=False)  # the with-text graph
+                self._render(params.merged({"prompt": text}), warm, record=False)  # the cached-embeddings graph
+        return self._render(params, scene)
 
-    def _render(self, params: Params) -> Rendered:
+    def _render(self, params: Params, scene: Scene, record: bool = True) -> Rendered:
         self._stages = {}
-        noise = self._host_noise(params)
-        if self._graphs is not None and not self.profile:
-            rgba = self._render_graph(params, noise)
+        plan = FramePlan.of(params, scene.input is not None)
+        image = None if scene.input is None else self.images.latents(scene.input, plan.width, plan.height)
+        with self._stage("noise"):
+            noise = frame_noise(params, plan.draws, self._latent_shape(plan))
+        if self._graphs is not None and not self.profile and isinstance(params.prompt, str) and scene.glide is None:
+            rgba, shown = self._render_graph(plan, params, noise, image)  # one replay, text encoders included
         else:
-            embeds, pooled = self.embeddings(params.prompt)
-            with self._stage("unet"):
-                noise = noise.pin_memory() if self._cuda else noise
-                latents = self._staged(("unet", *self._key(params)), functools.partial(self._denoise_steps, params),
-                                       noise=noise, guidance=float(params.guidance), embeds=embeds, pooled=pooled)
-            with self._stage("vae_decode"):
-                rgba = self._staged(("decode", params.width, params.height), self._decode, latents=latents)
+            embeds, pooled = self.text.conditioning(params.prompt)
+            shown = self._glider.mix(scene.glide, Shown(embeds, pooled, noise))
+            rgba = self._frame(plan, params, shown, image)
+        if record:
+            self._glider.record(shown)
         with self._stage("to_host"):
             pixels = self._to_host(rgba)
         return Rendered(pixels, dict(self._stages))
 
-    @staticmethod
-    def _key(params: Params) -> tuple:
-        return params.width, params.height, params.steps, params.guidance > 0
+    def _inputs(self, shown: Shown, params: Params, image: torch.Tensor | None) -> dict:
+        values = {"noise": shown.noise.pin_memory() if self._cuda else shown.noise,
+                  "guidance": float(params.guidance), "embeds": shown.embeds, "pooled": shown.pooled}
+        return values if image is None else {**values, "image": image}
+
+    def _frame(self, plan: FramePlan, params: Params, shown: Shown, image: torch.Tensor | None) -> torch.Tensor:
+        """A frame from mixed conditioning: one graph replay, or a stage at a time (eager, profiling)."""
+        values = self._inputs(shown, params, image)
+        if self._graphs is not None and not self.profile:
+            return self._frame_graph(plan, with_text=False).run(**values)[0]
+        with self._stage("unet"):
+            latents = self._staged(("unet", *plan.key), functools.partial(self._denoise_steps, plan), **values)
+        with self._stage("vae_decode"):
+            return self._staged(("decode", plan.width, plan.height), self._decode, latents=latents)
 
     def _staged(self, key: tuple, fn, **values):
         """One stage: plain (eager, CPU) or as its own CUDA graph (per-stage profiling on CUDA)."""
@@ -205,63 +202,69 @@ class DiffusersRenderer:
 
         return self._graphs.get(key, fn, inputs).run(**values)
 
-    def _denoise_steps(self, params: Params, noise: torch.Tensor, guidance, embeds, pooled) -> torch.Tensor:
-        """The sampling loop; ``guidance`` is a float, or a 0-d tensor inside a frame graph."""
-        cfg = params.guidance > 0
-        if cfg:
+    def _denoise_steps(self, plan: FramePlan, noise: torch.Tensor, guidance, embeds, pooled,
+                       image: torch.Tensor | None = None) -> torch.Tensor:
+        """The sampling loop; ``guidance`` is a float, or a 0-d tensor inside a frame graph.
+
+        Text-to-image starts from noise alone; image-to-image from the input's latents noised to
+        the first step's sigma (diffusers' ``add_noise``), and runs the schedule from ``plan.start``.
+        """
+        if plan.cfg:
             negative, negative_pooled = self._negative(embeds, pooled)
             embeds, pooled = torch.cat([negative, embeds]), torch.cat([negative_pooled, pooled])
-        steps = self._schedule.steps(params.steps, self.device)
-        time_ids = self._time_ids_for(params, 2 if cfg else 1)
-        latents = noise[0] * steps.init_sigma
+        schedule = self._schedule.steps(plan.schedule_steps, self.device)
+        steps = schedule.steps[plan.start or 0:]
+        time_ids = self._time_ids_for(plan, 2 if plan.cfg else 1)
+        if image is None:
+            latents = noise[0] * schedule.init_sigma
+        else:
+            latents = image.float() + noise[0] * steps[0].sigma
         for i, step in enumerate(steps):
             model_in = (latents / step.input_scale).to(self.dtype)
-            if cfg:
+            if plan.cfg:
                 model_in = torch.cat([model_in, model_in])
             eps = self._unet(model_in, step.timestep, embeds, pooled, time_ids)
-            if cfg:
+            if plan.cfg:
                 uncond, cond = eps.chunk(2)
                 eps = uncond + guidance * (cond - uncond)
             latents = step.advance(latents, eps.float(), noise[i + 1])
         return latents.to(self.dtype)
 
-    def _render_graph(self, params: Params, noise: torch.Tensor) -> torch.Tensor:
-        """One graph replay for the whole frame (text encoders included when the prompt is new)."""
-        cached = self._embeddings.get(params.prompt)
-        with_text = cached is None
-        key = (*self._key(params), with_text)
-        embed_shape = (1, CLIP_TOKENS, self.pipe.unet.config.cross_attention_dim)
-        pooled_dim = self.pipe.text_encoder_2.config.projection_dim
-
-        def frame(noise, guidance, ids=None, embeds=None, pooled=None):
+    def _frame_graph(self, plan: FramePlan, with_text: bool):
+        """The whole frame as one graph: (text encoders,) denoising and decoding."""
+        def frame(noise, guidance, ids=None, embeds=None, pooled=None, image=None):
             if ids is not None:
                 embeds, pooled = self._encode(ids)
-            return self._decode(self._denoise_steps(params, noise, guidance, embeds, pooled)), embeds, pooled
+            return self._decode(self._denoise_steps(plan, noise, guidance, embeds, pooled, image)), embeds, pooled
 
         def inputs() -> dict:
-            made = {"noise": torch.zeros(noise.shape, device=self.device),
+            made = {"noise": torch.zeros((plan.draws, *self._latent_shape(plan)), device=self.device),
                     "guidance": torch.zeros((), device=self.device)}
             if with_text:
                 made["ids"] = torch.zeros((2, CLIP_TOKENS), dtype=torch.long, device=self.device)
             else:
-                made["embeds"] = torch.zeros(embed_shape, dtype=self.dtype, device=self.device)
-                made["pooled"] = torch.zeros((1, pooled_dim), dtype=self.dtype, device=self.device)
+                made["embeds"] = torch.zeros((1, CLIP_TOKENS, self.pipe.unet.config.cross_attention_dim),
+                                             dtype=self.dtype, device=self.device)
+                made["pooled"] = torch.zeros((1, self.pipe.text_encoder_2.config.projection_dim),
+                                             dtype=self.dtype, device=self.device)
+            if plan.start is not None:
+                made["image"] = torch.zeros(self._latent_shape(plan), dtype=self.dtype, device=self.device)
             return made
 
-        graph = self._graphs.get(key, frame, inputs)
-        values = {"noise": noise.pin_memory(), "guidance": float(params.guidance)}
-        if with_text:
-            values["ids"] = self._token_ids(params.prompt)
-        else:
-            self._embeddings.move_to_end(params.prompt)
-            values["embeds"], values["pooled"] = cached
-        rgba, embeds, pooled = graph.run(**values)
-        if with_text:  # keep copies: the graph's outputs are overwritten by its next replay
-            self.text_encoder_runs += 1
-            self._embeddings[params.prompt] = (embeds.clone(), pooled.clone())
-            if len(self._embeddings) > self._cache_size:
-                self._embeddings.popitem(last=False)
-        return rgba
+        return self._graphs.get((*plan.key, with_text), frame, inputs)
+
+    def _render_graph(self, plan: FramePlan, params: Params, noise: torch.Tensor, image: torch.Tensor | None):
+        """One graph replay for the whole frame (text encoders included when the prompt is new)."""
+        cached = self.text.cached(params.prompt)
+        if cached is not None:
+            shown = Shown(*cached, noise)
+            return self._frame_graph(plan, with_text=False).run(**self._inputs(shown, params, image))[0], shown
+        values = {"noise": noise.pin_memory(), "guidance": float(params.guidance),
+                  "ids": self.text.token_ids(params.prompt)}
+        if image is not None:
+            values["image"] = image
+        rgba, embeds, pooled = self._frame_graph(plan, with_text=True).run(**values)
+        return rgba, Shown(*self.text.store(params.prompt, embeds, pooled), noise)
 
     def _to_host(self, rgba: torch.Tensor) -> np.ndarray:
         if not self._cuda:

@@ -44,10 +44,7 @@ class ShmWriter:
         except FileExistsError:
             self._reclaim_stale()
             self._shm = shared_memory.SharedMemory(self.name, create=True, size=size)
-        buf = self._shm.buf
-        buf[: layout.HEADER_SIZE] = bytes(layout.HEADER_SIZE)
-        layout.GEOMETRY.pack_into(buf, 0, layout.MAGIC, layout.HEADER_SIZE, self.geometry.slot_count,
-                                  self.geometry.max_width, self.geometry.max_height)
+        layout.write_geometry(self._shm.buf, self.geometry)
         log.info("shared memory %r: %d slots of %dx%d, %.1f MB", self.name, self.geometry.slot_count,
                  self.geometry.max_width, self.geometry.max_height, size / 1e6)
 
@@ -91,18 +88,9 @@ class ShmWriter:
         if width > self.geometry.max_width or height > self.geometry.max_height:
             raise ValueError(f"frame {width}x{height} exceeds the segment's "
                              f"{self.geometry.max_width}x{self.geometry.max_height}")
-        buf = self._shm.buf
         slot = (self._latest_slot + 1) % self.geometry.slot_count
-        pixels = np.frombuffer(buf, np.uint8, count=height * width * 4,
-                               offset=self.geometry.slot_offset(slot))
-        pixels.reshape(height, width, 4)[...] = frame.pixels
         meta = layout.Meta(slot, width, height, width * 4, frame.version, frame.params.seed,
                            frame.published_ns, frame.render_ms)
-        self._seq += 1
-        layout.SEQ.pack_into(buf, layout.SEQ_OFFSET, self._seq)
-        buf[layout.META_OFFSET:layout.META_OFFSET + layout.META.size] = layout.pack_meta(meta)
-        self._seq += 1
-        layout.SEQ.pack_into(buf, layout.SEQ_OFFSET, self._seq)
+        self._seq = layout.publish(self._shm.buf, self.geometry, self._seq, meta, np.ascontiguousarray(frame.pixels))
         self._latest_slot = slot
-        del pixels  # release the exported buffer so close() can unmap
 

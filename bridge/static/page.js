@@ -28,7 +28,7 @@ const arrivals = [];              // arrival times of the last second's frames
 // Seeds reach 2**64-1, beyond a JS number's exact range: keep them as decimal strings.
 function parse(text) {
   return JSON.parse(text, (key, value, source) =>
-    key === "seed" && typeof value === "number" && source && source.source ? source.source : value);
+    (key === "seed" || key === "seed2") && typeof value === "number" && source && source.source ? source.source : value);
 }
 
 function connect() {
@@ -138,7 +138,8 @@ function describe(p) {
 function setControls(params, all = false) {
   for (const field of FIELDS) {
     const input = $(field);
-    const value = String(params[field]);
+    // A prompt blend ([[text, weight], ...], set over REST/OSC) shows as JSON; typing replaces it.
+    const value = typeof params[field] === "object" ? JSON.stringify(params[field]) : String(params[field]);
     if (!all && COMMIT_ON_CHANGE.has(field) && input === document.activeElement) continue;
     if (field === "guidance" ? Number(input.value) !== params.guidance || input.value === "" : input.value !== value) {
       input.value = value;

@@ -161,6 +161,9 @@ class Page:
     def appendCOMP(self, name, label=None, order=None, replace=True):
         return self._append("COMP", name, label, replace=replace)
 
+    def appendTOP(self, name, label=None, order=None, replace=True):  # Page Class: a TOP reference
+        return self._append("TOP", name, label, replace=replace)
+
     def __len__(self) -> int:
         return len(self.pars)
 

@@ -27,6 +27,7 @@ BACKOFF_MAX_S = 4.0
 HEARTBEAT_S = 2.0  # how often an idle, connected link checks that the daemon is still there
 FRAME_POLL_S = 0.5  # long-poll window for frames over HTTP
 REQUEST_TIMEOUT_S = 3.0
+CLEAR = b""  # the input slot's "drop the daemon's input" (an empty image is never sent)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,16 @@ class Accepted:
     warnings: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class InputTaken:
+    """The daemon took an input image (``changed``: new content) or dropped it (``cleared``)."""
+
+    width: int = 0
+    height: int = 0
+    changed: bool = False
+    cleared: bool = False
+
+
 def describe(exc: BaseException) -> str:
     """A short reason a person can act on."""
     if isinstance(exc, BridgeHTTPError):
@@ -124,6 +135,7 @@ class Link:
         self._stop = threading.Event()
         self._wake = threading.Condition()
         self._pending: dict[str, Any] = {}
+        self._input: bytes | None = None  # a PNG for PUT /v1/input; CLEAR: DELETE it
         self._connected = threading.Event()
         self._uptime_s = 0.0
         self._generation = 0  # bumped on every (re)connection
@@ -141,6 +153,12 @@ class Link:
         """Queue a partial change; newer values of a field replace older unsent ones."""
         with self._wake:
             self._pending.update(changes)
+            self._wake.notify()
+
+    def submit_input(self, png: bytes | None) -> None:
+        """Queue an input image (PNG bytes), or None to drop the daemon's input; newest wins."""
+        with self._wake:
+            self._input = CLEAR if png is None else png
             self._wake.notify()
 
     def fetch_frames_over_http(self) -> None:
@@ -191,19 +209,23 @@ class Link:
         backoff = BACKOFF_FIRST_S
         while not self._stop.is_set():
             changes: dict[str, Any] = {}
+            image = None
             try:
                 if not self._connected.is_set():
                     self._hello()
                     backoff = BACKOFF_FIRST_S
                 with self._wake:
-                    if not self._pending and not self._stop.is_set():
+                    if not self._pending and self._input is None and not self._stop.is_set():
                         self._wake.wait(HEARTBEAT_S)
                     changes, self._pending = self._pending, {}
+                    image, self._input = self._input, None
                 if self._stop.is_set():
                     return
                 if changes:
                     self._send(changes)
-                else:
+                if image is not None:
+                    self._send_input(image)
+                if not changes and image is None:
                     self._heartbeat()
             except BridgeHTTPError as exc:
                 if self._connected.is_set():
@@ -214,9 +236,10 @@ class Link:
                 error = exc
             else:
                 continue
-            if changes:  # not delivered: keep them, under anything newer
+            if changes or image is not None:  # not delivered: keep them, under anything newer
                 with self._wake:
                     self._pending = {**changes, **self._pending}
+                    self._input = self._input if self._input is not None else image
             self._connected.clear()
             self._events.put(Down(describe(error), backoff))
             self._stop.wait(backoff)
@@ -241,6 +264,14 @@ class Link:
     def _send(self, changes: dict[str, Any]) -> None:
         answer = self._client.patch(changes)
         self._events.put(Accepted(int(answer.get("version", 0)), tuple(answer.get("warnings", ()))))
+
+    def _send_input(self, image: bytes) -> None:
+        if not image:  # CLEAR
+            self._client.clear_input()
+            self._events.put(InputTaken(cleared=True))
+            return
+        answer = self._client.put_input(image)
+        self._events.put(InputTaken(int(answer["width"]), int(answer["height"]), bool(answer["changed"])))
 
     def _frames(self) -> None:
         after, generation = 0, self._generation

@@ -14,9 +14,9 @@ from typing import Any, Mapping
 
 import bpy
 
-from . import datablocks
+from . import datablocks, renders
 from ._bridge.client import FrameInfo, ShmReader
-from .link import Accepted, Address, Connected, Down, Link, Rejected
+from .link import Accepted, Address, Connected, Down, InputTaken, Link, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,9 @@ class Session:
         elif isinstance(event, Rejected):
             field = f"{event.field}: " if event.field else ""
             self.status = f"change refused: {field}{event.message}"
+        elif isinstance(event, InputTaken):
+            self.status = ("input off: text-to-image" if event.cleared else
+                           f"input {event.width}x{event.height} {'sent' if event.changed else 'unchanged'}")
         elif isinstance(event, Accepted) and self.connected:
             self.status = (f"connected, frames over {self.transport}"
                            + (f"; warning: {'; '.join(event.warnings)}" if event.warnings else ""))
@@ -134,6 +137,7 @@ def connect(address: Address, use_shared_memory: bool, changes: Mapping[str, Any
     global _session
     _session = Session(address, use_shared_memory)
     _session.start(changes)
+    renders.watch(True)
     if not bpy.app.timers.is_registered(drain):
         bpy.app.timers.register(drain, first_interval=TICK_S)
     return _session
@@ -144,6 +148,7 @@ def disconnect() -> None:
     session, _session = _session, None
     if bpy.app.timers.is_registered(drain):
         bpy.app.timers.unregister(drain)
+    renders.watch(False)
     if session is not None:
         session.stop()
         redraw()
@@ -155,12 +160,23 @@ def submit(changes: Mapping[str, Any]) -> None:
         _session.submit(changes)
 
 
+def send_render(scene) -> bool:
+    """Send the Render Result as the input image; False when there is none (or no session)."""
+    png = renders.render_result_png(scene) if _session is not None else None
+    if png is not None:
+        _session.link.submit_input(png)
+    return png is not None
+
+
 def drain() -> float | None:
     """The timer function: apply news from the workers; returns the next interval."""
     session = _session
     if session is None:
         return None  # unregisters the timer
     try:
+        scene = bpy.context.scene
+        if renders.take_rendered() and scene is not None and scene.turbo_bridge.send_renders:
+            send_render(scene)
         if session.tick():
             redraw()
     except Exception:  # a timer that raises is dropped by Blender: log, report, keep going

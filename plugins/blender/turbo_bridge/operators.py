@@ -127,5 +127,38 @@ class TURBO_BRIDGE_OT_keep(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class TURBO_BRIDGE_OT_send_render(bpy.types.Operator):
+    """Send the Render Result (the last render or viewport render) as the daemon's input image"""
+
+    bl_idname = "turbo_bridge.send_render"
+    bl_label = "Send Render as Input"
+
+    @classmethod
+    def poll(cls, context):
+        return live.current() is not None
+
+    def execute(self, context):
+        if not live.send_render(context.scene):
+            self.report({"ERROR"}, "Nothing rendered yet: render (F12) or use View > Viewport Render Image first")
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class TURBO_BRIDGE_OT_stop_input(bpy.types.Operator):
+    """Drop the daemon's input image: back to text-to-image"""
+
+    bl_idname = "turbo_bridge.stop_input"
+    bl_label = "Stop Input"
+
+    @classmethod
+    def poll(cls, context):
+        return live.current() is not None
+
+    def execute(self, context):
+        live.current().link.submit_input(None)
+        return {"FINISHED"}
+
+
 CLASSES = (TURBO_BRIDGE_OT_connect, TURBO_BRIDGE_OT_disconnect, TURBO_BRIDGE_OT_new_seed,
-           TURBO_BRIDGE_OT_generate, TURBO_BRIDGE_OT_use_on_material, TURBO_BRIDGE_OT_keep)
+           TURBO_BRIDGE_OT_generate, TURBO_BRIDGE_OT_use_on_material, TURBO_BRIDGE_OT_keep,
+           TURBO_BRIDGE_OT_send_render, TURBO_BRIDGE_OT_stop_input)

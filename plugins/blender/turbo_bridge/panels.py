@@ -45,6 +45,14 @@ class _TurboBridgePanel:
         row.operator("turbo_bridge.generate", icon="RENDER_STILL")
 
         col = layout.column(align=True)
+        col.label(text="Input (image-to-image)")
+        col.prop(settings, "strength", slider=True)
+        row = col.row(align=True)
+        row.operator("turbo_bridge.send_render", icon="RENDER_RESULT")
+        row.operator("turbo_bridge.stop_input", text="", icon="X")
+        col.prop(settings, "send_renders", toggle=True)
+
+        col = layout.column(align=True)
         col.operator("turbo_bridge.use_on_material", icon="MATERIAL")
         col.operator("turbo_bridge.keep", icon="PACKAGE")
         if session is not None and session.applied is not None:

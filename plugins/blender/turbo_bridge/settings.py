@@ -10,7 +10,7 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, St
 from . import live
 
 SEED_MAX = 2**31 - 1  # Blender's IntProperty is 32-bit; the daemon accepts up to 2**64 - 1
-PARAMS = ("prompt", "seed", "guidance", "steps", "width", "height")
+PARAMS = ("prompt", "seed", "guidance", "steps", "width", "height", "strength")
 
 
 def params_of(settings) -> dict:
@@ -64,3 +64,8 @@ class TurboBridgeSettings(bpy.types.PropertyGroup):
                         update=_send_size("height"), description="Frame height, a multiple of 8")
     live: BoolProperty(name="Live", default=True, update=_live_toggled,
                        description="Send every change at once; off: only when you press Generate")
+    strength: FloatProperty(name="Strength", default=0.5, min=0.0, max=1.0, step=5, update=_send("strength"),
+                            description="How far frames may move from the input image (0: the input is ignored)")
+    send_renders: BoolProperty(name="Send Each Render", default=False,
+                               description="After every finished render (F12 or viewport render), send the "
+                                           "Render Result as the daemon's input image")

@@ -3,6 +3,9 @@
 Frames are written only while the image is idle: ``setPixelData`` of a large frame and the
 canvas refresh take tens of milliseconds, which would stutter a brush stroke. While a stroke
 runs, the newest picture waits (older ones are dropped) and goes in when the stroke ends.
+With live input on, the canvas is captured the same way (idle only), at most every
+``INPUT_INTERVAL_MS`` and never more than a tenth of the GUI thread's time, and sent when it
+changed.
 """
 
 from __future__ import annotations
@@ -10,12 +13,15 @@ from __future__ import annotations
 import logging
 import time
 
+from .canvas import InputSender, capture
 from .frames import Picture, place
 from .layer import DocumentError, ReferenceLayer, find_reference, is_idle, keep
 from .qt import QtCore, Signal
 from .workers import Connection, FrameWorker, ParamSender, Signals, normalize_url
 
 log = logging.getLogger(__name__)
+
+INPUT_INTERVAL_MS = 200
 
 
 class Controller(QtCore.QObject):
@@ -41,6 +47,13 @@ class Controller(QtCore.QObject):
         self._needs_refresh = False
         self._worker: FrameWorker | None = None
         self._sender: ParamSender | None = None
+        self.input_live = False
+        self.captures = 0
+        self._input: InputSender | None = None
+        self._last_capture: bytes | None = None
+        self._input_timer = QtCore.QTimer(self)
+        self._input_timer.setSingleShot(True)
+        self._input_timer.timeout.connect(self._capture_input)
         self.signals = Signals(self)
         self.signals.frame_ready.connect(self._on_frame_ready)
         self.signals.connected.connect(self._on_connected)
@@ -58,19 +71,24 @@ class Controller(QtCore.QObject):
         self._worker = FrameWorker(url, self.signals, prefer_shm=self.prefer_shm)
         self._worker.target = self._doc_size()
         self._sender = ParamSender(url, self.signals)
+        self._input = InputSender(url, self.signals)
         if not self.live:
             self._worker.live.clear()
-        self._worker.start()
-        self._sender.start()
+        for thread in (self._worker, self._sender, self._input):
+            thread.start()
+        self._last_capture = None
+        if self.input_live:
+            self._input_timer.start(0)
         return url
 
     def stop(self) -> None:
-        for thread in (self._worker, self._sender):
+        for thread in (self._worker, self._sender, self._input):
             if thread is not None:
                 thread.stop()
-        self._worker = self._sender = None
+        self._worker = self._sender = self._input = None
         self.connection = None
         self._timer.stop()
+        self._input_timer.stop()
 
     def set_params(self, changes: dict) -> None:
         self.params.update(changes)
@@ -84,6 +102,38 @@ class Controller(QtCore.QObject):
             (self._worker.live.set if live else self._worker.live.clear)()
         if live and self._sender is not None and self.params:
             self._sender.submit(dict(self.params))
+
+    def set_input_live(self, on: bool) -> None:
+        """On: the canvas (or selection) becomes the daemon's input image; off: back to text-to-image."""
+        self.input_live = on
+        self._last_capture = None
+        if on:
+            self._input_timer.start(0)
+        else:
+            self._input_timer.stop()
+            if self._input is not None:
+                self._input.clear()
+
+    def _capture_input(self) -> None:
+        doc = self.host.activeDocument()
+        if not self.input_live or self._input is None:
+            return
+        if doc is None or not is_idle(doc):  # no document, or a stroke: look again soon
+            self._input_timer.start(self.retry_ms if doc is not None else INPUT_INTERVAL_MS)
+            return
+        started = time.perf_counter()
+        try:
+            shot = capture(doc)
+        except Exception as exc:  # a Qt slot: report, never let it reach Krita's event loop
+            log.exception("capturing the canvas failed")
+            self._set_status(f"could not read the canvas: {exc}")
+            shot = None
+        cost_ms = (time.perf_counter() - started) * 1000
+        self.captures += 1
+        if shot is not None and shot.bgra != self._last_capture:
+            self._last_capture = shot.bgra
+            self._input.submit(shot)
+        self._input_timer.start(max(INPUT_INTERVAL_MS, int(10 * cost_ms)))
 
     def set_opacity(self, percent: int) -> None:
         if self.reference.set_opacity(self.host.activeDocument(), percent):
@@ -119,13 +169,16 @@ class Controller(QtCore.QObject):
     # -- from the workers and the timer --------------------------------------------------
     def _on_frame_ready(self) -> None:
         picture = self._worker.take() if self._worker is not None else None
+        if picture is not None and self._input is not None:
+            self._input.frame_size = (picture.frame.shape[1], picture.frame.shape[0])
         if picture is not None and self.live:
             self._pending = picture
             self._schedule(0)
 
     def _on_connected(self, connection: Connection) -> None:
         self.connection = connection
-        self.params = {k: connection.params[k] for k in ("prompt", "seed", "guidance", "steps") if k in connection.params}
+        self.params = {k: connection.params[k] for k in ("prompt", "seed", "guidance", "steps", "strength")
+                       if k in connection.params}
         self.connected.emit(connection)
         self._set_status(f"connected: {connection.model} on {connection.device}, frames by {connection.transport}")
 

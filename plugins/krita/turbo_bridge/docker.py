@@ -41,6 +41,15 @@ class BridgePanel(QtWidgets.QWidget):
         self.steps.setRange(1, 4)
         self.live = QtWidgets.QCheckBox("Live")
         self.live.setChecked(True)
+        self.input_live = QtWidgets.QCheckBox("Canvas as input")
+        self.input_live.setToolTip("Send the canvas (or the selection), without the reference layer, as the "
+                                   "daemon's input image: frames follow your painting (image-to-image)")
+        self.strength = QtWidgets.QDoubleSpinBox()
+        self.strength.setRange(0.0, 1.0)
+        self.strength.setSingleStep(0.05)
+        self.strength.setDecimals(2)
+        self.strength.setValue(0.5)
+        self.strength.setToolTip("How far frames may move from the canvas: 0 ignores it, 1 keeps little of it")
         self.opacity = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
         saved = host.readSetting(SETTINGS, "opacity", "60")
@@ -59,6 +68,8 @@ class BridgePanel(QtWidgets.QWidget):
         self.guidance.valueChanged.connect(lambda value: self.controller.set_params({"guidance": float(value)}))
         self.steps.valueChanged.connect(lambda value: self.controller.set_params({"steps": int(value)}))
         self.live.toggled.connect(self.controller.set_live)
+        self.input_live.toggled.connect(self.controller.set_input_live)
+        self.strength.valueChanged.connect(lambda value: self.controller.set_params({"strength": float(value)}))
         self.opacity.valueChanged.connect(self._opacity_changed)
         self.keep.clicked.connect(self.controller.keep_frame)
         app = QtWidgets.QApplication.instance()
@@ -79,6 +90,11 @@ class BridgePanel(QtWidgets.QWidget):
         form.addRow("Seed", row)
         form.addRow("Guidance", self.guidance)
         form.addRow("Steps", self.steps)
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.input_live)
+        row.addWidget(QtWidgets.QLabel("Strength"))
+        row.addWidget(self.strength, 1)
+        form.addRow("Input", row)
         row = QtWidgets.QHBoxLayout()
         row.addWidget(self.opacity, 1)
         row.addWidget(self.opacity_label)
@@ -101,16 +117,17 @@ class BridgePanel(QtWidgets.QWidget):
     def _show_params(self, connection) -> None:
         """Show the daemon's parameters as they are; nothing is sent until you change one."""
         params = connection.params
-        widgets = (self.prompt, self.seed, self.guidance, self.steps)
+        widgets = (self.prompt, self.seed, self.guidance, self.steps, self.strength)
         for widget in widgets:
             widget.blockSignals(True)
         try:
-            if "prompt" in params and params["prompt"] != self.prompt.toPlainText():
+            if isinstance(params.get("prompt"), str) and params["prompt"] != self.prompt.toPlainText():
                 self.prompt.setPlainText(params["prompt"])
             if 0 <= params.get("seed", -1) <= SEED_MAX:
                 self.seed.setValue(params["seed"])
             self.guidance.setValue(params.get("guidance", self.guidance.value()))
             self.steps.setValue(params.get("steps", self.steps.value()))
+            self.strength.setValue(params.get("strength", self.strength.value()))
         finally:
             for widget in widgets:
                 widget.blockSignals(False)

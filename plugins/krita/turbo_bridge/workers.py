@@ -204,23 +204,15 @@ class FrameWorker(threading.Thread):
             self.signals.frame_ready.emit()
 
 
-class ParamSender(threading.Thread):
-    """PATCHes parameter changes, latest-wins: changes made during a request merge into one."""
+class Outbox(threading.Thread):
+    """A sender thread, latest-wins: it sleeps until there is work, takes all of it at once
+    (``_take``, under the lock) and delivers it (``_deliver``, outside it)."""
 
-    def __init__(self, url: str, signals: Signals, retry_s: float = 1.0):
-        super().__init__(name="turbo-bridge params", daemon=True)
-        self.client = HttpClient(url, timeout=3.0)
-        self.signals, self.retry_s = signals, retry_s
-        self.sent = 0  # requests answered
-        self._pending: dict = {}
+    def __init__(self, name: str):
+        super().__init__(name=name, daemon=True)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
-
-    def submit(self, changes: dict) -> None:
-        with self._lock:
-            self._pending.update(changes)
-        self._wake.set()
 
     def stop(self, timeout: float = 1.0) -> None:
         self._stopping.set()
@@ -234,10 +226,39 @@ class ParamSender(threading.Thread):
             if self._stopping.is_set():
                 return
             with self._lock:
-                changes, self._pending = self._pending, {}
+                work = self._take()
                 self._wake.clear()
-            if changes:
-                self._send(changes)
+            if work:
+                self._deliver(work)
+
+    def _take(self):
+        raise NotImplementedError
+
+    def _deliver(self, work) -> None:
+        raise NotImplementedError
+
+
+class ParamSender(Outbox):
+    """PATCHes parameter changes, latest-wins: changes made during a request merge into one."""
+
+    def __init__(self, url: str, signals: Signals, retry_s: float = 1.0):
+        super().__init__("turbo-bridge params")
+        self.client = HttpClient(url, timeout=3.0)
+        self.signals, self.retry_s = signals, retry_s
+        self.sent = 0  # requests answered
+        self._pending: dict = {}
+
+    def submit(self, changes: dict) -> None:
+        with self._lock:
+            self._pending.update(changes)
+        self._wake.set()
+
+    def _take(self) -> dict:
+        changes, self._pending = self._pending, {}
+        return changes
+
+    def _deliver(self, changes: dict) -> None:
+        self._send(changes)
 
     def _send(self, changes: dict) -> None:
         try:

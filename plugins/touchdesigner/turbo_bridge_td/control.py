@@ -15,6 +15,7 @@ from typing import Any, Mapping
 FIELD_PARS = {"Prompt": "prompt", "Seed": "seed", "Guidance": "guidance", "Steps": "steps",
               "Width": "width", "Height": "height"}
 PAR_FOR_FIELD = {field: par for par, field in FIELD_PARS.items()}
+INPUT_PARS = {"Strength": "strength"}  # on the Input page; not part of Send All or the cues
 INT63 = 2**63
 RESUBSCRIBE_S = 5.0  # the daemon forgets subscribers when it restarts; renewing is idempotent
 
@@ -23,7 +24,7 @@ def coerce(field: str, value: Any) -> Any:
     """A parameter's value as the protocol type (an Int par driven by a CHOP may hold a float)."""
     if field == "prompt":
         return str(value)
-    if field == "guidance":
+    if field in ("guidance", "strength"):
         return float(value)
     if isinstance(value, str):
         try:
@@ -110,7 +111,7 @@ class Controller:
         """A field parameter changed: send it now when Live is on and it differs from what was sent."""
         if not self.comp.par.Live.eval():
             return
-        field = FIELD_PARS[par.name]
+        field = FIELD_PARS.get(par.name) or INPUT_PARS[par.name]
         value = coerce(field, par.eval())
         if self.last_sent.get(field) != value:
             self.send_field(field, value)

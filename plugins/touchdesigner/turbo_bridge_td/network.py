@@ -78,7 +78,7 @@ def onPulse(par):
 
 
 def add_control_pars(comp) -> None:
-    """The control COMP's pages: Bridge (the fields), Connection, Cues."""
+    """The control COMP's pages: Bridge (the fields), Connection, Input, Cues."""
     page = comp.appendCustomPage("Bridge")
     _set(page.appendStr("Prompt", label="Prompt")[0], "")
     _set(page.appendInt("Seed", label="Seed")[0], 0, lo=0, norm=(0, 1000))
@@ -100,6 +100,11 @@ def add_control_pars(comp) -> None:
     _set(page.appendStr("Shmname", label="Shared Memory Name")[0], "turbo-bridge")
     _set(page.appendStr("Token", label="Token (HTTP)")[0], "")
     page.appendPulse("Reconnect", label="Reconnect")
+
+    page = comp.appendCustomPage("Input")
+    page.appendTOP("Inputtop", label="Input TOP")
+    _set(page.appendToggle("Sendinput", label="Send Input (image-to-image)")[0], False)
+    _set(page.appendFloat("Strength", label="Strength")[0], 0.5, lo=0.0, hi=1.0, norm=(0.0, 1.0))
 
     page = comp.appendCustomPage("Cues")
     _set(page.appendInt("Cue", label="Cue")[0], 0, lo=0, norm=(0, 20))

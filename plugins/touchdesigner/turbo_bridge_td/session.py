@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import time
 
-from .control import FIELD_PARS, Controller, ports
+from .control import FIELD_PARS, INPUT_PARS, Controller, ports
 from .cues import CueError, Cues
+from .inputs import InputSender
 from .sources import HttpSource, ShmSource
 
 RETRY_S = 1.0  # between attempts to attach to a segment that is not there (yet)
@@ -25,6 +26,7 @@ class Session:
         self.op_id = comp.id
         self.controller = Controller(comp)
         self.cues = Cues(comp, self.controller)
+        self.input = InputSender(comp)
         self.source = None
         self._source_key: tuple | None = None
         self._next_attach = 0.0
@@ -48,12 +50,14 @@ class Session:
             table[key, 1] = value
 
     # -- frames ----------------------------------------------------------------------------
+    def http_url(self) -> str:
+        return f"http://{str(self.comp.par.Host.eval()).strip()}:{ports(self.comp)[0]}"
+
     def _wanted_source(self) -> tuple:
         par = self.comp.par
         mode = str(par.Source.eval())
         if mode == "http":
-            return ("http", f"http://{str(par.Host.eval()).strip()}:{ports(self.comp)[0]}",
-                    str(par.Token.eval()))
+            return ("http", self.http_url(), str(par.Token.eval()))
         return ("shm", str(par.Shmname.eval()).strip())
 
     def frame_source(self, now: float):
@@ -78,6 +82,7 @@ class Session:
         if self.source is not None:
             self.source.close()
             self.source = None
+        self.input.reattach()  # a new source may be a restarted daemon
 
     def _pull(self, now: float):
         """Move a new frame, if any, from the source to ``latest``; returns ``latest``."""
@@ -95,6 +100,7 @@ class Session:
         if self._stale_segment(now):
             self.close_source()  # reattached just below
         latest = self._pull(now)
+        self.input.frame_start(self.http_url(), str(self.comp.par.Token.eval()), self.status)
         if latest is None:
             return
         for path, seq in list(self.tops.items()):
@@ -150,7 +156,7 @@ class Session:
 
     def on_value_change(self, par) -> None:
         name = par.name
-        if name in FIELD_PARS:
+        if name in FIELD_PARS or name in INPUT_PARS:
             self.controller.on_field_par(par)
         elif name == "Live" and par.eval():
             self.controller.send_all()  # catch the daemon up with what was edited offline
@@ -174,6 +180,7 @@ class Session:
 
     def close(self) -> None:
         self.close_source()
+        self.input.stop(self.http_url(), str(self.comp.par.Token.eval()))
 
 
 def session_for(comp) -> Session:

@@ -40,6 +40,15 @@ def new_view(window, width, height, name):
     return doc
 
 
+def input_digest(rgba):
+    """The daemon's content digest of an input image (bridge.scene.InputImage.from_pixels)."""
+    import hashlib
+
+    digest = hashlib.blake2b(rgba.tobytes(), digest_size=16, person=b"tb-input-v1")
+    digest.update(f"{rgba.shape[1]}x{rgba.shape[0]}".encode())
+    return digest.hexdigest()
+
+
 def drive(report):
     from turbo_bridge.bridge_client import HttpClient  # the plugin's own (bundled) client
 
@@ -119,6 +128,24 @@ def drive(report):
     report["after_redo"] = [n.name() for n in doc.rootNode().childNodes()]
     report["redo_same_pixels"] = doc.nodeByName(name) is not None and layer_bytes(doc, name) == layer
     report["applied"], report["refreshes"], report["deferred"] = controller.applied, controller.refreshes, controller.deferred
+
+    # 4. the canvas as input: the stripes without the reference layer, as the daemon gets them
+    from turbo_bridge.canvas import Capture, prepared
+
+    k.action("edit_undo").trigger()  # the kept layer goes: the canvas is the stripes again
+    doc.waitForDone()
+    pump(lambda: False, 0.3)
+    report["input_layers"] = [n.name() for n in doc.rootNode().childNodes()]
+    frame_size = (client.params()["width"], client.params()["height"])
+    expected = input_digest(prepared(Capture(bytes(stripes), 480, 300), frame_size))
+    undo_before = k.action("edit_undo").text()
+    panel.input_live.setChecked(True)
+    report["input_sent"] = pump(lambda: client.health()["input"]["digest"] == expected, 30)
+    report["input_state"] = client.health()["input"]
+    report["input_reference_visible"] = doc.nodeByName(REFERENCE).visible()
+    report["input_undo_unchanged"] = k.action("edit_undo").text() == undo_before
+    panel.input_live.setChecked(False)
+    report["input_dropped"] = pump(lambda: not client.health()["input"]["present"], 10)
     report["status"] = panel.status.text()
 
     report["zoom_actions"] = sorted(a.objectName() for a in k.actions() if "zoom" in a.objectName())
@@ -157,10 +184,12 @@ def bench(report, repeats=7):
     frame = np.random.default_rng(0).integers(0, 256, (512, 512, 4), dtype=np.uint8)
     frame[..., 3] = 255
     results = {}
+    from turbo_bridge.canvas import capture
+
     for width, height in ((512, 512), (1024, 1024), (2048, 2048), (3840, 2160)):
         doc = new_view(window, width, height, f"bench {width}x{height}")
         layer = ReferenceLayer()
-        fit_ms, apply_ms = [], []
+        fit_ms, apply_ms, capture_ms = [], [], []
         for i in range(repeats):
             t0 = time.perf_counter()
             picture = place(frame, i + 1, width, height)
@@ -168,10 +197,14 @@ def bench(report, repeats=7):
             layer.show(doc, picture)
             doc.refreshProjection()
             t2 = time.perf_counter()
+            capture(doc)  # live input: the canvas without the reference layer (hide, refresh, read, show, refresh)
+            t3 = time.perf_counter()
             fit_ms.append((t1 - t0) * 1000)
             apply_ms.append((t2 - t1) * 1000)
+            capture_ms.append((t3 - t2) * 1000)
         results[f"{width}x{height}"] = {"fit_ms_median": round(sorted(fit_ms)[repeats // 2], 1),
-                                         "write_and_refresh_ms_median": round(sorted(apply_ms)[repeats // 2], 1)}
+                                         "write_and_refresh_ms_median": round(sorted(apply_ms)[repeats // 2], 1),
+                                         "canvas_capture_ms_median": round(sorted(capture_ms)[repeats // 2], 1)}
         report["bench_512px_frame"] = results
         with open(os.path.join(os.environ["TB_E2E_OUT"], "bench-progress.json"), "w") as f:
             json.dump(results, f)

@@ -1,0 +1,209 @@
+"""Live input for image-to-image: ``PUT/GET/DELETE /v1/input``, WebSocket input messages, and a
+client's shared-memory input segment, all feeding ``Scheduler.set_input``.
+
+Images are decoded and hashed on a worker thread, never on the event loop. An image with the
+content of the current input changes nothing (no version, no frame, no VAE encoding). A client's
+segment (layout v1, created and written by the client, e.g. ``bridge.client.ShmInputWriter``) is
+attached with ``PUT /v1/input`` ``{"shm": NAME}`` and polled: its seq word is read every
+``poll_s`` seconds on the event loop (one 8-byte load) and a new frame is copied off it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from concurrent.futures import Executor
+from typing import Any
+
+from aiohttp import web
+
+from . import inputs
+from .client import ShmReader
+from .errors import ValidationError
+from .rest import MAX_BODY_BYTES, SCHEDULER, error_response, loads_strict
+from .scene import InputImage
+from .scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+SHM_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
+POLL_SECONDS = 0.002
+
+SCHEMA = {
+    "input": {
+        "PUT /v1/input": "the input image for image-to-image: image/png, image/jpeg, or application/octet-stream "
+                         "(raw RGBA8, rows top-first, with X-Width and X-Height headers), at most "
+                         f"{inputs.MAX_INPUT_SIDE} px a side; or application/json {{\"shm\": NAME}} to poll a "
+                         "client's input segment (layout v1). Answers digest, width, height, changed, active, version",
+        "GET /v1/input": "the input's state: present, active, digest, size, source, counters, attached segment",
+        "DELETE /v1/input": "drop the input (and detach the segment): back to text-to-image",
+        "websocket": "a binary message is an input image: header <4sHBBIII magic TBI1, header size 20, format "
+                     "(0 rgba, 1 png, 2 jpeg), reserved, width, height (rgba only), payload bytes; reply type input",
+    },
+}
+
+
+class InputService:
+    """Takes input images from every front end; owns the attached shared-memory segment."""
+
+    def __init__(self, scheduler: Scheduler, executor: Executor, poll_s: float = POLL_SECONDS):
+        self._scheduler = scheduler
+        self._executor = executor
+        self._poll_s = poll_s
+        self._reader: ShmReader | None = None
+        self._watcher: asyncio.Task | None = None
+        self.shm_reads = 0
+        self.shm_errors = 0
+
+    async def put(self, data: bytes, kind: str, width: int | None, height: int | None, source: str) -> dict:
+        loop = asyncio.get_running_loop()
+        try:
+            image = await loop.run_in_executor(self._executor, inputs.decode, data, kind, width, height, source)
+        except ValidationError:
+            self._scheduler.stats.rejected += 1
+            raise
+        return self._apply(image)
+
+    async def ws_message(self, message: bytes) -> dict:
+        """One binary WebSocket message in, its reply out (``input`` or ``error``)."""
+        loop = asyncio.get_running_loop()
+        try:
+            image = await loop.run_in_executor(self._executor, inputs.decode_ws_input, message)
+        except ValidationError as exc:
+            self._scheduler.stats.rejected += 1
+            return {"type": "error", **exc.to_json()}
+        return {"type": "input", **self._apply(image)}
+
+    def _apply(self, image: InputImage) -> dict:
+        changed = self._scheduler.set_input(image)
+        return {"digest": image.digest, "width": image.width, "height": image.height, "changed": changed,
+                "active": self._scheduler.input_active, "version": self._scheduler.version}
+
+    async def attach(self, name: Any) -> dict:
+        if not isinstance(name, str) or not SHM_NAME.fullmatch(name):
+            raise ValidationError("shm", f"shm must be a segment name of 1-100 letters, digits, '.', '_' or '-', "
+                                         f"got {str(name)[:100]!r}")
+        try:
+            reader = ShmReader(name)
+        except FileNotFoundError:
+            raise ValidationError("shm", f"no shared-memory segment named {name!r}: the client creates it "
+                                         "(bridge.client.ShmInputWriter) before attaching it") from None
+        except ValueError as exc:
+            raise ValidationError("shm", f"segment {name!r}: {exc}") from None
+        await self.detach()
+        self._reader = reader
+        self._watcher = asyncio.create_task(self._watch(reader), name="input-shm")
+        log.info("polling input segment %r (%dx%d max)", name, reader.geometry.max_width, reader.geometry.max_height)
+        return self.health()
+
+    async def detach(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
+        if self._reader is not None:
+            # A read in flight on the worker still maps the segment: let it finish first.
+            await asyncio.get_running_loop().run_in_executor(self._executor, lambda: None)
+            self._reader.close()
+            self._reader = None
+
+    async def _watch(self, reader: ShmReader) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._poll_s)
+            if not reader.changed():
+                continue
+            try:
+                image = await loop.run_in_executor(self._executor, _read_segment, reader)
+            except (ValueError, TimeoutError) as exc:  # a loop boundary: a bad frame is skipped, not fatal
+                self.shm_errors += 1
+                log.warning("input segment %r: %s", reader.name, exc)
+                continue
+            if image is not None:
+                self.shm_reads += 1
+                self._apply(image)
+
+    def health(self) -> dict:
+        sched = self._scheduler
+        image = sched.input
+        return {"present": image is not None, "active": sched.input_active,
+                "digest": image.digest if image else None, "width": image.width if image else None,
+                "height": image.height if image else None, "source": image.source if image else None,
+                "accepted": sched.stats.inputs, "unchanged": sched.stats.inputs_unchanged,
+                "shm": self._reader.name if self._reader else None, "shm_reads": self.shm_reads,
+                "shm_errors": self.shm_errors}
+
+
+def _read_segment(reader: ShmReader) -> InputImage | None:
+    frame = reader.read()
+    return None if frame is None else InputImage.from_pixels(frame.pixels, "shm")
+
+
+INPUTS = web.AppKey("inputs", InputService)
+
+
+def _header_int(request: web.Request, name: str) -> int | None:
+    text = request.headers.get(name)
+    if text is None:
+        return None
+    if not text.strip().isdigit():
+        raise ValidationError("input", f"{name} must be a positive integer, got {text[:20]!r}")
+    return int(text)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes | web.Response:
+    too_big = error_response(413, "input", f"input must be at most {limit} bytes "
+                                           f"({inputs.MAX_INPUT_SIDE} px a side as raw RGBA)")
+    if request.content_length is not None and request.content_length > limit:
+        return too_big
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 16):
+        body += chunk
+        if len(body) > limit:
+            return too_big
+    return bytes(body)
+
+
+async def put_input(request: web.Request) -> web.Response:
+    service = request.app[INPUTS]
+    if request.content_type == "application/json":
+        body = await _read_body(request, MAX_BODY_BYTES)
+        if isinstance(body, web.Response):
+            return body
+        try:
+            value = loads_strict(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            return error_response(400, None, f"request body is not valid JSON: {exc}")
+        if not isinstance(value, dict) or set(value) != {"shm"}:
+            return error_response(400, None, 'a JSON input request is {"shm": NAME}: poll that shared-memory segment')
+        return web.json_response(await service.attach(value["shm"]))
+    kind = inputs.CONTENT_TYPES.get(request.content_type)
+    if kind is None:
+        return error_response(415, "input", f"Content-Type must be one of {', '.join(inputs.CONTENT_TYPES)} "
+                                            f"(or application/json with a segment name), got {request.content_type!r}")
+    width, height = _header_int(request, "X-Width"), _header_int(request, "X-Height")
+    body = await _read_body(request, inputs.MAX_INPUT_BYTES)
+    if isinstance(body, web.Response):
+        return body
+    return web.json_response(await service.put(body, kind, width, height, "rest"))
+
+
+async def get_input(request: web.Request) -> web.Response:
+    return web.json_response(request.app[INPUTS].health())
+
+
+async def delete_input(request: web.Request) -> web.Response:
+    service = request.app[INPUTS]
+    await service.detach()
+    cleared = request.app[SCHEDULER].clear_input()
+    return web.json_response({"cleared": cleared, "version": request.app[SCHEDULER].version})
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the input routes; INPUTS is set by the wiring."""
+    app.router.add_put("/v1/input", put_input)
+    app.router.add_get("/v1/input", get_input)
+    app.router.add_delete("/v1/input", delete_input)

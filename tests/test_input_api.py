@@ -1,0 +1,257 @@
+"""Live input through a real daemon: PUT/GET/DELETE /v1/input, WebSocket input messages, a
+client's input segment written by another process, OSC blends; plumbing on a recording renderer,
+one end-to-end check on the demo model."""
+
+import asyncio
+import io
+import subprocess
+import sys
+import textwrap
+
+import aiohttp
+import numpy as np
+import pytest
+from PIL import Image
+
+from bridge import inputs
+from bridge.input_api import INPUTS
+from bridge.client import ShmInputWriter, osc_message, to_rgba8
+from bridge.frame import NullRenderer
+from bridge.scene import InputImage
+from conftest import unique_shm_name
+
+rng = np.random.default_rng(0)
+
+
+class RecordingRenderer(NullRenderer):
+    def __init__(self):
+        super().__init__()
+        self.scenes = []
+
+    def render(self, params, scene=None):
+        self.scenes.append((params, scene))
+        return super().render(params, scene)
+
+
+@pytest.fixture
+async def api(config, daemon_factory):
+    renderer = RecordingRenderer()
+    factory = lambda config: (renderer, {"model": "recording", "device": "cpu", "dtype": "none"})  # noqa: E731
+    async with daemon_factory(config, renderer_factory=factory) as daemon:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{daemon.http_port}") as session:
+            yield session, daemon, renderer
+
+
+def rgba(width=32, height=24):
+    return rng.integers(0, 256, (height, width, 4), np.uint8)
+
+
+def encoded(pixels, fmt):
+    out = io.BytesIO()
+    Image.fromarray(pixels, "RGBA").convert("RGB" if fmt == "JPEG" else "RGBA").save(out, fmt)
+    return out.getvalue()
+
+
+async def frame_of(daemon, version):
+    frame = await daemon.scheduler.next_frame(0, 5)
+    while frame.version < version:
+        frame = await daemon.scheduler.next_frame(frame.seq, 5)
+    return frame
+
+
+def last_input(renderer):
+    params, scene = renderer.scenes[-1]
+    return scene.input
+
+
+async def put(session, data, content_type, **headers):
+    async with session.put("/v1/input", data=data, headers={"Content-Type": content_type, **headers}) as r:
+        return r.status, await r.json()
+
+
+async def test_png_then_the_same_pixels_raw_is_no_change(api):
+    session, daemon, renderer = api
+    pixels = rgba()
+    status, body = await put(session, encoded(pixels, "PNG"), "image/png")
+    assert status == 200 and body["changed"] and body["active"] and (body["width"], body["height"]) == (32, 24)
+    assert body["digest"] == InputImage.from_pixels(pixels).digest and body["version"] == 2
+    await frame_of(daemon, 2)
+    assert last_input(renderer).digest == body["digest"]
+    status, again = await put(session, pixels.tobytes(), "application/octet-stream", **{"X-Width": "32",
+                                                                                           "X-Height": "24"})
+    assert status == 200 and again == {**body, "changed": False}
+    async with session.get("/v1/input") as r:
+        state = await r.json()
+    assert state["present"] and state["active"] and state["accepted"] == 1 and state["unchanged"] == 1
+    assert state["source"] == "rest" and daemon.health()["input"]["digest"] == body["digest"]
+
+
+async def test_jpeg_is_accepted(api):
+    session, daemon, renderer = api
+    status, body = await put(session, encoded(rgba(), "JPEG"), "image/jpeg")
+    assert status == 200 and body["changed"] and len(body["digest"]) == 32
+
+
+async def test_strength_zero_input_off_and_delete_return_to_text_to_image(api):
+    session, daemon, renderer = api
+    status, body = await put(session, encoded(rgba(), "PNG"), "image/png")
+    await frame_of(daemon, body["version"])
+    for change, back in (({"strength": 0}, {"strength": 0.5}), ({"input": "off"}, {"input": True})):
+        version = daemon.scheduler.apply(change).version
+        await frame_of(daemon, version)
+        assert last_input(renderer) is None
+        version = daemon.scheduler.apply(back).version
+        await frame_of(daemon, version)
+        assert last_input(renderer).digest == body["digest"]
+    async with session.delete("/v1/input") as r:
+        cleared = await r.json()
+    assert cleared["cleared"] and cleared["version"] == daemon.scheduler.version
+    await frame_of(daemon, cleared["version"])
+    assert last_input(renderer) is None
+    async with session.delete("/v1/input") as r:
+        assert (await r.json())["cleared"] is False
+
+
+async def test_input_while_off_renders_nothing_new(api):
+    session, daemon, renderer = api
+    version = daemon.scheduler.apply({"input": False}).version
+    status, body = await put(session, encoded(rgba(), "PNG"), "image/png")
+    assert status == 200 and body["changed"] and not body["active"] and body["version"] == version
+
+
+@pytest.mark.parametrize("data,content_type,headers,status,needle", [
+    (b"GIF89a", "image/gif", {}, 415, "Content-Type must be one of application/octet-stream, image/png"),
+    (bytes(16), "application/octet-stream", {}, 400, "needs its width and height"),
+    (bytes(15), "application/octet-stream", {"X-Width": "2", "X-Height": "2"}, 400, "must be 16 bytes"),
+    (bytes(16), "application/octet-stream", {"X-Width": "-2", "X-Height": "2"}, 400, "X-Width must be"),
+    (bytes(4), "application/octet-stream", {"X-Width": "1", "X-Height": "4097"}, 400, "1 to 4096 pixels a side"),
+    (b"\x89PNG not really", "image/png", {}, 400, "not a valid PNG image"),
+    (b'{"shm": "../etc"}', "application/json", {}, 400, "shm must be a segment name"),
+    (b'{"shm": "tb-no-such-segment"}', "application/json", {}, 400, "no shared-memory segment named"),
+    (b'{"url": "x"}', "application/json", {}, 400, '{"shm": NAME}'),
+])
+async def test_bad_inputs_teach_and_change_nothing(api, data, content_type, headers, status, needle):
+    session, daemon, renderer = api
+    got, body = await put(session, data, content_type, **headers)
+    assert got == status and needle in body["error"]["message"]
+    assert daemon.scheduler.version == 1 and daemon.scheduler.input is None
+
+
+async def test_oversized_png_and_body_are_refused(api, monkeypatch):
+    session, daemon, renderer = api
+    wide = encoded(np.zeros((1, 4097, 4), np.uint8), "PNG")
+    status, body = await put(session, wide, "image/png")
+    assert status == 400 and "4097x1" in body["error"]["message"]
+    monkeypatch.setattr(inputs, "MAX_INPUT_BYTES", 1000)
+    status, body = await put(session, bytes(1001), "application/octet-stream", **{"X-Width": "1", "X-Height": "1"})
+    assert status == 413 and "at most 1000 bytes" in body["error"]["message"]
+
+
+async def test_websocket_binary_message_is_an_input(api):
+    session, daemon, renderer = api
+    pixels = rgba(16, 8)
+    async with session.ws_connect("/v1/ws") as ws:
+        assert (await ws.receive_json())["type"] == "hello"
+        await ws.send_bytes(inputs.pack_ws_input("rgba", pixels.tobytes(), 16, 8))
+        await ws.send_bytes(inputs.pack_ws_input("png", encoded(pixels, "PNG")))
+        await ws.send_bytes(b"TBI1" + bytes(30))
+        replies = []
+        while len(replies) < 3:
+            message = await ws.receive()
+            if message.type == aiohttp.WSMsgType.TEXT and message.json()["type"] in ("input", "error"):
+                replies.append(message.json())
+    first, second, bad = replies
+    assert first["type"] == "input" and first["changed"] and first["digest"] == InputImage.from_pixels(pixels).digest
+    assert second["type"] == "input" and not second["changed"] and second["digest"] == first["digest"]
+    assert bad["type"] == "error" and bad["error"]["field"] == "input"
+    assert daemon.scheduler.input.source == "websocket"
+
+
+WRITER = textwrap.dedent("""
+    import sys, numpy as np
+    from bridge.client import ShmInputWriter
+    name = sys.argv[1]
+    with ShmInputWriter(name, 64, 64) as writer:
+        print("ready", flush=True)
+        for line in sys.stdin:  # one frame per line: "value width height"
+            value, width, height = map(int, line.split())
+            pixels = np.full((height, width, 3), value / 255.0, np.float32)  # float RGB, bottom-up rows
+            pixels[0] = 0.0  # the bottom row (first in a bottom-up buffer) is black
+            writer.write(pixels, flip=True)
+            print("written", flush=True)
+""")
+
+
+async def test_input_segment_written_by_another_process_is_polled(api):
+    session, daemon, renderer = api
+    name = unique_shm_name()
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", WRITER, name, stdin=subprocess.PIPE,
+                                                stdout=subprocess.PIPE)
+    try:
+        assert (await proc.stdout.readline()).strip() == b"ready"
+        async with session.put("/v1/input", json={"shm": name}) as r:
+            assert r.status == 200 and (await r.json())["shm"] == name
+        for value in (10, 200, 200):
+            proc.stdin.write(f"{value} 40 24\n".encode())
+            await proc.stdin.drain()
+            assert (await proc.stdout.readline()).strip() == b"written"
+            for _ in range(300):
+                if daemon.app[INPUTS].shm_reads >= 1 and daemon.scheduler.input.pixels[0, 0, 0] == value:
+                    break
+                await asyncio.sleep(0.01)
+            image = daemon.scheduler.input
+            assert image.source == "shm" and (image.width, image.height) == (40, 24)
+            assert image.pixels[0, 0, 0] == value and (image.pixels[-1, :, :3] == 0).all()  # rows flipped
+        await asyncio.sleep(0.05)
+        assert daemon.scheduler.stats.inputs == 2  # the repeated frame had the same content: no new input
+        async with session.delete("/v1/input") as r:
+            assert (await r.json())["cleared"]
+        assert daemon.health()["input"]["shm"] is None
+    finally:
+        proc.stdin.close()
+        await proc.wait()
+
+
+async def test_osc_blend_strength_and_transition_fields(api):
+    session, daemon, renderer = api
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, remote_addr=("127.0.0.1", daemon.osc_port))
+    try:
+        transport.sendto(osc_message("/bridge/prompt", "a cat", 0.75, "a lion", 0.25))
+        transport.sendto(osc_message("/bridge/strength", 0.75))
+        transport.sendto(osc_message("/bridge/input", "off"))
+        transport.sendto(osc_message("/bridge/seed_mix", 0.5))
+        transport.sendto(osc_message("/bridge/seed2", str(2**64 - 1)))  # above 2**63: a decimal string
+        transport.sendto(osc_message("/bridge/transition_frames", 12))
+        transport.sendto(osc_message("/bridge/prompt", "a cat", 0.5, "a lion"))  # odd: rejected
+        for _ in range(300):
+            if daemon.osc.stats.rejected:  # the last datagram was handled
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        transport.close()
+    p = daemon.scheduler.params
+    assert p.prompt == (("a cat", 0.75), ("a lion", 0.25)) and p.strength == 0.75 and p.input is False
+    assert p.seed_mix == 0.5 and p.seed2 == 2**64 - 1 and p.transition_frames == 12
+    assert daemon.osc.stats.rejected == 1
+
+
+async def test_demo_model_input_changes_the_frame_and_strength_zero_restores_it(config, daemon_factory):
+    async with daemon_factory(config) as daemon:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{daemon.http_port}") as session:
+            before = await frame_of(daemon, 1)
+            status, body = await put(session, encoded(rgba(64, 64), "PNG"), "image/png")
+            with_input = await frame_of(daemon, body["version"])
+            assert not np.array_equal(before.pixels, with_input.pixels)
+            off = await frame_of(daemon, daemon.scheduler.apply({"strength": 0}).version)
+            assert np.array_equal(before.pixels, off.pixels)
+
+
+def test_to_rgba8_converts_host_layouts():
+    bgra_bottom_up = np.array([[[1, 2, 3, 4]], [[5, 6, 7, 8]]], np.uint8)
+    assert to_rgba8(bgra_bottom_up, flip=True, bgra=True).tolist() == [[[7, 6, 5, 8]], [[3, 2, 1, 4]]]
+    assert to_rgba8(np.array([[[1.0, 0.5, 0.0]]], np.float32)).tolist() == [[[255, 128, 0, 255]]]
+    with pytest.raises(ValueError):
+        to_rgba8(np.zeros((2, 2), np.uint8))
+    with ShmInputWriter(unique_shm_name(), 4, 4) as writer, pytest.raises(ValueError, match="does not fit"):
+        writer.write(np.zeros((5, 4, 4), np.uint8))
