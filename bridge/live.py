@@ -22,6 +22,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from .errors import ValidationError
 from .rest import SCHEDULER, error_response, loads_strict
 from .scheduler import Scheduler
+from .security import ACCESS
 from .streams import DEFAULT_QUALITY, HEADER, FrameEncoder, FrameHub, StreamFormat, Subscription
 
 log = logging.getLogger(__name__)
@@ -74,10 +75,12 @@ async def page(request: web.Request) -> web.FileResponse:
 
 
 def _foreign_origin(request: web.Request) -> str | None:
-    # Browsers let any web site open a WebSocket to localhost: only this daemon's own page may.
-    # Tools that are not browsers send no Origin.
+    # Browsers let any web site open a WebSocket to localhost: only this daemon's own page (and
+    # the --cors-origin origins) may. Tools that are not browsers send no Origin.
     origin = request.headers.get("Origin")
-    return origin if origin is not None and urlsplit(origin).netloc != request.host else None
+    if origin is None or urlsplit(origin).netloc == request.host or request.app[ACCESS].trusts_origin(origin):
+        return None
+    return origin
 
 
 @contextlib.contextmanager
