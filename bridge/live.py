@@ -193,8 +193,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 elif msg.type == WSMsgType.BINARY:
                     await client.send_json({"type": "error", **ValidationError(
                         None, "send JSON text messages, not binary ones").to_json()})
-        except ConnectionError:
-            pass
+        except (ConnectionError, asyncio.CancelledError) as exc:
+            # The server cancels the handler when the connection drops (handler_cancellation).
+            log.info("websocket client %s went away without closing; its stream ended", request.remote)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
         finally:
             if sender is not None:
                 sender.cancel()
@@ -230,8 +233,10 @@ async def mjpeg(request: web.Request) -> web.StreamResponse:
                     jpeg = await app[ENCODER].jpeg(frame, quality)
                     await response.write(jpeg)
                     await response.write(part_end)
-            except ConnectionError:
-                pass
+            except (ConnectionError, asyncio.CancelledError) as exc:
+                log.info("MJPEG client %s went away; its stream ended", request.remote)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
             finally:
                 finished.set()
     return response
