@@ -80,6 +80,12 @@ def _prompt(value: Any) -> str:
         )
     if "\x00" in value:
         raise ValidationError("prompt", "prompt must not contain NUL characters")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, e.g. JSON "\ud800": no tokenizer takes it
+            raise ValidationError("prompt", "prompt must be valid Unicode text, got a lone surrogate "
+                                            "(such as \\ud800) without its pair") from None
     return value
 
 
