@@ -28,6 +28,7 @@ from .streams import DEFAULT_QUALITY, HEADER, FrameEncoder, FrameHub, StreamForm
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
+STATIC_FILES = ("page.js", "page.css")
 MAX_MESSAGE_BYTES = 64 * 1024
 CLOSE_TIMEOUT_S = 2.0
 MJPEG_BOUNDARY = "turbo-bridge-frame"
@@ -72,6 +73,14 @@ SCHEMA = {
 
 async def page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
+
+async def static_file(request: web.Request) -> web.FileResponse:
+    """The page's script and style: names from a fixed list, so no path can reach another file."""
+    name = request.match_info["name"]
+    if name not in STATIC_FILES:
+        raise web.HTTPNotFound(reason=f"no static file {name[:64]!r}")
+    return web.FileResponse(STATIC / name, headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
 
 
 def _foreign_origin(request: web.Request) -> str | None:
@@ -253,6 +262,6 @@ def add_routes(app: web.Application) -> None:
     """Register the page and the streams; HUB and ENCODER are set by the wiring."""
     app[CLOSERS] = set()
     app.router.add_get("/", page)
-    app.router.add_static("/static/", STATIC, follow_symlinks=False)
+    app.router.add_get("/static/{name}", static_file)
     app.router.add_get("/v1/ws", websocket)
     app.router.add_get("/v1/stream.mjpeg", mjpeg)

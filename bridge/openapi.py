@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .params import Limits, schema
+from .params import SEED_LIMIT, Limits, schema
 from .rest import SCHEDULER
 from .security import ACCESS
 
@@ -17,7 +17,18 @@ ERROR = {"$ref": "#/components/schemas/Error"}
 JSON_ERROR = {"application/json": {"schema": ERROR}}
 FRAME_HEADERS = {name: {"schema": {"type": "integer" if name != "X-Render-Ms" else "number"}}
                  for name in ("X-Frame-Seq", "X-Params-Version", "X-Render-Ms", "X-Seed", "X-Width", "X-Height")}
-SEED_STRING = "^[0-9]+$"
+
+
+def at_most(n: int) -> str:
+    """A pattern for decimal strings of 0..n (leading zeros and surrounding whitespace allowed)."""
+    digits = str(n)
+    alternatives = [f"[0-9]{{1,{len(digits) - 1}}}"] if len(digits) > 1 else []
+    for i, digit in enumerate(digits):  # N's first i digits, a smaller digit, then any digits
+        if digit != "0":
+            rest = len(digits) - i - 1
+            smaller = "0" if digit == "1" else f"[0-{int(digit) - 1}]"
+            alternatives.append(digits[:i] + smaller + (f"[0-9]{{{rest}}}" if rest else ""))
+    return "^\\s*0*(" + "|".join([*alternatives, digits]) + ")\\s*$"
 
 
 def _error(description: str) -> dict:
@@ -39,8 +50,7 @@ def _params_schema(limits: Limits) -> dict:
         properties[name] = prop
     properties["prompt"]["pattern"] = "^[^\\u0000]*$"  # NUL is refused
     # Seeds reach 2**64-1; OSC and some JSON tools need them as decimal strings.
-    properties["seed"] = {"anyOf": [properties["seed"], {"type": "string", "pattern": SEED_STRING,
-                                                         "maxLength": 20}]}
+    properties["seed"] = {"anyOf": [properties["seed"], {"type": "string", "pattern": at_most(SEED_LIMIT - 1)}]}
     return {"type": "object", "properties": properties, "additionalProperties": False}
 
 
@@ -48,7 +58,9 @@ def _frame_route(media: str, summary: str) -> dict:
     return {"get": {
         "summary": summary,
         "parameters": [
-            _number_query("after", -1, 2**63, "a frame whose seq is above this (default -1: the current one)"),
+            {"name": "after", "in": "query", "required": False,
+             "description": "a frame whose seq is above this (default -1: the current one)",
+             "schema": {"type": "integer", "minimum": -1, "maximum": 2**63 - 1}},
             _number_query("timeout", 0, 60, "seconds to wait (default 10)"),
         ],
         "responses": {

@@ -65,9 +65,10 @@ def _seed(value: Any) -> int:
     # OSC integers are at most 64-bit signed, so a decimal string is accepted for big seeds.
     if isinstance(value, str):
         text = value.strip()
-        if not text.isdigit() or not text.isascii():
-            raise ValidationError("seed", f"seed must be {what}, got {value!r}")
-        value = int(text)
+        # At most 20 significant digits: int() of thousands of digits is slow, and refused past 4,300.
+        if not text.isdigit() or not text.isascii() or len(text.lstrip("0")) > 20:
+            raise ValidationError("seed", f"seed must be {what}, got {value[:64]!r}")
+        value = int(text.lstrip("0") or "0")
     return _integer("seed", value, 0, SEED_LIMIT - 1, what)
 
 

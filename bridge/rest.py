@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
 NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+INTEGER = re.compile(r"-?[0-9]{1,20}")
 MAX_POLL_SECONDS = 60.0
 DEFAULT_POLL_SECONDS = 10.0
 
@@ -100,8 +101,17 @@ def _query_number(request: web.Request, name: str, default: float, low: float, h
     return value
 
 
+def _query_integer(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not INTEGER.fullmatch(text) or not low <= int(text) <= high:
+        raise ValidationError(name, f"{name} must be an integer in [{low}, {high}], got {text[:64]!r}")
+    return int(text)
+
+
 async def _wait_frame(request: web.Request) -> Frame | None:
-    after = int(_query_number(request, "after", -1, -1, 2**63))
+    after = _query_integer(request, "after", -1, -1, 2**63 - 1)
     timeout = _query_number(request, "timeout", DEFAULT_POLL_SECONDS, 0, MAX_POLL_SECONDS)
     stopping = request.app[STOPPING]
     waits = [asyncio.ensure_future(request.app[SCHEDULER].next_frame(after, timeout)),

@@ -29,7 +29,8 @@ scalars = st.one_of(
     st.none(), st.booleans(), st.integers(), st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=50),
     st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from(["\ud800", "\x00", "٣", "²"]), max_size=20),
-    st.sampled_from(["7", " 42 ", "18446744073709551615", "18446744073709551616", "-1", "1e3", "0x10"]),
+    st.sampled_from(["7", " 42 ", "18446744073709551615", "18446744073709551616", "-1", "1e3", "0x10",
+                     "9" * 5000, "0" * 5000 + "7"]),
 )
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
     st.text(max_size=8), inner, max_size=4), max_leaves=12)
