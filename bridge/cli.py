@@ -126,10 +126,23 @@ def run_bench_command(args: argparse.Namespace) -> None:
     log.info("figures written to %s", args.json)
 
 
+class _MalformedRequestsInOneLine(logging.Filter):
+    """aiohttp logs a malformed request (answered 400) with a traceback: on a network, anyone can send one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and type(exc).__module__ == "aiohttp.http_exceptions":
+            detail = " ".join(str(exc.message).split())[:200]
+            record.msg, record.args = f"{record.getMessage()}: malformed HTTP, answered 400 ({detail})", ()
+            record.exc_info, record.levelno, record.levelname = None, logging.WARNING, "WARNING"
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    logging.getLogger("aiohttp.server").addFilter(_MalformedRequestsInOneLine())
     try:
         if args.command == "serve":
             from .app import serve

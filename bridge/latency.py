@@ -44,6 +44,7 @@ class LatencyReport:
 
 
 def start_daemon(model: str, vae: str, size: int, shm_name: str, extra: list[str], startup_timeout: float):
+    """Start ``turbo-bridge serve``; return (process, HTTP port, OSC port) once it is ready."""
     cmd = [sys.executable, "-m", "bridge", "serve", "--model", model, "--vae", vae, "--http-port", "0",
            "--osc-port", "0", "--shm-name", shm_name, "--width", str(size), "--height", str(size),
            "--max-size", str(max(size, 64)), *extra]
@@ -59,7 +60,7 @@ def start_daemon(model: str, vae: str, size: int, shm_name: str, extra: list[str
         if match:
             # Keep reading its log, or a full pipe would block the daemon's next log line.
             threading.Thread(target=_drain, args=(proc.stderr,), name="daemon-log", daemon=True).start()
-            return proc, int(match.group(2))
+            return proc, int(match.group(1)), int(match.group(2))
     proc.kill()
     raise RuntimeError(f"daemon did not become ready within {startup_timeout:.0f} s: {' '.join(cmd)}")
 
@@ -99,7 +100,7 @@ def measure(osc_port: int, shm_name: str, count: int, rate_hz: float, timeout: f
 def run_latency(model: str, vae: str, size: int, count: int, rate_hz: float, extra: list[str],
                 startup_timeout: float = 900.0) -> LatencyReport:
     shm_name = f"tb-latency-{uuid.uuid4().hex[:8]}"
-    proc, osc_port = start_daemon(model, vae, size, shm_name, extra, startup_timeout)
+    proc, _, osc_port = start_daemon(model, vae, size, shm_name, extra, startup_timeout)
     try:
         warm, _ = measure(osc_port, shm_name, 10, rate_hz)  # first frames after start are not steady
         latencies, render_ms = measure(osc_port, shm_name, count, rate_hz)

@@ -1,6 +1,7 @@
 """Access control over real sockets: loopback default, token, Host check, CORS, OSC allow-list, limits."""
 
 import asyncio
+import logging
 import os
 import socket
 import subprocess
@@ -307,3 +308,50 @@ async def test_output_files_never_leave_the_output_dir(config, daemon_factory, t
     assert outside.read_bytes() == b"precious"
     assert not (out / "latest.png").is_symlink() and (out / "latest.png").read_bytes()[:4] == b"\x89PNG"
     assert all(p.parent == out and not p.is_symlink() for p in out.iterdir())
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="Debian's chromium is not installed")
+async def test_the_live_page_takes_the_token_from_its_url_fragment(guarded):
+    """Real Chromium: with #token= the page connects and shows frames; without it the daemon refuses it."""
+    async_api = pytest.importorskip("playwright.async_api")
+    _, daemon = guarded
+    base = f"http://127.0.0.1:{daemon.http_port}/"
+    async with async_api.async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path="/usr/bin/chromium",
+                                                   args=["--no-sandbox", "--headless", "--disable-gpu"])
+        try:
+            page = await browser.new_page()
+            await page.goto(base + f"#token={TOKEN}")
+            await page.wait_for_function("() => Number(document.getElementById('frame').dataset.seq) >= 1",
+                                         timeout=15000)
+            assert await page.locator("#link").text_content() == "live"
+            assert await page.evaluate("() => document.getElementById('width').max") == "256"  # /v1/schema read
+            stranger = await browser.new_page()
+            await stranger.goto(base)
+            await asyncio.sleep(1.0)
+            assert await stranger.locator("#link").text_content() != "live"
+            assert await stranger.evaluate("() => Number(document.getElementById('frame').dataset.seq || 0)") == 0
+        finally:
+            await browser.close()
+
+
+async def test_malformed_http_is_one_warning_line_not_a_traceback(plain, caplog):
+    """What `turbo-bridge serve` installs: anyone on the network can send garbage, the log stays readable."""
+    from bridge.cli import _MalformedRequestsInOneLine
+
+    _, daemon = plain
+    server_log = logging.getLogger("aiohttp.server")
+    one_line = _MalformedRequestsInOneLine()
+    server_log.addFilter(one_line)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="aiohttp.server"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", daemon.http_port)
+            writer.write(b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Probe: \x00\r\n\r\n")
+            assert (await asyncio.wait_for(reader.read(100), 5)).startswith(b"HTTP/1.0 400")
+            writer.close()
+    finally:
+        server_log.removeFilter(one_line)
+    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(records) == 1 and records[0].levelname == "WARNING" and records[0].exc_info is None
+    assert "malformed HTTP, answered 400 (Invalid header value char" in records[0].getMessage()
+    assert "\n" not in records[0].getMessage()
