@@ -32,9 +32,11 @@ class ConfigError(BridgeError):
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """True for ``torch.OutOfMemoryError`` (CUDA), ``MemoryError`` and errors that say "out of memory".
+    """True for ``torch.OutOfMemoryError`` (CUDA), ``MemoryError`` and torch's CPU allocator failing.
 
     Judged by class name and message, so nothing outside ``bridge.pipeline`` imports torch.
     """
     names = {cls.__name__ for cls in type(exc).__mro__}
-    return bool(names & {"OutOfMemoryError", "MemoryError"}) or "out of memory" in str(exc).lower()
+    text = str(exc).lower()
+    return bool(names & {"OutOfMemoryError", "MemoryError"}) or "out of memory" in text \
+        or "can't allocate memory" in text  # DefaultCPUAllocator

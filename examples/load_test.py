@@ -68,6 +68,13 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def udp_receive_errors() -> int:
     """The kernel's count of UDP datagrams dropped for a full receive buffer (system-wide)."""
     with open("/proc/net/snmp") as f:
@@ -85,7 +92,7 @@ async def poller(session, arrivals: list, stop: asyncio.Event) -> None:
                 seq = int(r.headers["X-Frame-Seq"])
 
 
-async def websocket(session, arrivals: list, stop: asyncio.Event) -> None:
+async def websocket(session, arrivals: list, stop: asyncio.Event, render_ms: list) -> None:
     seed_of = {}
     async with session.ws_connect("/v1/ws?format=jpeg", max_msg_size=0) as ws:
         while not stop.is_set():
@@ -100,6 +107,7 @@ async def websocket(session, arrivals: list, stop: asyncio.Event) -> None:
             elif msg.type == aiohttp.WSMsgType.BINARY:
                 version = int.from_bytes(msg.data[16:24], "little")
                 arrivals.append((time.monotonic_ns(), seed_of[version]))
+                render_ms.append(float(np.frombuffer(msg.data[32:36], "<f4")[0]))
             else:
                 raise RuntimeError(f"websocket ended: {msg}")
 
@@ -138,29 +146,30 @@ async def run(args) -> dict:
             await asyncio.sleep(2)  # let the first frames settle before measuring memory
             rss_start = rss_mb(proc.pid)
             drops_before = udp_receive_errors()
+            cpu_before = cpu_seconds(proc.pid)
             stop = asyncio.Event()
             poll_arrivals = [[] for _ in range(args.pollers)]
             ws_arrivals = [[] for _ in range(args.websockets)]
             clients = [asyncio.create_task(poller(session, a, stop)) for a in poll_arrivals]
-            clients += [asyncio.create_task(websocket(session, a, stop)) for a in ws_arrivals]
+            render_ms: list[float] = []
+            clients += [asyncio.create_task(websocket(session, a, stop, render_ms)) for a in ws_arrivals]
             await asyncio.sleep(0.5)
-            started = time.monotonic()
             ready.set()
             rss_max = rss_start
             while sender.is_alive():
                 await asyncio.sleep(1)
                 rss_max = max(rss_max, rss_mb(proc.pid))
-            flood_seconds = time.monotonic() - started
             sent_ns = np.load(times_path)
             last = len(sent_ns) - 1
             last_prompt = f"a lighthouse, take {last - last % PROMPT_EVERY}"
+            cpu_used = cpu_seconds(proc.pid) - cpu_before
             deadline = time.monotonic() + 15
             while time.monotonic() < deadline:  # the daemon drains its socket, then renders the last state
                 async with session.get("/v1/params") as r:
                     params = await r.json()
                 if params["seed"] == last and all(a and a[-1][1] == last for a in poll_arrivals + ws_arrivals):
                     break
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.01)
             stop.set()
             await asyncio.gather(*clients, return_exceptions=True)
             async with session.get("/v1/health") as r:
@@ -175,21 +184,27 @@ async def run(args) -> dict:
         except Exception:
             proc.kill()
     osc = health["osc"]
+    flood_seconds = (sent_ns[-1] - sent_ns[1]) / 1e9  # the sender's own clock: first to last message
     poll_lat = [latencies_ms(sent_ns, a) for a in poll_arrivals]
     ws_lat = [latencies_ms(sent_ns, a) for a in ws_arrivals]
     return {
-        "model": args.model, "size": args.size, "seconds": round(flood_seconds, 2), "machine_cpus": os.cpu_count(),
+        "model": args.model, "size": args.size, "flood_seconds": round(flood_seconds, 2), "machine_cpus": os.cpu_count(),
         "osc": {"sent": last, "rate_per_s": round(last / flood_seconds), "received": osc["datagrams"],
                 "applied": osc["applied"], "rejected": osc["rejected"], "malformed": osc["malformed"],
                 "dropped": last - osc["datagrams"], "kernel_receive_buffer_drops": drops},
+        "daemon_cpu_percent": round(100 * cpu_used / flood_seconds),
         "final": {"seed": params["seed"], "prompt": params["prompt"], "last_sent_seed": last,
                   "last_sent_prompt": last_prompt,
                   "equal": params["seed"] == last and params["prompt"] == last_prompt,
                   "every_client_saw_the_last_frame": all(a and a[-1][1] == last for a in poll_arrivals + ws_arrivals)},
         "frames": {"rendered": health["frames"], "render_errors": health["render_errors"],
+                   "render_ms_p50": round(float(np.median(render_ms)), 2) if render_ms else None,
                    "http_long_poll_received": sum(len(a) for a in poll_arrivals),
                    "websocket_received": sum(len(a) for a in ws_arrivals),
                    "websocket_skipped": health["streams"]["frames_skipped"]},
+        "last_message_to_its_frame_ms": round(min(
+            (t for a in poll_arrivals + ws_arrivals for t, seed in a if seed == last), default=0) / 1e6
+            - sent_ns[-1] / 1e6, 1),
         "control_to_frame": {
             "http_long_poll": percentiles(np.concatenate([lat for lat, _ in poll_lat])),
             "websocket": percentiles(np.concatenate([lat for lat, _ in ws_lat])),

@@ -34,12 +34,16 @@ READY = re.compile(r"ready: http://127\.0\.0\.1:(\d+)/v1/\s+OSC udp 127\.0\.0\.1
 # -- render failures ----------------------------------------------------------------------
 
 class MemoryHungryRenderer(NullRenderer):
-    """Raises torch's real OutOfMemoryError above ``limit`` pixels, as a GPU would; else a flat frame."""
+    """Raises torch's OutOfMemoryError above ``limit`` pixels, as a GPU would; else a flat frame.
 
-    def __init__(self, limit=128 * 128, error=None):
+    With ``cpu=True`` it makes torch's CPU allocator really fail instead (an allocation of 2**60 bytes).
+    """
+
+    def __init__(self, limit=128 * 128, error=None, cpu=False):
         super().__init__()
         self.limit = limit
         self.error = error
+        self.cpu = cpu
         self.gate = threading.Event()
         self.gate.set()
 
@@ -48,6 +52,8 @@ class MemoryHungryRenderer(NullRenderer):
         if params.width * params.height > self.limit:
             import torch
 
+            if self.cpu:
+                torch.empty(1 << 60, dtype=torch.uint8)
             raise self.error or torch.OutOfMemoryError(
                 "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.11 GiB")
         return super().render(params)
@@ -82,17 +88,22 @@ def test_out_of_memory_is_recognised_without_importing_torch_in_the_bridge():
 
     assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB"))
     assert is_out_of_memory(MemoryError()) and is_out_of_memory(RuntimeError("CUDA error: out of memory"))
+    with pytest.raises(RuntimeError) as cpu:  # a real allocation failure of torch's CPU allocator
+        torch.empty(1 << 60, dtype=torch.uint8)
+    assert is_out_of_memory(cpu.value)
     assert not is_out_of_memory(RuntimeError("shape mismatch")) and not is_out_of_memory(ValueError("x"))
 
 
-async def test_out_of_memory_rolls_back_to_the_last_rendered_size(scheduler):
-    sched = scheduler(MemoryHungryRenderer())
+@pytest.mark.parametrize("cpu", [False, True], ids=["cuda-error", "real-cpu-allocation"])
+async def test_out_of_memory_rolls_back_to_the_last_rendered_size(scheduler, cpu):
+    sched = scheduler(MemoryHungryRenderer(cpu=cpu))
     errors = []
     sched.on_error(errors.append)
     good = await sched.next_frame(0, 5)
     applied = sched.apply({"width": 512, "height": 512, "prompt": "too big"})
     await until(lambda: errors)
-    assert "OutOfMemoryError: CUDA out of memory" in errors[0] and f"v{applied.version} (512x512)" in errors[0]
+    assert ("RuntimeError: [enforce fail" if cpu else "OutOfMemoryError: CUDA out of memory") in errors[0]
+    assert f"v{applied.version} (512x512)" in errors[0]
     assert "back to the last rendered parameters (64x64)" in errors[0]
     # The state is the last good one again, as a new version, and a frame of it follows.
     assert sched.params == good.params and sched.version == applied.version + 1
