@@ -117,7 +117,8 @@ def document(limits: Limits, token: bool) -> dict:
             "/v1/schema": {"get": {"summary": "parameters, OSC addresses and endpoints", "responses": {
                 "200": {"description": "schema", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
             "/v1/openapi.json": {"get": {"summary": "this document", "responses": {
-                "200": {"description": "OpenAPI 3.0", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+                "200": {"description": "OpenAPI 3.0",
+                        "content": {"application/json": {"schema": {"type": "object"}}}}}}},
             "/v1/ws": {"get": {
                 "summary": "WebSocket (upgrade): JSON messages in, frames out; see README.md",
                 "parameters": [format_query, quality_query],

@@ -52,7 +52,8 @@ class StreamFormat:
         if isinstance(quality, str) and quality.strip().isdigit() and quality.isascii():  # not '²'
             quality = int(quality)
         if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
-            raise ValidationError("quality", f"quality must be an integer from 1 to 100 (JPEG), got {repr(quality)[:64]}")
+            raise ValidationError("quality",
+                                  f"quality must be an integer from 1 to 100 (JPEG), got {repr(quality)[:64]}")
         return StreamFormat(kind, quality)
 
 

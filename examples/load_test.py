@@ -188,7 +188,8 @@ async def run(args) -> dict:
     poll_lat = [latencies_ms(sent_ns, a) for a in poll_arrivals]
     ws_lat = [latencies_ms(sent_ns, a) for a in ws_arrivals]
     return {
-        "model": args.model, "size": args.size, "flood_seconds": round(flood_seconds, 2), "machine_cpus": os.cpu_count(),
+        "model": args.model, "size": args.size, "flood_seconds": round(flood_seconds, 2),
+        "machine_cpus": os.cpu_count(),
         "osc": {"sent": last, "rate_per_s": round(last / flood_seconds), "received": osc["datagrams"],
                 "applied": osc["applied"], "rejected": osc["rejected"], "malformed": osc["malformed"],
                 "dropped": last - osc["datagrams"], "kernel_receive_buffer_drops": drops},

@@ -12,7 +12,6 @@ import socket
 from pathlib import Path
 
 import aiohttp
-import pytest
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from bridge.cli import build_parser, config_from_args
@@ -34,7 +33,8 @@ def osc(address, *args):
 
 # (interface, what is sent (markdown), how, answer, the message says)
 CASES = [
-    ("REST PATCH /v1/params", '`{"seed": "7a"}`', ("patch", b'{"seed": "7a"}'), "400 `seed`", "an integer in [0, 2**64)"),
+    ("REST PATCH /v1/params", '`{"seed": "7a"}`', ("patch", b'{"seed": "7a"}'), "400 `seed`",
+     "an integer in [0, 2**64)"),
     ("REST PATCH /v1/params", '`{"prompt": 5}`', ("patch", b'{"prompt": 5}'), "400 `prompt`", "must be a string"),
     ("REST PATCH /v1/params", '`{"steps": true}`', ("patch", b'{"steps": true}'), "400 `steps`", "from 1 to 4"),
     ("REST PATCH /v1/params", '`{"width": null}`', ("patch", b'{"width": null}'), "400 `width`", "multiple of 8"),
@@ -139,7 +139,8 @@ CASES = [
      "rejected, `/bridge/error`", "not valid JSON"),
     ("OSC", "`/bridge/params s` of 30,000 nested `[`", ("osc", osc_message("/bridge/params", "[" * 30000)),
      "rejected, `/bridge/error`", "not valid JSON"),
-    ("OSC", '`/bridge/params s \'{"prompt": "\\ud800"}\'`', ("osc", osc_message("/bridge/params", '{"prompt": "\\ud800"}')),
+    ("OSC", '`/bridge/params s \'{"prompt": "\\ud800"}\'`',
+     ("osc", osc_message("/bridge/params", '{"prompt": "\\ud800"}')),
      "rejected, `/bridge/error`", "lone surrogate"),
     ("OSC", "bundle: a good message and `/bridge/steps i 99`",
      ("osc", osc_bundle(osc_message("/bridge/prompt", "no"), osc_message("/bridge/steps", 99))),
