@@ -26,9 +26,6 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MIN_TOKEN_CHARS = 16
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
-# The live page and its files hold no data and change nothing: a browser must be able to load
-# them before it can present a token (which the page then reads from its URL fragment).
-PUBLIC_PATHS = ("/", "/static/")
 # Browsers cannot set headers on a WebSocket or an <img>/MJPEG request: these take the token
 # as ?access_token= too (RFC 6750 section 2.3).
 QUERY_TOKEN_PATHS = ("/v1/ws", "/v1/stream.mjpeg")
@@ -179,6 +176,7 @@ def middleware(bind_host: str, access: Access):
     # On a wildcard bind clients use whatever address reaches this machine. A DNS-rebinding page
     # always sends a name it controls, never an IP literal, so IP literals are safe to accept there.
     any_ip = _is_wildcard(bind_host)
+    refused = OncePerSender()
 
     @web.middleware
     async def guard(request: web.Request, handler):
@@ -186,7 +184,8 @@ def middleware(bind_host: str, access: Access):
         if header is not None:
             host = host_of(header)
             if host not in hosts and not (any_ip and _ip_literal(host)):
-                log.warning("refused a request for Host %r from %s (not an allowed host)", header[:100], request.remote)
+                refused("host", request.remote, "refused a request for Host %r from %s: not an allowed host",
+                        header[:100], request.remote)
                 return _error(403, "Host", f"Host {header[:100]!r} is not a name this daemon answers to (a guard "
                                            f"against DNS rebinding); allowed: {', '.join(sorted(hosts))}; add "
                                            "names with --allow-host")
@@ -199,8 +198,8 @@ def middleware(bind_host: str, access: Access):
                 "Access-Control-Max-Age": "600",
             })  # the Allow-Origin header is added by add_cors_headers
         if access.token is not None and not _public(request.path) and not token_matches(_bearer(request), access.token):
-            log.info("refused %s %s from %s: missing or wrong token", request.method, request.path[:100],
-                     request.remote)
+            refused("token", request.remote, "refused %s %s from %s: missing or wrong token", request.method,
+                    request.path[:100], request.remote)
             return _error(401, "Authorization", "this daemon requires a token: send 'Authorization: Bearer TOKEN'"
                           + (" or ?access_token=TOKEN" if request.path in QUERY_TOKEN_PATHS else ""),
                           headers={"WWW-Authenticate": 'Bearer realm="turbo-bridge"'})
@@ -210,7 +209,22 @@ def middleware(bind_host: str, access: Access):
 
 
 def _public(path: str) -> bool:
+    # The live page and its files hold no data and change nothing: a browser must be able to load
+    # them before it can present a token (which the page then reads from its URL fragment).
     return path == "/" or path.startswith("/static/")
+
+
+class OncePerSender:
+    """Logs the first refusal of each kind from each sender (up to 1,024): a flood must not flood the log."""
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, str]] = set()
+
+    def __call__(self, kind: str, sender: str | None, message: str, *args) -> None:
+        key = (kind, sender or "?")
+        if key not in self._seen and len(self._seen) < 1024:
+            self._seen.add(key)
+            log.warning(message + " (logged once per sender)", *args)
 
 
 async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -227,7 +241,7 @@ class SenderFilter:
 
     def __init__(self, networks: Iterable[Network]):
         self.networks = tuple(networks)
-        self._logged: set[str] = set()
+        self._refused = OncePerSender()
 
     def __call__(self, host: str) -> bool:
         try:
@@ -238,7 +252,5 @@ class SenderFilter:
             address = address.ipv4_mapped  # a dual-stack socket reports IPv4 senders as ::ffff:a.b.c.d
         if address.is_loopback or any(address in network for network in self.networks):
             return True
-        if host not in self._logged and len(self._logged) < 1024:  # once per sender: a flood must not flood the log
-            self._logged.add(host)
-            log.warning("OSC from %s ignored: not in --osc-allow", host)
+        self._refused("osc", host, "OSC from %s ignored: not in --osc-allow", host)
         return False

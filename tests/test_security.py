@@ -355,3 +355,15 @@ async def test_malformed_http_is_one_warning_line_not_a_traceback(plain, caplog)
     assert len(records) == 1 and records[0].levelname == "WARNING" and records[0].exc_info is None
     assert "malformed HTTP, answered 400 (Invalid header value char" in records[0].getMessage()
     assert "\n" not in records[0].getMessage()
+
+
+async def test_refusals_are_logged_once_per_sender(guarded, caplog):
+    session, daemon = guarded
+    with caplog.at_level(logging.INFO, logger="bridge.security"):
+        for _ in range(5):
+            async with session.get("/v1/params") as r:
+                assert r.status == 401
+            async with session.get("/v1/params", headers={**AUTH, "Host": "attacker.example"}) as r:
+                assert r.status == 403
+    messages = [r.getMessage() for r in caplog.records if r.name == "bridge.security"]
+    assert len(messages) == 2 and "missing or wrong token" in messages[0] and "not an allowed host" in messages[1]
