@@ -14,7 +14,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import shared_memory
 
 import aiohttp
@@ -25,7 +24,6 @@ from bridge.client import ShmReader, osc_message
 from bridge.errors import is_out_of_memory
 from bridge.frame import NullRenderer
 from bridge.params import Params
-from bridge.scheduler import Scheduler
 from conftest import null_factory, unique_shm_name
 
 READY = re.compile(r"ready: http://127\.0\.0\.1:(\d+)/v1/\s+OSC udp 127\.0\.0\.1:(\d+)")
@@ -44,10 +42,12 @@ class MemoryHungryRenderer(NullRenderer):
         self.limit = limit
         self.error = error
         self.cpu = cpu
+        self.started: list[Params] = []
         self.gate = threading.Event()
         self.gate.set()
 
     def render(self, params):
+        self.started.append(params)
         self.gate.wait(10)
         if params.width * params.height > self.limit:
             import torch
@@ -57,23 +57,6 @@ class MemoryHungryRenderer(NullRenderer):
             raise self.error or torch.OutOfMemoryError(
                 "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.11 GiB")
         return super().render(params)
-
-
-@pytest.fixture
-async def scheduler():
-    gpu = ThreadPoolExecutor(1, thread_name_prefix="gpu")
-    tasks = []
-
-    def start(renderer):
-        sched = Scheduler(renderer, gpu, initial=Params(width=64, height=64, seed=1))
-        tasks.append(asyncio.create_task(sched.run()))
-        return sched
-
-    yield start
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    gpu.shutdown()
 
 
 async def until(predicate, timeout=5.0):
@@ -95,8 +78,8 @@ def test_out_of_memory_is_recognised_without_importing_torch_in_the_bridge():
 
 
 @pytest.mark.parametrize("cpu", [False, True], ids=["cuda-error", "real-cpu-allocation"])
-async def test_out_of_memory_rolls_back_to_the_last_rendered_size(scheduler, cpu):
-    sched = scheduler(MemoryHungryRenderer(cpu=cpu))
+async def test_out_of_memory_rolls_back_to_the_last_rendered_size(running, cpu):
+    sched = running(MemoryHungryRenderer(cpu=cpu))
     errors = []
     sched.on_error(errors.append)
     good = await sched.next_frame(0, 5)
@@ -114,23 +97,23 @@ async def test_out_of_memory_rolls_back_to_the_last_rendered_size(scheduler, cpu
     assert (await sched.next_frame(frame.seq, 5)).params.seed == 9
 
 
-async def test_out_of_memory_keeps_a_newer_pending_change(scheduler):
+async def test_out_of_memory_keeps_a_newer_pending_change(running):
     renderer = MemoryHungryRenderer()
-    sched = scheduler(renderer)
+    sched = running(renderer)
     errors = []
     sched.on_error(errors.append)
     good = await sched.next_frame(0, 5)
     renderer.gate.clear()  # hold the next render while a newer change arrives
     sched.apply({"width": 512, "height": 512})
-    await asyncio.sleep(0.05)
+    await until(lambda: renderer.started[-1].width == 512)  # that render is under way
     sched.apply({"width": 96, "height": 96, "seed": 4})  # the user already went back down
     renderer.gate.set()
     frame = await sched.next_frame(good.seq, 5)
     assert "back to" not in errors[0] and (frame.params.width, frame.params.seed) == (96, 4)
 
 
-async def test_other_render_errors_keep_the_last_frame_and_the_new_state(scheduler):
-    sched = scheduler(MemoryHungryRenderer(error=RuntimeError("NaN in latents")))
+async def test_other_render_errors_keep_the_last_frame_and_the_new_state(running):
+    sched = running(MemoryHungryRenderer(error=RuntimeError("NaN in latents")))
     errors = []
     sched.on_error(errors.append)
     good = await sched.next_frame(0, 5)
@@ -246,14 +229,14 @@ def test_signal_stops_within_5_s_with_clients_connected(tmp_path, sig):
             outcome["status"], outcome["body"] = exc.code, json.load(exc)
 
     async def clients():
+        poller = threading.Thread(target=long_poll)
+        poller.start()
         async with aiohttp.ClientSession(base) as session:
             ws = await session.ws_connect("/v1/ws")
             await ws.receive()  # hello
             stream = await session.get("/v1/stream.mjpeg")
             await stream.content.readline()
-            poller = threading.Thread(target=long_poll)
-            poller.start()
-            await asyncio.sleep(0.3)  # the long-poll is waiting
+            await asyncio.sleep(0.3)  # the long-poll, sent first, is waiting by now
             started = time.monotonic()
             proc.send_signal(sig)
             while (msg := await asyncio.wait_for(ws.receive(), 5)).type != aiohttp.WSMsgType.CLOSE:
@@ -326,7 +309,9 @@ async def test_a_reader_killed_mid_read_does_not_disturb_the_daemon(config, daem
         seq = 0
         for seed in range(1, 40):  # publish while it copies 1 MB frames in a tight loop
             daemon.scheduler.apply({"seed": seed})
-            seq = (await daemon.scheduler.next_frame(seq, 5)).seq
+            while (frame := await daemon.scheduler.next_frame(seq, 5)).params.seed != seed:
+                seq = frame.seq
+            seq = frame.seq
             if seed == 20:
                 reader.kill()
         assert reader.wait(5) == -signal.SIGKILL
@@ -375,7 +360,7 @@ async def test_client_vanishing_mid_stream_is_let_go(config, daemon_factory, cap
             client = "websocket client" if path == "/v1/ws" else "MJPEG client"
             await until(lambda: f"{client} 127.0.0.1 went away" in caplog.text, 3)
             daemon.scheduler.apply({"seed": 3})  # frames go on for everyone else
-            assert (await daemon.scheduler.next_frame(1, 5)).params.seed == 3
+            await until(lambda: daemon.scheduler.latest.params.seed == 3)
 
 
 # -- ports already in use -----------------------------------------------------------------

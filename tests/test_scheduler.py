@@ -1,7 +1,6 @@
 import asyncio
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -9,7 +8,6 @@ import pytest
 from bridge.errors import ValidationError
 from bridge.frame import NullRenderer, Rendered
 from bridge.params import Params
-from bridge.scheduler import Scheduler
 
 
 class SlowRenderer(NullRenderer):
@@ -29,23 +27,6 @@ class SlowRenderer(NullRenderer):
             raise RuntimeError("simulated render failure")  # out of memory rolls back: tests/test_faults.py
         self.rendered.append(params)
         return super().render(params)
-
-
-@pytest.fixture
-async def running():
-    gpu = ThreadPoolExecutor(1, thread_name_prefix="gpu")
-    started = []
-
-    def start(renderer, **kwargs):
-        sched = Scheduler(renderer, gpu, initial=Params(width=64, height=64), **kwargs)
-        started.append(asyncio.create_task(sched.run()))
-        return sched
-
-    yield start
-    for task in started:
-        task.cancel()
-    await asyncio.gather(*started, return_exceptions=True)
-    gpu.shutdown()
 
 
 async def test_burst_coalesces_and_last_frame_shows_last_change(running):
