@@ -134,7 +134,7 @@ def percentiles(values: np.ndarray) -> dict:
 
 async def run(args) -> dict:
     shm_name = f"tb-load-{uuid.uuid4().hex[:8]}"
-    proc, http_port, osc_port = start_daemon(args.model, "full", args.size, shm_name, [], 300)
+    proc, http_port, osc_port = start_daemon(args.model, "full", args.size, shm_name, [], 300)[:3]
     base = f"http://127.0.0.1:{http_port}"
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Event()
