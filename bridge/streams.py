@@ -49,7 +49,8 @@ class StreamFormat:
         kind, quality = raw.get("format", base.kind), raw.get("quality", base.quality)
         if not isinstance(kind, str) or kind not in FORMAT_CODES:  # a JSON list or object is unhashable
             raise ValidationError("format", f"format must be one of jpeg, png, rgba, got {repr(kind)[:64]}")
-        if isinstance(quality, str) and quality.strip().isdigit() and quality.isascii():  # not '²'
+        # Digits only (not '²'), and few: int() of thousands of digits raises.
+        if isinstance(quality, str) and quality.strip().isdigit() and quality.isascii() and len(quality.strip()) <= 3:
             quality = int(quality)
         if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
             raise ValidationError("quality",

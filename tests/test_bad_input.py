@@ -96,6 +96,8 @@ CASES = [
     ("WebSocket open", "`/v1/ws?format=bmp`", ("ws-open", "/v1/ws?format=bmp"), "400 `format`", "jpeg, png, rgba"),
     ("WebSocket open", "`/v1/ws?quality=%C2%B2` (superscript two)", ("ws-open", "/v1/ws?quality=%C2%B2"),
      "400 `quality`", "from 1 to 100"),
+    ("WebSocket open", "`/v1/ws?quality=` and 5,000 zeros then 7", ("ws-open", "/v1/ws?quality=" + "0" * 5000 + "7"),
+     "400 `quality`", "from 1 to 100"),
     ("WebSocket message", "`not json`", ("ws", "not json"), "error reply —", "not valid JSON"),
     ("WebSocket message", "empty text", ("ws", ""), "error reply —", "not valid JSON"),
     ("WebSocket message", "`[1]`", ("ws", "[1]"), "error reply —", "expected a JSON object"),

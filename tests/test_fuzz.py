@@ -6,6 +6,7 @@ exception; valid input round-trips. Example counts are modest to keep the file f
 
 import json
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -22,7 +23,10 @@ from bridge.rest import loads_strict
 from bridge.scheduler import Scheduler
 from bridge.streams import StreamFormat
 
-FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# 300 examples a property in the suite; TB_HYPOTHESIS=long runs 5,000 (docs/reliability.md records one).
+settings.register_profile("fast", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=5000, deadline=None, suppress_health_check=list(HealthCheck))
+settings.load_profile(os.environ.get("TB_HYPOTHESIS", "fast"))
 LIMITS = Limits(max_size=1024)
 
 scalars = st.one_of(
@@ -54,7 +58,6 @@ def check_clean(clean: dict) -> None:
                 assert value % 8 == 0
 
 
-@FAST
 @given(changes | json_values)
 @example({"seed": 1e19})
 @example({"prompt": "\ud800"})
@@ -82,14 +85,12 @@ valid = st.fixed_dictionaries({}, optional={
 })
 
 
-@FAST
 @given(valid)
 def test_every_valid_change_is_accepted_unchanged(raw):
     assert parse_changes(raw, LIMITS) == raw
     assert parse_changes(json.loads(json.dumps(raw)), LIMITS) == raw  # and after a JSON round trip
 
 
-@FAST
 @given(st.text(max_size=200) | st.sampled_from(["NaN", "[" * 5000, '{"a": Infinity}', "1e400", "-0"]))
 def test_loads_strict_returns_json_or_raises_value_error(text):
     try:
@@ -99,7 +100,6 @@ def test_loads_strict_returns_json_or_raises_value_error(text):
     assert "NaN" not in json.dumps(value)  # (1e400 may parse to inf: the fields refuse it later)
 
 
-@FAST
 @given(st.dictionaries(st.sampled_from(["format", "quality", "other"]), json_values, max_size=3))
 def test_stream_format_parse_returns_a_format_or_raises_validation_error(raw):
     try:
@@ -136,7 +136,6 @@ def mutate(data: bytes, cuts: list[int], flips: list[tuple[int, int]]) -> bytes:
     return bytes(out)
 
 
-@FAST
 @given(st.one_of(
     st.binary(max_size=200),
     st.builds(lambda a, args: osc_message(a, *args), st.sampled_from(ADDRESSES), osc_args),
@@ -159,7 +158,6 @@ def test_any_datagram_is_counted_once_and_never_raises(osc_server, data):
     osc_server.subscribers.clear()
 
 
-@FAST
 @given(st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=40)
        .map(lambda s: "/" + s), st.lists(st.one_of(
            st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40),
@@ -172,7 +170,6 @@ def test_client_encoder_round_trips_through_python_osc_and_back(address, args):
     assert parse_osc_message(data) == (address, args)
 
 
-@FAST
 @given(st.binary(max_size=120) | st.builds(mutate, st.builds(
     lambda args: osc_message("/bridge/frame", *args), st.lists(st.integers(-(2**40), 2**40) | st.text(max_size=5)
                                                                | st.floats(width=32), max_size=3)),
