@@ -10,13 +10,14 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
-from . import input_api, live, rest
+from . import input_api, live, openapi, rest, security, sockets
 from .config import Config
 from .frame import NullRenderer, Renderer
 from .osc import ADDRESSES, OscServer
@@ -32,6 +33,8 @@ CONFIG = web.AppKey("config", Config)
 OSC = web.AppKey("osc", OscServer)
 PNG_WRITER = web.AppKey("png_writer", PngFileWriter)
 MODEL_INFO = web.AppKey("model_info", dict)
+OSC_SOCKET = web.AppKey("osc_socket", socket.socket)  # bound early by Daemon (see bridge.sockets)
+SHUTDOWN_TIMEOUT_S = 2.0  # handlers still running this long after SIGTERM are cancelled
 
 
 def load_renderer(config: Config) -> tuple[Renderer, dict]:
@@ -68,14 +71,19 @@ async def _cancel(task: asyncio.Task) -> None:
 
 def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Renderer, dict]] = load_renderer
                ) -> web.Application:
+    security.check_exposure(config.host, config.access)
     app = web.Application(client_max_size=rest.MAX_BODY_BYTES)
     app[CONFIG] = config
+    app[security.ACCESS] = config.access
+    app.middlewares.append(security.middleware(config.host, config.access))  # outermost: before any route
+    app.on_response_prepare.append(security.add_cors_headers)
     app[rest.OSC_ADDRESSES] = ADDRESSES
     app[rest.SCHEMA_EXTRA] = {**live.SCHEMA, **input_api.SCHEMA}
     rest.add_routes(app)
     live.add_routes(app)
     input_api.add_routes(app)
-    app.on_shutdown.append(live.close_clients)  # before the cleanup contexts below unwind
+    openapi.add_routes(app)
+    app.on_shutdown.extend([rest.end_long_polls, live.close_clients])  # before the cleanup contexts below unwind
     started = time.monotonic()
 
     async def executors(app: web.Application) -> AsyncIterator[None]:
@@ -104,8 +112,11 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
 
     async def osc(app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
+        sock = app[OSC_SOCKET] if OSC_SOCKET in app else sockets.bind_osc(config.host, config.osc_port)
+        allow = security.SenderFilter(config.access.osc_allow) \
+            if config.access.osc_allow or not security.is_loopback(config.host) else None
         transport, protocol = await loop.create_datagram_endpoint(
-            lambda: OscServer(app[rest.SCHEDULER]), local_addr=(config.host, config.osc_port))
+            lambda: OscServer(app[rest.SCHEDULER], allow), sock=sock)
         app[OSC] = protocol
         try:
             yield
@@ -185,17 +196,27 @@ class Daemon:
     def __init__(self, config: Config, renderer_factory=load_renderer):
         self.config = config
         self.app = create_app(config, renderer_factory)
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        # handler_cancellation: a long-poll whose client went away ends at once, not at its timeout.
+        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
+                                     shutdown_timeout=SHUTDOWN_TIMEOUT_S, handler_cancellation=True)
         self.http_port = config.http_port
         self.osc_port = config.osc_port
 
     async def __aenter__(self) -> "Daemon":
+        # Both ports first: one taken is reported at once, not after loading the model.
+        http_sock = sockets.bind_http(self.config.host, self.config.http_port)
+        try:
+            self.app[OSC_SOCKET] = osc_sock = sockets.bind_osc(self.config.host, self.config.osc_port)
+        except BaseException:
+            http_sock.close()
+            raise
         try:
             await self._runner.setup()
-            site = web.TCPSite(self._runner, self.config.host, self.config.http_port)
-            await site.start()
+            await web.SockSite(self._runner, http_sock).start()
         except BaseException:
             await self._runner.cleanup()
+            http_sock.close()
+            osc_sock.close()  # a no-op if the OSC transport took it and closed it
             raise
         self.http_address = self._runner.addresses[0][:2]
         self.osc_address = self.app[OSC].address

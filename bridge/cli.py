@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
 from .config import DEFAULT_HOST, DEFAULT_HTTP_PORT, DEFAULT_OSC_PORT, DEFAULT_SHM_NAME, Config, default_cache_dir
-from .errors import BridgeError, ValidationError
+from .errors import BridgeError, ConfigError, ValidationError
 from .params import Limits, Params, parse_changes
+from .security import Access
 
 log = logging.getLogger("bridge")
 
@@ -39,7 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if present)")
     serve.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
                        help="auto: bf16 on CUDA, fp32 on CPU")
-    serve.add_argument("--host", default=DEFAULT_HOST, help="bind address for HTTP and OSC (default loopback)")
+    serve.add_argument("--host", default=DEFAULT_HOST,
+                       help="bind address for HTTP and OSC (default loopback); any other needs --token and --osc-allow")
+    serve.add_argument("--token", default=os.environ.get("TURBO_BRIDGE_TOKEN") or None,
+                       help="HTTP/WebSocket clients must send 'Authorization: Bearer TOKEN' (default "
+                            "$TURBO_BRIDGE_TOKEN, which, unlike this option, other users cannot see in ps)")
+    serve.add_argument("--osc-allow", action="append", default=[], metavar="ADDRESS[/PREFIX]",
+                       help="OSC senders allowed besides loopback (repeatable, or comma-separated)")
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                       help="Host header names accepted besides the bind address and localhost (repeatable)")
+    serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                       help="web origin (scheme://host[:port]) whose pages may call the API (repeatable)")
     serve.add_argument("--http-port", type=_port, default=DEFAULT_HTTP_PORT)
     serve.add_argument("--osc-port", type=_port, default=DEFAULT_OSC_PORT)
     serve.add_argument("--max-size", type=int, default=1024, help="largest width/height accepted")
@@ -98,7 +110,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config(model=args.model, vae=args.vae, compile=args.compile, device=args.device, dtype=args.dtype, host=args.host,
                   http_port=args.http_port, osc_port=args.osc_port, max_size=args.max_size,
                   shm_name=args.shm_name or None, output_dir=args.output_dir, keep_frames=args.keep_frames,
-                  cache_dir=args.cache_dir or default_cache_dir(), initial=Params().merged(changes))
+                  cache_dir=args.cache_dir or default_cache_dir(), initial=Params().merged(changes),
+                  access=Access.from_options(args.token, args.allow_host, args.cors_origin, args.osc_allow))
 
 
 def _csv(text: str, kind=str) -> tuple:
@@ -118,10 +131,23 @@ def run_bench_command(args: argparse.Namespace) -> None:
     log.info("figures written to %s", args.json)
 
 
+class _MalformedRequestsInOneLine(logging.Filter):
+    """aiohttp logs a malformed request (answered 400) with a traceback: on a network, anyone can send one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and type(exc).__module__ == "aiohttp.http_exceptions":
+            detail = " ".join(str(exc.message).split())[:200]
+            record.msg, record.args = f"{record.getMessage()}: malformed HTTP, answered 400 ({detail})", ()
+            record.exc_info, record.levelno, record.levelname = None, logging.WARNING, "WARNING"
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    logging.getLogger("aiohttp.server").addFilter(_MalformedRequestsInOneLine())
     try:
         if args.command == "serve":
             from .app import serve
@@ -139,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.json.write_text(to_json(report))
     except ValidationError as exc:
         log.error("%s", exc.message)
+        return 2
+    except ConfigError as exc:
+        log.error("%s", exc)
         return 2
     except BridgeError as exc:
         log.error("%s", exc)

@@ -200,7 +200,14 @@ def osc_bundle(*messages: bytes) -> bytes:
 
 
 def parse_osc_message(data: bytes) -> tuple[str, list[Any]]:
-    """Decode a plain OSC message (the daemon's feedback: i, h, f, s arguments)."""
+    """Decode a plain OSC message (the daemon's feedback: i, h, f, s arguments); ``ValueError`` if malformed."""
+    try:
+        return _parse_osc_message(data)
+    except struct.error as exc:  # a truncated argument; struct.error is not a ValueError
+        raise ValueError(f"truncated OSC message: {exc}") from None
+
+
+def _parse_osc_message(data: bytes) -> tuple[str, list[Any]]:
     def string(pos: int) -> tuple[str, int]:
         end = data.index(b"\x00", pos)
         return data[pos:end].decode("utf-8"), end + 4 - (end % 4)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .params import Params
+from .security import Access
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_HTTP_PORT = 8787
@@ -38,3 +39,4 @@ class Config:
     keep_frames: bool = False
     cache_dir: Path = field(default_factory=default_cache_dir)
     initial: Params = Params()
+    access: Access = Access()  # token, extra Host names, CORS origins, OSC allow-list

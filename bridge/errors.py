@@ -25,3 +25,18 @@ class ModelNotFoundError(BridgeError):
 
 class RenderError(BridgeError):
     """A render failed; the daemon keeps serving the last good frame."""
+
+
+class ConfigError(BridgeError):
+    """The daemon was started with options it refuses (the message says what to change)."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for ``torch.OutOfMemoryError`` (CUDA), ``MemoryError`` and torch's CPU allocator failing.
+
+    Judged by class name and message, so nothing outside ``bridge.pipeline`` imports torch.
+    """
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    text = str(exc).lower()
+    return bool(names & {"OutOfMemoryError", "MemoryError"}) or "out of memory" in text \
+        or "can't allocate memory" in text  # DefaultCPUAllocator

@@ -50,6 +50,7 @@ class LatencyReport:
 
 
 def start_daemon(model: str, vae: str, size: int, shm_name: str, extra: list[str], startup_timeout: float):
+    """Start ``turbo-bridge serve``; return (process, HTTP port, OSC port) once it is ready."""
     cmd = [sys.executable, "-m", "bridge", "serve", "--model", model, "--vae", vae, "--http-port", "0",
            "--osc-port", "0", "--shm-name", shm_name, "--width", str(size), "--height", str(size),
            "--max-size", str(max(size, 64)), *extra]

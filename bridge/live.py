@@ -24,11 +24,13 @@ from .input_api import INPUTS
 from .inputs import MAX_INPUT_BYTES, WS_INPUT
 from .rest import SCHEDULER, error_response, loads_strict
 from .scheduler import Scheduler
+from .security import ACCESS
 from .streams import DEFAULT_QUALITY, HEADER, FrameEncoder, FrameHub, StreamFormat, Subscription
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
+STATIC_FILES = ("page.js", "page.css")
 MAX_MESSAGE_BYTES = 64 * 1024
 CLOSE_TIMEOUT_S = 2.0
 MJPEG_BOUNDARY = "turbo-bridge-frame"
@@ -76,11 +78,21 @@ async def page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
 
+async def static_file(request: web.Request) -> web.FileResponse:
+    """The page's script and style: names from a fixed list, so no path can reach another file."""
+    name = request.match_info["name"]
+    if name not in STATIC_FILES:
+        raise web.HTTPNotFound(reason=f"no static file {name[:64]!r}")
+    return web.FileResponse(STATIC / name, headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+
+
 def _foreign_origin(request: web.Request) -> str | None:
-    # Browsers let any web site open a WebSocket to localhost: only this daemon's own page may.
-    # Tools that are not browsers send no Origin.
+    # Browsers let any web site open a WebSocket to localhost: only this daemon's own page (and
+    # the --cors-origin origins) may. Tools that are not browsers send no Origin.
     origin = request.headers.get("Origin")
-    return origin if origin is not None and urlsplit(origin).netloc != request.host else None
+    if origin is None or urlsplit(origin).netloc == request.host or request.app[ACCESS].trusts_origin(origin):
+        return None
+    return origin
 
 
 @contextlib.contextmanager
@@ -196,8 +208,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                     await client.send_json(client.handle(msg.data, sched))
                 elif msg.type == WSMsgType.BINARY:
                     await client.send_json(await app[INPUTS].ws_message(msg.data))
-        except ConnectionError:
-            pass
+        except (ConnectionError, asyncio.CancelledError) as exc:
+            # The server cancels the handler when the connection drops (handler_cancellation).
+            log.info("websocket client %s went away without closing; its stream ended", request.remote)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
         finally:
             if sender is not None:
                 sender.cancel()
@@ -233,8 +248,10 @@ async def mjpeg(request: web.Request) -> web.StreamResponse:
                     jpeg = await app[ENCODER].jpeg(frame, quality)
                     await response.write(jpeg)
                     await response.write(part_end)
-            except ConnectionError:
-                pass
+            except (ConnectionError, asyncio.CancelledError) as exc:
+                log.info("MJPEG client %s went away; its stream ended", request.remote)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
             finally:
                 finished.set()
     return response
@@ -251,6 +268,6 @@ def add_routes(app: web.Application) -> None:
     """Register the page and the streams; HUB and ENCODER are set by the wiring."""
     app[CLOSERS] = set()
     app.router.add_get("/", page)
-    app.router.add_static("/static/", STATIC, follow_symlinks=False)
+    app.router.add_get("/static/{name}", static_file)
     app.router.add_get("/v1/ws", websocket)
     app.router.add_get("/v1/stream.mjpeg", mjpeg)

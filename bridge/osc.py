@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass, asdict
-from typing import Any
+from typing import Any, Callable
 
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket, ParseError
@@ -47,6 +47,7 @@ class OscStats:
     rejected: int = 0
     malformed: int = 0
     unknown: int = 0
+    refused: int = 0  # from senders outside --osc-allow
 
 
 def message_changes(address: str, args: list[Any]) -> dict[str, Any]:
@@ -70,7 +71,7 @@ def message_changes(address: str, args: list[Any]) -> dict[str, Any]:
             raise ValidationError(None, f"{address} takes one string: a JSON object of parameters")
         try:
             value = json.loads(args[0])
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
             raise ValidationError(None, f"{address}: not valid JSON: {exc}") from None
         if not isinstance(value, dict):
             raise ValidationError(None, f"{address}: expected a JSON object, got {type(value).__name__}")
@@ -88,8 +89,9 @@ def build_message(address: str, *args: Any) -> bytes:
 class OscServer(asyncio.DatagramProtocol):
     """Receives changes, keeps subscribers, sends them feedback. Runs on the event loop."""
 
-    def __init__(self, scheduler: Scheduler):
+    def __init__(self, scheduler: Scheduler, sender_filter: Callable[[str], bool] | None = None):
         self._scheduler = scheduler
+        self._sender_filter = sender_filter  # host -> allowed? (None: every sender that reaches the socket)
         self._transport: asyncio.DatagramTransport | None = None
         self.subscribers: set[tuple[str, int]] = set()
         self.stats = OscStats()
@@ -106,6 +108,9 @@ class OscServer(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         self.stats.datagrams += 1
+        if self._sender_filter is not None and not self._sender_filter(addr[0]):
+            self.stats.refused += 1  # no reply: feedback would go to a sender we do not trust
+            return
         try:
             messages = [timed.message for timed in OscPacket(data).messages]
         except (ParseError, ValueError, IndexError) as exc:

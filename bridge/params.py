@@ -103,9 +103,10 @@ def _seed(field: str, value: Any) -> int:
     # OSC integers are at most 64-bit signed, so a decimal string is accepted for big seeds.
     if isinstance(value, str):
         text = value.strip()
-        if not text.isdigit() or not text.isascii():
-            raise ValidationError(field, f"{field} must be {what}, got {value!r}")
-        value = int(text)
+        # At most 20 significant digits: int() of thousands of digits is slow, and refused past 4,300.
+        if not text.isdigit() or not text.isascii() or len(text.lstrip("0")) > 20:
+            raise ValidationError(field, f"{field} must be {what}, got {value[:64]!r}")
+        value = int(text.lstrip("0") or "0")
     return _integer(field, value, 0, SEED_LIMIT - 1, what)
 
 
@@ -116,6 +117,12 @@ def _text(value: Any, where: str = "prompt") -> str:
         raise ValidationError("prompt", f"{where} must be at most {MAX_PROMPT_CHARS} characters, got {len(value)}")
     if "\x00" in value:
         raise ValidationError("prompt", f"{where} must not contain NUL characters")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, e.g. JSON "\ud800": no tokenizer takes it
+            raise ValidationError("prompt", f"{where} must be valid Unicode text, got a lone surrogate "
+                                            "(such as \\ud800) without its pair") from None
     return value
 
 

@@ -5,9 +5,11 @@ Errors are ``{"error": {"field": ..., "message": ...}}`` with a 4xx status.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
+import re
 from typing import Callable
 
 from aiohttp import web
@@ -21,6 +23,8 @@ from .sinks.png import PngCache
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+INTEGER = re.compile(r"-?[0-9]{1,20}")
 MAX_POLL_SECONDS = 60.0
 DEFAULT_POLL_SECONDS = 10.0
 
@@ -29,6 +33,7 @@ PNG_CACHE = web.AppKey("png_cache", PngCache)
 HEALTH = web.AppKey("health", Callable[[], dict])
 OSC_ADDRESSES = web.AppKey("osc_addresses", dict)
 SCHEMA_EXTRA = web.AppKey("schema_extra", dict)  # other front ends' part of /v1/schema
+STOPPING = web.AppKey("stopping", asyncio.Event)  # set on shutdown: long-polls answer at once
 
 
 def error_response(status: int, field: str | None, message: str) -> web.Response:
@@ -44,7 +49,10 @@ async def errors_middleware(request: web.Request, handler):
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise
-        return error_response(exc.status, None, exc.reason)
+        response = error_response(exc.status, None, exc.reason)
+        if "Allow" in exc.headers:  # a 405 must say which methods the route takes
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
 
 
 async def health(request: web.Request) -> web.Response:
@@ -72,7 +80,10 @@ async def patch_params(request: web.Request) -> web.Response:
 
 def loads_strict(text: str):
     """``json.loads`` without NaN/Infinity, which JSON does not allow; raises ``ValueError``."""
-    return json.loads(text, parse_constant=_reject_constant)
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def _reject_constant(name: str):
@@ -83,19 +94,45 @@ def _query_number(request: web.Request, name: str, default: float, low: float, h
     text = request.query.get(name)
     if text is None:
         return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    # A plain decimal number only: float() would also take '1_0', ' 5', 'infinity' and '١'.
+    value = float(text) if NUMBER.fullmatch(text) else math.nan
     if not math.isfinite(value) or not low <= value <= high:
-        raise ValidationError(name, f"{name} must be a number in [{low:g}, {high:g}], got {text!r}")
+        raise ValidationError(name, f"{name} must be a number in [{low:g}, {high:g}], got {text[:64]!r}")
     return value
 
 
+def _query_integer(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not INTEGER.fullmatch(text) or not low <= int(text) <= high:
+        raise ValidationError(name, f"{name} must be an integer in [{low}, {high}], got {text[:64]!r}")
+    return int(text)
+
+
 async def _wait_frame(request: web.Request) -> Frame | None:
-    after = int(_query_number(request, "after", -1, -1, 2**63))
+    after = _query_integer(request, "after", -1, -1, 2**63 - 1)
     timeout = _query_number(request, "timeout", DEFAULT_POLL_SECONDS, 0, MAX_POLL_SECONDS)
-    return await request.app[SCHEDULER].next_frame(after, timeout)
+    stopping = request.app[STOPPING]
+    waits = [asyncio.ensure_future(request.app[SCHEDULER].next_frame(after, timeout)),
+             asyncio.ensure_future(stopping.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the server cancels the handler when its client disconnects
+        log.info("long-poll from %s ended: the client went away", request.remote)
+        raise
+    finally:
+        for wait in waits:
+            wait.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+    if stopping.is_set():
+        raise web.HTTPServiceUnavailable(reason="daemon stopping")
+    return waits[0].result()
+
+
+async def end_long_polls(app: web.Application) -> None:
+    """On shutdown (before the server waits for handlers): answer every long-poll with 503."""
+    app[STOPPING].set()
 
 
 def _frame_headers(frame: Frame) -> dict[str, str]:
@@ -144,6 +181,7 @@ async def get_schema(request: web.Request) -> web.Response:
             "GET /v1/frame.png": "?after=SEQ&timeout=S long-poll for a frame newer than SEQ; 204 on timeout",
             "GET /v1/frame.rgba": "same, raw RGBA8 rows top-first; X-Width/X-Height give the size",
             "GET /v1/schema": "this document",
+            "GET /v1/openapi.json": "the HTTP routes as an OpenAPI 3.0 document",
         },
         **request.app.get(SCHEMA_EXTRA, {}),
     })
@@ -152,6 +190,7 @@ async def get_schema(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     """Register the v1 routes; the app's keys (SCHEDULER, PNG_CACHE, HEALTH, ...) are set by the wiring."""
     app.middlewares.append(errors_middleware)
+    app[STOPPING] = asyncio.Event()
     app.router.add_get("/v1/health", health)
     app.router.add_get("/v1/params", get_params)
     app.router.add_patch("/v1/params", patch_params)

@@ -18,7 +18,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
-from .errors import ValidationError
+from .errors import ValidationError, is_out_of_memory
 from .frame import Frame, Renderer
 from .params import GLIDE_FIELDS, Limits, Params, parse_changes, prompt_texts
 from .scene import Glide, InputImage, Scene
@@ -217,7 +217,7 @@ class Scheduler:
                 frame = await loop.run_in_executor(self._gpu, self._render_and_publish, params, scene, version)
             except Exception as exc:  # a loop boundary: report, keep serving the last good frame
                 self._transition.cancel()  # a failing glide would fail every frame
-                self._report_error(params, exc)
+                self._report_error(params, exc, self._roll_back(params) if is_out_of_memory(exc) else "")
                 continue
             self.latest = frame
             self.stats.frames += 1
@@ -242,11 +242,24 @@ class Scheduler:
         log.debug("frame %d (v%d) %.1f ms", frame.seq, version, render_ms)
         return frame
 
-    def _report_error(self, params: Params, exc: BaseException) -> None:
+    def _roll_back(self, failed: Params) -> str:
+        """After running out of memory: back to the last rendered params, unless a newer change is pending.
+
+        The restored state gets a new version (and a frame), so every client sees it.
+        """
+        good = self.latest.params if self.latest is not None else None
+        if good is None or good == failed or self._version != self._started_version:
+            return ""
+        self._params = good
+        self._version += 1
+        self._wake.set()
+        return f"; back to the last rendered parameters ({good.width}x{good.height}) as v{self._version}"
+
+    def _report_error(self, params: Params, exc: BaseException, outcome: str = "") -> None:
         message = f"render failed for v{self._started_version} ({params.width}x{params.height}): " \
-                  f"{type(exc).__name__}: {exc}"
+                  f"{type(exc).__name__}: {str(exc)[:500]}{outcome}"
         self.stats.render_errors += 1
         self.stats.last_error = message
-        log.error("%s", message, exc_info=not isinstance(exc, MemoryError))
+        log.error("%s", message, exc_info=not is_out_of_memory(exc))
         for listener in self._error_listeners:
             listener(message)

@@ -47,12 +47,14 @@ class StreamFormat:
         """Read ``format`` and ``quality`` (query strings or JSON values); raises ``ValidationError``."""
         base = base or StreamFormat()
         kind, quality = raw.get("format", base.kind), raw.get("quality", base.quality)
-        if kind not in FORMAT_CODES:
-            raise ValidationError("format", f"format must be one of jpeg, png, rgba, got {kind!r}")
-        if isinstance(quality, str) and quality.strip().isdigit():
+        if not isinstance(kind, str) or kind not in FORMAT_CODES:  # a JSON list or object is unhashable
+            raise ValidationError("format", f"format must be one of jpeg, png, rgba, got {repr(kind)[:64]}")
+        # Digits only (not '²'), and few: int() of thousands of digits raises.
+        if isinstance(quality, str) and quality.strip().isdigit() and quality.isascii() and len(quality.strip()) <= 3:
             quality = int(quality)
         if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
-            raise ValidationError("quality", f"quality must be an integer from 1 to 100 (JPEG), got {quality!r}")
+            raise ValidationError("quality",
+                                  f"quality must be an integer from 1 to 100 (JPEG), got {repr(quality)[:64]}")
         return StreamFormat(kind, quality)
 
 

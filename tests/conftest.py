@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,6 +34,26 @@ def config(cache_dir) -> Config:
 
 def null_factory(config):
     return NullRenderer(), {"model": "null", "device": "cpu", "dtype": "none"}
+
+
+@pytest.fixture
+async def running():
+    """``running(renderer, **kwargs)`` starts a Scheduler's render loop (64x64) on a GPU thread."""
+    from bridge.scheduler import Scheduler
+
+    gpu = ThreadPoolExecutor(1, thread_name_prefix="gpu")
+    started = []
+
+    def start(renderer, **kwargs):
+        sched = Scheduler(renderer, gpu, initial=Params(width=64, height=64), **kwargs)
+        started.append(asyncio.create_task(sched.run()))
+        return sched
+
+    yield start
+    for task in started:
+        task.cancel()
+    await asyncio.gather(*started, return_exceptions=True)
+    gpu.shutdown()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ never sees a partial PNG.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import os
@@ -90,7 +91,12 @@ class PngFileWriter:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     # A temp file in the same folder, then rename: readers see the old file or the new one.
+    # Names are ours (never from a request); O_EXCL|O_NOFOLLOW and rename (which replaces a link,
+    # not its target) keep a planted symlink from sending the bytes outside --output-dir.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # a leftover of a crash, or a planted link: unlink removes the link itself
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    with open(fd, "wb") as f:
         f.write(data)
     os.replace(tmp, path)

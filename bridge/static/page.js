@@ -31,9 +31,15 @@ function parse(text) {
     (key === "seed" || key === "seed2") && typeof value === "number" && source && source.source ? source.source : value);
 }
 
+// A daemon started with --token: open the page as http://HOST:PORT/#token=TOKEN. The fragment never
+// leaves the browser; the WebSocket carries the token as ?access_token= (browsers cannot set its headers).
+const TOKEN = new URLSearchParams(location.hash.slice(1)).get("token");
+const AUTH = TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {};
+
 function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  socket = new WebSocket(`${scheme}://${location.host}/v1/ws?format=${$("format").value}`);
+  const token = TOKEN ? `&access_token=${encodeURIComponent(TOKEN)}` : "";
+  socket = new WebSocket(`${scheme}://${location.host}/v1/ws?format=${$("format").value}${token}`);
   socket.binaryType = "arraybuffer";
   socket.onopen = () => { retryMs = 250; awaitingReply.length = 0; $("link").textContent = "live"; };
   socket.onmessage = (event) => {
@@ -179,7 +185,7 @@ setInterval(() => {
   $("fps").textContent = String(arrivals.length);
 }, 250);
 
-fetch("/v1/schema").then((response) => response.json()).then((schema) => {
+fetch("/v1/schema", { headers: AUTH }).then((response) => response.json()).then((schema) => {
   for (const field of ["width", "height"]) $(field).max = schema.parameters[field].maximum;
 }).catch((error) => showError({ field: null, message: `schema: ${error}` }));
 

@@ -1,0 +1,188 @@
+"""``GET /v1/openapi.json``: a hand-written OpenAPI 3.0 document of the HTTP routes.
+
+Parameters come from ``params.schema`` (so ranges follow ``--max-size``); the rest mirrors
+``rest`` and ``live``. ``tests/test_openapi.py`` checks it lists exactly the routes the app
+serves; schemathesis fuzzes the daemon from it (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .params import SEED_LIMIT, Limits, schema
+from .rest import SCHEDULER
+from .security import ACCESS
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+JSON_ERROR = {"application/json": {"schema": ERROR}}
+FRAME_HEADERS = {name: {"schema": {"type": "integer" if name != "X-Render-Ms" else "number"}}
+                 for name in ("X-Frame-Seq", "X-Params-Version", "X-Render-Ms", "X-Seed", "X-Width", "X-Height")}
+
+
+def at_most(n: int) -> str:
+    """A pattern for decimal strings of 0..n (leading zeros and surrounding whitespace allowed)."""
+    digits = str(n)
+    alternatives = [f"[0-9]{{1,{len(digits) - 1}}}"] if len(digits) > 1 else []
+    for i, digit in enumerate(digits):  # N's first i digits, a smaller digit, then any digits
+        if digit != "0":
+            rest = len(digits) - i - 1
+            smaller = "0" if digit == "1" else f"[0-{int(digit) - 1}]"
+            alternatives.append(digits[:i] + smaller + (f"[0-9]{{{rest}}}" if rest else ""))
+    return "^\\s*0*(" + "|".join([*alternatives, digits]) + ")\\s*$"
+
+
+def _error(description: str) -> dict:
+    return {"description": description, "content": JSON_ERROR}
+
+
+def _number_query(name: str, low: float, high: float, description: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": {"type": "number", "minimum": low, "maximum": high}}
+
+
+def _params_schema(limits: Limits) -> dict:
+    """Each field as JSON Schema (what ``parse_changes`` accepts), no other keys."""
+    properties = {}
+    for name, spec in schema(limits).items():
+        prop = {k: v for k, v in spec.items() if k not in ("note", "default")}
+        if "note" in spec:
+            prop["description"] = spec["note"]
+        properties[name] = prop
+    # A prompt is a string, or a blend: a list of [text, weight] pairs (OpenAPI 3.0 has no type lists).
+    prompt = properties["prompt"]
+    text = {"type": "string", "maxLength": prompt["maxLength"], "pattern": "^[^\\u0000]*$"}  # NUL is refused
+    blend = {"type": "array", "minItems": 1, "maxItems": prompt["maxItems"],
+             "items": {"type": "array", "minItems": 2, "maxItems": 2, "items": {}}}
+    properties["prompt"] = {"anyOf": [text, blend], **{k: v for k, v in prompt.items() if k == "description"}}
+    # Seeds reach 2**64-1; OSC and some JSON tools need them as decimal strings.
+    for name in ("seed", "seed2"):
+        properties[name] = {"anyOf": [properties[name], {"type": "string", "pattern": at_most(SEED_LIMIT - 1)}]}
+    return {"type": "object", "properties": properties, "additionalProperties": False}
+
+
+def _frame_route(media: str, summary: str) -> dict:
+    return {"get": {
+        "summary": summary,
+        "parameters": [
+            {"name": "after", "in": "query", "required": False,
+             "description": "a frame whose seq is above this (default -1: the current one)",
+             "schema": {"type": "integer", "minimum": -1, "maximum": 2**63 - 1}},
+            _number_query("timeout", 0, 60, "seconds to wait (default 10)"),
+        ],
+        "responses": {
+            "200": {"description": "the frame", "headers": FRAME_HEADERS,
+                    "content": {media: {"schema": {"type": "string", "format": "binary"}}}},
+            "204": {"description": "no newer frame within the timeout",
+                    "headers": {"X-Frame-Seq": FRAME_HEADERS["X-Frame-Seq"]}},
+            "400": _error("a bad query value"),
+            "503": _error("the daemon is stopping"),
+        },
+    }}
+
+
+def document(limits: Limits, token: bool) -> dict:
+    """The OpenAPI document for a daemon with these limits (``token``: routes under /v1 need one)."""
+    params = _params_schema(limits)
+    format_query = {"name": "format", "in": "query", "required": False,
+                    "schema": {"type": "string", "enum": ["jpeg", "png", "rgba"]}}
+    quality_query = {"name": "quality", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 100}}
+    doc = {
+        "openapi": "3.0.3",
+        "info": {"title": "turbo-bridge", "version": "1",
+                 "description": "SDXL-Turbo frames for creative tools; OSC and shared memory are in README.md."},
+        "paths": {
+            "/": {"get": {"summary": "the live page", "security": [],
+                          "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}}}},
+            "/static/{name}": {"get": {
+                "summary": "the live page's script and style", "security": [],
+                "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "the file"}, "403": _error("outside the folder"),
+                              "404": _error("no such file")}}},
+            "/v1/health": {"get": {"summary": "status and counters", "responses": {
+                "200": {"description": "health", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+            "/v1/params": {
+                "get": {"summary": "the parameters and the state's version", "responses": {"200": {
+                    "description": "params", "content": {"application/json": {"schema": {
+                        "type": "object", "required": [*params["properties"], "version"],
+                        "properties": {**{k: {} for k in params["properties"]}, "version": {"type": "integer"}}}}}}}},
+                "patch": {
+                    "summary": "a partial change, applied atomically",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": params}}},
+                    "responses": {
+                        "200": {"description": "applied", "content": {"application/json": {"schema": {
+                            "type": "object", "required": ["version", "warnings"],
+                            "properties": {"version": {"type": "integer"},
+                                           "warnings": {"type": "array", "items": {"type": "string"}}}}}}},
+                        "400": _error("rejected: the state is unchanged"),
+                        "413": _error("body over 64 KiB"),
+                    }},
+            },
+            "/v1/frame.png": _frame_route("image/png", "long-poll for a frame, as PNG"),
+            "/v1/frame.rgba": _frame_route("application/octet-stream", "long-poll for a frame, raw RGBA8"),
+            "/v1/input": {
+                "put": {
+                    "summary": "the input image for image-to-image: PNG, JPEG, raw RGBA (X-Width/X-Height "
+                               "headers), or JSON {\"shm\": NAME} to poll a client's segment",
+                    "requestBody": {"required": True, "content": {
+                        "image/png": {"schema": {"type": "string", "format": "binary"}},
+                        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                        "application/json": {"schema": {"type": "object", "required": ["shm"],
+                                                        "properties": {"shm": {"type": "string"}}}}}},
+                    "responses": {"200": {"description": "the input as the daemon holds it",
+                                          "content": {"application/json": {"schema": {"type": "object"}}}},
+                                  "400": _error("not an image, a bad size, or a bad segment name"),
+                                  "413": _error("too large"),
+                                  "415": _error("an unsupported Content-Type")}},
+                "get": {"summary": "the current input (source, size, content digest)", "responses": {
+                    "200": {"description": "input", "content": {"application/json": {"schema": {"type": "object"}}}}}},
+                "delete": {"summary": "no input: back to text-to-image", "responses": {
+                    "200": {"description": "cleared", "content": {"application/json": {"schema": {"type": "object"}}}}}},
+            },
+            "/v1/schema": {"get": {"summary": "parameters, OSC addresses and endpoints", "responses": {
+                "200": {"description": "schema", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+            "/v1/openapi.json": {"get": {"summary": "this document", "responses": {
+                "200": {"description": "OpenAPI 3.0",
+                        "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+            "/v1/ws": {"get": {
+                "summary": "WebSocket (upgrade): JSON messages in, frames out; see README.md",
+                "parameters": [format_query, quality_query],
+                "responses": {"101": {"description": "switching protocols"},
+                              "400": _error("not a WebSocket upgrade, or a bad format/quality"),
+                              "403": _error("opened by a page from another origin")}}},
+            "/v1/stream.mjpeg": {"get": {
+                "summary": "multipart/x-mixed-replace JPEG, one part per new frame (does not end)",
+                "parameters": [quality_query],
+                "responses": {"200": {"description": "the stream",
+                                      "content": {"multipart/x-mixed-replace": {}}},
+                              "400": _error("a bad quality")}}},
+        },
+        "components": {"schemas": {"Error": {
+            "type": "object", "required": ["error"],
+            "properties": {"error": {"type": "object", "required": ["field", "message"], "properties": {
+                "field": {"type": "string", "nullable": True}, "message": {"type": "string"}}}}}}},
+    }
+    if token:
+        doc["components"]["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "query": {"type": "apiKey", "in": "query", "name": "access_token",
+                      "description": "/v1/ws and /v1/stream.mjpeg only (browsers cannot set their headers)"},
+        }
+        doc["security"] = [{"bearer": []}]
+        for path in ("/v1/ws", "/v1/stream.mjpeg"):
+            doc["paths"][path]["get"]["security"] = [{"bearer": []}, {"query": []}]
+    for path, item in doc["paths"].items():
+        for operation in item.values():
+            if token and operation.get("security") != []:
+                operation["responses"]["401"] = _error("missing or wrong token")
+            operation["responses"]["403"] = operation["responses"].get("403") or _error("Host header not allowed")
+    return doc
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(document(request.app[SCHEDULER].limits, request.app[ACCESS].token is not None))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/openapi.json", openapi)

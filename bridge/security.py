@@ -1,0 +1,256 @@
+"""Who may talk to the daemon: loopback by default, the network only with a token and an OSC allow-list.
+
+``Access`` is the frozen policy the CLI builds; ``check_exposure`` refuses a non-loopback bind
+without ``--token`` and ``--osc-allow``. ``middleware`` checks every HTTP request's Host header
+(DNS rebinding) and bearer token (constant-time); ``add_cors_headers`` answers only the origins
+given with ``--cors-origin``; ``SenderFilter`` admits OSC datagrams from loopback and the
+allowed networks.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+from typing import Iterable
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from .errors import ConfigError, ValidationError
+
+log = logging.getLogger(__name__)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+MIN_TOKEN_CHARS = 16
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+# Browsers cannot set headers on a WebSocket or an <img>/MJPEG request: these take the token
+# as ?access_token= too (RFC 6750 section 2.3).
+QUERY_TOKEN_PATHS = ("/v1/ws", "/v1/stream.mjpeg")
+EXPOSED_HEADERS = "X-Frame-Seq, X-Params-Version, X-Render-Ms, X-Seed, X-Width, X-Height"
+TOKEN_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(24))'"
+
+
+
+@dataclass(frozen=True)
+class Access:
+    """The daemon's access policy (all empty: loopback only, no token, no CORS)."""
+
+    token: str | None = field(default=None, repr=False)
+    allow_hosts: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    osc_allow: tuple[Network, ...] = ()
+
+    def trusts_origin(self, origin: str) -> bool:
+        """True for the ``--cors-origin`` origins (compared case-insensitively)."""
+        return origin.lower() in self.cors_origins
+
+    @staticmethod
+    def from_options(token: str | None = None, allow_hosts: Iterable[str] = (), cors_origins: Iterable[str] = (),
+                     osc_allow: Iterable[str] = ()) -> "Access":
+        """Validate the command line's values; raises ``ConfigError`` saying what to change."""
+        return Access(_token(token), tuple(_host(h) for h in _split(allow_hosts)),
+                      tuple(_origin(o) for o in _split(cors_origins)),
+                      tuple(_network(n) for n in _split(osc_allow)))
+
+
+ACCESS = web.AppKey("access", Access)
+
+
+def _split(values: Iterable[str]) -> list[str]:
+    # Each option may be repeated and may hold a comma-separated list.
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def _token(token: str | None) -> str | None:
+    if token is None:
+        return None
+    if len(token) < MIN_TOKEN_CHARS or not token.isascii() or not token.isprintable() or " " in token:
+        raise ConfigError(f"--token must be at least {MIN_TOKEN_CHARS} printable ASCII characters without "
+                          f"spaces; make one with: {TOKEN_HINT}")
+    return token
+
+
+def _host(text: str) -> str:
+    host = text.lower().strip("[]")
+    if not host or any(c in host for c in "/@ ") or host.count(":") == 1:
+        raise ConfigError(f"--allow-host takes a host name or address without scheme or port, got {text!r}")
+    return host
+
+
+def _origin(text: str) -> str:
+    parts = urlsplit(text)
+    if text == "*" or parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") \
+            or parts.query or parts.fragment:
+        raise ConfigError("--cors-origin takes an origin such as https://example.org:8080 (scheme, host, "
+                          f"optional port; '*' is refused), got {text!r}")
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _network(text: str) -> Network:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ConfigError(f"--osc-allow takes IP addresses or networks such as 192.168.1.20 or 10.0.0.0/24, "
+                          f"got {text!r}") from None
+
+
+def is_loopback(host: str) -> bool:
+    """True for loopback addresses and the name ``localhost``."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, access: Access) -> None:
+    """Refuse to listen beyond loopback without a token and an OSC allow-list."""
+    if is_loopback(host):
+        return
+    missing = []
+    if access.token is None:
+        missing.append(f"--token SECRET (HTTP and WebSocket clients must send it as 'Authorization: Bearer "
+                       f"SECRET'; make one with: {TOKEN_HINT})")
+    if not access.osc_allow:
+        missing.append("--osc-allow ADDRESS[/PREFIX],... (the hosts or networks that may send OSC, "
+                       "e.g. 192.168.1.0/24)")
+    if missing:
+        raise ConfigError(f"--host {host} is not a loopback address, so other machines could reach the daemon; "
+                          f"refusing to start without {' and '.join(missing)}")
+
+
+def allowed_hosts(bind_host: str, access: Access) -> frozenset[str]:
+    """Host header values (lower case, no port or brackets) this daemon answers to."""
+    return frozenset({bind_host.strip("[]").lower(), *LOOPBACK_NAMES, *access.allow_hosts})
+
+
+def host_of(header: str) -> str:
+    """The host part of a Host header: ``[::1]:8787`` -> ``::1``, ``Example:80`` -> ``example``."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def _ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _error(status: int, field: str | None, message: str, headers: dict | None = None) -> web.Response:
+    return web.json_response(ValidationError(field, message).to_json(), status=status, headers=headers)
+
+
+def _bearer(request: web.Request) -> str | None:
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    if request.path in QUERY_TOKEN_PATHS:
+        return request.query.get("access_token")
+    return None
+
+
+def token_matches(given: str | None, token: str) -> bool:
+    """Constant-time comparison (``hmac.compare_digest``), so timing does not leak the token."""
+    return given is not None and hmac.compare_digest(given.encode("utf-8", "surrogatepass"), token.encode("utf-8"))
+
+
+def middleware(bind_host: str, access: Access):
+    """An aiohttp middleware: Host check, CORS preflight, then the bearer token (when one is set)."""
+    hosts = allowed_hosts(bind_host, access)
+    # On a wildcard bind clients use whatever address reaches this machine. A DNS-rebinding page
+    # always sends a name it controls, never an IP literal, so IP literals are safe to accept there.
+    any_ip = _is_wildcard(bind_host)
+    refused = OncePerSender()
+
+    @web.middleware
+    async def guard(request: web.Request, handler):
+        header = request.headers.get("Host")
+        if header is not None:
+            host = host_of(header)
+            if host not in hosts and not (any_ip and _ip_literal(host)):
+                refused("host", request.remote, "refused a request for Host %r from %s: not an allowed host",
+                        header[:100], request.remote)
+                return _error(403, "Host", f"Host {header[:100]!r} is not a name this daemon answers to (a guard "
+                                           f"against DNS rebinding); allowed: {', '.join(sorted(hosts))}; add "
+                                           "names with --allow-host")
+        origin = request.headers.get("Origin")
+        if request.method == "OPTIONS" and origin is not None and access.trusts_origin(origin) \
+                and "Access-Control-Request-Method" in request.headers:
+            return web.Response(status=204, headers={
+                "Access-Control-Allow-Methods": "GET, PATCH, OPTIONS",
+                "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                "Access-Control-Max-Age": "600",
+            })  # the Allow-Origin header is added by add_cors_headers
+        if access.token is not None and not _public(request.path) and not token_matches(_bearer(request), access.token):
+            refused("token", request.remote, "refused %s %s from %s: missing or wrong token", request.method,
+                    request.path[:100], request.remote)
+            return _error(401, "Authorization", "this daemon requires a token: send 'Authorization: Bearer TOKEN'"
+                          + (" or ?access_token=TOKEN" if request.path in QUERY_TOKEN_PATHS else ""),
+                          headers={"WWW-Authenticate": 'Bearer realm="turbo-bridge"'})
+        return await handler(request)
+
+    return guard
+
+
+def _public(path: str) -> bool:
+    # The live page and its files hold no data and change nothing: a browser must be able to load
+    # them before it can present a token (which the page then reads from its URL fragment).
+    return path == "/" or path.startswith("/static/")
+
+
+class OncePerSender:
+    """Logs the first refusal of each kind from each sender (up to 1,024): a flood must not flood the log."""
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, str]] = set()
+
+    def __call__(self, kind: str, sender: str | None, message: str, *args) -> None:
+        key = (kind, sender or "?")
+        if key not in self._seen and len(self._seen) < 1024:
+            self._seen.add(key)
+            log.warning(message + " (logged once per sender)", *args)
+
+
+async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: CORS headers for the ``--cors-origin`` origins only (never ``*``)."""
+    origin = request.headers.get("Origin")
+    if origin is not None and request.app[ACCESS].trusts_origin(origin):
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+        response.headers.add("Vary", "Origin")
+
+
+class SenderFilter:
+    """Admits OSC datagrams from loopback and the allowed networks; counts and logs the others."""
+
+    def __init__(self, networks: Iterable[Network]):
+        self.networks = tuple(networks)
+        self._refused = OncePerSender()
+
+    def __call__(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # a dual-stack socket reports IPv4 senders as ::ffff:a.b.c.d
+        if address.is_loopback or any(address in network for network in self.networks):
+            return True
+        self._refused("osc", host, "OSC from %s ignored: not in --osc-allow", host)
+        return False
