@@ -23,9 +23,6 @@ class ModelNotFoundError(BridgeError):
     """The requested model is neither a local folder nor in the hub cache and can't be fetched."""
 
 
-class RenderError(BridgeError):
-    """A render failed; the daemon keeps serving the last good frame."""
-
 
 class ConfigError(BridgeError):
     """The daemon was started with options it refuses (the message says what to change)."""

@@ -72,6 +72,12 @@ def start_daemon(model: str, vae: str, size: int, shm_name: str, extra: list[str
     raise RuntimeError(f"daemon did not become ready within {startup_timeout:.0f} s: {' '.join(cmd)}")
 
 
+def _sleep_until(deadline: float) -> None:
+    """Sleep in short steps until ``perf_counter()`` reaches ``deadline`` (a steady send rate)."""
+    while (wait := deadline - time.perf_counter()) > 0:
+        time.sleep(min(0.0005, wait))
+
+
 def _drain(stream) -> None:
     for line in stream:
         log.info("daemon: %s", line.rstrip())
@@ -86,8 +92,7 @@ def measure(osc_port: int, shm_name: str, count: int, rate_hz: float, timeout: f
         next_send = time.perf_counter()
         for i in range(count):
             tag = 10_000_000 + i
-            while (wait := next_send - time.perf_counter()) > 0:
-                time.sleep(min(0.0005, wait))
+            _sleep_until(next_send)
             sent = time.perf_counter()
             sender.send_params({"prompt": f"a lighthouse in a storm, take {i}", "seed": tag})
             next_send = sent + period
@@ -122,8 +127,7 @@ def measure_input(http_port: int, shm_name: str, count: int, rate_hz: float, siz
             for i in range(count):
                 pixels = base.copy()
                 pixels[0, 0, :3] = (i & 0xFF, (i >> 8) & 0xFF, 7)  # new content: a new digest, a new encoding
-                while (wait := next_send - time.perf_counter()) > 0:
-                    time.sleep(min(0.0005, wait))
+                _sleep_until(next_send)
                 shown = _latest(reader, first_timeout)  # a late frame of an earlier input is not this one's
                 version = shown.version if shown else 0
                 sent = time.perf_counter()

@@ -37,10 +37,10 @@ log = logging.getLogger(__name__)
 class DiffusersRenderer:
     """Renders frames; every method but ``prompt_warnings`` runs on the GPU thread only."""
 
-    def __init__(self, pipe, device: str, dtype: torch.dtype, *, vae=None, compile: bool = False,
+    def __init__(self, pipe, device: str, dtype: torch.dtype, *, compile: bool = False,
                  profile: bool = False, cache_size: int = 256):
         self.pipe = pipe
-        self.vae = vae if vae is not None else pipe.vae
+        self.vae = pipe.vae  # full or tiny: the loader puts the chosen decoder into the pipeline
         self.device = torch.device(device)
         self.dtype = dtype
         self.compile = compile
