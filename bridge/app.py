@@ -17,15 +17,15 @@ from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
-from . import input_api, live, openapi, rest, security, sockets
+from .frontends import input_api, live, openapi, rest, security, sockets
 from .config import Config
-from .frame import NullRenderer, Renderer
-from .osc import ADDRESSES, OscServer
-from .params import Limits
-from .scheduler import Scheduler
-from .sinks.png import PngCache, PngFileWriter
-from .sinks.shm import ShmWriter
-from .streams import FrameEncoder, FrameHub
+from .core.frame import NullRenderer, Renderer
+from .frontends.osc import ADDRESSES, OscServer
+from .core.params import Limits
+from .engine.scheduler import Scheduler
+from .engine.sinks.png import PngCache, PngFileWriter
+from .engine.sinks.shm import ShmWriter
+from .frontends.streams import FrameEncoder, FrameHub
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ CONFIG = web.AppKey("config", Config)
 OSC = web.AppKey("osc", OscServer)
 PNG_WRITER = web.AppKey("png_writer", PngFileWriter)
 MODEL_INFO = web.AppKey("model_info", dict)
-OSC_SOCKET = web.AppKey("osc_socket", socket.socket)  # bound early by Daemon (see bridge.sockets)
+OSC_SOCKET = web.AppKey("osc_socket", socket.socket)  # bound early by Daemon (see bridge.frontends.sockets)
 SHUTDOWN_TIMEOUT_S = 2.0  # handlers still running this long after SIGTERM are cancelled
 
 

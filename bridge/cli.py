@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 from .config import DEFAULT_HOST, DEFAULT_HTTP_PORT, DEFAULT_OSC_PORT, DEFAULT_SHM_NAME, Config, default_cache_dir
-from .errors import BridgeError, ConfigError, ValidationError
-from .params import Limits, Params, parse_changes
-from .security import Access
+from .core.errors import BridgeError, ConfigError, ValidationError
+from .core.params import Limits, Params, parse_changes
+from .frontends.security import Access
 
 log = logging.getLogger("bridge")
 
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "bench":
             run_bench_command(args)
         elif args.command == "latency":
-            from .latency import format_latency, run_latency, to_json
+            from .tools.latency import format_latency, run_latency, to_json
 
             report = run_latency(args.model, args.vae, args.size, args.count, args.rate,
                                  [a for a in args.daemon_args if a != "--"], via=args.input)

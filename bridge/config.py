@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .params import Params
-from .security import Access
+from .core.params import Params
+from .frontends.security import Access
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_HTTP_PORT = 8787

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from bridge.config import Config
-from bridge.frame import NullRenderer
-from bridge.params import Params
+from bridge.core.frame import NullRenderer
+from bridge.core.params import Params
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +39,7 @@ def null_factory(config):
 @pytest.fixture
 async def running():
     """``running(renderer, **kwargs)`` starts a Scheduler's render loop (64x64) on a GPU thread."""
-    from bridge.scheduler import Scheduler
+    from bridge.engine.scheduler import Scheduler
 
     gpu = ThreadPoolExecutor(1, thread_name_prefix="gpu")
     started = []

@@ -16,8 +16,8 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 
 from bridge.cli import build_parser, config_from_args
 from bridge.client import osc_bundle, osc_message, parse_osc_message
-from bridge.errors import BridgeError, ValidationError
-from bridge.security import check_exposure
+from bridge.core.errors import BridgeError, ValidationError
+from bridge.frontends.security import check_exposure
 from conftest import null_factory
 
 DOC = Path(__file__).parent.parent / "docs" / "reliability.md"

@@ -106,7 +106,7 @@ def test_zip_is_a_valid_extension_with_the_client_bundled(extension_zip):
     import zipfile
 
     names = set(zipfile.ZipFile(extension_zip).namelist())
-    assert {"blender_manifest.toml", "__init__.py", "_bridge/client.py", "_bridge/layout.py"} <= names
+    assert {"blender_manifest.toml", "__init__.py", "_bridge/client/__init__.py", "_bridge/client/layout.py", "_bridge/client/shm.py"} <= names
     init = zipfile.ZipFile(extension_zip).read("__init__.py").decode()
     assert "bl_info" not in init
     manifest = zipfile.ZipFile(extension_zip).read("blender_manifest.toml").decode()
@@ -283,7 +283,7 @@ def render_digest(scene, path) -> str:
     """What the daemon should get for the Render Result: the PNG Blender writes, decoded."""
     from PIL import Image
 
-    from bridge.scene import InputImage
+    from bridge.core.scene import InputImage
 
     settings = scene.render.image_settings
     settings.file_format, settings.color_mode, settings.color_depth = "PNG", "RGBA", "8"

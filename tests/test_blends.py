@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from bridge.params import Params  # noqa: E402
+from bridge.core.params import Params  # noqa: E402
 from bridge.pipeline.loader import load_pipeline  # noqa: E402
 from bridge.pipeline.noise import seed_noise, slerp  # noqa: E402
 from bridge.pipeline.renderer import DiffusersRenderer  # noqa: E402
@@ -70,7 +70,7 @@ def test_slerp_is_exact_at_its_ends_and_keeps_the_norm():
 
 def test_long_text_inside_a_blend_warns(renderer):
     assert renderer.prompt_warnings("a very long prompt " * 30)
-    from bridge.scheduler import Scheduler
+    from bridge.engine.scheduler import Scheduler
 
     sched = Scheduler(renderer, None)
     applied = sched.apply({"prompt": [["a cat", 1], ["a very long prompt " * 30, 1]]})

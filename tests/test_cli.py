@@ -13,7 +13,7 @@ from multiprocessing import shared_memory
 import pytest
 
 from bridge.cli import build_parser, config_from_args
-from bridge.errors import ValidationError
+from bridge.core.errors import ValidationError
 from conftest import unique_shm_name
 
 

@@ -19,12 +19,13 @@ from multiprocessing import shared_memory
 import aiohttp
 import pytest
 
-from bridge import layout, live
+from bridge.client import layout
+from bridge.frontends import live
 from bridge.client import ShmReader, osc_message
-from bridge.errors import is_out_of_memory
-from bridge.frame import NullRenderer
-from bridge.params import Params
-from bridge.scene import Scene
+from bridge.core.errors import is_out_of_memory
+from bridge.core.frame import NullRenderer
+from bridge.core.params import Params
+from bridge.core.scene import Scene
 from conftest import null_factory, unique_shm_name
 
 READY = re.compile(r"ready: http://127\.0\.0\.1:(\d+)/v1/\s+OSC udp 127\.0\.0\.1:(\d+)")

@@ -15,13 +15,13 @@ from hypothesis import strategies as st
 from pythonosc.osc_message import OscMessage
 
 from bridge.client import osc_bundle, osc_message, parse_osc_message
-from bridge.errors import ValidationError
-from bridge.frame import NullRenderer
-from bridge.osc import OscServer
-from bridge.params import FIELDS, MAX_GUIDANCE, MAX_PROMPT_CHARS, SEED_LIMIT, Limits, Params, parse_changes
-from bridge.rest import loads_strict
-from bridge.scheduler import Scheduler
-from bridge.streams import StreamFormat
+from bridge.core.errors import ValidationError
+from bridge.core.frame import NullRenderer
+from bridge.frontends.osc import OscServer
+from bridge.core.params import FIELDS, MAX_GUIDANCE, MAX_PROMPT_CHARS, SEED_LIMIT, Limits, Params, parse_changes
+from bridge.frontends.rest import loads_strict
+from bridge.engine.scheduler import Scheduler
+from bridge.frontends.streams import StreamFormat
 
 # 300 examples a property in the suite; TB_HYPOTHESIS=long runs 5,000 (docs/reliability.md records one).
 settings.register_profile("fast", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

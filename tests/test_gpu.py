@@ -8,8 +8,8 @@ torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-from bridge.params import Params  # noqa: E402
-from bridge.scene import Glide, InputImage, Scene  # noqa: E402
+from bridge.core.params import Params  # noqa: E402
+from bridge.core.scene import Glide, InputImage, Scene  # noqa: E402
 
 
 def picture(seed, size=512):

@@ -8,13 +8,13 @@ torch = pytest.importorskip("torch")
 
 from PIL import Image  # noqa: E402
 
-from bridge.params import Params, img2img_schedule  # noqa: E402
+from bridge.core.params import Params, img2img_schedule  # noqa: E402
 from bridge.pipeline.images import scaled_rgb  # noqa: E402
 from bridge.pipeline.loader import load_pipeline, load_tiny_vae  # noqa: E402
 from bridge.pipeline.noise import frame_noise  # noqa: E402
 from bridge.pipeline.plan import FramePlan  # noqa: E402
 from bridge.pipeline.renderer import DiffusersRenderer  # noqa: E402
-from bridge.scene import InputImage, Scene  # noqa: E402
+from bridge.core.scene import InputImage, Scene  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bridge import inputs
-from bridge.input_api import INPUTS
+from bridge.frontends import inputs
+from bridge.frontends.input_api import INPUTS
 from bridge.client import ShmInputWriter, osc_message, to_rgba8
-from bridge.frame import NullRenderer
-from bridge.scene import InputImage
+from bridge.core.frame import NullRenderer
+from bridge.core.scene import InputImage
 from conftest import unique_shm_name
 
 rng = np.random.default_rng(0)

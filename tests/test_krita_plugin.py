@@ -41,7 +41,7 @@ from turbo_bridge.qt import BINDING, QtWidgets  # noqa: E402
 from turbo_bridge.workers import ParamSender, Signals, normalize_url  # noqa: E402
 
 from bridge.client import HttpClient  # noqa: E402
-from bridge.scene import InputImage  # noqa: E402
+from bridge.core.scene import InputImage  # noqa: E402
 from conftest import unique_shm_name  # noqa: E402
 
 KRITA = krita_standin.Krita.instance()
@@ -462,13 +462,13 @@ def test_the_built_plugin_works_without_turbo_bridge_installed(tmp_path, daemon)
     archive = build.build_zip(tmp_path / "turbo_bridge_krita.zip")
     with zipfile.ZipFile(archive) as z:
         names = set(z.namelist())
-        assert {"turbo_bridge.desktop", "turbo_bridge/__init__.py", "turbo_bridge/_vendor/bridge/client.py",
-                "turbo_bridge/_vendor/bridge/layout.py"} <= names
+        assert {"turbo_bridge.desktop", "turbo_bridge/__init__.py", "turbo_bridge/_vendor/bridge/client/__init__.py",
+                "turbo_bridge/_vendor/bridge/client/layout.py"} <= names
         desktop = z.read("turbo_bridge.desktop").decode()
         z.extractall(tmp_path / "pykrita")
     assert "ServiceTypes=Krita/PythonPlugin" in desktop and "X-KDE-Library=turbo_bridge" in desktop
     result = run_child(tmp_path / "pykrita", BINDING, daemon, block_bridge=True)
-    assert result["client"] == "turbo_bridge._vendor.bridge.client", result
+    assert result["client"] == "turbo_bridge._vendor.bridge.client.http", result  # the vendored copy
     assert result["transport"].startswith("shared memory") and result["exact"], result
 
 

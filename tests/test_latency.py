@@ -2,7 +2,7 @@
 
 import pytest
 
-from bridge.latency import format_latency, run_latency
+from bridge.tools.latency import format_latency, run_latency
 
 
 @pytest.mark.parametrize("via", ["shm", "rest"])

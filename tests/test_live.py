@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bridge import live
-from bridge.frame import Rendered
-from bridge.streams import HEADER
+from bridge.frontends import live
+from bridge.core.frame import Rendered
+from bridge.frontends.streams import HEADER
 from conftest import null_factory
 
 BOUNDARY = f"--{live.MJPEG_BOUNDARY}\r\n".encode()

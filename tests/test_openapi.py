@@ -2,9 +2,9 @@
 
 import aiohttp
 
-from bridge.openapi import document
-from bridge.errors import ValidationError
-from bridge.params import FIELDS, Limits, parse_changes
+from bridge.frontends.openapi import document
+from bridge.core.errors import ValidationError
+from bridge.core.params import FIELDS, Limits, parse_changes
 from conftest import null_factory
 
 

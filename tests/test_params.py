@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from bridge.errors import ValidationError
-from bridge.params import Limits, Params, parse_changes, prompt_texts, schema
+from bridge.core.errors import ValidationError
+from bridge.core.params import Limits, Params, parse_changes, prompt_texts, schema
 
 
 def test_valid_changes_are_cleaned():

@@ -5,8 +5,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from bridge.errors import ModelNotFoundError
-from bridge.params import Params
+from bridge.core.errors import ModelNotFoundError
+from bridge.core.params import Params
 from bridge.pipeline.loader import load_pipeline
 from bridge.pipeline.renderer import DiffusersRenderer
 

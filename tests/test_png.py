@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bridge.sinks.png import encode_png
+from bridge.engine.sinks.png import encode_png
 from conftest import null_factory
 
 

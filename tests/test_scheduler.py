@@ -5,9 +5,9 @@ import time
 import numpy as np
 import pytest
 
-from bridge.errors import ValidationError
-from bridge.frame import NullRenderer, Rendered
-from bridge.params import Params
+from bridge.core.errors import ValidationError
+from bridge.core.frame import NullRenderer, Rendered
+from bridge.core.params import Params
 
 
 class SlowRenderer(NullRenderer):

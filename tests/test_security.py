@@ -13,8 +13,8 @@ from aiohttp.test_utils import make_mocked_request
 from yarl import URL
 
 from bridge.client import osc_message
-from bridge.errors import ConfigError
-from bridge.security import Access, check_exposure, host_of, is_loopback, middleware, token_matches
+from bridge.core.errors import ConfigError
+from bridge.frontends.security import Access, check_exposure, host_of, is_loopback, middleware, token_matches
 from conftest import null_factory
 
 TOKEN = "correct-horse-battery-staple"
@@ -200,10 +200,10 @@ def test_osc_allow_list_admits_loopback_and_listed_networks(config):
     """The filter as asyncio calls it (datagram_received with the sender's address)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from bridge.frame import NullRenderer
-    from bridge.osc import OscServer
-    from bridge.scheduler import Scheduler
-    from bridge.security import SenderFilter
+    from bridge.core.frame import NullRenderer
+    from bridge.frontends.osc import OscServer
+    from bridge.engine.scheduler import Scheduler
+    from bridge.frontends.security import SenderFilter
 
     sched = Scheduler(NullRenderer(), ThreadPoolExecutor(1))
     server = OscServer(sched, SenderFilter(Access.from_options(osc_allow=["10.0.0.0/24", "fd00::/64"]).osc_allow))
@@ -359,11 +359,11 @@ async def test_malformed_http_is_one_warning_line_not_a_traceback(plain, caplog)
 
 async def test_refusals_are_logged_once_per_sender(guarded, caplog):
     session, daemon = guarded
-    with caplog.at_level(logging.INFO, logger="bridge.security"):
+    with caplog.at_level(logging.INFO, logger="bridge.frontends.security"):
         for _ in range(5):
             async with session.get("/v1/params") as r:
                 assert r.status == 401
             async with session.get("/v1/params", headers={**AUTH, "Host": "attacker.example"}) as r:
                 assert r.status == 403
-    messages = [r.getMessage() for r in caplog.records if r.name == "bridge.security"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "bridge.frontends.security"]
     assert len(messages) == 2 and "missing or wrong token" in messages[0] and "not an allowed host" in messages[1]

@@ -10,12 +10,12 @@ from multiprocessing import shared_memory
 import numpy as np
 import pytest
 
-from bridge import layout
+from bridge.client import layout
 from bridge.client import ShmReader
-from bridge.errors import BridgeError
-from bridge.frame import Frame
-from bridge.params import Params
-from bridge.sinks.shm import ShmWriter
+from bridge.core.errors import BridgeError
+from bridge.core.frame import Frame
+from bridge.core.params import Params
+from bridge.engine.sinks.shm import ShmWriter
 from conftest import unique_shm_name
 
 rng = np.random.default_rng(0)

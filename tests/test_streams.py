@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bridge.errors import ValidationError
-from bridge.frame import Frame
-from bridge.params import Params
-from bridge.sinks.png import PngCache
-from bridge.streams import HEADER, FrameEncoder, FrameHub, StreamFormat, Subscription, pack_header
+from bridge.core.errors import ValidationError
+from bridge.core.frame import Frame
+from bridge.core.params import Params
+from bridge.engine.sinks.png import PngCache
+from bridge.frontends.streams import HEADER, FrameEncoder, FrameHub, StreamFormat, Subscription, pack_header
 
 
 def make_frame(seq: int, width: int = 48, height: int = 32) -> Frame:

@@ -23,10 +23,10 @@ from pythonosc.udp_client import SimpleUDPClient
 
 import td_standin
 from bridge.client import HttpClient, parse_osc_message
-from bridge.frame import Frame
-from bridge.params import Params
-from bridge.scene import InputImage
-from bridge.sinks.shm import ShmWriter
+from bridge.core.frame import Frame
+from bridge.core.params import Params
+from bridge.core.scene import InputImage
+from bridge.engine.sinks.shm import ShmWriter
 from conftest import unique_shm_name
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent / "plugins" / "touchdesigner"

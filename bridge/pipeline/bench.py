@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..frame import Frame
-from ..params import Params
-from ..scene import InputImage, Scene
-from ..sinks.shm import ShmWriter
+from ..core.frame import Frame
+from ..core.params import Params
+from ..core.scene import InputImage, Scene
+from ..engine.sinks.shm import ShmWriter
 from . import loader
 from .optimize import configure_compile_cache
 from .renderer import DiffusersRenderer

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..scene import Glide
+from ..core.scene import Glide
 from .noise import slerp
 from .text import weighted_sum
 

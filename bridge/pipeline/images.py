@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..scene import InputImage
+from ..core.scene import InputImage
 
 
 def scaled_rgb(image: InputImage, width: int, height: int) -> np.ndarray:

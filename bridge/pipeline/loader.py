@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ModelNotFoundError
+from ..core.errors import ModelNotFoundError
 from .optimize import progress
 
 log = logging.getLogger(__name__)

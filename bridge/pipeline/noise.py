@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from ..params import Params
+from ..core.params import Params
 
 PARALLEL = 1e-6  # below this angle slerp is a straight mix (and sin(angle) would divide by ~0)
 

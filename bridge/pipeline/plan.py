@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..params import Params, img2img_schedule
+from ..core.params import Params, img2img_schedule
 
 
 @dataclass(frozen=True)

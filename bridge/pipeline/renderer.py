@@ -20,9 +20,9 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from ..frame import Rendered
-from ..params import Params, prompt_texts
-from ..scene import Scene
+from ..core.frame import Rendered
+from ..core.params import Params, prompt_texts
+from ..core.scene import Scene
 from .glide import Glider, Shown
 from .images import ImageLatents, vae_encode
 from .noise import frame_noise

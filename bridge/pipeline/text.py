@@ -14,7 +14,7 @@ from typing import Callable, ContextManager
 import numpy as np
 import torch
 
-from ..params import Prompt, prompt_texts
+from ..core.params import Prompt, prompt_texts
 
 CLIP_TOKENS = 77
 

@@ -5,7 +5,7 @@
 
 The zip holds the files of ``turbo_bridge/`` at its root (as Blender's own
 ``blender --command extension build`` lays it out) and ``_bridge/``, a copy of
-``bridge/client.py`` and ``bridge/layout.py``, so the add-on needs no pip inside Blender.
+``bridge/client/`` (stdlib + numpy), so the add-on needs no pip inside Blender.
 Install it with Edit > Preferences > Get Extensions > Install from Disk.
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "turbo_bridge"
 REPO = HERE.parents[1]
-VENDORED = ("client.py", "layout.py")  # bridge.client's only dependency is bridge.layout
-VENDOR_INIT = '"""A copy of bridge/client.py and bridge/layout.py, made by plugins/blender/build.py."""\n'
+CLIENT = REPO / "bridge" / "client"  # self-contained: stdlib + numpy, its wire format included
+VENDOR_INIT = '"""A copy of bridge/client/, made by plugins/blender/build.py."""\n'
 
 
 def manifest_field(name: str) -> str:
@@ -45,8 +45,8 @@ def build(out_dir: Path) -> Path:
         for path in source_files():
             archive.write(path, path.name)
         archive.writestr("_bridge/__init__.py", VENDOR_INIT)
-        for name in VENDORED:
-            archive.write(REPO / "bridge" / name, f"_bridge/{name}")
+        for path in sorted(CLIENT.glob("*.py")):
+            archive.write(path, f"_bridge/client/{path.name}")
     return target
 
 

@@ -4,8 +4,8 @@
     python plugins/krita/build.py --install ~/.local/share/krita/pykrita
 
 The zip is what Krita's Tools > Scripts > Import Python Plugin from File... takes; ``--install``
-copies the same files into a pykrita folder. ``bridge/client.py`` and ``bridge/layout.py``
-(stdlib + numpy) go into ``turbo_bridge/_vendor/bridge/``, which the plugin imports first.
+copies the same files into a pykrita folder. ``bridge/client/`` (stdlib + numpy) goes into
+``turbo_bridge/_vendor/bridge/client/``, which the plugin imports first.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 PACKAGE = "turbo_bridge"
-VENDORED = ("client.py", "layout.py")
-VENDOR_INIT = '"""bridge.client and bridge.layout, copied from turbo-bridge by plugins/krita/build.py."""\n'
+CLIENT = REPO / "bridge" / "client"  # self-contained: stdlib + numpy, its wire format included
+VENDOR_INIT = '"""bridge.client (bridge/client/), copied from turbo-bridge by plugins/krita/build.py."""\n'
 
 
 def plugin_files() -> dict[str, bytes]:
@@ -30,8 +30,8 @@ def plugin_files() -> dict[str, bytes]:
         files[f"{PACKAGE}/{path.name}"] = path.read_bytes()
     files[f"{PACKAGE}/_vendor/__init__.py"] = b""
     files[f"{PACKAGE}/_vendor/bridge/__init__.py"] = VENDOR_INIT.encode()
-    for name in VENDORED:
-        files[f"{PACKAGE}/_vendor/bridge/{name}"] = (REPO / "bridge" / name).read_bytes()
+    for path in sorted(CLIENT.glob("*.py")):
+        files[f"{PACKAGE}/_vendor/bridge/client/{path.name}"] = path.read_bytes()
     return files
 
 

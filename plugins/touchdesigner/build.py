@@ -3,7 +3,7 @@
     python plugins/touchdesigner/build.py [--out DIR]
 
 writes DIR/turbo-bridge-touchdesigner/ (setup_network.py, README.md, turbo_bridge_td/ with
-_vendor/client.py and _vendor/layout.py copied from bridge/) and DIR/turbo-bridge-touchdesigner.zip.
+_vendor/client/, a copy of bridge/client/) and DIR/turbo-bridge-touchdesigner.zip.
 Default DIR: plugins/touchdesigner/dist. A repository checkout needs no build: setup_network.py
 then imports bridge.client from the checkout.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 NAME = "turbo-bridge-touchdesigner"
-VENDORED = ("client.py", "layout.py")
+CLIENT = REPO / "bridge" / "client"  # self-contained: stdlib + numpy, its wire format included
 
 
 def build(out: Path) -> Path:
@@ -32,9 +32,8 @@ def build(out: Path) -> Path:
         shutil.copy2(HERE / name, target / name)
     vendor = target / "turbo_bridge_td" / "_vendor"
     vendor.mkdir()
-    (vendor / "__init__.py").write_text('"""bridge.client and bridge.layout, copied by build.py; do not edit."""\n')
-    for name in VENDORED:
-        shutil.copy2(REPO / "bridge" / name, vendor / name)
+    (vendor / "__init__.py").write_text('"""bridge/client/, copied by build.py; do not edit."""\n')
+    shutil.copytree(CLIENT, vendor / "client", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.make_archive(str(out / NAME), "zip", root_dir=out, base_dir=NAME)
     return target
 

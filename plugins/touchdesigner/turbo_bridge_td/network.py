@@ -26,9 +26,9 @@ def import_paths(plugin_dir: str) -> list[str]:
     when ``bridge.client`` is not vendored (a checkout, not a build.py folder)."""
     plugin_dir = os.path.abspath(plugin_dir)
     paths = [plugin_dir]
-    if not os.path.exists(os.path.join(plugin_dir, "turbo_bridge_td", "_vendor", "client.py")):
+    if not os.path.exists(os.path.join(plugin_dir, "turbo_bridge_td", "_vendor", "client", "__init__.py")):
         repo = os.path.dirname(os.path.dirname(plugin_dir))
-        if os.path.exists(os.path.join(repo, "bridge", "client.py")):
+        if os.path.exists(os.path.join(repo, "bridge", "client", "__init__.py")):
             paths.append(repo)
     return paths
 

@@ -41,7 +41,7 @@ def new_view(window, width, height, name):
 
 
 def input_digest(rgba):
-    """The daemon's content digest of an input image (bridge.scene.InputImage.from_pixels)."""
+    """The daemon's content digest of an input image (bridge.core.scene.InputImage.from_pixels)."""
     import hashlib
 
     digest = hashlib.blake2b(rgba.tobytes(), digest_size=16, person=b"tb-input-v1")

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .client import HttpClient, OscSender, ShmInputWriter, ShmReader
+from ..client import HttpClient, OscSender, ShmInputWriter, ShmReader
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The shared-memory frame writer (layout v1, see ``bridge.layout``).
+"""The shared-memory frame writer (layout v1, see ``bridge.client.layout``).
 
 The daemon alone creates and unlinks the segment. A segment left behind by a killed daemon
 (same name, our magic) is reclaimed at start; a foreign segment of that name is an error.
@@ -11,9 +11,9 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
-from .. import layout
-from ..errors import BridgeError
-from ..frame import Frame
+from ...client import layout
+from ...core.errors import BridgeError
+from ...core.frame import Frame
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..frame import Frame
+from ...core.frame import Frame
 
 log = logging.getLogger(__name__)
 

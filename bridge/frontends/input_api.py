@@ -20,11 +20,11 @@ from typing import Any
 from aiohttp import web
 
 from . import inputs
-from .client import ShmReader
-from .errors import ValidationError
+from ..client import ShmReader
+from ..core.errors import ValidationError
 from .rest import MAX_BODY_BYTES, SCHEDULER, error_response, loads_strict
-from .scene import InputImage
-from .scheduler import Scheduler
+from ..core.scene import InputImage
+from ..engine.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from .errors import ConfigError, ValidationError
+from ..core.errors import ConfigError, ValidationError
 
 log = logging.getLogger(__name__)
 

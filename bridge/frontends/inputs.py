@@ -15,8 +15,8 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from .errors import ValidationError
-from .scene import InputImage
+from ..core.errors import ValidationError
+from ..core.scene import InputImage
 
 MAX_INPUT_SIDE = 4096
 MAX_INPUT_BYTES = MAX_INPUT_SIDE * MAX_INPUT_SIDE * 4  # a raw RGBA image of the largest size

@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 
-from .errors import BridgeError
+from ..core.errors import BridgeError
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import Any, Callable
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket, ParseError
 
-from .errors import ValidationError
-from .frame import Frame
-from .scheduler import Scheduler
+from ..core.errors import ValidationError
+from ..core.frame import Frame
+from ..engine.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
-from .errors import ValidationError, is_out_of_memory
-from .frame import Frame, Renderer
-from .params import GLIDE_FIELDS, Limits, Params, parse_changes, prompt_texts
-from .scene import Glide, InputImage, Scene
+from ..core.errors import ValidationError, is_out_of_memory
+from ..core.frame import Frame, Renderer
+from ..core.params import GLIDE_FIELDS, Limits, Params, parse_changes, prompt_texts
+from ..core.scene import Glide, InputImage, Scene
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from typing import Awaitable, Callable, Iterator, Mapping
 import numpy as np
 from PIL import Image
 
-from .errors import ValidationError
-from .frame import Frame
-from .sinks.png import PngCache
+from ..core.errors import ValidationError
+from ..core.frame import Frame
+from ..engine.sinks.png import PngCache
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ from urllib.parse import urlsplit
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from .errors import ValidationError
+from ..core.errors import ValidationError
 from .input_api import INPUTS
 from .inputs import MAX_INPUT_BYTES, WS_INPUT
 from .rest import SCHEDULER, error_response, loads_strict
-from .scheduler import Scheduler
+from ..engine.scheduler import Scheduler
 from .security import ACCESS
 from .streams import DEFAULT_QUALITY, HEADER, FrameEncoder, FrameHub, StreamFormat, Subscription
 

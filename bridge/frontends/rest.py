@@ -14,11 +14,11 @@ from typing import Callable
 
 from aiohttp import web
 
-from .errors import ValidationError
-from .frame import Frame
-from .params import schema
-from .scheduler import Scheduler
-from .sinks.png import PngCache
+from ..core.errors import ValidationError
+from ..core.frame import Frame
+from ..core.params import schema
+from ..engine.scheduler import Scheduler
+from ..engine.sinks.png import PngCache
 
 log = logging.getLogger(__name__)
 

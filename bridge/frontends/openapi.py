@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .params import SEED_LIMIT, Limits, schema
+from ..core.params import SEED_LIMIT, Limits, schema
 from .rest import SCHEDULER
 from .security import ACCESS
 

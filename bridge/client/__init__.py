@@ -1,0 +1,14 @@
+"""What every plugin imports: read frames from shared memory, send changes over OSC or HTTP,
+send input images (HTTP, or an input segment of its own that the daemon polls).
+
+Stdlib and numpy only (it runs inside Blender, Krita and TouchDesigner), and self-contained: a
+plugin vendors this folder whole (``layout`` is the shared-memory wire format, which the daemon's
+writer imports from here). It never unlinks the daemon's segment, on any Python version.
+"""
+
+from .http import BridgeHTTPError, HttpClient
+from .osc import OscSender, osc_bundle, osc_message, parse_osc_message
+from .shm import FrameInfo, ShmInputWriter, ShmReader, to_rgba8
+
+__all__ = ["BridgeHTTPError", "FrameInfo", "HttpClient", "OscSender", "ShmInputWriter", "ShmReader",
+           "osc_bundle", "osc_message", "parse_osc_message", "to_rgba8"]
