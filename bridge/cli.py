@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     initial = serve.add_argument_group("initial parameters (the seed article's flags are accepted too)")
     initial.add_argument("--prompt", default="")
+    initial.add_argument("--negative-prompt", "--negative_prompt", dest="negative_prompt", default="")
     initial.add_argument("--seed", default="0")
     initial.add_argument("--steps", "--num_inference_steps", dest="steps", type=int, default=1)
     initial.add_argument("--guidance", "--guidance_scale", dest="guidance", type=float, default=0.0)
@@ -104,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> Config:
     if args.max_size < 64 or args.max_size % 8:
         raise ValidationError("max_size", f"--max-size must be a multiple of 8, at least 64, got {args.max_size}")
-    changes = parse_changes({"prompt": args.prompt, "seed": args.seed, "steps": args.steps,
+    changes = parse_changes({"prompt": args.prompt, "negative_prompt": args.negative_prompt, "seed": args.seed, "steps": args.steps,
                              "guidance": args.guidance, "width": args.width, "height": args.height},
                             Limits(args.max_size))
     return Config(model=args.model, vae=args.vae, compile=args.compile, device=args.device, dtype=args.dtype, host=args.host,

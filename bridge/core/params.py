@@ -43,14 +43,16 @@ class Params:
     seed2: int = 0  # the second seed of a seed blend
     seed_mix: float = 0.0  # 0: the noise of `seed`, 1: that of `seed2`, between: spherical interpolation
     transition_frames: int = 0  # a prompt or seed change glides over this many frames (0: cuts)
+    negative_prompt: Prompt = ""  # what guidance steers away from (guidance > 0 only); "": diffusers' default
 
     def merged(self, changes: Mapping[str, Any]) -> "Params":
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict:
         out = dataclasses.asdict(self)
-        if not isinstance(self.prompt, str):
-            out["prompt"] = [list(pair) for pair in self.prompt]
+        for name in PROMPT_FIELDS:
+            if not isinstance(getattr(self, name), str):
+                out[name] = [list(pair) for pair in getattr(self, name)]
         return out
 
 
@@ -62,6 +64,7 @@ class Limits:
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Params))
+PROMPT_FIELDS = ("prompt", "negative_prompt")  # text or blend, encoded and cached alike
 GLIDE_FIELDS = frozenset({"prompt", "seed", "seed2", "seed_mix"})  # what a transition interpolates
 
 
@@ -110,38 +113,38 @@ def _seed(field: str, value: Any) -> int:
     return _integer(field, value, 0, SEED_LIMIT - 1, what)
 
 
-def _text(value: Any, where: str = "prompt") -> str:
+def _text(value: Any, where: str = "prompt", field: str = "prompt") -> str:
     if not isinstance(value, str):
-        raise ValidationError("prompt", f"{where} must be a string, got {value!r}")
+        raise ValidationError(field, f"{where} must be a string, got {value!r}")
     if len(value) > MAX_PROMPT_CHARS:
-        raise ValidationError("prompt", f"{where} must be at most {MAX_PROMPT_CHARS} characters, got {len(value)}")
+        raise ValidationError(field, f"{where} must be at most {MAX_PROMPT_CHARS} characters, got {len(value)}")
     if "\x00" in value:
-        raise ValidationError("prompt", f"{where} must not contain NUL characters")
+        raise ValidationError(field, f"{where} must not contain NUL characters")
     if not value.isascii():
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate, e.g. JSON "\ud800": no tokenizer takes it
-            raise ValidationError("prompt", f"{where} must be valid Unicode text, got a lone surrogate "
-                                            "(such as \\ud800) without its pair") from None
+            raise ValidationError(field, f"{where} must be valid Unicode text, got a lone surrogate "
+                                         "(such as \\ud800) without its pair") from None
     return value
 
 
-def _prompt(value: Any) -> Prompt:
+def _prompt(value: Any, field: str = "prompt") -> Prompt:
     if isinstance(value, str):
-        return _text(value)
+        return _text(value, field, field)
     example = 'a string, or a blend such as [["a cat", 0.7], ["a lion", 0.3]]'
     if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= MAX_BLEND_PROMPTS:
-        raise ValidationError("prompt", f"prompt must be {example} (1 to {MAX_BLEND_PROMPTS} pairs), "
-                                        f"got {str(value)[:100]!r}")
+        raise ValidationError(field, f"{field} must be {example} (1 to {MAX_BLEND_PROMPTS} pairs), "
+                                     f"got {str(value)[:100]!r}")
     pairs = []
     for i, pair in enumerate(value):
         if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-            raise ValidationError("prompt", f"prompt[{i}] must be a [text, weight] pair, got {str(pair)[:100]!r}")
-        text, weight = _text(pair[0], f"prompt[{i}][0]"), _number("prompt", pair[1], 0.0, math.inf,
-                                                                   f"prompt[{i}][1] must be a finite weight >= 0")
+            raise ValidationError(field, f"{field}[{i}] must be a [text, weight] pair, got {str(pair)[:100]!r}")
+        text, weight = _text(pair[0], f"{field}[{i}][0]", field), _number(
+            field, pair[1], 0.0, math.inf, f"{field}[{i}][1] must be a finite weight >= 0")
         pairs.append((text, weight))
     if sum(weight for _, weight in pairs) <= 0:
-        raise ValidationError("prompt", "a prompt blend needs a weight above 0 (weights are relative)")
+        raise ValidationError(field, f"a {field} blend needs a weight above 0 (weights are relative)")
     return tuple(pairs)
 
 
@@ -191,8 +194,8 @@ def parse_changes(raw: Any, limits: Limits = Limits()) -> dict[str, Any]:
         raise ValidationError(None, f"expected a JSON object of parameters, got {type(raw).__name__}")
     clean: dict[str, Any] = {}
     for field, value in raw.items():
-        if field == "prompt":
-            clean[field] = _prompt(value)
+        if field in PROMPT_FIELDS:
+            clean[field] = _prompt(value, field)
         elif field in ("seed", "seed2"):
             clean[field] = _seed(field, value)
         elif field == "steps":
@@ -249,4 +252,9 @@ def schema(limits: Limits = Limits()) -> dict:
         "transition_frames": {"type": "integer", "minimum": 0, "maximum": MAX_TRANSITION_FRAMES,
                               "default": default.transition_frames,
                               "note": "a prompt or seed change glides over this many frames; 0 cuts"},
+        "negative_prompt": {"type": ["string", "array"], "maxLength": MAX_PROMPT_CHARS,
+                            "default": default.negative_prompt, "maxItems": MAX_BLEND_PROMPTS,
+                            "note": "what classifier-free guidance steers away from, a string or a blend like "
+                                    "prompt; used only when guidance > 0 (\"\": the model's default "
+                                    "unconditional branch). Cached like prompts"},
     }

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Protocol
 
 from ..core.errors import ValidationError, is_out_of_memory
 from ..core.frame import Frame, Renderer
-from ..core.params import GLIDE_FIELDS, Limits, Params, parse_changes, prompt_texts
+from ..core.params import GLIDE_FIELDS, PROMPT_FIELDS, Limits, Params, parse_changes, prompt_texts
 from ..core.scene import Glide, InputImage, Scene
 
 log = logging.getLogger(__name__)
@@ -149,9 +149,8 @@ class Scheduler:
             raise
         self.stats.changes += 1
         warnings: tuple[str, ...] = ()
-        if "prompt" in changes:
-            warnings = tuple(w for text in prompt_texts(changes["prompt"])
-                             for w in self._renderer.prompt_warnings(text))
+        warnings = tuple(w for name in PROMPT_FIELDS if name in changes
+                         for text in prompt_texts(changes[name]) for w in self._renderer.prompt_warnings(text))
         merged = self._params.merged(changes)
         if merged != self._params:
             if any(getattr(merged, name) != getattr(self._params, name) for name in GLIDE_FIELDS):

@@ -17,6 +17,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket, ParseError
 
 from ..core.errors import ValidationError
+from ..core.params import PROMPT_FIELDS
 from ..core.frame import Frame
 from ..engine.scheduler import Scheduler
 
@@ -27,10 +28,11 @@ MAX_SUBSCRIBERS = 64
 SEED_TYPES = "i (or h, or s for seeds of 2**63 and above)"
 SINGLE = {"prompt": "s", "seed": SEED_TYPES, "guidance": "f (or i)", "steps": "i", "width": "i", "height": "i",
           "strength": "f (or i)", "input": "i 0/1 or s on/off (or T/F)", "seed2": SEED_TYPES,
-          "seed_mix": "f (or i)", "transition_frames": "i"}
+          "seed_mix": "f (or i)", "transition_frames": "i", "negative_prompt": "s"}
 ADDRESSES = {
     **{f"{PREFIX}/{name}": f"{types}: set {name}" for name, types in SINGLE.items()},
     f"{PREFIX}/prompt": "s: set the prompt; or s f s f ...: a blend of (text, weight) pairs",
+    f"{PREFIX}/negative_prompt": "s: set the negative prompt (used when guidance > 0); or s f s f ...: a blend",
     f"{PREFIX}/size": "i i: set width and height",
     f"{PREFIX}/params": "s: a JSON object of several parameters, applied as one change",
     f"{PREFIX}/subscribe": "[i port]: send feedback to the sender's host at port (default: the sender's port)",
@@ -53,11 +55,11 @@ class OscStats:
 def message_changes(address: str, args: list[Any]) -> dict[str, Any]:
     """Turn one OSC message into raw parameter changes (validated later, all at once)."""
     name = address[len(PREFIX) + 1:] if address.startswith(PREFIX + "/") else None
-    if name == "prompt" and len(args) > 1:
+    if name in PROMPT_FIELDS and len(args) > 1:
         if len(args) % 2:
-            raise ValidationError("prompt", f"{address} takes a string, or (string, weight) pairs; got {len(args)} "
-                                            "arguments")
-        return {"prompt": [list(pair) for pair in zip(args[::2], args[1::2])]}
+            raise ValidationError(name, f"{address} takes a string, or (string, weight) pairs; got {len(args)} "
+                                        "arguments")
+        return {name: [list(pair) for pair in zip(args[::2], args[1::2])]}
     if name in SINGLE:
         if len(args) != 1:
             raise ValidationError(name, f"{address} takes one argument ({SINGLE[name]}), got {len(args)}")

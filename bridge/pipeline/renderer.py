@@ -126,12 +126,6 @@ class DiffusersRenderer:
     def _staged_encode(self, rgb: torch.Tensor) -> torch.Tensor:
         return self._staged(("encode", rgb.shape[1], rgb.shape[0]), self._encode_image, rgb=rgb)
 
-    def _negative(self, embeds: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The unconditional branch for guidance > 0: zeros for SDXL-Turbo, as diffusers does."""
-        if self.pipe.config.force_zeros_for_empty_prompt:
-            return torch.zeros_like(embeds), torch.zeros_like(pooled)
-        return self.embeddings("")
-
     def _latent_shape(self, plan: FramePlan) -> tuple[int, ...]:
         return 1, self.pipe.unet.config.in_channels, plan.height // 8, plan.width // 8
 
@@ -177,8 +171,16 @@ class DiffusersRenderer:
 
     def _inputs(self, shown: Shown, params: Params, image: torch.Tensor | None) -> dict:
         values = {"noise": shown.noise.pin_memory() if self._cuda else shown.noise,
-                  "guidance": float(params.guidance), "embeds": shown.embeds, "pooled": shown.pooled}
+                  "guidance": float(params.guidance), "embeds": shown.embeds, "pooled": shown.pooled,
+                  **self._unconditional(params)}
         return values if image is None else {**values, "image": image}
+
+    def _unconditional(self, params: Params) -> dict:
+        """Guidance's unconditional branch as graph inputs (none without guidance: nothing encoded)."""
+        if params.guidance <= 0:
+            return {}
+        negative, negative_pooled = self.text.unconditional(params.negative_prompt)
+        return {"negative": negative, "negative_pooled": negative_pooled}
 
     def _frame(self, plan: FramePlan, params: Params, shown: Shown, image: torch.Tensor | None) -> torch.Tensor:
         """A frame from mixed conditioning: one graph replay, or a stage at a time (eager, profiling)."""
@@ -203,14 +205,13 @@ class DiffusersRenderer:
         return self._graphs.get(key, fn, inputs).run(**values)
 
     def _denoise_steps(self, plan: FramePlan, noise: torch.Tensor, guidance, embeds, pooled,
-                       image: torch.Tensor | None = None) -> torch.Tensor:
+                       image: torch.Tensor | None = None, negative=None, negative_pooled=None) -> torch.Tensor:
         """The sampling loop; ``guidance`` is a float, or a 0-d tensor inside a frame graph.
 
         Text-to-image starts from noise alone; image-to-image from the input's latents noised to
         the first step's sigma (diffusers' ``add_noise``), and runs the schedule from ``plan.start``.
         """
-        if plan.cfg:
-            negative, negative_pooled = self._negative(embeds, pooled)
+        if plan.cfg:  # the negative prompt's embeddings (zeros for SDXL-Turbo without one) come first
             embeds, pooled = torch.cat([negative, embeds]), torch.cat([negative_pooled, pooled])
         schedule = self._schedule.steps(plan.schedule_steps, self.device)
         steps = schedule.steps[plan.start or 0:]
@@ -232,10 +233,12 @@ class DiffusersRenderer:
 
     def _frame_graph(self, plan: FramePlan, with_text: bool):
         """The whole frame as one graph: (text encoders,) denoising and decoding."""
-        def frame(noise, guidance, ids=None, embeds=None, pooled=None, image=None):
+        def frame(noise, guidance, ids=None, embeds=None, pooled=None, image=None, negative=None,
+                  negative_pooled=None):
             if ids is not None:
                 embeds, pooled = self._encode(ids)
-            return self._decode(self._denoise_steps(plan, noise, guidance, embeds, pooled, image)), embeds, pooled
+            latents = self._denoise_steps(plan, noise, guidance, embeds, pooled, image, negative, negative_pooled)
+            return self._decode(latents), embeds, pooled
 
         def inputs() -> dict:
             made = {"noise": torch.zeros((plan.draws, *self._latent_shape(plan)), device=self.device),
@@ -249,6 +252,8 @@ class DiffusersRenderer:
                                              dtype=self.dtype, device=self.device)
             if plan.start is not None:
                 made["image"] = torch.zeros(self._latent_shape(plan), dtype=self.dtype, device=self.device)
+            if plan.cfg:
+                made["negative"], made["negative_pooled"] = (torch.zeros_like(t) for t in self.text.zeros)
             return made
 
         return self._graphs.get((*plan.key, with_text), frame, inputs)
@@ -260,7 +265,7 @@ class DiffusersRenderer:
             shown = Shown(*cached, noise)
             return self._frame_graph(plan, with_text=False).run(**self._inputs(shown, params, image))[0], shown
         values = {"noise": noise.pin_memory(), "guidance": float(params.guidance),
-                  "ids": self.text.token_ids(params.prompt)}
+                  "ids": self.text.token_ids(params.prompt), **self._unconditional(params)}
         if image is not None:
             values["image"] = image
         rgba, embeds, pooled = self._frame_graph(plan, with_text=True).run(**values)

@@ -33,6 +33,7 @@ class PromptEncoder:
         self.runs = 0  # text encoder runs, for tests and health
         self._cache: OrderedDict[str, Embeddings] = OrderedDict()
         self._cache_size = cache_size
+        self._zeros: Embeddings | None = None
         # A separate tokenizer for counting on the event loop: a fast tokenizer is not safe to
         # reconfigure (truncation/padding) from two threads at once.
         self._counter = pipe.tokenizer.__class__.from_pretrained(pipe.tokenizer.name_or_path) \
@@ -84,6 +85,26 @@ class PromptEncoder:
         with self.stage("text_encoders"), torch.inference_mode():
             embeds, pooled = self.encode(ids)
         return self.store(text, embeds, pooled)
+
+    @property
+    def zeros(self) -> Embeddings:
+        """Zero embeddings of the encoders' shapes: SDXL-Turbo's unconditional branch."""
+        if self._zeros is None:
+            encoder = self.pipe.text_encoder_2
+            width = self.pipe.text_encoder.config.hidden_size + encoder.config.hidden_size
+            self._zeros = (torch.zeros((1, CLIP_TOKENS, width), dtype=encoder.dtype, device=encoder.device),
+                           torch.zeros((1, encoder.config.projection_dim), dtype=encoder.dtype, device=encoder.device))
+        return self._zeros
+
+    def unconditional(self, negative_prompt: Prompt) -> Embeddings:
+        """Guidance's unconditional branch: the negative prompt's embeddings (cached like prompts).
+
+        Without a negative prompt, zeros when the model asks for them (SDXL-Turbo's
+        ``force_zeros_for_empty_prompt``), else the empty text's embeddings, as diffusers does.
+        """
+        if negative_prompt == "" and self.pipe.config.force_zeros_for_empty_prompt:
+            return self.zeros
+        return self.conditioning(negative_prompt)
 
     def conditioning(self, prompt: Prompt) -> Embeddings:
         """A text's embeddings, or a blend's weighted sum (every text encoded once, weight 0 too)."""
