@@ -23,6 +23,9 @@ MIN_SIZE = 64
 SIZE_MULTIPLE = 8
 MIN_STRENGTH = 0.05  # below it the schedule SDXL-Turbo needs would pass 20 steps (see img2img_schedule)
 MAX_TRANSITION_FRAMES = 600
+MAX_LORAS = 4  # active at once
+LORA_WEIGHT = 2.0  # weights in [-2, 2]; 0 removes the LoRA
+MAX_LORA_NAME = 128
 
 # A prompt is a string or a blend: (text, weight) pairs, weights relative (normalised by their sum).
 Prompt = Union[str, tuple[tuple[str, float], ...]]
@@ -44,12 +47,16 @@ class Params:
     seed_mix: float = 0.0  # 0: the noise of `seed`, 1: that of `seed2`, between: spherical interpolation
     transition_frames: int = 0  # a prompt or seed change glides over this many frames (0: cuts)
     negative_prompt: Prompt = ""  # what guidance steers away from (guidance > 0 only); "": diffusers' default
+    loras: tuple[tuple[str, float], ...] = ()  # active LoRAs (name, weight), sorted by name, no zero weights
 
     def merged(self, changes: Mapping[str, Any]) -> "Params":
+        if "loras" in changes:  # merged per name: 0 removes one, the others stay
+            changes = {**changes, "loras": merge_loras(self.loras, changes["loras"])}
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict:
         out = dataclasses.asdict(self)
+        out["loras"] = dict(self.loras)
         for name in PROMPT_FIELDS:
             if not isinstance(getattr(self, name), str):
                 out[name] = [list(pair) for pair in getattr(self, name)]
@@ -71,6 +78,38 @@ GLIDE_FIELDS = frozenset({"prompt", "seed", "seed2", "seed_mix"})  # what a tran
 def prompt_texts(prompt: Prompt) -> tuple[str, ...]:
     """The texts of a prompt or blend, in order (each is encoded and cached on its own)."""
     return (prompt,) if isinstance(prompt, str) else tuple(text for text, _ in prompt)
+
+
+def merge_loras(current: tuple[tuple[str, float], ...], changes) -> tuple[tuple[str, float], ...]:
+    """The active LoRAs after a change (name -> weight; 0 removes); at most ``MAX_LORAS``."""
+    active = dict(current)
+    for name, weight in changes:
+        if weight == 0:
+            active.pop(name, None)
+        else:
+            active[name] = weight
+    if len(active) > MAX_LORAS:
+        raise ValidationError("loras", f"at most {MAX_LORAS} LoRAs can be active; this change would make "
+                                       f"{len(active)} ({', '.join(sorted(active))}); set a weight to 0 to remove one")
+    return tuple(sorted(active.items()))
+
+
+def _loras(value: Any) -> tuple[tuple[str, float], ...]:
+    if not isinstance(value, Mapping):
+        raise ValidationError("loras", f'loras must be an object of name -> weight such as {{"ink": 0.8}}, '
+                                       f"got {str(value)[:100]!r}")
+    pairs = []
+    for name, weight in value.items():
+        if (not isinstance(name, str) or not 1 <= len(name) <= MAX_LORA_NAME or name.startswith(".")
+                or any(c in name for c in "/\\\x00:") or not name.isprintable()):
+            raise ValidationError("loras", f"LoRA names are file names without .safetensors (no folders, no "
+                                           f"leading dot, at most {MAX_LORA_NAME} characters), got {str(name)[:64]!r}")
+        pairs.append((name, _number("loras", weight, -LORA_WEIGHT, LORA_WEIGHT,
+                                    f"the weight of LoRA {name!r} must be a number from {-LORA_WEIGHT:g} to "
+                                    f"{LORA_WEIGHT:g} (0 removes it)")))
+    if len(value) > MAX_BLEND_PROMPTS * 2:
+        raise ValidationError("loras", f"too many LoRAs in one change ({len(value)})")
+    return tuple(pairs)
 
 
 def img2img_schedule(steps: int, strength: float) -> tuple[int, int]:
@@ -211,6 +250,8 @@ def parse_changes(raw: Any, limits: Limits = Limits()) -> dict[str, Any]:
             clean[field] = _switch(field, value)
         elif field == "seed_mix":
             clean[field] = _number(field, value, 0.0, 1.0, "seed_mix must be a number from 0 (seed) to 1 (seed2)")
+        elif field == "loras":
+            clean[field] = _loras(value)
         elif field == "transition_frames":
             clean[field] = _integer(field, value, 0, MAX_TRANSITION_FRAMES,
                                     f"an integer from 0 (cut) to {MAX_TRANSITION_FRAMES}")
@@ -257,4 +298,9 @@ def schema(limits: Limits = Limits()) -> dict:
                             "note": "what classifier-free guidance steers away from, a string or a blend like "
                                     "prompt; used only when guidance > 0 (\"\": the model's default "
                                     "unconditional branch). Cached like prompts"},
+        "loras": {"type": "object", "default": {}, "maxProperties": MAX_LORAS,
+                  "additionalProperties": {"type": "number", "minimum": -LORA_WEIGHT, "maximum": LORA_WEIGHT},
+                  "note": f"LoRA name (a file in --lora-dir, GET /v1/loras) -> weight; merged per name, 0 removes "
+                          f"one; at most {MAX_LORAS} active. Folded into the weights between two frames: no "
+                          "recompile"},
     }

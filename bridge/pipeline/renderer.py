@@ -16,6 +16,7 @@ import functools
 import logging
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from ..core.params import Params, prompt_texts
 from ..core.scene import Scene
 from .glide import Glider, Shown
 from .images import ImageLatents, vae_encode
+from .lora import Loras
 from .noise import frame_noise
 from .optimize import compiled, prepare_modules, progress
 from .plan import FramePlan
@@ -38,7 +40,7 @@ class DiffusersRenderer:
     """Renders frames; every method but ``prompt_warnings`` runs on the GPU thread only."""
 
     def __init__(self, pipe, device: str, dtype: torch.dtype, *, compile: bool = False,
-                 profile: bool = False, cache_size: int = 256):
+                 profile: bool = False, cache_size: int = 256, lora_dir: Path | None = None):
         self.pipe = pipe
         self.vae = pipe.vae  # full or tiny: the loader puts the chosen decoder into the pipeline
         self.device = torch.device(device)
@@ -72,6 +74,7 @@ class DiffusersRenderer:
         self.text = PromptEncoder(pipe, lambda ids: self._staged(("text",), self._encode, ids=ids), self._cuda,
                                   cache_size, stage=self._stage)
         self.images = ImageLatents(self._staged_encode, self._cuda, stage=self._stage)
+        self.loras = Loras(pipe, lora_dir)
 
     # -- the event loop side ------------------------------------------------------------
     def prompt_warnings(self, prompt: str) -> list[str]:
@@ -153,6 +156,9 @@ class DiffusersRenderer:
 
     def _render(self, params: Params, scene: Scene, record: bool = True) -> Rendered:
         self._stages = {}
+        if params.loras != self.loras.applied:
+            with self._stage("loras"):  # between two frames, into the same weight storage
+                self.text.variant = self.loras.update(params.loras)
         plan = FramePlan.of(params, scene.input is not None)
         image = None if scene.input is None else self.images.latents(scene.input, plan.width, plan.height)
         with self._stage("noise"):

@@ -31,7 +31,10 @@ class PromptEncoder:
         self.stage = stage  # times a stage of the frame (tokenize, text_encoders)
         self.pin = pin
         self.runs = 0  # text encoder runs, for tests and health
-        self._cache: OrderedDict[str, Embeddings] = OrderedDict()
+        self._cache: OrderedDict[tuple, Embeddings] = OrderedDict()
+        # The text encoders' LoRA state: embeddings encoded under another state are not reused
+        # (and come back into use if that state returns).
+        self.variant: tuple = ()
         self._cache_size = cache_size
         self._zeros: Embeddings | None = None
         # A separate tokenizer for counting on the event loop: a fast tokenizer is not safe to
@@ -62,18 +65,19 @@ class PromptEncoder:
         return ids.pin_memory() if self.pin else ids
 
     def cached(self, text: str) -> Embeddings | None:
-        found = self._cache.get(text)
+        found = self._cache.get((self.variant, text))
         if found is not None:
-            self._cache.move_to_end(text)
+            self._cache.move_to_end((self.variant, text))
         return found
 
     def store(self, text: str, embeds: torch.Tensor, pooled: torch.Tensor) -> Embeddings:
         """Keep copies: a CUDA graph's outputs are overwritten by its next replay."""
         self.runs += 1
-        self._cache[text] = (embeds.clone(), pooled.clone())
+        key = (self.variant, text)
+        self._cache[key] = (embeds.clone(), pooled.clone())
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        return self._cache[text]
+        return self._cache[key]
 
     def embeddings(self, text: str) -> Embeddings:
         """(prompt_embeds, pooled) for one text, from the cache when it was seen before."""
