@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--osc-port", type=_port, default=DEFAULT_OSC_PORT)
     serve.add_argument("--max-size", type=int, default=1024, help="largest width/height accepted")
     serve.add_argument("--shm-name", default=DEFAULT_SHM_NAME, help="shared-memory segment name ('' disables)")
+    serve.add_argument("--lora-dir", type=Path, default=None,
+                       help="folder of LoRA files (*.safetensors, diffusers/PEFT or kohya keys), named by their "
+                            "stem in the loras parameter (default: loras/ in the cache dir)")
     serve.add_argument("--output-dir", type=Path, default=None, help="keep latest.png here, replaced atomically")
     serve.add_argument("--keep-frames", action="store_true", help="with --output-dir: also frame-NNNNNN.png")
     serve.add_argument("--cache-dir", type=Path, default=None,
@@ -112,6 +115,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   http_port=args.http_port, osc_port=args.osc_port, max_size=args.max_size,
                   shm_name=args.shm_name or None, output_dir=args.output_dir, keep_frames=args.keep_frames,
                   cache_dir=args.cache_dir or default_cache_dir(), initial=Params().merged(changes),
+                  lora_dir=args.lora_dir,
                   access=Access.from_options(args.token, args.allow_host, args.cors_origin, args.osc_allow))
 
 

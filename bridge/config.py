@@ -39,4 +39,10 @@ class Config:
     keep_frames: bool = False
     cache_dir: Path = field(default_factory=default_cache_dir)
     initial: Params = Params()
+    lora_dir: Path | None = None  # None: loras/ in the cache dir
     access: Access = Access()  # token, extra Host names, CORS origins, OSC allow-list
+
+
+def lora_folder(config: Config) -> Path:
+    """Where LoRA files are looked up: ``--lora-dir``, else ``loras/`` in the cache dir."""
+    return Path(config.lora_dir) if config.lora_dir is not None else Path(config.cache_dir) / "loras"

@@ -22,6 +22,7 @@ from ..core.errors import ValidationError, is_out_of_memory
 from ..core.frame import Frame, Renderer
 from ..core.params import GLIDE_FIELDS, PROMPT_FIELDS, Limits, Params, parse_changes, prompt_texts
 from ..core.scene import Glide, InputImage, Scene
+from .loras import LoraGate
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +90,13 @@ class Scheduler:
         initial: Params = Params(),
         limits: Limits = Limits(),
         sinks: Iterable[Sink] = (),
+        loras: LoraGate | None = None,
     ):
         self._renderer = renderer
         self._gpu = gpu
         self._limits = limits
         self._sinks = list(sinks)
+        self.loras = loras
         self._params = initial
         self._input: InputImage | None = None
         self._transition = Transition()
@@ -147,8 +150,18 @@ class Scheduler:
         except ValidationError:
             self.stats.rejected += 1
             raise
+        if "loras" in changes:
+            try:
+                merged_loras = self._params.merged({"loras": changes["loras"]}).loras
+                names = [name for name, _ in merged_loras if name not in dict(self._params.loras)]
+                if self.loras is not None:
+                    self.loras.check(names)
+                elif names:
+                    raise ValidationError("loras", "this daemon's model takes no LoRAs")
+            except ValidationError:
+                self.stats.rejected += 1
+                raise
         self.stats.changes += 1
-        warnings: tuple[str, ...] = ()
         warnings = tuple(w for name in PROMPT_FIELDS if name in changes
                          for text in prompt_texts(changes[name]) for w in self._renderer.prompt_warnings(text))
         merged = self._params.merged(changes)
@@ -163,6 +176,17 @@ class Scheduler:
             self._bump()
             log.debug("params v%d: %s", self._version, changes)
         return Applied(self._version, warnings)
+
+    async def apply_async(self, raw: Any) -> Applied:
+        """``apply``, after loading the LoRAs it names on the loader thread (at once when loaded)."""
+        if self.loras is not None and self.loras.needs_loading(raw):
+            try:
+                parse_changes({"loras": raw["loras"]}, self._limits)  # syntax first: no file read for it
+                await self.loras.prepare(self.loras.named(raw))
+            except ValidationError:
+                self.stats.rejected += 1
+                raise
+        return self.apply(raw)
 
     def set_input(self, image: InputImage) -> bool:
         """Make ``image`` the input; False (and no new frame) when its content is the current one's."""

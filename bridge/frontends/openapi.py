@@ -119,6 +119,19 @@ def document(limits: Limits, token: bool) -> dict:
                         "413": _error("body over 64 KiB"),
                     }},
             },
+            "/v1/loras": {"get": {
+                "summary": "the LoRA files in --lora-dir (rescanned): name, targets (unet, text_encoder, "
+                           "text_encoder_2), rank, size in bytes; and the active ones with their weights",
+                "responses": {"200": {"description": "LoRAs", "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["folder", "loras", "active"],
+                    "properties": {
+                        "folder": {"type": "string", "nullable": True},
+                        "loras": {"type": "array", "items": {"type": "object", "required": [
+                            "name", "targets", "rank", "size"], "properties": {
+                            "name": {"type": "string"}, "targets": {"type": "array", "items": {"type": "string"}},
+                            "rank": {"type": "integer"}, "size": {"type": "integer"},
+                            "error": {"type": "string"}}}},
+                        "active": {"type": "object", "additionalProperties": {"type": "number"}}}}}}}}}},
             "/v1/frame.png": _frame_route("image/png", "long-poll for a frame, as PNG"),
             "/v1/frame.rgba": _frame_route("application/octet-stream", "long-poll for a frame, raw RGBA8"),
             "/v1/input": {

@@ -33,6 +33,7 @@ ADDRESSES = {
     **{f"{PREFIX}/{name}": f"{types}: set {name}" for name, types in SINGLE.items()},
     f"{PREFIX}/prompt": "s: set the prompt; or s f s f ...: a blend of (text, weight) pairs",
     f"{PREFIX}/negative_prompt": "s: set the negative prompt (used when guidance > 0); or s f s f ...: a blend",
+    f"{PREFIX}/lora": "s f: set a LoRA's weight (-2..2, 0 removes it; at most 4 active; GET /v1/loras)",
     f"{PREFIX}/size": "i i: set width and height",
     f"{PREFIX}/params": "s: a JSON object of several parameters, applied as one change",
     f"{PREFIX}/subscribe": "[i port]: send feedback to the sender's host at port (default: the sender's port)",
@@ -64,6 +65,10 @@ def message_changes(address: str, args: list[Any]) -> dict[str, Any]:
         if len(args) != 1:
             raise ValidationError(name, f"{address} takes one argument ({SINGLE[name]}), got {len(args)}")
         return {name: args[0]}
+    if name == "lora":
+        if len(args) != 2 or not isinstance(args[0], str):
+            raise ValidationError("loras", f"{address} takes a name and a weight (s f), got {len(args)} arguments")
+        return {"loras": {args[0]: args[1]}}
     if name == "size":
         if len(args) != 2:
             raise ValidationError("width", f"{address} takes two integers (width, height), got {len(args)} arguments")
@@ -97,6 +102,7 @@ class OscServer(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self.subscribers: set[tuple[str, int]] = set()
         self.stats = OscStats()
+        self._pending: set[asyncio.Task] = set()  # changes waiting for a LoRA file to load
         scheduler.on_frame(self._send_frame)
         scheduler.on_error(self._send_error)
 
@@ -136,8 +142,22 @@ class OscServer(asyncio.DatagramProtocol):
             return
         if not changes:
             return
+        gate = self._scheduler.loras
+        if gate is not None and gate.needs_loading(changes):  # a LoRA's first use: load it off the loop first
+            task = asyncio.get_running_loop().create_task(self._apply_later(changes))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+            return
         try:
             self._scheduler.apply(changes)
+        except ValidationError as exc:
+            self._reject(exc)
+            return
+        self.stats.applied += 1
+
+    async def _apply_later(self, changes: dict[str, Any]) -> None:
+        try:
+            await self._scheduler.apply_async(changes)
         except ValidationError as exc:
             self._reject(exc)
             return
