@@ -101,7 +101,7 @@ class OscServer(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self.subscribers = Subscriptions()
         self.stats = OscStats()
-        self._refused = OncePerSender()  # one log line per kind and sender host per interval
+        self._log_once = OncePerSender()  # one line per kind and sender host per interval: floods stay small
         scheduler.on_frame(self._send_frame)
         scheduler.on_error(self._send_error)
 
@@ -122,7 +122,7 @@ class OscServer(asyncio.DatagramProtocol):
             messages = osc_wire.parse_datagram(data)
         except osc_wire.MalformedOsc as exc:
             self.stats.malformed += 1
-            self._refused("malformed", addr[0], "malformed OSC datagram from %s:%d (%d bytes): %s", addr[0], addr[1],
+            self._log_once("malformed", addr[0], "malformed OSC datagram from %s:%d (%d bytes): %s", addr[0], addr[1],
                           len(data), exc)
             return
         changes: dict[str, Any] = {}
@@ -135,7 +135,7 @@ class OscServer(asyncio.DatagramProtocol):
         except KeyError as exc:
             self.stats.unknown += 1
             shown = _shorten(exc.args[0], MAX_SHOWN_CHARS)
-            self._refused("unknown", addr[0], "unknown OSC address %s from %s:%d", shown, addr[0], addr[1])
+            self._log_once("unknown", addr[0], "unknown OSC address %s from %s:%d", shown, addr[0], addr[1])
             self._send_error(f"unknown address {shown}; see GET /v1/schema", addr[0])
             return
         except ValidationError as exc:
@@ -152,7 +152,7 @@ class OscServer(asyncio.DatagramProtocol):
 
     def _reject(self, exc: ValidationError, addr: tuple) -> None:
         self.stats.rejected += 1
-        self._refused("rejected", addr[0], "OSC change from %s:%d rejected: %s", addr[0], addr[1], exc.message)
+        self._log_once("rejected", addr[0], "OSC change from %s:%d rejected: %s", addr[0], addr[1], exc.message)
         self._send_error(exc.message, addr[0])
 
     def _subscription(self, address: str, args: list[Any], addr: tuple) -> None:
@@ -163,10 +163,9 @@ class OscServer(asyncio.DatagramProtocol):
         if address.endswith("/unsubscribe"):
             self.subscribers.unsubscribe(sender, port)
             return
-        known = (addr[0], port) in self.subscribers
         target = self.subscribers.subscribe(sender, port)
-        if not known:
-            log.info("OSC feedback to %s:%d (renewed within %g s, or it expires)", *target, self.subscribers.ttl_s)
+        self._log_once("subscribed", addr[0], "OSC feedback to %s:%d (renewed within %g s, or it expires)", *target,
+                      self.subscribers.ttl_s, level=logging.INFO)
 
     def _send(self, dgram: bytes, host: str | None = None) -> None:
         """To every subscriber, or to those on ``host`` (a sender's own mistakes go back to it only)."""

@@ -232,7 +232,7 @@ class OncePerSender:
         self._seen: dict[tuple[str, str], list] = {}  # (kind, sender) -> [logged at, refusals since]
         self._overflow_logged = -math.inf
 
-    def __call__(self, kind: str, sender: str | None, message: str, *args) -> None:
+    def __call__(self, kind: str, sender: str | None, message: str, *args, level: int = logging.WARNING) -> None:
         now = self._clock()
         key = (kind, sender or "?")
         entry = self._seen.get(key)
@@ -252,8 +252,8 @@ class OncePerSender:
         text = message % args if args else message
         if len(text) > self.MAX_LINE:
             text = text[:self.MAX_LINE] + "..."
-        log.warning("%s (logged once per sender per %g s%s)", text, self.interval_s,
-                    f"; {since} more since" if since else "")
+        log.log(level, "%s (logged once per sender per %g s%s)", text, self.interval_s,
+                f"; {since} more since" if since else "")
 
 
 async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
