@@ -73,12 +73,13 @@ def test_noisy_senders_cannot_lock_a_real_subscriber_out(clock):
     assert ("127.0.0.1", 9001) in subs and len(subs) == 64  # still there: they evict each other, not it
 
 
-def test_refused_only_when_every_sender_holds_one_slot(clock):
+def test_when_every_sender_holds_one_slot_the_stalest_goes(clock):
     subs = Subscriptions(capacity=3, clock=clock)
     for sender_port in range(3):
         subs.subscribe(("127.0.0.1", 40000 + sender_port), 6000 + sender_port)
-    with pytest.raises(ValidationError, match="too many OSC subscribers .at most 3.; subscriptions expire 60 s"):
-        subs.subscribe(("127.0.0.1", 50000), 9001)
-    clock.now += 61  # dead subscribers expire: room again
+        clock.now += 10
+    subs.subscribe(("127.0.0.1", 40000), 6000)  # renewed: now 40001's slot is the stalest
     subs.subscribe(("127.0.0.1", 50000), 9001)
-    assert list(subs) == [("127.0.0.1", 9001)]
+    assert sorted(subs) == [("127.0.0.1", 6000), ("127.0.0.1", 6002), ("127.0.0.1", 9001)]
+    clock.now += 61  # dead subscribers expire
+    assert not subs

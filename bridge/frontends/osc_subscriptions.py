@@ -5,8 +5,9 @@ own port). Naming a port again renews that slot (no duplicates), for whoever nam
 expires ``ttl_s`` after its last renewal, so dead subscribers go away and the plugins renew
 well within it. One sender (a ``(host, port)`` source) holds at most ``per_sender`` slots; when all
 ``capacity`` slots are taken, a newcomer takes the least recently renewed slot of the sender
-holding the most slots if that sender holds several, so one noisy sender cannot lock real
-subscribers out; it is refused only when every sender holds a single slot.
+holding the most slots if that sender holds several, else the least recently renewed slot of
+all: a newcomer is never refused, so noisy senders cannot lock real subscribers out (at worst a
+real one loses its slot until its next renewal takes one back).
 """
 
 from __future__ import annotations
@@ -62,17 +63,16 @@ class Subscriptions:
         self._slots.pop((sender[0], port), None)
 
     def _make_room(self, newcomer: Address) -> None:
+        """Free one slot: the least recently renewed of the sender holding the most, if it holds several;
+        else the least recently renewed of all (a dead subscriber's, most likely; a live one renews and
+        takes a slot back)."""
         counts: dict[Address, int] = {}
         for slot in self._slots.values():
             if slot.sender != newcomer:
                 counts[slot.sender] = counts.get(slot.sender, 0) + 1
         most = max(counts.values(), default=0)
-        if most < 2:
-            raise ValidationError(None, f"too many OSC subscribers (at most {self.capacity}); subscriptions expire "
-                                        f"{self.ttl_s:g} s after their last renewal")
-        oldest = min((t for t, s in self._slots.items() if counts.get(s.sender) == most),
-                     key=lambda t: self._slots[t].expires)
-        del self._slots[oldest]
+        candidates = [t for t, s in self._slots.items() if counts.get(s.sender) == most] if most > 1 else self._slots
+        del self._slots[min(candidates, key=lambda t: self._slots[t].expires)]
 
     def _expire(self) -> float:
         now = self._clock()
