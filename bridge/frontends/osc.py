@@ -1,4 +1,4 @@
-"""The OSC front end (UDP, python-osc's parser on an asyncio datagram endpoint).
+"""The OSC front end (UDP, an asyncio datagram endpoint; our bounded parser, python-osc's message builder).
 
 A datagram is one change: a bundle's messages are merged and applied atomically, or not at
 all. Datagrams are parsed by ``osc_wire`` (bounded; python-osc's parser can hang on one). Malformed,
