@@ -143,3 +143,13 @@ def test_bad_files_fail_before_anything_changes(renderer, name, message):
     assert info.value.field == "loras"
     assert all(torch.equal(before[k], v) for k, v in weights(renderer.pipe).items())
     assert np.array_equal(renderer.render(BASE).pixels, base_frame)
+
+
+def test_bench_mode_runs_on_the_cpu(tmp_path, cache_dir):
+    """The plumbing of ``bench --modes lora`` (figures come from the GPU: tests/test_gpu_lora.py)."""
+    from bridge.pipeline.lora_bench import measure_lora_switch
+
+    renderer = DiffusersRenderer(load_pipeline("demo", "cpu", torch.float32, cache_dir), "cpu", torch.float32)
+    result = measure_lora_switch(renderer, 64, 2, tmp_path)
+    assert result["recompiles"] == 0 and "32 layers" in result["what"]
+    assert renderer.loras.applied == () and {"base_ms", "folded_ms", "switch_extra_ms"} <= set(result)
