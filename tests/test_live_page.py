@@ -199,3 +199,41 @@ async def test_other_tools_new_seed_strip_formats_sizes_and_errors(live):
     await live.until(lambda: mjpeg_size([192, 64]), "the MJPEG image to follow a change")
     assert live.problems == []
 
+
+
+@pytest.fixture
+async def live_loras(config, daemon_factory, browser, tmp_path, cache_dir):
+    torch = pytest.importorskip("torch")
+    from bridge.pipeline.loader import load_pipeline
+    from lora_files import lora_layers, write_diffusers
+
+    write_diffusers(lora_layers(load_pipeline("demo", "cpu", torch.float32, cache_dir), seed=1),
+                    tmp_path / "ink.safetensors")
+    async with daemon_factory(config, lora_dir=tmp_path) as daemon:
+        base = f"http://127.0.0.1:{daemon.http_port}"
+        async with aiohttp.ClientSession(base) as session:
+            page = await browser.new_page(viewport={"width": 1100, "height": 800})
+            live = Live(page, daemon, session)
+            await page.goto(base + "/")
+            await live.until(lambda: live.shown_where(lambda shown: int(shown["seq"]) >= 1), "the first frame")
+            yield live
+            await page.close()
+
+
+async def test_negative_prompt_field_and_lora_slider(live_loras):
+    live, page = live_loras, live_loras.page
+    await page.locator("#negative_prompt").fill("blurry")
+    await live.params_where(lambda p: p["negative_prompt"] == "blurry", "the typed negative prompt")
+    slider = page.locator('#loras input[data-name="ink"]')
+    assert await slider.input_value() == "0" and await page.locator("#no-loras").is_hidden()
+    await slider.fill("0.75")  # a range input's fill sets the value and fires input
+    await live.params_where(lambda p: p["loras"] == {"ink": 0.75}, "the LoRA weight from the slider")
+    await live.settled()
+    await slider.blur()  # a slider being dragged is not moved under the hand
+    await live.patch({"loras": {"ink": -1.5}, "negative_prompt": "fog"})  # another tool: the page follows
+    await live.settled()
+    assert await slider.input_value() == "-1.5"
+    assert await page.locator("#negative_prompt").input_value() == "fog"
+    await slider.fill("0")
+    await live.params_where(lambda p: p["loras"] == {}, "the LoRA switched off")
+    assert live.problems == []
