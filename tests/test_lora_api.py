@@ -136,3 +136,21 @@ async def test_websocket_and_osc(api):
     await until(lambda: daemon.osc.stats.rejected == rejected + 1, "the OSC refusal")
     assert dict(daemon.scheduler.params.loras) == {"glass": -0.5}
     await frame_at(session, daemon.scheduler.version)  # the folded state renders
+
+
+async def test_osc_bundle_of_lora_messages_is_one_change(api):
+    from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    session, daemon = api
+    status, _ = await patch(session, {"loras": {"ink": 1, "paper": 1, "clay": 1, "glass": 1}})
+    assert status == 200
+    bundle = OscBundleBuilder(IMMEDIATELY)
+    for name, weight in (("glass", 0.0), ("smoke", 0.5)):  # one out, one in: within the limit of 4
+        message = OscMessageBuilder("/bridge/lora")
+        message.add_arg(name)
+        message.add_arg(weight)
+        bundle.add_content(message.build())
+    SimpleUDPClient("127.0.0.1", daemon.osc_port).send(bundle.build())
+    await until(lambda: "smoke" in dict(daemon.scheduler.params.loras), "the bundle")
+    assert dict(daemon.scheduler.params.loras) == {"ink": 1, "paper": 1, "clay": 1, "smoke": 0.5}

@@ -492,3 +492,28 @@ def test_the_feedback_subscription_is_renewed_well_within_its_expiry(net):
     assert subscribes() == count
     controller.maybe_resubscribe(start + RESUBSCRIBE_S)
     assert subscribes() == count + 1
+
+
+def test_style_page_negative_prompt_and_lora_weights_over_osc(td, net, daemon, cache_dir):
+    torch = pytest.importorskip("torch")
+    from bridge.pipeline.loader import load_pipeline
+    from lora_files import lora_layers, write_diffusers
+
+    folder = Path(cache_dir) / "loras"  # the daemon's default --lora-dir under TURBO_BRIDGE_CACHE
+    folder.mkdir(exist_ok=True)
+    pipe = load_pipeline("demo", "cpu", torch.float32, cache_dir)
+    for i, name in enumerate(("td_ink", "td_paper")):
+        if not (folder / f"{name}.safetensors").exists():
+            write_diffusers(lora_layers(pipe, seed=30 + i, text=False), folder / f"{name}.safetensors")
+    net.par.Negprompt = "blurry"
+    run_until(td, lambda: daemon.client.params()["negative_prompt"] == "blurry", what="negative prompt")
+    net.par.Lora1name = "td_ink"
+    net.par.Lora1weight = 0.75
+    run_until(td, lambda: daemon.client.params()["loras"] == {"td_ink": 0.75}, timeout=60, what="LoRA weight")
+    net.par.Lora1name = "td_paper"  # the slot switches: ink off and paper on, in one bundle
+    run_until(td, lambda: daemon.client.params()["loras"] == {"td_paper": 0.75}, timeout=60, what="LoRA switch")
+    sent = [parse_osc_message(d) for d in changes_sent(net.op("osc_out")) if d.startswith(b"/bridge/lora")]
+    assert sent[0] == ("/bridge/lora", ["td_ink", 0.75])
+    net.par.Lora1weight = 0.0
+    run_until(td, lambda: daemon.client.params()["loras"] == {}, what="LoRA off")
+    assert daemon.client.params()["negative_prompt"] == "blurry"

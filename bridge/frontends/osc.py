@@ -139,7 +139,10 @@ class OscServer(asyncio.DatagramProtocol):
                 if message.address in (f"{PREFIX}/subscribe", f"{PREFIX}/unsubscribe"):
                     self._subscription(message.address, list(message.args), addr)
                     continue
-                changes.update(message_changes(message.address, list(message.args)))
+                new = message_changes(message.address, list(message.args))
+                if isinstance(new.get("loras"), dict) and isinstance(changes.get("loras"), dict):
+                    new = {**new, "loras": {**changes["loras"], **new["loras"]}}  # a bundle of /bridge/lora
+                changes.update(new)
         except KeyError as exc:
             self.stats.unknown += 1
             shown = _shorten(exc.args[0], MAX_SHOWN_CHARS)
