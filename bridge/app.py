@@ -91,10 +91,11 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
         encoder = ThreadPoolExecutor(2, thread_name_prefix="encode")
         loop = asyncio.get_running_loop()
         try:
-            renderer, info = await loop.run_in_executor(gpu, renderer_factory, config)
-            app[MODEL_INFO] = info
+            # The segment first: a live daemon of the same --shm-name is refused before loading a model.
             with ShmWriter(config.shm_name, config.max_size, config.max_size) if config.shm_name \
                     else contextlib.nullcontext() as shm:
+                renderer, info = await loop.run_in_executor(gpu, renderer_factory, config)
+                app[MODEL_INFO] = info
                 sched = Scheduler(renderer, gpu, initial=config.initial,
                                   limits=Limits(config.max_size), sinks=[shm] if shm else [])
                 app[rest.SCHEDULER] = sched
