@@ -154,7 +154,8 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
 
     async def live_input(app: web.Application) -> AsyncIterator[None]:
         decoder = ThreadPoolExecutor(1, thread_name_prefix="input")
-        service = app[input_api.INPUTS] = input_api.InputService(app[rest.SCHEDULER], decoder)
+        service = app[input_api.INPUTS] = input_api.InputService(app[rest.SCHEDULER], decoder,
+                                                                          own_shm_name=config.shm_name)
         try:
             yield
         finally:
