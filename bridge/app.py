@@ -129,7 +129,9 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             yield
             return
         files = ThreadPoolExecutor(1, thread_name_prefix="png-files")
-        writer = PngFileWriter(config.output_dir, app[rest.PNG_CACHE], files, config.keep_frames)
+        config.output_dir.mkdir(parents=True, exist_ok=True)  # at start, parents too; an error stops the start
+        writer = PngFileWriter(config.output_dir, app[rest.PNG_CACHE], files, config.keep_frames,
+                               on_error=app[rest.SCHEDULER].broadcast_error)
         app[PNG_WRITER] = writer
         app[rest.SCHEDULER].on_frame(writer.offer)
         task = asyncio.create_task(writer.run(), name="png-writer")
@@ -166,7 +168,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
         sched = app[rest.SCHEDULER]
         latest = sched.latest
         out = {
-            "status": "ok" if sched.stats.last_error is None else "degraded",
+            "status": "degraded" if sched.stats.failing or (PNG_WRITER in app and app[PNG_WRITER].error) else "ok",
             **app[MODEL_INFO],
             "version": sched.version,
             "frame_seq": latest.seq if latest else 0,
@@ -183,8 +185,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             "input": app[input_api.INPUTS].health(),
         }
         if PNG_WRITER in app:
-            writer = app[PNG_WRITER]
-            out["png_files"] = {"dir": str(writer.directory), "written": writer.written, "skipped": writer.skipped}
+            out["png_files"] = app[PNG_WRITER].health()
         return out
 
     app[rest.HEALTH] = health
