@@ -1,7 +1,7 @@
 """The only module that wires: pipeline, scheduler, sinks and front ends into one daemon.
 
 Each part starts and stops in one aiohttp cleanup context, in order; ``Daemon`` binds the
-sockets and ``serve`` runs until SIGINT/SIGTERM.
+sockets and ``serve`` runs until a stop signal (``STOP_SIGNALS``).
 """
 
 from __future__ import annotations
@@ -241,13 +241,25 @@ class Daemon:
         return self.app[rest.HEALTH]()
 
 
+# Every signal whose default would kill the daemon mid-frame stops it gracefully instead (clients
+# told, segment unlinked). SIGHUP too: a closed terminal or `kill -HUP` means stop, not reload.
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2")
+
+
 async def serve(config: Config) -> None:
-    """Run the daemon until SIGINT or SIGTERM."""
+    """Run the daemon until SIGINT, SIGTERM, SIGHUP, SIGUSR1 or SIGUSR2."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):  # Windows has no add_signal_handler
-            loop.add_signal_handler(sig, stop.set)
+
+    def stop_on(name: str) -> None:
+        if not stop.is_set():
+            log.info("%s received", name)
+        stop.set()
+
+    for name in STOP_SIGNALS:
+        if hasattr(signal, name):  # Windows has only some of them, and no add_signal_handler
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(getattr(signal, name), stop_on, name)
     async with Daemon(config) as daemon:
         log.info("ready: http://%s:%d/v1/  OSC udp %s:%d  shared memory %r", config.host, daemon.http_port,
                  config.host, daemon.osc_port, config.shm_name)

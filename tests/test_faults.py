@@ -246,7 +246,7 @@ def refused(port, kind=socket.SOCK_STREAM):
         return True
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1])
 def test_signal_stops_within_5_s_with_clients_connected(tmp_path, sig):
     name = unique_shm_name()
     proc = start_daemon(tmp_path, name)
