@@ -39,6 +39,7 @@ SHUTDOWN_TIMEOUT_S = 2.0  # handlers still running this long after SIGTERM are c
 
 def load_renderer(config: Config) -> tuple[Renderer, dict]:
     """Load the configured pipeline and warm it up for the initial size (on the GPU thread)."""
+    log.info("cache folder %s (demo model, compile caches)", config.cache_dir)
     if config.model == "null":
         return NullRenderer(), {"model": "null", "device": "none", "dtype": "none", "compile": False}
     from .pipeline import loader

@@ -155,9 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from .app import serve
 
-            config = config_from_args(args)
-            log.info("cache folder %s (demo model, compile caches)", config.cache_dir)
-            asyncio.run(serve(config))
+            asyncio.run(serve(config_from_args(args)))
         elif args.command == "bench":
             run_bench_command(args)
         elif args.command == "latency":

@@ -86,8 +86,9 @@ class ShmWriter:
         if self._shm is None:
             return
         shm, self._shm = self._shm, None
+        ours = self._still_ours()  # asked while mapped: Windows drops a segment with its last handle
         shm.close()
-        if self._still_ours():
+        if ours:
             layout.Segment.unlink_name(self.name)
             log.info("shared memory %r unlinked", self.name)
         else:
