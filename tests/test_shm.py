@@ -201,3 +201,36 @@ def test_latest_meta_reads_the_header_without_pixels():
             meta = reader.latest_meta()
             assert (meta.seed, meta.version, meta.width, meta.height) == (7, 7, 16, 8)
             assert reader.read().seq == 1  # peeking did not consume the frame
+
+
+def test_the_metadata_is_packed_before_seq_goes_odd(monkeypatch):
+    name = unique_shm_name()
+    seen = []
+    with ShmWriter(name, 64, 64) as writer:
+        pack = layout.pack_meta
+
+        def watched(meta):  # the seq word at the moment the metadata is packed
+            seen.append(layout.SEQ.unpack_from(writer._shm.buf, layout.SEQ_OFFSET)[0])
+            return pack(meta)
+
+        monkeypatch.setattr(layout, "pack_meta", watched)
+        for seq in (1, 2, 3):
+            writer.publish(checked_frame(seq, 8, 8))
+        with ShmReader(name) as reader:
+            assert reader.read().seed == 3
+    assert seen == [0, 2, 4]  # even every time: the odd window holds only stores
+
+
+def test_a_reader_backs_off_on_a_seq_stuck_odd_and_gives_up():
+    name = unique_shm_name()
+    with ShmWriter(name, 64, 64) as writer:
+        writer.publish(checked_frame(1, 8, 8))
+        layout.SEQ.pack_into(writer._shm.buf, layout.SEQ_OFFSET, 3)  # a writer that died mid-publish
+        with ShmReader(name) as reader:
+            with pytest.raises(TimeoutError, match="odd: a publish never finished"):
+                reader.read(timeout=0.2)
+            # Retries slept between tries (50 us doubling to 5 ms; a sleep never ends early): about
+            # 50 in 0.2 s at most, where a spin makes millions.
+            assert 3 < reader.retries < 80, reader.retries
+            layout.SEQ.pack_into(writer._shm.buf, layout.SEQ_OFFSET, 2)
+            assert reader.read().seed == 1  # the segment settles: reads work again
