@@ -27,8 +27,13 @@ from bridge.engine.sinks.png import PngFileWriter
 from conftest import null_factory
 from test_live import noise_factory
 
-PngFileWriter.RETRY_S = 0.05  # retries come sooner in tests; the doubling and the cap are as shipped
-PngFileWriter.MAX_RETRY_S = 0.5
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch):
+    """Retries come sooner in these tests; the doubling and the cap work as shipped."""
+    monkeypatch.setattr(PngFileWriter, "RETRY_S", 0.05)
+    monkeypatch.setattr(PngFileWriter, "MAX_RETRY_S", 0.5)
 
 
 def mount_tmpfs(path, size_kb):
