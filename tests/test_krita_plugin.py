@@ -549,3 +549,30 @@ def test_inside_real_krita(tmp_path, daemon):
     assert report["input_sent"], report["input_state"]  # the canvas, without the reference layer
     assert report["input_reference_visible"] and report["input_undo_unchanged"] and report["input_dropped"]
     assert (out / "krita.png").stat().st_size > 10_000
+
+
+def test_negative_prompt_and_lora_sliders(panel, daemon, new_doc, cache_dir):
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bridge.pipeline.loader import load_pipeline
+    from lora_files import lora_layers, write_diffusers
+
+    folder = Path(cache_dir) / "loras"  # the daemon's default --lora-dir (TURBO_BRIDGE_CACHE)
+    folder.mkdir(exist_ok=True)
+    for i, name in enumerate(("kr_ink", "kr_paper")):
+        if not (folder / f"{name}.safetensors").exists():
+            write_diffusers(lora_layers(load_pipeline("demo", "cpu", torch.float32, cache_dir), seed=50 + i,
+                                        text=False), folder / f"{name}.safetensors")
+    new_doc(64, 64)
+    p = panel()
+    pump(lambda: p.controller.connection is not None, what="the connection")
+    QtWidgets.QApplication.processEvents()
+    assert {"kr_ink", "kr_paper"} <= set(p.lora_sliders) and p.lora_sliders["kr_ink"].value() == 0
+    p.negative_prompt.setText("blurry")
+    pump(lambda: daemon.client.params()["negative_prompt"] == "blurry", what="the negative prompt")
+    p.lora_sliders["kr_ink"].setValue(75)
+    p.lora_sliders["kr_paper"].setValue(-50)  # merged per name with the first, even if not sent yet
+    pump(lambda: daemon.client.params()["loras"] == {"kr_ink": 0.75, "kr_paper": -0.5}, what="the LoRA weights")
+    p.lora_sliders["kr_ink"].setValue(0)
+    p.lora_sliders["kr_paper"].setValue(0)
+    pump(lambda: daemon.client.params()["loras"] == {}, what="the LoRAs off")
