@@ -1,6 +1,7 @@
 """The live page in a real browser: Debian's Chromium, driven by Playwright, against the demo model."""
 
 import asyncio
+import contextlib
 import re
 from pathlib import Path
 
@@ -96,18 +97,25 @@ class Live:
         return np.array(values, np.uint8).reshape(height, width, 4)
 
 
+@contextlib.asynccontextmanager
+async def open_live(daemon, browser, height: int = 700):
+    """The live page of ``daemon`` in a new browser page, once its first frame is shown."""
+    base = f"http://127.0.0.1:{daemon.http_port}"
+    async with aiohttp.ClientSession(base) as session:
+        page = await browser.new_page(viewport={"width": 1100, "height": height})
+        live = Live(page, daemon, session)
+        await page.goto(base + "/")
+        await live.until(lambda: live.shown_where(lambda shown: int(shown["seq"]) >= 1), "the first frame")
+        yield live
+        await page.close()  # before the daemon stops: a closing socket is no page error
+    assert all(url.startswith(base + "/") or url.startswith("data:") for url in live.requests), live.requests
+
+
 @pytest.fixture
 async def live(config, daemon_factory, browser):
     async with daemon_factory(config, initial=config.initial.merged({"width": 128, "height": 128})) as daemon:
-        base = f"http://127.0.0.1:{daemon.http_port}"
-        async with aiohttp.ClientSession(base) as session:
-            page = await browser.new_page(viewport={"width": 1100, "height": 700})
-            live = Live(page, daemon, session)
-            await page.goto(base + "/")
-            await live.until(lambda: live.shown_where(lambda shown: int(shown["seq"]) >= 1), "the first frame")
+        async with open_live(daemon, browser) as live:
             yield live
-            await page.close()  # before the daemon stops: a closing socket is no page error
-        assert all(url.startswith(base + "/") or url.startswith("data:") for url in live.requests), live.requests
 
 
 async def test_typing_renders_frames_and_the_page_shows_the_daemons_params(live):
@@ -210,14 +218,8 @@ async def live_loras(config, daemon_factory, browser, tmp_path, cache_dir):
     write_diffusers(lora_layers(load_pipeline("demo", "cpu", torch.float32, cache_dir), seed=1),
                     tmp_path / "ink.safetensors")
     async with daemon_factory(config, lora_dir=tmp_path) as daemon:
-        base = f"http://127.0.0.1:{daemon.http_port}"
-        async with aiohttp.ClientSession(base) as session:
-            page = await browser.new_page(viewport={"width": 1100, "height": 800})
-            live = Live(page, daemon, session)
-            await page.goto(base + "/")
-            await live.until(lambda: live.shown_where(lambda shown: int(shown["seq"]) >= 1), "the first frame")
+        async with open_live(daemon, browser, height=800) as live:
             yield live
-            await page.close()
 
 
 async def test_negative_prompt_field_and_lora_slider(live_loras):
