@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Iterable
 from urllib.parse import urlsplit
@@ -163,6 +164,18 @@ def _bearer(request: web.Request) -> str | None:
     if request.path in QUERY_TOKEN_PATHS:
         return request.query.get("access_token")
     return None
+
+
+# Credentials in what a log line may quote of a request: Authorization (and Proxy-Authorization)
+# values after an optional scheme word, token query parameters, and whole Cookie headers.
+_CREDENTIALS = re.compile(r"(?i)(authorization\s*:\s*(?:[a-z]+\s+(?=\S))?|[?&;](?:access_)?token=)"
+                          r"[^\s&'\"\\]+")
+_COOKIES = re.compile(r"(?i)(cookie\s*:\s*)[^'\"\\\r\n]+")
+
+
+def scrub(text: str) -> str:
+    """``text`` with bearer tokens, ``access_token`` values and cookies replaced by ``[redacted]``."""
+    return _COOKIES.sub(r"\1[redacted]", _CREDENTIALS.sub(r"\1[redacted]", text))
 
 
 def token_matches(given: str | None, token: str) -> bool:
