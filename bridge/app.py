@@ -208,7 +208,6 @@ class Daemon:
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
                                      shutdown_timeout=SHUTDOWN_TIMEOUT_S, handler_cancellation=True,
                                      keepalive_timeout=config.http.head_timeout_s)
-        self._loop_handler = None
         self.http_port = config.http_port
         self.osc_port = config.osc_port
 
@@ -220,8 +219,6 @@ class Daemon:
         except BaseException:
             http_sock.close()
             raise
-        loop = asyncio.get_running_loop()
-        self._loop_handler = (loop, connections.install_loop_error_log(loop, self.config.http.log_interval_s))
         try:
             await self._runner.setup()
             await connections.GuardedSite(self._runner, http_sock, self.app[GUARD]).start()
@@ -229,7 +226,6 @@ class Daemon:
             await self._runner.cleanup()
             http_sock.close()
             osc_sock.close()  # a no-op if the OSC transport took it and closed it
-            self._restore_loop_handler()
             raise
         self.http_address = self._runner.addresses[0][:2]
         self.osc_address = self.app[OSC].address
@@ -237,16 +233,7 @@ class Daemon:
         return self
 
     async def __aexit__(self, *exc) -> None:
-        try:
-            await self._runner.cleanup()
-        finally:
-            self._restore_loop_handler()
-
-    def _restore_loop_handler(self) -> None:
-        if self._loop_handler is not None:
-            loop, previous = self._loop_handler
-            loop.set_exception_handler(previous)
-            self._loop_handler = None
+        await self._runner.cleanup()
 
     @property
     def scheduler(self) -> Scheduler:
@@ -264,6 +251,8 @@ async def serve(config: Config) -> None:
     """Run the daemon until SIGINT or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # For the whole run: asyncio's accept() retries can still fire after the server has closed.
+    connections.install_loop_error_log(loop, config.http.log_interval_s)
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # Windows has no add_signal_handler
             loop.add_signal_handler(sig, stop.set)

@@ -5,8 +5,18 @@ config; waits are on conditions (a socket's EOF, a counter), never on the defaul
 """
 
 import asyncio
+import json
 import logging
+import os
+import re
+import resource
+import signal
+import socket
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 
 import aiohttp
 import pytest
@@ -151,3 +161,129 @@ def test_limits_are_validated_and_the_cap_leaves_files_for_the_rest():
     with pytest.raises(Exception, match="head_timeout_s must be more than 0"):
         HttpLimits(head_timeout_s=0)
     assert HttpLimits(max_connections=10).connection_cap() == 10
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+        assert HttpLimits().connection_cap() == 256 and HttpLimits(max_connections=1000).connection_cap() == 480
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# -- a real daemon process at a low file limit (issue 12, items 4 and 5) -------------------------------
+
+READY = re.compile(r"ready: http://127\.0\.0\.1:(\d+)/v1/")
+
+
+def start_logged(cache_dir, log_path, *extra, files=None):
+    """``python -m bridge serve --model null`` with its log in a file, optionally at a lower file limit."""
+    env = {**os.environ, "TURBO_BRIDGE_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1"}
+    env.pop("TURBO_BRIDGE_TOKEN", None)
+    limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))) if files else None
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", "--model", "null", "--http-port", "0",
+                                 "--osc-port", "0", "--shm-name", "", "--width", "64", "--height", "64", *extra],
+                                stdout=subprocess.DEVNULL, stderr=log_file, env=env, preexec_fn=limit)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if match := READY.search(log_path.read_text()):
+            return proc, int(match.group(1))
+        assert proc.poll() is None, log_path.read_text()
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("daemon not ready:\n" + log_path.read_text())
+
+
+def get_json(port: int, path: str, timeout: float = 10) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+        return json.load(r)
+
+
+def flood(port: int, n: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(SLOW_HEAD)
+        socks.append(s)
+    return socks
+
+
+def serves_again(port: int, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return get_json(port, "/v1/health", timeout=5)
+        except (OSError, urllib.error.URLError):
+            assert time.monotonic() < deadline, "the daemon did not recover"
+            time.sleep(0.1)
+
+
+def stop(proc) -> None:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+
+
+def test_more_connections_than_the_file_limit_never_exhaust_it(cache_dir, tmp_path):
+    log_path = tmp_path / "daemon.log"
+    proc, port = start_logged(cache_dir, log_path, files=128)  # the cap becomes (128 - 64) / 2
+    try:
+        socks = flood(port, 300)  # all from 127.0.0.1: at the cap the oldest slow one makes room
+        health = serves_again(port)
+        assert health["http"]["cap"] == 32 and health["http"]["open"] <= 32
+        assert health["http"]["evicted"] >= 300 - 32
+        for s in socks:
+            s.close()
+        stop(proc)
+    finally:
+        proc.kill()
+    text = log_path.read_text()
+    assert "Too many open files" not in text and "Traceback" not in text, text[-3000:]
+    assert text.count("to make room") == 1 and len(text) < 4000, text[-3000:]
+
+
+def test_an_accept_storm_at_the_file_limit_logs_once_and_recovers(cache_dir, tmp_path):
+    log_path = tmp_path / "daemon.log"
+    proc, port = start_logged(cache_dir, log_path, "--max-connections", "1000",
+                              "--max-connections-per-address", "1000")
+    try:
+        get_json(port, "/v1/health")
+        hard = resource.prlimit(proc.pid, resource.RLIMIT_NOFILE)[1]
+        resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (48, hard))  # caps set above what the files allow
+        socks = flood(port, 200)
+        deadline = time.monotonic() + 60
+        while "out of system resource" not in log_path.read_text():  # accept() is failing with EMFILE
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.05)
+        for s in socks:
+            s.close()
+        assert serves_again(port)["status"] == "ok"
+        resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (1024, hard))  # room for a clean stop
+        stop(proc)
+    finally:
+        proc.kill()
+    text = log_path.read_text()
+    assert text.count("out of system resource") == 1, text[-3000:]  # asyncio retries every second
+    assert "Traceback" not in text and len(text) < 4000, text[-3000:]
+
+
+async def test_loop_errors_are_logged_once_per_kind_per_interval(caplog):
+    from bridge.frontends.connections import install_loop_error_log
+
+    loop = asyncio.get_running_loop()
+    previous = install_loop_error_log(loop, 60)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="asyncio"):
+            for _ in range(500):  # what asyncio reports every second while accept() fails
+                loop.call_exception_handler({"message": "socket.accept() out of system resource",
+                                             "exception": OSError(24, "Too many open files")})
+            loop.call_exception_handler({"message": "Exception in callback BaseSelectorEventLoop._start_serving()",
+                                         "exception": ValueError("Invalid file descriptor: -1")})
+            for _ in range(3):
+                loop.call_exception_handler({"message": "Task exception was never retrieved",
+                                             "exception": RuntimeError("boom")})
+    finally:
+        loop.set_exception_handler(previous)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == [
+        "socket.accept() out of system resource: [Errno 24] Too many open files",
+        "Task exception was never retrieved"]  # other errors keep asyncio's own report, once per interval
+    assert errors[0].exc_info is None and errors[1].exc_info is not None

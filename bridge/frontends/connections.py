@@ -28,6 +28,7 @@ from ..core.errors import ValidationError
 
 log = logging.getLogger(__name__)
 
+MAX_BACKLOG = 128  # aiohttp's default listen backlog
 RESERVED_FILES = 64  # descriptors kept for the model, shared memory, PNG files, executors, OSC
 REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
            b"Retry-After: 1\r\nContent-Length: %d\r\n\r\n%s")
@@ -54,11 +55,15 @@ class HttpLimits:
                 raise ValidationError(name, f"{name} must be more than 0 seconds, got {getattr(self, name)}")
 
     def connection_cap(self) -> int:
-        """``max_connections``, lowered so that HTTP can never use up the process's file limit."""
+        """``max_connections``, lowered so that HTTP can never use up the process's file limit.
+
+        asyncio accepts up to ``backlog`` connections in one go before any of them is seen (and an
+        evicted one's descriptor closes a moment later), so HTTP may briefly hold twice the cap.
+        """
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft == resource.RLIM_INFINITY:
             return self.max_connections
-        return max(1, min(self.max_connections, soft - RESERVED_FILES, soft // 2))
+        return max(1, min(self.max_connections, (soft - RESERVED_FILES) // 2))
 
 
 LARGE_BODY_BYTES = 1024 * 1024
@@ -116,6 +121,7 @@ class ConnectionGuard:
     def __init__(self, limits: HttpLimits):
         self.limits = limits
         self.cap = limits.connection_cap()
+        self.backlog = max(1, min(MAX_BACKLOG, self.cap // 2))  # also how many asyncio accepts at once
         self._open: dict[asyncio.BaseTransport, _Connection] = {}
         self._per_address: dict[str, int] = defaultdict(int)
         self._throttled = ThrottledLog(log, limits.log_interval_s)
@@ -258,7 +264,7 @@ class GuardedSite(web.SockSite):
     """``web.SockSite`` whose connections pass through a ``ConnectionGuard``."""
 
     def __init__(self, runner: web.BaseRunner, sock, guard: ConnectionGuard, **kwargs):
-        super().__init__(runner, sock, **kwargs)
+        super().__init__(runner, sock, backlog=guard.backlog, **kwargs)
         self._guard = guard
 
     async def start(self) -> None:
@@ -282,6 +288,10 @@ def install_loop_error_log(loop: asyncio.AbstractEventLoop, interval_s: float):
         message = str(context.get("message", "event loop error"))
         if isinstance(exc, OSError):  # a resource error (EMFILE...): the traceback says nothing more
             throttled(f"{message}|{exc.errno}", None, logging.ERROR, "%s: %s", message, exc)
+        elif isinstance(exc, ValueError) and "_start_serving" in message:
+            # asyncio retries a failed accept() a second later; a retry due after the server closed
+            # finds its socket gone (fd -1) and raises ValueError: harmless, at shutdown only.
+            logging.getLogger("asyncio").debug("accept retry after the server closed: %s", exc)
         elif throttled.allow(f"{message}|{type(exc).__name__}", None)[0]:
             if previous is not None:
                 previous(loop, context)
