@@ -357,6 +357,56 @@ async def test_malformed_http_is_one_warning_line_not_a_traceback(plain, caplog)
     assert "\n" not in records[0].getMessage()
 
 
+async def test_a_token_in_a_malformed_request_never_reaches_the_log(guarded, caplog):
+    """aiohttp quotes the offending request line or header: with a token in it, the log must not."""
+    from bridge.cli import _MalformedRequestsInOneLine
+
+    _, daemon = guarded
+    server_log = logging.getLogger("aiohttp.server")
+    one_line = _MalformedRequestsInOneLine(interval_s=1e-9)  # no throttling here: every line is checked
+    server_log.addFilter(one_line)
+    requests = [
+        f"GET /v1/params HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\x00\r\n\r\n",
+        f"GET /v1/ws?access_token={TOKEN} HTTP/1.1 junk\r\nHost: 127.0.0.1\r\n\r\n",
+        f"G\x01T /v1/ws?format=png&access_token={TOKEN} HTTP/1.1\r\n\r\n",
+        f"GET /v1/params HTTP/1.1\r\nProxy-Authorization: Basic {TOKEN}\x7f\r\n\r\n",
+    ]
+    try:
+        with caplog.at_level(logging.DEBUG, logger="aiohttp.server"):
+            for request in requests:
+                reader, writer = await asyncio.open_connection("127.0.0.1", daemon.http_port)
+                writer.write(request.encode("latin-1"))
+                assert (await asyncio.wait_for(reader.read(100), 5)).startswith(b"HTTP/1.0 400")
+                writer.close()
+    finally:
+        server_log.removeFilter(one_line)
+    lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(lines) == len(requests) and all("[redacted]" in line for line in lines), lines
+    assert not any(TOKEN in line for line in lines), lines
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{daemon.http_port}") as session:
+        async with session.get("/v1/params", headers=AUTH) as r:  # still serving
+            assert r.status == 200
+
+
+async def test_malformed_requests_are_logged_once_per_sender_per_interval(plain, caplog):
+    from bridge.cli import _MalformedRequestsInOneLine
+
+    _, daemon = plain
+    server_log = logging.getLogger("aiohttp.server")
+    one_line = _MalformedRequestsInOneLine()
+    server_log.addFilter(one_line)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="aiohttp.server"):
+            for _ in range(20):
+                reader, writer = await asyncio.open_connection("127.0.0.1", daemon.http_port)
+                writer.write(b"GET / HTTP/1.1\r\nX-Probe: \x00\r\n\r\n")
+                assert (await asyncio.wait_for(reader.read(100), 5)).startswith(b"HTTP/1.0 400")
+                writer.close()
+    finally:
+        server_log.removeFilter(one_line)
+    assert len([r for r in caplog.records if r.name == "aiohttp.server"]) == 1
+
+
 async def test_refusals_are_logged_once_per_sender(guarded, caplog):
     session, daemon = guarded
     with caplog.at_level(logging.INFO, logger="bridge.frontends.security"):
