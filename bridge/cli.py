@@ -12,8 +12,8 @@ from pathlib import Path
 from .config import DEFAULT_HOST, DEFAULT_HTTP_PORT, DEFAULT_OSC_PORT, DEFAULT_SHM_NAME, Config, default_cache_dir
 from .core.errors import BridgeError, ConfigError, ValidationError
 from .core.params import Limits, Params, parse_changes
-from .frontends.connections import HttpLimits, ThrottledLog
-from .frontends.security import Access, scrub
+from .frontends.connections import HttpLimits
+from .frontends.security import Access, OncePerSender, scrub
 
 log = logging.getLogger("bridge")
 
@@ -145,7 +145,7 @@ class _MalformedRequestsInOneLine(logging.Filter):
 
     def __init__(self, interval_s: float = HttpLimits.log_interval_s):
         super().__init__()
-        self._throttle = ThrottledLog(logging.getLogger("aiohttp.server"), interval_s)
+        self._throttle = OncePerSender(interval_s, logger=logging.getLogger("aiohttp.server"))
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None

@@ -20,11 +20,11 @@ import resource
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 
 from ..core.errors import ValidationError
+from .security import OncePerSender
 
 log = logging.getLogger(__name__)
 
@@ -71,40 +71,6 @@ HTTP_LIMITS = web.AppKey("http_limits", HttpLimits)
 LARGE_BODIES = web.AppKey("large_bodies", asyncio.Semaphore)
 
 
-class ThrottledLog:
-    """Logs the first event of each (kind, sender) per interval; the next line says how many were not logged."""
-
-    MAX_KEYS = 1024  # beyond this many senders in one interval, they share one key
-
-    def __init__(self, logger: logging.Logger, interval_s: float, clock=time.monotonic):
-        self._log, self._interval, self._clock = logger, interval_s, clock
-        self._last: dict[tuple[str, str], float] = {}
-        self._muted: dict[tuple[str, str], int] = defaultdict(int)
-
-    def allow(self, kind: str, sender: str | None) -> tuple[bool, int]:
-        """Whether to log this event now, and how many events of its key were not logged since the last."""
-        now = self._clock()
-        key = (kind, sender or "?")
-        if key not in self._last and len(self._last) >= self.MAX_KEYS:
-            self._last = {k: t for k, t in self._last.items() if now - t < self._interval}
-            if len(self._last) >= self.MAX_KEYS:
-                key = (kind, "*")
-        last = self._last.get(key)
-        if last is not None and now - last < self._interval:
-            self._muted[key] += 1
-            return False, 0
-        self._last[key] = now
-        return True, self._muted.pop(key, 0)
-
-    def __call__(self, kind: str, sender: str | None, level: int, message: str, *args: Any) -> bool:
-        allowed, muted = self.allow(kind, sender)
-        if not allowed:
-            return False
-        suffix = f" ({muted} more like it not logged in the last {self._interval:g} s)" if muted else ""
-        self._log.log(level, "%s%s", message % args if args else message, suffix)
-        return True
-
-
 class _Connection:
     __slots__ = ("transport", "address", "busy", "requests", "idle_since")
 
@@ -124,7 +90,7 @@ class ConnectionGuard:
         self.backlog = max(1, min(MAX_BACKLOG, self.cap // 2))  # also how many asyncio accepts at once
         self._open: dict[asyncio.BaseTransport, _Connection] = {}
         self._per_address: dict[str, int] = defaultdict(int)
-        self._throttled = ThrottledLog(log, limits.log_interval_s)
+        self._throttled = OncePerSender(limits.log_interval_s, logger=log)
         self.refused = 0
         self.evicted = 0
         self.timed_out = 0
@@ -156,8 +122,8 @@ class ConnectionGuard:
             del self._per_address[conn.address]
         if not conn.requests and time.monotonic() - conn.idle_since >= self.limits.head_timeout_s:
             self.timed_out += 1  # aiohttp's keep-alive timer closed it: no complete request head in time
-            self._throttled("slow", conn.address, logging.WARNING, "closed an HTTP connection from %s that sent "
-                            "no complete request within %g s", conn.address, self.limits.head_timeout_s)
+            self._throttled("slow", conn.address, "closed an HTTP connection from %s that sent no complete "
+                            "request within %g s", conn.address, self.limits.head_timeout_s)
 
     def _make_room(self, address: str | None, cap: str) -> bool:
         idle = [c for c in self._open.values() if not c.busy and (address is None or c.address == address)]
@@ -167,13 +133,13 @@ class ConnectionGuard:
         self.release(oldest.transport)  # counted out now: its connection_lost may come later
         oldest.transport.abort()
         self.evicted += 1
-        self._throttled("evict", oldest.address, logging.WARNING,
-                        "closed an idle or slow HTTP connection from %s to make room (%s)", oldest.address, cap)
+        self._throttled("evict", oldest.address, "closed an idle or slow HTTP connection from %s to make room (%s)",
+                        oldest.address, cap)
         return True
 
     def _refuse(self, transport: asyncio.Transport, address: str, why: str) -> bool:
         self.refused += 1
-        self._throttled("refuse", address, logging.WARNING, "refused an HTTP connection from %s: %s", address, why)
+        self._throttled("refuse", address, "refused an HTTP connection from %s: %s", address, why)
         body = json.dumps(ValidationError(None, f"too many connections: {why}; retry in a moment").to_json()).encode()
         transport.write(REFUSAL % (len(body), body))
         transport.close()
@@ -281,13 +247,13 @@ def install_loop_error_log(loop: asyncio.AbstractEventLoop, interval_s: float):
     Returns the handler that was there before, to be put back.
     """
     previous = loop.get_exception_handler()
-    throttled = ThrottledLog(logging.getLogger("asyncio"), interval_s)
+    throttled = OncePerSender(interval_s, logger=logging.getLogger("asyncio"))
 
     def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
         exc = context.get("exception")
         message = str(context.get("message", "event loop error"))
         if isinstance(exc, OSError):  # a resource error (EMFILE...): the traceback says nothing more
-            throttled(f"{message}|{exc.errno}", None, logging.ERROR, "%s: %s", message, exc)
+            throttled(f"{message}|{exc.errno}", None, "%s: %s", message, exc, level=logging.ERROR)
         elif isinstance(exc, ValueError) and "_start_serving" in message:
             # asyncio retries a failed accept() a second later; a retry due after the server closed
             # finds its socket gone (fd -1) and raises ValueError: harmless, at shutdown only.
