@@ -5,6 +5,7 @@ config; waits are on conditions (a socket's EOF, a counter), never on the defaul
 """
 
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -119,6 +120,25 @@ async def test_a_stalled_body_is_answered_408_and_closed(config, daemon_factory)
         async with aiohttp.ClientSession() as session:
             async with session.get(f"http://127.0.0.1:{daemon.http_port}/v1/params") as r:
                 assert r.status == 200
+
+
+async def test_a_websocket_stalled_inside_a_large_message_is_closed(config, daemon_factory):
+    """Half of a 1 MiB binary message, then silence: the heartbeat's ping cannot be answered mid-frame."""
+    async with daemon_factory(config, renderer_factory=null_factory, http=HttpLimits(ws_heartbeat_s=0.5)) as daemon:
+        reader, writer = await asyncio.open_connection("127.0.0.1", daemon.http_port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(f"GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        size = 1 << 20  # binary, masked, 64-bit length
+        writer.write(bytes([0x82, 0x80 | 127]) + size.to_bytes(8, "big") + os.urandom(4) + bytes(size // 2))
+        await writer.drain()
+        await closed_by_daemon(reader)  # whatever it sent (hello, frame, ping), it then closes
+        writer.close()
+        await until(lambda: daemon.health()["streams"]["clients"] == {} and daemon.health()["http"]["open"] == 0)
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"http://127.0.0.1:{daemon.http_port}/v1/ws") as ws:
+                assert (await ws.receive_json())["type"] == "hello"  # a client that answers pings is served
 
 
 async def test_when_every_connection_is_busy_a_new_one_gets_503(config, daemon_factory, caplog):

@@ -43,6 +43,7 @@ class HttpLimits:
     max_connections: int = 256
     max_per_address: int = 64
     max_large_bodies: int = 4  # uploads over LARGE_BODY_BYTES (or of unknown length) read at once
+    ws_heartbeat_s: float = 20.0  # a WebSocket silent this long is pinged, and closed without a pong in half that
     log_interval_s: float = 60.0
 
     def __post_init__(self) -> None:
@@ -50,7 +51,7 @@ class HttpLimits:
                              ("max_per_address", " (--max-connections-per-address)"), ("max_large_bodies", "")):
             if getattr(self, name) < 1:
                 raise ValidationError(name, f"{name}{option} must be at least 1, got {getattr(self, name)}")
-        for name in ("head_timeout_s", "body_timeout_s", "log_interval_s"):
+        for name in ("head_timeout_s", "body_timeout_s", "ws_heartbeat_s", "log_interval_s"):
             if not getattr(self, name) > 0:
                 raise ValidationError(name, f"{name} must be more than 0 seconds, got {getattr(self, name)}")
 
