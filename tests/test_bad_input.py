@@ -195,6 +195,7 @@ CASES = [
     ("CLI serve", "`--http-port 70000`", ("cli", ["--http-port", "70000"]), "exit 2", "port must be in 0..65535"),
     ("CLI serve", "`--host 0.0.0.0` alone", ("cli", ["--host", "0.0.0.0"]), "exit 2", "refusing to start without"),
     ("CLI serve", "`--token short`", ("cli", ["--token", "short"]), "exit 2", "at least 16"),
+    ("CLI serve", "`--max-connections 0`", ("cli", ["--max-connections", "0"]), "exit 2", "must be at least 1"),
     ("CLI serve", "`--osc-allow stage-pc`", ("cli", ["--osc-allow", "stage-pc"]), "exit 2", "IP addresses or networks"),
 ]
 

@@ -74,3 +74,11 @@ def test_missing_model_is_one_clear_line(tmp_path):
     assert proc.returncode == 1
     errors = [line for line in err.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "--model demo" in errors[0] and "Traceback" not in err
+
+
+def test_connection_caps_come_from_the_command_line():
+    config = config_from_args(build_parser().parse_args(["serve", "--max-connections", "10",
+                                                         "--max-connections-per-address", "3"]))
+    assert (config.http.max_connections, config.http.max_per_address) == (10, 3)
+    default = config_from_args(build_parser().parse_args(["serve"])).http
+    assert (default.max_connections, default.max_per_address, default.head_timeout_s) == (256, 64, 10.0)
