@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import resource
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -25,6 +24,11 @@ from aiohttp import web
 
 from ..core.errors import ValidationError
 from .security import OncePerSender
+
+try:
+    import resource
+except ImportError:  # Windows: no file limit of this kind to respect
+    resource = None
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,8 @@ class HttpLimits:
         asyncio accepts up to ``backlog`` connections in one go before any of them is seen (and an
         evicted one's descriptor closes a moment later), so HTTP may briefly hold twice the cap.
         """
+        if resource is None:
+            return self.max_connections
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft == resource.RLIM_INFINITY:
             return self.max_connections
