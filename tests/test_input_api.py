@@ -311,6 +311,20 @@ async def test_raw_input_of_the_wrong_length_is_refused_before_it_is_read(api):
     assert head.startswith(b"HTTP/1.1 400")
 
 
+async def test_an_image_too_large_by_its_header_is_refused_before_the_rest_arrives(api):
+    session, daemon, renderer = api
+    head = encoded(np.zeros((1, 4097, 4), np.uint8), "PNG")
+    head += bytes(300 * 1024 - len(head))  # past the head the daemon judges; the 20 MB announced never come
+    reader, writer = await asyncio.open_connection("127.0.0.1", daemon.http_port)
+    writer.write(b"PUT /v1/input HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                 b"Content-Length: 20000000\r\n\r\n" + head)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(4096), 30)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 400") and b"4097x1" in answer, answer[:300]
+    assert daemon.scheduler.input is None
+
+
 async def test_large_uploads_beyond_the_cap_get_503_and_the_daemon_serves(config, daemon_factory):
     from bridge.frontends.connections import HttpLimits
 

@@ -19,6 +19,7 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Callable
 
 from aiohttp import web
 
@@ -74,6 +75,7 @@ class HttpLimits:
 
 
 LARGE_BODY_BYTES = 1024 * 1024
+HEAD_BYTES = 256 * 1024  # enough for a PNG's IHDR, or a JPEG's frame header after EXIF/ICC segments
 HTTP_LIMITS = web.AppKey("http_limits", HttpLimits)
 LARGE_BODIES = web.AppKey("large_bodies", asyncio.Semaphore)
 
@@ -175,9 +177,14 @@ def _error(status: int, field: str | None, message: str) -> web.Response:
     return web.json_response(ValidationError(field, message).to_json(), status=status)
 
 
-async def read_body(request: web.Request, limit: int, field: str | None, too_big: str) -> bytes | web.Response:
+async def read_body(request: web.Request, limit: int, field: str | None, too_big: str,
+                    check_head: Callable[[bytes], None] | None = None) -> bytes | web.Response:
     """The request body, read as it arrives: 413 past ``limit`` (before reading when Content-Length says so),
-    408 and the connection closed when the client pauses longer than ``body_timeout_s``."""
+    408 and the connection closed when the client pauses longer than ``body_timeout_s``.
+
+    ``check_head`` sees the first ``HEAD_BYTES`` (or the whole body if shorter) once, and may raise
+    ``ValidationError`` to refuse the rest unread.
+    """
     if request.content_length is not None and request.content_length > limit:
         return _error(413, field, too_big)
     idle_s = request.app[HTTP_LIMITS].body_timeout_s if HTTP_LIMITS in request.app else HttpLimits.body_timeout_s
@@ -192,10 +199,15 @@ async def read_body(request: web.Request, limit: int, field: str | None, too_big
             response.force_close()
             return response
         if not chunk:
+            if check_head is not None:
+                check_head(bytes(body))
             return bytes(body)
         body += chunk
         if len(body) > limit:
             return _error(413, field, too_big)
+        if check_head is not None and len(body) >= HEAD_BYTES:
+            check_head(bytes(body[:HEAD_BYTES]))
+            check_head = None
 
 
 class _GuardedProtocol(asyncio.Protocol):

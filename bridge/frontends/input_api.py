@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 from concurrent.futures import Executor
@@ -169,8 +170,9 @@ async def _read_input(request: web.Request, kind: str, width: int | None, height
             return error_response(400, "input", f"raw RGBA input of {width}x{height} must be {expected} bytes "
                                                 f"(width * height * 4), Content-Length says {request.content_length}")
     too_big = f"input must be at most {inputs.MAX_INPUT_BYTES} bytes ({inputs.MAX_INPUT_SIDE} px a side as raw RGBA)"
+    check = None if kind == "rgba" else functools.partial(inputs.check_header, kind=kind)  # size known early
     if request.content_length is not None and request.content_length <= LARGE_BODY_BYTES:
-        return await read_body(request, inputs.MAX_INPUT_BYTES, "input", too_big)
+        return await read_body(request, inputs.MAX_INPUT_BYTES, "input", too_big, check)
     # Large (or of unknown length): a few at a time, so clients together cannot buffer gigabytes.
     slots = request.app[LARGE_BODIES]
     if slots.locked():
@@ -180,7 +182,7 @@ async def _read_input(request: web.Request, kind: str, width: int | None, height
         response.headers["Retry-After"] = "1"
         return response
     async with slots:
-        return await read_body(request, inputs.MAX_INPUT_BYTES, "input", too_big)
+        return await read_body(request, inputs.MAX_INPUT_BYTES, "input", too_big, check)
 
 
 async def put_input(request: web.Request) -> web.Response:

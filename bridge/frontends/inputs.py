@@ -61,6 +61,23 @@ def decode_image(data: bytes, kind: str, source: str) -> InputImage:
     return InputImage.from_pixels(pixels, source)
 
 
+def check_header(head: bytes, kind: str) -> None:
+    """Refuse a PNG or JPEG whose header already shows it too large, before the rest is received.
+
+    Only the size is judged here (a truncated or odd header passes): decoding the whole file decides.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(head), formats=[{"png": "PNG", "jpeg": "JPEG"}[kind]]) as image:
+                size = image.size
+    except Image.DecompressionBombError as exc:  # far beyond the limit: Pillow refuses to open it at all
+        raise ValidationError("input", f"input images must be 1 to {MAX_INPUT_SIDE} pixels a side: {exc}") from None
+    except Exception:  # not enough of the file, or not an image: decode() says which
+        return
+    check_size(*size)
+
+
 def _as_rgba8(image: Image.Image) -> np.ndarray:
     """As a photo viewer shows it: EXIF orientation applied, 16-bit greyscale scaled (Pillow would clip it)."""
     image = ImageOps.exif_transpose(image)
