@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core.params import Params
+from .frontends.connections import HttpLimits
 from .frontends.security import Access
 
 DEFAULT_HOST = "127.0.0.1"
@@ -62,6 +63,7 @@ class Config:
     initial: Params = Params()
     lora_dir: Path | None = None  # None: loras/ in the cache dir
     access: Access = Access()  # token, extra Host names, CORS origins, OSC allow-list
+    http: HttpLimits = HttpLimits()  # connection caps, request head and body timeouts
 
 
 def lora_folder(config: Config) -> Path:
