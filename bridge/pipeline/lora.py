@@ -266,6 +266,8 @@ def delta_weight(delta: Delta, scale: float, dtype: torch.dtype, device) -> torc
 
 def _modules(pipe):
     for component in COMPONENTS:
+        if getattr(pipe, component, None) is None:  # sd2 pipelines have one text encoder
+            continue
         for name, module in getattr(pipe, component).named_modules():
             yield f"{component}.{name}", module
 

@@ -106,7 +106,7 @@ class PromptEncoder:
         Without a negative prompt, zeros when the model asks for them (SDXL-Turbo's
         ``force_zeros_for_empty_prompt``), else the empty text's embeddings, as diffusers does.
         """
-        if negative_prompt == "" and self.pipe.config.force_zeros_for_empty_prompt:
+        if negative_prompt == "" and self.pipe.config.get("force_zeros_for_empty_prompt", False):
             return self.zeros
         return self.conditioning(negative_prompt)
 
