@@ -17,13 +17,14 @@ from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
-from .frontends import input_api, live, openapi, rest, security, sockets
+from .frontends import input_api, live, openapi, record_api, rest, security, sockets
 from .config import Config
 from .core.frame import NullRenderer, Renderer
 from .frontends.osc import ADDRESSES, OscServer
 from .core.params import Limits
 from .engine.scheduler import Scheduler
 from .engine.sinks.png import PngCache, PngFileWriter
+from .engine.sinks.record import Recorder
 from .engine.sinks.shm import ShmWriter
 from .frontends.streams import FrameEncoder, FrameHub
 
@@ -35,6 +36,7 @@ PNG_WRITER = web.AppKey("png_writer", PngFileWriter)
 MODEL_INFO = web.AppKey("model_info", dict)
 OSC_SOCKET = web.AppKey("osc_socket", socket.socket)  # bound early by Daemon (see bridge.frontends.sockets)
 SHUTDOWN_TIMEOUT_S = 2.0  # handlers still running this long after SIGTERM are cancelled
+RECORD_FINISH_TIMEOUT_S = 30.0  # at shutdown, for the recorder to finish its file
 
 
 def load_renderer(config: Config) -> tuple[Renderer, dict]:
@@ -77,11 +79,13 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
     app[security.ACCESS] = config.access
     app.middlewares.append(security.middleware(config.host, config.access))  # outermost: before any route
     app.on_response_prepare.append(security.add_cors_headers)
-    app[rest.OSC_ADDRESSES] = ADDRESSES
-    app[rest.SCHEMA_EXTRA] = {**live.SCHEMA, **input_api.SCHEMA}
+    app[rest.OSC_ADDRESSES] = {**ADDRESSES, record_api.OSC_ADDRESS: "i: 1 starts recording, 0 stops"}
+    app[rest.SCHEMA_EXTRA] = {**live.SCHEMA, **input_api.SCHEMA, **record_api.SCHEMA}
+    app[record_api.RECORDER] = recorder = Recorder(config.output_dir)
     rest.add_routes(app)
     live.add_routes(app)
     input_api.add_routes(app)
+    record_api.add_routes(app)
     openapi.add_routes(app)
     app.on_shutdown.extend([rest.end_long_polls, live.close_clients])  # before the cleanup contexts below unwind
     started = time.monotonic()
@@ -95,8 +99,8 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             app[MODEL_INFO] = info
             with ShmWriter(config.shm_name, config.max_size, config.max_size) if config.shm_name \
                     else contextlib.nullcontext() as shm:
-                sched = Scheduler(renderer, gpu, initial=config.initial,
-                                  limits=Limits(config.max_size), sinks=[shm] if shm else [])
+                sinks = [shm, recorder] if shm else [recorder]
+                sched = Scheduler(renderer, gpu, initial=config.initial, limits=Limits(config.max_size), sinks=sinks)
                 app[rest.SCHEDULER] = sched
                 app[rest.PNG_CACHE] = PngCache(encoder)
                 render_task = asyncio.create_task(sched.run(), name="render-loop")
@@ -106,6 +110,8 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
                     await _cancel(render_task)
                     # The GPU thread may still be finishing a frame into shared memory.
                     await loop.run_in_executor(gpu, lambda: None)
+                    # Then no frame comes any more: a recording ends in a finished file (SIGTERM too).
+                    await loop.run_in_executor(None, recorder.close, RECORD_FINISH_TIMEOUT_S)
         finally:
             gpu.shutdown(wait=True)
             encoder.shutdown(wait=True)
@@ -116,7 +122,9 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
         allow = security.SenderFilter(config.access.osc_allow) \
             if config.access.osc_allow or not security.is_loopback(config.host) else None
         transport, protocol = await loop.create_datagram_endpoint(
-            lambda: OscServer(app[rest.SCHEDULER], allow), sock=sock)
+            lambda: OscServer(app[rest.SCHEDULER], allow,
+                              {record_api.OSC_ADDRESS: lambda args: record_api.osc_record(recorder, args)}),
+            sock=sock)
         app[OSC] = protocol
         try:
             yield
@@ -179,6 +187,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             "shm_name": config.shm_name,
             "streams": app[live.HUB].health(),
             "input": app[input_api.INPUTS].health(),
+            "record": recorder.state(),
         }
         if PNG_WRITER in app:
             writer = app[PNG_WRITER]

@@ -89,9 +89,11 @@ def build_message(address: str, *args: Any) -> bytes:
 class OscServer(asyncio.DatagramProtocol):
     """Receives changes, keeps subscribers, sends them feedback. Runs on the event loop."""
 
-    def __init__(self, scheduler: Scheduler, sender_filter: Callable[[str], bool] | None = None):
+    def __init__(self, scheduler: Scheduler, sender_filter: Callable[[str], bool] | None = None,
+                 commands: dict[str, Callable[[list[Any]], None]] | None = None):
         self._scheduler = scheduler
         self._sender_filter = sender_filter  # host -> allowed? (None: every sender that reaches the socket)
+        self._commands = commands or {}  # address -> action that is not a parameter (e.g. /bridge/record)
         self._transport: asyncio.DatagramTransport | None = None
         self.subscribers: set[tuple[str, int]] = set()
         self.stats = OscStats()
@@ -122,6 +124,9 @@ class OscServer(asyncio.DatagramProtocol):
             for message in messages:
                 if message.address in (f"{PREFIX}/subscribe", f"{PREFIX}/unsubscribe"):
                     self._subscription(message.address, list(message.params), addr)
+                    continue
+                if message.address in self._commands:
+                    self._commands[message.address](list(message.params))
                     continue
                 changes.update(message_changes(message.address, list(message.params)))
         except KeyError as exc:

@@ -62,6 +62,7 @@ class PngFileWriter:
         self._ready = asyncio.Event()
         self.written = 0
         self.skipped = 0
+        self.failed = 0
 
     def offer(self, frame: Frame) -> None:
         """Called on the event loop for each new frame; never waits."""
@@ -80,7 +81,12 @@ class PngFileWriter:
             if frame is None:
                 continue
             data = await self._cache.png(frame)
-            await loop.run_in_executor(self._executor, self._write, frame.seq, data)
+            try:
+                await loop.run_in_executor(self._executor, self._write, frame.seq, data)
+            except OSError as exc:  # a full disk, the folder removed: keep going, the next frame may fit
+                self.failed += 1
+                log.warning("could not write %s: %s", self.directory / "latest.png", exc)
+                continue
             self.written += 1
 
     def _write(self, seq: int, data: bytes) -> None:
