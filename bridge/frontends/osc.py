@@ -27,7 +27,7 @@ MAX_SUBSCRIBERS = 64
 SEED_TYPES = "i (or h, or s for seeds of 2**63 and above)"
 SINGLE = {"prompt": "s", "seed": SEED_TYPES, "guidance": "f (or i)", "steps": "i", "width": "i", "height": "i",
           "strength": "f (or i)", "input": "i 0/1 or s on/off (or T/F)", "seed2": SEED_TYPES,
-          "seed_mix": "f (or i)", "transition_frames": "i"}
+          "seed_mix": "f (or i)", "transition_frames": "i", "tiling": "s none|x|y|xy"}
 ADDRESSES = {
     **{f"{PREFIX}/{name}": f"{types}: set {name}" for name, types in SINGLE.items()},
     f"{PREFIX}/prompt": "s: set the prompt; or s f s f ...: a blend of (text, weight) pairs",
