@@ -24,6 +24,7 @@ from .frontends.osc import ADDRESSES, OscServer
 from .core.params import Limits
 from .engine.scheduler import Scheduler
 from .engine.sinks.png import PngCache, PngFileWriter
+from .engine.sinks.ndi import NdiSender
 from .engine.sinks.record import Recorder
 from .engine.sinks.shm import ShmWriter
 from .frontends.streams import FrameEncoder, FrameHub
@@ -82,6 +83,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
     app[rest.OSC_ADDRESSES] = {**ADDRESSES, record_api.OSC_ADDRESS: "i: 1 starts recording, 0 stops"}
     app[rest.SCHEMA_EXTRA] = {**live.SCHEMA, **input_api.SCHEMA, **record_api.SCHEMA}
     app[record_api.RECORDER] = recorder = Recorder(config.output_dir)
+    ndi = NdiSender(config.ndi) if config.ndi else None
     rest.add_routes(app)
     live.add_routes(app)
     input_api.add_routes(app)
@@ -99,7 +101,9 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             app[MODEL_INFO] = info
             with ShmWriter(config.shm_name, config.max_size, config.max_size) if config.shm_name \
                     else contextlib.nullcontext() as shm:
-                sinks = [shm, recorder] if shm else [recorder]
+                sinks = [sink for sink in (shm, recorder, ndi) if sink is not None]
+                if ndi is not None:
+                    ndi.start()
                 sched = Scheduler(renderer, gpu, initial=config.initial, limits=Limits(config.max_size), sinks=sinks)
                 app[rest.SCHEDULER] = sched
                 app[rest.PNG_CACHE] = PngCache(encoder)
@@ -112,6 +116,8 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
                     await loop.run_in_executor(gpu, lambda: None)
                     # Then no frame comes any more: a recording ends in a finished file (SIGTERM too).
                     await loop.run_in_executor(None, recorder.close, RECORD_FINISH_TIMEOUT_S)
+                    if ndi is not None:
+                        await loop.run_in_executor(None, ndi.close, RECORD_FINISH_TIMEOUT_S)
         finally:
             gpu.shutdown(wait=True)
             encoder.shutdown(wait=True)
@@ -189,6 +195,8 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             "input": app[input_api.INPUTS].health(),
             "record": recorder.state(),
         }
+        if ndi is not None:
+            out["ndi"] = ndi.health()
         if PNG_WRITER in app:
             writer = app[PNG_WRITER]
             out["png_files"] = {"dir": str(writer.directory), "written": writer.written, "skipped": writer.skipped}

@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--shm-name", default=DEFAULT_SHM_NAME, help="shared-memory segment name ('' disables)")
     serve.add_argument("--output-dir", type=Path, default=None, help="keep latest.png here, replaced atomically")
     serve.add_argument("--keep-frames", action="store_true", help="with --output-dir: also frame-NNNNNN.png")
+    serve.add_argument("--ndi", default=None, metavar="NAME", help="send every frame as an NDI source of this name "
+                       "(needs cyndilib)")
     serve.add_argument("--cache-dir", type=Path, default=None,
                        help=f"demo model and compile caches (default {default_cache_dir()})")
     bench = sub.add_parser("bench", help="measure frame rate, latency, VRAM and stage times on this machine")
@@ -109,7 +111,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                             Limits(args.max_size))
     return Config(model=args.model, vae=args.vae, compile=args.compile, device=args.device, dtype=args.dtype, host=args.host,
                   http_port=args.http_port, osc_port=args.osc_port, max_size=args.max_size,
-                  shm_name=args.shm_name or None, output_dir=args.output_dir, keep_frames=args.keep_frames,
+                  shm_name=args.shm_name or None, output_dir=args.output_dir, keep_frames=args.keep_frames, ndi=args.ndi or None,
                   cache_dir=args.cache_dir or default_cache_dir(), initial=Params().merged(changes),
                   access=Access.from_options(args.token, args.allow_host, args.cors_origin, args.osc_allow))
 
