@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--modes", default="prompt,seed",
                        help="what changes every frame: prompt, seed, input (a new input image: VAE encode + "
                             "image-to-image), img2img (the seed of an image-to-image frame)")
+    bench.add_argument("--tilings", default="none", help="comma-separated: none,x,y,xy (seamless tiling on vs off)")
+    bench.add_argument("--sinks", default="", help="comma-separated: record,ndi: each run again with these sinks "
+                       "on the render thread (their publish time measured; ndi needs cyndilib)")
     bench.add_argument("--compile", default="on", choices=["on", "off"])
     bench.add_argument("--no-baseline", action="store_true", help="skip the plain diffusers call")
     bench.add_argument("--memory-budget-gb", type=float, default=None,
@@ -126,7 +129,8 @@ def run_bench_command(args: argparse.Namespace) -> None:
     opts = bench.BenchOptions(
         model="random" if args.weights else args.model, device=args.device or loader.default_device(),
         frames=args.frames, sizes=_csv(args.sizes, int), dtypes=_csv(args.dtypes), vaes=_csv(args.vaes),
-        modes=_csv(args.modes), compile=args.compile == "on", baseline=not args.no_baseline,
+        modes=_csv(args.modes), tilings=_csv(args.tilings), sinks=_csv(args.sinks), compile=args.compile == "on",
+        baseline=not args.no_baseline,
         memory_budget_gb=args.memory_budget_gb, cache_dir=args.cache_dir or default_cache_dir())
     report = bench.run_bench(opts, args.json)
     sys.stdout.write(bench.format_report(report) + "\n")
