@@ -36,8 +36,8 @@ ADDON = f"bl_ext.{REPO_MODULE}.turbo_bridge"
 
 
 @pytest.fixture(scope="module")
-def daemon(cache_dir):
-    process = harness.start_daemon(cache_dir)
+def daemon(cache_dir, tmp_path_factory):
+    process = harness.start_daemon(cache_dir, extra=("--output-dir", str(tmp_path_factory.mktemp("output"))))
     yield process
     process.stop()
 
@@ -241,6 +241,42 @@ def test_use_on_active_material_wires_an_image_texture(ext, daemon):
 
     bpy.ops.object.camera_add()
     assert not bpy.ops.turbo_bridge.use_on_material.poll()  # a camera has no material
+
+
+def test_seamless_follows_the_toggle_and_is_on_for_a_material(ext, daemon):
+    s = settings(daemon.url, seamless=False)
+    bpy.ops.turbo_bridge.connect()
+    pump(ext.live, lambda: http(daemon).params()["tiling"] == "none")
+    s.seamless = True
+    pump(ext.live, lambda: http(daemon).params()["tiling"] == "xy")
+    s.seamless = False
+    pump(ext.live, lambda: http(daemon).params()["tiling"] == "none")
+    bpy.ops.mesh.primitive_cube_add()
+    assert bpy.ops.turbo_bridge.use_on_material() == {"FINISHED"}  # the image feeds a material: tileable
+    assert s.seamless
+    pump(ext.live, lambda: http(daemon).params()["tiling"] == "xy")
+    s.seamless = False
+
+
+def test_record_button_starts_and_stops_the_daemons_recording(ext, daemon):
+    settings(daemon.url, seed=21)
+    bpy.ops.turbo_bridge.connect()
+    pump(ext.live, lambda: frame_current(ext, daemon))
+    assert bpy.ops.turbo_bridge.record() == {"FINISHED"}
+    pump(ext.live, lambda: ext.live.current().recording)
+    assert http(daemon).record()["recording"]
+    bpy.context.scene.turbo_bridge.seed = 22  # a frame to record
+    pump(ext.live, lambda: http(daemon).record()["frames"] >= 1)
+    assert bpy.ops.turbo_bridge.record() == {"FINISHED"}
+    pump(ext.live, lambda: not ext.live.current().recording)
+    state = http(daemon).record()
+    assert not state["recording"] and state["files"] and ext.live.current().status == f"recorded {state['files'][-1]}"
+    assert bpy.ops.turbo_bridge.record() == {"FINISHED"}  # start again, then a refusal: start twice
+    pump(ext.live, lambda: ext.live.current().recording)
+    ext.live.current().recording = False  # the panel thinks it stopped: its next press is a start
+    assert bpy.ops.turbo_bridge.record() == {"FINISHED"}
+    pump(ext.live, lambda: "already recording" in ext.live.current().status)
+    http(daemon).record("stop")
 
 
 def test_render_shows_the_frame_in_srgb_the_right_way_up(ext, daemon, tmp_path):
