@@ -54,12 +54,13 @@ def qapp():
 
 
 class DaemonProcess:
-    def __init__(self, cache_dir: Path):
+    def __init__(self, cache_dir: Path, output_dir: Path):
         self.shm_name = unique_shm_name()
         env = {**os.environ, "TURBO_BRIDGE_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bridge", "serve", "--model", "demo", "--http-port", "0", "--osc-port", "0",
-             "--shm-name", self.shm_name, "--width", "64", "--height", "64", "--max-size", "256"],
+             "--shm-name", self.shm_name, "--width", "64", "--height", "64", "--max-size", "256",
+             "--output-dir", str(output_dir)],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
         self.log: list[str] = []
         deadline = time.monotonic() + 120
@@ -82,8 +83,8 @@ class DaemonProcess:
 
 
 @pytest.fixture(scope="module")
-def daemon(cache_dir):
-    process = DaemonProcess(cache_dir)
+def daemon(cache_dir, tmp_path_factory):
+    process = DaemonProcess(cache_dir, tmp_path_factory.mktemp("output"))
     yield process
     process.stop()
 
@@ -192,7 +193,7 @@ def test_docker_is_registered_and_has_every_control(qapp, daemon, new_doc):
         labels = {w.text() for w in panel.findChildren(QtWidgets.QLabel)} | \
                  {w.text() for w in panel.findChildren(QtWidgets.QAbstractButton)}
         assert {"Daemon", "Prompt", "Seed", "Guidance", "Steps", "Opacity", "Connect", "New seed", "Live",
-                "Keep as layer"} <= labels
+                "Keep as layer", "Seamless", "Record"} <= labels
         pump(lambda: panel.controller.connection is not None, what="the docker to connect")
         assert "connected: demo on cpu" in panel.status.text()
         docker.canvasChanged(None)  # Krita calls it on every view switch: must not raise
@@ -380,6 +381,32 @@ def test_canvas_as_input_sends_the_painting_without_the_reference_layer(panel, d
     p.input_live.setChecked(False)
     pump(lambda: not daemon.client.health()["input"]["present"], what="the input dropped")
     assert p.controller._input.sent >= 2
+
+
+def test_seamless_and_record(panel, daemon, new_doc):
+    new_doc(64, 64)
+    daemon.client.patch({"tiling": "x"})  # set by another tool: shown on connect
+    p = panel()
+    pump(lambda: p.controller.connection is not None, what="the connection")
+    QtWidgets.QApplication.processEvents()
+    assert p.seamless.isChecked()
+    p.seamless.setChecked(False)
+    pump(lambda: daemon.client.params()["tiling"] == "none", what="tiling off")
+    p.seamless.setChecked(True)
+    pump(lambda: daemon.client.params()["tiling"] == "xy", what="tiling xy")
+
+    p.record.click()
+    pump(lambda: p.controller.recording and daemon.client.record()["recording"], what="recording")
+    assert p.record.text() == "Stop recording"
+    p.seed.setValue(p.seed.value() + 1)  # a frame to record
+    pump(lambda: daemon.client.record()["frames"] >= 1, what="a recorded frame")
+    p.record.click()
+    pump(lambda: not p.controller.recording, what="the recording to stop")
+    files = daemon.client.record()["files"]
+    assert files and p.status.text() == f"recorded {files[-1]}" and p.record.text() == "Record"
+    p.controller.set_recording(False)  # stop without start: the daemon's reason shows
+    pump(lambda: "not recording" in p.status.text(), what="the refusal")
+    daemon.client.patch({"tiling": "none"})
 
 
 def test_canvas_input_is_flattened_over_white_and_fitted_to_the_frame():
