@@ -103,12 +103,13 @@ class Daemon:
 
 
 @pytest.fixture(scope="module")
-def daemon(cache_dir):
+def daemon(cache_dir, tmp_path_factory):
     name = unique_shm_name()
     env = {**os.environ, "TURBO_BRIDGE_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", "--model", "demo", "--http-port", "0",
                              "--osc-port", "0", "--shm-name", name, "--width", "64", "--height", "64",
-                             "--max-size", "256"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                             "--max-size", "256", "--output-dir", str(tmp_path_factory.mktemp("output"))],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             text=True, env=env)
     lines, match, deadline = [], None, time.monotonic() + 120
     while match is None and time.monotonic() < deadline:
@@ -223,7 +224,8 @@ def test_setup_script_builds_the_whole_network(net, daemon):
     assert {p.name for p in comp.customPars} >= {"Prompt", "Seed", "Guidance", "Steps", "Width", "Height", "Live",
                                                  "Host", "Ports1", "Ports2", "Ports3", "Source", "Shmname",
                                                  "Send", "Cue", "Cuenext", "Cueprev", "Cuego"}
-    assert [page.name for page in comp.customPages] == ["Bridge", "Connection", "Input", "Cues"]
+    assert [page.name for page in comp.customPages] == ["Bridge", "Connection", "Input", "Output", "Cues"]
+    assert {"Tiling", "Record"} <= {p.name for p in comp.customPars}
     assert (comp.par.Ports1.eval(), comp.par.Ports2.eval()) == (daemon.http_port, daemon.osc_port)
     assert comp.par.Live.eval() is True and comp.par.Steps.eval() == 1 and comp.par.Source.eval() == "shm"
     frame = comp.op("frame")
@@ -319,6 +321,26 @@ def test_feedback_frames_and_errors_reach_the_status_table(td, net, daemon):
     net.par.Width = 100  # not a multiple of 8: the daemon refuses it
     message = run_until(td, lambda: status(net, "last error"), what="/bridge/error feedback")
     assert "multiple of 8" in message
+
+
+def test_tiling_parameter_and_record_toggle(td, net, daemon):
+    net.par.Tiling = "xy"
+    run_until(td, lambda: daemon.client.params()["tiling"] == "xy", what="tiling xy")
+    net.par.Tiling = "none"
+    run_until(td, lambda: daemon.client.params()["tiling"] == "none", what="tiling off")
+    net.par.Record = True
+    run_until(td, lambda: daemon.client.record()["recording"], what="recording")
+    net.par.Seed = int(net.par.Seed.eval()) + 1  # a frame to record
+    run_until(td, lambda: daemon.client.record()["frames"] >= 1, what="a recorded frame")
+    net.par.Record = False
+    state = run_until(td, lambda: (r := daemon.client.record())["files"] and not r["recording"] and r,
+                      what="the file to be finished", timeout=30)
+    assert state["files"][-1].endswith(".mp4")
+    net.par.Record = False  # no change: nothing is sent
+    tb_session.session_for(net).controller.record(False)  # stop without start: refused, shown in status
+    message = run_until(td, lambda: "not recording" in (status(net, "last error") or "") and status(net, "last error"),
+                        what="the refusal")
+    assert "start with POST /v1/record" in message
 
 
 def test_cues_advance_by_pulse_and_by_osc(td, net, daemon):
