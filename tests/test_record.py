@@ -224,9 +224,13 @@ async def test_vanished_output_dir(config, daemon_factory, tmp_path):
             shutil.rmtree(out)
             status, body = await post(s, {"action": "stop"})
             assert status == 200 and body["files"] == [] and "removed" in body["error"]
-            status, body = await post(s, {"action": "start"})
-            assert status == 409 and "does not exist" in body["error"]["message"]
-            await frames_flow(d, 2)
+            await frames_flow(d, 2)  # frames keep flowing; the PNG writer makes the folder again
+            await settle(lambda: out.is_dir())
+            assert (await post(s, {"action": "start"}))[0] == 200  # and recording works again
+            await frames_flow(d, 1)
+            await settle(lambda: d.health()["record"]["frames"] >= 1)
+            status, body = await post(s, {"action": "stop"})
+            assert status == 200 and body["error"] is None and (out / body["files"][-1]).is_file()
 
 
 def test_sigterm_finishes_the_file(tmp_path, cache_dir):

@@ -19,7 +19,9 @@ INPUT_PARS = {"Strength": "strength"}  # on the Input page; not part of Send All
 OUTPUT_PARS = {"Tiling": "tiling"}  # on the Output page; likewise
 TILINGS = ("none", "x", "y", "xy")
 INT63 = 2**63
-RESUBSCRIBE_S = 5.0  # the daemon forgets subscribers when it restarts; renewing is idempotent
+# The daemon drops a subscription 60 s after its last renewal, and forgets all when it restarts;
+# renewing is idempotent (the same port is the same slot).
+RESUBSCRIBE_S = 5.0
 
 
 def coerce(field: str, value: Any) -> Any:
