@@ -115,7 +115,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
                             Limits(args.max_size))
     return Config(model=args.model, vae=args.vae, compile=args.compile, device=args.device, dtype=args.dtype, host=args.host,
                   http_port=args.http_port, osc_port=args.osc_port, max_size=args.max_size,
-                  shm_name=args.shm_name or None, output_dir=args.output_dir, keep_frames=args.keep_frames, ndi=args.ndi or None,
+                  shm_name=args.shm_name or None, output_dir=args.output_dir, keep_frames=args.keep_frames,
+                  ndi=args.ndi or None,
                   cache_dir=args.cache_dir or default_cache_dir(), initial=Params().merged(changes),
                   access=Access.from_options(args.token, args.allow_host, args.cors_origin, args.osc_allow))
 

@@ -259,7 +259,7 @@ def test_sigterm_finishes_the_file(tmp_path, cache_dir):
         while call("GET", "/v1/record")["frames"] < 3:
             seed += 1
             call("PATCH", "/v1/params", {"seed": seed})
-            call("GET", f"/v1/frame.rgba?after={seed}&timeout=10")  # frame seq seed+1: the initial one, then one a change
+            call("GET", f"/v1/frame.rgba?after={seed}&timeout=10")  # frame seed+1: the initial one, one a change
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
     finally:

@@ -89,7 +89,8 @@ def _record_route() -> dict:
     action = {"type": "object", "required": ["action"], "additionalProperties": False,
               "properties": {"action": {"type": "string", "enum": ["start", "stop"]}}}
     return {
-        "get": {"summary": "recording state: files written, frames, dropped, the last error", "responses": {"200": state}},
+        "get": {"summary": "recording state: files written, frames, dropped, the last error",
+                "responses": {"200": state}},
         "post": {"summary": "start or stop recording the frames into H.264 MP4 files in --output-dir",
                  "requestBody": {"required": True, "content": {"application/json": {"schema": action}}},
                  "responses": {"200": state, "400": _error("not {\"action\": \"start\"|\"stop\"}"),

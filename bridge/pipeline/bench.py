@@ -287,7 +287,8 @@ def format_report(report: dict) -> str:
     base = report.get("baseline")
     if base:
         lines.append(f"baseline ({base['what']}): median {base['median_ms']:.2f} ms = {base['fps']:.1f} FPS")
-    lines.append("| dtype | VAE | size | change/frame | tiling | sinks | median ms | FPS | p99 ms | std ms | x baseline "
+    lines.append("| dtype | VAE | size | change/frame | tiling | sinks | median ms | FPS | p99 ms | std ms "
+                 "| x baseline "
                  "| first frame s | VRAM GB used (loaded / after) |")
     lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in report["runs"]:
