@@ -15,6 +15,7 @@ from aiohttp import web
 
 from ..core.errors import ValidationError
 from ..engine.sinks.record import Recorder, RecordingError, state_fields
+from .connections import read_body
 from .rest import MAX_BODY_BYTES, error_response, loads_strict
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,11 @@ async def act(recorder: Recorder, action: str) -> dict:
 
 
 async def post_record(request: web.Request) -> web.Response:
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        return error_response(413, None, f"request body must be at most {MAX_BODY_BYTES} bytes")
+    raw = await read_body(request, MAX_BODY_BYTES, None, f"request body must be at most {MAX_BODY_BYTES} bytes")
+    if isinstance(raw, web.Response):
+        return raw
     try:
-        body = loads_strict((await request.read()).decode("utf-8"))
+        body = loads_strict(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         return error_response(400, None, f"request body is not UTF-8 JSON: {exc}")
     action = parse_action(body)
