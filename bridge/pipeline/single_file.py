@@ -1,0 +1,116 @@
+"""Single-file checkpoints (``--model PATH.safetensors``): what a file is, from its header alone.
+
+Community fine-tunes ship as one ``.safetensors`` file in the original (LDM/SGM) key layout. The
+family is read from the tensor names in the file's JSON header (no tensor is read), so a file that
+is not a supported checkpoint (SD 1.x, SD3, FLUX, a LoRA, a VAE, a truncated file) is refused in
+one line before anything loads. Supported files load offline with the family's bundled configs.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+from ..core.errors import UnsupportedModelError
+from .family import SD2, SDXL, SUPPORTED, Family
+
+UNET = "model.diffusion_model."
+# The cross-attention key diffusers reads the SD 2.x context width from (1024 for OpenCLIP ViT-H).
+V2_KEY = "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight"
+SDXL_CLIP_G = "conditioner.embedders.1.model."
+SGM_OPEN_CLIP = "conditioner.embedders.0.model."  # SD-Turbo's own file (SGM), or the SDXL refiner
+LDM_OPEN_CLIP = "cond_stage_model.model."  # SD 2.x in the LDM layout
+LDM_CLIP_L = "cond_stage_model.transformer."  # SD 1.x
+MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
+
+
+def is_single_file(model: str) -> bool:
+    return Path(model).suffix.lower() in (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
+
+
+def read_header(path: Path) -> dict:
+    """The safetensors header (tensor name -> dtype, shape, offsets), checked against the file size."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise UnsupportedModelError(f"{path.name}: truncated or corrupt safetensors file ({size} bytes, no header)")
+        (length,) = struct.unpack("<Q", head)
+        if length > MAX_HEADER or 8 + length > size:
+            raise UnsupportedModelError(
+                f"{path.name}: truncated or corrupt safetensors file (header of {length} bytes in a {size}-byte file)")
+        raw = f.read(length)
+    try:
+        header = json.loads(raw)
+        if not isinstance(header, dict):
+            raise ValueError("not an object")
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise UnsupportedModelError(f"{path.name}: corrupt safetensors header ({exc})") from None
+    if 8 + length + end > size:
+        raise UnsupportedModelError(
+            f"{path.name}: truncated safetensors file: its tensors need {8 + length + end} bytes, "
+            f"the file has {size} (an interrupted download?)")
+    header.pop("__metadata__", None)
+    return header
+
+
+def _refuse(path: Path, found: str, hint: str = "") -> UnsupportedModelError:
+    return UnsupportedModelError(
+        f"{path.name} is {found}; --model takes {SUPPORTED} checkpoints{'. ' + hint if hint else ''}")
+
+
+def detect_family(path: Path) -> Family:
+    """The family of a single-file checkpoint, or ``UnsupportedModelError`` naming what was found."""
+    if path.suffix.lower() != ".safetensors":
+        raise UnsupportedModelError(
+            f"{path.name}: only .safetensors single files are loaded ({path.suffix} pickle checkpoints can run "
+            "code when loaded); convert it to .safetensors, or pass a diffusers folder")
+    header = read_header(path)
+    keys = list(header)
+
+    def has(prefix: str) -> bool:
+        return any(key.startswith(prefix) for key in keys)
+
+    if any("lora_" in key or ".lora." in key or "lora_A" in key or "lora_down" in key for key in keys):
+        raise _refuse(path, "a LoRA, not a model", "Put LoRA files into the folder given by --lora-dir and pass "
+                                                     "their base model with --model")
+    if has("double_blocks.") or has("single_blocks.") or has("model.diffusion_model.double_blocks."):
+        raise _refuse(path, "a FLUX checkpoint (double_blocks/single_blocks)")
+    if any("joint_blocks." in key for key in keys):
+        raise _refuse(path, "a Stable Diffusion 3 checkpoint (joint_blocks)")
+    unet = has(UNET)
+    if not unet:
+        if has("encoder.") or has("decoder.") or has("first_stage_model."):
+            raise _refuse(path, "a VAE (autoencoder weights only)", "Load a whole checkpoint; a separate tiny VAE "
+                                                                     "goes to --vae")
+        if has("down_blocks.") or has("conv_in."):
+            raise _refuse(path, "a diffusers UNet file", "Pass the whole diffusers model folder instead")
+        raise _refuse(path, f"not a diffusion checkpoint (none of its {len(keys)} tensors is under {UNET!r})")
+    if UNET + "input_blocks.0.0.weight" in header and header[UNET + "input_blocks.0.0.weight"]["shape"][1] != 4:
+        raise _refuse(path, "an inpainting or other non-4-channel checkpoint")
+    context = header.get(V2_KEY, {}).get("shape", [0])[-1]
+    if has(SDXL_CLIP_G):
+        return SDXL
+    if has(LDM_CLIP_L):
+        raise _refuse(path, "a Stable Diffusion 1.x checkpoint (CLIP ViT-L text encoder, cond_stage_model.transformer)")
+    if has(LDM_OPEN_CLIP) or (has(SGM_OPEN_CLIP) and context == 1024):
+        return SD2
+    if has(SGM_OPEN_CLIP):
+        raise _refuse(path, "an SDXL refiner checkpoint (one OpenCLIP-G encoder, no CLIP-L)")
+    raise _refuse(path, "a UNet without text encoders (model.diffusion_model only)",
+                  "Pass a full checkpoint or a diffusers folder")
+
+
+def load_single_file(path: Path, family: Family, dtype, vae=None):
+    """The family's pipeline from a single file, configured by the bundled folder; never a hub call."""
+    import diffusers
+
+    cls = getattr(diffusers, family.pipeline)
+    kwargs = {"config": str(family.configs), "local_files_only": True, "torch_dtype": dtype}
+    if vae is not None:
+        kwargs["vae"] = vae
+    if family is SD2:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    return cls.from_single_file(str(path), **kwargs)
