@@ -86,7 +86,7 @@ def _with_scheduler(pipe, scheduler: str | None):
 
 
 def load_pipeline(model: str, device: str, dtype: torch.dtype, cache_dir: Path, vae=None,
-                  scheduler: str | None = None):
+                  scheduler: str | None = None, configs: Path | None = None):
     """Load an SDXL or SD 2.x pipeline onto ``device``; raises ``ModelNotFoundError`` or
     ``UnsupportedModelError`` with a way out.
 
@@ -95,7 +95,8 @@ def load_pipeline(model: str, device: str, dtype: torch.dtype, cache_dir: Path, 
     ``cache_dir``) or ``random``/``random-sd`` (the full SDXL-Turbo/SD-Turbo architecture with random
     weights, in memory: for benchmarks; compute does not depend on weight values). ``vae``, if
     given, replaces the pipeline's own VAE (which is then not loaded). ``scheduler``: a
-    ``--scheduler`` name replacing the model's own scheduler.
+    ``--scheduler`` name replacing the model's own scheduler. ``configs``: for a single file,
+    a diffusers folder of its architecture instead of the bundled one (the demo models' files).
     """
     _quiet_transformers()
     from .demo import NAMES
@@ -122,7 +123,7 @@ def load_pipeline(model: str, device: str, dtype: torch.dtype, cache_dir: Path, 
         start = time.perf_counter()
         log.info("loading %s (%s single file) onto %s (%s)", local, family.name, device, str(dtype).removeprefix("torch."))
         try:
-            pipe = load_single_file(local, family, dtype, vae=vae)
+            pipe = load_single_file(local, family, dtype, vae=vae, configs=configs)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise UnsupportedModelError(
                 f"{local.name}: keys look like {family.description} but it did not load as one "

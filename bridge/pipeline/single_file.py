@@ -103,14 +103,105 @@ def detect_family(path: Path) -> Family:
                   "Pass a full checkpoint or a diffusers folder")
 
 
-def load_single_file(path: Path, family: Family, dtype, vae=None):
-    """The family's pipeline from a single file, configured by the bundled folder; never a hub call."""
-    import diffusers
+# OpenCLIP text tower names -> transformers CLIP names (the layout SD 2.x and SDXL's CLIP-G ship in).
+OPEN_CLIP_NAMES = {"token_embedding.weight": "embeddings.token_embedding.weight",
+                   "positional_embedding": "embeddings.position_embedding.weight",
+                   "ln_final.weight": "final_layer_norm.weight", "ln_final.bias": "final_layer_norm.bias"}
+OPEN_CLIP_BLOCK = {"ln_1.": "layer_norm1.", "ln_2.": "layer_norm2.", "mlp.c_fc.": "mlp.fc1.",
+                   "mlp.c_proj.": "mlp.fc2.", "attn.out_proj.": "self_attn.out_proj."}
 
-    cls = getattr(diffusers, family.pipeline)
-    kwargs = {"config": str(family.configs), "local_files_only": True, "torch_dtype": dtype}
-    if vae is not None:
-        kwargs["vae"] = vae
-    if family is SD2:
-        kwargs.update(safety_checker=None, requires_safety_checker=False)
-    return cls.from_single_file(str(path), **kwargs)
+
+def open_clip_to_transformers(weights: dict, prefix: str, layers: int) -> dict:
+    """An OpenCLIP text tower (under ``prefix``) as transformers CLIP keys, without ``text_model.``.
+
+    The fused in_proj is split into q/k/v; blocks past ``layers`` are dropped (SD 2.x's config
+    stops one layer early: OpenCLIP's penultimate layer); ``text_projection`` is transposed.
+    """
+    out = {}
+    for key, value in weights.items():
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix):]
+        if name in OPEN_CLIP_NAMES:
+            out[OPEN_CLIP_NAMES[name]] = value
+        elif name == "text_projection":
+            out["text_projection.weight"] = value.T.contiguous()
+        elif name.startswith("transformer.resblocks."):
+            index, rest = name[len("transformer.resblocks."):].split(".", 1)
+            if int(index) >= layers:
+                continue
+            base = f"encoder.layers.{index}."
+            if rest.startswith("attn.in_proj_"):
+                kind = rest.rsplit("_", 1)[1]  # weight or bias
+                for part, chunk in zip(("q", "k", "v"), value.chunk(3, dim=0)):
+                    out[f"{base}self_attn.{part}_proj.{kind}"] = chunk.contiguous()
+            else:
+                for old, new in OPEN_CLIP_BLOCK.items():
+                    if rest.startswith(old):
+                        out[base + new + rest[len(old):]] = value
+                        break
+    return out
+
+
+def _text_encoder(cls, folder: Path, weights: dict, dtype):
+    """A transformers text encoder from already-converted keys (with or without ``text_model.``)."""
+    import torch
+    from transformers import CLIPTextConfig
+
+    config = CLIPTextConfig.from_pretrained(folder)
+    with torch.device("meta"):
+        model = cls(config)
+    wrapped = any(k.startswith("text_model.") for k in model.state_dict())
+    clean = {k.removeprefix("text_model."): v for k, v in weights.items() if not k.endswith("position_ids")}
+    if wrapped:
+        clean = {(k if k.startswith("text_projection") else "text_model." + k): v for k, v in clean.items()}
+    model.load_state_dict(clean, strict=True, assign=True)
+    for module in model.modules():  # non-persistent buffers are not in a checkpoint: rebuild them
+        if getattr(module, "position_ids", None) is not None and module.position_ids.is_meta:
+            module.register_buffer("position_ids", torch.arange(config.max_position_embeddings)[None], persistent=False)
+    return model.to(dtype).eval().requires_grad_(False)
+
+
+def load_single_file(path: Path, family: Family, dtype, vae=None, configs: Path | None = None):
+    """The family's pipeline from a single file, configured by the bundled folder (or ``configs``,
+    a diffusers folder of the same architecture); never a hub call.
+
+    The checkpoint is read once; the UNet and VAE go through diffusers' own LDM converters, the
+    text encoders through ``open_clip_to_transformers`` (and a prefix strip for CLIP-L).
+    """
+    import diffusers
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.torch import load_file
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    from .demo import assemble
+
+    folder = Path(configs or family.configs)
+    weights = load_file(str(path))
+    common = {"config": str(folder), "local_files_only": True, "torch_dtype": dtype}
+    components = {"unet": UNet2DConditionModel.from_single_file(weights, subfolder="unet", **common)}
+    components["vae"] = vae if vae is not None else AutoencoderKL.from_single_file(weights, subfolder="vae", **common)
+    if family is SDXL:
+        clip_l = {k[len("conditioner.embedders.0.transformer."):]: v for k, v in weights.items()
+                  if k.startswith("conditioner.embedders.0.transformer.")}
+        layers = _layers(folder / "text_encoder_2")
+        components["text_encoder"] = _text_encoder(CLIPTextModel, folder / "text_encoder", clip_l, dtype)
+        components["text_encoder_2"] = _text_encoder(
+            CLIPTextModelWithProjection, folder / "text_encoder_2", open_clip_to_transformers(weights, SDXL_CLIP_G, layers),
+            dtype)
+        components["tokenizer_2"] = CLIPTokenizer.from_pretrained(folder / "tokenizer_2")
+    else:
+        prefix = LDM_OPEN_CLIP if any(k.startswith(LDM_OPEN_CLIP) for k in weights) else SGM_OPEN_CLIP
+        layers = _layers(folder / "text_encoder")
+        components["text_encoder"] = _text_encoder(
+            CLIPTextModel, folder / "text_encoder", open_clip_to_transformers(weights, prefix, layers), dtype)
+    components["tokenizer"] = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    scheduler_config = json.loads((folder / "scheduler/scheduler_config.json").read_text())
+    components["scheduler"] = getattr(diffusers, scheduler_config["_class_name"]).from_config(scheduler_config)
+    del weights
+    return assemble(family, components)
+
+
+def _layers(folder: Path) -> int:
+    """A text encoder config's layer count (the blocks of the file past it are not used)."""
+    return int(json.loads((folder / "config.json").read_text())["num_hidden_layers"])
