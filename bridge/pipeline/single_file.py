@@ -199,6 +199,12 @@ def load_single_file(path: Path, family: Family, dtype, vae=None, configs: Path 
     scheduler_config = json.loads((folder / "scheduler/scheduler_config.json").read_text())
     components["scheduler"] = getattr(diffusers, scheduler_config["_class_name"]).from_config(scheduler_config)
     del weights
+    for name in ("unet", "vae", *family.text_encoders):
+        for param in components[name].parameters():
+            # Converted views (1x1 convolutions as linears) are strided and tensors read from the file
+            # may sit at unaligned offsets: CPU kernels then round differently from a folder's weights.
+            if not param.data.is_contiguous() or param.data.data_ptr() % 64:
+                param.data = param.data.contiguous().clone()
     return assemble(family, components)
 
 
