@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"demo model and compile caches (default {default_cache_dir()})")
     bench = sub.add_parser("bench", help="measure frame rate, latency, VRAM and stage times on this machine")
     bench.add_argument("--model", default="random",
-                       help="'random' (full SDXL-Turbo architecture, random weights; no download), 'demo', or a model")
+                       help="'random'/'random-sd' (full SDXL-Turbo/SD-Turbo architecture, random weights; no "
+                            "download), 'demo', 'demo-sd', a folder or a single .safetensors file")
     bench.add_argument("--weights", choices=["random"], default=None, help="same as --model random")
     bench.add_argument("--device", default=None)
     bench.add_argument("--frames", type=int, default=100)
