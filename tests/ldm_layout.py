@@ -106,13 +106,15 @@ def clip_to_open_clip(sd: dict, prefix: str) -> dict:
     return out
 
 
-def pipeline_to_single_file(pipe) -> dict:
-    """The whole pipeline's weights in the original layout (SDXL: SGM; SD 2.x: LDM)."""
+def pipeline_to_single_file(pipe, sgm: bool = False) -> dict:
+    """The whole pipeline's weights in the original layout (SDXL: SGM; SD 2.x: LDM, or with ``sgm``
+    the layout of Stability's own sd_turbo.safetensors: ``conditioner.embedders.0.model.``)."""
     out = {**unet_to_ldm(pipe.unet.state_dict(), pipe.unet.config), **vae_to_ldm(pipe.vae.state_dict())}
     if hasattr(pipe, "text_encoder_2"):
         clip_l = {k.removeprefix("text_model."): v for k, v in pipe.text_encoder.state_dict().items()}
         out.update({f"conditioner.embedders.0.transformer.text_model.{k}": v for k, v in clip_l.items()})
         out.update(clip_to_open_clip(pipe.text_encoder_2.state_dict(), "conditioner.embedders.1.model."))
     else:
-        out.update(clip_to_open_clip(pipe.text_encoder.state_dict(), "cond_stage_model.model."))
+        prefix = "conditioner.embedders.0.model." if sgm else "cond_stage_model.model."
+        out.update(clip_to_open_clip(pipe.text_encoder.state_dict(), prefix))
     return {k: v.contiguous() for k, v in out.items()}

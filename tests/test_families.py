@@ -142,12 +142,12 @@ class _patched_randn:
             module.randn_tensor = self.original
 
 
-@pytest.mark.parametrize("model", ["demo", "demo-sd"])
-def test_single_file_in_the_original_layout_renders_the_folders_pixels(cache_dir, tmp_path, model):
+@pytest.mark.parametrize("model,sgm", [("demo", True), ("demo-sd", False), ("demo-sd", True)])
+def test_single_file_in_the_original_layout_renders_the_folders_pixels(cache_dir, tmp_path, model, sgm):
     family = NAMES[model][0]
     folder_pipe = load_pipeline(model, "cpu", torch.float32, cache_dir)
     path = tmp_path / f"{model}.safetensors"
-    save_file(pipeline_to_single_file(folder_pipe), str(path))
+    save_file(pipeline_to_single_file(folder_pipe, sgm=sgm), str(path))
     assert detect_family(path) is family
     file_pipe = load_pipeline(str(path), "cpu", torch.float32, cache_dir, configs=ensure_demo(cache_dir, family))
     for name in ["unet", "vae", *family.text_encoders]:
@@ -158,9 +158,10 @@ def test_single_file_in_the_original_layout_renders_the_folders_pixels(cache_dir
                           DiffusersRenderer(file_pipe, "cpu", torch.float32).render(p).pixels)
 
 
-def tensors(path, names, shape=(4,), metadata=None):
-    save_file({name: torch.zeros(shape if "input_blocks.0.0.weight" not in name else (32, 4, 3, 3))
-               for name in names}, str(path), metadata=metadata)
+def tensors(path, names, shape=(4,)):
+    special = {"input_blocks.0.0.weight": (32, 4, 3, 3), "attn2.to_k.weight": (1280, 1280)}
+    save_file({name: torch.zeros(next((s for k, s in special.items() if name.endswith(k)), shape))
+               for name in names}, str(path))
     return path
 
 
@@ -174,7 +175,8 @@ BAD_FILES = {
     "peft-lora": (["unet.down_blocks.0.attentions.0.proj_in.lora_A.weight"], "--lora-dir"),
     "vae": (["encoder.conv_in.weight", "decoder.conv_out.weight"], "a VAE"),
     "unet-only": ([UNET_KEY], "without text encoders"),
-    "refiner": ([UNET_KEY, "conditioner.embedders.0.model.text_projection"], "SDXL refiner"),
+    "refiner": ([UNET_KEY, "conditioner.embedders.0.model.text_projection",
+                 "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight"], "SDXL refiner"),
 }
 
 

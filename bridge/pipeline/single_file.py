@@ -16,8 +16,7 @@ from ..core.errors import UnsupportedModelError
 from .family import SD2, SDXL, SUPPORTED, Family
 
 UNET = "model.diffusion_model."
-# The cross-attention key diffusers reads the SD 2.x context width from (1024 for OpenCLIP ViT-H).
-V2_KEY = "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight"
+REFINER_CONTEXT = 1280  # the SDXL refiner's cross-attention width (OpenCLIP-G alone); SD 2.x has 1024
 SDXL_CLIP_G = "conditioner.embedders.1.model."
 SGM_OPEN_CLIP = "conditioner.embedders.0.model."  # SD-Turbo's own file (SGM), or the SDXL refiner
 LDM_OPEN_CLIP = "cond_stage_model.model."  # SD 2.x in the LDM layout
@@ -90,12 +89,13 @@ def detect_family(path: Path) -> Family:
         raise _refuse(path, f"not a diffusion checkpoint (none of its {len(keys)} tensors is under {UNET!r})")
     if UNET + "input_blocks.0.0.weight" in header and header[UNET + "input_blocks.0.0.weight"]["shape"][1] != 4:
         raise _refuse(path, "an inpainting or other non-4-channel checkpoint")
-    context = header.get(V2_KEY, {}).get("shape", [0])[-1]
+    # The UNet's cross-attention width: what the text conditioning it was trained with produces.
+    context = next((header[k]["shape"][-1] for k in keys if k.startswith(UNET) and k.endswith("attn2.to_k.weight")), 0)
     if has(SDXL_CLIP_G):
         return SDXL
     if has(LDM_CLIP_L):
         raise _refuse(path, "a Stable Diffusion 1.x checkpoint (CLIP ViT-L text encoder, cond_stage_model.transformer)")
-    if has(LDM_OPEN_CLIP) or (has(SGM_OPEN_CLIP) and context == 1024):
+    if has(LDM_OPEN_CLIP) or (has(SGM_OPEN_CLIP) and context not in (0, REFINER_CONTEXT)):
         return SD2
     if has(SGM_OPEN_CLIP):
         raise _refuse(path, "an SDXL refiner checkpoint (one OpenCLIP-G encoder, no CLIP-L)")
