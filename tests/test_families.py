@@ -224,3 +224,31 @@ def test_health_reports_the_family(tmp_path, cache_dir):
                                           initial=Params(width=64, height=64)))
     assert info["family"] == "sd2" and info["scheduler"] == "euler"
     assert json.dumps(info)
+
+
+@pytest.mark.parametrize("name", ["sdxl", "sd2"])
+def test_full_size_layouts_round_trip_through_the_readers(name):
+    """The real SDXL-Turbo and SD-Turbo architectures (on the meta device: key names and shapes
+    only): our writer's LDM keys read back by diffusers' UNet/VAE converters and our OpenCLIP
+    reader give every key of the diffusers modules; an OpenCLIP block past the config's layer
+    count (SD 2.x files carry OpenCLIP's 24th layer) is dropped."""
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+
+    from bridge.pipeline.demo import build_components
+    from bridge.pipeline.family import FAMILIES
+    from bridge.pipeline.single_file import open_clip_to_transformers
+    from ldm_layout import clip_to_open_clip, unet_to_ldm, vae_to_ldm
+
+    family = FAMILIES[name]
+    parts = build_components(False, device="meta", family=family)
+    unet = parts["unet"]
+    assert convert_ldm_unet_checkpoint(unet_to_ldm(unet.state_dict(), unet.config), dict(unet.config)).keys() \
+        == unet.state_dict().keys()
+    assert convert_ldm_vae_checkpoint(vae_to_ldm(parts["vae"].state_dict()), dict(parts["vae"].config)).keys() \
+        == parts["vae"].state_dict().keys()
+    encoder = parts[family.text_encoders[-1]]
+    layers = encoder.config.num_hidden_layers
+    open_clip = clip_to_open_clip(encoder.state_dict(), "m.")
+    open_clip[f"m.transformer.resblocks.{layers}.ln_1.weight"] = torch.zeros(1, device="meta")
+    read = open_clip_to_transformers(open_clip, "m.", layers)
+    assert set(read) == {k.removeprefix("text_model.") for k in encoder.state_dict() if not k.endswith("position_ids")}
