@@ -134,24 +134,26 @@ def load_pipeline(model: str, device: str, dtype: torch.dtype, cache_dir: Path, 
             f"{source} is not a diffusers model folder (no model_index.json); pass a folder saved "
             "with save_pretrained, a single .safetensors checkpoint, a hub id such as stabilityai/sdxl-turbo, "
             "or --model demo")
-    if local.exists():
-        _folder_family(local)  # refuses SD 1.x, SD3, FLUX... folders in one line
+    # A folder's family is read from its model_index.json (refusing SD 1.x, SD3, FLUX... in one
+    # line); a hub id's from the pipeline class diffusers resolves.
+    family = _folder_family(local) if local.exists() else None
     start = time.perf_counter()
     log.info("loading %s onto %s (%s)", source, device, str(dtype).removeprefix("torch."))
     target = str(local) if local.exists() else source
     kwargs = {"dtype": dtype, **({"vae": vae} if vae is not None else {})}
     if not local.exists() and dtype != torch.float32:
         kwargs["variant"] = "fp16"  # the published half-precision weights: half the download
-    from diffusers import DiffusionPipeline
+    import diffusers
 
+    cls = getattr(diffusers, family.pipeline) if family else diffusers.DiffusionPipeline
     try:
         try:
-            pipe = DiffusionPipeline.from_pretrained(target, **kwargs)
+            pipe = cls.from_pretrained(target, **kwargs)
         except ValueError as exc:  # no fp16 variant in that repository: take the full weights
             if "variant" not in str(exc) or "variant" not in kwargs:
                 raise
             kwargs.pop("variant")
-            pipe = DiffusionPipeline.from_pretrained(target, **kwargs)
+            pipe = cls.from_pretrained(target, **kwargs)
     except OSError as exc:
         offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
         raise ModelNotFoundError(
