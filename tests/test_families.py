@@ -23,7 +23,7 @@ from bridge.pipeline.loader import load_pipeline  # noqa: E402
 from bridge.pipeline.noise import frame_noise  # noqa: E402
 from bridge.pipeline.plan import FramePlan  # noqa: E402
 from bridge.pipeline.renderer import DiffusersRenderer  # noqa: E402
-from bridge.pipeline.schedule import SAMPLERS, Sampler, scheduler_named  # noqa: E402
+from bridge.pipeline.schedule import SAMPLERS, TCD_ETA, Sampler, scheduler_named  # noqa: E402
 from bridge.pipeline.single_file import detect_family  # noqa: E402
 from ldm_layout import pipeline_to_single_file  # noqa: E402
 
@@ -95,7 +95,6 @@ def test_sampler_matches_the_diffusers_scheduler_step(cache_dir, name, count):
     """Our schedule against the scheduler's own set_timesteps/scale_model_input/step, same noise."""
     from bridge.pipeline.demo import family_scheduler
     from bridge.pipeline.family import SDXL
-    from bridge.pipeline.schedule import TCD_ETA
 
     scheduler = scheduler_named(name, family_scheduler(SDXL).config)
     schedule = Sampler(scheduler).steps(count, torch.device("cpu"))
@@ -252,3 +251,27 @@ def test_full_size_layouts_round_trip_through_the_readers(name):
     open_clip[f"m.transformer.resblocks.{layers}.ln_1.weight"] = torch.zeros(1, device="meta")
     read = open_clip_to_transformers(open_clip, "m.", layers)
     assert set(read) == {k.removeprefix("text_model.") for k in encoder.state_dict() if not k.endswith("position_ids")}
+
+
+@pytest.mark.parametrize("name", ["lcm", "tcd", "euler_a"])
+def test_scheduler_override_renders_like_the_diffusers_pipeline_with_that_scheduler(cache_dir, name):
+    pipe = load_pipeline("demo-sd", "cpu", torch.float32, cache_dir, scheduler=name)
+    renderer = DiffusersRenderer(pipe, "cpu", torch.float32)
+    assert renderer.sampler == name and type(pipe.scheduler).__name__ == SAMPLERS[name]
+    p = Params(prompt="a harbour at night", seed=6, steps=4, width=64, height=64)
+    ours = renderer.render(p).pixels[..., :3].astype(int)
+    kwargs = {"eta": TCD_ETA} if name == "tcd" else {}
+    ref = np.round(pipe(prompt=p.prompt, num_inference_steps=4, guidance_scale=0.0, height=64, width=64, **kwargs,
+                        generator=torch.Generator("cpu").manual_seed(6), output_type="np").images[0] * 255).astype(int)
+    assert np.abs(ours - ref).max() <= 1
+
+
+def test_unknown_or_unsupported_scheduler_is_a_config_error(cache_dir):
+    from diffusers import DDIMScheduler
+
+    from bridge.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown scheduler"):
+        load_pipeline("demo-sd", "cpu", torch.float32, cache_dir, scheduler="dpm")
+    with pytest.raises(ValueError, match="DDIMScheduler is not supported"):
+        Sampler(DDIMScheduler())
