@@ -30,8 +30,8 @@ from ..core.scene import Scene
 from .glide import Glider, Shown
 from .images import ImageLatents, vae_encode
 from .noise import frame_noise
-from .optimize import compiled, prepare_modules, progress
 from .family import family_of_pipeline
+from .optimize import compiled, prepare_modules, progress
 from .plan import FramePlan
 from .schedule import Sampler
 from .text import CLIP_TOKENS, PromptEncoder
@@ -77,8 +77,9 @@ class DiffusersRenderer:
                 from .graphs import FrameGraphs
 
                 self._graphs = FrameGraphs()
-        self.text = PromptEncoder(pipe, [getattr(pipe, name) for name in self.family.tokenizers], lambda ids: self._staged(("text",), self._encode, ids=ids), self._cuda,
-                                  cache_size, stage=self._stage)
+        tokenizers = [getattr(pipe, name) for name in self.family.tokenizers]
+        self.text = PromptEncoder(pipe, tokenizers, lambda ids: self._staged(("text",), self._encode, ids=ids),
+                                  self._cuda, cache_size, stage=self._stage)
         self.images = ImageLatents(self._staged_encode, self._cuda, stage=self._stage)
 
     @property
