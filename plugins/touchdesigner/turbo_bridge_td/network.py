@@ -83,7 +83,7 @@ def add_control_pars(comp) -> None:
     _set(page.appendStr("Prompt", label="Prompt")[0], "")
     _set(page.appendInt("Seed", label="Seed")[0], 0, lo=0, norm=(0, 1000))
     _set(page.appendFloat("Guidance", label="Guidance")[0], 0.0, lo=0.0, hi=30.0, norm=(0.0, 10.0))
-    _set(page.appendInt("Steps", label="Steps")[0], 1, lo=1, hi=4, norm=(1, 4))
+    _set(page.appendInt("Steps", label="Steps")[0], 1, lo=1, hi=8, norm=(1, 8))
     for name in ("Width", "Height"):
         _set(page.appendInt(name, label=name)[0], 512, lo=64, hi=1024, norm=(64, 1024))
     _set(page.appendToggle("Live", label="Live (send every change)")[0], True)
