@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -65,3 +71,61 @@ def daemon_factory():
         return Daemon(replace(config, **changes), renderer_factory)
 
     return make
+
+
+# -- TouchDesigner plugin tests (helpers in td_harness.py) ---------------------------------------
+@pytest.fixture(scope="module")
+def td_daemon(cache_dir):
+    """A real daemon process (demo model, 64x64, --max-size 256) for one TouchDesigner test module."""
+    from td_harness import Daemon
+
+    name = unique_shm_name()
+    env = {**os.environ, "TURBO_BRIDGE_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", "--model", "demo", "--http-port", "0",
+                             "--osc-port", "0", "--shm-name", name, "--width", "64", "--height", "64",
+                             "--max-size", "256"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            text=True, env=env)
+    lines, match, deadline = [], None, time.monotonic() + 120
+    while match is None and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        match = re.search(r"ready: http://127\.0\.0\.1:(\d+)/v1/  OSC udp 127\.0\.0\.1:(\d+)", line)
+    if match is None:
+        proc.kill()
+        pytest.fail("daemon did not start:\n" + "".join(lines))
+    daemon = Daemon(proc, int(match.group(1)), int(match.group(2)), name)
+    daemon.log = lines
+    threading.Thread(target=lambda: daemon.log.extend(proc.stderr), daemon=True).start()
+    daemon.client.frame(0, 30)  # the first frame is out
+    yield daemon
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def td():
+    """The TouchDesigner stand-in; on exit every plugin session closes (and its HTTP worker stops)."""
+    import td_standin
+    from td_harness import tb_session
+
+    td = td_standin.TouchDesigner()
+    yield td
+    sources = [s.source for s in tb_session._SESSIONS.values() if s.source is not None]
+    td.exit()  # onExit closes every session
+    for source in sources:
+        if hasattr(source, "join"):
+            assert source.join(timeout=10), "HTTP worker did not stop"
+
+
+@pytest.fixture
+def net(td, td_daemon):
+    """The network the setup script builds, pointed at an idle test daemon, after the project starts."""
+    from td_harness import PLUGIN_DIR, SETUP_SCRIPT, free_udp_port, idle
+
+    idle(td_daemon)
+    td.textport(SETUP_SCRIPT, TB_PLUGIN_DIR=str(PLUGIN_DIR), TB_SHM_NAME=td_daemon.shm_name,
+                TB_PORTS=(td_daemon.http_port, td_daemon.osc_port, free_udp_port()))
+    td.start()
+    return td.project.op("turbo_bridge")
