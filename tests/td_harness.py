@@ -3,7 +3,7 @@ setup script builds, and helpers that run TD frames until a condition holds.
 
 TouchDesigner has no Linux build, so ``td_standin`` plays TD; the daemon is a real
 ``python -m bridge serve`` process: frames cross real shared memory, control and feedback cross
-real UDP, remote frames real HTTP. The fixtures (``td_daemon``, ``td``, ``net``) are in
+real UDP, remote frames real HTTP. The fixtures (``demo_daemon``, ``td``, ``net``) are in
 conftest.py; these are the helpers the test modules share.
 """
 
@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.client import HttpClient
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent / "plugins" / "touchdesigner"
 SETUP_SCRIPT = (PLUGIN_DIR / "setup_network.py").read_text()
@@ -25,13 +24,6 @@ if str(PLUGIN_DIR) not in sys.path:
 from turbo_bridge_td import session as tb_session  # noqa: E402
 
 CHEAP = {"steps": 1, "guidance": 0.0, "width": 64, "height": 64}  # ~15 ms a frame on CPU
-
-
-class Daemon:
-    def __init__(self, proc, http_port: int, osc_port: int, shm_name: str):
-        self.proc, self.http_port, self.osc_port, self.shm_name = proc, http_port, osc_port, shm_name
-        self.client = HttpClient(f"http://127.0.0.1:{http_port}")
-        self.log: list[str] = []
 
 
 def idle(daemon) -> None:

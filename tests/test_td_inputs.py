@@ -1,6 +1,6 @@
 """The TouchDesigner plugin's Send Input: an Input TOP's image into the daemon's input segment.
 
-Against ``td_standin`` (TD has no Linux build) and a real td_daemon (demo model); see td_harness.
+Against ``td_standin`` (TD has no Linux build) and a real demo_daemon (demo model); see td_harness.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from turbo_bridge_td import inputs
 from bridge.core.scene import InputImage
 
 
-def test_input_top_reaches_the_daemon_through_shared_memory(td, net, td_daemon):
+def test_input_top_reaches_the_daemon_through_shared_memory(td, net, demo_daemon):
     """Send Input: the TOP's image (TD rows bottom-first, floats) becomes the daemon's input."""
     video = td.project.create(td_standin.OP_TYPES["moviefileinTOP"], "video")
     picture = np.random.default_rng(9).integers(0, 256, (48, 64, 4), np.uint8)
@@ -22,10 +22,10 @@ def test_input_top_reaches_the_daemon_through_shared_memory(td, net, td_daemon):
     video.play(picture[::-1].copy())  # a TOP's first row is the image's bottom row
     net.par.Inputtop, net.par.Strength, net.par.Sendinput = video, 0.75, True
     digest = InputImage.from_pixels(picture).digest
-    state = run_until(td, lambda: (s := td_daemon.client.health()["input"])["digest"] == digest and s,
+    state = run_until(td, lambda: (s := demo_daemon.client.health()["input"])["digest"] == digest and s,
                       what="the TOP's image as the daemon's input")
     assert state["source"] == "shm" and state["active"] and state["shm"] == inputs.segment_name(net)
-    assert td_daemon.client.params()["strength"] == 0.75
+    assert demo_daemon.client.params()["strength"] == 0.75
     sender = tb_session.session_for(net).input
     written = sender.written
     for _ in range(20):
@@ -33,16 +33,16 @@ def test_input_top_reaches_the_daemon_through_shared_memory(td, net, td_daemon):
     assert sender.written == written  # an unchanged TOP writes nothing
     picture[:8] = 0
     video.play(picture[::-1].copy())
-    run_until(td, lambda: td_daemon.client.health()["input"]["digest"] == InputImage.from_pixels(picture).digest,
+    run_until(td, lambda: demo_daemon.client.health()["input"]["digest"] == InputImage.from_pixels(picture).digest,
               what="the changed image")
     net.par.Sendinput = False
-    run_until(td, lambda: not td_daemon.client.health()["input"]["present"], what="input dropped")
+    run_until(td, lambda: not demo_daemon.client.health()["input"]["present"], what="input dropped")
     assert sender.writer is None and status(net, "input") == "off"
     assert video.stalls == 0  # every download was numpyArray(delayed=True): no GPU stall
 
 
 @pytest.mark.parametrize("channels", [1, 2])
-def test_mono_and_rg_input_tops_become_rgba(td, net, td_daemon, channels):
+def test_mono_and_rg_input_tops_become_rgba(td, net, demo_daemon, channels):
     """A TOP of one channel is grey, of two is red and green; the frames keep coming."""
     video = td.project.create(td_standin.OP_TYPES["moviefileinTOP"], "video")
     picture = np.random.default_rng(channels).integers(0, 256, (40, 56, channels), np.uint8)
@@ -53,9 +53,9 @@ def test_mono_and_rg_input_tops_become_rgba(td, net, td_daemon, channels):
     if channels == 2:
         rgba[..., :2] = picture
     digest = InputImage.from_pixels(rgba).digest
-    run_until(td, lambda: td_daemon.client.health()["input"]["digest"] == digest, what=f"a {channels}-channel input")
-    seq = td_daemon.client.health()["frame_seq"]
-    run_until(td, lambda: td_daemon.client.health()["frame_seq"] > seq, what="frames after the input")
+    run_until(td, lambda: demo_daemon.client.health()["input"]["digest"] == digest, what=f"a {channels}-channel input")
+    seq = demo_daemon.client.health()["frame_seq"]
+    run_until(td, lambda: demo_daemon.client.health()["frame_seq"] > seq, what="frames after the input")
     assert "not" not in (status(net, "input") or "")
 
 

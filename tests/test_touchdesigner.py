@@ -1,6 +1,6 @@
 """The TouchDesigner plugin's network and frames: the setup script, the Script TOP, the sources.
 
-Against ``td_standin`` (TD has no Linux build) and a real td_daemon (demo model); see td_harness.
+Against ``td_standin`` (TD has no Linux build) and a real demo_daemon (demo model); see td_harness.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from bridge.core.params import Params
 from bridge.engine.sinks.shm import ShmWriter
 
 
-def test_setup_script_builds_the_whole_network(net, td_daemon):
+def test_setup_script_builds_the_whole_network(net, demo_daemon):
     comp = net
     kinds = {child.name: child.OPType for child in comp.children}
     assert kinds == {"frame": "scriptTOP", "frame_callbacks": "textDAT", "out1": "outTOP", "osc_out": "oscoutDAT",
@@ -36,7 +36,7 @@ def test_setup_script_builds_the_whole_network(net, td_daemon):
                                                  "Host", "Ports1", "Ports2", "Ports3", "Source", "Shmname",
                                                  "Send", "Cue", "Cuenext", "Cueprev", "Cuego"}
     assert [page.name for page in comp.customPages] == ["Bridge", "Connection", "Input", "Cues"]
-    assert (comp.par.Ports1.eval(), comp.par.Ports2.eval()) == (td_daemon.http_port, td_daemon.osc_port)
+    assert (comp.par.Ports1.eval(), comp.par.Ports2.eval()) == (demo_daemon.http_port, demo_daemon.osc_port)
     assert comp.par.Live.eval() is True and comp.par.Steps.eval() == 1 and comp.par.Source.eval() == "shm"
     frame = comp.op("frame")
     assert frame.par.callbacks.eval() is comp.op("frame_callbacks")
@@ -46,7 +46,7 @@ def test_setup_script_builds_the_whole_network(net, td_daemon):
     assert comp.op("out1").inputs == [frame]
     assert comp.op("osc_in").par.callbacks.eval() is comp.op("osc_in_callbacks")
     osc_out = comp.op("osc_out")
-    assert (osc_out.par.address.eval(), osc_out.par.port.eval()) == ("127.0.0.1", td_daemon.osc_port)
+    assert (osc_out.par.address.eval(), osc_out.par.port.eval()) == ("127.0.0.1", demo_daemon.osc_port)
     assert comp.op("osc_in").par.port.eval() == comp.par.Ports3.eval()
     assert comp.op("par_exec").par.op.eval() is comp
     assert all(comp.op("frame_exec").par[p].eval() for p in ("start", "framestart", "exit"))
@@ -87,11 +87,11 @@ def test_setup_script_runs_in_an_interpreter_with_only_touchdesigners_path(tmp_p
     assert np.array_equal(np.array(report["shown"], np.uint8), pixels[::-1])  # the frame, flipped
 
 
-def test_top_receives_exactly_the_daemon_frame_flipped(td, net, td_daemon):
+def test_top_receives_exactly_the_daemon_frame_flipped(td, net, demo_daemon):
     top = net.op("frame")
-    version = td_daemon.client.patch({"seed": 1234, "width": 64, "height": 64})["version"]
+    version = demo_daemon.client.patch({"seed": 1234, "width": 64, "height": 64})["version"]
     seq = run_until(td, lambda: shown_seq(net, version), what="frame copied")
-    frame = td_daemon.client.frame(after=seq - 1, timeout=5)
+    frame = demo_daemon.client.frame(after=seq - 1, timeout=5)
     assert frame.seq == seq and frame.version == version
     shown = shown_frame(top)
     assert shown.shape == (64, 64, 4) and (top.width, top.height) == (64, 64)
@@ -99,9 +99,9 @@ def test_top_receives_exactly_the_daemon_frame_flipped(td, net, td_daemon):
     assert np.array_equal(shown, frame.pixels[::-1])  # TD's first row is the image's bottom row
 
 
-def test_idle_frames_cook_nothing_and_every_cook_shows_the_current_frame(td, net, td_daemon):
+def test_idle_frames_cook_nothing_and_every_cook_shows_the_current_frame(td, net, demo_daemon):
     top = net.op("frame")
-    run_until(td, lambda: shown_seq(net) == td_daemon.client.health()["frame_seq"], what="newest frame shown")
+    run_until(td, lambda: shown_seq(net) == demo_daemon.client.health()["frame_seq"], what="newest frame shown")
     current = shown_frame(top)
     cooks, copies = top.cook_count, top.copies
     for _ in range(30):
@@ -116,21 +116,21 @@ def test_idle_frames_cook_nothing_and_every_cook_shows_the_current_frame(td, net
     top.par.Control = net.path  # something the cook read changed: TD re-cooks it, same picture
     td.run_frame()
     assert top.cook_count == cooks + 2 and np.array_equal(shown_frame(top), current)
-    td_daemon.client.patch({"seed": 99})
-    run_until(td, lambda: shown_seq(net) == td_daemon.client.health()["frame_seq"] and top.copies > copies + 2,
+    demo_daemon.client.patch({"seed": 99})
+    run_until(td, lambda: shown_seq(net) == demo_daemon.client.health()["frame_seq"] and top.copies > copies + 2,
               what="the next frame")
     assert top.cook_count - cooks == top.copies - copies  # every cook copied a frame
     assert not np.array_equal(shown_frame(top), current)
 
 
-def test_remote_http_mode_shows_frames(td, net, td_daemon):
+def test_remote_http_mode_shows_frames(td, net, demo_daemon):
     net.par.Shmname = "no-such-segment"  # prove the frames come over HTTP
     net.par.Source = "http"
     top = net.op("frame")
-    version = td_daemon.client.patch({"seed": 4242})["version"]
+    version = demo_daemon.client.patch({"seed": 4242})["version"]
     seq = run_until(td, lambda: shown_seq(net, version), what="a frame over HTTP")
-    assert status(net, "source") == f"HTTP http://127.0.0.1:{td_daemon.http_port}"
-    assert np.array_equal(shown_frame(top), td_daemon.client.frame(after=seq - 1, timeout=5).pixels[::-1])
+    assert status(net, "source") == f"HTTP http://127.0.0.1:{demo_daemon.http_port}"
+    assert np.array_equal(shown_frame(top), demo_daemon.client.frame(after=seq - 1, timeout=5).pixels[::-1])
 
 
 class HangingHTTP:
@@ -164,7 +164,7 @@ class HangingHTTP:
                 self.answered += 1
 
 
-def test_remote_fetch_never_blocks_the_cook(td, net, td_daemon):
+def test_remote_fetch_never_blocks_the_cook(td, net, demo_daemon):
     server = HangingHTTP()
     try:
         net.par.Ports1 = server.port
@@ -181,7 +181,7 @@ def test_remote_fetch_never_blocks_the_cook(td, net, td_daemon):
         server.sock.close()
 
 
-def test_built_plugin_folder_works_without_the_repository(tmp_path, td_daemon):
+def test_built_plugin_folder_works_without_the_repository(tmp_path, demo_daemon):
     subprocess.run([sys.executable, str(PLUGIN_DIR / "build.py"), "--out", str(tmp_path)], check=True,
                    capture_output=True)
     folder = tmp_path / "turbo-bridge-touchdesigner"
@@ -195,7 +195,7 @@ def test_built_plugin_folder_works_without_the_repository(tmp_path, td_daemon):
         "loaded = [m for m in ('torch', 'aiohttp', 'pythonosc', 'diffusers') if m in sys.modules]\n"
         "assert not loaded, loaded\n"
         "print('ok', frame.seq)\n")
-    result = subprocess.run([sys.executable, "-c", code, str(folder), td_daemon.shm_name], capture_output=True,
+    result = subprocess.run([sys.executable, "-c", code, str(folder), demo_daemon.shm_name], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.startswith("ok"), result.stderr
 
