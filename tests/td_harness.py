@@ -26,12 +26,16 @@ from turbo_bridge_td import session as tb_session  # noqa: E402
 CHEAP = {"steps": 1, "guidance": 0.0, "width": 64, "height": 64}  # ~15 ms a frame on CPU
 
 
-def idle(daemon) -> None:
+def idle(daemon, timeout: float = 120.0) -> None:
     """Cheap params, their frame rendered: an idle daemon for the next test."""
     version = daemon.client.patch(CHEAP)["version"]
-    frame = daemon.client.frame(after=0, timeout=30)
-    while frame.version < version:
-        frame = daemon.client.frame(after=frame.seq, timeout=30)
+    deadline, after = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline:
+        frame = daemon.client.frame(after=after, timeout=10)  # None: nothing new yet (a busy machine)
+        if frame is not None and frame.version >= version:
+            return
+        after = frame.seq if frame is not None else after
+    raise AssertionError(f"the daemon rendered no frame of params version {version} in {timeout} s")
 
 
 def free_udp_port() -> int:
