@@ -5,6 +5,8 @@ Against ``td_standin`` (TD has no Linux build) and a real demo_daemon (demo mode
 
 from __future__ import annotations
 
+import time
+
 from pythonosc.udp_client import SimpleUDPClient
 from td_harness import changes_sent, run_until, status, tb_session, wait_for_version
 
@@ -111,3 +113,19 @@ def test_seeds_up_to_2_64_stay_exact_in_the_string_parameter(td, net, demo_daemo
     tb_session.session_for(net).run_cue(lambda: tb_session.session_for(net).cues.go(cues.numRows - 1))
     run_until(td, lambda: demo_daemon.client.params()["seed"] == top_seed, what="cue with a 64-bit seed")
     assert net.par.Seed.eval() == str(top_seed)  # the panel shows the exact seed
+
+
+def test_the_feedback_subscription_is_renewed_well_within_its_expiry(net):
+    from bridge.frontends.osc_subscriptions import TTL_S
+    from turbo_bridge_td.control import RESUBSCRIBE_S
+
+    assert RESUBSCRIBE_S * 4 <= TTL_S  # a few lost datagrams do not end the feedback
+    controller, out = tb_session.session_for(net).controller, net.op("osc_out")
+    subscribes = lambda: sum(d.startswith(b"/bridge/subscribe") for d in out.sent)  # noqa: E731
+    start = time.monotonic() + 3600  # past any renewal already due
+    controller.maybe_resubscribe(start)
+    count = subscribes()
+    controller.maybe_resubscribe(start + RESUBSCRIBE_S - 0.5)
+    assert subscribes() == count
+    controller.maybe_resubscribe(start + RESUBSCRIBE_S)
+    assert subscribes() == count + 1
