@@ -58,9 +58,17 @@ def test_setup_script_builds_the_whole_network(net, demo_daemon):
         net.env.textport(SETUP_SCRIPT, TB_PLUGIN_DIR=str(PLUGIN_DIR))
 
 
-def test_setup_script_runs_in_an_interpreter_with_only_touchdesigners_path(tmp_path):
+@pytest.mark.parametrize("folder", ["checkout", "built"])
+def test_setup_script_runs_in_an_interpreter_with_only_touchdesigners_path(tmp_path, folder):
     """README install option 1 in a Python that has no repository and no venv on its path: the
-    script must put every folder the plugin imports from on sys.path before importing it."""
+    script must put every folder the plugin imports from on sys.path before importing it (a
+    checkout: the plugin and the repository root; a build.py folder: the plugin alone)."""
+    repo = str(PLUGIN_DIR.parent.parent)
+    plugin_dir = PLUGIN_DIR
+    if folder == "built":
+        subprocess.run([sys.executable, str(PLUGIN_DIR / "build.py"), "--out", str(tmp_path / "dist")], check=True,
+                       capture_output=True)
+        plugin_dir = tmp_path / "dist" / "turbo-bridge-touchdesigner"
     name = unique_shm_name()
     numpy_only, osc_only = tmp_path / "td-python", tmp_path / "osc"
     numpy_only.mkdir()
@@ -76,14 +84,17 @@ def test_setup_script_runs_in_an_interpreter_with_only_touchdesigners_path(tmp_p
         writer.publish(Frame(1, 1, Params(width=64, height=64), pixels, 1.0, time.time_ns()))
         done = subprocess.run([sys.executable, "-I", "-S", str(Path(td_standin.__file__).with_name("bare.py")),
                                str(Path(td_standin.__file__).parent.parent), str(osc_only), str(numpy_only),
-                               str(PLUGIN_DIR), name, json.dumps([free_udp_port() for _ in range(3)])],
+                               str(plugin_dir), name, json.dumps([free_udp_port() for _ in range(3)])],
                               capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert not any("site-packages" in p or p == str(PLUGIN_DIR.parent.parent) for p in report["path_before"])
-    repo = str(PLUGIN_DIR.parent.parent)
-    assert set(report["added"]) == {str(PLUGIN_DIR), repo}
-    assert report["bridge"].startswith(repo)
+    assert not any("site-packages" in p or p == repo for p in report["path_before"])
+    if folder == "checkout":
+        assert set(report["added"]) == {str(plugin_dir), repo}
+        assert report["client"].startswith(repo + "/bridge/client/")
+    else:
+        assert report["added"] == [str(plugin_dir)] and not report["bridge_importable"]
+        assert report["client"].startswith(str(plugin_dir / "turbo_bridge_td" / "_vendor" / "client"))
     assert np.array_equal(np.array(report["shown"], np.uint8), pixels[::-1])  # the frame, flipped
 
 

@@ -34,6 +34,7 @@ td.exit()
 print(json.dumps({
     "path_before": path_before,
     "added": [p for p in sys.path if p not in path_before],
-    "bridge": getattr(sys.modules.get("bridge.client"), "__file__", None),
+    "client": sys.modules["turbo_bridge_td._client"].client.__file__,  # the bridge.client the plugin uses
+    "bridge_importable": "bridge" in sys.modules,
     "shown": None if image is None else (image * 255).round().astype("uint8").tolist(),
 }))
