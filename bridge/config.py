@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core.params import Params
+from .frontends.connections import HttpLimits
 from .frontends.security import Access
 
 DEFAULT_HOST = "127.0.0.1"
@@ -61,3 +62,4 @@ class Config:
     cache_dir: Path = field(default_factory=default_cache_dir)
     initial: Params = Params()
     access: Access = Access()  # token, extra Host names, CORS origins, OSC allow-list
+    http: HttpLimits = HttpLimits()  # connection caps, request head and body timeouts
