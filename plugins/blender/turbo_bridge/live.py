@@ -55,6 +55,7 @@ class Session:
         self.image_name = datablocks.LIVE_IMAGE
         self.applied: Applied | None = None
         self.recording = False  # as the daemon last said (POST /v1/record)
+        self._first_version = 0  # frames of an older params version predate our settings
         self._writer = datablocks.PixelWriter()
 
     def start(self, changes: Mapping[str, Any]) -> None:
@@ -86,6 +87,7 @@ class Session:
     def _on_event(self, event) -> None:
         if isinstance(event, Connected):
             self.connected = True
+            self._first_version = event.version
             self._close_reader()  # a restarted daemon has a new segment
             if self.use_shared_memory and event.shm_name:
                 try:
@@ -114,6 +116,8 @@ class Session:
                            + (f"; warning: {'; '.join(event.warnings)}" if event.warnings else ""))
 
     def _apply(self, frame: FrameInfo, read_ms: float) -> None:
+        if frame.version < self._first_version:
+            return  # rendered before our settings reached the daemon: not ours to show or keep
         started = time.perf_counter()
         image = datablocks.live_image(frame.width, frame.height, self.image_name)
         self.image_name = image.name
