@@ -94,6 +94,13 @@ def add_control_pars(comp) -> None:
     _set(page.appendToggle("Sendinput", label="Send Input (image-to-image)")[0], False)
     _set(page.appendFloat("Strength", label="Strength")[0], 0.5, lo=0.0, hi=1.0, norm=(0.0, 1.0))
 
+    page = comp.appendCustomPage("Output")
+    tiling = page.appendMenu("Tiling", label="Seamless Tiling")[0]
+    tiling.menuNames = ["none", "x", "y", "xy"]
+    tiling.menuLabels = ["Off", "Wrap Left-Right (x)", "Wrap Top-Bottom (y)", "Wrap Both (xy)"]
+    _set(tiling, "none")
+    _set(page.appendToggle("Record", label="Record (MP4 in the daemon's --output-dir)")[0], False)
+
     page = comp.appendCustomPage("Cues")
     _set(page.appendInt("Cue", label="Cue")[0], 0, lo=0, norm=(0, 20))
     page.appendPulse("Cueprev", label="Previous Cue")
