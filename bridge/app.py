@@ -17,7 +17,7 @@ from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
-from .frontends import connections, input_api, live, openapi, rest, security, sockets
+from .frontends import connections, input_api, live, openapi, record_api, rest, security, sockets
 from .config import Config, lora_folder
 from .core.frame import NullRenderer, Renderer
 from .frontends.osc import ADDRESSES, OscServer
@@ -25,6 +25,8 @@ from .core.params import Limits
 from .engine.loras import LoraGate
 from .engine.scheduler import Scheduler
 from .engine.sinks.png import PngCache, PngFileWriter
+from .engine.sinks.ndi import NdiSender
+from .engine.sinks.record import Recorder
 from .engine.sinks.shm import ShmWriter
 from .frontends.streams import FrameEncoder, FrameHub
 
@@ -37,13 +39,14 @@ MODEL_INFO = web.AppKey("model_info", dict)
 OSC_SOCKET = web.AppKey("osc_socket", socket.socket)  # bound early by Daemon (see bridge.frontends.sockets)
 GUARD = web.AppKey("connection_guard", connections.ConnectionGuard)
 SHUTDOWN_TIMEOUT_S = 2.0  # handlers still running this long after SIGTERM are cancelled
+RECORD_FINISH_TIMEOUT_S = 30.0  # at shutdown, for the recorder to finish its file
 
 
 def load_renderer(config: Config) -> tuple[Renderer, dict]:
     """Load the configured pipeline and warm it up for the initial size (on the GPU thread)."""
     log.info("cache folder %s (demo model, compile caches)", config.cache_dir)
     if config.model == "null":
-        return NullRenderer(), {"model": "null", "device": "none", "dtype": "none", "compile": False}
+        return NullRenderer(), {"model": "null", "family": "none", "device": "none", "dtype": "none", "compile": False}
     from .pipeline import loader
     from .pipeline.optimize import configure_compile_cache
     from .pipeline.renderer import DiffusersRenderer
@@ -54,14 +57,14 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
     if compile:
         configure_compile_cache(config.cache_dir)
     vae = None if config.vae == "full" else loader.load_tiny_vae(config.vae, config.model, device, dtype)
-    pipe = loader.load_pipeline(config.model, device, dtype, config.cache_dir, vae=vae)
+    pipe = loader.load_pipeline(config.model, device, dtype, config.cache_dir, vae=vae, scheduler=config.scheduler)
     renderer = DiffusersRenderer(pipe, device, dtype, compile=compile, lora_dir=lora_folder(config))
     if compile:  # compile and capture for the initial size before the ports open
         started = time.perf_counter()
         renderer.render(config.initial)
         log.info("warm-up for %dx%d done in %.1f s", config.initial.width, config.initial.height,
                  time.perf_counter() - started)
-    info = {"model": config.model, "device": device, "dtype": str(dtype).removeprefix("torch."),
+    info = {"model": config.model, "family": renderer.family.name, "scheduler": renderer.sampler, "device": device, "dtype": str(dtype).removeprefix("torch."),
             "vae": config.vae, "compile": compile}
     return renderer, info
 
@@ -84,11 +87,14 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
     app.middlewares.append(app[GUARD].middleware)  # outermost: marks the connection busy
     app.middlewares.append(security.middleware(config.host, config.access))  # before any route
     app.on_response_prepare.append(security.add_cors_headers)
-    app[rest.OSC_ADDRESSES] = ADDRESSES
-    app[rest.SCHEMA_EXTRA] = {**live.SCHEMA, **input_api.SCHEMA}
+    app[rest.OSC_ADDRESSES] = {**ADDRESSES, record_api.OSC_ADDRESS: "i: 1 starts recording, 0 stops"}
+    app[rest.SCHEMA_EXTRA] = {**live.SCHEMA, **input_api.SCHEMA, **record_api.SCHEMA}
+    app[record_api.RECORDER] = recorder = Recorder(config.output_dir)
+    ndi = NdiSender(config.ndi) if config.ndi else None
     rest.add_routes(app)
     live.add_routes(app)
     input_api.add_routes(app)
+    record_api.add_routes(app)
     openapi.add_routes(app)
     app.on_shutdown.extend([rest.end_long_polls, live.close_clients])  # before the cleanup contexts below unwind
     started = time.monotonic()
@@ -104,8 +110,10 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
                     else contextlib.nullcontext() as shm:
                 renderer, info = await loop.run_in_executor(gpu, renderer_factory, config)
                 app[MODEL_INFO] = info
-                sched = Scheduler(renderer, gpu, initial=config.initial,
-                                  limits=Limits(config.max_size), sinks=[shm] if shm else [],
+                sinks = [sink for sink in (shm, recorder, ndi) if sink is not None]
+                if ndi is not None:
+                    ndi.start()
+                sched = Scheduler(renderer, gpu, initial=config.initial, limits=Limits(config.max_size), sinks=sinks,
                                   loras=LoraGate(getattr(getattr(renderer, "loras", None), "catalog", None),
                                                  lora_loader))
                 app[rest.SCHEDULER] = sched
@@ -117,6 +125,10 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
                     await _cancel(render_task)
                     # The GPU thread may still be finishing a frame into shared memory.
                     await loop.run_in_executor(gpu, lambda: None)
+                    # Then no frame comes any more: a recording ends in a finished file (SIGTERM too).
+                    await loop.run_in_executor(None, recorder.close, RECORD_FINISH_TIMEOUT_S)
+                    if ndi is not None:
+                        await loop.run_in_executor(None, ndi.close, RECORD_FINISH_TIMEOUT_S)
         finally:
             gpu.shutdown(wait=True)
             encoder.shutdown(wait=True)
@@ -128,7 +140,9 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
         allow = security.SenderFilter(config.access.osc_allow) \
             if config.access.osc_allow or not security.is_loopback(config.host) else None
         transport, protocol = await loop.create_datagram_endpoint(
-            lambda: OscServer(app[rest.SCHEDULER], allow), sock=sock)
+            lambda: OscServer(app[rest.SCHEDULER], allow,
+                              {record_api.OSC_ADDRESS: lambda args: record_api.osc_record(recorder, args)}),
+            sock=sock)
         app[OSC] = protocol
         try:
             yield
@@ -195,7 +209,10 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             "shm_name": config.shm_name,
             "streams": app[live.HUB].health(),
             "input": app[input_api.INPUTS].health(),
+            "record": recorder.state(),
         }
+        if ndi is not None:
+            out["ndi"] = ndi.health()
         if PNG_WRITER in app:
             out["png_files"] = app[PNG_WRITER].health()
         return out

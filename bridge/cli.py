@@ -33,11 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the daemon (REST + OSC + shared memory)")
     serve.add_argument("--model", default="stabilityai/sdxl-turbo",
-                       help="hub id, local diffusers folder, 'demo' (offline, small, random weights), "
-                            "'random' (full SDXL-Turbo architecture, random weights: benchmarks) or "
+                       help="hub id, local diffusers folder, single-file SDXL or SD 2.x checkpoint (.safetensors), "
+                            "'demo'/'demo-sd' (offline, small SDXL/SD 2.x, random weights), 'random'/'random-sd' "
+                            "(full SDXL-Turbo/SD-Turbo architecture, random weights: benchmarks) or "
                             "'null' (no GPU work: measures the bridge itself)")
+    serve.add_argument("--scheduler", default=None, choices=["euler_a", "euler", "lcm", "tcd"],
+                       help="sampler (default: the model's own): euler_a (SDXL-Turbo), euler (SD-Turbo; "
+                            "Lightning with trailing spacing), lcm (LCM, LCM-LoRA), tcd (Hyper-SD, TCD)")
     serve.add_argument("--vae", default="full",
-                       help="'full' (default), 'tiny' (TAESDXL decoder, madebyollin/taesdxl) or a local folder")
+                       help="'full' (default), 'tiny' (TAESDXL or TAESD decoder, by model family) or a local folder")
     serve.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                        help="torch.compile + CUDA graphs (auto: on for CUDA); off keeps the eager path")
     serve.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if present)")
@@ -63,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "stem in the loras parameter (default: loras/ in the cache dir)")
     serve.add_argument("--output-dir", type=Path, default=None, help="keep latest.png here, replaced atomically")
     serve.add_argument("--keep-frames", action="store_true", help="with --output-dir: also frame-NNNNNN.png")
+    serve.add_argument("--ndi", default=None, metavar="NAME", help="send every frame as an NDI source of this name "
+                       "(needs cyndilib)")
     serve.add_argument("--cache-dir", type=Path, default=None,
                        help=f"demo model and compile caches (default {default_cache_dir()})")
     serve.add_argument("--max-connections", type=int, default=HttpLimits.max_connections,
@@ -72,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="open HTTP connections from one client address")
     bench = sub.add_parser("bench", help="measure frame rate, latency, VRAM and stage times on this machine")
     bench.add_argument("--model", default="random",
-                       help="'random' (full SDXL-Turbo architecture, random weights; no download), 'demo', or a model")
+                       help="'random'/'random-sd' (full SDXL-Turbo/SD-Turbo architecture, random weights; no "
+                            "download), 'demo', 'demo-sd', a folder or a single .safetensors file")
     bench.add_argument("--weights", choices=["random"], default=None, help="same as --model random")
     bench.add_argument("--device", default=None)
     bench.add_argument("--frames", type=int, default=100)
@@ -82,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--modes", default="prompt,seed",
                        help="what changes every frame: prompt, seed, input (a new input image: VAE encode + "
                             "image-to-image), img2img (the seed of an image-to-image frame)")
+    bench.add_argument("--tilings", default="none", help="comma-separated: none,x,y,xy (seamless tiling on vs off)")
+    bench.add_argument("--sinks", default="", help="comma-separated: record,ndi: each run again with these sinks "
+                       "on the render thread (their publish time measured; ndi needs cyndilib)")
     bench.add_argument("--compile", default="on", choices=["on", "off"])
     bench.add_argument("--no-baseline", action="store_true", help="skip the plain diffusers call")
     bench.add_argument("--memory-budget-gb", type=float, default=None,
@@ -118,9 +128,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
     changes = parse_changes({"prompt": args.prompt, "negative_prompt": args.negative_prompt, "seed": args.seed, "steps": args.steps,
                              "guidance": args.guidance, "width": args.width, "height": args.height},
                             Limits(args.max_size))
-    return Config(model=args.model, vae=args.vae, compile=args.compile, device=args.device, dtype=args.dtype, host=args.host,
+    return Config(model=args.model, scheduler=args.scheduler, vae=args.vae, compile=args.compile, device=args.device, dtype=args.dtype, host=args.host,
                   http_port=args.http_port, osc_port=args.osc_port, max_size=args.max_size,
                   shm_name=args.shm_name or None, output_dir=args.output_dir, keep_frames=args.keep_frames,
+                  ndi=args.ndi or None,
                   cache_dir=args.cache_dir or default_cache_dir(), initial=Params().merged(changes),
                   lora_dir=args.lora_dir,
                   access=Access.from_options(args.token, args.allow_host, args.cors_origin, args.osc_allow),
@@ -138,7 +149,8 @@ def run_bench_command(args: argparse.Namespace) -> None:
     opts = bench.BenchOptions(
         model="random" if args.weights else args.model, device=args.device or loader.default_device(),
         frames=args.frames, sizes=_csv(args.sizes, int), dtypes=_csv(args.dtypes), vaes=_csv(args.vaes),
-        modes=_csv(args.modes), compile=args.compile == "on", baseline=not args.no_baseline,
+        modes=_csv(args.modes), tilings=_csv(args.tilings), sinks=_csv(args.sinks), compile=args.compile == "on",
+        baseline=not args.no_baseline,
         memory_budget_gb=args.memory_budget_gb, cache_dir=args.cache_dir or default_cache_dir())
     report = bench.run_bench(opts, args.json)
     sys.stdout.write(bench.format_report(report) + "\n")

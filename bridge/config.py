@@ -47,7 +47,9 @@ def drop_empty_home() -> bool:
 
 @dataclass(frozen=True)
 class Config:
-    model: str = "stabilityai/sdxl-turbo"  # or a folder, "demo", "random" (full size), "null" (no GPU work)
+    model: str = "stabilityai/sdxl-turbo"  # or a folder, a .safetensors file, "demo", "demo-sd", "random",
+    # "random-sd" (full size), "null" (no GPU work)
+    scheduler: str | None = None  # None: the model's own; "euler_a", "euler", "lcm", "tcd"
     vae: str = "full"  # "full", "tiny" (TAESDXL) or a local AutoencoderTiny folder
     compile: str = "auto"  # auto: on for CUDA, off for CPU
     device: str | None = None  # None: cuda if present, else cpu
@@ -59,6 +61,7 @@ class Config:
     shm_name: str | None = DEFAULT_SHM_NAME  # None: no shared memory
     output_dir: Path | None = None
     keep_frames: bool = False
+    ndi: str | None = None  # an NDI source of this name sends every frame
     cache_dir: Path = field(default_factory=default_cache_dir)
     initial: Params = Params()
     lora_dir: Path | None = None  # None: loras/ in the cache dir

@@ -26,6 +26,8 @@ MAX_TRANSITION_FRAMES = 600
 MAX_LORAS = 4  # active at once
 LORA_WEIGHT = 2.0  # weights in [-2, 2]; 0 removes the LoRA
 MAX_LORA_NAME = 128
+TILING_MODES = ("none", "x", "y", "xy")
+MAX_STEPS = 8  # one limit for every model: 1-4 for Turbo models, up to 8 for Lightning, Hyper, LCM
 
 # A prompt is a string or a blend: (text, weight) pairs, weights relative (normalised by their sum).
 Prompt = Union[str, tuple[tuple[str, float], ...]]
@@ -48,6 +50,7 @@ class Params:
     transition_frames: int = 0  # a prompt or seed change glides over this many frames (0: cuts)
     negative_prompt: Prompt = ""  # what guidance steers away from (guidance > 0 only); "": diffusers' default
     loras: tuple[tuple[str, float], ...] = ()  # active LoRAs (name, weight), sorted by name, no zero weights
+    tiling: str = "none"  # seamless: circular padding along x, y or both ("xy")
 
     def merged(self, changes: Mapping[str, Any]) -> "Params":
         if "loras" in changes:  # merged per name: 0 removes one, the others stay
@@ -238,7 +241,7 @@ def parse_changes(raw: Any, limits: Limits = Limits()) -> dict[str, Any]:
         elif field in ("seed", "seed2"):
             clean[field] = _seed(field, value)
         elif field == "steps":
-            clean[field] = _integer(field, value, 1, 4, "an integer from 1 to 4")
+            clean[field] = _integer(field, value, 1, MAX_STEPS, f"an integer from 1 to {MAX_STEPS}")
         elif field == "guidance":
             clean[field] = _number(field, value, 0.0, MAX_GUIDANCE,
                                    f"guidance must be a finite number in [0, {MAX_GUIDANCE:g}]")
@@ -255,6 +258,11 @@ def parse_changes(raw: Any, limits: Limits = Limits()) -> dict[str, Any]:
         elif field == "transition_frames":
             clean[field] = _integer(field, value, 0, MAX_TRANSITION_FRAMES,
                                     f"an integer from 0 (cut) to {MAX_TRANSITION_FRAMES}")
+        elif field == "tiling":
+            if value not in TILING_MODES:
+                raise ValidationError(field, f"tiling must be one of {', '.join(TILING_MODES)} (seamless along x, y "
+                                             f"or both), got {str(value)[:64]!r}")
+            clean[field] = value
         else:
             raise ValidationError(
                 str(field)[:64], f"unknown parameter {str(field)[:64]!r}; known: {', '.join(FIELDS)}"
@@ -275,7 +283,9 @@ def schema(limits: Limits = Limits()) -> dict:
                            "weight (each text cached: moving a weight runs no text encoder). CLIP reads 77 "
                            "tokens; longer prompts are cut and a warning is returned"},
         "seed": {**seed, "default": default.seed},
-        "steps": {"type": "integer", "minimum": 1, "maximum": 4, "default": default.steps},
+        "steps": {"type": "integer", "minimum": 1, "maximum": MAX_STEPS, "default": default.steps,
+                  "note": "sampling steps, one range for every model: Turbo models want 1-4, Lightning, "
+                          "Hyper-SD and LCM models 2-8"},
         "guidance": {"type": "number", "minimum": 0.0, "maximum": MAX_GUIDANCE,
                      "default": default.guidance,
                      "note": "0 disables classifier-free guidance (SDXL-Turbo's intended setting)"},
@@ -303,4 +313,7 @@ def schema(limits: Limits = Limits()) -> dict:
                   "note": f"LoRA name (a file in --lora-dir, GET /v1/loras) -> weight; merged per name, 0 removes "
                           f"one; at most {MAX_LORAS} active. Folded into the weights between two frames: no "
                           "recompile"},
+        "tiling": {"type": "string", "enum": list(TILING_MODES), "default": default.tiling,
+                   "note": "seamless textures: the frame wraps around along x, y or both (circular padding in the "
+                           "UNet and the VAE); each mode is its own compiled graph, warmed once like a size"},
     }

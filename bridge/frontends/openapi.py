@@ -81,6 +81,26 @@ def _frame_route(media: str, summary: str) -> dict:
     }}
 
 
+def _record_route() -> dict:
+    state = {"description": "the recorder's state", "content": {"application/json": {"schema": {
+        "type": "object", "required": ["available", "recording", "files", "error"],
+        "properties": {"available": {"type": "boolean"}, "recording": {"type": "boolean"},
+                       "files": {"type": "array", "items": {"type": "string"}},
+                       "error": {"type": "string", "nullable": True}}}}}}
+    action = {"type": "object", "required": ["action"], "additionalProperties": False,
+              "properties": {"action": {"type": "string", "enum": ["start", "stop"]}}}
+    return {
+        "get": {"summary": "recording state: files written, frames, dropped, the last error",
+                "responses": {"200": state}},
+        "post": {"summary": "start or stop recording the frames into H.264 MP4 files in --output-dir",
+                 "requestBody": {"required": True, "content": {"application/json": {"schema": action}}},
+                 "responses": {"200": state, "400": _error("not {\"action\": \"start\"|\"stop\"}"),
+                               "409": _error("no --output-dir, already recording, not recording, or the folder "
+                                             "is gone"),
+                               "413": _error("body over 64 KiB")}},
+    }
+
+
 def document(limits: Limits, token: bool) -> dict:
     """The OpenAPI document for a daemon with these limits (``token``: routes under /v1 need one)."""
     params = _params_schema(limits)
@@ -100,7 +120,7 @@ def document(limits: Limits, token: bool) -> dict:
                 "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "the file"}, "403": _error("outside the folder"),
                               "404": _error("no such file")}}},
-            "/v1/health": {"get": {"summary": "status and counters", "responses": {
+            "/v1/health": {"get": {"summary": "status and counters; model, family (sdxl, sd2), scheduler, device", "responses": {
                 "200": {"description": "health", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
             "/v1/params": {
                 "get": {"summary": "the parameters and the state's version", "responses": {"200": {
@@ -158,6 +178,7 @@ def document(limits: Limits, token: bool) -> dict:
                 "delete": {"summary": "no input: back to text-to-image", "responses": {
                     "200": {"description": "cleared", "content": {"application/json": {"schema": {"type": "object"}}}}}},
             },
+            "/v1/record": _record_route(),
             "/v1/schema": {"get": {"summary": "parameters, OSC addresses and endpoints", "responses": {
                 "200": {"description": "schema", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
             "/v1/openapi.json": {"get": {"summary": "this document", "responses": {

@@ -18,13 +18,14 @@ class FramePlan:
     schedule_steps: int  # the schedule's length (diffusers' num_inference_steps)
     start: int | None  # image-to-image: the first step run; None: text-to-image (from pure noise)
     cfg: bool  # classifier-free guidance (guidance > 0): a batch of two
+    tiling: str = "none"  # circular padding (bridge.pipeline.tiling): other convolutions, another graph
 
     @staticmethod
     def of(params: Params, img2img: bool) -> "FramePlan":
         if img2img:
             length, start = img2img_schedule(params.steps, params.strength)
-            return FramePlan(params.width, params.height, length, start, params.guidance > 0)
-        return FramePlan(params.width, params.height, params.steps, None, params.guidance > 0)
+            return FramePlan(params.width, params.height, length, start, params.guidance > 0, params.tiling)
+        return FramePlan(params.width, params.height, params.steps, None, params.guidance > 0, params.tiling)
 
     @property
     def runs(self) -> int:
@@ -38,4 +39,4 @@ class FramePlan:
 
     @property
     def key(self) -> tuple:
-        return self.width, self.height, self.schedule_steps, self.cfg, self.start
+        return self.width, self.height, self.schedule_steps, self.cfg, self.start, self.tiling

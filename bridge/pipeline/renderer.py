@@ -1,4 +1,8 @@
-"""Rendering one frame from ``Params`` and a ``Scene`` with a loaded SDXL pipeline.
+"""Rendering one frame from ``Params`` and a ``Scene`` with a loaded SDXL or SD 2.x pipeline.
+
+What differs between model families (text encoders, pooled embeddings, time ids) comes from the
+pipeline's ``Family`` (``family.py``); the UNet's conditioning is built in one place,
+``unet_conditioning``, the hook for anything that adds to it.
 
 One code path for the eager and the compiled renderer: the text encoders, the UNet and the
 VAE are plain functions, wrapped by ``torch.compile`` (CUDA graphs) when compiling. Prompt
@@ -28,10 +32,12 @@ from .glide import Glider, Shown
 from .images import ImageLatents, vae_encode
 from .lora import Loras
 from .noise import frame_noise
+from .family import family_of_pipeline
 from .optimize import compiled, prepare_modules, progress
 from .plan import FramePlan
-from .schedule import EulerAncestral
+from .schedule import Sampler
 from .text import CLIP_TOKENS, PromptEncoder
+from .tiling import Tiling
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +48,15 @@ class DiffusersRenderer:
     def __init__(self, pipe, device: str, dtype: torch.dtype, *, compile: bool = False,
                  profile: bool = False, cache_size: int = 256, lora_dir: Path | None = None):
         self.pipe = pipe
+        self.family = family_of_pipeline(pipe)
+        self.encoders = [getattr(pipe, name) for name in self.family.text_encoders]
         self.vae = pipe.vae  # full or tiny: the loader puts the chosen decoder into the pipeline
         self.device = torch.device(device)
         self.dtype = dtype
         self.compile = compile
         self.profile = profile  # synchronise per stage: honest stage times, a little slower
         self._cuda = self.device.type == "cuda"
-        self._schedule = EulerAncestral(pipe.scheduler)
+        self._schedule = Sampler(pipe.scheduler)
         self._warm: set[tuple] = set()
         self._pinned: dict[tuple[int, int], torch.Tensor] = {}
         self._time_ids: dict[tuple[int, int, int], torch.Tensor] = {}
@@ -58,12 +66,13 @@ class DiffusersRenderer:
         self._glider = Glider()
         self._encode, self._unet, self._decode = self._text, self._denoise, self._vae_decode
         self._encode_image = self._vae_encode
+        self._tiling = Tiling([pipe.unet, self.vae])
         if compile:
             # transformers installs its output-capturing hooks lazily, under a lock Dynamo cannot
             # trace: one eager call installs them before compiling.
             with torch.inference_mode():
-                self._text(torch.zeros((2, CLIP_TOKENS), dtype=torch.long, device=self.device))
-            prepare_modules([pipe.unet, self.vae, pipe.text_encoder, pipe.text_encoder_2], self.device)
+                self._text(self._zero_ids())
+            prepare_modules([pipe.unet, self.vae, *self.encoders], self.device)
             self._encode = compiled(self._text, self.device)
             self._unet, self._decode = compiled(self._denoise, self.device), compiled(self._vae_decode, self.device)
             self._encode_image = compiled(self._vae_encode, self.device)
@@ -71,30 +80,52 @@ class DiffusersRenderer:
                 from .graphs import FrameGraphs
 
                 self._graphs = FrameGraphs()
-        self.text = PromptEncoder(pipe, lambda ids: self._staged(("text",), self._encode, ids=ids), self._cuda,
-                                  cache_size, stage=self._stage)
+        tokenizers = [getattr(pipe, name) for name in self.family.tokenizers]
+        self.text = PromptEncoder(pipe, tokenizers, lambda ids: self._staged(("text",), self._encode, ids=ids),
+                                  self._cuda, cache_size, stage=self._stage, family=self.family)
         self.images = ImageLatents(self._staged_encode, self._cuda, stage=self._stage)
         self.loras = Loras(pipe, lora_dir)
+
+    @property
+    def sampler(self) -> str:
+        """The sampler's ``--scheduler`` name (euler_a, euler, lcm, tcd)."""
+        return self._schedule.name
 
     # -- the event loop side ------------------------------------------------------------
     def prompt_warnings(self, prompt: str) -> list[str]:
         return self.text.warnings(prompt)
 
     # -- the functions that get compiled ------------------------------------------------
-    def _text(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both CLIP encoders in one graph: ids (2, 77), row 0 for CLIP-L, row 1 for CLIP-G.
+    def _zero_ids(self) -> torch.Tensor:
+        return torch.zeros((len(self.encoders), CLIP_TOKENS), dtype=torch.long, device=self.device)
 
-        Only the two tensors SDXL uses leave the graph (penultimate hidden states, concatenated,
-        and CLIP-G's pooled projection), not every layer's hidden state.
+    def _pooled_dim(self) -> int:
+        return self.encoders[-1].config.projection_dim if self.family.pooled else 0
+
+    def _text(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The family's text encoders in one graph: ids (encoders, 77), one row per encoder.
+
+        Only what the UNet uses leaves the graph (the family's hidden state of each encoder,
+        concatenated, and SDXL's pooled projection), not every layer's hidden state. A family
+        without a pooled embedding gets a (1, 0) tensor, so caches, blends and graphs stay uniform.
         """
-        hidden1 = self.pipe.text_encoder(ids[:1], output_hidden_states=True).hidden_states[-2]
-        out2 = self.pipe.text_encoder_2(ids[1:], output_hidden_states=True)
-        embeds = torch.cat([hidden1, out2.hidden_states[-2]], dim=-1)
-        return embeds.to(self.dtype), out2.text_embeds.to(self.dtype)
+        layer, hidden, out = self.family.hidden_layer, [], None
+        for row, encoder in enumerate(self.encoders):
+            out = encoder(ids[row:row + 1], output_hidden_states=layer is not None)
+            hidden.append(out.last_hidden_state if layer is None else out.hidden_states[layer])
+        embeds = torch.cat(hidden, dim=-1) if len(hidden) > 1 else hidden[0]
+        pooled = out.text_embeds if self.family.pooled else embeds.new_zeros((1, 0))
+        return embeds.to(self.dtype), pooled.to(self.dtype)
+
+    def unet_conditioning(self, embeds: torch.Tensor, pooled: torch.Tensor, time_ids: torch.Tensor | None) -> dict:
+        """The UNet's keyword arguments besides (latents, timestep): the one place they are built."""
+        kwargs: dict = {"encoder_hidden_states": embeds}
+        if self.family.pooled or self.family.time_ids:
+            kwargs["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": time_ids}
+        return kwargs
 
     def _denoise(self, latents, timestep, embeds, pooled, time_ids) -> torch.Tensor:
-        return self.pipe.unet(latents, timestep, encoder_hidden_states=embeds,
-                              added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
+        return self.pipe.unet(latents, timestep, **self.unet_conditioning(embeds, pooled, time_ids)).sample
 
     def _vae_encode(self, rgb: torch.Tensor) -> torch.Tensor:
         return vae_encode(self.vae, self.dtype, rgb)
@@ -127,16 +158,17 @@ class DiffusersRenderer:
         return self.text.embeddings(prompt)
 
     def _staged_encode(self, rgb: torch.Tensor) -> torch.Tensor:
-        return self._staged(("encode", rgb.shape[1], rgb.shape[0]), self._encode_image, rgb=rgb)
+        return self._staged(("encode", rgb.shape[1], rgb.shape[0], self._tiling.mode), self._encode_image, rgb=rgb)
 
     def _latent_shape(self, plan: FramePlan) -> tuple[int, ...]:
         return 1, self.pipe.unet.config.in_channels, plan.height // 8, plan.width // 8
 
-    def _time_ids_for(self, plan: FramePlan, batch: int) -> torch.Tensor:
+    def _time_ids_for(self, plan: FramePlan, batch: int) -> torch.Tensor | None:
+        if not self.family.time_ids:
+            return None
         key = (plan.width, plan.height, batch)
         if key not in self._time_ids:
-            h, w = plan.height, plan.width
-            ids = torch.tensor([[h, w, 0, 0, h, w]] * batch, dtype=self.dtype)
+            ids = torch.tensor([self.family.time_ids_for(plan.width, plan.height)] * batch, dtype=self.dtype)
             self._time_ids[key] = ids.to(self.device)
         return self._time_ids[key]
 
@@ -160,6 +192,8 @@ class DiffusersRenderer:
             with self._stage("loras"):  # between two frames, into the same weight storage
                 self.text.variant = self.loras.update(params.loras)
         plan = FramePlan.of(params, scene.input is not None)
+        if self._tiling.set(plan.tiling):
+            self.images.clear()  # the input's latents depend on the encoder's padding
         image = None if scene.input is None else self.images.latents(scene.input, plan.width, plan.height)
         with self._stage("noise"):
             noise = frame_noise(params, plan.draws, self._latent_shape(plan))
@@ -196,7 +230,7 @@ class DiffusersRenderer:
         with self._stage("unet"):
             latents = self._staged(("unet", *plan.key), functools.partial(self._denoise_steps, plan), **values)
         with self._stage("vae_decode"):
-            return self._staged(("decode", plan.width, plan.height), self._decode, latents=latents)
+            return self._staged(("decode", plan.width, plan.height, plan.tiling), self._decode, latents=latents)
 
     def _staged(self, key: tuple, fn, **values):
         """One stage: plain (eager, CPU) or as its own CUDA graph (per-stage profiling on CUDA)."""
@@ -225,7 +259,7 @@ class DiffusersRenderer:
         if image is None:
             latents = noise[0] * schedule.init_sigma
         else:
-            latents = image.float() + noise[0] * steps[0].sigma
+            latents = steps[0].noised(image.float(), noise[0])
         for i, step in enumerate(steps):
             model_in = (latents / step.input_scale).to(self.dtype)
             if plan.cfg:
@@ -249,17 +283,17 @@ class DiffusersRenderer:
         def inputs() -> dict:
             made = {"noise": torch.zeros((plan.draws, *self._latent_shape(plan)), device=self.device),
                     "guidance": torch.zeros((), device=self.device)}
+            embeds = torch.zeros((1, CLIP_TOKENS, self.pipe.unet.config.cross_attention_dim),
+                                 dtype=self.dtype, device=self.device)
+            pooled = torch.zeros((1, self._pooled_dim()), dtype=self.dtype, device=self.device)
             if with_text:
-                made["ids"] = torch.zeros((2, CLIP_TOKENS), dtype=torch.long, device=self.device)
+                made["ids"] = self._zero_ids()
             else:
-                made["embeds"] = torch.zeros((1, CLIP_TOKENS, self.pipe.unet.config.cross_attention_dim),
-                                             dtype=self.dtype, device=self.device)
-                made["pooled"] = torch.zeros((1, self.pipe.text_encoder_2.config.projection_dim),
-                                             dtype=self.dtype, device=self.device)
+                made["embeds"], made["pooled"] = embeds, pooled
             if plan.start is not None:
                 made["image"] = torch.zeros(self._latent_shape(plan), dtype=self.dtype, device=self.device)
-            if plan.cfg:
-                made["negative"], made["negative_pooled"] = (torch.zeros_like(t) for t in self.text.zeros)
+            if plan.cfg:  # the unconditional branch has the conditioning's shapes
+                made["negative"], made["negative_pooled"] = torch.zeros_like(embeds), torch.zeros_like(pooled)
             return made
 
         return self._graphs.get((*plan.key, with_text), frame, inputs)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..core.params import Prompt, prompt_texts
+from .family import Family, family_of_pipeline
 
 CLIP_TOKENS = 77
 
@@ -22,11 +23,13 @@ Embeddings = tuple[torch.Tensor, torch.Tensor]  # (prompt_embeds (1, 77, D), poo
 
 
 class PromptEncoder:
-    """Token ids and cached embeddings; ``encode(ids)`` runs both text encoders (maybe as a graph)."""
+    """Token ids and cached embeddings; ``encode(ids)`` runs the text encoders (maybe as a graph)."""
 
-    def __init__(self, pipe, encode: Callable[[torch.Tensor], Embeddings], pin: bool, cache_size: int = 256,
-                 stage: Callable[[str], ContextManager] = lambda name: nullcontext()):
+    def __init__(self, pipe, tokenizers: list, encode: Callable[[torch.Tensor], Embeddings], pin: bool, cache_size: int = 256,
+                 stage: Callable[[str], ContextManager] = lambda name: nullcontext(), family: Family | None = None):
         self.pipe = pipe
+        self.family = family or family_of_pipeline(pipe)
+        self.tokenizers = tokenizers  # one per text encoder, in the order of the token-id rows
         self.encode = encode
         self.stage = stage  # times a stage of the frame (tokenize, text_encoders)
         self.pin = pin
@@ -52,12 +55,12 @@ class PromptEncoder:
                 f"so only this part is used: {kept!r}"]
 
     def token_ids(self, text: str) -> torch.Tensor:
-        """(2, 77) token ids for CLIP-L and CLIP-G (their tokenizers differ on '!' and padding).
+        """(encoders, 77) token ids: SDXL's CLIP-L and CLIP-G rows differ on '!' and padding.
 
         Padded by hand: the tokenizers' own padding to tensors costs ten times the encoding.
         """
-        rows = np.empty((2, CLIP_TOKENS), np.int64)
-        for row, tokenizer in zip(rows, (self.pipe.tokenizer, self.pipe.tokenizer_2)):
+        rows = np.empty((len(self.tokenizers), CLIP_TOKENS), np.int64)
+        for row, tokenizer in zip(rows, self.tokenizers):
             ids = tokenizer(text, truncation=True, max_length=CLIP_TOKENS).input_ids
             row[:len(ids)] = ids
             row[len(ids):] = tokenizer.pad_token_id
@@ -92,12 +95,15 @@ class PromptEncoder:
 
     @property
     def zeros(self) -> Embeddings:
-        """Zero embeddings of the encoders' shapes: SDXL-Turbo's unconditional branch."""
+        """Zero embeddings of the family's shapes (SDXL-Turbo's unconditional branch): the encoders'
+        hidden states side by side, and the last encoder's pooled projection or (1, 0) without one."""
         if self._zeros is None:
-            encoder = self.pipe.text_encoder_2
-            width = self.pipe.text_encoder.config.hidden_size + encoder.config.hidden_size
-            self._zeros = (torch.zeros((1, CLIP_TOKENS, width), dtype=encoder.dtype, device=encoder.device),
-                           torch.zeros((1, encoder.config.projection_dim), dtype=encoder.dtype, device=encoder.device))
+            encoders = [getattr(self.pipe, name) for name in self.family.text_encoders]
+            last = encoders[-1]
+            width = sum(encoder.config.hidden_size for encoder in encoders)
+            pooled = last.config.projection_dim if self.family.pooled else 0
+            self._zeros = (torch.zeros((1, CLIP_TOKENS, width), dtype=last.dtype, device=last.device),
+                           torch.zeros((1, pooled), dtype=last.dtype, device=last.device))
         return self._zeros
 
     def unconditional(self, negative_prompt: Prompt) -> Embeddings:

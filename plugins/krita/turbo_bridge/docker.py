@@ -43,7 +43,7 @@ class BridgePanel(QtWidgets.QWidget):
         self.guidance.setSingleStep(0.5)
         self.guidance.setDecimals(1)
         self.steps = QtWidgets.QSpinBox()
-        self.steps.setRange(1, 4)
+        self.steps.setRange(1, 8)
         self.live = QtWidgets.QCheckBox("Live")
         self.live.setChecked(True)
         self.input_live = QtWidgets.QCheckBox("Canvas as input")
@@ -61,6 +61,12 @@ class BridgePanel(QtWidgets.QWidget):
         self.opacity.setValue(int(saved) if saved.isdigit() else 60)
         self.opacity_label = QtWidgets.QLabel()
         self.keep = QtWidgets.QPushButton("Keep as layer")
+        self.seamless = QtWidgets.QCheckBox("Seamless")
+        self.seamless.setToolTip("Tileable frames: the picture wraps around left-right and top-bottom. Paint on "
+                                 "it with View > Wrap Around Mode (W)")
+        self.record = QtWidgets.QPushButton("Record")
+        self.record.setCheckable(True)
+        self.record.setToolTip("Record the daemon's frames into an MP4 in its --output-dir")
         self._lay_out()
 
         self.controller.reference.opacity_percent = self.opacity.value()
@@ -79,6 +85,9 @@ class BridgePanel(QtWidgets.QWidget):
         self.strength.valueChanged.connect(lambda value: self.controller.set_params({"strength": float(value)}))
         self.opacity.valueChanged.connect(self._opacity_changed)
         self.keep.clicked.connect(self.controller.keep_frame)
+        self.seamless.toggled.connect(lambda on: self.controller.set_params({"tiling": "xy" if on else "none"}))
+        self.record.clicked.connect(self.controller.set_recording)
+        self.controller.recording_changed.connect(self._show_recording)
         app = QtWidgets.QApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self.controller.stop)
@@ -110,7 +119,9 @@ class BridgePanel(QtWidgets.QWidget):
         form.addRow("Opacity", row)
         row = QtWidgets.QHBoxLayout()
         row.addWidget(self.live)
+        row.addWidget(self.seamless)
         row.addStretch(1)
+        row.addWidget(self.record)
         row.addWidget(self.keep)
         form.addRow(row)
 
@@ -128,7 +139,7 @@ class BridgePanel(QtWidgets.QWidget):
         params = connection.params
         self._make_lora_sliders(connection.loras)
         widgets = (self.prompt, self.negative_prompt, self.seed, self.guidance, self.steps, self.strength,
-                   *self.lora_sliders.values())
+                   self.seamless, *self.lora_sliders.values())
         for widget in widgets:
             widget.blockSignals(True)
         try:
@@ -144,6 +155,7 @@ class BridgePanel(QtWidgets.QWidget):
             active = params.get("loras") if isinstance(params.get("loras"), dict) else {}
             for name, slider in self.lora_sliders.items():
                 slider.setValue(round(float(active.get(name, 0.0)) * 100))
+            self.seamless.setChecked(params.get("tiling", "none") != "none")
         finally:
             for widget in widgets:
                 widget.blockSignals(False)
@@ -162,6 +174,10 @@ class BridgePanel(QtWidgets.QWidget):
                 lambda value, name=name: self.controller.set_params({"loras": {name: value / 100}}))
             form.addRow(name, slider)
             self.lora_sliders[name] = slider
+
+    def _show_recording(self, on: bool) -> None:
+        self.record.setChecked(on)
+        self.record.setText("Stop recording" if on else "Record")
 
     def _opacity_changed(self, value: int) -> None:
         self.opacity_label.setText(f"{value}%")
