@@ -18,7 +18,8 @@ def lora_layers(pipe, seed: int, rank: int = 4, text: bool = True, conv: bool = 
                 std: float = 0.05) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """"component.module" -> (down, up), both random (a fresh LoRA's zero up-projection checks nothing)."""
     generator = torch.Generator().manual_seed(seed)
-    components = ["unet"] + (["text_encoder", "text_encoder_2"] if text else [])
+    encoders = [name for name in ("text_encoder", "text_encoder_2") if getattr(pipe, name, None) is not None]
+    components = ["unet"] + (encoders if text else [])  # SD 2.x has one text encoder
     layers = {}
     for component in components:
         targets = (UNET_TARGETS + (CONV_TARGETS if conv else ())) if component == "unet" else TEXT_TARGETS

@@ -154,3 +154,32 @@ async def test_osc_bundle_of_lora_messages_is_one_change(api):
     SimpleUDPClient("127.0.0.1", daemon.osc_port).send(bundle.build())
     await until(lambda: "smoke" in dict(daemon.scheduler.params.loras), "the bundle")
     assert dict(daemon.scheduler.params.loras) == {"ink": 1, "paper": 1, "clay": 1, "smoke": 0.5}
+
+
+async def test_sd2_daemon_refuses_an_sdxl_lora_and_folds_its_own(config, daemon_factory, cache_dir, tmp_path):
+    """--model demo-sd: a LoRA made for SDXL is refused (400, state untouched, the daemon keeps
+    rendering); one made for the SD 2.x model (UNet and its one text encoder) is folded and shows."""
+    write_diffusers(lora_layers(load_pipeline("demo", "cpu", torch.float32, cache_dir), seed=30),
+                    tmp_path / "xl.safetensors")
+    write_diffusers(lora_layers(load_pipeline("demo-sd", "cpu", torch.float32, cache_dir), seed=31),
+                    tmp_path / "sd.safetensors")
+    async with daemon_factory(config, model="demo-sd", lora_dir=tmp_path) as daemon:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{daemon.http_port}") as session:
+            status, body = await patch(session, {"seed": 5, "guidance": 1.5, "negative_prompt": "blurry"})
+            assert status == 200, body
+            base = await frame_at(session, body["version"])
+            status, body = await patch(session, {"loras": {"xl": 1.0}})
+            assert status == 400 and body["error"]["field"] == "loras", body
+            async with session.get("/v1/params") as r:
+                assert (await r.json())["loras"] == {}
+            status, body = await patch(session, {"loras": {"sd": 1.0}})
+            assert status == 200, body
+            folded = await frame_at(session, body["version"])
+            assert not np.array_equal(folded, base)
+            status, body = await patch(session, {"loras": {"sd": 0.0}})
+            assert status == 200, body
+            assert np.array_equal(await frame_at(session, body["version"]), base)  # the base weights restored
+            async with session.get("/v1/health") as r:
+                health = await r.json()
+            assert health["family"] == "sd2" and health["render_errors"] == 0 and health["status"] == "ok", health
+

@@ -309,11 +309,12 @@ class RecordSender(Outbox):
         return action
 
     def _deliver(self, action: str) -> None:
+        refused = False
         try:
             state = self.client.record(action)
         except BridgeHTTPError as exc:  # no --output-dir, already recording, not recording
             self.signals.status.emit(f"recording: {exc.message}")
-            state = None
+            state, refused = None, True
             try:
                 state = self.client.record()
             except (OSError, BridgeHTTPError):
@@ -323,6 +324,6 @@ class RecordSender(Outbox):
             return
         if state is not None:
             self.signals.recording.emit(bool(state["recording"]))
-            if not state["recording"] and action == "stop":
+            if not refused and not state["recording"] and action == "stop":  # the refusal stays shown
                 self.signals.status.emit(state["error"] or (f"recorded {state['files'][-1]}" if state["files"]
                                                             else "recording stopped"))
