@@ -62,6 +62,8 @@ def check_clean(clean: dict) -> None:
         elif field == "loras":  # parsed: (name, weight) pairs; to_json: an object
             pairs = value.items() if isinstance(value, dict) else value
             assert all(isinstance(n, str) and "/" not in n and type(w) is float and -2 <= w <= 2 for n, w in pairs)
+        elif field == "tiling":
+            assert value in ("none", "x", "y", "xy")
         else:
             assert type(value) is int
             low, high = {"seed": (0, SEED_LIMIT - 1), "seed2": (0, SEED_LIMIT - 1), "steps": (1, 8),
