@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Union
 
+from .controls import Controls, check_window, merge_controls, parse_controls
+from .controls import schema as controls_schema
 from .errors import ValidationError
 
 SEED_LIMIT = 2**64
@@ -43,14 +45,20 @@ class Params:
     seed2: int = 0  # the second seed of a seed blend
     seed_mix: float = 0.0  # 0: the noise of `seed`, 1: that of `seed2`, between: spherical interpolation
     transition_frames: int = 0  # a prompt or seed change glides over this many frames (0: cuts)
+    controls: Controls = ()  # ControlNet name -> Control (core/controls.py); absent: scale 0, off
 
     def merged(self, changes: Mapping[str, Any]) -> "Params":
+        if "controls" in changes:  # merged per name and per field, not replaced
+            controls = merge_controls(self.controls, changes["controls"])
+            check_window(controls)
+            changes = {**changes, "controls": controls}
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict:
         out = dataclasses.asdict(self)
         if not isinstance(self.prompt, str):
             out["prompt"] = [list(pair) for pair in self.prompt]
+        out["controls"] = {name: control.to_json() for name, control in self.controls}
         return out
 
 
@@ -59,6 +67,7 @@ class Limits:
     """Bounds that depend on how the daemon was started."""
 
     max_size: int = 1024
+    controls: tuple[str, ...] = ()  # the ControlNet names loaded (--controlnet NAME=SOURCE)
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Params))
@@ -211,6 +220,8 @@ def parse_changes(raw: Any, limits: Limits = Limits()) -> dict[str, Any]:
         elif field == "transition_frames":
             clean[field] = _integer(field, value, 0, MAX_TRANSITION_FRAMES,
                                     f"an integer from 0 (cut) to {MAX_TRANSITION_FRAMES}")
+        elif field == "controls":
+            clean[field] = parse_controls(value, limits.controls)
         else:
             raise ValidationError(
                 str(field)[:64], f"unknown parameter {str(field)[:64]!r}; known: {', '.join(FIELDS)}"
@@ -249,4 +260,5 @@ def schema(limits: Limits = Limits()) -> dict:
         "transition_frames": {"type": "integer", "minimum": 0, "maximum": MAX_TRANSITION_FRAMES,
                               "default": default.transition_frames,
                               "note": "a prompt or seed change glides over this many frames; 0 cuts"},
+        "controls": controls_schema(limits.controls),
     }
