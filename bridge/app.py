@@ -17,7 +17,7 @@ from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
-from .frontends import input_api, live, openapi, rest, security, sockets
+from .frontends import control_api, input_api, live, openapi, rest, security, sockets
 from .config import Config
 from .core.frame import NullRenderer, Renderer
 from .frontends.osc import ADDRESSES, OscServer
@@ -52,15 +52,25 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
         configure_compile_cache(config.cache_dir)
     vae = None if config.vae == "full" else loader.load_tiny_vae(config.vae, config.model, device, dtype)
     pipe = loader.load_pipeline(config.model, device, dtype, config.cache_dir, vae=vae)
-    renderer = DiffusersRenderer(pipe, device, dtype, compile=compile)
+    renderer = DiffusersRenderer(pipe, device, dtype, compile=compile, controlnets=load_controlnets(config, pipe, device, dtype),
+                                 canny_thresholds=config.canny_thresholds)
     if compile:  # compile and capture for the initial size before the ports open
         started = time.perf_counter()
         renderer.render(config.initial)
         log.info("warm-up for %dx%d done in %.1f s", config.initial.width, config.initial.height,
                  time.perf_counter() - started)
     info = {"model": config.model, "device": device, "dtype": str(dtype).removeprefix("torch."),
-            "vae": config.vae, "compile": compile}
+            "vae": config.vae, "compile": compile,
+            "controlnets": {spec.name: spec.source for spec in config.controlnets}}
     return renderer, info
+
+
+def load_controlnets(config: Config, pipe, device: str, dtype):
+    """The ``--controlnet`` models, each loaded once (with progress) and resident."""
+    from .pipeline.controlnet import ControlNets, load_controlnet
+
+    return ControlNets({spec.name: load_controlnet(spec, pipe.unet.config, device, dtype)
+                        for spec in config.controlnets})
 
 
 async def _cancel(task: asyncio.Task) -> None:
@@ -78,10 +88,11 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
     app.middlewares.append(security.middleware(config.host, config.access))  # outermost: before any route
     app.on_response_prepare.append(security.add_cors_headers)
     app[rest.OSC_ADDRESSES] = ADDRESSES
-    app[rest.SCHEMA_EXTRA] = {**live.SCHEMA, **input_api.SCHEMA}
+    app[rest.SCHEMA_EXTRA] = {**live.SCHEMA, **input_api.SCHEMA, **control_api.SCHEMA}
     rest.add_routes(app)
     live.add_routes(app)
     input_api.add_routes(app)
+    control_api.add_routes(app)
     openapi.add_routes(app)
     app.on_shutdown.extend([rest.end_long_polls, live.close_clients])  # before the cleanup contexts below unwind
     started = time.monotonic()
@@ -96,7 +107,8 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             with ShmWriter(config.shm_name, config.max_size, config.max_size) if config.shm_name \
                     else contextlib.nullcontext() as shm:
                 sched = Scheduler(renderer, gpu, initial=config.initial,
-                                  limits=Limits(config.max_size), sinks=[shm] if shm else [])
+                                  limits=Limits(config.max_size, tuple(s.name for s in config.controlnets)),
+                                  sinks=[shm] if shm else [])
                 app[rest.SCHEDULER] = sched
                 app[rest.PNG_CACHE] = PngCache(encoder)
                 render_task = asyncio.create_task(sched.run(), name="render-loop")
@@ -154,9 +166,11 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
     async def live_input(app: web.Application) -> AsyncIterator[None]:
         decoder = ThreadPoolExecutor(1, thread_name_prefix="input")
         service = app[input_api.INPUTS] = input_api.InputService(app[rest.SCHEDULER], decoder)
+        controls = app[control_api.CONTROLS] = control_api.ControlService(app[rest.SCHEDULER], decoder)
         try:
             yield
         finally:
+            await controls.detach()
             await service.detach()
             decoder.shutdown(wait=True)
 
@@ -179,6 +193,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             "shm_name": config.shm_name,
             "streams": app[live.HUB].health(),
             "input": app[input_api.INPUTS].health(),
+            "controls": app[control_api.CONTROLS].health(),
         }
         if PNG_WRITER in app:
             writer = app[PNG_WRITER]

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from .config import DEFAULT_HOST, DEFAULT_HTTP_PORT, DEFAULT_OSC_PORT, DEFAULT_SHM_NAME, Config, default_cache_dir
+from .core.controls import ControlNetSpec, check_specs
 from .core.errors import BridgeError, ConfigError, ValidationError
 from .core.params import Limits, Params, parse_changes
 from .frontends.security import Access
@@ -36,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "'null' (no GPU work: measures the bridge itself)")
     serve.add_argument("--vae", default="full",
                        help="'full' (default), 'tiny' (TAESDXL decoder, madebyollin/taesdxl) or a local folder")
+    serve.add_argument("--controlnet", action="append", default=[], metavar="NAME=SOURCE",
+                       help="an SDXL ControlNet, resident (repeatable): SOURCE is a hub id, a diffusers folder, a "
+                            "single .safetensors file, 'demo' (small, random weights, for --model demo) or 'random' "
+                            "(full size, random weights: benchmarks); its image is PUT /v1/control/NAME")
+    serve.add_argument("--canny-thresholds", default="100,200", metavar="LOW,HIGH",
+                       help="the control images' canny preprocessing: hysteresis thresholds in grey levels")
     serve.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                        help="torch.compile + CUDA graphs (auto: on for CUDA); off keeps the eager path")
     serve.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if present)")
@@ -111,7 +118,24 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   http_port=args.http_port, osc_port=args.osc_port, max_size=args.max_size,
                   shm_name=args.shm_name or None, output_dir=args.output_dir, keep_frames=args.keep_frames,
                   cache_dir=args.cache_dir or default_cache_dir(), initial=Params().merged(changes),
-                  access=Access.from_options(args.token, args.allow_host, args.cors_origin, args.osc_allow))
+                  access=Access.from_options(args.token, args.allow_host, args.cors_origin, args.osc_allow),
+                  controlnets=_controlnets(args.controlnet), canny_thresholds=_thresholds(args.canny_thresholds))
+
+
+def _controlnets(texts: list[str]) -> tuple[ControlNetSpec, ...]:
+    specs = tuple(ControlNetSpec.parse(text) for text in texts)
+    check_specs(specs)
+    return specs
+
+
+def _thresholds(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--canny-thresholds takes LOW,HIGH (e.g. 100,200), got {text!r}") from None
+    if not 0 <= low <= high <= 2000:
+        raise ConfigError(f"--canny-thresholds needs 0 <= LOW <= HIGH (grey-level gradients), got {text!r}")
+    return low, high
 
 
 def _csv(text: str, kind=str) -> tuple:

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .core.controls import ControlNetSpec
 from .core.params import Params
 from .frontends.security import Access
 
@@ -40,3 +41,5 @@ class Config:
     cache_dir: Path = field(default_factory=default_cache_dir)
     initial: Params = Params()
     access: Access = Access()  # token, extra Host names, CORS origins, OSC allow-list
+    controlnets: tuple[ControlNetSpec, ...] = ()  # --controlnet NAME=SOURCE, loaded at start
+    canny_thresholds: tuple[float, float] = (100.0, 200.0)  # preprocess canny: low, high (grey levels)

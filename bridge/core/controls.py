@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .errors import ValidationError
+from .errors import ConfigError, ValidationError
 
 MAX_SCALE = 2.0
 PREPROCESS = ("none", "canny")
 CONTROL_FIELDS = ("scale", "start", "end", "preprocess")
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 
 
 @dataclass(frozen=True)
@@ -116,3 +118,29 @@ def schema(known: tuple[str, ...]) -> dict:
                     "scale. Scale 0 (default) = off: no ControlNet compute, exactly the frame without it. "
                     f"Loaded: {', '.join(known) or 'none (--controlnet NAME=SOURCE)'}. The control image is "
                     "PUT /v1/control/NAME"}
+
+
+@dataclass(frozen=True)
+class ControlNetSpec:
+    """One ``--controlnet NAME=SOURCE``."""
+
+    name: str
+    source: str
+
+    @staticmethod
+    def parse(text: str) -> "ControlNetSpec":
+        name, sep, source = text.partition("=")
+        if not sep or not source:
+            raise ConfigError(f"--controlnet takes NAME=SOURCE (e.g. depth=diffusers/controlnet-depth-sdxl-1.0, "
+                              f"edges=demo), got {text!r}")
+        if not NAME.fullmatch(name):
+            raise ConfigError(f"--controlnet name {name!r} must be 1-32 of a-z, 0-9, '_' or '-' (starting with a "
+                              "letter or digit): it appears in URLs (/v1/control/NAME) and OSC messages")
+        return ControlNetSpec(name, source)
+
+
+def check_specs(specs: tuple[ControlNetSpec, ...]) -> None:
+    names = [spec.name for spec in specs]
+    doubled = sorted({name for name in names if names.count(name) > 1})
+    if doubled:
+        raise ConfigError(f"--controlnet names must be unique, got {', '.join(doubled)} more than once")

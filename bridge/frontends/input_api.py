@@ -1,5 +1,6 @@
 """Live input for image-to-image: ``PUT/GET/DELETE /v1/input``, WebSocket input messages, and a
-client's shared-memory input segment, all feeding ``Scheduler.set_input``.
+client's shared-memory input segment, all feeding ``Scheduler.set_input``. ``ImageFeed`` is the
+image ingest shared with the control images (``control_api.py``).
 
 Images are decoded and hashed on a worker thread, never on the event loop. An image with the
 content of the current input changes nothing (no version, no frame, no VAE encoding). A client's
@@ -45,13 +46,15 @@ SCHEMA = {
 }
 
 
-class InputService:
-    """Takes input images from every front end; owns the attached shared-memory segment."""
+class ImageFeed:
+    """Takes one image slot's images from every front end (decoded off the loop, ``field`` names it in
+    errors) and hands them to ``apply``; owns the slot's attached shared-memory segment."""
 
-    def __init__(self, scheduler: Scheduler, executor: Executor, poll_s: float = POLL_SECONDS):
+    def __init__(self, scheduler: Scheduler, executor: Executor, poll_s: float = POLL_SECONDS, field: str = "input"):
         self._scheduler = scheduler
         self._executor = executor
         self._poll_s = poll_s
+        self.field = field
         self._reader: ShmReader | None = None
         self._watcher: asyncio.Task | None = None
         self.shm_reads = 0
@@ -60,7 +63,8 @@ class InputService:
     async def put(self, data: bytes, kind: str, width: int | None, height: int | None, source: str) -> dict:
         loop = asyncio.get_running_loop()
         try:
-            image = await loop.run_in_executor(self._executor, inputs.decode, data, kind, width, height, source)
+            image = await loop.run_in_executor(self._executor, inputs.decode, data, kind, width, height, source,
+                                               self.field)
         except ValidationError:
             self._scheduler.stats.rejected += 1
             raise
@@ -70,16 +74,14 @@ class InputService:
         """One binary WebSocket message in, its reply out (``input`` or ``error``)."""
         loop = asyncio.get_running_loop()
         try:
-            image = await loop.run_in_executor(self._executor, inputs.decode_ws_input, message)
+            _, image = await loop.run_in_executor(self._executor, inputs.decode_ws_input, message)
         except ValidationError as exc:
             self._scheduler.stats.rejected += 1
             return {"type": "error", **exc.to_json()}
-        return {"type": "input", **self._apply(image)}
+        return {"type": self.field, **self._apply(image)}
 
     def _apply(self, image: InputImage) -> dict:
-        changed = self._scheduler.set_input(image)
-        return {"digest": image.digest, "width": image.width, "height": image.height, "changed": changed,
-                "active": self._scheduler.input_active, "version": self._scheduler.version}
+        raise NotImplementedError
 
     async def attach(self, name: Any) -> dict:
         if not isinstance(name, str) or not SHM_NAME.fullmatch(name):
@@ -94,8 +96,9 @@ class InputService:
             raise ValidationError("shm", f"segment {name!r}: {exc}") from None
         await self.detach()
         self._reader = reader
-        self._watcher = asyncio.create_task(self._watch(reader), name="input-shm")
-        log.info("polling input segment %r (%dx%d max)", name, reader.geometry.max_width, reader.geometry.max_height)
+        self._watcher = asyncio.create_task(self._watch(reader), name=f"{self.field}-shm")
+        log.info("polling %s segment %r (%dx%d max)", self.field, name, reader.geometry.max_width,
+                 reader.geometry.max_height)
         return self.health()
 
     async def detach(self) -> None:
@@ -120,11 +123,27 @@ class InputService:
                 image = await loop.run_in_executor(self._executor, _read_segment, reader)
             except (ValueError, TimeoutError) as exc:  # a loop boundary: a bad frame is skipped, not fatal
                 self.shm_errors += 1
-                log.warning("input segment %r: %s", reader.name, exc)
+                log.warning("%s segment %r: %s", self.field, reader.name, exc)
                 continue
             if image is not None:
                 self.shm_reads += 1
                 self._apply(image)
+
+    def shm_health(self) -> dict:
+        return {"shm": self._reader.name if self._reader else None, "shm_reads": self.shm_reads,
+                "shm_errors": self.shm_errors}
+
+    def health(self) -> dict:
+        raise NotImplementedError
+
+
+class InputService(ImageFeed):
+    """The input image for image-to-image."""
+
+    def _apply(self, image: InputImage) -> dict:
+        changed = self._scheduler.set_input(image)
+        return {"digest": image.digest, "width": image.width, "height": image.height, "changed": changed,
+                "active": self._scheduler.input_active, "version": self._scheduler.version}
 
     def health(self) -> dict:
         sched = self._scheduler
@@ -132,9 +151,7 @@ class InputService:
         return {"present": image is not None, "active": sched.input_active,
                 "digest": image.digest if image else None, "width": image.width if image else None,
                 "height": image.height if image else None, "source": image.source if image else None,
-                "accepted": sched.stats.inputs, "unchanged": sched.stats.inputs_unchanged,
-                "shm": self._reader.name if self._reader else None, "shm_reads": self.shm_reads,
-                "shm_errors": self.shm_errors}
+                "accepted": sched.stats.inputs, "unchanged": sched.stats.inputs_unchanged, **self.shm_health()}
 
 
 def _read_segment(reader: ShmReader) -> InputImage | None:
@@ -145,18 +162,18 @@ def _read_segment(reader: ShmReader) -> InputImage | None:
 INPUTS = web.AppKey("inputs", InputService)
 
 
-def _header_int(request: web.Request, name: str) -> int | None:
+def _header_int(request: web.Request, name: str, field: str = "input") -> int | None:
     text = request.headers.get(name)
     if text is None:
         return None
     if not text.strip().isdigit():
-        raise ValidationError("input", f"{name} must be a positive integer, got {text[:20]!r}")
+        raise ValidationError(field, f"{name} must be a positive integer, got {text[:20]!r}")
     return int(text)
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes | web.Response:
-    too_big = error_response(413, "input", f"input must be at most {limit} bytes "
-                                           f"({inputs.MAX_INPUT_SIDE} px a side as raw RGBA)")
+async def _read_body(request: web.Request, limit: int, field: str = "input") -> bytes | web.Response:
+    too_big = error_response(413, field, f"{field} must be at most {limit} bytes "
+                                         f"({inputs.MAX_INPUT_SIDE} px a side as raw RGBA)")
     if request.content_length is not None and request.content_length > limit:
         return too_big
     body = bytearray()
@@ -168,7 +185,12 @@ async def _read_body(request: web.Request, limit: int) -> bytes | web.Response:
 
 
 async def put_input(request: web.Request) -> web.Response:
-    service = request.app[INPUTS]
+    return await put_image(request, request.app[INPUTS])
+
+
+async def put_image(request: web.Request, service: ImageFeed) -> web.Response:
+    """A PUT of an image slot: an image body, or JSON ``{"shm": NAME}`` to poll a client's segment."""
+    field = service.field
     if request.content_type == "application/json":
         body = await _read_body(request, MAX_BODY_BYTES)
         if isinstance(body, web.Response):
@@ -178,14 +200,15 @@ async def put_input(request: web.Request) -> web.Response:
         except (UnicodeDecodeError, ValueError) as exc:
             return error_response(400, None, f"request body is not valid JSON: {exc}")
         if not isinstance(value, dict) or set(value) != {"shm"}:
-            return error_response(400, None, 'a JSON input request is {"shm": NAME}: poll that shared-memory segment')
+            return error_response(400, None, f'a JSON {field} request is {{"shm": NAME}}: poll that shared-memory '
+                                             'segment')
         return web.json_response(await service.attach(value["shm"]))
     kind = inputs.CONTENT_TYPES.get(request.content_type)
     if kind is None:
-        return error_response(415, "input", f"Content-Type must be one of {', '.join(inputs.CONTENT_TYPES)} "
-                                            f"(or application/json with a segment name), got {request.content_type!r}")
-    width, height = _header_int(request, "X-Width"), _header_int(request, "X-Height")
-    body = await _read_body(request, inputs.MAX_INPUT_BYTES)
+        return error_response(415, field, f"Content-Type must be one of {', '.join(inputs.CONTENT_TYPES)} "
+                                          f"(or application/json with a segment name), got {request.content_type!r}")
+    width, height = _header_int(request, "X-Width", field), _header_int(request, "X-Height", field)
+    body = await _read_body(request, inputs.MAX_INPUT_BYTES, field)
     if isinstance(body, web.Response):
         return body
     return web.json_response(await service.put(body, kind, width, height, "rest"))

@@ -20,8 +20,9 @@ from urllib.parse import urlsplit
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..core.errors import ValidationError
+from .control_api import CONTROLS
 from .input_api import INPUTS
-from .inputs import MAX_INPUT_BYTES, WS_INPUT
+from .inputs import MAX_INPUT_BYTES, WS_CONTROL_NAME, WS_INPUT, is_ws_control
 from .rest import SCHEDULER, error_response, loads_strict
 from ..engine.scheduler import Scheduler
 from .security import ACCESS
@@ -187,7 +188,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     sched, app = request.app[SCHEDULER], request.app
     # No per-message deflate: frames are already compressed (or raw and large), and it costs CPU.
     # Binary messages are input images, so the transport takes their size; text is held to 64 KiB below.
-    ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_INPUT_BYTES + WS_INPUT.size)
+    ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_INPUT_BYTES + WS_INPUT.size + WS_CONTROL_NAME)
     await ws.prepare(request)
 
     async def close() -> None:
@@ -207,7 +208,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                         break
                     await client.send_json(client.handle(msg.data, sched))
                 elif msg.type == WSMsgType.BINARY:
-                    await client.send_json(await app[INPUTS].ws_message(msg.data))
+                    feed = app[CONTROLS] if is_ws_control(msg.data) else app[INPUTS]
+                    await client.send_json(await feed.ws_message(msg.data))
         except (ConnectionError, asyncio.CancelledError) as exc:
             # The server cancels the handler when the connection drops (handler_cancellation).
             log.info("websocket client %s went away without closing; its stream ended", request.remote)

@@ -57,6 +57,13 @@ def _params_schema(limits: Limits) -> dict:
     # Seeds reach 2**64-1; OSC and some JSON tools need them as decimal strings.
     for name in ("seed", "seed2"):
         properties[name] = {"anyOf": [properties[name], {"type": "string", "pattern": at_most(SEED_LIMIT - 1)}]}
+    # controls: NAME -> a scale, or an object of its fields (only the loaded names).
+    controls = properties["controls"]
+    fields = {"type": "object", "properties": controls.pop("fields"), "additionalProperties": False}
+    scale = fields["properties"]["scale"]
+    one = {"anyOf": [{"type": "number", "minimum": scale["minimum"], "maximum": scale["maximum"]}, fields]}
+    properties["controls"] = {"type": "object", "properties": {name: one for name in controls["properties"]},
+                              "additionalProperties": False, "description": controls["description"]}
     return {"type": "object", "properties": properties, "additionalProperties": False}
 
 
@@ -78,6 +85,38 @@ def _frame_route(media: str, summary: str) -> dict:
             "503": _error("the daemon is stopping"),
         },
     }}
+
+
+def _control_routes() -> dict:
+    """/v1/control/{name}: the input image's routes, per ControlNet name (404 for an unknown one)."""
+    json_object = {"application/json": {"schema": {"type": "object"}}}
+    name = {"name": "name", "in": "path", "required": True, "description": "a --controlnet NAME",
+            "schema": {"type": "string"}}
+    unknown = _error("no ControlNet of that name")
+    return {
+        "/v1/control": {"get": {"summary": "every loaded ControlNet's control image state", "responses": {
+            "200": {"description": "by name", "content": json_object}}}},
+        "/v1/control/{name}": {
+            "put": {"summary": "the control image of ControlNet NAME: PNG, JPEG, raw RGBA (X-Width/X-Height), or "
+                               "JSON {\"shm\": NAME} to poll a client's segment",
+                    "parameters": [name],
+                    "requestBody": {"required": True, "content": {
+                        "image/png": {"schema": {"type": "string", "format": "binary"}},
+                        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                        "application/json": {"schema": {"type": "object", "required": ["shm"],
+                                                        "properties": {"shm": {"type": "string"}}}}}},
+                    "responses": {"200": {"description": "the control image as the daemon holds it",
+                                          "content": json_object},
+                                  "400": _error("not an image, a bad size, or a bad segment name"),
+                                  "404": unknown, "413": _error("too large"),
+                                  "415": _error("an unsupported Content-Type")}},
+            "get": {"summary": "its control image's state", "parameters": [name], "responses": {
+                "200": {"description": "state", "content": json_object}, "404": unknown}},
+            "delete": {"summary": "drop its control image", "parameters": [name], "responses": {
+                "200": {"description": "cleared", "content": json_object}, "404": unknown}},
+        },
+    }
 
 
 def document(limits: Limits, token: bool) -> dict:
@@ -140,6 +179,7 @@ def document(limits: Limits, token: bool) -> dict:
                 "delete": {"summary": "no input: back to text-to-image", "responses": {
                     "200": {"description": "cleared", "content": {"application/json": {"schema": {"type": "object"}}}}}},
             },
+            **_control_routes(),
             "/v1/schema": {"get": {"summary": "parameters, OSC addresses and endpoints", "responses": {
                 "200": {"description": "schema", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
             "/v1/openapi.json": {"get": {"summary": "this document", "responses": {

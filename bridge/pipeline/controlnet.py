@@ -16,20 +16,17 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..core.controls import Control
+from ..core.controls import Control, ControlNetSpec
 from ..core.errors import ConfigError, ModelNotFoundError
 from .optimize import progress
 
 log = logging.getLogger(__name__)
 
-NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 SINGLE_FILE = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 CONDITIONING_CHANNELS = (16, 32, 96, 256)  # every published SDXL ControlNet's conditioning embedding
 UNSUPPORTED = {
@@ -37,32 +34,6 @@ UNSUPPORTED = {
     "T2IAdapter": "T2I-Adapters are not supported yet",
     "ControlNetXSAdapter": "ControlNet-XS is not supported",
 }
-
-
-@dataclass(frozen=True)
-class ControlNetSpec:
-    """One ``--controlnet NAME=SOURCE``."""
-
-    name: str
-    source: str
-
-    @staticmethod
-    def parse(text: str) -> "ControlNetSpec":
-        name, sep, source = text.partition("=")
-        if not sep or not source:
-            raise ConfigError(f"--controlnet takes NAME=SOURCE (e.g. depth=diffusers/controlnet-depth-sdxl-1.0, "
-                              f"edges=demo), got {text!r}")
-        if not NAME.fullmatch(name):
-            raise ConfigError(f"--controlnet name {name!r} must be 1-32 of a-z, 0-9, '_' or '-' (starting with a "
-                              "letter or digit): it appears in URLs (/v1/control/NAME) and OSC messages")
-        return ControlNetSpec(name, source)
-
-
-def check_specs(specs: tuple[ControlNetSpec, ...]) -> None:
-    names = [spec.name for spec in specs]
-    doubled = sorted({name for name in names if names.count(name) > 1})
-    if doubled:
-        raise ConfigError(f"--controlnet names must be unique, got {', '.join(doubled)} more than once")
 
 
 def build_random_controlnet(unet_config: dict, seed: int, dtype: torch.dtype, device: str):
