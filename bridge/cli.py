@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--vaes", default="full,tiny", help="comma-separated: full,tiny")
     bench.add_argument("--modes", default="prompt,seed",
                        help="what changes every frame: prompt, seed, input (a new input image: VAE encode + "
-                            "image-to-image), img2img (the seed of an image-to-image frame)")
+                            "image-to-image), img2img (the seed of an image-to-image frame), control (ControlNets: a new "
+                            "prompt, a new control image every frame, two ControlNets; with diffusers' ControlNet "
+                            "pipeline as a second baseline)")
     bench.add_argument("--compile", default="on", choices=["on", "off"])
     bench.add_argument("--no-baseline", action="store_true", help="skip the plain diffusers call")
     bench.add_argument("--memory-budget-gb", type=float, default=None,

@@ -176,8 +176,10 @@ class DiffusersRenderer:
         self._stages = {}
         plan = FramePlan.of(params, scene.input is not None, frame_controls(scene))
         image = None if scene.input is None else self.images.latents(scene.input, plan.width, plan.height)
-        with self._stage("control_images"):
-            control = control_images.values(self.control_images, params, scene, plan.runs)
+        control: dict = {}
+        if scene.controls:
+            with self._stage("control_images"):
+                control = control_images.values(self.control_images, params, scene, plan.runs)
         with self._stage("noise"):
             noise = frame_noise(params, plan.draws, self._latent_shape(plan))
         if self._graphs is not None and not self.profile and isinstance(params.prompt, str) and scene.glide is None:
