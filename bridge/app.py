@@ -1,7 +1,7 @@
 """The only module that wires: pipeline, scheduler, sinks and front ends into one daemon.
 
 Each part starts and stops in one aiohttp cleanup context, in order; ``Daemon`` binds the
-sockets and ``serve`` runs until SIGINT/SIGTERM.
+sockets and ``serve`` runs until a stop signal (``STOP_SIGNALS``).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ SHUTDOWN_TIMEOUT_S = 2.0  # handlers still running this long after SIGTERM are c
 
 def load_renderer(config: Config) -> tuple[Renderer, dict]:
     """Load the configured pipeline and warm it up for the initial size (on the GPU thread)."""
+    log.info("cache folder %s (demo model, compile caches)", config.cache_dir)
     if config.model == "null":
         return NullRenderer(), {"model": "null", "device": "none", "dtype": "none", "compile": False}
     from .pipeline import loader
@@ -102,10 +103,11 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
         encoder = ThreadPoolExecutor(2, thread_name_prefix="encode")
         loop = asyncio.get_running_loop()
         try:
-            renderer, info = await loop.run_in_executor(gpu, renderer_factory, config)
-            app[MODEL_INFO] = info
+            # The segment first: a live daemon of the same --shm-name is refused before loading a model.
             with ShmWriter(config.shm_name, config.max_size, config.max_size) if config.shm_name \
                     else contextlib.nullcontext() as shm:
+                renderer, info = await loop.run_in_executor(gpu, renderer_factory, config)
+                app[MODEL_INFO] = info
                 sched = Scheduler(renderer, gpu, initial=config.initial,
                                   limits=Limits(config.max_size, tuple(s.name for s in config.controlnets)),
                                   sinks=[shm] if shm else [])
@@ -140,7 +142,9 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             yield
             return
         files = ThreadPoolExecutor(1, thread_name_prefix="png-files")
-        writer = PngFileWriter(config.output_dir, app[rest.PNG_CACHE], files, config.keep_frames)
+        config.output_dir.mkdir(parents=True, exist_ok=True)  # at start, parents too; an error stops the start
+        writer = PngFileWriter(config.output_dir, app[rest.PNG_CACHE], files, config.keep_frames,
+                               on_error=app[rest.SCHEDULER].broadcast_error)
         app[PNG_WRITER] = writer
         app[rest.SCHEDULER].on_frame(writer.offer)
         task = asyncio.create_task(writer.run(), name="png-writer")
@@ -165,8 +169,10 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
 
     async def live_input(app: web.Application) -> AsyncIterator[None]:
         decoder = ThreadPoolExecutor(1, thread_name_prefix="input")
-        service = app[input_api.INPUTS] = input_api.InputService(app[rest.SCHEDULER], decoder)
-        controls = app[control_api.CONTROLS] = control_api.ControlService(app[rest.SCHEDULER], decoder)
+        service = app[input_api.INPUTS] = input_api.InputService(app[rest.SCHEDULER], decoder,
+                                                                          own_shm_name=config.shm_name)
+        controls = app[control_api.CONTROLS] = control_api.ControlService(app[rest.SCHEDULER], decoder,
+                                                                          own_shm_name=config.shm_name)
         try:
             yield
         finally:
@@ -178,7 +184,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
         sched = app[rest.SCHEDULER]
         latest = sched.latest
         out = {
-            "status": "ok" if sched.stats.last_error is None else "degraded",
+            "status": "degraded" if sched.stats.failing or (PNG_WRITER in app and app[PNG_WRITER].error) else "ok",
             **app[MODEL_INFO],
             "version": sched.version,
             "frame_seq": latest.seq if latest else 0,
@@ -196,8 +202,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             "controls": app[control_api.CONTROLS].health(),
         }
         if PNG_WRITER in app:
-            writer = app[PNG_WRITER]
-            out["png_files"] = {"dir": str(writer.directory), "written": writer.written, "skipped": writer.skipped}
+            out["png_files"] = app[PNG_WRITER].health()
         return out
 
     app[rest.HEALTH] = health
@@ -253,13 +258,25 @@ class Daemon:
         return self.app[rest.HEALTH]()
 
 
+# Every signal whose default would kill the daemon mid-frame stops it gracefully instead (clients
+# told, segment unlinked). SIGHUP too: a closed terminal or `kill -HUP` means stop, not reload.
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2")
+
+
 async def serve(config: Config) -> None:
-    """Run the daemon until SIGINT or SIGTERM."""
+    """Run the daemon until SIGINT, SIGTERM, SIGHUP, SIGUSR1 or SIGUSR2."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):  # Windows has no add_signal_handler
-            loop.add_signal_handler(sig, stop.set)
+
+    def stop_on(name: str) -> None:
+        if not stop.is_set():
+            log.info("%s received", name)
+        stop.set()
+
+    for name in STOP_SIGNALS:
+        if hasattr(signal, name):  # Windows has only some of them, and no add_signal_handler
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(getattr(signal, name), stop_on, name)
     async with Daemon(config) as daemon:
         log.info("ready: http://%s:%d/v1/  OSC udp %s:%d  shared memory %r", config.host, daemon.http_port,
                  config.host, daemon.osc_port, config.shm_name)

@@ -9,7 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from .config import DEFAULT_HOST, DEFAULT_HTTP_PORT, DEFAULT_OSC_PORT, DEFAULT_SHM_NAME, Config, default_cache_dir
+from .config import (DEFAULT_HOST, DEFAULT_HTTP_PORT, DEFAULT_OSC_PORT, DEFAULT_SHM_NAME, Config, default_cache_dir,
+                     drop_empty_home)
 from .core.controls import ControlNetSpec, check_specs
 from .core.errors import BridgeError, ConfigError, ValidationError
 from .core.params import Limits, Params, parse_changes
@@ -174,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     logging.getLogger("aiohttp.server").addFilter(_MalformedRequestsInOneLine())
+    if drop_empty_home():
+        log.warning("HOME is empty: treated as unset (home %s)", Path("~").expanduser())
     try:
         if args.command == "serve":
             from .app import serve

@@ -117,8 +117,8 @@ async def test_websocket_control_messages(api):
         replies = []
         while len(replies) < 3:
             message = await ws.receive()
-            if message.type == aiohttp.WSMsgType.TEXT:
-                replies.append(json.loads(message.data))
+            if message.type == aiohttp.WSMsgType.TEXT and json.loads(message.data)["type"] != "params":
+                replies.append(json.loads(message.data))  # the replies, in order (not the frames' params)
     first, unknown, applied = replies
     assert first["type"] == "control" and first["name"] == "edges" and first["changed"]
     assert unknown["type"] == "error" and "no ControlNet named 'pose'" in unknown["error"]["message"]

@@ -36,8 +36,9 @@ SCHEMA = {
 class ControlFeed(ImageFeed):
     """The control image of one ControlNet."""
 
-    def __init__(self, name: str, scheduler: Scheduler, executor: Executor, poll_s: float = POLL_SECONDS):
-        super().__init__(scheduler, executor, poll_s, field="control")
+    def __init__(self, name: str, scheduler: Scheduler, executor: Executor, poll_s: float = POLL_SECONDS,
+                 own_shm_name: str | None = None):
+        super().__init__(scheduler, executor, poll_s, own_shm_name, field="control")
         self.name = name
 
     def _apply(self, image: InputImage) -> dict:
@@ -60,9 +61,11 @@ class ControlFeed(ImageFeed):
 class ControlService:
     """One ``ControlFeed`` per loaded ControlNet name."""
 
-    def __init__(self, scheduler: Scheduler, executor: Executor, poll_s: float = POLL_SECONDS):
+    def __init__(self, scheduler: Scheduler, executor: Executor, poll_s: float = POLL_SECONDS,
+                 own_shm_name: str | None = None):
         self._scheduler = scheduler
-        self.feeds = {name: ControlFeed(name, scheduler, executor, poll_s) for name in scheduler.limits.controls}
+        self.feeds = {name: ControlFeed(name, scheduler, executor, poll_s, own_shm_name)
+                      for name in scheduler.limits.controls}
 
     async def ws_message(self, message: bytes) -> dict:
         """A binary TBC1 message in, its reply out (``control`` or ``error``)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 from concurrent.futures import Executor
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from . import inputs
-from ..client import ShmReader
+from ..client import ShmReader, layout
 from ..core.errors import ValidationError
 from .rest import MAX_BODY_BYTES, SCHEDULER, error_response, loads_strict
 from ..core.scene import InputImage
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 SHM_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 POLL_SECONDS = 0.002
+SHM_READ_TIMEOUT_S = 0.05  # one read's retries on an odd seq; the input worker is shared with uploads
+SHM_MAX_BACKOFF_S = 1.0  # a segment stuck odd (or with a broken header) is polled at most this slowly
 
 SCHEMA = {
     "input": {
@@ -50,15 +53,19 @@ class ImageFeed:
     """Takes one image slot's images from every front end (decoded off the loop, ``field`` names it in
     errors) and hands them to ``apply``; owns the slot's attached shared-memory segment."""
 
-    def __init__(self, scheduler: Scheduler, executor: Executor, poll_s: float = POLL_SECONDS, field: str = "input"):
+    def __init__(self, scheduler: Scheduler, executor: Executor, poll_s: float = POLL_SECONDS,
+                 own_shm_name: str | None = None, field: str = "input"):
         self._scheduler = scheduler
         self._executor = executor
         self._poll_s = poll_s
+        self._own_shm_name = own_shm_name  # the daemon's output segment (and its channels' NAME.*)
         self.field = field
         self._reader: ShmReader | None = None
         self._watcher: asyncio.Task | None = None
         self.shm_reads = 0
         self.shm_errors = 0
+        self.shm_error: str | None = None  # set while the segment gives no good frame; None once it does
+        self.shm_retry_s = poll_s
 
     async def put(self, data: bytes, kind: str, width: int | None, height: int | None, source: str) -> dict:
         loop = asyncio.get_running_loop()
@@ -87,13 +94,22 @@ class ImageFeed:
         if not isinstance(name, str) or not SHM_NAME.fullmatch(name):
             raise ValidationError("shm", f"shm must be a segment name of 1-100 letters, digits, '.', '_' or '-', "
                                          f"got {str(name)[:100]!r}")
+        own = self._own_shm_name
+        if own and (name == own or name.startswith(own + ".")):
+            raise ValidationError("shm", f"{name!r} is this daemon's own output segment, not an input: "
+                                         "attach a segment the client created (bridge.client.ShmInputWriter)")
         try:
             reader = ShmReader(name)
         except FileNotFoundError:
             raise ValidationError("shm", f"no shared-memory segment named {name!r}: the client creates it "
                                          "(bridge.client.ShmInputWriter) before attaching it") from None
-        except ValueError as exc:
+        except (OSError, ValueError) as exc:  # an empty segment cannot be mapped; a foreign one has no magic
             raise ValidationError("shm", f"segment {name!r}: {exc}") from None
+        try:
+            _check_segment(reader)
+        except ValidationError:
+            reader.close()
+            raise
         await self.detach()
         self._reader = reader
         self._watcher = asyncio.create_task(self._watch(reader), name=f"{self.field}-shm")
@@ -115,23 +131,32 @@ class ImageFeed:
 
     async def _watch(self, reader: ShmReader) -> None:
         loop = asyncio.get_running_loop()
+        self.shm_error, self.shm_retry_s = None, self._poll_s
         while True:
-            await asyncio.sleep(self._poll_s)
+            await asyncio.sleep(self.shm_retry_s)
             if not reader.changed():
                 continue
             try:
                 image = await loop.run_in_executor(self._executor, _read_segment, reader)
             except (ValueError, TimeoutError) as exc:  # a loop boundary: a bad frame is skipped, not fatal
                 self.shm_errors += 1
-                log.warning("%s segment %r: %s", self.field, reader.name, exc)
+                if self.shm_error is None:  # once per episode: a stuck segment must not flood the log
+                    log.warning("%s segment %r: %s; retrying, at most every %.1f s, until it gives a frame",
+                                self.field, reader.name, exc, SHM_MAX_BACKOFF_S)
+                self.shm_error = str(exc)
+                self.shm_retry_s = min(self.shm_retry_s * 2, SHM_MAX_BACKOFF_S)
                 continue
+            if self.shm_error is not None:
+                log.info("%s segment %r gives frames again after %d failed reads", self.field, reader.name,
+                         self.shm_errors)
+                self.shm_error, self.shm_retry_s = None, self._poll_s
             if image is not None:
                 self.shm_reads += 1
                 self._apply(image)
 
     def shm_health(self) -> dict:
         return {"shm": self._reader.name if self._reader else None, "shm_reads": self.shm_reads,
-                "shm_errors": self.shm_errors}
+                "shm_errors": self.shm_errors, "shm_error": self.shm_error}
 
     def health(self) -> dict:
         raise NotImplementedError
@@ -154,8 +179,22 @@ class InputService(ImageFeed):
                 "accepted": sched.stats.inputs, "unchanged": sched.stats.inputs_unchanged, **self.shm_health()}
 
 
+def _check_segment(reader: ShmReader) -> None:
+    """An input segment gets the limits of an upload, and must be as large as its header says."""
+    geometry = reader.geometry
+    if geometry.max_width > inputs.MAX_INPUT_SIDE or geometry.max_height > inputs.MAX_INPUT_SIDE:
+        raise ValidationError("shm", f"segment {reader.name!r} holds frames up to {geometry.max_width}x"
+                                     f"{geometry.max_height}; input images must be at most {inputs.MAX_INPUT_SIDE} "
+                                     "px a side (create the segment with a smaller maximum and scale down)")
+    if len(reader.buffer) < geometry.total_bytes:
+        raise ValidationError("shm", f"segment {reader.name!r} is {len(reader.buffer)} bytes, smaller than the "
+                                     f"{geometry.total_bytes} its header describes")
+    if layout.read_owner(reader.buffer).pid == os.getpid():
+        raise ValidationError("shm", f"{reader.name!r} is a segment this daemon publishes, not an input")
+
+
 def _read_segment(reader: ShmReader) -> InputImage | None:
-    frame = reader.read()
+    frame = reader.read(timeout=SHM_READ_TIMEOUT_S)
     return None if frame is None else InputImage.from_pixels(frame.pixels, "shm")
 
 
