@@ -12,6 +12,7 @@ import os
 
 from . import session
 from .cues import header_row
+from .inputs import CONTROL_SLOTS
 
 OP_TYPES = ("baseCOMP", "scriptTOP", "outTOP", "textDAT", "tableDAT", "oscoutDAT", "oscinDAT",
             "executeDAT", "parameterexecuteDAT")
@@ -105,6 +106,13 @@ def add_control_pars(comp) -> None:
     page.appendTOP("Inputtop", label="Input TOP")
     _set(page.appendToggle("Sendinput", label="Send Input (image-to-image)")[0], False)
     _set(page.appendFloat("Strength", label="Strength")[0], 0.5, lo=0.0, hi=1.0, norm=(0.0, 1.0))
+
+    page = comp.appendCustomPage("Control")  # ControlNets: one TOP per name (the daemon's --controlnet NAME)
+    for slot in CONTROL_SLOTS:
+        _set(page.appendStr(f"Control{slot}name", label=f"ControlNet {slot} Name")[0], "")
+        page.appendTOP(f"Control{slot}top", label=f"Control {slot} TOP")
+        _set(page.appendFloat(f"Control{slot}scale", label=f"Control {slot} Scale")[0], 0.0, lo=0.0, hi=2.0,
+             norm=(0.0, 2.0))
 
     page = comp.appendCustomPage("Cues")
     _set(page.appendInt("Cue", label="Cue")[0], 0, lo=0, norm=(0, 20))
