@@ -17,7 +17,7 @@ from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
-from .frontends import control_api, input_api, live, openapi, rest, security, sockets
+from .frontends import connections, control_api, input_api, live, openapi, rest, security, sockets
 from .config import Config
 from .core.frame import NullRenderer, Renderer
 from .frontends.osc import ADDRESSES, OscServer
@@ -34,6 +34,7 @@ OSC = web.AppKey("osc", OscServer)
 PNG_WRITER = web.AppKey("png_writer", PngFileWriter)
 MODEL_INFO = web.AppKey("model_info", dict)
 OSC_SOCKET = web.AppKey("osc_socket", socket.socket)  # bound early by Daemon (see bridge.frontends.sockets)
+GUARD = web.AppKey("connection_guard", connections.ConnectionGuard)
 SHUTDOWN_TIMEOUT_S = 2.0  # handlers still running this long after SIGTERM are cancelled
 
 
@@ -86,7 +87,11 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
     app = web.Application(client_max_size=rest.MAX_BODY_BYTES)
     app[CONFIG] = config
     app[security.ACCESS] = config.access
-    app.middlewares.append(security.middleware(config.host, config.access))  # outermost: before any route
+    app[GUARD] = connections.ConnectionGuard(config.http)
+    app[connections.HTTP_LIMITS] = config.http
+    app[connections.LARGE_BODIES] = asyncio.Semaphore(config.http.max_large_bodies)
+    app.middlewares.append(app[GUARD].middleware)  # outermost: marks the connection busy
+    app.middlewares.append(security.middleware(config.host, config.access))  # before any route
     app.on_response_prepare.append(security.add_cors_headers)
     app[rest.OSC_ADDRESSES] = ADDRESSES
     app[rest.SCHEMA_EXTRA] = {**live.SCHEMA, **input_api.SCHEMA, **control_api.SCHEMA}
@@ -196,6 +201,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             "last_error": sched.stats.last_error,
             "last_stages_ms": {k: round(v, 3) for k, v in sched.stats.last_stages_ms.items()},
             "osc": app[OSC].health(),
+            "http": app[GUARD].health(),
             "shm_name": config.shm_name,
             "streams": app[live.HUB].health(),
             "input": app[input_api.INPUTS].health(),
@@ -217,8 +223,11 @@ class Daemon:
         self.config = config
         self.app = create_app(config, renderer_factory)
         # handler_cancellation: a long-poll whose client went away ends at once, not at its timeout.
+        # keepalive_timeout: aiohttp closes a connection still waiting for a complete request head
+        # (new, or idle after a response) this long after it opened or answered: slow clients go.
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
-                                     shutdown_timeout=SHUTDOWN_TIMEOUT_S, handler_cancellation=True)
+                                     shutdown_timeout=SHUTDOWN_TIMEOUT_S, handler_cancellation=True,
+                                     keepalive_timeout=config.http.head_timeout_s)
         self.http_port = config.http_port
         self.osc_port = config.osc_port
 
@@ -232,7 +241,7 @@ class Daemon:
             raise
         try:
             await self._runner.setup()
-            await web.SockSite(self._runner, http_sock).start()
+            await connections.GuardedSite(self._runner, http_sock, self.app[GUARD]).start()
         except BaseException:
             await self._runner.cleanup()
             http_sock.close()
@@ -267,6 +276,8 @@ async def serve(config: Config) -> None:
     """Run the daemon until SIGINT, SIGTERM, SIGHUP, SIGUSR1 or SIGUSR2."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # For the whole run: asyncio's accept() retries can still fire after the server has closed.
+    connections.install_loop_error_log(loop, config.http.log_interval_s)
 
     def stop_on(name: str) -> None:
         if not stop.is_set():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .core.controls import ControlNetSpec
 from .core.params import Params
+from .frontends.connections import HttpLimits
 from .frontends.security import Access
 
 DEFAULT_HOST = "127.0.0.1"
@@ -62,5 +63,6 @@ class Config:
     cache_dir: Path = field(default_factory=default_cache_dir)
     initial: Params = Params()
     access: Access = Access()  # token, extra Host names, CORS origins, OSC allow-list
+    http: HttpLimits = HttpLimits()  # connection caps, request head and body timeouts
     controlnets: tuple[ControlNetSpec, ...] = ()  # --controlnet NAME=SOURCE, loaded at start
     canny_thresholds: tuple[float, float] = (100.0, 200.0)  # preprocess canny: low, high (grey levels)

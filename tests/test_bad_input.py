@@ -105,6 +105,14 @@ CASES = [
      "got ''"),
     ("REST GET /v1/stream.mjpeg", "`?quality=0`", ("get", "/v1/stream.mjpeg?quality=0"), "400 `quality`",
      "from 1 to 100"),
+    ("REST PUT /v1/input", "`X-Width` of 5,000 digits", ("put", ({"X-Width": "9" * 5000, "X-Height": "1"}, bytes(4))),
+     "400 `X-Width`", "whole number of pixels from 1 to 4096"),
+    ("REST PUT /v1/input", "`X-Width: ١٦` (Arabic-Indic digits)",
+     ("put", ({"X-Width": "\u0661\u0666", "X-Height": "1"}, bytes(64))), "400 `X-Width`", "(ASCII digits)"),
+    ("REST PUT /v1/input", "`X-Height: ²` (superscript two)", ("put", ({"X-Width": "1", "X-Height": "\u00b2"}, bytes(4))),
+     "400 `X-Height`", "(ASCII digits)"),
+    ("REST PUT /v1/input", "raw RGBA 2x2 with 15 bytes", ("put", ({"X-Width": "2", "X-Height": "2"}, bytes(15))),
+     "400 `input`", "must be 16 bytes"),
     ("REST any", "`DELETE /v1/params` (a method the route lacks)", ("delete", "/v1/params"), "405 —",
      "Method Not Allowed"),
     ("REST any", "`GET /v1/nope`", ("get", "/v1/nope"), "404 —", "Not Found"),
@@ -192,6 +200,7 @@ CASES = [
     ("CLI serve", "`--http-port 70000`", ("cli", ["--http-port", "70000"]), "exit 2", "port must be in 0..65535"),
     ("CLI serve", "`--host 0.0.0.0` alone", ("cli", ["--host", "0.0.0.0"]), "exit 2", "refusing to start without"),
     ("CLI serve", "`--token short`", ("cli", ["--token", "short"]), "exit 2", "at least 16"),
+    ("CLI serve", "`--max-connections 0`", ("cli", ["--max-connections", "0"]), "exit 2", "must be at least 1"),
     ("CLI serve", "`--osc-allow stage-pc`", ("cli", ["--osc-allow", "stage-pc"]), "exit 2", "IP addresses or networks"),
 ]
 
@@ -213,16 +222,16 @@ CASES += [
      ("patch", b'{"controls": {"depth": {"start": 0.9, "end": 0.1}}}'), "400 `controls`", "must not be after end"),
     ("REST PATCH /v1/params", '`{"controls": {"depth": {"preprocess": "sobel"}}}`',
      ("patch", b'{"controls": {"depth": {"preprocess": "sobel"}}}'), "400 `controls`", "one of none, canny"),
-    ("REST PUT /v1/control/pose", "a PNG for an unknown ControlNet", ("put", ("/v1/control/pose", "image/png", {},
+    ("REST PUT /v1/control/pose", "a PNG for an unknown ControlNet", ("put-to", ("/v1/control/pose", "image/png", {},
                                                                              png(8, 8))),
      "404 `control`", "no ControlNet named 'pose'"),
-    ("REST PUT /v1/control/depth", "a PNG of 5000x1", ("put", ("/v1/control/depth", "image/png", {}, png(5000, 1))),
+    ("REST PUT /v1/control/depth", "a PNG of 5000x1", ("put-to", ("/v1/control/depth", "image/png", {}, png(5000, 1))),
      "400 `control`", "1 to 4096 pixels a side"),
     ("REST PUT /v1/control/depth", "raw RGBA, 12 bytes for 2x2",
-     ("put", ("/v1/control/depth", "application/octet-stream", {"X-Width": "2", "X-Height": "2"}, b"\0" * 12)),
+     ("put-to", ("/v1/control/depth", "application/octet-stream", {"X-Width": "2", "X-Height": "2"}, b"\0" * 12)),
      "400 `control`", "must be 16 bytes"),
     ("REST PUT /v1/control/depth", "`Content-Type: image/gif`",
-     ("put", ("/v1/control/depth", "image/gif", {}, b"GIF89a")), "415 `control`", "Content-Type must be one of"),
+     ("put-to", ("/v1/control/depth", "image/gif", {}, b"GIF89a")), "415 `control`", "Content-Type must be one of"),
     ("WebSocket", "a TBC1 control image for an unknown ControlNet",
      ("ws", inputs.pack_ws_input("png", png(8, 8), control="pose")), "error reply `control`",
      "no ControlNet named 'pose'"),
@@ -280,7 +289,13 @@ async def answer(how, session, daemon, listener) -> tuple[str, str]:
             error = (await r.json())["error"]
         field = f"`{error['field']}`" if error["field"] else "—"
         return f"{r.status} {field}", error["message"]
-    if kind == "put":
+    if kind == "put":  # raw RGBA input with these headers
+        headers, body = data
+        async with session.put("/v1/input", data=body, headers={"Content-Type": "application/octet-stream",
+                                                                 **headers}) as r:
+            error = (await r.json())["error"]
+        return f"{r.status} `{error['field']}`", error["message"]
+    if kind == "put-to":  # a route, a Content-Type, headers, a body
         path, content_type, headers, body = data
         async with session.put(path, data=body, headers={"Content-Type": content_type, **headers}) as r:
             error = (await r.json())["error"]

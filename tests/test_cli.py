@@ -113,3 +113,11 @@ def test_a_daemon_started_with_an_empty_home_says_where_its_cache_went():
     assert f"HOME is empty: treated as unset (home {home})" in text
     assert f"cache folder {Path(home) / '.cache' / 'turbo-bridge'} " in text and "folder /.cache" not in text
     assert proc.returncode == 0 and "SIGHUP received" in rest and "unlinked" in rest
+
+
+def test_connection_caps_come_from_the_command_line():
+    config = config_from_args(build_parser().parse_args(["serve", "--max-connections", "10",
+                                                         "--max-connections-per-address", "3"]))
+    assert (config.http.max_connections, config.http.max_per_address) == (10, 3)
+    default = config_from_args(build_parser().parse_args(["serve"])).http
+    assert (default.max_connections, default.max_per_address, default.head_timeout_s) == (256, 64, 10.0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -22,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from . import inputs
+from .connections import HTTP_LIMITS, LARGE_BODIES, LARGE_BODY_BYTES, read_body
 from ..client import ShmReader, layout
 from ..core.errors import ValidationError
 from .rest import MAX_BODY_BYTES, SCHEDULER, error_response, loads_strict
@@ -201,26 +203,42 @@ def _read_segment(reader: ShmReader) -> InputImage | None:
 INPUTS = web.AppKey("inputs", InputService)
 
 
-def _header_int(request: web.Request, name: str, field: str = "input") -> int | None:
+def _header_int(request: web.Request, name: str) -> int | None:
     text = request.headers.get(name)
     if text is None:
         return None
-    if not text.strip().isdigit():
-        raise ValidationError(field, f"{name} must be a positive integer, got {text[:20]!r}")
+    # ASCII digits only, and few: int() takes '١' and refuses '²' or 5,000 digits with a ValueError.
+    if not HEADER_INT.fullmatch(text.strip()):
+        raise ValidationError(name, f"{name} must be a whole number of pixels from 1 to {inputs.MAX_INPUT_SIDE} "
+                                    f"(ASCII digits), got {text[:20]!r}")
     return int(text)
 
 
-async def _read_body(request: web.Request, limit: int, field: str = "input") -> bytes | web.Response:
-    too_big = error_response(413, field, f"{field} must be at most {limit} bytes "
-                                         f"({inputs.MAX_INPUT_SIDE} px a side as raw RGBA)")
-    if request.content_length is not None and request.content_length > limit:
-        return too_big
-    body = bytearray()
-    async for chunk in request.content.iter_chunked(1 << 16):
-        body += chunk
-        if len(body) > limit:
-            return too_big
-    return bytes(body)
+HEADER_INT = re.compile(r"[0-9]{1,6}")
+
+
+async def _read_input(request: web.Request, kind: str, width: int | None, height: int | None,
+                      field: str = "input") -> bytes | web.Response:
+    if kind == "rgba" and width is not None and height is not None:
+        inputs.check_size(width, height, field)
+        expected = width * height * 4
+        if request.content_length is not None and request.content_length != expected:  # refused unread
+            return error_response(400, field, f"raw RGBA {field} of {width}x{height} must be {expected} bytes "
+                                              f"(width * height * 4), Content-Length says {request.content_length}")
+    too_big = f"{field} must be at most {inputs.MAX_INPUT_BYTES} bytes ({inputs.MAX_INPUT_SIDE} px a side as raw RGBA)"
+    check = None if kind == "rgba" else functools.partial(inputs.check_header, kind=kind, field=field)  # size known early
+    if request.content_length is not None and request.content_length <= LARGE_BODY_BYTES:
+        return await read_body(request, inputs.MAX_INPUT_BYTES, field, too_big, check)
+    # Large (or of unknown length): a few at a time, so clients together cannot buffer gigabytes.
+    slots = request.app[LARGE_BODIES]
+    if slots.locked():
+        response = error_response(503, field, f"too many large uploads at once (at most "
+                                                f"{request.app[HTTP_LIMITS].max_large_bodies} over "
+                                                f"{LARGE_BODY_BYTES} bytes); retry in a moment")
+        response.headers["Retry-After"] = "1"
+        return response
+    async with slots:
+        return await read_body(request, inputs.MAX_INPUT_BYTES, field, too_big, check)
 
 
 async def put_input(request: web.Request) -> web.Response:
@@ -231,7 +249,7 @@ async def put_image(request: web.Request, service: ImageFeed) -> web.Response:
     """A PUT of an image slot: an image body, or JSON ``{"shm": NAME}`` to poll a client's segment."""
     field = service.field
     if request.content_type == "application/json":
-        body = await _read_body(request, MAX_BODY_BYTES)
+        body = await read_body(request, MAX_BODY_BYTES, None, f"request body must be at most {MAX_BODY_BYTES} bytes")
         if isinstance(body, web.Response):
             return body
         try:
@@ -246,8 +264,8 @@ async def put_image(request: web.Request, service: ImageFeed) -> web.Response:
     if kind is None:
         return error_response(415, field, f"Content-Type must be one of {', '.join(inputs.CONTENT_TYPES)} "
                                           f"(or application/json with a segment name), got {request.content_type!r}")
-    width, height = _header_int(request, "X-Width", field), _header_int(request, "X-Height", field)
-    body = await _read_body(request, inputs.MAX_INPUT_BYTES, field)
+    width, height = _header_int(request, "X-Width"), _header_int(request, "X-Height")
+    body = await _read_input(request, kind, width, height, field)
     if isinstance(body, web.Response):
         return body
     return web.json_response(await service.put(body, kind, width, height, "rest"))

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..core.errors import ValidationError
+from .connections import HTTP_LIMITS, HttpLimits
 from .control_api import CONTROLS
 from .input_api import INPUTS
 from .inputs import MAX_INPUT_BYTES, WS_CONTROL_NAME, WS_INPUT, is_ws_control
@@ -188,7 +189,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     sched, app = request.app[SCHEDULER], request.app
     # No per-message deflate: frames are already compressed (or raw and large), and it costs CPU.
     # Binary messages are input images, so the transport takes their size; text is held to 64 KiB below.
-    ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_INPUT_BYTES + WS_INPUT.size + WS_CONTROL_NAME)
+    # The heartbeat closes a client that went silent, also one stalled inside a large message.
+    ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_INPUT_BYTES + WS_INPUT.size + WS_CONTROL_NAME,
+                               heartbeat=app.get(HTTP_LIMITS, HttpLimits()).ws_heartbeat_s)
     await ws.prepare(request)
 
     async def close() -> None:

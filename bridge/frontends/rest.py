@@ -19,6 +19,7 @@ from ..core.frame import Frame
 from ..core.params import schema
 from ..engine.scheduler import Scheduler
 from ..engine.sinks.png import PngCache
+from .connections import read_body
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +66,9 @@ async def get_params(request: web.Request) -> web.Response:
 
 
 async def patch_params(request: web.Request) -> web.Response:
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        return error_response(413, None, f"request body must be at most {MAX_BODY_BYTES} bytes")
-    raw = await request.read()
+    raw = await read_body(request, MAX_BODY_BYTES, None, f"request body must be at most {MAX_BODY_BYTES} bytes")
+    if isinstance(raw, web.Response):
+        return raw
     try:
         body = loads_strict(raw.decode("utf-8"))
     except UnicodeDecodeError:
