@@ -42,7 +42,7 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
     """Load the configured pipeline and warm it up for the initial size (on the GPU thread)."""
     log.info("cache folder %s (demo model, compile caches)", config.cache_dir)
     if config.model == "null":
-        return NullRenderer(), {"model": "null", "device": "none", "dtype": "none", "compile": False}
+        return NullRenderer(), {"model": "null", "family": "none", "device": "none", "dtype": "none", "compile": False}
     from .pipeline import loader
     from .pipeline.optimize import configure_compile_cache
     from .pipeline.renderer import DiffusersRenderer
@@ -53,15 +53,16 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
     if compile:
         configure_compile_cache(config.cache_dir)
     vae = None if config.vae == "full" else loader.load_tiny_vae(config.vae, config.model, device, dtype)
-    pipe = loader.load_pipeline(config.model, device, dtype, config.cache_dir, vae=vae)
-    renderer = DiffusersRenderer(pipe, device, dtype, compile=compile, controlnets=load_controlnets(config, pipe, device, dtype),
+    pipe = loader.load_pipeline(config.model, device, dtype, config.cache_dir, vae=vae, scheduler=config.scheduler)
+    renderer = DiffusersRenderer(pipe, device, dtype, compile=compile,
+                                 controlnets=load_controlnets(config, pipe, device, dtype),
                                  canny_thresholds=config.canny_thresholds)
     if compile:  # compile and capture for the initial size before the ports open
         started = time.perf_counter()
         renderer.render(config.initial)
         log.info("warm-up for %dx%d done in %.1f s", config.initial.width, config.initial.height,
                  time.perf_counter() - started)
-    info = {"model": config.model, "device": device, "dtype": str(dtype).removeprefix("torch."),
+    info = {"model": config.model, "family": renderer.family.name, "scheduler": renderer.sampler, "device": device, "dtype": str(dtype).removeprefix("torch."),
             "vae": config.vae, "compile": compile,
             "controlnets": {spec.name: spec.source for spec in config.controlnets}}
     return renderer, info

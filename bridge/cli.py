@@ -34,11 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the daemon (REST + OSC + shared memory)")
     serve.add_argument("--model", default="stabilityai/sdxl-turbo",
-                       help="hub id, local diffusers folder, 'demo' (offline, small, random weights), "
-                            "'random' (full SDXL-Turbo architecture, random weights: benchmarks) or "
+                       help="hub id, local diffusers folder, single-file SDXL or SD 2.x checkpoint (.safetensors), "
+                            "'demo'/'demo-sd' (offline, small SDXL/SD 2.x, random weights), 'random'/'random-sd' "
+                            "(full SDXL-Turbo/SD-Turbo architecture, random weights: benchmarks) or "
                             "'null' (no GPU work: measures the bridge itself)")
+    serve.add_argument("--scheduler", default=None, choices=["euler_a", "euler", "lcm", "tcd"],
+                       help="sampler (default: the model's own): euler_a (SDXL-Turbo), euler (SD-Turbo; "
+                            "Lightning with trailing spacing), lcm (LCM, LCM-LoRA), tcd (Hyper-SD, TCD)")
     serve.add_argument("--vae", default="full",
-                       help="'full' (default), 'tiny' (TAESDXL decoder, madebyollin/taesdxl) or a local folder")
+                       help="'full' (default), 'tiny' (TAESDXL or TAESD decoder, by model family) or a local folder")
     serve.add_argument("--controlnet", action="append", default=[], metavar="NAME=SOURCE",
                        help="an SDXL ControlNet, resident (repeatable): SOURCE is a hub id, a diffusers folder, a "
                             "single .safetensors file, 'demo' (small, random weights, for --model demo) or 'random' "
@@ -76,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="open HTTP connections from one client address")
     bench = sub.add_parser("bench", help="measure frame rate, latency, VRAM and stage times on this machine")
     bench.add_argument("--model", default="random",
-                       help="'random' (full SDXL-Turbo architecture, random weights; no download), 'demo', or a model")
+                       help="'random'/'random-sd' (full SDXL-Turbo/SD-Turbo architecture, random weights; no "
+                            "download), 'demo', 'demo-sd', a folder or a single .safetensors file")
     bench.add_argument("--weights", choices=["random"], default=None, help="same as --model random")
     bench.add_argument("--device", default=None)
     bench.add_argument("--frames", type=int, default=100)
@@ -123,7 +128,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     changes = parse_changes({"prompt": args.prompt, "seed": args.seed, "steps": args.steps,
                              "guidance": args.guidance, "width": args.width, "height": args.height},
                             Limits(args.max_size))
-    return Config(model=args.model, vae=args.vae, compile=args.compile, device=args.device, dtype=args.dtype, host=args.host,
+    return Config(model=args.model, scheduler=args.scheduler, vae=args.vae, compile=args.compile, device=args.device, dtype=args.dtype, host=args.host,
                   http_port=args.http_port, osc_port=args.osc_port, max_size=args.max_size,
                   shm_name=args.shm_name or None, output_dir=args.output_dir, keep_frames=args.keep_frames,
                   cache_dir=args.cache_dir or default_cache_dir(), initial=Params().merged(changes),

@@ -48,7 +48,9 @@ def drop_empty_home() -> bool:
 
 @dataclass(frozen=True)
 class Config:
-    model: str = "stabilityai/sdxl-turbo"  # or a folder, "demo", "random" (full size), "null" (no GPU work)
+    model: str = "stabilityai/sdxl-turbo"  # or a folder, a .safetensors file, "demo", "demo-sd", "random",
+    # "random-sd" (full size), "null" (no GPU work)
+    scheduler: str | None = None  # None: the model's own; "euler_a", "euler", "lcm", "tcd"
     vae: str = "full"  # "full", "tiny" (TAESDXL) or a local AutoencoderTiny folder
     compile: str = "auto"  # auto: on for CUDA, off for CPU
     device: str | None = None  # None: cuda if present, else cpu

@@ -6,51 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from krita_harness import REFERENCE_NAME, pump
 
-import test_krita_plugin as kp
-from test_krita_plugin import KRITA, new_doc, pump, qapp  # noqa: F401  (fixtures)
 from bridge.core.scene import InputImage
 
-
-class ControlDaemon(kp.DaemonProcess):
-    """The plugin tests' daemon process, with ``--controlnet`` added to its command line."""
-
-    def __init__(self, cache_dir):
-        popen = kp.subprocess.Popen
-
-        def with_controlnets(args, **kwargs):
-            return popen([*args, "--controlnet", "lines=demo", "--controlnet", "depth=demo"], **kwargs)
-
-        kp.subprocess.Popen = with_controlnets
-        try:
-            super().__init__(cache_dir)
-        finally:
-            kp.subprocess.Popen = popen
+DAEMON_ARGS = ("--controlnet", "lines=demo", "--controlnet", "depth=demo")  # for conftest's demo_daemon
 
 
-@pytest.fixture(scope="module")
-def daemon(cache_dir):
-    process = ControlDaemon(cache_dir)
-    yield process
-    process.stop()
-
-
-@pytest.fixture
-def panel(qapp, daemon):  # noqa: F811
-    made = []
-
-    def make():
-        KRITA.writeSetting("turbo_bridge", "address", f"127.0.0.1:{daemon.port}")
-        p = kp.BridgePanel(KRITA)
-        made.append(p)
-        p.reconnect()
-        return p
-    yield make
-    for p in made:
-        p.controller.stop()
-
-
-def test_a_layer_becomes_a_controlnets_control_image(panel, daemon, new_doc):  # noqa: F811
+def test_a_layer_becomes_a_controlnets_control_image(panel, demo_daemon, new_doc):
     doc = new_doc(64, 64)
     sketch = doc.createNode("sketch", "paintlayer")
     doc.rootNode().addChildNode(sketch, None)
@@ -62,24 +25,24 @@ def test_a_layer_becomes_a_controlnets_control_image(panel, daemon, new_doc):  #
     p.control_layer.showPopup()  # lists the layers as they are now
     p.control_layer.hidePopup()
     assert "sketch" in [p.control_layer.itemText(i) for i in range(p.control_layer.count())]
-    assert kp.REFERENCE_NAME not in [p.control_layer.itemText(i) for i in range(p.control_layer.count())]
+    assert REFERENCE_NAME not in [p.control_layer.itemText(i) for i in range(p.control_layer.count())]
     p.control_layer.setCurrentText("sketch")
     p.control_name.setText("lines")
     p.control_preprocess.setCurrentText("canny")
     p.control_scale.setValue(1.2)
     p.send_control.click()
     expected = InputImage.from_pixels(lines[..., [2, 1, 0, 3]]).digest
-    pump(lambda: daemon.client.health()["controls"]["lines"]["digest"] == expected, what="the layer as control")
-    pump(lambda: daemon.client.params()["controls"].get("lines", {}).get("preprocess") == "canny",
+    pump(lambda: demo_daemon.client.health()["controls"]["lines"]["digest"] == expected, what="the layer as control")
+    pump(lambda: demo_daemon.client.params()["controls"].get("lines", {}).get("preprocess") == "canny",
          what="preprocess and scale")
-    assert daemon.client.params()["controls"]["lines"]["scale"] == pytest.approx(1.2)
-    assert daemon.client.health()["controls"]["lines"]["active"]
+    assert demo_daemon.client.params()["controls"]["lines"]["scale"] == pytest.approx(1.2)
+    assert demo_daemon.client.health()["controls"]["lines"]["active"]
     pump(lambda: "sent as control 'lines'" in p.status.text(), what="the status")
     p.control_scale.setValue(0.4)  # the scale follows the spin box
-    pump(lambda: daemon.client.params()["controls"]["lines"]["scale"] == pytest.approx(0.4), what="the scale")
+    pump(lambda: demo_daemon.client.params()["controls"]["lines"]["scale"] == pytest.approx(0.4), what="the scale")
 
 
-def test_an_unknown_controlnet_name_is_reported(panel, daemon, new_doc):  # noqa: F811
+def test_an_unknown_controlnet_name_is_reported(panel, demo_daemon, new_doc):
     doc = new_doc(64, 64)
     p = panel()
     p.refresh_layers()

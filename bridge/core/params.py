@@ -25,6 +25,7 @@ MIN_SIZE = 64
 SIZE_MULTIPLE = 8
 MIN_STRENGTH = 0.05  # below it the schedule SDXL-Turbo needs would pass 20 steps (see img2img_schedule)
 MAX_TRANSITION_FRAMES = 600
+MAX_STEPS = 8  # one limit for every model: 1-4 for Turbo models, up to 8 for Lightning, Hyper, LCM
 
 # A prompt is a string or a blend: (text, weight) pairs, weights relative (normalised by their sum).
 Prompt = Union[str, tuple[tuple[str, float], ...]]
@@ -205,7 +206,7 @@ def parse_changes(raw: Any, limits: Limits = Limits()) -> dict[str, Any]:
         elif field in ("seed", "seed2"):
             clean[field] = _seed(field, value)
         elif field == "steps":
-            clean[field] = _integer(field, value, 1, 4, "an integer from 1 to 4")
+            clean[field] = _integer(field, value, 1, MAX_STEPS, f"an integer from 1 to {MAX_STEPS}")
         elif field == "guidance":
             clean[field] = _number(field, value, 0.0, MAX_GUIDANCE,
                                    f"guidance must be a finite number in [0, {MAX_GUIDANCE:g}]")
@@ -242,7 +243,9 @@ def schema(limits: Limits = Limits()) -> dict:
                            "weight (each text cached: moving a weight runs no text encoder). CLIP reads 77 "
                            "tokens; longer prompts are cut and a warning is returned"},
         "seed": {**seed, "default": default.seed},
-        "steps": {"type": "integer", "minimum": 1, "maximum": 4, "default": default.steps},
+        "steps": {"type": "integer", "minimum": 1, "maximum": MAX_STEPS, "default": default.steps,
+                  "note": "sampling steps, one range for every model: Turbo models want 1-4, Lightning, "
+                          "Hyper-SD and LCM models 2-8"},
         "guidance": {"type": "number", "minimum": 0.0, "maximum": MAX_GUIDANCE,
                      "default": default.guidance,
                      "note": "0 disables classifier-free guidance (SDXL-Turbo's intended setting)"},

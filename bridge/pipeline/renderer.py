@@ -1,4 +1,8 @@
-"""Rendering one frame from ``Params`` and a ``Scene`` with a loaded SDXL pipeline.
+"""Rendering one frame from ``Params`` and a ``Scene`` with a loaded SDXL or SD 2.x pipeline.
+
+What differs between model families (text encoders, pooled embeddings, time ids) comes from the
+pipeline's ``Family`` (``family.py``); the UNet's conditioning is built in one place,
+``unet_conditioning``, the hook for anything that adds to it.
 
 One code path for the eager and the compiled renderer: the text encoders, the UNet and the
 VAE are plain functions, wrapped by ``torch.compile`` (CUDA graphs) when compiling. Prompt
@@ -29,9 +33,10 @@ from .controlnet import ControlNets
 from .glide import Glider, Shown
 from .images import ImageLatents, vae_encode
 from .noise import frame_noise
+from .family import family_of_pipeline
 from .optimize import compiled, prepare_modules, progress
 from .plan import FramePlan
-from .schedule import EulerAncestral
+from .schedule import Sampler
 from .text import CLIP_TOKENS, PromptEncoder
 
 log = logging.getLogger(__name__)
@@ -44,13 +49,16 @@ class DiffusersRenderer:
                  profile: bool = False, cache_size: int = 256, controlnets: ControlNets | None = None,
                  canny_thresholds: tuple[float, float] = (100.0, 200.0)):
         self.pipe = pipe
+        self.family = family_of_pipeline(pipe)
+        self.encoders = [getattr(pipe, name) for name in self.family.text_encoders]
         self.vae = pipe.vae  # full or tiny: the loader puts the chosen decoder into the pipeline
         self.device = torch.device(device)
         self.dtype = dtype
         self.compile = compile
         self.profile = profile  # synchronise per stage: honest stage times, a little slower
         self._cuda = self.device.type == "cuda"
-        self._schedule = EulerAncestral(pipe.scheduler)
+        self._schedule = Sampler(pipe.scheduler)
+        self._uncond: tuple[torch.Tensor, torch.Tensor] | None = None  # the "" embeddings (families without zeros)
         self._warm: set[tuple] = set()
         self._pinned: dict[tuple[int, int], torch.Tensor] = {}
         self._time_ids: dict[tuple[int, int, int], torch.Tensor] = {}
@@ -66,9 +74,8 @@ class DiffusersRenderer:
             # transformers installs its output-capturing hooks lazily, under a lock Dynamo cannot
             # trace: one eager call installs them before compiling.
             with torch.inference_mode():
-                self._text(torch.zeros((2, CLIP_TOKENS), dtype=torch.long, device=self.device))
-            prepare_modules([pipe.unet, self.vae, pipe.text_encoder, pipe.text_encoder_2,
-                             *self.controlnets.nets.values()], self.device)
+                self._text(self._zero_ids())
+            prepare_modules([pipe.unet, self.vae, *self.encoders, *self.controlnets.nets.values()], self.device)
             self._encode = compiled(self._text, self.device)
             self._unet, self._decode = compiled(self._denoise, self.device), compiled(self._vae_decode, self.device)
             self._encode_image = compiled(self._vae_encode, self.device)
@@ -77,36 +84,58 @@ class DiffusersRenderer:
                 from .graphs import FrameGraphs
 
                 self._graphs = FrameGraphs()
-        self.text = PromptEncoder(pipe, lambda ids: self._staged(("text",), self._encode, ids=ids), self._cuda,
-                                  cache_size, stage=self._stage)
+        tokenizers = [getattr(pipe, name) for name in self.family.tokenizers]
+        self.text = PromptEncoder(pipe, tokenizers, lambda ids: self._staged(("text",), self._encode, ids=ids),
+                                  self._cuda, cache_size, stage=self._stage)
         self.images = ImageLatents(self._staged_encode, self._cuda, stage=self._stage)
+
+    @property
+    def sampler(self) -> str:
+        """The sampler's ``--scheduler`` name (euler_a, euler, lcm, tcd)."""
+        return self._schedule.name
 
     # -- the event loop side ------------------------------------------------------------
     def prompt_warnings(self, prompt: str) -> list[str]:
         return self.text.warnings(prompt)
 
     # -- the functions that get compiled ------------------------------------------------
-    def _text(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both CLIP encoders in one graph: ids (2, 77), row 0 for CLIP-L, row 1 for CLIP-G.
+    def _zero_ids(self) -> torch.Tensor:
+        return torch.zeros((len(self.encoders), CLIP_TOKENS), dtype=torch.long, device=self.device)
 
-        Only the two tensors SDXL uses leave the graph (penultimate hidden states, concatenated,
-        and CLIP-G's pooled projection), not every layer's hidden state.
+    def _pooled_dim(self) -> int:
+        return self.encoders[-1].config.projection_dim if self.family.pooled else 0
+
+    def _text(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The family's text encoders in one graph: ids (encoders, 77), one row per encoder.
+
+        Only what the UNet uses leaves the graph (the family's hidden state of each encoder,
+        concatenated, and SDXL's pooled projection), not every layer's hidden state. A family
+        without a pooled embedding gets a (1, 0) tensor, so caches, blends and graphs stay uniform.
         """
-        hidden1 = self.pipe.text_encoder(ids[:1], output_hidden_states=True).hidden_states[-2]
-        out2 = self.pipe.text_encoder_2(ids[1:], output_hidden_states=True)
-        embeds = torch.cat([hidden1, out2.hidden_states[-2]], dim=-1)
-        return embeds.to(self.dtype), out2.text_embeds.to(self.dtype)
+        layer, hidden, out = self.family.hidden_layer, [], None
+        for row, encoder in enumerate(self.encoders):
+            out = encoder(ids[row:row + 1], output_hidden_states=layer is not None)
+            hidden.append(out.last_hidden_state if layer is None else out.hidden_states[layer])
+        embeds = torch.cat(hidden, dim=-1) if len(hidden) > 1 else hidden[0]
+        pooled = out.text_embeds if self.family.pooled else embeds.new_zeros((1, 0))
+        return embeds.to(self.dtype), pooled.to(self.dtype)
+
+    def unet_conditioning(self, embeds: torch.Tensor, pooled: torch.Tensor, time_ids: torch.Tensor | None) -> dict:
+        """The UNet's keyword arguments besides (latents, timestep): the one place they are built."""
+        kwargs: dict = {"encoder_hidden_states": embeds}
+        if self.family.pooled or self.family.time_ids:
+            kwargs["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": time_ids}
+        return kwargs
 
     def _denoise(self, latents, timestep, embeds, pooled, time_ids, down=None, mid=None) -> torch.Tensor:
         """One UNet evaluation; ``down``/``mid``: ControlNet residuals added to its skip connections."""
-        return self.pipe.unet(latents, timestep, encoder_hidden_states=embeds,
-                              added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids},
+        return self.pipe.unet(latents, timestep, **self.unet_conditioning(embeds, pooled, time_ids),
                               down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
 
     def _residuals(self, names: tuple[str, ...], latents, timestep, embeds, pooled, time_ids, images, scales):
         """The summed residuals of the ControlNets ``names`` for one UNet evaluation (compiled per set)."""
-        return self.controlnets.residuals(names, latents, timestep, embeds,
-                                          {"text_embeds": pooled, "time_ids": time_ids}, images, scales)
+        added = self.unet_conditioning(embeds, pooled, time_ids).get("added_cond_kwargs")
+        return self.controlnets.residuals(names, latents, timestep, embeds, added, images, scales)
 
     def _vae_encode(self, rgb: torch.Tensor) -> torch.Tensor:
         return vae_encode(self.vae, self.dtype, rgb)
@@ -142,25 +171,33 @@ class DiffusersRenderer:
         return self._staged(("encode", rgb.shape[1], rgb.shape[0]), self._encode_image, rgb=rgb)
 
     def _negative(self, embeds: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The unconditional branch for guidance > 0: zeros for SDXL-Turbo, as diffusers does."""
-        if self.pipe.config.force_zeros_for_empty_prompt:
+        """The unconditional branch for guidance > 0: zeros for SDXL-Turbo, as diffusers does;
+        otherwise the empty prompt's embeddings, encoded before any graph is captured (``render``)."""
+        if self._uncond is None:
             return torch.zeros_like(embeds), torch.zeros_like(pooled)
-        return self.embeddings("")
+        return self._uncond
+
+    def _prepare_negative(self) -> None:
+        if self._uncond is None and not self.pipe.config.get("force_zeros_for_empty_prompt", False):
+            self._uncond = self.embeddings("")
 
     def _latent_shape(self, plan: FramePlan) -> tuple[int, ...]:
         return 1, self.pipe.unet.config.in_channels, plan.height // 8, plan.width // 8
 
-    def _time_ids_for(self, plan: FramePlan, batch: int) -> torch.Tensor:
+    def _time_ids_for(self, plan: FramePlan, batch: int) -> torch.Tensor | None:
+        if not self.family.time_ids:
+            return None
         key = (plan.width, plan.height, batch)
         if key not in self._time_ids:
-            h, w = plan.height, plan.width
-            ids = torch.tensor([[h, w, 0, 0, h, w]] * batch, dtype=self.dtype)
+            ids = torch.tensor([self.family.time_ids_for(plan.width, plan.height)] * batch, dtype=self.dtype)
             self._time_ids[key] = ids.to(self.device)
         return self._time_ids[key]
 
     @torch.inference_mode()
     def render(self, params: Params, scene: Scene = Scene()) -> Rendered:
         plan = FramePlan.of(params, scene.input is not None, frame_controls(scene))
+        if plan.cfg:
+            self._prepare_negative()
         if self.compile and plan.key not in self._warm:
             self._warm.add(plan.key)
             text = prompt_texts(params.prompt)[0]
@@ -243,7 +280,7 @@ class DiffusersRenderer:
         if image is None:
             latents = noise[0] * schedule.init_sigma
         else:
-            latents = image.float() + noise[0] * steps[0].sigma
+            latents = steps[0].noised(image.float(), noise[0])
         for i, step in enumerate(steps):
             model_in = (latents / step.input_scale).to(self.dtype)
             if plan.cfg:
@@ -273,12 +310,11 @@ class DiffusersRenderer:
             made = {"noise": torch.zeros((plan.draws, *self._latent_shape(plan)), device=self.device),
                     "guidance": torch.zeros((), device=self.device)}
             if with_text:
-                made["ids"] = torch.zeros((2, CLIP_TOKENS), dtype=torch.long, device=self.device)
+                made["ids"] = self._zero_ids()
             else:
                 made["embeds"] = torch.zeros((1, CLIP_TOKENS, self.pipe.unet.config.cross_attention_dim),
                                              dtype=self.dtype, device=self.device)
-                made["pooled"] = torch.zeros((1, self.pipe.text_encoder_2.config.projection_dim),
-                                             dtype=self.dtype, device=self.device)
+                made["pooled"] = torch.zeros((1, self._pooled_dim()), dtype=self.dtype, device=self.device)
             if plan.start is not None:
                 made["image"] = torch.zeros(self._latent_shape(plan), dtype=self.dtype, device=self.device)
             return {**made, **control_images.graph_inputs(plan.controls, plan.width, plan.height, plan.runs,

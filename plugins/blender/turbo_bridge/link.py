@@ -71,11 +71,13 @@ def parse_address(text: str) -> Address:
 # -- what the workers report to the main thread -----------------------------------------------
 @dataclass(frozen=True)
 class Connected:
-    """The daemon answered ``/v1/health``."""
+    """The daemon answered ``/v1/health`` and took the settings queued before (``version``: the
+    params version they made, 0 when there were none): frames older than that are not ours."""
 
     model: str
     device: str
     shm_name: str | None
+    version: int = 0
 
 
 @dataclass(frozen=True)
@@ -246,12 +248,30 @@ class Link:
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     def _hello(self, health: dict | None = None) -> None:
+        """(Re)connected: send the queued settings first, then report Connected, so the main
+        thread never takes the previous state's frame for ours (Keep would keep it)."""
         health = self._client.health() if health is None else health
         self._uptime_s = float(health.get("uptime_s", 0.0))
         self._generation += 1  # tells the frames thread to count frames from the start again
+        with self._wake:
+            changes, self._pending = self._pending, {}
+        outcome, version = None, 0
+        try:
+            if changes:
+                answer = self._client.patch(changes)
+                version = int(answer.get("version", 0))
+                outcome = Accepted(version, tuple(answer.get("warnings", ())))
+        except BridgeHTTPError as exc:  # refused: the daemon kept its state, we are connected anyway
+            outcome = Rejected(exc.field, exc.message)
+        except BaseException:
+            with self._wake:  # not delivered: keep them, under anything newer
+                self._pending = {**changes, **self._pending}
+            raise
         self._connected.set()
         self._events.put(Connected(str(health.get("model", "?")), str(health.get("device", "?")),
-                                   health.get("shm_name") or None))
+                                   health.get("shm_name") or None, version))
+        if outcome is not None:
+            self._events.put(outcome)
 
     def _heartbeat(self) -> None:
         """Notice a daemon that went away, or one restarted between two beats (a new segment)."""

@@ -54,6 +54,7 @@ class Session:
         self.status = f"connecting to {address.url} ..."
         self.image_name = datablocks.LIVE_IMAGE
         self.applied: Applied | None = None
+        self._first_version = 0  # frames of an older params version predate our settings
         self._writer = datablocks.PixelWriter()
 
     def start(self, changes: Mapping[str, Any]) -> None:
@@ -85,6 +86,7 @@ class Session:
     def _on_event(self, event) -> None:
         if isinstance(event, Connected):
             self.connected = True
+            self._first_version = event.version
             self._close_reader()  # a restarted daemon has a new segment
             if self.use_shared_memory and event.shm_name:
                 try:
@@ -109,6 +111,8 @@ class Session:
                            + (f"; warning: {'; '.join(event.warnings)}" if event.warnings else ""))
 
     def _apply(self, frame: FrameInfo, read_ms: float) -> None:
+        if frame.version < self._first_version:
+            return  # rendered before our settings reached the daemon: not ours to show or keep
         started = time.perf_counter()
         image = datablocks.live_image(frame.width, frame.height, self.image_name)
         self.image_name = image.name

@@ -56,7 +56,7 @@ class TurboBridgeSettings(bpy.types.PropertyGroup):
     guidance: FloatProperty(name="Guidance", default=0.0, min=0.0, max=30.0, soft_max=10.0, step=10,
                             update=_send("guidance"),
                             description="Classifier-free guidance; 0 is SDXL-Turbo's setting")
-    steps: IntProperty(name="Steps", default=1, min=1, max=4, update=_send("steps"),
+    steps: IntProperty(name="Steps", default=1, min=1, max=8, update=_send("steps"),
                        description="Denoising steps (1 is fastest)")
     width: IntProperty(name="Width", default=512, min=64, max=2048, step=8, subtype="PIXEL",
                        update=_send_size("width"), description="Frame width, a multiple of 8")

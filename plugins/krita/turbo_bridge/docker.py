@@ -39,7 +39,7 @@ class BridgePanel(QtWidgets.QWidget):
         self.guidance.setSingleStep(0.5)
         self.guidance.setDecimals(1)
         self.steps = QtWidgets.QSpinBox()
-        self.steps.setRange(1, 4)
+        self.steps.setRange(1, 8)
         self.live = QtWidgets.QCheckBox("Live")
         self.live.setChecked(True)
         self.input_live = QtWidgets.QCheckBox("Canvas as input")

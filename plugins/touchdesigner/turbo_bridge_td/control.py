@@ -9,6 +9,7 @@ daemon's ``/bridge/frame`` and ``/bridge/error`` feedback reaches the OSC In DAT
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Mapping
 
 # control COMP parameter -> protocol field
@@ -23,16 +24,24 @@ RESUBSCRIBE_S = 5.0
 
 
 def coerce(field: str, value: Any) -> Any:
-    """A parameter's value as the protocol type (an Int par driven by a CHOP may hold a float)."""
+    """A parameter's value as the protocol type (an Int par driven by a CHOP may hold a float;
+    Seed is a string parameter, exact to 2**64-1). Raises ValueError naming the field."""
     if field == "prompt":
         return str(value)
     if field in ("guidance", "strength"):
         return float(value)
     if isinstance(value, str):
+        text = value.strip()
         try:
-            return int(value.strip())  # exact, also for seeds beyond a float's 53 bits
+            return int(text)  # exact, also for seeds beyond a float's 53 bits
         except ValueError:
-            value = float(value)
+            pass
+        try:
+            value = float(text)  # "42.0" from a CHOP export
+        except ValueError:
+            raise ValueError(f"{field}: {value!r} is not a whole number") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{field}: {text!r} is not a whole number")
     return int(round(value))
 
 

@@ -3,9 +3,10 @@ process that the daemon polls (image-to-image; the daemon must run on this machi
 Control page's TOPs go the same way, each into a control segment of its ControlNet name
 (``ControlSender``), with that ControlNet's scale sent when it changes.
 
-Every frame start (with Send Input on) the TOP's image is read with ``numpyArray()`` (which
-cooks it if it needs to) and compared with the last one written: an unchanged image writes
-nothing. The segment is told to the daemon once, over HTTP on a worker thread (never the main
+Every frame start (with Send Input on) the TOP's image is read with ``numpyArray(delayed=True)``
+(the GPU download of this call lands at the next call, so the main thread never waits on the
+GPU: the daemon sees an image one frame late) and compared with the last one written: an
+unchanged image writes nothing. Mono (1 channel) and RG (2 channel) TOPs become RGBA. The segment is told to the daemon once, over HTTP on a worker thread (never the main
 thread), and again after a reconnect.
 """
 
@@ -25,6 +26,19 @@ def segment_name(comp) -> str:
     """This control COMP's input segment: the frame segment's name, '-input-', the COMP's id."""
     base = re.sub(r"[^A-Za-z0-9._-]", "-", str(comp.par.Shmname.eval()).strip() or "turbo-bridge")
     return f"{base}-input-{comp.id}"[:100]
+
+
+def as_rgba(image: np.ndarray) -> np.ndarray:
+    """A TOP's pixels (H x W x C, C 1-4, as ``numpyArray`` gives them) as H x W x 3 or 4:
+    one channel is grey, two are red and green (a TOP's channels are r, g, b, a)."""
+    if image.ndim == 2:
+        image = image[..., None]
+    channels = image.shape[2]
+    if channels == 1:
+        return np.repeat(image, 3, axis=2)
+    if channels == 2:
+        return np.concatenate([image, np.zeros_like(image[..., :1])], axis=2)
+    return image
 
 
 class InputSender:
@@ -58,10 +72,14 @@ class InputSender:
         if str(par.Source.eval()) != "shm":
             status(self.what, "Send Input needs Frame Source shm: the daemon polls a segment on this machine")
             return
-        image = top.numpyArray() if top is not None else None
-        if image is None:
-            status(self.what, "choose an Input TOP (one that has an image)")
+        if top is None:
+            status(self.what, "choose an Input TOP")
             return
+        image = top.numpyArray(delayed=True)
+        if image is None:  # the first delayed download is not there yet (or the TOP has no image)
+            status(self.what, f"waiting for an image from {top.path}")
+            return
+        image = as_rgba(image)
         if self._last is None or image.shape != self._last.shape or not np.array_equal(image, self._last):
             self._write(image)
         if self._attached_to != url and (self._worker is None or not self._worker.is_alive()):

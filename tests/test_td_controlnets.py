@@ -1,61 +1,20 @@
 """TouchDesigner (stand-in): the Control page's TOPs reach the daemon as ControlNet control images
 through control segments of this process, with their scales; a real daemon with a demo ControlNet.
 
-What the stand-in must model faithfully here is what test_touchdesigner.py relies on already: a
+Against ``td_standin`` and conftest's demo_daemon with two demo ControlNets. What the stand-in
+must model faithfully here is what test_touchdesigner.py relies on already: a
 Script TOP's ``numpyArray()`` (rows bottom-first, floats 0-1), custom TOP/Str/Float parameters
 read with ``eval()``, and frame starts on the main thread.
 """
 
-import os
-import re
-import signal
-import subprocess
-import sys
-import time
-
 import numpy as np
-import pytest
-
 import td_standin
+from td_harness import run_until, status, tb_session
+
 from bridge.client import HttpClient
 from bridge.core.scene import InputImage
-from conftest import unique_shm_name
-from test_touchdesigner import Daemon, free_udp_port, run_until, status, td  # noqa: F401  (td: a fixture)
-from test_touchdesigner import PLUGIN_DIR, SETUP_SCRIPT
 
-from turbo_bridge_td import session as tb_session  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def daemon(cache_dir):
-    name = unique_shm_name()
-    env = {**os.environ, "TURBO_BRIDGE_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", "--model", "demo", "--http-port", "0",
-                             "--osc-port", "0", "--shm-name", name, "--width", "64", "--height", "64",
-                             "--controlnet", "depth=demo", "--controlnet", "edges=demo"],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
-    lines, match, deadline = [], None, time.monotonic() + 120
-    while match is None and time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        match = re.search(r"ready: http://127\.0\.0\.1:(\d+)/v1/  OSC udp 127\.0\.0\.1:(\d+)", line)
-    if match is None:
-        proc.kill()
-        pytest.fail("daemon did not start:\n" + "".join(lines))
-    d = Daemon(proc, int(match.group(1)), int(match.group(2)), name)
-    yield d
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=20)
-
-
-@pytest.fixture
-def net(td, daemon):  # noqa: F811
-    td.textport(SETUP_SCRIPT, TB_PLUGIN_DIR=str(PLUGIN_DIR), TB_SHM_NAME=daemon.shm_name,
-                TB_PORTS=(daemon.http_port, daemon.osc_port, free_udp_port()))
-    td.start()
-    return td.project.op("turbo_bridge")
+DAEMON_ARGS = ("--controlnet", "depth=demo", "--controlnet", "edges=demo")  # for conftest's demo_daemon
 
 
 def top_with(td, name, picture):
@@ -65,8 +24,8 @@ def top_with(td, name, picture):
     return top
 
 
-def test_control_tops_become_control_images_with_their_scales(td, net, daemon):  # noqa: F811
-    client: HttpClient = daemon.client
+def test_control_tops_become_control_images_with_their_scales(td, net, demo_daemon):
+    client: HttpClient = demo_daemon.client
     rng = np.random.default_rng(4)
     depth, lines = (rng.integers(0, 256, (40, 56, 4), np.uint8) for _ in range(2))
     depth[..., 3] = lines[..., 3] = 255
@@ -93,7 +52,7 @@ def test_control_tops_become_control_images_with_their_scales(td, net, daemon): 
     assert status(net, "control2").startswith("sending to")
 
 
-def test_an_unknown_controlnet_name_is_reported(td, net, daemon):  # noqa: F811
+def test_an_unknown_controlnet_name_is_reported(td, net, demo_daemon):
     picture = np.zeros((8, 8, 4), np.uint8)
     net.par.Control1name, net.par.Control1top = "pose", top_with(td, "pose", picture)
     text = run_until(td, lambda: (s := status(net, "control1")) and "did not take" in s and s,
