@@ -17,13 +17,15 @@ from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
-from .frontends import connections, control_api, input_api, live, openapi, rest, security, sockets
+from .frontends import connections, control_api, input_api, live, openapi, record_api, rest, security, sockets
 from .config import Config
 from .core.frame import NullRenderer, Renderer
 from .frontends.osc import ADDRESSES, OscServer
 from .core.params import Limits
 from .engine.scheduler import Scheduler
 from .engine.sinks.png import PngCache, PngFileWriter
+from .engine.sinks.ndi import NdiSender
+from .engine.sinks.record import Recorder
 from .engine.sinks.shm import ShmWriter
 from .frontends.streams import FrameEncoder, FrameHub
 
@@ -36,6 +38,7 @@ MODEL_INFO = web.AppKey("model_info", dict)
 OSC_SOCKET = web.AppKey("osc_socket", socket.socket)  # bound early by Daemon (see bridge.frontends.sockets)
 GUARD = web.AppKey("connection_guard", connections.ConnectionGuard)
 SHUTDOWN_TIMEOUT_S = 2.0  # handlers still running this long after SIGTERM are cancelled
+RECORD_FINISH_TIMEOUT_S = 30.0  # at shutdown, for the recorder to finish its file
 
 
 def load_renderer(config: Config) -> tuple[Renderer, dict]:
@@ -94,11 +97,14 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
     app.middlewares.append(app[GUARD].middleware)  # outermost: marks the connection busy
     app.middlewares.append(security.middleware(config.host, config.access))  # before any route
     app.on_response_prepare.append(security.add_cors_headers)
-    app[rest.OSC_ADDRESSES] = ADDRESSES
-    app[rest.SCHEMA_EXTRA] = {**live.SCHEMA, **input_api.SCHEMA, **control_api.SCHEMA}
+    app[rest.OSC_ADDRESSES] = {**ADDRESSES, record_api.OSC_ADDRESS: "i: 1 starts recording, 0 stops"}
+    app[rest.SCHEMA_EXTRA] = {**live.SCHEMA, **input_api.SCHEMA, **record_api.SCHEMA, **control_api.SCHEMA}
+    app[record_api.RECORDER] = recorder = Recorder(config.output_dir)
+    ndi = NdiSender(config.ndi) if config.ndi else None
     rest.add_routes(app)
     live.add_routes(app)
     input_api.add_routes(app)
+    record_api.add_routes(app)
     control_api.add_routes(app)
     openapi.add_routes(app)
     app.on_shutdown.extend([rest.end_long_polls, live.close_clients])  # before the cleanup contexts below unwind
@@ -114,9 +120,12 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
                     else contextlib.nullcontext() as shm:
                 renderer, info = await loop.run_in_executor(gpu, renderer_factory, config)
                 app[MODEL_INFO] = info
+                sinks = [sink for sink in (shm, recorder, ndi) if sink is not None]
+                if ndi is not None:
+                    ndi.start()
                 sched = Scheduler(renderer, gpu, initial=config.initial,
                                   limits=Limits(config.max_size, tuple(s.name for s in config.controlnets)),
-                                  sinks=[shm] if shm else [])
+                                  sinks=sinks)
                 app[rest.SCHEDULER] = sched
                 app[rest.PNG_CACHE] = PngCache(encoder)
                 render_task = asyncio.create_task(sched.run(), name="render-loop")
@@ -126,6 +135,10 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
                     await _cancel(render_task)
                     # The GPU thread may still be finishing a frame into shared memory.
                     await loop.run_in_executor(gpu, lambda: None)
+                    # Then no frame comes any more: a recording ends in a finished file (SIGTERM too).
+                    await loop.run_in_executor(None, recorder.close, RECORD_FINISH_TIMEOUT_S)
+                    if ndi is not None:
+                        await loop.run_in_executor(None, ndi.close, RECORD_FINISH_TIMEOUT_S)
         finally:
             gpu.shutdown(wait=True)
             encoder.shutdown(wait=True)
@@ -136,7 +149,9 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
         allow = security.SenderFilter(config.access.osc_allow) \
             if config.access.osc_allow or not security.is_loopback(config.host) else None
         transport, protocol = await loop.create_datagram_endpoint(
-            lambda: OscServer(app[rest.SCHEDULER], allow), sock=sock)
+            lambda: OscServer(app[rest.SCHEDULER], allow,
+                              {record_api.OSC_ADDRESS: lambda args: record_api.osc_record(recorder, args)}),
+            sock=sock)
         app[OSC] = protocol
         try:
             yield
@@ -206,8 +221,11 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             "shm_name": config.shm_name,
             "streams": app[live.HUB].health(),
             "input": app[input_api.INPUTS].health(),
+            "record": recorder.state(),
             "controls": app[control_api.CONTROLS].health(),
         }
+        if ndi is not None:
+            out["ndi"] = ndi.health()
         if PNG_WRITER in app:
             out["png_files"] = app[PNG_WRITER].health()
         return out

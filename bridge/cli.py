@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--shm-name", default=DEFAULT_SHM_NAME, help="shared-memory segment name ('' disables)")
     serve.add_argument("--output-dir", type=Path, default=None, help="keep latest.png here, replaced atomically")
     serve.add_argument("--keep-frames", action="store_true", help="with --output-dir: also frame-NNNNNN.png")
+    serve.add_argument("--ndi", default=None, metavar="NAME", help="send every frame as an NDI source of this name "
+                       "(needs cyndilib)")
     serve.add_argument("--cache-dir", type=Path, default=None,
                        help=f"demo model and compile caches (default {default_cache_dir()})")
     serve.add_argument("--max-connections", type=int, default=HttpLimits.max_connections,
@@ -93,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "image-to-image), img2img (the seed of an image-to-image frame), control (ControlNets: a new "
                             "prompt, a new control image every frame, two ControlNets; with diffusers' ControlNet "
                             "pipeline as a second baseline)")
+    bench.add_argument("--tilings", default="none", help="comma-separated: none,x,y,xy (seamless tiling on vs off)")
+    bench.add_argument("--sinks", default="", help="comma-separated: record,ndi: each run again with these sinks "
+                       "on the render thread (their publish time measured; ndi needs cyndilib)")
     bench.add_argument("--compile", default="on", choices=["on", "off"])
     bench.add_argument("--no-baseline", action="store_true", help="skip the plain diffusers call")
     bench.add_argument("--memory-budget-gb", type=float, default=None,
@@ -131,6 +136,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config(model=args.model, scheduler=args.scheduler, vae=args.vae, compile=args.compile, device=args.device, dtype=args.dtype, host=args.host,
                   http_port=args.http_port, osc_port=args.osc_port, max_size=args.max_size,
                   shm_name=args.shm_name or None, output_dir=args.output_dir, keep_frames=args.keep_frames,
+                  ndi=args.ndi or None,
                   cache_dir=args.cache_dir or default_cache_dir(), initial=Params().merged(changes),
                   access=Access.from_options(args.token, args.allow_host, args.cors_origin, args.osc_allow),
                   controlnets=_controlnets(args.controlnet), canny_thresholds=_thresholds(args.canny_thresholds),
@@ -164,7 +170,8 @@ def run_bench_command(args: argparse.Namespace) -> None:
     opts = bench.BenchOptions(
         model="random" if args.weights else args.model, device=args.device or loader.default_device(),
         frames=args.frames, sizes=_csv(args.sizes, int), dtypes=_csv(args.dtypes), vaes=_csv(args.vaes),
-        modes=_csv(args.modes), compile=args.compile == "on", baseline=not args.no_baseline,
+        modes=_csv(args.modes), tilings=_csv(args.tilings), sinks=_csv(args.sinks), compile=args.compile == "on",
+        baseline=not args.no_baseline,
         memory_budget_gb=args.memory_budget_gb, cache_dir=args.cache_dir or default_cache_dir())
     report = bench.run_bench(opts, args.json)
     sys.stdout.write(bench.format_report(report) + "\n")

@@ -62,6 +62,7 @@ class Config:
     shm_name: str | None = DEFAULT_SHM_NAME  # None: no shared memory
     output_dir: Path | None = None
     keep_frames: bool = False
+    ndi: str | None = None  # an NDI source of this name sends every frame
     cache_dir: Path = field(default_factory=default_cache_dir)
     initial: Params = Params()
     access: Access = Access()  # token, extra Host names, CORS origins, OSC allow-list

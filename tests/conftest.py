@@ -103,14 +103,16 @@ class DemoDaemon:
 
 
 @pytest.fixture(scope="module")
-def demo_daemon(cache_dir, request):
-    """A real daemon process (demo model, 64x64, --max-size 256) for one plugin test module; a module's
-    ``DAEMON_ARGS`` (e.g. ``("--controlnet", "depth=demo")``) are added to its command line."""
+def demo_daemon(cache_dir, tmp_path_factory, request):
+    """A real daemon process (demo model, 64x64, --max-size 256, recording into a temporary
+    --output-dir) for one plugin test module; a module's ``DAEMON_ARGS`` (e.g.
+    ``("--controlnet", "depth=demo")``) are added to its command line."""
     name = unique_shm_name()
     env = {**os.environ, "TURBO_BRIDGE_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", "--model", "demo", "--http-port", "0",
                              "--osc-port", "0", "--shm-name", name, "--width", "64", "--height", "64",
-                             "--max-size", "256", *getattr(request.module, "DAEMON_ARGS", ())],
+                             "--max-size", "256", "--output-dir", str(tmp_path_factory.mktemp("output")),
+                             *getattr(request.module, "DAEMON_ARGS", ())],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     lines, match, deadline = [], None, time.monotonic() + 120
     while match is None and time.monotonic() < deadline:
@@ -166,11 +168,12 @@ def net(td, demo_daemon):
 
 # -- Blender add-on tests (helpers in blender_harness.py; they skip without bpy) ------------------
 @pytest.fixture(scope="module")
-def blender_daemon(cache_dir):
-    """A real daemon process (demo model, 64x64, --max-size 256) for one Blender test module."""
+def blender_daemon(cache_dir, tmp_path_factory):
+    """A real daemon process (demo model, 64x64, --max-size 256, a temporary --output-dir) for one
+    Blender test module."""
     from blender_harness import harness
 
-    process = harness.start_daemon(cache_dir)
+    process = harness.start_daemon(cache_dir, extra=("--output-dir", str(tmp_path_factory.mktemp("output"))))
     yield process
     process.stop()
 

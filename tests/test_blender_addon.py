@@ -162,3 +162,35 @@ def test_refused_change_is_reported_and_the_link_stays_up(ext, blender_daemon):
     pump(ext.live, lambda: "refused" in ext.live.current().status)
     session = ext.live.current()
     assert "width" in session.status and session.connected
+
+
+def test_seamless_follows_the_toggle_and_is_on_for_a_material(ext, blender_daemon):
+    s = settings(blender_daemon.url, seamless=False)
+    bpy.ops.turbo_bridge.connect()
+    pump(ext.live, lambda: http(blender_daemon).params()["tiling"] == "none")
+    s.seamless = True
+    pump(ext.live, lambda: http(blender_daemon).params()["tiling"] == "xy")
+    s.seamless = False
+    pump(ext.live, lambda: http(blender_daemon).params()["tiling"] == "none")
+    bpy.ops.mesh.primitive_cube_add()
+    assert bpy.ops.turbo_bridge.use_on_material() == {"FINISHED"}  # the image feeds a material: tileable
+    assert s.seamless
+    pump(ext.live, lambda: http(blender_daemon).params()["tiling"] == "xy")
+    s.seamless = False
+
+
+def test_record_button_starts_and_stops_the_daemons_recording(ext, blender_daemon):
+    settings(blender_daemon.url, seed=21)
+    bpy.ops.turbo_bridge.connect()
+    pump(ext.live, lambda: frame_current(ext, blender_daemon))
+    assert bpy.ops.turbo_bridge.record() == {"FINISHED"}
+    pump(ext.live, lambda: ext.live.current().recording)
+    bpy.context.scene.turbo_bridge.seed = 22  # a frame to record
+    pump(ext.live, lambda: http(blender_daemon).record()["frames"] >= 1)
+    assert bpy.ops.turbo_bridge.record() == {"FINISHED"}
+    pump(ext.live, lambda: not ext.live.current().recording)
+    state = http(blender_daemon).record()
+    assert state["files"] and ext.live.current().status == f"recorded {state['files'][-1]}"
+    ext.live.current().recording = True  # the panel thinks it records: its next press is a stop, refused
+    assert bpy.ops.turbo_bridge.record() == {"FINISHED"}
+    pump(ext.live, lambda: "not recording" in ext.live.current().status)

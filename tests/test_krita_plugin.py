@@ -69,7 +69,7 @@ def test_docker_is_registered_and_has_every_control(qapp, demo_daemon, new_doc):
         labels = {w.text() for w in panel.findChildren(QtWidgets.QLabel)} | \
                  {w.text() for w in panel.findChildren(QtWidgets.QAbstractButton)}
         assert {"Daemon", "Prompt", "Seed", "Guidance", "Steps", "Opacity", "Connect", "New seed", "Live",
-                "Keep as layer"} <= labels
+                "Keep as layer", "Seamless", "Record"} <= labels
         pump(lambda: panel.controller.connection is not None, what="the docker to connect")
         assert "connected: demo on cpu" in panel.status.text()
         docker.canvasChanged(None)  # Krita calls it on every view switch: must not raise
@@ -276,3 +276,28 @@ def test_a_document_that_is_not_8bit_rgba_is_refused_with_a_hint(panel, demo_dae
     pump(lambda: "8-bit RGBA" in p.status.text(), what="the refusal")
     assert "Convert Image Color Space" in p.status.text()
     assert doc.nodeByName(REFERENCE_NAME) is None
+
+
+def test_seamless_and_record(panel, demo_daemon, new_doc):
+    new_doc(64, 64)
+    client = demo_daemon.client
+    client.patch({"tiling": "x"})  # set by another tool: shown on connect
+    p = panel()
+    pump(lambda: p.controller.connection is not None, what="the connection")
+    QtWidgets.QApplication.processEvents()
+    assert p.seamless.isChecked()
+    p.seamless.setChecked(False)
+    pump(lambda: client.params()["tiling"] == "none", what="tiling off")
+    p.seamless.setChecked(True)
+    pump(lambda: client.params()["tiling"] == "xy", what="tiling xy")
+    p.record.click()
+    pump(lambda: p.controller.recording and client.record()["recording"], what="recording")
+    p.seed.setValue(p.seed.value() + 1)  # a frame to record
+    pump(lambda: client.record()["frames"] >= 1, what="a recorded frame")
+    p.record.click()
+    pump(lambda: not p.controller.recording, what="the recording to stop")
+    files = client.record()["files"]
+    assert files and p.status.text() == f"recorded {files[-1]}" and p.record.text() == "Record"
+    p.controller.set_recording(False)  # stop without start: the daemon's reason shows
+    pump(lambda: "not recording" in p.status.text(), what="the refusal")
+    client.patch({"tiling": "none"})

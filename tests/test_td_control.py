@@ -129,3 +129,23 @@ def test_the_feedback_subscription_is_renewed_well_within_its_expiry(net):
     assert subscribes() == count
     controller.maybe_resubscribe(start + RESUBSCRIBE_S)
     assert subscribes() == count + 1
+
+
+def test_tiling_parameter_and_record_toggle(td, net, demo_daemon):
+    client = demo_daemon.client
+    net.par.Tiling = "xy"
+    run_until(td, lambda: client.params()["tiling"] == "xy", what="tiling xy")
+    net.par.Tiling = "none"
+    run_until(td, lambda: client.params()["tiling"] == "none", what="tiling off")
+    net.par.Record = True
+    run_until(td, lambda: client.record()["recording"], what="recording")
+    net.par.Seed = str(int(client.params()["seed"]) + 1)  # a frame to record
+    run_until(td, lambda: client.record()["frames"] >= 1, what="a recorded frame", timeout=30)
+    net.par.Record = False
+    state = run_until(td, lambda: (r := client.record())["files"] and not r["recording"] and r,
+                      what="the file to be finished", timeout=30)
+    assert state["files"][-1].endswith(".mp4")
+    tb_session.session_for(net).controller.record(False)  # stop without start: refused, shown in status
+    message = run_until(td, lambda: "not recording" in (status(net, "last error") or "") and status(net, "last error"),
+                        what="the refusal")
+    assert "start with POST /v1/record" in message

@@ -84,6 +84,12 @@ class HttpClient:
         with self._request("DELETE", _image_path(control)) as response:
             return json.load(response)
 
+    def record(self, action: str | None = None) -> dict:
+        """``POST /v1/record`` with ``action`` "start" or "stop", or (None) ``GET /v1/record``: the recorder's state."""
+        body = None if action is None else {"action": action}
+        with self._request("GET" if action is None else "POST", "/v1/record", body) as response:
+            return json.load(response)
+
     def frame(self, after: int = 0, timeout: float = 10.0) -> FrameInfo | None:
         """Long-poll ``/v1/frame.rgba`` for a frame newer than ``after``; None on timeout."""
         body, h = self._frame("rgba", after, timeout)

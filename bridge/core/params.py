@@ -25,6 +25,7 @@ MIN_SIZE = 64
 SIZE_MULTIPLE = 8
 MIN_STRENGTH = 0.05  # below it the schedule SDXL-Turbo needs would pass 20 steps (see img2img_schedule)
 MAX_TRANSITION_FRAMES = 600
+TILING_MODES = ("none", "x", "y", "xy")
 MAX_STEPS = 8  # one limit for every model: 1-4 for Turbo models, up to 8 for Lightning, Hyper, LCM
 
 # A prompt is a string or a blend: (text, weight) pairs, weights relative (normalised by their sum).
@@ -46,6 +47,7 @@ class Params:
     seed2: int = 0  # the second seed of a seed blend
     seed_mix: float = 0.0  # 0: the noise of `seed`, 1: that of `seed2`, between: spherical interpolation
     transition_frames: int = 0  # a prompt or seed change glides over this many frames (0: cuts)
+    tiling: str = "none"  # seamless: circular padding along x, y or both ("xy")
     controls: Controls = ()  # ControlNet name -> Control (core/controls.py); absent: scale 0, off
 
     def merged(self, changes: Mapping[str, Any]) -> "Params":
@@ -221,6 +223,11 @@ def parse_changes(raw: Any, limits: Limits = Limits()) -> dict[str, Any]:
         elif field == "transition_frames":
             clean[field] = _integer(field, value, 0, MAX_TRANSITION_FRAMES,
                                     f"an integer from 0 (cut) to {MAX_TRANSITION_FRAMES}")
+        elif field == "tiling":
+            if value not in TILING_MODES:
+                raise ValidationError(field, f"tiling must be one of {', '.join(TILING_MODES)} (seamless along x, y "
+                                             f"or both), got {str(value)[:64]!r}")
+            clean[field] = value
         elif field == "controls":
             clean[field] = parse_controls(value, limits.controls)
         else:
@@ -263,5 +270,8 @@ def schema(limits: Limits = Limits()) -> dict:
         "transition_frames": {"type": "integer", "minimum": 0, "maximum": MAX_TRANSITION_FRAMES,
                               "default": default.transition_frames,
                               "note": "a prompt or seed change glides over this many frames; 0 cuts"},
+        "tiling": {"type": "string", "enum": list(TILING_MODES), "default": default.tiling,
+                   "note": "seamless textures: the frame wraps around along x, y or both (circular padding in the "
+                           "UNet and the VAE); each mode is its own compiled graph, warmed once like a size"},
         "controls": controls_schema(limits.controls),
     }

@@ -127,6 +127,26 @@ def _control_routes() -> dict:
     }
 
 
+def _record_route() -> dict:
+    state = {"description": "the recorder's state", "content": {"application/json": {"schema": {
+        "type": "object", "required": ["available", "recording", "files", "error"],
+        "properties": {"available": {"type": "boolean"}, "recording": {"type": "boolean"},
+                       "files": {"type": "array", "items": {"type": "string"}},
+                       "error": {"type": "string", "nullable": True}}}}}}
+    action = {"type": "object", "required": ["action"], "additionalProperties": False,
+              "properties": {"action": {"type": "string", "enum": ["start", "stop"]}}}
+    return {
+        "get": {"summary": "recording state: files written, frames, dropped, the last error",
+                "responses": {"200": state}},
+        "post": {"summary": "start or stop recording the frames into H.264 MP4 files in --output-dir",
+                 "requestBody": {"required": True, "content": {"application/json": {"schema": action}}},
+                 "responses": {"200": state, "400": _error("not {\"action\": \"start\"|\"stop\"}"),
+                               "409": _error("no --output-dir, already recording, not recording, or the folder "
+                                             "is gone"),
+                               "413": _error("body over 64 KiB")}},
+    }
+
+
 def document(limits: Limits, token: bool) -> dict:
     """The OpenAPI document for a daemon with these limits (``token``: routes under /v1 need one)."""
     params = _params_schema(limits)
@@ -175,6 +195,7 @@ def document(limits: Limits, token: bool) -> dict:
                 "delete": {"summary": "no input: back to text-to-image", "responses": {
                     "200": {"description": "cleared", "content": {"application/json": {"schema": {"type": "object"}}}}}},
             },
+            "/v1/record": _record_route(),
             **_control_routes(),
             "/v1/schema": {"get": {"summary": "parameters, OSC addresses and endpoints", "responses": {
                 "200": {"description": "schema", "content": {"application/json": {"schema": {"type": "object"}}}}}}},

@@ -32,7 +32,7 @@ MAX_ERROR_CHARS = 500  # of a /bridge/error message
 SEED_TYPES = "i (or h, or s for seeds of 2**63 and above)"
 SINGLE = {"prompt": "s", "seed": SEED_TYPES, "guidance": "f (or i)", "steps": "i", "width": "i", "height": "i",
           "strength": "f (or i)", "input": "i 0/1 or s on/off (or T/F)", "seed2": SEED_TYPES,
-          "seed_mix": "f (or i)", "transition_frames": "i"}
+          "seed_mix": "f (or i)", "transition_frames": "i", "tiling": "s none|x|y|xy"}
 ADDRESSES = {
     **{f"{PREFIX}/{name}": f"{types}: set {name}" for name, types in SINGLE.items()},
     f"{PREFIX}/prompt": "s: set the prompt; or s f s f ...: a blend of (text, weight) pairs",
@@ -101,9 +101,11 @@ def build_message(address: str, *args: Any) -> bytes:
 class OscServer(asyncio.DatagramProtocol):
     """Receives changes, keeps subscribers, sends them feedback. Runs on the event loop."""
 
-    def __init__(self, scheduler: Scheduler, sender_filter: Callable[[str], bool] | None = None):
+    def __init__(self, scheduler: Scheduler, sender_filter: Callable[[str], bool] | None = None,
+                 commands: dict[str, Callable[[list[Any]], None]] | None = None):
         self._scheduler = scheduler
         self._sender_filter = sender_filter  # host -> allowed? (None: every sender that reaches the socket)
+        self._commands = commands or {}  # address -> action that is not a parameter (e.g. /bridge/record)
         self._transport: asyncio.DatagramTransport | None = None
         self.subscribers = Subscriptions()
         self.stats = OscStats()
@@ -136,6 +138,9 @@ class OscServer(asyncio.DatagramProtocol):
             for message in messages:
                 if message.address in (f"{PREFIX}/subscribe", f"{PREFIX}/unsubscribe"):
                     self._subscription(message.address, list(message.args), addr)
+                    continue
+                if message.address in self._commands:
+                    self._commands[message.address](list(message.args))
                     continue
                 changes.update(message_changes(message.address, list(message.args)))
         except KeyError as exc:

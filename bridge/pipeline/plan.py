@@ -19,14 +19,15 @@ class FramePlan:
     schedule_steps: int  # the schedule's length (diffusers' num_inference_steps)
     start: int | None  # image-to-image: the first step run; None: text-to-image (from pure noise)
     cfg: bool  # classifier-free guidance (guidance > 0): a batch of two
+    tiling: str = "none"  # circular padding (bridge.pipeline.tiling): other convolutions, another graph
     controls: tuple[str, ...] = ()  # the ControlNets run (scale > 0 and an image); their images/scales are inputs
 
     @staticmethod
     def of(params: Params, img2img: bool, controls: tuple[str, ...] = ()) -> "FramePlan":
         if img2img:
             length, start = img2img_schedule(params.steps, params.strength)
-            return FramePlan(params.width, params.height, length, start, params.guidance > 0, controls)
-        return FramePlan(params.width, params.height, params.steps, None, params.guidance > 0, controls)
+            return FramePlan(params.width, params.height, length, start, params.guidance > 0, params.tiling, controls)
+        return FramePlan(params.width, params.height, params.steps, None, params.guidance > 0, params.tiling, controls)
 
     @property
     def runs(self) -> int:
@@ -40,4 +41,4 @@ class FramePlan:
 
     @property
     def key(self) -> tuple:
-        return self.width, self.height, self.schedule_steps, self.cfg, self.start, self.controls
+        return self.width, self.height, self.schedule_steps, self.cfg, self.start, self.tiling, self.controls

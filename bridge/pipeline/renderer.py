@@ -38,6 +38,7 @@ from .optimize import compiled, prepare_modules, progress
 from .plan import FramePlan
 from .schedule import Sampler
 from .text import CLIP_TOKENS, PromptEncoder
+from .tiling import Tiling
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class DiffusersRenderer:
         self.control_images = ControlImages(self.device, dtype, canny_thresholds)
         self._encode, self._unet, self._decode = self._text, self._denoise, self._vae_decode
         self._encode_image, self._control = self._vae_encode, self._residuals
+        self._tiling = Tiling([pipe.unet, self.vae])
         if compile:
             # transformers installs its output-capturing hooks lazily, under a lock Dynamo cannot
             # trace: one eager call installs them before compiling.
@@ -168,7 +170,7 @@ class DiffusersRenderer:
         return self.text.embeddings(prompt)
 
     def _staged_encode(self, rgb: torch.Tensor) -> torch.Tensor:
-        return self._staged(("encode", rgb.shape[1], rgb.shape[0]), self._encode_image, rgb=rgb)
+        return self._staged(("encode", rgb.shape[1], rgb.shape[0], self._tiling.mode), self._encode_image, rgb=rgb)
 
     def _negative(self, embeds: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The unconditional branch for guidance > 0: zeros for SDXL-Turbo, as diffusers does;
@@ -212,6 +214,8 @@ class DiffusersRenderer:
     def _render(self, params: Params, scene: Scene, record: bool = True) -> Rendered:
         self._stages = {}
         plan = FramePlan.of(params, scene.input is not None, frame_controls(scene))
+        if self._tiling.set(plan.tiling):
+            self.images.clear()  # the input's latents depend on the encoder's padding
         image = None if scene.input is None else self.images.latents(scene.input, plan.width, plan.height)
         control: dict = {}
         if scene.controls:
@@ -245,7 +249,7 @@ class DiffusersRenderer:
         with self._stage("unet"):
             latents = self._staged(("unet", *plan.key), functools.partial(self._denoise_steps, plan), **values)
         with self._stage("vae_decode"):
-            return self._staged(("decode", plan.width, plan.height), self._decode, latents=latents)
+            return self._staged(("decode", plan.width, plan.height, plan.tiling), self._decode, latents=latents)
 
     def _staged(self, key: tuple, fn, **values):
         """One stage: plain (eager, CPU) or as its own CUDA graph (per-stage profiling on CUDA)."""

@@ -44,7 +44,7 @@ class DaemonProcess:
 
 
 def start_daemon(cache_dir: Path | str, size: int = 64, http_port: int = 0, max_size: int = 256,
-                 timeout: float = 120) -> DaemonProcess:
+                 timeout: float = 120, extra: tuple[str, ...] = ()) -> DaemonProcess:
     """Start the daemon with the demo model and wait for its ``ready:`` line."""
     shm_name = f"tb-blender-{uuid.uuid4().hex[:12]}"
     env = {**os.environ, "TURBO_BRIDGE_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1"}
@@ -53,7 +53,7 @@ def start_daemon(cache_dir: Path | str, size: int = 64, http_port: int = 0, max_
     proc = subprocess.Popen(
         [python, "-m", "bridge", "serve", "--model", "demo", "--http-port", str(http_port),
          "--osc-port", "0", "--shm-name", shm_name, "--width", str(size), "--height", str(size),
-         "--max-size", str(max(size, max_size))],
+         "--max-size", str(max(size, max_size)), *extra],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=ROOT)
     lines: list[str] = []
     deadline = time.monotonic() + timeout

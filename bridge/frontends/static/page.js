@@ -170,6 +170,34 @@ function setControls(params, all = false) {
       input.value = value;
     }
   }
+  if (params.tiling !== undefined) setTiling(params.tiling);
+}
+
+function setTiling(tiling) {
+  // Seamless sends "xy"; a daemon set to one axis (x or y) over REST/OSC shows as indeterminate.
+  $("seamless").checked = tiling !== "none";
+  $("seamless").indeterminate = tiling === "x" || tiling === "y";
+}
+
+function showRecord(state) {
+  const button = $("record");
+  button.disabled = !state.available;
+  button.title = state.available ? `into ${state.dir}` : "start the daemon with --output-dir to record";
+  button.setAttribute("aria-pressed", String(state.recording));
+  button.textContent = state.recording ? "Stop recording" : "Record";
+  const last = state.files.length ? ` · last file ${state.files[state.files.length - 1]}` : "";
+  $("record-state").textContent = state.recording
+    ? `recording ${state.file || ""} · ${state.frames} frames${state.dropped ? `, ${state.dropped} dropped` : ""}`
+    : (state.error ? state.error : last.slice(3));
+}
+
+async function record(body) {
+  const options = body ? { method: "POST", headers: { ...AUTH, "Content-Type": "application/json" },
+    body: JSON.stringify(body) } : { headers: AUTH };
+  const response = await fetch("/v1/record", options);
+  const reply = await response.json();
+  if (!response.ok) { showError(reply.error); return; }
+  showRecord(reply);
 }
 
 function showError(error) {
@@ -197,6 +225,12 @@ $("new-seed").addEventListener("click", () => {
   send({ params: { seed: $("seed").value } });
 });
 $("format").addEventListener("change", () => send({ format: $("format").value }));
+$("seamless").addEventListener("change", () => send({ params: { tiling: $("seamless").checked ? "xy" : "none" } }));
+$("record").addEventListener("click", () => {
+  record({ action: $("record").getAttribute("aria-pressed") === "true" ? "stop" : "start" })
+    .catch((error) => showError({ field: null, message: `record: ${error}` }));
+});
+setInterval(() => record().catch(() => {}), 1000);  // recording state: frames, files, errors
 $("control-file").addEventListener("change", () => putControl($("control-file").files[0]));
 $("control-scale").addEventListener("input", () => {
   $("control-scale-shown").textContent = $("control-scale").value;

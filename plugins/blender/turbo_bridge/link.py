@@ -97,6 +97,15 @@ class Rejected:
 
 
 @dataclass(frozen=True)
+class Recorded:
+    """The recorder's state after a start or stop (``GET /v1/record``)."""
+
+    recording: bool
+    files: tuple[str, ...]
+    error: str | None
+
+
+@dataclass(frozen=True)
 class Accepted:
     version: int
     warnings: tuple[str, ...]
@@ -138,6 +147,7 @@ class Link:
         self._wake = threading.Condition()
         self._pending: dict[str, Any] = {}
         self._input: bytes | None = None  # a PNG for PUT /v1/input; CLEAR: DELETE it
+        self._record: str | None = None  # "start" or "stop" for POST /v1/record
         self._connected = threading.Event()
         self._uptime_s = 0.0
         self._generation = 0  # bumped on every (re)connection
@@ -161,6 +171,12 @@ class Link:
         """Queue an input image (PNG bytes), or None to drop the daemon's input; newest wins."""
         with self._wake:
             self._input = CLEAR if png is None else png
+            self._wake.notify()
+
+    def submit_record(self, action: str) -> None:
+        """Queue a recording start or stop (``POST /v1/record``); answered by a ``Recorded`` event."""
+        with self._wake:
+            self._record = action
             self._wake.notify()
 
     def fetch_frames_over_http(self) -> None:
@@ -211,23 +227,27 @@ class Link:
         backoff = BACKOFF_FIRST_S
         while not self._stop.is_set():
             changes: dict[str, Any] = {}
-            image = None
+            image = record = None
             try:
                 if not self._connected.is_set():
                     self._hello()
                     backoff = BACKOFF_FIRST_S
                 with self._wake:
-                    if not self._pending and self._input is None and not self._stop.is_set():
+                    if not self._pending and self._input is None and self._record is None and not self._stop.is_set():
                         self._wake.wait(HEARTBEAT_S)
                     changes, self._pending = self._pending, {}
                     image, self._input = self._input, None
+                    record, self._record = self._record, None
                 if self._stop.is_set():
                     return
                 if changes:
                     self._send(changes)
                 if image is not None:
                     self._send_input(image)
-                if not changes and image is None:
+                if record is not None:
+                    state = self._client.record(record)
+                    self._events.put(Recorded(bool(state["recording"]), tuple(state["files"]), state["error"]))
+                if not changes and image is None and record is None:
                     self._heartbeat()
             except BridgeHTTPError as exc:
                 if self._connected.is_set():

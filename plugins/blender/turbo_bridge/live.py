@@ -16,7 +16,7 @@ import bpy
 
 from . import datablocks, renders
 from ._bridge.client import FrameInfo, ShmReader
-from .link import Accepted, Address, Connected, Down, InputTaken, Link, Rejected
+from .link import Accepted, Address, Connected, Down, InputTaken, Link, Recorded, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class Session:
         self.status = f"connecting to {address.url} ..."
         self.image_name = datablocks.LIVE_IMAGE
         self.applied: Applied | None = None
+        self.recording = False  # as the daemon last said (POST /v1/record)
         self._first_version = 0  # frames of an older params version predate our settings
         self._writer = datablocks.PixelWriter()
 
@@ -106,6 +107,10 @@ class Session:
         elif isinstance(event, InputTaken):
             self.status = ("input off: text-to-image" if event.cleared else
                            f"input {event.width}x{event.height} {'sent' if event.changed else 'unchanged'}")
+        elif isinstance(event, Recorded):
+            self.recording = event.recording
+            self.status = ("recording into the daemon's --output-dir" if event.recording else
+                           event.error or (f"recorded {event.files[-1]}" if event.files else "not recording"))
         elif isinstance(event, Accepted) and self.connected:
             self.status = (f"connected, frames over {self.transport}"
                            + (f"; warning: {'; '.join(event.warnings)}" if event.warnings else ""))

@@ -57,6 +57,12 @@ class BridgePanel(QtWidgets.QWidget):
         self.opacity.setValue(int(saved) if saved.isdigit() else 60)
         self.opacity_label = QtWidgets.QLabel()
         self.keep = QtWidgets.QPushButton("Keep as layer")
+        self.seamless = QtWidgets.QCheckBox("Seamless")
+        self.seamless.setToolTip("Tileable frames: the picture wraps around left-right and top-bottom. Paint on "
+                                 "it with View > Wrap Around Mode (W)")
+        self.record = QtWidgets.QPushButton("Record")
+        self.record.setCheckable(True)
+        self.record.setToolTip("Record the daemon's frames into an MP4 in its --output-dir")
         # Layer as control: a layer (a line sketch, a depth map) as a ControlNet's control image.
         self.control_layer = _LayerBox(self.refresh_layers)
         self.control_layer.setToolTip("The layer to send (a sketch, lines, a depth map)")
@@ -87,6 +93,9 @@ class BridgePanel(QtWidgets.QWidget):
         self.strength.valueChanged.connect(lambda value: self.controller.set_params({"strength": float(value)}))
         self.opacity.valueChanged.connect(self._opacity_changed)
         self.keep.clicked.connect(self.controller.keep_frame)
+        self.seamless.toggled.connect(lambda on: self.controller.set_params({"tiling": "xy" if on else "none"}))
+        self.record.clicked.connect(self.controller.set_recording)
+        self.controller.recording_changed.connect(self._show_recording)
         self.send_control.clicked.connect(self._send_control)
         self.control_scale.valueChanged.connect(self._control_scale_changed)
         app = QtWidgets.QApplication.instance()
@@ -127,7 +136,9 @@ class BridgePanel(QtWidgets.QWidget):
         form.addRow("Opacity", row)
         row = QtWidgets.QHBoxLayout()
         row.addWidget(self.live)
+        row.addWidget(self.seamless)
         row.addStretch(1)
+        row.addWidget(self.record)
         row.addWidget(self.keep)
         form.addRow(row)
 
@@ -164,7 +175,7 @@ class BridgePanel(QtWidgets.QWidget):
     def _show_params(self, connection) -> None:
         """Show the daemon's parameters as they are; nothing is sent until you change one."""
         params = connection.params
-        widgets = (self.prompt, self.seed, self.guidance, self.steps, self.strength)
+        widgets = (self.prompt, self.seed, self.guidance, self.steps, self.strength, self.seamless)
         for widget in widgets:
             widget.blockSignals(True)
         try:
@@ -175,9 +186,14 @@ class BridgePanel(QtWidgets.QWidget):
             self.guidance.setValue(params.get("guidance", self.guidance.value()))
             self.steps.setValue(params.get("steps", self.steps.value()))
             self.strength.setValue(params.get("strength", self.strength.value()))
+            self.seamless.setChecked(params.get("tiling", "none") != "none")
         finally:
             for widget in widgets:
                 widget.blockSignals(False)
+
+    def _show_recording(self, on: bool) -> None:
+        self.record.setChecked(on)
+        self.record.setText("Stop recording" if on else "Record")
 
     def _opacity_changed(self, value: int) -> None:
         self.opacity_label.setText(f"{value}%")

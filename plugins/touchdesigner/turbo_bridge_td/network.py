@@ -102,6 +102,13 @@ def add_control_pars(comp) -> None:
         _set(page.appendFloat(f"Control{slot}scale", label=f"Control {slot} Scale")[0], 0.0, lo=0.0, hi=2.0,
              norm=(0.0, 2.0))
 
+    page = comp.appendCustomPage("Output")
+    tiling = page.appendMenu("Tiling", label="Seamless Tiling")[0]
+    tiling.menuNames = ["none", "x", "y", "xy"]
+    tiling.menuLabels = ["Off", "Wrap Left-Right (x)", "Wrap Top-Bottom (y)", "Wrap Both (xy)"]
+    _set(tiling, "none")
+    _set(page.appendToggle("Record", label="Record (MP4 in the daemon's --output-dir)")[0], False)
+
     page = comp.appendCustomPage("Cues")
     _set(page.appendInt("Cue", label="Cue")[0], 0, lo=0, norm=(0, 20))
     page.appendPulse("Cueprev", label="Previous Cue")
