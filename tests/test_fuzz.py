@@ -59,6 +59,8 @@ def check_clean(clean: dict) -> None:
             assert type(value) is float and 0 <= value <= 1
         elif field == "input":
             assert type(value) is bool
+        elif field == "controls":
+            assert not value  # no ControlNet loaded here: only an empty change is accepted
         else:
             assert type(value) is int
             low, high = {"seed": (0, SEED_LIMIT - 1), "seed2": (0, SEED_LIMIT - 1), "steps": (1, 8),

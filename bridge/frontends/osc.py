@@ -38,6 +38,7 @@ ADDRESSES = {
     f"{PREFIX}/prompt": "s: set the prompt; or s f s f ...: a blend of (text, weight) pairs",
     f"{PREFIX}/size": "i i: set width and height",
     f"{PREFIX}/params": "s: a JSON object of several parameters, applied as one change",
+    f"{PREFIX}/control": "s f: set ControlNet NAME's scale (0 = off), as controls {NAME: scale}",
     f"{PREFIX}/subscribe": f"[i port]: send feedback to the sender's host at port (default: the sender's port) "
                            f"for {TTL_S:g} s; renew well within that; at most {PER_SENDER} ports per sender",
     f"{PREFIX}/unsubscribe": "[i port]: stop feedback",
@@ -72,6 +73,11 @@ def message_changes(address: str, args: list[Any]) -> dict[str, Any]:
         if len(args) != 2:
             raise ValidationError("width", f"{address} takes two integers (width, height), got {len(args)} arguments")
         return {"width": args[0], "height": args[1]}
+    if name == "control":
+        if len(args) != 2 or not isinstance(args[0], str):
+            raise ValidationError("controls", f"{address} takes a ControlNet name and a scale (s f), got "
+                                              f"{len(args)} argument(s)")
+        return {"controls": {args[0]: args[1]}}
     if name == "params":
         if len(args) != 1 or not isinstance(args[0], str):
             raise ValidationError(None, f"{address} takes one string: a JSON object of parameters")
