@@ -61,6 +61,8 @@ def check_clean(clean: dict) -> None:
             assert type(value) is bool
         elif field == "controls":
             assert not value  # no ControlNet loaded here: only an empty change is accepted
+        elif field == "tiling":
+            assert value in ("none", "x", "y", "xy")
         else:
             assert type(value) is int
             low, high = {"seed": (0, SEED_LIMIT - 1), "seed2": (0, SEED_LIMIT - 1), "steps": (1, 8),
