@@ -17,7 +17,7 @@ from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
-from .frontends import connections, input_api, live, openapi, record_api, rest, security, sockets
+from .frontends import connections, control_api, input_api, live, openapi, record_api, rest, security, sockets
 from .config import Config, lora_folder
 from .core.frame import NullRenderer, Renderer
 from .frontends.osc import ADDRESSES, OscServer
@@ -58,15 +58,26 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
         configure_compile_cache(config.cache_dir)
     vae = None if config.vae == "full" else loader.load_tiny_vae(config.vae, config.model, device, dtype)
     pipe = loader.load_pipeline(config.model, device, dtype, config.cache_dir, vae=vae, scheduler=config.scheduler)
-    renderer = DiffusersRenderer(pipe, device, dtype, compile=compile, lora_dir=lora_folder(config))
+    renderer = DiffusersRenderer(pipe, device, dtype, compile=compile, lora_dir=lora_folder(config),
+                                 controlnets=load_controlnets(config, pipe, device, dtype),
+                                 canny_thresholds=config.canny_thresholds)
     if compile:  # compile and capture for the initial size before the ports open
         started = time.perf_counter()
         renderer.render(config.initial)
         log.info("warm-up for %dx%d done in %.1f s", config.initial.width, config.initial.height,
                  time.perf_counter() - started)
     info = {"model": config.model, "family": renderer.family.name, "scheduler": renderer.sampler, "device": device, "dtype": str(dtype).removeprefix("torch."),
-            "vae": config.vae, "compile": compile}
+            "vae": config.vae, "compile": compile,
+            "controlnets": {spec.name: spec.source for spec in config.controlnets}}
     return renderer, info
+
+
+def load_controlnets(config: Config, pipe, device: str, dtype):
+    """The ``--controlnet`` models, each loaded once (with progress) and resident."""
+    from .pipeline.controlnet import ControlNets, load_controlnet
+
+    return ControlNets({spec.name: load_controlnet(spec, pipe.unet.config, device, dtype)
+                        for spec in config.controlnets})
 
 
 async def _cancel(task: asyncio.Task) -> None:
@@ -88,13 +99,14 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
     app.middlewares.append(security.middleware(config.host, config.access))  # before any route
     app.on_response_prepare.append(security.add_cors_headers)
     app[rest.OSC_ADDRESSES] = {**ADDRESSES, record_api.OSC_ADDRESS: "i: 1 starts recording, 0 stops"}
-    app[rest.SCHEMA_EXTRA] = {**live.SCHEMA, **input_api.SCHEMA, **record_api.SCHEMA}
+    app[rest.SCHEMA_EXTRA] = {**live.SCHEMA, **input_api.SCHEMA, **record_api.SCHEMA, **control_api.SCHEMA}
     app[record_api.RECORDER] = recorder = Recorder(config.output_dir)
     ndi = NdiSender(config.ndi) if config.ndi else None
     rest.add_routes(app)
     live.add_routes(app)
     input_api.add_routes(app)
     record_api.add_routes(app)
+    control_api.add_routes(app)
     openapi.add_routes(app)
     app.on_shutdown.extend([rest.end_long_polls, live.close_clients])  # before the cleanup contexts below unwind
     started = time.monotonic()
@@ -113,7 +125,9 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
                 sinks = [sink for sink in (shm, recorder, ndi) if sink is not None]
                 if ndi is not None:
                     ndi.start()
-                sched = Scheduler(renderer, gpu, initial=config.initial, limits=Limits(config.max_size), sinks=sinks,
+                sched = Scheduler(renderer, gpu, initial=config.initial,
+                                  limits=Limits(config.max_size, tuple(s.name for s in config.controlnets)),
+                                  sinks=sinks,
                                   loras=LoraGate(getattr(getattr(renderer, "loras", None), "catalog", None),
                                                  lora_loader))
                 app[rest.SCHEDULER] = sched
@@ -183,9 +197,12 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
         decoder = ThreadPoolExecutor(1, thread_name_prefix="input")
         service = app[input_api.INPUTS] = input_api.InputService(app[rest.SCHEDULER], decoder,
                                                                           own_shm_name=config.shm_name)
+        controls = app[control_api.CONTROLS] = control_api.ControlService(app[rest.SCHEDULER], decoder,
+                                                                          own_shm_name=config.shm_name)
         try:
             yield
         finally:
+            await controls.detach()
             await service.detach()
             decoder.shutdown(wait=True)
 
@@ -210,6 +227,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             "streams": app[live.HUB].health(),
             "input": app[input_api.INPUTS].health(),
             "record": recorder.state(),
+            "controls": app[control_api.CONTROLS].health(),
         }
         if ndi is not None:
             out["ndi"] = ndi.health()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .config import (DEFAULT_HOST, DEFAULT_HTTP_PORT, DEFAULT_OSC_PORT, DEFAULT_SHM_NAME, Config, default_cache_dir,
                      drop_empty_home)
+from .core.controls import ControlNetSpec, check_specs
 from .core.errors import BridgeError, ConfigError, ValidationError
 from .core.params import Limits, Params, parse_changes
 from .frontends.connections import HttpLimits
@@ -42,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "Lightning with trailing spacing), lcm (LCM, LCM-LoRA), tcd (Hyper-SD, TCD)")
     serve.add_argument("--vae", default="full",
                        help="'full' (default), 'tiny' (TAESDXL or TAESD decoder, by model family) or a local folder")
+    serve.add_argument("--controlnet", action="append", default=[], metavar="NAME=SOURCE",
+                       help="an SDXL ControlNet, resident (repeatable): SOURCE is a hub id, a diffusers folder, a "
+                            "single .safetensors file, 'demo' (small, random weights, for --model demo) or 'random' "
+                            "(full size, random weights: benchmarks); its image is PUT /v1/control/NAME")
+    serve.add_argument("--canny-thresholds", default="100,200", metavar="LOW,HIGH",
+                       help="the control images' canny preprocessing: hysteresis thresholds in grey levels")
     serve.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                        help="torch.compile + CUDA graphs (auto: on for CUDA); off keeps the eager path")
     serve.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if present)")
@@ -88,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--vaes", default="full,tiny", help="comma-separated: full,tiny")
     bench.add_argument("--modes", default="prompt,seed",
                        help="what changes every frame: prompt, seed, input (a new input image: VAE encode + "
-                            "image-to-image), img2img (the seed of an image-to-image frame)")
+                            "image-to-image), img2img (the seed of an image-to-image frame), control (ControlNets: a new "
+                            "prompt, a new control image every frame, two ControlNets; with diffusers' ControlNet "
+                            "pipeline as a second baseline)")
     bench.add_argument("--tilings", default="none", help="comma-separated: none,x,y,xy (seamless tiling on vs off)")
     bench.add_argument("--sinks", default="", help="comma-separated: record,ndi: each run again with these sinks "
                        "on the render thread (their publish time measured; ndi needs cyndilib)")
@@ -135,8 +144,25 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   cache_dir=args.cache_dir or default_cache_dir(), initial=Params().merged(changes),
                   lora_dir=args.lora_dir,
                   access=Access.from_options(args.token, args.allow_host, args.cors_origin, args.osc_allow),
+                  controlnets=_controlnets(args.controlnet), canny_thresholds=_thresholds(args.canny_thresholds),
                   http=HttpLimits(max_connections=args.max_connections,
                                   max_per_address=args.max_connections_per_address))
+
+
+def _controlnets(texts: list[str]) -> tuple[ControlNetSpec, ...]:
+    specs = tuple(ControlNetSpec.parse(text) for text in texts)
+    check_specs(specs)
+    return specs
+
+
+def _thresholds(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--canny-thresholds takes LOW,HIGH (e.g. 100,200), got {text!r}") from None
+    if not 0 <= low <= high <= 2000:
+        raise ConfigError(f"--canny-thresholds needs 0 <= LOW <= HIGH (grey-level gradients), got {text!r}")
+    return low, high
 
 
 def _csv(text: str, kind=str) -> tuple:

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .core.controls import ControlNetSpec
 from .core.params import Params
 from .frontends.connections import HttpLimits
 from .frontends.security import Access
@@ -67,6 +68,8 @@ class Config:
     lora_dir: Path | None = None  # None: loras/ in the cache dir
     access: Access = Access()  # token, extra Host names, CORS origins, OSC allow-list
     http: HttpLimits = HttpLimits()  # connection caps, request head and body timeouts
+    controlnets: tuple[ControlNetSpec, ...] = ()  # --controlnet NAME=SOURCE, loaded at start
+    canny_thresholds: tuple[float, float] = (100.0, 200.0)  # preprocess canny: low, high (grey levels)
 
 
 def lora_folder(config: Config) -> Path:

@@ -103,16 +103,17 @@ class DemoDaemon:
 
 
 @pytest.fixture(scope="module")
-def demo_daemon(cache_dir, tmp_path_factory):
+def demo_daemon(cache_dir, tmp_path_factory, request):
     """A real daemon process (demo model, 64x64, --max-size 256, recording into a temporary
-    --output-dir) for one plugin test module."""
+    --output-dir) for one plugin test module; a module's ``DAEMON_ARGS`` (e.g.
+    ``("--controlnet", "depth=demo")``) are added to its command line."""
     name = unique_shm_name()
     env = {**os.environ, "TURBO_BRIDGE_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", "--model", "demo", "--http-port", "0",
                              "--osc-port", "0", "--shm-name", name, "--width", "64", "--height", "64",
-                             "--max-size", "256", "--output-dir", str(tmp_path_factory.mktemp("output"))],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            text=True, env=env)
+                             "--max-size", "256", "--output-dir", str(tmp_path_factory.mktemp("output")),
+                             *getattr(request.module, "DAEMON_ARGS", ())],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     lines, match, deadline = [], None, time.monotonic() + 120
     while match is None and time.monotonic() < deadline:
         line = proc.stderr.readline()

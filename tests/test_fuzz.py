@@ -62,6 +62,8 @@ def check_clean(clean: dict) -> None:
         elif field == "loras":  # parsed: (name, weight) pairs; to_json: an object
             pairs = value.items() if isinstance(value, dict) else value
             assert all(isinstance(n, str) and "/" not in n and type(w) is float and -2 <= w <= 2 for n, w in pairs)
+        elif field == "controls":
+            assert not value  # no ControlNet loaded here: only an empty change is accepted
         elif field == "tiling":
             assert value in ("none", "x", "y", "xy")
         else:

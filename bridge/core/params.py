@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Union
 
+from .controls import Controls, check_window, merge_controls, parse_controls
+from .controls import schema as controls_schema
 from .errors import ValidationError
 
 SEED_LIMIT = 2**64
@@ -51,10 +53,15 @@ class Params:
     negative_prompt: Prompt = ""  # what guidance steers away from (guidance > 0 only); "": diffusers' default
     loras: tuple[tuple[str, float], ...] = ()  # active LoRAs (name, weight), sorted by name, no zero weights
     tiling: str = "none"  # seamless: circular padding along x, y or both ("xy")
+    controls: Controls = ()  # ControlNet name -> Control (core/controls.py); absent: scale 0, off
 
     def merged(self, changes: Mapping[str, Any]) -> "Params":
         if "loras" in changes:  # merged per name: 0 removes one, the others stay
             changes = {**changes, "loras": merge_loras(self.loras, changes["loras"])}
+        if "controls" in changes:  # merged per name and per field, not replaced
+            controls = merge_controls(self.controls, changes["controls"])
+            check_window(controls)
+            changes = {**changes, "controls": controls}
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict:
@@ -63,6 +70,7 @@ class Params:
         for name in PROMPT_FIELDS:
             if not isinstance(getattr(self, name), str):
                 out[name] = [list(pair) for pair in getattr(self, name)]
+        out["controls"] = {name: control.to_json() for name, control in self.controls}
         return out
 
 
@@ -71,6 +79,7 @@ class Limits:
     """Bounds that depend on how the daemon was started."""
 
     max_size: int = 1024
+    controls: tuple[str, ...] = ()  # the ControlNet names loaded (--controlnet NAME=SOURCE)
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Params))
@@ -263,6 +272,8 @@ def parse_changes(raw: Any, limits: Limits = Limits()) -> dict[str, Any]:
                 raise ValidationError(field, f"tiling must be one of {', '.join(TILING_MODES)} (seamless along x, y "
                                              f"or both), got {str(value)[:64]!r}")
             clean[field] = value
+        elif field == "controls":
+            clean[field] = parse_controls(value, limits.controls)
         else:
             raise ValidationError(
                 str(field)[:64], f"unknown parameter {str(field)[:64]!r}; known: {', '.join(FIELDS)}"
@@ -316,4 +327,5 @@ def schema(limits: Limits = Limits()) -> dict:
         "tiling": {"type": "string", "enum": list(TILING_MODES), "default": default.tiling,
                    "note": "seamless textures: the frame wraps around along x, y or both (circular padding in the "
                            "UNet and the VAE); each mode is its own compiled graph, warmed once like a size"},
+        "controls": controls_schema(limits.controls),
     }

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Protocol
 
 from ..core.errors import ValidationError, is_out_of_memory
 from ..core.frame import Frame, Renderer
+from ..core.controls import active as active_controls
 from ..core.params import GLIDE_FIELDS, PROMPT_FIELDS, Limits, Params, parse_changes, prompt_texts
 from ..core.scene import Glide, InputImage, Scene
 from .loras import LoraGate
@@ -52,6 +53,8 @@ class Stats:
     last_stages_ms: dict[str, float] = field(default_factory=dict)
     inputs: int = 0  # input images accepted with new content
     inputs_unchanged: int = 0  # input images skipped: same content as the current one
+    controls: int = 0  # control images accepted with new content
+    controls_unchanged: int = 0  # control images skipped: same content as that name's current one
 
 
 class Transition:
@@ -100,6 +103,7 @@ class Scheduler:
         self.loras = loras
         self._params = initial
         self._input: InputImage | None = None
+        self._controls: dict[str, InputImage] = {}  # control image per ControlNet name
         self._transition = Transition()
         self._version = 1
         self._started_version = 0
@@ -148,13 +152,13 @@ class Scheduler:
         """Validate and merge a partial change; raises ``ValidationError``, state unchanged then."""
         try:
             changes = parse_changes(raw, self._limits)
+            merged = self._params.merged(changes)  # may refuse a combination (a control's start after its end)
         except ValidationError:
             self.stats.rejected += 1
             raise
         if "loras" in changes:
             try:
-                merged_loras = self._params.merged({"loras": changes["loras"]}).loras
-                names = [name for name, _ in merged_loras if name not in dict(self._params.loras)]
+                names = [name for name, _ in merged.loras if name not in dict(self._params.loras)]
                 if self.loras is not None:
                     self.loras.check(names)
                 elif names:
@@ -165,7 +169,6 @@ class Scheduler:
         self.stats.changes += 1
         warnings = tuple(w for name in PROMPT_FIELDS if name in changes
                          for text in prompt_texts(changes[name]) for w in self._renderer.prompt_warnings(text))
-        merged = self._params.merged(changes)
         if merged != self._params:
             if any(getattr(merged, name) != getattr(self._params, name) for name in GLIDE_FIELDS):
                 # A newer change mid-glide starts a new glide from wherever the frames have got to.
@@ -210,6 +213,40 @@ class Scheduler:
             self._bump()
         return True
 
+    def control(self, name: str) -> InputImage | None:
+        return self._controls.get(name)
+
+    def control_active(self, name: str) -> bool:
+        """Whether ControlNet ``name`` steers the frames now (an image set and a scale above 0)."""
+        return name in self._controls and name in active_controls(self._params.controls)
+
+    def set_control(self, name: str, image: InputImage) -> bool:
+        """Make ``image`` the control image of ``name``; False (no new frame) for the current content."""
+        current = self._controls.get(name)
+        if current is not None and current.digest == image.digest:
+            self.stats.controls_unchanged += 1
+            return False
+        self._controls[name] = image
+        self.stats.controls += 1
+        if self.control_active(name):
+            self._bump()
+        return True
+
+    def clear_control(self, name: str) -> bool:
+        """Drop the control image of ``name``; False when there was none."""
+        if name not in self._controls:
+            return False
+        was_active = self.control_active(name)
+        del self._controls[name]
+        if was_active:
+            self._bump()
+        return True
+
+    def _scene(self) -> Scene:
+        controls = tuple((name, self._controls[name]) for name in active_controls(self._params.controls)
+                         if name in self._controls)
+        return Scene(self._input if self.input_active else None, self._transition.step(), controls)
+
     def _bump(self) -> None:
         self._version += 1
         self._wake.set()
@@ -235,7 +272,7 @@ class Scheduler:
                 await self._wake.wait()
                 continue
             params, version = self._params, self._version
-            scene = Scene(self._input if self.input_active else None, self._transition.step())
+            scene = self._scene()
             self._started_version = version
             try:
                 frame = await loop.run_in_executor(self._gpu, self._render_and_publish, params, scene, version)

@@ -42,6 +42,7 @@ ADDRESSES = {
     f"{PREFIX}/lora": "s f: set a LoRA's weight (-2..2, 0 removes it; at most 4 active; GET /v1/loras)",
     f"{PREFIX}/size": "i i: set width and height",
     f"{PREFIX}/params": "s: a JSON object of several parameters, applied as one change",
+    f"{PREFIX}/control": "s f: set ControlNet NAME's scale (0 = off), as controls {NAME: scale}",
     f"{PREFIX}/subscribe": f"[i port]: send feedback to the sender's host at port (default: the sender's port) "
                            f"for {TTL_S:g} s; renew well within that; at most {PER_SENDER} ports per sender",
     f"{PREFIX}/unsubscribe": "[i port]: stop feedback",
@@ -80,6 +81,11 @@ def message_changes(address: str, args: list[Any]) -> dict[str, Any]:
         if len(args) != 2:
             raise ValidationError("width", f"{address} takes two integers (width, height), got {len(args)} arguments")
         return {"width": args[0], "height": args[1]}
+    if name == "control":
+        if len(args) != 2 or not isinstance(args[0], str):
+            raise ValidationError("controls", f"{address} takes a ControlNet name and a scale (s f), got "
+                                              f"{len(args)} argument(s)")
+        return {"controls": {args[0]: args[1]}}
     if name == "params":
         if len(args) != 1 or not isinstance(args[0], str):
             raise ValidationError(None, f"{address} takes one string: a JSON object of parameters")

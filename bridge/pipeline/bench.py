@@ -31,14 +31,14 @@ from ..core.scene import InputImage, Scene
 from ..engine.sinks.ndi import NdiSender
 from ..engine.sinks.record import Recorder
 from ..engine.sinks.shm import ShmWriter
-from . import loader
+from . import bench_control, loader
 from .optimize import configure_compile_cache
 from .renderer import DiffusersRenderer
 
 log = logging.getLogger(__name__)
 
 PROMPT = "a cat on a windowsill, golden hour, film grain"
-MODES = ("prompt", "seed", "input", "img2img", "lora")  # what changes every frame (lora: lora_bench.py)
+MODES = ("prompt", "seed", "input", "img2img", "control", "lora")  # what changes every frame (control: bench_control.py, lora: lora_bench.py)
 INPUT_STRENGTH = 0.5  # at steps 1: diffusers' steps 2, strength 0.5 (one UNet step)
 _variation = itertools.count()  # every prompt-change frame gets a prompt never seen before
 
@@ -101,6 +101,8 @@ def _stats(times_ms: list[float]) -> dict[str, float]:
 
 
 def _params(mode: str, i: int, size: int, tiling: str = "none") -> Params:
+    if mode in bench_control.RUNS:
+        return bench_control.params(mode, i, size, Params(prompt=PROMPT, seed=7, tiling=tiling))
     prompt = f"{PROMPT}, variation {next(_variation)}" if mode == "prompt" else PROMPT
     return Params(prompt=prompt, seed=i if mode in ("seed", "img2img") else 7, width=size, height=size,
                   strength=INPUT_STRENGTH, tiling=tiling)
@@ -132,6 +134,8 @@ def extra_sinks(names: tuple[str, ...]):
 
 def _scene(mode: str, i: int, size: int) -> Scene:
     """Image-to-image modes: the same input ("img2img"), or new content every frame ("input")."""
+    if mode in bench_control.RUNS:
+        return bench_control.scene(mode, i, size)
     if mode not in ("input", "img2img"):
         return Scene()
     pixels = np.random.default_rng(0).integers(0, 256, (size, size, 4), np.uint8)
@@ -176,7 +180,9 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
     pipe = loader.load_pipeline(opts.model, str(device), dtype, opts.cache_dir, vae=vae)
     _free(device)
     loaded = vram_gb(device)
-    renderer = DiffusersRenderer(pipe, str(device), dtype, compile=opts.compile)
+    nets = bench_control.controlnets(opts.model, pipe.unet.config, str(device), dtype) \
+        if bench_control.wanted(opts.modes) else None
+    renderer = DiffusersRenderer(pipe, str(device), dtype, compile=opts.compile, controlnets=nets)
     runs = []
     lora_runs = [] if lora_runs is None else lora_runs
     for size in opts.sizes:
@@ -189,7 +195,7 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
 
             lora_runs.append({"dtype": dtype_name, "vae": vae_name, "size": size,
                               **measure_lora_switch(renderer, size, opts.frames, opts.cache_dir)})
-        modes = [m for m in opts.modes if m != "lora"]
+        modes = [m for m in bench_control.expand(opts.modes) if m != "lora"]
         for mode, tiling, sink_set in itertools.product(modes, opts.tilings, _sink_sets(opts.sinks)):
             # compiles image-to-image, or another tiling (logged)
             renderer.render(_params(mode, -1, size, tiling), _scene(mode, -1, size))
@@ -224,7 +230,10 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
         if "input" in opts.modes:
             next(r for r in runs if r.size == size and r.mode == "input").stages_ms = \
                 stage_breakdown(renderer, opts, size, shm, "input")
-    del renderer, pipe, vae
+        if bench_control.wanted(opts.modes):
+            next(r for r in runs if r.size == size and r.mode == "control_prompt").stages_ms = \
+                stage_breakdown(renderer, opts, size, shm, "control_prompt")
+    del renderer, pipe, vae, nets
     _free(device)
     return runs
 
@@ -275,6 +284,11 @@ def run_bench(opts: BenchOptions, json_path: Path | None) -> dict:
         report["baseline"] = baseline(opts, device)
         log.info("baseline: median %.2f ms", report["baseline"]["median_ms"])
         save()
+        if bench_control.wanted(opts.modes):
+            report["control_baseline"] = bench_control.baseline(opts, device, _stats, _sync, PROMPT)
+            _free(device)
+            log.info("ControlNet baseline: median %.2f ms", report["control_baseline"]["median_ms"])
+            save()
     with ShmWriter(f"tb-bench-{uuid.uuid4().hex[:8]}", max(opts.sizes), max(opts.sizes)) as shm:
         for dtype_name in opts.dtypes:
             for vae_name in opts.vaes:
@@ -297,6 +311,10 @@ def format_report(report: dict) -> str:
     base = report.get("baseline")
     if base:
         lines.append(f"baseline ({base['what']}): median {base['median_ms']:.2f} ms = {base['fps']:.1f} FPS")
+    control = report.get("control_baseline")
+    if control:
+        lines.append(f"ControlNet baseline ({control['what']}): median {control['median_ms']:.2f} ms = "
+                     f"{control['fps']:.1f} FPS")
     lines.append("| dtype | VAE | size | change/frame | tiling | sinks | median ms | FPS | p99 ms | std ms "
                  "| x baseline "
                  "| first frame s | VRAM GB used (loaded / after) |")
@@ -321,6 +339,7 @@ def format_report(report: dict) -> str:
     for r in report["runs"]:
         if r["stages_ms"]:
             stages = ", ".join(f"{k} {v:.2f}" for k, v in r["stages_ms"].items())
-            what = "new input" if r["mode"] == "input" else "prompt change"
+            what = {"input": "new input", "control_prompt": "one ControlNet, prompt change"}.get(r["mode"],
+                                                                                                  "prompt change")
             lines.append(f"stages ms ({r['dtype']}, {r['vae']} VAE, {r['size']}, {what}, synced per stage): {stages}")
     return "\n".join(lines)

@@ -28,6 +28,9 @@ import torch
 from ..core.frame import Rendered
 from ..core.params import Params, prompt_texts
 from ..core.scene import Scene
+from . import control_images
+from .control_images import ControlImages, frame_controls
+from .controlnet import ControlNets
 from .glide import Glider, Shown
 from .images import ImageLatents, vae_encode
 from .lora import Loras
@@ -46,7 +49,8 @@ class DiffusersRenderer:
     """Renders frames; every method but ``prompt_warnings`` runs on the GPU thread only."""
 
     def __init__(self, pipe, device: str, dtype: torch.dtype, *, compile: bool = False,
-                 profile: bool = False, cache_size: int = 256, lora_dir: Path | None = None):
+                 profile: bool = False, cache_size: int = 256, lora_dir: Path | None = None,
+                 controlnets: ControlNets | None = None, canny_thresholds: tuple[float, float] = (100.0, 200.0)):
         self.pipe = pipe
         self.family = family_of_pipeline(pipe)
         self.encoders = [getattr(pipe, name) for name in self.family.text_encoders]
@@ -64,18 +68,21 @@ class DiffusersRenderer:
         self._done = torch.cuda.Event() if self._cuda else None
         self._graphs = None
         self._glider = Glider()
+        self.controlnets = controlnets or ControlNets({})
+        self.control_images = ControlImages(self.device, dtype, canny_thresholds)
         self._encode, self._unet, self._decode = self._text, self._denoise, self._vae_decode
-        self._encode_image = self._vae_encode
+        self._encode_image, self._control = self._vae_encode, self._residuals
         self._tiling = Tiling([pipe.unet, self.vae])
         if compile:
             # transformers installs its output-capturing hooks lazily, under a lock Dynamo cannot
             # trace: one eager call installs them before compiling.
             with torch.inference_mode():
                 self._text(self._zero_ids())
-            prepare_modules([pipe.unet, self.vae, *self.encoders], self.device)
+            prepare_modules([pipe.unet, self.vae, *self.encoders, *self.controlnets.nets.values()], self.device)
             self._encode = compiled(self._text, self.device)
             self._unet, self._decode = compiled(self._denoise, self.device), compiled(self._vae_decode, self.device)
             self._encode_image = compiled(self._vae_encode, self.device)
+            self._control = compiled(self._residuals, self.device)
             if self._cuda:
                 from .graphs import FrameGraphs
 
@@ -124,8 +131,15 @@ class DiffusersRenderer:
             kwargs["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": time_ids}
         return kwargs
 
-    def _denoise(self, latents, timestep, embeds, pooled, time_ids) -> torch.Tensor:
-        return self.pipe.unet(latents, timestep, **self.unet_conditioning(embeds, pooled, time_ids)).sample
+    def _denoise(self, latents, timestep, embeds, pooled, time_ids, down=None, mid=None) -> torch.Tensor:
+        """One UNet evaluation; ``down``/``mid``: ControlNet residuals added to its skip connections."""
+        return self.pipe.unet(latents, timestep, **self.unet_conditioning(embeds, pooled, time_ids),
+                              down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+
+    def _residuals(self, names: tuple[str, ...], latents, timestep, embeds, pooled, time_ids, images, scales):
+        """The summed residuals of the ControlNets ``names`` for one UNet evaluation (compiled per set)."""
+        added = self.unet_conditioning(embeds, pooled, time_ids).get("added_cond_kwargs")
+        return self.controlnets.residuals(names, latents, timestep, embeds, added, images, scales)
 
     def _vae_encode(self, rgb: torch.Tensor) -> torch.Tensor:
         return vae_encode(self.vae, self.dtype, rgb)
@@ -174,14 +188,14 @@ class DiffusersRenderer:
 
     @torch.inference_mode()
     def render(self, params: Params, scene: Scene = Scene()) -> Rendered:
-        plan = FramePlan.of(params, scene.input is not None)
+        plan = FramePlan.of(params, scene.input is not None, frame_controls(scene))
         if self.compile and plan.key not in self._warm:
             self._warm.add(plan.key)
             text = prompt_texts(params.prompt)[0]
             with progress(f"compiling for {params.width}x{params.height}, {plan.runs} of {plan.schedule_steps} "
                           f"step(s), guidance {'on' if plan.cfg else 'off'}, "
                           f"{'image' if plan.start is not None else 'text'}-to-image (once per size; cached on disk)"):
-                warm = Scene(scene.input)
+                warm = Scene(scene.input, controls=scene.controls)
                 self._render(params.merged({"prompt": text + " "}), warm, record=False)  # the with-text graph
                 self._render(params.merged({"prompt": text}), warm, record=False)  # the cached-embeddings graph
         return self._render(params, scene)
@@ -191,28 +205,32 @@ class DiffusersRenderer:
         if params.loras != self.loras.applied:
             with self._stage("loras"):  # between two frames, into the same weight storage
                 self.text.variant = self.loras.update(params.loras)
-        plan = FramePlan.of(params, scene.input is not None)
+        plan = FramePlan.of(params, scene.input is not None, frame_controls(scene))
         if self._tiling.set(plan.tiling):
             self.images.clear()  # the input's latents depend on the encoder's padding
         image = None if scene.input is None else self.images.latents(scene.input, plan.width, plan.height)
+        control: dict = {}
+        if scene.controls:
+            with self._stage("control_images"):
+                control = control_images.values(self.control_images, params, scene, plan.runs)
         with self._stage("noise"):
             noise = frame_noise(params, plan.draws, self._latent_shape(plan))
         if self._graphs is not None and not self.profile and isinstance(params.prompt, str) and scene.glide is None:
-            rgba, shown = self._render_graph(plan, params, noise, image)  # one replay, text encoders included
+            rgba, shown = self._render_graph(plan, params, noise, image, control)  # one replay, text encoders included
         else:
             embeds, pooled = self.text.conditioning(params.prompt)
             shown = self._glider.mix(scene.glide, Shown(embeds, pooled, noise))
-            rgba = self._frame(plan, params, shown, image)
+            rgba = self._frame(plan, params, shown, image, control)
         if record:
             self._glider.record(shown)
         with self._stage("to_host"):
             pixels = self._to_host(rgba)
         return Rendered(pixels, dict(self._stages))
 
-    def _inputs(self, shown: Shown, params: Params, image: torch.Tensor | None) -> dict:
+    def _inputs(self, shown: Shown, params: Params, image: torch.Tensor | None, control: dict) -> dict:
         values = {"noise": shown.noise.pin_memory() if self._cuda else shown.noise,
                   "guidance": float(params.guidance), "embeds": shown.embeds, "pooled": shown.pooled,
-                  **self._unconditional(params)}
+                  **self._unconditional(params), **control}
         return values if image is None else {**values, "image": image}
 
     def _unconditional(self, params: Params) -> dict:
@@ -222,9 +240,10 @@ class DiffusersRenderer:
         negative, negative_pooled = self.text.unconditional(params.negative_prompt)
         return {"negative": negative, "negative_pooled": negative_pooled}
 
-    def _frame(self, plan: FramePlan, params: Params, shown: Shown, image: torch.Tensor | None) -> torch.Tensor:
+    def _frame(self, plan: FramePlan, params: Params, shown: Shown, image: torch.Tensor | None,
+               control: dict) -> torch.Tensor:
         """A frame from mixed conditioning: one graph replay, or a stage at a time (eager, profiling)."""
-        values = self._inputs(shown, params, image)
+        values = self._inputs(shown, params, image, control)
         if self._graphs is not None and not self.profile:
             return self._frame_graph(plan, with_text=False).run(**values)[0]
         with self._stage("unet"):
@@ -245,12 +264,17 @@ class DiffusersRenderer:
         return self._graphs.get(key, fn, inputs).run(**values)
 
     def _denoise_steps(self, plan: FramePlan, noise: torch.Tensor, guidance, embeds, pooled,
-                       image: torch.Tensor | None = None, negative=None, negative_pooled=None) -> torch.Tensor:
+                       image: torch.Tensor | None = None, control_images: torch.Tensor | None = None,
+                       control_scales: torch.Tensor | None = None, negative=None, negative_pooled=None) -> torch.Tensor:
         """The sampling loop; ``guidance`` is a float, or a 0-d tensor inside a frame graph.
 
         Text-to-image starts from noise alone; image-to-image from the input's latents noised to
         the first step's sigma (diffusers' ``add_noise``), and runs the schedule from ``plan.start``.
+        ControlNets (``plan.controls``) see the UNet's inputs, their images batched like them
+        (diffusers' ``torch.cat([image] * 2)`` with guidance) and step i's scales.
         """
+        if plan.controls and plan.cfg:
+            control_images = torch.cat([control_images, control_images], dim=1)
         if plan.cfg:  # the negative prompt's embeddings (zeros for SDXL-Turbo without one) come first
             embeds, pooled = torch.cat([negative, embeds]), torch.cat([negative_pooled, pooled])
         schedule = self._schedule.steps(plan.schedule_steps, self.device)
@@ -264,7 +288,12 @@ class DiffusersRenderer:
             model_in = (latents / step.input_scale).to(self.dtype)
             if plan.cfg:
                 model_in = torch.cat([model_in, model_in])
-            eps = self._unet(model_in, step.timestep, embeds, pooled, time_ids)
+            if plan.controls:
+                down, mid = self._control(plan.controls, model_in, step.timestep, embeds, pooled, time_ids,
+                                          control_images, control_scales[:, i])
+                eps = self._unet(model_in, step.timestep, embeds, pooled, time_ids, down, mid)
+            else:
+                eps = self._unet(model_in, step.timestep, embeds, pooled, time_ids)
             if plan.cfg:
                 uncond, cond = eps.chunk(2)
                 eps = uncond + guidance * (cond - uncond)
@@ -273,11 +302,12 @@ class DiffusersRenderer:
 
     def _frame_graph(self, plan: FramePlan, with_text: bool):
         """The whole frame as one graph: (text encoders,) denoising and decoding."""
-        def frame(noise, guidance, ids=None, embeds=None, pooled=None, image=None, negative=None,
-                  negative_pooled=None):
+        def frame(noise, guidance, ids=None, embeds=None, pooled=None, image=None, control_images=None,
+                  control_scales=None, negative=None, negative_pooled=None):
             if ids is not None:
                 embeds, pooled = self._encode(ids)
-            latents = self._denoise_steps(plan, noise, guidance, embeds, pooled, image, negative, negative_pooled)
+            latents = self._denoise_steps(plan, noise, guidance, embeds, pooled, image, control_images, control_scales,
+                                          negative, negative_pooled)
             return self._decode(latents), embeds, pooled
 
         def inputs() -> dict:
@@ -294,18 +324,20 @@ class DiffusersRenderer:
                 made["image"] = torch.zeros(self._latent_shape(plan), dtype=self.dtype, device=self.device)
             if plan.cfg:  # the unconditional branch has the conditioning's shapes
                 made["negative"], made["negative_pooled"] = torch.zeros_like(embeds), torch.zeros_like(pooled)
-            return made
+            return {**made, **control_images.graph_inputs(plan.controls, plan.width, plan.height, plan.runs,
+                                                          self.dtype, self.device)}
 
         return self._graphs.get((*plan.key, with_text), frame, inputs)
 
-    def _render_graph(self, plan: FramePlan, params: Params, noise: torch.Tensor, image: torch.Tensor | None):
+    def _render_graph(self, plan: FramePlan, params: Params, noise: torch.Tensor, image: torch.Tensor | None,
+                      control: dict):
         """One graph replay for the whole frame (text encoders included when the prompt is new)."""
         cached = self.text.cached(params.prompt)
         if cached is not None:
             shown = Shown(*cached, noise)
-            return self._frame_graph(plan, with_text=False).run(**self._inputs(shown, params, image))[0], shown
+            return self._frame_graph(plan, with_text=False).run(**self._inputs(shown, params, image, control))[0], shown
         values = {"noise": noise.pin_memory(), "guidance": float(params.guidance),
-                  "ids": self.text.token_ids(params.prompt), **self._unconditional(params)}
+                  "ids": self.text.token_ids(params.prompt), **self._unconditional(params), **control}
         if image is not None:
             values["image"] = image
         rgba, embeds, pooled = self._frame_graph(plan, with_text=True).run(**values)

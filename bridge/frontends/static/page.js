@@ -141,8 +141,27 @@ function describe(p) {
     `guidance ${p.guidance} · ${JSON.stringify(p.prompt)}`;
 }
 
+function setControlScale(params) {
+  // The slider follows the daemon unless it is being dragged.
+  const name = $("control-name").value;
+  if (!name || $("control-scale") === document.activeElement) return;
+  const scale = String((params.controls && params.controls[name] && params.controls[name].scale) || 0);
+  $("control-scale").value = scale;
+  $("control-scale-shown").textContent = scale;
+}
+
+async function putControl(file) {
+  const name = $("control-name").value;
+  if (!name || !file) return;
+  const response = await fetch(`/v1/control/${encodeURIComponent(name)}`, {
+    method: "PUT", headers: { ...AUTH, "Content-Type": file.type || "application/octet-stream" }, body: file });
+  const body = await response.json();
+  showError(response.ok ? null : body.error);
+}
+
 function setControls(params, all = false) {
   setLoraSliders(params.loras || {});
+  setControlScale(params);
   for (const field of FIELDS) {
     const input = $(field);
     // A prompt blend ([[text, weight], ...], set over REST/OSC) shows as JSON; typing replaces it.
@@ -247,6 +266,18 @@ $("record").addEventListener("click", () => {
     .catch((error) => showError({ field: null, message: `record: ${error}` }));
 });
 setInterval(() => record().catch(() => {}), 1000);  // recording state: frames, files, errors
+$("control-file").addEventListener("change", () => putControl($("control-file").files[0]));
+$("control-scale").addEventListener("input", () => {
+  $("control-scale-shown").textContent = $("control-scale").value;
+  send({ params: { controls: { [$("control-name").value]: { scale: Number($("control-scale").value) } } } });
+});
+$("control").addEventListener("dragover", (event) => { event.preventDefault(); $("control").classList.add("dragging"); });
+$("control").addEventListener("dragleave", () => $("control").classList.remove("dragging"));
+$("control").addEventListener("drop", (event) => {
+  event.preventDefault();
+  $("control").classList.remove("dragging");
+  putControl(event.dataTransfer.files[0]);
+});
 
 setInterval(() => {
   const now = performance.now();
@@ -259,6 +290,9 @@ fetch("/v1/loras", { headers: AUTH }).then((response) => response.json()).then(s
 
 fetch("/v1/schema", { headers: AUTH }).then((response) => response.json()).then((schema) => {
   for (const field of ["width", "height"]) $(field).max = schema.parameters[field].maximum;
+  const names = Object.keys(schema.parameters.controls.properties);  // the loaded ControlNets
+  for (const name of names) $("control-name").append(new Option(name, name));
+  $("control").hidden = names.length === 0;
 }).catch((error) => showError({ field: null, message: `schema: ${error}` }));
 
 connect();

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 
-from .canvas import InputSender, capture
+from .canvas import ControlShot, InputSender, capture, capture_layer
 from .frames import Picture, place
 from .layer import DocumentError, ReferenceLayer, find_reference, is_idle, keep
 from .qt import QtCore, Signal
@@ -148,6 +148,20 @@ class Controller(QtCore.QObject):
             self._last_capture = shot.bgra
             self._input.submit(shot)
         self._input_timer.start(max(INPUT_INTERVAL_MS, int(10 * cost_ms)))
+
+    def send_layer_as_control(self, layer: str, name: str, preprocess: str, scale: float) -> bool:
+        """Send the layer named ``layer`` as ControlNet ``name``'s control image (False: nothing to send)."""
+        doc = self.host.activeDocument()
+        node = doc.nodeByName(layer) if doc is not None and layer else None
+        if node is None or not name.strip() or self._input is None:
+            self._set_status("pick a layer and a ControlNet name (the daemon's --controlnet NAME) first")
+            return False
+        shot = capture_layer(doc, node)
+        if shot is None:
+            self._set_status(f"could not read layer {layer!r} (8-bit RGBA only)")
+            return False
+        self._input.submit(ControlShot(shot, name.strip(), preprocess, scale))
+        return True
 
     def set_opacity(self, percent: int) -> None:
         if self.reference.set_opacity(self.host.activeDocument(), percent):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from .controller import Controller
+from .layer import REFERENCE_NAME
 from .notice import add_docker
 from .qt import QtCore, QtWidgets
 
@@ -67,6 +68,20 @@ class BridgePanel(QtWidgets.QWidget):
         self.record = QtWidgets.QPushButton("Record")
         self.record.setCheckable(True)
         self.record.setToolTip("Record the daemon's frames into an MP4 in its --output-dir")
+        # Layer as control: a layer (a line sketch, a depth map) as a ControlNet's control image.
+        self.control_layer = _LayerBox(self.refresh_layers)
+        self.control_layer.setToolTip("The layer to send (a sketch, lines, a depth map)")
+        self.control_name = QtWidgets.QLineEdit(host.readSetting(SETTINGS, "control_name", ""))
+        self.control_name.setPlaceholderText("ControlNet name")
+        self.control_name.setToolTip("The daemon's --controlnet NAME this layer steers")
+        self.control_preprocess = QtWidgets.QComboBox()
+        self.control_preprocess.addItems(["none", "canny"])
+        self.control_preprocess.setToolTip("none: the layer is the condition as it is; canny: the daemon finds edges")
+        self.control_scale = QtWidgets.QDoubleSpinBox()
+        self.control_scale.setRange(0.0, 2.0)
+        self.control_scale.setSingleStep(0.1)
+        self.control_scale.setValue(1.0)
+        self.send_control = QtWidgets.QPushButton("Layer as control")
         self._lay_out()
 
         self.controller.reference.opacity_percent = self.opacity.value()
@@ -88,6 +103,8 @@ class BridgePanel(QtWidgets.QWidget):
         self.seamless.toggled.connect(lambda on: self.controller.set_params({"tiling": "xy" if on else "none"}))
         self.record.clicked.connect(self.controller.set_recording)
         self.controller.recording_changed.connect(self._show_recording)
+        self.send_control.clicked.connect(self._send_control)
+        self.control_scale.valueChanged.connect(self._control_scale_changed)
         app = QtWidgets.QApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self.controller.stop)
@@ -114,6 +131,15 @@ class BridgePanel(QtWidgets.QWidget):
         row.addWidget(self.strength, 1)
         form.addRow("Input", row)
         row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.control_layer, 1)
+        row.addWidget(self.control_name, 1)
+        form.addRow("Control", row)
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.control_preprocess)
+        row.addWidget(self.control_scale)
+        row.addWidget(self.send_control)
+        form.addRow(row)
+        row = QtWidgets.QHBoxLayout()
         row.addWidget(self.opacity, 1)
         row.addWidget(self.opacity_label)
         form.addRow("Opacity", row)
@@ -124,6 +150,27 @@ class BridgePanel(QtWidgets.QWidget):
         row.addWidget(self.record)
         row.addWidget(self.keep)
         form.addRow(row)
+
+    def refresh_layers(self) -> None:
+        """The active document's layers (top level, the reference layer left out) in the Control box."""
+        doc = self.host.activeDocument()
+        current = self.control_layer.currentText()
+        names = [node.name() for node in (doc.rootNode().childNodes() if doc is not None else [])
+                 if node.name() != REFERENCE_NAME]
+        self.control_layer.clear()
+        self.control_layer.addItems(names)
+        if current in names:
+            self.control_layer.setCurrentText(current)
+
+    def _send_control(self) -> None:
+        self.host.writeSetting(SETTINGS, "control_name", self.control_name.text())
+        self.controller.send_layer_as_control(self.control_layer.currentText(), self.control_name.text(),
+                                              self.control_preprocess.currentText(), self.control_scale.value())
+
+    def _control_scale_changed(self, value: float) -> None:
+        name = self.control_name.text().strip()
+        if name:
+            self.controller.set_params({"controls": {name: float(value)}})
 
     def reconnect(self) -> None:
         try:
@@ -201,5 +248,18 @@ def register(krita) -> None:
 
         def canvasChanged(self, canvas):  # noqa: N802 (Krita's name)
             self.panel.controller.document_changed()
+            self.panel.refresh_layers()
 
     add_docker(krita, TurboBridgeDocker)
+
+
+class _LayerBox(QtWidgets.QComboBox):
+    """A layer picker that lists the document's layers as they are now, each time it opens."""
+
+    def __init__(self, refresh):
+        super().__init__()
+        self._refresh = refresh
+
+    def showPopup(self) -> None:  # noqa: N802 (Qt's name)
+        self._refresh()
+        super().showPopup()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from . import session
 from .cues import header_row
+from .inputs import CONTROL_SLOTS
 from .paths import import_paths
 
 OP_TYPES = ("baseCOMP", "scriptTOP", "outTOP", "textDAT", "tableDAT", "oscoutDAT", "oscinDAT",
@@ -93,6 +94,13 @@ def add_control_pars(comp) -> None:
     page.appendTOP("Inputtop", label="Input TOP")
     _set(page.appendToggle("Sendinput", label="Send Input (image-to-image)")[0], False)
     _set(page.appendFloat("Strength", label="Strength")[0], 0.5, lo=0.0, hi=1.0, norm=(0.0, 1.0))
+
+    page = comp.appendCustomPage("Control")  # ControlNets: one TOP per name (the daemon's --controlnet NAME)
+    for slot in CONTROL_SLOTS:
+        _set(page.appendStr(f"Control{slot}name", label=f"ControlNet {slot} Name")[0], "")
+        page.appendTOP(f"Control{slot}top", label=f"Control {slot} TOP")
+        _set(page.appendFloat(f"Control{slot}scale", label=f"Control {slot} Scale")[0], 0.0, lo=0.0, hi=2.0,
+             norm=(0.0, 2.0))
 
     page = comp.appendCustomPage("Style")
     _set(page.appendStr("Negprompt", label="Negative Prompt (guidance > 0)")[0], "")

@@ -11,7 +11,7 @@ import time
 
 from .control import FIELD_PARS, INPUT_PARS, LORA_PARS, OUTPUT_PARS, STYLE_PARS, Controller, ports
 from .cues import CueError, Cues
-from .inputs import InputSender
+from .inputs import CONTROL_SLOTS, ControlSender, InputSender
 from .sources import HttpSource, ShmSource
 
 RETRY_S = 1.0  # between attempts to attach to a segment that is not there (yet)
@@ -27,6 +27,7 @@ class Session:
         self.controller = Controller(comp)
         self.cues = Cues(comp, self.controller)
         self.input = InputSender(comp)
+        self.control_senders = [ControlSender(comp, slot) for slot in CONTROL_SLOTS]
         self.source = None
         self._source_key: tuple | None = None
         self._next_attach = 0.0
@@ -85,7 +86,8 @@ class Session:
         if self.source is not None:
             self.source.close()
             self.source = None
-        self.input.reattach()  # a new source may be a restarted daemon
+        for sender in (self.input, *self.control_senders):
+            sender.reattach()  # a new source may be a restarted daemon
 
     def _pull(self, now: float):
         """Move a new frame, if any, from the source to ``latest``; returns ``latest``."""
@@ -103,7 +105,8 @@ class Session:
         if self._stale_segment(now):
             self.close_source()  # reattached just below
         latest = self._pull(now)
-        self.input.frame_start(self.http_url(), str(self.comp.par.Token.eval()), self.status)
+        for sender in (self.input, *self.control_senders):
+            sender.frame_start(self.http_url(), str(self.comp.par.Token.eval()), self.status)
         if latest is None:
             return
         for path, seq in list(self.tops.items()):
@@ -198,7 +201,8 @@ class Session:
 
     def close(self) -> None:
         self.close_source()
-        self.input.stop(self.http_url(), str(self.comp.par.Token.eval()))
+        for sender in (self.input, *self.control_senders):
+            sender.stop(self.http_url(), str(self.comp.par.Token.eval()))
 
 
 def session_for(comp) -> Session:
