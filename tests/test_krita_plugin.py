@@ -297,7 +297,7 @@ def test_seamless_and_record(panel, demo_daemon, new_doc):
     p.record.click()
     pump(lambda: not p.controller.recording, what="the recording to stop")
     files = client.record()["files"]
-    assert files and p.status.text() == f"recorded {files[-1]}" and p.record.text() == "Record"
+    assert files and p.status.text().splitlines()[0] == f"recorded {files[-1]}" and p.record.text() == "Record"
     p.controller.set_recording(False)  # stop without start: the daemon's reason shows
     pump(lambda: "not recording" in p.status.text(), what="the refusal")
     client.patch({"tiling": "none"})

@@ -43,7 +43,9 @@ class Controller(QtCore.QObject):
         self.current: Picture | None = None  # the picture the reference layer shows
         self.applied = self.deferred = self.refreshes = 0
         self.last_apply_ms = 0.0  # GUI time of the last write + canvas refresh
-        self.status = "not connected"
+        self.status = "not connected"  # what the docker shows: the last note, then the frame line
+        self._note = "not connected"  # the last thing that happened; stays until the next one
+        self._frame_line = ""  # which frame the layer shows (kept apart so it never hides a note)
         self._pending: Picture | None = None
         self._needs_refresh = False
         self._worker: FrameWorker | None = None
@@ -231,7 +233,8 @@ class Controller(QtCore.QObject):
                 self.current = picture
                 self.applied += 1
                 if self.connection is not None:
-                    self._set_status(f"frame {picture.seq} · {self.connection.transport}")
+                    self._frame_line = f"frame {picture.seq} · {self.connection.transport}"
+                    self._show_status()
         except DocumentError as exc:
             self._set_status(str(exc))
             return
@@ -255,7 +258,14 @@ class Controller(QtCore.QObject):
         return (doc.width(), doc.height()) if doc is not None else None
 
     def _set_status(self, text: str) -> None:
+        if text != self._note:
+            log.info("%s", text)
+        self._note = text
+        self._show_status()
+
+    def _show_status(self) -> None:
+        frame_line = self._frame_line if self.connection is not None else ""
+        text = f"{self._note}\n{frame_line}" if frame_line else self._note
         if text != self.status:
             self.status = text
-            log.info("%s", text)
             self.status_changed.emit(text)
