@@ -18,10 +18,11 @@ from typing import AsyncIterator, Callable
 from aiohttp import web
 
 from .frontends import connections, control_api, input_api, live, openapi, record_api, rest, security, sockets
-from .config import Config
+from .config import Config, lora_folder
 from .core.frame import NullRenderer, Renderer
 from .frontends.osc import ADDRESSES, OscServer
 from .core.params import Limits
+from .engine.loras import LoraGate
 from .engine.scheduler import Scheduler
 from .engine.sinks.png import PngCache, PngFileWriter
 from .engine.sinks.ndi import NdiSender
@@ -57,7 +58,7 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
         configure_compile_cache(config.cache_dir)
     vae = None if config.vae == "full" else loader.load_tiny_vae(config.vae, config.model, device, dtype)
     pipe = loader.load_pipeline(config.model, device, dtype, config.cache_dir, vae=vae, scheduler=config.scheduler)
-    renderer = DiffusersRenderer(pipe, device, dtype, compile=compile,
+    renderer = DiffusersRenderer(pipe, device, dtype, compile=compile, lora_dir=lora_folder(config),
                                  controlnets=load_controlnets(config, pipe, device, dtype),
                                  canny_thresholds=config.canny_thresholds)
     if compile:  # compile and capture for the initial size before the ports open
@@ -113,6 +114,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
     async def executors(app: web.Application) -> AsyncIterator[None]:
         gpu = ThreadPoolExecutor(1, thread_name_prefix="gpu")
         encoder = ThreadPoolExecutor(2, thread_name_prefix="encode")
+        lora_loader = ThreadPoolExecutor(1, thread_name_prefix="lora-loader")
         loop = asyncio.get_running_loop()
         try:
             # The segment first: a live daemon of the same --shm-name is refused before loading a model.
@@ -125,7 +127,9 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
                     ndi.start()
                 sched = Scheduler(renderer, gpu, initial=config.initial,
                                   limits=Limits(config.max_size, tuple(s.name for s in config.controlnets)),
-                                  sinks=sinks)
+                                  sinks=sinks,
+                                  loras=LoraGate(getattr(getattr(renderer, "loras", None), "catalog", None),
+                                                 lora_loader))
                 app[rest.SCHEDULER] = sched
                 app[rest.PNG_CACHE] = PngCache(encoder)
                 render_task = asyncio.create_task(sched.run(), name="render-loop")
@@ -142,6 +146,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
         finally:
             gpu.shutdown(wait=True)
             encoder.shutdown(wait=True)
+            lora_loader.shutdown(wait=True)
 
     async def osc(app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()

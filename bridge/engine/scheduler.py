@@ -21,8 +21,9 @@ from typing import Any, Callable, Iterable, Protocol
 from ..core.errors import ValidationError, is_out_of_memory
 from ..core.frame import Frame, Renderer
 from ..core.controls import active as active_controls
-from ..core.params import GLIDE_FIELDS, Limits, Params, parse_changes, prompt_texts
+from ..core.params import GLIDE_FIELDS, PROMPT_FIELDS, Limits, Params, parse_changes, prompt_texts
 from ..core.scene import Glide, InputImage, Scene
+from .loras import LoraGate
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +94,13 @@ class Scheduler:
         initial: Params = Params(),
         limits: Limits = Limits(),
         sinks: Iterable[Sink] = (),
+        loras: LoraGate | None = None,
     ):
         self._renderer = renderer
         self._gpu = gpu
         self._limits = limits
         self._sinks = list(sinks)
+        self.loras = loras
         self._params = initial
         self._input: InputImage | None = None
         self._controls: dict[str, InputImage] = {}  # control image per ControlNet name
@@ -153,11 +156,19 @@ class Scheduler:
         except ValidationError:
             self.stats.rejected += 1
             raise
+        if "loras" in changes:
+            try:
+                names = [name for name, _ in merged.loras if name not in dict(self._params.loras)]
+                if self.loras is not None:
+                    self.loras.check(names)
+                elif names:
+                    raise ValidationError("loras", "this daemon's model takes no LoRAs")
+            except ValidationError:
+                self.stats.rejected += 1
+                raise
         self.stats.changes += 1
-        warnings: tuple[str, ...] = ()
-        if "prompt" in changes:
-            warnings = tuple(w for text in prompt_texts(changes["prompt"])
-                             for w in self._renderer.prompt_warnings(text))
+        warnings = tuple(w for name in PROMPT_FIELDS if name in changes
+                         for text in prompt_texts(changes[name]) for w in self._renderer.prompt_warnings(text))
         if merged != self._params:
             if any(getattr(merged, name) != getattr(self._params, name) for name in GLIDE_FIELDS):
                 # A newer change mid-glide starts a new glide from wherever the frames have got to.
@@ -169,6 +180,17 @@ class Scheduler:
             self._bump()
             log.debug("params v%d: %s", self._version, changes)
         return Applied(self._version, warnings)
+
+    async def apply_async(self, raw: Any) -> Applied:
+        """``apply``, after loading the LoRAs it names on the loader thread (at once when loaded)."""
+        if self.loras is not None and self.loras.needs_loading(raw):
+            try:
+                parse_changes({"loras": raw["loras"]}, self._limits)  # syntax first: no file read for it
+                await self.loras.prepare(self.loras.named(raw))
+            except ValidationError:
+                self.stats.rejected += 1
+                raise
+        return self.apply(raw)
 
     def set_input(self, image: InputImage) -> bool:
         """Make ``image`` the input; False (and no new frame) when its content is the current one's."""

@@ -75,8 +75,17 @@ async def patch_params(request: web.Request) -> web.Response:
         return error_response(400, None, "request body must be UTF-8 JSON")
     except ValueError as exc:
         return error_response(400, None, f"request body is not valid JSON: {exc}")
-    applied = request.app[SCHEDULER].apply(body)
+    applied = await request.app[SCHEDULER].apply_async(body)
     return web.json_response({"version": applied.version, "warnings": list(applied.warnings)})
+
+
+async def get_loras(request: web.Request) -> web.Response:
+    """The LoRA files in --lora-dir (rescanned), and which are active with what weight."""
+    sched = request.app[SCHEDULER]
+    gate = sched.loras
+    files = await gate.listing() if gate is not None else []
+    return web.json_response({"folder": gate.folder if gate is not None else None, "loras": files,
+                              "active": dict(sched.params.loras)})
 
 
 def loads_strict(text: str):
@@ -198,3 +207,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/frame.png", frame_png)
     app.router.add_get("/v1/frame.rgba", frame_rgba)
     app.router.add_get("/v1/schema", get_schema)
+    app.router.add_get("/v1/loras", get_loras)

@@ -17,7 +17,7 @@ from .canvas import ControlShot, InputSender, capture, capture_layer
 from .frames import Picture, place
 from .layer import DocumentError, ReferenceLayer, find_reference, is_idle, keep
 from .qt import QtCore, Signal
-from .workers import Connection, FrameWorker, ParamSender, RecordSender, Signals, normalize_url
+from .workers import Connection, FrameWorker, ParamSender, RecordSender, Signals, merge_changes, normalize_url
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class Controller(QtCore.QObject):
         self._input_timer.stop()
 
     def set_params(self, changes: dict) -> None:
-        self.params.update(changes)
+        self.params.update(merge_changes(self.params, changes))
         if self.live and self._sender is not None:
             self._sender.submit(changes)
 
@@ -207,7 +207,8 @@ class Controller(QtCore.QObject):
 
     def _on_connected(self, connection: Connection) -> None:
         self.connection = connection
-        self.params = {k: connection.params[k] for k in ("prompt", "seed", "guidance", "steps", "strength", "tiling")
+        self.params = {k: connection.params[k] for k in ("prompt", "negative_prompt", "seed", "guidance", "steps",
+                                                         "strength", "loras", "tiling")
                        if k in connection.params}
         self.connected.emit(connection)
         self._set_status(f"connected: {connection.model} on {connection.device}, frames by {connection.transport}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from .control import FIELD_PARS, INPUT_PARS, OUTPUT_PARS, Controller, ports
+from .control import FIELD_PARS, INPUT_PARS, LORA_PARS, OUTPUT_PARS, STYLE_PARS, Controller, ports
 from .cues import CueError, Cues
 from .inputs import CONTROL_SLOTS, ControlSender, InputSender
 from .sources import HttpSource, ShmSource
@@ -173,8 +173,10 @@ class Session:
 
     def on_value_change(self, par) -> None:
         name = par.name
-        if name in FIELD_PARS or name in INPUT_PARS or name in OUTPUT_PARS:
+        if name in FIELD_PARS or name in INPUT_PARS or name in STYLE_PARS or name in OUTPUT_PARS:
             self.report(lambda: self.controller.on_field_par(par))
+        elif name in LORA_PARS:
+            self.report(lambda: self.controller.on_lora_par(par))
         elif name == "Record":
             self.report(lambda: self.controller.record(bool(par.eval())))
         elif name == "Live" and par.eval():
