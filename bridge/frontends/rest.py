@@ -10,7 +10,7 @@ import json
 import logging
 import math
 import re
-from typing import Callable
+from typing import Any, Callable
 
 from aiohttp import web
 
@@ -65,16 +65,23 @@ async def get_params(request: web.Request) -> web.Response:
     return web.json_response({**sched.params.to_json(), "version": sched.version})
 
 
-async def patch_params(request: web.Request) -> web.Response:
+async def read_json(request: web.Request) -> Any:
+    """The request's strict JSON body (size-checked as it arrives), or the 4xx ``web.Response`` to send."""
     raw = await read_body(request, MAX_BODY_BYTES, None, f"request body must be at most {MAX_BODY_BYTES} bytes")
     if isinstance(raw, web.Response):
         return raw
     try:
-        body = loads_strict(raw.decode("utf-8"))
+        return loads_strict(raw.decode("utf-8"))
     except UnicodeDecodeError:
         return error_response(400, None, "request body must be UTF-8 JSON")
     except ValueError as exc:
         return error_response(400, None, f"request body is not valid JSON: {exc}")
+
+
+async def patch_params(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    if isinstance(body, web.Response):
+        return body
     applied = await request.app[SCHEDULER].apply_async(body)
     return web.json_response({"version": applied.version, "warnings": list(applied.warnings)})
 
