@@ -68,7 +68,8 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
                  time.perf_counter() - started)
     info = {"model": config.model, "family": renderer.family.name, "scheduler": renderer.sampler, "device": device, "dtype": str(dtype).removeprefix("torch."),
             "vae": config.vae, "compile": compile,
-            "controlnets": {spec.name: spec.source for spec in config.controlnets}}
+            "controlnets": {spec.name: spec.source for spec in config.controlnets},
+            "t2i_adapters": sorted(renderer.controlnets.adapters)}
     return renderer, info
 
 

@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--controlnet", action="append", default=[], metavar="NAME=SOURCE",
                        help="an SDXL ControlNet, resident (repeatable): SOURCE is a hub id, a diffusers folder, a "
                             "single .safetensors file, 'demo' (small, random weights, for --model demo) or 'random' "
-                            "(full size, random weights: benchmarks); its image is PUT /v1/control/NAME")
+                            "(full size, random weights: benchmarks), or an SDXL T2I-Adapter (the kind read from its "
+                            "config; 'demo-t2i', 'random-t2i'); its image is PUT /v1/control/NAME")
     serve.add_argument("--canny-thresholds", default="100,200", metavar="LOW,HIGH",
                        help="the control images' canny preprocessing: hysteresis thresholds in grey levels")
     serve.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
@@ -97,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="what changes every frame: prompt, seed, input (a new input image: VAE encode + "
                             "image-to-image), img2img (the seed of an image-to-image frame), control (ControlNets: a new "
                             "prompt, a new control image every frame, two ControlNets; with diffusers' ControlNet "
-                            "pipeline as a second baseline)")
+                            "pipeline as a second baseline), t2i (one T2I-Adapter: a new prompt, a new control image "
+                            "every frame; with diffusers' adapter pipeline as a baseline)")
     bench.add_argument("--tilings", default="none", help="comma-separated: none,x,y,xy (seamless tiling on vs off)")
     bench.add_argument("--sinks", default="", help="comma-separated: record,ndi: each run again with these sinks "
                        "on the render thread (their publish time measured; ndi needs cyndilib)")

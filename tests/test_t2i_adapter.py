@@ -176,3 +176,42 @@ def test_refusals_name_what_fits(renderer, tmp_path):
                adapter_type="full_adapter_xl").save_pretrained(xl)
     net = load_controlnet(ControlNetSpec("folder", str(xl)), unet, "cpu", torch.float32)
     assert isinstance(net, T2IAdapter)  # the kind is read from the folder's config
+
+
+async def test_demo_daemon_steers_with_a_demo_adapter_over_rest_and_osc(config, daemon_factory):
+    """The live path end to end: a PNG PUT to /v1/control/sketch, the scale over OSC
+    /bridge/control, scale 0 over REST gives back exactly the plain frame."""
+    import asyncio
+
+    import aiohttp
+
+    from bridge.client import osc_message
+    from test_control_api import patch, put, rendered
+    from test_input_api import encoded, rgba
+
+    async with daemon_factory(config, controlnets=(ControlNetSpec("sketch", "demo-t2i"),)) as daemon:
+        assert daemon.health()["t2i_adapters"] == ["sketch"]
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{daemon.http_port}") as session:
+            plain = await daemon.scheduler.next_frame(0, 60)
+            status, _ = await put(session, "sketch", encoded(rgba(64, 64), "PNG"), "image/png")
+            assert status == 200
+            before = daemon.scheduler.version
+            loop = asyncio.get_running_loop()
+            transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
+                                                               remote_addr=("127.0.0.1", daemon.osc_port))
+            try:
+                transport.sendto(osc_message("/bridge/control", "sketch", 1.0))
+
+                async def applied():
+                    while not daemon.scheduler.params.controls:
+                        await asyncio.sleep(0.01)
+
+                await asyncio.wait_for(applied(), 60)
+            finally:
+                transport.close()
+            assert daemon.scheduler.version > before
+            steered = await rendered(daemon, daemon.scheduler.version)
+            assert not np.array_equal(plain.pixels, steered.pixels)
+            status, body = await patch(session, {"controls": {"sketch": 0}})
+            off = await rendered(daemon, body["version"])
+            assert np.array_equal(plain.pixels, off.pixels)
