@@ -13,18 +13,20 @@ import signal
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
-from .frontends import input_api, live, openapi, rest, security, sockets
+from .frontends import channels_api, input_api, live, openapi, rest, security, sockets
 from .config import Config
 from .core.frame import NullRenderer, Renderer
 from .frontends.osc import ADDRESSES, OscServer
 from .core.params import Limits
+from .engine.channels import MAIN, Channel, ChannelRegistry
+from .engine.render_queue import RenderQueue
 from .engine.scheduler import Scheduler
 from .engine.sinks.png import PngCache, PngFileWriter
-from .engine.sinks.shm import ShmWriter
 from .frontends.streams import FrameEncoder, FrameHub
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ CONFIG = web.AppKey("config", Config)
 OSC = web.AppKey("osc", OscServer)
 PNG_WRITER = web.AppKey("png_writer", PngFileWriter)
 MODEL_INFO = web.AppKey("model_info", dict)
+DEVICE_INFO = web.AppKey("device_info", list)  # one model info per device
 OSC_SOCKET = web.AppKey("osc_socket", socket.socket)  # bound early by Daemon (see bridge.frontends.sockets)
 SHUTDOWN_TIMEOUT_S = 2.0  # handlers still running this long after SIGTERM are cancelled
 
@@ -45,7 +48,7 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
     from .pipeline.optimize import configure_compile_cache
     from .pipeline.renderer import DiffusersRenderer
 
-    device = config.device or loader.default_device()
+    device = config.device if config.device not in (None, "auto") else loader.default_device()
     dtype = loader.resolve_dtype(config.dtype, device)
     compile = config.compile == "on" or (config.compile == "auto" and device.startswith("cuda"))
     if compile:
@@ -63,6 +66,17 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
     return renderer, info
 
 
+def resolve_devices(spec: str | None) -> list[str | None]:
+    """``--device``: one device, a comma-separated list (one resident pipeline each), or ``all`` GPUs."""
+    if spec is None:
+        return [None]
+    if spec == "all":
+        from .pipeline import loader
+
+        return loader.all_devices()
+    return [part.strip() for part in spec.split(",") if part.strip()] or [None]
+
+
 async def _cancel(task: asyncio.Task) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -78,36 +92,53 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
     app.middlewares.append(security.middleware(config.host, config.access))  # outermost: before any route
     app.on_response_prepare.append(security.add_cors_headers)
     app[rest.OSC_ADDRESSES] = ADDRESSES
-    app[rest.SCHEMA_EXTRA] = {**live.SCHEMA, **input_api.SCHEMA}
+    app[rest.SCHEMA_EXTRA] = {**live.SCHEMA, **input_api.SCHEMA, **channels_api.SCHEMA}
     rest.add_routes(app)
     live.add_routes(app)
     input_api.add_routes(app)
+    channels_api.add_routes(app)
     openapi.add_routes(app)
     app.on_shutdown.extend([rest.end_long_polls, live.close_clients])  # before the cleanup contexts below unwind
     started = time.monotonic()
 
     async def executors(app: web.Application) -> AsyncIterator[None]:
-        gpu = ThreadPoolExecutor(1, thread_name_prefix="gpu")
+        devices = resolve_devices(config.device)
+        # One render thread per device; the first keeps the name "gpu" (thread gpu_0).
+        gpus = [ThreadPoolExecutor(1, thread_name_prefix="gpu" if i == 0 else f"gpu{i}") for i in range(len(devices))]
         encoder = ThreadPoolExecutor(2, thread_name_prefix="encode")
         loop = asyncio.get_running_loop()
         try:
-            renderer, info = await loop.run_in_executor(gpu, renderer_factory, config)
-            app[MODEL_INFO] = info
-            with ShmWriter(config.shm_name, config.max_size, config.max_size) if config.shm_name \
-                    else contextlib.nullcontext() as shm:
-                sched = Scheduler(renderer, gpu, initial=config.initial,
-                                  limits=Limits(config.max_size), sinks=[shm] if shm else [])
-                app[rest.SCHEDULER] = sched
-                app[rest.PNG_CACHE] = PngCache(encoder)
-                render_task = asyncio.create_task(sched.run(), name="render-loop")
-                try:
-                    yield
-                finally:
-                    await _cancel(render_task)
-                    # The GPU thread may still be finishing a frame into shared memory.
-                    await loop.run_in_executor(gpu, lambda: None)
+            # Each device loads its own pipeline on its own thread, all at once.
+            loaded = await asyncio.gather(*(
+                loop.run_in_executor(gpu, renderer_factory, config if device is None else replace(config, device=device))
+                for gpu, device in zip(gpus, devices)))
+            app[MODEL_INFO] = loaded[0][1]
+            app[DEVICE_INFO] = [info for _, info in loaded]
+            queues = [RenderQueue(renderer, gpu, name=str(info.get("device", i)) if len(loaded) == 1
+                                  else f"{i}:{info.get('device', i)}")
+                      for i, ((renderer, info), gpu) in enumerate(zip(loaded, gpus))]
+            registry = app[rest.CHANNELS] = ChannelRegistry(
+                queues, initial=config.initial, limits=Limits(config.max_size), shm_name=config.shm_name,
+                max_channels=config.max_channels)
+
+            def png_cache(channel: Channel) -> None:
+                channel.services[rest.PNG_CACHE] = PngCache(encoder)
+
+            registry.extend(png_cache)
+            main = registry.create(MAIN)
+            app[rest.SCHEDULER] = main.scheduler
+            app[rest.PNG_CACHE] = main.services[rest.PNG_CACHE]
+            try:
+                yield
+            finally:
+                await registry.close()  # normally already closed by the channels context
+                for queue in queues:
+                    await queue.close()
+                # The render threads may still be finishing a frame into shared memory.
+                await asyncio.gather(*(loop.run_in_executor(gpu, lambda: None) for gpu in gpus))
         finally:
-            gpu.shutdown(wait=True)
+            for gpu in gpus:
+                gpu.shutdown(wait=True)
             encoder.shutdown(wait=True)
 
     async def osc(app: web.Application) -> AsyncIterator[None]:
@@ -116,8 +147,9 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
         allow = security.SenderFilter(config.access.osc_allow) \
             if config.access.osc_allow or not security.is_loopback(config.host) else None
         transport, protocol = await loop.create_datagram_endpoint(
-            lambda: OscServer(app[rest.SCHEDULER], allow), sock=sock)
+            lambda: OscServer(app[rest.SCHEDULER], allow, app[rest.CHANNELS]), sock=sock)
         app[OSC] = protocol
+        app[rest.CHANNELS].extend(protocol.attach, protocol.detach)
         try:
             yield
         finally:
@@ -128,37 +160,73 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             yield
             return
         files = ThreadPoolExecutor(1, thread_name_prefix="png-files")
-        writer = PngFileWriter(config.output_dir, app[rest.PNG_CACHE], files, config.keep_frames)
-        app[PNG_WRITER] = writer
-        app[rest.SCHEDULER].on_frame(writer.offer)
-        task = asyncio.create_task(writer.run(), name="png-writer")
+
+        def start(channel: Channel) -> None:
+            # main keeps --output-dir itself; channel NAME writes into its folder NAME there.
+            folder = config.output_dir if channel.name == MAIN else config.output_dir / channel.name
+            writer = PngFileWriter(folder, channel.services[rest.PNG_CACHE], files, config.keep_frames)
+            channel.services[PNG_WRITER] = writer
+            channel.scheduler.on_frame(writer.offer)
+            channel.services["png-writer-task"] = asyncio.create_task(writer.run(), name=f"png-writer-{channel.name}")
+
+        async def stop(channel: Channel) -> None:
+            task = channel.services.pop("png-writer-task", None)
+            if task is not None:
+                await _cancel(task)
+
+        app[rest.CHANNELS].extend(start, stop)
+        app[PNG_WRITER] = app[rest.CHANNELS].main.services[PNG_WRITER]
         try:
             yield
         finally:
-            await _cancel(task)
+            for channel in app[rest.CHANNELS]:
+                await stop(channel)
             files.shutdown(wait=True)
 
     async def streams(app: web.Application) -> AsyncIterator[None]:
-        sched = app[rest.SCHEDULER]
         encoder = ThreadPoolExecutor(2, thread_name_prefix="stream-encode")
-        hub = FrameHub(lambda: sched.latest)
-        app[live.HUB] = hub
-        app[live.ENCODER] = FrameEncoder(encoder, app[rest.PNG_CACHE])
-        sched.on_frame(hub.publish)
+
+        def start(channel: Channel) -> None:
+            sched = channel.scheduler
+            hub = channel.services[live.HUB] = FrameHub(lambda: sched.latest)
+            channel.services[live.ENCODER] = FrameEncoder(encoder, channel.services[rest.PNG_CACHE])
+            channel.services[live.CLOSERS] = set()
+            sched.on_frame(hub.publish)
+
+        app[rest.CHANNELS].extend(start, lambda channel: live.close_channel_clients(channel.services))
+        app[live.HUB] = app[rest.CHANNELS].main.services[live.HUB]
+        app[live.ENCODER] = app[rest.CHANNELS].main.services[live.ENCODER]
         try:
             yield
         finally:
-            hub.close()
+            for channel in app[rest.CHANNELS]:
+                channel.services[live.HUB].close()
             encoder.shutdown(wait=True)
 
     async def live_input(app: web.Application) -> AsyncIterator[None]:
         decoder = ThreadPoolExecutor(1, thread_name_prefix="input")
-        service = app[input_api.INPUTS] = input_api.InputService(app[rest.SCHEDULER], decoder)
+
+        def start(channel: Channel) -> None:
+            channel.services[input_api.INPUTS] = input_api.InputService(channel.scheduler, decoder)
+
+        async def stop(channel: Channel) -> None:
+            await channel.services[input_api.INPUTS].detach()
+
+        app[rest.CHANNELS].extend(start, stop)
+        app[input_api.INPUTS] = app[rest.CHANNELS].main.services[input_api.INPUTS]
         try:
             yield
         finally:
-            await service.detach()
+            for channel in app[rest.CHANNELS]:
+                await stop(channel)
             decoder.shutdown(wait=True)
+
+    async def channels(app: web.Application) -> AsyncIterator[None]:
+        # Last in, first out: every channel is torn down while all its front ends still exist.
+        try:
+            yield
+        finally:
+            await app[rest.CHANNELS].close()
 
     def health() -> dict:
         sched = app[rest.SCHEDULER]
@@ -179,14 +247,17 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             "shm_name": config.shm_name,
             "streams": app[live.HUB].health(),
             "input": app[input_api.INPUTS].health(),
+            "channels": app[rest.CHANNELS].health(),
+            "max_channels": config.max_channels,
+            "devices": [{**info, **queue} for info, queue in zip(app[DEVICE_INFO], app[rest.CHANNELS].devices())],
         }
         if PNG_WRITER in app:
-            writer = app[PNG_WRITER]
+            writer = app[rest.CHANNELS].main.services[PNG_WRITER]
             out["png_files"] = {"dir": str(writer.directory), "written": writer.written, "skipped": writer.skipped}
         return out
 
     app[rest.HEALTH] = health
-    app.cleanup_ctx.extend([executors, osc, png_files, streams, live_input])
+    app.cleanup_ctx.extend([executors, osc, png_files, streams, live_input, channels])
     return app
 
 

@@ -38,7 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="'full' (default), 'tiny' (TAESDXL decoder, madebyollin/taesdxl) or a local folder")
     serve.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                        help="torch.compile + CUDA graphs (auto: on for CUDA); off keeps the eager path")
-    serve.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if present)")
+    serve.add_argument("--device", default=None,
+                       help="cuda, cuda:1, cpu (default: cuda if present); a list (cuda:0,cuda:1) or 'all': "
+                            "one resident pipeline per device, channels placed by load")
+    serve.add_argument("--max-channels", type=int, default=4,
+                       help="live streams (channels) at most, main included (default 4)")
     serve.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
                        help="auto: bf16 on CUDA, fp32 on CPU")
     serve.add_argument("--host", default=DEFAULT_HOST,
@@ -102,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
+    if args.max_channels < 1:
+        raise ValidationError("max_channels", f"--max-channels must be at least 1 (main), got {args.max_channels}")
     if args.max_size < 64 or args.max_size % 8:
         raise ValidationError("max_size", f"--max-size must be a multiple of 8, at least 64, got {args.max_size}")
     changes = parse_changes({"prompt": args.prompt, "seed": args.seed, "steps": args.steps,
@@ -111,7 +117,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   http_port=args.http_port, osc_port=args.osc_port, max_size=args.max_size,
                   shm_name=args.shm_name or None, output_dir=args.output_dir, keep_frames=args.keep_frames,
                   cache_dir=args.cache_dir or default_cache_dir(), initial=Params().merged(changes),
-                  access=Access.from_options(args.token, args.allow_host, args.cors_origin, args.osc_allow))
+                  access=Access.from_options(args.token, args.allow_host, args.cors_origin, args.osc_allow),
+                  max_channels=args.max_channels)
 
 
 def _csv(text: str, kind=str) -> tuple:

@@ -28,7 +28,7 @@ class Config:
     model: str = "stabilityai/sdxl-turbo"  # or a folder, "demo", "random" (full size), "null" (no GPU work)
     vae: str = "full"  # "full", "tiny" (TAESDXL) or a local AutoencoderTiny folder
     compile: str = "auto"  # auto: on for CUDA, off for CPU
-    device: str | None = None  # None: cuda if present, else cpu
+    device: str | None = None  # None: cuda if present, else cpu; or a list "cuda:0,cuda:1", or "all"
     dtype: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     host: str = DEFAULT_HOST
     http_port: int = DEFAULT_HTTP_PORT
@@ -39,4 +39,5 @@ class Config:
     keep_frames: bool = False
     cache_dir: Path = field(default_factory=default_cache_dir)
     initial: Params = Params()
-    access: Access = Access()  # token, extra Host names, CORS origins, OSC allow-list
+    access: Access = Access()
+    max_channels: int = 4  # live streams, main included  # token, extra Host names, CORS origins, OSC allow-list

@@ -22,7 +22,7 @@ from aiohttp import web
 from . import inputs
 from ..client import ShmReader
 from ..core.errors import ValidationError
-from .rest import MAX_BODY_BYTES, SCHEDULER, error_response, loads_strict
+from .rest import MAX_BODY_BYTES, add_channel_route, error_response, loads_strict, scheduler_of, service_of
 from ..core.scene import InputImage
 from ..engine.scheduler import Scheduler
 
@@ -168,7 +168,7 @@ async def _read_body(request: web.Request, limit: int) -> bytes | web.Response:
 
 
 async def put_input(request: web.Request) -> web.Response:
-    service = request.app[INPUTS]
+    service = service_of(request, INPUTS)
     if request.content_type == "application/json":
         body = await _read_body(request, MAX_BODY_BYTES)
         if isinstance(body, web.Response):
@@ -192,18 +192,18 @@ async def put_input(request: web.Request) -> web.Response:
 
 
 async def get_input(request: web.Request) -> web.Response:
-    return web.json_response(request.app[INPUTS].health())
+    return web.json_response(service_of(request, INPUTS).health())
 
 
 async def delete_input(request: web.Request) -> web.Response:
-    service = request.app[INPUTS]
+    service, sched = service_of(request, INPUTS), scheduler_of(request)
     await service.detach()
-    cleared = request.app[SCHEDULER].clear_input()
-    return web.json_response({"cleared": cleared, "version": request.app[SCHEDULER].version})
+    cleared = sched.clear_input()
+    return web.json_response({"cleared": cleared, "version": sched.version})
 
 
 def add_routes(app: web.Application) -> None:
     """Register the input routes; INPUTS is set by the wiring."""
-    app.router.add_put("/v1/input", put_input)
-    app.router.add_get("/v1/input", get_input)
-    app.router.add_delete("/v1/input", delete_input)
+    add_channel_route(app, "PUT", "/v1/input", put_input)
+    add_channel_route(app, "GET", "/v1/input", get_input)
+    add_channel_route(app, "DELETE", "/v1/input", delete_input)

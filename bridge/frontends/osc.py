@@ -18,11 +18,14 @@ from pythonosc.osc_packet import OscPacket, ParseError
 
 from ..core.errors import ValidationError
 from ..core.frame import Frame
+from ..core.params import parse_changes
+from ..engine.channels import MAIN, Channel, ChannelRegistry
 from ..engine.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/bridge"
+CHANNEL_PREFIX = PREFIX + "/ch/"  # /bridge/ch/NAME/ADDRESS is /bridge/ADDRESS for channel NAME
 MAX_SUBSCRIBERS = 64
 SEED_TYPES = "i (or h, or s for seeds of 2**63 and above)"
 SINGLE = {"prompt": "s", "seed": SEED_TYPES, "guidance": "f (or i)", "steps": "i", "width": "i", "height": "i",
@@ -35,6 +38,9 @@ ADDRESSES = {
     f"{PREFIX}/params": "s: a JSON object of several parameters, applied as one change",
     f"{PREFIX}/subscribe": "[i port]: send feedback to the sender's host at port (default: the sender's port)",
     f"{PREFIX}/unsubscribe": "[i port]: stop feedback",
+    f"{CHANNEL_PREFIX}NAME/ADDRESS": "any address above (and subscribe/unsubscribe) for channel NAME, e.g. "
+                                     f"{CHANNEL_PREFIX}left/prompt s; feedback then comes as {CHANNEL_PREFIX}NAME/frame "
+                                     "and .../error",
     "feedback": {f"{PREFIX}/frame": "i seq, i params version, f render ms",
                  f"{PREFIX}/error": "s message"},
 }
@@ -79,6 +85,14 @@ def message_changes(address: str, args: list[Any]) -> dict[str, Any]:
     raise KeyError(address)
 
 
+def split_channel(address: str) -> tuple[str, str]:
+    """(channel, address without the channel part): ``/bridge/ch/left/seed`` is (left, /bridge/seed)."""
+    if not address.startswith(CHANNEL_PREFIX):
+        return MAIN, address
+    name, _, tail = address[len(CHANNEL_PREFIX):].partition("/")
+    return name, f"{PREFIX}/{tail}"
+
+
 def build_message(address: str, *args: Any) -> bytes:
     builder = OscMessageBuilder(address)
     for arg in args:
@@ -89,14 +103,41 @@ def build_message(address: str, *args: Any) -> bytes:
 class OscServer(asyncio.DatagramProtocol):
     """Receives changes, keeps subscribers, sends them feedback. Runs on the event loop."""
 
-    def __init__(self, scheduler: Scheduler, sender_filter: Callable[[str], bool] | None = None):
+    def __init__(self, scheduler: Scheduler, sender_filter: Callable[[str], bool] | None = None,
+                 channels: ChannelRegistry | None = None):
         self._scheduler = scheduler
+        self._channels = channels
         self._sender_filter = sender_filter  # host -> allowed? (None: every sender that reaches the socket)
         self._transport: asyncio.DatagramTransport | None = None
-        self.subscribers: set[tuple[str, int]] = set()
+        self.subscribers: set[tuple[str, int]] = set()  # channel main's
+        self._channel_subscribers: dict[str, set[tuple[str, int]]] = {}  # the other channels'
         self.stats = OscStats()
         scheduler.on_frame(self._send_frame)
         scheduler.on_error(self._send_error)
+
+    def attach(self, channel: Channel) -> None:
+        """Feedback for a channel other than main (main's is wired in the constructor)."""
+        if channel.name == MAIN:
+            return
+        subs = self._channel_subscribers[channel.name] = set()
+        prefix = f"{CHANNEL_PREFIX}{channel.name}"
+        channel.scheduler.on_frame(lambda frame: self._send_frame(frame, subs, prefix))
+        channel.scheduler.on_error(lambda message: self._send_error(message, subs, prefix))
+
+    def detach(self, channel: Channel) -> None:
+        self._channel_subscribers.pop(channel.name, None)
+
+    def _subscribers_of(self, name: str) -> set[tuple[str, int]]:
+        return self.subscribers if name == MAIN else self._channel_subscribers[name]
+
+    def _scheduler_of(self, name: str) -> Scheduler:
+        if name == MAIN:
+            return self._scheduler
+        channel = self._channels.get(name) if self._channels is not None else None
+        if channel is None or name not in self._channel_subscribers:
+            raise ValidationError("channel", f"no channel {name[:64]!r}; PATCH /v1/channels/{name[:64]}/params "
+                                             "creates it, GET /v1/channels lists them")
+        return channel.scheduler
 
     def connection_made(self, transport) -> None:
         self._transport = transport
@@ -117,13 +158,18 @@ class OscServer(asyncio.DatagramProtocol):
             self.stats.malformed += 1
             log.warning("malformed OSC datagram from %s:%d (%d bytes): %s", addr[0], addr[1], len(data), exc)
             return
-        changes: dict[str, Any] = {}
+        changes: dict[str, dict[str, Any]] = {}  # per channel: a bundle may address several
         try:
             for message in messages:
-                if message.address in (f"{PREFIX}/subscribe", f"{PREFIX}/unsubscribe"):
-                    self._subscription(message.address, list(message.params), addr)
+                name, address = split_channel(message.address)
+                self._scheduler_of(name)  # an unknown channel rejects the datagram
+                if address in (f"{PREFIX}/subscribe", f"{PREFIX}/unsubscribe"):
+                    self._subscription(address, list(message.params), addr, self._subscribers_of(name))
                     continue
-                changes.update(message_changes(message.address, list(message.params)))
+                changes.setdefault(name, {}).update(message_changes(address, list(message.params)))
+            if len(changes) > 1:  # a bundle for several channels: all or nothing, so check each first
+                for name, change in changes.items():
+                    parse_changes(change, self._scheduler_of(name).limits)
         except KeyError as exc:
             self.stats.unknown += 1
             log.warning("unknown OSC address %s from %s:%d", exc.args[0], addr[0], addr[1])
@@ -135,7 +181,8 @@ class OscServer(asyncio.DatagramProtocol):
         if not changes:
             return
         try:
-            self._scheduler.apply(changes)
+            for name, change in changes.items():
+                self._scheduler_of(name).apply(change)
         except ValidationError as exc:
             self._reject(exc)
             return
@@ -146,33 +193,36 @@ class OscServer(asyncio.DatagramProtocol):
         log.info("OSC change rejected: %s", exc.message)
         self._send_error(exc.message)
 
-    def _subscription(self, address: str, args: list[Any], addr: tuple) -> None:
+    def _subscription(self, address: str, args: list[Any], addr: tuple, subscribers: set) -> None:
         port = args[0] if args else addr[1]
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             raise ValidationError(None, f"{address} takes an optional port in 1..65535, got {port!r}")
         target = (addr[0], port)
         if address.endswith("/unsubscribe"):
-            self.subscribers.discard(target)
+            subscribers.discard(target)
             return
-        if target not in self.subscribers and len(self.subscribers) >= MAX_SUBSCRIBERS:
+        if target not in subscribers and len(subscribers) >= MAX_SUBSCRIBERS:
             raise ValidationError(None, f"too many OSC subscribers (at most {MAX_SUBSCRIBERS})")
-        self.subscribers.add(target)
+        subscribers.add(target)
         log.info("OSC feedback to %s:%d", *target)
 
-    def _send(self, dgram: bytes) -> None:
+    def _send(self, dgram: bytes, subscribers: set) -> None:
         if self._transport is None or self._transport.is_closing():
             return
-        for target in tuple(self.subscribers):
+        for target in tuple(subscribers):
             self._transport.sendto(dgram, target)
 
-    def _send_frame(self, frame: Frame) -> None:
-        if self.subscribers:
-            self._send(build_message(f"{PREFIX}/frame", frame.seq % 2**31, frame.version % 2**31,
-                                     float(frame.render_ms)))
+    def _send_frame(self, frame: Frame, subscribers: set | None = None, prefix: str = PREFIX) -> None:
+        subscribers = self.subscribers if subscribers is None else subscribers
+        if subscribers:
+            self._send(build_message(f"{prefix}/frame", frame.seq % 2**31, frame.version % 2**31,
+                                     float(frame.render_ms)), subscribers)
 
-    def _send_error(self, message: str) -> None:
-        if self.subscribers:
-            self._send(build_message(f"{PREFIX}/error", message))
+    def _send_error(self, message: str, subscribers: set | None = None, prefix: str = PREFIX) -> None:
+        subscribers = self.subscribers if subscribers is None else subscribers
+        if subscribers:
+            self._send(build_message(f"{prefix}/error", message), subscribers)
 
     def health(self) -> dict:
-        return {**asdict(self.stats), "subscribers": len(self.subscribers)}
+        return {**asdict(self.stats), "subscribers": len(self.subscribers),
+                "channel_subscribers": sum(len(s) for s in self._channel_subscribers.values())}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.errors import ModelNotFoundError
+from ..core.errors import ConfigError, ModelNotFoundError
 from .optimize import progress
 
 log = logging.getLogger(__name__)
@@ -21,6 +21,14 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def all_devices() -> list[str]:
+    """``--device all``: every CUDA device (one resident pipeline each)."""
+    count = torch.cuda.device_count()
+    if count == 0:
+        raise ConfigError("--device all: no CUDA device found; use --device cpu")
+    return [f"cuda:{i}" for i in range(count)]
 
 
 def resolve_dtype(name: str | None, device: str) -> torch.dtype:
