@@ -45,6 +45,7 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
     if config.model == "null":
         return NullRenderer(), {"model": "null", "device": "none", "dtype": "none", "compile": False}
     from .pipeline import loader
+    from .pipeline.batch import ChannelRenderer
     from .pipeline.optimize import configure_compile_cache
     from .pipeline.renderer import DiffusersRenderer
 
@@ -63,7 +64,7 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
                  time.perf_counter() - started)
     info = {"model": config.model, "device": device, "dtype": str(dtype).removeprefix("torch."),
             "vae": config.vae, "compile": compile}
-    return renderer, info
+    return ChannelRenderer(renderer), info  # several channels' frames batched, each with its own transitions
 
 
 def resolve_devices(spec: str | None) -> list[str | None]:

@@ -97,7 +97,13 @@ class RenderQueue:
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
-        while self._pending:
+        while True:
+            # Let the channels whose frames just finished queue their next one (a few loop turns:
+            # their render loops publish and come back), so they batch with the ones waiting.
+            for _ in range(3):
+                await asyncio.sleep(0)
+            if not self._pending:
+                return
             jobs = [job for job in self._pending if not job.future.done()]  # done: its channel went away
             self._pending = []
             self.stats.rounds += 1

@@ -37,6 +37,7 @@ SCHEMA_EXTRA = web.AppKey("schema_extra", dict)  # other front ends' part of /v1
 STOPPING = web.AppKey("stopping", asyncio.Event)  # set on shutdown: long-polls answer at once
 CHANNELS = web.AppKey("channels", ChannelRegistry)
 CHANNEL_PREFIX = "/v1/channels/{channel}"
+CHANNEL_PATHS = web.AppKey("channel_paths", set)  # the /v1/PATH routes that also exist per channel
 
 
 def add_channel_route(app: web.Application, method: str, path: str,
@@ -46,6 +47,9 @@ def add_channel_route(app: web.Application, method: str, path: str,
     The one place per-channel routes are made: handlers find their channel with ``channel_of``.
     """
     assert path.startswith("/v1/"), path
+    if CHANNEL_PATHS not in app:
+        app[CHANNEL_PATHS] = set()
+    app[CHANNEL_PATHS].add(path)
     app.router.add_route(method, path, handler)
     app.router.add_route(method, CHANNEL_PREFIX + path[len("/v1"):], handler)
 
