@@ -3,6 +3,7 @@
 import asyncio
 import json
 import socket
+import threading
 from multiprocessing import shared_memory
 
 import aiohttp
@@ -12,6 +13,7 @@ from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
 from bridge.client import ShmReader, parse_osc_message
+from bridge.core.frame import NullRenderer
 from bridge.frontends import live
 from bridge.frontends.rest import CHANNELS
 from conftest import null_factory
@@ -203,3 +205,49 @@ async def test_osc_bundle_over_two_channels_is_all_or_nothing(osc):
         assert "no channel 'nope'" in args[0]
     finally:
         listener.close()
+
+
+class ThreadNoting(NullRenderer):
+    """A null renderer that notes the thread each frame rendered on (one per device)."""
+
+    def __init__(self, device):
+        super().__init__()
+        self.device = device
+        self.threads = set()
+
+    def render(self, params, scene=None):
+        self.threads.add(threading.current_thread().name)
+        return super().render(params)
+
+
+async def test_channels_are_placed_on_devices_by_load_and_rebalanced(config, daemon_factory):
+    renderers = []
+
+    def factory(cfg):
+        renderers.append(ThreadNoting(cfg.device))
+        return renderers[-1], {"model": "null", "device": cfg.device, "dtype": "none"}
+
+    async with daemon_factory(config, renderer_factory=factory, device="cpu,cpu", max_channels=4) as daemon:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{daemon.http_port}") as session:
+            for name in ("a", "b"):
+                async with session.patch(f"/v1/channels/{name}/params", json={"seed": 1}) as r:
+                    assert r.status == 200
+            async with session.get("/v1/health") as r:
+                devices = (await r.json())["devices"]
+            # main on the first device, a on the second (the lighter), b back on the first (a tie).
+            assert [sorted(d["channels"]) for d in devices] == [["b", "main"], ["a"]]
+            assert [d["device"] for d in devices] == ["cpu", "cpu"]
+            await settle(lambda: all(c.scheduler.stats.frames for c in daemon.app[CHANNELS]))
+            assert [r.threads for r in renderers] == [{"gpu_0"}, {"gpu1_0"}]  # one render thread per device
+
+            async with session.delete("/v1/channels/a") as r:  # now 2 channels on one device, 0 on the other
+                assert r.status == 200
+            async with session.get("/v1/health") as r:
+                devices = (await r.json())["devices"]
+            assert sorted(len(d["channels"]) for d in devices) == [1, 1]
+            moved = next(d["channels"][0] for d in devices if d["name"].startswith("1:"))
+            calls = renderers[1].calls
+            seq = channel(daemon, moved).latest.seq
+            channel(daemon, moved).apply({"seed": 99})
+            assert (await channel(daemon, moved).next_frame(seq, 10)).params.seed == 99
+            assert renderers[1].calls == calls + 1  # the moved channel renders on its new device
