@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--input", default="none", choices=["none", "shm", "rest"],
                          help="what each change is: none (an OSC prompt change), shm or rest (a new input image: "
                               "image-to-image from this process's input segment, or PUT /v1/input)")
+    latency.add_argument("--channels", type=int, default=1,
+                         help="N > 1: N channels, each a closed loop of new prompts (total and per-channel FPS, "
+                              "one channel's OSC-to-frame p50 alone and with the others)")
+    latency.add_argument("--seconds", type=float, default=20.0, help="with --channels: length of each phase")
     latency.add_argument("--json", type=Path, default=None)
     latency.add_argument("daemon_args", nargs=argparse.REMAINDER, help="after --: more `serve` options")
 
@@ -162,6 +166,14 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(serve(config_from_args(args)))
         elif args.command == "bench":
             run_bench_command(args)
+        elif args.command == "latency" and args.channels > 1:
+            from .tools import multichannel
+
+            report = multichannel.run_multichannel(args.model, args.vae, args.size, args.channels, args.seconds,
+                                                   [a for a in args.daemon_args if a != "--"])
+            sys.stdout.write(multichannel.format_multichannel(report) + "\n")
+            if args.json:
+                args.json.write_text(multichannel.to_json(report))
         elif args.command == "latency":
             from .tools.latency import format_latency, run_latency, to_json
 

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
+from ..client.channels import segment_name
 from ..core.errors import BridgeError, ValidationError
 from ..core.params import Limits, Params
 from .render_queue import RenderQueue
@@ -47,10 +48,6 @@ def check_name(name: Any) -> str:
         raise ValidationError("channel", f"a channel name is 1-32 characters of a-z, 0-9, '_' and '-', starting "
                                          f"with a letter or digit; got {str(name)[:64]!r}")
     return name
-
-
-def segment_name(shm_name: str, channel: str) -> str:
-    return shm_name if channel == MAIN else f"{shm_name}.{channel}"
 
 
 def load_of(params: Params) -> int:
