@@ -15,6 +15,7 @@ import threading
 import numpy as np
 
 from ._client import client
+from .control import channel
 
 
 def segment_name(comp) -> str:
@@ -70,7 +71,7 @@ class InputSender:
     def _run(self, call, url: str, token: str) -> None:
         def work() -> None:
             try:
-                reply = call(client.HttpClient(url, token=token or None))
+                reply = call(client.HttpClient(url, token=token or None, channel=channel(self.comp)))
                 self._outcome = f"sending to {reply.get('shm') or 'daemon'}" if "shm" in reply else "off"
             except (client.BridgeHTTPError, OSError) as exc:  # no daemon yet: the next reconnect tries again
                 self._outcome = f"daemon did not take the input: {exc}"
