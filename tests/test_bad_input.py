@@ -31,6 +31,16 @@ def osc(address, *args):
     return builder.build().dgram
 
 
+BUNDLE_HEAD = b"#bundle\x00" + b"\x00" * 7 + b"\x01"  # "#bundle", then the timetag "immediately"
+
+
+def nested_bundles(levels: int) -> bytes:
+    data = osc_message("/bridge/seed", 5)
+    for _ in range(levels):
+        data = osc_bundle(data)
+    return data
+
+
 # (interface, what is sent (markdown), how, answer, the message says)
 CASES = [
     ("REST PATCH /v1/params", '`{"seed": "7a"}`', ("patch", b'{"seed": "7a"}'), "400 `seed`",
@@ -156,6 +166,21 @@ CASES = [
      "malformed, no reply", ""),
     ("OSC", "empty datagram", ("osc", b""), "malformed, no reply", ""),
     ("OSC", "truncated bundle `#bundle\\0`", ("osc", b"#bundle\x00"), "malformed, no reply", ""),
+    ("OSC", "bundle element of size -4 (`ff ff ff fc`; froze the daemon in python-osc 1.10.2)",
+     ("osc", BUNDLE_HEAD + b"\xff\xff\xff\xfc"), "malformed, no reply", ""),
+    ("OSC", "bundle element sizes of 6 (unaligned) and 65,536 (past the end)",
+     [("osc", BUNDLE_HEAD + b"\x00\x00\x00\x06" + osc_message("/a")),
+      ("osc", BUNDLE_HEAD + b"\x00\x01\x00\x00" + osc_message("/bridge/seed", 1))], "malformed, no reply", ""),
+    ("OSC", "400 nested bundles (9 and more are refused)", ("osc", nested_bundles(400)), "malformed, no reply", ""),
+    ("OSC", "60 KB of unknown type tags `,xxx...`",
+     ("osc", b"/bridge/seed\x00\x00\x00\x00" + (b"," + b"x" * 60000).ljust(60004, b"\x00")), "malformed, no reply",
+     ""),
+    ("OSC", "blob of size -4", ("osc", b"/bridge/prompt\x00\x00,b\x00\x00\xff\xff\xff\xfc"), "malformed, no reply", ""),
+    ("OSC", "unknown address of 60,000 characters", ("osc", osc_message("/bridge/" + "x" * 60000, 1)),
+     "unknown, `/bridge/error`", "... (60008 characters)"),
+    ("OSC", "one bundle subscribing 5 ports", ("osc", osc_bundle(*[osc_message("/bridge/subscribe", port)
+                                                                 for port in range(1, 6)])),
+     "rejected, `/bridge/error`", "at most 4 OSC feedback ports per sender"),
     ("CLI serve", "`--width 500`", ("cli", ["--width", "500"]), "exit 2", "multiple of 8"),
     ("CLI serve", "`--guidance nan`", ("cli", ["--guidance", "nan"]), "exit 2", "finite number"),
     ("CLI serve", "`--max-size 100`", ("cli", ["--max-size", "100"]), "exit 2", "multiple of 8"),

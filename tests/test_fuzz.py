@@ -7,6 +7,7 @@ exception; valid input round-trips. Example counts are modest to keep the file f
 import json
 import math
 import os
+import struct
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -145,8 +146,27 @@ def mutate(data: bytes, cuts: list[int], flips: list[tuple[int, int]]) -> bytes:
     return bytes(out)
 
 
+# The datagram that froze the daemon (issue 12): python-osc 1.10.2 re-read this element size forever.
+FREEZER = b"#bundle\x00" + b"\x00" * 7 + b"\x01" + b"\xff\xff\xff\xfc"
+
+
+def raw_bundle(elements: list[tuple[int, bytes]], timetag: bytes) -> bytes:
+    """A bundle whose element sizes say anything (negative, unaligned, past the end)."""
+    return b"#bundle\x00" + timetag + b"".join(struct.pack(">i", size) + body for size, body in elements)
+
+
+def nest(data: bytes, levels: int) -> bytes:
+    for _ in range(levels):
+        data = osc_bundle(data)
+    return data
+
+
 @given(st.one_of(
     st.binary(max_size=200),
+    st.builds(raw_bundle, st.lists(st.tuples(st.integers(-(2**31), 2**31 - 1) | st.sampled_from([-4, 0, 4, 6, 20]),
+                                             st.binary(max_size=24) | st.just(osc_message("/bridge/seed", 3))),
+                                   max_size=3), st.binary(min_size=0, max_size=8)),
+    st.builds(nest, st.just(osc_message("/bridge/seed", 6)), st.integers(0, 500)),
     st.builds(lambda a, args: osc_message(a, *args), st.sampled_from(ADDRESSES), osc_args),
     st.builds(lambda msgs: osc_bundle(*msgs), st.lists(st.builds(lambda a, args: osc_message(a, *args),
                                                                  st.sampled_from(ADDRESSES), osc_args), max_size=3)),
@@ -154,6 +174,9 @@ def mutate(data: bytes, cuts: list[int], flips: list[tuple[int, int]]) -> bytes:
               st.lists(st.integers(0, 300), max_size=1), st.lists(st.tuples(st.integers(0, 300), st.integers(0, 255)),
                                                                   max_size=3)),
 ))
+@example(FREEZER)
+@example(nest(osc_message("/bridge/seed", 6), 400))  # RecursionError in python-osc
+@example(b"/bridge/seed\x00\x00\x00\x00" + (b"," + b"x" * 60000).ljust(60004, b"\x00"))  # a warning a tag
 def test_any_datagram_is_counted_once_and_never_raises(osc_server, data):
     stats = osc_server.stats
     before = (stats.applied, stats.rejected, stats.malformed, stats.unknown)

@@ -14,7 +14,8 @@ from yarl import URL
 
 from bridge.client import osc_message
 from bridge.core.errors import ConfigError
-from bridge.frontends.security import Access, check_exposure, host_of, is_loopback, middleware, token_matches
+from bridge.frontends.security import (Access, OncePerSender, check_exposure, host_of, is_loopback, middleware,
+                                       token_matches)
 from conftest import null_factory
 
 TOKEN = "correct-horse-battery-staple"
@@ -367,3 +368,23 @@ async def test_refusals_are_logged_once_per_sender(guarded, caplog):
                 assert r.status == 403
     messages = [r.getMessage() for r in caplog.records if r.name == "bridge.frontends.security"]
     assert len(messages) == 2 and "missing or wrong token" in messages[0] and "not an allowed host" in messages[1]
+
+
+def test_refusals_are_logged_once_per_sender_per_interval_truncated_and_bounded(caplog):
+    now = [0.0]
+    refused = OncePerSender(interval_s=60, max_senders=3, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="bridge.frontends.security"):
+        for _ in range(1000):
+            refused("unknown", "10.0.0.1", "unknown OSC address %s", "/x" * 30000)
+        refused("malformed", "10.0.0.1", "malformed")  # another kind: its own line
+        now[0] += 61
+        refused("unknown", "10.0.0.1", "unknown OSC address %s", "/y")  # a new interval: one line, with the count
+        for host in range(2, 10):  # more senders than tracked: one line says so, once an interval
+            refused("unknown", f"10.0.0.{host}", "unknown from %s", host)
+    lines = [r.getMessage() for r in caplog.records if r.name == "bridge.frontends.security"]
+    assert len(lines) == 6, lines  # (the malformed line's entry expired: room for 10.0.0.2 and 10.0.0.3)
+    assert lines[0].startswith("unknown OSC address /x/x") and len(lines[0]) < 400
+    assert "(logged once per sender per 60 s)" in lines[0] and lines[1].startswith("malformed")
+    assert lines[2].endswith("(logged once per sender per 60 s; 999 more since)")
+    assert lines[3].startswith("unknown from 2") and lines[4].startswith("unknown from 3")
+    assert lines[5] == "refusals from more than 3 senders in 60 s: no longer logged one by one"

@@ -493,3 +493,19 @@ def test_a_component_per_channel_drives_and_shows_its_own_channel(td, net, daemo
     frame = left.frame(after=seq - 1, timeout=5)
     assert frame.seq == seq and frame.seed == 4242
     assert np.array_equal(shown_frame(net.op("frame")), frame.pixels[::-1])
+
+
+def test_the_feedback_subscription_is_renewed_well_within_its_expiry(net):
+    from bridge.frontends.osc_subscriptions import TTL_S
+    from turbo_bridge_td.control import RESUBSCRIBE_S
+
+    assert RESUBSCRIBE_S * 4 <= TTL_S  # a few lost datagrams do not end the feedback
+    controller, out = tb_session.session_for(net).controller, net.op("osc_out")
+    subscribes = lambda: sum(d.startswith(b"/bridge/subscribe") for d in out.sent)  # noqa: E731
+    start = time.monotonic() + 3600  # past any renewal already due
+    controller.maybe_resubscribe(start)
+    count = subscribes()
+    controller.maybe_resubscribe(start + RESUBSCRIBE_S - 0.5)
+    assert subscribes() == count
+    controller.maybe_resubscribe(start + RESUBSCRIBE_S)
+    assert subscribes() == count + 1

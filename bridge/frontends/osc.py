@@ -1,8 +1,10 @@
-"""The OSC front end (UDP, python-osc's parser on an asyncio datagram endpoint).
+"""The OSC front end (UDP, an asyncio datagram endpoint; our bounded parser, python-osc's message builder).
 
 A datagram is one change: a bundle's messages are merged and applied atomically, or not at
-all. Malformed and unknown messages are logged and counted, never fatal. Senders subscribe
-with ``/bridge/subscribe [i port]`` and get ``/bridge/frame i i f`` and ``/bridge/error s``.
+all. Datagrams are parsed by ``osc_wire`` (bounded; python-osc's parser can hang on one). Malformed,
+unknown and rejected messages are counted and logged once per sender per interval, never fatal.
+Senders subscribe with ``/bridge/subscribe [i port]`` (renewed within ``osc_subscriptions.TTL_S``)
+and get ``/bridge/frame i i f``, and ``/bridge/error s`` for render errors and their own mistakes.
 """
 
 from __future__ import annotations
@@ -14,19 +16,22 @@ from dataclasses import dataclass, asdict
 from typing import Any, Callable
 
 from pythonosc.osc_message_builder import OscMessageBuilder
-from pythonosc.osc_packet import OscPacket, ParseError
 
 from ..core.errors import ValidationError
 from ..core.frame import Frame
 from ..core.params import parse_changes
 from ..engine.channels import MAIN, Channel, ChannelRegistry
 from ..engine.scheduler import Scheduler
+from . import osc_wire
+from .osc_subscriptions import PER_SENDER, TTL_S, Subscriptions
+from .security import OncePerSender
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/bridge"
 CHANNEL_PREFIX = PREFIX + "/ch/"  # /bridge/ch/NAME/ADDRESS is /bridge/ADDRESS for channel NAME
-MAX_SUBSCRIBERS = 64
+MAX_SHOWN_CHARS = 100  # of an unknown address, in the log and in /bridge/error
+MAX_ERROR_CHARS = 500  # of a /bridge/error message
 SEED_TYPES = "i (or h, or s for seeds of 2**63 and above)"
 SINGLE = {"prompt": "s", "seed": SEED_TYPES, "guidance": "f (or i)", "steps": "i", "width": "i", "height": "i",
           "strength": "f (or i)", "input": "i 0/1 or s on/off (or T/F)", "seed2": SEED_TYPES,
@@ -36,7 +41,8 @@ ADDRESSES = {
     f"{PREFIX}/prompt": "s: set the prompt; or s f s f ...: a blend of (text, weight) pairs",
     f"{PREFIX}/size": "i i: set width and height",
     f"{PREFIX}/params": "s: a JSON object of several parameters, applied as one change",
-    f"{PREFIX}/subscribe": "[i port]: send feedback to the sender's host at port (default: the sender's port)",
+    f"{PREFIX}/subscribe": f"[i port]: send feedback to the sender's host at port (default: the sender's port) "
+                           f"for {TTL_S:g} s; renew well within that; at most {PER_SENDER} ports per sender",
     f"{PREFIX}/unsubscribe": "[i port]: stop feedback",
     f"{CHANNEL_PREFIX}NAME/ADDRESS": "any address above (and subscribe/unsubscribe) for channel NAME, e.g. "
                                      f"{CHANNEL_PREFIX}left/prompt s; feedback then comes as {CHANNEL_PREFIX}NAME/frame "
@@ -109,9 +115,10 @@ class OscServer(asyncio.DatagramProtocol):
         self._channels = channels
         self._sender_filter = sender_filter  # host -> allowed? (None: every sender that reaches the socket)
         self._transport: asyncio.DatagramTransport | None = None
-        self.subscribers: set[tuple[str, int]] = set()  # channel main's
-        self._channel_subscribers: dict[str, set[tuple[str, int]]] = {}  # the other channels'
+        self.subscribers = Subscriptions()  # channel main's
+        self._channel_subscribers: dict[str, Subscriptions] = {}  # the other channels'
         self.stats = OscStats()
+        self._log_once = OncePerSender()  # one line per kind and sender host per interval: floods stay small
         scheduler.on_frame(self._send_frame)
         scheduler.on_error(self._send_error)
 
@@ -119,15 +126,15 @@ class OscServer(asyncio.DatagramProtocol):
         """Feedback for a channel other than main (main's is wired in the constructor)."""
         if channel.name == MAIN:
             return
-        subs = self._channel_subscribers[channel.name] = set()
+        subs = self._channel_subscribers[channel.name] = Subscriptions()
         prefix = f"{CHANNEL_PREFIX}{channel.name}"
         channel.scheduler.on_frame(lambda frame: self._send_frame(frame, subs, prefix))
-        channel.scheduler.on_error(lambda message: self._send_error(message, subs, prefix))
+        channel.scheduler.on_error(lambda message: self._send_error(message, None, subs, prefix))
 
     def detach(self, channel: Channel) -> None:
         self._channel_subscribers.pop(channel.name, None)
 
-    def _subscribers_of(self, name: str) -> set[tuple[str, int]]:
+    def _subscribers_of(self, name: str) -> Subscriptions:
         return self.subscribers if name == MAIN else self._channel_subscribers[name]
 
     def _scheduler_of(self, name: str) -> Scheduler:
@@ -153,10 +160,11 @@ class OscServer(asyncio.DatagramProtocol):
             self.stats.refused += 1  # no reply: feedback would go to a sender we do not trust
             return
         try:
-            messages = [timed.message for timed in OscPacket(data).messages]
-        except (ParseError, ValueError, IndexError) as exc:
+            messages = osc_wire.parse_datagram(data)
+        except osc_wire.MalformedOsc as exc:
             self.stats.malformed += 1
-            log.warning("malformed OSC datagram from %s:%d (%d bytes): %s", addr[0], addr[1], len(data), exc)
+            self._log_once("malformed", addr[0], "malformed OSC datagram from %s:%d (%d bytes): %s", addr[0], addr[1],
+                          len(data), exc)
             return
         changes: dict[str, dict[str, Any]] = {}  # per channel: a bundle may address several
         try:
@@ -164,19 +172,20 @@ class OscServer(asyncio.DatagramProtocol):
                 name, address = split_channel(message.address)
                 self._scheduler_of(name)  # an unknown channel rejects the datagram
                 if address in (f"{PREFIX}/subscribe", f"{PREFIX}/unsubscribe"):
-                    self._subscription(address, list(message.params), addr, self._subscribers_of(name))
+                    self._subscription(address, list(message.args), addr, self._subscribers_of(name))
                     continue
-                changes.setdefault(name, {}).update(message_changes(address, list(message.params)))
+                changes.setdefault(name, {}).update(message_changes(address, list(message.args)))
             if len(changes) > 1:  # a bundle for several channels: all or nothing, so check each first
                 for name, change in changes.items():
                     parse_changes(change, self._scheduler_of(name).limits)
         except KeyError as exc:
             self.stats.unknown += 1
-            log.warning("unknown OSC address %s from %s:%d", exc.args[0], addr[0], addr[1])
-            self._send_error(f"unknown address {exc.args[0]}; see GET /v1/schema")
+            shown = _shorten(exc.args[0], MAX_SHOWN_CHARS)
+            self._log_once("unknown", addr[0], "unknown OSC address %s from %s:%d", shown, addr[0], addr[1])
+            self._send_error(f"unknown address {shown}; see GET /v1/schema", addr[0])
             return
         except ValidationError as exc:
-            self._reject(exc)
+            self._reject(exc, addr)
             return
         if not changes:
             return
@@ -184,45 +193,48 @@ class OscServer(asyncio.DatagramProtocol):
             for name, change in changes.items():
                 self._scheduler_of(name).apply(change)
         except ValidationError as exc:
-            self._reject(exc)
+            self._reject(exc, addr)
             return
         self.stats.applied += 1
 
-    def _reject(self, exc: ValidationError) -> None:
+    def _reject(self, exc: ValidationError, addr: tuple) -> None:
         self.stats.rejected += 1
-        log.info("OSC change rejected: %s", exc.message)
-        self._send_error(exc.message)
+        self._log_once("rejected", addr[0], "OSC change from %s:%d rejected: %s", addr[0], addr[1], exc.message)
+        self._send_error(exc.message, addr[0])
 
-    def _subscription(self, address: str, args: list[Any], addr: tuple, subscribers: set) -> None:
+    def _subscription(self, address: str, args: list[Any], addr: tuple, subscribers: Subscriptions) -> None:
         port = args[0] if args else addr[1]
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             raise ValidationError(None, f"{address} takes an optional port in 1..65535, got {port!r}")
-        target = (addr[0], port)
+        sender = (addr[0], addr[1])
         if address.endswith("/unsubscribe"):
-            subscribers.discard(target)
+            subscribers.unsubscribe(sender, port)
             return
-        if target not in subscribers and len(subscribers) >= MAX_SUBSCRIBERS:
-            raise ValidationError(None, f"too many OSC subscribers (at most {MAX_SUBSCRIBERS})")
-        subscribers.add(target)
-        log.info("OSC feedback to %s:%d", *target)
+        target = subscribers.subscribe(sender, port)
+        self._log_once("subscribed", addr[0], "OSC feedback to %s:%d (renewed within %g s, or it expires)", *target,
+                      subscribers.ttl_s, level=logging.INFO)
 
-    def _send(self, dgram: bytes, subscribers: set) -> None:
+    def _send(self, dgram: bytes, host: str | None = None, subscribers: Subscriptions | None = None) -> None:
+        """To every subscriber, or to those on ``host`` (a sender's own mistakes go back to it only)."""
         if self._transport is None or self._transport.is_closing():
             return
-        for target in tuple(subscribers):
+        for target in (self.subscribers if subscribers is None else subscribers).targets(host):
             self._transport.sendto(dgram, target)
 
-    def _send_frame(self, frame: Frame, subscribers: set | None = None, prefix: str = PREFIX) -> None:
-        subscribers = self.subscribers if subscribers is None else subscribers
-        if subscribers:
+    def _send_frame(self, frame: Frame, subscribers: Subscriptions | None = None, prefix: str = PREFIX) -> None:
+        if self.subscribers if subscribers is None else subscribers:
             self._send(build_message(f"{prefix}/frame", frame.seq % 2**31, frame.version % 2**31,
-                                     float(frame.render_ms)), subscribers)
+                                     float(frame.render_ms)), None, subscribers)
 
-    def _send_error(self, message: str, subscribers: set | None = None, prefix: str = PREFIX) -> None:
-        subscribers = self.subscribers if subscribers is None else subscribers
-        if subscribers:
-            self._send(build_message(f"{prefix}/error", message), subscribers)
+    def _send_error(self, message: str, host: str | None = None, subscribers: Subscriptions | None = None,
+                    prefix: str = PREFIX) -> None:
+        if self.subscribers if subscribers is None else subscribers:
+            self._send(build_message(f"{prefix}/error", _shorten(message, MAX_ERROR_CHARS)), host, subscribers)
 
     def health(self) -> dict:
         return {**asdict(self.stats), "subscribers": len(self.subscribers),
                 "channel_subscribers": sum(len(s) for s in self._channel_subscribers.values())}
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

@@ -12,8 +12,10 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import math
+import time
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -223,16 +225,43 @@ def _public(path: str) -> bool:
 
 
 class OncePerSender:
-    """Logs the first refusal of each kind from each sender (up to 1,024): a flood must not flood the log."""
+    """Logs a refusal of each kind from each sender once per interval, truncated, with the count since.
 
-    def __init__(self) -> None:
-        self._seen: set[tuple[str, str]] = set()
+    A flood must not flood the log: at most one line per (kind, sender) per ``interval_s``, each at
+    most ``MAX_LINE`` characters, and at most ``max_senders`` senders tracked (past that, one line
+    per interval says refusals are no longer logged one by one).
+    """
 
-    def __call__(self, kind: str, sender: str | None, message: str, *args) -> None:
+    MAX_LINE = 300
+
+    def __init__(self, interval_s: float = 60.0, max_senders: int = 1024,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s, self.max_senders, self._clock = interval_s, max_senders, clock
+        self._seen: dict[tuple[str, str], list] = {}  # (kind, sender) -> [logged at, refusals since]
+        self._overflow_logged = -math.inf
+
+    def __call__(self, kind: str, sender: str | None, message: str, *args, level: int = logging.WARNING) -> None:
+        now = self._clock()
         key = (kind, sender or "?")
-        if key not in self._seen and len(self._seen) < 1024:
-            self._seen.add(key)
-            log.warning(message + " (logged once per sender)", *args)
+        entry = self._seen.get(key)
+        if entry is not None and now - entry[0] < self.interval_s:
+            entry[1] += 1
+            return
+        if entry is None and len(self._seen) >= self.max_senders:
+            self._seen = {k: e for k, e in self._seen.items() if now - e[0] < self.interval_s}
+            if len(self._seen) >= self.max_senders:
+                if now - self._overflow_logged >= self.interval_s:
+                    self._overflow_logged = now
+                    log.warning("refusals from more than %d senders in %g s: no longer logged one by one",
+                                self.max_senders, self.interval_s)
+                return
+        since = entry[1] if entry is not None else 0
+        self._seen[key] = [now, 0]
+        text = message % args if args else message
+        if len(text) > self.MAX_LINE:
+            text = text[:self.MAX_LINE] + "..."
+        log.log(level, "%s (logged once per sender per %g s%s)", text, self.interval_s,
+                f"; {since} more since" if since else "")
 
 
 async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -17,7 +17,9 @@ FIELD_PARS = {"Prompt": "prompt", "Seed": "seed", "Guidance": "guidance", "Steps
 PAR_FOR_FIELD = {field: par for par, field in FIELD_PARS.items()}
 INPUT_PARS = {"Strength": "strength"}  # on the Input page; not part of Send All or the cues
 INT63 = 2**63
-RESUBSCRIBE_S = 5.0  # the daemon forgets subscribers when it restarts; renewing is idempotent
+# The daemon drops a subscription 60 s after its last renewal, and forgets all when it restarts;
+# renewing is idempotent (the same port is the same slot).
+RESUBSCRIBE_S = 5.0
 
 
 def coerce(field: str, value: Any) -> Any:

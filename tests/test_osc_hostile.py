@@ -1,0 +1,168 @@
+"""What issue 12's probe sent over OSC, sent again to a real daemon process over loopback UDP.
+
+The daemon runs as its own process (``--model null``), so a datagram that hangs its event loop
+fails these tests by their deadlines instead of hanging the suite. After each kind: HTTP health
+answers, a later valid OSC change applies, the datagrams were counted, and the log stayed small.
+"""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from bridge.client import osc_bundle, osc_message, parse_osc_message
+from conftest import unique_shm_name
+from test_osc_wire import FREEZER, nested
+
+READY = re.compile(r"ready: http://127\.0\.0\.1:(\d+)/v1/\s+OSC udp 127\.0\.0\.1:(\d+)")
+BUNDLE_HEAD = b"#bundle\x00" + b"\x00" * 7 + b"\x01"
+COPIES = 200  # of each hostile datagram
+MAX_LOG_BYTES_PER_KIND = 2000  # one line per kind and sender per minute, truncated
+
+
+class Daemon:
+    def __init__(self, tmp_path):
+        self.log_path = tmp_path / "daemon.log"
+        env = {**os.environ, "TURBO_BRIDGE_CACHE": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+        env.pop("TURBO_BRIDGE_TOKEN", None)
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bridge", "serve", "--model", "null", "--http-port", "0", "--osc-port", "0",
+                 "--shm-name", unique_shm_name(), "--width", "64", "--height", "64"],
+                stdout=subprocess.DEVNULL, stderr=log, env=env)
+        deadline = time.monotonic() + 60
+        while not (match := READY.search(self.log_path.read_text())):
+            assert self.proc.poll() is None and time.monotonic() < deadline, self.log_path.read_text()
+            time.sleep(0.05)
+        self.http, self.osc = int(match.group(1)), int(match.group(2))
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    def get(self, path: str) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http}{path}", timeout=10) as response:
+            return json.load(response)
+
+    def send(self, data: bytes, sock: socket.socket | None = None) -> None:
+        (sock or self.sock).sendto(data, ("127.0.0.1", self.osc))
+
+    def until(self, predicate, what: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert self.proc.poll() is None, "the daemon exited:\n" + self.log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.sock.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("the daemon ignored SIGTERM")
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    d = Daemon(tmp_path_factory.mktemp("hostile"))
+    yield d
+    d.stop()
+
+
+def keeps_serving(daemon: Daemon, seed: int) -> None:
+    """Health answers over HTTP and a later valid OSC change applies."""
+    assert daemon.get("/v1/health")["status"] == "ok"
+    daemon.send(osc_message("/bridge/seed", seed))
+    daemon.until(lambda: daemon.get("/v1/params")["seed"] == seed, "a valid change after the attack")
+
+
+HOSTILE = {
+    "negative element size (python-osc 1.10.2 loops forever)": (FREEZER, "malformed"),
+    "400 nested bundles (RecursionError in python-osc)": (nested(400), "malformed"),
+    "60 KB of unknown type tags (a warning a character in python-osc)":
+        (b"/bridge/seed\x00\x00\x00\x00" + (b"," + b"x" * 60000).ljust(60004, b"\x00"), "malformed"),
+    "element size past the end": (BUNDLE_HEAD + b"\x00\x01\x00\x00" + osc_message("/bridge/seed", 1), "malformed"),
+    "element size not a multiple of 4": (BUNDLE_HEAD + b"\x00\x00\x00\x06" + osc_message("/a"), "malformed"),
+    "blob of size -4": (b"/bridge/prompt\x00\x00,b\x00\x00\xff\xff\xff\xfc", "malformed"),
+    "unknown address of 60,000 characters": (osc_message("/bridge/" + "x" * 60000, 1), "unknown"),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_datagrams_are_counted_logged_once_and_the_daemon_keeps_serving(daemon, name):
+    data, counter = HOSTILE[name]
+    before = daemon.get("/v1/health")["osc"][counter]
+    log_before = daemon.log_path.stat().st_size
+    for sent in range(20, COPIES + 1, 20):  # in steps, so 60 KB datagrams never overflow the socket buffer
+        for _ in range(20):
+            daemon.send(data)
+        daemon.until(lambda: daemon.get("/v1/health")["osc"][counter] >= before + sent, f"{sent} {counter}")
+    keeps_serving(daemon, seed=1000 + list(HOSTILE).index(name))
+    logged = daemon.log_path.read_text()[log_before:]
+    assert daemon.log_path.stat().st_size - log_before < MAX_LOG_BYTES_PER_KIND, logged
+    assert "Traceback" not in logged and "Unhandled parameter type" not in logged
+
+
+def test_one_sender_cannot_turn_a_message_into_64_feedback_datagrams(daemon):
+    noisy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    targets = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(64)]
+    real_listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for target in targets + [real_listener]:
+            target.bind(("127.0.0.1", 0))
+            target.setblocking(False)
+        ports = [t.getsockname()[1] for t in targets]
+        before = daemon.get("/v1/health")["osc"]
+        for port in ports:  # one sender names 64 ports it does not own
+            daemon.send(osc_message("/bridge/subscribe", port), noisy)
+        daemon.until(lambda: daemon.get("/v1/health")["osc"]["rejected"] >= before["rejected"] + 60, "60 refusals")
+        assert daemon.get("/v1/health")["osc"]["subscribers"] == before["subscribers"] + 4
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as real:  # a real subscriber still gets in
+            daemon.send(osc_message("/bridge/subscribe", real_listener.getsockname()[1]), real)
+            daemon.until(lambda: daemon.get("/v1/health")["osc"]["subscribers"] == before["subscribers"] + 5,
+                         "the real subscriber")
+        real_listener.setblocking(True)
+        real_listener.settimeout(10)
+        daemon.send(osc_message("/bridge/seed", 4242))
+        while True:  # the real subscriber gets the new frame
+            address, args = parse_osc_message(real_listener.recv(65536))
+            if address == "/bridge/frame" and args[1] == daemon.get("/v1/params")["version"]:
+                break
+        fed = [t for t in targets if _drain(t)]
+        assert len(fed) == 4  # of 64 ports named, 4 got anything (the frame, the refusals), not 64
+        for port in ports:  # and the sender can give them back
+            daemon.send(osc_message("/bridge/unsubscribe", port), noisy)
+        daemon.until(lambda: daemon.get("/v1/health")["osc"]["subscribers"] == before["subscribers"] + 1,
+                     "unsubscribed")
+        keeps_serving(daemon, seed=4343)
+    finally:
+        for s in targets + [noisy, real_listener]:
+            s.close()
+
+
+def _drain(sock: socket.socket) -> int:
+    count = 0
+    while True:
+        try:
+            sock.recv(65536)
+        except BlockingIOError:
+            return count
+        count += 1
+
+
+def test_a_bundle_of_subscriptions_is_refused_whole_after_four(daemon):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        before = daemon.get("/v1/health")["osc"]
+        daemon.send(osc_bundle(*[osc_message("/bridge/subscribe", 20000 + i) for i in range(50)]), sender)
+        daemon.until(lambda: daemon.get("/v1/health")["osc"]["rejected"] == before["rejected"] + 1, "refused")
+        assert daemon.get("/v1/health")["osc"]["subscribers"] <= before["subscribers"] + 4
+        for i in range(50):
+            daemon.send(osc_message("/bridge/unsubscribe", 20000 + i), sender)
+        daemon.until(lambda: daemon.get("/v1/health")["osc"]["subscribers"] == before["subscribers"], "given back")
+    keeps_serving(daemon, seed=4444)
