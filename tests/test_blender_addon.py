@@ -418,3 +418,20 @@ def test_bad_address_is_refused_with_a_reason(ext):
     assert not bpy.app.online_access
     with pytest.raises(RuntimeError, match="online access is off"):
         bpy.ops.turbo_bridge.connect()
+
+
+def test_a_channel_per_live_image(ext, daemon):
+    s = settings(daemon.url, prompt="left wall", seed=31)
+    s.channel = "left"
+    assert bpy.ops.turbo_bridge.connect() == {"FINISHED"}
+    left = HttpClient(daemon.url, channel="left")
+    session = ext.live.current()
+    pump(ext.live, lambda: session.applied is not None and session.applied.version == left.params()["version"])
+    assert session.transport == "shared memory" and left.params()["prompt"] == "left wall"
+    assert http(daemon).params()["prompt"] != "left wall"  # main untouched
+    assert session.image_name == "Turbo Bridge left"  # its own image: the main channel keeps "Turbo Bridge"
+    with ShmReader(daemon.shm_name + ".left") as reader:
+        frame = reader.read(force=True)
+    assert frame.seq == session.applied.seq and frame.seed == 31
+    assert_shows(bpy.data.images[session.image_name], frame.pixels)
+    s.channel = "main"
