@@ -25,6 +25,9 @@ class BridgePanel(QtWidgets.QWidget):
 
         self.address = QtWidgets.QLineEdit(host.readSetting(SETTINGS, "address", DEFAULT_ADDRESS))
         self.connect_button = QtWidgets.QPushButton("Connect")
+        self.channel = QtWidgets.QLineEdit("main")
+        self.channel.setToolTip("The daemon channel of this document: each document can drive its own stream "
+                                "(a new name is created on the daemon)")
         self.status = QtWidgets.QLabel(self.controller.status)
         self.status.setWordWrap(True)
         self.prompt = QtWidgets.QPlainTextEdit()
@@ -62,6 +65,7 @@ class BridgePanel(QtWidgets.QWidget):
         self.opacity_label.setText(f"{self.opacity.value()}%")
         self.connect_button.clicked.connect(self.reconnect)
         self.address.returnPressed.connect(self.reconnect)
+        self.channel.editingFinished.connect(self.pick_channel)
         self.prompt.textChanged.connect(lambda: self.controller.set_params({"prompt": self.prompt.toPlainText()}))
         self.seed.valueChanged.connect(lambda value: self.controller.set_params({"seed": int(value)}))
         self.new_seed.clicked.connect(lambda: self.seed.setValue(random.randint(0, SEED_MAX)))
@@ -82,6 +86,7 @@ class BridgePanel(QtWidgets.QWidget):
         row.addWidget(self.address, 1)
         row.addWidget(self.connect_button)
         form.addRow("Daemon", row)
+        form.addRow("Channel", self.channel)
         form.addRow(self.status)
         form.addRow("Prompt", self.prompt)
         row = QtWidgets.QHBoxLayout()
@@ -113,6 +118,13 @@ class BridgePanel(QtWidgets.QWidget):
             return
         self.host.writeSetting(SETTINGS, "address", self.address.text().strip())
         self.address.setToolTip(url)
+
+    def pick_channel(self) -> None:
+        try:
+            self.controller.set_channel(self.channel.text().strip() or "main")
+        except ValueError as exc:
+            self._show_status(str(exc))
+            self.channel.setText(self.controller.channel)
 
     def _show_params(self, connection) -> None:
         """Show the daemon's parameters as they are; nothing is sent until you change one."""
@@ -154,5 +166,6 @@ def register(krita) -> None:
 
         def canvasChanged(self, canvas):  # noqa: N802 (Krita's name)
             self.panel.controller.document_changed()
+            self.panel.channel.setText(self.panel.controller.channel)  # each document shows its own channel
 
     add_docker(krita, TurboBridgeDocker)
