@@ -7,7 +7,6 @@ import threading
 from multiprocessing import shared_memory
 
 import aiohttp
-import numpy as np
 import pytest
 from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.udp_client import SimpleUDPClient
@@ -253,3 +252,17 @@ async def test_channels_are_placed_on_devices_by_load_and_rebalanced(config, dae
             channel(daemon, moved).apply({"seed": 99})
             assert (await channel(daemon, moved).next_frame(seq, 10)).params.seed == 99
             assert renderers[1].calls == calls + 1  # the moved channel renders on its new device
+
+
+def test_client_channel_helpers():
+    from bridge.client import check_channel, http_path, osc_address, segment_name
+
+    assert osc_address("/bridge/prompt", "left") == "/bridge/ch/left/prompt"
+    assert osc_address("/bridge/prompt", "main") == "/bridge/prompt"
+    assert osc_address("/cue/next", "left") == "/cue/next"  # not the daemon's: left alone
+    assert http_path("/v1/frame.png?after=3", "left") == "/v1/channels/left/frame.png?after=3"
+    assert http_path("/v1/health", "left") == "/v1/health"  # the daemon's, not a stream's
+    assert segment_name("tb", "left") == "tb.left" and segment_name("tb", "main") == "tb"
+    assert check_channel("") == "main"
+    with pytest.raises(ValueError, match="channel name"):
+        check_channel("Left!")

@@ -188,7 +188,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         return error_response(403, None, f"WebSocket from origin {origin[:100]!r} refused: only pages served "
                                          "by this daemon may connect")
     fmt = StreamFormat.parse(request.query)
-    sched, app, hub = scheduler_of(request), request.app, service_of(request, HUB)
+    sched, hub = scheduler_of(request), service_of(request, HUB)
     inputs, encoder, channel = service_of(request, INPUTS), service_of(request, ENCODER), channel_name(request)
     # No per-message deflate: frames are already compressed (or raw and large), and it costs CPU.
     # Binary messages are input images, so the transport takes their size; text is held to 64 KiB below.

@@ -26,7 +26,7 @@ from .glide import Glider, Shown
 from .noise import frame_noise
 from .optimize import compiled, progress
 from .plan import FramePlan
-from .renderer import DiffusersRenderer, to_rgba8
+from .renderer import DiffusersRenderer
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,9 @@ class ChannelRenderer:
     def _vae_decode_batch(self, latents: torch.Tensor) -> torch.Tensor:
         vae = self.inner.vae
         images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
-        return torch.stack([to_rgba8(image) for image in images])
+        # to_rgba8's arithmetic on the whole batch at once (no Python loop for the compiler to unroll).
+        rgb = ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        return torch.cat([rgb, torch.full_like(rgb[..., :1], 255)], dim=-1).contiguous()
 
     def _denoise_and_decode(self, plan: FramePlan, noise, guidance, embeds, pooled, image=None) -> torch.Tensor:
         latents = self.inner._denoise_steps(plan, noise, guidance, embeds, pooled, image)
@@ -89,6 +91,8 @@ class ChannelRenderer:
         conditioning = [r.text.conditioning(params.prompt) for _, params, _ in items]
         values = {
             "noise": torch.cat(noises, dim=1),  # (draws, batch, C, H/8, W/8)
+            # float32 per row: the renderer rounds guidance * (cond - uncond) to the model dtype, as
+            # it does for one frame's Python float, so a row's arithmetic is that of its frame alone.
             "guidance": torch.tensor([float(params.guidance) for _, params, _ in items],
                                      dtype=torch.float32).view(-1, 1, 1, 1),
             "embeds": torch.cat([embeds for embeds, _ in conditioning]),
@@ -116,7 +120,6 @@ class ChannelRenderer:
         if r._graphs is None:
             with r._stage("unet+vae_decode"):
                 moved = {k: v.to(r.device) if isinstance(v, torch.Tensor) else v for k, v in values.items()}
-                moved["guidance"] = moved["guidance"].to(r.dtype) if plan.cfg else moved["guidance"]
                 return self._denoise_and_decode(plan, **moved)
 
         def inputs() -> dict:

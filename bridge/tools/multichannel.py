@@ -10,16 +10,14 @@ channel with N, and main's OSC-to-frame latency alone and with the others runnin
 from __future__ import annotations
 
 import json
-import signal
 import statistics
-import subprocess
 import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
 
 from ..client import HttpClient, OscSender, ShmReader, segment_name
-from .latency import start_daemon
+from .latency import start_daemon, stop_daemon
 
 MAIN = "main"
 
@@ -116,11 +114,7 @@ def run_multichannel(model: str, vae: str, size: int, channels: int, seconds: fl
         together = phase(osc_port, shm_name, names, seconds, timeout)
         health = HttpClient(f"http://127.0.0.1:{http_port}").health()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_daemon(proc)
     batch_sizes: dict[str, int] = {}
     for device in health.get("devices", []):
         for k, v in device.get("batch_sizes", {}).items():
