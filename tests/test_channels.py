@@ -266,3 +266,22 @@ def test_client_channel_helpers():
     assert check_channel("") == "main"
     with pytest.raises(ValueError, match="channel name"):
         check_channel("Left!")
+
+
+async def test_input_images_are_per_channel(api):
+    session, daemon = api
+    async with session.patch("/v1/channels/left/params", json={"strength": 0.5}) as r:
+        assert r.status == 200
+    pixels = bytes(range(256)) * (16 * 16 * 4 // 256)
+    async with session.put("/v1/channels/left/input", data=pixels,
+                           headers={"Content-Type": "application/octet-stream", "X-Width": "16", "X-Height": "16"}) as r:
+        assert r.status == 200, await r.text()
+        assert (await r.json())["active"] is True
+    async with session.get("/v1/channels/left/input") as r:
+        assert (await r.json())["present"] is True
+    async with session.get("/v1/input") as r:
+        assert (await r.json())["present"] is False  # main has none
+    assert channel(daemon, "left").input is not None and daemon.scheduler.input is None
+    async with session.delete("/v1/channels/left/input") as r:
+        assert (await r.json())["cleared"] is True
+    assert channel(daemon, "left").input is None
