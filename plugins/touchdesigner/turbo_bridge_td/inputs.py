@@ -69,9 +69,11 @@ class InputSender:
         self.written += 1
 
     def _run(self, call, url: str, token: str) -> None:
+        name = channel(self.comp)  # here, on TouchDesigner's thread: parameters are read nowhere else
+
         def work() -> None:
             try:
-                reply = call(client.HttpClient(url, token=token or None, channel=channel(self.comp)))
+                reply = call(client.HttpClient(url, token=token or None, channel=name))
                 self._outcome = f"sending to {reply.get('shm') or 'daemon'}" if "shm" in reply else "off"
             except (client.BridgeHTTPError, OSError) as exc:  # no daemon yet: the next reconnect tries again
                 self._outcome = f"daemon did not take the input: {exc}"
