@@ -1,7 +1,7 @@
 """The only module that wires: pipeline, scheduler, sinks and front ends into one daemon.
 
 Each part starts and stops in one aiohttp cleanup context, in order; ``Daemon`` binds the
-sockets and ``serve`` runs until SIGINT/SIGTERM.
+sockets and ``serve`` runs until a stop signal (``STOP_SIGNALS``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
-from .frontends import channels_api, input_api, live, openapi, rest, security, sockets
+from .frontends import channels_api, connections, input_api, live, openapi, rest, security, sockets
 from .config import Config
 from .core.frame import NullRenderer, Renderer
 from .frontends.osc import ADDRESSES, OscServer
@@ -27,6 +27,7 @@ from .engine.channels import MAIN, Channel, ChannelRegistry
 from .engine.render_queue import RenderQueue
 from .engine.scheduler import Scheduler
 from .engine.sinks.png import PngCache, PngFileWriter
+from .engine.sinks.shm import ShmWriter
 from .frontends.streams import FrameEncoder, FrameHub
 
 log = logging.getLogger(__name__)
@@ -37,11 +38,13 @@ PNG_WRITER = web.AppKey("png_writer", PngFileWriter)
 MODEL_INFO = web.AppKey("model_info", dict)
 DEVICE_INFO = web.AppKey("device_info", list)  # one model info per device
 OSC_SOCKET = web.AppKey("osc_socket", socket.socket)  # bound early by Daemon (see bridge.frontends.sockets)
+GUARD = web.AppKey("connection_guard", connections.ConnectionGuard)
 SHUTDOWN_TIMEOUT_S = 2.0  # handlers still running this long after SIGTERM are cancelled
 
 
 def load_renderer(config: Config) -> tuple[Renderer, dict]:
     """Load the configured pipeline and warm it up for the initial size (on the GPU thread)."""
+    log.info("cache folder %s (demo model, compile caches)", config.cache_dir)
     if config.model == "null":
         return NullRenderer(), {"model": "null", "device": "none", "dtype": "none", "compile": False}
     from .pipeline import loader
@@ -90,7 +93,11 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
     app = web.Application(client_max_size=rest.MAX_BODY_BYTES)
     app[CONFIG] = config
     app[security.ACCESS] = config.access
-    app.middlewares.append(security.middleware(config.host, config.access))  # outermost: before any route
+    app[GUARD] = connections.ConnectionGuard(config.http)
+    app[connections.HTTP_LIMITS] = config.http
+    app[connections.LARGE_BODIES] = asyncio.Semaphore(config.http.max_large_bodies)
+    app.middlewares.append(app[GUARD].middleware)  # outermost: marks the connection busy
+    app.middlewares.append(security.middleware(config.host, config.access))  # before any route
     app.on_response_prepare.append(security.add_cors_headers)
     app[rest.OSC_ADDRESSES] = ADDRESSES
     app[rest.SCHEMA_EXTRA] = {**live.SCHEMA, **input_api.SCHEMA, **channels_api.SCHEMA}
@@ -109,10 +116,20 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
         encoder = ThreadPoolExecutor(2, thread_name_prefix="encode")
         loop = asyncio.get_running_loop()
         try:
+            # main's segment first: a live daemon of the same --shm-name is refused before loading a model.
+            main_shm = ShmWriter(config.shm_name, config.max_size, config.max_size) if config.shm_name else None
+            if main_shm is not None:
+                main_shm.open()
             # Each device loads its own pipeline on its own thread, all at once.
-            loaded = await asyncio.gather(*(
-                loop.run_in_executor(gpu, renderer_factory, config if device is None else replace(config, device=device))
-                for gpu, device in zip(gpus, devices)))
+            try:
+                loaded = await asyncio.gather(*(
+                    loop.run_in_executor(gpu, renderer_factory,
+                                         config if device is None else replace(config, device=device))
+                    for gpu, device in zip(gpus, devices)))
+            except BaseException:
+                if main_shm is not None:
+                    main_shm.close()
+                raise
             app[MODEL_INFO] = loaded[0][1]
             app[DEVICE_INFO] = [info for _, info in loaded]
             queues = [RenderQueue(renderer, gpu, name=str(info.get("device", i)) if len(loaded) == 1
@@ -126,7 +143,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
                 channel.services[rest.PNG_CACHE] = PngCache(encoder)
 
             registry.extend(png_cache)
-            main = registry.create(MAIN)
+            main = registry.create(MAIN, shm=main_shm)
             app[rest.SCHEDULER] = main.scheduler
             app[rest.PNG_CACHE] = main.services[rest.PNG_CACHE]
             try:
@@ -161,11 +178,14 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             yield
             return
         files = ThreadPoolExecutor(1, thread_name_prefix="png-files")
+        config.output_dir.mkdir(parents=True, exist_ok=True)  # at start, parents too; an error stops the start
 
         def start(channel: Channel) -> None:
             # main keeps --output-dir itself; channel NAME writes into its folder NAME there.
             folder = config.output_dir if channel.name == MAIN else config.output_dir / channel.name
-            writer = PngFileWriter(folder, channel.services[rest.PNG_CACHE], files, config.keep_frames)
+            folder.mkdir(exist_ok=True)
+            writer = PngFileWriter(folder, channel.services[rest.PNG_CACHE], files, config.keep_frames,
+                                   on_error=channel.scheduler.broadcast_error)
             channel.services[PNG_WRITER] = writer
             channel.scheduler.on_frame(writer.offer)
             channel.services["png-writer-task"] = asyncio.create_task(writer.run(), name=f"png-writer-{channel.name}")
@@ -208,7 +228,8 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
         decoder = ThreadPoolExecutor(1, thread_name_prefix="input")
 
         def start(channel: Channel) -> None:
-            channel.services[input_api.INPUTS] = input_api.InputService(channel.scheduler, decoder)
+            channel.services[input_api.INPUTS] = input_api.InputService(
+                channel.scheduler, decoder, own_shm_name=config.shm_name)
 
         async def stop(channel: Channel) -> None:
             await channel.services[input_api.INPUTS].detach()
@@ -233,7 +254,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
         sched = app[rest.SCHEDULER]
         latest = sched.latest
         out = {
-            "status": "ok" if sched.stats.last_error is None else "degraded",
+            "status": "degraded" if sched.stats.failing or (PNG_WRITER in app and app[PNG_WRITER].error) else "ok",
             **app[MODEL_INFO],
             "version": sched.version,
             "frame_seq": latest.seq if latest else 0,
@@ -245,6 +266,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             "last_error": sched.stats.last_error,
             "last_stages_ms": {k: round(v, 3) for k, v in sched.stats.last_stages_ms.items()},
             "osc": app[OSC].health(),
+            "http": app[GUARD].health(),
             "shm_name": config.shm_name,
             "streams": app[live.HUB].health(),
             "input": app[input_api.INPUTS].health(),
@@ -253,8 +275,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             "devices": [{**info, **queue} for info, queue in zip(app[DEVICE_INFO], app[rest.CHANNELS].devices())],
         }
         if PNG_WRITER in app:
-            writer = app[rest.CHANNELS].main.services[PNG_WRITER]
-            out["png_files"] = {"dir": str(writer.directory), "written": writer.written, "skipped": writer.skipped}
+            out["png_files"] = app[rest.CHANNELS].main.services[PNG_WRITER].health()
         return out
 
     app[rest.HEALTH] = health
@@ -269,8 +290,11 @@ class Daemon:
         self.config = config
         self.app = create_app(config, renderer_factory)
         # handler_cancellation: a long-poll whose client went away ends at once, not at its timeout.
+        # keepalive_timeout: aiohttp closes a connection still waiting for a complete request head
+        # (new, or idle after a response) this long after it opened or answered: slow clients go.
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
-                                     shutdown_timeout=SHUTDOWN_TIMEOUT_S, handler_cancellation=True)
+                                     shutdown_timeout=SHUTDOWN_TIMEOUT_S, handler_cancellation=True,
+                                     keepalive_timeout=config.http.head_timeout_s)
         self.http_port = config.http_port
         self.osc_port = config.osc_port
 
@@ -284,7 +308,7 @@ class Daemon:
             raise
         try:
             await self._runner.setup()
-            await web.SockSite(self._runner, http_sock).start()
+            await connections.GuardedSite(self._runner, http_sock, self.app[GUARD]).start()
         except BaseException:
             await self._runner.cleanup()
             http_sock.close()
@@ -310,13 +334,27 @@ class Daemon:
         return self.app[rest.HEALTH]()
 
 
+# Every signal whose default would kill the daemon mid-frame stops it gracefully instead (clients
+# told, segment unlinked). SIGHUP too: a closed terminal or `kill -HUP` means stop, not reload.
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2")
+
+
 async def serve(config: Config) -> None:
-    """Run the daemon until SIGINT or SIGTERM."""
+    """Run the daemon until SIGINT, SIGTERM, SIGHUP, SIGUSR1 or SIGUSR2."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):  # Windows has no add_signal_handler
-            loop.add_signal_handler(sig, stop.set)
+    # For the whole run: asyncio's accept() retries can still fire after the server has closed.
+    connections.install_loop_error_log(loop, config.http.log_interval_s)
+
+    def stop_on(name: str) -> None:
+        if not stop.is_set():
+            log.info("%s received", name)
+        stop.set()
+
+    for name in STOP_SIGNALS:
+        if hasattr(signal, name):  # Windows has only some of them, and no add_signal_handler
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(getattr(signal, name), stop_on, name)
     async with Daemon(config) as daemon:
         log.info("ready: http://%s:%d/v1/  OSC udp %s:%d  shared memory %r", config.host, daemon.http_port,
                  config.host, daemon.osc_port, config.shm_name)

@@ -9,10 +9,12 @@ import os
 import sys
 from pathlib import Path
 
-from .config import DEFAULT_HOST, DEFAULT_HTTP_PORT, DEFAULT_OSC_PORT, DEFAULT_SHM_NAME, Config, default_cache_dir
+from .config import (DEFAULT_HOST, DEFAULT_HTTP_PORT, DEFAULT_OSC_PORT, DEFAULT_SHM_NAME, Config, default_cache_dir,
+                     drop_empty_home)
 from .core.errors import BridgeError, ConfigError, ValidationError
 from .core.params import Limits, Params, parse_changes
-from .frontends.security import Access
+from .frontends.connections import HttpLimits
+from .frontends.security import Access, OncePerSender, scrub
 
 log = logging.getLogger("bridge")
 
@@ -64,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--keep-frames", action="store_true", help="with --output-dir: also frame-NNNNNN.png")
     serve.add_argument("--cache-dir", type=Path, default=None,
                        help=f"demo model and compile caches (default {default_cache_dir()})")
+    serve.add_argument("--max-connections", type=int, default=HttpLimits.max_connections,
+                       help="open HTTP connections in all (lowered to leave room in the file limit); at the cap "
+                            "an idle or slow one is closed, else the newcomer gets 503")
+    serve.add_argument("--max-connections-per-address", type=int, default=HttpLimits.max_per_address,
+                       help="open HTTP connections from one client address")
     bench = sub.add_parser("bench", help="measure frame rate, latency, VRAM and stage times on this machine")
     bench.add_argument("--model", default="random",
                        help="'random' (full SDXL-Turbo architecture, random weights; no download), 'demo', or a model")
@@ -122,6 +129,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   shm_name=args.shm_name or None, output_dir=args.output_dir, keep_frames=args.keep_frames,
                   cache_dir=args.cache_dir or default_cache_dir(), initial=Params().merged(changes),
                   access=Access.from_options(args.token, args.allow_host, args.cors_origin, args.osc_allow),
+                  http=HttpLimits(max_connections=args.max_connections,
+                                  max_per_address=args.max_connections_per_address),
                   max_channels=args.max_channels)
 
 
@@ -143,14 +152,25 @@ def run_bench_command(args: argparse.Namespace) -> None:
 
 
 class _MalformedRequestsInOneLine(logging.Filter):
-    """aiohttp logs a malformed request (answered 400) with a traceback: on a network, anyone can send one."""
+    """aiohttp logs a malformed request (answered 400) with a traceback and the offending line: on a
+    network, anyone can send one. One line instead, once per sender per interval, credentials scrubbed."""
+
+    def __init__(self, interval_s: float = HttpLimits.log_interval_s):
+        super().__init__()
+        self._throttle = OncePerSender(interval_s, logger=logging.getLogger("aiohttp.server"))
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if exc is not None and type(exc).__module__ == "aiohttp.http_exceptions":
+            sender = str(record.args[0]) if isinstance(record.args, tuple) and record.args else None
+            allowed, muted = self._throttle.allow("malformed", sender)
+            if not allowed:
+                return False
             detail = " ".join(str(exc.message).split())[:200]
-            record.msg, record.args = f"{record.getMessage()}: malformed HTTP, answered 400 ({detail})", ()
+            more = f"; {muted} more from this sender not logged" if muted else ""
+            record.msg, record.args = f"{record.getMessage()}: malformed HTTP, answered 400 ({detail}){more}", ()
             record.exc_info, record.levelno, record.levelname = None, logging.WARNING, "WARNING"
+        record.msg, record.args = scrub(record.getMessage()), ()  # never log a token the request carried
         return True
 
 
@@ -159,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     logging.getLogger("aiohttp.server").addFilter(_MalformedRequestsInOneLine())
+    if drop_empty_home():
+        log.warning("HOME is empty: treated as unset (home %s)", Path("~").expanduser())
     try:
         if args.command == "serve":
             from .app import serve

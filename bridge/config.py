@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core.params import Params
+from .frontends.connections import HttpLimits
 from .frontends.security import Access
 
 DEFAULT_HOST = "127.0.0.1"
@@ -16,11 +17,32 @@ DEFAULT_SHM_NAME = "turbo-bridge"
 
 
 def default_cache_dir() -> Path:
-    """``$TURBO_BRIDGE_CACHE``, else ``$XDG_CACHE_HOME/turbo-bridge``, else ``~/.cache/turbo-bridge``."""
+    """``$TURBO_BRIDGE_CACHE``, else ``$XDG_CACHE_HOME/turbo-bridge``, else ``~/.cache/turbo-bridge``
+    (an empty variable counts as unset)."""
     if os.environ.get("TURBO_BRIDGE_CACHE"):
         return Path(os.environ["TURBO_BRIDGE_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    base = os.environ.get("XDG_CACHE_HOME") or _home() / ".cache"
     return Path(base) / "turbo-bridge"
+
+
+def _home() -> Path:
+    if os.environ.get("HOME") or os.name == "nt":
+        return Path.home()
+    import pwd  # POSIX: what Python itself falls back to when HOME is absent
+
+    return Path(pwd.getpwuid(os.getuid()).pw_dir)
+
+
+def drop_empty_home() -> bool:
+    """Treat ``HOME=''`` as unset for this process and the libraries it loads.
+
+    An empty HOME makes ``~`` expand to ``/``, so every cache (ours, the model hub's, the compiler's)
+    would land in ``/.cache``; without HOME, ``~`` is the password database's home. True if dropped.
+    """
+    if os.environ.get("HOME") == "":
+        del os.environ["HOME"]
+        return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -39,5 +61,6 @@ class Config:
     keep_frames: bool = False
     cache_dir: Path = field(default_factory=default_cache_dir)
     initial: Params = Params()
-    access: Access = Access()
-    max_channels: int = 4  # live streams, main included  # token, extra Host names, CORS origins, OSC allow-list
+    access: Access = Access()  # token, extra Host names, CORS origins, OSC allow-list
+    http: HttpLimits = HttpLimits()  # connection caps, request head and body timeouts
+    max_channels: int = 4  # live streams, main included

@@ -100,6 +100,14 @@ CASES = [
      "got ''"),
     ("REST GET /v1/stream.mjpeg", "`?quality=0`", ("get", "/v1/stream.mjpeg?quality=0"), "400 `quality`",
      "from 1 to 100"),
+    ("REST PUT /v1/input", "`X-Width` of 5,000 digits", ("put", ({"X-Width": "9" * 5000, "X-Height": "1"}, bytes(4))),
+     "400 `X-Width`", "whole number of pixels from 1 to 4096"),
+    ("REST PUT /v1/input", "`X-Width: ١٦` (Arabic-Indic digits)",
+     ("put", ({"X-Width": "\u0661\u0666", "X-Height": "1"}, bytes(64))), "400 `X-Width`", "(ASCII digits)"),
+    ("REST PUT /v1/input", "`X-Height: ²` (superscript two)", ("put", ({"X-Width": "1", "X-Height": "\u00b2"}, bytes(4))),
+     "400 `X-Height`", "(ASCII digits)"),
+    ("REST PUT /v1/input", "raw RGBA 2x2 with 15 bytes", ("put", ({"X-Width": "2", "X-Height": "2"}, bytes(15))),
+     "400 `input`", "must be 16 bytes"),
     ("REST any", "`DELETE /v1/params` (a method the route lacks)", ("delete", "/v1/params"), "405 —",
      "Method Not Allowed"),
     ("REST any", "`GET /v1/nope`", ("get", "/v1/nope"), "404 —", "Not Found"),
@@ -187,6 +195,7 @@ CASES = [
     ("CLI serve", "`--http-port 70000`", ("cli", ["--http-port", "70000"]), "exit 2", "port must be in 0..65535"),
     ("CLI serve", "`--host 0.0.0.0` alone", ("cli", ["--host", "0.0.0.0"]), "exit 2", "refusing to start without"),
     ("CLI serve", "`--token short`", ("cli", ["--token", "short"]), "exit 2", "at least 16"),
+    ("CLI serve", "`--max-connections 0`", ("cli", ["--max-connections", "0"]), "exit 2", "must be at least 1"),
     ("CLI serve", "`--osc-allow stage-pc`", ("cli", ["--osc-allow", "stage-pc"]), "exit 2", "IP addresses or networks"),
 ]
 
@@ -232,6 +241,12 @@ async def answer(how, session, daemon, listener) -> tuple[str, str]:
             error = (await r.json())["error"]
         field = f"`{error['field']}`" if error["field"] else "—"
         return f"{r.status} {field}", error["message"]
+    if kind == "put":  # raw RGBA input with these headers
+        headers, body = data
+        async with session.put("/v1/input", data=body, headers={"Content-Type": "application/octet-stream",
+                                                                 **headers}) as r:
+            error = (await r.json())["error"]
+        return f"{r.status} `{error['field']}`", error["message"]
     if kind == "ws-raw":
         return f"closed {await raw_ws_text(daemon.http_port, data)}", ""
     if kind == "ws":

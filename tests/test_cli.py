@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.request
 from multiprocessing import shared_memory
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,49 @@ def test_missing_model_is_one_clear_line(tmp_path):
     assert proc.returncode == 1
     errors = [line for line in err.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "--model demo" in errors[0] and "Traceback" not in err
+
+
+def test_an_empty_home_counts_as_unset(monkeypatch):
+    import pwd
+
+    from bridge.config import default_cache_dir
+
+    for var in ("TURBO_BRIDGE_CACHE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", "")
+    home = pwd.getpwuid(os.getuid()).pw_dir
+    assert default_cache_dir() == Path(home) / ".cache" / "turbo-bridge" != Path("/.cache/turbo-bridge")
+
+
+def test_a_daemon_started_with_an_empty_home_says_where_its_cache_went():
+    name = unique_shm_name()
+    env = {k: v for k, v in os.environ.items() if k not in ("TURBO_BRIDGE_CACHE", "XDG_CACHE_HOME")}
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", "--model", "null", "--http-port", "0",
+                             "--osc-port", "0", "--shm-name", name], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True, env={**env, "HOME": "", "PYTHONUNBUFFERED": "1"})
+    lines = []
+    try:
+        while not any("ready:" in line for line in lines):
+            line = proc.stderr.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        proc.send_signal(signal.SIGHUP)  # stops it as SIGTERM would
+        rest = proc.communicate(timeout=20)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    import pwd
+
+    home = pwd.getpwuid(os.getuid()).pw_dir
+    text = "".join(lines)
+    assert f"HOME is empty: treated as unset (home {home})" in text
+    assert f"cache folder {Path(home) / '.cache' / 'turbo-bridge'} " in text and "folder /.cache" not in text
+    assert proc.returncode == 0 and "SIGHUP received" in rest and "unlinked" in rest
+
+
+def test_connection_caps_come_from_the_command_line():
+    config = config_from_args(build_parser().parse_args(["serve", "--max-connections", "10",
+                                                         "--max-connections-per-address", "3"]))
+    assert (config.http.max_connections, config.http.max_per_address) == (10, 3)
+    default = config_from_args(build_parser().parse_args(["serve"])).http
+    assert (default.max_connections, default.max_per_address, default.head_timeout_s) == (256, 64, 10.0)

@@ -146,12 +146,13 @@ async def test_failed_render_is_reported_on_every_interface(config, daemon_facto
                     if b"/bridge/error" in data:
                         break
                 assert b"out of memory" in data and b"back to the last rendered parameters (64x64)" in data
-                async with session.get("/v1/health") as r:
-                    health = await r.json()
-                assert health["status"] == "degraded" and health["render_errors"] == 1
-                assert "OutOfMemoryError" in health["last_error"]
                 async with session.get(f"/v1/frame.png?after={good.seq}&timeout=5") as r:
                     assert r.status == 200 and r.headers["X-Width"] == "64"  # the rolled-back state's frame
+                async with session.get("/v1/health") as r:
+                    health = await r.json()
+                # The rolled-back frame rendered: healthy again, the error still visible.
+                assert health["status"] == "ok" and health["render_errors"] == 1
+                assert "OutOfMemoryError" in health["last_error"]
                 # The WebSocket learns the restored state before its frame.
                 while True:
                     msg = await asyncio.wait_for(ws.receive(), 5)
@@ -162,6 +163,35 @@ async def test_failed_render_is_reported_on_every_interface(config, daemon_facto
                 assert params["params"]["width"] == 64
         listener.close()
         sender.close()
+
+
+class FailsOnSeed(NullRenderer):
+    """Raises for seed 13, renders every other seed."""
+
+    def render(self, params, scene=None):
+        if params.seed == 13:
+            raise RuntimeError("NaN in latents")
+        return super().render(params, scene)
+
+
+async def test_health_is_degraded_while_renders_fail_and_recovers_after_a_good_frame(config, daemon_factory):
+    factory = lambda config: (FailsOnSeed(), {"model": "fails", "device": "cpu", "dtype": "none"})  # noqa: E731
+    async with daemon_factory(config, renderer_factory=factory) as daemon:
+        sched = daemon.scheduler
+        good = await sched.next_frame(0, 10)
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{daemon.http_port}") as session:
+            async def health():
+                async with session.get("/v1/health") as r:
+                    return await r.json()
+
+            sched.apply({"seed": 13})
+            await until(lambda: sched.stats.render_errors == 1)
+            assert (await health())["status"] == "degraded"
+            sched.apply({"seed": 14})
+            assert (await sched.next_frame(good.seq, 10)).params.seed == 14
+            after = await health()
+            assert after["status"] == "ok" and after["render_errors"] == 1 and after["frames"] == 2
+            assert "NaN in latents" in after["last_error"]  # the last error stays visible
 
 
 # -- a real daemon process ----------------------------------------------------------------
@@ -216,7 +246,7 @@ def refused(port, kind=socket.SOCK_STREAM):
         return True
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1])
 def test_signal_stops_within_5_s_with_clients_connected(tmp_path, sig):
     name = unique_shm_name()
     proc = start_daemon(tmp_path, name)

@@ -14,11 +14,12 @@ import pytest
 from PIL import Image
 
 from bridge.frontends import inputs
+from bridge.frontends.connections import LARGE_BODIES as HTTP_LARGE
 from bridge.frontends.input_api import INPUTS
 from bridge.client import ShmInputWriter, osc_message, to_rgba8
 from bridge.core.frame import NullRenderer
 from bridge.core.scene import InputImage
-from conftest import unique_shm_name
+from conftest import null_factory, unique_shm_name
 
 rng = np.random.default_rng(0)
 
@@ -143,7 +144,7 @@ async def test_oversized_png_and_body_are_refused(api, monkeypatch):
     status, body = await put(session, wide, "image/png")
     assert status == 400 and "4097x1" in body["error"]["message"]
     monkeypatch.setattr(inputs, "MAX_INPUT_BYTES", 1000)
-    status, body = await put(session, bytes(1001), "application/octet-stream", **{"X-Width": "1", "X-Height": "1"})
+    status, body = await put(session, bytes(1001), "image/png")
     assert status == 413 and "at most 1000 bytes" in body["error"]["message"]
 
 
@@ -255,3 +256,104 @@ def test_to_rgba8_converts_host_layouts():
         to_rgba8(np.zeros((2, 2), np.uint8))
     with ShmInputWriter(unique_shm_name(), 4, 4) as writer, pytest.raises(ValueError, match="does not fit"):
         writer.write(np.zeros((5, 4, 4), np.uint8))
+
+
+# -- issue 12: decode as a photo viewer would; header numbers; large uploads a few at a time ----------
+
+async def test_16_bit_greyscale_is_scaled_not_clipped(api):
+    session, daemon, renderer = api
+    ramp = (np.arange(32, dtype=np.uint32).reshape(4, 8) * 65535 // 31).astype(np.uint16)
+    out = io.BytesIO()
+    Image.fromarray(ramp).save(out, "PNG")
+    assert Image.open(io.BytesIO(out.getvalue())).mode.startswith("I")  # really a 16-bit greyscale file
+    status, body = await put(session, out.getvalue(), "image/png")
+    assert status == 200
+    grey = daemon.scheduler.input.pixels[..., 0].astype(int)
+    expected = np.round(ramp.astype(float) * 255 / 65535).astype(int)
+    assert np.array_equal(grey, expected)  # clipping would make everything above 255/65535 white
+    assert (daemon.scheduler.input.pixels[..., 3] == 255).all()
+
+
+async def test_exif_orientation_is_applied(api):
+    session, daemon, renderer = api
+    stored = np.zeros((8, 16, 3), np.uint8)  # as the camera stored it: 16 wide, 8 high, left half red
+    stored[:, :8, 0] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display
+    out = io.BytesIO()
+    Image.fromarray(stored).save(out, "JPEG", exif=exif, quality=95)
+    status, body = await put(session, out.getvalue(), "image/jpeg")
+    assert status == 200 and (body["width"], body["height"]) == (8, 16)  # portrait, as a viewer shows it
+    shown = daemon.scheduler.input.pixels.astype(int)
+    assert shown[:6, :, 0].mean() > 200 and shown[-6:, :, 0].mean() < 50  # the red half is now on top
+
+
+@pytest.mark.parametrize("value", ["9" * 5000, "\u0661\u0666", "\u00b2", "1e3", ""])
+async def test_bad_x_width_is_400_naming_the_header(api, value):
+    session, daemon, renderer = api
+    async with session.put("/v1/input", data=bytes(16), headers={
+            "Content-Type": "application/octet-stream", "X-Width": value, "X-Height": "2"}) as r:
+        body = await r.json()
+    assert r.status == 400 and body["error"]["field"] == "X-Width", body
+    assert "whole number of pixels" in body["error"]["message"]
+    async with session.get("/v1/health") as r:
+        assert r.status == 200
+
+
+async def test_raw_input_of_the_wrong_length_is_refused_before_it_is_read(api):
+    session, daemon, renderer = api
+    reader, writer = await asyncio.open_connection("127.0.0.1", daemon.http_port)
+    writer.write(b"PUT /v1/input HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
+                 b"X-Width: 4096\r\nX-Height: 4096\r\nContent-Length: 67108865\r\n\r\n")  # no body sent at all
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 400")
+
+
+async def test_an_image_too_large_by_its_header_is_refused_before_the_rest_arrives(api):
+    session, daemon, renderer = api
+    head = encoded(np.zeros((1, 4097, 4), np.uint8), "PNG")
+    head += bytes(300 * 1024 - len(head))  # past the head the daemon judges; the 20 MB announced never come
+    reader, writer = await asyncio.open_connection("127.0.0.1", daemon.http_port)
+    writer.write(b"PUT /v1/input HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                 b"Content-Length: 20000000\r\n\r\n" + head)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(4096), 30)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 400") and b"4097x1" in answer, answer[:300]
+    assert daemon.scheduler.input is None
+
+
+async def test_large_uploads_beyond_the_cap_get_503_and_the_daemon_serves(config, daemon_factory):
+    from bridge.frontends.connections import HttpLimits
+
+    limits = HttpLimits(max_large_bodies=2, body_timeout_s=60)
+    async with daemon_factory(config, renderer_factory=null_factory, http=limits) as daemon:
+        port = daemon.http_port
+        holders = []
+        for _ in range(2):  # two large PNG uploads in progress: headers and the first bytes only
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"PUT /v1/input HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                         b"Content-Length: 20000000\r\n\r\n" + bytes(1 << 16))
+            await writer.drain()
+            holders.append((reader, writer))
+        for _ in range(300):
+            if daemon.app[HTTP_LARGE].locked():
+                break
+            await asyncio.sleep(0.01)
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
+            async with session.put("/v1/input", data=bytes(2 << 20), headers={"Content-Type": "image/png"}) as r:
+                body = await r.json()
+            assert r.status == 503 and body["error"]["field"] == "input" and r.headers["Retry-After"] == "1"
+            assert "too many large uploads at once" in body["error"]["message"]
+            status, _ = await put(session, encoded(rgba(), "PNG"), "image/png")  # small ones still go through
+            assert status == 200
+            for _, writer in holders:
+                writer.close()
+            for _ in range(500):  # the slots come back when the uploads end
+                if not daemon.app[HTTP_LARGE].locked():
+                    break
+                await asyncio.sleep(0.01)
+            status, _ = await put(session, encoded(rgba(1200, 1000), "PNG"), "image/png")
+            assert status == 200

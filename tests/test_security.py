@@ -336,26 +336,58 @@ async def test_the_live_page_takes_the_token_from_its_url_fragment(guarded):
             await browser.close()
 
 
-async def test_malformed_http_is_one_warning_line_not_a_traceback(plain, caplog):
-    """What `turbo-bridge serve` installs: anyone on the network can send garbage, the log stays readable."""
+async def send_malformed(port: int, requests: list[bytes], caplog, **filter_options) -> list[logging.LogRecord]:
+    """Send raw requests aiohttp answers 400, through the filter `turbo-bridge serve` installs; its log records."""
     from bridge.cli import _MalformedRequestsInOneLine
 
-    _, daemon = plain
     server_log = logging.getLogger("aiohttp.server")
-    one_line = _MalformedRequestsInOneLine()
+    one_line = _MalformedRequestsInOneLine(**filter_options)
     server_log.addFilter(one_line)
     try:
         with caplog.at_level(logging.DEBUG, logger="aiohttp.server"):
-            reader, writer = await asyncio.open_connection("127.0.0.1", daemon.http_port)
-            writer.write(b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Probe: \x00\r\n\r\n")
-            assert (await asyncio.wait_for(reader.read(100), 5)).startswith(b"HTTP/1.0 400")
-            writer.close()
+            for request in requests:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(request)
+                assert (await asyncio.wait_for(reader.read(100), 5)).startswith(b"HTTP/1.0 400")
+                writer.close()
     finally:
         server_log.removeFilter(one_line)
-    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    return [r for r in caplog.records if r.name == "aiohttp.server"]
+
+
+async def test_malformed_http_is_one_warning_line_not_a_traceback(plain, caplog):
+    """What `turbo-bridge serve` installs: anyone on the network can send garbage, the log stays readable."""
+    _, daemon = plain
+    records = await send_malformed(daemon.http_port, [b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                                      b"X-Probe: \x00\r\n\r\n"], caplog)
     assert len(records) == 1 and records[0].levelname == "WARNING" and records[0].exc_info is None
     assert "malformed HTTP, answered 400 (Invalid header value char" in records[0].getMessage()
     assert "\n" not in records[0].getMessage()
+
+
+async def test_a_token_in_a_malformed_request_never_reaches_the_log(guarded, caplog):
+    """aiohttp quotes the offending request line or header: with a token in it, the log must not."""
+    _, daemon = guarded
+    requests = [
+        f"GET /v1/params HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\x00\r\n\r\n",
+        f"GET /v1/ws?access_token={TOKEN} HTTP/1.1 junk\r\nHost: 127.0.0.1\r\n\r\n",
+        f"G\x01T /v1/ws?format=png&access_token={TOKEN} HTTP/1.1\r\n\r\n",
+        f"GET /v1/params HTTP/1.1\r\nProxy-Authorization: Basic {TOKEN}\x7f\r\n\r\n",
+    ]
+    records = await send_malformed(daemon.http_port, [r.encode("latin-1") for r in requests], caplog,
+                                   interval_s=1e-9)  # no throttling here: every line is checked
+    lines = [r.getMessage() for r in records]
+    assert len(lines) == len(requests) and all("[redacted]" in line for line in lines), lines
+    assert not any(TOKEN in line for line in lines), lines
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{daemon.http_port}") as session:
+        async with session.get("/v1/params", headers=AUTH) as r:  # still serving
+            assert r.status == 200
+
+
+async def test_malformed_requests_are_logged_once_per_sender_per_interval(plain, caplog):
+    _, daemon = plain
+    records = await send_malformed(daemon.http_port, [b"GET / HTTP/1.1\r\nX-Probe: \x00\r\n\r\n"] * 20, caplog)
+    assert len(records) == 1 and "malformed HTTP" in records[0].getMessage()
 
 
 async def test_refusals_are_logged_once_per_sender(guarded, caplog):

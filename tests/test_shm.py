@@ -1,5 +1,6 @@
 """Shared memory across real processes: tear-free reads, the segment outlives its readers."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -12,9 +13,10 @@ import pytest
 
 from bridge.client import layout
 from bridge.client import ShmReader
-from bridge.core.errors import BridgeError
+from bridge.core.errors import BridgeError, ConfigError
 from bridge.core.frame import Frame
 from bridge.core.params import Params
+from bridge.engine.sinks import owner
 from bridge.engine.sinks.shm import ShmWriter
 from conftest import unique_shm_name
 
@@ -94,7 +96,10 @@ def test_layout_v1_header_bytes():
         assert int.from_bytes(buf[16:24], "little") == 2  # one frame published, stable
         slot = int.from_bytes(buf[24:28], "little")
         assert [int.from_bytes(buf[o:o + 4], "little") for o in (28, 32, 36)] == [64, 32, 256]
-        assert buf[40:44] == bytes([4, 0, 0, 0]) and buf[76:] == bytes(52)
+        assert buf[40:44] == bytes([4, 0, 0, 0]) and buf[76:80] == bytes(4) and buf[96:] == bytes(32)
+        # The owner record (reserved bytes in v1): this process's pid, then its start time.
+        assert int.from_bytes(buf[80:84], "little") == os.getpid() and buf[84:88] == bytes(4)
+        assert int.from_bytes(buf[88:96], "little") == owner.process_start(os.getpid()) > 0
         assert int.from_bytes(buf[48:56], "little") == 1 and int.from_bytes(buf[56:64], "little") == 1
         start = 128 + slot * 128 * 96 * 4
         pixels = np.frombuffer(shm.buf, np.uint8, count=64 * 32 * 4, offset=start).reshape(32, 64, 4).copy()
@@ -117,14 +122,61 @@ def test_flip_and_bgra():
 
 def test_close_unlinks_and_stale_segment_is_reclaimed():
     name = unique_shm_name()
-    stale = ShmWriter(name, 64, 64)
-    stale.open()
-    stale._shm.close()
-    stale._shm = None  # a daemon killed without cleanup leaves the segment behind
+    # A process that creates the segment and dies without cleanup, as a killed daemon would.
+    code = ("import os, sys; from bridge.engine.sinks.shm import ShmWriter; "
+            "ShmWriter(sys.argv[1], 64, 64).open(); os._exit(0)")
+    subprocess.run([sys.executable, "-c", code, name], check=True, timeout=60)
     with ShmWriter(name, 64, 64) as writer:
         writer.publish(checked_frame(1, 8, 8))
     with pytest.raises(FileNotFoundError):
         shared_memory.SharedMemory(name)
+
+
+def test_a_reused_pid_does_not_keep_a_segment_alive():
+    name = unique_shm_name()
+    stale = ShmWriter(name, 64, 64)
+    stale.open()
+    # Our own pid, another start time: the process that wrote it is gone, its pid reused.
+    layout.write_owner(stale._shm.buf, layout.Owner(os.getpid(), owner.process_start(os.getpid()) - 1))
+    stale._shm.close()
+    stale._shm = None
+    with ShmWriter(name, 64, 64) as writer:
+        assert layout.read_owner(writer._shm.buf) == owner.this_process()
+    assert not os.path.exists(f"/dev/shm/{name}")
+
+
+def test_a_live_owner_keeps_its_segment_and_close_leaves_a_replacement_alone():
+    name = unique_shm_name()
+    with ShmWriter(name, 64, 64) as first:
+        first.publish(checked_frame(5, 8, 8))
+        with pytest.raises(ConfigError, match=rf"^shared memory '{name}' belongs to a running turbo-bridge "
+                                              rf"daemon \(pid {os.getpid()}\); stop it.*--shm-name$"):
+            ShmWriter(name, 64, 64).open()
+        with ShmReader(name) as reader:  # untouched
+            assert reader.read().seed == 5
+        # Someone removes our name and another segment takes it: our close must not unlink theirs.
+        layout.Segment.unlink_name(name)
+        other = layout.Segment(name, create=4096)
+    try:
+        assert os.path.exists(f"/dev/shm/{name}")
+    finally:
+        other.close()
+        other.unlink()
+
+
+@pytest.mark.parametrize("size", [0, 64])
+def test_an_empty_or_short_planted_segment_is_refused_in_one_line(size):
+    name = unique_shm_name()
+    planted = layout.Segment(name, create=4096)
+    planted.close()
+    os.truncate(f"/dev/shm/{name}", size)
+    try:
+        with pytest.raises(ConfigError, match=f"^shared memory '{name}' exists and is not a turbo-bridge "
+                                              "frame segment") as info:
+            ShmWriter(name, 64, 64).open()
+        assert "\n" not in str(info.value) and os.path.getsize(f"/dev/shm/{name}") == size  # left alone
+    finally:
+        layout.Segment.unlink_name(name)
 
 
 def test_foreign_segment_of_same_name_is_refused():
@@ -149,3 +201,36 @@ def test_latest_meta_reads_the_header_without_pixels():
             meta = reader.latest_meta()
             assert (meta.seed, meta.version, meta.width, meta.height) == (7, 7, 16, 8)
             assert reader.read().seq == 1  # peeking did not consume the frame
+
+
+def test_the_metadata_is_packed_before_seq_goes_odd(monkeypatch):
+    name = unique_shm_name()
+    seen = []
+    with ShmWriter(name, 64, 64) as writer:
+        pack = layout.pack_meta
+
+        def watched(meta):  # the seq word at the moment the metadata is packed
+            seen.append(layout.SEQ.unpack_from(writer._shm.buf, layout.SEQ_OFFSET)[0])
+            return pack(meta)
+
+        monkeypatch.setattr(layout, "pack_meta", watched)
+        for seq in (1, 2, 3):
+            writer.publish(checked_frame(seq, 8, 8))
+        with ShmReader(name) as reader:
+            assert reader.read().seed == 3
+    assert seen == [0, 2, 4]  # even every time: the odd window holds only stores
+
+
+def test_a_reader_backs_off_on_a_seq_stuck_odd_and_gives_up():
+    name = unique_shm_name()
+    with ShmWriter(name, 64, 64) as writer:
+        writer.publish(checked_frame(1, 8, 8))
+        layout.SEQ.pack_into(writer._shm.buf, layout.SEQ_OFFSET, 3)  # a writer that died mid-publish
+        with ShmReader(name) as reader:
+            with pytest.raises(TimeoutError, match="odd: a publish never finished"):
+                reader.read(timeout=0.2)
+            # Retries slept between tries (50 us doubling to 5 ms; a sleep never ends early): about
+            # 50 in 0.2 s at most, where a spin makes millions.
+            assert 3 < reader.retries < 80, reader.retries
+            layout.SEQ.pack_into(writer._shm.buf, layout.SEQ_OFFSET, 2)
+            assert reader.read().seed == 1  # the segment settles: reads work again

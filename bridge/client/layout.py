@@ -3,6 +3,11 @@
 Little-endian. A 128-byte header, then ``slot_count`` slots of ``max_width * max_height * 4``
 bytes; slot i starts at ``HEADER_SIZE + i * slot_bytes``. ``seq`` is odd while a frame is being
 published and even when stable; frames published = seq / 2. Stdlib only: plugins import it.
+
+Offsets 80-95 (reserved in v1, so every v1 reader ignores them) name the segment's owner: the
+creating process's id (u32, offset 80) and its start time (u64, offset 88: clock ticks since
+boot on Linux, 0 where unknown). A daemon takes over a segment of its name only when that
+process is gone, and unlinks at exit only a segment that still names it.
 """
 
 from __future__ import annotations
@@ -24,7 +29,11 @@ SEQ_OFFSET = 16
 META = struct.Struct("<IIIIBBBBIQQqf")
 META_OFFSET = 24
 
-assert GEOMETRY.size == 16 and META_OFFSET + META.size == 76
+# offset 80: owner pid, reserved u32, owner start time (see the module docstring)
+OWNER = struct.Struct("<IIQ")
+OWNER_OFFSET = 80
+
+assert GEOMETRY.size == 16 and META_OFFSET + META.size == 76 and OWNER_OFFSET + OWNER.size <= HEADER_SIZE
 
 
 @dataclass(frozen=True)
@@ -73,23 +82,48 @@ def unpack_meta(buf, offset: int = META_OFFSET) -> Meta:
     return Meta(slot, width, height, stride, version, seed, published_ns, render_ms)
 
 
-def write_geometry(buf, geometry: Geometry) -> None:
-    """A fresh header: the geometry, nothing published (seq 0)."""
+@dataclass(frozen=True)
+class Owner:
+    """The process that created a segment: its pid and start time (0: unknown)."""
+
+    pid: int
+    started: int
+
+
+def write_owner(buf, owner: Owner) -> None:
+    OWNER.pack_into(buf, OWNER_OFFSET, owner.pid, 0, owner.started)
+
+
+def read_owner(buf) -> Owner:
+    pid, _reserved, started = OWNER.unpack_from(buf, OWNER_OFFSET)
+    return Owner(pid, started)
+
+
+def write_geometry(buf, geometry: Geometry, owner: Owner | None = None) -> None:
+    """A fresh header: the owner (if given), the geometry, nothing published (seq 0).
+
+    The owner goes in before the magic, so whoever sees the magic also sees the owner."""
     buf[:HEADER_SIZE] = bytes(HEADER_SIZE)
+    if owner is not None:
+        write_owner(buf, owner)
     GEOMETRY.pack_into(buf, 0, MAGIC, HEADER_SIZE, geometry.slot_count, geometry.max_width, geometry.max_height)
 
 
 def publish(buf, geometry: Geometry, seq: int, meta: Meta, pixels) -> int:
     """Copy C-contiguous RGBA8 ``pixels`` into ``meta.slot`` (not the latest one, so no reader is
-    reading it), then flip the header: seq odd, metadata, seq even. Returns the new seq."""
+    reading it), then flip the header: seq odd, metadata, seq even. Returns the new seq.
+
+    The metadata is packed before seq goes odd, so the odd window is two stores and one copy of
+    52 bytes: a reader that sees it retries after a short back-off (see ``ShmReader.read``)."""
     data = memoryview(pixels).cast("B")
     if len(data) != meta.height * meta.stride or meta.width > geometry.max_width or meta.height > geometry.max_height:
         raise ValueError(f"frame {meta.width}x{meta.height} ({len(data)} bytes) does not fit the segment's "
                          f"{geometry.max_width}x{geometry.max_height} slots")
     start = geometry.slot_offset(meta.slot)
     buf[start:start + len(data)] = data
+    packed = pack_meta(meta)
     SEQ.pack_into(buf, SEQ_OFFSET, seq + 1)
-    buf[META_OFFSET:META_OFFSET + META.size] = pack_meta(meta)
+    buf[META_OFFSET:META_OFFSET + META.size] = packed
     SEQ.pack_into(buf, SEQ_OFFSET, seq + 2)
     return seq + 2
 
@@ -144,9 +178,20 @@ class Segment:
     def unlink(self) -> None:
         """Remove the name (creators only); Windows frees a segment when its last handle closes."""
         if self._shm is None:
+            self.unlink_name(self.name)
+
+    @staticmethod
+    def unlink_name(name: str) -> None:
+        """Remove a segment's name (POSIX; a no-op on Windows, which has no names to remove)."""
+        import sys
+
+        if sys.platform != "win32":
             import _posixshmem
 
-            _posixshmem.shm_unlink("/" + self.name)
+            try:
+                _posixshmem.shm_unlink("/" + name)
+            except FileNotFoundError:
+                pass
 
     def close(self) -> None:
         """Unmap; never unlinks."""

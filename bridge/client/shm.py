@@ -37,7 +37,13 @@ class ShmReader:
         self.flip = flip
         self.bgra = bgra
         self._shm = layout.attach_untracked(name)
-        self.geometry = layout.read_geometry(self._shm.buf)
+        try:
+            if self._shm.size < layout.HEADER_SIZE:
+                raise ValueError(f"segment {name!r} is {self._shm.size} bytes, too small for a frame header")
+            self.geometry = layout.read_geometry(self._shm.buf)
+        except ValueError:
+            self.close()
+            raise
         self._last_seq = -1
         self.retries = 0  # reads that raced a publish and were repeated
 
@@ -51,6 +57,11 @@ class ShmReader:
         if self._shm is not None:
             self._shm.close()  # close only: the segment belongs to the daemon
             self._shm = None
+
+    @property
+    def buffer(self) -> memoryview:
+        """The whole mapped segment (read it, never write it)."""
+        return self._shm.buf
 
     @property
     def seq(self) -> int:
@@ -71,19 +82,26 @@ class ShmReader:
         return meta if layout.SEQ.unpack_from(buf, layout.SEQ_OFFSET)[0] == s1 else None
 
     def read(self, force: bool = False, timeout: float = 1.0) -> FrameInfo | None:
+        """The newest frame, or None when nothing (new) was published.
+
+        An odd seq means the writer is between its two header stores (microseconds); so does a
+        seq that changed while the pixels were copied. Either way the read is repeated after a
+        back-off: a few bare retries, then sleeps from 50 us doubling to 5 ms, never a busy spin.
+        A seq still odd after ``timeout`` seconds (a writer that died mid-publish) raises
+        TimeoutError; callers that poll (the daemon's input watcher) back off further.
+        """
         if self._shm is None:
             raise ValueError(f"ShmReader({self.name!r}) is closed")
         buf = self._shm.buf
         deadline = time.monotonic() + timeout
+        attempt = 0
         while True:
             s1 = layout.SEQ.unpack_from(buf, layout.SEQ_OFFSET)[0]
             if s1 == 0 or (s1 == self._last_seq and not force):
                 return None  # nothing published yet, or nothing new
             if s1 % 2 == 0:
                 meta = layout.unpack_meta(buf)
-                start = self.geometry.slot_offset(meta.slot)
-                pixels = np.frombuffer(buf, np.uint8, count=meta.height * meta.stride, offset=start)
-                pixels = pixels.reshape(meta.height, meta.width, 4).copy()
+                pixels = self._copy(buf, meta)
                 s2 = layout.SEQ.unpack_from(buf, layout.SEQ_OFFSET)[0]
                 if s1 == s2:
                     self._last_seq = s1
@@ -91,7 +109,23 @@ class ShmReader:
                                      meta.render_ms, meta.published_ns, self._convert(pixels))
             self.retries += 1
             if time.monotonic() > deadline:
-                raise TimeoutError(f"shared memory {self.name!r}: no stable frame within {timeout} s")
+                raise TimeoutError(f"shared memory {self.name!r}: no stable frame within {timeout} s "
+                                   f"(seq {s1} {'odd: a publish never finished' if s1 % 2 else 'kept changing'})")
+            attempt += 1
+            time.sleep(_backoff_s(attempt))
+
+    def _copy(self, buf, meta: layout.Meta) -> np.ndarray:
+        """The pixels of ``meta``'s slot; a header that does not fit the segment raises ValueError."""
+        geometry = self.geometry
+        if not (0 <= meta.slot < geometry.slot_count and 0 < meta.width <= geometry.max_width
+                and 0 < meta.height <= geometry.max_height and meta.stride == meta.width * 4):
+            raise ValueError(f"shared memory {self.name!r}: frame header (slot {meta.slot}, {meta.width}x"
+                             f"{meta.height}, stride {meta.stride}) does not fit the segment's geometry")
+        start = geometry.slot_offset(meta.slot)
+        if start + meta.height * meta.stride > len(buf):
+            raise ValueError(f"shared memory {self.name!r} is {len(buf)} bytes, smaller than its header says")
+        pixels = np.frombuffer(buf, np.uint8, count=meta.height * meta.stride, offset=start)
+        return pixels.reshape(meta.height, meta.width, 4).copy()
 
     def _convert(self, pixels: np.ndarray) -> np.ndarray:
         if self.flip:
@@ -99,6 +133,12 @@ class ShmReader:
         if self.bgra:
             pixels = pixels[..., [2, 1, 0, 3]]
         return np.ascontiguousarray(pixels)
+
+
+def _backoff_s(attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (1, 2, ...): 0 (just yield) three times, then 50 us
+    doubling up to 5 ms."""
+    return 0.0 if attempt <= 3 else min(50e-6 * 2 ** (attempt - 4), 5e-3)
 
 
 def to_rgba8(pixels: np.ndarray, flip: bool = False, bgra: bool = False) -> np.ndarray:

@@ -119,8 +119,11 @@ class ChannelRegistry:
             create(channel)
 
     # -- life cycle ---------------------------------------------------------------------
-    def create(self, name: str) -> Channel:
-        """A new channel from the daemon's initial parameters; raises when the name or the count is wrong."""
+    def create(self, name: str, shm: ShmWriter | None = None) -> Channel:
+        """A new channel from the daemon's initial parameters; raises when the name or the count is wrong.
+
+        ``shm``: its segment, already open (main's is opened before the model loads); else one is made.
+        """
         check_name(name)
         if name in self._channels:
             return self._channels[name]
@@ -128,8 +131,7 @@ class ChannelRegistry:
             raise ChannelLimitError(f"at most {self.max_channels} channels ({MAIN} included; --max-channels); "
                                     f"DELETE /v1/channels/NAME one first")
         queue = self._least_loaded()
-        shm = None
-        if self._shm_name:
+        if shm is None and self._shm_name:
             shm = ShmWriter(segment_name(self._shm_name, name), self._slot_size, self._slot_size)
             shm.open()
         try:

@@ -48,7 +48,8 @@ class Stats:
     rejected: int = 0
     frames: int = 0
     render_errors: int = 0
-    last_error: str | None = None
+    last_error: str | None = None  # stays after recovery
+    failing: bool = False  # the last render failed; a good frame clears it
     last_stages_ms: dict[str, float] = field(default_factory=dict)
     inputs: int = 0  # input images accepted with new content
     inputs_unchanged: int = 0  # input images skipped: same content as the current one
@@ -152,7 +153,7 @@ class Scheduler:
         self._frame_listeners.append(listener)
 
     def on_error(self, listener: Callable[[str], None]) -> None:
-        """Call ``listener(message)`` on the event loop after each failed render."""
+        """Call ``listener(message)`` on the event loop after each failed render (and sink failure)."""
         self._error_listeners.append(listener)
 
     def apply(self, raw: Any) -> Applied:
@@ -234,6 +235,7 @@ class Scheduler:
                 continue
             self.latest = frame
             self.stats.frames += 1
+            self.stats.failing = False
             async with self._new_frame:
                 self._new_frame.notify_all()
             for listener in self._frame_listeners:
@@ -277,6 +279,11 @@ class Scheduler:
                   f"{type(exc).__name__}: {str(exc)[:500]}{outcome}"
         self.stats.render_errors += 1
         self.stats.last_error = message
+        self.stats.failing = True
         log.error("%s", message, exc_info=not is_out_of_memory(exc))
+        self.broadcast_error(message)
+
+    def broadcast_error(self, message: str) -> None:
+        """Tell the error listeners (OSC subscribers) about a failure: a render's or a sink's."""
         for listener in self._error_listeners:
             listener(message)

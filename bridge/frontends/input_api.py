@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import os
 import re
 from concurrent.futures import Executor
 from typing import Any
@@ -20,7 +22,8 @@ from typing import Any
 from aiohttp import web
 
 from . import inputs
-from ..client import ShmReader
+from .connections import HTTP_LIMITS, LARGE_BODIES, LARGE_BODY_BYTES, read_body
+from ..client import ShmReader, layout
 from ..core.errors import ValidationError
 from .rest import MAX_BODY_BYTES, add_channel_route, error_response, loads_strict, scheduler_of, service_of
 from ..core.scene import InputImage
@@ -30,6 +33,8 @@ log = logging.getLogger(__name__)
 
 SHM_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 POLL_SECONDS = 0.002
+SHM_READ_TIMEOUT_S = 0.05  # one read's retries on an odd seq; the input worker is shared with uploads
+SHM_MAX_BACKOFF_S = 1.0  # a segment stuck odd (or with a broken header) is polled at most this slowly
 
 SCHEMA = {
     "input": {
@@ -48,14 +53,18 @@ SCHEMA = {
 class InputService:
     """Takes input images from every front end; owns the attached shared-memory segment."""
 
-    def __init__(self, scheduler: Scheduler, executor: Executor, poll_s: float = POLL_SECONDS):
+    def __init__(self, scheduler: Scheduler, executor: Executor, poll_s: float = POLL_SECONDS,
+                 own_shm_name: str | None = None):
         self._scheduler = scheduler
         self._executor = executor
         self._poll_s = poll_s
+        self._own_shm_name = own_shm_name  # the daemon's output segment (and its channels' NAME.*)
         self._reader: ShmReader | None = None
         self._watcher: asyncio.Task | None = None
         self.shm_reads = 0
         self.shm_errors = 0
+        self.shm_error: str | None = None  # set while the segment gives no good frame; None once it does
+        self.shm_retry_s = poll_s
 
     async def put(self, data: bytes, kind: str, width: int | None, height: int | None, source: str) -> dict:
         loop = asyncio.get_running_loop()
@@ -85,13 +94,22 @@ class InputService:
         if not isinstance(name, str) or not SHM_NAME.fullmatch(name):
             raise ValidationError("shm", f"shm must be a segment name of 1-100 letters, digits, '.', '_' or '-', "
                                          f"got {str(name)[:100]!r}")
+        own = self._own_shm_name
+        if own and (name == own or name.startswith(own + ".")):
+            raise ValidationError("shm", f"{name!r} is this daemon's own output segment, not an input: "
+                                         "attach a segment the client created (bridge.client.ShmInputWriter)")
         try:
             reader = ShmReader(name)
         except FileNotFoundError:
             raise ValidationError("shm", f"no shared-memory segment named {name!r}: the client creates it "
                                          "(bridge.client.ShmInputWriter) before attaching it") from None
-        except ValueError as exc:
+        except (OSError, ValueError) as exc:  # an empty segment cannot be mapped; a foreign one has no magic
             raise ValidationError("shm", f"segment {name!r}: {exc}") from None
+        try:
+            _check_segment(reader)
+        except ValidationError:
+            reader.close()
+            raise
         await self.detach()
         self._reader = reader
         self._watcher = asyncio.create_task(self._watch(reader), name="input-shm")
@@ -112,16 +130,24 @@ class InputService:
 
     async def _watch(self, reader: ShmReader) -> None:
         loop = asyncio.get_running_loop()
+        self.shm_error, self.shm_retry_s = None, self._poll_s
         while True:
-            await asyncio.sleep(self._poll_s)
+            await asyncio.sleep(self.shm_retry_s)
             if not reader.changed():
                 continue
             try:
                 image = await loop.run_in_executor(self._executor, _read_segment, reader)
             except (ValueError, TimeoutError) as exc:  # a loop boundary: a bad frame is skipped, not fatal
                 self.shm_errors += 1
-                log.warning("input segment %r: %s", reader.name, exc)
+                if self.shm_error is None:  # once per episode: a stuck segment must not flood the log
+                    log.warning("input segment %r: %s; retrying, at most every %.1f s, until it gives a frame",
+                                reader.name, exc, SHM_MAX_BACKOFF_S)
+                self.shm_error = str(exc)
+                self.shm_retry_s = min(self.shm_retry_s * 2, SHM_MAX_BACKOFF_S)
                 continue
+            if self.shm_error is not None:
+                log.info("input segment %r gives frames again after %d failed reads", reader.name, self.shm_errors)
+                self.shm_error, self.shm_retry_s = None, self._poll_s
             if image is not None:
                 self.shm_reads += 1
                 self._apply(image)
@@ -134,11 +160,25 @@ class InputService:
                 "height": image.height if image else None, "source": image.source if image else None,
                 "accepted": sched.stats.inputs, "unchanged": sched.stats.inputs_unchanged,
                 "shm": self._reader.name if self._reader else None, "shm_reads": self.shm_reads,
-                "shm_errors": self.shm_errors}
+                "shm_errors": self.shm_errors, "shm_error": self.shm_error}
+
+
+def _check_segment(reader: ShmReader) -> None:
+    """An input segment gets the limits of an upload, and must be as large as its header says."""
+    geometry = reader.geometry
+    if geometry.max_width > inputs.MAX_INPUT_SIDE or geometry.max_height > inputs.MAX_INPUT_SIDE:
+        raise ValidationError("shm", f"segment {reader.name!r} holds frames up to {geometry.max_width}x"
+                                     f"{geometry.max_height}; input images must be at most {inputs.MAX_INPUT_SIDE} "
+                                     "px a side (create the segment with a smaller maximum and scale down)")
+    if len(reader.buffer) < geometry.total_bytes:
+        raise ValidationError("shm", f"segment {reader.name!r} is {len(reader.buffer)} bytes, smaller than the "
+                                     f"{geometry.total_bytes} its header describes")
+    if layout.read_owner(reader.buffer).pid == os.getpid():
+        raise ValidationError("shm", f"{reader.name!r} is a segment this daemon publishes, not an input")
 
 
 def _read_segment(reader: ShmReader) -> InputImage | None:
-    frame = reader.read()
+    frame = reader.read(timeout=SHM_READ_TIMEOUT_S)
     return None if frame is None else InputImage.from_pixels(frame.pixels, "shm")
 
 
@@ -149,28 +189,44 @@ def _header_int(request: web.Request, name: str) -> int | None:
     text = request.headers.get(name)
     if text is None:
         return None
-    if not text.strip().isdigit():
-        raise ValidationError("input", f"{name} must be a positive integer, got {text[:20]!r}")
+    # ASCII digits only, and few: int() takes '١' and refuses '²' or 5,000 digits with a ValueError.
+    if not HEADER_INT.fullmatch(text.strip()):
+        raise ValidationError(name, f"{name} must be a whole number of pixels from 1 to {inputs.MAX_INPUT_SIDE} "
+                                    f"(ASCII digits), got {text[:20]!r}")
     return int(text)
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes | web.Response:
-    too_big = error_response(413, "input", f"input must be at most {limit} bytes "
-                                           f"({inputs.MAX_INPUT_SIDE} px a side as raw RGBA)")
-    if request.content_length is not None and request.content_length > limit:
-        return too_big
-    body = bytearray()
-    async for chunk in request.content.iter_chunked(1 << 16):
-        body += chunk
-        if len(body) > limit:
-            return too_big
-    return bytes(body)
+HEADER_INT = re.compile(r"[0-9]{1,6}")
+
+
+async def _read_input(request: web.Request, kind: str, width: int | None, height: int | None
+                      ) -> bytes | web.Response:
+    if kind == "rgba" and width is not None and height is not None:
+        inputs.check_size(width, height)
+        expected = width * height * 4
+        if request.content_length is not None and request.content_length != expected:  # refused unread
+            return error_response(400, "input", f"raw RGBA input of {width}x{height} must be {expected} bytes "
+                                                f"(width * height * 4), Content-Length says {request.content_length}")
+    too_big = f"input must be at most {inputs.MAX_INPUT_BYTES} bytes ({inputs.MAX_INPUT_SIDE} px a side as raw RGBA)"
+    check = None if kind == "rgba" else functools.partial(inputs.check_header, kind=kind)  # size known early
+    if request.content_length is not None and request.content_length <= LARGE_BODY_BYTES:
+        return await read_body(request, inputs.MAX_INPUT_BYTES, "input", too_big, check)
+    # Large (or of unknown length): a few at a time, so clients together cannot buffer gigabytes.
+    slots = request.app[LARGE_BODIES]
+    if slots.locked():
+        response = error_response(503, "input", f"too many large uploads at once (at most "
+                                                f"{request.app[HTTP_LIMITS].max_large_bodies} over "
+                                                f"{LARGE_BODY_BYTES} bytes); retry in a moment")
+        response.headers["Retry-After"] = "1"
+        return response
+    async with slots:
+        return await read_body(request, inputs.MAX_INPUT_BYTES, "input", too_big, check)
 
 
 async def put_input(request: web.Request) -> web.Response:
     service = service_of(request, INPUTS)
     if request.content_type == "application/json":
-        body = await _read_body(request, MAX_BODY_BYTES)
+        body = await read_body(request, MAX_BODY_BYTES, None, f"request body must be at most {MAX_BODY_BYTES} bytes")
         if isinstance(body, web.Response):
             return body
         try:
@@ -185,7 +241,7 @@ async def put_input(request: web.Request) -> web.Response:
         return error_response(415, "input", f"Content-Type must be one of {', '.join(inputs.CONTENT_TYPES)} "
                                             f"(or application/json with a segment name), got {request.content_type!r}")
     width, height = _header_int(request, "X-Width"), _header_int(request, "X-Height")
-    body = await _read_body(request, inputs.MAX_INPUT_BYTES)
+    body = await _read_input(request, kind, width, height)
     if isinstance(body, web.Response):
         return body
     return web.json_response(await service.put(body, kind, width, height, "rest"))

@@ -13,7 +13,7 @@ import struct
 import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..core.errors import ValidationError
 from ..core.scene import InputImage
@@ -29,7 +29,7 @@ WS_INPUT = struct.Struct("<4sHBBIII")
 WS_INPUT_MAGIC = b"TBI1"
 
 
-def _check_size(width: int, height: int) -> None:
+def check_size(width: int, height: int) -> None:
     if not (1 <= width <= MAX_INPUT_SIDE and 1 <= height <= MAX_INPUT_SIDE):
         raise ValidationError("input", f"input images must be 1 to {MAX_INPUT_SIDE} pixels a side, got "
                                        f"{width}x{height}; scale it down first (it is scaled to the frame size anyway)")
@@ -37,7 +37,7 @@ def _check_size(width: int, height: int) -> None:
 
 def decode_rgba(data: bytes, width: int, height: int, source: str) -> InputImage:
     """Raw RGBA8 rows, top first."""
-    _check_size(width, height)
+    check_size(width, height)
     if len(data) != width * height * 4:
         raise ValidationError("input", f"raw RGBA input of {width}x{height} must be {width * height * 4} bytes "
                                        f"(width * height * 4), got {len(data)}")
@@ -52,13 +52,41 @@ def decode_image(data: bytes, kind: str, source: str) -> InputImage:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=[fmt]) as image:
-                _check_size(*image.size)
-                pixels = np.asarray(image.convert("RGBA"))
+                check_size(*image.size)
+                pixels = _as_rgba8(image)
     except ValidationError:
         raise
     except Exception as exc:  # Pillow raises many types for a broken file: all mean "not a valid image"
         raise ValidationError("input", f"input is not a valid {fmt} image: {exc}") from None
     return InputImage.from_pixels(pixels, source)
+
+
+def check_header(head: bytes, kind: str) -> None:
+    """Refuse a PNG or JPEG whose header already shows it too large, before the rest is received.
+
+    Only the size is judged here (a truncated or odd header passes): decoding the whole file decides.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(head), formats=[{"png": "PNG", "jpeg": "JPEG"}[kind]]) as image:
+                size = image.size
+    except Image.DecompressionBombError as exc:  # far beyond the limit: Pillow refuses to open it at all
+        raise ValidationError("input", f"input images must be 1 to {MAX_INPUT_SIDE} pixels a side: {exc}") from None
+    except Exception:  # not enough of the file, or not an image: decode() says which
+        return
+    check_size(*size)
+
+
+def _as_rgba8(image: Image.Image) -> np.ndarray:
+    """As a photo viewer shows it: EXIF orientation applied, 16-bit greyscale scaled (Pillow would clip it)."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16-bit greyscale PNGs open as I;16 (or I): 0..65535 maps onto 0..255, rounded.
+        wide = np.asarray(image).astype(np.uint32)
+        grey = ((np.clip(wide, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
+        image = Image.fromarray(grey, "L")
+    return np.asarray(image.convert("RGBA"))
 
 
 def decode(data: bytes, kind: str, width: int | None, height: int | None, source: str) -> InputImage:

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..core.errors import ValidationError
+from .connections import HTTP_LIMITS, HttpLimits
 from .input_api import INPUTS
 from .inputs import MAX_INPUT_BYTES, WS_INPUT
 from .rest import CHANNELS, add_channel_route, channel_name, error_response, loads_strict, scheduler_of, service_of
@@ -192,7 +193,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     inputs, encoder, channel = service_of(request, INPUTS), service_of(request, ENCODER), channel_name(request)
     # No per-message deflate: frames are already compressed (or raw and large), and it costs CPU.
     # Binary messages are input images, so the transport takes their size; text is held to 64 KiB below.
-    ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_INPUT_BYTES + WS_INPUT.size)
+    # The heartbeat closes a client that went silent, also one stalled inside a large message.
+    ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_INPUT_BYTES + WS_INPUT.size,
+                               heartbeat=app.get(HTTP_LIMITS, HttpLimits()).ws_heartbeat_s)
     await ws.prepare(request)
 
     async def close(reason: str) -> None:

@@ -153,6 +153,7 @@ def document(limits: Limits, token: bool, per_channel: frozenset[str] = frozense
                             "properties": {"version": {"type": "integer"},
                                            "warnings": {"type": "array", "items": {"type": "string"}}}}}}},
                         "400": _error("rejected: the state is unchanged"),
+                        "408": _error("the body stalled (no data for 10 s); the connection is closed"),
                         "413": _error("body over 64 KiB"),
                     }},
             },
@@ -171,8 +172,11 @@ def document(limits: Limits, token: bool, per_channel: frozenset[str] = frozense
                     "responses": {"200": {"description": "the input as the daemon holds it",
                                           "content": {"application/json": {"schema": {"type": "object"}}}},
                                   "400": _error("not an image, a bad size, or a bad segment name"),
+                                  "408": _error("the body stalled (no data for 10 s); the connection is closed"),
                                   "413": _error("too large"),
-                                  "415": _error("an unsupported Content-Type")}},
+                                  "415": _error("an unsupported Content-Type"),
+                                  "503": _error("too many large uploads at once (over 1 MiB or of unknown "
+                                                "length); retry after Retry-After seconds")}},
                 "get": {"summary": "the current input (source, size, content digest)", "responses": {
                     "200": {"description": "input", "content": {"application/json": {"schema": {"type": "object"}}}}}},
                 "delete": {"summary": "no input: back to text-to-image", "responses": {

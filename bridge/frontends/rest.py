@@ -20,6 +20,7 @@ from ..core.params import parse_changes, schema
 from ..engine.channels import MAIN, Channel, ChannelLimitError, ChannelRegistry, UnknownChannelError
 from ..engine.scheduler import Scheduler
 from ..engine.sinks.png import PngCache
+from .connections import read_body
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +110,9 @@ async def get_params(request: web.Request) -> web.Response:
 
 
 async def patch_params(request: web.Request) -> web.Response:
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        return error_response(413, None, f"request body must be at most {MAX_BODY_BYTES} bytes")
-    raw = await request.read()
+    raw = await read_body(request, MAX_BODY_BYTES, None, f"request body must be at most {MAX_BODY_BYTES} bytes")
+    if isinstance(raw, web.Response):
+        return raw
     try:
         body = loads_strict(raw.decode("utf-8"))
     except UnicodeDecodeError:

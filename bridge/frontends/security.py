@@ -13,6 +13,7 @@ import hmac
 import ipaddress
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -175,6 +176,18 @@ def _bearer(request: web.Request) -> str | None:
     return None
 
 
+# Credentials in what a log line may quote of a request: Authorization (and Proxy-Authorization)
+# values after an optional scheme word, token query parameters, and whole Cookie headers.
+_CREDENTIALS = re.compile(r"(?i)(authorization\s*:\s*(?:[a-z]+\s+(?=\S))?|[?&;](?:access_)?token=)"
+                          r"[^\s&'\"\\]+")
+_COOKIES = re.compile(r"(?i)(cookie\s*:\s*)[^'\"\\\r\n]+")
+
+
+def scrub(text: str) -> str:
+    """``text`` with bearer tokens, ``access_token`` values and cookies replaced by ``[redacted]``."""
+    return _COOKIES.sub(r"\1[redacted]", _CREDENTIALS.sub(r"\1[redacted]", text))
+
+
 def token_matches(given: str | None, token: str) -> bool:
     """Constant-time comparison (``hmac.compare_digest``), so timing does not leak the token."""
     return given is not None and hmac.compare_digest(given.encode("utf-8", "surrogatepass"), token.encode("utf-8"))
@@ -235,33 +248,41 @@ class OncePerSender:
     MAX_LINE = 300
 
     def __init__(self, interval_s: float = 60.0, max_senders: int = 1024,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, logger: logging.Logger | None = None) -> None:
         self.interval_s, self.max_senders, self._clock = interval_s, max_senders, clock
+        self._log = logger or log
         self._seen: dict[tuple[str, str], list] = {}  # (kind, sender) -> [logged at, refusals since]
         self._overflow_logged = -math.inf
 
-    def __call__(self, kind: str, sender: str | None, message: str, *args, level: int = logging.WARNING) -> None:
+    def allow(self, kind: str, sender: str | None) -> tuple[bool, int]:
+        """Whether to log this one now, and how many of its (kind, sender) were not logged since the last."""
         now = self._clock()
         key = (kind, sender or "?")
         entry = self._seen.get(key)
         if entry is not None and now - entry[0] < self.interval_s:
             entry[1] += 1
-            return
+            return False, 0
         if entry is None and len(self._seen) >= self.max_senders:
             self._seen = {k: e for k, e in self._seen.items() if now - e[0] < self.interval_s}
             if len(self._seen) >= self.max_senders:
                 if now - self._overflow_logged >= self.interval_s:
                     self._overflow_logged = now
-                    log.warning("refusals from more than %d senders in %g s: no longer logged one by one",
-                                self.max_senders, self.interval_s)
-                return
+                    self._log.warning("refusals from more than %d senders in %g s: no longer logged one by one",
+                                      self.max_senders, self.interval_s)
+                return False, 0
         since = entry[1] if entry is not None else 0
         self._seen[key] = [now, 0]
+        return True, since
+
+    def __call__(self, kind: str, sender: str | None, message: str, *args, level: int = logging.WARNING) -> None:
+        allowed, since = self.allow(kind, sender)
+        if not allowed:
+            return
         text = message % args if args else message
         if len(text) > self.MAX_LINE:
             text = text[:self.MAX_LINE] + "..."
-        log.log(level, "%s (logged once per sender per %g s%s)", text, self.interval_s,
-                f"; {since} more since" if since else "")
+        self._log.log(level, "%s (logged once per sender per %g s%s)", text, self.interval_s,
+                      f"; {since} more since" if since else "")
 
 
 async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:

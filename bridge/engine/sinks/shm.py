@@ -1,19 +1,21 @@
 """The shared-memory frame writer (layout v1, see ``bridge.client.layout``).
 
-The daemon alone creates and unlinks the segment. A segment left behind by a killed daemon
-(same name, our magic) is reclaimed at start; a foreign segment of that name is an error.
+The daemon alone creates and unlinks the segment, and records itself as its owner (pid and start
+time, in header bytes v1 readers ignore). At start, a segment of the same name whose owner still
+runs is refused in one line naming that daemon; one whose owner is gone (a killed daemon) is
+reclaimed; anything else of that name (empty, foreign) is refused and left alone. At exit, the
+segment is unlinked only if the name still holds ours.
 """
 
 from __future__ import annotations
 
 import logging
-from multiprocessing import shared_memory
-
 import numpy as np
 
 from ...client import layout
-from ...core.errors import BridgeError
+from ...core.errors import ConfigError
 from ...core.frame import Frame
+from . import owner as owners
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +28,8 @@ class ShmWriter:
             raise ValueError("slot_count must be at least 2")
         self.name = name
         self.geometry = layout.Geometry(slot_count, max_width, max_height)
-        self._shm: shared_memory.SharedMemory | None = None
+        self._shm: layout.Segment | None = None
+        self._owner: layout.Owner | None = None
         self._seq = 0
         self._latest_slot = slot_count - 1
 
@@ -39,42 +42,67 @@ class ShmWriter:
 
     def open(self) -> None:
         size = self.geometry.total_bytes
+        self._owner = owners.this_process()
         try:
-            self._shm = shared_memory.SharedMemory(self.name, create=True, size=size)
+            self._shm = layout.Segment(self.name, create=size)
         except FileExistsError:
             self._reclaim_stale()
-            self._shm = shared_memory.SharedMemory(self.name, create=True, size=size)
-        layout.write_geometry(self._shm.buf, self.geometry)
+            try:
+                self._shm = layout.Segment(self.name, create=size)
+            except FileExistsError:  # another daemon created it in between: it is live
+                raise ConfigError(f"shared memory {self.name!r} was just created by another process; "
+                                  "start this daemon with another --shm-name") from None
+        layout.write_geometry(self._shm.buf, self.geometry, self._owner)
         log.info("shared memory %r: %d slots of %dx%d, %.1f MB", self.name, self.geometry.slot_count,
                  self.geometry.max_width, self.geometry.max_height, size / 1e6)
 
     def _reclaim_stale(self) -> None:
-        stale = layout.attach_untracked(self.name)
+        """Unlink the segment of our name if a dead daemon left it; raise ConfigError otherwise."""
         try:
-            magic = bytes(stale.buf[:4])
+            stale = layout.attach_untracked(self.name)
+        except FileNotFoundError:
+            return  # gone in between
+        except (OSError, ValueError) as exc:  # an empty segment cannot be mapped
+            raise ConfigError(f"shared memory {self.name!r} exists and is not a turbo-bridge frame segment "
+                              f"({exc}); remove it if nothing uses it, or choose another --shm-name") from None
+        try:
+            size = stale.size
+            magic = bytes(stale.buf[:4]) if size >= layout.HEADER_SIZE else b""
+            found = layout.read_owner(stale.buf) if magic == layout.MAGIC else None
         finally:
             stale.close()
-        if magic != layout.MAGIC:
+        if found is None:
             # Unlinking here would pull the segment from under another program.
-            raise BridgeError(
-                f"a shared-memory segment named {self.name!r} exists and is not a turbo-bridge "
-                "frame segment; choose another name with --shm-name"
-            )
-        log.warning("reclaiming stale shared memory %r left by an earlier daemon", self.name)
-        owner = shared_memory.SharedMemory(self.name)
-        owner.close()
-        owner.unlink()
+            raise ConfigError(f"shared memory {self.name!r} exists and is not a turbo-bridge frame segment "
+                              f"({size} bytes); choose another --shm-name")
+        if owners.is_alive(found):
+            raise ConfigError(f"shared memory {self.name!r} belongs to a running turbo-bridge daemon "
+                              f"(pid {found.pid}); stop it, or start this one with another --shm-name")
+        log.warning("reclaiming stale shared memory %r left by an earlier daemon (pid %s, gone)",
+                    self.name, found.pid or "unrecorded")
+        layout.Segment.unlink_name(self.name)
 
     def close(self) -> None:
         if self._shm is None:
             return
         shm, self._shm = self._shm, None
+        ours = self._still_ours()  # asked while mapped: Windows drops a segment with its last handle
         shm.close()
+        if ours:
+            layout.Segment.unlink_name(self.name)
+            log.info("shared memory %r unlinked", self.name)
+        else:
+            log.warning("shared memory %r is no longer ours (removed or replaced): left alone", self.name)
+
+    def _still_ours(self) -> bool:
         try:
-            shm.unlink()
-        except FileNotFoundError:
-            pass
-        log.info("shared memory %r unlinked", self.name)
+            current = layout.attach_untracked(self.name)
+        except (OSError, ValueError):
+            return False
+        try:
+            return current.size >= layout.HEADER_SIZE and layout.read_owner(current.buf) == self._owner
+        finally:
+            current.close()
 
     @property
     def frames_published(self) -> int:
