@@ -195,7 +195,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     # Binary messages are input images, so the transport takes their size; text is held to 64 KiB below.
     # The heartbeat closes a client that went silent, also one stalled inside a large message.
     ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_INPUT_BYTES + WS_INPUT.size,
-                               heartbeat=app.get(HTTP_LIMITS, HttpLimits()).ws_heartbeat_s)
+                               heartbeat=request.app.get(HTTP_LIMITS, HttpLimits()).ws_heartbeat_s)
     await ws.prepare(request)
 
     async def close(reason: str) -> None:
