@@ -18,7 +18,8 @@ from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
-from .frontends import channels_api, connections, input_api, live, openapi, rest, security, sockets
+from .frontends import (channels_api, connections, control_api, input_api, live, openapi, record_api, rest,
+                        security, sockets)
 from .config import Config
 from .core.frame import NullRenderer, Renderer
 from .frontends.osc import ADDRESSES, OscServer
@@ -27,6 +28,8 @@ from .engine.channels import MAIN, Channel, ChannelRegistry
 from .engine.render_queue import RenderQueue
 from .engine.scheduler import Scheduler
 from .engine.sinks.png import PngCache, PngFileWriter
+from .engine.sinks.ndi import NdiSender
+from .engine.sinks.record import Recorder
 from .engine.sinks.shm import ShmWriter
 from .frontends.streams import FrameEncoder, FrameHub
 
@@ -40,13 +43,14 @@ DEVICE_INFO = web.AppKey("device_info", list)  # one model info per device
 OSC_SOCKET = web.AppKey("osc_socket", socket.socket)  # bound early by Daemon (see bridge.frontends.sockets)
 GUARD = web.AppKey("connection_guard", connections.ConnectionGuard)
 SHUTDOWN_TIMEOUT_S = 2.0  # handlers still running this long after SIGTERM are cancelled
+RECORD_FINISH_TIMEOUT_S = 30.0  # at shutdown, for the recorder to finish its file
 
 
 def load_renderer(config: Config) -> tuple[Renderer, dict]:
     """Load the configured pipeline and warm it up for the initial size (on the GPU thread)."""
     log.info("cache folder %s (demo model, compile caches)", config.cache_dir)
     if config.model == "null":
-        return NullRenderer(), {"model": "null", "device": "none", "dtype": "none", "compile": False}
+        return NullRenderer(), {"model": "null", "family": "none", "device": "none", "dtype": "none", "compile": False}
     from .pipeline import loader
     from .pipeline.batch import ChannelRenderer
     from .pipeline.optimize import configure_compile_cache
@@ -58,15 +62,18 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
     if compile:
         configure_compile_cache(config.cache_dir)
     vae = None if config.vae == "full" else loader.load_tiny_vae(config.vae, config.model, device, dtype)
-    pipe = loader.load_pipeline(config.model, device, dtype, config.cache_dir, vae=vae)
-    renderer = DiffusersRenderer(pipe, device, dtype, compile=compile)
+    pipe = loader.load_pipeline(config.model, device, dtype, config.cache_dir, vae=vae, scheduler=config.scheduler)
+    renderer = DiffusersRenderer(pipe, device, dtype, compile=compile,
+                                 controlnets=load_controlnets(config, pipe, device, dtype),
+                                 canny_thresholds=config.canny_thresholds)
     if compile:  # compile and capture for the initial size before the ports open
         started = time.perf_counter()
         renderer.render(config.initial)
         log.info("warm-up for %dx%d done in %.1f s", config.initial.width, config.initial.height,
                  time.perf_counter() - started)
-    info = {"model": config.model, "device": device, "dtype": str(dtype).removeprefix("torch."),
-            "vae": config.vae, "compile": compile}
+    info = {"model": config.model, "family": renderer.family.name, "scheduler": renderer.sampler, "device": device,
+            "dtype": str(dtype).removeprefix("torch."), "vae": config.vae, "compile": compile,
+            "controlnets": {spec.name: spec.source for spec in config.controlnets}}
     return ChannelRenderer(renderer), info  # several channels' frames batched, each with its own transitions
 
 
@@ -79,6 +86,14 @@ def resolve_devices(spec: str | None) -> list[str | None]:
 
         return loader.all_devices()
     return [part.strip() for part in spec.split(",") if part.strip()] or [None]
+
+
+def load_controlnets(config: Config, pipe, device: str, dtype):
+    """The ``--controlnet`` models, each loaded once (with progress) and resident."""
+    from .pipeline.controlnet import ControlNets, load_controlnet
+
+    return ControlNets({spec.name: load_controlnet(spec, pipe.unet.config, device, dtype)
+                        for spec in config.controlnets})
 
 
 async def _cancel(task: asyncio.Task) -> None:
@@ -99,12 +114,17 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
     app.middlewares.append(app[GUARD].middleware)  # outermost: marks the connection busy
     app.middlewares.append(security.middleware(config.host, config.access))  # before any route
     app.on_response_prepare.append(security.add_cors_headers)
-    app[rest.OSC_ADDRESSES] = ADDRESSES
-    app[rest.SCHEMA_EXTRA] = {**live.SCHEMA, **input_api.SCHEMA, **channels_api.SCHEMA}
+    app[rest.OSC_ADDRESSES] = {**ADDRESSES, record_api.OSC_ADDRESS: "i: 1 starts recording, 0 stops (channel main)"}
+    app[rest.SCHEMA_EXTRA] = {**live.SCHEMA, **input_api.SCHEMA, **channels_api.SCHEMA, **record_api.SCHEMA,
+                              **control_api.SCHEMA}
+    app[record_api.RECORDER] = recorder = Recorder(config.output_dir)  # records channel main
+    ndi = NdiSender(config.ndi) if config.ndi else None  # sends channel main
     rest.add_routes(app)
     live.add_routes(app)
     input_api.add_routes(app)
     channels_api.add_routes(app)
+    record_api.add_routes(app)
+    control_api.add_routes(app)
     openapi.add_routes(app)
     app.on_shutdown.extend([rest.end_long_polls, live.close_clients])  # before the cleanup contexts below unwind
     started = time.monotonic()
@@ -136,14 +156,17 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
                                   else f"{i}:{info.get('device', i)}")
                       for i, ((renderer, info), gpu) in enumerate(zip(loaded, gpus))]
             registry = app[rest.CHANNELS] = ChannelRegistry(
-                queues, initial=config.initial, limits=Limits(config.max_size), shm_name=config.shm_name,
+                queues, initial=config.initial, shm_name=config.shm_name,
+                limits=Limits(config.max_size, tuple(spec.name for spec in config.controlnets)),
                 max_channels=config.max_channels)
 
             def png_cache(channel: Channel) -> None:
                 channel.services[rest.PNG_CACHE] = PngCache(encoder)
 
             registry.extend(png_cache)
-            main = registry.create(MAIN, shm=main_shm)
+            if ndi is not None:
+                ndi.start()
+            main = registry.create(MAIN, shm=main_shm, sinks=tuple(s for s in (recorder, ndi) if s is not None))
             app[rest.SCHEDULER] = main.scheduler
             app[rest.PNG_CACHE] = main.services[rest.PNG_CACHE]
             try:
@@ -154,6 +177,10 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
                     await queue.close()
                 # The render threads may still be finishing a frame into shared memory.
                 await asyncio.gather(*(loop.run_in_executor(gpu, lambda: None) for gpu in gpus))
+                # Then no frame comes any more: a recording ends in a finished file (SIGTERM too).
+                await loop.run_in_executor(None, recorder.close, RECORD_FINISH_TIMEOUT_S)
+                if ndi is not None:
+                    await loop.run_in_executor(None, ndi.close, RECORD_FINISH_TIMEOUT_S)
         finally:
             for gpu in gpus:
                 gpu.shutdown(wait=True)
@@ -165,7 +192,9 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
         allow = security.SenderFilter(config.access.osc_allow) \
             if config.access.osc_allow or not security.is_loopback(config.host) else None
         transport, protocol = await loop.create_datagram_endpoint(
-            lambda: OscServer(app[rest.SCHEDULER], allow, app[rest.CHANNELS]), sock=sock)
+            lambda: OscServer(app[rest.SCHEDULER], allow, app[rest.CHANNELS],
+                              {record_api.OSC_ADDRESS: lambda args: record_api.osc_record(recorder, args)}),
+            sock=sock)
         app[OSC] = protocol
         app[rest.CHANNELS].extend(protocol.attach, protocol.detach)
         try:
@@ -230,12 +259,16 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
         def start(channel: Channel) -> None:
             channel.services[input_api.INPUTS] = input_api.InputService(
                 channel.scheduler, decoder, own_shm_name=config.shm_name)
+            channel.services[control_api.CONTROLS] = control_api.ControlService(
+                channel.scheduler, decoder, own_shm_name=config.shm_name)
 
         async def stop(channel: Channel) -> None:
+            await channel.services[control_api.CONTROLS].detach()
             await channel.services[input_api.INPUTS].detach()
 
         app[rest.CHANNELS].extend(start, stop)
         app[input_api.INPUTS] = app[rest.CHANNELS].main.services[input_api.INPUTS]
+        app[control_api.CONTROLS] = app[rest.CHANNELS].main.services[control_api.CONTROLS]
         try:
             yield
         finally:
@@ -273,7 +306,11 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             "channels": app[rest.CHANNELS].health(),
             "max_channels": config.max_channels,
             "devices": [{**info, **queue} for info, queue in zip(app[DEVICE_INFO], app[rest.CHANNELS].devices())],
+            "record": recorder.state(),
+            "controls": app[control_api.CONTROLS].health(),
         }
+        if ndi is not None:
+            out["ndi"] = ndi.health()
         if PNG_WRITER in app:
             out["png_files"] = app[rest.CHANNELS].main.services[PNG_WRITER].health()
         return out

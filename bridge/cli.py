@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .config import (DEFAULT_HOST, DEFAULT_HTTP_PORT, DEFAULT_OSC_PORT, DEFAULT_SHM_NAME, Config, default_cache_dir,
                      drop_empty_home)
+from .core.controls import ControlNetSpec, check_specs
 from .core.errors import BridgeError, ConfigError, ValidationError
 from .core.params import Limits, Params, parse_changes
 from .frontends.connections import HttpLimits
@@ -33,11 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the daemon (REST + OSC + shared memory)")
     serve.add_argument("--model", default="stabilityai/sdxl-turbo",
-                       help="hub id, local diffusers folder, 'demo' (offline, small, random weights), "
-                            "'random' (full SDXL-Turbo architecture, random weights: benchmarks) or "
+                       help="hub id, local diffusers folder, single-file SDXL or SD 2.x checkpoint (.safetensors), "
+                            "'demo'/'demo-sd' (offline, small SDXL/SD 2.x, random weights), 'random'/'random-sd' "
+                            "(full SDXL-Turbo/SD-Turbo architecture, random weights: benchmarks) or "
                             "'null' (no GPU work: measures the bridge itself)")
+    serve.add_argument("--scheduler", default=None, choices=["euler_a", "euler", "lcm", "tcd"],
+                       help="sampler (default: the model's own): euler_a (SDXL-Turbo), euler (SD-Turbo; "
+                            "Lightning with trailing spacing), lcm (LCM, LCM-LoRA), tcd (Hyper-SD, TCD)")
     serve.add_argument("--vae", default="full",
-                       help="'full' (default), 'tiny' (TAESDXL decoder, madebyollin/taesdxl) or a local folder")
+                       help="'full' (default), 'tiny' (TAESDXL or TAESD decoder, by model family) or a local folder")
+    serve.add_argument("--controlnet", action="append", default=[], metavar="NAME=SOURCE",
+                       help="an SDXL ControlNet, resident (repeatable): SOURCE is a hub id, a diffusers folder, a "
+                            "single .safetensors file, 'demo' (small, random weights, for --model demo) or 'random' "
+                            "(full size, random weights: benchmarks); its image is PUT /v1/control/NAME")
+    serve.add_argument("--canny-thresholds", default="100,200", metavar="LOW,HIGH",
+                       help="the control images' canny preprocessing: hysteresis thresholds in grey levels")
     serve.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                        help="torch.compile + CUDA graphs (auto: on for CUDA); off keeps the eager path")
     serve.add_argument("--device", default=None,
@@ -64,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--shm-name", default=DEFAULT_SHM_NAME, help="shared-memory segment name ('' disables)")
     serve.add_argument("--output-dir", type=Path, default=None, help="keep latest.png here, replaced atomically")
     serve.add_argument("--keep-frames", action="store_true", help="with --output-dir: also frame-NNNNNN.png")
+    serve.add_argument("--ndi", default=None, metavar="NAME", help="send every frame as an NDI source of this name "
+                       "(needs cyndilib)")
     serve.add_argument("--cache-dir", type=Path, default=None,
                        help=f"demo model and compile caches (default {default_cache_dir()})")
     serve.add_argument("--max-connections", type=int, default=HttpLimits.max_connections,
@@ -73,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="open HTTP connections from one client address")
     bench = sub.add_parser("bench", help="measure frame rate, latency, VRAM and stage times on this machine")
     bench.add_argument("--model", default="random",
-                       help="'random' (full SDXL-Turbo architecture, random weights; no download), 'demo', or a model")
+                       help="'random'/'random-sd' (full SDXL-Turbo/SD-Turbo architecture, random weights; no "
+                            "download), 'demo', 'demo-sd', a folder or a single .safetensors file")
     bench.add_argument("--weights", choices=["random"], default=None, help="same as --model random")
     bench.add_argument("--device", default=None)
     bench.add_argument("--frames", type=int, default=100)
@@ -82,7 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--vaes", default="full,tiny", help="comma-separated: full,tiny")
     bench.add_argument("--modes", default="prompt,seed",
                        help="what changes every frame: prompt, seed, input (a new input image: VAE encode + "
-                            "image-to-image), img2img (the seed of an image-to-image frame)")
+                            "image-to-image), img2img (the seed of an image-to-image frame), control (ControlNets: a new "
+                            "prompt, a new control image every frame, two ControlNets; with diffusers' ControlNet "
+                            "pipeline as a second baseline)")
+    bench.add_argument("--tilings", default="none", help="comma-separated: none,x,y,xy (seamless tiling on vs off)")
+    bench.add_argument("--sinks", default="", help="comma-separated: record,ndi: each run again with these sinks "
+                       "on the render thread (their publish time measured; ndi needs cyndilib)")
     bench.add_argument("--compile", default="on", choices=["on", "off"])
     bench.add_argument("--no-baseline", action="store_true", help="skip the plain diffusers call")
     bench.add_argument("--memory-budget-gb", type=float, default=None,
@@ -124,14 +143,32 @@ def config_from_args(args: argparse.Namespace) -> Config:
     changes = parse_changes({"prompt": args.prompt, "seed": args.seed, "steps": args.steps,
                              "guidance": args.guidance, "width": args.width, "height": args.height},
                             Limits(args.max_size))
-    return Config(model=args.model, vae=args.vae, compile=args.compile, device=args.device, dtype=args.dtype, host=args.host,
+    return Config(model=args.model, scheduler=args.scheduler, vae=args.vae, compile=args.compile, device=args.device, dtype=args.dtype, host=args.host,
                   http_port=args.http_port, osc_port=args.osc_port, max_size=args.max_size,
                   shm_name=args.shm_name or None, output_dir=args.output_dir, keep_frames=args.keep_frames,
+                  ndi=args.ndi or None,
                   cache_dir=args.cache_dir or default_cache_dir(), initial=Params().merged(changes),
                   access=Access.from_options(args.token, args.allow_host, args.cors_origin, args.osc_allow),
+                  controlnets=_controlnets(args.controlnet), canny_thresholds=_thresholds(args.canny_thresholds),
                   http=HttpLimits(max_connections=args.max_connections,
                                   max_per_address=args.max_connections_per_address),
                   max_channels=args.max_channels)
+
+
+def _controlnets(texts: list[str]) -> tuple[ControlNetSpec, ...]:
+    specs = tuple(ControlNetSpec.parse(text) for text in texts)
+    check_specs(specs)
+    return specs
+
+
+def _thresholds(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--canny-thresholds takes LOW,HIGH (e.g. 100,200), got {text!r}") from None
+    if not 0 <= low <= high <= 2000:
+        raise ConfigError(f"--canny-thresholds needs 0 <= LOW <= HIGH (grey-level gradients), got {text!r}")
+    return low, high
 
 
 def _csv(text: str, kind=str) -> tuple:
@@ -144,7 +181,8 @@ def run_bench_command(args: argparse.Namespace) -> None:
     opts = bench.BenchOptions(
         model="random" if args.weights else args.model, device=args.device or loader.default_device(),
         frames=args.frames, sizes=_csv(args.sizes, int), dtypes=_csv(args.dtypes), vaes=_csv(args.vaes),
-        modes=_csv(args.modes), compile=args.compile == "on", baseline=not args.no_baseline,
+        modes=_csv(args.modes), tilings=_csv(args.tilings), sinks=_csv(args.sinks), compile=args.compile == "on",
+        baseline=not args.no_baseline,
         memory_budget_gb=args.memory_budget_gb, cache_dir=args.cache_dir or default_cache_dir())
     report = bench.run_bench(opts, args.json)
     sys.stdout.write(bench.format_report(report) + "\n")

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .core.controls import ControlNetSpec
 from .core.params import Params
 from .frontends.connections import HttpLimits
 from .frontends.security import Access
@@ -47,7 +48,9 @@ def drop_empty_home() -> bool:
 
 @dataclass(frozen=True)
 class Config:
-    model: str = "stabilityai/sdxl-turbo"  # or a folder, "demo", "random" (full size), "null" (no GPU work)
+    model: str = "stabilityai/sdxl-turbo"  # or a folder, a .safetensors file, "demo", "demo-sd", "random",
+    # "random-sd" (full size), "null" (no GPU work)
+    scheduler: str | None = None  # None: the model's own; "euler_a", "euler", "lcm", "tcd"
     vae: str = "full"  # "full", "tiny" (TAESDXL) or a local AutoencoderTiny folder
     compile: str = "auto"  # auto: on for CUDA, off for CPU
     device: str | None = None  # None: cuda if present, else cpu; or a list "cuda:0,cuda:1", or "all"
@@ -59,8 +62,11 @@ class Config:
     shm_name: str | None = DEFAULT_SHM_NAME  # None: no shared memory
     output_dir: Path | None = None
     keep_frames: bool = False
+    ndi: str | None = None  # an NDI source of this name sends every frame
     cache_dir: Path = field(default_factory=default_cache_dir)
     initial: Params = Params()
     access: Access = Access()  # token, extra Host names, CORS origins, OSC allow-list
     http: HttpLimits = HttpLimits()  # connection caps, request head and body timeouts
     max_channels: int = 4  # live streams, main included
+    controlnets: tuple[ControlNetSpec, ...] = ()  # --controlnet NAME=SOURCE, loaded at start
+    canny_thresholds: tuple[float, float] = (100.0, 200.0)  # preprocess canny: low, high (grey levels)

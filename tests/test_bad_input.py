@@ -11,12 +11,17 @@ import os
 import socket
 from pathlib import Path
 
+import io
+
 import aiohttp
+from PIL import Image
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from bridge.cli import build_parser, config_from_args
 from bridge.client import osc_bundle, osc_message, parse_osc_message
+from bridge.core.controls import ControlNetSpec
 from bridge.core.errors import BridgeError, ValidationError
+from bridge.frontends import inputs
 from bridge.frontends.security import check_exposure
 from conftest import null_factory
 
@@ -46,12 +51,12 @@ CASES = [
     ("REST PATCH /v1/params", '`{"seed": "7a"}`', ("patch", b'{"seed": "7a"}'), "400 `seed`",
      "an integer in [0, 2**64)"),
     ("REST PATCH /v1/params", '`{"prompt": 5}`', ("patch", b'{"prompt": 5}'), "400 `prompt`", "must be a string"),
-    ("REST PATCH /v1/params", '`{"steps": true}`', ("patch", b'{"steps": true}'), "400 `steps`", "from 1 to 4"),
+    ("REST PATCH /v1/params", '`{"steps": true}`', ("patch", b'{"steps": true}'), "400 `steps`", "from 1 to 8"),
     ("REST PATCH /v1/params", '`{"width": null}`', ("patch", b'{"width": null}'), "400 `width`", "multiple of 8"),
     ("REST PATCH /v1/params", '`{"seed": -1}`', ("patch", b'{"seed": -1}'), "400 `seed`", "got -1"),
     ("REST PATCH /v1/params", '`{"seed": 18446744073709551616}` (2**64)',
      ("patch", b'{"seed": 18446744073709551616}'), "400 `seed`", "[0, 2**64)"),
-    ("REST PATCH /v1/params", '`{"steps": 5}`', ("patch", b'{"steps": 5}'), "400 `steps`", "from 1 to 4"),
+    ("REST PATCH /v1/params", '`{"steps": 9}`', ("patch", b'{"steps": 9}'), "400 `steps`", "from 1 to 8"),
     ("REST PATCH /v1/params", '`{"guidance": 30.5}`', ("patch", b'{"guidance": 30.5}'), "400 `guidance`", "[0, 30]"),
     ("REST PATCH /v1/params", '`{"width": 100}`', ("patch", b'{"width": 100}'), "400 `width`", "multiple of 8"),
     ("REST PATCH /v1/params", '`{"height": 4096}`', ("patch", b'{"height": 4096}'), "400 `height`", "--max-size"),
@@ -165,7 +170,7 @@ CASES = [
      "rejected, `/bridge/error`", "lone surrogate"),
     ("OSC", "bundle: a good message and `/bridge/steps i 99`",
      ("osc", osc_bundle(osc_message("/bridge/prompt", "no"), osc_message("/bridge/steps", 99))),
-     "rejected, `/bridge/error`", "from 1 to 4"),
+     "rejected, `/bridge/error`", "from 1 to 8"),
     ("OSC", "`/bridge/colour i 3`", ("osc", osc_message("/bridge/colour", 3)), "unknown, `/bridge/error`",
      "unknown address /bridge/colour"),
     ("OSC", "`/bridge/subscribe i 70000`", ("osc", osc_message("/bridge/subscribe", 70000)),
@@ -197,6 +202,49 @@ CASES = [
     ("CLI serve", "`--token short`", ("cli", ["--token", "short"]), "exit 2", "at least 16"),
     ("CLI serve", "`--max-connections 0`", ("cli", ["--max-connections", "0"]), "exit 2", "must be at least 1"),
     ("CLI serve", "`--osc-allow stage-pc`", ("cli", ["--osc-allow", "stage-pc"]), "exit 2", "IP addresses or networks"),
+]
+
+
+def png(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height)).save(out, "PNG")
+    return out.getvalue()
+
+
+# ControlNets (issue 15): the daemon of the test has one ControlNet, "depth".
+CONTROLNETS = (ControlNetSpec("depth", "demo"),)
+CASES += [
+    ("REST PATCH /v1/params", '`{"controls": {"pose": 1}}`', ("patch", b'{"controls": {"pose": 1}}'),
+     "400 `controls`", "no ControlNet named 'pose'; loaded: depth"),
+    ("REST PATCH /v1/params", '`{"controls": {"depth": 2.5}}`', ("patch", b'{"controls": {"depth": 2.5}}'),
+     "400 `controls`", "from 0 (off) to 2"),
+    ("REST PATCH /v1/params", '`{"controls": {"depth": {"start": 0.9, "end": 0.1}}}`',
+     ("patch", b'{"controls": {"depth": {"start": 0.9, "end": 0.1}}}'), "400 `controls`", "must not be after end"),
+    ("REST PATCH /v1/params", '`{"controls": {"depth": {"preprocess": "sobel"}}}`',
+     ("patch", b'{"controls": {"depth": {"preprocess": "sobel"}}}'), "400 `controls`", "one of none, canny"),
+    ("REST PUT /v1/control/pose", "a PNG for an unknown ControlNet", ("put-to", ("/v1/control/pose", "image/png", {},
+                                                                             png(8, 8))),
+     "404 `control`", "no ControlNet named 'pose'"),
+    ("REST PUT /v1/control/depth", "a PNG of 5000x1", ("put-to", ("/v1/control/depth", "image/png", {}, png(5000, 1))),
+     "400 `control`", "1 to 4096 pixels a side"),
+    ("REST PUT /v1/control/depth", "raw RGBA, 12 bytes for 2x2",
+     ("put-to", ("/v1/control/depth", "application/octet-stream", {"X-Width": "2", "X-Height": "2"}, b"\0" * 12)),
+     "400 `control`", "must be 16 bytes"),
+    ("REST PUT /v1/control/depth", "`Content-Type: image/gif`",
+     ("put-to", ("/v1/control/depth", "image/gif", {}, b"GIF89a")), "415 `control`", "Content-Type must be one of"),
+    ("WebSocket", "a TBC1 control image for an unknown ControlNet",
+     ("ws", inputs.pack_ws_input("png", png(8, 8), control="pose")), "error reply `control`",
+     "no ControlNet named 'pose'"),
+    ("OSC", "`/bridge/control s f depth 3.0`", ("osc", osc_message("/bridge/control", "depth", 3.0)),
+     "rejected, `/bridge/error`", "from 0 (off) to 2"),
+    ("OSC", "`/bridge/control s depth` (no scale)", ("osc", osc_message("/bridge/control", "depth")),
+     "rejected, `/bridge/error`", "takes a ControlNet name and a scale"),
+    ("CLI serve", "`--controlnet depth`", ("cli", ["--controlnet", "depth"]), "exit 2", "NAME=SOURCE"),
+    ("CLI serve", "`--controlnet Depth=demo`", ("cli", ["--controlnet", "Depth=demo"]), "exit 2", "must be 1-32"),
+    ("CLI serve", "`--controlnet a=demo --controlnet a=random`",
+     ("cli", ["--controlnet", "a=demo", "--controlnet", "a=random"]), "exit 2", "must be unique"),
+    ("CLI serve", "`--canny-thresholds 200,100`", ("cli", ["--canny-thresholds", "200,100"]), "exit 2",
+     "0 <= LOW <= HIGH"),
 ]
 
 
@@ -245,6 +293,11 @@ async def answer(how, session, daemon, listener) -> tuple[str, str]:
         headers, body = data
         async with session.put("/v1/input", data=body, headers={"Content-Type": "application/octet-stream",
                                                                  **headers}) as r:
+            error = (await r.json())["error"]
+        return f"{r.status} `{error['field']}`", error["message"]
+    if kind == "put-to":  # a route, a Content-Type, headers, a body
+        path, content_type, headers, body = data
+        async with session.put(path, data=body, headers={"Content-Type": content_type, **headers}) as r:
             error = (await r.json())["error"]
         return f"{r.status} `{error['field']}`", error["message"]
     if kind == "ws-raw":
@@ -298,7 +351,7 @@ async def test_every_case_gets_its_answer_and_changes_nothing(config, daemon_fac
     listener.bind(("127.0.0.1", 0))
     listener.setblocking(False)
     wrong = []
-    async with daemon_factory(config, renderer_factory=null_factory) as daemon:
+    async with daemon_factory(config, renderer_factory=null_factory, controlnets=CONTROLNETS) as daemon:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # feedback for this test's senders' host
             sock.sendto(osc_message("/bridge/subscribe", listener.getsockname()[1]), ("127.0.0.1", daemon.osc_port))
         await daemon.scheduler.next_frame(0, 5)

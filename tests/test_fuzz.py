@@ -59,9 +59,13 @@ def check_clean(clean: dict) -> None:
             assert type(value) is float and 0 <= value <= 1
         elif field == "input":
             assert type(value) is bool
+        elif field == "controls":
+            assert not value  # no ControlNet loaded here: only an empty change is accepted
+        elif field == "tiling":
+            assert value in ("none", "x", "y", "xy")
         else:
             assert type(value) is int
-            low, high = {"seed": (0, SEED_LIMIT - 1), "seed2": (0, SEED_LIMIT - 1), "steps": (1, 4),
+            low, high = {"seed": (0, SEED_LIMIT - 1), "seed2": (0, SEED_LIMIT - 1), "steps": (1, 8),
                          "transition_frames": (0, 600)}.get(field, (64, LIMITS.max_size))
             assert low <= value <= high
             if field in ("width", "height"):
@@ -88,7 +92,7 @@ def test_parse_changes_accepts_clean_values_or_raises_validation_error(raw):
 valid = st.fixed_dictionaries({}, optional={
     "prompt": st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=MAX_PROMPT_CHARS),
     "seed": st.integers(0, SEED_LIMIT - 1),
-    "steps": st.integers(1, 4),
+    "steps": st.integers(1, 8),
     "guidance": st.floats(0, MAX_GUIDANCE),
     "width": st.integers(8, 128).map(lambda n: n * 8),
     "height": st.integers(8, 128).map(lambda n: n * 8),

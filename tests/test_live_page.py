@@ -97,8 +97,9 @@ class Live:
 
 
 @pytest.fixture
-async def live(config, daemon_factory, browser):
-    async with daemon_factory(config, initial=config.initial.merged({"width": 128, "height": 128})) as daemon:
+async def live(config, daemon_factory, browser, request):
+    extra = getattr(request, "param", {})  # more daemon options, by indirect parametrisation
+    async with daemon_factory(config, initial=config.initial.merged({"width": 128, "height": 128}), **extra) as daemon:
         base = f"http://127.0.0.1:{daemon.http_port}"
         async with aiohttp.ClientSession(base) as session:
             page = await browser.new_page(viewport={"width": 1100, "height": 700})
@@ -223,3 +224,36 @@ async def test_the_channel_picker_creates_and_drives_another_channel(live):
     await live.until(lambda: live.page.evaluate("() => document.getElementById('channel').value === 'main'"),
                      "the page to fall back to main")
     assert not live.problems, live.problems
+
+
+@pytest.mark.parametrize("live", [{"output_dir": ARTIFACTS / "recordings"}], indirect=True)
+async def test_seamless_checkbox_and_record_button(live):
+    page = live.page
+    await page.locator("#seamless").check()
+    await live.params_where(lambda p: p["tiling"] == "xy", "tiling xy from the checkbox")
+    await live.patch({"tiling": "x"})  # one axis, set by another tool: shown as indeterminate
+    await live.until(lambda: page.evaluate("() => document.getElementById('seamless').indeterminate"),
+                     "the checkbox to show one axis")
+    await page.locator("#seamless").uncheck()
+    await live.params_where(lambda p: p["tiling"] == "none", "tiling off from the checkbox")
+
+    await page.locator("#record").click()
+    await live.until(lambda: asyncio.sleep(0, live.daemon.health()["record"]["recording"]), "recording to start")
+    assert await page.locator("#record").get_attribute("aria-pressed") == "true"
+    for seed in (11, 12):
+        await live.patch({"seed": seed})
+        await live.settled()
+    await live.until(lambda: asyncio.sleep(0, live.daemon.health()["record"]["frames"] >= 2), "frames to be recorded")
+    await page.locator("#record").click()
+    await live.until(lambda: asyncio.sleep(0, live.daemon.health()["record"]["files"]), "the file to be finished")
+    name = live.daemon.health()["record"]["files"][-1]
+    async def shows_file():
+        return name in await page.locator("#record-state").text_content()
+    await live.until(shows_file, "the page to show the file")
+    assert (ARTIFACTS / "recordings" / name).stat().st_size > 0
+    assert live.problems == []
+
+
+async def test_record_button_is_disabled_without_output_dir(live):
+    await live.until(lambda: live.page.locator("#record").is_disabled(), "the button to be disabled")
+    assert "--output-dir" in await live.page.locator("#record").get_attribute("title")

@@ -113,7 +113,7 @@ async def test_subscribe_gets_frame_and_error_feedback(osc):
     assert address == "/bridge/frame" and args[1] == daemon.scheduler.version and args[2] >= 0
     client.send_message("/bridge/steps", 0)
     address, args = parse_osc_message(await loop.run_in_executor(None, listener.recv, 65536))
-    assert address == "/bridge/error" and "steps must be an integer from 1 to 4" in args[0]
+    assert address == "/bridge/error" and "steps must be an integer from 1 to 8" in args[0]
     listener.close()
 
 

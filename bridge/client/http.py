@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.parse
 import urllib.error
 import urllib.request
 from typing import Any, Mapping
@@ -58,9 +59,11 @@ class HttpClient:
         with self._request("PATCH", "/v1/params", dict(changes)) as response:
             return json.load(response)
 
-    def put_input(self, image: bytes | np.ndarray, flip: bool = False, bgra: bool = False) -> dict:
-        """Send the input image for image-to-image: PNG or JPEG bytes, or pixels (``to_rgba8``)
-        sent raw. Returns ``{"digest", "width", "height", "changed", "active", "version"}``."""
+    def put_input(self, image: bytes | np.ndarray, flip: bool = False, bgra: bool = False,
+                  control: str | None = None) -> dict:
+        """Send the input image for image-to-image (or, with ``control``, that ControlNet's control
+        image): PNG or JPEG bytes, or pixels (``to_rgba8``) sent raw. Returns ``{"digest", "width",
+        "height", "changed", "active", "version"}``."""
         if isinstance(image, np.ndarray):
             rgba = to_rgba8(image, flip, bgra)
             headers = {"Content-Type": "application/octet-stream", "X-Width": str(rgba.shape[1]),
@@ -69,17 +72,25 @@ class HttpClient:
         else:
             data = bytes(image)
             headers = {"Content-Type": "image/png" if data.startswith(b"\x89PNG") else "image/jpeg"}
-        with self._request("PUT", "/v1/input", data=data, headers=headers) as response:
+        with self._request("PUT", _image_path(control), data=data, headers=headers) as response:
             return json.load(response)
 
-    def attach_input(self, shm_name: str) -> dict:
-        """Have the daemon poll this client's input segment (``ShmInputWriter``)."""
-        with self._request("PUT", "/v1/input", {"shm": shm_name}) as response:
+    def attach_input(self, shm_name: str, control: str | None = None) -> dict:
+        """Have the daemon poll this client's input segment (``ShmInputWriter``); with ``control``, as
+        that ControlNet's control image."""
+        with self._request("PUT", _image_path(control), {"shm": shm_name}) as response:
             return json.load(response)
 
-    def clear_input(self) -> dict:
-        """Drop the input (and detach a segment): back to text-to-image."""
-        with self._request("DELETE", "/v1/input") as response:
+    def clear_input(self, control: str | None = None) -> dict:
+        """Drop the input (and detach a segment): back to text-to-image; with ``control``, that
+        ControlNet's control image."""
+        with self._request("DELETE", _image_path(control)) as response:
+            return json.load(response)
+
+    def record(self, action: str | None = None) -> dict:
+        """``POST /v1/record`` with ``action`` "start" or "stop", or (None) ``GET /v1/record``: the recorder's state."""
+        body = None if action is None else {"action": action}
+        with self._request("GET" if action is None else "POST", "/v1/record", body) as response:
             return json.load(response)
 
     def frame(self, after: int = 0, timeout: float = 10.0) -> FrameInfo | None:
@@ -105,3 +116,8 @@ class HttpClient:
             if response.status == 204:
                 return None, response.headers
             return response.read(), response.headers
+
+
+def _image_path(control: str | None) -> str:
+    """The input image's route, or a ControlNet's control image route."""
+    return "/v1/input" if control is None else f"/v1/control/{urllib.parse.quote(control, safe='')}"

@@ -28,6 +28,10 @@ class ConfigError(BridgeError):
     """The daemon was started with options it refuses (the message says what to change)."""
 
 
+class UnsupportedModelError(ConfigError):
+    """``--model`` names a file or folder of an architecture the daemon does not run (exit code 2)."""
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """True for ``torch.OutOfMemoryError`` (CUDA), ``MemoryError`` and torch's CPU allocator failing.
 

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Union
 
+from .controls import Controls, check_window, merge_controls, parse_controls
+from .controls import schema as controls_schema
 from .errors import ValidationError
 
 SEED_LIMIT = 2**64
@@ -23,6 +25,8 @@ MIN_SIZE = 64
 SIZE_MULTIPLE = 8
 MIN_STRENGTH = 0.05  # below it the schedule SDXL-Turbo needs would pass 20 steps (see img2img_schedule)
 MAX_TRANSITION_FRAMES = 600
+TILING_MODES = ("none", "x", "y", "xy")
+MAX_STEPS = 8  # one limit for every model: 1-4 for Turbo models, up to 8 for Lightning, Hyper, LCM
 
 # A prompt is a string or a blend: (text, weight) pairs, weights relative (normalised by their sum).
 Prompt = Union[str, tuple[tuple[str, float], ...]]
@@ -43,14 +47,21 @@ class Params:
     seed2: int = 0  # the second seed of a seed blend
     seed_mix: float = 0.0  # 0: the noise of `seed`, 1: that of `seed2`, between: spherical interpolation
     transition_frames: int = 0  # a prompt or seed change glides over this many frames (0: cuts)
+    tiling: str = "none"  # seamless: circular padding along x, y or both ("xy")
+    controls: Controls = ()  # ControlNet name -> Control (core/controls.py); absent: scale 0, off
 
     def merged(self, changes: Mapping[str, Any]) -> "Params":
+        if "controls" in changes:  # merged per name and per field, not replaced
+            controls = merge_controls(self.controls, changes["controls"])
+            check_window(controls)
+            changes = {**changes, "controls": controls}
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict:
         out = dataclasses.asdict(self)
         if not isinstance(self.prompt, str):
             out["prompt"] = [list(pair) for pair in self.prompt]
+        out["controls"] = {name: control.to_json() for name, control in self.controls}
         return out
 
 
@@ -59,6 +70,7 @@ class Limits:
     """Bounds that depend on how the daemon was started."""
 
     max_size: int = 1024
+    controls: tuple[str, ...] = ()  # the ControlNet names loaded (--controlnet NAME=SOURCE)
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Params))
@@ -196,7 +208,7 @@ def parse_changes(raw: Any, limits: Limits = Limits()) -> dict[str, Any]:
         elif field in ("seed", "seed2"):
             clean[field] = _seed(field, value)
         elif field == "steps":
-            clean[field] = _integer(field, value, 1, 4, "an integer from 1 to 4")
+            clean[field] = _integer(field, value, 1, MAX_STEPS, f"an integer from 1 to {MAX_STEPS}")
         elif field == "guidance":
             clean[field] = _number(field, value, 0.0, MAX_GUIDANCE,
                                    f"guidance must be a finite number in [0, {MAX_GUIDANCE:g}]")
@@ -211,6 +223,13 @@ def parse_changes(raw: Any, limits: Limits = Limits()) -> dict[str, Any]:
         elif field == "transition_frames":
             clean[field] = _integer(field, value, 0, MAX_TRANSITION_FRAMES,
                                     f"an integer from 0 (cut) to {MAX_TRANSITION_FRAMES}")
+        elif field == "tiling":
+            if value not in TILING_MODES:
+                raise ValidationError(field, f"tiling must be one of {', '.join(TILING_MODES)} (seamless along x, y "
+                                             f"or both), got {str(value)[:64]!r}")
+            clean[field] = value
+        elif field == "controls":
+            clean[field] = parse_controls(value, limits.controls)
         else:
             raise ValidationError(
                 str(field)[:64], f"unknown parameter {str(field)[:64]!r}; known: {', '.join(FIELDS)}"
@@ -231,7 +250,9 @@ def schema(limits: Limits = Limits()) -> dict:
                            "weight (each text cached: moving a weight runs no text encoder). CLIP reads 77 "
                            "tokens; longer prompts are cut and a warning is returned"},
         "seed": {**seed, "default": default.seed},
-        "steps": {"type": "integer", "minimum": 1, "maximum": 4, "default": default.steps},
+        "steps": {"type": "integer", "minimum": 1, "maximum": MAX_STEPS, "default": default.steps,
+                  "note": "sampling steps, one range for every model: Turbo models want 1-4, Lightning, "
+                          "Hyper-SD and LCM models 2-8"},
         "guidance": {"type": "number", "minimum": 0.0, "maximum": MAX_GUIDANCE,
                      "default": default.guidance,
                      "note": "0 disables classifier-free guidance (SDXL-Turbo's intended setting)"},
@@ -249,4 +270,8 @@ def schema(limits: Limits = Limits()) -> dict:
         "transition_frames": {"type": "integer", "minimum": 0, "maximum": MAX_TRANSITION_FRAMES,
                               "default": default.transition_frames,
                               "note": "a prompt or seed change glides over this many frames; 0 cuts"},
+        "tiling": {"type": "string", "enum": list(TILING_MODES), "default": default.tiling,
+                   "note": "seamless textures: the frame wraps around along x, y or both (circular padding in the "
+                           "UNet and the VAE); each mode is its own compiled graph, warmed once like a size"},
+        "controls": controls_schema(limits.controls),
     }

@@ -1,4 +1,5 @@
-"""What a frame is rendered from besides ``Params``: the input image and a transition's progress.
+"""What a frame is rendered from besides ``Params``: the input image, the control images of the
+ControlNets in use, and a transition's progress.
 
 The scheduler owns both and hands them to the renderer as one frozen ``Scene`` per frame.
 """
@@ -17,7 +18,7 @@ class InputImage:
 
     pixels: np.ndarray = field(repr=False, compare=False)  # H x W x 4 uint8
     digest: str
-    source: str = field(default="rest", compare=False)  # rest, websocket or shm
+    source: str = field(default="rest", compare=False)  # rest, websocket or shm (control images too)
 
     @property
     def width(self) -> int:
@@ -57,3 +58,4 @@ class Glide:
 class Scene:
     input: InputImage | None = None  # set only while image-to-image is active
     glide: Glide | None = None
+    controls: tuple[tuple[str, InputImage], ...] = ()  # (name, control image) of the ControlNets in use

@@ -119,10 +119,11 @@ class ChannelRegistry:
             create(channel)
 
     # -- life cycle ---------------------------------------------------------------------
-    def create(self, name: str, shm: ShmWriter | None = None) -> Channel:
+    def create(self, name: str, shm: ShmWriter | None = None, sinks: tuple = ()) -> Channel:
         """A new channel from the daemon's initial parameters; raises when the name or the count is wrong.
 
         ``shm``: its segment, already open (main's is opened before the model loads); else one is made.
+        ``sinks``: more outputs of its frames (main's recorder and NDI sender).
         """
         check_name(name)
         if name in self._channels:
@@ -136,7 +137,7 @@ class ChannelRegistry:
             shm.open()
         try:
             sched = Scheduler(queue.renderer, queue, initial=self._initial, limits=self._limits,
-                              sinks=[shm] if shm else [], name=name)
+                              sinks=[*([shm] if shm else []), *sinks], name=name)
             channel = self._channels[name] = Channel(name, sched, shm)
             for create, _ in self._hooks:
                 create(channel)

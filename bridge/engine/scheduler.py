@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Protocol
 
 from ..core.errors import ValidationError, is_out_of_memory
 from ..core.frame import Frame, Rendered, Renderer
+from ..core.controls import active as active_controls
 from ..core.params import GLIDE_FIELDS, Limits, Params, parse_changes, prompt_texts
 from ..core.scene import Glide, InputImage, Scene
 from .render_queue import RenderQueue, Snapshot
@@ -53,6 +54,8 @@ class Stats:
     last_stages_ms: dict[str, float] = field(default_factory=dict)
     inputs: int = 0  # input images accepted with new content
     inputs_unchanged: int = 0  # input images skipped: same content as the current one
+    controls: int = 0  # control images accepted with new content
+    controls_unchanged: int = 0  # control images skipped: same content as that name's current one
 
 
 class Transition:
@@ -102,6 +105,7 @@ class Scheduler:
         self._sinks = list(sinks)
         self._params = initial
         self._input: InputImage | None = None
+        self._controls: dict[str, InputImage] = {}  # control image per ControlNet name
         self._transition = Transition()
         self._version = 1
         self._started_version = 0
@@ -160,6 +164,7 @@ class Scheduler:
         """Validate and merge a partial change; raises ``ValidationError``, state unchanged then."""
         try:
             changes = parse_changes(raw, self._limits)
+            merged = self._params.merged(changes)  # may refuse a combination (a control's start after its end)
         except ValidationError:
             self.stats.rejected += 1
             raise
@@ -168,7 +173,6 @@ class Scheduler:
         if "prompt" in changes:
             warnings = tuple(w for text in prompt_texts(changes["prompt"])
                              for w in self._renderer.prompt_warnings(text))
-        merged = self._params.merged(changes)
         if merged != self._params:
             if any(getattr(merged, name) != getattr(self._params, name) for name in GLIDE_FIELDS):
                 # A newer change mid-glide starts a new glide from wherever the frames have got to.
@@ -201,6 +205,40 @@ class Scheduler:
         if was_active:
             self._bump()
         return True
+
+    def control(self, name: str) -> InputImage | None:
+        return self._controls.get(name)
+
+    def control_active(self, name: str) -> bool:
+        """Whether ControlNet ``name`` steers the frames now (an image set and a scale above 0)."""
+        return name in self._controls and name in active_controls(self._params.controls)
+
+    def set_control(self, name: str, image: InputImage) -> bool:
+        """Make ``image`` the control image of ``name``; False (no new frame) for the current content."""
+        current = self._controls.get(name)
+        if current is not None and current.digest == image.digest:
+            self.stats.controls_unchanged += 1
+            return False
+        self._controls[name] = image
+        self.stats.controls += 1
+        if self.control_active(name):
+            self._bump()
+        return True
+
+    def clear_control(self, name: str) -> bool:
+        """Drop the control image of ``name``; False when there was none."""
+        if name not in self._controls:
+            return False
+        was_active = self.control_active(name)
+        del self._controls[name]
+        if was_active:
+            self._bump()
+        return True
+
+    def _scene(self) -> Scene:
+        controls = tuple((name, self._controls[name]) for name in active_controls(self._params.controls)
+                         if name in self._controls)
+        return Scene(self._input if self.input_active else None, self._transition.step(), controls)
 
     def _bump(self) -> None:
         self._version += 1
@@ -243,7 +281,7 @@ class Scheduler:
 
     def _take(self) -> Snapshot:
         """The newest state, when the render queue starts this channel's frame (on the event loop)."""
-        scene = Scene(self._input if self.input_active else None, self._transition.step())
+        scene = self._scene()
         self._started_version = self._version
         self._taken = Snapshot(self._params, scene, self._version)
         return self._taken

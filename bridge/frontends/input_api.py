@@ -1,5 +1,6 @@
 """Live input for image-to-image: ``PUT/GET/DELETE /v1/input``, WebSocket input messages, and a
-client's shared-memory input segment, all feeding ``Scheduler.set_input``.
+client's shared-memory input segment, all feeding ``Scheduler.set_input``. ``ImageFeed`` is the
+image ingest shared with the control images (``control_api.py``).
 
 Images are decoded and hashed on a worker thread, never on the event loop. An image with the
 content of the current input changes nothing (no version, no frame, no VAE encoding). A client's
@@ -50,15 +51,17 @@ SCHEMA = {
 }
 
 
-class InputService:
-    """Takes input images from every front end; owns the attached shared-memory segment."""
+class ImageFeed:
+    """Takes one image slot's images from every front end (decoded off the loop, ``field`` names it in
+    errors) and hands them to ``apply``; owns the slot's attached shared-memory segment."""
 
     def __init__(self, scheduler: Scheduler, executor: Executor, poll_s: float = POLL_SECONDS,
-                 own_shm_name: str | None = None):
+                 own_shm_name: str | None = None, field: str = "input"):
         self._scheduler = scheduler
         self._executor = executor
         self._poll_s = poll_s
         self._own_shm_name = own_shm_name  # the daemon's output segment (and its channels' NAME.*)
+        self.field = field
         self._reader: ShmReader | None = None
         self._watcher: asyncio.Task | None = None
         self.shm_reads = 0
@@ -69,7 +72,8 @@ class InputService:
     async def put(self, data: bytes, kind: str, width: int | None, height: int | None, source: str) -> dict:
         loop = asyncio.get_running_loop()
         try:
-            image = await loop.run_in_executor(self._executor, inputs.decode, data, kind, width, height, source)
+            image = await loop.run_in_executor(self._executor, inputs.decode, data, kind, width, height, source,
+                                               self.field)
         except ValidationError:
             self._scheduler.stats.rejected += 1
             raise
@@ -79,16 +83,14 @@ class InputService:
         """One binary WebSocket message in, its reply out (``input`` or ``error``)."""
         loop = asyncio.get_running_loop()
         try:
-            image = await loop.run_in_executor(self._executor, inputs.decode_ws_input, message)
+            _, image = await loop.run_in_executor(self._executor, inputs.decode_ws_input, message)
         except ValidationError as exc:
             self._scheduler.stats.rejected += 1
             return {"type": "error", **exc.to_json()}
-        return {"type": "input", **self._apply(image)}
+        return {"type": self.field, **self._apply(image)}
 
     def _apply(self, image: InputImage) -> dict:
-        changed = self._scheduler.set_input(image)
-        return {"digest": image.digest, "width": image.width, "height": image.height, "changed": changed,
-                "active": self._scheduler.input_active, "version": self._scheduler.version}
+        raise NotImplementedError
 
     async def attach(self, name: Any) -> dict:
         if not isinstance(name, str) or not SHM_NAME.fullmatch(name):
@@ -112,8 +114,9 @@ class InputService:
             raise
         await self.detach()
         self._reader = reader
-        self._watcher = asyncio.create_task(self._watch(reader), name="input-shm")
-        log.info("polling input segment %r (%dx%d max)", name, reader.geometry.max_width, reader.geometry.max_height)
+        self._watcher = asyncio.create_task(self._watch(reader), name=f"{self.field}-shm")
+        log.info("polling %s segment %r (%dx%d max)", self.field, name, reader.geometry.max_width,
+                 reader.geometry.max_height)
         return self.health()
 
     async def detach(self) -> None:
@@ -140,17 +143,34 @@ class InputService:
             except (ValueError, TimeoutError) as exc:  # a loop boundary: a bad frame is skipped, not fatal
                 self.shm_errors += 1
                 if self.shm_error is None:  # once per episode: a stuck segment must not flood the log
-                    log.warning("input segment %r: %s; retrying, at most every %.1f s, until it gives a frame",
-                                reader.name, exc, SHM_MAX_BACKOFF_S)
+                    log.warning("%s segment %r: %s; retrying, at most every %.1f s, until it gives a frame",
+                                self.field, reader.name, exc, SHM_MAX_BACKOFF_S)
                 self.shm_error = str(exc)
                 self.shm_retry_s = min(self.shm_retry_s * 2, SHM_MAX_BACKOFF_S)
                 continue
             if self.shm_error is not None:
-                log.info("input segment %r gives frames again after %d failed reads", reader.name, self.shm_errors)
+                log.info("%s segment %r gives frames again after %d failed reads", self.field, reader.name,
+                         self.shm_errors)
                 self.shm_error, self.shm_retry_s = None, self._poll_s
             if image is not None:
                 self.shm_reads += 1
                 self._apply(image)
+
+    def shm_health(self) -> dict:
+        return {"shm": self._reader.name if self._reader else None, "shm_reads": self.shm_reads,
+                "shm_errors": self.shm_errors, "shm_error": self.shm_error}
+
+    def health(self) -> dict:
+        raise NotImplementedError
+
+
+class InputService(ImageFeed):
+    """The input image for image-to-image."""
+
+    def _apply(self, image: InputImage) -> dict:
+        changed = self._scheduler.set_input(image)
+        return {"digest": image.digest, "width": image.width, "height": image.height, "changed": changed,
+                "active": self._scheduler.input_active, "version": self._scheduler.version}
 
     def health(self) -> dict:
         sched = self._scheduler
@@ -158,9 +178,7 @@ class InputService:
         return {"present": image is not None, "active": sched.input_active,
                 "digest": image.digest if image else None, "width": image.width if image else None,
                 "height": image.height if image else None, "source": image.source if image else None,
-                "accepted": sched.stats.inputs, "unchanged": sched.stats.inputs_unchanged,
-                "shm": self._reader.name if self._reader else None, "shm_reads": self.shm_reads,
-                "shm_errors": self.shm_errors, "shm_error": self.shm_error}
+                "accepted": sched.stats.inputs, "unchanged": sched.stats.inputs_unchanged, **self.shm_health()}
 
 
 def _check_segment(reader: ShmReader) -> None:
@@ -199,32 +217,37 @@ def _header_int(request: web.Request, name: str) -> int | None:
 HEADER_INT = re.compile(r"[0-9]{1,6}")
 
 
-async def _read_input(request: web.Request, kind: str, width: int | None, height: int | None
-                      ) -> bytes | web.Response:
+async def _read_input(request: web.Request, kind: str, width: int | None, height: int | None,
+                      field: str = "input") -> bytes | web.Response:
     if kind == "rgba" and width is not None and height is not None:
-        inputs.check_size(width, height)
+        inputs.check_size(width, height, field)
         expected = width * height * 4
         if request.content_length is not None and request.content_length != expected:  # refused unread
-            return error_response(400, "input", f"raw RGBA input of {width}x{height} must be {expected} bytes "
-                                                f"(width * height * 4), Content-Length says {request.content_length}")
-    too_big = f"input must be at most {inputs.MAX_INPUT_BYTES} bytes ({inputs.MAX_INPUT_SIDE} px a side as raw RGBA)"
-    check = None if kind == "rgba" else functools.partial(inputs.check_header, kind=kind)  # size known early
+            return error_response(400, field, f"raw RGBA {field} of {width}x{height} must be {expected} bytes "
+                                              f"(width * height * 4), Content-Length says {request.content_length}")
+    too_big = f"{field} must be at most {inputs.MAX_INPUT_BYTES} bytes ({inputs.MAX_INPUT_SIDE} px a side as raw RGBA)"
+    check = None if kind == "rgba" else functools.partial(inputs.check_header, kind=kind, field=field)  # size known early
     if request.content_length is not None and request.content_length <= LARGE_BODY_BYTES:
-        return await read_body(request, inputs.MAX_INPUT_BYTES, "input", too_big, check)
+        return await read_body(request, inputs.MAX_INPUT_BYTES, field, too_big, check)
     # Large (or of unknown length): a few at a time, so clients together cannot buffer gigabytes.
     slots = request.app[LARGE_BODIES]
     if slots.locked():
-        response = error_response(503, "input", f"too many large uploads at once (at most "
+        response = error_response(503, field, f"too many large uploads at once (at most "
                                                 f"{request.app[HTTP_LIMITS].max_large_bodies} over "
                                                 f"{LARGE_BODY_BYTES} bytes); retry in a moment")
         response.headers["Retry-After"] = "1"
         return response
     async with slots:
-        return await read_body(request, inputs.MAX_INPUT_BYTES, "input", too_big, check)
+        return await read_body(request, inputs.MAX_INPUT_BYTES, field, too_big, check)
 
 
 async def put_input(request: web.Request) -> web.Response:
-    service = service_of(request, INPUTS)
+    return await put_image(request, service_of(request, INPUTS))
+
+
+async def put_image(request: web.Request, service: ImageFeed) -> web.Response:
+    """A PUT of an image slot: an image body, or JSON ``{"shm": NAME}`` to poll a client's segment."""
+    field = service.field
     if request.content_type == "application/json":
         body = await read_body(request, MAX_BODY_BYTES, None, f"request body must be at most {MAX_BODY_BYTES} bytes")
         if isinstance(body, web.Response):
@@ -234,14 +257,15 @@ async def put_input(request: web.Request) -> web.Response:
         except (UnicodeDecodeError, ValueError) as exc:
             return error_response(400, None, f"request body is not valid JSON: {exc}")
         if not isinstance(value, dict) or set(value) != {"shm"}:
-            return error_response(400, None, 'a JSON input request is {"shm": NAME}: poll that shared-memory segment')
+            return error_response(400, None, f'a JSON {field} request is {{"shm": NAME}}: poll that shared-memory '
+                                             'segment')
         return web.json_response(await service.attach(value["shm"]))
     kind = inputs.CONTENT_TYPES.get(request.content_type)
     if kind is None:
-        return error_response(415, "input", f"Content-Type must be one of {', '.join(inputs.CONTENT_TYPES)} "
-                                            f"(or application/json with a segment name), got {request.content_type!r}")
+        return error_response(415, field, f"Content-Type must be one of {', '.join(inputs.CONTENT_TYPES)} "
+                                          f"(or application/json with a segment name), got {request.content_type!r}")
     width, height = _header_int(request, "X-Width"), _header_int(request, "X-Height")
-    body = await _read_input(request, kind, width, height)
+    body = await _read_input(request, kind, width, height, field)
     if isinstance(body, web.Response):
         return body
     return web.json_response(await service.put(body, kind, width, height, "rest"))

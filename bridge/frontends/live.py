@@ -21,8 +21,9 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..core.errors import ValidationError
 from .connections import HTTP_LIMITS, HttpLimits
+from .control_api import CONTROLS
 from .input_api import INPUTS
-from .inputs import MAX_INPUT_BYTES, WS_INPUT
+from .inputs import MAX_INPUT_BYTES, WS_CONTROL_NAME, WS_INPUT, is_ws_control
 from .rest import CHANNELS, add_channel_route, channel_name, error_response, loads_strict, scheduler_of, service_of
 from ..engine.scheduler import Scheduler
 from .security import ACCESS
@@ -194,7 +195,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     # No per-message deflate: frames are already compressed (or raw and large), and it costs CPU.
     # Binary messages are input images, so the transport takes their size; text is held to 64 KiB below.
     # The heartbeat closes a client that went silent, also one stalled inside a large message.
-    ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_INPUT_BYTES + WS_INPUT.size,
+    ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_INPUT_BYTES + WS_INPUT.size + WS_CONTROL_NAME,
                                heartbeat=request.app.get(HTTP_LIMITS, HttpLimits()).ws_heartbeat_s)
     await ws.prepare(request)
 
@@ -221,7 +222,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                         break
                     await client.send_json(client.handle(msg.data, sched))
                 elif msg.type == WSMsgType.BINARY:
-                    await client.send_json(await inputs.ws_message(msg.data))
+                    feed = service_of(request, CONTROLS) if is_ws_control(msg.data) else inputs
+                    await client.send_json(await feed.ws_message(msg.data))
         except (ConnectionError, asyncio.CancelledError) as exc:
             # The server cancels the handler when the connection drops (handler_cancellation).
             log.info("websocket client %s went away without closing; its stream ended", request.remote)

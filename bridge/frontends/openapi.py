@@ -59,6 +59,13 @@ def _params_schema(limits: Limits) -> dict:
     # Seeds reach 2**64-1; OSC and some JSON tools need them as decimal strings.
     for name in ("seed", "seed2"):
         properties[name] = {"anyOf": [properties[name], {"type": "string", "pattern": at_most(SEED_LIMIT - 1)}]}
+    # controls: NAME -> a scale, or an object of its fields (only the loaded names).
+    controls = properties["controls"]
+    fields = {"type": "object", "properties": controls.pop("fields"), "additionalProperties": False}
+    scale = fields["properties"]["scale"]
+    one = {"anyOf": [{"type": "number", "minimum": scale["minimum"], "maximum": scale["maximum"]}, fields]}
+    properties["controls"] = {"type": "object", "properties": {name: one for name in controls["properties"]},
+                              "additionalProperties": False, "description": controls["description"]}
     return {"type": "object", "properties": properties, "additionalProperties": False}
 
 
@@ -115,6 +122,66 @@ def _channel_routes(paths: dict, per_channel: frozenset[str]) -> dict:
     return out
 
 
+def _image_put(what: str, answer: str, more: dict | None = None) -> dict:
+    """A PUT of an image slot (the input image, a control image): the same bodies and answers."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {
+        "summary": f"{what}: PNG, JPEG, raw RGBA (X-Width/X-Height headers), or JSON {{\"shm\": NAME}} to poll "
+                   "a client's segment",
+        "requestBody": {"required": True, "content": {
+            "image/png": binary, "image/jpeg": binary, "application/octet-stream": binary,
+            "application/json": {"schema": {"type": "object", "required": ["shm"],
+                                            "properties": {"shm": {"type": "string"}}}}}},
+        "responses": {"200": {"description": answer, "content": {"application/json": {"schema": {"type": "object"}}}},
+                      "400": _error("not an image, a bad size, or a bad segment name"),
+                      "408": _error("the body stalled (no data for 10 s); the connection is closed"),
+                      "413": _error("too large"),
+                      "415": _error("an unsupported Content-Type"),
+                      "503": _error("too many large uploads at once (over 1 MiB or of unknown "
+                                    "length); retry after Retry-After seconds"),
+                      **(more or {})}}
+
+
+def _control_routes() -> dict:
+    """/v1/control/{name}: the input image's routes, per ControlNet name (404 for an unknown one)."""
+    json_object = {"application/json": {"schema": {"type": "object"}}}
+    name = {"name": "name", "in": "path", "required": True, "description": "a --controlnet NAME",
+            "schema": {"type": "string"}}
+    unknown = _error("no ControlNet of that name")
+    return {
+        "/v1/control": {"get": {"summary": "every loaded ControlNet's control image state", "responses": {
+            "200": {"description": "by name", "content": json_object}}}},
+        "/v1/control/{name}": {
+            "put": {**_image_put("the control image of ControlNet NAME", "the control image as the daemon holds it",
+                                 {"404": unknown}), "parameters": [name]},
+            "get": {"summary": "its control image's state", "parameters": [name], "responses": {
+                "200": {"description": "state", "content": json_object}, "404": unknown}},
+            "delete": {"summary": "drop its control image", "parameters": [name], "responses": {
+                "200": {"description": "cleared", "content": json_object}, "404": unknown}},
+        },
+    }
+
+
+def _record_route() -> dict:
+    state = {"description": "the recorder's state", "content": {"application/json": {"schema": {
+        "type": "object", "required": ["available", "recording", "files", "error"],
+        "properties": {"available": {"type": "boolean"}, "recording": {"type": "boolean"},
+                       "files": {"type": "array", "items": {"type": "string"}},
+                       "error": {"type": "string", "nullable": True}}}}}}
+    action = {"type": "object", "required": ["action"], "additionalProperties": False,
+              "properties": {"action": {"type": "string", "enum": ["start", "stop"]}}}
+    return {
+        "get": {"summary": "recording state: files written, frames, dropped, the last error",
+                "responses": {"200": state}},
+        "post": {"summary": "start or stop recording the frames into H.264 MP4 files in --output-dir",
+                 "requestBody": {"required": True, "content": {"application/json": {"schema": action}}},
+                 "responses": {"200": state, "400": _error("not {\"action\": \"start\"|\"stop\"}"),
+                               "409": _error("no --output-dir, already recording, not recording, or the folder "
+                                             "is gone"),
+                               "413": _error("body over 64 KiB")}},
+    }
+
+
 def document(limits: Limits, token: bool, per_channel: frozenset[str] = frozenset()) -> dict:
     """The OpenAPI document for a daemon with these limits (``token``: routes under /v1 need one).
 
@@ -137,7 +204,7 @@ def document(limits: Limits, token: bool, per_channel: frozenset[str] = frozense
                 "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "the file"}, "403": _error("outside the folder"),
                               "404": _error("no such file")}}},
-            "/v1/health": {"get": {"summary": "status and counters", "responses": {
+            "/v1/health": {"get": {"summary": "status and counters; model, family (sdxl, sd2), scheduler, device", "responses": {
                 "200": {"description": "health", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
             "/v1/params": {
                 "get": {"summary": "the parameters and the state's version", "responses": {"200": {
@@ -160,28 +227,14 @@ def document(limits: Limits, token: bool, per_channel: frozenset[str] = frozense
             "/v1/frame.png": _frame_route("image/png", "long-poll for a frame, as PNG"),
             "/v1/frame.rgba": _frame_route("application/octet-stream", "long-poll for a frame, raw RGBA8"),
             "/v1/input": {
-                "put": {
-                    "summary": "the input image for image-to-image: PNG, JPEG, raw RGBA (X-Width/X-Height "
-                               "headers), or JSON {\"shm\": NAME} to poll a client's segment",
-                    "requestBody": {"required": True, "content": {
-                        "image/png": {"schema": {"type": "string", "format": "binary"}},
-                        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-                        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                        "application/json": {"schema": {"type": "object", "required": ["shm"],
-                                                        "properties": {"shm": {"type": "string"}}}}}},
-                    "responses": {"200": {"description": "the input as the daemon holds it",
-                                          "content": {"application/json": {"schema": {"type": "object"}}}},
-                                  "400": _error("not an image, a bad size, or a bad segment name"),
-                                  "408": _error("the body stalled (no data for 10 s); the connection is closed"),
-                                  "413": _error("too large"),
-                                  "415": _error("an unsupported Content-Type"),
-                                  "503": _error("too many large uploads at once (over 1 MiB or of unknown "
-                                                "length); retry after Retry-After seconds")}},
+                "put": _image_put("the input image for image-to-image", "the input as the daemon holds it"),
                 "get": {"summary": "the current input (source, size, content digest)", "responses": {
                     "200": {"description": "input", "content": {"application/json": {"schema": {"type": "object"}}}}}},
                 "delete": {"summary": "no input: back to text-to-image", "responses": {
                     "200": {"description": "cleared", "content": {"application/json": {"schema": {"type": "object"}}}}}},
             },
+            "/v1/record": _record_route(),
+            **_control_routes(),
             "/v1/schema": {"get": {"summary": "parameters, OSC addresses and endpoints", "responses": {
                 "200": {"description": "schema", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
             "/v1/openapi.json": {"get": {"summary": "this document", "responses": {

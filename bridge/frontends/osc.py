@@ -35,12 +35,13 @@ MAX_ERROR_CHARS = 500  # of a /bridge/error message
 SEED_TYPES = "i (or h, or s for seeds of 2**63 and above)"
 SINGLE = {"prompt": "s", "seed": SEED_TYPES, "guidance": "f (or i)", "steps": "i", "width": "i", "height": "i",
           "strength": "f (or i)", "input": "i 0/1 or s on/off (or T/F)", "seed2": SEED_TYPES,
-          "seed_mix": "f (or i)", "transition_frames": "i"}
+          "seed_mix": "f (or i)", "transition_frames": "i", "tiling": "s none|x|y|xy"}
 ADDRESSES = {
     **{f"{PREFIX}/{name}": f"{types}: set {name}" for name, types in SINGLE.items()},
     f"{PREFIX}/prompt": "s: set the prompt; or s f s f ...: a blend of (text, weight) pairs",
     f"{PREFIX}/size": "i i: set width and height",
     f"{PREFIX}/params": "s: a JSON object of several parameters, applied as one change",
+    f"{PREFIX}/control": "s f: set ControlNet NAME's scale (0 = off), as controls {NAME: scale}",
     f"{PREFIX}/subscribe": f"[i port]: send feedback to the sender's host at port (default: the sender's port) "
                            f"for {TTL_S:g} s; renew well within that; at most {PER_SENDER} ports per sender",
     f"{PREFIX}/unsubscribe": "[i port]: stop feedback",
@@ -78,6 +79,11 @@ def message_changes(address: str, args: list[Any]) -> dict[str, Any]:
         if len(args) != 2:
             raise ValidationError("width", f"{address} takes two integers (width, height), got {len(args)} arguments")
         return {"width": args[0], "height": args[1]}
+    if name == "control":
+        if len(args) != 2 or not isinstance(args[0], str):
+            raise ValidationError("controls", f"{address} takes a ControlNet name and a scale (s f), got "
+                                              f"{len(args)} argument(s)")
+        return {"controls": {args[0]: args[1]}}
     if name == "params":
         if len(args) != 1 or not isinstance(args[0], str):
             raise ValidationError(None, f"{address} takes one string: a JSON object of parameters")
@@ -110,10 +116,12 @@ class OscServer(asyncio.DatagramProtocol):
     """Receives changes, keeps subscribers, sends them feedback. Runs on the event loop."""
 
     def __init__(self, scheduler: Scheduler, sender_filter: Callable[[str], bool] | None = None,
-                 channels: ChannelRegistry | None = None):
+                 channels: ChannelRegistry | None = None,
+                 commands: dict[str, Callable[[list[Any]], None]] | None = None):
         self._scheduler = scheduler
         self._channels = channels
         self._sender_filter = sender_filter  # host -> allowed? (None: every sender that reaches the socket)
+        self._commands = commands or {}  # address -> action that is not a parameter (e.g. /bridge/record)
         self._transport: asyncio.DatagramTransport | None = None
         self.subscribers = Subscriptions()  # channel main's
         self._channel_subscribers: dict[str, Subscriptions] = {}  # the other channels'
@@ -173,6 +181,9 @@ class OscServer(asyncio.DatagramProtocol):
                 self._scheduler_of(name)  # an unknown channel rejects the datagram
                 if address in (f"{PREFIX}/subscribe", f"{PREFIX}/unsubscribe"):
                     self._subscription(address, list(message.args), addr, self._subscribers_of(name))
+                    continue
+                if message.address in self._commands:  # unprefixed only: such actions are channel main's
+                    self._commands[message.address](list(message.args))
                     continue
                 changes.setdefault(name, {}).update(message_changes(address, list(message.args)))
             if len(changes) > 1:  # a bundle for several channels: all or nothing, so check each first

@@ -10,8 +10,10 @@ weights: compute does not depend on weight values, so no download is needed.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
+import tempfile
 import json
 import logging
 import statistics
@@ -26,15 +28,17 @@ import torch
 from ..core.frame import Frame
 from ..core.params import Params
 from ..core.scene import InputImage, Scene
+from ..engine.sinks.ndi import NdiSender
+from ..engine.sinks.record import Recorder
 from ..engine.sinks.shm import ShmWriter
-from . import loader
+from . import bench_control, loader
 from .optimize import configure_compile_cache
 from .renderer import DiffusersRenderer
 
 log = logging.getLogger(__name__)
 
 PROMPT = "a cat on a windowsill, golden hour, film grain"
-MODES = ("prompt", "seed", "input", "img2img")  # what changes every frame
+MODES = ("prompt", "seed", "input", "img2img", "control")  # what changes every frame (control: bench_control.py)
 INPUT_STRENGTH = 0.5  # at steps 1: diffusers' steps 2, strength 0.5 (one UNet step)
 _variation = itertools.count()  # every prompt-change frame gets a prompt never seen before
 
@@ -48,6 +52,8 @@ class BenchOptions:
     dtypes: tuple[str, ...] = ("bf16",)
     vaes: tuple[str, ...] = ("full", "tiny")
     modes: tuple[str, ...] = ("prompt", "seed")  # and "input", "img2img": see MODES
+    tilings: tuple[str, ...] = ("none",)  # e.g. ("none", "xy"): seamless tiling on vs off
+    sinks: tuple[str, ...] = ()  # "record", "ndi": each run again with these sinks, their publish time measured
     compile: bool = True
     baseline: bool = True
     profile_frames: int = 20
@@ -66,6 +72,9 @@ class Run:
     std_ms: float
     fps: float
     first_frame_s: float | None = None
+    tiling: str = "none"
+    sinks: str = "shm"
+    sink_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # per sink: median, p99, max publish ms
     stages_ms: dict[str, float] = field(default_factory=dict)
     vram_gb: dict[str, float] = field(default_factory=dict)
 
@@ -91,14 +100,42 @@ def _stats(times_ms: list[float]) -> dict[str, float]:
             "std_ms": round(statistics.pstdev(ordered), 3), "fps": round(1e3 / median, 1)}
 
 
-def _params(mode: str, i: int, size: int) -> Params:
+def _params(mode: str, i: int, size: int, tiling: str = "none") -> Params:
+    if mode in bench_control.RUNS:
+        return bench_control.params(mode, i, size, Params(prompt=PROMPT, seed=7, tiling=tiling))
     prompt = f"{PROMPT}, variation {next(_variation)}" if mode == "prompt" else PROMPT
     return Params(prompt=prompt, seed=i if mode in ("seed", "img2img") else 7, width=size, height=size,
-                  strength=INPUT_STRENGTH)
+                  strength=INPUT_STRENGTH, tiling=tiling)
+
+
+@contextlib.contextmanager
+def extra_sinks(names: tuple[str, ...]):
+    """The show-output sinks, started as the daemon starts them: [(name, sink)]; stopped after."""
+    made, closers = [], []
+    with contextlib.ExitStack() as stack:
+        if "record" in names:
+            recorder = Recorder(Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tb-bench-"))))
+            recorder.start()
+            closers.append(recorder.close)
+            made.append(("record", recorder))
+        if "ndi" in names:
+            sender = NdiSender(f"turbo-bridge-bench-{uuid.uuid4().hex[:6]}")
+            sender.start()
+            closers.append(sender.close)
+            made.append(("ndi", sender))
+        try:
+            yield made
+        finally:
+            for close in closers:
+                close()
+            for name, sink in made:
+                log.info("%s sink: %s", name, sink.state() if name == "record" else sink.health())
 
 
 def _scene(mode: str, i: int, size: int) -> Scene:
     """Image-to-image modes: the same input ("img2img"), or new content every frame ("input")."""
+    if mode in bench_control.RUNS:
+        return bench_control.scene(mode, i, size)
     if mode not in ("input", "img2img"):
         return Scene()
     pixels = np.random.default_rng(0).integers(0, 256, (size, size, 4), np.uint8)
@@ -142,37 +179,65 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
     pipe = loader.load_pipeline(opts.model, str(device), dtype, opts.cache_dir, vae=vae)
     _free(device)
     loaded = vram_gb(device)
-    renderer = DiffusersRenderer(pipe, str(device), dtype, compile=opts.compile)
+    nets = bench_control.controlnets(opts.model, pipe.unet.config, str(device), dtype) \
+        if bench_control.wanted(opts.modes) else None
+    renderer = DiffusersRenderer(pipe, str(device), dtype, compile=opts.compile, controlnets=nets)
     runs = []
     for size in opts.sizes:
         start = time.perf_counter()
         renderer.render(_params("prompt", -1, size))  # compiles for this size (logged)
         first_frame_s = time.perf_counter() - start
         after_first = vram_gb(device)
-        for mode in opts.modes:
-            renderer.render(_params(mode, -1, size), _scene(mode, -1, size))  # compiles image-to-image (logged)
-            times = []
-            for i in range(opts.frames):
-                scene = _scene(mode, i, size)  # the input's copy and hash belong to the front end: not timed
-                start = time.perf_counter()
-                out = renderer.render(_params(mode, i, size), scene)
-                shm.publish(Frame(i + 1, i + 1, _params(mode, i, size), out.pixels, 0.0, time.time_ns()))
-                times.append((time.perf_counter() - start) * 1e3)
-            run = Run(dtype_name, vae_name, size, mode, **_stats(times), first_frame_s=round(first_frame_s, 2))
+        for mode, tiling, sink_set in itertools.product(bench_control.expand(opts.modes), opts.tilings, _sink_sets(opts.sinks)):
+            # compiles image-to-image, or another tiling (logged)
+            renderer.render(_params(mode, -1, size, tiling), _scene(mode, -1, size))
+            times, sink_times = [], {}
+            with extra_sinks(sink_set) as sinks:
+                for i in range(opts.frames):
+                    scene = _scene(mode, i, size)  # the input's copy and hash belong to the front end: not timed
+                    params = _params(mode, i, size, tiling)
+                    start = time.perf_counter()
+                    out = renderer.render(params, scene)
+                    frame = Frame(i + 1, i + 1, params, out.pixels, 0.0, time.time_ns())
+                    shm.publish(frame)
+                    end = time.perf_counter()
+                    for name, sink in sinks:  # on the render thread, as in the daemon: timed on their own too
+                        sink.publish(frame)
+                        sink_times.setdefault(name, []).append((time.perf_counter() - end) * 1e3)
+                        end = time.perf_counter()
+                    times.append((end - start) * 1e3)
+            run = Run(dtype_name, vae_name, size, mode, **_stats(times), first_frame_s=round(first_frame_s, 2),
+                      tiling=tiling, sinks="+".join(("shm", *sink_set)),
+                      sink_ms={name: _sink_stats(v) for name, v in sink_times.items()})
             now = vram_gb(device)
             run.vram_gb = {"before_load": before.get("used"), "loaded": loaded.get("used"),
                            "first_frame": after_first.get("used"), "after_frames": now.get("used"),
                            "peak_allocated": now.get("peak_allocated")}
             runs.append(run)
-            log.info("%s %s %d %s: median %.2f ms (%.1f FPS), p99 %.2f, std %.2f", dtype_name, vae_name, size, mode,
-                     run.median_ms, run.fps, run.p99_ms, run.std_ms)
+            log.info("%s %s %d %s tiling %s sinks %s: median %.2f ms (%.1f FPS), p99 %.2f, std %.2f %s", dtype_name,
+                     vae_name, size, mode, tiling, run.sinks, run.median_ms, run.fps, run.p99_ms, run.std_ms,
+                     run.sink_ms or "")
         runs[-1].stages_ms = stage_breakdown(renderer, opts, size, shm, "prompt")
         if "input" in opts.modes:
             next(r for r in runs if r.size == size and r.mode == "input").stages_ms = \
                 stage_breakdown(renderer, opts, size, shm, "input")
-    del renderer, pipe, vae
+        if bench_control.wanted(opts.modes):
+            next(r for r in runs if r.size == size and r.mode == "control_prompt").stages_ms = \
+                stage_breakdown(renderer, opts, size, shm, "control_prompt")
+    del renderer, pipe, vae, nets
     _free(device)
     return runs
+
+
+def _sink_sets(sinks: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Without the extra sinks, then (when asked) with them: the frame time they add."""
+    return [()] + ([sinks] if sinks else [])
+
+
+def _sink_stats(times_ms: list[float]) -> dict[str, float]:
+    ordered = sorted(times_ms)
+    return {"median": round(statistics.median(ordered), 4),
+            "p99": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 4), "max": round(ordered[-1], 4)}
 
 
 def stage_breakdown(renderer: DiffusersRenderer, opts: BenchOptions, size: int, shm: ShmWriter,
@@ -210,6 +275,11 @@ def run_bench(opts: BenchOptions, json_path: Path | None) -> dict:
         report["baseline"] = baseline(opts, device)
         log.info("baseline: median %.2f ms", report["baseline"]["median_ms"])
         save()
+        if bench_control.wanted(opts.modes):
+            report["control_baseline"] = bench_control.baseline(opts, device, _stats, _sync, PROMPT)
+            _free(device)
+            log.info("ControlNet baseline: median %.2f ms", report["control_baseline"]["median_ms"])
+            save()
     with ShmWriter(f"tb-bench-{uuid.uuid4().hex[:8]}", max(opts.sizes), max(opts.sizes)) as shm:
         for dtype_name in opts.dtypes:
             for vae_name in opts.vaes:
@@ -231,16 +301,29 @@ def format_report(report: dict) -> str:
     base = report.get("baseline")
     if base:
         lines.append(f"baseline ({base['what']}): median {base['median_ms']:.2f} ms = {base['fps']:.1f} FPS")
-    lines.append("| dtype | VAE | size | change/frame | median ms | FPS | p99 ms | std ms | x baseline | first frame s | VRAM GB used (loaded / after) |")
-    lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    control = report.get("control_baseline")
+    if control:
+        lines.append(f"ControlNet baseline ({control['what']}): median {control['median_ms']:.2f} ms = "
+                     f"{control['fps']:.1f} FPS")
+    lines.append("| dtype | VAE | size | change/frame | tiling | sinks | median ms | FPS | p99 ms | std ms "
+                 "| x baseline "
+                 "| first frame s | VRAM GB used (loaded / after) |")
+    lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in report["runs"]:
         ratio = f"{base['median_ms'] / r['median_ms']:.1f}" if base and base["size"] == r["size"] else "-"
-        lines.append(f"| {r['dtype']} | {r['vae']} | {r['size']} | {r['mode']} | {r['median_ms']:.2f} | {r['fps']:.1f} | "
+        lines.append(f"| {r['dtype']} | {r['vae']} | {r['size']} | {r['mode']} | {r.get('tiling', 'none')} | "
+                     f"{r.get('sinks', 'shm')} | {r['median_ms']:.2f} | {r['fps']:.1f} | "
                      f"{r['p99_ms']:.2f} | {r['std_ms']:.2f} | {ratio} | {r['first_frame_s']} | "
                      f"{r['vram_gb'].get('loaded')} / {r['vram_gb'].get('after_frames')} (peak alloc {r['vram_gb'].get('peak_allocated')}) |")
     for r in report["runs"]:
+        for name, ms in r.get("sink_ms", {}).items():
+            lines.append(f"render-thread cost of the {name} sink ({r['vae']} VAE, {r['size']}, {r['mode']}, tiling "
+                         f"{r.get('tiling', 'none')}): median {ms['median']:.3f} ms, p99 {ms['p99']:.3f}, "
+                         f"max {ms['max']:.3f}")
+    for r in report["runs"]:
         if r["stages_ms"]:
             stages = ", ".join(f"{k} {v:.2f}" for k, v in r["stages_ms"].items())
-            what = "new input" if r["mode"] == "input" else "prompt change"
+            what = {"input": "new input", "control_prompt": "one ControlNet, prompt change"}.get(r["mode"],
+                                                                                                  "prompt change")
             lines.append(f"stages ms ({r['dtype']}, {r['vae']} VAE, {r['size']}, {what}, synced per stage): {stages}")
     return "\n".join(lines)

@@ -51,6 +51,10 @@ class ImageLatents:
         self._cache: OrderedDict[tuple[str, int, int], torch.Tensor] = OrderedDict()
         self._cache_size = cache_size
 
+    def clear(self) -> None:
+        """Forget every input's latents (they were encoded with other settings, e.g. tiling)."""
+        self._cache.clear()
+
     def latents(self, image: InputImage, width: int, height: int) -> torch.Tensor:
         key = (image.digest, width, height)
         found = self._cache.get(key)

@@ -1,4 +1,5 @@
-"""What decides a frame's compute: size, schedule, guidance on/off, image-to-image or not.
+"""What decides a frame's compute: size, schedule, guidance on/off, image-to-image or not, the
+ControlNets that run.
 
 ``FramePlan.key`` is the key of the frame's CUDA graphs: everything a graph bakes in (shapes,
 the schedule's sigmas as Python floats, whether there is an input latent to add noise to).
@@ -18,13 +19,15 @@ class FramePlan:
     schedule_steps: int  # the schedule's length (diffusers' num_inference_steps)
     start: int | None  # image-to-image: the first step run; None: text-to-image (from pure noise)
     cfg: bool  # classifier-free guidance (guidance > 0): a batch of two
+    tiling: str = "none"  # circular padding (bridge.pipeline.tiling): other convolutions, another graph
+    controls: tuple[str, ...] = ()  # the ControlNets run (scale > 0 and an image); their images/scales are inputs
 
     @staticmethod
-    def of(params: Params, img2img: bool) -> "FramePlan":
+    def of(params: Params, img2img: bool, controls: tuple[str, ...] = ()) -> "FramePlan":
         if img2img:
             length, start = img2img_schedule(params.steps, params.strength)
-            return FramePlan(params.width, params.height, length, start, params.guidance > 0)
-        return FramePlan(params.width, params.height, params.steps, None, params.guidance > 0)
+            return FramePlan(params.width, params.height, length, start, params.guidance > 0, params.tiling, controls)
+        return FramePlan(params.width, params.height, params.steps, None, params.guidance > 0, params.tiling, controls)
 
     @property
     def runs(self) -> int:
@@ -38,4 +41,4 @@ class FramePlan:
 
     @property
     def key(self) -> tuple:
-        return self.width, self.height, self.schedule_steps, self.cfg, self.start
+        return self.width, self.height, self.schedule_steps, self.cfg, self.start, self.tiling, self.controls

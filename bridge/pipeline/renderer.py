@@ -1,4 +1,8 @@
-"""Rendering one frame from ``Params`` and a ``Scene`` with a loaded SDXL pipeline.
+"""Rendering one frame from ``Params`` and a ``Scene`` with a loaded SDXL or SD 2.x pipeline.
+
+What differs between model families (text encoders, pooled embeddings, time ids) comes from the
+pipeline's ``Family`` (``family.py``); the UNet's conditioning is built in one place,
+``unet_conditioning``, the hook for anything that adds to it.
 
 One code path for the eager and the compiled renderer: the text encoders, the UNet and the
 VAE are plain functions, wrapped by ``torch.compile`` (CUDA graphs) when compiling. Prompt
@@ -23,13 +27,18 @@ import torch
 from ..core.frame import Rendered
 from ..core.params import Params, prompt_texts
 from ..core.scene import Scene
+from . import control_images
+from .control_images import ControlImages, frame_controls
+from .controlnet import ControlNets
 from .glide import Glider, Shown
 from .images import ImageLatents, vae_encode
 from .noise import frame_noise
+from .family import family_of_pipeline
 from .optimize import compiled, prepare_modules, progress
 from .plan import FramePlan
-from .schedule import EulerAncestral
+from .schedule import Sampler
 from .text import CLIP_TOKENS, PromptEncoder
+from .tiling import Tiling
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +47,19 @@ class DiffusersRenderer:
     """Renders frames; every method but ``prompt_warnings`` runs on the GPU thread only."""
 
     def __init__(self, pipe, device: str, dtype: torch.dtype, *, compile: bool = False,
-                 profile: bool = False, cache_size: int = 256):
+                 profile: bool = False, cache_size: int = 256, controlnets: ControlNets | None = None,
+                 canny_thresholds: tuple[float, float] = (100.0, 200.0)):
         self.pipe = pipe
+        self.family = family_of_pipeline(pipe)
+        self.encoders = [getattr(pipe, name) for name in self.family.text_encoders]
         self.vae = pipe.vae  # full or tiny: the loader puts the chosen decoder into the pipeline
         self.device = torch.device(device)
         self.dtype = dtype
         self.compile = compile
         self.profile = profile  # synchronise per stage: honest stage times, a little slower
         self._cuda = self.device.type == "cuda"
-        self._schedule = EulerAncestral(pipe.scheduler)
+        self._schedule = Sampler(pipe.scheduler)
+        self._uncond: tuple[torch.Tensor, torch.Tensor] | None = None  # the "" embeddings (families without zeros)
         self._warm: set[tuple] = set()
         self._pinned: dict[tuple[int, int], torch.Tensor] = {}
         self._time_ids: dict[tuple[int, int, int], torch.Tensor] = {}
@@ -54,44 +67,77 @@ class DiffusersRenderer:
         self._done = torch.cuda.Event() if self._cuda else None
         self._graphs = None
         self._glider = Glider()
+        self.controlnets = controlnets or ControlNets({})
+        self.control_images = ControlImages(self.device, dtype, canny_thresholds)
         self._encode, self._unet, self._decode = self._text, self._denoise, self._vae_decode
-        self._encode_image = self._vae_encode
+        self._encode_image, self._control = self._vae_encode, self._residuals
+        self._tiling = Tiling([pipe.unet, self.vae])
         if compile:
             # transformers installs its output-capturing hooks lazily, under a lock Dynamo cannot
             # trace: one eager call installs them before compiling.
             with torch.inference_mode():
-                self._text(torch.zeros((2, CLIP_TOKENS), dtype=torch.long, device=self.device))
-            prepare_modules([pipe.unet, self.vae, pipe.text_encoder, pipe.text_encoder_2], self.device)
+                self._text(self._zero_ids())
+            prepare_modules([pipe.unet, self.vae, *self.encoders, *self.controlnets.nets.values()], self.device)
             self._encode = compiled(self._text, self.device)
             self._unet, self._decode = compiled(self._denoise, self.device), compiled(self._vae_decode, self.device)
             self._encode_image = compiled(self._vae_encode, self.device)
+            self._control = compiled(self._residuals, self.device)
             if self._cuda:
                 from .graphs import FrameGraphs
 
                 self._graphs = FrameGraphs()
-        self.text = PromptEncoder(pipe, lambda ids: self._staged(("text",), self._encode, ids=ids), self._cuda,
-                                  cache_size, stage=self._stage)
+        tokenizers = [getattr(pipe, name) for name in self.family.tokenizers]
+        self.text = PromptEncoder(pipe, tokenizers, lambda ids: self._staged(("text",), self._encode, ids=ids),
+                                  self._cuda, cache_size, stage=self._stage)
         self.images = ImageLatents(self._staged_encode, self._cuda, stage=self._stage)
+
+    @property
+    def sampler(self) -> str:
+        """The sampler's ``--scheduler`` name (euler_a, euler, lcm, tcd)."""
+        return self._schedule.name
 
     # -- the event loop side ------------------------------------------------------------
     def prompt_warnings(self, prompt: str) -> list[str]:
         return self.text.warnings(prompt)
 
     # -- the functions that get compiled ------------------------------------------------
+    def _zero_ids(self) -> torch.Tensor:
+        return torch.zeros((len(self.encoders), CLIP_TOKENS), dtype=torch.long, device=self.device)
+
+    def _pooled_dim(self) -> int:
+        return self.encoders[-1].config.projection_dim if self.family.pooled else 0
+
     def _text(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both CLIP encoders in one graph: ids (2, 77), row 0 for CLIP-L, row 1 for CLIP-G.
+        """The family's text encoders in one graph: ids (encoders, 77), one row per encoder.
 
-        Only the two tensors SDXL uses leave the graph (penultimate hidden states, concatenated,
-        and CLIP-G's pooled projection), not every layer's hidden state.
+        Only what the UNet uses leaves the graph (the family's hidden state of each encoder,
+        concatenated, and SDXL's pooled projection), not every layer's hidden state. A family
+        without a pooled embedding gets a (1, 0) tensor, so caches, blends and graphs stay uniform.
         """
-        hidden1 = self.pipe.text_encoder(ids[:1], output_hidden_states=True).hidden_states[-2]
-        out2 = self.pipe.text_encoder_2(ids[1:], output_hidden_states=True)
-        embeds = torch.cat([hidden1, out2.hidden_states[-2]], dim=-1)
-        return embeds.to(self.dtype), out2.text_embeds.to(self.dtype)
+        layer, hidden, out = self.family.hidden_layer, [], None
+        for row, encoder in enumerate(self.encoders):
+            out = encoder(ids[row:row + 1], output_hidden_states=layer is not None)
+            hidden.append(out.last_hidden_state if layer is None else out.hidden_states[layer])
+        embeds = torch.cat(hidden, dim=-1) if len(hidden) > 1 else hidden[0]
+        pooled = out.text_embeds if self.family.pooled else embeds.new_zeros((1, 0))
+        return embeds.to(self.dtype), pooled.to(self.dtype)
 
-    def _denoise(self, latents, timestep, embeds, pooled, time_ids) -> torch.Tensor:
-        return self.pipe.unet(latents, timestep, encoder_hidden_states=embeds,
-                              added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
+    def unet_conditioning(self, embeds: torch.Tensor, pooled: torch.Tensor, time_ids: torch.Tensor | None) -> dict:
+        """The UNet's keyword arguments besides (latents, timestep): the one place they are built."""
+        kwargs: dict = {"encoder_hidden_states": embeds}
+        if self.family.pooled or self.family.time_ids:
+            kwargs["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": time_ids}
+        return kwargs
+
+    def _denoise(self, latents, timestep, embeds, pooled, time_ids, down=None, mid=None) -> torch.Tensor:
+        """One UNet evaluation; ``down``/``mid``: ControlNet residuals added to its skip connections."""
+        return self.pipe.unet(latents, timestep, **self.unet_conditioning(embeds, pooled, time_ids),
+                              down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+
+    def _residuals(self, names: tuple[str, ...], latents, timestep, embeds, pooled, time_ids, images, scales):
+        """The summed residuals of the ControlNets ``names`` for one UNet evaluation (compiled per set)."""
+        added = self.unet_conditioning(embeds, pooled, time_ids).get("added_cond_kwargs")
+        return self.controlnets.residuals(names, latents, timestep, embeds, added, images, scales)
 
     def _vae_encode(self, rgb: torch.Tensor) -> torch.Tensor:
         return vae_encode(self.vae, self.dtype, rgb)
@@ -124,71 +170,86 @@ class DiffusersRenderer:
         return self.text.embeddings(prompt)
 
     def _staged_encode(self, rgb: torch.Tensor) -> torch.Tensor:
-        return self._staged(("encode", rgb.shape[1], rgb.shape[0]), self._encode_image, rgb=rgb)
+        return self._staged(("encode", rgb.shape[1], rgb.shape[0], self._tiling.mode), self._encode_image, rgb=rgb)
 
     def _negative(self, embeds: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The unconditional branch for guidance > 0: zeros for SDXL-Turbo, as diffusers does."""
-        if self.pipe.config.force_zeros_for_empty_prompt:
+        """The unconditional branch for guidance > 0: zeros for SDXL-Turbo, as diffusers does;
+        otherwise the empty prompt's embeddings, encoded before any graph is captured (``render``)."""
+        if self._uncond is None:
             return torch.zeros_like(embeds), torch.zeros_like(pooled)
-        return self.embeddings("")
+        return self._uncond
+
+    def _prepare_negative(self) -> None:
+        if self._uncond is None and not self.pipe.config.get("force_zeros_for_empty_prompt", False):
+            self._uncond = self.embeddings("")
 
     def _latent_shape(self, plan: FramePlan) -> tuple[int, ...]:
         return 1, self.pipe.unet.config.in_channels, plan.height // 8, plan.width // 8
 
-    def _time_ids_for(self, plan: FramePlan, batch: int) -> torch.Tensor:
+    def _time_ids_for(self, plan: FramePlan, batch: int) -> torch.Tensor | None:
+        if not self.family.time_ids:
+            return None
         key = (plan.width, plan.height, batch)
         if key not in self._time_ids:
-            h, w = plan.height, plan.width
-            ids = torch.tensor([[h, w, 0, 0, h, w]] * batch, dtype=self.dtype)
+            ids = torch.tensor([self.family.time_ids_for(plan.width, plan.height)] * batch, dtype=self.dtype)
             self._time_ids[key] = ids.to(self.device)
         return self._time_ids[key]
 
     @torch.inference_mode()
     def render(self, params: Params, scene: Scene = Scene()) -> Rendered:
-        plan = FramePlan.of(params, scene.input is not None)
+        plan = FramePlan.of(params, scene.input is not None, frame_controls(scene))
+        if plan.cfg:
+            self._prepare_negative()
         if self.compile and plan.key not in self._warm:
             self._warm.add(plan.key)
             text = prompt_texts(params.prompt)[0]
             with progress(f"compiling for {params.width}x{params.height}, {plan.runs} of {plan.schedule_steps} "
                           f"step(s), guidance {'on' if plan.cfg else 'off'}, "
                           f"{'image' if plan.start is not None else 'text'}-to-image (once per size; cached on disk)"):
-                warm = Scene(scene.input)
+                warm = Scene(scene.input, controls=scene.controls)
                 self._render(params.merged({"prompt": text + " "}), warm, record=False)  # the with-text graph
                 self._render(params.merged({"prompt": text}), warm, record=False)  # the cached-embeddings graph
         return self._render(params, scene)
 
     def _render(self, params: Params, scene: Scene, record: bool = True) -> Rendered:
         self._stages = {}
-        plan = FramePlan.of(params, scene.input is not None)
+        plan = FramePlan.of(params, scene.input is not None, frame_controls(scene))
+        if self._tiling.set(plan.tiling):
+            self.images.clear()  # the input's latents depend on the encoder's padding
         image = None if scene.input is None else self.images.latents(scene.input, plan.width, plan.height)
+        control: dict = {}
+        if scene.controls:
+            with self._stage("control_images"):
+                control = control_images.values(self.control_images, params, scene, plan.runs)
         with self._stage("noise"):
             noise = frame_noise(params, plan.draws, self._latent_shape(plan))
         if self._graphs is not None and not self.profile and isinstance(params.prompt, str) and scene.glide is None:
-            rgba, shown = self._render_graph(plan, params, noise, image)  # one replay, text encoders included
+            rgba, shown = self._render_graph(plan, params, noise, image, control)  # one replay, text encoders included
         else:
             embeds, pooled = self.text.conditioning(params.prompt)
             shown = self._glider.mix(scene.glide, Shown(embeds, pooled, noise))
-            rgba = self._frame(plan, params, shown, image)
+            rgba = self._frame(plan, params, shown, image, control)
         if record:
             self._glider.record(shown)
         with self._stage("to_host"):
             pixels = self._to_host(rgba)
         return Rendered(pixels, dict(self._stages))
 
-    def _inputs(self, shown: Shown, params: Params, image: torch.Tensor | None) -> dict:
+    def _inputs(self, shown: Shown, params: Params, image: torch.Tensor | None, control: dict) -> dict:
         values = {"noise": shown.noise.pin_memory() if self._cuda else shown.noise,
-                  "guidance": float(params.guidance), "embeds": shown.embeds, "pooled": shown.pooled}
+                  "guidance": float(params.guidance), "embeds": shown.embeds, "pooled": shown.pooled, **control}
         return values if image is None else {**values, "image": image}
 
-    def _frame(self, plan: FramePlan, params: Params, shown: Shown, image: torch.Tensor | None) -> torch.Tensor:
+    def _frame(self, plan: FramePlan, params: Params, shown: Shown, image: torch.Tensor | None,
+               control: dict) -> torch.Tensor:
         """A frame from mixed conditioning: one graph replay, or a stage at a time (eager, profiling)."""
-        values = self._inputs(shown, params, image)
+        values = self._inputs(shown, params, image, control)
         if self._graphs is not None and not self.profile:
             return self._frame_graph(plan, with_text=False).run(**values)[0]
         with self._stage("unet"):
             latents = self._staged(("unet", *plan.key), functools.partial(self._denoise_steps, plan), **values)
         with self._stage("vae_decode"):
-            return self._staged(("decode", plan.width, plan.height), self._decode, latents=latents)
+            return self._staged(("decode", plan.width, plan.height, plan.tiling), self._decode, latents=latents)
 
     def _staged(self, key: tuple, fn, **values):
         """One stage: plain (eager, CPU) or as its own CUDA graph (per-stage profiling on CUDA)."""
@@ -203,12 +264,17 @@ class DiffusersRenderer:
         return self._graphs.get(key, fn, inputs).run(**values)
 
     def _denoise_steps(self, plan: FramePlan, noise: torch.Tensor, guidance, embeds, pooled,
-                       image: torch.Tensor | None = None) -> torch.Tensor:
+                       image: torch.Tensor | None = None, control_images: torch.Tensor | None = None,
+                       control_scales: torch.Tensor | None = None) -> torch.Tensor:
         """The sampling loop; ``guidance`` is a float, or a 0-d tensor inside a frame graph.
 
         Text-to-image starts from noise alone; image-to-image from the input's latents noised to
         the first step's sigma (diffusers' ``add_noise``), and runs the schedule from ``plan.start``.
+        ControlNets (``plan.controls``) see the UNet's inputs, their images batched like them
+        (diffusers' ``torch.cat([image] * 2)`` with guidance) and step i's scales.
         """
+        if plan.controls and plan.cfg:
+            control_images = torch.cat([control_images, control_images], dim=1)
         if plan.cfg:
             negative, negative_pooled = self._negative(embeds, pooled)
             embeds, pooled = torch.cat([negative, embeds]), torch.cat([negative_pooled, pooled])
@@ -218,12 +284,17 @@ class DiffusersRenderer:
         if image is None:
             latents = noise[0] * schedule.init_sigma
         else:
-            latents = image.float() + noise[0] * steps[0].sigma
+            latents = steps[0].noised(image.float(), noise[0])
         for i, step in enumerate(steps):
             model_in = (latents / step.input_scale).to(self.dtype)
             if plan.cfg:
                 model_in = torch.cat([model_in, model_in])
-            eps = self._unet(model_in, step.timestep, embeds, pooled, time_ids)
+            if plan.controls:
+                down, mid = self._control(plan.controls, model_in, step.timestep, embeds, pooled, time_ids,
+                                          control_images, control_scales[:, i])
+                eps = self._unet(model_in, step.timestep, embeds, pooled, time_ids, down, mid)
+            else:
+                eps = self._unet(model_in, step.timestep, embeds, pooled, time_ids)
             if plan.cfg:
                 uncond, cond = eps.chunk(2)
                 eps = uncond + (guidance * (cond - uncond)).to(uncond.dtype)  # a batch's per-row guidance too
@@ -232,35 +303,38 @@ class DiffusersRenderer:
 
     def _frame_graph(self, plan: FramePlan, with_text: bool):
         """The whole frame as one graph: (text encoders,) denoising and decoding."""
-        def frame(noise, guidance, ids=None, embeds=None, pooled=None, image=None):
+        def frame(noise, guidance, ids=None, embeds=None, pooled=None, image=None, control_images=None,
+                  control_scales=None):
             if ids is not None:
                 embeds, pooled = self._encode(ids)
-            return self._decode(self._denoise_steps(plan, noise, guidance, embeds, pooled, image)), embeds, pooled
+            latents = self._denoise_steps(plan, noise, guidance, embeds, pooled, image, control_images, control_scales)
+            return self._decode(latents), embeds, pooled
 
         def inputs() -> dict:
             made = {"noise": torch.zeros((plan.draws, *self._latent_shape(plan)), device=self.device),
                     "guidance": torch.zeros((), device=self.device)}
             if with_text:
-                made["ids"] = torch.zeros((2, CLIP_TOKENS), dtype=torch.long, device=self.device)
+                made["ids"] = self._zero_ids()
             else:
                 made["embeds"] = torch.zeros((1, CLIP_TOKENS, self.pipe.unet.config.cross_attention_dim),
                                              dtype=self.dtype, device=self.device)
-                made["pooled"] = torch.zeros((1, self.pipe.text_encoder_2.config.projection_dim),
-                                             dtype=self.dtype, device=self.device)
+                made["pooled"] = torch.zeros((1, self._pooled_dim()), dtype=self.dtype, device=self.device)
             if plan.start is not None:
                 made["image"] = torch.zeros(self._latent_shape(plan), dtype=self.dtype, device=self.device)
-            return made
+            return {**made, **control_images.graph_inputs(plan.controls, plan.width, plan.height, plan.runs,
+                                                          self.dtype, self.device)}
 
         return self._graphs.get((*plan.key, with_text), frame, inputs)
 
-    def _render_graph(self, plan: FramePlan, params: Params, noise: torch.Tensor, image: torch.Tensor | None):
+    def _render_graph(self, plan: FramePlan, params: Params, noise: torch.Tensor, image: torch.Tensor | None,
+                      control: dict):
         """One graph replay for the whole frame (text encoders included when the prompt is new)."""
         cached = self.text.cached(params.prompt)
         if cached is not None:
             shown = Shown(*cached, noise)
-            return self._frame_graph(plan, with_text=False).run(**self._inputs(shown, params, image))[0], shown
+            return self._frame_graph(plan, with_text=False).run(**self._inputs(shown, params, image, control))[0], shown
         values = {"noise": noise.pin_memory(), "guidance": float(params.guidance),
-                  "ids": self.text.token_ids(params.prompt)}
+                  "ids": self.text.token_ids(params.prompt), **control}
         if image is not None:
             values["image"] = image
         rgba, embeds, pooled = self._frame_graph(plan, with_text=True).run(**values)

@@ -22,11 +22,12 @@ Embeddings = tuple[torch.Tensor, torch.Tensor]  # (prompt_embeds (1, 77, D), poo
 
 
 class PromptEncoder:
-    """Token ids and cached embeddings; ``encode(ids)`` runs both text encoders (maybe as a graph)."""
+    """Token ids and cached embeddings; ``encode(ids)`` runs the text encoders (maybe as a graph)."""
 
-    def __init__(self, pipe, encode: Callable[[torch.Tensor], Embeddings], pin: bool, cache_size: int = 256,
+    def __init__(self, pipe, tokenizers: list, encode: Callable[[torch.Tensor], Embeddings], pin: bool, cache_size: int = 256,
                  stage: Callable[[str], ContextManager] = lambda name: nullcontext()):
         self.pipe = pipe
+        self.tokenizers = tokenizers  # one per text encoder, in the order of the token-id rows
         self.encode = encode
         self.stage = stage  # times a stage of the frame (tokenize, text_encoders)
         self.pin = pin
@@ -48,12 +49,12 @@ class PromptEncoder:
                 f"so only this part is used: {kept!r}"]
 
     def token_ids(self, text: str) -> torch.Tensor:
-        """(2, 77) token ids for CLIP-L and CLIP-G (their tokenizers differ on '!' and padding).
+        """(encoders, 77) token ids: SDXL's CLIP-L and CLIP-G rows differ on '!' and padding.
 
         Padded by hand: the tokenizers' own padding to tensors costs ten times the encoding.
         """
-        rows = np.empty((2, CLIP_TOKENS), np.int64)
-        for row, tokenizer in zip(rows, (self.pipe.tokenizer, self.pipe.tokenizer_2)):
+        rows = np.empty((len(self.tokenizers), CLIP_TOKENS), np.int64)
+        for row, tokenizer in zip(rows, self.tokenizers):
             ids = tokenizer(text, truncation=True, max_length=CLIP_TOKENS).input_ids
             row[:len(ids)] = ids
             row[len(ids):] = tokenizer.pad_token_id

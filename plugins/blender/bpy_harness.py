@@ -44,14 +44,16 @@ class DaemonProcess:
 
 
 def start_daemon(cache_dir: Path | str, size: int = 64, http_port: int = 0, max_size: int = 256,
-                 timeout: float = 120) -> DaemonProcess:
+                 timeout: float = 120, extra: tuple[str, ...] = ()) -> DaemonProcess:
     """Start the daemon with the demo model and wait for its ``ready:`` line."""
     shm_name = f"tb-blender-{uuid.uuid4().hex[:12]}"
     env = {**os.environ, "TURBO_BRIDGE_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1"}
+    # The daemon needs torch and diffusers; a venv made for another bpy version may lack them.
+    python = os.environ.get("TURBO_BRIDGE_DAEMON_PYTHON") or sys.executable
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "serve", "--model", "demo", "--http-port", str(http_port),
+        [python, "-m", "bridge", "serve", "--model", "demo", "--http-port", str(http_port),
          "--osc-port", "0", "--shm-name", shm_name, "--width", str(size), "--height", str(size),
-         "--max-size", str(max(size, max_size))],
+         "--max-size", str(max(size, max_size)), *extra],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=ROOT)
     lines: list[str] = []
     deadline = time.monotonic() + timeout
@@ -115,6 +117,25 @@ def demo_session(size: int, repo_module: str):
                 bpy.context.preferences.extensions.repos.remove(repo)
         finally:
             daemon.stop()
+
+
+def leave(code: int = 0) -> None:
+    """End a process that registered the add-on. bpy before 5.0 fails at interpreter exit once an
+    add-on was registered (4.2.23: a segfault after ``update=`` callbacks; 4.5.15: a hang while an
+    operator is registered; both module-mode only, after the work is done): flush and leave
+    without the interpreter's teardown there. On 5.0 and later, a normal exit."""
+    if exit_crashes():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def exit_crashes() -> bool:
+    """True for the bpy versions whose interpreter exit fails after an add-on ran (before 5.0)."""
+    import bpy
+
+    return bpy.app.version < (5, 0, 0)
 
 
 def pump(live, until, timeout: float = 30.0, pause: float = 0.005) -> float:

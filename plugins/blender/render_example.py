@@ -55,3 +55,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    harness.leave(0)  # bpy 4.2 / 4.5 would crash or hang in the interpreter's own exit

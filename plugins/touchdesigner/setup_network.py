@@ -26,12 +26,15 @@ if not os.path.isdir(os.path.join(TB_PLUGIN_DIR, 'turbo_bridge_td')):
     raise RuntimeError(f'turbo-bridge: no turbo_bridge_td folder in TB_PLUGIN_DIR={TB_PLUGIN_DIR!r}')
 if TB_PLUGIN_DIR not in sys.path:
     sys.path.insert(0, TB_PLUGIN_DIR)
+# Every folder the plugin imports from goes on the path before the first import that needs it:
+# turbo_bridge_td.network reaches bridge.client (the repository root in a checkout).
+from turbo_bridge_td.paths import import_paths as _tb_import_paths  # noqa: E402  (stdlib only)
 
-from turbo_bridge_td import network as _tb_network  # noqa: E402  (needs the path above)
-
-for _tb_path in _tb_network.import_paths(TB_PLUGIN_DIR):
+for _tb_path in _tb_import_paths(TB_PLUGIN_DIR):
     if _tb_path not in sys.path:
         sys.path.insert(0, _tb_path)
+from turbo_bridge_td import network as _tb_network  # noqa: E402  (needs the paths above)
+
 try:
     TB_PARENT
 except NameError:

@@ -3,7 +3,9 @@
 ``run_frame()`` is one TouchDesigner frame on the main thread: OSC In DATs deliver what
 arrived, Execute DATs get onFrameStart, Parameter Execute DATs get the frame's parameter
 changes (one onValueChange per changed parameter, as the Parameter Execute DAT page says:
-"called once each frame") and pulses, then onFrameEnd.
+"called once each frame") and pulses, then onFrameEnd; last, the Script TOPs whose cook read
+something that changed since cook again (TouchDesigner re-cooks an operator when what it
+depends on changes; here every such TOP counts as viewed, so it cooks the same frame).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import types
 from . import ops, osc
 from .pars import _MAIN, TdError
 
-OP_TYPES = {cls.__name__: cls for cls in (ops.baseCOMP, ops.scriptTOP, ops.outTOP, ops.textDAT, ops.tableDAT,
-                                          ops.executeDAT, ops.parameterexecuteDAT, osc.oscoutDAT, osc.oscinDAT)}
+OP_TYPES = {cls.__name__: cls for cls in (ops.baseCOMP, ops.scriptTOP, ops.outTOP, ops.moviefileinTOP, ops.textDAT,
+                                          ops.tableDAT, ops.executeDAT, ops.parameterexecuteDAT, osc.oscoutDAT,
+                                          osc.oscinDAT)}
 
 
 class TouchDesigner:
@@ -26,6 +29,9 @@ class TouchDesigner:
         self._ops: list[ops.OP] = []
         self._events: dict[tuple, tuple] = {}  # (kind, par id) -> (kind, par, prev, serial), this frame
         self._serial = 0  # orders creations and parameter events
+        self._cooking: list = []  # the operators cooking now, innermost last
+        self._readers: dict[tuple, set] = {}  # ("par"|"dat", id) -> operators whose last cook read it
+        self._dirty: dict[int, object] = {}  # id -> operator to cook again at the end of the frame
         self.root = ops.baseCOMP(self, None, "")
         self.root.children_by_name = {}
         self.project = self.root.create(ops.baseCOMP, "project1")
@@ -41,6 +47,33 @@ class TouchDesigner:
         namespace = {**self.script_globals(self.root), **variables}
         exec(compile(code, "<textport>", "exec"), namespace)
         return namespace
+
+    # -- dependencies: what a cook reads makes it cook again when it changes ----------------
+    def _read(self, key: tuple) -> None:
+        if self._cooking:
+            node = self._cooking[-1]
+            self._readers.setdefault(key, set()).add(node)
+            node._reads.add(key)
+
+    def _changed(self, key: tuple) -> None:
+        for node in self._readers.get(key, ()):
+            self._dirty[node.id] = node
+
+    def _begin_cook(self, node) -> None:
+        for key in node._reads:
+            self._readers.get(key, set()).discard(node)
+        node._reads = set()
+        self._dirty.pop(node.id, None)
+        self._cooking.append(node)
+
+    def _end_cook(self, node) -> None:
+        self._cooking.pop()
+
+    def _cook_dirty(self) -> None:
+        dirty, self._dirty = list(self._dirty.values()), {}
+        for node in dirty:
+            if node.valid:
+                node.cook()
 
     # -- events ----------------------------------------------------------------------------
     def _created(self, node) -> None:
@@ -98,6 +131,7 @@ class TouchDesigner:
         for dat in self._live(ops.executeDAT):
             if dat.par.frameend.eval():
                 self._call(dat, "onFrameEnd", self.absTime.frame)
+        self._cook_dirty()
 
     def exit(self) -> None:
         """Quit: Execute DATs with Exit on get onExit(); sockets close."""

@@ -1,14 +1,17 @@
 """Operators: OP, COMP (op(), create()), DATs (tables, text, modules) and TOPs (Script TOP).
 
 Checked against derivative.ca: OP Class, COMP Class, DAT Class, Cell Class, Script TOP and
-scriptTOP Class, Connector Class. ``scriptTOP.copyNumpyArray`` accepts what TouchDesigner
-accepts: a numpy array of uint8, uint16 or float32, shaped H x W or H x W x C with C in 1..4,
-during the TOP's cook (or with Modify Outside of Cook on), from the main thread.
+scriptTOP Class, TOP Class, Connector Class. ``scriptTOP.copyNumpyArray`` accepts a numpy array
+of uint8, uint16 or float32 shaped (height, width, channels) with 3 or 4 channels (the Script TOP
+page: "The source can be 3 or 4 channels"), during the TOP's cook (or with Modify Outside of
+Cook on), from the main thread. A Script TOP cook that copies nothing leaves no image: no page
+says the texture is kept, so the stand-in assumes it is not.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 import types
 
 import numpy as np
@@ -46,6 +49,7 @@ class OP:
         self.inputConnectors = [Connector(self, 0)]
         self.par = ParCollection(self)
         self.cook_count = 0
+        self._reads: set = set()  # what its last cook read (see env: dependency re-cooks)
         for par_name, (style, default) in self.builtin.items():
             self._pars[par_name] = Par(self, par_name, style, default)
 
@@ -138,10 +142,11 @@ class COMP(OP):
         if not (isinstance(optype, type) and issubclass(optype, OP)):
             raise TdError(f"create: {optype!r} is not an operator type")
         if name is None:
-            name = next(f"{optype.__name__[:-3].lower()}{i}" for i in itertools.count(1)
-                        if f"{optype.__name__[:-3].lower()}{i}" not in self.children_by_name)
-        if name in self.children_by_name:
-            raise TdError(f"{self.path}/{name} already exists")
+            name = f"{optype.__name__[:-3].lower()}1"
+        if name in self.children_by_name:  # TD renumbers a taken name: frame -> frame1, top2 -> top3
+            stem, digits = re.fullmatch(r"(.*?)(\d*)", name).groups()
+            name = next(f"{stem}{i}" for i in itertools.count(int(digits or 0) + 1)
+                        if f"{stem}{i}" not in self.children_by_name)
         node = optype(self.env, self, name)
         self.children_by_name[name] = node
         self.env._created(node)
@@ -176,15 +181,23 @@ class DAT(OP):
         self._module = None
 
     # -- text and module -------------------------------------------------------------------
+    def _was_read(self) -> None:
+        self.env._read(("dat", id(self)))
+
+    def _was_changed(self) -> None:
+        self.env._changed(("dat", id(self)))
+
     @property
     def text(self) -> str:
         check_main(f"{self.path}.text")
+        self._was_read()
         return self._text
 
     @text.setter
     def text(self, value: str) -> None:
         check_main(f"{self.path}.text")
         self._text, self._module = str(value), None
+        self._was_changed()
 
     @property
     def module(self):
@@ -199,10 +212,12 @@ class DAT(OP):
     # -- table -----------------------------------------------------------------------------
     @property
     def numRows(self) -> int:
+        self._was_read()
         return len(self._rows)
 
     @property
     def numCols(self) -> int:
+        self._was_read()
         return max((len(r) for r in self._rows), default=0)
 
     def _index(self, key, axis: int):
@@ -216,6 +231,7 @@ class DAT(OP):
 
     def __getitem__(self, rowcol):
         check_main(f"{self.path}[]")
+        self._was_read()
         row, col = self._index(rowcol[0], 0), self._index(rowcol[1], 1)
         if row is None or col is None or not 0 <= row < len(self._rows) or not 0 <= col < len(self._rows[row]):
             return None
@@ -227,6 +243,7 @@ class DAT(OP):
         if cell is None:
             raise TdError(f"{self.path}: no cell {rowcol!r}")
         self._rows[cell.row][cell.col] = str(value)
+        self._was_changed()
 
     def appendRow(self, cells, nameOrIndex=None, sort=None) -> int:
         check_main(f"{self.path}.appendRow")
@@ -234,17 +251,21 @@ class DAT(OP):
         width = self.numCols
         for row in self._rows:
             row.extend([""] * (width - len(row)))
+        self._was_changed()
         return len(self._rows) - 1
 
     def deleteRow(self, nameOrIndex) -> None:
         check_main(f"{self.path}.deleteRow")
         del self._rows[self._index(nameOrIndex, 0)]
+        self._was_changed()
 
     def clear(self, keepSize=False, keepFirstRow=False, keepFirstCol=False) -> None:
         check_main(f"{self.path}.clear")
         self._rows = self._rows[:1] if keepFirstRow else []
+        self._was_changed()
 
     def row(self, nameOrIndex):
+        self._was_read()
         index = self._index(nameOrIndex, 0)
         return None if index is None else [Cell(self, index, c) for c in range(len(self._rows[index]))]
 
@@ -268,19 +289,62 @@ class parameterexecuteDAT(DAT):
 
 
 class TOP(OP):
+    """A TOP's image: ``_texture`` H x W x C (C 1, 2 or 4: a 3-channel source gets alpha 1)."""
+
     family = "TOP"
+
+    def __init__(self, env, parent, name):
+        super().__init__(env, parent, name)
+        self._texture: np.ndarray | None = None
+        self._delayed: np.ndarray | None = None  # the download a numpyArray(delayed=True) started
+        self.stalls = 0  # stand-in only: numpyArray() calls that waited for the GPU (not delayed)
+
+    def _set_texture(self, arr: np.ndarray) -> None:
+        tex = arr.copy()  # TD uploads a copy; the caller may reuse arr
+        if tex.shape[2] == 3:
+            alpha = {np.uint8: 255, np.uint16: 65535}.get(tex.dtype.type, 1.0)
+            tex = np.concatenate([tex, np.full(tex.shape[:2] + (1,), alpha, tex.dtype)], axis=2)
+        self._texture = tex
 
     @property
     def width(self) -> int:
-        return 0
+        return 0 if self._texture is None else self._texture.shape[1]
 
     @property
     def height(self) -> int:
-        return 0
+        return 0 if self._texture is None else self._texture.shape[0]
+
+    def _download(self) -> np.ndarray | None:
+        if self._texture is None:
+            return None
+        tex = self._texture
+        scale = {np.uint8: 255.0, np.uint16: 65535.0}.get(tex.dtype.type, 1.0)
+        return tex.astype(np.float32) / scale
+
+    def numpyArray(self, delayed: bool = False, writable: bool = False):
+        """Like TOP.numpyArray(): float32, H x W x C with the TOP's own channel count (a mono TOP
+        gives one), rows bottom-first, fixed formats scaled to 0..1; None without an image.
+        ``delayed=True`` returns the download the previous delayed call started (None the first
+        time): the result "will be delayed until the next call" (TOP Class)."""
+        check_main(f"{self.path}.numpyArray")
+        if not delayed:
+            self.stalls += 1
+            return self._download()
+        ready, self._delayed = self._delayed, self._download()
+        return ready
 
 
 class outTOP(TOP):
     pass
+
+
+class moviefileinTOP(TOP):
+    """Stand-in only: a TOP whose image comes from outside Python (a file, a camera)."""
+
+    def play(self, arr: np.ndarray) -> None:
+        """Show ``arr`` (H x W x C, C 1..4, rows bottom-first) as this TOP's image."""
+        assert arr.ndim == 3 and 1 <= arr.shape[2] <= 4 and arr.dtype.type in COPY_DTYPES, arr.shape
+        self._set_texture(arr)
 
 
 class scriptTOP(TOP):
@@ -288,8 +352,8 @@ class scriptTOP(TOP):
 
     def __init__(self, env, parent, name):
         super().__init__(env, parent, name)
-        self._texture: np.ndarray | None = None
         self._cooking = False
+        self._copied = False
         self.copies = 0
 
     def _initialize(self) -> None:
@@ -299,11 +363,14 @@ class scriptTOP(TOP):
         self.par.callbacks = dat.name
 
     def _par_pulsed(self, par: Par) -> None:
+        """A pulse runs its callback, then the TOP cooks (its parameters changed)."""
         if par.name == "setuppars":
             self.destroyCustomPars()
             self._callback("onSetupParameters", self)
         else:
+            self._callback("onPulse", par)
             super()._par_pulsed(par)
+        self.cook(force=True)
 
     def destroyCustomPars(self) -> None:
         for par in self.customPars:
@@ -317,11 +384,15 @@ class scriptTOP(TOP):
 
     def cook(self, force: bool = False, recurse: bool = False) -> None:
         super().cook(force, recurse)
-        self._cooking = True
+        self.env._begin_cook(self)
+        self._cooking, self._copied = True, False
         try:
             self._callback("onCook", self)
         finally:
             self._cooking = False
+            self.env._end_cook(self)
+        if not self._copied and not self.par.modoutsidecook.eval():
+            self._texture = None  # not documented to survive a cook without a copy: assume the worst
 
     def copyNumpyArray(self, arr) -> None:
         check_main(f"{self.path}.copyNumpyArray")
@@ -331,29 +402,8 @@ class scriptTOP(TOP):
             raise TdError(f"copyNumpyArray: expected a numpy array, got {type(arr).__name__}")
         if arr.dtype.type not in COPY_DTYPES:
             raise TdError(f"copyNumpyArray: unsupported dtype {arr.dtype} (uint8, uint16 or float32)")
-        shape = arr.shape if arr.ndim == 3 else (arr.shape + (1,) if arr.ndim == 2 else None)
-        if shape is None or not 1 <= shape[2] <= 4 or shape[0] < 1 or shape[1] < 1:
-            raise TdError(f"copyNumpyArray: shape {arr.shape} is not H x W or H x W x C with C in 1..4")
-        self._texture = arr.reshape(shape).copy()  # TD uploads a copy; the caller may reuse arr
+        if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.shape[0] < 1 or arr.shape[1] < 1:
+            raise TdError(f"copyNumpyArray: shape {arr.shape} is not (height, width, 3 or 4)")
+        self._set_texture(arr)
+        self._copied = True
         self.copies += 1
-
-    @property
-    def width(self) -> int:
-        return 0 if self._texture is None else self._texture.shape[1]
-
-    @property
-    def height(self) -> int:
-        return 0 if self._texture is None else self._texture.shape[0]
-
-    def numpyArray(self, delayed: bool = False, writable: bool = False):
-        """Like TOP.numpyArray(): float32, H x W x 4, rows bottom-first, 0..1 for fixed formats."""
-        check_main(f"{self.path}.numpyArray")
-        if self._texture is None:
-            return None
-        tex = self._texture
-        scale = {np.uint8: 255.0, np.uint16: 65535.0}.get(tex.dtype.type, 1.0)
-        out = np.zeros(tex.shape[:2] + (4,), np.float32)
-        out[..., :tex.shape[2]] = tex.astype(np.float32) / scale
-        if tex.shape[2] < 4:
-            out[..., 3] = 1.0
-        return out

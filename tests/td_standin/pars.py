@@ -1,7 +1,9 @@
 """Parameters: Par, custom Pages and the ``op.par`` collection, with TouchDesigner's rules.
 
 Checked against derivative.ca: Par Class, Page Class, Custom Parameters (names: an uppercase
-first letter, then lowercase letters and digits; sized parameters get 1, 2, 3... suffixes).
+first letter, then lowercase letters and digits; sized parameters get 1, 2, 3... suffixes;
+``help`` is read-only). Int parameters hold signed 32-bit values here: the Par Class documents
+no width, so the stand-in assumes the narrow one and refuses values beyond it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import re
 import threading
 
 CUSTOM_NAME = re.compile(r"^[A-Z][a-z0-9]*$")
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 _MAIN: dict[str, int | None] = {"thread": None}
 
 
@@ -36,7 +39,7 @@ class Par:
         self.min = self.max = None
         self.clampMin = self.clampMax = False
         self.normMin, self.normMax = 0, 1
-        self.help = ""
+        self._help = ""
         self.readOnly = False
         self.menuNames = list(menu or [])
         self.menuLabels = list(menu or [])
@@ -64,6 +67,8 @@ class Par:
                 value = max(value, self.min)
             if self.clampMax and self.max is not None:
                 value = min(value, self.max)
+            if self.style == "Int" and not INT_MIN <= value <= INT_MAX:
+                raise TdError(f"{self.name}: {value} does not fit an Int parameter (32-bit in this stand-in)")
             return value
         if self.style in ("Toggle", "Pulse"):
             return bool(value)
@@ -75,8 +80,17 @@ class Par:
         return value
 
     @property
+    def help(self) -> str:
+        return self._help
+
+    @help.setter
+    def help(self, value) -> None:
+        raise TdError(f"{self.name}.help is read-only (Par Class)")
+
+    @property
     def val(self):
         check_main(f"{self.owner.path}.par.{self.name}")
+        self.owner.env._read(("par", id(self)))
         return self._val
 
     @val.setter
@@ -87,6 +101,7 @@ class Par:
         value = self._coerce(value)
         prev, self._val = self._val, value
         if prev != value:
+            self.owner.env._changed(("par", id(self)))
             self.owner._par_changed(self, prev)
 
     def eval(self):

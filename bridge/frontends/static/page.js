@@ -170,7 +170,26 @@ function describe(p) {
     `guidance ${p.guidance} · ${JSON.stringify(p.prompt)}`;
 }
 
+function setControlScale(params) {
+  // The slider follows the daemon unless it is being dragged.
+  const name = $("control-name").value;
+  if (!name || $("control-scale") === document.activeElement) return;
+  const scale = String((params.controls && params.controls[name] && params.controls[name].scale) || 0);
+  $("control-scale").value = scale;
+  $("control-scale-shown").textContent = scale;
+}
+
+async function putControl(file) {
+  const name = $("control-name").value;
+  if (!name || !file) return;
+  const response = await fetch(channelPath(`control/${encodeURIComponent(name)}`), {
+    method: "PUT", headers: { ...AUTH, "Content-Type": file.type || "application/octet-stream" }, body: file });
+  const body = await response.json();
+  showError(response.ok ? null : body.error);
+}
+
 function setControls(params, all = false) {
+  setControlScale(params);
   for (const field of FIELDS) {
     const input = $(field);
     // A prompt blend ([[text, weight], ...], set over REST/OSC) shows as JSON; typing replaces it.
@@ -180,6 +199,34 @@ function setControls(params, all = false) {
       input.value = value;
     }
   }
+  if (params.tiling !== undefined) setTiling(params.tiling);
+}
+
+function setTiling(tiling) {
+  // Seamless sends "xy"; a daemon set to one axis (x or y) over REST/OSC shows as indeterminate.
+  $("seamless").checked = tiling !== "none";
+  $("seamless").indeterminate = tiling === "x" || tiling === "y";
+}
+
+function showRecord(state) {
+  const button = $("record");
+  button.disabled = !state.available;
+  button.title = state.available ? `into ${state.dir}` : "start the daemon with --output-dir to record";
+  button.setAttribute("aria-pressed", String(state.recording));
+  button.textContent = state.recording ? "Stop recording" : "Record";
+  const last = state.files.length ? ` · last file ${state.files[state.files.length - 1]}` : "";
+  $("record-state").textContent = state.recording
+    ? `recording ${state.file || ""} · ${state.frames} frames${state.dropped ? `, ${state.dropped} dropped` : ""}`
+    : (state.error ? state.error : last.slice(3));
+}
+
+async function record(body) {
+  const options = body ? { method: "POST", headers: { ...AUTH, "Content-Type": "application/json" },
+    body: JSON.stringify(body) } : { headers: AUTH };
+  const response = await fetch("/v1/record", options);
+  const reply = await response.json();
+  if (!response.ok) { showError(reply.error); return; }
+  showRecord(reply);
 }
 
 function showError(error) {
@@ -209,6 +256,24 @@ $("new-seed").addEventListener("click", () => {
 $("format").addEventListener("change", () => send({ format: $("format").value }));
 $("channel").addEventListener("change", () => pickChannel($("channel").value.trim()));
 $("channel").addEventListener("focus", () => listChannels().catch(() => {}));
+$("seamless").addEventListener("change", () => send({ params: { tiling: $("seamless").checked ? "xy" : "none" } }));
+$("record").addEventListener("click", () => {
+  record({ action: $("record").getAttribute("aria-pressed") === "true" ? "stop" : "start" })
+    .catch((error) => showError({ field: null, message: `record: ${error}` }));
+});
+setInterval(() => record().catch(() => {}), 1000);  // recording state: frames, files, errors
+$("control-file").addEventListener("change", () => putControl($("control-file").files[0]));
+$("control-scale").addEventListener("input", () => {
+  $("control-scale-shown").textContent = $("control-scale").value;
+  send({ params: { controls: { [$("control-name").value]: { scale: Number($("control-scale").value) } } } });
+});
+$("control").addEventListener("dragover", (event) => { event.preventDefault(); $("control").classList.add("dragging"); });
+$("control").addEventListener("dragleave", () => $("control").classList.remove("dragging"));
+$("control").addEventListener("drop", (event) => {
+  event.preventDefault();
+  $("control").classList.remove("dragging");
+  putControl(event.dataTransfer.files[0]);
+});
 
 setInterval(() => {
   const now = performance.now();
@@ -218,6 +283,9 @@ setInterval(() => {
 
 fetch("/v1/schema", { headers: AUTH }).then((response) => response.json()).then((schema) => {
   for (const field of ["width", "height"]) $(field).max = schema.parameters[field].maximum;
+  const names = Object.keys(schema.parameters.controls.properties);  // the loaded ControlNets
+  for (const name of names) $("control-name").append(new Option(name, name));
+  $("control").hidden = names.length === 0;
 }).catch((error) => showError({ field: null, message: `schema: ${error}` }));
 
 connect();

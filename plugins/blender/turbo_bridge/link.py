@@ -71,11 +71,13 @@ def parse_address(text: str) -> Address:
 # -- what the workers report to the main thread -----------------------------------------------
 @dataclass(frozen=True)
 class Connected:
-    """The daemon answered ``/v1/health``."""
+    """The daemon answered ``/v1/health`` and took the settings queued before (``version``: the
+    params version they made, 0 when there were none): frames older than that are not ours."""
 
     model: str
     device: str
     shm_name: str | None
+    version: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,15 @@ class Rejected:
 
     field: str | None
     message: str
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """The recorder's state after a start or stop (``GET /v1/record``)."""
+
+    recording: bool
+    files: tuple[str, ...]
+    error: str | None
 
 
 @dataclass(frozen=True)
@@ -137,6 +148,7 @@ class Link:
         self._wake = threading.Condition()
         self._pending: dict[str, Any] = {}
         self._input: bytes | None = None  # a PNG for PUT /v1/input; CLEAR: DELETE it
+        self._record: str | None = None  # "start" or "stop" for POST /v1/record
         self._connected = threading.Event()
         self._uptime_s = 0.0
         self._generation = 0  # bumped on every (re)connection
@@ -160,6 +172,12 @@ class Link:
         """Queue an input image (PNG bytes), or None to drop the daemon's input; newest wins."""
         with self._wake:
             self._input = CLEAR if png is None else png
+            self._wake.notify()
+
+    def submit_record(self, action: str) -> None:
+        """Queue a recording start or stop (``POST /v1/record``); answered by a ``Recorded`` event."""
+        with self._wake:
+            self._record = action
             self._wake.notify()
 
     def fetch_frames_over_http(self) -> None:
@@ -210,23 +228,27 @@ class Link:
         backoff = BACKOFF_FIRST_S
         while not self._stop.is_set():
             changes: dict[str, Any] = {}
-            image = None
+            image = record = None
             try:
                 if not self._connected.is_set():
                     self._hello()
                     backoff = BACKOFF_FIRST_S
                 with self._wake:
-                    if not self._pending and self._input is None and not self._stop.is_set():
+                    if not self._pending and self._input is None and self._record is None and not self._stop.is_set():
                         self._wake.wait(HEARTBEAT_S)
                     changes, self._pending = self._pending, {}
                     image, self._input = self._input, None
+                    record, self._record = self._record, None
                 if self._stop.is_set():
                     return
                 if changes:
                     self._send(changes)
                 if image is not None:
                     self._send_input(image)
-                if not changes and image is None:
+                if record is not None:
+                    state = self._client.record(record)
+                    self._events.put(Recorded(bool(state["recording"]), tuple(state["files"]), state["error"]))
+                if not changes and image is None and record is None:
                     self._heartbeat()
             except BridgeHTTPError as exc:
                 if self._connected.is_set():
@@ -247,15 +269,33 @@ class Link:
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     def _hello(self, health: dict | None = None) -> None:
+        """(Re)connected: send the queued settings first, then report Connected, so the main
+        thread never takes the previous state's frame for ours (Keep would keep it)."""
         health = self._client.health() if health is None else health
         if self.channel != "main":
             self._client.patch({})  # creates the channel (from the daemon's initial parameters) if new
         self._uptime_s = float(health.get("uptime_s", 0.0))
         self._generation += 1  # tells the frames thread to count frames from the start again
+        with self._wake:
+            changes, self._pending = self._pending, {}
+        outcome, version = None, 0
+        try:
+            if changes:
+                answer = self._client.patch(changes)
+                version = int(answer.get("version", 0))
+                outcome = Accepted(version, tuple(answer.get("warnings", ())))
+        except BridgeHTTPError as exc:  # refused: the daemon kept its state, we are connected anyway
+            outcome = Rejected(exc.field, exc.message)
+        except BaseException:
+            with self._wake:  # not delivered: keep them, under anything newer
+                self._pending = {**changes, **self._pending}
+            raise
         self._connected.set()
         self._events.put(Connected(str(health.get("model", "?")), str(health.get("device", "?")),
                                    segment_name(health["shm_name"], self.channel) if health.get("shm_name")
-                                   else None))
+                                   else None, version))
+        if outcome is not None:
+            self._events.put(outcome)
 
     def _heartbeat(self) -> None:
         """Notice a daemon that went away, or one restarted between two beats (a new segment)."""

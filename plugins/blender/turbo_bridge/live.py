@@ -16,7 +16,7 @@ import bpy
 
 from . import datablocks, renders
 from ._bridge.client import FrameInfo, ShmReader
-from .link import Accepted, Address, Connected, Down, InputTaken, Link, Rejected
+from .link import Accepted, Address, Connected, Down, InputTaken, Link, Recorded, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ class Session:
         # A channel per live image: channel NAME fills its own image.
         self.image_name = datablocks.LIVE_IMAGE if channel == "main" else f"{datablocks.LIVE_IMAGE} {channel}"
         self.applied: Applied | None = None
+        self.recording = False  # as the daemon last said (POST /v1/record)
+        self._first_version = 0  # frames of an older params version predate our settings
         self._writer = datablocks.PixelWriter()
 
     def start(self, changes: Mapping[str, Any]) -> None:
@@ -87,6 +89,7 @@ class Session:
     def _on_event(self, event) -> None:
         if isinstance(event, Connected):
             self.connected = True
+            self._first_version = event.version
             self._close_reader()  # a restarted daemon has a new segment
             if self.use_shared_memory and event.shm_name:
                 try:
@@ -106,11 +109,17 @@ class Session:
         elif isinstance(event, InputTaken):
             self.status = ("input off: text-to-image" if event.cleared else
                            f"input {event.width}x{event.height} {'sent' if event.changed else 'unchanged'}")
+        elif isinstance(event, Recorded):
+            self.recording = event.recording
+            self.status = ("recording into the daemon's --output-dir" if event.recording else
+                           event.error or (f"recorded {event.files[-1]}" if event.files else "not recording"))
         elif isinstance(event, Accepted) and self.connected:
             self.status = (f"connected, frames over {self.transport}"
                            + (f"; warning: {'; '.join(event.warnings)}" if event.warnings else ""))
 
     def _apply(self, frame: FrameInfo, read_ms: float) -> None:
+        if frame.version < self._first_version:
+            return  # rendered before our settings reached the daemon: not ours to show or keep
         started = time.perf_counter()
         image = datablocks.live_image(frame.width, frame.height, self.image_name)
         self.image_name = image.name

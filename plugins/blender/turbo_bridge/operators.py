@@ -105,6 +105,7 @@ class TURBO_BRIDGE_OT_use_on_material(bpy.types.Operator):
 
     def execute(self, context):
         settings = _settings(context)
+        settings.seamless = True  # a texture on a surface repeats: make its edges meet (the panel can undo it)
         image = bpy.data.images.get(_live_image_name()) or datablocks.live_image(settings.width, settings.height)
         material = datablocks.use_on_material(context.active_object, image)
         self.report({"INFO"}, f"{image.name!r} wired into {material.name!r}")
@@ -165,6 +166,22 @@ class TURBO_BRIDGE_OT_stop_input(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class TURBO_BRIDGE_OT_record(bpy.types.Operator):
+    """Start or stop recording the daemon's frames into an MP4 in its --output-dir"""
+
+    bl_idname = "turbo_bridge.record"
+    bl_label = "Record"
+
+    @classmethod
+    def poll(cls, context):
+        return live.current() is not None
+
+    def execute(self, context):
+        session = live.current()
+        session.link.submit_record("stop" if session.recording else "start")
+        return {"FINISHED"}
+
+
 CLASSES = (TURBO_BRIDGE_OT_connect, TURBO_BRIDGE_OT_disconnect, TURBO_BRIDGE_OT_new_seed,
            TURBO_BRIDGE_OT_generate, TURBO_BRIDGE_OT_use_on_material, TURBO_BRIDGE_OT_keep,
-           TURBO_BRIDGE_OT_send_render, TURBO_BRIDGE_OT_stop_input)
+           TURBO_BRIDGE_OT_send_render, TURBO_BRIDGE_OT_stop_input, TURBO_BRIDGE_OT_record)

@@ -54,6 +54,10 @@ class _TurboBridgePanel:
         col.prop(settings, "send_renders", toggle=True)
 
         col = layout.column(align=True)
+        col.prop(settings, "seamless", toggle=True, icon="MOD_ARRAY")
+        recording = session is not None and session.recording
+        col.operator("turbo_bridge.record", text="Stop Recording" if recording else "Record",
+                     icon="SNAP_FACE" if recording else "REC", depress=recording)
         col.operator("turbo_bridge.use_on_material", icon="MATERIAL")
         col.operator("turbo_bridge.keep", icon="PACKAGE")
         if session is not None and session.applied is not None:

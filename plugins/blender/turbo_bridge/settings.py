@@ -15,7 +15,16 @@ PARAMS = ("prompt", "seed", "guidance", "steps", "width", "height", "strength")
 
 def params_of(settings) -> dict:
     """The daemon's parameters as the panel shows them."""
-    return {name: getattr(settings, name) for name in PARAMS}
+    return {**{name: getattr(settings, name) for name in PARAMS}, "tiling": tiling_of(settings)}
+
+
+def tiling_of(settings) -> str:
+    return "xy" if settings.seamless else "none"
+
+
+def _send_tiling(settings, context) -> None:
+    if settings.live:
+        live.submit({"tiling": tiling_of(settings)})
 
 
 def _send(name: str):
@@ -60,7 +69,7 @@ class TurboBridgeSettings(bpy.types.PropertyGroup):
     guidance: FloatProperty(name="Guidance", default=0.0, min=0.0, max=30.0, soft_max=10.0, step=10,
                             update=_send("guidance"),
                             description="Classifier-free guidance; 0 is SDXL-Turbo's setting")
-    steps: IntProperty(name="Steps", default=1, min=1, max=4, update=_send("steps"),
+    steps: IntProperty(name="Steps", default=1, min=1, max=8, update=_send("steps"),
                        description="Denoising steps (1 is fastest)")
     width: IntProperty(name="Width", default=512, min=64, max=2048, step=8, subtype="PIXEL",
                        update=_send_size("width"), description="Frame width, a multiple of 8")
@@ -70,6 +79,9 @@ class TurboBridgeSettings(bpy.types.PropertyGroup):
                        description="Send every change at once; off: only when you press Generate")
     strength: FloatProperty(name="Strength", default=0.5, min=0.0, max=1.0, step=5, update=_send("strength"),
                             description="How far frames may move from the input image (0: the input is ignored)")
+    seamless: BoolProperty(name="Seamless", default=False, update=_send_tiling,
+                           description="Tileable frames: the picture wraps around left-right and top-bottom "
+                                       "(switched on by Use on Active Material)")
     send_renders: BoolProperty(name="Send Each Render", default=False,
                                description="After every finished render (F12 or viewport render), send the "
                                            "Render Result as the daemon's input image")

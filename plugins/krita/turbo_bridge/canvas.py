@@ -48,6 +48,23 @@ def capture(doc) -> Capture | None:
     return Capture(data, width, height) if len(data) == width * height * 4 else None
 
 
+@dataclass(frozen=True)
+class ControlShot:
+    """A layer to send as ControlNet ``name``'s control image, preprocessed by the daemon as asked."""
+
+    shot: Capture
+    name: str
+    preprocess: str  # none (a depth map, lines as they are) or canny (the daemon finds the edges)
+    scale: float
+
+
+def capture_layer(doc, node) -> Capture | None:
+    """One layer's pixels over the whole canvas, as painted (GUI thread; its visibility does not matter)."""
+    width, height = doc.width(), doc.height()
+    data = bytes(node.pixelData(0, 0, width, height))
+    return Capture(data, width, height) if len(data) == width * height * 4 else None
+
+
 def prepared(shot: Capture, frame_size: tuple[int, int] | None) -> np.ndarray:
     """RGBA8 over white, no larger than needed: fitted into the frame size (the daemon scales to
     it anyway), aspect kept."""
@@ -74,7 +91,7 @@ class InputSender(Outbox):
         self.frame_size: tuple[int, int] | None = None  # set by the GUI thread from the frames
         self._pending: Capture | str | None = None
 
-    def submit(self, shot: Capture) -> None:
+    def submit(self, shot: "Capture | ControlShot") -> None:
         with self._lock:
             self._pending = shot
         self._wake.set()
@@ -93,6 +110,12 @@ class InputSender(Outbox):
             if work == self.CLEAR:
                 self.client.clear_input()
                 self.signals.status.emit("live input off")
+                return
+            if isinstance(work, ControlShot):
+                answer = self.client.put_input(prepared(work.shot, self.frame_size), control=work.name)
+                self.client.patch({"controls": {work.name: {"preprocess": work.preprocess, "scale": work.scale}}})
+                self.signals.status.emit(f"layer sent as control {work.name!r} ({answer['width']}x{answer['height']}, "
+                                         f"{work.preprocess})")
                 return
             answer = self.client.put_input(prepared(work, self.frame_size))
             self.sent += 1

@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import time
 
-from .canvas import InputSender, capture
+from .canvas import ControlShot, InputSender, capture, capture_layer
 from .frames import Picture, place
 from .layer import DocumentError, ReferenceLayer, find_reference, is_idle, keep
 from .qt import QtCore, Signal
 from .bridge_client import check_channel
-from .workers import Connection, FrameWorker, ParamSender, Signals, normalize_url
+from .workers import Connection, FrameWorker, ParamSender, RecordSender, Signals, normalize_url
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ class Controller(QtCore.QObject):
 
     status_changed = Signal(str)
     connected = Signal(object)  # Connection
+    recording_changed = Signal(bool)
 
     def __init__(self, host, retry_ms: int = 30, parent=None):
         super().__init__(parent)
@@ -51,6 +52,8 @@ class Controller(QtCore.QObject):
         self._needs_refresh = False
         self._worker: FrameWorker | None = None
         self._sender: ParamSender | None = None
+        self._recorder: RecordSender | None = None
+        self.recording = False
         self.input_live = False
         self.captures = 0
         self._input: InputSender | None = None
@@ -62,6 +65,7 @@ class Controller(QtCore.QObject):
         self.signals.frame_ready.connect(self._on_frame_ready)
         self.signals.connected.connect(self._on_connected)
         self.signals.status.connect(self._set_status)
+        self.signals.recording.connect(self._on_recording)
         self._timer = QtCore.QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self._apply)
@@ -77,9 +81,10 @@ class Controller(QtCore.QObject):
         self._worker.target = self._doc_size()
         self._sender = ParamSender(url, self.signals, channel=self.channel)
         self._input = InputSender(url, self.signals, channel=self.channel)
+        self._recorder = RecordSender(url, self.signals)  # recording is channel main's
         if not self.live:
             self._worker.live.clear()
-        for thread in (self._worker, self._sender, self._input):
+        for thread in (self._worker, self._sender, self._input, self._recorder):
             thread.start()
         self._last_capture = None
         if self.input_live:
@@ -87,10 +92,10 @@ class Controller(QtCore.QObject):
         return url
 
     def stop(self) -> None:
-        for thread in (self._worker, self._sender, self._input):
+        for thread in (self._worker, self._sender, self._input, self._recorder):
             if thread is not None:
                 thread.stop()
-        self._worker = self._sender = self._input = None
+        self._worker = self._sender = self._input = self._recorder = None
         self.connection = None
         self._timer.stop()
         self._input_timer.stop()
@@ -107,6 +112,15 @@ class Controller(QtCore.QObject):
             (self._worker.live.set if live else self._worker.live.clear)()
         if live and self._sender is not None and self.params:
             self._sender.submit(dict(self.params))
+
+    def set_recording(self, on: bool) -> None:
+        """Start or stop the daemon's recording (into its --output-dir)."""
+        if self._recorder is not None:
+            self._recorder.submit("start" if on else "stop")
+
+    def _on_recording(self, on: bool) -> None:
+        self.recording = on
+        self.recording_changed.emit(on)
 
     def set_input_live(self, on: bool) -> None:
         """On: the canvas (or selection) becomes the daemon's input image; off: back to text-to-image."""
@@ -139,6 +153,20 @@ class Controller(QtCore.QObject):
             self._last_capture = shot.bgra
             self._input.submit(shot)
         self._input_timer.start(max(INPUT_INTERVAL_MS, int(10 * cost_ms)))
+
+    def send_layer_as_control(self, layer: str, name: str, preprocess: str, scale: float) -> bool:
+        """Send the layer named ``layer`` as ControlNet ``name``'s control image (False: nothing to send)."""
+        doc = self.host.activeDocument()
+        node = doc.nodeByName(layer) if doc is not None and layer else None
+        if node is None or not name.strip() or self._input is None:
+            self._set_status("pick a layer and a ControlNet name (the daemon's --controlnet NAME) first")
+            return False
+        shot = capture_layer(doc, node)
+        if shot is None:
+            self._set_status(f"could not read layer {layer!r} (8-bit RGBA only)")
+            return False
+        self._input.submit(ControlShot(shot, name.strip(), preprocess, scale))
+        return True
 
     def set_opacity(self, percent: int) -> None:
         if self.reference.set_opacity(self.host.activeDocument(), percent):
@@ -202,7 +230,7 @@ class Controller(QtCore.QObject):
 
     def _on_connected(self, connection: Connection) -> None:
         self.connection = connection
-        self.params = {k: connection.params[k] for k in ("prompt", "seed", "guidance", "steps", "strength")
+        self.params = {k: connection.params[k] for k in ("prompt", "seed", "guidance", "steps", "strength", "tiling")
                        if k in connection.params}
         self.connected.emit(connection)
         self._set_status(f"connected: {connection.model} on {connection.device}, frames by {connection.transport}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from .controller import Controller
+from .layer import REFERENCE_NAME
 from .notice import add_docker
 from .qt import QtCore, QtWidgets
 
@@ -41,7 +42,7 @@ class BridgePanel(QtWidgets.QWidget):
         self.guidance.setSingleStep(0.5)
         self.guidance.setDecimals(1)
         self.steps = QtWidgets.QSpinBox()
-        self.steps.setRange(1, 4)
+        self.steps.setRange(1, 8)
         self.live = QtWidgets.QCheckBox("Live")
         self.live.setChecked(True)
         self.input_live = QtWidgets.QCheckBox("Canvas as input")
@@ -59,6 +60,26 @@ class BridgePanel(QtWidgets.QWidget):
         self.opacity.setValue(int(saved) if saved.isdigit() else 60)
         self.opacity_label = QtWidgets.QLabel()
         self.keep = QtWidgets.QPushButton("Keep as layer")
+        self.seamless = QtWidgets.QCheckBox("Seamless")
+        self.seamless.setToolTip("Tileable frames: the picture wraps around left-right and top-bottom. Paint on "
+                                 "it with View > Wrap Around Mode (W)")
+        self.record = QtWidgets.QPushButton("Record")
+        self.record.setCheckable(True)
+        self.record.setToolTip("Record the daemon's frames into an MP4 in its --output-dir")
+        # Layer as control: a layer (a line sketch, a depth map) as a ControlNet's control image.
+        self.control_layer = _LayerBox(self.refresh_layers)
+        self.control_layer.setToolTip("The layer to send (a sketch, lines, a depth map)")
+        self.control_name = QtWidgets.QLineEdit(host.readSetting(SETTINGS, "control_name", ""))
+        self.control_name.setPlaceholderText("ControlNet name")
+        self.control_name.setToolTip("The daemon's --controlnet NAME this layer steers")
+        self.control_preprocess = QtWidgets.QComboBox()
+        self.control_preprocess.addItems(["none", "canny"])
+        self.control_preprocess.setToolTip("none: the layer is the condition as it is; canny: the daemon finds edges")
+        self.control_scale = QtWidgets.QDoubleSpinBox()
+        self.control_scale.setRange(0.0, 2.0)
+        self.control_scale.setSingleStep(0.1)
+        self.control_scale.setValue(1.0)
+        self.send_control = QtWidgets.QPushButton("Layer as control")
         self._lay_out()
 
         self.controller.reference.opacity_percent = self.opacity.value()
@@ -76,6 +97,11 @@ class BridgePanel(QtWidgets.QWidget):
         self.strength.valueChanged.connect(lambda value: self.controller.set_params({"strength": float(value)}))
         self.opacity.valueChanged.connect(self._opacity_changed)
         self.keep.clicked.connect(self.controller.keep_frame)
+        self.seamless.toggled.connect(lambda on: self.controller.set_params({"tiling": "xy" if on else "none"}))
+        self.record.clicked.connect(self.controller.set_recording)
+        self.controller.recording_changed.connect(self._show_recording)
+        self.send_control.clicked.connect(self._send_control)
+        self.control_scale.valueChanged.connect(self._control_scale_changed)
         app = QtWidgets.QApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self.controller.stop)
@@ -101,14 +127,46 @@ class BridgePanel(QtWidgets.QWidget):
         row.addWidget(self.strength, 1)
         form.addRow("Input", row)
         row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.control_layer, 1)
+        row.addWidget(self.control_name, 1)
+        form.addRow("Control", row)
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.control_preprocess)
+        row.addWidget(self.control_scale)
+        row.addWidget(self.send_control)
+        form.addRow(row)
+        row = QtWidgets.QHBoxLayout()
         row.addWidget(self.opacity, 1)
         row.addWidget(self.opacity_label)
         form.addRow("Opacity", row)
         row = QtWidgets.QHBoxLayout()
         row.addWidget(self.live)
+        row.addWidget(self.seamless)
         row.addStretch(1)
+        row.addWidget(self.record)
         row.addWidget(self.keep)
         form.addRow(row)
+
+    def refresh_layers(self) -> None:
+        """The active document's layers (top level, the reference layer left out) in the Control box."""
+        doc = self.host.activeDocument()
+        current = self.control_layer.currentText()
+        names = [node.name() for node in (doc.rootNode().childNodes() if doc is not None else [])
+                 if node.name() != REFERENCE_NAME]
+        self.control_layer.clear()
+        self.control_layer.addItems(names)
+        if current in names:
+            self.control_layer.setCurrentText(current)
+
+    def _send_control(self) -> None:
+        self.host.writeSetting(SETTINGS, "control_name", self.control_name.text())
+        self.controller.send_layer_as_control(self.control_layer.currentText(), self.control_name.text(),
+                                              self.control_preprocess.currentText(), self.control_scale.value())
+
+    def _control_scale_changed(self, value: float) -> None:
+        name = self.control_name.text().strip()
+        if name:
+            self.controller.set_params({"controls": {name: float(value)}})
 
     def reconnect(self) -> None:
         try:
@@ -129,7 +187,7 @@ class BridgePanel(QtWidgets.QWidget):
     def _show_params(self, connection) -> None:
         """Show the daemon's parameters as they are; nothing is sent until you change one."""
         params = connection.params
-        widgets = (self.prompt, self.seed, self.guidance, self.steps, self.strength)
+        widgets = (self.prompt, self.seed, self.guidance, self.steps, self.strength, self.seamless)
         for widget in widgets:
             widget.blockSignals(True)
         try:
@@ -140,9 +198,14 @@ class BridgePanel(QtWidgets.QWidget):
             self.guidance.setValue(params.get("guidance", self.guidance.value()))
             self.steps.setValue(params.get("steps", self.steps.value()))
             self.strength.setValue(params.get("strength", self.strength.value()))
+            self.seamless.setChecked(params.get("tiling", "none") != "none")
         finally:
             for widget in widgets:
                 widget.blockSignals(False)
+
+    def _show_recording(self, on: bool) -> None:
+        self.record.setChecked(on)
+        self.record.setText("Stop recording" if on else "Record")
 
     def _opacity_changed(self, value: int) -> None:
         self.opacity_label.setText(f"{value}%")
@@ -167,5 +230,18 @@ def register(krita) -> None:
         def canvasChanged(self, canvas):  # noqa: N802 (Krita's name)
             self.panel.controller.document_changed()
             self.panel.channel.setText(self.panel.controller.channel)  # each document shows its own channel
+            self.panel.refresh_layers()
 
     add_docker(krita, TurboBridgeDocker)
+
+
+class _LayerBox(QtWidgets.QComboBox):
+    """A layer picker that lists the document's layers as they are now, each time it opens."""
+
+    def __init__(self, refresh):
+        super().__init__()
+        self._refresh = refresh
+
+    def showPopup(self) -> None:  # noqa: N802 (Qt's name)
+        self._refresh()
+        super().showPopup()

@@ -59,6 +59,7 @@ class Signals(QtCore.QObject):
     frame_ready = Signal()
     connected = Signal(object)  # Connection
     status = Signal(str)
+    recording = Signal(bool)  # the daemon's recorder after a start or stop
 
 
 class ShmSource:
@@ -276,3 +277,41 @@ class ParamSender(Outbox):
                 self._pending = {**changes, **self._pending}
             if not self._stopping.wait(self.retry_s):
                 self._wake.set()
+
+
+class RecordSender(Outbox):
+    """Starts or stops the daemon's recording (``POST /v1/record``); the newest press wins."""
+
+    def __init__(self, url: str, signals: Signals):
+        super().__init__("turbo-bridge record")
+        self.client = HttpClient(url, timeout=10.0)  # a stop answers once the file is finished
+        self.signals = signals
+        self._action: str | None = None
+
+    def submit(self, action: str) -> None:
+        with self._lock:
+            self._action = action
+        self._wake.set()
+
+    def _take(self) -> str | None:
+        action, self._action = self._action, None
+        return action
+
+    def _deliver(self, action: str) -> None:
+        try:
+            state = self.client.record(action)
+        except BridgeHTTPError as exc:  # no --output-dir, already recording, not recording
+            self.signals.status.emit(f"recording: {exc.message}")
+            state = None
+            try:
+                state = self.client.record()
+            except (OSError, BridgeHTTPError):
+                pass
+        except OSError as exc:
+            self.signals.status.emit(f"recording: not sent: {describe(exc)}")
+            return
+        if state is not None:
+            self.signals.recording.emit(bool(state["recording"]))
+            if not state["recording"] and action == "stop":
+                self.signals.status.emit(state["error"] or (f"recorded {state['files'][-1]}" if state["files"]
+                                                            else "recording stopped"))

@@ -9,6 +9,7 @@ daemon's ``/bridge/frame`` and ``/bridge/error`` feedback reaches the OSC In DAT
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Mapping
 
 # control COMP parameter -> protocol field
@@ -16,6 +17,8 @@ FIELD_PARS = {"Prompt": "prompt", "Seed": "seed", "Guidance": "guidance", "Steps
               "Width": "width", "Height": "height"}
 PAR_FOR_FIELD = {field: par for par, field in FIELD_PARS.items()}
 INPUT_PARS = {"Strength": "strength"}  # on the Input page; not part of Send All or the cues
+OUTPUT_PARS = {"Tiling": "tiling"}  # on the Output page; likewise
+TILINGS = ("none", "x", "y", "xy")
 INT63 = 2**63
 # The daemon drops a subscription 60 s after its last renewal, and forgets all when it restarts;
 # renewing is idempotent (the same port is the same slot).
@@ -23,16 +26,24 @@ RESUBSCRIBE_S = 5.0
 
 
 def coerce(field: str, value: Any) -> Any:
-    """A parameter's value as the protocol type (an Int par driven by a CHOP may hold a float)."""
-    if field == "prompt":
+    """A parameter's value as the protocol type (an Int par driven by a CHOP may hold a float;
+    Seed is a string parameter, exact to 2**64-1). Raises ValueError naming the field."""
+    if field in ("prompt", "tiling"):
         return str(value)
     if field in ("guidance", "strength"):
         return float(value)
     if isinstance(value, str):
+        text = value.strip()
         try:
-            return int(value.strip())  # exact, also for seeds beyond a float's 53 bits
+            return int(text)  # exact, also for seeds beyond a float's 53 bits
         except ValueError:
-            value = float(value)
+            pass
+        try:
+            value = float(text)  # "42.0" from a CHOP export
+        except ValueError:
+            raise ValueError(f"{field}: {value!r} is not a whole number") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{field}: {text!r} is not a whole number")
     return int(round(value))
 
 
@@ -129,10 +140,15 @@ class Controller:
         """A field parameter changed: send it now when Live is on and it differs from what was sent."""
         if not self.comp.par.Live.eval():
             return
-        field = FIELD_PARS.get(par.name) or INPUT_PARS[par.name]
+        field = FIELD_PARS.get(par.name) or INPUT_PARS.get(par.name) or OUTPUT_PARS[par.name]
         value = coerce(field, par.eval())
         if self.last_sent.get(field) != value:
             self.send_field(field, value)
+
+    def record(self, on: bool) -> None:
+        """``/bridge/record 1`` starts recording into the daemon's --output-dir, 0 stops; refusals come
+        back as ``/bridge/error`` feedback (the status table)."""
+        self._send("/bridge/record", [1 if on else 0])
 
     # -- feedback subscription -------------------------------------------------------------
     def subscribe(self, now: float) -> None:

@@ -8,10 +8,10 @@ few lines that put the plugin folder on ``sys.path`` and call into this package.
 
 from __future__ import annotations
 
-import os
-
 from . import session
 from .cues import header_row
+from .inputs import CONTROL_SLOTS
+from .paths import import_paths
 
 OP_TYPES = ("baseCOMP", "scriptTOP", "outTOP", "textDAT", "tableDAT", "oscoutDAT", "oscinDAT",
             "executeDAT", "parameterexecuteDAT")
@@ -19,18 +19,6 @@ DEFAULT_PORTS = (8787, 9000, 9001)  # HTTP, OSC, feedback (the OSC In DAT)
 EXAMPLE_CUES = [["opening", "a lighthouse in a storm, oil painting", "1", "", "", "", ""],
                 ["calm", "a lighthouse at dawn, calm sea, oil painting", "1", "", "", "", ""],
                 ["night", "a lighthouse at night, stars, long exposure photo", "7", "", "", "", ""]]
-
-
-def import_paths(plugin_dir: str) -> list[str]:
-    """The folders the callback DATs need on sys.path: the plugin, plus the repository root
-    when ``bridge.client`` is not vendored (a checkout, not a build.py folder)."""
-    plugin_dir = os.path.abspath(plugin_dir)
-    paths = [plugin_dir]
-    if not os.path.exists(os.path.join(plugin_dir, "turbo_bridge_td", "_vendor", "client", "__init__.py")):
-        repo = os.path.dirname(os.path.dirname(plugin_dir))
-        if os.path.exists(os.path.join(repo, "bridge", "client", "__init__.py")):
-            paths.append(repo)
-    return paths
 
 
 def shim(role: str, paths: list[str], module: str, body: str) -> str:
@@ -81,9 +69,10 @@ def add_control_pars(comp) -> None:
     """The control COMP's pages: Bridge (the fields), Connection, Input, Cues."""
     page = comp.appendCustomPage("Bridge")
     _set(page.appendStr("Prompt", label="Prompt")[0], "")
-    _set(page.appendInt("Seed", label="Seed")[0], 0, lo=0, norm=(0, 1000))
+    # A string: seeds run to 2**64-1 and TouchDesigner documents no 64-bit Int parameter.
+    _set(page.appendStr("Seed", label="Seed (0 to 2^64-1)")[0], "0")
     _set(page.appendFloat("Guidance", label="Guidance")[0], 0.0, lo=0.0, hi=30.0, norm=(0.0, 10.0))
-    _set(page.appendInt("Steps", label="Steps")[0], 1, lo=1, hi=4, norm=(1, 4))
+    _set(page.appendInt("Steps", label="Steps")[0], 1, lo=1, hi=8, norm=(1, 8))
     for name in ("Width", "Height"):
         _set(page.appendInt(name, label=name)[0], 512, lo=64, hi=1024, norm=(64, 1024))
     _set(page.appendToggle("Live", label="Live (send every change)")[0], True)
@@ -107,6 +96,20 @@ def add_control_pars(comp) -> None:
     page.appendTOP("Inputtop", label="Input TOP")
     _set(page.appendToggle("Sendinput", label="Send Input (image-to-image)")[0], False)
     _set(page.appendFloat("Strength", label="Strength")[0], 0.5, lo=0.0, hi=1.0, norm=(0.0, 1.0))
+
+    page = comp.appendCustomPage("Control")  # ControlNets: one TOP per name (the daemon's --controlnet NAME)
+    for slot in CONTROL_SLOTS:
+        _set(page.appendStr(f"Control{slot}name", label=f"ControlNet {slot} Name")[0], "")
+        page.appendTOP(f"Control{slot}top", label=f"Control {slot} TOP")
+        _set(page.appendFloat(f"Control{slot}scale", label=f"Control {slot} Scale")[0], 0.0, lo=0.0, hi=2.0,
+             norm=(0.0, 2.0))
+
+    page = comp.appendCustomPage("Output")
+    tiling = page.appendMenu("Tiling", label="Seamless Tiling")[0]
+    tiling.menuNames = ["none", "x", "y", "xy"]
+    tiling.menuLabels = ["Off", "Wrap Left-Right (x)", "Wrap Top-Bottom (y)", "Wrap Both (xy)"]
+    _set(tiling, "none")
+    _set(page.appendToggle("Record", label="Record (MP4 in the daemon's --output-dir)")[0], False)
 
     page = comp.appendCustomPage("Cues")
     _set(page.appendInt("Cue", label="Cue")[0], 0, lo=0, norm=(0, 20))
@@ -160,11 +163,6 @@ def build(parent, plugin_dir: str, optypes: dict, name: str = "turbo_bridge", ho
         node.nodeX, node.nodeY = x, y
         return node
 
-    frame = child("scriptTOP", "frame", 0, 0)
-    _callbacks_dat(frame, optypes, shim("Script TOP callbacks", paths, "top", FRAME_CALLBACKS))
-    frame.par.setuppars.pulse()  # runs onSetupParameters: the TOP's Control parameter
-    out = child("outTOP", "out1", 200, 0)
-    out.inputConnectors[0].connect(frame)
 
     osc_out = child("oscoutDAT", "osc_out", 0, 300)
     osc_out.par.address, osc_out.par.port = host, ports[1]
@@ -190,6 +188,13 @@ def build(parent, plugin_dir: str, optypes: dict, name: str = "turbo_bridge", ho
     par_exec.par.pars = "*"
     par_exec.par.custom, par_exec.par.builtin = True, False
     par_exec.par.valuechange = par_exec.par.onpulse = True
+
+    # Last: the pulse runs onSetupParameters and cooks the TOP, whose session reads the tables above.
+    frame = child("scriptTOP", "frame", 0, 0)
+    _callbacks_dat(frame, optypes, shim("Script TOP callbacks", paths, "top", FRAME_CALLBACKS))
+    out = child("outTOP", "out1", 200, 0)
+    out.inputConnectors[0].connect(frame)
+    frame.par.setuppars.pulse()  # runs onSetupParameters: the TOP's Control parameter
 
     session.on_start(comp)  # onStart only runs when a project opens: subscribe now
     return comp

@@ -11,9 +11,9 @@ import threading
 import time
 
 from ._client import client
-from .control import FIELD_PARS, INPUT_PARS, Controller, channel, ports
+from .control import FIELD_PARS, INPUT_PARS, OUTPUT_PARS, Controller, channel, ports
 from .cues import CueError, Cues
-from .inputs import InputSender
+from .inputs import CONTROL_SLOTS, ControlSender, InputSender
 from .sources import HttpSource, ShmSource
 
 RETRY_S = 1.0  # between attempts to attach to a segment that is not there (yet)
@@ -29,6 +29,7 @@ class Session:
         self.controller = Controller(comp)
         self.cues = Cues(comp, self.controller)
         self.input = InputSender(comp)
+        self.control_senders = [ControlSender(comp, slot) for slot in CONTROL_SLOTS]
         self.source = None
         self._source_key: tuple | None = None
         self._next_attach = 0.0
@@ -42,12 +43,15 @@ class Session:
 
     # -- status ----------------------------------------------------------------------------
     def status(self, key: str, value) -> None:
-        """Write one row of the status table, only when it changed (tables cost a cook)."""
+        """Write one row of the status table, only when it changed (tables cost a cook).
+        Never called from onCook: a cook that writes a table would start another cook."""
         value = str(value)
         if self._status.get(key) == value:
             return
-        self._status[key] = value
         table = self.comp.op("status")
+        if table is None:  # not built yet, or deleted by hand: nothing to show it in
+            return
+        self._status[key] = value
         if table[key, 0] is None:
             table.appendRow([key, value])
         else:
@@ -106,7 +110,8 @@ class Session:
         if self.source is not None:
             self.source.close()
             self.source = None
-        self.input.reattach()  # a new source may be a restarted daemon
+        for sender in (self.input, *self.control_senders):
+            sender.reattach()  # a new source may be a restarted daemon
 
     def _pull(self, now: float):
         """Move a new frame, if any, from the source to ``latest``; returns ``latest``."""
@@ -124,7 +129,8 @@ class Session:
         if self._stale_segment(now):
             self.close_source()  # reattached just below
         latest = self._pull(now)
-        self.input.frame_start(self.http_url(), str(self.comp.par.Token.eval()), self.status)
+        for sender in (self.input, *self.control_senders):
+            sender.frame_start(self.http_url(), str(self.comp.par.Token.eval()), self.status)
         if latest is None:
             return
         for path, seq in list(self.tops.items()):
@@ -134,6 +140,8 @@ class Session:
                     del self.tops[path]  # deleted from the network
                 else:
                     top.cook(force=True)
+        if latest.seq in self.tops.values():
+            self.status("copied seq", latest.seq)  # here, not in onCook (see status)
 
     def _stale_segment(self, now: float) -> bool:
         """A restarted daemon made a new segment: the feedback names a frame our mapping never
@@ -144,15 +152,17 @@ class Session:
                 and not self.source.changed())
 
     def cook(self, script_op) -> None:
-        """A Script TOP's onCook: copy the newest frame if this TOP lacks it, else keep the last."""
-        latest = self._pull(time.monotonic())
-        shown = self.tops.setdefault(script_op.path, 0)
-        if latest is None or shown == latest.seq:
+        """A Script TOP's onCook: copy the newest frame taken, on every cook.
+
+        Reads no table, writes none and does not touch the source (frame_start takes frames),
+        so nothing it does makes TouchDesigner cook the TOP again."""
+        self.tops.setdefault(script_op.path, 0)
+        latest = self.latest
+        if latest is None:
             return
         script_op.copyNumpyArray(latest.pixels)  # H x W x 4 uint8, rows bottom-first
         self.tops[script_op.path] = latest.seq
         self.copies += 1
-        self.status("copied seq", latest.seq)
 
     # -- feedback and control --------------------------------------------------------------
     def on_feedback(self, address: str, args: list) -> None:
@@ -173,6 +183,13 @@ class Session:
             self.run_cue(lambda: self.cues.go(self.cues.find(target) if isinstance(target, str)
                                               else int(target)))
 
+    def report(self, action) -> None:
+        """Run a send; a parameter that is not a valid value (Seed text) shows as last error."""
+        try:
+            action()
+        except ValueError as exc:
+            self.status("last error", exc)
+
     def run_cue(self, action) -> None:
         try:
             action()
@@ -183,10 +200,12 @@ class Session:
 
     def on_value_change(self, par) -> None:
         name = par.name
-        if name in FIELD_PARS or name in INPUT_PARS:
-            self.controller.on_field_par(par)
+        if name in FIELD_PARS or name in INPUT_PARS or name in OUTPUT_PARS:
+            self.report(lambda: self.controller.on_field_par(par))
+        elif name == "Record":
+            self.report(lambda: self.controller.record(bool(par.eval())))
         elif name == "Live" and par.eval():
-            self.controller.send_all()  # catch the daemon up with what was edited offline
+            self.report(self.controller.send_all)  # catch the daemon up with what was edited offline
         elif name == "Cue" and int(par.eval()) != self.cues.applied:
             self.run_cue(lambda: self.cues.go(int(par.eval())))  # typed or bound by hand
         elif name in CONNECTION_PARS:
@@ -195,7 +214,7 @@ class Session:
     def on_pulse(self, par) -> None:
         name = par.name
         if name == "Send":
-            self.controller.send_all()
+            self.report(self.controller.send_all)
         elif name == "Reconnect":
             self.close_source()
             self._source_key = None  # reopened next frame; every TOP copies its next frame
@@ -207,7 +226,8 @@ class Session:
 
     def close(self) -> None:
         self.close_source()
-        self.input.stop(self.http_url(), str(self.comp.par.Token.eval()))
+        for sender in (self.input, *self.control_senders):
+            sender.stop(self.http_url(), str(self.comp.par.Token.eval()))
 
 
 def session_for(comp) -> Session:
