@@ -43,6 +43,7 @@ DEVICE_INFO = web.AppKey("device_info", list)  # one model info per device
 OSC_SOCKET = web.AppKey("osc_socket", socket.socket)  # bound early by Daemon (see bridge.frontends.sockets)
 GUARD = web.AppKey("connection_guard", connections.ConnectionGuard)
 SHUTDOWN_TIMEOUT_S = 2.0  # handlers still running this long after SIGTERM are cancelled
+FIRST_FRAME_WAIT_S = 30.0  # at start, for channel main's first frame (the model is warm by then)
 RECORD_FINISH_TIMEOUT_S = 30.0  # at shutdown, for the recorder to finish its file
 
 
@@ -169,6 +170,10 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             main = registry.create(MAIN, shm=main_shm, sinks=tuple(s for s in (recorder, ndi) if s is not None))
             app[rest.SCHEDULER] = main.scheduler
             app[rest.PNG_CACHE] = main.services[rest.PNG_CACHE]
+            # Serve once main's first frame is out (or failed): a client's first change then never
+            # races the initial frame, which would otherwise answer its wait with the older state.
+            if not await main.scheduler.first_frame(FIRST_FRAME_WAIT_S):
+                log.warning("no first frame after %.0f s; serving anyway", FIRST_FRAME_WAIT_S)
             try:
                 yield
             finally:

@@ -113,6 +113,7 @@ class Scheduler:
         self._seq = 0
         self._wake = asyncio.Event()
         self._new_frame = asyncio.Condition()
+        self._first_attempt = asyncio.Event()  # set once the first frame rendered or failed
         self._frame_listeners: list[Callable[[Frame], None]] = []
         self._error_listeners: list[Callable[[str], None]] = []
         self.latest: Frame | None = None
@@ -256,6 +257,14 @@ class Scheduler:
                 return None
         return self.latest
 
+    async def first_frame(self, timeout: float) -> bool:
+        """Wait until the first frame rendered or failed (at most ``timeout`` s); False if neither yet."""
+        try:
+            await asyncio.wait_for(self._first_attempt.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
     async def run(self) -> None:
         """The render loop; runs until cancelled."""
         while True:
@@ -270,8 +279,10 @@ class Scheduler:
                 self._transition.cancel()  # a failing glide would fail every frame
                 params = self._taken.params if self._taken else self._params
                 self._report_error(params, exc, self._roll_back(params) if is_out_of_memory(exc) else "")
+                self._first_attempt.set()
                 continue
             self.latest = frame
+            self._first_attempt.set()
             self.stats.frames += 1
             self.stats.failing = False
             async with self._new_frame:

@@ -22,6 +22,7 @@ import torch
 from ..core.frame import Rendered
 from ..core.params import Params
 from ..core.scene import Scene
+from .control_images import frame_controls
 from .glide import Glider, Shown
 from .noise import frame_noise
 from .optimize import compiled, progress
@@ -52,7 +53,9 @@ class ChannelRenderer:
     def batch_key(self, params: Params, scene: Scene) -> Hashable | None:
         if scene.glide is not None:  # a transition mixes from its own channel's last frame: alone
             return None
-        return FramePlan.of(params, scene.input is not None).key
+        plan = FramePlan.of(params, scene.input is not None, frame_controls(scene))
+        # ControlNet frames render alone: the batched graph carries no control images or scales.
+        return None if plan.controls else plan.key
 
     def forget(self, stream: str) -> None:
         self._gliders.pop(stream, None)
@@ -85,6 +88,10 @@ class ChannelRenderer:
         if len(plans) != 1:
             raise ValueError(f"a batch needs one graph shape, got {sorted(p.key for p in plans)}")
         plan = plans.pop()
+        if r._tiling.set(plan.tiling):
+            r.images.clear()  # the input's latents depend on the encoder's padding
+        if plan.cfg:
+            r._prepare_negative()
         shape = r._latent_shape(plan)
         with r._stage("noise"):
             noises = [frame_noise(params, plan.draws, shape) for _, params, _ in items]  # each (draws, 1, ...)
