@@ -317,7 +317,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
         if ndi is not None:
             out["ndi"] = ndi.health()
         if PNG_WRITER in app:
-            out["png_files"] = app[rest.CHANNELS].main.services[PNG_WRITER].health()
+            out["png_files"] = app[PNG_WRITER].health()  # main's, also once the daemon stopped
         return out
 
     app[rest.HEALTH] = health
