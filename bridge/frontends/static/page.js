@@ -56,7 +56,7 @@ async function pickChannel(name) {
   if (!response.ok) { showError((await response.json()).error); $("channel").value = channel; return; }
   channel = name;
   $("channel").value = name;
-  shownSeq = 0; ackedVersion = 0; changeSentAt.clear(); paramsOf.clear();
+  shownSeq = 0; ackedVersion = 0; changeSentAt.clear(); paramsOf.clear(); unsent = {};
   if (socket) { socket.onclose = null; socket.close(); }
   connect();
   listChannels();
@@ -67,7 +67,10 @@ function connect() {
   const token = TOKEN ? `&access_token=${encodeURIComponent(TOKEN)}` : "";
   socket = new WebSocket(`${scheme}://${location.host}${channelPath("ws")}?format=${$("format").value}${token}`);
   socket.binaryType = "arraybuffer";
-  socket.onopen = () => { retryMs = 250; awaitingReply.length = 0; $("link").textContent = "live"; };
+  socket.onopen = () => {
+    retryMs = 250; awaitingReply.length = 0; $("link").textContent = "live";
+    if (Object.keys(unsent).length) { const params = unsent; unsent = {}; send({ params }); }
+  };
   socket.onmessage = (event) => {
     if (typeof event.data === "string") onText(parse(event.data));
     else onFrame(event.data).catch((error) => showError({ field: null, message: `frame: ${error}` }));
@@ -79,8 +82,13 @@ function connect() {
   };
 }
 
+let unsent = {};  // parameters edited while the socket (re)connects: sent once it is open
+
 function send(message) {
-  if (!socket || socket.readyState !== WebSocket.OPEN) return;
+  if (!socket || socket.readyState !== WebSocket.OPEN) {
+    if (message.params) Object.assign(unsent, message.params);
+    return;
+  }
   socket.send(JSON.stringify(message));
   awaitingReply.push({ at: performance.now(), isChange: "params" in message });
 }
