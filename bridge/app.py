@@ -20,11 +20,12 @@ from aiohttp import web
 
 from .frontends import (channels_api, connections, control_api, input_api, live, openapi, record_api, rest,
                         security, sockets)
-from .config import Config
+from .config import Config, lora_folder
 from .core.frame import NullRenderer, Renderer
 from .frontends.osc import ADDRESSES, OscServer
 from .core.params import Limits
 from .engine.channels import MAIN, Channel, ChannelRegistry
+from .engine.loras import LoraGate
 from .engine.render_queue import RenderQueue
 from .engine.scheduler import Scheduler
 from .engine.sinks.png import PngCache, PngFileWriter
@@ -64,7 +65,7 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
         configure_compile_cache(config.cache_dir)
     vae = None if config.vae == "full" else loader.load_tiny_vae(config.vae, config.model, device, dtype)
     pipe = loader.load_pipeline(config.model, device, dtype, config.cache_dir, vae=vae, scheduler=config.scheduler)
-    renderer = DiffusersRenderer(pipe, device, dtype, compile=compile,
+    renderer = DiffusersRenderer(pipe, device, dtype, compile=compile, lora_dir=lora_folder(config),
                                  controlnets=load_controlnets(config, pipe, device, dtype),
                                  canny_thresholds=config.canny_thresholds)
     if compile:  # compile and capture for the initial size before the ports open
@@ -135,6 +136,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
         # One render thread per device; the first keeps the name "gpu" (thread gpu_0).
         gpus = [ThreadPoolExecutor(1, thread_name_prefix="gpu" if i == 0 else f"gpu{i}") for i in range(len(devices))]
         encoder = ThreadPoolExecutor(2, thread_name_prefix="encode")
+        lora_loader = ThreadPoolExecutor(1, thread_name_prefix="lora-loader")
         loop = asyncio.get_running_loop()
         try:
             # main's segment first: a live daemon of the same --shm-name is refused before loading a model.
@@ -156,6 +158,8 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             queues = [RenderQueue(renderer, gpu, name=str(info.get("device", i)) if len(loaded) == 1
                                   else f"{i}:{info.get('device', i)}")
                       for i, ((renderer, info), gpu) in enumerate(zip(loaded, gpus))]
+            for queue in queues:  # each device folds LoRAs into its own UNet, from its own catalog
+                queue.loras = LoraGate(getattr(getattr(queue.renderer, "loras", None), "catalog", None), lora_loader)
             registry = app[rest.CHANNELS] = ChannelRegistry(
                 queues, initial=config.initial, shm_name=config.shm_name,
                 limits=Limits(config.max_size, tuple(spec.name for spec in config.controlnets)),
@@ -190,6 +194,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             for gpu in gpus:
                 gpu.shutdown(wait=True)
             encoder.shutdown(wait=True)
+            lora_loader.shutdown(wait=True)
 
     async def osc(app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()

@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--osc-port", type=_port, default=DEFAULT_OSC_PORT)
     serve.add_argument("--max-size", type=int, default=1024, help="largest width/height accepted")
     serve.add_argument("--shm-name", default=DEFAULT_SHM_NAME, help="shared-memory segment name ('' disables)")
+    serve.add_argument("--lora-dir", type=Path, default=None,
+                       help="folder of LoRA files (*.safetensors, diffusers/PEFT or kohya keys), named by their "
+                            "stem in the loras parameter (default: loras/ in the cache dir)")
     serve.add_argument("--output-dir", type=Path, default=None, help="keep latest.png here, replaced atomically")
     serve.add_argument("--keep-frames", action="store_true", help="with --output-dir: also frame-NNNNNN.png")
     serve.add_argument("--ndi", default=None, metavar="NAME", help="send every frame as an NDI source of this name "
@@ -127,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     initial = serve.add_argument_group("initial parameters (the seed article's flags are accepted too)")
     initial.add_argument("--prompt", default="")
+    initial.add_argument("--negative-prompt", "--negative_prompt", dest="negative_prompt", default="")
     initial.add_argument("--seed", default="0")
     initial.add_argument("--steps", "--num_inference_steps", dest="steps", type=int, default=1)
     initial.add_argument("--guidance", "--guidance_scale", dest="guidance", type=float, default=0.0)
@@ -140,7 +144,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         raise ValidationError("max_channels", f"--max-channels must be at least 1 (main), got {args.max_channels}")
     if args.max_size < 64 or args.max_size % 8:
         raise ValidationError("max_size", f"--max-size must be a multiple of 8, at least 64, got {args.max_size}")
-    changes = parse_changes({"prompt": args.prompt, "seed": args.seed, "steps": args.steps,
+    changes = parse_changes({"prompt": args.prompt, "negative_prompt": args.negative_prompt, "seed": args.seed, "steps": args.steps,
                              "guidance": args.guidance, "width": args.width, "height": args.height},
                             Limits(args.max_size))
     return Config(model=args.model, scheduler=args.scheduler, vae=args.vae, compile=args.compile, device=args.device, dtype=args.dtype, host=args.host,
@@ -148,6 +152,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   shm_name=args.shm_name or None, output_dir=args.output_dir, keep_frames=args.keep_frames,
                   ndi=args.ndi or None,
                   cache_dir=args.cache_dir or default_cache_dir(), initial=Params().merged(changes),
+                  lora_dir=args.lora_dir,
                   access=Access.from_options(args.token, args.allow_host, args.cors_origin, args.osc_allow),
                   controlnets=_controlnets(args.controlnet), canny_thresholds=_thresholds(args.canny_thresholds),
                   http=HttpLimits(max_connections=args.max_connections,

@@ -65,8 +65,14 @@ class Config:
     ndi: str | None = None  # an NDI source of this name sends every frame
     cache_dir: Path = field(default_factory=default_cache_dir)
     initial: Params = Params()
+    lora_dir: Path | None = None  # None: loras/ in the cache dir
     access: Access = Access()  # token, extra Host names, CORS origins, OSC allow-list
     http: HttpLimits = HttpLimits()  # connection caps, request head and body timeouts
     max_channels: int = 4  # live streams, main included
     controlnets: tuple[ControlNetSpec, ...] = ()  # --controlnet NAME=SOURCE, loaded at start
     canny_thresholds: tuple[float, float] = (100.0, 200.0)  # preprocess canny: low, high (grey levels)
+
+
+def lora_folder(config: Config) -> Path:
+    """Where LoRA files are looked up: ``--lora-dir``, else ``loras/`` in the cache dir."""
+    return Path(config.lora_dir) if config.lora_dir is not None else Path(config.cache_dir) / "loras"

@@ -83,6 +83,28 @@ def test_local_daemon_frames_arrive_through_shared_memory_flipped(ext, blender_d
     assert not image.is_float and image.colorspace_settings.name == "sRGB"
 
 
+def test_negative_prompt_and_lora_weights(ext, blender_daemon, cache_dir):
+    import torch
+    from bridge.pipeline.loader import load_pipeline
+    from lora_files import lora_layers, write_diffusers
+
+    folder = Path(cache_dir) / "loras"  # the daemon's default --lora-dir (TURBO_BRIDGE_CACHE)
+    folder.mkdir(exist_ok=True)
+    if not (folder / "bl_ink.safetensors").exists():
+        write_diffusers(lora_layers(load_pipeline("demo", "cpu", torch.float32, cache_dir), seed=40, text=False),
+                        folder / "bl_ink.safetensors")
+    s = settings(blender_daemon.url, negative_prompt="blurry", guidance=1.5)
+    assert bpy.ops.turbo_bridge.connect() == {"FINISHED"}
+    pump(ext.live, lambda: "bl_ink" in [item.name for item in s.loras])  # listed on connecting
+    assert http(blender_daemon).params()["negative_prompt"] == "blurry"
+    item = next(item for item in s.loras if item.name == "bl_ink")
+    assert item.weight == 0.0
+    item.weight = 0.5  # exact in Blender's single-precision floats
+    pump(ext.live, lambda: http(blender_daemon).params()["loras"] == {"bl_ink": 0.5} and frame_current(ext, blender_daemon))
+    item.weight = 0.0
+    pump(ext.live, lambda: http(blender_daemon).params()["loras"] == {})
+
+
 def test_connect_sends_the_settings_before_it_reports_connected(ext, blender_daemon):
     """The first frame after connecting is of our settings, never the daemon's previous state's
     (which is still in the segment when the link comes up): Keep would keep the wrong picture."""

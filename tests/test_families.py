@@ -59,6 +59,18 @@ def test_sd2_embeddings_match_diffusers_encode_prompt(sd, prompt):
     assert torch.equal(embeds, ref) and pooled.shape == (1, 0)
 
 
+def test_zero_embeddings_have_each_familys_conditioning_shapes(sd, cache_dir):
+    """The unconditional zeros (and the frame graph's placeholders) match the encoders' outputs:
+    SD 2.x has one text encoder and an empty (1, 0) pooled tensor, SDXL two and a pooled projection."""
+    xl = DiffusersRenderer(load_pipeline("demo", "cpu", torch.float32, cache_dir), "cpu", torch.float32)
+    for renderer, pooled_width in ((sd, 0), (xl, xl.pipe.text_encoder_2.config.projection_dim)):
+        embeds, pooled = renderer.text.conditioning("a lighthouse")
+        zeros, zeros_pooled = renderer.text.zeros
+        assert zeros.shape == embeds.shape and zeros_pooled.shape == pooled.shape == (1, pooled_width)
+        assert embeds.shape[-1] == renderer.pipe.unet.config.cross_attention_dim
+        assert not zeros.any() and not zeros_pooled.any()
+
+
 def test_sd2_determinism_cache_blends(sd):
     p = Params(prompt="a lighthouse", seed=1, width=64, height=64)
     a = sd.render(p).pixels

@@ -46,7 +46,7 @@ def check_clean(clean: dict) -> None:
     """What every accepted value satisfies (the renderer relies on it)."""
     for field, value in clean.items():
         assert field in FIELDS
-        if field == "prompt":
+        if field in ("prompt", "negative_prompt"):
             texts = [value] if isinstance(value, str) else [text for text, _ in value]
             for text in texts:
                 assert isinstance(text, str) and len(text) <= MAX_PROMPT_CHARS and "\x00" not in text
@@ -59,6 +59,9 @@ def check_clean(clean: dict) -> None:
             assert type(value) is float and 0 <= value <= 1
         elif field == "input":
             assert type(value) is bool
+        elif field == "loras":  # parsed: (name, weight) pairs; to_json: an object
+            pairs = value.items() if isinstance(value, dict) else value
+            assert all(isinstance(n, str) and "/" not in n and type(w) is float and -2 <= w <= 2 for n, w in pairs)
         elif field == "controls":
             assert not value  # no ControlNet loaded here: only an empty change is accepted
         elif field == "tiling":

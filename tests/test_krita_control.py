@@ -22,6 +22,7 @@ def test_a_layer_becomes_a_controlnets_control_image(panel, demo_daemon, new_doc
     lines[20:22, 8:56] = (255, 255, 255, 255)
     sketch.setPixelData(lines.tobytes(), 0, 0, 64, 64)  # B, G, R, A bytes
     p = panel()
+    pump(lambda: p.controller.connection is not None, what="the connection")  # its note would replace ours
     p.control_layer.showPopup()  # lists the layers as they are now
     p.control_layer.hidePopup()
     assert "sketch" in [p.control_layer.itemText(i) for i in range(p.control_layer.count())]
@@ -45,6 +46,7 @@ def test_a_layer_becomes_a_controlnets_control_image(panel, demo_daemon, new_doc
 def test_an_unknown_controlnet_name_is_reported(panel, demo_daemon, new_doc):
     doc = new_doc(64, 64)
     p = panel()
+    pump(lambda: p.controller.connection is not None, what="the connection")  # its note would replace ours
     p.refresh_layers()
     p.control_layer.setCurrentIndex(0)
     p.control_name.setText("pose")

@@ -8,6 +8,7 @@ tests/test_krita_hosts.py runs the plugin as shipped, under PyQt6, and inside th
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import krita_standin
 import numpy as np
@@ -279,6 +280,32 @@ def test_a_document_that_is_not_8bit_rgba_is_refused_with_a_hint(panel, demo_dae
     assert doc.nodeByName(REFERENCE_NAME) is None
 
 
+def test_negative_prompt_and_lora_sliders(panel, demo_daemon, new_doc, cache_dir):
+    torch = pytest.importorskip("torch")
+    from bridge.pipeline.loader import load_pipeline
+    from lora_files import lora_layers, write_diffusers
+
+    folder = Path(cache_dir) / "loras"  # the daemon's default --lora-dir (TURBO_BRIDGE_CACHE)
+    folder.mkdir(exist_ok=True)
+    for i, name in enumerate(("kr_ink", "kr_paper")):
+        if not (folder / f"{name}.safetensors").exists():
+            write_diffusers(lora_layers(load_pipeline("demo", "cpu", torch.float32, cache_dir), seed=50 + i,
+                                        text=False), folder / f"{name}.safetensors")
+    new_doc(64, 64)
+    p = panel()
+    pump(lambda: p.controller.connection is not None, what="the connection")
+    QtWidgets.QApplication.processEvents()
+    assert {"kr_ink", "kr_paper"} <= set(p.lora_sliders) and p.lora_sliders["kr_ink"].value() == 0
+    p.negative_prompt.setText("blurry")
+    pump(lambda: demo_daemon.client.params()["negative_prompt"] == "blurry", what="the negative prompt")
+    p.lora_sliders["kr_ink"].setValue(75)
+    p.lora_sliders["kr_paper"].setValue(-50)  # merged per name with the first, even if not sent yet
+    pump(lambda: demo_daemon.client.params()["loras"] == {"kr_ink": 0.75, "kr_paper": -0.5}, what="the LoRA weights")
+    p.lora_sliders["kr_ink"].setValue(0)
+    p.lora_sliders["kr_paper"].setValue(0)
+    pump(lambda: demo_daemon.client.params()["loras"] == {}, what="the LoRAs off")
+
+
 def test_seamless_and_record(panel, demo_daemon, new_doc):
     new_doc(64, 64)
     client = demo_daemon.client
@@ -298,7 +325,7 @@ def test_seamless_and_record(panel, demo_daemon, new_doc):
     p.record.click()
     pump(lambda: not p.controller.recording, what="the recording to stop")
     files = client.record()["files"]
-    assert files and p.status.text() == f"recorded {files[-1]}" and p.record.text() == "Record"
+    assert files and p.status.text().splitlines()[0] == f"recorded {files[-1]}" and p.record.text() == "Record"
     p.controller.set_recording(False)  # stop without start: the daemon's reason shows
     pump(lambda: "not recording" in p.status.text(), what="the refusal")
     client.patch({"tiling": "none"})

@@ -1,6 +1,7 @@
 """The live page in a real browser: Debian's Chromium, driven by Playwright, against the demo model."""
 
 import asyncio
+import contextlib
 import re
 from pathlib import Path
 
@@ -96,19 +97,26 @@ class Live:
         return np.array(values, np.uint8).reshape(height, width, 4)
 
 
+@contextlib.asynccontextmanager
+async def open_live(daemon, browser, height: int = 700):
+    """The live page of ``daemon`` in a new browser page, once its first frame is shown."""
+    base = f"http://127.0.0.1:{daemon.http_port}"
+    async with aiohttp.ClientSession(base) as session:
+        page = await browser.new_page(viewport={"width": 1100, "height": height})
+        live = Live(page, daemon, session)
+        await page.goto(base + "/")
+        await live.until(lambda: live.shown_where(lambda shown: int(shown["seq"]) >= 1), "the first frame")
+        yield live
+        await page.close()  # before the daemon stops: a closing socket is no page error
+    assert all(url.startswith(base + "/") or url.startswith("data:") for url in live.requests), live.requests
+
+
 @pytest.fixture
 async def live(config, daemon_factory, browser, request):
     extra = getattr(request, "param", {})  # more daemon options, by indirect parametrisation
     async with daemon_factory(config, initial=config.initial.merged({"width": 128, "height": 128}), **extra) as daemon:
-        base = f"http://127.0.0.1:{daemon.http_port}"
-        async with aiohttp.ClientSession(base) as session:
-            page = await browser.new_page(viewport={"width": 1100, "height": 700})
-            live = Live(page, daemon, session)
-            await page.goto(base + "/")
-            await live.until(lambda: live.shown_where(lambda shown: int(shown["seq"]) >= 1), "the first frame")
+        async with open_live(daemon, browser) as live:
             yield live
-            await page.close()  # before the daemon stops: a closing socket is no page error
-        assert all(url.startswith(base + "/") or url.startswith("data:") for url in live.requests), live.requests
 
 
 async def test_typing_renders_frames_and_the_page_shows_the_daemons_params(live):
@@ -226,6 +234,36 @@ async def test_the_channel_picker_creates_and_drives_another_channel(live):
     assert not live.problems, live.problems
 
 
+@pytest.fixture
+async def live_loras(config, daemon_factory, browser, tmp_path, cache_dir):
+    torch = pytest.importorskip("torch")
+    from bridge.pipeline.loader import load_pipeline
+    from lora_files import lora_layers, write_diffusers
+
+    write_diffusers(lora_layers(load_pipeline("demo", "cpu", torch.float32, cache_dir), seed=1),
+                    tmp_path / "ink.safetensors")
+    async with daemon_factory(config, lora_dir=tmp_path) as daemon:
+        async with open_live(daemon, browser, height=800) as live:
+            yield live
+
+
+async def test_negative_prompt_field_and_lora_slider(live_loras):
+    live, page = live_loras, live_loras.page
+    await page.locator("#negative_prompt").fill("blurry")
+    await live.params_where(lambda p: p["negative_prompt"] == "blurry", "the typed negative prompt")
+    slider = page.locator('#loras input[data-name="ink"]')
+    assert await slider.input_value() == "0" and await page.locator("#no-loras").is_hidden()
+    await slider.fill("0.75")  # a range input's fill sets the value and fires input
+    await live.params_where(lambda p: p["loras"] == {"ink": 0.75}, "the LoRA weight from the slider")
+    await live.settled()
+    await slider.blur()  # a slider being dragged is not moved under the hand
+    await live.patch({"loras": {"ink": -1.5}, "negative_prompt": "fog"})  # another tool: the page follows
+    await live.settled()
+    assert await slider.input_value() == "-1.5"
+    assert await page.locator("#negative_prompt").input_value() == "fog"
+    await slider.fill("0")
+    await live.params_where(lambda p: p["loras"] == {}, "the LoRA switched off")
+    assert live.problems == []
 @pytest.mark.parametrize("live", [{"output_dir": ARTIFACTS / "recordings"}], indirect=True)
 async def test_seamless_checkbox_and_record_button(live):
     page = live.page

@@ -6,7 +6,9 @@ Against ``td_standin`` (TD has no Linux build) and a real demo_daemon (demo mode
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
+import pytest
 from pythonosc.udp_client import SimpleUDPClient
 from td_harness import changes_sent, run_until, status, tb_session, wait_for_version
 
@@ -149,3 +151,28 @@ def test_tiling_parameter_and_record_toggle(td, net, demo_daemon):
     message = run_until(td, lambda: "not recording" in (status(net, "last error") or "") and status(net, "last error"),
                         what="the refusal")
     assert "start with POST /v1/record" in message
+
+
+def test_style_page_negative_prompt_and_lora_weights_over_osc(td, net, demo_daemon, cache_dir):
+    torch = pytest.importorskip("torch")
+    from bridge.pipeline.loader import load_pipeline
+    from lora_files import lora_layers, write_diffusers
+
+    folder = Path(cache_dir) / "loras"  # the daemon's default --lora-dir under TURBO_BRIDGE_CACHE
+    folder.mkdir(exist_ok=True)
+    pipe = load_pipeline("demo", "cpu", torch.float32, cache_dir)
+    for i, name in enumerate(("td_ink", "td_paper")):
+        if not (folder / f"{name}.safetensors").exists():
+            write_diffusers(lora_layers(pipe, seed=30 + i, text=False), folder / f"{name}.safetensors")
+    net.par.Negprompt = "blurry"
+    run_until(td, lambda: demo_daemon.client.params()["negative_prompt"] == "blurry", what="negative prompt")
+    net.par.Lora1name = "td_ink"
+    net.par.Lora1weight = 0.75
+    run_until(td, lambda: demo_daemon.client.params()["loras"] == {"td_ink": 0.75}, timeout=60, what="LoRA weight")
+    net.par.Lora1name = "td_paper"  # the slot switches: ink off and paper on, in one bundle
+    run_until(td, lambda: demo_daemon.client.params()["loras"] == {"td_paper": 0.75}, timeout=60, what="LoRA switch")
+    sent = [parse_osc_message(d) for d in changes_sent(net.op("osc_out")) if d.startswith(b"/bridge/lora")]
+    assert sent[0] == ("/bridge/lora", ["td_ink", 0.75])
+    net.par.Lora1weight = 0.0
+    run_until(td, lambda: demo_daemon.client.params()["loras"] == {}, what="LoRA off")
+    assert demo_daemon.client.params()["negative_prompt"] == "blurry"

@@ -38,8 +38,10 @@ def test_setup_script_builds_the_whole_network(net, demo_daemon):
     assert {p.name for p in comp.customPars} >= {"Prompt", "Seed", "Guidance", "Steps", "Width", "Height", "Live",
                                                  "Host", "Ports1", "Ports2", "Ports3", "Source", "Shmname",
                                                  "Send", "Cue", "Cuenext", "Cueprev", "Cuego"}
-    assert [page.name for page in comp.customPages] == ["Bridge", "Connection", "Input", "Control", "Output", "Cues"]
+    assert [page.name for page in comp.customPages] == ["Bridge", "Connection", "Input", "Control", "Style", "Output",
+                                                        "Cues"]
     assert {"Tiling", "Record"} <= {p.name for p in comp.customPars}
+    assert {"Negprompt", "Lora1name", "Lora4weight"} <= {p.name for p in comp.customPars}
     assert (comp.par.Ports1.eval(), comp.par.Ports2.eval()) == (demo_daemon.http_port, demo_daemon.osc_port)
     assert comp.par.Live.eval() is True and comp.par.Steps.eval() == 1 and comp.par.Source.eval() == "shm"
     frame = comp.op("frame")

@@ -54,6 +54,11 @@ class HttpClient:
         with self._request("GET", "/v1/params") as response:
             return json.load(response)
 
+    def loras(self) -> dict:
+        """``GET /v1/loras``: the LoRA files (name, targets, rank, size) and the active weights."""
+        with self._request("GET", "/v1/loras") as response:
+            return json.load(response)
+
     def patch(self, changes: Mapping[str, Any]) -> dict:
         """Apply a partial change; returns ``{"version": ..., "warnings": [...]}``."""
         with self._request("PATCH", "/v1/params", dict(changes)) as response:

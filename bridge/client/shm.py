@@ -87,18 +87,23 @@ class ShmReader:
         An odd seq means the writer is between its two header stores (microseconds); so does a
         seq that changed while the pixels were copied. Either way the read is repeated after a
         back-off: a few bare retries, then sleeps from 50 us doubling to 5 ms, never a busy spin.
-        A seq still odd after ``timeout`` seconds (a writer that died mid-publish) raises
-        TimeoutError; callers that poll (the daemon's input watcher) back off further.
+        A seq that moves on is a live writer: the back-off and the ``timeout`` start again, so a
+        reader racing a fast writer still gets its frame. A seq stuck for ``timeout`` seconds (a
+        writer that died mid-publish) raises TimeoutError; callers that poll (the daemon's input
+        watcher) back off further.
         """
         if self._shm is None:
             raise ValueError(f"ShmReader({self.name!r}) is closed")
         buf = self._shm.buf
         deadline = time.monotonic() + timeout
         attempt = 0
+        previous = None
         while True:
             s1 = layout.SEQ.unpack_from(buf, layout.SEQ_OFFSET)[0]
             if s1 == 0 or (s1 == self._last_seq and not force):
                 return None  # nothing published yet, or nothing new
+            if s1 != previous:  # the writer made progress since the last attempt: it is alive
+                previous, attempt, deadline = s1, 0, time.monotonic() + timeout
             if s1 % 2 == 0:
                 meta = layout.unpack_meta(buf)
                 pixels = self._copy(buf, meta)

@@ -25,6 +25,9 @@ MIN_SIZE = 64
 SIZE_MULTIPLE = 8
 MIN_STRENGTH = 0.05  # below it the schedule SDXL-Turbo needs would pass 20 steps (see img2img_schedule)
 MAX_TRANSITION_FRAMES = 600
+MAX_LORAS = 4  # active at once
+LORA_WEIGHT = 2.0  # weights in [-2, 2]; 0 removes the LoRA
+MAX_LORA_NAME = 128
 TILING_MODES = ("none", "x", "y", "xy")
 MAX_STEPS = 8  # one limit for every model: 1-4 for Turbo models, up to 8 for Lightning, Hyper, LCM
 
@@ -47,10 +50,14 @@ class Params:
     seed2: int = 0  # the second seed of a seed blend
     seed_mix: float = 0.0  # 0: the noise of `seed`, 1: that of `seed2`, between: spherical interpolation
     transition_frames: int = 0  # a prompt or seed change glides over this many frames (0: cuts)
+    negative_prompt: Prompt = ""  # what guidance steers away from (guidance > 0 only); "": diffusers' default
+    loras: tuple[tuple[str, float], ...] = ()  # active LoRAs (name, weight), sorted by name, no zero weights
     tiling: str = "none"  # seamless: circular padding along x, y or both ("xy")
     controls: Controls = ()  # ControlNet name -> Control (core/controls.py); absent: scale 0, off
 
     def merged(self, changes: Mapping[str, Any]) -> "Params":
+        if "loras" in changes:  # merged per name: 0 removes one, the others stay
+            changes = {**changes, "loras": merge_loras(self.loras, changes["loras"])}
         if "controls" in changes:  # merged per name and per field, not replaced
             controls = merge_controls(self.controls, changes["controls"])
             check_window(controls)
@@ -59,8 +66,10 @@ class Params:
 
     def to_json(self) -> dict:
         out = dataclasses.asdict(self)
-        if not isinstance(self.prompt, str):
-            out["prompt"] = [list(pair) for pair in self.prompt]
+        out["loras"] = dict(self.loras)
+        for name in PROMPT_FIELDS:
+            if not isinstance(getattr(self, name), str):
+                out[name] = [list(pair) for pair in getattr(self, name)]
         out["controls"] = {name: control.to_json() for name, control in self.controls}
         return out
 
@@ -74,12 +83,45 @@ class Limits:
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Params))
+PROMPT_FIELDS = ("prompt", "negative_prompt")  # text or blend, encoded and cached alike
 GLIDE_FIELDS = frozenset({"prompt", "seed", "seed2", "seed_mix"})  # what a transition interpolates
 
 
 def prompt_texts(prompt: Prompt) -> tuple[str, ...]:
     """The texts of a prompt or blend, in order (each is encoded and cached on its own)."""
     return (prompt,) if isinstance(prompt, str) else tuple(text for text, _ in prompt)
+
+
+def merge_loras(current: tuple[tuple[str, float], ...], changes) -> tuple[tuple[str, float], ...]:
+    """The active LoRAs after a change (name -> weight; 0 removes); at most ``MAX_LORAS``."""
+    active = dict(current)
+    for name, weight in changes:
+        if weight == 0:
+            active.pop(name, None)
+        else:
+            active[name] = weight
+    if len(active) > MAX_LORAS:
+        raise ValidationError("loras", f"at most {MAX_LORAS} LoRAs can be active; this change would make "
+                                       f"{len(active)} ({', '.join(sorted(active))}); set a weight to 0 to remove one")
+    return tuple(sorted(active.items()))
+
+
+def _loras(value: Any) -> tuple[tuple[str, float], ...]:
+    if not isinstance(value, Mapping):
+        raise ValidationError("loras", f'loras must be an object of name -> weight such as {{"ink": 0.8}}, '
+                                       f"got {str(value)[:100]!r}")
+    pairs = []
+    for name, weight in value.items():
+        if (not isinstance(name, str) or not 1 <= len(name) <= MAX_LORA_NAME or name.startswith(".")
+                or any(c in name for c in "/\\\x00:") or not name.isprintable()):
+            raise ValidationError("loras", f"LoRA names are file names without .safetensors (no folders, no "
+                                           f"leading dot, at most {MAX_LORA_NAME} characters), got {str(name)[:64]!r}")
+        pairs.append((name, _number("loras", weight, -LORA_WEIGHT, LORA_WEIGHT,
+                                    f"the weight of LoRA {name!r} must be a number from {-LORA_WEIGHT:g} to "
+                                    f"{LORA_WEIGHT:g} (0 removes it)")))
+    if len(value) > MAX_BLEND_PROMPTS * 2:
+        raise ValidationError("loras", f"too many LoRAs in one change ({len(value)})")
+    return tuple(pairs)
 
 
 def img2img_schedule(steps: int, strength: float) -> tuple[int, int]:
@@ -122,38 +164,38 @@ def _seed(field: str, value: Any) -> int:
     return _integer(field, value, 0, SEED_LIMIT - 1, what)
 
 
-def _text(value: Any, where: str = "prompt") -> str:
+def _text(value: Any, where: str = "prompt", field: str = "prompt") -> str:
     if not isinstance(value, str):
-        raise ValidationError("prompt", f"{where} must be a string, got {value!r}")
+        raise ValidationError(field, f"{where} must be a string, got {value!r}")
     if len(value) > MAX_PROMPT_CHARS:
-        raise ValidationError("prompt", f"{where} must be at most {MAX_PROMPT_CHARS} characters, got {len(value)}")
+        raise ValidationError(field, f"{where} must be at most {MAX_PROMPT_CHARS} characters, got {len(value)}")
     if "\x00" in value:
-        raise ValidationError("prompt", f"{where} must not contain NUL characters")
+        raise ValidationError(field, f"{where} must not contain NUL characters")
     if not value.isascii():
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate, e.g. JSON "\ud800": no tokenizer takes it
-            raise ValidationError("prompt", f"{where} must be valid Unicode text, got a lone surrogate "
-                                            "(such as \\ud800) without its pair") from None
+            raise ValidationError(field, f"{where} must be valid Unicode text, got a lone surrogate "
+                                         "(such as \\ud800) without its pair") from None
     return value
 
 
-def _prompt(value: Any) -> Prompt:
+def _prompt(value: Any, field: str = "prompt") -> Prompt:
     if isinstance(value, str):
-        return _text(value)
+        return _text(value, field, field)
     example = 'a string, or a blend such as [["a cat", 0.7], ["a lion", 0.3]]'
     if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= MAX_BLEND_PROMPTS:
-        raise ValidationError("prompt", f"prompt must be {example} (1 to {MAX_BLEND_PROMPTS} pairs), "
-                                        f"got {str(value)[:100]!r}")
+        raise ValidationError(field, f"{field} must be {example} (1 to {MAX_BLEND_PROMPTS} pairs), "
+                                     f"got {str(value)[:100]!r}")
     pairs = []
     for i, pair in enumerate(value):
         if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-            raise ValidationError("prompt", f"prompt[{i}] must be a [text, weight] pair, got {str(pair)[:100]!r}")
-        text, weight = _text(pair[0], f"prompt[{i}][0]"), _number("prompt", pair[1], 0.0, math.inf,
-                                                                   f"prompt[{i}][1] must be a finite weight >= 0")
+            raise ValidationError(field, f"{field}[{i}] must be a [text, weight] pair, got {str(pair)[:100]!r}")
+        text, weight = _text(pair[0], f"{field}[{i}][0]", field), _number(
+            field, pair[1], 0.0, math.inf, f"{field}[{i}][1] must be a finite weight >= 0")
         pairs.append((text, weight))
     if sum(weight for _, weight in pairs) <= 0:
-        raise ValidationError("prompt", "a prompt blend needs a weight above 0 (weights are relative)")
+        raise ValidationError(field, f"a {field} blend needs a weight above 0 (weights are relative)")
     return tuple(pairs)
 
 
@@ -203,8 +245,8 @@ def parse_changes(raw: Any, limits: Limits = Limits()) -> dict[str, Any]:
         raise ValidationError(None, f"expected a JSON object of parameters, got {type(raw).__name__}")
     clean: dict[str, Any] = {}
     for field, value in raw.items():
-        if field == "prompt":
-            clean[field] = _prompt(value)
+        if field in PROMPT_FIELDS:
+            clean[field] = _prompt(value, field)
         elif field in ("seed", "seed2"):
             clean[field] = _seed(field, value)
         elif field == "steps":
@@ -220,6 +262,8 @@ def parse_changes(raw: Any, limits: Limits = Limits()) -> dict[str, Any]:
             clean[field] = _switch(field, value)
         elif field == "seed_mix":
             clean[field] = _number(field, value, 0.0, 1.0, "seed_mix must be a number from 0 (seed) to 1 (seed2)")
+        elif field == "loras":
+            clean[field] = _loras(value)
         elif field == "transition_frames":
             clean[field] = _integer(field, value, 0, MAX_TRANSITION_FRAMES,
                                     f"an integer from 0 (cut) to {MAX_TRANSITION_FRAMES}")
@@ -270,6 +314,16 @@ def schema(limits: Limits = Limits()) -> dict:
         "transition_frames": {"type": "integer", "minimum": 0, "maximum": MAX_TRANSITION_FRAMES,
                               "default": default.transition_frames,
                               "note": "a prompt or seed change glides over this many frames; 0 cuts"},
+        "negative_prompt": {"type": ["string", "array"], "maxLength": MAX_PROMPT_CHARS,
+                            "default": default.negative_prompt, "maxItems": MAX_BLEND_PROMPTS,
+                            "note": "what classifier-free guidance steers away from, a string or a blend like "
+                                    "prompt; used only when guidance > 0 (\"\": the model's default "
+                                    "unconditional branch). Cached like prompts"},
+        "loras": {"type": "object", "default": {}, "maxProperties": MAX_LORAS,
+                  "additionalProperties": {"type": "number", "minimum": -LORA_WEIGHT, "maximum": LORA_WEIGHT},
+                  "note": f"LoRA name (a file in --lora-dir, GET /v1/loras) -> weight; merged per name, 0 removes "
+                          f"one; at most {MAX_LORAS} active. Folded into the weights between two frames: no "
+                          "recompile"},
         "tiling": {"type": "string", "enum": list(TILING_MODES), "default": default.tiling,
                    "note": "seamless textures: the frame wraps around along x, y or both (circular padding in the "
                            "UNet and the VAE); each mode is its own compiled graph, warmed once like a size"},

@@ -69,6 +69,7 @@ class RenderQueue:
         self._drainer: asyncio.Task | None = None
         self._in_flight: asyncio.Future | None = None
         self.stats = QueueStats()
+        self.loras: Any = None  # the device's LoRA gate (engine/loras.py), set by the app
 
     @property
     def batching(self) -> bool:

@@ -22,8 +22,9 @@ from typing import Any, Callable, Iterable, Protocol
 from ..core.errors import ValidationError, is_out_of_memory
 from ..core.frame import Frame, Rendered, Renderer
 from ..core.controls import active as active_controls
-from ..core.params import GLIDE_FIELDS, Limits, Params, parse_changes, prompt_texts
+from ..core.params import GLIDE_FIELDS, PROMPT_FIELDS, Limits, Params, parse_changes, prompt_texts
 from ..core.scene import Glide, InputImage, Scene
+from .loras import LoraGate
 from .render_queue import RenderQueue, Snapshot
 
 log = logging.getLogger(__name__)
@@ -96,11 +97,14 @@ class Scheduler:
         limits: Limits = Limits(),
         sinks: Iterable[Sink] = (),
         name: str = "main",
+        loras: LoraGate | None = None,
     ):
         self.name = name
         self._renderer = renderer
         # A plain executor (one worker) is a queue of its own: this scheduler is its only channel.
         self._queue = gpu if isinstance(gpu, RenderQueue) else RenderQueue(renderer, gpu)
+        if loras is not None:
+            self._queue.loras = loras
         self._limits = limits
         self._sinks = list(sinks)
         self._params = initial
@@ -145,6 +149,11 @@ class Scheduler:
         return self._transition.active
 
     @property
+    def loras(self) -> LoraGate | None:
+        """The LoRA folder of the device this channel renders on (LoRAs fold into its UNet)."""
+        return self._queue.loras
+
+    @property
     def queue(self) -> RenderQueue:
         return self._queue
 
@@ -169,11 +178,19 @@ class Scheduler:
         except ValidationError:
             self.stats.rejected += 1
             raise
+        if "loras" in changes:
+            try:
+                names = [name for name, _ in merged.loras if name not in dict(self._params.loras)]
+                if self.loras is not None:
+                    self.loras.check(names)
+                elif names:
+                    raise ValidationError("loras", "this daemon's model takes no LoRAs")
+            except ValidationError:
+                self.stats.rejected += 1
+                raise
         self.stats.changes += 1
-        warnings: tuple[str, ...] = ()
-        if "prompt" in changes:
-            warnings = tuple(w for text in prompt_texts(changes["prompt"])
-                             for w in self._renderer.prompt_warnings(text))
+        warnings = tuple(w for name in PROMPT_FIELDS if name in changes
+                         for text in prompt_texts(changes[name]) for w in self._renderer.prompt_warnings(text))
         if merged != self._params:
             if any(getattr(merged, name) != getattr(self._params, name) for name in GLIDE_FIELDS):
                 # A newer change mid-glide starts a new glide from wherever the frames have got to.
@@ -185,6 +202,17 @@ class Scheduler:
             self._bump()
             log.debug("params v%d: %s", self._version, changes)
         return Applied(self._version, warnings)
+
+    async def apply_async(self, raw: Any) -> Applied:
+        """``apply``, after loading the LoRAs it names on the loader thread (at once when loaded)."""
+        if self.loras is not None and self.loras.needs_loading(raw):
+            try:
+                parse_changes({"loras": raw["loras"]}, self._limits)  # syntax first: no file read for it
+                await self.loras.prepare(self.loras.named(raw))
+            except ValidationError:
+                self.stats.rejected += 1
+                raise
+        return self.apply(raw)
 
     def set_input(self, image: InputImage) -> bool:
         """Make ``image`` the input; False (and no new frame) when its content is the current one's."""

@@ -26,7 +26,7 @@ from . import inputs
 from .connections import HTTP_LIMITS, LARGE_BODIES, LARGE_BODY_BYTES, read_body
 from ..client import ShmReader, layout
 from ..core.errors import ValidationError
-from .rest import MAX_BODY_BYTES, add_channel_route, error_response, loads_strict, scheduler_of, service_of
+from .rest import add_channel_route, error_response, read_json, scheduler_of, service_of
 from ..core.scene import InputImage
 from ..engine.scheduler import Scheduler
 
@@ -249,13 +249,9 @@ async def put_image(request: web.Request, service: ImageFeed) -> web.Response:
     """A PUT of an image slot: an image body, or JSON ``{"shm": NAME}`` to poll a client's segment."""
     field = service.field
     if request.content_type == "application/json":
-        body = await read_body(request, MAX_BODY_BYTES, None, f"request body must be at most {MAX_BODY_BYTES} bytes")
-        if isinstance(body, web.Response):
-            return body
-        try:
-            value = loads_strict(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            return error_response(400, None, f"request body is not valid JSON: {exc}")
+        value = await read_json(request)
+        if isinstance(value, web.Response):
+            return value
         if not isinstance(value, dict) or set(value) != {"shm"}:
             return error_response(400, None, f'a JSON {field} request is {{"shm": NAME}}: poll that shared-memory '
                                              'segment')

@@ -152,12 +152,12 @@ class _WsClient:
             log.exception("websocket frame sender failed")
             await self.ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"frame sender failed")
 
-    def handle(self, text: str, sched: Scheduler) -> dict:
+    async def handle(self, text: str, sched: Scheduler) -> dict:
         """One text message in, one reply out (``applied`` or ``error``)."""
         try:
             body = _parse_message(text)
             fmt = StreamFormat.parse(body, self.format)
-            applied = sched.apply(body["params"]) if "params" in body else None
+            applied = await sched.apply_async(body["params"]) if "params" in body else None
         except ValidationError as exc:
             return {"type": "error", **exc.to_json()}
         if fmt != self.format:
@@ -220,7 +220,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                     if len(msg.data) > MAX_MESSAGE_BYTES:  # characters: at least as many bytes
                         await ws.close(code=WSCloseCode.MESSAGE_TOO_BIG, message=b"text messages are at most 64 KiB")
                         break
-                    await client.send_json(client.handle(msg.data, sched))
+                    await client.send_json(await client.handle(msg.data, sched))
                 elif msg.type == WSMsgType.BINARY:
                     feed = service_of(request, CONTROLS) if is_ws_control(msg.data) else inputs
                     await client.send_json(await feed.ws_message(msg.data))

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..core.params import SEED_LIMIT, Limits, schema
 import copy
 
+from ..core.params import PROMPT_FIELDS, SEED_LIMIT, Limits, schema
 from .rest import CHANNEL_PATHS, CHANNEL_PREFIX, SCHEDULER
 from .security import ACCESS
 
@@ -51,11 +51,12 @@ def _params_schema(limits: Limits) -> dict:
             prop["description"] = spec["note"]
         properties[name] = prop
     # A prompt is a string, or a blend: a list of [text, weight] pairs (OpenAPI 3.0 has no type lists).
-    prompt = properties["prompt"]
-    text = {"type": "string", "maxLength": prompt["maxLength"], "pattern": "^[^\\u0000]*$"}  # NUL is refused
-    blend = {"type": "array", "minItems": 1, "maxItems": prompt["maxItems"],
-             "items": {"type": "array", "minItems": 2, "maxItems": 2, "items": {}}}
-    properties["prompt"] = {"anyOf": [text, blend], **{k: v for k, v in prompt.items() if k == "description"}}
+    for name in PROMPT_FIELDS:
+        prompt = properties[name]
+        text = {"type": "string", "maxLength": prompt["maxLength"], "pattern": "^[^\\u0000]*$"}  # NUL is refused
+        blend = {"type": "array", "minItems": 1, "maxItems": prompt["maxItems"],
+                 "items": {"type": "array", "minItems": 2, "maxItems": 2, "items": {}}}
+        properties[name] = {"anyOf": [text, blend], **{k: v for k, v in prompt.items() if k == "description"}}
     # Seeds reach 2**64-1; OSC and some JSON tools need them as decimal strings.
     for name in ("seed", "seed2"):
         properties[name] = {"anyOf": [properties[name], {"type": "string", "pattern": at_most(SEED_LIMIT - 1)}]}
@@ -224,6 +225,19 @@ def document(limits: Limits, token: bool, per_channel: frozenset[str] = frozense
                         "413": _error("body over 64 KiB"),
                     }},
             },
+            "/v1/loras": {"get": {
+                "summary": "the LoRA files in --lora-dir (rescanned): name, targets (unet, text_encoder, "
+                           "text_encoder_2), rank, size in bytes; and the active ones with their weights",
+                "responses": {"200": {"description": "LoRAs", "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["folder", "loras", "active"],
+                    "properties": {
+                        "folder": {"type": "string", "nullable": True},
+                        "loras": {"type": "array", "items": {"type": "object", "required": [
+                            "name", "targets", "rank", "size"], "properties": {
+                            "name": {"type": "string"}, "targets": {"type": "array", "items": {"type": "string"}},
+                            "rank": {"type": "integer"}, "size": {"type": "integer"},
+                            "error": {"type": "string"}}}},
+                        "active": {"type": "object", "additionalProperties": {"type": "number"}}}}}}}}}},
             "/v1/frame.png": _frame_route("image/png", "long-poll for a frame, as PNG"),
             "/v1/frame.rgba": _frame_route("application/octet-stream", "long-poll for a frame, raw RGBA8"),
             "/v1/input": {

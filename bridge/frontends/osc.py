@@ -18,6 +18,7 @@ from typing import Any, Callable
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from ..core.errors import ValidationError
+from ..core.params import PROMPT_FIELDS
 from ..core.frame import Frame
 from ..core.params import parse_changes
 from ..engine.channels import MAIN, Channel, ChannelRegistry
@@ -35,10 +36,13 @@ MAX_ERROR_CHARS = 500  # of a /bridge/error message
 SEED_TYPES = "i (or h, or s for seeds of 2**63 and above)"
 SINGLE = {"prompt": "s", "seed": SEED_TYPES, "guidance": "f (or i)", "steps": "i", "width": "i", "height": "i",
           "strength": "f (or i)", "input": "i 0/1 or s on/off (or T/F)", "seed2": SEED_TYPES,
-          "seed_mix": "f (or i)", "transition_frames": "i", "tiling": "s none|x|y|xy"}
+          "seed_mix": "f (or i)", "transition_frames": "i", "negative_prompt": "s",
+          "tiling": "s none|x|y|xy"}
 ADDRESSES = {
     **{f"{PREFIX}/{name}": f"{types}: set {name}" for name, types in SINGLE.items()},
     f"{PREFIX}/prompt": "s: set the prompt; or s f s f ...: a blend of (text, weight) pairs",
+    f"{PREFIX}/negative_prompt": "s: set the negative prompt (used when guidance > 0); or s f s f ...: a blend",
+    f"{PREFIX}/lora": "s f: set a LoRA's weight (-2..2, 0 removes it; at most 4 active; GET /v1/loras)",
     f"{PREFIX}/size": "i i: set width and height",
     f"{PREFIX}/params": "s: a JSON object of several parameters, applied as one change",
     f"{PREFIX}/control": "s f: set ControlNet NAME's scale (0 = off), as controls {NAME: scale}",
@@ -66,15 +70,19 @@ class OscStats:
 def message_changes(address: str, args: list[Any]) -> dict[str, Any]:
     """Turn one OSC message into raw parameter changes (validated later, all at once)."""
     name = address[len(PREFIX) + 1:] if address.startswith(PREFIX + "/") else None
-    if name == "prompt" and len(args) > 1:
+    if name in PROMPT_FIELDS and len(args) > 1:
         if len(args) % 2:
-            raise ValidationError("prompt", f"{address} takes a string, or (string, weight) pairs; got {len(args)} "
-                                            "arguments")
-        return {"prompt": [list(pair) for pair in zip(args[::2], args[1::2])]}
+            raise ValidationError(name, f"{address} takes a string, or (string, weight) pairs; got {len(args)} "
+                                        "arguments")
+        return {name: [list(pair) for pair in zip(args[::2], args[1::2])]}
     if name in SINGLE:
         if len(args) != 1:
             raise ValidationError(name, f"{address} takes one argument ({SINGLE[name]}), got {len(args)}")
         return {name: args[0]}
+    if name == "lora":
+        if len(args) != 2 or not isinstance(args[0], str):
+            raise ValidationError("loras", f"{address} takes a name and a weight (s f), got {len(args)} arguments")
+        return {"loras": {args[0]: args[1]}}
     if name == "size":
         if len(args) != 2:
             raise ValidationError("width", f"{address} takes two integers (width, height), got {len(args)} arguments")
@@ -126,6 +134,7 @@ class OscServer(asyncio.DatagramProtocol):
         self.subscribers = Subscriptions()  # channel main's
         self._channel_subscribers: dict[str, Subscriptions] = {}  # the other channels'
         self.stats = OscStats()
+        self._pending: set[asyncio.Task] = set()  # changes waiting for a LoRA file to load
         self._log_once = OncePerSender()  # one line per kind and sender host per interval: floods stay small
         scheduler.on_frame(self._send_frame)
         scheduler.on_error(self._send_error)
@@ -185,7 +194,11 @@ class OscServer(asyncio.DatagramProtocol):
                 if message.address in self._commands:  # unprefixed only: such actions are channel main's
                     self._commands[message.address](list(message.args))
                     continue
-                changes.setdefault(name, {}).update(message_changes(address, list(message.args)))
+                change = changes.setdefault(name, {})
+                new = message_changes(address, list(message.args))
+                if isinstance(new.get("loras"), dict) and isinstance(change.get("loras"), dict):
+                    new = {**new, "loras": {**change["loras"], **new["loras"]}}  # a bundle of /bridge/lora
+                change.update(new)
             if len(changes) > 1:  # a bundle for several channels: all or nothing, so check each first
                 for name, change in changes.items():
                     parse_changes(change, self._scheduler_of(name).limits)
@@ -200,9 +213,24 @@ class OscServer(asyncio.DatagramProtocol):
             return
         if not changes:
             return
+        if any(gate is not None and gate.needs_loading(change)  # a LoRA's first use: load it off the loop first
+               for gate, change in ((self._scheduler_of(name).loras, change) for name, change in changes.items())):
+            task = asyncio.get_running_loop().create_task(self._apply_later(changes, addr))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+            return
         try:
             for name, change in changes.items():
                 self._scheduler_of(name).apply(change)
+        except ValidationError as exc:
+            self._reject(exc, addr)
+            return
+        self.stats.applied += 1
+
+    async def _apply_later(self, changes: dict[str, Any], addr: tuple) -> None:
+        try:
+            for name, change in changes.items():
+                await self._scheduler_of(name).apply_async(change)
         except ValidationError as exc:
             self._reject(exc, addr)
             return

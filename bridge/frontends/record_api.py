@@ -15,8 +15,7 @@ from aiohttp import web
 
 from ..core.errors import ValidationError
 from ..engine.sinks.record import Recorder, RecordingError, state_fields
-from .connections import read_body
-from .rest import MAX_BODY_BYTES, error_response, loads_strict
+from .rest import error_response, read_json
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +51,9 @@ async def act(recorder: Recorder, action: str) -> dict:
 
 
 async def post_record(request: web.Request) -> web.Response:
-    raw = await read_body(request, MAX_BODY_BYTES, None, f"request body must be at most {MAX_BODY_BYTES} bytes")
-    if isinstance(raw, web.Response):
-        return raw
-    try:
-        body = loads_strict(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        return error_response(400, None, f"request body is not UTF-8 JSON: {exc}")
+    body = await read_json(request)
+    if isinstance(body, web.Response):
+        return body
     action = parse_action(body)
     try:
         return web.json_response(await act(request.app[RECORDER], action))

@@ -109,23 +109,39 @@ async def get_params(request: web.Request) -> web.Response:
     return web.json_response({**sched.params.to_json(), "version": sched.version})
 
 
-async def patch_params(request: web.Request) -> web.Response:
+async def read_json(request: web.Request) -> Any:
+    """The request's strict JSON body (size-checked as it arrives), or the 4xx ``web.Response`` to send."""
     raw = await read_body(request, MAX_BODY_BYTES, None, f"request body must be at most {MAX_BODY_BYTES} bytes")
     if isinstance(raw, web.Response):
         return raw
     try:
-        body = loads_strict(raw.decode("utf-8"))
+        return loads_strict(raw.decode("utf-8"))
     except UnicodeDecodeError:
         return error_response(400, None, "request body must be UTF-8 JSON")
     except ValueError as exc:
         return error_response(400, None, f"request body is not valid JSON: {exc}")
+
+
+async def patch_params(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    if isinstance(body, web.Response):
+        return body
     name = channel_name(request)
     if CHANNELS in request.app and request.app[CHANNELS].get(name) is None:
         # A PATCH creates the channel, but only with a change that is valid: a typo makes no channel.
         parse_changes(body, request.app[SCHEDULER].limits)
         request.app[CHANNELS].create(name)
-    applied = scheduler_of(request).apply(body)
+    applied = await scheduler_of(request).apply_async(body)
     return web.json_response({"version": applied.version, "warnings": list(applied.warnings)})
+
+
+async def get_loras(request: web.Request) -> web.Response:
+    """The LoRA files in --lora-dir (rescanned), and which are active with what weight."""
+    sched = scheduler_of(request)
+    gate = sched.loras
+    files = await gate.listing() if gate is not None else []
+    return web.json_response({"folder": gate.folder if gate is not None else None, "loras": files,
+                              "active": dict(sched.params.loras)})
 
 
 def loads_strict(text: str):
@@ -251,3 +267,4 @@ def add_routes(app: web.Application) -> None:
     add_channel_route(app, "GET", "/v1/frame.png", frame_png)
     add_channel_route(app, "GET", "/v1/frame.rgba", frame_rgba)
     app.router.add_get("/v1/schema", get_schema)
+    add_channel_route(app, "GET", "/v1/loras", get_loras)

@@ -44,6 +44,11 @@ class ChannelRenderer:
         self._warm: set[tuple] = set()
 
     # -- what the render queue and the scheduler call -------------------------------------
+    @property
+    def loras(self):
+        """The device's LoRA hook (its catalog is what the LoRA gate loads files into)."""
+        return self.inner.loras
+
     def prompt_warnings(self, prompt: str) -> list[str]:
         return self.inner.prompt_warnings(prompt)
 
@@ -55,7 +60,8 @@ class ChannelRenderer:
             return None
         plan = FramePlan.of(params, scene.input is not None, frame_controls(scene))
         # ControlNet frames render alone: the batched graph carries no control images or scales.
-        return None if plan.controls else plan.key
+        # LoRAs are folded into the one UNet, so only frames with the same LoRAs share a batch.
+        return None if plan.controls else (plan.key, params.loras)
 
     def forget(self, stream: str) -> None:
         self._gliders.pop(stream, None)
@@ -76,8 +82,10 @@ class ChannelRenderer:
         rgb = ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
         return torch.cat([rgb, torch.full_like(rgb[..., :1], 255)], dim=-1).contiguous()
 
-    def _denoise_and_decode(self, plan: FramePlan, noise, guidance, embeds, pooled, image=None) -> torch.Tensor:
-        latents = self.inner._denoise_steps(plan, noise, guidance, embeds, pooled, image)
+    def _denoise_and_decode(self, plan: FramePlan, noise, guidance, embeds, pooled, image=None,
+                            negative=None, negative_pooled=None) -> torch.Tensor:
+        latents = self.inner._denoise_steps(plan, noise, guidance, embeds, pooled, image,
+                                            negative=negative, negative_pooled=negative_pooled)
         return self._decode_batch(latents)
 
     @torch.inference_mode()
@@ -90,8 +98,12 @@ class ChannelRenderer:
         plan = plans.pop()
         if r._tiling.set(plan.tiling):
             r.images.clear()  # the input's latents depend on the encoder's padding
-        if plan.cfg:
-            r._prepare_negative()
+        loras = {params.loras for _, params, _ in items}
+        if len(loras) != 1:
+            raise ValueError("a batch needs one set of LoRAs")
+        if items[0][1].loras != r.loras.applied:
+            with r._stage("loras"):  # between two frames, into the same weight storage
+                r.text.variant = r.loras.update(items[0][1].loras)
         shape = r._latent_shape(plan)
         with r._stage("noise"):
             noises = [frame_noise(params, plan.draws, shape) for _, params, _ in items]  # each (draws, 1, ...)
@@ -105,6 +117,10 @@ class ChannelRenderer:
             "embeds": torch.cat([embeds for embeds, _ in conditioning]),
             "pooled": torch.cat([pooled for _, pooled in conditioning]),
         }
+        if plan.cfg:  # each row's own negative prompt (zeros for SDXL-Turbo without one)
+            negatives = [r.text.unconditional(params.negative_prompt) for _, params, _ in items]
+            values["negative"] = torch.cat([negative for negative, _ in negatives])
+            values["negative_pooled"] = torch.cat([pooled for _, pooled in negatives])
         if plan.start is not None:
             values["image"] = torch.cat([r.images.latents(scene.input, plan.width, plan.height)
                                          for _, _, scene in items])

@@ -38,7 +38,7 @@ from .renderer import DiffusersRenderer
 log = logging.getLogger(__name__)
 
 PROMPT = "a cat on a windowsill, golden hour, film grain"
-MODES = ("prompt", "seed", "input", "img2img", "control")  # what changes every frame (control: bench_control.py)
+MODES = ("prompt", "seed", "input", "img2img", "control", "lora")  # what changes every frame (control: bench_control.py, lora: lora_bench.py)
 INPUT_STRENGTH = 0.5  # at steps 1: diffusers' steps 2, strength 0.5 (one UNet step)
 _variation = itertools.count()  # every prompt-change frame gets a prompt never seen before
 
@@ -172,7 +172,8 @@ def baseline(opts: BenchOptions, device: torch.device) -> dict:
     return result
 
 
-def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name: str, shm: ShmWriter) -> list[Run]:
+def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name: str, shm: ShmWriter,
+            lora_runs: list | None = None) -> list[Run]:
     dtype = loader.DTYPES[dtype_name]
     before = vram_gb(device)
     vae = None if vae_name == "full" else loader.load_tiny_vae(vae_name, opts.model, str(device), dtype)
@@ -183,12 +184,19 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
         if bench_control.wanted(opts.modes) else None
     renderer = DiffusersRenderer(pipe, str(device), dtype, compile=opts.compile, controlnets=nets)
     runs = []
+    lora_runs = [] if lora_runs is None else lora_runs
     for size in opts.sizes:
         start = time.perf_counter()
         renderer.render(_params("prompt", -1, size))  # compiles for this size (logged)
         first_frame_s = time.perf_counter() - start
         after_first = vram_gb(device)
-        for mode, tiling, sink_set in itertools.product(bench_control.expand(opts.modes), opts.tilings, _sink_sets(opts.sinks)):
+        if "lora" in opts.modes:
+            from .lora_bench import measure_lora_switch
+
+            lora_runs.append({"dtype": dtype_name, "vae": vae_name, "size": size,
+                              **measure_lora_switch(renderer, size, opts.frames, opts.cache_dir)})
+        modes = [m for m in bench_control.expand(opts.modes) if m != "lora"]
+        for mode, tiling, sink_set in itertools.product(modes, opts.tilings, _sink_sets(opts.sinks)):
             # compiles image-to-image, or another tiling (logged)
             renderer.render(_params(mode, -1, size, tiling), _scene(mode, -1, size))
             times, sink_times = [], {}
@@ -217,7 +225,8 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
             log.info("%s %s %d %s tiling %s sinks %s: median %.2f ms (%.1f FPS), p99 %.2f, std %.2f %s", dtype_name,
                      vae_name, size, mode, tiling, run.sinks, run.median_ms, run.fps, run.p99_ms, run.std_ms,
                      run.sink_ms or "")
-        runs[-1].stages_ms = stage_breakdown(renderer, opts, size, shm, "prompt")
+        if runs:
+            runs[-1].stages_ms = stage_breakdown(renderer, opts, size, shm, "prompt")
         if "input" in opts.modes:
             next(r for r in runs if r.size == size and r.mode == "input").stages_ms = \
                 stage_breakdown(renderer, opts, size, shm, "input")
@@ -283,7 +292,8 @@ def run_bench(opts: BenchOptions, json_path: Path | None) -> dict:
     with ShmWriter(f"tb-bench-{uuid.uuid4().hex[:8]}", max(opts.sizes), max(opts.sizes)) as shm:
         for dtype_name in opts.dtypes:
             for vae_name in opts.vaes:
-                report["runs"] += [asdict(r) for r in measure(opts, device, dtype_name, vae_name, shm)]
+                report["runs"] += [asdict(r) for r in measure(opts, device, dtype_name, vae_name, shm,
+                                                              report.setdefault("lora", []))]
                 save()
     return report
 
@@ -315,6 +325,12 @@ def format_report(report: dict) -> str:
                      f"{r.get('sinks', 'shm')} | {r['median_ms']:.2f} | {r['fps']:.1f} | "
                      f"{r['p99_ms']:.2f} | {r['std_ms']:.2f} | {ratio} | {r['first_frame_s']} | "
                      f"{r['vram_gb'].get('loaded')} / {r['vram_gb'].get('after_frames')} (peak alloc {r['vram_gb'].get('peak_allocated')}) |")
+    for r in report.get("lora", []):
+        lines.append(f"LoRA ({r['dtype']}, {r['vae']} VAE, {r['what']}): base {r['base_ms']:.2f} ms, folded "
+                     f"{r['folded_ms']:.2f} ms ({r['folded_vs_base_pct']:+.2f}%), switching frame "
+                     f"{r['switch_frame_ms']:.2f} ms (+{r['switch_extra_ms']:.2f}, p99 {r['switch_p99_ms']:.2f}), "
+                     f"weight moved every frame {r['reweight_frame_ms']:.2f} ms (+{r['reweight_extra_ms']:.2f}), "
+                     f"no recompile")
     for r in report["runs"]:
         for name, ms in r.get("sink_ms", {}).items():
             lines.append(f"render-thread cost of the {name} sink ({r['vae']} VAE, {r['size']}, {r['mode']}, tiling "

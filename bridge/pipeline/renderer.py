@@ -20,6 +20,7 @@ import functools
 import logging
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from .control_images import ControlImages, frame_controls
 from .controlnet import ControlNets
 from .glide import Glider, Shown
 from .images import ImageLatents, vae_encode
+from .lora import Loras
 from .noise import frame_noise
 from .family import family_of_pipeline
 from .optimize import compiled, prepare_modules, progress
@@ -47,8 +49,8 @@ class DiffusersRenderer:
     """Renders frames; every method but ``prompt_warnings`` runs on the GPU thread only."""
 
     def __init__(self, pipe, device: str, dtype: torch.dtype, *, compile: bool = False,
-                 profile: bool = False, cache_size: int = 256, controlnets: ControlNets | None = None,
-                 canny_thresholds: tuple[float, float] = (100.0, 200.0)):
+                 profile: bool = False, cache_size: int = 256, lora_dir: Path | None = None,
+                 controlnets: ControlNets | None = None, canny_thresholds: tuple[float, float] = (100.0, 200.0)):
         self.pipe = pipe
         self.family = family_of_pipeline(pipe)
         self.encoders = [getattr(pipe, name) for name in self.family.text_encoders]
@@ -59,7 +61,6 @@ class DiffusersRenderer:
         self.profile = profile  # synchronise per stage: honest stage times, a little slower
         self._cuda = self.device.type == "cuda"
         self._schedule = Sampler(pipe.scheduler)
-        self._uncond: tuple[torch.Tensor, torch.Tensor] | None = None  # the "" embeddings (families without zeros)
         self._warm: set[tuple] = set()
         self._pinned: dict[tuple[int, int], torch.Tensor] = {}
         self._time_ids: dict[tuple[int, int, int], torch.Tensor] = {}
@@ -88,8 +89,9 @@ class DiffusersRenderer:
                 self._graphs = FrameGraphs()
         tokenizers = [getattr(pipe, name) for name in self.family.tokenizers]
         self.text = PromptEncoder(pipe, tokenizers, lambda ids: self._staged(("text",), self._encode, ids=ids),
-                                  self._cuda, cache_size, stage=self._stage)
+                                  self._cuda, cache_size, stage=self._stage, family=self.family)
         self.images = ImageLatents(self._staged_encode, self._cuda, stage=self._stage)
+        self.loras = Loras(pipe, lora_dir)
 
     @property
     def sampler(self) -> str:
@@ -172,17 +174,6 @@ class DiffusersRenderer:
     def _staged_encode(self, rgb: torch.Tensor) -> torch.Tensor:
         return self._staged(("encode", rgb.shape[1], rgb.shape[0], self._tiling.mode), self._encode_image, rgb=rgb)
 
-    def _negative(self, embeds: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The unconditional branch for guidance > 0: zeros for SDXL-Turbo, as diffusers does;
-        otherwise the empty prompt's embeddings, encoded before any graph is captured (``render``)."""
-        if self._uncond is None:
-            return torch.zeros_like(embeds), torch.zeros_like(pooled)
-        return self._uncond
-
-    def _prepare_negative(self) -> None:
-        if self._uncond is None and not self.pipe.config.get("force_zeros_for_empty_prompt", False):
-            self._uncond = self.embeddings("")
-
     def _latent_shape(self, plan: FramePlan) -> tuple[int, ...]:
         return 1, self.pipe.unet.config.in_channels, plan.height // 8, plan.width // 8
 
@@ -198,8 +189,6 @@ class DiffusersRenderer:
     @torch.inference_mode()
     def render(self, params: Params, scene: Scene = Scene()) -> Rendered:
         plan = FramePlan.of(params, scene.input is not None, frame_controls(scene))
-        if plan.cfg:
-            self._prepare_negative()
         if self.compile and plan.key not in self._warm:
             self._warm.add(plan.key)
             text = prompt_texts(params.prompt)[0]
@@ -213,6 +202,9 @@ class DiffusersRenderer:
 
     def _render(self, params: Params, scene: Scene, record: bool = True) -> Rendered:
         self._stages = {}
+        if params.loras != self.loras.applied:
+            with self._stage("loras"):  # between two frames, into the same weight storage
+                self.text.variant = self.loras.update(params.loras)
         plan = FramePlan.of(params, scene.input is not None, frame_controls(scene))
         if self._tiling.set(plan.tiling):
             self.images.clear()  # the input's latents depend on the encoder's padding
@@ -237,8 +229,16 @@ class DiffusersRenderer:
 
     def _inputs(self, shown: Shown, params: Params, image: torch.Tensor | None, control: dict) -> dict:
         values = {"noise": shown.noise.pin_memory() if self._cuda else shown.noise,
-                  "guidance": float(params.guidance), "embeds": shown.embeds, "pooled": shown.pooled, **control}
+                  "guidance": float(params.guidance), "embeds": shown.embeds, "pooled": shown.pooled,
+                  **self._unconditional(params), **control}
         return values if image is None else {**values, "image": image}
+
+    def _unconditional(self, params: Params) -> dict:
+        """Guidance's unconditional branch as graph inputs (none without guidance: nothing encoded)."""
+        if params.guidance <= 0:
+            return {}
+        negative, negative_pooled = self.text.unconditional(params.negative_prompt)
+        return {"negative": negative, "negative_pooled": negative_pooled}
 
     def _frame(self, plan: FramePlan, params: Params, shown: Shown, image: torch.Tensor | None,
                control: dict) -> torch.Tensor:
@@ -265,7 +265,7 @@ class DiffusersRenderer:
 
     def _denoise_steps(self, plan: FramePlan, noise: torch.Tensor, guidance, embeds, pooled,
                        image: torch.Tensor | None = None, control_images: torch.Tensor | None = None,
-                       control_scales: torch.Tensor | None = None) -> torch.Tensor:
+                       control_scales: torch.Tensor | None = None, negative=None, negative_pooled=None) -> torch.Tensor:
         """The sampling loop; ``guidance`` is a float, or a 0-d tensor inside a frame graph.
 
         Text-to-image starts from noise alone; image-to-image from the input's latents noised to
@@ -275,8 +275,7 @@ class DiffusersRenderer:
         """
         if plan.controls and plan.cfg:
             control_images = torch.cat([control_images, control_images], dim=1)
-        if plan.cfg:
-            negative, negative_pooled = self._negative(embeds, pooled)
+        if plan.cfg:  # the negative prompt's embeddings (zeros for SDXL-Turbo without one) come first
             embeds, pooled = torch.cat([negative, embeds]), torch.cat([negative_pooled, pooled])
         schedule = self._schedule.steps(plan.schedule_steps, self.device)
         steps = schedule.steps[plan.start or 0:]
@@ -304,23 +303,27 @@ class DiffusersRenderer:
     def _frame_graph(self, plan: FramePlan, with_text: bool):
         """The whole frame as one graph: (text encoders,) denoising and decoding."""
         def frame(noise, guidance, ids=None, embeds=None, pooled=None, image=None, control_images=None,
-                  control_scales=None):
+                  control_scales=None, negative=None, negative_pooled=None):
             if ids is not None:
                 embeds, pooled = self._encode(ids)
-            latents = self._denoise_steps(plan, noise, guidance, embeds, pooled, image, control_images, control_scales)
+            latents = self._denoise_steps(plan, noise, guidance, embeds, pooled, image, control_images, control_scales,
+                                          negative, negative_pooled)
             return self._decode(latents), embeds, pooled
 
         def inputs() -> dict:
             made = {"noise": torch.zeros((plan.draws, *self._latent_shape(plan)), device=self.device),
                     "guidance": torch.zeros((), device=self.device)}
+            embeds = torch.zeros((1, CLIP_TOKENS, self.pipe.unet.config.cross_attention_dim),
+                                 dtype=self.dtype, device=self.device)
+            pooled = torch.zeros((1, self._pooled_dim()), dtype=self.dtype, device=self.device)
             if with_text:
                 made["ids"] = self._zero_ids()
             else:
-                made["embeds"] = torch.zeros((1, CLIP_TOKENS, self.pipe.unet.config.cross_attention_dim),
-                                             dtype=self.dtype, device=self.device)
-                made["pooled"] = torch.zeros((1, self._pooled_dim()), dtype=self.dtype, device=self.device)
+                made["embeds"], made["pooled"] = embeds, pooled
             if plan.start is not None:
                 made["image"] = torch.zeros(self._latent_shape(plan), dtype=self.dtype, device=self.device)
+            if plan.cfg:  # the unconditional branch has the conditioning's shapes
+                made["negative"], made["negative_pooled"] = torch.zeros_like(embeds), torch.zeros_like(pooled)
             return {**made, **control_images.graph_inputs(plan.controls, plan.width, plan.height, plan.runs,
                                                           self.dtype, self.device)}
 
@@ -334,7 +337,7 @@ class DiffusersRenderer:
             shown = Shown(*cached, noise)
             return self._frame_graph(plan, with_text=False).run(**self._inputs(shown, params, image, control))[0], shown
         values = {"noise": noise.pin_memory(), "guidance": float(params.guidance),
-                  "ids": self.text.token_ids(params.prompt), **control}
+                  "ids": self.text.token_ids(params.prompt), **self._unconditional(params), **control}
         if image is not None:
             values["image"] = image
         rgba, embeds, pooled = self._frame_graph(plan, with_text=True).run(**values)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..core.params import Prompt, prompt_texts
+from .family import Family, family_of_pipeline
 
 CLIP_TOKENS = 77
 
@@ -25,15 +26,20 @@ class PromptEncoder:
     """Token ids and cached embeddings; ``encode(ids)`` runs the text encoders (maybe as a graph)."""
 
     def __init__(self, pipe, tokenizers: list, encode: Callable[[torch.Tensor], Embeddings], pin: bool, cache_size: int = 256,
-                 stage: Callable[[str], ContextManager] = lambda name: nullcontext()):
+                 stage: Callable[[str], ContextManager] = lambda name: nullcontext(), family: Family | None = None):
         self.pipe = pipe
+        self.family = family or family_of_pipeline(pipe)
         self.tokenizers = tokenizers  # one per text encoder, in the order of the token-id rows
         self.encode = encode
         self.stage = stage  # times a stage of the frame (tokenize, text_encoders)
         self.pin = pin
         self.runs = 0  # text encoder runs, for tests and health
-        self._cache: OrderedDict[str, Embeddings] = OrderedDict()
+        self._cache: OrderedDict[tuple, Embeddings] = OrderedDict()
+        # The text encoders' LoRA state: embeddings encoded under another state are not reused
+        # (and come back into use if that state returns).
+        self.variant: tuple = ()
         self._cache_size = cache_size
+        self._zeros: Embeddings | None = None
         # A separate tokenizer for counting on the event loop: a fast tokenizer is not safe to
         # reconfigure (truncation/padding) from two threads at once.
         self._counter = pipe.tokenizer.__class__.from_pretrained(pipe.tokenizer.name_or_path) \
@@ -62,18 +68,19 @@ class PromptEncoder:
         return ids.pin_memory() if self.pin else ids
 
     def cached(self, text: str) -> Embeddings | None:
-        found = self._cache.get(text)
+        found = self._cache.get((self.variant, text))
         if found is not None:
-            self._cache.move_to_end(text)
+            self._cache.move_to_end((self.variant, text))
         return found
 
     def store(self, text: str, embeds: torch.Tensor, pooled: torch.Tensor) -> Embeddings:
         """Keep copies: a CUDA graph's outputs are overwritten by its next replay."""
         self.runs += 1
-        self._cache[text] = (embeds.clone(), pooled.clone())
+        key = (self.variant, text)
+        self._cache[key] = (embeds.clone(), pooled.clone())
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        return self._cache[text]
+        return self._cache[key]
 
     def embeddings(self, text: str) -> Embeddings:
         """(prompt_embeds, pooled) for one text, from the cache when it was seen before."""
@@ -85,6 +92,29 @@ class PromptEncoder:
         with self.stage("text_encoders"), torch.inference_mode():
             embeds, pooled = self.encode(ids)
         return self.store(text, embeds, pooled)
+
+    @property
+    def zeros(self) -> Embeddings:
+        """Zero embeddings of the family's shapes (SDXL-Turbo's unconditional branch): the encoders'
+        hidden states side by side, and the last encoder's pooled projection or (1, 0) without one."""
+        if self._zeros is None:
+            encoders = [getattr(self.pipe, name) for name in self.family.text_encoders]
+            last = encoders[-1]
+            width = sum(encoder.config.hidden_size for encoder in encoders)
+            pooled = last.config.projection_dim if self.family.pooled else 0
+            self._zeros = (torch.zeros((1, CLIP_TOKENS, width), dtype=last.dtype, device=last.device),
+                           torch.zeros((1, pooled), dtype=last.dtype, device=last.device))
+        return self._zeros
+
+    def unconditional(self, negative_prompt: Prompt) -> Embeddings:
+        """Guidance's unconditional branch: the negative prompt's embeddings (cached like prompts).
+
+        Without a negative prompt, zeros when the model asks for them (SDXL-Turbo's
+        ``force_zeros_for_empty_prompt``), else the empty text's embeddings, as diffusers does.
+        """
+        if negative_prompt == "" and self.pipe.config.get("force_zeros_for_empty_prompt", False):
+            return self.zeros
+        return self.conditioning(negative_prompt)
 
     def conditioning(self, prompt: Prompt) -> Embeddings:
         """A text's embeddings, or a blend's weighted sum (every text encoded once, weight 0 too)."""

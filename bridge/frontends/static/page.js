@@ -7,7 +7,7 @@
 
 const FORMATS = ["rgba", "png", "jpeg"];
 const MIME = { png: "image/png", jpeg: "image/jpeg" };
-const FIELDS = ["prompt", "seed", "guidance", "steps", "width", "height"];
+const FIELDS = ["prompt", "negative_prompt", "seed", "guidance", "steps", "width", "height"];
 const COMMIT_ON_CHANGE = new Set(["width", "height"]);  // sizes are sent when complete, not per digit
 const STRIP_LENGTH = 8;
 const THUMB_PX = 144;
@@ -197,6 +197,7 @@ async function putControl(file) {
 }
 
 function setControls(params, all = false) {
+  setLoraSliders(params.loras || {});
   setControlScale(params);
   for (const field of FIELDS) {
     const input = $(field);
@@ -250,7 +251,41 @@ function number(input) {
 }
 
 $("controls").addEventListener("submit", (event) => event.preventDefault());
-$("prompt").addEventListener("input", () => send({ params: { prompt: $("prompt").value } }));
+for (const field of ["prompt", "negative_prompt"]) {
+  $(field).addEventListener("input", () => send({ params: { [field]: $(field).value } }));
+}
+
+// One slider per LoRA file (GET /v1/loras); moving one sends only that LoRA's weight.
+function setLoraSliders(active) {
+  for (const slider of document.querySelectorAll("#loras input[type=range]")) {
+    if (slider === document.activeElement) continue;
+    slider.value = String(active[slider.dataset.name] ?? 0);
+    slider.nextElementSibling.value = Number(slider.value).toFixed(2);
+  }
+}
+
+function showLoras(listing) {
+  const box = $("loras");
+  for (const file of listing.loras) {
+    if (file.error) continue;
+    const label = document.createElement("label");
+    label.title = `${file.targets.join(", ")} · rank ${file.rank} · ${(file.size / 1e6).toFixed(1)} MB`;
+    const name = document.createElement("span");
+    name.textContent = file.name;
+    const slider = Object.assign(document.createElement("input"),
+      { type: "range", min: "-2", max: "2", step: "0.05", value: "0" });
+    slider.dataset.name = file.name;
+    const shown = document.createElement("output");
+    slider.addEventListener("input", () => {
+      shown.value = Number(slider.value).toFixed(2);
+      send({ params: { loras: { [file.name]: Number(slider.value) } } });
+    });
+    label.append(name, slider, shown);
+    box.append(label);
+  }
+  $("no-loras").hidden = box.querySelector("input") !== null;
+  setLoraSliders(listing.active);
+}
 $("seed").addEventListener("input", () => send({ params: { seed: $("seed").value.trim() } }));
 for (const field of ["guidance", "steps", "width", "height"]) {
   const input = $(field);
@@ -288,6 +323,9 @@ setInterval(() => {
   while (arrivals.length && arrivals[0] < now - 1000) arrivals.shift();
   $("fps").textContent = String(arrivals.length);
 }, 250);
+
+fetch("/v1/loras", { headers: AUTH }).then((response) => response.json()).then(showLoras)
+  .catch((error) => showError({ field: null, message: `loras: ${error}` }));
 
 fetch("/v1/schema", { headers: AUTH }).then((response) => response.json()).then((schema) => {
   for (const field of ["width", "height"]) $(field).max = schema.parameters[field].maximum;

@@ -10,7 +10,7 @@ import bpy
 
 from . import live, operators, panels, settings
 
-_CLASSES = (settings.TurboBridgeSettings, *operators.CLASSES, *panels.CLASSES)
+_CLASSES = (settings.TurboBridgeLora, settings.TurboBridgeSettings, *operators.CLASSES, *panels.CLASSES)
 
 
 @bpy.app.handlers.persistent

@@ -112,6 +112,14 @@ class Accepted:
 
 
 @dataclass(frozen=True)
+class LorasListed:
+    """``GET /v1/loras`` after connecting: the file names and the active weights."""
+
+    names: tuple[str, ...]
+    active: dict
+
+
+@dataclass(frozen=True)
 class InputTaken:
     """The daemon took an input image (``changed``: new content) or dropped it (``cleared``)."""
 
@@ -165,6 +173,8 @@ class Link:
     def submit(self, changes: Mapping[str, Any]) -> None:
         """Queue a partial change; newer values of a field replace older unsent ones."""
         with self._wake:
+            if "loras" in changes and "loras" in self._pending:  # per LoRA name, like the daemon
+                changes = {**changes, "loras": {**self._pending["loras"], **changes["loras"]}}
             self._pending.update(changes)
             self._wake.notify()
 
@@ -296,6 +306,9 @@ class Link:
                                    else None, version))
         if outcome is not None:
             self._events.put(outcome)
+        listing = self._client.loras()
+        self._events.put(LorasListed(tuple(f["name"] for f in listing.get("loras", ()) if "error" not in f),
+                                     dict(listing.get("active", {}))))
 
     def _heartbeat(self) -> None:
         """Notice a daemon that went away, or one restarted between two beats (a new segment)."""

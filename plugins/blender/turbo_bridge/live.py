@@ -16,7 +16,7 @@ import bpy
 
 from . import datablocks, renders
 from ._bridge.client import FrameInfo, ShmReader
-from .link import Accepted, Address, Connected, Down, InputTaken, Link, Recorded, Rejected
+from .link import Accepted, Address, Connected, Down, InputTaken, Link, LorasListed, Recorded, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,8 @@ class Session:
             if self.reader is None:
                 self.link.fetch_frames_over_http()
             self.status = f"connected: {event.model} on {event.device}, frames over {self.transport}"
+        elif isinstance(event, LorasListed):
+            show_loras(event.names, event.active)
         elif isinstance(event, Down):
             self.connected = False
             self.status = f"daemon unreachable at {self.address.url}: {event.reason}; retrying in {event.retry_s:g} s"
@@ -204,3 +206,30 @@ def redraw() -> None:
         for area in window.screen.areas:
             if area.type in {"VIEW_3D", "IMAGE_EDITOR"}:
                 area.tag_redraw()
+
+
+_syncing_loras = False  # set while the LoRA list follows the daemon: those edits are not sent back
+
+
+def show_loras(names, active) -> None:
+    """One weight per LoRA file the daemon lists (the scene's list follows the folder)."""
+    global _syncing_loras
+    items = bpy.context.scene.turbo_bridge.loras
+    _syncing_loras = True
+    try:
+        for i in reversed(range(len(items))):
+            if items[i].name not in names:
+                items.remove(i)
+        known = {item.name for item in items}
+        for name in names:
+            if name not in known:
+                items.add().name = name
+        for item in items:
+            item.weight = float(active.get(item.name, 0.0))
+    finally:
+        _syncing_loras = False
+
+
+def lora_changed(item, context) -> None:
+    if not _syncing_loras and context.scene.turbo_bridge.live:
+        submit({"loras": {item.name: item.weight}})

@@ -33,6 +33,7 @@ class _TurboBridgePanel:
 
         col = layout.column(align=True)
         col.prop(settings, "prompt", text="")
+        col.prop(settings, "negative_prompt", text="Negative")
         row = col.row(align=True)
         row.prop(settings, "seed")
         row.operator("turbo_bridge.new_seed", text="", icon="FILE_REFRESH")
@@ -44,6 +45,12 @@ class _TurboBridgePanel:
         row = layout.row(align=True)
         row.prop(settings, "live", toggle=True, icon="PLAY" if settings.live else "PAUSE")
         row.operator("turbo_bridge.generate", icon="RENDER_STILL")
+
+        if settings.loras:
+            col = layout.column(align=True)
+            col.label(text="LoRAs (0 = off, at most 4 on)")
+            for item in settings.loras:
+                col.prop(item, "weight", text=item.name, slider=True)
 
         col = layout.column(align=True)
         col.label(text="Input (image-to-image)")

@@ -5,12 +5,12 @@ worker thread merges unsent edits, so the daemon always gets the newest value.
 """
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from . import live
 
 SEED_MAX = 2**31 - 1  # Blender's IntProperty is 32-bit; the daemon accepts up to 2**64 - 1
-PARAMS = ("prompt", "seed", "guidance", "steps", "width", "height", "strength")
+PARAMS = ("prompt", "negative_prompt", "seed", "guidance", "steps", "width", "height", "strength")
 
 
 def params_of(settings) -> dict:
@@ -50,6 +50,18 @@ def _live_toggled(settings, context) -> None:
         live.submit(params_of(settings))
 
 
+def _lora_changed(item, context) -> None:
+    live.lora_changed(item, context)
+
+
+class TurboBridgeLora(bpy.types.PropertyGroup):
+    """One LoRA file of the daemon's --lora-dir (``name`` is its name there)."""
+
+    weight: FloatProperty(name="Weight", default=0.0, min=-2.0, max=2.0, soft_min=-1.0, soft_max=1.5, step=5,
+                          update=_lora_changed, description="How strongly this LoRA applies; 0 turns it off "
+                                                            "(at most 4 on at once)")
+
+
 class TurboBridgeSettings(bpy.types.PropertyGroup):
     address: StringProperty(
         name="Daemon", default="http://127.0.0.1:8787",
@@ -64,6 +76,10 @@ class TurboBridgeSettings(bpy.types.PropertyGroup):
                ("HTTP", "HTTP", "Always fetch frames over HTTP (raw RGBA)")])
     prompt: StringProperty(name="Prompt", default="", options={"TEXTEDIT_UPDATE"}, update=_send("prompt"),
                            description="What to generate; sent as you type while Live is on")
+    negative_prompt: StringProperty(name="Negative Prompt", default="", options={"TEXTEDIT_UPDATE"},
+                                    update=_send("negative_prompt"),
+                                    description="What to steer away from; used when Guidance is above 0")
+    loras: CollectionProperty(type=TurboBridgeLora, name="LoRAs")
     seed: IntProperty(name="Seed", default=0, min=0, max=SEED_MAX, update=_send("seed"),
                       description="Same seed and settings give the same picture")
     guidance: FloatProperty(name="Guidance", default=0.0, min=0.0, max=30.0, soft_max=10.0, step=10,

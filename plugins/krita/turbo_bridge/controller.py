@@ -18,7 +18,7 @@ from .frames import Picture, place
 from .layer import DocumentError, ReferenceLayer, find_reference, is_idle, keep
 from .qt import QtCore, Signal
 from .bridge_client import check_channel
-from .workers import Connection, FrameWorker, ParamSender, RecordSender, Signals, normalize_url
+from .workers import Connection, FrameWorker, ParamSender, RecordSender, Signals, merge_changes, normalize_url
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,9 @@ class Controller(QtCore.QObject):
         self.current: Picture | None = None  # the picture the reference layer shows
         self.applied = self.deferred = self.refreshes = 0
         self.last_apply_ms = 0.0  # GUI time of the last write + canvas refresh
-        self.status = "not connected"
+        self.status = "not connected"  # what the docker shows: the last note, then the frame line
+        self._note = "not connected"  # the last thing that happened; stays until the next one
+        self._frame_line = ""  # which frame the layer shows (kept apart so it never hides a note)
         self.url: str | None = None
         self.channel = "main"  # the daemon channel of the active document
         self._channels: dict[int, str] = {}  # per document (by its object id): the channel chosen for it
@@ -101,7 +103,7 @@ class Controller(QtCore.QObject):
         self._input_timer.stop()
 
     def set_params(self, changes: dict) -> None:
-        self.params.update(changes)
+        self.params.update(merge_changes(self.params, changes))
         if self.live and self._sender is not None:
             self._sender.submit(changes)
 
@@ -230,7 +232,8 @@ class Controller(QtCore.QObject):
 
     def _on_connected(self, connection: Connection) -> None:
         self.connection = connection
-        self.params = {k: connection.params[k] for k in ("prompt", "seed", "guidance", "steps", "strength", "tiling")
+        self.params = {k: connection.params[k] for k in ("prompt", "negative_prompt", "seed", "guidance", "steps",
+                                                         "strength", "loras", "tiling")
                        if k in connection.params}
         self.connected.emit(connection)
         self._set_status(f"connected: {connection.model} on {connection.device}, frames by {connection.transport}")
@@ -256,7 +259,8 @@ class Controller(QtCore.QObject):
                 self.current = picture
                 self.applied += 1
                 if self.connection is not None:
-                    self._set_status(f"frame {picture.seq} · {self.connection.transport}")
+                    self._frame_line = f"frame {picture.seq} · {self.connection.transport}"
+                    self._show_status()
         except DocumentError as exc:
             self._set_status(str(exc))
             return
@@ -280,7 +284,14 @@ class Controller(QtCore.QObject):
         return (doc.width(), doc.height()) if doc is not None else None
 
     def _set_status(self, text: str) -> None:
+        if text != self._note:
+            log.info("%s", text)
+        self._note = text
+        self._show_status()
+
+    def _show_status(self) -> None:
+        frame_line = self._frame_line if self.connection is not None else ""
+        text = f"{self._note}\n{frame_line}" if frame_line else self._note
         if text != self.status:
             self.status = text
-            log.info("%s", text)
             self.status_changed.emit(text)

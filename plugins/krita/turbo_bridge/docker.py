@@ -34,6 +34,11 @@ class BridgePanel(QtWidgets.QWidget):
         self.prompt = QtWidgets.QPlainTextEdit()
         self.prompt.setPlaceholderText("Type a prompt: every keystroke is a frame")
         self.prompt.setMaximumHeight(90)
+        self.negative_prompt = QtWidgets.QLineEdit()
+        self.negative_prompt.setPlaceholderText("What to steer away from (with guidance above 0)")
+        self.loras = QtWidgets.QWidget()  # a weight slider per LoRA file, made on connecting
+        self.lora_sliders: dict[str, QtWidgets.QSlider] = {}
+        QtWidgets.QFormLayout(self.loras).setContentsMargins(0, 0, 0, 0)
         self.seed = QtWidgets.QSpinBox()
         self.seed.setRange(0, SEED_MAX)
         self.new_seed = QtWidgets.QPushButton("New seed")
@@ -88,6 +93,8 @@ class BridgePanel(QtWidgets.QWidget):
         self.address.returnPressed.connect(self.reconnect)
         self.channel.editingFinished.connect(self.pick_channel)
         self.prompt.textChanged.connect(lambda: self.controller.set_params({"prompt": self.prompt.toPlainText()}))
+        self.negative_prompt.textChanged.connect(
+            lambda text: self.controller.set_params({"negative_prompt": text}))
         self.seed.valueChanged.connect(lambda value: self.controller.set_params({"seed": int(value)}))
         self.new_seed.clicked.connect(lambda: self.seed.setValue(random.randint(0, SEED_MAX)))
         self.guidance.valueChanged.connect(lambda value: self.controller.set_params({"guidance": float(value)}))
@@ -115,6 +122,8 @@ class BridgePanel(QtWidgets.QWidget):
         form.addRow("Channel", self.channel)
         form.addRow(self.status)
         form.addRow("Prompt", self.prompt)
+        form.addRow("Negative", self.negative_prompt)
+        form.addRow("LoRAs", self.loras)
         row = QtWidgets.QHBoxLayout()
         row.addWidget(self.seed, 1)
         row.addWidget(self.new_seed)
@@ -187,7 +196,9 @@ class BridgePanel(QtWidgets.QWidget):
     def _show_params(self, connection) -> None:
         """Show the daemon's parameters as they are; nothing is sent until you change one."""
         params = connection.params
-        widgets = (self.prompt, self.seed, self.guidance, self.steps, self.strength, self.seamless)
+        self._make_lora_sliders(connection.loras)
+        widgets = (self.prompt, self.negative_prompt, self.seed, self.guidance, self.steps, self.strength,
+                   self.seamless, *self.lora_sliders.values())
         for widget in widgets:
             widget.blockSignals(True)
         try:
@@ -198,10 +209,30 @@ class BridgePanel(QtWidgets.QWidget):
             self.guidance.setValue(params.get("guidance", self.guidance.value()))
             self.steps.setValue(params.get("steps", self.steps.value()))
             self.strength.setValue(params.get("strength", self.strength.value()))
+            if isinstance(params.get("negative_prompt"), str):
+                self.negative_prompt.setText(params["negative_prompt"])
+            active = params.get("loras") if isinstance(params.get("loras"), dict) else {}
+            for name, slider in self.lora_sliders.items():
+                slider.setValue(round(float(active.get(name, 0.0)) * 100))
             self.seamless.setChecked(params.get("tiling", "none") != "none")
         finally:
             for widget in widgets:
                 widget.blockSignals(False)
+
+    def _make_lora_sliders(self, names) -> None:
+        """A slider per LoRA (-2..2 in hundredths; 0 is off; the daemon takes at most 4 on)."""
+        form = self.loras.layout()
+        while form.rowCount():
+            form.removeRow(0)
+        self.lora_sliders = {}
+        for name in names:
+            slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
+            slider.setRange(-200, 200)
+            slider.setToolTip(f"{name}: weight -2..2, 0 turns it off")
+            slider.valueChanged.connect(
+                lambda value, name=name: self.controller.set_params({"loras": {name: value / 100}}))
+            form.addRow(name, slider)
+            self.lora_sliders[name] = slider
 
     def _show_recording(self, on: bool) -> None:
         self.record.setChecked(on)

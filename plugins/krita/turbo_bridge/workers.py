@@ -51,6 +51,7 @@ class Connection:
     device: str
     transport: str  # "shared memory 'NAME'" or "HTTP"
     params: dict  # the daemon's parameters when we connected (the docker shows them)
+    loras: tuple = ()  # the LoRA files the daemon lists (GET /v1/loras), by name
 
 
 class Signals(QtCore.QObject):
@@ -170,8 +171,13 @@ class FrameWorker(threading.Thread):
                 source, transport = ShmSource(name, self.poll_s), f"shared memory {name!r}"
             except (OSError, ValueError):
                 source = None  # e.g. a daemon in a container: its segment is not ours to see
+        try:
+            listing = client.loras()
+            loras = tuple(f["name"] for f in listing.get("loras", ()) if "error" not in f)
+        except BridgeHTTPError:  # a daemon without LoRAs (older): no sliders
+            loras = ()
         connection = Connection(self.url, health.get("model", "?"), health.get("device", "?"), transport,
-                                client.params())
+                                client.params(), loras)
         return source or HttpSource(client), connection
 
     def _serve(self) -> None:
@@ -253,7 +259,7 @@ class ParamSender(Outbox):
 
     def submit(self, changes: dict) -> None:
         with self._lock:
-            self._pending.update(changes)
+            self._pending.update(merge_changes(self._pending, changes))
         self._wake.set()
 
     def _take(self) -> dict:
@@ -274,9 +280,16 @@ class ParamSender(Outbox):
         except OSError as exc:  # daemon away: keep the changes (newer ones win) and retry
             self.signals.status.emit(f"not sent: {describe(exc)}")
             with self._lock:
-                self._pending = {**changes, **self._pending}
+                self._pending = {**changes, **merge_changes(changes, self._pending)}
             if not self._stopping.wait(self.retry_s):
                 self._wake.set()
+
+
+def merge_changes(older: dict, newer: dict) -> dict:
+    """``newer``, with its ``loras`` merged per name over ``older``'s (the daemon merges them so too)."""
+    if isinstance(older.get("loras"), dict) and isinstance(newer.get("loras"), dict):
+        return {**newer, "loras": {**older["loras"], **newer["loras"]}}
+    return newer
 
 
 class RecordSender(Outbox):
@@ -298,11 +311,12 @@ class RecordSender(Outbox):
         return action
 
     def _deliver(self, action: str) -> None:
+        refused = False
         try:
             state = self.client.record(action)
         except BridgeHTTPError as exc:  # no --output-dir, already recording, not recording
             self.signals.status.emit(f"recording: {exc.message}")
-            state = None
+            state, refused = None, True
             try:
                 state = self.client.record()
             except (OSError, BridgeHTTPError):
@@ -312,6 +326,6 @@ class RecordSender(Outbox):
             return
         if state is not None:
             self.signals.recording.emit(bool(state["recording"]))
-            if not state["recording"] and action == "stop":
+            if not refused and not state["recording"] and action == "stop":  # the refusal stays shown
                 self.signals.status.emit(state["error"] or (f"recorded {state['files'][-1]}" if state["files"]
                                                             else "recording stopped"))

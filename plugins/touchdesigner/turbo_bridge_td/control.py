@@ -17,6 +17,9 @@ FIELD_PARS = {"Prompt": "prompt", "Seed": "seed", "Guidance": "guidance", "Steps
               "Width": "width", "Height": "height"}
 PAR_FOR_FIELD = {field: par for par, field in FIELD_PARS.items()}
 INPUT_PARS = {"Strength": "strength"}  # on the Input page; not part of Send All or the cues
+STYLE_PARS = {"Negprompt": "negative_prompt"}  # on the Style page, like the Input page's
+LORA_SLOTS = 4  # the daemon takes at most 4 active LoRAs
+LORA_PARS = {f"Lora{i}{part}": i for i in range(1, LORA_SLOTS + 1) for part in ("name", "weight")}
 OUTPUT_PARS = {"Tiling": "tiling"}  # on the Output page; likewise
 TILINGS = ("none", "x", "y", "xy")
 INT63 = 2**63
@@ -28,7 +31,7 @@ RESUBSCRIBE_S = 5.0
 def coerce(field: str, value: Any) -> Any:
     """A parameter's value as the protocol type (an Int par driven by a CHOP may hold a float;
     Seed is a string parameter, exact to 2**64-1). Raises ValueError naming the field."""
-    if field in ("prompt", "tiling"):
+    if field in ("prompt", "negative_prompt", "tiling"):
         return str(value)
     if field in ("guidance", "strength"):
         return float(value)
@@ -74,6 +77,7 @@ class Controller:
         self.comp = comp
         self.last_sent: dict[str, Any] = {}
         self._next_subscribe = 0.0
+        self._lora_names: dict[int, str] = {}  # slot -> the LoRA name last sent from it
 
     # -- the DATs this side drives ---------------------------------------------------------
     def _osc_out(self):
@@ -109,7 +113,7 @@ class Controller:
             self._send("/bridge/size", [size["width"], size["height"]])
             self.last_sent.update(size)
             return
-        if (field == "prompt" and not value.isascii()) or (field == "seed" and value >= INT63):
+        if (field in ("prompt", "negative_prompt") and not value.isascii()) or (field == "seed" and value >= INT63):
             # OSC strings are ASCII by the spec and TD's integers stop at 64 bits: JSON escapes
             # non-ASCII text and carries any seed.
             self.send_changes({field: value})
@@ -140,10 +144,29 @@ class Controller:
         """A field parameter changed: send it now when Live is on and it differs from what was sent."""
         if not self.comp.par.Live.eval():
             return
-        field = FIELD_PARS.get(par.name) or INPUT_PARS.get(par.name) or OUTPUT_PARS[par.name]
+        field = FIELD_PARS.get(par.name) or INPUT_PARS.get(par.name) or STYLE_PARS.get(par.name) \
+            or OUTPUT_PARS[par.name]
         value = coerce(field, par.eval())
         if self.last_sent.get(field) != value:
             self.send_field(field, value)
+
+    def on_lora_par(self, par) -> None:
+        """A LoRA slot's name or weight changed: ``/bridge/lora s f``; a renamed slot first sets
+        its old LoRA to 0, in the same bundle (one change: the daemon's limit of 4 holds)."""
+        if not self.comp.par.Live.eval():
+            return
+        slot = LORA_PARS[par.name]
+        name = str(getattr(self.comp.par, f"Lora{slot}name").eval()).strip()
+        weight = float(getattr(self.comp.par, f"Lora{slot}weight").eval())
+        old = self._lora_names.get(slot, "")
+        messages: list[Any] = []
+        if old and old != name:
+            messages += ["/bridge/lora", [old, 0.0]]
+        if name:
+            messages += ["/bridge/lora", [name, weight]]
+        self._lora_names[slot] = name
+        if messages:
+            self._send(*messages, bundle=len(messages) > 2)
 
     def record(self, on: bool) -> None:
         """``/bridge/record 1`` starts recording into the daemon's --output-dir, 0 stops; refusals come

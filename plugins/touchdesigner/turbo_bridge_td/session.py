@@ -11,7 +11,7 @@ import threading
 import time
 
 from ._client import client
-from .control import FIELD_PARS, INPUT_PARS, OUTPUT_PARS, Controller, channel, ports
+from .control import FIELD_PARS, INPUT_PARS, LORA_PARS, OUTPUT_PARS, STYLE_PARS, Controller, channel, ports
 from .cues import CueError, Cues
 from .inputs import CONTROL_SLOTS, ControlSender, InputSender
 from .sources import HttpSource, ShmSource
@@ -200,8 +200,10 @@ class Session:
 
     def on_value_change(self, par) -> None:
         name = par.name
-        if name in FIELD_PARS or name in INPUT_PARS or name in OUTPUT_PARS:
+        if name in FIELD_PARS or name in INPUT_PARS or name in STYLE_PARS or name in OUTPUT_PARS:
             self.report(lambda: self.controller.on_field_par(par))
+        elif name in LORA_PARS:
+            self.report(lambda: self.controller.on_lora_par(par))
         elif name == "Record":
             self.report(lambda: self.controller.record(bool(par.eval())))
         elif name == "Live" and par.eval():

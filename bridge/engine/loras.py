@@ -1,0 +1,78 @@
+"""LoRA changes at the edge: names checked, new files loaded on a loader thread before they apply.
+
+The render thread only folds files that are already loaded, so a first use never stalls a
+frame on disk IO or key conversion; a bad file is refused here, before the state changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Executor
+from typing import Any, Iterable, Mapping, Protocol
+
+from ..core.errors import ValidationError
+
+log = logging.getLogger(__name__)
+
+
+class Catalog(Protocol):
+    """The pipeline's LoRA folder (``bridge.pipeline.lora.LoraCatalog``); blocking methods."""
+
+    @property
+    def names(self) -> frozenset[str]: ...
+
+    def ready(self, names: Iterable[str]) -> bool: ...
+
+    def load(self, name: str) -> Any: ...
+
+    def scan(self) -> list: ...
+
+
+class LoraGate:
+    """Runs the catalog's blocking work on ``loader``; everything else on the event loop."""
+
+    def __init__(self, catalog: Catalog | None, loader: Executor):
+        self._catalog = catalog
+        self._loader = loader
+
+    @staticmethod
+    def named(raw: Any) -> list[str]:
+        """The LoRA names a raw change turns on (before validation: wrong shapes yield none)."""
+        loras = raw.get("loras") if isinstance(raw, Mapping) else None
+        if not isinstance(loras, Mapping):
+            return []
+        return [name for name, weight in loras.items() if isinstance(name, str) and weight != 0]
+
+    def needs_loading(self, raw: Any) -> bool:
+        names = self.named(raw)
+        return bool(names) and self._catalog is not None and not self._catalog.ready(names)
+
+    def check(self, names: Iterable[str]) -> None:
+        """Synchronous: every name known and loaded (what ``Scheduler.apply`` requires)."""
+        names = list(names)
+        if names and self._catalog is None:
+            raise ValidationError("loras", "this daemon has no LoRA folder (start it with --lora-dir DIR, "
+                                           "or put *.safetensors files into loras/ in the cache dir)")
+        if names and not self._catalog.ready(names):
+            missing = [n for n in names if not self._catalog.ready([n])]
+            raise ValidationError("loras", f"LoRA(s) {', '.join(map(repr, missing))} not loaded yet: send the "
+                                           "change over REST, WebSocket or OSC, which load them first")
+
+    async def prepare(self, names: list[str]) -> None:
+        """Load the names not loaded yet, on the loader thread; raises ``ValidationError``."""
+        if not names or self._catalog is None or self._catalog.ready(names):
+            return
+        catalog = self._catalog
+        await asyncio.get_running_loop().run_in_executor(self._loader, lambda: [catalog.load(n) for n in names])
+
+    async def listing(self) -> list[dict]:
+        """``GET /v1/loras``: the folder rescanned (on the loader thread)."""
+        if self._catalog is None:
+            return []
+        infos = await asyncio.get_running_loop().run_in_executor(self._loader, self._catalog.scan)
+        return [info.to_json() for info in infos]
+
+    @property
+    def folder(self) -> str | None:
+        return None if self._catalog is None else str(getattr(self._catalog, "folder", ""))

@@ -1,0 +1,340 @@
+"""LoRAs: the files in ``--lora-dir``, loaded off the render thread, folded into the weights in place.
+
+A LoRA is named by its file's stem; only ``*.safetensors`` directly inside the folder can be
+named (names, never paths). Loading (``LoraCatalog.load``, on a loader thread) reads the file,
+converts kohya keys with diffusers' own conversion (``lora_state_dict``) and checks every delta
+against the model's layer shapes, so a LoRA for another family fails before anything changes.
+Folding (``LoraFolder.fold``, on the render thread between two frames) writes
+``base + sum(weight * scale * up @ down)`` into the existing weight tensors (the storage a
+captured CUDA graph reads), in diffusers' ``fuse_lora`` arithmetic, from an exact copy of each
+touched layer's base weight: weight 0 restores the base bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..core.errors import ValidationError
+
+log = logging.getLogger(__name__)
+
+COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+TEXT_ENCODERS = frozenset({"text_encoder", "text_encoder_2"})
+KOHYA_PREFIXES = {"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder",
+                  "lora_te2_": "text_encoder_2"}
+MAX_HEADER_BYTES = 100 * 2**20
+
+
+@dataclass(frozen=True)
+class LoraInfo:
+    """What ``GET /v1/loras`` lists for one file (from its header: no tensor is read)."""
+
+    name: str
+    targets: tuple[str, ...]  # unet, text_encoder, text_encoder_2
+    rank: int  # the largest rank of its layers
+    size: int  # bytes
+    error: str | None = None  # why its header cannot be read (the file is listed, not usable)
+
+    def to_json(self) -> dict:
+        out = {"name": self.name, "targets": list(self.targets), "rank": self.rank, "size": self.size}
+        return out if self.error is None else {**out, "error": self.error}
+
+
+@dataclass(frozen=True)
+class Delta:
+    down: torch.Tensor  # lora_A: (rank, in) or (rank, in, kh, kw)
+    up: torch.Tensor  # lora_B: (out, rank) or (out, rank, 1, 1)
+    alpha: float  # the scale is alpha / rank (no alpha in the file: alpha = rank)
+
+    @property
+    def rank(self) -> int:
+        return self.down.shape[0]
+
+    def scaling(self, weight: float) -> float:
+        """PEFT's ``set_scale`` arithmetic, so the fold matches diffusers' bit for bit."""
+        return weight * self.alpha / self.rank
+
+
+@dataclass(frozen=True)
+class LoraFile:
+    name: str
+    stamp: tuple[int, int]  # (mtime_ns, size) when read
+    deltas: dict[str, Delta]  # "unet.down_blocks...to_q" -> its delta
+
+    @property
+    def text_encoder(self) -> bool:
+        return any(path.split(".", 1)[0] in TEXT_ENCODERS for path in self.deltas)
+
+
+def _error(message: str) -> ValidationError:
+    return ValidationError("loras", message)
+
+
+def read_header(path: Path) -> dict:
+    """A safetensors file's JSON header (8 bytes of length, then JSON): keys, dtypes, shapes."""
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) != 8:
+            raise ValueError("shorter than a safetensors header")
+        (length,) = struct.unpack("<Q", raw)
+        if not 2 <= length <= MAX_HEADER_BYTES:
+            raise ValueError(f"header length {length} is not plausible")
+        header = json.loads(f.read(length))
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    header.pop("__metadata__", None)
+    return header
+
+
+def describe(name: str, header: dict, size: int) -> LoraInfo:
+    targets, rank = set(), 0
+    for key, spec in header.items():
+        component = next((c for p, c in KOHYA_PREFIXES.items() if key.startswith(p)), key.split(".", 1)[0])
+        if component in COMPONENTS:
+            targets.add(component)
+        if key.endswith(("lora_A.weight", "lora_down.weight", ".down.weight")) and spec.get("shape"):
+            rank = max(rank, int(spec["shape"][0]))
+    return LoraInfo(name, tuple(c for c in COMPONENTS if c in targets), rank, size)
+
+
+class LoraCatalog:
+    """The LoRA folder: listing, loading (cached by mtime and size), checks against the model."""
+
+    def __init__(self, folder: Path, pipe):
+        self.folder = Path(folder)
+        self._pipe = pipe
+        self._lock = threading.Lock()  # the loader thread and a rescan may overlap
+        self._loaded: dict[str, LoraFile] = {}
+        self._names: frozenset[str] = frozenset()
+
+    @property
+    def names(self) -> frozenset[str]:
+        """The names found by the last scan (event-loop safe: a snapshot)."""
+        return self._names
+
+    def _path(self, name: str) -> Path:
+        if name not in self._names:
+            self.scan()
+        if name not in self._names:
+            found = ", ".join(sorted(self._names)) or "none"
+            raise _error(f"unknown LoRA {name[:64]!r}: LoRAs are *.safetensors files in {self.folder}, "
+                         f"named by their stem (found: {found})")
+        return self.folder / f"{name}.safetensors"
+
+    def scan(self) -> list[LoraInfo]:
+        """List the folder (blocking IO: a loader thread). Changed files are read again when used."""
+        infos = []
+        if self.folder.is_dir():
+            for path in sorted(self.folder.glob("*.safetensors")):
+                if not path.is_file() or path.name.startswith("."):
+                    continue
+                try:
+                    infos.append(describe(path.stem, read_header(path), path.stat().st_size))
+                except (OSError, ValueError) as exc:
+                    log.warning("LoRA file %s is unreadable: %s", path, exc)
+                    infos.append(LoraInfo(path.stem, (), 0, 0, f"not a safetensors file: {exc}"))
+        self._names = frozenset(info.name for info in infos)
+        return infos
+
+    def ready(self, names) -> bool:
+        """Whether every name is loaded already (no IO: the fast path of a change)."""
+        return all(name in self._loaded for name in names)
+
+    def load(self, name: str) -> LoraFile:
+        """The file's deltas, checked against the model; cached until the file changes."""
+        path = self._path(name)
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            raise _error(f"LoRA {name!r} cannot be read: {exc}") from None
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            cached = self._loaded.get(name)
+            if cached is not None and cached.stamp == stamp:
+                return cached
+        lora = LoraFile(name, stamp, self._deltas(name, path))
+        with self._lock:
+            self._loaded[name] = lora
+        log.info("LoRA %s loaded: %d layers", name, len(lora.deltas))
+        return lora
+
+    def cached(self, name: str) -> LoraFile:
+        """A loaded file, for the render thread (loads it there only if a change skipped the loader)."""
+        found = self._loaded.get(name)
+        return found if found is not None else self.load(name)
+
+    def _deltas(self, name: str, path: Path) -> dict[str, Delta]:
+        from diffusers import StableDiffusionXLPipeline
+
+        try:
+            state, alphas = StableDiffusionXLPipeline.lora_state_dict(
+                str(path), unet_config=self._pipe.unet.config, local_files_only=True)
+        except Exception as exc:  # a corrupt or foreign file fails in many ways inside diffusers
+            raise _error(f"LoRA {name!r} is not a readable LoRA file ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200] if str(exc) else 'no detail'})") from None
+        deltas: dict[str, Delta] = {}
+        for component in COMPONENTS:
+            part = {k[len(component) + 1:]: v for k, v in state.items() if k.startswith(component + ".")}
+            part_alphas = {k[len(component) + 1:]: v for k, v in (alphas or {}).items()
+                           if k.startswith(component + ".")}
+            for module, delta in _component_deltas(component, part, part_alphas, self._pipe).items():
+                deltas[f"{component}.{module}"] = delta
+        if not deltas:
+            raise _error(f"LoRA {name!r} has no layers for the UNet or the text encoders")
+        targets = dict(_modules(self._pipe))
+        for path_, delta in deltas.items():
+            weight = getattr(targets.get(path_), "weight", None)
+            if weight is None:
+                raise _error(f"LoRA {name!r} targets {path_}, which this model does not have "
+                             "(a LoRA for another model family?)")
+            shape = _delta_shape(delta)
+            if tuple(weight.shape) != shape:
+                raise _error(f"LoRA {name!r} does not fit this model: {path_} is {tuple(weight.shape)}, "
+                             f"the LoRA's delta {shape} (a LoRA for another model family?)")
+        return deltas
+
+
+def _to_peft(component: str, state: dict, pipe) -> dict:
+    """diffusers' own conversion of old diffusers/kohya-converted keys to PEFT's lora_A/lora_B."""
+    from diffusers.utils.state_dict_utils import (convert_state_dict_to_diffusers, convert_state_dict_to_peft,
+                                                  convert_unet_state_dict_to_peft)
+
+    if any("lora_A" in k for k in state):
+        out = state
+    elif component == "unet":
+        out = convert_unet_state_dict_to_peft(state)
+    else:
+        out = convert_state_dict_to_peft(convert_state_dict_to_diffusers(state))
+    return out
+
+
+def _module_path(component: str, key: str, modules: dict) -> str:
+    """The key's module in this model: kohya text-encoder keys may carry "text_model." or not."""
+    module = key.split(".lora_A")[0]
+    if component == "unet" or f"{component}.{module}" in modules:
+        return module
+    other = module.removeprefix("text_model.") if module.startswith("text_model.") else "text_model." + module
+    return other if f"{component}.{other}" in modules else module
+
+
+def _component_deltas(component: str, state: dict, alphas: dict, pipe) -> dict[str, Delta]:
+    if not state:
+        return {}
+    modules = dict(_modules(pipe))
+    peft = _to_peft(component, state, pipe)
+    # kohya's per-layer alphas are keyed like their down weights (or their layer): converted the same way.
+    stems = [key.removesuffix(".alpha") for key in alphas]
+    probe = _to_peft(component, {stem if stem.endswith(".weight") else stem + ".lora.down.weight": i
+                                 for i, stem in enumerate(stems)}, pipe) if stems else {}
+    values = list(alphas.values())
+    scales = {_module_path(component, key, modules): float(values[i]) for key, i in probe.items()}
+    out = {}
+    for key, down in peft.items():
+        if not key.endswith(".lora_A.weight"):
+            continue
+        up = peft.get(key.replace(".lora_A.", ".lora_B."))
+        module = _module_path(component, key, modules)
+        if up is None:
+            raise _error(f"{component}.{module} has a down projection without its up projection")
+        # diffusers/PEFT: no alpha means alpha = rank (scale 1).
+        out[module] = Delta(down, up, scales.get(module, float(down.shape[0])))
+    return out
+
+
+def _delta_shape(delta: Delta) -> tuple[int, ...]:
+    if delta.down.dim() == 2:
+        return delta.up.shape[0], delta.down.shape[1]
+    return (delta.up.shape[0], *delta.down.shape[1:])
+
+
+def delta_weight(delta: Delta, scale: float, dtype: torch.dtype, device) -> torch.Tensor:
+    """``up @ down * scale`` as PEFT's ``get_delta_weight`` computes it (Linear and Conv2d)."""
+    down, up = delta.down.to(device, dtype), delta.up.to(device, dtype)
+    if down.dim() == 2:
+        return (up @ down) * scale
+    if down.shape[2:] == (1, 1):
+        return (up.squeeze(3).squeeze(2) @ down.squeeze(3).squeeze(2)).unsqueeze(2).unsqueeze(3) * scale
+    return torch.nn.functional.conv2d(down.permute(1, 0, 2, 3), up).permute(1, 0, 2, 3) * scale
+
+
+def _modules(pipe):
+    for component in COMPONENTS:
+        if getattr(pipe, component, None) is None:  # sd2 pipelines have one text encoder
+            continue
+        for name, module in getattr(pipe, component).named_modules():
+            yield f"{component}.{name}", module
+
+
+def _target(path: str, module, parents: dict) -> torch.Tensor:
+    """The weight the forward pass reads: a slice of the fused to_qkv/to_kv after fuse_qkv_projections."""
+    parent_path, _, leaf = path.rpartition(".")
+    attn = parents.get(parent_path)
+    if attn is None or not getattr(attn, "fused_projections", False) or leaf not in ("to_q", "to_k", "to_v"):
+        return module.weight
+    order = ("to_k", "to_v") if attn.is_cross_attention else ("to_q", "to_k", "to_v")
+    if leaf not in order:
+        return module.weight
+    fused = (attn.to_kv if attn.is_cross_attention else attn.to_qkv).weight
+    start = sum(getattr(attn, name).weight.shape[0] for name in order[:order.index(leaf)])
+    return fused[start:start + module.weight.shape[0]]
+
+
+class LoraFolder:
+    """Folds the active LoRAs into the model's weights; runs on the render thread only."""
+
+    def __init__(self, pipe):
+        self._modules = dict(_modules(pipe))
+        self._base: dict[str, torch.Tensor] = {}  # exact copies of the touched layers' base weights
+        self.active: tuple[tuple[LoraFile, float], ...] = ()
+
+    @torch.no_grad()
+    def fold(self, active: tuple[tuple[LoraFile, float], ...]) -> None:
+        """Make the weights ``base + sum(deltas)``; computed in full before any weight is written."""
+        if [(f.name, f.stamp, w) for f, w in active] == [(f.name, f.stamp, w) for f, w in self.active]:
+            return
+        touched = {path for lora, _ in (*self.active, *active) for path in lora.deltas}
+        targets = {path: _target(path, self._modules[path], self._modules) for path in touched}
+        new: dict[str, torch.Tensor] = {}
+        for path in touched:
+            base = self._base.get(path)
+            if base is None:
+                base = targets[path].detach().clone()
+            weight = base.clone()
+            for lora, scale in active:  # scale: the LoRA's weight in params  # diffusers' fuse order: one adapter after another
+                delta = lora.deltas.get(path)
+                if delta is not None:
+                    weight += delta_weight(delta, delta.scaling(scale), weight.dtype, weight.device)
+            new[path] = (base, weight)
+        for path, (base, weight) in new.items():
+            targets[path].copy_(weight)
+            if any(path in lora.deltas for lora, _ in active):
+                self._base[path] = base
+            else:  # no LoRA touches it any more: the base is back, bit for bit
+                targets[path].copy_(base)
+                self._base.pop(path, None)
+        self.active = active
+
+
+class Loras:
+    """The renderer's LoRA hook: the catalog (loader side) and the folder (render side)."""
+
+    def __init__(self, pipe, folder: Path | None):
+        self.catalog = LoraCatalog(folder, pipe) if folder is not None else None
+        self._folder = LoraFolder(pipe)
+        self.applied: tuple[tuple[str, float], ...] = ()
+
+    def update(self, loras: tuple[tuple[str, float], ...]) -> tuple:
+        """Fold ``loras``; returns the text encoders' variant: which LoRAs (and weights) shape them."""
+        if loras and self.catalog is None:
+            raise _error("LoRAs need a LoRA folder (--lora-dir)")
+        active = tuple((self.catalog.cached(name), weight) for name, weight in loras)
+        self._folder.fold(active)
+        self.applied = loras
+        return tuple((f.name, f.stamp, w) for f, w in active if f.text_encoder)

@@ -1,0 +1,95 @@
+"""``turbo-bridge bench --modes lora``: what a LoRA switch costs on this machine.
+
+Two random rank-32 LoRAs on every UNet attention projection (to_q, to_k, to_v, to_out.0) of the
+loaded model, written to ``cache_dir/bench-loras`` and loaded before timing. Measured on the
+renderer (each render ends with the frame on the host, so times are honest): frames with no
+LoRA, with one folded, switching between the two every frame, and moving one's weight every
+frame; the switch cost is the switching frame's time beyond a folded frame's. Switching runs with
+``torch._dynamo.config.error_on_recompile``: a recompile fails the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from ..core.params import Params
+from .lora import Loras
+
+log = logging.getLogger(__name__)
+
+RANK = 32
+ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+def write_attention_lora(pipe, path: Path, seed: int, rank: int = RANK) -> Path:
+    """A diffusers/PEFT-layout LoRA with random down and up projections (fp16 on disk)."""
+    from safetensors.torch import save_file
+
+    if path.is_file():
+        return path
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, module in pipe.unet.named_modules():
+        if name.endswith(tuple(f".{a}" for a in ATTENTION)) and hasattr(module, "weight"):
+            out_features, in_features = module.weight.shape
+            tensors[f"unet.{name}.lora_A.weight"] = (torch.randn((rank, in_features), generator=generator)
+                                                     * in_features ** -0.5).half()
+            tensors[f"unet.{name}.lora_B.weight"] = (torch.randn((out_features, rank), generator=generator)
+                                                     * 0.01).half()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path.with_suffix(".tmp")))
+    path.with_suffix(".tmp").rename(path)
+    return path
+
+
+def _median_ms(times: list[float]) -> float:
+    return round(statistics.median(times), 3)
+
+
+def measure_lora_switch(renderer, size: int, frames: int, cache_dir: Path) -> dict:
+    folder = Path(cache_dir) / "bench-loras"
+    for i, name in enumerate(("style_a", "style_b")):
+        write_attention_lora(renderer.pipe, folder / f"{name}.safetensors", seed=100 + i)
+    renderer.loras = Loras(renderer.pipe, folder)
+    layers = {name: len(renderer.loras.catalog.load(name).deltas) for name in ("style_a", "style_b")}
+    base = Params(prompt="a cat on a windowsill", seed=7, width=size, height=size)
+
+    def timed(params_for) -> list[float]:
+        times = []
+        for i in range(frames):
+            params = params_for(i)
+            start = time.perf_counter()
+            renderer.render(params)
+            times.append((time.perf_counter() - start) * 1e3)
+        return times
+
+    renderer.render(base)  # compiled for this size
+    plain = timed(lambda i: base.merged({"seed": i}))
+    renderer.render(base.merged({"loras": (("style_a", 1.0),)}))
+    folded = timed(lambda i: base.merged({"seed": i, "loras": (("style_a", 1.0),)}))
+    torch._dynamo.config.error_on_recompile = True
+    try:
+        switching = timed(lambda i: base.merged({"seed": i, "loras": ((("style_a", "style_b")[i % 2], 1.0),)}))
+        slider = timed(lambda i: base.merged({"seed": i, "loras": (("style_a", 0.5 + (i % 30) / 30),)}))
+        two = timed(lambda i: base.merged({"seed": i, "loras": (("style_a", 1.0), ("style_b", 0.1 + (i % 2) * 0.5))}))
+    finally:
+        torch._dynamo.config.error_on_recompile = False
+    renderer.render(base)
+    result = {
+        "what": f"two rank-{RANK} LoRAs on every UNet attention projection ({layers['style_a']} layers), "
+                f"{size}x{size}, a new seed every frame",
+        "base_ms": _median_ms(plain), "folded_ms": _median_ms(folded),
+        "folded_vs_base_pct": round((statistics.median(folded) / statistics.median(plain) - 1) * 100, 2),
+        "switch_frame_ms": _median_ms(switching), "switch_p99_ms": round(sorted(switching)[int(0.99 * (frames - 1))], 3),
+        "switch_extra_ms": round(statistics.median(switching) - statistics.median(folded), 3),
+        "reweight_frame_ms": _median_ms(slider),
+        "reweight_extra_ms": round(statistics.median(slider) - statistics.median(folded), 3),
+        "two_loras_reweight_frame_ms": _median_ms(two), "recompiles": 0, "frames": frames,
+    }
+    log.info("LoRA switch: %s", result)
+    return result
