@@ -164,3 +164,20 @@ def test_image_to_image_batches_with_each_channels_input(demo_renderer):
     for a, b in zip(alone, batch):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
     assert demo_renderer.batch_key(*items[0][1:]) != demo_renderer.batch_key(*_items(0.0)[0][1:])
+
+
+def test_each_row_keeps_its_own_negative_prompt(demo_renderer):
+    items = [(stream, params.merged({"negative_prompt": f"not {i}"}), scene)
+             for i, (stream, params, scene) in enumerate(_items(1.5))]
+    alone = [demo_renderer.render_batch([item])[0].pixels for item in items]
+    batch = [r.pixels for r in demo_renderer.render_batch(items)]
+    for a, b in zip(alone, batch):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    plain = demo_renderer.render_batch([_items(1.5)[0]])[0].pixels
+    assert np.abs(plain.astype(int) - alone[0].astype(int)).max() > 1  # the negative prompt counts
+
+
+def test_frames_with_other_loras_never_share_a_batch(demo_renderer):
+    (_, params, scene), = _items(0.0)[:1]
+    assert demo_renderer.batch_key(params, scene) != demo_renderer.batch_key(params.merged({"loras": (("ink", 1.0),)}), scene)
+    assert demo_renderer.batch_key(params, scene) == demo_renderer.batch_key(params.merged({"seed": 99}), scene)
