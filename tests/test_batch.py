@@ -181,3 +181,9 @@ def test_frames_with_other_loras_never_share_a_batch(demo_renderer):
     (_, params, scene), = _items(0.0)[:1]
     assert demo_renderer.batch_key(params, scene) != demo_renderer.batch_key(params.merged({"loras": (("ink", 1.0),)}), scene)
     assert demo_renderer.batch_key(params, scene) == demo_renderer.batch_key(params.merged({"seed": 99}), scene)
+
+
+def test_batches_pad_to_a_power_of_two_so_few_shapes_compile():
+    from bridge.pipeline.batch import padded_size
+
+    assert [padded_size(n) for n in range(1, 10)] == [1, 2, 4, 4, 8, 8, 8, 8, 16]

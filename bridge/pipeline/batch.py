@@ -5,8 +5,11 @@
 image-to-image start), and frames of one key render as one batch: each row gets its own channel's
 noise (drawn from that channel's seed on the CPU, as alone), conditioning, guidance and input
 latents; the UNet steps and the VAE decode run once for the batch. A batch of one is the plain
-``render`` (the single-frame CUDA graph, text encoders included). On CUDA with compiling, each
-(key, batch size) is captured as its own graph on first use and replayed after, like sizes.
+``render`` (the single-frame CUDA graph, text encoders included). A batch runs padded to the next
+power of two (its last row repeated, the copies' frames dropped): every batch size is a compile
+on CUDA (static shapes), and channels join and leave rounds at any count, so 2, 4 and 8 are the
+only shapes a daemon compiles, not every count up to ``--max-channels``. Each (key, padded size)
+is captured as its own graph on first use and replayed after, like sizes.
 
 Transitions keep per-channel state (what each channel showed last): the renderer's glider is
 swapped per channel, and a frame mid-transition renders alone.
@@ -32,6 +35,11 @@ from .renderer import DiffusersRenderer
 log = logging.getLogger(__name__)
 
 Item = tuple[str, Params, Scene]  # (channel, params, scene)
+
+
+def padded_size(n: int) -> int:
+    """The batch size ``n`` frames render as: the next power of two."""
+    return 1 << (n - 1).bit_length()
 
 
 class ChannelRenderer:
@@ -124,7 +132,11 @@ class ChannelRenderer:
         if plan.start is not None:
             values["image"] = torch.cat([r.images.latents(scene.input, plan.width, plan.height)
                                          for _, _, scene in items])
-        key = ("batch", len(items), *plan.key)
+        rows = padded_size(len(items))
+        if rows > len(items):  # the last row again: its copies' frames are dropped below
+            values = {k: torch.cat([v, *[v[-1:]] * (rows - len(items))]) if k != "noise"
+                      else torch.cat([v, *[v[:, -1:]] * (rows - len(items))], dim=1) for k, v in values.items()}
+        key = ("batch", rows, *plan.key)
         if key not in self._warm:
             self._warm.add(key)
             if r.compile:
@@ -132,7 +144,7 @@ class ChannelRenderer:
                          plan.width, plan.height)
         rgba = self._run(key, plan, values)
         with r._stage("to_host"):
-            pixels = [r._to_host(row) for row in rgba]
+            pixels = [r._to_host(row) for row in rgba[:len(items)]]
         for (stream, _, _), noise, (embeds, pooled) in zip(items, noises, conditioning):
             self._gliders.setdefault(stream, Glider()).record(Shown(embeds, pooled, noise))
         stages = dict(r._stages)
