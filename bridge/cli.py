@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--input", default="none", choices=["none", "shm", "rest"],
                          help="what each change is: none (an OSC prompt change), shm or rest (a new input image: "
                               "image-to-image from this process's input segment, or PUT /v1/input)")
+    latency.add_argument("--control", default="", metavar="NAME",
+                         help="steer every frame with ControlNet or T2I-Adapter NAME (pass its --controlnet "
+                              "NAME=SOURCE to the daemon after --): a fixed control image at scale 0.8")
     latency.add_argument("--channels", type=int, default=1,
                          help="N > 1: N channels, each a closed loop of new prompts (total and per-channel FPS, "
                               "one channel's OSC-to-frame p50 alone and with the others)")
@@ -245,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             from .tools.latency import format_latency, run_latency, to_json
 
             report = run_latency(args.model, args.vae, args.size, args.count, args.rate,
-                                 [a for a in args.daemon_args if a != "--"], via=args.input)
+                                 [a for a in args.daemon_args if a != "--"], via=args.input, control=args.control)
             sys.stdout.write(format_latency(report) + "\n")
             if args.json:
                 args.json.write_text(to_json(report))

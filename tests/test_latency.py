@@ -13,3 +13,15 @@ def test_input_latency_counts_each_inputs_own_frame(via, cache_dir, monkeypatch)
     # A frame cannot show an input before it was rendered: a count off by one frame would be near 0 ms.
     assert report.p50_ms >= 0.5 * report.mean_render_ms > 0
     assert "input image in" in format_latency(report)
+
+
+def test_control_latency_runs_with_an_adapter_steering_every_frame(cache_dir, monkeypatch):
+    """``--control NAME``: the daemon's T2I-Adapter has an image and a scale before the first change."""
+    monkeypatch.setenv("TURBO_BRIDGE_CACHE", str(cache_dir))
+    report = run_latency("demo", "full", 64, 5, 20.0, ["--controlnet", "sketch=demo-t2i"], startup_timeout=120,
+                         control="sketch")
+    assert report.received == report.sent == 5 and report.control == "sketch"
+    assert "steered by 'sketch'" in format_latency(report)
+    with pytest.raises(Exception, match="no ControlNet named 'pose'"):  # a name the daemon lacks: said at once
+        run_latency("demo", "full", 64, 5, 20.0, ["--controlnet", "sketch=demo-t2i"], startup_timeout=120,
+                    control="pose")
