@@ -13,16 +13,8 @@ pytestmark = [pytest.mark.gpu,
 
 from bridge.core.controls import ControlNetSpec  # noqa: E402
 from bridge.core.params import Params  # noqa: E402
-from bridge.core.scene import InputImage, Scene  # noqa: E402
-
-
-def picture(seed, size=512):
-    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 4), np.uint8)
-    return InputImage.from_pixels(pixels)
-
-
-def controlled(params, **scales):
-    return params.merged({"controls": tuple((name, tuple(fields.items())) for name, fields in scales.items())})
+from bridge.core.scene import Scene  # noqa: E402
+from test_gpu_controlnet import controlled, picture  # noqa: E402
 
 
 @pytest.fixture(scope="module")

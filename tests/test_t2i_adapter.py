@@ -18,8 +18,7 @@ from bridge.pipeline.controlnet import ControlNets, load_controlnet  # noqa: E40
 from bridge.pipeline.loader import load_pipeline  # noqa: E402
 from bridge.pipeline.renderer import DiffusersRenderer  # noqa: E402
 from bridge.pipeline.t2i_adapter import adapter_size  # noqa: E402
-
-SIZE = 64
+from test_controlnet import SIZE, assert_matches, controlled, picture  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +28,6 @@ def renderer(cache_dir):
     nets = {name: load_controlnet(ControlNetSpec(name, source), pipe.unet.config, "cpu", torch.float32)
             for name, source in sources.items()}
     return DiffusersRenderer(pipe, "cpu", torch.float32, controlnets=ControlNets(nets))
-
-
-def picture(seed, width=SIZE, height=SIZE):
-    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 4), np.uint8)
-    return InputImage.from_pixels(pixels)
-
-
-def controlled(params, **controls):
-    return params.merged({"controls": tuple((name, tuple(fields.items())) for name, fields in controls.items())})
 
 
 def pil(image):
@@ -52,12 +42,6 @@ def reference(renderer, adapters, **kwargs):
     pipe = StableDiffusionXLAdapterPipeline.from_pipe(renderer.pipe, adapter=adapter)
     seed = kwargs.pop("seed", 5)
     return pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(seed), output_type="np").images[0]
-
-
-def assert_matches(ours, ref):
-    """Pixel for pixel, up to rounding (as test_controlnet: sigmas as Python floats vs float32)."""
-    diff = np.abs(ours[..., :3].astype(int) - np.round(ref * 255).astype(int))
-    assert diff.max() <= 1 and (diff == 0).mean() > 0.99, (diff.max(), (diff == 0).mean())
 
 
 def test_demo_adapter_fits_the_demo_unet_and_is_seeded_by_name(renderer):

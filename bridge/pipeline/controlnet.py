@@ -117,13 +117,17 @@ def load_controlnet(spec: ControlNetSpec, unet_config: dict, device: str, dtype:
                         _check_kind(source, _kind(ControlNetModel.load_config(source)))
                     net = ControlNetModel.from_pretrained(str(local) if local.exists() else source, torch_dtype=dtype)
             except OSError as exc:
-                raise ModelNotFoundError(
-                    f"ControlNet {source!r} is not available: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-                    f". Download it once with network access (`hf download {source}`), pass a local folder or "
-                    "file, or use demo/random (random weights)") from exc
+                raise not_available("ControlNet", source, exc, "a local folder or file", "demo/random") from exc
             net = net.to(device).eval().requires_grad_(False)
     _check_fits(spec, net, unet_config)
     return net
+
+
+def not_available(what: str, source: str, exc: OSError, local: str, builders: str) -> ModelNotFoundError:
+    """The error for a model that is neither here nor downloadable, with the ways out."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ModelNotFoundError(f"{what} {source!r} is not available: {reason}. Download it once with network access "
+                              f"(`hf download {source}`), pass {local}, or use {builders} (random weights)")
 
 
 def _check_fits(spec: ControlNetSpec, net, unet_config: dict) -> None:

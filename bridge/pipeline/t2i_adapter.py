@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 
 from ..core.controls import ControlNetSpec
-from ..core.errors import ConfigError, ModelNotFoundError
+from ..core.errors import ConfigError
 from ..core.params import Params
 from ..core.scene import InputImage
 
@@ -69,10 +69,9 @@ def load_adapter(spec: ControlNetSpec, unet_config: dict, device: str, dtype: to
         try:
             net = T2IAdapter.from_pretrained(str(local) if local.exists() else source, torch_dtype=dtype)
         except OSError as exc:
-            raise ModelNotFoundError(
-                f"T2I-Adapter {source!r} is not available: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-                f". Download it once with network access (`hf download {source}`), pass a local folder, "
-                "or use demo-t2i/random-t2i (random weights)") from exc
+            from .controlnet import not_available
+
+            raise not_available("T2I-Adapter", source, exc, "a local folder", "demo-t2i/random-t2i") from exc
         net = net.to(device).eval().requires_grad_(False)
     check_fits(spec, net.config, unet_config)
     return net

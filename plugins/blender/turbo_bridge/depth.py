@@ -2,8 +2,8 @@
 (and depth T2I-Adapters) were trained on it: near white, far black.
 
 Blender has no Python access to a render pass's pixels. The Render Result is saved as an
-uncompressed 32-bit multilayer OpenEXR (the scene's output format switched for the save and put
-back, like ``renders.render_result_png``); ``read_exr_channel`` reads the Z channel back with
+uncompressed 32-bit multilayer OpenEXR (``renders.save_render_result``: the scene's output format
+switched for the save and put back); ``read_exr_channel`` reads the Z channel back with
 numpy (single-part files from Blender 4.x, multi-part from 5.0). ``normalise`` maps the nearest
 surface to 1 and the farthest to 0; the background (no surface: Cycles' 1e10, EEVEE's far
 clip) is black, as in a MiDaS depth map. The PNG is grey (R = G = B), top row first.
@@ -11,9 +11,7 @@ clip) is black, as in a MiDaS depth map. The PNG is grey (R = G = B), top row fi
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 import zlib
 
 import numpy as np
@@ -47,7 +45,7 @@ def _channels(raw: bytes) -> list[tuple[str, int]]:
 
 def read_exr_channel(data: bytes, suffix: str = DEPTH_SUFFIX) -> np.ndarray:
     """The first channel whose name ends with ``suffix``, as (H, W) float32, top row first.
-    Uncompressed scanline files only (what ``save_depth_exr`` writes); ValueError otherwise."""
+    Uncompressed scanline files only (what ``EXR_OUTPUT`` writes); ValueError otherwise."""
     if data[:4] != b"v/1\x01":
         raise ValueError("not an OpenEXR file")
     flags = struct.unpack_from("<I", data, 4)[0]
@@ -114,37 +112,16 @@ def grey_png(grey: np.ndarray) -> bytes:
             + chunk(b"IDAT", zlib.compress(rows, 6)) + chunk(b"IEND", b""))
 
 
-def save_depth_exr(image, scene) -> bytes | None:
-    """The Render Result (``image``) saved as an uncompressed 32-bit multilayer EXR, or None when
-    nothing was rendered yet. The scene's output format is put back afterwards."""
-    settings = scene.render.image_settings
-    fields = [name for name in ("media_type", "file_format", "exr_codec", "color_depth") if hasattr(settings, name)]
-    saved = {name: getattr(settings, name) for name in fields}
-    handle, path = tempfile.mkstemp(prefix="turbo-bridge-depth-", suffix=".exr")
-    os.close(handle)
-    try:
-        if "media_type" in fields:  # Blender 5.0: multilayer is a media type
-            settings.media_type = "MULTI_LAYER_IMAGE"
-        settings.file_format = "OPEN_EXR_MULTILAYER"
-        settings.exr_codec, settings.color_depth = "NONE", "32"
-        try:
-            image.save_render(filepath=path, scene=scene)
-        except RuntimeError:  # "does not have any image data": nothing rendered yet
-            return None
-        with open(path, "rb") as f:
-            return f.read() or None
-    finally:
-        for name in fields:  # media type first: it decides which file formats exist
-            setattr(settings, name, saved[name])
-        os.remove(path)
+# Blender 5.0: multilayer is a media type (skipped where the field does not exist: 4.x).
+EXR_OUTPUT = (("media_type", "MULTI_LAYER_IMAGE"), ("file_format", "OPEN_EXR_MULTILAYER"), ("exr_codec", "NONE"),
+              ("color_depth", "32"))
 
 
 def render_depth_png(scene) -> tuple[bytes | None, str]:
     """(PNG of the last render's depth, "") or (None, why not)."""
-    import bpy
+    from .renders import save_render_result
 
-    image = bpy.data.images.get("Render Result")
-    exr = None if image is None else save_depth_exr(image, scene)
+    exr = save_render_result(scene, ".exr", EXR_OUTPUT)
     if exr is None:
         return None, "Nothing rendered yet: render (F12) first"
     try:
