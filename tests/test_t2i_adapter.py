@@ -199,3 +199,17 @@ async def test_demo_daemon_steers_with_a_demo_adapter_over_rest_and_osc(config, 
             status, body = await patch(session, {"controls": {"sketch": 0}})
             off = await rendered(daemon, body["version"])
             assert np.array_equal(plain.pixels, off.pixels)
+
+
+def test_adapter_frames_render_alone_across_channels(renderer):
+    """Channels batch frames of one shape; the batched graph carries no adapter features, so a
+    frame a T2I-Adapter steers renders alone, as a ControlNet's does."""
+    from bridge.pipeline.batch import ChannelRenderer
+
+    channels = ChannelRenderer(renderer)
+    params = Params(prompt="a lake", width=SIZE, height=SIZE)
+    assert channels.batch_key(params, Scene()) is not None
+    steered = controlled(params, sketch={"scale": 1.0})
+    assert channels.batch_key(steered, Scene(controls=(("sketch", picture(12)),))) is None
+    solo = channels.render_batch([("left", steered, Scene(controls=(("sketch", picture(12)),)))])[0].pixels
+    assert np.array_equal(solo, renderer.render(steered, Scene(controls=(("sketch", picture(12)),))).pixels)
