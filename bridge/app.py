@@ -17,7 +17,8 @@ from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
-from .frontends import connections, control_api, input_api, live, openapi, record_api, rest, security, sockets
+from .frontends import (connections, control_api, input_api, live, openapi, record_api, rest, security, sockets,
+                        style_api)
 from .config import Config, lora_folder
 from .core.frame import NullRenderer, Renderer
 from .frontends.osc import ADDRESSES, OscServer
@@ -60,7 +61,8 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
     pipe = loader.load_pipeline(config.model, device, dtype, config.cache_dir, vae=vae, scheduler=config.scheduler)
     renderer = DiffusersRenderer(pipe, device, dtype, compile=compile, lora_dir=lora_folder(config),
                                  controlnets=load_controlnets(config, pipe, device, dtype),
-                                 canny_thresholds=config.canny_thresholds)
+                                 canny_thresholds=config.canny_thresholds,
+                                 ip_adapter=load_ip_adapter(config, pipe, device, dtype))
     if compile:  # compile and capture for the initial size before the ports open
         started = time.perf_counter()
         renderer.render(config.initial)
@@ -68,7 +70,8 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
                  time.perf_counter() - started)
     info = {"model": config.model, "family": renderer.family.name, "scheduler": renderer.sampler, "device": device, "dtype": str(dtype).removeprefix("torch."),
             "vae": config.vae, "compile": compile,
-            "controlnets": {spec.name: spec.source for spec in config.controlnets}}
+            "controlnets": {spec.name: spec.source for spec in config.controlnets},
+            "ip_adapter": config.ip_adapter}
     return renderer, info
 
 
@@ -78,6 +81,16 @@ def load_controlnets(config: Config, pipe, device: str, dtype):
 
     return ControlNets({spec.name: load_controlnet(spec, pipe.unet.config, device, dtype)
                         for spec in config.controlnets})
+
+
+def load_ip_adapter(config: Config, pipe, device: str, dtype):
+    """The ``--ip-adapter`` (image encoder, projection, K/V weights), loaded once and resident; or None."""
+    if config.ip_adapter is None:
+        return None
+    from .pipeline.family import family_of_pipeline
+    from .pipeline.ip_adapter import load_ip_adapter as load
+
+    return load(config.ip_adapter, pipe.unet, device, dtype, family_of_pipeline(pipe).name)
 
 
 async def _cancel(task: asyncio.Task) -> None:
@@ -99,7 +112,8 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
     app.middlewares.append(security.middleware(config.host, config.access))  # before any route
     app.on_response_prepare.append(security.add_cors_headers)
     app[rest.OSC_ADDRESSES] = {**ADDRESSES, record_api.OSC_ADDRESS: "i: 1 starts recording, 0 stops"}
-    app[rest.SCHEMA_EXTRA] = {**live.SCHEMA, **input_api.SCHEMA, **record_api.SCHEMA, **control_api.SCHEMA}
+    app[rest.SCHEMA_EXTRA] = {**live.SCHEMA, **input_api.SCHEMA, **record_api.SCHEMA, **control_api.SCHEMA,
+                              **style_api.SCHEMA}
     app[record_api.RECORDER] = recorder = Recorder(config.output_dir)
     ndi = NdiSender(config.ndi) if config.ndi else None
     rest.add_routes(app)
@@ -107,6 +121,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
     input_api.add_routes(app)
     record_api.add_routes(app)
     control_api.add_routes(app)
+    style_api.add_routes(app)
     openapi.add_routes(app)
     app.on_shutdown.extend([rest.end_long_polls, live.close_clients])  # before the cleanup contexts below unwind
     started = time.monotonic()
@@ -126,7 +141,8 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
                 if ndi is not None:
                     ndi.start()
                 sched = Scheduler(renderer, gpu, initial=config.initial,
-                                  limits=Limits(config.max_size, tuple(s.name for s in config.controlnets)),
+                                  limits=Limits(config.max_size, tuple(s.name for s in config.controlnets),
+                                                style=config.ip_adapter is not None),
                                   sinks=sinks,
                                   loras=LoraGate(getattr(getattr(renderer, "loras", None), "catalog", None),
                                                  lora_loader))
@@ -199,9 +215,13 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
                                                                           own_shm_name=config.shm_name)
         controls = app[control_api.CONTROLS] = control_api.ControlService(app[rest.SCHEDULER], decoder,
                                                                           own_shm_name=config.shm_name)
+        styles = app[style_api.STYLES] = style_api.StyleFeed(app[rest.SCHEDULER], decoder,
+                                                             own_shm_name=config.shm_name,
+                                                             enabled=config.ip_adapter is not None)
         try:
             yield
         finally:
+            await styles.detach()
             await controls.detach()
             await service.detach()
             decoder.shutdown(wait=True)
@@ -228,6 +248,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             "input": app[input_api.INPUTS].health(),
             "record": recorder.state(),
             "controls": app[control_api.CONTROLS].health(),
+            "style": app[style_api.STYLES].health(),
         }
         if ndi is not None:
             out["ndi"] = ndi.health()

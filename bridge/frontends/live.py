@@ -23,7 +23,8 @@ from ..core.errors import ValidationError
 from .connections import HTTP_LIMITS, HttpLimits
 from .control_api import CONTROLS
 from .input_api import INPUTS
-from .inputs import MAX_INPUT_BYTES, WS_CONTROL_NAME, WS_INPUT, is_ws_control
+from .style_api import STYLES
+from .inputs import MAX_INPUT_BYTES, WS_CONTROL_NAME, WS_INPUT, is_ws_control, is_ws_style
 from .rest import SCHEDULER, error_response, loads_strict
 from ..engine.scheduler import Scheduler
 from .security import ACCESS
@@ -211,7 +212,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                         break
                     await client.send_json(await client.handle(msg.data, sched))
                 elif msg.type == WSMsgType.BINARY:
-                    feed = app[CONTROLS] if is_ws_control(msg.data) else app[INPUTS]
+                    feed = app[CONTROLS] if is_ws_control(msg.data) else app[STYLES] if is_ws_style(msg.data) \
+                        else app[INPUTS]
                     await client.send_json(await feed.ws_message(msg.data))
         except (ConnectionError, asyncio.CancelledError) as exc:
             # The server cancels the handler when the connection drops (handler_cancellation).
