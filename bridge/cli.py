@@ -102,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="what changes every frame: prompt, seed, input (a new input image: VAE encode + "
                             "image-to-image), img2img (the seed of an image-to-image frame), control (ControlNets: a new "
                             "prompt, a new control image every frame, two ControlNets; with diffusers' ControlNet "
-                            "pipeline as a second baseline)")
+                            "pipeline as a second baseline), lora (switching LoRAs), ip-adapter (style images: adapter "
+                            "off, an unchanged style image, style_scale moved, a new style image every frame; loads "
+                            "'demo' with --model demo, else 'random': SDXL IP-Adapter with a ViT-H image encoder)")
     bench.add_argument("--tilings", default="none", help="comma-separated: none,x,y,xy (seamless tiling on vs off)")
     bench.add_argument("--sinks", default="", help="comma-separated: record,ndi: each run again with these sinks "
                        "on the render thread (their publish time measured; ndi needs cyndilib)")
