@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 
-from .canvas import ControlShot, InputSender, capture, capture_layer
+from .canvas import ControlShot, InputSender, StyleShot, capture, capture_layer
 from .frames import Picture, place
 from .layer import DocumentError, ReferenceLayer, find_reference, is_idle, keep
 from .qt import QtCore, Signal
@@ -163,6 +163,20 @@ class Controller(QtCore.QObject):
             self._set_status(f"could not read layer {layer!r} (8-bit RGBA only)")
             return False
         self._input.submit(ControlShot(shot, name.strip(), preprocess, scale))
+        return True
+
+    def send_layer_as_style(self, layer: str, scale: float) -> bool:
+        """Send the layer named ``layer`` as the style image (IP-Adapter) at ``scale`` (False: nothing to send)."""
+        doc = self.host.activeDocument()
+        node = doc.nodeByName(layer) if doc is not None and layer else None
+        if node is None or self._input is None:
+            self._set_status("pick a layer to send as the style image first")
+            return False
+        shot = capture_layer(doc, node)
+        if shot is None:
+            self._set_status(f"could not read layer {layer!r} (8-bit RGBA only)")
+            return False
+        self._input.submit(StyleShot(shot, scale))
         return True
 
     def set_opacity(self, percent: int) -> None:
