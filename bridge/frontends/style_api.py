@@ -16,7 +16,7 @@ from ..core.params import NO_IP_ADAPTER
 from ..core.scene import InputImage
 from ..engine.scheduler import Scheduler
 from .input_api import POLL_SECONDS, ImageFeed, put_image
-from .rest import SCHEDULER, error_response
+from .rest import add_channel_route, error_response, scheduler_of, service_of
 
 SCHEMA = {
     "style": {
@@ -26,6 +26,7 @@ SCHEMA = {
         "GET /v1/style": "its state: enabled (an IP-Adapter is loaded), present, active (an image and style_scale > 0), "
                          "digest, size, source, scale",
         "DELETE /v1/style": "drop the style image (and detach its segment)",
+        "channels": "per channel too: /v1/channels/CHANNEL/style; a WebSocket's TBS1 message sets its own channel's",
         "websocket": "a binary TBS1 message: the input message's 20-byte header with magic TBS1, then the image; "
                      "reply type style",
     },
@@ -33,7 +34,7 @@ SCHEMA = {
 
 
 class StyleFeed(ImageFeed):
-    """The style image (one per daemon; one per channel once channels exist)."""
+    """The style image of one channel."""
 
     def __init__(self, scheduler: Scheduler, executor: Executor, poll_s: float = POLL_SECONDS,
                  own_shm_name: str | None = None, enabled: bool = True):
@@ -65,25 +66,25 @@ STYLES = web.AppKey("styles", StyleFeed)
 
 
 async def put_style(request: web.Request) -> web.Response:
-    feed = request.app[STYLES]
+    feed = service_of(request, STYLES)
     if not feed.enabled:
-        request.app[SCHEDULER].stats.rejected += 1
+        scheduler_of(request).stats.rejected += 1
         return error_response(409, "style", NO_IP_ADAPTER)
     return await put_image(request, feed)
 
 
 async def get_style(request: web.Request) -> web.Response:
-    return web.json_response(request.app[STYLES].health())
+    return web.json_response(service_of(request, STYLES).health())
 
 
 async def delete_style(request: web.Request) -> web.Response:
-    feed, sched = request.app[STYLES], request.app[SCHEDULER]
+    feed, sched = service_of(request, STYLES), scheduler_of(request)
     await feed.detach()
     return web.json_response({"cleared": sched.clear_style(), "version": sched.version})
 
 
 def add_routes(app: web.Application) -> None:
     """Register the style routes; STYLES is set by the wiring."""
-    app.router.add_put("/v1/style", put_style)
-    app.router.add_get("/v1/style", get_style)
-    app.router.add_delete("/v1/style", delete_style)
+    add_channel_route(app, "PUT", "/v1/style", put_style)
+    add_channel_route(app, "GET", "/v1/style", get_style)
+    add_channel_route(app, "DELETE", "/v1/style", delete_style)
