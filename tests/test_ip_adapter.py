@@ -108,3 +108,14 @@ def test_adapter_for_another_unet_is_refused(cache_dir, tmp_path):
     (tmp_path / "second.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ConfigError, match="cannot read it"):
         load_ip_adapter(str(tmp_path / "second.safetensors"), pipe.unet, "cpu", torch.float32)
+
+
+def test_channels_render_style_frames_alone(renderer):
+    from bridge.pipeline.batch import ChannelRenderer
+
+    channels = ChannelRenderer(renderer)
+    params = Params(prompt="a field", seed=1, style_scale=0.9, width=SIZE, height=SIZE)
+    styled = Scene(style=picture(6))
+    assert channels.batch_key(params, styled) is None  # never batched with other channels' frames
+    assert channels.batch_key(params, Scene()) is not None
+    assert np.array_equal(channels.render(params, styled).pixels, renderer.render(params, styled).pixels)

@@ -192,3 +192,31 @@ async def frame_of_slow(daemon, version, timeout=120):
     while frame.version < version:
         frame = await daemon.scheduler.next_frame(frame.seq, timeout)
     return frame
+
+
+async def test_style_images_are_per_channel(api):
+    session, daemon, renderer = api
+    from bridge.frontends.rest import CHANNELS
+
+    status, body = await patch(session, {"style_scale": 0.0})
+    async with session.patch("/v1/channels/left/params", json={"style_scale": 0.7}) as r:
+        assert r.status == 200
+    status, body = await put(session, rgba(16, 16).tobytes(), "application/octet-stream", path="/v1/channels/left/style",
+                             **{"X-Width": "16", "X-Height": "16"})
+    assert status == 200 and body["active"] is True
+    left = daemon.app[CHANNELS]["left"].scheduler
+    assert left.style is not None and daemon.scheduler.style is None  # main has none
+    async with session.get("/v1/style") as r:
+        assert (await r.json())["present"] is False
+    async with session.get("/v1/channels/left/style") as r:
+        state = await r.json()
+    assert state["present"] and state["active"] and state["scale"] == 0.7
+    for _ in range(500):  # left's frame carries its style image
+        if any(scene is not None and scene.style is not None for _, scene in renderer.scenes):
+            break
+        await asyncio.sleep(0.01)
+    assert any(params.style_scale == 0.7 and scene.style.width == 16 for params, scene in renderer.scenes
+               if scene is not None and scene.style is not None)
+    async with session.delete("/v1/channels/left/style") as r:
+        assert (await r.json())["cleared"] is True
+    assert left.style is None
