@@ -196,9 +196,25 @@ async function putControl(file) {
   showError(response.ok ? null : body.error);
 }
 
+async function putStyle(file) {
+  if (!file) return;
+  const response = await fetch(channelPath("style"), {
+    method: "PUT", headers: { ...AUTH, "Content-Type": file.type || "application/octet-stream" }, body: file });
+  const body = await response.json();
+  showError(response.ok ? null : body.error);
+}
+
+function setStyleScale(params) {
+  // Like the ControlNet slider: it follows the daemon unless it is being dragged.
+  if (params.style_scale === undefined || $("style-scale") === document.activeElement) return;
+  $("style-scale").value = String(params.style_scale);
+  $("style-scale-shown").textContent = String(params.style_scale);
+}
+
 function setControls(params, all = false) {
   setLoraSliders(params.loras || {});
   setControlScale(params);
+  setStyleScale(params);
   for (const field of FIELDS) {
     const input = $(field);
     // A prompt blend ([[text, weight], ...], set over REST/OSC) shows as JSON; typing replaces it.
@@ -317,6 +333,18 @@ $("control").addEventListener("drop", (event) => {
   $("control").classList.remove("dragging");
   putControl(event.dataTransfer.files[0]);
 });
+$("style-file").addEventListener("change", () => putStyle($("style-file").files[0]));
+$("style-scale").addEventListener("input", () => {
+  $("style-scale-shown").textContent = $("style-scale").value;
+  send({ params: { style_scale: Number($("style-scale").value) } });
+});
+$("style").addEventListener("dragover", (event) => { event.preventDefault(); $("style").classList.add("dragging"); });
+$("style").addEventListener("dragleave", () => $("style").classList.remove("dragging"));
+$("style").addEventListener("drop", (event) => {
+  event.preventDefault();
+  $("style").classList.remove("dragging");
+  putStyle(event.dataTransfer.files[0]);
+});
 
 setInterval(() => {
   const now = performance.now();
@@ -332,6 +360,7 @@ fetch("/v1/schema", { headers: AUTH }).then((response) => response.json()).then(
   const names = Object.keys(schema.parameters.controls.properties);  // the loaded ControlNets
   for (const name of names) $("control-name").append(new Option(name, name));
   $("control").hidden = names.length === 0;
+  $("style").hidden = !(schema.parameters.style_scale && schema.parameters.style_scale.maximum > 0);  // --ip-adapter
 }).catch((error) => showError({ field: null, message: `schema: ${error}` }));
 
 connect();
