@@ -5,8 +5,6 @@ end-to-end frames on the demo model with the demo IP-Adapter."""
 
 import asyncio
 import json
-import subprocess
-import sys
 
 import aiohttp
 import numpy as np
@@ -15,8 +13,7 @@ import pytest
 from bridge.client import osc_message
 from bridge.frontends import inputs
 from bridge.frontends.style_api import STYLES
-from conftest import unique_shm_name
-from test_input_api import WRITER, RecordingRenderer, encoded, frame_of, rgba
+from test_input_api import RecordingRenderer, encoded, frame_of, rgba, segment_writer
 
 
 @pytest.fixture
@@ -121,16 +118,10 @@ async def test_osc_style_scale(api):
 
 async def test_style_segment_written_by_another_process_is_polled(api):
     session, daemon, renderer = api
-    name = unique_shm_name()
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", WRITER, name, stdin=subprocess.PIPE,
-                                                stdout=subprocess.PIPE)
-    try:
-        assert (await proc.stdout.readline()).strip() == b"ready"
+    async with segment_writer() as (name, write):
         async with session.put("/v1/style", json={"shm": name}) as r:
             assert r.status == 200 and (await r.json())["shm"] == name
-        proc.stdin.write(b"90 40 24\n")
-        await proc.stdin.drain()
-        assert (await proc.stdout.readline()).strip() == b"written"
+        await write(90, 40, 24)
         feed = daemon.app[STYLES]
         for _ in range(500):
             if feed.shm_reads >= 1:
@@ -141,9 +132,6 @@ async def test_style_segment_written_by_another_process_is_polled(api):
         async with session.delete("/v1/style") as r:
             assert (await r.json())["cleared"]
         assert daemon.health()["style"]["shm"] is None
-    finally:
-        proc.stdin.close()
-        await proc.wait()
 
 
 async def test_without_ip_adapter_style_is_refused_with_the_way_out(config, daemon_factory):

@@ -9,20 +9,13 @@ the main thread.
 """
 
 import numpy as np
-import td_standin
 from td_harness import run_until, status, tb_session
+from test_td_controlnets import top_with
 
 from bridge.client import HttpClient
 from bridge.core.scene import InputImage
 
 DAEMON_ARGS = ("--ip-adapter", "demo")  # for conftest's demo_daemon
-
-
-def top_with(td, name, picture):
-    top = td.project.create(td_standin.OP_TYPES["scriptTOP"], name)
-    top.par.modoutsidecook = True
-    top.copyNumpyArray(picture[::-1].copy())  # a TOP's first row is the image's bottom row
-    return top
 
 
 def test_style_top_becomes_the_style_image_and_its_scale_goes_over_osc(td, net, demo_daemon):

@@ -187,21 +187,20 @@ function setControlScale(params) {
   $("control-scale-shown").textContent = scale;
 }
 
-async function putControl(file) {
-  const name = $("control-name").value;
-  if (!name || !file) return;
-  const response = await fetch(channelPath(`control/${encodeURIComponent(name)}`), {
+async function putImage(path, file) {
+  const response = await fetch(channelPath(path), {
     method: "PUT", headers: { ...AUTH, "Content-Type": file.type || "application/octet-stream" }, body: file });
   const body = await response.json();
   showError(response.ok ? null : body.error);
 }
 
+async function putControl(file) {
+  const name = $("control-name").value;
+  if (name && file) await putImage(`control/${encodeURIComponent(name)}`, file);
+}
+
 async function putStyle(file) {
-  if (!file) return;
-  const response = await fetch(channelPath("style"), {
-    method: "PUT", headers: { ...AUTH, "Content-Type": file.type || "application/octet-stream" }, body: file });
-  const body = await response.json();
-  showError(response.ok ? null : body.error);
+  if (file) await putImage("style", file);
 }
 
 function setStyleScale(params) {
@@ -326,25 +325,23 @@ $("control-scale").addEventListener("input", () => {
   $("control-scale-shown").textContent = $("control-scale").value;
   send({ params: { controls: { [$("control-name").value]: { scale: Number($("control-scale").value) } } } });
 });
-$("control").addEventListener("dragover", (event) => { event.preventDefault(); $("control").classList.add("dragging"); });
-$("control").addEventListener("dragleave", () => $("control").classList.remove("dragging"));
-$("control").addEventListener("drop", (event) => {
-  event.preventDefault();
-  $("control").classList.remove("dragging");
-  putControl(event.dataTransfer.files[0]);
-});
+function dropTarget(box, put) {
+  // An image dropped on the box is PUT (control and style images).
+  box.addEventListener("dragover", (event) => { event.preventDefault(); box.classList.add("dragging"); });
+  box.addEventListener("dragleave", () => box.classList.remove("dragging"));
+  box.addEventListener("drop", (event) => {
+    event.preventDefault();
+    box.classList.remove("dragging");
+    put(event.dataTransfer.files[0]);
+  });
+}
+dropTarget($("control"), putControl);
 $("style-file").addEventListener("change", () => putStyle($("style-file").files[0]));
 $("style-scale").addEventListener("input", () => {
   $("style-scale-shown").textContent = $("style-scale").value;
   send({ params: { style_scale: Number($("style-scale").value) } });
 });
-$("style").addEventListener("dragover", (event) => { event.preventDefault(); $("style").classList.add("dragging"); });
-$("style").addEventListener("dragleave", () => $("style").classList.remove("dragging"));
-$("style").addEventListener("drop", (event) => {
-  event.preventDefault();
-  $("style").classList.remove("dragging");
-  putStyle(event.dataTransfer.files[0]);
-});
+dropTarget($("style"), putStyle);
 
 setInterval(() => {
   const now = performance.now();
