@@ -227,6 +227,8 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
                                    on_error=channel.scheduler.broadcast_error)
             channel.services[PNG_WRITER] = writer
             channel.scheduler.on_frame(writer.offer)
+            if channel.scheduler.latest is not None:  # main's first frame is out before the writer starts
+                writer.offer(channel.scheduler.latest)
             channel.services["png-writer-task"] = asyncio.create_task(writer.run(), name=f"png-writer-{channel.name}")
 
         async def stop(channel: Channel) -> None:
