@@ -59,6 +59,7 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
     from .pipeline.renderer import DiffusersRenderer
 
     device = config.device if config.device not in (None, "auto") else loader.default_device()
+    loader.bind_thread(device)  # this is the device's render thread: everything after runs here
     dtype = loader.resolve_dtype(config.dtype, device)
     compile = config.compile == "on" or (config.compile == "auto" and device.startswith("cuda"))
     if compile:
