@@ -119,3 +119,16 @@ def test_channels_render_style_frames_alone(renderer):
     assert channels.batch_key(params, styled) is None  # never batched with other channels' frames
     assert channels.batch_key(params, Scene()) is not None
     assert np.array_equal(channels.render(params, styled).pixels, renderer.render(params, styled).pixels)
+
+
+def test_hub_adapter_missing_offline_says_how_to_get_it(cache_dir, monkeypatch):
+    from bridge.core.errors import ModelNotFoundError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pipe = load_pipeline("demo", "cpu", torch.float32, cache_dir)
+    with pytest.raises(ModelNotFoundError) as info:
+        load_ip_adapter("nobody/no-such-adapter", pipe.unet, "cpu", torch.float32)
+    message = str(info.value)
+    assert "hf download nobody/no-such-adapter" in message and "demo/random" in message and "\n" not in message
+    with pytest.raises(ConfigError, match="need an SDXL model"):
+        load_ip_adapter("demo", pipe.unet, "cpu", torch.float32, family_name="sd2")
