@@ -7,17 +7,9 @@ import numpy as np
 import pytest
 
 from test_live_page import CHROMIUM, Live, browser  # noqa: F401  (the fixture)
-from test_live_page_control import _async, _error_text, png_bytes
+from test_live_page_control import _async, _error_text, drop_file, png_bytes
 
 pytestmark = pytest.mark.skipif(not __import__("pathlib").Path(CHROMIUM).exists(), reason="no Debian chromium")
-
-DROP = """async ([bytes, type]) => {
-    const transfer = new DataTransfer();
-    transfer.items.add(new File([new Uint8Array(bytes)], "x", { type }));
-    document.getElementById("style").dispatchEvent(new DragEvent("drop", { dataTransfer: transfer,
-                                                                        bubbles: true, cancelable: true }));
-}"""
-
 
 async def page_on(daemon, browser):  # noqa: F811
     base = f"http://127.0.0.1:{daemon.http_port}"
@@ -36,7 +28,7 @@ async def test_drop_a_style_image_and_slide_its_scale(config, daemon_factory, br
             page, sched = live.page, daemon.scheduler
             await live.until(lambda: page.is_visible("#style"), "the style controls")
             pixels, data = png_bytes(48, 32, seed=5)
-            await page.evaluate(DROP, [list(data), "image/png"])
+            await drop_file(page, "style", data, "image/png")
             image = await live.until(lambda: _async(sched.style), "the dropped style image")
             assert image.source == "rest" and np.array_equal(image.pixels[..., :3], pixels)
             await page.fill("#style-scale", "1.25")  # a range input: fill sets the value and fires input
@@ -46,7 +38,7 @@ async def test_drop_a_style_image_and_slide_its_scale(config, daemon_factory, br
             await page.eval_on_selector("#style-scale", "e => e.blur()")  # let go of the slider
             await live.patch({"style_scale": 0.5})  # the slider follows the daemon
             await live.until(lambda: _value(page, "#style-scale", "0.5"), "the slider to follow")
-            await page.evaluate(DROP, [list(b"not a png"), "image/png"])
+            await drop_file(page, "style", b"not a png", "image/png")
             text = await live.until(lambda: _error_text(page), "the error")
             assert "style: style is not a valid PNG image" in text
             assert sched.style.digest == image.digest  # untouched
