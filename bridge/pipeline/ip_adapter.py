@@ -10,7 +10,7 @@ the ``image_encoder/`` folder beside the weights (or ``models/image_encoder`` of
 whose size fits them.
 
 The style image is encoded once per content (``StyleTokens``, cached by digest); a frame gets its
-projected tokens and ``style_scale`` as tensors handed through the UNet to ``StyleAttnProcessor``
+projected tokens and ``style_scale`` as graph inputs handed through the UNet to ``StyleAttnProcessor``
 in ``encoder_hidden_states`` = (text, tokens, scale), so a new image or scale never recompiles.
 Without a style (scale 0) the UNet gets the plain text states and every processor runs the
 model's own attention: exactly the frame without the adapter.
@@ -91,7 +91,7 @@ class StyleAttnProcessor(torch.nn.Module):
         styled = F.scaled_dot_product_attention(query, ip_key, ip_value, attn_mask=None, dropout_p=0.0,
                                                 is_causal=False)
         styled = styled.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
-        hidden_states = hidden_states + scale * styled  # scale: a 0-d tensor, a graph input
+        hidden_states = hidden_states + scale * styled  # scale: a float, or a 0-d tensor inside a frame graph
         hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
         if input_ndim == 4:
             hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
@@ -380,12 +380,14 @@ class StyleTokens:
         return self.adapter.encoder(pixels).image_embeds
 
 
-def values(style: StyleTokens | None, image: InputImage | None, scale: float, cfg: bool) -> dict[str, torch.Tensor]:
+def values(style: StyleTokens | None, image: InputImage | None, scale: float, cfg: bool) -> dict:
     """The frame's style inputs (``style_tokens``, with guidance ``style_uncond``, ``style_scale``), or none."""
     if style is None or image is None:
         return {}
     tokens = style.tokens(image)
-    out = {"style_scale": torch.tensor(scale, dtype=torch.float32, device=style.device)}
+    # A float, like guidance: a frame graph fills its 0-d input with it (no host-to-device copy that
+    # would wait for the GPU); eager, it is diffusers' own Python float.
+    out: dict = {"style_scale": float(scale)}
     if cfg:
         return {**out, "style_tokens": tokens["cond"], "style_uncond": tokens["uncond"]}
     return {**out, "style_tokens": tokens["alone"]}
