@@ -66,6 +66,8 @@ def check_clean(clean: dict) -> None:
             assert not value  # no ControlNet loaded here: only an empty change is accepted
         elif field == "tiling":
             assert value in ("none", "x", "y", "xy")
+        elif field == "style_scale":  # no IP-Adapter loaded here: only 0 (off) is accepted
+            assert type(value) is float and value == 0
         else:
             assert type(value) is int
             low, high = {"seed": (0, SEED_LIMIT - 1), "seed2": (0, SEED_LIMIT - 1), "steps": (1, 8),
