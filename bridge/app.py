@@ -23,6 +23,7 @@ from .core.frame import NullRenderer, Renderer
 from .frontends.osc import ADDRESSES, OscServer
 from .core.params import Limits
 from .engine.loras import LoraGate
+from .engine.render_thread import RenderThread
 from .engine.scheduler import Scheduler
 from .engine.sinks.png import PngCache, PngFileWriter
 from .engine.sinks.ndi import NdiSender
@@ -112,7 +113,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
     started = time.monotonic()
 
     async def executors(app: web.Application) -> AsyncIterator[None]:
-        gpu = ThreadPoolExecutor(1, thread_name_prefix="gpu")
+        gpu = RenderThread("gpu", config.render_spin_ms / 1e3)
         encoder = ThreadPoolExecutor(2, thread_name_prefix="encode")
         lora_loader = ThreadPoolExecutor(1, thread_name_prefix="lora-loader")
         loop = asyncio.get_running_loop()

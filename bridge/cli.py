@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "an idle or slow one is closed, else the newcomer gets 503")
     serve.add_argument("--max-connections-per-address", type=int, default=HttpLimits.max_per_address,
                        help="open HTTP connections from one client address")
+    serve.add_argument("--render-spin-ms", type=float, default=0.0, metavar="MS",
+                       help="after each frame the render thread polls this long for the next change before it "
+                            "sleeps (0: sleep at once); trades a CPU core while changes keep coming for less latency")
     bench = sub.add_parser("bench", help="measure frame rate, latency, VRAM and stage times on this machine")
     bench.add_argument("--model", default="random",
                        help="'random'/'random-sd' (full SDXL-Turbo/SD-Turbo architecture, random weights; no "
@@ -145,6 +148,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   lora_dir=args.lora_dir,
                   access=Access.from_options(args.token, args.allow_host, args.cors_origin, args.osc_allow),
                   controlnets=_controlnets(args.controlnet), canny_thresholds=_thresholds(args.canny_thresholds),
+                  render_spin_ms=_spin(args.render_spin_ms),
                   http=HttpLimits(max_connections=args.max_connections,
                                   max_per_address=args.max_connections_per_address))
 
@@ -163,6 +167,12 @@ def _thresholds(text: str) -> tuple[float, float]:
     if not 0 <= low <= high <= 2000:
         raise ConfigError(f"--canny-thresholds needs 0 <= LOW <= HIGH (grey-level gradients), got {text!r}")
     return low, high
+
+
+def _spin(ms: float) -> float:
+    if not 0 <= ms <= 1000:
+        raise ConfigError(f"--render-spin-ms takes 0..1000 ms, got {ms:g}")
+    return ms
 
 
 def _csv(text: str, kind=str) -> tuple:

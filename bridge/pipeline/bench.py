@@ -32,6 +32,7 @@ from ..engine.sinks.ndi import NdiSender
 from ..engine.sinks.record import Recorder
 from ..engine.sinks.shm import ShmWriter
 from . import bench_control, loader
+from .memory_budget import MemoryBudget, OverBudget
 from .optimize import configure_compile_cache
 from .renderer import DiffusersRenderer
 
@@ -90,7 +91,8 @@ def vram_gb(device: torch.device) -> dict[str, float]:
         return {}
     free, total = torch.cuda.mem_get_info(device)
     return {"used": round((total - free) / 1e9, 3), "allocated": round(torch.cuda.memory_allocated(device) / 1e9, 3),
-            "peak_allocated": round(torch.cuda.max_memory_allocated(device) / 1e9, 3)}
+            "peak_allocated": round(torch.cuda.max_memory_allocated(device) / 1e9, 3),
+            "peak_reserved": round(torch.cuda.max_memory_reserved(device) / 1e9, 3)}
 
 
 def _stats(times_ms: list[float]) -> dict[str, float]:
@@ -220,7 +222,7 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
             now = vram_gb(device)
             run.vram_gb = {"before_load": before.get("used"), "loaded": loaded.get("used"),
                            "first_frame": after_first.get("used"), "after_frames": now.get("used"),
-                           "peak_allocated": now.get("peak_allocated")}
+                           "peak_allocated": now.get("peak_allocated"), "peak_reserved": now.get("peak_reserved")}
             runs.append(run)
             log.info("%s %s %d %s tiling %s sinks %s: median %.2f ms (%.1f FPS), p99 %.2f, std %.2f %s", dtype_name,
                      vae_name, size, mode, tiling, run.sinks, run.median_ms, run.fps, run.p99_ms, run.std_ms,
@@ -269,10 +271,7 @@ def run_bench(opts: BenchOptions, json_path: Path | None) -> dict:
     device = torch.device(opts.device)
     if opts.compile:
         configure_compile_cache(opts.cache_dir)
-    if device.type == "cuda" and opts.memory_budget_gb:
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        total = torch.cuda.get_device_properties(index).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, opts.memory_budget_gb * 1e9 / total), index)
+    budget = MemoryBudget.apply(opts.memory_budget_gb, device) if opts.memory_budget_gb is not None else None
     report: dict = {"machine": machine(device), "options": {k: (str(v) if isinstance(v, Path) else v)
                                                               for k, v in asdict(opts).items()}, "runs": []}
 
@@ -281,8 +280,15 @@ def run_bench(opts: BenchOptions, json_path: Path | None) -> dict:
             json_path.write_text(json.dumps(report, indent=2))
 
     if opts.baseline:
-        report["baseline"] = baseline(opts, device)
-        log.info("baseline: median %.2f ms", report["baseline"]["median_ms"])
+        try:
+            report["baseline"] = baseline(opts, device)
+            log.info("baseline: median %.2f ms", report["baseline"]["median_ms"])
+        except torch.OutOfMemoryError as exc:  # the plain call not fitting the budget is a finding, not the end
+            if budget is None:
+                raise
+            report["baseline_error"] = str(budget.over("the plain diffusers call, the baseline", exc))
+            log.warning("%s", report["baseline_error"])
+            _free(device)
         save()
         if bench_control.wanted(opts.modes):
             report["control_baseline"] = bench_control.baseline(opts, device, _stats, _sync, PROMPT)
@@ -292,9 +298,23 @@ def run_bench(opts: BenchOptions, json_path: Path | None) -> dict:
     with ShmWriter(f"tb-bench-{uuid.uuid4().hex[:8]}", max(opts.sizes), max(opts.sizes)) as shm:
         for dtype_name in opts.dtypes:
             for vae_name in opts.vaes:
-                report["runs"] += [asdict(r) for r in measure(opts, device, dtype_name, vae_name, shm,
-                                                              report.setdefault("lora", []))]
+                try:
+                    report["runs"] += [asdict(r) for r in measure(opts, device, dtype_name, vae_name, shm,
+                                                                  report.setdefault("lora", []))]
+                except torch.OutOfMemoryError as exc:
+                    if budget is None:
+                        raise
+                    error = budget.over(f"{dtype_name}, {vae_name} VAE, sizes {opts.sizes}, modes {opts.modes}", exc)
+                    report["memory_budget"] = {**budget.verdict(report["runs"]), "fits": False, "error": str(error)}
+                    save()
+                    raise error from None
+                if budget is not None:
+                    report["memory_budget"] = budget.verdict(report["runs"])
                 save()
+    if budget is not None and not report["memory_budget"]["fits"]:
+        raise OverBudget(f"every run finished under the allocator's cap, but the device had "
+                         f"{report['memory_budget']['peak_in_use_gb']} GB in use (CUDA context included): more than "
+                         f"the {opts.memory_budget_gb:g} GB budget. Figures in {json_path}")
     return report
 
 
@@ -308,6 +328,15 @@ def machine(device: torch.device) -> dict:
 
 def format_report(report: dict) -> str:
     lines = [f"machine: {report['machine']}"]
+    budget = report.get("memory_budget")
+    if budget:
+        lines.append(f"memory budget {budget['budget_gb']:g} GB (allocator capped at {budget['allocator_cap_gb']} GB "
+                     f"of the card's {budget['card_gb']:g} GB, {budget['context_gb']} GB CUDA context): "
+                     f"{'fits' if budget['fits'] else 'does NOT fit'}; peak allocated "
+                     f"{budget['peak_allocated_gb']} GB, reserved {budget['peak_reserved_gb']} GB, device in use "
+                     f"{budget['peak_in_use_gb']} GB (CUDA context included)")
+    if report.get("baseline_error"):
+        lines.append(f"baseline: {report['baseline_error']}")
     base = report.get("baseline")
     if base:
         lines.append(f"baseline ({base['what']}): median {base['median_ms']:.2f} ms = {base['fps']:.1f} FPS")
