@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the control images' canny preprocessing: hysteresis thresholds in grey levels")
     serve.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                        help="torch.compile + CUDA graphs (auto: on for CUDA); off keeps the eager path")
+    serve.add_argument("--compile-artifacts", default="off", choices=["on", "off"],
+                       help="on: load the compiler's portable cache file (cache-dir/compile/artifacts) before "
+                            "compiling and write it after each compile: a restart on a machine with empty compile "
+                            "caches loads instead of compiling")
     serve.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if present)")
     serve.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
                        help="auto: bf16 on CUDA, fp32 on CPU")
@@ -148,7 +152,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   lora_dir=args.lora_dir,
                   access=Access.from_options(args.token, args.allow_host, args.cors_origin, args.osc_allow),
                   controlnets=_controlnets(args.controlnet), canny_thresholds=_thresholds(args.canny_thresholds),
-                  render_spin_ms=_spin(args.render_spin_ms),
+                  render_spin_ms=_spin(args.render_spin_ms), compile_artifacts=args.compile_artifacts == "on",
                   http=HttpLimits(max_connections=args.max_connections,
                                   max_per_address=args.max_connections_per_address))
 

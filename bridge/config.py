@@ -70,6 +70,7 @@ class Config:
     http: HttpLimits = HttpLimits()  # connection caps, request head and body timeouts
     controlnets: tuple[ControlNetSpec, ...] = ()  # --controlnet NAME=SOURCE, loaded at start
     canny_thresholds: tuple[float, float] = (100.0, 200.0)  # preprocess canny: low, high (grey levels)
+    compile_artifacts: bool = False  # the compiler's portable cache file in cache_dir/compile/artifacts
     render_spin_ms: float = 0.0  # the render thread polls this long for the next job before sleeping
 
 

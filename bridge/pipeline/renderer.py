@@ -68,6 +68,7 @@ class DiffusersRenderer:
         self._done = torch.cuda.Event() if self._cuda else None
         self._graphs = None
         self._glider = Glider()
+        self.after_compile = None  # called after each warm-up compile (e.g. to save compile artefacts)
         self.controlnets = controlnets or ControlNets({})
         self.control_images = ControlImages(self.device, dtype, canny_thresholds)
         self._encode, self._unet, self._decode = self._text, self._denoise, self._vae_decode
@@ -198,6 +199,8 @@ class DiffusersRenderer:
                 warm = Scene(scene.input, controls=scene.controls)
                 self._render(params.merged({"prompt": text + " "}), warm, record=False)  # the with-text graph
                 self._render(params.merged({"prompt": text}), warm, record=False)  # the cached-embeddings graph
+            if self.after_compile is not None:
+                self.after_compile()
         return self._render(params, scene)
 
     def _render(self, params: Params, scene: Scene, record: bool = True) -> Rendered:
