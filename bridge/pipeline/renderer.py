@@ -195,7 +195,8 @@ class DiffusersRenderer:
             text = prompt_texts(params.prompt)[0]
             with progress(f"compiling for {params.width}x{params.height}, {plan.runs} of {plan.schedule_steps} "
                           f"step(s), guidance {'on' if plan.cfg else 'off'}, "
-                          f"{'image' if plan.start is not None else 'text'}-to-image (once per size; cached on disk)"):
+                          f"{'image' if plan.start is not None else 'text'}-to-image (once per size; cached on disk)",
+                          compiling=True):
                 warm = Scene(scene.input, controls=scene.controls)
                 self._render(params.merged({"prompt": text + " "}), warm, record=False)  # the with-text graph
                 self._render(params.merged({"prompt": text}), warm, record=False)  # the cached-embeddings graph
