@@ -56,7 +56,7 @@ def test_a_spinning_thread_picks_up_the_next_job_without_sleeping_and_still_shut
         for i in range(5):
             assert worker.submit(lambda i=i: i).result(timeout=30) == i
         assert worker.sleeps == 0 and worker.spins == 5
-        assert worker.health() == {"spin_ms": 600000.0, "jobs_while_polling": 5, "jobs_after_sleep": 0}
+        assert worker.health() == {"spin_ms": 600000.0, "jobs_without_sleep": 5, "jobs_after_sleep": 0}
     finally:
         worker.shutdown(wait=True)  # ends the poll: returns, though the spin had minutes left
     assert not worker._thread.is_alive()
