@@ -13,16 +13,20 @@ import signal
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
-from .frontends import connections, control_api, input_api, live, openapi, record_api, rest, security, sockets
+from .frontends import (channels_api, connections, control_api, input_api, live, openapi, record_api, rest,
+                        security, sockets)
 from .config import Config, lora_folder
 from .core.frame import NullRenderer, Renderer
 from .frontends.osc import ADDRESSES, OscServer
 from .core.params import Limits
+from .engine.channels import MAIN, Channel, ChannelRegistry
 from .engine.loras import LoraGate
+from .engine.render_queue import RenderQueue
 from .engine.render_thread import RenderThread
 from .engine.startup import StartupPhases
 from .engine.scheduler import Scheduler
@@ -38,9 +42,11 @@ CONFIG = web.AppKey("config", Config)
 OSC = web.AppKey("osc", OscServer)
 PNG_WRITER = web.AppKey("png_writer", PngFileWriter)
 MODEL_INFO = web.AppKey("model_info", dict)
+DEVICE_INFO = web.AppKey("device_info", list)  # one model info per device
 OSC_SOCKET = web.AppKey("osc_socket", socket.socket)  # bound early by Daemon (see bridge.frontends.sockets)
 GUARD = web.AppKey("connection_guard", connections.ConnectionGuard)
 SHUTDOWN_TIMEOUT_S = 2.0  # handlers still running this long after SIGTERM are cancelled
+FIRST_FRAME_WAIT_S = 30.0  # at start, for channel main's first frame (the model is warm by then)
 RECORD_FINISH_TIMEOUT_S = 30.0  # at shutdown, for the recorder to finish its file
 
 
@@ -52,10 +58,11 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
     phases = StartupPhases()
     with phases("imports"):  # torch, diffusers, transformers: seconds before anything else can happen
         from .pipeline import loader
+        from .pipeline.batch import ChannelRenderer
         from .pipeline.optimize import configure_compile_cache
         from .pipeline.renderer import DiffusersRenderer
 
-    device = config.device or loader.default_device()
+    device = config.device if config.device not in (None, "auto") else loader.default_device()
     dtype = loader.resolve_dtype(config.dtype, device)
     compile = config.compile == "on" or (config.compile == "auto" and device.startswith("cuda"))
     artifacts = None
@@ -86,12 +93,23 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
             renderer.after_compile = artifacts.save  # later sizes and graphs too
             with phases("compile_artifacts_save"):
                 artifacts.save()
-    log.info("start-up: %s", phases.summary())
-    info = {"model": config.model, "family": renderer.family.name, "scheduler": renderer.sampler, "device": device, "dtype": str(dtype).removeprefix("torch."),
-            "vae": config.vae, "compile": compile,
+    log.info("start-up (%s): %s", device, phases.summary())
+    info = {"model": config.model, "family": renderer.family.name, "scheduler": renderer.sampler, "device": device,
+            "dtype": str(dtype).removeprefix("torch."), "vae": config.vae, "compile": compile,
             "controlnets": {spec.name: spec.source for spec in config.controlnets},
             "startup_s": phases.rounded()}
-    return renderer, info
+    return ChannelRenderer(renderer), info  # several channels' frames batched, each with its own transitions
+
+
+def resolve_devices(spec: str | None) -> list[str | None]:
+    """``--device``: one device, a comma-separated list (one resident pipeline each), or ``all`` GPUs."""
+    if spec is None:
+        return [None]
+    if spec == "all":
+        from .pipeline import loader
+
+        return loader.all_devices()
+    return [part.strip() for part in spec.split(",") if part.strip()] or [None]
 
 
 def load_controlnets(config: Config, pipe, device: str, dtype):
@@ -120,13 +138,15 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
     app.middlewares.append(app[GUARD].middleware)  # outermost: marks the connection busy
     app.middlewares.append(security.middleware(config.host, config.access))  # before any route
     app.on_response_prepare.append(security.add_cors_headers)
-    app[rest.OSC_ADDRESSES] = {**ADDRESSES, record_api.OSC_ADDRESS: "i: 1 starts recording, 0 stops"}
-    app[rest.SCHEMA_EXTRA] = {**live.SCHEMA, **input_api.SCHEMA, **record_api.SCHEMA, **control_api.SCHEMA}
-    app[record_api.RECORDER] = recorder = Recorder(config.output_dir)
-    ndi = NdiSender(config.ndi) if config.ndi else None
+    app[rest.OSC_ADDRESSES] = {**ADDRESSES, record_api.OSC_ADDRESS: "i: 1 starts recording, 0 stops (channel main)"}
+    app[rest.SCHEMA_EXTRA] = {**live.SCHEMA, **input_api.SCHEMA, **channels_api.SCHEMA, **record_api.SCHEMA,
+                              **control_api.SCHEMA}
+    app[record_api.RECORDER] = recorder = Recorder(config.output_dir)  # records channel main
+    ndi = NdiSender(config.ndi) if config.ndi else None  # sends channel main
     rest.add_routes(app)
     live.add_routes(app)
     input_api.add_routes(app)
+    channels_api.add_routes(app)
     record_api.add_routes(app)
     control_api.add_routes(app)
     openapi.add_routes(app)
@@ -134,39 +154,67 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
     started = time.monotonic()
 
     async def executors(app: web.Application) -> AsyncIterator[None]:
-        gpu = RenderThread("gpu", config.render_spin_ms / 1e3)
+        devices = resolve_devices(config.device)
+        # One render thread per device; the first keeps the name "gpu".
+        gpus = [RenderThread("gpu" if i == 0 else f"gpu{i}", config.render_spin_ms / 1e3) for i in range(len(devices))]
         encoder = ThreadPoolExecutor(2, thread_name_prefix="encode")
         lora_loader = ThreadPoolExecutor(1, thread_name_prefix="lora-loader")
         loop = asyncio.get_running_loop()
         try:
-            # The segment first: a live daemon of the same --shm-name is refused before loading a model.
-            with ShmWriter(config.shm_name, config.max_size, config.max_size) if config.shm_name \
-                    else contextlib.nullcontext() as shm:
-                renderer, info = await loop.run_in_executor(gpu, renderer_factory, config)
-                app[MODEL_INFO] = info
-                sinks = [sink for sink in (shm, recorder, ndi) if sink is not None]
+            # main's segment first: a live daemon of the same --shm-name is refused before loading a model.
+            main_shm = ShmWriter(config.shm_name, config.max_size, config.max_size) if config.shm_name else None
+            if main_shm is not None:
+                main_shm.open()
+            # Each device loads its own pipeline on its own thread, all at once.
+            try:
+                loaded = await asyncio.gather(*(
+                    loop.run_in_executor(gpu, renderer_factory,
+                                         config if device is None else replace(config, device=device))
+                    for gpu, device in zip(gpus, devices)))
+            except BaseException:
+                if main_shm is not None:
+                    main_shm.close()
+                raise
+            app[MODEL_INFO] = loaded[0][1]
+            app[DEVICE_INFO] = [info for _, info in loaded]
+            queues = [RenderQueue(renderer, gpu, name=str(info.get("device", i)) if len(loaded) == 1
+                                  else f"{i}:{info.get('device', i)}")
+                      for i, ((renderer, info), gpu) in enumerate(zip(loaded, gpus))]
+            for queue in queues:  # each device folds LoRAs into its own UNet, from its own catalog
+                queue.loras = LoraGate(getattr(getattr(queue.renderer, "loras", None), "catalog", None), lora_loader)
+            registry = app[rest.CHANNELS] = ChannelRegistry(
+                queues, initial=config.initial, shm_name=config.shm_name,
+                limits=Limits(config.max_size, tuple(spec.name for spec in config.controlnets)),
+                max_channels=config.max_channels)
+
+            def png_cache(channel: Channel) -> None:
+                channel.services[rest.PNG_CACHE] = PngCache(encoder)
+
+            registry.extend(png_cache)
+            if ndi is not None:
+                ndi.start()
+            main = registry.create(MAIN, shm=main_shm, sinks=tuple(s for s in (recorder, ndi) if s is not None))
+            app[rest.SCHEDULER] = main.scheduler
+            app[rest.PNG_CACHE] = main.services[rest.PNG_CACHE]
+            # Serve once main's first frame is out (or failed): a client's first change then never
+            # races the initial frame, which would otherwise answer its wait with the older state.
+            if not await main.scheduler.first_frame(FIRST_FRAME_WAIT_S):
+                log.warning("no first frame after %.0f s; serving anyway", FIRST_FRAME_WAIT_S)
+            try:
+                yield
+            finally:
+                await registry.close()  # normally already closed by the channels context
+                for queue in queues:
+                    await queue.close()
+                # The render threads may still be finishing a frame into shared memory.
+                await asyncio.gather(*(loop.run_in_executor(gpu, lambda: None) for gpu in gpus))
+                # Then no frame comes any more: a recording ends in a finished file (SIGTERM too).
+                await loop.run_in_executor(None, recorder.close, RECORD_FINISH_TIMEOUT_S)
                 if ndi is not None:
-                    ndi.start()
-                sched = Scheduler(renderer, gpu, initial=config.initial,
-                                  limits=Limits(config.max_size, tuple(s.name for s in config.controlnets)),
-                                  sinks=sinks,
-                                  loras=LoraGate(getattr(getattr(renderer, "loras", None), "catalog", None),
-                                                 lora_loader))
-                app[rest.SCHEDULER] = sched
-                app[rest.PNG_CACHE] = PngCache(encoder)
-                render_task = asyncio.create_task(sched.run(), name="render-loop")
-                try:
-                    yield
-                finally:
-                    await _cancel(render_task)
-                    # The GPU thread may still be finishing a frame into shared memory.
-                    await loop.run_in_executor(gpu, lambda: None)
-                    # Then no frame comes any more: a recording ends in a finished file (SIGTERM too).
-                    await loop.run_in_executor(None, recorder.close, RECORD_FINISH_TIMEOUT_S)
-                    if ndi is not None:
-                        await loop.run_in_executor(None, ndi.close, RECORD_FINISH_TIMEOUT_S)
+                    await loop.run_in_executor(None, ndi.close, RECORD_FINISH_TIMEOUT_S)
         finally:
-            gpu.shutdown(wait=True)
+            for gpu in gpus:
+                gpu.shutdown(wait=True)
             encoder.shutdown(wait=True)
             lora_loader.shutdown(wait=True)
 
@@ -176,10 +224,11 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
         allow = security.SenderFilter(config.access.osc_allow) \
             if config.access.osc_allow or not security.is_loopback(config.host) else None
         transport, protocol = await loop.create_datagram_endpoint(
-            lambda: OscServer(app[rest.SCHEDULER], allow,
+            lambda: OscServer(app[rest.SCHEDULER], allow, app[rest.CHANNELS],
                               {record_api.OSC_ADDRESS: lambda args: record_api.osc_record(recorder, args)}),
             sock=sock)
         app[OSC] = protocol
+        app[rest.CHANNELS].extend(protocol.attach, protocol.detach)
         try:
             yield
         finally:
@@ -191,42 +240,80 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             return
         files = ThreadPoolExecutor(1, thread_name_prefix="png-files")
         config.output_dir.mkdir(parents=True, exist_ok=True)  # at start, parents too; an error stops the start
-        writer = PngFileWriter(config.output_dir, app[rest.PNG_CACHE], files, config.keep_frames,
-                               on_error=app[rest.SCHEDULER].broadcast_error)
-        app[PNG_WRITER] = writer
-        app[rest.SCHEDULER].on_frame(writer.offer)
-        task = asyncio.create_task(writer.run(), name="png-writer")
+
+        def start(channel: Channel) -> None:
+            # main keeps --output-dir itself; channel NAME writes into its folder NAME there.
+            folder = config.output_dir if channel.name == MAIN else config.output_dir / channel.name
+            folder.mkdir(exist_ok=True)
+            writer = PngFileWriter(folder, channel.services[rest.PNG_CACHE], files, config.keep_frames,
+                                   on_error=channel.scheduler.broadcast_error)
+            channel.services[PNG_WRITER] = writer
+            channel.scheduler.on_frame(writer.offer)
+            channel.services["png-writer-task"] = asyncio.create_task(writer.run(), name=f"png-writer-{channel.name}")
+
+        async def stop(channel: Channel) -> None:
+            task = channel.services.pop("png-writer-task", None)
+            if task is not None:
+                await _cancel(task)
+
+        app[rest.CHANNELS].extend(start, stop)
+        app[PNG_WRITER] = app[rest.CHANNELS].main.services[PNG_WRITER]
         try:
             yield
         finally:
-            await _cancel(task)
+            for channel in app[rest.CHANNELS]:
+                await stop(channel)
             files.shutdown(wait=True)
 
     async def streams(app: web.Application) -> AsyncIterator[None]:
-        sched = app[rest.SCHEDULER]
         encoder = ThreadPoolExecutor(2, thread_name_prefix="stream-encode")
-        hub = FrameHub(lambda: sched.latest)
-        app[live.HUB] = hub
-        app[live.ENCODER] = FrameEncoder(encoder, app[rest.PNG_CACHE])
-        sched.on_frame(hub.publish)
+
+        def start(channel: Channel) -> None:
+            sched = channel.scheduler
+            hub = channel.services[live.HUB] = FrameHub(lambda: sched.latest)
+            channel.services[live.ENCODER] = FrameEncoder(encoder, channel.services[rest.PNG_CACHE])
+            channel.services[live.CLOSERS] = set()
+            sched.on_frame(hub.publish)
+
+        app[rest.CHANNELS].extend(start, lambda channel: live.close_channel_clients(channel.services))
+        app[live.HUB] = app[rest.CHANNELS].main.services[live.HUB]
+        app[live.ENCODER] = app[rest.CHANNELS].main.services[live.ENCODER]
         try:
             yield
         finally:
-            hub.close()
+            for channel in app[rest.CHANNELS]:
+                channel.services[live.HUB].close()
             encoder.shutdown(wait=True)
 
     async def live_input(app: web.Application) -> AsyncIterator[None]:
         decoder = ThreadPoolExecutor(1, thread_name_prefix="input")
-        service = app[input_api.INPUTS] = input_api.InputService(app[rest.SCHEDULER], decoder,
-                                                                          own_shm_name=config.shm_name)
-        controls = app[control_api.CONTROLS] = control_api.ControlService(app[rest.SCHEDULER], decoder,
-                                                                          own_shm_name=config.shm_name)
+
+        def start(channel: Channel) -> None:
+            channel.services[input_api.INPUTS] = input_api.InputService(
+                channel.scheduler, decoder, own_shm_name=config.shm_name)
+            channel.services[control_api.CONTROLS] = control_api.ControlService(
+                channel.scheduler, decoder, own_shm_name=config.shm_name)
+
+        async def stop(channel: Channel) -> None:
+            await channel.services[control_api.CONTROLS].detach()
+            await channel.services[input_api.INPUTS].detach()
+
+        app[rest.CHANNELS].extend(start, stop)
+        app[input_api.INPUTS] = app[rest.CHANNELS].main.services[input_api.INPUTS]
+        app[control_api.CONTROLS] = app[rest.CHANNELS].main.services[control_api.CONTROLS]
         try:
             yield
         finally:
-            await controls.detach()
-            await service.detach()
+            for channel in app[rest.CHANNELS]:
+                await stop(channel)
             decoder.shutdown(wait=True)
+
+    async def channels(app: web.Application) -> AsyncIterator[None]:
+        # Last in, first out: every channel is torn down while all its front ends still exist.
+        try:
+            yield
+        finally:
+            await app[rest.CHANNELS].close()
 
     def health() -> dict:
         sched = app[rest.SCHEDULER]
@@ -248,17 +335,20 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             "shm_name": config.shm_name,
             "streams": app[live.HUB].health(),
             "input": app[input_api.INPUTS].health(),
+            "channels": app[rest.CHANNELS].health(),
+            "max_channels": config.max_channels,
+            "devices": [{**info, **queue} for info, queue in zip(app[DEVICE_INFO], app[rest.CHANNELS].devices())],
             "record": recorder.state(),
             "controls": app[control_api.CONTROLS].health(),
         }
         if ndi is not None:
             out["ndi"] = ndi.health()
         if PNG_WRITER in app:
-            out["png_files"] = app[PNG_WRITER].health()
+            out["png_files"] = app[PNG_WRITER].health()  # main's, also once the daemon stopped
         return out
 
     app[rest.HEALTH] = health
-    app.cleanup_ctx.extend([executors, osc, png_files, streams, live_input])
+    app.cleanup_ctx.extend([executors, osc, png_files, streams, live_input, channels])
     return app
 
 

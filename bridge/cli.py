@@ -55,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="on: load the compiler's portable cache file (cache-dir/compile/artifacts) before "
                             "compiling and write it after each compile: a restart on a machine with empty compile "
                             "caches loads instead of compiling")
-    serve.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if present)")
+    serve.add_argument("--device", default=None,
+                       help="cuda, cuda:1, cpu (default: cuda if present); a list (cuda:0,cuda:1) or 'all': "
+                            "one resident pipeline per device, channels placed by load")
+    serve.add_argument("--max-channels", type=int, default=4,
+                       help="live streams (channels) at most, main included (default 4)")
     serve.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
                        help="auto: bf16 on CUDA, fp32 on CPU")
     serve.add_argument("--host", default=DEFAULT_HOST,
@@ -124,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--input", default="none", choices=["none", "shm", "rest"],
                          help="what each change is: none (an OSC prompt change), shm or rest (a new input image: "
                               "image-to-image from this process's input segment, or PUT /v1/input)")
+    latency.add_argument("--channels", type=int, default=1,
+                         help="N > 1: N channels, each a closed loop of new prompts (total and per-channel FPS, "
+                              "one channel's OSC-to-frame p50 alone and with the others)")
+    latency.add_argument("--seconds", type=float, default=20.0, help="with --channels: length of each phase")
     latency.add_argument("--json", type=Path, default=None)
     latency.add_argument("daemon_args", nargs=argparse.REMAINDER, help="after --: more `serve` options")
 
@@ -139,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
+    if args.max_channels < 1:
+        raise ValidationError("max_channels", f"--max-channels must be at least 1 (main), got {args.max_channels}")
     if args.max_size < 64 or args.max_size % 8:
         raise ValidationError("max_size", f"--max-size must be a multiple of 8, at least 64, got {args.max_size}")
     changes = parse_changes({"prompt": args.prompt, "negative_prompt": args.negative_prompt, "seed": args.seed, "steps": args.steps,
@@ -154,7 +164,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   controlnets=_controlnets(args.controlnet), canny_thresholds=_thresholds(args.canny_thresholds),
                   render_spin_ms=_spin(args.render_spin_ms), compile_artifacts=args.compile_artifacts == "on",
                   http=HttpLimits(max_connections=args.max_connections,
-                                  max_per_address=args.max_connections_per_address))
+                                  max_per_address=args.max_connections_per_address),
+                  max_channels=args.max_channels)
 
 
 def _controlnets(texts: list[str]) -> tuple[ControlNetSpec, ...]:
@@ -234,6 +245,14 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(serve(config_from_args(args)))
         elif args.command == "bench":
             run_bench_command(args)
+        elif args.command == "latency" and args.channels > 1:
+            from .tools import multichannel
+
+            report = multichannel.run_multichannel(args.model, args.vae, args.size, args.channels, args.seconds,
+                                                   [a for a in args.daemon_args if a != "--"])
+            sys.stdout.write(multichannel.format_multichannel(report) + "\n")
+            if args.json:
+                args.json.write_text(multichannel.to_json(report))
         elif args.command == "latency":
             from .tools.latency import format_latency, run_latency, to_json
 

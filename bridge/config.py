@@ -53,7 +53,7 @@ class Config:
     scheduler: str | None = None  # None: the model's own; "euler_a", "euler", "lcm", "tcd"
     vae: str = "full"  # "full", "tiny" (TAESDXL) or a local AutoencoderTiny folder
     compile: str = "auto"  # auto: on for CUDA, off for CPU
-    device: str | None = None  # None: cuda if present, else cpu
+    device: str | None = None  # None: cuda if present, else cpu; or a list "cuda:0,cuda:1", or "all"
     dtype: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     host: str = DEFAULT_HOST
     http_port: int = DEFAULT_HTTP_PORT
@@ -68,6 +68,7 @@ class Config:
     lora_dir: Path | None = None  # None: loras/ in the cache dir
     access: Access = Access()  # token, extra Host names, CORS origins, OSC allow-list
     http: HttpLimits = HttpLimits()  # connection caps, request head and body timeouts
+    max_channels: int = 4  # live streams, main included
     controlnets: tuple[ControlNetSpec, ...] = ()  # --controlnet NAME=SOURCE, loaded at start
     canny_thresholds: tuple[float, float] = (100.0, 200.0)  # preprocess canny: low, high (grey levels)
     compile_artifacts: bool = False  # the compiler's portable cache file in cache_dir/compile/artifacts

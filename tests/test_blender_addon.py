@@ -24,7 +24,7 @@ except ImportError as exc:  # not installed (Python other than 3.11), or a share
                 "pip install bpy==5.0.1 on Python 3.11", allow_module_level=True)
 
 from blender_harness import ADDON, assert_shows, frame_current, http, pump, settings  # noqa: E402
-from bridge.client import ShmReader  # noqa: E402
+from bridge.client import HttpClient, ShmReader  # noqa: E402
 
 
 # -- packaging ---------------------------------------------------------------------------------
@@ -216,3 +216,20 @@ def test_record_button_starts_and_stops_the_daemons_recording(ext, blender_daemo
     ext.live.current().recording = True  # the panel thinks it records: its next press is a stop, refused
     assert bpy.ops.turbo_bridge.record() == {"FINISHED"}
     pump(ext.live, lambda: "not recording" in ext.live.current().status)
+
+
+def test_a_channel_per_live_image(ext, blender_daemon):
+    s = settings(blender_daemon.url, prompt="left wall", seed=31)
+    s.channel = "left"
+    assert bpy.ops.turbo_bridge.connect() == {"FINISHED"}
+    left = HttpClient(blender_daemon.url, channel="left")
+    session = ext.live.current()
+    pump(ext.live, lambda: session.applied is not None and session.applied.version == left.params()["version"])
+    assert session.transport == "shared memory" and left.params()["prompt"] == "left wall"
+    assert http(blender_daemon).params()["prompt"] != "left wall"  # main untouched
+    assert session.image_name == "Turbo Bridge left"  # its own image: the main channel keeps "Turbo Bridge"
+    with ShmReader(blender_daemon.shm_name + ".left") as reader:
+        frame = reader.read(force=True)
+    assert frame.seq == session.applied.seq and frame.seed == 31
+    assert_shows(bpy.data.images[session.image_name], frame.pixels)
+    s.channel = "main"

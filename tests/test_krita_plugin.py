@@ -28,6 +28,7 @@ from turbo_bridge.frames import fit
 from turbo_bridge.notice import DOCKER_ID
 from turbo_bridge.workers import ParamSender, Signals, normalize_url
 
+from bridge.client import HttpClient
 from bridge.core.scene import InputImage
 
 
@@ -328,3 +329,31 @@ def test_seamless_and_record(panel, demo_daemon, new_doc):
     p.controller.set_recording(False)  # stop without start: the daemon's reason shows
     pump(lambda: "not recording" in p.status.text(), what="the refusal")
     client.patch({"tiling": "none"})
+
+
+def test_each_document_drives_its_own_channel(panel, demo_daemon, new_doc):
+    first = new_doc(64, 64)
+    p = panel()
+    type_prompt(p, demo_daemon, "the main document")  # the first document: channel main
+    second = new_doc(64, 64)
+    p.controller.document_changed()
+    p.channel.setText("sketch")
+    p.pick_channel()  # editingFinished: this document's channel, created on the demo_daemon at connect
+    sketch = HttpClient(demo_daemon.client.base_url, channel="sketch")
+    pump(lambda: p.controller.connection is not None and "sketch" in p.controller.connection.transport,
+         what="the connection to channel sketch's segment")
+    assert p.controller.connection.transport == f"shared memory {demo_daemon.shm_name + '.sketch'!r}"
+    p.prompt.setPlainText("only in the sketch")
+    pump(lambda: sketch.params()["prompt"] == "only in the sketch", what="the prompt on channel sketch")
+    assert demo_daemon.client.params()["prompt"] == "the main document"  # main untouched
+    version = sketch.params()["version"]
+    pump(lambda: p.controller.current is not None and sketch.frame(0, 5).version == version
+         and p.controller.current.seq == sketch.frame(0, 5).seq and not p.controller._timer.isActive(),
+         what="channel sketch's frame in the second document")
+    frame = sketch.frame(after=p.controller.current.seq - 1, timeout=5)
+    assert (layer_bytes(second) == frame.pixels[..., [2, 1, 0, 3]]).all()
+    KRITA.setActiveDocument(first)  # back to the first document: back to channel main
+    p.controller.document_changed()
+    assert p.controller.channel == "main"
+    pump(lambda: p.controller.connection is not None and p.controller.connection.transport ==
+         f"shared memory {demo_daemon.shm_name!r}", what="the connection back on main")

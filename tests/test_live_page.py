@@ -210,6 +210,30 @@ async def test_other_tools_new_seed_strip_formats_sizes_and_errors(live):
 
 
 
+async def test_the_channel_picker_creates_and_drives_another_channel(live):
+    from bridge.frontends.rest import CHANNELS
+
+    await live.page.fill("#channel", "left")
+    await live.page.dispatch_event("#channel", "change")
+    registry = live.daemon.app[CHANNELS]
+    await live.until(lambda: asyncio.sleep(0, registry.get("left") is not None), "the page to create channel left")
+    await live.page.fill("#prompt", "only on the left")
+    left = registry.get("left").scheduler
+    await live.until(lambda: asyncio.sleep(0, left.params.prompt == "only on the left"), "the left channel's prompt")
+    assert (await live.daemon_params())["prompt"] == ""  # main untouched
+    # Frames shown are the left channel's (its params version), and the datalist offers both channels.
+    await live.until(lambda: live.shown_where(lambda shown: shown["version"] == str(left.version)),
+                     "a frame of the left channel")
+    options = await live.page.evaluate("() => [...document.querySelectorAll('#channels option')].map(o => o.value)")
+    assert sorted(options) == ["left", "main"]
+    # Deleting it sends the page back to main.
+    async with live.session.delete("/v1/channels/left") as r:
+        assert r.status == 200
+    await live.until(lambda: live.page.evaluate("() => document.getElementById('channel').value === 'main'"),
+                     "the page to fall back to main")
+    assert not live.problems, live.problems
+
+
 @pytest.fixture
 async def live_loras(config, daemon_factory, browser, tmp_path, cache_dir):
     torch = pytest.importorskip("torch")

@@ -113,16 +113,23 @@ async def test_fifth_lora_is_refused_when_four_are_active(api):
     assert status == 200 and dict(daemon.scheduler.params.loras) == {"ink": 1, "paper": 1, "clay": 1, "smoke": 0.5}
 
 
+async def next_reply(ws) -> dict:
+    """The next applied/error message; frames (binary) and other notices in between are skipped."""
+    while True:
+        message = await ws.receive(timeout=60)
+        if message.type == aiohttp.WSMsgType.TEXT and (reply := message.json()).get("type") in ("applied", "error"):
+            return reply
+        assert message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY), message
+
+
 async def test_websocket_and_osc(api):
     session, daemon = api
     async with session.ws_connect("/v1/ws") as ws:
         await ws.send_json({"params": {"loras": {"clay": 1.5}}})
-        while (reply := await ws.receive_json(timeout=60)).get("type") not in ("applied", "error"):
-            pass
+        reply = await next_reply(ws)
         assert reply["type"] == "applied", reply
         await ws.send_json({"params": {"loras": {"nobody": 1.5}}})
-        while (reply := await ws.receive_json(timeout=60)).get("type") not in ("applied", "error"):
-            pass
+        reply = await next_reply(ws)
         assert reply["type"] == "error" and reply["error"]["field"] == "loras"
     osc = SimpleUDPClient("127.0.0.1", daemon.osc_port)
     osc.send_message("/bridge/lora", ["glass", 0.25])  # first use: loaded off the loop, then applied
@@ -183,3 +190,40 @@ async def test_sd2_daemon_refuses_an_sdxl_lora_and_folds_its_own(config, daemon_
                 health = await r.json()
             assert health["family"] == "sd2" and health["render_errors"] == 0 and health["status"] == "ok", health
 
+
+
+async def channel_frame_at(session, channel, version) -> np.ndarray:
+    after = -1
+    while True:
+        async with session.get(f"/v1/channels/{channel}/frame.rgba",
+                               params={"after": str(after), "timeout": "30"}) as r:
+            assert r.status == 200
+            if int(r.headers["X-Params-Version"]) >= version:
+                h, w = int(r.headers["X-Height"]), int(r.headers["X-Width"])
+                return np.frombuffer(await r.read(), np.uint8).reshape(h, w, 4)
+            after = int(r.headers["X-Frame-Seq"])
+
+
+async def test_loras_are_per_channel(api):
+    """Channels share one UNet per device: each frame is folded with its own channel's LoRAs."""
+    session, daemon = api
+    base = await frame_at(session, daemon.scheduler.version)
+    async with session.patch("/v1/channels/left/params", json={"loras": {"paper": 1}}) as r:
+        assert r.status == 200, await r.text()
+        left_version = (await r.json())["version"]
+    left = await channel_frame_at(session, "left", left_version)
+    assert np.abs(left.astype(int) - base.astype(int)).max() > 1
+    async with session.get("/v1/channels/left/loras") as r:
+        assert (await r.json())["active"] == {"paper": 1.0}
+    async with session.get("/v1/loras") as r:
+        assert (await r.json())["active"] == {}
+    # main, rendered after left's folded frames, still shows the base weights' frame.
+    prompt = daemon.scheduler.params.prompt
+    status, body = await patch(session, {"prompt": prompt + " x"})
+    status, body = await patch(session, {"prompt": prompt})
+    assert status == 200
+    assert np.array_equal(await frame_at(session, body["version"]), base)
+    status, body = await patch(session, {"loras": {"paper": 1}})  # main with left's LoRA: left's frame
+    assert status == 200
+    main = await frame_at(session, body["version"])
+    assert np.abs(main.astype(int) - left.astype(int)).max() <= 1  # alone or batched with left: CPU rounding

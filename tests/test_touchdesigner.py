@@ -19,7 +19,10 @@ import pythonosc
 import td_standin
 from conftest import unique_shm_name
 from pythonosc.udp_client import SimpleUDPClient
-from td_harness import PLUGIN_DIR, SETUP_SCRIPT, free_udp_port, run_until, shown_frame, shown_seq, status
+from td_harness import (PLUGIN_DIR, SETUP_SCRIPT, changes_sent, free_udp_port, run_until, shown_frame, shown_seq,
+                        status)
+
+from bridge.client import HttpClient, parse_osc_message
 
 from bridge.core.frame import Frame
 from bridge.core.params import Params
@@ -235,3 +238,19 @@ def test_a_restarted_daemons_new_segment_is_reattached(td):
         run_until(td, lambda: shown_seq(comp) == 1, timeout=5, what="the new segment's frame")
         assert np.array_equal(shown_frame(top), restarted.pixels[::-1])
 
+
+def test_a_component_per_channel_drives_and_shows_its_own_channel(td, net, demo_daemon):
+    net.par.Channel = "left"  # Connection page: this COMP now is channel left (created on the daemon)
+    left = HttpClient(demo_daemon.client.base_url, channel="left")
+    run_until(td, lambda: status(net, "source") == f"shared memory {demo_daemon.shm_name + '.left'!r}",
+              what="the left channel's segment attached")
+    main_before = demo_daemon.client.params()
+    net.par.Seed = 4242
+    params = run_until(td, lambda: (p := left.params())["seed"] == 4242 and p, what="seed on channel left")
+    assert demo_daemon.client.params()["seed"] == main_before["seed"]  # main untouched
+    addresses = {parse_osc_message(d)[0] for d in changes_sent(net.op("osc_out"))}
+    assert "/bridge/ch/left/seed" in addresses and "/bridge/seed" not in addresses
+    seq = run_until(td, lambda: shown_seq(net, params["version"]), what="a frame of channel left shown")
+    frame = left.frame(after=seq - 1, timeout=5)
+    assert frame.seq == seq and frame.seed == 4242
+    assert np.array_equal(shown_frame(net.op("frame")), frame.pixels[::-1])

@@ -6,9 +6,11 @@ plugin vendors this folder whole (``layout`` is the shared-memory wire format, w
 writer imports from here). It never unlinks the daemon's segment, on any Python version.
 """
 
+from .channels import check_channel, http_path, osc_address, segment_name
 from .http import BridgeHTTPError, HttpClient
 from .osc import OscSender, osc_bundle, osc_message, parse_osc_message
 from .shm import FrameInfo, ShmInputWriter, ShmReader, to_rgba8
 
 __all__ = ["BridgeHTTPError", "FrameInfo", "HttpClient", "OscSender", "ShmInputWriter", "ShmReader",
-           "osc_bundle", "osc_message", "parse_osc_message", "to_rgba8"]
+           "check_channel", "http_path", "osc_address", "osc_bundle", "osc_message", "parse_osc_message",
+           "segment_name", "to_rgba8"]

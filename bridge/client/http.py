@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .channels import MAIN, check_channel, http_path
 from .shm import FrameInfo, to_rgba8
 
 
@@ -22,16 +23,18 @@ class BridgeHTTPError(Exception):
 class HttpClient:
     """Blocking REST calls (urllib). Call it from a worker thread inside a host application."""
 
-    def __init__(self, base_url: str = "http://127.0.0.1:8787", timeout: float = 5.0, token: str | None = None):
+    def __init__(self, base_url: str = "http://127.0.0.1:8787", timeout: float = 5.0, token: str | None = None,
+                 channel: str = MAIN):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.token = token
+        self.channel = check_channel(channel)  # per-stream routes go to /v1/channels/NAME/... but for main
 
     def _request(self, method: str, path: str, body: Any = None, timeout: float | None = None,
                  data: bytes | None = None, headers: Mapping[str, str] | None = None):
         if body is not None:
             data, headers = json.dumps(body).encode(), {"Content-Type": "application/json"}
-        request = urllib.request.Request(self.base_url + path, data=data, method=method, headers=dict(headers or {}))
+        request = urllib.request.Request(self.base_url + http_path(path, self.channel), data=data, method=method, headers=dict(headers or {}))
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:

@@ -7,6 +7,8 @@ import socket
 import struct
 from typing import Any, Mapping
 
+from .channels import MAIN, check_channel, osc_address
+
 
 def _osc_string(text: str) -> bytes:
     data = text.encode("utf-8") + b"\x00"
@@ -70,12 +72,13 @@ def _parse_osc_message(data: bytes) -> tuple[str, list[Any]]:
 class OscSender:
     """Sends changes to the daemon's OSC port over UDP (fire and forget)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 9000):
+    def __init__(self, host: str = "127.0.0.1", port: int = 9000, channel: str = MAIN):
         self.address = (host, port)
+        self.channel = check_channel(channel)  # /bridge/X goes to /bridge/ch/NAME/X for a channel but main
         self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
 
     def send(self, address: str, *args: Any) -> None:
-        self._sock.sendto(osc_message(address, *args), self.address)
+        self._sock.sendto(osc_message(osc_address(address, self.channel), *args), self.address)
 
     def send_params(self, changes: Mapping[str, Any]) -> None:
         """Several fields as one atomic change (``/bridge/params`` with a JSON object)."""

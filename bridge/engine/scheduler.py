@@ -5,8 +5,9 @@ once. The render loop takes a snapshot of the newest state whenever the GPU is f
 burst of changes renders a handful of frames and a superseded state is never started.
 The state is the params, the input image (image-to-image) and a transition in progress: while
 one glides, the loop keeps rendering (one step per frame) without new changes.
-All torch work runs on the single GPU thread; sinks publish there too, right after the
-render, so a frame reaches shared memory without a hop through the event loop.
+All torch work runs on the render thread (``RenderQueue``, which may batch this channel's frame
+with other channels'); sinks publish there too, right after the render, so a frame reaches
+shared memory without a hop through the event loop.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
 from ..core.errors import ValidationError, is_out_of_memory
-from ..core.frame import Frame, Renderer
+from ..core.frame import Frame, Rendered, Renderer
 from ..core.controls import active as active_controls
 from ..core.params import GLIDE_FIELDS, PROMPT_FIELDS, Limits, Params, parse_changes, prompt_texts
 from ..core.scene import Glide, InputImage, Scene
 from .loras import LoraGate
+from .render_queue import RenderQueue, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -89,27 +91,33 @@ class Scheduler:
     def __init__(
         self,
         renderer: Renderer,
-        gpu: Executor,
+        gpu: Executor | RenderQueue | None,
         *,
         initial: Params = Params(),
         limits: Limits = Limits(),
         sinks: Iterable[Sink] = (),
+        name: str = "main",
         loras: LoraGate | None = None,
     ):
+        self.name = name
         self._renderer = renderer
-        self._gpu = gpu
+        # A plain executor (one worker) is a queue of its own: this scheduler is its only channel.
+        self._queue = gpu if isinstance(gpu, RenderQueue) else RenderQueue(renderer, gpu)
+        if loras is not None:
+            self._queue.loras = loras
         self._limits = limits
         self._sinks = list(sinks)
-        self.loras = loras
         self._params = initial
         self._input: InputImage | None = None
         self._controls: dict[str, InputImage] = {}  # control image per ControlNet name
         self._transition = Transition()
         self._version = 1
         self._started_version = 0
+        self._taken: Snapshot | None = None  # the state of the frame in flight
         self._seq = 0
         self._wake = asyncio.Event()
         self._new_frame = asyncio.Condition()
+        self._first_attempt = asyncio.Event()  # set once the first frame rendered or failed
         self._frame_listeners: list[Callable[[Frame], None]] = []
         self._error_listeners: list[Callable[[str], None]] = []
         self.latest: Frame | None = None
@@ -139,6 +147,20 @@ class Scheduler:
     @property
     def transition_active(self) -> bool:
         return self._transition.active
+
+    @property
+    def loras(self) -> LoraGate | None:
+        """The LoRA folder of the device this channel renders on (LoRAs fold into its UNet)."""
+        return self._queue.loras
+
+    @property
+    def queue(self) -> RenderQueue:
+        return self._queue
+
+    def move_to(self, queue: RenderQueue) -> None:
+        """Render on another queue (device) from the next frame on; the frame in flight finishes where it is."""
+        self._queue.forget(self.name)
+        self._queue, self._renderer = queue, queue.renderer
 
     def on_frame(self, listener: Callable[[Frame], None]) -> None:
         """Call ``listener(frame)`` on the event loop after each published frame."""
@@ -263,24 +285,32 @@ class Scheduler:
                 return None
         return self.latest
 
+    async def first_frame(self, timeout: float) -> bool:
+        """Wait until the first frame rendered or failed (at most ``timeout`` s); False if neither yet."""
+        try:
+            await asyncio.wait_for(self._first_attempt.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
     async def run(self) -> None:
         """The render loop; runs until cancelled."""
-        loop = asyncio.get_running_loop()
         while True:
             if self._started_version >= self._version and not self._transition.active:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            params, version = self._params, self._version
-            scene = self._scene()
-            self._started_version = version
+            self._taken = None
             try:
-                frame = await loop.run_in_executor(self._gpu, self._render_and_publish, params, scene, version)
+                _, frame = await self._queue.render(self.name, self._take, self._publish)
             except Exception as exc:  # a loop boundary: report, keep serving the last good frame
                 self._transition.cancel()  # a failing glide would fail every frame
+                params = self._taken.params if self._taken else self._params
                 self._report_error(params, exc, self._roll_back(params) if is_out_of_memory(exc) else "")
+                self._first_attempt.set()
                 continue
             self.latest = frame
+            self._first_attempt.set()
             self.stats.frames += 1
             self.stats.failing = False
             async with self._new_frame:
@@ -288,20 +318,24 @@ class Scheduler:
             for listener in self._frame_listeners:
                 listener(frame)
 
-    def _render_and_publish(self, params: Params, scene: Scene, version: int) -> Frame:
-        # Runs on the GPU thread: the only thread that touches torch or writes sinks.
-        start = time.perf_counter()
-        rendered = self._renderer.render(params, scene)
-        render_ms = (time.perf_counter() - start) * 1e3
+    def _take(self) -> Snapshot:
+        """The newest state, when the render queue starts this channel's frame (on the event loop)."""
+        scene = self._scene()
+        self._started_version = self._version
+        self._taken = Snapshot(self._params, scene, self._version)
+        return self._taken
+
+    def _publish(self, taken: Snapshot, rendered: Rendered, render_ms: float) -> Frame:
+        # Runs on the render thread: the only thread that touches torch or writes sinks.
         self._seq += 1
-        frame = Frame(self._seq, version, params, rendered.pixels, render_ms, time.time_ns())
+        frame = Frame(self._seq, taken.version, taken.params, rendered.pixels, render_ms, time.time_ns())
         publish_start = time.perf_counter()
         for sink in self._sinks:
             sink.publish(frame)
         self.stats.last_stages_ms = {
             **rendered.stages_ms, "publish": (time.perf_counter() - publish_start) * 1e3,
         }
-        log.debug("frame %d (v%d) %.1f ms", frame.seq, version, render_ms)
+        log.debug("%s: frame %d (v%d) %.1f ms", self.name, frame.seq, taken.version, render_ms)
         return frame
 
     def _roll_back(self, failed: Params) -> str:

@@ -16,7 +16,7 @@ from ..core.errors import ValidationError
 from ..core.scene import InputImage
 from ..engine.scheduler import Scheduler
 from .input_api import POLL_SECONDS, ImageFeed, put_image
-from .rest import SCHEDULER, error_response
+from .rest import add_channel_route, error_response, scheduler_of, service_of
 
 SCHEMA = {
     "control": {
@@ -27,6 +27,7 @@ SCHEMA = {
         "GET /v1/control/NAME": "its state: present, active (an image and a scale above 0), digest, size, source",
         "GET /v1/control": "every loaded ControlNet's state",
         "DELETE /v1/control/NAME": "drop its image (and detach its segment)",
+        "channels": "per channel too: /v1/channels/CHANNEL/control/NAME; a WebSocket's TBC1 message sets its own channel's",
         "websocket": "a binary TBC1 message: the input message's header with magic TBC1 and header size 52, the "
                      "ControlNet's name NUL-padded to 32 bytes, then the image; reply type control",
     },
@@ -93,7 +94,7 @@ def _unknown(name: str, feeds: dict) -> str:
 
 
 def _feed(request: web.Request) -> ControlFeed | web.Response:
-    feeds = request.app[CONTROLS].feeds
+    feeds = service_of(request, CONTROLS).feeds
     name = request.match_info["name"]
     return feeds.get(name) or error_response(404, "control", _unknown(name, feeds))
 
@@ -109,7 +110,7 @@ async def get_control(request: web.Request) -> web.Response:
 
 
 async def list_controls(request: web.Request) -> web.Response:
-    return web.json_response(request.app[CONTROLS].health())
+    return web.json_response(service_of(request, CONTROLS).health())
 
 
 async def delete_control(request: web.Request) -> web.Response:
@@ -117,13 +118,13 @@ async def delete_control(request: web.Request) -> web.Response:
     if isinstance(feed, web.Response):
         return feed
     await feed.detach()
-    sched = request.app[SCHEDULER]
+    sched = scheduler_of(request)
     return web.json_response({"cleared": sched.clear_control(feed.name), "version": sched.version})
 
 
 def add_routes(app: web.Application) -> None:
     """Register the control routes; CONTROLS is set by the wiring."""
-    app.router.add_get("/v1/control", list_controls)
-    app.router.add_put("/v1/control/{name}", put_control)
-    app.router.add_get("/v1/control/{name}", get_control)
-    app.router.add_delete("/v1/control/{name}", delete_control)
+    add_channel_route(app, "GET", "/v1/control", list_controls)
+    add_channel_route(app, "PUT", "/v1/control/{name}", put_control)
+    add_channel_route(app, "GET", "/v1/control/{name}", get_control)
+    add_channel_route(app, "DELETE", "/v1/control/{name}", delete_control)

@@ -26,7 +26,7 @@ from . import inputs
 from .connections import HTTP_LIMITS, LARGE_BODIES, LARGE_BODY_BYTES, read_body
 from ..client import ShmReader, layout
 from ..core.errors import ValidationError
-from .rest import SCHEDULER, error_response, read_json
+from .rest import add_channel_route, error_response, read_json, scheduler_of, service_of
 from ..core.scene import InputImage
 from ..engine.scheduler import Scheduler
 
@@ -242,7 +242,7 @@ async def _read_input(request: web.Request, kind: str, width: int | None, height
 
 
 async def put_input(request: web.Request) -> web.Response:
-    return await put_image(request, request.app[INPUTS])
+    return await put_image(request, service_of(request, INPUTS))
 
 
 async def put_image(request: web.Request, service: ImageFeed) -> web.Response:
@@ -268,18 +268,18 @@ async def put_image(request: web.Request, service: ImageFeed) -> web.Response:
 
 
 async def get_input(request: web.Request) -> web.Response:
-    return web.json_response(request.app[INPUTS].health())
+    return web.json_response(service_of(request, INPUTS).health())
 
 
 async def delete_input(request: web.Request) -> web.Response:
-    service = request.app[INPUTS]
+    service, sched = service_of(request, INPUTS), scheduler_of(request)
     await service.detach()
-    cleared = request.app[SCHEDULER].clear_input()
-    return web.json_response({"cleared": cleared, "version": request.app[SCHEDULER].version})
+    cleared = sched.clear_input()
+    return web.json_response({"cleared": cleared, "version": sched.version})
 
 
 def add_routes(app: web.Application) -> None:
     """Register the input routes; INPUTS is set by the wiring."""
-    app.router.add_put("/v1/input", put_input)
-    app.router.add_get("/v1/input", get_input)
-    app.router.add_delete("/v1/input", delete_input)
+    add_channel_route(app, "PUT", "/v1/input", put_input)
+    add_channel_route(app, "GET", "/v1/input", get_input)
+    add_channel_route(app, "DELETE", "/v1/input", delete_input)

@@ -24,7 +24,7 @@ from .connections import HTTP_LIMITS, HttpLimits
 from .control_api import CONTROLS
 from .input_api import INPUTS
 from .inputs import MAX_INPUT_BYTES, WS_CONTROL_NAME, WS_INPUT, is_ws_control
-from .rest import SCHEDULER, error_response, loads_strict
+from .rest import CHANNELS, add_channel_route, channel_name, error_response, loads_strict, scheduler_of, service_of
 from ..engine.scheduler import Scheduler
 from .security import ACCESS
 from .streams import DEFAULT_QUALITY, HEADER, FrameEncoder, FrameHub, StreamFormat, Subscription
@@ -40,7 +40,7 @@ MESSAGE_KEYS = ("params", "format", "quality")
 
 HUB = web.AppKey("frame_hub", FrameHub)
 ENCODER = web.AppKey("frame_encoder", FrameEncoder)
-CLOSERS = web.AppKey("stream_closers", set)
+CLOSERS = web.AppKey("stream_closers", set)  # every stream's close(reason); per channel too, under the same key
 
 # The page loads only from this daemon; frames arrive as blob: images.
 PAGE_HEADERS = {
@@ -98,12 +98,16 @@ def _foreign_origin(request: web.Request) -> str | None:
 
 
 @contextlib.contextmanager
-def _closer_registered(app: web.Application, close: Callable[[], Awaitable[None]]) -> Iterator[None]:
-    app[CLOSERS].add(close)
+def _closer_registered(request: web.Request, close: Callable[[str], Awaitable[None]]) -> Iterator[None]:
+    """``close(reason)`` ends this stream on shutdown (reason "stopping") or when its channel goes ("deleted")."""
+    sets = [request.app[CLOSERS], service_of(request, CLOSERS)]
+    for closers in sets:
+        closers.add(close)
     try:
         yield
     finally:
-        app[CLOSERS].discard(close)
+        for closers in sets:
+            closers.discard(close)
 
 
 async def _close_or_abort(request: web.Request, graceful: Awaitable) -> None:
@@ -186,24 +190,31 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         return error_response(403, None, f"WebSocket from origin {origin[:100]!r} refused: only pages served "
                                          "by this daemon may connect")
     fmt = StreamFormat.parse(request.query)
-    sched, app = request.app[SCHEDULER], request.app
+    sched, hub = scheduler_of(request), service_of(request, HUB)
+    inputs, encoder, channel = service_of(request, INPUTS), service_of(request, ENCODER), channel_name(request)
     # No per-message deflate: frames are already compressed (or raw and large), and it costs CPU.
     # Binary messages are input images, so the transport takes their size; text is held to 64 KiB below.
     # The heartbeat closes a client that went silent, also one stalled inside a large message.
     ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_INPUT_BYTES + WS_INPUT.size + WS_CONTROL_NAME,
-                               heartbeat=app.get(HTTP_LIMITS, HttpLimits()).ws_heartbeat_s)
+                               heartbeat=request.app.get(HTTP_LIMITS, HttpLimits()).ws_heartbeat_s)
     await ws.prepare(request)
 
-    async def close() -> None:
-        await _close_or_abort(request, ws.close(code=WSCloseCode.GOING_AWAY, message=b"daemon stopping"))
+    async def close(reason: str) -> None:
+        async def tell_and_close() -> None:
+            if reason == "deleted":  # the client may recreate it (PATCH) or pick another channel
+                with contextlib.suppress(ConnectionError):
+                    await ws.send_str(json.dumps({"type": "deleted", "channel": channel}))
+            await ws.close(code=WSCloseCode.GOING_AWAY,
+                           message=b"channel deleted" if reason == "deleted" else b"daemon stopping")
+        await _close_or_abort(request, tell_and_close())
 
-    with app[HUB].subscribe("websocket") as sub, _closer_registered(app, close):
+    with hub.subscribe("websocket") as sub, _closer_registered(request, close):
         client = _WsClient(ws, fmt, sub)
         sender = None
         try:
-            await client.send_json({"type": "hello", "protocol": 1, "version": sched.version,
+            await client.send_json({"type": "hello", "protocol": 1, "channel": channel, "version": sched.version,
                                     "params": sched.params.to_json(), "format": fmt.kind, "quality": fmt.quality})
-            sender = asyncio.create_task(client.send_frames(app[ENCODER]), name="ws-sender")
+            sender = asyncio.create_task(client.send_frames(encoder), name="ws-sender")
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
                     if len(msg.data) > MAX_MESSAGE_BYTES:  # characters: at least as many bytes
@@ -211,7 +222,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                         break
                     await client.send_json(await client.handle(msg.data, sched))
                 elif msg.type == WSMsgType.BINARY:
-                    feed = app[CONTROLS] if is_ws_control(msg.data) else app[INPUTS]
+                    feed = service_of(request, CONTROLS) if is_ws_control(msg.data) else inputs
                     await client.send_json(await feed.ws_message(msg.data))
         except (ConnectionError, asyncio.CancelledError) as exc:
             # The server cancels the handler when the connection drops (handler_cancellation).
@@ -228,7 +239,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 async def mjpeg(request: web.Request) -> web.StreamResponse:
     quality = StreamFormat.parse({"format": "jpeg", "quality": request.query.get("quality", DEFAULT_QUALITY)}).quality
-    app = request.app
+    hub, encoder = service_of(request, HUB), service_of(request, ENCODER)
     response = web.StreamResponse(headers={
         "Content-Type": f"multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}",
         "Cache-Control": "no-store",
@@ -241,16 +252,16 @@ async def mjpeg(request: web.Request) -> web.StreamResponse:
     part_head = f"--{MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\n\r\n".encode("ascii")
     part_end = b"\r\n" + part_head
 
-    with app[HUB].subscribe("mjpeg") as sub:
-        async def close() -> None:
-            sub.close()
+    with hub.subscribe("mjpeg") as sub:
+        async def close(reason: str) -> None:
+            sub.close()  # the stream ends (a reader sees its end) whatever the reason
             await _close_or_abort(request, finished.wait())
 
-        with _closer_registered(app, close):
+        with _closer_registered(request, close):
             try:
                 await response.write(part_head)
                 while (frame := await sub.take()) is not None:
-                    jpeg = await app[ENCODER].jpeg(frame, quality)
+                    jpeg = await encoder.jpeg(frame, quality)
                     await response.write(jpeg)
                     await response.write(part_end)
             except (ConnectionError, asyncio.CancelledError) as exc:
@@ -264,9 +275,16 @@ async def mjpeg(request: web.Request) -> web.StreamResponse:
 
 async def close_clients(app: web.Application) -> None:
     """On shutdown: end every stream and close every WebSocket (going away)."""
-    if HUB in app:
-        app[HUB].close()
-    await asyncio.gather(*(close() for close in list(app.get(CLOSERS, ()))))
+    for hub in [channel.services[HUB] for channel in app[CHANNELS] if HUB in channel.services] \
+            if CHANNELS in app else [app[HUB]] if HUB in app else []:
+        hub.close()
+    await asyncio.gather(*(close("stopping") for close in list(app.get(CLOSERS, ()))))
+
+
+async def close_channel_clients(services: dict) -> None:
+    """A channel is going: its WebSocket clients are told (``{"type": "deleted"}``) and closed, streams end."""
+    services[HUB].close()
+    await asyncio.gather(*(close("deleted") for close in list(services[CLOSERS])))
 
 
 def add_routes(app: web.Application) -> None:
@@ -274,5 +292,5 @@ def add_routes(app: web.Application) -> None:
     app[CLOSERS] = set()
     app.router.add_get("/", page)
     app.router.add_get("/static/{name}", static_file)
-    app.router.add_get("/v1/ws", websocket)
-    app.router.add_get("/v1/stream.mjpeg", mjpeg)
+    add_channel_route(app, "GET", "/v1/ws", websocket)
+    add_channel_route(app, "GET", "/v1/stream.mjpeg", mjpeg)

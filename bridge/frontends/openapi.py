@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+import copy
+
 from ..core.params import PROMPT_FIELDS, SEED_LIMIT, Limits, schema
-from .rest import SCHEDULER
+from .rest import CHANNEL_PATHS, CHANNEL_PREFIX, SCHEDULER
 from .security import ACCESS
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -88,6 +90,39 @@ def _frame_route(media: str, summary: str) -> dict:
     }}
 
 
+CHANNEL_PARAMETER = {"name": "channel", "in": "path", "required": True, "description": "a channel name",
+                     "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,31}$"}}
+
+
+def _channel_routes(paths: dict, per_channel: frozenset[str]) -> dict:
+    """``/v1/channels`` and a copy of every per-stream route under ``/v1/channels/{channel}``."""
+    summary = {"200": {"description": "channels", "content": {"application/json": {"schema": {"type": "object"}}}}}
+    out = {
+        "/v1/channels": {"get": {"summary": "the channels with version, frame counts, device and segment",
+                                 "responses": summary}},
+        CHANNEL_PREFIX: {
+            "get": {"summary": "one channel", "parameters": [CHANNEL_PARAMETER],
+                    "responses": {**summary, "404": _error("no such channel")}},
+            "delete": {"summary": "remove a channel (not main): segment unlinked, clients told and closed",
+                       "parameters": [CHANNEL_PARAMETER],
+                       "responses": {**summary, "400": _error("main cannot be deleted"),
+                                     "404": _error("no such channel")}},
+        },
+    }
+    for path in sorted(per_channel & set(paths)):
+        item = copy.deepcopy(paths[path])
+        for method, operation in item.items():
+            operation["parameters"] = [CHANNEL_PARAMETER, *operation.get("parameters", [])]
+            operation["responses"].setdefault("404", _error("no such channel"))
+            if method == "patch":
+                operation["summary"] += "; creates the channel first (from the initial parameters)"
+                operation["responses"]["409"] = _error("creating it would pass --max-channels")
+            if path in ("/v1/frame.png", "/v1/frame.rgba"):
+                operation["responses"]["410"] = _error("the channel was deleted while waiting")
+        out[CHANNEL_PREFIX + path[len("/v1"):]] = item
+    return out
+
+
 def _image_put(what: str, answer: str, more: dict | None = None) -> dict:
     """A PUT of an image slot (the input image, a control image): the same bodies and answers."""
     binary = {"schema": {"type": "string", "format": "binary"}}
@@ -148,8 +183,11 @@ def _record_route() -> dict:
     }
 
 
-def document(limits: Limits, token: bool) -> dict:
-    """The OpenAPI document for a daemon with these limits (``token``: routes under /v1 need one)."""
+def document(limits: Limits, token: bool, per_channel: frozenset[str] = frozenset()) -> dict:
+    """The OpenAPI document for a daemon with these limits (``token``: routes under /v1 need one).
+
+    ``per_channel``: the /v1 paths that also exist under ``/v1/channels/{channel}``.
+    """
     params = _params_schema(limits)
     format_query = {"name": "format", "in": "query", "required": False,
                     "schema": {"type": "string", "enum": ["jpeg", "png", "rgba"]}}
@@ -234,6 +272,7 @@ def document(limits: Limits, token: bool) -> dict:
             "properties": {"error": {"type": "object", "required": ["field", "message"], "properties": {
                 "field": {"type": "string", "nullable": True}, "message": {"type": "string"}}}}}}},
     }
+    doc["paths"].update(_channel_routes(doc["paths"], per_channel))
     if token:
         doc["components"]["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer"},
@@ -241,8 +280,9 @@ def document(limits: Limits, token: bool) -> dict:
                       "description": "/v1/ws and /v1/stream.mjpeg only (browsers cannot set their headers)"},
         }
         doc["security"] = [{"bearer": []}]
-        for path in ("/v1/ws", "/v1/stream.mjpeg"):
-            doc["paths"][path]["get"]["security"] = [{"bearer": []}, {"query": []}]
+        for path in doc["paths"]:
+            if path.endswith(("/ws", "/stream.mjpeg")):
+                doc["paths"][path]["get"]["security"] = [{"bearer": []}, {"query": []}]
     for path, item in doc["paths"].items():
         for operation in item.values():
             if token and operation.get("security") != []:
@@ -252,7 +292,8 @@ def document(limits: Limits, token: bool) -> dict:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(document(request.app[SCHEDULER].limits, request.app[ACCESS].token is not None))
+    return web.json_response(document(request.app[SCHEDULER].limits, request.app[ACCESS].token is not None,
+                                      frozenset(request.app.get(CHANNEL_PATHS, ()))))
 
 
 def add_routes(app: web.Application) -> None:

@@ -20,6 +20,8 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from ..core.errors import ValidationError
 from ..core.params import PROMPT_FIELDS
 from ..core.frame import Frame
+from ..core.params import parse_changes
+from ..engine.channels import MAIN, Channel, ChannelRegistry
 from ..engine.scheduler import Scheduler
 from . import osc_wire
 from .osc_subscriptions import PER_SENDER, TTL_S, Subscriptions
@@ -28,6 +30,7 @@ from .security import OncePerSender
 log = logging.getLogger(__name__)
 
 PREFIX = "/bridge"
+CHANNEL_PREFIX = PREFIX + "/ch/"  # /bridge/ch/NAME/ADDRESS is /bridge/ADDRESS for channel NAME
 MAX_SHOWN_CHARS = 100  # of an unknown address, in the log and in /bridge/error
 MAX_ERROR_CHARS = 500  # of a /bridge/error message
 SEED_TYPES = "i (or h, or s for seeds of 2**63 and above)"
@@ -46,6 +49,9 @@ ADDRESSES = {
     f"{PREFIX}/subscribe": f"[i port]: send feedback to the sender's host at port (default: the sender's port) "
                            f"for {TTL_S:g} s; renew well within that; at most {PER_SENDER} ports per sender",
     f"{PREFIX}/unsubscribe": "[i port]: stop feedback",
+    f"{CHANNEL_PREFIX}NAME/ADDRESS": "any address above (and subscribe/unsubscribe) for channel NAME, e.g. "
+                                     f"{CHANNEL_PREFIX}left/prompt s; feedback then comes as {CHANNEL_PREFIX}NAME/frame "
+                                     "and .../error",
     "feedback": {f"{PREFIX}/frame": "i seq, i params version, f render ms",
                  f"{PREFIX}/error": "s message"},
 }
@@ -99,6 +105,14 @@ def message_changes(address: str, args: list[Any]) -> dict[str, Any]:
     raise KeyError(address)
 
 
+def split_channel(address: str) -> tuple[str, str]:
+    """(channel, address without the channel part): ``/bridge/ch/left/seed`` is (left, /bridge/seed)."""
+    if not address.startswith(CHANNEL_PREFIX):
+        return MAIN, address
+    name, _, tail = address[len(CHANNEL_PREFIX):].partition("/")
+    return name, f"{PREFIX}/{tail}"
+
+
 def build_message(address: str, *args: Any) -> bytes:
     builder = OscMessageBuilder(address)
     for arg in args:
@@ -110,17 +124,44 @@ class OscServer(asyncio.DatagramProtocol):
     """Receives changes, keeps subscribers, sends them feedback. Runs on the event loop."""
 
     def __init__(self, scheduler: Scheduler, sender_filter: Callable[[str], bool] | None = None,
+                 channels: ChannelRegistry | None = None,
                  commands: dict[str, Callable[[list[Any]], None]] | None = None):
         self._scheduler = scheduler
+        self._channels = channels
         self._sender_filter = sender_filter  # host -> allowed? (None: every sender that reaches the socket)
         self._commands = commands or {}  # address -> action that is not a parameter (e.g. /bridge/record)
         self._transport: asyncio.DatagramTransport | None = None
-        self.subscribers = Subscriptions()
+        self.subscribers = Subscriptions()  # channel main's
+        self._channel_subscribers: dict[str, Subscriptions] = {}  # the other channels'
         self.stats = OscStats()
         self._pending: set[asyncio.Task] = set()  # changes waiting for a LoRA file to load
         self._log_once = OncePerSender()  # one line per kind and sender host per interval: floods stay small
         scheduler.on_frame(self._send_frame)
         scheduler.on_error(self._send_error)
+
+    def attach(self, channel: Channel) -> None:
+        """Feedback for a channel other than main (main's is wired in the constructor)."""
+        if channel.name == MAIN:
+            return
+        subs = self._channel_subscribers[channel.name] = Subscriptions()
+        prefix = f"{CHANNEL_PREFIX}{channel.name}"
+        channel.scheduler.on_frame(lambda frame: self._send_frame(frame, subs, prefix))
+        channel.scheduler.on_error(lambda message: self._send_error(message, None, subs, prefix))
+
+    def detach(self, channel: Channel) -> None:
+        self._channel_subscribers.pop(channel.name, None)
+
+    def _subscribers_of(self, name: str) -> Subscriptions:
+        return self.subscribers if name == MAIN else self._channel_subscribers[name]
+
+    def _scheduler_of(self, name: str) -> Scheduler:
+        if name == MAIN:
+            return self._scheduler
+        channel = self._channels.get(name) if self._channels is not None else None
+        if channel is None or name not in self._channel_subscribers:
+            raise ValidationError("channel", f"no channel {name[:64]!r}; PATCH /v1/channels/{name[:64]}/params "
+                                             "creates it, GET /v1/channels lists them")
+        return channel.scheduler
 
     def connection_made(self, transport) -> None:
         self._transport = transport
@@ -142,19 +183,25 @@ class OscServer(asyncio.DatagramProtocol):
             self._log_once("malformed", addr[0], "malformed OSC datagram from %s:%d (%d bytes): %s", addr[0], addr[1],
                           len(data), exc)
             return
-        changes: dict[str, Any] = {}
+        changes: dict[str, dict[str, Any]] = {}  # per channel: a bundle may address several
         try:
             for message in messages:
-                if message.address in (f"{PREFIX}/subscribe", f"{PREFIX}/unsubscribe"):
-                    self._subscription(message.address, list(message.args), addr)
+                name, address = split_channel(message.address)
+                self._scheduler_of(name)  # an unknown channel rejects the datagram
+                if address in (f"{PREFIX}/subscribe", f"{PREFIX}/unsubscribe"):
+                    self._subscription(address, list(message.args), addr, self._subscribers_of(name))
                     continue
-                if message.address in self._commands:
+                if message.address in self._commands:  # unprefixed only: such actions are channel main's
                     self._commands[message.address](list(message.args))
                     continue
-                new = message_changes(message.address, list(message.args))
-                if isinstance(new.get("loras"), dict) and isinstance(changes.get("loras"), dict):
-                    new = {**new, "loras": {**changes["loras"], **new["loras"]}}  # a bundle of /bridge/lora
-                changes.update(new)
+                change = changes.setdefault(name, {})
+                new = message_changes(address, list(message.args))
+                if isinstance(new.get("loras"), dict) and isinstance(change.get("loras"), dict):
+                    new = {**new, "loras": {**change["loras"], **new["loras"]}}  # a bundle of /bridge/lora
+                change.update(new)
+            if len(changes) > 1:  # a bundle for several channels: all or nothing, so check each first
+                for name, change in changes.items():
+                    parse_changes(change, self._scheduler_of(name).limits)
         except KeyError as exc:
             self.stats.unknown += 1
             shown = _shorten(exc.args[0], MAX_SHOWN_CHARS)
@@ -166,14 +213,15 @@ class OscServer(asyncio.DatagramProtocol):
             return
         if not changes:
             return
-        gate = self._scheduler.loras
-        if gate is not None and gate.needs_loading(changes):  # a LoRA's first use: load it off the loop first
+        if any(gate is not None and gate.needs_loading(change)  # a LoRA's first use: load it off the loop first
+               for gate, change in ((self._scheduler_of(name).loras, change) for name, change in changes.items())):
             task = asyncio.get_running_loop().create_task(self._apply_later(changes, addr))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
             return
         try:
-            self._scheduler.apply(changes)
+            for name, change in changes.items():
+                self._scheduler_of(name).apply(change)
         except ValidationError as exc:
             self._reject(exc, addr)
             return
@@ -181,7 +229,8 @@ class OscServer(asyncio.DatagramProtocol):
 
     async def _apply_later(self, changes: dict[str, Any], addr: tuple) -> None:
         try:
-            await self._scheduler.apply_async(changes)
+            for name, change in changes.items():
+                await self._scheduler_of(name).apply_async(change)
         except ValidationError as exc:
             self._reject(exc, addr)
             return
@@ -192,36 +241,38 @@ class OscServer(asyncio.DatagramProtocol):
         self._log_once("rejected", addr[0], "OSC change from %s:%d rejected: %s", addr[0], addr[1], exc.message)
         self._send_error(exc.message, addr[0])
 
-    def _subscription(self, address: str, args: list[Any], addr: tuple) -> None:
+    def _subscription(self, address: str, args: list[Any], addr: tuple, subscribers: Subscriptions) -> None:
         port = args[0] if args else addr[1]
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             raise ValidationError(None, f"{address} takes an optional port in 1..65535, got {port!r}")
         sender = (addr[0], addr[1])
         if address.endswith("/unsubscribe"):
-            self.subscribers.unsubscribe(sender, port)
+            subscribers.unsubscribe(sender, port)
             return
-        target = self.subscribers.subscribe(sender, port)
+        target = subscribers.subscribe(sender, port)
         self._log_once("subscribed", addr[0], "OSC feedback to %s:%d (renewed within %g s, or it expires)", *target,
-                      self.subscribers.ttl_s, level=logging.INFO)
+                      subscribers.ttl_s, level=logging.INFO)
 
-    def _send(self, dgram: bytes, host: str | None = None) -> None:
+    def _send(self, dgram: bytes, host: str | None = None, subscribers: Subscriptions | None = None) -> None:
         """To every subscriber, or to those on ``host`` (a sender's own mistakes go back to it only)."""
         if self._transport is None or self._transport.is_closing():
             return
-        for target in self.subscribers.targets(host):
+        for target in (self.subscribers if subscribers is None else subscribers).targets(host):
             self._transport.sendto(dgram, target)
 
-    def _send_frame(self, frame: Frame) -> None:
-        if self.subscribers:
-            self._send(build_message(f"{PREFIX}/frame", frame.seq % 2**31, frame.version % 2**31,
-                                     float(frame.render_ms)))
+    def _send_frame(self, frame: Frame, subscribers: Subscriptions | None = None, prefix: str = PREFIX) -> None:
+        if self.subscribers if subscribers is None else subscribers:
+            self._send(build_message(f"{prefix}/frame", frame.seq % 2**31, frame.version % 2**31,
+                                     float(frame.render_ms)), None, subscribers)
 
-    def _send_error(self, message: str, host: str | None = None) -> None:
-        if self.subscribers:
-            self._send(build_message(f"{PREFIX}/error", _shorten(message, MAX_ERROR_CHARS)), host)
+    def _send_error(self, message: str, host: str | None = None, subscribers: Subscriptions | None = None,
+                    prefix: str = PREFIX) -> None:
+        if self.subscribers if subscribers is None else subscribers:
+            self._send(build_message(f"{prefix}/error", _shorten(message, MAX_ERROR_CHARS)), host, subscribers)
 
     def health(self) -> dict:
-        return {**asdict(self.stats), "subscribers": len(self.subscribers)}
+        return {**asdict(self.stats), "subscribers": len(self.subscribers),
+                "channel_subscribers": sum(len(s) for s in self._channel_subscribers.values())}
 
 
 def _shorten(text: str, limit: int) -> str:

@@ -10,13 +10,14 @@ import json
 import logging
 import math
 import re
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
 from ..core.errors import ValidationError
 from ..core.frame import Frame
-from ..core.params import schema
+from ..core.params import parse_changes, schema
+from ..engine.channels import MAIN, Channel, ChannelLimitError, ChannelRegistry, UnknownChannelError
 from ..engine.scheduler import Scheduler
 from ..engine.sinks.png import PngCache
 from .connections import read_body
@@ -35,6 +36,45 @@ HEALTH = web.AppKey("health", Callable[[], dict])
 OSC_ADDRESSES = web.AppKey("osc_addresses", dict)
 SCHEMA_EXTRA = web.AppKey("schema_extra", dict)  # other front ends' part of /v1/schema
 STOPPING = web.AppKey("stopping", asyncio.Event)  # set on shutdown: long-polls answer at once
+CHANNELS = web.AppKey("channels", ChannelRegistry)
+CHANNEL_PREFIX = "/v1/channels/{channel}"
+CHANNEL_PATHS = web.AppKey("channel_paths", set)  # the /v1/PATH routes that also exist per channel
+
+
+def add_channel_route(app: web.Application, method: str, path: str,
+                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> None:
+    """Register a per-stream route twice: ``/v1/PATH`` (channel main) and ``/v1/channels/NAME/PATH``.
+
+    The one place per-channel routes are made: handlers find their channel with ``channel_of``.
+    """
+    assert path.startswith("/v1/"), path
+    if CHANNEL_PATHS not in app:
+        app[CHANNEL_PATHS] = set()
+    app[CHANNEL_PATHS].add(path)
+    app.router.add_route(method, path, handler)
+    app.router.add_route(method, CHANNEL_PREFIX + path[len("/v1"):], handler)
+
+
+def channel_name(request: web.Request) -> str:
+    return request.match_info.get("channel", MAIN)
+
+
+def channel_of(request: web.Request) -> Channel:
+    """The request's channel (``main`` for the unprefixed routes); 404 when there is none of that name."""
+    return request.app[CHANNELS][channel_name(request)]
+
+
+def service_of(request: web.Request, key: web.AppKey) -> Any:
+    """A front end's per-channel object (frame hub, input service, ...) for the request's channel."""
+    if CHANNELS not in request.app:  # an app wired without channels: the app-wide object is main's
+        return request.app[key]
+    return channel_of(request).services[key]
+
+
+def scheduler_of(request: web.Request) -> Scheduler:
+    if CHANNELS not in request.app:
+        return request.app[SCHEDULER]
+    return channel_of(request).scheduler
 
 
 def error_response(status: int, field: str | None, message: str) -> web.Response:
@@ -47,6 +87,10 @@ async def errors_middleware(request: web.Request, handler):
         return await handler(request)
     except ValidationError as exc:
         return web.json_response(exc.to_json(), status=400)
+    except UnknownChannelError as exc:
+        return error_response(404, "channel", str(exc))
+    except ChannelLimitError as exc:
+        return error_response(409, "channel", str(exc))
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise
@@ -61,7 +105,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def get_params(request: web.Request) -> web.Response:
-    sched = request.app[SCHEDULER]
+    sched = scheduler_of(request)
     return web.json_response({**sched.params.to_json(), "version": sched.version})
 
 
@@ -82,13 +126,18 @@ async def patch_params(request: web.Request) -> web.Response:
     body = await read_json(request)
     if isinstance(body, web.Response):
         return body
-    applied = await request.app[SCHEDULER].apply_async(body)
+    name = channel_name(request)
+    if CHANNELS in request.app and request.app[CHANNELS].get(name) is None:
+        # A PATCH creates the channel, but only with a change that is valid: a typo makes no channel.
+        parse_changes(body, request.app[SCHEDULER].limits)
+        request.app[CHANNELS].create(name)
+    applied = await scheduler_of(request).apply_async(body)
     return web.json_response({"version": applied.version, "warnings": list(applied.warnings)})
 
 
 async def get_loras(request: web.Request) -> web.Response:
     """The LoRA files in --lora-dir (rescanned), and which are active with what weight."""
-    sched = request.app[SCHEDULER]
+    sched = scheduler_of(request)
     gate = sched.loras
     files = await gate.listing() if gate is not None else []
     return web.json_response({"folder": gate.folder if gate is not None else None, "loras": files,
@@ -131,8 +180,10 @@ async def _wait_frame(request: web.Request) -> Frame | None:
     after = _query_integer(request, "after", -1, -1, 2**63 - 1)
     timeout = _query_number(request, "timeout", DEFAULT_POLL_SECONDS, 0, MAX_POLL_SECONDS)
     stopping = request.app[STOPPING]
-    waits = [asyncio.ensure_future(request.app[SCHEDULER].next_frame(after, timeout)),
-             asyncio.ensure_future(stopping.wait())]
+    sched = scheduler_of(request)
+    deleted = channel_of(request).deleted if CHANNELS in request.app else asyncio.Event()
+    waits = [asyncio.ensure_future(sched.next_frame(after, timeout)),
+             asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(deleted.wait())]
     try:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:  # the server cancels the handler when its client disconnects
@@ -144,6 +195,8 @@ async def _wait_frame(request: web.Request) -> Frame | None:
         await asyncio.gather(*waits, return_exceptions=True)
     if stopping.is_set():
         raise web.HTTPServiceUnavailable(reason="daemon stopping")
+    if deleted.is_set():
+        raise web.HTTPGone(reason=f"channel {channel_name(request)!r} was deleted")
     return waits[0].result()
 
 
@@ -165,7 +218,7 @@ def _frame_headers(frame: Frame) -> dict[str, str]:
 
 
 def _no_frame(request: web.Request) -> web.Response:
-    latest = request.app[SCHEDULER].latest
+    latest = scheduler_of(request).latest
     return web.Response(status=204, headers={"X-Frame-Seq": str(latest.seq if latest else 0)})
 
 
@@ -173,7 +226,7 @@ async def frame_png(request: web.Request) -> web.Response:
     frame = await _wait_frame(request)
     if frame is None:
         return _no_frame(request)
-    body = await request.app[PNG_CACHE].png(frame)
+    body = await service_of(request, PNG_CACHE).png(frame)
     return web.Response(body=body, content_type="image/png", headers=_frame_headers(frame))
 
 
@@ -209,9 +262,9 @@ def add_routes(app: web.Application) -> None:
     app.middlewares.append(errors_middleware)
     app[STOPPING] = asyncio.Event()
     app.router.add_get("/v1/health", health)
-    app.router.add_get("/v1/params", get_params)
-    app.router.add_patch("/v1/params", patch_params)
-    app.router.add_get("/v1/frame.png", frame_png)
-    app.router.add_get("/v1/frame.rgba", frame_rgba)
+    add_channel_route(app, "GET", "/v1/params", get_params)
+    add_channel_route(app, "PATCH", "/v1/params", patch_params)
+    add_channel_route(app, "GET", "/v1/frame.png", frame_png)
+    add_channel_route(app, "GET", "/v1/frame.rgba", frame_rgba)
     app.router.add_get("/v1/schema", get_schema)
-    app.router.add_get("/v1/loras", get_loras)
+    add_channel_route(app, "GET", "/v1/loras", get_loras)

@@ -32,6 +32,14 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 # Browsers cannot set headers on a WebSocket or an <img>/MJPEG request: these take the token
 # as ?access_token= too (RFC 6750 section 2.3).
 QUERY_TOKEN_PATHS = ("/v1/ws", "/v1/stream.mjpeg")
+
+
+def _query_token_path(path: str) -> bool:
+    """The streams, also a channel's (``/v1/channels/NAME/ws``), take the token in the query."""
+    if path.startswith("/v1/channels/"):
+        name, _, rest = path[len("/v1/channels/"):].partition("/")
+        path = "/v1/" + rest if name else path
+    return path in QUERY_TOKEN_PATHS
 EXPOSED_HEADERS = "X-Frame-Seq, X-Params-Version, X-Render-Ms, X-Seed, X-Width, X-Height"
 TOKEN_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(24))'"
 
@@ -163,7 +171,7 @@ def _bearer(request: web.Request) -> str | None:
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
-    if request.path in QUERY_TOKEN_PATHS:
+    if _query_token_path(request.path):
         return request.query.get("access_token")
     return None
 
@@ -216,7 +224,7 @@ def middleware(bind_host: str, access: Access):
             refused("token", request.remote, "refused %s %s from %s: missing or wrong token", request.method,
                     request.path[:100], request.remote)
             return _error(401, "Authorization", "this daemon requires a token: send 'Authorization: Bearer TOKEN'"
-                          + (" or ?access_token=TOKEN" if request.path in QUERY_TOKEN_PATHS else ""),
+                          + (" or ?access_token=TOKEN" if _query_token_path(request.path) else ""),
                           headers={"WWW-Authenticate": 'Bearer realm="turbo-bridge"'})
         return await handler(request)
 

@@ -26,6 +26,14 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def all_devices() -> list[str]:
+    """``--device all``: every CUDA device (one resident pipeline each)."""
+    count = torch.cuda.device_count()
+    if count == 0:
+        raise ConfigError("--device all: no CUDA device found; use --device cpu")
+    return [f"cuda:{i}" for i in range(count)]
+
+
 def resolve_dtype(name: str | None, device: str) -> torch.dtype:
     if name is None or name == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32

@@ -283,7 +283,7 @@ class DiffusersRenderer:
             embeds, pooled = torch.cat([negative, embeds]), torch.cat([negative_pooled, pooled])
         schedule = self._schedule.steps(plan.schedule_steps, self.device)
         steps = schedule.steps[plan.start or 0:]
-        time_ids = self._time_ids_for(plan, 2 if plan.cfg else 1)
+        time_ids = self._time_ids_for(plan, embeds.shape[0])  # 1, 2 (guidance), or a batch of channels' rows
         if image is None:
             latents = noise[0] * schedule.init_sigma
         else:
@@ -300,7 +300,7 @@ class DiffusersRenderer:
                 eps = self._unet(model_in, step.timestep, embeds, pooled, time_ids)
             if plan.cfg:
                 uncond, cond = eps.chunk(2)
-                eps = uncond + guidance * (cond - uncond)
+                eps = uncond + (guidance * (cond - uncond)).to(uncond.dtype)  # a batch's per-row guidance too
             latents = step.advance(latents, eps.float(), noise[i + 1])
         return latents.to(self.dtype)
 

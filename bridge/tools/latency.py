@@ -78,6 +78,15 @@ def start_daemon(model: str, vae: str, size: int, shm_name: str, extra: list[str
     raise RuntimeError(f"daemon did not become ready within {startup_timeout:.0f} s: {' '.join(cmd)}")
 
 
+def stop_daemon(proc: subprocess.Popen) -> None:
+    """SIGTERM, then a kill if it has not stopped within 15 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def _sleep_until(deadline: float) -> None:
     """Sleep in short steps until ``perf_counter()`` reaches ``deadline`` (a steady send rate)."""
     while (wait := deadline - time.perf_counter()) > 0:
@@ -211,11 +220,7 @@ def run_latency(model: str, vae: str, size: int, count: int, rate_hz: float, ext
             latencies, render_ms = measure_input(http_port, shm_name, count, rate_hz, size, via)
         costs = _per_change(before, thread_counters(proc.pid), count)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_daemon(proc)
     if not latencies:
         raise RuntimeError("no frame arrived for any change")
     ordered = sorted(latencies)

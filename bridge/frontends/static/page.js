@@ -36,12 +36,41 @@ function parse(text) {
 const TOKEN = new URLSearchParams(location.hash.slice(1)).get("token");
 const AUTH = TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {};
 
+// Channels: the page shows one; "main" is the unprefixed API, NAME is /v1/channels/NAME/...
+const CHANNEL_NAME = /^[a-z0-9][a-z0-9_-]{0,31}$/;
+let channel = "main";
+const channelPath = (path) => (channel === "main" ? `/v1/${path}` : `/v1/channels/${channel}/${path}`);
+
+async function listChannels() {
+  const response = await fetch("/v1/channels", { headers: AUTH });
+  if (!response.ok) return;
+  const names = Object.keys((await response.json()).channels);
+  $("channels").replaceChildren(...names.map((name) => Object.assign(document.createElement("option"), { value: name })));
+}
+
+async function pickChannel(name) {
+  if (!CHANNEL_NAME.test(name)) { showError({ field: "channel", message: `not a channel name: ${name}` }); return; }
+  // An empty change creates a channel that does not exist yet (the daemon's initial parameters).
+  const response = await fetch(`/v1/channels/${name}/params`, {
+    method: "PATCH", headers: { ...AUTH, "Content-Type": "application/json" }, body: "{}" });
+  if (!response.ok) { showError((await response.json()).error); $("channel").value = channel; return; }
+  channel = name;
+  $("channel").value = name;
+  shownSeq = 0; ackedVersion = 0; changeSentAt.clear(); paramsOf.clear(); unsent = {};
+  if (socket) { socket.onclose = null; socket.close(); }
+  connect();
+  listChannels();
+}
+
 function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const token = TOKEN ? `&access_token=${encodeURIComponent(TOKEN)}` : "";
-  socket = new WebSocket(`${scheme}://${location.host}/v1/ws?format=${$("format").value}${token}`);
+  socket = new WebSocket(`${scheme}://${location.host}${channelPath("ws")}?format=${$("format").value}${token}`);
   socket.binaryType = "arraybuffer";
-  socket.onopen = () => { retryMs = 250; awaitingReply.length = 0; $("link").textContent = "live"; };
+  socket.onopen = () => {
+    retryMs = 250; awaitingReply.length = 0; $("link").textContent = "live";
+    if (Object.keys(unsent).length) { const params = unsent; unsent = {}; send({ params }); }
+  };
   socket.onmessage = (event) => {
     if (typeof event.data === "string") onText(parse(event.data));
     else onFrame(event.data).catch((error) => showError({ field: null, message: `frame: ${error}` }));
@@ -53,14 +82,22 @@ function connect() {
   };
 }
 
+let unsent = {};  // parameters edited while the socket (re)connects: sent once it is open
+
 function send(message) {
-  if (!socket || socket.readyState !== WebSocket.OPEN) return;
+  if (!socket || socket.readyState !== WebSocket.OPEN) {
+    if (message.params) Object.assign(unsent, message.params);
+    return;
+  }
   socket.send(JSON.stringify(message));
   awaitingReply.push({ at: performance.now(), isChange: "params" in message });
 }
 
 function onText(message) {
-  if (message.type === "hello") {
+  if (message.type === "deleted") {
+    showError({ field: "channel", message: `channel ${message.channel} was deleted; back to main` });
+    pickChannel("main");
+  } else if (message.type === "hello") {
     setControls(message.params);
     $("format").value = message.format;
   } else if (message.type === "applied") {
@@ -153,7 +190,7 @@ function setControlScale(params) {
 async function putControl(file) {
   const name = $("control-name").value;
   if (!name || !file) return;
-  const response = await fetch(`/v1/control/${encodeURIComponent(name)}`, {
+  const response = await fetch(channelPath(`control/${encodeURIComponent(name)}`), {
     method: "PUT", headers: { ...AUTH, "Content-Type": file.type || "application/octet-stream" }, body: file });
   const body = await response.json();
   showError(response.ok ? null : body.error);
@@ -260,6 +297,8 @@ $("new-seed").addEventListener("click", () => {
   send({ params: { seed: $("seed").value } });
 });
 $("format").addEventListener("change", () => send({ format: $("format").value }));
+$("channel").addEventListener("change", () => pickChannel($("channel").value.trim()));
+$("channel").addEventListener("focus", () => listChannels().catch(() => {}));
 $("seamless").addEventListener("change", () => send({ params: { tiling: $("seamless").checked ? "xy" : "none" } }));
 $("record").addEventListener("click", () => {
   record({ action: $("record").getAttribute("aria-pressed") === "true" ? "stop" : "start" })
@@ -296,3 +335,4 @@ fetch("/v1/schema", { headers: AUTH }).then((response) => response.json()).then(
 }).catch((error) => showError({ field: null, message: `schema: ${error}` }));
 
 connect();
+listChannels().catch((error) => showError({ field: null, message: `channels: ${error}` }));

@@ -18,7 +18,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ._bridge.client import BridgeHTTPError, FrameInfo, HttpClient
+from ._bridge.client import BridgeHTTPError, FrameInfo, HttpClient, segment_name
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +147,10 @@ def describe(exc: BaseException) -> str:
 class Link:
     """Two daemon threads: control (health, changes, retries) and frames over HTTP (on request)."""
 
-    def __init__(self, address: Address, name: str = "turbo-bridge"):
+    def __init__(self, address: Address, name: str = "turbo-bridge", channel: str = "main"):
         self.address = address
-        self._client = HttpClient(address.url, timeout=REQUEST_TIMEOUT_S)
+        self.channel = channel
+        self._client = HttpClient(address.url, timeout=REQUEST_TIMEOUT_S, channel=channel)
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
         self._wake = threading.Condition()
@@ -281,6 +282,8 @@ class Link:
         """(Re)connected: send the queued settings first, then report Connected, so the main
         thread never takes the previous state's frame for ours (Keep would keep it)."""
         health = self._client.health() if health is None else health
+        if self.channel != "main":
+            self._client.patch({})  # creates the channel (from the daemon's initial parameters) if new
         self._uptime_s = float(health.get("uptime_s", 0.0))
         self._generation += 1  # tells the frames thread to count frames from the start again
         with self._wake:
@@ -299,7 +302,8 @@ class Link:
             raise
         self._connected.set()
         self._events.put(Connected(str(health.get("model", "?")), str(health.get("device", "?")),
-                                   health.get("shm_name") or None, version))
+                                   segment_name(health["shm_name"], self.channel) if health.get("shm_name")
+                                   else None, version))
         if outcome is not None:
             self._events.put(outcome)
         listing = self._client.loras()

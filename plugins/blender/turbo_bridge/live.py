@@ -44,15 +44,17 @@ class Applied:
 class Session:
     """A connection to one daemon; ``start`` and ``stop`` bracket its threads and its timer."""
 
-    def __init__(self, address: Address, use_shared_memory: bool = True):
+    def __init__(self, address: Address, use_shared_memory: bool = True, channel: str = "main"):
         self.address = address
+        self.channel = channel
         self.use_shared_memory = use_shared_memory and address.is_local
-        self.link = Link(address)
+        self.link = Link(address, channel=channel)
         self.reader: ShmReader | None = None
         self.transport = ""  # "shared memory" or "HTTP" once connected
         self.connected = False
         self.status = f"connecting to {address.url} ..."
-        self.image_name = datablocks.LIVE_IMAGE
+        # A channel per live image: channel NAME fills its own image.
+        self.image_name = datablocks.LIVE_IMAGE if channel == "main" else f"{datablocks.LIVE_IMAGE} {channel}"
         self.applied: Applied | None = None
         self.recording = False  # as the daemon last said (POST /v1/record)
         self._first_version = 0  # frames of an older params version predate our settings
@@ -142,11 +144,12 @@ def current() -> Session | None:
     return _session
 
 
-def connect(address: Address, use_shared_memory: bool, changes: Mapping[str, Any]) -> Session:
+def connect(address: Address, use_shared_memory: bool, changes: Mapping[str, Any],
+            channel: str = "main") -> Session:
     """Replace any session with a new one and start the timer that drains it."""
     disconnect()
     global _session
-    _session = Session(address, use_shared_memory)
+    _session = Session(address, use_shared_memory, channel)
     _session.start(changes)
     renders.watch(True)
     if not bpy.app.timers.is_registered(drain):

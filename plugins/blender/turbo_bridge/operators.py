@@ -7,6 +7,7 @@ import random
 import bpy
 
 from . import datablocks, live
+from ._bridge.client import check_channel
 from .link import parse_address
 from .settings import SEED_MAX, params_of
 
@@ -37,7 +38,12 @@ class TURBO_BRIDGE_OT_connect(bpy.types.Operator):
             self.report({"ERROR"}, f"{address.host} is not on this machine and online access is off "
                                    "(Preferences > System > Network > Allow Online Access)")
             return {"CANCELLED"}
-        live.connect(address, settings.transport == "AUTO", params_of(settings) if settings.live else {})
+        try:
+            channel = check_channel(settings.channel)
+        except ValueError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        live.connect(address, settings.transport == "AUTO", params_of(settings) if settings.live else {}, channel)
         return {"FINISHED"}
 
 

@@ -19,6 +19,7 @@ class _TurboBridgePanel:
 
         col = layout.column(align=True)
         col.prop(settings, "address", text="")
+        col.prop(settings, "channel")
         col.prop(settings, "transport", expand=True)
         if session is None:
             col.operator("turbo_bridge.connect", icon="LINKED")

@@ -66,6 +66,10 @@ class TurboBridgeSettings(bpy.types.PropertyGroup):
     address: StringProperty(
         name="Daemon", default="http://127.0.0.1:8787",
         description="Address of the turbo-bridge daemon (a local one shares frames through shared memory)")
+    channel: StringProperty(
+        name="Channel", default="main",
+        description="The daemon channel of this live image: its own prompt, frames and segment "
+                    "(main: the daemon's unprefixed stream; a new name is created on connect)")
     transport: EnumProperty(
         name="Frames", default="AUTO",
         items=[("AUTO", "Auto", "Shared memory for a daemon on this machine, HTTP otherwise"),

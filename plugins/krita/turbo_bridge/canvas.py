@@ -83,9 +83,9 @@ class InputSender(Outbox):
 
     CLEAR = "clear"
 
-    def __init__(self, url: str, signals: Signals):
+    def __init__(self, url: str, signals: Signals, channel: str = "main"):
         super().__init__("turbo-bridge input")
-        self.client = HttpClient(url, timeout=5.0)
+        self.client = HttpClient(url, timeout=5.0, channel=channel)
         self.signals = signals
         self.sent = 0
         self.frame_size: tuple[int, int] | None = None  # set by the GUI thread from the frames

@@ -17,6 +17,7 @@ from .canvas import ControlShot, InputSender, capture, capture_layer
 from .frames import Picture, place
 from .layer import DocumentError, ReferenceLayer, find_reference, is_idle, keep
 from .qt import QtCore, Signal
+from .bridge_client import check_channel
 from .workers import Connection, FrameWorker, ParamSender, RecordSender, Signals, merge_changes, normalize_url
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,9 @@ class Controller(QtCore.QObject):
         self.status = "not connected"  # what the docker shows: the last note, then the frame line
         self._note = "not connected"  # the last thing that happened; stays until the next one
         self._frame_line = ""  # which frame the layer shows (kept apart so it never hides a note)
+        self.url: str | None = None
+        self.channel = "main"  # the daemon channel of the active document
+        self._channels: dict[int, str] = {}  # per document (by its object id): the channel chosen for it
         self._pending: Picture | None = None
         self._needs_refresh = False
         self._worker: FrameWorker | None = None
@@ -73,12 +77,13 @@ class Controller(QtCore.QObject):
         """(Re)connect to the daemon at ``address``; returns the normalized URL."""
         url = normalize_url(address)
         self.stop()
-        self._set_status(f"connecting to {url}")
-        self._worker = FrameWorker(url, self.signals, prefer_shm=self.prefer_shm)
+        self.url = url
+        self._set_status(f"connecting to {url}" + (f", channel {self.channel}" if self.channel != "main" else ""))
+        self._worker = FrameWorker(url, self.signals, prefer_shm=self.prefer_shm, channel=self.channel)
         self._worker.target = self._doc_size()
-        self._sender = ParamSender(url, self.signals)
-        self._input = InputSender(url, self.signals)
-        self._recorder = RecordSender(url, self.signals)
+        self._sender = ParamSender(url, self.signals, channel=self.channel)
+        self._input = InputSender(url, self.signals, channel=self.channel)
+        self._recorder = RecordSender(url, self.signals)  # recording is channel main's
         if not self.live:
             self._worker.live.clear()
         for thread in (self._worker, self._sender, self._input, self._recorder):
@@ -186,9 +191,29 @@ class Controller(QtCore.QObject):
         self._schedule(0)
         return node
 
+    def set_channel(self, name: str) -> str:
+        """The active document's channel (each document keeps its own); reconnects when it changed."""
+        name = check_channel(name)  # ValueError: the docker shows the rule
+        doc = self.host.activeDocument()
+        if doc is not None:
+            self._channels[id(doc)] = name
+        self._switch(name)
+        return name
+
+    def _switch(self, name: str) -> None:
+        if name == self.channel:
+            return
+        self.channel, self.current, self._pending = name, None, None  # another stream's pictures
+        if self.url is not None:
+            self.connect_to(self.url)
+
     def document_changed(self) -> None:
         """The active view changed: frames go to its document from now on; a reference layer it
-        already has catches up at once, others get one with the next frame."""
+        already has catches up at once, others get one with the next frame. A document with a
+        channel of its own switches the connection to that channel, any other to main."""
+        doc = self.host.activeDocument()
+        if doc is not None:
+            self._switch(self._channels.get(id(doc), "main"))  # a document nobody gave a channel: main
         if self._worker is not None:
             self._worker.target = self._doc_size()
         doc = self.host.activeDocument()

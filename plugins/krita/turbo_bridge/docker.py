@@ -26,6 +26,9 @@ class BridgePanel(QtWidgets.QWidget):
 
         self.address = QtWidgets.QLineEdit(host.readSetting(SETTINGS, "address", DEFAULT_ADDRESS))
         self.connect_button = QtWidgets.QPushButton("Connect")
+        self.channel = QtWidgets.QLineEdit("main")
+        self.channel.setToolTip("The daemon channel of this document: each document can drive its own stream "
+                                "(a new name is created on the daemon)")
         self.status = QtWidgets.QLabel(self.controller.status)
         self.status.setWordWrap(True)
         self.prompt = QtWidgets.QPlainTextEdit()
@@ -88,6 +91,7 @@ class BridgePanel(QtWidgets.QWidget):
         self.opacity_label.setText(f"{self.opacity.value()}%")
         self.connect_button.clicked.connect(self.reconnect)
         self.address.returnPressed.connect(self.reconnect)
+        self.channel.editingFinished.connect(self.pick_channel)
         self.prompt.textChanged.connect(lambda: self.controller.set_params({"prompt": self.prompt.toPlainText()}))
         self.negative_prompt.textChanged.connect(
             lambda text: self.controller.set_params({"negative_prompt": text}))
@@ -115,6 +119,7 @@ class BridgePanel(QtWidgets.QWidget):
         row.addWidget(self.address, 1)
         row.addWidget(self.connect_button)
         form.addRow("Daemon", row)
+        form.addRow("Channel", self.channel)
         form.addRow(self.status)
         form.addRow("Prompt", self.prompt)
         form.addRow("Negative", self.negative_prompt)
@@ -180,6 +185,13 @@ class BridgePanel(QtWidgets.QWidget):
             return
         self.host.writeSetting(SETTINGS, "address", self.address.text().strip())
         self.address.setToolTip(url)
+
+    def pick_channel(self) -> None:
+        try:
+            self.controller.set_channel(self.channel.text().strip() or "main")
+        except ValueError as exc:
+            self._show_status(str(exc))
+            self.channel.setText(self.controller.channel)
 
     def _show_params(self, connection) -> None:
         """Show the daemon's parameters as they are; nothing is sent until you change one."""
@@ -248,6 +260,7 @@ def register(krita) -> None:
 
         def canvasChanged(self, canvas):  # noqa: N802 (Krita's name)
             self.panel.controller.document_changed()
+            self.panel.channel.setText(self.panel.controller.channel)  # each document shows its own channel
             self.panel.refresh_layers()
 
     add_docker(krita, TurboBridgeDocker)

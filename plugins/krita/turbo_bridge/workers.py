@@ -13,7 +13,7 @@ import urllib.error
 import urllib.parse
 from dataclasses import dataclass
 
-from .bridge_client import BridgeHTTPError, HttpClient, ShmReader
+from .bridge_client import BridgeHTTPError, HttpClient, ShmReader, segment_name
 from .frames import Picture, decode_png, place
 from .qt import QtCore, Signal
 
@@ -125,9 +125,9 @@ class FrameWorker(threading.Thread):
     """Connects, then fetches frames and fits them to ``target`` (the document's size)."""
 
     def __init__(self, url: str, signals: Signals, *, prefer_shm: bool = True, poll_s: float = 0.004,
-                 wait_s: float = 0.5, retry_s: float = 1.0):
+                 wait_s: float = 0.5, retry_s: float = 1.0, channel: str = "main"):
         super().__init__(name="turbo-bridge frames", daemon=True)
-        self.url, self.signals, self.prefer_shm = url, signals, prefer_shm
+        self.url, self.signals, self.prefer_shm, self.channel = url, signals, prefer_shm, channel
         self.poll_s, self.wait_s, self.retry_s = poll_s, wait_s, retry_s
         self.target: tuple[int, int] | None = None  # set by the GUI thread
         self.live = threading.Event()
@@ -161,7 +161,9 @@ class FrameWorker(threading.Thread):
 
     def _open(self, client: HttpClient):
         health = client.health()
-        name = health.get("shm_name") or ""
+        if self.channel != "main":
+            client.patch({})  # creates this document's channel (from the daemon's initial parameters) if new
+        name = segment_name(health["shm_name"], self.channel) if health.get("shm_name") else ""
         host = urllib.parse.urlsplit(self.url).hostname
         source, transport = None, "HTTP"
         if self.prefer_shm and name and host in LOOPBACK:
@@ -179,7 +181,7 @@ class FrameWorker(threading.Thread):
         return source or HttpSource(client), connection
 
     def _serve(self) -> None:
-        client = HttpClient(self.url, timeout=3.0)
+        client = HttpClient(self.url, timeout=3.0, channel=self.channel)
         source, connection = self._open(client)
         try:
             self.signals.connected.emit(connection)
@@ -248,9 +250,9 @@ class Outbox(threading.Thread):
 class ParamSender(Outbox):
     """PATCHes parameter changes, latest-wins: changes made during a request merge into one."""
 
-    def __init__(self, url: str, signals: Signals, retry_s: float = 1.0):
+    def __init__(self, url: str, signals: Signals, retry_s: float = 1.0, channel: str = "main"):
         super().__init__("turbo-bridge params")
-        self.client = HttpClient(url, timeout=3.0)
+        self.client = HttpClient(url, timeout=3.0, channel=channel)
         self.signals, self.retry_s = signals, retry_s
         self.sent = 0  # requests answered
         self._pending: dict = {}

@@ -54,6 +54,17 @@ def values_from_pars(comp) -> dict[str, Any]:
     return {field: coerce(field, getattr(comp.par, par).eval()) for par, field in FIELD_PARS.items()}
 
 
+def channel(comp) -> str:
+    """The daemon channel this COMP drives and shows (Connection page; 'main' if unset or invalid)."""
+    from ._client import client
+
+    par = getattr(comp.par, "Channel", None)  # a COMP made before channels existed has none
+    try:
+        return client.check_channel(str(par.eval()) if par is not None else "")
+    except ValueError:
+        return "main"
+
+
 def ports(comp) -> tuple[int, int, int]:
     """(HTTP, OSC, feedback) from the control COMP's three-value Ports parameter."""
     return int(comp.par.Ports1.eval()), int(comp.par.Ports2.eval()), int(comp.par.Ports3.eval())
@@ -86,7 +97,12 @@ class Controller:
         return port
 
     def _send(self, *addresses_and_values, bundle: bool = False) -> None:
-        self._osc_out().sendOSC(*addresses_and_values, asBundle=bundle)
+        from ._client import client
+
+        # Every address goes to this COMP's channel: /bridge/X becomes /bridge/ch/NAME/X.
+        name = channel(self.comp)
+        pairs = [client.osc_address(item, name) if i % 2 == 0 else item for i, item in enumerate(addresses_and_values)]
+        self._osc_out().sendOSC(*pairs, asBundle=bundle)
 
     # -- changes ---------------------------------------------------------------------------
     def send_field(self, field: str, value: Any) -> None:

@@ -18,6 +18,7 @@ import threading
 import numpy as np
 
 from ._client import client
+from .control import channel
 
 CONTROL_SLOTS = (1, 2)  # Control TOPs on the Control page (network.py)
 
@@ -101,9 +102,11 @@ class InputSender:
         self.written += 1
 
     def _run(self, call, url: str, token: str) -> None:
+        name = channel(self.comp)  # here, on TouchDesigner's thread: parameters are read nowhere else
+
         def work() -> None:
             try:
-                reply = call(client.HttpClient(url, token=token or None))
+                reply = call(client.HttpClient(url, token=token or None, channel=name))
                 if "shm" in reply or "cleared" in reply:  # (a scale change's reply leaves the status)
                     self._outcome = f"sending to {reply.get('shm') or 'daemon'}" if "shm" in reply else "off"
             except (client.BridgeHTTPError, OSError) as exc:  # no daemon yet: the next reconnect tries again

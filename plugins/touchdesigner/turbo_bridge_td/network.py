@@ -87,6 +87,8 @@ def add_control_pars(comp) -> None:
     for par, port in zip(page.appendInt("Ports", label="Ports: HTTP, OSC, Feedback", size=3), DEFAULT_PORTS):
         _set(par, port, lo=1, hi=65535)
     _set(page.appendStr("Shmname", label="Shared Memory Name")[0], "turbo-bridge")
+    # One component per channel: its changes, frames (segment Shmname.NAME) and input go to that channel.
+    _set(page.appendStr("Channel", label="Channel")[0], "main")
     _set(page.appendStr("Token", label="Token (HTTP)")[0], "")
     page.appendPulse("Reconnect", label="Reconnect")
 

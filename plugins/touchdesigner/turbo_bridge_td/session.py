@@ -7,9 +7,11 @@ function here runs on TouchDesigner's main thread and returns quickly.
 
 from __future__ import annotations
 
+import threading
 import time
 
-from .control import FIELD_PARS, INPUT_PARS, LORA_PARS, OUTPUT_PARS, STYLE_PARS, Controller, ports
+from ._client import client
+from .control import FIELD_PARS, INPUT_PARS, LORA_PARS, OUTPUT_PARS, STYLE_PARS, Controller, channel, ports
 from .cues import CueError, Cues
 from .inputs import CONTROL_SLOTS, ControlSender, InputSender
 from .sources import HttpSource, ShmSource
@@ -17,7 +19,7 @@ from .sources import HttpSource, ShmSource
 RETRY_S = 1.0  # between attempts to attach to a segment that is not there (yet)
 STALE_S = 1.0  # feedback without the frame in our segment for this long: the daemon restarted
 _SESSIONS: dict[str, "Session"] = {}
-CONNECTION_PARS = {"Source", "Shmname", "Host", "Ports1", "Ports2", "Ports3", "Token"}
+CONNECTION_PARS = {"Source", "Shmname", "Host", "Ports1", "Ports2", "Ports3", "Token", "Channel"}
 
 
 class Session:
@@ -31,6 +33,8 @@ class Session:
         self.source = None
         self._source_key: tuple | None = None
         self._next_attach = 0.0
+        self._creator: threading.Thread | None = None  # creates this COMP's channel on the daemon
+        self._creator_error: str | None = None
         self.latest = None  # the newest frame taken from the source (rows bottom-first)
         self.tops: dict[str, int] = {}  # Script TOP path -> seq of the frame it shows
         self.copies = 0
@@ -61,8 +65,8 @@ class Session:
         par = self.comp.par
         mode = str(par.Source.eval())
         if mode == "http":
-            return ("http", self.http_url(), str(par.Token.eval()))
-        return ("shm", str(par.Shmname.eval()).strip())
+            return ("http", self.http_url(), str(par.Token.eval()), channel(self.comp))
+        return ("shm", client.segment_name(str(par.Shmname.eval()).strip(), channel(self.comp)))
 
     def frame_source(self, now: float):
         """The current source, (re)opened when its settings changed; None while unavailable."""
@@ -73,14 +77,34 @@ class Session:
             self.latest, self.tops = None, dict.fromkeys(self.tops, 0)  # another daemon's seqs
         if self.source is None and now >= self._next_attach:
             try:
-                self.source = HttpSource(key[1], token=key[2]) if key[0] == "http" else ShmSource(key[1])
+                self.source = HttpSource(key[1], token=key[2], channel=key[3]) if key[0] == "http" \
+                    else ShmSource(key[1])
             except (OSError, ValueError) as exc:  # no segment yet, or not ours
                 self._next_attach = now + RETRY_S
                 self.status("source", f"waiting for shared memory {key[1]!r}: {exc}")
+                self._create_channel()
                 return None
         if self.source is not None:
             self.status("source", self.source.error or self.source.describe())
         return self.source
+
+    def _create_channel(self) -> None:
+        """A channel other than main exists once the daemon got a PATCH for it: send one, off the cook."""
+        name = channel(self.comp)
+        if self._creator_error:
+            self.status("channel", f"could not create channel {name!r}: {self._creator_error}")
+        if name == "main" or (self._creator is not None and self._creator.is_alive()):
+            return
+        url, token = self.http_url(), str(self.comp.par.Token.eval()) or None
+
+        def create() -> None:
+            try:
+                client.HttpClient(url, timeout=3.0, token=token, channel=name).patch({})
+            except (client.BridgeHTTPError, OSError) as exc:  # no daemon yet, or past --max-channels
+                self._creator_error = str(exc)
+
+        self._creator = threading.Thread(target=create, name="turbo-bridge-channel", daemon=True)
+        self._creator.start()
 
     def close_source(self) -> None:
         if self.source is not None:
@@ -142,6 +166,9 @@ class Session:
 
     # -- feedback and control --------------------------------------------------------------
     def on_feedback(self, address: str, args: list) -> None:
+        prefix = f"/bridge/ch/{channel(self.comp)}/"
+        if address.startswith(prefix):  # this COMP's channel's feedback
+            address = "/bridge/" + address[len(prefix):]
         if address == "/bridge/frame" and len(args) >= 3:
             self._feedback_seq, self._feedback_at = int(args[0]), time.monotonic()
             self.status("frame seq", args[0])

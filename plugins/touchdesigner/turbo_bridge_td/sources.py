@@ -53,9 +53,10 @@ class HttpSource:
 
     kind = "http"
 
-    def __init__(self, base_url: str, token: str | None = None, poll_s: float = 2.0, retry_s: float = 1.0):
+    def __init__(self, base_url: str, token: str | None = None, poll_s: float = 2.0, retry_s: float = 1.0,
+                 channel: str = "main"):
         self.base_url = base_url
-        self._client = client.HttpClient(base_url, timeout=3.0, token=token or None)
+        self._client = client.HttpClient(base_url, timeout=3.0, token=token or None, channel=channel)
         self._poll_s = poll_s
         self._retry_s = retry_s
         self._lock = threading.Lock()

@@ -1,0 +1,179 @@
+"""One render thread's work: the frames due on every channel it serves, in rounds, batched by shape.
+
+Each channel's scheduler keeps at most one frame in flight, so the queue holds at most one job per
+channel. A round takes every job waiting when it starts and asks each channel for its newest state
+then (latest-wins stays per channel, and a state superseded while waiting is never rendered). The
+round's jobs are grouped by the renderer's ``batch_key`` (the graph shape: size, steps, guidance
+on/off, image-to-image or not) and each group renders as one batch, oldest job's group first.
+Jobs that arrive during a round wait for the next one: a change on one channel waits for at most
+one frame of each other channel, which is one batch when their shapes match.
+
+A renderer without ``render_batch`` renders the round's jobs one by one, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable
+
+from ..core.frame import Frame, Rendered, Renderer
+from ..core.params import Params
+from ..core.scene import Scene
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 8  # frames in one batch; a larger group renders as several batches
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a channel renders next: taken on the event loop when the job's round starts."""
+
+    params: Params
+    scene: Scene
+    version: int
+
+
+@dataclass(eq=False)
+class Job:
+    stream: str
+    take: Callable[[], Snapshot]  # on the event loop: the channel's newest state (marks it started)
+    finish: Callable[[Snapshot, Rendered, float], Frame]  # on the render thread: publish into the sinks
+    future: asyncio.Future
+    snapshot: Snapshot | None = None
+
+
+@dataclass
+class QueueStats:
+    rounds: int = 0
+    batches: int = 0
+    frames: int = 0
+    largest_batch: int = 0
+    busy_s: float = 0.0
+    batch_sizes: dict[int, int] = field(default_factory=dict)
+
+
+class RenderQueue:
+    """Feeds one renderer on one thread (``executor`` has one worker); everything else on the loop."""
+
+    def __init__(self, renderer: Renderer, executor: Executor | None, name: str = "gpu", max_batch: int = MAX_BATCH):
+        self.renderer = renderer
+        self.name = name
+        self._executor = executor
+        self._max_batch = max_batch
+        self._pending: list[Job] = []
+        self._drainer: asyncio.Task | None = None
+        self._in_flight: asyncio.Future | None = None
+        self.stats = QueueStats()
+        self.loras: Any = None  # the device's LoRA gate (engine/loras.py), set by the app
+
+    @property
+    def batching(self) -> bool:
+        return hasattr(self.renderer, "render_batch") and hasattr(self.renderer, "batch_key")
+
+    async def render(self, stream: str, take: Callable[[], Snapshot],
+                     finish: Callable[[Snapshot, Rendered, float], Frame]) -> tuple[Snapshot, Frame]:
+        """Queue one frame of ``stream``; returns the state it rendered and the published frame."""
+        job = Job(stream, take, finish, asyncio.get_running_loop().create_future())
+        self._pending.append(job)
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain(), name=f"render-queue-{self.name}")
+        frame = await job.future
+        return job.snapshot, frame
+
+    async def idle(self) -> None:
+        """Wait until the render thread is done with the batch it is rendering (if any)."""
+        if self._in_flight is not None:
+            await asyncio.gather(asyncio.shield(self._in_flight), return_exceptions=True)
+
+    async def close(self) -> None:
+        if self._drainer is not None:
+            self._drainer.cancel()
+            await asyncio.gather(self._drainer, return_exceptions=True)
+        await self.idle()
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            # Let the channels whose frames just finished queue their next one (a few loop turns:
+            # their render loops publish and come back), so they batch with the ones waiting.
+            for _ in range(3):
+                await asyncio.sleep(0)
+            if not self._pending:
+                return
+            jobs = [job for job in self._pending if not job.future.done()]  # done: its channel went away
+            self._pending = []
+            self.stats.rounds += 1
+            for job in jobs:
+                job.snapshot = job.take()
+            for batch in self._batches(jobs):
+                batch = [job for job in batch if not job.future.done()]
+                if not batch:
+                    continue
+                self._in_flight = loop.run_in_executor(self._executor, self._render, batch)
+                try:
+                    outcomes = await asyncio.shield(self._in_flight)
+                finally:
+                    if self._in_flight.done():  # else cancelled mid-batch: idle() still waits for it
+                        self._in_flight = None
+                for job, outcome in zip(batch, outcomes):
+                    if job.future.done():
+                        continue
+                    if isinstance(outcome, BaseException):
+                        job.future.set_exception(outcome)
+                    else:
+                        job.future.set_result(outcome)
+
+    def _batches(self, jobs: list[Job]) -> list[list[Job]]:
+        """Jobs grouped by graph shape, in the order of each group's oldest job, at most max_batch each."""
+        if not self.batching:
+            return [[job] for job in jobs]
+        groups: dict[Hashable, list[Job]] = {}
+        for index, job in enumerate(jobs):
+            key = self.renderer.batch_key(job.snapshot.params, job.snapshot.scene)
+            groups.setdefault(("alone", index) if key is None else key, []).append(job)
+        return [group[i:i + self._max_batch] for group in groups.values()
+                for i in range(0, len(group), self._max_batch)]
+
+    def _render(self, batch: list[Job]) -> list[Any]:
+        # On the render thread: the only thread that touches the renderer or writes the sinks.
+        start = time.perf_counter()
+        try:
+            if self.batching:
+                rendered = self.renderer.render_batch([(job.stream, job.snapshot.params, job.snapshot.scene)
+                                                       for job in batch])
+            else:
+                rendered = [self.renderer.render(batch[0].snapshot.params, batch[0].snapshot.scene)]
+        except Exception as exc:  # every frame of a failed batch fails alike
+            return [exc] * len(batch)
+        finally:
+            elapsed = time.perf_counter() - start
+            self.stats.busy_s += elapsed
+        render_ms = elapsed * 1e3
+        self.stats.batches += 1
+        self.stats.frames += len(batch)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        self.stats.batch_sizes[len(batch)] = self.stats.batch_sizes.get(len(batch), 0) + 1
+        outcomes: list[Any] = []
+        for job, result in zip(batch, rendered):
+            try:
+                outcomes.append(job.finish(job.snapshot, result, render_ms))
+            except Exception as exc:  # a sink failing for one channel fails that channel's frame only
+                outcomes.append(exc)
+        return outcomes
+
+    def forget(self, stream: str) -> None:
+        """A channel is gone or moved: the renderer may drop what it kept for it (transition state)."""
+        forget = getattr(self.renderer, "forget", None)
+        if forget is not None:
+            forget(stream)
+
+    def health(self) -> dict:
+        s = self.stats
+        return {"rounds": s.rounds, "batches": s.batches, "frames": s.frames, "largest_batch": s.largest_batch,
+                "batch_sizes": {str(k): v for k, v in sorted(s.batch_sizes.items())},
+                "busy_s": round(s.busy_s, 3), "batching": self.batching}

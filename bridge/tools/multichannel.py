@@ -1,0 +1,145 @@
+"""``turbo-bridge latency --channels N``: several live streams through one real daemon.
+
+Every channel runs a closed loop from its own thread: send a new prompt (and a seed used as a
+tag) over OSC to ``/bridge/ch/NAME/params``, wait until that frame is in the channel's segment,
+repeat. First channel ``main`` alone, then all N together, each phase after a warm-up (which
+compiles the batch sizes on a GPU). Reported: frames per second alone, in total and per
+channel with N, and main's OSC-to-frame latency alone and with the others running.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+
+from ..client import HttpClient, OscSender, ShmReader, segment_name
+from .latency import start_daemon, stop_daemon
+
+MAIN = "main"
+
+
+@dataclass(frozen=True)
+class Loop:
+    """One channel's closed loop in one phase."""
+
+    frames: int
+    seconds: float
+    latencies_ms: tuple[float, ...]
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+
+@dataclass(frozen=True)
+class MultiReport:
+    model: str
+    vae: str
+    size: int
+    channels: int
+    seconds: float
+    alone_fps: float
+    alone_p50_ms: float
+    total_fps: float
+    per_channel_fps: dict[str, float]
+    main_p50_ms_with_others: float
+    main_p99_ms_with_others: float
+    speedup: float  # total FPS with N channels / FPS of one channel alone
+    timeouts: int  # changes whose frame did not arrive within the timeout
+    batch_sizes: dict[str, int] = field(default_factory=dict)  # from /v1/health, all devices
+    startup_s: float = 0.0
+
+
+def closed_loop(osc_port: int, shm_name: str, channel: str, index: int, seconds: float, timeout: float,
+                out: dict) -> None:
+    """Send a change, wait for its frame, repeat for ``seconds``; puts a ``Loop`` and a timeout count in out."""
+    sender = OscSender("127.0.0.1", osc_port, channel)
+    latencies, timeouts = [], 0
+    with ShmReader(segment_name(shm_name, channel)) as reader:
+        started = time.perf_counter()
+        i = 0
+        while time.perf_counter() - started < seconds:
+            tag = 1_000_000_000 * (index + 1) + i
+            i += 1
+            sent = time.perf_counter()
+            sender.send_params({"prompt": f"a lighthouse in a storm, channel {index}, take {i}", "seed": tag})
+            while True:
+                meta = reader.latest_meta()
+                if meta is not None and meta.seed == tag:
+                    latencies.append((time.perf_counter() - sent) * 1e3)
+                    break
+                if time.perf_counter() - sent > timeout:
+                    timeouts += 1
+                    break
+                time.sleep(0.00005)
+        elapsed = time.perf_counter() - started
+    sender.close()
+    out[channel] = (Loop(len(latencies), elapsed, tuple(latencies)), timeouts)
+
+
+def phase(osc_port: int, shm_name: str, names: list[str], seconds: float, timeout: float) -> dict:
+    out: dict = {}
+    threads = [threading.Thread(target=closed_loop, args=(osc_port, shm_name, name, i, seconds, timeout, out),
+                                name=f"loop-{name}") for i, name in enumerate(names)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return out
+
+
+def _pct(values: tuple[float, ...], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3) if ordered else float("nan")
+
+
+def run_multichannel(model: str, vae: str, size: int, channels: int, seconds: float, extra: list[str],
+                     warmup_s: float = 5.0, timeout: float = 30.0, startup_timeout: float = 900.0) -> MultiReport:
+    if channels < 1:
+        raise ValueError("--channels must be at least 1")
+    shm_name = f"tb-multi-{uuid.uuid4().hex[:8]}"
+    proc, http_port, osc_port, startup_s = start_daemon(
+        model, vae, size, shm_name, [*extra, "--max-channels", str(channels)], startup_timeout)
+    names = [MAIN] + [f"ch{i}" for i in range(1, channels)]
+    try:
+        for name in names[1:]:  # created from the daemon's initial parameters (size) by their first change
+            HttpClient(f"http://127.0.0.1:{http_port}", channel=name).patch({"prompt": f"start {name}"})
+        phase(osc_port, shm_name, [MAIN], warmup_s, startup_timeout)  # compiles the single-frame graphs
+        alone = phase(osc_port, shm_name, [MAIN], seconds, timeout)
+        phase(osc_port, shm_name, names, warmup_s, startup_timeout)  # compiles the batch sizes
+        together = phase(osc_port, shm_name, names, seconds, timeout)
+        health = HttpClient(f"http://127.0.0.1:{http_port}").health()
+    finally:
+        stop_daemon(proc)
+    batch_sizes: dict[str, int] = {}
+    for device in health.get("devices", []):
+        for k, v in device.get("batch_sizes", {}).items():
+            batch_sizes[k] = batch_sizes.get(k, 0) + v
+    alone_loop = alone[MAIN][0]
+    total = sum(loop.fps for loop, _ in together.values())
+    main_loop = together[MAIN][0]
+    return MultiReport(
+        model, vae, size, channels, seconds, round(alone_loop.fps, 2),
+        round(statistics.median(alone_loop.latencies_ms), 3) if alone_loop.latencies_ms else float("nan"),
+        round(total, 2), {name: round(loop.fps, 2) for name, (loop, _) in together.items()},
+        round(statistics.median(main_loop.latencies_ms), 3) if main_loop.latencies_ms else float("nan"),
+        _pct(main_loop.latencies_ms, 0.99), round(total / alone_loop.fps, 2) if alone_loop.fps else float("nan"),
+        sum(t for _, t in together.values()) + alone[MAIN][1], batch_sizes, round(startup_s, 1))
+
+
+def format_multichannel(r: MultiReport) -> str:
+    per = ", ".join(f"{name} {fps:.1f}" for name, fps in r.per_channel_fps.items())
+    return (f"{r.model} ({r.vae} VAE, {r.size}x{r.size}), new prompt every frame, {r.seconds:g} s a phase:\n"
+            f"  1 channel alone: {r.alone_fps:.2f} FPS, OSC-to-frame p50 {r.alone_p50_ms:.2f} ms\n"
+            f"  {r.channels} channels: {r.total_fps:.2f} FPS in total ({r.speedup:.2f}x), per channel: {per}\n"
+            f"  main with the others running: p50 {r.main_p50_ms_with_others:.2f} ms "
+            f"({r.main_p50_ms_with_others / r.alone_p50_ms:.2f}x alone), p99 {r.main_p99_ms_with_others:.2f} ms\n"
+            f"  batches rendered (size: count): {r.batch_sizes}; changes timed out: {r.timeouts}")
+
+
+def to_json(report: MultiReport) -> str:
+    return json.dumps(asdict(report), indent=2)
