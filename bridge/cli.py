@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-baseline", action="store_true", help="skip the plain diffusers call")
     bench.add_argument("--memory-budget-gb", type=float, default=None,
                        help="cap this process's GPU memory (e.g. 24) to show the run fits")
+    bench.add_argument("--precision", default="default", choices=["default", "fp8"],
+                       help="fp8: the UNet's linear layers in FP8 (e4m3, per-tensor scales; Ada/Hopper GPUs, or the "
+                            "CPU's slow reference kernel), with the pixel deviation from the bf16 frames on the same weights")
     bench.add_argument("--cache-dir", type=Path, default=None)
     bench.add_argument("--json", type=Path, default=Path("bench.json"), help="where to write the figures")
 
@@ -202,7 +205,8 @@ def run_bench_command(args: argparse.Namespace) -> None:
         frames=args.frames, sizes=_csv(args.sizes, int), dtypes=_csv(args.dtypes), vaes=_csv(args.vaes),
         modes=_csv(args.modes), tilings=_csv(args.tilings), sinks=_csv(args.sinks), compile=args.compile == "on",
         baseline=not args.no_baseline,
-        memory_budget_gb=args.memory_budget_gb, cache_dir=args.cache_dir or default_cache_dir())
+        memory_budget_gb=args.memory_budget_gb, precision=args.precision,
+        cache_dir=args.cache_dir or default_cache_dir())
     report = bench.run_bench(opts, args.json)
     sys.stdout.write(bench.format_report(report) + "\n")
     log.info("figures written to %s", args.json)

@@ -59,6 +59,7 @@ class BenchOptions:
     baseline: bool = True
     profile_frames: int = 20
     memory_budget_gb: float | None = None
+    precision: str = "default"  # "fp8": the UNet's linear layers in FP8 (fp8.py), deviation from bf16 measured
     cache_dir: Path = Path("~/.cache/turbo-bridge").expanduser()
 
 
@@ -74,6 +75,7 @@ class Run:
     fps: float
     first_frame_s: float | None = None
     tiling: str = "none"
+    precision: str = "default"  # fp8: the UNet's linear layers in FP8
     sinks: str = "shm"
     sink_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # per sink: median, p99, max publish ms
     stages_ms: dict[str, float] = field(default_factory=dict)
@@ -175,16 +177,26 @@ def baseline(opts: BenchOptions, device: torch.device) -> dict:
 
 
 def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name: str, shm: ShmWriter,
-            lora_runs: list | None = None) -> list[Run]:
+            lora_runs: list | None = None, fp8_runs: list | None = None) -> list[Run]:
     dtype = loader.DTYPES[dtype_name]
     before = vram_gb(device)
     vae = None if vae_name == "full" else loader.load_tiny_vae(vae_name, opts.model, str(device), dtype)
     pipe = loader.load_pipeline(opts.model, str(device), dtype, opts.cache_dir, vae=vae)
+    if opts.precision == "fp8" and fp8_runs is not None:
+        from .fp8 import deviation_from_bf16
+
+        fp8_runs.append({"dtype": dtype_name, "vae": vae_name,
+                         **deviation_from_bf16(pipe, str(device), dtype, opts.sizes[0])})
+        log.info("fp8 vs %s on the same weights: %s", dtype_name, fp8_runs[-1])
+        del pipe  # quantised in place, eager; the timed renderer quantises after fusing QKV
+        _free(device)
+        pipe = loader.load_pipeline(opts.model, str(device), dtype, opts.cache_dir, vae=vae)  # the same weights
     _free(device)
     loaded = vram_gb(device)
     nets = bench_control.controlnets(opts.model, pipe.unet.config, str(device), dtype) \
         if bench_control.wanted(opts.modes) else None
-    renderer = DiffusersRenderer(pipe, str(device), dtype, compile=opts.compile, controlnets=nets)
+    renderer = DiffusersRenderer(pipe, str(device), dtype, compile=opts.compile, controlnets=nets,
+                                 precision=opts.precision)
     runs = []
     lora_runs = [] if lora_runs is None else lora_runs
     for size in opts.sizes:
@@ -217,7 +229,7 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
                         end = time.perf_counter()
                     times.append((end - start) * 1e3)
             run = Run(dtype_name, vae_name, size, mode, **_stats(times), first_frame_s=round(first_frame_s, 2),
-                      tiling=tiling, sinks="+".join(("shm", *sink_set)),
+                      tiling=tiling, precision=opts.precision, sinks="+".join(("shm", *sink_set)),
                       sink_ms={name: _sink_stats(v) for name, v in sink_times.items()})
             now = vram_gb(device)
             run.vram_gb = {"before_load": before.get("used"), "loaded": loaded.get("used"),
@@ -300,7 +312,8 @@ def run_bench(opts: BenchOptions, json_path: Path | None) -> dict:
             for vae_name in opts.vaes:
                 try:
                     report["runs"] += [asdict(r) for r in measure(opts, device, dtype_name, vae_name, shm,
-                                                                  report.setdefault("lora", []))]
+                                                                  report.setdefault("lora", []),
+                                                                  report.setdefault("fp8_deviation", []))]
                 except torch.OutOfMemoryError as exc:
                     if budget is None:
                         raise
@@ -350,10 +363,15 @@ def format_report(report: dict) -> str:
     lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in report["runs"]:
         ratio = f"{base['median_ms'] / r['median_ms']:.1f}" if base and base["size"] == r["size"] else "-"
-        lines.append(f"| {r['dtype']} | {r['vae']} | {r['size']} | {r['mode']} | {r.get('tiling', 'none')} | "
+        dtype = r["dtype"] + (" + fp8 UNet" if r.get("precision") == "fp8" else "")
+        lines.append(f"| {dtype} | {r['vae']} | {r['size']} | {r['mode']} | {r.get('tiling', 'none')} | "
                      f"{r.get('sinks', 'shm')} | {r['median_ms']:.2f} | {r['fps']:.1f} | "
                      f"{r['p99_ms']:.2f} | {r['std_ms']:.2f} | {ratio} | {r['first_frame_s']} | "
                      f"{r['vram_gb'].get('loaded')} / {r['vram_gb'].get('after_frames')} (peak alloc {r['vram_gb'].get('peak_allocated')}) |")
+    for r in report.get("fp8_deviation", []):
+        lines.append(f"fp8 UNet linears vs {r['dtype']} on the same weights ({r['vae']} VAE, {r['size']}, eager, "
+                     f"{r['frames']} frames): mean |diff| {r['mean_abs']:.2f} of 255, max {r['max_abs']}, "
+                     f"PSNR {r['psnr_db']:.1f} dB")
     for r in report.get("lora", []):
         lines.append(f"LoRA ({r['dtype']}, {r['vae']} VAE, {r['what']}): base {r['base_ms']:.2f} ms, folded "
                      f"{r['folded_ms']:.2f} ms ({r['folded_vs_base_pct']:+.2f}%), switching frame "

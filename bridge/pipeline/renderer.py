@@ -50,7 +50,8 @@ class DiffusersRenderer:
 
     def __init__(self, pipe, device: str, dtype: torch.dtype, *, compile: bool = False,
                  profile: bool = False, cache_size: int = 256, lora_dir: Path | None = None,
-                 controlnets: ControlNets | None = None, canny_thresholds: tuple[float, float] = (100.0, 200.0)):
+                 controlnets: ControlNets | None = None, canny_thresholds: tuple[float, float] = (100.0, 200.0),
+                 precision: str = "default"):
         self.pipe = pipe
         self.family = family_of_pipeline(pipe)
         self.encoders = [getattr(pipe, name) for name in self.family.text_encoders]
@@ -88,6 +89,11 @@ class DiffusersRenderer:
                 from .graphs import FrameGraphs
 
                 self._graphs = FrameGraphs()
+        if precision == "fp8":  # after the QKV fusion above: the fused layers are the ones quantised
+            from .fp8 import check_device, quantize_linears
+
+            check_device(self.device)
+            quantize_linears(pipe.unet)
         tokenizers = [getattr(pipe, name) for name in self.family.tokenizers]
         self.text = PromptEncoder(pipe, tokenizers, lambda ids: self._staged(("text",), self._encode, ids=ids),
                                   self._cuda, cache_size, stage=self._stage, family=self.family)
