@@ -1,6 +1,5 @@
 """GPU checks of the FP8 UNet (opt-in: ``python -m pytest -m gpu``; needs an FP8 GPU: Ada or Hopper)."""
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -10,6 +9,7 @@ pytestmark = [pytest.mark.gpu,
                                  reason="needs a CUDA GPU with FP8 (sm_89 or newer)")]
 
 from bridge.core.params import Params  # noqa: E402
+from test_gpu import assert_compiled_matches_eager  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +29,7 @@ def renderers(cache_dir):
 def test_compiled_fp8_matches_eager_fp8_and_prompt_changes_never_recompile(renderers):
     eager, fast = renderers
     p = Params(prompt="a cat on a windowsill", seed=11, width=512, height=512)
-    a, b, c = eager.render(p).pixels, fast.render(p).pixels, fast.render(p).pixels
-    assert np.array_equal(b, c)
-    diff = np.abs(a.astype(int) - b.astype(int))
-    assert diff.mean() < 2.0, (diff.mean(), diff.max())  # the suite's bf16 tolerance: compiled = eager
+    assert_compiled_matches_eager(eager, fast, p)
     torch._dynamo.config.error_on_recompile = True
     try:
         for i in range(3):
