@@ -66,6 +66,9 @@ async def test_channels_are_isolated(api, config):
         health = await r.json()
     assert set(health["channels"]) == {"main", "left"} and health["max_channels"] == 3
     assert sorted(health["devices"][0]["channels"]) == ["left", "main"]
+    thread = health["devices"][0]["render_thread"]  # every job it ran: the model's load and every batch
+    assert thread["spin_ms"] == 0 and thread["jobs_without_sleep"] + thread["jobs_after_sleep"] > \
+        health["devices"][0]["batches"]
 
 
 async def test_limits_names_and_what_cannot_be_deleted(api):

@@ -181,4 +181,5 @@ class RenderQueue:
         s = self.stats
         return {"rounds": s.rounds, "batches": s.batches, "frames": s.frames, "largest_batch": s.largest_batch,
                 "batch_sizes": {str(k): v for k, v in sorted(s.batch_sizes.items())},
-                "busy_s": round(s.busy_s, 3), "batching": self.batching}
+                "busy_s": round(s.busy_s, 3), "batching": self.batching,
+                **({"render_thread": self._executor.health()} if hasattr(self._executor, "health") else {})}
