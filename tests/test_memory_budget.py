@@ -24,6 +24,19 @@ def test_the_budget_is_refused_on_the_cpu_before_any_model_loads(cache_dir, tmp_
     assert "loading" not in done.stderr.lower() and not (tmp_path / "b.json").exists()
 
 
+def test_an_out_of_memory_error_is_recognised_also_when_wrapped():
+    from bridge.pipeline.memory_budget import out_of_memory
+
+    try:
+        try:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        except Exception as inner:
+            raise RuntimeError("backend compiler failed") from inner
+    except RuntimeError as wrapped:
+        assert out_of_memory(wrapped)
+    assert not out_of_memory(RuntimeError("shape mismatch")) and not out_of_memory(None)
+
+
 @pytest.mark.parametrize("gb", ["0", "-3"])
 def test_a_budget_must_be_positive(cache_dir, tmp_path, gb):
     done = bench(cache_dir, tmp_path, "--device", "cpu", "--compile", "off", f"--memory-budget-gb={gb}")
@@ -35,7 +48,7 @@ def test_a_budget_must_be_positive(cache_dir, tmp_path, gb):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_the_demo_model_fits_8_gb_and_the_report_says_so(cache_dir, tmp_path):
-    done = bench(cache_dir, tmp_path, "--memory-budget-gb", "8")
+    done = bench(cache_dir, tmp_path, "--compile", "off", "--memory-budget-gb", "8")
     assert done.returncode == 0, done.stderr
     budget = json.loads((tmp_path / "b.json").read_text())["memory_budget"]
     assert budget["fits"] and budget["budget_gb"] == 8 and 0 < budget["peak_allocated_gb"] < budget["allocator_cap_gb"]

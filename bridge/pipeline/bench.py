@@ -32,7 +32,7 @@ from ..engine.sinks.ndi import NdiSender
 from ..engine.sinks.record import Recorder
 from ..engine.sinks.shm import ShmWriter
 from . import bench_control, loader
-from .memory_budget import MemoryBudget, OverBudget
+from .memory_budget import MemoryBudget, OverBudget, out_of_memory
 from .optimize import configure_compile_cache
 from .renderer import DiffusersRenderer
 
@@ -295,8 +295,8 @@ def run_bench(opts: BenchOptions, json_path: Path | None) -> dict:
         try:
             report["baseline"] = baseline(opts, device)
             log.info("baseline: median %.2f ms", report["baseline"]["median_ms"])
-        except torch.OutOfMemoryError as exc:  # the plain call not fitting the budget is a finding, not the end
-            if budget is None:
+        except Exception as exc:  # the plain call not fitting the budget is a finding, not the end
+            if budget is None or not out_of_memory(exc):
                 raise
             report["baseline_error"] = str(budget.over("the plain diffusers call, the baseline", exc))
             log.warning("%s", report["baseline_error"])
@@ -314,8 +314,8 @@ def run_bench(opts: BenchOptions, json_path: Path | None) -> dict:
                     report["runs"] += [asdict(r) for r in measure(opts, device, dtype_name, vae_name, shm,
                                                                   report.setdefault("lora", []),
                                                                   report.setdefault("fp8_deviation", []))]
-                except torch.OutOfMemoryError as exc:
-                    if budget is None:
+                except Exception as exc:
+                    if budget is None or not out_of_memory(exc):
                         raise
                     error = budget.over(f"{dtype_name}, {vae_name} VAE, sizes {opts.sizes}, modes {opts.modes}", exc)
                     report["memory_budget"] = {**budget.verdict(report["runs"]), "fits": False, "error": str(error)}

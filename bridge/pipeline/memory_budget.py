@@ -17,9 +17,20 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.errors import BridgeError, ConfigError
+from ..core.errors import BridgeError, ConfigError, is_out_of_memory
 
 log = logging.getLogger(__name__)
+
+
+def out_of_memory(exc: BaseException | None) -> bool:
+    """An out-of-memory error, also when wrapped (Inductor reports one in its compile as its own error)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if is_out_of_memory(exc):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 class OverBudget(BridgeError):
