@@ -5,8 +5,11 @@
 image-to-image start), and frames of one key render as one batch: each row gets its own channel's
 noise (drawn from that channel's seed on the CPU, as alone), conditioning, guidance and input
 latents; the UNet steps and the VAE decode run once for the batch. A batch of one is the plain
-``render`` (the single-frame CUDA graph, text encoders included). On CUDA with compiling, each
-(key, batch size) is captured as its own graph on first use and replayed after, like sizes.
+``render`` (the single-frame CUDA graph, text encoders included). A batch runs padded to the next
+power of two (its last row repeated, the copies' frames dropped): every batch size is a compile
+on CUDA (static shapes), and channels join and leave rounds at any count, so 2, 4 and 8 are the
+only shapes a daemon compiles, not every count up to ``--max-channels``. Each (key, padded size)
+is captured as its own graph on first use and replayed after, like sizes.
 
 Transitions keep per-channel state (what each channel showed last): the renderer's glider is
 swapped per channel, and a frame mid-transition renders alone.
@@ -32,6 +35,11 @@ from .renderer import DiffusersRenderer
 log = logging.getLogger(__name__)
 
 Item = tuple[str, Params, Scene]  # (channel, params, scene)
+
+
+def padded_size(n: int) -> int:
+    """The batch size ``n`` frames render as: the next power of two."""
+    return 1 << (n - 1).bit_length()
 
 
 class ChannelRenderer:
@@ -82,11 +90,14 @@ class ChannelRenderer:
         rgb = ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
         return torch.cat([rgb, torch.full_like(rgb[..., :1], 255)], dim=-1).contiguous()
 
-    def _denoise_and_decode(self, plan: FramePlan, noise, guidance, embeds, pooled, image=None,
-                            negative=None, negative_pooled=None) -> torch.Tensor:
+    def _denoise_and_decode(self, plan: FramePlan, noise, guidance, embeds=None, pooled=None, image=None,
+                            negative=None, negative_pooled=None, ids=None) -> tuple:
+        """The batch's frames (and, from ``ids``, the rows' new embeddings: text encoders batched too)."""
+        if ids is not None:
+            embeds, pooled = self.inner._encode(ids)
         latents = self.inner._denoise_steps(plan, noise, guidance, embeds, pooled, image,
                                             negative=negative, negative_pooled=negative_pooled)
-        return self._decode_batch(latents)
+        return (self._decode_batch(latents), *(() if ids is None else (embeds, pooled)))
 
     @torch.inference_mode()
     def _render_many(self, items: Sequence[Item]) -> list[Rendered]:
@@ -107,16 +118,24 @@ class ChannelRenderer:
         shape = r._latent_shape(plan)
         with r._stage("noise"):
             noises = [frame_noise(params, plan.draws, shape) for _, params, _ in items]  # each (draws, 1, ...)
-        conditioning = [r.text.conditioning(params.prompt) for _, params, _ in items]
+        texts = [params.prompt for _, params, _ in items]
+        # New prompts are encoded in the batch, all rows at once (a cached row is encoded again:
+        # cheaper than a text encoder run per row); blends and all-cached batches bring embeddings.
+        with_text = all(isinstance(text, str) for text in texts) and any(r.text.cached(t) is None for t in texts)
         values = {
             "noise": torch.cat(noises, dim=1),  # (draws, batch, C, H/8, W/8)
             # float32 per row: the renderer rounds guidance * (cond - uncond) to the model dtype, as
             # it does for one frame's Python float, so a row's arithmetic is that of its frame alone.
             "guidance": torch.tensor([float(params.guidance) for _, params, _ in items],
                                      dtype=torch.float32).view(-1, 1, 1, 1),
-            "embeds": torch.cat([embeds for embeds, _ in conditioning]),
-            "pooled": torch.cat([pooled for _, pooled in conditioning]),
         }
+        if with_text:
+            with r._stage("tokenize"):
+                values["ids"] = torch.stack([r.text.token_ids(text) for text in texts], dim=1)  # (encoders, B, 77)
+        else:
+            conditioning = [r.text.conditioning(text) for text in texts]
+            values["embeds"] = torch.cat([embeds for embeds, _ in conditioning])
+            values["pooled"] = torch.cat([pooled for _, pooled in conditioning])
         if plan.cfg:  # each row's own negative prompt (zeros for SDXL-Turbo without one)
             negatives = [r.text.unconditional(params.negative_prompt) for _, params, _ in items]
             values["negative"] = torch.cat([negative for negative, _ in negatives])
@@ -124,21 +143,28 @@ class ChannelRenderer:
         if plan.start is not None:
             values["image"] = torch.cat([r.images.latents(scene.input, plan.width, plan.height)
                                          for _, _, scene in items])
-        key = ("batch", len(items), *plan.key)
+        rows = padded_size(len(items))
+        if rows > len(items):  # the last row again: its copies' frames are dropped below
+            values = {k: torch.cat([v, *[v[-1:]] * (rows - len(items))]) if k not in ("noise", "ids")
+                      else torch.cat([v, *[v[:, -1:]] * (rows - len(items))], dim=1) for k, v in values.items()}
+        key = ("batch", rows, with_text, *plan.key)
         if key not in self._warm:
             self._warm.add(key)
             if r.compile:
                 log.info("first batch of %d at %dx%d: compiling (once per batch size and shape)", len(items),
                          plan.width, plan.height)
-        rgba = self._run(key, plan, values)
+        rgba, *encoded = self._run(key, plan, values)
         with r._stage("to_host"):
-            pixels = [r._to_host(row) for row in rgba]
+            pixels = [r._to_host(row) for row in rgba[:len(items)]]
+        if with_text:
+            embeds, pooled = encoded
+            conditioning = [r.text.store(text, embeds[i:i + 1], pooled[i:i + 1]) for i, text in enumerate(texts)]
         for (stream, _, _), noise, (embeds, pooled) in zip(items, noises, conditioning):
             self._gliders.setdefault(stream, Glider()).record(Shown(embeds, pooled, noise))
         stages = dict(r._stages)
         return [Rendered(frame, stages) for frame in pixels]
 
-    def _run(self, key: tuple, plan: FramePlan, values: dict) -> torch.Tensor:
+    def _run(self, key: tuple, plan: FramePlan, values: dict) -> tuple:
         r = self.inner
         if r._graphs is None:
             with r._stage("unet+vae_decode"):
