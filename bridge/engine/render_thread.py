@@ -5,13 +5,13 @@ same) and adds one lever: after each job the thread keeps polling for the next o
 ``spin_s`` seconds before it blocks. While changes keep coming, the next frame's job then starts
 without waking a sleeping thread, which on a VM (an idle vCPU halts) costs far more than the wake
 itself: the first microseconds after a wake run on cold caches. The poll yields the CPU and the
-GIL on every turn (``os.sched_yield``), so the event loop thread is never starved. ``spin_s`` 0
-is a plain blocking worker. ``spins``/``sleeps`` count how each job was picked up (health).
+GIL on every turn (``os.sched_yield``), yet each turn's GIL hand-over still makes the event loop
+wait: on two busy vCPUs it measured worse than sleeping (docs/benchmarks.md), so ``spin_s`` is 0
+by default (a plain blocking worker). ``spins``/``sleeps`` count how each job was picked up.
 """
 
 from __future__ import annotations
 
-import collections
 import ctypes
 import logging
 import os
