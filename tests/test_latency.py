@@ -13,3 +13,13 @@ def test_input_latency_counts_each_inputs_own_frame(via, cache_dir, monkeypatch)
     # A frame cannot show an input before it was rendered: a count off by one frame would be near 0 ms.
     assert report.p50_ms >= 0.5 * report.mean_render_ms > 0
     assert "input image in" in format_latency(report)
+
+
+def test_null_latency_reports_the_daemons_cpu_and_wake_ups_per_change():
+    report = run_latency("null", "full", 64, 100, 100.0, [], startup_timeout=120)
+    assert report.received == report.sent == 100
+    assert report.cpu_ms_per_change > 0
+    # Each change wakes the event loop (the datagram) and the render thread (its job) at least once.
+    assert report.wakeups_by_thread["event loop"] >= 1 and report.wakeups_by_thread["gpu"] >= 0.5
+    assert report.wakeups_per_change == pytest.approx(sum(report.wakeups_by_thread.values()), abs=0.05)
+    assert "thread wake-ups per change (event loop" in format_latency(report)
