@@ -81,7 +81,7 @@ def test_grouped_fold_equals_the_per_layer_fold(pair):
 
 
 def test_the_grouped_fold_batches_the_linear_layers(pair):
-    (modules, grouped, loras), _ = pair
+    (_, grouped, loras), _ = pair
     plan = grouped._plan([loras["all"], loras["some"]])
     assert plan.singles == ("unet.block0.conv",)  # only the convolution folds per layer
     assert sorted(len(s.paths) for s in plan.stacks) == [3, 6, 6]  # one stack per weight shape
