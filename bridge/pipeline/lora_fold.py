@@ -17,7 +17,8 @@ Two ways to compute the same sum:
 
 ``place`` runs on the loader thread: it reads the file's tensors (safetensors maps them lazily:
 untouched, their first read would fall on the render thread), casts them to their layers'
-dtype and copies them to their layers' device on a side stream.
+dtype, copies them to their layers' device on a side stream and runs each group's batched
+matmul once there (CUDA loads kernels on first use: not on a frame).
 """
 
 from __future__ import annotations
@@ -110,7 +111,22 @@ def place(deltas: dict[str, Delta], weights: dict[str, torch.Tensor]) -> tuple[d
     for k, path in enumerate(singles):
         down, up = by_index[len(keyed) + k]
         out[path] = Delta(down, up, deltas[path].alpha)
+    _warm(groups)
     return out, tuple(groups)
+
+
+def _warm(groups: list[DeltaGroup]) -> None:
+    """Run each group's batched matmul once, off the render thread: CUDA loads kernels lazily, on
+    first use, and cuBLAS picks its kernel per shape; neither should fall on a frame."""
+    for device in {g.up.device for g in groups if g.up.is_cuda}:
+        side = torch.cuda.Stream(device)
+        with torch.cuda.stream(side):  # memory allocated and freed on this stream only
+            for group in (g for g in groups if g.up.device == device):
+                work = torch.zeros((group.up.shape[0], group.up.shape[1], group.down.shape[2]),
+                                   dtype=group.up.dtype, device=device)
+                work.baddbmm_(group.up, group.down, alpha=1.0)
+                del work
+        side.synchronize()
 
 
 def delta_weight(delta: Delta, scale: float) -> torch.Tensor:
