@@ -59,6 +59,7 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
     from .pipeline.renderer import DiffusersRenderer
 
     device = config.device if config.device not in (None, "auto") else loader.default_device()
+    loader.bind_thread(device)  # this is the device's render thread: everything after runs here
     dtype = loader.resolve_dtype(config.dtype, device)
     compile = config.compile == "on" or (config.compile == "auto" and device.startswith("cuda"))
     if compile:
@@ -227,6 +228,8 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
                                    on_error=channel.scheduler.broadcast_error)
             channel.services[PNG_WRITER] = writer
             channel.scheduler.on_frame(writer.offer)
+            if channel.scheduler.latest is not None:  # main's first frame is out before the writer starts
+                writer.offer(channel.scheduler.latest)
             channel.services["png-writer-task"] = asyncio.create_task(writer.run(), name=f"png-writer-{channel.name}")
 
         async def stop(channel: Channel) -> None:

@@ -187,3 +187,17 @@ def test_batches_pad_to_a_power_of_two_so_few_shapes_compile():
     from bridge.pipeline.batch import padded_size
 
     assert [padded_size(n) for n in range(1, 10)] == [1, 2, 4, 4, 8, 8, 8, 8, 16]
+
+
+def test_new_prompts_are_encoded_in_the_batch_and_cached_for_later_frames(demo_renderer):
+    items = [(stream, params.merged({"prompt": f"{params.prompt} fresh"}), scene)
+             for stream, params, scene in _items(0.0)]
+    text = demo_renderer.inner.text
+    first = [r.pixels for r in demo_renderer.render_batch(items)]  # text encoders inside the batch
+    for _, params, _ in items:
+        embeds, _ = text.cached(params.prompt)
+        alone, _ = text.encode(text.token_ids(params.prompt))  # one prompt through the encoders
+        assert torch.allclose(embeds, alone, atol=1e-5)
+    again = [r.pixels for r in demo_renderer.render_batch(items)]  # every prompt cached: embeddings in
+    for a, b in zip(first, again):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1

@@ -90,11 +90,14 @@ class ChannelRenderer:
         rgb = ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
         return torch.cat([rgb, torch.full_like(rgb[..., :1], 255)], dim=-1).contiguous()
 
-    def _denoise_and_decode(self, plan: FramePlan, noise, guidance, embeds, pooled, image=None,
-                            negative=None, negative_pooled=None) -> torch.Tensor:
+    def _denoise_and_decode(self, plan: FramePlan, noise, guidance, embeds=None, pooled=None, image=None,
+                            negative=None, negative_pooled=None, ids=None) -> tuple:
+        """The batch's frames (and, from ``ids``, the rows' new embeddings: text encoders batched too)."""
+        if ids is not None:
+            embeds, pooled = self.inner._encode(ids)
         latents = self.inner._denoise_steps(plan, noise, guidance, embeds, pooled, image,
                                             negative=negative, negative_pooled=negative_pooled)
-        return self._decode_batch(latents)
+        return (self._decode_batch(latents), *(() if ids is None else (embeds, pooled)))
 
     @torch.inference_mode()
     def _render_many(self, items: Sequence[Item]) -> list[Rendered]:
@@ -115,16 +118,24 @@ class ChannelRenderer:
         shape = r._latent_shape(plan)
         with r._stage("noise"):
             noises = [frame_noise(params, plan.draws, shape) for _, params, _ in items]  # each (draws, 1, ...)
-        conditioning = [r.text.conditioning(params.prompt) for _, params, _ in items]
+        texts = [params.prompt for _, params, _ in items]
+        # New prompts are encoded in the batch, all rows at once (a cached row is encoded again:
+        # cheaper than a text encoder run per row); blends and all-cached batches bring embeddings.
+        with_text = all(isinstance(text, str) for text in texts) and any(r.text.cached(t) is None for t in texts)
         values = {
             "noise": torch.cat(noises, dim=1),  # (draws, batch, C, H/8, W/8)
             # float32 per row: the renderer rounds guidance * (cond - uncond) to the model dtype, as
             # it does for one frame's Python float, so a row's arithmetic is that of its frame alone.
             "guidance": torch.tensor([float(params.guidance) for _, params, _ in items],
                                      dtype=torch.float32).view(-1, 1, 1, 1),
-            "embeds": torch.cat([embeds for embeds, _ in conditioning]),
-            "pooled": torch.cat([pooled for _, pooled in conditioning]),
         }
+        if with_text:
+            with r._stage("tokenize"):
+                values["ids"] = torch.stack([r.text.token_ids(text) for text in texts], dim=1)  # (encoders, B, 77)
+        else:
+            conditioning = [r.text.conditioning(text) for text in texts]
+            values["embeds"] = torch.cat([embeds for embeds, _ in conditioning])
+            values["pooled"] = torch.cat([pooled for _, pooled in conditioning])
         if plan.cfg:  # each row's own negative prompt (zeros for SDXL-Turbo without one)
             negatives = [r.text.unconditional(params.negative_prompt) for _, params, _ in items]
             values["negative"] = torch.cat([negative for negative, _ in negatives])
@@ -134,23 +145,26 @@ class ChannelRenderer:
                                          for _, _, scene in items])
         rows = padded_size(len(items))
         if rows > len(items):  # the last row again: its copies' frames are dropped below
-            values = {k: torch.cat([v, *[v[-1:]] * (rows - len(items))]) if k != "noise"
+            values = {k: torch.cat([v, *[v[-1:]] * (rows - len(items))]) if k not in ("noise", "ids")
                       else torch.cat([v, *[v[:, -1:]] * (rows - len(items))], dim=1) for k, v in values.items()}
-        key = ("batch", rows, *plan.key)
+        key = ("batch", rows, with_text, *plan.key)
         if key not in self._warm:
             self._warm.add(key)
             if r.compile:
                 log.info("first batch of %d at %dx%d: compiling (once per batch size and shape)", len(items),
                          plan.width, plan.height)
-        rgba = self._run(key, plan, values)
+        rgba, *encoded = self._run(key, plan, values)
         with r._stage("to_host"):
             pixels = [r._to_host(row) for row in rgba[:len(items)]]
+        if with_text:
+            embeds, pooled = encoded
+            conditioning = [r.text.store(text, embeds[i:i + 1], pooled[i:i + 1]) for i, text in enumerate(texts)]
         for (stream, _, _), noise, (embeds, pooled) in zip(items, noises, conditioning):
             self._gliders.setdefault(stream, Glider()).record(Shown(embeds, pooled, noise))
         stages = dict(r._stages)
         return [Rendered(frame, stages) for frame in pixels]
 
-    def _run(self, key: tuple, plan: FramePlan, values: dict) -> torch.Tensor:
+    def _run(self, key: tuple, plan: FramePlan, values: dict) -> tuple:
         r = self.inner
         if r._graphs is None:
             with r._stage("unet+vae_decode"):

@@ -26,6 +26,17 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def bind_thread(device: str) -> None:
+    """Make ``device`` this thread's current CUDA device (the render thread of that device).
+
+    Streams, events and CUDA graph captures use the thread's current device: without this, the
+    render thread of ``cuda:1`` would capture on ``cuda:0``'s stream.
+    """
+    index = torch.device(device).index
+    if device.startswith("cuda") and index is not None:  # plain "cuda" is the current device already
+        torch.cuda.set_device(index)
+
+
 def all_devices() -> list[str]:
     """``--device all``: every CUDA device (one resident pipeline each)."""
     count = torch.cuda.device_count()

@@ -110,7 +110,8 @@ class DiffusersRenderer:
         return self.encoders[-1].config.projection_dim if self.family.pooled else 0
 
     def _text(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The family's text encoders in one graph: ids (encoders, 77), one row per encoder.
+        """The family's text encoders in one graph: ids (encoders, 77), one row per encoder (or
+        (encoders, B, 77) for B prompts).
 
         Only what the UNet uses leaves the graph (the family's hidden state of each encoder,
         concatenated, and SDXL's pooled projection), not every layer's hidden state. A family
@@ -118,10 +119,11 @@ class DiffusersRenderer:
         """
         layer, hidden, out = self.family.hidden_layer, [], None
         for row, encoder in enumerate(self.encoders):
-            out = encoder(ids[row:row + 1], output_hidden_states=layer is not None)
+            # (encoders, B, 77): several prompts at once (a batch of channels), each row a prompt
+            out = encoder(ids[row] if ids.dim() == 3 else ids[row:row + 1], output_hidden_states=layer is not None)
             hidden.append(out.last_hidden_state if layer is None else out.hidden_states[layer])
         embeds = torch.cat(hidden, dim=-1) if len(hidden) > 1 else hidden[0]
-        pooled = out.text_embeds if self.family.pooled else embeds.new_zeros((1, 0))
+        pooled = out.text_embeds if self.family.pooled else embeds.new_zeros((embeds.shape[0], 0))
         return embeds.to(self.dtype), pooled.to(self.dtype)
 
     def unet_conditioning(self, embeds: torch.Tensor, pooled: torch.Tensor, time_ids: torch.Tensor | None) -> dict:
