@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .graphs import CAPTURE_LOCK
+
 log = logging.getLogger(__name__)
 
 PLANS_KEPT = 8  # fold plans cached (per set of active LoRAs): a switch between a few reuses them
@@ -67,13 +69,14 @@ def _moved(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tens
     """Copies of host tensors on ``device``; on CUDA through a side stream (frames keep running)."""
     if device.type != "cuda":
         return [t.to(device, copy=True) for t in tensors]  # a copy: never a view of the mapped file
-    out = [torch.empty(t.shape, dtype=t.dtype, device=device) for t in tensors]  # the default stream's memory
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))  # memory a frame just freed may still be read
-    with torch.cuda.stream(side):
-        for target, source in zip(out, tensors):
-            target.copy_(source)
-    side.synchronize()
+    with CAPTURE_LOCK:  # no frame graph is being captured meanwhile
+        out = [torch.empty(t.shape, dtype=t.dtype, device=device) for t in tensors]  # the default stream's memory
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))  # memory a frame just freed may still be read
+        with torch.cuda.stream(side):
+            for target, source in zip(out, tensors):
+                target.copy_(source)
+        side.synchronize()
     return out
 
 
@@ -119,14 +122,14 @@ def _warm(groups: list[DeltaGroup]) -> None:
     """Run each group's batched matmul once, off the render thread: CUDA loads kernels lazily, on
     first use, and cuBLAS picks its kernel per shape; neither should fall on a frame."""
     for device in {g.up.device for g in groups if g.up.is_cuda}:
-        side = torch.cuda.Stream(device)
-        with torch.cuda.stream(side):  # memory allocated and freed on this stream only
-            for group in (g for g in groups if g.up.device == device):
-                work = torch.zeros((group.up.shape[0], group.up.shape[1], group.down.shape[2]),
-                                   dtype=group.up.dtype, device=device)
-                work.baddbmm_(group.up, group.down, alpha=1.0)
-                del work
-        side.synchronize()
+        with CAPTURE_LOCK:  # no frame graph is being captured meanwhile
+            side = torch.cuda.Stream(device)
+            with torch.cuda.stream(side):  # memory allocated and freed on this stream only
+                for group in (g for g in groups if g.up.device == device):
+                    work = torch.zeros((group.up.shape[0], group.up.shape[1], group.down.shape[2]),
+                                       dtype=group.up.dtype, device=device)
+                    work.baddbmm_(group.up, group.down, alpha=1.0)
+            side.synchronize()
 
 
 def delta_weight(delta: Delta, scale: float) -> torch.Tensor:
