@@ -238,6 +238,23 @@ class LoraFolder:
         self._plans[key] = plan
         return plan
 
+    def _copies(self, paths: list[str]) -> dict[str, torch.Tensor]:
+        """Exact copies of these layers' weights, one allocation per linear shape (not one per layer:
+        on CUDA a first fold would pay hundreds of cudaMalloc calls), one multi-tensor copy."""
+        shapes: dict[tuple, list[str]] = defaultdict(list)
+        for path in paths:
+            weight = self.target(path)
+            shapes[(tuple(weight.shape), weight.dtype, weight.device, weight.dim() == 2)].append(path)
+        out: dict[str, torch.Tensor] = {}
+        for (shape, dtype, device, linear), members in shapes.items():
+            if linear:
+                out.update(zip(members, torch.empty((len(members), *shape), dtype=dtype, device=device).unbind(0)))
+            else:  # convolutions keep their memory format
+                out.update((p, torch.empty_like(self.target(p))) for p in members)
+        if out:
+            torch._foreach_copy_([out[p] for p in paths], [self.target(p) for p in paths])
+        return out
+
     @torch.no_grad()
     def fold(self, active: tuple) -> None:
         """Make the weights ``base + sum(deltas)``; computed in full before any weight is written."""
@@ -245,11 +262,7 @@ class LoraFolder:
             return
         plan = self._plan([lora for lora, _ in active])
         touched = {p for lora, _ in active for p in lora.deltas}
-        fresh_paths = sorted(touched - self._base.keys())
-        fresh = [torch.empty_like(self.target(p)) for p in fresh_paths]
-        if fresh:
-            torch._foreach_copy_(fresh, [self.target(p) for p in fresh_paths])  # the base copies, exact
-        base = {**self._base, **dict(zip(fresh_paths, fresh))}
+        base = {**self._base, **self._copies(sorted(touched - self._base.keys()))}
         targets: list[torch.Tensor] = []
         values: list[torch.Tensor] = []
         for stack in plan.stacks:
