@@ -127,3 +127,35 @@ def test_place_copies_stacks_and_casts():
         assert delta.up.untyped_storage().data_ptr() != source[path].up.untyped_storage().data_ptr()
         group = next(g for g in groups if path in g.paths)
         assert delta.down.untyped_storage().data_ptr() == group.down.untyped_storage().data_ptr()  # views
+
+
+def test_grouped_fold_on_the_demo_model_with_fused_projections(cache_dir, tmp_path):
+    """Real files (diffusers and kohya layouts, text encoders, a convolution) on the fused q/k/v
+    slices the compiled path reads: grouped equals per layer to float32 rounding, and goes back."""
+    from lora_files import lora_layers, write_diffusers, write_kohya
+
+    from bridge.pipeline.loader import load_pipeline
+    from bridge.pipeline.lora import Loras, _modules
+
+    pipe = load_pipeline("demo", "cpu", torch.float32, cache_dir)
+    pipe.unet.fuse_qkv_projections()
+    write_diffusers(lora_layers(pipe, seed=1), tmp_path / "ink.safetensors")
+    write_kohya(lora_layers(pipe, seed=2, conv=False), tmp_path / "paper.safetensors")
+    catalog = Loras(pipe, tmp_path).catalog
+    ink, paper = catalog.load("ink"), catalog.load("paper")
+    modules = dict(_modules(pipe))
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    results = []
+    for grouped in (True, False):
+        folder = LoraFolder(modules, grouped=grouped)
+        folder.fold(((ink, 0.7), (paper, -1.2)))
+        results.append({p: folder.target(p).clone() for p in {*ink.deltas, *paper.deltas}})
+        folder.fold(())
+        assert all(torch.equal(v, before[k]) for k, v in pipe.unet.state_dict().items())
+    grouped, plain = results
+    assert all(torch.allclose(grouped[p], plain[p], rtol=1e-5, atol=1e-6) for p in plain)
+    attn = "down_blocks.1.attentions.0.transformer_blocks.0.attn1"
+    width = modules[f"unet.{attn}.to_k"].weight.shape[0]
+    fused_k = before[f"{attn}.to_qkv.weight"][width:2 * width]  # to_k's rows of the fused weight
+    assert folder.target(f"unet.{attn}.to_k").data_ptr() == pipe.unet.state_dict()[f"{attn}.to_qkv.weight"][width:].data_ptr()
+    assert (grouped[f"unet.{attn}.to_k"] - fused_k).abs().max() > 1e-3  # the LoRA reached the fused weight

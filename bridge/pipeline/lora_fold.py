@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -65,18 +66,27 @@ class DeltaGroup:
         return weight * self.alpha / self.down.shape[1]  # Delta.scaling's expression: the same float
 
 
+@contextmanager
+def _after_frames(device: torch.device):
+    """A side stream for GPU work off the render thread, ordered after the frames queued so far
+    (memory they freed may be the memory just allocated for this work), finished on exit. Tensors
+    are allocated before, on the default stream's memory: the render thread reuses it safely."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        yield
+    side.synchronize()
+
+
 def _moved(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
     """Copies of host tensors on ``device``; on CUDA through a side stream (frames keep running)."""
     if device.type != "cuda":
         return [t.to(device, copy=True) for t in tensors]  # a copy: never a view of the mapped file
     with CAPTURE_LOCK:  # no frame graph is being captured meanwhile
-        out = [torch.empty(t.shape, dtype=t.dtype, device=device) for t in tensors]  # the default stream's memory
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))  # memory a frame just freed may still be read
-        with torch.cuda.stream(side):
+        out = [torch.empty(t.shape, dtype=t.dtype, device=device) for t in tensors]
+        with _after_frames(device):
             for target, source in zip(out, tensors):
                 target.copy_(source)
-        side.synchronize()
     return out
 
 
@@ -120,16 +130,15 @@ def place(deltas: dict[str, Delta], weights: dict[str, torch.Tensor]) -> tuple[d
 
 def _warm(groups: list[DeltaGroup]) -> None:
     """Run each group's batched matmul once, off the render thread: CUDA loads kernels lazily, on
-    first use, and cuBLAS picks its kernel per shape; neither should fall on a frame."""
-    for device in {g.up.device for g in groups if g.up.is_cuda}:
-        with CAPTURE_LOCK:  # no frame graph is being captured meanwhile
-            side = torch.cuda.Stream(device)
-            with torch.cuda.stream(side):  # memory allocated and freed on this stream only
-                for group in (g for g in groups if g.up.device == device):
-                    work = torch.zeros((group.up.shape[0], group.up.shape[1], group.down.shape[2]),
-                                       dtype=group.up.dtype, device=device)
-                    work.baddbmm_(group.up, group.down, alpha=1.0)
-            side.synchronize()
+    first use, and cuBLAS picks its kernel per shape; neither should fall on a frame. The fold's
+    working memory of these shapes is left in the allocator's cache for the render thread."""
+    with CAPTURE_LOCK:  # no frame graph is being captured meanwhile
+        for group in (g for g in groups if g.up.is_cuda):
+            work = torch.empty((group.up.shape[0], group.up.shape[1], group.down.shape[2]),
+                               dtype=group.up.dtype, device=group.up.device)
+            with _after_frames(group.up.device):
+                work.zero_().baddbmm_(group.up, group.down, alpha=1.0)
+            del work  # finished (synchronised): free for the default stream
 
 
 def delta_weight(delta: Delta, scale: float) -> torch.Tensor:
@@ -194,7 +203,8 @@ class LoraFolder:
     def target(self, path: str) -> torch.Tensor:
         found = self._targets.get(path)
         if found is None:
-            found = self._targets[path] = target_weight(path, self._modules[path], self._modules)
+            # detached: the same storage, and no autograd view bookkeeping between modes
+            found = self._targets[path] = target_weight(path, self._modules[path], self._modules).detach()
         return found
 
     def _groups(self, weight: torch.Tensor) -> bool:
