@@ -332,7 +332,7 @@ def format_report(report: dict) -> str:
                      f"weight moved every frame {r['reweight_frame_ms']:.2f} ms (+{r['reweight_extra_ms']:.2f}), "
                      f"no recompile; fold alone {r.get('fold_ms')} ms, first fold's frame "
                      f"{r.get('first_fold_frame_ms')} ms, first switch's frame {r.get('first_switch_frame_ms')} ms, "
-                     f"slowest switch {r.get('switch_max_ms')} ms")
+                     f"slowest switch {r.get('switch_max_ms')} ms, stalled switches (frame, ms) {r.get('switch_slow')}")
     for r in report["runs"]:
         for name, ms in r.get("sink_ms", {}).items():
             lines.append(f"render-thread cost of the {name} sink ({r['vae']} VAE, {r['size']}, {r['mode']}, tiling "

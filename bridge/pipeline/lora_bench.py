@@ -101,6 +101,9 @@ def measure_lora_switch(renderer, size: int, frames: int, cache_dir: Path) -> di
         "first_fold_frame_ms": round(first_fold_ms, 3),
         "first_switch_frame_ms": round(switching[1], 3) if len(switching) > 1 else None,
         "switch_max_ms": round(max(switching), 3) if switching else None,
+        # which switching frames stalled (index, ms): the first switch, or stalls that come back
+        "switch_slow": [(i, round(t, 1)) for i, t in enumerate(switching)
+                        if t > 5 * statistics.median(switching)][:8] if switching else [],
         "fold_ms": _median_ms(fold) if fold else None,
     }
     log.info("LoRA switch: %s", result)
