@@ -17,9 +17,9 @@ import json
 import logging
 import struct
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-
 
 from ..core.errors import ValidationError
 from .lora_fold import Delta, DeltaGroup, LoraFolder, place
@@ -31,6 +31,7 @@ TEXT_ENCODERS = frozenset({"text_encoder", "text_encoder_2"})
 KOHYA_PREFIXES = {"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder",
                   "lora_te2_": "text_encoder_2"}
 MAX_HEADER_BYTES = 100 * 2**20
+LOADED_KEPT = 8  # loaded files kept (their deltas live on the GPU); the least recently used go first
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class LoraCatalog:
         self.folder = Path(folder)
         self._pipe = pipe
         self._lock = threading.Lock()  # the loader thread and a rescan may overlap
-        self._loaded: dict[str, LoraFile] = {}
+        self._loaded: OrderedDict[str, LoraFile] = OrderedDict()
         self._names: frozenset[str] = frozenset()
 
     @property
@@ -145,10 +146,14 @@ class LoraCatalog:
         with self._lock:
             cached = self._loaded.get(name)
             if cached is not None and cached.stamp == stamp:
+                self._loaded.move_to_end(name)  # the most recently used
                 return cached
         lora = LoraFile(name, stamp, *self._deltas(name, path))
         with self._lock:
             self._loaded[name] = lora
+            self._loaded.move_to_end(name)
+            while len(self._loaded) > LOADED_KEPT:  # a folded LoRA stays alive in the folder meanwhile
+                self._loaded.popitem(last=False)
         log.info("LoRA %s loaded: %d layers", name, len(lora.deltas))
         return lora
 

@@ -35,7 +35,7 @@ from .graphs import CAPTURE_LOCK
 
 log = logging.getLogger(__name__)
 
-PLANS_KEPT = 8  # fold plans cached (per set of active LoRAs): a switch between a few reuses them
+PLANS_KEPT = 4  # fold plans cached (per list of active LoRAs, whose deltas they keep alive)
 
 
 @dataclass(frozen=True)
