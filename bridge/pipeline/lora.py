@@ -146,16 +146,21 @@ class LoraCatalog:
         with self._lock:
             cached = self._loaded.get(name)
             if cached is not None and cached.stamp == stamp:
-                self._loaded.move_to_end(name)  # the most recently used
+                self._keep(name)
                 return cached
         lora = LoraFile(name, stamp, *self._deltas(name, path))
         with self._lock:
             self._loaded[name] = lora
-            self._loaded.move_to_end(name)
-            while len(self._loaded) > LOADED_KEPT:  # a folded LoRA stays alive in the folder meanwhile
-                self._loaded.popitem(last=False)
+            self._keep(name)
         log.info("LoRA %s loaded: %d layers", name, len(lora.deltas))
         return lora
+
+    def _keep(self, name: str) -> None:
+        """``name`` the most recently used; the least recently used beyond ``LOADED_KEPT`` dropped
+        (a folded LoRA stays alive in the folder meanwhile). Under ``_lock``."""
+        self._loaded.move_to_end(name)
+        while len(self._loaded) > LOADED_KEPT:
+            self._loaded.popitem(last=False)
 
     def cached(self, name: str) -> LoraFile:
         """A loaded file, for the render thread (loads it there only if a change skipped the loader)."""
