@@ -215,13 +215,13 @@ class LoraFolder:
         plan = self._plans.get(key)
         if plan is not None and all(a is b for a, b in zip(plan.loras, loras)):
             return plan
-        rows = [{p: (g, k) for g in lora.groups for k, p in enumerate(g.paths)} for lora in loras]
+        stacked = [{p for g in lora.groups for p in g.paths} for lora in loras]
         paths = sorted({p for lora in loras for p in lora.deltas})
         shapes: dict[tuple, list[str]] = defaultdict(list)
         singles = []
         for path in paths:
             weight = self.target(path)
-            if self._groups(weight) and all(path in r for r, lora in zip(rows, loras) if path in lora.deltas):
+            if self._groups(weight) and all(path in s for s, lora in zip(stacked, loras) if path in lora.deltas):
                 shapes[(tuple(weight.shape), weight.dtype, weight.device)].append(path)
             else:
                 singles.append(path)
@@ -238,9 +238,9 @@ class LoraFolder:
                         group = DeltaGroup(tuple(group.paths[k] for k in keep), group.up[keep], group.down[keep],
                                            group.alpha)
                     index = [at[p] for p in group.paths]  # increasing: both sorted
-                    rows_ = (slice(index[0], index[-1] + 1) if index[-1] - index[0] + 1 == len(index)
-                             else torch.tensor(index, device=group.up.device))
-                    adds.append((place_, group, rows_))
+                    rows = (slice(index[0], index[-1] + 1) if index[-1] - index[0] + 1 == len(index)
+                            else torch.tensor(index, device=group.up.device))
+                    adds.append((place_, group, rows))
             stacks.append(_Stack(tuple(members), tuple(self.target(p) for p in members), tuple(adds)))
         plan = _Plan(tuple(loras), tuple(stacks), tuple(singles))
         if len(self._plans) >= PLANS_KEPT:
