@@ -19,7 +19,7 @@ from typing import AsyncIterator, Callable
 from aiohttp import web
 
 from .frontends import (channels_api, connections, control_api, input_api, live, openapi, record_api, rest,
-                        security, sockets)
+                        security, sockets, style_api)
 from .config import Config, lora_folder
 from .core.frame import NullRenderer, Renderer
 from .frontends.osc import ADDRESSES, OscServer
@@ -68,7 +68,8 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
     pipe = loader.load_pipeline(config.model, device, dtype, config.cache_dir, vae=vae, scheduler=config.scheduler)
     renderer = DiffusersRenderer(pipe, device, dtype, compile=compile, lora_dir=lora_folder(config),
                                  controlnets=load_controlnets(config, pipe, device, dtype),
-                                 canny_thresholds=config.canny_thresholds)
+                                 canny_thresholds=config.canny_thresholds,
+                                 ip_adapter=load_ip_adapter(config, pipe, device, dtype))
     if compile:  # compile and capture for the initial size before the ports open
         started = time.perf_counter()
         renderer.render(config.initial)
@@ -76,7 +77,8 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
                  time.perf_counter() - started)
     info = {"model": config.model, "family": renderer.family.name, "scheduler": renderer.sampler, "device": device,
             "dtype": str(dtype).removeprefix("torch."), "vae": config.vae, "compile": compile,
-            "controlnets": {spec.name: spec.source for spec in config.controlnets}}
+            "controlnets": {spec.name: spec.source for spec in config.controlnets},
+            "ip_adapter": config.ip_adapter}
     return ChannelRenderer(renderer), info  # several channels' frames batched, each with its own transitions
 
 
@@ -99,6 +101,16 @@ def load_controlnets(config: Config, pipe, device: str, dtype):
                         for spec in config.controlnets})
 
 
+def load_ip_adapter(config: Config, pipe, device: str, dtype):
+    """The ``--ip-adapter`` (image encoder, projection, K/V weights), loaded once and resident; or None."""
+    if config.ip_adapter is None:
+        return None
+    from .pipeline.family import family_of_pipeline
+    from .pipeline.ip_adapter import load_ip_adapter as load
+
+    return load(config.ip_adapter, pipe.unet, device, dtype, family_of_pipeline(pipe).name)
+
+
 async def _cancel(task: asyncio.Task) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -119,7 +131,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
     app.on_response_prepare.append(security.add_cors_headers)
     app[rest.OSC_ADDRESSES] = {**ADDRESSES, record_api.OSC_ADDRESS: "i: 1 starts recording, 0 stops (channel main)"}
     app[rest.SCHEMA_EXTRA] = {**live.SCHEMA, **input_api.SCHEMA, **channels_api.SCHEMA, **record_api.SCHEMA,
-                              **control_api.SCHEMA}
+                              **control_api.SCHEMA, **style_api.SCHEMA}
     app[record_api.RECORDER] = recorder = Recorder(config.output_dir)  # records channel main
     ndi = NdiSender(config.ndi) if config.ndi else None  # sends channel main
     rest.add_routes(app)
@@ -128,6 +140,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
     channels_api.add_routes(app)
     record_api.add_routes(app)
     control_api.add_routes(app)
+    style_api.add_routes(app)
     openapi.add_routes(app)
     app.on_shutdown.extend([rest.end_long_polls, live.close_clients])  # before the cleanup contexts below unwind
     started = time.monotonic()
@@ -163,7 +176,8 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
                 queue.loras = LoraGate(getattr(getattr(queue.renderer, "loras", None), "catalog", None), lora_loader)
             registry = app[rest.CHANNELS] = ChannelRegistry(
                 queues, initial=config.initial, shm_name=config.shm_name,
-                limits=Limits(config.max_size, tuple(spec.name for spec in config.controlnets)),
+                limits=Limits(config.max_size, tuple(spec.name for spec in config.controlnets),
+                              style=config.ip_adapter is not None),
                 max_channels=config.max_channels)
 
             def png_cache(channel: Channel) -> None:
@@ -274,14 +288,18 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
                 channel.scheduler, decoder, own_shm_name=config.shm_name)
             channel.services[control_api.CONTROLS] = control_api.ControlService(
                 channel.scheduler, decoder, own_shm_name=config.shm_name)
+            channel.services[style_api.STYLES] = style_api.StyleFeed(
+                channel.scheduler, decoder, own_shm_name=config.shm_name, enabled=config.ip_adapter is not None)
 
         async def stop(channel: Channel) -> None:
+            await channel.services[style_api.STYLES].detach()
             await channel.services[control_api.CONTROLS].detach()
             await channel.services[input_api.INPUTS].detach()
 
         app[rest.CHANNELS].extend(start, stop)
         app[input_api.INPUTS] = app[rest.CHANNELS].main.services[input_api.INPUTS]
         app[control_api.CONTROLS] = app[rest.CHANNELS].main.services[control_api.CONTROLS]
+        app[style_api.STYLES] = app[rest.CHANNELS].main.services[style_api.STYLES]
         try:
             yield
         finally:
@@ -321,6 +339,7 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             "devices": [{**info, **queue} for info, queue in zip(app[DEVICE_INFO], app[rest.CHANNELS].devices())],
             "record": recorder.state(),
             "controls": app[control_api.CONTROLS].health(),
+            "style": app[style_api.STYLES].health(),
         }
         if ndi is not None:
             out["ndi"] = ndi.health()

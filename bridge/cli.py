@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="an SDXL ControlNet, resident (repeatable): SOURCE is a hub id, a diffusers folder, a "
                             "single .safetensors file, 'demo' (small, random weights, for --model demo) or 'random' "
                             "(full size, random weights: benchmarks); its image is PUT /v1/control/NAME")
+    serve.add_argument("--ip-adapter", default=None, metavar="SOURCE",
+                       help="an SDXL IP-Adapter for style images (PUT /v1/style, parameter style_scale): a weight "
+                            "file, a folder holding one (with image_encoder/), a hub id such as h94/IP-Adapter "
+                            "(optionally /path/to/weights.safetensors), 'demo' (small, random weights, for --model "
+                            "demo) or 'random' (full size with a ViT-H image encoder, random weights: benchmarks)")
     serve.add_argument("--canny-thresholds", default="100,200", metavar="LOW,HIGH",
                        help="the control images' canny preprocessing: hysteresis thresholds in grey levels")
     serve.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
@@ -101,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="what changes every frame: prompt, seed, input (a new input image: VAE encode + "
                             "image-to-image), img2img (the seed of an image-to-image frame), control (ControlNets: a new "
                             "prompt, a new control image every frame, two ControlNets; with diffusers' ControlNet "
-                            "pipeline as a second baseline)")
+                            "pipeline as a second baseline), lora (switching LoRAs), ip-adapter (style images: adapter "
+                            "off, an unchanged style image, style_scale moved, a new style image every frame; loads "
+                            "'demo' with --model demo, else 'random': SDXL IP-Adapter with a ViT-H image encoder)")
     bench.add_argument("--tilings", default="none", help="comma-separated: none,x,y,xy (seamless tiling on vs off)")
     bench.add_argument("--sinks", default="", help="comma-separated: record,ndi: each run again with these sinks "
                        "on the render thread (their publish time measured; ndi needs cyndilib)")
@@ -155,6 +162,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   lora_dir=args.lora_dir,
                   access=Access.from_options(args.token, args.allow_host, args.cors_origin, args.osc_allow),
                   controlnets=_controlnets(args.controlnet), canny_thresholds=_thresholds(args.canny_thresholds),
+                  ip_adapter=args.ip_adapter or None,
                   http=HttpLimits(max_connections=args.max_connections,
                                   max_per_address=args.max_connections_per_address),
                   max_channels=args.max_channels)

@@ -71,6 +71,7 @@ class Config:
     max_channels: int = 4  # live streams, main included
     controlnets: tuple[ControlNetSpec, ...] = ()  # --controlnet NAME=SOURCE, loaded at start
     canny_thresholds: tuple[float, float] = (100.0, 200.0)  # preprocess canny: low, high (grey levels)
+    ip_adapter: str | None = None  # --ip-adapter SOURCE: style images (demo, random, a folder, a file, a hub id)
 
 
 def lora_folder(config: Config) -> Path:

@@ -5,8 +5,6 @@ one end-to-end frame on the demo model with a demo ControlNet."""
 
 import asyncio
 import json
-import subprocess
-import sys
 
 import aiohttp
 import numpy as np
@@ -16,8 +14,7 @@ from bridge.client import osc_message
 from bridge.core.controls import ControlNetSpec
 from bridge.frontends import inputs
 from bridge.frontends.control_api import CONTROLS
-from conftest import unique_shm_name
-from test_input_api import WRITER, RecordingRenderer, encoded, frame_of, rgba
+from test_input_api import RecordingRenderer, encoded, frame_of, rgba, segment_writer
 
 SPECS = (ControlNetSpec("depth", "demo"), ControlNetSpec("edges", "demo"))
 
@@ -155,16 +152,10 @@ async def test_osc_control_and_params(api):
 
 async def test_control_segment_written_by_another_process_is_polled(api):
     session, daemon, renderer = api
-    name = unique_shm_name()
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", WRITER, name, stdin=subprocess.PIPE,
-                                                stdout=subprocess.PIPE)
-    try:
-        assert (await proc.stdout.readline()).strip() == b"ready"
+    async with segment_writer() as (name, write):
         async with session.put("/v1/control/depth", json={"shm": name}) as r:
             assert r.status == 200 and (await r.json())["shm"] == name
-        proc.stdin.write(b"90 40 24\n")
-        await proc.stdin.drain()
-        assert (await proc.stdout.readline()).strip() == b"written"
+        await write(90, 40, 24)
         feed = daemon.app[CONTROLS].feeds["depth"]
         for _ in range(500):
             if feed.shm_reads >= 1:
@@ -176,9 +167,6 @@ async def test_control_segment_written_by_another_process_is_polled(api):
         async with session.delete("/v1/control/depth") as r:
             assert (await r.json())["cleared"]
         assert daemon.health()["controls"]["depth"]["shm"] is None
-    finally:
-        proc.stdin.close()
-        await proc.wait()
 
 
 async def test_demo_daemon_renders_with_a_demo_controlnet(config, daemon_factory):

@@ -66,6 +66,8 @@ def check_clean(clean: dict) -> None:
             assert not value  # no ControlNet loaded here: only an empty change is accepted
         elif field == "tiling":
             assert value in ("none", "x", "y", "xy")
+        elif field == "style_scale":  # no IP-Adapter loaded here: only 0 (off) is accepted
+            assert type(value) is float and value == 0
         else:
             assert type(value) is int
             low, high = {"seed": (0, SEED_LIMIT - 1), "seed2": (0, SEED_LIMIT - 1), "steps": (1, 8),
@@ -87,9 +89,12 @@ def test_parse_changes_accepts_clean_values_or_raises_validation_error(raw):
         json.dumps(exc.to_json())  # the error itself is always sendable
         return
     check_clean(clean)
-    assert parse_changes(clean, LIMITS) == clean  # idempotent
     merged = Params().merged(clean)
     assert json.loads(json.dumps(merged.to_json())) == merged.to_json()  # no NaN, nothing unencodable
+    # Idempotent on the wire: the clean change, as the daemon shows it in JSON, parses back to itself
+    # (LoRAs and controls are tuples inside, objects on the wire).
+    shown = merged.to_json()
+    assert parse_changes({name: shown[name] for name in clean}, LIMITS) == clean
 
 
 valid = st.fixed_dictionaries({}, optional={

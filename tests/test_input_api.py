@@ -3,6 +3,7 @@ client's input segment written by another process, OSC blends; plumbing on a rec
 one end-to-end check on the demo model."""
 
 import asyncio
+import contextlib
 import io
 import subprocess
 import sys
@@ -181,6 +182,27 @@ WRITER = textwrap.dedent("""
             writer.write(pixels, flip=True)
             print("written", flush=True)
 """)
+
+
+@contextlib.asynccontextmanager
+async def segment_writer():
+    """Another process writing a client segment (WRITER): yields (name, write); ``await write(value,
+    width, height)`` returns once that frame is in the segment."""
+    name = unique_shm_name()
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", WRITER, name, stdin=subprocess.PIPE,
+                                                stdout=subprocess.PIPE)
+
+    async def write(value: int, width: int, height: int) -> None:
+        proc.stdin.write(f"{value} {width} {height}\n".encode())
+        await proc.stdin.drain()
+        assert (await proc.stdout.readline()).strip() == b"written"
+
+    try:
+        assert (await proc.stdout.readline()).strip() == b"ready"
+        yield name, write
+    finally:
+        proc.stdin.close()
+        await proc.wait()
 
 
 async def test_input_segment_written_by_another_process_is_polled(api):

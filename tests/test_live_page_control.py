@@ -58,21 +58,25 @@ async def test_pick_an_image_and_slide_the_scale(live):
 async def test_drop_an_image_and_a_bad_one_shows_the_error(live):
     page, sched = live.page, live.daemon.scheduler
     pixels, data = png_bytes(16, 16, seed=3)
-    drop = """async ([bytes, type]) => {
-        const transfer = new DataTransfer();
-        transfer.items.add(new File([new Uint8Array(bytes)], "x", { type }));
-        document.getElementById("control").dispatchEvent(new DragEvent("drop", { dataTransfer: transfer,
-                                                                              bubbles: true, cancelable: true }));
-    }"""
-    await page.evaluate(drop, [list(data), "image/png"])
+    await drop_file(page, "control", data, "image/png")
     image = await live.until(lambda: _async(sched.control("depth")), "the dropped image")
     assert np.array_equal(image.pixels[..., :3], pixels)
-    await page.evaluate(drop, [list(b"not a png"), "image/png"])
+    await drop_file(page, "control", b"not a png", "image/png")
     text = await live.until(lambda: _error_text(page), "the error")
     assert "control: control is not a valid PNG image" in text
     assert sched.control("depth").digest == image.digest  # untouched
     live.problems = [p for p in live.problems if "400" not in p]  # the browser logs the refused request
     assert not live.problems, live.problems
+
+
+async def drop_file(page, box: str, data: bytes, mime: str) -> None:
+    """Drop a file with ``data`` on the element ``box`` (a real DragEvent with a DataTransfer)."""
+    await page.evaluate("""async ([box, bytes, type]) => {
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([new Uint8Array(bytes)], "x", { type }));
+        document.getElementById(box).dispatchEvent(new DragEvent("drop", { dataTransfer: transfer,
+                                                                          bubbles: true, cancelable: true }));
+    }""", [box, list(data), mime])
 
 
 async def _async(value):

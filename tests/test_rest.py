@@ -27,7 +27,7 @@ async def test_health_params_schema(api):
     assert params == {"prompt": "", "seed": 0, "steps": 1, "guidance": 0.0, "width": 64, "height": 64,
                       "strength": 0.5, "input": True, "seed2": 0, "seed_mix": 0.0, "transition_frames": 0,
                       "negative_prompt": "", "loras": {},
-                      "tiling": "none", "controls": {}, "version": 1}
+                      "tiling": "none", "controls": {}, "style_scale": 0.0, "version": 1}
     async with session.get("/v1/schema") as r:
         s = await r.json()
     assert s["parameters"]["width"]["maximum"] == 256

@@ -41,7 +41,7 @@ def test_setup_script_builds_the_whole_network(net, demo_daemon):
     assert [page.name for page in comp.customPages] == ["Bridge", "Connection", "Input", "Control", "Style", "Output",
                                                         "Cues"]
     assert {"Tiling", "Record"} <= {p.name for p in comp.customPars}
-    assert {"Negprompt", "Lora1name", "Lora4weight"} <= {p.name for p in comp.customPars}
+    assert {"Negprompt", "Lora1name", "Lora4weight", "Styletop", "Stylescale"} <= {p.name for p in comp.customPars}
     assert (comp.par.Ports1.eval(), comp.par.Ports2.eval()) == (demo_daemon.http_port, demo_daemon.osc_port)
     assert comp.par.Live.eval() is True and comp.par.Steps.eval() == 1 and comp.par.Source.eval() == "shm"
     frame = comp.op("frame")

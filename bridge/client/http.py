@@ -65,10 +65,10 @@ class HttpClient:
             return json.load(response)
 
     def put_input(self, image: bytes | np.ndarray, flip: bool = False, bgra: bool = False,
-                  control: str | None = None) -> dict:
+                  control: str | None = None, style: bool = False) -> dict:
         """Send the input image for image-to-image (or, with ``control``, that ControlNet's control
-        image): PNG or JPEG bytes, or pixels (``to_rgba8``) sent raw. Returns ``{"digest", "width",
-        "height", "changed", "active", "version"}``."""
+        image; with ``style``, the IP-Adapter's style image): PNG or JPEG bytes, or pixels
+        (``to_rgba8``) sent raw. Returns ``{"digest", "width", "height", "changed", "active", "version"}``."""
         if isinstance(image, np.ndarray):
             rgba = to_rgba8(image, flip, bgra)
             headers = {"Content-Type": "application/octet-stream", "X-Width": str(rgba.shape[1]),
@@ -77,19 +77,19 @@ class HttpClient:
         else:
             data = bytes(image)
             headers = {"Content-Type": "image/png" if data.startswith(b"\x89PNG") else "image/jpeg"}
-        with self._request("PUT", _image_path(control), data=data, headers=headers) as response:
+        with self._request("PUT", _image_path(control, style), data=data, headers=headers) as response:
             return json.load(response)
 
-    def attach_input(self, shm_name: str, control: str | None = None) -> dict:
+    def attach_input(self, shm_name: str, control: str | None = None, style: bool = False) -> dict:
         """Have the daemon poll this client's input segment (``ShmInputWriter``); with ``control``, as
-        that ControlNet's control image."""
-        with self._request("PUT", _image_path(control), {"shm": shm_name}) as response:
+        that ControlNet's control image; with ``style``, as the style image."""
+        with self._request("PUT", _image_path(control, style), {"shm": shm_name}) as response:
             return json.load(response)
 
-    def clear_input(self, control: str | None = None) -> dict:
+    def clear_input(self, control: str | None = None, style: bool = False) -> dict:
         """Drop the input (and detach a segment): back to text-to-image; with ``control``, that
-        ControlNet's control image."""
-        with self._request("DELETE", _image_path(control)) as response:
+        ControlNet's control image; with ``style``, the style image."""
+        with self._request("DELETE", _image_path(control, style)) as response:
             return json.load(response)
 
     def record(self, action: str | None = None) -> dict:
@@ -123,6 +123,8 @@ class HttpClient:
             return response.read(), response.headers
 
 
-def _image_path(control: str | None) -> str:
-    """The input image's route, or a ControlNet's control image route."""
+def _image_path(control: str | None, style: bool = False) -> str:
+    """The input image's route, a ControlNet's control image route, or the style image's."""
+    if style:
+        return "/v1/style"
     return "/v1/input" if control is None else f"/v1/control/{urllib.parse.quote(control, safe='')}"

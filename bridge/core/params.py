@@ -29,6 +29,9 @@ MAX_LORAS = 4  # active at once
 LORA_WEIGHT = 2.0  # weights in [-2, 2]; 0 removes the LoRA
 MAX_LORA_NAME = 128
 TILING_MODES = ("none", "x", "y", "xy")
+MAX_STYLE_SCALE = 2.0
+NO_IP_ADAPTER = ("this daemon has no IP-Adapter, so style images cannot steer it: start it with --ip-adapter SOURCE "
+                 "(demo, random, a folder or a hub id such as h94/IP-Adapter) to use PUT /v1/style and style_scale")
 MAX_STEPS = 8  # one limit for every model: 1-4 for Turbo models, up to 8 for Lightning, Hyper, LCM
 
 # A prompt is a string or a blend: (text, weight) pairs, weights relative (normalised by their sum).
@@ -54,6 +57,7 @@ class Params:
     loras: tuple[tuple[str, float], ...] = ()  # active LoRAs (name, weight), sorted by name, no zero weights
     tiling: str = "none"  # seamless: circular padding along x, y or both ("xy")
     controls: Controls = ()  # ControlNet name -> Control (core/controls.py); absent: scale 0, off
+    style_scale: float = 0.0  # the style image's weight (IP-Adapter); 0: off, exactly the frame without it
 
     def merged(self, changes: Mapping[str, Any]) -> "Params":
         if "loras" in changes:  # merged per name: 0 removes one, the others stay
@@ -80,6 +84,7 @@ class Limits:
 
     max_size: int = 1024
     controls: tuple[str, ...] = ()  # the ControlNet names loaded (--controlnet NAME=SOURCE)
+    style: bool = False  # an IP-Adapter is loaded (--ip-adapter): style_scale above 0 is allowed
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Params))
@@ -274,6 +279,11 @@ def parse_changes(raw: Any, limits: Limits = Limits()) -> dict[str, Any]:
             clean[field] = value
         elif field == "controls":
             clean[field] = parse_controls(value, limits.controls)
+        elif field == "style_scale":
+            clean[field] = _number(field, value, 0.0, MAX_STYLE_SCALE,
+                                   f"style_scale must be a number from 0 (off) to {MAX_STYLE_SCALE:g}")
+            if clean[field] > 0 and not limits.style:
+                raise ValidationError(field, NO_IP_ADAPTER)
         else:
             raise ValidationError(
                 str(field)[:64], f"unknown parameter {str(field)[:64]!r}; known: {', '.join(FIELDS)}"
@@ -328,4 +338,8 @@ def schema(limits: Limits = Limits()) -> dict:
                    "note": "seamless textures: the frame wraps around along x, y or both (circular padding in the "
                            "UNet and the VAE); each mode is its own compiled graph, warmed once like a size"},
         "controls": controls_schema(limits.controls),
+        "style_scale": {"type": "number", "minimum": 0.0, "maximum": MAX_STYLE_SCALE if limits.style else 0.0,
+                        "default": default.style_scale,
+                        "note": "how strongly the style image (PUT /v1/style, needs --ip-adapter) steers the frame; "
+                                "0 = off: exactly the frame without it. A graph input: no recompile"},
     }

@@ -1,5 +1,5 @@
 """What a frame is rendered from besides ``Params``: the input image, the control images of the
-ControlNets in use, and a transition's progress.
+ControlNets in use, the style image (IP-Adapter) and a transition's progress.
 
 The scheduler owns both and hands them to the renderer as one frozen ``Scene`` per frame.
 """
@@ -59,3 +59,4 @@ class Scene:
     input: InputImage | None = None  # set only while image-to-image is active
     glide: Glide | None = None
     controls: tuple[tuple[str, InputImage], ...] = ()  # (name, control image) of the ControlNets in use
+    style: InputImage | None = None  # the IP-Adapter's style image, set only while style_scale > 0

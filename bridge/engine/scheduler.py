@@ -57,6 +57,8 @@ class Stats:
     inputs_unchanged: int = 0  # input images skipped: same content as the current one
     controls: int = 0  # control images accepted with new content
     controls_unchanged: int = 0  # control images skipped: same content as that name's current one
+    styles: int = 0  # style images accepted with new content
+    styles_unchanged: int = 0  # style images skipped: same content as the current one
 
 
 class Transition:
@@ -110,6 +112,7 @@ class Scheduler:
         self._params = initial
         self._input: InputImage | None = None
         self._controls: dict[str, InputImage] = {}  # control image per ControlNet name
+        self._style: InputImage | None = None  # the IP-Adapter's style image
         self._transition = Transition()
         self._version = 1
         self._started_version = 0
@@ -264,10 +267,41 @@ class Scheduler:
             self._bump()
         return True
 
+    @property
+    def style(self) -> InputImage | None:
+        return self._style
+
+    @property
+    def style_active(self) -> bool:
+        """Whether the style image steers the frames now (an image set and style_scale above 0)."""
+        return self._style is not None and self._params.style_scale > 0
+
+    def set_style(self, image: InputImage) -> bool:
+        """Make ``image`` the style image; False (no new frame, no image encoding) for the current content."""
+        if self._style is not None and self._style.digest == image.digest:
+            self.stats.styles_unchanged += 1
+            return False
+        self._style = image
+        self.stats.styles += 1
+        if self.style_active:
+            self._bump()
+        return True
+
+    def clear_style(self) -> bool:
+        """Drop the style image; False when there was none."""
+        if self._style is None:
+            return False
+        was_active = self.style_active
+        self._style = None
+        if was_active:
+            self._bump()
+        return True
+
     def _scene(self) -> Scene:
         controls = tuple((name, self._controls[name]) for name in active_controls(self._params.controls)
                          if name in self._controls)
-        return Scene(self._input if self.input_active else None, self._transition.step(), controls)
+        return Scene(self._input if self.input_active else None, self._transition.step(), controls,
+                     self._style if self.style_active else None)
 
     def _bump(self) -> None:
         self._version += 1

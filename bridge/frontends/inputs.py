@@ -29,6 +29,7 @@ WS_INPUT = struct.Struct("<4sHBBIII")
 WS_INPUT_MAGIC = b"TBI1"
 WS_CONTROL_MAGIC = b"TBC1"  # a control image: the same header, then the ControlNet's name (NUL-padded)
 WS_CONTROL_NAME = 32
+WS_STYLE_MAGIC = b"TBS1"  # the style image (IP-Adapter): the input message's header with this magic
 
 
 def check_size(width: int, height: int, field: str = "input") -> None:
@@ -101,11 +102,13 @@ def decode(data: bytes, kind: str, width: int | None, height: int | None, source
     return decode_image(data, kind, source, field)
 
 
-def pack_ws_input(kind: str, payload: bytes, width: int = 0, height: int = 0, control: str | None = None) -> bytes:
+def pack_ws_input(kind: str, payload: bytes, width: int = 0, height: int = 0, control: str | None = None,
+                  style: bool = False) -> bytes:
     """A binary WebSocket input message (what a client sends); with ``control``, that ControlNet's
-    control image (magic TBC1, the name NUL-padded to 32 bytes after the header)."""
+    control image (magic TBC1, the name NUL-padded to 32 bytes after the header); with ``style``,
+    the style image (magic TBS1)."""
     if control is None:
-        return WS_INPUT.pack(WS_INPUT_MAGIC, WS_INPUT.size, FORMATS[kind], 0, width, height, len(payload)) + payload
+        return WS_INPUT.pack(WS_STYLE_MAGIC if style else WS_INPUT_MAGIC, WS_INPUT.size, FORMATS[kind], 0, width, height, len(payload)) + payload
     name = control.encode().ljust(WS_CONTROL_NAME, b"\0")
     return WS_INPUT.pack(WS_CONTROL_MAGIC, WS_INPUT.size + WS_CONTROL_NAME, FORMATS[kind], 0, width, height,
                          len(payload)) + name + payload
@@ -115,6 +118,10 @@ def is_ws_control(message: bytes) -> bool:
     return message[:4] == WS_CONTROL_MAGIC
 
 
+def is_ws_style(message: bytes) -> bool:
+    return message[:4] == WS_STYLE_MAGIC
+
+
 def decode_ws_input(message: bytes) -> tuple[str | None, InputImage]:
     """A binary WebSocket message: ``WS_INPUT`` header (TBC1: then a 32-byte control name), then a PNG,
     JPEG or raw RGBA payload. Returns (control name or None for the input image, the image)."""
@@ -122,12 +129,12 @@ def decode_ws_input(message: bytes) -> tuple[str | None, InputImage]:
             "a 32-byte ControlNet name, then its control image (README, \"Live input\"); send JSON text "
             "messages for everything else")
     control = is_ws_control(message)
-    field = "control" if control else "input"
+    field = "control" if control else "style" if is_ws_style(message) else "input"
     if len(message) < WS_INPUT.size:
         raise ValidationError(field, hint)
     magic, header_size, code, _, width, height, length = WS_INPUT.unpack_from(message)
     least = WS_INPUT.size + (WS_CONTROL_NAME if control else 0)
-    if magic not in (WS_INPUT_MAGIC, WS_CONTROL_MAGIC) or header_size < least or code not in FORMATS.values() \
+    if magic not in (WS_INPUT_MAGIC, WS_CONTROL_MAGIC, WS_STYLE_MAGIC) or header_size < least or code not in FORMATS.values() \
             or len(message) < header_size:
         raise ValidationError(field, hint)
     name = message[WS_INPUT.size:least].rstrip(b"\0").decode("utf-8", "replace") if control else None

@@ -23,7 +23,8 @@ from ..core.errors import ValidationError
 from .connections import HTTP_LIMITS, HttpLimits
 from .control_api import CONTROLS
 from .input_api import INPUTS
-from .inputs import MAX_INPUT_BYTES, WS_CONTROL_NAME, WS_INPUT, is_ws_control
+from .style_api import STYLES
+from .inputs import MAX_INPUT_BYTES, WS_CONTROL_NAME, WS_INPUT, is_ws_control, is_ws_style
 from .rest import CHANNELS, add_channel_route, channel_name, error_response, loads_strict, scheduler_of, service_of
 from ..engine.scheduler import Scheduler
 from .security import ACCESS
@@ -222,7 +223,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                         break
                     await client.send_json(await client.handle(msg.data, sched))
                 elif msg.type == WSMsgType.BINARY:
-                    feed = service_of(request, CONTROLS) if is_ws_control(msg.data) else inputs
+                    feed = service_of(request, CONTROLS) if is_ws_control(msg.data) \
+                        else service_of(request, STYLES) if is_ws_style(msg.data) else inputs
                     await client.send_json(await feed.ws_message(msg.data))
         except (ConnectionError, asyncio.CancelledError) as exc:
             # The server cancels the handler when the connection drops (handler_cancellation).

@@ -143,6 +143,20 @@ def _image_put(what: str, answer: str, more: dict | None = None) -> dict:
                       **(more or {})}}
 
 
+def _style_route() -> dict:
+    """/v1/style: the IP-Adapter's style image, taken like the input image (409 without --ip-adapter)."""
+    json_object = {"application/json": {"schema": {"type": "object"}}}
+    return {
+        "put": _image_put("the style image (IP-Adapter; steers while style_scale > 0)",
+                          "the style image as the daemon holds it",
+                          {"409": _error("no IP-Adapter: start the daemon with --ip-adapter SOURCE")}),
+        "get": {"summary": "the style image's state (enabled, present, active, digest, size, source, scale)",
+                "responses": {"200": {"description": "state", "content": json_object}}},
+        "delete": {"summary": "drop the style image", "responses": {
+            "200": {"description": "cleared", "content": json_object}}},
+    }
+
+
 def _control_routes() -> dict:
     """/v1/control/{name}: the input image's routes, per ControlNet name (404 for an unknown one)."""
     json_object = {"application/json": {"schema": {"type": "object"}}}
@@ -249,6 +263,7 @@ def document(limits: Limits, token: bool, per_channel: frozenset[str] = frozense
             },
             "/v1/record": _record_route(),
             **_control_routes(),
+            "/v1/style": _style_route(),
             "/v1/schema": {"get": {"summary": "parameters, OSC addresses and endpoints", "responses": {
                 "200": {"description": "schema", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
             "/v1/openapi.json": {"get": {"summary": "this document", "responses": {

@@ -37,7 +37,7 @@ SEED_TYPES = "i (or h, or s for seeds of 2**63 and above)"
 SINGLE = {"prompt": "s", "seed": SEED_TYPES, "guidance": "f (or i)", "steps": "i", "width": "i", "height": "i",
           "strength": "f (or i)", "input": "i 0/1 or s on/off (or T/F)", "seed2": SEED_TYPES,
           "seed_mix": "f (or i)", "transition_frames": "i", "negative_prompt": "s",
-          "tiling": "s none|x|y|xy"}
+          "tiling": "s none|x|y|xy", "style_scale": "f (or i): 0 off, up to 2 (needs --ip-adapter)"}
 ADDRESSES = {
     **{f"{PREFIX}/{name}": f"{types}: set {name}" for name, types in SINGLE.items()},
     f"{PREFIX}/prompt": "s: set the prompt; or s f s f ...: a blend of (text, weight) pairs",

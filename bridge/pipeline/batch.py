@@ -12,7 +12,8 @@ only shapes a daemon compiles, not every count up to ``--max-channels``. Each (k
 is captured as its own graph on first use and replayed after, like sizes.
 
 Transitions keep per-channel state (what each channel showed last): the renderer's glider is
-swapped per channel, and a frame mid-transition renders alone.
+swapped per channel, and a frame mid-transition renders alone, as do frames with ControlNets or a
+style image.
 """
 
 from __future__ import annotations
@@ -67,9 +68,10 @@ class ChannelRenderer:
         if scene.glide is not None:  # a transition mixes from its own channel's last frame: alone
             return None
         plan = FramePlan.of(params, scene.input is not None, frame_controls(scene))
-        # ControlNet frames render alone: the batched graph carries no control images or scales.
-        # LoRAs are folded into the one UNet, so only frames with the same LoRAs share a batch.
-        return None if plan.controls else (plan.key, params.loras)
+        # ControlNet and style (IP-Adapter) frames render alone: the batched graph carries no control
+        # images, style tokens or their scales. LoRAs are folded into the one UNet, so only frames
+        # with the same LoRAs share a batch.
+        return None if plan.controls or scene.style is not None else (plan.key, params.loras)
 
     def forget(self, stream: str) -> None:
         self._gliders.pop(stream, None)

@@ -31,14 +31,15 @@ from ..core.scene import InputImage, Scene
 from ..engine.sinks.ndi import NdiSender
 from ..engine.sinks.record import Recorder
 from ..engine.sinks.shm import ShmWriter
-from . import bench_control, loader
+from . import bench_control, bench_style, loader
 from .optimize import configure_compile_cache
 from .renderer import DiffusersRenderer
 
 log = logging.getLogger(__name__)
 
 PROMPT = "a cat on a windowsill, golden hour, film grain"
-MODES = ("prompt", "seed", "input", "img2img", "control", "lora")  # what changes every frame (control: bench_control.py, lora: lora_bench.py)
+MODES = ("prompt", "seed", "input", "img2img", "control", "lora", "ip-adapter")  # what changes every frame
+# (control: bench_control.py, lora: lora_bench.py, ip-adapter: bench_style.py)
 INPUT_STRENGTH = 0.5  # at steps 1: diffusers' steps 2, strength 0.5 (one UNet step)
 _variation = itertools.count()  # every prompt-change frame gets a prompt never seen before
 
@@ -101,6 +102,8 @@ def _stats(times_ms: list[float]) -> dict[str, float]:
 
 
 def _params(mode: str, i: int, size: int, tiling: str = "none") -> Params:
+    if mode in bench_style.RUNS:
+        return bench_style.params(mode, i, size, Params(prompt=PROMPT, tiling=tiling))
     if mode in bench_control.RUNS:
         return bench_control.params(mode, i, size, Params(prompt=PROMPT, seed=7, tiling=tiling))
     prompt = f"{PROMPT}, variation {next(_variation)}" if mode == "prompt" else PROMPT
@@ -136,6 +139,8 @@ def _scene(mode: str, i: int, size: int) -> Scene:
     """Image-to-image modes: the same input ("img2img"), or new content every frame ("input")."""
     if mode in bench_control.RUNS:
         return bench_control.scene(mode, i, size)
+    if mode in bench_style.RUNS:
+        return bench_style.scene(mode, i, size)
     if mode not in ("input", "img2img"):
         return Scene()
     pixels = np.random.default_rng(0).integers(0, 256, (size, size, 4), np.uint8)
@@ -182,7 +187,8 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
     loaded = vram_gb(device)
     nets = bench_control.controlnets(opts.model, pipe.unet.config, str(device), dtype) \
         if bench_control.wanted(opts.modes) else None
-    renderer = DiffusersRenderer(pipe, str(device), dtype, compile=opts.compile, controlnets=nets)
+    style = bench_style.adapter(opts.model, pipe.unet, str(device), dtype) if bench_style.wanted(opts.modes) else None
+    renderer = DiffusersRenderer(pipe, str(device), dtype, compile=opts.compile, controlnets=nets, ip_adapter=style)
     runs = []
     lora_runs = [] if lora_runs is None else lora_runs
     for size in opts.sizes:
@@ -195,12 +201,12 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
 
             lora_runs.append({"dtype": dtype_name, "vae": vae_name, "size": size,
                               **measure_lora_switch(renderer, size, opts.frames, opts.cache_dir)})
-        modes = [m for m in bench_control.expand(opts.modes) if m != "lora"]
+        modes = [m for m in bench_style.expand(bench_control.expand(opts.modes)) if m != "lora"]
         for mode, tiling, sink_set in itertools.product(modes, opts.tilings, _sink_sets(opts.sinks)):
             # compiles image-to-image, or another tiling (logged)
             renderer.render(_params(mode, -1, size, tiling), _scene(mode, -1, size))
             times, sink_times = [], {}
-            with extra_sinks(sink_set) as sinks:
+            with extra_sinks(sink_set) as sinks, bench_style.no_recompile(mode):
                 for i in range(opts.frames):
                     scene = _scene(mode, i, size)  # the input's copy and hash belong to the front end: not timed
                     params = _params(mode, i, size, tiling)
@@ -233,7 +239,10 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
         if bench_control.wanted(opts.modes):
             next(r for r in runs if r.size == size and r.mode == "control_prompt").stages_ms = \
                 stage_breakdown(renderer, opts, size, shm, "control_prompt")
-    del renderer, pipe, vae, nets
+        if bench_style.wanted(opts.modes):
+            next(r for r in runs if r.size == size and r.mode == "style_new").stages_ms = \
+                stage_breakdown(renderer, opts, size, shm, "style_new")
+    del renderer, pipe, vae, nets, style
     _free(device)
     return runs
 
@@ -292,8 +301,10 @@ def run_bench(opts: BenchOptions, json_path: Path | None) -> dict:
     with ShmWriter(f"tb-bench-{uuid.uuid4().hex[:8]}", max(opts.sizes), max(opts.sizes)) as shm:
         for dtype_name in opts.dtypes:
             for vae_name in opts.vaes:
-                report["runs"] += [asdict(r) for r in measure(opts, device, dtype_name, vae_name, shm,
-                                                              report.setdefault("lora", []))]
+                runs = measure(opts, device, dtype_name, vae_name, shm, report.setdefault("lora", []))
+                report["runs"] += [asdict(r) for r in runs]
+                if bench_style.wanted(opts.modes):
+                    report.setdefault("ip_adapter", []).extend(bench_style.summary(runs))
                 save()
     return report
 
@@ -333,6 +344,10 @@ def format_report(report: dict) -> str:
                      f"no recompile; fold alone {r.get('fold_ms')} ms, first fold's frame "
                      f"{r.get('first_fold_frame_ms')} ms, first switch's frame {r.get('first_switch_frame_ms')} ms, "
                      f"slowest switch {r.get('switch_max_ms')} ms, stalled switches (frame, ms) {r.get('switch_slow')}")
+    for r in report.get("ip_adapter", []):
+        extras = ", ".join(f"{k.removesuffix('_extra_ms')} {v:+.2f}" for k, v in r.items() if k.endswith("_extra_ms"))
+        lines.append(f"IP-Adapter ({r['dtype']}, {r['vae']} VAE, {r['size']}, new seed every frame): adapter off "
+                     f"{r.get('style_off_ms', float('nan')):.2f} ms; ms added per frame: {extras}; no recompile")
     for r in report["runs"]:
         for name, ms in r.get("sink_ms", {}).items():
             lines.append(f"render-thread cost of the {name} sink ({r['vae']} VAE, {r['size']}, {r['mode']}, tiling "
@@ -341,7 +356,8 @@ def format_report(report: dict) -> str:
     for r in report["runs"]:
         if r["stages_ms"]:
             stages = ", ".join(f"{k} {v:.2f}" for k, v in r["stages_ms"].items())
-            what = {"input": "new input", "control_prompt": "one ControlNet, prompt change"}.get(r["mode"],
+            what = {"input": "new input", "control_prompt": "one ControlNet, prompt change",
+                    "style_new": "IP-Adapter, new style image"}.get(r["mode"],
                                                                                                   "prompt change")
             lines.append(f"stages ms ({r['dtype']}, {r['vae']} VAE, {r['size']}, {what}, synced per stage): {stages}")
     return "\n".join(lines)

@@ -1,5 +1,5 @@
 """What decides a frame's compute: size, schedule, guidance on/off, image-to-image or not, the
-ControlNets that run.
+ControlNets that run, the IP-Adapter on or off.
 
 ``FramePlan.key`` is the key of the frame's CUDA graphs: everything a graph bakes in (shapes,
 the schedule's sigmas as Python floats, whether there is an input latent to add noise to).
@@ -21,13 +21,16 @@ class FramePlan:
     cfg: bool  # classifier-free guidance (guidance > 0): a batch of two
     tiling: str = "none"  # circular padding (bridge.pipeline.tiling): other convolutions, another graph
     controls: tuple[str, ...] = ()  # the ControlNets run (scale > 0 and an image); their images/scales are inputs
+    style: bool = False  # the IP-Adapter runs (a style image, style_scale > 0); its tokens and scale are inputs
 
     @staticmethod
-    def of(params: Params, img2img: bool, controls: tuple[str, ...] = ()) -> "FramePlan":
+    def of(params: Params, img2img: bool, controls: tuple[str, ...] = (), style: bool = False) -> "FramePlan":
         if img2img:
             length, start = img2img_schedule(params.steps, params.strength)
-            return FramePlan(params.width, params.height, length, start, params.guidance > 0, params.tiling, controls)
-        return FramePlan(params.width, params.height, params.steps, None, params.guidance > 0, params.tiling, controls)
+            return FramePlan(params.width, params.height, length, start, params.guidance > 0, params.tiling, controls,
+                             style)
+        return FramePlan(params.width, params.height, params.steps, None, params.guidance > 0, params.tiling, controls,
+                         style)
 
     @property
     def runs(self) -> int:
@@ -41,4 +44,4 @@ class FramePlan:
 
     @property
     def key(self) -> tuple:
-        return self.width, self.height, self.schedule_steps, self.cfg, self.start, self.tiling, self.controls
+        return self.width, self.height, self.schedule_steps, self.cfg, self.start, self.tiling, self.controls, self.style

@@ -28,11 +28,12 @@ import torch
 from ..core.frame import Rendered
 from ..core.params import Params, prompt_texts
 from ..core.scene import Scene
-from . import control_images
+from . import control_images, ip_adapter
 from .control_images import ControlImages, frame_controls
 from .controlnet import ControlNets
 from .glide import Glider, Shown
 from .images import ImageLatents, vae_encode
+from .ip_adapter import IpAdapter, StyleTokens
 from .lora import Loras
 from .noise import frame_noise
 from .family import family_of_pipeline
@@ -50,7 +51,8 @@ class DiffusersRenderer:
 
     def __init__(self, pipe, device: str, dtype: torch.dtype, *, compile: bool = False,
                  profile: bool = False, cache_size: int = 256, lora_dir: Path | None = None,
-                 controlnets: ControlNets | None = None, canny_thresholds: tuple[float, float] = (100.0, 200.0)):
+                 controlnets: ControlNets | None = None, canny_thresholds: tuple[float, float] = (100.0, 200.0),
+                 ip_adapter: IpAdapter | None = None):
         self.pipe = pipe
         self.family = family_of_pipeline(pipe)
         self.encoders = [getattr(pipe, name) for name in self.family.text_encoders]
@@ -87,6 +89,10 @@ class DiffusersRenderer:
                 from .graphs import FrameGraphs
 
                 self._graphs = FrameGraphs()
+        # After any fusing: the style processors wrap the model's own (fused) cross-attention processors.
+        self.style = None if ip_adapter is None else StyleTokens(ip_adapter, self.device, dtype)
+        if ip_adapter is not None:
+            ip_adapter.install(pipe.unet)
         tokenizers = [getattr(pipe, name) for name in self.family.tokenizers]
         self.text = PromptEncoder(pipe, tokenizers, lambda ids: self._staged(("text",), self._encode, ids=ids),
                                   self._cuda, cache_size, stage=self._stage, family=self.family)
@@ -126,16 +132,20 @@ class DiffusersRenderer:
         pooled = out.text_embeds if self.family.pooled else embeds.new_zeros((embeds.shape[0], 0))
         return embeds.to(self.dtype), pooled.to(self.dtype)
 
-    def unet_conditioning(self, embeds: torch.Tensor, pooled: torch.Tensor, time_ids: torch.Tensor | None) -> dict:
-        """The UNet's keyword arguments besides (latents, timestep): the one place they are built."""
-        kwargs: dict = {"encoder_hidden_states": embeds}
+    def unet_conditioning(self, embeds: torch.Tensor, pooled: torch.Tensor, time_ids: torch.Tensor | None,
+                          style: tuple | None = None) -> dict:
+        """The UNet's keyword arguments besides (latents, timestep): the one place they are built.
+
+        ``style``: (image tokens, scale) of the IP-Adapter, read by its cross-attention processors."""
+        kwargs: dict = {"encoder_hidden_states": embeds if style is None else (embeds, *style)}
         if self.family.pooled or self.family.time_ids:
             kwargs["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": time_ids}
         return kwargs
 
-    def _denoise(self, latents, timestep, embeds, pooled, time_ids, down=None, mid=None) -> torch.Tensor:
-        """One UNet evaluation; ``down``/``mid``: ControlNet residuals added to its skip connections."""
-        return self.pipe.unet(latents, timestep, **self.unet_conditioning(embeds, pooled, time_ids),
+    def _denoise(self, latents, timestep, embeds, pooled, time_ids, down=None, mid=None, style=None) -> torch.Tensor:
+        """One UNet evaluation; ``down``/``mid``: ControlNet residuals added to its skip connections,
+        ``style``: the IP-Adapter's (tokens, scale)."""
+        return self.pipe.unet(latents, timestep, **self.unet_conditioning(embeds, pooled, time_ids, style),
                               down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
 
     def _residuals(self, names: tuple[str, ...], latents, timestep, embeds, pooled, time_ids, images, scales):
@@ -190,14 +200,14 @@ class DiffusersRenderer:
 
     @torch.inference_mode()
     def render(self, params: Params, scene: Scene = Scene()) -> Rendered:
-        plan = FramePlan.of(params, scene.input is not None, frame_controls(scene))
+        plan = self._plan(params, scene)
         if self.compile and plan.key not in self._warm:
             self._warm.add(plan.key)
             text = prompt_texts(params.prompt)[0]
             with progress(f"compiling for {params.width}x{params.height}, {plan.runs} of {plan.schedule_steps} "
                           f"step(s), guidance {'on' if plan.cfg else 'off'}, "
                           f"{'image' if plan.start is not None else 'text'}-to-image (once per size; cached on disk)"):
-                warm = Scene(scene.input, controls=scene.controls)
+                warm = Scene(scene.input, controls=scene.controls, style=scene.style)
                 self._render(params.merged({"prompt": text + " "}), warm, record=False)  # the with-text graph
                 self._render(params.merged({"prompt": text}), warm, record=False)  # the cached-embeddings graph
         return self._render(params, scene)
@@ -207,7 +217,7 @@ class DiffusersRenderer:
         if params.loras != self.loras.applied:
             with self._stage("loras"):  # between two frames, into the same weight storage
                 self.text.variant = self.loras.update(params.loras)
-        plan = FramePlan.of(params, scene.input is not None, frame_controls(scene))
+        plan = self._plan(params, scene)
         if self._tiling.set(plan.tiling):
             self.images.clear()  # the input's latents depend on the encoder's padding
         image = None if scene.input is None else self.images.latents(scene.input, plan.width, plan.height)
@@ -215,6 +225,9 @@ class DiffusersRenderer:
         if scene.controls:
             with self._stage("control_images"):
                 control = control_images.values(self.control_images, params, scene, plan.runs)
+        if plan.style:
+            with self._stage("style_image"):  # the image encoder runs for a new style image only
+                control.update(ip_adapter.values(self.style, scene.style, params.style_scale, plan.cfg))
         with self._stage("noise"):
             noise = frame_noise(params, plan.draws, self._latent_shape(plan))
         if self._graphs is not None and not self.profile and isinstance(params.prompt, str) and scene.glide is None:
@@ -228,6 +241,10 @@ class DiffusersRenderer:
         with self._stage("to_host"):
             pixels = self._to_host(rgba)
         return Rendered(pixels, dict(self._stages))
+
+    def _plan(self, params: Params, scene: Scene) -> FramePlan:
+        style = scene.style is not None and self.style is not None and params.style_scale > 0
+        return FramePlan.of(params, scene.input is not None, frame_controls(scene), style)
 
     def _inputs(self, shown: Shown, params: Params, image: torch.Tensor | None, control: dict) -> dict:
         values = {"noise": shown.noise.pin_memory() if self._cuda else shown.noise,
@@ -267,7 +284,8 @@ class DiffusersRenderer:
 
     def _denoise_steps(self, plan: FramePlan, noise: torch.Tensor, guidance, embeds, pooled,
                        image: torch.Tensor | None = None, control_images: torch.Tensor | None = None,
-                       control_scales: torch.Tensor | None = None, negative=None, negative_pooled=None) -> torch.Tensor:
+                       control_scales: torch.Tensor | None = None, negative=None, negative_pooled=None,
+                       style_tokens=None, style_uncond=None, style_scale=None) -> torch.Tensor:
         """The sampling loop; ``guidance`` is a float, or a 0-d tensor inside a frame graph.
 
         Text-to-image starts from noise alone; image-to-image from the input's latents noised to
@@ -279,6 +297,9 @@ class DiffusersRenderer:
             control_images = torch.cat([control_images, control_images], dim=1)
         if plan.cfg:  # the negative prompt's embeddings (zeros for SDXL-Turbo without one) come first
             embeds, pooled = torch.cat([negative, embeds]), torch.cat([negative_pooled, pooled])
+        style = None
+        if plan.style:  # diffusers' order too: the unconditional image's tokens first
+            style = (torch.cat([style_uncond, style_tokens]) if plan.cfg else style_tokens, style_scale)
         schedule = self._schedule.steps(plan.schedule_steps, self.device)
         steps = schedule.steps[plan.start or 0:]
         time_ids = self._time_ids_for(plan, embeds.shape[0])  # 1, 2 (guidance), or a batch of channels' rows
@@ -293,9 +314,9 @@ class DiffusersRenderer:
             if plan.controls:
                 down, mid = self._control(plan.controls, model_in, step.timestep, embeds, pooled, time_ids,
                                           control_images, control_scales[:, i])
-                eps = self._unet(model_in, step.timestep, embeds, pooled, time_ids, down, mid)
+                eps = self._unet(model_in, step.timestep, embeds, pooled, time_ids, down, mid, style)
             else:
-                eps = self._unet(model_in, step.timestep, embeds, pooled, time_ids)
+                eps = self._unet(model_in, step.timestep, embeds, pooled, time_ids, None, None, style)
             if plan.cfg:
                 uncond, cond = eps.chunk(2)
                 eps = uncond + (guidance * (cond - uncond)).to(uncond.dtype)  # a batch's per-row guidance too
@@ -305,11 +326,12 @@ class DiffusersRenderer:
     def _frame_graph(self, plan: FramePlan, with_text: bool):
         """The whole frame as one graph: (text encoders,) denoising and decoding."""
         def frame(noise, guidance, ids=None, embeds=None, pooled=None, image=None, control_images=None,
-                  control_scales=None, negative=None, negative_pooled=None):
+                  control_scales=None, negative=None, negative_pooled=None, style_tokens=None, style_uncond=None,
+                  style_scale=None):
             if ids is not None:
                 embeds, pooled = self._encode(ids)
             latents = self._denoise_steps(plan, noise, guidance, embeds, pooled, image, control_images, control_scales,
-                                          negative, negative_pooled)
+                                          negative, negative_pooled, style_tokens, style_uncond, style_scale)
             return self._decode(latents), embeds, pooled
 
         def inputs() -> dict:
@@ -327,7 +349,8 @@ class DiffusersRenderer:
             if plan.cfg:  # the unconditional branch has the conditioning's shapes
                 made["negative"], made["negative_pooled"] = torch.zeros_like(embeds), torch.zeros_like(pooled)
             return {**made, **control_images.graph_inputs(plan.controls, plan.width, plan.height, plan.runs,
-                                                          self.dtype, self.device)}
+                                                          self.dtype, self.device),
+                    **ip_adapter.graph_inputs(self.style, plan.style, plan.cfg)}
 
         return self._graphs.get((*plan.key, with_text), frame, inputs)
 

@@ -187,18 +187,33 @@ function setControlScale(params) {
   $("control-scale-shown").textContent = scale;
 }
 
-async function putControl(file) {
-  const name = $("control-name").value;
-  if (!name || !file) return;
-  const response = await fetch(channelPath(`control/${encodeURIComponent(name)}`), {
+async function putImage(path, file) {
+  const response = await fetch(channelPath(path), {
     method: "PUT", headers: { ...AUTH, "Content-Type": file.type || "application/octet-stream" }, body: file });
   const body = await response.json();
   showError(response.ok ? null : body.error);
 }
 
+async function putControl(file) {
+  const name = $("control-name").value;
+  if (name && file) await putImage(`control/${encodeURIComponent(name)}`, file);
+}
+
+async function putStyle(file) {
+  if (file) await putImage("style", file);
+}
+
+function setStyleScale(params) {
+  // Like the ControlNet slider: it follows the daemon unless it is being dragged.
+  if (params.style_scale === undefined || $("style-scale") === document.activeElement) return;
+  $("style-scale").value = String(params.style_scale);
+  $("style-scale-shown").textContent = String(params.style_scale);
+}
+
 function setControls(params, all = false) {
   setLoraSliders(params.loras || {});
   setControlScale(params);
+  setStyleScale(params);
   for (const field of FIELDS) {
     const input = $(field);
     // A prompt blend ([[text, weight], ...], set over REST/OSC) shows as JSON; typing replaces it.
@@ -310,13 +325,23 @@ $("control-scale").addEventListener("input", () => {
   $("control-scale-shown").textContent = $("control-scale").value;
   send({ params: { controls: { [$("control-name").value]: { scale: Number($("control-scale").value) } } } });
 });
-$("control").addEventListener("dragover", (event) => { event.preventDefault(); $("control").classList.add("dragging"); });
-$("control").addEventListener("dragleave", () => $("control").classList.remove("dragging"));
-$("control").addEventListener("drop", (event) => {
-  event.preventDefault();
-  $("control").classList.remove("dragging");
-  putControl(event.dataTransfer.files[0]);
+function dropTarget(box, put) {
+  // An image dropped on the box is PUT (control and style images).
+  box.addEventListener("dragover", (event) => { event.preventDefault(); box.classList.add("dragging"); });
+  box.addEventListener("dragleave", () => box.classList.remove("dragging"));
+  box.addEventListener("drop", (event) => {
+    event.preventDefault();
+    box.classList.remove("dragging");
+    put(event.dataTransfer.files[0]);
+  });
+}
+dropTarget($("control"), putControl);
+$("style-file").addEventListener("change", () => putStyle($("style-file").files[0]));
+$("style-scale").addEventListener("input", () => {
+  $("style-scale-shown").textContent = $("style-scale").value;
+  send({ params: { style_scale: Number($("style-scale").value) } });
 });
+dropTarget($("style"), putStyle);
 
 setInterval(() => {
   const now = performance.now();
@@ -332,6 +357,7 @@ fetch("/v1/schema", { headers: AUTH }).then((response) => response.json()).then(
   const names = Object.keys(schema.parameters.controls.properties);  // the loaded ControlNets
   for (const name of names) $("control-name").append(new Option(name, name));
   $("control").hidden = names.length === 0;
+  $("style").hidden = !(schema.parameters.style_scale && schema.parameters.style_scale.maximum > 0);  // --ip-adapter
 }).catch((error) => showError({ field: null, message: `schema: ${error}` }));
 
 connect();

@@ -58,6 +58,14 @@ class ControlShot:
     scale: float
 
 
+@dataclass(frozen=True)
+class StyleShot:
+    """A layer to send as the style image (IP-Adapter), steering with ``scale``."""
+
+    shot: Capture
+    scale: float
+
+
 def capture_layer(doc, node) -> Capture | None:
     """One layer's pixels over the whole canvas, as painted (GUI thread; its visibility does not matter)."""
     width, height = doc.width(), doc.height()
@@ -91,7 +99,7 @@ class InputSender(Outbox):
         self.frame_size: tuple[int, int] | None = None  # set by the GUI thread from the frames
         self._pending: Capture | str | None = None
 
-    def submit(self, shot: "Capture | ControlShot") -> None:
+    def submit(self, shot: "Capture | ControlShot | StyleShot") -> None:
         with self._lock:
             self._pending = shot
         self._wake.set()
@@ -116,6 +124,12 @@ class InputSender(Outbox):
                 self.client.patch({"controls": {work.name: {"preprocess": work.preprocess, "scale": work.scale}}})
                 self.signals.status.emit(f"layer sent as control {work.name!r} ({answer['width']}x{answer['height']}, "
                                          f"{work.preprocess})")
+                return
+            if isinstance(work, StyleShot):  # the daemon scales it to its image encoder's size
+                answer = self.client.put_input(prepared(work.shot, None), style=True)
+                self.client.patch({"style_scale": work.scale})
+                self.signals.status.emit(f"layer sent as style image ({answer['width']}x{answer['height']}, "
+                                         f"scale {work.scale:g})")
                 return
             answer = self.client.put_input(prepared(work, self.frame_size))
             self.sent += 1

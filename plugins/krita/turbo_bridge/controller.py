@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 
-from .canvas import ControlShot, InputSender, capture, capture_layer
+from .canvas import ControlShot, InputSender, StyleShot, capture, capture_layer
 from .frames import Picture, place
 from .layer import DocumentError, ReferenceLayer, find_reference, is_idle, keep
 from .qt import QtCore, Signal
@@ -158,17 +158,30 @@ class Controller(QtCore.QObject):
 
     def send_layer_as_control(self, layer: str, name: str, preprocess: str, scale: float) -> bool:
         """Send the layer named ``layer`` as ControlNet ``name``'s control image (False: nothing to send)."""
+        shot = self._layer_shot(layer if name.strip() else "",
+                                "pick a layer and a ControlNet name (the daemon's --controlnet NAME) first")
+        if shot is not None:
+            self._input.submit(ControlShot(shot, name.strip(), preprocess, scale))
+        return shot is not None
+
+    def send_layer_as_style(self, layer: str, scale: float) -> bool:
+        """Send the layer named ``layer`` as the style image (IP-Adapter) at ``scale`` (False: nothing to send)."""
+        shot = self._layer_shot(layer, "pick a layer to send as the style image first")
+        if shot is not None:
+            self._input.submit(StyleShot(shot, scale))
+        return shot is not None
+
+    def _layer_shot(self, layer: str, missing: str):
+        """The pixels of the layer named ``layer``, or None (and ``missing`` or why in the status)."""
         doc = self.host.activeDocument()
         node = doc.nodeByName(layer) if doc is not None and layer else None
-        if node is None or not name.strip() or self._input is None:
-            self._set_status("pick a layer and a ControlNet name (the daemon's --controlnet NAME) first")
-            return False
+        if node is None or self._input is None:
+            self._set_status(missing)
+            return None
         shot = capture_layer(doc, node)
         if shot is None:
             self._set_status(f"could not read layer {layer!r} (8-bit RGBA only)")
-            return False
-        self._input.submit(ControlShot(shot, name.strip(), preprocess, scale))
-        return True
+        return shot
 
     def set_opacity(self, percent: int) -> None:
         if self.reference.set_opacity(self.host.activeDocument(), percent):

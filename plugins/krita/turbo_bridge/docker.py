@@ -85,6 +85,16 @@ class BridgePanel(QtWidgets.QWidget):
         self.control_scale.setSingleStep(0.1)
         self.control_scale.setValue(1.0)
         self.send_control = QtWidgets.QPushButton("Layer as control")
+        # Layer as style image: a layer (a painting, a reference) steers the look (the daemon's --ip-adapter).
+        self.style_layer = _LayerBox(self.refresh_layers)
+        self.style_layer.setToolTip("The layer whose look the frames take (needs a daemon with --ip-adapter)")
+        self.style_scale = QtWidgets.QDoubleSpinBox()
+        self.style_scale.setRange(0.0, 2.0)
+        self.style_scale.setSingleStep(0.1)
+        self.style_scale.setValue(0.8)
+        self.style_scale.setToolTip("How strongly the style image steers (0: off)")
+        self.send_style = QtWidgets.QPushButton("Layer as style image")
+        self._style_sent = False
         self._lay_out()
 
         self.controller.reference.opacity_percent = self.opacity.value()
@@ -109,6 +119,8 @@ class BridgePanel(QtWidgets.QWidget):
         self.controller.recording_changed.connect(self._show_recording)
         self.send_control.clicked.connect(self._send_control)
         self.control_scale.valueChanged.connect(self._control_scale_changed)
+        self.send_style.clicked.connect(self._send_style)
+        self.style_scale.valueChanged.connect(self._style_scale_changed)
         app = QtWidgets.QApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self.controller.stop)
@@ -145,6 +157,11 @@ class BridgePanel(QtWidgets.QWidget):
         row.addWidget(self.send_control)
         form.addRow(row)
         row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.style_layer, 1)
+        row.addWidget(self.style_scale)
+        row.addWidget(self.send_style)
+        form.addRow("Style", row)
+        row = QtWidgets.QHBoxLayout()
         row.addWidget(self.opacity, 1)
         row.addWidget(self.opacity_label)
         form.addRow("Opacity", row)
@@ -157,15 +174,16 @@ class BridgePanel(QtWidgets.QWidget):
         form.addRow(row)
 
     def refresh_layers(self) -> None:
-        """The active document's layers (top level, the reference layer left out) in the Control box."""
+        """The active document's layers (top level, the reference layer left out) in the Control and Style boxes."""
         doc = self.host.activeDocument()
-        current = self.control_layer.currentText()
         names = [node.name() for node in (doc.rootNode().childNodes() if doc is not None else [])
                  if node.name() != REFERENCE_NAME]
-        self.control_layer.clear()
-        self.control_layer.addItems(names)
-        if current in names:
-            self.control_layer.setCurrentText(current)
+        for box in (self.control_layer, self.style_layer):
+            current = box.currentText()
+            box.clear()
+            box.addItems(names)
+            if current in names:
+                box.setCurrentText(current)
 
     def _send_control(self) -> None:
         self.host.writeSetting(SETTINGS, "control_name", self.control_name.text())
@@ -176,6 +194,13 @@ class BridgePanel(QtWidgets.QWidget):
         name = self.control_name.text().strip()
         if name:
             self.controller.set_params({"controls": {name: float(value)}})
+
+    def _send_style(self) -> None:
+        self._style_sent = self.controller.send_layer_as_style(self.style_layer.currentText(), self.style_scale.value())
+
+    def _style_scale_changed(self, value: float) -> None:
+        if self._style_sent:  # the scale follows the spin box once a style image was sent
+            self.controller.set_params({"style_scale": float(value)})
 
     def reconnect(self) -> None:
         try:

@@ -17,7 +17,7 @@ FIELD_PARS = {"Prompt": "prompt", "Seed": "seed", "Guidance": "guidance", "Steps
               "Width": "width", "Height": "height"}
 PAR_FOR_FIELD = {field: par for par, field in FIELD_PARS.items()}
 INPUT_PARS = {"Strength": "strength"}  # on the Input page; not part of Send All or the cues
-STYLE_PARS = {"Negprompt": "negative_prompt"}  # on the Style page, like the Input page's
+STYLE_PARS = {"Negprompt": "negative_prompt", "Stylescale": "style_scale"}  # on the Style page, like the Input page's
 LORA_SLOTS = 4  # the daemon takes at most 4 active LoRAs
 LORA_PARS = {f"Lora{i}{part}": i for i in range(1, LORA_SLOTS + 1) for part in ("name", "weight")}
 OUTPUT_PARS = {"Tiling": "tiling"}  # on the Output page; likewise
@@ -33,7 +33,7 @@ def coerce(field: str, value: Any) -> Any:
     Seed is a string parameter, exact to 2**64-1). Raises ValueError naming the field."""
     if field in ("prompt", "negative_prompt", "tiling"):
         return str(value)
-    if field in ("guidance", "strength"):
+    if field in ("guidance", "strength", "style_scale"):
         return float(value)
     if isinstance(value, str):
         text = value.strip()

@@ -1,7 +1,8 @@
 """Live input: the Input TOP's image, each time it changes, into an input segment of this
 process that the daemon polls (image-to-image; the daemon must run on this machine). The
 Control page's TOPs go the same way, each into a control segment of its ControlNet name
-(``ControlSender``), with that ControlNet's scale sent when it changes.
+(``ControlSender``), with that ControlNet's scale sent when it changes, and the Style page's TOP
+into a style segment (``StyleSender``).
 
 Every frame start (with Send Input on) the TOP's image is read with ``numpyArray(delayed=True)``
 (the GPU download of this call lands at the next call, so the main thread never waits on the
@@ -44,6 +45,7 @@ def as_rgba(image: np.ndarray) -> np.ndarray:
 
 class InputSender:
     control: str | None = None  # None: the input image; a name: that ControlNet's control image
+    style = False  # True: the style image (StyleSender)
     what = "input"
 
     def __init__(self, comp):
@@ -85,8 +87,8 @@ class InputSender:
             self._write(image)
         if self._attached_to != url and (self._worker is None or not self._worker.is_alive()):
             self._attached_to = url
-            name, control = self.writer.name, self.control
-            self._run(lambda client: client.attach_input(name, control=control), url, token)
+            name, control, style = self.writer.name, self.control, self.style
+            self._run(lambda client: client.attach_input(name, control=control, style=style), url, token)
         if self._outcome is not None:
             status(self.what, self._outcome)
 
@@ -122,8 +124,8 @@ class InputSender:
     def stop(self, url: str, token: str) -> None:
         """Back to text-to-image: the daemon drops the input, the segment goes."""
         if self._attached_to is not None:
-            control = self.control
-            self._run(lambda client: client.clear_input(control=control), url, token)
+            control, style = self.control, self.style
+            self._run(lambda client: client.clear_input(control=control, style=style), url, token)
         self._attached_to = None
         self._close_writer()
 
@@ -137,6 +139,21 @@ class InputSender:
             self._worker.join(timeout)
             return not self._worker.is_alive()
         return True
+
+
+class StyleSender(InputSender):
+    """The Style page's TOP into a style segment (the daemon's --ip-adapter style image); its scale,
+    Style Scale, travels over OSC like the page's other parameters."""
+
+    style = True
+    what = "style"
+
+    def _wanted(self):
+        top = self.comp.par.Styletop.eval()
+        return top is not None, top
+
+    def _segment_name(self) -> str:
+        return segment_name(self.comp).replace("-input-", "-style-")[:100]
 
 
 class ControlSender(InputSender):

@@ -106,6 +106,9 @@ def add_control_pars(comp) -> None:
 
     page = comp.appendCustomPage("Style")
     _set(page.appendStr("Negprompt", label="Negative Prompt (guidance > 0)")[0], "")
+    # The style image (the daemon's --ip-adapter): a TOP into a style segment, its scale over OSC.
+    page.appendTOP("Styletop", label="Style TOP (IP-Adapter)")
+    _set(page.appendFloat("Stylescale", label="Style Scale")[0], 0.0, lo=0.0, hi=2.0, norm=(0.0, 2.0))
     for i in range(1, 5):  # the daemon's at most 4 active LoRAs; names from GET /v1/loras
         _set(page.appendStr(f"Lora{i}name", label=f"LoRA {i}")[0], "")
         _set(page.appendFloat(f"Lora{i}weight", label=f"LoRA {i} Weight")[0], 0.0, lo=-2.0, hi=2.0, norm=(-2.0, 2.0))

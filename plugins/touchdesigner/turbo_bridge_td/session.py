@@ -13,7 +13,7 @@ import time
 from ._client import client
 from .control import FIELD_PARS, INPUT_PARS, LORA_PARS, OUTPUT_PARS, STYLE_PARS, Controller, channel, ports
 from .cues import CueError, Cues
-from .inputs import CONTROL_SLOTS, ControlSender, InputSender
+from .inputs import CONTROL_SLOTS, ControlSender, InputSender, StyleSender
 from .sources import HttpSource, ShmSource
 
 RETRY_S = 1.0  # between attempts to attach to a segment that is not there (yet)
@@ -30,6 +30,7 @@ class Session:
         self.cues = Cues(comp, self.controller)
         self.input = InputSender(comp)
         self.control_senders = [ControlSender(comp, slot) for slot in CONTROL_SLOTS]
+        self.style_sender = StyleSender(comp)
         self.source = None
         self._source_key: tuple | None = None
         self._next_attach = 0.0
@@ -110,7 +111,7 @@ class Session:
         if self.source is not None:
             self.source.close()
             self.source = None
-        for sender in (self.input, *self.control_senders):
+        for sender in (self.input, *self.control_senders, self.style_sender):
             sender.reattach()  # a new source may be a restarted daemon
 
     def _pull(self, now: float):
@@ -129,7 +130,7 @@ class Session:
         if self._stale_segment(now):
             self.close_source()  # reattached just below
         latest = self._pull(now)
-        for sender in (self.input, *self.control_senders):
+        for sender in (self.input, *self.control_senders, self.style_sender):
             sender.frame_start(self.http_url(), str(self.comp.par.Token.eval()), self.status)
         if latest is None:
             return
@@ -228,7 +229,7 @@ class Session:
 
     def close(self) -> None:
         self.close_source()
-        for sender in (self.input, *self.control_senders):
+        for sender in (self.input, *self.control_senders, self.style_sender):
             sender.stop(self.http_url(), str(self.comp.par.Token.eval()))
 
 
