@@ -388,7 +388,9 @@ def format_report(report: dict) -> str:
                      f"{r['folded_ms']:.2f} ms ({r['folded_vs_base_pct']:+.2f}%), switching frame "
                      f"{r['switch_frame_ms']:.2f} ms (+{r['switch_extra_ms']:.2f}, p99 {r['switch_p99_ms']:.2f}), "
                      f"weight moved every frame {r['reweight_frame_ms']:.2f} ms (+{r['reweight_extra_ms']:.2f}), "
-                     f"no recompile")
+                     f"no recompile; fold alone {r.get('fold_ms')} ms, first fold's frame "
+                     f"{r.get('first_fold_frame_ms')} ms, first switch's frame {r.get('first_switch_frame_ms')} ms, "
+                     f"slowest switch {r.get('switch_max_ms')} ms, stalled switches (frame, ms) {r.get('switch_slow')}")
     for r in report.get("ip_adapter", []):
         extras = ", ".join(f"{k.removesuffix('_extra_ms')} {v:+.2f}" for k, v in r.items() if k.endswith("_extra_ms"))
         lines.append(f"IP-Adapter ({r['dtype']}, {r['vae']} VAE, {r['size']}, new seed every frame): adapter off "
