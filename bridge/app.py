@@ -27,6 +27,8 @@ from .core.params import Limits
 from .engine.channels import MAIN, Channel, ChannelRegistry
 from .engine.loras import LoraGate
 from .engine.render_queue import RenderQueue
+from .engine.render_thread import RenderThread
+from .engine.startup import StartupPhases
 from .engine.scheduler import Scheduler
 from .engine.sinks.png import PngCache, PngFileWriter
 from .engine.sinks.ndi import NdiSender
@@ -53,32 +55,53 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
     log.info("cache folder %s (demo model, compile caches)", config.cache_dir)
     if config.model == "null":
         return NullRenderer(), {"model": "null", "family": "none", "device": "none", "dtype": "none", "compile": False}
-    from .pipeline import loader
-    from .pipeline.batch import ChannelRenderer
-    from .pipeline.optimize import configure_compile_cache
-    from .pipeline.renderer import DiffusersRenderer
+    phases = StartupPhases()
+    with phases("imports"):  # torch, diffusers, transformers: seconds before anything else can happen
+        from .pipeline import loader
+        from .pipeline.batch import ChannelRenderer
+        from .pipeline.optimize import configure_compile_cache
+        from .pipeline.renderer import DiffusersRenderer
 
     device = config.device if config.device not in (None, "auto") else loader.default_device()
     loader.bind_thread(device)  # this is the device's render thread: everything after runs here
     dtype = loader.resolve_dtype(config.dtype, device)
     compile = config.compile == "on" or (config.compile == "auto" and device.startswith("cuda"))
+    artifacts = None
     if compile:
         configure_compile_cache(config.cache_dir)
-    vae = None if config.vae == "full" else loader.load_tiny_vae(config.vae, config.model, device, dtype)
-    pipe = loader.load_pipeline(config.model, device, dtype, config.cache_dir, vae=vae, scheduler=config.scheduler)
-    renderer = DiffusersRenderer(pipe, device, dtype, compile=compile, lora_dir=lora_folder(config),
-                                 controlnets=load_controlnets(config, pipe, device, dtype),
-                                 canny_thresholds=config.canny_thresholds,
-                                 ip_adapter=load_ip_adapter(config, pipe, device, dtype))
+        if config.compile_artifacts:
+            from .pipeline.compile_artifacts import CompileArtifacts
+
+            artifacts = CompileArtifacts.for_renderer(config.cache_dir, config.model, config.vae, dtype, device,
+                                                      controlnets=[s.source for s in config.controlnets],
+                                                      ip_adapter=config.ip_adapter)
+            with phases("compile_artifacts"):
+                artifacts.load()
+    elif config.compile_artifacts:
+        log.info("--compile-artifacts on: nothing to do, this daemon does not compile (%s, --compile %s)", device,
+                 config.compile)
+    with phases("model"):  # the pipeline modules' own (lazy) imports count here
+        vae = None if config.vae == "full" else loader.load_tiny_vae(config.vae, config.model, device, dtype)
+        pipe = loader.load_pipeline(config.model, device, dtype, config.cache_dir, vae=vae, scheduler=config.scheduler)
+        renderer = DiffusersRenderer(pipe, device, dtype, compile=compile, lora_dir=lora_folder(config),
+                                     controlnets=load_controlnets(config, pipe, device, dtype),
+                                     canny_thresholds=config.canny_thresholds,
+                                     ip_adapter=load_ip_adapter(config, pipe, device, dtype))
     if compile:  # compile and capture for the initial size before the ports open
-        started = time.perf_counter()
-        renderer.render(config.initial)
+        with phases("warm_up"):
+            renderer.render(config.initial)
         log.info("warm-up for %dx%d done in %.1f s", config.initial.width, config.initial.height,
-                 time.perf_counter() - started)
+                 phases.seconds["warm_up"])
+        if artifacts is not None:
+            renderer.after_compile = artifacts.save  # later sizes and graphs too
+            with phases("compile_artifacts_save"):
+                artifacts.save()
+    log.info("start-up (%s): %s", device, phases.summary())
     info = {"model": config.model, "family": renderer.family.name, "scheduler": renderer.sampler, "device": device,
             "dtype": str(dtype).removeprefix("torch."), "vae": config.vae, "compile": compile,
             "controlnets": {spec.name: spec.source for spec in config.controlnets},
-            "t2i_adapters": sorted(renderer.controlnets.adapters), "ip_adapter": config.ip_adapter}
+            "t2i_adapters": sorted(renderer.controlnets.adapters), "ip_adapter": config.ip_adapter,
+            "startup_s": phases.rounded()}
     return ChannelRenderer(renderer), info  # several channels' frames batched, each with its own transitions
 
 
@@ -147,8 +170,8 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
 
     async def executors(app: web.Application) -> AsyncIterator[None]:
         devices = resolve_devices(config.device)
-        # One render thread per device; the first keeps the name "gpu" (thread gpu_0).
-        gpus = [ThreadPoolExecutor(1, thread_name_prefix="gpu" if i == 0 else f"gpu{i}") for i in range(len(devices))]
+        # One render thread per device; the first keeps the name "gpu".
+        gpus = [RenderThread("gpu" if i == 0 else f"gpu{i}", config.render_spin_ms / 1e3) for i in range(len(devices))]
         encoder = ThreadPoolExecutor(2, thread_name_prefix="encode")
         lora_loader = ThreadPoolExecutor(1, thread_name_prefix="lora-loader")
         loop = asyncio.get_running_loop()

@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the control images' canny preprocessing: hysteresis thresholds in grey levels")
     serve.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                        help="torch.compile + CUDA graphs (auto: on for CUDA); off keeps the eager path")
+    serve.add_argument("--compile-artifacts", default="off", choices=["on", "off"],
+                       help="on: load the compiler's portable cache file (cache-dir/compile/artifacts) before "
+                            "compiling and write it after each compile: a restart on a machine with empty compile "
+                            "caches loads instead of compiling")
     serve.add_argument("--device", default=None,
                        help="cuda, cuda:1, cpu (default: cuda if present); a list (cuda:0,cuda:1) or 'all': "
                             "one resident pipeline per device, channels placed by load")
@@ -93,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "an idle or slow one is closed, else the newcomer gets 503")
     serve.add_argument("--max-connections-per-address", type=int, default=HttpLimits.max_per_address,
                        help="open HTTP connections from one client address")
+    serve.add_argument("--render-spin-ms", type=float, default=0.0, metavar="MS",
+                       help="after each frame the render thread polls this long for the next change before it "
+                            "sleeps (0: sleep at once); trades a CPU core while changes keep coming for less latency")
     bench = sub.add_parser("bench", help="measure frame rate, latency, VRAM and stage times on this machine")
     bench.add_argument("--model", default="random",
                        help="'random'/'random-sd' (full SDXL-Turbo/SD-Turbo architecture, random weights; no "
@@ -119,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-baseline", action="store_true", help="skip the plain diffusers call")
     bench.add_argument("--memory-budget-gb", type=float, default=None,
                        help="cap this process's GPU memory (e.g. 24) to show the run fits")
+    bench.add_argument("--precision", default="default", choices=["default", "fp8"],
+                       help="fp8: the UNet's linear layers in FP8 (e4m3, per-tensor scales; Ada/Hopper GPUs, or the "
+                            "CPU's slow reference kernel), with the pixel deviation from the bf16 frames on the same weights")
     bench.add_argument("--cache-dir", type=Path, default=None)
     bench.add_argument("--json", type=Path, default=Path("bench.json"), help="where to write the figures")
 
@@ -168,6 +178,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   lora_dir=args.lora_dir,
                   access=Access.from_options(args.token, args.allow_host, args.cors_origin, args.osc_allow),
                   controlnets=_controlnets(args.controlnet), canny_thresholds=_thresholds(args.canny_thresholds),
+                  render_spin_ms=_spin(args.render_spin_ms), compile_artifacts=args.compile_artifacts == "on",
                   ip_adapter=args.ip_adapter or None,
                   http=HttpLimits(max_connections=args.max_connections,
                                   max_per_address=args.max_connections_per_address),
@@ -190,6 +201,12 @@ def _thresholds(text: str) -> tuple[float, float]:
     return low, high
 
 
+def _spin(ms: float) -> float:
+    if not 0 <= ms <= 1000:
+        raise ConfigError(f"--render-spin-ms takes 0..1000 ms, got {ms:g}")
+    return ms
+
+
 def _csv(text: str, kind=str) -> tuple:
     return tuple(kind(part) for part in text.split(",") if part)
 
@@ -202,7 +219,8 @@ def run_bench_command(args: argparse.Namespace) -> None:
         frames=args.frames, sizes=_csv(args.sizes, int), dtypes=_csv(args.dtypes), vaes=_csv(args.vaes),
         modes=_csv(args.modes), tilings=_csv(args.tilings), sinks=_csv(args.sinks), compile=args.compile == "on",
         baseline=not args.no_baseline,
-        memory_budget_gb=args.memory_budget_gb, cache_dir=args.cache_dir or default_cache_dir())
+        memory_budget_gb=args.memory_budget_gb, precision=args.precision,
+        cache_dir=args.cache_dir or default_cache_dir())
     report = bench.run_bench(opts, args.json)
     sys.stdout.write(bench.format_report(report) + "\n")
     log.info("figures written to %s", args.json)

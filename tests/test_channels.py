@@ -66,6 +66,9 @@ async def test_channels_are_isolated(api, config):
         health = await r.json()
     assert set(health["channels"]) == {"main", "left"} and health["max_channels"] == 3
     assert sorted(health["devices"][0]["channels"]) == ["left", "main"]
+    thread = health["devices"][0]["render_thread"]  # every job it ran: the model's load and every batch
+    assert thread["spin_ms"] == 0 and thread["jobs_without_sleep"] + thread["jobs_after_sleep"] > \
+        health["devices"][0]["batches"]
 
 
 async def test_limits_names_and_what_cannot_be_deleted(api):
@@ -222,11 +225,11 @@ class ThreadNoting(NullRenderer):
 
 
 async def test_channels_are_placed_on_devices_by_load_and_rebalanced(config, daemon_factory):
-    renderers = []
+    by_thread = {}  # the factories run at once, each on its device's render thread: keyed by it
 
     def factory(cfg):
-        renderers.append(ThreadNoting(cfg.device))
-        return renderers[-1], {"model": "null", "device": cfg.device, "dtype": "none"}
+        renderer = by_thread[threading.current_thread().name] = ThreadNoting(cfg.device)
+        return renderer, {"model": "null", "device": cfg.device, "dtype": "none"}
 
     async with daemon_factory(config, renderer_factory=factory, device="cpu,cpu", max_channels=4) as daemon:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{daemon.http_port}") as session:
@@ -239,7 +242,8 @@ async def test_channels_are_placed_on_devices_by_load_and_rebalanced(config, dae
             assert [sorted(d["channels"]) for d in devices] == [["b", "main"], ["a"]]
             assert [d["device"] for d in devices] == ["cpu", "cpu"]
             await settle(lambda: all(c.scheduler.stats.frames for c in daemon.app[CHANNELS]))
-            assert [r.threads for r in renderers] == [{"gpu_0"}, {"gpu1_0"}]  # one render thread per device
+            assert {name: r.threads for name, r in by_thread.items()} == {"gpu": {"gpu"}, "gpu1": {"gpu1"}}
+            renderers = [by_thread["gpu"], by_thread["gpu1"]]  # device 0's, device 1's
 
             async with session.delete("/v1/channels/a") as r:  # now 2 channels on one device, 0 on the other
                 assert r.status == 200

@@ -1,6 +1,7 @@
 """LoRAs on the compiled path (opt-in: ``python -m pytest -m gpu``; needs CUDA): switching and
 re-weighting never recompile, the captured CUDA graphs see the folded weights, weight 0 gives the
-base frame exactly, and the full-size bench mode runs."""
+base frame exactly, the grouped fold (CUDA's) equals the per-layer fold (diffusers' arithmetic)
+within bf16 rounding, and the full-size bench mode runs."""
 
 import numpy as np
 import pytest
@@ -17,15 +18,22 @@ BASE = Params(prompt="a lighthouse", seed=3, width=512, height=512)
 
 
 @pytest.fixture(scope="module")
-def renderers(cache_dir, tmp_path_factory):
+def folder(cache_dir, tmp_path_factory):
     from bridge.pipeline.loader import load_pipeline
-    from bridge.pipeline.optimize import configure_compile_cache
-    from bridge.pipeline.renderer import DiffusersRenderer
 
     folder = tmp_path_factory.mktemp("gpu-loras")
     cpu_pipe = load_pipeline("demo", "cpu", torch.float32, cache_dir)
     write_diffusers(lora_layers(cpu_pipe, seed=1), folder / "a.safetensors")
     write_diffusers(lora_layers(cpu_pipe, seed=2, conv=False), folder / "b.safetensors")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def renderers(cache_dir, folder):
+    from bridge.pipeline.loader import load_pipeline
+    from bridge.pipeline.optimize import configure_compile_cache
+    from bridge.pipeline.renderer import DiffusersRenderer
+
     configure_compile_cache(cache_dir)
     eager = DiffusersRenderer(load_pipeline("demo", "cuda", torch.bfloat16, cache_dir), "cuda", torch.bfloat16,
                               lora_dir=folder)
@@ -75,4 +83,54 @@ def test_bench_mode_on_the_full_size_model(cache_dir):
                                  compile=True)
     result = measure_lora_switch(renderer, 512, 30, cache_dir)
     assert result["recompiles"] == 0 and result["switch_frame_ms"] > 0
+    print(result)
+
+
+def test_grouped_fold_equals_the_per_layer_fold_within_bf16_rounding(cache_dir, folder):
+    from bridge.pipeline.loader import load_pipeline
+    from bridge.pipeline.lora import Loras, _modules
+    from bridge.pipeline.lora_fold import LoraFolder, delta_weight
+
+    pipe = load_pipeline("demo", "cuda", torch.bfloat16, cache_dir)
+    pipe.unet.fuse_qkv_projections()  # as the compiled path runs: q/k/v are slices of one weight
+    loras = Loras(pipe, folder)
+    a, b = loras.catalog.load("a"), loras.catalog.load("b")
+    assert a.groups and all(g.up.is_cuda and g.up.dtype == torch.bfloat16 for g in a.groups)  # placed at load
+    modules = dict(_modules(pipe))
+    active = ((a, 0.8), (b, -1.3))
+    results = {}
+    for grouped in (True, False):
+        folds = LoraFolder(modules, grouped=grouped)
+        paths = sorted({p for lora, _ in active for p in lora.deltas})
+        base = {p: folds.target(p).clone() for p in paths}
+        folds.fold(active)
+        results[grouped] = {p: folds.target(p).clone() for p in paths}
+        folds.fold(((a, 2.0),))
+        folds.fold(())
+        assert all(torch.equal(folds.target(p), base[p]) for p in paths), grouped  # weight 0: bit for bit
+    exact = {p: base[p].double() for p in paths}  # the sum in float64, and how large its terms are
+    size = {p: base[p].double().abs() for p in paths}
+    for lora, weight in active:
+        for p, delta in lora.deltas.items():
+            term = delta_weight(type(delta)(delta.down.double(), delta.up.double(), delta.alpha), delta.scaling(weight))
+            exact[p] += term
+            size[p] += term.abs()
+    errors = {True: 0.0, False: 0.0}
+    for p in paths:
+        grouped, plain = results[True][p].double(), results[False][p].double()
+        # bf16 keeps 8 significant bits: each rounding is within 2**-8 of the terms' size
+        assert ((grouped - plain).abs() <= 4 * 2.0 ** -8 * size[p] + 1e-30).all(), p
+        assert ((grouped - exact[p]).abs() <= 2 * 2.0 ** -8 * size[p] + 1e-30).all(), p
+        errors[True] += (grouped - exact[p]).abs().sum().item()
+        errors[False] += (plain - exact[p]).abs().sum().item()
+    assert errors[True] <= errors[False] * 1.05  # one rounding, not three: no less exact than per layer
+    assert any(not torch.equal(results[True][p], base[p]) for p in paths)  # the LoRAs show
+
+
+def test_fold_time_at_full_sdxl_attention_shapes():
+    """The fold alone on SDXL's 560 attention projections (random weights): printed, not bounded."""
+    from bridge.pipeline.lora_bench import measure_fold
+
+    result = measure_fold("cuda", torch.bfloat16, folds=20)
+    assert result["layers"] == 560 and result["grouped_ms"] > 0
     print(result)

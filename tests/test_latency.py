@@ -25,3 +25,13 @@ def test_control_latency_runs_with_an_adapter_steering_every_frame(cache_dir, mo
     with pytest.raises(Exception, match="no ControlNet named 'pose'"):  # a name the daemon lacks: said at once
         run_latency("demo", "full", 64, 5, 20.0, ["--controlnet", "sketch=demo-t2i"], startup_timeout=120,
                     control="pose")
+
+
+def test_null_latency_reports_the_daemons_cpu_and_wake_ups_per_change():
+    report = run_latency("null", "full", 64, 100, 100.0, [], startup_timeout=120)
+    assert report.received == report.sent == 100
+    assert report.cpu_ms_per_change > 0
+    # Each change wakes the event loop (the datagram) and the render thread (its job) at least once.
+    assert report.wakeups_by_thread["event loop"] >= 1 and report.wakeups_by_thread["gpu"] >= 0.5
+    assert report.wakeups_per_change == pytest.approx(sum(report.wakeups_by_thread.values()), abs=0.05)
+    assert "thread wake-ups per change (event loop" in format_latency(report)

@@ -153,3 +153,18 @@ def test_bench_mode_runs_on_the_cpu(tmp_path, cache_dir):
     result = measure_lora_switch(renderer, 64, 2, tmp_path)
     assert result["recompiles"] == 0 and "32 layers" in result["what"]
     assert renderer.loras.applied == () and {"base_ms", "folded_ms", "switch_extra_ms"} <= set(result)
+
+
+def test_catalog_keeps_the_most_recently_used_files(renderer, monkeypatch):
+    """Loaded deltas live on the model's device: the catalog keeps a few, the least recently used go."""
+    import bridge.pipeline.lora as lora_module
+
+    monkeypatch.setattr(lora_module, "LOADED_KEPT", 2)
+    catalog = renderer.loras.catalog
+    ink = catalog.load("ink")
+    catalog.load("paper")
+    assert catalog.load("ink") is ink  # used again: now the most recent
+    catalog.load("unet_only")
+    assert catalog.ready(["ink", "unet_only"]) and not catalog.ready(["paper"])
+    frame = renderer.render(BASE.merged({"loras": (("paper", 0.5),)})).pixels  # reloaded when needed
+    assert catalog.ready(["paper"]) and not np.array_equal(frame, renderer.render(BASE).pixels)

@@ -68,6 +68,7 @@ class RenderQueue:
         self._pending: list[Job] = []
         self._drainer: asyncio.Task | None = None
         self._in_flight: asyncio.Future | None = None
+        self._streams: set[str] = set()  # the streams that queue frames here (until forgotten)
         self.stats = QueueStats()
         self.loras: Any = None  # the device's LoRA gate (engine/loras.py), set by the app
 
@@ -79,6 +80,7 @@ class RenderQueue:
                      finish: Callable[[Snapshot, Rendered, float], Frame]) -> tuple[Snapshot, Frame]:
         """Queue one frame of ``stream``; returns the state it rendered and the published frame."""
         job = Job(stream, take, finish, asyncio.get_running_loop().create_future())
+        self._streams.add(stream)
         self._pending.append(job)
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain(), name=f"render-queue-{self.name}")
@@ -100,9 +102,11 @@ class RenderQueue:
         loop = asyncio.get_running_loop()
         while True:
             # Let the channels whose frames just finished queue their next one (a few loop turns:
-            # their render loops publish and come back), so they batch with the ones waiting.
-            for _ in range(3):
-                await asyncio.sleep(0)
+            # their render loops publish and come back), so they batch with the ones waiting. A
+            # queue with one stream has nobody to wait for: its frame starts at once.
+            if len(self._streams) > 1:
+                for _ in range(3):
+                    await asyncio.sleep(0)
             if not self._pending:
                 return
             jobs = [job for job in self._pending if not job.future.done()]  # done: its channel went away
@@ -168,6 +172,7 @@ class RenderQueue:
 
     def forget(self, stream: str) -> None:
         """A channel is gone or moved: the renderer may drop what it kept for it (transition state)."""
+        self._streams.discard(stream)
         forget = getattr(self.renderer, "forget", None)
         if forget is not None:
             forget(stream)
@@ -176,4 +181,5 @@ class RenderQueue:
         s = self.stats
         return {"rounds": s.rounds, "batches": s.batches, "frames": s.frames, "largest_batch": s.largest_batch,
                 "batch_sizes": {str(k): v for k, v in sorted(s.batch_sizes.items())},
-                "busy_s": round(s.busy_s, 3), "batching": self.batching}
+                "busy_s": round(s.busy_s, 3), "batching": self.batching,
+                **({"render_thread": self._executor.health()} if hasattr(self._executor, "health") else {})}

@@ -180,8 +180,10 @@ class ChannelRenderer:
             return self._denoise_and_decode(plan, **kwargs)
 
         if key not in r._graphs:
-            with progress(f"capturing a batch of {key[1]} at {plan.width}x{plan.height}"):
+            with progress(f"capturing a batch of {key[1]} at {plan.width}x{plan.height}", compiling=True):
                 graph = r._graphs.get(key, frame, inputs)
+            if r.after_compile is not None:  # e.g. the compile artefacts file gets this batch size too
+                r.after_compile()
         else:
             graph = r._graphs.get(key, frame, inputs)
         values = {k: v.pin_memory() if v.device.type == "cpu" else v for k, v in values.items()}

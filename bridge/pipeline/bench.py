@@ -32,6 +32,7 @@ from ..engine.sinks.ndi import NdiSender
 from ..engine.sinks.record import Recorder
 from ..engine.sinks.shm import ShmWriter
 from . import bench_control, bench_style, loader
+from .memory_budget import MemoryBudget, OverBudget, out_of_memory
 from .optimize import configure_compile_cache
 from .renderer import DiffusersRenderer
 
@@ -59,6 +60,7 @@ class BenchOptions:
     baseline: bool = True
     profile_frames: int = 20
     memory_budget_gb: float | None = None
+    precision: str = "default"  # "fp8": the UNet's linear layers in FP8 (fp8.py), deviation from bf16 measured
     cache_dir: Path = Path("~/.cache/turbo-bridge").expanduser()
 
 
@@ -74,6 +76,7 @@ class Run:
     fps: float
     first_frame_s: float | None = None
     tiling: str = "none"
+    precision: str = "default"  # fp8: the UNet's linear layers in FP8
     sinks: str = "shm"
     sink_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # per sink: median, p99, max publish ms
     stages_ms: dict[str, float] = field(default_factory=dict)
@@ -91,7 +94,8 @@ def vram_gb(device: torch.device) -> dict[str, float]:
         return {}
     free, total = torch.cuda.mem_get_info(device)
     return {"used": round((total - free) / 1e9, 3), "allocated": round(torch.cuda.memory_allocated(device) / 1e9, 3),
-            "peak_allocated": round(torch.cuda.max_memory_allocated(device) / 1e9, 3)}
+            "peak_allocated": round(torch.cuda.max_memory_allocated(device) / 1e9, 3),
+            "peak_reserved": round(torch.cuda.max_memory_reserved(device) / 1e9, 3)}
 
 
 def _stats(times_ms: list[float]) -> dict[str, float]:
@@ -178,17 +182,27 @@ def baseline(opts: BenchOptions, device: torch.device) -> dict:
 
 
 def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name: str, shm: ShmWriter,
-            lora_runs: list | None = None) -> list[Run]:
+            lora_runs: list | None = None, fp8_runs: list | None = None) -> list[Run]:
     dtype = loader.DTYPES[dtype_name]
     before = vram_gb(device)
     vae = None if vae_name == "full" else loader.load_tiny_vae(vae_name, opts.model, str(device), dtype)
     pipe = loader.load_pipeline(opts.model, str(device), dtype, opts.cache_dir, vae=vae)
+    if opts.precision == "fp8" and fp8_runs is not None:
+        from .fp8 import deviation_from_bf16
+
+        fp8_runs.append({"dtype": dtype_name, "vae": vae_name,
+                         **deviation_from_bf16(pipe, str(device), dtype, opts.sizes[0])})
+        log.info("fp8 vs %s on the same weights: %s", dtype_name, fp8_runs[-1])
+        del pipe  # quantised in place, eager; the timed renderer quantises after fusing QKV
+        _free(device)
+        pipe = loader.load_pipeline(opts.model, str(device), dtype, opts.cache_dir, vae=vae)  # the same weights
     _free(device)
     loaded = vram_gb(device)
     nets = bench_control.controlnets(opts.model, pipe.unet.config, str(device), dtype, opts.modes) \
         if bench_control.wanted(opts.modes) or bench_control.wanted_t2i(opts.modes) else None
     style = bench_style.adapter(opts.model, pipe.unet, str(device), dtype) if bench_style.wanted(opts.modes) else None
-    renderer = DiffusersRenderer(pipe, str(device), dtype, compile=opts.compile, controlnets=nets, ip_adapter=style)
+    renderer = DiffusersRenderer(pipe, str(device), dtype, compile=opts.compile, controlnets=nets, ip_adapter=style,
+                                 precision=opts.precision)
     runs = []
     lora_runs = [] if lora_runs is None else lora_runs
     for size in opts.sizes:
@@ -221,12 +235,12 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
                         end = time.perf_counter()
                     times.append((end - start) * 1e3)
             run = Run(dtype_name, vae_name, size, mode, **_stats(times), first_frame_s=round(first_frame_s, 2),
-                      tiling=tiling, sinks="+".join(("shm", *sink_set)),
+                      tiling=tiling, precision=opts.precision, sinks="+".join(("shm", *sink_set)),
                       sink_ms={name: _sink_stats(v) for name, v in sink_times.items()})
             now = vram_gb(device)
             run.vram_gb = {"before_load": before.get("used"), "loaded": loaded.get("used"),
                            "first_frame": after_first.get("used"), "after_frames": now.get("used"),
-                           "peak_allocated": now.get("peak_allocated")}
+                           "peak_allocated": now.get("peak_allocated"), "peak_reserved": now.get("peak_reserved")}
             runs.append(run)
             log.info("%s %s %d %s tiling %s sinks %s: median %.2f ms (%.1f FPS), p99 %.2f, std %.2f %s", dtype_name,
                      vae_name, size, mode, tiling, run.sinks, run.median_ms, run.fps, run.p99_ms, run.std_ms,
@@ -281,10 +295,7 @@ def run_bench(opts: BenchOptions, json_path: Path | None) -> dict:
     device = torch.device(opts.device)
     if opts.compile:
         configure_compile_cache(opts.cache_dir)
-    if device.type == "cuda" and opts.memory_budget_gb:
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        total = torch.cuda.get_device_properties(index).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, opts.memory_budget_gb * 1e9 / total), index)
+    budget = MemoryBudget.apply(opts.memory_budget_gb, device) if opts.memory_budget_gb is not None else None
     report: dict = {"machine": machine(device), "options": {k: (str(v) if isinstance(v, Path) else v)
                                                               for k, v in asdict(opts).items()}, "runs": []}
 
@@ -293,8 +304,15 @@ def run_bench(opts: BenchOptions, json_path: Path | None) -> dict:
             json_path.write_text(json.dumps(report, indent=2))
 
     if opts.baseline:
-        report["baseline"] = baseline(opts, device)
-        log.info("baseline: median %.2f ms", report["baseline"]["median_ms"])
+        try:
+            report["baseline"] = baseline(opts, device)
+            log.info("baseline: median %.2f ms", report["baseline"]["median_ms"])
+        except Exception as exc:  # the plain call not fitting the budget is a finding, not the end
+            if budget is None or not out_of_memory(exc):
+                raise
+            report["baseline_error"] = str(budget.over("the plain diffusers call, the baseline", exc))
+            log.warning("%s", report["baseline_error"])
+            _free(device)
         save()
         if bench_control.wanted(opts.modes):
             report["control_baseline"] = bench_control.baseline(opts, device, _stats, _sync, PROMPT)
@@ -309,11 +327,26 @@ def run_bench(opts: BenchOptions, json_path: Path | None) -> dict:
     with ShmWriter(f"tb-bench-{uuid.uuid4().hex[:8]}", max(opts.sizes), max(opts.sizes)) as shm:
         for dtype_name in opts.dtypes:
             for vae_name in opts.vaes:
-                runs = measure(opts, device, dtype_name, vae_name, shm, report.setdefault("lora", []))
+                try:
+                    runs = measure(opts, device, dtype_name, vae_name, shm, report.setdefault("lora", []),
+                                   report.setdefault("fp8_deviation", []))
+                except Exception as exc:
+                    if budget is None or not out_of_memory(exc):
+                        raise
+                    error = budget.over(f"{dtype_name}, {vae_name} VAE, sizes {opts.sizes}, modes {opts.modes}", exc)
+                    report["memory_budget"] = {**budget.verdict(report["runs"]), "fits": False, "error": str(error)}
+                    save()
+                    raise error from None
                 report["runs"] += [asdict(r) for r in runs]
                 if bench_style.wanted(opts.modes):
                     report.setdefault("ip_adapter", []).extend(bench_style.summary(runs))
+                if budget is not None:
+                    report["memory_budget"] = budget.verdict(report["runs"])
                 save()
+    if budget is not None and not report["memory_budget"]["fits"]:
+        raise OverBudget(f"every run finished under the allocator's cap, but the device had "
+                         f"{report['memory_budget']['peak_in_use_gb']} GB in use (CUDA context included): more than "
+                         f"the {opts.memory_budget_gb:g} GB budget. Figures in {json_path}")
     return report
 
 
@@ -327,6 +360,15 @@ def machine(device: torch.device) -> dict:
 
 def format_report(report: dict) -> str:
     lines = [f"machine: {report['machine']}"]
+    budget = report.get("memory_budget")
+    if budget:
+        lines.append(f"memory budget {budget['budget_gb']:g} GB (allocator capped at {budget['allocator_cap_gb']} GB "
+                     f"of the card's {budget['card_gb']:g} GB, {budget['context_gb']} GB CUDA context): "
+                     f"{'fits' if budget['fits'] else 'does NOT fit'}; peak allocated "
+                     f"{budget['peak_allocated_gb']} GB, reserved {budget['peak_reserved_gb']} GB, device in use "
+                     f"{budget['peak_in_use_gb']} GB (CUDA context included)")
+    if report.get("baseline_error"):
+        lines.append(f"baseline: {report['baseline_error']}")
     base = report.get("baseline")
     if base:
         lines.append(f"baseline ({base['what']}): median {base['median_ms']:.2f} ms = {base['fps']:.1f} FPS")
@@ -341,16 +383,23 @@ def format_report(report: dict) -> str:
     lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in report["runs"]:
         ratio = f"{base['median_ms'] / r['median_ms']:.1f}" if base and base["size"] == r["size"] else "-"
-        lines.append(f"| {r['dtype']} | {r['vae']} | {r['size']} | {r['mode']} | {r.get('tiling', 'none')} | "
+        dtype = r["dtype"] + (" + fp8 UNet" if r.get("precision") == "fp8" else "")
+        lines.append(f"| {dtype} | {r['vae']} | {r['size']} | {r['mode']} | {r.get('tiling', 'none')} | "
                      f"{r.get('sinks', 'shm')} | {r['median_ms']:.2f} | {r['fps']:.1f} | "
                      f"{r['p99_ms']:.2f} | {r['std_ms']:.2f} | {ratio} | {r['first_frame_s']} | "
                      f"{r['vram_gb'].get('loaded')} / {r['vram_gb'].get('after_frames')} (peak alloc {r['vram_gb'].get('peak_allocated')}) |")
+    for r in report.get("fp8_deviation", []):
+        lines.append(f"fp8 UNet linears vs {r['dtype']} on the same weights ({r['vae']} VAE, {r['size']}, eager, "
+                     f"{r['frames']} frames): mean |diff| {r['mean_abs']:.2f} of 255, max {r['max_abs']}, "
+                     f"PSNR {r['psnr_db']:.1f} dB")
     for r in report.get("lora", []):
         lines.append(f"LoRA ({r['dtype']}, {r['vae']} VAE, {r['what']}): base {r['base_ms']:.2f} ms, folded "
                      f"{r['folded_ms']:.2f} ms ({r['folded_vs_base_pct']:+.2f}%), switching frame "
                      f"{r['switch_frame_ms']:.2f} ms (+{r['switch_extra_ms']:.2f}, p99 {r['switch_p99_ms']:.2f}), "
                      f"weight moved every frame {r['reweight_frame_ms']:.2f} ms (+{r['reweight_extra_ms']:.2f}), "
-                     f"no recompile")
+                     f"no recompile; fold alone {r.get('fold_ms')} ms, first fold's frame "
+                     f"{r.get('first_fold_frame_ms')} ms, first switch's frame {r.get('first_switch_frame_ms')} ms, "
+                     f"slowest switch {r.get('switch_max_ms')} ms, stalled switches (frame, ms) {r.get('switch_slow')}")
     for r in report.get("ip_adapter", []):
         extras = ", ".join(f"{k.removesuffix('_extra_ms')} {v:+.2f}" for k, v in r.items() if k.endswith("_extra_ms"))
         lines.append(f"IP-Adapter ({r['dtype']}, {r['vae']} VAE, {r['size']}, new seed every frame): adapter off "

@@ -9,11 +9,17 @@ is safe because replays never overlap and a graph's outputs are copied out befor
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Callable
 
 import torch
 
 log = logging.getLogger(__name__)
+
+# Held while a frame graph is captured: in CUDA's global capture mode another thread's cudaMalloc
+# or synchronisation invalidates the capture, so GPU work off the render thread (a LoRA's deltas
+# moved to the device on the loader thread, lora_fold.place) takes it too.
+CAPTURE_LOCK = threading.Lock()
 
 
 class FrameGraph:
@@ -28,7 +34,7 @@ class FrameGraph:
                 fn(**inputs)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=pool):
+        with CAPTURE_LOCK, torch.cuda.graph(self.graph, pool=pool):
             self.outputs = fn(**inputs)
 
     def run(self, **values: torch.Tensor | tuple | float) -> tuple:

@@ -2,12 +2,13 @@
 
 A LoRA is named by its file's stem; only ``*.safetensors`` directly inside the folder can be
 named (names, never paths). Loading (``LoraCatalog.load``, on a loader thread) reads the file,
-converts kohya keys with diffusers' own conversion (``lora_state_dict``) and checks every delta
-against the model's layer shapes, so a LoRA for another family fails before anything changes.
-Folding (``LoraFolder.fold``, on the render thread between two frames) writes
+converts kohya keys with diffusers' own conversion (``lora_state_dict``), checks every delta
+against the model's layer shapes, so a LoRA for another family fails before anything changes,
+and puts the deltas on their layers' device and dtype (``lora_fold.place``). Folding
+(``lora_fold.LoraFolder``, on the render thread between two frames) writes
 ``base + sum(weight * scale * up @ down)`` into the existing weight tensors (the storage a
-captured CUDA graph reads), in diffusers' ``fuse_lora`` arithmetic, from an exact copy of each
-touched layer's base weight: weight 0 restores the base bit for bit.
+captured CUDA graph reads) from an exact copy of each touched layer's base weight: weight 0
+restores the base bit for bit.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import json
 import logging
 import struct
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from ..core.errors import ValidationError
+from .lora_fold import Delta, DeltaGroup, LoraFolder, place
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ TEXT_ENCODERS = frozenset({"text_encoder", "text_encoder_2"})
 KOHYA_PREFIXES = {"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder",
                   "lora_te2_": "text_encoder_2"}
 MAX_HEADER_BYTES = 100 * 2**20
+LOADED_KEPT = 8  # loaded files kept (their deltas live on the GPU); the least recently used go first
 
 
 @dataclass(frozen=True)
@@ -48,25 +50,11 @@ class LoraInfo:
 
 
 @dataclass(frozen=True)
-class Delta:
-    down: torch.Tensor  # lora_A: (rank, in) or (rank, in, kh, kw)
-    up: torch.Tensor  # lora_B: (out, rank) or (out, rank, 1, 1)
-    alpha: float  # the scale is alpha / rank (no alpha in the file: alpha = rank)
-
-    @property
-    def rank(self) -> int:
-        return self.down.shape[0]
-
-    def scaling(self, weight: float) -> float:
-        """PEFT's ``set_scale`` arithmetic, so the fold matches diffusers' bit for bit."""
-        return weight * self.alpha / self.rank
-
-
-@dataclass(frozen=True)
 class LoraFile:
     name: str
     stamp: tuple[int, int]  # (mtime_ns, size) when read
-    deltas: dict[str, Delta]  # "unet.down_blocks...to_q" -> its delta
+    deltas: dict[str, Delta]  # "unet.down_blocks...to_q" -> its delta, on its layer's device and dtype
+    groups: tuple[DeltaGroup, ...] = ()  # its linear layers stacked by shape (the grouped fold)
 
     @property
     def text_encoder(self) -> bool:
@@ -111,7 +99,7 @@ class LoraCatalog:
         self.folder = Path(folder)
         self._pipe = pipe
         self._lock = threading.Lock()  # the loader thread and a rescan may overlap
-        self._loaded: dict[str, LoraFile] = {}
+        self._loaded: OrderedDict[str, LoraFile] = OrderedDict()
         self._names: frozenset[str] = frozenset()
 
     @property
@@ -158,19 +146,28 @@ class LoraCatalog:
         with self._lock:
             cached = self._loaded.get(name)
             if cached is not None and cached.stamp == stamp:
+                self._keep(name)
                 return cached
-        lora = LoraFile(name, stamp, self._deltas(name, path))
+        lora = LoraFile(name, stamp, *self._deltas(name, path))
         with self._lock:
             self._loaded[name] = lora
+            self._keep(name)
         log.info("LoRA %s loaded: %d layers", name, len(lora.deltas))
         return lora
+
+    def _keep(self, name: str) -> None:
+        """``name`` the most recently used; the least recently used beyond ``LOADED_KEPT`` dropped
+        (a folded LoRA stays alive in the folder meanwhile). Under ``_lock``."""
+        self._loaded.move_to_end(name)
+        while len(self._loaded) > LOADED_KEPT:
+            self._loaded.popitem(last=False)
 
     def cached(self, name: str) -> LoraFile:
         """A loaded file, for the render thread (loads it there only if a change skipped the loader)."""
         found = self._loaded.get(name)
         return found if found is not None else self.load(name)
 
-    def _deltas(self, name: str, path: Path) -> dict[str, Delta]:
+    def _deltas(self, name: str, path: Path) -> tuple[dict[str, Delta], tuple[DeltaGroup, ...]]:
         from diffusers import StableDiffusionXLPipeline
 
         try:
@@ -198,7 +195,7 @@ class LoraCatalog:
             if tuple(weight.shape) != shape:
                 raise _error(f"LoRA {name!r} does not fit this model: {path_} is {tuple(weight.shape)}, "
                              f"the LoRA's delta {shape} (a LoRA for another model family?)")
-        return deltas
+        return place(deltas, {path_: targets[path_].weight for path_ in deltas})
 
 
 def _to_peft(component: str, state: dict, pipe) -> dict:
@@ -254,16 +251,6 @@ def _delta_shape(delta: Delta) -> tuple[int, ...]:
     return (delta.up.shape[0], *delta.down.shape[1:])
 
 
-def delta_weight(delta: Delta, scale: float, dtype: torch.dtype, device) -> torch.Tensor:
-    """``up @ down * scale`` as PEFT's ``get_delta_weight`` computes it (Linear and Conv2d)."""
-    down, up = delta.down.to(device, dtype), delta.up.to(device, dtype)
-    if down.dim() == 2:
-        return (up @ down) * scale
-    if down.shape[2:] == (1, 1):
-        return (up.squeeze(3).squeeze(2) @ down.squeeze(3).squeeze(2)).unsqueeze(2).unsqueeze(3) * scale
-    return torch.nn.functional.conv2d(down.permute(1, 0, 2, 3), up).permute(1, 0, 2, 3) * scale
-
-
 def _modules(pipe):
     for component in COMPONENTS:
         if getattr(pipe, component, None) is None:  # sd2 pipelines have one text encoder
@@ -272,62 +259,12 @@ def _modules(pipe):
             yield f"{component}.{name}", module
 
 
-def _target(path: str, module, parents: dict) -> torch.Tensor:
-    """The weight the forward pass reads: a slice of the fused to_qkv/to_kv after fuse_qkv_projections."""
-    parent_path, _, leaf = path.rpartition(".")
-    attn = parents.get(parent_path)
-    if attn is None or not getattr(attn, "fused_projections", False) or leaf not in ("to_q", "to_k", "to_v"):
-        return module.weight
-    order = ("to_k", "to_v") if attn.is_cross_attention else ("to_q", "to_k", "to_v")
-    if leaf not in order:
-        return module.weight
-    fused = (attn.to_kv if attn.is_cross_attention else attn.to_qkv).weight
-    start = sum(getattr(attn, name).weight.shape[0] for name in order[:order.index(leaf)])
-    return fused[start:start + module.weight.shape[0]]
-
-
-class LoraFolder:
-    """Folds the active LoRAs into the model's weights; runs on the render thread only."""
-
-    def __init__(self, pipe):
-        self._modules = dict(_modules(pipe))
-        self._base: dict[str, torch.Tensor] = {}  # exact copies of the touched layers' base weights
-        self.active: tuple[tuple[LoraFile, float], ...] = ()
-
-    @torch.no_grad()
-    def fold(self, active: tuple[tuple[LoraFile, float], ...]) -> None:
-        """Make the weights ``base + sum(deltas)``; computed in full before any weight is written."""
-        if [(f.name, f.stamp, w) for f, w in active] == [(f.name, f.stamp, w) for f, w in self.active]:
-            return
-        touched = {path for lora, _ in (*self.active, *active) for path in lora.deltas}
-        targets = {path: _target(path, self._modules[path], self._modules) for path in touched}
-        new: dict[str, torch.Tensor] = {}
-        for path in touched:
-            base = self._base.get(path)
-            if base is None:
-                base = targets[path].detach().clone()
-            weight = base.clone()
-            for lora, scale in active:  # scale: the LoRA's weight in params  # diffusers' fuse order: one adapter after another
-                delta = lora.deltas.get(path)
-                if delta is not None:
-                    weight += delta_weight(delta, delta.scaling(scale), weight.dtype, weight.device)
-            new[path] = (base, weight)
-        for path, (base, weight) in new.items():
-            targets[path].copy_(weight)
-            if any(path in lora.deltas for lora, _ in active):
-                self._base[path] = base
-            else:  # no LoRA touches it any more: the base is back, bit for bit
-                targets[path].copy_(base)
-                self._base.pop(path, None)
-        self.active = active
-
-
 class Loras:
     """The renderer's LoRA hook: the catalog (loader side) and the folder (render side)."""
 
     def __init__(self, pipe, folder: Path | None):
         self.catalog = LoraCatalog(folder, pipe) if folder is not None else None
-        self._folder = LoraFolder(pipe)
+        self._folder = LoraFolder(dict(_modules(pipe)))
         self.applied: tuple[tuple[str, float], ...] = ()
 
     def update(self, loras: tuple[tuple[str, float], ...]) -> tuple:

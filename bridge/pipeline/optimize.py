@@ -4,6 +4,7 @@ CUDA graphs, the persistent compile cache, and progress while compiling.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -58,22 +59,62 @@ def compiled(fn: Callable, device: torch.device) -> Callable:
     return torch.compile(fn, fullgraph=True, dynamic=False)
 
 
+class CompileCounter:
+    """Counts Dynamo's compiles while registered (its compile callbacks), for progress lines."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.last_s = 0.0
+        self._started = 0.0
+        self._handler = getattr(getattr(torch._dynamo, "callback", None), "callback_handler", None)
+
+    def _start(self, _args) -> None:
+        self._started = time.perf_counter()
+
+    def _end(self, _args) -> None:
+        self.done += 1
+        self.last_s = time.perf_counter() - self._started
+
+    def __enter__(self) -> "CompileCounter":
+        if self._handler is not None:
+            self._handler.register_start_callback(self._start)
+            self._handler.register_end_callback(self._end)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handler is not None:
+            self._handler.remove_start_callback(self._start)
+            self._handler.remove_end_callback(self._end)
+
+    def __str__(self) -> str:
+        if not self.done:
+            return "tracing and compiling the first graph"
+        return f"{self.done} graph(s) compiled so far, the last in {self.last_s:.1f} s"
+
+
 @contextmanager
-def progress(label: str, every: float = 10.0):
-    """Log ``label`` at start, every ``every`` seconds while the block runs, and when it ends."""
+def progress(label: str, every: float = 10.0, compiling: bool = False):
+    """Log ``label`` at start, every ``every`` seconds while the block runs, and when it ends.
+
+    ``compiling``: the lines also say how many graphs Dynamo compiled so far (a cold start of the
+    full model compiles for minutes: the operator sees it move)."""
     done = threading.Event()
     start = time.perf_counter()
+    counter = CompileCounter() if compiling else None
     log.info("%s ...", label)
 
     def tick() -> None:
         while not done.wait(every):
-            log.info("%s: still working, %.0f s", label, time.perf_counter() - start)
+            log.info("%s: still working, %.0f s%s", label, time.perf_counter() - start,
+                     f" ({counter})" if counter is not None else "")
 
     ticker = threading.Thread(target=tick, name="progress", daemon=True)
     ticker.start()
     try:
-        yield
+        with counter if counter is not None else contextlib.nullcontext():
+            yield
     finally:
         done.set()
         ticker.join()
-        log.info("%s: done in %.1f s", label, time.perf_counter() - start)
+        log.info("%s: done in %.1f s%s", label, time.perf_counter() - start,
+                 f" ({counter.done} graph(s) compiled)" if counter is not None else "")

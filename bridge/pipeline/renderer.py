@@ -53,7 +53,7 @@ class DiffusersRenderer:
     def __init__(self, pipe, device: str, dtype: torch.dtype, *, compile: bool = False,
                  profile: bool = False, cache_size: int = 256, lora_dir: Path | None = None,
                  controlnets: ControlNets | None = None, canny_thresholds: tuple[float, float] = (100.0, 200.0),
-                 ip_adapter: IpAdapter | None = None):
+                 ip_adapter: IpAdapter | None = None, precision: str = "default"):
         self.pipe = pipe
         self.family = family_of_pipeline(pipe)
         self.encoders = [getattr(pipe, name) for name in self.family.text_encoders]
@@ -71,6 +71,7 @@ class DiffusersRenderer:
         self._done = torch.cuda.Event() if self._cuda else None
         self._graphs = None
         self._glider = Glider()
+        self.after_compile = None  # called after each warm-up compile (e.g. to save compile artefacts)
         self.controlnets = controlnets or ControlNets({})
         self.control_images = ControlImages(self.device, dtype, canny_thresholds)
         self.adapter_features = AdapterFeatures(self.controlnets.adapters, self._staged_adapter)
@@ -93,6 +94,12 @@ class DiffusersRenderer:
                 from .graphs import FrameGraphs
 
                 self._graphs = FrameGraphs()
+        # fp8: after the QKV fusion above (the fused layers are quantised), before the style processors (bf16)
+        if precision == "fp8":
+            from .fp8 import check_device, quantize_linears
+
+            check_device(self.device)
+            quantize_linears(pipe.unet)
         # After any fusing: the style processors wrap the model's own (fused) cross-attention processors.
         self.style = None if ip_adapter is None else StyleTokens(ip_adapter, self.device, dtype)
         if ip_adapter is not None:
@@ -221,10 +228,13 @@ class DiffusersRenderer:
             text = prompt_texts(params.prompt)[0]
             with progress(f"compiling for {params.width}x{params.height}, {plan.runs} of {plan.schedule_steps} "
                           f"step(s), guidance {'on' if plan.cfg else 'off'}, "
-                          f"{'image' if plan.start is not None else 'text'}-to-image (once per size; cached on disk)"):
+                          f"{'image' if plan.start is not None else 'text'}-to-image (once per size; cached on disk)",
+                          compiling=True):
                 warm = Scene(scene.input, controls=scene.controls, style=scene.style)
                 self._render(params.merged({"prompt": text + " "}), warm, record=False)  # the with-text graph
                 self._render(params.merged({"prompt": text}), warm, record=False)  # the cached-embeddings graph
+            if self.after_compile is not None:
+                self.after_compile()
         return self._render(params, scene)
 
     def _render(self, params: Params, scene: Scene, record: bool = True) -> Rendered:

@@ -50,6 +50,12 @@ class LatencyReport:
     mean_render_ms: float
     startup_s: float  # process start to the daemon's "ready" line (model load and compile included)
     input: str = "none"  # none: OSC prompt changes; shm or rest: new input images
+    # The daemon's CPU time and thread wake-ups (voluntary context switches) per change, all threads;
+    # per thread name in wakeups_by_thread. Linux only (None elsewhere). Steadier than latency on a
+    # busy machine: what the bridge costs, not how long it waited for a core.
+    cpu_ms_per_change: float | None = None
+    wakeups_per_change: float | None = None
+    wakeups_by_thread: dict | None = None
     control: str = ""  # the ControlNet or T2I-Adapter steering every frame, if any
 
 
@@ -162,6 +168,39 @@ def measure_input(http_port: int, shm_name: str, count: int, rate_hz: float, siz
     return latencies, render_ms
 
 
+def thread_counters(pid: int) -> dict[str, tuple[float, int]] | None:
+    """Per thread name of process ``pid``: (CPU seconds, voluntary context switches); None off Linux."""
+    tasks = f"/proc/{pid}/task"
+    if not os.path.isdir(tasks):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, tuple[float, int]] = {}
+    for tid in os.listdir(tasks):
+        try:
+            with open(f"{tasks}/{tid}/stat") as f:
+                stat = f.read()
+            with open(f"{tasks}/{tid}/status") as f:
+                switches = next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches"))
+        except (OSError, StopIteration):
+            continue  # a thread that ended meanwhile
+        name = "event loop" if tid == str(pid) else stat[stat.index("(") + 1:stat.rindex(")")]
+        name = re.sub(r"_\d+$", "", name)  # ThreadPoolExecutor's gpu_0, encode_1...: one row per pool
+        fields = stat[stat.rindex(")") + 2:].split()
+        cpu = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        before = out.get(name, (0.0, 0))
+        out[name] = (before[0] + cpu, before[1] + switches)
+    return out
+
+
+def _per_change(before, after, count: int):
+    if before is None or after is None or not count:
+        return None, None, None
+    names = set(after)
+    cpu = sum(after[n][0] - before.get(n, (0.0, 0))[0] for n in names)
+    by_thread = {n: round((after[n][1] - before.get(n, (0.0, 0))[1]) / count, 2) for n in sorted(names)}
+    return round(cpu * 1e3 / count, 3), round(sum(by_thread.values()), 2), {n: v for n, v in by_thread.items() if v}
+
+
 def _latest(reader: ShmReader, timeout: float):
     """The newest frame in the segment, waiting for the first one after the daemon's start."""
     deadline = time.perf_counter() + timeout
@@ -193,10 +232,13 @@ def run_latency(model: str, vae: str, size: int, count: int, rate_hz: float, ext
             steer(http_port, control, size, startup_timeout)
         if via == "none":
             measure(osc_port, shm_name, 10, rate_hz)  # first frames after start are not steady
+            before = thread_counters(proc.pid)
             latencies, render_ms = measure(osc_port, shm_name, count, rate_hz)
         else:
             measure_input(http_port, shm_name, 10, rate_hz, size, via)  # compiles image-to-image on a GPU
+            before = thread_counters(proc.pid)
             latencies, render_ms = measure_input(http_port, shm_name, count, rate_hz, size, via)
+        costs = _per_change(before, thread_counters(proc.pid), count)
     finally:
         stop_daemon(proc)
     if not latencies:
@@ -208,7 +250,7 @@ def run_latency(model: str, vae: str, size: int, count: int, rate_hz: float, ext
 
     return LatencyReport(model, vae, size, rate_hz, count, len(latencies), round(statistics.median(ordered), 3),
                          pct(0.90), pct(0.99), round(ordered[-1], 3), round(statistics.fmean(render_ms), 3),
-                         round(startup_s, 1), via, control)
+                         round(startup_s, 1), via, *costs, control=control)
 
 
 def format_latency(report: LatencyReport) -> str:
@@ -218,7 +260,10 @@ def format_latency(report: LatencyReport) -> str:
     return (f"{report.model} ({report.vae} VAE, {report.size}x{report.size}{steered}) at {report.rate_hz:g} changes/s: "
             f"{report.received}/{report.sent} frames, {what} -> frame in shared memory p50 {report.p50_ms:.3f} ms, "
             f"p90 {report.p90_ms:.3f}, p99 {report.p99_ms:.3f}, max {report.max_ms:.3f}; "
-            f"daemon render {report.mean_render_ms:.3f} ms mean; daemon start to ready {report.startup_s:.1f} s")
+            f"daemon render {report.mean_render_ms:.3f} ms mean; daemon start to ready {report.startup_s:.1f} s"
+            + (f"; daemon CPU {report.cpu_ms_per_change:.3f} ms and {report.wakeups_per_change:.2f} thread wake-ups "
+               f"per change ({', '.join(f'{k} {v:g}' for k, v in report.wakeups_by_thread.items())})"
+               if report.cpu_ms_per_change is not None else ""))
 
 
 def to_json(report: LatencyReport) -> str:
