@@ -100,7 +100,8 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
     info = {"model": config.model, "family": renderer.family.name, "scheduler": renderer.sampler, "device": device,
             "dtype": str(dtype).removeprefix("torch."), "vae": config.vae, "compile": compile,
             "controlnets": {spec.name: spec.source for spec in config.controlnets},
-            "ip_adapter": config.ip_adapter, "startup_s": phases.rounded()}
+            "t2i_adapters": sorted(renderer.controlnets.adapters), "ip_adapter": config.ip_adapter,
+            "startup_s": phases.rounded()}
     return ChannelRenderer(renderer), info  # several channels' frames batched, each with its own transitions
 
 

@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--controlnet", action="append", default=[], metavar="NAME=SOURCE",
                        help="an SDXL ControlNet, resident (repeatable): SOURCE is a hub id, a diffusers folder, a "
                             "single .safetensors file, 'demo' (small, random weights, for --model demo) or 'random' "
-                            "(full size, random weights: benchmarks); its image is PUT /v1/control/NAME")
+                            "(full size, random weights: benchmarks), or an SDXL T2I-Adapter (the kind read from its "
+                            "config; 'demo-t2i', 'random-t2i'); its image is PUT /v1/control/NAME")
     serve.add_argument("--ip-adapter", default=None, metavar="SOURCE",
                        help="an SDXL IP-Adapter for style images (PUT /v1/style, parameter style_scale): a weight "
                             "file, a folder holding one (with image_encoder/), a hub id such as h94/IP-Adapter "
@@ -113,9 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="what changes every frame: prompt, seed, input (a new input image: VAE encode + "
                             "image-to-image), img2img (the seed of an image-to-image frame), control (ControlNets: a new "
                             "prompt, a new control image every frame, two ControlNets; with diffusers' ControlNet "
-                            "pipeline as a second baseline), lora (switching LoRAs), ip-adapter (style images: adapter "
-                            "off, an unchanged style image, style_scale moved, a new style image every frame; loads "
-                            "'demo' with --model demo, else 'random': SDXL IP-Adapter with a ViT-H image encoder)")
+                            "pipeline as a second baseline), t2i (one T2I-Adapter: a new prompt, a new control image "
+                            "every frame; with diffusers' adapter pipeline as a baseline), lora (switching LoRAs), "
+                            "ip-adapter (style images: adapter off, an unchanged style image, style_scale moved, a new "
+                            "style image every frame; loads 'demo' with --model demo, else 'random': SDXL IP-Adapter "
+                            "with a ViT-H image encoder)")
     bench.add_argument("--tilings", default="none", help="comma-separated: none,x,y,xy (seamless tiling on vs off)")
     bench.add_argument("--sinks", default="", help="comma-separated: record,ndi: each run again with these sinks "
                        "on the render thread (their publish time measured; ndi needs cyndilib)")
@@ -138,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--input", default="none", choices=["none", "shm", "rest"],
                          help="what each change is: none (an OSC prompt change), shm or rest (a new input image: "
                               "image-to-image from this process's input segment, or PUT /v1/input)")
+    latency.add_argument("--control", default="", metavar="NAME",
+                         help="steer every frame with ControlNet or T2I-Adapter NAME (pass its --controlnet "
+                              "NAME=SOURCE to the daemon after --): a fixed control image at scale 0.8")
     latency.add_argument("--channels", type=int, default=1,
                          help="N > 1: N channels, each a closed loop of new prompts (total and per-channel FPS, "
                               "one channel's OSC-to-frame p50 alone and with the others)")
@@ -269,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             from .tools.latency import format_latency, run_latency, to_json
 
             report = run_latency(args.model, args.vae, args.size, args.count, args.rate,
-                                 [a for a in args.daemon_args if a != "--"], via=args.input)
+                                 [a for a in args.daemon_args if a != "--"], via=args.input, control=args.control)
             sys.stdout.write(format_latency(report) + "\n")
             if args.json:
                 args.json.write_text(to_json(report))

@@ -65,3 +65,49 @@ def layer_bytes(doc, name: str = REFERENCE_NAME) -> np.ndarray:
     assert node is not None, f"no layer {name!r}"
     return np.frombuffer(bytes(node.pixelData(0, 0, doc.width(), doc.height())), np.uint8).reshape(
         doc.height(), doc.width(), 4)
+
+
+# -- the real Krita (the Debian package) under Xvfb, driven by tests/krita_real/tb_krita_e2e ----
+def krita_missing() -> str | None:
+    import shutil
+    import subprocess
+
+    if not (shutil.which("krita") and shutil.which("xvfb-run")):
+        return "needs the krita and xvfb packages (apt-get install krita xvfb python3-pyqt5 python3-numpy)"
+    probe = subprocess.run(["/usr/bin/python3", "-c", "import numpy, PyQt5.QtCore"], capture_output=True)
+    return None if probe.returncode == 0 else "Krita's Python (Debian's python3) needs python3-numpy and python3-pyqt5"
+
+
+def run_real_krita(tmp_path: Path, url: str, mode: str = "", timeout: float = 150) -> tuple[dict, Path, str]:
+    """The built plugin and the driver plugin in a real Krita under Xvfb, against the daemon at
+    ``url``; ``mode`` picks the driver's script (TB_E2E_MODE). Returns (report, out folder, stderr)."""
+    import json
+    import shutil
+    import signal
+    import subprocess
+
+    sys.path.insert(0, str(PLUGIN_DIR))
+    import build
+
+    pykrita = tmp_path / "share" / "krita" / "pykrita"
+    build.install(pykrita)
+    shutil.copytree(TESTS / "krita_real", pykrita, dirs_exist_ok=True)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "kritarc").write_text(  # plugins on; the docker's saved address: our daemon
+        f"[python]\nenable_turbo_bridge=true\nenable_tb_krita_e2e=true\n\n[turbo_bridge]\naddress={url}\n")
+    out = Path(os.environ.get("TB_KRITA_OUT") or tmp_path / "out")
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_DATA_HOME": str(tmp_path / "share"),
+           "TB_E2E_URL": url, "TB_E2E_OUT": str(out), "TB_E2E_MODE": mode}
+    env.pop("QT_QPA_PLATFORM", None)
+    display = str(100 + os.getpid() % 800)  # -a alone races other Xvfb servers starting at :99
+    proc = subprocess.Popen(["xvfb-run", "-a", "-n", display, "-s", "-screen 0 1600x1000x24", "krita", "--nosplash"],
+                            env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+    assert (out / "report.json").exists(), err[-3000:]
+    return json.loads((out / "report.json").read_text()), out, err

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
-from krita_harness import PLUGIN_DIR, REFERENCE_NAME, TESTS
+from krita_harness import PLUGIN_DIR, REFERENCE_NAME, TESTS, krita_missing, run_real_krita
 from turbo_bridge.notice import DOCKER_ID
 from turbo_bridge.qt import BINDING
 
@@ -114,41 +112,10 @@ def test_without_numpy_the_docker_says_what_to_install():
     assert title == "turbo-bridge" and "python3-numpy" in text and "README" in text
 
 # -- inside the real Krita (the Debian package) ------------------------------------------------
-def krita_missing() -> str | None:
-    if not (shutil.which("krita") and shutil.which("xvfb-run")):
-        return "needs the krita and xvfb packages (apt-get install krita xvfb python3-pyqt5 python3-numpy)"
-    probe = subprocess.run(["/usr/bin/python3", "-c", "import numpy, PyQt5.QtCore"], capture_output=True)
-    return None if probe.returncode == 0 else "Krita's Python (Debian's python3) needs python3-numpy and python3-pyqt5"
-
-
 @pytest.mark.skipif(krita_missing() is not None, reason=str(krita_missing()))
 def test_inside_real_krita(tmp_path, demo_daemon):
     """The built plugin in Krita itself, under Xvfb: a driver plugin types into the docker."""
-    sys.path.insert(0, str(PLUGIN_DIR))
-    import build
-
-    pykrita = tmp_path / "share" / "krita" / "pykrita"
-    build.install(pykrita)
-    shutil.copytree(TESTS / "krita_real", pykrita, dirs_exist_ok=True)
-    (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "kritarc").write_text(  # plugins on; the docker's saved address: our daemon
-        f"[python]\nenable_turbo_bridge=true\nenable_tb_krita_e2e=true\n\n[turbo_bridge]\naddress={demo_daemon.url}\n")
-    out = Path(os.environ.get("TB_KRITA_OUT") or tmp_path / "out")
-    out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_DATA_HOME": str(tmp_path / "share"),
-           "TB_E2E_URL": demo_daemon.url, "TB_E2E_OUT": str(out)}
-    env.pop("QT_QPA_PLATFORM", None)
-    display = str(100 + os.getpid() % 800)  # -a alone races other Xvfb servers starting at :99
-    proc = subprocess.Popen(["xvfb-run", "-a", "-n", display, "-s", "-screen 0 1600x1000x24", "krita", "--nosplash"],
-                            env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        _, err = proc.communicate(timeout=150)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        _, err = proc.communicate()
-    assert (out / "report.json").exists(), err[-3000:]
-    report = json.loads((out / "report.json").read_text())
+    report, out, _ = run_real_krita(tmp_path, demo_daemon.url)
     assert "error" not in report, report["error"]
     assert report["krita"].startswith("5.") and report["dockers"] == [DOCKER_ID]
     assert report["settled_exact"] and report["exact_bgra"], report

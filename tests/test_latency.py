@@ -15,6 +15,18 @@ def test_input_latency_counts_each_inputs_own_frame(via, cache_dir, monkeypatch)
     assert "input image in" in format_latency(report)
 
 
+def test_control_latency_runs_with_an_adapter_steering_every_frame(cache_dir, monkeypatch):
+    """``--control NAME``: the daemon's T2I-Adapter has an image and a scale before the first change."""
+    monkeypatch.setenv("TURBO_BRIDGE_CACHE", str(cache_dir))
+    report = run_latency("demo", "full", 64, 5, 20.0, ["--controlnet", "sketch=demo-t2i"], startup_timeout=120,
+                         control="sketch")
+    assert report.received == report.sent == 5 and report.control == "sketch"
+    assert "steered by 'sketch'" in format_latency(report)
+    with pytest.raises(Exception, match="no ControlNet named 'pose'"):  # a name the daemon lacks: said at once
+        run_latency("demo", "full", 64, 5, 20.0, ["--controlnet", "sketch=demo-t2i"], startup_timeout=120,
+                    control="pose")
+
+
 def test_null_latency_reports_the_daemons_cpu_and_wake_ups_per_change():
     report = run_latency("null", "full", 64, 100, 100.0, [], startup_timeout=120)
     assert report.received == report.sent == 100

@@ -45,7 +45,7 @@ ADDRESSES = {
     f"{PREFIX}/lora": "s f: set a LoRA's weight (-2..2, 0 removes it; at most 4 active; GET /v1/loras)",
     f"{PREFIX}/size": "i i: set width and height",
     f"{PREFIX}/params": "s: a JSON object of several parameters, applied as one change",
-    f"{PREFIX}/control": "s f: set ControlNet NAME's scale (0 = off), as controls {NAME: scale}",
+    f"{PREFIX}/control": "s f: set ControlNet (or T2I-Adapter) NAME's scale (0 = off), as controls {NAME: scale}",
     f"{PREFIX}/subscribe": f"[i port]: send feedback to the sender's host at port (default: the sender's port) "
                            f"for {TTL_S:g} s; renew well within that; at most {PER_SENDER} ports per sender",
     f"{PREFIX}/unsubscribe": "[i port]: stop feedback",

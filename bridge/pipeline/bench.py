@@ -39,8 +39,8 @@ from .renderer import DiffusersRenderer
 log = logging.getLogger(__name__)
 
 PROMPT = "a cat on a windowsill, golden hour, film grain"
-MODES = ("prompt", "seed", "input", "img2img", "control", "lora", "ip-adapter")  # what changes every frame
-# (control: bench_control.py, lora: lora_bench.py, ip-adapter: bench_style.py)
+MODES = ("prompt", "seed", "input", "img2img", "control", "t2i", "lora", "ip-adapter")  # what changes every frame
+# (control, t2i: bench_control.py, lora: lora_bench.py, ip-adapter: bench_style.py)
 INPUT_STRENGTH = 0.5  # at steps 1: diffusers' steps 2, strength 0.5 (one UNet step)
 _variation = itertools.count()  # every prompt-change frame gets a prompt never seen before
 
@@ -108,7 +108,7 @@ def _stats(times_ms: list[float]) -> dict[str, float]:
 def _params(mode: str, i: int, size: int, tiling: str = "none") -> Params:
     if mode in bench_style.RUNS:
         return bench_style.params(mode, i, size, Params(prompt=PROMPT, tiling=tiling))
-    if mode in bench_control.RUNS:
+    if mode in bench_control.RUNS + bench_control.T2I_RUNS:
         return bench_control.params(mode, i, size, Params(prompt=PROMPT, seed=7, tiling=tiling))
     prompt = f"{PROMPT}, variation {next(_variation)}" if mode == "prompt" else PROMPT
     return Params(prompt=prompt, seed=i if mode in ("seed", "img2img") else 7, width=size, height=size,
@@ -141,7 +141,7 @@ def extra_sinks(names: tuple[str, ...]):
 
 def _scene(mode: str, i: int, size: int) -> Scene:
     """Image-to-image modes: the same input ("img2img"), or new content every frame ("input")."""
-    if mode in bench_control.RUNS:
+    if mode in bench_control.RUNS + bench_control.T2I_RUNS:
         return bench_control.scene(mode, i, size)
     if mode in bench_style.RUNS:
         return bench_style.scene(mode, i, size)
@@ -198,8 +198,8 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
         pipe = loader.load_pipeline(opts.model, str(device), dtype, opts.cache_dir, vae=vae)  # the same weights
     _free(device)
     loaded = vram_gb(device)
-    nets = bench_control.controlnets(opts.model, pipe.unet.config, str(device), dtype) \
-        if bench_control.wanted(opts.modes) else None
+    nets = bench_control.controlnets(opts.model, pipe.unet.config, str(device), dtype, opts.modes) \
+        if bench_control.wanted(opts.modes) or bench_control.wanted_t2i(opts.modes) else None
     style = bench_style.adapter(opts.model, pipe.unet, str(device), dtype) if bench_style.wanted(opts.modes) else None
     renderer = DiffusersRenderer(pipe, str(device), dtype, compile=opts.compile, controlnets=nets, ip_adapter=style,
                                  precision=opts.precision)
@@ -253,6 +253,9 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
         if bench_control.wanted(opts.modes):
             next(r for r in runs if r.size == size and r.mode == "control_prompt").stages_ms = \
                 stage_breakdown(renderer, opts, size, shm, "control_prompt")
+        if bench_control.wanted_t2i(opts.modes):
+            next(r for r in runs if r.size == size and r.mode == "t2i_prompt").stages_ms = \
+                stage_breakdown(renderer, opts, size, shm, "t2i_prompt")
         if bench_style.wanted(opts.modes):
             next(r for r in runs if r.size == size and r.mode == "style_new").stages_ms = \
                 stage_breakdown(renderer, opts, size, shm, "style_new")
@@ -316,6 +319,11 @@ def run_bench(opts: BenchOptions, json_path: Path | None) -> dict:
             _free(device)
             log.info("ControlNet baseline: median %.2f ms", report["control_baseline"]["median_ms"])
             save()
+        if bench_control.wanted_t2i(opts.modes):
+            report["t2i_baseline"] = bench_control.baseline_t2i(opts, device, _stats, _sync, PROMPT)
+            _free(device)
+            log.info("T2I-Adapter baseline: median %.2f ms", report["t2i_baseline"]["median_ms"])
+            save()
     with ShmWriter(f"tb-bench-{uuid.uuid4().hex[:8]}", max(opts.sizes), max(opts.sizes)) as shm:
         for dtype_name in opts.dtypes:
             for vae_name in opts.vaes:
@@ -364,10 +372,11 @@ def format_report(report: dict) -> str:
     base = report.get("baseline")
     if base:
         lines.append(f"baseline ({base['what']}): median {base['median_ms']:.2f} ms = {base['fps']:.1f} FPS")
-    control = report.get("control_baseline")
-    if control:
-        lines.append(f"ControlNet baseline ({control['what']}): median {control['median_ms']:.2f} ms = "
-                     f"{control['fps']:.1f} FPS")
+    for key, label in (("control_baseline", "ControlNet"), ("t2i_baseline", "T2I-Adapter")):
+        control = report.get(key)
+        if control:
+            lines.append(f"{label} baseline ({control['what']}): median {control['median_ms']:.2f} ms = "
+                         f"{control['fps']:.1f} FPS")
     lines.append("| dtype | VAE | size | change/frame | tiling | sinks | median ms | FPS | p99 ms | std ms "
                  "| x baseline "
                  "| first frame s | VRAM GB used (loaded / after) |")
@@ -404,6 +413,7 @@ def format_report(report: dict) -> str:
         if r["stages_ms"]:
             stages = ", ".join(f"{k} {v:.2f}" for k, v in r["stages_ms"].items())
             what = {"input": "new input", "control_prompt": "one ControlNet, prompt change",
+                    "t2i_prompt": "one T2I-Adapter, prompt change",
                     "style_new": "IP-Adapter, new style image"}.get(r["mode"],
                                                                                                   "prompt change")
             lines.append(f"stages ms ({r['dtype']}, {r['vae']} VAE, {r['size']}, {what}, synced per stage): {stages}")

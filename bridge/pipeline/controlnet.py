@@ -1,4 +1,6 @@
 """SDXL ControlNets: loaded once at start (``--controlnet NAME=SOURCE``), resident, summed.
+A SOURCE whose config names a ``T2IAdapter`` (or ``demo-t2i``/``random-t2i``) loads a T2I-Adapter
+instead (``t2i_adapter.py``); both kinds share the names, control images and ``controls``.
 
 SOURCE is a hub id, a diffusers folder, a single ``.safetensors``/``.ckpt`` file, ``demo``
 (random weights matching the demo UNet) or ``random`` (the full-size SDXL ControlNet
@@ -31,7 +33,6 @@ SINGLE_FILE = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 CONDITIONING_CHANNELS = (16, 32, 96, 256)  # every published SDXL ControlNet's conditioning embedding
 UNSUPPORTED = {
     "ControlNetUnionModel": "a union ControlNet (one model, several control types) is not supported yet",
-    "T2IAdapter": "T2I-Adapters are not supported yet",
     "ControlNetXSAdapter": "ControlNet-XS is not supported",
 }
 
@@ -55,17 +56,46 @@ def _kind(config: dict) -> str:
 
 
 def _check_kind(source: str, kind: str) -> None:
+    if kind == "T2IAdapter":
+        return
     if kind in UNSUPPORTED:
         raise ConfigError(f"--controlnet {source}: {UNSUPPORTED[kind]} ({kind}); use an SDXL ControlNetModel")
     if kind != "ControlNetModel":
         raise ConfigError(f"--controlnet {source}: a {kind} is not an SDXL ControlNet (ControlNetModel)")
 
 
+def _adapter_source(source: str) -> bool:
+    """demo-t2i/random-t2i, or a folder/hub id whose config names a T2IAdapter (read without weights)."""
+    from .t2i_adapter import SOURCES
+
+    if source in SOURCES:
+        return True
+    local = Path(source).expanduser()
+    if local.is_file() or source in ("demo", "random"):
+        return False
+    if (local / "config.json").is_file():
+        return _kind(json.loads((local / "config.json").read_text())) == "T2IAdapter"
+    if local.exists():
+        return False
+    from diffusers import ControlNetModel
+
+    try:
+        return _kind(ControlNetModel.load_config(source)) == "T2IAdapter"
+    except OSError:
+        return False  # not available: the ControlNet path says so, with the way out
+
+
 def load_controlnet(spec: ControlNetSpec, unet_config: dict, device: str, dtype: torch.dtype):
-    """One ControlNet onto ``device``; raises ``ModelNotFoundError``/``ConfigError`` with a way out."""
+    """One ControlNet (or T2I-Adapter) onto ``device``; raises ``ModelNotFoundError``/``ConfigError``
+    with a way out."""
     from diffusers import ControlNetModel
 
     source = spec.source
+    if _adapter_source(source):
+        from .t2i_adapter import load_adapter
+
+        with progress(f"loading T2I-Adapter {spec.name!r} from {source}"):
+            return load_adapter(spec, dict(unet_config), device, dtype)
     with progress(f"loading ControlNet {spec.name!r} from {source}"):
         if source in ("demo", "random"):
             from .demo import DEMO_UNET, REFERENCE
@@ -87,13 +117,17 @@ def load_controlnet(spec: ControlNetSpec, unet_config: dict, device: str, dtype:
                         _check_kind(source, _kind(ControlNetModel.load_config(source)))
                     net = ControlNetModel.from_pretrained(str(local) if local.exists() else source, torch_dtype=dtype)
             except OSError as exc:
-                raise ModelNotFoundError(
-                    f"ControlNet {source!r} is not available: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-                    f". Download it once with network access (`hf download {source}`), pass a local folder or "
-                    "file, or use demo/random (random weights)") from exc
+                raise not_available("ControlNet", source, exc, "a local folder or file", "demo/random") from exc
             net = net.to(device).eval().requires_grad_(False)
     _check_fits(spec, net, unet_config)
     return net
+
+
+def not_available(what: str, source: str, exc: OSError, local: str, builders: str) -> ModelNotFoundError:
+    """The error for a model that is neither here nor downloadable, with the ways out."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ModelNotFoundError(f"{what} {source!r} is not available: {reason}. Download it once with network access "
+                              f"(`hf download {source}`), pass {local}, or use {builders} (random weights)")
 
 
 def _check_fits(spec: ControlNetSpec, net, unet_config: dict) -> None:
@@ -115,11 +149,24 @@ class ControlNets:
     """The resident ControlNets by name, and their summed residuals for one UNet evaluation."""
 
     def __init__(self, nets: dict[str, torch.nn.Module]):
+        from .t2i_adapter import is_adapter
+
         self.nets = nets
+        self._adapters = {name: net for name, net in nets.items() if is_adapter(net)}
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(self.nets)
+
+    @property
+    def adapters(self) -> dict[str, torch.nn.Module]:
+        """The T2I-Adapters among them (the rest are ControlNetModels)."""
+        return self._adapters
+
+    def split(self, names: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(ControlNet names, T2I-Adapter names) of ``names``, each in the given order."""
+        return (tuple(n for n in names if n not in self._adapters),
+                tuple(n for n in names if n in self._adapters))
 
     def residuals(self, names: tuple[str, ...], sample, timestep, embeds, added_cond_kwargs,
                   images: torch.Tensor, scales: torch.Tensor):

@@ -37,10 +37,13 @@ class FrameGraph:
         with CAPTURE_LOCK, torch.cuda.graph(self.graph, pool=pool):
             self.outputs = fn(**inputs)
 
-    def run(self, **values: torch.Tensor | float) -> tuple:
+    def run(self, **values: torch.Tensor | tuple | float) -> tuple:
         for name, value in values.items():
             target = self.inputs[name]
-            if isinstance(value, torch.Tensor):
+            if isinstance(value, (tuple, list)):  # a tuple of tensors (T2I-Adapter features per level)
+                for buffer, part in zip(target, value, strict=True):
+                    buffer.copy_(part, non_blocking=True)
+            elif isinstance(value, torch.Tensor):
                 target.copy_(value, non_blocking=True)
             else:
                 target.fill_(value)

@@ -36,6 +36,7 @@ from .images import ImageLatents, vae_encode
 from .ip_adapter import IpAdapter, StyleTokens
 from .lora import Loras
 from .noise import frame_noise
+from .t2i_adapter import AdapterFeatures, intrablock
 from .family import family_of_pipeline
 from .optimize import compiled, prepare_modules, progress
 from .plan import FramePlan
@@ -73,7 +74,9 @@ class DiffusersRenderer:
         self.after_compile = None  # called after each warm-up compile (e.g. to save compile artefacts)
         self.controlnets = controlnets or ControlNets({})
         self.control_images = ControlImages(self.device, dtype, canny_thresholds)
+        self.adapter_features = AdapterFeatures(self.controlnets.adapters, self._staged_adapter)
         self._encode, self._unet, self._decode = self._text, self._denoise, self._vae_decode
+        self._adapt = self._adapter_run
         self._encode_image, self._control = self._vae_encode, self._residuals
         self._tiling = Tiling([pipe.unet, self.vae])
         if compile:
@@ -86,6 +89,7 @@ class DiffusersRenderer:
             self._unet, self._decode = compiled(self._denoise, self.device), compiled(self._vae_decode, self.device)
             self._encode_image = compiled(self._vae_encode, self.device)
             self._control = compiled(self._residuals, self.device)
+            self._adapt = compiled(self._adapter_run, self.device)
             if self._cuda:
                 from .graphs import FrameGraphs
 
@@ -149,11 +153,22 @@ class DiffusersRenderer:
             kwargs["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": time_ids}
         return kwargs
 
-    def _denoise(self, latents, timestep, embeds, pooled, time_ids, down=None, mid=None, style=None) -> torch.Tensor:
+    def _denoise(self, latents, timestep, embeds, pooled, time_ids, down=None, mid=None, style=None,
+                 intra=None) -> torch.Tensor:
         """One UNet evaluation; ``down``/``mid``: ControlNet residuals added to its skip connections,
-        ``style``: the IP-Adapter's (tokens, scale)."""
+        ``style``: the IP-Adapter's (tokens, scale), ``intra``: T2I-Adapter residuals added inside
+        its down blocks (a fresh list: the UNet pops it)."""
         return self.pipe.unet(latents, timestep, **self.unet_conditioning(embeds, pooled, time_ids, style),
-                              down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+                              down_block_additional_residuals=down, mid_block_additional_residual=mid,
+                              down_intrablock_additional_residuals=None if intra is None else list(intra)).sample
+
+    def _adapter_run(self, name: str, image: torch.Tensor) -> list[torch.Tensor]:
+        """T2I-Adapter ``name``'s feature maps of a prepared control image (compiled per adapter)."""
+        return self.controlnets.nets[name](image)
+
+    def _staged_adapter(self, name: str, image: torch.Tensor) -> list[torch.Tensor]:
+        return self._staged(("adapter", name, image.shape[-1], image.shape[-2]),
+                            functools.partial(self._adapt, name), image=image)
 
     def _residuals(self, names: tuple[str, ...], latents, timestep, embeds, pooled, time_ids, images, scales):
         """The summed residuals of the ControlNets ``names`` for one UNet evaluation (compiled per set)."""
@@ -234,7 +249,12 @@ class DiffusersRenderer:
         control: dict = {}
         if scene.controls:
             with self._stage("control_images"):
-                control = control_images.values(self.control_images, params, scene, plan.runs)
+                nets, adapters = self.controlnets.split(plan.controls)
+                images = dict(scene.controls)
+                control = {**control_images.values(self.control_images, params,
+                                                   Scene(controls=tuple((n, images[n]) for n in nets)), plan.runs),
+                           **self.adapter_features.values(self.control_images, params,
+                                                          tuple((n, images[n]) for n in adapters), plan.runs)}
         if plan.style:
             with self._stage("style_image"):  # the image encoder runs for a new style image only
                 control.update(ip_adapter.values(self.style, scene.style, params.style_scale, plan.cfg))
@@ -286,24 +306,33 @@ class DiffusersRenderer:
             values = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in values.items()}
             return fn(**values)
 
+        def zeros(v):
+            if isinstance(v, (tuple, list)):  # T2I-Adapter features: one tensor per level
+                return tuple(torch.zeros_like(t, device=self.device) for t in v)
+            return torch.zeros_like(v, device=self.device) if isinstance(v, torch.Tensor) \
+                else torch.zeros((), device=self.device)
+
         def inputs() -> dict:
-            return {k: torch.zeros_like(v, device=self.device) if isinstance(v, torch.Tensor)
-                    else torch.zeros((), device=self.device) for k, v in values.items()}
+            return {k: zeros(v) for k, v in values.items()}
 
         return self._graphs.get(key, fn, inputs).run(**values)
 
     def _denoise_steps(self, plan: FramePlan, noise: torch.Tensor, guidance, embeds, pooled,
                        image: torch.Tensor | None = None, control_images: torch.Tensor | None = None,
                        control_scales: torch.Tensor | None = None, negative=None, negative_pooled=None,
-                       style_tokens=None, style_uncond=None, style_scale=None) -> torch.Tensor:
+                       style_tokens=None, style_uncond=None, style_scale=None,
+                       adapter_features: tuple[torch.Tensor, ...] | None = None,
+                       adapter_scales: torch.Tensor | None = None) -> torch.Tensor:
         """The sampling loop; ``guidance`` is a float, or a 0-d tensor inside a frame graph.
 
         Text-to-image starts from noise alone; image-to-image from the input's latents noised to
         the first step's sigma (diffusers' ``add_noise``), and runs the schedule from ``plan.start``.
         ControlNets (``plan.controls``) see the UNet's inputs, their images batched like them
-        (diffusers' ``torch.cat([image] * 2)`` with guidance) and step i's scales.
+        (diffusers' ``torch.cat([image] * 2)`` with guidance) and step i's scales; T2I-Adapters add
+        their cached features times step i's scales.
         """
-        if plan.controls and plan.cfg:
+        nets, adapters = self.controlnets.split(plan.controls)
+        if nets and plan.cfg:
             control_images = torch.cat([control_images, control_images], dim=1)
         if plan.cfg:  # the negative prompt's embeddings (zeros for SDXL-Turbo without one) come first
             embeds, pooled = torch.cat([negative, embeds]), torch.cat([negative_pooled, pooled])
@@ -322,9 +351,13 @@ class DiffusersRenderer:
             if plan.cfg:
                 model_in = torch.cat([model_in, model_in])
             if plan.controls:
-                down, mid = self._control(plan.controls, model_in, step.timestep, embeds, pooled, time_ids,
-                                          control_images, control_scales[:, i])
-                eps = self._unet(model_in, step.timestep, embeds, pooled, time_ids, down, mid, style)
+                down = mid = intra = None
+                if nets:
+                    down, mid = self._control(nets, model_in, step.timestep, embeds, pooled, time_ids,
+                                              control_images, control_scales[:, i])
+                if adapters:
+                    intra = intrablock(adapter_features, adapter_scales[:, i], self.dtype, plan.cfg)
+                eps = self._unet(model_in, step.timestep, embeds, pooled, time_ids, down, mid, style, intra)
             else:
                 eps = self._unet(model_in, step.timestep, embeds, pooled, time_ids, None, None, style)
             if plan.cfg:
@@ -337,11 +370,12 @@ class DiffusersRenderer:
         """The whole frame as one graph: (text encoders,) denoising and decoding."""
         def frame(noise, guidance, ids=None, embeds=None, pooled=None, image=None, control_images=None,
                   control_scales=None, negative=None, negative_pooled=None, style_tokens=None, style_uncond=None,
-                  style_scale=None):
+                  style_scale=None, adapter_features=None, adapter_scales=None):
             if ids is not None:
                 embeds, pooled = self._encode(ids)
             latents = self._denoise_steps(plan, noise, guidance, embeds, pooled, image, control_images, control_scales,
-                                          negative, negative_pooled, style_tokens, style_uncond, style_scale)
+                                          negative, negative_pooled, style_tokens, style_uncond, style_scale,
+                                          adapter_features, adapter_scales)
             return self._decode(latents), embeds, pooled
 
         def inputs() -> dict:
@@ -358,8 +392,11 @@ class DiffusersRenderer:
                 made["image"] = torch.zeros(self._latent_shape(plan), dtype=self.dtype, device=self.device)
             if plan.cfg:  # the unconditional branch has the conditioning's shapes
                 made["negative"], made["negative_pooled"] = torch.zeros_like(embeds), torch.zeros_like(pooled)
-            return {**made, **control_images.graph_inputs(plan.controls, plan.width, plan.height, plan.runs,
+            nets, adapters = self.controlnets.split(plan.controls)
+            return {**made, **control_images.graph_inputs(nets, plan.width, plan.height, plan.runs,
                                                           self.dtype, self.device),
+                    **self.adapter_features.graph_inputs(adapters, plan.width, plan.height, plan.runs,
+                                                         self.dtype, self.device),
                     **ip_adapter.graph_inputs(self.style, plan.style, plan.cfg)}
 
         return self._graphs.get((*plan.key, with_text), frame, inputs)

@@ -5,7 +5,10 @@ over OSC (a new prompt and a seed used as a tag), and watches the shared-memory 
 this process until a frame with that seed is published. With ``--model null`` the daemon does
 no GPU work, which shows the bridge's own overhead. With ``--input shm`` or ``--input rest``
 each change is a new input image instead (written to an input segment of this process, or
-sent as raw RGBA with ``PUT /v1/input``): image-to-image, VAE encoder included.
+sent as raw RGBA with ``PUT /v1/input``): image-to-image, VAE encoder included. With
+``--control NAME`` (a ``--controlnet NAME=SOURCE`` passed to the daemon after ``--``) every frame
+is steered by that ControlNet or T2I-Adapter: a fixed control image at scale 0.8, its graph
+compiled before the measurement.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class LatencyReport:
     cpu_ms_per_change: float | None = None
     wakeups_per_change: float | None = None
     wakeups_by_thread: dict | None = None
+    control: str = ""  # the ControlNet or T2I-Adapter steering every frame, if any
 
 
 def start_daemon(model: str, vae: str, size: int, shm_name: str, extra: list[str], startup_timeout: float):
@@ -205,11 +209,27 @@ def _latest(reader: ShmReader, timeout: float):
     return frame
 
 
+def steer(http_port: int, name: str, size: int, timeout: float) -> None:
+    """Control image and scale 0.8 for ``name``; returns once a steered frame is out (compiled)."""
+    client = HttpClient(f"http://127.0.0.1:{http_port}", timeout=30.0)
+    client.put_input(np.random.default_rng(3).integers(0, 256, (size, size, 4), np.uint8), control=name)
+    version = client.patch({"controls": {name: 0.8}})["version"]
+    deadline, seq = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline:
+        frame = client.frame(after=seq, timeout=10.0)
+        if frame is not None and frame.version >= version:
+            return
+        seq = frame.seq if frame is not None else seq
+    raise RuntimeError(f"no frame steered by {name!r} within {timeout:g} s")
+
+
 def run_latency(model: str, vae: str, size: int, count: int, rate_hz: float, extra: list[str],
-                startup_timeout: float = 900.0, via: str = "none") -> LatencyReport:
+                startup_timeout: float = 900.0, via: str = "none", control: str = "") -> LatencyReport:
     shm_name = f"tb-latency-{uuid.uuid4().hex[:8]}"
     proc, http_port, osc_port, startup_s = start_daemon(model, vae, size, shm_name, extra, startup_timeout)
     try:
+        if control:
+            steer(http_port, control, size, startup_timeout)
         if via == "none":
             measure(osc_port, shm_name, 10, rate_hz)  # first frames after start are not steady
             before = thread_counters(proc.pid)
@@ -230,13 +250,14 @@ def run_latency(model: str, vae: str, size: int, count: int, rate_hz: float, ext
 
     return LatencyReport(model, vae, size, rate_hz, count, len(latencies), round(statistics.median(ordered), 3),
                          pct(0.90), pct(0.99), round(ordered[-1], 3), round(statistics.fmean(render_ms), 3),
-                         round(startup_s, 1), via, *costs)
+                         round(startup_s, 1), via, *costs, control=control)
 
 
 def format_latency(report: LatencyReport) -> str:
     what = {"none": "OSC in", "shm": "input image in (client's segment)",
             "rest": "input image in (PUT /v1/input, raw RGBA)"}[report.input]
-    return (f"{report.model} ({report.vae} VAE, {report.size}x{report.size}) at {report.rate_hz:g} changes/s: "
+    steered = f", steered by {report.control!r}" if report.control else ""
+    return (f"{report.model} ({report.vae} VAE, {report.size}x{report.size}{steered}) at {report.rate_hz:g} changes/s: "
             f"{report.received}/{report.sent} frames, {what} -> frame in shared memory p50 {report.p50_ms:.3f} ms, "
             f"p90 {report.p90_ms:.3f}, p99 {report.p99_ms:.3f}, max {report.max_ms:.3f}; "
             f"daemon render {report.mean_render_ms:.3f} ms mean; daemon start to ready {report.startup_s:.1f} s"

@@ -120,6 +120,16 @@ class LorasListed:
 
 
 @dataclass(frozen=True)
+class ControlTaken:
+    """The daemon took a control image for ControlNet (or T2I-Adapter) ``name``."""
+
+    name: str
+    width: int
+    height: int
+    changed: bool
+
+
+@dataclass(frozen=True)
 class InputTaken:
     """The daemon took an input image (``changed``: new content) or dropped it (``cleared``)."""
 
@@ -157,6 +167,7 @@ class Link:
         self._pending: dict[str, Any] = {}
         self._input: bytes | None = None  # a PNG for PUT /v1/input; CLEAR: DELETE it
         self._record: str | None = None  # "start" or "stop" for POST /v1/record
+        self._controls: dict[str, bytes] = {}  # NAME -> a PNG for PUT /v1/control/NAME, newest wins
         self._connected = threading.Event()
         self._uptime_s = 0.0
         self._generation = 0  # bumped on every (re)connection
@@ -182,6 +193,12 @@ class Link:
         """Queue an input image (PNG bytes), or None to drop the daemon's input; newest wins."""
         with self._wake:
             self._input = CLEAR if png is None else png
+            self._wake.notify()
+
+    def submit_control(self, name: str, png: bytes) -> None:
+        """Queue a control image (PNG bytes) for ControlNet ``name``; newest wins per name."""
+        with self._wake:
+            self._controls[name] = png
             self._wake.notify()
 
     def submit_record(self, action: str) -> None:
@@ -239,26 +256,34 @@ class Link:
         while not self._stop.is_set():
             changes: dict[str, Any] = {}
             image = record = None
+            controls: dict[str, bytes] = {}
             try:
                 if not self._connected.is_set():
                     self._hello()
                     backoff = BACKOFF_FIRST_S
                 with self._wake:
-                    if not self._pending and self._input is None and self._record is None and not self._stop.is_set():
+                    if not self._pending and self._input is None and self._record is None and not self._controls \
+                            and not self._stop.is_set():
                         self._wake.wait(HEARTBEAT_S)
                     changes, self._pending = self._pending, {}
                     image, self._input = self._input, None
                     record, self._record = self._record, None
+                    controls, self._controls = self._controls, {}
                 if self._stop.is_set():
                     return
                 if changes:
                     self._send(changes)
                 if image is not None:
                     self._send_input(image)
+                sent_controls = bool(controls)
+                while controls:  # one at a time: a failure keeps the ones not sent yet
+                    name, png = next(iter(controls.items()))
+                    self._send_control(name, png)
+                    del controls[name]
                 if record is not None:
                     state = self._client.record(record)
                     self._events.put(Recorded(bool(state["recording"]), tuple(state["files"]), state["error"]))
-                if not changes and image is None and record is None:
+                if not changes and image is None and record is None and not sent_controls:
                     self._heartbeat()
             except BridgeHTTPError as exc:
                 if self._connected.is_set():
@@ -269,10 +294,11 @@ class Link:
                 error = exc
             else:
                 continue
-            if changes or image is not None:  # not delivered: keep them, under anything newer
+            if changes or image is not None or controls:  # not delivered: keep them, under anything newer
                 with self._wake:
                     self._pending = {**changes, **self._pending}
                     self._input = self._input if self._input is not None else image
+                    self._controls = {**controls, **self._controls}
             self._connected.clear()
             self._events.put(Down(describe(error), backoff))
             self._stop.wait(backoff)
@@ -329,6 +355,10 @@ class Link:
             return
         answer = self._client.put_input(image)
         self._events.put(InputTaken(int(answer["width"]), int(answer["height"]), bool(answer["changed"])))
+
+    def _send_control(self, name: str, png: bytes) -> None:
+        answer = self._client.put_input(png, control=name)
+        self._events.put(ControlTaken(name, int(answer["width"]), int(answer["height"]), bool(answer["changed"])))
 
     def _frames(self) -> None:
         after, generation = 0, self._generation

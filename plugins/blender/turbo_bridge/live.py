@@ -14,9 +14,9 @@ from typing import Any, Mapping
 
 import bpy
 
-from . import datablocks, renders
+from . import datablocks, depth, renders
 from ._bridge.client import FrameInfo, ShmReader
-from .link import Accepted, Address, Connected, Down, InputTaken, Link, LorasListed, Recorded, Rejected
+from .link import Accepted, Address, Connected, ControlTaken, Down, InputTaken, Link, LorasListed, Recorded, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,9 @@ class Session:
         elif isinstance(event, InputTaken):
             self.status = ("input off: text-to-image" if event.cleared else
                            f"input {event.width}x{event.height} {'sent' if event.changed else 'unchanged'}")
+        elif isinstance(event, ControlTaken):
+            self.status = (f"control {event.name}: depth {event.width}x{event.height} "
+                           f"{'sent' if event.changed else 'unchanged'}")
         elif isinstance(event, Recorded):
             self.recording = event.recording
             self.status = ("recording into the daemon's --output-dir" if event.recording else
@@ -182,6 +185,23 @@ def send_render(scene) -> bool:
     return png is not None
 
 
+def send_depth(scene) -> str:
+    """Send the last render's Z pass as the control image of the panel's ControlNet, with its
+    scale; "" when queued, else why not (no session, nothing rendered, no Z pass)."""
+    if _session is None:
+        return "Not connected"
+    settings = scene.turbo_bridge
+    name = settings.control_name.strip()
+    if not name:
+        return "No ControlNet name: set the daemon's --controlnet NAME (e.g. depth)"
+    png, why = depth.render_depth_png(scene)
+    if png is None:
+        return why
+    _session.link.submit_control(name, png)
+    _session.link.submit({"controls": {name: {"scale": settings.control_scale}}})
+    return ""
+
+
 def drain() -> float | None:
     """The timer function: apply news from the workers; returns the next interval."""
     session = _session
@@ -189,8 +209,13 @@ def drain() -> float | None:
         return None  # unregisters the timer
     try:
         scene = bpy.context.scene
-        if renders.take_rendered() and scene is not None and scene.turbo_bridge.send_renders:
-            send_render(scene)
+        if renders.take_rendered() and scene is not None:
+            if scene.turbo_bridge.send_renders:
+                send_render(scene)
+            if scene.turbo_bridge.send_depths:
+                why = send_depth(scene)
+                if why:
+                    session.status = why
         if session.tick():
             redraw()
     except Exception:  # a timer that raises is dropped by Blender: log, report, keep going

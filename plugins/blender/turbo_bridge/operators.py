@@ -151,6 +151,29 @@ class TURBO_BRIDGE_OT_send_render(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class TURBO_BRIDGE_OT_send_depth(bpy.types.Operator):
+    """Send the last render's depth (Z pass: near white, far black) as the ControlNet's control image"""
+
+    bl_idname = "turbo_bridge.send_depth"
+    bl_label = "Send Depth as Control"
+
+    @classmethod
+    def poll(cls, context):
+        return live.current() is not None
+
+    def execute(self, context):
+        layer = context.view_layer
+        if not layer.use_pass_z:  # the render has no depth without it
+            layer.use_pass_z = True
+            self.report({"ERROR"}, f"The Z pass of view layer {layer.name!r} was off: switched on, render again (F12)")
+            return {"CANCELLED"}
+        why = live.send_depth(context.scene)
+        if why:
+            self.report({"ERROR"}, why)
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
 class TURBO_BRIDGE_OT_stop_input(bpy.types.Operator):
     """Drop the daemon's input image: back to text-to-image"""
 
@@ -184,4 +207,4 @@ class TURBO_BRIDGE_OT_record(bpy.types.Operator):
 
 CLASSES = (TURBO_BRIDGE_OT_connect, TURBO_BRIDGE_OT_disconnect, TURBO_BRIDGE_OT_new_seed,
            TURBO_BRIDGE_OT_generate, TURBO_BRIDGE_OT_use_on_material, TURBO_BRIDGE_OT_keep,
-           TURBO_BRIDGE_OT_send_render, TURBO_BRIDGE_OT_stop_input, TURBO_BRIDGE_OT_record)
+           TURBO_BRIDGE_OT_send_render, TURBO_BRIDGE_OT_send_depth, TURBO_BRIDGE_OT_stop_input, TURBO_BRIDGE_OT_record)

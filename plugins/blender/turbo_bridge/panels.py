@@ -61,6 +61,14 @@ class _TurboBridgePanel:
         col.prop(settings, "send_renders", toggle=True)
 
         col = layout.column(align=True)
+        col.label(text="Control (depth)")
+        row = col.row(align=True)
+        row.prop(settings, "control_name", text="")
+        row.prop(settings, "control_scale", slider=True)
+        col.operator("turbo_bridge.send_depth", icon="MOD_OPACITY")
+        col.prop(settings, "send_depths", toggle=True)
+
+        col = layout.column(align=True)
         col.prop(settings, "seamless", toggle=True, icon="MOD_ARRAY")
         recording = session is not None and session.recording
         col.operator("turbo_bridge.record", text="Stop Recording" if recording else "Record",

@@ -20,16 +20,25 @@ _rendered = False
 
 def render_result_png(scene) -> bytes | None:
     """The Render Result as PNG bytes, or None when nothing was rendered yet."""
+    return save_render_result(scene, ".png", (("file_format", "PNG"), ("color_mode", "RGBA"), ("color_depth", "8")))
+
+
+def save_render_result(scene, suffix: str, output: tuple[tuple[str, str], ...]) -> bytes | None:
+    """The Render Result saved with the scene's output settings ``output`` (field, value) in
+    order, as the file's bytes; None when nothing was rendered yet. The settings are put back in
+    the same order (an earlier field, such as Blender 5.0's media type, decides what a later one
+    may be); fields this Blender lacks are skipped."""
     image = bpy.data.images.get(RENDER_RESULT)
     if image is None:
         return None
     settings = scene.render.image_settings
-    saved = (settings.file_format, settings.color_mode, settings.color_depth)
-    handle, path = tempfile.mkstemp(prefix="turbo-bridge-input-", suffix=".png")
+    output = tuple((field, value) for field, value in output if hasattr(settings, field))
+    saved = [(field, getattr(settings, field)) for field, _ in output]
+    handle, path = tempfile.mkstemp(prefix="turbo-bridge-render-", suffix=suffix)
     os.close(handle)
     try:
-        settings.file_format = "PNG"
-        settings.color_mode, settings.color_depth = "RGBA", "8"
+        for field, value in output:
+            setattr(settings, field, value)
         try:
             image.save_render(filepath=path, scene=scene)
         except RuntimeError:  # "does not have any image data": nothing rendered yet
@@ -37,8 +46,8 @@ def render_result_png(scene) -> bytes | None:
         with open(path, "rb") as f:
             return f.read() or None
     finally:
-        settings.file_format = saved[0]
-        settings.color_mode, settings.color_depth = saved[1], saved[2]
+        for field, value in saved:
+            setattr(settings, field, value)
         os.remove(path)
 
 

@@ -45,6 +45,12 @@ def _send_size(name: str):
     return update
 
 
+def _send_control_scale(settings, context) -> None:
+    name = settings.control_name.strip()
+    if settings.live and name:
+        live.submit({"controls": {name: {"scale": settings.control_scale}}})
+
+
 def _live_toggled(settings, context) -> None:
     if settings.live:
         live.submit(params_of(settings))
@@ -98,6 +104,14 @@ class TurboBridgeSettings(bpy.types.PropertyGroup):
     seamless: BoolProperty(name="Seamless", default=False, update=_send_tiling,
                            description="Tileable frames: the picture wraps around left-right and top-bottom "
                                        "(switched on by Use on Active Material)")
+    control_name: StringProperty(
+        name="ControlNet", default="depth",
+        description="The daemon's ControlNet (or T2I-Adapter) that takes the depth: its --controlnet NAME")
+    control_scale: FloatProperty(name="Scale", default=1.0, min=0.0, max=2.0, step=5, update=_send_control_scale,
+                                 description="How strongly the depth steers (0: off)")
+    send_depths: BoolProperty(name="Send Each Depth", default=False,
+                              description="After every finished render, send its depth (Z pass) as the "
+                                          "ControlNet's control image")
     send_renders: BoolProperty(name="Send Each Render", default=False,
                                description="After every finished render (F12 or viewport render), send the "
                                            "Render Result as the daemon's input image")

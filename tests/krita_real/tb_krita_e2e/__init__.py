@@ -1,8 +1,9 @@
 """Test driver run inside a real Krita: drives the turbo-bridge docker as a user would.
 
-Started by tests/test_krita_plugin.py with TB_E2E_URL (the daemon) and TB_E2E_OUT (a folder
-for report.json and krita.png). It types prompts into the docker, checks the layers through
-Krita's own API, takes a screenshot and quits Krita.
+Started by tests/krita_harness.run_real_krita with TB_E2E_URL (the daemon), TB_E2E_OUT (a folder
+for report.json and krita.png) and TB_E2E_MODE: "" types prompts into the docker and checks the
+layers through Krita's own API; "control" sends a painted layer with "Layer as control"; "bench"
+times the GUI side. Each takes a screenshot and quits Krita.
 """
 
 import json
@@ -152,6 +153,65 @@ def drive(report):
     return controller
 
 
+def control(report):
+    """"Layer as control": a line sketch painted into its own layer reaches the daemon as the
+    control image of ControlNet "lines", with the preprocess and scale picked in the docker."""
+    import numpy as np
+
+    k = Krita.instance()
+    window = k.activeWindow()
+    docks = [d for d in window.qwindow().findChildren(QDockWidget) if hasattr(d.widget(), "controller")]
+    dock = docks[0]
+    dock.show()
+    panel = dock.widget()
+    controller = panel.controller
+    client_module = __import__("turbo_bridge.bridge_client", fromlist=["HttpClient"])
+    client = client_module.HttpClient(os.environ["TB_E2E_URL"])
+    size = client.params()
+    width, height = size["width"], size["height"]
+    doc = new_view(window, width, height, "control")
+    sketch = doc.createNode("sketch", "paintlayer")
+    doc.rootNode().addChildNode(sketch, None)
+    bgra = np.zeros((height, width, 4), np.uint8)  # transparent: paper (white) where nothing is drawn
+    bgra[height // 3:height // 3 + 2, 4:width - 4] = (0, 0, 0, 255)  # two black strokes
+    bgra[4:height - 4, width // 2:width // 2 + 2] = (0, 0, 0, 255)
+    sketch.setPixelData(bgra.tobytes(), 0, 0, width, height)
+    doc.refreshProjection()
+    report["layer_roundtrip"] = layer_bytes(doc, "sketch") == bgra.tobytes()
+    # What the daemon must hold: the strokes over white paper, RGBA, worked out here.
+    rgba = np.full((height, width, 4), 255, np.uint8)
+    rgba[bgra[..., 3] == 255] = (0, 0, 0, 255)
+    expected = input_digest(rgba)
+    panel.address.setText(os.environ["TB_E2E_URL"])
+    panel.reconnect()
+    report["connected"] = pump(lambda: controller.connection is not None and controller.current is not None)
+    panel.control_layer.showPopup()  # lists the document's layers as they are now
+    panel.control_layer.hidePopup()
+    report["layers_listed"] = [panel.control_layer.itemText(i) for i in range(panel.control_layer.count())]
+    panel.control_layer.setCurrentText("sketch")
+    panel.control_name.setText("lines")
+    panel.control_preprocess.setCurrentText("canny")
+    panel.control_scale.setValue(1.2)
+    before = controller.current.seq
+    panel.send_control.click()
+    report["control_sent"] = pump(lambda: client.health()["controls"]["lines"]["digest"] == expected, 60)
+    report["control_state"] = client.health()["controls"]["lines"]
+    report["control_params"] = client.params()["controls"].get("lines")
+    version = client.params()["version"]
+
+    def steered_shown():  # the daemon rendered the steered state, and the docker shows that frame
+        newest = client.frame(after=0, timeout=1)
+        return newest is not None and newest.version >= version and controller.current.seq >= newest.seq > before
+
+    report["steered_frame"] = pump(steered_shown, 60)
+    report["status_sent"] = panel.status.text()
+    panel.control_name.setText("pose")  # not a --controlnet of this daemon: the docker says so
+    panel.send_control.click()
+    report["refused"] = pump(lambda: "no ControlNet named 'pose'" in panel.status.text(), 30)
+    report["status_refused"] = panel.status.text()
+    return controller
+
+
 def finish(report, controller):
     """Back in Krita's own event loop (the Layers docker only updates there): screenshot, quit."""
     try:
@@ -216,7 +276,7 @@ def run():
         if os.environ.get("TB_E2E_BENCH"):
             bench(report)
             write_and_quit(report)
-        controller = drive(report)
+        controller = control(report) if os.environ.get("TB_E2E_MODE") == "control" else drive(report)
     except Exception:
         report["error"] = traceback.format_exc()
         write_and_quit(report)
