@@ -116,11 +116,19 @@ def test_grouped_fold_equals_the_per_layer_fold_within_bf16_rounding(cache_dir, 
             exact[p] += term
             size[p] += term.abs()
     errors = {True: 0.0, False: 0.0}
+    # Linear layers fold as stacks (one baddbmm: the sum rounded once to bf16); the others (the
+    # ResNet convolutions) fold per layer in either mode, in diffusers' arithmetic: the delta, its
+    # scaling and the sum each rounded (a 3x3 convolution's delta is a bf16 conv2d besides).
+    stacked = {p for lora, _ in active for g in lora.groups for p in g.paths}
+    assert stacked and stacked != set(paths)
     for p in paths:
         grouped, plain = results[True][p].double(), results[False][p].double()
         # bf16 keeps 8 significant bits: each rounding is within 2**-8 of the terms' size
         assert ((grouped - plain).abs() <= 4 * 2.0 ** -8 * size[p] + 1e-30).all(), p
-        assert ((grouped - exact[p]).abs() <= 2 * 2.0 ** -8 * size[p] + 1e-30).all(), p
+        if p in stacked:
+            assert ((grouped - exact[p]).abs() <= 2 * 2.0 ** -8 * size[p] + 1e-30).all(), p
+        else:
+            assert torch.equal(grouped, plain), p  # the same per-layer arithmetic in both modes
         errors[True] += (grouped - exact[p]).abs().sum().item()
         errors[False] += (plain - exact[p]).abs().sum().item()
     assert errors[True] <= errors[False] * 1.05  # one rounding, not three: no less exact than per layer
