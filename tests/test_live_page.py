@@ -277,7 +277,9 @@ async def test_seamless_checkbox_and_record_button(live):
 
     await page.locator("#record").click()
     await live.until(lambda: asyncio.sleep(0, live.daemon.health()["record"]["recording"]), "recording to start")
-    assert await page.locator("#record").get_attribute("aria-pressed") == "true"
+    # The daemon records as soon as it has the POST; the page marks the button when the answer is in.
+    await live.until(lambda: page.evaluate("() => document.getElementById('record').getAttribute('aria-pressed') === 'true'"),
+                     "the button to show recording")
     for seed in (11, 12):
         await live.patch({"seed": seed})
         await live.settled()
