@@ -18,7 +18,6 @@ style image.
 
 from __future__ import annotations
 
-import logging
 from typing import Hashable, Sequence
 
 import torch
@@ -31,9 +30,7 @@ from .glide import Glider, Shown
 from .noise import frame_noise
 from .optimize import compiled, progress
 from .plan import FramePlan
-from .renderer import DiffusersRenderer
-
-log = logging.getLogger(__name__)
+from .renderer import DiffusersRenderer, to_rgba8
 
 Item = tuple[str, Params, Scene]  # (channel, params, scene)
 
@@ -50,7 +47,6 @@ class ChannelRenderer:
         self.inner = inner
         self._gliders: dict[str, Glider] = {}
         self._decode_batch = compiled(self._vae_decode_batch, inner.device) if inner.compile else self._vae_decode_batch
-        self._warm: set[tuple] = set()
 
     # -- what the render queue and the scheduler call -------------------------------------
     @property
@@ -87,10 +83,7 @@ class ChannelRenderer:
     # -- the batch ---------------------------------------------------------------------
     def _vae_decode_batch(self, latents: torch.Tensor) -> torch.Tensor:
         vae = self.inner.vae
-        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
-        # to_rgba8's arithmetic on the whole batch at once (no Python loop for the compiler to unroll).
-        rgb = ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-        return torch.cat([rgb, torch.full_like(rgb[..., :1], 255)], dim=-1).contiguous()
+        return to_rgba8(vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample)
 
     def _denoise_and_decode(self, plan: FramePlan, noise, guidance, embeds=None, pooled=None, image=None,
                             negative=None, negative_pooled=None, ids=None) -> tuple:
@@ -150,11 +143,6 @@ class ChannelRenderer:
             values = {k: torch.cat([v, *[v[-1:]] * (rows - len(items))]) if k not in ("noise", "ids")
                       else torch.cat([v, *[v[:, -1:]] * (rows - len(items))], dim=1) for k, v in values.items()}
         key = ("batch", rows, with_text, *plan.key)
-        if key not in self._warm:
-            self._warm.add(key)
-            if r.compile:
-                log.info("first batch of %d at %dx%d: compiling (once per batch size and shape)", len(items),
-                         plan.width, plan.height)
         rgba, *encoded = self._run(key, plan, values)
         with r._stage("to_host"):
             pixels = [r._to_host(row) for row in rgba[:len(items)]]

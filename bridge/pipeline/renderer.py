@@ -429,7 +429,8 @@ class DiffusersRenderer:
 
 
 def to_rgba8(image: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) in [-1, 1] to (H, W, 4) uint8 with opaque alpha, on the image's device."""
-    rgb = ((image.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
+    """(..., 3, H, W) in [-1, 1] to (..., H, W, 4) uint8 with opaque alpha, on the image's device
+    (one frame or a batch: the same arithmetic)."""
+    rgb = ((image.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).movedim(-3, -1)
     alpha = torch.full_like(rgb[..., :1], 255)
     return torch.cat([rgb, alpha], dim=-1).contiguous()
