@@ -17,17 +17,27 @@ def picture(seed, size=512):
     return InputImage.from_pixels(pixels)
 
 
-@pytest.fixture(scope="module")
-def renderers(cache_dir):
+def renderer_pair(cache_dir, model="demo", parts=lambda pipe: {}, device="cuda", **options):
+    """An eager and a compiled renderer of ``model`` (bf16), each on its own pipeline.
+
+    ``parts(pipe)``: the keyword arguments built per pipeline (ControlNets, an IP-Adapter);
+    ``options``: the ones both renderers share (``lora_dir``, ``precision``).
+    """
     from bridge.pipeline.loader import load_pipeline
     from bridge.pipeline.optimize import configure_compile_cache
     from bridge.pipeline.renderer import DiffusersRenderer
 
     configure_compile_cache(cache_dir)
-    eager_pipe = load_pipeline("demo", "cuda", torch.bfloat16, cache_dir)
-    fast_pipe = load_pipeline("demo", "cuda", torch.bfloat16, cache_dir)
-    return (DiffusersRenderer(eager_pipe, "cuda", torch.bfloat16),
-            DiffusersRenderer(fast_pipe, "cuda", torch.bfloat16, compile=True))
+    made = []
+    for compile in (False, True):
+        pipe = load_pipeline(model, device, torch.bfloat16, cache_dir)
+        made.append(DiffusersRenderer(pipe, device, torch.bfloat16, compile=compile, **options, **parts(pipe)))
+    return tuple(made)
+
+
+@pytest.fixture(scope="module")
+def renderers(cache_dir):
+    return renderer_pair(cache_dir)
 
 
 def assert_compiled_matches_eager(eager, fast, p):
@@ -163,14 +173,7 @@ def test_tiling_is_its_own_graph_and_matches_eager(renderers):
 @pytest.fixture(scope="module")
 def sd_renderers(cache_dir):
     """The SD 2.x family (demo-sd) on the same compiled whole-frame graph path."""
-    from bridge.pipeline.loader import load_pipeline
-    from bridge.pipeline.optimize import configure_compile_cache
-    from bridge.pipeline.renderer import DiffusersRenderer
-
-    configure_compile_cache(cache_dir)
-    return (DiffusersRenderer(load_pipeline("demo-sd", "cuda", torch.bfloat16, cache_dir), "cuda", torch.bfloat16),
-            DiffusersRenderer(load_pipeline("demo-sd", "cuda", torch.bfloat16, cache_dir), "cuda", torch.bfloat16,
-                              compile=True))
+    return renderer_pair(cache_dir, "demo-sd")
 
 
 def test_sd2_compiled_matches_eager_and_never_recompiles_on_prompt_seed_or_guidance(sd_renderers):

@@ -12,12 +12,10 @@ pytestmark = [pytest.mark.gpu,
 
 from bridge.core.controls import ControlNetSpec  # noqa: E402
 from bridge.core.params import Params  # noqa: E402
-from bridge.core.scene import InputImage, Scene  # noqa: E402
+from bridge.core.scene import Scene  # noqa: E402
+from test_gpu import picture, renderer_pair  # noqa: E402
 
 
-def picture(seed, size=512):
-    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 4), np.uint8)
-    return InputImage.from_pixels(pixels)
 
 
 def controlled(params, **scales):
@@ -26,19 +24,15 @@ def controlled(params, **scales):
 
 @pytest.fixture(scope="module")
 def renderers(cache_dir):
-    from bridge.pipeline.controlnet import ControlNets, load_controlnet
-    from bridge.pipeline.loader import load_pipeline
-    from bridge.pipeline.optimize import configure_compile_cache
-    from bridge.pipeline.renderer import DiffusersRenderer
+    return renderer_pair(cache_dir, parts=lambda pipe: control_parts(pipe, depth="demo", edges="demo"))
 
-    configure_compile_cache(cache_dir)
-    made = []
-    for compile in (False, True):
-        pipe = load_pipeline("demo", "cuda", torch.bfloat16, cache_dir)
-        nets = ControlNets({name: load_controlnet(ControlNetSpec(name, "demo"), pipe.unet.config, "cuda",
-                                                  torch.bfloat16) for name in ("depth", "edges")})
-        made.append(DiffusersRenderer(pipe, "cuda", torch.bfloat16, compile=compile, controlnets=nets))
-    return made
+
+def control_parts(pipe, **sources) -> dict:
+    """``controlnets=``: the named ControlNets/T2I-Adapters (NAME=SOURCE) for ``pipe``, on CUDA."""
+    from bridge.pipeline.controlnet import ControlNets, load_controlnet
+
+    return {"controlnets": ControlNets({name: load_controlnet(ControlNetSpec(name, source), pipe.unet.config, "cuda",
+                                                              torch.bfloat16) for name, source in sources.items()})}
 
 
 @pytest.mark.parametrize("img2img", [False, True])

@@ -9,21 +9,12 @@ pytestmark = [pytest.mark.gpu,
                                  reason="needs a CUDA GPU with FP8 (sm_89 or newer)")]
 
 from bridge.core.params import Params  # noqa: E402
-from test_gpu import assert_compiled_matches_eager  # noqa: E402
+from test_gpu import assert_compiled_matches_eager, renderer_pair  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def renderers(cache_dir):
-    from bridge.pipeline.loader import load_pipeline
-    from bridge.pipeline.optimize import configure_compile_cache
-    from bridge.pipeline.renderer import DiffusersRenderer
-
-    configure_compile_cache(cache_dir)
-    eager = DiffusersRenderer(load_pipeline("demo", "cuda", torch.bfloat16, cache_dir), "cuda", torch.bfloat16,
-                              precision="fp8")
-    fast = DiffusersRenderer(load_pipeline("demo", "cuda", torch.bfloat16, cache_dir), "cuda", torch.bfloat16,
-                             compile=True, precision="fp8")
-    return eager, fast
+    return renderer_pair(cache_dir, precision="fp8")
 
 
 def test_compiled_fp8_matches_eager_fp8_and_prompt_changes_never_recompile(renderers):

@@ -12,6 +12,7 @@ pytestmark = [pytest.mark.gpu,
 
 from bridge.core.params import Params  # noqa: E402
 from bridge.core.scene import InputImage, Scene  # noqa: E402
+from test_gpu import renderer_pair  # noqa: E402
 
 BASE = Params(prompt="a lighthouse", seed=3, width=512, height=512)
 
@@ -23,17 +24,9 @@ def picture(seed):
 @pytest.fixture(scope="module")
 def renderers(cache_dir):
     from bridge.pipeline.ip_adapter import load_ip_adapter
-    from bridge.pipeline.loader import load_pipeline
-    from bridge.pipeline.optimize import configure_compile_cache
-    from bridge.pipeline.renderer import DiffusersRenderer
 
-    configure_compile_cache(cache_dir)
-    made = []
-    for compile in (False, True):
-        pipe = load_pipeline("demo", "cuda", torch.bfloat16, cache_dir)
-        adapter = load_ip_adapter("demo", pipe.unet, "cuda", torch.bfloat16)
-        made.append(DiffusersRenderer(pipe, "cuda", torch.bfloat16, compile=compile, ip_adapter=adapter))
-    return made
+    return renderer_pair(cache_dir, parts=lambda pipe: {
+        "ip_adapter": load_ip_adapter("demo", pipe.unet, "cuda", torch.bfloat16)})
 
 
 def test_new_images_and_scales_never_recompile(renderers):

@@ -13,6 +13,7 @@ pytestmark = [pytest.mark.gpu,
 
 from bridge.core.params import Params  # noqa: E402
 from lora_files import lora_layers, write_diffusers  # noqa: E402
+from test_gpu import renderer_pair  # noqa: E402
 
 BASE = Params(prompt="a lighthouse", seed=3, width=512, height=512)
 
@@ -30,15 +31,7 @@ def folder(cache_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def renderers(cache_dir, folder):
-    from bridge.pipeline.loader import load_pipeline
-    from bridge.pipeline.optimize import configure_compile_cache
-    from bridge.pipeline.renderer import DiffusersRenderer
-
-    configure_compile_cache(cache_dir)
-    eager = DiffusersRenderer(load_pipeline("demo", "cuda", torch.bfloat16, cache_dir), "cuda", torch.bfloat16,
-                              lora_dir=folder)
-    fast = DiffusersRenderer(load_pipeline("demo", "cuda", torch.bfloat16, cache_dir), "cuda", torch.bfloat16,
-                             compile=True, lora_dir=folder)
+    eager, fast = renderer_pair(cache_dir, lora_dir=folder)
     for renderer in (eager, fast):
         renderer.loras.catalog.load("a")
         renderer.loras.catalog.load("b")

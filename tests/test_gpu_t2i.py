@@ -11,28 +11,15 @@ torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-from bridge.core.controls import ControlNetSpec  # noqa: E402
 from bridge.core.params import Params  # noqa: E402
 from bridge.core.scene import Scene  # noqa: E402
-from test_gpu_controlnet import controlled, picture  # noqa: E402
+from test_gpu import renderer_pair  # noqa: E402
+from test_gpu_controlnet import control_parts, controlled, picture  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def renderers(cache_dir):
-    from bridge.pipeline.controlnet import ControlNets, load_controlnet
-    from bridge.pipeline.loader import load_pipeline
-    from bridge.pipeline.optimize import configure_compile_cache
-    from bridge.pipeline.renderer import DiffusersRenderer
-
-    configure_compile_cache(cache_dir)
-    made = []
-    for compile in (False, True):
-        pipe = load_pipeline("demo", "cuda", torch.bfloat16, cache_dir)
-        nets = ControlNets({name: load_controlnet(ControlNetSpec(name, source), pipe.unet.config, "cuda",
-                                                  torch.bfloat16)
-                            for name, source in (("sketch", "demo-t2i"), ("edges", "demo"))})
-        made.append(DiffusersRenderer(pipe, "cuda", torch.bfloat16, compile=compile, controlnets=nets))
-    return made
+    return renderer_pair(cache_dir, parts=lambda pipe: control_parts(pipe, sketch="demo-t2i", edges="demo"))
 
 
 @pytest.mark.parametrize("img2img", [False, True])
