@@ -206,9 +206,13 @@ class Scheduler:
             log.debug("params v%d: %s", self._version, changes)
         return Applied(self._version, warnings)
 
+    def needs_loading(self, raw: Any) -> bool:
+        """Whether ``raw`` turns on a LoRA not loaded yet on this channel's device (``apply_async`` loads it)."""
+        return self.loras is not None and self.loras.needs_loading(raw)
+
     async def apply_async(self, raw: Any) -> Applied:
         """``apply``, after loading the LoRAs it names on the loader thread (at once when loaded)."""
-        if self.loras is not None and self.loras.needs_loading(raw):
+        if self.needs_loading(raw):
             try:
                 parse_changes({"loras": raw["loras"]}, self._limits)  # syntax first: no file read for it
                 await self.loras.prepare(self.loras.named(raw))

@@ -213,8 +213,8 @@ class OscServer(asyncio.DatagramProtocol):
             return
         if not changes:
             return
-        if any(gate is not None and gate.needs_loading(change)  # a LoRA's first use: load it off the loop first
-               for gate, change in ((self._scheduler_of(name).loras, change) for name, change in changes.items())):
+        # A LoRA's first use: load it off the loop first.
+        if any(self._scheduler_of(name).needs_loading(change) for name, change in changes.items()):
             task = asyncio.get_running_loop().create_task(self._apply_later(changes, addr))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
