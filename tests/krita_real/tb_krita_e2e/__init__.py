@@ -80,6 +80,11 @@ def drive(report):
     panel.reconnect()
     panel.prompt.setPlainText("a lighthouse on a cliff at dusk")
     report["settled_exact"] = pump(lambda: settled("a lighthouse on a cliff at dusk"))
+    if not report["settled_exact"]:  # what it was waiting for, for the failure message
+        cur, params = controller.current, client.params()
+        report["unsettled"] = {"shown_seq": None if cur is None else cur.seq, "pending": controller._pending is not None,
+                               "daemon_prompt": params["prompt"], "daemon_version": params["version"],
+                               "newest_seq": getattr(client.frame(timeout=5), "seq", None), "status": controller.status}
     frame = client.frame(after=controller.current.seq - 1, timeout=5)
     report["transport"] = controller.connection.transport
     report["exact_bgra"] = layer_bytes(doc, REFERENCE) == frame.pixels[..., [2, 1, 0, 3]].tobytes()
