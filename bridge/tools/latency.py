@@ -57,6 +57,10 @@ class LatencyReport:
     wakeups_per_change: float | None = None
     wakeups_by_thread: dict | None = None
     control: str = ""  # the ControlNet or T2I-Adapter steering every frame, if any
+    # Smallest (latency - that frame's own render time) over the changes. A frame counted for a change
+    # must have started rendering after the change was sent, so this is never negative; a frame that
+    # was already rendering when the change came (counted one frame early) would make it negative.
+    min_slack_ms: float | None = None
 
 
 def start_daemon(model: str, vae: str, size: int, shm_name: str, extra: list[str], startup_timeout: float):
@@ -147,8 +151,9 @@ def measure_input(http_port: int, shm_name: str, count: int, rate_hz: float, siz
                 pixels = base.copy()
                 pixels[0, 0, :3] = (i & 0xFF, (i >> 8) & 0xFF, 7)  # new content: a new digest, a new encoding
                 _sleep_until(next_send)
-                shown = _latest(reader, first_timeout)  # a late frame of an earlier input is not this one's
-                version = shown.version if shown else 0
+                # Wait for the frame of the daemon's current state (a late frame of an earlier input, or of
+                # clearing the last run's input, is not this input's frame), then send.
+                version = _settled(reader, client.params()["version"], first_timeout).version
                 sent = time.perf_counter()
                 writer.write(pixels) if writer is not None else client.put_input(pixels)
                 next_send = sent + 1.0 / rate_hz
@@ -201,12 +206,15 @@ def _per_change(before, after, count: int):
     return round(cpu * 1e3 / count, 3), round(sum(by_thread.values()), 2), {n: v for n, v in by_thread.items() if v}
 
 
-def _latest(reader: ShmReader, timeout: float):
-    """The newest frame in the segment, waiting for the first one after the daemon's start."""
+def _settled(reader: ShmReader, version: int, timeout: float):
+    """The newest frame in the segment once it shows params ``version`` or later."""
     deadline = time.perf_counter() + timeout
-    while (frame := reader.read(force=True)) is None and time.perf_counter() < deadline:
+    while time.perf_counter() < deadline:
+        frame = reader.read(force=True)
+        if frame is not None and frame.version >= version:
+            return frame
         time.sleep(0.001)
-    return frame
+    raise RuntimeError(f"no frame of params version {version} within {timeout:g} s")
 
 
 def steer(http_port: int, name: str, size: int, timeout: float) -> None:
@@ -248,9 +256,10 @@ def run_latency(model: str, vae: str, size: int, count: int, rate_hz: float, ext
     def pct(q: float) -> float:
         return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
 
+    slack = min(latency - render for latency, render in zip(latencies, render_ms))
     return LatencyReport(model, vae, size, rate_hz, count, len(latencies), round(statistics.median(ordered), 3),
                          pct(0.90), pct(0.99), round(ordered[-1], 3), round(statistics.fmean(render_ms), 3),
-                         round(startup_s, 1), via, *costs, control=control)
+                         round(startup_s, 1), via, *costs, control=control, min_slack_ms=round(slack, 3))
 
 
 def format_latency(report: LatencyReport) -> str:
