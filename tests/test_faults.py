@@ -268,7 +268,13 @@ def test_signal_stops_within_5_s_with_clients_connected(tmp_path, sig):
             await ws.receive()  # hello
             stream = await session.get("/v1/stream.mjpeg")
             await stream.content.readline()
-            await asyncio.sleep(0.3)  # the long-poll, sent first, is waiting by now
+            # The signal must find all three clients inside their handlers (busy): the long-poll's
+            # thread may still be connecting when the stream answers. The 4th: this health request.
+            while True:
+                async with session.get("/v1/health") as r:
+                    if (await r.json())["http"]["busy"] == 4:
+                        break
+                await asyncio.sleep(0.01)
             started = time.monotonic()
             proc.send_signal(sig)
             while (msg := await asyncio.wait_for(ws.receive(), 5)).type != aiohttp.WSMsgType.CLOSE:
@@ -362,11 +368,10 @@ async def test_client_vanishing_mid_long_poll_is_let_go_at_once(config, daemon_f
         reader, writer = await asyncio.open_connection("127.0.0.1", daemon.http_port)
         writer.write(b"GET /v1/frame.png?after=99&timeout=60 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         await writer.drain()
-        await asyncio.sleep(0.1)
-        waiting = len(daemon.scheduler._new_frame._waiters)
+        await until(lambda: len(daemon.scheduler._new_frame._waiters) == 1)  # the long-poll waits
         writer.transport.abort()  # gone without a word
         await until(lambda: "ended: the client went away" in caplog.text, 3)
-        assert waiting == 1 and not daemon.scheduler._new_frame._waiters  # nothing left waiting for it
+        assert not daemon.scheduler._new_frame._waiters  # nothing left waiting for it
         async with aiohttp.ClientSession() as session:  # and others are served as before
             async with session.get(f"http://127.0.0.1:{daemon.http_port}/v1/frame.png?after=0") as r:
                 assert r.status == 200
