@@ -18,9 +18,11 @@ class SlowRenderer(NullRenderer):
         self.delay = delay
         self.fail_on = fail_on
         self.rendered: list[Params] = []
+        self.started: list[Params] = []  # renders begun (taken from the scheduler), finished or not
         self.threads: set[str] = set()
 
     def render(self, params, scene=None):
+        self.started.append(params)
         self.threads.add(threading.current_thread().name)
         time.sleep(self.delay)
         if self.fail_on is not None and params.seed == self.fail_on:
@@ -50,7 +52,12 @@ async def test_superseded_state_is_never_started(running):
     sched = running(renderer)
     await sched.next_frame(0, 5)
     sched.apply({"seed": 1})
-    await asyncio.sleep(0.01)  # seed 1 is now in flight
+
+    async def seed_1_in_flight():  # taken by the scheduler: later changes cannot supersede it
+        while [p.seed for p in renderer.started] != [0, 1]:
+            await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(seed_1_in_flight(), 30)  # the bound: a hang guard
     for seed in (2, 3, 4):
         sched.apply({"seed": seed})
     frame = await sched.next_frame(1, 5)
@@ -78,13 +85,11 @@ async def test_render_error_is_reported_and_loop_keeps_serving(running):
     renderer = SlowRenderer(delay=0.0, fail_on=13)
     sched = running(renderer)
     errors = []
-    sched.on_error(errors.append)
+    reported = asyncio.Event()
+    sched.on_error(lambda message: (errors.append(message), reported.set()))
     first = await sched.next_frame(0, 5)
     sched.apply({"seed": 13})
-    for _ in range(100):
-        if errors:
-            break
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(reported.wait(), 30)  # the failure is reported (the bound: a hang guard)
     assert "simulated render failure" in errors[0] and sched.stats.render_errors == 1
     assert sched.latest is first  # the last good frame is still served
     sched.apply({"seed": 14})

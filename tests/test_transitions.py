@@ -65,12 +65,19 @@ async def rendered(renderer, count):
         await asyncio.sleep(0.005)
 
 
-async def idle(s, renderer, quiet=0.1):
-    """Wait until no frame has been rendered for ``quiet`` seconds."""
-    count = -1
-    while count != len(renderer.frames):
-        count = len(renderer.frames)
-        await asyncio.sleep(quiet)
+def parked(s) -> bool:
+    """The render loop waits for the next change: every change and glide step was rendered (or
+    failed) and handled. A pause between frames proves nothing on a busy machine."""
+    return bool(s._wake._waiters) and s._started_version >= s.version and not s.transition_active
+
+
+async def idle(s, renderer):
+    """Wait until ``s``'s render loop is parked (30 s: a hang guard)."""
+    async def parking():
+        while not parked(s):
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(parking(), 30)
 
 
 async def test_a_change_glides_over_n_frames_without_further_changes(sched):
