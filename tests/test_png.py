@@ -39,10 +39,15 @@ async def test_latest_png_is_always_complete(config, daemon_factory, tmp_path):
     watcher.start()
     try:
         async with daemon_factory(config, renderer_factory=null_factory, output_dir=out, keep_frames=True) as d:
-            for i in range(60):
-                d.scheduler.apply({"seed": i + 1, "width": 256, "height": 256})
+            # Frames keep coming until the watcher has opened more than 10 files while they were
+            # being replaced (however few turns a busy machine gives its thread), 60 at least.
+            seed = 0
+            while seed < 60 or len(checked) <= 10:
+                seed += 1
+                d.scheduler.apply({"seed": seed, "width": 256, "height": 256})
                 await asyncio.sleep(0.005)
-            while d.scheduler.latest is None or d.scheduler.latest.params.seed != 60:
+                assert seed < 100_000, f"the watcher opened {len(checked)} files"
+            while d.scheduler.latest is None or d.scheduler.latest.params.seed != seed:
                 await asyncio.sleep(0.01)
             for _ in range(200):
                 health = d.health()["png_files"]
