@@ -63,13 +63,19 @@ def test_silent_daemon_never_freezes_the_main_thread(ext):
         slowest = pump(ext.live, lambda: "timed out" in ext.live.current().status, timeout=20)
         assert slowest < 0.5 and not ext.live.current().connected
 
+    with socket.socket() as silent:  # a fresh one: the first link's connections fill the other's backlog
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        silent.settimeout(30)
+        settings(f"127.0.0.1:{silent.getsockname()[1]}")
         bpy.ops.turbo_bridge.connect()  # a request hangs right now; disconnecting does not wait for it
         session = ext.live.current()
-        time.sleep(0.2)
+        held, _ = silent.accept()  # the link's request is on the wire (was: a 0.2 s sleep)
         started = time.perf_counter()
         assert bpy.ops.turbo_bridge.disconnect() == {"FINISHED"}
         assert time.perf_counter() - started < 0.5 and ext.live.current() is None
         assert session.link.threads[0].is_alive()  # still in its request: it ends on its own
+        held.close()
         session.link.threads[0].join(10)
         assert not session.link.threads[0].is_alive()
 
