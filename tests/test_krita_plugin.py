@@ -172,6 +172,28 @@ def test_frames_follow_the_active_document(panel, demo_daemon, new_doc):
     assert (layer_bytes(first) == shown_in_first).all()
 
 
+def test_a_frame_that_came_while_no_document_was_active_goes_into_the_next_one(panel, demo_daemon, new_doc):
+    """Krita starts with no document: the docker connects and gets frames before any view opens
+    (in real Krita, also mid view switch). The newest one must reach the document that opens,
+    without waiting for another frame: none may come (nothing else changed)."""
+    KRITA.setActiveDocument(None)
+    p = panel()
+    p.prompt.setPlainText("before any document")
+    pump(lambda: demo_daemon.client.params()["prompt"] == "before any document", what="the prompt")
+    version = demo_daemon.client.params()["version"]
+    newest = demo_daemon.client.frame(after=0, timeout=5)
+    while newest.version != version:
+        newest = demo_daemon.client.frame(after=newest.seq, timeout=5)
+    pump(lambda: p.controller._pending is not None and p.controller._pending.seq == newest.seq
+         and not p.controller._timer.isActive(), what="that frame waiting for a document (tried: none active)")
+    assert p.controller.current is None
+    doc = new_doc(64, 64)
+    p.controller.document_changed()  # what the docker's canvasChanged does when the view opens
+    pump(lambda: settled(p, demo_daemon), what="the waiting frame in the new document")
+    assert p.controller.current.seq == newest.seq
+    assert (layer_bytes(doc) == daemon_frame_bgra(demo_daemon, newest.seq)).all()
+
+
 def test_frames_wait_while_a_stroke_runs(panel, demo_daemon, new_doc):
     doc = new_doc(64, 64)
     p = panel()

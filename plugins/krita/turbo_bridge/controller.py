@@ -222,7 +222,8 @@ class Controller(QtCore.QObject):
 
     def document_changed(self) -> None:
         """The active view changed: frames go to its document from now on; a reference layer it
-        already has catches up at once, others get one with the next frame. A document with a
+        already has catches up at once, others get one with the next frame (or the frame that
+        came while no document was active, not shown anywhere yet). A document with a
         channel of its own switches the connection to that channel, any other to main."""
         doc = self.host.activeDocument()
         if doc is not None:
@@ -230,8 +231,11 @@ class Controller(QtCore.QObject):
         if self._worker is not None:
             self._worker.target = self._doc_size()
         doc = self.host.activeDocument()
-        if self.current is not None and self.live and doc is not None and find_reference(doc) is not None:
-            self._pending = self._pending or self.current
+        if not self.live or doc is None:
+            return
+        if self._pending is None and self.current is not None and find_reference(doc) is not None:
+            self._pending = self.current
+        if self._pending is not None:  # also a frame that came while no document was active (_apply left it)
             self._schedule(0)
 
     # -- from the workers and the timer --------------------------------------------------

@@ -86,6 +86,7 @@ def drive(report):
                                "daemon_prompt": params["prompt"], "daemon_version": params["version"],
                                "newest_seq": getattr(client.frame(timeout=5), "seq", None), "status": controller.status}
     frame = client.frame(after=controller.current.seq - 1, timeout=5)
+    report["compared_seqs"] = [controller.current.seq, frame.seq]  # shown, daemon's (differ: it moved on)
     report["transport"] = controller.connection.transport
     report["exact_bgra"] = layer_bytes(doc, REFERENCE) == frame.pixels[..., [2, 1, 0, 3]].tobytes()
     node = doc.nodeByName(REFERENCE)
