@@ -209,6 +209,23 @@ def test_frames_wait_while_a_stroke_runs(panel, demo_daemon, new_doc):
     assert doc.refreshes == refreshes + 1  # frames queued meanwhile: one write, one refresh
 
 
+def test_typing_before_the_connection_answers_is_kept(panel, demo_daemon, new_doc):
+    """The worker reads the daemon's parameters while the user may already be typing: showing
+    that snapshot must not put the old prompt back into the field (nor into what Live sends)."""
+    new_doc(64, 64)
+    demo_daemon.client.patch({"prompt": "the daemon's prompt"})
+    p = panel()  # connecting; its answer is handled on this thread, after what follows
+    p.live.setChecked(False)
+    p.prompt.setPlainText("typed while connecting")
+    pump(lambda: p.controller.connection is not None, what="the connection")
+    QtWidgets.QApplication.processEvents()
+    assert p.prompt.toPlainText() == "typed while connecting"
+    assert demo_daemon.client.params()["prompt"] == "the daemon's prompt"  # Live off: not sent
+    p.live.setChecked(True)  # catches up with the docker
+    pump(lambda: demo_daemon.client.params()["prompt"] == "typed while connecting", what="the typed prompt")
+    pump(lambda: settled(p, demo_daemon), what="its frame")
+
+
 def test_a_burst_of_changes_is_one_request_with_the_newest_values(qapp, demo_daemon):
     sender = ParamSender(demo_daemon.url, Signals())
     for i in range(100):  # typed before the sender's first request goes out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 from .canvas import ControlShot, InputSender, StyleShot, capture, capture_layer
 from .frames import Picture, place
@@ -38,6 +39,7 @@ class Controller(QtCore.QObject):
         self.retry_ms = retry_ms
         self.reference = ReferenceLayer()
         self.params: dict = {}
+        self._edited: set[str] = set()  # fields changed here since connecting: newer than its snapshot
         self.live = True
         self.prefer_shm = True  # frames by shared memory when the daemon is on this machine
         self.connection: Connection | None = None
@@ -78,6 +80,7 @@ class Controller(QtCore.QObject):
         url = normalize_url(address)
         self.stop()
         self.url = url
+        self._edited = set()
         self._set_status(f"connecting to {url}" + (f", channel {self.channel}" if self.channel != "main" else ""))
         self._worker = FrameWorker(url, self.signals, prefer_shm=self.prefer_shm, channel=self.channel)
         self._worker.target = self._doc_size()
@@ -104,6 +107,7 @@ class Controller(QtCore.QObject):
 
     def set_params(self, changes: dict) -> None:
         self.params.update(merge_changes(self.params, changes))
+        self._edited.update(changes)
         if self.live and self._sender is not None:
             self._sender.submit(changes)
 
@@ -248,6 +252,10 @@ class Controller(QtCore.QObject):
             self._schedule(0)
 
     def _on_connected(self, connection: Connection) -> None:
+        # The worker read the daemon's parameters while the user may already have been typing (an
+        # edit on its way, or held while Live is off): those fields keep the docker's values.
+        edited = {k: self.params[k] for k in self._edited if k in self.params}
+        connection = replace(connection, params={**connection.params, **edited})
         self.connection = connection
         self.params = {k: connection.params[k] for k in ("prompt", "negative_prompt", "seed", "guidance", "steps",
                                                          "strength", "loras", "tiling")
