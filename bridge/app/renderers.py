@@ -1,7 +1,7 @@
 """One warm renderer per device: ``--device`` resolved, each device's pipeline loaded with its
 ControlNets and IP-Adapter, compiled and warmed up for the initial size, timed by start-up phase.
 
-Runs on the device's render thread (``bridge.app.engine`` calls ``load_renderer`` there); imports
+Runs on the device's render thread (``bridge.app.engine`` calls the renderer factory there); imports
 ``bridge.pipeline`` (torch, diffusers) only when called.
 """
 
