@@ -43,6 +43,7 @@ async def _close_channels(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Renderer, dict]] = load_renderer
                ) -> web.Application:
+    """The daemon's aiohttp app: the front ends' routes, every part's cleanup context in start order, health."""
     security.check_exposure(config.host, config.access)
     app = web.Application(client_max_size=rest.MAX_BODY_BYTES)
     app[CONFIG] = config
