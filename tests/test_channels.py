@@ -4,6 +4,7 @@ import asyncio
 import json
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import shared_memory
 
 import aiohttp
@@ -13,6 +14,7 @@ from pythonosc.udp_client import SimpleUDPClient
 
 from bridge.client import ShmReader, parse_osc_message
 from bridge.core.frame import NullRenderer
+from bridge.engine.loras import LoraGate
 from bridge.frontends import live
 from bridge.frontends.rest import CHANNELS
 from conftest import null_factory
@@ -256,6 +258,71 @@ async def test_channels_are_placed_on_devices_by_load_and_rebalanced(config, dae
             channel(daemon, moved).apply({"seed": 99})
             assert (await channel(daemon, moved).next_frame(seq, 10)).params.seed == 99
             assert renderers[1].calls == calls + 1  # the moved channel renders on its new device
+
+
+class FolderOfTwo:
+    """A stand-in for a device's LoRA folder (``engine.loras.Catalog``): two files, loads noted."""
+
+    names = frozenset({"ink", "oil"})
+
+    def __init__(self):
+        self.loaded = []
+
+    def ready(self, names):
+        return all(name in self.loaded for name in names)
+
+    def load(self, name):
+        self.loaded.append(name)
+
+    def scan(self):
+        return []
+
+
+class CheckingLoras(ThreadNoting):
+    """Notes every frame whose LoRAs its device's folder had not loaded when it rendered."""
+
+    def __init__(self, device):
+        super().__init__(device)
+        self.folder, self.unloaded = FolderOfTwo(), []
+
+    def render(self, params, scene=None):
+        if not self.folder.ready(name for name, _ in params.loras):
+            self.unloaded.append(params.loras)
+        return super().render(params)
+
+
+async def test_a_channel_moves_with_its_loras_loaded_on_the_new_device(config, daemon_factory):
+    renderers = {}
+
+    def factory(cfg):
+        renderer = renderers[threading.current_thread().name] = CheckingLoras(cfg.device)
+        return renderer, {"model": "null", "device": cfg.device, "dtype": "none"}
+
+    loader = ThreadPoolExecutor(1)
+    async with daemon_factory(config, renderer_factory=factory, device="cpu,cpu", max_channels=4) as daemon:
+        channels = daemon.app[CHANNELS]
+        for queue in channels.queues:  # each device its own folder, as the app wires a model's catalog
+            queue.loras = LoraGate(queue.renderer.folder, loader)
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{daemon.http_port}") as session:
+            for name, loras in (("a", {}), ("b", {"oil": 0.5})):
+                async with session.patch(f"/v1/channels/{name}/params", json={"seed": 1, "loras": loras}) as r:
+                    assert r.status == 200, await r.text()
+            async with session.patch("/v1/params", json={"loras": {"ink": 1.0}}) as r:
+                assert r.status == 200, await r.text()
+            first, second = renderers["gpu"], renderers["gpu1"]
+            assert [c.name for c in channels if c.queue.renderer is first] == ["main", "b"]
+            assert first.folder.loaded == ["oil", "ink"] and second.folder.loaded == []
+
+            async with session.delete("/v1/channels/a") as r:  # device 1 empty: main or b moves there
+                assert r.status == 200
+            moved = next(c for c in channels if c.queue.renderer is second)
+            wanted = [name for name, _ in moved.scheduler.params.loras]
+            assert second.folder.loaded == wanted  # loaded there before it moved, not on its render thread
+            seq = moved.scheduler.latest.seq
+            moved.scheduler.apply({"seed": 99})
+            assert (await moved.scheduler.next_frame(seq, 10)).params.seed == 99
+            assert second.calls and first.unloaded == second.unloaded == []
+    loader.shutdown()
 
 
 def test_client_channel_helpers():

@@ -160,7 +160,7 @@ class ChannelRegistry:
         await self._tear_down(channel)
         self.deleted += 1
         log.info("channel %r deleted", name)
-        self.rebalance()
+        await self.rebalance()
 
     async def close(self) -> None:
         """Every channel, ``main`` last (on shutdown)."""
@@ -201,8 +201,12 @@ class ChannelRegistry:
             counts[channel.queue] += 1
         return min(self.queues, key=lambda q: (loads[q], counts[q], self.queues.index(q)))
 
-    def rebalance(self) -> int:
-        """Move channels off the most loaded device while that makes it strictly lighter; returns the moves."""
+    async def rebalance(self) -> int:
+        """Move channels off the most loaded device while that makes it strictly lighter; returns the moves.
+
+        A channel's LoRAs are loaded on the target device's loader thread before it moves, so its first
+        frame there folds them at once instead of reading files on that device's render thread.
+        """
         moved = 0
         for _ in range(len(self._channels)):
             loads = self.loads()
@@ -213,12 +217,30 @@ class ChannelRegistry:
             candidate = next((c for c in movable if loads[light] + load_of(c.scheduler.params) < loads[heavy]), None)
             if heavy is light or candidate is None:
                 break
+            if not await self._prepare_loras(candidate, light):
+                break
+            if self._channels.get(candidate.name) is not candidate or candidate.queue is not heavy:
+                continue  # deleted or moved while its LoRAs loaded: look again
             candidate.scheduler.move_to(light)
             log.info("channel %r moved from %s to %s (load %d vs %d)", candidate.name, heavy.name, light.name,
                      loads[heavy], loads[light])
             moved += 1
         self.moves += moved
         return moved
+
+    @staticmethod
+    async def _prepare_loras(channel: Channel, target: RenderQueue) -> bool:
+        """Load ``channel``'s LoRAs on ``target``'s device; False (and logged) where they cannot be."""
+        names = [name for name, weight in channel.scheduler.params.loras if weight != 0]
+        if not names or target.loras is None:
+            return True
+        try:
+            await target.loras.prepare(names)
+        except ValidationError as exc:  # a file gone or changed since: the channel stays where it renders
+            log.warning("channel %r stays on its device: its LoRAs do not load on %s: %s", channel.name,
+                        target.name, exc)
+            return False
+        return True
 
     def health(self) -> dict:
         return {name: channel_summary(channel) for name, channel in self._channels.items()}
