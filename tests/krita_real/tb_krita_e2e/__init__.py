@@ -118,7 +118,7 @@ def drive(report):
     # 3. keep as layer, undo, redo
     panel.keep.click()
     name = f"turbo-bridge frame {controller.current.seq}"
-    pump(lambda: False, 0.3)
+    pump(lambda: doc.nodeByName(name) is not None, 10)  # a condition, not a 0.3 s pause: a busy machine
     report["after_keep"] = [n.name() for n in doc.rootNode().childNodes()]
     kept = doc.nodeByName(name)
     report["kept_locked"] = kept.locked() if kept else None
@@ -127,11 +127,11 @@ def drive(report):
     report["undo_text"] = undo_text
     k.action("edit_undo").trigger()
     doc.waitForDone()
-    pump(lambda: False, 0.3)
+    pump(lambda: doc.nodeByName(name) is None, 10)
     report["after_undo"] = [n.name() for n in doc.rootNode().childNodes()]
     k.action("edit_redo").trigger()
     doc.waitForDone()
-    pump(lambda: False, 0.3)
+    pump(lambda: doc.nodeByName(name) is not None, 10)
     report["after_redo"] = [n.name() for n in doc.rootNode().childNodes()]
     report["redo_same_pixels"] = doc.nodeByName(name) is not None and layer_bytes(doc, name) == layer
     report["applied"], report["refreshes"], report["deferred"] = controller.applied, controller.refreshes, controller.deferred
@@ -141,7 +141,7 @@ def drive(report):
 
     k.action("edit_undo").trigger()  # the kept layer goes: the canvas is the stripes again
     doc.waitForDone()
-    pump(lambda: False, 0.3)
+    pump(lambda: doc.nodeByName(name) is None, 10)
     report["input_layers"] = [n.name() for n in doc.rootNode().childNodes()]
     frame_size = (client.params()["width"], client.params()["height"])
     expected = input_digest(prepared(Capture(bytes(stripes), 480, 300), frame_size))
