@@ -3,20 +3,22 @@
 Every channel runs a closed loop from its own thread: send a new prompt (and a seed used as a
 tag) over OSC to ``/bridge/ch/NAME/params``, wait until that frame is in the channel's segment,
 repeat. First channel ``main`` alone, then all N together, each phase after a warm-up (which
-compiles the batch sizes on a GPU). Reported: frames per second alone, in total and per
+compiles the batch sizes on a GPU: before it, one OSC bundle changing 2..N channels at once
+makes each batch size render at least once). Reported: frames per second alone, in total and per
 channel with N, and main's OSC-to-frame latency alone and with the others running.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import statistics
 import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
 
-from ..client import HttpClient, OscSender, ShmReader, segment_name
+from ..client import HttpClient, OscSender, ShmReader, osc_address, osc_bundle, osc_message, segment_name
 from .latency import start_daemon, stop_daemon
 
 MAIN = "main"
@@ -92,6 +94,27 @@ def phase(osc_port: int, shm_name: str, names: list[str], seconds: float, timeou
     return out
 
 
+def all_at_once(osc_port: int, shm_name: str, names: list[str], round_no: int, timeout: float) -> None:
+    """One change for every channel in one OSC bundle, then each channel's frame of it: all are due
+    in the same turn of the daemon's loop, so they render as one batch of ``len(names)``. The
+    closed loops batch only when their timing lines up, which a busy machine may never give."""
+    tags = {name: 3_000_000_000_000 + 1_000 * round_no + i for i, name in enumerate(names)}  # seeds no loop sends
+    bundle = osc_bundle(*(osc_message(osc_address("/bridge/seed", name), tag) for name, tag in tags.items()))
+    readers = [ShmReader(segment_name(shm_name, name)) for name in names]
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(bundle, ("127.0.0.1", osc_port))
+        deadline = time.monotonic() + timeout
+        for reader, tag in zip(readers, tags.values()):
+            while (meta := reader.latest_meta()) is None or meta.seed != tag:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no frame of seed {tag} in {reader.name!r} within {timeout} s")
+                time.sleep(0.0005)
+    finally:
+        for reader in readers:
+            reader.close()
+
+
 def _pct(values: tuple[float, ...], q: float) -> float:
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3) if ordered else float("nan")
@@ -113,6 +136,7 @@ def run_multichannel(model: str, vae: str, size: int, channels: int, seconds: fl
         # Compiles the batch sizes: each count of channels at least once (batches are padded to a
         # power of two), so no compile lands in the measured phase.
         for count in range(2, len(names) + 1):
+            all_at_once(osc_port, shm_name, names[:count], count, startup_timeout)  # a batch of count, surely
             phase(osc_port, shm_name, names[:count], warmup_s, startup_timeout)
         together = phase(osc_port, shm_name, names, seconds, timeout)
         health = HttpClient(f"http://127.0.0.1:{http_port}").health()
