@@ -18,6 +18,7 @@ from krita_harness import (
     REFERENCE_NAME,
     QtWidgets,
     daemon_frame_bgra,
+    frame_of_version,
     layer_bytes,
     pump,
     settled,
@@ -181,9 +182,7 @@ def test_a_frame_that_came_while_no_document_was_active_goes_into_the_next_one(p
     p.prompt.setPlainText("before any document")
     pump(lambda: demo_daemon.client.params()["prompt"] == "before any document", what="the prompt")
     version = demo_daemon.client.params()["version"]
-    newest = demo_daemon.client.frame(after=0, timeout=5)
-    while newest.version != version:
-        newest = demo_daemon.client.frame(after=newest.seq, timeout=5)
+    newest = frame_of_version(demo_daemon, version)
     pump(lambda: p.controller._pending is not None and p.controller._pending.seq == newest.seq
          and not p.controller._timer.isActive(), what="that frame waiting for a document (tried: none active)")
     assert p.controller.current is None
