@@ -28,14 +28,15 @@ import torch
 from ..core.frame import Rendered
 from ..core.params import Params, prompt_texts
 from ..core.scene import Scene
-from . import control_images, ip_adapter
+from . import control_images, style_images
 from .control_images import ControlImages, frame_controls
 from .controlnet import ControlNets
 from .glide import Glider, Shown
 from .images import ImageLatents, vae_encode
-from .ip_adapter import IpAdapter, StyleTokens
+from .ip_adapter import IpAdapter
 from .lora import Loras
 from .noise import frame_noise
+from .style_images import StyleTokens
 from .t2i_adapter import AdapterFeatures, intrablock
 from .family import family_of_pipeline
 from .optimize import compiled, prepare_modules, progress
@@ -257,7 +258,7 @@ class DiffusersRenderer:
                                                           tuple((n, images[n]) for n in adapters), plan.runs)}
         if plan.style:
             with self._stage("style_image"):  # the image encoder runs for a new style image only
-                control.update(ip_adapter.values(self.style, scene.style, params.style_scale, plan.cfg))
+                control.update(style_images.values(self.style, scene.style, params.style_scale, plan.cfg))
         with self._stage("noise"):
             noise = frame_noise(params, plan.draws, self._latent_shape(plan))
         if self._graphs is not None and not self.profile and isinstance(params.prompt, str) and scene.glide is None:
@@ -397,7 +398,7 @@ class DiffusersRenderer:
                                                           self.dtype, self.device),
                     **self.adapter_features.graph_inputs(adapters, plan.width, plan.height, plan.runs,
                                                          self.dtype, self.device),
-                    **ip_adapter.graph_inputs(self.style, plan.style, plan.cfg)}
+                    **style_images.graph_inputs(self.style, plan.style, plan.cfg)}
 
         return self._graphs.get((*plan.key, with_text), frame, inputs)
 
