@@ -34,6 +34,7 @@ class ModelCalls:
         self.controlnets = controlnets or ControlNets({})
         self._schedule = Sampler(pipe.scheduler)
         self._time_ids: dict[tuple[int, int, int], torch.Tensor] = {}
+        # What the sampling loop calls: eager here; a compiling renderer swaps in compiled versions.
         self._encode, self._unet, self._decode = self._text, self._denoise, self._vae_decode
         self._adapt = self._adapter_run
         self._encode_image, self._control = self._vae_encode, self._residuals

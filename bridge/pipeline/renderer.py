@@ -75,6 +75,7 @@ class DiffusersRenderer(ModelCalls):
             with torch.inference_mode():
                 self._text(self._zero_ids())
             prepare_modules([pipe.unet, self.vae, *self.encoders, *self.controlnets.nets.values()], self.device)
+            # The compiled model calls replace the eager ones ModelCalls set: the sampling loop calls these.
             self._encode = compiled(self._text, self.device)
             self._unet, self._decode = compiled(self._denoise, self.device), compiled(self._vae_decode, self.device)
             self._encode_image = compiled(self._vae_encode, self.device)
@@ -104,10 +105,6 @@ class DiffusersRenderer(ModelCalls):
     def prompt_warnings(self, prompt: str) -> list[str]:
         return self.text.warnings(prompt)
 
-    def _staged_adapter(self, name: str, image: torch.Tensor) -> list[torch.Tensor]:
-        return self._staged(("adapter", name, image.shape[-1], image.shape[-2]),
-                            functools.partial(self._adapt, name), image=image)
-
     # -- the GPU thread side ------------------------------------------------------------
     @property
     def text_encoder_runs(self) -> int:
@@ -134,6 +131,9 @@ class DiffusersRenderer(ModelCalls):
     def _staged_encode(self, rgb: torch.Tensor) -> torch.Tensor:
         return self._staged(("encode", rgb.shape[1], rgb.shape[0], self._tiling.mode), self._encode_image, rgb=rgb)
 
+    def _staged_adapter(self, name: str, image: torch.Tensor) -> list[torch.Tensor]:
+        return self._staged(("adapter", name, image.shape[-1], image.shape[-2]),
+                            functools.partial(self._adapt, name), image=image)
 
     @torch.inference_mode()
     def render(self, params: Params, scene: Scene = Scene()) -> Rendered:
