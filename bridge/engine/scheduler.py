@@ -3,8 +3,9 @@
 Front ends call :meth:`Scheduler.apply` (validate, merge, bump the version) and return at
 once. The render loop takes a snapshot of the newest state whenever the GPU is free, so a
 burst of changes renders a handful of frames and a superseded state is never started.
-The state is the params, the input image (image-to-image) and a transition in progress: while
-one glides, the loop keeps rendering (one step per frame) without new changes.
+The state (``ChannelState``, bridge.engine.state) is the params, the steering images and a
+transition in progress: while one glides, the loop keeps rendering (one step per frame) without
+new changes.
 All torch work runs on the render thread (``RenderQueue``, which may batch this channel's frame
 with other channels'); sinks publish there too, right after the render, so a frame reaches
 shared memory without a hop through the event loop.
@@ -16,16 +17,15 @@ import asyncio
 import logging
 import time
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol
 
 from ..core.errors import ValidationError, is_out_of_memory
 from ..core.frame import Frame, Rendered, Renderer
-from ..core.controls import active as active_controls
-from ..core.params import GLIDE_FIELDS, PROMPT_FIELDS, Limits, Params, parse_changes, prompt_texts
-from ..core.scene import Glide, InputImage, Scene
+from ..core.params import PROMPT_FIELDS, Limits, Params, parse_changes, prompt_texts
 from .loras import LoraGate
 from .render_queue import RenderQueue, Snapshot
+from .state import ChannelState
 
 log = logging.getLogger(__name__)
 
@@ -44,51 +44,8 @@ class Applied:
     warnings: tuple[str, ...] = ()
 
 
-@dataclass
-class Stats:
-    changes: int = 0
-    rejected: int = 0
-    frames: int = 0
-    render_errors: int = 0
-    last_error: str | None = None  # stays after recovery
-    failing: bool = False  # the last render failed; a good frame clears it
-    last_stages_ms: dict[str, float] = field(default_factory=dict)
-    inputs: int = 0  # input images accepted with new content
-    inputs_unchanged: int = 0  # input images skipped: same content as the current one
-    controls: int = 0  # control images accepted with new content
-    controls_unchanged: int = 0  # control images skipped: same content as that name's current one
-    styles: int = 0  # style images accepted with new content
-    styles_unchanged: int = 0  # style images skipped: same content as the current one
-
-
-class Transition:
-    """A glide over ``frames`` frames; ``step`` hands out each frame's ``Glide`` in turn."""
-
-    def __init__(self) -> None:
-        self._token = 0
-        self._frames = 0
-        self._done = 0
-
-    @property
-    def active(self) -> bool:
-        return self._done < self._frames
-
-    def start(self, frames: int) -> None:
-        self._token += 1
-        self._frames, self._done = frames, 0
-
-    def cancel(self) -> None:
-        self._frames = self._done = 0
-
-    def step(self) -> Glide | None:
-        if not self.active:
-            return None
-        self._done += 1
-        return Glide(self._token, self._done / self._frames)
-
-
-class Scheduler:
-    """Owns the state (``Params`` + version) and the render loop."""
+class Scheduler(ChannelState):
+    """Owns the state (``Params`` + version, images, glide; see ``ChannelState``) and the render loop."""
 
     def __init__(
         self,
@@ -101,55 +58,22 @@ class Scheduler:
         name: str = "main",
         loras: LoraGate | None = None,
     ):
+        super().__init__(initial, limits)
         self.name = name
         self._renderer = renderer
         # A plain executor (one worker) is a queue of its own: this scheduler is its only channel.
         self._queue = gpu if isinstance(gpu, RenderQueue) else RenderQueue(renderer, gpu)
         if loras is not None:
             self._queue.loras = loras
-        self._limits = limits
         self._sinks = list(sinks)
-        self._params = initial
-        self._input: InputImage | None = None
-        self._controls: dict[str, InputImage] = {}  # control image per ControlNet name
-        self._style: InputImage | None = None  # the IP-Adapter's style image
-        self._transition = Transition()
-        self._version = 1
         self._started_version = 0
         self._taken: Snapshot | None = None  # the state of the frame in flight
         self._seq = 0
-        self._wake = asyncio.Event()
         self._new_frame = asyncio.Condition()
         self._first_attempt = asyncio.Event()  # set once the first frame rendered or failed
         self._frame_listeners: list[Callable[[Frame], None]] = []
         self._error_listeners: list[Callable[[str], None]] = []
         self.latest: Frame | None = None
-        self.stats = Stats()
-
-    @property
-    def params(self) -> Params:
-        return self._params
-
-    @property
-    def version(self) -> int:
-        return self._version
-
-    @property
-    def limits(self) -> Limits:
-        return self._limits
-
-    @property
-    def input(self) -> InputImage | None:
-        return self._input
-
-    @property
-    def input_active(self) -> bool:
-        """Whether frames are rendered from the input image (image-to-image) now."""
-        return self._input is not None and self._params.input and self._params.strength > 0
-
-    @property
-    def transition_active(self) -> bool:
-        return self._transition.active
 
     @property
     def loras(self) -> LoraGate | None:
@@ -195,14 +119,7 @@ class Scheduler:
         warnings = tuple(w for name in PROMPT_FIELDS if name in changes
                          for text in prompt_texts(changes[name]) for w in self._renderer.prompt_warnings(text))
         if merged != self._params:
-            if any(getattr(merged, name) != getattr(self._params, name) for name in GLIDE_FIELDS):
-                # A newer change mid-glide starts a new glide from wherever the frames have got to.
-                if merged.transition_frames > 0:
-                    self._transition.start(merged.transition_frames)
-                else:
-                    self._transition.cancel()
-            self._params = merged
-            self._bump()
+            self._change(merged)
             log.debug("params v%d: %s", self._version, changes)
         return Applied(self._version, warnings)
 
@@ -220,96 +137,6 @@ class Scheduler:
                 self.stats.rejected += 1
                 raise
         return self.apply(raw)
-
-    def set_input(self, image: InputImage) -> bool:
-        """Make ``image`` the input; False (and no new frame) when its content is the current one's."""
-        if self._input is not None and self._input.digest == image.digest:
-            self.stats.inputs_unchanged += 1
-            return False
-        self._input = image
-        self.stats.inputs += 1
-        if self.input_active:
-            self._bump()
-        return True
-
-    def clear_input(self) -> bool:
-        """Back to text-to-image; False when there was no input."""
-        if self._input is None:
-            return False
-        was_active = self.input_active
-        self._input = None
-        if was_active:
-            self._bump()
-        return True
-
-    def control(self, name: str) -> InputImage | None:
-        return self._controls.get(name)
-
-    def control_active(self, name: str) -> bool:
-        """Whether ControlNet ``name`` steers the frames now (an image set and a scale above 0)."""
-        return name in self._controls and name in active_controls(self._params.controls)
-
-    def set_control(self, name: str, image: InputImage) -> bool:
-        """Make ``image`` the control image of ``name``; False (no new frame) for the current content."""
-        current = self._controls.get(name)
-        if current is not None and current.digest == image.digest:
-            self.stats.controls_unchanged += 1
-            return False
-        self._controls[name] = image
-        self.stats.controls += 1
-        if self.control_active(name):
-            self._bump()
-        return True
-
-    def clear_control(self, name: str) -> bool:
-        """Drop the control image of ``name``; False when there was none."""
-        if name not in self._controls:
-            return False
-        was_active = self.control_active(name)
-        del self._controls[name]
-        if was_active:
-            self._bump()
-        return True
-
-    @property
-    def style(self) -> InputImage | None:
-        return self._style
-
-    @property
-    def style_active(self) -> bool:
-        """Whether the style image steers the frames now (an image set and style_scale above 0)."""
-        return self._style is not None and self._params.style_scale > 0
-
-    def set_style(self, image: InputImage) -> bool:
-        """Make ``image`` the style image; False (no new frame, no image encoding) for the current content."""
-        if self._style is not None and self._style.digest == image.digest:
-            self.stats.styles_unchanged += 1
-            return False
-        self._style = image
-        self.stats.styles += 1
-        if self.style_active:
-            self._bump()
-        return True
-
-    def clear_style(self) -> bool:
-        """Drop the style image; False when there was none."""
-        if self._style is None:
-            return False
-        was_active = self.style_active
-        self._style = None
-        if was_active:
-            self._bump()
-        return True
-
-    def _scene(self) -> Scene:
-        controls = tuple((name, self._controls[name]) for name in active_controls(self._params.controls)
-                         if name in self._controls)
-        return Scene(self._input if self.input_active else None, self._transition.step(), controls,
-                     self._style if self.style_active else None)
-
-    def _bump(self) -> None:
-        self._version += 1
-        self._wake.set()
 
     async def next_frame(self, after: int, timeout: float) -> Frame | None:
         """The newest frame if its seq is above ``after``, waiting up to ``timeout`` seconds."""
@@ -385,8 +212,7 @@ class Scheduler:
         if good is None or good == failed or self._version != self._started_version:
             return ""
         self._params = good
-        self._version += 1
-        self._wake.set()
+        self._bump()
         return f"; back to the last rendered parameters ({good.width}x{good.height}) as v{self._version}"
 
     def _report_error(self, params: Params, exc: BaseException, outcome: str = "") -> None:

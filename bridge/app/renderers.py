@@ -1,0 +1,100 @@
+"""One warm renderer per device: ``--device`` resolved, each device's pipeline loaded with its
+ControlNets and IP-Adapter, compiled and warmed up for the initial size, timed by start-up phase.
+
+Runs on the device's render thread (``bridge.app.engine`` calls the renderer factory there); imports
+``bridge.pipeline`` (torch, diffusers) only when called.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..config import Config, lora_folder
+from ..core.frame import NullRenderer, Renderer
+from ..engine.startup import StartupPhases
+
+log = logging.getLogger(__name__)
+
+
+def load_renderer(config: Config) -> tuple[Renderer, dict]:
+    """Load the configured pipeline and warm it up for the initial size (on the GPU thread)."""
+    log.info("cache folder %s (demo model, compile caches)", config.cache_dir)
+    if config.model == "null":
+        return NullRenderer(), {"model": "null", "family": "none", "device": "none", "dtype": "none", "compile": False}
+    phases = StartupPhases()
+    with phases("imports"):  # torch, diffusers, transformers: seconds before anything else can happen
+        from ..pipeline import loader
+        from ..pipeline.batch import ChannelRenderer
+        from ..pipeline.optimize import configure_compile_cache
+        from ..pipeline.renderer import DiffusersRenderer
+
+    device = config.device if config.device not in (None, "auto") else loader.default_device()
+    loader.bind_thread(device)  # this is the device's render thread: everything after runs here
+    dtype = loader.resolve_dtype(config.dtype, device)
+    compile = config.compile == "on" or (config.compile == "auto" and device.startswith("cuda"))
+    artifacts = None
+    if compile:
+        configure_compile_cache(config.cache_dir)
+        if config.compile_artifacts:
+            from ..pipeline.compile_artifacts import CompileArtifacts
+
+            artifacts = CompileArtifacts.for_renderer(config.cache_dir, config.model, config.vae, dtype, device,
+                                                      controlnets=[s.source for s in config.controlnets],
+                                                      ip_adapter=config.ip_adapter)
+            with phases("compile_artifacts"):
+                artifacts.load()
+    elif config.compile_artifacts:
+        log.info("--compile-artifacts on: nothing to do, this daemon does not compile (%s, --compile %s)", device,
+                 config.compile)
+    with phases("model"):  # the pipeline modules' own (lazy) imports count here
+        vae = None if config.vae == "full" else loader.load_tiny_vae(config.vae, config.model, device, dtype)
+        pipe = loader.load_pipeline(config.model, device, dtype, config.cache_dir, vae=vae, scheduler=config.scheduler)
+        renderer = DiffusersRenderer(pipe, device, dtype, compile=compile, lora_dir=lora_folder(config),
+                                     controlnets=load_controlnets(config, pipe, device, dtype),
+                                     canny_thresholds=config.canny_thresholds,
+                                     ip_adapter=load_ip_adapter(config, pipe, device, dtype))
+    if compile:  # compile and capture for the initial size before the ports open
+        with phases("warm_up"):
+            renderer.render(config.initial)
+        log.info("warm-up for %dx%d done in %.1f s", config.initial.width, config.initial.height,
+                 phases.seconds["warm_up"])
+        if artifacts is not None:
+            renderer.after_compile = artifacts.save  # later sizes and graphs too
+            with phases("compile_artifacts_save"):
+                artifacts.save()
+    log.info("start-up (%s): %s", device, phases.summary())
+    info = {"model": config.model, "family": renderer.family.name, "scheduler": renderer.sampler, "device": device,
+            "dtype": str(dtype).removeprefix("torch."), "vae": config.vae, "compile": compile,
+            "controlnets": {spec.name: spec.source for spec in config.controlnets},
+            "t2i_adapters": sorted(renderer.controlnets.adapters), "ip_adapter": config.ip_adapter,
+            "startup_s": phases.rounded()}
+    return ChannelRenderer(renderer), info  # several channels' frames batched, each with its own transitions
+
+
+def resolve_devices(spec: str | None) -> list[str | None]:
+    """``--device``: one device, a comma-separated list (one resident pipeline each), or ``all`` GPUs."""
+    if spec is None:
+        return [None]
+    if spec == "all":
+        from ..pipeline import loader
+
+        return loader.all_devices()
+    return [part.strip() for part in spec.split(",") if part.strip()] or [None]
+
+
+def load_controlnets(config: Config, pipe, device: str, dtype):
+    """The ``--controlnet`` models, each loaded once (with progress) and resident."""
+    from ..pipeline.controlnet import ControlNets, load_controlnet
+
+    return ControlNets({spec.name: load_controlnet(spec, pipe.unet.config, device, dtype)
+                        for spec in config.controlnets})
+
+
+def load_ip_adapter(config: Config, pipe, device: str, dtype):
+    """The ``--ip-adapter`` (image encoder, projection, K/V weights), loaded once and resident; or None."""
+    if config.ip_adapter is None:
+        return None
+    from ..pipeline.family import family_of_pipeline
+    from ..pipeline.ip_adapter import load_ip_adapter as load
+
+    return load(config.ip_adapter, pipe.unet, device, dtype, family_of_pipeline(pipe).name)
