@@ -29,8 +29,9 @@ from .control_images import frame_controls
 from .glide import Glider, Shown
 from .noise import frame_noise
 from .optimize import compiled, progress
+from .model_calls import to_rgba8
 from .plan import FramePlan
-from .renderer import DiffusersRenderer, to_rgba8
+from .renderer import DiffusersRenderer
 
 Item = tuple[str, Params, Scene]  # (channel, params, scene)
 

@@ -14,21 +14,23 @@ projected tokens and ``style_scale`` as graph inputs handed through the UNet to 
 in ``encoder_hidden_states`` = (text, tokens, scale), so a new image or scale never recompiles.
 Without a style (scale 0) the UNet gets the plain text states and every processor runs the
 model's own attention: exactly the frame without the adapter.
+
+The attention processor is ``style_attention.py``; encoding style images into tokens and a
+frame's style inputs, ``style_images.py``. This module finds, reads, checks and assembles the
+weights (diffusers' own conversion for the image projection).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections import OrderedDict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..core.errors import ConfigError, ModelNotFoundError
-from ..core.scene import InputImage
 from .optimize import progress
+from .style_attention import StyleAttnProcessor
 
 log = logging.getLogger(__name__)
 
@@ -40,64 +42,6 @@ VIT_H = {"hidden_size": 1280, "intermediate_size": 5120, "num_attention_heads": 
 DEMO_VISION = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2,
                "projection_dim": 32, "image_size": 224, "patch_size": 14, "hidden_act": "gelu"}
 TOKENS = 4  # image tokens of a plain IP-Adapter's projection
-
-
-class StyleAttnProcessor(torch.nn.Module):
-    """A cross-attention processor with the IP-Adapter's added K/V projections.
-
-    ``encoder_hidden_states`` as (text, tokens, scale) adds ``scale * attention(query, tokens)``
-    to the text attention, as diffusers' ``IPAdapterAttnProcessor2_0`` does with one adapter
-    (the same operations in the same order); plain text states go to the model's own processor.
-    """
-
-    def __init__(self, base, to_k_ip: torch.nn.Linear, to_v_ip: torch.nn.Linear):
-        super().__init__()
-        self.base = base
-        self.to_k_ip, self.to_v_ip = to_k_ip, to_v_ip
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args,
-                 **kwargs):
-        if not isinstance(encoder_hidden_states, tuple):
-            return self.base(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
-        encoder_hidden_states, tokens, scale = encoder_hidden_states
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            batch_size, channel, height, width = hidden_states.shape
-            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
-        batch_size = encoder_hidden_states.shape[0]
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        if attn.norm_cross:
-            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        query = attn.to_q(hidden_states)
-        if getattr(attn, "fused_projections", False):  # the compiled path fuses K and V (optimize.prepare_modules)
-            kv = attn.to_kv(encoder_hidden_states)
-            key, value = torch.split(kv, kv.shape[-1] // 2, dim=-1)
-        else:
-            key, value = attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)
-        head_dim = key.shape[-1] // attn.heads
-        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
-                                                       is_causal=False)
-        hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
-        hidden_states = hidden_states.to(query.dtype)
-        ip_key = self.to_k_ip(tokens).view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        ip_value = self.to_v_ip(tokens).view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        styled = F.scaled_dot_product_attention(query, ip_key, ip_value, attn_mask=None, dropout_p=0.0,
-                                                is_causal=False)
-        styled = styled.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
-        hidden_states = hidden_states + scale * styled  # scale: a float, or a 0-d tensor inside a frame graph
-        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
-        if input_ndim == 4:
-            hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
 
 
 class IpAdapter:
@@ -320,86 +264,3 @@ def _encoder_folder(folder: Path, sd: dict, source: str) -> Path:
             return candidate
     raise ConfigError(f"--ip-adapter {source}: no image encoder that fits its weights (a CLIP vision model folder "
                       f"in {' or '.join(str(c) for c in candidates)})")
-
-
-class StyleTokens:
-    """The projected image tokens of recent style images by digest; ``encodes`` counts encoder runs."""
-
-    def __init__(self, adapter: IpAdapter, device: torch.device, dtype: torch.dtype, cache_size: int = 8):
-        self.adapter = adapter
-        self.device = device
-        self.dtype = dtype
-        self.encodes = 0
-        self._cache: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
-        self._cache_size = cache_size
-        self._uncond_features: torch.Tensor | None = None
-        self._token_shape: tuple[int, ...] | None = None
-
-    @torch.inference_mode()
-    def tokens(self, image: InputImage) -> dict[str, torch.Tensor]:
-        """``alone`` (1, T, C): the tokens without guidance; ``cond``/``uncond``: with guidance, projected
-        as one batch of two like diffusers does (so each path gives diffusers' exact values)."""
-        found = self._cache.get(image.digest)
-        if found is not None:
-            self._cache.move_to_end(image.digest)
-            return found
-        from PIL import Image
-
-        adapter = self.adapter
-        pixels = adapter.feature_extractor(Image.fromarray(image.pixels[..., :3], "RGB"),
-                                           return_tensors="pt").pixel_values
-        pixels = pixels.to(device=self.device, dtype=self.dtype)
-        features = self._features(pixels)
-        if self._uncond_features is None:  # the unconditional image: zero embeds (plus: a zero image's states)
-            self._uncond_features = self._features(torch.zeros_like(pixels)) if adapter.penultimate \
-                else torch.zeros_like(features)
-        alone = adapter.projection(features)
-        pair = adapter.projection(torch.cat([self._uncond_features, features]))
-        out = {"alone": alone.to(self.dtype), "uncond": pair[:1].to(self.dtype), "cond": pair[1:].to(self.dtype)}
-        self.encodes += 1
-        self._cache[image.digest] = out
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        return out
-
-    @property
-    def token_shape(self) -> tuple[int, ...]:
-        """(1, T, C) of a style image's tokens (the projection of zero features, worked out once)."""
-        if self._token_shape is None:
-            config = self.adapter.encoder.config
-            side = config.image_size // config.patch_size
-            shape = (1, side * side + 1, config.hidden_size) if self.adapter.penultimate else (1, config.projection_dim)
-            with torch.inference_mode():
-                zeros = torch.zeros(shape, dtype=self.dtype, device=self.device)
-                self._token_shape = tuple(self.adapter.projection(zeros).shape)
-        return self._token_shape
-
-    def _features(self, pixels: torch.Tensor) -> torch.Tensor:
-        if self.adapter.penultimate:
-            return self.adapter.encoder(pixels, output_hidden_states=True).hidden_states[-2]
-        return self.adapter.encoder(pixels).image_embeds
-
-
-def values(style: StyleTokens | None, image: InputImage | None, scale: float, cfg: bool) -> dict:
-    """The frame's style inputs (``style_tokens``, with guidance ``style_uncond``, ``style_scale``), or none."""
-    if style is None or image is None:
-        return {}
-    tokens = style.tokens(image)
-    # A float, like guidance: a frame graph fills its 0-d input with it (no host-to-device copy that
-    # would wait for the GPU); eager, it is diffusers' own Python float.
-    out: dict = {"style_scale": float(scale)}
-    if cfg:
-        return {**out, "style_tokens": tokens["cond"], "style_uncond": tokens["uncond"]}
-    return {**out, "style_tokens": tokens["alone"]}
-
-
-def graph_inputs(style: StyleTokens | None, on: bool, cfg: bool) -> dict[str, torch.Tensor]:
-    """Zero buffers shaped like ``values``, for capturing a frame graph."""
-    if style is None or not on:
-        return {}
-    shape = style.token_shape
-    made = {"style_scale": torch.zeros((), dtype=torch.float32, device=style.device),
-            "style_tokens": torch.zeros(shape, dtype=style.dtype, device=style.device)}
-    if cfg:
-        made["style_uncond"] = torch.zeros(shape, dtype=style.dtype, device=style.device)
-    return made

@@ -1,8 +1,9 @@
 """Rendering one frame from ``Params`` and a ``Scene`` with a loaded SDXL or SD 2.x pipeline.
 
 What differs between model families (text encoders, pooled embeddings, time ids) comes from the
-pipeline's ``Family`` (``family.py``); the UNet's conditioning is built in one place,
-``unet_conditioning``, the hook for anything that adds to it.
+pipeline's ``Family`` (``family.py``); the model calls and the sampling loop are ``ModelCalls``
+(``model_calls.py``). This module is the per-frame path around them: compiling (one warm-up per
+graph key), caches, the frame's inputs, graph replay and the copy to the host.
 
 One code path for the eager and the compiled renderer: the text encoders, the UNet and the
 VAE are plain functions, wrapped by ``torch.compile`` (CUDA graphs) when compiling. Prompt
@@ -28,56 +29,45 @@ import torch
 from ..core.frame import Rendered
 from ..core.params import Params, prompt_texts
 from ..core.scene import Scene
-from . import control_images, ip_adapter
+from . import control_images, style_images
 from .control_images import ControlImages, frame_controls
 from .controlnet import ControlNets
 from .glide import Glider, Shown
-from .images import ImageLatents, vae_encode
-from .ip_adapter import IpAdapter, StyleTokens
+from .images import ImageLatents
+from .ip_adapter import IpAdapter
 from .lora import Loras
+from .model_calls import ModelCalls
 from .noise import frame_noise
-from .t2i_adapter import AdapterFeatures, intrablock
-from .family import family_of_pipeline
+from .style_images import StyleTokens
+from .t2i_adapter import AdapterFeatures
 from .optimize import compiled, prepare_modules, progress
 from .plan import FramePlan
-from .schedule import Sampler
 from .text import CLIP_TOKENS, PromptEncoder
 from .tiling import Tiling
 
 log = logging.getLogger(__name__)
 
 
-class DiffusersRenderer:
+class DiffusersRenderer(ModelCalls):
     """Renders frames; every method but ``prompt_warnings`` runs on the GPU thread only."""
 
     def __init__(self, pipe, device: str, dtype: torch.dtype, *, compile: bool = False,
                  profile: bool = False, cache_size: int = 256, lora_dir: Path | None = None,
                  controlnets: ControlNets | None = None, canny_thresholds: tuple[float, float] = (100.0, 200.0),
                  ip_adapter: IpAdapter | None = None, precision: str = "default"):
-        self.pipe = pipe
-        self.family = family_of_pipeline(pipe)
-        self.encoders = [getattr(pipe, name) for name in self.family.text_encoders]
-        self.vae = pipe.vae  # full or tiny: the loader puts the chosen decoder into the pipeline
-        self.device = torch.device(device)
-        self.dtype = dtype
+        super().__init__(pipe, device, dtype, controlnets)
         self.compile = compile
         self.profile = profile  # synchronise per stage: honest stage times, a little slower
         self._cuda = self.device.type == "cuda"
-        self._schedule = Sampler(pipe.scheduler)
         self._warm: set[tuple] = set()
         self._pinned: dict[tuple[int, int], torch.Tensor] = {}
-        self._time_ids: dict[tuple[int, int, int], torch.Tensor] = {}
         self._stages: dict[str, float] = {}
         self._done = torch.cuda.Event() if self._cuda else None
         self._graphs = None
         self._glider = Glider()
         self.after_compile = None  # called after each warm-up compile (e.g. to save compile artefacts)
-        self.controlnets = controlnets or ControlNets({})
         self.control_images = ControlImages(self.device, dtype, canny_thresholds)
         self.adapter_features = AdapterFeatures(self.controlnets.adapters, self._staged_adapter)
-        self._encode, self._unet, self._decode = self._text, self._denoise, self._vae_decode
-        self._adapt = self._adapter_run
-        self._encode_image, self._control = self._vae_encode, self._residuals
         self._tiling = Tiling([pipe.unet, self.vae])
         if compile:
             # transformers installs its output-capturing hooks lazily, under a lock Dynamo cannot
@@ -85,6 +75,7 @@ class DiffusersRenderer:
             with torch.inference_mode():
                 self._text(self._zero_ids())
             prepare_modules([pipe.unet, self.vae, *self.encoders, *self.controlnets.nets.values()], self.device)
+            # The compiled model calls replace the eager ones ModelCalls set: the sampling loop calls these.
             self._encode = compiled(self._text, self.device)
             self._unet, self._decode = compiled(self._denoise, self.device), compiled(self._vae_decode, self.device)
             self._encode_image = compiled(self._vae_encode, self.device)
@@ -110,77 +101,9 @@ class DiffusersRenderer:
         self.images = ImageLatents(self._staged_encode, self._cuda, stage=self._stage)
         self.loras = Loras(pipe, lora_dir)
 
-    @property
-    def sampler(self) -> str:
-        """The sampler's ``--scheduler`` name (euler_a, euler, lcm, tcd)."""
-        return self._schedule.name
-
     # -- the event loop side ------------------------------------------------------------
     def prompt_warnings(self, prompt: str) -> list[str]:
         return self.text.warnings(prompt)
-
-    # -- the functions that get compiled ------------------------------------------------
-    def _zero_ids(self) -> torch.Tensor:
-        return torch.zeros((len(self.encoders), CLIP_TOKENS), dtype=torch.long, device=self.device)
-
-    def _pooled_dim(self) -> int:
-        return self.encoders[-1].config.projection_dim if self.family.pooled else 0
-
-    def _text(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The family's text encoders in one graph: ids (encoders, 77), one row per encoder (or
-        (encoders, B, 77) for B prompts).
-
-        Only what the UNet uses leaves the graph (the family's hidden state of each encoder,
-        concatenated, and SDXL's pooled projection), not every layer's hidden state. A family
-        without a pooled embedding gets a (1, 0) tensor, so caches, blends and graphs stay uniform.
-        """
-        layer, hidden, out = self.family.hidden_layer, [], None
-        for row, encoder in enumerate(self.encoders):
-            # (encoders, B, 77): several prompts at once (a batch of channels), each row a prompt
-            out = encoder(ids[row] if ids.dim() == 3 else ids[row:row + 1], output_hidden_states=layer is not None)
-            hidden.append(out.last_hidden_state if layer is None else out.hidden_states[layer])
-        embeds = torch.cat(hidden, dim=-1) if len(hidden) > 1 else hidden[0]
-        pooled = out.text_embeds if self.family.pooled else embeds.new_zeros((embeds.shape[0], 0))
-        return embeds.to(self.dtype), pooled.to(self.dtype)
-
-    def unet_conditioning(self, embeds: torch.Tensor, pooled: torch.Tensor, time_ids: torch.Tensor | None,
-                          style: tuple | None = None) -> dict:
-        """The UNet's keyword arguments besides (latents, timestep): the one place they are built.
-
-        ``style``: (image tokens, scale) of the IP-Adapter, read by its cross-attention processors."""
-        kwargs: dict = {"encoder_hidden_states": embeds if style is None else (embeds, *style)}
-        if self.family.pooled or self.family.time_ids:
-            kwargs["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": time_ids}
-        return kwargs
-
-    def _denoise(self, latents, timestep, embeds, pooled, time_ids, down=None, mid=None, style=None,
-                 intra=None) -> torch.Tensor:
-        """One UNet evaluation; ``down``/``mid``: ControlNet residuals added to its skip connections,
-        ``style``: the IP-Adapter's (tokens, scale), ``intra``: T2I-Adapter residuals added inside
-        its down blocks (a fresh list: the UNet pops it)."""
-        return self.pipe.unet(latents, timestep, **self.unet_conditioning(embeds, pooled, time_ids, style),
-                              down_block_additional_residuals=down, mid_block_additional_residual=mid,
-                              down_intrablock_additional_residuals=None if intra is None else list(intra)).sample
-
-    def _adapter_run(self, name: str, image: torch.Tensor) -> list[torch.Tensor]:
-        """T2I-Adapter ``name``'s feature maps of a prepared control image (compiled per adapter)."""
-        return self.controlnets.nets[name](image)
-
-    def _staged_adapter(self, name: str, image: torch.Tensor) -> list[torch.Tensor]:
-        return self._staged(("adapter", name, image.shape[-1], image.shape[-2]),
-                            functools.partial(self._adapt, name), image=image)
-
-    def _residuals(self, names: tuple[str, ...], latents, timestep, embeds, pooled, time_ids, images, scales):
-        """The summed residuals of the ControlNets ``names`` for one UNet evaluation (compiled per set)."""
-        added = self.unet_conditioning(embeds, pooled, time_ids).get("added_cond_kwargs")
-        return self.controlnets.residuals(names, latents, timestep, embeds, added, images, scales)
-
-    def _vae_encode(self, rgb: torch.Tensor) -> torch.Tensor:
-        return vae_encode(self.vae, self.dtype, rgb)
-
-    def _vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
-        image = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
-        return to_rgba8(image[0])
 
     # -- the GPU thread side ------------------------------------------------------------
     @property
@@ -208,17 +131,9 @@ class DiffusersRenderer:
     def _staged_encode(self, rgb: torch.Tensor) -> torch.Tensor:
         return self._staged(("encode", rgb.shape[1], rgb.shape[0], self._tiling.mode), self._encode_image, rgb=rgb)
 
-    def _latent_shape(self, plan: FramePlan) -> tuple[int, ...]:
-        return 1, self.pipe.unet.config.in_channels, plan.height // 8, plan.width // 8
-
-    def _time_ids_for(self, plan: FramePlan, batch: int) -> torch.Tensor | None:
-        if not self.family.time_ids:
-            return None
-        key = (plan.width, plan.height, batch)
-        if key not in self._time_ids:
-            ids = torch.tensor([self.family.time_ids_for(plan.width, plan.height)] * batch, dtype=self.dtype)
-            self._time_ids[key] = ids.to(self.device)
-        return self._time_ids[key]
+    def _staged_adapter(self, name: str, image: torch.Tensor) -> list[torch.Tensor]:
+        return self._staged(("adapter", name, image.shape[-1], image.shape[-2]),
+                            functools.partial(self._adapt, name), image=image)
 
     @torch.inference_mode()
     def render(self, params: Params, scene: Scene = Scene()) -> Rendered:
@@ -257,7 +172,7 @@ class DiffusersRenderer:
                                                           tuple((n, images[n]) for n in adapters), plan.runs)}
         if plan.style:
             with self._stage("style_image"):  # the image encoder runs for a new style image only
-                control.update(ip_adapter.values(self.style, scene.style, params.style_scale, plan.cfg))
+                control.update(style_images.values(self.style, scene.style, params.style_scale, plan.cfg))
         with self._stage("noise"):
             noise = frame_noise(params, plan.draws, self._latent_shape(plan))
         if self._graphs is not None and not self.profile and isinstance(params.prompt, str) and scene.glide is None:
@@ -317,54 +232,6 @@ class DiffusersRenderer:
 
         return self._graphs.get(key, fn, inputs).run(**values)
 
-    def _denoise_steps(self, plan: FramePlan, noise: torch.Tensor, guidance, embeds, pooled,
-                       image: torch.Tensor | None = None, control_images: torch.Tensor | None = None,
-                       control_scales: torch.Tensor | None = None, negative=None, negative_pooled=None,
-                       style_tokens=None, style_uncond=None, style_scale=None,
-                       adapter_features: tuple[torch.Tensor, ...] | None = None,
-                       adapter_scales: torch.Tensor | None = None) -> torch.Tensor:
-        """The sampling loop; ``guidance`` is a float, or a 0-d tensor inside a frame graph.
-
-        Text-to-image starts from noise alone; image-to-image from the input's latents noised to
-        the first step's sigma (diffusers' ``add_noise``), and runs the schedule from ``plan.start``.
-        ControlNets (``plan.controls``) see the UNet's inputs, their images batched like them
-        (diffusers' ``torch.cat([image] * 2)`` with guidance) and step i's scales; T2I-Adapters add
-        their cached features times step i's scales.
-        """
-        nets, adapters = self.controlnets.split(plan.controls)
-        if nets and plan.cfg:
-            control_images = torch.cat([control_images, control_images], dim=1)
-        if plan.cfg:  # the negative prompt's embeddings (zeros for SDXL-Turbo without one) come first
-            embeds, pooled = torch.cat([negative, embeds]), torch.cat([negative_pooled, pooled])
-        style = None
-        if plan.style:  # diffusers' order too: the unconditional image's tokens first
-            style = (torch.cat([style_uncond, style_tokens]) if plan.cfg else style_tokens, style_scale)
-        schedule = self._schedule.steps(plan.schedule_steps, self.device)
-        steps = schedule.steps[plan.start or 0:]
-        time_ids = self._time_ids_for(plan, embeds.shape[0])  # 1, 2 (guidance), or a batch of channels' rows
-        if image is None:
-            latents = noise[0] * schedule.init_sigma
-        else:
-            latents = steps[0].noised(image.float(), noise[0])
-        for i, step in enumerate(steps):
-            model_in = (latents / step.input_scale).to(self.dtype)
-            if plan.cfg:
-                model_in = torch.cat([model_in, model_in])
-            if plan.controls:
-                down = mid = intra = None
-                if nets:
-                    down, mid = self._control(nets, model_in, step.timestep, embeds, pooled, time_ids,
-                                              control_images, control_scales[:, i])
-                if adapters:
-                    intra = intrablock(adapter_features, adapter_scales[:, i], self.dtype, plan.cfg)
-                eps = self._unet(model_in, step.timestep, embeds, pooled, time_ids, down, mid, style, intra)
-            else:
-                eps = self._unet(model_in, step.timestep, embeds, pooled, time_ids, None, None, style)
-            if plan.cfg:
-                uncond, cond = eps.chunk(2)
-                eps = uncond + (guidance * (cond - uncond)).to(uncond.dtype)  # a batch's per-row guidance too
-            latents = step.advance(latents, eps.float(), noise[i + 1])
-        return latents.to(self.dtype)
 
     def _frame_graph(self, plan: FramePlan, with_text: bool):
         """The whole frame as one graph: (text encoders,) denoising and decoding."""
@@ -397,7 +264,7 @@ class DiffusersRenderer:
                                                           self.dtype, self.device),
                     **self.adapter_features.graph_inputs(adapters, plan.width, plan.height, plan.runs,
                                                          self.dtype, self.device),
-                    **ip_adapter.graph_inputs(self.style, plan.style, plan.cfg)}
+                    **style_images.graph_inputs(self.style, plan.style, plan.cfg)}
 
         return self._graphs.get((*plan.key, with_text), frame, inputs)
 
@@ -427,10 +294,3 @@ class DiffusersRenderer:
         self._done.synchronize()  # the one sync of a frame
         return host.numpy().copy()  # the pinned buffer is reused by the next frame
 
-
-def to_rgba8(image: torch.Tensor) -> torch.Tensor:
-    """(..., 3, H, W) in [-1, 1] to (..., H, W, 4) uint8 with opaque alpha, on the image's device
-    (one frame or a batch: the same arithmetic)."""
-    rgb = ((image.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).movedim(-3, -1)
-    alpha = torch.full_like(rgb[..., :1], 255)
-    return torch.cat([rgb, alpha], dim=-1).contiguous()

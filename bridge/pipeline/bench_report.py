@@ -1,0 +1,65 @@
+"""The terminal report of ``turbo-bridge bench``: the measured figures as lines and a table."""
+
+from __future__ import annotations
+
+
+def format_report(report: dict) -> str:
+    lines = [f"machine: {report['machine']}"]
+    budget = report.get("memory_budget")
+    if budget:
+        lines.append(f"memory budget {budget['budget_gb']:g} GB (allocator capped at {budget['allocator_cap_gb']} GB "
+                     f"of the card's {budget['card_gb']:g} GB, {budget['context_gb']} GB CUDA context): "
+                     f"{'fits' if budget['fits'] else 'does NOT fit'}; peak allocated "
+                     f"{budget['peak_allocated_gb']} GB, reserved {budget['peak_reserved_gb']} GB, device in use "
+                     f"{budget['peak_in_use_gb']} GB (CUDA context included)")
+    if report.get("baseline_error"):
+        lines.append(f"baseline: {report['baseline_error']}")
+    base = report.get("baseline")
+    if base:
+        lines.append(f"baseline ({base['what']}): median {base['median_ms']:.2f} ms = {base['fps']:.1f} FPS")
+    for key, label in (("control_baseline", "ControlNet"), ("t2i_baseline", "T2I-Adapter")):
+        control = report.get(key)
+        if control:
+            lines.append(f"{label} baseline ({control['what']}): median {control['median_ms']:.2f} ms = "
+                         f"{control['fps']:.1f} FPS")
+    lines.append("| dtype | VAE | size | change/frame | tiling | sinks | median ms | FPS | p99 ms | std ms "
+                 "| x baseline "
+                 "| first frame s | VRAM GB used (loaded / after) |")
+    lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in report["runs"]:
+        ratio = f"{base['median_ms'] / r['median_ms']:.1f}" if base and base["size"] == r["size"] else "-"
+        dtype = r["dtype"] + (" + fp8 UNet" if r.get("precision") == "fp8" else "")
+        lines.append(f"| {dtype} | {r['vae']} | {r['size']} | {r['mode']} | {r.get('tiling', 'none')} | "
+                     f"{r.get('sinks', 'shm')} | {r['median_ms']:.2f} | {r['fps']:.1f} | "
+                     f"{r['p99_ms']:.2f} | {r['std_ms']:.2f} | {ratio} | {r['first_frame_s']} | "
+                     f"{r['vram_gb'].get('loaded')} / {r['vram_gb'].get('after_frames')} (peak alloc {r['vram_gb'].get('peak_allocated')}) |")
+    for r in report.get("fp8_deviation", []):
+        lines.append(f"fp8 UNet linears vs {r['dtype']} on the same weights ({r['vae']} VAE, {r['size']}, eager, "
+                     f"{r['frames']} frames): mean |diff| {r['mean_abs']:.2f} of 255, max {r['max_abs']}, "
+                     f"PSNR {r['psnr_db']:.1f} dB")
+    for r in report.get("lora", []):
+        lines.append(f"LoRA ({r['dtype']}, {r['vae']} VAE, {r['what']}): base {r['base_ms']:.2f} ms, folded "
+                     f"{r['folded_ms']:.2f} ms ({r['folded_vs_base_pct']:+.2f}%), switching frame "
+                     f"{r['switch_frame_ms']:.2f} ms (+{r['switch_extra_ms']:.2f}, p99 {r['switch_p99_ms']:.2f}), "
+                     f"weight moved every frame {r['reweight_frame_ms']:.2f} ms (+{r['reweight_extra_ms']:.2f}), "
+                     f"no recompile; fold alone {r.get('fold_ms')} ms, first fold's frame "
+                     f"{r.get('first_fold_frame_ms')} ms, first switch's frame {r.get('first_switch_frame_ms')} ms, "
+                     f"slowest switch {r.get('switch_max_ms')} ms, stalled switches (frame, ms) {r.get('switch_slow')}")
+    for r in report.get("ip_adapter", []):
+        extras = ", ".join(f"{k.removesuffix('_extra_ms')} {v:+.2f}" for k, v in r.items() if k.endswith("_extra_ms"))
+        lines.append(f"IP-Adapter ({r['dtype']}, {r['vae']} VAE, {r['size']}, new seed every frame): adapter off "
+                     f"{r.get('style_off_ms', float('nan')):.2f} ms; ms added per frame: {extras}; no recompile")
+    for r in report["runs"]:
+        for name, ms in r.get("sink_ms", {}).items():
+            lines.append(f"render-thread cost of the {name} sink ({r['vae']} VAE, {r['size']}, {r['mode']}, tiling "
+                         f"{r.get('tiling', 'none')}): median {ms['median']:.3f} ms, p99 {ms['p99']:.3f}, "
+                         f"max {ms['max']:.3f}")
+    for r in report["runs"]:
+        if r["stages_ms"]:
+            stages = ", ".join(f"{k} {v:.2f}" for k, v in r["stages_ms"].items())
+            what = {"input": "new input", "control_prompt": "one ControlNet, prompt change",
+                    "t2i_prompt": "one T2I-Adapter, prompt change",
+                    "style_new": "IP-Adapter, new style image"}.get(r["mode"],
+                                                                                                  "prompt change")
+            lines.append(f"stages ms ({r['dtype']}, {r['vae']} VAE, {r['size']}, {what}, synced per stage): {stages}")
+    return "\n".join(lines)
