@@ -54,18 +54,6 @@ def type_prompt(panel, demo_daemon, text: str) -> None:
     pump(lambda: settled(panel, demo_daemon), what="the frame of that prompt in the layer")
 
 
-def frame_of_version(demo_daemon, version: int, timeout: float = 120.0):
-    """The daemon's first frame of params ``version`` or newer; a long-poll that ends empty (a busy
-    machine renders slowly) is asked again until ``timeout`` (a hang guard)."""
-    deadline, after = time.monotonic() + timeout, 0
-    while time.monotonic() < deadline:
-        frame = demo_daemon.client.frame(after=after, timeout=10)
-        if frame is not None and frame.version >= version:
-            return frame
-        after = frame.seq if frame is not None else after
-    raise AssertionError(f"no frame of params version {version} in {timeout} s")
-
-
 def daemon_frame_bgra(demo_daemon, seq: int) -> np.ndarray:
     frame = demo_daemon.client.frame(after=seq - 1, timeout=5)
     assert frame.seq == seq, "the daemon moved on; the test needs it idle"

@@ -28,14 +28,7 @@ CHEAP = {"steps": 1, "guidance": 0.0, "width": 64, "height": 64}  # ~15 ms a fra
 
 def idle(daemon, timeout: float = 120.0) -> None:
     """Cheap params, their frame rendered: an idle daemon for the next test."""
-    version = daemon.client.patch(CHEAP)["version"]
-    deadline, after = time.monotonic() + timeout, 0
-    while time.monotonic() < deadline:
-        frame = daemon.client.frame(after=after, timeout=10)  # None: nothing new yet (a busy machine)
-        if frame is not None and frame.version >= version:
-            return
-        after = frame.seq if frame is not None else after
-    raise AssertionError(f"the daemon rendered no frame of params version {version} in {timeout} s")
+    daemon.client.frame_of_version(daemon.client.patch(CHEAP)["version"], timeout)
 
 
 def free_udp_port() -> int:

@@ -18,7 +18,6 @@ from krita_harness import (
     REFERENCE_NAME,
     QtWidgets,
     daemon_frame_bgra,
-    frame_of_version,
     layer_bytes,
     pump,
     settled,
@@ -182,7 +181,7 @@ def test_a_frame_that_came_while_no_document_was_active_goes_into_the_next_one(p
     p.prompt.setPlainText("before any document")
     pump(lambda: demo_daemon.client.params()["prompt"] == "before any document", what="the prompt")
     version = demo_daemon.client.params()["version"]
-    newest = frame_of_version(demo_daemon, version)
+    newest = demo_daemon.client.frame_of_version(version)
     pump(lambda: p.controller._pending is not None and p.controller._pending.seq == newest.seq
          and not p.controller._timer.isActive(), what="that frame waiting for a document (tried: none active)")
     assert p.controller.current is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.parse
 import urllib.error
 import urllib.request
@@ -107,6 +108,17 @@ class HttpClient:
         pixels = np.frombuffer(body, np.uint8).reshape(height, width, 4).copy()
         return FrameInfo(int(h["X-Frame-Seq"]), int(h["X-Params-Version"]), int(h["X-Seed"]), width, height,
                          float(h["X-Render-Ms"]), 0, pixels)
+
+    def frame_of_version(self, version: int, timeout: float = 120.0) -> FrameInfo:
+        """The first frame of params ``version`` or newer, long-polling until ``timeout`` seconds
+        (an empty long-poll only means nothing new yet); raises ``TimeoutError`` after that."""
+        deadline, after = time.monotonic() + timeout, 0
+        while time.monotonic() < deadline:
+            frame = self.frame(after=after, timeout=min(10.0, max(0.1, deadline - time.monotonic())))
+            if frame is not None and frame.version >= version:
+                return frame
+            after = frame.seq if frame is not None else after
+        raise TimeoutError(f"no frame of params version {version} within {timeout:g} s")
 
     def frame_png(self, after: int = 0, timeout: float = 10.0) -> tuple[bytes, int] | None:
         """Long-poll ``/v1/frame.png``: (PNG bytes, frame seq), or None on timeout.

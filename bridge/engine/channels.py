@@ -231,7 +231,7 @@ class ChannelRegistry:
     @staticmethod
     async def _prepare_loras(channel: Channel, target: RenderQueue) -> bool:
         """Load ``channel``'s LoRAs on ``target``'s device; False (and logged) where they cannot be."""
-        names = [name for name, weight in channel.scheduler.params.loras if weight != 0]
+        names = [name for name, _ in channel.scheduler.params.loras]  # Params keeps no zero weights
         if not names or target.loras is None:
             return True
         try:

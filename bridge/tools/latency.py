@@ -222,13 +222,10 @@ def steer(http_port: int, name: str, size: int, timeout: float) -> None:
     client = HttpClient(f"http://127.0.0.1:{http_port}", timeout=30.0)
     client.put_input(np.random.default_rng(3).integers(0, 256, (size, size, 4), np.uint8), control=name)
     version = client.patch({"controls": {name: 0.8}})["version"]
-    deadline, seq = time.monotonic() + timeout, 0
-    while time.monotonic() < deadline:
-        frame = client.frame(after=seq, timeout=10.0)
-        if frame is not None and frame.version >= version:
-            return
-        seq = frame.seq if frame is not None else seq
-    raise RuntimeError(f"no frame steered by {name!r} within {timeout:g} s")
+    try:
+        client.frame_of_version(version, timeout)
+    except TimeoutError:
+        raise RuntimeError(f"no frame steered by {name!r} within {timeout:g} s") from None
 
 
 def run_latency(model: str, vae: str, size: int, count: int, rate_hz: float, extra: list[str],
