@@ -14,8 +14,8 @@ from .config import (DEFAULT_HOST, DEFAULT_HTTP_PORT, DEFAULT_OSC_PORT, DEFAULT_
 from .core.controls import ControlNetSpec, check_specs
 from .core.errors import BridgeError, ConfigError, ValidationError
 from .core.params import Limits, Params, parse_changes
-from .frontends.connections import HttpLimits
-from .frontends.security import Access, OncePerSender, scrub
+from .core.access import Access, HttpLimits
+from .frontends.security import OncePerSender, scrub
 
 log = logging.getLogger("bridge")
 
@@ -212,7 +212,8 @@ def _csv(text: str, kind=str) -> tuple:
 
 
 def run_bench_command(args: argparse.Namespace) -> None:
-    from .pipeline import bench, loader
+    from .bench import run as bench
+    from .pipeline.loading import loader
 
     opts = bench.BenchOptions(
         model="random" if args.weights else args.model, device=args.device or loader.default_device(),
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "bench":
             run_bench_command(args)
         elif args.command == "latency" and args.channels > 1:
-            from .tools import multichannel
+            from .bench import multichannel
 
             report = multichannel.run_multichannel(args.model, args.vae, args.size, args.channels, args.seconds,
                                                    [a for a in args.daemon_args if a != "--"])
@@ -272,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 args.json.write_text(multichannel.to_json(report))
         elif args.command == "latency":
-            from .tools.latency import format_latency, run_latency, to_json
+            from .bench.latency import format_latency, run_latency, to_json
 
             report = run_latency(args.model, args.vae, args.size, args.count, args.rate,
                                  [a for a in args.daemon_args if a != "--"], via=args.input, control=args.control)

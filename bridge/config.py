@@ -6,10 +6,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .core.access import Access, HttpLimits
 from .core.controls import ControlNetSpec
 from .core.params import Params
-from .frontends.connections import HttpLimits
-from .frontends.security import Access
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_HTTP_PORT = 8787

@@ -32,7 +32,7 @@ import aiohttp
 import numpy as np
 
 from bridge.client import osc_message
-from bridge.tools.latency import start_daemon
+from bridge.bench.latency import start_daemon
 
 PROMPT_EVERY = 500
 

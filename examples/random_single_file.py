@@ -3,7 +3,7 @@
     PYTHONPATH=.:tests python examples/random_single_file.py random cuda /tmp/random-sdxl.safetensors
 
 The first argument is ``random`` (full-size SDXL-Turbo architecture) or ``demo`` (the small one);
-the key layout comes from ``tests/ldm_layout.py`` (SGM for SDXL), the one community checkpoints use.
+the key layout comes from ``tests/support/ldm_layout.py`` (SGM for SDXL), the one community checkpoints use.
 """
 
 import sys
@@ -11,7 +11,7 @@ import sys
 import torch
 from safetensors.torch import save_file
 
-from bridge.pipeline.demo import build_random_pipeline
+from bridge.pipeline.loading.demo import build_random_pipeline
 from ldm_layout import pipeline_to_single_file
 
 

@@ -1,4 +1,4 @@
-"""The only package that wires: pipeline, engine, sinks and front ends into one daemon.
+"""The only package that wires: pipeline, engine, outputs and front ends into one daemon.
 
 - ``renderers``: one warm renderer per device (``load_renderer``, ``resolve_devices``).
 - ``engine``: render threads and queues, the channel registry, channel main's sinks, PNG files.
@@ -7,6 +7,7 @@
   sockets (``Daemon``) and the run until a stop signal (``serve``).
 
 Each part starts and stops in one aiohttp cleanup context. Nothing outside this package wires.
+May import every other package of ``bridge``; only ``cli`` imports it.
 """
 
 from .daemon import CONFIG, SHUTDOWN_TIMEOUT_S, STOP_SIGNALS, Daemon, create_app, serve

@@ -19,10 +19,11 @@ from aiohttp import web
 from ..config import Config
 from ..core.frame import Renderer
 from ..engine.scheduler import Scheduler
-from ..engine.sinks.ndi import NdiSender
-from ..engine.sinks.record import Recorder
-from ..frontends import connections, control_api, input_api, live, record_api, rest, security, sockets, style_api
-from ..frontends.osc import OscServer
+from ..outputs.ndi import NdiSender
+from ..outputs.record import Recorder
+from ..frontends.http import connections, control_api, input_api, live, record_api, rest, style_api
+from ..frontends import security, sockets
+from ..frontends.osc.server import OscServer
 from .engine import DEVICE_INFO, MODEL_INFO, PNG_WRITER, png_files, render_engine
 from .frontends import GUARD, OSC, OSC_SOCKET, http, live_input, osc, streams
 from .renderers import load_renderer

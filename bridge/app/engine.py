@@ -22,11 +22,11 @@ from ..engine.channels import MAIN, Channel, ChannelRegistry
 from ..engine.loras import LoraGate
 from ..engine.render_queue import RenderQueue
 from ..engine.render_thread import RenderThread
-from ..engine.sinks.ndi import NdiSender
-from ..engine.sinks.png import PngCache, PngFileWriter
-from ..engine.sinks.record import Recorder
-from ..engine.sinks.shm import ShmWriter
-from ..frontends import rest
+from ..outputs.ndi import NdiSender
+from ..outputs.png import PngCache, PngFileWriter
+from ..outputs.record import Recorder
+from ..outputs.shm import ShmWriter
+from ..frontends.http import rest
 from .renderers import resolve_devices
 
 log = logging.getLogger(__name__)

@@ -17,11 +17,11 @@ from aiohttp import web
 
 from ..config import Config
 from ..engine.channels import Channel
-from ..engine.sinks.record import Recorder
-from ..frontends import (channels_api, connections, control_api, input_api, live, openapi, record_api, rest,
-                         security, sockets, style_api)
-from ..frontends.osc import ADDRESSES, OscServer
-from ..frontends.streams import FrameEncoder, FrameHub
+from ..outputs.record import Recorder
+from ..frontends.http import channels_api, connections, control_api, input_api, live, openapi, record_api, rest, style_api
+from ..frontends import security, sockets
+from ..frontends.osc.server import ADDRESSES, OscServer
+from ..frontends.http.streams import FrameEncoder, FrameHub
 
 OSC = web.AppKey("osc", OscServer)
 OSC_SOCKET = web.AppKey("osc_socket", socket.socket)  # bound early by Daemon (see bridge.frontends.sockets)

@@ -23,10 +23,10 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
         return NullRenderer(), {"model": "null", "family": "none", "device": "none", "dtype": "none", "compile": False}
     phases = StartupPhases()
     with phases("imports"):  # torch, diffusers, transformers: seconds before anything else can happen
-        from ..pipeline import loader
-        from ..pipeline.batch import ChannelRenderer
-        from ..pipeline.optimize import configure_compile_cache
-        from ..pipeline.renderer import DiffusersRenderer
+        from ..pipeline.loading import loader
+        from ..pipeline.render.batch import ChannelRenderer
+        from ..pipeline.speed.optimize import configure_compile_cache
+        from ..pipeline.render.renderer import DiffusersRenderer
 
     device = config.device if config.device not in (None, "auto") else loader.default_device()
     loader.bind_thread(device)  # this is the device's render thread: everything after runs here
@@ -36,7 +36,7 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
     if compile:
         configure_compile_cache(config.cache_dir)
         if config.compile_artifacts:
-            from ..pipeline.compile_artifacts import CompileArtifacts
+            from ..pipeline.speed.compile_artifacts import CompileArtifacts
 
             artifacts = CompileArtifacts.for_renderer(config.cache_dir, config.model, config.vae, dtype, device,
                                                       controlnets=[s.source for s in config.controlnets],
@@ -76,7 +76,7 @@ def resolve_devices(spec: str | None) -> list[str | None]:
     if spec is None:
         return [None]
     if spec == "all":
-        from ..pipeline import loader
+        from ..pipeline.loading import loader
 
         return loader.all_devices()
     return [part.strip() for part in spec.split(",") if part.strip()] or [None]
@@ -84,7 +84,7 @@ def resolve_devices(spec: str | None) -> list[str | None]:
 
 def load_controlnets(config: Config, pipe, device: str, dtype):
     """The ``--controlnet`` models, each loaded once (with progress) and resident."""
-    from ..pipeline.controlnet import ControlNets, load_controlnet
+    from ..pipeline.steering.controlnet import ControlNets, load_controlnet
 
     return ControlNets({spec.name: load_controlnet(spec, pipe.unet.config, device, dtype)
                         for spec in config.controlnets})
@@ -94,7 +94,7 @@ def load_ip_adapter(config: Config, pipe, device: str, dtype):
     """The ``--ip-adapter`` (image encoder, projection, K/V weights), loaded once and resident; or None."""
     if config.ip_adapter is None:
         return None
-    from ..pipeline.family import family_of_pipeline
-    from ..pipeline.ip_adapter import load_ip_adapter as load
+    from ..pipeline.families.family import family_of_pipeline
+    from ..pipeline.steering.ip_adapter import load_ip_adapter as load
 
     return load(config.ip_adapter, pipe.unet, device, dtype, family_of_pipeline(pipe).name)

@@ -26,7 +26,7 @@ from ..core.errors import BridgeError, ValidationError
 from ..core.params import Limits, Params
 from .render_queue import RenderQueue
 from .scheduler import Scheduler
-from .sinks.shm import ShmWriter
+from ..outputs.shm import ShmWriter
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 class Catalog(Protocol):
-    """The pipeline's LoRA folder (``bridge.pipeline.lora.LoraCatalog``); blocking methods."""
+    """The pipeline's LoRA folder (``bridge.pipeline.steering.lora.LoraCatalog``); blocking methods."""
 
     @property
     def names(self) -> frozenset[str]: ...

@@ -15,19 +15,15 @@ import logging
 import math
 import re
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Iterable
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from ..core.access import TOKEN_HINT, Access, Network
 from ..core.errors import ConfigError, ValidationError
 
 log = logging.getLogger(__name__)
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-MIN_TOKEN_CHARS = 16
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 # Browsers cannot set headers on a WebSocket or an <img>/MJPEG request: these take the token
 # as ?access_token= too (RFC 6750 section 2.3).
@@ -41,71 +37,10 @@ def _query_token_path(path: str) -> bool:
         path = "/v1/" + rest if name else path
     return path in QUERY_TOKEN_PATHS
 EXPOSED_HEADERS = "X-Frame-Seq, X-Params-Version, X-Render-Ms, X-Seed, X-Width, X-Height"
-TOKEN_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(24))'"
 
-
-
-@dataclass(frozen=True)
-class Access:
-    """The daemon's access policy (all empty: loopback only, no token, no CORS)."""
-
-    token: str | None = field(default=None, repr=False)
-    allow_hosts: tuple[str, ...] = ()
-    cors_origins: tuple[str, ...] = ()
-    osc_allow: tuple[Network, ...] = ()
-
-    def trusts_origin(self, origin: str) -> bool:
-        """True for the ``--cors-origin`` origins (compared case-insensitively)."""
-        return origin.lower() in self.cors_origins
-
-    @staticmethod
-    def from_options(token: str | None = None, allow_hosts: Iterable[str] = (), cors_origins: Iterable[str] = (),
-                     osc_allow: Iterable[str] = ()) -> "Access":
-        """Validate the command line's values; raises ``ConfigError`` saying what to change."""
-        return Access(_token(token), tuple(_host(h) for h in _split(allow_hosts)),
-                      tuple(_origin(o) for o in _split(cors_origins)),
-                      tuple(_network(n) for n in _split(osc_allow)))
 
 
 ACCESS = web.AppKey("access", Access)
-
-
-def _split(values: Iterable[str]) -> list[str]:
-    # Each option may be repeated and may hold a comma-separated list.
-    return [part.strip() for value in values for part in value.split(",") if part.strip()]
-
-
-def _token(token: str | None) -> str | None:
-    if token is None:
-        return None
-    if len(token) < MIN_TOKEN_CHARS or not token.isascii() or not token.isprintable() or " " in token:
-        raise ConfigError(f"--token must be at least {MIN_TOKEN_CHARS} printable ASCII characters without "
-                          f"spaces; make one with: {TOKEN_HINT}")
-    return token
-
-
-def _host(text: str) -> str:
-    host = text.lower().strip("[]")
-    if not host or any(c in host for c in "/@ ") or host.count(":") == 1:
-        raise ConfigError(f"--allow-host takes a host name or address without scheme or port, got {text!r}")
-    return host
-
-
-def _origin(text: str) -> str:
-    parts = urlsplit(text)
-    if text == "*" or parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") \
-            or parts.query or parts.fragment:
-        raise ConfigError("--cors-origin takes an origin such as https://example.org:8080 (scheme, host, "
-                          f"optional port; '*' is refused), got {text!r}")
-    return f"{parts.scheme}://{parts.netloc}".lower()
-
-
-def _network(text: str) -> Network:
-    try:
-        return ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        raise ConfigError(f"--osc-allow takes IP addresses or networks such as 192.168.1.20 or 10.0.0.0/24, "
-                          f"got {text!r}") from None
 
 
 def is_loopback(host: str) -> bool:

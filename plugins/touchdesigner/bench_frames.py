@@ -2,7 +2,7 @@
 
     python plugins/touchdesigner/bench_frames.py [--size 512] [--seconds 2]
 
-A real segment (bridge.engine.sinks.shm.ShmWriter, as the daemon writes it) and the plugin's
+A real segment (bridge.outputs.shm.ShmWriter, as the daemon writes it) and the plugin's
 ShmSource: ``changed()`` is what the frame-start callback pays every frame with nothing new;
 ``take()`` is the tear-free copy with rows flipped to bottom-first, what onCook hands to
 copyNumpyArray (TouchDesigner's own upload comes on top and is not measured here).
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bridge.core.frame import Frame  # noqa: E402
 from bridge.core.params import Params  # noqa: E402
-from bridge.engine.sinks.shm import ShmWriter  # noqa: E402
+from bridge.outputs.shm import ShmWriter  # noqa: E402
 from turbo_bridge_td.sources import ShmSource  # noqa: E402
 
 

@@ -1,0 +1,103 @@
+"""``turbo-bridge bench``: the seed article's tables, measured on this machine.
+
+VRAM (before load, loaded, first frame, after N frames, peak), first-frame latency, median
+FPS and jitter over N frames, a per-stage breakdown, bf16 vs fp16, sizes, full vs tiny VAE,
+what changes every frame (the prompt, the seed, the input image: encoded and rendered
+image-to-image, or the seed of an image-to-image frame), and the plain diffusers call as the
+baseline in the same run. ``--model random`` (default) builds the full SDXL-Turbo architecture with random
+weights: compute does not depend on weight values, so no download is needed.
+
+The command's run: the baselines, every (dtype, VAE) configuration (``bench_measure.py``, with
+the frames of each mode from ``bench_frames.py``), the memory budget's verdict, and the figures
+saved to JSON after each step; ``bench_report.py`` formats them for the terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from ..outputs.shm import ShmWriter
+from . import control as bench_control, style as bench_style
+from .frames import PROMPT
+from .measure import BenchOptions, baseline, free_memory, measure, stats, sync
+from .report import format_report
+from .memory_budget import MemoryBudget, OverBudget, out_of_memory
+from ..pipeline.speed.optimize import configure_compile_cache
+
+__all__ = ["BenchOptions", "format_report", "machine", "run_bench"]  # what the CLI and the GPU tests import
+
+log = logging.getLogger(__name__)
+
+
+def run_bench(opts: BenchOptions, json_path: Path | None) -> dict:
+    """Every run of ``opts``; the report so far is saved to ``json_path`` after each step (a crash keeps it)."""
+    device = torch.device(opts.device)
+    if opts.compile:
+        configure_compile_cache(opts.cache_dir)
+    budget = MemoryBudget.apply(opts.memory_budget_gb, device) if opts.memory_budget_gb is not None else None
+    report: dict = {"machine": machine(device), "options": {k: (str(v) if isinstance(v, Path) else v)
+                                                              for k, v in asdict(opts).items()}, "runs": []}
+
+    def save() -> None:
+        if json_path:
+            json_path.write_text(json.dumps(report, indent=2))
+
+    if opts.baseline:
+        try:
+            report["baseline"] = baseline(opts, device)
+            log.info("baseline: median %.2f ms", report["baseline"]["median_ms"])
+        except Exception as exc:  # the plain call not fitting the budget is a finding, not the end
+            if budget is None or not out_of_memory(exc):
+                raise
+            report["baseline_error"] = str(budget.over("the plain diffusers call, the baseline", exc))
+            log.warning("%s", report["baseline_error"])
+            free_memory(device)
+        save()
+        if bench_control.wanted(opts.modes):
+            report["control_baseline"] = bench_control.baseline(opts, device, stats, sync, PROMPT)
+            free_memory(device)
+            log.info("ControlNet baseline: median %.2f ms", report["control_baseline"]["median_ms"])
+            save()
+        if bench_control.wanted_t2i(opts.modes):
+            report["t2i_baseline"] = bench_control.baseline_t2i(opts, device, stats, sync, PROMPT)
+            free_memory(device)
+            log.info("T2I-Adapter baseline: median %.2f ms", report["t2i_baseline"]["median_ms"])
+            save()
+    with ShmWriter(f"tb-bench-{uuid.uuid4().hex[:8]}", max(opts.sizes), max(opts.sizes)) as shm:
+        for dtype_name in opts.dtypes:
+            for vae_name in opts.vaes:
+                try:
+                    runs = measure(opts, device, dtype_name, vae_name, shm, report.setdefault("lora", []),
+                                   report.setdefault("fp8_deviation", []))
+                except Exception as exc:
+                    if budget is None or not out_of_memory(exc):
+                        raise
+                    error = budget.over(f"{dtype_name}, {vae_name} VAE, sizes {opts.sizes}, modes {opts.modes}", exc)
+                    report["memory_budget"] = {**budget.verdict(report["runs"]), "fits": False, "error": str(error)}
+                    save()
+                    raise error from None
+                report["runs"] += [asdict(r) for r in runs]
+                if bench_style.wanted(opts.modes):
+                    report.setdefault("ip_adapter", []).extend(bench_style.summary(runs))
+                if budget is not None:
+                    report["memory_budget"] = budget.verdict(report["runs"])
+                save()
+    if budget is not None and not report["memory_budget"]["fits"]:
+        raise OverBudget(f"every run finished under the allocator's cap, but the device had "
+                         f"{report['memory_budget']['peak_in_use_gb']} GB in use (CUDA context included): more than "
+                         f"the {opts.memory_budget_gb:g} GB budget. Figures in {json_path}")
+    return report
+
+
+def machine(device: torch.device) -> dict:
+    info = {"torch": torch.__version__, "device": str(device)}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(card=props.name, memory_gb=round(props.total_memory / 1e9, 1), cuda=torch.version.cuda)
+    return info

@@ -1,0 +1,121 @@
+"""Who may talk to the daemon and how much, as values: the access policy (``Access``: token, Host
+names, CORS origins, OSC allow-list) and the HTTP server's limits (``HttpLimits``).
+
+The CLI builds them (validated here, with errors that name the option); the front ends enforce
+them (``bridge.frontends.security``, ``bridge.frontends.http.connections``). Stdlib only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Iterable
+from urllib.parse import urlsplit
+
+from .errors import ConfigError, ValidationError
+
+try:
+    import resource
+except ImportError:  # Windows: no file limit of this kind to respect
+    resource = None
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+MIN_TOKEN_CHARS = 16
+RESERVED_FILES = 64  # descriptors kept for the model, shared memory, PNG files, executors, OSC
+TOKEN_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(24))'"
+
+
+@dataclass(frozen=True)
+class Access:
+    """The daemon's access policy (all empty: loopback only, no token, no CORS)."""
+
+    token: str | None = field(default=None, repr=False)
+    allow_hosts: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    osc_allow: tuple[Network, ...] = ()
+
+    def trusts_origin(self, origin: str) -> bool:
+        """True for the ``--cors-origin`` origins (compared case-insensitively)."""
+        return origin.lower() in self.cors_origins
+
+    @staticmethod
+    def from_options(token: str | None = None, allow_hosts: Iterable[str] = (), cors_origins: Iterable[str] = (),
+                     osc_allow: Iterable[str] = ()) -> "Access":
+        """Validate the command line's values; raises ``ConfigError`` saying what to change."""
+        return Access(_token(token), tuple(_host(h) for h in _split(allow_hosts)),
+                      tuple(_origin(o) for o in _split(cors_origins)),
+                      tuple(_network(n) for n in _split(osc_allow)))
+
+
+def _split(values: Iterable[str]) -> list[str]:
+    # Each option may be repeated and may hold a comma-separated list.
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def _token(token: str | None) -> str | None:
+    if token is None:
+        return None
+    if len(token) < MIN_TOKEN_CHARS or not token.isascii() or not token.isprintable() or " " in token:
+        raise ConfigError(f"--token must be at least {MIN_TOKEN_CHARS} printable ASCII characters without "
+                          f"spaces; make one with: {TOKEN_HINT}")
+    return token
+
+
+def _host(text: str) -> str:
+    host = text.lower().strip("[]")
+    if not host or any(c in host for c in "/@ ") or host.count(":") == 1:
+        raise ConfigError(f"--allow-host takes a host name or address without scheme or port, got {text!r}")
+    return host
+
+
+def _origin(text: str) -> str:
+    parts = urlsplit(text)
+    if text == "*" or parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") \
+            or parts.query or parts.fragment:
+        raise ConfigError("--cors-origin takes an origin such as https://example.org:8080 (scheme, host, "
+                          f"optional port; '*' is refused), got {text!r}")
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _network(text: str) -> Network:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ConfigError(f"--osc-allow takes IP addresses or networks such as 192.168.1.20 or 10.0.0.0/24, "
+                          f"got {text!r}") from None
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """The HTTP server's limits (``--max-connections``, ``--max-connections-per-address``)."""
+
+    head_timeout_s: float = 10.0  # request line and headers; also how long an idle keep-alive lasts
+    body_timeout_s: float = 10.0  # the longest pause inside a request body
+    max_connections: int = 256
+    max_per_address: int = 64
+    max_large_bodies: int = 4  # uploads over LARGE_BODY_BYTES (or of unknown length) read at once
+    ws_heartbeat_s: float = 20.0  # a WebSocket silent this long is pinged, and closed without a pong in half that
+    log_interval_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name, option in (("max_connections", " (--max-connections)"),
+                             ("max_per_address", " (--max-connections-per-address)"), ("max_large_bodies", "")):
+            if getattr(self, name) < 1:
+                raise ValidationError(name, f"{name}{option} must be at least 1, got {getattr(self, name)}")
+        for name in ("head_timeout_s", "body_timeout_s", "ws_heartbeat_s", "log_interval_s"):
+            if not getattr(self, name) > 0:
+                raise ValidationError(name, f"{name} must be more than 0 seconds, got {getattr(self, name)}")
+
+    def connection_cap(self) -> int:
+        """``max_connections``, lowered so that HTTP can never use up the process's file limit.
+
+        asyncio accepts up to ``backlog`` connections in one go before any of them is seen (and an
+        evicted one's descriptor closes a moment later), so HTTP may briefly hold twice the cap.
+        """
+        if resource is None:
+            return self.max_connections
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return self.max_connections
+        return max(1, min(self.max_connections, (soft - RESERVED_FILES) // 2))

@@ -1,0 +1,299 @@
+"""The live front end (aiohttp): the browser page, the WebSocket and the MJPEG stream.
+
+``GET /`` serves ``static/index.html`` (no build step, nothing from other origins).
+``GET /v1/ws`` takes JSON messages (parameter changes, validated by ``Scheduler.apply`` like
+REST) and sends frames as binary messages: a ``streams.HEADER`` then JPEG, PNG or raw RGBA.
+``GET /v1/stream.mjpeg`` is multipart/x-mixed-replace JPEG. Each client reads from its own
+latest-wins mailbox (``streams.Subscription``), so a slow one skips frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterator
+from urllib.parse import urlsplit
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from ...core.errors import ValidationError
+from ...core.access import HttpLimits
+from .connections import HTTP_LIMITS
+from .control_api import CONTROLS
+from .input_api import INPUTS
+from .style_api import STYLES
+from .inputs import MAX_INPUT_BYTES, WS_CONTROL_NAME, WS_INPUT, is_ws_control, is_ws_style
+from .rest import CHANNELS, add_channel_route, channel_name, error_response, loads_strict, scheduler_of, service_of
+from ...engine.scheduler import Scheduler
+from ..security import ACCESS
+from .streams import DEFAULT_QUALITY, HEADER, FrameEncoder, FrameHub, StreamFormat, Subscription
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+STATIC_FILES = ("page.js", "page.css")
+MAX_MESSAGE_BYTES = 64 * 1024
+CLOSE_TIMEOUT_S = 2.0
+MJPEG_BOUNDARY = "turbo-bridge-frame"
+MESSAGE_KEYS = ("params", "format", "quality")
+
+HUB = web.AppKey("frame_hub", FrameHub)
+ENCODER = web.AppKey("frame_encoder", FrameEncoder)
+CLOSERS = web.AppKey("stream_closers", set)  # every stream's close(reason); per channel too, under the same key
+
+# The page loads only from this daemon; frames arrive as blob: images.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
+                               "base-uri 'none'; form-action 'none'",
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+}
+
+SCHEMA = {
+    "live": {
+        "GET /": "the live page: prompt, seed, guidance, steps, size, the frame, FPS and latency",
+        "GET /v1/ws": "WebSocket; ?format=jpeg|png|rgba&quality=1..100; JSON messages in, frames out",
+        "GET /v1/stream.mjpeg": "?quality=1..100 multipart/x-mixed-replace JPEG, one part per new frame; parts "
+                                "end at the next boundary (no Content-Length); a slow reader skips frames",
+    },
+    "websocket": {
+        "in": {"params": "partial change, as PATCH /v1/params", "format": "jpeg, png or rgba",
+               "quality": "JPEG quality 1-100", "binary": "an input image (see input.websocket)"},
+        "out_text": {"hello": "on connect: params, version, format, quality",
+                     "applied": "reply to a good message: version, warnings, format, quality",
+                     "input": "reply to an input image: digest, width, height, changed, active, version",
+                     "error": "reply to a bad message: {error: {field, message}}",
+                     "params": "the params of the frames that follow: version, params"},
+        "out_binary": {
+            "byte_order": "little-endian", "header_bytes": HEADER.size,
+            "fields": [["magic", "4s", "TBW1"], ["header_size", "u16"], ["format", "u8", "0 rgba, 1 png, 2 jpeg"],
+                       ["reserved", "u8"], ["seq", "u64"], ["params_version", "u64"], ["width", "u32"],
+                       ["height", "u32"], ["render_ms", "f32"], ["payload_bytes", "u32"]],
+            "payload": "follows header_size bytes; rgba is width*height*4 bytes, rows top-first",
+        },
+    },
+}
+
+
+async def page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
+
+async def static_file(request: web.Request) -> web.FileResponse:
+    """The page's script and style: names from a fixed list, so no path can reach another file."""
+    name = request.match_info["name"]
+    if name not in STATIC_FILES:
+        raise web.HTTPNotFound(reason=f"no static file {name[:64]!r}")
+    return web.FileResponse(STATIC / name, headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+
+
+def _foreign_origin(request: web.Request) -> str | None:
+    # Browsers let any web site open a WebSocket to localhost: only this daemon's own page (and
+    # the --cors-origin origins) may. Tools that are not browsers send no Origin.
+    origin = request.headers.get("Origin")
+    if origin is None or urlsplit(origin).netloc == request.host or request.app[ACCESS].trusts_origin(origin):
+        return None
+    return origin
+
+
+@contextlib.contextmanager
+def _closer_registered(request: web.Request, close: Callable[[str], Awaitable[None]]) -> Iterator[None]:
+    """``close(reason)`` ends this stream on shutdown (reason "stopping") or when its channel goes ("deleted")."""
+    sets = [request.app[CLOSERS], service_of(request, CLOSERS)]
+    for closers in sets:
+        closers.add(close)
+    try:
+        yield
+    finally:
+        for closers in sets:
+            closers.discard(close)
+
+
+async def _close_or_abort(request: web.Request, graceful: Awaitable) -> None:
+    """Await a graceful close; abort the connection of a client that stopped reading.
+
+    (A transport's ``close`` would wait to flush what that client never reads.)
+    """
+    try:
+        await asyncio.wait_for(graceful, CLOSE_TIMEOUT_S)
+    except (asyncio.TimeoutError, ConnectionError):
+        if request.transport is not None:
+            request.transport.abort()
+
+
+class _WsClient:
+    """One WebSocket: its chosen format and the lock that keeps a params message before its frame."""
+
+    def __init__(self, ws: web.WebSocketResponse, fmt: StreamFormat, sub: Subscription):
+        self.ws = ws
+        self.format = fmt
+        self.sub = sub
+        self.lock = asyncio.Lock()
+
+    async def send_json(self, body: dict) -> None:
+        async with self.lock:
+            await self.ws.send_str(json.dumps(body))
+
+    async def send_frames(self, encoder: FrameEncoder) -> None:
+        last_version = None
+        try:
+            while (frame := await self.sub.take()) is not None:
+                message = await encoder.ws_message(frame, self.format)
+                async with self.lock:
+                    if frame.version != last_version:
+                        await self.ws.send_str(json.dumps(
+                            {"type": "params", "version": frame.version, "params": frame.params.to_json()}))
+                        last_version = frame.version
+                    await self.ws.send_bytes(message)
+        except ConnectionError:
+            pass  # the client went away; the handler's read loop ends too
+        except Exception:  # a loop boundary: report, and end this client rather than leave it frameless
+            log.exception("websocket frame sender failed")
+            await self.ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"frame sender failed")
+
+    async def handle(self, text: str, sched: Scheduler) -> dict:
+        """One text message in, one reply out (``applied`` or ``error``)."""
+        try:
+            body = _parse_message(text)
+            fmt = StreamFormat.parse(body, self.format)
+            applied = await sched.apply_async(body["params"]) if "params" in body else None
+        except ValidationError as exc:
+            return {"type": "error", **exc.to_json()}
+        if fmt != self.format:
+            self.format = fmt
+            if sched.latest is not None and not self.sub.pending:
+                self.sub.offer(sched.latest)  # show the current frame in the new format
+        return {"type": "applied", "version": applied.version if applied else sched.version,
+                "warnings": list(applied.warnings) if applied else [],
+                "format": self.format.kind, "quality": self.format.quality}
+
+
+def _parse_message(text: str) -> dict[str, Any]:
+    try:
+        body = loads_strict(text)
+    except ValueError as exc:
+        raise ValidationError(None, f"message is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ValidationError(None, 'expected a JSON object such as {"params": {"prompt": "a cat"}}, '
+                                    f"got {type(body).__name__}")
+    for key in body:
+        if key not in MESSAGE_KEYS:
+            raise ValidationError(key[:64], f"unknown message key {key[:64]!r}; known: {', '.join(MESSAGE_KEYS)} "
+                                            '(parameters go inside "params")')
+    return body
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    origin = _foreign_origin(request)
+    if origin is not None:
+        return error_response(403, None, f"WebSocket from origin {origin[:100]!r} refused: only pages served "
+                                         "by this daemon may connect")
+    fmt = StreamFormat.parse(request.query)
+    sched, hub = scheduler_of(request), service_of(request, HUB)
+    inputs, encoder, channel = service_of(request, INPUTS), service_of(request, ENCODER), channel_name(request)
+    # No per-message deflate: frames are already compressed (or raw and large), and it costs CPU.
+    # Binary messages are input images, so the transport takes their size; text is held to 64 KiB below.
+    # The heartbeat closes a client that went silent, also one stalled inside a large message.
+    ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_INPUT_BYTES + WS_INPUT.size + WS_CONTROL_NAME,
+                               heartbeat=request.app.get(HTTP_LIMITS, HttpLimits()).ws_heartbeat_s)
+    await ws.prepare(request)
+
+    async def close(reason: str) -> None:
+        async def tell_and_close() -> None:
+            if reason == "deleted":  # the client may recreate it (PATCH) or pick another channel
+                with contextlib.suppress(ConnectionError):
+                    await ws.send_str(json.dumps({"type": "deleted", "channel": channel}))
+            await ws.close(code=WSCloseCode.GOING_AWAY,
+                           message=b"channel deleted" if reason == "deleted" else b"daemon stopping")
+        await _close_or_abort(request, tell_and_close())
+
+    with hub.subscribe("websocket") as sub, _closer_registered(request, close):
+        client = _WsClient(ws, fmt, sub)
+        sender = None
+        try:
+            await client.send_json({"type": "hello", "protocol": 1, "channel": channel, "version": sched.version,
+                                    "params": sched.params.to_json(), "format": fmt.kind, "quality": fmt.quality})
+            sender = asyncio.create_task(client.send_frames(encoder), name="ws-sender")
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    if len(msg.data) > MAX_MESSAGE_BYTES:  # characters: at least as many bytes
+                        await ws.close(code=WSCloseCode.MESSAGE_TOO_BIG, message=b"text messages are at most 64 KiB")
+                        break
+                    await client.send_json(await client.handle(msg.data, sched))
+                elif msg.type == WSMsgType.BINARY:
+                    feed = service_of(request, CONTROLS) if is_ws_control(msg.data) \
+                        else service_of(request, STYLES) if is_ws_style(msg.data) else inputs
+                    await client.send_json(await feed.ws_message(msg.data))
+        except (ConnectionError, asyncio.CancelledError) as exc:
+            # The server cancels the handler when the connection drops (handler_cancellation).
+            log.info("websocket client %s went away without closing; its stream ended", request.remote)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        finally:
+            if sender is not None:
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
+    log.debug("websocket closed: %s, code %s", request.remote, ws.close_code)
+    return ws
+
+
+async def mjpeg(request: web.Request) -> web.StreamResponse:
+    quality = StreamFormat.parse({"format": "jpeg", "quality": request.query.get("quality", DEFAULT_QUALITY)}).quality
+    hub, encoder = service_of(request, HUB), service_of(request, ENCODER)
+    response = web.StreamResponse(headers={
+        "Content-Type": f"multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}",
+        "Cache-Control": "no-store",
+    })
+    await response.prepare(request)
+    finished = asyncio.Event()
+    # A browser shows a part once the next part's headers have arrived, and frames come only when
+    # something changes: so each JPEG is followed at once by the boundary and the next part's
+    # headers (which therefore cannot carry a Content-Length). Parts end at the next boundary.
+    part_head = f"--{MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\n\r\n".encode("ascii")
+    part_end = b"\r\n" + part_head
+
+    with hub.subscribe("mjpeg") as sub:
+        async def close(reason: str) -> None:
+            sub.close()  # the stream ends (a reader sees its end) whatever the reason
+            await _close_or_abort(request, finished.wait())
+
+        with _closer_registered(request, close):
+            try:
+                await response.write(part_head)
+                while (frame := await sub.take()) is not None:
+                    jpeg = await encoder.jpeg(frame, quality)
+                    await response.write(jpeg)
+                    await response.write(part_end)
+            except (ConnectionError, asyncio.CancelledError) as exc:
+                log.info("MJPEG client %s went away; its stream ended", request.remote)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+            finally:
+                finished.set()
+    return response
+
+
+async def close_clients(app: web.Application) -> None:
+    """On shutdown: end every stream and close every WebSocket (going away)."""
+    for hub in [channel.services[HUB] for channel in app[CHANNELS] if HUB in channel.services] \
+            if CHANNELS in app else [app[HUB]] if HUB in app else []:
+        hub.close()
+    await asyncio.gather(*(close("stopping") for close in list(app.get(CLOSERS, ()))))
+
+
+async def close_channel_clients(services: dict) -> None:
+    """A channel is going: its WebSocket clients are told (``{"type": "deleted"}``) and closed, streams end."""
+    services[HUB].close()
+    await asyncio.gather(*(close("deleted") for close in list(services[CLOSERS])))
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the page and the streams; HUB and ENCODER are set by the wiring."""
+    app[CLOSERS] = set()
+    app.router.add_get("/", page)
+    app.router.add_get("/static/{name}", static_file)
+    add_channel_route(app, "GET", "/v1/ws", websocket)
+    add_channel_route(app, "GET", "/v1/stream.mjpeg", mjpeg)

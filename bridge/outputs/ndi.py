@@ -1,0 +1,118 @@
+"""NDI out (``--ndi NAME``): every published frame, as an NDI source of that name.
+
+``publish`` runs on the GPU thread and only leaves the frame in a one-frame mailbox (latest
+wins: a frame the sender had no time for is counted as skipped). A worker thread sends with
+cyndilib (its wheels carry the NDI runtime), as RGBA at the frame's size; a size change
+re-creates the source under the same name, which receivers reconnect to. A still frame is sent
+again when a receiver connects after it (NDI does not keep it for late receivers).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from fractions import Fraction
+
+from ..core.errors import ConfigError
+from ..core.frame import Frame
+
+log = logging.getLogger(__name__)
+
+NOMINAL_RATE = Fraction(60, 1)  # NDI wants a rate in the frame; receivers pace by arrival
+IDLE_CHECK_S = 0.1  # while no frame comes: how often to look for new receivers
+
+
+def load_cyndilib():
+    try:
+        from cyndilib.sender import Sender
+        from cyndilib.video_frame import VideoSendFrame
+        from cyndilib.wrapper.ndi_structs import FourCC
+    except ImportError as exc:
+        raise ConfigError(f"--ndi needs cyndilib (pip install cyndilib; its wheels carry the NDI runtime): {exc}") \
+            from None
+    return Sender, VideoSendFrame, FourCC
+
+
+class NdiSender:
+    """A frame sink that sends each frame as the NDI source ``name``; ``start``/``close`` around use."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.sent = 0
+        self.skipped = 0
+        self.resent = 0  # the last frame again, for a receiver that connected after it
+        self.errors = 0
+        self.last_error: str | None = None
+        self._pending: Frame | None = None
+        self._wake = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._work, name="ndi", daemon=True)
+        self._classes = None
+
+    def start(self) -> None:
+        self._classes = load_cyndilib()  # fails at start, in one line, when cyndilib is missing
+        self._thread.start()
+        log.info("NDI source %r", self.name)
+
+    def publish(self, frame: Frame) -> None:
+        with self._wake:
+            if self._pending is not None:
+                self.skipped += 1
+            self._pending = frame
+            self._wake.notify()
+
+    def close(self, timeout: float | None = None) -> None:
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def health(self) -> dict:
+        return {"name": self.name, "sent": self.sent, "skipped": self.skipped, "resent": self.resent,
+                "errors": self.errors,
+                "last_error": self.last_error}
+
+    def _work(self) -> None:
+        Sender, VideoSendFrame, FourCC = self._classes
+        sender, size, last, connections = None, None, None, 0
+        try:
+            while True:
+                with self._wake:
+                    self._wake.wait_for(lambda: self._pending is not None or self._closing, IDLE_CHECK_S)
+                    if self._closing:
+                        return
+                    frame, self._pending = self._pending, None
+                try:
+                    if frame is None:
+                        # A still picture is sent once: a receiver that connects later gets it again.
+                        now = sender.get_num_connections(0) if sender is not None else 0
+                        if now > connections and last is not None:
+                            sender.write_video(last.pixels.reshape(-1))
+                            self.resent += 1
+                        connections = now
+                        continue
+                    if (frame.width, frame.height) != size:
+                        if sender is not None:
+                            sender.close()
+                        video = VideoSendFrame()
+                        video.set_resolution(frame.width, frame.height)
+                        video.set_frame_rate(NOMINAL_RATE)
+                        video.set_fourcc(FourCC.RGBA)
+                        sender = Sender(self.name, clock_video=False)  # the renderer sets the pace
+                        sender.set_video_frame(video)
+                        sender.open()
+                        size, connections = (frame.width, frame.height), 0
+                    sender.write_video(frame.pixels.reshape(-1))
+                    last = frame
+                    self.sent += 1
+                except Exception as exc:  # a worker boundary: report, try again with the next frame
+                    self.errors += 1
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    log.error("NDI send failed: %s", self.last_error)
+                    if sender is not None:
+                        sender.close()
+                    sender, size, last = None, None, None
+        finally:
+            if sender is not None:
+                sender.close()

@@ -1,0 +1,38 @@
+"""``turbo-bridge latency --input``: a real daemon process, input images in, frames out."""
+
+import pytest
+
+from bridge.bench.latency import format_latency, run_latency
+
+
+@pytest.mark.parametrize("via", ["shm", "rest"])
+def test_input_latency_counts_each_inputs_own_frame(via, cache_dir, monkeypatch):
+    monkeypatch.setenv("TURBO_BRIDGE_CACHE", str(cache_dir))
+    report = run_latency("demo", "full", 64, 5, 20.0, [], startup_timeout=120, via=via)
+    assert report.received == report.sent == 5 and report.input == via
+    # Each input's frame was rendered after the input was sent: its latency holds its whole render time.
+    # A frame counted one early (already rendering when the input came) would make the slack negative.
+    assert report.mean_render_ms > 0 and report.min_slack_ms >= 0
+    assert "input image in" in format_latency(report)
+
+
+def test_control_latency_runs_with_an_adapter_steering_every_frame(cache_dir, monkeypatch):
+    """``--control NAME``: the daemon's T2I-Adapter has an image and a scale before the first change."""
+    monkeypatch.setenv("TURBO_BRIDGE_CACHE", str(cache_dir))
+    report = run_latency("demo", "full", 64, 5, 20.0, ["--controlnet", "sketch=demo-t2i"], startup_timeout=120,
+                         control="sketch")
+    assert report.received == report.sent == 5 and report.control == "sketch"
+    assert "steered by 'sketch'" in format_latency(report)
+    with pytest.raises(Exception, match="no ControlNet named 'pose'"):  # a name the daemon lacks: said at once
+        run_latency("demo", "full", 64, 5, 20.0, ["--controlnet", "sketch=demo-t2i"], startup_timeout=120,
+                    control="pose")
+
+
+def test_null_latency_reports_the_daemons_cpu_and_wake_ups_per_change():
+    report = run_latency("null", "full", 64, 100, 100.0, [], startup_timeout=120)
+    assert report.received == report.sent == 100
+    assert report.cpu_ms_per_change > 0
+    # Each change wakes the event loop (the datagram) and the render thread (its job) at least once.
+    assert report.wakeups_by_thread["event loop"] >= 1 and report.wakeups_by_thread["gpu"] >= 0.5
+    assert report.wakeups_per_change == pytest.approx(sum(report.wakeups_by_thread.values()), abs=0.05)
+    assert "thread wake-ups per change (event loop" in format_latency(report)
