@@ -28,16 +28,17 @@ TCD_ETA = 0.3  # TCDScheduler.step's default gamma (the TCD paper's); diffusers'
 
 @dataclass(frozen=True)
 class Step:
-    """An Euler step (ancestral when ``sigma_up`` > 0), in the sigma parametrisation."""
+    """An Euler step (ancestral when ``sigma_up`` > 0), in the sigma parametrisation.
+
+    Its numbers are float32 values computed in float32 as diffusers' schedulers compute them (0-d
+    float32 tensors): the same frame to the last bit needs the same roundings, not float64 ones.
+    """
 
     timestep: torch.Tensor  # 0-d, on the device
     sigma: float
     sigma_up: float
-    sigma_down: float
-
-    @property
-    def input_scale(self) -> float:
-        return (self.sigma**2 + 1) ** 0.5
+    dt: float  # sigma_down - sigma: the ODE part of the step
+    input_scale: float  # (sigma**2 + 1) ** 0.5: the model's input is latents / input_scale
 
     def noised(self, image: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Image-to-image: the input's latents noised to this step (diffusers' ``add_noise``)."""
@@ -47,7 +48,7 @@ class Step:
         """One (ancestral) Euler step in float32: to sigma_down along the ODE, then noise to sigma_next."""
         denoised = latents - self.sigma * eps
         derivative = (latents - denoised) / self.sigma
-        latents = latents + derivative * (self.sigma_down - self.sigma)
+        latents = latents + derivative * self.dt
         return latents + noise * self.sigma_up if self.sigma_up else latents
 
 
@@ -118,15 +119,14 @@ def _tcd_steps(scheduler, device, eta: float = TCD_ETA) -> list[ConsistencyStep]
 
 
 def _euler_steps(scheduler, device, ancestral: bool) -> list[Step]:
-    sigmas = [float(s) for s in scheduler.sigmas]
+    sigmas = scheduler.sigmas.to(torch.float32)  # 0-d float32 tensors: diffusers' own arithmetic below
     steps = []
     for i, t in enumerate(scheduler.timesteps):
         s_from, s_to = sigmas[i], sigmas[i + 1]
-        if ancestral:
-            up = (s_to**2 * (s_from**2 - s_to**2) / s_from**2) ** 0.5
-            steps.append(Step(t.to(device), s_from, up, (s_to**2 - up**2) ** 0.5))
-        else:
-            steps.append(Step(t.to(device), s_from, 0.0, s_to))
+        up = (s_to**2 * (s_from**2 - s_to**2) / s_from**2) ** 0.5 if ancestral else torch.zeros(())
+        down = (s_to**2 - up**2) ** 0.5 if ancestral else s_to
+        steps.append(Step(t.to(device), float(s_from), float(up), float(down - s_from),
+                          float((s_from**2 + 1) ** 0.5)))
     return steps
 
 
