@@ -13,8 +13,8 @@ import logging
 import threading
 from fractions import Fraction
 
-from ..core.errors import ConfigError
 from ..core.frame import Frame
+from ..core.output import ErrorReport, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +28,15 @@ def load_cyndilib():
         from cyndilib.video_frame import VideoSendFrame
         from cyndilib.wrapper.ndi_structs import FourCC
     except ImportError as exc:
-        raise ConfigError(f"--ndi needs cyndilib (pip install cyndilib; its wheels carry the NDI runtime): {exc}") \
+        raise OutputError(f"--ndi needs cyndilib (pip install cyndilib; its wheels carry the NDI runtime): {exc}") \
             from None
     return Sender, VideoSendFrame, FourCC
 
 
 class NdiSender:
-    """A frame sink that sends each frame as the NDI source ``name``; ``start``/``close`` around use."""
+    """An output that sends each frame as the NDI source ``name``; ``start``/``close`` around use."""
+
+    kind = "ndi"
 
     def __init__(self, name: str):
         self.name = name
@@ -42,15 +44,18 @@ class NdiSender:
         self.skipped = 0
         self.resent = 0  # the last frame again, for a receiver that connected after it
         self.errors = 0
-        self.last_error: str | None = None
+        self.error: str | None = None  # set while sends fail; a sent frame clears it
+        self.last_error: str | None = None  # stays after recovery
+        self._report: ErrorReport = lambda message: None
         self._pending: Frame | None = None
         self._wake = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._work, name="ndi", daemon=True)
         self._classes = None
 
-    def start(self) -> None:
+    def start(self, report: ErrorReport = lambda message: None) -> None:
         self._classes = load_cyndilib()  # fails at start, in one line, when cyndilib is missing
+        self._report = report
         self._thread.start()
         log.info("NDI source %r", self.name)
 
@@ -70,8 +75,7 @@ class NdiSender:
 
     def health(self) -> dict:
         return {"name": self.name, "sent": self.sent, "skipped": self.skipped, "resent": self.resent,
-                "errors": self.errors,
-                "last_error": self.last_error}
+                "errors": self.errors, "error": self.error, "last_error": self.last_error}
 
     def _work(self) -> None:
         Sender, VideoSendFrame, FourCC = self._classes
@@ -106,10 +110,14 @@ class NdiSender:
                     sender.write_video(frame.pixels.reshape(-1))
                     last = frame
                     self.sent += 1
+                    self.error = None
                 except Exception as exc:  # a worker boundary: report, try again with the next frame
                     self.errors += 1
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-                    log.error("NDI send failed: %s", self.last_error)
+                    first = self.error is None
+                    self.error = self.last_error = f"NDI source {self.name!r}: {type(exc).__name__}: {exc}"
+                    if first:  # once per failure episode: a broken sender must not flood the log
+                        log.error("NDI send failed: %s", self.error)
+                        self._report(self.error)
                     if sender is not None:
                         sender.close()
                     sender, size, last = None, None, None
