@@ -147,12 +147,20 @@ class ChannelRegistry:
                 await outputs.close()
             raise ChannelLimitError(f"at most {self.max_channels} channels ({MAIN} included; --max-channels); "
                                     f"DELETE /v1/channels/NAME one first")
-        done = self._busy[name] = asyncio.get_running_loop().create_future()
         self._making += 1
         try:
-            return await self._make(name, outputs)
+            async with self._held(name):
+                return await self._make(name, outputs)
         finally:
             self._making -= 1
+
+    @contextlib.asynccontextmanager
+    async def _held(self, name: str):
+        """While a channel of ``name`` is made or torn down, whoever wants that name waits."""
+        done = self._busy[name] = asyncio.get_running_loop().create_future()
+        try:
+            yield
+        finally:
             del self._busy[name]
             done.set_result(None)
 
@@ -171,7 +179,8 @@ class ChannelRegistry:
             outputs.listen(sched.output_failed)
             channel = Channel(name, sched, outputs)
             for hook in self._hooks:
-                hook[0](channel)
+                create, _ = hook
+                create(channel)
                 made.append(hook)
         except BaseException:
             # Whatever front ends made for it goes again: no half-made channel stays behind.
@@ -201,14 +210,9 @@ class ChannelRegistry:
             await self._remove(channel)
 
     async def _remove(self, channel: Channel) -> None:
-        # The name stays busy until the outputs let go: a new channel of that name waits for its segment.
         del self._channels[channel.name]
-        done = self._busy[channel.name] = asyncio.get_running_loop().create_future()
-        try:
+        async with self._held(channel.name):  # until its outputs let go: a new one waits for its segment
             await self._tear_down(channel)
-        finally:
-            del self._busy[channel.name]
-            done.set_result(None)
 
     async def _tear_down(self, channel: Channel) -> None:
         channel.deleted.set()

@@ -15,6 +15,7 @@ from fractions import Fraction
 
 from ..core.frame import Frame
 from ..core.output import ErrorReport, OutputError
+from .mailbox import Mailbox
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +42,12 @@ class NdiSender:
     def __init__(self, name: str):
         self.name = name
         self.sent = 0
-        self.skipped = 0
         self.resent = 0  # the last frame again, for a receiver that connected after it
         self.errors = 0
         self.error: str | None = None  # set while sends fail; a sent frame clears it
         self.last_error: str | None = None  # stays after recovery
         self._report: ErrorReport = lambda message: None
-        self._pending: Frame | None = None
-        self._wake = threading.Condition()
-        self._closing = False
+        self._mailbox = Mailbox()
         self._thread = threading.Thread(target=self._work, name="ndi", daemon=True)
         self._classes = None
 
@@ -60,21 +58,15 @@ class NdiSender:
         log.info("NDI source %r", self.name)
 
     def publish(self, frame: Frame) -> None:
-        with self._wake:
-            if self._pending is not None:
-                self.skipped += 1
-            self._pending = frame
-            self._wake.notify()
+        self._mailbox.put(frame)
 
     def close(self, timeout: float | None = None) -> None:
-        with self._wake:
-            self._closing = True
-            self._wake.notify()
+        self._mailbox.close()
         if self._thread.is_alive():
             self._thread.join(timeout)
 
     def health(self) -> dict:
-        return {"name": self.name, "sent": self.sent, "skipped": self.skipped, "resent": self.resent,
+        return {"name": self.name, "sent": self.sent, "skipped": self._mailbox.skipped, "resent": self.resent,
                 "errors": self.errors, "error": self.error, "last_error": self.last_error}
 
     def _work(self) -> None:
@@ -82,11 +74,9 @@ class NdiSender:
         sender, size, last, connections = None, None, None, 0
         try:
             while True:
-                with self._wake:
-                    self._wake.wait_for(lambda: self._pending is not None or self._closing, IDLE_CHECK_S)
-                    if self._closing:
-                        return
-                    frame, self._pending = self._pending, None
+                frame = self._mailbox.take(IDLE_CHECK_S)
+                if self._mailbox.closed:
+                    return
                 try:
                     if frame is None:
                         # A still picture is sent once: a receiver that connects later gets it again.

@@ -26,6 +26,7 @@ from PIL import Image
 
 from ..core.frame import Frame
 from ..core.output import ErrorReport, OutputError
+from .mailbox import Mailbox
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +98,9 @@ class PngFiles:
         self._own_folder = own_folder
         self._remedy = remedy
         self._report: ErrorReport = lambda message: None
-        self._pending: Frame | None = None
-        self._wake = threading.Condition()
-        self._closing = False
+        self._mailbox = Mailbox()
         self._thread: threading.Thread | None = None
         self.written = 0
-        self.skipped = 0
         self.failed_writes = 0
         self.error: str | None = None  # set while writes fail; None once one succeeds again
         self.last_error: str | None = None  # stays after recovery
@@ -116,26 +114,20 @@ class PngFiles:
         self._thread.start()
 
     def publish(self, frame: Frame) -> None:
-        with self._wake:
-            if self._pending is not None:
-                self.skipped += 1
-            self._pending = frame
-            self._wake.notify()
+        self._mailbox.put(frame)
 
     def close(self, timeout: float | None = None) -> None:
-        with self._wake:
-            self._closing = True
-            self._wake.notify()
+        self._mailbox.close()
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
-                log.warning("PNG output to %s still busy after %.0f s; left running", self.directory, timeout)
+                log.warning("PNG output to %s still busy after %s s; left running", self.directory, timeout)
                 return
         if self._own_folder:
             self._remove_folder()
 
     def health(self) -> dict:
-        return {"dir": str(self.directory), "written": self.written, "skipped": self.skipped,
+        return {"dir": str(self.directory), "written": self.written, "skipped": self._mailbox.skipped,
                 "failed_writes": self.failed_writes, "error": self.error, "last_error": self.last_error}
 
     # -- the folder ------------------------------------------------------------------------
@@ -171,21 +163,14 @@ class PngFiles:
 
     # -- the worker thread ---------------------------------------------------------------------
     def _work(self) -> None:
-        while True:
-            with self._wake:
-                self._wake.wait_for(lambda: self._pending is not None or self._closing)
-                if self._closing:
-                    return
-                frame, self._pending = self._pending, None
+        while (frame := self._mailbox.take()) is not None:
             try:
                 self._write(frame.seq, self._encode(frame))
             except Exception as exc:  # a worker boundary: report, keep the newest frame, retry later
                 self._failed(exc)
-                with self._wake:
-                    if self._pending is None:
-                        self._pending = frame
-                    if self._wake.wait_for(lambda: self._closing, self.retry_s):
-                        return
+                self._mailbox.put_back(frame)
+                if self._mailbox.wait_closed(self.retry_s):
+                    return
                 continue
             self.written += 1
             if self.error is not None:

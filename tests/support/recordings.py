@@ -1,12 +1,12 @@
 """Helpers for recording tests: ffprobe and PyAV read-backs, frames made to flow, the record route."""
 
-import asyncio
 import json
 import subprocess
 from pathlib import Path
 
 import av
 import numpy as np
+import waiting
 
 
 def probe(path: Path) -> dict:
@@ -25,11 +25,8 @@ def decoded(path: Path) -> list[np.ndarray]:
 
 
 async def settle(predicate, timeout=60.0):
-    for _ in range(int(timeout / 0.01)):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met in time")
+    """``waiting.settle`` with room for an encoder on a busy machine."""
+    await waiting.settle(predicate, timeout)
 
 
 async def frames_flow(daemon, count: int) -> None:
