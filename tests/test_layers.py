@@ -16,7 +16,7 @@ ALLOWED = {
     "core": set(),
     "client": set(),
     "outputs": {"core", "client"},
-    "engine": {"core", "client", "outputs"},
+    "engine": {"core", "client"},
     "frontends": {"core", "client", "engine", "outputs", "frontends"},
     "frontends.http": {"core", "client", "engine", "outputs", "frontends.security"},
     "frontends.osc": {"core", "client", "engine", "frontends.security"},

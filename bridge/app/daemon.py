@@ -2,7 +2,8 @@
 sockets (``Daemon``) and the run until a stop signal (``serve``, ``STOP_SIGNALS``).
 
 What each part wires lives next door: ``renderers`` (a warm pipeline per device), ``engine``
-(render queues, channels, sinks), ``frontends`` (HTTP, OSC, per-channel front-end services).
+(render queues, channels), ``outputs`` (each channel's outputs), ``frontends`` (HTTP, OSC,
+per-channel front-end services).
 """
 
 from __future__ import annotations
@@ -19,12 +20,10 @@ from aiohttp import web
 from ..config import Config
 from ..core.frame import Renderer
 from ..engine.scheduler import Scheduler
-from ..outputs.ndi import NdiSender
-from ..outputs.record import Recorder
-from ..frontends.http import connections, control_api, input_api, live, record_api, rest, style_api
+from ..frontends.http import connections, control_api, input_api, live, rest, style_api
 from ..frontends import security, sockets
 from ..frontends.osc.server import OscServer
-from .engine import DEVICE_INFO, MODEL_INFO, PNG_WRITER, png_files, render_engine
+from .engine import DEVICE_INFO, MAIN_OUTPUTS, MODEL_INFO, render_engine
 from .frontends import GUARD, OSC, OSC_SOCKET, http, live_input, osc, streams
 from .renderers import load_renderer
 
@@ -49,15 +48,15 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
     app = web.Application(client_max_size=rest.MAX_BODY_BYTES)
     app[CONFIG] = config
     http(app, config)
-    app[record_api.RECORDER] = recorder = Recorder(config.output_dir)  # records channel main
-    ndi = NdiSender(config.ndi) if config.ndi else None  # sends channel main
     started = time.monotonic()
 
     def health() -> dict:
         sched = app[rest.SCHEDULER]
         latest = sched.latest
-        out = {
-            "status": "degraded" if sched.stats.failing or (PNG_WRITER in app and app[PNG_WRITER].error) else "ok",
+        main_outputs = app[MAIN_OUTPUTS]  # main's, also once the daemon stopped
+        failing = sched.stats.failing or main_outputs.errors() or app[rest.CHANNELS].output_errors()
+        return {
+            "status": "degraded" if failing else "ok",
             **app[MODEL_INFO],
             "version": sched.version,
             "frame_seq": latest.seq if latest else 0,
@@ -76,20 +75,16 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             "channels": app[rest.CHANNELS].health(),
             "max_channels": config.max_channels,
             "devices": [{**info, **queue} for info, queue in zip(app[DEVICE_INFO], app[rest.CHANNELS].devices())],
-            "record": recorder.state(),
             "controls": app[control_api.CONTROLS].health(),
             "style": app[style_api.STYLES].health(),
+            "output_errors": app[rest.CHANNELS].output_errors(),
+            **main_outputs.health(),  # by kind: shm, png_files (--output-dir), record, ndi (--ndi)
         }
-        if ndi is not None:
-            out["ndi"] = ndi.health()
-        if PNG_WRITER in app:
-            out["png_files"] = app[PNG_WRITER].health()  # main's, also once the daemon stopped
-        return out
 
     app[rest.HEALTH] = health
     # Started in this order, stopped in the reverse one.
-    app.cleanup_ctx.extend([render_engine(config, renderer_factory, recorder, ndi), osc(config, recorder),
-                            png_files(config), streams, live_input(config), _close_channels])
+    app.cleanup_ctx.extend([render_engine(config, renderer_factory), osc(config), streams, live_input(config),
+                            _close_channels])
     return app
 
 

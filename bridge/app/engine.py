@@ -1,5 +1,5 @@
-"""Wires the engine: a render thread, renderer and render queue per device, the channel registry,
-channel main's segment and extra sinks (recorder, NDI), and the PNG files of ``--output-dir``.
+"""Wires the engine: a render thread, renderer and render queue per device, the channel registry
+with each channel's outputs (``bridge.app.outputs``), channel main first.
 
 Each function here returns one aiohttp cleanup context: what it starts, it stops.
 """
@@ -7,7 +7,6 @@ Each function here returns one aiohttp cleanup context: what it starts, it stops
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -18,30 +17,29 @@ from aiohttp import web
 from ..config import Config
 from ..core.frame import Renderer
 from ..core.params import Limits
+from ..engine.channel_outputs import ChannelOutputs
 from ..engine.channels import MAIN, Channel, ChannelRegistry
 from ..engine.loras import LoraGate
 from ..engine.render_queue import RenderQueue
 from ..engine.render_thread import RenderThread
-from ..outputs.ndi import NdiSender
-from ..outputs.png import PngCache, PngFileWriter
+from ..frontends.http import record_api, rest
+from ..outputs.png import PngCache
 from ..outputs.record import Recorder
-from ..outputs.shm import ShmWriter
-from ..frontends.http import rest
+from . import outputs
 from .renderers import resolve_devices
 
 log = logging.getLogger(__name__)
 
-PNG_WRITER = web.AppKey("png_writer", PngFileWriter)
 MODEL_INFO = web.AppKey("model_info", dict)
 DEVICE_INFO = web.AppKey("device_info", list)  # one model info per device
+MAIN_OUTPUTS = web.AppKey("main_outputs", ChannelOutputs)  # kept for /v1/health, also once stopped
 FIRST_FRAME_WAIT_S = 30.0  # at start, for channel main's first frame (the model is warm by then)
-RECORD_FINISH_TIMEOUT_S = 30.0  # at shutdown, for the recorder to finish its file
+PNG_FRAMES_KEPT = 4  # encoded frames kept per channel (HTTP clients asking for the same frame)
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
-def render_engine(config: Config, renderer_factory: Callable[[Config], tuple[Renderer, dict]], recorder: Recorder,
-                  ndi: NdiSender | None) -> CleanupContext:
+def render_engine(config: Config, renderer_factory: Callable[[Config], tuple[Renderer, dict]]) -> CleanupContext:
     """Loads a renderer per device and makes the channel registry with channel main (``rest.CHANNELS``)."""
 
     async def executors(app: web.Application) -> AsyncIterator[None]:
@@ -52,10 +50,13 @@ def render_engine(config: Config, renderer_factory: Callable[[Config], tuple[Ren
         lora_loader = ThreadPoolExecutor(1, thread_name_prefix="lora-loader")
         loop = asyncio.get_running_loop()
         try:
-            # main's segment first: a live daemon of the same --shm-name is refused before loading a model.
-            main_shm = ShmWriter(config.shm_name, config.max_size, config.max_size) if config.shm_name else None
-            if main_shm is not None:
-                main_shm.open()
+            png_cache = PngCache(encoder, keep=PNG_FRAMES_KEPT * config.max_channels)
+            made = outputs.factory(config, outputs.OutputParts(png_cache))
+            # main's outputs first: a live daemon of the same --shm-name, a missing NDI library or an
+            # output folder that cannot be made is refused before loading a model.
+            main_outputs = app[MAIN_OUTPUTS] = ChannelOutputs(MAIN, made(MAIN))
+            await main_outputs.start()
+            app[record_api.RECORDER] = outputs.find(main_outputs, Recorder)
             # Each device loads its own pipeline on its own thread, all at once.
             try:
                 loaded = await asyncio.gather(*(
@@ -63,8 +64,7 @@ def render_engine(config: Config, renderer_factory: Callable[[Config], tuple[Ren
                                          config if device is None else replace(config, device=device))
                     for gpu, device in zip(gpus, devices)))
             except BaseException:
-                if main_shm is not None:
-                    main_shm.close()
+                await main_outputs.close()
                 raise
             app[MODEL_INFO] = loaded[0][1]
             app[DEVICE_INFO] = [info for _, info in loaded]
@@ -74,20 +74,18 @@ def render_engine(config: Config, renderer_factory: Callable[[Config], tuple[Ren
             for queue in queues:  # each device folds LoRAs into its own UNet, from its own catalog
                 queue.loras = LoraGate(getattr(getattr(queue.renderer, "loras", None), "catalog", None), lora_loader)
             registry = app[rest.CHANNELS] = ChannelRegistry(
-                queues, initial=config.initial, shm_name=config.shm_name,
+                queues, initial=config.initial, outputs=made,
                 limits=Limits(config.max_size, tuple(spec.name for spec in config.controlnets),
                               style=config.ip_adapter is not None),
                 max_channels=config.max_channels)
 
-            def png_cache(channel: Channel) -> None:
-                channel.services[rest.PNG_CACHE] = PngCache(encoder)
+            def png_cache_of(channel: Channel) -> None:
+                channel.services[rest.PNG_CACHE] = png_cache
 
-            registry.extend(png_cache)
-            if ndi is not None:
-                ndi.start()
-            main = registry.create(MAIN, shm=main_shm, sinks=tuple(s for s in (recorder, ndi) if s is not None))
+            registry.extend(png_cache_of)
+            main = await registry.create(MAIN, outputs=main_outputs)
             app[rest.SCHEDULER] = main.scheduler
-            app[rest.PNG_CACHE] = main.services[rest.PNG_CACHE]
+            app[rest.PNG_CACHE] = png_cache
             # Serve once main's first frame is out (or failed): a client's first change then never
             # races the initial frame, which would otherwise answer its wait with the older state.
             if not await main.scheduler.first_frame(FIRST_FRAME_WAIT_S):
@@ -95,15 +93,13 @@ def render_engine(config: Config, renderer_factory: Callable[[Config], tuple[Ren
             try:
                 yield
             finally:
-                await registry.close()  # normally already closed by the channels context
+                # Normally already closed by the channels context. Each channel's outputs close once its
+                # last frame is out: a recording ends in a finished file (SIGTERM too).
+                await registry.close()
                 for queue in queues:
                     await queue.close()
-                # The render threads may still be finishing a frame into shared memory.
+                # The render threads may still be finishing a frame.
                 await asyncio.gather(*(loop.run_in_executor(gpu, lambda: None) for gpu in gpus))
-                # Then no frame comes any more: a recording ends in a finished file (SIGTERM too).
-                await loop.run_in_executor(None, recorder.close, RECORD_FINISH_TIMEOUT_S)
-                if ndi is not None:
-                    await loop.run_in_executor(None, ndi.close, RECORD_FINISH_TIMEOUT_S)
         finally:
             for gpu in gpus:
                 gpu.shutdown(wait=True)
@@ -111,48 +107,3 @@ def render_engine(config: Config, renderer_factory: Callable[[Config], tuple[Ren
             lora_loader.shutdown(wait=True)
 
     return executors
-
-
-async def _cancel(task: asyncio.Task) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-def png_files(config: Config) -> CleanupContext:
-    """Writes every channel's frames as PNG files into ``--output-dir`` (nothing without one)."""
-
-    async def context(app: web.Application) -> AsyncIterator[None]:
-        if config.output_dir is None:
-            yield
-            return
-        files = ThreadPoolExecutor(1, thread_name_prefix="png-files")
-        config.output_dir.mkdir(parents=True, exist_ok=True)  # at start, parents too; an error stops the start
-
-        def start(channel: Channel) -> None:
-            # main keeps --output-dir itself; channel NAME writes into its folder NAME there.
-            folder = config.output_dir if channel.name == MAIN else config.output_dir / channel.name
-            folder.mkdir(exist_ok=True)
-            writer = PngFileWriter(folder, channel.services[rest.PNG_CACHE], files, config.keep_frames,
-                                   on_error=channel.scheduler.broadcast_error)
-            channel.services[PNG_WRITER] = writer
-            channel.scheduler.on_frame(writer.offer)
-            if channel.scheduler.latest is not None:  # main's first frame is out before the writer starts
-                writer.offer(channel.scheduler.latest)
-            channel.services["png-writer-task"] = asyncio.create_task(writer.run(), name=f"png-writer-{channel.name}")
-
-        async def stop(channel: Channel) -> None:
-            task = channel.services.pop("png-writer-task", None)
-            if task is not None:
-                await _cancel(task)
-
-        app[rest.CHANNELS].extend(start, stop)
-        app[PNG_WRITER] = app[rest.CHANNELS].main.services[PNG_WRITER]
-        try:
-            yield
-        finally:
-            for channel in app[rest.CHANNELS]:
-                await stop(channel)
-            files.shutdown(wait=True)
-
-    return context

@@ -17,7 +17,6 @@ from aiohttp import web
 
 from ..config import Config
 from ..engine.channels import Channel
-from ..outputs.record import Recorder
 from ..frontends.http import channels_api, connections, control_api, input_api, live, openapi, record_api, rest, style_api
 from ..frontends import security, sockets
 from ..frontends.osc.server import ADDRESSES, OscServer
@@ -53,11 +52,12 @@ def http(app: web.Application, config: Config) -> None:
     app.on_shutdown.extend([rest.end_long_polls, live.close_clients])  # before the cleanup contexts unwind
 
 
-def osc(config: Config, recorder: Recorder) -> CleanupContext:
+def osc(config: Config) -> CleanupContext:
     """The OSC server on the socket ``Daemon`` bound (``OSC_SOCKET``), attached to every channel."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
+        recorder = app[record_api.RECORDER]  # channel main's, made with its outputs
         sock = app[OSC_SOCKET] if OSC_SOCKET in app else sockets.bind_osc(config.host, config.osc_port)
         allow = security.SenderFilter(config.access.osc_allow) \
             if config.access.osc_allow or not security.is_loopback(config.host) else None

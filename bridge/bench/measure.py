@@ -96,26 +96,27 @@ def stats(times_ms: list[float]) -> dict[str, float]:
 
 @contextlib.contextmanager
 def extra_sinks(names: tuple[str, ...]):
-    """The show-output sinks, started as the daemon starts them: [(name, sink)]; stopped after."""
-    made, closers = [], []
+    """The show outputs, started as the daemon starts them (a recording running): [(name, output)]; closed after."""
+    made = []
     with contextlib.ExitStack() as stack:
         if "record" in names:
             recorder = Recorder(Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tb-bench-"))))
-            recorder.start()
-            closers.append(recorder.close)
             made.append(("record", recorder))
         if "ndi" in names:
-            sender = NdiSender(f"turbo-bridge-bench-{uuid.uuid4().hex[:6]}")
-            sender.start()
-            closers.append(sender.close)
-            made.append(("ndi", sender))
+            made.append(("ndi", NdiSender(f"turbo-bridge-bench-{uuid.uuid4().hex[:6]}")))
+        started = []
         try:
+            for name, output in made:
+                output.start(lambda message, name=name: log.error("%s output: %s", name, message))
+                started.append(output)
+                if isinstance(output, Recorder):
+                    output.start_recording()
             yield made
         finally:
-            for close in closers:
-                close()
-            for name, sink in made:
-                log.info("%s sink: %s", name, sink.state() if name == "record" else sink.health())
+            for output in reversed(started):
+                output.close(30.0)
+            for name, output in made:
+                log.info("%s output: %s", name, output.health())
 
 
 def free_memory(device: torch.device) -> None:

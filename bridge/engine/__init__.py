@@ -1,5 +1,6 @@
 """The engine: channels, their state and latest-wins scheduling, the render queues and threads.
 
-May import ``core``, ``client`` (names and layout) and ``outputs``; never ``frontends``,
-``pipeline`` or ``app``. It sees a renderer only through ``core``'s contract.
+May import ``core`` and ``client`` (names and layout); never ``outputs``, ``frontends``,
+``pipeline`` or ``app``. It sees a renderer and the outputs only through ``core``'s contracts
+(``core.frame.Renderer``, ``core.output.Output``): the app hands it an output factory.
 """

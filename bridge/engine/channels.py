@@ -1,10 +1,14 @@
 """Channels: several independent live streams in one daemon.
 
 A channel is a scheduler (its own params, version, input, frames) with its own render loop and
-shared-memory segment (``{shm-name}.NAME``; ``main`` keeps ``{shm-name}``), placed on one of the
-daemon's render queues (one per device). ``main`` always exists. Front ends keep their own
-per-channel state (a frame hub, an input service, ...) in ``Channel.services``, made and torn
-down by the hooks they register with ``ChannelRegistry.extend``.
+outputs (made by the app's output factory: its shared-memory segment ``{shm-name}.NAME``, its PNG
+folder...), placed on one of the daemon's render queues (one per device). ``main`` always exists.
+Front ends keep their own per-channel state (a frame hub, an input service, ...) in
+``Channel.services``, made and torn down by the hooks they register with ``ChannelRegistry.extend``.
+
+A channel is made whole or not at all: outputs that cannot start (a planted segment, a file where
+its folder goes) answer ``ChannelConflictError`` (409) and leave nothing behind. A name whose
+channel is still being made or torn down waits for that to finish, then is looked at again.
 
 Placement: a new channel goes to the device with the least load (each channel weighs its
 frame's pixels x UNet runs); channels stay where they are unless moving one makes the most
@@ -21,12 +25,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from ..client.channels import segment_name
 from ..core.errors import BridgeError, ValidationError
+from ..core.output import OutputError, OutputFactory
 from ..core.params import Limits, Params
+from .channel_outputs import ChannelOutputs
 from .render_queue import RenderQueue
 from .scheduler import Scheduler
-from ..outputs.shm import ShmWriter
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +39,11 @@ NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 DEFAULT_MAX_CHANNELS = 4
 
 
-class ChannelLimitError(BridgeError):
+class ChannelConflictError(BridgeError):
+    """A channel that cannot be made now (answered 409); the message says what is in the way."""
+
+
+class ChannelLimitError(ChannelConflictError):
     """More channels than ``--max-channels`` (answered 409)."""
 
 
@@ -59,7 +67,7 @@ def load_of(params: Params) -> int:
 class Channel:
     name: str
     scheduler: Scheduler
-    shm: ShmWriter | None
+    outputs: ChannelOutputs
     services: dict[str, Any] = field(default_factory=dict)  # front ends' per-channel state, by key
     deleted: asyncio.Event = field(default_factory=asyncio.Event)  # set when removed: waiters answer
     task: asyncio.Task | None = None
@@ -73,17 +81,18 @@ Hook = tuple[Callable[[Channel], None], Callable[[Channel], Awaitable[None] | No
 
 
 class ChannelRegistry:
-    """Owns the channels: their schedulers, render loops, segments and placement on devices."""
+    """Owns the channels: their schedulers, render loops, outputs and placement on devices."""
 
-    def __init__(self, queues: list[RenderQueue], *, initial: Params, limits: Limits, shm_name: str | None,
-                 max_channels: int = DEFAULT_MAX_CHANNELS, slot_size: int | None = None):
+    def __init__(self, queues: list[RenderQueue], *, initial: Params, limits: Limits,
+                 outputs: OutputFactory = lambda name: (), max_channels: int = DEFAULT_MAX_CHANNELS):
         if not queues:
             raise ValueError("at least one render queue")
         self.queues = list(queues)
         self.max_channels = max_channels
-        self._initial, self._limits, self._shm_name = initial, limits, shm_name
-        self._slot_size = slot_size or limits.max_size
+        self._initial, self._limits, self._outputs = initial, limits, outputs
         self._channels: dict[str, Channel] = {}
+        self._busy: dict[str, asyncio.Future] = {}  # names being made or torn down: done when they are
+        self._making = 0
         self._hooks: list[Hook] = []
         self.created = 0
         self.deleted = 0
@@ -119,45 +128,78 @@ class ChannelRegistry:
             create(channel)
 
     # -- life cycle ---------------------------------------------------------------------
-    def create(self, name: str, shm: ShmWriter | None = None, sinks: tuple = ()) -> Channel:
-        """A new channel from the daemon's initial parameters; raises when the name or the count is wrong.
+    async def create(self, name: str, outputs: ChannelOutputs | None = None) -> Channel:
+        """The channel ``name``, made from the daemon's initial parameters if there is none.
 
-        ``shm``: its segment, already open (main's is opened before the model loads); else one is made.
-        ``sinks``: more outputs of its frames (main's recorder and NDI sender).
+        ``outputs``: its outputs, already started (main's start before the model loads); else the
+        output factory makes and starts them. Raises ``ValidationError`` for a bad name,
+        ``ChannelConflictError`` past ``--max-channels`` or when an output cannot start.
         """
         check_name(name)
+        while (busy := self._busy.get(name)) is not None:  # being made or torn down: wait, look again
+            await asyncio.shield(busy)
         if name in self._channels:
+            if outputs is not None:
+                await outputs.close()
             return self._channels[name]
-        if len(self._channels) >= self.max_channels:
+        if len(self._channels) + self._making >= self.max_channels:
+            if outputs is not None:
+                await outputs.close()
             raise ChannelLimitError(f"at most {self.max_channels} channels ({MAIN} included; --max-channels); "
                                     f"DELETE /v1/channels/NAME one first")
+        self._making += 1
+        try:
+            async with self._held(name):
+                return await self._make(name, outputs)
+        finally:
+            self._making -= 1
+
+    @contextlib.asynccontextmanager
+    async def _held(self, name: str):
+        """While a channel of ``name`` is made or torn down, whoever wants that name waits."""
+        done = self._busy[name] = asyncio.get_running_loop().create_future()
+        try:
+            yield
+        finally:
+            del self._busy[name]
+            done.set_result(None)
+
+    async def _make(self, name: str, outputs: ChannelOutputs | None) -> Channel:
+        if outputs is None:
+            outputs = ChannelOutputs(name, self._outputs(name))
+            try:
+                await outputs.start()
+            except OutputError as exc:
+                raise ChannelConflictError(f"channel {name!r} cannot be created: {exc}") from None
         queue = self._least_loaded()
-        if shm is None and self._shm_name:
-            shm = ShmWriter(segment_name(self._shm_name, name), self._slot_size, self._slot_size)
-            shm.open()
+        made: list[Hook] = []
         try:
             sched = Scheduler(queue.renderer, queue, initial=self._initial, limits=self._limits,
-                              sinks=[*([shm] if shm else []), *sinks], name=name)
-            channel = self._channels[name] = Channel(name, sched, shm)
-            for create, _ in self._hooks:
+                              sinks=[outputs], name=name)
+            outputs.listen(sched.output_failed)
+            channel = Channel(name, sched, outputs)
+            for hook in self._hooks:
+                create, _ = hook
                 create(channel)
+                made.append(hook)
         except BaseException:
-            self._channels.pop(name, None)
-            if shm is not None:
-                shm.close()
+            # Whatever front ends made for it goes again: no half-made channel stays behind.
+            for _, delete in reversed(made):
+                await _run_hook(delete, channel)
+            await outputs.close()
             raise
+        self._channels[name] = channel
         channel.task = asyncio.create_task(sched.run(), name=f"render-loop-{name}")
         self.created += 1
         log.info("channel %r created on %s (%d of %d)", name, queue.name, len(self._channels), self.max_channels)
         return channel
 
     async def delete(self, name: str) -> None:
-        """Remove a channel: waiters answered, render loop stopped, clients told, segment unlinked."""
+        """Remove a channel: waiters answered, render loop stopped, clients told, outputs closed."""
         if name == MAIN:
             raise ValidationError("channel", f"channel {MAIN!r} always exists; it cannot be deleted")
         channel = self[name]
-        del self._channels[name]
-        await self._tear_down(channel)
+        await self._remove(channel)
         self.deleted += 1
         log.info("channel %r deleted", name)
         await self.rebalance()
@@ -165,7 +207,11 @@ class ChannelRegistry:
     async def close(self) -> None:
         """Every channel, ``main`` last (on shutdown)."""
         for channel in sorted(self, key=lambda c: c.name == MAIN):
-            del self._channels[channel.name]
+            await self._remove(channel)
+
+    async def _remove(self, channel: Channel) -> None:
+        del self._channels[channel.name]
+        async with self._held(channel.name):  # until its outputs let go: a new one waits for its segment
             await self._tear_down(channel)
 
     async def _tear_down(self, channel: Channel) -> None:
@@ -174,18 +220,16 @@ class ChannelRegistry:
             channel.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await channel.task
-        # Its last frame may still be publishing into the segment on the render thread.
+        # Its last frame may still be publishing into its outputs on the render thread.
         await channel.queue.idle()
         for _, delete in reversed(self._hooks):
-            try:
-                outcome = delete(channel)
-                if inspect.isawaitable(outcome):
-                    await outcome
-            except Exception:  # one front end failing to let go must not keep the segment alive
-                log.exception("channel %r: a front end failed to close", channel.name)
-        if channel.shm is not None:
-            channel.shm.close()
+            await _run_hook(delete, channel)
+        await channel.outputs.close()
         channel.queue.forget(channel.name)
+
+    def output_errors(self) -> dict[str, list[str]]:
+        """Each channel's failing outputs (channels without a failing output left out)."""
+        return {name: errors for name, channel in self._channels.items() if (errors := channel.outputs.errors())}
 
     # -- placement ----------------------------------------------------------------------
     def loads(self) -> dict[RenderQueue, int]:
@@ -251,9 +295,20 @@ class ChannelRegistry:
                  **queue.health()} for queue in self.queues]
 
 
+async def _run_hook(delete: Callable[[Channel], Awaitable[None] | None], channel: Channel) -> None:
+    try:
+        outcome = delete(channel)
+        if inspect.isawaitable(outcome):
+            await outcome
+    except Exception:  # one front end failing to let go must not keep the outputs alive
+        log.exception("channel %r: a front end failed to close", channel.name)
+
+
 def channel_summary(channel: Channel) -> dict:
     sched = channel.scheduler
     latest = sched.latest
+    outputs = channel.outputs.health()
     return {"version": sched.version, "frames": sched.stats.frames, "frame_seq": latest.seq if latest else 0,
-            "device": channel.queue.name, "shm_name": channel.shm.name if channel.shm else None,
-            "render_errors": sched.stats.render_errors}
+            "device": channel.queue.name, "shm_name": outputs.get("shm", {}).get("name"),
+            "render_errors": sched.stats.render_errors, "outputs": outputs,
+            "output_errors": channel.outputs.errors()}

@@ -94,7 +94,7 @@ class Scheduler(ChannelState):
         self._frame_listeners.append(listener)
 
     def on_error(self, listener: Callable[[str], None]) -> None:
-        """Call ``listener(message)`` on the event loop after each failed render (and sink failure)."""
+        """Call ``listener(message)`` on the event loop after each failed render (and output failure)."""
         self._error_listeners.append(listener)
 
     def apply(self, raw: Any) -> Applied:
@@ -222,6 +222,11 @@ class Scheduler(ChannelState):
         self.stats.last_error = message
         self.stats.failing = True
         log.error("%s", message, exc_info=not is_out_of_memory(exc))
+        self.broadcast_error(message)
+
+    def output_failed(self, message: str) -> None:
+        """One of this channel's outputs started failing (on the event loop): ``last_error``, OSC ``/bridge/error``."""
+        self.stats.last_error = message
         self.broadcast_error(message)
 
     def broadcast_error(self, message: str) -> None:

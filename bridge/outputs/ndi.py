@@ -13,8 +13,9 @@ import logging
 import threading
 from fractions import Fraction
 
-from ..core.errors import ConfigError
 from ..core.frame import Frame
+from ..core.output import ErrorReport, OutputError
+from .mailbox import Mailbox
 
 log = logging.getLogger(__name__)
 
@@ -28,61 +29,54 @@ def load_cyndilib():
         from cyndilib.video_frame import VideoSendFrame
         from cyndilib.wrapper.ndi_structs import FourCC
     except ImportError as exc:
-        raise ConfigError(f"--ndi needs cyndilib (pip install cyndilib; its wheels carry the NDI runtime): {exc}") \
+        raise OutputError(f"--ndi needs cyndilib (pip install cyndilib; its wheels carry the NDI runtime): {exc}") \
             from None
     return Sender, VideoSendFrame, FourCC
 
 
 class NdiSender:
-    """A frame sink that sends each frame as the NDI source ``name``; ``start``/``close`` around use."""
+    """An output that sends each frame as the NDI source ``name``; ``start``/``close`` around use."""
+
+    kind = "ndi"
 
     def __init__(self, name: str):
         self.name = name
         self.sent = 0
-        self.skipped = 0
         self.resent = 0  # the last frame again, for a receiver that connected after it
         self.errors = 0
-        self.last_error: str | None = None
-        self._pending: Frame | None = None
-        self._wake = threading.Condition()
-        self._closing = False
+        self.error: str | None = None  # set while sends fail; a sent frame clears it
+        self.last_error: str | None = None  # stays after recovery
+        self._report: ErrorReport = lambda message: None
+        self._mailbox = Mailbox()
         self._thread = threading.Thread(target=self._work, name="ndi", daemon=True)
         self._classes = None
 
-    def start(self) -> None:
+    def start(self, report: ErrorReport = lambda message: None) -> None:
         self._classes = load_cyndilib()  # fails at start, in one line, when cyndilib is missing
+        self._report = report
         self._thread.start()
         log.info("NDI source %r", self.name)
 
     def publish(self, frame: Frame) -> None:
-        with self._wake:
-            if self._pending is not None:
-                self.skipped += 1
-            self._pending = frame
-            self._wake.notify()
+        self._mailbox.put(frame)
 
     def close(self, timeout: float | None = None) -> None:
-        with self._wake:
-            self._closing = True
-            self._wake.notify()
+        self._mailbox.close()
         if self._thread.is_alive():
             self._thread.join(timeout)
 
     def health(self) -> dict:
-        return {"name": self.name, "sent": self.sent, "skipped": self.skipped, "resent": self.resent,
-                "errors": self.errors,
-                "last_error": self.last_error}
+        return {"name": self.name, "sent": self.sent, "skipped": self._mailbox.skipped, "resent": self.resent,
+                "errors": self.errors, "error": self.error, "last_error": self.last_error}
 
     def _work(self) -> None:
         Sender, VideoSendFrame, FourCC = self._classes
         sender, size, last, connections = None, None, None, 0
         try:
             while True:
-                with self._wake:
-                    self._wake.wait_for(lambda: self._pending is not None or self._closing, IDLE_CHECK_S)
-                    if self._closing:
-                        return
-                    frame, self._pending = self._pending, None
+                frame = self._mailbox.take(IDLE_CHECK_S)
+                if self._mailbox.closed:
+                    return
                 try:
                     if frame is None:
                         # A still picture is sent once: a receiver that connects later gets it again.
@@ -106,10 +100,14 @@ class NdiSender:
                     sender.write_video(frame.pixels.reshape(-1))
                     last = frame
                     self.sent += 1
+                    self.error = None
                 except Exception as exc:  # a worker boundary: report, try again with the next frame
                     self.errors += 1
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-                    log.error("NDI send failed: %s", self.last_error)
+                    first = self.error is None
+                    self.error = self.last_error = f"NDI source {self.name!r}: {type(exc).__name__}: {exc}"
+                    if first:  # once per failure episode: a broken sender must not flood the log
+                        log.error("NDI send failed: %s", self.error)
+                        self._report(self.error)
                     if sender is not None:
                         sender.close()
                     sender, size, last = None, None, None

@@ -1,12 +1,19 @@
-"""Recording the published frames into H.264 MP4 files in ``--output-dir``.
+"""Recording the published frames into H.264 MP4 files in ``--output-dir`` (an output of channel main).
 
-``Recorder`` is a sink: ``publish`` runs on the GPU thread and only hands the frame (its pixels
-are never written again) to a bounded queue; when the encoder falls behind, frames are dropped
-and counted, never waited for. One worker thread per recording encodes with PyAV (libx264 from
-the wheel's FFmpeg) at variable frame rate: each frame's pts is its publication time in a
-1/90000 s time base. A size change closes the file and opens the next. A file is written as
-``NAME.mp4.partial`` and renamed to ``NAME.mp4`` only once its trailer is written; a file that
-cannot be finished (full disk, folder gone) is removed and the error reported.
+``publish`` runs on the render thread and only hands the frame (its pixels are never written
+again) to a bounded queue; when the encoder falls behind, frames are dropped and counted, never
+waited for. One worker thread per recording encodes (``bridge.outputs.mp4``: fragmented MP4, so
+what is on disk always plays) at variable frame rate: each frame's pts is its publication time.
+
+- A size change closes the file and opens the next, up to ``max_files`` files a recording; past
+  that, frames of another size are scaled into the last file, so a size toggled every frame makes
+  at most ``max_files`` files (and ``session_files`` entries), not one per frame.
+- A failed write (full disk) keeps the complete fragments under the final name and stops the
+  recording; a file or folder that vanishes is noticed within ``WATCH_S``, not at stop. Either is
+  reported at once: ``error`` (``/v1/health`` degraded until the next start), the log, and
+  ``report`` (OSC ``/bridge/error``).
+- At start, recordings a crash left (``*.mp4.partial``) are finished or reported
+  (``bridge.outputs.record_recovery``), on a thread of their own.
 """
 
 from __future__ import annotations
@@ -17,96 +24,25 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 from ..core.errors import BridgeError
 from ..core.frame import Frame
+from ..core.output import ErrorReport
+from .mp4 import ENCODERS, Mp4File, RecordOptions, pick_encoder
+from .record_recovery import MAX_LISTED, Outcome, recover_all
 
 log = logging.getLogger(__name__)
 
-TIME_BASE = Fraction(1, 90_000)  # the MPEG clock: 11 us steps, plenty for frame times
-ENCODERS = ("libx264", "h264")  # the wheel's libx264 first; "h264" is whatever FFmpeg maps it to
+__all__ = ["ENCODERS", "RecordOptions", "Recorder", "RecordingError", "state_fields"]
+
 MAX_FILES_LISTED = 16
+WATCH_S = 0.25  # how often an idle worker checks that its file is still there
 _STOP = object()
 
 
 class RecordingError(BridgeError):
     """A start or stop the recorder refuses (already recording, no folder...): HTTP 409."""
-
-
-@dataclass(frozen=True)
-class RecordOptions:
-    queue_frames: int = 8  # frames waiting for the encoder before new ones are dropped
-    preset: str = "veryfast"
-    crf: int = 18
-
-
-def pick_encoder() -> str | None:
-    """The first H.264 encoder this PyAV build has, or None."""
-    import av
-
-    for name in ENCODERS:
-        with contextlib.suppress(Exception):
-            av.codec.Codec(name, "w")
-            return name
-    return None
-
-
-class _File:
-    """One MP4 being written: opened on its first frame, finished (trailer, rename) or discarded."""
-
-    def __init__(self, partial: Path, final: Path, width: int, height: int, encoder: str, options: RecordOptions):
-        import av
-
-        self.partial, self.final, self.size = partial, final, (width, height)
-        self.frames = 0
-        self._first_ns: int | None = None
-        self._last_pts = -1
-        # Our own name in the operator's folder: created here (O_EXCL, no link followed) before FFmpeg opens it.
-        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644))
-        self._container = av.open(str(partial), mode="w", format="mp4")
-        try:
-            stream = self._container.add_stream(encoder, rate=60)  # a nominal rate: pts carry the real times
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.time_base = stream.codec_context.time_base = TIME_BASE
-            cc = stream.codec_context
-            cc.colorspace = cc.color_primaries = cc.color_trc = 1  # BT.709, as the frames are converted
-            cc.color_range = 1  # limited (MPEG) range
-            # zerolatency: no lookahead or B-frames, so each frame is encoded (and freed) as it comes.
-            stream.options = {"preset": options.preset, "tune": "zerolatency", "crf": str(options.crf)}
-            self._stream = stream
-        except BaseException:
-            self.discard()
-            raise
-
-    def write(self, pixels, published_ns: int) -> None:
-        import av
-
-        if self._first_ns is None:
-            self._first_ns = published_ns
-        pts = max((published_ns - self._first_ns) * TIME_BASE.denominator // 1_000_000_000, self._last_pts + 1)
-        frame = av.VideoFrame.from_ndarray(pixels, format="rgba").reformat(format="yuv420p", dst_colorspace="ITU709")
-        frame.pts, frame.time_base = pts, TIME_BASE
-        self._last_pts = pts
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
-        self.frames += 1
-
-    def finish(self) -> Path:
-        """Flush the encoder, write the trailer, rename to the final name; raises on failure."""
-        for packet in self._stream.encode(None):
-            self._container.mux(packet)
-        self._container.close()
-        os.replace(self.partial, self.final)
-        return self.final
-
-    def discard(self) -> None:
-        with contextlib.suppress(Exception):
-            self._container.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.partial)
 
 
 class _Session:
@@ -118,6 +54,8 @@ class _Session:
         self.accepting = True
         self.frames = 0  # encoded
         self.dropped = 0  # skipped: the encoder was behind
+        self.repeats = 0  # a still frame encoded again to push it to disk
+        self.scaled = 0  # frames scaled into the last file: max_files reached
         self.files: list[str] = []
         self.current: str | None = None
         self.error: str | None = None
@@ -126,7 +64,9 @@ class _Session:
 
 
 class Recorder:
-    """A frame sink that records while started; ``start``/``stop`` run on the event loop."""
+    """An output that records while a recording runs; ``start_recording``/``stop_recording`` on the event loop."""
+
+    kind = "record"
 
     def __init__(self, directory: Path | None, options: RecordOptions = RecordOptions()):
         self.directory = None if directory is None else Path(directory)
@@ -134,10 +74,19 @@ class Recorder:
         self._lock = threading.Lock()
         self._session: _Session | None = None
         self._encoder: str | None = None
+        self._report: ErrorReport = lambda message: None
+        self._recovery: threading.Thread | None = None
+        self.recovered: list[Outcome] = []
         self.files: list[str] = []  # finished files, newest last (the last few)
-        self.last_error: str | None = None
+        self.last_error: str | None = None  # why the last recording stopped on its own
 
-    # -- the GPU thread ----------------------------------------------------------------
+    # -- the output contract ----------------------------------------------------------------
+    def start(self, report: ErrorReport) -> None:
+        self._report = report
+        if self.directory is not None and self.directory.is_dir():
+            self._recovery = threading.Thread(target=self._recover, name="record-recovery", daemon=True)
+            self._recovery.start()
+
     def publish(self, frame: Frame) -> None:
         session = self._session
         if session is None or not session.accepting:
@@ -147,13 +96,27 @@ class Recorder:
             return
         session.queue.put_nowait((frame.pixels, frame.published_ns))
 
+    def close(self, timeout: float | None = None) -> None:
+        """At shutdown: finish the file being written (a clean MP4 on SIGTERM)."""
+        with contextlib.suppress(RecordingError):
+            self.stop_recording().join(timeout)
+        if self._recovery is not None:
+            self._recovery.join(timeout)
+
+    @property
+    def error(self) -> str | None:
+        return self.last_error
+
+    def health(self) -> dict:
+        return self.state()
+
     # -- the event loop ------------------------------------------------------------------
     @property
     def recording(self) -> bool:
         session = self._session
         return session is not None and session.accepting
 
-    def start(self) -> dict:
+    def start_recording(self) -> dict:
         if self.directory is None:
             raise RecordingError("recording needs a folder: start the daemon with --output-dir DIR")
         with self._lock:
@@ -176,7 +139,7 @@ class Recorder:
         log.info("recording to %s (%s)", self.directory, self._encoder)
         return self.state()
 
-    def stop(self) -> threading.Thread:
+    def stop_recording(self) -> threading.Thread:
         """Stop taking frames; the worker finishes the file. Returns the thread to join (off the loop)."""
         with self._lock:
             session = self._session
@@ -187,36 +150,63 @@ class Recorder:
             session.queue.put(_STOP)
         return session.thread
 
-    def close(self, timeout: float | None = None) -> None:
-        """At shutdown: finish the file being written (a clean MP4 on SIGTERM)."""
-        with contextlib.suppress(RecordingError):
-            self.stop().join(timeout)
-
     def state(self) -> dict:
         session = self._session
         out = {"available": self.directory is not None, "recording": self.recording,
                "dir": None if self.directory is None else str(self.directory), "encoder": self._encoder,
-               "files": list(self.files), "error": self.last_error}
+               "files": list(self.files), "error": self.last_error,
+               "recovered": [outcome.to_json() for outcome in self.recovered],
+               "recovering": self._recovery is not None and self._recovery.is_alive()}
         if session is not None:
-            out.update(file=session.current, frames=session.frames, dropped=session.dropped,
-                       session_files=list(session.files), seconds=round(time.time() - session.started, 3)
-                       if session.accepting else None)
+            out.update(file=session.current, frames=session.frames, dropped=session.dropped, repeats=session.repeats,
+                       scaled=session.scaled, session_files=list(session.files),
+                       seconds=round(time.time() - session.started, 3) if session.accepting else None)
         return out
 
-    # -- the worker thread ---------------------------------------------------------------------
+    # -- the worker threads ----------------------------------------------------------------------
+    def _recover(self) -> None:
+        self.recovered = recover_all(self.directory)[-MAX_LISTED:]
+
     def _work(self, session: _Session) -> None:
-        current: _File | None = None
+        current: Mp4File | None = None
+        last_write = 0.0  # monotonic time of the last frame written, for the still-frame repeat
+        last_ns = 0
+        repeated = True
         try:
-            while (item := session.queue.get()) is not _STOP:
-                pixels, published_ns = item
+            while session.error is None:  # set by a failed finish of the previous file: stop here
+                try:
+                    item = session.queue.get(timeout=WATCH_S)
+                except queue.Empty:
+                    item = None
+                if item is _STOP:
+                    break
+                if current is not None and not current.still_there():
+                    raise FileNotFoundError(f"{current.partial} was removed while recording (its folder is gone, "
+                                            "or it was deleted)")
+                if item is None:
+                    waited = time.monotonic() - last_write
+                    if current is not None and not repeated and self.options.repeat_after_s is not None \
+                            and waited >= self.options.repeat_after_s:
+                        current.repeat(last_ns + int(waited * 1e9))
+                        session.repeats += 1
+                        repeated = True
+                    continue
+                pixels, last_ns = item
                 height, width = pixels.shape[:2]
                 if current is not None and current.size != (width, height):
-                    self._finish(session, current)  # a size change: this file ends, the next begins
-                    current = None
+                    if len(session.files) + 1 < self.options.max_files:
+                        self._finish(session, current)  # a size change: this file ends, the next begins
+                        current = None
+                    else:
+                        if not session.scaled:
+                            log.warning("recording: %d files in this recording; frames of other sizes are scaled "
+                                        "into %s", self.options.max_files, current.final.name)
+                        session.scaled += 1
                 if current is None:
                     current = self._open(session, width, height)
-                current.write(pixels, published_ns)
+                current.write(pixels, last_ns)
                 session.frames += 1
+                last_write, repeated = time.monotonic(), False
         except Exception as exc:  # a worker boundary: a full disk, a vanished folder, an encoder error
             self._fail(session, current, exc)
             current = None
@@ -225,7 +215,7 @@ class Recorder:
                 self._finish(session, current)
             session.current = None
 
-    def _open(self, session: _Session, width: int, height: int) -> _File:
+    def _open(self, session: _Session, width: int, height: int) -> Mp4File:
         part = len(session.files) + 1
         name = session.base if part == 1 else f"{session.base}-{part}"
         for n in range(1, 1000):  # a second recording within the same second gets a suffix
@@ -236,33 +226,51 @@ class Recorder:
                 break
         session.current = final.name
         log.info("recording %dx%d into %s", width, height, final)
-        return _File(partial, final, width, height, self._encoder, self.options)
+        return Mp4File(partial, final, width, height, self._encoder, self.options)
 
-    def _finish(self, session: _Session, current: _File) -> None:
+    def _finish(self, session: _Session, current: Mp4File) -> None:
         try:
             path = current.finish()
         except Exception as exc:
             self._fail(session, current, exc)
             return
-        session.files.append(path.name)
-        self.files = [*self.files, path.name][-MAX_FILES_LISTED:]
+        self._finished(session, path.name)
         log.info("recorded %s: %d frames", path, current.frames)
 
-    def _fail(self, session: _Session, current: _File | None, exc: Exception) -> None:
-        lost = ""
-        if current is not None:
+    def _finished(self, session: _Session, name: str) -> None:
+        session.files.append(name)
+        self.files = [*self.files, name][-MAX_FILES_LISTED:]
+
+    def _fail(self, session: _Session, current: Mp4File | None, exc: Exception) -> None:
+        outcome = ""
+        if current is not None and not current.still_there():
             current.discard()
-            lost = f"; {current.final.name} could not be finished and was removed ({current.frames} frames lost)"
-        session.error = self.last_error = f"recording stopped: {type(exc).__name__}: {exc}{lost}"
+            outcome = f"; {current.final.name} went with it ({current.frames} frames)"
+        elif current is not None:
+            try:
+                kept = current.salvage()
+            except OSError as gone:
+                outcome = f"; {current.final.name} could not be kept either ({gone.strerror or gone})"
+            else:
+                if kept:
+                    self._finished(session, current.final.name)
+                outcome = f"; {current.final.name} keeps the first {kept} of {current.frames} frames" if kept \
+                    else f"; no frame of {current.final.name} reached the disk"
+        message = f"recording stopped: {type(exc).__name__}: {exc}{outcome}"
+        session.error = self.last_error = message
         session.accepting = False  # after the error is set: whoever sees the stop sees why
-        log.error("%s", session.error)
+        log.error("%s", message)
+        self._report(message)
 
 
 def state_fields() -> dict:
     """What ``GET /v1/record`` returns, for the schema."""
     return {"available": "bool: --output-dir is set", "recording": "bool", "dir": "the output folder",
             "encoder": "the H.264 encoder (libx264)", "files": "finished files (newest last)",
-            "error": "why the last recording stopped on its own, or null", "file": "the file being written",
+            "error": "why the last recording stopped on its own (until the next start), or null",
+            "recovered": "interrupted recordings found at start: file, frames and recovered_as, or problem",
+            "recovering": "bool: those are still being looked at", "file": "the file being written",
             "frames": "frames encoded in this recording", "dropped": "frames skipped: the encoder was behind",
-            "session_files": "files of this recording", "seconds": "since start, while recording"}
-
+            "repeats": "a still frame encoded again after 1 s, so that it reaches the disk",
+            "scaled": "frames scaled into the last file: the recording had made max_files (16) files",
+            "session_files": "files of this recording (at most 16)", "seconds": "since start, while recording"}

@@ -5,6 +5,8 @@ time, in header bytes v1 readers ignore). At start, a segment of the same name w
 runs is refused in one line naming that daemon; one whose owner is gone (a killed daemon) is
 reclaimed; anything else of that name (empty, foreign) is refused and left alone. At exit, the
 segment is unlinked only if the name still holds ours.
+
+An output (``bridge.core.output``): ``start`` creates the segment, ``close`` unlinks it.
 """
 
 from __future__ import annotations
@@ -13,20 +15,32 @@ import logging
 import numpy as np
 
 from ..client import layout
-from ..core.errors import ConfigError
 from ..core.frame import Frame
+from ..core.output import ErrorReport, OutputError
 from . import owner as owners
 
 log = logging.getLogger(__name__)
 
 
-class ShmWriter:
-    """Publishes frames into a named segment; use as a context manager (creates, then unlinks)."""
+DAEMON_REMEDY = "start this one with another --shm-name"
 
-    def __init__(self, name: str, max_width: int, max_height: int, slot_count: int = 3):
+
+class ShmWriter:
+    """Publishes frames into a named segment; an output, or a context manager (creates, then unlinks).
+
+    ``remedy``: what the refusal of a taken name tells the user to do (another ``--shm-name`` for
+    the daemon's segment, another name for a channel's).
+    """
+
+    kind = "shm"
+    error = None  # publishing into memory does not fail
+
+    def __init__(self, name: str, max_width: int, max_height: int, slot_count: int = 3,
+                 remedy: str = DAEMON_REMEDY):
         if slot_count < 2:
             raise ValueError("slot_count must be at least 2")
         self.name = name
+        self.remedy = remedy
         self.geometry = layout.Geometry(slot_count, max_width, max_height)
         self._shm: layout.Segment | None = None
         self._owner: layout.Owner | None = None
@@ -40,6 +54,12 @@ class ShmWriter:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def start(self, report: ErrorReport) -> None:
+        self.open()
+
+    def health(self) -> dict:
+        return {"name": self.name, "frames": self.frames_published}
+
     def open(self) -> None:
         size = self.geometry.total_bytes
         self._owner = owners.this_process()
@@ -50,21 +70,21 @@ class ShmWriter:
             try:
                 self._shm = layout.Segment(self.name, create=size)
             except FileExistsError:  # another daemon created it in between: it is live
-                raise ConfigError(f"shared memory {self.name!r} was just created by another process; "
-                                  "start this daemon with another --shm-name") from None
+                raise OutputError(f"shared memory {self.name!r} was just created by another process; "
+                                  f"{self.remedy}") from None
         layout.write_geometry(self._shm.buf, self.geometry, self._owner)
         log.info("shared memory %r: %d slots of %dx%d, %.1f MB", self.name, self.geometry.slot_count,
                  self.geometry.max_width, self.geometry.max_height, size / 1e6)
 
     def _reclaim_stale(self) -> None:
-        """Unlink the segment of our name if a dead daemon left it; raise ConfigError otherwise."""
+        """Unlink the segment of our name if a dead daemon left it; raise OutputError otherwise."""
         try:
             stale = layout.attach_untracked(self.name)
         except FileNotFoundError:
             return  # gone in between
         except (OSError, ValueError) as exc:  # an empty segment cannot be mapped
-            raise ConfigError(f"shared memory {self.name!r} exists and is not a turbo-bridge frame segment "
-                              f"({exc}); remove it if nothing uses it, or choose another --shm-name") from None
+            raise OutputError(f"shared memory {self.name!r} exists and is not a turbo-bridge frame segment "
+                              f"({exc}); remove it if nothing uses it, or {self.remedy}") from None
         try:
             size = stale.size
             magic = bytes(stale.buf[:4]) if size >= layout.HEADER_SIZE else b""
@@ -73,16 +93,16 @@ class ShmWriter:
             stale.close()
         if found is None:
             # Unlinking here would pull the segment from under another program.
-            raise ConfigError(f"shared memory {self.name!r} exists and is not a turbo-bridge frame segment "
-                              f"({size} bytes); choose another --shm-name")
+            raise OutputError(f"shared memory {self.name!r} exists and is not a turbo-bridge frame segment "
+                              f"({size} bytes); {self.remedy}")
         if owners.is_alive(found):
-            raise ConfigError(f"shared memory {self.name!r} belongs to a running turbo-bridge daemon "
-                              f"(pid {found.pid}); stop it, or start this one with another --shm-name")
+            raise OutputError(f"shared memory {self.name!r} belongs to a running turbo-bridge daemon "
+                              f"(pid {found.pid}); stop it, or {self.remedy}")
         log.warning("reclaiming stale shared memory %r left by an earlier daemon (pid %s, gone)",
                     self.name, found.pid or "unrecorded")
         layout.Segment.unlink_name(self.name)
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         if self._shm is None:
             return
         shm, self._shm = self._shm, None

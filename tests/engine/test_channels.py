@@ -311,6 +311,9 @@ async def test_a_channel_moves_with_its_loras_loaded_on_the_new_device(config, d
             async with session.patch("/v1/params", json={"loras": {"ink": 1.0}}) as r:
                 assert r.status == 200, await r.text()
             first, second = renderers["gpu"], renderers["gpu1"]
+            # Every change rendered: the frame awaited below can only be the one of seed 99.
+            await settle(lambda: all(c.scheduler.latest is not None and c.scheduler.latest.version == c.scheduler.version
+                                     for c in channels))
             assert [c.name for c in channels if c.queue.renderer is first] == ["main", "b"]
             assert first.folder.loaded == ["oil", "ink"] and second.folder.loaded == []
 

@@ -22,8 +22,8 @@ import pytest
 from PIL import Image
 
 from bridge.client import osc_message, parse_osc_message
-from bridge.app import PNG_WRITER
-from bridge.outputs.png import PngFileWriter
+from bridge.app import MAIN_OUTPUTS
+from bridge.outputs.png import PngFiles
 from conftest import null_factory
 from renderers import noise_factory
 
@@ -32,8 +32,8 @@ from renderers import noise_factory
 @pytest.fixture(autouse=True)
 def quick_retries(monkeypatch):
     """Retries come sooner in these tests; the doubling and the cap work as shipped."""
-    monkeypatch.setattr(PngFileWriter, "RETRY_S", 0.05)
-    monkeypatch.setattr(PngFileWriter, "MAX_RETRY_S", 0.5)
+    monkeypatch.setattr(PngFiles, "RETRY_S", 0.05)
+    monkeypatch.setattr(PngFiles, "MAX_RETRY_S", 0.5)
 
 
 def mount_tmpfs(path, size_kb):
@@ -83,7 +83,8 @@ def temp_files(folder):
 
 async def break_and_recover(daemon, folder, caplog, break_it, fix_it, expect, listable=True):
     """Break the folder, check the error on every interface and the renders, fix it, check the resume."""
-    sched, writer = daemon.scheduler, daemon.app[PNG_WRITER]
+    sched = daemon.scheduler
+    writer = next(output for output in daemon.app[MAIN_OUTPUTS] if output.kind == "png_files")
     listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     listener.bind(("127.0.0.1", 0))
     try:

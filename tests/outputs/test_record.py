@@ -1,36 +1,27 @@
 """Recording into H.264 MP4: read back with ffprobe (frame count, size, timestamps), and the bad cases."""
 
-import asyncio
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import aiohttp
 import numpy as np
 import pytest
 from pythonosc.udp_client import SimpleUDPClient
 
-from bridge.core.frame import Frame, Rendered
+from bridge.core.frame import Frame
 from bridge.core.params import Params
-from bridge.outputs import record
+from bridge.outputs import mp4, record
 from bridge.outputs.record import Recorder, RecordOptions, RecordingError
 from conftest import null_factory
+from recordings import frames_flow, post, probe, settle
+from renderers import noise_factory
 
 pytestmark = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="needs ffprobe (Debian ffmpeg)")
-
-
-def probe(path: Path) -> dict:
-    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
-                          "stream=codec_name,width,height,pix_fmt:frame=pts_time", "-of", "json", str(path)],
-                         check=True, capture_output=True, text=True, timeout=60).stdout
-    doc = json.loads(out)
-    return {**doc["streams"][0], "times": [float(f["pts_time"]) for f in doc["frames"]]}
 
 
 def frame(seq: int, published_ns: int, width=64, height=48, seed=0) -> Frame:
@@ -47,9 +38,16 @@ def wait_until(predicate, timeout=60.0):
     raise AssertionError("condition not met in time")
 
 
+def started(rec: Recorder) -> Recorder:
+    """The recorder as the daemon starts it (an output), then recording."""
+    rec.start(lambda message: None)
+    rec.start_recording()
+    return rec
+
+
 def test_frames_at_their_publication_times_and_a_new_file_per_size(tmp_path):
-    rec = Recorder(tmp_path)
-    rec.start()
+    # No still-frame repeat: a busy machine's pause between two frames must not add one here.
+    rec = started(Recorder(tmp_path, RecordOptions(repeat_after_s=None)))
     base_ns = 1_700_000_000_000_000_000
     offsets_ms = [0, 16, 33, 250, 251, 900]  # irregular on purpose: variable frame rate
     for i, ms in enumerate(offsets_ms):
@@ -57,7 +55,7 @@ def test_frames_at_their_publication_times_and_a_new_file_per_size(tmp_path):
         wait_until(lambda: rec.state()["frames"] == i + 1)  # no drops: this test is about timing
     rec.publish(frame(7, base_ns + 1_000_000_000, width=80, height=64))
     rec.publish(frame(8, base_ns + 1_040_000_000, width=80, height=64))
-    rec.stop().join()
+    rec.stop_recording().join()
     state = rec.state()
     assert state["recording"] is False and state["error"] is None and state["dropped"] == 0
     first, second = (tmp_path / name for name in state["session_files"])
@@ -70,77 +68,38 @@ def test_frames_at_their_publication_times_and_a_new_file_per_size(tmp_path):
 
 def test_a_slow_encoder_drops_frames_and_never_blocks_publish(tmp_path, monkeypatch):
     release, writing = threading.Event(), threading.Event()
-    real_write = record._File.write
+    real_write = mp4.Mp4File.write
 
     def slow_write(self, pixels, ns):
         writing.set()
         release.wait(60)
         real_write(self, pixels, ns)
 
-    monkeypatch.setattr(record._File, "write", slow_write)
-    rec = Recorder(tmp_path, RecordOptions(queue_frames=2))
-    rec.start()
+    monkeypatch.setattr(mp4.Mp4File, "write", slow_write)
+    rec = started(Recorder(tmp_path, RecordOptions(queue_frames=2, repeat_after_s=None)))
     rec.publish(frame(1, 1_000_000_000))
     assert writing.wait(60)  # the worker holds frame 1; the queue takes 2 more; the rest are dropped
     for i in range(2, 21):
         rec.publish(frame(i, 1_000_000_000 + i * 10_000_000))
     assert rec.state()["dropped"] == 17
     release.set()
-    rec.stop().join()
+    rec.stop_recording().join()
     assert rec.state()["frames"] == 3 and len(probe(tmp_path / rec.state()["files"][0])["times"]) == 3
 
 
 def test_start_twice_stop_without_start_and_no_folder(tmp_path):
     with pytest.raises(RecordingError, match="--output-dir"):
-        Recorder(None).start()
+        Recorder(None).start_recording()
     rec = Recorder(tmp_path)
     with pytest.raises(RecordingError, match="not recording"):
-        rec.stop()
-    rec.start()
+        rec.stop_recording()
+    rec.start_recording()
     with pytest.raises(RecordingError, match="already recording"):
-        rec.start()
-    rec.stop().join()
+        rec.start_recording()
+    rec.stop_recording().join()
     assert rec.state()["files"] == []  # no frame came: no file is made
     with pytest.raises(RecordingError, match="does not exist"):
-        Recorder(tmp_path / "gone").start()
-
-
-class NoiseRenderer:
-    """Frames of noise (they compress badly: a few fill a small file limit)."""
-
-    def render(self, params, scene=None):
-        rng = np.random.default_rng(params.seed)
-        return Rendered(rng.integers(0, 256, (params.height, params.width, 4), dtype=np.uint8))
-
-    def prompt_warnings(self, prompt):
-        return []
-
-
-def noise_factory(config):
-    return NoiseRenderer(), {"model": "noise", "device": "cpu", "dtype": "none"}
-
-
-async def settle(predicate, timeout=60.0):
-    for _ in range(int(timeout / 0.01)):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met in time")
-
-
-async def frames_flow(daemon, count: int) -> None:
-    """Send seed changes until ``count`` new frames were published."""
-    target = daemon.scheduler.stats.frames + count
-    seed = daemon.scheduler.params.seed
-    while daemon.scheduler.stats.frames < target:
-        seed += 1
-        daemon.scheduler.apply({"seed": seed})
-        await daemon.scheduler.next_frame(daemon.scheduler.latest.seq if daemon.scheduler.latest else 0, 10)
-
-
-async def post(session, body):
-    async with session.post("/v1/record", json=body) as r:
-        return r.status, await r.json()
+        Recorder(tmp_path / "gone").start_recording()
 
 
 async def test_rest_start_stop_and_refusals(config, daemon_factory, tmp_path):
@@ -166,7 +125,7 @@ async def test_rest_start_stop_and_refusals(config, daemon_factory, tmp_path):
             assert status == 200 and body["recording"] is False and len(body["files"]) == 1
             assert (await post(s, {"action": "stop"}))[0] == 409
     info = probe(out / body["files"][0])
-    assert len(info["times"]) == body["frames"] >= 5
+    assert len(info["times"]) == body["frames"] + body["repeats"] and body["frames"] >= 5
     assert (info["width"], info["height"]) == (64, 64)
     assert not list(out.glob("*.partial"))
 
@@ -184,53 +143,6 @@ async def test_osc_record_on_and_off(config, daemon_factory, tmp_path):
         client.send_message("/bridge/record", "yes")
         await settle(lambda: d.osc.stats.rejected == 2)
     assert len(probe(tmp_path / d.health()["record"]["files"][0])["times"]) >= 3
-
-
-async def test_full_disk_removes_the_file_and_frames_keep_flowing(config, daemon_factory, tmp_path):
-    # A file size limit makes the kernel fail the encoder's writes (EFBIG; Python ignores SIGXFSZ)
-    # as a full disk would (ENOSPC): the same failed write() for FFmpeg.
-    out = tmp_path / "out"
-    async with daemon_factory(config, renderer_factory=noise_factory, output_dir=out,
-                              initial=Params(width=128, height=128)) as d:
-        await frames_flow(d, 1)  # latest.png exists before the limit
-        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))
-        try:
-            async with aiohttp.ClientSession(f"http://127.0.0.1:{d.http_port}") as s:
-                assert (await post(s, {"action": "start"}))[0] == 200
-                while d.health()["record"]["recording"]:
-                    await frames_flow(d, 1)
-        finally:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        state = d.health()["record"]
-        assert "could not be finished and was removed" in state["error"] and "File too large" in state["error"]
-        before = d.scheduler.stats.frames
-        await frames_flow(d, 3)  # the render loop never noticed
-        assert d.scheduler.stats.frames >= before + 3 and d.scheduler.stats.render_errors == 0
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{d.http_port}") as s:
-            status, body = await post(s, {"action": "stop"})
-            assert status == 409 and "File too large" in body["error"]["message"]
-    assert not list(out.glob("*.mp4*"))
-
-
-async def test_vanished_output_dir(config, daemon_factory, tmp_path):
-    out = tmp_path / "out"
-    async with daemon_factory(config, renderer_factory=noise_factory, output_dir=out) as d:
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{d.http_port}") as s:
-            await frames_flow(d, 1)  # the PNG writer made the folder
-            assert (await post(s, {"action": "start"}))[0] == 200
-            await frames_flow(d, 2)
-            await settle(lambda: d.health()["record"]["frames"] >= 2)
-            shutil.rmtree(out)
-            status, body = await post(s, {"action": "stop"})
-            assert status == 200 and body["files"] == [] and "removed" in body["error"]
-            await frames_flow(d, 2)  # frames keep flowing; the PNG writer makes the folder again
-            await settle(lambda: out.is_dir())
-            assert (await post(s, {"action": "start"}))[0] == 200  # and recording works again
-            await frames_flow(d, 1)
-            await settle(lambda: d.health()["record"]["frames"] >= 1)
-            status, body = await post(s, {"action": "stop"})
-            assert status == 200 and body["error"] is None and (out / body["files"][-1]).is_file()
 
 
 def test_sigterm_finishes_the_file(tmp_path, cache_dir):

@@ -27,7 +27,8 @@ SCHEMA = {
     "record": {
         "POST /v1/record": 'JSON {"action": "start"} or {"action": "stop"}: record the published frames into '
                            "H.264 MP4 files in --output-dir (variable frame rate: each frame at its publication "
-                           "time; a size change starts a new file). 409 without --output-dir, when already "
+                           "time; a size change starts a new file, up to 16 a recording, then frames are scaled into the last; "
+                           "fragmented MP4: a crash keeps what was written). 409 without --output-dir, when already "
                            "recording (start) or not recording (stop). Stop answers once the file is finished",
         "GET /v1/record": state_fields(),
     },
@@ -44,8 +45,8 @@ def parse_action(body: Any) -> str:
 async def act(recorder: Recorder, action: str) -> dict:
     """Start, or stop and wait (off the event loop) until the file is finished; raises ``RecordingError``."""
     if action == "start":
-        return recorder.start()
-    worker = recorder.stop()
+        return recorder.start_recording()
+    worker = recorder.stop_recording()
     await asyncio.get_running_loop().run_in_executor(None, worker.join)
     return recorder.state()
 
@@ -70,7 +71,7 @@ def osc_record(recorder: Recorder, args: list[Any]) -> None:
     if len(args) != 1 or isinstance(args[0], bool) or args[0] not in (0, 1):
         raise ValidationError("action", f"{OSC_ADDRESS} takes one integer: 1 starts, 0 stops; got {args!r}")
     try:
-        recorder.start() if args[0] else recorder.stop()
+        recorder.start_recording() if args[0] else recorder.stop_recording()
     except RecordingError as exc:
         raise ValidationError("action", str(exc)) from None
 

@@ -17,7 +17,7 @@ from aiohttp import web
 from ...core.errors import ValidationError
 from ...core.frame import Frame
 from ...core.params import parse_changes, schema
-from ...engine.channels import MAIN, Channel, ChannelLimitError, ChannelRegistry, UnknownChannelError
+from ...engine.channels import MAIN, Channel, ChannelConflictError, ChannelRegistry, UnknownChannelError
 from ...engine.scheduler import Scheduler
 from ...outputs.png import PngCache
 from .connections import read_body
@@ -89,7 +89,7 @@ async def errors_middleware(request: web.Request, handler):
         return web.json_response(exc.to_json(), status=400)
     except UnknownChannelError as exc:
         return error_response(404, "channel", str(exc))
-    except ChannelLimitError as exc:
+    except ChannelConflictError as exc:  # past --max-channels, or its outputs cannot start
         return error_response(409, "channel", str(exc))
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
@@ -130,7 +130,7 @@ async def patch_params(request: web.Request) -> web.Response:
     if CHANNELS in request.app and request.app[CHANNELS].get(name) is None:
         # A PATCH creates the channel, but only with a change that is valid: a typo makes no channel.
         parse_changes(body, request.app[SCHEDULER].limits)
-        request.app[CHANNELS].create(name)
+        await request.app[CHANNELS].create(name)
     applied = await scheduler_of(request).apply_async(body)
     return web.json_response({"version": applied.version, "warnings": list(applied.warnings)})
 
