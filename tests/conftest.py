@@ -148,10 +148,14 @@ def td():
     td = td_standin.TouchDesigner()
     yield td
     sources = [s.source for s in tb_session._SESSIONS.values() if s.source is not None]
+    uploaders = [sender.uploader for s in tb_session._SESSIONS.values()
+                 for sender in (s.input, *s.control_senders, s.style_sender) if sender.uploader is not None]
     td.exit()  # onExit closes every session
     for source in sources:
         if hasattr(source, "join"):
             assert source.join(timeout=10), "HTTP worker did not stop"
+    for uploader in uploaders:
+        assert uploader.join(timeout=10), "uploader thread did not stop"
 
 
 @pytest.fixture

@@ -48,10 +48,8 @@ def start_daemon(cache_dir: Path | str, size: int = 64, http_port: int = 0, max_
     """Start the daemon with the demo model and wait for its ``ready:`` line."""
     shm_name = f"tb-blender-{uuid.uuid4().hex[:12]}"
     env = {**os.environ, "TURBO_BRIDGE_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1"}
-    # The daemon needs torch and diffusers; a venv made for another bpy version may lack them.
-    python = os.environ.get("TURBO_BRIDGE_DAEMON_PYTHON") or sys.executable
     proc = subprocess.Popen(
-        [python, "-m", "bridge", "serve", "--model", "demo", "--http-port", str(http_port),
+        [daemon_python(), "-m", "bridge", "serve", "--model", "demo", "--http-port", str(http_port),
          "--osc-port", "0", "--shm-name", shm_name, "--width", str(size), "--height", str(size),
          "--max-size", str(max(size, max_size)), *extra],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=ROOT)
@@ -71,6 +69,12 @@ def start_daemon(cache_dir: Path | str, size: int = 64, http_port: int = 0, max_
     # Keep reading its log so a full pipe never stalls it.
     threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
     return DaemonProcess(proc, match.group(1), shm_name, lines)
+
+
+def daemon_python() -> str:
+    """The interpreter for the daemon's side (torch, diffusers): ``$TURBO_BRIDGE_DAEMON_PYTHON``, else
+    this one. A venv made for another bpy version (4.2, 4.5 LTS) holds only what the bpy side needs."""
+    return os.environ.get("TURBO_BRIDGE_DAEMON_PYTHON") or sys.executable
 
 
 def build_zip(out_dir: Path | str) -> Path:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -35,11 +36,27 @@ def plugin_files() -> dict[str, bytes]:
     return files
 
 
+def directories(names) -> list[str]:
+    """Every folder above ``names``, as zip directory entries (``turbo_bridge/``, ...), parents first."""
+    found = {"/".join(parts[:i]) + "/" for parts in (name.split("/") for name in names) for i in range(1, len(parts))}
+    return sorted(found)
+
+
 def build_zip(out: Path) -> Path:
+    """Krita's importer (``plugin_importer.py``, ``get_source_module``) finds the plugin by its folder's
+    own directory entry, ``turbo_bridge/``: without one it says "No plugins found in archive"."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    files = plugin_files()
+    now = time.localtime()[:6]
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in plugin_files().items():
-            archive.writestr(name, data)
+        for folder in directories(files):
+            entry = zipfile.ZipInfo(folder, now)  # a name ending in "/" is a directory entry
+            entry.external_attr = (0o40755 << 16) | 0x10  # drwxr-xr-x and MS-DOS's directory flag, as zip -r
+            archive.writestr(entry, b"")
+        for name, data in files.items():
+            entry = zipfile.ZipInfo(name, now)
+            entry.external_attr = 0o100644 << 16  # rw-r--r-- when unpacked by hand (writestr's default: rw-------)
+            archive.writestr(entry, data, zipfile.ZIP_DEFLATED)
     return out
 
 

@@ -6,6 +6,8 @@ bpy is imported by the caller (the test modules skip when it cannot be).
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -23,6 +25,26 @@ from bpy_harness import pump  # noqa: E402
 REPO_MODULE = "tb_tests"
 ADDON = f"bl_ext.{REPO_MODULE}.turbo_bridge"
 __all__ = ["ADDON", "REPO_MODULE", "harness", "pump"]
+
+
+DEMO_LORA = """
+import sys, torch
+from bridge.pipeline.loading.loader import load_pipeline
+from lora_files import lora_layers, write_diffusers
+cache, path, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+write_diffusers(lora_layers(load_pipeline("demo", "cpu", torch.float32, cache), seed=seed, text=False), path)
+"""
+
+
+def write_demo_lora(cache_dir: Path, path: Path, seed: int) -> Path:
+    """A random LoRA for the demo model, made in the daemon's Python (torch is there; the bpy
+    process of an LTS venv has none)."""
+    support = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(support), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([harness.daemon_python(), "-c", DEMO_LORA, str(cache_dir), str(path), str(seed)],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return path
 
 
 def http(blender_daemon) -> HttpClient:

@@ -4,9 +4,12 @@ Modelled on Krita 5.1.5 as observed (a probe run in the Debian package) and on l
 sources: ``setPixelData`` copies raw bytes in the layer's pixel format (B, G, R, A for 8-bit
 RGBA), returns None and refuses short data with only a warning; it changes neither the undo
 stack nor the canvas, which ``refreshProjection`` recomposites; ``addChildNode`` is one "Add
-Layer" undo step; ``above=None`` adds on top; nodes are fresh wrappers compared by identity of
-the layer behind them. Stricter than Krita on purpose: every call must come from the main
-thread, and writes must stay inside the image.
+Layer" undo step; ``above=None`` adds on top. Nodes and documents are wrappers as in libkis:
+``Krita.activeDocument()``, ``documents()``, ``childNodes()`` and ``nodeByName()`` make a new one
+on every call (``Krita.cpp``: ``new Document(...)``); two wrappers of one document or layer are
+equal with ``==`` and, as in Krita 5.1.5 (probed: "unhashable type: 'Document'"), unhashable, so
+neither ``id()`` nor a dict key can stand for a document. Stricter than Krita on purpose: every
+call must come from the main thread, and writes must stay inside the image.
 """
 
 from __future__ import annotations
@@ -52,8 +55,7 @@ class Node:
     def __eq__(self, other):
         return isinstance(other, Node) and other._layer is self._layer
 
-    def __hash__(self):
-        return hash(self._layer.id)
+    __hash__ = None  # sip: a class with operator== and no hash is unhashable (Krita 5.1.5: 'GroupLayer')
 
     def name(self): _gui_thread_only(); return self._layer.name
     def setName(self, name): _gui_thread_only(); self._layer.name = name
@@ -126,6 +128,33 @@ class Selection:
 
 
 class Document:
+    """A wrapper, like libkis' Document: a new one per ``activeDocument()`` call, ``==`` when the
+    document is the same, unhashable. Everything else (and the test hooks) is the document's."""
+
+    def __init__(self, image: "_Image"):
+        object.__setattr__(self, "_image", image)
+
+    def __eq__(self, other):
+        return isinstance(other, Document) and other._image is self._image
+
+    __hash__ = None  # Krita 5.1.5: TypeError: unhashable type: 'Document'
+
+    def __getattr__(self, name):
+        return getattr(self._image, name)
+
+    def __setattr__(self, name, value):  # test hooks (stroke_running, selection_box) are the document's
+        setattr(self._image, name, value)
+
+    def close(self):
+        """The document closes: it leaves ``Krita.documents()`` (its views go, no save dialog here)."""
+        _gui_thread_only()
+        Krita.instance()._close(self._image)
+        return True
+
+
+class _Image:
+    """One open document's state, behind any number of ``Document`` wrappers."""
+
     def __init__(self, width: int, height: int, name: str = "", model: str = "RGBA", depth: str = "U8"):
         self._width, self._height, self._name = width, height, name
         self._model, self._depth = model, depth
@@ -177,6 +206,13 @@ class Document:
             return None
         found = walk(self._root)
         return Node(found) if found is not None else None
+
+    def drag_layer(self, node: Node, index: int) -> None:
+        """Test hook: the user drags a layer to ``index`` (0 = bottom) among its siblings in the Layers
+        docker (Krita's Python API itself has no move; that is not an undo step here)."""
+        siblings = node._layer.parent.children
+        siblings.remove(node._layer)
+        siblings.insert(index, node._layer)
 
     def tryBarrierLock(self):
         _gui_thread_only()
@@ -237,24 +273,33 @@ class Krita:
         return cls._instance
 
     def __init__(self):
-        self._documents: list[Document] = []
-        self._active: Document | None = None
+        self._documents: list[_Image] = []
+        self._active: _Image | None = None
         self._settings: dict = {}
         self.dock_widget_factories: list = []
 
     def version(self): return "5.1.5"
 
     def createDocument(self, width, height, name, model, depth, profile, resolution):
-        doc = Document(width, height, name, model, depth)
-        self._documents.append(doc)
-        return doc
+        image = _Image(width, height, name, model, depth)
+        self._documents.append(image)
+        return Document(image)
 
     def activeDocument(self):
+        """A new wrapper on every call, as libkis' ``Krita::activeDocument`` makes one."""
         _gui_thread_only()
-        return self._active
+        return Document(self._active) if self._active is not None else None
 
     def setActiveDocument(self, doc):
-        self._active = doc
+        self._active = doc._image if doc is not None else None
+
+    def documents(self):
+        return [Document(image) for image in self._documents]
+
+    def _close(self, image: "_Image") -> None:
+        self._documents.remove(image)
+        if self._active is image:
+            self._active = None
 
     def readSetting(self, group, name, default):
         return self._settings.get((group, name), default)

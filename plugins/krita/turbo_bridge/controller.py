@@ -15,6 +15,7 @@ import time
 from dataclasses import replace
 
 from .canvas import ControlShot, InputSender, StyleShot, capture, capture_layer
+from .documents import PerDocument
 from .frames import Picture, place
 from .layer import DocumentError, ReferenceLayer, find_reference, is_idle, keep
 from .qt import QtCore, Signal
@@ -51,7 +52,7 @@ class Controller(QtCore.QObject):
         self._frame_line = ""  # which frame the layer shows (kept apart so it never hides a note)
         self.url: str | None = None
         self.channel = "main"  # the daemon channel of the active document
-        self._channels: dict[int, str] = {}  # per document (by its object id): the channel chosen for it
+        self.channels = PerDocument("main")  # the channel chosen for each document (found with ==)
         self._pending: Picture | None = None
         self._needs_refresh = False
         self._worker: FrameWorker | None = None
@@ -213,7 +214,7 @@ class Controller(QtCore.QObject):
         name = check_channel(name)  # ValueError: the docker shows the rule
         doc = self.host.activeDocument()
         if doc is not None:
-            self._channels[id(doc)] = name
+            self.channels.set(doc, name, open_documents=self.host.documents())
         self._switch(name)
         return name
 
@@ -231,7 +232,7 @@ class Controller(QtCore.QObject):
         channel of its own switches the connection to that channel, any other to main."""
         doc = self.host.activeDocument()
         if doc is not None:
-            self._switch(self._channels.get(id(doc), "main"))  # a document nobody gave a channel: main
+            self._switch(self.channels.get(doc))  # a document nobody gave a channel: main
         if self._worker is not None:
             self._worker.target = self._doc_size()
         doc = self.host.activeDocument()

@@ -211,6 +211,12 @@ class BridgePanel(QtWidgets.QWidget):
         self.host.writeSetting(SETTINGS, "address", self.address.text().strip())
         self.address.setToolTip(url)
 
+    def window_canvas_changed(self) -> None:
+        """Another view (document) became active: frames, channel and layer lists follow it."""
+        self.controller.document_changed()
+        self.channel.setText(self.controller.channel)  # each document shows its own channel
+        self.refresh_layers()
+
     def pick_channel(self) -> None:
         try:
             self.controller.set_channel(self.channel.text().strip() or "main")
@@ -284,9 +290,7 @@ def register(krita) -> None:
             self.panel.reconnect()
 
         def canvasChanged(self, canvas):  # noqa: N802 (Krita's name)
-            self.panel.controller.document_changed()
-            self.panel.channel.setText(self.panel.controller.channel)  # each document shows its own channel
-            self.panel.refresh_layers()
+            self.panel.window_canvas_changed()
 
     add_docker(krita, TurboBridgeDocker)
 

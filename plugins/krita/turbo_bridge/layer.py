@@ -91,22 +91,23 @@ def keep(doc, picture: Picture, name: str):
     """A normal, unlocked paint layer holding ``picture``, added in one undoable step.
 
     The pixels go in before the layer joins the document, so undo removes the layer and redo
-    brings it back with them. It lands just under the reference layer (or on top)."""
+    brings it back with them. It lands beside the reference layer on the painting's side: just
+    under it, or just above it when the reference is the lowest layer of its group (dragged under
+    the painting). ``addChildNode(node, above)`` only places a layer above a sibling or on top, so
+    under a lowest layer is out of reach in one undo step. Without a reference layer: on top."""
     check_format(doc, "this document")
     if picture.doc_size != (doc.width(), doc.height()):
         raise ValueError(f"picture fitted for {picture.doc_size}, document is {doc.width()}x{doc.height()}")
     node = doc.createNode(name, "paintlayer")
     write(node, picture.bgra, picture.placement)
     reference = find_reference(doc)
-    parent = reference.parentNode() if reference is not None else doc.rootNode()
-    siblings = parent.childNodes()
-    index = next((i for i, n in enumerate(siblings) if n.uniqueId() == reference.uniqueId()), None) \
-        if reference is not None else None
-    if index:
-        above = siblings[index - 1]  # between the reference and what lies under it
-    else:
-        above = reference if index == 0 else (siblings[-1] if siblings else None)
-    parent.addChildNode(node, above)
+    if reference is None:
+        doc.rootNode().addChildNode(node, None)
+        return node
+    parent = reference.parentNode()
+    siblings = parent.childNodes()  # bottom first; wrappers compare equal when the layer is the same
+    index = next(i for i, sibling in enumerate(siblings) if sibling == reference)
+    parent.addChildNode(node, siblings[index - 1] if index > 0 else reference)
     return node
 
 

@@ -4,11 +4,13 @@ Control page's TOPs go the same way, each into a control segment of its ControlN
 (``ControlSender``), with that ControlNet's scale sent when it changes, and the Style page's TOP
 into a style segment (``StyleSender``).
 
-Every frame start (with Send Input on) the TOP's image is read with ``numpyArray(delayed=True)``
-(the GPU download of this call lands at the next call, so the main thread never waits on the
-GPU: the daemon sees an image one frame late) and compared with the last one written: an
-unchanged image writes nothing. Mono (1 channel) and RG (2 channel) TOPs become RGBA. The segment is told to the daemon once, over HTTP on a worker thread (never the main
-thread), and again after a reconnect.
+Every frame start (with Send Input on) costs the main thread little and no more at 1920x1080:
+the TOP is scaled on TouchDesigner's GPU to what the daemon uses and downloaded only when it
+changed (``downscale.py``, with ``numpyArray(delayed=True)``: the main thread never waits on the
+GPU, the daemon sees an image one frame late); converting it to 8 bits, dropping an unchanged one
+and writing the segment happen on the sender's uploader thread (``upload.py``). The segment is
+told to the daemon over HTTP on a worker thread (never the main thread), again after a
+reconnect and when the uploader made a larger segment.
 """
 
 from __future__ import annotations
@@ -16,46 +18,39 @@ from __future__ import annotations
 import re
 import threading
 
-import numpy as np
-
 from ._client import client
 from .control import channel
+from .downscale import Downscaler
+from .upload import Uploader
 
 CONTROL_SLOTS = (1, 2)  # Control TOPs on the Control page (network.py)
+STYLE_LIMIT = (512, 512)  # a style image's largest size: the image encoder sees 224 x 224
 
 
 def segment_name(comp) -> str:
-    """This control COMP's input segment: the frame segment's name, '-input-', the COMP's id."""
+    """This control COMP's input segment: the frame segment's name, '-input-', the COMP's id
+    (the uploader appends a serial)."""
     base = re.sub(r"[^A-Za-z0-9._-]", "-", str(comp.par.Shmname.eval()).strip() or "turbo-bridge")
-    return f"{base}-input-{comp.id}"[:100]
-
-
-def as_rgba(image: np.ndarray) -> np.ndarray:
-    """A TOP's pixels (H x W x C, C 1-4, as ``numpyArray`` gives them) as H x W x 3 or 4:
-    one channel is grey, two are red and green (a TOP's channels are r, g, b, a)."""
-    if image.ndim == 2:
-        image = image[..., None]
-    channels = image.shape[2]
-    if channels == 1:
-        return np.repeat(image, 3, axis=2)
-    if channels == 2:
-        return np.concatenate([image, np.zeros_like(image[..., :1])], axis=2)
-    return image
+    return f"{base}-input-{comp.id}"[:90]
 
 
 class InputSender:
     control: str | None = None  # None: the input image; a name: that ControlNet's control image
     style = False  # True: the style image (StyleSender)
-    what = "input"
+    what = role = "input"
+    keep_aspect = False  # the daemon stretches input (and control) images to the frame
 
     def __init__(self, comp):
         self.comp = comp
-        self.writer: client.ShmInputWriter | None = None
-        self.written = 0
-        self._last: np.ndarray | None = None
-        self._attached_to: str | None = None  # the daemon URL the segment was told to
+        self.scaler = Downscaler(comp, self.role)
+        self.uploader: Uploader | None = None
+        self._attached: tuple | None = None  # (daemon URL, segment generation) the daemon was told
         self._outcome: str | None = None  # set by the worker thread, shown by the main thread
         self._worker: threading.Thread | None = None
+
+    @property
+    def written(self) -> int:
+        return self.uploader.written if self.uploader is not None else 0
 
     def _wanted(self):
         """(sending on, the TOP)."""
@@ -64,11 +59,15 @@ class InputSender:
     def _segment_name(self) -> str:
         return segment_name(self.comp)
 
+    def _limit(self) -> tuple[int, int]:
+        """The largest image worth sending: the frame's size."""
+        return int(self.comp.par.Width.eval()), int(self.comp.par.Height.eval())
+
     def frame_start(self, url: str, token: str, status) -> None:
         par = self.comp.par
         on, top = self._wanted()
         if not on:
-            if self.writer is not None:
+            if self.uploader is not None:
                 self.stop(url, token)
                 status(self.what, "off")
             return
@@ -78,30 +77,30 @@ class InputSender:
         if top is None:
             status(self.what, "choose an Input TOP")
             return
-        image = top.numpyArray(delayed=True)
-        if image is None:  # the first delayed download is not there yet (or the TOP has no image)
+        if self.scaler.operators() is None:
+            status(self.what, f"no {self.role}_select / {self.role}_fit TOPs in {self.comp.path}: "
+                              "run the setup script again (a new network)")
+            return
+        if self.uploader is None:
+            self.uploader = Uploader(self._segment_name())
+            self.scaler.forget()  # the new uploader gets the current image
+        image = self.scaler.take(top, self._limit(), self.keep_aspect)
+        if image is not None:  # a new image (None: unchanged, or its delayed download not back yet)
+            self.uploader.submit(image)
+        uploader = self.uploader
+        if uploader.error is not None:
+            status(self.what, f"could not write the {self.what} segment: {uploader.error}")
+            return
+        if uploader.generation == 0:
             status(self.what, f"waiting for an image from {top.path}")
             return
-        image = as_rgba(image)
-        if self._last is None or image.shape != self._last.shape or not np.array_equal(image, self._last):
-            self._write(image)
-        if self._attached_to != url and (self._worker is None or not self._worker.is_alive()):
-            self._attached_to = url
-            name, control, style = self.writer.name, self.control, self.style
+        wanted = (url, uploader.generation)
+        if self._attached != wanted and (self._worker is None or not self._worker.is_alive()):
+            self._attached = wanted
+            name, control, style = uploader.name, self.control, self.style
             self._run(lambda client: client.attach_input(name, control=control, style=style), url, token)
         if self._outcome is not None:
             status(self.what, self._outcome)
-
-    def _write(self, image: np.ndarray) -> None:
-        height, width = image.shape[:2]
-        geometry = self.writer.geometry if self.writer is not None else None
-        if geometry is None or width > geometry.max_width or height > geometry.max_height:
-            self._close_writer()
-            self.writer = client.ShmInputWriter(self._segment_name(), width, height)
-            self._attached_to = None  # a new segment: the daemon must attach it again
-        self.writer.write(image, flip=True)  # TOPs hold rows bottom-first, floats 0-1
-        self._last = image.copy()
-        self.written += 1
 
     def _run(self, call, url: str, token: str) -> None:
         name = channel(self.comp)  # here, on TouchDesigner's thread: parameters are read nowhere else
@@ -119,20 +118,17 @@ class InputSender:
 
     def reattach(self) -> None:
         """After a reconnect (a restarted daemon forgets the segment): tell the daemon again."""
-        self._attached_to = None
+        self._attached = None
 
     def stop(self, url: str, token: str) -> None:
-        """Back to text-to-image: the daemon drops the input, the segment goes."""
-        if self._attached_to is not None:
+        """Back to text-to-image: the daemon drops the input; the uploader ends and unlinks the segment."""
+        if self._attached is not None:
             control, style = self.control, self.style
             self._run(lambda client: client.clear_input(control=control, style=style), url, token)
-        self._attached_to = None
-        self._close_writer()
-
-    def _close_writer(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer, self._last = None, None
+        self._attached = None
+        if self.uploader is not None:
+            self.uploader.stop()
+            self.uploader = None
 
     def join(self, timeout: float) -> bool:
         if self._worker is not None:
@@ -146,14 +142,18 @@ class StyleSender(InputSender):
     Style Scale, travels over OSC like the page's other parameters."""
 
     style = True
-    what = "style"
+    what = role = "style"
+    keep_aspect = True  # the image encoder crops it: its aspect is the daemon's business
 
     def _wanted(self):
         top = self.comp.par.Styletop.eval()
         return top is not None, top
 
     def _segment_name(self) -> str:
-        return segment_name(self.comp).replace("-input-", "-style-")[:100]
+        return segment_name(self.comp).replace("-input-", "-style-")
+
+    def _limit(self) -> tuple[int, int]:
+        return STYLE_LIMIT
 
 
 class ControlSender(InputSender):
@@ -161,9 +161,9 @@ class ControlSender(InputSender):
     scale (``controls`` NAME -> scale) whenever it changes."""
 
     def __init__(self, comp, slot: int):
-        super().__init__(comp)
         self.slot = slot
-        self.what = f"control{slot}"
+        self.what = self.role = f"control{slot}"
+        super().__init__(comp)
         self._scale_sent: tuple[str, float] | None = None
 
     def _wanted(self):
@@ -171,8 +171,7 @@ class ControlSender(InputSender):
         return self.control is not None and top is not None, top
 
     def _segment_name(self) -> str:
-        base = segment_name(self.comp).replace("-input-", f"-control{self.slot}-")
-        return base[:100]
+        return segment_name(self.comp).replace("-input-", f"-control{self.slot}-")
 
     def frame_start(self, url: str, token: str, status) -> None:
         name = str(getattr(self.comp.par, f"Control{self.slot}name").eval()).strip() or None
@@ -181,7 +180,7 @@ class ControlSender(InputSender):
                 self.stop(url, token)
             self.control, self._scale_sent = name, None
         super().frame_start(url, token, status)
-        if self.control is None or self.writer is None:
+        if self.control is None or self.uploader is None:
             return
         scale = float(getattr(self.comp.par, f"Control{self.slot}scale").eval())
         wanted = (self.control, scale)

@@ -2,19 +2,20 @@
 
 ``build(parent, plugin_dir, optypes)`` creates a Base COMP (the control COMP, with custom
 parameters) holding the Script TOP and its callbacks, an Out TOP, the OSC Out and OSC In DATs,
-the cue and status tables and the Execute / Parameter Execute DATs. Every callback DAT holds a
-few lines that put the plugin folder on ``sys.path`` and call into this package.
+the cue and status tables, the Execute / Parameter Execute DATs and a Select and a Fit TOP per
+sent image (``downscale.py``). Every callback DAT holds a few lines that put the plugin folder
+on ``sys.path`` and call into this package.
 """
 
 from __future__ import annotations
 
-from . import session
+from . import downscale, session
 from .cues import header_row
 from .inputs import CONTROL_SLOTS
 from .paths import import_paths
 
-OP_TYPES = ("baseCOMP", "scriptTOP", "outTOP", "textDAT", "tableDAT", "oscoutDAT", "oscinDAT",
-            "executeDAT", "parameterexecuteDAT")
+OP_TYPES = ("baseCOMP", "scriptTOP", "outTOP", "selectTOP", "fitTOP", "textDAT", "tableDAT", "oscoutDAT",
+            "oscinDAT", "executeDAT", "parameterexecuteDAT")
 DEFAULT_PORTS = (8787, 9000, 9001)  # HTTP, OSC, feedback (the OSC In DAT)
 EXAMPLE_CUES = [["opening", "a lighthouse in a storm, oil painting", "1", "", "", "", ""],
                 ["calm", "a lighthouse at dawn, calm sea, oil painting", "1", "", "", "", ""],
@@ -56,7 +57,9 @@ def onFrameStart(frame):
 def onExit():
     _tb.on_exit()
 '''
-PAR_EXEC = '''def onValueChange(par, prev):
+PAR_EXEC = '''# The arguments of the Parameter Execute DAT's documented template (par, val, prev); the value
+# is read from par, and prev's default also takes a build that passes (par, prev).
+def onValueChange(par, val, prev=None):
     _tb.on_value_change(par)
 
 
@@ -197,6 +200,8 @@ def build(parent, plugin_dir: str, optypes: dict, name: str = "turbo_bridge", ho
     par_exec.par.pars = "*"
     par_exec.par.custom, par_exec.par.builtin = True, False
     par_exec.par.valuechange = par_exec.par.onpulse = True
+
+    downscale.build(comp, optypes, 0, -300)  # the sent TOPs, scaled on the GPU before any download
 
     # Last: the pulse runs onSetupParameters and cooks the TOP, whose session reads the tables above.
     frame = child("scriptTOP", "frame", 0, 0)

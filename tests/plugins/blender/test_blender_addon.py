@@ -23,7 +23,7 @@ except ImportError as exc:  # not installed (Python other than 3.11), or a share
     pytest.skip(f"bpy cannot be imported ({exc}); the tests need Blender as a Python module: "
                 "pip install bpy==5.0.1 on Python 3.11", allow_module_level=True)
 
-from blender_harness import ADDON, assert_shows, frame_current, http, pump, settings  # noqa: E402
+from blender_harness import ADDON, assert_shows, frame_current, http, pump, settings, write_demo_lora  # noqa: E402
 from bridge.client import HttpClient, ShmReader  # noqa: E402
 
 
@@ -84,15 +84,10 @@ def test_local_daemon_frames_arrive_through_shared_memory_flipped(ext, blender_d
 
 
 def test_negative_prompt_and_lora_weights(ext, blender_daemon, cache_dir):
-    import torch
-    from bridge.pipeline.loading.loader import load_pipeline
-    from lora_files import lora_layers, write_diffusers
-
     folder = Path(cache_dir) / "loras"  # the daemon's default --lora-dir (TURBO_BRIDGE_CACHE)
     folder.mkdir(exist_ok=True)
-    if not (folder / "bl_ink.safetensors").exists():
-        write_diffusers(lora_layers(load_pipeline("demo", "cpu", torch.float32, cache_dir), seed=40, text=False),
-                        folder / "bl_ink.safetensors")
+    if not (folder / "bl_ink.safetensors").exists():  # made in the daemon's Python: no torch in bpy's
+        write_demo_lora(cache_dir, folder / "bl_ink.safetensors", seed=40)
     s = settings(blender_daemon.url, negative_prompt="blurry", guidance=1.5)
     assert bpy.ops.turbo_bridge.connect() == {"FINISHED"}
     pump(ext.live, lambda: "bl_ink" in [item.name for item in s.loras])  # listed on connecting

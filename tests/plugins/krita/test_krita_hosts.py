@@ -14,7 +14,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from krita_harness import PLUGIN_DIR, REFERENCE_NAME, SUPPORT, krita_missing, run_real_krita
+from krita_harness import (KRITA_IMPORTER, PLUGIN_DIR, REFERENCE_NAME, SUPPORT, import_plugin_zip, krita_missing,
+                           run_real_krita)
 from turbo_bridge.notice import DOCKER_ID
 from turbo_bridge.qt import BINDING
 
@@ -70,6 +71,27 @@ def test_krita_6_binding_pyqt6_end_to_end(demo_daemon):
     pytest.importorskip("PyQt6.QtWidgets")
     result = run_child(PLUGIN_DIR, "PyQt6", demo_daemon, block_bridge=False)
     assert result["binding"] == "PyQt6" and result["exact"], result
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(folder.rglob("*"))
+            if path.is_file() and "__pycache__" not in path.parts}
+
+
+@pytest.mark.skipif(not KRITA_IMPORTER.exists(), reason=f"Krita's importer is not installed ({KRITA_IMPORTER})")
+def test_the_zip_imports_through_kritas_own_importer(tmp_path):
+    """Tools > Scripts > Import Python Plugin from File... runs Krita's ``PluginImporter``: it must
+    find the plugin in the built zip and install what ``build.py --install`` copies, byte for byte."""
+    sys.path.insert(0, str(PLUGIN_DIR))
+    import build
+
+    archive = build.build_zip(tmp_path / "turbo_bridge_krita.zip")
+    assert import_plugin_zip(archive, tmp_path / "resources") == ["turbo_bridge"]
+    build.install(tmp_path / "copied")
+    assert tree(tmp_path / "resources" / "pykrita") == tree(tmp_path / "copied")
+    with zipfile.ZipFile(archive) as z:  # unpacked by hand, too: folders traversable, files readable
+        modes = {info.filename: info.external_attr >> 16 for info in z.infolist()}
+    assert modes["turbo_bridge/"] == 0o40755 and modes["turbo_bridge/__init__.py"] == 0o100644
 
 
 def test_the_built_plugin_works_without_turbo_bridge_installed(tmp_path, demo_daemon):
@@ -134,4 +156,13 @@ def test_inside_real_krita(tmp_path, demo_daemon):
     assert report["input_layers"] == ["Background", REFERENCE_NAME]
     assert report["input_sent"], report["input_state"]  # the canvas, without the reference layer
     assert report["input_reference_visible"] and report["input_undo_unchanged"] and report["input_dropped"]
+    # Keep with the reference layer dragged to the bottom: just above it, under the painting, one undo step
+    assert report["bottom_before_keep"] == [REFERENCE_NAME, "Background"]
+    kept = report["bottom_after_keep"][1]
+    assert report["bottom_after_keep"] == [REFERENCE_NAME, kept, "Background"] and kept.startswith("turbo-bridge frame")
+    assert report["bottom_undo_text"] == "Undo Add Layer" and report["bottom_after_undo"] == report["bottom_before_keep"]
+    # channel "alpha" on document A; to B (main) and back to A (alpha again), twice, views switched by Krita
+    assert report["channel_switched_to_first"] and report["channel_alpha_connected"]
+    assert report["channel_rounds"] == [{"away": ["main", "main"], "back": ["alpha", "alpha"]}] * 2, report["channel_rounds"]
+    assert report["channel_back_connected"]
     assert (out / "krita.png").stat().st_size > 10_000

@@ -158,6 +158,22 @@ def test_keep_as_layer_adds_an_unlocked_layer_in_one_undo_step(panel, demo_daemo
     assert (layer_bytes(doc, name) == reference).all()  # back, with its pixels
 
 
+def test_keep_lands_next_to_the_reference_on_the_paintings_side(panel, demo_daemon, new_doc):
+    """With the reference layer dragged under the painting (the lowest layer), Keep puts the frame
+    just above it, under the painting: Krita's addChildNode only places a layer above another (or
+    on top), so "just under" a lowest layer is not one undoable step (README, "Keep as layer")."""
+    doc = new_doc(96, 64)
+    p = panel()
+    type_prompt(p, demo_daemon, "keep this one, under my painting")
+    doc.drag_layer(doc.nodeByName(REFERENCE_NAME), 0)
+    p.keep.click()
+    name = f"turbo-bridge frame {p.controller.current.seq}"
+    assert [n.name() for n in doc.rootNode().childNodes()] == [REFERENCE_NAME, name, "Background"]
+    assert doc.undo_texts()[-1] == "Add Layer"
+    KRITA.action("edit_undo").trigger()
+    assert [n.name() for n in doc.rootNode().childNodes()] == [REFERENCE_NAME, "Background"]
+
+
 def test_frames_follow_the_active_document(panel, demo_daemon, new_doc):
     first = new_doc(64, 64)
     p = panel()
@@ -394,3 +410,27 @@ def test_each_document_drives_its_own_channel(panel, demo_daemon, new_doc):
     assert p.controller.channel == "main"
     pump(lambda: p.controller.connection is not None and p.controller.connection.transport ==
          f"shared memory {demo_daemon.shm_name!r}", what="the connection back on main")
+    # Krita hands out a new Document wrapper on every activeDocument() call: the second document
+    # must still be known as channel sketch's when it comes back (the docker shows it, too)
+    KRITA.setActiveDocument(second)
+    p.window_canvas_changed()
+    assert p.controller.channel == "sketch" and p.channel.text() == "sketch"
+    pump(lambda: p.controller.connection is not None and "sketch" in p.controller.connection.transport,
+         what="the connection back on channel sketch")
+
+
+def test_a_closed_documents_channel_is_forgotten(panel, demo_daemon, new_doc):
+    """Channels are kept per open document: closing one drops its entry (wrappers of a closed
+    document would otherwise pile up for the whole Krita session)."""
+    new_doc(64, 64)
+    p = panel()
+    doc = new_doc(64, 64)
+    p.controller.document_changed()
+    p.controller.set_channel("closing")
+    assert len(p.controller.channels) == 1
+    doc.close()
+    other = new_doc(64, 64)
+    p.controller.document_changed()
+    assert p.controller.channel == "main"
+    p.controller.set_channel("kept")  # setting one drops the entries of documents that closed
+    assert len(p.controller.channels) == 1 and p.controller.channels.get(other) == "kept"

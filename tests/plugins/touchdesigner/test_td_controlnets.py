@@ -48,7 +48,7 @@ def test_control_tops_become_control_images_with_their_scales(td, net, demo_daem
               what="the changed TOP")
     net.par.Control1name = ""  # the slot emptied: depth's image dropped, its segment gone
     run_until(td, lambda: not client.health()["controls"]["depth"]["present"], what="depth dropped")
-    assert tb_session.session_for(net).control_senders[0].writer is None
+    assert tb_session.session_for(net).control_senders[0].uploader is None
     assert status(net, "control2").startswith("sending to")
 
 

@@ -72,6 +72,38 @@ def test_numpy_array_gives_the_tops_channels_and_delayed_lags_one_call():
     assert video.numpyArray(delayed=True).max() == np.float32(1 / 255)
 
 
+def test_select_and_fit_tops_cook_when_pulled_and_only_when_required():
+    """A Select TOP fetches a TOP by path, a Fit TOP re-sizes its input (Common page resolution,
+    Fill); both cook when cooked or downloaded, and only when their source or parameters changed."""
+    td = td_standin.TouchDesigner()
+    video = td.project.create(OP["moviefileinTOP"], "video")
+    select = td.project.create(OP["selectTOP"], "select")
+    fit = td.project.create(OP["fitTOP"], "fit")
+    fit.inputConnectors[0].connect(select)
+    select.par.top, fit.par.fit = video, "fill"
+    picture = np.arange(4 * 6 * 4, dtype=np.uint8).reshape(4, 6, 4)
+    video.play(picture)
+    assert video.totalCooks == 1 and fit.totalCooks == 0  # nothing asked for the Fit TOP's image yet
+    fit.cook()
+    fit.cook()  # nothing changed: not required
+    assert fit.totalCooks == 1 and np.array_equal(fit._texture, picture)  # Use Input
+    fit.par.outputresolution, fit.par.resolutionw, fit.par.resolutionh = "custom", 3, 2
+    fit.cook()
+    assert fit.totalCooks == 2 and np.array_equal(fit._texture, picture[[1, 3]][:, [1, 3, 5]])  # pixel centres
+    video.play(picture + 1)
+    assert np.array_equal(np.round(fit.numpyArray() * 255), picture[[1, 3]][:, [1, 3, 5]] + 1)  # pulled
+    assert fit.totalCooks == 3 and select.totalCooks == 2  # the Fit TOP's own parameters do not cook its source
+    fit.par.outputresolution, fit.par.resolutionw, fit.par.resolutionh = "limit", 3, 3
+    assert (fit.width, fit.height) == (3, 2)  # shrunk into 3 x 3, aspect kept
+    fit.par.resolutionw = fit.par.resolutionh = 100
+    assert (fit.width, fit.height) == (6, 4)  # Limit never grows
+    with pytest.raises(td_standin.TdError, match="menu names"):
+        fit.par.outputresolution = "double"
+    fit.par.fit = "fitbest"
+    with pytest.raises(td_standin.TdError, match="models Fit 'fill' only"):
+        fit.cook()
+
+
 def test_create_renumbers_a_taken_name():
     td = td_standin.TouchDesigner()
     first = td.project.create(OP["tableDAT"], "status")

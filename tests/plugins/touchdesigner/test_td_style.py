@@ -37,6 +37,6 @@ def test_style_top_becomes_the_style_image_and_its_scale_goes_over_osc(td, net, 
     assert status(net, "style").startswith("sending to")
     net.par.Styletop = None  # the TOP cleared: the daemon drops the style image, the segment goes
     run_until(td, lambda: not client.health()["style"]["present"], what="the style image dropped")
-    assert tb_session.session_for(net).style_sender.writer is None
+    assert tb_session.session_for(net).style_sender.uploader is None
     net.par.Stylescale = 0.0
     run_until(td, lambda: client.params()["style_scale"] == 0.0, what="the style off")

@@ -34,7 +34,12 @@ def test_setup_script_builds_the_whole_network(net, demo_daemon):
     kinds = {child.name: child.OPType for child in comp.children}
     assert kinds == {"frame": "scriptTOP", "frame_callbacks": "textDAT", "out1": "outTOP", "osc_out": "oscoutDAT",
                      "osc_in": "oscinDAT", "osc_in_callbacks": "textDAT", "cues": "tableDAT",
-                     "status": "tableDAT", "frame_exec": "executeDAT", "par_exec": "parameterexecuteDAT"}
+                     "status": "tableDAT", "frame_exec": "executeDAT", "par_exec": "parameterexecuteDAT",
+                     **{f"{role}_{kind}": f"{kind}TOP" for role in ("input", "control1", "control2", "style")
+                        for kind in ("select", "fit")}}
+    for role in ("input", "control1", "control2", "style"):  # each sent TOP: a Select wired into a Fit (Fill)
+        fit = comp.op(f"{role}_fit")
+        assert fit.inputs == [comp.op(f"{role}_select")] and str(fit.par.fit) == "fill" and not fit.par.resmult.eval()
     assert {p.name for p in comp.customPars} >= {"Prompt", "Seed", "Guidance", "Steps", "Width", "Height", "Live",
                                                  "Host", "Ports1", "Ports2", "Ports3", "Source", "Shmname",
                                                  "Send", "Cue", "Cuenext", "Cueprev", "Cuego"}

@@ -2,10 +2,11 @@
 
 ``run_frame()`` is one TouchDesigner frame on the main thread: OSC In DATs deliver what
 arrived, Execute DATs get onFrameStart, Parameter Execute DATs get the frame's parameter
-changes (one onValueChange per changed parameter, as the Parameter Execute DAT page says:
-"called once each frame") and pulses, then onFrameEnd; last, the Script TOPs whose cook read
-something that changed since cook again (TouchDesigner re-cooks an operator when what it
-depends on changes; here every such TOP counts as viewed, so it cooks the same frame).
+changes (one ``onValueChange(par, val, prev)`` per changed parameter, the arguments of the
+documented callback template, "called once each frame") and pulses, then onFrameEnd; last,
+the Script TOPs whose cook read something that changed since cook again (TouchDesigner
+re-cooks an operator when what it depends on changes; here every such TOP counts as viewed,
+so it cooks the same frame).
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import fnmatch
 import threading
 import types
 
-from . import ops, osc
+from . import ops, osc, tops
 from .pars import _MAIN, TdError
 
-OP_TYPES = {cls.__name__: cls for cls in (ops.baseCOMP, ops.scriptTOP, ops.outTOP, ops.moviefileinTOP, ops.textDAT,
-                                          ops.tableDAT, ops.executeDAT, ops.parameterexecuteDAT, osc.oscoutDAT,
-                                          osc.oscinDAT)}
+OP_TYPES = {cls.__name__: cls for cls in (ops.baseCOMP, ops.scriptTOP, ops.outTOP, ops.moviefileinTOP, tops.selectTOP,
+                                          tops.fitTOP, ops.textDAT, ops.tableDAT, ops.executeDAT,
+                                          ops.parameterexecuteDAT, osc.oscoutDAT, osc.oscinDAT)}
 
 
 class TouchDesigner:
@@ -108,7 +109,7 @@ class TouchDesigner:
                 if not any(fnmatch.fnmatchcase(par.name, p) for p in dat.par.pars.eval().split()):
                     continue
                 if kind == "valuechange" and dat.par.valuechange.eval():
-                    self._call(dat, "onValueChange", par, prev)
+                    self._call(dat, "onValueChange", par, par._val, prev)  # (par, val, prev): the template
                 elif kind == "pulse" and dat.par.onpulse.eval():
                     self._call(dat, "onPulse", par)
 

@@ -50,12 +50,17 @@ class OP:
         self.par = ParCollection(self)
         self.cook_count = 0
         self._reads: set = set()  # what its last cook read (see env: dependency re-cooks)
-        for par_name, (style, default) in self.builtin.items():
-            self._pars[par_name] = Par(self, par_name, style, default)
+        for par_name, (style, default, *menu) in self.builtin.items():  # a Menu's third item: its names
+            self._pars[par_name] = Par(self, par_name, style, default, menu=menu[0] if menu else None)
 
     @property
     def OPType(self) -> str:
         return type(self).__name__
+
+    @property
+    def totalCooks(self) -> int:
+        """OP Class: "Number of times the operator has cooked"."""
+        return self.cook_count
 
     @property
     def path(self) -> str:
@@ -295,9 +300,21 @@ class TOP(OP):
 
     def __init__(self, env, parent, name):
         super().__init__(env, parent, name)
-        self._texture: np.ndarray | None = None
+        self._image: np.ndarray | None = None
+        self.image_changes = 0  # stand-in only: how often the image was replaced (what dependents follow)
         self._delayed: np.ndarray | None = None  # the download a numpyArray(delayed=True) started
         self.stalls = 0  # stand-in only: numpyArray() calls that waited for the GPU (not delayed)
+        self.downloads = 0  # stand-in only: numpyArray() calls of any kind
+
+    @property
+    def _texture(self) -> np.ndarray | None:
+        return self._image
+
+    @_texture.setter
+    def _texture(self, image: np.ndarray | None) -> None:
+        """A new image (a cook, a copy, a Movie File In frame): TOPs that use this one cook again."""
+        self._image = image
+        self.image_changes += 1
 
     def _set_texture(self, arr: np.ndarray) -> None:
         tex = arr.copy()  # TD uploads a copy; the caller may reuse arr
@@ -314,6 +331,9 @@ class TOP(OP):
     def height(self) -> int:
         return 0 if self._texture is None else self._texture.shape[0]
 
+    def _pull(self) -> None:
+        """Bring the image up to date before it is used (filters cook here; see tops.py)."""
+
     def _download(self) -> np.ndarray | None:
         if self._texture is None:
             return None
@@ -327,6 +347,8 @@ class TOP(OP):
         ``delayed=True`` returns the download the previous delayed call started (None the first
         time): the result "will be delayed until the next call" (TOP Class)."""
         check_main(f"{self.path}.numpyArray")
+        self._pull()  # TouchDesigner cooks a TOP whose image is asked for, if that is required
+        self.downloads += 1
         if not delayed:
             self.stalls += 1
             return self._download()
@@ -342,9 +364,10 @@ class moviefileinTOP(TOP):
     """Stand-in only: a TOP whose image comes from outside Python (a file, a camera)."""
 
     def play(self, arr: np.ndarray) -> None:
-        """Show ``arr`` (H x W x C, C 1..4, rows bottom-first) as this TOP's image."""
+        """Show ``arr`` (H x W x C, C 1..4, rows bottom-first) as this TOP's image: one cook."""
         assert arr.ndim == 3 and 1 <= arr.shape[2] <= 4 and arr.dtype.type in COPY_DTYPES, arr.shape
         self._set_texture(arr)
+        self.cook_count += 1
 
 
 class scriptTOP(TOP):

@@ -75,7 +75,7 @@ def drive(report):
 
     # 1. a document the frame's size: the layer must hold the frame's exact pixels, in BGRA
     size = client.params()
-    doc = new_view(window, size["width"], size["height"], "exact")
+    doc = first_doc = new_view(window, size["width"], size["height"], "exact")
     panel.address.setText(os.environ["TB_E2E_URL"])
     panel.reconnect()
     panel.prompt.setPlainText("a lighthouse on a cliff at dusk")
@@ -154,6 +154,46 @@ def drive(report):
     panel.input_live.setChecked(False)
     report["input_dropped"] = pump(lambda: not client.health()["input"]["present"], 10)
     report["status"] = panel.status.text()
+
+    # 5. keep with the reference layer dragged under the painting (the lowest layer)
+    background = doc.nodeByName("Background")
+    background.remove()  # as a drag in the Layers docker would: the painting over the reference
+    doc.rootNode().addChildNode(background, None)
+    doc.waitForDone()
+    report["bottom_before_keep"] = [n.name() for n in doc.rootNode().childNodes()]
+    panel.keep.click()
+    name = f"turbo-bridge frame {controller.current.seq}"
+    pump(lambda: doc.nodeByName(name) is not None, 10)
+    report["bottom_after_keep"] = [n.name() for n in doc.rootNode().childNodes()]
+    report["bottom_undo_text"] = k.action("edit_undo").text()
+    k.action("edit_undo").trigger()
+    doc.waitForDone()
+    pump(lambda: doc.nodeByName(name) is None, 10)
+    report["bottom_after_undo"] = [n.name() for n in doc.rootNode().childNodes()]
+
+    # 6. channels per document: "alpha" on the first document, away to the second and back (twice),
+    # the view switched as a user does; Krita calls the docker's canvasChanged, nothing else is called
+    first, second = first_doc, doc
+    views = {view.document().name(): view for view in window.views()}
+
+    def show(document):
+        views[document.name()].setVisible()  # libkis View::setVisible: make this view the active one
+        return pump(lambda: k.activeDocument() == document and panel.channel.text() == controller.channel, 10)
+
+    report["channel_switched_to_first"] = show(first)
+    panel.channel.setText("alpha")
+    panel.pick_channel()
+    report["channel_alpha_connected"] = pump(lambda: controller.connection is not None
+                                             and controller.connection.transport.endswith(".alpha'"), 30)
+    rounds = []
+    for _ in range(2):
+        show(second)
+        away = (controller.channel, panel.channel.text())
+        show(first)
+        rounds.append({"away": list(away), "back": [controller.channel, panel.channel.text()]})
+    report["channel_rounds"] = rounds
+    report["channel_back_connected"] = pump(lambda: controller.connection is not None
+                                            and controller.connection.transport.endswith(".alpha'"), 30)
 
     report["zoom_actions"] = sorted(a.objectName() for a in k.actions() if "zoom" in a.objectName())
     return controller
