@@ -18,6 +18,7 @@ from aiohttp import web
 from ..config import Config
 from ..core.frame import Renderer
 from ..core.params import Limits
+from ..engine.changes import ChangeDoor
 from ..engine.channels import MAIN, Channel, ChannelRegistry
 from ..engine.loras import LoraGate
 from ..engine.render_queue import RenderQueue
@@ -42,7 +43,8 @@ CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 def render_engine(config: Config, renderer_factory: Callable[[Config], tuple[Renderer, dict]], recorder: Recorder,
                   ndi: NdiSender | None) -> CleanupContext:
-    """Loads a renderer per device and makes the channel registry with channel main (``rest.CHANNELS``)."""
+    """Loads a renderer per device and makes the channel registry with channel main (``rest.CHANNELS``)
+    and the door every change enters by (``rest.DOOR``)."""
 
     async def executors(app: web.Application) -> AsyncIterator[None]:
         devices = resolve_devices(config.device)
@@ -87,6 +89,7 @@ def render_engine(config: Config, renderer_factory: Callable[[Config], tuple[Ren
                 ndi.start()
             main = registry.create(MAIN, shm=main_shm, sinks=tuple(s for s in (recorder, ndi) if s is not None))
             app[rest.SCHEDULER] = main.scheduler
+            app[rest.DOOR] = ChangeDoor(main.scheduler, registry)  # every front end's changes enter here
             app[rest.PNG_CACHE] = main.services[rest.PNG_CACHE]
             # Serve once main's first frame is out (or failed): a client's first change then never
             # races the initial frame, which would otherwise answer its wait with the older state.

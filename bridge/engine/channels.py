@@ -43,6 +43,11 @@ class UnknownChannelError(BridgeError):
     """No channel of that name (answered 404)."""
 
 
+def unknown_channel(name: str) -> UnknownChannelError:
+    return UnknownChannelError(f"no channel {name[:64]!r}; GET /v1/channels lists them, "
+                               f"PATCH /v1/channels/{name[:64]}/params creates it")
+
+
 def check_name(name: Any) -> str:
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise ValidationError("channel", f"a channel name is 1-32 characters of a-z, 0-9, '_' and '-', starting "
@@ -96,8 +101,7 @@ class ChannelRegistry:
     def __getitem__(self, name: str) -> Channel:
         channel = self._channels.get(name)
         if channel is None:
-            raise UnknownChannelError(f"no channel {name[:64]!r}; GET /v1/channels lists them, "
-                                      f"PATCH /v1/channels/{name[:64]}/params creates it")
+            raise unknown_channel(name)
         return channel
 
     def __iter__(self):
@@ -110,6 +114,15 @@ class ChannelRegistry:
     def main(self) -> Channel:
         return self._channels[MAIN]
 
+    @property
+    def initial(self) -> Params:
+        """What a new channel starts from (the daemon's initial parameters)."""
+        return self._initial
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
     # -- front ends' per-channel state --------------------------------------------------
     def extend(self, create: Callable[[Channel], None],
                delete: Callable[[Channel], Awaitable[None] | None] = lambda channel: None) -> None:
@@ -119,19 +132,25 @@ class ChannelRegistry:
             create(channel)
 
     # -- life cycle ---------------------------------------------------------------------
-    def create(self, name: str, shm: ShmWriter | None = None, sinks: tuple = ()) -> Channel:
+    def check_room(self, more: int = 1) -> None:
+        """Raise ``ChannelLimitError`` unless ``more`` channels fit within ``--max-channels``."""
+        if len(self._channels) + more > self.max_channels:
+            raise ChannelLimitError(f"at most {self.max_channels} channels ({MAIN} included; --max-channels); "
+                                    f"DELETE /v1/channels/NAME one first")
+
+    def create(self, name: str, shm: ShmWriter | None = None, sinks: tuple = (),
+               queue: RenderQueue | None = None) -> Channel:
         """A new channel from the daemon's initial parameters; raises when the name or the count is wrong.
 
         ``shm``: its segment, already open (main's is opened before the model loads); else one is made.
         ``sinks``: more outputs of its frames (main's recorder and NDI sender).
+        ``queue``: the device it renders on (``placement()`` when the caller prepared it); else the lightest.
         """
         check_name(name)
         if name in self._channels:
             return self._channels[name]
-        if len(self._channels) >= self.max_channels:
-            raise ChannelLimitError(f"at most {self.max_channels} channels ({MAIN} included; --max-channels); "
-                                    f"DELETE /v1/channels/NAME one first")
-        queue = self._least_loaded()
+        self.check_room()
+        queue = self.placement() if queue is None else queue
         if shm is None and self._shm_name:
             shm = ShmWriter(segment_name(self._shm_name, name), self._slot_size, self._slot_size)
             shm.open()
@@ -194,7 +213,8 @@ class ChannelRegistry:
             out[channel.queue] += load_of(channel.scheduler.params)
         return out
 
-    def _least_loaded(self) -> RenderQueue:
+    def placement(self) -> RenderQueue:
+        """The device a new channel goes to: the least loaded (then the fewest channels, then the first)."""
         loads = self.loads()
         counts = {queue: 0 for queue in self.queues}
         for channel in self:
