@@ -16,6 +16,7 @@ from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 
 from bridge.client import parse_osc_message
 from bridge.engine.loras import LoraGate
+from bridge.frontends.http import inputs
 from bridge.frontends.http.rest import CHANNELS
 from conftest import null_factory
 from lora_folders import NotedFolder
@@ -182,7 +183,10 @@ async def test_a_websocket_creates_its_channel_with_its_first_change_as_rest_doe
         assert channel(daemon, "fresh") is None  # connecting creates nothing
         await ws.send_json({"format": "png"})
         assert (await receive_text(ws, "applied", "error"))["version"] == 0
-        assert channel(daemon, "fresh") is None  # nor does a message without params
+        await ws.send_bytes(inputs.pack_ws_input("rgba", bytes(16), 2, 2))
+        refused = await receive_text(ws, "input", "error")
+        assert refused["error"]["field"] == "channel" and "a params message creates it" in refused["error"]["message"]
+        assert channel(daemon, "fresh") is None  # nor does a message without params, nor an image
         await ws.send_json({"params": {"seed": 4}})
         assert (await receive_text(ws, "applied", "error")) == {
             "type": "applied", "version": 2, "warnings": [], "format": "png", "quality": 80}
