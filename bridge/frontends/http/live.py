@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from ...core.errors import ValidationError
+from ...core.errors import BridgeError, ValidationError
 from ...core.access import HttpLimits
 from .connections import HTTP_LIMITS
 from .control_api import CONTROLS
@@ -27,7 +27,7 @@ from .input_api import INPUTS
 from .style_api import STYLES
 from .inputs import MAX_INPUT_BYTES, WS_CONTROL_NAME, WS_INPUT, is_ws_control, is_ws_style
 from .rest import CHANNELS, add_channel_route, change_params, channel_name, error_response, loads_strict, service_of
-from ...engine.channels import Channel, ChannelLimitError, UnknownChannelError, check_name
+from ...engine.channels import Channel, check_name
 from ..security import ACCESS
 from .streams import DEFAULT_QUALITY, HEADER, FrameEncoder, FrameHub, StreamFormat, Subscription
 
@@ -165,7 +165,7 @@ class _WsClient:
                 if "params" in body else None
         except ValidationError as exc:
             return {"type": "error", **exc.to_json()}
-        except (ChannelLimitError, UnknownChannelError) as exc:  # the wording of REST's 409 and 404
+        except BridgeError as exc:  # creating the channel refused: past --max-channels (REST's 409 wording)
             return {"type": "error", **ValidationError("channel", str(exc)).to_json()}
         channel = request.app[CHANNELS].get(channel_name(request))
         if fmt != self.format:
