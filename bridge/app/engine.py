@@ -17,6 +17,7 @@ from aiohttp import web
 from ..config import Config
 from ..core.frame import Renderer
 from ..core.params import Limits
+from ..engine.changes import ChangeDoor
 from ..engine.channel_outputs import ChannelOutputs
 from ..engine.channels import MAIN, Channel, ChannelRegistry
 from ..engine.loras import LoraGate
@@ -40,7 +41,8 @@ CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
 def render_engine(config: Config, renderer_factory: Callable[[Config], tuple[Renderer, dict]]) -> CleanupContext:
-    """Loads a renderer per device and makes the channel registry with channel main (``rest.CHANNELS``)."""
+    """Loads a renderer per device and makes the channel registry with channel main (``rest.CHANNELS``)
+    and the door every change enters by (``rest.DOOR``)."""
 
     async def executors(app: web.Application) -> AsyncIterator[None]:
         devices = resolve_devices(config.device)
@@ -85,6 +87,7 @@ def render_engine(config: Config, renderer_factory: Callable[[Config], tuple[Ren
             registry.extend(png_cache_of)
             main = await registry.create(MAIN, outputs=main_outputs)
             app[rest.SCHEDULER] = main.scheduler
+            app[rest.DOOR] = ChangeDoor(main.scheduler, registry)  # every front end's changes enter here
             app[rest.PNG_CACHE] = png_cache
             # Serve once main's first frame is out (or failed): a client's first change then never
             # races the initial frame, which would otherwise answer its wait with the older state.

@@ -19,7 +19,8 @@ from ..config import Config
 from ..engine.channels import Channel
 from ..frontends.http import channels_api, connections, control_api, input_api, live, openapi, record_api, rest, style_api
 from ..frontends import security, sockets
-from ..frontends.osc.server import ADDRESSES, OscServer
+from ..frontends.osc import addresses
+from ..frontends.osc.server import OscServer
 from ..frontends.http.streams import FrameEncoder, FrameHub
 
 OSC = web.AppKey("osc", OscServer)
@@ -38,7 +39,7 @@ def http(app: web.Application, config: Config) -> None:
     app.middlewares.append(app[GUARD].middleware)  # outermost: marks the connection busy
     app.middlewares.append(security.middleware(config.host, config.access))  # before any route
     app.on_response_prepare.append(security.add_cors_headers)
-    app[rest.OSC_ADDRESSES] = {**ADDRESSES, record_api.OSC_ADDRESS: "i: 1 starts recording, 0 stops (channel main)"}
+    app[rest.OSC_ADDRESSES] = addresses.schema()
     app[rest.SCHEMA_EXTRA] = {**live.SCHEMA, **input_api.SCHEMA, **channels_api.SCHEMA, **record_api.SCHEMA,
                               **control_api.SCHEMA, **style_api.SCHEMA}
     rest.add_routes(app)
@@ -62,7 +63,7 @@ def osc(config: Config) -> CleanupContext:
         allow = security.SenderFilter(config.access.osc_allow) \
             if config.access.osc_allow or not security.is_loopback(config.host) else None
         transport, protocol = await loop.create_datagram_endpoint(
-            lambda: OscServer(app[rest.SCHEDULER], allow, app[rest.CHANNELS],
+            lambda: OscServer(app[rest.DOOR], allow,
                               {record_api.OSC_ADDRESS: lambda args: record_api.osc_record(recorder, args)}),
             sock=sock)
         app[OSC] = protocol

@@ -1,4 +1,5 @@
-"""The engine: channels, their state and latest-wins scheduling, the render queues and threads.
+"""The engine: the door every change enters by (``changes``), channels, their state and latest-wins
+scheduling, the render queues and threads.
 
 May import ``core`` and ``client`` (names and layout); never ``outputs``, ``frontends``,
 ``pipeline`` or ``app``. It sees a renderer and the outputs only through ``core``'s contracts

@@ -51,6 +51,11 @@ class UnknownChannelError(BridgeError):
     """No channel of that name (answered 404)."""
 
 
+def unknown_channel(name: str) -> UnknownChannelError:
+    return UnknownChannelError(f"no channel {name[:64]!r}; GET /v1/channels lists them, "
+                               f"PATCH /v1/channels/{name[:64]}/params creates it")
+
+
 def check_name(name: Any) -> str:
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise ValidationError("channel", f"a channel name is 1-32 characters of a-z, 0-9, '_' and '-', starting "
@@ -105,8 +110,7 @@ class ChannelRegistry:
     def __getitem__(self, name: str) -> Channel:
         channel = self._channels.get(name)
         if channel is None:
-            raise UnknownChannelError(f"no channel {name[:64]!r}; GET /v1/channels lists them, "
-                                      f"PATCH /v1/channels/{name[:64]}/params creates it")
+            raise unknown_channel(name)
         return channel
 
     def __iter__(self):
@@ -119,6 +123,15 @@ class ChannelRegistry:
     def main(self) -> Channel:
         return self._channels[MAIN]
 
+    @property
+    def initial(self) -> Params:
+        """What a new channel starts from (the daemon's initial parameters)."""
+        return self._initial
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
     # -- front ends' per-channel state --------------------------------------------------
     def extend(self, create: Callable[[Channel], None],
                delete: Callable[[Channel], Awaitable[None] | None] = lambda channel: None) -> None:
@@ -128,11 +141,20 @@ class ChannelRegistry:
             create(channel)
 
     # -- life cycle ---------------------------------------------------------------------
-    async def create(self, name: str, outputs: ChannelOutputs | None = None) -> Channel:
+    def check_room(self, more: int = 1) -> None:
+        """Raise ``ChannelLimitError`` unless ``more`` channels fit within ``--max-channels``
+        (counting those being made)."""
+        if len(self._channels) + self._making + more > self.max_channels:
+            raise ChannelLimitError(f"at most {self.max_channels} channels ({MAIN} included; --max-channels); "
+                                    f"DELETE /v1/channels/NAME one first")
+
+    async def create(self, name: str, outputs: ChannelOutputs | None = None,
+                     queue: RenderQueue | None = None) -> Channel:
         """The channel ``name``, made from the daemon's initial parameters if there is none.
 
         ``outputs``: its outputs, already started (main's start before the model loads); else the
-        output factory makes and starts them. Raises ``ValidationError`` for a bad name,
+        output factory makes and starts them. ``queue``: the device it renders on (``placement()``
+        when the caller prepared it); else the lightest. Raises ``ValidationError`` for a bad name,
         ``ChannelConflictError`` past ``--max-channels`` or when an output cannot start.
         """
         check_name(name)
@@ -142,15 +164,16 @@ class ChannelRegistry:
             if outputs is not None:
                 await outputs.close()
             return self._channels[name]
-        if len(self._channels) + self._making >= self.max_channels:
+        try:
+            self.check_room()
+        except ChannelLimitError:
             if outputs is not None:
                 await outputs.close()
-            raise ChannelLimitError(f"at most {self.max_channels} channels ({MAIN} included; --max-channels); "
-                                    f"DELETE /v1/channels/NAME one first")
+            raise
         self._making += 1
         try:
             async with self._held(name):
-                return await self._make(name, outputs)
+                return await self._make(name, outputs, queue)
         finally:
             self._making -= 1
 
@@ -164,14 +187,14 @@ class ChannelRegistry:
             del self._busy[name]
             done.set_result(None)
 
-    async def _make(self, name: str, outputs: ChannelOutputs | None) -> Channel:
+    async def _make(self, name: str, outputs: ChannelOutputs | None, queue: RenderQueue | None) -> Channel:
         if outputs is None:
             outputs = ChannelOutputs(name, self._outputs(name))
             try:
                 await outputs.start()
             except OutputError as exc:
                 raise ChannelConflictError(f"channel {name!r} cannot be created: {exc}") from None
-        queue = self._least_loaded()
+        queue = self.placement() if queue is None else queue
         made: list[Hook] = []
         try:
             sched = Scheduler(queue.renderer, queue, initial=self._initial, limits=self._limits,
@@ -238,7 +261,8 @@ class ChannelRegistry:
             out[channel.queue] += load_of(channel.scheduler.params)
         return out
 
-    def _least_loaded(self) -> RenderQueue:
+    def placement(self) -> RenderQueue:
+        """The device a new channel goes to: the least loaded (then the fewest channels, then the first)."""
         loads = self.loads()
         counts = {queue: 0 for queue in self.queues}
         for channel in self:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import Executor
-from typing import Any, Iterable, Mapping, Protocol
+from typing import Any, Iterable, Protocol
 
 from ..core.errors import ValidationError
 
@@ -36,20 +36,13 @@ class LoraGate:
         self._catalog = catalog
         self._loader = loader
 
-    @staticmethod
-    def named(raw: Any) -> list[str]:
-        """The LoRA names a raw change turns on (before validation: wrong shapes yield none)."""
-        loras = raw.get("loras") if isinstance(raw, Mapping) else None
-        if not isinstance(loras, Mapping):
-            return []
-        return [name for name, weight in loras.items() if isinstance(name, str) and weight != 0]
-
-    def needs_loading(self, raw: Any) -> bool:
-        names = self.named(raw)
+    def needs_loading(self, names: Iterable[str]) -> bool:
+        """Whether any of ``names`` (LoRAs a change turns on) is not loaded yet: ``prepare`` loads them."""
+        names = list(names)
         return bool(names) and self._catalog is not None and not self._catalog.ready(names)
 
     def check(self, names: Iterable[str]) -> None:
-        """Synchronous: every name known and loaded (what ``Scheduler.apply`` requires)."""
+        """Synchronous: every name known and loaded (what ``Scheduler.check`` requires)."""
         names = list(names)
         if names and self._catalog is None:
             raise ValidationError("loras", "this daemon has no LoRA folder (start it with --lora-dir DIR, "

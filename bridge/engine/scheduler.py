@@ -1,8 +1,9 @@
 """Latest-wins scheduling: one render in flight, the newest state pending.
 
-Front ends call :meth:`Scheduler.apply` (validate, merge, bump the version) and return at
-once. The render loop takes a snapshot of the newest state whenever the GPU is free, so a
-burst of changes renders a handful of frames and a superseded state is never started.
+Front ends hand their changes to ``bridge.engine.changes.ChangeDoor``, which checks them
+(:meth:`Scheduler.check`) and commits them (:meth:`Scheduler.commit`: merge, bump the version);
+they return at once. The render loop takes a snapshot of the newest state whenever the GPU is
+free, so a burst of changes renders a handful of frames and a superseded state is never started.
 The state (``ChannelState``, bridge.engine.state) is the params, the steering images and a
 transition in progress: while one glides, the loop keeps rendering (one step per frame) without
 new changes.
@@ -18,7 +19,7 @@ import logging
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from ..core.errors import ValidationError, is_out_of_memory
 from ..core.frame import Frame, Rendered, Renderer
@@ -42,6 +43,32 @@ class Applied:
 
     version: int
     warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A channel's change that passed every check: what ``Scheduler.commit`` makes the state."""
+
+    base: Params  # the params it was checked against
+    params: Params  # the params after the change
+    warnings: tuple[str, ...] = ()
+
+
+def check_change(current: Params, values: Mapping[str, Any], loras: LoraGate | None, renderer: Renderer) -> Checked:
+    """Merge parsed values into ``current`` and check what a merge cannot: the LoRAs it turns on are loaded.
+
+    Also for a channel not created yet (``current``: the daemon's initial params). Raises ``ValidationError``.
+    """
+    merged = current.merged(values)  # may refuse a combination (a control's start after its end, a fifth LoRA)
+    if "loras" in values:
+        names = [name for name, _ in merged.loras if name not in dict(current.loras)]
+        if loras is not None:
+            loras.check(names)
+        elif names:
+            raise ValidationError("loras", "this daemon's model takes no LoRAs")
+    warnings = tuple(w for name in PROMPT_FIELDS if name in values
+                     for text in prompt_texts(values[name]) for w in renderer.prompt_warnings(text))
+    return Checked(current, merged, warnings)
 
 
 class Scheduler(ChannelState):
@@ -97,46 +124,32 @@ class Scheduler(ChannelState):
         """Call ``listener(message)`` on the event loop after each failed render (and output failure)."""
         self._error_listeners.append(listener)
 
+    def check(self, values: Mapping[str, Any]) -> Checked:
+        """Check parsed values (``parse_changes``) against this channel's state; the state is not touched."""
+        return check_change(self._params, values, self.loras, self._renderer)
+
+    def commit(self, checked: Checked) -> Applied:
+        """Make a checked change the state (a new version when it changes anything); never refuses."""
+        if checked.base is not self._params:  # the door checks and commits in one turn of the event loop
+            raise RuntimeError(f"{self.name}: a change checked against an older state cannot be committed")
+        self.stats.changes += 1
+        if checked.params != self._params:
+            self._change(checked.params)
+            log.debug("params v%d: %s", self._version, checked.params)
+        return Applied(self._version, checked.warnings)
+
     def apply(self, raw: Any) -> Applied:
-        """Validate and merge a partial change; raises ``ValidationError``, state unchanged then."""
+        """Parse, check and commit one raw change of this channel alone (tests, embedding).
+
+        Front ends hand theirs to ``bridge.engine.changes.ChangeDoor``, which loads LoRA files first
+        and applies changes of several channels all or nothing. Raises ``ValidationError``.
+        """
         try:
-            changes = parse_changes(raw, self._limits)
-            merged = self._params.merged(changes)  # may refuse a combination (a control's start after its end)
+            checked = self.check(parse_changes(raw, self._limits))
         except ValidationError:
             self.stats.rejected += 1
             raise
-        if "loras" in changes:
-            try:
-                names = [name for name, _ in merged.loras if name not in dict(self._params.loras)]
-                if self.loras is not None:
-                    self.loras.check(names)
-                elif names:
-                    raise ValidationError("loras", "this daemon's model takes no LoRAs")
-            except ValidationError:
-                self.stats.rejected += 1
-                raise
-        self.stats.changes += 1
-        warnings = tuple(w for name in PROMPT_FIELDS if name in changes
-                         for text in prompt_texts(changes[name]) for w in self._renderer.prompt_warnings(text))
-        if merged != self._params:
-            self._change(merged)
-            log.debug("params v%d: %s", self._version, changes)
-        return Applied(self._version, warnings)
-
-    def needs_loading(self, raw: Any) -> bool:
-        """Whether ``raw`` turns on a LoRA not loaded yet on this channel's device (``apply_async`` loads it)."""
-        return self.loras is not None and self.loras.needs_loading(raw)
-
-    async def apply_async(self, raw: Any) -> Applied:
-        """``apply``, after loading the LoRAs it names on the loader thread (at once when loaded)."""
-        if self.needs_loading(raw):
-            try:
-                parse_changes({"loras": raw["loras"]}, self._limits)  # syntax first: no file read for it
-                await self.loras.prepare(self.loras.named(raw))
-            except ValidationError:
-                self.stats.rejected += 1
-                raise
-        return self.apply(raw)
+        return self.commit(checked)
 
     async def next_frame(self, after: int, timeout: float) -> Frame | None:
         """The newest frame if its seq is above ``after``, waiting up to ``timeout`` seconds."""

@@ -18,6 +18,7 @@ from bridge.engine.loras import LoraGate
 from bridge.frontends.http import live
 from bridge.frontends.http.rest import CHANNELS
 from conftest import null_factory
+from lora_folders import NotedFolder
 from osc_messages import message
 from waiting import settle
 
@@ -261,30 +262,12 @@ async def test_channels_are_placed_on_devices_by_load_and_rebalanced(config, dae
             assert renderers[1].calls == calls + 1  # the moved channel renders on its new device
 
 
-class FolderOfTwo:
-    """A stand-in for a device's LoRA folder (``engine.loras.Catalog``): two files, loads noted."""
-
-    names = frozenset({"ink", "oil"})
-
-    def __init__(self):
-        self.loaded = []
-
-    def ready(self, names):
-        return all(name in self.loaded for name in names)
-
-    def load(self, name):
-        self.loaded.append(name)
-
-    def scan(self):
-        return []
-
-
 class CheckingLoras(ThreadNoting):
     """Notes every frame whose LoRAs its device's folder had not loaded when it rendered."""
 
     def __init__(self, device):
         super().__init__(device)
-        self.folder, self.unloaded = FolderOfTwo(), []
+        self.folder, self.unloaded = NotedFolder(("ink", "oil")), []
 
     def render(self, params, scene=None):
         if not self.folder.ready(name for name, _ in params.loras):

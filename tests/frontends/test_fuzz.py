@@ -22,6 +22,7 @@ from bridge.frontends.osc.server import OscServer
 from bridge.core.params import FIELDS, MAX_GUIDANCE, MAX_PROMPT_CHARS, SEED_LIMIT, Limits, Params, parse_changes
 from bridge.frontends.http.rest import loads_strict
 from bridge.engine.scheduler import Scheduler
+from bridge.engine.changes import ChangeDoor
 from bridge.frontends.http.streams import StreamFormat
 
 # 300 examples a property in the suite; TB_HYPOTHESIS=long runs 5,000 (docs/reliability.md records one).
@@ -137,7 +138,7 @@ def test_stream_format_parse_returns_a_format_or_raises_validation_error(raw):
 @pytest.fixture(scope="module")
 def osc_server():
     executor = ThreadPoolExecutor(1)
-    yield OscServer(Scheduler(NullRenderer(), executor, limits=LIMITS))
+    yield OscServer(ChangeDoor(Scheduler(NullRenderer(), executor, limits=LIMITS)))
     executor.shutdown()
 
 
@@ -192,13 +193,14 @@ def nest(data: bytes, levels: int) -> bytes:
 def test_any_datagram_is_counted_once_and_never_raises(osc_server, data):
     stats = osc_server.stats
     before = (stats.applied, stats.rejected, stats.malformed, stats.unknown)
-    version_before, params_before = osc_server._scheduler.version, osc_server._scheduler.params
+    sched = osc_server._door.main
+    version_before, params_before = sched.version, sched.params
     osc_server.datagram_received(data, ("127.0.0.1", 9))
     after = (stats.applied, stats.rejected, stats.malformed, stats.unknown)
     assert sum(after) - sum(before) <= 1  # exactly one outcome (none: subscriptions, empty bundles)
     if after[0] == before[0]:  # not applied: the state is untouched
-        assert (osc_server._scheduler.version, osc_server._scheduler.params) == (version_before, params_before)
-    check_clean({k: v for k, v in osc_server._scheduler.params.to_json().items()})
+        assert (sched.version, sched.params) == (version_before, params_before)
+    check_clean({k: v for k, v in sched.params.to_json().items()})
     osc_server.subscribers.clear()
 
 

@@ -1,7 +1,7 @@
 """The live front end (aiohttp): the browser page, the WebSocket and the MJPEG stream.
 
 ``GET /`` serves ``static/index.html`` (no build step, nothing from other origins).
-``GET /v1/ws`` takes JSON messages (parameter changes, validated by ``Scheduler.apply`` like
+``GET /v1/ws`` takes JSON messages (parameter changes, through the engine's change door like
 REST) and sends frames as binary messages: a ``streams.HEADER`` then JPEG, PNG or raw RGBA.
 ``GET /v1/stream.mjpeg`` is multipart/x-mixed-replace JPEG. Each client reads from its own
 latest-wins mailbox (``streams.Subscription``), so a slow one skips frames.
@@ -19,15 +19,15 @@ from urllib.parse import urlsplit
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from ...core.errors import ValidationError
+from ...core.errors import BridgeError, ValidationError
 from ...core.access import HttpLimits
 from .connections import HTTP_LIMITS
 from .control_api import CONTROLS
 from .input_api import INPUTS
 from .style_api import STYLES
 from .inputs import MAX_INPUT_BYTES, WS_CONTROL_NAME, WS_INPUT, is_ws_control, is_ws_style
-from .rest import CHANNELS, add_channel_route, channel_name, error_response, loads_strict, scheduler_of, service_of
-from ...engine.scheduler import Scheduler
+from .rest import CHANNELS, add_channel_route, change_params, channel_name, error_response, loads_strict, service_of
+from ...engine.channels import Channel, check_name
 from ..security import ACCESS
 from .streams import DEFAULT_QUALITY, HEADER, FrameEncoder, FrameHub, StreamFormat, Subscription
 
@@ -100,16 +100,16 @@ def _foreign_origin(request: web.Request) -> str | None:
 
 
 @contextlib.contextmanager
-def _closer_registered(request: web.Request, close: Callable[[str], Awaitable[None]]) -> Iterator[None]:
-    """``close(reason)`` ends this stream on shutdown (reason "stopping") or when its channel goes ("deleted")."""
-    sets = [request.app[CLOSERS], service_of(request, CLOSERS)]
-    for closers in sets:
-        closers.add(close)
+def _closer_registered(close: Callable[[str], Awaitable[None]], *closers: set) -> Iterator[None]:
+    """``close(reason)`` ends a stream on shutdown (reason "stopping": the app's ``CLOSERS``) or when
+    its channel goes (reason "deleted": the channel's ``CLOSERS``)."""
+    for each in closers:
+        each.add(close)
     try:
         yield
     finally:
-        for closers in sets:
-            closers.discard(close)
+        for each in closers:
+            each.discard(close)
 
 
 async def _close_or_abort(request: web.Request, graceful: Awaitable) -> None:
@@ -125,12 +125,13 @@ async def _close_or_abort(request: web.Request, graceful: Awaitable) -> None:
 
 
 class _WsClient:
-    """One WebSocket: its chosen format and the lock that keeps a params message before its frame."""
+    """One WebSocket: its channel's frames once the channel exists, its chosen format, and the lock
+    that keeps a params message before its frame."""
 
-    def __init__(self, ws: web.WebSocketResponse, fmt: StreamFormat, sub: Subscription):
+    def __init__(self, ws: web.WebSocketResponse, fmt: StreamFormat):
         self.ws = ws
         self.format = fmt
-        self.sub = sub
+        self.sub: Subscription | None = None  # the channel's frames; None until the channel exists
         self.lock = asyncio.Lock()
 
     async def send_json(self, body: dict) -> None:
@@ -154,20 +155,26 @@ class _WsClient:
             log.exception("websocket frame sender failed")
             await self.ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"frame sender failed")
 
-    async def handle(self, text: str, sched: Scheduler) -> dict:
-        """One text message in, one reply out (``applied`` or ``error``)."""
+    async def handle(self, text: str, request: web.Request) -> dict:
+        """One text message in, one reply out (``applied`` or ``error``); params go through the door,
+        which creates the channel as a PATCH does."""
         try:
             body = _parse_message(text)
             fmt = StreamFormat.parse(body, self.format)
-            applied = await sched.apply_async(body["params"]) if "params" in body else None
+            applied = await change_params(request.app, channel_name(request), body["params"]) \
+                if "params" in body else None
         except ValidationError as exc:
             return {"type": "error", **exc.to_json()}
+        except BridgeError as exc:  # creating the channel refused: past --max-channels (REST's 409 wording)
+            return {"type": "error", **ValidationError("channel", str(exc)).to_json()}
+        channel = request.app[CHANNELS].get(channel_name(request))
         if fmt != self.format:
             self.format = fmt
-            if sched.latest is not None and not self.sub.pending:
-                self.sub.offer(sched.latest)  # show the current frame in the new format
-        return {"type": "applied", "version": applied.version if applied else sched.version,
-                "warnings": list(applied.warnings) if applied else [],
+            if channel is not None and channel.scheduler.latest is not None and self.sub is not None \
+                    and not self.sub.pending:
+                self.sub.offer(channel.scheduler.latest)  # show the current frame in the new format
+        version = applied.version if applied else channel.scheduler.version if channel is not None else 0
+        return {"type": "applied", "version": version, "warnings": list(applied.warnings) if applied else [],
                 "format": self.format.kind, "quality": self.format.quality}
 
 
@@ -187,13 +194,15 @@ def _parse_message(text: str) -> dict[str, Any]:
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
+    """``/v1/ws`` and ``/v1/channels/NAME/ws``. A channel that does not exist yet is created by the
+    first ``params`` message (as a PATCH does); until then the hello says version 0 and the
+    daemon's initial params, and no frames come."""
     origin = _foreign_origin(request)
     if origin is not None:
         return error_response(403, None, f"WebSocket from origin {origin[:100]!r} refused: only pages served "
                                          "by this daemon may connect")
     fmt = StreamFormat.parse(request.query)
-    sched, hub = scheduler_of(request), service_of(request, HUB)
-    inputs, encoder, channel = service_of(request, INPUTS), service_of(request, ENCODER), channel_name(request)
+    name, registry = check_name(channel_name(request)), request.app[CHANNELS]
     # No per-message deflate: frames are already compressed (or raw and large), and it costs CPU.
     # Binary messages are input images, so the transport takes their size; text is held to 64 KiB below.
     # The heartbeat closes a client that went silent, also one stalled inside a large message.
@@ -205,37 +214,58 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         async def tell_and_close() -> None:
             if reason == "deleted":  # the client may recreate it (PATCH) or pick another channel
                 with contextlib.suppress(ConnectionError):
-                    await ws.send_str(json.dumps({"type": "deleted", "channel": channel}))
+                    await ws.send_str(json.dumps({"type": "deleted", "channel": name}))
             await ws.close(code=WSCloseCode.GOING_AWAY,
                            message=b"channel deleted" if reason == "deleted" else b"daemon stopping")
         await _close_or_abort(request, tell_and_close())
 
-    with hub.subscribe("websocket") as sub, _closer_registered(request, close):
-        client = _WsClient(ws, fmt, sub)
-        sender = None
+    client = _WsClient(ws, fmt)
+    senders: list[asyncio.Task] = []
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_closer_registered(close, request.app[CLOSERS]))
+
+        def attach(channel: Channel) -> None:
+            """From now on: this channel's frames, and closed when it is deleted."""
+            client.sub = stack.enter_context(channel.services[HUB].subscribe("websocket"))
+            stack.enter_context(_closer_registered(close, channel.services[CLOSERS]))
+            senders.append(asyncio.create_task(client.send_frames(channel.services[ENCODER]), name="ws-sender"))
+
         try:
-            await client.send_json({"type": "hello", "protocol": 1, "channel": channel, "version": sched.version,
-                                    "params": sched.params.to_json(), "format": fmt.kind, "quality": fmt.quality})
-            sender = asyncio.create_task(client.send_frames(encoder), name="ws-sender")
+            channel = registry.get(name)
+            sched = channel.scheduler if channel is not None else None
+            await client.send_json({"type": "hello", "protocol": 1, "channel": name,
+                                    "version": sched.version if sched else 0,
+                                    "params": (sched.params if sched else registry.initial).to_json(),
+                                    "format": fmt.kind, "quality": fmt.quality})
+            if channel is not None:
+                attach(channel)
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
                     if len(msg.data) > MAX_MESSAGE_BYTES:  # characters: at least as many bytes
                         await ws.close(code=WSCloseCode.MESSAGE_TOO_BIG, message=b"text messages are at most 64 KiB")
                         break
-                    await client.send_json(await client.handle(msg.data, sched))
+                    await client.send_json(await client.handle(msg.data, request))
                 elif msg.type == WSMsgType.BINARY:
-                    feed = service_of(request, CONTROLS) if is_ws_control(msg.data) \
-                        else service_of(request, STYLES) if is_ws_style(msg.data) else inputs
+                    channel = registry.get(name)
+                    if channel is None:
+                        await client.send_json({"type": "error", **ValidationError("channel", (
+                            f"no channel {name!r} yet: a params message creates it, as PATCH "
+                            f"/v1/channels/{name}/params does; then send images")).to_json()})
+                        continue
+                    feed = channel.services[CONTROLS] if is_ws_control(msg.data) \
+                        else channel.services[STYLES] if is_ws_style(msg.data) else channel.services[INPUTS]
                     await client.send_json(await feed.ws_message(msg.data))
+                if client.sub is None and (channel := registry.get(name)) is not None:
+                    attach(channel)  # created by this message (or by another client meanwhile)
         except (ConnectionError, asyncio.CancelledError) as exc:
             # The server cancels the handler when the connection drops (handler_cancellation).
             log.info("websocket client %s went away without closing; its stream ended", request.remote)
             if isinstance(exc, asyncio.CancelledError):
                 raise
         finally:
-            if sender is not None:
+            for sender in senders:
                 sender.cancel()
-                await asyncio.gather(sender, return_exceptions=True)
+            await asyncio.gather(*senders, return_exceptions=True)
     log.debug("websocket closed: %s, code %s", request.remote, ws.close_code)
     return ws
 
@@ -260,7 +290,7 @@ async def mjpeg(request: web.Request) -> web.StreamResponse:
             sub.close()  # the stream ends (a reader sees its end) whatever the reason
             await _close_or_abort(request, finished.wait())
 
-        with _closer_registered(request, close):
+        with _closer_registered(close, request.app[CLOSERS], service_of(request, CLOSERS)):
             try:
                 await response.write(part_head)
                 while (frame := await sub.take()) is not None:

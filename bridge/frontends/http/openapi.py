@@ -113,7 +113,10 @@ def _channel_routes(paths: dict, per_channel: frozenset[str]) -> dict:
         item = copy.deepcopy(paths[path])
         for method, operation in item.items():
             operation["parameters"] = [CHANNEL_PARAMETER, *operation.get("parameters", [])]
-            operation["responses"].setdefault("404", _error("no such channel"))
+            if path == "/v1/ws":  # connects to a channel not created yet: its first params message creates it
+                operation["summary"] += "; a params message creates the channel, as PATCH does"
+            else:
+                operation["responses"].setdefault("404", _error("no such channel"))
             if method == "patch":
                 operation["summary"] += "; creates the channel first (from the initial parameters)"
                 operation["responses"]["409"] = _error("creating it would pass --max-channels")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -66,14 +67,25 @@ async def get_record(request: web.Request) -> web.Response:
     return web.json_response(request.app[RECORDER].state())
 
 
-def osc_record(recorder: Recorder, args: list[Any]) -> None:
-    """``/bridge/record i``: 1 starts, 0 stops (the file is finished on the worker thread)."""
+@dataclass(frozen=True)
+class RecordCommand:
+    """``/bridge/record i`` read: a ``bridge.engine.changes.Command``, run only with a valid change."""
+
+    recorder: Recorder
+    start: bool
+
+    def run(self) -> None:
+        try:
+            self.recorder.start_recording() if self.start else self.recorder.stop_recording()  # stop: the worker finishes the file
+        except RecordingError as exc:
+            raise ValidationError("action", str(exc)) from None
+
+
+def osc_record(recorder: Recorder, args: list[Any]) -> RecordCommand:
+    """``/bridge/record i``: 1 starts, 0 stops."""
     if len(args) != 1 or isinstance(args[0], bool) or args[0] not in (0, 1):
         raise ValidationError("action", f"{OSC_ADDRESS} takes one integer: 1 starts, 0 stops; got {args!r}")
-    try:
-        recorder.start_recording() if args[0] else recorder.stop_recording()
-    except RecordingError as exc:
-        raise ValidationError("action", str(exc)) from None
+    return RecordCommand(recorder, bool(args[0]))
 
 
 def add_routes(app: web.Application) -> None:

@@ -1,4 +1,4 @@
-"""The REST front end (aiohttp): validate, hand to the scheduler, answer at once.
+"""The REST front end (aiohttp): read the body, hand the change to the engine's door, answer at once.
 
 Errors are ``{"error": {"field": ..., "message": ...}}`` with a 4xx status.
 """
@@ -16,9 +16,10 @@ from aiohttp import web
 
 from ...core.errors import ValidationError
 from ...core.frame import Frame
-from ...core.params import parse_changes, schema
+from ...core.params import schema
+from ...engine.changes import ChangeDoor
 from ...engine.channels import MAIN, Channel, ChannelConflictError, ChannelRegistry, UnknownChannelError
-from ...engine.scheduler import Scheduler
+from ...engine.scheduler import Applied, Scheduler
 from ...outputs.png import PngCache
 from .connections import read_body
 
@@ -31,6 +32,7 @@ MAX_POLL_SECONDS = 60.0
 DEFAULT_POLL_SECONDS = 10.0
 
 SCHEDULER = web.AppKey("scheduler", Scheduler)
+DOOR = web.AppKey("change_door", ChangeDoor)  # where every change enters (bridge.engine.changes)
 PNG_CACHE = web.AppKey("png_cache", PngCache)
 HEALTH = web.AppKey("health", Callable[[], dict])
 OSC_ADDRESSES = web.AppKey("osc_addresses", dict)
@@ -122,16 +124,21 @@ async def read_json(request: web.Request) -> Any:
         return error_response(400, None, f"request body is not valid JSON: {exc}")
 
 
+async def change_params(app: web.Application, channel: str, raw: Any) -> Applied:
+    """One raw change of ``channel`` through the door (PATCH and the WebSocket's ``params``).
+
+    A missing channel is created, but only by a change that is valid as a whole: a typo or a LoRA that
+    does not load makes none. Raises ``ValidationError``, ``ChannelConflictError`` (409).
+    """
+    door = app[DOOR]
+    return (await door.apply(door.parse({channel: raw}, creates=True)))[channel]
+
+
 async def patch_params(request: web.Request) -> web.Response:
     body = await read_json(request)
     if isinstance(body, web.Response):
         return body
-    name = channel_name(request)
-    if CHANNELS in request.app and request.app[CHANNELS].get(name) is None:
-        # A PATCH creates the channel, but only with a change that is valid: a typo makes no channel.
-        parse_changes(body, request.app[SCHEDULER].limits)
-        await request.app[CHANNELS].create(name)
-    applied = await scheduler_of(request).apply_async(body)
+    applied = await change_params(request.app, channel_name(request), body)
     return web.json_response({"version": applied.version, "warnings": list(applied.warnings)})
 
 

@@ -1,60 +1,37 @@
 """The OSC front end (UDP, an asyncio datagram endpoint; our bounded parser, python-osc's message builder).
 
-A datagram is one change: a bundle's messages are merged and applied atomically, or not at
-all. Datagrams are parsed by ``osc_wire`` (bounded; python-osc's parser can hang on one). Malformed,
-unknown and rejected messages are counted and logged once per sender per interval, never fatal.
-Senders subscribe with ``/bridge/subscribe [i port]`` (renewed within ``osc_subscriptions.TTL_S``)
+A datagram is one change: its messages (a bundle's, for any channels) become one ``ChangeSet``
+that the engine's ``ChangeDoor`` applies all or nothing; a command in it (``/bridge/record``)
+runs only when the rest is valid. The addresses are ``addresses.ADDRESSES``. Datagrams are parsed
+by ``wire`` (bounded; python-osc's parser can hang on one). Malformed, unknown and rejected
+messages are counted and logged once per sender per interval, never fatal.
+Senders subscribe with ``/bridge/subscribe [i port]`` (renewed within ``subscriptions.TTL_S``)
 and get ``/bridge/frame i i f``, and ``/bridge/error s`` for render errors and their own mistakes.
+A subscription in a refused bundle still counts: it is where the refusal is reported.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass, asdict
 from typing import Any, Callable
 
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from ...core.errors import ValidationError
-from ...core.params import PROMPT_FIELDS
+from ...core.errors import BridgeError, ValidationError
 from ...core.frame import Frame
-from ...core.params import parse_changes
-from ...engine.channels import MAIN, Channel, ChannelRegistry
-from ...engine.scheduler import Scheduler
+from ...engine.changes import ChangeDoor, ChangeSet, Command
+from ...engine.channels import MAIN, Channel, unknown_channel
 from . import wire as osc_wire
-from .subscriptions import PER_SENDER, TTL_S, Subscriptions
+from .addresses import CHANNEL_PREFIX, COMMAND, PREFIX, SUBSCRIPTION, form_of, message_changes, split_channel
+from .subscriptions import Subscriptions
 from ..security import OncePerSender
 
 log = logging.getLogger(__name__)
 
-PREFIX = "/bridge"
-CHANNEL_PREFIX = PREFIX + "/ch/"  # /bridge/ch/NAME/ADDRESS is /bridge/ADDRESS for channel NAME
 MAX_SHOWN_CHARS = 100  # of an unknown address, in the log and in /bridge/error
 MAX_ERROR_CHARS = 500  # of a /bridge/error message
-SEED_TYPES = "i (or h, or s for seeds of 2**63 and above)"
-SINGLE = {"prompt": "s", "seed": SEED_TYPES, "guidance": "f (or i)", "steps": "i", "width": "i", "height": "i",
-          "strength": "f (or i)", "input": "i 0/1 or s on/off (or T/F)", "seed2": SEED_TYPES,
-          "seed_mix": "f (or i)", "transition_frames": "i", "negative_prompt": "s",
-          "tiling": "s none|x|y|xy", "style_scale": "f (or i): 0 off, up to 2 (needs --ip-adapter)"}
-ADDRESSES = {
-    **{f"{PREFIX}/{name}": f"{types}: set {name}" for name, types in SINGLE.items()},
-    f"{PREFIX}/prompt": "s: set the prompt; or s f s f ...: a blend of (text, weight) pairs",
-    f"{PREFIX}/negative_prompt": "s: set the negative prompt (used when guidance > 0); or s f s f ...: a blend",
-    f"{PREFIX}/lora": "s f: set a LoRA's weight (-2..2, 0 removes it; at most 4 active; GET /v1/loras)",
-    f"{PREFIX}/size": "i i: set width and height",
-    f"{PREFIX}/params": "s: a JSON object of several parameters, applied as one change",
-    f"{PREFIX}/control": "s f: set ControlNet (or T2I-Adapter) NAME's scale (0 = off), as controls {NAME: scale}",
-    f"{PREFIX}/subscribe": f"[i port]: send feedback to the sender's host at port (default: the sender's port) "
-                           f"for {TTL_S:g} s; renew well within that; at most {PER_SENDER} ports per sender",
-    f"{PREFIX}/unsubscribe": "[i port]: stop feedback",
-    f"{CHANNEL_PREFIX}NAME/ADDRESS": "any address above (and subscribe/unsubscribe) for channel NAME, e.g. "
-                                     f"{CHANNEL_PREFIX}left/prompt s; feedback then comes as {CHANNEL_PREFIX}NAME/frame "
-                                     "and .../error",
-    "feedback": {f"{PREFIX}/frame": "i seq, i params version, f render ms",
-                 f"{PREFIX}/error": "s message"},
-}
 
 
 @dataclass
@@ -67,52 +44,6 @@ class OscStats:
     refused: int = 0  # from senders outside --osc-allow
 
 
-def message_changes(address: str, args: list[Any]) -> dict[str, Any]:
-    """Turn one OSC message into raw parameter changes (validated later, all at once)."""
-    name = address[len(PREFIX) + 1:] if address.startswith(PREFIX + "/") else None
-    if name in PROMPT_FIELDS and len(args) > 1:
-        if len(args) % 2:
-            raise ValidationError(name, f"{address} takes a string, or (string, weight) pairs; got {len(args)} "
-                                        "arguments")
-        return {name: [list(pair) for pair in zip(args[::2], args[1::2])]}
-    if name in SINGLE:
-        if len(args) != 1:
-            raise ValidationError(name, f"{address} takes one argument ({SINGLE[name]}), got {len(args)}")
-        return {name: args[0]}
-    if name == "lora":
-        if len(args) != 2 or not isinstance(args[0], str):
-            raise ValidationError("loras", f"{address} takes a name and a weight (s f), got {len(args)} arguments")
-        return {"loras": {args[0]: args[1]}}
-    if name == "size":
-        if len(args) != 2:
-            raise ValidationError("width", f"{address} takes two integers (width, height), got {len(args)} arguments")
-        return {"width": args[0], "height": args[1]}
-    if name == "control":
-        if len(args) != 2 or not isinstance(args[0], str):
-            raise ValidationError("controls", f"{address} takes a ControlNet name and a scale (s f), got "
-                                              f"{len(args)} argument(s)")
-        return {"controls": {args[0]: args[1]}}
-    if name == "params":
-        if len(args) != 1 or not isinstance(args[0], str):
-            raise ValidationError(None, f"{address} takes one string: a JSON object of parameters")
-        try:
-            value = json.loads(args[0])
-        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
-            raise ValidationError(None, f"{address}: not valid JSON: {exc}") from None
-        if not isinstance(value, dict):
-            raise ValidationError(None, f"{address}: expected a JSON object, got {type(value).__name__}")
-        return value
-    raise KeyError(address)
-
-
-def split_channel(address: str) -> tuple[str, str]:
-    """(channel, address without the channel part): ``/bridge/ch/left/seed`` is (left, /bridge/seed)."""
-    if not address.startswith(CHANNEL_PREFIX):
-        return MAIN, address
-    name, _, tail = address[len(CHANNEL_PREFIX):].partition("/")
-    return name, f"{PREFIX}/{tail}"
-
-
 def build_message(address: str, *args: Any) -> bytes:
     builder = OscMessageBuilder(address)
     for arg in args:
@@ -123,21 +54,24 @@ def build_message(address: str, *args: Any) -> bytes:
 class OscServer(asyncio.DatagramProtocol):
     """Receives changes, keeps subscribers, sends them feedback. Runs on the event loop."""
 
-    def __init__(self, scheduler: Scheduler, sender_filter: Callable[[str], bool] | None = None,
-                 channels: ChannelRegistry | None = None,
-                 commands: dict[str, Callable[[list[Any]], None]] | None = None):
-        self._scheduler = scheduler
-        self._channels = channels
+    def __init__(self, door: ChangeDoor, sender_filter: Callable[[str], bool] | None = None,
+                 commands: dict[str, Callable[[list[Any]], Command]] | None = None):
+        """``commands``: address -> reads a command's arguments (raising ``ValidationError``) into the
+        ``Command`` that runs with the datagram's change; each a command of the address table."""
+        self._door = door
         self._sender_filter = sender_filter  # host -> allowed? (None: every sender that reaches the socket)
-        self._commands = commands or {}  # address -> action that is not a parameter (e.g. /bridge/record)
+        self._commands = dict(commands or {})
+        for address in self._commands:
+            if form_of(address) != COMMAND:
+                raise ValueError(f"{address} is not a command of the OSC address table (osc/addresses.py)")
         self._transport: asyncio.DatagramTransport | None = None
         self.subscribers = Subscriptions()  # channel main's
         self._channel_subscribers: dict[str, Subscriptions] = {}  # the other channels'
         self.stats = OscStats()
         self._pending: set[asyncio.Task] = set()  # changes waiting for a LoRA file to load
         self._log_once = OncePerSender()  # one line per kind and sender host per interval: floods stay small
-        scheduler.on_frame(self._send_frame)
-        scheduler.on_error(self._send_error)
+        door.main.on_frame(self._send_frame)
+        door.main.on_error(self._send_error)
 
     def attach(self, channel: Channel) -> None:
         """Feedback for a channel other than main (main's is wired in the constructor)."""
@@ -152,16 +86,11 @@ class OscServer(asyncio.DatagramProtocol):
         self._channel_subscribers.pop(channel.name, None)
 
     def _subscribers_of(self, name: str) -> Subscriptions:
-        return self.subscribers if name == MAIN else self._channel_subscribers[name]
-
-    def _scheduler_of(self, name: str) -> Scheduler:
         if name == MAIN:
-            return self._scheduler
-        channel = self._channels.get(name) if self._channels is not None else None
-        if channel is None or name not in self._channel_subscribers:
-            raise ValidationError("channel", f"no channel {name[:64]!r}; PATCH /v1/channels/{name[:64]}/params "
-                                             "creates it, GET /v1/channels lists them")
-        return channel.scheduler
+            return self.subscribers
+        if name not in self._channel_subscribers:
+            raise unknown_channel(name)
+        return self._channel_subscribers[name]
 
     def connection_made(self, transport) -> None:
         self._transport = transport
@@ -183,63 +112,65 @@ class OscServer(asyncio.DatagramProtocol):
             self._log_once("malformed", addr[0], "malformed OSC datagram from %s:%d (%d bytes): %s", addr[0], addr[1],
                           len(data), exc)
             return
-        changes: dict[str, dict[str, Any]] = {}  # per channel: a bundle may address several
         try:
-            for message in messages:
-                name, address = split_channel(message.address)
-                self._scheduler_of(name)  # an unknown channel rejects the datagram
-                if address in (f"{PREFIX}/subscribe", f"{PREFIX}/unsubscribe"):
-                    self._subscription(address, list(message.args), addr, self._subscribers_of(name))
-                    continue
-                if message.address in self._commands:  # unprefixed only: such actions are channel main's
-                    self._commands[message.address](list(message.args))
-                    continue
-                change = changes.setdefault(name, {})
-                new = message_changes(address, list(message.args))
-                if isinstance(new.get("loras"), dict) and isinstance(change.get("loras"), dict):
-                    new = {**new, "loras": {**change["loras"], **new["loras"]}}  # a bundle of /bridge/lora
-                change.update(new)
-            if len(changes) > 1:  # a bundle for several channels: all or nothing, so check each first
-                for name, change in changes.items():
-                    parse_changes(change, self._scheduler_of(name).limits)
+            changes = self._change_set(messages, addr)
         except KeyError as exc:
             self.stats.unknown += 1
             shown = _shorten(exc.args[0], MAX_SHOWN_CHARS)
             self._log_once("unknown", addr[0], "unknown OSC address %s from %s:%d", shown, addr[0], addr[1])
             self._send_error(f"unknown address {shown}; see GET /v1/schema", addr[0])
             return
-        except ValidationError as exc:
+        except BridgeError as exc:
             self._reject(exc, addr)
             return
-        if not changes:
+        if changes.empty:
             return
-        # A LoRA's first use: load it off the loop first.
-        if any(self._scheduler_of(name).needs_loading(change) for name, change in changes.items()):
+        if self._door.needs_waiting(changes):  # a LoRA's first use: load it off the loop first
             task = asyncio.get_running_loop().create_task(self._apply_later(changes, addr))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
             return
         try:
-            for name, change in changes.items():
-                self._scheduler_of(name).apply(change)
-        except ValidationError as exc:
+            self._door.apply_now(changes)
+        except BridgeError as exc:
             self._reject(exc, addr)
             return
         self.stats.applied += 1
 
-    async def _apply_later(self, changes: dict[str, Any], addr: tuple) -> None:
+    def _change_set(self, messages: list[osc_wire.Message], addr: tuple) -> ChangeSet:
+        """The datagram's change: each channel's messages merged into one part, commands alongside.
+
+        Subscriptions are kept at once (feedback, not a change: a refusal is reported to them).
+        Raises ``KeyError`` for an unknown address, ``BridgeError`` for a refused message.
+        """
+        raw: dict[str, dict[str, Any]] = {}  # per channel: a bundle may address several
+        commands = []
+        for message in messages:
+            name, address = split_channel(message.address)
+            if form_of(address) == SUBSCRIPTION:
+                self._subscription(address, list(message.args), addr, self._subscribers_of(name))
+            elif message.address in self._commands:  # unprefixed only: such actions are channel main's
+                commands.append(self._commands[message.address](list(message.args)))
+            else:
+                change = raw.setdefault(name, {})
+                new = message_changes(address, list(message.args))
+                if isinstance(new.get("loras"), dict) and isinstance(change.get("loras"), dict):
+                    new = {**new, "loras": {**change["loras"], **new["loras"]}}  # a bundle of /bridge/lora
+                change.update(new)
+        return self._door.parse(raw, commands=commands)
+
+    async def _apply_later(self, changes: ChangeSet, addr: tuple) -> None:
         try:
-            for name, change in changes.items():
-                await self._scheduler_of(name).apply_async(change)
-        except ValidationError as exc:
+            await self._door.apply(changes)
+        except BridgeError as exc:
             self._reject(exc, addr)
             return
         self.stats.applied += 1
 
-    def _reject(self, exc: ValidationError, addr: tuple) -> None:
+    def _reject(self, exc: BridgeError, addr: tuple) -> None:
         self.stats.rejected += 1
-        self._log_once("rejected", addr[0], "OSC change from %s:%d rejected: %s", addr[0], addr[1], exc.message)
-        self._send_error(exc.message, addr[0])
+        self._log_once("rejected", addr[0], "OSC change from %s:%d rejected: %s", addr[0], addr[1], exc)
+        self._send_error(str(exc), addr[0])
 
     def _subscription(self, address: str, args: list[Any], addr: tuple, subscribers: Subscriptions) -> None:
         port = args[0] if args else addr[1]

@@ -4,12 +4,13 @@ python-osc's ``OscPacket`` loops forever on a bundle element whose size is negat
 steps back onto the same size field), recurses without a limit into nested bundles (400 levels
 raise ``RecursionError``), logs one warning per unknown type-tag character and one with the whole
 element for an element that is neither a message nor a bundle, and lets ``UnicodeDecodeError``
-escape. This parser reads the same types into the same Python values, in the same order (python-osc
-sorts a bundle's messages by their time), but checks every size, bound and alignment before it
-reads, nests at most ``MAX_DEPTH`` levels, and raises one ``MalformedOsc`` with a short reason for
-anything else. It never logs. Deliberate differences: an unknown type tag, an empty or unknown bundle
-element, an element size that is not a positive multiple of 4 or that runs past the datagram, and
-a negative blob size are malformed (python-osc skips, truncates or misreads them).
+escape. This parser reads the same types into the same Python values (an ``f`` as ``Float32``: a
+float that says it came as 32 bits), in the same order (python-osc sorts a bundle's messages by
+their time), but checks every size, bound and alignment before it reads, nests at most
+``MAX_DEPTH`` levels, and raises one ``MalformedOsc`` with a short reason for anything else. It
+never logs. Deliberate differences: an unknown type tag, an empty or unknown bundle element, an
+element size that is not a positive multiple of 4 or that runs past the datagram, and a negative
+blob size are malformed (python-osc skips, truncates or misreads them).
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ _FIXED = {"i": (4, ">i"), "h": (8, ">q"), "d": (8, ">d"), "r": (4, ">I")}
 
 class MalformedOsc(ValueError):
     """The datagram is not well-formed OSC; the message says what and where (short, never the bytes)."""
+
+
+class Float32(float):
+    """An OSC ``f`` argument: python-osc's value (the float32 exactly), marked as having come as 32 bits
+    (``addresses.as_sent`` gives back the decimal its sender typed: 1.2, not 1.2000000476837158)."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True)
@@ -111,7 +119,7 @@ def _message(data: bytes) -> Message:
             # python-osc pads a float cut short at the end of the datagram (Reaktor sends those).
             if index > len(data):
                 raise MalformedOsc(f"argument 'f' at byte {index}: datagram too short")
-            value = struct.unpack(">f", data[index:index + 4].ljust(4, b"\x00"))[0]
+            value = Float32(struct.unpack(">f", data[index:index + 4].ljust(4, b"\x00"))[0])
             index += 4
         elif tag == "s":
             value, index = _string(data, index, "string argument")

@@ -211,12 +211,16 @@ async def test_other_tools_new_seed_strip_formats_sizes_and_errors(live):
 
 
 async def test_the_channel_picker_creates_and_drives_another_channel(live):
+    from bridge.frontends.http import live as live_module
     from bridge.frontends.http.rest import CHANNELS
 
     await live.page.fill("#channel", "left")
     await live.page.dispatch_event("#channel", "change")
     registry = live.daemon.app[CHANNELS]
     await live.until(lambda: asyncio.sleep(0, registry.get("left") is not None), "the page to create channel left")
+    # and to switch to it: its WebSocket is on left's frames (typing earlier would go to main's socket)
+    await live.until(lambda: asyncio.sleep(0, registry.get("left").services[live_module.HUB].health()["clients"]
+                                           .get("websocket") == 1), "the page's WebSocket on channel left")
     await live.page.fill("#prompt", "only on the left")
     left = registry.get("left").scheduler
     await live.until(lambda: asyncio.sleep(0, left.params.prompt == "only on the left"), "the left channel's prompt")

@@ -6,8 +6,10 @@ import shutil
 import socket
 import subprocess
 
+import aiohttp
 import pytest
 from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
+from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
 from bridge.client import osc_bundle, osc_message, parse_osc_message
@@ -121,3 +123,30 @@ async def test_oscsend_from_liblo(osc):
                                              "9000000000"], check=True)
     await settle(lambda: daemon.scheduler.params.seed == 9000000000)
     assert daemon.scheduler.params.prompt == "a cat on a windowsill"
+
+
+async def test_floats_read_back_as_sent(osc):
+    """OSC 'f' is float32: 1.2 arrives as 1.2000000476837158. The daemon keeps the decimal the sender
+    typed (the shortest that round-trips through float32); a double ('d') keeps every digit it has."""
+    client, daemon = osc
+    client.send_message("/bridge/guidance", 1.2)  # python-osc sends a Python float as 'f'
+    client.send_message("/bridge/seed_mix", 0.3)
+    await settle(lambda: daemon.scheduler.params.seed_mix > 0)
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{daemon.http_port}") as session:
+        async with session.get("/v1/params") as r:
+            text = await r.text()
+    assert '"guidance": 1.2,' in text and '"seed_mix": 0.3,' in text, text
+    builder = OscMessageBuilder("/bridge/guidance")
+    builder.add_arg(1.2000000476837158, OscMessageBuilder.ARG_TYPE_DOUBLE)
+    client.send(builder.build())
+    await settle(lambda: daemon.scheduler.params.guidance != 1.2)
+    assert daemon.scheduler.params.guidance == 1.2000000476837158
+
+
+@pytest.mark.skipif(shutil.which("oscsend") is None, reason="liblo-tools (oscsend) not installed")
+async def test_floats_from_oscsend_read_back_as_sent(osc):
+    _, daemon = osc
+    await asyncio.to_thread(subprocess.run, ["oscsend", "localhost", str(daemon.osc_port), "/bridge/guidance", "f",
+                                             "2.7"], check=True)
+    await settle(lambda: daemon.scheduler.params.guidance != 0)
+    assert daemon.scheduler.params.guidance == 2.7
