@@ -6,13 +6,15 @@ from multiprocessing import shared_memory
 
 import pytest
 
-from bridge.core.errors import ConfigError, ValidationError
+from bridge.client.channels import segment_name
+from bridge.core.errors import ValidationError
 from bridge.core.frame import NullRenderer
 from bridge.core.params import Limits, Params
 from bridge.engine.changes import ChangeDoor
-from bridge.engine.channels import MAIN, ChannelLimitError, ChannelRegistry, UnknownChannelError
+from bridge.engine.channels import MAIN, ChannelConflictError, ChannelLimitError, ChannelRegistry, UnknownChannelError
 from bridge.engine.loras import LoraGate
 from bridge.engine.render_queue import RenderQueue
+from bridge.outputs.shm import ShmWriter
 from lora_folders import NotedFolder
 
 
@@ -29,9 +31,9 @@ async def registry(config, folders):
     queues = [RenderQueue(NullRenderer(), thread, name=str(i)) for i, thread in enumerate(threads)]
     for queue, folder in zip(queues, folders):
         queue.loras = LoraGate(folder, loader)
-    registry = ChannelRegistry(queues, initial=Params(width=64, height=64), limits=Limits(256),
-                               shm_name=config.shm_name, max_channels=3)
-    registry.create(MAIN)
+    registry = ChannelRegistry(queues, initial=Params(width=64, height=64), limits=Limits(256), max_channels=3,
+                               outputs=lambda name: [ShmWriter(segment_name(config.shm_name, name), 256, 256)])
+    await registry.create(MAIN)
     yield registry
     await registry.close()
     for queue in queues:
@@ -82,7 +84,7 @@ async def test_a_failed_creation_removes_the_channels_the_set_created(registry, 
     door = ChangeDoor(registry.main.scheduler, registry)
     planted = shared_memory.SharedMemory(config.shm_name + ".b", create=True, size=4096)
     try:
-        with pytest.raises(ConfigError):
+        with pytest.raises(ChannelConflictError, match="cannot be created"):
             await door.apply(door.parse({MAIN: {"seed": 1}, "a": {"seed": 2}, "b": {"seed": 3}}, creates=True))
         assert [c.name for c in registry] == [MAIN] and registry.main.scheduler.version == 1
         with pytest.raises(FileNotFoundError):
