@@ -29,9 +29,10 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
         from ..pipeline.render.renderer import DiffusersRenderer
 
     device = config.device if config.device not in (None, "auto") else loader.default_device()
+    loader.check_device(config.device, device)  # a CPU-only torch with --device cuda: one line, no traceback
     loader.bind_thread(device)  # this is the device's render thread: everything after runs here
     dtype = loader.resolve_dtype(config.dtype, device)
-    compile = config.compile == "on" or (config.compile == "auto" and device.startswith("cuda"))
+    compile = loader.compile_wanted(config.compile, device)
     artifacts = None
     if compile:
         configure_compile_cache(config.cache_dir)
