@@ -24,7 +24,9 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
     phases = StartupPhases()
     with phases("imports"):  # torch, diffusers, transformers: seconds before anything else can happen
         from ..pipeline.loading import loader
+        from ..pipeline.loading.demo import is_demo
         from ..pipeline.render.batch import ChannelRenderer
+        from ..pipeline.steering.demo_loras import demo_lora_folder
         from ..pipeline.speed.optimize import configure_compile_cache
         from ..pipeline.render.renderer import DiffusersRenderer
 
@@ -50,7 +52,9 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
     with phases("model"):  # the pipeline modules' own (lazy) imports count here
         vae = None if config.vae == "full" else loader.load_tiny_vae(config.vae, config.model, device, dtype)
         pipe = loader.load_pipeline(config.model, device, dtype, config.cache_dir, vae=vae, scheduler=config.scheduler)
+        demo_loras = demo_lora_folder(config.cache_dir, pipe) if is_demo(config.model) else None  # before any fusing
         renderer = DiffusersRenderer(pipe, device, dtype, compile=compile, lora_dir=lora_folder(config),
+                                     demo_loras=demo_loras,
                                      controlnets=load_controlnets(config, pipe, device, dtype),
                                      canny_thresholds=config.canny_thresholds,
                                      ip_adapter=load_ip_adapter(config, pipe, device, dtype))

@@ -27,9 +27,9 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 def small_enough(model: str) -> bool:
     """The models made to run on a CPU: the demo models (small, random weights) and ``null``."""
-    from ..pipeline.loading.demo import NAMES
+    from ..pipeline.loading.demo import is_demo
 
-    return model == "null" or (model in NAMES and NAMES[model][1])
+    return model == "null" or is_demo(model)
 
 
 @dataclass(frozen=True)
