@@ -29,7 +29,8 @@ def _port(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="turbo-bridge", description="Real-time SDXL-Turbo frames for creative tools.")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="how much is logged (to stderr); given before the command")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the daemon (REST + OSC + shared memory)")
@@ -79,8 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Host header names accepted besides the bind address and localhost (repeatable)")
     serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                        help="web origin (scheme://host[:port]) whose pages may call the API (repeatable)")
-    serve.add_argument("--http-port", type=_port, default=DEFAULT_HTTP_PORT)
-    serve.add_argument("--osc-port", type=_port, default=DEFAULT_OSC_PORT)
+    serve.add_argument("--http-port", type=_port, default=DEFAULT_HTTP_PORT,
+                       help="HTTP port: REST, the live page, WebSocket, MJPEG (0: a free one, logged at start)")
+    serve.add_argument("--osc-port", type=_port, default=DEFAULT_OSC_PORT,
+                       help="OSC port, UDP (0: a free one, logged at start)")
     serve.add_argument("--max-size", type=int, default=1024, help="largest width/height accepted")
     serve.add_argument("--shm-name", default=DEFAULT_SHM_NAME, help="shared-memory segment name ('' disables)")
     serve.add_argument("--lora-dir", type=Path, default=None,
@@ -109,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default=None,
                        help="cuda, cuda:1 or cpu (default: cuda if present). On the CPU a full-size model is refused "
                             "with an estimate of its run time unless --device cpu is given")
-    bench.add_argument("--frames", type=int, default=100)
+    bench.add_argument("--frames", type=int, default=100, help="timed frames per run (after one untimed)")
     bench.add_argument("--sizes", default="512", help="comma-separated, e.g. 512,640,768,1024")
     bench.add_argument("--dtypes", default="bf16", help="comma-separated: bf16,fp16")
     bench.add_argument("--vaes", default="full,tiny", help="comma-separated: full,tiny")
@@ -133,14 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--precision", default="default", choices=["default", "fp8"],
                        help="fp8: the UNet's linear layers in FP8 (e4m3, per-tensor scales; Ada/Hopper GPUs, or the "
                             "CPU's slow reference kernel), with the pixel deviation from the bf16 frames on the same weights")
-    bench.add_argument("--cache-dir", type=Path, default=None)
+    bench.add_argument("--cache-dir", type=Path, default=None, help="as serve's --cache-dir (demo model, compile caches)")
     bench.add_argument("--json", type=Path, default=Path("bench.json"), help="where to write the figures")
 
     latency = sub.add_parser("latency", help="OSC in -> frame in shared memory, through a real daemon")
     latency.add_argument("--model", default="null", help="'null' (no GPU work: the bridge's own overhead), 'random', ...")
-    latency.add_argument("--vae", default="full")
-    latency.add_argument("--size", type=int, default=512)
-    latency.add_argument("--count", type=int, default=300)
+    latency.add_argument("--vae", default="full", help="the daemon's --vae: full or tiny")
+    latency.add_argument("--size", type=int, default=512, help="the frames' width and height")
+    latency.add_argument("--count", type=int, default=300, help="changes measured (after 10 untimed ones)")
     latency.add_argument("--rate", type=float, default=20.0, help="changes per second (steady)")
     latency.add_argument("--input", default="none", choices=["none", "shm", "rest"],
                          help="what each change is: none (an OSC prompt change), shm or rest (a new input image: "
@@ -152,17 +155,20 @@ def build_parser() -> argparse.ArgumentParser:
                          help="N > 1: N channels, each a closed loop of new prompts (total and per-channel FPS, "
                               "one channel's OSC-to-frame p50 alone and with the others)")
     latency.add_argument("--seconds", type=float, default=20.0, help="with --channels: length of each phase")
-    latency.add_argument("--json", type=Path, default=None)
+    latency.add_argument("--json", type=Path, default=None, help="also write the figures here")
     latency.add_argument("daemon_args", nargs=argparse.REMAINDER, help="after --: more `serve` options")
 
-    initial = serve.add_argument_group("initial parameters (the seed article's flags are accepted too)")
-    initial.add_argument("--prompt", default="")
-    initial.add_argument("--negative-prompt", "--negative_prompt", dest="negative_prompt", default="")
-    initial.add_argument("--seed", default="0")
-    initial.add_argument("--steps", "--num_inference_steps", dest="steps", type=int, default=1)
-    initial.add_argument("--guidance", "--guidance_scale", dest="guidance", type=float, default=0.0)
-    initial.add_argument("--width", type=int, default=512)
-    initial.add_argument("--height", type=int, default=512)
+    initial = serve.add_argument_group("initial parameters (diffusers' --num_inference_steps and --guidance_scale "
+                                       "spellings work too)")
+    initial.add_argument("--prompt", default="", help="the first frame's prompt")
+    initial.add_argument("--negative-prompt", "--negative_prompt", dest="negative_prompt", default="",
+                         help="what guidance steers away from (with --guidance above 0)")
+    initial.add_argument("--seed", default="0", help="0 to 2**64-1")
+    initial.add_argument("--steps", "--num_inference_steps", dest="steps", type=int, default=1, help="1 to 8")
+    initial.add_argument("--guidance", "--guidance_scale", dest="guidance", type=float, default=0.0,
+                         help="classifier-free guidance, 0 to 30 (0: off, SDXL-Turbo's setting)")
+    initial.add_argument("--width", type=int, default=512, help="a multiple of 8, 64 to --max-size")
+    initial.add_argument("--height", type=int, default=512, help="a multiple of 8, 64 to --max-size")
     return parser
 
 

@@ -30,6 +30,11 @@ GUARD = web.AppKey("connection_guard", connections.ConnectionGuard)
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
+def osc_addresses() -> dict:
+    """Every OSC address the daemon answers, with its arguments (``GET /v1/schema``'s ``osc``, docs/reference/osc.md)."""
+    return {**ADDRESSES, record_api.OSC_ADDRESS: "i: 1 starts recording, 0 stops (channel main)"}
+
+
 def http(app: web.Application, config: Config) -> None:
     """Access checks, connection limits, CORS, every route and the front ends' part of ``/v1/schema``."""
     app[security.ACCESS] = config.access
@@ -39,7 +44,7 @@ def http(app: web.Application, config: Config) -> None:
     app.middlewares.append(app[GUARD].middleware)  # outermost: marks the connection busy
     app.middlewares.append(security.middleware(config.host, config.access))  # before any route
     app.on_response_prepare.append(security.add_cors_headers)
-    app[rest.OSC_ADDRESSES] = {**ADDRESSES, record_api.OSC_ADDRESS: "i: 1 starts recording, 0 stops (channel main)"}
+    app[rest.OSC_ADDRESSES] = osc_addresses()
     app[rest.SCHEMA_EXTRA] = {**live.SCHEMA, **input_api.SCHEMA, **channels_api.SCHEMA, **record_api.SCHEMA,
                               **control_api.SCHEMA, **style_api.SCHEMA}
     rest.add_routes(app)
