@@ -14,9 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,37 +25,9 @@ OUT = ROOT / "docs" / "images" / "live-page.png"
 CHROMIUM = "/usr/bin/chromium"  # Playwright's own browser download is not used
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
-READY = re.compile(r"ready: http://127\.0\.0\.1:(\d+)/v1/")
 PROMPT = "a lighthouse at dusk, oil painting"
 TIMEOUT_S = 120
 STRIP = 8  # the page keeps the last 8 frames
-
-
-def start_daemon(cache_dir: str | None, output_dir: str, size: int) -> tuple[subprocess.Popen, str]:
-    """``turbo-bridge serve --model demo`` on free ports; returns the process and its base URL."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    if cache_dir:
-        env["TURBO_BRIDGE_CACHE"] = cache_dir
-    proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", "--model", "demo", "--http-port", "0",
-                             "--osc-port", "0", "--shm-name", "", "--width", str(size), "--height", str(size),
-                             "--output-dir", output_dir], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            text=True, env=env)
-    lines, deadline = [], time.monotonic() + TIMEOUT_S
-    while time.monotonic() < deadline and (line := proc.stderr.readline()):
-        lines.append(line)
-        if match := READY.search(line):
-            return proc, f"http://127.0.0.1:{match.group(1)}"
-    proc.kill()
-    raise SystemExit("the demo daemon did not start:\n" + "".join(lines))
-
-
-def stop_daemon(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 async def until(check, what: str):
@@ -120,10 +89,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--cache-dir", default=None, help="the demo model's cache (default: turbo-bridge's own)")
     parser.add_argument("--size", type=int, default=256, help="the frames' width and height")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="tb-shot-") as output_dir:
-        proc, base = start_daemon(args.cache_dir, output_dir, args.size)
+    from bridge.bench.latency import start_daemon, stop_daemon
+
+    # The daemon runs this checkout's bridge too, installed or not.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    with tempfile.TemporaryDirectory(prefix="tb-shot-") as output_dir:  # --output-dir: the Record button works
+        cache = ["--cache-dir", args.cache_dir] if args.cache_dir else []
+        proc, http_port, _, _ = start_daemon("demo", "full", args.size, "", ["--output-dir", output_dir, *cache],
+                                             TIMEOUT_S)
         try:
-            problems = asyncio.run(shoot(base, args.out))
+            problems = asyncio.run(shoot(f"http://127.0.0.1:{http_port}", args.out))
         finally:
             stop_daemon(proc)
     if problems:
@@ -134,4 +109,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))  # this checkout's bridge, wherever the script runs from
     sys.exit(main(sys.argv[1:]))

@@ -48,8 +48,7 @@ def test_a_demo_bench_on_the_cpu_compiles_nothing_and_reports_only_what_it_measu
 
 
 @no_cuda
-@pytest.mark.parametrize("command", [["bench", "--weights", "random"], ["bench", "--model", "random-sd"],
-                                     ["latency", "--model", "random"]])
+@pytest.mark.parametrize("command", [["bench", "--weights", "random"], ["latency", "--model", "random"]])
 def test_a_full_size_model_on_the_cpu_is_refused_with_an_estimate(command, tmp_path):
     figures = tmp_path / "bench.json"
     done = run(*command, *(["--json", str(figures)] if command[0] == "bench" else []), cache_dir=tmp_path, timeout=120)

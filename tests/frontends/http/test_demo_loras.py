@@ -17,31 +17,13 @@ from bridge.pipeline.loading.loader import load_pipeline  # noqa: E402
 from bridge.pipeline.steering.demo_loras import demo_lora_folder  # noqa: E402
 from bridge.pipeline.families.family import SD2  # noqa: E402
 from lora_files import lora_layers, write_diffusers  # noqa: E402
+from waiting import frame_at, until  # noqa: E402
 
 
 async def listing(session) -> dict:
     async with session.get("/v1/loras") as r:
         assert r.status == 200
         return {f["name"]: f for f in (await r.json())["loras"]}
-
-
-async def frame_at(session, version) -> np.ndarray:
-    """The first frame rendered from params ``version`` or later."""
-    after = -1
-    while True:
-        async with session.get("/v1/frame.rgba", params={"after": str(after), "timeout": "30"}) as r:
-            assert r.status == 200
-            if int(r.headers["X-Params-Version"]) >= version:
-                h, w = int(r.headers["X-Height"]), int(r.headers["X-Width"])
-                return np.frombuffer(await r.read(), np.uint8).reshape(h, w, 4)
-            after = int(r.headers["X-Frame-Seq"])
-
-
-async def until(check, what, timeout=60):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

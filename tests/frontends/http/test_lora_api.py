@@ -14,6 +14,7 @@ from pythonosc.udp_client import SimpleUDPClient  # noqa: E402
 
 from bridge.pipeline.loading.loader import load_pipeline  # noqa: E402
 from lora_files import lora_layers, write_diffusers  # noqa: E402
+from waiting import frame_at, until  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -34,25 +35,6 @@ async def api(config, daemon_factory, lora_dir):
     async with daemon_factory(config, lora_dir=lora_dir) as daemon:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{daemon.http_port}") as session:
             yield session, daemon
-
-
-async def until(check, what, timeout=60):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
-async def frame_at(session, version) -> np.ndarray:
-    """The first frame rendered from params ``version`` or later."""
-    after = -1
-    while True:
-        async with session.get("/v1/frame.rgba", params={"after": str(after), "timeout": "30"}) as r:
-            assert r.status == 200
-            if int(r.headers["X-Params-Version"]) >= version:
-                h, w = int(r.headers["X-Height"]), int(r.headers["X-Width"])
-                return np.frombuffer(await r.read(), np.uint8).reshape(h, w, 4)
-            after = int(r.headers["X-Frame-Seq"])
 
 
 async def patch(session, change):
@@ -191,7 +173,6 @@ async def test_sd2_daemon_refuses_an_sdxl_lora_and_folds_its_own(config, daemon_
             async with session.get("/v1/health") as r:
                 health = await r.json()
             assert health["family"] == "sd2" and health["render_errors"] == 0 and health["status"] == "ok", health
-
 
 
 async def channel_frame_at(session, channel, version) -> np.ndarray:
