@@ -47,11 +47,11 @@ class Estimate:
     model: str
     frames: int
     seconds: float
-    tflop: dict[str, float]  # per "SIZE VAE": one frame's TFLOP (text encoders, one UNet step, VAE decode)
+    tflop: dict[tuple[int, str], float]  # per (size, VAE): one frame's TFLOP (text encoders, a UNet step, VAE decode)
     gflops: dict[str, float]  # per dtype: this CPU's measured matmul rate
 
     def line(self, command: str) -> str:
-        per_frame = ", ".join(f"{t:.2f} TFLOP a frame at {k}" for k, t in self.tflop.items())
+        per_frame = ", ".join(f"{t:.2f} TFLOP a frame at {size}x{size} {vae} VAE" for (size, vae), t in self.tflop.items())
         rates = ", ".join(f"{g:.1f} GFLOP/s in {d}" for d, g in self.gflops.items())
         return (f"{command} --model {self.model} on the CPU: the full-size architecture needs {per_frame}; this CPU did "
                 f"{rates} (a matmul probe just now), so this run's {self.frames} frames would take about "
@@ -60,25 +60,19 @@ class Estimate:
 
 def estimate(model: str, work: list[Work]) -> Estimate:
     """Count one frame's FLOPs per (size, VAE) and measure this CPU's rate per dtype; add up ``work``."""
-    tflop = {f"{w.size}x{w.size} {w.vae} VAE": 0.0 for w in work}
-    for w in work:
-        key = f"{w.size}x{w.size} {w.vae} VAE"
-        tflop[key] = tflop[key] or frame_flops(model, w.size, w.vae) / 1e12
-    gflops = {w.dtype: 0.0 for w in work}
-    for name in gflops:
-        gflops[name] = matmul_gflops(DTYPES[name])
-    seconds = sum(w.frames * tflop[f"{w.size}x{w.size} {w.vae} VAE"] * 1e3 / gflops[w.dtype] for w in work)
+    tflop = {key: frame_flops(model, *key) / 1e12 for key in dict.fromkeys((w.size, w.vae) for w in work)}
+    gflops = {name: matmul_gflops(DTYPES[name]) for name in dict.fromkeys(w.dtype for w in work)}
+    seconds = sum(w.frames * tflop[(w.size, w.vae)] * 1e3 / gflops[w.dtype] for w in work)
     return Estimate(model, sum(w.frames for w in work), seconds, tflop, gflops)
 
 
 def frame_flops(model: str, size: int, vae: str) -> float:
     """FLOPs of one text-to-image frame (text encoders, one UNet step, VAE decode), counted on the meta device."""
+    from diffusers.utils import logging as diffusers_logging
     from torch.utils.flop_counter import FlopCounterMode
 
     from ..pipeline.loading.demo import build_components, build_tiny_vae
     from ..pipeline.loading.loader import model_family
-
-    from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.set_verbosity_error()  # its dtype-cast notice means nothing on the meta device
     family = model_family(model)
@@ -130,7 +124,7 @@ def bench_work(opts) -> list[Work]:
     work = [Work(5 + min(opts.frames, 30), opts.sizes[0], "full", "fp16")] if opts.baseline else []
     modes = [m for m in bench_style.expand(bench_control.expand(opts.modes)) if m != "lora"]
     per_size = 1 + len(modes) * len(opts.tilings) * (opts.frames + 1) * (2 if opts.sinks else 1) + opts.profile_frames
-    work += [Work(per_size, size, "tiny" if vae == "tiny" else "full", dtype)
+    work += [Work(per_size, size, "full" if vae == "full" else "tiny", dtype)  # a --vae folder: a tiny decoder
              for dtype in opts.dtypes for vae in opts.vaes for size in opts.sizes]
     return work
 

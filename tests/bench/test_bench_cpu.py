@@ -107,3 +107,17 @@ def test_the_report_has_a_vram_column_only_where_memory_was_measured():
     text = format_report(cpu)
     assert "VRAM" not in text and "None" not in text and "fold alone" not in text
     assert "| bf16 | full | 512 | prompt | none | shm | 19.81 | 50.5 | 21.67 | 0.29 | - | 132.0 |" in text
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_cuda_bench_compiles_and_reports_the_gpu_memory(cache_dir, tmp_path):
+    figures = tmp_path / "bench.json"
+    done = run("bench", "--model", "demo", "--frames", "3", "--sizes", "64", "--vaes", "full", "--modes", "seed",
+               "--no-baseline", "--json", str(figures), cache_dir=cache_dir, timeout=900)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(figures.read_text())
+    assert report["options"]["compile"] is True and report["machine"]["device"].startswith("cuda")
+    vram = report["runs"][0]["vram_gb"]
+    assert vram["loaded"] > 0 and vram["after_frames"] > 0 and vram["peak_allocated"] > 0
+    assert "| VRAM GB used (loaded / after) |" in done.stdout and "None" not in done.stdout

@@ -3,6 +3,7 @@ sitting unused is a warning. The GPU cases are described to the check (this mach
 CPU-only case runs for real, through the command line."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -70,3 +71,24 @@ def test_cuda_on_a_cpu_only_torch_stops_the_command_in_one_line(command, tmp_pat
     errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "is a CPU-only build" in errors[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_device_cpu_on_a_gpu_machine_says_the_gpu_sits_unused(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", "--model", "demo", "--device", "cpu",
+                             "--http-port", "0", "--osc-port", "0", "--shm-name", "", "--width", "64", "--height", "64"],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "TURBO_BRIDGE_CACHE": str(tmp_path)})
+    lines = []
+    try:
+        for line in proc.stderr:  # until ready (or the end of its log)
+            lines.append(line)
+            if "ready: http://" in line:
+                break
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert any("ready: http://" in line for line in lines), "".join(lines)
+    unused = [line for line in lines if "sits unused" in line]
+    assert len(unused) == 1 and "--device cpu: rendering on the CPU while the CUDA GPU" in unused[0], "".join(lines)

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 # name -> (init seed, with the text encoders)
 DEMO_LORAS = {"demo-a": (1, True), "demo-b": (2, False)}
 RANK = 4
-STD = 0.1  # of both projections: at weight 1 a delta of a few percent of the demo model's weights
+STD = 0.1  # of both random projections: twice the test files' (a LoRA at weight 1 changes the frame)
 UNET_LAYERS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
                "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0")
 TEXT_LAYERS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj")
@@ -35,7 +35,7 @@ def demo_lora_folder(cache_dir: Path, pipe) -> Path:
     """The folder holding the demo LoRAs for ``pipe``'s family, written on first use."""
     family = family_of_pipeline(pipe)
     folder = Path(cache_dir) / f"demo-loras-{family.name}-v{DEMO_VERSION}"
-    if all((folder / f"{name}.safetensors").is_file() for name in DEMO_LORAS):
+    if _complete(folder):
         return folder
     log.info("writing the demo LoRAs %s (random weights, no download) in %s", ", ".join(DEMO_LORAS), folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -46,11 +46,15 @@ def demo_lora_folder(cache_dir: Path, pipe) -> Path:
         try:
             tmp.rename(folder)
         except OSError:  # another daemon wrote them first
-            if not all((folder / f"{name}.safetensors").is_file() for name in DEMO_LORAS):
+            if not _complete(folder):
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def _complete(folder: Path) -> bool:
+    return all((folder / f"{name}.safetensors").is_file() for name in DEMO_LORAS)
 
 
 def _layers(pipe, text_encoders: tuple[str, ...], seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
