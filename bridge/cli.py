@@ -29,7 +29,8 @@ def _port(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="turbo-bridge", description="Real-time SDXL-Turbo frames for creative tools.")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="how much is logged (to stderr); given before the command")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the daemon (REST + OSC + shared memory)")
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="auto: bf16 on CUDA, fp32 on CPU")
     serve.add_argument("--host", default=DEFAULT_HOST,
                        help="bind address for HTTP and OSC (default loopback); any other needs --token and --osc-allow")
-    serve.add_argument("--token", default=os.environ.get("TURBO_BRIDGE_TOKEN") or None,
+    serve.add_argument("--token", default=None,
                        help="HTTP/WebSocket clients must send 'Authorization: Bearer TOKEN' (default "
                             "$TURBO_BRIDGE_TOKEN, which, unlike this option, other users cannot see in ps)")
     serve.add_argument("--osc-allow", action="append", default=[], metavar="ADDRESS[/PREFIX]",
@@ -79,8 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Host header names accepted besides the bind address and localhost (repeatable)")
     serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                        help="web origin (scheme://host[:port]) whose pages may call the API (repeatable)")
-    serve.add_argument("--http-port", type=_port, default=DEFAULT_HTTP_PORT)
-    serve.add_argument("--osc-port", type=_port, default=DEFAULT_OSC_PORT)
+    serve.add_argument("--http-port", type=_port, default=DEFAULT_HTTP_PORT,
+                       help="HTTP port: REST, the live page, WebSocket, MJPEG (0: a free one, logged at start)")
+    serve.add_argument("--osc-port", type=_port, default=DEFAULT_OSC_PORT,
+                       help="OSC port, UDP (0: a free one, logged at start)")
     serve.add_argument("--max-size", type=int, default=1024, help="largest width/height accepted")
     serve.add_argument("--shm-name", default=DEFAULT_SHM_NAME, help="shared-memory segment name ('' disables)")
     serve.add_argument("--lora-dir", type=Path, default=None,
@@ -91,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ndi", default=None, metavar="NAME", help="send every frame as an NDI source of this name "
                        "(needs cyndilib)")
     serve.add_argument("--cache-dir", type=Path, default=None,
-                       help=f"demo model and compile caches (default {default_cache_dir()})")
+                       help="demo model, demo LoRAs and compile caches (default $TURBO_BRIDGE_CACHE, else "
+                            "$XDG_CACHE_HOME/turbo-bridge, else ~/.cache/turbo-bridge)")
     serve.add_argument("--max-connections", type=int, default=HttpLimits.max_connections,
                        help="open HTTP connections in all (lowered to leave room in the file limit); at the cap "
                             "an idle or slow one is closed, else the newcomer gets 503")
@@ -105,8 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="'random'/'random-sd' (full SDXL-Turbo/SD-Turbo architecture, random weights; no "
                             "download), 'demo', 'demo-sd', a folder or a single .safetensors file")
     bench.add_argument("--weights", choices=["random"], default=None, help="same as --model random")
-    bench.add_argument("--device", default=None)
-    bench.add_argument("--frames", type=int, default=100)
+    bench.add_argument("--device", default=None,
+                       help="cuda, cuda:1 or cpu (default: cuda if present). On the CPU a full-size model is refused "
+                            "with an estimate of its run time unless --device cpu is given")
+    bench.add_argument("--frames", type=int, default=100, help="timed frames per run (after one untimed)")
     bench.add_argument("--sizes", default="512", help="comma-separated, e.g. 512,640,768,1024")
     bench.add_argument("--dtypes", default="bf16", help="comma-separated: bf16,fp16")
     bench.add_argument("--vaes", default="full,tiny", help="comma-separated: full,tiny")
@@ -122,21 +128,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--tilings", default="none", help="comma-separated: none,x,y,xy (seamless tiling on vs off)")
     bench.add_argument("--sinks", default="", help="comma-separated: record,ndi: each run again with these sinks "
                        "on the render thread (their publish time measured; ndi needs cyndilib)")
-    bench.add_argument("--compile", default="on", choices=["on", "off"])
+    bench.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                       help="torch.compile + CUDA graphs, as serve's --compile (auto: on for CUDA, off on the CPU)")
     bench.add_argument("--no-baseline", action="store_true", help="skip the plain diffusers call")
     bench.add_argument("--memory-budget-gb", type=float, default=None,
                        help="cap this process's GPU memory (e.g. 24) to show the run fits")
     bench.add_argument("--precision", default="default", choices=["default", "fp8"],
                        help="fp8: the UNet's linear layers in FP8 (e4m3, per-tensor scales; Ada/Hopper GPUs, or the "
                             "CPU's slow reference kernel), with the pixel deviation from the bf16 frames on the same weights")
-    bench.add_argument("--cache-dir", type=Path, default=None)
+    bench.add_argument("--cache-dir", type=Path, default=None, help="as serve's --cache-dir (demo model, compile caches)")
     bench.add_argument("--json", type=Path, default=Path("bench.json"), help="where to write the figures")
 
     latency = sub.add_parser("latency", help="OSC in -> frame in shared memory, through a real daemon")
     latency.add_argument("--model", default="null", help="'null' (no GPU work: the bridge's own overhead), 'random', ...")
-    latency.add_argument("--vae", default="full")
-    latency.add_argument("--size", type=int, default=512)
-    latency.add_argument("--count", type=int, default=300)
+    latency.add_argument("--vae", default="full", help="the daemon's --vae: full or tiny")
+    latency.add_argument("--size", type=int, default=512, help="the frames' width and height")
+    latency.add_argument("--count", type=int, default=300, help="changes measured (after 10 untimed ones)")
     latency.add_argument("--rate", type=float, default=20.0, help="changes per second (steady)")
     latency.add_argument("--input", default="none", choices=["none", "shm", "rest"],
                          help="what each change is: none (an OSC prompt change), shm or rest (a new input image: "
@@ -148,17 +155,20 @@ def build_parser() -> argparse.ArgumentParser:
                          help="N > 1: N channels, each a closed loop of new prompts (total and per-channel FPS, "
                               "one channel's OSC-to-frame p50 alone and with the others)")
     latency.add_argument("--seconds", type=float, default=20.0, help="with --channels: length of each phase")
-    latency.add_argument("--json", type=Path, default=None)
+    latency.add_argument("--json", type=Path, default=None, help="also write the figures here")
     latency.add_argument("daemon_args", nargs=argparse.REMAINDER, help="after --: more `serve` options")
 
-    initial = serve.add_argument_group("initial parameters (the seed article's flags are accepted too)")
-    initial.add_argument("--prompt", default="")
-    initial.add_argument("--negative-prompt", "--negative_prompt", dest="negative_prompt", default="")
-    initial.add_argument("--seed", default="0")
-    initial.add_argument("--steps", "--num_inference_steps", dest="steps", type=int, default=1)
-    initial.add_argument("--guidance", "--guidance_scale", dest="guidance", type=float, default=0.0)
-    initial.add_argument("--width", type=int, default=512)
-    initial.add_argument("--height", type=int, default=512)
+    initial = serve.add_argument_group("initial parameters (diffusers' --num_inference_steps and --guidance_scale "
+                                       "spellings work too)")
+    initial.add_argument("--prompt", default="", help="the first frame's prompt")
+    initial.add_argument("--negative-prompt", "--negative_prompt", dest="negative_prompt", default="",
+                         help="what guidance steers away from (with --guidance above 0)")
+    initial.add_argument("--seed", default="0", help="0 to 2**64-1")
+    initial.add_argument("--steps", "--num_inference_steps", dest="steps", type=int, default=1, help="1 to 8")
+    initial.add_argument("--guidance", "--guidance_scale", dest="guidance", type=float, default=0.0,
+                         help="classifier-free guidance, 0 to 30 (0: off, SDXL-Turbo's setting)")
+    initial.add_argument("--width", type=int, default=512, help="a multiple of 8, 64 to --max-size")
+    initial.add_argument("--height", type=int, default=512, help="a multiple of 8, 64 to --max-size")
     return parser
 
 
@@ -176,7 +186,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   ndi=args.ndi or None,
                   cache_dir=args.cache_dir or default_cache_dir(), initial=Params().merged(changes),
                   lora_dir=args.lora_dir,
-                  access=Access.from_options(args.token, args.allow_host, args.cors_origin, args.osc_allow),
+                  access=Access.from_options(args.token or os.environ.get("TURBO_BRIDGE_TOKEN") or None,
+                                             args.allow_host, args.cors_origin, args.osc_allow),
                   controlnets=_controlnets(args.controlnet), canny_thresholds=_thresholds(args.canny_thresholds),
                   render_spin_ms=_spin(args.render_spin_ms), compile_artifacts=args.compile_artifacts == "on",
                   ip_adapter=args.ip_adapter or None,
@@ -211,20 +222,69 @@ def _csv(text: str, kind=str) -> tuple:
     return tuple(kind(part) for part in text.split(",") if part)
 
 
-def run_bench_command(args: argparse.Namespace) -> None:
+def bench_options(args: argparse.Namespace):
+    """``bench``'s options: the device resolved, ``--compile auto`` as serve reads it (on for CUDA only)."""
     from .bench import run as bench
     from .pipeline.loading import loader
 
-    opts = bench.BenchOptions(
-        model="random" if args.weights else args.model, device=args.device or loader.default_device(),
+    device = args.device or loader.default_device()
+    return bench.BenchOptions(
+        model="random" if args.weights else args.model, device=device,
         frames=args.frames, sizes=_csv(args.sizes, int), dtypes=_csv(args.dtypes), vaes=_csv(args.vaes),
-        modes=_csv(args.modes), tilings=_csv(args.tilings), sinks=_csv(args.sinks), compile=args.compile == "on",
-        baseline=not args.no_baseline,
+        modes=_csv(args.modes), tilings=_csv(args.tilings), sinks=_csv(args.sinks),
+        compile=loader.compile_wanted(args.compile, device), baseline=not args.no_baseline,
         memory_budget_gb=args.memory_budget_gb, precision=args.precision,
         cache_dir=args.cache_dir or default_cache_dir())
+
+
+def run_bench_command(args: argparse.Namespace) -> None:
+    from .bench import cpu_estimate, run as bench
+    from .pipeline.loading import loader
+
+    opts = bench_options(args)
+    loader.check_device(args.device, opts.device)
+    if not opts.device.startswith("cuda"):
+        cpu_estimate.guard("bench", opts.model, args.device, cpu_estimate.bench_work(opts))
     report = bench.run_bench(opts, args.json)
     sys.stdout.write(bench.format_report(report) + "\n")
     log.info("figures written to %s", args.json)
+
+
+def check_latency_device(args: argparse.Namespace, daemon_args: list[str]) -> None:
+    """``latency`` runs ``serve`` with ``daemon_args``: a full-size model on the CPU is refused (or, with
+    ``--device cpu`` after ``--``, warned) with an estimate, like ``bench``."""
+    if args.model == "null":  # no model, no torch
+        return
+    from .bench import cpu_estimate
+    from .pipeline.loading import loader
+
+    serve = build_parser().parse_args(["serve", "--model", args.model, *daemon_args])
+    device = serve.device or loader.default_device()
+    loader.check_device(serve.device, device)
+    if not device.startswith("cuda"):
+        frames = args.channels if args.channels > 1 else args.count + 10  # the 10 warm-up changes
+        dtype = "fp32" if serve.dtype == "auto" else serve.dtype
+        cpu_estimate.guard("latency", args.model, serve.device, [cpu_estimate.Work(frames, args.size, args.vae, dtype)])
+
+
+def run_latency_command(args: argparse.Namespace) -> None:
+    daemon_args = [a for a in args.daemon_args if a != "--"]
+    check_latency_device(args, daemon_args)
+    if args.channels > 1:
+        from .bench import multichannel
+
+        report = multichannel.run_multichannel(args.model, args.vae, args.size, args.channels, args.seconds, daemon_args)
+        sys.stdout.write(multichannel.format_multichannel(report) + "\n")
+        if args.json:
+            args.json.write_text(multichannel.to_json(report))
+        return
+    from .bench.latency import format_latency, run_latency, to_json
+
+    report = run_latency(args.model, args.vae, args.size, args.count, args.rate, daemon_args, via=args.input,
+                         control=args.control)
+    sys.stdout.write(format_latency(report) + "\n")
+    if args.json:
+        args.json.write_text(to_json(report))
 
 
 class _MalformedRequestsInOneLine(logging.Filter):
@@ -264,22 +324,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(serve(config_from_args(args)))
         elif args.command == "bench":
             run_bench_command(args)
-        elif args.command == "latency" and args.channels > 1:
-            from .bench import multichannel
-
-            report = multichannel.run_multichannel(args.model, args.vae, args.size, args.channels, args.seconds,
-                                                   [a for a in args.daemon_args if a != "--"])
-            sys.stdout.write(multichannel.format_multichannel(report) + "\n")
-            if args.json:
-                args.json.write_text(multichannel.to_json(report))
         elif args.command == "latency":
-            from .bench.latency import format_latency, run_latency, to_json
-
-            report = run_latency(args.model, args.vae, args.size, args.count, args.rate,
-                                 [a for a in args.daemon_args if a != "--"], via=args.input, control=args.control)
-            sys.stdout.write(format_latency(report) + "\n")
-            if args.json:
-                args.json.write_text(to_json(report))
+            run_latency_command(args)
     except ValidationError as exc:
         log.error("%s", exc.message)
         return 2

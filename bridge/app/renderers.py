@@ -24,14 +24,17 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
     phases = StartupPhases()
     with phases("imports"):  # torch, diffusers, transformers: seconds before anything else can happen
         from ..pipeline.loading import loader
+        from ..pipeline.loading.demo import is_demo
         from ..pipeline.render.batch import ChannelRenderer
+        from ..pipeline.steering.demo_loras import demo_lora_folder
         from ..pipeline.speed.optimize import configure_compile_cache
         from ..pipeline.render.renderer import DiffusersRenderer
 
     device = config.device if config.device not in (None, "auto") else loader.default_device()
+    loader.check_device(config.device, device)  # a CPU-only torch with --device cuda: one line, no traceback
     loader.bind_thread(device)  # this is the device's render thread: everything after runs here
     dtype = loader.resolve_dtype(config.dtype, device)
-    compile = config.compile == "on" or (config.compile == "auto" and device.startswith("cuda"))
+    compile = loader.compile_wanted(config.compile, device)
     artifacts = None
     if compile:
         configure_compile_cache(config.cache_dir)
@@ -49,7 +52,9 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
     with phases("model"):  # the pipeline modules' own (lazy) imports count here
         vae = None if config.vae == "full" else loader.load_tiny_vae(config.vae, config.model, device, dtype)
         pipe = loader.load_pipeline(config.model, device, dtype, config.cache_dir, vae=vae, scheduler=config.scheduler)
+        demo_loras = demo_lora_folder(config.cache_dir, pipe) if is_demo(config.model) else None  # before any fusing
         renderer = DiffusersRenderer(pipe, device, dtype, compile=compile, lora_dir=lora_folder(config),
+                                     demo_loras=demo_loras,
                                      controlnets=load_controlnets(config, pipe, device, dtype),
                                      canny_thresholds=config.canny_thresholds,
                                      ip_adapter=load_ip_adapter(config, pipe, device, dtype))

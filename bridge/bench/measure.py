@@ -205,9 +205,10 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
                       tiling=tiling, precision=opts.precision, sinks="+".join(("shm", *sink_set)),
                       sink_ms={name: _sink_stats(v) for name, v in sink_times.items()})
             now = vram_gb(device)
-            run.vram_gb = {"before_load": before.get("used"), "loaded": loaded.get("used"),
-                           "first_frame": after_first.get("used"), "after_frames": now.get("used"),
-                           "peak_allocated": now.get("peak_allocated"), "peak_reserved": now.get("peak_reserved")}
+            vram = {"before_load": before.get("used"), "loaded": loaded.get("used"),
+                    "first_frame": after_first.get("used"), "after_frames": now.get("used"),
+                    "peak_allocated": now.get("peak_allocated"), "peak_reserved": now.get("peak_reserved")}
+            run.vram_gb = {k: v for k, v in vram.items() if v is not None}  # none on the CPU: nothing measured
             runs.append(run)
             log.info("%s %s %d %s tiling %s sinks %s: median %.2f ms (%.1f FPS), p99 %.2f, std %.2f %s", dtype_name,
                      vae_name, size, mode, tiling, run.sinks, run.median_ms, run.fps, run.p99_ms, run.std_ms,

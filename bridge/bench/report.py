@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+# The LoRA run's optional figures: (key, how it reads); one not measured is left out, not printed as None.
+LORA_EXTRAS = (("fold_ms", "fold alone {} ms"), ("first_fold_frame_ms", "first fold's frame {} ms"),
+               ("first_switch_frame_ms", "first switch's frame {} ms"), ("switch_max_ms", "slowest switch {} ms"),
+               ("switch_slow", "stalled switches (frame, ms) {}"))
+
 
 def format_report(report: dict) -> str:
     lines = [f"machine: {report['machine']}"]
@@ -22,17 +27,22 @@ def format_report(report: dict) -> str:
         if control:
             lines.append(f"{label} baseline ({control['what']}): median {control['median_ms']:.2f} ms = "
                          f"{control['fps']:.1f} FPS")
-    lines.append("| dtype | VAE | size | change/frame | tiling | sinks | median ms | FPS | p99 ms | std ms "
-                 "| x baseline "
-                 "| first frame s | VRAM GB used (loaded / after) |")
-    lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    vram = any(r["vram_gb"] for r in report["runs"])  # measured on CUDA only: no column elsewhere
+    head = ["dtype", "VAE", "size", "change/frame", "tiling", "sinks", "median ms", "FPS", "p99 ms", "std ms",
+            "x baseline", "first frame s"] + (["VRAM GB used (loaded / after)"] if vram else [])
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + " --- |" * len(head))
     for r in report["runs"]:
         ratio = f"{base['median_ms'] / r['median_ms']:.1f}" if base and base["size"] == r["size"] else "-"
         dtype = r["dtype"] + (" + fp8 UNet" if r.get("precision") == "fp8" else "")
-        lines.append(f"| {dtype} | {r['vae']} | {r['size']} | {r['mode']} | {r.get('tiling', 'none')} | "
-                     f"{r.get('sinks', 'shm')} | {r['median_ms']:.2f} | {r['fps']:.1f} | "
-                     f"{r['p99_ms']:.2f} | {r['std_ms']:.2f} | {ratio} | {r['first_frame_s']} | "
-                     f"{r['vram_gb'].get('loaded')} / {r['vram_gb'].get('after_frames')} (peak alloc {r['vram_gb'].get('peak_allocated')}) |")
+        cells = [dtype, r["vae"], r["size"], r["mode"], r.get("tiling", "none"), r.get("sinks", "shm"),
+                 f"{r['median_ms']:.2f}", f"{r['fps']:.1f}", f"{r['p99_ms']:.2f}", f"{r['std_ms']:.2f}", ratio,
+                 r["first_frame_s"]]
+        if vram:
+            v = r["vram_gb"]
+            cells.append(f"{v.get('loaded', '-')} / {v.get('after_frames', '-')} "
+                         f"(peak alloc {v.get('peak_allocated', '-')})")
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     for r in report.get("fp8_deviation", []):
         lines.append(f"fp8 UNet linears vs {r['dtype']} on the same weights ({r['vae']} VAE, {r['size']}, eager, "
                      f"{r['frames']} frames): mean |diff| {r['mean_abs']:.2f} of 255, max {r['max_abs']}, "
@@ -42,13 +52,12 @@ def format_report(report: dict) -> str:
                      f"{r['folded_ms']:.2f} ms ({r['folded_vs_base_pct']:+.2f}%), switching frame "
                      f"{r['switch_frame_ms']:.2f} ms (+{r['switch_extra_ms']:.2f}, p99 {r['switch_p99_ms']:.2f}), "
                      f"weight moved every frame {r['reweight_frame_ms']:.2f} ms (+{r['reweight_extra_ms']:.2f}), "
-                     f"no recompile; fold alone {r.get('fold_ms')} ms, first fold's frame "
-                     f"{r.get('first_fold_frame_ms')} ms, first switch's frame {r.get('first_switch_frame_ms')} ms, "
-                     f"slowest switch {r.get('switch_max_ms')} ms, stalled switches (frame, ms) {r.get('switch_slow')}")
+                     "no recompile" + _measured(r, LORA_EXTRAS))
     for r in report.get("ip_adapter", []):
         extras = ", ".join(f"{k.removesuffix('_extra_ms')} {v:+.2f}" for k, v in r.items() if k.endswith("_extra_ms"))
-        lines.append(f"IP-Adapter ({r['dtype']}, {r['vae']} VAE, {r['size']}, new seed every frame): adapter off "
-                     f"{r.get('style_off_ms', float('nan')):.2f} ms; ms added per frame: {extras}; no recompile")
+        lines.append(f"IP-Adapter ({r['dtype']}, {r['vae']} VAE, {r['size']}, new seed every frame)"
+                     + _measured(r, (("style_off_ms", "adapter off {:.2f} ms"),)) + f"; ms added per frame: {extras}; "
+                     "no recompile")
     for r in report["runs"]:
         for name, ms in r.get("sink_ms", {}).items():
             lines.append(f"render-thread cost of the {name} sink ({r['vae']} VAE, {r['size']}, {r['mode']}, tiling "
@@ -63,3 +72,8 @@ def format_report(report: dict) -> str:
                                                                                                   "prompt change")
             lines.append(f"stages ms ({r['dtype']}, {r['vae']} VAE, {r['size']}, {what}, synced per stage): {stages}")
     return "\n".join(lines)
+
+
+def _measured(figures: dict, parts: tuple[tuple[str, str], ...]) -> str:
+    """The parts whose figure was measured (present, not None), each after ", "; nothing for the rest."""
+    return "".join(f", {template.format(figures[key])}" for key, template in parts if figures.get(key) is not None)

@@ -1,4 +1,4 @@
-"""``turbo-bridge bench``: the seed article's tables, measured on this machine.
+"""``turbo-bridge bench``: frame rates, stage times and memory of the render path, measured on this machine.
 
 VRAM (before load, loaded, first frame, after N frames, peak), first-frame latency, median
 FPS and jitter over N frames, a per-stage breakdown, bf16 vs fp16, sizes, full vs tiny VAE,

@@ -115,10 +115,9 @@ def schema(known: tuple[str, ...]) -> dict:
                        "end": {"type": "number", "minimum": 0.0, "maximum": 1.0, "default": default.end},
                        "preprocess": {"enum": list(PREPROCESS), "default": default.preprocess}},
             "note": "NAME -> {scale, start, end, preprocess}, merged per NAME and per field; a bare number is the "
-                    "scale. Scale 0 (default) = off: no ControlNet compute, exactly the frame without it. NAME is a "
-                    "ControlNet or a T2I-Adapter (its features times scale; end = diffusers' "
-                    "adapter_conditioning_factor). "
-                    f"Loaded: {', '.join(known) or 'none (--controlnet NAME=SOURCE)'}. The control image is "
+                    "scale. Scale 0 (default) = off: no ControlNet compute, exactly the frame without it. NAME is one "
+                    "of the daemon's --controlnet NAME=SOURCE (the properties here): a ControlNet or a T2I-Adapter "
+                    "(its features times scale; end = diffusers' adapter_conditioning_factor). The control image is "
                     "PUT /v1/control/NAME"}
 
 

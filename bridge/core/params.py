@@ -295,7 +295,7 @@ def schema(limits: Limits = Limits()) -> dict:
     """Every parameter with its type, range and default, for ``GET /v1/schema``."""
     default = Params()
     size = {"type": "integer", "minimum": MIN_SIZE, "maximum": limits.max_size,
-            "multipleOf": SIZE_MULTIPLE}
+            "multipleOf": SIZE_MULTIPLE, "note": f"pixels, a multiple of {SIZE_MULTIPLE}; the maximum is --max-size"}
     seed = {"type": "integer", "minimum": 0, "maximum": SEED_LIMIT - 1}
     return {
         "prompt": {"type": ["string", "array"], "maxLength": MAX_PROMPT_CHARS, "default": default.prompt,
@@ -303,7 +303,8 @@ def schema(limits: Limits = Limits()) -> dict:
                    "note": 'a string, or a blend [["a cat", 0.7], ["a lion", 0.3]]: embeddings mixed by relative '
                            "weight (each text cached: moving a weight runs no text encoder). CLIP reads 77 "
                            "tokens; longer prompts are cut and a warning is returned"},
-        "seed": {**seed, "default": default.seed},
+        "seed": {**seed, "default": default.seed,
+                 "note": "the starting noise: the same seed and parameters give the same pixels"},
         "steps": {"type": "integer", "minimum": 1, "maximum": MAX_STEPS, "default": default.steps,
                   "note": "sampling steps, one range for every model: Turbo models want 1-4, Lightning, "
                           "Hyper-SD and LCM models 2-8"},

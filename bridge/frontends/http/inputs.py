@@ -126,7 +126,7 @@ def decode_ws_input(message: bytes) -> tuple[str | None, InputImage]:
     """A binary WebSocket message: ``WS_INPUT`` header (TBC1: then a 32-byte control name), then a PNG,
     JPEG or raw RGBA payload. Returns (control name or None for the input image, the image)."""
     hint = ("binary messages are images: a 20-byte TBI1 header then the input image, or a TBC1 header, "
-            "a 32-byte ControlNet name, then its control image (README, \"Live input\"); send JSON text "
+            "a 32-byte ControlNet name, then its control image (docs/reference/steering.md); send JSON text "
             "messages for everything else")
     control = is_ws_control(message)
     field = "control" if control else "style" if is_ws_style(message) else "input"

@@ -213,7 +213,8 @@ def document(limits: Limits, token: bool, per_channel: frozenset[str] = frozense
     doc = {
         "openapi": "3.0.3",
         "info": {"title": "turbo-bridge", "version": "1",
-                 "description": "SDXL-Turbo frames for creative tools; OSC and shared memory are in README.md."},
+                 "description": "SDXL-Turbo frames for creative tools; OSC and shared memory: docs/reference/osc.md and "
+                                "docs/reference/shared-memory.md."},
         "paths": {
             "/": {"get": {"summary": "the live page", "security": [],
                           "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}}}},
@@ -273,7 +274,7 @@ def document(limits: Limits, token: bool, per_channel: frozenset[str] = frozense
                 "200": {"description": "OpenAPI 3.0",
                         "content": {"application/json": {"schema": {"type": "object"}}}}}}},
             "/v1/ws": {"get": {
-                "summary": "WebSocket (upgrade): JSON messages in, frames out; see README.md",
+                "summary": "WebSocket (upgrade): JSON messages in, frames out; see docs/reference/http.md",
                 "parameters": [format_query, quality_query],
                 "responses": {"101": {"description": "switching protocols"},
                               "400": _error("not a WebSocket upgrade, or a bad format/quality"),

@@ -27,7 +27,7 @@ from ...outputs.png import PngCache
 
 log = logging.getLogger(__name__)
 
-# The binary WebSocket frame header (little-endian); documented in README.md, "WebSocket".
+# The binary WebSocket frame header (little-endian); documented in docs/reference/http.md, "WebSocket".
 HEADER = struct.Struct("<4sHBBQQIIfI")
 HEADER_MAGIC = b"TBW1"
 FORMAT_CODES = {"rgba": 0, "png": 1, "jpeg": 2}

@@ -52,6 +52,11 @@ DEMO_SD_VAE = {**DEMO_VAE, "scaling_factor": 0.18215}
 NAMES = {"demo": (SDXL, True), "random": (SDXL, False), "demo-sd": (SD2, True), "random-sd": (SD2, False)}
 
 
+def is_demo(model: str) -> bool:
+    """A small demo model (random weights, made to run on a CPU), not a full-size one."""
+    return model in NAMES and NAMES[model][1]
+
+
 def family_scheduler(family: Family):
     """The family's default scheduler, as its bundled config names it."""
     import diffusers

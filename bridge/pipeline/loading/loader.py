@@ -26,6 +26,20 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def check_device(requested: str | None, device: str) -> None:
+    """Refuse, in one line, a device this torch cannot use; log one line when a GPU sits unused."""
+    from .devices import TorchBuild, check_device as verdict
+
+    warning = verdict(TorchBuild.current(), requested, device)
+    if warning:
+        log.warning("%s", warning)
+
+
+def compile_wanted(choice: str, device: str) -> bool:
+    """``--compile``: ``auto`` compiles on CUDA only (on the CPU compiling takes minutes and gains little)."""
+    return choice == "on" or (choice == "auto" and device.startswith("cuda"))
+
+
 def bind_thread(device: str) -> None:
     """Make ``device`` this thread's current CUDA device (the render thread of that device).
 
@@ -39,9 +53,8 @@ def bind_thread(device: str) -> None:
 
 def all_devices() -> list[str]:
     """``--device all``: every CUDA device (one resident pipeline each)."""
+    check_device("all", "cuda")  # a CPU-only torch or no visible GPU: said in one line
     count = torch.cuda.device_count()
-    if count == 0:
-        raise ConfigError("--device all: no CUDA device found; use --device cpu")
     return [f"cuda:{i}" for i in range(count)]
 
 

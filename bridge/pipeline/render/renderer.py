@@ -54,7 +54,7 @@ class DiffusersRenderer(ModelCalls):
     def __init__(self, pipe, device: str, dtype: torch.dtype, *, compile: bool = False,
                  profile: bool = False, cache_size: int = 256, lora_dir: Path | None = None,
                  controlnets: ControlNets | None = None, canny_thresholds: tuple[float, float] = (100.0, 200.0),
-                 ip_adapter: IpAdapter | None = None, precision: str = "default"):
+                 ip_adapter: IpAdapter | None = None, precision: str = "default", demo_loras: Path | None = None):
         super().__init__(pipe, device, dtype, controlnets)
         self.compile = compile
         self.profile = profile  # synchronise per stage: honest stage times, a little slower
@@ -99,7 +99,7 @@ class DiffusersRenderer(ModelCalls):
         self.text = PromptEncoder(pipe, tokenizers, lambda ids: self._staged(("text",), self._encode, ids=ids),
                                   self._cuda, cache_size, stage=self._stage, family=self.family)
         self.images = ImageLatents(self._staged_encode, self._cuda, stage=self._stage)
-        self.loras = Loras(pipe, lora_dir)
+        self.loras = Loras(pipe, lora_dir, demo_loras)  # demo_loras: the demo model's LoRAs (demo_loras.py)
 
     # -- the event loop side ------------------------------------------------------------
     def prompt_warnings(self, prompt: str) -> list[str]:

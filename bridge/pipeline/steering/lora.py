@@ -18,7 +18,7 @@ import logging
 import struct
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ...core.errors import ValidationError
@@ -43,9 +43,12 @@ class LoraInfo:
     rank: int  # the largest rank of its layers
     size: int  # bytes
     error: str | None = None  # why its header cannot be read (the file is listed, not usable)
+    demo: bool = False  # one of the demo model's random LoRAs (demo_loras.py), not a file of --lora-dir
 
     def to_json(self) -> dict:
         out = {"name": self.name, "targets": list(self.targets), "rank": self.rank, "size": self.size}
+        if self.demo:
+            out["demo"] = True
         return out if self.error is None else {**out, "error": self.error}
 
 
@@ -93,14 +96,19 @@ def describe(name: str, header: dict, size: int) -> LoraInfo:
 
 
 class LoraCatalog:
-    """The LoRA folder: listing, loading (cached by mtime and size), checks against the model."""
+    """The LoRA folder: listing, loading (cached by mtime and size), checks against the model.
 
-    def __init__(self, folder: Path, pipe):
+    ``demo_folder``: the demo model's LoRAs (``demo_loras.py``), listed after the folder's own files;
+    a file of the same name in ``folder`` comes first."""
+
+    def __init__(self, folder: Path, pipe, demo_folder: Path | None = None):
         self.folder = Path(folder)
+        self._demo_folder = demo_folder
         self._pipe = pipe
         self._lock = threading.Lock()  # the loader thread and a rescan may overlap
         self._loaded: OrderedDict[str, LoraFile] = OrderedDict()
         self._names: frozenset[str] = frozenset()
+        self._paths: dict[str, Path] = {}  # name -> its file, as the last scan found it
 
     @property
     def names(self) -> frozenset[str]:
@@ -114,21 +122,22 @@ class LoraCatalog:
             found = ", ".join(sorted(self._names)) or "none"
             raise _error(f"unknown LoRA {name[:64]!r}: LoRAs are *.safetensors files in {self.folder}, "
                          f"named by their stem (found: {found})")
-        return self.folder / f"{name}.safetensors"
+        return self._paths[name]
 
     def scan(self) -> list[LoraInfo]:
         """List the folder (blocking IO: a loader thread). Changed files are read again when used."""
-        infos = []
-        if self.folder.is_dir():
-            for path in sorted(self.folder.glob("*.safetensors")):
-                if not path.is_file() or path.name.startswith("."):
+        infos, paths = [], {}
+        for folder, demo in ((self.folder, False), (self._demo_folder, True)):
+            for path in _files(folder):
+                if path.stem in paths:  # the operator's own file of that name shadows a demo LoRA
                     continue
+                paths[path.stem] = path
                 try:
-                    infos.append(describe(path.stem, read_header(path), path.stat().st_size))
+                    infos.append(replace(describe(path.stem, read_header(path), path.stat().st_size), demo=demo))
                 except (OSError, ValueError) as exc:
                     log.warning("LoRA file %s is unreadable: %s", path, exc)
                     infos.append(LoraInfo(path.stem, (), 0, 0, f"not a safetensors file: {exc}"))
-        self._names = frozenset(info.name for info in infos)
+        self._paths, self._names = paths, frozenset(paths)
         return infos
 
     def ready(self, names) -> bool:
@@ -198,6 +207,13 @@ class LoraCatalog:
         return place(deltas, {path_: targets[path_].weight for path_ in deltas})
 
 
+def _files(folder: Path | None) -> list[Path]:
+    """The LoRA files directly in ``folder`` (none if it is None or missing), by name."""
+    if folder is None or not folder.is_dir():
+        return []
+    return [path for path in sorted(folder.glob("*.safetensors")) if path.is_file() and not path.name.startswith(".")]
+
+
 def _to_peft(component: str, state: dict, pipe) -> dict:
     """diffusers' own conversion of old diffusers/kohya-converted keys to PEFT's lora_A/lora_B."""
     from diffusers.utils.state_dict_utils import (convert_state_dict_to_diffusers, convert_state_dict_to_peft,
@@ -262,8 +278,8 @@ def _modules(pipe):
 class Loras:
     """The renderer's LoRA hook: the catalog (loader side) and the folder (render side)."""
 
-    def __init__(self, pipe, folder: Path | None):
-        self.catalog = LoraCatalog(folder, pipe) if folder is not None else None
+    def __init__(self, pipe, folder: Path | None, demo_folder: Path | None = None):
+        self.catalog = LoraCatalog(folder, pipe, demo_folder) if folder is not None else None
         self._folder = LoraFolder(dict(_modules(pipe)))
         self.applied: tuple[tuple[str, float], ...] = ()
 

@@ -14,6 +14,7 @@ from pythonosc.udp_client import SimpleUDPClient  # noqa: E402
 
 from bridge.pipeline.loading.loader import load_pipeline  # noqa: E402
 from lora_files import lora_layers, write_diffusers  # noqa: E402
+from waiting import frame_at, until  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -36,25 +37,6 @@ async def api(config, daemon_factory, lora_dir):
             yield session, daemon
 
 
-async def until(check, what, timeout=60):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
-async def frame_at(session, version) -> np.ndarray:
-    """The first frame rendered from params ``version`` or later."""
-    after = -1
-    while True:
-        async with session.get("/v1/frame.rgba", params={"after": str(after), "timeout": "30"}) as r:
-            assert r.status == 200
-            if int(r.headers["X-Params-Version"]) >= version:
-                h, w = int(r.headers["X-Height"]), int(r.headers["X-Width"])
-                return np.frombuffer(await r.read(), np.uint8).reshape(h, w, 4)
-            after = int(r.headers["X-Frame-Seq"])
-
-
 async def patch(session, change):
     async with session.patch("/v1/params", json=change) as r:
         return r.status, await r.json()
@@ -65,7 +47,9 @@ async def test_listing_rest_patch_and_weight_zero(api, lora_dir):
     async with session.get("/v1/loras") as r:
         listing = await r.json()
     files = {f["name"]: f for f in listing["loras"]}
-    assert set(files) == {"ink", "paper", "clay", "glass", "smoke", "corrupt", "sd15"}  # not notes.txt
+    # not notes.txt; and the demo model's own two (test_demo_loras.py)
+    assert set(files) == {"ink", "paper", "clay", "glass", "smoke", "corrupt", "sd15", "demo-a", "demo-b"}
+    assert [name for name, f in files.items() if f.get("demo")] == ["demo-a", "demo-b"]
     assert files["ink"]["targets"] == ["unet", "text_encoder", "text_encoder_2"] and files["ink"]["rank"] == 4
     assert files["paper"]["targets"] == ["unet"] and files["paper"]["size"] == (lora_dir / "paper.safetensors").stat().st_size
     assert "error" in files["corrupt"] and listing["active"] == {}
@@ -189,7 +173,6 @@ async def test_sd2_daemon_refuses_an_sdxl_lora_and_folds_its_own(config, daemon_
             async with session.get("/v1/health") as r:
                 health = await r.json()
             assert health["family"] == "sd2" and health["render_errors"] == 0 and health["status"] == "ok", health
-
 
 
 async def channel_frame_at(session, channel, version) -> np.ndarray:

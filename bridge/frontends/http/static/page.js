@@ -1,5 +1,5 @@
 // turbo-bridge live page: every edit goes out over the WebSocket, frames come back as binary
-// messages. The frame header (little-endian; README.md, "WebSocket"):
+// messages. The frame header (little-endian; docs/reference/http.md, "WebSocket"):
 //   0 magic "TBW1" | 4 u16 header size | 6 u8 format (0 rgba, 1 png, 2 jpeg) | 7 u8 reserved
 //   8 u64 seq | 16 u64 params version | 24 u32 width | 28 u32 height | 32 f32 render ms
 //   36 u32 payload bytes | then the payload, at header size.

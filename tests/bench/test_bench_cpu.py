@@ -1,0 +1,123 @@
+"""``bench`` and ``latency`` on a machine without a GPU: compile follows serve's ``auto``, a full-size
+model is refused (or, with ``--device cpu``, warned) with an estimate, and the report shows only
+what was measured. The commands run as a user runs them: real processes."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from bridge.bench import cpu_estimate  # noqa: E402
+from bridge.bench.report import format_report  # noqa: E402
+from bridge.cli import bench_options, build_parser  # noqa: E402
+from bridge.core.errors import ConfigError  # noqa: E402
+
+no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="about machines without CUDA")
+
+
+def run(*args, cache_dir, timeout=300):
+    return subprocess.run([sys.executable, "-m", "bridge", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "TURBO_BRIDGE_CACHE": str(cache_dir)})
+
+
+@pytest.mark.parametrize("options, compiles", [
+    (["--device", "cpu"], False), (["--device", "cuda"], True), (["--device", "cuda:1"], True),
+    (["--device", "cpu", "--compile", "on"], True), (["--device", "cuda", "--compile", "off"], False),
+])
+def test_bench_compiles_as_serve_does(options, compiles):
+    assert bench_options(build_parser().parse_args(["bench", *options])).compile is compiles
+
+
+@no_cuda
+def test_a_demo_bench_on_the_cpu_compiles_nothing_and_reports_only_what_it_measured(cache_dir, tmp_path):
+    figures = tmp_path / "bench.json"
+    done = run("bench", "--model", "demo", "--frames", "2", "--sizes", "64", "--vaes", "full", "--modes", "seed",
+               "--no-baseline", "--json", str(figures), cache_dir=cache_dir)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(figures.read_text())
+    assert report["options"]["compile"] is False and report["machine"]["device"] == "cpu"
+    assert [r["vram_gb"] for r in report["runs"]] == [{}]  # no GPU memory on the CPU: nothing measured
+    table = done.stdout
+    assert "| bf16 | full | 64 | seed |" in table
+    assert "VRAM" not in table and "None" not in table and "nan" not in table
+
+
+@no_cuda
+@pytest.mark.parametrize("command", [["bench", "--weights", "random"], ["latency", "--model", "random"]])
+def test_a_full_size_model_on_the_cpu_is_refused_with_an_estimate(command, tmp_path):
+    figures = tmp_path / "bench.json"
+    done = run(*command, *(["--json", str(figures)] if command[0] == "bench" else []), cache_dir=tmp_path, timeout=120)
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, done.stderr
+    assert "TFLOP a frame at 512x512 full VAE" in errors[0] and "GFLOP/s" in errors[0]
+    assert "would take about" in errors[0] and "--model demo" in errors[0] and "--device cpu" in errors[0]
+    assert not figures.exists()  # nothing ran: no baseline, no daemon
+
+
+def test_the_estimate_counts_the_frames_flops_without_building_weights():
+    sdxl = cpu_estimate.frame_flops("random", 512, "full")
+    # The first probes counted 1.59 T (UNet) + 2.52 T (VAE decode) + 0.11 T (text encoders) per 512x512 frame.
+    assert 4.1e12 < sdxl < 4.35e12
+    assert cpu_estimate.frame_flops("random", 512, "tiny") < sdxl / 2  # the tiny decoder: 0.14 T
+    assert cpu_estimate.frame_flops("random-sd", 512, "full") < sdxl  # one text encoder, a smaller UNet
+    assert 3.5 < cpu_estimate.frame_flops("random", 1024, "full") / sdxl < 6  # 4x the pixels, attention grows faster
+
+
+def test_with_device_cpu_the_estimate_is_a_warning_and_the_demo_models_pass(caplog):
+    work = [cpu_estimate.Work(3, 256, "tiny", "fp32")]
+    with caplog.at_level(logging.WARNING, logger="bridge.bench.cpu_estimate"):
+        cpu_estimate.guard("bench", "random", "cpu", work)
+    assert "would take about" in caplog.text and "running it anyway" in caplog.text
+    with pytest.raises(ConfigError, match="this run's 3 frames would take about"):
+        cpu_estimate.guard("bench", "random", None, work)
+    caplog.clear()
+    for model in ("demo", "demo-sd", "null"):
+        cpu_estimate.guard("bench", model, None, work)
+    assert not caplog.text
+
+
+def test_the_bench_work_counts_every_frame_the_run_renders():
+    opts = bench_options(build_parser().parse_args(["bench", "--device", "cpu", "--frames", "10", "--sizes", "256,512",
+                                                    "--vaes", "full,tiny", "--modes", "prompt,seed"]))
+    work = cpu_estimate.bench_work(opts)
+    assert work[0] == cpu_estimate.Work(15, 256, "full", "fp16")  # the plain diffusers call: 5 warm-up + 10 timed
+    # per size and VAE: the first frame, 2 modes x (1 warm + 10 timed), 20 profiled frames
+    assert [(w.size, w.vae, w.frames) for w in work[1:]] == [(256, "full", 43), (512, "full", 43), (256, "tiny", 43),
+                                                            (512, "tiny", 43)]
+
+
+RUN = {"dtype": "bf16", "vae": "full", "size": 512, "mode": "prompt", "median_ms": 19.81, "p99_ms": 21.67,
+       "std_ms": 0.29, "fps": 50.5, "first_frame_s": 132.0, "stages_ms": {}}
+
+
+def test_the_report_has_a_vram_column_only_where_memory_was_measured():
+    cuda = {"machine": {"device": "cuda"}, "runs": [{**RUN, "vram_gb": {"loaded": 9.1, "after_frames": 10.54,
+                                                                          "peak_allocated": 8.99}}]}
+    assert "| 9.1 / 10.54 (peak alloc 8.99) |" in format_report(cuda)
+    cpu = {"machine": {"device": "cpu"}, "runs": [{**RUN, "vram_gb": {}}],
+           "lora": [{"dtype": "fp32", "vae": "full", "what": "two LoRAs", "base_ms": 1.0, "folded_ms": 1.1,
+                     "folded_vs_base_pct": 10.0, "switch_frame_ms": 2.0, "switch_extra_ms": 1.0, "switch_p99_ms": 3.0,
+                     "reweight_frame_ms": 2.0, "reweight_extra_ms": 1.0, "fold_ms": None}]}
+    text = format_report(cpu)
+    assert "VRAM" not in text and "None" not in text and "fold alone" not in text
+    assert "| bf16 | full | 512 | prompt | none | shm | 19.81 | 50.5 | 21.67 | 0.29 | - | 132.0 |" in text
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_cuda_bench_compiles_and_reports_the_gpu_memory(cache_dir, tmp_path):
+    figures = tmp_path / "bench.json"
+    done = run("bench", "--model", "demo", "--frames", "3", "--sizes", "64", "--vaes", "full", "--modes", "seed",
+               "--no-baseline", "--json", str(figures), cache_dir=cache_dir, timeout=900)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(figures.read_text())
+    assert report["options"]["compile"] is True and report["machine"]["device"].startswith("cuda")
+    vram = report["runs"][0]["vram_gb"]
+    assert vram["loaded"] > 0 and vram["after_frames"] > 0 and vram["peak_allocated"] > 0
+    assert "| VRAM GB used (loaded / after) |" in done.stdout and "None" not in done.stdout
