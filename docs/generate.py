@@ -25,9 +25,9 @@ MARKED = re.compile(r"(<!-- generated: (?P<name>[a-z-]+) -->\n)(?P<body>.*?)(<!-
 
 def osc_addresses() -> dict:
     """Address -> arguments and meaning, as the daemon serves them (the one place to repoint)."""
-    from bridge.app.frontends import osc_addresses as served
+    from bridge.frontends.osc.addresses import schema
 
-    return served()
+    return schema()
 
 
 def cell(text) -> str:
