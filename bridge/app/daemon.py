@@ -17,7 +17,7 @@ from typing import AsyncIterator, Callable
 from aiohttp import web
 
 from ..config import Config
-from ..core.frame import Renderer
+from ..core.renderer import Renderer
 from ..engine.scheduler import Scheduler
 from ..outputs.ndi import NdiSender
 from ..outputs.record import Recorder

@@ -21,6 +21,7 @@ from bridge.core.params import Params
 from bridge.outputs import record
 from bridge.outputs.record import Recorder, RecordOptions, RecordingError
 from conftest import null_factory
+from renderers import noise_factory
 
 pytestmark = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="needs ffprobe (Debian ffmpeg)")
 
@@ -103,21 +104,6 @@ def test_start_twice_stop_without_start_and_no_folder(tmp_path):
     assert rec.state()["files"] == []  # no frame came: no file is made
     with pytest.raises(RecordingError, match="does not exist"):
         Recorder(tmp_path / "gone").start()
-
-
-class NoiseRenderer:
-    """Frames of noise (they compress badly: a few fill a small file limit)."""
-
-    def render(self, params, scene=None):
-        rng = np.random.default_rng(params.seed)
-        return Rendered(rng.integers(0, 256, (params.height, params.width, 4), dtype=np.uint8))
-
-    def prompt_warnings(self, prompt):
-        return []
-
-
-def noise_factory(config):
-    return NoiseRenderer(), {"model": "noise", "device": "cpu", "dtype": "none"}
 
 
 async def settle(predicate, timeout=60.0):
