@@ -98,7 +98,7 @@ class ChannelRenderer:
             raise ValueError("a batch needs one set of LoRAs")
         r.begin(plan, loras.pop())
         shape = r.latent_shape(plan)
-        with r.stage("noise"):
+        with r.runner.stage("noise"):
             noises = [frame_noise(params, plan.draws, shape) for _, params, _ in items]  # each (draws, 1, ...)
         texts = [params.prompt for _, params, _ in items]
         # New prompts are encoded in the batch, all rows at once (a cached row is encoded again:
@@ -112,7 +112,7 @@ class ChannelRenderer:
                                      dtype=torch.float32).view(-1, 1, 1, 1),
         }
         if with_text:
-            with r.stage("tokenize"):
+            with r.runner.stage("tokenize"):
                 values["ids"] = torch.stack([r.text.token_ids(text) for text in texts], dim=1)  # (rows, B, length)
         else:
             conditioning = [r.text.conditioning(text) for text in texts]
@@ -131,24 +131,24 @@ class ChannelRenderer:
                       else torch.cat([v, *[v[:, -1:]] * (rows - len(items))], dim=1) for k, v in values.items()}
         key = ("batch", rows, with_text, *plan.key)
         rgba, *encoded = self._run(key, plan, values)
-        with r.stage("to_host"):
-            pixels = [r.to_host(row) for row in rgba[:len(items)]]
+        with r.runner.stage("to_host"):
+            pixels = [r.runner.to_host(row) for row in rgba[:len(items)]]
         if with_text:
             embeds, pooled = encoded
             conditioning = [r.text.store(text, embeds[i:i + 1], pooled[i:i + 1]) for i, text in enumerate(texts)]
         for (stream, _, _), noise, (embeds, pooled) in zip(items, noises, conditioning):
             self._gliders.setdefault(stream, Glider()).record(Shown(embeds, pooled, noise))
-        stages = r.stage_times()
+        stages = r.runner.stage_times()
         return [Rendered(frame, stages) for frame in pixels]
 
     def _run(self, key: tuple, plan: FramePlan, values: dict) -> tuple:
-        r = self.inner
+        runner = self.inner.runner
 
         def frame(**kwargs):
             return self._denoise_and_decode(plan, **kwargs)
 
-        if not r.graphed:
-            with r.stage("unet+vae_decode"):
-                return r.run(key, frame, **values)
+        if not runner.graphed:
+            with runner.stage("unet+vae_decode"):
+                return runner.run(key, frame, **values)
         values = {k: v.pin_memory() if v.device.type == "cpu" else v for k, v in values.items()}
-        return r.run(key, frame, label=f"capturing a batch of {key[1]} at {plan.width}x{plan.height}", **values)
+        return runner.run(key, frame, label=f"capturing a batch of {key[1]} at {plan.width}x{plan.height}", **values)

@@ -3,8 +3,9 @@
 The renderer holds the family's parts (``families/parts.py``: text conditioning, denoiser,
 decoder, sampler) through ``ModelCalls`` (``model_calls.py``: the calls, eager or compiled, and the
 sampling loop); it never touches the model otherwise. This module is the per-frame path around
-them: compiling (one warm-up per graph key), caches, the frame's inputs, graph replay and the
-copy to the host. ``batch.py`` builds batches of channels' frames on its public methods.
+them: compiling (one warm-up per graph key), caches, the frame's inputs and the whole-frame
+graph; ``runner.py`` runs and times the stages (eager or CUDA graphs) and copies pixels to the
+host. ``batch.py`` builds batches of channels' frames on the renderer's public methods.
 
 One code path for the eager and the compiled renderer: the text encoders, the denoiser and the
 decoder are plain functions, wrapped by ``torch.compile`` (CUDA graphs) when compiling. Prompt
@@ -20,12 +21,8 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import torch
 
 from ...core.frame import Rendered
@@ -45,6 +42,7 @@ from .glide import Glider, Shown
 from .model_calls import ModelCalls
 from .noise import frame_noise
 from .plan import FramePlan
+from .runner import StageRunner
 from .text import PromptEncoder
 from .tiling import Tiling
 
@@ -66,14 +64,11 @@ class DiffusersRenderer:
         self.controlnets = controlnets or ControlNets({})
         self.calls = ModelCalls(parts, self.device, dtype, self.controlnets)
         self.compile = compile
-        self.profile = profile  # synchronise per stage: honest stage times, a little slower
         self._cuda = self.device.type == "cuda"
         self._warm: set[tuple] = set()  # plan keys compiled and warmed up
-        self._eager_keys: set[tuple] = set()  # the keys of the stages run without graphs
-        self._pinned: dict[tuple[int, int], torch.Tensor] = {}
-        self._stages: dict[str, float] = {}
-        self._done = torch.cuda.Event() if self._cuda else None
-        self._graphs = None
+        # Stages timed, run eager or as CUDA graphs (compiled, on CUDA), pixels copied to the host.
+        self.runner = StageRunner(self.device, compile and self._cuda, self._after_compile)
+        self.runner.profile = profile
         self.glider = Glider()  # what stream main showed last (a batch renderer passes each stream's own)
         self.after_compile = None  # called after each warm-up compile (e.g. to save compile artefacts)
         self.control_images = ControlImages(self.device, dtype, canny_thresholds)
@@ -87,10 +82,6 @@ class DiffusersRenderer:
             prepare_modules([parts.denoiser.module, parts.decoder.module, *parts.text.modules,
                              *self.controlnets.nets.values()], self.device)
             self.calls.compile()  # the sampling loop calls the compiled versions from here on
-            if self._cuda:
-                from ..speed.graphs import FrameGraphs
-
-                self._graphs = FrameGraphs()
         # fp8: after the QKV fusion above (the fused layers are quantised), before the style processors (bf16)
         if precision == "fp8":
             from ..speed.fp8 import check_device, quantize_linears
@@ -101,10 +92,11 @@ class DiffusersRenderer:
         self.style = None if ip_adapter is None else StyleTokens(ip_adapter, self.device, dtype)
         if ip_adapter is not None:
             ip_adapter.install(parts.denoiser.module)
-        self.text = PromptEncoder(parts.text, lambda ids: self.run(("text",), self.calls.encode, ids=ids),
-                                  self._cuda, cache_size, stage=self.stage)
-        self.images = ImageLatents(self._staged_encode, self._cuda, stage=self.stage)
-        self.loras = Loras(pipe, lora_dir)
+        self.text = PromptEncoder(parts.text, lambda ids: self.runner.run(("text",), self.calls.encode, ids=ids),
+                                  self._cuda, cache_size, stage=self.runner.stage)
+        self.images = ImageLatents(self._staged_encode, self._cuda, stage=self.runner.stage)
+        # No LoRA folder for a family without LoRAs: the engine then refuses every LoRA change.
+        self.loras = Loras(pipe, lora_dir if "lora" in self.family.steering else None)
 
     # -- the event loop side ------------------------------------------------------------
     def prompt_warnings(self, prompt: str) -> list[str]:
@@ -125,35 +117,28 @@ class DiffusersRenderer:
         return self.images.runs
 
     @property
-    def graphed(self) -> bool:
-        """Whether frames replay CUDA graphs (compiled, on CUDA) rather than run stage by stage."""
-        return self._graphs is not None
+    def profile(self) -> bool:
+        """Synchronise per stage: honest stage times, a little slower (and no whole-frame graph)."""
+        return self.runner.profile
+
+    @profile.setter
+    def profile(self, on: bool) -> None:
+        self.runner.profile = on
 
     @property
     def graph_keys(self) -> frozenset[tuple]:
         """The keys of the graphs captured (or, without graphs, of the stages run) so far: a new
         prompt or seed must never add one."""
-        return self._graphs.keys() if self._graphs is not None else frozenset(self._eager_keys)
+        return self.runner.keys
 
     @property
     def warm_keys(self) -> frozenset[tuple]:
         """The ``FramePlan.key`` of every plan compiled and warmed up (compiling renderer)."""
         return frozenset(self._warm)
 
-    @contextmanager
-    def stage(self, name: str):
-        """Time a stage of the frame (``stage_times``); synchronised when profiling on CUDA."""
-        if self.profile and self._cuda:
-            torch.cuda.synchronize(self.device)
-        start = time.perf_counter()
-        yield
-        if self.profile and self._cuda:
-            torch.cuda.synchronize(self.device)
-        self._stages[name] = self._stages.get(name, 0.0) + (time.perf_counter() - start) * 1e3
-
-    def stage_times(self) -> dict[str, float]:
-        """The stages of the frame (or batch) since ``begin``, in ms."""
-        return dict(self._stages)
+    def _after_compile(self) -> None:
+        if self.after_compile is not None:  # e.g. the compile artefacts file gets the new graph too
+            self.after_compile()
 
     def embeddings(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(prompt_embeds, pooled) for a prompt, from the cache when it was seen before."""
@@ -169,19 +154,20 @@ class DiffusersRenderer:
 
     def begin(self, plan: FramePlan, loras: tuple[tuple[str, float], ...]) -> None:
         """Before a frame or a batch: stage times cleared, the LoRAs and the tiling mode set."""
-        self._stages = {}
+        self.runner.reset()
         if loras != self.loras.applied:
-            with self.stage("loras"):  # between two frames, into the same weight storage
+            with self.runner.stage("loras"):  # between two frames, into the same weight storage
                 self.text.variant = self.loras.update(loras)
         if self._tiling.set(plan.tiling):
             self.images.clear()  # the input's latents depend on the encoder's padding
 
     def _staged_encode(self, rgb: torch.Tensor) -> torch.Tensor:
-        return self.run(("encode", rgb.shape[1], rgb.shape[0], self._tiling.mode), self.calls.encode_image, rgb=rgb)
+        return self.runner.run(("encode", rgb.shape[1], rgb.shape[0], self._tiling.mode), self.calls.encode_image,
+                               rgb=rgb)
 
     def _staged_adapter(self, name: str, image: torch.Tensor) -> list[torch.Tensor]:
-        return self.run(("adapter", name, image.shape[-1], image.shape[-2]),
-                        functools.partial(self.calls.adapt, name), image=image)
+        return self.runner.run(("adapter", name, image.shape[-1], image.shape[-2]),
+                               functools.partial(self.calls.adapt, name), image=image)
 
     @torch.inference_mode()
     def render(self, params: Params, scene: Scene = Scene(), glider: Glider | None = None) -> Rendered:
@@ -198,8 +184,7 @@ class DiffusersRenderer:
                 warm = Scene(scene.input, controls=scene.controls, style=scene.style)
                 self._render(params.merged({"prompt": text + " "}), warm, glider, record=False)  # the with-text graph
                 self._render(params.merged({"prompt": text}), warm, glider, record=False)  # the cached-embeddings graph
-            if self.after_compile is not None:
-                self.after_compile()
+            self._after_compile()
         return self._render(params, scene, glider)
 
     def _render(self, params: Params, scene: Scene, glider: Glider, record: bool = True) -> Rendered:
@@ -208,7 +193,7 @@ class DiffusersRenderer:
         image = None if scene.input is None else self.images.latents(scene.input, plan.width, plan.height)
         control: dict = {}
         if scene.controls:
-            with self.stage("control_images"):
+            with self.runner.stage("control_images"):
                 nets, adapters = self.controlnets.split(plan.controls)
                 images = dict(scene.controls)
                 control = {**control_images.values(self.control_images, params,
@@ -216,11 +201,11 @@ class DiffusersRenderer:
                            **self.adapter_features.values(self.control_images, params,
                                                           tuple((n, images[n]) for n in adapters), plan.runs)}
         if plan.style:
-            with self.stage("style_image"):  # the image encoder runs for a new style image only
+            with self.runner.stage("style_image"):  # the image encoder runs for a new style image only
                 control.update(style_images.values(self.style, scene.style, params.style_scale, plan.cfg))
-        with self.stage("noise"):
+        with self.runner.stage("noise"):
             noise = frame_noise(params, plan.draws, self.latent_shape(plan))
-        if self._graphs is not None and not self.profile and isinstance(params.prompt, str) and scene.glide is None:
+        if self.runner.graphed and not self.profile and isinstance(params.prompt, str) and scene.glide is None:
             rgba, shown = self._render_graph(plan, params, noise, image, control)  # one replay, text encoders included
         else:
             embeds, pooled = self.text.conditioning(params.prompt)
@@ -228,9 +213,9 @@ class DiffusersRenderer:
             rgba = self._frame(plan, params, shown, image, control)
         if record:
             glider.record(shown)
-        with self.stage("to_host"):
-            pixels = self.to_host(rgba)
-        return Rendered(pixels, dict(self._stages))
+        with self.runner.stage("to_host"):
+            pixels = self.runner.to_host(rgba)
+        return Rendered(pixels, self.runner.stage_times())
 
     def _inputs(self, shown: Shown, params: Params, image: torch.Tensor | None, control: dict) -> dict:
         values = {"noise": shown.noise.pin_memory() if self._cuda else shown.noise,
@@ -249,39 +234,12 @@ class DiffusersRenderer:
                control: dict) -> torch.Tensor:
         """A frame from mixed conditioning: one graph replay, or a stage at a time (eager, profiling)."""
         values = self._inputs(shown, params, image, control)
-        if self._graphs is not None and not self.profile:
+        if self.runner.graphed and not self.profile:
             return self._frame_graph(plan, with_text=False).run(**values)[0]
-        with self.stage("unet"):
-            latents = self.run(("unet", *plan.key), functools.partial(self.calls.denoise_steps, plan), **values)
-        with self.stage("vae_decode"):
-            return self.run(("decode", plan.width, plan.height, plan.tiling), self.calls.decode, latents=latents)
-
-    def run(self, key: tuple, fn: Callable[..., object], label: str | None = None, **values):
-        """One stage (or a batch's whole frame): plain (eager, CPU), or as a CUDA graph captured on
-        the first use of ``key`` and replayed after. ``label``: log the capture as a compile and
-        call ``after_compile`` after it (a graph that compiles new code, e.g. a new batch size)."""
-        if self._graphs is None:
-            self._eager_keys.add(key)
-            values = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in values.items()}
-            return fn(**values)
-
-        def zeros(v):
-            if isinstance(v, (tuple, list)):  # T2I-Adapter features: one tensor per level
-                return tuple(torch.zeros_like(t, device=self.device) for t in v)
-            return torch.zeros_like(v, device=self.device) if isinstance(v, torch.Tensor) \
-                else torch.zeros((), device=self.device)
-
-        def inputs() -> dict:
-            return {k: zeros(v) for k, v in values.items()}
-
-        if label is not None and key not in self._graphs:
-            with progress(label, compiling=True):
-                graph = self._graphs.get(key, fn, inputs)
-            if self.after_compile is not None:  # e.g. the compile artefacts file gets this graph too
-                self.after_compile()
-        else:
-            graph = self._graphs.get(key, fn, inputs)
-        return graph.run(**values)
+        with self.runner.stage("unet"):
+            latents = self.runner.run(("unet", *plan.key), functools.partial(self.calls.denoise_steps, plan), **values)
+        with self.runner.stage("vae_decode"):
+            return self.runner.run(("decode", plan.width, plan.height, plan.tiling), self.calls.decode, latents=latents)
 
     def _zero_ids(self) -> torch.Tensor:
         return torch.zeros((self.parts.text.rows, self.parts.text.length), dtype=torch.long, device=self.device)
@@ -319,7 +277,7 @@ class DiffusersRenderer:
                                                          self.dtype, self.device),
                     **style_images.graph_inputs(self.style, plan.style, plan.cfg)}
 
-        return self._graphs.get((*plan.key, with_text), frame, inputs)
+        return self.runner.graph((*plan.key, with_text), frame, inputs)
 
     def _render_graph(self, plan: FramePlan, params: Params, noise: torch.Tensor, image: torch.Tensor | None,
                       control: dict):
@@ -334,16 +292,3 @@ class DiffusersRenderer:
             values["image"] = image
         rgba, embeds, pooled = self._frame_graph(plan, with_text=True).run(**values)
         return rgba, Shown(*self.text.store(params.prompt, embeds, pooled), noise)
-
-    def to_host(self, rgba: torch.Tensor) -> np.ndarray:
-        """A frame's (H, W, 4) pixels into host memory: the one sync of a frame on CUDA."""
-        if not self._cuda:
-            return rgba.numpy().copy()
-        shape = tuple(rgba.shape[:2])
-        if shape not in self._pinned:
-            self._pinned[shape] = torch.empty(rgba.shape, dtype=torch.uint8, pin_memory=True)
-        host = self._pinned[shape]
-        host.copy_(rgba, non_blocking=True)
-        self._done.record()
-        self._done.synchronize()  # the one sync of a frame
-        return host.numpy().copy()  # the pinned buffer is reused by the next frame
