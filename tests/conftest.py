@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from bridge.config import Config
-from bridge.core.frame import NullRenderer
+from bridge.core.renderer import NullRenderer
 from bridge.core.params import Params
 
 

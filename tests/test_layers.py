@@ -101,3 +101,15 @@ def test_every_package_says_what_lives_there_and_what_it_may_import():
         assert doc, f"{init.relative_to(BRIDGE.parent)} has no docstring"
         if init.parent != BRIDGE:
             assert "import" in doc, f"{init.relative_to(BRIDGE.parent)} does not say what it may import"
+
+
+def test_the_engine_and_the_app_ask_a_renderer_only_through_its_contract():
+    """No ``hasattr``/``getattr`` probe of a renderer (or what it holds) in ``engine`` or ``app``: what
+    they may ask is ``bridge.core.renderer.Renderer``."""
+    wrong = []
+    for path in sorted([*(BRIDGE / "engine").rglob("*.py"), *(BRIDGE / "app").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("hasattr", "getattr") \
+                    and node.args and "renderer" in ast.unparse(node.args[0]):
+                wrong.append(f"{module_of(path)}:{node.lineno}: {ast.unparse(node)}")
+    assert not wrong, "\n".join(wrong)

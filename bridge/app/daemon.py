@@ -18,7 +18,7 @@ from typing import AsyncIterator, Callable
 from aiohttp import web
 
 from ..config import Config
-from ..core.frame import Renderer
+from ..core.renderer import Renderer
 from ..engine.scheduler import Scheduler
 from ..frontends.http import connections, control_api, input_api, live, rest, style_api
 from ..frontends import security, sockets

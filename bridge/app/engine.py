@@ -15,7 +15,7 @@ from typing import AsyncIterator, Callable
 from aiohttp import web
 
 from ..config import Config
-from ..core.frame import Renderer
+from ..core.renderer import Renderer
 from ..core.params import Limits
 from ..engine.changes import ChangeDoor
 from ..engine.channel_outputs import ChannelOutputs
@@ -74,7 +74,7 @@ def render_engine(config: Config, renderer_factory: Callable[[Config], tuple[Ren
                                   else f"{i}:{info.get('device', i)}")
                       for i, ((renderer, info), gpu) in enumerate(zip(loaded, gpus))]
             for queue in queues:  # each device folds LoRAs into its own UNet, from its own catalog
-                queue.loras = LoraGate(getattr(getattr(queue.renderer, "loras", None), "catalog", None), lora_loader)
+                queue.loras = LoraGate(queue.renderer.lora_catalog, lora_loader)
             registry = app[rest.CHANNELS] = ChannelRegistry(
                 queues, initial=config.initial, outputs=made,
                 limits=Limits(config.max_size, tuple(spec.name for spec in config.controlnets),

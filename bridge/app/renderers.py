@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from ..config import Config, lora_folder
-from ..core.frame import NullRenderer, Renderer
+from ..core.renderer import NullRenderer, Renderer
 from ..engine.startup import StartupPhases
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,7 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
         return NullRenderer(), {"model": "null", "family": "none", "device": "none", "dtype": "none", "compile": False}
     phases = StartupPhases()
     with phases("imports"):  # torch, diffusers, transformers: seconds before anything else can happen
+        from ..pipeline.families.registry import check_steering
         from ..pipeline.loading import loader
         from ..pipeline.loading.demo import is_demo
         from ..pipeline.render.batch import ChannelRenderer
@@ -30,6 +31,8 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
         from ..pipeline.speed.optimize import configure_compile_cache
         from ..pipeline.render.renderer import DiffusersRenderer
 
+    # Steering the family does not support is refused before anything loads (one line naming the family).
+    check_steering(loader.model_family(config.model), requested_steering(config))
     device = config.device if config.device not in (None, "auto") else loader.default_device()
     loader.check_device(config.device, device)  # a CPU-only torch with --device cuda: one line, no traceback
     loader.bind_thread(device)  # this is the device's render thread: everything after runs here
@@ -76,6 +79,11 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
     return ChannelRenderer(renderer), info  # several channels' frames batched, each with its own transitions
 
 
+def requested_steering(config: Config) -> set[str]:
+    """The steering the configuration asks of the model at start (``families.parts.STEERING`` names)."""
+    return ({"controlnet"} if config.controlnets else set()) | ({"ip_adapter"} if config.ip_adapter else set())
+
+
 def resolve_devices(spec: str | None) -> list[str | None]:
     """``--device``: one device, a comma-separated list (one resident pipeline each), or ``all`` GPUs."""
     if spec is None:
@@ -99,7 +107,7 @@ def load_ip_adapter(config: Config, pipe, device: str, dtype):
     """The ``--ip-adapter`` (image encoder, projection, K/V weights), loaded once and resident; or None."""
     if config.ip_adapter is None:
         return None
-    from ..pipeline.families.family import family_of_pipeline
+    from ..pipeline.families.registry import family_of_pipeline
     from ..pipeline.steering.ip_adapter import load_ip_adapter as load
 
     return load(config.ip_adapter, pipe.unet, device, dtype, family_of_pipeline(pipe).name)

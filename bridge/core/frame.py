@@ -1,14 +1,12 @@
-"""A rendered frame and what the renderer hands back."""
+"""A rendered frame and what the renderer hands back (the renderer contract is ``renderer.py``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
 from .params import Params
-from .scene import Scene
 
 
 @dataclass(frozen=True)
@@ -37,31 +35,3 @@ class Frame:
     @property
     def height(self) -> int:
         return int(self.pixels.shape[0])
-
-
-class Renderer(Protocol):
-    """What the scheduler needs from a pipeline. ``render`` runs on the GPU thread only."""
-
-    def render(self, params: Params, scene: Scene = Scene()) -> Rendered: ...
-
-    def prompt_warnings(self, prompt: str) -> list[str]: ...
-
-
-class NullRenderer:
-    """A renderer that does no GPU work: a flat frame whose colour follows the seed.
-
-    Used to measure the bridge's own overhead and in tests of the plumbing.
-    """
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def render(self, params: Params, scene: Scene = Scene()) -> Rendered:
-        self.calls += 1
-        rgba = bytes((params.seed & 0xFF, (params.seed >> 8) & 0xFF, len(params.prompt) & 0xFF, 255))
-        pixels = np.empty((params.height, params.width, 4), np.uint8)
-        pixels.view(np.uint32)[...] = np.frombuffer(rgba, np.uint32)[0]  # one word fill: memset speed
-        return Rendered(pixels)
-
-    def prompt_warnings(self, prompt: str) -> list[str]:
-        return []

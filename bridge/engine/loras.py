@@ -9,30 +9,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import Executor
-from typing import Any, Iterable, Protocol
+from typing import Iterable
 
 from ..core.errors import ValidationError
+from ..core.renderer import LoraCatalog
 
 log = logging.getLogger(__name__)
-
-
-class Catalog(Protocol):
-    """The pipeline's LoRA folder (``bridge.pipeline.steering.lora.LoraCatalog``); blocking methods."""
-
-    @property
-    def names(self) -> frozenset[str]: ...
-
-    def ready(self, names: Iterable[str]) -> bool: ...
-
-    def load(self, name: str) -> Any: ...
-
-    def scan(self) -> list: ...
 
 
 class LoraGate:
     """Runs the catalog's blocking work on ``loader``; everything else on the event loop."""
 
-    def __init__(self, catalog: Catalog | None, loader: Executor):
+    def __init__(self, catalog: LoraCatalog | None, loader: Executor):
         self._catalog = catalog
         self._loader = loader
 
@@ -68,4 +56,4 @@ class LoraGate:
 
     @property
     def folder(self) -> str | None:
-        return None if self._catalog is None else str(getattr(self._catalog, "folder", ""))
+        return None if self._catalog is None else str(self._catalog.folder)

@@ -4,11 +4,12 @@ Each channel's scheduler keeps at most one frame in flight, so the queue holds a
 channel. A round takes every job waiting when it starts and asks each channel for its newest state
 then (latest-wins stays per channel, and a state superseded while waiting is never rendered). The
 round's jobs are grouped by the renderer's ``batch_key`` (the graph shape: size, steps, guidance
-on/off, image-to-image or not) and each group renders as one batch, oldest job's group first.
+on/off, image-to-image or not; None renders alone) and each group renders as one batch, oldest
+job's group first.
 Jobs that arrive during a round wait for the next one: a change on one channel waits for at most
 one frame of each other channel, which is one batch when their shapes match.
 
-A renderer without ``render_batch`` renders the round's jobs one by one, in order.
+The renderer is asked only what ``bridge.core.renderer.Renderer`` declares.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
-from ..core.frame import Frame, Rendered, Renderer
+from ..core.frame import Frame, Rendered
 from ..core.params import Params
+from ..core.renderer import Renderer
 from ..core.scene import Scene
+from .render_thread import RenderThread
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +74,6 @@ class RenderQueue:
         self._streams: set[str] = set()  # the streams that queue frames here (until forgotten)
         self.stats = QueueStats()
         self.loras: Any = None  # the device's LoRA gate (engine/loras.py), set by the app
-
-    @property
-    def batching(self) -> bool:
-        return hasattr(self.renderer, "render_batch") and hasattr(self.renderer, "batch_key")
 
     async def render(self, stream: str, take: Callable[[], Snapshot],
                      finish: Callable[[Snapshot, Rendered, float], Frame]) -> tuple[Snapshot, Frame]:
@@ -134,8 +133,6 @@ class RenderQueue:
 
     def _batches(self, jobs: list[Job]) -> list[list[Job]]:
         """Jobs grouped by graph shape, in the order of each group's oldest job, at most max_batch each."""
-        if not self.batching:
-            return [[job] for job in jobs]
         groups: dict[Hashable, list[Job]] = {}
         for index, job in enumerate(jobs):
             key = self.renderer.batch_key(job.snapshot.params, job.snapshot.scene)
@@ -147,11 +144,8 @@ class RenderQueue:
         # On the render thread: the only thread that touches the renderer or writes the sinks.
         start = time.perf_counter()
         try:
-            if self.batching:
-                rendered = self.renderer.render_batch([(job.stream, job.snapshot.params, job.snapshot.scene)
-                                                       for job in batch])
-            else:
-                rendered = [self.renderer.render(batch[0].snapshot.params, batch[0].snapshot.scene)]
+            rendered = self.renderer.render_batch([(job.stream, job.snapshot.params, job.snapshot.scene)
+                                                   for job in batch])
         except Exception as exc:  # every frame of a failed batch fails alike
             return [exc] * len(batch)
         finally:
@@ -173,13 +167,11 @@ class RenderQueue:
     def forget(self, stream: str) -> None:
         """A channel is gone or moved: the renderer may drop what it kept for it (transition state)."""
         self._streams.discard(stream)
-        forget = getattr(self.renderer, "forget", None)
-        if forget is not None:
-            forget(stream)
+        self.renderer.forget(stream)
 
     def health(self) -> dict:
         s = self.stats
         return {"rounds": s.rounds, "batches": s.batches, "frames": s.frames, "largest_batch": s.largest_batch,
                 "batch_sizes": {str(k): v for k, v in sorted(s.batch_sizes.items())},
-                "busy_s": round(s.busy_s, 3), "batching": self.batching,
-                **({"render_thread": self._executor.health()} if hasattr(self._executor, "health") else {})}
+                "busy_s": round(s.busy_s, 3),
+                **({"render_thread": self._executor.health()} if isinstance(self._executor, RenderThread) else {})}

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from ..core.errors import ValidationError, is_out_of_memory
-from ..core.frame import Frame, Rendered, Renderer
+from ..core.frame import Frame, Rendered
+from ..core.renderer import Renderer
 from ..core.params import PROMPT_FIELDS, Limits, Params, parse_changes, prompt_texts
 from .loras import LoraGate
 from .render_queue import RenderQueue, Snapshot

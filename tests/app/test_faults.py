@@ -20,7 +20,7 @@ import pytest
 from bridge.frontends.http import live
 from bridge.client import ShmReader, osc_message
 from bridge.core.errors import is_out_of_memory
-from bridge.core.frame import NullRenderer
+from bridge.core.renderer import NullRenderer
 from bridge.core.params import Params
 from bridge.core.scene import Scene
 from conftest import null_factory, unique_shm_name

@@ -4,7 +4,6 @@ import asyncio
 import json
 import socket
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import shared_memory
 
 import aiohttp
@@ -13,8 +12,7 @@ from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
 from bridge.client import ShmReader, parse_osc_message
-from bridge.core.frame import NullRenderer
-from bridge.engine.loras import LoraGate
+from bridge.core.renderer import NullRenderer
 from bridge.frontends.http import live
 from bridge.frontends.http.rest import CHANNELS
 from conftest import null_factory
@@ -267,10 +265,10 @@ class CheckingLoras(ThreadNoting):
 
     def __init__(self, device):
         super().__init__(device)
-        self.folder, self.unloaded = NotedFolder(("ink", "oil")), []
+        self.lora_catalog, self.unloaded = NotedFolder(("ink", "oil")), []
 
     def render(self, params, scene=None):
-        if not self.folder.ready(name for name, _ in params.loras):
+        if not self.lora_catalog.ready(name for name, _ in params.loras):
             self.unloaded.append(params.loras)
         return super().render(params)
 
@@ -282,11 +280,8 @@ async def test_a_channel_moves_with_its_loras_loaded_on_the_new_device(config, d
         renderer = renderers[threading.current_thread().name] = CheckingLoras(cfg.device)
         return renderer, {"model": "null", "device": cfg.device, "dtype": "none"}
 
-    loader = ThreadPoolExecutor(1)
     async with daemon_factory(config, renderer_factory=factory, device="cpu,cpu", max_channels=4) as daemon:
-        channels = daemon.app[CHANNELS]
-        for queue in channels.queues:  # each device its own folder, as the app wires a model's catalog
-            queue.loras = LoraGate(queue.renderer.folder, loader)
+        channels = daemon.app[CHANNELS]  # each device's gate loads into its renderer's own lora_catalog
         async with aiohttp.ClientSession(f"http://127.0.0.1:{daemon.http_port}") as session:
             for name, loras in (("a", {}), ("b", {"oil": 0.5})):
                 async with session.patch(f"/v1/channels/{name}/params", json={"seed": 1, "loras": loras}) as r:
@@ -298,18 +293,17 @@ async def test_a_channel_moves_with_its_loras_loaded_on_the_new_device(config, d
             await settle(lambda: all(c.scheduler.latest is not None and c.scheduler.latest.version == c.scheduler.version
                                      for c in channels))
             assert [c.name for c in channels if c.queue.renderer is first] == ["main", "b"]
-            assert first.folder.loaded == ["oil", "ink"] and second.folder.loaded == []
+            assert first.lora_catalog.loaded == ["oil", "ink"] and second.lora_catalog.loaded == []
 
             async with session.delete("/v1/channels/a") as r:  # device 1 empty: main or b moves there
                 assert r.status == 200
             moved = next(c for c in channels if c.queue.renderer is second)
             wanted = [name for name, _ in moved.scheduler.params.loras]
-            assert second.folder.loaded == wanted  # loaded there before it moved, not on its render thread
+            assert second.lora_catalog.loaded == wanted  # loaded there before it moved, not on its render thread
             seq = moved.scheduler.latest.seq
             moved.scheduler.apply({"seed": 99})
             assert (await moved.scheduler.next_frame(seq, 10)).params.seed == 99
             assert second.calls and first.unloaded == second.unloaded == []
-    loader.shutdown()
 
 
 def test_client_channel_helpers():

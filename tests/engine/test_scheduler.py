@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from bridge.core.errors import ValidationError
-from bridge.core.frame import NullRenderer, Rendered
+from bridge.core.frame import Rendered
+from bridge.core.renderer import NullRenderer
 from bridge.core.params import Params
 
 

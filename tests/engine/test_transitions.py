@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from bridge.core.frame import NullRenderer  # noqa: E402
+from bridge.core.renderer import NullRenderer  # noqa: E402
 from bridge.core.params import Params  # noqa: E402
 from bridge.pipeline.render.glide import Glider, Shown  # noqa: E402
 from bridge.pipeline.loading.loader import load_pipeline  # noqa: E402
@@ -161,9 +161,9 @@ def test_a_new_glide_starts_from_the_current_point(renderer):
     b, c = a.merged({"prompt": "a blue boat"}), a.merged({"prompt": "a green tree", "seed": 4})
     renderer.render(a)
     renderer.render(b, Scene(glide=Glide(10, 0.5)))  # halfway from a to b
-    midway = renderer._glider.last
+    midway = renderer.glider.last
     renderer.render(c, Scene(glide=Glide(11, 0.25)))  # a newer change: from the halfway point
-    shown = renderer._glider.last
+    shown = renderer.glider.last
     target_embeds, target_pooled = renderer.embeddings("a green tree")
     torch.testing.assert_close(shown.embeds, 0.75 * midway.embeds + 0.25 * target_embeds)
     torch.testing.assert_close(shown.pooled, 0.75 * midway.pooled + 0.25 * target_pooled)

@@ -17,7 +17,7 @@ from pythonosc.osc_message import OscMessage
 
 from bridge.client import osc_bundle, osc_message, parse_osc_message
 from bridge.core.errors import ValidationError
-from bridge.core.frame import NullRenderer
+from bridge.core.renderer import NullRenderer
 from bridge.frontends.osc.server import OscServer
 from bridge.core.params import FIELDS, MAX_GUIDANCE, MAX_PROMPT_CHARS, SEED_LIMIT, Limits, Params, parse_changes
 from bridge.frontends.http.rest import loads_strict

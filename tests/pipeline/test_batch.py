@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from bridge.core.frame import NullRenderer
+from bridge.core.renderer import NullRenderer
 from bridge.core.params import Params
 from bridge.core.scene import InputImage, Scene
 from bridge.engine.render_queue import RenderQueue

@@ -96,7 +96,7 @@ def test_sd2_img2img_matches_diffusers(sd):
         generator=torch.Generator("cpu").manual_seed(5), output_type="latent").images
     embeds, pooled = sd.embeddings("a cat")
     with torch.inference_mode():
-        ours = sd._denoise_steps(plan, frame_noise(p, plan.draws, (1, 4, 8, 8)), 0.0, embeds, pooled, latents)
+        ours = sd.calls.denoise_steps(plan, frame_noise(p, plan.draws, (1, 4, 8, 8)), 0.0, embeds, pooled, latents)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
     assert sd.render(p, Scene(image)).pixels.shape == (64, 64, 4)
 
@@ -106,7 +106,7 @@ def test_sd2_img2img_matches_diffusers(sd):
 def test_sampler_matches_the_diffusers_scheduler_step(cache_dir, name, count):
     """Our schedule against the scheduler's own set_timesteps/scale_model_input/step, same noise."""
     from bridge.pipeline.loading.demo import family_scheduler
-    from bridge.pipeline.families.family import SDXL
+    from bridge.pipeline.families.sdxl import SDXL
 
     scheduler = scheduler_named(name, family_scheduler(SDXL).config)
     schedule = Sampler(scheduler).steps(count, torch.device("cpu"))
@@ -246,7 +246,7 @@ def test_full_size_layouts_round_trip_through_the_readers(name):
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 
     from bridge.pipeline.loading.demo import build_components
-    from bridge.pipeline.families.family import FAMILIES
+    from bridge.pipeline.families.registry import FAMILIES
     from bridge.pipeline.loading.single_file import open_clip_to_transformers
     from ldm_layout import clip_to_open_clip, unet_to_ldm, vae_to_ldm
 
@@ -287,3 +287,19 @@ def test_unknown_or_unsupported_scheduler_is_a_config_error(cache_dir):
         load_pipeline("demo-sd", "cpu", torch.float32, cache_dir, scheduler="dpm")
     with pytest.raises(ValueError, match="DDIMScheduler is not supported"):
         Sampler(DDIMScheduler())
+
+
+def test_a_family_refuses_steering_it_does_not_support_in_one_line(cache_dir):
+    """SD 2.x has no IP-Adapter: --ip-adapter is refused at start, before any model loads, naming the family."""
+    from bridge.app import load_renderer
+    from bridge.config import Config
+    from bridge.core.errors import ConfigError
+    from bridge.pipeline.families.registry import FAMILIES, check_steering
+
+    check_steering(FAMILIES["sdxl"], {"controlnet", "ip_adapter"})  # supported: nothing to refuse
+    with pytest.raises(ConfigError) as info:
+        load_renderer(Config(model="demo-sd", ip_adapter="demo", cache_dir=cache_dir / "never-built", compile="off",
+                             device="cpu", initial=Params(width=64, height=64)))
+    message = str(info.value)
+    assert "sd2" in message and "--ip-adapter" in message and "--controlnet" in message and "\n" not in message
+    assert not (cache_dir / "never-built").exists()  # refused before the demo model was built

@@ -77,7 +77,8 @@ def test_new_size_and_guidance_warm_once(renderers):
     p = Params(prompt="a red car", seed=3, width=640, height=384, guidance=1.5, steps=2)
     out = fast.render(p)
     assert out.pixels.shape == (384, 640, 4)
-    assert (640, 384, 2, True, None) in fast._warm
+    # FramePlan.key: width, height, schedule steps, guidance on, img2img start, tiling, ControlNets, style
+    assert (640, 384, 2, True, None, "none", (), False) in fast.warm_keys
 
 
 def test_frame_graph_replay_equals_the_ungraphed_compiled_path(renderers):
@@ -105,7 +106,8 @@ def test_img2img_compiled_matches_eager_and_encodes_each_input_once(renderers):
     assert np.array_equal(b, c) and fast.vae_encoder_runs == runs + 1
     diff = np.abs(a.astype(int) - b.astype(int))
     assert diff.mean() < 2.0, (diff.mean(), diff.max())
-    assert (512, 512, 2, False, 1) in fast._warm  # steps 1 x strength 0.5: diffusers' 2-step schedule from step 1
+    # steps 1 x strength 0.5: diffusers' 2-step schedule from step 1
+    assert (512, 512, 2, False, 1, "none", (), False) in fast.warm_keys
     assert not np.array_equal(b, fast.render(p, Scene(picture(2))).pixels)
     assert not np.array_equal(b, fast.render(p).pixels)
 

@@ -68,7 +68,7 @@ def test_frame_matches_diffusers_img2img(renderer, img2img, steps, strength):
     ref = img2img(**kwargs, generator=torch.Generator("cpu").manual_seed(5), output_type="latent").images
     embeds, pooled = renderer.embeddings("a cat")
     with torch.inference_mode():
-        ours = renderer._denoise_steps(plan, frame_noise(params, plan.draws, (1, 4, 8, 8)), 0.0, embeds, pooled,
+        ours = renderer.calls.denoise_steps(plan, frame_noise(params, plan.draws, (1, 4, 8, 8)), 0.0, embeds, pooled,
                                        latents)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)  # sigmas: Python floats here, float32 there
     ref_pixels = img2img(**kwargs, generator=torch.Generator("cpu").manual_seed(5), output_type="np").images[0]

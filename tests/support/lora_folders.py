@@ -10,6 +10,8 @@ class NotedFolder:
     """A folder of ``names``; ``load`` notes each name it reads and refuses an unknown one, as
     ``LoraCatalog.load`` does (a ``ValidationError`` on field ``loras``)."""
 
+    folder = "stand-in"
+
     def __init__(self, names=("ink", "oil")):
         self.names = frozenset(names)
         self.loaded: list[str] = []

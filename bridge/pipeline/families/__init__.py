@@ -1,5 +1,7 @@
-"""Model families: what differs between SDXL, SD 2.x and the families to come, one description
-each, and the few-step samplers they use (``schedule``).
+"""Model families: one module each (``sdxl``, ``sd2``) with its description (``family``) and the
+parts the renderer holds (``parts``: text conditioning, denoiser, decoder, sampler), the SD U-Net
+parts they share (``sd_unet``), the few-step samplers (``schedule``) and the list of families
+(``registry``).
 
 May import ``core`` only; the renderer and the loaders read a family instead of branching on it.
 """

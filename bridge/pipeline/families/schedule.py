@@ -40,6 +40,10 @@ class Step:
     dt: float  # sigma_down - sigma: the ODE part of the step
     input_scale: float  # (sigma**2 + 1) ** 0.5: the model's input is latents / input_scale
 
+    def model_input(self, latents: torch.Tensor) -> torch.Tensor:
+        """What the model sees at this step (diffusers' ``scale_model_input``), in float32."""
+        return latents / self.input_scale
+
     def noised(self, image: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Image-to-image: the input's latents noised to this step (diffusers' ``add_noise``)."""
         return image + noise * self.sigma
@@ -65,6 +69,9 @@ class ConsistencyStep:
     eps_scale: float
     noise_scale: float
     input_scale: float = 1.0
+
+    def model_input(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents / self.input_scale
 
     def noised(self, image: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         return image * self.sqrt_alpha + noise * (1 - self.sqrt_alpha**2) ** 0.5

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import torch
 
-from ..families.family import SD2, SDXL, Family
+from ..families.family import Family
+from ..families.sd2 import SD2
+from ..families.sdxl import SDXL
 
 log = logging.getLogger(__name__)
 

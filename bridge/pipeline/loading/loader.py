@@ -13,7 +13,10 @@ import json
 import torch
 
 from ...core.errors import ConfigError, ModelNotFoundError, UnsupportedModelError
-from ..families.family import SD2, SDXL, SUPPORTED, Family, family_of_index, family_of_pipeline
+from ..families.family import Family
+from ..families.registry import SUPPORTED, family_of_index, family_of_pipeline
+from ..families.sd2 import SD2
+from ..families.sdxl import SDXL
 from ..speed.optimize import progress
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,10 @@ import struct
 from pathlib import Path
 
 from ...core.errors import UnsupportedModelError
-from ..families.family import SD2, SDXL, SUPPORTED, Family
+from ..families.family import Family
+from ..families.registry import SUPPORTED
+from ..families.sd2 import SD2
+from ..families.sdxl import SDXL
 
 UNET = "model.diffusion_model."
 REFINER_CONTEXT = 1280  # the SDXL refiner's cross-attention width (OpenCLIP-G alone); SD 2.x has 1024

@@ -1,19 +1,19 @@
 """Several channels' frames in one batch through one resident pipeline.
 
-``ChannelRenderer`` wraps a ``DiffusersRenderer`` for the render queue (``engine/render_queue.py``):
+``ChannelRenderer`` is what the engine gets (``bridge.core.renderer.Renderer``, the whole contract):
+it wraps a ``DiffusersRenderer`` and builds batches on its public methods and its model calls.
 ``batch_key`` is the frame's graph shape (``FramePlan.key``: size, schedule, guidance on/off,
 image-to-image start), and frames of one key render as one batch: each row gets its own channel's
 noise (drawn from that channel's seed on the CPU, as alone), conditioning, guidance and input
-latents; the UNet steps and the VAE decode run once for the batch. A batch of one is the plain
+latents; the denoiser steps and the decoder run once for the batch. A batch of one is the plain
 ``render`` (the single-frame CUDA graph, text encoders included). A batch runs padded to the next
 power of two (its last row repeated, the copies' frames dropped): every batch size is a compile
 on CUDA (static shapes), and channels join and leave rounds at any count, so 2, 4 and 8 are the
 only shapes a daemon compiles, not every count up to ``--max-channels``. Each (key, padded size)
 is captured as its own graph on first use and replayed after, like sizes.
 
-Transitions keep per-channel state (what each channel showed last): the renderer's glider is
-swapped per channel, and a frame mid-transition renders alone, as do frames with ControlNets or a
-style image.
+Transitions keep per-channel state (what each channel showed last): each channel has its own
+glider, and a frame mid-transition renders alone, as do frames with ControlNets or a style image.
 """
 
 from __future__ import annotations
@@ -24,16 +24,12 @@ import torch
 
 from ...core.frame import Rendered
 from ...core.params import Params
+from ...core.renderer import Item, LoraCatalog
 from ...core.scene import Scene
-from ..steering.control_images import frame_controls
 from .glide import Glider, Shown
 from .noise import frame_noise
-from ..speed.optimize import compiled, progress
-from .model_calls import to_rgba8
 from .plan import FramePlan
 from .renderer import DiffusersRenderer
-
-Item = tuple[str, Params, Scene]  # (channel, params, scene)
 
 
 def padded_size(n: int) -> int:
@@ -47,13 +43,12 @@ class ChannelRenderer:
     def __init__(self, inner: DiffusersRenderer):
         self.inner = inner
         self._gliders: dict[str, Glider] = {}
-        self._decode_batch = compiled(self._vae_decode_batch, inner.device) if inner.compile else self._vae_decode_batch
 
-    # -- what the render queue and the scheduler call -------------------------------------
+    # -- the renderer contract ------------------------------------------------------------
     @property
-    def loras(self):
-        """The device's LoRA hook (its catalog is what the LoRA gate loads files into)."""
-        return self.inner.loras
+    def lora_catalog(self) -> LoraCatalog | None:
+        """The device's LoRA folder (what the LoRA gate loads files into), None without one."""
+        return self.inner.loras.catalog
 
     def prompt_warnings(self, prompt: str) -> list[str]:
         return self.inner.prompt_warnings(prompt)
@@ -64,9 +59,9 @@ class ChannelRenderer:
     def batch_key(self, params: Params, scene: Scene) -> Hashable | None:
         if scene.glide is not None:  # a transition mixes from its own channel's last frame: alone
             return None
-        plan = FramePlan.of(params, scene.input is not None, frame_controls(scene))
+        plan = self.inner.plan(params, scene)
         # ControlNet and style (IP-Adapter) frames render alone: the batched graph carries no control
-        # images, style tokens or their scales. LoRAs are folded into the one UNet, so only frames
+        # images, style tokens or their scales. LoRAs are folded into the one denoiser, so only frames
         # with the same LoRAs share a batch.
         return None if plan.controls or scene.style is not None else (plan.key, params.loras)
 
@@ -76,43 +71,34 @@ class ChannelRenderer:
     def render_batch(self, items: Sequence[Item]) -> list[Rendered]:
         if len(items) == 1:
             stream, params, scene = items[0]
-            # The renderer's transition state is the channel's own (what it showed last).
-            self.inner._glider = self._gliders.setdefault(stream, Glider())
-            return [self.inner.render(params, scene)]
+            # The channel's own transition state (what it showed last).
+            return [self.inner.render(params, scene, self._gliders.setdefault(stream, Glider()))]
         return self._render_many(items)
 
     # -- the batch ---------------------------------------------------------------------
-    def _vae_decode_batch(self, latents: torch.Tensor) -> torch.Tensor:
-        vae = self.inner.vae
-        return to_rgba8(vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample)
-
     def _denoise_and_decode(self, plan: FramePlan, noise, guidance, embeds=None, pooled=None, image=None,
                             negative=None, negative_pooled=None, ids=None) -> tuple:
         """The batch's frames (and, from ``ids``, the rows' new embeddings: text encoders batched too)."""
+        calls = self.inner.calls
         if ids is not None:
-            embeds, pooled = self.inner._encode(ids)
-        latents = self.inner._denoise_steps(plan, noise, guidance, embeds, pooled, image,
-                                            negative=negative, negative_pooled=negative_pooled)
-        return (self._decode_batch(latents), *(() if ids is None else (embeds, pooled)))
+            embeds, pooled = calls.encode(ids)
+        latents = calls.denoise_steps(plan, noise, guidance, embeds, pooled, image,
+                                      negative=negative, negative_pooled=negative_pooled)
+        return (calls.decode_batch(latents), *(() if ids is None else (embeds, pooled)))
 
     @torch.inference_mode()
     def _render_many(self, items: Sequence[Item]) -> list[Rendered]:
         r = self.inner
-        r._stages = {}
-        plans = {FramePlan.of(params, scene.input is not None) for _, params, scene in items}
+        plans = {r.plan(params, Scene(scene.input)) for _, params, scene in items}
         if len(plans) != 1:
             raise ValueError(f"a batch needs one graph shape, got {sorted(p.key for p in plans)}")
         plan = plans.pop()
-        if r._tiling.set(plan.tiling):
-            r.images.clear()  # the input's latents depend on the encoder's padding
         loras = {params.loras for _, params, _ in items}
         if len(loras) != 1:
             raise ValueError("a batch needs one set of LoRAs")
-        if items[0][1].loras != r.loras.applied:
-            with r._stage("loras"):  # between two frames, into the same weight storage
-                r.text.variant = r.loras.update(items[0][1].loras)
-        shape = r._latent_shape(plan)
-        with r._stage("noise"):
+        r.begin(plan, loras.pop())
+        shape = r.latent_shape(plan)
+        with r.runner.stage("noise"):
             noises = [frame_noise(params, plan.draws, shape) for _, params, _ in items]  # each (draws, 1, ...)
         texts = [params.prompt for _, params, _ in items]
         # New prompts are encoded in the batch, all rows at once (a cached row is encoded again:
@@ -126,8 +112,8 @@ class ChannelRenderer:
                                      dtype=torch.float32).view(-1, 1, 1, 1),
         }
         if with_text:
-            with r._stage("tokenize"):
-                values["ids"] = torch.stack([r.text.token_ids(text) for text in texts], dim=1)  # (encoders, B, 77)
+            with r.runner.stage("tokenize"):
+                values["ids"] = torch.stack([r.text.token_ids(text) for text in texts], dim=1)  # (rows, B, length)
         else:
             conditioning = [r.text.conditioning(text) for text in texts]
             values["embeds"] = torch.cat([embeds for embeds, _ in conditioning])
@@ -145,35 +131,24 @@ class ChannelRenderer:
                       else torch.cat([v, *[v[:, -1:]] * (rows - len(items))], dim=1) for k, v in values.items()}
         key = ("batch", rows, with_text, *plan.key)
         rgba, *encoded = self._run(key, plan, values)
-        with r._stage("to_host"):
-            pixels = [r._to_host(row) for row in rgba[:len(items)]]
+        with r.runner.stage("to_host"):
+            pixels = [r.runner.to_host(row) for row in rgba[:len(items)]]
         if with_text:
             embeds, pooled = encoded
             conditioning = [r.text.store(text, embeds[i:i + 1], pooled[i:i + 1]) for i, text in enumerate(texts)]
         for (stream, _, _), noise, (embeds, pooled) in zip(items, noises, conditioning):
             self._gliders.setdefault(stream, Glider()).record(Shown(embeds, pooled, noise))
-        stages = dict(r._stages)
+        stages = r.runner.stage_times()
         return [Rendered(frame, stages) for frame in pixels]
 
     def _run(self, key: tuple, plan: FramePlan, values: dict) -> tuple:
-        r = self.inner
-        if r._graphs is None:
-            with r._stage("unet+vae_decode"):
-                moved = {k: v.to(r.device) if isinstance(v, torch.Tensor) else v for k, v in values.items()}
-                return self._denoise_and_decode(plan, **moved)
-
-        def inputs() -> dict:
-            return {k: torch.zeros_like(v, device=r.device) for k, v in values.items()}
+        runner = self.inner.runner
 
         def frame(**kwargs):
             return self._denoise_and_decode(plan, **kwargs)
 
-        if key not in r._graphs:
-            with progress(f"capturing a batch of {key[1]} at {plan.width}x{plan.height}", compiling=True):
-                graph = r._graphs.get(key, frame, inputs)
-            if r.after_compile is not None:  # e.g. the compile artefacts file gets this batch size too
-                r.after_compile()
-        else:
-            graph = r._graphs.get(key, frame, inputs)
+        if not runner.graphed:
+            with runner.stage("unet+vae_decode"):
+                return runner.run(key, frame, **values)
         values = {k: v.pin_memory() if v.device.type == "cpu" else v for k, v in values.items()}
-        return graph.run(**values)
+        return runner.run(key, frame, label=f"capturing a batch of {key[1]} at {plan.width}x{plan.height}", **values)

@@ -18,23 +18,24 @@ class FramePlan:
     height: int
     schedule_steps: int  # the schedule's length (diffusers' num_inference_steps)
     start: int | None  # image-to-image: the first step run; None: text-to-image (from pure noise)
-    cfg: bool  # classifier-free guidance (guidance > 0): a batch of two
+    cfg: bool  # classifier-free guidance (guidance > 0, a family that guides so): a batch of two
     tiling: str = "none"  # circular padding (bridge.pipeline.render.tiling): other convolutions, another graph
     controls: tuple[str, ...] = ()  # the ControlNets run (scale > 0 and an image); their images/scales are inputs
     style: bool = False  # the IP-Adapter runs (a style image, style_scale > 0); its tokens and scale are inputs
 
     @staticmethod
-    def of(params: Params, img2img: bool, controls: tuple[str, ...] = (), style: bool = False) -> "FramePlan":
+    def of(params: Params, img2img: bool, controls: tuple[str, ...] = (), style: bool = False,
+           classifier_free: bool = True) -> "FramePlan":
+        """``classifier_free``: the family guides with an unconditional row (else guidance is an input)."""
+        cfg = classifier_free and params.guidance > 0
         if img2img:
             length, start = img2img_schedule(params.steps, params.strength)
-            return FramePlan(params.width, params.height, length, start, params.guidance > 0, params.tiling, controls,
-                             style)
-        return FramePlan(params.width, params.height, params.steps, None, params.guidance > 0, params.tiling, controls,
-                         style)
+            return FramePlan(params.width, params.height, length, start, cfg, params.tiling, controls, style)
+        return FramePlan(params.width, params.height, params.steps, None, cfg, params.tiling, controls, style)
 
     @property
     def runs(self) -> int:
-        """UNet evaluations (per batch row) in this frame."""
+        """Denoiser evaluations (per batch row) in this frame."""
         return self.schedule_steps - (self.start or 0)
 
     @property

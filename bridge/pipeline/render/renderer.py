@@ -1,12 +1,14 @@
-"""Rendering one frame from ``Params`` and a ``Scene`` with a loaded SDXL or SD 2.x pipeline.
+"""Rendering one frame from ``Params`` and a ``Scene`` with a loaded pipeline of any family.
 
-What differs between model families (text encoders, pooled embeddings, time ids) comes from the
-pipeline's ``Family`` (``family.py``); the model calls and the sampling loop are ``ModelCalls``
-(``model_calls.py``). This module is the per-frame path around them: compiling (one warm-up per
-graph key), caches, the frame's inputs, graph replay and the copy to the host.
+The renderer holds the family's parts (``families/parts.py``: text conditioning, denoiser,
+decoder, sampler) through ``ModelCalls`` (``model_calls.py``: the calls, eager or compiled, and the
+sampling loop); it never touches the model otherwise. This module is the per-frame path around
+them: compiling (one warm-up per graph key), caches, the frame's inputs and the whole-frame
+graph; ``runner.py`` runs and times the stages (eager or CUDA graphs) and copies pixels to the
+host. ``batch.py`` builds batches of channels' frames on the renderer's public methods.
 
-One code path for the eager and the compiled renderer: the text encoders, the UNet and the
-VAE are plain functions, wrapped by ``torch.compile`` (CUDA graphs) when compiling. Prompt
+One code path for the eager and the compiled renderer: the text encoders, the denoiser and the
+decoder are plain functions, wrapped by ``torch.compile`` (CUDA graphs) when compiling. Prompt
 embeddings are cached per text (``text.py``), an input image's latents per content
 (``steering/input_images.py``). All noise comes from a CPU generator seeded with the frame's seed
 (``noise.py``), so the same params and input give the same pixels. Whatever varies per frame
@@ -19,93 +21,94 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ...core.frame import Rendered
 from ...core.params import Params, prompt_texts
 from ...core.scene import Scene
+from ..families.registry import family_of_pipeline
+from ..speed.optimize import prepare_modules, progress
 from ..steering import control_images, style_images
 from ..steering.control_images import ControlImages, frame_controls
 from ..steering.controlnet import ControlNets
-from .glide import Glider, Shown
 from ..steering.input_images import ImageLatents
 from ..steering.ip_adapter import IpAdapter
 from ..steering.lora import Loras
-from .model_calls import ModelCalls
-from .noise import frame_noise
 from ..steering.style_images import StyleTokens
 from ..steering.t2i_adapter import AdapterFeatures
-from ..speed.optimize import compiled, prepare_modules, progress
+from .glide import Glider, Shown
+from .model_calls import ModelCalls
+from .noise import frame_noise
 from .plan import FramePlan
-from .text import CLIP_TOKENS, PromptEncoder
+from .runner import StageRunner
+from .text import PromptEncoder
 from .tiling import Tiling
 
 log = logging.getLogger(__name__)
 
 
-class DiffusersRenderer(ModelCalls):
+class DiffusersRenderer:
     """Renders frames; every method but ``prompt_warnings`` runs on the GPU thread only."""
 
     def __init__(self, pipe, device: str, dtype: torch.dtype, *, compile: bool = False,
                  profile: bool = False, cache_size: int = 256, lora_dir: Path | None = None,
                  controlnets: ControlNets | None = None, canny_thresholds: tuple[float, float] = (100.0, 200.0),
                  ip_adapter: IpAdapter | None = None, precision: str = "default", demo_loras: Path | None = None):
-        super().__init__(pipe, device, dtype, controlnets)
+        self.pipe = pipe  # for the loaders and reference checks; frames reach the model through ``parts``
+        self.family = family_of_pipeline(pipe)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.parts = parts = self.family.parts(pipe, self.device, dtype)
+        self.controlnets = controlnets or ControlNets({})
+        self.calls = ModelCalls(parts, self.device, dtype, self.controlnets)
         self.compile = compile
-        self.profile = profile  # synchronise per stage: honest stage times, a little slower
         self._cuda = self.device.type == "cuda"
-        self._warm: set[tuple] = set()
-        self._pinned: dict[tuple[int, int], torch.Tensor] = {}
-        self._stages: dict[str, float] = {}
-        self._done = torch.cuda.Event() if self._cuda else None
-        self._graphs = None
-        self._glider = Glider()
+        self._warm: set[tuple] = set()  # plan keys compiled and warmed up
+        # Stages timed, run eager or as CUDA graphs (compiled, on CUDA), pixels copied to the host.
+        self.runner = StageRunner(self.device, compile and self._cuda, self._after_compile)
+        self.runner.profile = profile
+        self.glider = Glider()  # what stream main showed last (a batch renderer passes each stream's own)
         self.after_compile = None  # called after each warm-up compile (e.g. to save compile artefacts)
         self.control_images = ControlImages(self.device, dtype, canny_thresholds)
         self.adapter_features = AdapterFeatures(self.controlnets.adapters, self._staged_adapter)
-        self._tiling = Tiling([pipe.unet, self.vae])
+        self._tiling = Tiling([parts.denoiser.module, parts.decoder.module])
         if compile:
             # transformers installs its output-capturing hooks lazily, under a lock Dynamo cannot
             # trace: one eager call installs them before compiling.
             with torch.inference_mode():
-                self._text(self._zero_ids())
-            prepare_modules([pipe.unet, self.vae, *self.encoders, *self.controlnets.nets.values()], self.device)
-            # The compiled model calls replace the eager ones ModelCalls set: the sampling loop calls these.
-            self._encode = compiled(self._text, self.device)
-            self._unet, self._decode = compiled(self._denoise, self.device), compiled(self._vae_decode, self.device)
-            self._encode_image = compiled(self._vae_encode, self.device)
-            self._control = compiled(self._residuals, self.device)
-            self._adapt = compiled(self._adapter_run, self.device)
-            if self._cuda:
-                from ..speed.graphs import FrameGraphs
-
-                self._graphs = FrameGraphs()
+                parts.text.encode(self._zero_ids())
+            prepare_modules([parts.denoiser.module, parts.decoder.module, *parts.text.modules,
+                             *self.controlnets.nets.values()], self.device)
+            self.calls.compile()  # the sampling loop calls the compiled versions from here on
         # fp8: after the QKV fusion above (the fused layers are quantised), before the style processors (bf16)
         if precision == "fp8":
             from ..speed.fp8 import check_device, quantize_linears
 
             check_device(self.device)
-            quantize_linears(pipe.unet)
+            quantize_linears(parts.denoiser.module)
         # After any fusing: the style processors wrap the model's own (fused) cross-attention processors.
         self.style = None if ip_adapter is None else StyleTokens(ip_adapter, self.device, dtype)
         if ip_adapter is not None:
-            ip_adapter.install(pipe.unet)
-        tokenizers = [getattr(pipe, name) for name in self.family.tokenizers]
-        self.text = PromptEncoder(pipe, tokenizers, lambda ids: self._staged(("text",), self._encode, ids=ids),
-                                  self._cuda, cache_size, stage=self._stage, family=self.family)
-        self.images = ImageLatents(self._staged_encode, self._cuda, stage=self._stage)
-        self.loras = Loras(pipe, lora_dir, demo_loras)  # demo_loras: the demo model's LoRAs (demo_loras.py)
+            ip_adapter.install(parts.denoiser.module)
+        self.text = PromptEncoder(parts.text, lambda ids: self.runner.run(("text",), self.calls.encode, ids=ids),
+                                  self._cuda, cache_size, stage=self.runner.stage)
+        self.images = ImageLatents(self._staged_encode, self._cuda, stage=self.runner.stage)
+        # No LoRA folder for a family without LoRAs: the engine then refuses every LoRA change.
+        self.loras = Loras(pipe, lora_dir if "lora" in self.family.steering else None,
+                           demo_loras)  # demo_loras: the demo model's LoRAs (steering/demo_loras.py)
 
     # -- the event loop side ------------------------------------------------------------
     def prompt_warnings(self, prompt: str) -> list[str]:
         return self.text.warnings(prompt)
 
     # -- the GPU thread side ------------------------------------------------------------
+    @property
+    def sampler(self) -> str:
+        """The sampler's ``--scheduler`` name (euler_a, euler, lcm, tcd)."""
+        return self.parts.sampler.name
+
     @property
     def text_encoder_runs(self) -> int:
         return self.text.runs
@@ -114,30 +117,64 @@ class DiffusersRenderer(ModelCalls):
     def vae_encoder_runs(self) -> int:
         return self.images.runs
 
-    @contextmanager
-    def _stage(self, name: str):
-        if self.profile and self._cuda:
-            torch.cuda.synchronize(self.device)
-        start = time.perf_counter()
-        yield
-        if self.profile and self._cuda:
-            torch.cuda.synchronize(self.device)
-        self._stages[name] = self._stages.get(name, 0.0) + (time.perf_counter() - start) * 1e3
+    @property
+    def profile(self) -> bool:
+        """Synchronise per stage: honest stage times, a little slower (and no whole-frame graph)."""
+        return self.runner.profile
+
+    @profile.setter
+    def profile(self, on: bool) -> None:
+        self.runner.profile = on
+
+    @property
+    def graph_keys(self) -> frozenset[tuple]:
+        """The keys of the graphs captured (or, without graphs, of the stages run) so far: a new
+        prompt or seed must never add one."""
+        return self.runner.keys
+
+    @property
+    def warm_keys(self) -> frozenset[tuple]:
+        """The ``FramePlan.key`` of every plan compiled and warmed up (compiling renderer)."""
+        return frozenset(self._warm)
+
+    def _after_compile(self) -> None:
+        if self.after_compile is not None:  # e.g. the compile artefacts file gets the new graph too
+            self.after_compile()
 
     def embeddings(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(prompt_embeds, pooled) for a prompt, from the cache when it was seen before."""
         return self.text.embeddings(prompt)
 
+    def plan(self, params: Params, scene: Scene) -> FramePlan:
+        style = scene.style is not None and self.style is not None and params.style_scale > 0
+        return FramePlan.of(params, scene.input is not None, frame_controls(scene), style,
+                            classifier_free=self.calls.classifier_free)
+
+    def latent_shape(self, plan: FramePlan) -> tuple[int, ...]:
+        return self.calls.latent_shape(plan)
+
+    def begin(self, plan: FramePlan, loras: tuple[tuple[str, float], ...]) -> None:
+        """Before a frame or a batch: stage times cleared, the LoRAs and the tiling mode set."""
+        self.runner.reset()
+        if loras != self.loras.applied:
+            with self.runner.stage("loras"):  # between two frames, into the same weight storage
+                self.text.variant = self.loras.update(loras)
+        if self._tiling.set(plan.tiling):
+            self.images.clear()  # the input's latents depend on the encoder's padding
+
     def _staged_encode(self, rgb: torch.Tensor) -> torch.Tensor:
-        return self._staged(("encode", rgb.shape[1], rgb.shape[0], self._tiling.mode), self._encode_image, rgb=rgb)
+        return self.runner.run(("encode", rgb.shape[1], rgb.shape[0], self._tiling.mode), self.calls.encode_image,
+                               rgb=rgb)
 
     def _staged_adapter(self, name: str, image: torch.Tensor) -> list[torch.Tensor]:
-        return self._staged(("adapter", name, image.shape[-1], image.shape[-2]),
-                            functools.partial(self._adapt, name), image=image)
+        return self.runner.run(("adapter", name, image.shape[-1], image.shape[-2]),
+                               functools.partial(self.calls.adapt, name), image=image)
 
     @torch.inference_mode()
-    def render(self, params: Params, scene: Scene = Scene()) -> Rendered:
-        plan = self._plan(params, scene)
+    def render(self, params: Params, scene: Scene = Scene(), glider: Glider | None = None) -> Rendered:
+        """One frame; ``glider``: the stream's transition state (default: the renderer's own)."""
+        glider = self.glider if glider is None else glider
+        plan = self.plan(params, scene)
         if self.compile and plan.key not in self._warm:
             self._warm.add(plan.key)
             text = prompt_texts(params.prompt)[0]
@@ -146,24 +183,18 @@ class DiffusersRenderer(ModelCalls):
                           f"{'image' if plan.start is not None else 'text'}-to-image (once per size; cached on disk)",
                           compiling=True):
                 warm = Scene(scene.input, controls=scene.controls, style=scene.style)
-                self._render(params.merged({"prompt": text + " "}), warm, record=False)  # the with-text graph
-                self._render(params.merged({"prompt": text}), warm, record=False)  # the cached-embeddings graph
-            if self.after_compile is not None:
-                self.after_compile()
-        return self._render(params, scene)
+                self._render(params.merged({"prompt": text + " "}), warm, glider, record=False)  # the with-text graph
+                self._render(params.merged({"prompt": text}), warm, glider, record=False)  # the cached-embeddings graph
+            self._after_compile()
+        return self._render(params, scene, glider)
 
-    def _render(self, params: Params, scene: Scene, record: bool = True) -> Rendered:
-        self._stages = {}
-        if params.loras != self.loras.applied:
-            with self._stage("loras"):  # between two frames, into the same weight storage
-                self.text.variant = self.loras.update(params.loras)
-        plan = self._plan(params, scene)
-        if self._tiling.set(plan.tiling):
-            self.images.clear()  # the input's latents depend on the encoder's padding
+    def _render(self, params: Params, scene: Scene, glider: Glider, record: bool = True) -> Rendered:
+        plan = self.plan(params, scene)
+        self.begin(plan, params.loras)
         image = None if scene.input is None else self.images.latents(scene.input, plan.width, plan.height)
         control: dict = {}
         if scene.controls:
-            with self._stage("control_images"):
+            with self.runner.stage("control_images"):
                 nets, adapters = self.controlnets.split(plan.controls)
                 images = dict(scene.controls)
                 control = {**control_images.values(self.control_images, params,
@@ -171,25 +202,21 @@ class DiffusersRenderer(ModelCalls):
                            **self.adapter_features.values(self.control_images, params,
                                                           tuple((n, images[n]) for n in adapters), plan.runs)}
         if plan.style:
-            with self._stage("style_image"):  # the image encoder runs for a new style image only
+            with self.runner.stage("style_image"):  # the image encoder runs for a new style image only
                 control.update(style_images.values(self.style, scene.style, params.style_scale, plan.cfg))
-        with self._stage("noise"):
-            noise = frame_noise(params, plan.draws, self._latent_shape(plan))
-        if self._graphs is not None and not self.profile and isinstance(params.prompt, str) and scene.glide is None:
+        with self.runner.stage("noise"):
+            noise = frame_noise(params, plan.draws, self.latent_shape(plan))
+        if self.runner.graphed and not self.profile and isinstance(params.prompt, str) and scene.glide is None:
             rgba, shown = self._render_graph(plan, params, noise, image, control)  # one replay, text encoders included
         else:
             embeds, pooled = self.text.conditioning(params.prompt)
-            shown = self._glider.mix(scene.glide, Shown(embeds, pooled, noise))
+            shown = glider.mix(scene.glide, Shown(embeds, pooled, noise))
             rgba = self._frame(plan, params, shown, image, control)
         if record:
-            self._glider.record(shown)
-        with self._stage("to_host"):
-            pixels = self._to_host(rgba)
-        return Rendered(pixels, dict(self._stages))
-
-    def _plan(self, params: Params, scene: Scene) -> FramePlan:
-        style = scene.style is not None and self.style is not None and params.style_scale > 0
-        return FramePlan.of(params, scene.input is not None, frame_controls(scene), style)
+            glider.record(shown)
+        with self.runner.stage("to_host"):
+            pixels = self.runner.to_host(rgba)
+        return Rendered(pixels, self.runner.stage_times())
 
     def _inputs(self, shown: Shown, params: Params, image: torch.Tensor | None, control: dict) -> dict:
         values = {"noise": shown.noise.pin_memory() if self._cuda else shown.noise,
@@ -199,7 +226,7 @@ class DiffusersRenderer(ModelCalls):
 
     def _unconditional(self, params: Params) -> dict:
         """Guidance's unconditional branch as graph inputs (none without guidance: nothing encoded)."""
-        if params.guidance <= 0:
+        if params.guidance <= 0 or not self.calls.classifier_free:
             return {}
         negative, negative_pooled = self.text.unconditional(params.negative_prompt)
         return {"negative": negative, "negative_pooled": negative_pooled}
@@ -208,55 +235,40 @@ class DiffusersRenderer(ModelCalls):
                control: dict) -> torch.Tensor:
         """A frame from mixed conditioning: one graph replay, or a stage at a time (eager, profiling)."""
         values = self._inputs(shown, params, image, control)
-        if self._graphs is not None and not self.profile:
+        if self.runner.graphed and not self.profile:
             return self._frame_graph(plan, with_text=False).run(**values)[0]
-        with self._stage("unet"):
-            latents = self._staged(("unet", *plan.key), functools.partial(self._denoise_steps, plan), **values)
-        with self._stage("vae_decode"):
-            return self._staged(("decode", plan.width, plan.height, plan.tiling), self._decode, latents=latents)
+        with self.runner.stage("unet"):
+            latents = self.runner.run(("unet", *plan.key), functools.partial(self.calls.denoise_steps, plan), **values)
+        with self.runner.stage("vae_decode"):
+            return self.runner.run(("decode", plan.width, plan.height, plan.tiling), self.calls.decode, latents=latents)
 
-    def _staged(self, key: tuple, fn, **values):
-        """One stage: plain (eager, CPU) or as its own CUDA graph (per-stage profiling on CUDA)."""
-        if self._graphs is None:
-            values = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in values.items()}
-            return fn(**values)
-
-        def zeros(v):
-            if isinstance(v, (tuple, list)):  # T2I-Adapter features: one tensor per level
-                return tuple(torch.zeros_like(t, device=self.device) for t in v)
-            return torch.zeros_like(v, device=self.device) if isinstance(v, torch.Tensor) \
-                else torch.zeros((), device=self.device)
-
-        def inputs() -> dict:
-            return {k: zeros(v) for k, v in values.items()}
-
-        return self._graphs.get(key, fn, inputs).run(**values)
-
+    def _zero_ids(self) -> torch.Tensor:
+        return torch.zeros((self.parts.text.rows, self.parts.text.length), dtype=torch.long, device=self.device)
 
     def _frame_graph(self, plan: FramePlan, with_text: bool):
         """The whole frame as one graph: (text encoders,) denoising and decoding."""
+        calls = self.calls
+
         def frame(noise, guidance, ids=None, embeds=None, pooled=None, image=None, control_images=None,
                   control_scales=None, negative=None, negative_pooled=None, style_tokens=None, style_uncond=None,
                   style_scale=None, adapter_features=None, adapter_scales=None):
             if ids is not None:
-                embeds, pooled = self._encode(ids)
-            latents = self._denoise_steps(plan, noise, guidance, embeds, pooled, image, control_images, control_scales,
+                embeds, pooled = calls.encode(ids)
+            latents = calls.denoise_steps(plan, noise, guidance, embeds, pooled, image, control_images, control_scales,
                                           negative, negative_pooled, style_tokens, style_uncond, style_scale,
                                           adapter_features, adapter_scales)
-            return self._decode(latents), embeds, pooled
+            return calls.decode(latents), embeds, pooled
 
         def inputs() -> dict:
-            made = {"noise": torch.zeros((plan.draws, *self._latent_shape(plan)), device=self.device),
+            made = {"noise": torch.zeros((plan.draws, *self.latent_shape(plan)), device=self.device),
                     "guidance": torch.zeros((), device=self.device)}
-            embeds = torch.zeros((1, CLIP_TOKENS, self.pipe.unet.config.cross_attention_dim),
-                                 dtype=self.dtype, device=self.device)
-            pooled = torch.zeros((1, self._pooled_dim()), dtype=self.dtype, device=self.device)
+            embeds, pooled = (torch.zeros_like(t, dtype=self.dtype, device=self.device) for t in self.parts.text.zeros())
             if with_text:
                 made["ids"] = self._zero_ids()
             else:
                 made["embeds"], made["pooled"] = embeds, pooled
             if plan.start is not None:
-                made["image"] = torch.zeros(self._latent_shape(plan), dtype=self.dtype, device=self.device)
+                made["image"] = torch.zeros(self.latent_shape(plan), dtype=self.dtype, device=self.device)
             if plan.cfg:  # the unconditional branch has the conditioning's shapes
                 made["negative"], made["negative_pooled"] = torch.zeros_like(embeds), torch.zeros_like(pooled)
             nets, adapters = self.controlnets.split(plan.controls)
@@ -266,7 +278,7 @@ class DiffusersRenderer(ModelCalls):
                                                          self.dtype, self.device),
                     **style_images.graph_inputs(self.style, plan.style, plan.cfg)}
 
-        return self._graphs.get((*plan.key, with_text), frame, inputs)
+        return self.runner.graph((*plan.key, with_text), frame, inputs)
 
     def _render_graph(self, plan: FramePlan, params: Params, noise: torch.Tensor, image: torch.Tensor | None,
                       control: dict):
@@ -281,16 +293,3 @@ class DiffusersRenderer(ModelCalls):
             values["image"] = image
         rgba, embeds, pooled = self._frame_graph(plan, with_text=True).run(**values)
         return rgba, Shown(*self.text.store(params.prompt, embeds, pooled), noise)
-
-    def _to_host(self, rgba: torch.Tensor) -> np.ndarray:
-        if not self._cuda:
-            return rgba.numpy().copy()
-        shape = tuple(rgba.shape[:2])
-        if shape not in self._pinned:
-            self._pinned[shape] = torch.empty(rgba.shape, dtype=torch.uint8, pin_memory=True)
-        host = self._pinned[shape]
-        host.copy_(rgba, non_blocking=True)
-        self._done.record()
-        self._done.synchronize()  # the one sync of a frame
-        return host.numpy().copy()  # the pinned buffer is reused by the next frame
-

@@ -11,25 +11,21 @@ from collections import OrderedDict
 from contextlib import nullcontext
 from typing import Callable, ContextManager
 
-import numpy as np
 import torch
 
 from ...core.params import Prompt, prompt_texts
-from ..families.family import Family, family_of_pipeline
+from ..families.parts import Conditioning, TextConditioning
 
-CLIP_TOKENS = 77
-
-Embeddings = tuple[torch.Tensor, torch.Tensor]  # (prompt_embeds (1, 77, D), pooled (1, P))
+Embeddings = Conditioning  # (embeds (1, L, D), extra (1, P)): the family's two conditioning tensors
 
 
 class PromptEncoder:
-    """Token ids and cached embeddings; ``encode(ids)`` runs the text encoders (maybe as a graph)."""
+    """Token ids and cached embeddings of the family's text part; ``encode(ids)`` runs its text
+    encoders (maybe as a graph)."""
 
-    def __init__(self, pipe, tokenizers: list, encode: Callable[[torch.Tensor], Embeddings], pin: bool, cache_size: int = 256,
-                 stage: Callable[[str], ContextManager] = lambda name: nullcontext(), family: Family | None = None):
-        self.pipe = pipe
-        self.family = family or family_of_pipeline(pipe)
-        self.tokenizers = tokenizers  # one per text encoder, in the order of the token-id rows
+    def __init__(self, text: TextConditioning, encode: Callable[[torch.Tensor], Embeddings], pin: bool,
+                 cache_size: int = 256, stage: Callable[[str], ContextManager] = lambda name: nullcontext()):
+        self.part = text
         self.encode = encode
         self.stage = stage  # times a stage of the frame (tokenize, text_encoders)
         self.pin = pin
@@ -39,32 +35,14 @@ class PromptEncoder:
         # (and come back into use if that state returns).
         self.variant: tuple = ()
         self._cache_size = cache_size
-        self._zeros: Embeddings | None = None
-        # A separate tokenizer for counting on the event loop: a fast tokenizer is not safe to
-        # reconfigure (truncation/padding) from two threads at once.
-        self._counter = pipe.tokenizer.__class__.from_pretrained(pipe.tokenizer.name_or_path) \
-            if pipe.tokenizer.name_or_path else pipe.tokenizer
 
     def warnings(self, text: str) -> list[str]:
-        """A warning when CLIP would cut the text; runs on the event loop."""
-        ids = self._counter(text, truncation=False, add_special_tokens=True).input_ids
-        if len(ids) <= CLIP_TOKENS:
-            return []
-        kept = self._counter.decode(ids[1:CLIP_TOKENS - 1])
-        return [f"prompt is {len(ids)} tokens; CLIP reads {CLIP_TOKENS} (start and end included), "
-                f"so only this part is used: {kept!r}"]
+        """What the text encoders will not read of ``text``; runs on the event loop."""
+        return self.part.warnings(text)
 
     def token_ids(self, text: str) -> torch.Tensor:
-        """(encoders, 77) token ids: SDXL's CLIP-L and CLIP-G rows differ on '!' and padding.
-
-        Padded by hand: the tokenizers' own padding to tensors costs ten times the encoding.
-        """
-        rows = np.empty((len(self.tokenizers), CLIP_TOKENS), np.int64)
-        for row, tokenizer in zip(rows, self.tokenizers):
-            ids = tokenizer(text, truncation=True, max_length=CLIP_TOKENS).input_ids
-            row[:len(ids)] = ids
-            row[len(ids):] = tokenizer.pad_token_id
-        ids = torch.from_numpy(rows)
+        """The family's (rows, length) token ids, pinned for the copy to a CUDA device."""
+        ids = self.part.token_ids(text)
         return ids.pin_memory() if self.pin else ids
 
     def cached(self, text: str) -> Embeddings | None:
@@ -95,16 +73,8 @@ class PromptEncoder:
 
     @property
     def zeros(self) -> Embeddings:
-        """Zero embeddings of the family's shapes (SDXL-Turbo's unconditional branch): the encoders'
-        hidden states side by side, and the last encoder's pooled projection or (1, 0) without one."""
-        if self._zeros is None:
-            encoders = [getattr(self.pipe, name) for name in self.family.text_encoders]
-            last = encoders[-1]
-            width = sum(encoder.config.hidden_size for encoder in encoders)
-            pooled = last.config.projection_dim if self.family.pooled else 0
-            self._zeros = (torch.zeros((1, CLIP_TOKENS, width), dtype=last.dtype, device=last.device),
-                           torch.zeros((1, pooled), dtype=last.dtype, device=last.device))
-        return self._zeros
+        """Zero embeddings of the family's shapes (SDXL-Turbo's unconditional branch)."""
+        return self.part.zeros()
 
     def unconditional(self, negative_prompt: Prompt) -> Embeddings:
         """Guidance's unconditional branch: the negative prompt's embeddings (cached like prompts).
@@ -112,7 +82,7 @@ class PromptEncoder:
         Without a negative prompt, zeros when the model asks for them (SDXL-Turbo's
         ``force_zeros_for_empty_prompt``), else the empty text's embeddings, as diffusers does.
         """
-        if negative_prompt == "" and self.pipe.config.get("force_zeros_for_empty_prompt", False):
+        if negative_prompt == "" and self.part.zeros_for_empty:
             return self.zeros
         return self.conditioning(negative_prompt)
 

@@ -61,6 +61,10 @@ class FrameGraphs:
     def __contains__(self, key: tuple) -> bool:
         return key in self._graphs
 
+    def keys(self) -> frozenset[tuple]:
+        """The keys captured so far (a key that appears for a new prompt or seed is a bug)."""
+        return frozenset(self._graphs)
+
     def get(self, key: tuple, fn: Callable[..., tuple], make_inputs: Callable[[], dict]) -> FrameGraph:
         graph = self._graphs.get(key)
         if graph is None:

@@ -1,9 +1,9 @@
 """The input image's latents for image-to-image: scaled, encoded once per content, cached.
 
 The input is scaled to the frame size (stretched, Lanczos: what diffusers' image processor does)
-and encoded by the VAE to the mean of its latent distribution (diffusers samples it with the
-frame's generator; the mean makes the latents depend on the content alone, so they are cached
-by the input's digest and size and the encoder runs only for a new input).
+and encoded by the family's encoder (a VAE: the mean of its latent distribution; diffusers samples
+it with the frame's generator, the mean makes the latents depend on the content alone), so they
+are cached by the input's digest and size and the encoder runs only for a new input.
 """
 
 from __future__ import annotations
@@ -25,18 +25,6 @@ def scaled_rgb(image: InputImage, width: int, height: int) -> np.ndarray:
     if (image.width, image.height) == (width, height):
         return np.ascontiguousarray(rgb)
     return np.array(Image.fromarray(rgb, "RGB").resize((width, height), Image.Resampling.LANCZOS))
-
-
-def vae_encode(vae, dtype: torch.dtype, rgb: torch.Tensor) -> torch.Tensor:
-    """(H, W, 3) uint8 on the device to scaled latents (1, 4, H/8, W/8) in ``dtype``.
-
-    The same arithmetic as diffusers: x / 255, then 2x - 1; the tiny VAE (AutoencoderTiny) has
-    no distribution, its latents are taken as they are.
-    """
-    x = (rgb.permute(2, 0, 1)[None].float() / 255.0 * 2.0 - 1.0).to(vae.dtype)
-    out = vae.encode(x)
-    latents = out.latent_dist.mean if hasattr(out, "latent_dist") else out.latents
-    return vae.config.scaling_factor * latents.to(dtype)
 
 
 class ImageLatents:

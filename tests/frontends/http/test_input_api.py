@@ -18,7 +18,7 @@ from bridge.frontends.http import inputs
 from bridge.frontends.http.connections import LARGE_BODIES as HTTP_LARGE
 from bridge.frontends.http.input_api import INPUTS
 from bridge.client import ShmInputWriter, osc_message, to_rgba8
-from bridge.core.frame import NullRenderer
+from bridge.core.renderer import NullRenderer
 from bridge.core.scene import InputImage
 from conftest import null_factory, unique_shm_name
 from uploads import encoded, rgba

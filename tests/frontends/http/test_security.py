@@ -201,7 +201,7 @@ def test_osc_allow_list_admits_loopback_and_listed_networks(config):
     """The filter as asyncio calls it (datagram_received with the sender's address)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from bridge.core.frame import NullRenderer
+    from bridge.core.renderer import NullRenderer
     from bridge.engine.changes import ChangeDoor
     from bridge.frontends.osc.server import OscServer
     from bridge.engine.scheduler import Scheduler

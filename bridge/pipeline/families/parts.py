@@ -1,0 +1,109 @@
+"""What a model family hands the renderer: its parts, as one object the renderer holds.
+
+A family module (``sdxl.py``, ``sd2.py``; a transformer family the same way) builds ``Parts``
+from a loaded pipeline. The renderer, the sampling loop and the batch renderer reach the model
+only through them:
+
+- ``text``: prompt -> token ids (event loop side: tokenizers) -> conditioning (the text
+  encoders, a plain function of tensors: compiled, captured in the frame graph);
+- ``denoiser``: one evaluation of the denoising network, its added conditioning (SDXL's time
+  ids, an embedded-guidance model's guidance) and the latents' shape;
+- ``decoder``: latents -> RGBA8 pixels, and the input image -> latents (image-to-image);
+- ``sampler``: the few-step schedule (``schedule.py``): each step's model input, update and noising.
+
+Conditioning is a pair of tensors ``(embeds, extra)`` with a batch axis first: ``embeds`` the
+sequence the denoiser attends to, ``extra`` the family's second tensor (SDXL's pooled projection;
+an empty (B, 0) tensor when a family has none; an attention mask for a family that needs one).
+Caches, blends, transitions, batches and graph inputs treat both alike, so they stay family-blind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, Sequence
+
+import torch
+
+Conditioning = tuple[torch.Tensor, torch.Tensor]  # (embeds (B, L, D), extra (B, P))
+
+# What steers a frame besides the prompt, by name: a family lists those it supports (Family.steering).
+STEERING = ("controlnet", "t2i_adapter", "ip_adapter", "lora")
+
+
+class TextConditioning(Protocol):
+    """Prompts to conditioning. ``token_ids`` and ``warnings`` run on any thread; ``encode`` on the render thread."""
+
+    rows: int  # rows of token ids per prompt (e.g. one per text encoder)
+    length: int  # token ids per row
+    zeros_for_empty: bool  # the unconditional branch of an empty negative prompt is zeros (SDXL-Turbo)
+    modules: Sequence[torch.nn.Module]  # the text encoders (compile preparation)
+
+    def token_ids(self, text: str) -> torch.Tensor:
+        """(rows, length) int64 on the host."""
+
+    def warnings(self, text: str) -> list[str]:
+        """What the text encoder does not read of ``text`` (a cut prompt); event loop."""
+
+    def encode(self, ids: torch.Tensor) -> Conditioning:
+        """ids (rows, length), or (rows, B, length) for B prompts -> conditioning of B rows."""
+
+    def zeros(self) -> Conditioning:
+        """Zero conditioning of one prompt's shapes (graph placeholders, SDXL-Turbo's unconditional)."""
+
+
+class Denoiser(Protocol):
+    """The denoising network as a plain function of tensors (compiled per graph key)."""
+
+    guidance: Literal["cfg", "embedded"]  # cfg: a batch of two (negative first); embedded: an input of ``added``
+    module: torch.nn.Module  # compile preparation, tiling, FP8, steering installs
+
+    def latent_shape(self, width: int, height: int) -> tuple[int, ...]:
+        """(1, channels, height / f, width / f): one frame's latents and noise draws."""
+
+    def added(self, width: int, height: int, rows: int, guidance) -> torch.Tensor | None:
+        """Added conditioning for ``rows`` rows (SDXL's time ids; None without). ``guidance``: a
+        float, a 0-d tensor or one value per row (B, 1, 1, 1); only an embedded-guidance model reads it."""
+
+    def denoise(self, latents: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor, extra: torch.Tensor,
+                added: torch.Tensor | None, **steering) -> torch.Tensor:
+        """The model output the sampler's steps take. ``steering`` (U-Net families): ``down``/``mid``
+        ControlNet residuals, ``style`` the IP-Adapter's (tokens, scale), ``intra`` T2I-Adapter features."""
+
+
+class Decoder(Protocol):
+    """The latent space's decoder and encoder (full VAE or tiny)."""
+
+    module: torch.nn.Module
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) latents -> (B, H, W, 4) uint8 RGBA, opaque, on the latents' device."""
+
+    def encode(self, rgb: torch.Tensor) -> torch.Tensor:
+        """(H, W, 3) uint8 -> (1, C, h, w) latents in the renderer's dtype (image-to-image input)."""
+
+
+class Schedule(Protocol):
+    init_sigma: float  # text-to-image: latents = first noise draw * init_sigma
+    steps: tuple  # each: .timestep, .model_input(latents), .advance(latents, out, noise), .noised(image, noise)
+
+
+class Sampler(Protocol):
+    name: str  # the --scheduler name, for health
+
+    def steps(self, count: int, device: torch.device) -> Schedule: ...
+
+
+@dataclass(frozen=True)
+class Parts:
+    text: TextConditioning
+    denoiser: Denoiser
+    decoder: Decoder
+    sampler: Sampler
+
+
+def to_rgba8(image: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) in [-1, 1] to (..., H, W, 4) uint8 with opaque alpha, on the image's device
+    (one frame or a batch: the same arithmetic)."""
+    rgb = ((image.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).movedim(-3, -1)
+    alpha = torch.full_like(rgb[..., :1], 255)
+    return torch.cat([rgb, alpha], dim=-1).contiguous()

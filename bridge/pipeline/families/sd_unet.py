@@ -1,0 +1,188 @@
+"""The parts the SD U-Net families share (SDXL, SD 2.x): CLIP text encoders, the UNet with its
+steering inputs, the VAE (full or tiny) and the epsilon-prediction samplers.
+
+A family module says how they are set (which encoders, which hidden layer, pooled output and
+time ids or not) and builds them with ``unet_parts``. The arithmetic is diffusers' own, in its
+order, so frames match the diffusers pipelines pixel for pixel.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .family import Family
+from .parts import Conditioning, Parts, to_rgba8
+from .schedule import Sampler
+
+CLIP_TOKENS = 77
+
+
+@dataclass(frozen=True)
+class UNetSettings:
+    """What differs between the SD U-Net families."""
+
+    text_encoders: tuple[str, ...]  # pipeline attributes, in the order of the token-id rows
+    tokenizers: tuple[str, ...]  # one per text encoder, same order
+    # The hidden state each encoder contributes (concatenated on the feature axis): -2 is the
+    # penultimate layer (SDXL); None is last_hidden_state after the final layer norm (SD 2.x:
+    # its config already drops OpenCLIP's last layer, which is how diffusers reads "penultimate").
+    hidden_layer: int | None
+    pooled: bool  # SDXL: the last encoder's projected pooled output goes to the UNet as text_embeds
+    time_ids: bool  # SDXL micro-conditioning: (original size, crop top-left, target size)
+
+
+class ClipText:
+    """CLIP text encoders: token ids of every encoder as rows, their hidden states side by side."""
+
+    length = CLIP_TOKENS
+
+    def __init__(self, pipe, settings: UNetSettings, dtype: torch.dtype):
+        self.settings = settings
+        self.encoders = [getattr(pipe, name) for name in settings.text_encoders]
+        self.tokenizers = [getattr(pipe, name) for name in settings.tokenizers]
+        self.rows = len(self.encoders)
+        self.modules = tuple(self.encoders)
+        self.dtype = dtype
+        self.zeros_for_empty = bool(pipe.config.get("force_zeros_for_empty_prompt", False))
+        self._zeros: Conditioning | None = None
+        # A separate tokenizer for counting on the event loop: a fast tokenizer is not safe to
+        # reconfigure (truncation/padding) from two threads at once.
+        first = self.tokenizers[0]
+        self._counter = first.__class__.from_pretrained(first.name_or_path) if first.name_or_path else first
+
+    def warnings(self, text: str) -> list[str]:
+        ids = self._counter(text, truncation=False, add_special_tokens=True).input_ids
+        if len(ids) <= CLIP_TOKENS:
+            return []
+        kept = self._counter.decode(ids[1:CLIP_TOKENS - 1])
+        return [f"prompt is {len(ids)} tokens; CLIP reads {CLIP_TOKENS} (start and end included), "
+                f"so only this part is used: {kept!r}"]
+
+    def token_ids(self, text: str) -> torch.Tensor:
+        """(encoders, 77) token ids: SDXL's CLIP-L and CLIP-G rows differ on '!' and padding.
+
+        Padded by hand: the tokenizers' own padding to tensors costs ten times the encoding.
+        """
+        rows = np.empty((self.rows, CLIP_TOKENS), np.int64)
+        for row, tokenizer in zip(rows, self.tokenizers):
+            ids = tokenizer(text, truncation=True, max_length=CLIP_TOKENS).input_ids
+            row[:len(ids)] = ids
+            row[len(ids):] = tokenizer.pad_token_id
+        return torch.from_numpy(rows)
+
+    def encode(self, ids: torch.Tensor) -> Conditioning:
+        """The text encoders in one graph: ids (encoders, 77), one row per encoder (or
+        (encoders, B, 77) for B prompts).
+
+        Only what the UNet uses leaves the graph (the chosen hidden state of each encoder,
+        concatenated, and SDXL's pooled projection), not every layer's hidden state. Without a
+        pooled embedding the extra tensor is (B, 0), so caches, blends and graphs stay uniform.
+        """
+        layer, hidden, out = self.settings.hidden_layer, [], None
+        for row, encoder in enumerate(self.encoders):
+            out = encoder(ids[row] if ids.dim() == 3 else ids[row:row + 1], output_hidden_states=layer is not None)
+            hidden.append(out.last_hidden_state if layer is None else out.hidden_states[layer])
+        embeds = torch.cat(hidden, dim=-1) if len(hidden) > 1 else hidden[0]
+        pooled = out.text_embeds if self.settings.pooled else embeds.new_zeros((embeds.shape[0], 0))
+        return embeds.to(self.dtype), pooled.to(self.dtype)
+
+    def zeros(self) -> Conditioning:
+        """The encoders' hidden states side by side, and the last encoder's pooled projection or
+        (1, 0) without one, as zeros."""
+        if self._zeros is None:
+            last = self.encoders[-1]
+            width = sum(encoder.config.hidden_size for encoder in self.encoders)
+            pooled = last.config.projection_dim if self.settings.pooled else 0
+            self._zeros = (torch.zeros((1, CLIP_TOKENS, width), dtype=last.dtype, device=last.device),
+                           torch.zeros((1, pooled), dtype=last.dtype, device=last.device))
+        return self._zeros
+
+
+class UNetDenoiser:
+    """A ``UNet2DConditionModel``: epsilon prediction, classifier-free guidance, and the steering
+    inputs (ControlNet residuals, T2I-Adapter features, IP-Adapter tokens)."""
+
+    guidance = "cfg"
+
+    def __init__(self, unet, settings: UNetSettings, device: torch.device, dtype: torch.dtype):
+        self.module = unet
+        self.settings = settings
+        self.device = device
+        self.dtype = dtype
+        self._time_ids: dict[tuple[int, int, int], torch.Tensor] = {}
+
+    def latent_shape(self, width: int, height: int) -> tuple[int, ...]:
+        return 1, self.module.config.in_channels, height // 8, width // 8
+
+    def added(self, width: int, height: int, rows: int, guidance=None) -> torch.Tensor | None:
+        """SDXL's add_time_ids per row: original size, crop top-left (0, 0), target size (height first)."""
+        if not self.settings.time_ids:
+            return None
+        key = (width, height, rows)
+        if key not in self._time_ids:
+            ids = torch.tensor([[height, width, 0, 0, height, width]] * rows, dtype=self.dtype)
+            self._time_ids[key] = ids.to(self.device)
+        return self._time_ids[key]
+
+    def conditioning(self, embeds: torch.Tensor, pooled: torch.Tensor, added: torch.Tensor | None,
+                     style: tuple | None = None) -> dict:
+        """The UNet's keyword arguments besides (latents, timestep): the one place they are built.
+
+        ``style``: (image tokens, scale) of the IP-Adapter, read by its cross-attention processors."""
+        kwargs: dict = {"encoder_hidden_states": embeds if style is None else (embeds, *style)}
+        if self.settings.pooled or self.settings.time_ids:
+            kwargs["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": added}
+        return kwargs
+
+    def denoise(self, latents, timestep, embeds, pooled, added, down=None, mid=None, style=None,
+                intra=None) -> torch.Tensor:
+        """One UNet evaluation; ``down``/``mid``: ControlNet residuals added to its skip connections,
+        ``style``: the IP-Adapter's (tokens, scale), ``intra``: T2I-Adapter residuals added inside
+        its down blocks (a fresh list: the UNet pops it)."""
+        return self.module(latents, timestep, **self.conditioning(embeds, pooled, added, style),
+                           down_block_additional_residuals=down, mid_block_additional_residual=mid,
+                           down_intrablock_additional_residuals=None if intra is None else list(intra)).sample
+
+    def control(self, controlnets, names: tuple[str, ...], latents, timestep, embeds, pooled, added, images, scales):
+        """The summed residuals of the ControlNets ``names`` (``steering.controlnet.ControlNets``)
+        for one UNet evaluation: they see the UNet's own inputs and added conditioning."""
+        extra = self.conditioning(embeds, pooled, added).get("added_cond_kwargs")
+        return controlnets.residuals(names, latents, timestep, embeds, extra, images, scales)
+
+
+class VaeDecoder:
+    """``AutoencoderKL`` or ``AutoencoderTiny`` (the loader puts the chosen one into the pipeline)."""
+
+    def __init__(self, vae, dtype: torch.dtype):
+        self.module = vae
+        self.dtype = dtype
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        vae = self.module
+        return to_rgba8(vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample)
+
+    def encode(self, rgb: torch.Tensor) -> torch.Tensor:
+        """(H, W, 3) uint8 to scaled latents (1, 4, H/8, W/8), with diffusers' arithmetic: x / 255,
+        then 2x - 1; the mean of the latent distribution (the tiny VAE has none: its latents as they are)."""
+        vae = self.module
+        x = (rgb.permute(2, 0, 1)[None].float() / 255.0 * 2.0 - 1.0).to(vae.dtype)
+        out = vae.encode(x)
+        latents = out.latent_dist.mean if hasattr(out, "latent_dist") else out.latents
+        return vae.config.scaling_factor * latents.to(self.dtype)
+
+
+def unet_parts(settings: UNetSettings, pipe, device: str | torch.device, dtype: torch.dtype) -> Parts:
+    """The parts of a loaded SD U-Net pipeline (``StableDiffusionPipeline``, ``StableDiffusionXLPipeline``)."""
+    device = torch.device(device)
+    return Parts(text=ClipText(pipe, settings, dtype), denoiser=UNetDenoiser(pipe.unet, settings, device, dtype),
+                 decoder=VaeDecoder(pipe.vae, dtype), sampler=Sampler(pipe.scheduler))
+
+
+def unet_family(settings: UNetSettings, **description) -> Family:
+    """A U-Net family's ``Family``: its description, its encoders and parts from ``settings``."""
+    return Family(text_encoders=settings.text_encoders, tokenizers=settings.tokenizers,
+                  parts=functools.partial(unet_parts, settings), **description)

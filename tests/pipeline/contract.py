@@ -1,0 +1,191 @@
+"""The renderer contract as tests every renderer runs (the pattern of diffusers' PipelineTesterMixin).
+
+A family's test module subclasses ``RendererContract`` with a ``renderer`` fixture giving what the
+engine gets (``bridge.core.renderer.Renderer``: for a model family, ``load_renderer``'s
+``ChannelRenderer``) and says what the renderer does beyond the contract's core: a text encoder to
+count, graph keys to watch, transitions, image-to-image. What a renderer does not do is skipped
+with that reason, never passed vacuously.
+
+All frames are 64x64, two steps: the whole suite of one demo family runs in seconds of CPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bridge.core.params import Params
+from bridge.core.renderer import Renderer
+from bridge.core.scene import Glide, InputImage, Scene
+
+SIZE = 64
+
+
+def picture(seed: int) -> InputImage:
+    return InputImage.from_pixels(np.random.default_rng(seed).integers(0, 256, (SIZE, SIZE, 4), np.uint8))
+
+
+def one(renderer, stream: str, params: Params, scene: Scene = Scene()) -> np.ndarray:
+    """``stream``'s frame rendered alone (a batch of one, as the render queue asks for it)."""
+    return renderer.render_batch([(stream, params, scene)])[0].pixels
+
+
+class RendererContract:
+    """Subclass it, give a ``renderer`` fixture (class or module scope) and set what applies."""
+
+    transitions = True  # keeps per-stream transition state (Scene.glide), dropped by forget
+    img2img = True  # renders from Scene.input
+    # A batch may differ from its frames alone by this many 8-bit levels, on this share of values
+    # at most: CPU kernels (oneDNN convolutions, BLAS) round a batch of N differently from a batch
+    # of 1 (about 1e-6 in the model outputs, measured with oneDNN off too).
+    batch_levels = 0
+    batch_share = 0.0
+
+    def text_encoder_runs(self, renderer) -> int | None:
+        """How many times the text encoders ran so far; None: the renderer has none."""
+        return None
+
+    def graph_keys(self, renderer) -> frozenset | None:
+        """The keys of the graphs (CPU: stages) the renderer made so far; None: it makes none."""
+        return None
+
+    @staticmethod
+    def params(**changes) -> Params:
+        return Params(prompt="a lighthouse", seed=1, steps=2, width=SIZE, height=SIZE).merged(changes)
+
+    def _needs(self, value, why: str):
+        if value is None or value is False:
+            pytest.skip(why)
+        return value
+
+    # -- the contract -----------------------------------------------------------------
+    def test_is_a_renderer_with_a_catalog_or_none(self, renderer):
+        assert isinstance(renderer, Renderer)
+        catalog = renderer.lora_catalog
+        if catalog is not None:
+            assert isinstance(catalog.names, frozenset) and catalog.ready([]) is True
+
+    def test_same_params_and_seed_give_the_same_pixels(self, renderer):
+        p = self.params()
+        a = renderer.render(p).pixels
+        assert a.shape == (SIZE, SIZE, 4) and a.dtype == np.uint8 and (a[..., 3] == 255).all()
+        assert np.array_equal(a, renderer.render(p).pixels)
+        assert np.array_equal(a, one(renderer, "other", p))  # the same on every stream
+        assert not np.array_equal(a, renderer.render(p.merged({"seed": 2})).pixels)
+
+    def test_a_seed_only_change_never_runs_the_text_encoder(self, renderer):
+        runs = self._needs(self.text_encoder_runs(renderer), "this renderer has no text encoder")
+        p = self.params(prompt="a harbour at dusk")
+        renderer.render(p)
+        assert self.text_encoder_runs(renderer) == runs + 1  # a new prompt: encoded once
+        renderer.render(p.merged({"seed": 5}))
+        renderer.render_batch([("a", p.merged({"seed": 6}), Scene()), ("b", p.merged({"seed": 7}), Scene())])
+        assert self.text_encoder_runs(renderer) == runs + 1
+
+    def test_a_blends_ends_are_exactly_its_texts_frames(self, renderer):
+        p = self.params()
+        lighthouse = renderer.render(p).pixels
+        castle = renderer.render(p.merged({"prompt": "a castle on a hill"})).pixels
+        assert not np.array_equal(lighthouse, castle)
+        blend = lambda a, b: p.merged({"prompt": [["a lighthouse", a], ["a castle on a hill", b]]})  # noqa: E731
+        assert np.array_equal(lighthouse, renderer.render(blend(1, 0)).pixels)
+        assert np.array_equal(castle, renderer.render(blend(0, 3)).pixels)
+
+    def test_image_to_image_follows_the_input(self, renderer):
+        self._needs(self.img2img, "this renderer does no image-to-image")
+        p = self.params(strength=0.5)
+        a = renderer.render(p, Scene(picture(1))).pixels
+        assert np.array_equal(a, renderer.render(p, Scene(picture(1))).pixels)
+        assert not np.array_equal(a, renderer.render(p).pixels)
+        assert not np.array_equal(a, renderer.render(p, Scene(picture(2))).pixels)
+
+    @pytest.mark.parametrize("kind", ["text", "guidance", "image"])
+    def test_a_batch_is_its_frames_alone(self, renderer, kind):
+        if kind == "image":
+            self._needs(self.img2img, "this renderer does no image-to-image")
+        items = []
+        for i in range(3):
+            p = self.params(prompt=f"channel {i}", seed=11 * i + 3)
+            if kind == "guidance":  # each row its own guidance and negative prompt
+                p = p.merged({"guidance": 1.5 * (1 + i / 4), "negative_prompt": f"not {i}"})
+            items.append((f"ch{i}", p, Scene(picture(i)) if kind == "image" else Scene()))
+        keys = {renderer.batch_key(p, scene) for _, p, scene in items}
+        assert len(keys) == 1 and None not in keys
+        alone = [one(renderer, stream, p, scene) for stream, p, scene in items]
+        batch = [r.pixels for r in renderer.render_batch(items)]
+        for a, b in zip(alone, batch):
+            diff = np.abs(a.astype(int) - b.astype(int))
+            assert diff.max() <= self.batch_levels and (diff > 0).mean() <= self.batch_share, \
+                (diff.max(), (diff > 0).mean())
+        assert len({a.tobytes() for a in alone}) == 3
+        for i, b in enumerate(batch):  # no row shows another channel's frame
+            for j, a in enumerate(alone):
+                if i != j:
+                    assert np.abs(a.astype(int) - b.astype(int)).max() > self.batch_levels
+
+    def test_batch_keys_group_frames_of_one_shape(self, renderer):
+        p = self.params()
+        key = renderer.batch_key(p, Scene())
+        assert key is not None and key == renderer.batch_key(p.merged({"seed": 9, "prompt": "a boat"}), Scene())
+        assert key != renderer.batch_key(p.merged({"width": SIZE + 8}), Scene())
+        if self.transitions:  # mid-transition a frame mixes from its own stream's last frame: alone
+            assert renderer.batch_key(p, Scene(glide=Glide(1, 0.5))) is None
+
+    def test_forget_drops_what_a_stream_showed(self, renderer):
+        self._needs(self.transitions, "this renderer keeps nothing per stream")
+        start, target = self.params(prompt="a red house"), self.params(prompt="a blue boat", seed=4)
+        plain = one(renderer, "y", target)
+        one(renderer, "x", start)
+        midway = one(renderer, "x", target, Scene(glide=Glide(1, 0.5)))  # from x's red house towards the boat
+        assert not np.array_equal(midway, plain)
+        renderer.forget("x")
+        renderer.forget("never-seen")  # nothing kept for it: nothing to drop
+        # Nothing shown on x any more: a new transition has no origin and starts at its target.
+        assert np.array_equal(one(renderer, "x", target, Scene(glide=Glide(2, 0.5))), plain)
+        assert np.array_equal(one(renderer, "y", target), plain)
+
+    def test_a_new_prompt_or_seed_makes_no_new_graph(self, renderer):
+        self._needs(self.graph_keys(renderer), "this renderer makes no graphs")
+        p = self.params(prompt="a meadow")
+        pair = lambda q: [("a", q, Scene()), ("b", q.merged({"seed": q.seed + 1}), Scene())]  # noqa: E731
+        renderer.render(p)  # a new prompt (text encoders), then its cached embeddings
+        renderer.render(p)
+        renderer.render_batch(pair(p.merged({"prompt": "a forest"})))  # a batch encoding its prompts
+        renderer.render_batch(pair(p))  # a batch of cached prompts
+        keys = self.graph_keys(renderer)
+        for i in range(2):
+            q = p.merged({"prompt": f"a meadow, take {i}", "seed": 100 + i})
+            renderer.render(q)
+            renderer.render(q.merged({"seed": 200 + i}))
+            renderer.render_batch(pair(q.merged({"prompt": f"a forest, take {i}"})))
+            renderer.render_batch(pair(q.merged({"seed": 300 + i})))
+        assert self.graph_keys(renderer) == keys
+
+    def test_prompt_warnings_are_lines(self, renderer):
+        warnings = renderer.prompt_warnings("a cat")
+        assert isinstance(warnings, list) and all(isinstance(w, str) and "\n" not in w for w in warnings)
+
+
+class DemoFamilyContract(RendererContract):
+    """The contract on a family's demo model, as the daemon loads it (``load_renderer``, CPU, eager)."""
+
+    model = "demo"
+    family = "sdxl"
+    batch_levels, batch_share = 1, 0.1
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def renderer(cls, cache_dir):
+        from bridge.app import load_renderer
+        from bridge.config import Config
+
+        renderer, info = load_renderer(Config(model=cls.model, cache_dir=cache_dir, compile="off", device="cpu",
+                                              initial=Params(width=SIZE, height=SIZE)))
+        assert info["family"] == cls.family
+        return renderer
+
+    def text_encoder_runs(self, renderer) -> int:
+        return renderer.inner.text_encoder_runs
+
+    def graph_keys(self, renderer) -> frozenset:
+        return renderer.inner.graph_keys
