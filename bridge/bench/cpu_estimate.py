@@ -83,7 +83,7 @@ def frame_flops(model: str, size: int, vae: str) -> float:
     latents = torch.empty((1, unet.config.in_channels, size // 8, size // 8), device="meta")
     context = torch.empty((1, 77, unet.config.cross_attention_dim), device="meta")
     extra = {}
-    if family.time_ids:
+    if unet.config.addition_embed_type == "text_time":  # SDXL's micro-conditioning: pooled text + time ids
         pooled = parts[family.text_encoders[-1]].config.projection_dim
         extra["added_cond_kwargs"] = {"text_embeds": torch.empty((1, pooled), device="meta"),
                                       "time_ids": torch.empty((1, 6), device="meta")}
