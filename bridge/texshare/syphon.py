@@ -6,7 +6,10 @@ from the top, which is Metal's first row: published with ``is_flipped`` False th
 upright. Syphon's shared surfaces are BGRA8Unorm, so a client's texture is BGRA: its bytes are
 swapped back to RGBA here. Servers are found over distributed notifications, which reach an
 object only while its thread runs its run loop: the sender runs it between frames (else a client
-that starts later never sees the server), the receiver while it looks for its server.
+that starts later never sees the server), the receiver while it looks for its server. Metal and
+Cocoa hand back autoreleased objects (command buffers, texture descriptors, the directory's
+lists, run-loop dates) and nothing drains a pool on a worker thread of a plain Python process:
+every call here runs in an autorelease pool of its own, or a long show would keep them all.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ DISCOVERY_LOOKS = 4  # a directory's first looks ask every running server to ann
 @dataclass(frozen=True)
 class _Syphon:
     syphon: Any
+    pool: Any  # objc.autorelease_pool
     bgra: int  # Metal.MTLPixelFormatBGRA8Unorm
     create_texture: Any  # syphon.utils.raw.create_mtl_texture
     to_texture: Any  # syphon.utils.numpy.copy_image_to_mtl_texture
@@ -37,12 +41,13 @@ def load(use: str) -> _Syphon:
     """syphon-python and the helpers it documents; ``Unavailable`` in one line where it cannot be had."""
     try:
         import Metal
+        import objc
         import syphon
         from syphon.utils.numpy import copy_image_to_mtl_texture, copy_mtl_texture_to_image
         from syphon.utils.raw import create_mtl_texture
     except ImportError as exc:
         raise unavailable(use, "syphon-python", "macOS", "syphon", exc) from None
-    return _Syphon(syphon, Metal.MTLPixelFormatBGRA8Unorm, create_mtl_texture, copy_image_to_mtl_texture,
+    return _Syphon(syphon, objc.autorelease_pool, Metal.MTLPixelFormatBGRA8Unorm, create_mtl_texture, copy_image_to_mtl_texture,
                    copy_mtl_texture_to_image)
 
 
@@ -63,29 +68,33 @@ class SyphonSender:
 
     def open(self) -> None:
         self._lib = load("--syphon")
-        try:
-            self._server = self._lib.syphon.SyphonMetalServer(self.name)
-        except RuntimeError as exc:  # no Metal device, or Syphon could not start the server
-            raise SharingError(f"Syphon server {self.name!r} could not start: {exc}") from None
-        self._directory = self._lib.syphon.SyphonServerDirectory()
-        self._directory.run_loop_interval = PUMP_S
+        with self._lib.pool():
+            try:
+                self._server = self._lib.syphon.SyphonMetalServer(self.name)
+            except RuntimeError as exc:  # no Metal device, or Syphon could not start the server
+                raise SharingError(f"Syphon server {self.name!r} could not start: {exc}") from None
+            self._directory = self._lib.syphon.SyphonServerDirectory()
+            self._directory.run_loop_interval = PUMP_S
 
     def send(self, pixels: np.ndarray) -> None:
         height, width = pixels.shape[:2]
-        if self._texture is None or (self._texture.width(), self._texture.height()) != (width, height):
-            self._texture = self._lib.create_texture(self._server.device, width, height)  # RGBA8Unorm
-        self._lib.to_texture(pixels, self._texture)
-        commands = self._server.command_queue.commandBuffer()
-        self._server.publish_frame_texture(self._texture, command_buffer=commands, auto_commit=False)
-        commands.commit()
-        commands.waitUntilCompleted()  # the GPU has copied the texture: the next frame may overwrite it
+        with self._lib.pool():
+            if self._texture is None or (self._texture.width(), self._texture.height()) != (width, height):
+                self._texture = self._lib.create_texture(self._server.device, width, height)  # RGBA8Unorm
+            self._lib.to_texture(pixels, self._texture)
+            commands = self._server.command_queue.commandBuffer()
+            self._server.publish_frame_texture(self._texture, command_buffer=commands, auto_commit=False)
+            commands.commit()
+            commands.waitUntilCompleted()  # the GPU has copied the texture: the next frame may overwrite it
 
     def idle(self) -> None:
-        self._directory.update_run_loop()  # answers clients that ask who is there
+        with self._lib.pool():
+            self._directory.update_run_loop()  # answers clients that ask who is there
 
     def close(self) -> None:
-        self._server.stop()
-        self._directory.close()
+        with self._lib.pool():
+            self._server.stop()
+            self._directory.close()
 
 
 class SyphonReceiver:
@@ -101,6 +110,10 @@ class SyphonReceiver:
 
     def open(self) -> None:
         self._lib = load('{"syphon": SERVER} images')
+        with self._lib.pool():
+            self._open()
+
+    def _open(self) -> None:
         self._directory = self._lib.syphon.SyphonServerDirectory()
         self._directory.run_loop_interval = DISCOVERY_S
         found, servers = None, []
@@ -125,6 +138,10 @@ class SyphonReceiver:
         self._wake.set()  # on Syphon's thread: short, as the library asks
 
     def receive(self, timeout: float) -> np.ndarray | None:
+        with self._lib.pool():
+            return self._receive(timeout)
+
+    def _receive(self, timeout: float) -> np.ndarray | None:
         if self._client is None or not self._client.is_valid:
             self._rejoin()
             return None
@@ -153,6 +170,7 @@ class SyphonReceiver:
             self.error = None
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.stop()
-        self._directory.close()
+        with self._lib.pool():
+            if self._client is not None:
+                self._client.stop()
+            self._directory.close()

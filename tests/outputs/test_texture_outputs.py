@@ -81,7 +81,7 @@ async def test_every_frame_of_main_and_each_channel_is_shared_upright_in_order(k
     if kind == "spout":
         assert world.senders == {} and world.contexts == set()
     else:
-        assert world.servers == {}
+        assert world.servers == {} and not world.unpooled  # every Metal/Cocoa call drained its pool
 
 
 async def test_a_syphon_client_that_starts_later_finds_the_server_and_gets_its_frames(syphon, config,
@@ -94,24 +94,27 @@ async def test_a_syphon_client_that_starts_later_finds_the_server_and_gets_its_f
         # server answers only because its thread runs its run loop between frames.
         client_side = await asyncio.get_running_loop().run_in_executor(None, receive_syphon, "tb", 10.0)
         assert np.array_equal(client_side, rows_pattern(72, 80, 5))
+    assert not syphon.unpooled
 
 
 def receive_syphon(name: str, timeout: float) -> np.ndarray:
     """As a receiving program does with syphon-python: find the server, connect, take a new frame."""
+    import objc
     import syphon
     from syphon.utils.numpy import copy_mtl_texture_to_image
 
     deadline = time.monotonic() + timeout
     directory = syphon.SyphonServerDirectory()
     directory.run_loop_interval = 0.5
-    while not (found := [s for s in directory.servers if s.name == name]):
-        assert time.monotonic() < deadline, f"Syphon server {name!r} never answered the directory"
-    client = syphon.SyphonMetalClient(found[0])
-    try:
-        assert client.has_new_frame  # a client that connects gets the server's current frame
-        return np.ascontiguousarray(copy_mtl_texture_to_image(client.new_frame_image)[..., [2, 1, 0, 3]])  # BGRA
-    finally:
-        client.stop()
+    with objc.autorelease_pool():
+        while not (found := [s for s in directory.servers if s.name == name]):
+            assert time.monotonic() < deadline, f"Syphon server {name!r} never answered the directory"
+        client = syphon.SyphonMetalClient(found[0])
+        try:
+            assert client.has_new_frame  # a client that connects gets the server's current frame
+            return np.ascontiguousarray(copy_mtl_texture_to_image(client.new_frame_image)[..., [2, 1, 0, 3]])  # BGRA
+        finally:
+            client.stop()
 
 
 async def test_a_spout_name_another_program_holds_stops_the_start_and_a_channel_gets_409(spout, config,

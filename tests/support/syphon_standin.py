@@ -18,6 +18,10 @@ headers and ``SyphonMetalServer.m`` / ``SyphonMetalClient.m``:
   ``run_loop_interval``). A process's shared directory asks every server to announce itself
   when it is first used: a server that existed before answers only once its own thread has run
   its run loop since; a server started later announces itself.
+- Autoreleased objects (a command buffer, a texture descriptor, the directory's list, the run
+  loop's date) are kept until a pool drains, and nothing drains one on a thread of a plain
+  Python process but ``objc.autorelease_pool()``: each made outside one is counted, per thread,
+  in ``World.unpooled`` (a leak that grows with every frame).
 - ``SyphonMetalClient(description, new_frame_handler=...)``: ``has_new_frame`` (from the start
   when the server has a frame: ``SyphonClientBase``'s last frame id starts at 0) until
   ``new_frame_image`` (a BGRA8Unorm texture) takes it; the handler runs on the publishing
@@ -28,11 +32,13 @@ Every frame published is recorded per server name in ``World.frames`` (RGBA, top
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sys
 import threading
 import types
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,8 +53,26 @@ class World:
     servers: dict[str, "SyphonMetalServer"] = field(default_factory=dict)  # by uuid, while running
     frames: dict[str, list[np.ndarray]] = field(default_factory=dict)
     directory_asked: int | None = None  # tick of the shared directory's announce request
+    unpooled: Counter = field(default_factory=Counter)  # autoreleased objects made outside a pool, by thread
     ticks: itertools.count = field(default_factory=lambda: itertools.count(1))
     changed: threading.Condition = field(default_factory=threading.Condition)
+
+
+_pools = threading.local()
+
+
+@contextlib.contextmanager
+def autorelease_pool():
+    _pools.depth = getattr(_pools, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _pools.depth -= 1
+
+
+def _autoreleased(world: World) -> None:
+    if not getattr(_pools, "depth", 0):
+        world.unpooled[threading.current_thread().name] += 1
 
 
 class Texture:
@@ -102,10 +126,13 @@ class CommandQueue:
         self.device = device
 
     def commandBuffer(self) -> CommandBuffer:
+        _autoreleased(self.device.world)
         return CommandBuffer(self)
 
 
 class Device:
+    world: World
+
     def newCommandQueue(self) -> CommandQueue:
         return CommandQueue(self)
 
@@ -125,7 +152,7 @@ class SyphonMetalServer:
     def __init__(self, name, device=None, command_queue=None, *, is_private=False):
         if not isinstance(name, str):
             raise TypeError(f"a server name is an NSString, got {name!r}")
-        self.device = device or Device()
+        self.device = device or self.Device()
         self.command_queue = command_queue or self.device.newCommandQueue()
         self._name, self.uuid, self.frame, self._stopped = name, str(uuid.uuid4()), 0, False
         self.surface: np.ndarray | None = None  # BGRA, top row first
@@ -194,6 +221,7 @@ class SyphonServerDirectory:
                 if server.owner == me and server.answered < now:
                     server.answered = now
                     world.changed.notify_all()
+            _autoreleased(world)  # NSDate.dateWithTimeIntervalSinceNow_
             world.changed.wait(self.run_loop_interval)
 
     @property
@@ -203,6 +231,7 @@ class SyphonServerDirectory:
             if world.directory_asked is None:  # the shared directory is made: it asks who is there
                 world.directory_asked = next(world.ticks)
         self.update_run_loop()
+        _autoreleased(world)  # the directory's servers array
         with world.changed:
             asked = world.directory_asked
             return [s.description() for s in world.servers.values() if s.created > asked or s.answered > asked]
@@ -224,7 +253,7 @@ class SyphonMetalClient:
             if server is None:
                 raise RuntimeError("Syphon could not create the client")
             server.clients.append(self)
-        self.device = device or Device()
+        self.device = device or self.Device()
         self._server, self._handler, self._seen, self._stopped = server, new_frame_handler, 0, False
         self._in_handler = threading.local()
 
@@ -261,6 +290,7 @@ class SyphonMetalClient:
 
 
 def create_mtl_texture(device, width, height, pixel_format=RGBA8) -> Texture:
+    _autoreleased(device.world)  # the MTLTextureDescriptor
     return Texture(device, int(width), int(height), pixel_format)
 
 
@@ -281,8 +311,9 @@ def install(monkeypatch) -> World:
     give this stand-in, with a fresh world."""
     world = World()
     syphon = types.ModuleType("syphon")
+    device = type("Device", (Device,), {"world": world})
     for cls in (SyphonMetalServer, SyphonServerDirectory, SyphonMetalClient):
-        setattr(syphon, cls.__name__, type(cls.__name__, (cls,), {"world": world}))
+        setattr(syphon, cls.__name__, type(cls.__name__, (cls,), {"world": world, "Device": device}))
     syphon.SyphonServerDescription = SyphonServerDescription
     utils, raw, numpy_utils = (types.ModuleType(f"syphon.utils{suffix}") for suffix in ("", ".raw", ".numpy"))
     raw.create_mtl_texture = create_mtl_texture
@@ -291,8 +322,10 @@ def install(monkeypatch) -> World:
     syphon.utils, utils.raw, utils.numpy = utils, raw, numpy_utils
     metal = types.ModuleType("Metal")
     metal.MTLPixelFormatRGBA8Unorm, metal.MTLPixelFormatBGRA8Unorm = RGBA8, BGRA8
-    metal.MTLCreateSystemDefaultDevice = Device
+    metal.MTLCreateSystemDefaultDevice = device
+    objc = types.ModuleType("objc")
+    objc.autorelease_pool = autorelease_pool
     for name, module in (("syphon", syphon), ("syphon.utils", utils), ("syphon.utils.raw", raw),
-                         ("syphon.utils.numpy", numpy_utils), ("Metal", metal)):
+                         ("syphon.utils.numpy", numpy_utils), ("Metal", metal), ("objc", objc)):
         monkeypatch.setitem(sys.modules, name, module)
     return world

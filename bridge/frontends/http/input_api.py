@@ -33,7 +33,7 @@ from ...core.errors import ValidationError
 from .rest import add_channel_route, error_response, read_json, scheduler_of, service_of
 from ...core.scene import InputImage
 from ...engine.scheduler import Scheduler
-from ...texshare import link
+from ...texshare.link import KINDS, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -131,15 +131,7 @@ class ImageFeed:
 
     async def attach_texture(self, kind: str, name: Any) -> dict:
         """Receive another program's Spout sender or Syphon server ``name`` (``kind``) as this slot's image."""
-        if (problem := link.name_error(kind, name)) is not None:
-            raise ValidationError(kind, problem)
-        own = self._own_senders.get(kind)
-        if own and (name == own or name.startswith(own + ".")):
-            # Its own frames as its input would render without end, each frame making the next.
-            raise ValidationError(kind, f"{name!r} is this daemon's own {kind} sender (--{kind}), not an input: "
-                                        "name a sender of another program")
-        watch = TextureWatch(kind, link.receiver(kind, name), self._apply, self.field)
-        await watch.start()
+        watch = await TextureWatch.open(kind, name, self._own_senders.get(kind), self._apply, self.field)
         await self.detach()
         self._texture = watch
         log.info("receiving %s from %s %r", self.field, kind, name)
@@ -284,7 +276,7 @@ async def put_image(request: web.Request, service: ImageFeed) -> web.Response:
         value = await read_json(request)
         if isinstance(value, web.Response):
             return value
-        if not isinstance(value, dict) or len(value) != 1 or not set(value) <= {"shm", *link.KINDS}:
+        if not isinstance(value, dict) or len(value) != 1 or not set(value) <= {"shm", *KINDS}:
             return error_response(400, None, f'a JSON {field} request names one source: {{"shm": NAME}} (poll that '
                                              'shared-memory segment), {"spout": NAME} or {"syphon": NAME} '
                                              "(receive that program's sender)")
@@ -293,7 +285,7 @@ async def put_image(request: web.Request, service: ImageFeed) -> web.Response:
             return web.json_response(await service.attach(name))
         try:
             return web.json_response(await service.attach_texture(kind, name))
-        except link.Unavailable as exc:  # this daemon's machine cannot: not the request's fault
+        except Unavailable as exc:  # this daemon's machine cannot: not the request's fault
             return error_response(409, kind, str(exc))
     kind = inputs.CONTENT_TYPES.get(request.content_type)
     if kind is None:

@@ -20,12 +20,14 @@ import numpy as np
 from . import inputs
 from ...core.errors import ValidationError
 from ...core.scene import InputImage
+from ...texshare import link
 from ...texshare.link import NotFound, Receiver, SharingError
 
 log = logging.getLogger(__name__)
 
 RECEIVE_WAIT_S = 0.1  # one wait for a frame: how soon the watch notices it is stopped
 RETRY_S = 1.0  # after a failed receive, before the next
+STOP_WAIT_S = 10.0  # a receiver stuck in its library must not hold up a detach or the daemon's stop
 
 
 class TextureWatch:
@@ -47,6 +49,21 @@ class TextureWatch:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._work, name=f"{field}-{kind}", daemon=True)
 
+    @classmethod
+    async def open(cls, kind: str, name: object, own: str | None, deliver: Callable[[InputImage], object],
+                   field: str) -> "TextureWatch":
+        """A started watch of sender ``name``, after the checks at the edge: a valid name, and not the
+        daemon's own sender ``own`` (or a channel's ``own.CHANNEL``)."""
+        if (problem := link.name_error(kind, name)) is not None:
+            raise ValidationError(kind, problem)
+        if own and (name == own or name.startswith(own + ".")):
+            # Its own frames as its input would render without end, each frame making the next.
+            raise ValidationError(kind, f"{name!r} is this daemon's own {kind} sender (--{kind}), not an input: "
+                                        "name a sender of another program")
+        watch = cls(kind, link.receiver(kind, name), deliver, field)
+        await watch.start()
+        return watch
+
     async def start(self) -> None:
         """Open the receiver on the watch's thread; a sender that is not there is a ValidationError
         listing the ones that are. ``Unavailable`` (no library here) goes to the caller as it is."""
@@ -62,7 +79,10 @@ class TextureWatch:
 
     async def stop(self) -> None:
         self._stopping.set()
-        await asyncio.to_thread(self._thread.join)  # the receiver lets go on its own thread
+        await asyncio.to_thread(self._thread.join, STOP_WAIT_S)  # the receiver lets go on its own thread
+        if self._thread.is_alive():
+            log.warning("%s receiver %r did not stop within %.0f s; left to finish on its own", self.kind,
+                        self.name, STOP_WAIT_S)
 
     def health(self) -> dict:
         return {"kind": self.kind, "name": self.name, "received": self.received, "skipped": self.skipped,

@@ -47,6 +47,7 @@ class Program:
         return value
 
     def _run(self):
+        import objc
         import syphon
 
         directory = syphon.SyphonServerDirectory() if self.kind == "syphon" else None
@@ -57,12 +58,14 @@ class Program:
                 fn, args, done = self._calls.get(timeout=0.005)
             except queue.Empty:
                 if directory is not None:
-                    directory.update_run_loop()
+                    with objc.autorelease_pool():
+                        directory.update_run_loop()
                 continue
             if fn is None:
                 return
             try:
-                done.put((True, fn(*args)))
+                with objc.autorelease_pool():
+                    done.put((True, fn(*args)))
             except BaseException as exc:
                 done.put((False, exc))
 
@@ -111,7 +114,9 @@ class Program:
 @pytest.fixture
 def worlds(monkeypatch):
     # The Program's thread imports syphon for its run loop: both stand-ins, whichever is tested.
-    return {"spout": spout_standin.install(monkeypatch), "syphon": syphon_standin.install(monkeypatch)}
+    worlds = {"spout": spout_standin.install(monkeypatch), "syphon": syphon_standin.install(monkeypatch)}
+    yield worlds
+    assert not worlds["syphon"].unpooled, "autoreleased Metal/Cocoa objects outside a pool (a growing leak)"
 
 
 @pytest.fixture
@@ -199,11 +204,13 @@ def discovered(kind: str, world, names: set[str]):
     process's shared directory has heard from (asked once, then kept, as Syphon's directory does)."""
     if kind == "spout":
         return names <= set(world.senders)
+    import objc
     import syphon
 
     directory = syphon.SyphonServerDirectory()
     directory.run_loop_interval = 0.05
-    return names <= {server.name for server in directory.servers}
+    with objc.autorelease_pool():
+        return names <= {server.name for server in directory.servers}
 
 
 @pytest.mark.parametrize("kind", ["spout", "syphon"])
