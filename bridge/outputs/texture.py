@@ -11,14 +11,12 @@ a taken name or a machine without the graphics stack fails the start in one line
 from __future__ import annotations
 
 import logging
-import threading
 from concurrent.futures import Future, TimeoutError as OpenTimeout
 
 from ..core.errors import BridgeError
-from ..core.frame import Frame
 from ..core.output import ErrorReport, OutputError
 from ..texshare.link import Sender
-from .mailbox import Mailbox
+from .sender import MailboxSender
 
 log = logging.getLogger(__name__)
 
@@ -26,21 +24,13 @@ IDLE_S = 0.1  # while no frame comes: how often the sender answers other program
 OPEN_TIMEOUT_S = 30.0  # making a graphics context takes milliseconds; a stuck driver must not hang the start
 
 
-class TextureOutput:
+class TextureOutput(MailboxSender):
     """An output that shares each frame through ``sender`` (a Spout sender or a Syphon server)."""
 
     def __init__(self, kind: str, sender: Sender):
-        self.kind = kind  # "spout" or "syphon": its key in /v1/health
-        self.name = sender.name
-        self.sent = 0
-        self.errors = 0
-        self.error: str | None = None  # set while sends fail; a sent frame clears it
-        self.last_error: str | None = None  # stays after recovery
+        super().__init__(kind, sender.name)  # kind: "spout" or "syphon"
         self._sender = sender
-        self._report: ErrorReport = lambda message: None
-        self._mailbox = Mailbox()
         self._opened: Future[None] = Future()
-        self._thread = threading.Thread(target=self._work, name=kind, daemon=True)
 
     def start(self, report: ErrorReport = lambda message: None) -> None:
         self._report = report
@@ -57,18 +47,6 @@ class TextureOutput:
             raise OutputError(f"--{self.kind} {self.name!r} could not start: {type(exc).__name__}: {exc}") from None
         log.info("%s sender %r", self.kind.capitalize(), self.name)
 
-    def publish(self, frame: Frame) -> None:
-        self._mailbox.put(frame)
-
-    def close(self, timeout: float | None = None) -> None:
-        self._mailbox.close()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def health(self) -> dict:
-        return {"name": self.name, "sent": self.sent, "skipped": self._mailbox.skipped, "errors": self.errors,
-                "error": self.error, "last_error": self.last_error}
-
     def _work(self) -> None:
         try:
             self._sender.open()
@@ -84,18 +62,9 @@ class TextureOutput:
                 try:
                     if frame is not None:
                         self._sender.send(frame.pixels)
-                        self.sent += 1
-                        self.error = None
+                        self._delivered()
                     self._sender.idle()
                 except Exception as exc:  # a worker boundary: report once, try again with the next frame
-                    self._failed(exc)
+                    self._failed(f"{self.kind} sender {self.name!r}: {exc}")
         finally:
             self._sender.close()
-
-    def _failed(self, exc: Exception) -> None:
-        self.errors += 1
-        first = self.error is None
-        self.error = self.last_error = f"{self.kind} sender {self.name!r}: {exc}"
-        if first:  # once per failure episode: a broken sender must not flood the log
-            log.error("%s", self.error)
-            self._report(self.error)
