@@ -61,7 +61,8 @@ SCHEMA = {
 
 class ImageFeed:
     """Takes one image slot's images from every front end (decoded off the loop, ``field`` names it in
-    errors) and hands them to ``apply``; owns the slot's attached shared-memory segment."""
+    errors) and hands them to ``apply``; owns the slot's attached source: a client's shared-memory
+    segment, or another program's Spout sender or Syphon server."""
 
     def __init__(self, scheduler: Scheduler, executor: Executor, poll_s: float = POLL_SECONDS,
                  own_shm_name: str | None = None, field: str = "input", own_senders: dict[str, str] | None = None):
@@ -122,7 +123,7 @@ class ImageFeed:
         except ValidationError:
             reader.close()
             raise
-        await self.detach()
+        await self._let_go()
         self._reader = reader
         self._watcher = asyncio.create_task(self._watch(reader), name=f"{self.field}-shm")
         log.info("polling %s segment %r (%dx%d max)", self.field, name, reader.geometry.max_width,
@@ -132,25 +133,31 @@ class ImageFeed:
     async def attach_texture(self, kind: str, name: Any) -> dict:
         """Receive another program's Spout sender or Syphon server ``name`` (``kind``) as this slot's image."""
         watch = await TextureWatch.open(kind, name, self._own_senders.get(kind), self._apply, self.field)
-        await self.detach()
+        await self._let_go()
         self._texture = watch
         log.info("receiving %s from %s %r", self.field, kind, name)
         return self.health()
 
+    async def _let_go(self) -> None:
+        """Detach whatever is attached, also what another request attached while this one waited:
+        the request that gets here last keeps its source, and no other is left running."""
+        while self._texture is not None or self._reader is not None:
+            await self.detach()
+
     async def detach(self) -> None:
-        if self._texture is not None:
-            texture, self._texture = self._texture, None
+        # Taken before the first await: a detach running at the same time never closes them twice.
+        texture, watcher, reader = self._texture, self._watcher, self._reader
+        self._texture = self._watcher = self._reader = None
+        if texture is not None:
             await texture.stop()
-        if self._watcher is not None:
-            self._watcher.cancel()
+        if watcher is not None:
+            watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-            self._watcher = None
-        if self._reader is not None:
+                await watcher
+        if reader is not None:
             # A read in flight on the worker still maps the segment: let it finish first.
             await asyncio.get_running_loop().run_in_executor(self._executor, lambda: None)
-            self._reader.close()
-            self._reader = None
+            reader.close()
 
     async def _watch(self, reader: ShmReader) -> None:
         loop = asyncio.get_running_loop()

@@ -8,6 +8,7 @@ spout_standin.py``, ``syphon_standin.py``: Spout's per-thread OpenGL context, Sy
 that answers discovery). Neither library runs on Linux; without a stand-in the request is 409.
 """
 
+import asyncio
 import queue
 import threading
 from dataclasses import replace
@@ -288,3 +289,18 @@ async def test_without_the_library_the_source_is_409_naming_the_platform(config,
     assert status == 409 and body["error"]["field"] == kind, body
     assert body["error"]["message"].startswith(f'{{"{kind}": ') and f"needs {platform}, and this is Linux" in \
         body["error"]["message"] and f"pip install 'turbo-bridge[{kind}]'" in body["error"]["message"], body
+
+
+async def test_sources_attached_at_once_leave_one_receiver_running(api, programs, worlds):
+    session, daemon, _ = api
+    for name in ("a", "b", "c"):
+        programs("spout", name).send(rows_pattern(8, 8, ord(name)))
+    assert (await put(session, {"spout": "a"}))[0] == 200
+    answers = await asyncio.gather(put(session, {"spout": "b"}), put(session, {"spout": "c"}))
+    assert [status for status, _ in answers] == [200, 200]
+    attached = daemon.app[INPUTS].health()["texture"]["name"]
+    assert attached in ("b", "c")
+    sched = daemon.scheduler
+    await settle(lambda: sched.input is not None and sched.input.digest == digest(rows_pattern(8, 8, ord(attached))), 10)
+    # OpenGL contexts: three programs, the daemon's sender, and one receiver: the others let go.
+    assert len(worlds["spout"].contexts) == 5
