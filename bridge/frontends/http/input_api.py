@@ -135,6 +135,7 @@ class ImageFeed:
         watch = await TextureWatch.open(kind, name, self._own_senders.get(kind), self._apply, self.field)
         await self._let_go()
         self._texture = watch
+        watch.activate()
         log.info("receiving %s from %s %r", self.field, kind, name)
         return self.health()
 

@@ -4,7 +4,9 @@
 A ``TextureWatch`` receives on a thread of its own, where the receiver's graphics context lives
 (``bridge.texshare``), checks each new frame against the upload limits and hashes it there, and
 hands it to the event loop through a one-image slot: a frame the loop has not taken yet is
-replaced by the next (counted as skipped), so a fast sender never queues work on the loop.
+replaced by the next (counted as skipped), so a fast sender never queues work on the loop. Frames
+are handed over only once the watch is ``activate``d, when it has become its slot's source: one
+that lost a race with another request's source never shows a frame.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class TextureWatch:
         self._opened: Future[None] = Future()
         self._slot: InputImage | None = None
         self._slot_lock = threading.Lock()
+        self._active = False  # frames wait in the slot until the watch is its image slot's source
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._work, name=f"{field}-{kind}", daemon=True)
 
@@ -76,6 +79,14 @@ class TextureWatch:
         except BaseException:  # Unavailable, or the request cancelled: the thread must not keep receiving
             self._stopping.set()
             raise
+
+    def activate(self) -> None:
+        """On the event loop, once this watch is its slot's source: from now on frames reach ``deliver``."""
+        with self._slot_lock:
+            self._active = True
+            waiting = self._slot is not None
+        if waiting:
+            self._take()
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -132,9 +143,12 @@ class TextureWatch:
             self.error = None
         with self._slot_lock:
             waiting, self._slot = self._slot is not None, image
+            active = self._active
         if waiting:
             self.skipped += 1
             return
+        if not active:
+            return  # kept in the slot for activate()
         try:
             self._loop.call_soon_threadsafe(self._take)
         except RuntimeError:  # the loop closed: the daemon is stopping
