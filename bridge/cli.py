@@ -16,6 +16,7 @@ from .core.errors import BridgeError, ConfigError, ValidationError
 from .core.params import Limits, Params, parse_changes
 from .core.access import Access, HttpLimits
 from .frontends.security import OncePerSender, scrub
+from .texshare.link import name_error
 
 log = logging.getLogger("bridge")
 
@@ -93,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--keep-frames", action="store_true", help="with --output-dir: also frame-NNNNNN.png")
     serve.add_argument("--ndi", default=None, metavar="NAME", help="send every frame as an NDI source of this name "
                        "(needs cyndilib)")
+    serve.add_argument("--spout", default=None, metavar="NAME",
+                       help="Windows: share every frame as the Spout sender NAME, channel C's as NAME.C (needs "
+                            "turbo-bridge[spout])")
+    serve.add_argument("--syphon", default=None, metavar="NAME",
+                       help="macOS: share every frame as the Syphon server NAME, channel C's as NAME.C (needs "
+                            "turbo-bridge[syphon])")
     serve.add_argument("--cache-dir", type=Path, default=None,
                        help="demo model, demo LoRAs and compile caches (default $TURBO_BRIDGE_CACHE, else "
                             "$XDG_CACHE_HOME/turbo-bridge, else ~/.cache/turbo-bridge)")
@@ -183,7 +190,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config(model=args.model, scheduler=args.scheduler, vae=args.vae, compile=args.compile, device=args.device, dtype=args.dtype, host=args.host,
                   http_port=args.http_port, osc_port=args.osc_port, max_size=args.max_size,
                   shm_name=args.shm_name or None, output_dir=args.output_dir, keep_frames=args.keep_frames,
-                  ndi=args.ndi or None,
+                  ndi=args.ndi or None, spout=_sender_name("spout", args.spout), syphon=_sender_name("syphon", args.syphon),
                   cache_dir=args.cache_dir or default_cache_dir(), initial=Params().merged(changes),
                   lora_dir=args.lora_dir,
                   access=Access.from_options(args.token or os.environ.get("TURBO_BRIDGE_TOKEN") or None,
@@ -194,6 +201,14 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   http=HttpLimits(max_connections=args.max_connections,
                                   max_per_address=args.max_connections_per_address),
                   max_channels=args.max_channels)
+
+
+def _sender_name(kind: str, name: str | None) -> str | None:
+    if not name:
+        return None
+    if (problem := name_error(kind, name)) is not None:
+        raise ConfigError(f"--{kind}: {problem}")
+    return name
 
 
 def _controlnets(texts: list[str]) -> tuple[ControlNetSpec, ...]:

@@ -62,6 +62,8 @@ class Config:
     output_dir: Path | None = None
     keep_frames: bool = False
     ndi: str | None = None  # an NDI source of this name sends every frame
+    spout: str | None = None  # a Spout sender of this name shares every frame (Windows), NAME.CHANNEL per channel
+    syphon: str | None = None  # a Syphon server of this name shares every frame (macOS), NAME.CHANNEL per channel
     cache_dir: Path = field(default_factory=default_cache_dir)
     initial: Params = Params()
     lora_dir: Path | None = None  # None: loras/ in the cache dir

@@ -15,10 +15,11 @@ BRIDGE = Path(__file__).resolve().parents[1] / "bridge"
 ALLOWED = {
     "core": set(),
     "client": set(),
-    "outputs": {"core", "client"},
+    "texshare": {"core"},
+    "outputs": {"core", "client", "texshare"},
     "engine": {"core", "client"},
     "frontends": {"core", "client", "engine", "outputs", "frontends"},
-    "frontends.http": {"core", "client", "engine", "outputs", "frontends.security"},
+    "frontends.http": {"core", "client", "engine", "outputs", "texshare", "frontends.security"},
     "frontends.osc": {"core", "client", "engine", "frontends.security"},
     "pipeline": {"core"},
     "pipeline.speed": {"core"},
@@ -27,9 +28,9 @@ ALLOWED = {
     "pipeline.steering": {"core", "pipeline.families", "pipeline.speed", "pipeline.loading"},
     "pipeline.render": {"core", "pipeline"},
     "bench": {"core", "client", "outputs", "pipeline"},
-    "app": {"core", "client", "engine", "outputs", "frontends", "pipeline", "config"},
+    "app": {"core", "client", "engine", "outputs", "texshare", "frontends", "pipeline", "config"},
     "config": {"core"},
-    "cli": {"core", "config", "app", "bench", "frontends.security", "pipeline"},
+    "cli": {"core", "config", "app", "bench", "frontends.security", "pipeline", "texshare"},
 }
 
 

@@ -2,7 +2,7 @@
 
 - ``renderers``: one warm renderer per device (``load_renderer``, ``resolve_devices``).
 - ``engine``: render threads and queues, the channel registry with channel main first.
-- ``outputs``: which outputs each channel gets (shared memory, PNG files, recording, NDI).
+- ``outputs``: which outputs each channel gets (shared memory, PNG files, recording, NDI, Spout, Syphon).
 - ``frontends``: the HTTP app's guards and routes, the OSC server, each channel's front-end services.
 - ``daemon``: the app with its parts in start order and its health (``create_app``), the bound
   sockets (``Daemon``) and the run until a stop signal (``serve``).

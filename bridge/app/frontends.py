@@ -103,14 +103,17 @@ def live_input(config: Config) -> CleanupContext:
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         decoder = ThreadPoolExecutor(1, thread_name_prefix="input")
+        # The daemon's own Spout sender and Syphon server are refused as inputs, like its segments.
+        own = {kind: name for kind, name in (("spout", config.spout), ("syphon", config.syphon)) if name}
 
         def start(channel: Channel) -> None:
             channel.services[input_api.INPUTS] = input_api.InputService(
-                channel.scheduler, decoder, own_shm_name=config.shm_name)
+                channel.scheduler, decoder, own_shm_name=config.shm_name, own_senders=own)
             channel.services[control_api.CONTROLS] = control_api.ControlService(
-                channel.scheduler, decoder, own_shm_name=config.shm_name)
+                channel.scheduler, decoder, own_shm_name=config.shm_name, own_senders=own)
             channel.services[style_api.STYLES] = style_api.StyleFeed(
-                channel.scheduler, decoder, own_shm_name=config.shm_name, enabled=config.ip_adapter is not None)
+                channel.scheduler, decoder, own_shm_name=config.shm_name, enabled=config.ip_adapter is not None,
+                own_senders=own)
 
         async def stop(channel: Channel) -> None:
             await channel.services[style_api.STYLES].detach()

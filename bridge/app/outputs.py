@@ -3,7 +3,8 @@
 Every builder in ``BUILDERS`` makes one output for a channel, or None where that channel has
 none: shared memory for every channel (``{shm-name}``, ``{shm-name}.NAME``), PNG files for every
 channel (``--output-dir``, and its folder ``NAME`` for channel NAME), a recording and NDI for
-channel ``main`` only (as the design notes fix them). The engine gets ``factory(config, parts)``
+channel ``main`` only (as the design notes fix them), Spout and Syphon for every channel
+(``--spout NAME``: sender ``NAME`` for main, ``NAME.CHANNEL`` for the others; ``--syphon`` alike). The engine gets ``factory(config, parts)``
 and knows outputs only by their contract, ``bridge.core.output.Output``.
 
 To add an output: a module in ``bridge/outputs/`` whose class implements that contract, its
@@ -23,6 +24,8 @@ from ..outputs.ndi import NdiSender
 from ..outputs.png import PngCache, PngFiles
 from ..outputs.record import Recorder
 from ..outputs.shm import DAEMON_REMEDY, ShmWriter
+from ..outputs.texture import TextureOutput
+from ..texshare import link
 
 CHANNEL_REMEDY = "choose another channel name"
 
@@ -62,8 +65,18 @@ def ndi(config: Config, channel: str, parts: OutputParts) -> Output | None:
     return NdiSender(config.ndi) if config.ndi and channel == MAIN else None
 
 
+def spout(config: Config, channel: str, parts: OutputParts) -> Output | None:
+    # Senders are named per channel as segments are: NAME for main, NAME.CHANNEL for the others.
+    return TextureOutput("spout", link.sender("spout", segment_name(config.spout, channel))) if config.spout else None
+
+
+def syphon(config: Config, channel: str, parts: OutputParts) -> Output | None:
+    return TextureOutput("syphon", link.sender("syphon", segment_name(config.syphon, channel))) if config.syphon \
+        else None
+
+
 # In the order each frame reaches them: shared memory first (the fastest readers).
-BUILDERS: tuple[Builder, ...] = (shared_memory, png_files, recording, ndi)
+BUILDERS: tuple[Builder, ...] = (shared_memory, png_files, recording, ndi, spout, syphon)
 
 
 def factory(config: Config, parts: OutputParts) -> OutputFactory:

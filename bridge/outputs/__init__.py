@@ -1,5 +1,5 @@
 """Where frames go: shared memory (on the render thread), PNG files and the PNG cache (encoded off
-the render path), recordings (MP4) and NDI.
+the render path), recordings (MP4), NDI, and Spout and Syphon (``texture``).
 
-May import ``core`` and ``client`` (the shared-memory layout) only.
+May import ``core``, ``client`` (the shared-memory layout) and ``texshare`` (Spout and Syphon) only.
 """

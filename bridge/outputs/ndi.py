@@ -10,12 +10,10 @@ again when a receiver connects after it (NDI does not keep it for late receivers
 from __future__ import annotations
 
 import logging
-import threading
 from fractions import Fraction
 
-from ..core.frame import Frame
 from ..core.output import ErrorReport, OutputError
-from .mailbox import Mailbox
+from .sender import MailboxSender
 
 log = logging.getLogger(__name__)
 
@@ -34,21 +32,12 @@ def load_cyndilib():
     return Sender, VideoSendFrame, FourCC
 
 
-class NdiSender:
+class NdiSender(MailboxSender):
     """An output that sends each frame as the NDI source ``name``; ``start``/``close`` around use."""
 
-    kind = "ndi"
-
     def __init__(self, name: str):
-        self.name = name
-        self.sent = 0
+        super().__init__("ndi", name)
         self.resent = 0  # the last frame again, for a receiver that connected after it
-        self.errors = 0
-        self.error: str | None = None  # set while sends fail; a sent frame clears it
-        self.last_error: str | None = None  # stays after recovery
-        self._report: ErrorReport = lambda message: None
-        self._mailbox = Mailbox()
-        self._thread = threading.Thread(target=self._work, name="ndi", daemon=True)
         self._classes = None
 
     def start(self, report: ErrorReport = lambda message: None) -> None:
@@ -57,17 +46,8 @@ class NdiSender:
         self._thread.start()
         log.info("NDI source %r", self.name)
 
-    def publish(self, frame: Frame) -> None:
-        self._mailbox.put(frame)
-
-    def close(self, timeout: float | None = None) -> None:
-        self._mailbox.close()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
     def health(self) -> dict:
-        return {"name": self.name, "sent": self.sent, "skipped": self._mailbox.skipped, "resent": self.resent,
-                "errors": self.errors, "error": self.error, "last_error": self.last_error}
+        return {**super().health(), "resent": self.resent}
 
     def _work(self) -> None:
         Sender, VideoSendFrame, FourCC = self._classes
@@ -99,15 +79,9 @@ class NdiSender:
                         size, connections = (frame.width, frame.height), 0
                     sender.write_video(frame.pixels.reshape(-1))
                     last = frame
-                    self.sent += 1
-                    self.error = None
+                    self._delivered()
                 except Exception as exc:  # a worker boundary: report, try again with the next frame
-                    self.errors += 1
-                    first = self.error is None
-                    self.error = self.last_error = f"NDI source {self.name!r}: {type(exc).__name__}: {exc}"
-                    if first:  # once per failure episode: a broken sender must not flood the log
-                        log.error("NDI send failed: %s", self.error)
-                        self._report(self.error)
+                    self._failed(f"NDI source {self.name!r}: {type(exc).__name__}: {exc}")
                     if sender is not None:
                         sender.close()
                     sender, size, last = None, None, None

@@ -9,7 +9,7 @@ import pytest
 
 from bridge.client import ShmReader, layout, osc_message
 from conftest import unique_shm_name
-from daemon_process import segment_exists, start_daemon, unlink_segment, wait_ready
+from daemon_process import refused_in_one_line, segment_exists, start_daemon, unlink_segment, wait_ready
 
 
 def frame_with_seed(name, osc_port, seed):
@@ -31,12 +31,6 @@ def stop(proc):
     return err
 
 
-def refused_in_one_line(proc):
-    _, err = proc.communicate(timeout=60)
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert proc.returncode == 2, err
-    assert len(lines) == 1 and "ERROR" in lines[0] and "Traceback" not in err, err
-    return lines[0]
 
 
 def test_a_second_daemon_with_the_same_name_is_refused_and_the_first_keeps_serving(tmp_path):

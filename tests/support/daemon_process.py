@@ -35,6 +35,15 @@ def wait_ready(proc, timeout=60):
     raise AssertionError("daemon not ready:\n" + "".join(lines))
 
 
+def refused_in_one_line(proc):
+    """A daemon that stopped at start with exit 2 and one ERROR line (returned), no traceback."""
+    _, err = proc.communicate(timeout=60)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 2, err
+    assert len(lines) == 1 and "ERROR" in lines[0] and "Traceback" not in err, err
+    return lines[0]
+
+
 def segment_exists(name):
     try:
         layout.attach_untracked(name).close()

@@ -18,3 +18,31 @@ class NoiseRenderer(NullRenderer):
 
 def noise_factory(config):
     return NoiseRenderer(), {"model": "noise", "device": "cpu", "dtype": "none"}
+
+
+def rows_pattern(height: int, width: int, seed: int) -> np.ndarray:
+    """(row, seed, column, 255) at every pixel (mod 256): a frame that shows its orientation, its
+    byte order and what made it."""
+    pixels = np.empty((height, width, 4), np.uint8)
+    pixels[..., 0] = (np.arange(height) % 256)[:, None]
+    pixels[..., 1] = seed & 0xFF
+    pixels[..., 2] = (np.arange(width) % 256)[None, :]
+    pixels[..., 3] = 255
+    return pixels
+
+
+class RowsRenderer:
+    """Frames of ``rows_pattern``; keeps every scene it rendered (the input, control and style images it got)."""
+
+    def __init__(self):
+        self.scenes = []
+
+    def render(self, params, scene=None):
+        self.scenes.append(scene)
+        return Rendered(rows_pattern(params.height, params.width, params.seed))
+
+    def prompt_warnings(self, prompt):
+        return []
+
+    def factory(self, config):
+        return self, {"model": "rows", "device": "cpu", "dtype": "none"}

@@ -2,5 +2,6 @@
 uploads (input, control, style), channels and recording routes, the OpenAPI document, and the
 connection limits that keep slow clients from locking others out.
 
-May import ``core``, ``client``, ``engine``, ``outputs`` and ``frontends.security``.
+May import ``core``, ``client``, ``engine``, ``outputs``, ``texshare`` (Spout and Syphon inputs) and
+``frontends.security``.
 """

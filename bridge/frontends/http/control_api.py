@@ -21,12 +21,13 @@ from .rest import add_channel_route, error_response, scheduler_of, service_of
 SCHEMA = {
     "control": {
         "PUT /v1/control/NAME": "the control image of ControlNet or T2I-Adapter NAME (--controlnet NAME=SOURCE): like PUT /v1/input "
-                                "(image/png, image/jpeg, raw RGBA with X-Width/X-Height, or {\"shm\": NAME} to poll "
-                                "a client's segment); scaled to the frame, preprocessed per controls.NAME.preprocess. "
+                                "(image/png, image/jpeg, raw RGBA with X-Width/X-Height, {\"shm\": NAME} to poll "
+                                "a client's segment, {\"spout\": SENDER} or {\"syphon\": SERVER} to receive another "
+                                "program's frames); scaled to the frame, preprocessed per controls.NAME.preprocess. "
                                 "404 for an unknown NAME",
         "GET /v1/control/NAME": "its state: present, active (an image and a scale above 0), digest, size, source",
         "GET /v1/control": "every loaded ControlNet's and T2I-Adapter's state",
-        "DELETE /v1/control/NAME": "drop its image (and detach its segment)",
+        "DELETE /v1/control/NAME": "drop its image (and detach its segment or sender)",
         "channels": "per channel too: /v1/channels/CHANNEL/control/NAME; a WebSocket's TBC1 message sets its own channel's",
         "websocket": "a binary TBC1 message: the input message's header with magic TBC1 and header size 52, the "
                      "ControlNet's name NUL-padded to 32 bytes, then the image; reply type control",
@@ -38,8 +39,8 @@ class ControlFeed(ImageFeed):
     """The control image of one ControlNet."""
 
     def __init__(self, name: str, scheduler: Scheduler, executor: Executor, poll_s: float = POLL_SECONDS,
-                 own_shm_name: str | None = None):
-        super().__init__(scheduler, executor, poll_s, own_shm_name, field="control")
+                 own_shm_name: str | None = None, own_senders: dict[str, str] | None = None):
+        super().__init__(scheduler, executor, poll_s, own_shm_name, field="control", own_senders=own_senders)
         self.name = name
 
     def _apply(self, image: InputImage) -> dict:
@@ -56,16 +57,16 @@ class ControlFeed(ImageFeed):
                 "scale": settings.scale if settings else 0.0,
                 "digest": image.digest if image else None, "width": image.width if image else None,
                 "height": image.height if image else None, "source": image.source if image else None,
-                **self.shm_health()}
+                **self.source_health()}
 
 
 class ControlService:
     """One ``ControlFeed`` per loaded ControlNet name."""
 
     def __init__(self, scheduler: Scheduler, executor: Executor, poll_s: float = POLL_SECONDS,
-                 own_shm_name: str | None = None):
+                 own_shm_name: str | None = None, own_senders: dict[str, str] | None = None):
         self._scheduler = scheduler
-        self.feeds = {name: ControlFeed(name, scheduler, executor, poll_s, own_shm_name)
+        self.feeds = {name: ControlFeed(name, scheduler, executor, poll_s, own_shm_name, own_senders)
                       for name in scheduler.limits.controls}
 
     async def ws_message(self, message: bytes) -> dict:

@@ -6,7 +6,10 @@ Images are decoded and hashed on a worker thread, never on the event loop. An im
 content of the current input changes nothing (no version, no frame, no VAE encoding). A client's
 segment (layout v1, created and written by the client, e.g. ``bridge.client.ShmInputWriter``) is
 attached with ``PUT /v1/input`` ``{"shm": NAME}`` and polled: its seq word is read every
-``poll_s`` seconds on the event loop (one 8-byte load) and a new frame is copied off it.
+``poll_s`` seconds on the event loop (one 8-byte load) and a new frame is copied off it. Another
+program's Spout sender or Syphon server is attached with ``{"spout": NAME}`` / ``{"syphon": NAME}``
+and received on a thread of its own (``texture_input.TextureWatch``). One source at a time: a new
+one replaces the last.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from typing import Any
 from aiohttp import web
 
 from . import inputs
+from .texture_input import TextureWatch
 from .connections import HTTP_LIMITS, LARGE_BODIES, LARGE_BODY_BYTES, read_body
 from ...client import ShmReader, layout
 from ...core.errors import ValidationError
 from .rest import add_channel_route, error_response, read_json, scheduler_of, service_of
 from ...core.scene import InputImage
 from ...engine.scheduler import Scheduler
+from ...texshare.link import KINDS, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +47,12 @@ SCHEMA = {
         "PUT /v1/input": "the input image for image-to-image: image/png, image/jpeg, or application/octet-stream "
                          "(raw RGBA8, rows top-first, with X-Width and X-Height headers), at most "
                          f"{inputs.MAX_INPUT_SIDE} px a side; or application/json {{\"shm\": NAME}} to poll a "
-                         "client's input segment (layout v1). Answers digest, width, height, changed, active, version",
-        "GET /v1/input": "the input's state: present, active, digest, size, source, counters, attached segment",
-        "DELETE /v1/input": "drop the input (and detach the segment): back to text-to-image",
+                         "client's input segment (layout v1), {\"spout\": SENDER} (Windows) or {\"syphon\": SERVER} "
+                         "(macOS) to receive another program's frames. Answers digest, width, height, changed, "
+                         "active, version",
+        "GET /v1/input": "the input's state: present, active, digest, size, source, counters, attached segment "
+                         "or texture sender",
+        "DELETE /v1/input": "drop the input (and detach the segment or sender): back to text-to-image",
         "websocket": "a binary message is an input image: header <4sHBBIII magic TBI1, header size 20, format "
                      "(0 rgba, 1 png, 2 jpeg), reserved, width, height (rgba only), payload bytes; reply type input",
     },
@@ -53,17 +61,20 @@ SCHEMA = {
 
 class ImageFeed:
     """Takes one image slot's images from every front end (decoded off the loop, ``field`` names it in
-    errors) and hands them to ``apply``; owns the slot's attached shared-memory segment."""
+    errors) and hands them to ``apply``; owns the slot's attached source: a client's shared-memory
+    segment, or another program's Spout sender or Syphon server."""
 
     def __init__(self, scheduler: Scheduler, executor: Executor, poll_s: float = POLL_SECONDS,
-                 own_shm_name: str | None = None, field: str = "input"):
+                 own_shm_name: str | None = None, field: str = "input", own_senders: dict[str, str] | None = None):
         self._scheduler = scheduler
         self._executor = executor
         self._poll_s = poll_s
         self._own_shm_name = own_shm_name  # the daemon's output segment (and its channels' NAME.*)
+        self._own_senders = own_senders or {}  # kind -> --spout / --syphon name (and its channels' NAME.*)
         self.field = field
         self._reader: ShmReader | None = None
         self._watcher: asyncio.Task | None = None
+        self._texture: TextureWatch | None = None
         self.shm_reads = 0
         self.shm_errors = 0
         self.shm_error: str | None = None  # set while the segment gives no good frame; None once it does
@@ -112,24 +123,42 @@ class ImageFeed:
         except ValidationError:
             reader.close()
             raise
-        await self.detach()
+        await self._let_go()
         self._reader = reader
         self._watcher = asyncio.create_task(self._watch(reader), name=f"{self.field}-shm")
         log.info("polling %s segment %r (%dx%d max)", self.field, name, reader.geometry.max_width,
                  reader.geometry.max_height)
         return self.health()
 
+    async def attach_texture(self, kind: str, name: Any) -> dict:
+        """Receive another program's Spout sender or Syphon server ``name`` (``kind``) as this slot's image."""
+        watch = await TextureWatch.open(kind, name, self._own_senders.get(kind), self._apply, self.field)
+        await self._let_go()
+        self._texture = watch
+        watch.activate()
+        log.info("receiving %s from %s %r", self.field, kind, name)
+        return self.health()
+
+    async def _let_go(self) -> None:
+        """Detach whatever is attached, also what another request attached while this one waited:
+        the request that gets here last keeps its source, and no other is left running."""
+        while self._texture is not None or self._reader is not None:
+            await self.detach()
+
     async def detach(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
+        # Taken before the first await: a detach running at the same time never closes them twice.
+        texture, watcher, reader = self._texture, self._watcher, self._reader
+        self._texture = self._watcher = self._reader = None
+        if texture is not None:
+            await texture.stop()
+        if watcher is not None:
+            watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-            self._watcher = None
-        if self._reader is not None:
+                await watcher
+        if reader is not None:
             # A read in flight on the worker still maps the segment: let it finish first.
             await asyncio.get_running_loop().run_in_executor(self._executor, lambda: None)
-            self._reader.close()
-            self._reader = None
+            reader.close()
 
     async def _watch(self, reader: ShmReader) -> None:
         loop = asyncio.get_running_loop()
@@ -156,9 +185,11 @@ class ImageFeed:
                 self.shm_reads += 1
                 self._apply(image)
 
-    def shm_health(self) -> dict:
+    def source_health(self) -> dict:
+        """The attached segment's counters, and the attached Spout sender or Syphon server (or None)."""
         return {"shm": self._reader.name if self._reader else None, "shm_reads": self.shm_reads,
-                "shm_errors": self.shm_errors, "shm_error": self.shm_error}
+                "shm_errors": self.shm_errors, "shm_error": self.shm_error,
+                "texture": self._texture.health() if self._texture else None}
 
     def health(self) -> dict:
         raise NotImplementedError
@@ -178,7 +209,7 @@ class InputService(ImageFeed):
         return {"present": image is not None, "active": sched.input_active,
                 "digest": image.digest if image else None, "width": image.width if image else None,
                 "height": image.height if image else None, "source": image.source if image else None,
-                "accepted": sched.stats.inputs, "unchanged": sched.stats.inputs_unchanged, **self.shm_health()}
+                "accepted": sched.stats.inputs, "unchanged": sched.stats.inputs_unchanged, **self.source_health()}
 
 
 def _check_segment(reader: ShmReader) -> None:
@@ -246,16 +277,24 @@ async def put_input(request: web.Request) -> web.Response:
 
 
 async def put_image(request: web.Request, service: ImageFeed) -> web.Response:
-    """A PUT of an image slot: an image body, or JSON ``{"shm": NAME}`` to poll a client's segment."""
+    """A PUT of an image slot: an image body, or JSON naming a source: ``{"shm": NAME}`` (a client's
+    segment), ``{"spout": NAME}`` or ``{"syphon": NAME}`` (another program's sender)."""
     field = service.field
     if request.content_type == "application/json":
         value = await read_json(request)
         if isinstance(value, web.Response):
             return value
-        if not isinstance(value, dict) or set(value) != {"shm"}:
-            return error_response(400, None, f'a JSON {field} request is {{"shm": NAME}}: poll that shared-memory '
-                                             'segment')
-        return web.json_response(await service.attach(value["shm"]))
+        if not isinstance(value, dict) or len(value) != 1 or not set(value) <= {"shm", *KINDS}:
+            return error_response(400, None, f'a JSON {field} request names one source: {{"shm": NAME}} (poll that '
+                                             'shared-memory segment), {"spout": NAME} or {"syphon": NAME} '
+                                             "(receive that program's sender)")
+        (kind, name), = value.items()
+        if kind == "shm":
+            return web.json_response(await service.attach(name))
+        try:
+            return web.json_response(await service.attach_texture(kind, name))
+        except Unavailable as exc:  # this daemon's machine cannot: not the request's fault
+            return error_response(409, kind, str(exc))
     kind = inputs.CONTENT_TYPES.get(request.content_type)
     if kind is None:
         return error_response(415, field, f"Content-Type must be one of {', '.join(inputs.CONTENT_TYPES)} "

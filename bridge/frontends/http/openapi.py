@@ -131,14 +131,19 @@ def _image_put(what: str, answer: str, more: dict | None = None) -> dict:
     binary = {"schema": {"type": "string", "format": "binary"}}
     return {
         "summary": f"{what}: PNG, JPEG, raw RGBA (X-Width/X-Height headers), or JSON {{\"shm\": NAME}} to poll "
-                   "a client's segment",
+                   "a client's segment, {\"spout\": SENDER} / {\"syphon\": SERVER} to receive another program's "
+                   "frames",
         "requestBody": {"required": True, "content": {
             "image/png": binary, "image/jpeg": binary, "application/octet-stream": binary,
-            "application/json": {"schema": {"type": "object", "required": ["shm"],
-                                            "properties": {"shm": {"type": "string"}}}}}},
+            "application/json": {"schema": {"oneOf": [
+                {"type": "object", "required": [key], "additionalProperties": False,
+                 "properties": {key: {"type": "string"}}} for key in ("shm", "spout", "syphon")]}}}},
         "responses": {"200": {"description": answer, "content": {"application/json": {"schema": {"type": "object"}}}},
-                      "400": _error("not an image, a bad size, or a bad segment name"),
+                      "400": _error("not an image, a bad size, or a bad segment or sender name (no such "
+                                    "sender: the message lists the ones there are)"),
                       "408": _error("the body stalled (no data for 10 s); the connection is closed"),
+                      "409": _error("Spout or Syphon cannot run on the daemon's machine (the message names the "
+                                    "platform and the extra to install)"),
                       "413": _error("too large"),
                       "415": _error("an unsupported Content-Type"),
                       "503": _error("too many large uploads at once (over 1 MiB or of unknown "
@@ -152,7 +157,8 @@ def _style_route() -> dict:
     return {
         "put": _image_put("the style image (IP-Adapter; steers while style_scale > 0)",
                           "the style image as the daemon holds it",
-                          {"409": _error("no IP-Adapter: start the daemon with --ip-adapter SOURCE")}),
+                          {"409": _error("no IP-Adapter: start the daemon with --ip-adapter SOURCE; or Spout or "
+                                         "Syphon cannot run on the daemon's machine")}),
         "get": {"summary": "the style image's state (enabled, present, active, digest, size, source, scale)",
                 "responses": {"200": {"description": "state", "content": json_object}}},
         "delete": {"summary": "drop the style image", "responses": {

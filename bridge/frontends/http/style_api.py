@@ -21,11 +21,12 @@ from .rest import add_channel_route, error_response, scheduler_of, service_of
 SCHEMA = {
     "style": {
         "PUT /v1/style": "the style image of the IP-Adapter (--ip-adapter SOURCE): like PUT /v1/input (image/png, "
-                         "image/jpeg, raw RGBA with X-Width/X-Height, or {\"shm\": NAME} to poll a client's segment); "
+                         "image/jpeg, raw RGBA with X-Width/X-Height, {\"shm\": NAME} to poll a client's segment, "
+                         "{\"spout\": SENDER} or {\"syphon\": SERVER} to receive another program's frames); "
                          "steers the frames while style_scale > 0. Encoded once per content. 409 without --ip-adapter",
         "GET /v1/style": "its state: enabled (an IP-Adapter is loaded), present, active (an image and style_scale > 0), "
                          "digest, size, source, scale",
-        "DELETE /v1/style": "drop the style image (and detach its segment)",
+        "DELETE /v1/style": "drop the style image (and detach its segment or sender)",
         "channels": "per channel too: /v1/channels/CHANNEL/style; a WebSocket's TBS1 message sets its own channel's",
         "websocket": "a binary TBS1 message: the input message's 20-byte header with magic TBS1, then the image; "
                      "reply type style",
@@ -37,8 +38,8 @@ class StyleFeed(ImageFeed):
     """The style image of one channel."""
 
     def __init__(self, scheduler: Scheduler, executor: Executor, poll_s: float = POLL_SECONDS,
-                 own_shm_name: str | None = None, enabled: bool = True):
-        super().__init__(scheduler, executor, poll_s, own_shm_name, field="style")
+                 own_shm_name: str | None = None, enabled: bool = True, own_senders: dict[str, str] | None = None):
+        super().__init__(scheduler, executor, poll_s, own_shm_name, field="style", own_senders=own_senders)
         self.enabled = enabled
 
     def _apply(self, image: InputImage) -> dict:
@@ -59,7 +60,7 @@ class StyleFeed(ImageFeed):
                 "scale": sched.params.style_scale, "digest": image.digest if image else None,
                 "width": image.width if image else None, "height": image.height if image else None,
                 "source": image.source if image else None, "accepted": sched.stats.styles,
-                "unchanged": sched.stats.styles_unchanged, **self.shm_health()}
+                "unchanged": sched.stats.styles_unchanged, **self.source_health()}
 
 
 STYLES = web.AppKey("styles", StyleFeed)

@@ -1,0 +1,7 @@
+"""Texture sharing with other programs on the same machine: Spout (Windows, the ``SpoutGL``
+binding) and Syphon (macOS, ``syphon-python``), each a sender of the daemon's frames and a
+receiver of another program's. ``link`` is the contract both follow; ``spout`` and ``syphon``
+are the only importers of those libraries, which are optional extras imported on first use.
+
+May import ``core`` only.
+"""
