@@ -31,18 +31,16 @@ def rows_pattern(height: int, width: int, seed: int) -> np.ndarray:
     return pixels
 
 
-class RowsRenderer:
+class RowsRenderer(NullRenderer):
     """Frames of ``rows_pattern``; keeps every scene it rendered (the input, control and style images it got)."""
 
     def __init__(self):
+        super().__init__()
         self.scenes = []
 
     def render(self, params, scene=None):
         self.scenes.append(scene)
         return Rendered(rows_pattern(params.height, params.width, params.seed))
-
-    def prompt_warnings(self, prompt):
-        return []
 
     def factory(self, config):
         return self, {"model": "rows", "device": "cpu", "dtype": "none"}
