@@ -13,6 +13,8 @@ channel is still being made or torn down waits for that to finish, then is looke
 Placement: a new channel goes to the device with the least load (each channel weighs its
 frame's pixels x UNet runs); channels stay where they are unless moving one makes the most
 loaded device strictly lighter without overloading another (checked when channels come and go).
+A device can be lost (a cluster's worker): ``withdraw`` moves its channels, whole, to the others
+and renders their current state again there; ``restore`` takes it back and rebalances.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ class ChannelConflictError(BridgeError):
 
 class ChannelLimitError(ChannelConflictError):
     """More channels than ``--max-channels`` (answered 409)."""
+
+
+class NoDeviceError(ChannelConflictError):
+    """Every device is lost (answered 409 to a request that would create a channel)."""
 
 
 class UnknownChannelError(BridgeError):
@@ -92,7 +98,8 @@ class ChannelRegistry:
                  outputs: OutputFactory = lambda name: (), max_channels: int = DEFAULT_MAX_CHANNELS):
         if not queues:
             raise ValueError("at least one render queue")
-        self.queues = list(queues)
+        self.queues = list(queues)  # the devices channels may be placed on
+        self.withdrawn: list[RenderQueue] = []  # lost devices (see withdraw)
         self.max_channels = max_channels
         self._initial, self._limits, self._outputs = initial, limits, outputs
         self._channels: dict[str, Channel] = {}
@@ -194,7 +201,7 @@ class ChannelRegistry:
                 await outputs.start()
             except OutputError as exc:
                 raise ChannelConflictError(f"channel {name!r} cannot be created: {exc}") from None
-        queue = self.placement() if queue is None else queue
+        queue = self.placement() if queue is None or queue not in self.queues else queue  # withdrawn meanwhile
         made: list[Hook] = []
         try:
             sched = Scheduler(queue.renderer, queue, initial=self._initial, limits=self._limits,
@@ -258,16 +265,55 @@ class ChannelRegistry:
     def loads(self) -> dict[RenderQueue, int]:
         out = {queue: 0 for queue in self.queues}
         for channel in self:
-            out[channel.queue] += load_of(channel.scheduler.params)
+            if channel.queue in out:  # not a channel still on a lost device
+                out[channel.queue] += load_of(channel.scheduler.params)
         return out
 
     def placement(self) -> RenderQueue:
         """The device a new channel goes to: the least loaded (then the fewest channels, then the first)."""
+        if not self.queues:
+            raise NoDeviceError(f"no device to render on: {', '.join(q.name for q in self.withdrawn)} lost; "
+                                f"try again when one is back (GET /v1/health lists them)")
         loads = self.loads()
         counts = {queue: 0 for queue in self.queues}
         for channel in self:
-            counts[channel.queue] += 1
+            if channel.queue in counts:
+                counts[channel.queue] += 1
         return min(self.queues, key=lambda q: (loads[q], counts[q], self.queues.index(q)))
+
+    async def withdraw(self, queue: RenderQueue, error: BaseException) -> list[str]:
+        """``queue``'s device is lost: place nothing there, fail its frames queued or in flight with
+        ``error``, and move its channels to the least loaded devices left, each rendering its current
+        state again there (their LoRAs loaded there first). With no device left they stay, and render
+        again when one is restored. Returns the channels moved."""
+        if queue in self.queues:
+            self.queues.remove(queue)
+            self.withdrawn.append(queue)
+        queue.abandon(error)
+        moved = []
+        for channel in sorted((c for c in self if c.queue is queue), key=lambda c: -load_of(c.scheduler.params)):
+            if not self.queues:
+                break
+            target = self.placement()
+            await self._prepare_loras(channel, target)  # a LoRA that will not load there fails its frames, said so
+            if self._channels.get(channel.name) is not channel or channel.queue is not queue:
+                continue  # deleted meanwhile
+            channel.scheduler.move_to(target, redo=True)
+            log.warning("channel %r moved from %s (lost) to %s", channel.name, queue.name, target.name)
+            moved.append(channel.name)
+        self.moves += len(moved)
+        return moved
+
+    async def restore(self, queue: RenderQueue) -> int:
+        """``queue``'s device is back: channels may be placed there again, those that waited on it render
+        their state again, and the load is rebalanced. Returns the channels moved onto it."""
+        if queue in self.withdrawn:
+            self.withdrawn.remove(queue)
+            self.queues.append(queue)
+        for channel in self:
+            if channel.queue is queue:
+                channel.scheduler.redo()
+        return await self.rebalance()
 
     async def rebalance(self) -> int:
         """Move channels off the most loaded device while that makes it strictly lighter; returns the moves.
@@ -276,7 +322,7 @@ class ChannelRegistry:
         frame there folds them at once instead of reading files on that device's render thread.
         """
         moved = 0
-        for _ in range(len(self._channels)):
+        for _ in range(len(self._channels) if len(self.queues) > 1 else 0):
             loads = self.loads()
             heavy = max(self.queues, key=loads.__getitem__)
             light = min(self.queues, key=loads.__getitem__)
@@ -314,6 +360,7 @@ class ChannelRegistry:
         return {name: channel_summary(channel) for name, channel in self._channels.items()}
 
     def devices(self) -> list[dict]:
+        """The devices channels may be placed on (lost ones left out)."""
         loads = self.loads()
         return [{"name": queue.name, "channels": [c.name for c in self if c.queue is queue], "load": loads[queue],
                  **queue.health()} for queue in self.queues]

@@ -35,6 +35,22 @@ class UNetSettings:
     time_ids: bool  # SDXL micro-conditioning: (original size, crop top-left, target size)
 
 
+class ClipPromptLength:
+    """``warnings(text)`` of CLIP text: what the encoders do not read of a prompt. It holds the
+    tokenizer alone, so it pickles small: a cluster's daemon checks prompts with it, the model elsewhere."""
+
+    def __init__(self, tokenizer):
+        self._counter = tokenizer
+
+    def __call__(self, text: str) -> list[str]:
+        ids = self._counter(text, truncation=False, add_special_tokens=True).input_ids
+        if len(ids) <= CLIP_TOKENS:
+            return []
+        kept = self._counter.decode(ids[1:CLIP_TOKENS - 1])
+        return [f"prompt is {len(ids)} tokens; CLIP reads {CLIP_TOKENS} (start and end included), "
+                f"so only this part is used: {kept!r}"]
+
+
 class ClipText:
     """CLIP text encoders: token ids of every encoder as rows, their hidden states side by side."""
 
@@ -52,15 +68,8 @@ class ClipText:
         # A separate tokenizer for counting on the event loop: a fast tokenizer is not safe to
         # reconfigure (truncation/padding) from two threads at once.
         first = self.tokenizers[0]
-        self._counter = first.__class__.from_pretrained(first.name_or_path) if first.name_or_path else first
-
-    def warnings(self, text: str) -> list[str]:
-        ids = self._counter(text, truncation=False, add_special_tokens=True).input_ids
-        if len(ids) <= CLIP_TOKENS:
-            return []
-        kept = self._counter.decode(ids[1:CLIP_TOKENS - 1])
-        return [f"prompt is {len(ids)} tokens; CLIP reads {CLIP_TOKENS} (start and end included), "
-                f"so only this part is used: {kept!r}"]
+        self.warnings = ClipPromptLength(first.__class__.from_pretrained(first.name_or_path)
+                                         if first.name_or_path else first)
 
     def token_ids(self, text: str) -> torch.Tensor:
         """(encoders, 77) token ids: SDXL's CLIP-L and CLIP-G rows differ on '!' and padding.
