@@ -8,7 +8,7 @@ import pytest
 
 from bridge.client.channels import segment_name
 from bridge.core.errors import ValidationError
-from bridge.core.frame import NullRenderer
+from bridge.core.renderer import NullRenderer
 from bridge.core.params import Limits, Params
 from bridge.engine.changes import ChangeDoor
 from bridge.engine.channels import MAIN, ChannelConflictError, ChannelLimitError, ChannelRegistry, UnknownChannelError

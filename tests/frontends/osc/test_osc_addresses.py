@@ -6,7 +6,7 @@ import aiohttp
 import pytest
 
 from bridge.core.errors import ValidationError
-from bridge.core.frame import NullRenderer
+from bridge.core.renderer import NullRenderer
 from bridge.core.params import FIELDS
 from bridge.engine.changes import ChangeDoor
 from bridge.engine.scheduler import Scheduler
