@@ -25,6 +25,7 @@ PROMPT_CHECK_MAX_BYTES = 16 << 20  # a tokenizer or two; a model that came along
 
 def load_renderer(config: Config) -> tuple[Renderer, dict]:
     """Load the configured pipeline and warm it up for the initial size (on the GPU thread)."""
+    log.info("cache folder %s (demo model, compile caches)", config.cache_dir)
     if config.model == "null":
         return NullRenderer(), NULL_INFO
     from ..pipeline.render.batch import ChannelRenderer
@@ -36,6 +37,7 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
 def load_worker_renderer(config: Config) -> tuple[Renderer, dict, Callable[[str], list[str]]]:
     """``load_renderer`` in a cluster's renderer worker (``bridge.cluster.worker``), with the prompt check
     that the daemon runs on its event loop: it pickles without the model (the family's tokenizer)."""
+    log.info("cache folder %s (demo model, compile caches)", config.cache_dir)
     if config.model == "null":
         return NullRenderer(), NULL_INFO, NullRenderer().prompt_warnings
     from ..pipeline.render.batch import ChannelRenderer
@@ -50,7 +52,6 @@ def load_worker_renderer(config: Config) -> tuple[Renderer, dict, Callable[[str]
 
 def _load_model(config: Config):
     """The configured model family's ``DiffusersRenderer``, warm, and its health info."""
-    log.info("cache folder %s (demo model, compile caches)", config.cache_dir)
     phases = StartupPhases()
     with phases("imports"):  # torch, diffusers, transformers: seconds before anything else can happen
         from ..pipeline.families.registry import check_steering
