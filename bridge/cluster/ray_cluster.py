@@ -52,11 +52,22 @@ class Joined:
 
 
 def import_ray():
-    """Ray, or ``ConfigError`` saying how to install it."""
+    """Ray, or ``ConfigError`` saying how to install it.
+
+    The first import turns off Ray's failure signal handler for this process (read at import): it
+    would take SIGTERM from the daemon's own graceful stop (a stack dump, then an abort). The
+    workers keep theirs (the variable is not left for the processes Ray starts).
+    """
+    ours = "RAY_DISABLE_FAILURE_SIGNAL_HANDLER" not in os.environ
+    if ours:
+        os.environ["RAY_DISABLE_FAILURE_SIGNAL_HANDLER"] = "1"
     try:
         import ray
     except ImportError:
         raise ConfigError(f"--cluster ray needs Ray: {INSTALL_HINT}") from None
+    finally:
+        if ours:
+            del os.environ["RAY_DISABLE_FAILURE_SIGNAL_HANDLER"]
     return ray
 
 

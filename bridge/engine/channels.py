@@ -306,14 +306,25 @@ class ChannelRegistry:
 
     async def restore(self, queue: RenderQueue) -> int:
         """``queue``'s device is back: channels may be placed there again, those that waited on it render
-        their state again, and the load is rebalanced. Returns the channels moved onto it."""
+        their state again, those stranded on a device still lost move (whole) to the devices back, and the
+        load is rebalanced. Returns the channels moved."""
         if queue in self.withdrawn:
             self.withdrawn.remove(queue)
+        if queue not in self.queues:
             self.queues.append(queue)
         for channel in self:
             if channel.queue is queue:
                 channel.scheduler.redo()
-        return await self.rebalance()
+        moved = 0
+        for channel in [c for c in self if c.queue in self.withdrawn]:
+            target = self.placement()
+            await self._prepare_loras(channel, target)
+            if self._channels.get(channel.name) is channel and channel.queue in self.withdrawn:
+                log.warning("channel %r moved from %s (lost) to %s", channel.name, channel.queue.name, target.name)
+                channel.scheduler.move_to(target, redo=True)
+                moved += 1
+        self.moves += moved
+        return moved + await self.rebalance()
 
     async def rebalance(self) -> int:
         """Move channels off the most loaded device while that makes it strictly lighter; returns the moves.

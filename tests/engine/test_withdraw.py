@@ -150,11 +150,16 @@ async def test_with_every_device_lost_channels_wait_and_render_again_when_one_is
     main.scheduler.apply({"seed": 5})  # accepted: the daemon keeps the state
     await until(lambda: main.scheduler.stats.failing, "main's frame failing while its device is gone")
 
-    r1.down = False
-    await registry.restore(q1)
+    r0.down = False  # the other one comes back: the channels stranded on q1 move there
+    assert await registry.restore(q0) == 2
+    assert main.queue is q0 and a.queue is q0
     await until(lambda: rendered(main, main.scheduler.version) and rendered(a, a.scheduler.version),
                 "frames of the current states once a device is back")
     assert main.scheduler.latest.params.seed == 5 and not main.scheduler.stats.failing
+
+    r1.down = False
+    await registry.restore(q1)  # and the load spreads again
+    assert sorted(c.queue.name for c in registry) == ["w0", "w1"]
 
 
 async def test_a_lost_devices_channels_get_their_loras_loaded_on_the_new_device_first(devices):
