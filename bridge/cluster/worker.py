@@ -9,7 +9,6 @@ heartbeat (``ping``) or a LoRA file being read (``lora_load``).
 from __future__ import annotations
 
 import os
-import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Sequence
@@ -90,16 +89,12 @@ class RenderWorker:
 def _node_ip() -> str:
     import ray
 
-    try:
-        return ray.util.get_node_ip_address()
-    except Exception:  # outside a Ray worker (tests of the class itself)
-        return socket.gethostbyname(socket.gethostname())
+    if not ray.is_initialized():  # the class used outside a Ray worker (its tests)
+        return "127.0.0.1"
+    return ray.util.get_node_ip_address()
 
 
 def _node_id() -> str:
     import ray
 
-    try:
-        return ray.get_runtime_context().get_node_id()
-    except Exception:
-        return "local"
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"

@@ -44,10 +44,16 @@ def when(cluster: ClusterDaemon, condition):
     return lambda: (health if condition(health := cluster.health()) else None)
 
 
+# The state a moved channel must carry: a LoRA (loaded on its new worker first), an input image.
+STATE = {"main": {"seed": 11}, "a": {"seed": 12, "loras": {"demo-a": 0.8}}, "b": {"seed": 13}}
+INPUT = np.random.default_rng(7).integers(0, 256, (72, 64, 4), dtype=np.uint8)  # b's, image-to-image
+
+
 @pytest.fixture
 def settled(cluster):
     for name, (width, height) in SIZES.items():
-        cluster.patch(name, {"width": width, "height": height})
+        cluster.patch(name, {"width": width, "height": height, **STATE[name]})
+    cluster.put_input("b", INPUT)
     health = until(when(cluster, spread), "both workers ready, each with channels",
                    REJOIN_S, every=0.2)
     for name, channel in health["channels"].items():
@@ -70,11 +76,15 @@ def test_channels_spread_over_the_workers(settled):
         assert all(health["channels"][name]["worker"] == worker["id"] for name in worker["channels"])
     assert health["cluster"]["started_here"] and health["cluster"]["auth"] == "token"
     assert [d["name"] for d in health["devices"]] == ["w0", "w1"] and health["family"] == "sdxl"
+    # Prompt warnings answer on the daemon, from the workers' tokenizer.
+    reply = settled.change("main", {"prompt": "a lighthouse on a cliff at dusk, " * 20})
+    assert len(reply["warnings"]) == 1 and "CLIP reads 77" in reply["warnings"][0] and "a lighthouse on" in reply["warnings"][0]
+    settled.change("main", {"prompt": ""})
 
 
 def test_killing_a_worker_moves_its_channels_and_frames_resume_with_the_same_pixels(settled):
     health = settled.health()
-    victim = next(w for w in health["workers"] if w["channels"])
+    victim = next(w for w in health["workers"] if "a" in w["channels"])  # a's LoRA is loaded on the survivor first
     survivor = other(health, victim)
     before = {name: settled.frame_of(name, health["channels"][name]["version"]) for name in victim["channels"]}
 
@@ -96,8 +106,8 @@ def test_killing_a_worker_moves_its_channels_and_frames_resume_with_the_same_pix
 
 def test_a_hung_worker_is_detected_and_a_change_sent_to_it_renders_elsewhere(settled):
     health = settled.health()
-    victim = next(w for w in health["workers"] if w["channels"])
-    survivor, name = other(health, victim), victim["channels"][0]
+    victim = next(w for w in health["workers"] if "b" in w["channels"])  # b renders from its input image
+    survivor, name = other(health, victim), "b"
     os.kill(victim["pid"], signal.SIGSTOP)
     start = time.monotonic()
     try:

@@ -77,19 +77,28 @@ class ClusterDaemon:
         threading.Thread(target=lambda: self.log.extend(self.proc.stderr), daemon=True).start()
 
     # -- HTTP ---------------------------------------------------------------------------------
-    def _call(self, method: str, path: str, body: dict | None = None, timeout: float = 30):
-        data = None if body is None else json.dumps(body).encode()
+    def _call(self, method: str, path: str, body: dict | bytes | None = None, timeout: float = 30, headers=None):
+        data = json.dumps(body).encode() if isinstance(body, dict) else body
         request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+                                         headers=headers or {"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.headers, response.read()
 
     def health(self) -> dict:
         return json.loads(self._call("GET", "/v1/health")[1])
 
+    def change(self, channel: str, body: dict) -> dict:
+        """A change to ``channel`` (created if missing); the reply (version, warnings)."""
+        return json.loads(self._call("PATCH", f"/v1/channels/{channel}/params", body)[1])
+
     def patch(self, channel: str, body: dict) -> int:
-        """A change to ``channel`` (created if missing); its version."""
-        return json.loads(self._call("PATCH", f"/v1/channels/{channel}/params", body)[1])["version"]
+        return self.change(channel, body)["version"]
+
+    def put_input(self, channel: str, pixels: np.ndarray) -> None:
+        """``channel``'s input image (raw RGBA8): its frames become image-to-image."""
+        height, width = pixels.shape[:2]
+        self._call("PUT", f"/v1/channels/{channel}/input", pixels.tobytes(),
+                   headers={"Content-Type": "application/octet-stream", "X-Width": str(width), "X-Height": str(height)})
 
     def frame(self, channel: str, after: int = -1, timeout: float = 10):
         """The first frame of ``channel`` after seq ``after`` (long-poll): (seq, version, RGBA pixels); None if none came."""

@@ -9,7 +9,9 @@ order, so frames match the diffusers pipelines pixel for pixel.
 from __future__ import annotations
 
 import functools
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,6 +43,19 @@ class ClipPromptLength:
 
     def __init__(self, tokenizer):
         self._counter = tokenizer
+
+    def __getstate__(self) -> dict:
+        # The tokenizer's own files: a pickled tokenizer object loses its decoder (words come back as
+        # "a</w>lighthouse</w>"), one loaded again from its files is the same tokenizer.
+        with tempfile.TemporaryDirectory() as folder:
+            self._counter.save_pretrained(folder)
+            return {"class": type(self._counter), "files": {p.name: p.read_bytes() for p in Path(folder).iterdir()}}
+
+    def __setstate__(self, state: dict) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            for name, data in state["files"].items():
+                (Path(folder) / name).write_bytes(data)
+            self._counter = state["class"].from_pretrained(folder)
 
     def __call__(self, text: str) -> list[str]:
         ids = self._counter(text, truncation=False, add_special_tokens=True).input_ids
