@@ -90,11 +90,10 @@ def connect(spec: ClusterSpec) -> Joined:
     else:
         ips = check_joinable(spec.address, spec.allow)  # before any traffic
         mode = os.environ.setdefault("RAY_AUTH_MODE", "token").lower()
-        if not is_loopback(ips):
-            if mode != "token":
-                raise ConfigError(f"RAY_AUTH_MODE={mode}: joining {spec.address} outside loopback needs Ray's token "
-                                  f"authentication (RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN or "
-                                  f"~/.ray/auth_token)")
+        if not is_loopback(ips) and mode != "token":
+            raise ConfigError(f"RAY_AUTH_MODE={mode}: joining {spec.address} outside loopback needs Ray's token "
+                              f"authentication (RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN or "
+                              f"~/.ray/auth_token)")
         answer = probe_open(spec.address)
         if answer == "open":
             if not is_loopback(ips):

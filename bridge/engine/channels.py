@@ -10,11 +10,7 @@ A channel is made whole or not at all: outputs that cannot start (a planted segm
 its folder goes) answer ``ChannelConflictError`` (409) and leave nothing behind. A name whose
 channel is still being made or torn down waits for that to finish, then is looked at again.
 
-Placement: a new channel goes to the device with the least load (each channel weighs its
-frame's pixels x UNet runs); channels stay where they are unless moving one makes the most
-loaded device strictly lighter without overloading another (checked when channels come and go).
-A device can be lost (a cluster's worker): ``withdraw`` moves its channels, whole, to the others
-and renders their current state again there; ``restore`` takes it back and rebalances.
+Placement on devices (by load, rebalanced, devices lost and back): ``placement.py``.
 """
 
 from __future__ import annotations
@@ -31,6 +27,7 @@ from ..core.errors import BridgeError, ValidationError
 from ..core.output import OutputError, OutputFactory
 from ..core.params import Limits, Params
 from .channel_outputs import ChannelOutputs
+from .placement import Placement
 from .render_queue import RenderQueue
 from .scheduler import Scheduler
 
@@ -69,11 +66,6 @@ def check_name(name: Any) -> str:
     return name
 
 
-def load_of(params: Params) -> int:
-    """What one frame of these params costs a device, roughly: pixels x UNet evaluations."""
-    return params.width * params.height * params.steps * (2 if params.guidance > 0 else 1)
-
-
 @dataclass(eq=False)
 class Channel:
     name: str
@@ -91,7 +83,7 @@ class Channel:
 Hook = tuple[Callable[[Channel], None], Callable[[Channel], Awaitable[None] | None]]
 
 
-class ChannelRegistry:
+class ChannelRegistry(Placement):
     """Owns the channels: their schedulers, render loops, outputs and placement on devices."""
 
     def __init__(self, queues: list[RenderQueue], *, initial: Params, limits: Limits,
@@ -261,121 +253,8 @@ class ChannelRegistry:
         """Each channel's failing outputs (channels without a failing output left out)."""
         return {name: errors for name, channel in self._channels.items() if (errors := channel.outputs.errors())}
 
-    # -- placement ----------------------------------------------------------------------
-    def loads(self) -> dict[RenderQueue, int]:
-        out = {queue: 0 for queue in self.queues}
-        for channel in self:
-            if channel.queue in out:  # not a channel still on a lost device
-                out[channel.queue] += load_of(channel.scheduler.params)
-        return out
-
-    def placement(self) -> RenderQueue:
-        """The device a new channel goes to: the least loaded (then the fewest channels, then the first)."""
-        if not self.queues:
-            raise NoDeviceError(f"no device to render on: {', '.join(q.name for q in self.withdrawn)} lost; "
-                                f"try again when one is back (GET /v1/health lists them)")
-        loads = self.loads()
-        counts = {queue: 0 for queue in self.queues}
-        for channel in self:
-            if channel.queue in counts:
-                counts[channel.queue] += 1
-        return min(self.queues, key=lambda q: (loads[q], counts[q], self.queues.index(q)))
-
-    async def withdraw(self, queue: RenderQueue, error: BaseException) -> list[str]:
-        """``queue``'s device is lost: place nothing there, fail its frames queued or in flight with
-        ``error``, and move its channels to the least loaded devices left, each rendering its current
-        state again there (their LoRAs loaded there first). With no device left they stay, and render
-        again when one is restored. Returns the channels moved."""
-        if queue in self.queues:
-            self.queues.remove(queue)
-            self.withdrawn.append(queue)
-        queue.abandon(error)
-        moved = []
-        for channel in sorted((c for c in self if c.queue is queue), key=lambda c: -load_of(c.scheduler.params)):
-            if not self.queues:
-                break
-            target = self.placement()
-            await self._prepare_loras(channel, target)  # a LoRA that will not load there fails its frames, said so
-            if self._channels.get(channel.name) is not channel or channel.queue is not queue:
-                continue  # deleted meanwhile
-            channel.scheduler.move_to(target, redo=True)
-            log.warning("channel %r moved from %s (lost) to %s", channel.name, queue.name, target.name)
-            moved.append(channel.name)
-        self.moves += len(moved)
-        return moved
-
-    async def restore(self, queue: RenderQueue) -> int:
-        """``queue``'s device is back: channels may be placed there again, those that waited on it render
-        their state again, those stranded on a device still lost move (whole) to the devices back, and the
-        load is rebalanced. Returns the channels moved."""
-        if queue in self.withdrawn:
-            self.withdrawn.remove(queue)
-        if queue not in self.queues:
-            self.queues.append(queue)
-        for channel in self:
-            if channel.queue is queue:
-                channel.scheduler.redo()
-        moved = 0
-        for channel in [c for c in self if c.queue in self.withdrawn]:
-            target = self.placement()
-            await self._prepare_loras(channel, target)
-            if self._channels.get(channel.name) is channel and channel.queue in self.withdrawn:
-                log.warning("channel %r moved from %s (lost) to %s", channel.name, channel.queue.name, target.name)
-                channel.scheduler.move_to(target, redo=True)
-                moved += 1
-        self.moves += moved
-        return moved + await self.rebalance()
-
-    async def rebalance(self) -> int:
-        """Move channels off the most loaded device while that makes it strictly lighter; returns the moves.
-
-        A channel's LoRAs are loaded on the target device's loader thread before it moves, so its first
-        frame there folds them at once instead of reading files on that device's render thread.
-        """
-        moved = 0
-        for _ in range(len(self._channels) if len(self.queues) > 1 else 0):
-            loads = self.loads()
-            heavy = max(self.queues, key=loads.__getitem__)
-            light = min(self.queues, key=loads.__getitem__)
-            movable = sorted((c for c in self if c.queue is heavy), key=lambda c: load_of(c.scheduler.params))
-            # The lightest channel whose move leaves the light device below where the heavy one was.
-            candidate = next((c for c in movable if loads[light] + load_of(c.scheduler.params) < loads[heavy]), None)
-            if heavy is light or candidate is None:
-                break
-            if not await self._prepare_loras(candidate, light):
-                break
-            if self._channels.get(candidate.name) is not candidate or candidate.queue is not heavy:
-                continue  # deleted or moved while its LoRAs loaded: look again
-            candidate.scheduler.move_to(light)
-            log.info("channel %r moved from %s to %s (load %d vs %d)", candidate.name, heavy.name, light.name,
-                     loads[heavy], loads[light])
-            moved += 1
-        self.moves += moved
-        return moved
-
-    @staticmethod
-    async def _prepare_loras(channel: Channel, target: RenderQueue) -> bool:
-        """Load ``channel``'s LoRAs on ``target``'s device; False (and logged) where they cannot be."""
-        names = [name for name, _ in channel.scheduler.params.loras]  # Params keeps no zero weights
-        if not names or target.loras is None:
-            return True
-        try:
-            await target.loras.prepare(names)
-        except ValidationError as exc:  # a file gone or changed since: the channel stays where it renders
-            log.warning("channel %r stays on its device: its LoRAs do not load on %s: %s", channel.name,
-                        target.name, exc)
-            return False
-        return True
-
     def health(self) -> dict:
         return {name: channel_summary(channel) for name, channel in self._channels.items()}
-
-    def devices(self) -> list[dict]:
-        """The devices channels may be placed on (lost ones left out)."""
-        loads = self.loads()
-        return [{"name": queue.name, "channels": [c.name for c in self if c.queue is queue], "load": loads[queue],
-                 **queue.health()} for queue in self.queues]
-
 
 async def _run_hook(delete: Callable[[Channel], Awaitable[None] | None], channel: Channel) -> None:
     try:

@@ -16,8 +16,8 @@ import pytest
 
 pytest.importorskip("ray", reason="the cluster extra: pip install -e '.[cluster]'")
 
-from conftest import unique_shm_name  # noqa: E402
-from ray_daemons import ClusterDaemon, until  # noqa: E402
+from conftest import unique_shm_name
+from ray_daemons import ClusterDaemon, until
 
 DETECT_S = 5.0  # a lost worker shows in health within this
 RESUME_S = 10.0  # and its channels' frames come again within this (from the fault)
@@ -114,7 +114,7 @@ def test_a_hung_worker_is_detected_and_a_change_sent_to_it_renders_elsewhere(set
         version = settled.patch(name, {"seed": 4242})  # its frame goes to the hung worker first
         until(lambda: next(w for w in settled.health()["workers"] if w["id"] == victim["id"])["state"] != "ready",
               f"{victim['id']} seen as lost", DETECT_S - (time.monotonic() - start))
-        seq, got_version, _ = settled.frame_of(name, version, timeout=max(0.1, start + RESUME_S - time.monotonic()))
+        _, got_version, _ = settled.frame_of(name, version, timeout=max(0.1, start + RESUME_S - time.monotonic()))
         assert got_version == version and settled.health()["channels"][name]["worker"] == survivor["id"]
         # The daemon killed the stopped process (it holds a GPU in a real cluster): Ray starts a fresh one.
         health = until(when(settled, spread), f"{victim['id']} back", REJOIN_S, 0.2)

@@ -12,11 +12,11 @@ import pytest
 
 pytest.importorskip("ray", reason="the cluster extra: pip install -e '.[cluster]'")
 
-from bridge.cluster.worker import RenderWorker  # noqa: E402
-from bridge.core.params import Params  # noqa: E402
-from bridge.core.renderer import NullRenderer  # noqa: E402
-from bridge.core.scene import Scene  # noqa: E402
-from lora_folders import NotedFolder  # noqa: E402
+from bridge.cluster.worker import RenderWorker
+from bridge.core.params import Params
+from bridge.core.renderer import NullRenderer
+from bridge.core.scene import Scene
+from lora_folders import NotedFolder
 
 
 class Batches(NullRenderer):

@@ -163,7 +163,7 @@ async def test_with_every_device_lost_channels_wait_and_render_again_when_one_is
 
 
 async def test_a_lost_devices_channels_get_their_loras_loaded_on_the_new_device_first(devices):
-    registry, (q0, q1), (r0, r1) = devices
+    registry, (q0, _), (r0, r1) = devices
     main = await registry.create("main")
     await q0.loras.prepare(["oil"])
     main.scheduler.apply({"loras": {"oil": 0.5}})
