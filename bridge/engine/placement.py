@@ -73,11 +73,15 @@ class Placement:
         moved = []
         for channel in sorted((c for c in self if c.queue is queue), key=lambda c: -load_of(c.scheduler.params)):
             if not self.queues:
-                break
+                break  # nowhere to go: it waits here, and moves when a device is restored
             target = self.placement()
             await self._prepare_loras(channel, target)  # a LoRA that will not load there fails its frames, said so
             if self._channels.get(channel.name) is not channel or channel.queue is not queue:
                 continue  # deleted meanwhile
+            if target not in self.queues:  # lost too while the LoRAs loaded
+                if not self.queues:
+                    break
+                target = self.placement()
             channel.scheduler.move_to(target, redo=True)
             log.warning("channel %r moved from %s (lost) to %s", channel.name, queue.name, target.name)
             moved.append(channel.name)
