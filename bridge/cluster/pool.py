@@ -91,24 +91,34 @@ class WorkerPool:
 
     # -- the heartbeat --------------------------------------------------------------------
     async def _watch(self, worker: Worker) -> None:
+        while True:
+            try:
+                await self._beat(worker)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a listener failing must not end the heartbeat: the worker stays watched
+                log.exception("worker %s: its heartbeat failed; watching on", worker.id)
+                await asyncio.sleep(RETRY_S)
+
+    async def _beat(self, worker: Worker) -> None:
+        """One turn: wait for a worker that is not ready, else ping it once after ``ping_interval_s``."""
         import ray
 
-        while True:
-            if worker.state != "ready":
-                if await self._wait_ready(worker, self.start_timeout_s):
-                    await self.on_ready(worker)
-                continue
-            await asyncio.sleep(self.ping_interval_s)
-            try:
-                pid = await asyncio.wait_for(_call(worker.actor.ping), self.lost_after_s)
-            except asyncio.TimeoutError:
-                await self._lose(worker, f"no heartbeat for {self.lost_after_s:g} s (hung, stopped or cut off)",
-                                 kill=True)
-            except ray.exceptions.RayError as exc:
-                await self._lose(worker, str(worker_error(worker.id, exc)).removeprefix(f"worker {worker.id} lost: "))
-            else:
-                if pid != worker.info.pid:  # died and came back between two heartbeats
-                    await self._lose(worker, f"restarted (pid {worker.info.pid}, now {pid})")
+        if worker.state != "ready":
+            if await self._wait_ready(worker, self.start_timeout_s):
+                await self.on_ready(worker)
+            return
+        await asyncio.sleep(self.ping_interval_s)
+        try:
+            pid = await asyncio.wait_for(_call(worker.actor.ping), self.lost_after_s)
+        except asyncio.TimeoutError:
+            await self._lose(worker, f"no heartbeat for {self.lost_after_s:g} s (hung, stopped or cut off)",
+                             kill=True)
+        except ray.exceptions.RayError as exc:
+            await self._lose(worker, str(worker_error(worker.id, exc)).removeprefix(f"worker {worker.id} lost: "))
+        else:
+            if pid != worker.info.pid:  # died and came back between two heartbeats
+                await self._lose(worker, f"restarted (pid {worker.info.pid}, now {pid})")
 
     async def _wait_ready(self, worker: Worker, timeout: float) -> bool:
         """Wait for the worker's renderer to be warm (Ray runs the call once the actor is up); False if not yet."""
