@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .config import (DEFAULT_HOST, DEFAULT_HTTP_PORT, DEFAULT_OSC_PORT, DEFAULT_SHM_NAME, Config, default_cache_dir,
                      drop_empty_home)
+from .core.cluster import ClusterSpec
 from .core.controls import ControlNetSpec, check_specs
 from .core.errors import BridgeError, ConfigError, ValidationError
 from .core.params import Limits, Params, parse_changes
@@ -111,6 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--render-spin-ms", type=float, default=0.0, metavar="MS",
                        help="after each frame the render thread polls this long for the next change before it "
                             "sleeps (0: sleep at once); trades a CPU core while changes keep coming for less latency")
+    cluster = serve.add_argument_group("rendering on a Ray cluster (needs turbo-bridge[cluster]; docs/scaling.md)")
+    cluster.add_argument("--cluster", default=None, choices=["ray"],
+                         help="render the channels on a Ray cluster's renderer workers (one per GPU) instead of "
+                              "--device; this daemon keeps every client door")
+    cluster.add_argument("--cluster-address", default=None, metavar="HOST:PORT",
+                         help="the cluster's head to join (default $RAY_ADDRESS); outside loopback it must be in "
+                              "--cluster-allow and run Ray's token authentication")
+    cluster.add_argument("--cluster-workers", type=int, default=None, metavar="N",
+                         help="N renderer workers; without an address, start a local cluster (loopback only) for them")
+    cluster.add_argument("--cluster-allow", action="append", default=[], metavar="NETWORK",
+                         help="a private network the cluster's address may be in besides loopback (repeatable, or "
+                              "comma-separated); Ray's ports must not be reachable from anywhere else")
     bench = sub.add_parser("bench", help="measure frame rate, latency, VRAM and stage times on this machine")
     bench.add_argument("--model", default="random",
                        help="'random'/'random-sd' (full SDXL-Turbo/SD-Turbo architecture, random weights; no "
@@ -184,6 +197,15 @@ def config_from_args(args: argparse.Namespace) -> Config:
         raise ValidationError("max_channels", f"--max-channels must be at least 1 (main), got {args.max_channels}")
     if args.max_size < 64 or args.max_size % 8:
         raise ValidationError("max_size", f"--max-size must be a multiple of 8, at least 64, got {args.max_size}")
+    cluster = None
+    if args.cluster is not None:
+        if args.device is not None:
+            raise ConfigError("--device places channels on this host's GPUs; with --cluster ray they render on the "
+                              "cluster's workers (one per GPU): leave --device out")
+        cluster = ClusterSpec.from_options(args.cluster, args.cluster_address or os.environ.get("RAY_ADDRESS") or None,
+                                           args.cluster_workers, args.cluster_allow)
+    elif args.cluster_address or args.cluster_workers or args.cluster_allow:
+        raise ConfigError("--cluster-address, --cluster-workers and --cluster-allow go with --cluster ray")
     changes = parse_changes({"prompt": args.prompt, "negative_prompt": args.negative_prompt, "seed": args.seed, "steps": args.steps,
                              "guidance": args.guidance, "width": args.width, "height": args.height},
                             Limits(args.max_size))
@@ -200,7 +222,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   ip_adapter=args.ip_adapter or None,
                   http=HttpLimits(max_connections=args.max_connections,
                                   max_per_address=args.max_connections_per_address),
-                  max_channels=args.max_channels)
+                  max_channels=args.max_channels, cluster=cluster)
 
 
 def _sender_name(kind: str, name: str | None) -> str | None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core.access import Access, HttpLimits
+from .core.cluster import ClusterSpec
 from .core.controls import ControlNetSpec
 from .core.params import Params
 
@@ -75,6 +76,7 @@ class Config:
     compile_artifacts: bool = False  # the compiler's portable cache file in cache_dir/compile/artifacts
     render_spin_ms: float = 0.0  # the render thread polls this long for the next job before sleeping
     ip_adapter: str | None = None  # --ip-adapter SOURCE: style images (demo, random, a folder, a file, a hub id)
+    cluster: ClusterSpec | None = None  # --cluster ray: render on a Ray cluster's workers instead of --device
 
 
 def lora_folder(config: Config) -> Path:

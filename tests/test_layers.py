@@ -28,7 +28,8 @@ ALLOWED = {
     "pipeline.steering": {"core", "pipeline.families", "pipeline.speed", "pipeline.loading"},
     "pipeline.render": {"core", "pipeline"},
     "bench": {"core", "client", "outputs", "pipeline"},
-    "app": {"core", "client", "engine", "outputs", "texshare", "frontends", "pipeline", "config"},
+    "cluster": {"core"},
+    "app": {"core", "client", "engine", "outputs", "texshare", "frontends", "pipeline", "cluster", "config"},
     "config": {"core"},
     "cli": {"core", "config", "app", "bench", "frontends.security", "pipeline", "texshare"},
 }

@@ -1,6 +1,8 @@
 """The only package that wires: pipeline, engine, outputs and front ends into one daemon.
 
 - ``renderers``: one warm renderer per device (``load_renderer``, ``resolve_devices``).
+- ``devices``: where channels render: this host's devices (``--device``), each a render thread,
+  renderer and render queue; ``cluster``: a Ray cluster's renderer workers instead (``--cluster ray``).
 - ``engine``: render threads and queues, the channel registry with channel main first.
 - ``outputs``: which outputs each channel gets (shared memory, PNG files, recording, NDI, Spout, Syphon).
 - ``frontends``: the HTTP app's guards and routes, the OSC server, each channel's front-end services.
@@ -12,10 +14,10 @@ May import every other package of ``bridge``; only ``cli`` imports it.
 """
 
 from .daemon import CONFIG, SHUTDOWN_TIMEOUT_S, STOP_SIGNALS, Daemon, create_app, serve
-from .engine import DEVICE_INFO, FIRST_FRAME_WAIT_S, MAIN_OUTPUTS, MODEL_INFO
+from .engine import DEVICES, FIRST_FRAME_WAIT_S, MAIN_OUTPUTS, MODEL_INFO
 from .frontends import GUARD, OSC, OSC_SOCKET
 from .renderers import load_controlnets, load_ip_adapter, load_renderer, resolve_devices
 
-__all__ = ["CONFIG", "DEVICE_INFO", "FIRST_FRAME_WAIT_S", "GUARD", "MAIN_OUTPUTS", "MODEL_INFO", "OSC", "OSC_SOCKET",
+__all__ = ["CONFIG", "DEVICES", "FIRST_FRAME_WAIT_S", "GUARD", "MAIN_OUTPUTS", "MODEL_INFO", "OSC", "OSC_SOCKET",
            "SHUTDOWN_TIMEOUT_S", "STOP_SIGNALS", "Daemon", "create_app",
            "load_controlnets", "load_ip_adapter", "load_renderer", "resolve_devices", "serve"]

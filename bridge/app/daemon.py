@@ -23,7 +23,7 @@ from ..engine.scheduler import Scheduler
 from ..frontends.http import connections, control_api, input_api, live, rest, style_api
 from ..frontends import security, sockets
 from ..frontends.osc.server import OscServer
-from .engine import DEVICE_INFO, MAIN_OUTPUTS, MODEL_INFO, render_engine
+from .engine import DEVICES, MAIN_OUTPUTS, MODEL_INFO, render_engine
 from .frontends import GUARD, OSC, OSC_SOCKET, http, live_input, osc, streams
 from .renderers import load_renderer
 
@@ -54,7 +54,12 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
         sched = app[rest.SCHEDULER]
         latest = sched.latest
         main_outputs = app[MAIN_OUTPUTS]  # main's, also once the daemon stopped
-        failing = sched.stats.failing or main_outputs.errors() or app[rest.CHANNELS].output_errors()
+        registry, devices = app[rest.CHANNELS], app[DEVICES]
+        fault = devices.fault()  # a lost cluster worker whose channels do not render yet
+        failing = sched.stats.failing or main_outputs.errors() or registry.output_errors() or fault
+        channels = registry.health()
+        for channel in registry:
+            channels[channel.name].update(devices.channel_health(channel))
         return {
             "status": "degraded" if failing else "ok",
             **app[MODEL_INFO],
@@ -65,19 +70,20 @@ def create_app(config: Config, renderer_factory: Callable[[Config], tuple[Render
             "rejected": sched.stats.rejected,
             "frames": sched.stats.frames,
             "render_errors": sched.stats.render_errors,
-            "last_error": sched.stats.last_error,
+            "last_error": fault or sched.stats.last_error,
             "last_stages_ms": {k: round(v, 3) for k, v in sched.stats.last_stages_ms.items()},
             "osc": app[OSC].health(),
             "http": app[GUARD].health(),
             "shm_name": config.shm_name,
             "streams": app[live.HUB].health(),
             "input": app[input_api.INPUTS].health(),
-            "channels": app[rest.CHANNELS].health(),
+            "channels": channels,
             "max_channels": config.max_channels,
-            "devices": [{**info, **queue} for info, queue in zip(app[DEVICE_INFO], app[rest.CHANNELS].devices())],
+            "devices": [{**devices.info(queue), **entry} for queue, entry in zip(registry.queues, registry.devices())],
+            **devices.health(registry),  # a cluster's workers
             "controls": app[control_api.CONTROLS].health(),
             "style": app[style_api.STYLES].health(),
-            "output_errors": app[rest.CHANNELS].output_errors(),
+            "output_errors": registry.output_errors(),
             **main_outputs.health(),  # by kind: shm, png_files (--output-dir), record, ndi (--ndi)
         }
 

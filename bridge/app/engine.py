@@ -1,15 +1,15 @@
-"""Wires the engine: a render thread, renderer and render queue per device, the channel registry
-with each channel's outputs (``bridge.app.outputs``), channel main first.
+"""Wires the engine: where channels render (this host's devices, ``bridge.app.devices``, or a
+cluster's workers, ``bridge.app.cluster``), the channel registry with each channel's outputs
+(``bridge.app.outputs``), channel main first.
 
 Each function here returns one aiohttp cleanup context: what it starts, it stops.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from typing import AsyncIterator, Callable
 
 from aiohttp import web
@@ -20,19 +20,17 @@ from ..core.params import Limits
 from ..engine.changes import ChangeDoor
 from ..engine.channel_outputs import ChannelOutputs
 from ..engine.channels import MAIN, Channel, ChannelRegistry
-from ..engine.loras import LoraGate
-from ..engine.render_queue import RenderQueue
-from ..engine.render_thread import RenderThread
 from ..frontends.http import record_api, rest
 from ..outputs.png import PngCache
 from ..outputs.record import Recorder
 from . import outputs
-from .renderers import resolve_devices
+from .cluster import cluster_devices
+from .devices import Devices, local_devices
 
 log = logging.getLogger(__name__)
 
 MODEL_INFO = web.AppKey("model_info", dict)
-DEVICE_INFO = web.AppKey("device_info", list)  # one model info per device
+DEVICES = web.AppKey("devices", object)  # where channels render (app.devices.Devices): local or a cluster
 MAIN_OUTPUTS = web.AppKey("main_outputs", ChannelOutputs)  # kept for /v1/health, also once stopped
 FIRST_FRAME_WAIT_S = 30.0  # at start, for channel main's first frame (the model is warm by then)
 PNG_FRAMES_KEPT = 4  # encoded frames kept per channel (HTTP clients asking for the same frame)
@@ -41,16 +39,12 @@ CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
 def render_engine(config: Config, renderer_factory: Callable[[Config], tuple[Renderer, dict]]) -> CleanupContext:
-    """Loads a renderer per device and makes the channel registry with channel main (``rest.CHANNELS``)
-    and the door every change enters by (``rest.DOOR``)."""
+    """Loads a renderer per device (or starts a cluster's renderer workers) and makes the channel registry
+    with channel main (``rest.CHANNELS``) and the door every change enters by (``rest.DOOR``)."""
 
     async def executors(app: web.Application) -> AsyncIterator[None]:
-        devices = resolve_devices(config.device)
-        # One render thread per device; the first keeps the name "gpu".
-        gpus = [RenderThread("gpu" if i == 0 else f"gpu{i}", config.render_spin_ms / 1e3) for i in range(len(devices))]
         encoder = ThreadPoolExecutor(2, thread_name_prefix="encode")
         lora_loader = ThreadPoolExecutor(1, thread_name_prefix="lora-loader")
-        loop = asyncio.get_running_loop()
         try:
             png_cache = PngCache(encoder, keep=PNG_FRAMES_KEPT * config.max_channels)
             made = outputs.factory(config, outputs.OutputParts(png_cache))
@@ -59,54 +53,48 @@ def render_engine(config: Config, renderer_factory: Callable[[Config], tuple[Ren
             main_outputs = app[MAIN_OUTPUTS] = ChannelOutputs(MAIN, made(MAIN))
             await main_outputs.start()
             app[record_api.RECORDER] = outputs.find(main_outputs, Recorder)
-            # Each device loads its own pipeline on its own thread, all at once.
+            where = cluster_devices(config, lora_loader) if config.cluster is not None \
+                else local_devices(config, renderer_factory, lora_loader)
             try:
-                loaded = await asyncio.gather(*(
-                    loop.run_in_executor(gpu, renderer_factory,
-                                         config if device is None else replace(config, device=device))
-                    for gpu, device in zip(gpus, devices)))
-            except BaseException:
-                await main_outputs.close()
-                raise
-            app[MODEL_INFO] = loaded[0][1]
-            app[DEVICE_INFO] = [info for _, info in loaded]
-            queues = [RenderQueue(renderer, gpu, name=str(info.get("device", i)) if len(loaded) == 1
-                                  else f"{i}:{info.get('device', i)}")
-                      for i, ((renderer, info), gpu) in enumerate(zip(loaded, gpus))]
-            for queue in queues:  # each device folds LoRAs into its own UNet, from its own catalog
-                queue.loras = LoraGate(queue.renderer.lora_catalog, lora_loader)
-            registry = app[rest.CHANNELS] = ChannelRegistry(
-                queues, initial=config.initial, outputs=made,
-                limits=Limits(config.max_size, tuple(spec.name for spec in config.controlnets),
-                              style=config.ip_adapter is not None),
-                max_channels=config.max_channels)
-
-            def png_cache_of(channel: Channel) -> None:
-                channel.services[rest.PNG_CACHE] = png_cache
-
-            registry.extend(png_cache_of)
-            main = await registry.create(MAIN, outputs=main_outputs)
-            app[rest.SCHEDULER] = main.scheduler
-            app[rest.DOOR] = ChangeDoor(main.scheduler, registry)  # every front end's changes enter here
-            app[rest.PNG_CACHE] = png_cache
-            # Serve once main's first frame is out (or failed): a client's first change then never
-            # races the initial frame, which would otherwise answer its wait with the older state.
-            if not await main.scheduler.first_frame(FIRST_FRAME_WAIT_S):
-                log.warning("no first frame after %.0f s; serving anyway", FIRST_FRAME_WAIT_S)
-            try:
-                yield
+                async with where as devices, _channels(app, config, devices, made, png_cache):
+                    yield
             finally:
-                # Normally already closed by the channels context. Each channel's outputs close once its
-                # last frame is out: a recording ends in a finished file (SIGTERM too).
-                await registry.close()
-                for queue in queues:
-                    await queue.close()
-                # The render threads may still be finishing a frame.
-                await asyncio.gather(*(loop.run_in_executor(gpu, lambda: None) for gpu in gpus))
+                await main_outputs.close()  # closed with channel main already, unless the devices never came up
         finally:
-            for gpu in gpus:
-                gpu.shutdown(wait=True)
             encoder.shutdown(wait=True)
             lora_loader.shutdown(wait=True)
 
     return executors
+
+
+@contextlib.asynccontextmanager
+async def _channels(app: web.Application, config: Config, devices: Devices, made, png_cache: PngCache
+                    ) -> AsyncIterator[None]:
+    """The channel registry on ``devices`` with channel main, until the daemon stops."""
+    app[DEVICES] = devices
+    app[MODEL_INFO] = devices.model_info
+    registry = app[rest.CHANNELS] = ChannelRegistry(
+        devices.queues, initial=config.initial, outputs=made,
+        limits=Limits(config.max_size, tuple(spec.name for spec in config.controlnets),
+                      style=config.ip_adapter is not None),
+        max_channels=config.max_channels)
+
+    def png_cache_of(channel: Channel) -> None:
+        channel.services[rest.PNG_CACHE] = png_cache
+
+    registry.extend(png_cache_of)
+    main = await registry.create(MAIN, outputs=app[MAIN_OUTPUTS])
+    app[rest.SCHEDULER] = main.scheduler
+    app[rest.DOOR] = ChangeDoor(main.scheduler, registry)  # every front end's changes enter here
+    app[rest.PNG_CACHE] = png_cache
+    await devices.attach(registry)
+    # Serve once main's first frame is out (or failed): a client's first change then never
+    # races the initial frame, which would otherwise answer its wait with the older state.
+    if not await main.scheduler.first_frame(FIRST_FRAME_WAIT_S):
+        log.warning("no first frame after %.0f s; serving anyway", FIRST_FRAME_WAIT_S)
+    try:
+        yield
+    finally:
+        # Normally already closed by the channels context. Each channel's outputs close once its
+        # last frame is out: a recording ends in a finished file (SIGTERM too).
+        await registry.close()

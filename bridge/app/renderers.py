@@ -8,25 +8,55 @@ Runs on the device's render thread (``bridge.app.engine`` calls the renderer fac
 from __future__ import annotations
 
 import logging
+import pickle
+from typing import Callable
 
 from ..config import Config, lora_folder
+from ..core.errors import ConfigError
 from ..core.renderer import NullRenderer, Renderer
 from ..engine.startup import StartupPhases
 
 log = logging.getLogger(__name__)
 
 
+NULL_INFO = {"model": "null", "family": "none", "device": "none", "dtype": "none", "compile": False}
+PROMPT_CHECK_MAX_BYTES = 16 << 20  # a tokenizer or two; a model that came along would be gigabytes
+
+
 def load_renderer(config: Config) -> tuple[Renderer, dict]:
     """Load the configured pipeline and warm it up for the initial size (on the GPU thread)."""
     log.info("cache folder %s (demo model, compile caches)", config.cache_dir)
     if config.model == "null":
-        return NullRenderer(), {"model": "null", "family": "none", "device": "none", "dtype": "none", "compile": False}
+        return NullRenderer(), NULL_INFO
+    from ..pipeline.render.batch import ChannelRenderer
+
+    renderer, info = _load_model(config)
+    return ChannelRenderer(renderer), info  # several channels' frames batched, each with its own transitions
+
+
+def load_worker_renderer(config: Config) -> tuple[Renderer, dict, Callable[[str], list[str]]]:
+    """``load_renderer`` in a cluster's renderer worker (``bridge.cluster.worker``), with the prompt check
+    that the daemon runs on its event loop: it pickles without the model (the family's tokenizer)."""
+    log.info("cache folder %s (demo model, compile caches)", config.cache_dir)
+    if config.model == "null":
+        return NullRenderer(), NULL_INFO, NullRenderer().prompt_warnings
+    from ..pipeline.render.batch import ChannelRenderer
+
+    renderer, info = _load_model(config)
+    check = renderer.prompt_check
+    if len(pickle.dumps(check)) > PROMPT_CHECK_MAX_BYTES:
+        raise ConfigError(f"--cluster: the {renderer.family.name} family's prompt check does not travel without its "
+                          f"model; this family renders on local devices only (--device)")
+    return ChannelRenderer(renderer), info, check
+
+
+def _load_model(config: Config):
+    """The configured model family's ``DiffusersRenderer``, warm, and its health info."""
     phases = StartupPhases()
     with phases("imports"):  # torch, diffusers, transformers: seconds before anything else can happen
         from ..pipeline.families.registry import check_steering
         from ..pipeline.loading import loader
         from ..pipeline.loading.demo import is_demo
-        from ..pipeline.render.batch import ChannelRenderer
         from ..pipeline.steering.demo_loras import demo_lora_folder
         from ..pipeline.speed.optimize import configure_compile_cache
         from ..pipeline.render.renderer import DiffusersRenderer
@@ -76,7 +106,7 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
             "controlnets": {spec.name: spec.source for spec in config.controlnets},
             "t2i_adapters": sorted(renderer.controlnets.adapters), "ip_adapter": config.ip_adapter,
             "startup_s": phases.rounded()}
-    return ChannelRenderer(renderer), info  # several channels' frames batched, each with its own transitions
+    return renderer, info
 
 
 def requested_steering(config: Config) -> set[str]:

@@ -1,5 +1,6 @@
 """The engine: the door every change enters by (``changes``), channels, their state and latest-wins
-scheduling, the render queues and threads.
+scheduling, their placement on devices (``placement``: by load, devices lost and back), the render
+queues and threads.
 
 May import ``core`` and ``client`` (names and layout); never ``outputs``, ``frontends``,
 ``pipeline`` or ``app``. It sees a renderer and the outputs only through ``core``'s contracts

@@ -10,9 +10,7 @@ A channel is made whole or not at all: outputs that cannot start (a planted segm
 its folder goes) answer ``ChannelConflictError`` (409) and leave nothing behind. A name whose
 channel is still being made or torn down waits for that to finish, then is looked at again.
 
-Placement: a new channel goes to the device with the least load (each channel weighs its
-frame's pixels x UNet runs); channels stay where they are unless moving one makes the most
-loaded device strictly lighter without overloading another (checked when channels come and go).
+Placement on devices (by load, rebalanced, devices lost and back): ``placement.py``.
 """
 
 from __future__ import annotations
@@ -29,6 +27,7 @@ from ..core.errors import BridgeError, ValidationError
 from ..core.output import OutputError, OutputFactory
 from ..core.params import Limits, Params
 from .channel_outputs import ChannelOutputs
+from .placement import Placement
 from .render_queue import RenderQueue
 from .scheduler import Scheduler
 
@@ -47,6 +46,10 @@ class ChannelLimitError(ChannelConflictError):
     """More channels than ``--max-channels`` (answered 409)."""
 
 
+class NoDeviceError(ChannelConflictError):
+    """Every device is lost (answered 409 to a request that would create a channel)."""
+
+
 class UnknownChannelError(BridgeError):
     """No channel of that name (answered 404)."""
 
@@ -61,11 +64,6 @@ def check_name(name: Any) -> str:
         raise ValidationError("channel", f"a channel name is 1-32 characters of a-z, 0-9, '_' and '-', starting "
                                          f"with a letter or digit; got {str(name)[:64]!r}")
     return name
-
-
-def load_of(params: Params) -> int:
-    """What one frame of these params costs a device, roughly: pixels x UNet evaluations."""
-    return params.width * params.height * params.steps * (2 if params.guidance > 0 else 1)
 
 
 @dataclass(eq=False)
@@ -85,14 +83,15 @@ class Channel:
 Hook = tuple[Callable[[Channel], None], Callable[[Channel], Awaitable[None] | None]]
 
 
-class ChannelRegistry:
+class ChannelRegistry(Placement):
     """Owns the channels: their schedulers, render loops, outputs and placement on devices."""
 
     def __init__(self, queues: list[RenderQueue], *, initial: Params, limits: Limits,
                  outputs: OutputFactory = lambda name: (), max_channels: int = DEFAULT_MAX_CHANNELS):
         if not queues:
             raise ValueError("at least one render queue")
-        self.queues = list(queues)
+        self.queues = list(queues)  # the devices channels may be placed on
+        self.withdrawn: list[RenderQueue] = []  # lost devices (see withdraw)
         self.max_channels = max_channels
         self._initial, self._limits, self._outputs = initial, limits, outputs
         self._channels: dict[str, Channel] = {}
@@ -194,7 +193,7 @@ class ChannelRegistry:
                 await outputs.start()
             except OutputError as exc:
                 raise ChannelConflictError(f"channel {name!r} cannot be created: {exc}") from None
-        queue = self.placement() if queue is None else queue
+        queue = self.placement() if queue is None or queue not in self.queues else queue  # withdrawn meanwhile
         made: list[Hook] = []
         try:
             sched = Scheduler(queue.renderer, queue, initial=self._initial, limits=self._limits,
@@ -254,70 +253,8 @@ class ChannelRegistry:
         """Each channel's failing outputs (channels without a failing output left out)."""
         return {name: errors for name, channel in self._channels.items() if (errors := channel.outputs.errors())}
 
-    # -- placement ----------------------------------------------------------------------
-    def loads(self) -> dict[RenderQueue, int]:
-        out = {queue: 0 for queue in self.queues}
-        for channel in self:
-            out[channel.queue] += load_of(channel.scheduler.params)
-        return out
-
-    def placement(self) -> RenderQueue:
-        """The device a new channel goes to: the least loaded (then the fewest channels, then the first)."""
-        loads = self.loads()
-        counts = {queue: 0 for queue in self.queues}
-        for channel in self:
-            counts[channel.queue] += 1
-        return min(self.queues, key=lambda q: (loads[q], counts[q], self.queues.index(q)))
-
-    async def rebalance(self) -> int:
-        """Move channels off the most loaded device while that makes it strictly lighter; returns the moves.
-
-        A channel's LoRAs are loaded on the target device's loader thread before it moves, so its first
-        frame there folds them at once instead of reading files on that device's render thread.
-        """
-        moved = 0
-        for _ in range(len(self._channels)):
-            loads = self.loads()
-            heavy = max(self.queues, key=loads.__getitem__)
-            light = min(self.queues, key=loads.__getitem__)
-            movable = sorted((c for c in self if c.queue is heavy), key=lambda c: load_of(c.scheduler.params))
-            # The lightest channel whose move leaves the light device below where the heavy one was.
-            candidate = next((c for c in movable if loads[light] + load_of(c.scheduler.params) < loads[heavy]), None)
-            if heavy is light or candidate is None:
-                break
-            if not await self._prepare_loras(candidate, light):
-                break
-            if self._channels.get(candidate.name) is not candidate or candidate.queue is not heavy:
-                continue  # deleted or moved while its LoRAs loaded: look again
-            candidate.scheduler.move_to(light)
-            log.info("channel %r moved from %s to %s (load %d vs %d)", candidate.name, heavy.name, light.name,
-                     loads[heavy], loads[light])
-            moved += 1
-        self.moves += moved
-        return moved
-
-    @staticmethod
-    async def _prepare_loras(channel: Channel, target: RenderQueue) -> bool:
-        """Load ``channel``'s LoRAs on ``target``'s device; False (and logged) where they cannot be."""
-        names = [name for name, _ in channel.scheduler.params.loras]  # Params keeps no zero weights
-        if not names or target.loras is None:
-            return True
-        try:
-            await target.loras.prepare(names)
-        except ValidationError as exc:  # a file gone or changed since: the channel stays where it renders
-            log.warning("channel %r stays on its device: its LoRAs do not load on %s: %s", channel.name,
-                        target.name, exc)
-            return False
-        return True
-
     def health(self) -> dict:
         return {name: channel_summary(channel) for name, channel in self._channels.items()}
-
-    def devices(self) -> list[dict]:
-        loads = self.loads()
-        return [{"name": queue.name, "channels": [c.name for c in self if c.queue is queue], "load": loads[queue],
-                 **queue.health()} for queue in self.queues]
-
 
 async def _run_hook(delete: Callable[[Channel], Awaitable[None] | None], channel: Channel) -> None:
     try:

@@ -48,6 +48,7 @@ class Job:
     finish: Callable[[Snapshot, Rendered, float], Frame]  # on the render thread: publish into the sinks
     future: asyncio.Future
     snapshot: Snapshot | None = None
+    abandoned: bool = False  # its device was lost: whatever it renders there is never published
 
 
 @dataclass
@@ -71,6 +72,7 @@ class RenderQueue:
         self._pending: list[Job] = []
         self._drainer: asyncio.Task | None = None
         self._in_flight: asyncio.Future | None = None
+        self._rendering: list[Job] = []  # the batch in flight
         self._streams: set[str] = set()  # the streams that queue frames here (until forgotten)
         self.stats = QueueStats()
         self.loras: Any = None  # the device's LoRA gate (engine/loras.py), set by the app
@@ -90,6 +92,18 @@ class RenderQueue:
         """Wait until the render thread is done with the batch it is rendering (if any)."""
         if self._in_flight is not None:
             await asyncio.gather(asyncio.shield(self._in_flight), return_exceptions=True)
+
+    def abandon(self, error: BaseException) -> int:
+        """The device is lost: fail every job queued or in flight here with ``error`` at once (their
+        channels render elsewhere), and never publish what the lost device may still return.
+        ``idle()`` no longer waits for the batch in flight. Returns the jobs failed."""
+        jobs = [job for job in [*self._pending, *self._rendering] if not job.future.done()]
+        for job in jobs:
+            job.abandoned = True
+            job.future.set_exception(error)
+        self._pending = []
+        self._in_flight = None
+        return len(jobs)
 
     async def close(self) -> None:
         if self._drainer is not None:
@@ -117,12 +131,17 @@ class RenderQueue:
                 batch = [job for job in batch if not job.future.done()]
                 if not batch:
                     continue
-                self._in_flight = loop.run_in_executor(self._executor, self._render, batch)
+                self._rendering = batch
+                in_flight = self._in_flight = loop.run_in_executor(self._executor, self._render, batch)
                 try:
-                    outcomes = await asyncio.shield(self._in_flight)
+                    outcomes = await asyncio.shield(in_flight)
+                except Exception as exc:  # the executor gave up (shut down): every frame of the batch fails
+                    outcomes = [exc] * len(batch)
                 finally:
-                    if self._in_flight.done():  # else cancelled mid-batch: idle() still waits for it
-                        self._in_flight = None
+                    if in_flight.done():  # else cancelled mid-batch: idle() still waits for it
+                        self._rendering = []
+                        if self._in_flight is in_flight:
+                            self._in_flight = None
                 for job, outcome in zip(batch, outcomes):
                     if job.future.done():
                         continue
@@ -158,6 +177,9 @@ class RenderQueue:
         self.stats.batch_sizes[len(batch)] = self.stats.batch_sizes.get(len(batch), 0) + 1
         outcomes: list[Any] = []
         for job, result in zip(batch, rendered):
+            if job.abandoned:  # its channel renders on another device now: a late frame from here is stale
+                outcomes.append(None)
+                continue
             try:
                 outcomes.append(job.finish(job.snapshot, result, render_ms))
             except Exception as exc:  # a sink failing for one channel fails that channel's frame only

@@ -79,6 +79,12 @@ class RenderThread(Executor):
         if wait and threading.current_thread() is not self._thread:
             self._thread.join()
 
+    def join(self, timeout: float | None = None) -> bool:
+        """After ``shutdown``: wait at most ``timeout`` s for the thread to end; False if it has not (a job
+        still blocked: the thread is a daemon thread, it does not hold the process)."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def health(self) -> dict:
         return {"spin_ms": round(self.spin_s * 1e3, 3), "jobs_without_sleep": self.spins,
                 "jobs_after_sleep": self.sleeps}

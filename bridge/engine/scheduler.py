@@ -96,6 +96,7 @@ class Scheduler(ChannelState):
         self._sinks = list(sinks)
         self._started_version = 0
         self._taken: Snapshot | None = None  # the state of the frame in flight
+        self._redo = False  # render the current state again: its frame in flight was lost with its worker
         self._seq = 0
         self._new_frame = asyncio.Condition()
         self._first_attempt = asyncio.Event()  # set once the first frame rendered or failed
@@ -112,10 +113,21 @@ class Scheduler(ChannelState):
     def queue(self) -> RenderQueue:
         return self._queue
 
-    def move_to(self, queue: RenderQueue) -> None:
-        """Render on another queue (device) from the next frame on; the frame in flight finishes where it is."""
+    def move_to(self, queue: RenderQueue, *, redo: bool = False) -> None:
+        """Render on another queue (device) from the next frame on; the frame in flight finishes where it is.
+
+        ``redo``: the old device is lost, and with it any frame in flight there: the current state
+        renders again on the new one (its params, images and version are all here), so no change is lost.
+        """
         self._queue.forget(self.name)
         self._queue, self._renderer = queue, queue.renderer
+        if redo:
+            self.redo()
+
+    def redo(self) -> None:
+        """Render the current state again (its device was lost, or came back), even without a new change."""
+        self._redo = True
+        self._wake.set()
 
     def on_frame(self, listener: Callable[[Frame], None]) -> None:
         """Call ``listener(frame)`` on the event loop after each published frame."""
@@ -175,6 +187,8 @@ class Scheduler(ChannelState):
     async def run(self) -> None:
         """The render loop; runs until cancelled."""
         while True:
+            if self._redo:
+                self._redo, self._started_version = False, 0
             if self._started_version >= self._version and not self._transition.active:
                 self._wake.clear()
                 await self._wake.wait()

@@ -9,7 +9,9 @@ order, so frames match the diffusers pipelines pixel for pixel.
 from __future__ import annotations
 
 import functools
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,6 +37,35 @@ class UNetSettings:
     time_ids: bool  # SDXL micro-conditioning: (original size, crop top-left, target size)
 
 
+class ClipPromptLength:
+    """``warnings(text)`` of CLIP text: what the encoders do not read of a prompt. It holds the
+    tokenizer alone, so it pickles small: a cluster's daemon checks prompts with it, the model elsewhere."""
+
+    def __init__(self, tokenizer):
+        self._counter = tokenizer
+
+    def __getstate__(self) -> dict:
+        # The tokenizer's own files: a pickled tokenizer object loses its decoder (words come back as
+        # "a</w>lighthouse</w>"), one loaded again from its files is the same tokenizer.
+        with tempfile.TemporaryDirectory() as folder:
+            self._counter.save_pretrained(folder)
+            return {"class": type(self._counter), "files": {p.name: p.read_bytes() for p in Path(folder).iterdir()}}
+
+    def __setstate__(self, state: dict) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            for name, data in state["files"].items():
+                (Path(folder) / name).write_bytes(data)
+            self._counter = state["class"].from_pretrained(folder)
+
+    def __call__(self, text: str) -> list[str]:
+        ids = self._counter(text, truncation=False, add_special_tokens=True).input_ids
+        if len(ids) <= CLIP_TOKENS:
+            return []
+        kept = self._counter.decode(ids[1:CLIP_TOKENS - 1])
+        return [f"prompt is {len(ids)} tokens; CLIP reads {CLIP_TOKENS} (start and end included), "
+                f"so only this part is used: {kept!r}"]
+
+
 class ClipText:
     """CLIP text encoders: token ids of every encoder as rows, their hidden states side by side."""
 
@@ -52,15 +83,8 @@ class ClipText:
         # A separate tokenizer for counting on the event loop: a fast tokenizer is not safe to
         # reconfigure (truncation/padding) from two threads at once.
         first = self.tokenizers[0]
-        self._counter = first.__class__.from_pretrained(first.name_or_path) if first.name_or_path else first
-
-    def warnings(self, text: str) -> list[str]:
-        ids = self._counter(text, truncation=False, add_special_tokens=True).input_ids
-        if len(ids) <= CLIP_TOKENS:
-            return []
-        kept = self._counter.decode(ids[1:CLIP_TOKENS - 1])
-        return [f"prompt is {len(ids)} tokens; CLIP reads {CLIP_TOKENS} (start and end included), "
-                f"so only this part is used: {kept!r}"]
+        self.warnings = ClipPromptLength(first.__class__.from_pretrained(first.name_or_path)
+                                         if first.name_or_path else first)
 
     def token_ids(self, text: str) -> torch.Tensor:
         """(encoders, 77) token ids: SDXL's CLIP-L and CLIP-G rows differ on '!' and padding.

@@ -103,6 +103,12 @@ class DiffusersRenderer:
     def prompt_warnings(self, prompt: str) -> list[str]:
         return self.text.warnings(prompt)
 
+    @property
+    def prompt_check(self):
+        """``prompt_warnings`` as the family's text part answers it (its tokenizer, not the model):
+        what a cluster worker sends to the daemon."""
+        return self.text.part.warnings
+
     # -- the GPU thread side ------------------------------------------------------------
     @property
     def sampler(self) -> str:

@@ -1,0 +1,99 @@
+"""Where channels render: this host's devices (``--device``), each a render thread, a warm renderer and
+a render queue. ``bridge.app.cluster`` is the other kind: a Ray cluster's renderer workers.
+
+Both are async context managers yielding a ``Devices`` value: what they start, they stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from concurrent.futures import Executor
+from dataclasses import dataclass, field, replace
+from typing import AsyncIterator, Callable, Protocol
+
+from ..config import Config
+from ..core.renderer import Renderer
+from ..engine.channels import Channel, ChannelRegistry
+from ..engine.loras import LoraGate
+from ..engine.render_queue import RenderQueue
+from ..engine.render_thread import RenderThread
+from .renderers import resolve_devices
+
+
+class Devices(Protocol):
+    """What the engine's wiring and the daemon's health need of where channels render."""
+
+    queues: list[RenderQueue]  # the devices ready at start, in order (the first is main's)
+    model_info: dict  # the model's health info (model, family, device, dtype...)
+
+    def info(self, queue: RenderQueue) -> dict:
+        """The model info of one device (its device name, start-up phases...)."""
+
+    async def attach(self, registry: ChannelRegistry) -> None:
+        """The channels exist: start watching the devices (a cluster moves channels off a lost worker)."""
+
+    def fault(self) -> str | None:
+        """What degrades the daemon now (a lost worker whose channels do not render yet), else None."""
+
+    def health(self, registry: ChannelRegistry) -> dict:
+        """More top-level health keys (a cluster's ``workers``)."""
+
+    def channel_health(self, channel: Channel) -> dict:
+        """More keys of a channel's health (a cluster's ``worker``)."""
+
+
+@dataclass
+class LocalDevices:
+    """``--device``: one render thread and warm renderer per device of this host."""
+
+    queues: list[RenderQueue]
+    infos: dict[RenderQueue, dict] = field(default_factory=dict)
+
+    @property
+    def model_info(self) -> dict:
+        return self.infos[self.queues[0]]
+
+    def info(self, queue: RenderQueue) -> dict:
+        return self.infos[queue]
+
+    async def attach(self, registry: ChannelRegistry) -> None:
+        """Nothing to watch: a local device fails frame by frame (render errors), it is not lost."""
+
+    def fault(self) -> str | None:
+        return None
+
+    def health(self, registry: ChannelRegistry) -> dict:
+        return {}
+
+    def channel_health(self, channel: Channel) -> dict:
+        return {}
+
+
+@contextlib.asynccontextmanager
+async def local_devices(config: Config, renderer_factory: Callable[[Config], tuple[Renderer, dict]],
+                        lora_loader: Executor) -> AsyncIterator[LocalDevices]:
+    """Each device loads its own pipeline on its own render thread, all at once."""
+    devices = resolve_devices(config.device)
+    # One render thread per device; the first keeps the name "gpu".
+    gpus = [RenderThread("gpu" if i == 0 else f"gpu{i}", config.render_spin_ms / 1e3) for i in range(len(devices))]
+    loop = asyncio.get_running_loop()
+    try:
+        loaded = await asyncio.gather(*(
+            loop.run_in_executor(gpu, renderer_factory, config if device is None else replace(config, device=device))
+            for gpu, device in zip(gpus, devices)))
+        queues = [RenderQueue(renderer, gpu, name=str(info.get("device", i)) if len(loaded) == 1
+                              else f"{i}:{info.get('device', i)}")
+                  for i, ((renderer, info), gpu) in enumerate(zip(loaded, gpus))]
+        for queue in queues:  # each device folds LoRAs into its own UNet, from its own catalog
+            queue.loras = LoraGate(queue.renderer.lora_catalog, lora_loader)
+        try:
+            yield LocalDevices(queues, {queue: info for queue, (_, info) in zip(queues, loaded)})
+        finally:
+            for queue in queues:
+                await queue.close()
+            # The render threads may still be finishing a frame.
+            await asyncio.gather(*(loop.run_in_executor(gpu, lambda: None) for gpu in gpus))
+    finally:
+        for gpu in gpus:
+            gpu.shutdown(wait=True)
