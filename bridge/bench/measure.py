@@ -48,7 +48,7 @@ class BenchOptions:
     baseline: bool = True
     profile_frames: int = 20
     memory_budget_gb: float | None = None
-    precision: str = "default"  # "fp8": the UNet's linear layers in FP8 (fp8.py), deviation from bf16 measured
+    precisions: tuple[str, ...] = ("default",)  # "fp8": the UNet's attention linears in FP8 (speed/fp8.py)
     cache_dir: Path = Path("~/.cache/turbo-bridge").expanduser()
 
 
@@ -148,12 +148,12 @@ def baseline(opts: BenchOptions, device: torch.device) -> dict:
 
 
 def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name: str, shm: ShmWriter,
-            lora_runs: list | None = None, fp8_runs: list | None = None) -> list[Run]:
+            lora_runs: list | None = None, fp8_runs: list | None = None, precision: str = "default") -> list[Run]:
     dtype = loader.DTYPES[dtype_name]
     before = vram_gb(device)
     vae = None if vae_name == "full" else loader.load_tiny_vae(vae_name, opts.model, str(device), dtype)
     pipe = loader.load_pipeline(opts.model, str(device), dtype, opts.cache_dir, vae=vae)
-    if opts.precision == "fp8" and fp8_runs is not None:
+    if precision == "fp8" and fp8_runs is not None:
         from .fp8 import deviation_from_bf16
 
         fp8_runs.append({"dtype": dtype_name, "vae": vae_name,
@@ -168,7 +168,7 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
         if bench_control.wanted(opts.modes) or bench_control.wanted_t2i(opts.modes) else None
     style = bench_style.adapter(opts.model, pipe.unet, str(device), dtype) if bench_style.wanted(opts.modes) else None
     renderer = DiffusersRenderer(pipe, str(device), dtype, compile=opts.compile, controlnets=nets, ip_adapter=style,
-                                 precision=opts.precision)
+                                 precision=precision)
     runs = []
     lora_runs = [] if lora_runs is None else lora_runs
     for size in opts.sizes:
@@ -201,7 +201,7 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
                         end = time.perf_counter()
                     times.append((end - start) * 1e3)
             run = Run(dtype_name, vae_name, size, mode, **stats(times), first_frame_s=round(first_frame_s, 2),
-                      tiling=tiling, precision=opts.precision, sinks="+".join(("shm", *sink_set)),
+                      tiling=tiling, precision=precision, sinks="+".join(("shm", *sink_set)),
                       sink_ms={name: _sink_stats(v) for name, v in sink_times.items()})
             now = vram_gb(device)
             run.vram_gb = {"before_load": before.get("used"), "loaded": loaded.get("used"),

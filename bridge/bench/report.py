@@ -33,6 +33,10 @@ def format_report(report: dict) -> str:
                      f"{r.get('sinks', 'shm')} | {r['median_ms']:.2f} | {r['fps']:.1f} | "
                      f"{r['p99_ms']:.2f} | {r['std_ms']:.2f} | {ratio} | {r['first_frame_s']} | "
                      f"{r['vram_gb'].get('loaded')} / {r['vram_gb'].get('after_frames')} (peak alloc {r['vram_gb'].get('peak_allocated')}) |")
+    for r, plain in precision_pairs(report["runs"]):
+        lines.append(f"fp8 UNet vs {r['dtype']} in this run ({r['vae']} VAE, {r['size']}, {r['mode']}): "
+                     f"{r['median_ms']:.2f} ms vs {plain['median_ms']:.2f} ms "
+                     f"({(plain['median_ms'] - r['median_ms']) / plain['median_ms'] * 100:+.1f}% faster)")
     for r in report.get("fp8_deviation", []):
         lines.append(f"fp8 UNet linears vs {r['dtype']} on the same weights ({r['vae']} VAE, {r['size']}, eager, "
                      f"{r['frames']} frames): mean |diff| {r['mean_abs']:.2f} of 255, max {r['max_abs']}, "
@@ -63,3 +67,12 @@ def format_report(report: dict) -> str:
                                                                                                   "prompt change")
             lines.append(f"stages ms ({r['dtype']}, {r['vae']} VAE, {r['size']}, {what}, synced per stage): {stages}")
     return "\n".join(lines)
+
+
+def precision_pairs(runs: list[dict]) -> list[tuple[dict, dict]]:
+    """(fp8 run, the default-precision run of the same configuration), for the runs measured both ways."""
+    def key(r: dict) -> tuple:
+        return r["dtype"], r["vae"], r["size"], r["mode"], r.get("tiling"), r.get("sinks")
+
+    plain = {key(r): r for r in runs if r.get("precision", "default") == "default"}
+    return [(r, plain[key(r)]) for r in runs if r.get("precision") == "fp8" and key(r) in plain]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -45,6 +45,24 @@ class Renderer(Protocol):
     def render(self, params: Params, scene: Scene = Scene()) -> Rendered: ...
 
     def prompt_warnings(self, prompt: str) -> list[str]: ...
+
+
+@runtime_checkable
+class InFlight(Protocol):
+    """A batch's frames whose GPU work is queued; ``result`` waits for them (in the batch's order)."""
+
+    def result(self) -> list[Rendered]: ...
+
+
+@runtime_checkable
+class StagedRenderer(Protocol):
+    """A renderer that queues a batch's GPU work and returns before it is done (``--overlap on``).
+
+    ``begin_batch`` runs on the render thread; the render queue then takes the next batch while
+    this one finishes, and calls ``InFlight.result`` on the device's publishing thread, in order.
+    Items are (channel, params, scene), as for ``render_batch``."""
+
+    def begin_batch(self, items: Sequence[tuple[str, Params, Scene]]) -> InFlight: ...
 
 
 class NullRenderer:

@@ -9,6 +9,16 @@ Jobs that arrive during a round wait for the next one: a change on one channel w
 one frame of each other channel, which is one batch when their shapes match.
 
 A renderer without ``render_batch`` renders the round's jobs one by one, in order.
+
+Overlap (``publisher`` given, the renderer a ``StagedRenderer``): a batch is begun on the render
+thread (its GPU work queued: text encoders and UNet, then the VAE decode and the copy to the host
+on a second stream), and finished on the publishing thread (waiting for its pixels, publishing
+into the sinks), so the render thread takes the next batch while this one decodes. Each job's
+``begun`` is set once its batch is begun: its channel may then queue its next frame, whose state
+is taken when the next batch starts. At most ``MAX_IN_FLIGHT`` batches are begun and not yet
+published; they publish in the order they began (one publishing thread), so every channel's
+frames reach its sinks in order. A lone change renders as without overlap: begun, then finished.
+Without overlap, ``begun`` is set when the frame is published.
 """
 
 from __future__ import annotations
@@ -16,17 +26,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import Executor
+from collections import deque
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
-from ..core.frame import Frame, Rendered, Renderer
+from ..core.frame import Frame, InFlight, Rendered, Renderer, StagedRenderer
 from ..core.params import Params
 from ..core.scene import Scene
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 8  # frames in one batch; a larger group renders as several batches
+MAX_IN_FLIGHT = 2  # overlap: batches begun and not yet published (one decoding, one in its UNet)
 
 
 @dataclass(frozen=True)
@@ -42,9 +54,23 @@ class Snapshot:
 class Job:
     stream: str
     take: Callable[[], Snapshot]  # on the event loop: the channel's newest state (marks it started)
-    finish: Callable[[Snapshot, Rendered, float], Frame]  # on the render thread: publish into the sinks
-    future: asyncio.Future
+    finish: Callable[[Snapshot, Rendered, float], Frame]  # on the render (or publishing) thread: into the sinks
+    future: asyncio.Future  # the published frame, or the render's exception
+    begun: asyncio.Future  # None once the frame's GPU work is queued (or it is done); never an exception
     snapshot: Snapshot | None = None
+
+    def mark_begun(self) -> None:
+        if not self.begun.done():
+            self.begun.set_result(None)
+
+    def settle(self, outcome: Any) -> None:
+        """The frame or the exception, unless the job was abandoned (its channel went away)."""
+        if not self.future.done():
+            if isinstance(outcome, BaseException):
+                self.future.set_exception(outcome)
+            else:
+                self.future.set_result(outcome)
+        self.mark_begun()
 
 
 @dataclass
@@ -60,14 +86,21 @@ class QueueStats:
 class RenderQueue:
     """Feeds one renderer on one thread (``executor`` has one worker); everything else on the loop."""
 
-    def __init__(self, renderer: Renderer, executor: Executor | None, name: str = "gpu", max_batch: int = MAX_BATCH):
+    def __init__(self, renderer: Renderer, executor: Executor | None, name: str = "gpu", max_batch: int = MAX_BATCH,
+                 publisher: Executor | None = None):
+        """``publisher``: the device's publishing thread (one worker); given, batches overlap (see above)."""
+        if publisher is not None and not isinstance(renderer, StagedRenderer):
+            raise TypeError(f"overlap needs a StagedRenderer (begin_batch); {type(renderer).__name__} is not one")
         self.renderer = renderer
         self.name = name
         self._executor = executor
+        self._publisher = publisher
         self._max_batch = max_batch
         self._pending: list[Job] = []
         self._drainer: asyncio.Task | None = None
-        self._in_flight: asyncio.Future | None = None
+        self._in_flight: asyncio.Future | None = None  # the render thread's call under way
+        self._unfinished: deque[asyncio.Future] = deque()  # overlap: batches begun, not yet published
+        self._arrived = asyncio.Event()  # overlap: a job was queued (the drainer may begin it)
         self._streams: set[str] = set()  # the streams that queue frames here (until forgotten)
         self.stats = QueueStats()
         self.loras: Any = None  # the device's LoRA gate (engine/loras.py), set by the app
@@ -76,21 +109,40 @@ class RenderQueue:
     def batching(self) -> bool:
         return hasattr(self.renderer, "render_batch") and hasattr(self.renderer, "batch_key")
 
+    @property
+    def overlapping(self) -> bool:
+        return self._publisher is not None
+
+    def submit(self, stream: str, take: Callable[[], Snapshot],
+               finish: Callable[[Snapshot, Rendered, float], Frame]) -> Job:
+        """Queue one frame of ``stream``; the job's ``begun`` and ``future`` tell how it goes.
+
+        Cancelling ``begun`` (its channel's render loop stopped while waiting) abandons the job."""
+        loop = asyncio.get_running_loop()
+        job = Job(stream, take, finish, loop.create_future(), loop.create_future())
+        job.begun.add_done_callback(lambda begun: job.future.cancel() if begun.cancelled() else None)
+        self._streams.add(stream)
+        self._pending.append(job)
+        self._arrived.set()
+        if self._drainer is None or self._drainer.done():
+            drain = self._drain_overlapped() if self.overlapping else self._drain()
+            self._drainer = asyncio.create_task(drain, name=f"render-queue-{self.name}")
+        return job
+
     async def render(self, stream: str, take: Callable[[], Snapshot],
                      finish: Callable[[Snapshot, Rendered, float], Frame]) -> tuple[Snapshot, Frame]:
         """Queue one frame of ``stream``; returns the state it rendered and the published frame."""
-        job = Job(stream, take, finish, asyncio.get_running_loop().create_future())
-        self._streams.add(stream)
-        self._pending.append(job)
-        if self._drainer is None or self._drainer.done():
-            self._drainer = asyncio.create_task(self._drain(), name=f"render-queue-{self.name}")
+        job = self.submit(stream, take, finish)
         frame = await job.future
         return job.snapshot, frame
 
     async def idle(self) -> None:
-        """Wait until the render thread is done with the batch it is rendering (if any)."""
+        """Wait until the render thread is done with the batch it is rendering (if any), and with
+        overlap, until every batch begun is published."""
         if self._in_flight is not None:
             await asyncio.gather(asyncio.shield(self._in_flight), return_exceptions=True)
+        if self._unfinished:
+            await asyncio.gather(*(asyncio.shield(f) for f in list(self._unfinished)), return_exceptions=True)
 
     async def close(self) -> None:
         if self._drainer is not None:
@@ -125,12 +177,79 @@ class RenderQueue:
                     if self._in_flight.done():  # else cancelled mid-batch: idle() still waits for it
                         self._in_flight = None
                 for job, outcome in zip(batch, outcomes):
-                    if job.future.done():
-                        continue
-                    if isinstance(outcome, BaseException):
-                        job.future.set_exception(outcome)
-                    else:
-                        job.future.set_result(outcome)
+                    job.settle(outcome)
+
+    async def _drain_overlapped(self) -> None:
+        """``_drain`` with overlap: begin a batch, leave its finishing to the publishing thread, and
+        begin the next as soon as there is one (at most ``MAX_IN_FLIGHT`` unpublished)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if len(self._streams) > 1:  # as in _drain: let channels whose frames just began join
+                for _ in range(3):
+                    await asyncio.sleep(0)
+            self._forget_published()
+            if not self._pending:
+                if not self._unfinished:
+                    return
+                # Nothing to begin: wait for a job, or for the oldest batch to be published.
+                self._arrived.clear()
+                arrival = asyncio.ensure_future(self._arrived.wait())
+                await asyncio.wait({arrival, self._unfinished[0]}, return_when=asyncio.FIRST_COMPLETED)
+                arrival.cancel()
+                continue
+            jobs = [job for job in self._pending if not job.future.done()]
+            self._pending = []
+            self.stats.rounds += 1
+            for job in jobs:
+                job.snapshot = job.take()
+            for batch in self._batches(jobs):
+                batch = [job for job in batch if not job.future.done()]
+                if not batch:
+                    continue
+                while len(self._unfinished) >= MAX_IN_FLIGHT:
+                    await asyncio.wait({self._unfinished[0]})
+                    self._forget_published()
+                self._in_flight = loop.run_in_executor(self._executor, self._begin, batch)
+                try:
+                    publishing: Future = await asyncio.shield(self._in_flight)
+                finally:
+                    if self._in_flight.done():
+                        self._in_flight = None
+                published = asyncio.wrap_future(publishing)
+                published.add_done_callback(lambda done, batch=batch: self._settle(batch, done))
+                self._unfinished.append(published)
+                for job in batch:
+                    job.mark_begun()
+
+    def _forget_published(self) -> None:
+        while self._unfinished and self._unfinished[0].done():
+            self._unfinished.popleft()
+
+    @staticmethod
+    def _settle(batch: list[Job], published: asyncio.Future) -> None:
+        outcomes = published.result() if not published.cancelled() else [RuntimeError("publishing cancelled")] * len(batch)
+        for job, outcome in zip(batch, outcomes):
+            job.settle(outcome)
+
+    def _begin(self, batch: list[Job]) -> Future:
+        # On the render thread: queue the batch's GPU work, hand its finishing to the publishing thread.
+        start = time.perf_counter()
+        try:
+            staged: InFlight | Exception = self.renderer.begin_batch(
+                [(job.stream, job.snapshot.params, job.snapshot.scene) for job in batch])
+        except Exception as exc:  # every frame of a failed batch fails alike
+            staged = exc
+        return self._publisher.submit(self._publish, batch, staged, start)
+
+    def _publish(self, batch: list[Job], staged: InFlight | Exception, start: float) -> list[Any]:
+        # On the publishing thread, in the order the batches began: wait for the pixels, publish.
+        if isinstance(staged, Exception):
+            return [staged] * len(batch)
+        try:
+            rendered = staged.result()
+        except Exception as exc:
+            return [exc] * len(batch)
+        return self._finished(batch, rendered, time.perf_counter() - start)
 
     def _batches(self, jobs: list[Job]) -> list[list[Job]]:
         """Jobs grouped by graph shape, in the order of each group's oldest job, at most max_batch each."""
@@ -153,10 +272,13 @@ class RenderQueue:
             else:
                 rendered = [self.renderer.render(batch[0].snapshot.params, batch[0].snapshot.scene)]
         except Exception as exc:  # every frame of a failed batch fails alike
+            self.stats.busy_s += time.perf_counter() - start
             return [exc] * len(batch)
-        finally:
-            elapsed = time.perf_counter() - start
-            self.stats.busy_s += elapsed
+        return self._finished(batch, rendered, time.perf_counter() - start)
+
+    def _finished(self, batch: list[Job], rendered: list[Rendered], elapsed: float) -> list[Any]:
+        """Count the batch and publish each frame (its job's ``finish``); the outcome per job."""
+        self.stats.busy_s += elapsed
         render_ms = elapsed * 1e3
         self.stats.batches += 1
         self.stats.frames += len(batch)
@@ -181,5 +303,5 @@ class RenderQueue:
         s = self.stats
         return {"rounds": s.rounds, "batches": s.batches, "frames": s.frames, "largest_batch": s.largest_batch,
                 "batch_sizes": {str(k): v for k, v in sorted(s.batch_sizes.items())},
-                "busy_s": round(s.busy_s, 3), "batching": self.batching,
+                "busy_s": round(s.busy_s, 3), "batching": self.batching, "overlap": self.overlapping,
                 **({"render_thread": self._executor.health()} if hasattr(self._executor, "health") else {})}

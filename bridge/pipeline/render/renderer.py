@@ -87,10 +87,10 @@ class DiffusersRenderer(ModelCalls):
                 self._graphs = FrameGraphs()
         # fp8: after the QKV fusion above (the fused layers are quantised), before the style processors (bf16)
         if precision == "fp8":
-            from ..speed.fp8 import check_device, quantize_linears
+            from ..speed.fp8 import check, quantize_unet
 
-            check_device(self.device)
-            quantize_linears(pipe.unet)
+            check(self.device)
+            quantize_unet(pipe.unet)
         # After any fusing: the style processors wrap the model's own (fused) cross-attention processors.
         self.style = None if ip_adapter is None else StyleTokens(ip_adapter, self.device, dtype)
         if ip_adapter is not None:
