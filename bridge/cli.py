@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--render-spin-ms", type=float, default=0.0, metavar="MS",
                        help="after each frame the render thread polls this long for the next change before it "
                             "sleeps (0: sleep at once); trades a CPU core while changes keep coming for less latency")
+    serve.add_argument("--overlap", default="off", choices=["on", "off"],
+                       help="on: while a frame's VAE decode runs (on a second CUDA stream), the next change's text "
+                            "encoders and UNet start: more frames per second from a stream of changes; a lone "
+                            "change renders as with off. Frames publish in order, latest-wins as always")
     bench = sub.add_parser("bench", help="measure frame rate, latency, VRAM and stage times on this machine")
     bench.add_argument("--model", default="random",
                        help="'random'/'random-sd' (full SDXL-Turbo/SD-Turbo architecture, random weights; no "
@@ -180,6 +184,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   access=Access.from_options(args.token, args.allow_host, args.cors_origin, args.osc_allow),
                   controlnets=_controlnets(args.controlnet), canny_thresholds=_thresholds(args.canny_thresholds),
                   render_spin_ms=_spin(args.render_spin_ms), compile_artifacts=args.compile_artifacts == "on",
+                  overlap=args.overlap == "on",
                   ip_adapter=args.ip_adapter or None,
                   http=HttpLimits(max_connections=args.max_connections,
                                   max_per_address=args.max_connections_per_address),

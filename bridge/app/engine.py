@@ -16,10 +16,11 @@ from typing import AsyncIterator, Callable
 from aiohttp import web
 
 from ..config import Config
-from ..core.frame import Renderer
+from ..core.frame import Renderer, StagedRenderer
 from ..core.params import Limits
 from ..engine.channels import MAIN, Channel, ChannelRegistry
 from ..engine.loras import LoraGate
+from ..engine.overlap_queue import OverlappingQueue
 from ..engine.render_queue import RenderQueue
 from ..engine.render_thread import RenderThread
 from ..outputs.ndi import NdiSender
@@ -48,6 +49,7 @@ def render_engine(config: Config, renderer_factory: Callable[[Config], tuple[Ren
         devices = resolve_devices(config.device)
         # One render thread per device; the first keeps the name "gpu".
         gpus = [RenderThread("gpu" if i == 0 else f"gpu{i}", config.render_spin_ms / 1e3) for i in range(len(devices))]
+        publishers: list[RenderThread | None] = []  # with --overlap on: one per device
         encoder = ThreadPoolExecutor(2, thread_name_prefix="encode")
         lora_loader = ThreadPoolExecutor(1, thread_name_prefix="lora-loader")
         loop = asyncio.get_running_loop()
@@ -68,9 +70,13 @@ def render_engine(config: Config, renderer_factory: Callable[[Config], tuple[Ren
                 raise
             app[MODEL_INFO] = loaded[0][1]
             app[DEVICE_INFO] = [info for _, info in loaded]
-            queues = [RenderQueue(renderer, gpu, name=str(info.get("device", i)) if len(loaded) == 1
-                                  else f"{i}:{info.get('device', i)}")
-                      for i, ((renderer, info), gpu) in enumerate(zip(loaded, gpus))]
+            # --overlap on: each device's frames publish on a thread of their own, so its render thread
+            # takes the next frame while one decodes (a model that cannot overlap, e.g. null, does not).
+            publishers.extend(RenderThread(f"{gpu.name}-out") if config.overlap and isinstance(renderer, StagedRenderer)
+                              else None for (renderer, _), gpu in zip(loaded, gpus))
+            queues = [_queue(renderer, gpu, publisher, str(info.get("device", i)) if len(loaded) == 1
+                             else f"{i}:{info.get('device', i)}")
+                      for i, ((renderer, info), gpu, publisher) in enumerate(zip(loaded, gpus, publishers))]
             for queue in queues:  # each device folds LoRAs into its own UNet, from its own catalog
                 queue.loras = LoraGate(getattr(getattr(queue.renderer, "loras", None), "catalog", None), lora_loader)
             registry = app[rest.CHANNELS] = ChannelRegistry(
@@ -98,19 +104,25 @@ def render_engine(config: Config, renderer_factory: Callable[[Config], tuple[Ren
                 await registry.close()  # normally already closed by the channels context
                 for queue in queues:
                     await queue.close()
-                # The render threads may still be finishing a frame into shared memory.
-                await asyncio.gather(*(loop.run_in_executor(gpu, lambda: None) for gpu in gpus))
+                # The render and publishing threads may still be finishing a frame into shared memory.
+                await asyncio.gather(*(loop.run_in_executor(worker, lambda: None)
+                                       for worker in (*gpus, *publishers) if worker is not None))
                 # Then no frame comes any more: a recording ends in a finished file (SIGTERM too).
                 await loop.run_in_executor(None, recorder.close, RECORD_FINISH_TIMEOUT_S)
                 if ndi is not None:
                     await loop.run_in_executor(None, ndi.close, RECORD_FINISH_TIMEOUT_S)
         finally:
-            for gpu in gpus:
-                gpu.shutdown(wait=True)
+            for worker in (*gpus, *publishers):
+                if worker is not None:
+                    worker.shutdown(wait=True)
             encoder.shutdown(wait=True)
             lora_loader.shutdown(wait=True)
 
     return executors
+
+
+def _queue(renderer: Renderer, gpu: RenderThread, publisher: RenderThread | None, name: str) -> RenderQueue:
+    return RenderQueue(renderer, gpu, name) if publisher is None else OverlappingQueue(renderer, gpu, publisher, name)
 
 
 async def _cancel(task: asyncio.Task) -> None:

@@ -11,6 +11,7 @@ import logging
 
 from ..config import Config, lora_folder
 from ..core.frame import NullRenderer, Renderer
+from ..core.scene import Scene
 from ..engine.startup import StartupPhases
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
     with phases("imports"):  # torch, diffusers, transformers: seconds before anything else can happen
         from ..pipeline.loading import loader
         from ..pipeline.render.batch import ChannelRenderer
+        from ..pipeline.render.overlapped import OverlappedRenderer
         from ..pipeline.speed.optimize import configure_compile_cache
         from ..pipeline.render.renderer import DiffusersRenderer
 
@@ -62,13 +64,19 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
             renderer.after_compile = artifacts.save  # later sizes and graphs too
             with phases("compile_artifacts_save"):
                 artifacts.save()
+    channels = ChannelRenderer(renderer)  # several channels' frames batched, each with its own transitions
+    if config.overlap:
+        channels = OverlappedRenderer(channels)
+        if compile:  # the overlapped graphs of the initial size too, before the ports open
+            with phases("warm_up_overlap"):
+                channels.begin_batch([("main", config.initial, Scene())]).result()
     log.info("start-up (%s): %s", device, phases.summary())
     info = {"model": config.model, "family": renderer.family.name, "scheduler": renderer.sampler, "device": device,
             "dtype": str(dtype).removeprefix("torch."), "vae": config.vae, "compile": compile,
             "controlnets": {spec.name: spec.source for spec in config.controlnets},
             "t2i_adapters": sorted(renderer.controlnets.adapters), "ip_adapter": config.ip_adapter,
-            "startup_s": phases.rounded()}
-    return ChannelRenderer(renderer), info  # several channels' frames batched, each with its own transitions
+            "startup_s": phases.rounded(), "overlap": config.overlap}
+    return channels, info
 
 
 def resolve_devices(spec: str | None) -> list[str | None]:

@@ -10,15 +10,9 @@ one frame of each other channel, which is one batch when their shapes match.
 
 A renderer without ``render_batch`` renders the round's jobs one by one, in order.
 
-Overlap (``publisher`` given, the renderer a ``StagedRenderer``): a batch is begun on the render
-thread (its GPU work queued: text encoders and UNet, then the VAE decode and the copy to the host
-on a second stream), and finished on the publishing thread (waiting for its pixels, publishing
-into the sinks), so the render thread takes the next batch while this one decodes. Each job's
-``begun`` is set once its batch is begun: its channel may then queue its next frame, whose state
-is taken when the next batch starts. At most ``MAX_IN_FLIGHT`` batches are begun and not yet
-published; they publish in the order they began (one publishing thread), so every channel's
-frames reach its sinks in order. A lone change renders as without overlap: begun, then finished.
-Without overlap, ``begun`` is set when the frame is published.
+Each job has two futures: ``begun`` (its channel may queue its next frame) and ``future`` (the
+published frame). Here a frame is begun when it is published; ``OverlappingQueue``
+(``overlap_queue.py``) begins the next batch while one decodes.
 """
 
 from __future__ import annotations
@@ -27,18 +21,17 @@ import asyncio
 import logging
 import time
 from collections import deque
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
-from ..core.frame import Frame, InFlight, Rendered, Renderer, StagedRenderer
+from ..core.frame import Frame, Rendered, Renderer
 from ..core.params import Params
 from ..core.scene import Scene
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 8  # frames in one batch; a larger group renders as several batches
-MAX_IN_FLIGHT = 2  # overlap: batches begun and not yet published (one decoding, one in its UNet)
 
 
 @dataclass(frozen=True)
@@ -80,27 +73,23 @@ class QueueStats:
     frames: int = 0
     largest_batch: int = 0
     busy_s: float = 0.0
+    full_waits: int = 0  # overlap: times a batch waited for one in flight to publish (MAX_IN_FLIGHT)
     batch_sizes: dict[int, int] = field(default_factory=dict)
 
 
 class RenderQueue:
     """Feeds one renderer on one thread (``executor`` has one worker); everything else on the loop."""
 
-    def __init__(self, renderer: Renderer, executor: Executor | None, name: str = "gpu", max_batch: int = MAX_BATCH,
-                 publisher: Executor | None = None):
-        """``publisher``: the device's publishing thread (one worker); given, batches overlap (see above)."""
-        if publisher is not None and not isinstance(renderer, StagedRenderer):
-            raise TypeError(f"overlap needs a StagedRenderer (begin_batch); {type(renderer).__name__} is not one")
+    def __init__(self, renderer: Renderer, executor: Executor | None, name: str = "gpu", max_batch: int = MAX_BATCH):
         self.renderer = renderer
         self.name = name
         self._executor = executor
-        self._publisher = publisher
         self._max_batch = max_batch
         self._pending: list[Job] = []
         self._drainer: asyncio.Task | None = None
         self._in_flight: asyncio.Future | None = None  # the render thread's call under way
-        self._unfinished: deque[asyncio.Future] = deque()  # overlap: batches begun, not yet published
-        self._arrived = asyncio.Event()  # overlap: a job was queued (the drainer may begin it)
+        self._unfinished: deque[asyncio.Future] = deque()  # overlap (OverlappingQueue): begun, not yet published
+        self._arrived = asyncio.Event()  # a job was queued (an overlapping drainer may begin it)
         self._streams: set[str] = set()  # the streams that queue frames here (until forgotten)
         self.stats = QueueStats()
         self.loras: Any = None  # the device's LoRA gate (engine/loras.py), set by the app
@@ -111,7 +100,7 @@ class RenderQueue:
 
     @property
     def overlapping(self) -> bool:
-        return self._publisher is not None
+        return False  # OverlappingQueue (engine/overlap_queue.py)
 
     def submit(self, stream: str, take: Callable[[], Snapshot],
                finish: Callable[[Snapshot, Rendered, float], Frame]) -> Job:
@@ -125,8 +114,7 @@ class RenderQueue:
         self._pending.append(job)
         self._arrived.set()
         if self._drainer is None or self._drainer.done():
-            drain = self._drain_overlapped() if self.overlapping else self._drain()
-            self._drainer = asyncio.create_task(drain, name=f"render-queue-{self.name}")
+            self._drainer = asyncio.create_task(self._drain(), name=f"render-queue-{self.name}")
         return job
 
     async def render(self, stream: str, take: Callable[[], Snapshot],
@@ -178,78 +166,6 @@ class RenderQueue:
                         self._in_flight = None
                 for job, outcome in zip(batch, outcomes):
                     job.settle(outcome)
-
-    async def _drain_overlapped(self) -> None:
-        """``_drain`` with overlap: begin a batch, leave its finishing to the publishing thread, and
-        begin the next as soon as there is one (at most ``MAX_IN_FLIGHT`` unpublished)."""
-        loop = asyncio.get_running_loop()
-        while True:
-            if len(self._streams) > 1:  # as in _drain: let channels whose frames just began join
-                for _ in range(3):
-                    await asyncio.sleep(0)
-            self._forget_published()
-            if not self._pending:
-                if not self._unfinished:
-                    return
-                # Nothing to begin: wait for a job, or for the oldest batch to be published.
-                self._arrived.clear()
-                arrival = asyncio.ensure_future(self._arrived.wait())
-                await asyncio.wait({arrival, self._unfinished[0]}, return_when=asyncio.FIRST_COMPLETED)
-                arrival.cancel()
-                continue
-            jobs = [job for job in self._pending if not job.future.done()]
-            self._pending = []
-            self.stats.rounds += 1
-            for job in jobs:
-                job.snapshot = job.take()
-            for batch in self._batches(jobs):
-                batch = [job for job in batch if not job.future.done()]
-                if not batch:
-                    continue
-                while len(self._unfinished) >= MAX_IN_FLIGHT:
-                    await asyncio.wait({self._unfinished[0]})
-                    self._forget_published()
-                self._in_flight = loop.run_in_executor(self._executor, self._begin, batch)
-                try:
-                    publishing: Future = await asyncio.shield(self._in_flight)
-                finally:
-                    if self._in_flight.done():
-                        self._in_flight = None
-                published = asyncio.wrap_future(publishing)
-                published.add_done_callback(lambda done, batch=batch: self._settle(batch, done))
-                self._unfinished.append(published)
-                for job in batch:
-                    job.mark_begun()
-
-    def _forget_published(self) -> None:
-        while self._unfinished and self._unfinished[0].done():
-            self._unfinished.popleft()
-
-    @staticmethod
-    def _settle(batch: list[Job], published: asyncio.Future) -> None:
-        outcomes = published.result() if not published.cancelled() else [RuntimeError("publishing cancelled")] * len(batch)
-        for job, outcome in zip(batch, outcomes):
-            job.settle(outcome)
-
-    def _begin(self, batch: list[Job]) -> Future:
-        # On the render thread: queue the batch's GPU work, hand its finishing to the publishing thread.
-        start = time.perf_counter()
-        try:
-            staged: InFlight | Exception = self.renderer.begin_batch(
-                [(job.stream, job.snapshot.params, job.snapshot.scene) for job in batch])
-        except Exception as exc:  # every frame of a failed batch fails alike
-            staged = exc
-        return self._publisher.submit(self._publish, batch, staged, start)
-
-    def _publish(self, batch: list[Job], staged: InFlight | Exception, start: float) -> list[Any]:
-        # On the publishing thread, in the order the batches began: wait for the pixels, publish.
-        if isinstance(staged, Exception):
-            return [staged] * len(batch)
-        try:
-            rendered = staged.result()
-        except Exception as exc:
-            return [exc] * len(batch)
-        return self._finished(batch, rendered, time.perf_counter() - start)
 
     def _batches(self, jobs: list[Job]) -> list[list[Job]]:
         """Jobs grouped by graph shape, in the order of each group's oldest job, at most max_batch each."""

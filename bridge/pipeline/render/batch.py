@@ -76,10 +76,13 @@ class ChannelRenderer:
     def render_batch(self, items: Sequence[Item]) -> list[Rendered]:
         if len(items) == 1:
             stream, params, scene = items[0]
-            # The renderer's transition state is the channel's own (what it showed last).
-            self.inner._glider = self._gliders.setdefault(stream, Glider())
+            self.follow(stream)
             return [self.inner.render(params, scene)]
         return self._render_many(items)
+
+    def follow(self, stream: str) -> None:
+        """The renderer's transition state becomes the channel's own (what it showed last)."""
+        self.inner._glider = self._gliders.setdefault(stream, Glider())
 
     # -- the batch ---------------------------------------------------------------------
     def _vae_decode_batch(self, latents: torch.Tensor) -> torch.Tensor:
@@ -87,16 +90,27 @@ class ChannelRenderer:
         return to_rgba8(vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample)
 
     def _denoise_and_decode(self, plan: FramePlan, noise, guidance, embeds=None, pooled=None, image=None,
-                            negative=None, negative_pooled=None, ids=None) -> tuple:
-        """The batch's frames (and, from ``ids``, the rows' new embeddings: text encoders batched too)."""
+                            negative=None, negative_pooled=None, ids=None, decode: bool = True) -> tuple:
+        """The batch's frames, or their latents (and, from ``ids``, the rows' new embeddings: text
+        encoders batched too)."""
         if ids is not None:
             embeds, pooled = self.inner._encode(ids)
         latents = self.inner._denoise_steps(plan, noise, guidance, embeds, pooled, image,
                                             negative=negative, negative_pooled=negative_pooled)
-        return (self._decode_batch(latents), *(() if ids is None else (embeds, pooled)))
+        return (self._decode_batch(latents) if decode else latents, *(() if ids is None else (embeds, pooled)))
 
     @torch.inference_mode()
     def _render_many(self, items: Sequence[Item]) -> list[Rendered]:
+        r = self.inner
+        rgba = self.device_frames(items)
+        with r._stage("to_host"):
+            pixels = [r._to_host(row) for row in rgba[:len(items)]]
+        stages = dict(r._stages)
+        return [Rendered(frame, stages) for frame in pixels]
+
+    def device_frames(self, items: Sequence[Item], decode: bool = True) -> torch.Tensor:
+        """The batch's frames on the device (padded rows included: the first ``len(items)`` are
+        theirs), RGBA; with ``decode=False`` their latents (the overlap decodes them)."""
         r = self.inner
         r._stages = {}
         plans = {FramePlan.of(params, scene.input is not None) for _, params, scene in items}
@@ -143,30 +157,27 @@ class ChannelRenderer:
         if rows > len(items):  # the last row again: its copies' frames are dropped below
             values = {k: torch.cat([v, *[v[-1:]] * (rows - len(items))]) if k not in ("noise", "ids")
                       else torch.cat([v, *[v[:, -1:]] * (rows - len(items))], dim=1) for k, v in values.items()}
-        key = ("batch", rows, with_text, *plan.key)
-        rgba, *encoded = self._run(key, plan, values)
-        with r._stage("to_host"):
-            pixels = [r._to_host(row) for row in rgba[:len(items)]]
+        key = ("batch", rows, with_text, *plan.key) + (() if decode else ("latents",))
+        out, *encoded = self._run(key, plan, values, decode)
         if with_text:
             embeds, pooled = encoded
             conditioning = [r.text.store(text, embeds[i:i + 1], pooled[i:i + 1]) for i, text in enumerate(texts)]
         for (stream, _, _), noise, (embeds, pooled) in zip(items, noises, conditioning):
             self._gliders.setdefault(stream, Glider()).record(Shown(embeds, pooled, noise))
-        stages = dict(r._stages)
-        return [Rendered(frame, stages) for frame in pixels]
+        return out
 
-    def _run(self, key: tuple, plan: FramePlan, values: dict) -> tuple:
+    def _run(self, key: tuple, plan: FramePlan, values: dict, decode: bool = True) -> tuple:
         r = self.inner
         if r._graphs is None:
             with r._stage("unet+vae_decode"):
                 moved = {k: v.to(r.device) if isinstance(v, torch.Tensor) else v for k, v in values.items()}
-                return self._denoise_and_decode(plan, **moved)
+                return self._denoise_and_decode(plan, **moved, decode=decode)
 
         def inputs() -> dict:
             return {k: torch.zeros_like(v, device=r.device) for k, v in values.items()}
 
         def frame(**kwargs):
-            return self._denoise_and_decode(plan, **kwargs)
+            return self._denoise_and_decode(plan, **kwargs, decode=decode)
 
         if key not in r._graphs:
             with progress(f"capturing a batch of {key[1]} at {plan.width}x{plan.height}", compiling=True):

@@ -137,6 +137,11 @@ class DiffusersRenderer(ModelCalls):
 
     @torch.inference_mode()
     def render(self, params: Params, scene: Scene = Scene()) -> Rendered:
+        self.warm(params, scene)
+        return self._render(params, scene)
+
+    def warm(self, params: Params, scene: Scene) -> None:
+        """Compile and capture this frame's graphs, once per graph key (a no-op when eager or warm)."""
         plan = self._plan(params, scene)
         if self.compile and plan.key not in self._warm:
             self._warm.add(plan.key)
@@ -150,9 +155,16 @@ class DiffusersRenderer(ModelCalls):
                 self._render(params.merged({"prompt": text}), warm, record=False)  # the cached-embeddings graph
             if self.after_compile is not None:
                 self.after_compile()
-        return self._render(params, scene)
 
     def _render(self, params: Params, scene: Scene, record: bool = True) -> Rendered:
+        rgba = self.device_frame(params, scene, record)
+        with self._stage("to_host"):
+            pixels = self._to_host(rgba)
+        return Rendered(pixels, dict(self._stages))
+
+    def device_frame(self, params: Params, scene: Scene, record: bool = True, decode: bool = True) -> torch.Tensor:
+        """The frame on the device, RGBA; with ``decode=False`` the latents the VAE would decode
+        (the overlap decodes them on its own stream: ``render/overlapped.py``). Call ``warm`` first."""
         self._stages = {}
         if params.loras != self.loras.applied:
             with self._stage("loras"):  # between two frames, into the same weight storage
@@ -176,16 +188,14 @@ class DiffusersRenderer(ModelCalls):
         with self._stage("noise"):
             noise = frame_noise(params, plan.draws, self._latent_shape(plan))
         if self._graphs is not None and not self.profile and isinstance(params.prompt, str) and scene.glide is None:
-            rgba, shown = self._render_graph(plan, params, noise, image, control)  # one replay, text encoders included
+            out, shown = self._render_graph(plan, params, noise, image, control, decode)  # one replay, text included
         else:
             embeds, pooled = self.text.conditioning(params.prompt)
             shown = self._glider.mix(scene.glide, Shown(embeds, pooled, noise))
-            rgba = self._frame(plan, params, shown, image, control)
+            out = self._frame(plan, params, shown, image, control, decode)
         if record:
             self._glider.record(shown)
-        with self._stage("to_host"):
-            pixels = self._to_host(rgba)
-        return Rendered(pixels, dict(self._stages))
+        return out
 
     def _plan(self, params: Params, scene: Scene) -> FramePlan:
         style = scene.style is not None and self.style is not None and params.style_scale > 0
@@ -205,13 +215,16 @@ class DiffusersRenderer(ModelCalls):
         return {"negative": negative, "negative_pooled": negative_pooled}
 
     def _frame(self, plan: FramePlan, params: Params, shown: Shown, image: torch.Tensor | None,
-               control: dict) -> torch.Tensor:
-        """A frame from mixed conditioning: one graph replay, or a stage at a time (eager, profiling)."""
+               control: dict, decode: bool = True) -> torch.Tensor:
+        """A frame (or its latents) from mixed conditioning: one graph replay, or a stage at a time
+        (eager, profiling)."""
         values = self._inputs(shown, params, image, control)
         if self._graphs is not None and not self.profile:
-            return self._frame_graph(plan, with_text=False).run(**values)[0]
+            return self._frame_graph(plan, with_text=False, decode=decode).run(**values)[0]
         with self._stage("unet"):
             latents = self._staged(("unet", *plan.key), functools.partial(self._denoise_steps, plan), **values)
+        if not decode:
+            return latents
         with self._stage("vae_decode"):
             return self._staged(("decode", plan.width, plan.height, plan.tiling), self._decode, latents=latents)
 
@@ -233,8 +246,9 @@ class DiffusersRenderer(ModelCalls):
         return self._graphs.get(key, fn, inputs).run(**values)
 
 
-    def _frame_graph(self, plan: FramePlan, with_text: bool):
-        """The whole frame as one graph: (text encoders,) denoising and decoding."""
+    def _frame_graph(self, plan: FramePlan, with_text: bool, decode: bool = True):
+        """The whole frame as one graph: (text encoders,) denoising and decoding (``decode=False``:
+        up to the latents, the overlap's first stage)."""
         def frame(noise, guidance, ids=None, embeds=None, pooled=None, image=None, control_images=None,
                   control_scales=None, negative=None, negative_pooled=None, style_tokens=None, style_uncond=None,
                   style_scale=None, adapter_features=None, adapter_scales=None):
@@ -243,7 +257,7 @@ class DiffusersRenderer(ModelCalls):
             latents = self._denoise_steps(plan, noise, guidance, embeds, pooled, image, control_images, control_scales,
                                           negative, negative_pooled, style_tokens, style_uncond, style_scale,
                                           adapter_features, adapter_scales)
-            return self._decode(latents), embeds, pooled
+            return self._decode(latents) if decode else latents, embeds, pooled
 
         def inputs() -> dict:
             made = {"noise": torch.zeros((plan.draws, *self._latent_shape(plan)), device=self.device),
@@ -266,21 +280,22 @@ class DiffusersRenderer(ModelCalls):
                                                          self.dtype, self.device),
                     **style_images.graph_inputs(self.style, plan.style, plan.cfg)}
 
-        return self._graphs.get((*plan.key, with_text), frame, inputs)
+        return self._graphs.get((*plan.key, with_text) if decode else (*plan.key, with_text, "latents"), frame, inputs)
 
     def _render_graph(self, plan: FramePlan, params: Params, noise: torch.Tensor, image: torch.Tensor | None,
-                      control: dict):
+                      control: dict, decode: bool = True):
         """One graph replay for the whole frame (text encoders included when the prompt is new)."""
         cached = self.text.cached(params.prompt)
         if cached is not None:
             shown = Shown(*cached, noise)
-            return self._frame_graph(plan, with_text=False).run(**self._inputs(shown, params, image, control))[0], shown
+            graph = self._frame_graph(plan, with_text=False, decode=decode)
+            return graph.run(**self._inputs(shown, params, image, control))[0], shown
         values = {"noise": noise.pin_memory(), "guidance": float(params.guidance),
                   "ids": self.text.token_ids(params.prompt), **self._unconditional(params), **control}
         if image is not None:
             values["image"] = image
-        rgba, embeds, pooled = self._frame_graph(plan, with_text=True).run(**values)
-        return rgba, Shown(*self.text.store(params.prompt, embeds, pooled), noise)
+        out, embeds, pooled = self._frame_graph(plan, with_text=True, decode=decode).run(**values)
+        return out, Shown(*self.text.store(params.prompt, embeds, pooled), noise)
 
     def _to_host(self, rgba: torch.Tensor) -> np.ndarray:
         if not self._cuda:
