@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "every frame; with diffusers' adapter pipeline as a baseline), lora (switching LoRAs), "
                             "ip-adapter (style images: adapter off, an unchanged style image, style_scale moved, a new "
                             "style image every frame; loads 'demo' with --model demo, else 'random': SDXL IP-Adapter "
-                            "with a ViT-H image encoder)")
+                            "with a ViT-H image encoder), decode (the full VAE's decode alone, for every setting of "
+                            "--vae-compile-modes, --cudnn-benchmark and --vae-channels-last)")
     bench.add_argument("--tilings", default="none", help="comma-separated: none,x,y,xy (seamless tiling on vs off)")
     bench.add_argument("--sinks", default="", help="comma-separated: record,ndi: each run again with these sinks "
                        "on the render thread (their publish time measured; ndi needs cyndilib)")
@@ -134,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="comma-separated: default, fp8 (the linear layers of the UNet's transformer blocks in FP8 "
                             "through torchao: pip install 'turbo-bridge[fp8]', a GPU of sm_89 or newer), each measured "
                             "in turn; fp8 also reports its pixel deviation from bf16 frames of the same weights")
+    bench.add_argument("--overlap", default="off",
+                       help="comma-separated: off, on (each mode again as a stream whose next frame begins while "
+                            "this one decodes, as serve --overlap on: frames/s between publications and latency)")
+    bench.add_argument("--vae-compile-modes", default="default",
+                       help="comma-separated: default, max-autotune-no-cudagraphs (the VAE decoder's torch.compile "
+                            "mode); frame runs take the first, --modes decode times each")
+    bench.add_argument("--cudnn-benchmark", default="on", help="comma-separated: on, off (as above)")
+    bench.add_argument("--vae-channels-last", default="on", help="comma-separated: on, off (as above)")
     bench.add_argument("--cache-dir", type=Path, default=None)
     bench.add_argument("--json", type=Path, default=Path("bench.json"), help="where to write the figures")
 
@@ -220,6 +229,13 @@ def _csv(text: str, kind=str) -> tuple:
 PRECISIONS = ("default", "fp8")
 
 
+DECODER_MODES = ("default", "max-autotune-no-cudagraphs")  # as bridge.pipeline.speed.optimize (no torch here)
+
+
+def _switches(option: str, text: str) -> tuple[bool, ...]:
+    return tuple(value == "on" for value in _choices(option, text, ("off", "on")))
+
+
 def _choices(option: str, text: str, accepted: tuple[str, ...]) -> tuple[str, ...]:
     values = _csv(text)
     wrong = [v for v in values if v not in accepted]
@@ -238,6 +254,10 @@ def run_bench_command(args: argparse.Namespace) -> None:
         modes=_csv(args.modes), tilings=_csv(args.tilings), sinks=_csv(args.sinks), compile=args.compile == "on",
         baseline=not args.no_baseline,
         memory_budget_gb=args.memory_budget_gb, precisions=_choices("--precision", args.precision, PRECISIONS),
+        overlaps=_switches("--overlap", args.overlap),
+        vae_compile_modes=_choices("--vae-compile-modes", args.vae_compile_modes, DECODER_MODES),
+        cudnn_benchmarks=_switches("--cudnn-benchmark", args.cudnn_benchmark),
+        vae_channels_lasts=_switches("--vae-channels-last", args.vae_channels_last),
         cache_dir=args.cache_dir or default_cache_dir())
     report = bench.run_bench(opts, args.json)
     sys.stdout.write(bench.format_report(report) + "\n")

@@ -74,8 +74,17 @@ def run_bench(opts: BenchOptions, json_path: Path | None) -> dict:
             free_memory(device)
             log.info("T2I-Adapter baseline: median %.2f ms", report["t2i_baseline"]["median_ms"])
             save()
+    if "decode" in opts.modes:  # the VAE decode alone, per decoder knob setting (bench/decode.py)
+        from .decode import measure_decode
+
+        for dtype_name in opts.dtypes:
+            report.setdefault("decode", []).extend(measure_decode(opts, device, dtype_name))
+            save()
+    frame_modes = [m for m in opts.modes if m != "decode"]
     with ShmWriter(f"tb-bench-{uuid.uuid4().hex[:8]}", max(opts.sizes), max(opts.sizes)) as shm:
         for dtype_name, vae_name, precision in itertools.product(opts.dtypes, opts.vaes, opts.precisions):
+            if not frame_modes:
+                break
             try:
                 runs = measure(opts, device, dtype_name, vae_name, shm, report.setdefault("lora", []),
                                report.setdefault("fp8_deviation", []), precision)

@@ -47,7 +47,8 @@ class ChannelRenderer:
     def __init__(self, inner: DiffusersRenderer):
         self.inner = inner
         self._gliders: dict[str, Glider] = {}
-        self._decode_batch = compiled(self._vae_decode_batch, inner.device) if inner.compile else self._vae_decode_batch
+        self._decode_batch = compiled(self._vae_decode_batch, inner.device, inner.tuning.decoder_mode) \
+            if inner.compile else self._vae_decode_batch
 
     # -- what the render queue and the scheduler call -------------------------------------
     @property

@@ -40,7 +40,7 @@ from .model_calls import ModelCalls
 from .noise import frame_noise
 from ..steering.style_images import StyleTokens
 from ..steering.t2i_adapter import AdapterFeatures
-from ..speed.optimize import compiled, prepare_modules, progress
+from ..speed.optimize import Tuning, compiled, prepare_modules, progress
 from .plan import FramePlan
 from .text import CLIP_TOKENS, PromptEncoder
 from .tiling import Tiling
@@ -54,9 +54,10 @@ class DiffusersRenderer(ModelCalls):
     def __init__(self, pipe, device: str, dtype: torch.dtype, *, compile: bool = False,
                  profile: bool = False, cache_size: int = 256, lora_dir: Path | None = None,
                  controlnets: ControlNets | None = None, canny_thresholds: tuple[float, float] = (100.0, 200.0),
-                 ip_adapter: IpAdapter | None = None, precision: str = "default"):
+                 ip_adapter: IpAdapter | None = None, precision: str = "default", tuning: Tuning = Tuning()):
         super().__init__(pipe, device, dtype, controlnets)
         self.compile = compile
+        self.tuning = tuning
         self.profile = profile  # synchronise per stage: honest stage times, a little slower
         self._cuda = self.device.type == "cuda"
         self._warm: set[tuple] = set()
@@ -74,10 +75,12 @@ class DiffusersRenderer(ModelCalls):
             # trace: one eager call installs them before compiling.
             with torch.inference_mode():
                 self._text(self._zero_ids())
-            prepare_modules([pipe.unet, self.vae, *self.encoders, *self.controlnets.nets.values()], self.device)
+            prepare_modules([pipe.unet, self.vae, *self.encoders, *self.controlnets.nets.values()], self.device,
+                            tuning, vae=self.vae)
             # The compiled model calls replace the eager ones ModelCalls set: the sampling loop calls these.
             self._encode = compiled(self._text, self.device)
-            self._unet, self._decode = compiled(self._denoise, self.device), compiled(self._vae_decode, self.device)
+            self._unet = compiled(self._denoise, self.device)
+            self._decode = compiled(self._vae_decode, self.device, tuning.decoder_mode)
             self._encode_image = compiled(self._vae_encode, self.device)
             self._control = compiled(self._residuals, self.device)
             self._adapt = compiled(self._adapter_run, self.device)
