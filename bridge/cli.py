@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--control", default="", metavar="NAME",
                          help="steer every frame with ControlNet or T2I-Adapter NAME (pass its --controlnet "
                               "NAME=SOURCE to the daemon after --): a fixed control image at scale 0.8")
+    latency.add_argument("--stream-rate", type=float, default=0.0, metavar="HZ",
+                         help="after the one-at-a-time changes, --count changes at HZ that do not wait for frames "
+                              "(a slider, a sequencer): frames per second and change-to-frame p50 of that stream")
     latency.add_argument("--channels", type=int, default=1,
                          help="N > 1: N channels, each a closed loop of new prompts (total and per-channel FPS, "
                               "one channel's OSC-to-frame p50 alone and with the others)")
@@ -313,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             from .bench.latency import format_latency, run_latency, to_json
 
             report = run_latency(args.model, args.vae, args.size, args.count, args.rate,
-                                 [a for a in args.daemon_args if a != "--"], via=args.input, control=args.control)
+                                 [a for a in args.daemon_args if a != "--"], via=args.input, control=args.control,
+                                 stream_rate_hz=args.stream_rate)
             sys.stdout.write(format_latency(report) + "\n")
             if args.json:
                 args.json.write_text(to_json(report))
