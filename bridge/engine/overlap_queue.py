@@ -56,8 +56,10 @@ class OverlappingQueue(RenderQueue):
                 # Nothing to begin: wait for a job, or for the oldest batch to be published.
                 self._arrived.clear()
                 arrival = asyncio.ensure_future(self._arrived.wait())
-                await asyncio.wait({arrival, self._unfinished[0]}, return_when=asyncio.FIRST_COMPLETED)
-                arrival.cancel()
+                try:
+                    await asyncio.wait({arrival, self._unfinished[0]}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    arrival.cancel()
                 continue
             # Room first, states then: a change that comes while the pipeline is full is still taken.
             await self._room()

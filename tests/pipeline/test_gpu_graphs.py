@@ -35,7 +35,6 @@ def two_renderers(cache_dir):
 
 
 def test_two_threads_capture_and_replay_at_once_without_breaking_each_other(two_renderers):
-    from bridge.pipeline.speed.graphs import FrameGraphs
     from bridge.pipeline.steering.lora_fold import _moved
 
     params = [[Params(prompt=f"{name}, take {i}", seed=i, width=512, height=512) for i in range(3)]
@@ -54,7 +53,7 @@ def test_two_threads_capture_and_replay_at_once_without_breaking_each_other(two_
             torch.cuda.set_device(0)
             start.wait(60)
             for round_no in range(ROUNDS):
-                renderer._graphs = FrameGraphs()  # every frame below captures its graph again
+                renderer._graphs.clear()  # every frame below captures its graph again (same streams, same pool)
                 for i, p in enumerate(params[index]):
                     # a prompt seen before: the cached-embeddings graph; the first of a round after the
                     # cache's eviction below: the with-text graph

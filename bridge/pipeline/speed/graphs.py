@@ -13,7 +13,10 @@ Captures never disturb another thread (issue 31), for three reasons:
   threads (``--device cuda:0,cuda:1``), or a LoRA being placed on the loader thread, could break
   each other's captures. Thread-local mode forbids those calls only to the capturing thread;
 - each ``FrameGraphs`` captures on its own stream, on its own device: ``torch.cuda.graph``'s
-  default capture stream is one per process, made on whichever device asked first;
+  default capture stream is one per process, made on whichever device asked first. The streams
+  come from torch's pool (32 per device, handed out round-robin by ``torch.cuda.Stream()``), so
+  they are made once per ``FrameGraphs`` (capture and warm-up) and every other user makes its
+  few streams once too (the decode stream, the LoRA loader's): no pool entry comes round twice;
 - no ``torch.cuda.graph`` context: on entry it synchronises and empties the allocator's cache of
   every device, which frees memory under another thread's feet, and the allocator refuses to
   empty a device's cache while a capture is under way there (an internal assert).
@@ -37,10 +40,9 @@ class FrameGraph:
     """A captured frame with static input buffers; ``run`` copies inputs in and replays."""
 
     def __init__(self, fn: Callable[..., tuple], inputs: dict[str, torch.Tensor], pool, stream: torch.cuda.Stream,
-                 warmups: int = 2):
-        """``stream``: the capture stream (this thread's, on this device)."""
+                 side: torch.cuda.Stream, warmups: int = 2):
+        """``stream``: the capture stream, ``side``: the warm-up's (this thread's, on this device)."""
         self.inputs = inputs
-        side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up off the capture: compiles, picks cuDNN algorithms
             for _ in range(warmups):
@@ -80,7 +82,12 @@ class FrameGraphs:
     def __init__(self) -> None:
         self._pool = torch.cuda.graph_pool_handle()
         self._stream = torch.cuda.Stream()  # on the current device: the render thread's
+        self._side = torch.cuda.Stream()
         self._graphs: dict[tuple, FrameGraph] = {}
+
+    def clear(self) -> None:
+        """Drop every captured graph (their memory stays in the pool); the next use of a key captures again."""
+        self._graphs.clear()
 
     def __contains__(self, key: tuple) -> bool:
         return key in self._graphs
@@ -88,6 +95,6 @@ class FrameGraphs:
     def get(self, key: tuple, fn: Callable[..., tuple], make_inputs: Callable[[], dict]) -> FrameGraph:
         graph = self._graphs.get(key)
         if graph is None:
-            graph = self._graphs[key] = FrameGraph(fn, make_inputs(), self._pool, self._stream)
+            graph = self._graphs[key] = FrameGraph(fn, make_inputs(), self._pool, self._stream, self._side)
             log.debug("captured frame graph %s", key)
         return graph

@@ -64,12 +64,17 @@ class DeltaGroup:
         return weight * self.alpha / self.down.shape[1]  # Delta.scaling's expression: the same float
 
 
+_SIDE: dict[torch.device, torch.cuda.Stream] = {}  # one per device, made once (speed/graphs.py: the stream pool)
+
+
 @contextmanager
 def _after_frames(device: torch.device):
     """A side stream for GPU work off the render thread, ordered after the frames queued so far
     (memory they freed may be the memory just allocated for this work), finished on exit. Tensors
     are allocated before, on the default stream's memory: the render thread reuses it safely."""
-    side = torch.cuda.Stream(device)
+    side = _SIDE.get(device)
+    if side is None:
+        side = _SIDE[device] = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side):
         yield
