@@ -21,6 +21,7 @@ from ..engine.changes import ChangeDoor
 from ..engine.channel_outputs import ChannelOutputs
 from ..engine.channels import MAIN, Channel, ChannelRegistry
 from ..engine.loras import LoraGate
+from ..engine.overlap_queue import OverlappingQueue
 from ..engine.render_queue import RenderQueue
 from ..engine.render_thread import RenderThread
 from ..frontends.http import record_api, rest
@@ -48,6 +49,9 @@ def render_engine(config: Config, renderer_factory: Callable[[Config], tuple[Ren
         devices = resolve_devices(config.device)
         # One render thread per device; the first keeps the name "gpu".
         gpus = [RenderThread("gpu" if i == 0 else f"gpu{i}", config.render_spin_ms / 1e3) for i in range(len(devices))]
+        # --overlap on: each device's frames finish and publish on a thread of their own, so its render
+        # thread begins the next frame while one decodes (Renderer.begin_batch).
+        publishers = [RenderThread(f"{gpu.name}-out") for gpu in gpus] if config.overlap else []
         encoder = ThreadPoolExecutor(2, thread_name_prefix="encode")
         lora_loader = ThreadPoolExecutor(1, thread_name_prefix="lora-loader")
         loop = asyncio.get_running_loop()
@@ -70,8 +74,8 @@ def render_engine(config: Config, renderer_factory: Callable[[Config], tuple[Ren
                 raise
             app[MODEL_INFO] = loaded[0][1]
             app[DEVICE_INFO] = [info for _, info in loaded]
-            queues = [RenderQueue(renderer, gpu, name=str(info.get("device", i)) if len(loaded) == 1
-                                  else f"{i}:{info.get('device', i)}")
+            queues = [_queue(renderer, gpu, publishers[i] if publishers else None,
+                             str(info.get("device", i)) if len(loaded) == 1 else f"{i}:{info.get('device', i)}")
                       for i, ((renderer, info), gpu) in enumerate(zip(loaded, gpus))]
             for queue in queues:  # each device folds LoRAs into its own UNet, from its own catalog
                 queue.loras = LoraGate(queue.renderer.lora_catalog, lora_loader)
@@ -101,12 +105,16 @@ def render_engine(config: Config, renderer_factory: Callable[[Config], tuple[Ren
                 await registry.close()
                 for queue in queues:
                     await queue.close()
-                # The render threads may still be finishing a frame.
-                await asyncio.gather(*(loop.run_in_executor(gpu, lambda: None) for gpu in gpus))
+                # The render (and publishing) threads may still be finishing a frame.
+                await asyncio.gather(*(loop.run_in_executor(worker, lambda: None) for worker in (*gpus, *publishers)))
         finally:
-            for gpu in gpus:
-                gpu.shutdown(wait=True)
+            for worker in (*gpus, *publishers):
+                worker.shutdown(wait=True)
             encoder.shutdown(wait=True)
             lora_loader.shutdown(wait=True)
 
     return executors
+
+
+def _queue(renderer: Renderer, gpu: RenderThread, publisher: RenderThread | None, name: str) -> RenderQueue:
+    return RenderQueue(renderer, gpu, name) if publisher is None else OverlappingQueue(renderer, gpu, publisher, name)

@@ -11,6 +11,7 @@ import logging
 
 from ..config import Config, lora_folder
 from ..core.renderer import NullRenderer, Renderer
+from ..core.scene import Scene
 from ..engine.startup import StartupPhases
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
         from ..pipeline.loading import loader
         from ..pipeline.loading.demo import is_demo
         from ..pipeline.render.batch import ChannelRenderer
+        from ..pipeline.render.overlapped import OverlappedRenderer
         from ..pipeline.steering.demo_loras import demo_lora_folder
         from ..pipeline.speed.optimize import configure_compile_cache
         from ..pipeline.render.renderer import DiffusersRenderer
@@ -61,9 +63,15 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
                                      controlnets=load_controlnets(config, pipe, device, dtype),
                                      canny_thresholds=config.canny_thresholds,
                                      ip_adapter=load_ip_adapter(config, pipe, device, dtype))
-    if compile:  # compile and capture for the initial size before the ports open
+    # Several channels' frames batched, each with its own transitions; with --overlap on, a batch's
+    # decode runs on a second CUDA stream while the next batch begins.
+    channels = OverlappedRenderer(renderer) if config.overlap else ChannelRenderer(renderer)
+    if compile:  # compile and capture for the initial size, the graphs the daemon will replay, before the ports open
         with phases("warm_up"):
-            renderer.render(config.initial)
+            if config.overlap:
+                channels.begin_batch([("main", config.initial, Scene())]).result()  # main's first frame anyway
+            else:
+                renderer.render(config.initial)
         log.info("warm-up for %dx%d done in %.1f s", config.initial.width, config.initial.height,
                  phases.seconds["warm_up"])
         if artifacts is not None:
@@ -75,8 +83,8 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
             "dtype": str(dtype).removeprefix("torch."), "vae": config.vae, "compile": compile,
             "controlnets": {spec.name: spec.source for spec in config.controlnets},
             "t2i_adapters": sorted(renderer.controlnets.adapters), "ip_adapter": config.ip_adapter,
-            "startup_s": phases.rounded()}
-    return ChannelRenderer(renderer), info  # several channels' frames batched, each with its own transitions
+            "startup_s": phases.rounded(), "overlap": config.overlap}
+    return channels, info
 
 
 def requested_steering(config: Config) -> set[str]:

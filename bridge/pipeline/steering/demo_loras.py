@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..families.family import family_of_pipeline
+from ..families.registry import family_of_pipeline
 from ..loading.demo import DEMO_VERSION
 
 log = logging.getLogger(__name__)
