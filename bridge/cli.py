@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--render-spin-ms", type=float, default=0.0, metavar="MS",
                        help="after each frame the render thread polls this long for the next change before it "
                             "sleeps (0: sleep at once); trades a CPU core while changes keep coming for less latency")
+    serve.add_argument("--overlap", default="off", choices=["on", "off"],
+                       help="on: while a frame's VAE decode runs (on a second CUDA stream), the next change's text "
+                            "encoders and UNet start: more frames per second from a stream of changes; a lone "
+                            "change renders as with off. Frames publish in order, latest-wins as always")
     cluster = serve.add_argument_group("rendering on a Ray cluster (needs turbo-bridge[cluster]; docs/scaling.md)")
     cluster.add_argument("--cluster", default=None, choices=["ray"],
                          help="render the channels on a Ray cluster's renderer workers (one per GPU) instead of "
@@ -144,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "every frame; with diffusers' adapter pipeline as a baseline), lora (switching LoRAs), "
                             "ip-adapter (style images: adapter off, an unchanged style image, style_scale moved, a new "
                             "style image every frame; loads 'demo' with --model demo, else 'random': SDXL IP-Adapter "
-                            "with a ViT-H image encoder)")
+                            "with a ViT-H image encoder), decode (the full VAE's decode alone, for every setting of "
+                            "--vae-compile-modes, --cudnn-benchmark and --vae-channels-last)")
     bench.add_argument("--tilings", default="none", help="comma-separated: none,x,y,xy (seamless tiling on vs off)")
     bench.add_argument("--sinks", default="", help="comma-separated: record,ndi: each run again with these sinks "
                        "on the render thread (their publish time measured; ndi needs cyndilib)")
@@ -153,9 +158,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-baseline", action="store_true", help="skip the plain diffusers call")
     bench.add_argument("--memory-budget-gb", type=float, default=None,
                        help="cap this process's GPU memory (e.g. 24) to show the run fits")
-    bench.add_argument("--precision", default="default", choices=["default", "fp8"],
-                       help="fp8: the UNet's linear layers in FP8 (e4m3, per-tensor scales; Ada/Hopper GPUs, or the "
-                            "CPU's slow reference kernel), with the pixel deviation from the bf16 frames on the same weights")
+    bench.add_argument("--precision", default="default",
+                       help="comma-separated: default, fp8 (the linear layers of the UNet's transformer blocks in FP8 "
+                            "through torchao: pip install 'turbo-bridge[fp8]', a GPU of sm_89 or newer), each measured "
+                            "in turn; fp8 also reports its pixel deviation from bf16 frames of the same weights")
+    bench.add_argument("--overlap", default="off",
+                       help="comma-separated: off, on (each mode again as a stream whose next frame begins while "
+                            "this one decodes, as serve --overlap on: frames/s between publications and latency)")
+    bench.add_argument("--vae-compile-modes", default="default",
+                       help="comma-separated: default, max-autotune-no-cudagraphs (the VAE decoder's torch.compile "
+                            "mode); frame runs take the first, --modes decode times each")
+    bench.add_argument("--cudnn-benchmark", default="on", help="comma-separated: on, off (as above)")
+    bench.add_argument("--vae-channels-last", default="on", help="comma-separated: on, off (as above)")
     bench.add_argument("--cache-dir", type=Path, default=None, help="as serve's --cache-dir (demo model, compile caches)")
     bench.add_argument("--json", type=Path, default=Path("bench.json"), help="where to write the figures")
 
@@ -171,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--control", default="", metavar="NAME",
                          help="steer every frame with ControlNet or T2I-Adapter NAME (pass its --controlnet "
                               "NAME=SOURCE to the daemon after --): a fixed control image at scale 0.8")
+    latency.add_argument("--stream-rate", type=float, default=0.0, metavar="HZ",
+                         help="after the one-at-a-time changes, --count changes at HZ that do not wait for frames "
+                              "(a slider, a sequencer): frames per second and change-to-frame p50 of that stream")
     latency.add_argument("--channels", type=int, default=1,
                          help="N > 1: N channels, each a closed loop of new prompts (total and per-channel FPS, "
                               "one channel's OSC-to-frame p50 alone and with the others)")
@@ -219,6 +236,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                                              args.allow_host, args.cors_origin, args.osc_allow),
                   controlnets=_controlnets(args.controlnet), canny_thresholds=_thresholds(args.canny_thresholds),
                   render_spin_ms=_spin(args.render_spin_ms), compile_artifacts=args.compile_artifacts == "on",
+                  overlap=args.overlap == "on",
                   ip_adapter=args.ip_adapter or None,
                   http=HttpLimits(max_connections=args.max_connections,
                                   max_per_address=args.max_connections_per_address),
@@ -259,6 +277,22 @@ def _csv(text: str, kind=str) -> tuple:
     return tuple(kind(part) for part in text.split(",") if part)
 
 
+PRECISIONS = ("default", "fp8")
+DECODER_MODES = ("default", "max-autotune-no-cudagraphs")  # as bridge.pipeline.speed.optimize (no torch here)
+
+
+def _switches(option: str, text: str) -> tuple[bool, ...]:
+    return tuple(value == "on" for value in _choices(option, text, ("off", "on")))
+
+
+def _choices(option: str, text: str, accepted: tuple[str, ...]) -> tuple[str, ...]:
+    values = _csv(text)
+    wrong = [v for v in values if v not in accepted]
+    if wrong or not values:
+        raise ConfigError(f"{option} takes a comma-separated list of {', '.join(accepted)}; got {text!r}")
+    return values
+
+
 def bench_options(args: argparse.Namespace):
     """``bench``'s options: the device resolved, ``--compile auto`` as serve reads it (on for CUDA only)."""
     from .bench import run as bench
@@ -270,7 +304,11 @@ def bench_options(args: argparse.Namespace):
         frames=args.frames, sizes=_csv(args.sizes, int), dtypes=_csv(args.dtypes), vaes=_csv(args.vaes),
         modes=_csv(args.modes), tilings=_csv(args.tilings), sinks=_csv(args.sinks),
         compile=loader.compile_wanted(args.compile, device), baseline=not args.no_baseline,
-        memory_budget_gb=args.memory_budget_gb, precision=args.precision,
+        memory_budget_gb=args.memory_budget_gb, precisions=_choices("--precision", args.precision, PRECISIONS),
+        overlaps=_switches("--overlap", args.overlap),
+        vae_compile_modes=_choices("--vae-compile-modes", args.vae_compile_modes, DECODER_MODES),
+        cudnn_benchmarks=_switches("--cudnn-benchmark", args.cudnn_benchmark),
+        vae_channels_lasts=_switches("--vae-channels-last", args.vae_channels_last),
         cache_dir=args.cache_dir or default_cache_dir())
 
 
@@ -299,7 +337,8 @@ def check_latency_device(args: argparse.Namespace, daemon_args: list[str]) -> No
     device = serve.device or loader.default_device()
     loader.check_device(serve.device, device)
     if not device.startswith("cuda"):
-        frames = args.channels if args.channels > 1 else args.count + 10  # the 10 warm-up changes
+        # the 10 warm-up changes, the timed ones, then as many again as a stream (--stream-rate)
+        frames = args.channels if args.channels > 1 else args.count * (2 if args.stream_rate > 0 else 1) + 10
         dtype = "fp32" if serve.dtype == "auto" else serve.dtype
         cpu_estimate.guard("latency", args.model, serve.device, [cpu_estimate.Work(frames, args.size, args.vae, dtype)])
 
@@ -318,7 +357,7 @@ def run_latency_command(args: argparse.Namespace) -> None:
     from .bench.latency import format_latency, run_latency, to_json
 
     report = run_latency(args.model, args.vae, args.size, args.count, args.rate, daemon_args, via=args.input,
-                         control=args.control)
+                         control=args.control, stream_rate_hz=args.stream_rate)
     sys.stdout.write(format_latency(report) + "\n")
     if args.json:
         args.json.write_text(to_json(report))

@@ -16,6 +16,7 @@ from ..config import Config
 from ..core.renderer import Renderer
 from ..engine.channels import Channel, ChannelRegistry
 from ..engine.loras import LoraGate
+from ..engine.overlap_queue import OverlappingQueue
 from ..engine.render_queue import RenderQueue
 from ..engine.render_thread import RenderThread
 from .renderers import resolve_devices
@@ -77,13 +78,16 @@ async def local_devices(config: Config, renderer_factory: Callable[[Config], tup
     devices = resolve_devices(config.device)
     # One render thread per device; the first keeps the name "gpu".
     gpus = [RenderThread("gpu" if i == 0 else f"gpu{i}", config.render_spin_ms / 1e3) for i in range(len(devices))]
+    # --overlap on: each device's frames finish and publish on a thread of their own, so its render
+    # thread begins the next frame while one decodes (Renderer.begin_batch).
+    publishers = [RenderThread(f"{gpu.name}-out") for gpu in gpus] if config.overlap else []
     loop = asyncio.get_running_loop()
     try:
         loaded = await asyncio.gather(*(
             loop.run_in_executor(gpu, renderer_factory, config if device is None else replace(config, device=device))
             for gpu, device in zip(gpus, devices)))
-        queues = [RenderQueue(renderer, gpu, name=str(info.get("device", i)) if len(loaded) == 1
-                              else f"{i}:{info.get('device', i)}")
+        queues = [_queue(renderer, gpu, publishers[i] if publishers else None,
+                         str(info.get("device", i)) if len(loaded) == 1 else f"{i}:{info.get('device', i)}")
                   for i, ((renderer, info), gpu) in enumerate(zip(loaded, gpus))]
         for queue in queues:  # each device folds LoRAs into its own UNet, from its own catalog
             queue.loras = LoraGate(queue.renderer.lora_catalog, lora_loader)
@@ -92,8 +96,12 @@ async def local_devices(config: Config, renderer_factory: Callable[[Config], tup
         finally:
             for queue in queues:
                 await queue.close()
-            # The render threads may still be finishing a frame.
-            await asyncio.gather(*(loop.run_in_executor(gpu, lambda: None) for gpu in gpus))
+            # The render (and publishing) threads may still be finishing a frame.
+            await asyncio.gather(*(loop.run_in_executor(worker, lambda: None) for worker in (*gpus, *publishers)))
     finally:
-        for gpu in gpus:
-            gpu.shutdown(wait=True)
+        for worker in (*gpus, *publishers):
+            worker.shutdown(wait=True)
+
+
+def _queue(renderer: Renderer, gpu: RenderThread, publisher: RenderThread | None, name: str) -> RenderQueue:
+    return RenderQueue(renderer, gpu, name) if publisher is None else OverlappingQueue(renderer, gpu, publisher, name)

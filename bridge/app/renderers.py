@@ -14,6 +14,7 @@ from typing import Callable
 from ..config import Config, lora_folder
 from ..core.errors import ConfigError
 from ..core.renderer import NullRenderer, Renderer
+from ..core.scene import Scene
 from ..engine.startup import StartupPhases
 
 log = logging.getLogger(__name__)
@@ -28,10 +29,7 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
     log.info("cache folder %s (demo model, compile caches)", config.cache_dir)
     if config.model == "null":
         return NullRenderer(), NULL_INFO
-    from ..pipeline.render.batch import ChannelRenderer
-
-    renderer, info = _load_model(config)
-    return ChannelRenderer(renderer), info  # several channels' frames batched, each with its own transitions
+    return _load_model(config)  # several channels' frames batched, each with its own transitions
 
 
 def load_worker_renderer(config: Config) -> tuple[Renderer, dict, Callable[[str], list[str]]]:
@@ -40,23 +38,24 @@ def load_worker_renderer(config: Config) -> tuple[Renderer, dict, Callable[[str]
     log.info("cache folder %s (demo model, compile caches)", config.cache_dir)
     if config.model == "null":
         return NullRenderer(), NULL_INFO, NullRenderer().prompt_warnings
-    from ..pipeline.render.batch import ChannelRenderer
-
-    renderer, info = _load_model(config)
-    check = renderer.prompt_check
+    channels, info = _load_model(config)
+    check = channels.inner.prompt_check
     if len(pickle.dumps(check)) > PROMPT_CHECK_MAX_BYTES:
-        raise ConfigError(f"--cluster: the {renderer.family.name} family's prompt check does not travel without its "
-                          f"model; this family renders on local devices only (--device)")
-    return ChannelRenderer(renderer), info, check
+        raise ConfigError(f"--cluster: the {channels.inner.family.name} family's prompt check does not travel without "
+                          f"its model; this family renders on local devices only (--device)")
+    return channels, info, check
 
 
 def _load_model(config: Config):
-    """The configured model family's ``DiffusersRenderer``, warm, and its health info."""
+    """The configured model family's renderer of channels (``ChannelRenderer``, or ``OverlappedRenderer``
+    with --overlap on) around its warm ``DiffusersRenderer``, and its health info."""
     phases = StartupPhases()
     with phases("imports"):  # torch, diffusers, transformers: seconds before anything else can happen
         from ..pipeline.families.registry import check_steering
         from ..pipeline.loading import loader
         from ..pipeline.loading.demo import is_demo
+        from ..pipeline.render.batch import ChannelRenderer
+        from ..pipeline.render.overlapped import OverlappedRenderer
         from ..pipeline.steering.demo_loras import demo_lora_folder
         from ..pipeline.speed.optimize import configure_compile_cache
         from ..pipeline.render.renderer import DiffusersRenderer
@@ -91,9 +90,15 @@ def _load_model(config: Config):
                                      controlnets=load_controlnets(config, pipe, device, dtype),
                                      canny_thresholds=config.canny_thresholds,
                                      ip_adapter=load_ip_adapter(config, pipe, device, dtype))
-    if compile:  # compile and capture for the initial size before the ports open
+    # Several channels' frames batched, each with its own transitions; with --overlap on, a batch's
+    # decode runs on a second CUDA stream while the next batch begins.
+    channels = OverlappedRenderer(renderer) if config.overlap else ChannelRenderer(renderer)
+    if compile:  # compile and capture for the initial size, the graphs the daemon will replay, before the ports open
         with phases("warm_up"):
-            renderer.render(config.initial)
+            if config.overlap:
+                channels.begin_batch([("main", config.initial, Scene())]).result()  # main's first frame anyway
+            else:
+                renderer.render(config.initial)
         log.info("warm-up for %dx%d done in %.1f s", config.initial.width, config.initial.height,
                  phases.seconds["warm_up"])
         if artifacts is not None:
@@ -105,8 +110,8 @@ def _load_model(config: Config):
             "dtype": str(dtype).removeprefix("torch."), "vae": config.vae, "compile": compile,
             "controlnets": {spec.name: spec.source for spec in config.controlnets},
             "t2i_adapters": sorted(renderer.controlnets.adapters), "ip_adapter": config.ip_adapter,
-            "startup_s": phases.rounded()}
-    return renderer, info
+            "startup_s": phases.rounded(), "overlap": config.overlap}
+    return channels, info
 
 
 def requested_steering(config: Config) -> set[str]:

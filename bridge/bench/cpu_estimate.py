@@ -122,10 +122,12 @@ def bench_work(opts) -> list[Work]:
     from . import control as bench_control, style as bench_style
 
     work = [Work(5 + min(opts.frames, 30), opts.sizes[0], "full", "fp16")] if opts.baseline else []
-    modes = [m for m in bench_style.expand(bench_control.expand(opts.modes)) if m != "lora"]
-    per_size = 1 + len(modes) * len(opts.tilings) * (opts.frames + 1) * (2 if opts.sinks else 1) + opts.profile_frames
+    modes = [m for m in bench_style.expand(bench_control.expand(opts.modes)) if m not in ("lora", "decode")]
+    # each mode and tiling: a warm-up and the frames, again with the sinks, and again overlapped (--overlap on)
+    runs = (2 if opts.sinks else 1) + (1 if True in opts.overlaps else 0)
+    per_size = 1 + len(modes) * len(opts.tilings) * (opts.frames + 1) * runs + opts.profile_frames
     work += [Work(per_size, size, "full" if vae == "full" else "tiny", dtype)  # a --vae folder: a tiny decoder
-             for dtype in opts.dtypes for vae in opts.vaes for size in opts.sizes]
+             for dtype in opts.dtypes for vae in opts.vaes for size in opts.sizes for _ in opts.precisions]
     return work
 
 

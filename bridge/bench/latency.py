@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..client import HttpClient, OscSender, ShmInputWriter, ShmReader
+from .stream import StreamReport, format_stream, measure_stream
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class LatencyReport:
     # must have started rendering after the change was sent, so this is never negative; a frame that
     # was already rendering when the change came (counted one frame early) would make it negative.
     min_slack_ms: float | None = None
+    stream: dict | None = None  # --stream-rate: a stream of changes not waiting for frames (bench/stream.py)
 
 
 def start_daemon(model: str, vae: str, size: int, shm_name: str, extra: list[str], startup_timeout: float):
@@ -229,7 +231,8 @@ def steer(http_port: int, name: str, size: int, timeout: float) -> None:
 
 
 def run_latency(model: str, vae: str, size: int, count: int, rate_hz: float, extra: list[str],
-                startup_timeout: float = 900.0, via: str = "none", control: str = "") -> LatencyReport:
+                startup_timeout: float = 900.0, via: str = "none", control: str = "",
+                stream_rate_hz: float = 0.0) -> LatencyReport:
     shm_name = f"tb-latency-{uuid.uuid4().hex[:8]}"
     proc, http_port, osc_port, startup_s = start_daemon(model, vae, size, shm_name, extra, startup_timeout)
     try:
@@ -244,6 +247,7 @@ def run_latency(model: str, vae: str, size: int, count: int, rate_hz: float, ext
             before = thread_counters(proc.pid)
             latencies, render_ms = measure_input(http_port, shm_name, count, rate_hz, size, via)
         costs = _per_change(before, thread_counters(proc.pid), count)
+        streamed = asdict(measure_stream(osc_port, shm_name, count, stream_rate_hz)) if stream_rate_hz > 0 else None
     finally:
         stop_daemon(proc)
     if not latencies:
@@ -256,7 +260,8 @@ def run_latency(model: str, vae: str, size: int, count: int, rate_hz: float, ext
     slack = min(latency - render for latency, render in zip(latencies, render_ms))
     return LatencyReport(model, vae, size, rate_hz, count, len(latencies), round(statistics.median(ordered), 3),
                          pct(0.90), pct(0.99), round(ordered[-1], 3), round(statistics.fmean(render_ms), 3),
-                         round(startup_s, 1), via, *costs, control=control, min_slack_ms=round(slack, 3))
+                         round(startup_s, 1), via, *costs, control=control, min_slack_ms=round(slack, 3),
+                         stream=streamed)
 
 
 def format_latency(report: LatencyReport) -> str:
@@ -269,7 +274,8 @@ def format_latency(report: LatencyReport) -> str:
             f"daemon render {report.mean_render_ms:.3f} ms mean; daemon start to ready {report.startup_s:.1f} s"
             + (f"; daemon CPU {report.cpu_ms_per_change:.3f} ms and {report.wakeups_per_change:.2f} thread wake-ups "
                f"per change ({', '.join(f'{k} {v:g}' for k, v in report.wakeups_by_thread.items())})"
-               if report.cpu_ms_per_change is not None else ""))
+               if report.cpu_ms_per_change is not None else "")
+            + (f"\n{format_stream(StreamReport(**report.stream))}" if report.stream else ""))
 
 
 def to_json(report: LatencyReport) -> str:

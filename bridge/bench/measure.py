@@ -28,7 +28,10 @@ from ..outputs.shm import ShmWriter
 from . import control as bench_control, style as bench_style
 from ..pipeline.loading import loader
 from .frames import PROMPT, frame_params, frame_scene
+from ..pipeline.render.overlapped import OverlappedRenderer
 from ..pipeline.render.renderer import DiffusersRenderer
+from ..pipeline.speed.optimize import Tuning
+from .overlap import timed_overlapped
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,13 @@ class BenchOptions:
     baseline: bool = True
     profile_frames: int = 20
     memory_budget_gb: float | None = None
-    precision: str = "default"  # "fp8": the UNet's linear layers in FP8 (fp8.py), deviation from bf16 measured
+    precisions: tuple[str, ...] = ("default",)  # "fp8": the UNet's attention linears in FP8 (speed/fp8.py)
+    overlaps: tuple[bool, ...] = (False,)  # True: each mode again with the decode overlapped (bench/overlap.py)
+    # The VAE decoder's knobs (speed/optimize.Tuning): the frame runs take the first of each; --modes
+    # decode times the VAE decode alone for every combination
+    vae_compile_modes: tuple[str, ...] = ("default",)
+    cudnn_benchmarks: tuple[bool, ...] = (True,)
+    vae_channels_lasts: tuple[bool, ...] = (True,)
     cache_dir: Path = Path("~/.cache/turbo-bridge").expanduser()
 
 
@@ -66,6 +75,8 @@ class Run:
     tiling: str = "none"
     precision: str = "default"  # fp8: the UNet's linear layers in FP8
     sinks: str = "shm"
+    overlap: bool = False  # the next frame begun while this one decodes (median_ms: between publications)
+    latency_ms: float | None = None  # overlap: median from a frame's begin to its publication
     sink_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # per sink: median, p99, max publish ms
     stages_ms: dict[str, float] = field(default_factory=dict)
     vram_gb: dict[str, float] = field(default_factory=dict)
@@ -149,12 +160,12 @@ def baseline(opts: BenchOptions, device: torch.device) -> dict:
 
 
 def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name: str, shm: ShmWriter,
-            lora_runs: list | None = None, fp8_runs: list | None = None) -> list[Run]:
+            lora_runs: list | None = None, fp8_runs: list | None = None, precision: str = "default") -> list[Run]:
     dtype = loader.DTYPES[dtype_name]
     before = vram_gb(device)
     vae = None if vae_name == "full" else loader.load_tiny_vae(vae_name, opts.model, str(device), dtype)
     pipe = loader.load_pipeline(opts.model, str(device), dtype, opts.cache_dir, vae=vae)
-    if opts.precision == "fp8" and fp8_runs is not None:
+    if precision == "fp8" and fp8_runs is not None:
         from .fp8 import deviation_from_bf16
 
         fp8_runs.append({"dtype": dtype_name, "vae": vae_name,
@@ -169,7 +180,8 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
         if bench_control.wanted(opts.modes) or bench_control.wanted_t2i(opts.modes) else None
     style = bench_style.adapter(opts.model, pipe.unet, str(device), dtype) if bench_style.wanted(opts.modes) else None
     renderer = DiffusersRenderer(pipe, str(device), dtype, compile=opts.compile, controlnets=nets, ip_adapter=style,
-                                 precision=opts.precision)
+                                 precision=precision, tuning=frame_tuning(opts))
+    overlapped = OverlappedRenderer(renderer) if True in opts.overlaps else None
     runs = []
     lora_runs = [] if lora_runs is None else lora_runs
     for size in opts.sizes:
@@ -182,7 +194,7 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
 
             lora_runs.append({"dtype": dtype_name, "vae": vae_name, "size": size,
                               **measure_lora_switch(renderer, size, opts.frames, opts.cache_dir)})
-        modes = [m for m in bench_style.expand(bench_control.expand(opts.modes)) if m != "lora"]
+        modes = [m for m in bench_style.expand(bench_control.expand(opts.modes)) if m not in ("lora", "decode")]
         for mode, tiling, sink_set in itertools.product(modes, opts.tilings, _sink_sets(opts.sinks)):
             # compiles image-to-image, or another tiling (logged)
             renderer.render(frame_params(mode, -1, size, tiling), frame_scene(mode, -1, size))
@@ -202,7 +214,7 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
                         end = time.perf_counter()
                     times.append((end - start) * 1e3)
             run = Run(dtype_name, vae_name, size, mode, **stats(times), first_frame_s=round(first_frame_s, 2),
-                      tiling=tiling, precision=opts.precision, sinks="+".join(("shm", *sink_set)),
+                      tiling=tiling, precision=precision, sinks="+".join(("shm", *sink_set)),
                       sink_ms={name: _sink_stats(v) for name, v in sink_times.items()})
             now = vram_gb(device)
             vram = {"before_load": before.get("used"), "loaded": loaded.get("used"),
@@ -210,11 +222,19 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
                     "peak_allocated": now.get("peak_allocated"), "peak_reserved": now.get("peak_reserved")}
             run.vram_gb = {k: v for k, v in vram.items() if v is not None}  # none on the CPU: nothing measured
             runs.append(run)
+            if overlapped is not None and not sink_set:
+                intervals, latencies = timed_overlapped(overlapped, mode, size, tiling, opts.frames, shm)
+                runs.append(Run(dtype_name, vae_name, size, mode, **stats(intervals), first_frame_s=None, tiling=tiling,
+                                precision=precision, overlap=True, latency_ms=round(statistics.median(latencies), 3),
+                                vram_gb=run.vram_gb))
+                log.info("%s %s %d %s overlapped: %.2f ms between frames (%.1f FPS), latency %.2f ms", dtype_name,
+                         vae_name, size, mode, runs[-1].median_ms, runs[-1].fps, runs[-1].latency_ms)
             log.info("%s %s %d %s tiling %s sinks %s: median %.2f ms (%.1f FPS), p99 %.2f, std %.2f %s", dtype_name,
                      vae_name, size, mode, tiling, run.sinks, run.median_ms, run.fps, run.p99_ms, run.std_ms,
                      run.sink_ms or "")
         if runs:
-            runs[-1].stages_ms = stage_breakdown(renderer, opts, size, shm, "prompt")
+            next(r for r in reversed(runs) if not r.overlap).stages_ms = stage_breakdown(renderer, opts, size, shm,
+                                                                                          "prompt")
         if "input" in opts.modes:
             next(r for r in runs if r.size == size and r.mode == "input").stages_ms = \
                 stage_breakdown(renderer, opts, size, shm, "input")
@@ -230,6 +250,11 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
     del renderer, pipe, vae, nets, style
     free_memory(device)
     return runs
+
+
+def frame_tuning(opts: BenchOptions) -> Tuning:
+    """The decoder knobs of the frame runs: the first value of each list."""
+    return Tuning(opts.vae_compile_modes[0], opts.cudnn_benchmarks[0], opts.vae_channels_lasts[0])
 
 
 def _sink_sets(sinks: tuple[str, ...]) -> list[tuple[str, ...]]:

@@ -54,6 +54,7 @@ class MultiReport:
     timeouts: int  # changes whose frame did not arrive within the timeout
     batch_sizes: dict[str, int] = field(default_factory=dict)  # from /v1/health, all devices
     startup_s: float = 0.0
+    per_channel_p50_ms: dict[str, float] = field(default_factory=dict)  # OSC-to-frame, all N running
 
 
 def closed_loop(osc_port: int, shm_name: str, channel: str, index: int, seconds: float, timeout: float,
@@ -155,7 +156,8 @@ def run_multichannel(model: str, vae: str, size: int, channels: int, seconds: fl
         round(total, 2), {name: round(loop.fps, 2) for name, (loop, _) in together.items()},
         round(statistics.median(main_loop.latencies_ms), 3) if main_loop.latencies_ms else float("nan"),
         _pct(main_loop.latencies_ms, 0.99), round(total / alone_loop.fps, 2) if alone_loop.fps else float("nan"),
-        sum(t for _, t in together.values()) + alone[MAIN][1], batch_sizes, round(startup_s, 1))
+        sum(t for _, t in together.values()) + alone[MAIN][1], batch_sizes, round(startup_s, 1),
+        {name: _pct(loop.latencies_ms, 0.5) for name, (loop, _) in together.items()})
 
 
 def format_multichannel(r: MultiReport) -> str:
@@ -163,6 +165,8 @@ def format_multichannel(r: MultiReport) -> str:
     return (f"{r.model} ({r.vae} VAE, {r.size}x{r.size}), new prompt every frame, {r.seconds:g} s a phase:\n"
             f"  1 channel alone: {r.alone_fps:.2f} FPS, OSC-to-frame p50 {r.alone_p50_ms:.2f} ms\n"
             f"  {r.channels} channels: {r.total_fps:.2f} FPS in total ({r.speedup:.2f}x), per channel: {per}\n"
+            f"  OSC-to-frame p50 per channel, all running: "
+            f"{', '.join(f'{name} {ms:.2f} ms' for name, ms in r.per_channel_p50_ms.items())}\n"
             f"  main with the others running: p50 {r.main_p50_ms_with_others:.2f} ms "
             f"({r.main_p50_ms_with_others / r.alone_p50_ms:.2f}x alone), p99 {r.main_p99_ms_with_others:.2f} ms\n"
             f"  batches rendered (size: count): {r.batch_sizes}; changes timed out: {r.timeouts}")

@@ -14,6 +14,7 @@ saved to JSON after each step; ``bench_report.py`` formats them for the terminal
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import uuid
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 def run_bench(opts: BenchOptions, json_path: Path | None) -> dict:
     """Every run of ``opts``; the report so far is saved to ``json_path`` after each step (a crash keeps it)."""
     device = torch.device(opts.device)
+    if "fp8" in opts.precisions:  # refused in one line before any model loads
+        from ..pipeline.speed.fp8 import check
+
+        check(device)
     if opts.compile:
         configure_compile_cache(opts.cache_dir)
     budget = MemoryBudget.apply(opts.memory_budget_gb, device) if opts.memory_budget_gb is not None else None
@@ -69,25 +74,34 @@ def run_bench(opts: BenchOptions, json_path: Path | None) -> dict:
             free_memory(device)
             log.info("T2I-Adapter baseline: median %.2f ms", report["t2i_baseline"]["median_ms"])
             save()
-    with ShmWriter(f"tb-bench-{uuid.uuid4().hex[:8]}", max(opts.sizes), max(opts.sizes)) as shm:
+    if "decode" in opts.modes:  # the VAE decode alone, per decoder knob setting (bench/decode.py)
+        from .decode import measure_decode
+
         for dtype_name in opts.dtypes:
-            for vae_name in opts.vaes:
-                try:
-                    runs = measure(opts, device, dtype_name, vae_name, shm, report.setdefault("lora", []),
-                                   report.setdefault("fp8_deviation", []))
-                except Exception as exc:
-                    if budget is None or not out_of_memory(exc):
-                        raise
-                    error = budget.over(f"{dtype_name}, {vae_name} VAE, sizes {opts.sizes}, modes {opts.modes}", exc)
-                    report["memory_budget"] = {**budget.verdict(report["runs"]), "fits": False, "error": str(error)}
-                    save()
-                    raise error from None
-                report["runs"] += [asdict(r) for r in runs]
-                if bench_style.wanted(opts.modes):
-                    report.setdefault("ip_adapter", []).extend(bench_style.summary(runs))
-                if budget is not None:
-                    report["memory_budget"] = budget.verdict(report["runs"])
+            report.setdefault("decode", []).extend(measure_decode(opts, device, dtype_name))
+            free_memory(device)
+            save()
+    frame_modes = [m for m in opts.modes if m != "decode"]
+    with ShmWriter(f"tb-bench-{uuid.uuid4().hex[:8]}", max(opts.sizes), max(opts.sizes)) as shm:
+        for dtype_name, vae_name, precision in itertools.product(opts.dtypes, opts.vaes, opts.precisions):
+            if not frame_modes:
+                break
+            try:
+                runs = measure(opts, device, dtype_name, vae_name, shm, report.setdefault("lora", []),
+                               report.setdefault("fp8_deviation", []), precision)
+            except Exception as exc:
+                if budget is None or not out_of_memory(exc):
+                    raise
+                error = budget.over(f"{dtype_name}, {vae_name} VAE, sizes {opts.sizes}, modes {opts.modes}", exc)
+                report["memory_budget"] = {**budget.verdict(report["runs"]), "fits": False, "error": str(error)}
                 save()
+                raise error from None
+            report["runs"] += [asdict(r) for r in runs]
+            if bench_style.wanted(opts.modes):
+                report.setdefault("ip_adapter", []).extend(bench_style.summary(runs))
+            if budget is not None:
+                report["memory_budget"] = budget.verdict(report["runs"])
+            save()
     if budget is not None and not report["memory_budget"]["fits"]:
         raise OverBudget(f"every run finished under the allocator's cap, but the device had "
                          f"{report['memory_budget']['peak_in_use_gb']} GB in use (CUDA context included): more than "

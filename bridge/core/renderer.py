@@ -4,14 +4,20 @@ The engine (render queues, schedulers, the LoRA gate) sees a renderer through ``
 A renderer serves several streams (channels): it renders one frame, or a batch of frames of
 several streams that share a ``batch_key``; it keeps per-stream state (what a stream showed last,
 for transitions) until told to ``forget`` the stream; it may have a LoRA folder (``lora_catalog``).
-``render``, ``render_batch`` and ``forget`` run on the render thread only; ``batch_key``,
-``prompt_warnings`` and the catalog's non-blocking members on the event loop.
+``render``, ``render_batch``, ``begin_batch`` and ``forget`` run on the render thread only;
+``batch_key``, ``prompt_warnings`` and the catalog's non-blocking members on the event loop.
+
+A batch can also be rendered in two halves (``--overlap on``): ``begin_batch`` queues its work and
+returns an ``InFlight``, whose ``result`` (on the device's publishing thread) waits for the frames;
+meanwhile the render thread begins the next batch. A renderer that cannot split its frames renders
+them in ``begin_batch`` and returns them ``Finished``.
 
 ``NullRenderer`` is the reference implementation: no model, flat frames, batches included.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Hashable, Iterable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -21,6 +27,25 @@ from .params import Params
 from .scene import Scene
 
 Item = tuple[str, Params, Scene]  # (stream, params, scene): one frame of a batch
+
+
+@runtime_checkable
+class InFlight(Protocol):
+    """A batch begun (``Renderer.begin_batch``): its work queued, its frames not yet in host memory."""
+
+    def result(self) -> list[Rendered]:
+        """Wait for the batch's frames, in the order of its items; called once, off the render
+        thread (the publishing thread), in the order the batches began."""
+
+
+@dataclass(frozen=True)
+class Finished:
+    """An ``InFlight`` whose frames are rendered already (a renderer that does not split its frames)."""
+
+    frames: tuple[Rendered, ...]
+
+    def result(self) -> list[Rendered]:
+        return list(self.frames)
 
 
 class LoraCatalog(Protocol):
@@ -60,6 +85,13 @@ class Renderer(Protocol):
         """The frames of ``items`` (one per stream, equal batch keys, or a single item), in order;
         each is the frame its stream would get alone."""
 
+    def begin_batch(self, items: Sequence[Item]) -> InFlight:
+        """``render_batch``'s frames in two halves: the work queued here, the frames from ``result``.
+
+        Pixels and per-stream state are ``render_batch``'s: what a stream showed last is recorded
+        here, so the next batch, begun before this one's ``result``, follows it. A renderer that
+        cannot split its frames renders them here and returns them ``Finished``."""
+
     def forget(self, stream: str) -> None:
         """``stream`` is gone or moved elsewhere: drop what was kept for it."""
 
@@ -93,6 +125,11 @@ class NullRenderer:
 
     def render_batch(self, items: Sequence[Item]) -> list[Rendered]:
         return [self.render(params, scene) for _, params, scene in items]
+
+    def begin_batch(self, items: Sequence[Item]) -> InFlight:
+        """No GPU work to leave running: the frames are rendered here (``--overlap on`` then only
+        overlaps the publishing of a frame with the rendering of the next)."""
+        return Finished(tuple(self.render_batch(items)))
 
     def forget(self, stream: str) -> None:
         """Nothing is kept per stream."""

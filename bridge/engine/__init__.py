@@ -4,5 +4,5 @@ queues and threads.
 
 May import ``core`` and ``client`` (names and layout); never ``outputs``, ``frontends``,
 ``pipeline`` or ``app``. It sees a renderer and the outputs only through ``core``'s contracts
-(``core.frame.Renderer``, ``core.output.Output``): the app hands it an output factory.
+(``core.renderer.Renderer``, ``core.output.Output``): the app hands it an output factory.
 """

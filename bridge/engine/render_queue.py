@@ -10,6 +10,10 @@ Jobs that arrive during a round wait for the next one: a change on one channel w
 one frame of each other channel, which is one batch when their shapes match.
 
 The renderer is asked only what ``bridge.core.renderer.Renderer`` declares.
+
+Each job has two futures: ``begun`` (its channel may queue its next frame) and ``future`` (the
+published frame). Here a frame is begun when it is published; ``OverlappingQueue``
+(``overlap_queue.py``) begins the next batch while one decodes.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
@@ -45,10 +50,24 @@ class Snapshot:
 class Job:
     stream: str
     take: Callable[[], Snapshot]  # on the event loop: the channel's newest state (marks it started)
-    finish: Callable[[Snapshot, Rendered, float], Frame]  # on the render thread: publish into the sinks
-    future: asyncio.Future
+    finish: Callable[[Snapshot, Rendered, float], Frame]  # on the render (or publishing) thread: into the sinks
+    future: asyncio.Future  # the published frame, or the render's exception
+    begun: asyncio.Future  # None once the frame's GPU work is queued (or it is done); never an exception
     snapshot: Snapshot | None = None
     abandoned: bool = False  # its device was lost: whatever it renders there is never published
+
+    def mark_begun(self) -> None:
+        if not self.begun.done():
+            self.begun.set_result(None)
+
+    def settle(self, outcome: Any) -> None:
+        """The frame or the exception, unless the job was abandoned (its channel went away)."""
+        if not self.future.done():
+            if isinstance(outcome, BaseException):
+                self.future.set_exception(outcome)
+            else:
+                self.future.set_result(outcome)
+        self.mark_begun()
 
 
 @dataclass
@@ -58,6 +77,7 @@ class QueueStats:
     frames: int = 0
     largest_batch: int = 0
     busy_s: float = 0.0
+    full_waits: int = 0  # overlap: times a batch waited for one in flight to publish (MAX_IN_FLIGHT)
     batch_sizes: dict[int, int] = field(default_factory=dict)
 
 
@@ -71,27 +91,47 @@ class RenderQueue:
         self._max_batch = max_batch
         self._pending: list[Job] = []
         self._drainer: asyncio.Task | None = None
-        self._in_flight: asyncio.Future | None = None
+        self._in_flight: asyncio.Future | None = None  # the render thread's call under way
         self._rendering: list[Job] = []  # the batch in flight
+        self._unfinished: deque[asyncio.Future] = deque()  # overlap (OverlappingQueue): begun, not yet published
+        self._arrived = asyncio.Event()  # a job was queued (an overlapping drainer may begin it)
         self._streams: set[str] = set()  # the streams that queue frames here (until forgotten)
         self.stats = QueueStats()
         self.loras: Any = None  # the device's LoRA gate (engine/loras.py), set by the app
 
+    @property
+    def overlapping(self) -> bool:
+        return False  # OverlappingQueue (engine/overlap_queue.py)
+
+    def submit(self, stream: str, take: Callable[[], Snapshot],
+               finish: Callable[[Snapshot, Rendered, float], Frame]) -> Job:
+        """Queue one frame of ``stream``; the job's ``begun`` and ``future`` tell how it goes.
+
+        Cancelling ``begun`` (its channel's render loop stopped while waiting) abandons the job."""
+        loop = asyncio.get_running_loop()
+        job = Job(stream, take, finish, loop.create_future(), loop.create_future())
+        job.begun.add_done_callback(lambda begun: job.future.cancel() if begun.cancelled() else None)
+        self._streams.add(stream)
+        self._pending.append(job)
+        self._arrived.set()
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain(), name=f"render-queue-{self.name}")
+        return job
+
     async def render(self, stream: str, take: Callable[[], Snapshot],
                      finish: Callable[[Snapshot, Rendered, float], Frame]) -> tuple[Snapshot, Frame]:
         """Queue one frame of ``stream``; returns the state it rendered and the published frame."""
-        job = Job(stream, take, finish, asyncio.get_running_loop().create_future())
-        self._streams.add(stream)
-        self._pending.append(job)
-        if self._drainer is None or self._drainer.done():
-            self._drainer = asyncio.create_task(self._drain(), name=f"render-queue-{self.name}")
+        job = self.submit(stream, take, finish)
         frame = await job.future
         return job.snapshot, frame
 
     async def idle(self) -> None:
-        """Wait until the render thread is done with the batch it is rendering (if any)."""
+        """Wait until the render thread is done with the batch it is rendering (if any), and with
+        overlap, until every batch begun is published."""
         if self._in_flight is not None:
             await asyncio.gather(asyncio.shield(self._in_flight), return_exceptions=True)
+        if self._unfinished:
+            await asyncio.gather(*(asyncio.shield(f) for f in list(self._unfinished)), return_exceptions=True)
 
     def abandon(self, error: BaseException) -> int:
         """The device is lost: fail every job queued or in flight here with ``error`` at once (their
@@ -100,7 +140,7 @@ class RenderQueue:
         jobs = [job for job in [*self._pending, *self._rendering] if not job.future.done()]
         for job in jobs:
             job.abandoned = True
-            job.future.set_exception(error)
+            job.settle(error)  # its render loop waits on ``begun``: settle marks it begun too
         self._pending = []
         self._in_flight = None
         return len(jobs)
@@ -114,20 +154,10 @@ class RenderQueue:
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            # Let the channels whose frames just finished queue their next one (a few loop turns:
-            # their render loops publish and come back), so they batch with the ones waiting. A
-            # queue with one stream has nobody to wait for: its frame starts at once.
-            if len(self._streams) > 1:
-                for _ in range(3):
-                    await asyncio.sleep(0)
+            await self._let_others_join()
             if not self._pending:
                 return
-            jobs = [job for job in self._pending if not job.future.done()]  # done: its channel went away
-            self._pending = []
-            self.stats.rounds += 1
-            for job in jobs:
-                job.snapshot = job.take()
-            for batch in self._batches(jobs):
+            for batch in self._round():
                 batch = [job for job in batch if not job.future.done()]
                 if not batch:
                     continue
@@ -143,12 +173,24 @@ class RenderQueue:
                         if self._in_flight is in_flight:
                             self._in_flight = None
                 for job, outcome in zip(batch, outcomes):
-                    if job.future.done():
-                        continue
-                    if isinstance(outcome, BaseException):
-                        job.future.set_exception(outcome)
-                    else:
-                        job.future.set_result(outcome)
+                    job.settle(outcome)
+
+    async def _let_others_join(self) -> None:
+        """Let the channels whose frames just finished queue their next one (a few loop turns: their
+        render loops publish and come back), so they batch with the ones waiting. A queue with one
+        stream has nobody to wait for: its frame starts at once."""
+        if len(self._streams) > 1:
+            for _ in range(3):
+                await asyncio.sleep(0)
+
+    def _round(self) -> list[list[Job]]:
+        """A new round: the jobs waiting now, each with its channel's newest state, in batches."""
+        jobs = [job for job in self._pending if not job.future.done()]  # done: its channel went away
+        self._pending = []
+        self.stats.rounds += 1
+        for job in jobs:
+            job.snapshot = job.take()
+        return self._batches(jobs)
 
     def _batches(self, jobs: list[Job]) -> list[list[Job]]:
         """Jobs grouped by graph shape, in the order of each group's oldest job, at most max_batch each."""
@@ -166,10 +208,13 @@ class RenderQueue:
             rendered = self.renderer.render_batch([(job.stream, job.snapshot.params, job.snapshot.scene)
                                                    for job in batch])
         except Exception as exc:  # every frame of a failed batch fails alike
+            self.stats.busy_s += time.perf_counter() - start
             return [exc] * len(batch)
-        finally:
-            elapsed = time.perf_counter() - start
-            self.stats.busy_s += elapsed
+        return self._finished(batch, rendered, time.perf_counter() - start)
+
+    def _finished(self, batch: list[Job], rendered: list[Rendered], elapsed: float) -> list[Any]:
+        """Count the batch and publish each frame (its job's ``finish``); the outcome per job."""
+        self.stats.busy_s += elapsed
         render_ms = elapsed * 1e3
         self.stats.batches += 1
         self.stats.frames += len(batch)
@@ -195,5 +240,5 @@ class RenderQueue:
         s = self.stats
         return {"rounds": s.rounds, "batches": s.batches, "frames": s.frames, "largest_batch": s.largest_batch,
                 "batch_sizes": {str(k): v for k, v in sorted(s.batch_sizes.items())},
-                "busy_s": round(s.busy_s, 3),
+                "busy_s": round(s.busy_s, 3), "overlap": self.overlapping,
                 **({"render_thread": self._executor.health()} if isinstance(self._executor, RenderThread) else {})}

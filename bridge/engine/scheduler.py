@@ -95,7 +95,6 @@ class Scheduler(ChannelState):
             self._queue.loras = loras
         self._sinks = list(sinks)
         self._started_version = 0
-        self._taken: Snapshot | None = None  # the state of the frame in flight
         self._redo = False  # render the current state again: its frame in flight was lost with its worker
         self._seq = 0
         self._new_frame = asyncio.Condition()
@@ -185,41 +184,67 @@ class Scheduler(ChannelState):
         return True
 
     async def run(self) -> None:
-        """The render loop; runs until cancelled."""
-        while True:
-            if self._redo:
-                self._redo, self._started_version = False, 0
-            if self._started_version >= self._version and not self._transition.active:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            self._taken = None
-            try:
-                _, frame = await self._queue.render(self.name, self._take, self._publish)
-            except Exception as exc:  # a loop boundary: report, keep serving the last good frame
-                self._transition.cancel()  # a failing glide would fail every frame
-                params = self._taken.params if self._taken else self._params
-                self._report_error(params, exc, self._roll_back(params) if is_out_of_memory(exc) else "")
-                self._first_attempt.set()
-                continue
-            self.latest = frame
+        """The render loop; runs until cancelled.
+
+        A frame's job is queued when there is a newer state; the next one as soon as the queue has
+        begun this one (with overlap, while it still decodes: two frames in flight at most, its
+        state taken when it starts). Frames land (``latest``, listeners, errors) in order."""
+        landing: asyncio.Task | None = None  # the landing of the last frame begun but not published
+        try:
+            while True:
+                if self._redo:
+                    self._redo, self._started_version = False, 0
+                if self._started_version >= self._version and not self._transition.active:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                job = self._queue.submit(self.name, self._take, self._publish)
+                await job.begun
+                if job.future.done() and (landing is None or landing.done()):
+                    await self._land(job)  # without overlap: published already
+                else:
+                    landing = asyncio.create_task(self._land_after(landing, job), name=f"land-{self.name}")
+        finally:
+            if landing is not None:
+                landing.cancel()
+
+    async def _land_after(self, previous: asyncio.Task | None, job) -> None:
+        if previous is not None:
+            await asyncio.wait({previous})
+        await asyncio.wait({job.future})
+        await self._land(job)
+
+    async def _land(self, job) -> None:
+        """The outcome of a published (or failed) frame: the newest frame and its listeners, or the error."""
+        if job.future.cancelled():
+            return
+        exc = job.future.exception()
+        if exc is not None:  # a loop boundary: report, keep serving the last good frame
+            self._transition.cancel()  # a failing glide would fail every frame
+            params = job.snapshot.params if job.snapshot else self._params
+            version = job.snapshot.version if job.snapshot else self._started_version
+            self._report_error(params, exc, self._roll_back(params) if is_out_of_memory(exc) else "", version)
             self._first_attempt.set()
-            self.stats.frames += 1
-            self.stats.failing = False
-            async with self._new_frame:
-                self._new_frame.notify_all()
-            for listener in self._frame_listeners:
-                listener(frame)
+            return
+        frame = job.future.result()
+        self.latest = frame
+        self._first_attempt.set()
+        self.stats.frames += 1
+        self.stats.failing = False
+        async with self._new_frame:
+            self._new_frame.notify_all()
+        for listener in self._frame_listeners:
+            listener(frame)
 
     def _take(self) -> Snapshot:
         """The newest state, when the render queue starts this channel's frame (on the event loop)."""
         scene = self._scene()
         self._started_version = self._version
-        self._taken = Snapshot(self._params, scene, self._version)
-        return self._taken
+        return Snapshot(self._params, scene, self._version)
 
     def _publish(self, taken: Snapshot, rendered: Rendered, render_ms: float) -> Frame:
-        # Runs on the render thread: the only thread that touches torch or writes sinks.
+        # Runs on the render thread (with overlap: the device's publishing thread), in frame order:
+        # the only thread that writes this channel's sinks.
         self._seq += 1
         frame = Frame(self._seq, taken.version, taken.params, rendered.pixels, render_ms, time.time_ns())
         publish_start = time.perf_counter()
@@ -243,8 +268,8 @@ class Scheduler(ChannelState):
         self._bump()
         return f"; back to the last rendered parameters ({good.width}x{good.height}) as v{self._version}"
 
-    def _report_error(self, params: Params, exc: BaseException, outcome: str = "") -> None:
-        message = f"render failed for v{self._started_version} ({params.width}x{params.height}): " \
+    def _report_error(self, params: Params, exc: BaseException, outcome: str, version: int) -> None:
+        message = f"render failed for v{version} ({params.width}x{params.height}): " \
                   f"{type(exc).__name__}: {str(exc)[:500]}{outcome}"
         self.stats.render_errors += 1
         self.stats.last_error = message

@@ -90,6 +90,11 @@ def test_the_bench_work_counts_every_frame_the_run_renders():
     # per size and VAE: the first frame, 2 modes x (1 warm + 10 timed), 20 profiled frames
     assert [(w.size, w.vae, w.frames) for w in work[1:]] == [(256, "full", 43), (512, "full", 43), (256, "tiny", 43),
                                                             (512, "tiny", 43)]
+    # --overlap off,on: each mode again as an overlapped stream; --precision default,fp8: every run twice
+    both = bench_options(build_parser().parse_args(["bench", "--device", "cpu", "--frames", "10", "--sizes", "256",
+                                                    "--vaes", "full", "--modes", "prompt,seed,decode",
+                                                    "--overlap", "off,on", "--precision", "default,fp8"]))
+    assert [(w.size, w.frames) for w in cpu_estimate.bench_work(both)[1:]] == [(256, 65), (256, 65)]
 
 
 RUN = {"dtype": "bf16", "vae": "full", "size": 512, "mode": "prompt", "median_ms": 19.81, "p99_ms": 21.67,
@@ -107,6 +112,9 @@ def test_the_report_has_a_vram_column_only_where_memory_was_measured():
     text = format_report(cpu)
     assert "VRAM" not in text and "None" not in text and "fold alone" not in text
     assert "| bf16 | full | 512 | prompt | none | shm | 19.81 | 50.5 | 21.67 | 0.29 | - | 132.0 |" in text
+    overlapped = {**RUN, "first_frame_s": None, "overlap": True, "latency_ms": 25.5, "vram_gb": {}}
+    assert "| bf16 + overlap (latency 25.50 ms) | full | 512 | prompt | none | shm | 19.81 | 50.5 | 21.67 | 0.29 | - | - |" \
+        in format_report({**cpu, "runs": [overlapped]})
 
 
 @pytest.mark.gpu

@@ -36,3 +36,15 @@ def test_null_latency_reports_the_daemons_cpu_and_wake_ups_per_change():
     assert report.wakeups_by_thread["event loop"] >= 1 and report.wakeups_by_thread["gpu"] >= 0.5
     assert report.wakeups_per_change == pytest.approx(sum(report.wakeups_by_thread.values()), abs=0.05)
     assert "thread wake-ups per change (event loop" in format_latency(report)
+
+
+def test_a_stream_of_changes_through_an_overlapping_daemon_renders_the_newest_and_the_last(cache_dir, monkeypatch):
+    """``--stream-rate``: changes every 5 ms, far faster than the demo model's frames on the CPU:
+    latest-wins renders some of them, in order, and always the last one."""
+    monkeypatch.setenv("TURBO_BRIDGE_CACHE", str(cache_dir))
+    report = run_latency("demo", "full", 64, 3, 20.0, ["--overlap", "on"], startup_timeout=120, stream_rate_hz=200.0)
+    stream = report.stream
+    assert stream["changes"] == 3 and 0 < stream["frames"] and stream["last_shown"]
+    assert stream["p50_ms"] > 0 and "not waiting for frames" in format_latency(report)
+    long = run_latency("demo", "full", 64, 40, 20.0, ["--overlap", "on"], startup_timeout=120, stream_rate_hz=200.0)
+    assert long.stream["last_shown"] and long.stream["frames"] < 40  # superseded changes were never rendered

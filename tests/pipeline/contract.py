@@ -2,9 +2,10 @@
 
 A family's test module subclasses ``RendererContract`` with a ``renderer`` fixture giving what the
 engine gets (``bridge.core.renderer.Renderer``: for a model family, ``load_renderer``'s
-``ChannelRenderer``) and says what the renderer does beyond the contract's core: a text encoder to
-count, graph keys to watch, transitions, image-to-image. What a renderer does not do is skipped
-with that reason, never passed vacuously.
+``ChannelRenderer``, or with ``--overlap on`` its ``OverlappedRenderer``) and says what the
+renderer does beyond the contract's core: a text encoder to count, graph keys to watch,
+transitions, image-to-image. What a renderer does not do is skipped with that reason, never
+passed vacuously.
 
 All frames are 64x64, two steps: the whole suite of one demo family runs in seconds of CPU.
 """
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from bridge.core.params import Params
-from bridge.core.renderer import Renderer
+from bridge.core.renderer import InFlight, Renderer
 from bridge.core.scene import Glide, InputImage, Scene
 
 SIZE = 64
@@ -161,6 +162,37 @@ class RendererContract:
             renderer.render_batch(pair(q.merged({"seed": 300 + i})))
         assert self.graph_keys(renderer) == keys
 
+    def test_a_begun_batch_gives_the_frames_of_render_batch(self, renderer):
+        single = [("a", self.params(prompt="a red kite", seed=21), Scene())]
+        batch = [(f"ch{i}", self.params(prompt=f"a kite, take {i}", seed=30 + i), Scene()) for i in range(3)]
+        for items in (single, batch):
+            want = [r.pixels for r in renderer.render_batch(items)]
+            begun = renderer.begin_batch(items)
+            assert isinstance(begun, InFlight)
+            got = [r.pixels for r in begun.result()]
+            assert len(got) == len(items) and all(np.array_equal(a, b) for a, b in zip(want, got))
+
+    def test_batches_begun_before_the_last_one_finished_keep_their_own_frames(self, renderer):
+        """Two in flight, as the overlapping queue runs them; each result is its own batch's frames."""
+        first = [("a", self.params(prompt="a green field", seed=41), Scene())]
+        second = [(f"ch{i}", self.params(prompt=f"a grey sea, take {i}", seed=50 + i), Scene()) for i in range(2)]
+        want = [[r.pixels for r in renderer.render_batch(items)] for items in (first, second)]
+        begun = [renderer.begin_batch(first), renderer.begin_batch(second)]
+        for frames, flight in zip(want, begun):
+            assert all(np.array_equal(a, r.pixels) for a, r in zip(frames, flight.result()))
+
+    def test_a_transition_begun_follows_the_frame_begun_before_it(self, renderer):
+        """What a stream showed last is recorded when its frame begins: a glide begun while that
+        frame is still in flight mixes from it, as the same frames rendered one by one do."""
+        self._needs(self.transitions, "this renderer keeps nothing per stream")
+        start, target = self.params(prompt="a white tower"), self.params(prompt="a black cat", seed=6)
+        one(renderer, "p", start)
+        want = one(renderer, "p", target, Scene(glide=Glide(1, 0.5)))
+        from_start = renderer.begin_batch([("q", start, Scene())])
+        midway = renderer.begin_batch([("q", target, Scene(glide=Glide(1, 0.5)))])
+        from_start.result()
+        assert np.array_equal(midway.result()[0].pixels, want)
+
     def test_prompt_warnings_are_lines(self, renderer):
         warnings = renderer.prompt_warnings("a cat")
         assert isinstance(warnings, list) and all(isinstance(w, str) and "\n" not in w for w in warnings)
@@ -171,6 +203,7 @@ class DemoFamilyContract(RendererContract):
 
     model = "demo"
     family = "sdxl"
+    overlap = False  # --overlap on: load_renderer gives the OverlappedRenderer
     batch_levels, batch_share = 1, 0.1
 
     @pytest.fixture(scope="class")
@@ -180,8 +213,8 @@ class DemoFamilyContract(RendererContract):
         from bridge.config import Config
 
         renderer, info = load_renderer(Config(model=cls.model, cache_dir=cache_dir, compile="off", device="cpu",
-                                              initial=Params(width=SIZE, height=SIZE)))
-        assert info["family"] == cls.family
+                                              initial=Params(width=SIZE, height=SIZE), overlap=cls.overlap))
+        assert info["family"] == cls.family and info["overlap"] is cls.overlap
         return renderer
 
     def text_encoder_runs(self, renderer) -> int:

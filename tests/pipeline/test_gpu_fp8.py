@@ -1,8 +1,10 @@
-"""GPU checks of the FP8 UNet (opt-in: ``python -m pytest -m gpu``; needs an FP8 GPU: Ada or Hopper)."""
+"""GPU checks of the FP8 UNet through torchao (opt-in: ``python -m pytest -m gpu``; needs an FP8 GPU:
+Ada or Hopper, and torchao: ``pip install 'turbo-bridge[fp8]'``)."""
 
 import pytest
 
 torch = pytest.importorskip("torch")
+pytest.importorskip("torchao")  # the fp8 extra; tests/pipeline/test_fp8.py checks the refusal without it
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
@@ -18,7 +20,15 @@ def renderers(cache_dir):
 
 
 def test_compiled_fp8_matches_eager_fp8_and_prompt_changes_never_recompile(renderers):
+    from bridge.pipeline.speed.fp8 import eligible
+
     eager, fast = renderers
+    for renderer in renderers:  # the transformer blocks' linears hold torchao float8 weights, nothing else
+        unet = renderer.pipe.unet
+        quantised = {name for name, m in unet.named_modules()
+                     if type(m) is torch.nn.Linear and type(m.weight).__name__ == "Float8Tensor"}
+        assert quantised and all(".attentions." in f".{name}" for name in quantised)
+        assert quantised == {name for name, m in unet.named_modules() if eligible(m, name)}
     p = Params(prompt="a cat on a windowsill", seed=11, width=512, height=512)
     assert_compiled_matches_eager(eager, fast, p)
     torch._dynamo.config.error_on_recompile = True

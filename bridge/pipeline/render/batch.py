@@ -14,6 +14,9 @@ is captured as its own graph on first use and replayed after, like sizes.
 
 Transitions keep per-channel state (what each channel showed last): each channel has its own
 glider, and a frame mid-transition renders alone, as do frames with ControlNets or a style image.
+
+``begin_batch`` renders at once here (``Finished``); ``OverlappedRenderer`` (``overlapped.py``,
+``--overlap on``) splits a batch at the latents (``device_frames(..., decode=False)``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch
 
 from ...core.frame import Rendered
 from ...core.params import Params
-from ...core.renderer import Item, LoraCatalog
+from ...core.renderer import Finished, InFlight, Item, LoraCatalog
 from ...core.scene import Scene
 from .glide import Glider, Shown
 from .noise import frame_noise
@@ -71,23 +74,41 @@ class ChannelRenderer:
     def render_batch(self, items: Sequence[Item]) -> list[Rendered]:
         if len(items) == 1:
             stream, params, scene = items[0]
-            # The channel's own transition state (what it showed last).
-            return [self.inner.render(params, scene, self._gliders.setdefault(stream, Glider()))]
+            return [self.inner.render(params, scene, self.glider(stream))]
         return self._render_many(items)
+
+    def begin_batch(self, items: Sequence[Item]) -> InFlight:
+        """Rendered at once: one graph per frame, nothing left to overlap (``OverlappedRenderer`` splits it)."""
+        return Finished(tuple(self.render_batch(items)))
+
+    def glider(self, stream: str) -> Glider:
+        """The stream's own transition state (what it showed last)."""
+        return self._gliders.setdefault(stream, Glider())
 
     # -- the batch ---------------------------------------------------------------------
     def _denoise_and_decode(self, plan: FramePlan, noise, guidance, embeds=None, pooled=None, image=None,
-                            negative=None, negative_pooled=None, ids=None) -> tuple:
-        """The batch's frames (and, from ``ids``, the rows' new embeddings: text encoders batched too)."""
+                            negative=None, negative_pooled=None, ids=None, decode: bool = True) -> tuple:
+        """The batch's frames, or their latents (and, from ``ids``, the rows' new embeddings: text
+        encoders batched too)."""
         calls = self.inner.calls
         if ids is not None:
             embeds, pooled = calls.encode(ids)
         latents = calls.denoise_steps(plan, noise, guidance, embeds, pooled, image,
                                       negative=negative, negative_pooled=negative_pooled)
-        return (calls.decode_batch(latents), *(() if ids is None else (embeds, pooled)))
+        return (calls.decode_batch(latents) if decode else latents, *(() if ids is None else (embeds, pooled)))
 
     @torch.inference_mode()
     def _render_many(self, items: Sequence[Item]) -> list[Rendered]:
+        r = self.inner
+        rgba = self.device_frames(items)
+        with r.runner.stage("to_host"):
+            pixels = [r.runner.to_host(row) for row in rgba[:len(items)]]
+        stages = r.runner.stage_times()
+        return [Rendered(frame, stages) for frame in pixels]
+
+    def device_frames(self, items: Sequence[Item], decode: bool = True) -> torch.Tensor:
+        """The batch's frames on the device, (rows, H, W, 4) with the padding rows (the first
+        ``len(items)`` are the items'), or with ``decode=False`` their latents; queued, not waited for."""
         r = self.inner
         plans = {r.plan(params, Scene(scene.input)) for _, params, scene in items}
         if len(plans) != 1:
@@ -129,26 +150,23 @@ class ChannelRenderer:
         if rows > len(items):  # the last row again: its copies' frames are dropped below
             values = {k: torch.cat([v, *[v[-1:]] * (rows - len(items))]) if k not in ("noise", "ids")
                       else torch.cat([v, *[v[:, -1:]] * (rows - len(items))], dim=1) for k, v in values.items()}
-        key = ("batch", rows, with_text, *plan.key)
-        rgba, *encoded = self._run(key, plan, values)
-        with r.runner.stage("to_host"):
-            pixels = [r.runner.to_host(row) for row in rgba[:len(items)]]
+        key = ("batch", rows, with_text, *plan.key) + (() if decode else ("latents",))
+        out, *encoded = self._run(key, plan, values, decode)
         if with_text:
             embeds, pooled = encoded
             conditioning = [r.text.store(text, embeds[i:i + 1], pooled[i:i + 1]) for i, text in enumerate(texts)]
         for (stream, _, _), noise, (embeds, pooled) in zip(items, noises, conditioning):
-            self._gliders.setdefault(stream, Glider()).record(Shown(embeds, pooled, noise))
-        stages = r.runner.stage_times()
-        return [Rendered(frame, stages) for frame in pixels]
+            self.glider(stream).record(Shown(embeds, pooled, noise))
+        return out
 
-    def _run(self, key: tuple, plan: FramePlan, values: dict) -> tuple:
+    def _run(self, key: tuple, plan: FramePlan, values: dict, decode: bool) -> tuple:
         runner = self.inner.runner
 
         def frame(**kwargs):
-            return self._denoise_and_decode(plan, **kwargs)
+            return self._denoise_and_decode(plan, **kwargs, decode=decode)
 
         if not runner.graphed:
-            with runner.stage("unet+vae_decode"):
+            with runner.stage("unet+vae_decode" if decode else "unet"):
                 return runner.run(key, frame, **values)
         values = {k: v.pin_memory() if v.device.type == "cpu" else v for k, v in values.items()}
         return runner.run(key, frame, label=f"capturing a batch of {key[1]} at {plan.width}x{plan.height}", **values)

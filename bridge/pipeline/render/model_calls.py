@@ -34,10 +34,12 @@ class ModelCalls:
         self.control = self._residuals
         self.adapt = self._adapter_run
 
-    def compile(self) -> None:
-        """Swap every call for its compiled version (static shapes: one graph per shape)."""
+    def compile(self, decoder_mode: str = "default") -> None:
+        """Swap every call for its compiled version (static shapes: one graph per shape);
+        ``decoder_mode``: the decoder's torch.compile mode (``speed.optimize.Tuning``)."""
         for name in ("encode", "denoise", "decode", "decode_batch", "encode_image", "control", "adapt"):
-            setattr(self, name, compiled(getattr(self, name), self.device))
+            mode = decoder_mode if name in ("decode", "decode_batch") else "default"
+            setattr(self, name, compiled(getattr(self, name), self.device, mode))
 
     @property
     def classifier_free(self) -> bool:

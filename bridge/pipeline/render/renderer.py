@@ -3,9 +3,11 @@
 The renderer holds the family's parts (``families/parts.py``: text conditioning, denoiser,
 decoder, sampler) through ``ModelCalls`` (``model_calls.py``: the calls, eager or compiled, and the
 sampling loop); it never touches the model otherwise. This module is the per-frame path around
-them: compiling (one warm-up per graph key), caches, the frame's inputs and the whole-frame
-graph; ``runner.py`` runs and times the stages (eager or CUDA graphs) and copies pixels to the
-host. ``batch.py`` builds batches of channels' frames on the renderer's public methods.
+them: compiling (one warm-up per graph key), caches, the frame's inputs and its replay as one
+graph (``frame_graph.py``); ``runner.py`` runs and times the stages (eager or CUDA graphs) and
+copies pixels to the host. ``batch.py`` builds batches of channels' frames on the renderer's
+public methods; ``device_frame(..., decode=False)`` stops at the latents for the overlap
+(``overlapped.py``), which decodes them on a stream of its own.
 
 One code path for the eager and the compiled renderer: the text encoders, the denoiser and the
 decoder are plain functions, wrapped by ``torch.compile`` (CUDA graphs) when compiling. Prompt
@@ -22,6 +24,7 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -29,7 +32,7 @@ from ...core.frame import Rendered
 from ...core.params import Params, prompt_texts
 from ...core.scene import Scene
 from ..families.registry import family_of_pipeline
-from ..speed.optimize import prepare_modules, progress
+from ..speed.optimize import Tuning, prepare_modules, progress
 from ..steering import control_images, style_images
 from ..steering.control_images import ControlImages, frame_controls
 from ..steering.controlnet import ControlNets
@@ -38,6 +41,7 @@ from ..steering.ip_adapter import IpAdapter
 from ..steering.lora import Loras
 from ..steering.style_images import StyleTokens
 from ..steering.t2i_adapter import AdapterFeatures
+from .frame_graph import whole_frame
 from .glide import Glider, Shown
 from .model_calls import ModelCalls
 from .noise import frame_noise
@@ -55,7 +59,8 @@ class DiffusersRenderer:
     def __init__(self, pipe, device: str, dtype: torch.dtype, *, compile: bool = False,
                  profile: bool = False, cache_size: int = 256, lora_dir: Path | None = None,
                  controlnets: ControlNets | None = None, canny_thresholds: tuple[float, float] = (100.0, 200.0),
-                 ip_adapter: IpAdapter | None = None, precision: str = "default", demo_loras: Path | None = None):
+                 ip_adapter: IpAdapter | None = None, precision: str = "default", demo_loras: Path | None = None,
+                 tuning: Tuning = Tuning()):
         self.pipe = pipe  # for the loaders and reference checks; frames reach the model through ``parts``
         self.family = family_of_pipeline(pipe)
         self.device = torch.device(device)
@@ -65,7 +70,7 @@ class DiffusersRenderer:
         self.calls = ModelCalls(parts, self.device, dtype, self.controlnets)
         self.compile = compile
         self._cuda = self.device.type == "cuda"
-        self._warm: set[tuple] = set()  # plan keys compiled and warmed up
+        self._warm: set[tuple] = set()  # (plan key, decoded or not) compiled and warmed up
         # Stages timed, run eager or as CUDA graphs (compiled, on CUDA), pixels copied to the host.
         self.runner = StageRunner(self.device, compile and self._cuda, self._after_compile)
         self.runner.profile = profile
@@ -80,14 +85,14 @@ class DiffusersRenderer:
             with torch.inference_mode():
                 parts.text.encode(self._zero_ids())
             prepare_modules([parts.denoiser.module, parts.decoder.module, *parts.text.modules,
-                             *self.controlnets.nets.values()], self.device)
-            self.calls.compile()  # the sampling loop calls the compiled versions from here on
+                             *self.controlnets.nets.values()], self.device, tuning, decoder=parts.decoder.module)
+            self.calls.compile(tuning.decoder_mode)  # the sampling loop calls the compiled versions from here on
         # fp8: after the QKV fusion above (the fused layers are quantised), before the style processors (bf16)
         if precision == "fp8":
-            from ..speed.fp8 import check_device, quantize_linears
+            from ..speed.fp8 import check, quantize_unet
 
-            check_device(self.device)
-            quantize_linears(parts.denoiser.module)
+            check(self.device)
+            quantize_unet(parts.denoiser.module)
         # After any fusing: the style processors wrap the model's own (fused) cross-attention processors.
         self.style = None if ip_adapter is None else StyleTokens(ip_adapter, self.device, dtype)
         if ip_adapter is not None:
@@ -141,7 +146,7 @@ class DiffusersRenderer:
     @property
     def warm_keys(self) -> frozenset[tuple]:
         """The ``FramePlan.key`` of every plan compiled and warmed up (compiling renderer)."""
-        return frozenset(self._warm)
+        return frozenset(key for key, _ in self._warm)
 
     def _after_compile(self) -> None:
         if self.after_compile is not None:  # e.g. the compile artefacts file gets the new graph too
@@ -180,21 +185,39 @@ class DiffusersRenderer:
     def render(self, params: Params, scene: Scene = Scene(), glider: Glider | None = None) -> Rendered:
         """One frame; ``glider``: the stream's transition state (default: the renderer's own)."""
         glider = self.glider if glider is None else glider
-        plan = self.plan(params, scene)
-        if self.compile and plan.key not in self._warm:
-            self._warm.add(plan.key)
-            text = prompt_texts(params.prompt)[0]
-            with progress(f"compiling for {params.width}x{params.height}, {plan.runs} of {plan.schedule_steps} "
-                          f"step(s), guidance {'on' if plan.cfg else 'off'}, "
-                          f"{'image' if plan.start is not None else 'text'}-to-image (once per size; cached on disk)",
-                          compiling=True):
-                warm = Scene(scene.input, controls=scene.controls, style=scene.style)
-                self._render(params.merged({"prompt": text + " "}), warm, glider, record=False)  # the with-text graph
-                self._render(params.merged({"prompt": text}), warm, glider, record=False)  # the cached-embeddings graph
-            self._after_compile()
-        return self._render(params, scene, glider)
+        self.warm(params, scene)
+        rgba = self.device_frame(params, scene, glider)
+        with self.runner.stage("to_host"):
+            pixels = self.runner.to_host(rgba)
+        return Rendered(pixels, self.runner.stage_times())
 
-    def _render(self, params: Params, scene: Scene, glider: Glider, record: bool = True) -> Rendered:
+    def warm(self, params: Params, scene: Scene, decode: bool = True,
+             decoder: Callable[[torch.Tensor], object] | None = None) -> None:
+        """Compile and capture the graphs of this frame's ``device_frame(..., decode)``, once per
+        graph key (nothing when eager or warm). ``decoder``: with ``decode=False``, what decodes the
+        warm-up frames' latents (the overlap's decode graphs are compiled and captured there too)."""
+        plan = self.plan(params, scene)
+        if not self.compile or (plan.key, decode) in self._warm:
+            return
+        self._warm.add((plan.key, decode))
+        text = prompt_texts(params.prompt)[0]
+        with progress(f"compiling for {params.width}x{params.height}, {plan.runs} of {plan.schedule_steps} "
+                      f"step(s), guidance {'on' if plan.cfg else 'off'}, "
+                      f"{'image' if plan.start is not None else 'text'}-to-image (once per size; cached on disk)",
+                      compiling=True):
+            warm = Scene(scene.input, controls=scene.controls, style=scene.style)
+            for prompt in (text + " ", text):  # the with-text graph, then the cached-embeddings graph
+                out = self.device_frame(params.merged({"prompt": prompt}), warm, self.glider, record=False,
+                                        decode=decode)
+                if decoder is not None:
+                    decoder(out)
+        self._after_compile()
+
+    def device_frame(self, params: Params, scene: Scene, glider: Glider, record: bool = True,
+                     decode: bool = True) -> torch.Tensor:
+        """The frame's (H, W, 4) pixels on the device, or with ``decode=False`` the latents the
+        decoder would take (the overlap decodes them on a stream of its own: ``overlapped.py``).
+        Queued, not waited for; ``warm`` first when compiling."""
         plan = self.plan(params, scene)
         self.begin(plan, params.loras)
         image = None if scene.input is None else self.images.latents(scene.input, plan.width, plan.height)
@@ -213,16 +236,14 @@ class DiffusersRenderer:
         with self.runner.stage("noise"):
             noise = frame_noise(params, plan.draws, self.latent_shape(plan))
         if self.runner.graphed and not self.profile and isinstance(params.prompt, str) and scene.glide is None:
-            rgba, shown = self._render_graph(plan, params, noise, image, control)  # one replay, text encoders included
+            out, shown = self._render_graph(plan, params, noise, image, control, decode)  # one replay, text included
         else:
             embeds, pooled = self.text.conditioning(params.prompt)
             shown = glider.mix(scene.glide, Shown(embeds, pooled, noise))
-            rgba = self._frame(plan, params, shown, image, control)
+            out = self._frame(plan, params, shown, image, control, decode)
         if record:
             glider.record(shown)
-        with self.runner.stage("to_host"):
-            pixels = self.runner.to_host(rgba)
-        return Rendered(pixels, self.runner.stage_times())
+        return out
 
     def _inputs(self, shown: Shown, params: Params, image: torch.Tensor | None, control: dict) -> dict:
         values = {"noise": shown.noise.pin_memory() if self._cuda else shown.noise,
@@ -238,64 +259,38 @@ class DiffusersRenderer:
         return {"negative": negative, "negative_pooled": negative_pooled}
 
     def _frame(self, plan: FramePlan, params: Params, shown: Shown, image: torch.Tensor | None,
-               control: dict) -> torch.Tensor:
-        """A frame from mixed conditioning: one graph replay, or a stage at a time (eager, profiling)."""
+               control: dict, decode: bool) -> torch.Tensor:
+        """A frame (or its latents) from mixed conditioning: one graph replay, or a stage at a time
+        (eager, profiling)."""
         values = self._inputs(shown, params, image, control)
         if self.runner.graphed and not self.profile:
-            return self._frame_graph(plan, with_text=False).run(**values)[0]
+            return self._frame_graph(plan, with_text=False, decode=decode).run(**values)[0]
         with self.runner.stage("unet"):
             latents = self.runner.run(("unet", *plan.key), functools.partial(self.calls.denoise_steps, plan), **values)
+        if not decode:
+            return latents
         with self.runner.stage("vae_decode"):
             return self.runner.run(("decode", plan.width, plan.height, plan.tiling), self.calls.decode, latents=latents)
 
     def _zero_ids(self) -> torch.Tensor:
         return torch.zeros((self.parts.text.rows, self.parts.text.length), dtype=torch.long, device=self.device)
 
-    def _frame_graph(self, plan: FramePlan, with_text: bool):
-        """The whole frame as one graph: (text encoders,) denoising and decoding."""
-        calls = self.calls
-
-        def frame(noise, guidance, ids=None, embeds=None, pooled=None, image=None, control_images=None,
-                  control_scales=None, negative=None, negative_pooled=None, style_tokens=None, style_uncond=None,
-                  style_scale=None, adapter_features=None, adapter_scales=None):
-            if ids is not None:
-                embeds, pooled = calls.encode(ids)
-            latents = calls.denoise_steps(plan, noise, guidance, embeds, pooled, image, control_images, control_scales,
-                                          negative, negative_pooled, style_tokens, style_uncond, style_scale,
-                                          adapter_features, adapter_scales)
-            return calls.decode(latents), embeds, pooled
-
-        def inputs() -> dict:
-            made = {"noise": torch.zeros((plan.draws, *self.latent_shape(plan)), device=self.device),
-                    "guidance": torch.zeros((), device=self.device)}
-            embeds, pooled = (torch.zeros_like(t, dtype=self.dtype, device=self.device) for t in self.parts.text.zeros())
-            if with_text:
-                made["ids"] = self._zero_ids()
-            else:
-                made["embeds"], made["pooled"] = embeds, pooled
-            if plan.start is not None:
-                made["image"] = torch.zeros(self.latent_shape(plan), dtype=self.dtype, device=self.device)
-            if plan.cfg:  # the unconditional branch has the conditioning's shapes
-                made["negative"], made["negative_pooled"] = torch.zeros_like(embeds), torch.zeros_like(pooled)
-            nets, adapters = self.controlnets.split(plan.controls)
-            return {**made, **control_images.graph_inputs(nets, plan.width, plan.height, plan.runs,
-                                                          self.dtype, self.device),
-                    **self.adapter_features.graph_inputs(adapters, plan.width, plan.height, plan.runs,
-                                                         self.dtype, self.device),
-                    **style_images.graph_inputs(self.style, plan.style, plan.cfg)}
-
-        return self.runner.graph((*plan.key, with_text), frame, inputs)
+    def _frame_graph(self, plan: FramePlan, with_text: bool, decode: bool):
+        """The whole frame as one graph (``frame_graph.py``), captured on first use of its key."""
+        fn, inputs = whole_frame(self, plan, with_text, decode)
+        return self.runner.graph((*plan.key, with_text) + (() if decode else ("latents",)), fn, inputs)
 
     def _render_graph(self, plan: FramePlan, params: Params, noise: torch.Tensor, image: torch.Tensor | None,
-                      control: dict):
+                      control: dict, decode: bool):
         """One graph replay for the whole frame (text encoders included when the prompt is new)."""
         cached = self.text.cached(params.prompt)
         if cached is not None:
             shown = Shown(*cached, noise)
-            return self._frame_graph(plan, with_text=False).run(**self._inputs(shown, params, image, control))[0], shown
+            graph = self._frame_graph(plan, with_text=False, decode=decode)
+            return graph.run(**self._inputs(shown, params, image, control))[0], shown
         values = {"noise": noise.pin_memory(), "guidance": float(params.guidance),
                   "ids": self.text.token_ids(params.prompt), **self._unconditional(params), **control}
         if image is not None:
             values["image"] = image
-        rgba, embeds, pooled = self._frame_graph(plan, with_text=True).run(**values)
-        return rgba, Shown(*self.text.store(params.prompt, embeds, pooled), noise)
+        out, embeds, pooled = self._frame_graph(plan, with_text=True, decode=decode).run(**values)
+        return out, Shown(*self.text.store(params.prompt, embeds, pooled), noise)

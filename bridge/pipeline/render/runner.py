@@ -45,6 +45,12 @@ class StageRunner:
         """The keys of the graphs captured (or, without graphs, of the stages run) so far."""
         return self._graphs.keys() if self._graphs is not None else frozenset(self._eager_keys)
 
+    def forget_graphs(self) -> None:
+        """Drop the captured graphs (their memory stays in the pool): each key captures again on
+        its next use (the GPU tests re-capture on two threads at once)."""
+        if self._graphs is not None:
+            self._graphs.clear()
+
     def reset(self) -> None:
         """A new frame (or batch): its stage times start from nothing."""
         self._stages = {}

@@ -45,6 +45,10 @@ class PromptEncoder:
         ids = self.part.token_ids(text)
         return ids.pin_memory() if self.pin else ids
 
+    def clear(self) -> None:
+        """Forget every prompt's embeddings: the next frame of each runs the text encoders again."""
+        self._cache.clear()
+
     def cached(self, text: str) -> Embeddings | None:
         found = self._cache.get((self.variant, text))
         if found is not None:

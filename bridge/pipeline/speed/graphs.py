@@ -2,42 +2,69 @@
 
 The compiled text encoders, UNet steps and VAE decoder of one frame are captured together,
 per (size, steps, guidance on/off, with or without text encoding). A frame then costs one
-replay: no Python between kernels, no launch gaps. All graphs share one memory pool; this
-is safe because replays never overlap and a graph's outputs are copied out before the next.
+replay: no Python between kernels, no launch gaps. The graphs of one ``FrameGraphs`` share one
+memory pool; this is safe because their replays never overlap (one stream) and a graph's outputs
+are copied out before the next. Graphs that replay at the same time as these (the overlapped
+decode, ``overlap.py``) keep their own ``FrameGraphs``, hence their own pool.
+
+Captures never disturb another thread (issue 31), for three reasons:
+- thread-local capture mode: in CUDA's default global mode, any other thread's cudaMalloc,
+  synchronisation or kernel-module load during a capture invalidates it, so two devices' render
+  threads (``--device cuda:0,cuda:1``), or a LoRA being placed on the loader thread, could break
+  each other's captures. Thread-local mode forbids those calls only to the capturing thread;
+- each ``FrameGraphs`` captures on its own stream, on its own device: ``torch.cuda.graph``'s
+  default capture stream is one per process, made on whichever device asked first. The streams
+  come from torch's pool (32 per device, handed out round-robin by ``torch.cuda.Stream()``), so
+  they are made once per ``FrameGraphs`` (capture and warm-up) and every other user makes its
+  few streams once too (the decode stream, the LoRA loader's): no pool entry comes round twice;
+- no ``torch.cuda.graph`` context: on entry it synchronises and empties the allocator's cache of
+  every device, which frees memory under another thread's feet, and the allocator refuses to
+  empty a device's cache while a capture is under way there (an internal assert).
+So no process-wide lock is needed (tests/pipeline/test_gpu_graphs.py captures and replays on two
+threads at once while a third allocates, copies and synchronises).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Callable
 
 import torch
 
 log = logging.getLogger(__name__)
 
-# Held while a frame graph is captured: in CUDA's global capture mode another thread's cudaMalloc
-# or synchronisation invalidates the capture, so GPU work off the render thread (a LoRA's deltas
-# moved to the device on the loader thread, lora_fold.place) takes it too.
-CAPTURE_LOCK = threading.Lock()
+CAPTURE_MODE = "thread_local"  # other threads' CUDA calls cannot invalidate a capture (see above)
 
 
 class FrameGraph:
     """A captured frame with static input buffers; ``run`` copies inputs in and replays."""
 
-    def __init__(self, fn: Callable[..., tuple], inputs: dict[str, torch.Tensor], pool, warmups: int = 2):
+    def __init__(self, fn: Callable[..., tuple], inputs: dict[str, torch.Tensor], pool, stream: torch.cuda.Stream,
+                 side: torch.cuda.Stream, warmups: int = 2):
+        """``stream``: the capture stream, ``side``: the warm-up's (this thread's, on this device)."""
         self.inputs = inputs
-        side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up off the capture: compiles, picks cuDNN algorithms
             for _ in range(warmups):
                 fn(**inputs)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with CAPTURE_LOCK, torch.cuda.graph(self.graph, pool=pool):
-            self.outputs = fn(**inputs)
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            self.graph.capture_begin(pool=pool, capture_error_mode=CAPTURE_MODE)
+            try:
+                self.outputs = fn(**inputs)
+            finally:
+                self.graph.capture_end()
+        torch.cuda.current_stream().wait_stream(stream)
 
     def run(self, **values: torch.Tensor | tuple | float) -> tuple:
+        self.load(**values)
+        self.graph.replay()
+        return self.outputs
+
+    def load(self, **values: torch.Tensor | tuple | float) -> None:
+        """Copy the inputs into the static buffers (on the current stream), without replaying."""
         for name, value in values.items():
             target = self.inputs[name]
             if isinstance(value, (tuple, list)):  # a tuple of tensors (T2I-Adapter features per level)
@@ -47,8 +74,6 @@ class FrameGraph:
                 target.copy_(value, non_blocking=True)
             else:
                 target.fill_(value)
-        self.graph.replay()
-        return self.outputs
 
 
 class FrameGraphs:
@@ -56,7 +81,13 @@ class FrameGraphs:
 
     def __init__(self) -> None:
         self._pool = torch.cuda.graph_pool_handle()
+        self._stream = torch.cuda.Stream()  # on the current device: the render thread's
+        self._side = torch.cuda.Stream()
         self._graphs: dict[tuple, FrameGraph] = {}
+
+    def clear(self) -> None:
+        """Drop every captured graph (their memory stays in the pool); the next use of a key captures again."""
+        self._graphs.clear()
 
     def __contains__(self, key: tuple) -> bool:
         return key in self._graphs
@@ -68,6 +99,6 @@ class FrameGraphs:
     def get(self, key: tuple, fn: Callable[..., tuple], make_inputs: Callable[[], dict]) -> FrameGraph:
         graph = self._graphs.get(key)
         if graph is None:
-            graph = self._graphs[key] = FrameGraph(fn, make_inputs(), self._pool)
+            graph = self._graphs[key] = FrameGraph(fn, make_inputs(), self._pool, self._stream, self._side)
             log.debug("captured frame graph %s", key)
         return graph

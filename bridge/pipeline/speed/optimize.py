@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -40,23 +41,41 @@ def configure_compile_cache(cache_dir: Path) -> Path:
     return folder
 
 
-def prepare_modules(modules: list[torch.nn.Module], device: torch.device) -> None:
-    """channels_last and fused QKV projections where the module supports them (SDPA is default)."""
+@dataclass(frozen=True)
+class Tuning:
+    """The VAE decoder's knobs (``turbo-bridge bench --vae-compile-modes/--cudnn-benchmark/--vae-channels-last``):
+    the largest stage with the full VAE, dominated by its convolutions at 256 and 512 px."""
+
+    decoder_mode: str = "default"  # torch.compile mode of the VAE decode: or "max-autotune-no-cudagraphs"
+    cudnn_benchmark: bool = True  # cuDNN times its algorithms per convolution shape and keeps the fastest
+    vae_channels_last: bool = True  # the VAE's weights and activations in NHWC (tensor cores' layout)
+
+
+DECODER_MODES = ("default", "max-autotune-no-cudagraphs")  # CUDA graphs are ours (graphs.py): none of Inductor's
+
+
+def prepare_modules(modules: list[torch.nn.Module], device: torch.device, tuning: Tuning = Tuning(),
+                    decoder: torch.nn.Module | None = None) -> None:
+    """channels_last and fused QKV projections where the module supports them (SDPA is default);
+    ``decoder`` (the VAE) keeps its layout unless ``tuning.vae_channels_last``."""
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = tuning.cudnn_benchmark
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     for module in modules:
         if hasattr(module, "fuse_qkv_projections"):
             module.fuse_qkv_projections()
-        if device.type == "cuda" and any(isinstance(m, torch.nn.Conv2d) for m in module.modules()):
+        if device.type == "cuda" and any(isinstance(m, torch.nn.Conv2d) for m in module.modules()) \
+                and (module is not decoder or tuning.vae_channels_last):
             module.to(memory_format=torch.channels_last)
 
 
-def compiled(fn: Callable, device: torch.device) -> Callable:
+def compiled(fn: Callable, device: torch.device, mode: str = "default") -> Callable:
     """torch.compile, static shapes, one full graph; CUDA graphs are captured per whole frame
-    (``graphs.py``), so Inductor's own per-function CUDA graphs stay off."""
-    return torch.compile(fn, fullgraph=True, dynamic=False)
+    (``graphs.py``), so Inductor's own per-function CUDA graphs stay off (``mode``: a mode without them)."""
+    if mode not in DECODER_MODES:
+        raise ValueError(f"compile mode {mode!r}: one of {', '.join(DECODER_MODES)}")
+    return torch.compile(fn, fullgraph=True, dynamic=False, mode=None if mode == "default" else mode)
 
 
 class CompileCounter:

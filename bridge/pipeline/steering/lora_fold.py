@@ -31,8 +31,6 @@ from dataclasses import dataclass
 
 import torch
 
-from ..speed.graphs import CAPTURE_LOCK
-
 log = logging.getLogger(__name__)
 
 PLANS_KEPT = 4  # fold plans cached (per list of active LoRAs, whose deltas they keep alive)
@@ -66,12 +64,17 @@ class DeltaGroup:
         return weight * self.alpha / self.down.shape[1]  # Delta.scaling's expression: the same float
 
 
+_SIDE: dict[torch.device, torch.cuda.Stream] = {}  # one per device, made once (speed/graphs.py: the stream pool)
+
+
 @contextmanager
 def _after_frames(device: torch.device):
     """A side stream for GPU work off the render thread, ordered after the frames queued so far
     (memory they freed may be the memory just allocated for this work), finished on exit. Tensors
     are allocated before, on the default stream's memory: the render thread reuses it safely."""
-    side = torch.cuda.Stream(device)
+    side = _SIDE.get(device)
+    if side is None:
+        side = _SIDE[device] = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side):
         yield
@@ -82,11 +85,11 @@ def _moved(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tens
     """Copies of host tensors on ``device``; on CUDA through a side stream (frames keep running)."""
     if device.type != "cuda":
         return [t.to(device, copy=True) for t in tensors]  # a copy: never a view of the mapped file
-    with CAPTURE_LOCK:  # no frame graph is being captured meanwhile
-        out = [torch.empty(t.shape, dtype=t.dtype, device=device) for t in tensors]
-        with _after_frames(device):
-            for target, source in zip(out, tensors):
-                target.copy_(source)
+    # No lock against the render thread's graph captures: they are thread-local (speed/graphs.py).
+    out = [torch.empty(t.shape, dtype=t.dtype, device=device) for t in tensors]
+    with _after_frames(device):
+        for target, source in zip(out, tensors):
+            target.copy_(source)
     return out
 
 
@@ -132,13 +135,12 @@ def _warm(groups: list[DeltaGroup]) -> None:
     """Run each group's batched matmul once, off the render thread: CUDA loads kernels lazily, on
     first use, and cuBLAS picks its kernel per shape; neither should fall on a frame. The fold's
     working memory of these shapes is left in the allocator's cache for the render thread."""
-    with CAPTURE_LOCK:  # no frame graph is being captured meanwhile
-        for group in (g for g in groups if g.up.is_cuda):
-            work = torch.empty((group.up.shape[0], group.up.shape[1], group.down.shape[2]),
-                               dtype=group.up.dtype, device=group.up.device)
-            with _after_frames(group.up.device):
-                work.zero_().baddbmm_(group.up, group.down, alpha=1.0)
-            del work  # finished (synchronised): free for the default stream
+    for group in (g for g in groups if g.up.is_cuda):
+        work = torch.empty((group.up.shape[0], group.up.shape[1], group.down.shape[2]),
+                           dtype=group.up.dtype, device=group.up.device)
+        with _after_frames(group.up.device):
+            work.zero_().baddbmm_(group.up, group.down, alpha=1.0)
+        del work  # finished (synchronised): free for the default stream
 
 
 def delta_weight(delta: Delta, scale: float) -> torch.Tensor:

@@ -1,0 +1,85 @@
+"""The summary table of a GPU session (bench/gpu_session.sh): ``python bench/gpu_summary.py OUT``.
+
+Reads what the session left in OUT (junit XML of the test files, the JSON of bench and latency
+runs) and prints one short table per kind; a missing file is a step that did not run or was cut.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+
+def tests(out: Path) -> list[str]:
+    lines, total = ["| test file | passed | failed | errors | skipped | s |", "| --- | --- | --- | --- | --- | --- |"], [0] * 4
+    for xml in sorted(out.glob("junit-*.xml")):
+        suite = ET.parse(xml).getroot()
+        suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+        n, failed, errors, skipped = (int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
+        counts = [n - failed - errors - skipped, failed, errors, skipped]
+        total = [a + b for a, b in zip(total, counts)]
+        lines.append(f"| {xml.stem.removeprefix('junit-')} | {' | '.join(map(str, counts))} | {float(suite.get('time', 0)):.0f} |")
+        for case in suite.iter("testcase"):
+            for bad in (*case.findall("failure"), *case.findall("error")):
+                lines.append(f"|   FAILED {case.get('name')}: {(bad.get('message') or '')[:150]} | | | | | |")
+    return lines + [f"| all | {' | '.join(map(str, total))} | |"] if len(lines) > 2 else []
+
+
+def benches(out: Path) -> list[str]:
+    lines = []
+    for path in sorted(out.glob("bench-*.json")):
+        report = json.loads(path.read_text())
+        base = report.get("baseline")
+        lines.append(f"{path.name}: {report['machine'].get('card')}, torch {report['machine']['torch']}"
+                     + (f"; plain diffusers call {base['median_ms']:.2f} ms" if base else ""))
+        lines += ["| VAE | change | precision | overlap | median ms | FPS | p99 ms | latency ms | x baseline |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in report["runs"]:
+            ratio = f"{base['median_ms'] / r['median_ms']:.1f}" if base else "-"
+            lines.append(f"| {r['vae']} | {r['mode']} | {r.get('precision', 'default')} | "
+                         f"{'on' if r.get('overlap') else 'off'} | {r['median_ms']:.2f} | {r['fps']:.1f} | "
+                         f"{r['p99_ms']:.2f} | {r.get('latency_ms') or r['median_ms']:.2f} | {ratio} |")
+        for r in report.get("fp8_deviation", []):
+            lines.append(f"fp8 vs bf16 pixels ({r['vae']}): mean |diff| {r['mean_abs']}, max {r['max_abs']}, "
+                         f"PSNR {r['psnr_db']} dB")
+        for r in report["runs"]:
+            if r.get("stages_ms"):
+                lines.append(f"stages ({r['vae']}): " + ", ".join(f"{k} {v:.2f}" for k, v in r["stages_ms"].items()))
+    for path in sorted(out.glob("decode-*.json")):
+        for r in json.loads(path.read_text()).get("decode", []):
+            lines.append(f"VAE decode {r['compile_mode']}, cudnn benchmark {r['cudnn_benchmark']}, channels-last "
+                         f"{r['channels_last']}: {r['median_ms']:.3f} ms (p99 {r['p99_ms']:.3f}), max |diff| "
+                         f"{r['max_abs_vs_first']}, compile {r['compile_s']} s")
+    return lines
+
+
+def latencies(out: Path) -> list[str]:
+    lines = []
+    for path in sorted([*out.glob("latency-*.json"), *out.glob("start-*.json")]):
+        r = json.loads(path.read_text())
+        stream = r.get("stream") or {}
+        lines.append(f"{path.stem}: OSC->frame p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f}, render {r['mean_render_ms']:.2f}, "
+                     f"start to ready {r['startup_s']} s"
+                     + (f"; stream {stream['fps']:.1f} FPS, p50 {stream['p50_ms']:.2f} ms" if stream else ""))
+    for path in sorted(out.glob("channels*.json")):
+        r = json.loads(path.read_text())
+        lines.append(f"{path.stem}: alone {r['alone_fps']:.1f} FPS p50 {r['alone_p50_ms']:.2f}; {r['channels']} channels "
+                     f"{r['total_fps']:.1f} FPS ({r['speedup']:.2f}x), per channel {r['per_channel_fps']}, p50 "
+                     f"{r.get('per_channel_p50_ms')}, batches {r['batch_sizes']}")
+    return lines
+
+
+def main(out: Path) -> None:
+    for title, lines in (("GPU tests", tests(out)), ("bench", benches(out)), ("through the daemon", latencies(out))):
+        if lines:
+            print(f"== {title}")
+            print("\n".join(lines))
+    steps = out / "steps.txt"
+    if steps.exists():
+        print("== steps (rc 124: cut by its time limit)\n" + steps.read_text().strip())
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "gpu-out"))

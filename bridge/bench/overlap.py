@@ -1,0 +1,48 @@
+"""``turbo-bridge bench --overlap off,on``: frames of a stream of changes, overlapped.
+
+The renderer runs as the daemon's overlapping queue drives it: frame i+1 is begun (its text
+encoders and UNet queued) before frame i's pixels are collected and published, so frame i's VAE
+decode runs beside frame i+1's UNet. Per frame: the interval between two publications (what a
+stream of changes gets: frames per second) and its latency from begin to publication (what one
+change waits while others stream).
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..core.frame import Frame
+from ..outputs.shm import ShmWriter
+from .frames import frame_params, frame_scene
+
+
+def timed_overlapped(overlapped, mode: str, size: int, tiling: str, frames: int,
+                     shm: ShmWriter) -> tuple[list[float], list[float]]:
+    """(intervals between publications, begin-to-publication latencies), ms, over ``frames`` frames."""
+    intervals, latencies = [], []
+    previous = None
+    in_flight = None  # (frame index, params, begun at, InFlight)
+
+    def publish(index, params, begun_at, staged) -> float:
+        out = staged.result()[0]
+        shm.publish(Frame(index + 1, index + 1, params, out.pixels, 0.0, time.time_ns()))
+        now = time.perf_counter()
+        latencies.append((now - begun_at) * 1e3)
+        return now
+
+    # untimed, as the plain runs' warm-up frame: compiles and captures the cut graphs and the decode's
+    overlapped.begin_batch([("main", frame_params(mode, -1, size, tiling), frame_scene(mode, -1, size))]).result()
+    for i in range(frames):
+        params, scene = frame_params(mode, i, size, tiling), frame_scene(mode, i, size)
+        begun_at = time.perf_counter()
+        staged = overlapped.begin_batch([("main", params, scene)])
+        if in_flight is not None:
+            now = publish(*in_flight)
+            if previous is not None:
+                intervals.append((now - previous) * 1e3)
+            previous = now
+        in_flight = (i, params, begun_at, staged)
+    now = publish(*in_flight)
+    if previous is not None:
+        intervals.append((now - previous) * 1e3)
+    return intervals, latencies

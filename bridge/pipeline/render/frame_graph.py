@@ -1,0 +1,55 @@
+"""The whole frame as one function of tensors, for one CUDA graph: (text encoders,) the sampling
+loop and the decoder, and the placeholder inputs it is captured on.
+
+Whatever varies per frame (noise, guidance, conditioning, control and style inputs) is an input
+tensor; what the graph bakes in is the ``FramePlan`` (its key) and whether the graph starts from
+token ids (``with_text``: a new prompt) and ends with the pixels or, for the overlap, the latents
+(``decode``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import torch
+
+from ..steering import control_images, style_images
+from .plan import FramePlan
+
+if TYPE_CHECKING:
+    from .renderer import DiffusersRenderer
+
+
+def whole_frame(r: DiffusersRenderer, plan: FramePlan, with_text: bool,
+                decode: bool) -> tuple[Callable[..., tuple], Callable[[], dict]]:
+    """(the frame function, its placeholder inputs) for ``r``'s model calls."""
+    calls = r.calls
+
+    def frame(noise, guidance, ids=None, embeds=None, pooled=None, image=None, control_images=None,
+              control_scales=None, negative=None, negative_pooled=None, style_tokens=None, style_uncond=None,
+              style_scale=None, adapter_features=None, adapter_scales=None):
+        if ids is not None:
+            embeds, pooled = calls.encode(ids)
+        latents = calls.denoise_steps(plan, noise, guidance, embeds, pooled, image, control_images, control_scales,
+                                      negative, negative_pooled, style_tokens, style_uncond, style_scale,
+                                      adapter_features, adapter_scales)
+        return calls.decode(latents) if decode else latents, embeds, pooled
+
+    def inputs() -> dict:
+        made = {"noise": torch.zeros((plan.draws, *r.latent_shape(plan)), device=r.device),
+                "guidance": torch.zeros((), device=r.device)}
+        embeds, pooled = (torch.zeros_like(t, dtype=r.dtype, device=r.device) for t in r.parts.text.zeros())
+        if with_text:
+            made["ids"] = torch.zeros((r.parts.text.rows, r.parts.text.length), dtype=torch.long, device=r.device)
+        else:
+            made["embeds"], made["pooled"] = embeds, pooled
+        if plan.start is not None:
+            made["image"] = torch.zeros(r.latent_shape(plan), dtype=r.dtype, device=r.device)
+        if plan.cfg:  # the unconditional branch has the conditioning's shapes
+            made["negative"], made["negative_pooled"] = torch.zeros_like(embeds), torch.zeros_like(pooled)
+        nets, adapters = r.controlnets.split(plan.controls)
+        return {**made, **control_images.graph_inputs(nets, plan.width, plan.height, plan.runs, r.dtype, r.device),
+                **r.adapter_features.graph_inputs(adapters, plan.width, plan.height, plan.runs, r.dtype, r.device),
+                **style_images.graph_inputs(r.style, plan.style, plan.cfg)}
+
+    return frame, inputs

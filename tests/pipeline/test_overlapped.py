@@ -1,0 +1,88 @@
+"""--overlap on with the demo model on the CPU: the staged frames are the frames, exactly.
+
+On the CPU the decode runs at once (no second stream), so these check the stage-split entry points
+(``device_frame``/``device_frames`` with ``decode=False``, the decode after) and the wiring through a
+real daemon; the renderer contract on the overlapped renderer is test_contract_overlapped.py, the
+overlap on a GPU tests/pipeline/test_gpu_overlap.py.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from bridge.core.params import Params
+from bridge.core.scene import Glide, InputImage, Scene
+
+
+@pytest.fixture(scope="module")
+def renderers(tmp_path_factory):
+    """(plain, overlapped): two ChannelRenderers on one demo pipeline (their caches kept apart)."""
+    from bridge.pipeline.loading.loader import load_pipeline
+    from bridge.pipeline.render.batch import ChannelRenderer
+    from bridge.pipeline.render.overlapped import OverlappedRenderer
+    from bridge.pipeline.render.renderer import DiffusersRenderer
+
+    pipe = load_pipeline("demo", "cpu", torch.float32, tmp_path_factory.mktemp("demo-cache"))
+    plain = ChannelRenderer(DiffusersRenderer(pipe, "cpu", torch.float32))
+    return plain, OverlappedRenderer(DiffusersRenderer(pipe, "cpu", torch.float32))
+
+
+def picture(seed):
+    return InputImage.from_pixels(np.random.default_rng(seed).integers(0, 256, (64, 64, 4), np.uint8))
+
+
+FRAMES = [
+    ("text to image", Params(prompt="a lighthouse", seed=3, width=64, height=64), Scene()),
+    ("guidance, two steps", Params(prompt="a castle", seed=4, guidance=1.5, steps=2, width=64, height=64), Scene()),
+    ("image to image", Params(prompt="a barn", seed=5, strength=0.5, width=64, height=64), Scene(picture(1))),
+    ("a blend", Params(prompt=[["a cat", 1], ["a dog", 2]], seed=6, width=64, height=64), Scene()),
+    ("tiling", Params(prompt="bricks", seed=7, tiling="xy", width=64, height=64), Scene()),
+]
+
+
+@pytest.mark.parametrize("what, params, scene", FRAMES, ids=[f[0] for f in FRAMES])
+def test_a_staged_frame_has_the_pixels_of_the_plain_frame(renderers, what, params, scene):
+    plain, overlapped = renderers
+    want = plain.render_batch([("main", params, scene)])[0].pixels
+    got = overlapped.begin_batch([("main", params, scene)]).result()
+    assert len(got) == 1 and np.array_equal(got[0].pixels, want)
+    assert "decode_wait" in got[0].stages_ms
+
+
+def test_a_staged_batch_has_the_pixels_of_the_plain_batch(renderers):
+    plain, overlapped = renderers
+    items = [(f"ch{i}", Params(prompt=f"channel {i}", seed=7 * i + 1, width=64, height=64), Scene()) for i in range(3)]
+    want = [r.pixels for r in plain.render_batch(items)]  # padded to a batch of four: the last row dropped
+    got = [r.pixels for r in overlapped.begin_batch(items).result()]
+    assert len(got) == 3 and all(np.array_equal(a, b) for a, b in zip(want, got))
+
+
+def test_a_glide_follows_each_channels_own_last_frame(renderers):
+    plain, overlapped = renderers
+    start = Params(prompt="a red house", seed=9, width=64, height=64)
+    end = start.merged({"prompt": "a blue house", "seed": 10})
+    for renderer in renderers:  # what each channel showed last: left the red house, right the blue one
+        for stream, params in (("left", start), ("right", end)):
+            renderer.render_batch([(stream, params, Scene())]) if renderer is plain else \
+                renderer.begin_batch([(stream, params, Scene())]).result()
+    glide = Scene(glide=Glide(1, 0.5))
+    want = plain.render_batch([("left", end, glide)])[0].pixels
+    got = overlapped.begin_batch([("left", end, glide)]).result()[0].pixels
+    assert np.array_equal(got, want)
+    assert not np.array_equal(got, overlapped.begin_batch([("right", end, Scene())]).result()[0].pixels)
+
+
+async def test_a_daemon_with_overlap_renders_every_change_and_says_so(config, daemon_factory):
+    from bridge.frontends.http.rest import CHANNELS
+
+    async with daemon_factory(config, overlap=True) as daemon:
+        main = daemon.app[CHANNELS].main.scheduler
+        for seed in (11, 12, 13):
+            version = main.apply({"seed": seed}).version
+            frame = await main.next_frame(0, 60)
+            while frame.version < version:
+                frame = await main.next_frame(frame.seq, 60)
+            assert frame.params.seed == seed
+        device, = daemon.app[CHANNELS].devices()
+    assert device["overlap"] is True and device["frames"] >= 4  # the first frame and the three changes
+    assert device["render_thread"]["jobs_after_sleep"] + device["render_thread"]["jobs_without_sleep"] >= 4
