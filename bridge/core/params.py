@@ -199,8 +199,12 @@ def _prompt(value: Any, field: str = "prompt") -> Prompt:
         text, weight = _text(pair[0], f"{field}[{i}][0]", field), _number(
             field, pair[1], 0.0, math.inf, f"{field}[{i}][1] must be a finite weight >= 0")
         pairs.append((text, weight))
-    if sum(weight for _, weight in pairs) <= 0:
+    total = sum(weight for _, weight in pairs)
+    if total <= 0:
         raise ValidationError(field, f"a {field} blend needs a weight above 0 (weights are relative)")
+    if not math.isfinite(total):  # each weight finite, their sum not (1e308 + 1e308): the mix would be NaN
+        raise ValidationError(field, f"the weights of a {field} blend add up past the largest number; "
+                                     "they are relative: scale them down, e.g. to [0.5, 0.5]")
     return tuple(pairs)
 
 

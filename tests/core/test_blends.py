@@ -80,6 +80,8 @@ def test_long_text_inside_a_blend_warns(renderer):
 @pytest.mark.parametrize("change,needle", [
     ({"prompt": [["a cat", -0.5]]}, "finite weight >= 0"),
     ({"prompt": [["a cat", 0]]}, "needs a weight above 0"),
+    ({"prompt": [["a cat", 1e308], ["a dog", 1e308]]}, "add up past the largest number"),  # issue 24
+    ({"negative_prompt": [["blur", 1e308], ["noise", 1e308]]}, "add up past the largest number"),
     ({"seed_mix": 2}, "seed_mix must be a number from 0"),
 ])
 async def test_rest_and_websocket_validate_blends_alike(config, daemon_factory, change, needle):

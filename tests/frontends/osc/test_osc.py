@@ -105,6 +105,27 @@ async def test_subscribe_gets_frame_and_error_feedback(osc):
     listener.close()
 
 
+async def test_a_blend_whose_weights_overflow_is_refused_with_one_line(osc):
+    """Issue 24: each weight finite, their sum inf; refused at the edge, reported to the subscriber."""
+    client, daemon = osc
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(3)
+    client.send_message("/bridge/subscribe", listener.getsockname()[1])
+    await settle(lambda: len(daemon.osc.subscribers) == 1)
+    before = (daemon.scheduler.params, daemon.scheduler.version)
+    client.send_message("/bridge/params", json.dumps({"prompt": [["a cat", 1e308], ["a dog", 1e308]]}))
+    loop = asyncio.get_running_loop()
+    while True:
+        address, args = parse_osc_message(await loop.run_in_executor(None, listener.recv, 65536))
+        if address == "/bridge/error":
+            break
+    assert "add up past the largest number" in args[0] and "\n" not in args[0]
+    assert daemon.osc.stats.rejected == 1
+    assert (daemon.scheduler.params, daemon.scheduler.version) == before
+    listener.close()
+
+
 async def test_client_encoder_roundtrips_through_the_daemon(osc):
     _, daemon = osc
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
