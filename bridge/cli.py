@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -363,6 +364,13 @@ def run_latency_command(args: argparse.Namespace) -> None:
         args.json.write_text(to_json(report))
 
 
+def _error_kind(message: str) -> str:
+    """What aiohttp says was wrong, without the bytes it quotes: a header value (an ``Authorization``
+    token after a NUL, say) is never logged, also where aiohttp leaves out the header's name."""
+    kind = re.split(r"[:'\"\n]", message, maxsplit=1)[0]
+    return " ".join(kind.split())[:120] or "unreadable request"
+
+
 class _MalformedRequestsInOneLine(logging.Filter):
     """aiohttp logs a malformed request (answered 400) with a traceback and the offending line: on a
     network, anyone can send one. One line instead, once per sender per interval, credentials scrubbed."""
@@ -378,7 +386,7 @@ class _MalformedRequestsInOneLine(logging.Filter):
             allowed, muted = self._throttle.allow("malformed", sender)
             if not allowed:
                 return False
-            detail = " ".join(str(exc.message).split())[:200]
+            detail = _error_kind(str(exc.message))
             more = f"; {muted} more from this sender not logged" if muted else ""
             record.msg, record.args = f"{record.getMessage()}: malformed HTTP, answered 400 ({detail}){more}", ()
             record.exc_info, record.levelno, record.levelname = None, logging.WARNING, "WARNING"

@@ -374,12 +374,16 @@ async def test_a_token_in_a_malformed_request_never_reaches_the_log(guarded, cap
         f"GET /v1/ws?access_token={TOKEN} HTTP/1.1 junk\r\nHost: 127.0.0.1\r\n\r\n",
         f"G\x01T /v1/ws?format=png&access_token={TOKEN} HTTP/1.1\r\n\r\n",
         f"GET /v1/params HTTP/1.1\r\nProxy-Authorization: Basic {TOKEN}\x7f\r\n\r\n",
+        # issue 24: aiohttp quotes this value without the header's name ("Invalid HTTP header: b'Bearer ...")
+        f"GET /v1/params HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \x00{TOKEN}\r\n\r\n",
+        f"GET /v1/params HTTP/1.1\r\nAuthorization: \x00{TOKEN}\r\n\r\n",
+        f"GET /v1/params HTTP/1.1\r\nX-Api-Key: {TOKEN}\x00\r\n\r\n",
     ]
     records = await send_malformed(daemon.http_port, [r.encode("latin-1") for r in requests], caplog,
                                    interval_s=1e-9)  # no throttling here: every line is checked
     lines = [r.getMessage() for r in records]
-    assert len(lines) == len(requests) and all("[redacted]" in line for line in lines), lines
-    assert not any(TOKEN in line for line in lines), lines
+    assert len(lines) == len(requests) and all("malformed HTTP, answered 400 (" in line for line in lines), lines
+    assert not any(TOKEN[:8] in line or "Bearer" in line or "\n" in line for line in lines), lines  # no value quoted
     async with aiohttp.ClientSession(f"http://127.0.0.1:{daemon.http_port}") as session:
         async with session.get("/v1/params", headers=AUTH) as r:  # still serving
             assert r.status == 200
