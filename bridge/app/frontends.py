@@ -17,7 +17,7 @@ from aiohttp import web
 
 from ..config import Config
 from ..engine.channels import Channel
-from ..frontends.http import channels_api, connections, control_api, input_api, live, openapi, record_api, rest, style_api
+from ..frontends.http import bodies, channels_api, connections, control_api, input_api, live, openapi, record_api, rest, style_api
 from ..frontends import security, sockets
 from ..frontends.osc import addresses
 from ..frontends.osc.server import OscServer
@@ -25,7 +25,7 @@ from ..frontends.http.streams import FrameEncoder, FrameHub
 
 OSC = web.AppKey("osc", OscServer)
 OSC_SOCKET = web.AppKey("osc_socket", socket.socket)  # bound early by Daemon (see bridge.frontends.sockets)
-GUARD = web.AppKey("connection_guard", connections.ConnectionGuard)
+GUARD = connections.GUARD
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
@@ -35,7 +35,7 @@ def http(app: web.Application, config: Config) -> None:
     app[security.ACCESS] = config.access
     app[GUARD] = connections.ConnectionGuard(config.http)
     app[connections.HTTP_LIMITS] = config.http
-    app[connections.LARGE_BODIES] = asyncio.Semaphore(config.http.max_large_bodies)
+    app[bodies.BODY_READS] = app[GUARD].bodies
     app.middlewares.append(app[GUARD].middleware)  # outermost: marks the connection busy
     app.middlewares.append(security.middleware(config.host, config.access))  # before any route
     app.on_response_prepare.append(security.add_cors_headers)

@@ -92,20 +92,39 @@ class HttpLimits:
 
     head_timeout_s: float = 10.0  # request line and headers; also how long an idle keep-alive lasts
     body_timeout_s: float = 10.0  # the longest pause inside a request body
+    # A body must arrive within body_grace_s plus one second per body_min_rate bytes received
+    # (Apache's mod_reqtimeout rule): a small PATCH within seconds, 64 MiB at 64 KiB/s within 17 min.
+    body_grace_s: float = 5.0
+    body_min_rate: float = 64 * 1024  # bytes a second
     max_connections: int = 256
     max_per_address: int = 64
+    max_streams_per_address: int = 32  # WebSockets, MJPEG streams, waiting long-polls; at most half the above
     max_large_bodies: int = 4  # uploads over LARGE_BODY_BYTES (or of unknown length) read at once
     ws_heartbeat_s: float = 20.0  # a WebSocket silent this long is pinged, and closed without a pong in half that
     log_interval_s: float = 60.0
 
     def __post_init__(self) -> None:
         for name, option in (("max_connections", " (--max-connections)"),
-                             ("max_per_address", " (--max-connections-per-address)"), ("max_large_bodies", "")):
+                             ("max_per_address", " (--max-connections-per-address)"), ("max_large_bodies", ""),
+                             ("max_streams_per_address", "")):
             if getattr(self, name) < 1:
                 raise ValidationError(name, f"{name}{option} must be at least 1, got {getattr(self, name)}")
-        for name in ("head_timeout_s", "body_timeout_s", "ws_heartbeat_s", "log_interval_s"):
+        if not self.body_min_rate > 0:
+            raise ValidationError("body_min_rate", f"body_min_rate must be more than 0 bytes a second, "
+                                                   f"got {self.body_min_rate}")
+        for name in ("head_timeout_s", "body_timeout_s", "body_grace_s", "ws_heartbeat_s", "log_interval_s"):
             if not getattr(self, name) > 0:
                 raise ValidationError(name, f"{name} must be more than 0 seconds, got {getattr(self, name)}")
+
+    def body_deadline_s(self, received: int) -> float:
+        """Seconds after its start by which a body must be in, given the bytes received so far."""
+        return self.body_grace_s + received / self.body_min_rate
+
+    def stream_caps(self) -> tuple[int, int]:
+        """(in all, per address) of the long-lived requests: at most half of the connections each way,
+        so that short requests (``/v1/health`` among them) always find room beside them."""
+        return (max(1, self.connection_cap() // 2),
+                max(1, min(self.max_streams_per_address, self.max_per_address // 2)))
 
     def connection_cap(self) -> int:
         """``max_connections``, lowered so that HTTP can never use up the process's file limit.

@@ -3,48 +3,52 @@
 aiohttp has no request-head timeout and no connection cap. ``HttpLimits`` holds the daemon's:
 the request head (request line and headers) must arrive within ``head_timeout_s`` of the
 connection opening or of the previous response (aiohttp's keep-alive timer, which closes a
-connection only while it waits for a complete head); a request body may pause at most
-``body_timeout_s``; at most ``max_connections`` connections in all (never more than the file
-limit leaves room for) and ``max_per_address`` from one address. At a cap the oldest connection
-that is not in a request (an idle keep-alive or a head still arriving) makes room, so a flood of
-slow connections cannot lock out a client that sends its request at once; when every connection
-is in a request, the newcomer gets a 503. ``GuardedSite`` is ``web.SockSite`` with this guard.
+connection only while it waits for a complete head); request bodies have their deadlines
+(``bodies``); at most ``max_connections`` connections in all (never more than the file limit
+leaves room for) and ``max_per_address`` from one address. At a cap the oldest connection that is
+not in a request (an idle keep-alive or a head still arriving) makes room, else the body sent
+furthest below the minimum rate (408), so a flood of slow connections cannot lock out a client
+that sends its request at once; when every connection is in a request, the newcomer gets a 503.
+
+Loopback is not one client: every local plugin shares 127.0.0.1. So connections are also told
+apart by purpose: long-lived requests (WebSockets, MJPEG streams, waiting long-polls; ``stream``)
+may hold at most half of the connections, in all and per address, and get 503 past that, so
+short requests (``/v1/health`` among them) always find room beside them.
+``GuardedSite`` is ``web.SockSite`` with this guard.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 from collections import defaultdict
-from typing import Callable
+from typing import Iterator
 
 from aiohttp import web
 
 from ...core.access import HttpLimits
 from ...core.errors import ValidationError
 from ..security import OncePerSender
+from .bodies import BodyReads
 
 log = logging.getLogger(__name__)
 
 MAX_BACKLOG = 128  # aiohttp's default listen backlog
 REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
            b"Retry-After: 1\r\nContent-Length: %d\r\n\r\n%s")
-
-
-LARGE_BODY_BYTES = 1024 * 1024
-HEAD_BYTES = 256 * 1024  # enough for a PNG's IHDR, or a JPEG's frame header after EXIF/ICC segments
 HTTP_LIMITS = web.AppKey("http_limits", HttpLimits)
-LARGE_BODIES = web.AppKey("large_bodies", asyncio.Semaphore)
 
 
 class _Connection:
-    __slots__ = ("transport", "address", "busy", "requests", "idle_since")
+    __slots__ = ("transport", "address", "busy", "requests", "idle_since", "streaming")
 
     def __init__(self, transport: asyncio.Transport, address: str, now: float):
         self.transport, self.address = transport, address
         self.busy = 0  # requests being handled (a WebSocket or a long-poll stays busy)
+        self.streaming = False  # in a long-lived request (counted against the stream caps)
         self.requests = 0
         self.idle_since = now
 
@@ -59,7 +63,11 @@ class ConnectionGuard:
         self._open: dict[asyncio.BaseTransport, _Connection] = {}
         self._per_address: dict[str, int] = defaultdict(int)
         self._throttled = OncePerSender(limits.log_interval_s, logger=log)
+        self.bodies = BodyReads(limits)  # the request bodies being read: a slow one makes room
+        self.stream_cap, self.stream_cap_per_address = limits.stream_caps()
+        self._streams: dict[str, int] = defaultdict(int)
         self.refused = 0
+        self.refused_streams = 0
         self.evicted = 0
         self.timed_out = 0
 
@@ -96,7 +104,14 @@ class ConnectionGuard:
     def _make_room(self, address: str | None, cap: str) -> bool:
         idle = [c for c in self._open.values() if not c.busy and (address is None or c.address == address)]
         if not idle:
-            return False
+            slow = self.bodies.make_room(address)  # answered 408 by its own handler, at once
+            if slow is None:
+                return False
+            self.release(slow.transport)
+            self.evicted += 1
+            self._throttled("evict-body", slow.address, "ended a request body from %s sent too slowly (%d bytes "
+                            "so far) to make room (%s)", slow.address, slow.received, cap)
+            return True
         oldest = min(idle, key=lambda c: c.idle_since)
         self.release(oldest.transport)  # counted out now: its connection_lost may come later
         oldest.transport.abort()
@@ -127,46 +142,49 @@ class ConnectionGuard:
             conn.busy -= 1
             conn.idle_since = time.monotonic()
 
-    def health(self) -> dict:
-        return {"open": len(self._open), "busy": sum(1 for c in self._open.values() if c.busy), "cap": self.cap, "per_address_cap": self.limits.max_per_address,
-                "refused": self.refused, "evicted": self.evicted, "timed_out": self.timed_out}
-
-
-def _error(status: int, field: str | None, message: str) -> web.Response:
-    return web.json_response(ValidationError(field, message).to_json(), status=status)
-
-
-async def read_body(request: web.Request, limit: int, field: str | None, too_big: str,
-                    check_head: Callable[[bytes], None] | None = None) -> bytes | web.Response:
-    """The request body, read as it arrives: 413 past ``limit`` (before reading when Content-Length says so),
-    408 and the connection closed when the client pauses longer than ``body_timeout_s``.
-
-    ``check_head`` sees the first ``HEAD_BYTES`` (or the whole body if shorter) once, and may raise
-    ``ValidationError`` to refuse the rest unread.
-    """
-    if request.content_length is not None and request.content_length > limit:
-        return _error(413, field, too_big)
-    idle_s = request.app[HTTP_LIMITS].body_timeout_s if HTTP_LIMITS in request.app else HttpLimits.body_timeout_s
-    body = bytearray()
-    while True:
+    @contextlib.contextmanager
+    def stream(self, request: web.Request) -> Iterator[None]:
+        """Counts a long-lived request (WebSocket, MJPEG, a waiting long-poll) against the stream caps;
+        past one, ``web.HTTPServiceUnavailable`` (503) before anything starts."""
+        conn, address = self._open.get(request.transport), str(request.remote)
+        if conn is None or conn.streaming:
+            yield
+            return
+        streams = sum(self._streams.values())
+        if self._streams.get(address, 0) >= self.stream_cap_per_address or streams >= self.stream_cap:
+            self.refused_streams += 1
+            mine = self._streams.get(address, 0)
+            why = (f"{address} already has {mine} streams open" if mine >= self.stream_cap_per_address
+                   else f"the daemon already has {streams} streams open")
+            self._throttled("refuse-stream", address, "refused a stream from %s: %s", address, why)
+            raise web.HTTPServiceUnavailable(reason=f"too many streams (WebSockets, MJPEG, waiting long-polls): "
+                                                    f"{why}; close one, or retry in a moment",
+                                             headers={"Retry-After": "1"})
+        conn.streaming = True
+        self._streams[address] += 1
         try:
-            async with asyncio.timeout(idle_s):
-                chunk = await request.content.readany()
-        except TimeoutError:
-            response = _error(408, field, f"request body stalled: no data for {idle_s:g} s after {len(body)} "
-                                          "bytes; send the whole body at once")
-            response.force_close()
-            return response
-        if not chunk:
-            if check_head is not None:
-                check_head(bytes(body))
-            return bytes(body)
-        body += chunk
-        if len(body) > limit:
-            return _error(413, field, too_big)
-        if check_head is not None and len(body) >= HEAD_BYTES:
-            check_head(bytes(body[:HEAD_BYTES]))
-            check_head = None
+            yield
+        finally:
+            conn.streaming = False
+            self._streams[address] -= 1
+            if not self._streams[address]:
+                del self._streams[address]
+
+    def health(self) -> dict:
+        return {"open": len(self._open), "busy": sum(1 for c in self._open.values() if c.busy), "cap": self.cap,
+                "per_address_cap": self.limits.max_per_address, "refused": self.refused, "evicted": self.evicted,
+                "timed_out": self.timed_out, "streams": sum(self._streams.values()), "stream_cap": self.stream_cap,
+                "streams_per_address_cap": self.stream_cap_per_address, "refused_streams": self.refused_streams,
+                "bodies": self.bodies.health()}
+
+
+GUARD = web.AppKey("connection_guard", ConnectionGuard)
+
+
+def stream_slot(request: web.Request) -> contextlib.AbstractContextManager:
+    """``with stream_slot(request):`` around a long-lived request (see ``ConnectionGuard.stream``)."""
+    guard = request.app.get(GUARD)
+    return guard.stream(request) if guard is not None else contextlib.nullcontext()
 
 
 class _GuardedProtocol(asyncio.Protocol):

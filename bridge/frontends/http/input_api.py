@@ -27,7 +27,7 @@ from aiohttp import web
 
 from . import inputs
 from .texture_input import TextureWatch
-from .connections import HTTP_LIMITS, LARGE_BODIES, LARGE_BODY_BYTES, read_body
+from .bodies import LARGE_BODY_BYTES, read_body
 from ...client import ShmReader, layout
 from ...core.errors import ValidationError
 from .rest import add_channel_route, error_response, read_json, scheduler_of, service_of
@@ -258,18 +258,9 @@ async def _read_input(request: web.Request, kind: str, width: int | None, height
                                               f"(width * height * 4), Content-Length says {request.content_length}")
     too_big = f"{field} must be at most {inputs.MAX_INPUT_BYTES} bytes ({inputs.MAX_INPUT_SIDE} px a side as raw RGBA)"
     check = None if kind == "rgba" else functools.partial(inputs.check_header, kind=kind, field=field)  # size known early
-    if request.content_length is not None and request.content_length <= LARGE_BODY_BYTES:
-        return await read_body(request, inputs.MAX_INPUT_BYTES, field, too_big, check)
     # Large (or of unknown length): a few at a time, so clients together cannot buffer gigabytes.
-    slots = request.app[LARGE_BODIES]
-    if slots.locked():
-        response = error_response(503, field, f"too many large uploads at once (at most "
-                                                f"{request.app[HTTP_LIMITS].max_large_bodies} over "
-                                                f"{LARGE_BODY_BYTES} bytes); retry in a moment")
-        response.headers["Retry-After"] = "1"
-        return response
-    async with slots:
-        return await read_body(request, inputs.MAX_INPUT_BYTES, field, too_big, check)
+    large = request.content_length is None or request.content_length > LARGE_BODY_BYTES
+    return await read_body(request, inputs.MAX_INPUT_BYTES, field, too_big, check, large=large)
 
 
 async def put_input(request: web.Request) -> web.Response:

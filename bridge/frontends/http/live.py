@@ -21,13 +21,13 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from ...core.errors import BridgeError, ValidationError
 from ...core.access import HttpLimits
-from .connections import HTTP_LIMITS
+from .connections import HTTP_LIMITS, stream_slot
 from .control_api import CONTROLS
 from .input_api import INPUTS
 from .style_api import STYLES
 from .inputs import MAX_INPUT_BYTES, WS_CONTROL_NAME, WS_INPUT, is_ws_control, is_ws_style
 from .rest import CHANNELS, add_channel_route, change_params, channel_name, error_response, loads_strict, service_of
-from ...engine.channels import Channel, check_name
+from ...engine.channels import Channel, ChannelRegistry, check_name
 from ..security import ACCESS
 from .streams import DEFAULT_QUALITY, HEADER, FrameEncoder, FrameHub, StreamFormat, Subscription
 
@@ -208,7 +208,13 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     # The heartbeat closes a client that went silent, also one stalled inside a large message.
     ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_INPUT_BYTES + WS_INPUT.size + WS_CONTROL_NAME,
                                heartbeat=request.app.get(HTTP_LIMITS, HttpLimits()).ws_heartbeat_s)
-    await ws.prepare(request)
+    with stream_slot(request):
+        await ws.prepare(request)
+        return await _serve_websocket(request, ws, fmt, name, registry)
+
+
+async def _serve_websocket(request: web.Request, ws: web.WebSocketResponse, fmt: StreamFormat, name: str,
+                           registry: ChannelRegistry) -> web.WebSocketResponse:
 
     async def close(reason: str) -> None:
         async def tell_and_close() -> None:
@@ -273,6 +279,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 async def mjpeg(request: web.Request) -> web.StreamResponse:
     quality = StreamFormat.parse({"format": "jpeg", "quality": request.query.get("quality", DEFAULT_QUALITY)}).quality
     hub, encoder = service_of(request, HUB), service_of(request, ENCODER)
+    with stream_slot(request):
+        return await _serve_mjpeg(request, hub, encoder, quality)
+
+
+async def _serve_mjpeg(request: web.Request, hub: FrameHub, encoder: FrameEncoder, quality: int) -> web.StreamResponse:
     response = web.StreamResponse(headers={
         "Content-Type": f"multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}",
         "Cache-Control": "no-store",

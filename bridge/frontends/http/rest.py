@@ -6,6 +6,7 @@ Errors are ``{"error": {"field": ..., "message": ...}}`` with a 4xx status.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -21,7 +22,8 @@ from ...engine.changes import ChangeDoor
 from ...engine.channels import MAIN, Channel, ChannelConflictError, ChannelRegistry, UnknownChannelError
 from ...engine.scheduler import Applied, Scheduler
 from ...outputs.png import PngCache
-from .connections import read_body
+from .bodies import read_body
+from .connections import stream_slot
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +99,9 @@ async def errors_middleware(request: web.Request, handler):
         if exc.status < 400 or exc.content_type == "application/json":
             raise
         response = error_response(exc.status, None, exc.reason)
-        if "Allow" in exc.headers:  # a 405 must say which methods the route takes
-            response.headers["Allow"] = exc.headers["Allow"]
+        for header in ("Allow", "Retry-After"):  # a 405 must say which methods the route takes
+            if header in exc.headers:
+                response.headers[header] = exc.headers[header]
         return response
 
 
@@ -191,8 +194,11 @@ async def _wait_frame(request: web.Request) -> Frame | None:
     deleted = channel_of(request).deleted if CHANNELS in request.app else asyncio.Event()
     waits = [asyncio.ensure_future(sched.next_frame(after, timeout)),
              asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(deleted.wait())]
+    latest = sched.latest
+    waiting = timeout > 0 and (latest is None or latest.seq <= after)
     try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        with stream_slot(request) if waiting else contextlib.nullcontext():  # a waiting poll is a stream
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:  # the server cancels the handler when its client disconnects
         log.info("long-poll from %s ended: the client went away", request.remote)
         raise

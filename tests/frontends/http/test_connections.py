@@ -142,23 +142,42 @@ async def test_a_websocket_stalled_inside_a_large_message_is_closed(config, daem
 
 
 async def test_when_every_connection_is_busy_a_new_one_gets_503(config, daemon_factory, caplog):
-    limits = HttpLimits(max_per_address=3)
+    """Busy and keeping up: bodies arriving above the (here tiny) minimum rate are never ended for room."""
+    limits = HttpLimits(max_per_address=3, body_grace_s=60, body_min_rate=0.01)
     async with daemon_factory(config, renderer_factory=null_factory, http=limits) as daemon:
-        await daemon.scheduler.next_frame(0, 5)
-        seq = daemon.health()["frame_seq"]
-        polls = await open_slow(daemon.http_port, 3, head=f"GET /v1/frame.png?after={seq}&timeout=30 HTTP/1.1\r\n"
-                                                          "Host: 127.0.0.1\r\n\r\n".encode())
+        bodies = await open_slow(daemon.http_port, 3, head=b"PATCH /v1/params HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                                            b"Content-Length: 10\r\n\r\n{")
         await until(lambda: daemon.health()["http"]["busy"] == 3)
         (reader, writer), = await open_slow(daemon.http_port, 1, head=b"")
         answer = await closed_by_daemon(reader)
         writer.close()
         assert answer.startswith(b"HTTP/1.1 503") and b"too many connections" in answer, answer
         assert daemon.health()["http"]["refused"] == 1
-        close_all(polls)
+        close_all(bodies)
         await until(lambda: daemon.health()["http"]["open"] == 0)
         async with aiohttp.ClientSession() as session:  # room again
             async with session.get(f"http://127.0.0.1:{daemon.http_port}/v1/health") as r:
                 assert r.status == 200
+
+
+async def test_streams_past_their_cap_get_503_and_short_requests_still_get_in(config, daemon_factory):
+    """Long-polls hold at most half of an address's connections (3 of 6 here); /v1/health answers beside them."""
+    async with daemon_factory(config, renderer_factory=null_factory, http=HttpLimits(max_per_address=6)) as daemon:
+        await daemon.scheduler.next_frame(0, 5)
+        seq = daemon.health()["frame_seq"]
+        poll = f"GET /v1/frame.png?after={seq}&timeout=30 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+        polls = await open_slow(daemon.http_port, 3, head=poll)
+        await until(lambda: daemon.health()["http"]["streams"] == 3)
+        (reader, writer), = await open_slow(daemon.http_port, 1, head=poll.replace(b"HTTP/1.1", b"HTTP/1.0"))
+        answer = await closed_by_daemon(reader)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.0 503") and b"too many streams" in answer and b"Retry-After: 1" in answer
+        for _ in range(4):
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"http://127.0.0.1:{daemon.http_port}/v1/health") as r:
+                    assert r.status == 200
+        close_all(polls)
+        await until(lambda: daemon.health()["http"]["open"] == 0 and daemon.health()["http"]["streams"] == 0)
 
 
 def test_limits_are_validated_and_the_cap_leaves_files_for_the_rest():

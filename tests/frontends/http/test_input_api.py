@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from bridge.frontends.http import inputs
-from bridge.frontends.http.connections import LARGE_BODIES as HTTP_LARGE
+from bridge.frontends.http.connections import GUARD
 from bridge.frontends.http.input_api import INPUTS
 from bridge.client import ShmInputWriter, osc_message, to_rgba8
 from bridge.core.renderer import NullRenderer
@@ -339,7 +339,7 @@ async def test_an_image_too_large_by_its_header_is_refused_before_the_rest_arriv
 async def test_large_uploads_beyond_the_cap_get_503_and_the_daemon_serves(config, daemon_factory):
     from bridge.frontends.http.connections import HttpLimits
 
-    limits = HttpLimits(max_large_bodies=2, body_timeout_s=60)
+    limits = HttpLimits(max_large_bodies=2, body_timeout_s=60, body_grace_s=60, body_min_rate=1)  # keeping up
     async with daemon_factory(config, renderer_factory=null_factory, http=limits) as daemon:
         port = daemon.http_port
         holders = []
@@ -350,7 +350,7 @@ async def test_large_uploads_beyond_the_cap_get_503_and_the_daemon_serves(config
             await writer.drain()
             holders.append((reader, writer))
         for _ in range(300):
-            if daemon.app[HTTP_LARGE].locked():
+            if daemon.app[GUARD].bodies.large_slots.locked():
                 break
             await asyncio.sleep(0.01)
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
@@ -363,7 +363,7 @@ async def test_large_uploads_beyond_the_cap_get_503_and_the_daemon_serves(config
             for _, writer in holders:
                 writer.close()
             for _ in range(500):  # the slots come back when the uploads end
-                if not daemon.app[HTTP_LARGE].locked():
+                if not daemon.app[GUARD].bodies.large_slots.locked():
                     break
                 await asyncio.sleep(0.01)
             status, _ = await put(session, encoded(rgba(1200, 1000), "PNG"), "image/png")
