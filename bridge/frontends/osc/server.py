@@ -25,7 +25,7 @@ from ...engine.changes import ChangeDoor, ChangeSet, Command
 from ...engine.channels import MAIN, Channel, unknown_channel
 from . import wire as osc_wire
 from .addresses import CHANNEL_PREFIX, COMMAND, PREFIX, SUBSCRIPTION, form_of, message_changes, split_channel
-from .subscriptions import Subscriptions
+from .subscriptions import SubscriptionPool, Subscriptions
 from ..security import OncePerSender
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,8 @@ class OscServer(asyncio.DatagramProtocol):
             if form_of(address) != COMMAND:
                 raise ValueError(f"{address} is not a command of the OSC address table (osc/addresses.py)")
         self._transport: asyncio.DatagramTransport | None = None
-        self.subscribers = Subscriptions()  # channel main's
+        self._pool = SubscriptionPool()  # every channel's slots together: per host and in all
+        self.subscribers = Subscriptions(pool=self._pool)  # channel main's
         self._channel_subscribers: dict[str, Subscriptions] = {}  # the other channels'
         self.stats = OscStats()
         self._pending: set[asyncio.Task] = set()  # changes waiting for a LoRA file to load
@@ -77,13 +78,15 @@ class OscServer(asyncio.DatagramProtocol):
         """Feedback for a channel other than main (main's is wired in the constructor)."""
         if channel.name == MAIN:
             return
-        subs = self._channel_subscribers[channel.name] = Subscriptions()
+        subs = self._channel_subscribers[channel.name] = Subscriptions(pool=self._pool)
         prefix = f"{CHANNEL_PREFIX}{channel.name}"
         channel.scheduler.on_frame(lambda frame: self._send_frame(frame, subs, prefix))
         channel.scheduler.on_error(lambda message: self._send_error(message, None, subs, prefix))
 
     def detach(self, channel: Channel) -> None:
-        self._channel_subscribers.pop(channel.name, None)
+        subs = self._channel_subscribers.pop(channel.name, None)
+        if subs is not None:
+            subs.close()
 
     def _subscribers_of(self, name: str) -> Subscriptions:
         if name == MAIN:

@@ -18,6 +18,7 @@ import pytest
 
 from bridge.client import osc_bundle, osc_message, parse_osc_message
 from conftest import unique_shm_name
+from bridge.frontends.osc.subscriptions import PER_HOST
 from test_osc_wire import FREEZER, nested
 
 READY = re.compile(r"ready: http://127\.0\.0\.1:(\d+)/v1/\s+OSC udp 127\.0\.0\.1:(\d+)")
@@ -166,3 +167,53 @@ def test_a_bundle_of_subscriptions_is_refused_whole_after_four(daemon):
             daemon.send(osc_message("/bridge/unsubscribe", 20000 + i), sender)
         daemon.until(lambda: daemon.get("/v1/health")["osc"]["subscribers"] == before["subscribers"], "given back")
     keeps_serving(daemon, seed=4444)
+
+
+def _http(daemon: Daemon, method: str, path: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(f"http://127.0.0.1:{daemon.http}{path}", method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def test_one_host_cannot_amplify_a_bundle_over_its_ports_and_channels(daemon):
+    """Issue 24: 4 slots per source port let 30 sockets fill every slot, and 4 channels x 64 slots turned
+    one 150-byte bundle into 256 datagrams. Now one host holds at most PER_HOST slots over every channel."""
+    channels = ["a", "b", "c"]
+    for name in channels:
+        _http(daemon, "PATCH", f"/v1/channels/{name}/params", {"seed": 1})
+    prefixes = ["/bridge"] + [f"/bridge/ch/{name}" for name in channels]
+    senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(30)]
+    victims = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(30 * 4)]
+    try:
+        for victim in victims:
+            victim.bind(("127.0.0.1", 0))
+            victim.setblocking(False)
+        for i, sender in enumerate(senders):  # each: 4 ports in each of the 4 channels, in one bundle
+            ports = [v.getsockname()[1] for v in victims[i * 4:i * 4 + 4]]
+            daemon.send(osc_bundle(*[osc_message(f"{prefix}/subscribe", port) for prefix in prefixes
+                                     for port in ports]), sender)
+        health = lambda: daemon.get("/v1/health")["osc"]  # noqa: E731
+        daemon.until(lambda: health()["subscribers"] + health()["channel_subscribers"] >= PER_HOST, "subscriptions")
+        time.sleep(0.3)  # the last bundles are in
+        assert health()["subscribers"] + health()["channel_subscribers"] == PER_HOST  # not 4 x 64
+        time.sleep(0.5)
+        for victim in victims:
+            _drain(victim)
+        frames = lambda name: _http(daemon, "GET", f"/v1/channels/{name}")["frames"]  # noqa: E731
+        before = {name: frames(name) for name in ["main", *channels]}
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as trigger:  # one bundle, every channel
+            bundle = osc_bundle(*[osc_message(f"{prefix}/seed", 777) for prefix in prefixes])
+            assert len(bundle) < 200
+            daemon.send(bundle, trigger)
+        daemon.until(lambda: all(frames(name) > count for name, count in before.items()), "a frame on every channel")
+        time.sleep(0.5)  # the feedback is on its way
+        received = sum(_drain(victim) for victim in victims)
+        assert 0 < received <= PER_HOST, received
+    finally:
+        for s in senders + victims:
+            s.close()
+        for name in channels:
+            _http(daemon, "DELETE", f"/v1/channels/{name}")
+    keeps_serving(daemon, seed=4545)
