@@ -99,7 +99,8 @@ class HttpLimits:
     max_connections: int = 256
     max_per_address: int = 64
     max_streams_per_address: int = 32  # WebSockets, MJPEG streams, waiting long-polls; at most half the above
-    max_large_bodies: int = 4  # uploads over LARGE_BODY_BYTES (or of unknown length) read at once
+    max_large_bodies: int = 4  # uploads over LARGE_BODY_BYTES (or of unknown length) read at once; WebSocket messages too
+    ws_max_message_bytes: int | None = None  # None: the largest input image message (64 MiB and its header)
     ws_heartbeat_s: float = 20.0  # a WebSocket silent this long is pinged, and closed without a pong in half that
     log_interval_s: float = 60.0
 
@@ -109,6 +110,9 @@ class HttpLimits:
                              ("max_streams_per_address", "")):
             if getattr(self, name) < 1:
                 raise ValidationError(name, f"{name}{option} must be at least 1, got {getattr(self, name)}")
+        if self.ws_max_message_bytes is not None and self.ws_max_message_bytes < 1:
+            raise ValidationError("ws_max_message_bytes", f"ws_max_message_bytes must be at least 1, "
+                                                          f"got {self.ws_max_message_bytes}")
         if not self.body_min_rate > 0:
             raise ValidationError("body_min_rate", f"body_min_rate must be more than 0 bytes a second, "
                                                    f"got {self.body_min_rate}")

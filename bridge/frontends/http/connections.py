@@ -25,7 +25,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from typing import Iterator
+from typing import Callable, Iterator
 
 from aiohttp import web
 
@@ -33,6 +33,7 @@ from ...core.access import HttpLimits
 from ...core.errors import ValidationError
 from ..security import OncePerSender
 from .bodies import BodyReads
+from .ws_messages import CLOSE_REASON, TRY_AGAIN_LATER, WsMessages, close_frame
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class ConnectionGuard:
         self._per_address: dict[str, int] = defaultdict(int)
         self._throttled = OncePerSender(limits.log_interval_s, logger=log)
         self.bodies = BodyReads(limits)  # the request bodies being read: a slow one makes room
+        self.ws_messages = WsMessages(limits.max_large_bodies)  # large WebSocket messages being buffered
         self.stream_cap, self.stream_cap_per_address = limits.stream_caps()
         self._streams: dict[str, int] = defaultdict(int)
         self.refused = 0
@@ -90,6 +92,7 @@ class ConnectionGuard:
         return True
 
     def release(self, transport: asyncio.BaseTransport) -> None:
+        self.ws_messages.forget(transport)
         conn = self._open.pop(transport, None)
         if conn is None:
             return
@@ -175,7 +178,17 @@ class ConnectionGuard:
                 "per_address_cap": self.limits.max_per_address, "refused": self.refused, "evicted": self.evicted,
                 "timed_out": self.timed_out, "streams": sum(self._streams.values()), "stream_cap": self.stream_cap,
                 "streams_per_address_cap": self.stream_cap_per_address, "refused_streams": self.refused_streams,
-                "bodies": self.bodies.health()}
+                "bodies": self.bodies.health(), "ws_messages": self.ws_messages.health()}
+
+    @contextlib.contextmanager
+    def watch_messages(self, request: web.Request) -> Iterator[Callable[[], None]]:
+        """Around a WebSocket's messages; call what it yields when a message arrives (see ``ws_messages``)."""
+        transport = request.transport
+        self.ws_messages.watch(transport)
+        try:
+            yield lambda: self.ws_messages.delivered(transport)
+        finally:
+            self.ws_messages.forget(transport)
 
 
 GUARD = web.AppKey("connection_guard", ConnectionGuard)
@@ -185,6 +198,12 @@ def stream_slot(request: web.Request) -> contextlib.AbstractContextManager:
     """``with stream_slot(request):`` around a long-lived request (see ``ConnectionGuard.stream``)."""
     guard = request.app.get(GUARD)
     return guard.stream(request) if guard is not None else contextlib.nullcontext()
+
+
+def watch_messages(request: web.Request) -> contextlib.AbstractContextManager:
+    """``with watch_messages(request) as delivered:`` around a WebSocket's messages (``ConnectionGuard``)."""
+    guard = request.app.get(GUARD)
+    return guard.watch_messages(request) if guard is not None else contextlib.nullcontext(lambda: None)
 
 
 class _GuardedProtocol(asyncio.Protocol):
@@ -202,8 +221,13 @@ class _GuardedProtocol(asyncio.Protocol):
             self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        if self._admitted:
-            self._inner.data_received(data)
+        if not self._admitted:
+            return
+        if not self._guard.ws_messages.received(self._transport, len(data)):
+            self._transport.write(close_frame(TRY_AGAIN_LATER, CLOSE_REASON))
+            self._transport.close()
+            return
+        self._inner.data_received(data)
 
     def eof_received(self):
         return self._inner.eof_received() if self._admitted else None

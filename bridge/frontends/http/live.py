@@ -21,7 +21,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from ...core.errors import BridgeError, ValidationError
 from ...core.access import HttpLimits
-from .connections import HTTP_LIMITS, stream_slot
+from .connections import HTTP_LIMITS, stream_slot, watch_messages
 from .control_api import CONTROLS
 from .input_api import INPUTS
 from .style_api import STYLES
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 STATIC_FILES = ("page.js", "page.css")
 MAX_MESSAGE_BYTES = 64 * 1024
+MAX_WS_MESSAGE_BYTES = MAX_INPUT_BYTES + WS_INPUT.size + WS_CONTROL_NAME  # the largest image message: no more
 CLOSE_TIMEOUT_S = 2.0
 MJPEG_BOUNDARY = "turbo-bridge-frame"
 MESSAGE_KEYS = ("params", "format", "quality")
@@ -206,15 +207,17 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     # No per-message deflate: frames are already compressed (or raw and large), and it costs CPU.
     # Binary messages are input images, so the transport takes their size; text is held to 64 KiB below.
     # The heartbeat closes a client that went silent, also one stalled inside a large message.
-    ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_INPUT_BYTES + WS_INPUT.size + WS_CONTROL_NAME,
-                               heartbeat=request.app.get(HTTP_LIMITS, HttpLimits()).ws_heartbeat_s)
+    limits = request.app.get(HTTP_LIMITS, HttpLimits())
+    most = limits.ws_max_message_bytes or MAX_WS_MESSAGE_BYTES  # aiohttp refuses max_msg_size itself: + 1
+    ws = web.WebSocketResponse(compress=False, max_msg_size=most + 1, heartbeat=limits.ws_heartbeat_s)
     with stream_slot(request):
         await ws.prepare(request)
-        return await _serve_websocket(request, ws, fmt, name, registry)
+        with watch_messages(request) as delivered:
+            return await _serve_websocket(request, ws, fmt, name, registry, delivered)
 
 
 async def _serve_websocket(request: web.Request, ws: web.WebSocketResponse, fmt: StreamFormat, name: str,
-                           registry: ChannelRegistry) -> web.WebSocketResponse:
+                           registry: ChannelRegistry, delivered: Callable[[], None]) -> web.WebSocketResponse:
 
     async def close(reason: str) -> None:
         async def tell_and_close() -> None:
@@ -246,6 +249,7 @@ async def _serve_websocket(request: web.Request, ws: web.WebSocketResponse, fmt:
             if channel is not None:
                 attach(channel)
             async for msg in ws:
+                delivered()
                 if msg.type == WSMsgType.TEXT:
                     if len(msg.data) > MAX_MESSAGE_BYTES:  # characters: at least as many bytes
                         await ws.close(code=WSCloseCode.MESSAGE_TOO_BIG, message=b"text messages are at most 64 KiB")
