@@ -16,7 +16,7 @@ import numpy
 
 from ...core.errors import ValidationError
 from ...engine.channels import MAIN
-from .subscriptions import PER_SENDER, TTL_S
+from .subscriptions import PER_HOST, PER_SENDER, TTL_S
 from .wire import Float32
 
 PREFIX = "/bridge"
@@ -79,7 +79,8 @@ ADDRESSES: tuple[OscAddress, ...] = (
     OscAddress(f"{PREFIX}/params", "s", "a JSON object of several parameters, applied as one change", form=JSON,
                usage="one string: a JSON object of parameters"),
     OscAddress(f"{PREFIX}/subscribe", "[i port]", "send feedback to the sender's host at port (default: the "
-               f"sender's port) for {TTL_S:g} s; renew well within that; at most {PER_SENDER} ports per sender",
+               f"sender's port) for {TTL_S:g} s; renew well within that; at most {PER_SENDER} ports per sender, "
+               f"{PER_HOST} per host over every channel",
                form=SUBSCRIPTION),
     OscAddress(f"{PREFIX}/unsubscribe", "[i port]", "stop feedback", form=SUBSCRIPTION),
     OscAddress(f"{PREFIX}/record", "i", "1 starts recording, 0 stops (channel main; needs --output-dir); in a "
