@@ -37,6 +37,7 @@ def osc(address, *args):
 
 
 BUNDLE_HEAD = b"#bundle\x00" + b"\x00" * 7 + b"\x01"  # "#bundle", then the timetag "immediately"
+BLEND = '{"prompt": [["a cat", 1e308], ["a dog", 1e308]]}'  # each weight finite, their sum inf (issue 24)
 
 
 def nested_bundles(levels: int) -> bytes:
@@ -105,6 +106,8 @@ CASES = [
      "got ''"),
     ("REST GET /v1/stream.mjpeg", "`?quality=0`", ("get", "/v1/stream.mjpeg?quality=0"), "400 `quality`",
      "from 1 to 100"),
+    ("REST PATCH /v1/params", f"`{BLEND}` (each weight finite, the sum inf; issue 24)",
+     ("patch", BLEND.encode()), "400 `prompt`", "add up past the largest number"),
     ("REST PUT /v1/input", "`X-Width` of 5,000 digits", ("put", ({"X-Width": "9" * 5000, "X-Height": "1"}, bytes(4))),
      "400 `X-Width`", "whole number of pixels from 1 to 4096"),
     ("REST PUT /v1/input", "`X-Width: ١٦` (Arabic-Indic digits)",
@@ -157,6 +160,8 @@ CASES = [
      "must be a string"),
     ("OSC", "`/bridge/prompt s` of 60,000 characters", ("osc", osc_message("/bridge/prompt", "x" * 60000)),
      "rejected, `/bridge/error`", "at most 4000 characters"),
+    ("OSC", "`/bridge/params s '" + BLEND + "'`", ("osc", osc_message("/bridge/params", BLEND)),
+     "rejected, `/bridge/error`", "add up past the largest number"),
     ("OSC", "`/bridge/prompt` with no argument", ("osc", osc_message("/bridge/prompt")), "rejected, `/bridge/error`",
      "takes one argument"),
     ("OSC", "`/bridge/size i 64` (one of two)", ("osc", osc_message("/bridge/size", 64)), "rejected, `/bridge/error`",
