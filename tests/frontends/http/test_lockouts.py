@@ -76,9 +76,8 @@ async def until(predicate, timeout=30.0):
 
 async def test_trickled_patches_do_not_lock_out_local_clients_and_end_with_408(config, daemon_factory, trickle):
     """64 PATCHes declaring 60,000 bytes, one byte at a time, from 127.0.0.1 (the per-address cap)."""
-    limits = HttpLimits(body_grace_s=3.0, body_timeout_s=30.0)  # the pause timeout never fires here
+    limits = HttpLimits(body_grace_s=6.0, body_timeout_s=30.0)  # the pause timeout never fires here
     async with daemon_factory(config, renderer_factory=null_factory, http=limits) as daemon:
-        started = time.monotonic()
         await trickle.open(daemon.http_port, limits.max_per_address, SLOW_PATCH, every_s=0.3)
         await until(lambda: daemon.health()["http"]["bodies"]["reading"] == limits.max_per_address)
         await asyncio.sleep(1.2)  # judged behind the minimum rate after their first second
@@ -89,7 +88,7 @@ async def test_trickled_patches_do_not_lock_out_local_clients_and_end_with_408(c
                 async with session.patch("/v1/params", json={"seed": seed}, headers={"Connection": "close"}) as r:
                     assert r.status == 200, await r.text()
         reading = daemon.health()["http"]["bodies"]["reading"]
-        assert reading >= limits.max_per_address - 2 and time.monotonic() - started < limits.body_grace_s + 1
+        assert reading >= limits.max_per_address - 2  # served while the trickle holds, not after it ended
         answers = await trickle.answers(timeout=limits.body_grace_s + 10)
         assert all(a.startswith(b"HTTP/1.1 408") and b"request body too slow" in a for a in answers), \
             {a[:120] for a in answers}
