@@ -277,8 +277,9 @@ class Scheduler(ChannelState):
         log.error("%s", message, exc_info=not is_out_of_memory(exc))
         self.broadcast_error(message)
 
-    def output_failed(self, message: str) -> None:
-        """One of this channel's outputs started failing (on the event loop): ``last_error``, OSC ``/bridge/error``."""
+    def report_fault(self, message: str) -> None:
+        """One of this channel's outputs or input sources started failing (on the event loop):
+        ``last_error``, OSC ``/bridge/error``."""
         self.stats.last_error = message
         self.broadcast_error(message)
 
