@@ -69,7 +69,11 @@ def _error(message: str) -> ValidationError:
 
 
 def read_header(path: Path) -> dict:
-    """A safetensors file's JSON header (8 bytes of length, then JSON): keys, dtypes, shapes."""
+    """A safetensors file's JSON header (8 bytes of length, then JSON): keys, dtypes, shapes.
+
+    Checked as the format says before anything reads it: each entry an object with a string
+    ``dtype``, a flat ``shape`` of sizes and two ``data_offsets``; ``ValueError`` otherwise (a header
+    nested 200,000 deep is a ``RecursionError`` inside ``json``, turned into one too)."""
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) != 8:
@@ -77,11 +81,24 @@ def read_header(path: Path) -> dict:
         (length,) = struct.unpack("<Q", raw)
         if not 2 <= length <= MAX_HEADER_BYTES:
             raise ValueError(f"header length {length} is not plausible")
-        header = json.loads(f.read(length))
+        try:
+            header = json.loads(f.read(length))
+        except RecursionError:
+            raise ValueError("header nested too deeply to be a safetensors header") from None
     if not isinstance(header, dict):
         raise ValueError("header is not a JSON object")
     header.pop("__metadata__", None)
+    for key, spec in header.items():
+        if not (isinstance(spec, dict) and isinstance(spec.get("dtype"), str) and _sizes(spec.get("shape"))
+                and _sizes(spec.get("data_offsets")) and len(spec["data_offsets"]) == 2):
+            raise ValueError(f"tensor {key[:64]!r} is not described as safetensors describes a tensor "
+                             "(dtype, a flat shape, two data offsets)")
     return header
+
+
+def _sizes(value) -> bool:
+    """A list of whole numbers >= 0 (a shape or a pair of offsets; not nested, not booleans)."""
+    return isinstance(value, list) and all(type(v) is int and v >= 0 for v in value)
 
 
 def describe(name: str, header: dict, size: int) -> LoraInfo:
@@ -109,6 +126,7 @@ class LoraCatalog:
         self._loaded: OrderedDict[str, LoraFile] = OrderedDict()
         self._names: frozenset[str] = frozenset()
         self._paths: dict[str, Path] = {}  # name -> its file, as the last scan found it
+        self._unusable: dict[str, str] = {}  # name -> why the last scan could not read its header
 
     @property
     def names(self) -> frozenset[str]:
@@ -122,11 +140,13 @@ class LoraCatalog:
             found = ", ".join(sorted(self._names)) or "none"
             raise _error(f"unknown LoRA {name[:64]!r}: LoRAs are *.safetensors files in {self.folder}, "
                          f"named by their stem (found: {found})")
+        if name in self._unusable:
+            raise _error(f"LoRA {name!r} is not a readable LoRA file ({self._unusable[name]}); GET /v1/loras lists the others")
         return self._paths[name]
 
     def scan(self) -> list[LoraInfo]:
         """List the folder (blocking IO: a loader thread). Changed files are read again when used."""
-        infos, paths = [], {}
+        infos, paths, unusable = [], {}, {}
         for folder, demo in ((self.folder, False), (self._demo_folder, True)):
             for path in _files(folder):
                 if path.stem in paths:  # the operator's own file of that name shadows a demo LoRA
@@ -134,10 +154,14 @@ class LoraCatalog:
                 paths[path.stem] = path
                 try:
                     infos.append(replace(describe(path.stem, read_header(path), path.stat().st_size), demo=demo))
-                except (OSError, ValueError) as exc:
-                    log.warning("LoRA file %s is unreadable: %s", path, exc)
-                    infos.append(LoraInfo(path.stem, (), 0, 0, f"not a safetensors file: {exc}"))
-        self._paths, self._names = paths, frozenset(paths)
+                except Exception as exc:  # one file's boundary: whatever is wrong with it, the others list
+                    reason = f"not a safetensors file: {type(exc).__name__ + ': ' if not isinstance(exc, ValueError) else ''}" \
+                             f"{str(exc).splitlines()[0][:200] if str(exc) else 'no detail'}"
+                    if self._unusable.get(path.stem) != reason:  # once per file and reason, not per scan
+                        log.warning("LoRA file %s is unusable: %s", path, reason)
+                    unusable[path.stem] = reason
+                    infos.append(LoraInfo(path.stem, (), 0, 0, reason))
+        self._paths, self._names, self._unusable = paths, frozenset(paths), unusable
         return infos
 
     def ready(self, names) -> bool:
@@ -157,7 +181,13 @@ class LoraCatalog:
             if cached is not None and cached.stamp == stamp:
                 self._keep(name)
                 return cached
-        lora = LoraFile(name, stamp, *self._deltas(name, path))
+        try:
+            lora = LoraFile(name, stamp, *self._deltas(name, path))
+        except ValidationError:
+            raise
+        except Exception as exc:  # one file's boundary: a corrupt or foreign file fails in many ways
+            detail = str(exc).splitlines()[0][:200] if str(exc) else "no detail"
+            raise _error(f"LoRA {name!r} is not a readable LoRA file ({type(exc).__name__}: {detail})") from None
         with self._lock:
             self._loaded[name] = lora
             self._keep(name)
@@ -179,12 +209,8 @@ class LoraCatalog:
     def _deltas(self, name: str, path: Path) -> tuple[dict[str, Delta], tuple[DeltaGroup, ...]]:
         from diffusers import StableDiffusionXLPipeline
 
-        try:
-            state, alphas = StableDiffusionXLPipeline.lora_state_dict(
-                str(path), unet_config=self._pipe.unet.config, local_files_only=True)
-        except Exception as exc:  # a corrupt or foreign file fails in many ways inside diffusers
-            raise _error(f"LoRA {name!r} is not a readable LoRA file ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:200] if str(exc) else 'no detail'})") from None
+        state, alphas = StableDiffusionXLPipeline.lora_state_dict(
+            str(path), unet_config=self._pipe.unet.config, local_files_only=True)
         deltas: dict[str, Delta] = {}
         for component in COMPONENTS:
             part = {k[len(component) + 1:]: v for k, v in state.items() if k.startswith(component + ".")}
