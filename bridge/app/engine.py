@@ -62,7 +62,7 @@ def render_engine(config: Config, renderer_factory: Callable[[Config], tuple[Ren
                 await main_outputs.close()  # closed with channel main already, unless the devices never came up
         finally:
             encoder.shutdown(wait=True)
-            lora_loader.shutdown(wait=True)
+            lora_loader.shutdown(wait=True, cancel_futures=True)  # a load running finishes; none queued starts
 
     return executors
 

@@ -72,6 +72,7 @@ def osc(config: Config) -> CleanupContext:
             yield
         finally:
             transport.close()
+            await protocol.close()
 
     return context
 

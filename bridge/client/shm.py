@@ -117,7 +117,7 @@ class ShmReader:
                 raise TimeoutError(f"shared memory {self.name!r}: no stable frame within {timeout} s "
                                    f"(seq {s1} {'odd: a publish never finished' if s1 % 2 else 'kept changing'})")
             attempt += 1
-            time.sleep(_backoff_s(attempt))
+            time.sleep(backoff_s(attempt))
 
     def _copy(self, buf, meta: layout.Meta) -> np.ndarray:
         """The pixels of ``meta``'s slot; a header that does not fit the segment raises ValueError."""
@@ -140,7 +140,7 @@ class ShmReader:
         return np.ascontiguousarray(pixels)
 
 
-def _backoff_s(attempt: int) -> float:
+def backoff_s(attempt: int) -> float:
     """Seconds to wait before retry ``attempt`` (1, 2, ...): 0 (just yield) three times, then 50 us
     doubling up to 5 ms."""
     return 0.0 if attempt <= 3 else min(50e-6 * 2 ** (attempt - 4), 5e-3)

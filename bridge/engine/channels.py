@@ -198,7 +198,7 @@ class ChannelRegistry(Placement):
         try:
             sched = Scheduler(queue.renderer, queue, initial=self._initial, limits=self._limits,
                               sinks=[outputs], name=name)
-            outputs.listen(sched.output_failed)
+            outputs.listen(sched.report_fault)
             channel = Channel(name, sched, outputs)
             for hook in self._hooks:
                 create, _ = hook

@@ -241,4 +241,5 @@ class RenderQueue:
         return {"rounds": s.rounds, "batches": s.batches, "frames": s.frames, "largest_batch": s.largest_batch,
                 "batch_sizes": {str(k): v for k, v in sorted(s.batch_sizes.items())},
                 "busy_s": round(s.busy_s, 3), "overlap": self.overlapping,
-                **({"render_thread": self._executor.health()} if isinstance(self._executor, RenderThread) else {})}
+                **({"render_thread": self._executor.health()} if isinstance(self._executor, RenderThread) else {}),
+                **({"lora_loader": self.loras.health()} if self.loras is not None else {})}

@@ -25,6 +25,7 @@ from ..core.errors import ValidationError, is_out_of_memory
 from ..core.frame import Frame, Rendered
 from ..core.renderer import Renderer
 from ..core.params import PROMPT_FIELDS, Limits, Params, parse_changes, prompt_texts
+from .error_log import FailureLog
 from .loras import LoraGate
 from .render_queue import RenderQueue, Snapshot
 from .state import ChannelState
@@ -101,6 +102,7 @@ class Scheduler(ChannelState):
         self._first_attempt = asyncio.Event()  # set once the first frame rendered or failed
         self._frame_listeners: list[Callable[[Frame], None]] = []
         self._error_listeners: list[Callable[[str], None]] = []
+        self._failures = FailureLog(log)  # one traceback per kind of failure, then counted lines
         self.latest: Frame | None = None
 
     @property
@@ -231,6 +233,7 @@ class Scheduler(ChannelState):
         self._first_attempt.set()
         self.stats.frames += 1
         self.stats.failing = False
+        self._failures.succeeded()
         async with self._new_frame:
             self._new_frame.notify_all()
         for listener in self._frame_listeners:
@@ -274,11 +277,12 @@ class Scheduler(ChannelState):
         self.stats.render_errors += 1
         self.stats.last_error = message
         self.stats.failing = True
-        log.error("%s", message, exc_info=not is_out_of_memory(exc))
+        self._failures.failed(message, exc, traceback=not is_out_of_memory(exc))
         self.broadcast_error(message)
 
-    def output_failed(self, message: str) -> None:
-        """One of this channel's outputs started failing (on the event loop): ``last_error``, OSC ``/bridge/error``."""
+    def report_fault(self, message: str) -> None:
+        """One of this channel's outputs or input sources started failing (on the event loop):
+        ``last_error``, OSC ``/bridge/error``."""
         self.stats.last_error = message
         self.broadcast_error(message)
 

@@ -5,8 +5,10 @@ image ingest shared with the control images (``control_api.py``).
 Images are decoded and hashed on a worker thread, never on the event loop. An image with the
 content of the current input changes nothing (no version, no frame, no VAE encoding). A client's
 segment (layout v1, created and written by the client, e.g. ``bridge.client.ShmInputWriter``) is
-attached with ``PUT /v1/input`` ``{"shm": NAME}`` and polled: its seq word is read every
-``poll_s`` seconds on the event loop (one 8-byte load) and a new frame is copied off it. Another
+attached with ``PUT /v1/input`` ``{"shm": NAME}`` and polled: its size and seq word are read every
+``poll_s`` seconds on the event loop (``fstat`` and an 8-byte ``pread``: the client may truncate it
+at any time, ``input_segment.py``) and a new frame is copied off it. A segment that changes size
+is reported once and polled until its header fits its new size again. Another
 program's Spout sender or Syphon server is attached with ``{"spout": NAME}`` / ``{"syphon": NAME}``
 and received on a thread of its own (``texture_input.TextureWatch``). One source at a time: a new
 one replaces the last.
@@ -28,7 +30,8 @@ from aiohttp import web
 from . import inputs
 from .texture_input import TextureWatch
 from .bodies import LARGE_BODY_BYTES, read_body
-from ...client import ShmReader, layout
+from .input_segment import InputSegment, MappedInputSegment, SegmentResized, open_segment
+from ...client import layout
 from ...core.errors import ValidationError
 from .rest import add_channel_route, error_response, read_json, scheduler_of, service_of
 from ...core.scene import InputImage
@@ -72,7 +75,7 @@ class ImageFeed:
         self._own_shm_name = own_shm_name  # the daemon's output segment (and its channels' NAME.*)
         self._own_senders = own_senders or {}  # kind -> --spout / --syphon name (and its channels' NAME.*)
         self.field = field
-        self._reader: ShmReader | None = None
+        self._reader: InputSegment | MappedInputSegment | None = None
         self._watcher: asyncio.Task | None = None
         self._texture: TextureWatch | None = None
         self.shm_reads = 0
@@ -112,7 +115,7 @@ class ImageFeed:
             raise ValidationError("shm", f"{name!r} is this daemon's own output segment, not an input: "
                                          "attach a segment the client created (bridge.client.ShmInputWriter)")
         try:
-            reader = ShmReader(name)
+            reader = open_segment(name)
         except FileNotFoundError:
             raise ValidationError("shm", f"no shared-memory segment named {name!r}: the client creates it "
                                          "(bridge.client.ShmInputWriter) before attaching it") from None
@@ -160,22 +163,29 @@ class ImageFeed:
             await asyncio.get_running_loop().run_in_executor(self._executor, lambda: None)
             reader.close()
 
-    async def _watch(self, reader: ShmReader) -> None:
+    async def _watch(self, reader: InputSegment | MappedInputSegment) -> None:
         loop = asyncio.get_running_loop()
         self.shm_error, self.shm_retry_s = None, self._poll_s
+        resized = False  # waiting for the client to give its segment a size its header fits
         while True:
             await asyncio.sleep(self.shm_retry_s)
+            if resized:
+                try:
+                    reader.reopen()
+                    _check_segment(reader)
+                except (ValueError, ValidationError) as exc:
+                    self._failed(reader, exc)
+                    continue
+                log.info("%s segment %r attached again at its new size (%dx%d max)", self.field, reader.name,
+                         reader.geometry.max_width, reader.geometry.max_height)
+                resized = False
             if not reader.changed():
                 continue
             try:
                 image = await loop.run_in_executor(self._executor, _read_segment, reader)
             except (ValueError, TimeoutError) as exc:  # a loop boundary: a bad frame is skipped, not fatal
-                self.shm_errors += 1
-                if self.shm_error is None:  # once per episode: a stuck segment must not flood the log
-                    log.warning("%s segment %r: %s; retrying, at most every %.1f s, until it gives a frame",
-                                self.field, reader.name, exc, SHM_MAX_BACKOFF_S)
-                self.shm_error = str(exc)
-                self.shm_retry_s = min(self.shm_retry_s * 2, SHM_MAX_BACKOFF_S)
+                resized = isinstance(exc, SegmentResized)
+                self._failed(reader, exc)
                 continue
             if self.shm_error is not None:
                 log.info("%s segment %r gives frames again after %d failed reads", self.field, reader.name,
@@ -184,6 +194,17 @@ class ImageFeed:
             if image is not None:
                 self.shm_reads += 1
                 self._apply(image)
+
+    def _failed(self, reader: InputSegment | MappedInputSegment, exc: Exception) -> None:
+        """A read (or a reopen) failed: counted; reported once per episode (log, ``last_error``,
+        OSC ``/bridge/error``): a stuck or truncated segment must not flood either."""
+        self.shm_errors += 1
+        if self.shm_error is None:
+            message = f"{self.field} {exc}"  # "input segment 'NAME' changed size ...", "style shared memory ..."
+            log.warning("%s; retrying, at most every %.1f s, until it gives a frame", message, SHM_MAX_BACKOFF_S)
+            self._scheduler.report_fault(message)
+        self.shm_error = str(exc)
+        self.shm_retry_s = min(self.shm_retry_s * 2, SHM_MAX_BACKOFF_S)
 
     def source_health(self) -> dict:
         """The attached segment's counters, and the attached Spout sender or Syphon server (or None)."""
@@ -212,23 +233,23 @@ class InputService(ImageFeed):
                 "accepted": sched.stats.inputs, "unchanged": sched.stats.inputs_unchanged, **self.source_health()}
 
 
-def _check_segment(reader: ShmReader) -> None:
+def _check_segment(reader: InputSegment | MappedInputSegment) -> None:
     """An input segment gets the limits of an upload, and must be as large as its header says."""
     geometry = reader.geometry
     if geometry.max_width > inputs.MAX_INPUT_SIDE or geometry.max_height > inputs.MAX_INPUT_SIDE:
         raise ValidationError("shm", f"segment {reader.name!r} holds frames up to {geometry.max_width}x"
                                      f"{geometry.max_height}; input images must be at most {inputs.MAX_INPUT_SIDE} "
                                      "px a side (create the segment with a smaller maximum and scale down)")
-    if len(reader.buffer) < geometry.total_bytes:
-        raise ValidationError("shm", f"segment {reader.name!r} is {len(reader.buffer)} bytes, smaller than the "
+    if reader.size < geometry.total_bytes:
+        raise ValidationError("shm", f"segment {reader.name!r} is {reader.size} bytes, smaller than the "
                                      f"{geometry.total_bytes} its header describes")
-    if layout.read_owner(reader.buffer).pid == os.getpid():
+    if layout.read_owner(reader.header).pid == os.getpid():
         raise ValidationError("shm", f"{reader.name!r} is a segment this daemon publishes, not an input")
 
 
-def _read_segment(reader: ShmReader) -> InputImage | None:
-    frame = reader.read(timeout=SHM_READ_TIMEOUT_S)
-    return None if frame is None else InputImage.from_pixels(frame.pixels, "shm")
+def _read_segment(reader: InputSegment | MappedInputSegment) -> InputImage | None:
+    pixels = reader.read(timeout=SHM_READ_TIMEOUT_S)
+    return None if pixels is None else InputImage.from_pixels(pixels, "shm")
 
 
 INPUTS = web.AppKey("inputs", InputService)

@@ -42,6 +42,7 @@ class OscStats:
     malformed: int = 0
     unknown: int = 0
     refused: int = 0  # from senders outside --osc-allow
+    superseded: int = 0  # changes waiting for a LoRA file, replaced by a newer one for the same channels
 
 
 def build_message(address: str, *args: Any) -> bytes:
@@ -69,7 +70,10 @@ class OscServer(asyncio.DatagramProtocol):
         self.subscribers = Subscriptions(pool=self._pool)  # channel main's
         self._channel_subscribers: dict[str, Subscriptions] = {}  # the other channels'
         self.stats = OscStats()
-        self._pending: set[asyncio.Task] = set()  # changes waiting for a LoRA file to load
+        # Changes waiting for a LoRA file to load: the newest per set of channels, one worker each
+        # (a flood of them keeps one change waiting, not one task per datagram).
+        self._waiting: dict[tuple[str, ...], tuple[ChangeSet, tuple]] = {}
+        self._workers: dict[tuple[str, ...], asyncio.Task] = {}
         self._log_once = OncePerSender()  # one line per kind and sender host per interval: floods stay small
         door.main.on_frame(self._send_frame)
         door.main.on_error(self._send_error)
@@ -129,9 +133,7 @@ class OscServer(asyncio.DatagramProtocol):
         if changes.empty:
             return
         if self._door.needs_waiting(changes):  # a LoRA's first use: load it off the loop first
-            task = asyncio.get_running_loop().create_task(self._apply_later(changes, addr))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            self._apply_later(changes, addr)
             return
         try:
             self._door.apply_now(changes)
@@ -162,13 +164,35 @@ class OscServer(asyncio.DatagramProtocol):
                 change.update(new)
         return self._door.parse(raw, commands=commands)
 
-    async def _apply_later(self, changes: ChangeSet, addr: tuple) -> None:
-        try:
-            await self._door.apply(changes)
-        except BridgeError as exc:
-            self._reject(exc, addr)
-            return
-        self.stats.applied += 1
+    def _apply_later(self, changes: ChangeSet, addr: tuple) -> None:
+        """Queue ``changes`` as its channels' newest waiting change (latest wins: an older one not
+        begun yet is dropped, counted as ``superseded``); one worker per set of channels applies them."""
+        key = tuple(sorted({part.channel for part in changes.parts}))
+        if key in self._waiting:
+            self.stats.superseded += 1
+        self._waiting[key] = (changes, addr)
+        worker = self._workers.get(key)
+        if worker is None or worker.done():  # done: its callback, which forgets it, may not have run yet
+            task = self._workers[key] = asyncio.get_running_loop().create_task(self._drain(key))
+            task.add_done_callback(lambda done: self._workers.pop(key) if self._workers.get(key) is done else None)
+
+    async def _drain(self, key: tuple[str, ...]) -> None:
+        while (waiting := self._waiting.pop(key, None)) is not None:
+            changes, addr = waiting
+            try:
+                await self._door.apply(changes)
+            except BridgeError as exc:
+                self._reject(exc, addr)
+                continue
+            self.stats.applied += 1
+
+    async def close(self) -> None:
+        """Drop the waiting changes and stop their workers (the daemon is stopping)."""
+        self._waiting.clear()
+        workers = list(self._workers.values())
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
 
     def _reject(self, exc: BridgeError, addr: tuple) -> None:
         self.stats.rejected += 1
@@ -205,7 +229,7 @@ class OscServer(asyncio.DatagramProtocol):
             self._send(build_message(f"{prefix}/error", _shorten(message, MAX_ERROR_CHARS)), host, subscribers)
 
     def health(self) -> dict:
-        return {**asdict(self.stats), "subscribers": len(self.subscribers),
+        return {**asdict(self.stats), "waiting": len(self._waiting), "subscribers": len(self.subscribers),
                 "channel_subscribers": sum(len(s) for s in self._channel_subscribers.values())}
 
 

@@ -13,43 +13,22 @@ restores the base bit for bit.
 
 from __future__ import annotations
 
-import json
 import logging
-import struct
 import threading
-from collections import OrderedDict
+import time
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ...core.errors import ValidationError
 from .lora_fold import Delta, DeltaGroup, LoraFolder, place
+from .lora_header import COMPONENTS, LoraInfo, describe, lora_files, read_header
 
 log = logging.getLogger(__name__)
 
-COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
 TEXT_ENCODERS = frozenset({"text_encoder", "text_encoder_2"})
-KOHYA_PREFIXES = {"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder",
-                  "lora_te2_": "text_encoder_2"}
-MAX_HEADER_BYTES = 100 * 2**20
 LOADED_KEPT = 8  # loaded files kept (their deltas live on the GPU); the least recently used go first
-
-
-@dataclass(frozen=True)
-class LoraInfo:
-    """What ``GET /v1/loras`` lists for one file (from its header: no tensor is read)."""
-
-    name: str
-    targets: tuple[str, ...]  # unet, text_encoder, text_encoder_2
-    rank: int  # the largest rank of its layers
-    size: int  # bytes
-    error: str | None = None  # why its header cannot be read (the file is listed, not usable)
-    demo: bool = False  # one of the demo model's random LoRAs (demo_loras.py), not a file of --lora-dir
-
-    def to_json(self) -> dict:
-        out = {"name": self.name, "targets": list(self.targets), "rank": self.rank, "size": self.size}
-        if self.demo:
-            out["demo"] = True
-        return out if self.error is None else {**out, "error": self.error}
+IN_USE_S = 60.0  # a file folded this recently is kept beyond LOADED_KEPT
 
 
 @dataclass(frozen=True)
@@ -68,33 +47,6 @@ def _error(message: str) -> ValidationError:
     return ValidationError("loras", message)
 
 
-def read_header(path: Path) -> dict:
-    """A safetensors file's JSON header (8 bytes of length, then JSON): keys, dtypes, shapes."""
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) != 8:
-            raise ValueError("shorter than a safetensors header")
-        (length,) = struct.unpack("<Q", raw)
-        if not 2 <= length <= MAX_HEADER_BYTES:
-            raise ValueError(f"header length {length} is not plausible")
-        header = json.loads(f.read(length))
-    if not isinstance(header, dict):
-        raise ValueError("header is not a JSON object")
-    header.pop("__metadata__", None)
-    return header
-
-
-def describe(name: str, header: dict, size: int) -> LoraInfo:
-    targets, rank = set(), 0
-    for key, spec in header.items():
-        component = next((c for p, c in KOHYA_PREFIXES.items() if key.startswith(p)), key.split(".", 1)[0])
-        if component in COMPONENTS:
-            targets.add(component)
-        if key.endswith(("lora_A.weight", "lora_down.weight", ".down.weight")) and spec.get("shape"):
-            rank = max(rank, int(spec["shape"][0]))
-    return LoraInfo(name, tuple(c for c in COMPONENTS if c in targets), rank, size)
-
-
 class LoraCatalog:
     """The LoRA folder: listing, loading (cached by mtime and size), checks against the model.
 
@@ -109,6 +61,10 @@ class LoraCatalog:
         self._loaded: OrderedDict[str, LoraFile] = OrderedDict()
         self._names: frozenset[str] = frozenset()
         self._paths: dict[str, Path] = {}  # name -> its file, as the last scan found it
+        self._unusable: dict[str, str] = {}  # name -> why the last scan could not read its header
+        self._gone_warned: set[str] = set()  # loaded files whose file went away (warned once each)
+        self._used: dict[str, float] = {}  # name -> when the render thread last folded it
+        self.reads: Counter[str] = Counter()  # files read, by thread name
 
     @property
     def names(self) -> frozenset[str]:
@@ -122,22 +78,28 @@ class LoraCatalog:
             found = ", ".join(sorted(self._names)) or "none"
             raise _error(f"unknown LoRA {name[:64]!r}: LoRAs are *.safetensors files in {self.folder}, "
                          f"named by their stem (found: {found})")
+        if name in self._unusable:
+            raise _error(f"LoRA {name!r} is not a readable LoRA file ({self._unusable[name]}); GET /v1/loras lists the others")
         return self._paths[name]
 
     def scan(self) -> list[LoraInfo]:
         """List the folder (blocking IO: a loader thread). Changed files are read again when used."""
-        infos, paths = [], {}
+        infos, paths, unusable = [], {}, {}
         for folder, demo in ((self.folder, False), (self._demo_folder, True)):
-            for path in _files(folder):
+            for path in lora_files(folder):
                 if path.stem in paths:  # the operator's own file of that name shadows a demo LoRA
                     continue
                 paths[path.stem] = path
                 try:
                     infos.append(replace(describe(path.stem, read_header(path), path.stat().st_size), demo=demo))
-                except (OSError, ValueError) as exc:
-                    log.warning("LoRA file %s is unreadable: %s", path, exc)
-                    infos.append(LoraInfo(path.stem, (), 0, 0, f"not a safetensors file: {exc}"))
-        self._paths, self._names = paths, frozenset(paths)
+                except Exception as exc:  # one file's boundary: whatever is wrong with it, the others list
+                    reason = f"not a safetensors file: {type(exc).__name__ + ': ' if not isinstance(exc, ValueError) else ''}" \
+                             f"{str(exc).splitlines()[0][:200] if str(exc) else 'no detail'}"
+                    if self._unusable.get(path.stem) != reason:  # once per file and reason, not per scan
+                        log.warning("LoRA file %s is unusable: %s", path, reason)
+                    unusable[path.stem] = reason
+                    infos.append(LoraInfo(path.stem, (), 0, 0, reason))
+        self._paths, self._names, self._unusable = paths, frozenset(paths), unusable
         return infos
 
     def ready(self, names) -> bool:
@@ -145,19 +107,36 @@ class LoraCatalog:
         return all(name in self._loaded for name in names)
 
     def load(self, name: str) -> LoraFile:
-        """The file's deltas, checked against the model; cached until the file changes."""
-        path = self._path(name)
+        """The file's deltas, checked against the model; cached until the file changes. A file
+        removed since it was loaded keeps its loaded deltas (warned once): folded, it stays usable."""
         try:
+            path = self._path(name)
             stat = path.stat()
-        except OSError as exc:
-            raise _error(f"LoRA {name!r} cannot be read: {exc}") from None
+        except (ValidationError, OSError) as exc:
+            with self._lock:
+                kept = self._loaded.get(name)
+            if kept is None:
+                raise exc if isinstance(exc, ValidationError) else _error(f"LoRA {name!r} cannot be read: {exc}") \
+                    from None
+            if name not in self._gone_warned:
+                self._gone_warned.add(name)
+                log.warning("LoRA %s: its file is gone (%s); the weights loaded before stay in use", name, exc)
+            return kept
+        self._gone_warned.discard(name)
         stamp = (stat.st_mtime_ns, stat.st_size)
         with self._lock:
             cached = self._loaded.get(name)
             if cached is not None and cached.stamp == stamp:
                 self._keep(name)
                 return cached
-        lora = LoraFile(name, stamp, *self._deltas(name, path))
+        self.reads[threading.current_thread().name] += 1  # tests: the render thread never reads a file
+        try:
+            lora = LoraFile(name, stamp, *self._deltas(name, path))
+        except ValidationError:
+            raise
+        except Exception as exc:  # one file's boundary: a corrupt or foreign file fails in many ways
+            detail = str(exc).splitlines()[0][:200] if str(exc) else "no detail"
+            raise _error(f"LoRA {name!r} is not a readable LoRA file ({type(exc).__name__}: {detail})") from None
         with self._lock:
             self._loaded[name] = lora
             self._keep(name)
@@ -165,26 +144,33 @@ class LoraCatalog:
         return lora
 
     def _keep(self, name: str) -> None:
-        """``name`` the most recently used; the least recently used beyond ``LOADED_KEPT`` dropped
-        (a folded LoRA stays alive in the folder meanwhile). Under ``_lock``."""
+        """``name`` the most recently used; beyond ``LOADED_KEPT`` the least recently used go, except
+        those the render thread folded within ``IN_USE_S`` (another channel's LoRAs, still shown:
+        evicted, they would be read again on the render thread at its next frame). Under ``_lock``."""
         self._loaded.move_to_end(name)
-        while len(self._loaded) > LOADED_KEPT:
-            self._loaded.popitem(last=False)
+        now = time.monotonic()
+        for old in [n for n in self._loaded if n != name][:max(0, len(self._loaded) - LOADED_KEPT)]:
+            if now - self._used.get(old, -IN_USE_S) >= IN_USE_S:
+                del self._loaded[old]
+                self._used.pop(old, None)
 
     def cached(self, name: str) -> LoraFile:
-        """A loaded file, for the render thread (loads it there only if a change skipped the loader)."""
-        found = self._loaded.get(name)
-        return found if found is not None else self.load(name)
+        """A loaded file, for the render thread. Loaded there only if a change skipped the loader
+        (it never should: ``reads`` counts it, and it is logged)."""
+        with self._lock:
+            found = self._loaded.get(name)
+            self._used[name] = time.monotonic()
+        if found is None:
+            log.warning("LoRA %s was not loaded before its frame: reading it on the %s thread", name,
+                        threading.current_thread().name)
+            found = self.load(name)
+        return found
 
     def _deltas(self, name: str, path: Path) -> tuple[dict[str, Delta], tuple[DeltaGroup, ...]]:
         from diffusers import StableDiffusionXLPipeline
 
-        try:
-            state, alphas = StableDiffusionXLPipeline.lora_state_dict(
-                str(path), unet_config=self._pipe.unet.config, local_files_only=True)
-        except Exception as exc:  # a corrupt or foreign file fails in many ways inside diffusers
-            raise _error(f"LoRA {name!r} is not a readable LoRA file ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:200] if str(exc) else 'no detail'})") from None
+        state, alphas = StableDiffusionXLPipeline.lora_state_dict(
+            str(path), unet_config=self._pipe.unet.config, local_files_only=True)
         deltas: dict[str, Delta] = {}
         for component in COMPONENTS:
             part = {k[len(component) + 1:]: v for k, v in state.items() if k.startswith(component + ".")}
@@ -205,13 +191,6 @@ class LoraCatalog:
                 raise _error(f"LoRA {name!r} does not fit this model: {path_} is {tuple(weight.shape)}, "
                              f"the LoRA's delta {shape} (a LoRA for another model family?)")
         return place(deltas, {path_: targets[path_].weight for path_ in deltas})
-
-
-def _files(folder: Path | None) -> list[Path]:
-    """The LoRA files directly in ``folder`` (none if it is None or missing), by name."""
-    if folder is None or not folder.is_dir():
-        return []
-    return [path for path in sorted(folder.glob("*.safetensors")) if path.is_file() and not path.name.startswith(".")]
 
 
 def _to_peft(component: str, state: dict, pipe) -> dict:
@@ -287,7 +266,9 @@ class Loras:
         """Fold ``loras``; returns the text encoders' variant: which LoRAs (and weights) shape them."""
         if loras and self.catalog is None:
             raise _error("LoRAs need a LoRA folder (--lora-dir)")
-        active = tuple((self.catalog.cached(name), weight) for name, weight in loras)
+        folded = {lora.name: lora for lora, _ in self._folder.active}  # kept, even if their files went away
+        active = tuple((self.catalog.cached(name) if name not in folded or self.catalog.ready([name])
+                        else folded[name], weight) for name, weight in loras)
         self._folder.fold(active)
         self.applied = loras
         return tuple((f.name, f.stamp, w) for f, w in active if f.text_encoder)
