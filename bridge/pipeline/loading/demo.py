@@ -99,6 +99,13 @@ def architecture_of(what: Family | Architecture) -> Architecture:
     return what if isinstance(what, Architecture) else DEFAULT_ARCHITECTURE[what.name]
 
 
+def unet_config(family: Family, demo: bool) -> dict:
+    """The UNet config of a family's demo model (small) or of its bundled full-size architecture:
+    what the demo/random ControlNets and T2I-Adapters of that family are shaped after."""
+    arch = architecture_of(family)
+    return dict(arch.demo_unet) if demo else _json(arch.configs / "unet/config.json")
+
+
 def family_scheduler(family: Family | Architecture):
     """The default scheduler of a family (or architecture), as its bundled config names it."""
     import diffusers
