@@ -3,7 +3,6 @@ diffusers' own pipelines: text-to-image, image-to-image, guidance with a negativ
 (diffusers and kohya layouts, with --scheduler lcm as an LCM-LoRA runs), ControlNets, T2I-Adapters
 (SD 1.x's FullAdapter) and the IP-Adapter; what a family does not take is refused in one line."""
 
-import json
 
 import numpy as np
 import pytest
