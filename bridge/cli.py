@@ -38,9 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the daemon (REST + OSC + shared memory)")
     serve.add_argument("--model", default="stabilityai/sdxl-turbo",
-                       help="hub id, local diffusers folder, single-file SDXL or SD 2.x checkpoint (.safetensors), "
-                            "'demo'/'demo-sd' (offline, small SDXL/SD 2.x, random weights), 'random'/'random-sd' "
-                            "(full SDXL-Turbo/SD-Turbo architecture, random weights: benchmarks) or "
+                       help="hub id, local diffusers folder, single-file SDXL, SD 2.x or SD 1.x checkpoint (.safetensors), "
+                            "'demo'/'demo-sd'/'demo-sd15'/'demo-sdxs' (offline, small SDXL/SD 2.x/SD 1.5/SDXS-512, random "
+                            "weights), 'random'/'random-sd'/'random-sd15'/'random-sdxs' "
+                            "(the full architectures, random weights: benchmarks) or "
                             "'null' (no GPU work: measures the bridge itself)")
     serve.add_argument("--scheduler", default=None, choices=["euler_a", "euler", "lcm", "tcd"],
                        help="sampler (default: the model's own): euler_a (SDXL-Turbo), euler (SD-Turbo; "
@@ -131,8 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "comma-separated); Ray's ports must not be reachable from anywhere else")
     bench = sub.add_parser("bench", help="measure frame rate, latency, VRAM and stage times on this machine")
     bench.add_argument("--model", default="random",
-                       help="'random'/'random-sd' (full SDXL-Turbo/SD-Turbo architecture, random weights; no "
-                            "download), 'demo', 'demo-sd', a folder or a single .safetensors file")
+                       help="'random'/'random-sd'/'random-sd15'/'random-sdxs' (full SDXL-Turbo/SD-Turbo/SD 1.5/SDXS-512 "
+                            "architecture, random weights; no download), 'demo', 'demo-sd', 'demo-sd15', 'demo-sdxs', "
+                            "a folder or a single .safetensors file")
     bench.add_argument("--weights", choices=["random"], default=None, help="same as --model random")
     bench.add_argument("--device", default=None,
                        help="cuda, cuda:1 or cpu (default: cuda if present). On the CPU a full-size model is refused "

@@ -132,9 +132,11 @@ def resolve_devices(spec: str | None) -> list[str | None]:
 
 def load_controlnets(config: Config, pipe, device: str, dtype):
     """The ``--controlnet`` models, each loaded once (with progress) and resident."""
+    from ..pipeline.families.registry import family_of_pipeline
     from ..pipeline.steering.controlnet import ControlNets, load_controlnet
 
-    return ControlNets({spec.name: load_controlnet(spec, pipe.unet.config, device, dtype)
+    family = family_of_pipeline(pipe)
+    return ControlNets({spec.name: load_controlnet(spec, pipe.unet.config, device, dtype, family)
                         for spec in config.controlnets})
 
 
@@ -145,4 +147,4 @@ def load_ip_adapter(config: Config, pipe, device: str, dtype):
     from ..pipeline.families.registry import family_of_pipeline
     from ..pipeline.steering.ip_adapter import load_ip_adapter as load
 
-    return load(config.ip_adapter, pipe.unet, device, dtype, family_of_pipeline(pipe).name)
+    return load(config.ip_adapter, pipe.unet, device, dtype, family_of_pipeline(pipe))

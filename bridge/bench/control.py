@@ -25,6 +25,7 @@ import torch
 from ..core.controls import ControlNetSpec
 from ..core.params import Params
 from ..core.scene import InputImage, Scene
+from ..pipeline.families.registry import family_of_pipeline
 from ..pipeline.loading import loader
 from ..pipeline.steering.controlnet import ControlNets, load_controlnet
 
@@ -51,7 +52,10 @@ def wanted_t2i(modes: tuple[str, ...]) -> bool:
 
 
 def source(model: str, kind: str = "") -> str:
-    return ("demo" if model == "demo" else "random") + kind
+    """The demo ControlNet (or adapter) for a demo model, the family's full-size random one otherwise."""
+    from ..pipeline.loading.demo import is_demo
+
+    return ("demo" if is_demo(model) else "random") + kind
 
 
 def controlnets(model: str, unet_config, device: str, dtype: torch.dtype,
@@ -59,7 +63,8 @@ def controlnets(model: str, unet_config, device: str, dtype: torch.dtype,
     specs = [ControlNetSpec(name, source(model)) for name in NAMES] if wanted(modes) else []
     if wanted_t2i(modes):
         specs.append(ControlNetSpec(ADAPTER, source(model, "-t2i")))
-    return ControlNets({spec.name: load_controlnet(spec, unet_config, device, dtype) for spec in specs})
+    family = loader.model_family(model)
+    return ControlNets({spec.name: load_controlnet(spec, unet_config, device, dtype, family) for spec in specs})
 
 
 def _names(mode: str) -> tuple[str, ...]:
@@ -90,7 +95,7 @@ def _pipeline_call(opts, device: torch.device, stats, sync, prompt: str, cls, co
     from PIL import Image
 
     pipe = loader.load_pipeline(opts.model, str(device), torch.float16, opts.cache_dir)
-    net = load_controlnet(spec, pipe.unet.config, str(device), torch.float16)
+    net = load_controlnet(spec, pipe.unet.config, str(device), torch.float16, family_of_pipeline(pipe))
     pipe = cls.from_pipe(pipe, **{component: net})
     size = opts.sizes[0]
     image = Image.fromarray(_image(size, None).pixels[..., :3])

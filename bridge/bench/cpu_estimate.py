@@ -71,12 +71,13 @@ def frame_flops(model: str, size: int, vae: str) -> float:
     from diffusers.utils import logging as diffusers_logging
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ..pipeline.loading.demo import build_components, build_tiny_vae
+    from ..pipeline.loading.demo import NAMES, build_components, build_tiny_vae
     from ..pipeline.loading.loader import model_family
 
     diffusers_logging.set_verbosity_error()  # its dtype-cast notice means nothing on the meta device
     family = model_family(model)
-    parts = build_components(demo=False, device="meta", with_vae=vae == "full", family=family)
+    architecture = NAMES[model].architecture if model in NAMES else family  # random-sdxs: SDXS's own UNet
+    parts = build_components(demo=False, device="meta", with_vae=vae == "full", family=architecture)
     decoder = parts["vae"] if vae == "full" else build_tiny_vae(torch.float32, "meta", family)
     unet = parts["unet"]
     ids = torch.zeros((1, 77), dtype=torch.long, device="meta")

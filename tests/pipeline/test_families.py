@@ -153,7 +153,7 @@ class _patched_randn:
             module.randn_tensor = self.original
 
 
-@pytest.mark.parametrize("model,sgm", [("demo", True), ("demo-sd", False), ("demo-sd", True)])
+@pytest.mark.parametrize("model,sgm", [("demo", True), ("demo-sd", False), ("demo-sd", True), ("demo-sd15", False)])
 def test_single_file_in_the_original_layout_renders_the_folders_pixels(cache_dir, tmp_path, model, sgm):
     family = NAMES[model][0]
     folder_pipe = load_pipeline(model, "cpu", torch.float32, cache_dir)
@@ -178,8 +178,6 @@ def tensors(path, names, shape=(4,)):
 
 UNET_KEY = "model.diffusion_model.input_blocks.0.0.weight"
 BAD_FILES = {
-    "sd15": ([UNET_KEY, "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"],
-             "Stable Diffusion 1.x"),
     "sd3": (["model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight"], "Stable Diffusion 3"),
     "flux": (["double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight"], "FLUX"),
     "lora": (["lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight"], "--lora-dir"),
@@ -237,7 +235,7 @@ def test_health_reports_the_family(tmp_path, cache_dir):
     assert json.dumps(info)
 
 
-@pytest.mark.parametrize("name", ["sdxl", "sd2"])
+@pytest.mark.parametrize("name", ["sdxl", "sd2", "sd15"])
 def test_full_size_layouts_round_trip_through_the_readers(name):
     """The real SDXL-Turbo and SD-Turbo architectures (on the meta device: key names and shapes
     only): our writer's LDM keys read back by diffusers' UNet/VAE converters and our OpenCLIP

@@ -130,5 +130,7 @@ def test_hub_adapter_missing_offline_says_how_to_get_it(cache_dir, monkeypatch):
         load_ip_adapter("nobody/no-such-adapter", pipe.unet, "cpu", torch.float32)
     message = str(info.value)
     assert "hf download nobody/no-such-adapter" in message and "demo/random" in message and "\n" not in message
-    with pytest.raises(ConfigError, match="need an SDXL model"):
-        load_ip_adapter("demo", pipe.unet, "cpu", torch.float32, family_name="sd2")
+    from bridge.pipeline.families.sd2 import SD2
+
+    with pytest.raises(ConfigError, match="the sd2 family .* does not support it"):
+        load_ip_adapter("demo", pipe.unet, "cpu", torch.float32, family=SD2)

@@ -4,7 +4,8 @@ Diffusers reads the LDM/SGM layout but has no writer for it. This is the inverse
 written from the layouts themselves (the LDM UNet's input/middle/output blocks, the LDM VAE's
 encoder.down/decoder.up, OpenCLIP's text tower with fused q/k/v): SDXL as SGM files carry it
 (``conditioner.embedders.0.transformer.`` CLIP-L, ``conditioner.embedders.1.model.`` OpenCLIP-G),
-SD 2.x as LDM files carry it (``cond_stage_model.model.``).
+SD 2.x as LDM files carry it (``cond_stage_model.model.``), SD 1.x with OpenAI CLIP-L as transformers
+names it (``cond_stage_model.transformer.text_model.``).
 """
 
 from __future__ import annotations
@@ -107,13 +108,15 @@ def clip_to_open_clip(sd: dict, prefix: str) -> dict:
 
 
 def pipeline_to_single_file(pipe, sgm: bool = False) -> dict:
-    """The whole pipeline's weights in the original layout (SDXL: SGM; SD 2.x: LDM, or with ``sgm``
-    the layout of Stability's own sd_turbo.safetensors: ``conditioner.embedders.0.model.``)."""
+    """The whole pipeline's weights in the original layout (SDXL: SGM; SD 1.x: LDM; SD 2.x: LDM, or
+    with ``sgm`` the layout of Stability's own sd_turbo.safetensors: ``conditioner.embedders.0.model.``)."""
     out = {**unet_to_ldm(pipe.unet.state_dict(), pipe.unet.config), **vae_to_ldm(pipe.vae.state_dict())}
     if hasattr(pipe, "text_encoder_2"):
         clip_l = {k.removeprefix("text_model."): v for k, v in pipe.text_encoder.state_dict().items()}
         out.update({f"conditioner.embedders.0.transformer.text_model.{k}": v for k, v in clip_l.items()})
         out.update(clip_to_open_clip(pipe.text_encoder_2.state_dict(), "conditioner.embedders.1.model."))
+    elif pipe.text_encoder.config.hidden_act == "quick_gelu":  # OpenAI CLIP ViT-L: SD 1.x
+        out.update({f"cond_stage_model.transformer.{k}": v for k, v in pipe.text_encoder.state_dict().items()})
     else:
         prefix = "conditioner.embedders.0.model." if sgm else "cond_stage_model.model."
         out.update(clip_to_open_clip(pipe.text_encoder.state_dict(), prefix))

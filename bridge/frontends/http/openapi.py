@@ -229,7 +229,7 @@ def document(limits: Limits, token: bool, per_channel: frozenset[str] = frozense
                 "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "the file"}, "403": _error("outside the folder"),
                               "404": _error("no such file")}}},
-            "/v1/health": {"get": {"summary": "status and counters; model, family (sdxl, sd2), scheduler, device; startup_s: seconds per start-up phase; with --cluster ray: cluster, workers (id, node, device, pid, state, channels) and each channel's worker", "responses": {
+            "/v1/health": {"get": {"summary": "status and counters; model, family (sdxl, sd2, sd15), scheduler, device; startup_s: seconds per start-up phase; with --cluster ray: cluster, workers (id, node, device, pid, state, channels) and each channel's worker", "responses": {
                 "200": {"description": "health", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
             "/v1/params": {
                 "get": {"summary": "the parameters and the state's version", "responses": {"200": {

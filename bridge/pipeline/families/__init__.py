@@ -1,4 +1,4 @@
-"""Model families: one module each (``sdxl``, ``sd2``) with its description (``family``) and the
+"""Model families: one module each (``sdxl``, ``sd2``, ``sd15``) with its description (``family``) and the
 parts the renderer holds (``parts``: text conditioning, denoiser, decoder, sampler), the SD U-Net
 parts they share (``sd_unet``), the few-step samplers (``schedule``) and the list of families
 (``registry``).

@@ -1,7 +1,7 @@
 """A model family's description: what the loaders, builders and messages read, and how the
 family makes the parts the renderer holds (``parts.py``).
 
-Each family is one module (``sdxl.py``, ``sd2.py``) holding its ``Family`` value and its parts;
+Each family is one module (``sdxl.py``, ``sd2.py``, ``sd15.py``) holding its ``Family`` value and its parts;
 ``registry.py`` lists them. The renderer and the loaders read a ``Family`` instead of branching
 on the architecture.
 """
@@ -22,7 +22,7 @@ CONFIGS = Path(__file__).parent.parent / "configs"
 
 @dataclass(frozen=True)
 class Family:
-    name: str  # reported by GET /v1/health ("sdxl", "sd2")
+    name: str  # reported by GET /v1/health ("sdxl", "sd2", "sd15")
     pipeline: str  # the diffusers pipeline class
     img2img_pipeline: str  # its image-to-image counterpart (reference checks)
     text_encoders: tuple[str, ...]  # pipeline attributes of the text encoders (loading, single files)
@@ -35,3 +35,12 @@ class Family:
     # The parts of a loaded pipeline of this family: parts(pipe, device, dtype) -> Parts.
     parts: Callable[[object, str, "torch.dtype"], "Parts"]
     steering: frozenset[str]  # what besides the prompt may steer its frames (parts.STEERING names)
+    # What its first text encoder's config says, where two families share a pipeline class (SD 1.x's
+    # CLIP ViT-L: quick_gelu; SD 2.x's OpenCLIP ViT-H: gelu): how a pipeline or folder is told apart.
+    text_signature: tuple[tuple[str, object], ...] = ()
+
+    def owns(self, pipeline_class: str, text_config: dict | None) -> bool:
+        """A pipeline of this class, whose first text encoder has this config (None: not known), is this family's."""
+        if pipeline_class not in (self.pipeline, self.img2img_pipeline):
+            return False
+        return text_config is None or all(text_config.get(key) == value for key, value in self.text_signature)

@@ -7,30 +7,35 @@ from __future__ import annotations
 
 from ...core.errors import ConfigError
 from .family import Family
+from .sd15 import SD15
 from .sd2 import SD2
 from .sdxl import SDXL
 
-FAMILIES = {family.name: family for family in (SDXL, SD2)}
-SUPPORTED = "SDXL (SDXL-Turbo, Lightning, Hyper and other SDXL fine-tunes) or SD 2.x (SD-Turbo)"
+FAMILIES = {family.name: family for family in (SDXL, SD2, SD15)}
+SUPPORTED = ("SDXL (SDXL-Turbo, Lightning, Hyper and other SDXL fine-tunes), SD 2.x (SD-Turbo, SDXS-512) "
+             "or SD 1.x (SD 1.5 and its fine-tunes)")
 # What each steering name is called on the command line, for the refusal.
 STEERING_OPTIONS = {"controlnet": "--controlnet (ControlNets)", "t2i_adapter": "--controlnet (T2I-Adapters)",
                     "ip_adapter": "--ip-adapter (style images)", "lora": "LoRAs"}
 
 
 def family_of_pipeline(pipe) -> Family:
-    """The family of a loaded diffusers pipeline, by its class."""
+    """The family of a loaded diffusers pipeline, by its class and its first text encoder."""
     name = type(pipe).__name__
+    encoder = getattr(pipe, "text_encoder", None)
+    text_config = encoder.config.to_dict() if encoder is not None else None
     for family in FAMILIES.values():
-        if name in (family.pipeline, family.img2img_pipeline):
+        if family.owns(name, text_config):
             return family
     raise ValueError(f"a {name} is not a pipeline of a known family ({SUPPORTED})")
 
 
-def family_of_index(model_index: dict) -> Family | None:
-    """The family a diffusers folder's model_index.json names, or None for another architecture."""
+def family_of_index(model_index: dict, text_config: dict | None = None) -> Family | None:
+    """The family a diffusers folder's model_index.json (and its text_encoder/config.json, when
+    read) names, or None for another architecture."""
     name = str(model_index.get("_class_name", ""))
     for family in FAMILIES.values():
-        if name in (family.pipeline, family.img2img_pipeline):
+        if family.owns(name, text_config):
             return family
     if name.startswith("StableDiffusionXL"):
         return SDXL

@@ -37,6 +37,12 @@ class UNetSettings:
     time_ids: bool  # SDXL micro-conditioning: (original size, crop top-left, target size)
 
 
+# SD 1.x and SD 2.x: one text encoder's last hidden state (after the final layer norm), no pooled
+# output, no time ids; they differ in the encoder (CLIP ViT-L vs OpenCLIP ViT-H), not in how it is read.
+ONE_ENCODER = UNetSettings(text_encoders=("text_encoder",), tokenizers=("tokenizer",), hidden_layer=None,
+                           pooled=False, time_ids=False)
+
+
 class ClipPromptLength:
     """``warnings(text)`` of CLIP text: what the encoders do not read of a prompt. It holds the
     tokenizer alone, so it pickles small: a cluster's daemon checks prompts with it, the model elsewhere."""

@@ -1,6 +1,6 @@
-"""Random-weight pipelines of each family, built locally: the offline demo models (``demo``:
-SDXL, ``demo-sd``: SD 2.x) and the full-size architectures for GPU benchmarks (``random``,
-``random-sd``).
+"""Random-weight pipelines of each bundled architecture, built locally: the offline demo models
+(``demo``: SDXL, ``demo-sd``: SD 2.x, ``demo-sd15``: SD 1.5, ``demo-sdxs``: SDXS-512) and the
+full-size architectures for GPU benchmarks (``random``, ``random-sd``, ``random-sd15``, ``random-sdxs``).
 
 Both are written as an ordinary diffusers model folder (configs, safetensors, the real CLIP
 tokenizer files bundled with the project) and loaded back through the same code path as a
@@ -13,17 +13,19 @@ import json
 import logging
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
-from ..families.family import Family
+from ..families.family import CONFIGS, Family
+from ..families.sd15 import SD15
 from ..families.sd2 import SD2
 from ..families.sdxl import SDXL
 
 log = logging.getLogger(__name__)
 
-CONFIGS = Path(__file__).parent.parent / "configs"
 REFERENCE = SDXL.configs
 DEMO_VERSION = 1  # bump when the demo architecture changes, so caches rebuild
 
@@ -51,19 +53,64 @@ DEMO_SD_UNET = {key: value for key, value in DEMO_UNET.items()
                 if key not in ("addition_embed_type", "addition_time_embed_dim", "projection_class_embeddings_input_dim")}
 DEMO_SD_UNET["cross_attention_dim"] = DEMO_TEXT["hidden_size"]
 DEMO_SD_VAE = {**DEMO_VAE, "scaling_factor": 0.18215}
-NAMES = {"demo": (SDXL, True), "random": (SDXL, False), "demo-sd": (SD2, True), "random-sd": (SD2, False)}
+# The SD 1.5 demo keeps SD 1.5's layout: attention at the highest resolution (the first down block),
+# none at the lowest, convolutional projections in and out of its transformers.
+DEMO_SD15_UNET = {**DEMO_SD_UNET, "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+                  "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"], "use_linear_projection": False}
+# The SDXS demo keeps SDXS's pruning: one layer per block, no mid block.
+DEMO_SDXS_UNET = {**DEMO_SD_UNET, "mid_block_type": None}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A bundled architecture: its family, its weightless folder and the small UNet of its demo."""
+
+    family: Family
+    configs: Path  # configs, tokenizers, scheduler; vae/config.json names AutoencoderKL or AutoencoderTiny
+    demo_unet: dict
+    folder: str  # the demo model's folder in the cache
+
+
+SDXL_ARCH = Architecture(SDXL, SDXL.configs, DEMO_UNET, "demo")
+SD2_ARCH = Architecture(SD2, SD2.configs, DEMO_SD_UNET, "demo-sd2")
+SD15_ARCH = Architecture(SD15, SD15.configs, DEMO_SD15_UNET, "demo-sd15")
+SDXS_ARCH = Architecture(SD2, CONFIGS / "sdxs-512", DEMO_SDXS_UNET, "demo-sdxs")
+DEFAULT_ARCHITECTURE = {arch.family.name: arch for arch in (SDXL_ARCH, SD2_ARCH, SD15_ARCH)}
+
+
+class Builtin(NamedTuple):
+    family: Family
+    demo: bool  # small (CPU) or full size (GPU benchmarks)
+    architecture: Architecture
+
+
+NAMES = {name: Builtin(arch.family, demo, arch) for names, arch in (
+    (("demo", "random"), SDXL_ARCH), (("demo-sd", "random-sd"), SD2_ARCH),
+    (("demo-sd15", "random-sd15"), SD15_ARCH), (("demo-sdxs", "random-sdxs"), SDXS_ARCH))
+    for name, demo in zip(names, (True, False))}
 
 
 def is_demo(model: str) -> bool:
     """A small demo model (random weights, made to run on a CPU), not a full-size one."""
-    return model in NAMES and NAMES[model][1]
+    return model in NAMES and NAMES[model].demo
 
 
-def family_scheduler(family: Family):
-    """The family's default scheduler, as its bundled config names it."""
+def architecture_of(what: Family | Architecture) -> Architecture:
+    return what if isinstance(what, Architecture) else DEFAULT_ARCHITECTURE[what.name]
+
+
+def unet_config(family: Family, demo: bool) -> dict:
+    """The UNet config of a family's demo model (small) or of its bundled full-size architecture:
+    what the demo/random ControlNets and T2I-Adapters of that family are shaped after."""
+    arch = architecture_of(family)
+    return dict(arch.demo_unet) if demo else _json(arch.configs / "unet/config.json")
+
+
+def family_scheduler(family: Family | Architecture):
+    """The default scheduler of a family (or architecture), as its bundled config names it."""
     import diffusers
 
-    config = _json(family.configs / "scheduler/scheduler_config.json")
+    config = _json(architecture_of(family).configs / "scheduler/scheduler_config.json")
     return getattr(diffusers, config["_class_name"]).from_config(config)
 
 
@@ -72,10 +119,11 @@ def _json(path: Path) -> dict:
 
 
 def build_components(demo: bool, dtype: torch.dtype = torch.float32, device: str = "cpu",
-                     with_vae: bool = True, family: Family = SDXL) -> dict:
+                     with_vae: bool = True, family: Family | Architecture = SDXL) -> dict:
     """Instantiate the pipeline's modules with random weights (fixed init seed)."""
-    if family is SD2:
-        return _sd2_components(demo, dtype, device, with_vae)
+    arch = architecture_of(family)
+    if arch.family is not SDXL:
+        return _one_encoder_components(arch, demo, dtype, device, with_vae)
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
@@ -107,39 +155,45 @@ def _settle(modules: dict, dtype: torch.dtype) -> None:
             module.to(dtype=dtype)
 
 
-def _sd2_components(demo: bool, dtype: torch.dtype, device: str, with_vae: bool) -> dict:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+def _one_encoder_components(arch: Architecture, demo: bool, dtype: torch.dtype, device: str, with_vae: bool) -> dict:
+    """SD 1.x, SD 2.x and SDXS: one CLIP text encoder; the VAE its folder names (full or tiny)."""
+    import diffusers
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     torch.manual_seed(0)
-    text = CLIPTextConfig(**{**_json(SD2.configs / "text_encoder/config.json"), **(DEMO_TEXT if demo else {})})
+    text = CLIPTextConfig(**{**_json(arch.configs / "text_encoder/config.json"), **(DEMO_TEXT if demo else {})})
+    vae_config = _json(arch.configs / "vae/config.json")
+    vae_class = getattr(diffusers, vae_config["_class_name"])
+    if demo and vae_class is diffusers.AutoencoderKL:
+        vae_config = DEMO_SD_VAE  # a tiny decoder is small as it is
     with torch.device(device):
         modules = {
-            "unet": UNet2DConditionModel.from_config(DEMO_SD_UNET if demo else _json(SD2.configs / "unet/config.json")),
-            **({"vae": AutoencoderKL.from_config(DEMO_SD_VAE if demo else _json(SD2.configs / "vae/config.json"))}
-               if with_vae else {}),
+            "unet": diffusers.UNet2DConditionModel.from_config(
+                arch.demo_unet if demo else _json(arch.configs / "unet/config.json")),
+            **({"vae": vae_class.from_config(vae_config)} if with_vae else {}),
             "text_encoder": CLIPTextModel(text),
         }
     _settle(modules, dtype)
-    return {**modules, "scheduler": family_scheduler(SD2), "tokenizer": CLIPTokenizer.from_pretrained(SD2.configs / "tokenizer")}
+    return {**modules, "scheduler": family_scheduler(arch),
+            "tokenizer": CLIPTokenizer.from_pretrained(arch.configs / "tokenizer")}
 
 
 def assemble(family: Family, components: dict):
     """The family's diffusers pipeline from its components."""
     import diffusers
 
-    if family is SD2:
-        return diffusers.StableDiffusionPipeline(**components, safety_checker=None, feature_extractor=None,
-                                                 requires_safety_checker=False)
-    return diffusers.StableDiffusionXLPipeline(**components, force_zeros_for_empty_prompt=True)
+    if family is SDXL:
+        return diffusers.StableDiffusionXLPipeline(**components, force_zeros_for_empty_prompt=True)
+    return getattr(diffusers, family.pipeline)(**components, safety_checker=None, feature_extractor=None,
+                                               requires_safety_checker=False)
 
 
-def build_random_pipeline(demo: bool, dtype: torch.dtype, device: str, vae=None, family: Family = SDXL):
-    """The family's pipeline in memory, for benchmarks that need no folder on disk."""
+def build_random_pipeline(demo: bool, dtype: torch.dtype, device: str, vae=None, family: Family | Architecture = SDXL):
+    """The architecture's pipeline in memory, for benchmarks that need no folder on disk."""
     components = build_components(demo, dtype, device, with_vae=vae is None, family=family)
     if vae is not None:
         components["vae"] = vae
-    return assemble(family, components)
+    return assemble(architecture_of(family).family, components)
 
 
 def build_tiny_vae(dtype: torch.dtype, device: str, family: Family = SDXL):
@@ -152,10 +206,11 @@ def build_tiny_vae(dtype: torch.dtype, device: str, family: Family = SDXL):
     return vae.to(dtype=dtype).eval().requires_grad_(False)
 
 
-def ensure_demo(cache_dir: Path, family: Family = SDXL) -> Path:
-    """Return the family's demo model folder, building it on first use (a few seconds on a CPU)."""
-    prefix = "demo" if family is SDXL else f"demo-{family.name}"
-    folder = Path(cache_dir) / f"{prefix}-v{DEMO_VERSION}"
+def ensure_demo(cache_dir: Path, family: Family | Architecture = SDXL) -> Path:
+    """Return the demo model folder of a family (or architecture), building it on first use (a few
+    seconds on a CPU)."""
+    arch = architecture_of(family)
+    folder = Path(cache_dir) / f"{arch.folder}-v{DEMO_VERSION}"
     if (folder / "model_index.json").is_file():
         return folder
     log.info("building the demo model (random weights, no download) in %s", folder)
@@ -163,9 +218,9 @@ def ensure_demo(cache_dir: Path, family: Family = SDXL) -> Path:
     # Build beside the target and rename, so a killed build never leaves a half folder.
     tmp = Path(tempfile.mkdtemp(prefix=".demo-", dir=folder.parent))
     try:
-        build_random_pipeline(demo=True, dtype=torch.float32, device="cpu", family=family).save_pretrained(tmp)
+        build_random_pipeline(demo=True, dtype=torch.float32, device="cpu", family=arch).save_pretrained(tmp)
         (tmp / "README.md").write_text(
-            f"turbo-bridge demo model: a small {family.name}-architecture pipeline with random weights.\n"
+            f"turbo-bridge demo model: a small {arch.configs.name}-architecture pipeline with random weights.\n"
             "It exercises the whole daemon offline; its frames are noise, not pictures.\n")
         try:
             tmp.rename(folder)

@@ -1,5 +1,5 @@
 """Loading a pipeline once at start: a hub id, a local folder, a single-file checkpoint, or a
-demo/random model of either family (``family.py``)."""
+demo/random model of a bundled architecture (``demo.py``; families: ``families/``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import torch
 
 from ...core.errors import ConfigError, ModelNotFoundError, UnsupportedModelError
 from ..families.family import Family
-from ..families.registry import SUPPORTED, family_of_index, family_of_pipeline
+from ..families.registry import FAMILIES, SUPPORTED, family_of_index, family_of_pipeline
+from ..families.sd15 import SD15
 from ..families.sd2 import SD2
 from ..families.sdxl import SDXL
 from ..speed.optimize import progress
@@ -89,15 +90,19 @@ def model_family(model: str) -> Family:
         return detect_family(local) if local.is_file() else SDXL
     if (local / "model_index.json").is_file():
         return _folder_family(local)
-    return SD2 if "sd-turbo" in model.lower() or "stable-diffusion-2" in model.lower() else SDXL
+    return next((family for hints, family in HUB_HINTS if any(hint in model.lower() for hint in hints)), SDXL)
+
+
+# A hub id's family before it is downloaded (its steering is checked before anything loads); the
+# loaded pipeline's own class and text encoder decide in the end (``family_of_pipeline``).
+HUB_HINTS = ((("sd-turbo", "stable-diffusion-2", "sdxs-512"), SD2),
+             (("stable-diffusion-v1", "sd-v1", "sd15", "sd-1.5", "sd1.5", "lcm-sd15", "sdv1-5"), SD15))
 
 
 def _folder_family(folder: Path) -> Family:
     index = json.loads((folder / "model_index.json").read_text())
-    family = family_of_index(index)
-    unet = folder / "unet/config.json"
-    if family is SD2 and unet.is_file() and json.loads(unet.read_text()).get("cross_attention_dim") == 768:
-        raise UnsupportedModelError(f"{folder} is a Stable Diffusion 1.x model folder; --model takes {SUPPORTED} models")
+    text = folder / "text_encoder/config.json"
+    family = family_of_index(index, json.loads(text.read_text()) if text.is_file() else None)
     if family is None:
         raise UnsupportedModelError(
             f"{folder} is a {index.get('_class_name', 'unknown')} model folder; --model takes {SUPPORTED} models")
@@ -122,13 +127,14 @@ def _with_scheduler(pipe, scheduler: str | None):
 
 def load_pipeline(model: str, device: str, dtype: torch.dtype, cache_dir: Path, vae=None,
                   scheduler: str | None = None, configs: Path | None = None):
-    """Load an SDXL or SD 2.x pipeline onto ``device``; raises ``ModelNotFoundError`` or
+    """Load a pipeline of a known family onto ``device``; raises ``ModelNotFoundError`` or
     ``UnsupportedModelError`` with a way out.
 
     ``model``: a hub id, a local diffusers folder, a single-file ``.safetensors`` checkpoint in
-    the original (LDM/SGM) layout, ``demo``/``demo-sd`` (small, random weights, built once into
-    ``cache_dir``) or ``random``/``random-sd`` (the full SDXL-Turbo/SD-Turbo architecture with random
-    weights, in memory: for benchmarks; compute does not depend on weight values). ``vae``, if
+    the original (LDM/SGM) layout, ``demo``/``demo-sd``/``demo-sd15``/``demo-sdxs`` (small, random
+    weights, built once into ``cache_dir``) or ``random``/``random-sd``/``random-sd15``/``random-sdxs``
+    (the full architecture with random weights, in memory: for benchmarks; compute does not depend
+    on weight values). ``vae``, if
     given, replaces the pipeline's own VAE (which is then not loaded). ``scheduler``: a
     ``--scheduler`` name replacing the model's own scheduler. ``configs``: for a single file,
     a diffusers folder of its architecture instead of the bundled one (the demo models' files).
@@ -137,17 +143,17 @@ def load_pipeline(model: str, device: str, dtype: torch.dtype, cache_dir: Path, 
     from .demo import NAMES
     from .single_file import detect_family, is_single_file, load_single_file
 
-    if model in NAMES and not NAMES[model][1]:
+    if model in NAMES and not NAMES[model].demo:
         from .demo import build_random_pipeline
 
-        family = NAMES[model][0]
-        with progress(f"building the full {family.description} architecture with random weights"):
-            pipe = build_random_pipeline(demo=False, dtype=dtype, device=device, vae=vae, family=family)
+        arch = NAMES[model].architecture
+        with progress(f"building the full {arch.configs.name} architecture ({arch.family.name}) with random weights"):
+            pipe = build_random_pipeline(demo=False, dtype=dtype, device=device, vae=vae, family=arch)
         return _with_scheduler(pipe, scheduler)
     if model in NAMES:
         from .demo import ensure_demo
 
-        source = str(ensure_demo(cache_dir, NAMES[model][0]))
+        source = str(ensure_demo(cache_dir, NAMES[model].architecture))
     else:
         source = model
     local = Path(source).expanduser()
@@ -196,7 +202,7 @@ def load_pipeline(model: str, device: str, dtype: torch.dtype, cache_dir: Path, 
             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. Download it once with "
             f"network access (`hf download {DEFAULT_MODEL}`), pass a local diffusers folder, "
             "or run offline with --model demo (random weights, noise frames)") from exc
-    if type(pipe).__name__ not in (SDXL.pipeline, SD2.pipeline):
+    if type(pipe).__name__ not in {family.pipeline for family in FAMILIES.values()}:
         raise UnsupportedModelError(f"{source} is a {type(pipe).__name__}; --model takes {SUPPORTED} models")
     return _finish(pipe, device, dtype, start, scheduler)
 

@@ -2,7 +2,7 @@
 
 Community fine-tunes ship as one ``.safetensors`` file in the original (LDM/SGM) key layout. The
 family is read from the tensor names in the file's JSON header (no tensor is read), so a file that
-is not a supported checkpoint (SD 1.x, SD3, FLUX, a LoRA, a VAE, a truncated file) is refused in
+is not a supported checkpoint (SD3, FLUX, the SDXL refiner, a LoRA, a VAE, a truncated file) is refused in
 one line before anything loads. Supported files load offline with the family's bundled configs.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from ...core.errors import UnsupportedModelError
 from ..families.family import Family
 from ..families.registry import SUPPORTED
+from ..families.sd15 import SD15
 from ..families.sd2 import SD2
 from ..families.sdxl import SDXL
 
@@ -23,7 +24,7 @@ REFINER_CONTEXT = 1280  # the SDXL refiner's cross-attention width (OpenCLIP-G a
 SDXL_CLIP_G = "conditioner.embedders.1.model."
 SGM_OPEN_CLIP = "conditioner.embedders.0.model."  # SD-Turbo's own file (SGM), or the SDXL refiner
 LDM_OPEN_CLIP = "cond_stage_model.model."  # SD 2.x in the LDM layout
-LDM_CLIP_L = "cond_stage_model.transformer."  # SD 1.x
+LDM_CLIP_L = "cond_stage_model.transformer."  # SD 1.x (OpenAI CLIP ViT-L as transformers names it)
 MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
 
 
@@ -97,7 +98,7 @@ def detect_family(path: Path) -> Family:
     if has(SDXL_CLIP_G):
         return SDXL
     if has(LDM_CLIP_L):
-        raise _refuse(path, "a Stable Diffusion 1.x checkpoint (CLIP ViT-L text encoder, cond_stage_model.transformer)")
+        return SD15
     if has(LDM_OPEN_CLIP) or (has(SGM_OPEN_CLIP) and context not in (0, REFINER_CONTEXT)):
         return SD2
     if has(SGM_OPEN_CLIP):
@@ -170,7 +171,8 @@ def load_single_file(path: Path, family: Family, dtype, vae=None, configs: Path 
     a diffusers folder of the same architecture); never a hub call.
 
     The checkpoint is read once; the UNet and VAE go through diffusers' own LDM converters, the
-    text encoders through ``open_clip_to_transformers`` (and a prefix strip for CLIP-L).
+    text encoders through ``open_clip_to_transformers`` (and a prefix strip for CLIP-L: SDXL's first
+    encoder, SD 1.x's only one).
     """
     import diffusers
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -185,14 +187,16 @@ def load_single_file(path: Path, family: Family, dtype, vae=None, configs: Path 
     components = {"unet": UNet2DConditionModel.from_single_file(weights, subfolder="unet", **common)}
     components["vae"] = vae if vae is not None else AutoencoderKL.from_single_file(weights, subfolder="vae", **common)
     if family is SDXL:
-        clip_l = {k[len("conditioner.embedders.0.transformer."):]: v for k, v in weights.items()
-                  if k.startswith("conditioner.embedders.0.transformer.")}
         layers = _layers(folder / "text_encoder_2")
-        components["text_encoder"] = _text_encoder(CLIPTextModel, folder / "text_encoder", clip_l, dtype)
+        components["text_encoder"] = _text_encoder(
+            CLIPTextModel, folder / "text_encoder", _stripped(weights, "conditioner.embedders.0.transformer."), dtype)
         components["text_encoder_2"] = _text_encoder(
             CLIPTextModelWithProjection, folder / "text_encoder_2", open_clip_to_transformers(weights, SDXL_CLIP_G, layers),
             dtype)
         components["tokenizer_2"] = CLIPTokenizer.from_pretrained(folder / "tokenizer_2")
+    elif family is SD15:
+        components["text_encoder"] = _text_encoder(CLIPTextModel, folder / "text_encoder",
+                                                   _stripped(weights, LDM_CLIP_L), dtype)
     else:
         prefix = LDM_OPEN_CLIP if any(k.startswith(LDM_OPEN_CLIP) for k in weights) else SGM_OPEN_CLIP
         layers = _layers(folder / "text_encoder")
@@ -209,6 +213,11 @@ def load_single_file(path: Path, family: Family, dtype, vae=None, configs: Path 
             if not param.data.is_contiguous() or param.data.data_ptr() % 64:
                 param.data = param.data.contiguous().clone()
     return assemble(family, components)
+
+
+def _stripped(weights: dict, prefix: str) -> dict:
+    """The tensors under ``prefix``, named without it (a transformers CLIP text model's keys)."""
+    return {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
 
 
 def _layers(folder: Path) -> int:

@@ -1,10 +1,11 @@
-"""SDXL ControlNets: loaded once at start (``--controlnet NAME=SOURCE``), resident, summed.
+"""ControlNets (SDXL, SD 1.5, SD 2.x): loaded once at start (``--controlnet NAME=SOURCE``), resident, summed.
 A SOURCE whose config names a ``T2IAdapter`` (or ``demo-t2i``/``random-t2i``) loads a T2I-Adapter
 instead (``t2i_adapter.py``); both kinds share the names, control images and ``controls``.
 
 SOURCE is a hub id, a diffusers folder, a single ``.safetensors``/``.ckpt`` file, ``demo``
-(random weights matching the demo UNet) or ``random`` (the full-size SDXL ControlNet
-architecture, random weights: benchmarks). diffusers initialises a new ControlNet's zero
+(random weights matching the model family's demo UNet) or ``random`` (the family's full-size
+ControlNet architecture, random weights: benchmarks). A ControlNet made for another family is
+refused at start in one line naming both families. diffusers initialises a new ControlNet's zero
 convolutions (the conditioning embedding's last conv and every residual projection) to zero,
 so a fresh one would steer nothing: the builders give them random weights too.
 
@@ -25,13 +26,16 @@ import torch
 
 from ...core.controls import ControlNetSpec
 from ...core.errors import ConfigError
+from ..families.family import Family
+from ..families.registry import FAMILIES
+from ..families.sdxl import SDXL
 from ..loading.loader import not_available
 from ..speed.optimize import progress
 
 log = logging.getLogger(__name__)
 
 SINGLE_FILE = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
-CONDITIONING_CHANNELS = (16, 32, 96, 256)  # every published SDXL ControlNet's conditioning embedding
+CONDITIONING_CHANNELS = (16, 32, 96, 256)  # every published SDXL and SD 1.5 ControlNet's conditioning embedding
 UNSUPPORTED = {
     "ControlNetUnionModel": "a union ControlNet (one model, several control types) is not supported yet",
     "ControlNetXSAdapter": "ControlNet-XS is not supported",
@@ -39,7 +43,7 @@ UNSUPPORTED = {
 
 
 def build_random_controlnet(unet_config: dict, seed: int, dtype: torch.dtype, device: str):
-    """A ControlNetModel shaped like ``unet_config`` (an SDXL UNet's), every weight random."""
+    """A ControlNetModel shaped like ``unet_config`` (a UNet's), every weight random."""
     from diffusers import ControlNetModel
 
     torch.manual_seed(seed)
@@ -60,9 +64,9 @@ def _check_kind(source: str, kind: str) -> None:
     if kind == "T2IAdapter":
         return
     if kind in UNSUPPORTED:
-        raise ConfigError(f"--controlnet {source}: {UNSUPPORTED[kind]} ({kind}); use an SDXL ControlNetModel")
+        raise ConfigError(f"--controlnet {source}: {UNSUPPORTED[kind]} ({kind}); use a ControlNetModel")
     if kind != "ControlNetModel":
-        raise ConfigError(f"--controlnet {source}: a {kind} is not an SDXL ControlNet (ControlNetModel)")
+        raise ConfigError(f"--controlnet {source}: a {kind} is not a ControlNet (ControlNetModel)")
 
 
 def _adapter_source(source: str) -> bool:
@@ -86,9 +90,9 @@ def _adapter_source(source: str) -> bool:
         return False  # not available: the ControlNet path says so, with the way out
 
 
-def load_controlnet(spec: ControlNetSpec, unet_config: dict, device: str, dtype: torch.dtype):
-    """One ControlNet (or T2I-Adapter) onto ``device``; raises ``ModelNotFoundError``/``ConfigError``
-    with a way out."""
+def load_controlnet(spec: ControlNetSpec, unet_config: dict, device: str, dtype: torch.dtype, family: Family = SDXL):
+    """One ControlNet (or T2I-Adapter) for a model of ``family`` onto ``device``; raises
+    ``ModelNotFoundError``/``ConfigError`` with a way out."""
     from diffusers import ControlNetModel
 
     source = spec.source
@@ -96,12 +100,12 @@ def load_controlnet(spec: ControlNetSpec, unet_config: dict, device: str, dtype:
         from .t2i_adapter import load_adapter
 
         with progress(f"loading T2I-Adapter {spec.name!r} from {source}"):
-            return load_adapter(spec, dict(unet_config), device, dtype)
+            return load_adapter(spec, dict(unet_config), device, dtype, family)
     with progress(f"loading ControlNet {spec.name!r} from {source}"):
         if source in ("demo", "random"):
-            from ..loading.demo import DEMO_UNET, REFERENCE
+            from ..loading.demo import unet_config as family_unet
 
-            config = DEMO_UNET if source == "demo" else json.loads((REFERENCE / "unet/config.json").read_text())
+            config = family_unet(family, demo=source == "demo")
             net = build_random_controlnet(config, zlib.crc32(spec.name.encode()), dtype, device)
         else:
             local = Path(source).expanduser()
@@ -120,17 +124,26 @@ def load_controlnet(spec: ControlNetSpec, unet_config: dict, device: str, dtype:
             except OSError as exc:
                 raise not_available("ControlNet", source, exc, "a local folder or file", "demo/random") from exc
             net = net.to(device).eval().requires_grad_(False)
-    _check_fits(spec, net, unet_config)
+    _check_fits(spec, net, unet_config, family)
     return net
 
 
-def _check_fits(spec: ControlNetSpec, net, unet_config: dict) -> None:
+def family_of_width(cross_attention_dim: int) -> str:
+    """Whose ControlNet this is, by its cross-attention width: a family's full-size UNet, or a demo."""
+    for family in FAMILIES.values():
+        if json.loads((family.configs / "unet/config.json").read_text())["cross_attention_dim"] == cross_attention_dim:
+            return f"the {family.name} family"
+    return "a small demo model"
+
+
+def _check_fits(spec: ControlNetSpec, net, unet_config: dict, family: Family) -> None:
     ours = tuple(net.config.block_out_channels), net.config.cross_attention_dim
     theirs = tuple(unet_config["block_out_channels"]), unet_config["cross_attention_dim"]
     if ours != theirs:
-        raise ConfigError(f"ControlNet {spec.name!r} ({spec.source}) does not fit the model's UNet: channels "
-                          f"{ours[0]} / cross-attention {ours[1]} vs {theirs[0]} / {theirs[1]} (demo ControlNets "
-                          "go with --model demo, random and SDXL ControlNets with SDXL models)")
+        raise ConfigError(f"ControlNet {spec.name!r} ({spec.source}) does not fit this {family.name}-family model's "
+                          f"UNet: it is made for {family_of_width(ours[1])} (channels {ours[0]} / cross-attention "
+                          f"{ours[1]} vs {theirs[0]} / {theirs[1]}); demo ControlNets go with demo models, random "
+                          "ones with random or real models of their family")
 
 
 class ControlNets:

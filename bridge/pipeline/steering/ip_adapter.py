@@ -1,9 +1,9 @@
-"""The IP-Adapter (style image) for SDXL: an image encoder, an image projection and added K/V
+"""The IP-Adapter (style image) for SDXL and SD 1.5: an image encoder, an image projection and added K/V
 projections in the UNet's cross-attention layers, loaded once at start (``--ip-adapter SOURCE``).
 
 SOURCE is ``demo`` (random weights matching the demo UNet, a small CLIP vision encoder),
-``random`` (the SDXL IP-Adapter architecture with a ViT-H image encoder, random weights:
-benchmarks), a weight file, a folder holding one, or a hub id (``owner/name``, optionally
+``random`` (the published IP-Adapter architecture for the model's UNet with a ViT-H image
+encoder, random weights: benchmarks), a weight file, a folder holding one, or a hub id (``owner/name``, optionally
 ``/path/in/repo.safetensors``). Files are the original IP-Adapter layout (``image_proj.*``,
 ``ip_adapter.N.to_k_ip/to_v_ip``) that diffusers' ``load_ip_adapter`` reads; the image encoder is
 the ``image_encoder/`` folder beside the weights (or ``models/image_encoder`` of the h94 layout)
@@ -29,13 +29,17 @@ from pathlib import Path
 import torch
 
 from ...core.errors import ConfigError, ModelNotFoundError
+from ..families.family import Family
+from ..families.registry import check_steering
+from ..families.sdxl import SDXL
 from ..speed.optimize import progress
 from .style_attention import StyleAttnProcessor
 
 log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
-DEFAULT_HUB_WEIGHTS = "sdxl_models/ip-adapter_sdxl_vit-h.safetensors"  # h94/IP-Adapter's SDXL ViT-H adapter
+# h94/IP-Adapter's ViT-H adapters, by family: what a bare hub id (owner/name) loads.
+DEFAULT_HUB_WEIGHTS = {"sdxl": "sdxl_models/ip-adapter_sdxl_vit-h.safetensors", "sd15": "models/ip-adapter_sd15.safetensors"}
 # The image encoders of the published adapters: ViT-H/14 (and bigG for ip-adapter_sdxl); the demo's is tiny.
 VIT_H = {"hidden_size": 1280, "intermediate_size": 5120, "num_attention_heads": 16, "num_hidden_layers": 32,
          "projection_dim": 1024, "image_size": 224, "patch_size": 14, "hidden_act": "gelu"}
@@ -124,17 +128,16 @@ def save_random(folder: Path, unet_config: dict, demo: bool = True, seed: int = 
     return folder / weight_name
 
 
-def load_ip_adapter(source: str, unet, device: str, dtype: torch.dtype, family_name: str = "sdxl") -> IpAdapter:
-    """The adapter from SOURCE onto ``device``; raises ``ConfigError``/``ModelNotFoundError`` with a way out."""
-    if family_name != "sdxl":
-        raise ConfigError(f"--ip-adapter {source}: style images (IP-Adapter) need an SDXL model, this one is "
-                          f"{family_name}; start without --ip-adapter or with an SDXL model (demo, random, sdxl-turbo)")
+def load_ip_adapter(source: str, unet, device: str, dtype: torch.dtype, family: Family = SDXL) -> IpAdapter:
+    """The adapter from SOURCE for a model of ``family`` onto ``device``; raises
+    ``ConfigError``/``ModelNotFoundError`` with a way out."""
+    check_steering(family, {"ip_adapter"})
     with progress(f"loading IP-Adapter from {source}"):
         if source in ("demo", "random"):
             encoder = build_random_encoder(source == "demo", dtype, device)
             sd = random_state_dict(dict(unet.config), encoder.config.projection_dim)
         else:
-            sd, encoder = _load_files(source, dtype)
+            sd, encoder = _load_files(source, dtype, DEFAULT_HUB_WEIGHTS.get(family.name, DEFAULT_HUB_WEIGHTS["sdxl"]))
             encoder = encoder.to(device=device, dtype=dtype).eval().requires_grad_(False)
     return _assemble(source, sd, encoder, unet, device, dtype)
 
@@ -187,7 +190,7 @@ def projection_input(image_proj: dict) -> int | None:
     return None
 
 
-def _load_files(source: str, dtype: torch.dtype):
+def _load_files(source: str, dtype: torch.dtype, default_weights: str):
     """(state dict, image encoder) from a file, a folder or the hub, as ``load_ip_adapter`` reads them."""
     from transformers import CLIPVisionModelWithProjection
 
@@ -198,7 +201,7 @@ def _load_files(source: str, dtype: torch.dtype):
         folder = _encoder_folder(weights.parent, sd, source)
         return sd, CLIPVisionModelWithProjection.from_pretrained(folder, dtype=dtype)
     repo, _, path = source.partition("/")[2].partition("/")
-    repo, path = f"{source.split('/')[0]}/{repo}", path or DEFAULT_HUB_WEIGHTS
+    repo, path = f"{source.split('/')[0]}/{repo}", path or default_weights
     try:
         from huggingface_hub import hf_hub_download
 

@@ -1,6 +1,7 @@
-"""SDXL T2I-Adapters beside the ControlNets: ``--controlnet NAME=SOURCE`` whose model is a
-``T2IAdapter`` (the kind read from its config), or ``demo-t2i`` (small, random weights, fitting the
-demo UNet) / ``random-t2i`` (the published SDXL adapter architecture, random weights: benchmarks).
+"""T2I-Adapters (SDXL's FullAdapterXL, SD 1.x/2.x's FullAdapter) beside the ControlNets:
+``--controlnet NAME=SOURCE`` whose model is a ``T2IAdapter`` (the kind read from its config), or
+``demo-t2i`` (small, random weights, fitting the demo UNet) / ``random-t2i`` (the family's published
+adapter architecture, random weights: benchmarks).
 
 An adapter sees only its control image, never the latents nor the timestep: its features are
 computed once per (image content, size, preprocess) and cached (``AdapterFeatures``); a frame
@@ -13,7 +14,6 @@ their scaled features in order, as diffusers' ``MultiAdapter`` does; ``end`` is 
 
 from __future__ import annotations
 
-import json
 import logging
 import zlib
 from collections import OrderedDict
@@ -26,6 +26,8 @@ from ...core.controls import ControlNetSpec
 from ...core.errors import ConfigError
 from ...core.params import Params
 from ...core.scene import InputImage
+from ..families.family import Family
+from ..families.sdxl import SDXL
 from ..loading.loader import not_available
 from .control_images import step_scales
 
@@ -36,6 +38,14 @@ SOURCES = ("demo-t2i", "random-t2i")
 # of the image, the channels of SDXL's three down blocks and its mid block.
 SDXL_ADAPTER = {"in_channels": 3, "channels": [320, 640, 1280, 1280], "num_res_blocks": 2,
                 "downscale_factor": 16, "adapter_type": "full_adapter_xl"}
+# TencentARC's t2iadapter_*_sd15v2 (diffusers' FullAdapter): one feature map per SD 1.x/2.x down block,
+# at 1/8, 1/16, 1/32, 1/64 of the image.
+SD_ADAPTER = {**SDXL_ADAPTER, "downscale_factor": 8, "adapter_type": "full_adapter"}
+
+
+def adapter_kind(unet_config: dict) -> dict:
+    """The adapter layout a UNet takes: SDXL's (no attention in its first down block) or SD 1.x/2.x's."""
+    return SDXL_ADAPTER if unet_config["down_block_types"][0] == "DownBlock2D" else SD_ADAPTER
 
 
 def is_adapter(net) -> bool:
@@ -45,26 +55,28 @@ def is_adapter(net) -> bool:
 
 
 def build_random_adapter(unet_config: dict, demo: bool, seed: int, dtype: torch.dtype, device: str):
-    """A T2IAdapter fitting ``unet_config``: demo = one feature map per demo down block, else SDXL's."""
+    """A T2IAdapter fitting ``unet_config``: demo = one feature map per demo down block, else the
+    published layout for that UNet (SDXL's or SD 1.x's)."""
     from diffusers import T2IAdapter
 
-    config = {**SDXL_ADAPTER, "channels": list(unet_config["block_out_channels"]), "num_res_blocks": 1} \
-        if demo else SDXL_ADAPTER
+    kind = adapter_kind(unet_config)
+    config = {**kind, "channels": list(unet_config["block_out_channels"]), "num_res_blocks": 1} if demo else kind
     torch.manual_seed(seed)
     with torch.device(device):
         net = T2IAdapter(**config)  # no zero convolutions: random weights already steer
     return net.to(dtype=dtype).eval().requires_grad_(False)
 
 
-def load_adapter(spec: ControlNetSpec, unet_config: dict, device: str, dtype: torch.dtype):
-    """One T2I-Adapter onto ``device``; ``spec.source`` is demo-t2i, random-t2i, a hub id or a folder."""
+def load_adapter(spec: ControlNetSpec, unet_config: dict, device: str, dtype: torch.dtype, family: Family = SDXL):
+    """One T2I-Adapter for a model of ``family`` onto ``device``; ``spec.source`` is demo-t2i,
+    random-t2i (the family's published adapter layout), a hub id or a folder."""
     from diffusers import T2IAdapter
 
     source = spec.source
     if source in SOURCES:
-        from ..loading.demo import REFERENCE
+        from ..loading.demo import unet_config as family_unet
 
-        config = unet_config if source == "demo-t2i" else json.loads((REFERENCE / "unet/config.json").read_text())
+        config = unet_config if source == "demo-t2i" else family_unet(family, demo=False)
         net = build_random_adapter(config, source == "demo-t2i", zlib.crc32(spec.name.encode()), dtype, device)
     else:
         local = Path(source).expanduser()
@@ -73,22 +85,25 @@ def load_adapter(spec: ControlNetSpec, unet_config: dict, device: str, dtype: to
         except OSError as exc:
             raise not_available("T2I-Adapter", source, exc, "a local folder", "demo-t2i/random-t2i") from exc
         net = net.to(device).eval().requires_grad_(False)
-    check_fits(spec, net.config, unet_config)
+    check_fits(spec, net.config, unet_config, family)
     return net
 
 
-def check_fits(spec: ControlNetSpec, config, unet_config: dict) -> None:
+def check_fits(spec: ControlNetSpec, config, unet_config: dict, family: Family = SDXL) -> None:
     """An SDXL adapter (FullAdapterXL) on a UNet whose first down block has no attention (SDXL's
-    layout), one feature map per down block with its channels (and one more for the mid block)."""
+    layout), an SD adapter (FullAdapter) on one whose first down block has (SD 1.x/2.x); one feature
+    map per down block with its channels (and one more for SDXL's mid block)."""
     blocks = list(unet_config["block_out_channels"])
     channels = list(config["channels"])
     kind = config["adapter_type"]
-    fits = (kind == "full_adapter_xl" and unet_config["down_block_types"][0] == "DownBlock2D"
+    fits = (kind == adapter_kind(unet_config)["adapter_type"]
             and channels[:len(blocks)] == blocks and len(channels) in (len(blocks), len(blocks) + 1))
     if not fits:
-        raise ConfigError(f"T2I-Adapter {spec.name!r} ({spec.source}) does not fit the model's UNet: a {kind} with "
-                          f"channels {channels} vs the UNet's down blocks {blocks} ({unet_config['down_block_types'][0]} "
-                          "first); SDXL T2I-Adapters (full_adapter_xl) go with SDXL models, demo-t2i with --model demo")
+        made_for = {"full_adapter_xl": "the sdxl family", "full_adapter": "SD 1.x/2.x"}.get(kind, "another UNet")
+        wanted = adapter_kind(unet_config)["adapter_type"]
+        raise ConfigError(f"T2I-Adapter {spec.name!r} ({spec.source}) does not fit the model's UNet ({family.name} "
+                          f"family, takes a {wanted}): a {kind} made for {made_for}, channels {channels} vs the "
+                          f"UNet's down blocks {blocks}; demo-t2i goes with demo models")
 
 
 def check_same_layout(adapters: dict[str, torch.nn.Module]) -> None:
