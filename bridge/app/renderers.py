@@ -61,7 +61,8 @@ def _load_model(config: Config):
         from ..pipeline.render.renderer import DiffusersRenderer
 
     # Steering the family does not support is refused before anything loads (one line naming the family).
-    check_steering(loader.model_family(config.model), requested_steering(config))
+    family = loader.model_family(config.model)
+    check_steering(family, requested_steering(config))
     device = config.device if config.device not in (None, "auto") else loader.default_device()
     loader.check_device(config.device, device)  # a CPU-only torch with --device cuda: one line, no traceback
     loader.bind_thread(device)  # this is the device's render thread: everything after runs here
@@ -84,7 +85,9 @@ def _load_model(config: Config):
     with phases("model"):  # the pipeline modules' own (lazy) imports count here
         vae = None if config.vae == "full" else loader.load_tiny_vae(config.vae, config.model, device, dtype)
         pipe = loader.load_pipeline(config.model, device, dtype, config.cache_dir, vae=vae, scheduler=config.scheduler)
-        demo_loras = demo_lora_folder(config.cache_dir, pipe) if is_demo(config.model) else None  # before any fusing
+        # before any fusing; a family without LoRAs gets none
+        demo_loras = demo_lora_folder(config.cache_dir, pipe) if is_demo(config.model) and "lora" in family.steering \
+            else None
         renderer = DiffusersRenderer(pipe, device, dtype, compile=compile, lora_dir=lora_folder(config),
                                      demo_loras=demo_loras,
                                      controlnets=load_controlnets(config, pipe, device, dtype),

@@ -1,6 +1,6 @@
 """Random-weight pipelines of each family, built locally: the offline demo models (``demo``:
-SDXL, ``demo-sd``: SD 2.x) and the full-size architectures for GPU benchmarks (``random``,
-``random-sd``).
+SDXL, ``demo-sd``: SD 2.x, ``demo-sana``: SANA-Sprint) and the full-size architectures for GPU
+benchmarks (``random``, ``random-sd``, ``random-sana``; SANA-Sprint's builders: ``sana_build.py``).
 
 Both are written as an ordinary diffusers model folder (configs, safetensors, the real CLIP
 tokenizer files bundled with the project) and loaded back through the same code path as a
@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..families.family import Family
+from ..families.sana import SANA
 from ..families.sd2 import SD2
 from ..families.sdxl import SDXL
 
@@ -51,7 +52,8 @@ DEMO_SD_UNET = {key: value for key, value in DEMO_UNET.items()
                 if key not in ("addition_embed_type", "addition_time_embed_dim", "projection_class_embeddings_input_dim")}
 DEMO_SD_UNET["cross_attention_dim"] = DEMO_TEXT["hidden_size"]
 DEMO_SD_VAE = {**DEMO_VAE, "scaling_factor": 0.18215}
-NAMES = {"demo": (SDXL, True), "random": (SDXL, False), "demo-sd": (SD2, True), "random-sd": (SD2, False)}
+NAMES = {"demo": (SDXL, True), "random": (SDXL, False), "demo-sd": (SD2, True), "random-sd": (SD2, False),
+         "demo-sana": (SANA, True), "random-sana": (SANA, False)}
 
 
 def is_demo(model: str) -> bool:
@@ -76,6 +78,10 @@ def build_components(demo: bool, dtype: torch.dtype = torch.float32, device: str
     """Instantiate the pipeline's modules with random weights (fixed init seed)."""
     if family is SD2:
         return _sd2_components(demo, dtype, device, with_vae)
+    if family is SANA:
+        from .sana_build import sana_components
+
+        return sana_components(demo, dtype, device, with_vae)
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
@@ -128,6 +134,8 @@ def assemble(family: Family, components: dict):
     """The family's diffusers pipeline from its components."""
     import diffusers
 
+    if family is SANA:
+        return diffusers.SanaSprintPipeline(**components)
     if family is SD2:
         return diffusers.StableDiffusionPipeline(**components, safety_checker=None, feature_extractor=None,
                                                  requires_safety_checker=False)
@@ -146,10 +154,20 @@ def build_tiny_vae(dtype: torch.dtype, device: str, family: Family = SDXL):
     """AutoencoderTiny (TAESDXL's or TAESD's architecture, bundled config) with random weights."""
     from diffusers import AutoencoderTiny
 
+    no_tiny_decoder(family)
     torch.manual_seed(0)
     with torch.device(device):
         vae = AutoencoderTiny.from_config(_json(family.tiny_vae_config / "config.json"))
     return vae.to(dtype=dtype).eval().requires_grad_(False)
+
+
+def no_tiny_decoder(family: Family) -> None:
+    """Refuse ``--vae tiny`` (or a tiny VAE folder) for a family that has no tiny decoder, in one line."""
+    if family.tiny_vae is None:
+        from ...core.errors import ConfigError
+
+        raise ConfigError(f"--vae: the {family.name} family ({family.description}) has no tiny decoder; "
+                          "use --vae full")
 
 
 def ensure_demo(cache_dir: Path, family: Family = SDXL) -> Path:

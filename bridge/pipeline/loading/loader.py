@@ -14,7 +14,8 @@ import torch
 
 from ...core.errors import ConfigError, ModelNotFoundError, UnsupportedModelError
 from ..families.family import Family
-from ..families.registry import SUPPORTED, family_of_index, family_of_pipeline
+from ..families.registry import FAMILIES, SUPPORTED, family_of_index, family_of_pipeline
+from ..families.sana import SANA
 from ..families.sd2 import SD2
 from ..families.sdxl import SDXL
 from ..speed.optimize import progress
@@ -89,6 +90,8 @@ def model_family(model: str) -> Family:
         return detect_family(local) if local.is_file() else SDXL
     if (local / "model_index.json").is_file():
         return _folder_family(local)
+    if "sana" in model.lower():
+        return SANA
     return SD2 if "sd-turbo" in model.lower() or "stable-diffusion-2" in model.lower() else SDXL
 
 
@@ -106,7 +109,7 @@ def _folder_family(folder: Path) -> Family:
 
 def _with_scheduler(pipe, scheduler: str | None):
     """Replace the model's scheduler by the ``--scheduler`` one (built from the model's config)."""
-    from ..families.schedule import Sampler, scheduler_named
+    from ..families.schedule import scheduler_named
 
     if scheduler:
         try:
@@ -114,7 +117,7 @@ def _with_scheduler(pipe, scheduler: str | None):
         except ValueError as exc:
             raise ConfigError(f"--scheduler: {exc}") from None
     try:
-        Sampler(pipe.scheduler)
+        family_of_pipeline(pipe).sampler(pipe.scheduler)
     except ValueError as exc:
         raise ConfigError(f"{exc}; pick one with --scheduler") from None
     return pipe
@@ -196,7 +199,7 @@ def load_pipeline(model: str, device: str, dtype: torch.dtype, cache_dir: Path, 
             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. Download it once with "
             f"network access (`hf download {DEFAULT_MODEL}`), pass a local diffusers folder, "
             "or run offline with --model demo (random weights, noise frames)") from exc
-    if type(pipe).__name__ not in (SDXL.pipeline, SD2.pipeline):
+    if type(pipe).__name__ not in (family.pipeline for family in FAMILIES.values()):
         raise UnsupportedModelError(f"{source} is a {type(pipe).__name__}; --model takes {SUPPORTED} models")
     return _finish(pipe, device, dtype, start, scheduler)
 
@@ -220,9 +223,10 @@ def load_tiny_vae(source: str, model: str, device: str, dtype: torch.dtype):
     _quiet_transformers()
     from diffusers import AutoencoderTiny
 
-    from .demo import NAMES
+    from .demo import NAMES, no_tiny_decoder
 
     family = model_family(model)
+    no_tiny_decoder(family)
     if model in NAMES and source == "tiny":
         from .demo import build_tiny_vae
 
