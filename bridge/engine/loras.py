@@ -20,8 +20,11 @@ log = logging.getLogger(__name__)
 class LoraGate:
     """Runs the catalog's blocking work on ``loader``; everything else on the event loop."""
 
-    def __init__(self, catalog: LoraCatalog | None, loader: Executor):
+    def __init__(self, catalog: LoraCatalog | None, loader: Executor, without: str | None = None):
         self._catalog = catalog
+        # Why a daemon without a catalog refuses every LoRA (default: no LoRA folder).
+        self._without = without or ("this daemon has no LoRA folder (start it with --lora-dir DIR, "
+                                    "or put *.safetensors files into loras/ in the cache dir)")
         self._loader = loader
 
     def needs_loading(self, names: Iterable[str]) -> bool:
@@ -33,8 +36,7 @@ class LoraGate:
         """Synchronous: every name known and loaded (what ``Scheduler.check`` requires)."""
         names = list(names)
         if names and self._catalog is None:
-            raise ValidationError("loras", "this daemon has no LoRA folder (start it with --lora-dir DIR, "
-                                           "or put *.safetensors files into loras/ in the cache dir)")
+            raise ValidationError("loras", self._without)
         if names and not self._catalog.ready(names):
             missing = [n for n in names if not self._catalog.ready([n])]
             raise ValidationError("loras", f"LoRA(s) {', '.join(map(repr, missing))} not loaded yet: send the "
