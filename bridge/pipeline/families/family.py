@@ -39,3 +39,7 @@ class Family:
     # for a scheduler the family cannot sample with (the --scheduler check at load).
     sampler: Callable[[object], "Sampler"]
     size_multiple: int = 8  # width and height are multiples of this (the latents' downscale x patch size)
+    # The plain diffusers call as its model card writes it (benchmark baselines, reference checks):
+    # the dtype it loads in, and call_kwargs(steps) -> the call's extra keyword arguments.
+    call_dtype: str = "fp16"
+    call_kwargs: Callable[[int], dict] = lambda steps: {}

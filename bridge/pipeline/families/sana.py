@@ -23,7 +23,7 @@ import torch
 
 from .family import CONFIGS, Family
 from .parts import Conditioning, Parts, to_rgba8
-from .scm import ScmSampler
+from .scm import INTERMEDIATE_TIMESTEPS, ScmSampler
 
 MAX_SEQUENCE_LENGTH = 300  # SanaSprintPipeline.__call__'s max_sequence_length
 # SanaSprintPipeline.__call__'s default complex_human_instruction, joined with newlines in front of the prompt.
@@ -179,10 +179,16 @@ def sana_parts(pipe, device: str | torch.device, dtype: torch.dtype) -> Parts:
                  decoder=DcaeDecoder(pipe.vae, dtype), sampler=ScmSampler(pipe.scheduler))
 
 
+def call_kwargs(steps: int) -> dict:
+    """SanaSprintPipeline's call at the requested size (no 1024 aspect-ratio binning); its intermediate
+    angle is for two steps only."""
+    return {"intermediate_timesteps": INTERMEDIATE_TIMESTEPS if steps == 2 else None, "use_resolution_binning": False}
+
+
 SANA = Family(
     name="sana", pipeline="SanaSprintPipeline", img2img_pipeline="SanaSprintImg2ImgPipeline",
     text_encoders=("text_encoder",), tokenizers=("tokenizer",), configs=CONFIGS / "sana-sprint",
     tiny_vae=None, tiny_vae_config=None, default_size=1024, size_multiple=32,
     description="SANA-Sprint (0.6B/1.6B diffusion transformer, Gemma-2 text encoder, DC-AE, SCM sampler)",
-    parts=sana_parts, steering=frozenset(), sampler=ScmSampler,
+    parts=sana_parts, steering=frozenset(), sampler=ScmSampler, call_dtype="bf16", call_kwargs=call_kwargs,
 )
