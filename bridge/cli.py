@@ -207,8 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     initial.add_argument("--steps", "--num_inference_steps", dest="steps", type=int, default=1, help="1 to 8")
     initial.add_argument("--guidance", "--guidance_scale", dest="guidance", type=float, default=0.0,
                          help="classifier-free guidance, 0 to 30 (0: off, SDXL-Turbo's setting)")
-    initial.add_argument("--width", type=int, default=512, help="a multiple of 8, 64 to --max-size")
-    initial.add_argument("--height", type=int, default=512, help="a multiple of 8, 64 to --max-size")
+    for side in ("width", "height"):
+        initial.add_argument(f"--{side}", type=int, default=None,
+                             help="a multiple of 8 (32 for SANA-Sprint), 64 to --max-size; default: the model "
+                                  "family's size (512; SANA-Sprint: 1024)")
     return parser
 
 
@@ -226,14 +228,16 @@ def config_from_args(args: argparse.Namespace) -> Config:
                                            args.cluster_workers, args.cluster_allow)
     elif args.cluster_address or args.cluster_workers or args.cluster_allow:
         raise ConfigError("--cluster-address, --cluster-workers and --cluster-allow go with --cluster ray")
+    sizes = {side: value for side, value in (("width", args.width), ("height", args.height)) if value is not None}
     changes = parse_changes({"prompt": args.prompt, "negative_prompt": args.negative_prompt, "seed": args.seed, "steps": args.steps,
-                             "guidance": args.guidance, "width": args.width, "height": args.height},
+                             "guidance": args.guidance, **sizes},
                             Limits(args.max_size))
     return Config(model=args.model, scheduler=args.scheduler, vae=args.vae, compile=args.compile, device=args.device, dtype=args.dtype, host=args.host,
                   http_port=args.http_port, osc_port=args.osc_port, max_size=args.max_size,
                   shm_name=args.shm_name or None, output_dir=args.output_dir, keep_frames=args.keep_frames,
                   ndi=args.ndi or None, spout=_sender_name("spout", args.spout), syphon=_sender_name("syphon", args.syphon),
                   cache_dir=args.cache_dir or default_cache_dir(), initial=Params().merged(changes),
+                  family_size=tuple(side for side in ("width", "height") if side not in sizes),
                   lora_dir=args.lora_dir,
                   access=Access.from_options(args.token or os.environ.get("TURBO_BRIDGE_TOKEN") or None,
                                              args.allow_host, args.cors_origin, args.osc_allow),

@@ -67,6 +67,9 @@ class Config:
     syphon: str | None = None  # a Syphon server of this name shares every frame (macOS), NAME.CHANNEL per channel
     cache_dir: Path = field(default_factory=default_cache_dir)
     initial: Params = Params()
+    # The initial fields ("width", "height") left out on the command line: they take the model
+    # family's own size (its Family.default_size: 512 for SD-Turbo/SDXL-Turbo, 1024 for SANA-Sprint).
+    family_size: tuple[str, ...] = ()
     lora_dir: Path | None = None  # None: loras/ in the cache dir
     access: Access = Access()  # token, extra Host names, CORS origins, OSC allow-list
     http: HttpLimits = HttpLimits()  # connection caps, request head and body timeouts

@@ -19,7 +19,7 @@ from ..engine.loras import LoraGate
 from ..engine.overlap_queue import OverlappingQueue
 from ..engine.render_queue import RenderQueue
 from ..engine.render_thread import RenderThread
-from .renderers import resolve_devices
+from .renderers import lora_refusal, resolve_devices
 
 
 class Devices(Protocol):
@@ -89,8 +89,8 @@ async def local_devices(config: Config, renderer_factory: Callable[[Config], tup
         queues = [_queue(renderer, gpu, publishers[i] if publishers else None,
                          str(info.get("device", i)) if len(loaded) == 1 else f"{i}:{info.get('device', i)}")
                   for i, ((renderer, info), gpu) in enumerate(zip(loaded, gpus))]
-        for queue in queues:  # each device folds LoRAs into its own UNet, from its own catalog
-            queue.loras = LoraGate(queue.renderer.lora_catalog, lora_loader)
+        for queue, (_, info) in zip(queues, loaded):  # each device folds LoRAs into its own UNet, from its own catalog
+            queue.loras = LoraGate(queue.renderer.lora_catalog, lora_loader, lora_refusal(info))
         try:
             yield LocalDevices(queues, {queue: info for queue, (_, info) in zip(queues, loaded)})
         finally:

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from ..config import Config
 from ..core.renderer import Renderer
-from ..core.params import Limits
+from ..core.params import SIZE_MULTIPLE, Limits
 from ..engine.changes import ChangeDoor
 from ..engine.channel_outputs import ChannelOutputs
 from ..engine.channels import MAIN, Channel, ChannelRegistry
@@ -26,6 +26,7 @@ from ..outputs.record import Recorder
 from . import outputs
 from .cluster import cluster_devices
 from .devices import Devices, local_devices
+from .renderers import initial_params
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +75,9 @@ async def _channels(app: web.Application, config: Config, devices: Devices, made
     app[DEVICES] = devices
     app[MODEL_INFO] = devices.model_info
     registry = app[rest.CHANNELS] = ChannelRegistry(
-        devices.queues, initial=config.initial, outputs=made,
-        limits=Limits(config.max_size, tuple(spec.name for spec in config.controlnets),
-                      style=config.ip_adapter is not None),
+        devices.queues, initial=initial_params(config, devices.model_info), outputs=made,
+        limits=Limits(config.max_size, devices.model_info.get("size_multiple", SIZE_MULTIPLE),
+                      tuple(spec.name for spec in config.controlnets), style=config.ip_adapter is not None),
         max_channels=config.max_channels)
 
     def png_cache_of(channel: Channel) -> None:

@@ -13,6 +13,7 @@ from typing import Callable
 
 from ..config import Config, lora_folder
 from ..core.errors import ConfigError
+from ..core.params import SIZE_MULTIPLE, Params
 from ..core.renderer import NullRenderer, Renderer
 from ..core.scene import Scene
 from ..engine.startup import StartupPhases
@@ -30,6 +31,26 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
     if config.model == "null":
         return NullRenderer(), NULL_INFO
     return _load_model(config)  # several channels' frames batched, each with its own transitions
+
+
+def initial_params(config: Config, info: dict) -> Params:
+    """The first frame's parameters: the sizes left out on the command line are the model family's
+    own (``info["default_size"]``, within --max-size); every size a multiple of the family's."""
+    default = min(info.get("default_size", config.initial.width), config.max_size)
+    multiple = info.get("size_multiple", SIZE_MULTIPLE)
+    initial = config.initial.merged({side: default - default % multiple for side in config.family_size})
+    for side in ("width", "height"):
+        if getattr(initial, side) % multiple:
+            raise ConfigError(f"--{side} {getattr(initial, side)}: the {info.get('family')} family renders sizes "
+                              f"that are multiples of {multiple}")
+    return initial
+
+
+def lora_refusal(info: dict) -> str | None:
+    """Why every LoRA change is refused, for a model family that takes none (``info["steering"]``)."""
+    if "lora" in info.get("steering", ("lora",)):
+        return None
+    return f"the {info.get('family')} family takes no LoRAs (LoRAs are SD U-Net/CLIP weights)"
 
 
 def load_worker_renderer(config: Config) -> tuple[Renderer, dict, Callable[[str], list[str]]]:
@@ -61,7 +82,8 @@ def _load_model(config: Config):
         from ..pipeline.render.renderer import DiffusersRenderer
 
     # Steering the family does not support is refused before anything loads (one line naming the family).
-    check_steering(loader.model_family(config.model), requested_steering(config))
+    family = loader.model_family(config.model)
+    check_steering(family, requested_steering(config))
     device = config.device if config.device not in (None, "auto") else loader.default_device()
     loader.check_device(config.device, device)  # a CPU-only torch with --device cuda: one line, no traceback
     loader.bind_thread(device)  # this is the device's render thread: everything after runs here
@@ -84,22 +106,26 @@ def _load_model(config: Config):
     with phases("model"):  # the pipeline modules' own (lazy) imports count here
         vae = None if config.vae == "full" else loader.load_tiny_vae(config.vae, config.model, device, dtype)
         pipe = loader.load_pipeline(config.model, device, dtype, config.cache_dir, vae=vae, scheduler=config.scheduler)
-        demo_loras = demo_lora_folder(config.cache_dir, pipe) if is_demo(config.model) else None  # before any fusing
+        # before any fusing; a family without LoRAs gets none
+        demo_loras = demo_lora_folder(config.cache_dir, pipe) if is_demo(config.model) and "lora" in family.steering \
+            else None
         renderer = DiffusersRenderer(pipe, device, dtype, compile=compile, lora_dir=lora_folder(config),
                                      demo_loras=demo_loras,
                                      controlnets=load_controlnets(config, pipe, device, dtype),
                                      canny_thresholds=config.canny_thresholds,
                                      ip_adapter=load_ip_adapter(config, pipe, device, dtype))
+    sizes = {"default_size": renderer.family.default_size, "size_multiple": renderer.family.size_multiple}
+    initial = initial_params(config, {**sizes, "family": renderer.family.name})
     # Several channels' frames batched, each with its own transitions; with --overlap on, a batch's
     # decode runs on a second CUDA stream while the next batch begins.
     channels = OverlappedRenderer(renderer) if config.overlap else ChannelRenderer(renderer)
     if compile:  # compile and capture for the initial size, the graphs the daemon will replay, before the ports open
         with phases("warm_up"):
             if config.overlap:
-                channels.begin_batch([("main", config.initial, Scene())]).result()  # main's first frame anyway
+                channels.begin_batch([("main", initial, Scene())]).result()  # main's first frame anyway
             else:
-                renderer.render(config.initial)
-        log.info("warm-up for %dx%d done in %.1f s", config.initial.width, config.initial.height,
+                renderer.render(initial)
+        log.info("warm-up for %dx%d done in %.1f s", initial.width, initial.height,
                  phases.seconds["warm_up"])
         if artifacts is not None:
             renderer.after_compile = artifacts.save  # later sizes and graphs too
@@ -110,13 +136,15 @@ def _load_model(config: Config):
             "dtype": str(dtype).removeprefix("torch."), "vae": config.vae, "compile": compile,
             "controlnets": {spec.name: spec.source for spec in config.controlnets},
             "t2i_adapters": sorted(renderer.controlnets.adapters), "ip_adapter": config.ip_adapter,
-            "startup_s": phases.rounded(), "overlap": config.overlap}
+            "startup_s": phases.rounded(), "overlap": config.overlap, **sizes,
+            "steering": sorted(renderer.family.steering)}
     return channels, info
 
 
 def requested_steering(config: Config) -> set[str]:
     """The steering the configuration asks of the model at start (``families.parts.STEERING`` names)."""
-    return ({"controlnet"} if config.controlnets else set()) | ({"ip_adapter"} if config.ip_adapter else set())
+    return ({"controlnet"} if config.controlnets else set()) | ({"ip_adapter"} if config.ip_adapter else set()) \
+        | ({"lora"} if config.lora_dir is not None else set())  # an explicit --lora-dir
 
 
 def resolve_devices(spec: str | None) -> list[str | None]:

@@ -140,19 +140,22 @@ def free_memory(device: torch.device) -> None:
 
 
 def baseline(opts: BenchOptions, device: torch.device) -> dict:
-    """The plain diffusers call a user would write: fp16, fp32 VAE upcast, PIL output."""
-    pipe = loader.load_pipeline(opts.model, str(device), torch.float16, opts.cache_dir)
+    """The plain diffusers call a user would write: the model card's dtype (fp16, fp32 VAE upcast for
+    SDXL; bf16 for SANA-Sprint), PIL output."""
+    family = loader.model_family(opts.model)
+    dtype = loader.DTYPES[family.call_dtype]
+    pipe = loader.load_pipeline(opts.model, str(device), dtype, opts.cache_dir)
     size = opts.sizes[0]
     times = []
     for i in range(5 + min(opts.frames, 30)):
         start = time.perf_counter()
         pipe(prompt=f"{PROMPT}, variation {i}", num_inference_steps=1, guidance_scale=0.0, height=size, width=size,
-             generator=torch.Generator("cpu").manual_seed(i), output_type="pil")
+             generator=torch.Generator("cpu").manual_seed(i), output_type="pil", **family.call_kwargs(1))
         sync(device)
         if i >= 5:
             times.append((time.perf_counter() - start) * 1e3)
     upcast = ", fp32 VAE upcast" if pipe.vae.dtype == torch.float32 else ""
-    result = {"what": f"plain diffusers call, fp16{upcast}, PIL output, prompt change every call",
+    result = {"what": f"plain diffusers call, {family.call_dtype}{upcast}, PIL output, prompt change every call",
               "size": size, **stats(times), "vram_gb": vram_gb(device)}
     del pipe
     free_memory(device)

@@ -83,6 +83,7 @@ class Limits:
     """Bounds that depend on how the daemon was started."""
 
     max_size: int = 1024
+    size_multiple: int = SIZE_MULTIPLE  # the model family's: width and height are multiples of it
     controls: tuple[str, ...] = ()  # the ControlNet names loaded (--controlnet NAME=SOURCE)
     style: bool = False  # an IP-Adapter is loaded (--ip-adapter): style_scale above 0 is allowed
 
@@ -238,12 +239,13 @@ def _switch(field: str, value: Any) -> bool:
 
 
 def _size(field: str, value: Any, limits: Limits) -> int:
+    family = " for this model" if limits.size_multiple != SIZE_MULTIPLE else ""
     what = (
-        f"a multiple of {SIZE_MULTIPLE} from {MIN_SIZE} to {limits.max_size} "
+        f"a multiple of {limits.size_multiple}{family} from {MIN_SIZE} to {limits.max_size} "
         "(raise the limit with --max-size)"
     )
     value = _integer(field, value, MIN_SIZE, limits.max_size, what)
-    if value % SIZE_MULTIPLE:
+    if value % limits.size_multiple:
         raise ValidationError(field, f"{field} must be {what}, got {value!r}")
     return value
 
@@ -299,7 +301,8 @@ def schema(limits: Limits = Limits()) -> dict:
     """Every parameter with its type, range and default, for ``GET /v1/schema``."""
     default = Params()
     size = {"type": "integer", "minimum": MIN_SIZE, "maximum": limits.max_size,
-            "multipleOf": SIZE_MULTIPLE, "note": f"pixels, a multiple of {SIZE_MULTIPLE}; the maximum is --max-size"}
+            "multipleOf": limits.size_multiple,
+            "note": f"pixels, a multiple of {limits.size_multiple}; the maximum is --max-size"}
     seed = {"type": "integer", "minimum": 0, "maximum": SEED_LIMIT - 1}
     return {
         "prompt": {"type": ["string", "array"], "maxLength": MAX_PROMPT_CHARS, "default": default.prompt,

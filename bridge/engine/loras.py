@@ -39,8 +39,12 @@ class GateStats:
 class LoraGate:
     """Runs the catalog's blocking work on ``loader``, a bounded amount of it; everything else on the event loop."""
 
-    def __init__(self, catalog: LoraCatalog | None, loader: Executor, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, catalog: LoraCatalog | None, loader: Executor, without: str | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self._catalog = catalog
+        # Why a daemon without a catalog refuses every LoRA (default: no LoRA folder).
+        self._without = without or ("this daemon has no LoRA folder (start it with --lora-dir DIR, "
+                                    "or put *.safetensors files into loras/ in the cache dir)")
         self._loader = loader
         self._clock = clock
         self._loading: dict[str, asyncio.Future] = {}  # name -> its load in flight
@@ -58,8 +62,7 @@ class LoraGate:
         """Synchronous: every name known and loaded (what ``Scheduler.check`` requires)."""
         names = list(names)
         if names and self._catalog is None:
-            raise ValidationError("loras", "this daemon has no LoRA folder (start it with --lora-dir DIR, "
-                                           "or put *.safetensors files into loras/ in the cache dir)")
+            raise ValidationError("loras", self._without)
         if names and not self._catalog.ready(names):
             missing = [n for n in names if not self._catalog.ready([n])]
             raise ValidationError("loras", f"LoRA(s) {', '.join(map(repr, missing))} not loaded yet: send the "

@@ -2,11 +2,9 @@ import asyncio
 import threading
 import time
 
-import numpy as np
 import pytest
 
 from bridge.core.errors import ValidationError
-from bridge.core.frame import Rendered
 from bridge.core.renderer import NullRenderer
 from bridge.core.params import Params
 

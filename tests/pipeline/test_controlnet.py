@@ -9,7 +9,6 @@ torch = pytest.importorskip("torch")
 
 from PIL import Image  # noqa: E402
 
-from bridge.core.controls import Control  # noqa: E402
 from bridge.core.params import Params  # noqa: E402
 from bridge.core.scene import InputImage, Scene  # noqa: E402
 from bridge.pipeline.steering.controlnet import ControlNets, ControlNetSpec, load_controlnet  # noqa: E402

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from ...core.errors import ConfigError
 from .family import Family
+from .sana import SANA
 from .sd15 import SD15
 from .sd2 import SD2
 from .sdxl import SDXL
 
-FAMILIES = {family.name: family for family in (SDXL, SD2, SD15)}
-SUPPORTED = ("SDXL (SDXL-Turbo, Lightning, Hyper and other SDXL fine-tunes), SD 2.x (SD-Turbo, SDXS-512) "
-             "or SD 1.x (SD 1.5 and its fine-tunes)")
+FAMILIES = {family.name: family for family in (SDXL, SD2, SD15, SANA)}
+SUPPORTED = ("SDXL (SDXL-Turbo, Lightning, Hyper and other SDXL fine-tunes), SD 2.x (SD-Turbo, SDXS-512), "
+             "SD 1.x (SD 1.5 and its fine-tunes) or SANA-Sprint (0.6B, 1.6B)")
 # What each steering name is called on the command line, for the refusal.
 STEERING_OPTIONS = {"controlnet": "--controlnet (ControlNets)", "t2i_adapter": "--controlnet (T2I-Adapters)",
                     "ip_adapter": "--ip-adapter (style images)", "lora": "LoRAs"}

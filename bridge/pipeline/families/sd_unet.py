@@ -215,4 +215,4 @@ def unet_parts(settings: UNetSettings, pipe, device: str | torch.device, dtype: 
 def unet_family(settings: UNetSettings, **description) -> Family:
     """A U-Net family's ``Family``: its description, its encoders and parts from ``settings``."""
     return Family(text_encoders=settings.text_encoders, tokenizers=settings.tokenizers,
-                  parts=functools.partial(unet_parts, settings), **description)
+                  parts=functools.partial(unet_parts, settings), sampler=Sampler, **description)

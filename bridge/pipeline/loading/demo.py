@@ -1,6 +1,7 @@
 """Random-weight pipelines of each bundled architecture, built locally: the offline demo models
-(``demo``: SDXL, ``demo-sd``: SD 2.x, ``demo-sd15``: SD 1.5, ``demo-sdxs``: SDXS-512) and the
-full-size architectures for GPU benchmarks (``random``, ``random-sd``, ``random-sd15``, ``random-sdxs``).
+(``demo``: SDXL, ``demo-sd``: SD 2.x, ``demo-sd15``: SD 1.5, ``demo-sdxs``: SDXS-512, ``demo-sana``:
+SANA-Sprint) and the full-size architectures for GPU benchmarks (``random``, ``random-sd``,
+``random-sd15``, ``random-sdxs``, ``random-sana``; SANA-Sprint's builders: ``sana_build.py``).
 
 Both are written as an ordinary diffusers model folder (configs, safetensors, the real CLIP
 tokenizer files bundled with the project) and loaded back through the same code path as a
@@ -20,6 +21,7 @@ from typing import NamedTuple
 import torch
 
 from ..families.family import CONFIGS, Family
+from ..families.sana import SANA
 from ..families.sd15 import SD15
 from ..families.sd2 import SD2
 from ..families.sdxl import SDXL
@@ -63,7 +65,8 @@ DEMO_SDXS_UNET = {**DEMO_SD_UNET, "mid_block_type": None}
 
 @dataclass(frozen=True)
 class Architecture:
-    """A bundled architecture: its family, its weightless folder and the small UNet of its demo."""
+    """A bundled architecture: its family, its weightless folder and the small UNet of its demo
+    (empty for a family without a UNet: its builders know its demo sizes)."""
 
     family: Family
     configs: Path  # configs, tokenizers, scheduler; vae/config.json names AutoencoderKL or AutoencoderTiny
@@ -75,7 +78,8 @@ SDXL_ARCH = Architecture(SDXL, SDXL.configs, DEMO_UNET, "demo")
 SD2_ARCH = Architecture(SD2, SD2.configs, DEMO_SD_UNET, "demo-sd2")
 SD15_ARCH = Architecture(SD15, SD15.configs, DEMO_SD15_UNET, "demo-sd15")
 SDXS_ARCH = Architecture(SD2, CONFIGS / "sdxs-512", DEMO_SDXS_UNET, "demo-sdxs")
-DEFAULT_ARCHITECTURE = {arch.family.name: arch for arch in (SDXL_ARCH, SD2_ARCH, SD15_ARCH)}
+SANA_ARCH = Architecture(SANA, SANA.configs, {}, "demo-sana")
+DEFAULT_ARCHITECTURE = {arch.family.name: arch for arch in (SDXL_ARCH, SD2_ARCH, SD15_ARCH, SANA_ARCH)}
 
 
 class Builtin(NamedTuple):
@@ -86,7 +90,8 @@ class Builtin(NamedTuple):
 
 NAMES = {name: Builtin(arch.family, demo, arch) for names, arch in (
     (("demo", "random"), SDXL_ARCH), (("demo-sd", "random-sd"), SD2_ARCH),
-    (("demo-sd15", "random-sd15"), SD15_ARCH), (("demo-sdxs", "random-sdxs"), SDXS_ARCH))
+    (("demo-sd15", "random-sd15"), SD15_ARCH), (("demo-sdxs", "random-sdxs"), SDXS_ARCH),
+    (("demo-sana", "random-sana"), SANA_ARCH))
     for name, demo in zip(names, (True, False))}
 
 
@@ -122,6 +127,10 @@ def build_components(demo: bool, dtype: torch.dtype = torch.float32, device: str
                      with_vae: bool = True, family: Family | Architecture = SDXL) -> dict:
     """Instantiate the pipeline's modules with random weights (fixed init seed)."""
     arch = architecture_of(family)
+    if arch.family is SANA:
+        from .sana_build import sana_components
+
+        return sana_components(demo, dtype, device, with_vae)
     if arch.family is not SDXL:
         return _one_encoder_components(arch, demo, dtype, device, with_vae)
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -182,6 +191,8 @@ def assemble(family: Family, components: dict):
     """The family's diffusers pipeline from its components."""
     import diffusers
 
+    if family is SANA:
+        return diffusers.SanaSprintPipeline(**components)
     if family is SDXL:
         return diffusers.StableDiffusionXLPipeline(**components, force_zeros_for_empty_prompt=True)
     return getattr(diffusers, family.pipeline)(**components, safety_checker=None, feature_extractor=None,
@@ -200,10 +211,20 @@ def build_tiny_vae(dtype: torch.dtype, device: str, family: Family = SDXL):
     """AutoencoderTiny (TAESDXL's or TAESD's architecture, bundled config) with random weights."""
     from diffusers import AutoencoderTiny
 
+    no_tiny_decoder(family)
     torch.manual_seed(0)
     with torch.device(device):
         vae = AutoencoderTiny.from_config(_json(family.tiny_vae_config / "config.json"))
     return vae.to(dtype=dtype).eval().requires_grad_(False)
+
+
+def no_tiny_decoder(family: Family) -> None:
+    """Refuse ``--vae tiny`` (or a tiny VAE folder) for a family that has no tiny decoder, in one line."""
+    if family.tiny_vae is None:
+        from ...core.errors import ConfigError
+
+        raise ConfigError(f"--vae: the {family.name} family ({family.description}) has no tiny decoder; "
+                          "use --vae full")
 
 
 def ensure_demo(cache_dir: Path, family: Family | Architecture = SDXL) -> Path:

@@ -15,6 +15,7 @@ import torch
 from ...core.errors import ConfigError, ModelNotFoundError, UnsupportedModelError
 from ..families.family import Family
 from ..families.registry import FAMILIES, SUPPORTED, family_of_index, family_of_pipeline
+from ..families.sana import SANA
 from ..families.sd15 import SD15
 from ..families.sd2 import SD2
 from ..families.sdxl import SDXL
@@ -95,7 +96,7 @@ def model_family(model: str) -> Family:
 
 # A hub id's family before it is downloaded (its steering is checked before anything loads); the
 # loaded pipeline's own class and text encoder decide in the end (``family_of_pipeline``).
-HUB_HINTS = ((("sd-turbo", "stable-diffusion-2", "sdxs-512"), SD2),
+HUB_HINTS = ((("sana",), SANA), (("sd-turbo", "stable-diffusion-2", "sdxs-512"), SD2),
              (("stable-diffusion-v1", "sd-v1", "sd15", "sd-1.5", "sd1.5", "lcm-sd15", "sdv1-5"), SD15))
 
 
@@ -111,7 +112,7 @@ def _folder_family(folder: Path) -> Family:
 
 def _with_scheduler(pipe, scheduler: str | None):
     """Replace the model's scheduler by the ``--scheduler`` one (built from the model's config)."""
-    from ..families.schedule import Sampler, scheduler_named
+    from ..families.schedule import scheduler_named
 
     if scheduler:
         try:
@@ -119,7 +120,7 @@ def _with_scheduler(pipe, scheduler: str | None):
         except ValueError as exc:
             raise ConfigError(f"--scheduler: {exc}") from None
     try:
-        Sampler(pipe.scheduler)
+        family_of_pipeline(pipe).sampler(pipe.scheduler)
     except ValueError as exc:
         raise ConfigError(f"{exc}; pick one with --scheduler") from None
     return pipe
@@ -226,9 +227,10 @@ def load_tiny_vae(source: str, model: str, device: str, dtype: torch.dtype):
     _quiet_transformers()
     from diffusers import AutoencoderTiny
 
-    from .demo import NAMES
+    from .demo import NAMES, no_tiny_decoder
 
     family = model_family(model)
+    no_tiny_decoder(family)
     if model in NAMES and source == "tiny":
         from .demo import build_tiny_vae
 

@@ -2,7 +2,6 @@
 lists demo-a and demo-b (random weights for that family, written once into the cache dir), and they
 steer the frame over REST and OSC like any LoRA file."""
 
-import asyncio
 
 import aiohttp
 import numpy as np

@@ -1,7 +1,6 @@
 """LoRAs through a real daemon (demo model, real sockets): GET /v1/loras, the loras parameter over
 REST, WebSocket and OSC (/bridge/lora s f), and bad input refused with the state untouched."""
 
-import asyncio
 import json
 
 import aiohttp

@@ -1,6 +1,5 @@
 """REST over real loopback sockets against a daemon running the demo model."""
 
-import asyncio
 import io
 
 import aiohttp

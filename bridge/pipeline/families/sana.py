@@ -1,0 +1,194 @@
+"""SANA-Sprint (0.6B and 1.6B; diffusers' ``SanaSprintPipeline``): a linear-attention diffusion
+transformer, Gemma-2 2B as text encoder behind a chat instruction, the DC-AE autoencoder (f 32,
+32 channels) and the SCM sampler (``scm.py``). Guidance is embedded: the transformer takes the
+guidance value as an input, so a frame is one row and a new value never recompiles.
+
+The text part mirrors ``SanaSprintPipeline.encode_prompt``: the prompt lower-cased and stripped,
+the complex human instruction in front, padded on the right to the instruction's length + 298
+tokens; Gemma's last hidden state with its attention mask, of which the first token and the last
+299 are kept (``select_index``). Token ids and the mask travel as the two rows of ``token_ids``;
+the kept mask is the conditioning's ``extra``. A blend mixes masks like embeddings; the transformer
+attends to every token some text of the blend has (mask > 0), so a blend's ends are exactly its texts.
+
+No ControlNets, T2I-Adapters, IP-Adapter or LoRAs: those are SD U-Net parts (``Family.steering``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .family import CONFIGS, Family
+from .parts import Conditioning, Parts, to_rgba8
+from .scm import INTERMEDIATE_TIMESTEPS, ScmSampler
+
+MAX_SEQUENCE_LENGTH = 300  # SanaSprintPipeline.__call__'s max_sequence_length
+# SanaSprintPipeline.__call__'s default complex_human_instruction, joined with newlines in front of the prompt.
+INSTRUCTION = "\n".join([
+    "Given a user prompt, generate an 'Enhanced prompt' that provides detailed visual descriptions suitable for "
+    "image generation. Evaluate the level of detail in the user prompt:",
+    "- If the prompt is simple, focus on adding specifics about colors, shapes, sizes, textures, and spatial "
+    "relationships to create vivid and concrete scenes.",
+    "- If the prompt is already detailed, refine and enhance the existing details slightly without overcomplicating.",
+    "Here are examples of how to transform or refine prompts:",
+    "- User Prompt: A cat sleeping -> Enhanced: A small, fluffy white cat curled up in a round shape, sleeping "
+    "peacefully on a warm sunny windowsill, surrounded by pots of blooming red flowers.",
+    "- User Prompt: A busy city street -> Enhanced: A bustling city street scene at dusk, featuring glowing street "
+    "lamps, a diverse crowd of people in colorful clothing, and a double-decker bus passing by towering glass "
+    "skyscrapers.",
+    "Please generate only the enhanced description for the prompt below and avoid including any additional "
+    "commentary or evaluations:",
+    "User Prompt: ",
+])
+SELECT = [0] + list(range(-MAX_SEQUENCE_LENGTH + 1, 0))  # encode_prompt's select_index
+
+
+def instructed(text: str) -> str:
+    """The text the tokenizer sees: diffusers' preprocessing (lower case, stripped) after the instruction."""
+    return INSTRUCTION + text.lower().strip()
+
+
+class GemmaPromptLength:
+    """``warnings(text)``: what of a prompt the transformer never sees. Holds the tokenizer's files
+    only, so it pickles small (a cluster's daemon checks prompts with it)."""
+
+    def __init__(self, tokenizer, length: int):
+        self._tokenizer = tokenizer
+        self._length = length
+
+    def __getstate__(self) -> dict:
+        with tempfile.TemporaryDirectory() as folder:
+            self._tokenizer.save_pretrained(folder)
+            return {"class": type(self._tokenizer), "length": self._length,
+                    "files": {p.name: p.read_bytes() for p in Path(folder).iterdir()}}
+
+    def __setstate__(self, state: dict) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            for name, data in state["files"].items():
+                (Path(folder) / name).write_bytes(data)
+            self._tokenizer = state["class"].from_pretrained(folder)
+        self._length = state["length"]
+
+    def __call__(self, text: str) -> list[str]:
+        ids = self._tokenizer(instructed(text), truncation=False, add_special_tokens=True).input_ids
+        if len(ids) <= self._length:
+            return []
+        prompt = len(ids) - (self._length - MAX_SEQUENCE_LENGTH + 2)
+        kept = MAX_SEQUENCE_LENGTH - 2
+        return [f"prompt is {prompt} tokens; SANA-Sprint reads {kept} (diffusers' max_sequence_length "
+                f"{MAX_SEQUENCE_LENGTH}), the rest is cut"]
+
+
+class GemmaText:
+    """Gemma-2 behind the instruction: rows (ids, attention mask); ``extra`` the kept mask."""
+
+    rows = 2
+    zeros_for_empty = False  # no unconditional branch: guidance is embedded
+
+    def __init__(self, pipe, dtype: torch.dtype):
+        self.encoder = pipe.text_encoder
+        self.modules = (self.encoder,)
+        self.dtype = dtype
+        tokenizer = pipe.tokenizer
+        tokenizer.padding_side = "right"
+        self.tokenizer = tokenizer
+        # encode_prompt's max_length_all: the instruction's tokens, then max_sequence_length - 2.
+        self.length = len(tokenizer.encode(INSTRUCTION)) + MAX_SEQUENCE_LENGTH - 2
+        # A tokenizer of its own for the event loop (a fast tokenizer is not safe from two threads).
+        counter = type(tokenizer).from_pretrained(tokenizer.name_or_path) if tokenizer.name_or_path else tokenizer
+        self.warnings = GemmaPromptLength(counter, self.length)
+        self._zeros: Conditioning | None = None
+
+    def token_ids(self, text: str) -> torch.Tensor:
+        out = self.tokenizer(instructed(text), padding="max_length", max_length=self.length, truncation=True,
+                             add_special_tokens=True)
+        return torch.from_numpy(np.array([out.input_ids, out.attention_mask], dtype=np.int64))
+
+    def encode(self, ids: torch.Tensor) -> Conditioning:
+        """ids (2, length) or (2, B, length): Gemma's last hidden state and mask at ``SELECT``."""
+        tokens, mask = (ids[0], ids[1]) if ids.dim() == 3 else (ids[0:1], ids[1:2])
+        hidden = self.encoder(tokens, attention_mask=mask)[0]
+        return hidden[:, SELECT].to(self.dtype), mask[:, SELECT].to(self.dtype)
+
+    def zeros(self) -> Conditioning:
+        if self._zeros is None:
+            encoder = self.encoder
+            self._zeros = (torch.zeros((1, MAX_SEQUENCE_LENGTH, encoder.config.hidden_size), dtype=self.dtype,
+                                       device=encoder.device),
+                           torch.zeros((1, MAX_SEQUENCE_LENGTH), dtype=self.dtype, device=encoder.device))
+        return self._zeros
+
+
+class SanaDenoiser:
+    """``SanaTransformer2DModel`` with embedded guidance; its output is the trigflow ``F`` that
+    ``ScmStep.advance`` turns into the next latents."""
+
+    guidance = "embedded"
+
+    def __init__(self, transformer, device: torch.device, dtype: torch.dtype):
+        self.module = transformer
+        self.device = device
+        self.dtype = dtype
+        self.scale = float(transformer.config.guidance_embeds_scale)
+
+    def latent_shape(self, width: int, height: int) -> tuple[int, ...]:
+        return 1, self.module.config.in_channels, height // 32, width // 32
+
+    def added(self, width: int, height: int, rows: int, guidance) -> torch.Tensor:
+        """The transformer's guidance input per row, as the pipeline makes it: the value in float32,
+        cast to the model dtype, times ``guidance_embeds_scale``."""
+        if isinstance(guidance, torch.Tensor):
+            value = guidance.to(device=self.device, dtype=torch.float32).reshape(-1).expand(rows)
+        else:
+            value = torch.full([1], float(guidance), device=self.device, dtype=torch.float32).expand(rows)
+        return value.to(self.dtype) * self.scale
+
+    def denoise(self, latents, timestep, embeds, extra, added) -> torch.Tensor:
+        """One transformer evaluation; ``extra``: the attention mask (a blend's: every token some text has)."""
+        rows = latents.shape[0]
+        mask = (extra > 0).to(latents.dtype)
+        return self.module(latents, encoder_hidden_states=embeds, encoder_attention_mask=mask, guidance=added,
+                           timestep=timestep.expand(rows), return_dict=False)[0]
+
+
+class DcaeDecoder:
+    """``AutoencoderDC``: latents in the pipeline's scale (``latents / scaling_factor`` decoded)."""
+
+    def __init__(self, vae, dtype: torch.dtype):
+        self.module = vae
+        self.dtype = dtype
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        vae = self.module
+        return to_rgba8(vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0])
+
+    def encode(self, rgb: torch.Tensor) -> torch.Tensor:
+        """(H, W, 3) uint8 to latents times ``scaling_factor`` (``SanaSprintImg2ImgPipeline``; its
+        ``sigma_data`` factor is the sampler's)."""
+        vae = self.module
+        x = (rgb.permute(2, 0, 1)[None].float() / 255.0 * 2.0 - 1.0).to(vae.dtype)
+        return (vae.encode(x).latent * vae.config.scaling_factor).to(self.dtype)
+
+
+def sana_parts(pipe, device: str | torch.device, dtype: torch.dtype) -> Parts:
+    device = torch.device(device)
+    return Parts(text=GemmaText(pipe, dtype), denoiser=SanaDenoiser(pipe.transformer, device, dtype),
+                 decoder=DcaeDecoder(pipe.vae, dtype), sampler=ScmSampler(pipe.scheduler))
+
+
+def call_kwargs(steps: int) -> dict:
+    """SanaSprintPipeline's call at the requested size (no 1024 aspect-ratio binning); its intermediate
+    angle is for two steps only."""
+    return {"intermediate_timesteps": INTERMEDIATE_TIMESTEPS if steps == 2 else None, "use_resolution_binning": False}
+
+
+SANA = Family(
+    name="sana", pipeline="SanaSprintPipeline", img2img_pipeline="SanaSprintImg2ImgPipeline",
+    text_encoders=("text_encoder",), tokenizers=("tokenizer",), configs=CONFIGS / "sana-sprint",
+    tiny_vae=None, tiny_vae_config=None, default_size=1024, size_multiple=32,
+    description="SANA-Sprint (0.6B/1.6B diffusion transformer, Gemma-2 text encoder, DC-AE, SCM sampler)",
+    parts=sana_parts, steering=frozenset(), sampler=ScmSampler, call_dtype="bf16", call_kwargs=call_kwargs,
+)

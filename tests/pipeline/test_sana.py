@@ -1,0 +1,180 @@
+"""The SANA-Sprint family on the CPU (demo-sana): frames against diffusers' own SanaSprintPipeline,
+the text part against its encode_prompt, the embedding cache, embedded guidance, sizes, and every
+feature the family does not take refused in one line naming it."""
+
+import inspect
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from bridge.app import load_renderer  # noqa: E402
+from bridge.config import Config, ControlNetSpec  # noqa: E402
+from bridge.core.errors import ConfigError, ValidationError  # noqa: E402
+from bridge.core.params import Limits, Params, parse_changes  # noqa: E402
+from bridge.core.scene import InputImage, Scene  # noqa: E402
+from bridge.pipeline.families.sana import INSTRUCTION  # noqa: E402
+from bridge.pipeline.families.scm import ScmSampler  # noqa: E402
+from bridge.pipeline.loading.loader import load_pipeline  # noqa: E402
+from bridge.pipeline.render.renderer import DiffusersRenderer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def sana(cache_dir):
+    return DiffusersRenderer(load_pipeline("demo-sana", "cpu", torch.float32, cache_dir), "cpu", torch.float32)
+
+
+def reference(pipe, prompt, seed, steps, guidance, width, height):
+    """diffusers' SanaSprintPipeline at the requested size itself (no 1024 aspect-ratio binning)."""
+    image = pipe(prompt=prompt, num_inference_steps=steps, intermediate_timesteps=1.3 if steps == 2 else None,
+                 guidance_scale=guidance, height=height, width=width, use_resolution_binning=False,
+                 generator=torch.Generator("cpu").manual_seed(seed), output_type="np").images[0]
+    return np.round(image * 255).astype(int)
+
+
+@pytest.mark.parametrize("steps,guidance,width,height", [(1, 4.5, 128, 96), (2, 4.5, 64, 64), (3, 0.0, 64, 128)])
+def test_eager_frames_match_diffusers_sana_sprint_pipeline_pixel_for_pixel(sana, steps, guidance, width, height):
+    p = Params(prompt="A Lighthouse at dusk ", seed=7, steps=steps, guidance=guidance, width=width, height=height)
+    ours = sana.render(p).pixels
+    assert ours.shape == (height, width, 4)
+    ref = reference(sana.pipe, p.prompt, p.seed, steps, guidance, width, height)
+    assert np.array_equal(ours[..., :3].astype(int), ref)
+    assert len(np.unique(ref)) > 50  # a frame with content, not a flat colour
+
+
+def test_the_text_part_is_diffusers_encode_prompt_with_its_instruction(sana):
+    default = inspect.signature(type(sana.pipe).__call__).parameters["complex_human_instruction"].default
+    assert "\n".join(default) == INSTRUCTION
+    for prompt in ("A cat!", "", "a castle, " * 120):
+        embeds, mask = sana.embeddings(prompt)
+        ref, ref_mask = sana.pipe.encode_prompt(prompt, device="cpu", complex_human_instruction=default)
+        assert torch.equal(embeds, ref) and torch.equal(mask, ref_mask.float()) and embeds.shape[1] == 300
+
+
+def test_a_seed_guidance_steps_or_size_change_never_runs_the_text_encoder(sana):
+    calls = []
+    hook = sana.pipe.text_encoder.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        p = Params(prompt="a fox in the snow", seed=1, steps=1, guidance=4.5, width=64, height=64)
+        first = sana.render(p).pixels
+        for change in ({"seed": 2}, {"guidance": 1.0}, {"steps": 2}, {"width": 96}):
+            sana.render(p.merged(change))
+        assert len(calls) == 1
+        assert np.array_equal(first, sana.render(p).pixels)
+        sana.render(p.merged({"prompt": "a fox in the rain"}))
+        assert len(calls) == 2
+    finally:
+        hook.remove()
+
+
+def test_guidance_is_embedded_one_row_and_it_changes_the_frame(sana):
+    p = Params(prompt="a red kite", seed=3, steps=1, guidance=4.5, width=64, height=64)
+    assert not sana.plan(p, Scene()).cfg and sana.parts.denoiser.guidance == "embedded"
+    assert not np.array_equal(sana.render(p).pixels, sana.render(p.merged({"guidance": 1.5})).pixels)
+
+
+def test_image_to_image_starts_from_the_input_at_the_steps_angle(sana):
+    rng = np.random.default_rng(0)
+    picture = InputImage.from_pixels(rng.integers(0, 256, (64, 64, 4), np.uint8))
+    p = Params(prompt="a boat", seed=5, steps=2, strength=0.5, width=64, height=64)
+    a = sana.render(p, Scene(picture)).pixels
+    assert np.array_equal(a, sana.render(p, Scene(picture)).pixels)
+    assert not np.array_equal(a, sana.render(p.merged({"strength": 0.0})).pixels)
+
+
+def test_the_scm_sampler_takes_only_an_scm_scheduler():
+    from diffusers import EulerDiscreteScheduler, SCMScheduler
+
+    with pytest.raises(ValueError, match="SCMScheduler only"):
+        ScmSampler(EulerDiscreteScheduler())
+    schedule = ScmSampler(SCMScheduler()).steps(1, torch.device("cpu"))
+    assert schedule.init_sigma == 0.5 and len(schedule.steps) == 1 and schedule.steps[0].last
+
+
+def test_a_long_prompt_is_warned_about_in_one_line(sana):
+    assert sana.prompt_warnings("a cat") == []
+    warning, = sana.prompt_warnings("a castle on a hill " * 40)
+    assert "SANA-Sprint reads 298" in warning and "\n" not in warning
+
+
+@pytest.mark.parametrize("changes,option", [
+    ({"controlnets": (ControlNetSpec("depth", "demo"),)}, "--controlnet"),
+    ({"ip_adapter": "demo"}, "--ip-adapter"),
+    ({"lora_dir": "loras"}, "LoRAs"),
+    ({"vae": "tiny"}, "--vae"),
+])
+def test_what_the_family_does_not_take_is_refused_at_start_in_one_line(cache_dir, changes, option):
+    with pytest.raises(ConfigError) as info:
+        load_renderer(Config(model="demo-sana", cache_dir=cache_dir, compile="off", device="cpu",
+                             initial=Params(width=64, height=64), **changes))
+    message = str(info.value)
+    assert "sana" in message and option in message and "\n" not in message
+
+
+def test_another_scheduler_is_refused_in_one_line(cache_dir):
+    with pytest.raises(ConfigError, match="SCMScheduler only") as info:
+        load_pipeline("demo-sana", "cpu", torch.float32, cache_dir, scheduler="euler")
+    assert "\n" not in str(info.value)
+
+
+def test_sizes_are_multiples_of_32_for_this_family():
+    limits = Limits(1024, size_multiple=32)
+    assert parse_changes({"width": 768, "height": 512}, limits) == {"width": 768, "height": 512}
+    with pytest.raises(ValidationError, match="multiple of 32"):
+        parse_changes({"width": 520}, limits)
+
+
+def _serve(cache_dir, *args):
+    env = {"TURBO_BRIDGE_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin"}
+    import os
+
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", "--model", "demo-sana", "--http-port", "0",
+                             "--osc-port", "0", "--shm-name", f"tb-sana-{os.getpid()}", *args],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env={**os.environ, **env})
+    lines, deadline = [], time.monotonic() + 180
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        match = re.search(r"ready: http://127\.0\.0\.1:(\d+)/v1/", line)
+        if match:
+            return proc, f"http://127.0.0.1:{match.group(1)}/v1"
+    proc.kill()
+    pytest.fail("daemon did not start:\n" + "".join(lines))
+
+
+def test_the_daemon_serves_sana_at_1024_by_default_and_512_and_768_on_request(cache_dir):
+    proc, url = _serve(cache_dir)
+    try:
+        health = json.load(urllib.request.urlopen(f"{url}/health"))
+        assert health["family"] == "sana" and health["size_multiple"] == 32 and health["steering"] == []
+        with urllib.request.urlopen(f"{url}/frame.rgba") as frame:
+            assert (frame.headers["X-Width"], frame.headers["X-Height"]) == ("1024", "1024")
+        for size in (768, 512):
+            body = json.dumps({"width": size, "height": size, "seed": size}).encode()
+            request = urllib.request.Request(f"{url}/params", body, method="PATCH")
+            version = json.load(urllib.request.urlopen(request))["version"]
+            seq = 0
+            while True:
+                with urllib.request.urlopen(f"{url}/frame.rgba?after={seq}&timeout=60") as frame:
+                    seq = int(frame.headers["X-Frame-Seq"])
+                    if int(frame.headers["X-Params-Version"]) >= version:
+                        assert len(frame.read()) == size * size * 4
+                        break
+        request = urllib.request.Request(f"{url}/params", json.dumps({"loras": {"a": 1}}).encode(), method="PATCH")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request)
+        assert "sana family takes no LoRAs" in refused.value.read().decode()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
