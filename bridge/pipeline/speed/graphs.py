@@ -80,7 +80,11 @@ class FrameGraphs:
     """Captures graphs on first use of a key and replays them after."""
 
     def __init__(self) -> None:
-        self._pool = torch.cuda.graph_pool_handle()
+        # A MemPool holds a reference to its pool, so dropping every graph (``clear``) leaves it alive and a
+        # later capture may share it. A bare graph_pool_handle() pool dies with its last graph, and
+        # capturing into it again trips the allocator's assert (``use_count > 0``).
+        self._mempool = torch.cuda.MemPool()
+        self._pool = self._mempool.id
         self._stream = torch.cuda.Stream()  # on the current device: the render thread's
         self._side = torch.cuda.Stream()
         self._graphs: dict[tuple, FrameGraph] = {}
