@@ -44,6 +44,7 @@ part_tests() {
     local files=(tests/pipeline/test_gpu.py tests/pipeline/test_gpu_overlap.py tests/pipeline/test_gpu_graphs.py
                  tests/pipeline/test_gpu_fp8.py tests/pipeline/test_gpu_lora.py tests/pipeline/test_gpu_controlnet.py
                  tests/pipeline/test_gpu_ip_adapter.py tests/pipeline/test_gpu_t2i.py
+                 tests/pipeline/test_gpu_sd15_sdxs.py tests/pipeline/test_gpu_sana.py
                  tests/pipeline/test_devices.py tests/bench/test_bench_cpu.py)
     for f in "${files[@]}"; do
         local n; n=$(basename "$f" .py)
