@@ -2,7 +2,7 @@
 # The lead's GPU session for issues 27 (speed II) and 31 (graph captures on several threads).
 #
 #   bench/gpu_session.sh PART [PART ...]     from the repository root, after installing the carried
-#                                            wheels (diffusers, torchao 0.18 for fp8, ...) and this repo
+#                                            wheels (diffusers, ...) and this repo
 #
 # Each PART is one device call on a fresh machine (every compile cold), runnable alone: the time
 # limits of its steps add up to at most 530 s, so a part ends within 9 minutes even when every step
@@ -15,7 +15,6 @@
 #   speed     SDXL-Turbo full + tiny VAE, new prompt / new seed every frame, overlap off and on, with
 #             the plain diffusers call as baseline (bench); then through the real daemon, overlap
 #             off and on: OSC-to-frame p50 and a stream of changes (latency)        ~7-8 min
-#   fp8       SDXL-Turbo full VAE, bf16 and FP8 in one run, FP8's pixel deviation (needs torchao)  ~3-4 min
 #   more      SD-Turbo full + tiny, overlap off/on (bench, baseline); the VAE decode alone for the
 #             decoder knobs (compile mode, cuDNN benchmark, channels-last)          ~6-8 min
 #   start     cold start to first frame, then a fresh-machine start from the compile artefact file
@@ -42,7 +41,7 @@ step() {  # step NAME LIMIT_S CMD...: run with a time limit, log to $OUT/NAME.lo
 part_tests() {
     export TORCHINDUCTOR_CACHE_DIR=/tmp/tb-inductor TRITON_CACHE_DIR=/tmp/tb-triton  # shared: same demo graphs
     local files=(tests/pipeline/test_gpu.py tests/pipeline/test_gpu_overlap.py tests/pipeline/test_gpu_graphs.py
-                 tests/pipeline/test_gpu_fp8.py tests/pipeline/test_gpu_lora.py tests/pipeline/test_gpu_controlnet.py
+                 tests/pipeline/test_gpu_lora.py tests/pipeline/test_gpu_controlnet.py
                  tests/pipeline/test_gpu_ip_adapter.py tests/pipeline/test_gpu_t2i.py
                  tests/pipeline/test_gpu_sd15_sdxs.py tests/pipeline/test_gpu_sana.py
                  tests/pipeline/test_devices.py tests/bench/test_bench_cpu.py)
@@ -62,11 +61,6 @@ part_speed() {
         step "latency-sdxl-full-overlap-$overlap" 110 $TB latency --model random --count 200 --rate 20 \
             --stream-rate 200 --json "$OUT/latency-sdxl-full-overlap-$overlap.json" -- --cache-dir $CACHE --overlap $overlap
     done
-}
-
-part_fp8() {
-    step bench-sdxl-fp8 300 $TB bench --model random --sizes 512 --vaes full --modes prompt,seed \
-        --precision default,fp8 --no-baseline --frames 60 --cache-dir $CACHE --json "$OUT/bench-sdxl-fp8.json"
 }
 
 part_more() {
@@ -102,8 +96,8 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 git log -1 --format='commit %h %s' >>"$OUT/gpu.txt" 2>/dev/null
 for part in "$@"; do
     case $part in
-        tests|speed|fp8|more|start|channels) "part_$part" ;;
-        *) echo "unknown part $part: tests, speed, fp8, more, start, channels" >&2; exit 2 ;;
+        tests|speed|more|start|channels) "part_$part" ;;
+        *) echo "unknown part $part: tests, speed, more, start, channels" >&2; exit 2 ;;
     esac
 done
 python bench/gpu_summary.py "$OUT"

@@ -34,16 +34,13 @@ def benches(out: Path) -> list[str]:
         base = report.get("baseline")
         lines.append(f"{path.name}: {report['machine'].get('card')}, torch {report['machine']['torch']}"
                      + (f"; plain diffusers call {base['median_ms']:.2f} ms" if base else ""))
-        lines += ["| VAE | change | precision | overlap | median ms | FPS | p99 ms | latency ms | x baseline |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += ["| VAE | change | overlap | median ms | FPS | p99 ms | latency ms | x baseline |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in report["runs"]:
             ratio = f"{base['median_ms'] / r['median_ms']:.1f}" if base else "-"
-            lines.append(f"| {r['vae']} | {r['mode']} | {r.get('precision', 'default')} | "
-                         f"{'on' if r.get('overlap') else 'off'} | {r['median_ms']:.2f} | {r['fps']:.1f} | "
-                         f"{r['p99_ms']:.2f} | {r.get('latency_ms') or r['median_ms']:.2f} | {ratio} |")
-        for r in report.get("fp8_deviation", []):
-            lines.append(f"fp8 vs bf16 pixels ({r['vae']}): mean |diff| {r['mean_abs']}, max {r['max_abs']}, "
-                         f"PSNR {r['psnr_db']} dB")
+            lines.append(f"| {r['vae']} | {r['mode']} | {'on' if r.get('overlap') else 'off'} | "
+                         f"{r['median_ms']:.2f} | {r['fps']:.1f} | {r['p99_ms']:.2f} | "
+                         f"{r.get('latency_ms') or r['median_ms']:.2f} | {ratio} |")
         for r in report["runs"]:
             if r.get("stages_ms"):
                 lines.append(f"stages ({r['vae']}): " + ", ".join(f"{k} {v:.2f}" for k, v in r["stages_ms"].items()))

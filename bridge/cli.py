@@ -161,10 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-baseline", action="store_true", help="skip the plain diffusers call")
     bench.add_argument("--memory-budget-gb", type=float, default=None,
                        help="cap this process's GPU memory (e.g. 24) to show the run fits")
-    bench.add_argument("--precision", default="default",
-                       help="comma-separated: default, fp8 (the linear layers of the UNet's transformer blocks in FP8 "
-                            "through torchao: pip install 'turbo-bridge[fp8]', a GPU of sm_89 or newer), each measured "
-                            "in turn; fp8 also reports its pixel deviation from bf16 frames of the same weights")
+    # Removed with FP8, its only other value; still read so an old script gets FP8_REMOVED, not argparse's usage
+    bench.add_argument("--precision", default=None, help=argparse.SUPPRESS)
     bench.add_argument("--overlap", default="off",
                        help="comma-separated: off, on (each mode again as a stream whose next frame begins while "
                             "this one decodes, as serve --overlap on: frames/s between publications and latency)")
@@ -284,7 +282,9 @@ def _csv(text: str, kind=str) -> tuple:
     return tuple(kind(part) for part in text.split(",") if part)
 
 
-PRECISIONS = ("default", "fp8")
+FP8_REMOVED = ("--precision was removed with FP8, its only other value: FP8 measured slower than bf16 on an H100 "
+               "(SDXL-Turbo, 512x512, full VAE: 46.1 vs 49.1 FPS, UNet 10.12 vs 8.73 ms; docs/benchmarks.md, "
+               "2026-12-06); leave --precision out (bf16 or fp16: --dtypes)")
 DECODER_MODES = ("default", "max-autotune-no-cudagraphs")  # as bridge.pipeline.speed.optimize (no torch here)
 
 
@@ -302,6 +302,8 @@ def _choices(option: str, text: str, accepted: tuple[str, ...]) -> tuple[str, ..
 
 def bench_options(args: argparse.Namespace):
     """``bench``'s options: the device resolved, ``--compile auto`` as serve reads it (on for CUDA only)."""
+    if args.precision is not None:  # before torch is imported: an old script's error comes at once
+        raise ConfigError(FP8_REMOVED)
     from .bench import run as bench
     from .pipeline.loading import loader
 
@@ -311,7 +313,7 @@ def bench_options(args: argparse.Namespace):
         frames=args.frames, sizes=_csv(args.sizes, int), dtypes=_csv(args.dtypes), vaes=_csv(args.vaes),
         modes=_csv(args.modes), tilings=_csv(args.tilings), sinks=_csv(args.sinks),
         compile=loader.compile_wanted(args.compile, device), baseline=not args.no_baseline,
-        memory_budget_gb=args.memory_budget_gb, precisions=_choices("--precision", args.precision, PRECISIONS),
+        memory_budget_gb=args.memory_budget_gb,
         overlaps=_switches("--overlap", args.overlap),
         vae_compile_modes=_choices("--vae-compile-modes", args.vae_compile_modes, DECODER_MODES),
         cudnn_benchmarks=_switches("--cudnn-benchmark", args.cudnn_benchmark),

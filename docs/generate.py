@@ -68,8 +68,8 @@ def options(command: str) -> str:
     parser = _commands()[command]
     rows = []
     for action in parser._actions:
-        if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
-            continue
+        if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)) or action.help == argparse.SUPPRESS:
+            continue  # a hidden option is kept only to answer an old script (bench --precision)
         meaning = action.help or ""
         rows.append([_option(action), _default(action), meaning.replace("%%", "%")])
     return table(["option", "default", "meaning"], rows)

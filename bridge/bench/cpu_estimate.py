@@ -128,7 +128,7 @@ def bench_work(opts) -> list[Work]:
     runs = (2 if opts.sinks else 1) + (1 if True in opts.overlaps else 0)
     per_size = 1 + len(modes) * len(opts.tilings) * (opts.frames + 1) * runs + opts.profile_frames
     work += [Work(per_size, size, "full" if vae == "full" else "tiny", dtype)  # a --vae folder: a tiny decoder
-             for dtype in opts.dtypes for vae in opts.vaes for size in opts.sizes for _ in opts.precisions]
+             for dtype in opts.dtypes for vae in opts.vaes for size in opts.sizes]
     return work
 
 

@@ -51,7 +51,6 @@ class BenchOptions:
     baseline: bool = True
     profile_frames: int = 20
     memory_budget_gb: float | None = None
-    precisions: tuple[str, ...] = ("default",)  # "fp8": the UNet's attention linears in FP8 (speed/fp8.py)
     overlaps: tuple[bool, ...] = (False,)  # True: each mode again with the decode overlapped (bench/overlap.py)
     # The VAE decoder's knobs (speed/optimize.Tuning): the frame runs take the first of each; --modes
     # decode times the VAE decode alone for every combination
@@ -73,7 +72,6 @@ class Run:
     fps: float
     first_frame_s: float | None = None
     tiling: str = "none"
-    precision: str = "default"  # fp8: the UNet's linear layers in FP8
     sinks: str = "shm"
     overlap: bool = False  # the next frame begun while this one decodes (median_ms: between publications)
     latency_ms: float | None = None  # overlap: median from a frame's begin to its publication
@@ -163,27 +161,18 @@ def baseline(opts: BenchOptions, device: torch.device) -> dict:
 
 
 def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name: str, shm: ShmWriter,
-            lora_runs: list | None = None, fp8_runs: list | None = None, precision: str = "default") -> list[Run]:
+            lora_runs: list | None = None) -> list[Run]:
     dtype = loader.DTYPES[dtype_name]
     before = vram_gb(device)
     vae = None if vae_name == "full" else loader.load_tiny_vae(vae_name, opts.model, str(device), dtype)
     pipe = loader.load_pipeline(opts.model, str(device), dtype, opts.cache_dir, vae=vae)
-    if precision == "fp8" and fp8_runs is not None:
-        from .fp8 import deviation_from_bf16
-
-        fp8_runs.append({"dtype": dtype_name, "vae": vae_name,
-                         **deviation_from_bf16(pipe, str(device), dtype, opts.sizes[0])})
-        log.info("fp8 vs %s on the same weights: %s", dtype_name, fp8_runs[-1])
-        del pipe  # quantised in place, eager; the timed renderer quantises after fusing QKV
-        free_memory(device)
-        pipe = loader.load_pipeline(opts.model, str(device), dtype, opts.cache_dir, vae=vae)  # the same weights
     free_memory(device)
     loaded = vram_gb(device)
     nets = bench_control.controlnets(opts.model, pipe.unet.config, str(device), dtype, opts.modes) \
         if bench_control.wanted(opts.modes) or bench_control.wanted_t2i(opts.modes) else None
     style = bench_style.adapter(opts.model, pipe.unet, str(device), dtype) if bench_style.wanted(opts.modes) else None
     renderer = DiffusersRenderer(pipe, str(device), dtype, compile=opts.compile, controlnets=nets, ip_adapter=style,
-                                 precision=precision, tuning=frame_tuning(opts))
+                                 tuning=frame_tuning(opts))
     overlapped = OverlappedRenderer(renderer) if True in opts.overlaps else None
     runs = []
     lora_runs = [] if lora_runs is None else lora_runs
@@ -217,7 +206,7 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
                         end = time.perf_counter()
                     times.append((end - start) * 1e3)
             run = Run(dtype_name, vae_name, size, mode, **stats(times), first_frame_s=round(first_frame_s, 2),
-                      tiling=tiling, precision=precision, sinks="+".join(("shm", *sink_set)),
+                      tiling=tiling, sinks="+".join(("shm", *sink_set)),
                       sink_ms={name: _sink_stats(v) for name, v in sink_times.items()})
             now = vram_gb(device)
             vram = {"before_load": before.get("used"), "loaded": loaded.get("used"),
@@ -228,7 +217,7 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
             if overlapped is not None and not sink_set:
                 intervals, latencies = timed_overlapped(overlapped, mode, size, tiling, opts.frames, shm)
                 runs.append(Run(dtype_name, vae_name, size, mode, **stats(intervals), first_frame_s=None, tiling=tiling,
-                                precision=precision, overlap=True, latency_ms=round(statistics.median(latencies), 3),
+                                overlap=True, latency_ms=round(statistics.median(latencies), 3),
                                 vram_gb=run.vram_gb))
                 log.info("%s %s %d %s overlapped: %.2f ms between frames (%.1f FPS), latency %.2f ms", dtype_name,
                          vae_name, size, mode, runs[-1].median_ms, runs[-1].fps, runs[-1].latency_ms)

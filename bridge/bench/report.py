@@ -34,8 +34,7 @@ def format_report(report: dict) -> str:
     lines.append("|" + " --- |" * len(head))
     for r in report["runs"]:
         ratio = f"{base['median_ms'] / r['median_ms']:.1f}" if base and base["size"] == r["size"] else "-"
-        dtype = r["dtype"] + (" + fp8 UNet" if r.get("precision") == "fp8" else "") + \
-            (f" + overlap (latency {r['latency_ms']:.2f} ms)" if r.get("overlap") else "")
+        dtype = r["dtype"] + (f" + overlap (latency {r['latency_ms']:.2f} ms)" if r.get("overlap") else "")
         cells = [dtype, r["vae"], r["size"], r["mode"], r.get("tiling", "none"), r.get("sinks", "shm"),
                  f"{r['median_ms']:.2f}", f"{r['fps']:.1f}", f"{r['p99_ms']:.2f}", f"{r['std_ms']:.2f}", ratio,
                  "-" if r["first_frame_s"] is None else r["first_frame_s"]]  # an overlapped run: none of its own
@@ -44,19 +43,11 @@ def format_report(report: dict) -> str:
             cells.append(f"{v.get('loaded', '-')} / {v.get('after_frames', '-')} "
                          f"(peak alloc {v.get('peak_allocated', '-')})")
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    for r, plain in precision_pairs(report["runs"]):
-        lines.append(f"fp8 UNet vs {r['dtype']} in this run ({r['vae']} VAE, {r['size']}, {r['mode']}): "
-                     f"{r['median_ms']:.2f} ms vs {plain['median_ms']:.2f} ms "
-                     f"({(plain['median_ms'] - r['median_ms']) / plain['median_ms'] * 100:+.1f}% faster)")
     for r in report.get("decode", []):
         lines.append(f"VAE decode alone ({r['dtype']}, {r['size']}, compile mode {r['compile_mode']}, cuDNN benchmark "
                      f"{'on' if r['cudnn_benchmark'] else 'off'}, channels-last {'on' if r['channels_last'] else 'off'}): "
                      f"median {r['median_ms']:.3f} ms, p99 {r['p99_ms']:.3f}; max |diff| from the first variant "
                      f"{r['max_abs_vs_first']}; compile {r['compile_s']:.1f} s")
-    for r in report.get("fp8_deviation", []):
-        lines.append(f"fp8 UNet linears vs {r['dtype']} on the same weights ({r['vae']} VAE, {r['size']}, eager, "
-                     f"{r['frames']} frames): mean |diff| {r['mean_abs']:.2f} of 255, max {r['max_abs']}, "
-                     f"PSNR {r['psnr_db']:.1f} dB")
     for r in report.get("lora", []):
         lines.append(f"LoRA ({r['dtype']}, {r['vae']} VAE, {r['what']}): base {r['base_ms']:.2f} ms, folded "
                      f"{r['folded_ms']:.2f} ms ({r['folded_vs_base_pct']:+.2f}%), switching frame "
@@ -87,12 +78,3 @@ def format_report(report: dict) -> str:
 def _measured(figures: dict, parts: tuple[tuple[str, str], ...]) -> str:
     """The parts whose figure was measured (present, not None), each after ", "; nothing for the rest."""
     return "".join(f", {template.format(figures[key])}" for key, template in parts if figures.get(key) is not None)
-
-
-def precision_pairs(runs: list[dict]) -> list[tuple[dict, dict]]:
-    """(fp8 run, the default-precision run of the same configuration), for the runs measured both ways."""
-    def key(r: dict) -> tuple:
-        return r["dtype"], r["vae"], r["size"], r["mode"], r.get("tiling"), r.get("sinks"), r.get("overlap", False)
-
-    plain = {key(r): r for r in runs if r.get("precision", "default") == "default"}
-    return [(r, plain[key(r)]) for r in runs if r.get("precision") == "fp8" and key(r) in plain]

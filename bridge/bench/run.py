@@ -39,10 +39,6 @@ log = logging.getLogger(__name__)
 def run_bench(opts: BenchOptions, json_path: Path | None) -> dict:
     """Every run of ``opts``; the report so far is saved to ``json_path`` after each step (a crash keeps it)."""
     device = torch.device(opts.device)
-    if "fp8" in opts.precisions:  # refused in one line before any model loads
-        from ..pipeline.speed.fp8 import check
-
-        check(device)
     if opts.compile:
         configure_compile_cache(opts.cache_dir)
     budget = MemoryBudget.apply(opts.memory_budget_gb, device) if opts.memory_budget_gb is not None else None
@@ -83,12 +79,11 @@ def run_bench(opts: BenchOptions, json_path: Path | None) -> dict:
             save()
     frame_modes = [m for m in opts.modes if m != "decode"]
     with ShmWriter(f"tb-bench-{uuid.uuid4().hex[:8]}", max(opts.sizes), max(opts.sizes)) as shm:
-        for dtype_name, vae_name, precision in itertools.product(opts.dtypes, opts.vaes, opts.precisions):
+        for dtype_name, vae_name in itertools.product(opts.dtypes, opts.vaes):
             if not frame_modes:
                 break
             try:
-                runs = measure(opts, device, dtype_name, vae_name, shm, report.setdefault("lora", []),
-                               report.setdefault("fp8_deviation", []), precision)
+                runs = measure(opts, device, dtype_name, vae_name, shm, report.setdefault("lora", []))
             except Exception as exc:
                 if budget is None or not out_of_memory(exc):
                     raise

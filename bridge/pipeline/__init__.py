@@ -5,7 +5,7 @@
 - ``loading``: models from the hub, a folder, a single file, or built from random weights (demo).
 - ``steering``: what steers a frame besides the prompt: the input image, ControlNets,
   T2I-Adapters, control images, the IP-Adapter (style images), LoRAs.
-- ``speed``: compiling, CUDA graphs, FP8, the compiler's portable artefacts.
+- ``speed``: compiling, CUDA graphs, the compiler's portable artefacts.
 - ``render``: one frame (and a batch of channels' frames) from params and a scene: the renderer,
   its model calls and sampling, prompts, noise, transitions, tiling.
 

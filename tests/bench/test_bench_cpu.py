@@ -90,11 +90,21 @@ def test_the_bench_work_counts_every_frame_the_run_renders():
     # per size and VAE: the first frame, 2 modes x (1 warm + 10 timed), 20 profiled frames
     assert [(w.size, w.vae, w.frames) for w in work[1:]] == [(256, "full", 43), (512, "full", 43), (256, "tiny", 43),
                                                             (512, "tiny", 43)]
-    # --overlap off,on: each mode again as an overlapped stream; --precision default,fp8: every run twice
+    # --overlap off,on: each mode again as an overlapped stream (1 + 2 modes x 11 frames x 2 + 20 profiled)
     both = bench_options(build_parser().parse_args(["bench", "--device", "cpu", "--frames", "10", "--sizes", "256",
                                                     "--vaes", "full", "--modes", "prompt,seed,decode",
-                                                    "--overlap", "off,on", "--precision", "default,fp8"]))
-    assert [(w.size, w.frames) for w in cpu_estimate.bench_work(both)[1:]] == [(256, 65), (256, 65)]
+                                                    "--overlap", "off,on"]))
+    assert [(w.size, w.frames) for w in cpu_estimate.bench_work(both)[1:]] == [(256, 65)]
+
+
+@pytest.mark.parametrize("value", ["default,fp8", "default"])
+def test_precision_from_an_old_script_is_refused_in_one_line_that_says_fp8_measured_slower(value, tmp_path):
+    result = run("bench", "--model", "demo", "--device", "cpu", "--precision", value, "--json", str(tmp_path / "b.json"),
+                 cache_dir=tmp_path, timeout=60)
+    assert result.returncode == 2 and not (tmp_path / "b.json").exists()  # refused before anything ran
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "--precision was removed with FP8" in errors[0] and "46.1 vs 49.1 FPS" in errors[0]
 
 
 RUN = {"dtype": "bf16", "vae": "full", "size": 512, "mode": "prompt", "median_ms": 19.81, "p99_ms": 21.67,

@@ -21,7 +21,7 @@ def renderer_pair(cache_dir, model="demo", parts=lambda pipe: {}, device="cuda",
     """An eager and a compiled renderer of ``model`` (bf16), each on its own pipeline.
 
     ``parts(pipe)``: the keyword arguments built per pipeline (ControlNets, an IP-Adapter);
-    ``options``: the ones both renderers share (``lora_dir``, ``precision``).
+    ``options``: the ones both renderers share (``lora_dir``).
     """
     from bridge.pipeline.loading.loader import load_pipeline
     from bridge.pipeline.speed.optimize import configure_compile_cache

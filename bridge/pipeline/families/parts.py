@@ -55,7 +55,7 @@ class Denoiser(Protocol):
     """The denoising network as a plain function of tensors (compiled per graph key)."""
 
     guidance: Literal["cfg", "embedded"]  # cfg: a batch of two (negative first); embedded: an input of ``added``
-    module: torch.nn.Module  # compile preparation, tiling, FP8, steering installs
+    module: torch.nn.Module  # compile preparation, tiling, steering installs
 
     def latent_shape(self, width: int, height: int) -> tuple[int, ...]:
         """(1, channels, height / f, width / f): one frame's latents and noise draws."""

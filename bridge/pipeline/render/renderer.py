@@ -59,7 +59,7 @@ class DiffusersRenderer:
     def __init__(self, pipe, device: str, dtype: torch.dtype, *, compile: bool = False,
                  profile: bool = False, cache_size: int = 256, lora_dir: Path | None = None,
                  controlnets: ControlNets | None = None, canny_thresholds: tuple[float, float] = (100.0, 200.0),
-                 ip_adapter: IpAdapter | None = None, precision: str = "default", demo_loras: Path | None = None,
+                 ip_adapter: IpAdapter | None = None, demo_loras: Path | None = None,
                  tuning: Tuning = Tuning()):
         self.pipe = pipe  # for the loaders and reference checks; frames reach the model through ``parts``
         self.family = family_of_pipeline(pipe)
@@ -87,12 +87,6 @@ class DiffusersRenderer:
             prepare_modules([parts.denoiser.module, parts.decoder.module, *parts.text.modules,
                              *self.controlnets.nets.values()], self.device, tuning, decoder=parts.decoder.module)
             self.calls.compile(tuning.decoder_mode)  # the sampling loop calls the compiled versions from here on
-        # fp8: after the QKV fusion above (the fused layers are quantised), before the style processors (bf16)
-        if precision == "fp8":
-            from ..speed.fp8 import check, quantize_unet
-
-            check(self.device)
-            quantize_unet(parts.denoiser.module)
         # After any fusing: the style processors wrap the model's own (fused) cross-attention processors.
         self.style = None if ip_adapter is None else StyleTokens(ip_adapter, self.device, dtype)
         if ip_adapter is not None:
