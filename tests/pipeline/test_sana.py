@@ -22,7 +22,7 @@ from bridge.core.errors import ConfigError, ValidationError  # noqa: E402
 from bridge.core.params import Limits, Params, parse_changes  # noqa: E402
 from bridge.core.scene import InputImage, Scene  # noqa: E402
 from bridge.pipeline.families.sana import INSTRUCTION  # noqa: E402
-from bridge.pipeline.families.scm import ScmSampler  # noqa: E402
+from bridge.pipeline.families.scm import ScmSampler, img2img_schedule  # noqa: E402
 from bridge.pipeline.loading.loader import load_pipeline  # noqa: E402
 from bridge.pipeline.render.renderer import DiffusersRenderer  # noqa: E402
 
@@ -88,6 +88,51 @@ def test_image_to_image_starts_from_the_input_at_the_steps_angle(sana):
     a = sana.render(p, Scene(picture)).pixels
     assert np.array_equal(a, sana.render(p, Scene(picture)).pixels)
     assert not np.array_equal(a, sana.render(p.merged({"strength": 0.0})).pixels)
+
+
+def img2img_reference(pipe, rgb, prompt, seed, steps, strength, guidance, width, height):
+    """diffusers' SanaSprintImg2ImgPipeline on the same modules, at the requested size."""
+    from diffusers import SanaSprintImg2ImgPipeline
+    from PIL import Image
+
+    image = SanaSprintImg2ImgPipeline(**pipe.components)(
+        prompt=prompt, image=Image.fromarray(rgb), strength=strength, num_inference_steps=steps,
+        intermediate_timesteps=1.3 if steps == 2 else None, guidance_scale=guidance, height=height, width=width,
+        use_resolution_binning=False, generator=torch.Generator("cpu").manual_seed(seed), output_type="np").images[0]
+    return np.round(image * 255).astype(int)
+
+
+@pytest.mark.parametrize("steps,strength", [(2, 0.5), (4, 0.75), (4, 0.6), (8, 0.3), (3, 0.5), (1, 1.0),
+                                            (1, 0.5), (3, 0.7), (2, 0.9)])
+def test_image_to_image_matches_diffusers_sana_sprint_img2img_pipeline_pixel_for_pixel(sana, steps, strength):
+    """Where diffusers keeps the input, its own (steps, strength); where it would start at pi/2 with a
+    strength below 1 (the input ignored: steps 1, or steps x (1 - strength) < 1), the lengthened
+    schedule, which is diffusers' call at (length, (length - start) / length)."""
+    rgba = np.random.default_rng(steps).integers(0, 256, (64, 96, 4), np.uint8)
+    rgba[..., 3] = 255
+    p = Params(prompt="a boat on a lake", seed=5, steps=steps, strength=strength, guidance=4.5, width=96, height=64)
+    ours = sana.render(p, Scene(InputImage.from_pixels(rgba))).pixels[..., :3].astype(int)
+    length, start = img2img_schedule(steps, strength)
+    diffusers_start = int(max(steps - min(steps * strength, steps), 0))
+    if diffusers_start > 0 or strength == 1:
+        assert (length, start) == (steps, diffusers_start)
+    else:
+        strength = (length - start) / length
+        assert int(max(length - min(length * strength, length), 0)) == start  # diffusers' rounding agrees
+    ref = img2img_reference(sana.pipe, rgba[..., :3], p.prompt, p.seed, length, strength, 4.5, 96, 64)
+    assert np.array_equal(ours, ref)
+
+
+def test_the_img2img_schedule_rounds_as_diffusers_sana_sprint_and_keeps_the_input():
+    assert img2img_schedule(3, 0.5) == (3, 1)  # int(3 - 1.5) = 1: two steps (SD's rule: int(1.5) = 1 step)
+    assert img2img_schedule(8, 0.3) == (8, 5)  # 8 * 0.3 = 2.4000000000000004: int(5.6) = 5
+    assert img2img_schedule(4, 1.0) == (4, 0)  # strength 1: from pure noise, as asked
+    assert img2img_schedule(1, 0.5) == (2, 1)  # diffusers would start at pi/2: one step from angle 1.3
+    assert img2img_schedule(1, 0.05) == (20, 19)
+    for steps in range(1, 9):
+        for strength in np.arange(0.05, 1.0, 0.05):
+            length, start = img2img_schedule(steps, float(strength))
+            assert 1 <= start < length and length - start <= steps
 
 
 def test_the_scm_sampler_takes_only_an_scm_scheduler():
