@@ -39,9 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the daemon (REST + OSC + shared memory)")
     serve.add_argument("--model", default="stabilityai/sdxl-turbo",
                        help="hub id, local diffusers folder, single-file SDXL, SD 2.x or SD 1.x checkpoint (.safetensors), "
-                            "'demo'/'demo-sd'/'demo-sd15'/'demo-sdxs' (offline, small SDXL/SD 2.x/SD 1.5/SDXS-512, random "
-                            "weights), 'random'/'random-sd'/'random-sd15'/'random-sdxs' "
-                            "(the full architectures, random weights: benchmarks) or "
+                            "'demo'/'demo-sd'/'demo-sd15'/'demo-sdxs'/'demo-sana' (offline, small SDXL/SD 2.x/SD 1.5/"
+                            "SDXS-512/SANA-Sprint, random weights), 'random'/'random-sd'/'random-sd15'/'random-sdxs'/"
+                            "'random-sana'/'random-sana-1.6b' (the full architectures, random weights: benchmarks) or "
                             "'null' (no GPU work: measures the bridge itself)")
     serve.add_argument("--scheduler", default=None, choices=["euler_a", "euler", "lcm", "tcd"],
                        help="sampler (default: the model's own): euler_a (SDXL-Turbo), euler (SD-Turbo; "
@@ -132,8 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "comma-separated); Ray's ports must not be reachable from anywhere else")
     bench = sub.add_parser("bench", help="measure frame rate, latency, VRAM and stage times on this machine")
     bench.add_argument("--model", default="random",
-                       help="'random'/'random-sd'/'random-sd15'/'random-sdxs' (full SDXL-Turbo/SD-Turbo/SD 1.5/SDXS-512 "
-                            "architecture, random weights; no download), 'demo', 'demo-sd', 'demo-sd15', 'demo-sdxs', "
+                       help="'random'/'random-sd'/'random-sd15'/'random-sdxs'/'random-sana'/'random-sana-1.6b' (full "
+                            "SDXL-Turbo/SD-Turbo/SD 1.5/SDXS-512/SANA-Sprint 0.6B/1.6B architecture, random weights; no "
+                            "download), 'demo', 'demo-sd', 'demo-sd15', 'demo-sdxs', 'demo-sana', "
                             "a folder or a single .safetensors file")
     bench.add_argument("--weights", choices=["random"], default=None, help="same as --model random")
     bench.add_argument("--device", default=None,
@@ -203,8 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="what guidance steers away from (with --guidance above 0)")
     initial.add_argument("--seed", default="0", help="0 to 2**64-1")
     initial.add_argument("--steps", "--num_inference_steps", dest="steps", type=int, default=1, help="1 to 8")
-    initial.add_argument("--guidance", "--guidance_scale", dest="guidance", type=float, default=0.0,
-                         help="classifier-free guidance, 0 to 30 (0: off, SDXL-Turbo's setting)")
+    initial.add_argument("--guidance", "--guidance_scale", dest="guidance", type=float, default=None,
+                         help="classifier-free guidance, 0 to 30 (0: off); SANA-Sprint's embedded guidance, 1 to "
+                              "30; default: the model family's (0; SANA-Sprint: 4.5)")
     for side in ("width", "height"):
         initial.add_argument(f"--{side}", type=int, default=None,
                              help="a multiple of 8 (32 for SANA-Sprint), 64 to --max-size; default: the model "
@@ -227,8 +229,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
     elif args.cluster_address or args.cluster_workers or args.cluster_allow:
         raise ConfigError("--cluster-address, --cluster-workers and --cluster-allow go with --cluster ray")
     sizes = {side: value for side, value in (("width", args.width), ("height", args.height)) if value is not None}
+    guidance = {} if args.guidance is None else {"guidance": args.guidance}
     changes = parse_changes({"prompt": args.prompt, "negative_prompt": args.negative_prompt, "seed": args.seed, "steps": args.steps,
-                             "guidance": args.guidance, **sizes},
+                             **guidance, **sizes},
                             Limits(args.max_size))
     return Config(model=args.model, scheduler=args.scheduler, vae=args.vae, compile=args.compile, device=args.device, dtype=args.dtype, host=args.host,
                   http_port=args.http_port, osc_port=args.osc_port, max_size=args.max_size,
@@ -236,6 +239,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   ndi=args.ndi or None, spout=_sender_name("spout", args.spout), syphon=_sender_name("syphon", args.syphon),
                   cache_dir=args.cache_dir or default_cache_dir(), initial=Params().merged(changes),
                   family_size=tuple(side for side in ("width", "height") if side not in sizes),
+                  family_guidance=args.guidance is None,
                   lora_dir=args.lora_dir,
                   access=Access.from_options(args.token or os.environ.get("TURBO_BRIDGE_TOKEN") or None,
                                              args.allow_host, args.cors_origin, args.osc_allow),

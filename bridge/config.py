@@ -70,6 +70,9 @@ class Config:
     # The initial fields ("width", "height") left out on the command line: they take the model
     # family's own size (its Family.default_size: 512 for SD-Turbo/SDXL-Turbo, 1024 for SANA-Sprint).
     family_size: tuple[str, ...] = ()
+    # --guidance left out: the first frame (and every new channel) takes the family's own guidance
+    # (Family.default_guidance: 0 for the SD families, 4.5 for SANA-Sprint).
+    family_guidance: bool = False
     lora_dir: Path | None = None  # None: loras/ in the cache dir
     access: Access = Access()  # token, extra Host names, CORS origins, OSC allow-list
     http: HttpLimits = HttpLimits()  # connection caps, request head and body timeouts

@@ -77,7 +77,9 @@ async def _channels(app: web.Application, config: Config, devices: Devices, made
     registry = app[rest.CHANNELS] = ChannelRegistry(
         devices.queues, initial=initial_params(config, devices.model_info), outputs=made,
         limits=Limits(config.max_size, devices.model_info.get("size_multiple", SIZE_MULTIPLE),
-                      tuple(spec.name for spec in config.controlnets), style=config.ip_adapter is not None),
+                      tuple(spec.name for spec in config.controlnets), style=config.ip_adapter is not None,
+                      min_guidance=devices.model_info.get("min_guidance", 0.0),
+                      default_guidance=devices.model_info.get("default_guidance", 0.0)),
         max_channels=config.max_channels)
 
     def png_cache_of(channel: Channel) -> None:

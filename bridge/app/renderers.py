@@ -34,15 +34,23 @@ def load_renderer(config: Config) -> tuple[Renderer, dict]:
 
 
 def initial_params(config: Config, info: dict) -> Params:
-    """The first frame's parameters: the sizes left out on the command line are the model family's
-    own (``info["default_size"]``, within --max-size); every size a multiple of the family's."""
+    """The first frame's parameters: the sizes and guidance left out on the command line are the
+    model family's own (``info["default_size"]`` within --max-size, ``info["default_guidance"]``);
+    every size a multiple of the family's, the guidance one it takes."""
     default = min(info.get("default_size", config.initial.width), config.max_size)
     multiple = info.get("size_multiple", SIZE_MULTIPLE)
-    initial = config.initial.merged({side: default - default % multiple for side in config.family_size})
+    family = {side: default - default % multiple for side in config.family_size}
+    if config.family_guidance:
+        family["guidance"] = info.get("default_guidance", config.initial.guidance)
+    initial = config.initial.merged(family)
     for side in ("width", "height"):
         if getattr(initial, side) % multiple:
             raise ConfigError(f"--{side} {getattr(initial, side)}: the {info.get('family')} family renders sizes "
                               f"that are multiples of {multiple}")
+    if initial.guidance < info.get("min_guidance", 0.0):
+        raise ConfigError(f"--guidance {initial.guidance:g}: the {info.get('family')} family's guidance is an input "
+                          f"its model was distilled with, from {info['min_guidance']:g} up ({info['default_guidance']:g} "
+                          f"by default: leave --guidance out); 0 does not turn it off")
     return initial
 
 
@@ -114,8 +122,10 @@ def _load_model(config: Config):
                                      controlnets=load_controlnets(config, pipe, device, dtype),
                                      canny_thresholds=config.canny_thresholds,
                                      ip_adapter=load_ip_adapter(config, pipe, device, dtype))
-    sizes = {"default_size": renderer.family.default_size, "size_multiple": renderer.family.size_multiple}
-    initial = initial_params(config, {**sizes, "family": renderer.family.name})
+    family = renderer.family
+    sizes = {"default_size": family.default_size, "size_multiple": family.size_multiple,
+             "default_guidance": family.default_guidance, "min_guidance": family.min_guidance}
+    initial = initial_params(config, {**sizes, "family": family.name})
     # Several channels' frames batched, each with its own transitions; with --overlap on, a batch's
     # decode runs on a second CUDA stream while the next batch begins.
     channels = OverlappedRenderer(renderer) if config.overlap else ChannelRenderer(renderer)

@@ -86,6 +86,10 @@ class Limits:
     size_multiple: int = SIZE_MULTIPLE  # the model family's: width and height are multiples of it
     controls: tuple[str, ...] = ()  # the ControlNet names loaded (--controlnet NAME=SOURCE)
     style: bool = False  # an IP-Adapter is loaded (--ip-adapter): style_scale above 0 is allowed
+    # The model family's guidance: the least that means something (an embedded-guidance model's
+    # 1) and the value a channel starts with when no client set one.
+    min_guidance: float = 0.0
+    default_guidance: float = 0.0
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Params))
@@ -250,6 +254,14 @@ def _size(field: str, value: Any, limits: Limits) -> int:
     return value
 
 
+def _guidance_range(limits: Limits) -> str:
+    if limits.min_guidance == 0:
+        return f"guidance must be a finite number in [0, {MAX_GUIDANCE:g}]"
+    return (f"guidance must be a finite number in [{limits.min_guidance:g}, {MAX_GUIDANCE:g}] for this model (an "
+            f"input it was distilled with, {limits.min_guidance:g} = the prompt alone, {limits.default_guidance:g} "
+            f"its default; not classifier-free guidance, which 0 turns off)")
+
+
 def parse_changes(raw: Any, limits: Limits = Limits()) -> dict[str, Any]:
     """Validate a partial change; return the clean values or raise ``ValidationError``."""
     if not isinstance(raw, Mapping):
@@ -263,8 +275,7 @@ def parse_changes(raw: Any, limits: Limits = Limits()) -> dict[str, Any]:
         elif field == "steps":
             clean[field] = _integer(field, value, 1, MAX_STEPS, f"an integer from 1 to {MAX_STEPS}")
         elif field == "guidance":
-            clean[field] = _number(field, value, 0.0, MAX_GUIDANCE,
-                                   f"guidance must be a finite number in [0, {MAX_GUIDANCE:g}]")
+            clean[field] = _number(field, value, limits.min_guidance, MAX_GUIDANCE, _guidance_range(limits))
         elif field in ("width", "height"):
             clean[field] = _size(field, value, limits)
         elif field == "strength":
@@ -315,9 +326,10 @@ def schema(limits: Limits = Limits()) -> dict:
         "steps": {"type": "integer", "minimum": 1, "maximum": MAX_STEPS, "default": default.steps,
                   "note": "sampling steps, one range for every model: Turbo models want 1-4, Lightning, "
                           "Hyper-SD and LCM models 2-8"},
-        "guidance": {"type": "number", "minimum": 0.0, "maximum": MAX_GUIDANCE,
-                     "default": default.guidance,
-                     "note": "0 disables classifier-free guidance (SDXL-Turbo's intended setting)"},
+        "guidance": {"type": "number", "minimum": limits.min_guidance, "maximum": MAX_GUIDANCE,
+                     "default": limits.default_guidance,
+                     "note": "0 disables classifier-free guidance (SDXL-Turbo's intended setting); a model with "
+                             "embedded guidance (SANA-Sprint) takes it as an input from 1 up, 4.5 by default"},
         "width": {**size, "default": default.width},
         "height": {**size, "default": default.height},
         "strength": {"type": "number", "minimum": 0.0, "maximum": 1.0, "default": default.strength,

@@ -213,7 +213,8 @@ class DemoFamilyContract(RendererContract):
         from bridge.config import Config
 
         renderer, info = load_renderer(Config(model=cls.model, cache_dir=cache_dir, compile="off", device="cpu",
-                                              initial=Params(width=SIZE, height=SIZE), overlap=cls.overlap))
+                                              initial=Params(width=SIZE, height=SIZE), family_guidance=True,
+                                              overlap=cls.overlap))
         assert info["family"] == cls.family and info["overlap"] is cls.overlap
         return renderer
 

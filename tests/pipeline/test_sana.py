@@ -22,7 +22,7 @@ from bridge.core.errors import ConfigError, ValidationError  # noqa: E402
 from bridge.core.params import Limits, Params, parse_changes  # noqa: E402
 from bridge.core.scene import InputImage, Scene  # noqa: E402
 from bridge.pipeline.families.sana import INSTRUCTION  # noqa: E402
-from bridge.pipeline.families.scm import ScmSampler  # noqa: E402
+from bridge.pipeline.families.scm import ScmSampler, img2img_schedule  # noqa: E402
 from bridge.pipeline.loading.loader import load_pipeline  # noqa: E402
 from bridge.pipeline.render.renderer import DiffusersRenderer  # noqa: E402
 
@@ -40,7 +40,7 @@ def reference(pipe, prompt, seed, steps, guidance, width, height):
     return np.round(image * 255).astype(int)
 
 
-@pytest.mark.parametrize("steps,guidance,width,height", [(1, 4.5, 128, 96), (2, 4.5, 64, 64), (3, 0.0, 64, 128)])
+@pytest.mark.parametrize("steps,guidance,width,height", [(1, 4.5, 128, 96), (2, 4.5, 64, 64), (3, 1.0, 64, 128)])
 def test_eager_frames_match_diffusers_sana_sprint_pipeline_pixel_for_pixel(sana, steps, guidance, width, height):
     p = Params(prompt="A Lighthouse at dusk ", seed=7, steps=steps, guidance=guidance, width=width, height=height)
     ours = sana.render(p).pixels
@@ -90,6 +90,51 @@ def test_image_to_image_starts_from_the_input_at_the_steps_angle(sana):
     assert not np.array_equal(a, sana.render(p.merged({"strength": 0.0})).pixels)
 
 
+def img2img_reference(pipe, rgb, prompt, seed, steps, strength, guidance, width, height):
+    """diffusers' SanaSprintImg2ImgPipeline on the same modules, at the requested size."""
+    from diffusers import SanaSprintImg2ImgPipeline
+    from PIL import Image
+
+    image = SanaSprintImg2ImgPipeline(**pipe.components)(
+        prompt=prompt, image=Image.fromarray(rgb), strength=strength, num_inference_steps=steps,
+        intermediate_timesteps=1.3 if steps == 2 else None, guidance_scale=guidance, height=height, width=width,
+        use_resolution_binning=False, generator=torch.Generator("cpu").manual_seed(seed), output_type="np").images[0]
+    return np.round(image * 255).astype(int)
+
+
+@pytest.mark.parametrize("steps,strength", [(2, 0.5), (4, 0.75), (4, 0.6), (8, 0.3), (3, 0.5), (1, 1.0),
+                                            (1, 0.5), (3, 0.7), (2, 0.9)])
+def test_image_to_image_matches_diffusers_sana_sprint_img2img_pipeline_pixel_for_pixel(sana, steps, strength):
+    """Where diffusers keeps the input, its own (steps, strength); where it would start at pi/2 with a
+    strength below 1 (the input ignored: steps 1, or steps x (1 - strength) < 1), the lengthened
+    schedule, which is diffusers' call at (length, (length - start) / length)."""
+    rgba = np.random.default_rng(steps).integers(0, 256, (64, 96, 4), np.uint8)
+    rgba[..., 3] = 255
+    p = Params(prompt="a boat on a lake", seed=5, steps=steps, strength=strength, guidance=4.5, width=96, height=64)
+    ours = sana.render(p, Scene(InputImage.from_pixels(rgba))).pixels[..., :3].astype(int)
+    length, start = img2img_schedule(steps, strength)
+    diffusers_start = int(max(steps - min(steps * strength, steps), 0))
+    if diffusers_start > 0 or strength == 1:
+        assert (length, start) == (steps, diffusers_start)
+    else:
+        strength = (length - start) / length
+        assert int(max(length - min(length * strength, length), 0)) == start  # diffusers' rounding agrees
+    ref = img2img_reference(sana.pipe, rgba[..., :3], p.prompt, p.seed, length, strength, 4.5, 96, 64)
+    assert np.array_equal(ours, ref)
+
+
+def test_the_img2img_schedule_rounds_as_diffusers_sana_sprint_and_keeps_the_input():
+    assert img2img_schedule(3, 0.5) == (3, 1)  # int(3 - 1.5) = 1: two steps (SD's rule: int(1.5) = 1 step)
+    assert img2img_schedule(8, 0.3) == (8, 5)  # 8 * 0.3 = 2.4000000000000004: int(5.6) = 5
+    assert img2img_schedule(4, 1.0) == (4, 0)  # strength 1: from pure noise, as asked
+    assert img2img_schedule(1, 0.5) == (2, 1)  # diffusers would start at pi/2: one step from angle 1.3
+    assert img2img_schedule(1, 0.05) == (20, 19)
+    for steps in range(1, 9):
+        for strength in np.arange(0.05, 1.0, 0.05):
+            length, start = img2img_schedule(steps, float(strength))
+            assert 1 <= start < length and length - start <= steps
+
+
 def test_the_scm_sampler_takes_only_an_scm_scheduler():
     from diffusers import EulerDiscreteScheduler, SCMScheduler
 
@@ -125,6 +170,47 @@ def test_another_scheduler_is_refused_in_one_line(cache_dir):
     assert "\n" not in str(info.value)
 
 
+def test_random_sana_1_6b_is_the_1_6b_transformer_beside_the_0_6b():
+    """The builder names' transformer configs, built on the meta device (shapes, no weights)."""
+    from diffusers import SanaTransformer2DModel
+
+    from bridge.pipeline.loading.demo import NAMES
+    from bridge.pipeline.loading.sana_build import transformer_config
+
+    counts = {}
+    for name in ("random-sana", "random-sana-1.6b"):
+        builtin = NAMES[name]
+        assert builtin.family.name == "sana" and not builtin.demo
+        with torch.device("meta"):
+            model = SanaTransformer2DModel.from_config(transformer_config(False, builtin.architecture.configs))
+        counts[name] = sum(p.numel() for p in model.parameters())
+        assert model.config.in_channels == 32 and model.config.guidance_embeds
+    assert 0.55e9 < counts["random-sana"] < 0.65e9 and 1.55e9 < counts["random-sana-1.6b"] < 1.65e9
+    assert NAMES["random-sana-1.6b"].architecture.configs.name == "sana-sprint-1.6b"
+
+
+def test_guidance_starts_at_the_family_default_and_below_1_is_refused_in_one_line():
+    from bridge.app.renderers import initial_params
+    from bridge.cli import build_parser, config_from_args
+
+    info = {"family": "sana", "default_size": 1024, "size_multiple": 32, "default_guidance": 4.5, "min_guidance": 1.0}
+    left_out = config_from_args(build_parser().parse_args(["serve", "--model", "demo-sana"]))
+    assert left_out.family_guidance and initial_params(left_out, info).guidance == 4.5
+    explicit = config_from_args(build_parser().parse_args(["serve", "--model", "demo-sana", "--guidance", "2"]))
+    assert not explicit.family_guidance and initial_params(explicit, info).guidance == 2.0
+    sd = {"family": "sdxl", "default_size": 512, "size_multiple": 8, "default_guidance": 0.0, "min_guidance": 0.0}
+    assert initial_params(left_out, sd).guidance == 0.0  # the SD families keep theirs
+    zero = config_from_args(build_parser().parse_args(["serve", "--model", "demo-sana", "--guidance", "0"]))
+    with pytest.raises(ConfigError, match="from 1 up") as info_error:
+        initial_params(zero, info)
+    assert "\n" not in str(info_error.value)
+    limits = Limits(1024, size_multiple=32, min_guidance=1.0, default_guidance=4.5)
+    assert parse_changes({"guidance": 1.0}, limits) == {"guidance": 1.0}
+    with pytest.raises(ValidationError, match=r"\[1, 30\] for this model") as refused:
+        parse_changes({"guidance": 0}, limits)
+    assert "\n" not in str(refused.value) and parse_changes({"guidance": 0}, Limits()) == {"guidance": 0.0}
+
+
 def test_sizes_are_multiples_of_32_for_this_family():
     limits = Limits(1024, size_multiple=32)
     assert parse_changes({"width": 768, "height": 512}, limits) == {"width": 768, "height": 512}
@@ -153,28 +239,70 @@ def _serve(cache_dir, *args):
     pytest.fail("daemon did not start:\n" + "".join(lines))
 
 
+def _patch(url: str, changes: dict) -> int:
+    request = urllib.request.Request(url, json.dumps(changes).encode(), method="PATCH")
+    return json.load(urllib.request.urlopen(request))["version"]
+
+
+def _frame(url: str, version: int) -> bytes:
+    """The first frame of ``url`` (a stream's frame.rgba) at ``version`` or later."""
+    seq = 0
+    while True:
+        with urllib.request.urlopen(f"{url}?after={seq}&timeout=60") as frame:
+            seq = int(frame.headers["X-Frame-Seq"])
+            if int(frame.headers["X-Params-Version"]) >= version:
+                return frame.read()
+
+
 def test_the_daemon_serves_sana_at_1024_by_default_and_512_and_768_on_request(cache_dir):
     proc, url = _serve(cache_dir)
     try:
         health = json.load(urllib.request.urlopen(f"{url}/health"))
         assert health["family"] == "sana" and health["size_multiple"] == 32 and health["steering"] == []
+        assert (health["default_guidance"], health["min_guidance"]) == (4.5, 1.0)
+        params = json.load(urllib.request.urlopen(f"{url}/params"))
+        assert params["guidance"] == 4.5  # the family's, not 0: GET /v1/params says what the frame is made of
+        guidance = json.load(urllib.request.urlopen(f"{url}/schema"))["parameters"]["guidance"]
+        assert (guidance["minimum"], guidance["default"]) == (1.0, 4.5)
         with urllib.request.urlopen(f"{url}/frame.rgba") as frame:
             assert (frame.headers["X-Width"], frame.headers["X-Height"]) == ("1024", "1024")
         for size in (768, 512):
-            body = json.dumps({"width": size, "height": size, "seed": size}).encode()
-            request = urllib.request.Request(f"{url}/params", body, method="PATCH")
-            version = json.load(urllib.request.urlopen(request))["version"]
-            seq = 0
-            while True:
-                with urllib.request.urlopen(f"{url}/frame.rgba?after={seq}&timeout=60") as frame:
-                    seq = int(frame.headers["X-Frame-Seq"])
-                    if int(frame.headers["X-Params-Version"]) >= version:
-                        assert len(frame.read()) == size * size * 4
-                        break
-        request = urllib.request.Request(f"{url}/params", json.dumps({"loras": {"a": 1}}).encode(), method="PATCH")
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(request)
-        assert "sana family takes no LoRAs" in refused.value.read().decode()
+            version = _patch(f"{url}/params", {"width": size, "height": size, "seed": size})
+            assert len(_frame(f"{url}/frame.rgba", version)) == size * size * 4
+        first = _frame(f"{url}/frame.rgba", 0)
+        _frame(f"{url}/frame.rgba", _patch(f"{url}/params", {"guidance": 1.0}))
+        assert _frame(f"{url}/frame.rgba", _patch(f"{url}/params", {"guidance": 4.5})) == first  # same params, same pixels
+        for changes, words in (({"loras": {"a": 1}}, "sana family takes no LoRAs"), ({"guidance": 0}, "[1, 30]")):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                _patch(f"{url}/params", changes)
+            assert refused.value.code == 400 and words in refused.value.read().decode()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def test_two_channels_with_overlap_on_get_their_own_deterministic_frames(cache_dir):
+    """--overlap on through the real daemon: channels of one shape render as one batch, each its
+    own prompt; the same state again gives the same pixels (within the one 8-bit level a CPU batch
+    of another size may round differently, as the contract suite allows)."""
+    proc, url = _serve(cache_dir, "--overlap", "on", "--width", "64", "--height", "64")
+    try:
+        assert json.load(urllib.request.urlopen(f"{url}/health"))["overlap"] is True
+        prompts = {"left": "a red kite over the sea", "right": "a blue boat in a harbour"}
+        first = {}
+        for name, prompt in prompts.items():
+            version = _patch(f"{url}/channels/{name}/params", {"prompt": prompt, "seed": 11})
+            first[name] = np.frombuffer(_frame(f"{url}/channels/{name}/frame.rgba", version), np.uint8)
+        assert first["left"].size == first["right"].size == 64 * 64 * 4
+        assert np.abs(first["left"].astype(int) - first["right"].astype(int)).max() > 8  # each its own prompt
+        for name in prompts:  # away and back, both channels at once
+            _patch(f"{url}/channels/{name}/params", {"seed": 12})
+        versions = {name: _patch(f"{url}/channels/{name}/params", {"seed": 11}) for name in prompts}
+        for name, version in versions.items():
+            again = np.frombuffer(_frame(f"{url}/channels/{name}/frame.rgba", version), np.uint8)
+            assert np.abs(again.astype(int) - first[name].astype(int)).max() <= 1
+        channels = json.load(urllib.request.urlopen(f"{url}/channels"))
+        assert {"main", "left", "right"} <= set(channels["channels"])
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)

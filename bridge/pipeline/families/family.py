@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from ...core.params import img2img_schedule
+
 if TYPE_CHECKING:
     import torch
 
@@ -39,6 +41,14 @@ class Family:
     # for a scheduler the family cannot sample with (the --scheduler check at load).
     sampler: Callable[[object], "Sampler"]
     size_multiple: int = 8  # width and height are multiples of this (the latents' downscale x patch size)
+    # The guidance a frame gets when no client set one (--guidance left out), and the least that means
+    # something: SD's 0 turns classifier-free guidance off; an embedded-guidance model was distilled
+    # on values from 1 up (SANA-Sprint's card and pipeline use 4.5).
+    default_guidance: float = 0.0
+    min_guidance: float = 0.0
+    # Image-to-image: (steps, strength) -> (schedule length, first step run), as the family's diffusers
+    # img2img pipeline rounds them (core.params.img2img_schedule: SD's; scm.img2img_schedule: SANA's).
+    img2img_schedule: Callable[[int, float], tuple[int, int]] = img2img_schedule
     # The plain diffusers call as its model card writes it (benchmark baselines, reference checks):
     # the dtype it loads in, and call_kwargs(steps) -> the call's extra keyword arguments.
     call_dtype: str = "fp16"

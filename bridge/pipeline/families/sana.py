@@ -23,7 +23,7 @@ import torch
 
 from .family import CONFIGS, Family
 from .parts import Conditioning, Parts, to_rgba8
-from .scm import INTERMEDIATE_TIMESTEPS, ScmSampler
+from .scm import INTERMEDIATE_TIMESTEPS, ScmSampler, img2img_schedule
 
 MAX_SEQUENCE_LENGTH = 300  # SanaSprintPipeline.__call__'s max_sequence_length
 # SanaSprintPipeline.__call__'s default complex_human_instruction, joined with newlines in front of the prompt.
@@ -167,9 +167,11 @@ class DcaeDecoder:
 
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:
         """(H, W, 3) uint8 to latents times ``scaling_factor`` (``SanaSprintImg2ImgPipeline``; its
-        ``sigma_data`` factor is the sampler's)."""
+        ``sigma_data`` factor is the sampler's). The pixels keep the channels-last layout that diffusers'
+        image processor gives them (a numpy transpose): the convolutions round differently on a
+        contiguous copy, one float32 ulp in the latents and one 8-bit level in a few frames."""
         vae = self.module
-        x = (rgb.permute(2, 0, 1)[None].float() / 255.0 * 2.0 - 1.0).to(vae.dtype)
+        x = (rgb[None].float() / 255.0 * 2.0 - 1.0).permute(0, 3, 1, 2).to(vae.dtype)
         return (vae.encode(x).latent * vae.config.scaling_factor).to(self.dtype)
 
 
@@ -191,4 +193,8 @@ SANA = Family(
     tiny_vae=None, tiny_vae_config=None, default_size=1024, size_multiple=32,
     description="SANA-Sprint (0.6B/1.6B diffusion transformer, Gemma-2 text encoder, DC-AE, SCM sampler)",
     parts=sana_parts, steering=frozenset(), sampler=ScmSampler, call_dtype="bf16", call_kwargs=call_kwargs,
+    # The model card's and SanaSprintPipeline's guidance_scale. The transformer embeds the value (times
+    # guidance_embeds_scale) like a timestep; distilled from CFG scales, it never saw one below 1
+    # (1: the conditional prediction alone; 0 would ask for the unconditional one, a prompt ignored).
+    default_guidance=4.5, min_guidance=1.0, img2img_schedule=img2img_schedule,
 )

@@ -15,7 +15,8 @@ bit for bit on the CPU; the per-step model timestep ``u`` is a device tensor mad
 
 Noise draws: the initial noise, then one per step (the scheduler draws at every step, the last
 one's unused), as ``FramePlan.draws`` counts them. Image-to-image starts at step ``start``'s angle:
-``cos s * image * sigma_data + sin s * sigma_data * noise`` (``SanaSprintImg2ImgPipeline``).
+``cos s * image * sigma_data + sin s * sigma_data * noise`` (``SanaSprintImg2ImgPipeline``), ``start``
+as that pipeline rounds it (``img2img_schedule``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,31 @@ from dataclasses import dataclass
 
 import torch
 
+from ...core.params import img2img_schedule as sd_img2img_schedule
+
 MAX_TIMESTEPS = 1.57080  # SanaSprintPipeline.__call__'s max_timesteps
 INTERMEDIATE_TIMESTEPS = 1.3  # its intermediate_timesteps, used for two steps only
+
+
+def img2img_schedule(steps: int, strength: float) -> tuple[int, int]:
+    """(schedule length, first step) for image-to-image, as ``SanaSprintImg2ImgPipeline`` rounds them.
+
+    Its ``get_timesteps`` (SD3's) starts at ``int(steps - steps * strength)``, where SD's img2img runs
+    ``int(steps * strength)`` steps: the two differ by a step wherever ``steps * strength`` is not a
+    whole number (steps 3 at 0.7: SANA's runs 3 steps, SD's rule 2), and by float rounding
+    (``10 * 0.3 = 3.0000000000000004``). Where SANA's rule starts at pi/2 with a strength below 1
+    (steps 1 at any strength, or ``steps * (1 - strength) < 1``), the input weighs cos 1.5708 = 4e-6:
+    diffusers ignores it and strength means nothing. There the daemon takes SD's rule instead (the
+    shortest schedule that runs ``int(length * strength) >= 1`` steps, steps 1 at 0.5 = 1 step from
+    angle 1.3), so a live input always shows; that frame is diffusers' call at ``length`` and strength
+    ``(length - start) / length``.
+    """
+    if not 0 < strength <= 1:
+        raise ValueError(f"image-to-image needs a strength in (0, 1], got {strength!r}")
+    start = int(max(steps - min(steps * strength, steps), 0))  # diffusers' arithmetic, in Python floats
+    if start > 0 or strength == 1:
+        return steps, start
+    return sd_img2img_schedule(steps, strength)
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,8 @@ SD2_ARCH = Architecture(SD2, SD2.configs, DEMO_SD_UNET, "demo-sd2")
 SD15_ARCH = Architecture(SD15, SD15.configs, DEMO_SD15_UNET, "demo-sd15")
 SDXS_ARCH = Architecture(SD2, CONFIGS / "sdxs-512", DEMO_SDXS_UNET, "demo-sdxs")
 SANA_ARCH = Architecture(SANA, SANA.configs, {}, "demo-sana")
+# The 1.6B transformer (its folder holds only that); full size only, for GPU benchmarks.
+SANA_16B_ARCH = Architecture(SANA, CONFIGS / "sana-sprint-1.6b", {}, "random-sana-1.6b")
 DEFAULT_ARCHITECTURE = {arch.family.name: arch for arch in (SDXL_ARCH, SD2_ARCH, SD15_ARCH, SANA_ARCH)}
 
 
@@ -93,6 +95,7 @@ NAMES = {name: Builtin(arch.family, demo, arch) for names, arch in (
     (("demo-sd15", "random-sd15"), SD15_ARCH), (("demo-sdxs", "random-sdxs"), SDXS_ARCH),
     (("demo-sana", "random-sana"), SANA_ARCH))
     for name, demo in zip(names, (True, False))}
+NAMES["random-sana-1.6b"] = Builtin(SANA, False, SANA_16B_ARCH)
 
 
 def is_demo(model: str) -> bool:
@@ -130,7 +133,7 @@ def build_components(demo: bool, dtype: torch.dtype = torch.float32, device: str
     if arch.family is SANA:
         from .sana_build import sana_components
 
-        return sana_components(demo, dtype, device, with_vae)
+        return sana_components(demo, dtype, device, with_vae, arch.configs)
     if arch.family is not SDXL:
         return _one_encoder_components(arch, demo, dtype, device, with_vae)
     from diffusers import AutoencoderKL, UNet2DConditionModel

@@ -133,7 +133,8 @@ def load_pipeline(model: str, device: str, dtype: torch.dtype, cache_dir: Path, 
 
     ``model``: a hub id, a local diffusers folder, a single-file ``.safetensors`` checkpoint in
     the original (LDM/SGM) layout, ``demo``/``demo-sd``/``demo-sd15``/``demo-sdxs`` (small, random
-    weights, built once into ``cache_dir``) or ``random``/``random-sd``/``random-sd15``/``random-sdxs``
+    weights, built once into ``cache_dir``) or ``random``/``random-sd``/``random-sd15``/``random-sdxs``/
+    ``random-sana``/``random-sana-1.6b``
     (the full architecture with random weights, in memory: for benchmarks; compute does not depend
     on weight values). ``vae``, if
     given, replaces the pipeline's own VAE (which is then not loaded). ``scheduler``: a

@@ -1,6 +1,7 @@
 """SANA-Sprint pipelines with random weights: ``demo-sana`` (small, the real block types: linear
-attention transformer with embedded guidance, Gemma-2, DC-AE with f 32) and ``random-sana`` (the
-published 0.6B transformer, DC-AE f32c32 and Gemma-2 2B configs bundled in ``configs/sana-sprint``).
+attention transformer with embedded guidance, Gemma-2, DC-AE with f 32), ``random-sana`` (the
+published 0.6B transformer, DC-AE f32c32 and Gemma-2 2B configs bundled in ``configs/sana-sprint``) and
+``random-sana-1.6b`` (the 1.6B transformer of ``configs/sana-sprint-1.6b``, the same other parts).
 
 No model hub here, so the tokenizer is made offline: a Gemma tokenizer (BOS first, right padding,
 SentencePiece's ``▁`` for spaces) over lower-case letters and byte fallback. It tokenizes any text,
@@ -12,6 +13,7 @@ model brings its own tokenizer.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 
@@ -47,13 +49,20 @@ def offline_tokenizer():
     return tokenizer
 
 
-def _json(name: str) -> dict:
-    config = json.loads((SANA.configs / name).read_text())
+def _json(name: str, configs: Path = SANA.configs) -> dict:
+    config = json.loads((configs / name).read_text())
     return {key: value for key, value in config.items() if not key.startswith("_") and key != "architectures"}
 
 
-def sana_components(demo: bool, dtype: torch.dtype, device: str, with_vae: bool = True) -> dict:
-    """The pipeline's modules with random weights (fixed init seed), in ``dtype`` on ``device``."""
+def transformer_config(demo: bool, configs: Path = SANA.configs) -> dict:
+    """The transformer's config: the bundled one of ``configs`` (0.6B or 1.6B), or the demo's."""
+    return {**_json("transformer/config.json", configs), **(DEMO_TRANSFORMER if demo else {})}
+
+
+def sana_components(demo: bool, dtype: torch.dtype, device: str, with_vae: bool = True,
+                    configs: Path = SANA.configs) -> dict:
+    """The pipeline's modules with random weights (fixed init seed), in ``dtype`` on ``device``;
+    the transformer of ``configs``, the other parts SANA-Sprint's (the 0.6B and 1.6B share them)."""
     from diffusers import AutoencoderDC, SanaTransformer2DModel, SCMScheduler
     from transformers import Gemma2Config, Gemma2Model
 
@@ -61,7 +70,7 @@ def sana_components(demo: bool, dtype: torch.dtype, device: str, with_vae: bool 
     text = _json("text_encoder/config.json")
     if demo:
         text.update(DEMO_TEXT, vocab_size=len(tokenizer))
-    transformer = {**_json("transformer/config.json"), **(DEMO_TRANSFORMER if demo else {})}
+    transformer = transformer_config(demo, configs)
     vae = {**_json("vae/config.json"), **(DEMO_VAE if demo else {})}
     torch.manual_seed(0)
     with torch.device(device):

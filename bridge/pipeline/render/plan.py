@@ -25,11 +25,12 @@ class FramePlan:
 
     @staticmethod
     def of(params: Params, img2img: bool, controls: tuple[str, ...] = (), style: bool = False,
-           classifier_free: bool = True) -> "FramePlan":
-        """``classifier_free``: the family guides with an unconditional row (else guidance is an input)."""
+           classifier_free: bool = True, schedule=img2img_schedule) -> "FramePlan":
+        """``classifier_free``: the family guides with an unconditional row (else guidance is an input);
+        ``schedule``: the family's image-to-image rounding (``Family.img2img_schedule``)."""
         cfg = classifier_free and params.guidance > 0
         if img2img:
-            length, start = img2img_schedule(params.steps, params.strength)
+            length, start = schedule(params.steps, params.strength)
             return FramePlan(params.width, params.height, length, start, cfg, params.tiling, controls, style)
         return FramePlan(params.width, params.height, params.steps, None, cfg, params.tiling, controls, style)
 

@@ -153,7 +153,7 @@ class DiffusersRenderer:
     def plan(self, params: Params, scene: Scene) -> FramePlan:
         style = scene.style is not None and self.style is not None and params.style_scale > 0
         return FramePlan.of(params, scene.input is not None, frame_controls(scene), style,
-                            classifier_free=self.calls.classifier_free)
+                            classifier_free=self.calls.classifier_free, schedule=self.family.img2img_schedule)
 
     def latent_shape(self, plan: FramePlan) -> tuple[int, ...]:
         return self.calls.latent_shape(plan)
