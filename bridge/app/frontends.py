@@ -60,8 +60,9 @@ def osc(config: Config) -> CleanupContext:
         loop = asyncio.get_running_loop()
         recorder = app[record_api.RECORDER]  # channel main's, made with its outputs
         sock = app[OSC_SOCKET] if OSC_SOCKET in app else sockets.bind_osc(config.host, config.osc_port)
-        allow = security.SenderFilter(config.access.osc_allow) \
-            if config.access.osc_allow or not security.is_loopback(config.host) else None
+        # Loopback alone may change render parameters; with a token set, LoRAs and recording need
+        # the sender named by --osc-allow (OSC cannot carry the token).
+        allow = security.SenderFilter(config.access.osc_allow, token_set=config.access.token is not None)
         transport, protocol = await loop.create_datagram_endpoint(
             lambda: OscServer(app[rest.DOOR], allow,
                               {record_api.OSC_ADDRESS: lambda args: record_api.osc_record(recorder, args)}),

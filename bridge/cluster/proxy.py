@@ -12,6 +12,7 @@ each group one batch, as a local render queue does (``worker.RenderWorker``).
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any, Hashable, Iterable, Sequence
 
@@ -21,6 +22,8 @@ from ..core.params import Params
 from ..core.renderer import Item
 from ..core.scene import Scene
 from .worker import WorkerInfo
+
+log = logging.getLogger(__name__)
 
 ONE_CALL = "worker"  # the batch key of every frame: the worker splits a call by its own keys
 
@@ -71,6 +74,14 @@ class RemoteLoras:
             raise ValidationError(*refusal)
         with self._lock:
             self._loaded.add(name)
+
+    def pin(self, names: frozenset[str]) -> None:
+        """The worker keeps ``names`` loaded (what the channels placed on it use). Sent, not awaited:
+        the event loop calls this; the worker's LoRA calls run in order on their own thread."""
+        try:
+            self._actor.lora_pin.options(concurrency_group="loras").remote(sorted(names))
+        except Exception as exc:  # a dead worker: its channels move, and the new one is told again
+            log.warning("LoRAs not pinned on %s: %s", self._worker_id, worker_error(self._worker_id, exc))
 
     def scan(self) -> list:
         import ray

@@ -70,6 +70,11 @@ class RenderWorker:
             return exc.field or "loras", exc.message
         return None
 
+    def lora_pin(self, names: list[str]) -> None:
+        """Keep ``names`` loaded: the channels the daemon placed here use them."""
+        if self._renderer.lora_catalog is not None:
+            self._renderer.lora_catalog.pin(frozenset(names))
+
     def lora_scan(self) -> list[dict]:
         catalog = self._renderer.lora_catalog
         return [] if catalog is None else [info.to_json() for info in catalog.scan()]

@@ -51,8 +51,10 @@ class Finished:
 class LoraCatalog(Protocol):
     """A renderer's LoRA folder (``bridge.pipeline.steering.lora.LoraCatalog``).
 
-    ``names`` and ``ready`` never block (the event loop asks them); ``load`` and ``scan`` do
-    (file IO: the engine runs them on a loader thread)."""
+    ``names``, ``ready`` and ``pin`` never block (the event loop calls them); ``load`` and ``scan``
+    do (file IO: the engine runs them on a loader thread). ``pin`` names every LoRA the channels of
+    the device use now: those stay loaded (bounded by the LoRA gate's ``capacity``), so the render
+    thread never reads a file."""
 
     @property
     def folder(self) -> Any: ...  # where the files are (a path), for messages and health
@@ -65,6 +67,8 @@ class LoraCatalog(Protocol):
     def load(self, name: str) -> Any: ...
 
     def scan(self) -> list: ...  # the files found, each with ``to_json()``
+
+    def pin(self, names: frozenset[str]) -> None: ...  # what the channels use now stays loaded; never blocks
 
 
 @runtime_checkable

@@ -26,7 +26,7 @@ from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Protocol
 
 from ..core.errors import BridgeError, ValidationError
-from ..core.params import Limits, parse_changes
+from ..core.params import Limits, Params, parse_changes
 from .channels import MAIN, ChannelRegistry, check_name, unknown_channel
 from .loras import LoraGate
 from .render_queue import RenderQueue
@@ -53,6 +53,11 @@ class ChannelChange:
     def loras(self) -> list[str]:
         """The LoRAs this part turns on (weight not 0): files to load before it is checked."""
         return [name for name, weight in self.values.get("loras", ()) if weight != 0]
+
+    def loras_after(self, current: Params) -> list[str]:
+        """The channel's whole set of LoRAs once this part applies to ``current`` (Params keeps no zero weights)."""
+        changed = dict(self.values.get("loras", ()))
+        return [name for name, _ in current.loras if changed.get(name, 1) != 0 and name not in changed] + self.loras
 
 
 @dataclass(frozen=True)
@@ -126,7 +131,7 @@ class ChangeDoor:
                 break
             for name, gate, names in unloaded:
                 try:
-                    await gate.prepare(names)
+                    await gate.prepare(names, name)
                 except ValidationError:
                     self._refused(name)
                     raise
@@ -173,14 +178,19 @@ class ChangeDoor:
     def _waits(self, changes: ChangeSet, targets: Mapping[str, Target]) -> bool:
         return any(isinstance(t, RenderQueue) for t in targets.values()) or bool(self._unloaded(changes, targets))
 
-    @staticmethod
-    def _unloaded(changes: ChangeSet, targets: Mapping[str, Target]) -> list[tuple[str, LoraGate, list[str]]]:
-        """(channel, its device's LoRA gate, names) for each part whose LoRAs are not loaded there yet."""
+    def _unloaded(self, changes: ChangeSet, targets: Mapping[str, Target]) -> list[tuple[str, LoraGate, list[str]]]:
+        """(channel, its device's LoRA gate, names) for each part whose channel's whole resulting set of
+        LoRAs is not all loaded there yet (a seed change too: the render thread never reads a file)."""
         out = []
         for part in changes.parts:
-            gate = targets[part.channel].loras
-            if gate is not None and gate.needs_loading(part.loras):
-                out.append((part.channel, gate, part.loras))
+            target = targets[part.channel]
+            gate = target.loras
+            if gate is None:
+                continue
+            current = target.params if isinstance(target, Scheduler) else self._channels.initial
+            names = part.loras_after(current) if "loras" in part.values else [n for n, _ in current.loras]
+            if gate.needs_loading(names):
+                out.append((part.channel, gate, names))
         return out
 
     def _check(self, changes: ChangeSet, targets: Mapping[str, Target]) -> list[tuple[str, Checked]]:
@@ -192,7 +202,7 @@ class ChangeDoor:
                     checked.append((part.channel, target.check(part.values)))
                 else:  # a channel to create: it starts from the initial params, on that device
                     checked.append((part.channel, check_change(self._channels.initial, part.values,
-                                                               target.loras, target.renderer)))
+                                                               target.loras, target.renderer, part.channel)))
             except ValidationError:
                 self._refused(part.channel)
                 raise

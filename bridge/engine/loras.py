@@ -9,6 +9,13 @@ unknown name is refused on the event loop from the last scan, and the folder is 
 most once per ``RESCAN_S`` (one scan at a time, shared by everyone who asks); a file being
 loaded is loaded once, however many changes wait for it. So the loader's queue holds at most
 one scan and one load per known file.
+
+The render thread never reads a file (issue 24): every LoRA a channel uses is **pinned** in its
+device's catalog while any channel uses it (``hold`` on commit and on a move, ``release`` when a
+channel goes or moves away), however long it sits idle, and a change waits here until its
+channel's whole resulting set is loaded. Pinned files are bounded by ``capacity``: a change that
+would make more distinct LoRAs in use at once on one device is refused, in one line that says
+which channels use what.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from ..core.renderer import LoraCatalog
 log = logging.getLogger(__name__)
 
 RESCAN_S = 1.0  # the folder is listed again at most this often (a name not found waits for the next scan)
+IN_USE_MAX = 16  # distinct LoRAs the channels of one device may use at once (4 channels x 4 LoRAs), all kept loaded
 
 
 @dataclass
@@ -40,8 +48,10 @@ class LoraGate:
     """Runs the catalog's blocking work on ``loader``, a bounded amount of it; everything else on the event loop."""
 
     def __init__(self, catalog: LoraCatalog | None, loader: Executor, without: str | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, capacity: int = IN_USE_MAX):
         self._catalog = catalog
+        self.capacity = capacity
+        self._held: dict[str, frozenset[str]] = {}  # channel -> the LoRAs it uses now (pinned in the catalog)
         # Why a daemon without a catalog refuses every LoRA (default: no LoRA folder).
         self._without = without or ("this daemon has no LoRA folder (start it with --lora-dir DIR, "
                                     "or put *.safetensors files into loras/ in the cache dir)")
@@ -68,9 +78,44 @@ class LoraGate:
             raise ValidationError("loras", f"LoRA(s) {', '.join(map(repr, missing))} not loaded yet: send the "
                                            "change over REST, WebSocket or OSC, which load them first")
 
-    async def prepare(self, names: list[str]) -> None:
-        """Load the names not loaded yet, on the loader thread; raises ``ValidationError``."""
+    def check_room(self, channel: str, names: Iterable[str]) -> None:
+        """Synchronous: ``channel`` using ``names`` keeps the device's distinct LoRAs within ``capacity``."""
+        others = {name: sorted(held) for name, held in self._held.items() if name != channel and held}
+        in_use = set(names).union(*map(set, others.values()))
+        if len(in_use) > self.capacity:
+            users = "; ".join(f"{name}: {', '.join(held)}" for name, held in sorted(others.items()))[:300]
+            raise ValidationError("loras", f"too many distinct LoRAs in use at once on this device: {len(in_use)} "
+                                           f"with this change, at most {self.capacity} stay loaded; turn some off "
+                                           f"(weight 0) on this or another channel first (in use: {users})")
+
+    def hold(self, channel: str, names: Iterable[str]) -> None:
+        """``channel`` uses ``names`` now (its committed set, or the set it moved here with): pinned."""
+        held = frozenset(names)
+        if self._held.get(channel, frozenset()) == held:
+            return
+        if held:
+            self._held[channel] = held
+        else:
+            self._held.pop(channel, None)
+        self._pin()
+
+    def release(self, channel: str) -> None:
+        """``channel`` is gone from this device: its LoRAs stay pinned only if another channel uses them."""
+        if self._held.pop(channel, None):
+            self._pin()
+
+    def _pin(self) -> None:
+        if self._catalog is not None:
+            self._catalog.pin(frozenset().union(*self._held.values()))
+
+    async def prepare(self, names: list[str], channel: str | None = None) -> None:
+        """Load the names not loaded yet, on the loader thread; raises ``ValidationError``.
+
+        ``channel``: ``names`` is its whole set after the change (or the move): refused first if it
+        would take the device past ``capacity``."""
         catalog = self._catalog
+        if channel is not None and catalog is not None:
+            self.check_room(channel, names)
         if not names or catalog is None or catalog.ready(names):
             return
         if any(name not in catalog.names for name in names):
@@ -116,8 +161,10 @@ class LoraGate:
         return [info.to_json() for info in await self._rescanned()]
 
     def health(self) -> dict:
-        """What the loader did: scans, loads, waits shared, unknown names refused, and what runs now."""
-        return {**asdict(self.stats), "loading": len(self._loading), "scanning": self._scan is not None}
+        """What the loader did: scans, loads, waits shared, unknown names refused, what runs now, and
+        how many distinct LoRAs the channels use (pinned) of ``capacity``."""
+        return {**asdict(self.stats), "loading": len(self._loading), "scanning": self._scan is not None,
+                "in_use": len(frozenset().union(*self._held.values())), "capacity": self.capacity}
 
     @property
     def folder(self) -> str | None:

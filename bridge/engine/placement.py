@@ -144,7 +144,7 @@ class Placement:
         if not names or target.loras is None:
             return True
         try:
-            await target.loras.prepare(names)
+            await target.loras.prepare(names, channel.name)
         except ValidationError as exc:  # a file gone or changed since: the channel stays where it renders
             log.warning("channel %r stays on its device: its LoRAs do not load on %s: %s", channel.name,
                         target.name, exc)

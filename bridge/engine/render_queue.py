@@ -232,8 +232,11 @@ class RenderQueue:
         return outcomes
 
     def forget(self, stream: str) -> None:
-        """A channel is gone or moved: the renderer may drop what it kept for it (transition state)."""
+        """A channel is gone or moved: the renderer may drop what it kept for it (transition state),
+        and its LoRAs stay loaded here only if another channel uses them."""
         self._streams.discard(stream)
+        if self.loras is not None:
+            self.loras.release(stream)
         self.renderer.forget(stream)
 
     def health(self) -> dict:

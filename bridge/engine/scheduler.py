@@ -56,8 +56,10 @@ class Checked:
     warnings: tuple[str, ...] = ()
 
 
-def check_change(current: Params, values: Mapping[str, Any], loras: LoraGate | None, renderer: Renderer) -> Checked:
-    """Merge parsed values into ``current`` and check what a merge cannot: the LoRAs it turns on are loaded.
+def check_change(current: Params, values: Mapping[str, Any], loras: LoraGate | None, renderer: Renderer,
+                 channel: str) -> Checked:
+    """Merge parsed values into ``current`` and check what a merge cannot: the LoRAs it turns on are
+    loaded, and ``channel``'s new set keeps its device within the LoRAs it can keep loaded at once.
 
     Also for a channel not created yet (``current``: the daemon's initial params). Raises ``ValidationError``.
     """
@@ -66,6 +68,7 @@ def check_change(current: Params, values: Mapping[str, Any], loras: LoraGate | N
         names = [name for name, _ in merged.loras if name not in dict(current.loras)]
         if loras is not None:
             loras.check(names)
+            loras.check_room(channel, [name for name, _ in merged.loras])
         elif names:
             raise ValidationError("loras", "this daemon's model takes no LoRAs")
     warnings = tuple(w for name in PROMPT_FIELDS if name in values
@@ -120,8 +123,10 @@ class Scheduler(ChannelState):
         ``redo``: the old device is lost, and with it any frame in flight there: the current state
         renders again on the new one (its params, images and version are all here), so no change is lost.
         """
-        self._queue.forget(self.name)
+        self._queue.forget(self.name)  # its LoRAs released there
         self._queue, self._renderer = queue, queue.renderer
+        if self.loras is not None:
+            self.loras.hold(self.name, (name for name, _ in self._params.loras))  # loaded here before the move
         if redo:
             self.redo()
 
@@ -140,7 +145,7 @@ class Scheduler(ChannelState):
 
     def check(self, values: Mapping[str, Any]) -> Checked:
         """Check parsed values (``parse_changes``) against this channel's state; the state is not touched."""
-        return check_change(self._params, values, self.loras, self._renderer)
+        return check_change(self._params, values, self.loras, self._renderer, self.name)
 
     def commit(self, checked: Checked) -> Applied:
         """Make a checked change the state (a new version when it changes anything); never refuses."""
@@ -148,6 +153,8 @@ class Scheduler(ChannelState):
             raise RuntimeError(f"{self.name}: a change checked against an older state cannot be committed")
         self.stats.changes += 1
         if checked.params != self._params:
+            if checked.params.loras != self._params.loras and self.loras is not None:
+                self.loras.hold(self.name, (name for name, _ in checked.params.loras))  # stays loaded while used
             self._change(checked.params)
             log.debug("params v%d: %s", self._version, checked.params)
         return Applied(self._version, checked.warnings)

@@ -4,11 +4,13 @@
 without ``--token`` and ``--osc-allow``. ``middleware`` checks every HTTP request's Host header
 (DNS rebinding) and bearer token (constant-time); ``add_cors_headers`` answers only the origins
 given with ``--cors-origin``; ``SenderFilter`` admits OSC datagrams from loopback and the
-allowed networks.
+allowed networks, and says what each sender may do (``OscTrust``: with a token set, loopback
+alone may only change render parameters).
 """
 
 from __future__ import annotations
 
+import enum
 import hmac
 import ipaddress
 import logging
@@ -229,21 +231,47 @@ async def add_cors_headers(request: web.Request, response: web.StreamResponse) -
         response.headers.add("Vary", "Origin")
 
 
-class SenderFilter:
-    """Admits OSC datagrams from loopback and the allowed networks; counts and logs the others."""
+class OscTrust(enum.Enum):
+    """What an OSC sender may do."""
 
-    def __init__(self, networks: Iterable[Network]):
+    NONE = "none"  # dropped without a reply
+    PARAMS = "params"  # render parameters only (prompt, seed, guidance, blends, ...)
+    ALL = "all"  # also what reads or writes files: LoRAs, recording
+
+
+class SenderFilter:
+    """Admits OSC datagrams from loopback and the allowed networks; counts and logs the others.
+
+    OSC carries no token. So with ``--token`` set (``token_set``), loopback alone earns only
+    ``PARAMS``: any local program could otherwise start a recording or make the daemon read
+    LoRA files that HTTP clients need the token for. A sender named by ``--osc-allow`` (which
+    may name 127.0.0.1) is trusted with ``ALL``."""
+
+    def __init__(self, networks: Iterable[Network], token_set: bool = False):
         self.networks = tuple(networks)
+        self.token_set = token_set
         self._refused = OncePerSender()
 
-    def __call__(self, host: str) -> bool:
+    def __call__(self, host: str) -> OscTrust:
         try:
             address = ipaddress.ip_address(host.split("%", 1)[0])
         except ValueError:
-            return False
+            return OscTrust.NONE
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped  # a dual-stack socket reports IPv4 senders as ::ffff:a.b.c.d
-        if address.is_loopback or any(address in network for network in self.networks):
-            return True
+        if any(address in network for network in self.networks):
+            return OscTrust.ALL
+        if address.is_loopback:
+            return OscTrust.PARAMS if self.token_set else OscTrust.ALL
         self._refused("osc", host, "OSC from %s ignored: not in --osc-allow", host)
-        return False
+        return OscTrust.NONE
+
+
+def osc_sender(host: str) -> str:
+    """The sender as ``--osc-allow`` would name it (an IPv4-mapped IPv6 sender as its IPv4 address)."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    mapped = getattr(address, "ipv4_mapped", None)
+    return str(mapped or address)

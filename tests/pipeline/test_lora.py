@@ -161,6 +161,7 @@ def test_catalog_keeps_the_most_recently_used_files(renderer, monkeypatch):
 
     monkeypatch.setattr(lora_module, "LOADED_KEPT", 2)
     catalog = renderer.loras.catalog
+    monkeypatch.setattr(catalog, "in_use_s", 0.0)  # earlier tests folded these files: no grace for that here
     ink = catalog.load("ink")
     catalog.load("paper")
     assert catalog.load("ink") is ink  # used again: now the most recent
@@ -168,3 +169,20 @@ def test_catalog_keeps_the_most_recently_used_files(renderer, monkeypatch):
     assert catalog.ready(["ink", "unet_only"]) and not catalog.ready(["paper"])
     frame = renderer.render(BASE.merged({"loras": (("paper", 0.5),)})).pixels  # reloaded when needed
     assert catalog.ready(["paper"]) and not np.array_equal(frame, renderer.render(BASE).pixels)
+
+
+def test_pinned_files_stay_loaded_however_long_idle(renderer, monkeypatch):
+    """What the channels use (pinned by the LoRA gate) never goes; unpinned, it goes like any other."""
+    import bridge.pipeline.steering.lora as lora_module
+
+    monkeypatch.setattr(lora_module, "LOADED_KEPT", 1)
+    catalog = renderer.loras.catalog
+    monkeypatch.setattr(catalog, "in_use_s", 0.0)  # no grace for a file folded recently: only the pin keeps it
+    catalog.load("ink")
+    catalog.pin(frozenset({"ink"}))
+    catalog.load("paper")
+    catalog.load("unet_only")
+    assert catalog.ready(["ink", "unet_only"]) and not catalog.ready(["paper"])
+    catalog.pin(frozenset())
+    catalog.load("paper")
+    assert catalog.ready(["paper"]) and not catalog.ready(["ink"])

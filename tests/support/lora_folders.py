@@ -15,6 +15,7 @@ class NotedFolder:
     def __init__(self, names=("ink", "oil")):
         self.names = frozenset(names)
         self.loaded: list[str] = []
+        self.pinned: frozenset[str] = frozenset()  # what the LoRA gate says the channels use now
 
     def ready(self, names) -> bool:
         return all(name in self.loaded for name in names)
@@ -26,3 +27,6 @@ class NotedFolder:
 
     def scan(self) -> list:
         return []
+
+    def pin(self, names) -> None:
+        self.pinned = frozenset(names)

@@ -3,7 +3,9 @@
 
 A row is an address, its arguments as OSC type tags, a doc line, the parameters it sets and its
 form: how its arguments become a change. Every address but ``/bridge/record`` also exists per
-channel, as ``/bridge/ch/NAME/ADDRESS`` (``split_channel``).
+channel, as ``/bridge/ch/NAME/ADDRESS`` (``split_channel``). ``restricted`` rows (and the
+``RESTRICTED_PARAMS`` in ``/bridge/params``) read or write files: with ``--token`` set, only
+senders named by ``--osc-allow`` may send them (``restricted_part``).
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ class OscAddress:
     sets: tuple[str, ...] = ()  # the parameters it changes (none: subscriptions, commands, feedback)
     form: str = VALUE
     usage: str = ""  # the arguments in words, for the error on a wrong count ("" : one argument (types))
+    restricted: bool = False  # reads or writes files: with --token, only senders named by --osc-allow
+
+
+# Parameters whose change makes the daemon read files (LoRAs), whatever address carries them.
+RESTRICTED_PARAMS = frozenset({"loras"})
+RESTRICTED_NOTE = "with --token set, only for senders named by --osc-allow"
 
 
 def _sets(name: str, types: str, doc: str = "") -> OscAddress:
@@ -72,19 +80,20 @@ ADDRESSES: tuple[OscAddress, ...] = (
     _sets("style_scale", NUMBER_TYPES, "set style_scale: 0 off, up to 2 (needs --ip-adapter)"),
     OscAddress(f"{PREFIX}/size", "i i", "set width and height", ("width", "height"),
                usage="two integers (width, height)"),
-    OscAddress(f"{PREFIX}/lora", "s f", "set a LoRA's weight (-2..2, 0 removes it; at most 4 active; GET /v1/loras)",
-               ("loras",), NAMED, "a name and a weight (s f)"),
+    OscAddress(f"{PREFIX}/lora", "s f", "set a LoRA's weight (-2..2, 0 removes it; at most 4 active; GET /v1/loras); "
+               f"reads its file: {RESTRICTED_NOTE}", ("loras",), NAMED, "a name and a weight (s f)", restricted=True),
     OscAddress(f"{PREFIX}/control", "s f", "set ControlNet (or T2I-Adapter) NAME's scale (0 = off), as controls "
                "{NAME: scale}", ("controls",), NAMED, "a ControlNet name and a scale (s f)"),
-    OscAddress(f"{PREFIX}/params", "s", "a JSON object of several parameters, applied as one change", form=JSON,
-               usage="one string: a JSON object of parameters"),
+    OscAddress(f"{PREFIX}/params", "s", "a JSON object of several parameters, applied as one change (loras in it: "
+               f"{RESTRICTED_NOTE})", form=JSON, usage="one string: a JSON object of parameters"),
     OscAddress(f"{PREFIX}/subscribe", "[i port]", "send feedback to the sender's host at port (default: the "
                f"sender's port) for {TTL_S:g} s; renew well within that; at most {PER_SENDER} ports per sender, "
                f"{PER_HOST} per host over every channel",
                form=SUBSCRIPTION),
     OscAddress(f"{PREFIX}/unsubscribe", "[i port]", "stop feedback", form=SUBSCRIPTION),
     OscAddress(f"{PREFIX}/record", "i", "1 starts recording, 0 stops (channel main; needs --output-dir); in a "
-               "bundle, only when the bundle's change is valid", form=COMMAND),
+               f"bundle, only when the bundle's change is valid; writes files: {RESTRICTED_NOTE}", form=COMMAND,
+               restricted=True),
     OscAddress(f"{CHANNEL_PREFIX}NAME/ADDRESS", "as ADDRESS", "any address above but record, for channel NAME, e.g. "
                f"{CHANNEL_PREFIX}left/prompt s; feedback then comes as {CHANNEL_PREFIX}NAME/frame and .../error",
                form=CHANNEL),
@@ -109,6 +118,16 @@ def schema() -> dict:
     out: dict[str, Any] = {r.address: f"{r.types}: {r.doc}" for r in ADDRESSES if r.form != FEEDBACK}
     out["feedback"] = {r.address: f"{r.types}: {r.doc}" for r in ADDRESSES if r.form == FEEDBACK}
     return out
+
+
+def restricted_part(address: str, change: dict[str, Any] | None = None) -> str | None:
+    """What of a message (its address as sent, channel prefix and all) reads or writes files: the
+    address, or it with the restricted parameters its change sets; None: render parameters only."""
+    found = row(split_channel(address)[1])
+    if found is not None and found.restricted:
+        return address
+    touched = sorted(RESTRICTED_PARAMS & set(change or ()))
+    return f"{address} with {', '.join(touched)}" if touched else None
 
 
 def split_channel(address: str) -> tuple[str, str]:

@@ -8,6 +8,9 @@ messages are counted and logged once per sender per interval, never fatal.
 Senders subscribe with ``/bridge/subscribe [i port]`` (renewed within ``subscriptions.TTL_S``)
 and get ``/bridge/frame i i f``, and ``/bridge/error s`` for render errors and their own mistakes.
 A subscription in a refused bundle still counts: it is where the refusal is reported.
+OSC carries no token: with ``--token`` set, a sender that only loopback admits (not named by
+``--osc-allow``) may change render parameters, not what reads or writes files (LoRAs, recording;
+``addresses.restricted_part``); such a datagram is refused whole and counted as ``not_allowed``.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from ...core.frame import Frame
 from ...engine.changes import ChangeDoor, ChangeSet, Command
 from ...engine.channels import MAIN, Channel, unknown_channel
 from . import wire as osc_wire
-from .addresses import CHANNEL_PREFIX, COMMAND, PREFIX, SUBSCRIPTION, form_of, message_changes, split_channel
+from .addresses import (CHANNEL_PREFIX, COMMAND, PREFIX, SUBSCRIPTION, form_of, message_changes, restricted_part,
+                        split_channel)
 from .subscriptions import SubscriptionPool, Subscriptions
-from ..security import OncePerSender
+from ..security import OncePerSender, OscTrust, osc_sender
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,18 @@ class OscStats:
     malformed: int = 0
     unknown: int = 0
     refused: int = 0  # from senders outside --osc-allow
+    not_allowed: int = 0  # with --token: LoRA or recording messages from senders not named by --osc-allow
     superseded: int = 0  # changes waiting for a LoRA file, replaced by a newer one for the same channels
+
+
+class NotAllowedError(ValidationError):
+    """A message this sender is not trusted with (``OscTrust.PARAMS``): it reads or writes files."""
+
+    def __init__(self, what: str, host: str):
+        sender = osc_sender(host)
+        super().__init__(None, f"{what} refused from {sender}: this daemon has a --token, so OSC from senders not "
+                               "named by --osc-allow may change render parameters only, not LoRAs or recording "
+                               f"(they read or write files); start it with --osc-allow {sender} to allow them")
 
 
 def build_message(address: str, *args: Any) -> bytes:
@@ -55,12 +70,12 @@ def build_message(address: str, *args: Any) -> bytes:
 class OscServer(asyncio.DatagramProtocol):
     """Receives changes, keeps subscribers, sends them feedback. Runs on the event loop."""
 
-    def __init__(self, door: ChangeDoor, sender_filter: Callable[[str], bool] | None = None,
+    def __init__(self, door: ChangeDoor, sender_filter: Callable[[str], OscTrust] | None = None,
                  commands: dict[str, Callable[[list[Any]], Command]] | None = None):
         """``commands``: address -> reads a command's arguments (raising ``ValidationError``) into the
         ``Command`` that runs with the datagram's change; each a command of the address table."""
         self._door = door
-        self._sender_filter = sender_filter  # host -> allowed? (None: every sender that reaches the socket)
+        self._sender_filter = sender_filter  # host -> what it may do (None: anything, every sender that reaches the socket)
         self._commands = dict(commands or {})
         for address in self._commands:
             if form_of(address) != COMMAND:
@@ -109,7 +124,8 @@ class OscServer(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         self.stats.datagrams += 1
-        if self._sender_filter is not None and not self._sender_filter(addr[0]):
+        trust = OscTrust.ALL if self._sender_filter is None else self._sender_filter(addr[0])
+        if trust is OscTrust.NONE:
             self.stats.refused += 1  # no reply: feedback would go to a sender we do not trust
             return
         try:
@@ -120,12 +136,17 @@ class OscServer(asyncio.DatagramProtocol):
                           len(data), exc)
             return
         try:
-            changes = self._change_set(messages, addr)
+            changes = self._change_set(messages, addr, trust)
         except KeyError as exc:
             self.stats.unknown += 1
             shown = _shorten(exc.args[0], MAX_SHOWN_CHARS)
             self._log_once("unknown", addr[0], "unknown OSC address %s from %s:%d", shown, addr[0], addr[1])
             self._send_error(f"unknown address {shown}; see GET /v1/schema", addr[0])
+            return
+        except NotAllowedError as exc:
+            self.stats.not_allowed += 1
+            self._log_once("not_allowed", addr[0], "OSC from %s:%d not allowed: %s", addr[0], addr[1], exc)
+            self._send_error(str(exc), addr[0])
             return
         except BridgeError as exc:
             self._reject(exc, addr)
@@ -142,11 +163,13 @@ class OscServer(asyncio.DatagramProtocol):
             return
         self.stats.applied += 1
 
-    def _change_set(self, messages: list[osc_wire.Message], addr: tuple) -> ChangeSet:
+    def _change_set(self, messages: list[osc_wire.Message], addr: tuple, trust: OscTrust = OscTrust.ALL) -> ChangeSet:
         """The datagram's change: each channel's messages merged into one part, commands alongside.
 
         Subscriptions are kept at once (feedback, not a change: a refusal is reported to them).
-        Raises ``KeyError`` for an unknown address, ``BridgeError`` for a refused message.
+        Raises ``KeyError`` for an unknown address, ``NotAllowedError`` for a message that reads or
+        writes files from a sender trusted with render parameters only (the whole datagram is
+        refused: bundles are atomic), ``BridgeError`` for a refused message.
         """
         raw: dict[str, dict[str, Any]] = {}  # per channel: a bundle may address several
         commands = []
@@ -155,14 +178,21 @@ class OscServer(asyncio.DatagramProtocol):
             if form_of(address) == SUBSCRIPTION:
                 self._subscription(address, list(message.args), addr, self._subscribers_of(name))
             elif message.address in self._commands:  # unprefixed only: such actions are channel main's
+                self._check_trust(trust, message.address, None, addr)
                 commands.append(self._commands[message.address](list(message.args)))
             else:
-                change = raw.setdefault(name, {})
                 new = message_changes(address, list(message.args))
+                self._check_trust(trust, message.address, new, addr)
+                change = raw.setdefault(name, {})
                 if isinstance(new.get("loras"), dict) and isinstance(change.get("loras"), dict):
                     new = {**new, "loras": {**change["loras"], **new["loras"]}}  # a bundle of /bridge/lora
                 change.update(new)
         return self._door.parse(raw, commands=commands)
+
+    @staticmethod
+    def _check_trust(trust: OscTrust, address: str, change: dict[str, Any] | None, addr: tuple) -> None:
+        if trust is not OscTrust.ALL and (what := restricted_part(address, change)) is not None:
+            raise NotAllowedError(what, addr[0])
 
     def _apply_later(self, changes: ChangeSet, addr: tuple) -> None:
         """Queue ``changes`` as its channels' newest waiting change (latest wins: an older one not

@@ -27,8 +27,8 @@ from .lora_header import COMPONENTS, LoraInfo, describe, lora_files, read_header
 log = logging.getLogger(__name__)
 
 TEXT_ENCODERS = frozenset({"text_encoder", "text_encoder_2"})
-LOADED_KEPT = 8  # loaded files kept (their deltas live on the GPU); the least recently used go first
-IN_USE_S = 60.0  # a file folded this recently is kept beyond LOADED_KEPT
+LOADED_KEPT = 8  # loaded files kept beyond the pinned ones (deltas on the GPU); the least recently used go first
+IN_USE_S = 60.0  # an unpinned file folded this recently is kept beyond LOADED_KEPT as well
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,9 @@ class LoraCatalog:
     ``demo_folder``: the demo model's LoRAs (``demo_loras.py``), listed after the folder's own files;
     a file of the same name in ``folder`` comes first."""
 
-    def __init__(self, folder: Path, pipe, demo_folder: Path | None = None):
+    def __init__(self, folder: Path, pipe, demo_folder: Path | None = None, in_use_s: float = IN_USE_S):
         self.folder = Path(folder)
+        self.in_use_s = in_use_s
         self._demo_folder = demo_folder
         self._pipe = pipe
         self._lock = threading.Lock()  # the loader thread and a rescan may overlap
@@ -64,6 +65,7 @@ class LoraCatalog:
         self._unusable: dict[str, str] = {}  # name -> why the last scan could not read its header
         self._gone_warned: set[str] = set()  # loaded files whose file went away (warned once each)
         self._used: dict[str, float] = {}  # name -> when the render thread last folded it
+        self._pinned: frozenset[str] = frozenset()  # what the channels use now (the LoRA gate says): never evicted
         self.reads: Counter[str] = Counter()  # files read, by thread name
 
     @property
@@ -106,6 +108,12 @@ class LoraCatalog:
         """Whether every name is loaded already (no IO: the fast path of a change)."""
         return all(name in self._loaded for name in names)
 
+    def pin(self, names: frozenset[str]) -> None:
+        """``names`` (every LoRA the channels of this device use now) stay loaded until unpinned, however
+        long they sit idle: the render thread folds them without reading a file. No IO (event loop)."""
+        with self._lock:
+            self._pinned = frozenset(names)
+
     def load(self, name: str) -> LoraFile:
         """The file's deltas, checked against the model; cached until the file changes. A file
         removed since it was loaded keeps its loaded deltas (warned once): folded, it stays usable."""
@@ -144,19 +152,22 @@ class LoraCatalog:
         return lora
 
     def _keep(self, name: str) -> None:
-        """``name`` the most recently used; beyond ``LOADED_KEPT`` the least recently used go, except
-        those the render thread folded within ``IN_USE_S`` (another channel's LoRAs, still shown:
-        evicted, they would be read again on the render thread at its next frame). Under ``_lock``."""
+        """``name`` the most recently used; beyond the pinned files and ``LOADED_KEPT`` others the least
+        recently used go, except those the render thread folded within ``in_use_s``. Pinned files
+        (a channel's LoRAs) never go: evicted, they would be read again on the render thread at that
+        channel's next frame. ``name`` itself stays: its change pins it once it commits. Under ``_lock``."""
         self._loaded.move_to_end(name)
         now = time.monotonic()
-        for old in [n for n in self._loaded if n != name][:max(0, len(self._loaded) - LOADED_KEPT)]:
-            if now - self._used.get(old, -IN_USE_S) >= IN_USE_S:
+        unpinned = [n for n in self._loaded if n != name and n not in self._pinned]
+        for old in unpinned[:max(0, len(unpinned) + (name not in self._pinned) - LOADED_KEPT)]:
+            if now - self._used.get(old, -self.in_use_s) >= self.in_use_s:
                 del self._loaded[old]
                 self._used.pop(old, None)
 
     def cached(self, name: str) -> LoraFile:
         """A loaded file, for the render thread. Loaded there only if a change skipped the loader
-        (it never should: ``reads`` counts it, and it is logged)."""
+        (it never should: the gate loads and pins every channel's LoRAs; ``reads`` counts it, and
+        it is logged)."""
         with self._lock:
             found = self._loaded.get(name)
             self._used[name] = time.monotonic()

@@ -4,6 +4,10 @@ folded, and a failure repeated on every frame (issue 24 item 5 and its "Degraded
 - 12 LoRAs over 3 channels on one device made 52 file reloads on the render thread in 20 s (the
   catalog kept 8 loaded): now the files each channel shows stay loaded, so switching channels
   folds from memory; ``LoraCatalog.reads`` counts the files read, by thread.
+- A LoRA idle past the catalog's grace (60 s) was evicted by other channels' loads and read again
+  on the render thread: now every LoRA a channel uses is pinned while it does (bounded by the
+  gate's capacity, past which a change is refused), and a change waits until its channel's whole
+  set is loaded. The grace is made short here, so only the pins can keep them.
 - A LoRA file removed while folded made every change a render error with a traceback: its
   loaded weights stay in use, warned once.
 - A failure repeated on every frame (a seed flood) logged its traceback each time: now once, then
@@ -21,7 +25,7 @@ from bridge.core.renderer import NullRenderer
 from bridge.engine.loras import RESCAN_S
 from waiting import frame_at, until
 
-NAMES = [f"look{i:02d}" for i in range(12)]
+NAMES = [f"look{i:02d}" for i in range(20)]
 
 
 @pytest.fixture
@@ -59,6 +63,50 @@ async def test_switching_channels_with_12_loras_never_reads_a_file_on_the_render
     readers = dict(catalog.reads)
     assert sum(readers.values()) == 12, readers  # each file once
     assert all(thread.startswith("lora-loader") for thread in readers), readers
+
+
+async def test_a_lora_idle_past_its_grace_stays_loaded_while_its_channel_uses_it(api):
+    session, daemon, _ = api
+    catalog = daemon.scheduler.loras._catalog
+    catalog.in_use_s = 0.05  # an unpinned file's grace (60 s in a show): only the pins can keep main's LoRAs
+    body = await patch(session, "/v1/params", {"loras": {name: 0.5 for name in NAMES[:4]}})
+    await frame_at(session, body["version"])
+    await asyncio.sleep(0.2)  # main's LoRAs now idle past the grace
+    previous: list[str] = []
+    for k in range(1, 5):  # another channel goes through 16 more, four at a time: 12 unpinned, 8 kept
+        now = NAMES[4 * k:4 * k + 4]
+        await patch(session, "/v1/channels/other/params", {"loras": {**{n: 0 for n in previous}, **{n: 0.5 for n in now}}})
+        async with session.get("/v1/channels/other/frame.rgba?after=0&timeout=30") as r:
+            assert r.status == 200
+        previous = now
+    await asyncio.sleep(0.2)
+    assert catalog.ready(NAMES[:4]) and not catalog.ready(NAMES[4:8])  # pinned kept; the oldest unpinned went
+    body = await patch(session, "/v1/params", {"seed": 5})  # main renders again: folds from memory
+    await frame_at(session, body["version"])
+    readers = dict(catalog.reads)
+    assert sum(readers.values()) == 20, readers  # each file once: none of main's read again
+    assert all(thread.startswith("lora-loader") for thread in readers), readers
+    assert daemon.health()["devices"][0]["lora_loader"]["in_use"] == 8
+
+
+async def test_too_many_distinct_loras_in_use_at_once_are_refused_and_a_deleted_channel_frees_its_own(api):
+    session, daemon, _ = api
+    gate = daemon.scheduler.loras
+    gate.capacity = 6
+    await patch(session, "/v1/params", {"loras": {name: 0.5 for name in NAMES[:4]}})
+    async with session.patch("/v1/channels/other/params", json={"loras": {n: 0.5 for n in NAMES[4:7]}}) as r:
+        body = await r.json()
+        assert r.status == 400, body
+    message = body["error"]["message"]
+    assert "too many distinct LoRAs in use at once on this device: 7" in message and "at most 6" in message
+    assert "main: look00, look01, look02, look03" in message and "\n" not in message
+    async with session.get("/v1/channels") as r:
+        assert "other" not in str(await r.json())  # a refused creation leaves no channel
+    assert gate.stats.loads == 4  # refused before any of its files was read
+    await patch(session, "/v1/channels/other/params", {"loras": {n: 0.5 for n in NAMES[4:6]}})
+    async with session.delete("/v1/channels/other") as r:
+        assert r.status in (200, 204), await r.text()
+    await patch(session, "/v1/channels/third/params", {"loras": {n: 0.5 for n in NAMES[8:10]}})  # other's freed
 
 
 async def test_a_file_removed_while_folded_keeps_its_weights_and_is_reported_once(api, caplog):
