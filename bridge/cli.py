@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--frames", type=int, default=100, help="timed frames per run (after one untimed)")
     bench.add_argument("--sizes", default="512", help="comma-separated, e.g. 512,640,768,1024")
     bench.add_argument("--dtypes", default="bf16", help="comma-separated: bf16,fp16")
-    bench.add_argument("--vaes", default="full,tiny", help="comma-separated: full,tiny")
+    bench.add_argument("--vaes", default=None, help="comma-separated: full,tiny (default: both, or full alone for a "
+                       "family without a tiny decoder: SANA-Sprint)")
     bench.add_argument("--modes", default="prompt,seed",
                        help="what changes every frame: prompt, seed, input (a new input image: VAE encode + "
                             "image-to-image), img2img (the seed of an image-to-image frame), control (ControlNets: a new "
@@ -312,9 +313,11 @@ def bench_options(args: argparse.Namespace):
     from .pipeline.loading import loader
 
     device = args.device or loader.default_device()
+    model = "random" if args.weights else args.model
+    vaes = _csv(args.vaes) if args.vaes else ("full", "tiny") if loader.model_family(model).tiny_vae else ("full",)
     return bench.BenchOptions(
-        model="random" if args.weights else args.model, device=device,
-        frames=args.frames, sizes=_csv(args.sizes, int), dtypes=_csv(args.dtypes), vaes=_csv(args.vaes),
+        model=model, device=device,
+        frames=args.frames, sizes=_csv(args.sizes, int), dtypes=_csv(args.dtypes), vaes=vaes,
         modes=_csv(args.modes), tilings=_csv(args.tilings), sinks=_csv(args.sinks),
         compile=loader.compile_wanted(args.compile, device), baseline=not args.no_baseline,
         memory_budget_gb=args.memory_budget_gb,

@@ -22,15 +22,16 @@ INPUT_STRENGTH = 0.5  # at steps 1: diffusers' steps 2, strength 0.5 (one UNet s
 _variation = itertools.count()  # every prompt-change frame gets a prompt never seen before
 
 
-def frame_params(mode: str, i: int, size: int, tiling: str = "none") -> Params:
-    """Frame ``i``'s params in ``mode`` (``i`` = -1: the warm-up frame)."""
+def frame_params(mode: str, i: int, size: int, tiling: str = "none", guidance: float = 0.0) -> Params:
+    """Frame ``i``'s params in ``mode`` (``i`` = -1: the warm-up frame); ``guidance``: the family's
+    default (SANA-Sprint's embedded guidance is 4.5; the SD families' 0)."""
     if mode in bench_style.RUNS:
-        return bench_style.params(mode, i, size, Params(prompt=PROMPT, tiling=tiling))
+        return bench_style.params(mode, i, size, Params(prompt=PROMPT, tiling=tiling, guidance=guidance))
     if mode in bench_control.RUNS + bench_control.T2I_RUNS:
-        return bench_control.params(mode, i, size, Params(prompt=PROMPT, seed=7, tiling=tiling))
+        return bench_control.params(mode, i, size, Params(prompt=PROMPT, seed=7, tiling=tiling, guidance=guidance))
     prompt = f"{PROMPT}, variation {next(_variation)}" if mode == "prompt" else PROMPT
     return Params(prompt=prompt, seed=i if mode in ("seed", "img2img") else 7, width=size, height=size,
-                  strength=INPUT_STRENGTH, tiling=tiling)
+                  strength=INPUT_STRENGTH, tiling=tiling, guidance=guidance)
 
 
 def frame_scene(mode: str, i: int, size: int) -> Scene:

@@ -147,7 +147,7 @@ def baseline(opts: BenchOptions, device: torch.device) -> dict:
     times = []
     for i in range(5 + min(opts.frames, 30)):
         start = time.perf_counter()
-        pipe(prompt=f"{PROMPT}, variation {i}", num_inference_steps=1, guidance_scale=0.0, height=size, width=size,
+        pipe(prompt=f"{PROMPT}, variation {i}", num_inference_steps=1, guidance_scale=family.default_guidance, height=size, width=size,
              generator=torch.Generator("cpu").manual_seed(i), output_type="pil", **family.call_kwargs(1))
         sync(device)
         if i >= 5:
@@ -178,7 +178,7 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
     lora_runs = [] if lora_runs is None else lora_runs
     for size in opts.sizes:
         start = time.perf_counter()
-        renderer.render(frame_params("prompt", -1, size))  # compiles for this size (logged)
+        renderer.render(frame_params("prompt", -1, size, guidance=renderer.family.default_guidance))  # compiles for this size (logged)
         first_frame_s = time.perf_counter() - start
         after_first = vram_gb(device)
         if "lora" in opts.modes:
@@ -187,14 +187,15 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
             lora_runs.append({"dtype": dtype_name, "vae": vae_name, "size": size,
                               **measure_lora_switch(renderer, size, opts.frames, opts.cache_dir)})
         modes = [m for m in bench_style.expand(bench_control.expand(opts.modes)) if m not in ("lora", "decode")]
+        guidance = renderer.family.default_guidance  # a frame the family's users would render
         for mode, tiling, sink_set in itertools.product(modes, opts.tilings, _sink_sets(opts.sinks)):
             # compiles image-to-image, or another tiling (logged)
-            renderer.render(frame_params(mode, -1, size, tiling), frame_scene(mode, -1, size))
+            renderer.render(frame_params(mode, -1, size, tiling, guidance), frame_scene(mode, -1, size))
             times, sink_times = [], {}
             with extra_sinks(sink_set) as sinks, bench_style.no_recompile(mode):
                 for i in range(opts.frames):
                     scene = frame_scene(mode, i, size)  # the input's copy and hash belong to the front end: not timed
-                    params = frame_params(mode, i, size, tiling)
+                    params = frame_params(mode, i, size, tiling, guidance)
                     start = time.perf_counter()
                     out = renderer.render(params, scene)
                     frame = Frame(i + 1, i + 1, params, out.pixels, 0.0, time.time_ns())
@@ -215,7 +216,7 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
             run.vram_gb = {k: v for k, v in vram.items() if v is not None}  # none on the CPU: nothing measured
             runs.append(run)
             if overlapped is not None and not sink_set:
-                intervals, latencies = timed_overlapped(overlapped, mode, size, tiling, opts.frames, shm)
+                intervals, latencies = timed_overlapped(overlapped, mode, size, tiling, opts.frames, shm, guidance)
                 runs.append(Run(dtype_name, vae_name, size, mode, **stats(intervals), first_frame_s=None, tiling=tiling,
                                 overlap=True, latency_ms=round(statistics.median(latencies), 3),
                                 vram_gb=run.vram_gb))
@@ -266,9 +267,10 @@ def stage_breakdown(renderer: DiffusersRenderer, opts: BenchOptions, size: int, 
     renderer.profile = True
     per_stage: dict[str, list[float]] = {}
     for i in range(opts.profile_frames):
-        out = renderer.render(frame_params(mode, i, size), frame_scene(mode, 100_000 + i, size))
+        params = frame_params(mode, i, size, guidance=renderer.family.default_guidance)
+        out = renderer.render(params, frame_scene(mode, 100_000 + i, size))
         start = time.perf_counter()
-        shm.publish(Frame(i + 1, i + 1, frame_params(mode, i, size), out.pixels, 0.0, time.time_ns()))
+        shm.publish(Frame(i + 1, i + 1, params, out.pixels, 0.0, time.time_ns()))
         stages = {**out.stages_ms, "publish": (time.perf_counter() - start) * 1e3}
         for name, ms in stages.items():
             per_stage.setdefault(name, []).append(ms)

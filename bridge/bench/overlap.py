@@ -17,7 +17,7 @@ from .frames import frame_params, frame_scene
 
 
 def timed_overlapped(overlapped, mode: str, size: int, tiling: str, frames: int,
-                     shm: ShmWriter) -> tuple[list[float], list[float]]:
+                     shm: ShmWriter, guidance: float = 0.0) -> tuple[list[float], list[float]]:
     """(intervals between publications, begin-to-publication latencies), ms, over ``frames`` frames."""
     intervals, latencies = [], []
     previous = None
@@ -31,9 +31,9 @@ def timed_overlapped(overlapped, mode: str, size: int, tiling: str, frames: int,
         return now
 
     # untimed, as the plain runs' warm-up frame: compiles and captures the cut graphs and the decode's
-    overlapped.begin_batch([("main", frame_params(mode, -1, size, tiling), frame_scene(mode, -1, size))]).result()
+    overlapped.begin_batch([("main", frame_params(mode, -1, size, tiling, guidance), frame_scene(mode, -1, size))]).result()
     for i in range(frames):
-        params, scene = frame_params(mode, i, size, tiling), frame_scene(mode, i, size)
+        params, scene = frame_params(mode, i, size, tiling, guidance), frame_scene(mode, i, size)
         begun_at = time.perf_counter()
         staged = overlapped.begin_batch([("main", params, scene)])
         if in_flight is not None:
