@@ -46,8 +46,8 @@ class StageRunner:
         return self._graphs.keys() if self._graphs is not None else frozenset(self._eager_keys)
 
     def forget_graphs(self) -> None:
-        """Drop the captured graphs (their memory stays in the pool): each key captures again on
-        its next use (the GPU tests re-capture on two threads at once)."""
+        """Drop the captured graphs (their pool goes with them): each key captures again on its next
+        use, into a new pool (the GPU tests re-capture on two threads at once)."""
         if self._graphs is not None:
             self._graphs.clear()
 

@@ -80,18 +80,19 @@ class FrameGraphs:
     """Captures graphs on first use of a key and replays them after."""
 
     def __init__(self) -> None:
-        # A MemPool holds a reference to its pool, so dropping every graph (``clear``) leaves it alive and a
-        # later capture may share it. A bare graph_pool_handle() pool dies with its last graph, and
-        # capturing into it again trips the allocator's assert (``use_count > 0``).
-        self._mempool = torch.cuda.MemPool()
-        self._pool = self._mempool.id
+        self._pool = torch.cuda.graph_pool_handle()
         self._stream = torch.cuda.Stream()  # on the current device: the render thread's
         self._side = torch.cuda.Stream()
         self._graphs: dict[tuple, FrameGraph] = {}
 
     def clear(self) -> None:
-        """Drop every captured graph (their memory stays in the pool); the next use of a key captures again."""
+        """Drop every captured graph; the next use of a key captures again, into a new pool.
+
+        A pool dies with its last graph, in the device allocator and in the pinned-host allocator
+        alike: capturing into it again trips their ``use_count > 0`` asserts (seen on the H100 and
+        the H200). A ``torch.cuda.MemPool`` keeps only the device side alive, so a new pool it is."""
         self._graphs.clear()
+        self._pool = torch.cuda.graph_pool_handle()
 
     def __contains__(self, key: tuple) -> bool:
         return key in self._graphs
