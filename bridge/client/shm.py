@@ -113,11 +113,7 @@ class ShmReader:
                     return FrameInfo(s1 // 2, meta.version, meta.seed, meta.width, meta.height,
                                      meta.render_ms, meta.published_ns, self._convert(pixels))
             self.retries += 1
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"shared memory {self.name!r}: no stable frame within {timeout} s "
-                                   f"(seq {s1} {'odd: a publish never finished' if s1 % 2 else 'kept changing'})")
-            attempt += 1
-            time.sleep(backoff_s(attempt))
+            attempt = retry_after(attempt, deadline, self.name, timeout, s1)
 
     def _copy(self, buf, meta: layout.Meta) -> np.ndarray:
         """The pixels of ``meta``'s slot; a header that does not fit the segment raises ValueError."""
@@ -138,6 +134,16 @@ class ShmReader:
         if self.bgra:
             pixels = pixels[..., [2, 1, 0, 3]]
         return np.ascontiguousarray(pixels)
+
+
+def retry_after(attempt: int, deadline: float, name: str, timeout: float, seq: int) -> int:
+    """Wait before the next try of a torn read (the next attempt's number), or raise ``TimeoutError``
+    past ``deadline``."""
+    if time.monotonic() > deadline:
+        raise TimeoutError(f"shared memory {name!r}: no stable frame within {timeout} s "
+                           f"(seq {seq} {'odd: a publish never finished' if seq % 2 else 'kept changing'})")
+    time.sleep(backoff_s(attempt + 1))
+    return attempt + 1
 
 
 def backoff_s(attempt: int) -> float:

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from ...client import ShmReader, layout
-from ...client.shm import backoff_s
+from ...client.shm import retry_after
 
 
 class SegmentResized(ValueError):
@@ -102,11 +102,7 @@ class InputSegment:
                     self._last_seq = s1
                     return pixels
             self.retries += 1
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"shared memory {self.name!r}: no stable frame within {timeout} s "
-                                   f"(seq {s1} {'odd: a publish never finished' if s1 % 2 else 'kept changing'})")
-            attempt += 1
-            time.sleep(backoff_s(attempt))
+            attempt = retry_after(attempt, deadline, self.name, timeout, s1)
 
     def _copy(self, meta: layout.Meta) -> np.ndarray:
         geometry = self.geometry

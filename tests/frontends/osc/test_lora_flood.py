@@ -7,49 +7,25 @@ per channel waits (the newest), unknown names are refused from the last scan, an
 listed at most once a second: the assertions are on those counters, not on wall time.
 """
 
-import json
-import os
-import re
 import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
-import urllib.request
 
 import pytest
 
 from bridge.client import osc_message
 from conftest import unique_shm_name
+from daemon_process import LoggedDaemon
 
-READY = re.compile(r"ready: http://127\.0\.0\.1:(\d+)/v1/\s+OSC udp 127\.0\.0\.1:(\d+)")
 FLOOD = 5000
 
 
-class LoraDaemon:
+class LoraDaemon(LoggedDaemon):
     """``python -m bridge serve --model demo`` (its demo LoRAs demo-a and demo-b), log in a file."""
 
     def __init__(self, cache_dir, tmp_path):
-        self.log_path = tmp_path / "daemon.log"
         (tmp_path / "loras").mkdir()
-        env = {**os.environ, "TURBO_BRIDGE_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1"}
-        env.pop("TURBO_BRIDGE_TOKEN", None)
-        with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bridge", "serve", "--model", "demo", "--http-port", "0", "--osc-port", "0",
-                 "--shm-name", unique_shm_name(), "--width", "64", "--height", "64",
-                 "--lora-dir", str(tmp_path / "loras")], stdout=subprocess.DEVNULL, stderr=log, env=env)
-        deadline = time.monotonic() + 120
-        while not (match := READY.search(self.log_path.read_text())):
-            assert self.proc.poll() is None and time.monotonic() < deadline, self.log_path.read_text()
-            time.sleep(0.05)
-        self.http, self.osc = int(match.group(1)), int(match.group(2))
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-
-    def get(self, path: str) -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http}{path}", timeout=20) as response:
-            return json.load(response)
+        super().__init__(tmp_path, cache_dir, unique_shm_name(), "--lora-dir", str(tmp_path / "loras"),
+                         model="demo", ready_s=120, http_timeout=20)
 
     def send(self, address: str, *args) -> None:
         self.sock.sendto(osc_message(address, *args), ("127.0.0.1", self.osc))
@@ -63,12 +39,7 @@ class LoraDaemon:
             return int(next(line for line in f if line.startswith("VmRSS")).split()[1])
 
     def until(self, predicate, what: str, timeout: float = 60):
-        deadline = time.monotonic() + timeout
-        while not (value := predicate()):
-            assert self.proc.poll() is None, "the daemon exited:\n" + self.log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-            time.sleep(0.05)
-        return value
+        return super().until(predicate, what, timeout, poll_s=0.05)
 
 
 @pytest.fixture

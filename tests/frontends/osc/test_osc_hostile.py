@@ -6,11 +6,8 @@ answers, a later valid OSC change applies, the datagrams were counted, and the l
 """
 
 import json
-import os
-import re
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 
@@ -18,45 +15,21 @@ import pytest
 
 from bridge.client import osc_bundle, osc_message, parse_osc_message
 from conftest import unique_shm_name
+from daemon_process import LoggedDaemon
 from bridge.frontends.osc.subscriptions import PER_HOST
 from test_osc_wire import FREEZER, nested
 
-READY = re.compile(r"ready: http://127\.0\.0\.1:(\d+)/v1/\s+OSC udp 127\.0\.0\.1:(\d+)")
 BUNDLE_HEAD = b"#bundle\x00" + b"\x00" * 7 + b"\x01"
 COPIES = 200  # of each hostile datagram
 MAX_LOG_BYTES_PER_KIND = 2000  # one line per kind and sender per minute, truncated
 
 
-class Daemon:
+class Daemon(LoggedDaemon):
     def __init__(self, tmp_path):
-        self.log_path = tmp_path / "daemon.log"
-        env = {**os.environ, "TURBO_BRIDGE_CACHE": str(tmp_path), "PYTHONUNBUFFERED": "1"}
-        env.pop("TURBO_BRIDGE_TOKEN", None)
-        with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bridge", "serve", "--model", "null", "--http-port", "0", "--osc-port", "0",
-                 "--shm-name", unique_shm_name(), "--width", "64", "--height", "64"],
-                stdout=subprocess.DEVNULL, stderr=log, env=env)
-        deadline = time.monotonic() + 60
-        while not (match := READY.search(self.log_path.read_text())):
-            assert self.proc.poll() is None and time.monotonic() < deadline, self.log_path.read_text()
-            time.sleep(0.05)
-        self.http, self.osc = int(match.group(1)), int(match.group(2))
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-
-    def get(self, path: str) -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http}{path}", timeout=10) as response:
-            return json.load(response)
+        super().__init__(tmp_path, tmp_path, unique_shm_name())
 
     def send(self, data: bytes, sock: socket.socket | None = None) -> None:
         (sock or self.sock).sendto(data, ("127.0.0.1", self.osc))
-
-    def until(self, predicate, what: str, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            assert self.proc.poll() is None, "the daemon exited:\n" + self.log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-            time.sleep(0.02)
 
     def stop(self) -> None:
         self.sock.close()
