@@ -57,15 +57,15 @@ async def test_the_demo_model_comes_with_two_loras_that_steer_over_rest_and_osc(
         assert np.array_equal(await frame_at(session, (await r.json())["version"]), base)  # weight 0 restores
 
 
-@pytest.mark.parametrize("api", ["demo-sd"], indirect=True)
-async def test_demo_sd_gets_loras_made_for_its_own_family(api, cache_dir):
+@pytest.mark.parametrize("api, family", [("demo-sd", "sd2"), ("demo-sd15", "sd15")], indirect=["api"])
+async def test_a_one_encoder_demo_gets_loras_made_for_its_own_family(api, family, cache_dir):
     session, daemon = api
     files = await listing(session)
-    assert files["demo-a"]["targets"] == ["unet", "text_encoder"]  # SD 2.x: one text encoder
+    assert files["demo-a"]["targets"] == ["unet", "text_encoder"]  # SD 2.x and SD 1.5: one text encoder
     async with session.patch("/v1/params", json={"loras": {"demo-a": 0.5, "demo-b": 1}}) as r:
-        assert r.status == 200, await r.text()  # their shapes fit the SD 2.x demo model
+        assert r.status == 200, await r.text()  # their shapes fit the family's demo model
         await frame_at(session, (await r.json())["version"])
-    assert (cache_dir / "demo-loras-sd2-v1" / "demo-a.safetensors").is_file()
+    assert (cache_dir / f"demo-loras-{family}-v1" / "demo-a.safetensors").is_file()
 
 
 async def test_an_operators_own_file_comes_first_and_a_model_folder_has_no_demo_loras(config, daemon_factory,
