@@ -6,9 +6,12 @@
 #
 # Each PART is one device call on a fresh machine (every compile cold), runnable alone: the time
 # limits of its steps add up to at most 530 s, so a part ends within 9 minutes even when every step
-# runs to its limit. Run them in this order of priority. Everything lands in $OUT (default ./gpu-out): one log
-# per step, the JSON of every bench/latency run, junit XML of the tests; the last lines printed are
-# the summary table (bench/gpu_summary.py).
+# runs to its limit; GPU_DEADLINE_S (seconds from the start, default 560) shortens every step's limit so
+# the whole run ends before it (a call's limit can be less than 600 s when little device time is left).
+# Run them in this order of priority. Every log, the JSON of every bench/latency run and the junit XML
+# of the tests go to $GPU_WORK (default /tmp/gpu-work); at the end, also when cut, $OUT gets two files
+# (the device tool brings back at most 8): summary.txt (bench/gpu_summary.py's tables, also printed
+# last) and gpu-run.tar.gz (all of $GPU_WORK).
 #
 #   tests     every file with GPU tests at once, one process each (own CPU cores for compiling),
 #             then the memory-budget file alone (it reads the device's memory in use)   ~6-8 min
@@ -20,21 +23,37 @@
 #   start     cold start to first frame, then a fresh-machine start from the compile artefact file
 #             alone (compile caches emptied), then a warm start                    ~5-6 min
 #   channels  4 channels on one GPU, overlap off and on (latency --channels 4)      ~8-9 min
+#   sd15      SD 1.5 full + tiny VAE and SDXS-512, new prompt / seed every frame (bench, baseline); the
+#             OSC-to-frame p50 of each through the real daemon (issue 25)         ~7-9 min
+#   sana      SANA-Sprint 0.6B at 1024 (bench, baseline) and 512 (bench); OSC-to-frame p50 at 1024
+#             (issue 26)                                                          ~8-9 min
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
-mkdir -p "$OUT"
+WORK=${GPU_WORK:-/tmp/gpu-work}
+DEADLINE=${GPU_DEADLINE_S:-560}
+mkdir -p "$OUT" "$WORK"
+finish() {  # what comes back: two files, whatever happened
+    trap - EXIT TERM INT
+    python bench/gpu_summary.py "$WORK" >"$OUT/summary.txt" 2>&1
+    cat "$OUT/summary.txt"
+    tar czf "$OUT/gpu-run.tar.gz" -C "$WORK" . 2>/dev/null
+}
+trap finish EXIT TERM INT
 export PYTHONUNBUFFERED=1
 TB="python -m bridge"
 CACHE=/tmp/tbc  # one compile cache per call: later steps of a part reuse what earlier ones compiled
 
-step() {  # step NAME LIMIT_S CMD...: run with a time limit, log to $OUT/NAME.log, note rc and seconds
-    local name=$1 limit=$2 start rc
+step() {  # step NAME LIMIT_S CMD...: run with a time limit, log to $WORK/NAME.log, note rc and seconds
+    local name=$1 limit=$2 start rc left
     shift 2
+    left=$(( DEADLINE - SECONDS - 25 ))  # room for the kill, the summary and the archive
+    if (( left < 20 )); then echo "$name skipped: the deadline" | tee -a "$WORK/steps.txt"; return 0; fi
+    (( limit > left )) && limit=$left
     start=$(date +%s)
-    timeout --kill-after=15 "$limit" "$@" >"$OUT/$name.log" 2>&1
+    timeout --kill-after=10 "$limit" "$@" >"$WORK/$name.log" 2>&1
     rc=$?
-    echo "$name rc=$rc $(( $(date +%s) - start ))s" | tee -a "$OUT/steps.txt"
+    echo "$name rc=$rc $(( $(date +%s) - start ))s" | tee -a "$WORK/steps.txt"
     return 0
 }
 
@@ -47,57 +66,77 @@ part_tests() {
                  tests/pipeline/test_devices.py tests/bench/test_bench_cpu.py)
     for f in "${files[@]}"; do
         local n; n=$(basename "$f" .py)
-        step "$n" 420 python -m pytest -q -m gpu "$f" -p no:cacheprovider --junitxml="$OUT/junit-$n.xml" &
+        step "$n" 420 python -m pytest -q -m gpu "$f" -p no:cacheprovider --junitxml="$WORK/junit-$n.xml" &
     done
     wait
     step test_memory_budget 100 python -m pytest -q -m gpu tests/bench/test_memory_budget.py -p no:cacheprovider \
-        --junitxml="$OUT/junit-test_memory_budget.xml"
+        --junitxml="$WORK/junit-test_memory_budget.xml"
 }
 
 part_speed() {
     step bench-sdxl 300 $TB bench --model random --sizes 512 --vaes full,tiny --modes prompt,seed --overlap off,on \
-        --frames 60 --cache-dir $CACHE --json "$OUT/bench-sdxl.json"
+        --frames 60 --cache-dir $CACHE --json "$WORK/bench-sdxl.json"
     for overlap in off on; do
         step "latency-sdxl-full-overlap-$overlap" 110 $TB latency --model random --count 200 --rate 20 \
-            --stream-rate 200 --json "$OUT/latency-sdxl-full-overlap-$overlap.json" -- --cache-dir $CACHE --overlap $overlap
+            --stream-rate 200 --json "$WORK/latency-sdxl-full-overlap-$overlap.json" -- --cache-dir $CACHE --overlap $overlap
     done
 }
 
 part_more() {
     step bench-sd 240 $TB bench --model random-sd --sizes 512 --vaes full,tiny --modes prompt,seed --overlap off,on \
-        --frames 60 --cache-dir $CACHE --json "$OUT/bench-sd.json"
+        --frames 60 --cache-dir $CACHE --json "$WORK/bench-sd.json"
     step decode-knobs 120 $TB bench --model random --modes decode --sizes 512 --no-baseline --cudnn-benchmark on,off \
-        --vae-channels-last on,off --cache-dir $CACHE --json "$OUT/decode-knobs.json"
+        --vae-channels-last on,off --cache-dir $CACHE --json "$WORK/decode-knobs.json"
     step decode-autotune 150 $TB bench --model random --modes decode --sizes 512 --no-baseline \
-        --vae-compile-modes default,max-autotune-no-cudagraphs --cache-dir $CACHE --json "$OUT/decode-autotune.json"
+        --vae-compile-modes default,max-autotune-no-cudagraphs --cache-dir $CACHE --json "$WORK/decode-autotune.json"
 }
 
 part_start() {
     rm -rf /tmp/tbs
-    step start-cold 200 $TB latency --model random --count 20 --rate 20 --json "$OUT/start-cold.json" -- \
+    step start-cold 200 $TB latency --model random --count 20 --rate 20 --json "$WORK/start-cold.json" -- \
         --cache-dir /tmp/tbs --compile-artifacts on
     rm -rf /tmp/tbs/compile/inductor /tmp/tbs/compile/triton  # a fresh machine that carries only the file
-    step start-artifacts 120 $TB latency --model random --count 20 --rate 20 --json "$OUT/start-artifacts.json" -- \
+    step start-artifacts 120 $TB latency --model random --count 20 --rate 20 --json "$WORK/start-artifacts.json" -- \
         --cache-dir /tmp/tbs --compile-artifacts on
-    step start-warm 120 $TB latency --model random --count 20 --rate 20 --json "$OUT/start-warm.json" -- \
+    step start-warm 120 $TB latency --model random --count 20 --rate 20 --json "$WORK/start-warm.json" -- \
         --cache-dir /tmp/tbs
-    ls -la /tmp/tbs/compile/artifacts >"$OUT/artifacts.txt" 2>&1
+    ls -la /tmp/tbs/compile/artifacts >"$WORK/artifacts.txt" 2>&1
+}
+
+part_sd15() {
+    step bench-sd15 200 $TB bench --model random-sd15 --sizes 512 --vaes full,tiny --modes prompt,seed --frames 100 \
+        --cache-dir $CACHE --json "$WORK/bench-sd15.json"
+    step bench-sdxs 130 $TB bench --model random-sdxs --sizes 512 --vaes full --modes prompt,seed --frames 100 \
+        --cache-dir $CACHE --json "$WORK/bench-sdxs.json"
+    step latency-sd15-tiny 90 $TB latency --model random-sd15 --vae tiny --size 512 --count 200 --rate 20 \
+        --json "$WORK/latency-sd15-tiny.json" -- --cache-dir $CACHE
+    step latency-sdxs 80 $TB latency --model random-sdxs --size 512 --count 200 --rate 20 \
+        --json "$WORK/latency-sdxs.json" -- --cache-dir $CACHE
+}
+
+part_sana() {
+    step bench-sana-1024 280 $TB bench --model random-sana --sizes 1024 --modes prompt,seed --frames 50 \
+        --cache-dir $CACHE --json "$WORK/bench-sana-1024.json"
+    step bench-sana-512 130 $TB bench --model random-sana --sizes 512 --modes prompt,seed --frames 50 --no-baseline \
+        --cache-dir $CACHE --json "$WORK/bench-sana-512.json"
+    step latency-sana-1024 110 $TB latency --model random-sana --size 1024 --count 100 --rate 10 \
+        --json "$WORK/latency-sana-1024.json" -- --cache-dir $CACHE
 }
 
 part_channels() {
     for overlap in off on; do
         step "channels4-overlap-$overlap" 260 $TB latency --model random --size 512 --channels 4 --seconds 12 \
-            --json "$OUT/channels4-overlap-$overlap.json" -- --cache-dir $CACHE --device cuda:0 --overlap $overlap
+            --json "$WORK/channels4-overlap-$overlap.json" -- --cache-dir $CACHE --device cuda:0 --overlap $overlap
     done
 }
 
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$OUT/gpu.txt" 2>&1
-python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers', diffusers.__version__)" >>"$OUT/gpu.txt" 2>&1
-git log -1 --format='commit %h %s' >>"$OUT/gpu.txt" 2>/dev/null
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$WORK/gpu.txt" 2>&1
+python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers', diffusers.__version__)" >>"$WORK/gpu.txt" 2>&1
+# The device machine's copy of .git can be older than the tree it runs: the caller names the commit.
+echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|speed|more|start|channels) "part_$part" ;;
-        *) echo "unknown part $part: tests, speed, more, start, channels" >&2; exit 2 ;;
+        tests|speed|more|start|channels|sd15|sana) "part_$part" ;;
+        *) echo "unknown part $part: tests, speed, more, start, channels, sd15, sana" >&2; exit 2 ;;
     esac
 done
-python bench/gpu_summary.py "$OUT"

@@ -34,16 +34,21 @@ def benches(out: Path) -> list[str]:
         base = report.get("baseline")
         lines.append(f"{path.name}: {report['machine'].get('card')}, torch {report['machine']['torch']}"
                      + (f"; plain diffusers call {base['median_ms']:.2f} ms" if base else ""))
-        lines += ["| VAE | change | overlap | median ms | FPS | p99 ms | latency ms | x baseline |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += ["| size | VAE | change | overlap | median ms | FPS | p99 ms | latency ms | x baseline |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in report["runs"]:
             ratio = f"{base['median_ms'] / r['median_ms']:.1f}" if base else "-"
-            lines.append(f"| {r['vae']} | {r['mode']} | {'on' if r.get('overlap') else 'off'} | "
+            lines.append(f"| {r['size']} | {r['vae']} | {r['mode']} | {'on' if r.get('overlap') else 'off'} | "
                          f"{r['median_ms']:.2f} | {r['fps']:.1f} | {r['p99_ms']:.2f} | "
                          f"{r.get('latency_ms') or r['median_ms']:.2f} | {ratio} |")
         for r in report["runs"]:
             if r.get("stages_ms"):
-                lines.append(f"stages ({r['vae']}): " + ", ".join(f"{k} {v:.2f}" for k, v in r["stages_ms"].items()))
+                lines.append(f"stages ({r['size']}, {r['vae']}): "
+                             + ", ".join(f"{k} {v:.2f}" for k, v in r["stages_ms"].items()))
+        vram = {(r["size"], r["vae"]): r.get("vram_gb") for r in report["runs"] if r.get("vram_gb")}
+        for (size, vae), v in vram.items():
+            lines.append(f"VRAM ({size}, {vae}), GB: in use {v.get('after_frames')}, loaded {v.get('loaded')}, "
+                         f"peak allocated {v.get('peak_allocated')}")
     for path in sorted(out.glob("decode-*.json")):
         for r in json.loads(path.read_text()).get("decode", []):
             lines.append(f"VAE decode {r['compile_mode']}, cudnn benchmark {r['cudnn_benchmark']}, channels-last "
@@ -73,6 +78,9 @@ def main(out: Path) -> None:
         if lines:
             print(f"== {title}")
             print("\n".join(lines))
+    info = out / "gpu.txt"
+    if info.exists():
+        print("== machine\n" + info.read_text().strip())
     steps = out / "steps.txt"
     if steps.exists():
         print("== steps (rc 124: cut by its time limit)\n" + steps.read_text().strip())
