@@ -41,6 +41,7 @@ class Family:
     # for a scheduler the family cannot sample with (the --scheduler check at load).
     sampler: Callable[[object], "Sampler"]
     size_multiple: int = 8  # width and height are multiples of this (the latents' downscale x patch size)
+    denoiser: str = "unet"  # the denoiser's name in stage tables (benchmarks, --profile)
     # The guidance a frame gets when no client set one (--guidance left out), and the least that means
     # something: SD's 0 turns classifier-free guidance off; an embedded-guidance model was distilled
     # on values from 1 up (SANA-Sprint's card and pipeline use 4.5).

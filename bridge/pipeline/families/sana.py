@@ -196,5 +196,5 @@ SANA = Family(
     # The model card's and SanaSprintPipeline's guidance_scale. The transformer embeds the value (times
     # guidance_embeds_scale) like a timestep; distilled from CFG scales, it never saw one below 1
     # (1: the conditional prediction alone; 0 would ask for the unconditional one, a prompt ignored).
-    default_guidance=4.5, min_guidance=1.0, img2img_schedule=img2img_schedule,
+    denoiser="transformer", default_guidance=4.5, min_guidance=1.0, img2img_schedule=img2img_schedule,
 )

@@ -166,7 +166,8 @@ class ChannelRenderer:
             return self._denoise_and_decode(plan, **kwargs, decode=decode)
 
         if not runner.graphed:
-            with runner.stage("unet+vae_decode" if decode else "unet"):
+            denoiser = self.inner.family.denoiser
+            with runner.stage(f"{denoiser}+vae_decode" if decode else denoiser):
                 return runner.run(key, frame, **values)
         values = {k: v.pin_memory() if v.device.type == "cpu" else v for k, v in values.items()}
         return runner.run(key, frame, label=f"capturing a batch of {key[1]} at {plan.width}x{plan.height}", **values)

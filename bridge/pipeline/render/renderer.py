@@ -259,7 +259,7 @@ class DiffusersRenderer:
         values = self._inputs(shown, params, image, control)
         if self.runner.graphed and not self.profile:
             return self._frame_graph(plan, with_text=False, decode=decode).run(**values)[0]
-        with self.runner.stage("unet"):
+        with self.runner.stage(self.family.denoiser):
             latents = self.runner.run(("unet", *plan.key), functools.partial(self.calls.denoise_steps, plan), **values)
         if not decode:
             return latents
