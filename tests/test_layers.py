@@ -31,7 +31,8 @@ ALLOWED = {
     "cluster": {"core"},
     "app": {"core", "client", "engine", "outputs", "texshare", "frontends", "pipeline", "cluster", "config"},
     "config": {"core"},
-    "cli": {"core", "config", "app", "bench", "frontends.security", "pipeline", "texshare"},
+    "cli": {"core", "config", "app", "cli_tools", "frontends.security", "texshare"},
+    "cli_tools": {"core", "config", "bench", "pipeline"},
 }
 
 

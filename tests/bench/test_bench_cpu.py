@@ -14,7 +14,8 @@ torch = pytest.importorskip("torch")
 
 from bridge.bench import cpu_estimate  # noqa: E402
 from bridge.bench.report import format_report  # noqa: E402
-from bridge.cli import bench_options, build_parser  # noqa: E402
+from bridge.cli import build_parser  # noqa: E402
+from bridge.cli_tools import bench_options  # noqa: E402
 from bridge.core.errors import ConfigError  # noqa: E402
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="about machines without CUDA")
