@@ -83,21 +83,27 @@ def test_sd2_determinism_cache_blends(sd):
     assert np.array_equal(castle, sd.render(p.merged({"prompt": [["a lighthouse", 0], ["a castle", 3]]})).pixels)
 
 
-def test_sd2_img2img_matches_diffusers(sd):
+def assert_img2img_latents_match_diffusers(renderer, p: Params, image: InputImage) -> None:
+    """The denoised latents of an image-to-image frame (no guidance) equal StableDiffusionImg2ImgPipeline's."""
     from diffusers import StableDiffusionImg2ImgPipeline
 
+    plan = FramePlan.of(p, img2img=True)
+    latents = renderer.images.latents(image, p.width, p.height)
+    ref = StableDiffusionImg2ImgPipeline.from_pipe(renderer.pipe)(
+        prompt=p.prompt, image=latents, strength=p.strength, num_inference_steps=plan.schedule_steps,
+        guidance_scale=0.0, generator=torch.Generator("cpu").manual_seed(p.seed), output_type="latent").images
+    embeds, extra = renderer.embeddings(p.prompt)
+    noise = frame_noise(p, plan.draws, (1, 4, p.height // 8, p.width // 8))
+    with torch.inference_mode():
+        ours = renderer.calls.denoise_steps(plan, noise, 0.0, embeds, extra, latents)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_sd2_img2img_matches_diffusers(sd):
     pixels = np.random.default_rng(3).integers(0, 256, (64, 64, 4), np.uint8)
     image = InputImage.from_pixels(pixels)
     p = Params(prompt="a cat", seed=5, steps=2, strength=0.5, width=64, height=64)
-    plan = FramePlan.of(p, img2img=True)
-    latents = sd.images.latents(image, 64, 64)
-    ref = StableDiffusionImg2ImgPipeline.from_pipe(sd.pipe)(
-        prompt="a cat", image=latents, strength=0.5, num_inference_steps=plan.schedule_steps, guidance_scale=0.0,
-        generator=torch.Generator("cpu").manual_seed(5), output_type="latent").images
-    embeds, pooled = sd.embeddings("a cat")
-    with torch.inference_mode():
-        ours = sd.calls.denoise_steps(plan, frame_noise(p, plan.draws, (1, 4, 8, 8)), 0.0, embeds, pooled, latents)
-    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    assert_img2img_latents_match_diffusers(sd, p, image)
     assert sd.render(p, Scene(image)).pixels.shape == (64, 64, 4)
 
 

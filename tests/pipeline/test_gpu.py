@@ -56,20 +56,25 @@ def test_compiled_matches_eager_and_is_deterministic(renderers):
     assert not np.array_equal(b, fast.render(p.merged({"seed": 12})).pixels)
 
 
-def test_prompt_change_never_recompiles_and_seed_change_skips_text_encoders(renderers):
-    _, fast = renderers
-    p = Params(prompt="a lighthouse", seed=1, width=512, height=512)
-    fast.render(p)
+def assert_prompts_never_recompile_and_seeds_skip_text_encoders(renderer, p: Params) -> None:
+    """After ``p``'s frame: five new prompts compile nothing, five new seeds run no text encoder."""
+    renderer.render(p)
     torch._dynamo.config.error_on_recompile = True
     try:
         for i in range(5):
-            fast.render(p.merged({"prompt": f"a lighthouse, take {i}"}))
-        runs = fast.text_encoder_runs
+            renderer.render(p.merged({"prompt": f"{p.prompt}, take {i}"}))
+        runs = renderer.text_encoder_runs
         for seed in range(5):
-            fast.render(p.merged({"seed": seed}))
-        assert fast.text_encoder_runs == runs
+            renderer.render(p.merged({"seed": seed}))
+        assert renderer.text_encoder_runs == runs
     finally:
         torch._dynamo.config.error_on_recompile = False
+
+
+def test_prompt_change_never_recompiles_and_seed_change_skips_text_encoders(renderers):
+    _, fast = renderers
+    assert_prompts_never_recompile_and_seeds_skip_text_encoders(
+        fast, Params(prompt="a lighthouse", seed=1, width=512, height=512))
 
 
 def test_new_size_and_guidance_warm_once(renderers):

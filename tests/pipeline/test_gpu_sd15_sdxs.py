@@ -11,6 +11,7 @@ pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 from bridge.core.params import Params  # noqa: E402
+from test_gpu import assert_prompts_never_recompile_and_seeds_skip_text_encoders  # noqa: E402
 
 
 @pytest.fixture(scope="module", params=[("random-sd15", "sd15"), ("random-sdxs", "sd2")], ids=["sd15", "sdxs"])
@@ -41,14 +42,5 @@ def test_prompt_and_seed_changes_never_recompile(compiled):
     p = Params(prompt="a harbour", seed=3, width=512, height=512)
     compiled.render(p)
     keys = compiled.graph_keys
-    torch._dynamo.config.error_on_recompile = True
-    try:
-        for i in range(5):
-            compiled.render(p.merged({"prompt": f"a harbour, take {i}"}))
-        runs = compiled.text_encoder_runs
-        for seed in range(5):
-            compiled.render(p.merged({"seed": seed}))
-        assert compiled.text_encoder_runs == runs
-    finally:
-        torch._dynamo.config.error_on_recompile = False
+    assert_prompts_never_recompile_and_seeds_skip_text_encoders(compiled, p)
     assert compiled.graph_keys == keys

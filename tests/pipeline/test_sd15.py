@@ -16,10 +16,9 @@ from bridge.core.params import Params  # noqa: E402
 from bridge.core.scene import InputImage, Scene  # noqa: E402
 from bridge.pipeline.loading.demo import ensure_demo  # noqa: E402
 from bridge.pipeline.loading.loader import load_pipeline, model_family  # noqa: E402
-from bridge.pipeline.render.noise import frame_noise  # noqa: E402
-from bridge.pipeline.render.plan import FramePlan  # noqa: E402
 from bridge.pipeline.render.renderer import DiffusersRenderer  # noqa: E402
 from bridge.pipeline.steering.controlnet import ControlNets, ControlNetSpec, load_controlnet  # noqa: E402
+from test_families import assert_img2img_latents_match_diffusers  # noqa: E402
 
 SIZE = 64
 BASE = Params(prompt="a lighthouse", seed=9, steps=2, width=SIZE, height=SIZE)
@@ -68,19 +67,9 @@ def test_embeddings_match_diffusers_encode_prompt(sd15, prompt):
 
 
 def test_img2img_matches_stable_diffusion_img2img(sd15):
-    from diffusers import StableDiffusionImg2ImgPipeline
-
     image = picture(3)
     p = BASE.merged({"prompt": "a cat", "seed": 5, "strength": 0.5})
-    plan = FramePlan.of(p, img2img=True)
-    latents = sd15.images.latents(image, SIZE, SIZE)
-    ref = StableDiffusionImg2ImgPipeline.from_pipe(sd15.pipe)(
-        prompt="a cat", image=latents, strength=0.5, num_inference_steps=plan.schedule_steps, guidance_scale=0.0,
-        generator=torch.Generator("cpu").manual_seed(5), output_type="latent").images
-    embeds, extra = sd15.embeddings("a cat")
-    with torch.inference_mode():
-        ours = sd15.calls.denoise_steps(plan, frame_noise(p, plan.draws, (1, 4, 8, 8)), 0.0, embeds, extra, latents)
-    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    assert_img2img_latents_match_diffusers(sd15, p, image)
     assert not np.array_equal(sd15.render(p, Scene(image)).pixels, sd15.render(p).pixels)
 
 

@@ -101,6 +101,20 @@ class Parts:
     sampler: Sampler
 
 
+class AutoencoderDecode:
+    """The decode every diffusers autoencoder shares (``AutoencoderKL``, ``AutoencoderTiny``,
+    ``AutoencoderDC``): latents in the pipeline's scale, ``latents / scaling_factor`` decoded. A family's
+    decoder adds its ``encode``, where the autoencoders differ."""
+
+    def __init__(self, vae, dtype: torch.dtype):
+        self.module = vae
+        self.dtype = dtype
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        vae = self.module
+        return to_rgba8(vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0])
+
+
 def to_rgba8(image: torch.Tensor) -> torch.Tensor:
     """(..., 3, H, W) in [-1, 1] to (..., H, W, 4) uint8 with opaque alpha, on the image's device
     (one frame or a batch: the same arithmetic)."""

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .family import CONFIGS, Family
-from .parts import Conditioning, Parts, to_rgba8
+from .parts import AutoencoderDecode, Conditioning, Parts
 from .scm import INTERMEDIATE_TIMESTEPS, ScmSampler, img2img_schedule
 
 MAX_SEQUENCE_LENGTH = 300  # SanaSprintPipeline.__call__'s max_sequence_length
@@ -154,16 +154,8 @@ class SanaDenoiser:
                            timestep=timestep.expand(rows), return_dict=False)[0]
 
 
-class DcaeDecoder:
-    """``AutoencoderDC``: latents in the pipeline's scale (``latents / scaling_factor`` decoded)."""
-
-    def __init__(self, vae, dtype: torch.dtype):
-        self.module = vae
-        self.dtype = dtype
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        vae = self.module
-        return to_rgba8(vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0])
+class DcaeDecoder(AutoencoderDecode):
+    """``AutoencoderDC`` (SANA's deep-compression autoencoder)."""
 
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:
         """(H, W, 3) uint8 to latents times ``scaling_factor`` (``SanaSprintImg2ImgPipeline``; its

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .family import Family
-from .parts import Conditioning, Parts, to_rgba8
+from .parts import AutoencoderDecode, Conditioning, Parts
 from .schedule import Sampler
 
 CLIP_TOKENS = 77
@@ -184,16 +184,8 @@ class UNetDenoiser:
         return controlnets.residuals(names, latents, timestep, embeds, extra, images, scales)
 
 
-class VaeDecoder:
+class VaeDecoder(AutoencoderDecode):
     """``AutoencoderKL`` or ``AutoencoderTiny`` (the loader puts the chosen one into the pipeline)."""
-
-    def __init__(self, vae, dtype: torch.dtype):
-        self.module = vae
-        self.dtype = dtype
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        vae = self.module
-        return to_rgba8(vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample)
 
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:
         """(H, W, 3) uint8 to scaled latents (1, 4, H/8, W/8), with diffusers' arithmetic: x / 255,
