@@ -146,8 +146,9 @@ def test_the_scm_sampler_takes_only_an_scm_scheduler():
 
 def test_a_long_prompt_is_warned_about_in_one_line(sana):
     assert sana.prompt_warnings("a cat") == []
-    warning, = sana.prompt_warnings("a castle on a hill " * 40)
-    assert "SANA-Sprint reads 298" in warning and "\n" not in warning
+    assert sana.prompt_warnings("a castle on a hill " * 50) == []  # 250 words: about 250 tokens, all read
+    warning, = sana.prompt_warnings("a castle on a hill " * 80)
+    assert "prompt is 399 tokens; SANA-Sprint reads 298" in warning  # 400 words, the first without its space and "\n" not in warning
 
 
 @pytest.mark.parametrize("changes,option", [

@@ -4,20 +4,24 @@ published 0.6B transformer, DC-AE f32c32 and Gemma-2 2B configs bundled in ``con
 ``random-sana-1.6b`` (the 1.6B transformer of ``configs/sana-sprint-1.6b``, the same other parts).
 
 No model hub here, so the tokenizer is made offline: a Gemma tokenizer (BOS first, right padding,
-SentencePiece's ``▁`` for spaces) over lower-case letters and byte fallback. It tokenizes any text,
-so the whole daemon runs; it is not Gemma's vocabulary (``random-sana`` keeps the real embedding
-size, 256000 rows, so its compute is the real model's). A hub id or diffusers folder of the real
-model brings its own tokenizer.
+SentencePiece's ``▁`` for spaces, byte fallback) whose words are the instruction's and the 4,000 most
+frequent words of the bundled CLIP vocabulary. It is not Gemma's vocabulary, but English tokenizes at
+about Gemma's rate (the instruction: 210 tokens; CLIP's BPE gives 209): a prompt change runs Gemma
+over as many tokens as the real model does, so benchmarks of ``random-sana`` (which keeps the real
+embedding size, 256000 rows) cost what the real model costs. The letters-only tokenizer before it
+made the instruction 1,058 tokens and so Gemma's share of a prompt change 2.6 times too long.
+A hub id or diffusers folder of the real model brings its own tokenizer.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
 
-from ..families.sana import SANA
+from ..families.sana import INSTRUCTION, SANA
 
 # Small but of the real kinds: 2 linear-attention blocks, a 2-layer Gemma-2, a 6-stage DC-AE (f 32).
 DEMO_TRANSFORMER = {
@@ -34,17 +38,44 @@ DEMO_VAE = {
     "encoder_layers_per_block": [1, 1, 1, 1, 1, 1], "decoder_layers_per_block": [1, 1, 1, 1, 1, 1],
 }
 SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>")  # Gemma's ids 0-4
-LETTERS = "▁abcdefghijklmnopqrstuvwxyz0123456789,.'-:"
+LETTERS = "▁abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789,.'-:"
+CLIP_VOCAB = SANA.configs.parent / "sd15" / "tokenizer" / "vocab.json"  # ranked by BPE merge: by frequency
+WORDS = 4000  # the most frequent words of CLIP's vocabulary that become whole tokens
+
+
+def _words() -> list[str]:
+    """The instruction's words, then CLIP's most frequent (lower case, two letters or more)."""
+    ranked = sorted(json.loads(CLIP_VOCAB.read_text()).items(), key=lambda item: item[1])
+    common = [token[:-4] for token, _ in ranked if token.endswith("</w>") and re.fullmatch(r"[a-z]{2,}", token[:-4])]
+    own = [word.lower() for word in re.findall(r"[A-Za-z]{2,}", INSTRUCTION)]
+    return list(dict.fromkeys(own + common[:WORDS]))
 
 
 def offline_tokenizer():
-    """A Gemma tokenizer made here: specials at Gemma's ids, a few symbols, every byte as fallback."""
+    """A Gemma tokenizer made here: specials at Gemma's ids, every byte as fallback, letters and symbols,
+    then whole words as BPE merge chains (``▁w``, ``▁W`` and ``W``, then bare ``w`` for the parts of
+    compounds), ranked in that order so a word after a space is one token where it can be."""
     from transformers import GemmaTokenizerFast
 
     vocab = {token: i for i, token in enumerate(SPECIALS)}
     for symbol in [f"<0x{b:02X}>" for b in range(256)] + list(LETTERS):
         vocab[symbol] = len(vocab)
-    tokenizer = GemmaTokenizerFast(vocab=vocab, merges=[], add_bos_token=True)
+    merges: list[tuple[str, str]] = []
+
+    def chain(word: str) -> None:  # "▁cat": ▁+c, ▁c+a, ▁ca+t
+        for end in range(2, len(word) + 1):
+            if word[:end] not in vocab:
+                vocab[word[:end]] = len(vocab)
+                merges.append((word[:end - 1], word[end - 1]))
+
+    words = _words()
+    for word in words:
+        chain("▁" + word)
+        chain("▁" + word.capitalize())
+        chain(word.capitalize())
+    for word in words:
+        chain(word)
+    tokenizer = GemmaTokenizerFast(vocab=vocab, merges=merges, add_bos_token=True)
     tokenizer.padding_side = "right"
     return tokenizer
 
