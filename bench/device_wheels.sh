@@ -9,7 +9,9 @@
 #   bench/device_wheels.sh ray      also .whl-ray/: Ray for tests/cluster and `latency -- --cluster ray`, its
 #                                   Java jars and its libraries for training, tuning, serving, data and RL
 #                                   left out (a device call carries 64 MiB at most; Ray's wheel is 79 MB),
-#                                   with the needs the device image lacks (jsonschema and its own)
+#                                   with the needs the device image lacks (jsonschema and its own), and
+#                                   diffusers and python-osc: a cluster call (`gpu_session.sh cluster`)
+#                                   carries .whl-ray alone (47 MB; with .whl's PyAV it would not fit)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PLATFORMS=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64
@@ -26,7 +28,8 @@ mkdir -p .whl
 get .whl "diffusers==$(version diffusers)" "python-osc==$(version python-osc)" "av==$(version av)"
 if [[ "${1:-}" == ray ]]; then
     mkdir -p .whl-ray
-    get .whl-ray jsonschema jsonschema-specifications referencing rpds-py attrs
+    get .whl-ray jsonschema jsonschema-specifications referencing rpds-py attrs \
+        "diffusers==$(version diffusers)" "python-osc==$(version python-osc)"
     tmp=$(mktemp -d)
     get "$tmp" "ray==$(version ray)"
     python - "$tmp"/ray-*.whl .whl-ray <<'PY'

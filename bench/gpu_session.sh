@@ -23,10 +23,13 @@
 #   start     cold start to first frame, then a fresh-machine start from the compile artefact file
 #             alone (compile caches emptied), then a warm start                    ~5-6 min
 #   channels  4 channels on one GPU, overlap off and on (latency --channels 4)      ~8-9 min
-#   sd15      SD 1.5 full + tiny VAE and SDXS-512, new prompt / seed every frame (bench, baseline); the
-#             OSC-to-frame p50 of each through the real daemon (issue 25)         ~7-9 min
+#   sd15      SD 1.5 full + tiny VAE and SDXS-512, new prompt / seed every frame, overlap off and on
+#             (bench, baseline); the OSC-to-frame p50 of each through the real daemon (issue 25)   ~6-7 min
 #   sana      SANA-Sprint 0.6B at 1024 (bench, baseline) and 512 (bench); OSC-to-frame p50 at 1024
-#             (issue 26)                                                          ~8-9 min
+#             (issue 26)                                                          ~5 min
+#   cluster   the Ray hop: OSC-to-frame through one Ray worker against --device cuda (the second of each
+#             pair counts: the first compiles), then tests/cluster/test_cluster_gpu.py (issue 30); carry
+#             .whl-ray alone (`bench/device_wheels.sh ray`: Ray, diffusers, python-osc)   ~7 min
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
@@ -104,10 +107,10 @@ part_start() {
 }
 
 part_sd15() {
-    step bench-sd15 200 $TB bench --model random-sd15 --sizes 512 --vaes full,tiny --modes prompt,seed --frames 100 \
-        --cache-dir $CACHE --json "$WORK/bench-sd15.json"
-    step bench-sdxs 130 $TB bench --model random-sdxs --sizes 512 --vaes full --modes prompt,seed --frames 100 \
-        --cache-dir $CACHE --json "$WORK/bench-sdxs.json"
+    step bench-sd15 200 $TB bench --model random-sd15 --sizes 512 --vaes full,tiny --modes prompt,seed --overlap off,on \
+        --frames 100 --cache-dir $CACHE --json "$WORK/bench-sd15.json"
+    step bench-sdxs 130 $TB bench --model random-sdxs --sizes 512 --vaes full --modes prompt,seed --overlap off,on \
+        --frames 100 --cache-dir $CACHE --json "$WORK/bench-sdxs.json"
     step latency-sd15-tiny 90 $TB latency --model random-sd15 --vae tiny --size 512 --count 200 --rate 20 \
         --json "$WORK/latency-sd15-tiny.json" -- --cache-dir $CACHE
     step latency-sdxs 80 $TB latency --model random-sdxs --size 512 --count 200 --rate 20 \
@@ -123,6 +126,17 @@ part_sana() {
         --json "$WORK/latency-sana-1024.json" -- --cache-dir $CACHE
 }
 
+part_cluster() {
+    for side in cuda ray cuda2 ray2; do  # each side twice: the first of the call compiles (or loads the cache)
+        local args=(--device cuda)
+        [[ $side == ray* ]] && args=(--cluster ray --cluster-workers 1)
+        step "cluster-$side" 200 $TB latency --model random --size 512 --count 300 --rate 20 \
+            --json "$WORK/latency-cluster-$side.json" -- --cache-dir $CACHE "${args[@]}"
+    done
+    step test_cluster_gpu 150 python -m pytest -q -m gpu tests/cluster/test_cluster_gpu.py -p no:cacheprovider \
+        --junitxml="$WORK/junit-test_cluster_gpu.xml"
+}
+
 part_channels() {
     for overlap in off on; do
         step "channels4-overlap-$overlap" 260 $TB latency --model random --size 512 --channels 4 --seconds 12 \
@@ -136,7 +150,7 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|speed|more|start|channels|sd15|sana) "part_$part" ;;
-        *) echo "unknown part $part: tests, speed, more, start, channels, sd15, sana" >&2; exit 2 ;;
+        tests|speed|more|start|channels|sd15|sana|cluster) "part_$part" ;;
+        *) echo "unknown part $part: tests, speed, more, start, channels, sd15, sana, cluster" >&2; exit 2 ;;
     esac
 done
