@@ -59,7 +59,9 @@ def add_bench(sub) -> None:
     bench.add_argument("--vae-compile-modes", default="default",
                        help="comma-separated: default, max-autotune-no-cudagraphs (the VAE decoder's torch.compile "
                             "mode); frame runs take the first, --modes decode times each")
-    bench.add_argument("--cudnn-benchmark", default="on", help="comma-separated: on, off (as above)")
+    bench.add_argument("--cudnn-benchmark", default="off",
+                       help="comma-separated: off, on (as above; on picks engines by timing, per thread: the "
+                            "daemon keeps it off so the same params give the same pixels)")
     bench.add_argument("--vae-channels-last", default="on", help="comma-separated: on, off (as above)")
     bench.add_argument("--cache-dir", type=Path, default=None, help="as serve's --cache-dir (demo model, compile caches)")
     bench.add_argument("--json", type=Path, default=Path("bench.json"), help="where to write the figures")

@@ -1,4 +1,5 @@
-"""Progress lines while compiling: the graphs Dynamo compiled are counted, so a long cold start moves."""
+"""Progress lines while compiling: the graphs Dynamo compiled are counted, so a long cold start moves.
+The renderer's default tuning keeps cuDNN's benchmark off: frames must not depend on the thread."""
 
 import logging
 
@@ -6,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from bridge.pipeline.speed.optimize import progress  # noqa: E402
+from bridge.pipeline.speed.optimize import Tuning, prepare_modules, progress  # noqa: E402
 
 
 def test_the_compile_progress_counts_the_graphs_compiled(caplog):
@@ -24,3 +25,18 @@ def test_the_compile_progress_counts_the_graphs_compiled(caplog):
     with progress("not compiling", every=3600):
         pass
     assert "graph" not in caplog.messages[-1]
+
+
+def test_the_default_tuning_turns_cudnn_benchmark_off_so_frames_do_not_depend_on_the_thread():
+    """Issue 31: with the benchmark on, each render thread times cuDNN's engines itself (torch keeps
+    the plans per thread) and may keep one that rounds differently, so the same params would give
+    other pixels on another thread, device or start."""
+    flags = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        torch.backends.cudnn.benchmark = True  # as a bench run with --cudnn-benchmark on leaves it
+        prepare_modules([], torch.device("cuda"))  # a CUDA renderer's preparation with Tuning() (flags only)
+        assert torch.backends.cudnn.benchmark is False
+        prepare_modules([], torch.device("cuda"), Tuning(cudnn_benchmark=True))
+        assert torch.backends.cudnn.benchmark is True  # still a knob the bench measures
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags

@@ -44,10 +44,16 @@ def configure_compile_cache(cache_dir: Path) -> Path:
 @dataclass(frozen=True)
 class Tuning:
     """The VAE decoder's knobs (``turbo-bridge bench --vae-compile-modes/--cudnn-benchmark/--vae-channels-last``):
-    the largest stage with the full VAE, dominated by its convolutions at 256 and 512 px."""
+    the largest stage with the full VAE, dominated by its convolutions at 256 and 512 px.
+
+    cuDNN's benchmark stays off (issue 31): it times the candidate engines of each convolution shape
+    once per thread (torch keeps cuDNN's plans in a thread-local cache, Conv_v8.cpp) and keeps the
+    fastest of that moment, among those that fit the allocator's largest free block. Another render
+    thread, another device or another start may so pick an engine that rounds differently, and the
+    same params would not give the same pixels. Its heuristics pick by shape, dtype and GPU alone."""
 
     decoder_mode: str = "default"  # torch.compile mode of the VAE decode: or "max-autotune-no-cudagraphs"
-    cudnn_benchmark: bool = True  # cuDNN times its algorithms per convolution shape and keeps the fastest
+    cudnn_benchmark: bool = False  # on: timed per thread, frames then depend on the thread (above)
     vae_channels_last: bool = True  # the VAE's weights and activations in NHWC (tensor cores' layout)
 
 
