@@ -80,7 +80,12 @@ def test_prompt_change_never_recompiles_and_seed_change_skips_text_encoders(rend
 def test_new_size_and_guidance_warm_once(renderers):
     _, fast = renderers
     p = Params(prompt="a red car", seed=3, width=640, height=384, guidance=1.5, steps=2)
-    out = fast.render(p)
+    fast.warm(p, Scene())
+    keys = fast.runner.keys  # the warm-up captured the with-text and the cached-embeddings graphs, so
+    out = fast.render(p)  # the first frame (its prompt new, then cached)
+    fast.render(p.merged({"seed": 4}))  # and a seed change capture nothing live
+    fast.render(p.merged({"prompt": "a red bus"}))
+    assert fast.runner.keys == keys
     assert out.pixels.shape == (384, 640, 4)
     # FramePlan.key: width, height, schedule steps, guidance on, img2img start, tiling, ControlNets, style
     assert (640, 384, 2, True, None, "none", (), False) in fast.warm_keys

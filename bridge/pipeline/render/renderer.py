@@ -200,7 +200,10 @@ class DiffusersRenderer:
                       f"{'image' if plan.start is not None else 'text'}-to-image (once per size; cached on disk)",
                       compiling=True):
             warm = Scene(scene.input, controls=scene.controls, style=scene.style)
-            for prompt in (text + " ", text):  # the with-text graph, then the cached-embeddings graph
+            # A text no earlier warm-up cached (the spaces are tokenized away; the cache keys the string):
+            # its first frame captures the with-text graph, its second the cached-embeddings graph.
+            fresh = text + " " * len(self._warm)
+            for prompt in (fresh, fresh):
                 out = self.device_frame(params.merged({"prompt": prompt}), warm, self.glider, record=False,
                                         decode=decode)
                 if decoder is not None:
