@@ -1,12 +1,14 @@
 """The parameters' limits: the fixed ones, and ``Limits``, those that depend on how the daemon was started.
 
 Read by the parsers of a change (``field_parsers.py``, ``params.parse_changes``) and by the schema
-(``params.schema``), so a refusal and ``GET /v1/schema`` always name the same bounds.
+(``params.schema``), so a refusal and ``GET /v1/schema`` always name the same bounds; and by the
+engine's placement, which weighs a frame by the rows the model runs for it (``Limits.rows``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 SEED_LIMIT = 2**64
 MAX_PROMPT_CHARS = 4000
@@ -26,9 +28,12 @@ NO_IP_ADAPTER = ("this daemon has no IP-Adapter, so style images cannot steer it
 MAX_STEPS = 8  # one limit for every model: 1-4 for Turbo models, up to 8 for Lightning, Hyper, LCM
 
 
+GUIDANCE_MODES = ("cfg", "embedded")  # the denoiser's ``guidance`` (pipeline/families/parts.py)
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Bounds that depend on how the daemon was started."""
+    """Bounds that depend on how the daemon was started, and what a frame costs the model it loaded."""
 
     max_size: int = 1024
     size_multiple: int = SIZE_MULTIPLE  # the model family's: width and height are multiples of it
@@ -38,3 +43,16 @@ class Limits:
     # 1) and the value a channel starts with when no client set one.
     min_guidance: float = 0.0
     default_guidance: float = 0.0
+    # How the model takes guidance (its health info's "guidance_mode"): "cfg", classifier-free, runs
+    # the negative prompt's row beside the frame's own when guidance > 0; "embedded" (SANA-Sprint)
+    # makes guidance an input of the model: one row, whatever its value.
+    guidance_mode: Literal["cfg", "embedded"] = "cfg"
+
+    def __post_init__(self) -> None:
+        if self.guidance_mode not in GUIDANCE_MODES:
+            raise ValueError(f"guidance_mode must be one of {', '.join(GUIDANCE_MODES)} (how the model's denoiser "
+                             f"takes guidance), got {self.guidance_mode!r}")
+
+    def rows(self, guidance: float) -> int:
+        """The denoiser rows one frame at this guidance runs: 2 with classifier-free guidance on, else 1."""
+        return 2 if self.guidance_mode == "cfg" and guidance > 0 else 1
