@@ -79,7 +79,8 @@ async def _channels(app: web.Application, config: Config, devices: Devices, made
         limits=Limits(config.max_size, devices.model_info.get("size_multiple", SIZE_MULTIPLE),
                       tuple(spec.name for spec in config.controlnets), style=config.ip_adapter is not None,
                       min_guidance=devices.model_info.get("min_guidance", 0.0),
-                      default_guidance=devices.model_info.get("default_guidance", 0.0)),
+                      default_guidance=devices.model_info.get("default_guidance", 0.0),
+                      guidance_mode=devices.model_info.get("guidance_mode", "cfg")),
         max_channels=config.max_channels)
 
     def png_cache_of(channel: Channel) -> None:

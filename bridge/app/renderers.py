@@ -123,9 +123,12 @@ def _load_model(config: Config):
                                      canny_thresholds=config.canny_thresholds,
                                      ip_adapter=load_ip_adapter(config, pipe, device, dtype))
     family = renderer.family
-    sizes = {"default_size": family.default_size, "size_multiple": family.size_multiple,
-             "default_guidance": family.default_guidance, "min_guidance": family.min_guidance}
-    initial = initial_params(config, {**sizes, "family": family.name})
+    # What the engine must know of the family: its sizes, its guidance, and the rows a frame costs
+    # (guidance_mode, the denoiser's: "cfg" or "embedded"; Limits.rows).
+    facts = {"default_size": family.default_size, "size_multiple": family.size_multiple,
+             "default_guidance": family.default_guidance, "min_guidance": family.min_guidance,
+             "guidance_mode": renderer.parts.denoiser.guidance}
+    initial = initial_params(config, {**facts, "family": family.name})
     # Several channels' frames batched, each with its own transitions; with --overlap on, a batch's
     # decode runs on a second CUDA stream while the next batch begins.
     channels = OverlappedRenderer(renderer) if config.overlap else ChannelRenderer(renderer)
@@ -146,7 +149,7 @@ def _load_model(config: Config):
             "dtype": str(dtype).removeprefix("torch."), "vae": config.vae, "compile": compile,
             "controlnets": {spec.name: spec.source for spec in config.controlnets},
             "t2i_adapters": sorted(renderer.controlnets.adapters), "ip_adapter": config.ip_adapter,
-            "startup_s": phases.rounded(), "overlap": config.overlap, **sizes,
+            "startup_s": phases.rounded(), "overlap": config.overlap, **facts,
             "steering": sorted(renderer.family.steering)}
     return channels, info
 

@@ -1,10 +1,11 @@
 """Where channels render: placement on the least loaded device, rebalancing, and devices lost and back.
 
 A new channel goes to the device with the least load (each channel weighs its frame's pixels x
-UNet runs); channels stay where they are unless moving one makes the most loaded device strictly
-lighter without overloading another (checked when channels come and go). A device can be lost (a
-cluster's worker): ``withdraw`` moves its channels, whole, to the others and renders their current
-state again there; ``restore`` takes it back and rebalances.
+denoiser evaluations, ``load_of``: a guidance row counts only for a model that runs one); channels
+stay where they are unless moving one makes the most loaded device strictly lighter without
+overloading another (checked when channels come and go). A device can be lost (a cluster's
+worker): ``withdraw`` moves its channels, whole, to the others and renders their current state
+again there; ``restore`` takes it back and rebalances.
 
 ``Placement`` is the part of ``ChannelRegistry`` (``channels.py``) that does this.
 """
@@ -15,7 +16,7 @@ import logging
 from typing import TYPE_CHECKING, Iterator
 
 from ..core.errors import ValidationError
-from ..core.params import Params
+from ..core.params import Limits, Params
 from .render_queue import RenderQueue
 
 if TYPE_CHECKING:
@@ -24,9 +25,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def load_of(params: Params) -> int:
-    """What one frame of these params costs a device, roughly: pixels x UNet evaluations."""
-    return params.width * params.height * params.steps * (2 if params.guidance > 0 else 1)
+def load_of(params: Params, limits: Limits) -> int:
+    """What one frame of these params costs a device, roughly: pixels x denoiser evaluations (steps x
+    the rows the model runs per step: ``Limits.rows``, from its family's guidance mode)."""
+    return params.width * params.height * params.steps * limits.rows(params.guidance)
 
 
 class Placement:
@@ -36,6 +38,7 @@ class Placement:
     withdrawn: list[RenderQueue]
     moves: int
     _channels: dict[str, "Channel"]
+    _limits: Limits  # the loaded model's: what a frame costs it (Limits.rows)
 
     def __iter__(self) -> Iterator["Channel"]:
         return iter(list(self._channels.values()))
@@ -44,8 +47,11 @@ class Placement:
         out = {queue: 0 for queue in self.queues}
         for channel in self:
             if channel.queue in out:  # not a channel still on a lost device
-                out[channel.queue] += load_of(channel.scheduler.params)
+                out[channel.queue] += self._load(channel)
         return out
+
+    def _load(self, channel: Channel) -> int:
+        return load_of(channel.scheduler.params, self._limits)
 
     def placement(self) -> RenderQueue:
         """The device a new channel goes to: the least loaded (then the fewest channels, then the first)."""
@@ -71,7 +77,7 @@ class Placement:
             self.withdrawn.append(queue)
         queue.abandon(error)
         moved = []
-        for channel in sorted((c for c in self if c.queue is queue), key=lambda c: -load_of(c.scheduler.params)):
+        for channel in sorted((c for c in self if c.queue is queue), key=lambda c: -self._load(c)):
             if not self.queues:
                 break  # nowhere to go: it waits here, and moves when a device is restored
             target = self.placement()
@@ -121,9 +127,9 @@ class Placement:
             loads = self.loads()
             heavy = max(self.queues, key=loads.__getitem__)
             light = min(self.queues, key=loads.__getitem__)
-            movable = sorted((c for c in self if c.queue is heavy), key=lambda c: load_of(c.scheduler.params))
+            movable = sorted((c for c in self if c.queue is heavy), key=self._load)
             # The lightest channel whose move leaves the light device below where the heavy one was.
-            candidate = next((c for c in movable if loads[light] + load_of(c.scheduler.params) < loads[heavy]), None)
+            candidate = next((c for c in movable if loads[light] + self._load(c) < loads[heavy]), None)
             if heavy is light or candidate is None:
                 break
             if not await self._prepare_loras(candidate, light):

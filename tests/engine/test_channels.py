@@ -260,6 +260,30 @@ async def test_channels_are_placed_on_devices_by_load_and_rebalanced(config, dae
             assert renderers[1].calls == calls + 1  # the moved channel renders on its new device
 
 
+@pytest.mark.parametrize("mode, placed, loads", [
+    ("cfg", [["main"], ["a", "b"]], [2 * 64 * 64, 2 * 64 * 64]),  # main's guidance runs a second row
+    ("embedded", [["b", "main"], ["a"]], [2 * 64 * 64, 64 * 64]),  # an input of the model: one row
+])
+async def test_placement_weighs_a_frame_by_the_rows_the_model_runs(config, daemon_factory, mode, placed, loads):
+    """The model's info says how it takes guidance; a guidance row counts only where it runs one."""
+
+    def factory(cfg):
+        return ThreadNoting(cfg.device), {"model": "null", "device": cfg.device, "dtype": "none",
+                                          "guidance_mode": mode}
+
+    async with daemon_factory(config, renderer_factory=factory, device="cpu,cpu", max_channels=4) as daemon:
+        assert daemon.app[CHANNELS].limits.guidance_mode == mode
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{daemon.http_port}") as session:
+            for path, guidance in (("/v1/params", 2.0), ("/v1/channels/a/params", 0), ("/v1/channels/b/params", 0)):
+                async with session.patch(path, json={"guidance": guidance}) as r:
+                    assert r.status == 200, await r.text()
+            async with session.get("/v1/health") as r:
+                devices = (await r.json())["devices"]
+    # 64x64, one step each; a goes to the empty device, b to the lighter one (on a tie, the first)
+    assert [sorted(d["channels"]) for d in devices] == placed
+    assert [d["load"] for d in devices] == loads
+
+
 class CheckingLoras(ThreadNoting):
     """Notes every frame whose LoRAs its device's folder had not loaded when it rendered."""
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bridge.core.params import Params
+from bridge.core.params import Limits, Params
 from bridge.core.renderer import InFlight, Renderer
 from bridge.core.scene import Glide, InputImage, Scene
 
@@ -203,12 +203,14 @@ class DemoFamilyContract(RendererContract):
 
     model = "demo"
     family = "sdxl"
+    guidance_mode = "cfg"  # how its denoiser takes guidance, as its health info tells the engine
     overlap = False  # --overlap on: load_renderer gives the OverlappedRenderer
     batch_levels, batch_share = 1, 0.1
 
     @pytest.fixture(scope="class")
     @classmethod
-    def renderer(cls, cache_dir):
+    def loaded(cls, cache_dir):
+        """(renderer, health info), as ``load_renderer`` gives them to the daemon."""
         from bridge.app import load_renderer
         from bridge.config import Config
 
@@ -216,10 +218,35 @@ class DemoFamilyContract(RendererContract):
                                               initial=Params(width=SIZE, height=SIZE), family_guidance=True,
                                               overlap=cls.overlap))
         assert info["family"] == cls.family and info["overlap"] is cls.overlap
-        return renderer
+        return renderer, info
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def renderer(cls, loaded):
+        return loaded[0]
 
     def text_encoder_runs(self, renderer) -> int:
         return renderer.inner.text_encoder_runs
 
     def graph_keys(self, renderer) -> frozenset:
         return renderer.inner.graph_keys
+
+    def test_a_frame_runs_the_rows_placement_weighs_it_by(self, loaded, monkeypatch):
+        """Placement weighs a frame by ``Limits.rows`` of the info's ``guidance_mode``: the denoiser
+        rows the frame really runs, at the family's least guidance and above it."""
+        renderer, info = loaded
+        assert info["guidance_mode"] == self.guidance_mode
+        limits = Limits(guidance_mode=info["guidance_mode"])  # as the app makes the engine's
+        calls, rows = renderer.inner.calls, []
+        denoise = calls.denoise
+
+        def counting(model_in, *args, **kwargs):
+            rows.append(model_in.shape[0])
+            return denoise(model_in, *args, **kwargs)
+
+        monkeypatch.setattr(calls, "denoise", counting)
+        for guidance in (info["min_guidance"], 2.0):
+            rows.clear()
+            renderer.render(self.params(guidance=guidance))
+            assert rows == [limits.rows(guidance)] * 2, guidance  # two steps, one denoiser call each
+        assert limits.rows(2.0) == (2 if self.guidance_mode == "cfg" else 1)

@@ -8,10 +8,10 @@ from contract import DemoFamilyContract  # noqa: E402
 
 
 class TestSanaContract(DemoFamilyContract):
-    model, family = "demo-sana", "sana"
+    model, family, guidance_mode = "demo-sana", "sana", "embedded"  # one row, whatever the guidance
 
 
 class TestOverlappedSanaContract(DemoFamilyContract):
     """--overlap on: each batch begun at the latents, decoded apart."""
 
-    model, family, overlap = "demo-sana", "sana", True
+    model, family, guidance_mode, overlap = "demo-sana", "sana", "embedded", True

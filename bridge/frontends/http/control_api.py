@@ -1,6 +1,6 @@
 """Control images of the ControlNets: ``PUT/GET/DELETE /v1/control/NAME``, WebSocket control
 messages (TBC1) and a client's shared-memory segment per name, all feeding
-``Scheduler.set_control``. The same ingest as the input image (``input_api.ImageFeed``): PNG,
+``Scheduler.set_control``. The same ingest as the input image (``image_feed.ImageFeed``): PNG,
 JPEG, raw RGBA; decoded off the event loop; an unchanged image changes nothing.
 """
 
@@ -11,11 +11,12 @@ from concurrent.futures import Executor
 
 from aiohttp import web
 
-from . import inputs
 from ...core.errors import ValidationError
 from ...core.scene import InputImage
 from ...engine.scheduler import Scheduler
-from .input_api import POLL_SECONDS, ImageFeed, put_image
+from . import inputs
+from .image_feed import POLL_SECONDS, ImageFeed
+from .image_put import put_image
 from .rest import add_channel_route, error_response, scheduler_of, service_of
 
 SCHEMA = {

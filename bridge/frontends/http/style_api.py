@@ -1,6 +1,6 @@
 """The style image of the IP-Adapter: ``PUT/GET/DELETE /v1/style``, WebSocket style messages
 (TBS1) and a client's shared-memory segment, all feeding ``Scheduler.set_style``. The same ingest
-as the input image (``input_api.ImageFeed``): PNG, JPEG, raw RGBA; decoded off the event loop; an
+as the input image (``image_feed.ImageFeed``): PNG, JPEG, raw RGBA; decoded off the event loop; an
 unchanged image changes nothing (the image encoder runs only for new content).
 
 A daemon started without ``--ip-adapter`` answers PUT with 409 and says how to start it.
@@ -15,7 +15,8 @@ from aiohttp import web
 from ...core.params import NO_IP_ADAPTER
 from ...core.scene import InputImage
 from ...engine.scheduler import Scheduler
-from .input_api import POLL_SECONDS, ImageFeed, put_image
+from .image_feed import POLL_SECONDS, ImageFeed
+from .image_put import put_image
 from .rest import add_channel_route, error_response, scheduler_of, service_of
 
 SCHEMA = {
