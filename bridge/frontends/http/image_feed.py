@@ -46,7 +46,7 @@ SHM_MAX_BACKOFF_S = 1.0  # a segment stuck odd (or with a broken header) is poll
 
 class ImageFeed:
     """Takes one image slot's images from every front end (decoded off the loop, ``field`` names it in
-    errors) and hands them to ``apply``; owns the slot's attached source: a client's shared-memory
+    errors) and hands them to ``_apply``; owns the slot's attached source: a client's shared-memory
     segment, or another program's Spout sender or Syphon server."""
 
     def __init__(self, scheduler: Scheduler, executor: Executor, poll_s: float = POLL_SECONDS,
