@@ -34,18 +34,23 @@ class TextConditioning(Protocol):
     """Prompts to conditioning. ``token_ids`` and ``warnings`` run on any thread; ``encode`` on the render thread."""
 
     rows: int  # rows of token ids per prompt (e.g. one per text encoder)
-    length: int  # token ids per row
+    # The token ids per row a text takes, shortest first: one compiled graph each, all captured at
+    # start-up (CLIP: 77 alone; SANA's Gemma: a few lengths of the text after its cached instruction).
+    lengths: tuple[int, ...]
     zeros_for_empty: bool  # the unconditional branch of an empty negative prompt is zeros (SDXL-Turbo)
     modules: Sequence[torch.nn.Module]  # the text encoders (compile preparation)
 
-    def token_ids(self, text: str) -> torch.Tensor:
-        """(rows, length) int64 on the host."""
+    def token_ids(self, text: str, at_least: int = 0) -> torch.Tensor:
+        """(rows, n) int64 on the host: n the shortest of ``lengths`` that holds the text and is at
+        least ``at_least`` (a batch's texts at one length); a part may give a longer n for a text no
+        length holds (SANA: the whole text, where its tokens reach into the cached instruction)."""
 
     def warnings(self, text: str) -> list[str]:
         """What the text encoder does not read of ``text`` (a cut prompt); event loop."""
 
     def encode(self, ids: torch.Tensor) -> Conditioning:
-        """ids (rows, length), or (rows, B, length) for B prompts -> conditioning of B rows."""
+        """ids (rows, n), or (rows, B, n) for B prompts, as ``token_ids`` gives them -> conditioning of
+        B rows, of one shape whatever n."""
 
     def zeros(self) -> Conditioning:
         """Zero conditioning of one prompt's shapes (graph placeholders, SDXL-Turbo's unconditional)."""

@@ -10,11 +10,21 @@ tokens; Gemma's last hidden state with its attention mask, of which the first to
 the kept mask is the conditioning's ``extra``. A blend mixes masks like embeddings; the transformer
 attends to every token some text of the blend has (mask > 0), so a blend's ends are exactly its texts.
 
+A new prompt runs Gemma over the text after the instruction only: Gemma is causal, so the
+instruction's keys and values are computed once per model (``gemma_prefix.py``); and only over the
+shortest of ``PROMPT_LENGTHS`` that holds the prompt's tokens: right-padded and causal, a real
+token's state never depends on the pads after it. The kept positions the mask leaves out (padding)
+are zeros, which the transformer's cross-attention never reads (its mask bias is -10000: a weight of
+exactly 0). So the unmasked conditioning is encode_prompt's bit for bit (float32, CPU) and the
+frames are SanaSprintPipeline's pixels, for a few tokens of Gemma instead of the instruction's
+hundreds (1057 with the offline tokenizer of demo-sana and random-sana) plus 298.
+
 No ControlNets, T2I-Adapters, IP-Adapter or LoRAs: those are SD U-Net parts (``Family.steering``).
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
@@ -22,8 +32,11 @@ import numpy as np
 import torch
 
 from .family import CONFIGS, Family
+from .gemma_prefix import InstructionPrefix
 from .parts import AutoencoderDecode, Conditioning, Parts
 from .scm import INTERMEDIATE_TIMESTEPS, ScmSampler, img2img_schedule
+
+log = logging.getLogger(__name__)
 
 MAX_SEQUENCE_LENGTH = 300  # SanaSprintPipeline.__call__'s max_sequence_length
 # SanaSprintPipeline.__call__'s default complex_human_instruction, joined with newlines in front of the prompt.
@@ -44,11 +57,28 @@ INSTRUCTION = "\n".join([
     "User Prompt: ",
 ])
 SELECT = [0] + list(range(-MAX_SEQUENCE_LENGTH + 1, 0))  # encode_prompt's select_index
+# Gemma runs over the shortest of these that holds a prompt's tokens after the cached instruction,
+# or over all of the rest (298 + what of the instruction every prompt does not share).
+PROMPT_LENGTHS = (64, 128)
+# Prompts' starts the cached instruction is cut to fit (a tokenizer may merge a prompt's first
+# characters with the instruction's last token); the last also checks the cache against Gemma's call.
+PROBES = ("", "1", ".", "'", "(", "-", "\u00e9t\u00e9", "\u65e5\u672c", "A photo of a cat")
+# The cached instruction's largest difference from Gemma's own call that it is used with, relative to
+# the largest value. 0 on the CPU in float32; in bf16, kernels of other shapes round apart by a few
+# steps (one bf16 step is 0.4-0.8% of a value) after 26 layers; a transformers that ignored the cache
+# or the mask would be off by about the values themselves.
+CHECK_TOLERANCE = 0.1
 
 
 def instructed(text: str) -> str:
     """The text the tokenizer sees: diffusers' preprocessing (lower case, stripped) after the instruction."""
     return INSTRUCTION + text.lower().strip()
+
+
+def shared_start(a: np.ndarray, b: np.ndarray) -> int:
+    """How many leading ids two texts' ids share."""
+    differ = np.flatnonzero(a != b)
+    return int(differ[0]) if differ.size else len(a)
 
 
 class GemmaPromptLength:
@@ -83,7 +113,8 @@ class GemmaPromptLength:
 
 
 class GemmaText:
-    """Gemma-2 behind the instruction: rows (ids, attention mask); ``extra`` the kept mask."""
+    """Gemma-2 behind the instruction: rows (ids, attention mask) of the text after the cached
+    instruction (``InstructionPrefix``), or of the whole text; ``extra`` the kept mask."""
 
     rows = 2
     zeros_for_empty = False  # no unconditional branch: guidance is embedded
@@ -95,23 +126,73 @@ class GemmaText:
         tokenizer = pipe.tokenizer
         tokenizer.padding_side = "right"
         self.tokenizer = tokenizer
-        # encode_prompt's max_length_all: the instruction's tokens, then max_sequence_length - 2.
-        self.length = len(tokenizer.encode(INSTRUCTION)) + MAX_SEQUENCE_LENGTH - 2
+        # encode_prompt's max_length_all, the whole text: the instruction's tokens, then max_sequence_length - 2.
+        self.whole_length = len(tokenizer.encode(INSTRUCTION)) + MAX_SEQUENCE_LENGTH - 2
+        self.first_kept = self.whole_length - (MAX_SEQUENCE_LENGTH - 1)  # SELECT's first position after the start token
         # A tokenizer of its own for the event loop (a fast tokenizer is not safe from two threads).
         counter = type(tokenizer).from_pretrained(tokenizer.name_or_path) if tokenizer.name_or_path else tokenizer
-        self.warnings = GemmaPromptLength(counter, self.length)
+        self.warnings = GemmaPromptLength(counter, self.whole_length)
         self._zeros: Conditioning | None = None
+        self.prefix = self._cached_instruction()
+        # The id lengths of token_ids, each one compiled graph (warmed at start-up): the text after the
+        # cached instruction in a few lengths, shortest first; without a cache the whole text.
+        rest = self.whole_length - self.prefix.length if self.prefix else self.whole_length
+        self.lengths = (tuple(n for n in PROMPT_LENGTHS if n < rest) if self.prefix else ()) + (rest,)
 
-    def token_ids(self, text: str) -> torch.Tensor:
-        out = self.tokenizer(instructed(text), padding="max_length", max_length=self.length, truncation=True,
+    def _ids(self, text: str) -> np.ndarray:
+        """encode_prompt's tokenizer call: (ids, attention mask) of the instructed text, (2, whole_length)."""
+        out = self.tokenizer(instructed(text), padding="max_length", max_length=self.whole_length, truncation=True,
                              add_special_tokens=True)
-        return torch.from_numpy(np.array([out.input_ids, out.attention_mask], dtype=np.int64))
+        return np.array([out.input_ids, out.attention_mask], dtype=np.int64)
+
+    def _cached_instruction(self) -> InstructionPrefix | None:
+        """The instruction's tokens that every prompt shares (at most up to SELECT's first kept
+        position), computed once; None where the encoder cannot take it (logged)."""
+        why = InstructionPrefix.usable(self.encoder, self.whole_length)
+        if why is None:
+            texts = [self._ids(probe) for probe in PROBES]
+            shared = min(shared_start(texts[0][0], text[0]) for text in texts[1:])
+            prefix = InstructionPrefix(self.encoder, torch.from_numpy(texts[0][:1]), min(shared, self.first_kept))
+            difference = prefix.check(torch.from_numpy(texts[-1][:1]), torch.from_numpy(texts[-1][1:]))
+            if difference <= CHECK_TOLERANCE:
+                log.info("SANA-Sprint: %d instruction tokens cached for Gemma (%.3g of the largest value "
+                         "from its own call)", prefix.length, difference)
+                return prefix
+            why = f"the text after it differs from Gemma's own call by {difference:.3g} of the largest value"
+        log.warning("SANA-Sprint: Gemma runs over the whole instruction for every new prompt "
+                    "(no cached instruction: %s)", why)
+        return None
+
+    def token_ids(self, text: str, at_least: int = 0) -> torch.Tensor:
+        """(2, n): ids and attention mask of the text after the cached instruction, n the shortest of
+        ``lengths`` that holds its tokens and is at least ``at_least``; the whole text (n = ``whole_length``,
+        one more graph) where none does or the prompt's tokens reach into the instruction's (a
+        tokenizer merging across them), and always without a cached instruction."""
+        ids = self._ids(text)
+        prefix = self.prefix
+        if prefix is None or not np.array_equal(ids[0, :prefix.length], prefix.ids):
+            return torch.from_numpy(ids)
+        needed = max(int(ids[1].sum()) - prefix.length, at_least)
+        fits = [n for n in self.lengths if n >= needed]
+        return torch.from_numpy(ids[:, prefix.length:prefix.length + fits[0]].copy() if fits else ids)
 
     def encode(self, ids: torch.Tensor) -> Conditioning:
-        """ids (2, length) or (2, B, length): Gemma's last hidden state and mask at ``SELECT``."""
+        """ids (2, n) or (2, B, n) from ``token_ids``: Gemma's last hidden state and mask at ``SELECT``.
+
+        Positions the mask leaves out are zeros (what the prefix's shorter runs never compute, and the
+        transformer's attention never reads): every length gives the same conditioning, and a blend
+        mixes no padding states."""
         tokens, mask = (ids[0], ids[1]) if ids.dim() == 3 else (ids[0:1], ids[1:2])
-        hidden = self.encoder(tokens, attention_mask=mask)[0]
-        return hidden[:, SELECT].to(self.dtype), mask[:, SELECT].to(self.dtype)
+        if self.prefix is None or tokens.shape[-1] == self.whole_length:
+            hidden, kept = self.encoder(tokens, attention_mask=mask)[0][:, SELECT], mask[:, SELECT]
+        else:
+            skip = self.first_kept - self.prefix.length  # rows run for their keys only
+            rest = self.prefix.run(tokens)[:, skip:]
+            rows, missing = rest.shape[0], MAX_SEQUENCE_LENGTH - 1 - rest.shape[1]
+            hidden = torch.cat([self.prefix.first.expand(rows, -1, -1), rest,
+                                rest.new_zeros((rows, missing, rest.shape[2]))], dim=1)
+            kept = torch.cat([mask.new_ones((rows, 1)), mask[:, skip:], mask.new_zeros((rows, missing))], dim=1)
+        return torch.where(kept[..., None] > 0, hidden, 0).to(self.dtype), kept.to(self.dtype)
 
     def zeros(self) -> Conditioning:
         if self._zeros is None:

@@ -75,7 +75,7 @@ class ClipPromptLength:
 class ClipText:
     """CLIP text encoders: token ids of every encoder as rows, their hidden states side by side."""
 
-    length = CLIP_TOKENS
+    lengths = (CLIP_TOKENS,)
 
     def __init__(self, pipe, settings: UNetSettings, dtype: torch.dtype):
         self.settings = settings
@@ -92,8 +92,9 @@ class ClipText:
         self.warnings = ClipPromptLength(first.__class__.from_pretrained(first.name_or_path)
                                          if first.name_or_path else first)
 
-    def token_ids(self, text: str) -> torch.Tensor:
-        """(encoders, 77) token ids: SDXL's CLIP-L and CLIP-G rows differ on '!' and padding.
+    def token_ids(self, text: str, at_least: int = 0) -> torch.Tensor:
+        """(encoders, 77) token ids, whatever ``at_least`` (one length): SDXL's CLIP-L and CLIP-G rows
+        differ on '!' and padding.
 
         Padded by hand: the tokenizers' own padding to tensors costs ten times the encoding.
         """

@@ -134,7 +134,7 @@ class ChannelRenderer:
         }
         if with_text:
             with r.runner.stage("tokenize"):
-                values["ids"] = torch.stack([r.text.token_ids(text) for text in texts], dim=1)  # (rows, B, length)
+                values["ids"] = r.text.batch_token_ids(texts)  # (rows, B, n)
         else:
             conditioning = [r.text.conditioning(text) for text in texts]
             values["embeds"] = torch.cat([embeds for embeds, _ in conditioning])
@@ -150,7 +150,8 @@ class ChannelRenderer:
         if rows > len(items):  # the last row again: its copies' frames are dropped below
             values = {k: torch.cat([v, *[v[-1:]] * (rows - len(items))]) if k not in ("noise", "ids")
                       else torch.cat([v, *[v[:, -1:]] * (rows - len(items))], dim=1) for k, v in values.items()}
-        key = ("batch", rows, with_text, *plan.key) + (() if decode else ("latents",))
+        text_length = values["ids"].shape[-1] if with_text else None
+        key = ("batch", rows, text_length, *plan.key) + (() if decode else ("latents",))
         out, *encoded = self._run(key, plan, values, decode)
         if with_text:
             embeds, pooled = encoded

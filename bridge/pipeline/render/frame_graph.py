@@ -2,9 +2,9 @@
 loop and the decoder, and the placeholder inputs it is captured on.
 
 Whatever varies per frame (noise, guidance, conditioning, control and style inputs) is an input
-tensor; what the graph bakes in is the ``FramePlan`` (its key) and whether the graph starts from
-token ids (``with_text``: a new prompt) and ends with the pixels or, for the overlap, the latents
-(``decode``).
+tensor; what the graph bakes in is the ``FramePlan`` (its key), whether the graph starts from
+token ids and how many per row (``text_length``: a new prompt; None: cached embeddings) and whether
+it ends with the pixels or, for the overlap, the latents (``decode``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .renderer import DiffusersRenderer
 
 
-def whole_frame(r: DiffusersRenderer, plan: FramePlan, with_text: bool,
+def whole_frame(r: DiffusersRenderer, plan: FramePlan, text_length: int | None,
                 decode: bool) -> tuple[Callable[..., tuple], Callable[[], dict]]:
     """(the frame function, its placeholder inputs) for ``r``'s model calls."""
     calls = r.calls
@@ -39,8 +39,8 @@ def whole_frame(r: DiffusersRenderer, plan: FramePlan, with_text: bool,
         made = {"noise": torch.zeros((plan.draws, *r.latent_shape(plan)), device=r.device),
                 "guidance": torch.zeros((), device=r.device)}
         embeds, pooled = (torch.zeros_like(t, dtype=r.dtype, device=r.device) for t in r.parts.text.zeros())
-        if with_text:
-            made["ids"] = torch.zeros((r.parts.text.rows, r.parts.text.length), dtype=torch.long, device=r.device)
+        if text_length is not None:
+            made["ids"] = torch.zeros((r.parts.text.rows, text_length), dtype=torch.long, device=r.device)
         else:
             made["embeds"], made["pooled"] = embeds, pooled
         if plan.start is not None:

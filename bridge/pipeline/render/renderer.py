@@ -91,7 +91,8 @@ class DiffusersRenderer:
         self.style = None if ip_adapter is None else StyleTokens(ip_adapter, self.device, dtype)
         if ip_adapter is not None:
             ip_adapter.install(parts.denoiser.module)
-        self.text = PromptEncoder(parts.text, lambda ids: self.runner.run(("text",), self.calls.encode, ids=ids),
+        self.text = PromptEncoder(parts.text, lambda ids: self.runner.run(("text", ids.shape[-1]), self.calls.encode,
+                                                                          ids=ids),
                                   self._cuda, cache_size, stage=self.runner.stage)
         self.images = ImageLatents(self._staged_encode, self._cuda, stage=self.runner.stage)
         # No LoRA folder for a family without LoRAs: the engine then refuses every LoRA change.
@@ -208,7 +209,17 @@ class DiffusersRenderer:
                                         decode=decode)
                 if decoder is not None:
                     decoder(out)
+            self._warm_text_lengths(plan, decode)
         self._after_compile()
+
+    def _warm_text_lengths(self, plan: FramePlan, decode: bool) -> None:
+        """The with-text graph of every token length a prompt may take (``TextConditioning.lengths``),
+        so that a longer prompt mid-show replays a graph instead of compiling one."""
+        for length in self.parts.text.lengths:
+            if self.runner.graphed:
+                self._frame_graph(plan, length, decode)  # captured here unless the frames above did
+            else:
+                self.text.encode(self._zero_ids(length))  # compiled per shape
 
     def device_frame(self, params: Params, scene: Scene, glider: Glider, record: bool = True,
                      decode: bool = True) -> torch.Tensor:
@@ -261,7 +272,7 @@ class DiffusersRenderer:
         (eager, profiling)."""
         values = self._inputs(shown, params, image, control)
         if self.runner.graphed and not self.profile:
-            return self._frame_graph(plan, with_text=False, decode=decode).run(**values)[0]
+            return self._frame_graph(plan, None, decode).run(**values)[0]
         with self.runner.stage(self.family.denoiser):
             latents = self.runner.run(("unet", *plan.key), functools.partial(self.calls.denoise_steps, plan), **values)
         if not decode:
@@ -269,13 +280,16 @@ class DiffusersRenderer:
         with self.runner.stage("vae_decode"):
             return self.runner.run(("decode", plan.width, plan.height, plan.tiling), self.calls.decode, latents=latents)
 
-    def _zero_ids(self) -> torch.Tensor:
-        return torch.zeros((self.parts.text.rows, self.parts.text.length), dtype=torch.long, device=self.device)
+    def _zero_ids(self, length: int | None = None) -> torch.Tensor:
+        """Placeholder token ids of ``length`` per row (default: the shortest the text part takes)."""
+        return torch.zeros((self.parts.text.rows, length or self.parts.text.lengths[0]), dtype=torch.long,
+                           device=self.device)
 
-    def _frame_graph(self, plan: FramePlan, with_text: bool, decode: bool):
-        """The whole frame as one graph (``frame_graph.py``), captured on first use of its key."""
-        fn, inputs = whole_frame(self, plan, with_text, decode)
-        return self.runner.graph((*plan.key, with_text) + (() if decode else ("latents",)), fn, inputs)
+    def _frame_graph(self, plan: FramePlan, text_length: int | None, decode: bool):
+        """The whole frame as one graph (``frame_graph.py``), captured on first use of its key:
+        ``text_length`` token ids per row in (a new prompt), or None (cached embeddings)."""
+        fn, inputs = whole_frame(self, plan, text_length, decode)
+        return self.runner.graph((*plan.key, text_length) + (() if decode else ("latents",)), fn, inputs)
 
     def _render_graph(self, plan: FramePlan, params: Params, noise: torch.Tensor, image: torch.Tensor | None,
                       control: dict, decode: bool):
@@ -283,11 +297,12 @@ class DiffusersRenderer:
         cached = self.text.cached(params.prompt)
         if cached is not None:
             shown = Shown(*cached, noise)
-            graph = self._frame_graph(plan, with_text=False, decode=decode)
+            graph = self._frame_graph(plan, None, decode)
             return graph.run(**self._inputs(shown, params, image, control))[0], shown
+        ids = self.text.token_ids(params.prompt)
         values = {"noise": noise.pin_memory(), "guidance": float(params.guidance),
-                  "ids": self.text.token_ids(params.prompt), **self._unconditional(params), **control}
+                  "ids": ids, **self._unconditional(params), **control}
         if image is not None:
             values["image"] = image
-        out, embeds, pooled = self._frame_graph(plan, with_text=True, decode=decode).run(**values)
+        out, embeds, pooled = self._frame_graph(plan, ids.shape[-1], decode).run(**values)
         return out, Shown(*self.text.store(params.prompt, embeds, pooled), noise)

@@ -40,10 +40,19 @@ class PromptEncoder:
         """What the text encoders will not read of ``text``; runs on the event loop."""
         return self.part.warnings(text)
 
-    def token_ids(self, text: str) -> torch.Tensor:
-        """The family's (rows, length) token ids, pinned for the copy to a CUDA device."""
-        ids = self.part.token_ids(text)
+    def token_ids(self, text: str, at_least: int = 0) -> torch.Tensor:
+        """The family's (rows, n) token ids (``TextConditioning.token_ids``), pinned for the copy to a
+        CUDA device."""
+        ids = self.part.token_ids(text, at_least)
         return ids.pin_memory() if self.pin else ids
+
+    def batch_token_ids(self, texts: list[str]) -> torch.Tensor:
+        """(rows, B, n): the texts' ids at one length, the text part's longest (one batch graph per
+        batch size, whatever the prompts), or longer where a text needs it."""
+        ids = [self.part.token_ids(text, self.part.lengths[-1]) for text in texts]
+        length = max(row.shape[-1] for row in ids)
+        return torch.stack([row if row.shape[-1] == length else self.part.token_ids(text, length)
+                            for text, row in zip(texts, ids)], dim=1)
 
     def clear(self) -> None:
         """Forget every prompt's embeddings: the next frame of each runs the text encoders again."""
