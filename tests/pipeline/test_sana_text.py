@@ -1,5 +1,5 @@
 """SANA-Sprint's text part on the CPU (demo-sana): Gemma over the text after the cached instruction,
-in the shortest of a few lengths that holds the prompt, against diffusers' encode_prompt and
+in the 299 positions after it, against diffusers' encode_prompt and
 SanaSprintPipeline's frames, compiled without a recompile for a new prompt."""
 
 import logging
@@ -19,15 +19,15 @@ from bridge.pipeline.loading.loader import load_pipeline  # noqa: E402
 from bridge.pipeline.render.renderer import DiffusersRenderer  # noqa: E402
 from test_sana import reference  # noqa: E402
 
-# demo-sana's offline tokenizer gives a token per character: its instruction is 1058 tokens (the
-# start token first), the whole text 1058 + 298 = 1356, and every prompt shares the instruction's
-# first 1057 (the last is where SELECT's kept positions begin): 299 positions are left after it.
-WHOLE, CACHED, REST = 1356, 1057, 299
+# demo-sana's offline tokenizer makes whole words (loading/sana_build.py): its instruction is 210 tokens
+# (the start token first), the whole text 210 + 298 = 508, and every prompt shares the instruction's
+# first 209 (the last is where SELECT's kept positions begin): 299 positions are left after it.
+WHOLE, CACHED, REST = 508, 209, 299
 PROMPTS = {  # the length Gemma runs over after the cached instruction -> a prompt that takes it
-    64: "A Lighthouse at dusk",
-    128: "a lighthouse on a cliff at dusk, waves breaking on the rocks below, gulls in a violet sky, oil on canvas",
-    REST: "a lighthouse on a cliff at dusk, " * 7,  # 231 characters: past 128, not cut
-    "cut": "a castle on a hill, " * 60,  # 1200 characters: cut at 298 tokens, all 299 positions real
+    64: "A Lighthouse at dusk",  # 5 tokens
+    128: "a lighthouse on a cliff at dusk, " * 7,  # 76 tokens: past 64
+    REST: "a lighthouse on a cliff at dusk, " * 20,  # 219 tokens: past 128, not cut
+    "cut": "a castle on a hill, " * 60,  # 359 tokens: cut at 298, all 299 positions real
 }
 
 
@@ -43,41 +43,39 @@ def diffusers_ids(text: GemmaText, prompt: str) -> np.ndarray:
     return np.array([out.input_ids, out.attention_mask])
 
 
-def test_a_prompt_runs_gemma_over_the_shortest_length_that_holds_it(sana):
-    """A short prompt: 64 tokens through Gemma instead of the whole text's 1356 (21 times fewer; its
-    compute is about proportional to them, the attention over the cached 1057 aside)."""
+def test_a_prompt_runs_gemma_over_the_positions_after_the_cached_instruction(sana):
+    """A prompt change: 299 tokens through Gemma instead of the whole text's 508 (the cached 209 of
+    the instruction are only attended to); the ids are encode_prompt's from the instruction's end."""
     text = sana.parts.text
     assert text.prefix is not None and text.prefix.length == CACHED and text.whole_length == WHOLE
-    assert text.lengths == (64, 128, REST)
+    assert text.lengths == (REST,)
     for length, prompt in PROMPTS.items():
         ids = text.token_ids(prompt).numpy()
         whole = diffusers_ids(text, prompt)
-        n = REST if length == "cut" else length
-        assert ids.shape == (2, n) and np.array_equal(ids, whole[:, CACHED:CACHED + n])
-        assert np.array_equal(whole[0, :CACHED], text.prefix.ids) and not whole[1, CACHED + n:].any()
+        assert ids.shape == (2, REST) and np.array_equal(ids, whole[:, CACHED:])
+        assert np.array_equal(whole[0, :CACHED], text.prefix.ids)
+        n = REST if length == "cut" else length  # the prompt's tokens fit the first n positions
+        assert not whole[1, CACHED + n:].any()
 
 
-@pytest.mark.parametrize("length", [128, REST, "cut"])
-def test_frames_of_a_prompt_past_the_shortest_length_are_sana_sprint_pipelines(sana, length):
-    """The longer lengths (the shortest is the other SANA tests' prompt), up to the whole 299 positions
-    of a prompt cut at max_sequence_length: diffusers' pixels."""
+@pytest.mark.parametrize("length", [64, 128, REST, "cut"])
+def test_frames_of_prompts_of_every_length_are_sana_sprint_pipelines(sana, length):
+    """Short to cut at max_sequence_length (all 299 positions real): diffusers' pixels."""
     p = Params(prompt=PROMPTS[length], seed=9, steps=1, guidance=4.5, width=64, height=64)
-    assert sana.parts.text.token_ids(p.prompt).shape[-1] == (REST if length == "cut" else length)
+    assert sana.parts.text.token_ids(p.prompt).shape[-1] == REST
     ours = sana.render(p).pixels
     assert np.array_equal(ours[..., :3].astype(int), reference(sana.pipe, p.prompt, p.seed, 1, 4.5, 64, 64))
 
 
-def test_every_length_and_the_whole_text_give_the_same_conditioning(sana):
-    """A batch's common length, or the whole text (a prompt whose tokens reach into the instruction's):
-    the same tensors, bit for bit."""
+def test_the_whole_text_gives_the_cached_instructions_conditioning(sana):
+    """The whole text (a prompt whose tokens reach into the instruction's): the same tensors, bit for bit."""
     text = sana.parts.text
     with torch.inference_mode():
         want = text.encode(text.token_ids(PROMPTS[64]))
-        for at_least in (128, REST, WHOLE):
-            ids = text.token_ids(PROMPTS[64], at_least)
-            assert ids.shape[-1] == at_least
-            got = text.encode(ids)
-            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        ids = text.token_ids(PROMPTS[64], WHOLE)
+        assert ids.shape[-1] == WHOLE
+        got = text.encode(ids)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
 def test_a_prompt_whose_tokens_reach_into_the_instruction_runs_over_the_whole_text(sana, monkeypatch):
@@ -101,7 +99,7 @@ def test_a_cache_cut_short_of_the_instruction_runs_its_last_tokens_again_with_th
     space into a prompt's first word), the cache stops before them and Gemma runs them with the prompt."""
     monkeypatch.setattr(sana_family, "shared_start", lambda a, b: CACHED - 4)
     short = GemmaText(sana.pipe, torch.float32)
-    assert short.prefix.length == CACHED - 4 and short.lengths == (64, 128, REST + 4)
+    assert short.prefix.length == CACHED - 4 and short.lengths == (REST + 4,)
     cached = sana.parts.text
     with torch.inference_mode():
         for prompt in PROMPTS.values():
@@ -121,13 +119,13 @@ def test_the_cached_instruction_is_gemmas_own_and_no_frame_writes_it(sana):
 
 
 def test_warming_runs_every_length_so_no_prompt_makes_a_new_one(sana):
-    """What start-up compiles (``warm``; here the eager keys of the text stage): every length, so a
-    longer prompt mid-show adds none."""
+    """What start-up compiles (``warm``; here the eager keys of the text stage): every length (one
+    now, ``PROMPT_LENGTHS``), so no prompt mid-show adds one."""
     plan = sana.plan(Params(width=64, height=64), Scene())
     with torch.inference_mode():
         sana._warm_text_lengths(plan, decode=True)
     keys = sana.graph_keys
-    assert {("text", n) for n in (64, 128, REST)} <= keys
+    assert ("text", REST) in keys
     for i, prompt in enumerate(PROMPTS.values()):
         sana.render(Params(prompt=f"{prompt}, take {i}", seed=i, steps=1, width=64, height=64))
     assert sana.graph_keys == keys

@@ -11,13 +11,12 @@ the kept mask is the conditioning's ``extra``. A blend mixes masks like embeddin
 attends to every token some text of the blend has (mask > 0), so a blend's ends are exactly its texts.
 
 A new prompt runs Gemma over the text after the instruction only: Gemma is causal, so the
-instruction's keys and values are computed once per model (``gemma_prefix.py``); and only over the
-shortest of ``PROMPT_LENGTHS`` that holds the prompt's tokens: right-padded and causal, a real
-token's state never depends on the pads after it. The kept positions the mask leaves out (padding)
-are zeros, which the transformer's cross-attention never reads (its mask bias is -10000: a weight of
-exactly 0). So the unmasked conditioning is encode_prompt's bit for bit (float32, CPU) and the
-frames are SanaSprintPipeline's pixels, for a few tokens of Gemma instead of the instruction's
-hundreds (1057 with the offline tokenizer of demo-sana and random-sana) plus 298.
+instruction's keys and values are computed once per model (``gemma_prefix.py``), and a prompt
+change runs the 299 positions after it (``PROMPT_LENGTHS`` says why not fewer). The kept positions
+the mask leaves out (padding) are zeros, which the transformer's cross-attention never reads (its
+mask bias is -10000: a weight of exactly 0). So the unmasked conditioning is encode_prompt's bit for
+bit (float32, CPU) and the frames are SanaSprintPipeline's pixels, for 299 tokens of Gemma instead
+of the instruction's (209 with the offline tokenizer of demo-sana and random-sana) plus 299.
 
 No ControlNets, T2I-Adapters, IP-Adapter or LoRAs: those are SD U-Net parts (``Family.steering``).
 """
@@ -58,8 +57,13 @@ INSTRUCTION = "\n".join([
 ])
 SELECT = [0] + list(range(-MAX_SEQUENCE_LENGTH + 1, 0))  # encode_prompt's select_index
 # Gemma runs over the shortest of these that holds a prompt's tokens after the cached instruction,
-# or over all of the rest (298 + what of the instruction every prompt does not share).
-PROMPT_LENGTHS = (64, 128)
+# or over all of the rest (298 + what of the instruction every prompt does not share). None: a shorter
+# run is the same arithmetic (causal, the pads masked) but not the same rounding, since the matrix
+# products of fewer rows take other kernels: 64 rows moved the conditioning by 1.25e-6 (5e-7 of its
+# largest value) on the CPU in float32, and one pixel of a 128x96 demo frame by 1 level against
+# SanaSprintPipeline. Frames stay diffusers' pixels (tests/pipeline/test_sana.py); (64, 128) here
+# would trade that for about 1.7 ms of Gemma per new prompt on an H100 (estimated, never measured).
+PROMPT_LENGTHS: tuple[int, ...] = ()
 # Prompts' starts the cached instruction is cut to fit (a tokenizer may merge a prompt's first
 # characters with the instruction's last token); the last also checks the cache against Gemma's call.
 PROBES = ("", "1", ".", "'", "(", "-", "\u00e9t\u00e9", "\u65e5\u672c", "A photo of a cat")
