@@ -4,6 +4,7 @@ layout by the test (tests/support/ldm_layout.py), and every file that is not a s
 
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -193,6 +194,21 @@ BAD_FILES = {
     "refiner": ([UNET_KEY, "conditioner.embedders.0.model.text_projection",
                  "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight"], "SDXL refiner"),
 }
+
+
+def test_a_cpu_pipeline_owns_its_weights_aligned_whatever_the_loader_mapped(cache_dir, tmp_path):
+    """A folder's weights, loaded on the CPU, are copies of their own at 64-byte boundaries (not the file's
+    mapped pages: the CPU's kernels round by alignment, the test above compares a folder with a file)."""
+    folder = tmp_path / "copy"
+    shutil.copytree(ensure_demo(cache_dir, NAMES["demo-sd"].architecture), folder)
+    pipe = load_pipeline(str(folder), "cpu", torch.float32, cache_dir)
+    weights = [t for name in ("unet", "vae", "text_encoder") for m in [getattr(pipe, name)]
+               for t in (*m.parameters(), *m.buffers())]
+    assert weights and all(t.data_ptr() % 64 == 0 for t in weights)
+    before = {n: t.clone() for n, t in pipe.unet.state_dict().items()}
+    for file in folder.rglob("*.safetensors"):  # the files replaced on disk: the weights stay
+        file.write_bytes(b"\0" * file.stat().st_size)
+    assert all(torch.equal(before[n], t) for n, t in pipe.unet.state_dict().items())
 
 
 @pytest.mark.parametrize("kind", list(BAD_FILES))

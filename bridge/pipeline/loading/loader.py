@@ -213,9 +213,26 @@ def _finish(pipe, device: str, dtype: torch.dtype, start: float, scheduler: str 
     if dtype == torch.float16 and getattr(pipe.vae.config, "force_upcast", False):
         pipe.vae.to(torch.float32)  # the SDXL VAE overflows in fp16; bf16 has the range
     pipe.to(device)
+    if torch.device(device).type == "cpu":
+        _own_weights(pipe)
     pipe.set_progress_bar_config(disable=True)
     log.info("%s model loaded in %.1f s", family_of_pipeline(pipe).name, time.perf_counter() - start)
     return _with_scheduler(pipe, scheduler)
+
+
+def _own_weights(pipe) -> None:
+    """On the CPU, copy every weight into memory of its own, one tensor at a time.
+
+    Loaders map safetensors files and, on the CPU, may keep the tensors there: a file replaced or
+    truncated on disk under a running daemon would change or fault its weights, and a mapped tensor
+    starts wherever the file puts it (8-byte aligned) where a copy is 64-byte aligned. The CPU's matrix
+    kernels round by alignment: the same weights gave another pooled text embedding (2.4e-7) and other
+    pixels loaded from a folder than from a single file (transformers 5.25, safetensors 0.8). On a GPU,
+    ``pipe.to`` has copied them already."""
+    for module in pipe.components.values():
+        if isinstance(module, torch.nn.Module):
+            for tensor in (*module.parameters(), *module.buffers()):
+                tensor.data = tensor.data.clone()
 
 
 def load_tiny_vae(source: str, model: str, device: str, dtype: torch.dtype):
