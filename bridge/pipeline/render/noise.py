@@ -8,6 +8,7 @@ would shrink it and wash the frame out).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -17,8 +18,16 @@ from ...core.params import Params
 PARALLEL = 1e-6  # below this angle slerp is a straight mix (and sin(angle) would divide by ~0)
 
 
+SEEDS_KEPT = 16  # the last seeds' noise per process: a few MB at most (SANA at 1024: 128 KB a draw)
+
+
+@functools.lru_cache(maxsize=SEEDS_KEPT)
 def seed_noise(seed: int, draws: int, shape: tuple[int, ...]) -> torch.Tensor:
-    """(draws, *shape) float32 noise from a CPU generator seeded with ``seed``."""
+    """(draws, *shape) float32 noise from a CPU generator seeded with ``seed``; read-only, shared.
+
+    Kept for the last few seeds: "type and watch" changes the prompt and keeps the seed, so the same
+    draws come every frame (0.28 ms of a 7.1 ms SD 1.5 frame on an H100, 0.47 ms of SANA's at 1024;
+    run S3). Every user makes new tensors from it (copies into a frame graph's inputs, slerp, scaling)."""
     generator = torch.Generator("cpu").manual_seed(seed)
     return torch.stack([torch.randn(shape, generator=generator) for _ in range(draws)])
 
