@@ -226,10 +226,11 @@ def want(renderers):
     return frames
 
 
-@pytest.mark.parametrize("benchmark", [False, pytest.param(True, marks=pytest.mark.xfail(
+# Not named `benchmark`: pytest-benchmark (on the device image) owns a fixture of that name.
+@pytest.mark.parametrize("cudnn_benchmark", [False, pytest.param(True, marks=pytest.mark.xfail(
     strict=False, reason="benchmark on: a fresh thread times cuDNN's engines itself and may keep another one"))],
     ids=["benchmark-off", "benchmark-on"])
-def test_cudnn_probe_the_vae_decoder_convolves_on_a_fresh_thread_as_on_the_main_thread(renderers, want, benchmark):
+def test_cudnn_probe_the_vae_decoder_convolves_on_a_fresh_thread_as_on_the_main_thread(renderers, want, cudnn_benchmark):
     decoder, shape = renderers[0].parts.decoder, renderers[0].parts.denoiser.latent_shape(512, 512)
     latents = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(0)).to("cuda", torch.bfloat16)
 
@@ -242,12 +243,12 @@ def test_cudnn_probe_the_vae_decoder_convolves_on_a_fresh_thread_as_on_the_main_
     try:
         torch.backends.cudnn.benchmark = False  # the main thread's plans: those it chose for the renderer
         main = decoded()[0].pixels
-        torch.backends.cudnn.benchmark = benchmark
+        torch.backends.cudnn.benchmark = cudnn_benchmark
         with Compiles() as compiles:
             frames, errors = on_threads({"cudnn-probe": decoded})
     finally:
         torch.backends.cudnn.benchmark = saved
-    check(f"cuDNN probe, benchmark {'on' if benchmark else 'off'} on the fresh thread", frames, [[main]], compiles,
+    check(f"cuDNN probe, benchmark {'on' if cudnn_benchmark else 'off'} on the fresh thread", frames, [[main]], compiles,
           errors)
 
 
