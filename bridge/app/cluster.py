@@ -24,7 +24,8 @@ from ..cluster import ray_cluster
 from ..cluster.pool import Worker, WorkerPool
 from ..cluster.proxy import WorkerLostError
 from ..config import Config
-from ..engine.channels import Channel, ChannelRegistry
+from ..engine.channel import Channel
+from ..engine.channels import ChannelRegistry
 from ..engine.loras import LoraGate
 from ..engine.render_queue import RenderQueue
 from ..engine.render_thread import RenderThread

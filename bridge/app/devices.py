@@ -14,7 +14,8 @@ from typing import AsyncIterator, Callable, Protocol
 
 from ..config import Config
 from ..core.renderer import Renderer
-from ..engine.channels import Channel, ChannelRegistry
+from ..engine.channel import Channel
+from ..engine.channels import ChannelRegistry
 from ..engine.loras import LoraGate
 from ..engine.overlap_queue import OverlappingQueue
 from ..engine.render_queue import RenderQueue

@@ -18,8 +18,9 @@ from ..config import Config
 from ..core.renderer import Renderer
 from ..core.params import SIZE_MULTIPLE, Limits
 from ..engine.changes import ChangeDoor
+from ..engine.channel import Channel
 from ..engine.channel_outputs import ChannelOutputs
-from ..engine.channels import MAIN, Channel, ChannelRegistry
+from ..engine.channels import MAIN, ChannelRegistry
 from ..frontends.http import record_api, rest
 from ..outputs.png import PngCache
 from ..outputs.record import Recorder

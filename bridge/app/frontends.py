@@ -16,7 +16,7 @@ from typing import AsyncIterator, Callable
 from aiohttp import web
 
 from ..config import Config
-from ..engine.channels import Channel
+from ..engine.channel import Channel
 from ..frontends.http import bodies, channels_api, connections, control_api, input_api, live, openapi, record_api, rest, style_api
 from ..frontends import security, sockets
 from ..frontends.osc import addresses

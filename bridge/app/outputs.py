@@ -25,7 +25,7 @@ from ..outputs.png import PngCache, PngFiles
 from ..outputs.record import Recorder
 from ..outputs.shm import DAEMON_REMEDY, ShmWriter
 from ..outputs.texture import TextureOutput
-from ..texshare import link
+from ..texshare import libraries
 
 CHANNEL_REMEDY = "choose another channel name"
 
@@ -67,11 +67,11 @@ def ndi(config: Config, channel: str, parts: OutputParts) -> Output | None:
 
 def spout(config: Config, channel: str, parts: OutputParts) -> Output | None:
     # Senders are named per channel as segments are: NAME for main, NAME.CHANNEL for the others.
-    return TextureOutput("spout", link.sender("spout", segment_name(config.spout, channel))) if config.spout else None
+    return TextureOutput("spout", libraries.sender("spout", segment_name(config.spout, channel))) if config.spout else None
 
 
 def syphon(config: Config, channel: str, parts: OutputParts) -> Output | None:
-    return TextureOutput("syphon", link.sender("syphon", segment_name(config.syphon, channel))) if config.syphon \
+    return TextureOutput("syphon", libraries.sender("syphon", segment_name(config.syphon, channel))) if config.syphon \
         else None
 
 

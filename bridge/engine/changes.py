@@ -27,7 +27,8 @@ from typing import Any, Iterable, Mapping, Protocol
 
 from ..core.errors import BridgeError, ValidationError
 from ..core.params import Limits, Params, parse_changes
-from .channels import MAIN, ChannelRegistry, check_name, unknown_channel
+from .channel import unknown_channel
+from .channels import MAIN, ChannelRegistry, check_name
 from .loras import LoraGate
 from .render_queue import RenderQueue
 from .scheduler import Applied, Checked, Scheduler, check_change

@@ -10,7 +10,8 @@ A channel is made whole or not at all: outputs that cannot start (a planted segm
 its folder goes) answer ``ChannelConflictError`` (409) and leave nothing behind. A name whose
 channel is still being made or torn down waits for that to finish, then is looked at again.
 
-Placement on devices (by load, rebalanced, devices lost and back): ``placement.py``.
+One channel and the errors about channels: ``channel.py``; placement on devices (by load,
+rebalanced, devices lost and back): ``placement.py``, the registry's base.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ import contextlib
 import inspect
 import logging
 import re
-from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from ..core.errors import BridgeError, ValidationError
+from ..core.errors import ValidationError
 from ..core.output import OutputError, OutputFactory
 from ..core.params import Limits, Params
+from .channel import Channel, ChannelConflictError, ChannelLimitError, unknown_channel
 from .channel_outputs import ChannelOutputs
 from .placement import Placement
 from .render_queue import RenderQueue
@@ -38,46 +39,11 @@ NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 DEFAULT_MAX_CHANNELS = 4
 
 
-class ChannelConflictError(BridgeError):
-    """A channel that cannot be made now (answered 409); the message says what is in the way."""
-
-
-class ChannelLimitError(ChannelConflictError):
-    """More channels than ``--max-channels`` (answered 409)."""
-
-
-class NoDeviceError(ChannelConflictError):
-    """Every device is lost (answered 409 to a request that would create a channel)."""
-
-
-class UnknownChannelError(BridgeError):
-    """No channel of that name (answered 404)."""
-
-
-def unknown_channel(name: str) -> UnknownChannelError:
-    return UnknownChannelError(f"no channel {name[:64]!r}; GET /v1/channels lists them, "
-                               f"PATCH /v1/channels/{name[:64]}/params creates it")
-
-
 def check_name(name: Any) -> str:
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise ValidationError("channel", f"a channel name is 1-32 characters of a-z, 0-9, '_' and '-', starting "
                                          f"with a letter or digit; got {str(name)[:64]!r}")
     return name
-
-
-@dataclass(eq=False)
-class Channel:
-    name: str
-    scheduler: Scheduler
-    outputs: ChannelOutputs
-    services: dict[str, Any] = field(default_factory=dict)  # front ends' per-channel state, by key
-    deleted: asyncio.Event = field(default_factory=asyncio.Event)  # set when removed: waiters answer
-    task: asyncio.Task | None = None
-
-    @property
-    def queue(self) -> RenderQueue:
-        return self.scheduler.queue
 
 
 Hook = tuple[Callable[[Channel], None], Callable[[Channel], Awaitable[None] | None]]

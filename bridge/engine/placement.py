@@ -7,20 +7,19 @@ overloading another (checked when channels come and go). A device can be lost (a
 worker): ``withdraw`` moves its channels, whole, to the others and renders their current state
 again there; ``restore`` takes it back and rebalances.
 
-``Placement`` is the part of ``ChannelRegistry`` (``channels.py``) that does this.
+``Placement`` is the part of ``ChannelRegistry`` (``channels.py``) that does this; it knows a channel
+and the errors it raises from ``channel.py``, below both.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 from ..core.errors import ValidationError
 from ..core.params import Limits, Params
+from .channel import Channel, NoDeviceError
 from .render_queue import RenderQueue
-
-if TYPE_CHECKING:
-    from .channels import Channel
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +36,10 @@ class Placement:
     queues: list[RenderQueue]
     withdrawn: list[RenderQueue]
     moves: int
-    _channels: dict[str, "Channel"]
+    _channels: dict[str, Channel]
     _limits: Limits  # the loaded model's: what a frame costs it (Limits.rows)
 
-    def __iter__(self) -> Iterator["Channel"]:
+    def __iter__(self) -> Iterator[Channel]:
         return iter(list(self._channels.values()))
 
     def loads(self) -> dict[RenderQueue, int]:
@@ -56,8 +55,6 @@ class Placement:
     def placement(self) -> RenderQueue:
         """The device a new channel goes to: the least loaded (then the fewest channels, then the first)."""
         if not self.queues:
-            from .channels import NoDeviceError  # (channels.py holds the registry's errors and imports this module)
-
             raise NoDeviceError(f"no device to render on: {', '.join(q.name for q in self.withdrawn)} lost; "
                                 f"try again when one is back (GET /v1/health lists them)")
         loads = self.loads()

@@ -94,25 +94,3 @@ class Receiver(Protocol):
 
     def close(self) -> None:
         """Let go of the connection and the graphics context."""
-
-
-def sender(kind: str, name: str) -> Sender:
-    """A Spout sender or Syphon server of that name, not opened."""
-    if kind == "spout":
-        from .spout import SpoutSender
-
-        return SpoutSender(name)
-    from .syphon import SyphonSender
-
-    return SyphonSender(name)
-
-
-def receiver(kind: str, name: str) -> Receiver:
-    """A Spout receiver or Syphon client of the sender of that name, not opened."""
-    if kind == "spout":
-        from .spout import SpoutReceiver
-
-        return SpoutReceiver(name)
-    from .syphon import SyphonReceiver
-
-    return SyphonReceiver(name)

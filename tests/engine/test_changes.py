@@ -11,7 +11,8 @@ from bridge.core.errors import ValidationError
 from bridge.core.renderer import NullRenderer
 from bridge.core.params import Limits, Params
 from bridge.engine.changes import ChangeDoor
-from bridge.engine.channels import MAIN, ChannelConflictError, ChannelLimitError, ChannelRegistry, UnknownChannelError
+from bridge.engine.channel import ChannelConflictError, ChannelLimitError, UnknownChannelError
+from bridge.engine.channels import MAIN, ChannelRegistry
 from bridge.engine.loras import LoraGate
 from bridge.engine.render_queue import RenderQueue
 from bridge.outputs.shm import ShmWriter

@@ -16,7 +16,8 @@ import pytest
 from bridge.core.errors import BridgeError
 from bridge.core.params import Limits, Params
 from bridge.core.renderer import NullRenderer
-from bridge.engine.channels import ChannelRegistry, NoDeviceError
+from bridge.engine.channel import NoDeviceError
+from bridge.engine.channels import ChannelRegistry
 from bridge.engine.loras import LoraGate
 from bridge.engine.render_queue import RenderQueue
 from bridge.engine.render_thread import RenderThread

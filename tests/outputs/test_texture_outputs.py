@@ -18,7 +18,7 @@ import spout_standin
 import syphon_standin
 from bridge.core.errors import ConfigError
 from bridge.outputs.texture import TextureOutput
-from bridge.texshare import link
+from bridge.texshare import libraries
 from conftest import null_factory
 from daemon_process import refused_in_one_line, start_daemon
 from renderers import RowsRenderer, rows_pattern
@@ -165,7 +165,7 @@ async def test_a_failing_send_degrades_health_once_and_recovers(spout, config, d
 
 def test_a_machine_without_opengl_fails_the_start_in_one_line_and_holds_nothing(spout):
     spout.opengl = False
-    output = TextureOutput("spout", link.sender("spout", "tb"))
+    output = TextureOutput("spout", libraries.sender("spout", "tb"))
     with pytest.raises(ConfigError) as refused:
         output.start()
     assert str(refused.value) == ("Spout sender 'tb': no OpenGL context could be made on this machine (Spout "

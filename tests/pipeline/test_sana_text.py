@@ -17,6 +17,7 @@ from bridge.pipeline.families.gemma_prefix import InstructionPrefix  # noqa: E40
 from bridge.pipeline.families.sana import MAX_SEQUENCE_LENGTH, GemmaText, instructed  # noqa: E402
 from bridge.pipeline.loading.loader import load_pipeline  # noqa: E402
 from bridge.pipeline.render.renderer import DiffusersRenderer  # noqa: E402
+from test_instruction_tokens import SANA_PROMPTS  # noqa: E402
 from test_sana import reference  # noqa: E402
 
 # demo-sana's offline tokenizer makes whole words (loading/sana_build.py): its instruction is 210 tokens
@@ -56,6 +57,16 @@ def test_a_prompt_runs_gemma_over_the_positions_after_the_cached_instruction(san
         assert np.array_equal(whole[0, :CACHED], text.prefix.ids)
         n = REST if length == "cut" else length  # the prompt's tokens fit the first n positions
         assert not whole[1, CACHED + n:].any()
+
+
+def test_a_new_prompt_tokenizes_the_instructions_last_line_and_the_prompt_with_encode_prompts_ids(sana):
+    """The tokenizer runs over "User Prompt: " and the prompt, the instruction's other ids cached
+    (``instruction_tokens.py``): the ids and mask of encode_prompt's call on the whole text, for a wide
+    set of prompts (empty, unicode, '!', newlines, cut at max_sequence_length...)."""
+    text = sana.parts.text
+    assert text._tokens.split and text._tokens.why is None
+    for prompt in SANA_PROMPTS:
+        assert np.array_equal(text._ids(prompt), diffusers_ids(text, prompt)), prompt
 
 
 @pytest.mark.parametrize("length", [64, 128, REST, "cut"])

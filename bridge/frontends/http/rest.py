@@ -19,7 +19,8 @@ from ...core.errors import ValidationError
 from ...core.frame import Frame
 from ...core.params import schema
 from ...engine.changes import ChangeDoor
-from ...engine.channels import MAIN, Channel, ChannelConflictError, ChannelRegistry, UnknownChannelError
+from ...engine.channel import Channel, ChannelConflictError, UnknownChannelError
+from ...engine.channels import MAIN, ChannelRegistry
 from ...engine.scheduler import Applied, Scheduler
 from ...outputs.png import PngCache
 from .bodies import read_body

@@ -22,7 +22,7 @@ import numpy as np
 from . import inputs
 from ...core.errors import ValidationError
 from ...core.scene import InputImage
-from ...texshare import link
+from ...texshare import libraries, link
 from ...texshare.link import NotFound, Receiver, SharingError
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class TextureWatch:
             # Its own frames as its input would render without end, each frame making the next.
             raise ValidationError(kind, f"{name!r} is this daemon's own {kind} sender (--{kind}), not an input: "
                                         "name a sender of another program")
-        watch = cls(kind, link.receiver(kind, name), deliver, field)
+        watch = cls(kind, libraries.receiver(kind, name), deliver, field)
         await watch.start()
         return watch
 

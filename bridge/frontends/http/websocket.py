@@ -20,7 +20,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from ...core.access import HttpLimits
 from ...core.errors import BridgeError, ValidationError
-from ...engine.channels import Channel, ChannelRegistry, check_name
+from ...engine.channel import Channel
+from ...engine.channels import ChannelRegistry, check_name
 from ..security import ACCESS
 from .connections import HTTP_LIMITS, stream_slot, watch_messages
 from .control_api import CONTROLS

@@ -25,7 +25,8 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from ...core.errors import BridgeError, ValidationError
 from ...core.frame import Frame
 from ...engine.changes import ChangeDoor, ChangeSet, Command
-from ...engine.channels import MAIN, Channel, unknown_channel
+from ...engine.channel import Channel, unknown_channel
+from ...engine.channels import MAIN
 from . import wire as osc_wire
 from .addresses import (CHANNEL_PREFIX, COMMAND, PREFIX, SUBSCRIPTION, form_of, message_changes, restricted_part,
                         split_channel)

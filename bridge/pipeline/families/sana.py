@@ -7,7 +7,9 @@ The text part mirrors ``SanaSprintPipeline.encode_prompt``: the prompt lower-cas
 the complex human instruction in front, padded on the right to the instruction's length + 298
 tokens; Gemma's last hidden state with its attention mask, of which the first token and the last
 299 are kept (``select_index``). Token ids and the mask travel as the two rows of ``token_ids``;
-the kept mask is the conditioning's ``extra``. A blend mixes masks like embeddings; the transformer
+the kept mask is the conditioning's ``extra``. The tokenizer runs over the instruction's last line and
+the prompt only, the rest of the instruction's ids cached where that is proven to give the call's ids
+(``instruction_tokens.py``). A blend mixes masks like embeddings; the transformer
 attends to every token some text of the blend has (mask > 0), so a blend's ends are exactly its texts.
 
 A new prompt runs Gemma over the text after the instruction only: Gemma is causal, so the
@@ -32,6 +34,7 @@ import torch
 
 from .family import CONFIGS, Family
 from .gemma_prefix import InstructionPrefix
+from .instruction_tokens import InstructedIds
 from .parts import AutoencoderDecode, Conditioning, Parts
 from .scm import INTERMEDIATE_TIMESTEPS, ScmSampler, img2img_schedule
 
@@ -74,9 +77,14 @@ PROBES = ("", "1", ".", "'", "(", "-", "\u00e9t\u00e9", "\u65e5\u672c", "A photo
 CHECK_TOLERANCE = 0.1
 
 
+def prepared(text: str) -> str:
+    """A prompt as diffusers' encode_prompt preprocesses it (lower case, stripped)."""
+    return text.lower().strip()
+
+
 def instructed(text: str) -> str:
-    """The text the tokenizer sees: diffusers' preprocessing (lower case, stripped) after the instruction."""
-    return INSTRUCTION + text.lower().strip()
+    """The text the tokenizer sees: the prepared prompt after the instruction."""
+    return INSTRUCTION + prepared(text)
 
 
 def shared_start(a: np.ndarray, b: np.ndarray) -> int:
@@ -132,6 +140,10 @@ class GemmaText:
         self.tokenizer = tokenizer
         # encode_prompt's max_length_all, the whole text: the instruction's tokens, then max_sequence_length - 2.
         self.whole_length = len(tokenizer.encode(INSTRUCTION)) + MAX_SEQUENCE_LENGTH - 2
+        # encode_prompt's tokenizer call, from a backend copy of this part's own (render thread, loader).
+        self._tokens = InstructedIds(tokenizer, INSTRUCTION, self.whole_length, PROBES)
+        log.info("SANA-Sprint: a new prompt tokenizes %s", "the instruction's last line and the prompt"
+                 if self._tokens.split else f"the whole text ({self._tokens.why})")
         self.first_kept = self.whole_length - (MAX_SEQUENCE_LENGTH - 1)  # SELECT's first position after the start token
         # A tokenizer of its own for the event loop (a fast tokenizer is not safe from two threads).
         counter = type(tokenizer).from_pretrained(tokenizer.name_or_path) if tokenizer.name_or_path else tokenizer
@@ -145,9 +157,7 @@ class GemmaText:
 
     def _ids(self, text: str) -> np.ndarray:
         """encode_prompt's tokenizer call: (ids, attention mask) of the instructed text, (2, whole_length)."""
-        out = self.tokenizer(instructed(text), padding="max_length", max_length=self.whole_length, truncation=True,
-                             add_special_tokens=True)
-        return np.array([out.input_ids, out.attention_mask], dtype=np.int64)
+        return self._tokens(prepared(text))
 
     def _cached_instruction(self) -> InstructionPrefix | None:
         """The instruction's tokens that every prompt shares (at most up to SELECT's first kept

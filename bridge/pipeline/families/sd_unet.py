@@ -13,10 +13,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .family import Family
+from .fast_tokens import PaddedRows
 from .parts import AutoencoderDecode, Conditioning, Parts
 from .schedule import Sampler
 
@@ -86,6 +86,8 @@ class ClipText:
         self.dtype = dtype
         self.zeros_for_empty = bool(pipe.config.get("force_zeros_for_empty_prompt", False))
         self._zeros: Conditioning | None = None
+        # Backend copies of the tokenizers, truncating to 77 (set once; any thread may encode with them).
+        self._rows = PaddedRows(self.tokenizers, CLIP_TOKENS)
         # A separate tokenizer for counting on the event loop: a fast tokenizer is not safe to
         # reconfigure (truncation/padding) from two threads at once.
         first = self.tokenizers[0]
@@ -94,16 +96,9 @@ class ClipText:
 
     def token_ids(self, text: str, at_least: int = 0) -> torch.Tensor:
         """(encoders, 77) token ids, whatever ``at_least`` (one length): SDXL's CLIP-L and CLIP-G rows
-        differ on '!' and padding.
-
-        Padded by hand: the tokenizers' own padding to tensors costs ten times the encoding.
-        """
-        rows = np.empty((self.rows, CLIP_TOKENS), np.int64)
-        for row, tokenizer in zip(rows, self.tokenizers):
-            ids = tokenizer(text, truncation=True, max_length=CLIP_TOKENS).input_ids
-            row[:len(ids)] = ids
-            row[len(ids):] = tokenizer.pad_token_id
-        return torch.from_numpy(rows)
+        differ on '!' and padding. Each row is its tokenizer's call ``tokenizer(text, truncation=True,
+        max_length=77)`` padded on the right, made by ``fast_tokens.PaddedRows``."""
+        return torch.from_numpy(self._rows(text))
 
     def encode(self, ids: torch.Tensor) -> Conditioning:
         """The text encoders in one graph: ids (encoders, 77), one row per encoder (or

@@ -5,22 +5,43 @@ Whatever varies per frame (noise, guidance, conditioning, control and style inpu
 tensor; what the graph bakes in is the ``FramePlan`` (its key), whether the graph starts from
 token ids and how many per row (``text_length``: a new prompt; None: cached embeddings) and whether
 it ends with the pixels or, for the overlap, the latents (``decode``).
+
+It takes what it needs of a renderer through ``FrameModel``, which ``DiffusersRenderer``
+(``renderer.py``) is: the renderer imports this module, never the other way round.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
 import torch
 
+from ..families.parts import Parts
 from ..steering import control_images, style_images
+from ..steering.controlnet import ControlNets
+from ..steering.style_images import StyleTokens
+from ..steering.t2i_adapter import AdapterFeatures
+from .model_calls import ModelCalls
 from .plan import FramePlan
 
-if TYPE_CHECKING:
-    from .renderer import DiffusersRenderer
+
+class FrameModel(Protocol):
+    """What a frame graph takes from its renderer: the model calls and parts, where and in which dtype
+    they run, and the steering it holds (ControlNets and T2I-Adapters, the style image's tokens)."""
+
+    calls: ModelCalls
+    parts: Parts
+    device: torch.device
+    dtype: torch.dtype
+    controlnets: ControlNets
+    adapter_features: AdapterFeatures
+    style: StyleTokens | None
+
+    def latent_shape(self, plan: FramePlan) -> tuple[int, ...]:
+        """(1, channels, height / f, width / f) at ``plan``'s size: one frame's latents and noise draws."""
 
 
-def whole_frame(r: DiffusersRenderer, plan: FramePlan, text_length: int | None,
+def whole_frame(r: FrameModel, plan: FramePlan, text_length: int | None,
                 decode: bool) -> tuple[Callable[..., tuple], Callable[[], dict]]:
     """(the frame function, its placeholder inputs) for ``r``'s model calls."""
     calls = r.calls
