@@ -27,6 +27,8 @@
 #             (bench, baseline); the OSC-to-frame p50 of each through the real daemon (issue 25)   ~6-7 min
 #   sana      SANA-Sprint 0.6B at 1024 (bench, baseline) and 512 (bench); OSC-to-frame p50 at 1024
 #             (issue 26)                                                          ~5 min
+#   tokens    SANA-Sprint 512 and SD 1.5 tiny, prompt / seed, no baseline: the tokenize stage after
+#             a tokenizer change, on the machine the GPU tests just warmed (run after `tests`)  ~3-4 min
 #   cluster   the Ray hop: OSC-to-frame through one Ray worker against --device cuda (the second of each
 #             pair counts: the first compiles), then tests/cluster/test_cluster_gpu.py (issue 30); carry
 #             .whl-ray alone (`bench/device_wheels.sh ray`: Ray, diffusers, python-osc)   ~7 min
@@ -137,6 +139,13 @@ part_cluster() {
         --junitxml="$WORK/junit-test_cluster_gpu.xml"
 }
 
+part_tokens() {  # after the GPU tests of a stop: the tokenizer's share of a prompt change, no baselines
+    step bench-sana-512 130 $TB bench --model random-sana --sizes 512 --modes prompt,seed --frames 50 --no-baseline \
+        --cache-dir $CACHE --json "$WORK/bench-sana-512.json"
+    step bench-sd15-tiny 120 $TB bench --model random-sd15 --sizes 512 --vaes tiny --modes prompt,seed --overlap off,on \
+        --frames 100 --no-baseline --cache-dir $CACHE --json "$WORK/bench-sd15-tiny.json"
+}
+
 part_channels() {
     for overlap in off on; do
         step "channels4-overlap-$overlap" 260 $TB latency --model random --size 512 --channels 4 --seconds 12 \
@@ -150,7 +159,7 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|speed|more|start|channels|sd15|sana|cluster) "part_$part" ;;
-        *) echo "unknown part $part: tests, speed, more, start, channels, sd15, sana, cluster" >&2; exit 2 ;;
+        tests|speed|more|start|channels|sd15|sana|cluster|tokens) "part_$part" ;;
+        *) echo "unknown part $part: tests, speed, more, start, channels, sd15, sana, cluster, tokens" >&2; exit 2 ;;
     esac
 done
