@@ -5,7 +5,7 @@
 #                                            wheels (diffusers, ...) and this repo
 #
 # Each PART is one device call on a fresh machine (every compile cold), runnable alone: the time
-# limits of its steps add up to at most 530 s, so a part ends within 9 minutes even when every step
+# limits of its steps add up to at most 550 s, so a part ends within 10 minutes even when every step
 # runs to its limit; GPU_DEADLINE_S (seconds from the start, default 560) shortens every step's limit so
 # the whole run ends before it (a call's limit can be less than 600 s when little device time is left).
 # Run them in this order of priority. Every log, the JSON of every bench/latency run and the junit XML
@@ -71,10 +71,10 @@ part_tests() {
                  tests/pipeline/test_devices.py tests/bench/test_bench_cpu.py)
     for f in "${files[@]}"; do
         local n; n=$(basename "$f" .py)
-        step "$n" 420 python -m pytest -q -m gpu "$f" -p no:cacheprovider --junitxml="$WORK/junit-$n.xml" &
+        step "$n" 470 python -m pytest -q -m gpu "$f" -p no:cacheprovider --junitxml="$WORK/junit-$n.xml" &
     done
     wait
-    step test_memory_budget 100 python -m pytest -q -m gpu tests/bench/test_memory_budget.py -p no:cacheprovider \
+    step test_memory_budget 80 python -m pytest -q -m gpu tests/bench/test_memory_budget.py -p no:cacheprovider \
         --junitxml="$WORK/junit-test_memory_budget.xml"
 }
 
