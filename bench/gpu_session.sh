@@ -29,6 +29,8 @@
 #             (issue 26)                                                          ~5 min
 #   tokens    SANA-Sprint 512 and SD 1.5 tiny, prompt / seed, no baseline: the tokenize stage after
 #             a tokenizer change, on the machine the GPU tests just warmed (run after `tests`)  ~3-4 min
+#   tuning    Inductor's coordinate-descent tuning (TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1) against the
+#             default: the SDXL VAE decode alone, then SD-Turbo full-VAE frames, both in one call  ~8-9 min
 #   cluster   the Ray hop: OSC-to-frame through one Ray worker against --device cuda (the second of each
 #             pair counts: the first compiles), then tests/cluster/test_cluster_gpu.py (issue 30); carry
 #             .whl-ray alone (`bench/device_wheels.sh ray`: Ray, diffusers, python-osc)   ~7 min
@@ -146,6 +148,18 @@ part_tokens() {  # after the GPU tests of a stop: the tokenizer's share of a pro
         --frames 100 --no-baseline --cache-dir $CACHE --json "$WORK/bench-sd15-tiny.json"
 }
 
+part_tuning() {  # Inductor's coordinate-descent tuning of its own Triton kernels (GroupNorm, SiLU, adds): the
+    # decode's time outside the convolutions (run S4); diffusers' SDXL recipe turns it on. Same call, same cache.
+    step decode-default 50 $TB bench --model random --modes decode --sizes 512 --no-baseline --cache-dir $CACHE \
+        --json "$WORK/decode-default.json"
+    step decode-coordinate 140 env TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 $TB bench --model random --modes decode \
+        --sizes 512 --no-baseline --cache-dir $CACHE --json "$WORK/decode-coordinate.json"
+    step bench-sd-default 130 $TB bench --model random-sd --sizes 512 --vaes full --modes prompt,seed --frames 60 \
+        --no-baseline --cache-dir $CACHE --json "$WORK/bench-sd-default.json"
+    step bench-sd-coordinate 200 env TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 $TB bench --model random-sd --sizes 512 \
+        --vaes full --modes prompt,seed --frames 60 --no-baseline --cache-dir $CACHE --json "$WORK/bench-sd-coordinate.json"
+}
+
 part_channels() {
     for overlap in off on; do
         step "channels4-overlap-$overlap" 260 $TB latency --model random --size 512 --channels 4 --seconds 12 \
@@ -159,7 +173,7 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|speed|more|start|channels|sd15|sana|cluster|tokens) "part_$part" ;;
-        *) echo "unknown part $part: tests, speed, more, start, channels, sd15, sana, cluster, tokens" >&2; exit 2 ;;
+        tests|speed|more|start|channels|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
+        *) echo "unknown part $part: tests, speed, more, start, channels, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
     esac
 done

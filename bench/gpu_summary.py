@@ -34,13 +34,13 @@ def benches(out: Path) -> list[str]:
         base = report.get("baseline")
         lines.append(f"{path.name}: {report['machine'].get('card')}, torch {report['machine']['torch']}"
                      + (f"; plain diffusers call {base['median_ms']:.2f} ms" if base else ""))
-        lines += ["| size | VAE | change | overlap | median ms | FPS | p99 ms | latency ms | x baseline |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += ["| size | VAE | change | overlap | median ms | FPS | p99 ms | latency ms | x baseline | first frame s |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in report["runs"]:
             ratio = f"{base['median_ms'] / r['median_ms']:.1f}" if base else "-"
             lines.append(f"| {r['size']} | {r['vae']} | {r['mode']} | {'on' if r.get('overlap') else 'off'} | "
                          f"{r['median_ms']:.2f} | {r['fps']:.1f} | {r['p99_ms']:.2f} | "
-                         f"{r.get('latency_ms') or r['median_ms']:.2f} | {ratio} |")
+                         f"{r.get('latency_ms') or r['median_ms']:.2f} | {ratio} | {r.get('first_frame_s') or '-'} |")
         for r in report["runs"]:
             if r.get("stages_ms"):
                 lines.append(f"stages ({r['size']}, {r['vae']}): "
@@ -51,7 +51,7 @@ def benches(out: Path) -> list[str]:
                          f"peak allocated {v.get('peak_allocated')}")
     for path in sorted(out.glob("decode-*.json")):
         for r in json.loads(path.read_text()).get("decode", []):
-            lines.append(f"VAE decode {r['compile_mode']}, cudnn benchmark {r['cudnn_benchmark']}, channels-last "
+            lines.append(f"{path.stem}: VAE decode {r['compile_mode']}, cudnn benchmark {r['cudnn_benchmark']}, channels-last "
                          f"{r['channels_last']}: {r['median_ms']:.3f} ms (p99 {r['p99_ms']:.3f}), max |diff| "
                          f"{r['max_abs_vs_first']}, compile {r['compile_s']} s")
     return lines
