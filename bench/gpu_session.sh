@@ -18,8 +18,9 @@
 #   speed     SDXL-Turbo full + tiny VAE, new prompt / new seed every frame, overlap off and on, with
 #             the plain diffusers call as baseline (bench); then through the real daemon, overlap
 #             off and on: OSC-to-frame p50 and a stream of changes (latency)        ~7-8 min
-#   more      the VAE decode alone for the decoder knobs (cuDNN benchmark, channels-last, compile
-#             mode), then SD-Turbo full + tiny, overlap off/on (bench, baseline)    ~6-8 min
+#   more      where each stage's GPU time goes, kernel by kernel (bench --modes kernels: SDXL full VAE,
+#             then SDXS-512; per stage: busy, idle and gaps, by category, top kernels), then the VAE
+#             decode alone under max-autotune (the other knobs and SD-Turbo's frames ran in S4)  ~8-9 min
 #   start     cold start to first frame, then a fresh-machine start from the compile artefact file
 #             alone (compile caches emptied), then a warm start                    ~5-6 min
 #   channels  4 channels on one GPU, overlap off and on (latency --channels 4)      ~8-9 min
@@ -89,13 +90,13 @@ part_speed() {
     done
 }
 
-part_more() {  # the decode knobs first: they were never measured on a card
-    step decode-knobs 120 $TB bench --model random --modes decode --sizes 512 --no-baseline --cudnn-benchmark on,off \
-        --vae-channels-last on,off --cache-dir $CACHE --json "$WORK/decode-knobs.json"
-    step decode-autotune 150 $TB bench --model random --modes decode --sizes 512 --no-baseline \
+part_more() {  # the kernel profiles first: nobody has seen where a stage's time goes inside it (issue 27)
+    step kernels-sdxl 200 $TB bench --model random --modes kernels --sizes 512 --vaes full --frames 10 --no-baseline \
+        --cache-dir $CACHE --json "$WORK/kernels-sdxl.json"
+    step kernels-sdxs 100 $TB bench --model random-sdxs --modes kernels --sizes 512 --vaes full --frames 10 \
+        --no-baseline --cache-dir $CACHE --json "$WORK/kernels-sdxs.json"
+    step decode-autotune 200 $TB bench --model random --modes decode --sizes 512 --no-baseline \
         --vae-compile-modes default,max-autotune-no-cudagraphs --cache-dir $CACHE --json "$WORK/decode-autotune.json"
-    step bench-sd 240 $TB bench --model random-sd --sizes 512 --vaes full,tiny --modes prompt,seed --overlap off,on \
-        --frames 60 --cache-dir $CACHE --json "$WORK/bench-sd.json"
 }
 
 part_start() {

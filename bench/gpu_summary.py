@@ -57,6 +57,20 @@ def benches(out: Path) -> list[str]:
     return lines
 
 
+def kernels(out: Path) -> list[str]:
+    """``bench --modes kernels`` runs: the report's own table and top kernels (``bridge/bench/report.py``)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's bridge (no torch imported)
+    from bridge.bench.report import kernel_lines
+
+    lines = []
+    for path in sorted(out.glob("kernels-*.json")):
+        report = json.loads(path.read_text())
+        lines.append(f"{path.name}: {report['machine'].get('card')}, torch {report['machine']['torch']}, "
+                     f"model {report['options']['model']}")
+        lines += kernel_lines(report.get("kernels", []))
+    return lines
+
+
 def latencies(out: Path) -> list[str]:
     lines = []
     for path in sorted([*out.glob("latency-*.json"), *out.glob("start-*.json")]):
@@ -74,7 +88,8 @@ def latencies(out: Path) -> list[str]:
 
 
 def main(out: Path) -> None:
-    for title, lines in (("GPU tests", tests(out)), ("bench", benches(out)), ("through the daemon", latencies(out))):
+    for title, lines in (("GPU tests", tests(out)), ("bench", benches(out)), ("kernels by stage", kernels(out)),
+                         ("through the daemon", latencies(out))):
         if lines:
             print(f"== {title}")
             print("\n".join(lines))

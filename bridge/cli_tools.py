@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .config import default_cache_dir
 from .core.errors import ConfigError
@@ -28,7 +28,7 @@ def add_bench(sub) -> None:
     bench.add_argument("--device", default=None,
                        help="cuda, cuda:1 or cpu (default: cuda if present). On the CPU a full-size model is refused "
                             "with an estimate of its run time unless --device cpu is given")
-    bench.add_argument("--frames", type=int, default=100, help="timed frames per run (after one untimed)")
+    bench.add_argument("--frames", type=int, default=100, help="timed frames per run (after one untimed); profiled frames per size with --modes kernels")
     bench.add_argument("--sizes", default="512", help="comma-separated, e.g. 512,640,768,1024")
     bench.add_argument("--dtypes", default="bf16", help="comma-separated: bf16,fp16")
     bench.add_argument("--vaes", default=None, help="comma-separated: full,tiny (default: both, or full alone for a "
@@ -42,7 +42,10 @@ def add_bench(sub) -> None:
                             "ip-adapter (style images: adapter off, an unchanged style image, style_scale moved, a new "
                             "style image every frame; loads 'demo' with --model demo, else 'random': SDXL IP-Adapter "
                             "with a ViT-H image encoder), decode (the full VAE's decode alone, for every setting of "
-                            "--vae-compile-modes, --cudnn-benchmark and --vae-channels-last)")
+                            "--vae-compile-modes, --cudnn-benchmark and --vae-channels-last), kernels (where each stage's GPU "
+                            "time goes: --frames frames with a new prompt each under torch.profiler, per stage the "
+                            "busy, idle and gap time, the kernels by category and the top 12; a compiled CUDA "
+                            "renderer profiles each stage replayed as its CUDA graph and launched without one)")
     bench.add_argument("--tilings", default="none", help="comma-separated: none,x,y,xy (seamless tiling on vs off)")
     bench.add_argument("--sinks", default="", help="comma-separated: record,ndi: each run again with these sinks "
                        "on the render thread (their publish time measured; ndi needs cyndilib)")
@@ -137,7 +140,8 @@ def bench_options(args: argparse.Namespace):
 
 
 def run_bench_command(args: argparse.Namespace) -> None:
-    from .bench import cpu_estimate, run as bench
+    from .bench import cpu_estimate
+    from .bench import run as bench
     from .pipeline.loading import loader
 
     opts = bench_options(args)

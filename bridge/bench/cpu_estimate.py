@@ -120,15 +120,23 @@ def guard(command: str, model: str, requested: str | None, work: list[Work]) -> 
 
 def bench_work(opts) -> list[Work]:
     """The frames ``turbo-bridge bench`` renders with ``opts`` (``measure.BenchOptions``)."""
-    from . import control as bench_control, style as bench_style
+    from . import control as bench_control
+    from . import style as bench_style
+    from .frames import OWN_RUNS
+    from .kernels import WARM_FRAMES
 
     work = [Work(5 + min(opts.frames, 30), opts.sizes[0], "full", "fp16")] if opts.baseline else []
-    modes = [m for m in bench_style.expand(bench_control.expand(opts.modes)) if m not in ("lora", "decode")]
+    configs = [(dtype, "full" if vae == "full" else "tiny", size)  # a --vae folder: a tiny decoder
+               for dtype in opts.dtypes for vae in opts.vaes for size in opts.sizes]
+    if "kernels" in opts.modes:  # per size: the first frame, the warm-up, the profiler's own and the frames
+        work += [Work(1 + WARM_FRAMES + 1 + opts.frames, size, vae, dtype) for dtype, vae, size in configs]
+    if all(m in OWN_RUNS for m in opts.modes):  # no frame runs (bench/run.py)
+        return work
+    modes = [m for m in bench_style.expand(bench_control.expand(opts.modes)) if m != "lora" and m not in OWN_RUNS]
     # each mode and tiling: a warm-up and the frames, again with the sinks, and again overlapped (--overlap on)
     runs = (2 if opts.sinks else 1) + (1 if True in opts.overlaps else 0)
     per_size = 1 + len(modes) * len(opts.tilings) * (opts.frames + 1) * runs + opts.profile_frames
-    work += [Work(per_size, size, "full" if vae == "full" else "tiny", dtype)  # a --vae folder: a tiny decoder
-             for dtype in opts.dtypes for vae in opts.vaes for size in opts.sizes]
+    work += [Work(per_size, size, vae, dtype) for dtype, vae, size in configs]
     return work
 
 

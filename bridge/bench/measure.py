@@ -25,15 +25,17 @@ from ..core.frame import Frame
 from ..outputs.ndi import NdiSender
 from ..outputs.record import Recorder
 from ..outputs.shm import ShmWriter
-from . import control as bench_control, style as bench_style
 from ..pipeline.loading import loader
-from .frames import PROMPT, frame_params, frame_scene
 from ..pipeline.render.overlapped import OverlappedRenderer
 from ..pipeline.render.renderer import DiffusersRenderer
 from ..pipeline.speed.optimize import Tuning
+from . import control as bench_control
+from . import style as bench_style
+from .frames import OWN_RUNS, PROMPT, frame_params, frame_scene
 from .overlap import timed_overlapped
 
 log = logging.getLogger(__name__)
+DEFAULT_CACHE_DIR = Path("~/.cache/turbo-bridge").expanduser()  # the CLI passes serve's default
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class BenchOptions:
     vae_compile_modes: tuple[str, ...] = ("default",)
     cudnn_benchmarks: tuple[bool, ...] = (False,)  # Tuning's: frames must not depend on the thread
     vae_channels_lasts: tuple[bool, ...] = (True,)
-    cache_dir: Path = Path("~/.cache/turbo-bridge").expanduser()
+    cache_dir: Path = DEFAULT_CACHE_DIR
 
 
 @dataclass
@@ -186,7 +188,7 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
 
             lora_runs.append({"dtype": dtype_name, "vae": vae_name, "size": size,
                               **measure_lora_switch(renderer, size, opts.frames, opts.cache_dir)})
-        modes = [m for m in bench_style.expand(bench_control.expand(opts.modes)) if m not in ("lora", "decode")]
+        modes = [m for m in bench_style.expand(bench_control.expand(opts.modes)) if m != "lora" and m not in OWN_RUNS]
         guidance = renderer.family.default_guidance  # a frame the family's users would render
         for mode, tiling, sink_set in itertools.product(modes, opts.tilings, _sink_sets(opts.sinks)):
             # compiles image-to-image, or another tiling (logged)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .kernel_stats import CATEGORIES
+
 # The LoRA run's optional figures: (key, how it reads); one not measured is left out, not printed as None.
 LORA_EXTRAS = (("fold_ms", "fold alone {} ms"), ("first_fold_frame_ms", "first fold's frame {} ms"),
                ("first_switch_frame_ms", "first switch's frame {} ms"), ("switch_max_ms", "slowest switch {} ms"),
@@ -30,8 +32,8 @@ def format_report(report: dict) -> str:
     vram = any(r["vram_gb"] for r in report["runs"])  # measured on CUDA only: no column elsewhere
     head = ["dtype", "VAE", "size", "change/frame", "tiling", "sinks", "median ms", "FPS", "p99 ms", "std ms",
             "x baseline", "first frame s"] + (["VRAM GB used (loaded / after)"] if vram else [])
-    lines.append("| " + " | ".join(head) + " |")
-    lines.append("|" + " --- |" * len(head))
+    if report["runs"]:  # none with --modes decode or kernels alone: no empty table
+        lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in report["runs"]:
         ratio = f"{base['median_ms'] / r['median_ms']:.1f}" if base and base["size"] == r["size"] else "-"
         dtype = r["dtype"] + (f" + overlap (latency {r['latency_ms']:.2f} ms)" if r.get("overlap") else "")
@@ -48,6 +50,7 @@ def format_report(report: dict) -> str:
                      f"{'on' if r['cudnn_benchmark'] else 'off'}, channels-last {'on' if r['channels_last'] else 'off'}): "
                      f"median {r['median_ms']:.3f} ms, p99 {r['p99_ms']:.3f}; max |diff| from the first variant "
                      f"{r['max_abs_vs_first']}; compile {r['compile_s']:.1f} s")
+    lines += kernel_lines(report.get("kernels", []))
     for r in report.get("lora", []):
         lines.append(f"LoRA ({r['dtype']}, {r['vae']} VAE, {r['what']}): base {r['base_ms']:.2f} ms, folded "
                      f"{r['folded_ms']:.2f} ms ({r['folded_vs_base_pct']:+.2f}%), switching frame "
@@ -78,3 +81,41 @@ def format_report(report: dict) -> str:
 def _measured(figures: dict, parts: tuple[tuple[str, str], ...]) -> str:
     """The parts whose figure was measured (present, not None), each after ", "; nothing for the rest."""
     return "".join(f", {template.format(figures[key])}" for key, template in parts if figures.get(key) is not None)
+
+
+def kernel_lines(rows: list[dict]) -> list[str]:
+    """``--modes kernels``: a table of the stages' GPU time per frame, by category, then each stage's
+    top kernels (``bench/gpu_summary.py`` prints the same lines)."""
+    if not rows:
+        return []
+    lines = [("GPU kernels per frame by stage, ms (new prompt every frame, synced per stage; path graphs: each stage "
+              "replayed as its CUDA graph, launches: the same compiled functions, every kernel launched on its own; "
+              "runs: the stage's runs per frame, busy: some kernel running, idle: the stage's window less busy, "
+              "gaps: idle between its first and last kernel; per category: ms (kernels)):"),
+             "| dtype | VAE | size | path | stage | runs | window | busy | idle | gaps | kernels | mean us | "
+             + " | ".join(CATEGORIES) + " |", "|" + " --- |" * (12 + len(CATEGORIES))]
+    for r in rows:
+        cells = [r["dtype"], r["vae"], r["size"], r["path"], r["stage"], _figure(r["runs"], "g"),
+                 *(_figure(r[k], ".3f") for k in ("window_ms", "busy_ms", "idle_ms", "gaps_ms")), f"{r['kernels']:g}",
+                 _figure(r["mean_us"], ".1f")]
+        cells += [f"{c['ms']:.3f} ({c['count']:g})" if c else "-" for c in (r["categories"].get(k) for k in CATEGORIES)]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    seen: dict[tuple[str, str], float] = {}
+    for r in rows:
+        seen[r["path"], r["device"]] = seen.get((r["path"], r["device"]), 0) + r["kernels"]
+    for (path, device), count in seen.items():
+        if not count:
+            lines.append(f"no device kernels seen on path {path}: " + (
+                "profiled on the CPU, whose ops are no device kernels (the windows are the stages' times)"
+                if device != "cuda" else "this torch/CUPTI reports no kernels inside CUDA graph replays; read the "
+                "launches rows"))
+    for r in rows:
+        if r["top"]:
+            lines.append(f"top kernels ({r['dtype']}, {r['vae']} VAE, {r['size']}, {r['path']}, {r['stage']}), "
+                         "ms per frame, kernels per frame, category:")
+            lines += [f"  {t['ms']:8.3f}  x{t['count']:<6g} {t['category']:<11} {t['name']}" for t in r["top"]]
+    return lines
+
+
+def _figure(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)

@@ -24,12 +24,13 @@ from pathlib import Path
 import torch
 
 from ..outputs.shm import ShmWriter
-from . import control as bench_control, style as bench_style
-from .frames import PROMPT
-from .measure import BenchOptions, baseline, free_memory, measure, stats, sync
-from .report import format_report
-from .memory_budget import MemoryBudget, OverBudget, out_of_memory
 from ..pipeline.speed.optimize import configure_compile_cache
+from . import control as bench_control
+from . import style as bench_style
+from .frames import OWN_RUNS, PROMPT
+from .measure import BenchOptions, baseline, free_memory, measure, stats, sync
+from .memory_budget import MemoryBudget, OverBudget, out_of_memory
+from .report import format_report
 
 __all__ = ["BenchOptions", "format_report", "machine", "run_bench"]  # what the CLI and the GPU tests import
 
@@ -77,7 +78,15 @@ def run_bench(opts: BenchOptions, json_path: Path | None) -> dict:
             report.setdefault("decode", []).extend(measure_decode(opts, device, dtype_name))
             free_memory(device)
             save()
-    frame_modes = [m for m in opts.modes if m != "decode"]
+    if "kernels" in opts.modes:  # each stage's GPU time, kernel by kernel (bench/kernels.py)
+        from .kernels import measure_kernels
+
+        for dtype_name, vae_name in itertools.product(opts.dtypes, opts.vaes):
+            for rows in measure_kernels(opts, device, dtype_name, vae_name):
+                report.setdefault("kernels", []).extend(rows)
+                save()
+            free_memory(device)
+    frame_modes = [m for m in opts.modes if m not in OWN_RUNS]
     with ShmWriter(f"tb-bench-{uuid.uuid4().hex[:8]}", max(opts.sizes), max(opts.sizes)) as shm:
         for dtype_name, vae_name in itertools.product(opts.dtypes, opts.vaes):
             if not frame_modes:

@@ -13,6 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from bridge.bench import cpu_estimate  # noqa: E402
+from bridge.bench.kernel_stats import OUTSIDE  # noqa: E402
 from bridge.bench.report import format_report  # noqa: E402
 from bridge.cli import build_parser  # noqa: E402
 from bridge.cli_tools import bench_options  # noqa: E402
@@ -26,6 +27,15 @@ def run(*args, cache_dir, timeout=300):
                           env={**os.environ, "TURBO_BRIDGE_CACHE": str(cache_dir)})
 
 
+def demo_bench(*options, cache_dir, tmp_path, timeout=300) -> tuple[subprocess.CompletedProcess, dict]:
+    """``bench --model demo --sizes 64 --vaes full --no-baseline`` and ``options``, which must pass: the run, its JSON."""
+    figures = tmp_path / "bench.json"
+    done = run("bench", "--model", "demo", "--sizes", "64", "--vaes", "full", "--no-baseline", *options,
+               "--json", str(figures), cache_dir=cache_dir, timeout=timeout)
+    assert done.returncode == 0, done.stderr
+    return done, json.loads(figures.read_text())
+
+
 @pytest.mark.parametrize("options, compiles", [
     (["--device", "cpu"], False), (["--device", "cuda"], True), (["--device", "cuda:1"], True),
     (["--device", "cpu", "--compile", "on"], True), (["--device", "cuda", "--compile", "off"], False),
@@ -36,16 +46,35 @@ def test_bench_compiles_as_serve_does(options, compiles):
 
 @no_cuda
 def test_a_demo_bench_on_the_cpu_compiles_nothing_and_reports_only_what_it_measured(cache_dir, tmp_path):
-    figures = tmp_path / "bench.json"
-    done = run("bench", "--model", "demo", "--frames", "2", "--sizes", "64", "--vaes", "full", "--modes", "seed",
-               "--no-baseline", "--json", str(figures), cache_dir=cache_dir)
-    assert done.returncode == 0, done.stderr
-    report = json.loads(figures.read_text())
+    done, report = demo_bench("--frames", "2", "--modes", "seed", cache_dir=cache_dir, tmp_path=tmp_path)
     assert report["options"]["compile"] is False and report["machine"]["device"] == "cpu"
     assert [r["vram_gb"] for r in report["runs"]] == [{}]  # no GPU memory on the CPU: nothing measured
     table = done.stdout
     assert "| bf16 | full | 64 | seed |" in table
     assert "VRAM" not in table and "None" not in table and "nan" not in table
+
+
+@no_cuda
+def test_the_kernels_mode_on_the_cpu_gives_each_stages_window_and_says_it_saw_no_device_kernels(cache_dir, tmp_path):
+    done, report = demo_bench("--device", "cpu", "--compile", "off", "--frames", "2", "--modes", "kernels",
+                              cache_dir=cache_dir, tmp_path=tmp_path)
+    assert report["runs"] == []  # the mode alone times no frame runs
+    rows = {r["stage"]: r for r in report["kernels"]}
+    assert {"tokenize", "text_encoders", "unet", "vae_decode", "to_host"} <= set(rows)  # a new prompt every frame
+    for r in rows.values():
+        assert (r["path"], r["device"], r["frames"], r["size"]) == ("launches", "cpu", 2, 64)  # eager: one path
+        assert r["kernels"] == 0 and r["busy_ms"] == 0 and r["categories"] == {} and r["top"] == []
+        assert r["runs"] == 1 and r["window_ms"] > 0 and r["idle_ms"] == r["window_ms"]  # 2 frames profiled
+    table = done.stdout
+    assert "| bf16 | full | 64 | launches | unet | 1 |" in table and "change/frame" not in table  # no empty runs table
+    assert "no device kernels seen on path launches: profiled on the CPU" in table and "None" not in table
+
+
+def test_the_kernels_mode_renders_its_frames_alone_per_size():
+    opts = bench_options(build_parser().parse_args(["bench", "--device", "cpu", "--frames", "10", "--sizes", "64,128",
+                                                    "--vaes", "full", "--modes", "kernels", "--no-baseline"]))
+    # per size: the first frame, 2 warm-up frames, the profiler's warm-up frame and the 10 profiled
+    assert [(w.size, w.frames) for w in cpu_estimate.bench_work(opts)] == [(64, 14), (128, 14)]
 
 
 @no_cuda
@@ -131,12 +160,23 @@ def test_the_report_has_a_vram_column_only_where_memory_was_measured():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_on_cuda_bench_compiles_and_reports_the_gpu_memory(cache_dir, tmp_path):
-    figures = tmp_path / "bench.json"
-    done = run("bench", "--model", "demo", "--frames", "3", "--sizes", "64", "--vaes", "full", "--modes", "seed",
-               "--no-baseline", "--json", str(figures), cache_dir=cache_dir, timeout=900)
-    assert done.returncode == 0, done.stderr
-    report = json.loads(figures.read_text())
+    done, report = demo_bench("--frames", "3", "--modes", "seed", cache_dir=cache_dir, tmp_path=tmp_path, timeout=900)
     assert report["options"]["compile"] is True and report["machine"]["device"].startswith("cuda")
     vram = report["runs"][0]["vram_gb"]
     assert vram["loaded"] > 0 and vram["after_frames"] > 0 and vram["peak_allocated"] > 0
     assert "| VRAM GB used (loaded / after) |" in done.stdout and "None" not in done.stdout
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_cuda_the_kernels_mode_attributes_the_kernels_of_both_paths_to_the_stages(cache_dir, tmp_path):
+    done, report = demo_bench("--frames", "3", "--modes", "kernels", cache_dir=cache_dir, tmp_path=tmp_path, timeout=900)
+    rows = {(r["path"], r["stage"]): r for r in report["kernels"]}
+    assert {path for path, _ in rows} == {"graphs", "launches"}
+    for stage in ("text_encoders", "unet", "vae_decode"):
+        launched = rows["launches", stage]  # launched one by one: every profiler sees these kernels
+        assert launched["kernels"] > 0 and 0 < launched["busy_ms"] <= launched["window_ms"]
+        assert sum(c["ms"] for c in launched["categories"].values()) == pytest.approx(launched["kernel_ms"], abs=1e-3)
+    assert rows["launches", "vae_decode"]["categories"].get("convolution")  # the decoder's convolutions: cuDNN's
+    assert ("launches", OUTSIDE) not in rows  # every kernel ran inside a stage's window
+    assert "| bf16 | full | 64 | graphs | unet |" in done.stdout  # graph replays: kernels seen or said unseen

@@ -2,14 +2,16 @@
 
 Eager (CPU, or compiled without graphs) a stage is a plain call; with graphs (compiled, on CUDA) it
 is captured on the first use of its key and replayed after. Either way the keys used are kept:
-a new prompt or seed must never add one (the contract suite checks ``keys``).
+a new prompt or seed must never add one (the contract suite checks ``keys``). While profiling, each
+stage is also a ``record_function`` range named ``stage:NAME`` (``bench --modes kernels`` attributes
+the GPU's kernels by them); ``launching()`` runs the stages of a graphed runner as plain calls.
 """
 
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
-from typing import Callable
+from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -31,6 +33,7 @@ class StageRunner:
 
             self._graphs = FrameGraphs()
         self._eager_keys: set[tuple] = set()
+        self._launching = False  # see ``launching``
         self._stages: dict[str, float] = {}
         self._pinned: dict[tuple[int, int], torch.Tensor] = {}
         self._done = torch.cuda.Event() if self._cuda else None
@@ -57,14 +60,28 @@ class StageRunner:
 
     @contextmanager
     def stage(self, name: str):
-        """Time a stage of the frame; synchronised when profiling on CUDA."""
-        if self.profile and self._cuda:
-            torch.cuda.synchronize(self.device)
-        start = time.perf_counter()
-        yield
-        if self.profile and self._cuda:
-            torch.cuda.synchronize(self.device)
+        """Time a stage of the frame; when profiling, synchronised on CUDA and a profiler range
+        ``stage:NAME`` (the syncs inside it: every kernel of the stage runs within the range)."""
+        with torch.profiler.record_function(f"stage:{name}") if self.profile else nullcontext():
+            if self.profile and self._cuda:
+                torch.cuda.synchronize(self.device)
+            start = time.perf_counter()
+            yield
+            if self.profile and self._cuda:
+                torch.cuda.synchronize(self.device)
         self._stages[name] = self._stages.get(name, 0.0) + (time.perf_counter() - start) * 1e3
+
+    @contextmanager
+    def launching(self):
+        """While inside, a graphed runner calls each stage's (compiled) function instead of replaying
+        its graph: every kernel launched on its own, as a profiler that cannot look inside graph
+        replays sees them. The inputs are copied into buffers made as the graph's are (numbers as
+        0-d device tensors), so the compiled functions see what they were compiled for: no recompile."""
+        self._launching = True
+        try:
+            yield
+        finally:
+            self._launching = False
 
     def stage_times(self) -> dict[str, float]:
         """The stages since ``reset``, in ms."""
@@ -91,6 +108,12 @@ class StageRunner:
         def inputs() -> dict:
             return {k: zeros(v) for k, v in values.items()}
 
+        if self._launching:
+            from ..speed.graphs import load_inputs
+
+            staged = inputs()
+            load_inputs(staged, values)
+            return fn(**staged)
         if label is not None and key not in self._graphs:
             with progress(label, compiling=True):
                 graph = self._graphs.get(key, fn, inputs)

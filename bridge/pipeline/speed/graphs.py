@@ -27,7 +27,7 @@ threads at once while a third allocates, copies and synchronises).
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -65,15 +65,20 @@ class FrameGraph:
 
     def load(self, **values: torch.Tensor | tuple | float) -> None:
         """Copy the inputs into the static buffers (on the current stream), without replaying."""
-        for name, value in values.items():
-            target = self.inputs[name]
-            if isinstance(value, (tuple, list)):  # a tuple of tensors (T2I-Adapter features per level)
-                for buffer, part in zip(target, value, strict=True):
-                    buffer.copy_(part, non_blocking=True)
-            elif isinstance(value, torch.Tensor):
-                target.copy_(value, non_blocking=True)
-            else:
-                target.fill_(value)
+        load_inputs(self.inputs, values)
+
+
+def load_inputs(buffers: dict, values: dict) -> None:
+    """Copy ``values`` into a graph's input ``buffers`` of the same names (on the current stream)."""
+    for name, value in values.items():
+        target = buffers[name]
+        if isinstance(value, (tuple, list)):  # a tuple of tensors (T2I-Adapter features per level)
+            for buffer, part in zip(target, value, strict=True):
+                buffer.copy_(part, non_blocking=True)
+        elif isinstance(value, torch.Tensor):
+            target.copy_(value, non_blocking=True)
+        else:
+            target.fill_(value)
 
 
 class FrameGraphs:
