@@ -11,14 +11,21 @@ import re
 import sys
 from pathlib import Path
 
-from .config import (DEFAULT_HOST, DEFAULT_HTTP_PORT, DEFAULT_OSC_PORT, DEFAULT_SHM_NAME, Config, default_cache_dir,
-                     drop_empty_home)
+from .cli_tools import add_bench, add_latency, run_bench_command, run_latency_command
+from .config import (
+    DEFAULT_HOST,
+    DEFAULT_HTTP_PORT,
+    DEFAULT_OSC_PORT,
+    DEFAULT_SHM_NAME,
+    Config,
+    default_cache_dir,
+    drop_empty_home,
+)
+from .core.access import Access, HttpLimits
 from .core.cluster import ClusterSpec
 from .core.controls import ControlNetSpec, check_specs
 from .core.errors import BridgeError, ConfigError, ValidationError
 from .core.params import Limits, Params, parse_changes
-from .core.access import Access, HttpLimits
-from .cli_tools import add_bench, add_latency, run_bench_command, run_latency_command
 from .frontends.security import OncePerSender, scrub
 from .texshare.link import name_error
 

@@ -13,8 +13,9 @@ option in ``Config`` and the CLI, and one builder line here.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable, TypeVar
+from typing import TypeVar
 
 from ..client.channels import segment_name
 from ..config import Config

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import pickle
-from typing import Callable
+from collections.abc import Callable
 
 from ..config import Config, lora_folder
 from ..core.errors import ConfigError
@@ -85,9 +85,9 @@ def _load_model(config: Config):
         from ..pipeline.loading.demo import is_demo
         from ..pipeline.render.batch import ChannelRenderer
         from ..pipeline.render.overlapped import OverlappedRenderer
-        from ..pipeline.steering.demo_loras import demo_lora_folder
-        from ..pipeline.speed.optimize import configure_compile_cache
         from ..pipeline.render.renderer import DiffusersRenderer
+        from ..pipeline.speed.optimize import configure_compile_cache
+        from ..pipeline.steering.demo_loras import demo_lora_folder
 
     # Steering the family does not support is refused before anything loads (one line naming the family).
     family = loader.model_family(config.model)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.parse
 import urllib.error
+import urllib.parse
 import urllib.request
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import socket
 import struct
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .channels import MAIN, check_channel, osc_address
 

@@ -8,8 +8,8 @@ them (``bridge.frontends.security``, ``bridge.frontends.http.connections``). Std
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 from urllib.parse import urlsplit
 
 from .errors import ConfigError, ValidationError
@@ -41,7 +41,7 @@ class Access:
 
     @staticmethod
     def from_options(token: str | None = None, allow_hosts: Iterable[str] = (), cors_origins: Iterable[str] = (),
-                     osc_allow: Iterable[str] = ()) -> "Access":
+                     osc_allow: Iterable[str] = ()) -> Access:
         """Validate the command line's values; raises ``ConfigError`` saying what to change."""
         return Access(_token(token), tuple(_host(h) for h in _split(allow_hosts)),
                       tuple(_origin(o) for o in _split(cors_origins)),

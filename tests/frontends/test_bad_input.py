@@ -6,12 +6,11 @@ them the same): interface, input, answer, and words the error message must conta
 
 import asyncio
 import base64
+import io
 import json
 import os
 import socket
 from pathlib import Path
-
-import io
 
 import aiohttp
 from PIL import Image

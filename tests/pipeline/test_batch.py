@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from bridge.core.renderer import NullRenderer
 from bridge.core.params import Params
+from bridge.core.renderer import NullRenderer
 from bridge.core.scene import InputImage, Scene
 from bridge.engine.render_queue import RenderQueue
 from bridge.engine.scheduler import Scheduler
@@ -124,8 +124,8 @@ async def test_a_failing_batch_fails_its_channels_and_they_recover(channels):
 
 @pytest.fixture(scope="module")
 def demo_renderer(tmp_path_factory):
-    from bridge.pipeline.render.batch import ChannelRenderer
     from bridge.pipeline.loading.loader import load_pipeline
+    from bridge.pipeline.render.batch import ChannelRenderer
     from bridge.pipeline.render.renderer import DiffusersRenderer
 
     pipe = load_pipeline("demo", "cpu", torch.float32, tmp_path_factory.mktemp("demo-cache"))

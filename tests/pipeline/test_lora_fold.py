@@ -132,10 +132,9 @@ def test_place_copies_stacks_and_casts():
 def test_grouped_fold_on_the_demo_model_with_fused_projections(cache_dir, tmp_path):
     """Real files (diffusers and kohya layouts, text encoders, a convolution) on the fused q/k/v
     slices the compiled path reads: grouped equals per layer to float32 rounding, and goes back."""
-    from lora_files import lora_layers, write_diffusers, write_kohya
-
     from bridge.pipeline.loading.loader import load_pipeline
     from bridge.pipeline.steering.lora import Loras, _modules
+    from lora_files import lora_layers, write_diffusers, write_kohya
 
     pipe = load_pipeline("demo", "cpu", torch.float32, cache_dir)
     pipe.unet.fuse_qkv_projections()

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, asdict
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from pythonosc.osc_message_builder import OscMessageBuilder
 
@@ -27,11 +28,19 @@ from ...core.frame import Frame
 from ...engine.changes import ChangeDoor, ChangeSet, Command
 from ...engine.channel import Channel, unknown_channel
 from ...engine.channels import MAIN
-from . import wire as osc_wire
-from .addresses import (CHANNEL_PREFIX, COMMAND, PREFIX, SUBSCRIPTION, form_of, message_changes, restricted_part,
-                        split_channel)
-from .subscriptions import SubscriptionPool, Subscriptions
 from ..security import OncePerSender, OscTrust, osc_sender
+from . import wire as osc_wire
+from .addresses import (
+    CHANNEL_PREFIX,
+    COMMAND,
+    PREFIX,
+    SUBSCRIPTION,
+    form_of,
+    message_changes,
+    restricted_part,
+    split_channel,
+)
+from .subscriptions import SubscriptionPool, Subscriptions
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ import torch
 
 from ..families.family import CONFIGS, Family
 from ..families.sana import SANA
-from ..families.sd15 import SD15
 from ..families.sd2 import SD2
+from ..families.sd15 import SD15
 from ..families.sdxl import SDXL
 
 log = logging.getLogger(__name__)

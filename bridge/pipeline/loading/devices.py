@@ -29,7 +29,7 @@ class TorchBuild:
     nvidia_driver: bool  # an NVIDIA driver is installed, whether or not torch can use it
 
     @classmethod
-    def current(cls) -> "TorchBuild":
+    def current(cls) -> TorchBuild:
         import torch
 
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -15,8 +15,8 @@ from pathlib import Path
 from ...core.errors import UnsupportedModelError
 from ..families.family import Family
 from ..families.registry import SUPPORTED
-from ..families.sd15 import SD15
 from ..families.sd2 import SD2
+from ..families.sd15 import SD15
 from ..families.sdxl import SDXL
 
 UNET = "model.diffusion_model."

@@ -42,7 +42,7 @@ class CompileArtifacts:
 
     @classmethod
     def for_renderer(cls, cache_dir: Path, model: str, vae: str, dtype: torch.dtype, device: str,
-                     **more) -> "CompileArtifacts":
+                     **more) -> CompileArtifacts:
         dev = torch.device(device)
         return cls(cache_dir, {"model": model, "vae": vae, "dtype": str(dtype), "device": _device_name(dev), **more})
 

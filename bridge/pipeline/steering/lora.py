@@ -206,8 +206,11 @@ class LoraCatalog:
 
 def _to_peft(component: str, state: dict, pipe) -> dict:
     """diffusers' own conversion of old diffusers/kohya-converted keys to PEFT's lora_A/lora_B."""
-    from diffusers.utils.state_dict_utils import (convert_state_dict_to_diffusers, convert_state_dict_to_peft,
-                                                  convert_unet_state_dict_to_peft)
+    from diffusers.utils.state_dict_utils import (
+        convert_state_dict_to_diffusers,
+        convert_state_dict_to_peft,
+        convert_unet_state_dict_to_peft,
+    )
 
     if any("lora_A" in k for k in state):
         out = state

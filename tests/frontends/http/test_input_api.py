@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bridge.frontends.http import inputs
-from bridge.frontends.http.connections import GUARD
-from bridge.frontends.http.input_api import INPUTS
 from bridge.client import ShmInputWriter, osc_message, to_rgba8
 from bridge.core.renderer import NullRenderer
 from bridge.core.scene import InputImage
+from bridge.frontends.http import inputs
+from bridge.frontends.http.connections import GUARD
+from bridge.frontends.http.input_api import INPUTS
 from conftest import null_factory, unique_shm_name
 from uploads import encoded, rgba
 

@@ -18,7 +18,7 @@ import pytest
 
 try:
     import bpy
-    import addon_utils  # ships with bpy, importable once bpy is
+    import addon_utils  # isort: skip  (ships with bpy, importable once bpy is)
 except ImportError as exc:  # not installed (Python other than 3.11), or a shared library missing
     pytest.skip(f"bpy cannot be imported ({exc}); the tests need Blender as a Python module: "
                 "pip install bpy==5.0.1 on Python 3.11", allow_module_level=True)

@@ -14,8 +14,16 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from krita_harness import (KRITA_IMPORTER, PLUGIN_DIR, REFERENCE_NAME, SUPPORT, import_plugin_zip, krita_missing,
-                           run_real_krita)
+
+from krita_harness import (
+    KRITA_IMPORTER,
+    PLUGIN_DIR,
+    REFERENCE_NAME,
+    SUPPORT,
+    import_plugin_zip,
+    krita_missing,
+    run_real_krita,
+)
 from turbo_bridge.notice import DOCKER_ID
 from turbo_bridge.qt import BINDING
 

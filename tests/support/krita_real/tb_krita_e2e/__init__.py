@@ -12,7 +12,6 @@ import time
 import traceback
 
 from krita import Extension, Krita
-
 from PyQt5.QtCore import QTimer
 from PyQt5.QtWidgets import QApplication, QDockWidget
 
