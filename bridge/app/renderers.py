@@ -49,8 +49,8 @@ def initial_params(config: Config, info: dict) -> Params:
                               f"that are multiples of {multiple}")
     if initial.guidance < info.get("min_guidance", 0.0):
         raise ConfigError(f"--guidance {initial.guidance:g}: the {info.get('family')} family's guidance is an input "
-                          f"its model was distilled with, from {info['min_guidance']:g} up ({info['default_guidance']:g} "
-                          f"by default: leave --guidance out); 0 does not turn it off")
+                          f"its model was distilled with, from {info['min_guidance']:g} up "
+                          f"({info['default_guidance']:g} by default: leave --guidance out); 0 does not turn it off")
     return initial
 
 

@@ -99,7 +99,8 @@ class HttpLimits:
     max_connections: int = 256
     max_per_address: int = 64
     max_streams_per_address: int = 32  # WebSockets, MJPEG streams, waiting long-polls; at most half the above
-    max_large_bodies: int = 4  # uploads over LARGE_BODY_BYTES (or of unknown length) read at once; WebSocket messages too
+    # uploads over LARGE_BODY_BYTES (or of unknown length) read at once; WebSocket messages too
+    max_large_bodies: int = 4
     ws_max_message_bytes: int | None = None  # None: the largest input image message (64 MiB and its header)
     ws_heartbeat_s: float = 20.0  # a WebSocket silent this long is pinged, and closed without a pong in half that
     log_interval_s: float = 60.0

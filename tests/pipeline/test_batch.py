@@ -179,7 +179,8 @@ def test_each_row_keeps_its_own_negative_prompt(demo_renderer):
 
 def test_frames_with_other_loras_never_share_a_batch(demo_renderer):
     (_, params, scene), = _items(0.0)[:1]
-    assert demo_renderer.batch_key(params, scene) != demo_renderer.batch_key(params.merged({"loras": (("ink", 1.0),)}), scene)
+    assert demo_renderer.batch_key(params, scene) != demo_renderer.batch_key(params.merged({"loras": (("ink", 1.0),)}),
+                                                                              scene)
     assert demo_renderer.batch_key(params, scene) == demo_renderer.batch_key(params.merged({"seed": 99}), scene)
 
 

@@ -57,14 +57,14 @@ class Node:
 
     __hash__ = None  # sip: a class with operator== and no hash is unhashable (Krita 5.1.5: 'GroupLayer')
 
-    def name(self): _gui_thread_only(); return self._layer.name
-    def setName(self, name): _gui_thread_only(); self._layer.name = name
+    def name(self): _gui_thread_only(); return self._layer.name  # noqa: E702  (one line a method, as the rest)
+    def setName(self, name): _gui_thread_only(); self._layer.name = name  # noqa: E702  (one line a method, as the rest)
     def type(self): return self._layer.kind
     def uniqueId(self): return self._layer.id
     def locked(self): return self._layer.locked
-    def setLocked(self, value): _gui_thread_only(); self._layer.locked = bool(value)
+    def setLocked(self, value): _gui_thread_only(); self._layer.locked = bool(value)  # noqa: E702  (one line a method, as the rest)
     def visible(self): return self._layer.visible
-    def setVisible(self, value): _gui_thread_only(); self._layer.visible = bool(value)
+    def setVisible(self, value): _gui_thread_only(); self._layer.visible = bool(value)  # noqa: E702  (one line a method, as the rest)
     def opacity(self): return self._layer.opacity
     def colorModel(self): return self._layer.model
     def colorDepth(self): return self._layer.depth

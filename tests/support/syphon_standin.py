@@ -201,7 +201,8 @@ class SyphonMetalServer:
             self.world.changed.notify_all()
 
     def description(self) -> SyphonServerDescription:
-        return SyphonServerDescription(self.uuid, self._name, "standin", None, {"SyphonServerDescriptionUUIDKey": self.uuid})
+        return SyphonServerDescription(self.uuid, self._name, "standin", None,
+                                       {"SyphonServerDescriptionUUIDKey": self.uuid})
 
 
 class SyphonServerDirectory:

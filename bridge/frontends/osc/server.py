@@ -85,7 +85,8 @@ class OscServer(asyncio.DatagramProtocol):
         """``commands``: address -> reads a command's arguments (raising ``ValidationError``) into the
         ``Command`` that runs with the datagram's change; each a command of the address table."""
         self._door = door
-        self._sender_filter = sender_filter  # host -> what it may do (None: anything, every sender that reaches the socket)
+        # host -> what it may do (None: anything, every sender that reaches the socket)
+        self._sender_filter = sender_filter
         self._commands = dict(commands or {})
         for address in self._commands:
             if form_of(address) != COMMAND:

@@ -1,9 +1,9 @@
 """A model family's description: what the loaders, builders and messages read, and how the
 family makes the parts the renderer holds (``parts.py``).
 
-Each family is one module (``sdxl.py``, ``sd2.py``, ``sd15.py``, ``sana.py``) holding its ``Family`` value and its parts;
-``registry.py`` lists them. The renderer and the loaders read a ``Family`` instead of branching
-on the architecture.
+Each family is one module (``sdxl.py``, ``sd2.py``, ``sd15.py``, ``sana.py``) holding its ``Family``
+value and its parts; ``registry.py`` lists them. The renderer and the loaders read a ``Family``
+instead of branching on the architecture.
 """
 
 from __future__ import annotations

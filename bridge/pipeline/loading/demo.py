@@ -52,7 +52,8 @@ DEMO_VAE = {
 }
 # The SD 2.x demo: the same small blocks, one text encoder, no text-time conditioning.
 DEMO_SD_UNET = {key: value for key, value in DEMO_UNET.items()
-                if key not in ("addition_embed_type", "addition_time_embed_dim", "projection_class_embeddings_input_dim")}
+                if key not in ("addition_embed_type", "addition_time_embed_dim",
+                               "projection_class_embeddings_input_dim")}
 DEMO_SD_UNET["cross_attention_dim"] = DEMO_TEXT["hidden_size"]
 DEMO_SD_VAE = {**DEMO_VAE, "scaling_factor": 0.18215}
 # The SD 1.5 demo keeps SD 1.5's layout: attention at the highest resolution (the first down block),

@@ -64,7 +64,8 @@ def check_device(build: TorchBuild, requested: str | None, device: str) -> str |
     if device != "cpu":
         return None
     if build.gpus:
-        return f"{option}: rendering on the CPU while the CUDA GPU {build.gpus[0]} sits unused (drop --device to use it)"
+        return (f"{option}: rendering on the CPU while the CUDA GPU {build.gpus[0]} sits unused "
+                "(drop --device to use it)")
     if build.nvidia_driver and build.cuda is None:
         return (f"an NVIDIA driver is installed but this torch ({build.version}) is a CPU-only build: rendering on the "
                 f"CPU. Install a CUDA build of torch to use the GPU (see {SETUP})")

@@ -164,7 +164,8 @@ def load_pipeline(model: str, device: str, dtype: torch.dtype, cache_dir: Path, 
     if local.is_file():
         family = detect_family(local)
         start = time.perf_counter()
-        log.info("loading %s (%s single file) onto %s (%s)", local, family.name, device, str(dtype).removeprefix("torch."))
+        log.info("loading %s (%s single file) onto %s (%s)", local, family.name, device,
+                 str(dtype).removeprefix("torch."))
         try:
             pipe = load_single_file(local, family, dtype, vae=vae, configs=configs)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:

@@ -46,4 +46,5 @@ class FramePlan:
 
     @property
     def key(self) -> tuple:
-        return self.width, self.height, self.schedule_steps, self.cfg, self.start, self.tiling, self.controls, self.style
+        return (self.width, self.height, self.schedule_steps, self.cfg, self.start, self.tiling, self.controls,
+                self.style)

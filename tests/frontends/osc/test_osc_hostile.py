@@ -39,7 +39,7 @@ class Daemon(LoggedDaemon):
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError("the daemon ignored SIGTERM")
+            raise AssertionError("the daemon ignored SIGTERM") from None
 
 
 @pytest.fixture(scope="module")
