@@ -13,14 +13,16 @@ from pathlib import Path
 
 
 def tests(out: Path) -> list[str]:
-    lines, total = ["| test file | passed | failed | errors | skipped | s |", "| --- | --- | --- | --- | --- | --- |"], [0] * 4
+    lines = ["| test file | passed | failed | errors | skipped | s |", "| --- | --- | --- | --- | --- | --- |"]
+    total = [0] * 4
     for xml in sorted(out.glob("junit-*.xml")):
         suite = ET.parse(xml).getroot()
         suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
         n, failed, errors, skipped = (int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
         counts = [n - failed - errors - skipped, failed, errors, skipped]
         total = [a + b for a, b in zip(total, counts)]
-        lines.append(f"| {xml.stem.removeprefix('junit-')} | {' | '.join(map(str, counts))} | {float(suite.get('time', 0)):.0f} |")
+        lines.append(f"| {xml.stem.removeprefix('junit-')} | {' | '.join(map(str, counts))} | "
+                     f"{float(suite.get('time', 0)):.0f} |")
         for case in suite.iter("testcase"):
             for bad in (*case.findall("failure"), *case.findall("error")):
                 lines.append(f"|   FAILED {case.get('name')}: {(bad.get('message') or '')[:150]} | | | | | |")
@@ -34,7 +36,8 @@ def benches(out: Path) -> list[str]:
         base = report.get("baseline")
         lines.append(f"{path.name}: {report['machine'].get('card')}, torch {report['machine']['torch']}"
                      + (f"; plain diffusers call {base['median_ms']:.2f} ms" if base else ""))
-        lines += ["| size | VAE | change | overlap | median ms | FPS | p99 ms | latency ms | x baseline | first frame s |",
+        lines += ["| size | VAE | change | overlap | median ms | FPS | p99 ms | latency ms | x baseline "
+                  "| first frame s |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in report["runs"]:
             ratio = f"{base['median_ms'] / r['median_ms']:.1f}" if base else "-"
@@ -51,9 +54,9 @@ def benches(out: Path) -> list[str]:
                          f"peak allocated {v.get('peak_allocated')}")
     for path in sorted(out.glob("decode-*.json")):
         for r in json.loads(path.read_text()).get("decode", []):
-            lines.append(f"{path.stem}: VAE decode {r['compile_mode']}, cudnn benchmark {r['cudnn_benchmark']}, channels-last "
-                         f"{r['channels_last']}: {r['median_ms']:.3f} ms (p99 {r['p99_ms']:.3f}), max |diff| "
-                         f"{r['max_abs_vs_first']}, compile {r['compile_s']} s")
+            lines.append(f"{path.stem}: VAE decode {r['compile_mode']}, cudnn benchmark {r['cudnn_benchmark']}, "
+                         f"channels-last {r['channels_last']}: {r['median_ms']:.3f} ms (p99 {r['p99_ms']:.3f}), "
+                         f"max |diff| {r['max_abs_vs_first']}, compile {r['compile_s']} s")
     return lines
 
 
@@ -76,14 +79,15 @@ def latencies(out: Path) -> list[str]:
     for path in sorted([*out.glob("latency-*.json"), *out.glob("start-*.json")]):
         r = json.loads(path.read_text())
         stream = r.get("stream") or {}
-        lines.append(f"{path.stem}: OSC->frame p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f}, render {r['mean_render_ms']:.2f}, "
-                     f"start to ready {r['startup_s']} s"
+        lines.append(f"{path.stem}: OSC->frame p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f}, "
+                     f"render {r['mean_render_ms']:.2f}, start to ready {r['startup_s']} s"
                      + (f"; stream {stream['fps']:.1f} FPS, p50 {stream['p50_ms']:.2f} ms" if stream else ""))
     for path in sorted(out.glob("channels*.json")):
         r = json.loads(path.read_text())
-        lines.append(f"{path.stem}: alone {r['alone_fps']:.1f} FPS p50 {r['alone_p50_ms']:.2f}; {r['channels']} channels "
-                     f"{r['total_fps']:.1f} FPS ({r['speedup']:.2f}x), per channel {r['per_channel_fps']}, p50 "
-                     f"{r.get('per_channel_p50_ms')}, batches {r['batch_sizes']}")
+        lines.append(f"{path.stem}: alone {r['alone_fps']:.1f} FPS p50 {r['alone_p50_ms']:.2f}; "
+                     f"{r['channels']} channels {r['total_fps']:.1f} FPS ({r['speedup']:.2f}x), "
+                     f"per channel {r['per_channel_fps']}, p50 {r.get('per_channel_p50_ms')}, "
+                     f"batches {r['batch_sizes']}")
     return lines
 
 

@@ -11,14 +11,21 @@ import re
 import sys
 from pathlib import Path
 
-from .config import (DEFAULT_HOST, DEFAULT_HTTP_PORT, DEFAULT_OSC_PORT, DEFAULT_SHM_NAME, Config, default_cache_dir,
-                     drop_empty_home)
+from .cli_tools import add_bench, add_latency, run_bench_command, run_latency_command
+from .config import (
+    DEFAULT_HOST,
+    DEFAULT_HTTP_PORT,
+    DEFAULT_OSC_PORT,
+    DEFAULT_SHM_NAME,
+    Config,
+    default_cache_dir,
+    drop_empty_home,
+)
+from .core.access import Access, HttpLimits
 from .core.cluster import ClusterSpec
 from .core.controls import ControlNetSpec, check_specs
 from .core.errors import BridgeError, ConfigError, ValidationError
 from .core.params import Limits, Params, parse_changes
-from .core.access import Access, HttpLimits
-from .cli_tools import add_bench, add_latency, run_bench_command, run_latency_command
 from .frontends.security import OncePerSender, scrub
 from .texshare.link import name_error
 
@@ -40,11 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the daemon (REST + OSC + shared memory)")
     serve.add_argument("--model", default="stabilityai/sdxl-turbo",
-                       help="hub id, local diffusers folder, single-file SDXL, SD 2.x or SD 1.x checkpoint (.safetensors), "
-                            "'demo'/'demo-sd'/'demo-sd15'/'demo-sdxs'/'demo-sana' (offline, small SDXL/SD 2.x/SD 1.5/"
-                            "SDXS-512/SANA-Sprint, random weights), 'random'/'random-sd'/'random-sd15'/'random-sdxs'/"
-                            "'random-sana'/'random-sana-1.6b' (the full architectures, random weights: benchmarks) or "
-                            "'null' (no GPU work: measures the bridge itself)")
+                       help="hub id, local diffusers folder, single-file SDXL, SD 2.x or SD 1.x checkpoint "
+                            "(.safetensors), 'demo'/'demo-sd'/'demo-sd15'/'demo-sdxs'/'demo-sana' (offline, small "
+                            "SDXL/SD 2.x/SD 1.5/SDXS-512/SANA-Sprint, random weights), "
+                            "'random'/'random-sd'/'random-sd15'/'random-sdxs'/'random-sana'/'random-sana-1.6b' (the "
+                            "full architectures, random weights: benchmarks) or 'null' (no GPU work: measures the "
+                            "bridge itself)")
     serve.add_argument("--scheduler", default=None, choices=["euler_a", "euler", "lcm", "tcd"],
                        help="sampler (default: the model's own): euler_a (SDXL-Turbo), euler (SD-Turbo; "
                             "Lightning with trailing spacing), lcm (LCM, LCM-LoRA), tcd (Hyper-SD, TCD)")
@@ -168,13 +176,15 @@ def config_from_args(args: argparse.Namespace) -> Config:
         raise ConfigError("--cluster-address, --cluster-workers and --cluster-allow go with --cluster ray")
     sizes = {side: value for side, value in (("width", args.width), ("height", args.height)) if value is not None}
     guidance = {} if args.guidance is None else {"guidance": args.guidance}
-    changes = parse_changes({"prompt": args.prompt, "negative_prompt": args.negative_prompt, "seed": args.seed, "steps": args.steps,
-                             **guidance, **sizes},
+    changes = parse_changes({"prompt": args.prompt, "negative_prompt": args.negative_prompt, "seed": args.seed,
+                             "steps": args.steps, **guidance, **sizes},
                             Limits(args.max_size))
-    return Config(model=args.model, scheduler=args.scheduler, vae=args.vae, compile=args.compile, device=args.device, dtype=args.dtype, host=args.host,
-                  http_port=args.http_port, osc_port=args.osc_port, max_size=args.max_size,
+    return Config(model=args.model, scheduler=args.scheduler, vae=args.vae, compile=args.compile, device=args.device,
+                  dtype=args.dtype, host=args.host, http_port=args.http_port, osc_port=args.osc_port,
+                  max_size=args.max_size,
                   shm_name=args.shm_name or None, output_dir=args.output_dir, keep_frames=args.keep_frames,
-                  ndi=args.ndi or None, spout=_sender_name("spout", args.spout), syphon=_sender_name("syphon", args.syphon),
+                  ndi=args.ndi or None, spout=_sender_name("spout", args.spout),
+                  syphon=_sender_name("syphon", args.syphon),
                   cache_dir=args.cache_dir or default_cache_dir(), initial=Params().merged(changes),
                   family_size=tuple(side for side in ("width", "height") if side not in sizes),
                   family_guidance=args.guidance is None,

@@ -21,31 +21,32 @@ def add_bench(sub) -> None:
     bench = sub.add_parser("bench", help="measure frame rate, latency, VRAM and stage times on this machine")
     bench.add_argument("--model", default="random",
                        help="'random'/'random-sd'/'random-sd15'/'random-sdxs'/'random-sana'/'random-sana-1.6b' (full "
-                            "SDXL-Turbo/SD-Turbo/SD 1.5/SDXS-512/SANA-Sprint 0.6B/1.6B architecture, random weights; no "
-                            "download), 'demo', 'demo-sd', 'demo-sd15', 'demo-sdxs', 'demo-sana', "
+                            "SDXL-Turbo/SD-Turbo/SD 1.5/SDXS-512/SANA-Sprint 0.6B/1.6B architecture, random weights; "
+                            "no download), 'demo', 'demo-sd', 'demo-sd15', 'demo-sdxs', 'demo-sana', "
                             "a folder or a single .safetensors file")
     bench.add_argument("--weights", choices=["random"], default=None, help="same as --model random")
     bench.add_argument("--device", default=None,
                        help="cuda, cuda:1 or cpu (default: cuda if present). On the CPU a full-size model is refused "
                             "with an estimate of its run time unless --device cpu is given")
-    bench.add_argument("--frames", type=int, default=100, help="timed frames per run (after one untimed); profiled frames per size with --modes kernels")
+    bench.add_argument("--frames", type=int, default=100,
+                       help="timed frames per run (after one untimed); profiled frames per size with --modes kernels")
     bench.add_argument("--sizes", default="512", help="comma-separated, e.g. 512,640,768,1024")
     bench.add_argument("--dtypes", default="bf16", help="comma-separated: bf16,fp16")
     bench.add_argument("--vaes", default=None, help="comma-separated: full,tiny (default: both, or full alone for a "
                        "family without a tiny decoder: SANA-Sprint)")
     bench.add_argument("--modes", default="prompt,seed",
                        help="what changes every frame: prompt, seed, input (a new input image: VAE encode + "
-                            "image-to-image), img2img (the seed of an image-to-image frame), control (ControlNets: a new "
-                            "prompt, a new control image every frame, two ControlNets; with diffusers' ControlNet "
+                            "image-to-image), img2img (the seed of an image-to-image frame), control (ControlNets: a "
+                            "new prompt, a new control image every frame, two ControlNets; with diffusers' ControlNet "
                             "pipeline as a second baseline), t2i (one T2I-Adapter: a new prompt, a new control image "
                             "every frame; with diffusers' adapter pipeline as a baseline), lora (switching LoRAs), "
                             "ip-adapter (style images: adapter off, an unchanged style image, style_scale moved, a new "
                             "style image every frame; loads 'demo' with --model demo, else 'random': SDXL IP-Adapter "
                             "with a ViT-H image encoder), decode (the full VAE's decode alone, for every setting of "
-                            "--vae-compile-modes, --cudnn-benchmark and --vae-channels-last), kernels (where each stage's GPU "
-                            "time goes: --frames frames with a new prompt each under torch.profiler, per stage the "
-                            "busy, idle and gap time, the kernels by category and the top 12; a compiled CUDA "
-                            "renderer profiles each stage replayed as its CUDA graph and launched without one)")
+                            "--vae-compile-modes, --cudnn-benchmark and --vae-channels-last), kernels (where each "
+                            "stage's GPU time goes: --frames frames with a new prompt each under torch.profiler, per "
+                            "stage the busy, idle and gap time, the kernels by category and the top 12; a compiled "
+                            "CUDA renderer profiles each stage replayed as its CUDA graph and launched without one)")
     bench.add_argument("--tilings", default="none", help="comma-separated: none,x,y,xy (seamless tiling on vs off)")
     bench.add_argument("--sinks", default="", help="comma-separated: record,ndi: each run again with these sinks "
                        "on the render thread (their publish time measured; ndi needs cyndilib)")
@@ -66,13 +67,15 @@ def add_bench(sub) -> None:
                        help="comma-separated: off, on (as above; on picks engines by timing, per thread: the "
                             "daemon keeps it off so the same params give the same pixels)")
     bench.add_argument("--vae-channels-last", default="on", help="comma-separated: on, off (as above)")
-    bench.add_argument("--cache-dir", type=Path, default=None, help="as serve's --cache-dir (demo model, compile caches)")
+    bench.add_argument("--cache-dir", type=Path, default=None,
+                       help="as serve's --cache-dir (demo model, compile caches)")
     bench.add_argument("--json", type=Path, default=Path("bench.json"), help="where to write the figures")
 
 
 def add_latency(sub) -> None:
     latency = sub.add_parser("latency", help="OSC in -> frame in shared memory, through a real daemon")
-    latency.add_argument("--model", default="null", help="'null' (no GPU work: the bridge's own overhead), 'random', ...")
+    latency.add_argument("--model", default="null",
+                         help="'null' (no GPU work: the bridge's own overhead), 'random', ...")
     latency.add_argument("--vae", default="full", help="the daemon's --vae: full or tiny")
     latency.add_argument("--size", type=int, default=512, help="the frames' width and height")
     latency.add_argument("--count", type=int, default=300, help="changes measured (after 10 untimed ones)")
@@ -178,7 +181,8 @@ def run_latency_command(args: argparse.Namespace, parse_serve: ParseServe) -> No
     if args.channels > 1:
         from .bench import multichannel
 
-        report = multichannel.run_multichannel(args.model, args.vae, args.size, args.channels, args.seconds, daemon_args)
+        report = multichannel.run_multichannel(args.model, args.vae, args.size, args.channels, args.seconds,
+                                               daemon_args)
         sys.stdout.write(multichannel.format_multichannel(report) + "\n")
         if args.json:
             args.json.write_text(multichannel.to_json(report))

@@ -31,8 +31,8 @@ import uuid
 import aiohttp
 import numpy as np
 
-from bridge.client import osc_message
 from bridge.bench.latency import start_daemon
+from bridge.client import osc_message
 
 PROMPT_EVERY = 500
 

@@ -70,7 +70,8 @@ async def main() -> None:
         rows = await round_trips(args.url, fmt, args.changes)
         total, render, size = zip(*rows)
         overhead = [t - r for t, r, _ in rows]
-        print(f"{fmt:6}  {summary(total)}  {summary(render)}  {summary(overhead):>19}  {int(statistics.median(size)):8d}")
+        print(f"{fmt:6}  {summary(total)}  {summary(render)}  {summary(overhead):>19}  "
+              f"{int(statistics.median(size)):8d}")
 
 
 if __name__ == "__main__":

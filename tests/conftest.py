@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from bridge.config import Config
-from bridge.core.renderer import NullRenderer
 from bridge.core.params import Params
+from bridge.core.renderer import NullRenderer
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -193,6 +193,7 @@ def extension_zip(tmp_path_factory) -> Path:
 def installed(extension_zip, tmp_path_factory):
     """The zip installed into a throw-away extensions repository and enabled, as from the UI."""
     import bpy
+
     from blender_harness import REPO_MODULE, harness
 
     repo = harness.install_extension(extension_zip, tmp_path_factory.mktemp("extensions"), REPO_MODULE)

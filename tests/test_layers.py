@@ -101,7 +101,8 @@ def test_no_module_imports_torch_outside_the_pipeline_and_the_benchmarks():
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
-            wrong += [f"{module} imports {n}" for n in names if n.split(".")[0] in ("torch", "diffusers", "transformers")]
+            wrong += [f"{module} imports {n}" for n in names
+                      if n.split(".")[0] in ("torch", "diffusers", "transformers")]
     assert not wrong, "\n".join(wrong)
 
 
@@ -196,7 +197,8 @@ def test_the_engine_and_the_app_ask_a_renderer_only_through_its_contract():
     wrong = []
     for path in sorted([*(BRIDGE / "engine").rglob("*.py"), *(BRIDGE / "app").rglob("*.py")]):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("hasattr", "getattr") \
-                    and node.args and "renderer" in ast.unparse(node.args[0]):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                    and node.func.id in ("hasattr", "getattr") and node.args \
+                    and "renderer" in ast.unparse(node.args[0]):
                 wrong.append(f"{module_of(path)}:{node.lineno}: {ast.unparse(node)}")
     assert not wrong, "\n".join(wrong)

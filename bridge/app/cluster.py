@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import AsyncIterator
 
 from ..cluster import ray_cluster
 from ..cluster.pool import Worker, WorkerPool

@@ -13,15 +13,15 @@ import contextlib
 import logging
 import signal
 import time
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
 from ..config import Config
 from ..core.renderer import Renderer
 from ..engine.scheduler import Scheduler
-from ..frontends.http import connections, control_api, input_api, live, rest, style_api
 from ..frontends import security, sockets
+from ..frontends.http import connections, control_api, input_api, live, rest, style_api
 from ..frontends.osc.server import OscServer
 from .engine import DEVICES, MAIN_OUTPUTS, MODEL_INFO, render_engine
 from .frontends import GUARD, OSC, OSC_SOCKET, http, live_input, osc, streams
@@ -109,7 +109,7 @@ class Daemon:
         self.http_port = config.http_port
         self.osc_port = config.osc_port
 
-    async def __aenter__(self) -> "Daemon":
+    async def __aenter__(self) -> Daemon:
         # Both ports first: one taken is reported at once, not after loading the model.
         http_sock = sockets.bind_http(self.config.host, self.config.http_port)
         try:

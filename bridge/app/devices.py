@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
-from typing import AsyncIterator, Callable, Protocol
+from typing import Protocol
 
 from ..config import Config
 from ..core.renderer import Renderer

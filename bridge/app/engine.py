@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
 from ..config import Config
-from ..core.renderer import Renderer
 from ..core.params import SIZE_MULTIPLE, Limits
+from ..core.renderer import Renderer
 from ..engine.changes import ChangeDoor
 from ..engine.channel import Channel
 from ..engine.channel_outputs import ChannelOutputs

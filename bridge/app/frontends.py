@@ -10,18 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
 from ..config import Config
 from ..engine.channel import Channel
-from ..frontends.http import bodies, channels_api, connections, control_api, input_api, live, openapi, record_api, rest, style_api
 from ..frontends import security, sockets
+from ..frontends.http import (
+    bodies,
+    channels_api,
+    connections,
+    control_api,
+    input_api,
+    live,
+    openapi,
+    record_api,
+    rest,
+    style_api,
+)
+from ..frontends.http.streams import FrameEncoder, FrameHub
 from ..frontends.osc import addresses
 from ..frontends.osc.server import OscServer
-from ..frontends.http.streams import FrameEncoder, FrameHub
 
 OSC = web.AppKey("osc", OscServer)
 OSC_SOCKET = web.AppKey("osc_socket", socket.socket)  # bound early by Daemon (see bridge.frontends.sockets)

@@ -4,8 +4,9 @@ Every builder in ``BUILDERS`` makes one output for a channel, or None where that
 none: shared memory for every channel (``{shm-name}``, ``{shm-name}.NAME``), PNG files for every
 channel (``--output-dir``, and its folder ``NAME`` for channel NAME), a recording and NDI for
 channel ``main`` only (as the design notes fix them), Spout and Syphon for every channel
-(``--spout NAME``: sender ``NAME`` for main, ``NAME.CHANNEL`` for the others; ``--syphon`` alike). The engine gets ``factory(config, parts)``
-and knows outputs only by their contract, ``bridge.core.output.Output``.
+(``--spout NAME``: sender ``NAME`` for main, ``NAME.CHANNEL`` for the others; ``--syphon`` alike).
+The engine gets ``factory(config, parts)`` and knows outputs only by their contract,
+``bridge.core.output.Output``.
 
 To add an output: a module in ``bridge/outputs/`` whose class implements that contract, its
 option in ``Config`` and the CLI, and one builder line here.
@@ -13,8 +14,9 @@ option in ``Config`` and the CLI, and one builder line here.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable, TypeVar
+from typing import TypeVar
 
 from ..client.channels import segment_name
 from ..config import Config
@@ -67,7 +69,8 @@ def ndi(config: Config, channel: str, parts: OutputParts) -> Output | None:
 
 def spout(config: Config, channel: str, parts: OutputParts) -> Output | None:
     # Senders are named per channel as segments are: NAME for main, NAME.CHANNEL for the others.
-    return TextureOutput("spout", libraries.sender("spout", segment_name(config.spout, channel))) if config.spout else None
+    return (TextureOutput("spout", libraries.sender("spout", segment_name(config.spout, channel)))
+            if config.spout else None)
 
 
 def syphon(config: Config, channel: str, parts: OutputParts) -> Output | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import pickle
-from typing import Callable
+from collections.abc import Callable
 
 from ..config import Config, lora_folder
 from ..core.errors import ConfigError
@@ -49,8 +49,8 @@ def initial_params(config: Config, info: dict) -> Params:
                               f"that are multiples of {multiple}")
     if initial.guidance < info.get("min_guidance", 0.0):
         raise ConfigError(f"--guidance {initial.guidance:g}: the {info.get('family')} family's guidance is an input "
-                          f"its model was distilled with, from {info['min_guidance']:g} up ({info['default_guidance']:g} "
-                          f"by default: leave --guidance out); 0 does not turn it off")
+                          f"its model was distilled with, from {info['min_guidance']:g} up "
+                          f"({info['default_guidance']:g} by default: leave --guidance out); 0 does not turn it off")
     return initial
 
 
@@ -85,9 +85,9 @@ def _load_model(config: Config):
         from ..pipeline.loading.demo import is_demo
         from ..pipeline.render.batch import ChannelRenderer
         from ..pipeline.render.overlapped import OverlappedRenderer
-        from ..pipeline.steering.demo_loras import demo_lora_folder
-        from ..pipeline.speed.optimize import configure_compile_cache
         from ..pipeline.render.renderer import DiffusersRenderer
+        from ..pipeline.speed.optimize import configure_compile_cache
+        from ..pipeline.steering.demo_loras import demo_lora_folder
 
     # Steering the family does not support is refused before anything loads (one line naming the family).
     family = loader.model_family(config.model)

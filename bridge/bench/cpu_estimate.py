@@ -51,11 +51,12 @@ class Estimate:
     gflops: dict[str, float]  # per dtype: this CPU's measured matmul rate
 
     def line(self, command: str) -> str:
-        per_frame = ", ".join(f"{t:.2f} TFLOP a frame at {size}x{size} {vae} VAE" for (size, vae), t in self.tflop.items())
+        per_frame = ", ".join(f"{t:.2f} TFLOP a frame at {size}x{size} {vae} VAE"
+                              for (size, vae), t in self.tflop.items())
         rates = ", ".join(f"{g:.1f} GFLOP/s in {d}" for d, g in self.gflops.items())
-        return (f"{command} --model {self.model} on the CPU: the full-size architecture needs {per_frame}; this CPU did "
-                f"{rates} (a matmul probe just now), so this run's {self.frames} frames would take about "
-                f"{_duration(self.seconds)}")
+        return (f"{command} --model {self.model} on the CPU: the full-size architecture needs {per_frame}; "
+                f"this CPU did {rates} (a matmul probe just now), so this run's {self.frames} frames would take "
+                f"about {_duration(self.seconds)}")
 
 
 def estimate(model: str, work: list[Work]) -> Estimate:

@@ -51,7 +51,8 @@ def measure_kernels(opts: BenchOptions, device: torch.device, dtype_name: str, v
     renderer = DiffusersRenderer(pipe, str(device), dtype, compile=opts.compile, tuning=frame_tuning(opts))
     paths = ("graphs", "launches") if renderer.runner.graphed else ("launches",)
     for size in opts.sizes:
-        renderer.render(frame_params("prompt", -1, size, guidance=renderer.family.default_guidance))  # compiles (logged)
+        # compiles (logged)
+        renderer.render(frame_params("prompt", -1, size, guidance=renderer.family.default_guidance))
         for path in paths:
             kernels, windows = _profiled(renderer, size, opts.frames, path, device)
             rows = [{"dtype": dtype_name, "vae": vae_name, "size": size, "path": path, "frames": opts.frames,

@@ -93,7 +93,8 @@ def measure_lora_switch(renderer, size: int, frames: int, cache_dir: Path) -> di
                 f"{size}x{size}, a new seed every frame",
         "base_ms": _median_ms(plain), "folded_ms": _median_ms(folded),
         "folded_vs_base_pct": round((statistics.median(folded) / statistics.median(plain) - 1) * 100, 2),
-        "switch_frame_ms": _median_ms(switching), "switch_p99_ms": round(sorted(switching)[int(0.99 * (frames - 1))], 3),
+        "switch_frame_ms": _median_ms(switching),
+        "switch_p99_ms": round(sorted(switching)[int(0.99 * (frames - 1))], 3),
         "switch_extra_ms": round(statistics.median(switching) - statistics.median(folded), 3),
         "reweight_frame_ms": _median_ms(slider),
         "reweight_extra_ms": round(statistics.median(slider) - statistics.median(folded), 3),
@@ -127,7 +128,8 @@ def _fold_times(loras: Loras, device: torch.device, frames: int) -> list[float]:
     return times
 
 
-def sdxl_attention_shapes(blocks_640: int = 10, blocks_1280: int = 60, context: int = 2048) -> list[tuple[str, int, int]]:
+def sdxl_attention_shapes(blocks_640: int = 10, blocks_1280: int = 60,
+                          context: int = 2048) -> list[tuple[str, int, int]]:
     """(path, out, in) of SDXL's UNet attention projections: 10 transformer blocks of width 640, 60 of 1280."""
     shapes = []
     for width, count in ((640, blocks_640), (1280, blocks_1280)):

@@ -149,8 +149,9 @@ def baseline(opts: BenchOptions, device: torch.device) -> dict:
     times = []
     for i in range(5 + min(opts.frames, 30)):
         start = time.perf_counter()
-        pipe(prompt=f"{PROMPT}, variation {i}", num_inference_steps=1, guidance_scale=family.default_guidance, height=size, width=size,
-             generator=torch.Generator("cpu").manual_seed(i), output_type="pil", **family.call_kwargs(1))
+        pipe(prompt=f"{PROMPT}, variation {i}", num_inference_steps=1, guidance_scale=family.default_guidance,
+             height=size, width=size, generator=torch.Generator("cpu").manual_seed(i), output_type="pil",
+             **family.call_kwargs(1))
         sync(device)
         if i >= 5:
             times.append((time.perf_counter() - start) * 1e3)
@@ -180,7 +181,8 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
     lora_runs = [] if lora_runs is None else lora_runs
     for size in opts.sizes:
         start = time.perf_counter()
-        renderer.render(frame_params("prompt", -1, size, guidance=renderer.family.default_guidance))  # compiles for this size (logged)
+        # compiles for this size (logged)
+        renderer.render(frame_params("prompt", -1, size, guidance=renderer.family.default_guidance))
         first_frame_s = time.perf_counter() - start
         after_first = vram_gb(device)
         if "lora" in opts.modes:

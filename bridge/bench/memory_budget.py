@@ -46,7 +46,7 @@ class MemoryBudget:
     fraction: float
 
     @classmethod
-    def apply(cls, gb: float, device: torch.device) -> "MemoryBudget":
+    def apply(cls, gb: float, device: torch.device) -> MemoryBudget:
         """Cap this process's allocator on ``device`` at ``gb`` (decimal GB); refuses without CUDA."""
         if not gb > 0:
             raise ConfigError(f"--memory-budget-gb takes a positive size in GB (e.g. 8), got {gb:g}")

@@ -31,7 +31,8 @@ def timed_overlapped(overlapped, mode: str, size: int, tiling: str, frames: int,
         return now
 
     # untimed, as the plain runs' warm-up frame: compiles and captures the cut graphs and the decode's
-    overlapped.begin_batch([("main", frame_params(mode, -1, size, tiling, guidance), frame_scene(mode, -1, size))]).result()
+    overlapped.begin_batch([("main", frame_params(mode, -1, size, tiling, guidance),
+                             frame_scene(mode, -1, size))]).result()
     for i in range(frames):
         params, scene = frame_params(mode, i, size, tiling, guidance), frame_scene(mode, i, size)
         begun_at = time.perf_counter()

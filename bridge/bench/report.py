@@ -47,7 +47,8 @@ def format_report(report: dict) -> str:
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     for r in report.get("decode", []):
         lines.append(f"VAE decode alone ({r['dtype']}, {r['size']}, compile mode {r['compile_mode']}, cuDNN benchmark "
-                     f"{'on' if r['cudnn_benchmark'] else 'off'}, channels-last {'on' if r['channels_last'] else 'off'}): "
+                     f"{'on' if r['cudnn_benchmark'] else 'off'}, "
+                     f"channels-last {'on' if r['channels_last'] else 'off'}): "
                      f"median {r['median_ms']:.3f} ms, p99 {r['p99_ms']:.3f}; max |diff| from the first variant "
                      f"{r['max_abs_vs_first']}; compile {r['compile_s']:.1f} s")
     lines += kernel_lines(report.get("kernels", []))

@@ -82,5 +82,5 @@ def measure_stream(osc_port: int, shm_name: str, count: int, rate_hz: float, tim
 
 def format_stream(r: StreamReport) -> str:
     return (f"stream of {r.changes} changes at {r.rate_hz:g}/s ({r.seconds:.1f} s), not waiting for frames: "
-            f"{r.frames} frames showed its changes, {r.fps:.2f} FPS while it ran; change -> its frame p50 {r.p50_ms:.2f} ms, "
-            f"p90 {r.p90_ms:.2f} ms")
+            f"{r.frames} frames showed its changes, {r.fps:.2f} FPS while it ran; "
+            f"change -> its frame p50 {r.p50_ms:.2f} ms, p90 {r.p90_ms:.2f} ms")

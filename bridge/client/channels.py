@@ -12,7 +12,8 @@ import re
 MAIN = "main"
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 # The per-stream routes: everything else (/v1/health, /v1/schema, /v1/channels) is the daemon's.
-PER_CHANNEL = ("/v1/params", "/v1/frame.", "/v1/input", "/v1/ws", "/v1/stream.mjpeg", "/v1/control", "/v1/style", "/v1/loras")
+PER_CHANNEL = ("/v1/params", "/v1/frame.", "/v1/input", "/v1/ws", "/v1/stream.mjpeg", "/v1/control", "/v1/style",
+               "/v1/loras")
 
 
 def check_channel(name: str | None) -> str:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.parse
 import urllib.error
+import urllib.parse
 import urllib.request
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,8 @@ class HttpClient:
                  data: bytes | None = None, headers: Mapping[str, str] | None = None):
         if body is not None:
             data, headers = json.dumps(body).encode(), {"Content-Type": "application/json"}
-        request = urllib.request.Request(self.base_url + http_path(path, self.channel), data=data, method=method, headers=dict(headers or {}))
+        request = urllib.request.Request(self.base_url + http_path(path, self.channel), data=data, method=method,
+                                         headers=dict(headers or {}))
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:

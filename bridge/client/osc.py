@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import socket
 import struct
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .channels import MAIN, check_channel, osc_address
 
@@ -56,11 +57,14 @@ def _parse_osc_message(data: bytes) -> tuple[str, list[Any]]:
     args: list[Any] = []
     for tag in tags[1:]:
         if tag == "i":
-            args.append(struct.unpack_from(">i", data, pos)[0]); pos += 4
+            args.append(struct.unpack_from(">i", data, pos)[0])
+            pos += 4
         elif tag == "h":
-            args.append(struct.unpack_from(">q", data, pos)[0]); pos += 8
+            args.append(struct.unpack_from(">q", data, pos)[0])
+            pos += 8
         elif tag == "f":
-            args.append(struct.unpack_from(">f", data, pos)[0]); pos += 4
+            args.append(struct.unpack_from(">f", data, pos)[0])
+            pos += 4
         elif tag == "s":
             value, pos = string(pos)
             args.append(value)

@@ -47,7 +47,7 @@ class ShmReader:
         self._last_seq = -1
         self.retries = 0  # reads that raced a publish and were repeated
 
-    def __enter__(self) -> "ShmReader":
+    def __enter__(self) -> ShmReader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -185,7 +185,7 @@ class ShmInputWriter:
         self._seq = 0
         self._slot = slot_count - 1
 
-    def __enter__(self) -> "ShmInputWriter":
+    def __enter__(self) -> ShmInputWriter:
         return self
 
     def __exit__(self, *exc) -> None:

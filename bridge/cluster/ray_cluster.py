@@ -17,8 +17,9 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 from ..core.cluster import INSTALL_HINT, ClusterSpec, check_joinable, is_loopback, split_address
 from ..core.errors import ConfigError

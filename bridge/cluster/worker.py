@@ -9,9 +9,10 @@ heartbeat (``ping``) or a LoRA file being read (``lora_load``).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any
 
 from ..core.errors import ValidationError
 from ..core.frame import Rendered

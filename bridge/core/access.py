@@ -8,8 +8,8 @@ them (``bridge.frontends.security``, ``bridge.frontends.http.connections``). Std
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 from urllib.parse import urlsplit
 
 from .errors import ConfigError, ValidationError
@@ -41,7 +41,7 @@ class Access:
 
     @staticmethod
     def from_options(token: str | None = None, allow_hosts: Iterable[str] = (), cors_origins: Iterable[str] = (),
-                     osc_allow: Iterable[str] = ()) -> "Access":
+                     osc_allow: Iterable[str] = ()) -> Access:
         """Validate the command line's values; raises ``ConfigError`` saying what to change."""
         return Access(_token(token), tuple(_host(h) for h in _split(allow_hosts)),
                       tuple(_origin(o) for o in _split(cors_origins)),
@@ -99,7 +99,8 @@ class HttpLimits:
     max_connections: int = 256
     max_per_address: int = 64
     max_streams_per_address: int = 32  # WebSockets, MJPEG streams, waiting long-polls; at most half the above
-    max_large_bodies: int = 4  # uploads over LARGE_BODY_BYTES (or of unknown length) read at once; WebSocket messages too
+    # uploads over LARGE_BODY_BYTES (or of unknown length) read at once; WebSocket messages too
+    max_large_bodies: int = 4
     ws_max_message_bytes: int | None = None  # None: the largest input image message (64 MiB and its header)
     ws_heartbeat_s: float = 20.0  # a WebSocket silent this long is pinged, and closed without a pong in half that
     log_interval_s: float = 60.0

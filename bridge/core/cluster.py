@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from .access import Network
 from .errors import ConfigError
@@ -37,7 +37,7 @@ class ClusterSpec:
         return self.address is None
 
     @staticmethod
-    def from_options(kind: str, address: str | None, workers: int | None, allow: Iterable[str] = ()) -> "ClusterSpec":
+    def from_options(kind: str, address: str | None, workers: int | None, allow: Iterable[str] = ()) -> ClusterSpec:
         """Validate the command line's values; raises ``ConfigError`` naming the option."""
         if kind not in KINDS:
             raise ConfigError(f"--cluster takes {', '.join(KINDS)}, got {kind!r}")

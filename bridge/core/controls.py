@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ConfigError, ValidationError
 
@@ -129,7 +130,7 @@ class ControlNetSpec:
     source: str
 
     @staticmethod
-    def parse(text: str) -> "ControlNetSpec":
+    def parse(text: str) -> ControlNetSpec:
         name, sep, source = text.partition("=")
         if not sep or not source:
             raise ConfigError(f"--controlnet takes NAME=SOURCE (e.g. depth=diffusers/controlnet-depth-sdxl-1.0, "

@@ -7,7 +7,8 @@ outputs only through this protocol; it never imports a concrete one.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from .errors import ConfigError
 from .frame import Frame

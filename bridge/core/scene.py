@@ -29,7 +29,7 @@ class InputImage:
         return int(self.pixels.shape[0])
 
     @staticmethod
-    def from_pixels(pixels: np.ndarray, source: str = "rest") -> "InputImage":
+    def from_pixels(pixels: np.ndarray, source: str = "rest") -> InputImage:
         """Wrap RGBA8 pixels (H x W x 4), hashing their content (size included)."""
         if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 4:
             raise ValueError(f"expected H x W x 4 uint8 pixels, got {pixels.dtype} {pixels.shape}")

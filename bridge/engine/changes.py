@@ -21,9 +21,10 @@ counted once, on the channel whose part was refused.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping, Protocol
+from typing import Any, Protocol
 
 from ..core.errors import BridgeError, ValidationError
 from ..core.params import Limits, Params, parse_changes

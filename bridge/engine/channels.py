@@ -21,7 +21,8 @@ import contextlib
 import inspect
 import logging
 import re
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ..core.errors import ValidationError
 from ..core.output import OutputError, OutputFactory

@@ -23,9 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable
 
 from ..core.errors import ValidationError
 from ..core.renderer import LoraCatalog

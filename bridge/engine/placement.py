@@ -14,7 +14,7 @@ and the errors it raises from ``channel.py``, below both.
 from __future__ import annotations
 
 import logging
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..core.errors import ValidationError
 from ..core.params import Limits, Params

@@ -22,9 +22,10 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable
+from typing import Any
 
 from ..core.frame import Frame, Rendered
 from ..core.params import Params

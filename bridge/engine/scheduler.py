@@ -17,14 +17,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Any, Protocol
 
 from ..core.errors import ValidationError, is_out_of_memory
 from ..core.frame import Frame, Rendered
-from ..core.renderer import Renderer
 from ..core.params import PROMPT_FIELDS, Limits, Params, parse_changes, prompt_texts
+from ..core.renderer import Renderer
 from .error_log import FailureLog
 from .loras import LoraGate
 from .render_queue import RenderQueue, Snapshot

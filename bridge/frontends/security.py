@@ -17,7 +17,7 @@ import logging
 import math
 import re
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from aiohttp import web
 

@@ -17,9 +17,9 @@ import os
 import stat
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image

@@ -48,7 +48,7 @@ class RecordingError(BridgeError):
 class _Session:
     """One start..stop: its queue, its worker thread, its counters."""
 
-    def __init__(self, recorder: "Recorder", base: str):
+    def __init__(self, recorder: Recorder, base: str):
         self.base = base
         self.queue: queue.Queue = queue.Queue()
         self.accepting = True

@@ -12,6 +12,7 @@ An output (``bridge.core.output``): ``start`` creates the segment, ``close`` unl
 from __future__ import annotations
 
 import logging
+
 import numpy as np
 
 from ..client import layout
@@ -47,7 +48,7 @@ class ShmWriter:
         self._seq = 0
         self._latest_slot = slot_count - 1
 
-    def __enter__(self) -> "ShmWriter":
+    def __enter__(self) -> ShmWriter:
         self.open()
         return self
 

@@ -11,7 +11,8 @@ a taken name or a machine without the graphics stack fails the start in one line
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future, TimeoutError as OpenTimeout
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as OpenTimeout
 
 from ..core.errors import BridgeError
 from ..core.output import ErrorReport, OutputError

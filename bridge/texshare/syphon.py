@@ -47,8 +47,8 @@ def load(use: str) -> _Syphon:
         from syphon.utils.raw import create_mtl_texture
     except ImportError as exc:
         raise unavailable(use, "syphon-python", "macOS", "syphon", exc) from None
-    return _Syphon(syphon, objc.autorelease_pool, Metal.MTLPixelFormatBGRA8Unorm, create_mtl_texture, copy_image_to_mtl_texture,
-                   copy_mtl_texture_to_image)
+    return _Syphon(syphon, objc.autorelease_pool, Metal.MTLPixelFormatBGRA8Unorm, create_mtl_texture,
+                   copy_image_to_mtl_texture, copy_mtl_texture_to_image)
 
 
 def shown_name(server) -> str:

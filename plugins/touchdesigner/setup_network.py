@@ -14,7 +14,7 @@ import os
 import sys
 
 try:
-    TB_PLUGIN_DIR
+    TB_PLUGIN_DIR  # noqa: B018  (is it set? the Text DAT running this file may set it first)
 except NameError:
     TB_PLUGIN_DIR = ''  # set this when running from a Text DAT
 if not TB_PLUGIN_DIR:
@@ -36,7 +36,7 @@ for _tb_path in _tb_import_paths(TB_PLUGIN_DIR):
 from turbo_bridge_td import network as _tb_network  # noqa: E402  (needs the paths above)
 
 try:
-    TB_PARENT
+    TB_PARENT  # noqa: B018  (is it set? the Text DAT running this file may set it first)
 except NameError:
     TB_PARENT = '/project1'
 _tb_options = {}

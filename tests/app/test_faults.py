@@ -17,15 +17,14 @@ import urllib.request
 import aiohttp
 import pytest
 
-from bridge.frontends.http import live
 from bridge.client import ShmReader, osc_message
 from bridge.core.errors import is_out_of_memory
-from bridge.core.renderer import NullRenderer
 from bridge.core.params import Params
+from bridge.core.renderer import NullRenderer
 from bridge.core.scene import Scene
+from bridge.frontends.http import live
 from conftest import null_factory, unique_shm_name
 from daemon_process import segment_exists, start_daemon, unlink_segment, wait_ready
-
 
 # -- render failures ----------------------------------------------------------------------
 

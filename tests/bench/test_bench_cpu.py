@@ -28,7 +28,8 @@ def run(*args, cache_dir, timeout=300):
 
 
 def demo_bench(*options, cache_dir, tmp_path, timeout=300) -> tuple[subprocess.CompletedProcess, dict]:
-    """``bench --model demo --sizes 64 --vaes full --no-baseline`` and ``options``, which must pass: the run, its JSON."""
+    """``bench --model demo --sizes 64 --vaes full --no-baseline`` and ``options``, which must pass:
+    the run, its JSON."""
     figures = tmp_path / "bench.json"
     done = run("bench", "--model", "demo", "--sizes", "64", "--vaes", "full", "--no-baseline", *options,
                "--json", str(figures), cache_dir=cache_dir, timeout=timeout)
@@ -129,8 +130,8 @@ def test_the_bench_work_counts_every_frame_the_run_renders():
 
 @pytest.mark.parametrize("value", ["default,fp8", "default"])
 def test_precision_from_an_old_script_is_refused_in_one_line_that_says_fp8_measured_slower(value, tmp_path):
-    result = run("bench", "--model", "demo", "--device", "cpu", "--precision", value, "--json", str(tmp_path / "b.json"),
-                 cache_dir=tmp_path, timeout=60)
+    result = run("bench", "--model", "demo", "--device", "cpu", "--precision", value,
+                 "--json", str(tmp_path / "b.json"), cache_dir=tmp_path, timeout=60)
     assert result.returncode == 2 and not (tmp_path / "b.json").exists()  # refused before anything ran
     errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -153,8 +154,8 @@ def test_the_report_has_a_vram_column_only_where_memory_was_measured():
     assert "VRAM" not in text and "None" not in text and "fold alone" not in text
     assert "| bf16 | full | 512 | prompt | none | shm | 19.81 | 50.5 | 21.67 | 0.29 | - | 132.0 |" in text
     overlapped = {**RUN, "first_frame_s": None, "overlap": True, "latency_ms": 25.5, "vram_gb": {}}
-    assert "| bf16 + overlap (latency 25.50 ms) | full | 512 | prompt | none | shm | 19.81 | 50.5 | 21.67 | 0.29 | - | - |" \
-        in format_report({**cpu, "runs": [overlapped]})
+    assert ("| bf16 + overlap (latency 25.50 ms) | full | 512 | prompt | none | shm | 19.81 | 50.5 | 21.67 "
+            "| 0.29 | - | - |") in format_report({**cpu, "runs": [overlapped]})
 
 
 @pytest.mark.gpu
@@ -170,7 +171,8 @@ def test_on_cuda_bench_compiles_and_reports_the_gpu_memory(cache_dir, tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_on_cuda_the_kernels_mode_attributes_the_kernels_of_both_paths_to_the_stages(cache_dir, tmp_path):
-    done, report = demo_bench("--frames", "3", "--modes", "kernels", cache_dir=cache_dir, tmp_path=tmp_path, timeout=900)
+    done, report = demo_bench("--frames", "3", "--modes", "kernels", cache_dir=cache_dir, tmp_path=tmp_path,
+                              timeout=900)
     rows = {(r["path"], r["stage"]): r for r in report["kernels"]}
     assert {path for path, _ in rows} == {"graphs", "launches"}
     for stage in ("text_encoders", "unet", "vae_decode"):

@@ -40,7 +40,8 @@ H100_NAMES = [  # names from H100 profiles (torch 2.11, CUDA 13) and the categor
     ("void at::native::(anonymous namespace)::upsample_nearest2d_nhwc_out_frame<...>", "copy"),
     ("void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float, at::native::MeanOps<float, float>, ...>>(...)",
      "norm"),
-    ("void splitKreduce_kernel<32, 16, int, float, __nv_bfloat16, float, __nv_bfloat16, true, false, false>(...)", "gemm"),
+    ("void splitKreduce_kernel<32, 16, int, float, __nv_bfloat16, float, __nv_bfloat16, true, false, false>(...)",
+     "gemm"),
     ("some_kernel_nobody_named", "other"),
 ]
 
@@ -95,7 +96,8 @@ def test_a_stage_row_has_busy_idle_gaps_categories_and_top_kernels_per_frame():
     assert (unet["window_ms"], unet["busy_ms"], unet["idle_ms"], unet["gaps_ms"]) == (1.0, 0.25, 0.75, 0.6)
     assert unet["kernel_ms"] == 0.3 and unet["kernels"] == 3  # kernel time counts the overlap twice
     assert [(t["name"], t["category"], t["count"], t["ms"]) for t in unet["top"]] == [
-        ("sm90_xmma_fprop_implicit_gemm_x", "convolution", 2, 0.2), ("triton_poi_fused_add_silu_2", "pointwise", 1, 0.1)]
+        ("sm90_xmma_fprop_implicit_gemm_x", "convolution", 2, 0.2),
+        ("triton_poi_fused_add_silu_2", "pointwise", 1, 0.1)]
 
 
 def test_kernels_outside_every_stage_get_a_row_of_their_own():
@@ -115,10 +117,11 @@ def test_the_table_shows_each_stage_its_categories_and_top_kernels_and_says_wher
     seen = _rows("cuda", "launches", [Kernel("sm90_xmma_fprop_implicit_gemm_x", 100, 500)], windows)
     unseen = _rows("cuda", "graphs", [], windows)
     text = "\n".join(kernel_lines(unseen + seen))
-    assert "| bf16 | full | 512 | launches | vae_decode | 1 | 1.000 | 0.400 | 0.600 | 0.000 | 1 | 400.0 | 0.400 (1) | - |" \
-        in text
+    assert ("| bf16 | full | 512 | launches | vae_decode | 1 | 1.000 | 0.400 | 0.600 | 0.000 | 1 | 400.0 "
+            "| 0.400 (1) | - |") in text
     assert "| bf16 | full | 512 | graphs | vae_decode | 1 | 1.000 | 0.000 | 1.000 | 0.000 | 0 | - | - |" in text
-    assert "no device kernels seen on path graphs: this torch/CUPTI reports no kernels inside CUDA graph replays" in text
+    assert ("no device kernels seen on path graphs: this torch/CUPTI reports no kernels inside CUDA graph "
+            "replays") in text
     assert "path launches:" not in text and "None" not in text
     assert "top kernels (bf16, full VAE, 512, launches, vae_decode)" in text
     assert "   0.400  x1      convolution sm90_xmma_fprop_implicit_gemm_x" in text

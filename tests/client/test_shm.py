@@ -11,8 +11,7 @@ from multiprocessing import shared_memory
 import numpy as np
 import pytest
 
-from bridge.client import layout
-from bridge.client import ShmReader
+from bridge.client import ShmReader, layout
 from bridge.core.errors import BridgeError, ConfigError
 from bridge.core.frame import Frame
 from bridge.core.params import Params

@@ -78,7 +78,8 @@ def test_channels_spread_over_the_workers(settled):
     assert [d["name"] for d in health["devices"]] == ["w0", "w1"] and health["family"] == "sdxl"
     # Prompt warnings answer on the daemon, from the workers' tokenizer.
     reply = settled.change("main", {"prompt": "a lighthouse on a cliff at dusk, " * 20})
-    assert len(reply["warnings"]) == 1 and "CLIP reads 77" in reply["warnings"][0] and "a lighthouse on" in reply["warnings"][0]
+    assert len(reply["warnings"]) == 1 and "CLIP reads 77" in reply["warnings"][0] \
+        and "a lighthouse on" in reply["warnings"][0]
     settled.change("main", {"prompt": ""})
 
 

@@ -15,10 +15,9 @@ import pytest
 
 pytest.importorskip("ray", reason="the cluster extra: pip install -e '.[cluster]'")
 
+from bridge.cluster.ray_cluster import probe_open
 from conftest import unique_shm_name
 from ray_daemons import ClusterDaemon, RayHead, alive, listening, ray_env, until
-
-from bridge.cluster.ray_cluster import probe_open
 
 
 def serve(*args, env=None, timeout=60) -> subprocess.CompletedProcess:

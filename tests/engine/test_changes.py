@@ -8,8 +8,8 @@ import pytest
 
 from bridge.client.channels import segment_name
 from bridge.core.errors import ValidationError
-from bridge.core.renderer import NullRenderer
 from bridge.core.params import Limits, Params
+from bridge.core.renderer import NullRenderer
 from bridge.engine.changes import ChangeDoor
 from bridge.engine.channel import ChannelConflictError, ChannelLimitError, UnknownChannelError
 from bridge.engine.channels import MAIN, ChannelRegistry

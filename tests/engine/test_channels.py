@@ -314,8 +314,8 @@ async def test_a_channel_moves_with_its_loras_loaded_on_the_new_device(config, d
                 assert r.status == 200, await r.text()
             first, second = renderers["gpu"], renderers["gpu1"]
             # Every change rendered: the frame awaited below can only be the one of seed 99.
-            await settle(lambda: all(c.scheduler.latest is not None and c.scheduler.latest.version == c.scheduler.version
-                                     for c in channels))
+            await settle(lambda: all(c.scheduler.latest is not None
+                                     and c.scheduler.latest.version == c.scheduler.version for c in channels))
             assert [c.name for c in channels if c.queue.renderer is first] == ["main", "b"]
             assert first.lora_catalog.loaded == ["oil", "ink"] and second.lora_catalog.loaded == []
 
@@ -350,7 +350,8 @@ async def test_input_images_are_per_channel(api):
         assert r.status == 200
     pixels = bytes(range(256)) * (16 * 16 * 4 // 256)
     async with session.put("/v1/channels/left/input", data=pixels,
-                           headers={"Content-Type": "application/octet-stream", "X-Width": "16", "X-Height": "16"}) as r:
+                           headers={"Content-Type": "application/octet-stream", "X-Width": "16",
+                                    "X-Height": "16"}) as r:
         assert r.status == 200, await r.text()
         assert (await r.json())["active"] is True
     async with session.get("/v1/channels/left/input") as r:

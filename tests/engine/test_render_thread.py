@@ -41,7 +41,7 @@ def test_run_in_executor_from_the_event_loop():
 def test_without_spin_each_job_after_idle_wakes_the_thread():
     worker = RenderThread(spin_s=0)
     try:
-        for i in range(5):
+        for _ in range(5):
             while not worker._sleeping:  # the thread is asleep before each job is submitted: wait for that
                 threading.Event().wait(0.001)
             worker.submit(lambda: None).result(timeout=30)

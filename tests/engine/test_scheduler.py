@@ -5,8 +5,8 @@ import time
 import pytest
 
 from bridge.core.errors import ValidationError
-from bridge.core.renderer import NullRenderer
 from bridge.core.params import Params
+from bridge.core.renderer import NullRenderer
 
 
 class SlowRenderer(NullRenderer):

@@ -11,13 +11,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from bridge.core.renderer import NullRenderer  # noqa: E402
 from bridge.core.params import Params  # noqa: E402
-from bridge.pipeline.render.glide import Glider, Shown  # noqa: E402
-from bridge.pipeline.loading.loader import load_pipeline  # noqa: E402
-from bridge.pipeline.render.renderer import DiffusersRenderer  # noqa: E402
+from bridge.core.renderer import NullRenderer  # noqa: E402
 from bridge.core.scene import Glide, Scene  # noqa: E402
 from bridge.engine.scheduler import Scheduler  # noqa: E402
+from bridge.pipeline.loading.loader import load_pipeline  # noqa: E402
+from bridge.pipeline.render.glide import Glider, Shown  # noqa: E402
+from bridge.pipeline.render.renderer import DiffusersRenderer  # noqa: E402
 
 
 class Recorder(NullRenderer):

@@ -6,12 +6,11 @@ them the same): interface, input, answer, and words the error message must conta
 
 import asyncio
 import base64
+import io
 import json
 import os
 import socket
 from pathlib import Path
-
-import io
 
 import aiohttp
 from PIL import Image
@@ -112,8 +111,8 @@ CASES = [
      "400 `X-Width`", "whole number of pixels from 1 to 4096"),
     ("REST PUT /v1/input", "`X-Width: ١٦` (Arabic-Indic digits)",
      ("put", ({"X-Width": "\u0661\u0666", "X-Height": "1"}, bytes(64))), "400 `X-Width`", "(ASCII digits)"),
-    ("REST PUT /v1/input", "`X-Height: ²` (superscript two)", ("put", ({"X-Width": "1", "X-Height": "\u00b2"}, bytes(4))),
-     "400 `X-Height`", "(ASCII digits)"),
+    ("REST PUT /v1/input", "`X-Height: ²` (superscript two)",
+     ("put", ({"X-Width": "1", "X-Height": "\u00b2"}, bytes(4))), "400 `X-Height`", "(ASCII digits)"),
     ("REST PUT /v1/input", "raw RGBA 2x2 with 15 bytes", ("put", ({"X-Width": "2", "X-Height": "2"}, bytes(15))),
      "400 `input`", "must be 16 bytes"),
     ("REST any", "`DELETE /v1/params` (a method the route lacks)", ("delete", "/v1/params"), "405 —",

@@ -17,13 +17,13 @@ from pythonosc.osc_message import OscMessage
 
 from bridge.client import osc_bundle, osc_message, parse_osc_message
 from bridge.core.errors import ValidationError
-from bridge.core.renderer import NullRenderer
-from bridge.frontends.osc.server import OscServer
 from bridge.core.params import FIELDS, MAX_GUIDANCE, MAX_PROMPT_CHARS, SEED_LIMIT, Limits, Params, parse_changes
-from bridge.frontends.http.rest import loads_strict
-from bridge.engine.scheduler import Scheduler
+from bridge.core.renderer import NullRenderer
 from bridge.engine.changes import ChangeDoor
+from bridge.engine.scheduler import Scheduler
+from bridge.frontends.http.rest import loads_strict
 from bridge.frontends.http.streams import StreamFormat
+from bridge.frontends.osc.server import OscServer
 
 # 300 examples a property in the suite; TB_HYPOTHESIS=long runs 5,000 (docs/reliability.md records one).
 settings.register_profile("fast", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

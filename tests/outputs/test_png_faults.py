@@ -21,12 +21,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bridge.client import osc_message, parse_osc_message
 from bridge.app import MAIN_OUTPUTS
+from bridge.client import osc_message, parse_osc_message
 from bridge.outputs.png import PngFiles
 from conftest import null_factory
 from renderers import noise_factory
-
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,7 @@ from pythonosc.udp_client import SimpleUDPClient
 from bridge.core.frame import Frame
 from bridge.core.params import Params
 from bridge.outputs import mp4, record
-from bridge.outputs.record import Recorder, RecordOptions, RecordingError
+from bridge.outputs.record import Recorder, RecordingError, RecordOptions
 from conftest import null_factory
 from recordings import frames_flow, post, probe, settle
 from renderers import noise_factory

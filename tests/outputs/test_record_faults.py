@@ -130,8 +130,10 @@ async def test_interrupted_files_found_at_start_are_finished_removed_or_reported
         assert d.health()["status"] == "ok"
     assert recovered[0] == {"file": "record-20260101-000000.mp4.partial", "frames": 2,
                             "recovered_as": "record-20260101-000000.mp4"}
-    assert recovered[1] == {"file": "record-20260101-000001.mp4.partial", "frames": 0, "problem": "held no frame; removed"}
-    assert recovered[2]["file"] == "record-20260101-000002.mp4.partial" and "not a fragmented MP4" in recovered[2]["problem"]
+    assert recovered[1] == {"file": "record-20260101-000001.mp4.partial", "frames": 0,
+                            "problem": "held no frame; removed"}
+    assert recovered[2]["file"] == "record-20260101-000002.mp4.partial" \
+        and "not a fragmented MP4" in recovered[2]["problem"]
     assert len(probe(out / "record-20260101-000000.mp4")["times"]) == 2
     assert sorted(p.name for p in out.glob("record-*")) == ["record-20260101-000000.mp4",
                                                             "record-20260101-000002.mp4.partial"]
@@ -187,7 +189,8 @@ async def test_a_full_disk_keeps_what_was_written_and_is_reported_at_once(config
         health = d.health()
         state = health["record"]
         assert "File too large" in state["error"] and "keeps the first" in state["error"], state
-        assert told == state["error"][:500] and health["status"] == "degraded" and health["last_error"] == state["error"]
+        assert told == state["error"][:500] and health["status"] == "degraded" \
+            and health["last_error"] == state["error"]
         kept = state["session_files"]
         assert len(kept) == 1 and kept == state["files"]
         before = d.scheduler.stats.frames

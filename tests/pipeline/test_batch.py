@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from bridge.core.renderer import NullRenderer
 from bridge.core.params import Params
+from bridge.core.renderer import NullRenderer
 from bridge.core.scene import InputImage, Scene
 from bridge.engine.render_queue import RenderQueue
 from bridge.engine.scheduler import Scheduler
@@ -124,8 +124,8 @@ async def test_a_failing_batch_fails_its_channels_and_they_recover(channels):
 
 @pytest.fixture(scope="module")
 def demo_renderer(tmp_path_factory):
-    from bridge.pipeline.render.batch import ChannelRenderer
     from bridge.pipeline.loading.loader import load_pipeline
+    from bridge.pipeline.render.batch import ChannelRenderer
     from bridge.pipeline.render.renderer import DiffusersRenderer
 
     pipe = load_pipeline("demo", "cpu", torch.float32, tmp_path_factory.mktemp("demo-cache"))
@@ -179,7 +179,8 @@ def test_each_row_keeps_its_own_negative_prompt(demo_renderer):
 
 def test_frames_with_other_loras_never_share_a_batch(demo_renderer):
     (_, params, scene), = _items(0.0)[:1]
-    assert demo_renderer.batch_key(params, scene) != demo_renderer.batch_key(params.merged({"loras": (("ink", 1.0),)}), scene)
+    assert demo_renderer.batch_key(params, scene) != demo_renderer.batch_key(params.merged({"loras": (("ink", 1.0),)}),
+                                                                              scene)
     assert demo_renderer.batch_key(params, scene) == demo_renderer.batch_key(params.merged({"seed": 99}), scene)
 
 

@@ -33,7 +33,8 @@ COMPILE_ONCE = textwrap.dedent("""
 
 def compile_in_a_fresh_process(inductor_dir, cache_dir) -> dict:
     done = subprocess.run([sys.executable, "-c", COMPILE_ONCE, str(inductor_dir), str(cache_dir)],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "TORCHINDUCTOR_FX_GRAPH_CACHE": "1"})
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TORCHINDUCTOR_FX_GRAPH_CACHE": "1"})
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 

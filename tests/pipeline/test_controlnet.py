@@ -11,9 +11,9 @@ from PIL import Image  # noqa: E402
 
 from bridge.core.params import Params  # noqa: E402
 from bridge.core.scene import InputImage, Scene  # noqa: E402
-from bridge.pipeline.steering.controlnet import ControlNets, ControlNetSpec, load_controlnet  # noqa: E402
 from bridge.pipeline.loading.loader import load_pipeline  # noqa: E402
 from bridge.pipeline.render.renderer import DiffusersRenderer  # noqa: E402
+from bridge.pipeline.steering.controlnet import ControlNets, ControlNetSpec, load_controlnet  # noqa: E402
 
 SIZE = 64
 
@@ -40,7 +40,8 @@ def reference(renderer, cls, nets, **kwargs):
 
     controlnet = nets[0] if len(nets) == 1 else MultiControlNetModel(nets)
     pipe = cls.from_pipe(renderer.pipe, controlnet=controlnet)
-    return pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(kwargs.pop("seed", 5)), output_type="np").images[0]
+    return pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(kwargs.pop("seed", 5)),
+                output_type="np").images[0]
 
 
 def pixels_of(image):
@@ -89,7 +90,8 @@ def test_two_controlnets_sum_like_multicontrolnet(renderer):
     ours = renderer.render(params, scene).pixels
     nets = renderer.controlnets.nets
     ref = reference(renderer, StableDiffusionXLControlNetPipeline, [nets["depth"], nets["edges"]], seed=3,
-                    prompt="a tree", image=[Image.fromarray(depth.pixels[..., :3]), Image.fromarray(edges.pixels[..., :3])],
+                    prompt="a tree",
+                    image=[Image.fromarray(depth.pixels[..., :3]), Image.fromarray(edges.pixels[..., :3])],
                     num_inference_steps=2, guidance_scale=0.0, controlnet_conditioning_scale=[0.6, 1.2],
                     control_guidance_start=[0.0, 0.0], control_guidance_end=[1.0, 0.5], width=SIZE, height=SIZE)
     assert_matches(ours, ref)

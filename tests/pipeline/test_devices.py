@@ -24,7 +24,8 @@ ONE_GPU = TorchBuild("2.13.0+cu130", "13.0", ("NVIDIA H100 80GB HBM3",), nvidia_
 @pytest.mark.parametrize("build, requested, device, says", [
     (CPU_ONLY, "cuda", "cuda", "--device cuda: this torch (2.13.0+cpu) is a CPU-only build"),
     (CPU_ONLY, "cuda:1", "cuda:1", "CPU-only build"),
-    (CUDA_NO_DEVICE, "cuda", "cuda", "finds no CUDA device (an NVIDIA driver is installed: is it new enough for CUDA 13.0"),
+    (CUDA_NO_DEVICE, "cuda", "cuda",
+     "finds no CUDA device (an NVIDIA driver is installed: is it new enough for CUDA 13.0"),
     (CUDA_NO_DRIVER, "cuda", "cuda", "no NVIDIA driver was found"),
     (ONE_GPU, "cuda:1", "cuda:1", "torch sees 1 CUDA device(s): cuda:0 NVIDIA H100 80GB HBM3"),
     (ONE_GPU, "cuda:x", "cuda:x", "torch sees 1 CUDA device(s)"),
@@ -60,7 +61,8 @@ def test_the_installed_torch_is_read_as_it_is():
 
 
 @pytest.mark.skipif(torch.version.cuda is not None, reason="needs a CPU-only torch build")
-@pytest.mark.parametrize("command", [["serve", "--model", "demo", "--http-port", "0", "--osc-port", "0", "--shm-name", ""],
+@pytest.mark.parametrize("command", [["serve", "--model", "demo", "--http-port", "0", "--osc-port", "0",
+                                      "--shm-name", ""],
                                      ["bench", "--model", "demo", "--no-baseline"],
                                      ["latency", "--model", "demo", "--", "--device", "cuda"]])
 def test_cuda_on_a_cpu_only_torch_stops_the_command_in_one_line(command, tmp_path):
@@ -77,7 +79,8 @@ def test_cuda_on_a_cpu_only_torch_stops_the_command_in_one_line(command, tmp_pat
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_device_cpu_on_a_gpu_machine_says_the_gpu_sits_unused(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", "--model", "demo", "--device", "cpu",
-                             "--http-port", "0", "--osc-port", "0", "--shm-name", "", "--width", "64", "--height", "64"],
+                             "--http-port", "0", "--osc-port", "0", "--shm-name", "", "--width", "64",
+                             "--height", "64"],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
                             env={**os.environ, "TURBO_BRIDGE_CACHE": str(tmp_path)})
     lines = []

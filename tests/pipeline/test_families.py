@@ -19,13 +19,13 @@ from safetensors.torch import save_file  # noqa: E402
 from bridge.core.errors import UnsupportedModelError  # noqa: E402
 from bridge.core.params import Params  # noqa: E402
 from bridge.core.scene import InputImage, Scene  # noqa: E402
+from bridge.pipeline.families.schedule import SAMPLERS, TCD_ETA, Sampler, scheduler_named  # noqa: E402
 from bridge.pipeline.loading.demo import NAMES, ensure_demo  # noqa: E402
 from bridge.pipeline.loading.loader import load_pipeline  # noqa: E402
+from bridge.pipeline.loading.single_file import detect_family  # noqa: E402
 from bridge.pipeline.render.noise import frame_noise  # noqa: E402
 from bridge.pipeline.render.plan import FramePlan  # noqa: E402
 from bridge.pipeline.render.renderer import DiffusersRenderer  # noqa: E402
-from bridge.pipeline.families.schedule import SAMPLERS, TCD_ETA, Sampler, scheduler_named  # noqa: E402
-from bridge.pipeline.loading.single_file import detect_family  # noqa: E402
 from ldm_layout import pipeline_to_single_file  # noqa: E402
 
 
@@ -112,8 +112,8 @@ def test_sd2_img2img_matches_diffusers(sd):
 @pytest.mark.parametrize("count", [1, 2, 4, 8])
 def test_sampler_matches_the_diffusers_scheduler_step(cache_dir, name, count):
     """Our schedule against the scheduler's own set_timesteps/scale_model_input/step, same noise."""
-    from bridge.pipeline.loading.demo import family_scheduler
     from bridge.pipeline.families.sdxl import SDXL
+    from bridge.pipeline.loading.demo import family_scheduler
 
     scheduler = scheduler_named(name, family_scheduler(SDXL).config)
     schedule = Sampler(scheduler).steps(count, torch.device("cpu"))
@@ -265,8 +265,8 @@ def test_full_size_layouts_round_trip_through_the_readers(name):
     count (SD 2.x files carry OpenCLIP's 24th layer) is dropped."""
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 
-    from bridge.pipeline.loading.demo import build_components
     from bridge.pipeline.families.registry import FAMILIES
+    from bridge.pipeline.loading.demo import build_components
     from bridge.pipeline.loading.single_file import open_clip_to_transformers
     from ldm_layout import clip_to_open_clip, unet_to_ldm, vae_to_ldm
 

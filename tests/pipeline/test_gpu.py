@@ -24,8 +24,8 @@ def renderer_pair(cache_dir, model="demo", parts=lambda pipe: {}, device="cuda",
     ``options``: the ones both renderers share (``lora_dir``).
     """
     from bridge.pipeline.loading.loader import load_pipeline
-    from bridge.pipeline.speed.optimize import configure_compile_cache
     from bridge.pipeline.render.renderer import DiffusersRenderer
+    from bridge.pipeline.speed.optimize import configure_compile_cache
 
     configure_compile_cache(cache_dir)
     made = []

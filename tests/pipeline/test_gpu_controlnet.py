@@ -16,8 +16,6 @@ from bridge.core.scene import Scene  # noqa: E402
 from test_gpu import picture, renderer_pair  # noqa: E402
 
 
-
-
 def controlled(params, **scales):
     return params.merged({"controls": tuple((name, tuple(fields.items())) for name, fields in scales.items())})
 

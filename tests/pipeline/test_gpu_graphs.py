@@ -230,7 +230,8 @@ def want(renderers):
 @pytest.mark.parametrize("cudnn_benchmark", [False, pytest.param(True, marks=pytest.mark.xfail(
     strict=False, reason="benchmark on: a fresh thread times cuDNN's engines itself and may keep another one"))],
     ids=["benchmark-off", "benchmark-on"])
-def test_cudnn_probe_the_vae_decoder_convolves_on_a_fresh_thread_as_on_the_main_thread(renderers, want, cudnn_benchmark):
+def test_cudnn_probe_the_vae_decoder_convolves_on_a_fresh_thread_as_on_the_main_thread(renderers, want,
+                                                                                       cudnn_benchmark):
     decoder, shape = renderers[0].parts.decoder, renderers[0].parts.denoiser.latent_shape(512, 512)
     latents = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(0)).to("cuda", torch.bfloat16)
 
@@ -248,8 +249,8 @@ def test_cudnn_probe_the_vae_decoder_convolves_on_a_fresh_thread_as_on_the_main_
             frames, errors = on_threads({"cudnn-probe": decoded})
     finally:
         torch.backends.cudnn.benchmark = saved
-    check(f"cuDNN probe, benchmark {'on' if cudnn_benchmark else 'off'} on the fresh thread", frames, [[main]], compiles,
-          errors)
+    check(f"cuDNN probe, benchmark {'on' if cudnn_benchmark else 'off'} on the fresh thread", frames, [[main]],
+          compiles, errors)
 
 
 def test_a_the_main_thread_captures_its_graphs_again_and_renders_the_same_frames(renderers, want):

@@ -68,8 +68,8 @@ def test_compiled_frame_with_lora_matches_eager(renderers):
 
 
 def test_bench_mode_on_the_full_size_model(cache_dir):
-    from bridge.pipeline.loading.loader import load_pipeline
     from bridge.bench.lora import measure_lora_switch
+    from bridge.pipeline.loading.loader import load_pipeline
     from bridge.pipeline.render.renderer import DiffusersRenderer
 
     renderer = DiffusersRenderer(load_pipeline("random", "cuda", torch.bfloat16, cache_dir), "cuda", torch.bfloat16,

@@ -9,12 +9,12 @@ torch = pytest.importorskip("torch")
 from PIL import Image  # noqa: E402
 
 from bridge.core.params import Params, img2img_schedule  # noqa: E402
-from bridge.pipeline.steering.input_images import scaled_rgb  # noqa: E402
+from bridge.core.scene import InputImage, Scene  # noqa: E402
 from bridge.pipeline.loading.loader import load_pipeline, load_tiny_vae  # noqa: E402
 from bridge.pipeline.render.noise import frame_noise  # noqa: E402
 from bridge.pipeline.render.plan import FramePlan  # noqa: E402
 from bridge.pipeline.render.renderer import DiffusersRenderer  # noqa: E402
-from bridge.core.scene import InputImage, Scene  # noqa: E402
+from bridge.pipeline.steering.input_images import scaled_rgb  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,6 @@ import pytest
 pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from test_fast_tokens import PROMPTS, Slow
-
 from bridge.pipeline.families.instruction_tokens import InstructedIds
 from bridge.pipeline.families.sana import (
     INSTRUCTION,
@@ -21,6 +19,7 @@ from bridge.pipeline.families.sana import (
     prepared,
 )
 from bridge.pipeline.loading.sana_build import offline_tokenizer
+from test_fast_tokens import PROMPTS, Slow
 
 SANA_PROMPTS = PROMPTS + [
     "User Prompt: a cat", "\nUser Prompt:", ":\nUser", "<bos>", "<pad> <eos> <mask>", "<0x0A>",

@@ -13,9 +13,9 @@ from bridge.core.errors import ConfigError  # noqa: E402
 from bridge.core.params import Params  # noqa: E402
 from bridge.core.scene import InputImage, Scene  # noqa: E402
 from bridge.pipeline.loading.demo import DEMO_UNET  # noqa: E402
-from bridge.pipeline.steering.ip_adapter import StyleAttnProcessor, load_ip_adapter, save_random  # noqa: E402
 from bridge.pipeline.loading.loader import load_pipeline  # noqa: E402
 from bridge.pipeline.render.renderer import DiffusersRenderer  # noqa: E402
+from bridge.pipeline.steering.ip_adapter import StyleAttnProcessor, load_ip_adapter, save_random  # noqa: E402
 
 SIZE = 64
 WEIGHTS = "ip-adapter_demo.safetensors"

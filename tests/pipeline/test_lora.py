@@ -12,7 +12,6 @@ from bridge.core.errors import ValidationError  # noqa: E402
 from bridge.core.params import Params  # noqa: E402
 from bridge.pipeline.loading.loader import load_pipeline  # noqa: E402
 from bridge.pipeline.render.renderer import DiffusersRenderer  # noqa: E402
-
 from lora_files import lora_layers, write_diffusers, write_kohya  # noqa: E402
 
 BASE = Params(prompt="a lighthouse", seed=9, steps=2, width=64, height=64)

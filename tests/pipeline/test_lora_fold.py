@@ -132,10 +132,9 @@ def test_place_copies_stacks_and_casts():
 def test_grouped_fold_on_the_demo_model_with_fused_projections(cache_dir, tmp_path):
     """Real files (diffusers and kohya layouts, text encoders, a convolution) on the fused q/k/v
     slices the compiled path reads: grouped equals per layer to float32 rounding, and goes back."""
-    from lora_files import lora_layers, write_diffusers, write_kohya
-
     from bridge.pipeline.loading.loader import load_pipeline
     from bridge.pipeline.steering.lora import Loras, _modules
+    from lora_files import lora_layers, write_diffusers, write_kohya
 
     pipe = load_pipeline("demo", "cpu", torch.float32, cache_dir)
     pipe.unet.fuse_qkv_projections()
@@ -157,5 +156,6 @@ def test_grouped_fold_on_the_demo_model_with_fused_projections(cache_dir, tmp_pa
     attn = "down_blocks.1.attentions.0.transformer_blocks.0.attn1"
     width = modules[f"unet.{attn}.to_k"].weight.shape[0]
     fused_k = before[f"{attn}.to_qkv.weight"][width:2 * width]  # to_k's rows of the fused weight
-    assert folder.target(f"unet.{attn}.to_k").data_ptr() == pipe.unet.state_dict()[f"{attn}.to_qkv.weight"][width:].data_ptr()
+    assert folder.target(f"unet.{attn}.to_k").data_ptr() \
+        == pipe.unet.state_dict()[f"{attn}.to_qkv.weight"][width:].data_ptr()
     assert (grouped[f"unet.{attn}.to_k"] - fused_k).abs().max() > 1e-3  # the LoRA reached the fused weight

@@ -153,7 +153,8 @@ def test_a_long_prompt_is_warned_about_in_one_line(sana):
     assert sana.prompt_warnings("a cat") == []
     assert sana.prompt_warnings("a castle on a hill " * 50) == []  # 250 words: about 250 tokens, all read
     warning, = sana.prompt_warnings("a castle on a hill " * 80)
-    assert "prompt is 399 tokens; SANA-Sprint reads 298" in warning  # 400 words, the first without its space and "\n" not in warning
+    # 400 words, the first without its space and "\n" not in warning
+    assert "prompt is 399 tokens; SANA-Sprint reads 298" in warning
 
 
 @pytest.mark.parametrize("changes,option", [
@@ -277,7 +278,8 @@ def test_the_daemon_serves_sana_at_1024_by_default_and_512_and_768_on_request(ca
             assert len(_frame(f"{url}/frame.rgba", version)) == size * size * 4
         first = _frame(f"{url}/frame.rgba", 0)
         _frame(f"{url}/frame.rgba", _patch(f"{url}/params", {"guidance": 1.0}))
-        assert _frame(f"{url}/frame.rgba", _patch(f"{url}/params", {"guidance": 4.5})) == first  # same params, same pixels
+        # same params, same pixels
+        assert _frame(f"{url}/frame.rgba", _patch(f"{url}/params", {"guidance": 4.5})) == first
         for changes, words in (({"loras": {"a": 1}}, "sana family takes no LoRAs"), ({"guidance": 0}, "[1, 30]")):
             with pytest.raises(urllib.error.HTTPError) as refused:
                 _patch(f"{url}/params", changes)

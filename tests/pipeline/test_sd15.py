@@ -53,7 +53,8 @@ def test_demo_sd15_is_the_sd15_family_in_sd15s_layout(sd15):
     assert sd15.pipe.text_encoder.config.hidden_act == "quick_gelu" and sd15.sampler == "euler"
 
 
-@pytest.mark.parametrize("steps,guidance,negative", [(1, 0.0, ""), (2, 0.0, ""), (3, 1.5, ""), (2, 4.0, "blurry, dark")])
+@pytest.mark.parametrize("steps,guidance,negative",
+                         [(1, 0.0, ""), (2, 0.0, ""), (3, 1.5, ""), (2, 4.0, "blurry, dark")])
 def test_frames_match_stable_diffusion_pipeline(sd15, steps, guidance, negative):
     p = BASE.merged({"steps": steps, "guidance": guidance, "negative_prompt": negative})
     assert_matches(sd15.render(p).pixels, reference(sd15.pipe, p, negative_prompt=negative or None))

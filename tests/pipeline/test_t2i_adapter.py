@@ -14,9 +14,9 @@ from bridge.core.controls import ControlNetSpec  # noqa: E402
 from bridge.core.errors import ConfigError  # noqa: E402
 from bridge.core.params import Params  # noqa: E402
 from bridge.core.scene import InputImage, Scene  # noqa: E402
-from bridge.pipeline.steering.controlnet import ControlNets, load_controlnet  # noqa: E402
 from bridge.pipeline.loading.loader import load_pipeline  # noqa: E402
 from bridge.pipeline.render.renderer import DiffusersRenderer  # noqa: E402
+from bridge.pipeline.steering.controlnet import ControlNets, load_controlnet  # noqa: E402
 from bridge.pipeline.steering.t2i_adapter import adapter_size  # noqa: E402
 from test_controlnet import SIZE, assert_matches, controlled, picture  # noqa: E402
 

@@ -8,8 +8,8 @@ torch = pytest.importorskip("torch")
 
 from bridge.core.errors import ValidationError
 from bridge.core.params import Params, parse_changes
-from bridge.pipeline.render import renderer as renderer_module
 from bridge.pipeline.loading.loader import load_pipeline, load_tiny_vae
+from bridge.pipeline.render import renderer as renderer_module
 from bridge.pipeline.render.renderer import DiffusersRenderer
 from bridge.pipeline.render.tiling import Tiling, TilingConv2d
 

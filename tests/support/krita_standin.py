@@ -35,7 +35,7 @@ def _gui_thread_only() -> None:
 
 
 class _Layer:
-    def __init__(self, doc: "Document", name: str, kind: str):
+    def __init__(self, doc: Document, name: str, kind: str):
         self.doc, self.name, self.kind = doc, name, kind
         self.id = uuid.uuid4()
         self.locked, self.visible, self.opacity = False, True, 255
@@ -57,14 +57,14 @@ class Node:
 
     __hash__ = None  # sip: a class with operator== and no hash is unhashable (Krita 5.1.5: 'GroupLayer')
 
-    def name(self): _gui_thread_only(); return self._layer.name
-    def setName(self, name): _gui_thread_only(); self._layer.name = name
+    def name(self): _gui_thread_only(); return self._layer.name  # noqa: E702  (one line a method, as the rest)
+    def setName(self, name): _gui_thread_only(); self._layer.name = name  # noqa: E702  (one line a method, as the rest)
     def type(self): return self._layer.kind
     def uniqueId(self): return self._layer.id
     def locked(self): return self._layer.locked
-    def setLocked(self, value): _gui_thread_only(); self._layer.locked = bool(value)
+    def setLocked(self, value): _gui_thread_only(); self._layer.locked = bool(value)  # noqa: E702  (one line a method, as the rest)
     def visible(self): return self._layer.visible
-    def setVisible(self, value): _gui_thread_only(); self._layer.visible = bool(value)
+    def setVisible(self, value): _gui_thread_only(); self._layer.visible = bool(value)  # noqa: E702  (one line a method, as the rest)
     def opacity(self): return self._layer.opacity
     def colorModel(self): return self._layer.model
     def colorDepth(self): return self._layer.depth
@@ -79,7 +79,7 @@ class Node:
     def parentNode(self):
         return Node(self._layer.parent) if self._layer.parent is not None else None
 
-    def addChildNode(self, child: "Node", above: "Node | None"):
+    def addChildNode(self, child: Node, above: Node | None):
         _gui_thread_only()
         layer, siblings = child._layer, self._layer.children
         index = len(siblings) if above is None else siblings.index(above._layer) + 1
@@ -131,7 +131,7 @@ class Document:
     """A wrapper, like libkis' Document: a new one per ``activeDocument()`` call, ``==`` when the
     document is the same, unhashable. Everything else (and the test hooks) is the document's."""
 
-    def __init__(self, image: "_Image"):
+    def __init__(self, image: _Image):
         object.__setattr__(self, "_image", image)
 
     def __eq__(self, other):
@@ -264,10 +264,10 @@ class _Action:
 
 
 class Krita:
-    _instance: "Krita | None" = None
+    _instance: Krita | None = None
 
     @classmethod
-    def instance(cls) -> "Krita":
+    def instance(cls) -> Krita:
         if cls._instance is None:
             cls._instance = cls()
         return cls._instance
@@ -296,7 +296,7 @@ class Krita:
     def documents(self):
         return [Document(image) for image in self._documents]
 
-    def _close(self, image: "_Image") -> None:
+    def _close(self, image: _Image) -> None:
         self._documents.remove(image)
         if self._active is image:
             self._active = None

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from bridge.pipeline.steering.demo_loras import TEXT_LAYERS as TEXT_TARGETS, UNET_LAYERS as UNET_TARGETS
+from bridge.pipeline.steering.demo_loras import TEXT_LAYERS as TEXT_TARGETS
+from bridge.pipeline.steering.demo_loras import UNET_LAYERS as UNET_TARGETS
 from bridge.pipeline.steering.demo_loras import random_layers, write_peft
 
 CONV_TARGETS = ("conv1",)  # resnet 3x3 convolutions: kohya LoCon layers

@@ -101,13 +101,15 @@ class ClusterDaemon:
                    headers={"Content-Type": "application/octet-stream", "X-Width": str(width), "X-Height": str(height)})
 
     def frame(self, channel: str, after: int = -1, timeout: float = 10):
-        """The first frame of ``channel`` after seq ``after`` (long-poll): (seq, version, RGBA pixels); None if none came."""
+        """The first frame of ``channel`` after seq ``after`` (long-poll): (seq, version, RGBA pixels);
+        None if none came."""
         headers, body = self._call("GET", f"/v1/channels/{channel}/frame.rgba?after={after}&timeout={timeout:g}",
                                    timeout=timeout + 10)
         if int(headers["X-Frame-Seq"]) <= after:
             return None
         shape = (int(headers["X-Height"]), int(headers["X-Width"]), 4)
-        return int(headers["X-Frame-Seq"]), int(headers["X-Params-Version"]), np.frombuffer(body, np.uint8).reshape(shape)
+        return (int(headers["X-Frame-Seq"]), int(headers["X-Params-Version"]),
+                np.frombuffer(body, np.uint8).reshape(shape))
 
     def frame_of(self, channel: str, version: int, timeout: float = 30):
         """The first frame of ``channel`` rendered from ``version`` or later."""
@@ -134,7 +136,8 @@ class ClusterDaemon:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"the daemon did not stop within {timeout:g} s of SIGTERM:\n" + "".join(self.log[-30:]))
+            raise AssertionError(f"the daemon did not stop within {timeout:g} s of SIGTERM:\n"
+                                 + "".join(self.log[-30:])) from None
 
     def kill(self) -> None:
         for process in reversed(self.processes() if self.proc.poll() is None else []):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+
 import waiting
 
 

@@ -212,7 +212,8 @@ class SpoutReceiver(_Spout):
             return list(self.world.senders)
 
     def receiveImage(self, buffer, glFormat, invert, hostFbo) -> bool:
-        fmt, invert, _ = _int(glFormat, "receiveImage()"), _bool(invert, "receiveImage()"), _int(hostFbo, "receiveImage()")
+        fmt, invert, _ = (_int(glFormat, "receiveImage()"), _bool(invert, "receiveImage()"),
+                          _int(hostFbo, "receiveImage()"))
         if fmt not in BYTES_PER_PIXEL:
             raise ValueError("Unknown GL format")
         view = None

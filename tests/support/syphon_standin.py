@@ -50,7 +50,7 @@ RGBA8, BGRA8 = 70, 80  # MTLPixelFormatRGBA8Unorm, MTLPixelFormatBGRA8Unorm
 class World:
     """This machine's Syphon servers, the process's shared directory, and what the stand-in saw."""
 
-    servers: dict[str, "SyphonMetalServer"] = field(default_factory=dict)  # by uuid, while running
+    servers: dict[str, SyphonMetalServer] = field(default_factory=dict)  # by uuid, while running
     frames: dict[str, list[np.ndarray]] = field(default_factory=dict)
     directory_asked: int | None = None  # tick of the shared directory's announce request
     unpooled: Counter = field(default_factory=Counter)  # autoreleased objects made outside a pool, by thread
@@ -201,7 +201,8 @@ class SyphonMetalServer:
             self.world.changed.notify_all()
 
     def description(self) -> SyphonServerDescription:
-        return SyphonServerDescription(self.uuid, self._name, "standin", None, {"SyphonServerDescriptionUUIDKey": self.uuid})
+        return SyphonServerDescription(self.uuid, self._name, "standin", None,
+                                       {"SyphonServerDescriptionUUIDKey": self.uuid})
 
 
 class SyphonServerDirectory:

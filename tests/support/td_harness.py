@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 PLUGIN_DIR = Path(__file__).resolve().parents[2] / "plugins" / "touchdesigner"
 SETUP_SCRIPT = (PLUGIN_DIR / "setup_network.py").read_text()
 if str(PLUGIN_DIR) not in sys.path:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from aiohttp import web
 

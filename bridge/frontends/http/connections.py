@@ -25,7 +25,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from aiohttp import web
 

@@ -21,15 +21,16 @@ from .rest import add_channel_route, error_response, scheduler_of, service_of
 
 SCHEMA = {
     "control": {
-        "PUT /v1/control/NAME": "the control image of ControlNet or T2I-Adapter NAME (--controlnet NAME=SOURCE): like PUT /v1/input "
-                                "(image/png, image/jpeg, raw RGBA with X-Width/X-Height, {\"shm\": NAME} to poll "
-                                "a client's segment, {\"spout\": SENDER} or {\"syphon\": SERVER} to receive another "
-                                "program's frames); scaled to the frame, preprocessed per controls.NAME.preprocess. "
-                                "404 for an unknown NAME",
+        "PUT /v1/control/NAME": "the control image of ControlNet or T2I-Adapter NAME (--controlnet NAME=SOURCE): like "
+                                "PUT /v1/input (image/png, image/jpeg, raw RGBA with X-Width/X-Height, {\"shm\": NAME} "
+                                "to poll a client's segment, {\"spout\": SENDER} or {\"syphon\": SERVER} to receive "
+                                "another program's frames); scaled to the frame, preprocessed per "
+                                "controls.NAME.preprocess. 404 for an unknown NAME",
         "GET /v1/control/NAME": "its state: present, active (an image and a scale above 0), digest, size, source",
         "GET /v1/control": "every loaded ControlNet's and T2I-Adapter's state",
         "DELETE /v1/control/NAME": "drop its image (and detach its segment or sender)",
-        "channels": "per channel too: /v1/channels/CHANNEL/control/NAME; a WebSocket's TBC1 message sets its own channel's",
+        "channels": "per channel too: /v1/channels/CHANNEL/control/NAME; a WebSocket's TBC1 message sets its own "
+                    "channel's",
         "websocket": "a binary TBC1 message: the input message's header with magic TBC1 and header size 52, the "
                      "ControlNet's name NUL-padded to 32 bytes, then the image; reply type control",
     },

@@ -72,7 +72,8 @@ async def _read_input(request: web.Request, kind: str, width: int | None, height
             return error_response(400, field, f"raw RGBA {field} of {width}x{height} must be {expected} bytes "
                                               f"(width * height * 4), Content-Length says {request.content_length}")
     too_big = f"{field} must be at most {inputs.MAX_INPUT_BYTES} bytes ({inputs.MAX_INPUT_SIDE} px a side as raw RGBA)"
-    check = None if kind == "rgba" else functools.partial(inputs.check_header, kind=kind, field=field)  # size known early
+    # the size known early
+    check = None if kind == "rgba" else functools.partial(inputs.check_header, kind=kind, field=field)
     # Large (or of unknown length): a few at a time, so clients together cannot buffer gigabytes.
     large = request.content_length is None or request.content_length > LARGE_BODY_BYTES
     return await read_body(request, inputs.MAX_INPUT_BYTES, field, too_big, check, large=large)

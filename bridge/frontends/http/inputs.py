@@ -108,7 +108,8 @@ def pack_ws_input(kind: str, payload: bytes, width: int = 0, height: int = 0, co
     control image (magic TBC1, the name NUL-padded to 32 bytes after the header); with ``style``,
     the style image (magic TBS1)."""
     if control is None:
-        return WS_INPUT.pack(WS_STYLE_MAGIC if style else WS_INPUT_MAGIC, WS_INPUT.size, FORMATS[kind], 0, width, height, len(payload)) + payload
+        return WS_INPUT.pack(WS_STYLE_MAGIC if style else WS_INPUT_MAGIC, WS_INPUT.size, FORMATS[kind], 0, width,
+                             height, len(payload)) + payload
     name = control.encode().ljust(WS_CONTROL_NAME, b"\0")
     return WS_INPUT.pack(WS_CONTROL_MAGIC, WS_INPUT.size + WS_CONTROL_NAME, FORMATS[kind], 0, width, height,
                          len(payload)) + name + payload
@@ -134,8 +135,8 @@ def decode_ws_input(message: bytes) -> tuple[str | None, InputImage]:
         raise ValidationError(field, hint)
     magic, header_size, code, _, width, height, length = WS_INPUT.unpack_from(message)
     least = WS_INPUT.size + (WS_CONTROL_NAME if control else 0)
-    if magic not in (WS_INPUT_MAGIC, WS_CONTROL_MAGIC, WS_STYLE_MAGIC) or header_size < least or code not in FORMATS.values() \
-            or len(message) < header_size:
+    if magic not in (WS_INPUT_MAGIC, WS_CONTROL_MAGIC, WS_STYLE_MAGIC) or header_size < least \
+            or code not in FORMATS.values() or len(message) < header_size:
         raise ValidationError(field, hint)
     name = message[WS_INPUT.size:least].rstrip(b"\0").decode("utf-8", "replace") if control else None
     payload = message[header_size:]

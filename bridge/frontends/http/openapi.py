@@ -38,8 +38,8 @@ def document(limits: Limits, token: bool, per_channel: frozenset[str] = frozense
     doc = {
         "openapi": "3.0.3",
         "info": {"title": "turbo-bridge", "version": "1",
-                 "description": "SDXL-Turbo frames for creative tools; OSC and shared memory: docs/reference/osc.md and "
-                                "docs/reference/shared-memory.md."},
+                 "description": "SDXL-Turbo frames for creative tools; OSC and shared memory: docs/reference/osc.md "
+                                "and docs/reference/shared-memory.md."},
         "paths": {
             "/": {"get": {"summary": "the live page", "security": [],
                           "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}}}},
@@ -48,7 +48,10 @@ def document(limits: Limits, token: bool, per_channel: frozenset[str] = frozense
                 "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "the file"}, "403": error_answer("outside the folder"),
                               "404": error_answer("no such file")}}},
-            "/v1/health": {"get": {"summary": "status and counters; model, family (sdxl, sd2, sd15), scheduler, device; startup_s: seconds per start-up phase; with --cluster ray: cluster, workers (id, node, device, pid, state, channels) and each channel's worker", "responses": {
+            "/v1/health": {"get": {"summary": "status and counters; model, family (sdxl, sd2, sd15), scheduler, "
+                                              "device; startup_s: seconds per start-up phase; with --cluster ray: "
+                                              "cluster, workers (id, node, device, pid, state, channels) and each "
+                                              "channel's worker", "responses": {
                 "200": {"description": "health", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
             "/v1/params": {
                 "get": {"summary": "the parameters and the state's version", "responses": {"200": {
@@ -88,7 +91,8 @@ def document(limits: Limits, token: bool, per_channel: frozenset[str] = frozense
                 "get": {"summary": "the current input (source, size, content digest)", "responses": {
                     "200": {"description": "input", "content": {"application/json": {"schema": {"type": "object"}}}}}},
                 "delete": {"summary": "no input: back to text-to-image", "responses": {
-                    "200": {"description": "cleared", "content": {"application/json": {"schema": {"type": "object"}}}}}},
+                    "200": {"description": "cleared",
+                            "content": {"application/json": {"schema": {"type": "object"}}}}}},
             },
             "/v1/record": record_route(),
             **control_routes(),
@@ -127,7 +131,7 @@ def document(limits: Limits, token: bool, per_channel: frozenset[str] = frozense
         for path in doc["paths"]:
             if path.endswith(("/ws", "/stream.mjpeg")):
                 doc["paths"][path]["get"]["security"] = [{"bearer": []}, {"query": []}]
-    for path, item in doc["paths"].items():
+    for item in doc["paths"].values():
         for operation in item.values():
             if token and operation.get("security") != []:
                 operation["responses"]["401"] = error_answer("missing or wrong token")

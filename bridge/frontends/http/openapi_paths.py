@@ -123,15 +123,16 @@ def style_route() -> dict:
 def control_routes() -> dict:
     """/v1/control/{name}: the input image's routes, per ControlNet name (404 for an unknown one)."""
     json_object = {"application/json": {"schema": {"type": "object"}}}
-    name = {"name": "name", "in": "path", "required": True, "description": "a --controlnet NAME (a ControlNet or a T2I-Adapter)",
-            "schema": {"type": "string"}}
+    name = {"name": "name", "in": "path", "required": True,
+            "description": "a --controlnet NAME (a ControlNet or a T2I-Adapter)", "schema": {"type": "string"}}
     unknown = error_answer("no ControlNet of that name")
     return {
         "/v1/control": {"get": {"summary": "every loaded ControlNet's control image state", "responses": {
             "200": {"description": "by name", "content": json_object}}}},
         "/v1/control/{name}": {
-            "put": {**image_put("the control image of ControlNet or T2I-Adapter NAME", "the control image as the daemon holds it",
-                                 {"404": unknown}), "parameters": [name]},
+            "put": {**image_put("the control image of ControlNet or T2I-Adapter NAME",
+                                 "the control image as the daemon holds it", {"404": unknown}),
+                    "parameters": [name]},
             "get": {"summary": "its control image's state", "parameters": [name], "responses": {
                 "200": {"description": "state", "content": json_object}, "404": unknown}},
             "delete": {"summary": "drop its control image", "parameters": [name], "responses": {

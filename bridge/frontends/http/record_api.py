@@ -28,9 +28,9 @@ SCHEMA = {
     "record": {
         "POST /v1/record": 'JSON {"action": "start"} or {"action": "stop"}: record the published frames into '
                            "H.264 MP4 files in --output-dir (variable frame rate: each frame at its publication "
-                           "time; a size change starts a new file, up to 16 a recording, then frames are scaled into the last; "
-                           "fragmented MP4: a crash keeps what was written). 409 without --output-dir, when already "
-                           "recording (start) or not recording (stop). Stop answers once the file is finished",
+                           "time; a size change starts a new file, up to 16 a recording, then frames are scaled into "
+                           "the last; fragmented MP4: a crash keeps what was written). 409 without --output-dir, when "
+                           "already recording (start) or not recording (stop). Stop answers once the file is finished",
         "GET /v1/record": state_fields(),
     },
 }
@@ -76,7 +76,8 @@ class RecordCommand:
 
     def run(self) -> None:
         try:
-            self.recorder.start_recording() if self.start else self.recorder.stop_recording()  # stop: the worker finishes the file
+            # stop: the worker finishes the file
+            self.recorder.start_recording() if self.start else self.recorder.stop_recording()
         except RecordingError as exc:
             raise ValidationError("action", str(exc)) from None
 

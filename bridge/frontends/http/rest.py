@@ -11,7 +11,8 @@ import json
 import logging
 import math
 import re
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 

@@ -14,9 +14,9 @@ import contextlib
 import io
 import logging
 import struct
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Iterator, Mapping
 
 import numpy as np
 from PIL import Image
@@ -43,7 +43,7 @@ class StreamFormat:
     quality: int = DEFAULT_QUALITY
 
     @staticmethod
-    def parse(raw: Mapping[str, object], base: "StreamFormat | None" = None) -> "StreamFormat":
+    def parse(raw: Mapping[str, object], base: StreamFormat | None = None) -> StreamFormat:
         """Read ``format`` and ``quality`` (query strings or JSON values); raises ``ValidationError``."""
         base = base or StreamFormat()
         kind, quality = raw.get("format", base.kind), raw.get("quality", base.quality)

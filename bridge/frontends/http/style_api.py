@@ -25,8 +25,8 @@ SCHEMA = {
                          "image/jpeg, raw RGBA with X-Width/X-Height, {\"shm\": NAME} to poll a client's segment, "
                          "{\"spout\": SENDER} or {\"syphon\": SERVER} to receive another program's frames); "
                          "steers the frames while style_scale > 0. Encoded once per content. 409 without --ip-adapter",
-        "GET /v1/style": "its state: enabled (an IP-Adapter is loaded), present, active (an image and style_scale > 0), "
-                         "digest, size, source, scale",
+        "GET /v1/style": "its state: enabled (an IP-Adapter is loaded), present, "
+                         "active (an image and style_scale > 0), digest, size, source, scale",
         "DELETE /v1/style": "drop the style image (and detach its segment or sender)",
         "channels": "per channel too: /v1/channels/CHANNEL/style; a WebSocket's TBS1 message sets its own channel's",
         "websocket": "a binary TBS1 message: the input message's 20-byte header with magic TBS1, then the image; "

@@ -14,16 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Callable
 
 import numpy as np
 
-from . import inputs
 from ...core.errors import ValidationError
 from ...core.scene import InputImage
 from ...texshare import libraries, link
 from ...texshare.link import NotFound, Receiver, SharingError
+from . import inputs
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class TextureWatch:
 
     @classmethod
     async def open(cls, kind: str, name: object, own: str | None, deliver: Callable[[InputImage], object],
-                   field: str) -> "TextureWatch":
+                   field: str) -> TextureWatch:
         """A started watch of sender ``name``, after the checks at the edge: a valid name, and not the
         daemon's own sender ``own`` (or a channel's ``own.CHANNEL``)."""
         if (problem := link.name_error(kind, name)) is not None:

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, asdict
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from pythonosc.osc_message_builder import OscMessageBuilder
 
@@ -27,11 +28,19 @@ from ...core.frame import Frame
 from ...engine.changes import ChangeDoor, ChangeSet, Command
 from ...engine.channel import Channel, unknown_channel
 from ...engine.channels import MAIN
-from . import wire as osc_wire
-from .addresses import (CHANNEL_PREFIX, COMMAND, PREFIX, SUBSCRIPTION, form_of, message_changes, restricted_part,
-                        split_channel)
-from .subscriptions import SubscriptionPool, Subscriptions
 from ..security import OncePerSender, OscTrust, osc_sender
+from . import wire as osc_wire
+from .addresses import (
+    CHANNEL_PREFIX,
+    COMMAND,
+    PREFIX,
+    SUBSCRIPTION,
+    form_of,
+    message_changes,
+    restricted_part,
+    split_channel,
+)
+from .subscriptions import SubscriptionPool, Subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +85,8 @@ class OscServer(asyncio.DatagramProtocol):
         """``commands``: address -> reads a command's arguments (raising ``ValidationError``) into the
         ``Command`` that runs with the datagram's change; each a command of the address table."""
         self._door = door
-        self._sender_filter = sender_filter  # host -> what it may do (None: anything, every sender that reaches the socket)
+        # host -> what it may do (None: anything, every sender that reaches the socket)
+        self._sender_filter = sender_filter
         self._commands = dict(commands or {})
         for address in self._commands:
             if form_of(address) != COMMAND:

@@ -16,8 +16,8 @@ cannot lock real subscribers out (at worst a real one loses its slot until its n
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from ...core.errors import ValidationError
 

@@ -1,16 +1,17 @@
 """A model family's description: what the loaders, builders and messages read, and how the
 family makes the parts the renderer holds (``parts.py``).
 
-Each family is one module (``sdxl.py``, ``sd2.py``, ``sd15.py``, ``sana.py``) holding its ``Family`` value and its parts;
-``registry.py`` lists them. The renderer and the loaders read a ``Family`` instead of branching
-on the architecture.
+Each family is one module (``sdxl.py``, ``sd2.py``, ``sd15.py``, ``sana.py``) holding its ``Family``
+value and its parts; ``registry.py`` lists them. The renderer and the loaders read a ``Family``
+instead of branching on the architecture.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from ...core.params import img2img_schedule
 
@@ -35,11 +36,11 @@ class Family:
     default_size: int  # the size the model was trained at
     description: str  # for messages: what this family covers
     # The parts of a loaded pipeline of this family: parts(pipe, device, dtype) -> Parts.
-    parts: Callable[[object, str, "torch.dtype"], "Parts"]
+    parts: Callable[[object, str, torch.dtype], Parts]
     steering: frozenset[str]  # what besides the prompt may steer its frames (parts.STEERING names)
     # The sampler of a diffusers scheduler: sampler(scheduler) -> parts.Sampler; ValueError (one line)
     # for a scheduler the family cannot sample with (the --scheduler check at load).
-    sampler: Callable[[object], "Sampler"]
+    sampler: Callable[[object], Sampler]
     size_multiple: int = 8  # width and height are multiples of this (the latents' downscale x patch size)
     denoiser: str = "unet"  # the denoiser's name in stage tables (benchmarks, --profile)
     # The guidance a frame gets when no client set one (--guidance left out), and the least that means

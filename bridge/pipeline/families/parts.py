@@ -19,8 +19,9 @@ Caches, blends, transitions, batches and graph inputs treat both alike, so they 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, Sequence
+from typing import Literal, Protocol
 
 import torch
 

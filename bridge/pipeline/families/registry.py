@@ -8,8 +8,8 @@ from __future__ import annotations
 from ...core.errors import ConfigError
 from .family import Family
 from .sana import SANA
-from .sd15 import SD15
 from .sd2 import SD2
+from .sd15 import SD15
 from .sdxl import SDXL
 
 FAMILIES = {family.name: family for family in (SDXL, SD2, SD15, SANA)}

@@ -22,8 +22,8 @@ import torch
 
 from ..families.family import CONFIGS, Family
 from ..families.sana import SANA
-from ..families.sd15 import SD15
 from ..families.sd2 import SD2
+from ..families.sd15 import SD15
 from ..families.sdxl import SDXL
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,8 @@ DEMO_VAE = {
 }
 # The SD 2.x demo: the same small blocks, one text encoder, no text-time conditioning.
 DEMO_SD_UNET = {key: value for key, value in DEMO_UNET.items()
-                if key not in ("addition_embed_type", "addition_time_embed_dim", "projection_class_embeddings_input_dim")}
+                if key not in ("addition_embed_type", "addition_time_embed_dim",
+                               "projection_class_embeddings_input_dim")}
 DEMO_SD_UNET["cross_attention_dim"] = DEMO_TEXT["hidden_size"]
 DEMO_SD_VAE = {**DEMO_VAE, "scaling_factor": 0.18215}
 # The SD 1.5 demo keeps SD 1.5's layout: attention at the highest resolution (the first down block),

@@ -29,7 +29,7 @@ class TorchBuild:
     nvidia_driver: bool  # an NVIDIA driver is installed, whether or not torch can use it
 
     @classmethod
-    def current(cls) -> "TorchBuild":
+    def current(cls) -> TorchBuild:
         import torch
 
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -64,7 +64,8 @@ def check_device(build: TorchBuild, requested: str | None, device: str) -> str |
     if device != "cpu":
         return None
     if build.gpus:
-        return f"{option}: rendering on the CPU while the CUDA GPU {build.gpus[0]} sits unused (drop --device to use it)"
+        return (f"{option}: rendering on the CPU while the CUDA GPU {build.gpus[0]} sits unused "
+                "(drop --device to use it)")
     if build.nvidia_driver and build.cuda is None:
         return (f"an NVIDIA driver is installed but this torch ({build.version}) is a CPU-only build: rendering on the "
                 f"CPU. Install a CUDA build of torch to use the GPU (see {SETUP})")

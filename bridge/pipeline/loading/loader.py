@@ -3,12 +3,11 @@ demo/random model of a bundled architecture (``demo.py``; families: ``families/`
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 from pathlib import Path
-
-import json
 
 import torch
 
@@ -16,8 +15,8 @@ from ...core.errors import ConfigError, ModelNotFoundError, UnsupportedModelErro
 from ..families.family import Family
 from ..families.registry import FAMILIES, SUPPORTED, family_of_index, family_of_pipeline
 from ..families.sana import SANA
-from ..families.sd15 import SD15
 from ..families.sd2 import SD2
+from ..families.sd15 import SD15
 from ..families.sdxl import SDXL
 from ..speed.optimize import progress
 
@@ -33,7 +32,8 @@ def default_device() -> str:
 
 def check_device(requested: str | None, device: str) -> None:
     """Refuse, in one line, a device this torch cannot use; log one line when a GPU sits unused."""
-    from .devices import TorchBuild, check_device as verdict
+    from .devices import TorchBuild
+    from .devices import check_device as verdict
 
     warning = verdict(TorchBuild.current(), requested, device)
     if warning:
@@ -164,7 +164,8 @@ def load_pipeline(model: str, device: str, dtype: torch.dtype, cache_dir: Path, 
     if local.is_file():
         family = detect_family(local)
         start = time.perf_counter()
-        log.info("loading %s (%s single file) onto %s (%s)", local, family.name, device, str(dtype).removeprefix("torch."))
+        log.info("loading %s (%s single file) onto %s (%s)", local, family.name, device,
+                 str(dtype).removeprefix("torch."))
         try:
             pipe = load_single_file(local, family, dtype, vae=vae, configs=configs)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:

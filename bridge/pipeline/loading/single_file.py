@@ -15,8 +15,8 @@ from pathlib import Path
 from ...core.errors import UnsupportedModelError
 from ..families.family import Family
 from ..families.registry import SUPPORTED
-from ..families.sd15 import SD15
 from ..families.sd2 import SD2
+from ..families.sd15 import SD15
 from ..families.sdxl import SDXL
 
 UNET = "model.diffusion_model."
@@ -191,8 +191,8 @@ def load_single_file(path: Path, family: Family, dtype, vae=None, configs: Path 
         components["text_encoder"] = _text_encoder(
             CLIPTextModel, folder / "text_encoder", _stripped(weights, "conditioner.embedders.0.transformer."), dtype)
         components["text_encoder_2"] = _text_encoder(
-            CLIPTextModelWithProjection, folder / "text_encoder_2", open_clip_to_transformers(weights, SDXL_CLIP_G, layers),
-            dtype)
+            CLIPTextModelWithProjection, folder / "text_encoder_2",
+            open_clip_to_transformers(weights, SDXL_CLIP_G, layers), dtype)
         components["tokenizer_2"] = CLIPTokenizer.from_pretrained(folder / "tokenizer_2")
     elif family is SD15:
         components["text_encoder"] = _text_encoder(CLIPTextModel, folder / "text_encoder",

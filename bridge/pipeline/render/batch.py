@@ -21,7 +21,7 @@ glider, and a frame mid-transition renders alone, as do frames with ControlNets 
 
 from __future__ import annotations
 
-from typing import Hashable, Sequence
+from collections.abc import Hashable, Sequence
 
 import torch
 

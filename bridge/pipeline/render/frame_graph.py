@@ -12,7 +12,8 @@ It takes what it needs of a renderer through ``FrameModel``, which ``DiffusersRe
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 

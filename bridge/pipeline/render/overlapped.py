@@ -13,13 +13,13 @@ Everything else (``render_batch``, ``batch_key``, LoRAs, transitions per channel
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
 from ...core.frame import Rendered
 from ...core.renderer import Item
-from ..speed.overlap import Decoding, DecodeStream
+from ..speed.overlap import DecodeStream, Decoding
 from .batch import ChannelRenderer
 from .renderer import DiffusersRenderer
 

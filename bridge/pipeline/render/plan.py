@@ -25,7 +25,7 @@ class FramePlan:
 
     @staticmethod
     def of(params: Params, img2img: bool, controls: tuple[str, ...] = (), style: bool = False,
-           classifier_free: bool = True, schedule=img2img_schedule) -> "FramePlan":
+           classifier_free: bool = True, schedule=img2img_schedule) -> FramePlan:
         """``classifier_free``: the family guides with an unconditional row (else guidance is an input);
         ``schedule``: the family's image-to-image rounding (``Family.img2img_schedule``)."""
         cfg = classifier_free and params.guidance > 0
@@ -46,4 +46,5 @@ class FramePlan:
 
     @property
     def key(self) -> tuple:
-        return self.width, self.height, self.schedule_steps, self.cfg, self.start, self.tiling, self.controls, self.style
+        return (self.width, self.height, self.schedule_steps, self.cfg, self.start, self.tiling, self.controls,
+                self.style)

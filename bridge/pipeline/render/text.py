@@ -8,8 +8,8 @@ of its texts' cached embeddings (weights relative, normalised by their sum).
 from __future__ import annotations
 
 from collections import OrderedDict
-from contextlib import nullcontext
-from typing import Callable, ContextManager
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
@@ -24,7 +24,7 @@ class PromptEncoder:
     encoders (maybe as a graph)."""
 
     def __init__(self, text: TextConditioning, encode: Callable[[torch.Tensor], Embeddings], pin: bool,
-                 cache_size: int = 256, stage: Callable[[str], ContextManager] = lambda name: nullcontext()):
+                 cache_size: int = 256, stage: Callable[[str], AbstractContextManager] = lambda name: nullcontext()):
         self.part = text
         self.encode = encode
         self.stage = stage  # times a stage of the frame (tokenize, text_encoders)

@@ -35,14 +35,15 @@ class CompileArtifacts:
         """``setup``: what the compiled graphs depend on (model, VAE, dtype, device, ...); part of the name."""
         setup = {**setup, "torch": torch.__version__}
         digest = hashlib.sha256(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        readable = re.sub(r"[^A-Za-z0-9.]+", "-", f"{Path(str(setup.get('model', 'model'))).name}-{setup.get('vae', '')}")
+        readable = re.sub(r"[^A-Za-z0-9.]+", "-",
+                          f"{Path(str(setup.get('model', 'model'))).name}-{setup.get('vae', '')}")
         self.path = Path(cache_dir) / "compile" / "artifacts" / f"{readable.strip('-')[:60]}-{digest}.bin"
         self.setup = setup
         self._saved_bytes = 0
 
     @classmethod
     def for_renderer(cls, cache_dir: Path, model: str, vae: str, dtype: torch.dtype, device: str,
-                     **more) -> "CompileArtifacts":
+                     **more) -> CompileArtifacts:
         dev = torch.device(device)
         return cls(cache_dir, {"model": model, "vae": vae, "dtype": str(dtype), "device": _device_name(dev), **more})
 

@@ -9,10 +9,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -100,7 +100,7 @@ class CompileCounter:
         self.done += 1
         self.last_s = time.perf_counter() - self._started
 
-    def __enter__(self) -> "CompileCounter":
+    def __enter__(self) -> CompileCounter:
         if self._handler is not None:
             self._handler.register_start_callback(self._start)
             self._handler.register_end_callback(self._end)

@@ -9,8 +9,8 @@ are cached by the input's digest and size and the encoder runs only for a new in
 from __future__ import annotations
 
 from collections import OrderedDict
-from contextlib import nullcontext
-from typing import Callable, ContextManager
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ class ImageLatents:
     """Latents of recent inputs by (digest, width, height); ``encode(rgb=...)`` runs the VAE encoder."""
 
     def __init__(self, encode: Callable[..., torch.Tensor], pin: bool, cache_size: int = 4,
-                 stage: Callable[[str], ContextManager] = lambda name: nullcontext()):
+                 stage: Callable[[str], AbstractContextManager] = lambda name: nullcontext()):
         self.encode = encode
         self.pin = pin
         self.stage = stage

@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 # h94/IP-Adapter's ViT-H adapters, by family: what a bare hub id (owner/name) loads.
-DEFAULT_HUB_WEIGHTS = {"sdxl": "sdxl_models/ip-adapter_sdxl_vit-h.safetensors", "sd15": "models/ip-adapter_sd15.safetensors"}
+DEFAULT_HUB_WEIGHTS = {"sdxl": "sdxl_models/ip-adapter_sdxl_vit-h.safetensors",
+                       "sd15": "models/ip-adapter_sd15.safetensors"}
 # The image encoders of the published adapters: ViT-H/14 (and bigG for ip-adapter_sdxl); the demo's is tiny.
 VIT_H = {"hidden_size": 1280, "intermediate_size": 5120, "num_attention_heads": 16, "num_hidden_layers": 32,
          "projection_dim": 1024, "image_size": 224, "patch_size": 14, "hidden_act": "gelu"}

@@ -81,7 +81,8 @@ class LoraCatalog:
             raise _error(f"unknown LoRA {name[:64]!r}: LoRAs are *.safetensors files in {self.folder}, "
                          f"named by their stem (found: {found})")
         if name in self._unusable:
-            raise _error(f"LoRA {name!r} is not a readable LoRA file ({self._unusable[name]}); GET /v1/loras lists the others")
+            raise _error(f"LoRA {name!r} is not a readable LoRA file ({self._unusable[name]}); "
+                         "GET /v1/loras lists the others")
         return self._paths[name]
 
     def scan(self) -> list[LoraInfo]:
@@ -95,7 +96,8 @@ class LoraCatalog:
                 try:
                     infos.append(replace(describe(path.stem, read_header(path), path.stat().st_size), demo=demo))
                 except Exception as exc:  # one file's boundary: whatever is wrong with it, the others list
-                    reason = f"not a safetensors file: {type(exc).__name__ + ': ' if not isinstance(exc, ValueError) else ''}" \
+                    reason = "not a safetensors file: " \
+                             f"{type(exc).__name__ + ': ' if not isinstance(exc, ValueError) else ''}" \
                              f"{str(exc).splitlines()[0][:200] if str(exc) else 'no detail'}"
                     if self._unusable.get(path.stem) != reason:  # once per file and reason, not per scan
                         log.warning("LoRA file %s is unusable: %s", path, reason)
@@ -206,8 +208,11 @@ class LoraCatalog:
 
 def _to_peft(component: str, state: dict, pipe) -> dict:
     """diffusers' own conversion of old diffusers/kohya-converted keys to PEFT's lora_A/lora_B."""
-    from diffusers.utils.state_dict_utils import (convert_state_dict_to_diffusers, convert_state_dict_to_peft,
-                                                  convert_unet_state_dict_to_peft)
+    from diffusers.utils.state_dict_utils import (
+        convert_state_dict_to_diffusers,
+        convert_state_dict_to_peft,
+        convert_unet_state_dict_to_peft,
+    )
 
     if any("lora_A" in k for k in state):
         out = state

@@ -93,7 +93,8 @@ def _moved(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tens
     return out
 
 
-def place(deltas: dict[str, Delta], weights: dict[str, torch.Tensor]) -> tuple[dict[str, Delta], tuple[DeltaGroup, ...]]:
+def place(deltas: dict[str, Delta],
+          weights: dict[str, torch.Tensor]) -> tuple[dict[str, Delta], tuple[DeltaGroup, ...]]:
     """The deltas on their layers' device and dtype; linear ones stacked by (out, in, rank, alpha).
 
     The per-layer deltas of a group are views of its stacks (no second copy)."""

@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 

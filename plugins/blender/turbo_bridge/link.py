@@ -15,8 +15,9 @@ import threading
 import time
 import urllib.error
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ._bridge.client import BridgeHTTPError, FrameInfo, HttpClient, segment_name
 

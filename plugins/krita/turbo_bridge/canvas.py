@@ -99,7 +99,7 @@ class InputSender(Outbox):
         self.frame_size: tuple[int, int] | None = None  # set by the GUI thread from the frames
         self._pending: Capture | str | None = None
 
-    def submit(self, shot: "Capture | ControlShot | StyleShot") -> None:
+    def submit(self, shot: Capture | ControlShot | StyleShot) -> None:
         with self._lock:
             self._pending = shot
         self._wake.set()

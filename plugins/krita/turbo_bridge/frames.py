@@ -25,7 +25,7 @@ class Placement:
     width: int
     height: int
 
-    def margins(self, doc_width: int, doc_height: int) -> list["Placement"]:
+    def margins(self, doc_width: int, doc_height: int) -> list[Placement]:
         """The (at most two) strips of the document the frame leaves uncovered."""
         strips = [Placement(0, 0, doc_width, self.y),
                   Placement(0, self.y + self.height, doc_width, doc_height - self.y - self.height),

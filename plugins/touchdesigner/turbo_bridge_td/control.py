@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 # control COMP parameter -> protocol field
 FIELD_PARS = {"Prompt": "prompt", "Seed": "seed", "Guidance": "guidance", "Steps": "steps",

@@ -18,7 +18,7 @@ from .sources import HttpSource, ShmSource
 
 RETRY_S = 1.0  # between attempts to attach to a segment that is not there (yet)
 STALE_S = 1.0  # feedback without the frame in our segment for this long: the daemon restarted
-_SESSIONS: dict[str, "Session"] = {}
+_SESSIONS: dict[str, Session] = {}
 CONNECTION_PARS = {"Source", "Shmname", "Host", "Ports1", "Ports2", "Ports3", "Token", "Channel"}
 
 

@@ -14,9 +14,9 @@ from bridge.client import osc_message
 from bridge.core.controls import ControlNetSpec
 from bridge.frontends.http import inputs
 from bridge.frontends.http.control_api import CONTROLS
+from control_calls import patch, put, rendered
 from test_input_api import RecordingRenderer, frame_of, segment_writer
 from uploads import encoded, rgba
-from control_calls import patch, put, rendered
 
 SPECS = (ControlNetSpec("depth", "demo"), ControlNetSpec("edges", "demo"))
 

@@ -11,10 +11,10 @@ torch = pytest.importorskip("torch")
 
 from pythonosc.udp_client import SimpleUDPClient  # noqa: E402
 
+from bridge.pipeline.families.sd2 import SD2  # noqa: E402
 from bridge.pipeline.loading.demo import ensure_demo  # noqa: E402
 from bridge.pipeline.loading.loader import load_pipeline  # noqa: E402
 from bridge.pipeline.steering.demo_loras import demo_lora_folder  # noqa: E402
-from bridge.pipeline.families.sd2 import SD2  # noqa: E402
 from lora_files import lora_layers, write_diffusers  # noqa: E402
 from waiting import frame_at, until  # noqa: E402
 

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bridge.frontends.http import inputs
-from bridge.frontends.http.connections import GUARD
-from bridge.frontends.http.input_api import INPUTS
 from bridge.client import ShmInputWriter, osc_message, to_rgba8
 from bridge.core.renderer import NullRenderer
 from bridge.core.scene import InputImage
+from bridge.frontends.http import inputs
+from bridge.frontends.http.connections import GUARD
+from bridge.frontends.http.input_api import INPUTS
 from conftest import null_factory, unique_shm_name
 from uploads import encoded, rgba
 
@@ -227,7 +227,8 @@ async def test_input_segment_written_by_another_process_is_polled(api):
 async def test_osc_blend_strength_and_transition_fields(api):
     session, daemon, renderer = api
     loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, remote_addr=("127.0.0.1", daemon.osc_port))
+    transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
+                                                       remote_addr=("127.0.0.1", daemon.osc_port))
     try:
         transport.sendto(osc_message("/bridge/prompt", "a cat", 0.75, "a lion", 0.25))
         transport.sendto(osc_message("/bridge/strength", 0.75))

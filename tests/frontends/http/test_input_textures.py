@@ -277,7 +277,8 @@ async def test_a_frame_over_the_upload_limit_is_refused_until_a_fitting_one_come
 async def test_bad_sources_are_refused_in_one_line(api, body, field, message):
     session, _, _ = api
     status, answer = await put(session, body)
-    assert status == 400 and answer["error"]["field"] == field and answer["error"]["message"].startswith(message), answer
+    assert status == 400 and answer["error"]["field"] == field \
+        and answer["error"]["message"].startswith(message), answer
 
 
 @pytest.mark.parametrize("kind, platform", [("spout", "Windows"), ("syphon", "macOS")])
@@ -301,6 +302,7 @@ async def test_sources_attached_at_once_leave_one_receiver_running(api, programs
     attached = daemon.app[INPUTS].health()["texture"]["name"]
     assert attached in ("b", "c")
     sched = daemon.scheduler
-    await settle(lambda: sched.input is not None and sched.input.digest == digest(rows_pattern(8, 8, ord(attached))), 10)
+    await settle(lambda: sched.input is not None
+                 and sched.input.digest == digest(rows_pattern(8, 8, ord(attached))), 10)
     # OpenGL contexts: three programs, the daemon's sender, and one receiver: the others let go.
     assert len(worlds["spout"].contexts) == 5

@@ -150,7 +150,7 @@ async def test_huge_message_closes_with_1009_and_the_daemon_carries_on(api):
     async with session.ws_connect("/v1/ws") as ws:
         await receive_json(ws, "hello")
         await ws.send_str(json.dumps({"params": {"prompt": "x" * live.MAX_MESSAGE_BYTES}}))
-        while (msg := await asyncio.wait_for(ws.receive(), 10)).type not in (
+        while (await asyncio.wait_for(ws.receive(), 10)).type not in (
                 aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
             pass
         assert ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG

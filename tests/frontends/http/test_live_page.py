@@ -282,7 +282,8 @@ async def test_seamless_checkbox_and_record_button(live):
     await page.locator("#record").click()
     await live.until(lambda: asyncio.sleep(0, live.daemon.health()["record"]["recording"]), "recording to start")
     # The daemon records as soon as it has the POST; the page marks the button when the answer is in.
-    await live.until(lambda: page.evaluate("() => document.getElementById('record').getAttribute('aria-pressed') === 'true'"),
+    await live.until(lambda: page.evaluate("() => document.getElementById('record')"
+                                           ".getAttribute('aria-pressed') === 'true'"),
                      "the button to show recording")
     for seed in (11, 12):
         await live.patch({"seed": seed})

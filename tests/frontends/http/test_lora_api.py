@@ -50,7 +50,8 @@ async def test_listing_rest_patch_and_weight_zero(api, lora_dir):
     assert set(files) == {"ink", "paper", "clay", "glass", "smoke", "corrupt", "sd15", "demo-a", "demo-b"}
     assert [name for name, f in files.items() if f.get("demo")] == ["demo-a", "demo-b"]
     assert files["ink"]["targets"] == ["unet", "text_encoder", "text_encoder_2"] and files["ink"]["rank"] == 4
-    assert files["paper"]["targets"] == ["unet"] and files["paper"]["size"] == (lora_dir / "paper.safetensors").stat().st_size
+    assert files["paper"]["targets"] == ["unet"] \
+        and files["paper"]["size"] == (lora_dir / "paper.safetensors").stat().st_size
     assert "error" in files["corrupt"] and listing["active"] == {}
 
     base = await frame_at(session, daemon.scheduler.version)

@@ -75,7 +75,8 @@ async def test_a_lora_idle_past_its_grace_stays_loaded_while_its_channel_uses_it
     previous: list[str] = []
     for k in range(1, 5):  # another channel goes through 16 more, four at a time: 12 unpinned, 8 kept
         now = NAMES[4 * k:4 * k + 4]
-        await patch(session, "/v1/channels/other/params", {"loras": {**{n: 0 for n in previous}, **{n: 0.5 for n in now}}})
+        await patch(session, "/v1/channels/other/params",
+                    {"loras": {**{n: 0 for n in previous}, **{n: 0.5 for n in now}}})
         async with session.get("/v1/channels/other/frame.rgba?after=0&timeout=30") as r:
             assert r.status == 200
         previous = now

@@ -2,9 +2,9 @@
 
 import aiohttp
 
-from bridge.frontends.http.openapi import document
 from bridge.core.errors import ValidationError
 from bridge.core.params import FIELDS, Limits, parse_changes
+from bridge.frontends.http.openapi import document
 from conftest import null_factory
 
 

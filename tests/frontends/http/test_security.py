@@ -14,8 +14,15 @@ from yarl import URL
 
 from bridge.client import osc_message
 from bridge.core.errors import ConfigError
-from bridge.frontends.security import (Access, OncePerSender, check_exposure, host_of, is_loopback, middleware,
-                                       token_matches)
+from bridge.frontends.security import (
+    Access,
+    OncePerSender,
+    check_exposure,
+    host_of,
+    is_loopback,
+    middleware,
+    token_matches,
+)
 from conftest import null_factory
 
 TOKEN = "correct-horse-battery-staple"
@@ -203,12 +210,13 @@ def test_osc_allow_list_admits_loopback_and_listed_networks(config):
 
     from bridge.core.renderer import NullRenderer
     from bridge.engine.changes import ChangeDoor
-    from bridge.frontends.osc.server import OscServer
     from bridge.engine.scheduler import Scheduler
+    from bridge.frontends.osc.server import OscServer
     from bridge.frontends.security import SenderFilter
 
     sched = Scheduler(NullRenderer(), ThreadPoolExecutor(1))
-    server = OscServer(ChangeDoor(sched), SenderFilter(Access.from_options(osc_allow=["10.0.0.0/24", "fd00::/64"]).osc_allow))
+    server = OscServer(ChangeDoor(sched),
+                       SenderFilter(Access.from_options(osc_allow=["10.0.0.0/24", "fd00::/64"]).osc_allow))
     for i, sender in enumerate(["127.0.0.1", "10.0.0.7", "::ffff:10.0.0.8", "fd00::9", "::1"], start=1):
         server.datagram_received(osc_message("/bridge/seed", i), (sender, 5000))
         assert sched.params.seed == i, sender

@@ -11,8 +11,8 @@ from PIL import Image
 from bridge.core.errors import ValidationError
 from bridge.core.frame import Frame
 from bridge.core.params import Params
-from bridge.outputs.png import PngCache
 from bridge.frontends.http.streams import HEADER, FrameEncoder, FrameHub, StreamFormat, Subscription, pack_header
+from bridge.outputs.png import PngCache
 
 
 def make_frame(seq: int, width: int = 48, height: int = 32) -> Frame:

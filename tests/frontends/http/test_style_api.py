@@ -143,7 +143,8 @@ async def test_without_ip_adapter_style_is_refused_with_the_way_out(config, daem
             assert status == 409 and body["error"]["field"] == "style" and "--ip-adapter" in body["error"]["message"]
             before = daemon.scheduler.params, daemon.scheduler.version
             status, body = await patch(session, {"style_scale": 0.5, "seed": 4})
-            assert status == 400 and body["error"]["field"] == "style_scale" and "--ip-adapter" in body["error"]["message"]
+            assert status == 400 and body["error"]["field"] == "style_scale" \
+                and "--ip-adapter" in body["error"]["message"]
             assert (daemon.scheduler.params, daemon.scheduler.version) == before
             status, body = await patch(session, {"style_scale": 0})  # off is always fine
             assert status == 200
@@ -190,8 +191,8 @@ async def test_style_images_are_per_channel(api):
     status, body = await patch(session, {"style_scale": 0.0})
     async with session.patch("/v1/channels/left/params", json={"style_scale": 0.7}) as r:
         assert r.status == 200
-    status, body = await put(session, rgba(16, 16).tobytes(), "application/octet-stream", path="/v1/channels/left/style",
-                             **{"X-Width": "16", "X-Height": "16"})
+    status, body = await put(session, rgba(16, 16).tobytes(), "application/octet-stream",
+                             path="/v1/channels/left/style", **{"X-Width": "16", "X-Height": "16"})
     assert status == 200 and body["active"] is True
     left = daemon.app[CHANNELS]["left"].scheduler
     assert left.style is not None and daemon.scheduler.style is None  # main has none

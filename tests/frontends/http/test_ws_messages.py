@@ -66,7 +66,7 @@ async def test_a_message_over_the_configured_size_is_closed_with_1009(config, da
             async with session.ws_connect("/v1/ws") as ws:
                 await reply(ws, "hello")
                 await ws.send_bytes(bytes(limits.ws_max_message_bytes + 1))
-                while (msg := await ws.receive()).type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                while (await ws.receive()).type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
                     pass
                 assert ws.close_code == 1009
             async with session.ws_connect("/v1/ws") as ws:  # exactly the limit is taken (and refused as an image)

@@ -5,16 +5,16 @@ import struct
 import aiohttp
 import pytest
 
+from bridge.client import osc_message
 from bridge.core.errors import ValidationError
-from bridge.core.renderer import NullRenderer
 from bridge.core.params import FIELDS
+from bridge.core.renderer import NullRenderer
 from bridge.engine.changes import ChangeDoor
 from bridge.engine.scheduler import Scheduler
 from bridge.frontends.osc import addresses
 from bridge.frontends.osc.addresses import ADDRESSES, CHANGES, as_sent, message_changes
 from bridge.frontends.osc.server import OscServer
 from bridge.frontends.osc.wire import Float32, parse_datagram
-from bridge.client import osc_message
 from conftest import null_factory
 
 

@@ -14,9 +14,9 @@ import urllib.request
 import pytest
 
 from bridge.client import osc_bundle, osc_message, parse_osc_message
+from bridge.frontends.osc.subscriptions import PER_HOST
 from conftest import unique_shm_name
 from daemon_process import LoggedDaemon
-from bridge.frontends.osc.subscriptions import PER_HOST
 from test_osc_wire import FREEZER, nested
 
 BUNDLE_HEAD = b"#bundle\x00" + b"\x00" * 7 + b"\x01"
@@ -39,7 +39,7 @@ class Daemon(LoggedDaemon):
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError("the daemon ignored SIGTERM")
+            raise AssertionError("the daemon ignored SIGTERM") from None
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import pytest
 
 try:
     import bpy
-    import addon_utils  # ships with bpy, importable once bpy is
+    import addon_utils  # isort: skip  (ships with bpy, importable once bpy is)
 except ImportError as exc:  # not installed (Python other than 3.11), or a shared library missing
     pytest.skip(f"bpy cannot be imported ({exc}); the tests need Blender as a Python module: "
                 "pip install bpy==5.0.1 on Python 3.11", allow_module_level=True)
@@ -32,7 +32,8 @@ def test_zip_is_a_valid_extension_with_the_client_bundled(extension_zip):
     import zipfile
 
     names = set(zipfile.ZipFile(extension_zip).namelist())
-    assert {"blender_manifest.toml", "__init__.py", "_bridge/client/__init__.py", "_bridge/client/layout.py", "_bridge/client/shm.py"} <= names
+    assert {"blender_manifest.toml", "__init__.py", "_bridge/client/__init__.py", "_bridge/client/layout.py",
+            "_bridge/client/shm.py"} <= names
     init = zipfile.ZipFile(extension_zip).read("__init__.py").decode()
     assert "bl_info" not in init
     manifest = zipfile.ZipFile(extension_zip).read("blender_manifest.toml").decode()
@@ -95,7 +96,8 @@ def test_negative_prompt_and_lora_weights(ext, blender_daemon, cache_dir):
     item = next(item for item in s.loras if item.name == "bl_ink")
     assert item.weight == 0.0
     item.weight = 0.5  # exact in Blender's single-precision floats
-    pump(ext.live, lambda: http(blender_daemon).params()["loras"] == {"bl_ink": 0.5} and frame_current(ext, blender_daemon))
+    pump(ext.live, lambda: http(blender_daemon).params()["loras"] == {"bl_ink": 0.5}
+         and frame_current(ext, blender_daemon))
     item.weight = 0.0
     pump(ext.live, lambda: http(blender_daemon).params()["loras"] == {})
 
@@ -141,7 +143,8 @@ def test_live_off_holds_edits_until_generate_and_new_seed_sends_one(ext, blender
     time.sleep(0.3)  # time enough for a worker to deliver an edit, if one had been sent
     assert http(blender_daemon).params()["version"] == version  # nothing sent while Live is off
     assert bpy.ops.turbo_bridge.generate() == {"FINISHED"}
-    pump(ext.live, lambda: http(blender_daemon).params()["prompt"] == "sandstone arch" and frame_current(ext, blender_daemon))
+    pump(ext.live, lambda: http(blender_daemon).params()["prompt"] == "sandstone arch"
+         and frame_current(ext, blender_daemon))
     assert http(blender_daemon).params()["steps"] == 2
 
     s.live = True

@@ -18,7 +18,6 @@ except ImportError as exc:  # not installed (Python other than 3.11), or a share
                 "pip install bpy==5.0.1 on Python 3.11", allow_module_level=True)
 
 from blender_harness import frame_current, http, pump, settings  # noqa: E402
-
 from bridge.core.scene import InputImage  # noqa: E402
 
 WIDTH, HEIGHT, ORTHO = 64, 48, 2.4  # 0.0375 scene units a pixel; no edge passes through a pixel centre

@@ -7,7 +7,6 @@ conftest.py, helpers in blender_harness.py.
 from __future__ import annotations
 
 import numpy as np
-
 import pytest
 
 try:

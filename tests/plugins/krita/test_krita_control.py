@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from krita_harness import REFERENCE_NAME, pump
 
 from bridge.core.scene import InputImage
+from krita_harness import REFERENCE_NAME, pump
 
 DAEMON_ARGS = ("--controlnet", "lines=demo", "--controlnet", "depth=demo")  # for conftest's demo_daemon
 

@@ -14,8 +14,16 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from krita_harness import (KRITA_IMPORTER, PLUGIN_DIR, REFERENCE_NAME, SUPPORT, import_plugin_zip, krita_missing,
-                           run_real_krita)
+
+from krita_harness import (
+    KRITA_IMPORTER,
+    PLUGIN_DIR,
+    REFERENCE_NAME,
+    SUPPORT,
+    import_plugin_zip,
+    krita_missing,
+    run_real_krita,
+)
 from turbo_bridge.notice import DOCKER_ID
 from turbo_bridge.qt import BINDING
 
@@ -160,9 +168,11 @@ def test_inside_real_krita(tmp_path, demo_daemon):
     assert report["bottom_before_keep"] == [REFERENCE_NAME, "Background"]
     kept = report["bottom_after_keep"][1]
     assert report["bottom_after_keep"] == [REFERENCE_NAME, kept, "Background"] and kept.startswith("turbo-bridge frame")
-    assert report["bottom_undo_text"] == "Undo Add Layer" and report["bottom_after_undo"] == report["bottom_before_keep"]
+    assert report["bottom_undo_text"] == "Undo Add Layer" \
+        and report["bottom_after_undo"] == report["bottom_before_keep"]
     # channel "alpha" on document A; to B (main) and back to A (alpha again), twice, views switched by Krita
     assert report["channel_switched_to_first"] and report["channel_alpha_connected"]
-    assert report["channel_rounds"] == [{"away": ["main", "main"], "back": ["alpha", "alpha"]}] * 2, report["channel_rounds"]
+    assert report["channel_rounds"] == [{"away": ["main", "main"], "back": ["alpha", "alpha"]}] * 2, \
+        report["channel_rounds"]
     assert report["channel_back_connected"]
     assert (out / "krita.png").stat().st_size > 10_000

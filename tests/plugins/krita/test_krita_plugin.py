@@ -10,9 +10,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import krita_standin
 import numpy as np
 import pytest
+from PIL import Image
+
+import krita_standin
+from bridge.client import HttpClient
+from bridge.core.scene import InputImage
 from krita_harness import (
     KRITA,
     REFERENCE_NAME,
@@ -23,13 +27,9 @@ from krita_harness import (
     settled,
     type_prompt,
 )
-from PIL import Image
 from turbo_bridge.frames import fit
 from turbo_bridge.notice import DOCKER_ID
 from turbo_bridge.workers import ParamSender, Signals, normalize_url
-
-from bridge.client import HttpClient
-from bridge.core.scene import InputImage
 
 
 # -- pure logic -----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ steered frame; an unknown name is reported in the docker."""
 from __future__ import annotations
 
 import pytest
+
 from krita_harness import REFERENCE_NAME, krita_missing, run_real_krita
 
 DAEMON_ARGS = ("--controlnet", "lines=demo", "--controlnet", "depth=demo")  # for conftest's demo_daemon

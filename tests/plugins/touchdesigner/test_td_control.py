@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from pythonosc.udp_client import SimpleUDPClient
-from td_harness import changes_sent, run_until, status, tb_session, wait_for_version
 
 from bridge.client import parse_osc_message
+from td_harness import changes_sent, run_until, status, tb_session, wait_for_version
 
 
 def test_osc_controls_change_the_daemon_params(td, net, demo_daemon):

@@ -8,11 +8,11 @@ read with ``eval()``, and frame starts on the main thread.
 """
 
 import numpy as np
-import td_standin
-from td_harness import run_until, status, tb_session
 
+import td_standin
 from bridge.client import HttpClient
 from bridge.core.scene import InputImage
+from td_harness import run_until, status, tb_session
 
 DAEMON_ARGS = ("--controlnet", "depth=demo", "--controlnet", "edges=demo")  # for conftest's demo_daemon
 

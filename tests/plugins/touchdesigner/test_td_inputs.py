@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import td_standin
-from td_harness import run_until, status, tb_session
-from turbo_bridge_td import downscale, inputs, upload
 
+import td_standin
 from bridge.client import ShmReader
 from bridge.core.scene import InputImage
+from td_harness import run_until, status, tb_session
+from turbo_bridge_td import downscale, inputs, upload
 
 
 def movie(td, picture: np.ndarray):

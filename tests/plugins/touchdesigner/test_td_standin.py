@@ -10,6 +10,7 @@ import threading
 
 import numpy as np
 import pytest
+
 import td_standin
 
 OP = td_standin.OP_TYPES

@@ -9,11 +9,11 @@ the main thread.
 """
 
 import numpy as np
-from td_harness import run_until, status, tb_session
-from test_td_controlnets import top_with
 
 from bridge.client import HttpClient
 from bridge.core.scene import InputImage
+from td_harness import run_until, status, tb_session
+from test_td_controlnets import top_with
 
 DAEMON_ARGS = ("--ip-adapter", "demo")  # for conftest's demo_daemon
 

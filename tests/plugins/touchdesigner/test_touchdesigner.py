@@ -16,17 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import pythonosc
-import td_standin
-from conftest import unique_shm_name
 from pythonosc.udp_client import SimpleUDPClient
-from td_harness import (PLUGIN_DIR, SETUP_SCRIPT, changes_sent, free_udp_port, run_until, shown_frame, shown_seq,
-                        status)
 
+import td_standin
 from bridge.client import HttpClient, parse_osc_message
-
 from bridge.core.frame import Frame
 from bridge.core.params import Params
 from bridge.outputs.shm import ShmWriter
+from conftest import unique_shm_name
+from td_harness import PLUGIN_DIR, SETUP_SCRIPT, changes_sent, free_udp_port, run_until, shown_frame, shown_seq, status
 
 
 def test_setup_script_builds_the_whole_network(net, demo_daemon):

@@ -12,7 +12,6 @@ import time
 import traceback
 
 from krita import Extension, Krita
-
 from PyQt5.QtCore import QTimer
 from PyQt5.QtWidgets import QApplication, QDockWidget
 
@@ -82,7 +81,8 @@ def drive(report):
     report["settled_exact"] = pump(lambda: settled("a lighthouse on a cliff at dusk"))
     if not report["settled_exact"]:  # what it was waiting for, for the failure message
         cur, params = controller.current, client.params()
-        report["unsettled"] = {"shown_seq": None if cur is None else cur.seq, "pending": controller._pending is not None,
+        report["unsettled"] = {"shown_seq": None if cur is None else cur.seq,
+                               "pending": controller._pending is not None,
                                "daemon_prompt": params["prompt"], "daemon_version": params["version"],
                                "newest_seq": getattr(client.frame(timeout=5), "seq", None), "status": controller.status}
     frame = client.frame(after=controller.current.seq - 1, timeout=5)
@@ -134,7 +134,8 @@ def drive(report):
     pump(lambda: doc.nodeByName(name) is not None, 10)
     report["after_redo"] = [n.name() for n in doc.rootNode().childNodes()]
     report["redo_same_pixels"] = doc.nodeByName(name) is not None and layer_bytes(doc, name) == layer
-    report["applied"], report["refreshes"], report["deferred"] = controller.applied, controller.refreshes, controller.deferred
+    report["applied"], report["refreshes"], report["deferred"] = \
+        controller.applied, controller.refreshes, controller.deferred
 
     # 4. the canvas as input: the stripes without the reference layer, as the daemon gets them
     from turbo_bridge.canvas import Capture, prepared
