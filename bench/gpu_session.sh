@@ -21,6 +21,8 @@
 #   more      where each stage's GPU time goes, kernel by kernel (bench --modes kernels: SDXL full VAE,
 #             then SDXS-512; per stage: busy, idle and gaps, by category, top kernels), then the VAE
 #             decode alone under max-autotune (the other knobs and SD-Turbo's frames ran in S4)  ~8-9 min
+#   kernels   the first half of `more`: the kernel profiles alone                ~5 min
+#   autotune  the second half of `more`: the VAE decode under max-autotune       ~3-4 min
 #   start     cold start to first frame, then a fresh-machine start from the compile artefact file
 #             alone (compile caches emptied), then a warm start                    ~5-6 min
 #   channels  4 channels on one GPU, overlap off and on (latency --channels 4)      ~8-9 min
@@ -90,14 +92,19 @@ part_speed() {
     done
 }
 
-part_more() {  # the kernel profiles first: nobody has seen where a stage's time goes inside it (issue 27)
+part_kernels() {  # where a stage's time goes inside it, kernel by kernel (issue 27)
     step kernels-sdxl 200 $TB bench --model random --modes kernels --sizes 512 --vaes full --frames 10 --no-baseline \
         --cache-dir $CACHE --json "$WORK/kernels-sdxl.json"
     step kernels-sdxs 100 $TB bench --model random-sdxs --modes kernels --sizes 512 --vaes full --frames 10 \
         --no-baseline --cache-dir $CACHE --json "$WORK/kernels-sdxs.json"
+}
+
+part_autotune() {  # the VAE decode alone under max-autotune (the other knobs ran in S4)
     step decode-autotune 200 $TB bench --model random --modes decode --sizes 512 --no-baseline \
         --vae-compile-modes default,max-autotune-no-cudagraphs --cache-dir $CACHE --json "$WORK/decode-autotune.json"
 }
+
+part_more() { part_kernels; part_autotune; }
 
 part_start() {
     rm -rf /tmp/tbs
@@ -174,7 +181,7 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|speed|more|start|channels|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
-        *) echo "unknown part $part: tests, speed, more, start, channels, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
+        tests|speed|more|kernels|autotune|start|channels|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
+        *) echo "unknown part $part: tests, speed, more (= kernels autotune), start, channels, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
     esac
 done
