@@ -21,7 +21,6 @@ import sys
 import time
 
 import torch
-import torch.nn as nn
 from diffusers import AutoencoderKL
 
 from bridge.pipeline.speed.group_norm import SplitGroupNorm, swap_group_norms

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from .group_norm import swap_group_norms
+
 log = logging.getLogger(__name__)
 
 
@@ -55,6 +57,9 @@ class Tuning:
     decoder_mode: str = "default"  # torch.compile mode of the VAE decode: or "max-autotune-no-cudagraphs"
     cudnn_benchmark: bool = False  # on: timed per thread, frames then depend on the thread (above)
     vae_channels_last: bool = True  # the VAE's weights and activations in NHWC (tensor cores' layout)
+    # The VAE's GroupNorms from per-chunk statistics (group_norm.py): no copy of each activation before
+    # its reduction. Run S5, H100, SD VAE decode at 512 px: 7.78 -> 6.33 ms, pixels as far from eager as before.
+    split_group_norm: bool = True
 
 
 DECODER_MODES = ("default", "max-autotune-no-cudagraphs")  # CUDA graphs are ours (graphs.py): none of Inductor's
@@ -63,11 +68,15 @@ DECODER_MODES = ("default", "max-autotune-no-cudagraphs")  # CUDA graphs are our
 def prepare_modules(modules: list[torch.nn.Module], device: torch.device, tuning: Tuning = Tuning(),
                     decoder: torch.nn.Module | None = None) -> None:
     """channels_last and fused QKV projections where the module supports them (SDPA is default);
-    ``decoder`` (the VAE) keeps its layout unless ``tuning.vae_channels_last``."""
+    ``decoder`` (the VAE) keeps its layout unless ``tuning.vae_channels_last``, and on CUDA gets its
+    GroupNorms as ``SplitGroupNorm`` with ``tuning.split_group_norm`` (the eager CPU path keeps diffusers' own)."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = tuning.cudnn_benchmark
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+        if decoder is not None and tuning.split_group_norm:
+            swapped = swap_group_norms(decoder)
+            log.debug("VAE: %d GroupNorm(s) computed from per-chunk statistics", swapped)
     for module in modules:
         if hasattr(module, "fuse_qkv_projections"):
             module.fuse_qkv_projections()
