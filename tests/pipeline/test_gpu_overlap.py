@@ -1,9 +1,10 @@
 """GPU checks of --overlap on (opt-in: ``python -m pytest -m gpu``; needs CUDA).
 
 The overlapped renderer cuts the compiled frame graph before the VAE and decodes on a second
-stream: its frames must be the one-graph frames bit for bit, also when the next frame's first
-stage runs while the previous one decodes (the events keep the latents and pinned buffers apart),
-and it must never recompile once warm.
+stream, and runs a new prompt's text encoders on a third: its frames must be the one-graph frames
+bit for bit, also when the next frame's first stage runs while the previous one decodes (the events
+keep the latents and pinned buffers apart) and when a LoRA fold changes the text encoders' weights
+between prompts in flight, and it must never recompile once warm.
 """
 
 import numpy as np
@@ -19,17 +20,25 @@ from bridge.core.scene import InputImage, Scene  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def pair(cache_dir):
-    """(plain, overlapped) ChannelRenderers around one compiled demo renderer (bf16, CUDA)."""
+def pair(cache_dir, tmp_path_factory):
+    """(plain, overlapped) ChannelRenderers around one compiled demo renderer (bf16, CUDA), with two
+    LoRAs (text encoders included) in its folder."""
     from bridge.pipeline.loading.loader import load_pipeline
     from bridge.pipeline.render.batch import ChannelRenderer
     from bridge.pipeline.render.overlapped import OverlappedRenderer
     from bridge.pipeline.render.renderer import DiffusersRenderer
     from bridge.pipeline.speed.optimize import configure_compile_cache
+    from lora_files import lora_layers, write_diffusers
 
     configure_compile_cache(cache_dir)
+    folder = tmp_path_factory.mktemp("overlap-loras")
+    cpu_pipe = load_pipeline("demo", "cpu", torch.float32, cache_dir)
+    write_diffusers(lora_layers(cpu_pipe, seed=1), folder / "a.safetensors")
+    write_diffusers(lora_layers(cpu_pipe, seed=2, conv=False), folder / "b.safetensors")
     renderer = DiffusersRenderer(load_pipeline("demo", "cuda", torch.bfloat16, cache_dir), "cuda", torch.bfloat16,
-                                 compile=True)
+                                 compile=True, lora_dir=folder)
+    renderer.loras.catalog.load("a")
+    renderer.loras.catalog.load("b")
     return ChannelRenderer(renderer), OverlappedRenderer(renderer)
 
 
@@ -77,3 +86,33 @@ def test_an_overlapped_batch_matches_the_plain_batch(pair):
     got, got2 = [r.pixels for r in first.result()], [r.pixels for r in second.result()]
     assert all(np.array_equal(a, b) for a, b in zip(want, got))
     assert all(np.array_equal(a, b) for a, b in zip([r.pixels for r in plain.render_batch(items[:2])], got2))
+
+
+def test_new_prompts_on_the_text_stream_keep_their_pixels_across_lora_switches(pair):
+    """A new prompt every frame, two frames in flight, the text encoders' LoRA changing mid-stream:
+    each frame's text runs on the text stream beside the previous frame's denoiser, and every frame
+    equals the one-graph frame of the same params (whose embeddings the main stream computed)."""
+    plain, overlapped = pair
+    inner = plain.inner
+    loras = [(), (), (("a", 1.0),), (("a", 1.0),), (("b", 0.5),), (), (("a", -0.7), ("b", 1.2)), ()]
+    stream = [Params(prompt=f"a harbour at dusk, version {i}", seed=40 + i, width=512, height=512,
+                     loras=loras[i % len(loras)]) for i in range(16)]
+    for lora in {entry for entry in loras}:  # first-use work (LoRA plans, the text graphs) outside the check
+        overlapped.begin_batch([("main", Params(prompt="warm", width=512, height=512, loras=lora), Scene())]).result()
+    want = [plain.render_batch([("main", p, Scene())])[0].pixels for p in stream]
+    inner.text.clear()  # the overlapped run must encode every prompt again, on its own stream
+    runs = inner.text_encoder_runs
+    torch._dynamo.config.error_on_recompile = True
+    try:
+        got, in_flight = [], overlapped.begin_batch([("main", stream[0], Scene())])
+        for params in stream[1:]:
+            following = overlapped.begin_batch([("main", params, Scene())])
+            got.append(in_flight.result()[0].pixels)
+            in_flight = following
+        got.append(in_flight.result()[0].pixels)
+    finally:
+        torch._dynamo.config.error_on_recompile = False
+    assert inner.text_encoder_runs == runs + len(stream)  # every prompt new: one text encoding each
+    assert overlapped.text_graph_keys  # ... and on the text stream's graphs
+    for i, (a, b) in enumerate(zip(want, got)):
+        assert np.array_equal(a, b), (i, stream[i].loras, np.abs(a.astype(int) - b.astype(int)).max())

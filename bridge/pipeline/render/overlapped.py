@@ -4,8 +4,10 @@
 first half (tokenizing, text encoders, denoiser: the renderer's own graphs, cut before the
 decoder) on the render thread's stream and its decode and copy to the host on the decode stream
 (``speed/overlap.py``), and returns; the render queue begins the next batch while this one
-decodes, and collects the pixels on the publishing thread. A frame's pixels are those of
-``render_batch``: the same compiled functions on the same inputs, in two graphs instead of one.
+decodes, and collects the pixels on the publishing thread. A single frame's new prompt runs its
+text encoders on a third stream (``speed/text_stream.py``), beside the previous frame's denoiser.
+A frame's pixels are those of ``render_batch``: the same compiled functions on the same inputs, in
+two or three graphs instead of one.
 
 Everything else (``render_batch``, ``batch_key``, LoRAs, transitions per channel) is the
 ``ChannelRenderer``'s.
@@ -20,6 +22,7 @@ import torch
 from ...core.frame import Rendered
 from ...core.renderer import Item
 from ..speed.overlap import DecodeStream, Decoding
+from ..speed.text_stream import TextStream
 from .batch import ChannelRenderer
 from .renderer import DiffusersRenderer
 
@@ -42,6 +45,12 @@ class OverlappedRenderer(ChannelRenderer):
     def __init__(self, inner: DiffusersRenderer):
         super().__init__(inner)
         self._decoder = DecodeStream(inner.device, graphs=inner.runner.graphed)
+        self._text = TextStream(inner.device, graphs=inner.runner.graphed)
+
+    @property
+    def text_graph_keys(self) -> frozenset[tuple]:
+        """The text stream's graphs captured so far (one per token length)."""
+        return self._text.keys
 
     @torch.inference_mode()
     def begin_batch(self, items: Sequence[Item]) -> Begun:
@@ -50,6 +59,8 @@ class OverlappedRenderer(ChannelRenderer):
         tiling = r.plan(params, scene).tiling  # one plan for the whole batch
         # Every latents buffer below is written after the decode in flight has copied its own.
         self._decoder.before_latents()
+        if len(items) > 1 or params.loras != r.loras.applied:
+            self._text.barrier()  # a LoRA fold (a batch may fold its own) waits for the text in flight
         if len(items) > 1:
             latents = self.device_frames(items, decode=False)  # a new batch size captures on first use
             decoding = self._decoder.decode(("decode-batch", tuple(latents.shape), tiling), r.calls.decode_batch,
@@ -57,7 +68,8 @@ class OverlappedRenderer(ChannelRenderer):
             return Begun(decoding, r.runner.stage_times())
         # Compiles and captures the cut graphs and the decode's once per graph key, before a live frame.
         r.warm(params, scene, decode=False, decoder=lambda latents: self._decode_one(latents, tiling).result())
-        latents = r.device_frame(params, scene, self.glider(stream), decode=False)
+        self._text.warm(r.parts.text.lengths, r.parts.text.rows, r.calls.encode)  # once per length
+        latents = r.device_frame(params, scene, self.glider(stream), decode=False, text_stream=self._text)
         return Begun(self._decode_one(latents, tiling), r.runner.stage_times())
 
     def _decode_one(self, latents: torch.Tensor, tiling: str) -> Decoding:

@@ -33,6 +33,7 @@ from ...core.params import Params, prompt_texts
 from ...core.scene import Scene
 from ..families.registry import family_of_pipeline
 from ..speed.optimize import Tuning, prepare_modules, progress
+from ..speed.text_stream import TextStream
 from ..steering import control_images, style_images
 from ..steering.control_images import ControlImages, frame_controls
 from ..steering.controlnet import ControlNets
@@ -222,10 +223,11 @@ class DiffusersRenderer:
                 self.text.encode(self._zero_ids(length))  # compiled per shape
 
     def device_frame(self, params: Params, scene: Scene, glider: Glider, record: bool = True,
-                     decode: bool = True) -> torch.Tensor:
+                     decode: bool = True, text_stream: TextStream | None = None) -> torch.Tensor:
         """The frame's (H, W, 4) pixels on the device, or with ``decode=False`` the latents the
         decoder would take (the overlap decodes them on a stream of its own: ``overlapped.py``).
-        Queued, not waited for; ``warm`` first when compiling."""
+        ``text_stream``: a new prompt's text encoders run there (the overlap's third stream), not in
+        the frame's graph. Queued, not waited for; ``warm`` first when compiling."""
         plan = self.plan(params, scene)
         self.begin(plan, params.loras)
         image = None if scene.input is None else self.images.latents(scene.input, plan.width, plan.height)
@@ -244,7 +246,8 @@ class DiffusersRenderer:
         with self.runner.stage("noise"):
             noise = frame_noise(params, plan.draws, self.latent_shape(plan))
         if self.runner.graphed and not self.profile and isinstance(params.prompt, str) and scene.glide is None:
-            out, shown = self._render_graph(plan, params, noise, image, control, decode)  # one replay, text included
+            # one replay, text included (or on the text stream, then the cached-embeddings graph)
+            out, shown = self._render_graph(plan, params, noise, image, control, decode, text_stream)
         else:
             embeds, pooled = self.text.conditioning(params.prompt)
             shown = glider.mix(scene.glide, Shown(embeds, pooled, noise))
@@ -292,9 +295,16 @@ class DiffusersRenderer:
         return self.runner.graph((*plan.key, text_length) + (() if decode else ("latents",)), fn, inputs)
 
     def _render_graph(self, plan: FramePlan, params: Params, noise: torch.Tensor, image: torch.Tensor | None,
-                      control: dict, decode: bool):
-        """One graph replay for the whole frame (text encoders included when the prompt is new)."""
+                      control: dict, decode: bool, text_stream: TextStream | None = None):
+        """One graph replay for the whole frame (text encoders included when the prompt is new, unless
+        they run on ``text_stream``)."""
         cached = self.text.cached(params.prompt)
+        if cached is None and text_stream is not None:
+            with self.runner.stage("tokenize"):
+                ids = self.text.token_ids(params.prompt)
+            with self.runner.stage("text_encoders"):  # queued: the time to queue it, not the GPU's
+                cached = text_stream.encode(ids, self.calls.encode,
+                                            lambda embeds, pooled: self.text.store(params.prompt, embeds, pooled))
         if cached is not None:
             shown = Shown(*cached, noise)
             graph = self._frame_graph(plan, None, decode)

@@ -16,7 +16,7 @@ Captures never disturb another thread (issue 31), for three reasons:
   default capture stream is one per process, made on whichever device asked first. The streams
   come from torch's pool (32 per device, handed out round-robin by ``torch.cuda.Stream()``), so
   they are made once per ``FrameGraphs`` (capture and warm-up) and every other user makes its
-  few streams once too (the decode stream, the LoRA loader's): no pool entry comes round twice;
+  few streams once too (the decode and text streams, the LoRA loader's): no pool entry comes round twice;
 - no ``torch.cuda.graph`` context: on entry it synchronises and empties the allocator's cache of
   every device, which frees memory under another thread's feet, and the allocator refuses to
   empty a device's cache while a capture is under way there (an internal assert).

@@ -1,0 +1,89 @@
+"""Overlap, third stream: a new prompt's text encoders on a CUDA stream of their own.
+
+With ``--overlap on`` a frame is cut at the latents and decoded on the decode stream
+(``overlap.py``); its first half was tokenizing, text encoders and denoiser on the render thread's
+stream, so a prompt change still ran its text encoders after the previous frame's denoiser (run S5 on
+an H100: SDXL's 2.73 ms, SDXS's 1.40 ms, each of ~300-600 kernels of a few microseconds that leave the
+GPU mostly idle at batch 1). Here they run beside it: ``encode`` queues the text graph on the text
+stream, keeps copies of its outputs (the prompt's cache entry) and makes the render thread's stream
+wait for them, so the denoiser of this frame starts once both the text and the previous denoiser are
+done, and a lone change costs one more graph launch and an event.
+
+Ordering, with CUDA events (no host synchronisation):
+- the render thread's stream waits for the copies (an event after them) before its frame reads them;
+- the copies are marked as used by that stream, so a cache eviction never frees them under it;
+- a LoRA fold changes the text encoders' weights in place on the render thread's stream: ``barrier``
+  makes that stream wait for the text work queued so far, and the next encode waits for the fold.
+The text graphs have their own ``FrameGraphs``, hence their own memory pool (they replay while the
+render thread's graphs replay). Without CUDA graphs (the CPU, eager) ``encode`` runs at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+
+Encode = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+Store = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+class TextStream:
+    """The text stream of one device, its graphs and events; used from the render thread only."""
+
+    def __init__(self, device: torch.device, graphs: bool):
+        """``graphs``: replay each text encoding as a CUDA graph (the compiled renderer); else call it."""
+        self.device = device
+        self._cuda = device.type == "cuda"
+        self._stream = torch.cuda.Stream(device) if self._cuda else None
+        self._done = torch.cuda.Event() if self._cuda else None
+        self._wait_for_weights = False
+        self._graphs = None
+        if self._cuda and graphs:
+            from .graphs import FrameGraphs
+
+            self._graphs = FrameGraphs()
+
+    @property
+    def keys(self) -> frozenset[tuple]:
+        """The text graphs captured so far (one per token length)."""
+        return self._graphs.keys() if self._graphs is not None else frozenset()
+
+    def warm(self, lengths: Iterable[int], rows: int, encode: Encode) -> None:
+        """Capture the text graph of every token length a prompt may take, before a live frame."""
+        if self._graphs is None:
+            return
+        with torch.cuda.stream(self._stream):
+            for length in lengths:
+                self._graph(encode, torch.zeros((rows, length), dtype=torch.long))
+        torch.cuda.current_stream(self.device).wait_stream(self._stream)
+
+    def barrier(self) -> None:
+        """Call before the render thread's stream changes the text encoders' weights (a LoRA fold)."""
+        if self._cuda:
+            torch.cuda.current_stream(self.device).wait_stream(self._stream)
+            self._wait_for_weights = True
+
+    def encode(self, ids: torch.Tensor, encode: Encode, store: Store) -> tuple[torch.Tensor, torch.Tensor]:
+        """``store(*encode(ids))`` queued on the text stream; the current stream waits for the result."""
+        if not self._cuda:
+            return store(*encode(ids.to(self.device)))
+        main = torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(self._stream):
+            if self._wait_for_weights:  # the fold queued since ``barrier``
+                self._stream.wait_stream(main)
+                self._wait_for_weights = False
+            if self._graphs is not None:
+                embeds, pooled = self._graph(encode, ids).run(ids=ids)
+            else:
+                embeds, pooled = encode(ids.to(self.device, non_blocking=True))
+            kept = store(embeds, pooled)  # copies: the graph's outputs are overwritten by its next replay
+            for tensor in kept:
+                tensor.record_stream(main)
+            self._done.record(self._stream)
+        main.wait_event(self._done)
+        return kept
+
+    def _graph(self, encode: Encode, ids: torch.Tensor):
+        return self._graphs.get(("text", tuple(ids.shape)), encode,
+                                lambda: {"ids": torch.zeros(ids.shape, dtype=ids.dtype, device=self.device)})

@@ -1,0 +1,31 @@
+"""The overlap's text stream without CUDA: a new prompt's text encoding runs at once, its outputs go
+through the caller's store (the prompt cache) and come back; there is nothing to capture or order.
+Its CUDA ordering (events, the LoRA barrier, its own graph pool) is checked in test_gpu_overlap.py."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from bridge.pipeline.speed.text_stream import TextStream  # noqa: E402
+
+
+def test_without_cuda_the_text_runs_at_once_and_the_store_keeps_it():
+    stream = TextStream(torch.device("cpu"), graphs=False)
+    calls, stored = [], []
+
+    def encode(ids):
+        calls.append(ids.clone())
+        return ids.float() * 2, ids.float().sum(dim=-1)
+
+    def store(embeds, pooled):
+        stored.append((embeds, pooled))
+        return embeds.clone(), pooled.clone()
+
+    stream.warm([77], rows=1, encode=encode)  # nothing to capture without graphs: encode not called
+    stream.barrier()
+    assert calls == [] and stream.keys == frozenset()
+    ids = torch.arange(6).reshape(1, 6)
+    embeds, pooled = stream.encode(ids, encode, store)
+    assert len(calls) == 1 and torch.equal(calls[0], ids)
+    assert torch.equal(embeds, ids.float() * 2) and torch.equal(pooled, torch.tensor([15.0]))
+    assert len(stored) == 1 and embeds is not stored[0][0]  # what the store returned, not the encoder's
