@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "sleeps (0: sleep at once); trades a CPU core while changes keep coming for less latency")
     serve.add_argument("--overlap", default="off", choices=["on", "off"],
                        help="on: while a frame's VAE decode runs (on a second CUDA stream), the next change's text "
-                            "encoders and UNet start: more frames per second from a stream of changes; a lone "
+                            "encoders and UNet start, and a new prompt's text encoders run on a third stream beside "
+                            "the previous frame's UNet: more frames per second from a stream of changes; a lone "
                             "change renders as with off. Frames publish in order, latest-wins as always")
     cluster = serve.add_argument_group("rendering on a Ray cluster (needs turbo-bridge[cluster]; docs/scaling.md)")
     cluster.add_argument("--cluster", default=None, choices=["ray"],
