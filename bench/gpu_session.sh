@@ -28,7 +28,7 @@
 #   channels  4 channels on one GPU, overlap off and on (latency --channels 4)      ~8-9 min
 #   sd15      SD 1.5 full + tiny VAE and SDXS-512, new prompt / seed every frame, overlap off and on
 #             (bench, baseline); the OSC-to-frame p50 of each through the real daemon (issue 25)   ~6-7 min
-#   sana      SANA-Sprint 0.6B at 1024 (bench, baseline) and 512 (bench); OSC-to-frame p50 at 1024
+#   sana      SANA-Sprint 0.6B at 1024 (bench, baseline) and 512 (bench, overlap off and on); OSC-to-frame p50 at 1024
 #             (issue 26)                                                          ~5 min
 #   tokens    SANA-Sprint 512 and SD 1.5 tiny, prompt / seed, no baseline: the tokenize stage after
 #             a tokenizer change, on the machine the GPU tests just warmed (run after `tests`)  ~3-4 min
@@ -132,8 +132,8 @@ part_sd15() {
 part_sana() {
     step bench-sana-1024 280 $TB bench --model random-sana --sizes 1024 --modes prompt,seed --frames 50 \
         --cache-dir $CACHE --json "$WORK/bench-sana-1024.json"
-    step bench-sana-512 130 $TB bench --model random-sana --sizes 512 --modes prompt,seed --frames 50 --no-baseline \
-        --cache-dir $CACHE --json "$WORK/bench-sana-512.json"
+    step bench-sana-512 130 $TB bench --model random-sana --sizes 512 --modes prompt,seed --overlap off,on --frames 50 \
+        --no-baseline --cache-dir $CACHE --json "$WORK/bench-sana-512.json"
     step latency-sana-1024 110 $TB latency --model random-sana --size 1024 --count 100 --rate 10 \
         --json "$WORK/latency-sana-1024.json" -- --cache-dir $CACHE
 }
