@@ -51,10 +51,11 @@ class TextStream:
 
     def warm(self, lengths: Iterable[int], rows: int, encode: Encode) -> None:
         """Capture the text graph of every token length a prompt may take, before a live frame."""
-        if self._graphs is None:
+        todo = [] if self._graphs is None else [n for n in lengths if ("text", (rows, n)) not in self._graphs]
+        if not todo:  # every frame asks: after the first, nothing to do and no stream touched
             return
         with torch.cuda.stream(self._stream):
-            for length in lengths:
+            for length in todo:
                 self._graph(encode, torch.zeros((rows, length), dtype=torch.long))
         torch.cuda.current_stream(self.device).wait_stream(self._stream)
 
@@ -85,5 +86,6 @@ class TextStream:
         return kept
 
     def _graph(self, encode: Encode, ids: torch.Tensor):
+        # keyed as ``warm`` checks: ("text", (rows, length))
         return self._graphs.get(("text", tuple(ids.shape)), encode,
                                 lambda: {"ids": torch.zeros(ids.shape, dtype=ids.dtype, device=self.device)})
