@@ -59,6 +59,7 @@ class BenchOptions:
     vae_compile_modes: tuple[str, ...] = ("default",)
     cudnn_benchmarks: tuple[bool, ...] = (False,)  # Tuning's: frames must not depend on the thread
     vae_channels_lasts: tuple[bool, ...] = (True,)
+    fused_text_qkv: bool = True  # Tuning's: the text encoders' Q/K/V as one matrix product per layer
     cache_dir: Path = DEFAULT_CACHE_DIR
 
 
@@ -250,8 +251,9 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
 
 
 def frame_tuning(opts: BenchOptions) -> Tuning:
-    """The decoder knobs of the frame runs: the first value of each list."""
-    return Tuning(opts.vae_compile_modes[0], opts.cudnn_benchmarks[0], opts.vae_channels_lasts[0])
+    """The knobs of the frame runs: the first value of each of the decoder's lists, and the text encoders'."""
+    return Tuning(opts.vae_compile_modes[0], opts.cudnn_benchmarks[0], opts.vae_channels_lasts[0],
+                  fused_text_qkv=opts.fused_text_qkv)
 
 
 def _sink_sets(sinks: tuple[str, ...]) -> list[tuple[str, ...]]:

@@ -45,6 +45,14 @@ def test_bench_compiles_as_serve_does(options, compiles):
     assert bench_options(build_parser().parse_args(["bench", *options])).compile is compiles
 
 
+@pytest.mark.parametrize("switch, fused", [([], True), (["--fused-text-qkv", "off"], False)])
+def test_the_fused_text_qkv_switch_reaches_the_frame_runs_tuning(switch, fused):
+    from bridge.bench.measure import frame_tuning
+
+    opts = bench_options(build_parser().parse_args(["bench", "--device", "cuda", *switch]))
+    assert frame_tuning(opts).fused_text_qkv is fused and opts.fused_text_qkv is fused
+
+
 @no_cuda
 def test_a_demo_bench_on_the_cpu_compiles_nothing_and_reports_only_what_it_measured(cache_dir, tmp_path):
     done, report = demo_bench("--frames", "2", "--modes", "seed", cache_dir=cache_dir, tmp_path=tmp_path)

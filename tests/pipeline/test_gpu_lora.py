@@ -1,6 +1,7 @@
 """LoRAs on the compiled path (opt-in: ``python -m pytest -m gpu``; needs CUDA): switching and
 re-weighting never recompile, the captured CUDA graphs see the folded weights, weight 0 gives the
-base frame exactly, the grouped fold (CUDA's) equals the per-layer fold (diffusers' arithmetic)
+base frame exactly, the text encoders' fused Q/K/V projection (speed/clip_qkv.py) gets a text LoRA
+with no recompile, the grouped fold (CUDA's) equals the per-layer fold (diffusers' arithmetic)
 within bf16 rounding, and the full-size bench mode runs."""
 
 import numpy as np
@@ -13,7 +14,7 @@ pytestmark = [pytest.mark.gpu,
 
 from bridge.core.params import Params  # noqa: E402
 from lora_files import lora_layers, write_diffusers  # noqa: E402
-from test_gpu import renderer_pair  # noqa: E402
+from test_gpu import assert_compiled_matches_eager, renderer_pair  # noqa: E402
 
 BASE = Params(prompt="a lighthouse", seed=3, width=512, height=512)
 
@@ -67,6 +68,44 @@ def test_compiled_frame_with_lora_matches_eager(renderers):
     assert np.abs(b - base).mean() > 5 * max(np.abs(a - b).mean(), 0.1)  # and the LoRA shows
 
 
+def test_fused_text_qkv_matches_eager_and_takes_a_text_lora_without_recompiling(renderers):
+    """The compiled renderer's CLIP layers run one Q/K/V product each, the eager one transformers' three:
+    frames within bf16's tolerance of eager and repeated bit for bit, with and without a text LoRA; a
+    switch between text LoRAs folds into the fused weight the captured graphs read, never recompiling."""
+    from bridge.pipeline.speed.clip_qkv import FusedQKVAttention
+
+    eager, fast = renderers
+    encoders = (fast.pipe.text_encoder, fast.pipe.text_encoder_2)
+    fused = [m for encoder in encoders for m in encoder.modules() if isinstance(m, FusedQKVAttention)]
+    assert len(fused) == sum(encoder.config.num_hidden_layers for encoder in encoders)
+    assert not any(isinstance(m, FusedQKVAttention) for m in eager.pipe.text_encoder_2.modules())
+    params = BASE.merged({"prompt": "a harbour at dawn", "seed": 21})  # a prompt no other test encodes
+    assert_compiled_matches_eager(eager, fast, params)
+    with_lora = params.merged({"loras": (("a", 2.0),)})  # its largest weight: the clearest effect
+    first = assert_compiled_matches_eager(eager, fast, with_lora)  # a and b both touch the text encoders
+    qkv = fused[-1].qkv.weight
+    pointer, folded = qkv.data_ptr(), qkv.detach().clone()
+    runs = fast.text_encoder_runs
+    torch._dynamo.config.error_on_recompile = True
+    try:
+        fast.render(params.merged({"loras": (("b", 1.0),)}))
+        fast.render(params.merged({"loras": (("a", -1.5), ("b", 0.5))}))
+        fast.render(params)  # the base embeddings: from the cache
+        again = fast.render(with_lora).pixels  # a at 2.0: from the cache too
+    finally:
+        torch._dynamo.config.error_on_recompile = False
+    assert fast.text_encoder_runs == runs + 2  # each new text LoRA set encoded the prompt again
+    assert qkv.data_ptr() == pointer and torch.equal(qkv, folded)  # the same fold, in the same storage
+    assert np.array_equal(again, first)
+    # The text LoRA's effect on the embeddings against bf16's: the last frames of both renderers had ``a`` at 2.0.
+    ours, theirs = fast.embeddings(params.prompt)[0].float(), eager.embeddings(params.prompt)[0].float()
+    fast.render(params)
+    base_embeds = fast.embeddings(params.prompt)[0].float()
+    print(f"text LoRA: embeddings mean |compiled - eager| {(ours - theirs).abs().mean():.3g}, "
+          f"mean |LoRA - base| {(ours - base_embeds).abs().mean():.3g}")
+    assert (ours - base_embeds).abs().mean() > 5 * (ours - theirs).abs().mean()  # bf16 differs less than a LoRA
+
+
 def test_bench_mode_on_the_full_size_model(cache_dir):
     from bridge.bench.lora import measure_lora_switch
     from bridge.pipeline.loading.loader import load_pipeline
@@ -81,11 +120,14 @@ def test_bench_mode_on_the_full_size_model(cache_dir):
 
 def test_grouped_fold_equals_the_per_layer_fold_within_bf16_rounding(cache_dir, folder):
     from bridge.pipeline.loading.loader import load_pipeline
+    from bridge.pipeline.speed.clip_qkv import fuse_clip_qkv
     from bridge.pipeline.steering.lora import Loras, _modules
     from bridge.pipeline.steering.lora_fold import LoraFolder, delta_weight
 
     pipe = load_pipeline("demo", "cuda", torch.bfloat16, cache_dir)
     pipe.unet.fuse_qkv_projections()  # as the compiled path runs: q/k/v are slices of one weight
+    for encoder in (pipe.text_encoder, pipe.text_encoder_2):
+        fuse_clip_qkv(encoder)  # the text encoders' too (speed/clip_qkv.py)
     loras = Loras(pipe, folder)
     a, b = loras.catalog.load("a"), loras.catalog.load("b")
     assert a.groups and all(g.up.is_cuda and g.up.dtype == torch.bfloat16 for g in a.groups)  # placed at load

@@ -45,8 +45,9 @@ def configure_compile_cache(cache_dir: Path) -> Path:
 
 @dataclass(frozen=True)
 class Tuning:
-    """The VAE decoder's knobs (``turbo-bridge bench --vae-compile-modes/--cudnn-benchmark/--vae-channels-last``):
-    the largest stage with the full VAE, dominated by its convolutions at 256 and 512 px.
+    """The compiled path's knobs (``turbo-bridge bench --vae-compile-modes/--cudnn-benchmark/--vae-channels-last/
+    --fused-text-qkv``): the VAE decoder's, the largest stage with the full VAE, dominated by its convolutions
+    at 256 and 512 px, and the text encoders' Q/K/V projections, which a prompt change runs.
 
     cuDNN's benchmark stays off (issue 31): it times the candidate engines of each convolution shape
     once per thread (torch keeps cuDNN's plans in a thread-local cache, Conv_v8.cpp) and keeps the
@@ -60,6 +61,9 @@ class Tuning:
     # The VAE's GroupNorms from per-chunk statistics (group_norm.py): no copy of each activation before
     # its reduction. Run S5, H100, SD VAE decode at 512 px: 7.78 -> 6.33 ms, pixels as far from eager as before.
     split_group_norm: bool = True
+    # Each CLIP text-encoder layer's Q/K/V as one matrix product (clip_qkv.py): a prompt change runs the
+    # text encoders at 77 tokens, six ~4 us GEMMs a layer, launch-bound (Run S5: SDXL's two 2.73 ms).
+    fused_text_qkv: bool = True
 
 
 DECODER_MODES = ("default", "max-autotune-no-cudagraphs")  # CUDA graphs are ours (graphs.py): none of Inductor's
@@ -69,7 +73,9 @@ def prepare_modules(modules: list[torch.nn.Module], device: torch.device, tuning
                     decoder: torch.nn.Module | None = None) -> None:
     """channels_last and fused QKV projections where the module supports them (SDPA is default);
     ``decoder`` (the VAE) keeps its layout unless ``tuning.vae_channels_last``, and on CUDA gets its
-    GroupNorms as ``SplitGroupNorm`` with ``tuning.split_group_norm`` (the eager CPU path keeps diffusers' own)."""
+    GroupNorms as ``SplitGroupNorm`` with ``tuning.split_group_norm``; on CUDA the CLIP text encoders'
+    attention layers get one Q/K/V projection with ``tuning.fused_text_qkv``. The eager CPU path keeps
+    diffusers' and transformers' own modules, whose pixels the families' tests match exactly."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = tuning.cudnn_benchmark
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -80,6 +86,12 @@ def prepare_modules(modules: list[torch.nn.Module], device: torch.device, tuning
     for module in modules:
         if hasattr(module, "fuse_qkv_projections"):
             module.fuse_qkv_projections()
+        if device.type == "cuda" and tuning.fused_text_qkv:
+            from .clip_qkv import fuse_clip_qkv  # here: transformers' modeling code takes seconds to import
+
+            fused = fuse_clip_qkv(module)  # CLIP text encoders only: nothing else here has CLIP attention
+            if fused:
+                log.debug("%s: %d attention layer(s) with one Q/K/V projection", type(module).__name__, fused)
         if device.type == "cuda" and any(isinstance(m, torch.nn.Conv2d) for m in module.modules()) \
                 and (module is not decoder or tuning.vae_channels_last):
             module.to(memory_format=torch.channels_last)
