@@ -100,6 +100,31 @@ def test_an_attention_forward_of_another_shape_is_left_unfused(monkeypatch, capl
     assert "keep three Q/K/V projections" in caplog.text
 
 
+def test_a_forward_that_reads_its_input_another_way_is_caught_at_load_and_undone(monkeypatch, caplog):
+    """The signature matches but the body takes the embedding width from the input (as transformers 4.x
+    did): the probe at load sees other values, every layer gets its three projections back."""
+    from transformers.models.clip.modeling_clip import CLIPAttention
+
+    model = clip(False, "sdpa")
+    ids, _ = inputs(1, 0)
+    want = outputs(model, ids, None)
+    original = CLIPAttention.forward
+
+    def wider(self, hidden_states, attention_mask=None, **kwargs):
+        width = hidden_states.shape[-1]  # 3D when fed the fused projection: the heads come out wrong
+        out, weights = original(self, hidden_states, attention_mask, **kwargs)
+        return out[..., :width] if width == out.shape[-1] else out * 0, weights
+
+    monkeypatch.setattr(CLIPAttention, "forward", wider)
+    assert fuse_clip_qkv(model) == 0
+    assert "did not reproduce" in caplog.text
+    assert all(type(m) is CLIPAttention and type(m.q_proj) is torch.nn.Linear and not hasattr(m, "qkv")
+               for m in model.modules() if isinstance(m, CLIPAttention))
+    monkeypatch.setattr(CLIPAttention, "forward", original)
+    for a, b in zip(want, outputs(model, ids, None)):
+        assert torch.equal(a, b)  # the same weights, in the same modules, as before
+
+
 @pytest.mark.parametrize("model,family", [("demo", "sdxl"), ("demo-sd", "sd2"), ("demo-sd15", "sd15"),
                                           ("demo-sdxs", "sd2")])
 def test_every_clip_familys_conditioning_is_unchanged(cache_dir, model, family):

@@ -100,12 +100,40 @@ def fuse_clip_qkv(module: nn.Module) -> int:
                     "projections per layer (Tuning.fused_text_qkv has no effect with this transformers)",
                     found, FORWARD_PARAMETERS)
         return 0
+    probe, want = _probe(layers[0])
+    originals = {}
     for attn in layers:
-        projections = [getattr(attn, name) for name in PROJECTIONS]
+        originals[attn] = projections = [getattr(attn, name) for name in PROJECTIONS]
         attn.qkv = fused = _fused(projections)
         start = 0
         for name, projection in zip(PROJECTIONS, projections):
             setattr(attn, name, ProjectionRows(fused, start, start + projection.out_features))
             start += projection.out_features
         attn.__class__ = FusedQKVAttention  # the same object: hooks and module paths stay
+    # Proven at load, on the layer's own device and dtype: the signature check cannot see a forward whose
+    # body reads its input another way (a transformers other than the ones above).
+    try:
+        with torch.inference_mode():
+            got = layers[0](probe)[0]
+        proven = got.shape == want.shape and torch.allclose(got.float(), want.float(), rtol=0.05, atol=0.05)
+    except (RuntimeError, TypeError, ValueError) as error:
+        proven, got = False, error
+    if not proven:
+        for attn, projections in originals.items():
+            attn.__class__ = CLIPAttention
+            del attn.qkv
+            for name, projection in zip(PROJECTIONS, projections):
+                setattr(attn, name, projection)
+        log.warning("fused Q/K/V projections did not reproduce transformers' CLIP attention (%s): the text "
+                    "encoders keep three projections per layer", got if isinstance(got, Exception) else "other values")
+        return 0
     return len(layers)
+
+
+def _probe(attn: CLIPAttention) -> tuple[torch.Tensor, torch.Tensor]:
+    """A few tokens of random hidden states and the unfused layer's output on them."""
+    weight = attn.q_proj.weight
+    generator = torch.Generator(weight.device).manual_seed(0)
+    probe = torch.randn((1, 5, weight.shape[1]), generator=generator, device=weight.device).to(weight.dtype)
+    with torch.inference_mode():
+        return probe, attn(probe)[0]
