@@ -15,7 +15,7 @@
 #
 #   tests     every file with GPU tests at once, one process each (own CPU cores for compiling),
 #             then the memory-budget file alone (it reads the device's memory in use)   ~6-8 min
-#   speed     SDXL-Turbo full + tiny VAE, new prompt / new seed every frame, overlap off and on, with
+#   speed     SDXL-Turbo full + tiny VAE, new prompt / new seed every frame, overlap off, on and decode-only, with
 #             the plain diffusers call as baseline (bench); then through the real daemon, overlap
 #             off and on: OSC-to-frame p50 and a stream of changes (latency)        ~7-8 min
 #   more      where each stage's GPU time goes, kernel by kernel (bench --modes kernels: SDXL full VAE,
@@ -26,9 +26,9 @@
 #   start     cold start to first frame, then a fresh-machine start from the compile artefact file
 #             alone (compile caches emptied), then a warm start                    ~5-6 min
 #   channels  4 channels on one GPU, overlap off and on (latency --channels 4)      ~8-9 min
-#   sd15      SD 1.5 full + tiny VAE and SDXS-512, new prompt / seed every frame, overlap off and on
+#   sd15      SD 1.5 full + tiny VAE and SDXS-512, new prompt / seed every frame, overlap off, on, decode-only
 #             (bench, baseline); the OSC-to-frame p50 of each through the real daemon (issue 25)   ~6-7 min
-#   sana      SANA-Sprint 0.6B at 1024 (bench, baseline) and 512 (bench, overlap off and on); OSC-to-frame p50 at 1024
+#   sana      SANA-Sprint 0.6B at 1024 (bench, baseline) and 512 (bench, overlap off, on, decode-only); OSC-to-frame p50 at 1024
 #             (issue 26)                                                          ~5 min
 #   tokens    SANA-Sprint 512 and SD 1.5 tiny, prompt / seed, no baseline: the tokenize stage after
 #             a tokenizer change, on the machine the GPU tests just warmed (run after `tests`)  ~3-4 min
@@ -84,7 +84,7 @@ part_tests() {
 }
 
 part_speed() {
-    step bench-sdxl 300 $TB bench --model random --sizes 512 --vaes full,tiny --modes prompt,seed --overlap off,on \
+    step bench-sdxl 300 $TB bench --model random --sizes 512 --vaes full,tiny --modes prompt,seed --overlap off,on,decode \
         --frames 60 --cache-dir $CACHE --json "$WORK/bench-sdxl.json"
     for overlap in off on; do
         step "latency-sdxl-full-overlap-$overlap" 110 $TB latency --model random --count 200 --rate 20 \
@@ -119,9 +119,9 @@ part_start() {
 }
 
 part_sd15() {
-    step bench-sd15 200 $TB bench --model random-sd15 --sizes 512 --vaes full,tiny --modes prompt,seed --overlap off,on \
+    step bench-sd15 200 $TB bench --model random-sd15 --sizes 512 --vaes full,tiny --modes prompt,seed --overlap off,on,decode \
         --frames 100 --cache-dir $CACHE --json "$WORK/bench-sd15.json"
-    step bench-sdxs 130 $TB bench --model random-sdxs --sizes 512 --vaes full --modes prompt,seed --overlap off,on \
+    step bench-sdxs 130 $TB bench --model random-sdxs --sizes 512 --vaes full --modes prompt,seed --overlap off,on,decode \
         --frames 100 --cache-dir $CACHE --json "$WORK/bench-sdxs.json"
     step latency-sd15-tiny 90 $TB latency --model random-sd15 --vae tiny --size 512 --count 200 --rate 20 \
         --json "$WORK/latency-sd15-tiny.json" -- --cache-dir $CACHE
@@ -132,7 +132,7 @@ part_sd15() {
 part_sana() {
     step bench-sana-1024 280 $TB bench --model random-sana --sizes 1024 --modes prompt,seed --frames 50 \
         --cache-dir $CACHE --json "$WORK/bench-sana-1024.json"
-    step bench-sana-512 130 $TB bench --model random-sana --sizes 512 --modes prompt,seed --overlap off,on --frames 50 \
+    step bench-sana-512 130 $TB bench --model random-sana --sizes 512 --modes prompt,seed --overlap off,on,decode --frames 50 \
         --no-baseline --cache-dir $CACHE --json "$WORK/bench-sana-512.json"
     step latency-sana-1024 110 $TB latency --model random-sana --size 1024 --count 100 --rate 10 \
         --json "$WORK/latency-sana-1024.json" -- --cache-dir $CACHE
@@ -152,7 +152,7 @@ part_cluster() {
 part_tokens() {  # after the GPU tests of a stop: the tokenizer's share of a prompt change, no baselines
     step bench-sana-512 130 $TB bench --model random-sana --sizes 512 --modes prompt,seed --frames 50 --no-baseline \
         --cache-dir $CACHE --json "$WORK/bench-sana-512.json"
-    step bench-sd15-tiny 120 $TB bench --model random-sd15 --sizes 512 --vaes tiny --modes prompt,seed --overlap off,on \
+    step bench-sd15-tiny 120 $TB bench --model random-sd15 --sizes 512 --vaes tiny --modes prompt,seed --overlap off,on,decode \
         --frames 100 --no-baseline --cache-dir $CACHE --json "$WORK/bench-sd15-tiny.json"
 }
 

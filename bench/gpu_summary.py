@@ -30,6 +30,9 @@ def tests(out: Path) -> list[str]:
 
 
 def benches(out: Path) -> list[str]:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's bridge (no torch imported)
+    from bridge.bench.report import overlap_mode
+
     lines = []
     for path in sorted(out.glob("bench-*.json")):
         report = json.loads(path.read_text())
@@ -41,7 +44,7 @@ def benches(out: Path) -> list[str]:
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in report["runs"]:
             ratio = f"{base['median_ms'] / r['median_ms']:.1f}" if base else "-"
-            lines.append(f"| {r['size']} | {r['vae']} | {r['mode']} | {'on' if r.get('overlap') else 'off'} | "
+            lines.append(f"| {r['size']} | {r['vae']} | {r['mode']} | {overlap_mode(r.get('overlap'))} | "
                          f"{r['median_ms']:.2f} | {r['fps']:.1f} | {r['p99_ms']:.2f} | "
                          f"{r.get('latency_ms') or r['median_ms']:.2f} | {ratio} | {r.get('first_frame_s') or '-'} |")
         for r in report["runs"]:

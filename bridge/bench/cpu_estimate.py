@@ -135,7 +135,7 @@ def bench_work(opts) -> list[Work]:
         return work
     modes = [m for m in bench_style.expand(bench_control.expand(opts.modes)) if m != "lora" and m not in OWN_RUNS]
     # each mode and tiling: a warm-up and the frames, again with the sinks, and again overlapped (--overlap on)
-    runs = (2 if opts.sinks else 1) + (1 if True in opts.overlaps else 0)
+    runs = (2 if opts.sinks else 1) + sum(mode != "off" for mode in opts.overlaps)
     per_size = 1 + len(modes) * len(opts.tilings) * (opts.frames + 1) * runs + opts.profile_frames
     work += [Work(per_size, size, vae, dtype) for dtype, vae, size in configs]
     return work

@@ -53,7 +53,9 @@ class BenchOptions:
     baseline: bool = True
     profile_frames: int = 20
     memory_budget_gb: float | None = None
-    overlaps: tuple[bool, ...] = (False,)  # True: each mode again with the decode overlapped (bench/overlap.py)
+    # "on": each mode again as an overlapped stream, decode and text streams (bench/overlap.py); "decode": the
+    # decode stream alone, the overlap as it was before the text stream (same run, same graphs: an A/B)
+    overlaps: tuple[str, ...] = ("off",)
     # The VAE decoder's knobs (speed/optimize.Tuning): the frame runs take the first of each; --modes
     # decode times the VAE decode alone for every combination
     vae_compile_modes: tuple[str, ...] = ("default",)
@@ -76,7 +78,7 @@ class Run:
     first_frame_s: float | None = None
     tiling: str = "none"
     sinks: str = "shm"
-    overlap: bool = False  # the next frame begun while this one decodes (median_ms: between publications)
+    overlap: str = "off"  # on/decode: the next frame begun while this one decodes (median_ms: between publications)
     latency_ms: float | None = None  # overlap: median from a frame's begin to its publication
     sink_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # per sink: median, p99, max publish ms
     stages_ms: dict[str, float] = field(default_factory=dict)
@@ -177,7 +179,8 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
     style = bench_style.adapter(opts.model, pipe.unet, str(device), dtype) if bench_style.wanted(opts.modes) else None
     renderer = DiffusersRenderer(pipe, str(device), dtype, compile=opts.compile, controlnets=nets, ip_adapter=style,
                                  tuning=frame_tuning(opts))
-    overlapped = OverlappedRenderer(renderer) if True in opts.overlaps else None
+    overlapped = {mode: OverlappedRenderer(renderer, text_stream=mode == "on") for mode in opts.overlaps
+                  if mode != "off"}
     runs = []
     lora_runs = [] if lora_runs is None else lora_runs
     for size in opts.sizes:
@@ -220,18 +223,18 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
                     "peak_allocated": now.get("peak_allocated"), "peak_reserved": now.get("peak_reserved")}
             run.vram_gb = {k: v for k, v in vram.items() if v is not None}  # none on the CPU: nothing measured
             runs.append(run)
-            if overlapped is not None and not sink_set:
-                intervals, latencies = timed_overlapped(overlapped, mode, size, tiling, opts.frames, shm, guidance)
+            for streams, staged in ({} if sink_set else overlapped).items():
+                intervals, latencies = timed_overlapped(staged, mode, size, tiling, opts.frames, shm, guidance)
                 runs.append(Run(dtype_name, vae_name, size, mode, **stats(intervals), first_frame_s=None, tiling=tiling,
-                                overlap=True, latency_ms=round(statistics.median(latencies), 3),
+                                overlap=streams, latency_ms=round(statistics.median(latencies), 3),
                                 vram_gb=run.vram_gb))
-                log.info("%s %s %d %s overlapped: %.2f ms between frames (%.1f FPS), latency %.2f ms", dtype_name,
-                         vae_name, size, mode, runs[-1].median_ms, runs[-1].fps, runs[-1].latency_ms)
+                log.info("%s %s %d %s overlapped (%s): %.2f ms between frames (%.1f FPS), latency %.2f ms", dtype_name,
+                         vae_name, size, mode, streams, runs[-1].median_ms, runs[-1].fps, runs[-1].latency_ms)
             log.info("%s %s %d %s tiling %s sinks %s: median %.2f ms (%.1f FPS), p99 %.2f, std %.2f %s", dtype_name,
                      vae_name, size, mode, tiling, run.sinks, run.median_ms, run.fps, run.p99_ms, run.std_ms,
                      run.sink_ms or "")
         if runs:
-            next(r for r in reversed(runs) if not r.overlap).stages_ms = stage_breakdown(renderer, opts, size, shm,
+            next(r for r in reversed(runs) if r.overlap == "off").stages_ms = stage_breakdown(renderer, opts, size, shm,
                                                                                           "prompt")
         if "input" in opts.modes:
             next(r for r in runs if r.size == size and r.mode == "input").stages_ms = \

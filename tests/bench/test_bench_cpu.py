@@ -134,6 +134,11 @@ def test_the_bench_work_counts_every_frame_the_run_renders():
                                                     "--vaes", "full", "--modes", "prompt,seed,decode",
                                                     "--overlap", "off,on"]))
     assert [(w.size, w.frames) for w in cpu_estimate.bench_work(both)[1:]] == [(256, 65)]
+    ab = bench_options(build_parser().parse_args(["bench", "--device", "cpu", "--frames", "10", "--sizes", "256",
+                                                  "--vaes", "full", "--modes", "prompt,seed,decode",
+                                                  "--overlap", "off,on,decode"]))
+    assert ab.overlaps == ("off", "on", "decode")  # on and decode: each mode twice more, 22 frames each
+    assert [(w.size, w.frames) for w in cpu_estimate.bench_work(ab)[1:]] == [(256, 87)]
 
 
 @pytest.mark.parametrize("value", ["default,fp8", "default"])
@@ -161,9 +166,13 @@ def test_the_report_has_a_vram_column_only_where_memory_was_measured():
     text = format_report(cpu)
     assert "VRAM" not in text and "None" not in text and "fold alone" not in text
     assert "| bf16 | full | 512 | prompt | none | shm | 19.81 | 50.5 | 21.67 | 0.29 | - | 132.0 |" in text
-    overlapped = {**RUN, "first_frame_s": None, "overlap": True, "latency_ms": 25.5, "vram_gb": {}}
+    overlapped = {**RUN, "first_frame_s": None, "overlap": "on", "latency_ms": 25.5, "vram_gb": {}}
     assert ("| bf16 + overlap (latency 25.50 ms) | full | 512 | prompt | none | shm | 19.81 | 50.5 | 21.67 "
             "| 0.29 | - | - |") in format_report({**cpu, "runs": [overlapped]})
+    assert "| bf16 + overlap (latency 25.50 ms) |" in format_report({**cpu, "runs": [{**overlapped, "overlap": True}]})
+    decode_only = format_report({**cpu, "runs": [{**overlapped, "overlap": "decode"}]})  # the A/B's other half
+    assert "| bf16 + overlap (decode only) (latency 25.50 ms) |" in decode_only
+    assert "overlap" not in format_report({**cpu, "runs": [{**RUN, "overlap": "off", "vram_gb": {}}]})
 
 
 @pytest.mark.gpu

@@ -42,15 +42,17 @@ class Begun:
 class OverlappedRenderer(ChannelRenderer):
     """A ``ChannelRenderer`` that splits ``begin_batch`` at the latents (render thread only)."""
 
-    def __init__(self, inner: DiffusersRenderer):
+    def __init__(self, inner: DiffusersRenderer, text_stream: bool = True):
+        """``text_stream``: a new prompt's text encoders on the third stream (off: in the first half's graph,
+        the overlap before run S6; the bench's ``--overlap decode`` compares them)."""
         super().__init__(inner)
         self._decoder = DecodeStream(inner.device, graphs=inner.runner.graphed)
-        self._text = TextStream(inner.device, graphs=inner.runner.graphed)
+        self._text = TextStream(inner.device, graphs=inner.runner.graphed) if text_stream else None
 
     @property
     def text_graph_keys(self) -> frozenset[tuple]:
         """The text stream's graphs captured so far (one per token length)."""
-        return self._text.keys
+        return frozenset() if self._text is None else self._text.keys
 
     @torch.inference_mode()
     def begin_batch(self, items: Sequence[Item]) -> Begun:
@@ -59,7 +61,7 @@ class OverlappedRenderer(ChannelRenderer):
         tiling = r.plan(params, scene).tiling  # one plan for the whole batch
         # Every latents buffer below is written after the decode in flight has copied its own.
         self._decoder.before_latents()
-        if len(items) > 1 or params.loras != r.loras.applied:
+        if self._text is not None and (len(items) > 1 or params.loras != r.loras.applied):
             self._text.barrier()  # a LoRA fold (a batch may fold its own) waits for the text in flight
         if len(items) > 1:
             latents = self.device_frames(items, decode=False)  # a new batch size captures on first use
@@ -68,7 +70,8 @@ class OverlappedRenderer(ChannelRenderer):
             return Begun(decoding, r.runner.stage_times())
         # Compiles and captures the cut graphs and the decode's once per graph key, before a live frame.
         r.warm(params, scene, decode=False, decoder=lambda latents: self._decode_one(latents, tiling).result())
-        self._text.warm(r.parts.text.lengths, r.parts.text.rows, r.calls.encode)  # once per length
+        if self._text is not None:
+            self._text.warm(r.parts.text.lengths, r.parts.text.rows, r.calls.encode)  # once per length
         latents = r.device_frame(params, scene, self.glider(stream), decode=False, text_stream=self._text)
         return Begun(self._decode_one(latents, tiling), r.runner.stage_times())
 
