@@ -25,8 +25,6 @@
 #   autotune  the second half of `more`: the VAE decode under max-autotune       ~3-4 min
 #   start     cold start to first frame, then a fresh-machine start from the compile artefact file
 #             alone (compile caches emptied), then a warm start                    ~5-6 min
-#   precompile  after `start` on the same machine: two warm starts with Dynamo's caching precompile
-#             (TORCH_CACHING_PRECOMPILE=1, experimental): does a warm start skip Dynamo's tracing?  ~3-4 min
 #   channels  4 channels on one GPU, overlap off and on (latency --channels 4)      ~8-9 min
 #   sd15      SD 1.5 full + tiny VAE and SDXS-512, new prompt / seed every frame, overlap off, on, decode-only
 #             (bench, baseline); the OSC-to-frame p50 of each through the real daemon (issue 25)   ~6-7 min
@@ -120,15 +118,6 @@ part_start() {
     ls -la /tmp/tbs/compile/artifacts >"$WORK/artifacts.txt" 2>&1
 }
 
-part_precompile() {  # after `start` (its warm caches in /tmp/tbs): Dynamo's experimental caching precompile
-    # (torch._dynamo.config.caching_precompile, env TORCH_CACHING_PRECOMPILE=1) saves what Dynamo traced, so a warm
-    # start might skip the tracing that Inductor's caches leave to every process (run D: warm-up 28 of 43 s)
-    step precompile-save 130 env TORCH_CACHING_PRECOMPILE=1 $TB latency --model random --count 20 --rate 20 \
-        --json "$WORK/precompile-save.json" -- --cache-dir /tmp/tbs
-    step precompile-load 130 env TORCH_CACHING_PRECOMPILE=1 $TB latency --model random --count 20 --rate 20 \
-        --json "$WORK/precompile-load.json" -- --cache-dir /tmp/tbs
-}
-
 part_sd15() {
     step bench-sd15 200 $TB bench --model random-sd15 --sizes 512 --vaes full,tiny --modes prompt,seed --overlap off,on,decode \
         --frames 100 --cache-dir $CACHE --json "$WORK/bench-sd15.json"
@@ -192,7 +181,7 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|speed|more|kernels|autotune|start|precompile|channels|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
-        *) echo "unknown part $part: tests, speed, more (= kernels autotune), start, precompile, channels, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
+        tests|speed|more|kernels|autotune|start|channels|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
+        *) echo "unknown part $part: tests, speed, more (= kernels autotune), start, channels, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
     esac
 done
