@@ -1,6 +1,7 @@
-"""The fast path's levers: memory layout and fused projections, torch.compile, whole-frame CUDA
-graphs, the second stream that decodes while the next frame runs (overlap), and the compiler's
-portable artefacts.
+"""The fast path's levers: memory layout and fused projections (the UNet's, the CLIP text encoders'
+Q/K/V: ``clip_qkv``), the VAE's GroupNorm from per-chunk statistics (``group_norm``), torch.compile,
+whole-frame CUDA graphs, the second stream that decodes while the next frame runs and the third that
+encodes a new prompt beside it (overlap, ``text_stream``), and the compiler's portable artefacts.
 
 May import ``core`` only.
 """
