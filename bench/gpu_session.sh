@@ -27,7 +27,8 @@
 #             alone (compile caches emptied), then a warm start                    ~5-6 min
 #   channels  4 channels on one GPU, overlap off and on (latency --channels 4)      ~8-9 min
 #   sd15      SD 1.5 full + tiny VAE and SDXS-512, new prompt / seed every frame, overlap off, on, decode-only
-#             (bench, baseline); the OSC-to-frame p50 of each through the real daemon (issue 25)   ~6-7 min
+#             (bench, baseline), SDXS again without the fused text Q/K/V (an A/B); the OSC-to-frame p50 of each
+#             through the real daemon (issue 25)                                   ~7-8 min
 #   sana      SANA-Sprint 0.6B at 1024 (bench, baseline) and 512 (bench, overlap off, on, decode-only); OSC-to-frame p50 at 1024
 #             (issue 26)                                                          ~5 min
 #   tokens    SANA-Sprint 512 and SD 1.5 tiny, prompt / seed, no baseline: the tokenize stage after
@@ -119,13 +120,16 @@ part_start() {
 }
 
 part_sd15() {
-    step bench-sd15 200 $TB bench --model random-sd15 --sizes 512 --vaes full,tiny --modes prompt,seed --overlap off,on,decode \
+    step bench-sd15 170 $TB bench --model random-sd15 --sizes 512 --vaes full,tiny --modes prompt,seed --overlap off,on,decode \
         --frames 100 --cache-dir $CACHE --json "$WORK/bench-sd15.json"
-    step bench-sdxs 130 $TB bench --model random-sdxs --sizes 512 --vaes full --modes prompt,seed --overlap off,on,decode \
+    step bench-sdxs 100 $TB bench --model random-sdxs --sizes 512 --vaes full --modes prompt,seed --overlap off,on,decode \
         --frames 100 --cache-dir $CACHE --json "$WORK/bench-sdxs.json"
-    step latency-sd15-tiny 90 $TB latency --model random-sd15 --vae tiny --size 512 --count 200 --rate 20 \
+    # the A/B of the fused text Q/K/V (on by default since S5, first run on a card here): the same bench without it
+    step bench-sdxs-unfused 80 $TB bench --model random-sdxs --sizes 512 --vaes full --modes prompt --overlap off,on \
+        --frames 100 --no-baseline --fused-text-qkv off --cache-dir $CACHE --json "$WORK/bench-sdxs-unfused.json"
+    step latency-sd15-tiny 80 $TB latency --model random-sd15 --vae tiny --size 512 --count 200 --rate 20 \
         --json "$WORK/latency-sd15-tiny.json" -- --cache-dir $CACHE
-    step latency-sdxs 80 $TB latency --model random-sdxs --size 512 --count 200 --rate 20 \
+    step latency-sdxs 70 $TB latency --model random-sdxs --size 512 --count 200 --rate 20 \
         --json "$WORK/latency-sdxs.json" -- --cache-dir $CACHE
 }
 
