@@ -10,7 +10,7 @@ from bridge.pipeline.speed.text_stream import TextStream  # noqa: E402
 
 
 def test_without_cuda_the_text_runs_at_once_and_the_store_keeps_it():
-    stream = TextStream(torch.device("cpu"), graphs=False)
+    stream = TextStream(torch.device("cpu"))
     calls, stored = [], []
 
     def encode(ids):

@@ -47,7 +47,8 @@ class OverlappedRenderer(ChannelRenderer):
         the overlap before run S6; the bench's ``--overlap decode`` compares them)."""
         super().__init__(inner)
         self._decoder = DecodeStream(inner.device, graphs=inner.runner.graphed)
-        self._text = TextStream(inner.device, graphs=inner.runner.graphed) if text_stream else None
+        # Only a graphed renderer's frames take a text stream (``DiffusersRenderer._render_graph``).
+        self._text = TextStream(inner.device) if text_stream and inner.runner.graphed else None
 
     @property
     def text_graph_keys(self) -> frozenset[tuple]:

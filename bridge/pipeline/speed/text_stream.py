@@ -15,7 +15,8 @@ Ordering, with CUDA events (no host synchronisation):
 - a LoRA fold changes the text encoders' weights in place on the render thread's stream: ``barrier``
   makes that stream wait for the text work queued so far, and the next encode waits for the fold.
 The text graphs have their own ``FrameGraphs``, hence their own memory pool (they replay while the
-render thread's graphs replay). Without CUDA graphs (the CPU, eager) ``encode`` runs at once.
+render thread's graphs replay). Only a graphed renderer has a text stream (its frames without graphs
+encode on the render thread's stream); on the CPU ``encode`` runs at once (the unit tests' stand-in).
 """
 
 from __future__ import annotations
@@ -31,15 +32,15 @@ Store = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]
 class TextStream:
     """The text stream of one device, its graphs and events; used from the render thread only."""
 
-    def __init__(self, device: torch.device, graphs: bool):
-        """``graphs``: replay each text encoding as a CUDA graph (the compiled renderer); else call it."""
+    def __init__(self, device: torch.device):
+        """On CUDA each text encoding replays as a CUDA graph (a compiled renderer's); on the CPU it is called."""
         self.device = device
         self._cuda = device.type == "cuda"
         self._stream = torch.cuda.Stream(device) if self._cuda else None
         self._done = torch.cuda.Event() if self._cuda else None
         self._wait_for_weights = False
         self._graphs = None
-        if self._cuda and graphs:
+        if self._cuda:
             from .graphs import FrameGraphs
 
             self._graphs = FrameGraphs()
@@ -74,10 +75,7 @@ class TextStream:
             if self._wait_for_weights:  # the fold queued since ``barrier``
                 self._stream.wait_stream(main)
                 self._wait_for_weights = False
-            if self._graphs is not None:
-                embeds, pooled = self._graph(encode, ids).run(ids=ids)
-            else:
-                embeds, pooled = encode(ids.to(self.device, non_blocking=True))
+            embeds, pooled = self._graph(encode, ids).run(ids=ids)
             kept = store(embeds, pooled)  # copies: the graph's outputs are overwritten by its next replay
             for tensor in kept:
                 tensor.record_stream(main)
