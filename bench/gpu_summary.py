@@ -30,7 +30,6 @@ def tests(out: Path) -> list[str]:
 
 
 def benches(out: Path) -> list[str]:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's bridge (no torch imported)
     from bridge.bench.report import overlap_mode
 
     lines = []
@@ -65,7 +64,6 @@ def benches(out: Path) -> list[str]:
 
 def kernels(out: Path) -> list[str]:
     """``bench --modes kernels`` runs: the report's own table and top kernels (``bridge/bench/report.py``)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's bridge (no torch imported)
     from bridge.bench.report import kernel_lines
 
     lines = []
@@ -95,6 +93,8 @@ def latencies(out: Path) -> list[str]:
 
 
 def main(out: Path) -> None:
+    # benches and kernels format with bridge/bench/report.py: this checkout's (it imports no torch)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     for title, lines in (("GPU tests", tests(out)), ("bench", benches(out)), ("kernels by stage", kernels(out)),
                          ("through the daemon", latencies(out))):
         if lines:
