@@ -25,6 +25,9 @@
 #   autotune  the second half of `more`: the VAE decode under max-autotune       ~3-4 min
 #   start     cold start to first frame, then a fresh-machine start from the compile artefact file
 #             alone (compile caches emptied), then a warm start                    ~5-6 min
+#   regions   the blocks compile scope (speed/regions.py) against whole calls on SDXL: frames (bench, baseline;
+#             compare with `speed`'s calls rows of the same session), then a cold and a warm start by blocks
+#             (compare with `start`'s)                                            ~7 min
 #   channels  4 channels on one GPU, overlap off and on (latency --channels 4)      ~8-9 min
 #   sd15      SD 1.5 full + tiny VAE and SDXS-512, new prompt / seed every frame, overlap off, on, decode-only
 #             (bench, baseline), SDXS again without the fused text Q/K/V (an A/B); the OSC-to-frame p50 of each
@@ -73,7 +76,7 @@ part_tests() {
     local files=(tests/pipeline/test_gpu.py tests/pipeline/test_gpu_overlap.py tests/pipeline/test_gpu_graphs.py
                  tests/pipeline/test_gpu_lora.py tests/pipeline/test_gpu_controlnet.py
                  tests/pipeline/test_gpu_ip_adapter.py tests/pipeline/test_gpu_t2i.py
-                 tests/pipeline/test_gpu_sd15_sdxs.py tests/pipeline/test_gpu_sana.py
+                 tests/pipeline/test_gpu_sd15_sdxs.py tests/pipeline/test_gpu_sana.py tests/pipeline/test_gpu_regions.py
                  tests/pipeline/test_devices.py tests/bench/test_bench_cpu.py)
     for f in "${files[@]}"; do
         local n; n=$(basename "$f" .py)
@@ -117,6 +120,16 @@ part_start() {
     step start-warm 120 $TB latency --model random --count 20 --rate 20 --json "$WORK/start-warm.json" -- \
         --cache-dir /tmp/tbs
     ls -la /tmp/tbs/compile/artifacts >"$WORK/artifacts.txt" 2>&1
+}
+
+part_regions() {  # the blocks compile scope (issue 27, start-up): its frames, then its cold and warm starts
+    step bench-sdxl-blocks 230 $TB bench --model random --sizes 512 --vaes full --modes prompt,seed --overlap off,on \
+        --frames 60 --compile-scope blocks --cache-dir /tmp/tbr --json "$WORK/bench-sdxl-blocks.json"
+    rm -rf /tmp/tbs-blocks
+    step start-cold-blocks 170 $TB latency --model random --count 20 --rate 20 --json "$WORK/start-cold-blocks.json" -- \
+        --cache-dir /tmp/tbs-blocks --compile-scope blocks
+    step start-warm-blocks 100 $TB latency --model random --count 20 --rate 20 --json "$WORK/start-warm-blocks.json" -- \
+        --cache-dir /tmp/tbs-blocks --compile-scope blocks
 }
 
 part_sd15() {
@@ -185,7 +198,7 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|speed|more|kernels|autotune|start|channels|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
-        *) echo "unknown part $part: tests, speed, more (= kernels autotune), start, channels, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
+        tests|speed|more|kernels|autotune|start|regions|channels|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
+        *) echo "unknown part $part: tests, speed, more (= kernels autotune), start, regions, channels, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
     esac
 done

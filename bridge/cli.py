@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="on: load the compiler's portable cache file (cache-dir/compile/artifacts) before "
                             "compiling and write it after each compile: a restart on a machine with empty compile "
                             "caches loads instead of compiling")
+    serve.add_argument("--compile-scope", default="calls", choices=["calls", "blocks"],
+                       help="what torch.compile compiles: each model call whole (calls), or the text encoders' and "
+                            "the denoiser's repeated blocks one by one (blocks: fewer, smaller graphs, a shorter "
+                            "first start; docs/benchmarks.md compares their frame rates)")
     serve.add_argument("--device", default=None,
                        help="cuda, cuda:1, cpu (default: cuda if present); a list (cuda:0,cuda:1) or 'all': "
                             "one resident pipeline per device, channels placed by load")
@@ -194,6 +198,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                                              args.allow_host, args.cors_origin, args.osc_allow),
                   controlnets=_controlnets(args.controlnet), canny_thresholds=_thresholds(args.canny_thresholds),
                   render_spin_ms=_spin(args.render_spin_ms), compile_artifacts=args.compile_artifacts == "on",
+                  compile_scope=args.compile_scope,
                   overlap=args.overlap == "on",
                   ip_adapter=args.ip_adapter or None,
                   http=HttpLimits(max_connections=args.max_connections,

@@ -71,6 +71,9 @@ def add_bench(sub) -> None:
     bench.add_argument("--fused-text-qkv", default="on", choices=["on", "off"],
                        help="one Q/K/V matrix product per CLIP text-encoder layer on the compiled CUDA path (off: "
                             "three, as transformers runs them): run prompt or kernels modes with each to compare")
+    bench.add_argument("--compile-scope", default="calls", choices=["calls", "blocks"],
+                       help="as serve's --compile-scope: each model call compiled whole, or the text encoders' and "
+                            "the denoiser's repeated blocks one by one (the table gives the first frame's compile)")
     bench.add_argument("--cache-dir", type=Path, default=None,
                        help="as serve's --cache-dir (demo model, compile caches)")
     bench.add_argument("--json", type=Path, default=Path("bench.json"), help="where to write the figures")
@@ -143,7 +146,7 @@ def bench_options(args: argparse.Namespace):
         vae_compile_modes=_choices("--vae-compile-modes", args.vae_compile_modes, DECODER_MODES),
         cudnn_benchmarks=_switches("--cudnn-benchmark", args.cudnn_benchmark),
         vae_channels_lasts=_switches("--vae-channels-last", args.vae_channels_last),
-        fused_text_qkv=args.fused_text_qkv == "on",
+        fused_text_qkv=args.fused_text_qkv == "on", compile_scope=args.compile_scope,
         cache_dir=args.cache_dir or default_cache_dir())
 
 

@@ -86,7 +86,7 @@ def _load_model(config: Config):
         from ..pipeline.render.batch import ChannelRenderer
         from ..pipeline.render.overlapped import OverlappedRenderer
         from ..pipeline.render.renderer import DiffusersRenderer
-        from ..pipeline.speed.optimize import configure_compile_cache
+        from ..pipeline.speed.optimize import Tuning, configure_compile_cache
         from ..pipeline.steering.demo_loras import demo_lora_folder
 
     # Steering the family does not support is refused before anything loads (one line naming the family).
@@ -105,7 +105,8 @@ def _load_model(config: Config):
 
             artifacts = CompileArtifacts.for_renderer(config.cache_dir, config.model, config.vae, dtype, device,
                                                       controlnets=[s.source for s in config.controlnets],
-                                                      ip_adapter=config.ip_adapter)
+                                                      ip_adapter=config.ip_adapter,
+                                                      compile_scope=config.compile_scope)
             with phases("compile_artifacts"):
                 artifacts.load()
     elif config.compile_artifacts:
@@ -121,7 +122,8 @@ def _load_model(config: Config):
                                      demo_loras=demo_loras,
                                      controlnets=load_controlnets(config, pipe, device, dtype),
                                      canny_thresholds=config.canny_thresholds,
-                                     ip_adapter=load_ip_adapter(config, pipe, device, dtype))
+                                     ip_adapter=load_ip_adapter(config, pipe, device, dtype),
+                                     tuning=Tuning(compile_scope=config.compile_scope))
     family = renderer.family
     # What the engine must know of the family: its sizes, its guidance, and the rows a frame costs
     # (guidance_mode, the denoiser's: "cfg" or "embedded"; Limits.rows).
@@ -147,6 +149,7 @@ def _load_model(config: Config):
     log.info("start-up (%s): %s", device, phases.summary())
     info = {"model": config.model, "family": renderer.family.name, "scheduler": renderer.sampler, "device": device,
             "dtype": str(dtype).removeprefix("torch."), "vae": config.vae, "compile": compile,
+            "compile_scope": config.compile_scope if compile else None,
             "controlnets": {spec.name: spec.source for spec in config.controlnets},
             "t2i_adapters": sorted(renderer.controlnets.adapters), "ip_adapter": config.ip_adapter,
             "startup_s": phases.rounded(), "overlap": config.overlap, **facts,

@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-DAEMON_ARGS = ("--compile-artifacts", "on")  # for the demo_daemon fixture (CPU: nothing is compiled)
+DAEMON_ARGS = ("--compile-artifacts", "on", "--compile-scope", "blocks")  # demo_daemon fixture (CPU: no compile)
 
 COMPILE_ONCE = textwrap.dedent("""
     import json, os, sys
@@ -65,12 +65,16 @@ def test_the_name_records_the_setup(tmp_path):
     a = CompileArtifacts.for_renderer(tmp_path, "/models/My Model.safetensors", "tiny", torch.bfloat16, "cpu")
     b = CompileArtifacts.for_renderer(tmp_path, "/models/My Model.safetensors", "full", torch.bfloat16, "cpu")
     assert a.path.name.startswith("My-Model.safetensors-tiny-") and a.path != b.path
+    blocks = CompileArtifacts.for_renderer(tmp_path, "/models/My Model.safetensors", "tiny", torch.bfloat16, "cpu",
+                                           compile_scope="blocks")
+    assert blocks.path != a.path  # the blocks scope's graphs are other graphs
 
 
 def test_the_daemon_on_the_cpu_starts_with_the_option_and_reports_its_start_up_phases(demo_daemon, cache_dir):
     with urllib.request.urlopen(f"{demo_daemon.url}/v1/health") as r:
         health = json.load(r)
     assert health["compile"] is False and set(health["startup_s"]) == {"imports", "model"}
+    assert health["compile_scope"] is None  # --compile-scope blocks: nothing compiles on the CPU
     assert all(s > 0 for s in health["startup_s"].values())
     log = "".join(demo_daemon.log)
     assert "this daemon does not compile" in log and "start-up: imports" in log

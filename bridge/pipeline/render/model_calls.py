@@ -13,6 +13,7 @@ import torch
 
 from ..families.parts import Parts
 from ..speed.optimize import compiled
+from ..speed.regions import SCOPES, compile_blocks, repeated_blocks
 from ..steering.controlnet import ControlNets
 from ..steering.t2i_adapter import intrablock
 from .plan import FramePlan
@@ -34,12 +35,28 @@ class ModelCalls:
         self.control = self._residuals
         self.adapt = self._adapter_run
 
-    def compile(self, decoder_mode: str = "default") -> None:
+    def compile(self, decoder_mode: str = "default", scope: str = "calls") -> None:
         """Swap every call for its compiled version (static shapes: one graph per shape);
-        ``decoder_mode``: the decoder's torch.compile mode (``speed.optimize.Tuning``)."""
+        ``decoder_mode``: the decoder's torch.compile mode, ``scope``: "blocks" compiles the text
+        encoders' and the denoiser's repeated blocks instead of their calls where they have some
+        (``speed.regions``; ``speed.optimize.Tuning``)."""
+        regional = set()
+        if scope == "blocks":
+            if repeated_blocks(self.parts.denoiser.module):
+                regional.add("denoise")
+            if self.parts.text.modules and all(repeated_blocks(m) for m in self.parts.text.modules):
+                regional.add("encode")
+        elif scope not in SCOPES:
+            raise ValueError(f"compile scope {scope!r}: one of {', '.join(SCOPES)}")
         for name in ("encode", "denoise", "decode", "decode_batch", "encode_image", "control", "adapt"):
+            if name in regional:
+                continue  # eager glue around the compiled blocks below
             mode = decoder_mode if name in ("decode", "decode_batch") else "default"
             setattr(self, name, compiled(getattr(self, name), self.device, mode))
+        modules = ([self.parts.denoiser.module] if "denoise" in regional else []) + \
+            (list(self.parts.text.modules) if "encode" in regional else [])
+        for module in modules:
+            compile_blocks(module)
 
     @property
     def classifier_free(self) -> bool:

@@ -87,7 +87,8 @@ class DiffusersRenderer:
                 parts.text.encode(self._zero_ids())
             prepare_modules([parts.denoiser.module, parts.decoder.module, *parts.text.modules,
                              *self.controlnets.nets.values()], self.device, tuning, decoder=parts.decoder.module)
-            self.calls.compile(tuning.decoder_mode)  # the sampling loop calls the compiled versions from here on
+            # the sampling loop calls the compiled versions (or the compiled blocks) from here on
+            self.calls.compile(tuning.decoder_mode, tuning.compile_scope)
         # After any fusing: the style processors wrap the model's own (fused) cross-attention processors.
         self.style = None if ip_adapter is None else StyleTokens(ip_adapter, self.device, dtype)
         if ip_adapter is not None:

@@ -1,5 +1,6 @@
 """The fast path's levers: memory layout and fused projections (the UNet's, the CLIP text encoders'
-Q/K/V: ``clip_qkv``), the VAE's GroupNorm from per-chunk statistics (``group_norm``), torch.compile,
+Q/K/V: ``clip_qkv``), the VAE's GroupNorm from per-chunk statistics (``group_norm``), torch.compile
+of whole calls or of the models' repeated blocks (``regions``),
 whole-frame CUDA graphs, the second stream that decodes while the next frame runs and the third that
 encodes a new prompt beside it (overlap, ``text_stream``), and the compiler's portable artefacts.
 

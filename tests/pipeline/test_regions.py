@@ -1,0 +1,86 @@
+"""Regional compilation (speed/regions.py): every family's U-Net and CLIP text encoders name their
+repeated blocks, a VAE none; a U-Net compiled block by block gives the eager output exactly (traced
+with aot_eager: no kernels to build on the CPU) from far fewer graphs than blocks, and compiles nothing
+more for the next frame; the renderer's ``compile_scope`` leaves the text and denoiser calls eager around
+their compiled blocks and compiles every other call whole."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from bridge.pipeline.families.sd2 import SD2  # noqa: E402
+from bridge.pipeline.families.sd15 import SD15  # noqa: E402
+from bridge.pipeline.families.sdxl import SDXL  # noqa: E402
+from bridge.pipeline.loading.demo import build_random_pipeline  # noqa: E402
+from bridge.pipeline.render import model_calls  # noqa: E402
+from bridge.pipeline.render.model_calls import ModelCalls  # noqa: E402
+from bridge.pipeline.speed.optimize import CompileCounter  # noqa: E402
+from bridge.pipeline.speed.regions import compile_blocks, repeated_blocks  # noqa: E402
+from bridge.pipeline.steering.controlnet import ControlNets  # noqa: E402
+
+
+def demo(family):
+    torch.manual_seed(0)
+    return build_random_pipeline(True, torch.float32, "cpu", family=family)
+
+
+@pytest.mark.parametrize("family", [SDXL, SD2, SD15], ids=lambda f: f.name)
+def test_every_unet_family_names_its_denoiser_and_text_encoder_blocks_and_no_vae_block(family):
+    pipe = demo(family)
+    assert repeated_blocks(pipe.unet) == ("BasicTransformerBlock", "ResnetBlock2D")
+    encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if family is SDXL else [])
+    assert all(repeated_blocks(encoder) == ("CLIPEncoderLayer",) for encoder in encoders)
+    assert repeated_blocks(pipe.vae) == ()
+    with pytest.raises(ValueError, match="AutoencoderKL has no repeated blocks"):
+        compile_blocks(pipe.vae)
+
+
+def unet_inputs(pipe, seed: int):
+    generator = torch.Generator().manual_seed(seed)
+    config = pipe.unet.config
+    latents = torch.randn((1, config.in_channels, 16, 16), generator=generator)
+    embeds = torch.randn((1, 77, config.cross_attention_dim), generator=generator)
+    added = {"text_embeds": torch.randn((1, pipe.text_encoder_2.config.projection_dim), generator=generator),
+             "time_ids": torch.tensor([[128.0, 128, 0, 0, 128, 128]])}
+    return latents, torch.tensor(999.0), embeds, added
+
+
+def test_a_unet_compiled_by_blocks_gives_the_eager_output_from_one_graph_per_block_shape():
+    pipe = demo(SDXL)
+    unet = pipe.unet.eval()
+    blocks = [m for m in unet.modules() if type(m).__name__ in repeated_blocks(unet)]
+    with torch.inference_mode():
+        want = [unet(*unet_inputs(pipe, seed)[:3], added_cond_kwargs=unet_inputs(pipe, seed)[3]).sample
+                for seed in (1, 2)]
+        torch._dynamo.reset()
+        assert compile_blocks(unet, backend="aot_eager") == len(blocks) > 0
+        with CompileCounter() as first:
+            got = unet(*unet_inputs(pipe, 1)[:3], added_cond_kwargs=unet_inputs(pipe, 1)[3]).sample
+        # one graph per block class and input shape, not one per block
+        assert 2 <= first.done < len(blocks)
+        with CompileCounter() as second:  # the next frame, other values at the same shapes: no compile
+            again = unet(*unet_inputs(pipe, 2)[:3], added_cond_kwargs=unet_inputs(pipe, 2)[3]).sample
+        assert second.done == 0
+    torch.testing.assert_close(got, want[0], rtol=0, atol=0)
+    torch.testing.assert_close(again, want[1], rtol=0, atol=0)
+
+
+def test_the_blocks_scope_compiles_the_text_and_denoiser_blocks_and_every_other_call_whole(monkeypatch):
+    pipe = demo(SDXL)
+    from bridge.pipeline.families.registry import FAMILIES
+
+    parts = FAMILIES["sdxl"].parts(pipe, torch.device("cpu"), torch.float32)
+    whole, regional = [], []
+    monkeypatch.setattr(model_calls, "compiled", lambda fn, device, mode="default": whole.append(fn) or fn)
+    monkeypatch.setattr(model_calls, "compile_blocks", lambda module: regional.append(module) or 1)
+    calls = ModelCalls(parts, torch.device("cpu"), torch.float32, ControlNets({}))
+    calls.compile(scope="blocks")
+    assert regional == [pipe.unet, pipe.text_encoder, pipe.text_encoder_2]
+    compiled_names = {getattr(fn, "__name__", "") for fn in whole}
+    assert parts.denoiser.denoise not in whole and parts.text.encode not in whole
+    assert len(whole) == 5 and "_decode_frame" in compiled_names  # decode, decode_batch, encode_image, control, adapt
+    whole.clear(), regional.clear()
+    ModelCalls(parts, torch.device("cpu"), torch.float32, ControlNets({})).compile(scope="calls")
+    assert regional == [] and len(whole) == 7 and parts.denoiser.denoise in whole
+    with pytest.raises(ValueError, match="compile scope 'regions': one of calls, blocks"):
+        ModelCalls(parts, torch.device("cpu"), torch.float32, ControlNets({})).compile(scope="regions")
