@@ -25,6 +25,8 @@
 #   autotune  the second half of `more`: the VAE decode under max-autotune       ~3-4 min
 #   start     cold start to first frame, then a fresh-machine start from the compile artefact file
 #             alone (compile caches emptied), then a warm start                    ~5-6 min
+#   misses    the frame-rate targets still missed, with the text stream: SDXS-512 and SDXL-Turbo (full, tiny),
+#             new prompt / seed, overlap off, on and decode-only, baseline (`sd15`'s and `speed`'s benches)  ~7 min
 #   regions   the blocks compile scope (speed/regions.py) against whole calls on SDXL: frames (bench, baseline;
 #             compare with `speed`'s calls rows of the same session), then a cold and a warm start by blocks
 #             (compare with `start`'s)                                            ~7 min
@@ -122,6 +124,13 @@ part_start() {
     ls -la /tmp/tbs/compile/artifacts >"$WORK/artifacts.txt" 2>&1
 }
 
+part_misses() {  # after `tests` on the same machine when device time is short: the two benches of the misses
+    step bench-sdxs 100 $TB bench --model random-sdxs --sizes 512 --vaes full --modes prompt,seed --overlap off,on,decode \
+        --frames 100 --cache-dir $CACHE --json "$WORK/bench-sdxs.json"
+    step bench-sdxl 300 $TB bench --model random --sizes 512 --vaes full,tiny --modes prompt,seed --overlap off,on,decode \
+        --frames 60 --cache-dir $CACHE --json "$WORK/bench-sdxl.json"
+}
+
 part_regions() {  # the blocks compile scope (issue 27, start-up): its frames, then its cold and warm starts
     step bench-sdxl-blocks 230 $TB bench --model random --sizes 512 --vaes full --modes prompt,seed --overlap off,on \
         --frames 60 --compile-scope blocks --cache-dir /tmp/tbr --json "$WORK/bench-sdxl-blocks.json"
@@ -198,7 +207,7 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|speed|more|kernels|autotune|start|regions|channels|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
-        *) echo "unknown part $part: tests, speed, more (= kernels autotune), start, regions, channels, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
+        tests|speed|misses|more|kernels|autotune|start|regions|channels|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
+        *) echo "unknown part $part: tests, speed, misses, more (= kernels autotune), start, regions, channels, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
     esac
 done
