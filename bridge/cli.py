@@ -77,9 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "compiling and write it after each compile: a restart on a machine with empty compile "
                             "caches loads instead of compiling")
     serve.add_argument("--compile-scope", default="calls", choices=["calls", "blocks"],
-                       help="what torch.compile compiles: each model call whole (calls), or the text encoders' and "
-                            "the denoiser's repeated blocks one by one (blocks: fewer, smaller graphs, a shorter "
-                            "first start; docs/benchmarks.md compares their frame rates)")
+                       help="what torch.compile compiles: each model call whole (calls), or the denoiser's repeated "
+                            "blocks one by one (blocks: smaller graphs, each class traced once, a shorter first "
+                            "start; docs/benchmarks.md compares their frame rates)")
     serve.add_argument("--device", default=None,
                        help="cuda, cuda:1, cpu (default: cuda if present); a list (cuda:0,cuda:1) or 'all': "
                             "one resident pipeline per device, channels placed by load")

@@ -72,8 +72,8 @@ def add_bench(sub) -> None:
                        help="one Q/K/V matrix product per CLIP text-encoder layer on the compiled CUDA path (off: "
                             "three, as transformers runs them): run prompt or kernels modes with each to compare")
     bench.add_argument("--compile-scope", default="calls", choices=["calls", "blocks"],
-                       help="as serve's --compile-scope: each model call compiled whole, or the text encoders' and "
-                            "the denoiser's repeated blocks one by one (the table gives the first frame's compile)")
+                       help="as serve's --compile-scope: each model call compiled whole, or the denoiser's repeated "
+                            "blocks one by one (the table gives the first frame's compile)")
     bench.add_argument("--cache-dir", type=Path, default=None,
                        help="as serve's --cache-dir (demo model, compile caches)")
     bench.add_argument("--json", type=Path, default=Path("bench.json"), help="where to write the figures")

@@ -37,9 +37,9 @@ class ModelCalls:
 
     def compile(self, decoder_mode: str = "default", scope: str = "calls") -> None:
         """Swap every call for its compiled version (static shapes: one graph per shape);
-        ``decoder_mode``: the decoder's torch.compile mode, ``scope``: "blocks" compiles the text
-        encoders' and the denoiser's repeated blocks instead of their calls where they have some
-        (``speed.regions``; ``speed.optimize.Tuning``)."""
+        ``decoder_mode``: the decoder's torch.compile mode, ``scope``: "blocks" compiles the
+        denoiser's repeated blocks instead of its call where it has some, and so the text encoders'
+        where every one has some (none today: ``speed.regions``; ``speed.optimize.Tuning``)."""
         regional = set()
         if scope == "blocks":
             if repeated_blocks(self.parts.denoiser.module):

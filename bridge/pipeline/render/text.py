@@ -81,8 +81,9 @@ class PromptEncoder:
         with self.stage("tokenize"):
             ids = self.token_ids(text)
         with self.stage("text_encoders"), torch.inference_mode():
-            embeds, pooled = self.encode(ids)
-        return self.store(text, embeds, pooled)
+            # the cache's copies inside the stage: its closing sync waits for them, so a profile never
+            # finds them after it, in no stage or in the next (they ran there when the GPU lagged the CPU)
+            return self.store(text, *self.encode(ids))
 
     @property
     def zeros(self) -> Embeddings:

@@ -64,8 +64,8 @@ class Tuning:
     # Each CLIP text-encoder layer's Q/K/V as one matrix product (clip_qkv.py): a prompt change runs the
     # text encoders at 77 tokens, six ~4 us GEMMs a layer, launch-bound (Run S5: SDXL's two 2.73 ms).
     fused_text_qkv: bool = True
-    # "calls": each model call compiled whole; "blocks": the text encoders' and the denoiser's repeated
-    # blocks one by one (regions.py): a few small graphs to compile instead of one of the whole U-Net.
+    # "calls": each model call compiled whole; "blocks": the denoiser's repeated blocks one by one
+    # (regions.py): a few small graphs to compile instead of one of the whole U-Net.
     compile_scope: str = "calls"
 
 

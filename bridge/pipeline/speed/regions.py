@@ -4,14 +4,15 @@ A whole-call compile traces the whole U-Net (70 transformer blocks and 20-odd Re
 as one graph: Dynamo, AOTAutograd and Inductor walk every block again though most are the same code
 at the same shapes. Compiled block by block (``torch.nn.Module.compile``, PyTorch's "regional
 compilation" recipe, diffusers' ``compile_repeated_blocks``), each class is traced once per shape and
-reused by every block of that class: a cold start compiles a few small graphs. ``bench/regions_probe.py``,
-SDXL's U-Net at 256 px on a 2-core CPU: Dynamo alone 17.5 s whole / 4.3 s by blocks (15 graphs); Dynamo
-with AOTAutograd 31.8 s / 4.5 s.
+reused by every block of that class: a cold start compiles a few small graphs for the denoiser.
+``bench/regions_probe.py``, SDXL's U-Net at 256 px on a 2-core CPU: Dynamo alone 17.5 s whole / 4.3 s
+by blocks (15 graphs); Dynamo with AOTAutograd 31.8 s / 4.5 s.
 
-The glue between blocks (the input and output convolutions, the time embedding, the down- and
-up-samplers, the skip concatenations) runs eager; on CUDA the frame's graph capture (``graphs.py``)
-takes its Python cost away either way, but its kernels lose what Inductor would fuse there. Which
-of the two is faster per frame is a benchmark on the card (``bench --compile-scopes calls,blocks``).
+The text encoders stay whole calls (``REPEATED_BLOCKS`` says why). The glue between blocks (the input
+and output convolutions, the time embedding, the down- and up-samplers, the skip concatenations) runs
+eager; on CUDA the frame's graph capture (``graphs.py``) takes its Python cost away either way, but its
+kernels lose what Inductor would fuse there. Which of the two is faster per frame is a benchmark on the
+card (``bench --compile-scope calls`` and ``blocks``, ``bench/gpu_session.sh regions``).
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ SCOPES = ("calls", "blocks")  # Tuning.compile_scope: each model call whole, or 
 # The repeated block classes of the models the families build, by model class. diffusers names its
 # own in ``_repeated_blocks`` (the U-Net: only its transformer blocks); the U-Net's ResNet blocks are
 # added here (about half its convolutions, with GroupNorm and SiLU that Inductor fuses). A model of
-# no entry (SANA's Gemma text encoder with its cached instruction prefix, any VAE) compiles whole.
+# no entry compiles whole: any VAE, and the text encoders, whose layers carry transformers' output-
+# capturing hooks (SDXL reads the penultimate hidden states through them): compiled as a region, a
+# hook reads a ContextVar that Dynamo cannot trace, where a whole call sets it traced.
 REPEATED_BLOCKS = {
     "UNet2DConditionModel": ("BasicTransformerBlock", "ResnetBlock2D"),
-    "CLIPTextModel": ("CLIPEncoderLayer",),
-    "CLIPTextModelWithProjection": ("CLIPEncoderLayer",),
     "SanaTransformer2DModel": ("SanaTransformerBlock",),
 }
 # Recompiles per block class: one graph per (block shape, batch rows, frame size); a U-Net's ResNet
