@@ -27,6 +27,8 @@
 #             alone (compile caches emptied), then a warm start                    ~5-6 min
 #   misses    the frame-rate targets still missed, with the text stream: SDXS-512 and SDXL-Turbo (full, tiny),
 #             new prompt / seed, overlap off, on and decode-only, baseline (`sd15`'s and `speed`'s benches)  ~7 min
+#   rest25    what issue 25 still lacks: SD 1.5's full-VAE OSC-to-frame p50 through the daemon, and the fused text
+#             Q/K/V's A/B on SDXS (the same bench with --fused-text-qkv on and off, no baseline)   ~4 min
 #   regions   the blocks compile scope (speed/regions.py) against whole calls on SDXL: frames (bench, baseline;
 #             compare with `speed`'s calls rows of the same session), then a cold and a warm start by blocks
 #             (compare with `start`'s)                                            ~7 min
@@ -131,6 +133,16 @@ part_misses() {  # after `tests` on the same machine when device time is short: 
         --frames 60 --cache-dir $CACHE --json "$WORK/bench-sdxl.json"
 }
 
+part_rest25() {
+    step latency-sd15-full 90 $TB latency --model random-sd15 --vae full --size 512 --count 200 --rate 20 \
+        --json "$WORK/latency-sd15-full.json" -- --cache-dir $CACHE
+    for fused in on off; do
+        step "bench-sdxs-qkv-$fused" 80 $TB bench --model random-sdxs --sizes 512 --vaes full --modes prompt \
+            --overlap off,on --frames 100 --no-baseline --fused-text-qkv $fused --cache-dir $CACHE \
+            --json "$WORK/bench-sdxs-qkv-$fused.json"
+    done
+}
+
 part_regions() {  # the blocks compile scope (issue 27, start-up): its frames, then its cold and warm starts
     step bench-sdxl-blocks 230 $TB bench --model random --sizes 512 --vaes full --modes prompt,seed --overlap off,on \
         --frames 60 --compile-scope blocks --cache-dir /tmp/tbr --json "$WORK/bench-sdxl-blocks.json"
@@ -207,7 +219,7 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|speed|misses|more|kernels|autotune|start|regions|channels|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
-        *) echo "unknown part $part: tests, speed, misses, more (= kernels autotune), start, regions, channels, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
+        tests|speed|misses|rest25|more|kernels|autotune|start|regions|channels|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
+        *) echo "unknown part $part: tests, speed, misses, rest25, more (= kernels autotune), start, regions, channels, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
     esac
 done
