@@ -25,8 +25,8 @@
 #   autotune  the second half of `more`: the VAE decode under max-autotune       ~3-4 min
 #   start     cold start to first frame, then a fresh-machine start from the compile artefact file
 #             alone (compile caches emptied), then a warm start                    ~5-6 min
-#   misses    the frame-rate targets still missed, with the text stream: SDXS-512 and SDXL-Turbo (full, tiny),
-#             new prompt / seed, overlap off, on and decode-only, baseline (`sd15`'s and `speed`'s benches)  ~7 min
+#   misses    the frame-rate targets missed before the text stream: SDXS-512 and SDXL-Turbo (full, tiny), new
+#             prompt / seed, overlap off, on and urgent (the text stream at a high priority), baseline  ~7 min
 #   rest25    what issue 25 still lacks: SD 1.5's full-VAE OSC-to-frame p50 through the daemon, and the fused text
 #             Q/K/V's A/B on SDXS (the same bench with --fused-text-qkv on and off, no baseline)   ~4 min
 #   regions   the blocks compile scope (speed/regions.py) against whole calls on SDXL: frames (bench, baseline;
@@ -127,9 +127,9 @@ part_start() {
 }
 
 part_misses() {  # after `tests` on the same machine when device time is short: the two benches of the misses
-    step bench-sdxs 100 $TB bench --model random-sdxs --sizes 512 --vaes full --modes prompt,seed --overlap off,on,decode \
+    step bench-sdxs 100 $TB bench --model random-sdxs --sizes 512 --vaes full --modes prompt,seed --overlap off,on,urgent \
         --frames 100 --cache-dir $CACHE --json "$WORK/bench-sdxs.json"
-    step bench-sdxl 300 $TB bench --model random --sizes 512 --vaes full,tiny --modes prompt,seed --overlap off,on,decode \
+    step bench-sdxl 300 $TB bench --model random --sizes 512 --vaes full,tiny --modes prompt,seed --overlap off,on,urgent \
         --frames 60 --cache-dir $CACHE --json "$WORK/bench-sdxl.json"
 }
 

@@ -58,9 +58,10 @@ def add_bench(sub) -> None:
     # Removed with FP8, its only other value; still read so an old script gets FP8_REMOVED, not argparse's usage
     bench.add_argument("--precision", default=None, help=argparse.SUPPRESS)
     bench.add_argument("--overlap", default="off",
-                       help="comma-separated: off, on, decode (each mode again as a stream whose next frame begins "
-                            "while this one decodes, as serve --overlap on: frames/s between publications and latency; "
-                            "decode: the decode stream alone, without the text stream, for a comparison)")
+                       help="comma-separated: off, on, decode, urgent (each mode again as a stream whose next frame "
+                            "begins while this one decodes, as serve --overlap on: frames/s between publications and "
+                            "latency; decode: the decode stream alone, without the text stream, for a comparison; "
+                            "urgent: as on, the text stream at a high CUDA priority)")
     bench.add_argument("--vae-compile-modes", default="default",
                        help="comma-separated: default, max-autotune-no-cudagraphs (the VAE decoder's torch.compile "
                             "mode); frame runs take the first, --modes decode times each")
@@ -142,7 +143,7 @@ def bench_options(args: argparse.Namespace):
         modes=_csv(args.modes), tilings=_csv(args.tilings), sinks=_csv(args.sinks),
         compile=loader.compile_wanted(args.compile, device), baseline=not args.no_baseline,
         memory_budget_gb=args.memory_budget_gb,
-        overlaps=_choices("--overlap", args.overlap, ("off", "on", "decode")),
+        overlaps=_choices("--overlap", args.overlap, ("off", "on", "decode", "urgent")),
         vae_compile_modes=_choices("--vae-compile-modes", args.vae_compile_modes, DECODER_MODES),
         cudnn_benchmarks=_switches("--cudnn-benchmark", args.cudnn_benchmark),
         vae_channels_lasts=_switches("--vae-channels-last", args.vae_channels_last),

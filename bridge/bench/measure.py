@@ -54,7 +54,8 @@ class BenchOptions:
     profile_frames: int = 20
     memory_budget_gb: float | None = None
     # "on": each mode again as an overlapped stream, decode and text streams (bench/overlap.py); "decode": the
-    # decode stream alone, the overlap as it was before the text stream (same run, same graphs: an A/B)
+    # decode stream alone, the overlap as it was before the text stream (same run, same graphs: an A/B);
+    # "urgent": as on, the text stream at a high CUDA priority
     overlaps: tuple[str, ...] = ("off",)
     # The VAE decoder's knobs (speed/optimize.Tuning): the frame runs take the first of each; --modes
     # decode times the VAE decode alone for every combination
@@ -180,8 +181,8 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
     style = bench_style.adapter(opts.model, pipe.unet, str(device), dtype) if bench_style.wanted(opts.modes) else None
     renderer = DiffusersRenderer(pipe, str(device), dtype, compile=opts.compile, controlnets=nets, ip_adapter=style,
                                  tuning=frame_tuning(opts))
-    overlapped = {mode: OverlappedRenderer(renderer, text_stream=mode == "on") for mode in opts.overlaps
-                  if mode != "off"}
+    overlapped = {mode: OverlappedRenderer(renderer, text_stream=mode in ("on", "urgent"), urgent_text=mode == "urgent")
+                  for mode in opts.overlaps if mode != "off"}
     runs = []
     lora_runs = [] if lora_runs is None else lora_runs
     for size in opts.sizes:

@@ -11,7 +11,7 @@ LORA_EXTRAS = (("fold_ms", "fold alone {} ms"), ("first_fold_frame_ms", "first f
 
 
 def overlap_mode(value: str | bool | None) -> str:
-    """A run's overlap as off, on or decode (reports written before the text stream said true or false)."""
+    """A run's overlap as off, on, decode or urgent (reports written before the text stream said true or false)."""
     if value is True:
         return "on"
     return "off" if value is None or value is False else value
@@ -44,8 +44,8 @@ def format_report(report: dict) -> str:
     for r in report["runs"]:
         ratio = f"{base['median_ms'] / r['median_ms']:.1f}" if base and base["size"] == r["size"] else "-"
         streams = overlap_mode(r.get("overlap"))
-        only = "" if streams == "on" else f" ({streams} only)"
-        dtype = r["dtype"] + ("" if streams == "off" else f" + overlap{only} (latency {r['latency_ms']:.2f} ms)")
+        kind = {"on": "", "decode": " (decode only)", "urgent": " (urgent text stream)"}.get(streams, f" ({streams})")
+        dtype = r["dtype"] + ("" if streams == "off" else f" + overlap{kind} (latency {r['latency_ms']:.2f} ms)")
         cells = [dtype, r["vae"], r["size"], r["mode"], r.get("tiling", "none"), r.get("sinks", "shm"),
                  f"{r['median_ms']:.2f}", f"{r['fps']:.1f}", f"{r['p99_ms']:.2f}", f"{r['std_ms']:.2f}", ratio,
                  "-" if r["first_frame_s"] is None else r["first_frame_s"]]  # an overlapped run: none of its own

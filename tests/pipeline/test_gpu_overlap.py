@@ -88,12 +88,18 @@ def test_an_overlapped_batch_matches_the_plain_batch(pair):
     assert all(np.array_equal(a, b) for a, b in zip([r.pixels for r in plain.render_batch(items[:2])], got2))
 
 
-def test_new_prompts_on_the_text_stream_keep_their_pixels_across_lora_switches(pair):
+@pytest.mark.parametrize("urgent", [False, True], ids=["text-stream", "urgent-text-stream"])
+def test_new_prompts_on_the_text_stream_keep_their_pixels_across_lora_switches(pair, urgent):
     """A new prompt every frame, two frames in flight, the text encoders' LoRA changing mid-stream:
     each frame's text runs on the text stream beside the previous frame's denoiser, and every frame
-    equals the one-graph frame of the same params (whose embeddings the main stream computed)."""
+    equals the one-graph frame of the same params (whose embeddings the main stream computed); so with
+    the text stream at a high priority (a scheduling order, never another result)."""
+    from bridge.pipeline.render.overlapped import OverlappedRenderer
+
     plain, overlapped = pair
     inner = plain.inner
+    if urgent:
+        overlapped = OverlappedRenderer(inner, urgent_text=True)
     loras = [(), (), (("a", 1.0),), (("a", 1.0),), (("b", 0.5),), (), (("a", -0.7), ("b", 1.2)), ()]
     stream = [Params(prompt=f"a harbour at dusk, version {i}", seed=40 + i, width=512, height=512,
                      loras=loras[i % len(loras)]) for i in range(16)]

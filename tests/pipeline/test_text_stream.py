@@ -29,3 +29,11 @@ def test_without_cuda_the_text_runs_at_once_and_the_store_keeps_it():
     assert len(calls) == 1 and torch.equal(calls[0], ids)
     assert torch.equal(embeds, ids.float() * 2) and torch.equal(pooled, torch.tensor([15.0]))
     assert len(stored) == 1 and embeds is not stored[0][0]  # what the store returned, not the encoder's
+
+
+def test_an_urgent_text_stream_asks_for_a_high_priority_and_still_runs_at_once_without_cuda():
+    """CUDA runs a lower number first; the render thread's default stream has 0."""
+    urgent, plain = TextStream(torch.device("cpu"), urgent=True), TextStream(torch.device("cpu"))
+    assert urgent.priority < plain.priority == 0
+    kept = urgent.encode(torch.ones((1, 4), dtype=torch.long), lambda ids: (ids * 2, ids + 1), lambda e, p: (e, p))
+    assert kept[0].tolist() == [[2, 2, 2, 2]] and kept[1].tolist() == [[2, 2, 2, 2]]

@@ -42,13 +42,14 @@ class Begun:
 class OverlappedRenderer(ChannelRenderer):
     """A ``ChannelRenderer`` that splits ``begin_batch`` at the latents (render thread only)."""
 
-    def __init__(self, inner: DiffusersRenderer, text_stream: bool = True):
+    def __init__(self, inner: DiffusersRenderer, text_stream: bool = True, urgent_text: bool = False):
         """``text_stream``: a new prompt's text encoders on the third stream (off: in the first half's graph,
-        the overlap before run S6; the bench's ``--overlap decode`` compares them)."""
+        the overlap before run S6; the bench's ``--overlap decode`` compares them); ``urgent_text``: that
+        stream at a high priority (``TextStream``; the bench's ``--overlap urgent``)."""
         super().__init__(inner)
         self._decoder = DecodeStream(inner.device, graphs=inner.runner.graphed)
         # Only a graphed renderer's frames take a text stream (``DiffusersRenderer._render_graph``).
-        self._text = TextStream(inner.device) if text_stream and inner.runner.graphed else None
+        self._text = TextStream(inner.device, urgent=urgent_text) if text_stream and inner.runner.graphed else None
 
     @property
     def text_graph_keys(self) -> frozenset[tuple]:

@@ -15,8 +15,15 @@ Ordering, with CUDA events (no host synchronisation):
 - a LoRA fold changes the text encoders' weights in place on the render thread's stream: ``barrier``
   makes that stream wait for the text work queued so far, and the next encode waits for the fold.
 The text graphs have their own ``FrameGraphs``, hence their own memory pool (they replay while the
-render thread's graphs replay). Only a graphed renderer has a text stream (its frames without graphs
-encode on the render thread's stream); on the CPU ``encode`` runs at once (the unit tests' stand-in).
+render thread's graphs replay).
+
+``urgent``: the text stream at a higher CUDA priority than the render thread's (its default stream has
+the lowest): where both streams have kernels ready, the text encoders' are scheduled first, so the next
+prompt's embeddings are ready sooner, at the cost of the previous frame's denoiser waiting a little more
+for SMs. Whether that beats equal priorities is the bench's ``--overlap on,urgent`` A/B.
+
+Only a graphed renderer has a text stream (its frames without graphs encode on the render thread's
+stream); on the CPU ``encode`` runs at once (the unit tests' stand-in).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+URGENT = -1  # a high priority on every CUDA device (lower numbers go first; the default stream's is 0)
 Encode = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 Store = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -32,11 +40,13 @@ Store = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]
 class TextStream:
     """The text stream of one device, its graphs and events; used from the render thread only."""
 
-    def __init__(self, device: torch.device):
-        """On CUDA each text encoding replays as a CUDA graph (a compiled renderer's); on the CPU it is called."""
+    def __init__(self, device: torch.device, urgent: bool = False):
+        """On CUDA each text encoding replays as a CUDA graph (a compiled renderer's); on the CPU it is called.
+        ``urgent``: the stream at a high priority (CUDA's -1; the render thread's default stream has 0)."""
         self.device = device
         self._cuda = device.type == "cuda"
-        self._stream = torch.cuda.Stream(device) if self._cuda else None
+        self.priority = URGENT if urgent else 0
+        self._stream = torch.cuda.Stream(device, priority=self.priority) if self._cuda else None
         self._done = torch.cuda.Event() if self._cuda else None
         self._wait_for_weights = False
         self._graphs = None
