@@ -72,6 +72,9 @@ def add_bench(sub) -> None:
     bench.add_argument("--fused-text-qkv", default="on", choices=["on", "off"],
                        help="one Q/K/V matrix product per CLIP text-encoder layer on the compiled CUDA path (off: "
                             "three, as transformers runs them): run prompt or kernels modes with each to compare")
+    bench.add_argument("--denoiser-compile-mode", default="default", choices=["default", "max-autotune-no-cudagraphs"],
+                       help="the denoiser's torch.compile mode (max-autotune: Triton templates timed against "
+                            "cuBLAS/cuDNN per matrix product and convolution; a much longer first compile)")
     bench.add_argument("--compile-scope", default="calls", choices=["calls", "blocks"],
                        help="as serve's --compile-scope: each model call compiled whole, or the denoiser's repeated "
                             "blocks one by one (the table gives the first frame's compile)")
@@ -148,6 +151,7 @@ def bench_options(args: argparse.Namespace):
         cudnn_benchmarks=_switches("--cudnn-benchmark", args.cudnn_benchmark),
         vae_channels_lasts=_switches("--vae-channels-last", args.vae_channels_last),
         fused_text_qkv=args.fused_text_qkv == "on", compile_scope=args.compile_scope,
+        denoiser_mode=args.denoiser_compile_mode,
         cache_dir=args.cache_dir or default_cache_dir())
 
 

@@ -53,6 +53,16 @@ def test_the_fused_text_qkv_switch_reaches_the_frame_runs_tuning(switch, fused):
     assert frame_tuning(opts).fused_text_qkv is fused and opts.fused_text_qkv is fused
 
 
+def test_the_compile_scope_and_the_denoisers_mode_reach_the_frame_runs_tuning():
+    from bridge.bench.measure import frame_tuning
+    from bridge.pipeline.speed.optimize import Tuning
+
+    assert frame_tuning(bench_options(build_parser().parse_args(["bench", "--device", "cuda"]))) == Tuning()
+    tuned = bench_options(build_parser().parse_args(["bench", "--device", "cuda", "--compile-scope", "blocks",
+                                                     "--denoiser-compile-mode", "max-autotune-no-cudagraphs"]))
+    assert frame_tuning(tuned) == Tuning(compile_scope="blocks", denoiser_mode="max-autotune-no-cudagraphs")
+
+
 @no_cuda
 def test_a_demo_bench_on_the_cpu_compiles_nothing_and_reports_only_what_it_measured(cache_dir, tmp_path):
     done, report = demo_bench("--frames", "2", "--modes", "seed", cache_dir=cache_dir, tmp_path=tmp_path)

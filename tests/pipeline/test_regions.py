@@ -16,7 +16,7 @@ from bridge.pipeline.families.sdxl import SDXL  # noqa: E402
 from bridge.pipeline.loading.demo import build_random_pipeline  # noqa: E402
 from bridge.pipeline.render import model_calls  # noqa: E402
 from bridge.pipeline.render.model_calls import ModelCalls  # noqa: E402
-from bridge.pipeline.speed.optimize import CompileCounter  # noqa: E402
+from bridge.pipeline.speed.optimize import CompileCounter, Tuning  # noqa: E402
 from bridge.pipeline.speed.regions import compile_blocks, repeated_blocks  # noqa: E402
 from bridge.pipeline.steering.controlnet import ControlNets  # noqa: E402
 
@@ -71,20 +71,28 @@ def test_a_unet_compiled_by_blocks_gives_the_eager_output_from_one_graph_per_blo
 def test_the_blocks_scope_compiles_the_denoiser_blocks_and_every_other_call_whole(monkeypatch):
     pipe = demo(SDXL)
     parts = FAMILIES["sdxl"].parts(pipe, torch.device("cpu"), torch.float32)
-    whole, regional = [], []
-    monkeypatch.setattr(model_calls, "compiled", lambda fn, device, mode="default": whole.append(fn) or fn)
-    monkeypatch.setattr(model_calls, "compile_blocks", lambda module: regional.append(module) or 1)
+    whole, regional, modes = [], [], {}
+    monkeypatch.setattr(model_calls, "compiled",
+                        lambda fn, device, mode="default": whole.append(fn) or modes.update({fn: mode}) or fn)
+    monkeypatch.setattr(model_calls, "compile_blocks", lambda module, mode=None: regional.append((module, mode)) or 1)
     calls = ModelCalls(parts, torch.device("cpu"), torch.float32, ControlNets({}))
-    calls.compile(scope="blocks")
-    assert regional == [pipe.unet]
+    calls.compile(Tuning(compile_scope="blocks"))
+    assert regional == [(pipe.unet, None)]
     assert parts.denoiser.denoise not in whole and calls.denoise == parts.denoiser.denoise
     assert parts.text.encode in whole
     assert len(whole) == 6  # encode, decode, decode_batch, encode_image, control, adapt
     whole.clear(), regional.clear()
-    ModelCalls(parts, torch.device("cpu"), torch.float32, ControlNets({})).compile(scope="calls")
+    ModelCalls(parts, torch.device("cpu"), torch.float32, ControlNets({})).compile(Tuning(compile_scope="calls"))
     assert regional == [] and len(whole) == 7 and parts.denoiser.denoise in whole
+    # the denoiser's compile mode reaches its call, or its blocks; the decoder's its two calls
+    autotune = "max-autotune-no-cudagraphs"
+    ModelCalls(parts, torch.device("cpu"), torch.float32, ControlNets({})).compile(Tuning(denoiser_mode=autotune))
+    assert modes[parts.denoiser.denoise] == autotune and modes[parts.text.encode] == "default"
+    ModelCalls(parts, torch.device("cpu"), torch.float32, ControlNets({})).compile(
+        Tuning(decoder_mode=autotune, compile_scope="blocks", denoiser_mode=autotune))
+    assert regional == [(pipe.unet, autotune)] and modes[parts.decoder.decode] == autotune
     with pytest.raises(ValueError, match="compile scope 'regions': one of calls, blocks"):
-        ModelCalls(parts, torch.device("cpu"), torch.float32, ControlNets({})).compile(scope="regions")
+        ModelCalls(parts, torch.device("cpu"), torch.float32, ControlNets({})).compile(Tuning(compile_scope="regions"))
 
 
 @pytest.mark.parametrize("model", ["demo", "demo-sd15", "demo-sana"])
@@ -111,9 +119,10 @@ def test_each_familys_calls_compiled_by_blocks_trace_whole_and_give_the_eager_re
     torch._dynamo.reset()
     monkeypatch.setattr(model_calls, "compiled", lambda fn, device, mode="default": torch.compile(
         fn, fullgraph=True, dynamic=False, backend="aot_eager"))
-    monkeypatch.setattr(model_calls, "compile_blocks", lambda module: compile_blocks(module, backend="aot_eager"))
+    monkeypatch.setattr(model_calls, "compile_blocks",
+                        lambda module, mode=None: compile_blocks(module, mode, backend="aot_eager"))
     calls = ModelCalls(parts, torch.device("cpu"), torch.float32, ControlNets({}))
-    calls.compile(scope="blocks")
+    calls.compile(Tuning(compile_scope="blocks"))
     with CompileCounter() as counter:
         got = frame(calls)
     assert counter.done >= 2  # the text call and at least one block class

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..families.parts import Parts
-from ..speed.optimize import compiled
+from ..speed.optimize import Tuning, compiled
 from ..speed.regions import SCOPES, compile_blocks, repeated_blocks
 from ..steering.controlnet import ControlNets
 from ..steering.t2i_adapter import intrablock
@@ -35,11 +35,12 @@ class ModelCalls:
         self.control = self._residuals
         self.adapt = self._adapter_run
 
-    def compile(self, decoder_mode: str = "default", scope: str = "calls") -> None:
-        """Swap every call for its compiled version (static shapes: one graph per shape);
-        ``decoder_mode``: the decoder's torch.compile mode, ``scope``: "blocks" compiles the
-        denoiser's repeated blocks instead of its call where it has some, and so the text encoders'
-        where every one has some (none today: ``speed.regions``; ``speed.optimize.Tuning``)."""
+    def compile(self, tuning: Tuning = Tuning()) -> None:
+        """Swap every call for its compiled version (static shapes: one graph per shape), as ``tuning``
+        says: the decoder's and the denoiser's torch.compile modes, and the scope: "blocks" compiles
+        the denoiser's repeated blocks instead of its call where it has some, and so the text encoders'
+        where every one has some (none today: ``speed.regions``)."""
+        scope = tuning.compile_scope
         regional = set()
         if scope == "blocks":
             if repeated_blocks(self.parts.denoiser.module):
@@ -51,11 +52,13 @@ class ModelCalls:
         for name in ("encode", "denoise", "decode", "decode_batch", "encode_image", "control", "adapt"):
             if name in regional:
                 continue  # eager glue around the compiled blocks below
-            mode = decoder_mode if name in ("decode", "decode_batch") else "default"
+            mode = {"decode": tuning.decoder_mode, "decode_batch": tuning.decoder_mode,
+                    "denoise": tuning.denoiser_mode}.get(name, "default")
             setattr(self, name, compiled(getattr(self, name), self.device, mode))
-        modules = ([self.parts.denoiser.module] if "denoise" in regional else []) + \
-            (list(self.parts.text.modules) if "encode" in regional else [])
-        for module in modules:
+        if "denoise" in regional:
+            mode = None if tuning.denoiser_mode == "default" else tuning.denoiser_mode
+            compile_blocks(self.parts.denoiser.module, mode)
+        for module in self.parts.text.modules if "encode" in regional else ():
             compile_blocks(module)
 
     @property

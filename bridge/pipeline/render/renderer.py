@@ -88,7 +88,7 @@ class DiffusersRenderer:
             prepare_modules([parts.denoiser.module, parts.decoder.module, *parts.text.modules,
                              *self.controlnets.nets.values()], self.device, tuning, decoder=parts.decoder.module)
             # the sampling loop calls the compiled versions (or the compiled blocks) from here on
-            self.calls.compile(tuning.decoder_mode, tuning.compile_scope)
+            self.calls.compile(tuning)
         # After any fusing: the style processors wrap the model's own (fused) cross-attention processors.
         self.style = None if ip_adapter is None else StyleTokens(ip_adapter, self.device, dtype)
         if ip_adapter is not None:

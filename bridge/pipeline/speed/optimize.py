@@ -46,7 +46,7 @@ def configure_compile_cache(cache_dir: Path) -> Path:
 @dataclass(frozen=True)
 class Tuning:
     """The compiled path's knobs (``turbo-bridge bench --vae-compile-modes/--cudnn-benchmark/--vae-channels-last/
-    --fused-text-qkv``): the VAE decoder's, the largest stage with the full VAE, dominated by its convolutions
+    --fused-text-qkv/--compile-scope/--denoiser-compile-mode``): the VAE decoder's, the largest stage with the full VAE, dominated by its convolutions
     at 256 and 512 px, and the text encoders' Q/K/V projections, which a prompt change runs.
 
     cuDNN's benchmark stays off (issue 31): it times the candidate engines of each convolution shape
@@ -67,6 +67,10 @@ class Tuning:
     # "calls": each model call compiled whole; "blocks": the denoiser's repeated blocks one by one
     # (regions.py): a few small graphs to compile instead of one of the whole U-Net.
     compile_scope: str = "calls"
+    # torch.compile mode of the denoiser (its call, or its blocks): "max-autotune-no-cudagraphs" times
+    # Triton templates against cuBLAS/cuDNN for each of its matrix products and convolutions (a longer
+    # first compile, kept in the compile cache); the denoiser is the largest stage with the tiny VAE.
+    denoiser_mode: str = "default"
 
 
 DECODER_MODES = ("default", "max-autotune-no-cudagraphs")  # CUDA graphs are ours (graphs.py): none of Inductor's
