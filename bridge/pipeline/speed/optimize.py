@@ -46,8 +46,9 @@ def configure_compile_cache(cache_dir: Path) -> Path:
 @dataclass(frozen=True)
 class Tuning:
     """The compiled path's knobs (``turbo-bridge bench --vae-compile-modes/--cudnn-benchmark/--vae-channels-last/
-    --fused-text-qkv/--compile-scope/--denoiser-compile-mode``): the VAE decoder's, the largest stage with the full VAE, dominated by its convolutions
-    at 256 and 512 px, and the text encoders' Q/K/V projections, which a prompt change runs.
+    --fused-text-qkv/--compile-scope/--denoiser-compile-mode``): the VAE decoder's, the largest stage with the
+    full VAE, dominated by its convolutions at 256 and 512 px; the text encoders' Q/K/V projections, which a
+    prompt change runs; what is compiled (whole calls or blocks) and the denoiser's compile mode.
 
     cuDNN's benchmark stays off (issue 31): it times the candidate engines of each convolution shape
     once per thread (torch keeps cuDNN's plans in a thread-local cache, Conv_v8.cpp) and keeps the
