@@ -31,6 +31,7 @@
 #             Q/K/V's A/B on SDXS (the same bench with --fused-text-qkv on and off, no baseline)   ~4 min
 #   denoiser  the SDXL UNet under Inductor's max-autotune (bench --denoiser-compile-mode), tiny VAE, prompt / seed,
 #             overlap off and on, baseline: against `misses`' tiny rows (the seed target needs a faster UNet)  ~9 min
+#   epilogue  the same with the GEMMs' pointwise epilogues fused into the Triton templates (max-autotune-epilogue)  ~9 min
 #   regions   the blocks compile scope (speed/regions.py) against whole calls on SDXL: frames (bench, baseline;
 #             compare with `speed`'s calls rows of the same session), then a cold and a warm start by blocks
 #             (compare with `start`'s)                                            ~7 min
@@ -145,11 +146,12 @@ part_rest25() {
     done
 }
 
-part_denoiser() {  # alone in a call: autotuning every matrix product and convolution shape of the UNet
-    step bench-sdxl-tiny-autotune 540 $TB bench --model random --sizes 512 --vaes tiny --modes prompt,seed --overlap off,on \
-        --frames 60 --denoiser-compile-mode max-autotune-no-cudagraphs --cache-dir /tmp/tba \
-        --json "$WORK/bench-sdxl-tiny-autotune.json"
+denoiser_bench() {  # NAME MODE: alone in a call, autotuning every matrix product and convolution shape of the UNet
+    step "$1" 540 $TB bench --model random --sizes 512 --vaes tiny --modes prompt,seed --overlap off,on \
+        --frames 60 --denoiser-compile-mode "$2" --cache-dir "/tmp/$1" --json "$WORK/$1.json"
 }
+part_denoiser() { denoiser_bench bench-sdxl-tiny-autotune max-autotune-no-cudagraphs; }
+part_epilogue() { denoiser_bench bench-sdxl-tiny-epilogue max-autotune-epilogue; }
 
 part_regions() {  # the blocks compile scope (issue 27, start-up): its frames, then its cold and warm starts
     step bench-sdxl-blocks 230 $TB bench --model random --sizes 512 --vaes full --modes prompt,seed --overlap off,on \
@@ -227,7 +229,7 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|speed|misses|rest25|denoiser|more|kernels|autotune|start|regions|channels|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
-        *) echo "unknown part $part: tests, speed, misses, rest25, denoiser, more (= kernels autotune), start, regions, channels, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
+        tests|speed|misses|rest25|denoiser|epilogue|more|kernels|autotune|start|regions|channels|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
+        *) echo "unknown part $part: tests, speed, misses, rest25, denoiser, epilogue, more (= kernels autotune), start, regions, channels, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
     esac
 done

@@ -72,9 +72,11 @@ def add_bench(sub) -> None:
     bench.add_argument("--fused-text-qkv", default="on", choices=["on", "off"],
                        help="one Q/K/V matrix product per CLIP text-encoder layer on the compiled CUDA path (off: "
                             "three, as transformers runs them): run prompt or kernels modes with each to compare")
-    bench.add_argument("--denoiser-compile-mode", default="default", choices=["default", "max-autotune-no-cudagraphs"],
+    bench.add_argument("--denoiser-compile-mode", default="default",
+                       choices=["default", "max-autotune-no-cudagraphs", "max-autotune-epilogue"],
                        help="the denoiser's torch.compile mode (max-autotune: Triton templates timed against "
-                            "cuBLAS/cuDNN per matrix product and convolution; a much longer first compile)")
+                            "cuBLAS/cuDNN per matrix product and convolution, a much longer first compile; "
+                            "-epilogue: with their pointwise epilogues fused in, which the default turns off)")
     bench.add_argument("--compile-scope", default="calls", choices=["calls", "blocks"],
                        help="as serve's --compile-scope: each model call compiled whole, or the denoiser's repeated "
                             "blocks one by one (the table gives the first frame's compile)")

@@ -74,10 +74,11 @@ def test_the_blocks_scope_compiles_the_denoiser_blocks_and_every_other_call_whol
     whole, regional, modes = [], [], {}
     monkeypatch.setattr(model_calls, "compiled",
                         lambda fn, device, mode="default": whole.append(fn) or modes.update({fn: mode}) or fn)
-    monkeypatch.setattr(model_calls, "compile_blocks", lambda module, mode=None: regional.append((module, mode)) or 1)
+    monkeypatch.setattr(model_calls, "compile_blocks",
+                        lambda module, mode="default": regional.append((module, mode)) or 1)
     calls = ModelCalls(parts, torch.device("cpu"), torch.float32, ControlNets({}))
     calls.compile(Tuning(compile_scope="blocks"))
-    assert regional == [(pipe.unet, None)]
+    assert regional == [(pipe.unet, "default")]
     assert parts.denoiser.denoise not in whole and calls.denoise == parts.denoiser.denoise
     assert parts.text.encode in whole
     assert len(whole) == 6  # encode, decode, decode_batch, encode_image, control, adapt
@@ -120,7 +121,7 @@ def test_each_familys_calls_compiled_by_blocks_trace_whole_and_give_the_eager_re
     monkeypatch.setattr(model_calls, "compiled", lambda fn, device, mode="default": torch.compile(
         fn, fullgraph=True, dynamic=False, backend="aot_eager"))
     monkeypatch.setattr(model_calls, "compile_blocks",
-                        lambda module, mode=None: compile_blocks(module, mode, backend="aot_eager"))
+                        lambda module, mode="default": compile_blocks(module, mode, backend="aot_eager"))
     calls = ModelCalls(parts, torch.device("cpu"), torch.float32, ControlNets({}))
     calls.compile(Tuning(compile_scope="blocks"))
     with CompileCounter() as counter:
@@ -128,3 +129,16 @@ def test_each_familys_calls_compiled_by_blocks_trace_whole_and_give_the_eager_re
     assert counter.done >= 2  # the text call and at least one block class
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_the_compile_modes_ask_inductor_for_autotuning_and_the_last_also_for_epilogue_fusion():
+    from bridge.pipeline.speed.optimize import COMPILE_MODES, compile_options
+
+    assert compile_options("default") == {"mode": None}
+    assert compile_options("max-autotune-no-cudagraphs") == {"mode": "max-autotune-no-cudagraphs"}
+    epilogue = compile_options("max-autotune-epilogue")["options"]
+    assert epilogue["max_autotune"] is True and epilogue["epilogue_fusion"] is True
+    assert not epilogue.get("triton.cudagraphs")  # CUDA graphs are the renderer's (graphs.py), never Inductor's
+    assert COMPILE_MODES == ("default", "max-autotune-no-cudagraphs", "max-autotune-epilogue")
+    with pytest.raises(ValueError, match="compile mode 'max-autotune': one of default, "):
+        compile_options("max-autotune")  # Inductor's own CUDA graphs: refused

@@ -56,8 +56,7 @@ class ModelCalls:
                     "denoise": tuning.denoiser_mode}.get(name, "default")
             setattr(self, name, compiled(getattr(self, name), self.device, mode))
         if "denoise" in regional:
-            mode = None if tuning.denoiser_mode == "default" else tuning.denoiser_mode
-            compile_blocks(self.parts.denoiser.module, mode)
+            compile_blocks(self.parts.denoiser.module, tuning.denoiser_mode)
         for module in self.parts.text.modules if "encode" in regional else ():
             compile_blocks(module)
 

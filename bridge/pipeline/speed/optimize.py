@@ -70,11 +70,28 @@ class Tuning:
     compile_scope: str = "calls"
     # torch.compile mode of the denoiser (its call, or its blocks): "max-autotune-no-cudagraphs" times
     # Triton templates against cuBLAS/cuDNN for each of its matrix products and convolutions (a longer
-    # first compile, kept in the compile cache); the denoiser is the largest stage with the tiny VAE.
+    # first compile, kept in the compile cache), "max-autotune-epilogue" with epilogue fusion (COMPILE_MODES);
+    # the denoiser is the largest stage with the tiny VAE.
     denoiser_mode: str = "default"
 
 
 DECODER_MODES = ("default", "max-autotune-no-cudagraphs")  # CUDA graphs are ours (graphs.py): none of Inductor's
+# The denoiser's also: max-autotune with the matrix products' pointwise epilogues fused into Triton templates
+# (configure_compile_cache turns that fusion off, as diffusers' SDXL recipe does; at batch 1, where the
+# UNet's ~1400 kernels are bound by launches and gaps, fewer kernels may matter more: an A/B on the card).
+EPILOGUE_MODE = "max-autotune-epilogue"
+COMPILE_MODES = (*DECODER_MODES, EPILOGUE_MODE)
+
+
+def compile_options(mode: str) -> dict:
+    """torch.compile's keyword arguments for one of ``COMPILE_MODES`` (a mode, or Inductor options)."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode {mode!r}: one of {', '.join(COMPILE_MODES)}")
+    if mode == EPILOGUE_MODE:
+        from torch._inductor import list_mode_options
+
+        return {"options": {**list_mode_options("max-autotune-no-cudagraphs"), "epilogue_fusion": True}}
+    return {"mode": None if mode == "default" else mode}
 
 
 def prepare_modules(modules: list[torch.nn.Module], device: torch.device, tuning: Tuning = Tuning(),
@@ -107,10 +124,8 @@ def prepare_modules(modules: list[torch.nn.Module], device: torch.device, tuning
 
 def compiled(fn: Callable, device: torch.device, mode: str = "default") -> Callable:
     """torch.compile, static shapes, one full graph; CUDA graphs are captured per whole frame
-    (``graphs.py``), so Inductor's own per-function CUDA graphs stay off (``mode``: a mode without them)."""
-    if mode not in DECODER_MODES:
-        raise ValueError(f"compile mode {mode!r}: one of {', '.join(DECODER_MODES)}")
-    return torch.compile(fn, fullgraph=True, dynamic=False, mode=None if mode == "default" else mode)
+    (``graphs.py``), so Inductor's own per-function CUDA graphs stay off (``mode``: one of ``COMPILE_MODES``)."""
+    return torch.compile(fn, fullgraph=True, dynamic=False, **compile_options(mode))
 
 
 class CompileCounter:

@@ -41,10 +41,14 @@ def repeated_blocks(model: torch.nn.Module) -> tuple[str, ...]:
     return REPEATED_BLOCKS.get(type(model).__name__, ())
 
 
-def compile_blocks(model: torch.nn.Module, mode: str | None = None, backend: str = "inductor") -> int:
+def compile_blocks(model: torch.nn.Module, mode: str = "default", backend: str = "inductor") -> int:
     """Compile every repeated block of ``model`` in place (static shapes, one full graph per block and
-    shape); the number compiled. The model's own call stays eager around them. ``backend``: Inductor
-    (the tests trace with "aot_eager", which runs the traced graph as it is: exact, no code to build)."""
+    shape); the number compiled. The model's own call stays eager around them. ``mode``: one of
+    ``optimize.COMPILE_MODES``; ``backend``: Inductor (the tests trace with "aot_eager", which runs the
+    traced graph as it is: exact, no code to build; it takes no mode)."""
+    from .optimize import compile_options
+
+    options = compile_options(mode) if backend == "inductor" else {}
     names = set(repeated_blocks(model))
     if not names:
         raise ValueError(f"{type(model).__name__} has no repeated blocks to compile (REPEATED_BLOCKS)")
@@ -54,6 +58,6 @@ def compile_blocks(model: torch.nn.Module, mode: str | None = None, backend: str
     count = 0
     for block in model.modules():
         if type(block).__name__ in names:
-            block.compile(fullgraph=True, dynamic=False, mode=mode, backend=backend)
+            block.compile(fullgraph=True, dynamic=False, backend=backend, **options)
             count += 1
     return count
