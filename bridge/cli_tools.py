@@ -73,7 +73,7 @@ def add_bench(sub) -> None:
                        help="one Q/K/V matrix product per CLIP text-encoder layer on the compiled CUDA path (off: "
                             "three, as transformers runs them): run prompt or kernels modes with each to compare")
     bench.add_argument("--denoiser-compile-mode", default="default",
-                       choices=["default", "max-autotune-no-cudagraphs", "max-autotune-epilogue"],
+                       choices=COMPILE_MODES,
                        help="the denoiser's torch.compile mode (max-autotune: Triton templates timed against "
                             "cuBLAS/cuDNN per matrix product and convolution, a much longer first compile; "
                             "-epilogue: with their pointwise epilogues fused in, which the default turns off)")
@@ -118,6 +118,7 @@ FP8_REMOVED = ("--precision was removed with FP8, its only other value: FP8 meas
                "(SDXL-Turbo, 512x512, full VAE: 46.1 vs 49.1 FPS, UNet 10.12 vs 8.73 ms; docs/benchmarks.md, "
                "2026-12-06); leave --precision out (bf16 or fp16: --dtypes)")
 DECODER_MODES = ("default", "max-autotune-no-cudagraphs")  # as bridge.pipeline.speed.optimize (no torch here)
+COMPILE_MODES = (*DECODER_MODES, "max-autotune-epilogue")  # the denoiser's: as optimize.COMPILE_MODES
 
 
 def _switches(option: str, text: str) -> tuple[bool, ...]:

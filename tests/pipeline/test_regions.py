@@ -140,5 +140,8 @@ def test_the_compile_modes_ask_inductor_for_autotuning_and_the_last_also_for_epi
     assert epilogue["max_autotune"] is True and epilogue["epilogue_fusion"] is True
     assert not epilogue.get("triton.cudagraphs")  # CUDA graphs are the renderer's (graphs.py), never Inductor's
     assert COMPILE_MODES == ("default", "max-autotune-no-cudagraphs", "max-autotune-epilogue")
+    from bridge import cli_tools
+
+    assert cli_tools.COMPILE_MODES == COMPILE_MODES  # the command line's copy (it imports no torch)
     with pytest.raises(ValueError, match="compile mode 'max-autotune': one of default, "):
         compile_options("max-autotune")  # Inductor's own CUDA graphs: refused

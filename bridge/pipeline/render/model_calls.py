@@ -38,27 +38,19 @@ class ModelCalls:
     def compile(self, tuning: Tuning = Tuning()) -> None:
         """Swap every call for its compiled version (static shapes: one graph per shape), as ``tuning``
         says: the decoder's and the denoiser's torch.compile modes, and the scope: "blocks" compiles
-        the denoiser's repeated blocks instead of its call where it has some, and so the text encoders'
-        where every one has some (none today: ``speed.regions``)."""
-        scope = tuning.compile_scope
-        regional = set()
-        if scope == "blocks":
-            if repeated_blocks(self.parts.denoiser.module):
-                regional.add("denoise")
-            if self.parts.text.modules and all(repeated_blocks(m) for m in self.parts.text.modules):
-                regional.add("encode")
-        elif scope not in SCOPES:
-            raise ValueError(f"compile scope {scope!r}: one of {', '.join(SCOPES)}")
+        the denoiser's repeated blocks instead of its call where it has some (``speed.regions``; the
+        text encoders have none: their calls compile whole)."""
+        if tuning.compile_scope not in SCOPES:
+            raise ValueError(f"compile scope {tuning.compile_scope!r}: one of {', '.join(SCOPES)}")
+        regional = tuning.compile_scope == "blocks" and bool(repeated_blocks(self.parts.denoiser.module))
         for name in ("encode", "denoise", "decode", "decode_batch", "encode_image", "control", "adapt"):
-            if name in regional:
+            if name == "denoise" and regional:
                 continue  # eager glue around the compiled blocks below
             mode = {"decode": tuning.decoder_mode, "decode_batch": tuning.decoder_mode,
                     "denoise": tuning.denoiser_mode}.get(name, "default")
             setattr(self, name, compiled(getattr(self, name), self.device, mode))
-        if "denoise" in regional:
+        if regional:
             compile_blocks(self.parts.denoiser.module, tuning.denoiser_mode)
-        for module in self.parts.text.modules if "encode" in regional else ():
-            compile_blocks(module)
 
     @property
     def classifier_free(self) -> bool:

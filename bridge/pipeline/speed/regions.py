@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from .optimize import compile_options
+
 SCOPES = ("calls", "blocks")  # Tuning.compile_scope: each model call whole, or its modules' repeated blocks
 
 # The repeated block classes of the models the families build, by model class. diffusers names its
@@ -46,8 +48,6 @@ def compile_blocks(model: torch.nn.Module, mode: str = "default", backend: str =
     shape); the number compiled. The model's own call stays eager around them. ``mode``: one of
     ``optimize.COMPILE_MODES``; ``backend``: Inductor (the tests trace with "aot_eager", which runs the
     traced graph as it is: exact, no code to build; it takes no mode)."""
-    from .optimize import compile_options
-
     options = compile_options(mode) if backend == "inductor" else {}
     names = set(repeated_blocks(model))
     if not names:
