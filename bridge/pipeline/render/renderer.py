@@ -299,13 +299,11 @@ class DiffusersRenderer:
                       control: dict, decode: bool, text_stream: TextStream | None = None):
         """One graph replay for the whole frame (text encoders included when the prompt is new, unless
         they run on ``text_stream``)."""
-        cached = self.text.cached(params.prompt)
-        if cached is None and text_stream is not None:
-            with self.runner.stage("tokenize"):
-                ids = self.text.token_ids(params.prompt)
-            with self.runner.stage("text_encoders"):  # queued: the time to queue it, not the GPU's
-                cached = text_stream.encode(ids, self.calls.encode,
-                                            lambda embeds, pooled: self.text.store(params.prompt, embeds, pooled))
+        if text_stream is not None:  # a new prompt's text encoders queued there, then the cached-embeddings graph
+            cached = self.text.embeddings(params.prompt,
+                                          lambda ids, store: text_stream.encode(ids, self.calls.encode, store))
+        else:
+            cached = self.text.cached(params.prompt)
         if cached is not None:
             shown = Shown(*cached, noise)
             graph = self._frame_graph(plan, None, decode)

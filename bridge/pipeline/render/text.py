@@ -17,6 +17,8 @@ from ...core.params import Prompt, prompt_texts
 from ..families.parts import Conditioning, TextConditioning
 
 Embeddings = Conditioning  # (embeds (1, L, D), extra (1, P)): the family's two conditioning tensors
+# (ids, store) -> store's result: ids encoded elsewhere (the overlap's text stream), their outputs stored
+Queue = Callable[[torch.Tensor, Callable[[torch.Tensor, torch.Tensor], Embeddings]], Embeddings]
 
 
 class PromptEncoder:
@@ -73,14 +75,18 @@ class PromptEncoder:
             self._cache.popitem(last=False)
         return self._cache[key]
 
-    def embeddings(self, text: str) -> Embeddings:
-        """(prompt_embeds, pooled) for one text, from the cache when it was seen before."""
+    def embeddings(self, text: str, queue: Queue | None = None) -> Embeddings:
+        """(prompt_embeds, pooled) for one text, from the cache when it was seen before. ``queue(ids,
+        store)``: encode on another stream instead (the overlap's text stream: ``speed/text_stream.py``),
+        which calls ``store`` with the outputs; the stage then times the queueing, not the GPU's work."""
         found = self.cached(text)
         if found is not None:
             return found
         with self.stage("tokenize"):
             ids = self.token_ids(text)
         with self.stage("text_encoders"), torch.inference_mode():
+            if queue is not None:
+                return queue(ids, lambda embeds, pooled: self.store(text, embeds, pooled))
             # the cache's copies inside the stage: its closing sync waits for them, so a profile never
             # finds them after it, in no stage or in the next (they ran there when the GPU lagged the CPU)
             return self.store(text, *self.encode(ids))
