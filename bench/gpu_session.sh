@@ -27,6 +27,9 @@
 #             alone (compile caches emptied), then a warm start                    ~5-6 min
 #   misses    the frame-rate targets missed before the text stream: SDXS-512 and SDXL-Turbo (full, tiny), new
 #             prompt / seed, overlap off, on and urgent (the text stream at a high priority), baseline  ~7 min
+#   tiny      the SDXL-Turbo tiny-VAE targets alone (100 FPS new prompt, 150 new seed): overlap on and urgent, baseline;
+#             then the same with the denoiser's GroupNorms from per-chunk statistics (--denoiser-split-group-norm
+#             on, no baseline): the UNet stage's A/B                                ~7 min
 #   rest25    what issue 25 still lacks: SD 1.5's full-VAE OSC-to-frame p50 through the daemon, and the fused text
 #             Q/K/V's A/B on SDXS (the same bench with --fused-text-qkv on and off, no baseline)   ~4 min
 #   denoiser  the SDXL UNet under Inductor's max-autotune (bench --denoiser-compile-mode), tiny VAE, prompt / seed,
@@ -136,6 +139,14 @@ part_misses() {  # after `tests` on the same machine when device time is short: 
         --frames 60 --cache-dir $CACHE --json "$WORK/bench-sdxl.json"
 }
 
+part_tiny() {  # the tiny VAE's targets need a faster UNet: its GroupNorms as the decoder's (an A/B, same call)
+    step bench-sdxl-tiny 250 $TB bench --model random --sizes 512 --vaes tiny --modes prompt,seed --overlap on,urgent \
+        --frames 60 --cache-dir $CACHE --json "$WORK/bench-sdxl-tiny.json"
+    step bench-sdxl-tiny-splitgn 220 $TB bench --model random --sizes 512 --vaes tiny --modes prompt,seed \
+        --overlap on,urgent --frames 60 --no-baseline --denoiser-split-group-norm on --cache-dir $CACHE \
+        --json "$WORK/bench-sdxl-tiny-splitgn.json"
+}
+
 part_rest25() {
     step latency-sd15-full 90 $TB latency --model random-sd15 --vae full --size 512 --count 200 --rate 20 \
         --json "$WORK/latency-sd15-full.json" -- --cache-dir $CACHE
@@ -229,7 +240,7 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|speed|misses|rest25|denoiser|epilogue|more|kernels|autotune|start|regions|channels|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
-        *) echo "unknown part $part: tests, speed, misses, rest25, denoiser, epilogue, more (= kernels autotune), start, regions, channels, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
+        tests|speed|misses|tiny|rest25|denoiser|epilogue|more|kernels|autotune|start|regions|channels|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
+        *) echo "unknown part $part: tests, speed, misses, tiny, rest25, denoiser, epilogue, more (= kernels autotune), start, regions, channels, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
     esac
 done
