@@ -27,9 +27,8 @@
 #             alone (compile caches emptied), then a warm start                    ~5-6 min
 #   misses    the frame-rate targets missed before the text stream: SDXS-512 and SDXL-Turbo (full, tiny), new
 #             prompt / seed, overlap off, on and urgent (the text stream at a high priority), baseline  ~7 min
-#   tiny      the SDXL-Turbo tiny-VAE targets alone (100 FPS new prompt, 150 new seed): overlap on and urgent, baseline;
-#             then the same with the denoiser's GroupNorms from per-chunk statistics (--denoiser-split-group-norm
-#             on, no baseline): the UNet stage's A/B                                ~7 min
+#   tiny      the SDXL-Turbo tiny-VAE targets alone (100 FPS new prompt, 150 new seed): overlap on and urgent,
+#             baseline                                                             ~3 min
 #   rest25    what issue 25 still lacks: SD 1.5's full-VAE OSC-to-frame p50 through the daemon, and the fused text
 #             Q/K/V's A/B on SDXS (the same bench with --fused-text-qkv on and off, no baseline)   ~4 min
 #   denoiser  the SDXL UNet under Inductor's max-autotune (bench --denoiser-compile-mode), tiny VAE, prompt / seed,
@@ -139,12 +138,9 @@ part_misses() {  # after `tests` on the same machine when device time is short: 
         --frames 60 --cache-dir $CACHE --json "$WORK/bench-sdxl.json"
 }
 
-part_tiny() {  # the tiny VAE's targets need a faster UNet: its GroupNorms as the decoder's (an A/B, same call)
+part_tiny() {  # the tiny VAE's targets alone (run S7 measured the denoiser's split GroupNorms here: no gain, removed)
     step bench-sdxl-tiny 250 $TB bench --model random --sizes 512 --vaes tiny --modes prompt,seed --overlap on,urgent \
         --frames 60 --cache-dir $CACHE --json "$WORK/bench-sdxl-tiny.json"
-    step bench-sdxl-tiny-splitgn 220 $TB bench --model random --sizes 512 --vaes tiny --modes prompt,seed \
-        --overlap on,urgent --frames 60 --no-baseline --denoiser-split-group-norm on --cache-dir $CACHE \
-        --json "$WORK/bench-sdxl-tiny-splitgn.json"
 }
 
 part_rest25() {

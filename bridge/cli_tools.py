@@ -77,9 +77,6 @@ def add_bench(sub) -> None:
                        help="the denoiser's torch.compile mode (max-autotune: Triton templates timed against "
                             "cuBLAS/cuDNN per matrix product and convolution, a much longer first compile; "
                             "-epilogue: with their pointwise epilogues fused in, which the default turns off)")
-    bench.add_argument("--denoiser-split-group-norm", default="off", choices=["on", "off"],
-                       help="on: the denoiser's GroupNorms computed from per-chunk statistics on the compiled CUDA "
-                            "path, as the VAE decoder's are (speed/group_norm.py): an A/B of the denoiser's stage")
     bench.add_argument("--compile-scope", default="calls", choices=["calls", "blocks"],
                        help="as serve's --compile-scope: each model call compiled whole, or the denoiser's repeated "
                             "blocks one by one (the table gives the first frame's compile)")
@@ -157,7 +154,7 @@ def bench_options(args: argparse.Namespace):
         cudnn_benchmarks=_switches("--cudnn-benchmark", args.cudnn_benchmark),
         vae_channels_lasts=_switches("--vae-channels-last", args.vae_channels_last),
         fused_text_qkv=args.fused_text_qkv == "on", compile_scope=args.compile_scope,
-        denoiser_mode=args.denoiser_compile_mode, denoiser_split_group_norm=args.denoiser_split_group_norm == "on",
+        denoiser_mode=args.denoiser_compile_mode,
         cache_dir=args.cache_dir or default_cache_dir())
 
 

@@ -65,7 +65,6 @@ class BenchOptions:
     fused_text_qkv: bool = True  # Tuning's: the text encoders' Q/K/V as one matrix product per layer
     compile_scope: str = "calls"  # Tuning's: each call compiled whole, or the repeated blocks (speed/regions.py)
     denoiser_mode: str = "default"  # Tuning's: the denoiser's torch.compile mode
-    denoiser_split_group_norm: bool = False  # Tuning's: the denoiser's GroupNorms from per-chunk statistics
     cache_dir: Path = DEFAULT_CACHE_DIR
 
 
@@ -261,7 +260,7 @@ def frame_tuning(opts: BenchOptions) -> Tuning:
     """The knobs of the frame runs: the first value of each of the decoder's lists, and the text encoders'."""
     return Tuning(opts.vae_compile_modes[0], opts.cudnn_benchmarks[0], opts.vae_channels_lasts[0],
                   fused_text_qkv=opts.fused_text_qkv, compile_scope=opts.compile_scope,
-                  denoiser_mode=opts.denoiser_mode, denoiser_split_group_norm=opts.denoiser_split_group_norm)
+                  denoiser_mode=opts.denoiser_mode)
 
 
 def _sink_sets(sinks: tuple[str, ...]) -> list[tuple[str, ...]]:

@@ -86,8 +86,7 @@ class DiffusersRenderer:
             with torch.inference_mode():
                 parts.text.encode(self._zero_ids())
             prepare_modules([parts.denoiser.module, parts.decoder.module, *parts.text.modules,
-                             *self.controlnets.nets.values()], self.device, tuning, decoder=parts.decoder.module,
-                             denoiser=parts.denoiser.module)
+                             *self.controlnets.nets.values()], self.device, tuning, decoder=parts.decoder.module)
             # the sampling loop calls the compiled versions (or the compiled blocks) from here on
             self.calls.compile(tuning)
         # After any fusing: the style processors wrap the model's own (fused) cross-attention processors.

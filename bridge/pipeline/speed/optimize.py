@@ -61,10 +61,8 @@ class Tuning:
     vae_channels_last: bool = True  # the VAE's weights and activations in NHWC (tensor cores' layout)
     # The VAE's GroupNorms from per-chunk statistics (group_norm.py): no copy of each activation before
     # its reduction. Run S5, H100, SD VAE decode at 512 px: 7.78 -> 6.33 ms, pixels as far from eager as before.
+    # The SDXL UNet's GroupNorms the same way (run S7): UNet stage 8.80 against 8.65 ms, no gain: not kept.
     split_group_norm: bool = True
-    # The same for the denoiser's GroupNorms (its ResNet blocks, its transformers' input norms): ~50 of its
-    # ~340 normalisation kernels at batch 1 (Run S5: 1.06 ms of the SDXL UNet's 8.0 ms busy). An A/B on the card.
-    denoiser_split_group_norm: bool = False
     # Each CLIP text-encoder layer's Q/K/V as one matrix product (clip_qkv.py): a prompt change runs the
     # text encoders at 77 tokens, six ~4 us GEMMs a layer, launch-bound (Run S5: SDXL's two 2.73 ms).
     fused_text_qkv: bool = True
@@ -98,11 +96,10 @@ def compile_options(mode: str) -> dict:
 
 
 def prepare_modules(modules: list[torch.nn.Module], device: torch.device, tuning: Tuning = Tuning(),
-                    decoder: torch.nn.Module | None = None, denoiser: torch.nn.Module | None = None) -> None:
+                    decoder: torch.nn.Module | None = None) -> None:
     """channels_last and fused QKV projections where the module supports them (SDPA is default);
     ``decoder`` (the VAE) keeps its layout unless ``tuning.vae_channels_last``, and on CUDA gets its
-    GroupNorms as ``SplitGroupNorm`` with ``tuning.split_group_norm`` (``denoiser`` with
-    ``tuning.denoiser_split_group_norm``); on CUDA the CLIP text encoders'
+    GroupNorms as ``SplitGroupNorm`` with ``tuning.split_group_norm``; on CUDA the CLIP text encoders'
     attention layers get one Q/K/V projection with ``tuning.fused_text_qkv``. The eager CPU path keeps
     diffusers' and transformers' own modules, whose pixels the families' tests match exactly."""
     if device.type == "cuda":
@@ -112,9 +109,6 @@ def prepare_modules(modules: list[torch.nn.Module], device: torch.device, tuning
         if decoder is not None and tuning.split_group_norm:
             swapped = swap_group_norms(decoder)
             log.debug("VAE: %d GroupNorm(s) computed from per-chunk statistics", swapped)
-        if denoiser is not None and tuning.denoiser_split_group_norm:
-            swapped = swap_group_norms(denoiser)
-            log.debug("denoiser: %d GroupNorm(s) computed from per-chunk statistics", swapped)
     for module in modules:
         if hasattr(module, "fuse_qkv_projections"):
             module.fuse_qkv_projections()
