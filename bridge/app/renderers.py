@@ -92,14 +92,17 @@ def _load_model(config: Config):
     # Steering the family does not support is refused before anything loads (one line naming the family).
     family = loader.model_family(config.model)
     check_steering(family, requested_steering(config))
-    device = config.device if config.device not in (None, "auto") else loader.default_device()
-    loader.check_device(config.device, device)  # a CPU-only torch with --device cuda: one line, no traceback
-    loader.bind_thread(device)  # this is the device's render thread: everything after runs here
-    dtype = loader.resolve_dtype(config.dtype, device)
-    compile = loader.compile_wanted(config.compile, device)
-    artifacts = None
+    # the device's runtime (CUDA's context), the compiler's set-up (Inductor's import): seconds on a GPU
+    with phases("setup"):
+        device = config.device if config.device not in (None, "auto") else loader.default_device()
+        loader.check_device(config.device, device)  # a CPU-only torch with --device cuda: one line, no traceback
+        loader.bind_thread(device)  # this is the device's render thread: everything after runs here
+        dtype = loader.resolve_dtype(config.dtype, device)
+        compile = loader.compile_wanted(config.compile, device)
+        artifacts = None
+        if compile:
+            configure_compile_cache(config.cache_dir)
     if compile:
-        configure_compile_cache(config.cache_dir)
         if config.compile_artifacts:
             from ..pipeline.speed.compile_artifacts import CompileArtifacts
 

@@ -73,9 +73,10 @@ def test_the_name_records_the_setup(tmp_path):
 def test_the_daemon_on_the_cpu_starts_with_the_option_and_reports_its_start_up_phases(demo_daemon, cache_dir):
     with urllib.request.urlopen(f"{demo_daemon.url}/v1/health") as r:
         health = json.load(r)
-    assert health["compile"] is False and set(health["startup_s"]) == {"imports", "model"}
+    assert health["compile"] is False and set(health["startup_s"]) == {"imports", "setup", "model"}
     assert health["compile_scope"] is None  # --compile-scope blocks: nothing compiles on the CPU
-    assert all(s > 0 for s in health["startup_s"].values())
+    phases = health["startup_s"]  # on the CPU the set-up (no CUDA context, no compiler) can round to 0.0 s
+    assert phases["imports"] > 0 and phases["model"] > 0 and phases["setup"] >= 0
     log = "".join(demo_daemon.log)
     assert "this daemon does not compile" in log and "start-up: imports" in log
     assert not (cache_dir / "compile" / "artifacts").exists()
