@@ -34,6 +34,9 @@
 #   denoiser  the SDXL UNet under Inductor's max-autotune (bench --denoiser-compile-mode), tiny VAE, prompt / seed,
 #             overlap off and on, baseline: against `misses`' tiny rows (the seed target needs a faster UNet)  ~9 min
 #   epilogue  the same with the GEMMs' pointwise epilogues fused into the Triton templates (max-autotune-epilogue)  ~9 min
+#   precompile  what a warm start would save with the U-Net loaded precompiled (bench/precompile_probe.py): SDXL's
+#             full-size U-Net, torch.compile's first call cold and warm, then aot_compile saved to a file and loaded
+#             in a fresh process (no Dynamo tracing), pixels against eager                    ~4-6 min
 #   regions   the blocks compile scope (speed/regions.py) against whole calls on SDXL: frames (bench, baseline;
 #             compare with `speed`'s calls rows of the same session), then a cold and a warm start by blocks
 #             (compare with `start`'s)                                            ~7 min
@@ -170,6 +173,16 @@ part_regions() {  # the blocks compile scope (issue 27, start-up): its frames, t
         --cache-dir /tmp/tbs-blocks --compile-scope blocks
 }
 
+part_precompile() {  # each step a fresh process on one Inductor cache: cold, warm, save, load
+    export TORCHINDUCTOR_CACHE_DIR=/tmp/tbp/inductor TRITON_CACHE_DIR=/tmp/tbp/triton
+    rm -rf /tmp/tbp
+    step precompile-cold 170 python bench/precompile_probe.py compile /tmp/tbp/unet.aot
+    step precompile-warm 70 python bench/precompile_probe.py compile /tmp/tbp/unet.aot
+    step precompile-save 170 python bench/precompile_probe.py save /tmp/tbp/unet.aot
+    step precompile-load 70 python bench/precompile_probe.py load /tmp/tbp/unet.aot
+    unset TORCHINDUCTOR_CACHE_DIR TRITON_CACHE_DIR
+}
+
 part_sd15() {
     step bench-sd15 170 $TB bench --model random-sd15 --sizes 512 --vaes full,tiny --modes prompt,seed --overlap off,on,decode \
         --frames 100 --cache-dir $CACHE --json "$WORK/bench-sd15.json"
@@ -236,7 +249,7 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|speed|misses|tiny|rest25|denoiser|epilogue|more|kernels|autotune|start|regions|channels|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
-        *) echo "unknown part $part: tests, speed, misses, tiny, rest25, denoiser, epilogue, more (= kernels autotune), start, regions, channels, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
+        tests|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|autotune|start|regions|channels|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
+        *) echo "unknown part $part: tests, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), start, regions, channels, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
     esac
 done

@@ -92,11 +92,22 @@ def latencies(out: Path) -> list[str]:
     return lines
 
 
+def probes(out: Path) -> list[str]:
+    """The JSON line each probe step printed last (bench/precompile_probe.py), by step."""
+    lines = []
+    order = ("cold", "warm", "save", "load")  # the part's order
+    for log in sorted(out.glob("precompile-*.log"), key=lambda f: order.index(f.stem.split("-")[-1])
+                      if f.stem.split("-")[-1] in order else len(order)):
+        found = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("{")]
+        lines.append(f"{log.stem}: {found[-1] if found else 'no result (see its log)'}")
+    return lines
+
+
 def main(out: Path) -> None:
     # benches and kernels format with bridge/bench/report.py: this checkout's (it imports no torch)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     for title, lines in (("GPU tests", tests(out)), ("bench", benches(out)), ("kernels by stage", kernels(out)),
-                         ("through the daemon", latencies(out))):
+                         ("through the daemon", latencies(out)), ("probes", probes(out))):
         if lines:
             print(f"== {title}")
             print("\n".join(lines))
