@@ -24,7 +24,12 @@
 #   kernels   the first half of `more`: the kernel profiles alone                ~5 min
 #   autotune  the second half of `more`: the VAE decode under max-autotune       ~3-4 min
 #   start     cold start to first frame, then a fresh-machine start from the compile artefact file
-#             alone (compile caches emptied), then a warm start                    ~5-6 min
+#             alone (compile caches emptied), then a warm start; the artefact file comes back gzipped in
+#             15 MiB chunks ($OUT/artifacts.tgz.part-*) for `carried`                ~5-6 min
+#   carried   on a fresh machine (a later call after give_back), a start from the artefact file `start` brought
+#             back: copy its chunks into .art/ (git-ignored: add /.art/ to .git/info/exclude) and carry .art with
+#             the diffusers and python-osc wheels alone (.whl/diffusers-*.whl, .whl/python_osc-*.whl: with PyAV
+#             they might not fit 64 MiB); then a warm start                          ~3 min
 #   misses    the frame-rate targets missed before the text stream: SDXS-512 and SDXL-Turbo (full, tiny), new
 #             prompt / seed, overlap off, on and urgent (the text stream at a high priority), baseline  ~7 min
 #   tiny      the SDXL-Turbo tiny-VAE targets alone (100 FPS new prompt, 150 new seed): overlap on and urgent,
@@ -132,6 +137,23 @@ part_start() {
     step start-warm 120 $TB latency --model random --count 20 --rate 20 --json "$WORK/start-warm.json" -- \
         --cache-dir /tmp/tbs
     ls -la /tmp/tbs/compile/artifacts >"$WORK/artifacts.txt" 2>&1
+    # for a fresh machine (`carried`): at most 6 chunks come back beside summary.txt and the archive
+    tar czf - -C /tmp/tbs/compile artifacts | split -b 15m - "$OUT/artifacts.tgz.part-"
+    ls -la "$OUT"/artifacts.tgz.part-* >>"$WORK/artifacts.txt" 2>&1
+}
+
+part_carried() {  # a fresh machine whose only compile cache is the carried artefact file (.art/, from `start`)
+    rm -rf /tmp/tbs-carried
+    mkdir -p /tmp/tbs-carried/compile
+    if ! cat .art/artifacts.tgz.part-* | tar xzf - -C /tmp/tbs-carried/compile; then
+        echo "carried: no artefact chunks in .art/ (run the start part first and carry .art)" | tee -a "$WORK/steps.txt"
+        return 0
+    fi
+    ls -la /tmp/tbs-carried/compile/artifacts >"$WORK/artifacts-carried.txt" 2>&1
+    step start-carried 150 $TB latency --model random --count 20 --rate 20 --json "$WORK/start-carried.json" -- \
+        --cache-dir /tmp/tbs-carried --compile-artifacts on
+    step start-carried-warm 100 $TB latency --model random --count 20 --rate 20 --json "$WORK/start-carried-warm.json" \
+        -- --cache-dir /tmp/tbs-carried --compile-artifacts on
 }
 
 part_misses() {  # after `tests` on the same machine when device time is short: the two benches of the misses
@@ -249,7 +271,7 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|autotune|start|regions|channels|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
-        *) echo "unknown part $part: tests, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), start, regions, channels, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
+        tests|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|autotune|start|carried|regions|channels|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
+        *) echo "unknown part $part: tests, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), start, carried, regions, channels, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
     esac
 done
