@@ -46,6 +46,7 @@
 #             compare with `speed`'s calls rows of the same session), then a cold and a warm start by blocks
 #             (compare with `start`'s)                                            ~7 min
 #   channels  4 channels on one GPU, overlap off and on (latency --channels 4)      ~8-9 min
+#   tinychannels  the same with the tiny VAE (issue 27 item 4 names no VAE)      ~8-9 min
 #   sd15      SD 1.5 full + tiny VAE and SDXS-512, new prompt / seed every frame, overlap off, on, decode-only
 #             (bench, baseline), SDXS again without the fused text Q/K/V (an A/B); the OSC-to-frame p50 of each
 #             through the real daemon (issue 25)                                   ~7-8 min
@@ -258,12 +259,15 @@ part_tuning() {  # Inductor's coordinate-descent tuning of its own Triton kernel
         --vaes full --modes prompt,seed --frames 60 --no-baseline --cache-dir $CACHE --json "$WORK/bench-sd-coordinate.json"
 }
 
-part_channels() {
+channels4() {  # VAE: 4 channels on one GPU, overlap off and on (each run: one alone, then all four)
     for overlap in off on; do
-        step "channels4-overlap-$overlap" 260 $TB latency --model random --size 512 --channels 4 --seconds 12 \
-            --json "$WORK/channels4-overlap-$overlap.json" -- --cache-dir $CACHE --device cuda:0 --overlap $overlap
+        step "channels4-$1-overlap-$overlap" 260 $TB latency --model random --vae "$1" --size 512 --channels 4 \
+            --seconds 12 --json "$WORK/channels4-$1-overlap-$overlap.json" -- --cache-dir $CACHE --device cuda:0 \
+            --overlap $overlap
     done
 }
+part_channels() { channels4 full; }
+part_tinychannels() { channels4 tiny; }  # the tiny decoder: a batch's decode no longer scales with its rows
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$WORK/gpu.txt" 2>&1
 python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers', diffusers.__version__)" >>"$WORK/gpu.txt" 2>&1
@@ -271,7 +275,7 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|autotune|start|carried|regions|channels|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
-        *) echo "unknown part $part: tests, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), start, carried, regions, channels, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
+        tests|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|autotune|start|carried|regions|channels|tinychannels|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
+        *) echo "unknown part $part: tests, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), start, carried, regions, channels, tinychannels, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
     esac
 done

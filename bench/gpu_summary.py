@@ -82,6 +82,8 @@ def latencies(out: Path) -> list[str]:
         stream = r.get("stream") or {}
         lines.append(f"{path.stem}: OSC->frame p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f}, "
                      f"render {r['mean_render_ms']:.2f}, start to ready {r['startup_s']} s"
+                     + (f" ({', '.join(f'{k} {v}' for k, v in r['startup_phases'].items())})"
+                        if r.get("startup_phases") else "")
                      + (f"; stream {stream['fps']:.1f} FPS, p50 {stream['p50_ms']:.2f} ms" if stream else ""))
     for path in sorted(out.glob("channels*.json")):
         r = json.loads(path.read_text())

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from dataclasses import asdict, dataclass
 
@@ -63,6 +64,8 @@ class LatencyReport:
     # was already rendering when the change came (counted one frame early) would make it negative.
     min_slack_ms: float | None = None
     stream: dict | None = None  # --stream-rate: a stream of changes not waiting for frames (bench/stream.py)
+    # The daemon's own start-up phases in seconds (GET /v1/health's startup_s: imports, setup, model, warm_up...)
+    startup_phases: dict | None = None
 
 
 def start_daemon(model: str, vae: str, size: int, shm_name: str, extra: list[str], startup_timeout: float):
@@ -236,6 +239,7 @@ def run_latency(model: str, vae: str, size: int, count: int, rate_hz: float, ext
     shm_name = f"tb-latency-{uuid.uuid4().hex[:8]}"
     proc, http_port, osc_port, startup_s = start_daemon(model, vae, size, shm_name, extra, startup_timeout)
     try:
+        phases = startup_phases(http_port)
         if control:
             steer(http_port, control, size, startup_timeout)
         if via == "none":
@@ -261,7 +265,13 @@ def run_latency(model: str, vae: str, size: int, count: int, rate_hz: float, ext
     return LatencyReport(model, vae, size, rate_hz, count, len(latencies), round(statistics.median(ordered), 3),
                          pct(0.90), pct(0.99), round(ordered[-1], 3), round(statistics.fmean(render_ms), 3),
                          round(startup_s, 1), via, *costs, control=control, min_slack_ms=round(slack, 3),
-                         stream=streamed)
+                         stream=streamed, startup_phases=phases)
+
+
+def startup_phases(http_port: int) -> dict:
+    """The daemon's start-up phases as its health reports them (seconds by phase)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v1/health", timeout=10) as r:
+        return json.load(r).get("startup_s") or {}
 
 
 def format_latency(report: LatencyReport) -> str:
@@ -272,6 +282,8 @@ def format_latency(report: LatencyReport) -> str:
             f"{report.received}/{report.sent} frames, {what} -> frame in shared memory p50 {report.p50_ms:.3f} ms, "
             f"p90 {report.p90_ms:.3f}, p99 {report.p99_ms:.3f}, max {report.max_ms:.3f}; "
             f"daemon render {report.mean_render_ms:.3f} ms mean; daemon start to ready {report.startup_s:.1f} s"
+            + (f" ({', '.join(f'{k} {v:g}' for k, v in report.startup_phases.items())})"
+               if report.startup_phases else "")
             + (f"; daemon CPU {report.cpu_ms_per_change:.3f} ms and {report.wakeups_per_change:.2f} thread wake-ups "
                f"per change ({', '.join(f'{k} {v:g}' for k, v in report.wakeups_by_thread.items())})"
                if report.cpu_ms_per_change is not None else "")

@@ -14,6 +14,8 @@ def test_input_latency_counts_each_inputs_own_frame(via, cache_dir, monkeypatch)
     # A frame counted one early (already rendering when the input came) would make the slack negative.
     assert report.mean_render_ms > 0 and report.min_slack_ms >= 0
     assert "input image in" in format_latency(report)
+    assert {"imports", "setup", "model"} <= set(report.startup_phases)  # the daemon's own, from its health
+    assert "(imports " in format_latency(report)
 
 
 def test_control_latency_runs_with_an_adapter_steering_every_frame(cache_dir, monkeypatch):
