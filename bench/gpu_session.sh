@@ -45,6 +45,9 @@
 #   regions   the blocks compile scope (speed/regions.py) against whole calls on SDXL: frames (bench, baseline;
 #             compare with `speed`'s calls rows of the same session), then a cold and a warm start by blocks
 #             (compare with `start`'s)                                            ~7 min
+#   textoff   the shortest start: blocks scope with the text encoders uncompiled (--compile-text off, eager inside
+#             the frame graphs): SDXL full + tiny frames (bench, baseline; against `misses`/`tiny`), then a cold and
+#             a warm start (against `regions`' and `start`'s)                      ~8 min
 #   channels  4 channels on one GPU, overlap off and on (latency --channels 4)      ~8-9 min
 #   tinychannels  the same with the tiny VAE (issue 27 item 4 names no VAE)      ~8-9 min
 #   sd15      SD 1.5 full + tiny VAE and SDXS-512, new prompt / seed every frame, overlap off, on, decode-only
@@ -206,6 +209,17 @@ part_precompile() {  # each step a fresh process on one Inductor cache: cold, wa
     unset TORCHINDUCTOR_CACHE_DIR TRITON_CACHE_DIR
 }
 
+part_textoff() {  # the start-up targets (issue 27): no Dynamo trace of the text encoders, the U-Net by blocks
+    step bench-sdxl-textoff 250 $TB bench --model random --sizes 512 --vaes full,tiny --modes prompt,seed \
+        --overlap off,on --frames 60 --compile-scope blocks --compile-text off --cache-dir /tmp/tbt \
+        --json "$WORK/bench-sdxl-textoff.json"
+    rm -rf /tmp/tbs-textoff
+    step start-cold-textoff 150 $TB latency --model random --count 20 --rate 20 --json "$WORK/start-cold-textoff.json" \
+        -- --cache-dir /tmp/tbs-textoff --compile-scope blocks --compile-text off
+    step start-warm-textoff 100 $TB latency --model random --count 20 --rate 20 --json "$WORK/start-warm-textoff.json" \
+        -- --cache-dir /tmp/tbs-textoff --compile-scope blocks --compile-text off
+}
+
 part_sd15() {
     step bench-sd15 170 $TB bench --model random-sd15 --sizes 512 --vaes full,tiny --modes prompt,seed --overlap off,on,decode \
         --frames 100 --cache-dir $CACHE --json "$WORK/bench-sd15.json"
@@ -275,7 +289,7 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|autotune|start|carried|regions|channels|tinychannels|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
-        *) echo "unknown part $part: tests, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), start, carried, regions, channels, tinychannels, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
+        tests|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|autotune|start|carried|textoff|regions|channels|tinychannels|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
+        *) echo "unknown part $part: tests, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), start, carried, textoff, regions, channels, tinychannels, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
     esac
 done

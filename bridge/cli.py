@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="what torch.compile compiles: each model call whole (calls), or the denoiser's repeated "
                             "blocks one by one (blocks: smaller graphs, each class traced once, a shorter first "
                             "start; docs/benchmarks.md compares their frame rates)")
+    serve.add_argument("--compile-text", default="on", choices=["on", "off"],
+                       help="off: the text encoders are not compiled (run eagerly, still inside the frame's CUDA "
+                            "graphs): a shorter start, slower prompt changes (docs/benchmarks.md measures both)")
     serve.add_argument("--device", default=None,
                        help="cuda, cuda:1, cpu (default: cuda if present); a list (cuda:0,cuda:1) or 'all': "
                             "one resident pipeline per device, channels placed by load")
@@ -198,7 +201,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                                              args.allow_host, args.cors_origin, args.osc_allow),
                   controlnets=_controlnets(args.controlnet), canny_thresholds=_thresholds(args.canny_thresholds),
                   render_spin_ms=_spin(args.render_spin_ms), compile_artifacts=args.compile_artifacts == "on",
-                  compile_scope=args.compile_scope,
+                  compile_scope=args.compile_scope, compile_text=args.compile_text == "on",
                   overlap=args.overlap == "on",
                   ip_adapter=args.ip_adapter or None,
                   http=HttpLimits(max_connections=args.max_connections,

@@ -80,6 +80,8 @@ def add_bench(sub) -> None:
     bench.add_argument("--compile-scope", default="calls", choices=["calls", "blocks"],
                        help="as serve's --compile-scope: each model call compiled whole, or the denoiser's repeated "
                             "blocks one by one (the table gives the first frame's compile)")
+    bench.add_argument("--compile-text", default="on", choices=["on", "off"],
+                       help="as serve's --compile-text: off runs the text encoders eagerly inside the frame graphs")
     bench.add_argument("--cache-dir", type=Path, default=None,
                        help="as serve's --cache-dir (demo model, compile caches)")
     bench.add_argument("--json", type=Path, default=Path("bench.json"), help="where to write the figures")
@@ -154,6 +156,7 @@ def bench_options(args: argparse.Namespace):
         cudnn_benchmarks=_switches("--cudnn-benchmark", args.cudnn_benchmark),
         vae_channels_lasts=_switches("--vae-channels-last", args.vae_channels_last),
         fused_text_qkv=args.fused_text_qkv == "on", compile_scope=args.compile_scope,
+        compile_text=args.compile_text == "on",
         denoiser_mode=args.denoiser_compile_mode,
         cache_dir=args.cache_dir or default_cache_dir())
 

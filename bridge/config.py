@@ -81,6 +81,7 @@ class Config:
     canny_thresholds: tuple[float, float] = (100.0, 200.0)  # preprocess canny: low, high (grey levels)
     compile_artifacts: bool = False  # the compiler's portable cache file in cache_dir/compile/artifacts
     compile_scope: str = "calls"  # calls: each model call compiled whole; blocks: the repeated blocks one by one
+    compile_text: bool = True  # False: the text encoders run eagerly inside the frame graphs (a shorter start)
     render_spin_ms: float = 0.0  # the render thread polls this long for the next job before sleeping
     overlap: bool = False  # a frame's VAE decode on a second stream while the next frame's UNet runs
     ip_adapter: str | None = None  # --ip-adapter SOURCE: style images (demo, random, a folder, a file, a hub id)

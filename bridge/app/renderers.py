@@ -126,7 +126,8 @@ def _load_model(config: Config):
                                      controlnets=load_controlnets(config, pipe, device, dtype),
                                      canny_thresholds=config.canny_thresholds,
                                      ip_adapter=load_ip_adapter(config, pipe, device, dtype),
-                                     tuning=Tuning(compile_scope=config.compile_scope))
+                                     tuning=Tuning(compile_scope=config.compile_scope,
+                                                   compile_text=config.compile_text))
     family = renderer.family
     # What the engine must know of the family: its sizes, its guidance, and the rows a frame costs
     # (guidance_mode, the denoiser's: "cfg" or "embedded"; Limits.rows).
@@ -153,6 +154,7 @@ def _load_model(config: Config):
     info = {"model": config.model, "family": renderer.family.name, "scheduler": renderer.sampler, "device": device,
             "dtype": str(dtype).removeprefix("torch."), "vae": config.vae, "compile": compile,
             "compile_scope": config.compile_scope if compile else None,
+            "compile_text": config.compile_text if compile else None,
             "controlnets": {spec.name: spec.source for spec in config.controlnets},
             "t2i_adapters": sorted(renderer.controlnets.adapters), "ip_adapter": config.ip_adapter,
             "startup_s": phases.rounded(), "overlap": config.overlap, **facts,

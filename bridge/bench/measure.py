@@ -64,6 +64,7 @@ class BenchOptions:
     vae_channels_lasts: tuple[bool, ...] = (True,)
     fused_text_qkv: bool = True  # Tuning's: the text encoders' Q/K/V as one matrix product per layer
     compile_scope: str = "calls"  # Tuning's: each call compiled whole, or the repeated blocks (speed/regions.py)
+    compile_text: bool = True  # Tuning's: the text encoders compiled, or eager inside the frame graphs
     denoiser_mode: str = "default"  # Tuning's: the denoiser's torch.compile mode
     cache_dir: Path = DEFAULT_CACHE_DIR
 
@@ -259,7 +260,7 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
 def frame_tuning(opts: BenchOptions) -> Tuning:
     """The knobs of the frame runs: the first value of each of the decoder's lists, and the text encoders'."""
     return Tuning(opts.vae_compile_modes[0], opts.cudnn_benchmarks[0], opts.vae_channels_lasts[0],
-                  fused_text_qkv=opts.fused_text_qkv, compile_scope=opts.compile_scope,
+                  fused_text_qkv=opts.fused_text_qkv, compile_scope=opts.compile_scope, compile_text=opts.compile_text,
                   denoiser_mode=opts.denoiser_mode)
 
 

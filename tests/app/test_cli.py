@@ -132,3 +132,11 @@ def test_connection_caps_come_from_the_command_line():
     assert (config.http.max_connections, config.http.max_per_address) == (10, 3)
     default = config_from_args(build_parser().parse_args(["serve"])).http
     assert (default.max_connections, default.max_per_address, default.head_timeout_s) == (256, 64, 10.0)
+
+
+def test_the_compile_knobs_come_from_the_command_line():
+    args = build_parser().parse_args(["serve", "--compile-scope", "blocks", "--compile-text", "off"])
+    config = config_from_args(args)
+    assert (config.compile_scope, config.compile_text) == ("blocks", False)
+    default = config_from_args(build_parser().parse_args(["serve"]))
+    assert (default.compile_scope, default.compile_text) == ("calls", True)

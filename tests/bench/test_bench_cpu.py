@@ -61,6 +61,8 @@ def test_the_compile_scope_and_the_denoisers_mode_reach_the_frame_runs_tuning():
     tuned = bench_options(build_parser().parse_args(["bench", "--device", "cuda", "--compile-scope", "blocks",
                                                      "--denoiser-compile-mode", "max-autotune-no-cudagraphs"]))
     assert frame_tuning(tuned) == Tuning(compile_scope="blocks", denoiser_mode="max-autotune-no-cudagraphs")
+    eager_text = bench_options(build_parser().parse_args(["bench", "--device", "cuda", "--compile-text", "off"]))
+    assert frame_tuning(eager_text) == Tuning(compile_text=False)
 
 
 @no_cuda

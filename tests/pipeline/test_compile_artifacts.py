@@ -12,7 +12,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-DAEMON_ARGS = ("--compile-artifacts", "on", "--compile-scope", "blocks")  # demo_daemon fixture (CPU: no compile)
+# the demo_daemon fixture's (CPU: nothing compiles)
+DAEMON_ARGS = ("--compile-artifacts", "on", "--compile-scope", "blocks", "--compile-text", "off")
 
 COMPILE_ONCE = textwrap.dedent("""
     import json, os, sys
@@ -74,7 +75,7 @@ def test_the_daemon_on_the_cpu_starts_with_the_option_and_reports_its_start_up_p
     with urllib.request.urlopen(f"{demo_daemon.url}/v1/health") as r:
         health = json.load(r)
     assert health["compile"] is False and set(health["startup_s"]) == {"imports", "setup", "model"}
-    assert health["compile_scope"] is None  # --compile-scope blocks: nothing compiles on the CPU
+    assert health["compile_scope"] is None and health["compile_text"] is None  # nothing compiles on the CPU
     phases = health["startup_s"]  # on the CPU the set-up (no CUDA context, no compiler) can round to 0.0 s
     assert phases["imports"] > 0 and phases["model"] > 0 and phases["setup"] >= 0
     log = "".join(demo_daemon.log)

@@ -1,8 +1,9 @@
 """The blocks compile scope on the card (speed/regions.py; opt-in: ``python -m pytest -m gpu``; needs
 CUDA): the demo SDXL renderer compiled block by block gives the eager frame within bf16's tolerance and
 repeats it exactly; a new prompt or seed never recompiles (its frame graphs replay the blocks); a LoRA
-switch folds into the weights the blocks read, with no recompile; and the full-size random SD 1.5
-frame by blocks is its whole-call frame within bf16's tolerance."""
+switch folds into the weights the blocks read, with no recompile; the full-size random SD 1.5
+frame by blocks is its whole-call frame within bf16's tolerance; and text encoders left uncompiled
+(``--compile-text off``) are captured in the frame graphs, plain and on the overlap's text stream."""
 
 import numpy as np
 import pytest
@@ -19,15 +20,15 @@ from test_gpu import assert_compiled_matches_eager, assert_prompts_never_recompi
 BASE = Params(prompt="a lighthouse", seed=3, width=512, height=512)
 
 
-def renderer(cache_dir, model, compile, scope="blocks", **options):
+def renderer(cache_dir, model, compile, scope="blocks", compile_text=True, **options):
     from bridge.pipeline.loading.loader import load_pipeline
     from bridge.pipeline.render.renderer import DiffusersRenderer
     from bridge.pipeline.speed.optimize import Tuning, configure_compile_cache
 
     configure_compile_cache(cache_dir)
     pipe = load_pipeline(model, "cuda", torch.bfloat16, cache_dir)
-    return DiffusersRenderer(pipe, "cuda", torch.bfloat16, compile=compile, tuning=Tuning(compile_scope=scope),
-                             **options)
+    return DiffusersRenderer(pipe, "cuda", torch.bfloat16, compile=compile,
+                             tuning=Tuning(compile_scope=scope, compile_text=compile_text), **options)
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +79,22 @@ def test_a_full_size_frame_by_blocks_is_the_whole_call_frame_within_bf16(cache_d
         torch.cuda.empty_cache()
     diff = np.abs(frames["calls"] - frames["blocks"])
     assert diff.mean() < 2.0, (diff.mean(), diff.max())  # other fusions round a little differently, not more
+
+
+def test_uncompiled_text_encoders_are_captured_in_the_frame_graphs_plain_and_overlapped(renderers, cache_dir):
+    from bridge.core.scene import Scene
+    from bridge.pipeline.render.batch import ChannelRenderer
+    from bridge.pipeline.render.overlapped import OverlappedRenderer
+
+    eager, _ = renderers
+    fast = renderer(cache_dir, "demo", True, "blocks", compile_text=False)
+    assert fast.calls.encode == fast.parts.text.encode  # not compiled
+    assert_compiled_matches_eager(eager, fast, BASE)
+    assert ("text", 77) in fast.runner.keys  # the eager text encoders' own graph
+    assert_prompts_never_recompile_and_seeds_skip_text_encoders(fast, BASE.merged({"prompt": "a harbour"}))
+    plain, overlapped = ChannelRenderer(fast), OverlappedRenderer(fast)
+    for i in range(3):  # a new prompt each frame: the text stream captures and replays the eager encoders
+        params = BASE.merged({"prompt": f"a lighthouse, take {i}", "seed": 20 + i})
+        want = plain.render_batch([("main", params, Scene())])[0].pixels
+        got = overlapped.begin_batch([("main", params, Scene())]).result()[0].pixels
+        assert np.array_equal(got, want), (i, np.abs(got.astype(int) - want.astype(int)).max())

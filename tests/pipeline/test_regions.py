@@ -92,6 +92,11 @@ def test_the_blocks_scope_compiles_the_denoiser_blocks_and_every_other_call_whol
     ModelCalls(parts, torch.device("cpu"), torch.float32, ControlNets({})).compile(
         Tuning(decoder_mode=autotune, compile_scope="blocks", denoiser_mode=autotune))
     assert regional == [(pipe.unet, autotune)] and modes[parts.decoder.decode] == autotune
+    # without compile_text the text encoders stay eager (captured in the frame graphs all the same)
+    whole.clear()
+    calls = ModelCalls(parts, torch.device("cpu"), torch.float32, ControlNets({}))
+    calls.compile(Tuning(compile_text=False))
+    assert parts.text.encode not in whole and calls.encode == parts.text.encode and len(whole) == 6
     with pytest.raises(ValueError, match="compile scope 'regions': one of calls, blocks"):
         ModelCalls(parts, torch.device("cpu"), torch.float32, ControlNets({})).compile(Tuning(compile_scope="regions"))
 

@@ -39,13 +39,15 @@ class ModelCalls:
         """Swap every call for its compiled version (static shapes: one graph per shape), as ``tuning``
         says: the decoder's and the denoiser's torch.compile modes, and the scope: "blocks" compiles
         the denoiser's repeated blocks instead of its call where it has some (``speed.regions``; the
-        text encoders have none: their calls compile whole)."""
+        text encoders have none: their calls compile whole, or not at all without ``tuning.compile_text``)."""
         if tuning.compile_scope not in SCOPES:
             raise ValueError(f"compile scope {tuning.compile_scope!r}: one of {', '.join(SCOPES)}")
         regional = tuning.compile_scope == "blocks" and bool(repeated_blocks(self.parts.denoiser.module))
         for name in ("encode", "denoise", "decode", "decode_batch", "encode_image", "control", "adapt"):
             if name == "denoise" and regional:
                 continue  # eager glue around the compiled blocks below
+            if name == "encode" and not tuning.compile_text:
+                continue  # eager, captured in the frame graphs all the same (runner.py)
             mode = {"decode": tuning.decoder_mode, "decode_batch": tuning.decoder_mode,
                     "denoise": tuning.denoiser_mode}.get(name, "default")
             setattr(self, name, compiled(getattr(self, name), self.device, mode))

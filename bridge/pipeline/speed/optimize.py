@@ -46,9 +46,10 @@ def configure_compile_cache(cache_dir: Path) -> Path:
 @dataclass(frozen=True)
 class Tuning:
     """The compiled path's knobs (``turbo-bridge bench --vae-compile-modes/--cudnn-benchmark/--vae-channels-last/
-    --fused-text-qkv/--compile-scope/--denoiser-compile-mode``): the VAE decoder's, the largest stage with the
-    full VAE, dominated by its convolutions at 256 and 512 px; the text encoders' Q/K/V projections, which a
-    prompt change runs; what is compiled (whole calls or blocks) and the denoiser's compile mode.
+    --fused-text-qkv/--compile-scope/--compile-text/--denoiser-compile-mode``): the VAE decoder's, the largest
+    stage with the full VAE, dominated by its convolutions at 256 and 512 px; the text encoders' Q/K/V projections,
+    which a prompt change runs; what is compiled (whole calls or blocks, the text encoders or not) and the
+    denoiser's compile mode.
 
     cuDNN's benchmark stays off (issue 31): it times the candidate engines of each convolution shape
     once per thread (torch keeps cuDNN's plans in a thread-local cache, Conv_v8.cpp) and keeps the
@@ -69,6 +70,10 @@ class Tuning:
     # "calls": each model call compiled whole; "blocks": the denoiser's repeated blocks one by one
     # (regions.py): a few small graphs to compile instead of one of the whole U-Net.
     compile_scope: str = "calls"
+    # False: the text encoders run eagerly, still captured in the frame's CUDA graphs: no Dynamo trace of
+    # them at start (run S7: their graph took 8.2 s of a warm start; S5: 31.8 s of a cold one), unfused kernels
+    # in each prompt change. An A/B for the start-up targets (issue 27).
+    compile_text: bool = True
     # torch.compile mode of the denoiser (its call, or its blocks): "max-autotune-no-cudagraphs" times
     # Triton templates against cuBLAS/cuDNN for each of its matrix products and convolutions (a longer
     # first compile, kept in the compile cache), "max-autotune-epilogue" with epilogue fusion (COMPILE_MODES);
