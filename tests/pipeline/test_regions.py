@@ -9,6 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+
 from bridge.pipeline.families.registry import FAMILIES  # noqa: E402
 from bridge.pipeline.families.sd2 import SD2  # noqa: E402
 from bridge.pipeline.families.sd15 import SD15  # noqa: E402
@@ -150,3 +152,36 @@ def test_the_compile_modes_ask_inductor_for_autotuning_and_the_last_also_for_epi
     assert cli_tools.COMPILE_MODES == COMPILE_MODES  # the command line's copy (it imports no torch)
     with pytest.raises(ValueError, match="compile mode 'max-autotune': one of default, "):
         compile_options("max-autotune")  # Inductor's own CUDA graphs: refused
+
+
+class HostReads(TorchDispatchMode):
+    """Counts the ops that read a device tensor's values on the host (``.item()``, ``bool(t)``,
+    ``nonzero``): each a synchronisation, which a CUDA graph capture refuses."""
+
+    READS = ("item", "_local_scalar_dense", "nonzero", "is_nonzero")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.__name__.split(".")[0] in self.READS:
+            self.seen.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("model", ["demo", "demo-sd15", "demo-sana"])
+def test_each_familys_text_encoders_read_nothing_back_so_they_can_be_captured_uncompiled(model, cache_dir):
+    """``--compile-text off`` captures the eager text encoders in the frame graphs: no op of theirs may
+    read a value back to the host (Dynamo would have traced such a read away; eager, it would end the capture)."""
+    from bridge.pipeline.loading.loader import load_pipeline
+
+    pipe = load_pipeline(model, "cpu", torch.float32, cache_dir)
+    family = FAMILIES[{"demo": "sdxl", "demo-sd15": "sd15", "demo-sana": "sana"}[model]]
+    text = family.parts(pipe, torch.device("cpu"), torch.float32).text
+    ids = text.token_ids("a lighthouse at dusk")
+    with torch.inference_mode(), HostReads() as reads:
+        text.encode(ids)
+    with torch.inference_mode(), HostReads() as probe:  # the counter itself sees a read
+        torch.ones(2).sum().item()
+    assert reads.seen == [] and probe.seen == ["aten.item.default"]
