@@ -90,11 +90,17 @@ def test_uncompiled_text_encoders_are_captured_in_the_frame_graphs_plain_and_ove
     fast = renderer(cache_dir, "demo", True, "blocks", compile_text=False)
     assert fast.calls.encode == fast.parts.text.encode  # not compiled
     assert_compiled_matches_eager(eager, fast, BASE)
-    assert ("text", 77) in fast.runner.keys  # the eager text encoders' own graph
+    # a graphed renderer runs a new prompt's text encoders inside the frame's graph: its key ends with the ids' length
+    assert (*fast.plan(BASE, Scene()).key, fast.text.token_ids(BASE.prompt).shape[-1]) in fast.runner.keys
     assert_prompts_never_recompile_and_seeds_skip_text_encoders(fast, BASE.merged({"prompt": "a harbour"}))
     plain, overlapped = ChannelRenderer(fast), OverlappedRenderer(fast)
-    for i in range(3):  # a new prompt each frame: the text stream captures and replays the eager encoders
+    overlapped.begin_batch([("main", BASE.merged({"prompt": "warm"}), Scene())]).result()  # first-use captures
+    for i in range(3):  # a new prompt each frame: the text stream replays its capture of the eager encoders
         params = BASE.merged({"prompt": f"a lighthouse, take {i}", "seed": 20 + i})
         want = plain.render_batch([("main", params, Scene())])[0].pixels
+        fast.text.clear()  # else the plain frame's embeddings are cached and the text stream never runs
+        runs = fast.text_encoder_runs
         got = overlapped.begin_batch([("main", params, Scene())]).result()[0].pixels
+        assert fast.text_encoder_runs == runs + 1
         assert np.array_equal(got, want), (i, np.abs(got.astype(int) - want.astype(int)).max())
+    assert overlapped.text_graph_keys  # ... on the text stream's own graphs
