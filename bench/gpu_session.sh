@@ -10,8 +10,8 @@
 # the whole run ends before it (a call's limit can be less than 600 s when little device time is left).
 # Run them in this order of priority. Every log, the JSON of every bench/latency run and the junit XML
 # of the tests go to $GPU_WORK (default /tmp/gpu-work); at the end, also when cut, $OUT gets two files
-# (the device tool brings back at most 8): summary.txt (bench/gpu_summary.py's tables, also printed
-# last) and gpu-run.tar.gz (all of $GPU_WORK).
+# (the device tool brings back at most 8, 16 MiB each, 64 MiB in all): summary.txt (bench/gpu_summary.py's
+# tables, also printed last) and gpu-run.tar.gz (all of $GPU_WORK); `start` adds the artefact file's chunks.
 #
 #   tests     every file with GPU tests at once, one process each (own CPU cores for compiling),
 #             then the memory-budget file alone (it reads the device's memory in use)   ~6-8 min
@@ -25,11 +25,12 @@
 #   autotune  the second half of `more`: the VAE decode under max-autotune       ~3-4 min
 #   start     cold start to first frame, then a fresh-machine start from the compile artefact file
 #             alone (compile caches emptied), then a warm start; the artefact file comes back gzipped in
-#             15 MiB chunks ($OUT/artifacts.tgz.part-*) for `carried`                ~5-6 min
-#   carried   on a fresh machine (a later call after give_back), a start from the artefact file `start` brought
-#             back: copy its chunks into .art/ (git-ignored: add /.art/ to .git/info/exclude) and carry .art with
-#             the diffusers and python-osc wheels alone (.whl/diffusers-*.whl, .whl/python_osc-*.whl: with PyAV
-#             they might not fit 64 MiB); then a warm start                          ~3 min
+#             15 MiB chunks ($OUT/artifacts.tgz.part-*) for `carried`, if it is small enough to be carried  ~5-6 min
+#   carried   on a fresh machine (a later call after give_back) of the card `start` ran on (name its kind,
+#             nvidia-h100-x1 for an H100: the file's name holds the GPU's, another card finds none), a start from
+#             the artefact file `start` brought back: copy its chunks into .art/ (git-ignored: add /.art/ to
+#             .git/info/exclude) and carry .art with the diffusers and python-osc wheels alone (.whl/diffusers-*.whl,
+#             .whl/python_osc-*.whl: with PyAV they might not fit 64 MiB); then a warm start      ~3 min
 #   misses    the frame-rate targets missed before the text stream: SDXS-512 and SDXL-Turbo (full, tiny), new
 #             prompt / seed, overlap off, on and urgent (the text stream at a high priority), baseline  ~7 min
 #   tiny      the SDXL-Turbo tiny-VAE targets alone (100 FPS new prompt, 150 new seed): overlap on and urgent,
@@ -45,9 +46,10 @@
 #   regions   the blocks compile scope (speed/regions.py) against whole calls on SDXL: frames (bench, baseline;
 #             compare with `speed`'s calls rows of the same session), then a cold and a warm start by blocks
 #             (compare with `start`'s)                                            ~7 min
-#   textoff   the shortest start: blocks scope with the text encoders uncompiled (--compile-text off, eager inside
-#             the frame graphs): SDXL full + tiny frames (bench, baseline; against `misses`/`tiny`), then a cold and
-#             a warm start (against `regions`' and `start`'s)                      ~8 min
+#   textoff   the least to compile at start: blocks scope with the text encoders uncompiled (--compile-text off,
+#             eager inside the frame graphs): SDXL full + tiny frames (bench, baseline; the text encoders' cost against
+#             `regions`' blocks rows, the calls scope's in `misses`/`tiny`), then a cold and a warm start (against
+#             `regions`' and `start`'s)                                           ~8 min
 #   channels  4 channels on one GPU, overlap off and on (latency --channels 4)      ~8-9 min
 #   tinychannels  the same with the tiny VAE (issue 27 item 4 names no VAE)      ~8-9 min
 #   sd15      SD 1.5 full + tiny VAE and SDXS-512, new prompt / seed every frame, overlap off, on, decode-only
@@ -78,6 +80,9 @@ trap finish EXIT TERM INT
 export PYTHONUNBUFFERED=1
 TB="python -m bridge"
 CACHE=/tmp/tbc  # one compile cache per call: later steps of a part reuse what earlier ones compiled
+# The gzipped artefact file `start` brings back: it must also travel, in a `carried` call's 64 MiB working tree,
+# beside the repository (~12 MiB) and two wheels (~6 MiB); 3 chunks of 15 MiB.
+ART_MAX_MIB=45
 
 step() {  # step NAME LIMIT_S CMD...: run with a time limit, log to $WORK/NAME.log, note rc and seconds
     local name=$1 limit=$2 start rc left
@@ -106,6 +111,8 @@ part_tests() {
     wait
     step test_memory_budget 80 python -m pytest -q -m gpu tests/bench/test_memory_budget.py -p no:cacheprovider \
         --junitxml="$WORK/junit-test_memory_budget.xml"
+    # a later part of the same call (`start`, `textoff`...) measures its own cold caches under its --cache-dir
+    unset TORCHINDUCTOR_CACHE_DIR TRITON_CACHE_DIR
 }
 
 part_speed() {
@@ -141,16 +148,24 @@ part_start() {
     step start-warm 120 $TB latency --model random --count 20 --rate 20 --json "$WORK/start-warm.json" -- \
         --cache-dir /tmp/tbs
     ls -la /tmp/tbs/compile/artifacts >"$WORK/artifacts.txt" 2>&1
-    # for a fresh machine (`carried`): at most 6 chunks come back beside summary.txt and the archive
-    tar czf - -C /tmp/tbs/compile artifacts | split -b 15m - "$OUT/artifacts.tgz.part-"
-    ls -la "$OUT"/artifacts.tgz.part-* >>"$WORK/artifacts.txt" 2>&1
+    # for a fresh machine (`carried`), in chunks under the 16 MiB a file that comes back may have
+    if ! tar czf /tmp/artifacts.tgz -C /tmp/tbs/compile artifacts 2>>"$WORK/artifacts.txt"; then
+        echo "artifacts: no file to bring back" | tee -a "$WORK/steps.txt"
+    elif (( $(stat -c %s /tmp/artifacts.tgz) > ART_MAX_MIB << 20 )); then
+        echo "artifacts: $(( $(stat -c %s /tmp/artifacts.tgz) >> 20 )) MiB gzipped, over the $ART_MAX_MIB MiB a" \
+            "carried call can take: not brought back" | tee -a "$WORK/steps.txt"
+    else
+        split -b 15m /tmp/artifacts.tgz "$OUT/artifacts.tgz.part-"
+    fi
+    ls -la /tmp/artifacts.tgz "$OUT"/artifacts.tgz.part-* >>"$WORK/artifacts.txt" 2>&1
 }
 
 part_carried() {  # a fresh machine whose only compile cache is the carried artefact file (.art/, from `start`)
     rm -rf /tmp/tbs-carried
     mkdir -p /tmp/tbs-carried/compile
     if ! cat .art/artifacts.tgz.part-* | tar xzf - -C /tmp/tbs-carried/compile; then
-        echo "carried: no artefact chunks in .art/ (run the start part first and carry .art)" | tee -a "$WORK/steps.txt"
+        echo "carried: the chunks in .art/ make no whole archive (none, or some missing: run the start part first" \
+            "and carry .art)" | tee -a "$WORK/steps.txt"
         return 0
     fi
     ls -la /tmp/tbs-carried/compile/artifacts >"$WORK/artifacts-carried.txt" 2>&1
