@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "start; docs/benchmarks.md compares their frame rates)")
     serve.add_argument("--compile-text", default="on", choices=["on", "off"],
                        help="off: the text encoders are not compiled (run eagerly, still inside the frame's CUDA "
-                            "graphs): a shorter start, slower prompt changes (docs/benchmarks.md measures both)")
+                            "graphs): less to compile at start, unfused kernels in each prompt change "
+                            "(docs/benchmarks.md: not yet measured on a card)")
     serve.add_argument("--device", default=None,
                        help="cuda, cuda:1, cpu (default: cuda if present); a list (cuda:0,cuda:1) or 'all': "
                             "one resident pipeline per device, channels placed by load")
