@@ -42,7 +42,7 @@
 #   epilogue  the same with the GEMMs' pointwise epilogues fused into the Triton templates (max-autotune-epilogue)  ~9 min
 #   precompile  what a warm start would save with the U-Net loaded precompiled (bench/precompile_probe.py): SDXL's
 #             full-size U-Net, torch.compile's first call cold and warm, then aot_compile saved to a file and loaded
-#             in a fresh process (no Dynamo tracing), pixels against eager                    ~4-6 min
+#             in a fresh process (no Dynamo tracing), output against eager                    ~4-6 min
 #   regions   the blocks compile scope (speed/regions.py) against whole calls on SDXL: frames (bench, baseline;
 #             compare with `speed`'s calls rows of the same session), then a cold and a warm start by blocks
 #             (compare with `start`'s)                                            ~7 min

@@ -8,7 +8,7 @@ renderer path. Each step runs in its own process, in this order, with one ``TORC
 
     python bench/precompile_probe.py compile FILE   # torch.compile's first call: cold, then (run again) warm
     python bench/precompile_probe.py save FILE      # aot_compile and save to FILE
-    python bench/precompile_probe.py load FILE      # load FILE, first call, pixels against eager
+    python bench/precompile_probe.py load FILE      # load FILE, first call, output against eager
 
 SDXL's full-size U-Net (random weights, bf16 at 512 px on CUDA; ``--demo``: the demo U-Net, float32 at 64 px on
 the CPU). Prints one JSON line per step.

@@ -92,7 +92,7 @@ def _load_model(config: Config):
     # Steering the family does not support is refused before anything loads (one line naming the family).
     family = loader.model_family(config.model)
     check_steering(family, requested_steering(config))
-    # the device's runtime (CUDA's context), the compiler's set-up (Inductor's import): seconds on a GPU
+    # the device's runtime (CUDA's initialisation), the compiler's set-up (Inductor's import): seconds on a GPU
     with phases("setup"):
         device = config.device if config.device not in (None, "auto") else loader.default_device()
         loader.check_device(config.device, device)  # a CPU-only torch with --device cuda: one line, no traceback

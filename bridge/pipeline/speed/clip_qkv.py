@@ -15,8 +15,9 @@ transformers' own forward reads its output:
   base weights in place through ``module.weight`` (steering/lora_fold.py), so it writes the tensor the
   fused product reads: a captured CUDA graph sees the LoRA, nothing recompiles.
 
-Used only where the text encoders are compiled on the GPU (``Tuning.fused_text_qkv``), never on the
-eager path, whose embeddings are diffusers' bit for bit.
+Used only by a compiled renderer on the GPU (``Tuning.fused_text_qkv``; its text encoders compiled, or eager
+in its frame graphs with ``Tuning.compile_text`` off), never on the eager path, whose embeddings are diffusers'
+bit for bit.
 """
 
 from __future__ import annotations
