@@ -170,15 +170,15 @@ class HostReads(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("model", ["demo", "demo-sd15", "demo-sana"])
+@pytest.mark.parametrize("model", ["demo", "demo-sd", "demo-sd15", "demo-sana"])  # one per family (FAMILIES)
 def test_each_familys_text_encoders_read_nothing_back_so_they_can_be_captured_uncompiled(model, cache_dir):
     """``--compile-text off`` captures the eager text encoders in the frame graphs: no op of theirs may
     read a value back to the host (Dynamo would have traced such a read away; eager, it would end the capture)."""
+    from bridge.pipeline.families.registry import family_of_pipeline
     from bridge.pipeline.loading.loader import load_pipeline
 
     pipe = load_pipeline(model, "cpu", torch.float32, cache_dir)
-    family = FAMILIES[{"demo": "sdxl", "demo-sd15": "sd15", "demo-sana": "sana"}[model]]
-    text = family.parts(pipe, torch.device("cpu"), torch.float32).text
+    text = family_of_pipeline(pipe).parts(pipe, torch.device("cpu"), torch.float32).text
     ids = text.token_ids("a lighthouse at dusk")
     with torch.inference_mode(), HostReads() as reads:
         text.encode(ids)
