@@ -188,7 +188,7 @@ part_tiny() {  # the tiny VAE's targets alone (run S7 measured the denoiser's sp
 }
 
 part_rest25() {
-    step latency-sd15-full 90 $TB latency --model random-sd15 --vae full --size 512 --count 200 --rate 20 \
+    step latency-sd15-full 150 $TB latency --model random-sd15 --vae full --size 512 --count 200 --rate 20 \
         --json "$WORK/latency-sd15-full.json" -- --cache-dir $CACHE
     for fused in on off; do
         step "bench-sdxs-qkv-$fused" 80 $TB bench --model random-sdxs --sizes 512 --vaes full --modes prompt \
