@@ -2,9 +2,11 @@
 
 Every daemon start traces each model call with Dynamo before Inductor's on-disk cache can answer (run S7,
 H100: 31.1 s of warm-up with every cache warm). ``torch.compile(fn).aot_compile(...)`` saves the traced and
-compiled function to a file; ``torch.compiler.load_compiled_function`` loads it without tracing. Its guards
-are dropped here (the file would be keyed by our own shapes and values instead), so it is a probe, not a
-renderer path. Each step runs in its own process, in this order, with one ``TORCHINDUCTOR_CACHE_DIR``:
+compiled function to a file; ``torch.compiler.load_compiled_function`` loads it without tracing. Only the
+portable guards are kept (``torch.compiler.keep_portable_guards_unsafe``: each tensor's shape, dtype and device,
+the global state; torch cannot save the others): a tensor of another shape is refused, but a Python value read
+while tracing is baked in with no check, so a renderer path would key its files by those values itself. A probe,
+not that path. Each step runs in its own process, in this order, with one ``TORCHINDUCTOR_CACHE_DIR``:
 
     python bench/precompile_probe.py compile FILE   # torch.compile's first call: cold, then (run again) warm
     python bench/precompile_probe.py save FILE      # aot_compile and save to FILE
@@ -56,7 +58,7 @@ def main(step: str, path: str, demo: bool) -> None:
             fn = torch.compile(call, fullgraph=True, dynamic=False)
         elif step == "save":
             fn = torch.compile(call, fullgraph=True, dynamic=False,
-                               options={"guard_filter_fn": lambda entries: [False] * len(entries)}
+                               options={"guard_filter_fn": torch.compiler.keep_portable_guards_unsafe}
                                ).aot_compile(((unet, *args), {}))
             fn.save_compiled_function(path)
         elif step == "load":
@@ -70,9 +72,17 @@ def main(step: str, path: str, demo: bool) -> None:
         first_s = time.perf_counter() - start
         unet.conv_in.weight.mul_(1.5)  # a weight changed in place (a LoRA's fold): the function must see it
         moved = (fn(unet, *args) - call(unet, *args)).abs().max().item()
+        refused = None
+        if step != "compile":  # another size: the kept shape guards must refuse it (torch.compile would recompile)
+            other = torch.cat([args[0], args[0]], dim=-1)
+            try:
+                fn(unet, other, *args[1:])
+                refused = False
+            except RuntimeError:
+                refused = True
     print(json.dumps({"step": step, "device": str(device), "ready_s": round(ready_s, 2),
                       "first_call_s": round(first_s, 2), "max_diff": (got - want).abs().max().item(),
-                      "max_diff_after_weight_change": moved}))
+                      "max_diff_after_weight_change": moved, "other_shape_refused": refused}))
 
 
 if __name__ == "__main__":
