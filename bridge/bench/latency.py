@@ -23,7 +23,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from dataclasses import asdict, dataclass
 
@@ -270,8 +269,7 @@ def run_latency(model: str, vae: str, size: int, count: int, rate_hz: float, ext
 
 def startup_phases(http_port: int) -> dict:
     """The daemon's start-up phases as its health reports them (seconds by phase)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v1/health", timeout=10) as r:
-        return json.load(r).get("startup_s") or {}
+    return HttpClient(f"http://127.0.0.1:{http_port}", timeout=10.0).health().get("startup_s") or {}
 
 
 def format_latency(report: LatencyReport) -> str:
