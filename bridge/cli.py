@@ -82,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "start; docs/benchmarks.md compares their frame rates)")
     serve.add_argument("--compile-text", default="on", choices=["on", "off"],
                        help="off: the text encoders are not compiled (run eagerly, still inside the frame's CUDA "
-                            "graphs): less to compile at start, unfused kernels in each prompt change "
-                            "(docs/benchmarks.md: not yet measured on a card)")
+                            "graphs): less to compile at start, unfused kernels in each prompt change; with "
+                            "--compile-scope blocks, the quick start (docs/reference/models.md)")
     serve.add_argument("--device", default=None,
                        help="cuda, cuda:1, cpu (default: cuda if present); a list (cuda:0,cuda:1) or 'all': "
                             "one resident pipeline per device, channels placed by load")
