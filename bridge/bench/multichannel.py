@@ -57,8 +57,15 @@ class MultiReport:
     per_channel_p50_ms: dict[str, float] = field(default_factory=dict)  # OSC-to-frame, all N running
 
 
-def closed_loop(osc_port: int, shm_name: str, channel: str, index: int, seconds: float, timeout: float,
-                out: dict) -> None:
+def loop_tag(phase_no: int, index: int, take: int) -> int:
+    """The seed of a closed loop's change: unique per channel over the whole run, so a frame of an
+    earlier phase still in the segment never passes for this one's (a channel that got one frame in
+    a phase left the seed of the next phase's first change there). Above the bundles' seeds."""
+    return 10**13 * (phase_no + 1) + 10**9 * (index + 1) + take
+
+
+def closed_loop(osc_port: int, shm_name: str, channel: str, index: int, phase_no: int, seconds: float,
+                timeout: float, out: dict) -> None:
     """Send a change, wait for its frame, repeat for ``seconds``; puts a ``Loop`` and a timeout count in out."""
     sender = OscSender("127.0.0.1", osc_port, channel)
     latencies, timeouts = [], 0
@@ -66,7 +73,7 @@ def closed_loop(osc_port: int, shm_name: str, channel: str, index: int, seconds:
         started = time.perf_counter()
         i = 0
         while time.perf_counter() - started < seconds:
-            tag = 1_000_000_000 * (index + 1) + i
+            tag = loop_tag(phase_no, index, i)
             i += 1
             sent = time.perf_counter()
             sender.send_params({"prompt": f"a lighthouse in a storm, channel {index}, take {i}", "seed": tag})
@@ -84,10 +91,11 @@ def closed_loop(osc_port: int, shm_name: str, channel: str, index: int, seconds:
     out[channel] = (Loop(len(latencies), elapsed, tuple(latencies)), timeouts)
 
 
-def phase(osc_port: int, shm_name: str, names: list[str], seconds: float, timeout: float) -> dict:
+def phase(osc_port: int, shm_name: str, names: list[str], phase_no: int, seconds: float, timeout: float) -> dict:
+    """Every channel of ``names`` in its closed loop at once, for ``seconds``; each phase of a run its own number."""
     out: dict = {}
-    threads = [threading.Thread(target=closed_loop, args=(osc_port, shm_name, name, i, seconds, timeout, out),
-                                name=f"loop-{name}") for i, name in enumerate(names)]
+    threads = [threading.Thread(target=closed_loop, args=(osc_port, shm_name, name, i, phase_no, seconds, timeout,
+                                                          out), name=f"loop-{name}") for i, name in enumerate(names)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -99,7 +107,7 @@ def all_at_once(osc_port: int, shm_name: str, names: list[str], round_no: int, t
     """One change for every channel in one OSC bundle, then each channel's frame of it: all are due
     in the same turn of the daemon's loop, so they render as one batch of ``len(names)``. The
     closed loops batch only when their timing lines up, which a busy machine may never give."""
-    tags = {name: 3_000_000_000_000 + 1_000 * round_no + i for i, name in enumerate(names)}  # seeds no loop sends
+    tags = {name: 3_000_000_000_000 + 1_000 * round_no + i for i, name in enumerate(names)}  # below loop_tag's
     bundle = osc_bundle(*(osc_message(osc_address("/bridge/seed", name), tag) for name, tag in tags.items()))
     readers = [ShmReader(segment_name(shm_name, name)) for name in names]
     try:
@@ -132,14 +140,14 @@ def run_multichannel(model: str, vae: str, size: int, channels: int, seconds: fl
     try:
         for name in names[1:]:  # created from the daemon's initial parameters (size) by their first change
             HttpClient(f"http://127.0.0.1:{http_port}", channel=name).patch({"prompt": f"start {name}"})
-        phase(osc_port, shm_name, [MAIN], warmup_s, startup_timeout)  # compiles the single-frame graphs
-        alone = phase(osc_port, shm_name, [MAIN], seconds, timeout)
+        phase(osc_port, shm_name, [MAIN], 0, warmup_s, startup_timeout)  # compiles the single-frame graphs
+        alone = phase(osc_port, shm_name, [MAIN], 1, seconds, timeout)
         # Compiles the batch sizes: each count of channels at least once (batches are padded to a
         # power of two), so no compile lands in the measured phase.
         for count in range(2, len(names) + 1):
             all_at_once(osc_port, shm_name, names[:count], count, startup_timeout)  # a batch of count, surely
-            phase(osc_port, shm_name, names[:count], warmup_s, startup_timeout)
-        together = phase(osc_port, shm_name, names, seconds, timeout)
+            phase(osc_port, shm_name, names[:count], count, warmup_s, startup_timeout)
+        together = phase(osc_port, shm_name, names, len(names) + 1, seconds, timeout)
         health = HttpClient(f"http://127.0.0.1:{http_port}").health()
     finally:
         stop_daemon(proc)
