@@ -87,10 +87,13 @@ def latencies(out: Path) -> list[str]:
                      + (f"; stream {stream['fps']:.1f} FPS, p50 {stream['p50_ms']:.2f} ms" if stream else ""))
     for path in sorted(out.glob("channels*.json")):
         r = json.loads(path.read_text())
+        together = r["together_phase"]  # what the daemon rendered in that phase (bridge/bench/phase_render.py)
         lines.append(f"{path.stem}: alone {r['alone_fps']:.1f} FPS p50 {r['alone_p50_ms']:.2f}; "
                      f"{r['channels']} channels {r['total_fps']:.1f} FPS ({r['speedup']:.2f}x), "
-                     f"per channel {r['per_channel_fps']}, p50 {r.get('per_channel_p50_ms')}, "
-                     f"batches {r['batch_sizes']}")
+                     f"per channel {r['per_channel_fps']}, p50 {r.get('per_channel_p50_ms')}; together: "
+                     f"{together['frames']} frames in {together['batches']} batches "
+                     f"({together['mean_rows_per_batch']:.2f} rows each; rows: batches {together['batch_rows']}), "
+                     f"batches in flight {together['mean_batches_in_flight']} (overlap {r['overlap']})")
     return lines
 
 

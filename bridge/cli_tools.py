@@ -106,7 +106,8 @@ def add_latency(sub) -> None:
                               "(a slider, a sequencer): frames per second and change-to-frame p50 of that stream")
     latency.add_argument("--channels", type=int, default=1,
                          help="N > 1: N channels, each a closed loop of new prompts (total and per-channel FPS, "
-                              "one channel's OSC-to-frame p50 alone and with the others)")
+                              "one channel's OSC-to-frame p50 alone and with the others; and what the daemon "
+                              "rendered in each phase: frames, rounds, batches by rows, batches in flight)")
     latency.add_argument("--seconds", type=float, default=20.0, help="with --channels: length of each phase")
     latency.add_argument("--json", type=Path, default=None, help="also write the figures here")
     latency.add_argument("daemon_args", nargs=argparse.REMAINDER, help="after --: more `serve` options")
