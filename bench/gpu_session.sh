@@ -50,8 +50,10 @@
 #             eager inside the frame graphs): SDXL full + tiny frames (bench, baseline; the text encoders' cost against
 #             `regions`' blocks rows, the calls scope's in `misses`/`tiny`), then a cold and a warm start (against
 #             `regions`' and `start`'s)                                           ~8 min
-#   channels  4 channels on one GPU, overlap off and on (latency --channels 4)      ~8-9 min
+#   channels  4 channels on one GPU, overlap on (cold compile) then off (latency --channels 4)  ~8-9 min
 #   tinychannels  the same with the tiny VAE (issue 27 item 4 names no VAE)      ~8-9 min
+#   batchvae  4 channels, full VAE for a frame alone, tiny for batches (--batch-vae tiny), overlap on: against
+#             `channels`' overlap-on rows (issue 27 item 4)                        ~5-6 min
 #   sd15      SD 1.5 full + tiny VAE and SDXS-512, new prompt / seed every frame, overlap off, on, decode-only
 #             (bench, baseline), SDXS again without the fused text Q/K/V (an A/B); the OSC-to-frame p50 of each
 #             through the real daemon (issue 25)                                   ~7-8 min
@@ -288,15 +290,20 @@ part_tuning() {  # Inductor's coordinate-descent tuning of its own Triton kernel
         --vaes full --modes prompt,seed --frames 60 --no-baseline --cache-dir $CACHE --json "$WORK/bench-sd-coordinate.json"
 }
 
-channels4() {  # VAE: 4 channels on one GPU, overlap off and on (each run: one alone, then all four)
-    for overlap in off on; do
-        step "channels4-$1-overlap-$overlap" 260 $TB latency --model random --vae "$1" --size 512 --channels 4 \
-            --seconds 12 --json "$WORK/channels4-$1-overlap-$overlap.json" -- --cache-dir $CACHE --device cuda:0 \
-            --overlap $overlap
-    done
+channels4_run() {  # VAE OVERLAP LIMIT_S: one run of 4 channels on one GPU (one alone, then all four)
+    step "channels4-$1-overlap-$2" "$3" $TB latency --model random --vae "$1" --size 512 --channels 4 --seconds 12 \
+        --json "$WORK/channels4-$1-overlap-$2.json" -- --cache-dir $CACHE --device cuda:0 --overlap "$2"
 }
+# Overlap on first, with the cold compile of the single and batch graphs (~250 s on an H100: with off first,
+# off's cold compile was cut at 260 s and on then finished in 247 s from the cache off had warmed); off then
+# finds most of it compiled. 330 + 220: the part's 550 s.
+channels4() { channels4_run "$1" on 330; channels4_run "$1" off 220; }
 part_channels() { channels4 full; }
 part_tinychannels() { channels4 tiny; }  # the tiny decoder: a batch's decode no longer scales with its rows
+part_batchvae() {  # the full VAE for a frame alone, the tiny one for a batch of channels' frames (issue 27 item 4)
+    step channels4-batchvae 330 $TB latency --model random --vae full --size 512 --channels 4 --seconds 12 \
+        --json "$WORK/channels4-batchvae.json" -- --cache-dir $CACHE --device cuda:0 --overlap on --batch-vae tiny
+}
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$WORK/gpu.txt" 2>&1
 python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers', diffusers.__version__)" >>"$WORK/gpu.txt" 2>&1
@@ -304,7 +311,7 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|autotune|start|carried|textoff|regions|channels|tinychannels|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
-        *) echo "unknown part $part: tests, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), start, carried, textoff, regions, channels, tinychannels, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
+        tests|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|autotune|start|carried|textoff|regions|channels|tinychannels|batchvae|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
+        *) echo "unknown part $part: tests, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), start, carried, textoff, regions, channels, tinychannels, batchvae, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
     esac
 done

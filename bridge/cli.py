@@ -137,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "encoders and UNet start, and a new prompt's text encoders run on a third stream beside "
                             "the previous frame's UNet: more frames per second from a stream of changes; a lone "
                             "change renders as with off. Frames publish in order, latest-wins as always")
+    serve.add_argument("--batch-vae", default="same", choices=["same", "tiny"],
+                       help="what decodes a batch of several channels' frames (one round, one shape): same (--vae's "
+                            "decoder) or tiny (the family's tiny decoder, a fraction of the full VAE's cost per row: "
+                            "more frames per second while several channels render; a channel's frames look slightly "
+                            "different while it shares a round, a frame alone keeps --vae's decoder). Not for "
+                            "SANA-Sprint, which has no tiny decoder")
     cluster = serve.add_argument_group("rendering on a Ray cluster (needs turbo-bridge[cluster]; docs/scaling.md)")
     cluster.add_argument("--cluster", default=None, choices=["ray"],
                          help="render the channels on a Ray cluster's renderer workers (one per GPU) instead of "
@@ -203,7 +209,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   controlnets=_controlnets(args.controlnet), canny_thresholds=_thresholds(args.canny_thresholds),
                   render_spin_ms=_spin(args.render_spin_ms), compile_artifacts=args.compile_artifacts == "on",
                   compile_scope=args.compile_scope, compile_text=args.compile_text == "on",
-                  overlap=args.overlap == "on",
+                  overlap=args.overlap == "on", batch_vae=args.batch_vae,
                   ip_adapter=args.ip_adapter or None,
                   http=HttpLimits(max_connections=args.max_connections,
                                   max_per_address=args.max_connections_per_address),

@@ -84,6 +84,8 @@ class Config:
     compile_text: bool = True  # False: the text encoders run eagerly inside the frame graphs (a shorter start)
     render_spin_ms: float = 0.0  # the render thread polls this long for the next job before sleeping
     overlap: bool = False  # a frame's VAE decode on a second stream while the next frame's UNet runs
+    # "tiny": a batch of two or more channels' frames decodes with the family's tiny VAE (single frames keep --vae)
+    batch_vae: str = "same"
     ip_adapter: str | None = None  # --ip-adapter SOURCE: style images (demo, random, a folder, a file, a hub id)
     cluster: ClusterSpec | None = None  # --cluster ray: render on a Ray cluster's workers instead of --device
 

@@ -82,7 +82,7 @@ def _load_model(config: Config):
     with phases("imports"):  # torch, diffusers, transformers: seconds before anything else can happen
         from ..pipeline.families.registry import check_steering
         from ..pipeline.loading import loader
-        from ..pipeline.loading.demo import is_demo
+        from ..pipeline.loading.demo import is_demo, no_tiny_decoder
         from ..pipeline.render.batch import ChannelRenderer
         from ..pipeline.render.overlapped import OverlappedRenderer
         from ..pipeline.render.renderer import DiffusersRenderer
@@ -92,6 +92,8 @@ def _load_model(config: Config):
     # Steering the family does not support is refused before anything loads (one line naming the family).
     family = loader.model_family(config.model)
     check_steering(family, requested_steering(config))
+    if config.batch_vae == "tiny":
+        no_tiny_decoder(family, "--batch-vae tiny", "--batch-vae same")
     # the device's runtime (CUDA's initialisation), the compiler's set-up (Inductor's import): seconds on a GPU
     with phases("setup"):
         device = config.device if config.device not in (None, "auto") else loader.default_device()
@@ -107,9 +109,7 @@ def _load_model(config: Config):
             from ..pipeline.speed.compile_artifacts import CompileArtifacts
 
             artifacts = CompileArtifacts.for_renderer(config.cache_dir, config.model, config.vae, dtype, device,
-                                                      controlnets=[s.source for s in config.controlnets],
-                                                      ip_adapter=config.ip_adapter,
-                                                      compile_scope=config.compile_scope)
+                                                      **compiled_setup(config))
             with phases("compile_artifacts"):
                 artifacts.load()
     elif config.compile_artifacts:
@@ -118,6 +118,9 @@ def _load_model(config: Config):
     with phases("model"):  # the pipeline modules' own (lazy) imports count here
         vae = None if config.vae == "full" else loader.load_tiny_vae(config.vae, config.model, device, dtype)
         pipe = loader.load_pipeline(config.model, device, dtype, config.cache_dir, vae=vae, scheduler=config.scheduler)
+        batch_vae = None  # --batch-vae same, or a pipeline whose own VAE is the tiny one
+        if config.batch_vae == "tiny":
+            batch_vae = loader.tiny_vae_for_batches(pipe, config.model, device, dtype)
         # before any fusing; a family without LoRAs gets none
         demo_loras = demo_lora_folder(config.cache_dir, pipe) if is_demo(config.model) and "lora" in family.steering \
             else None
@@ -127,7 +130,8 @@ def _load_model(config: Config):
                                      canny_thresholds=config.canny_thresholds,
                                      ip_adapter=load_ip_adapter(config, pipe, device, dtype),
                                      tuning=Tuning(compile_scope=config.compile_scope,
-                                                   compile_text=config.compile_text))
+                                                   compile_text=config.compile_text),
+                                     batch_vae=batch_vae)
     family = renderer.family
     # What the engine must know of the family: its sizes, its guidance, and the rows a frame costs
     # (guidance_mode, the denoiser's: "cfg" or "embedded"; Limits.rows).
@@ -155,11 +159,22 @@ def _load_model(config: Config):
             "dtype": str(dtype).removeprefix("torch."), "vae": config.vae, "compile": compile,
             "compile_scope": config.compile_scope if compile else None,
             "compile_text": config.compile_text if compile else None,
+            "batch_vae": config.batch_vae,  # eager too: it decides the pixels of a batch's rows
             "controlnets": {spec.name: spec.source for spec in config.controlnets},
             "t2i_adapters": sorted(renderer.controlnets.adapters), "ip_adapter": config.ip_adapter,
             "startup_s": phases.rounded(), "overlap": config.overlap, **facts,
             "steering": sorted(renderer.family.steering)}
     return channels, info
+
+
+def compiled_setup(config: Config) -> dict:
+    """What the compiled graphs depend on besides the model, VAE, dtype and device (``CompileArtifacts``' name).
+    ``--batch-vae tiny`` beside ``--vae full`` adds a tiny decoder's batch graphs (but for a model whose own VAE is
+    tiny, SDXS-512: known once loaded, a file of its own all the same); with ``--vae tiny`` it adds none. Where it
+    adds none it is left out, so that the files of every other setup keep their names."""
+    batch_vae = {"batch_vae": "tiny"} if config.batch_vae == "tiny" and config.vae == "full" else {}
+    return {"controlnets": [s.source for s in config.controlnets], "ip_adapter": config.ip_adapter,
+            "compile_scope": config.compile_scope, **batch_vae}
 
 
 def requested_steering(config: Config) -> set[str]:

@@ -140,3 +140,11 @@ def test_the_compile_knobs_come_from_the_command_line():
     assert (config.compile_scope, config.compile_text) == ("blocks", False)
     default = config_from_args(build_parser().parse_args(["serve"]))
     assert (default.compile_scope, default.compile_text) == ("calls", True)
+
+
+def test_the_batch_decoder_comes_from_the_command_line():
+    config = config_from_args(build_parser().parse_args(["serve", "--vae", "full", "--batch-vae", "tiny"]))
+    assert (config.vae, config.batch_vae) == ("full", "tiny")
+    assert config_from_args(build_parser().parse_args(["serve"])).batch_vae == "same"  # today's batches
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--batch-vae", "full"])  # same or tiny: --vae names the decoder

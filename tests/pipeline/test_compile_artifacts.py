@@ -81,3 +81,18 @@ def test_the_daemon_on_the_cpu_starts_with_the_option_and_reports_its_start_up_p
     log = "".join(demo_daemon.log)
     assert "this daemon does not compile" in log and "start-up: imports" in log
     assert not (cache_dir / "compile" / "artifacts").exists()
+
+
+def test_the_name_records_a_tiny_batch_decoder_only_where_it_adds_graphs(tmp_path):
+    from bridge.app.renderers import compiled_setup
+    from bridge.config import Config
+    from bridge.pipeline.speed.compile_artifacts import CompileArtifacts
+
+    def path(**options):
+        config = Config(model="random", **options)
+        return CompileArtifacts.for_renderer(tmp_path, config.model, config.vae, torch.bfloat16, "cpu",
+                                             **compiled_setup(config)).path
+
+    assert path(batch_vae="tiny") != path()  # the tiny decoder's batch graphs beside the full VAE's
+    assert path(vae="tiny", batch_vae="tiny") == path(vae="tiny")  # one decoder: the same graphs, the same file
+    assert path(batch_vae="same") == path()  # today's setups keep their files

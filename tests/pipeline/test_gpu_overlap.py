@@ -4,7 +4,9 @@ The overlapped renderer cuts the compiled frame graph before the VAE and decodes
 stream, and runs a new prompt's text encoders on a third: its frames must be the one-graph frames
 bit for bit, also when the next frame's first stage runs while the previous one decodes (the events
 keep the latents and pinned buffers apart) and when a LoRA fold changes the text encoders' weights
-between prompts in flight, and it must never recompile once warm.
+between prompts in flight, and it must never recompile once warm. With ``--batch-vae tiny`` a batch's
+rows, overlapped or not, are the eager tiny decode of their latents (bf16's tolerance), a frame alone the
+full VAE's, and a second round of batches compiles nothing.
 """
 
 import numpy as np
@@ -122,3 +124,80 @@ def test_new_prompts_on_the_text_stream_keep_their_pixels_across_lora_switches(p
     assert overlapped.text_graph_keys  # ... and on the text stream's graphs
     for i, (a, b) in enumerate(zip(want, got)):
         assert np.array_equal(a, b), (i, stream[i].loras, np.abs(a.astype(int) - b.astype(int)).max())
+
+
+# -- --batch-vae tiny: a batch's rows decoded by the tiny VAE, a frame alone by the full one ----------------
+
+@pytest.fixture(scope="module")
+def tiny_batches(cache_dir):
+    """(plain, overlapped) ChannelRenderers around one compiled demo renderer (bf16, CUDA) whose batches
+    decode with the demo's tiny VAE (``--batch-vae tiny`` beside the full VAE)."""
+    from bridge.pipeline.loading.loader import load_pipeline, load_tiny_vae
+    from bridge.pipeline.render.batch import ChannelRenderer
+    from bridge.pipeline.render.overlapped import OverlappedRenderer
+    from bridge.pipeline.render.renderer import DiffusersRenderer
+    from bridge.pipeline.speed.optimize import configure_compile_cache
+
+    configure_compile_cache(cache_dir)
+    renderer = DiffusersRenderer(load_pipeline("demo", "cuda", torch.bfloat16, cache_dir), "cuda", torch.bfloat16,
+                                 compile=True, batch_vae=load_tiny_vae("tiny", "demo", "cuda", torch.bfloat16))
+    return ChannelRenderer(renderer), OverlappedRenderer(renderer)
+
+
+def eager_decode(decoder, latents) -> list[np.ndarray]:
+    """``latents`` decoded by ``decoder``'s own function (not compiled, no graph): the reference rows."""
+    with torch.inference_mode():
+        return list(decoder.decode(latents).cpu().numpy())
+
+
+def mean_levels(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(int) - b.astype(int)).mean())
+
+
+def test_tiny_decoded_batches_match_the_eager_tiny_decode_and_never_recompile(tiny_batches):
+    """Batches of 2 and 4, overlap off (one graph) and on (the decode on its stream): each row is the eager
+    tiny decode of its latents within bf16's tolerance, not the full VAE's; a second round of new prompts and
+    seeds compiles and captures nothing."""
+    plain, overlapped = tiny_batches
+    inner = plain.inner
+    assert inner.batch_decoder is not inner.parts.decoder
+
+    def check(rows: int, take: int) -> None:
+        items = [(f"ch{i}", Params(prompt=f"a harbour, channel {i}, take {take}", seed=10 * take + i, width=512,
+                                   height=512), Scene()) for i in range(rows)]
+        with torch.inference_mode():  # the with-text latents graph; its output buffer is rewritten by each replay
+            latents = plain.device_frames(items, decode=False).clone()
+        want, full = eager_decode(inner.batch_decoder, latents), eager_decode(inner.parts.decoder, latents)
+        runs = {"overlap off": [r.pixels for r in plain.render_batch(items)],
+                "overlap on": [r.pixels for r in overlapped.begin_batch(items).result()]}
+        for path, got in runs.items():
+            assert len(got) == rows, (path, rows)
+            for i, (g, w, f) in enumerate(zip(got, want, full)):
+                assert mean_levels(g, w) < 2.0, (path, rows, take, i, mean_levels(g, w))  # bf16 kernels differ a little
+                assert mean_levels(g, f) > 8, (path, rows, take, i, mean_levels(g, f))  # not the full VAE's frame
+
+    for rows in (2, 4):  # compiles and captures each batch size's graphs, both paths
+        check(rows, 0)
+    keys = inner.graph_keys
+    torch._dynamo.config.error_on_recompile = True
+    try:
+        for rows in (2, 4):
+            check(rows, 1)
+    finally:
+        torch._dynamo.config.error_on_recompile = False
+    assert inner.graph_keys == keys
+
+
+def test_a_frame_alone_keeps_the_full_vae_beside_tiny_batches(tiny_batches):
+    plain, overlapped = tiny_batches
+    inner = plain.inner
+    params = Params(prompt="a lighthouse alone", seed=7, width=512, height=512)
+    staged = overlapped.begin_batch([("main", params, Scene())]).result()[0].pixels  # warms the latents graphs
+    got = plain.render_batch([("main", params, Scene())])[0].pixels
+    assert np.array_equal(staged, got)
+    with torch.inference_mode():
+        latents = inner.device_frame(params, Scene(), plain.glider("main"), record=False, decode=False).clone()
+    want, = eager_decode(inner.parts.decoder, latents)
+    tiny, = eager_decode(inner.batch_decoder, latents)
+    assert mean_levels(got, want) < 2.0, mean_levels(got, want)  # bf16 kernels differ a little, not more
+    assert mean_levels(got, tiny) > 8, mean_levels(got, tiny)

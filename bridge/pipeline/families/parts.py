@@ -76,13 +76,18 @@ class Denoiser(Protocol):
         ControlNet residuals, ``style`` the IP-Adapter's (tokens, scale), ``intra`` T2I-Adapter features."""
 
 
-class Decoder(Protocol):
-    """The latent space's decoder and encoder (full VAE or tiny)."""
+class LatentDecode(Protocol):
+    """Latents to pixels alone: a ``Decoder``, or ``AutoencoderDecode`` of another autoencoder of the same
+    latent space (``--batch-vae tiny``: the family's tiny one decodes batches; the encode stays the pipeline's)."""
 
     module: torch.nn.Module
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) latents -> (B, H, W, 4) uint8 RGBA, opaque, on the latents' device."""
+
+
+class Decoder(LatentDecode, Protocol):
+    """The latent space's decoder and encoder (full VAE or tiny)."""
 
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:
         """(H, W, 3) uint8 -> (1, C, h, w) latents in the renderer's dtype (image-to-image input)."""

@@ -222,13 +222,14 @@ def build_tiny_vae(dtype: torch.dtype, device: str, family: Family = SDXL):
     return vae.to(dtype=dtype).eval().requires_grad_(False)
 
 
-def no_tiny_decoder(family: Family) -> None:
-    """Refuse ``--vae tiny`` (or a tiny VAE folder) for a family that has no tiny decoder, in one line."""
+def no_tiny_decoder(family: Family, option: str = "--vae", instead: str = "--vae full") -> None:
+    """Refuse ``--vae tiny`` (or a tiny VAE folder), or another ``option`` that needs the tiny decoder
+    (``--batch-vae tiny``), for a family that has none, in one line naming what to use ``instead``."""
     if family.tiny_vae is None:
         from ...core.errors import ConfigError
 
-        raise ConfigError(f"--vae: the {family.name} family ({family.description}) has no tiny decoder; "
-                          "use --vae full")
+        raise ConfigError(f"{option}: the {family.name} family ({family.description}) has no tiny decoder; "
+                          f"use {instead}")
 
 
 def ensure_demo(cache_dir: Path, family: Family | Architecture = SDXL) -> Path:

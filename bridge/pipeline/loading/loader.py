@@ -236,9 +236,10 @@ def _own_weights(pipe) -> None:
                 tensor.data = tensor.data.clone()
 
 
-def load_tiny_vae(source: str, model: str, device: str, dtype: torch.dtype):
+def load_tiny_vae(source: str, model: str, device: str, dtype: torch.dtype,
+                  way_out: str = "pass a local folder with --vae PATH; --vae full needs no extra download"):
     """The model family's tiny decoder: ``tiny`` (hub madebyollin/taesdxl or madebyollin/taesd)
-    or a local folder.
+    or a local folder; ``way_out``: what the error for one not downloaded offers besides the download.
 
     With a demo or random model it is built from the bundled config with random weights, like
     the rest of those pipelines.
@@ -260,9 +261,19 @@ def load_tiny_vae(source: str, model: str, device: str, dtype: torch.dtype):
     except OSError as exc:
         raise ModelNotFoundError(
             f"tiny VAE {target!r} is not available: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. "
-            f"Download it once with network access (`hf download {target}`) or pass a local folder "
-            "with --vae PATH; --vae full needs no extra download") from exc
+            f"Download it once with network access (`hf download {target}`) or {way_out}") from exc
     return vae.to(device).eval().requires_grad_(False)
+
+
+def tiny_vae_for_batches(pipe, model: str, device: str, dtype: torch.dtype):
+    """``--batch-vae tiny``: the family's tiny VAE to decode batches of channels' frames with, or None where the
+    pipeline's own VAE is a tiny one already (``--vae tiny``, a tiny VAE folder, SDXS-512's own decoder): the
+    batches decode with that one, and nothing more loads."""
+    from diffusers import AutoencoderTiny
+
+    if isinstance(pipe.vae, AutoencoderTiny):
+        return None
+    return load_tiny_vae("tiny", model, device, dtype, way_out="use --batch-vae same (no extra download)")
 
 
 def not_available(what: str, source: str, exc: OSError, local: str, builders: str) -> ModelNotFoundError:

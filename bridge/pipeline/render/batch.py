@@ -10,7 +10,9 @@ latents; the denoiser steps and the decoder run once for the batch. A batch of o
 power of two (its last row repeated, the copies' frames dropped): every batch size is a compile
 on CUDA (static shapes), and channels join and leave rounds at any count, so 2, 4 and 8 are the
 only shapes a daemon compiles, not every count up to ``--max-channels``. Each (key, padded size)
-is captured as its own graph on first use and replayed after, like sizes.
+is captured as its own graph on first use and replayed after, like sizes. A batch's rows decode with
+``ModelCalls.decode_batch``: the family's decoder, or with ``--batch-vae tiny`` the tiny one (a batch of
+one is a single frame: it keeps ``--vae``'s).
 
 Transitions keep per-channel state (what each channel showed last): each channel has its own
 glider, and a frame mid-transition renders alone, as do frames with ControlNets or a style image.

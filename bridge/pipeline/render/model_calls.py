@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..families.parts import Parts
+from ..families.parts import LatentDecode, Parts
 from ..speed.optimize import Tuning, compiled
 from ..speed.regions import SCOPES, compile_blocks, repeated_blocks
 from ..steering.controlnet import ControlNets
@@ -22,7 +22,10 @@ from .plan import FramePlan
 class ModelCalls:
     """A family's parts as the functions a frame calls, and the sampling loop over them."""
 
-    def __init__(self, parts: Parts, device: torch.device, dtype: torch.dtype, controlnets: ControlNets):
+    def __init__(self, parts: Parts, device: torch.device, dtype: torch.dtype, controlnets: ControlNets,
+                 batch_decoder: LatentDecode | None = None):
+        """``batch_decoder``: what decodes a batch of channels' rows (``--batch-vae tiny``: the tiny
+        autoencoder); None: the family's decoder, as one frame."""
         self.parts = parts
         self.device = device
         self.dtype = dtype
@@ -30,7 +33,8 @@ class ModelCalls:
         self.encode = parts.text.encode  # ids -> (embeds, extra)
         self.denoise = parts.denoiser.denoise
         self.decode = self._decode_frame  # one frame's latents -> (H, W, 4) uint8
-        self.decode_batch = parts.decoder.decode  # (B, ...) latents -> (B, H, W, 4) uint8
+        # (B, ...) latents -> (B, H, W, 4) uint8
+        self.decode_batch = (parts.decoder if batch_decoder is None else batch_decoder).decode
         self.encode_image = parts.decoder.encode
         self.control = self._residuals
         self.adapt = self._adapter_run

@@ -31,6 +31,7 @@ import torch
 from ...core.frame import Rendered
 from ...core.params import Params, prompt_texts
 from ...core.scene import Scene
+from ..families.parts import AutoencoderDecode
 from ..families.registry import family_of_pipeline
 from ..speed.optimize import Tuning, prepare_modules, progress
 from ..speed.text_stream import TextStream
@@ -61,14 +62,20 @@ class DiffusersRenderer:
                  profile: bool = False, cache_size: int = 256, lora_dir: Path | None = None,
                  controlnets: ControlNets | None = None, canny_thresholds: tuple[float, float] = (100.0, 200.0),
                  ip_adapter: IpAdapter | None = None, demo_loras: Path | None = None,
-                 tuning: Tuning = Tuning()):
+                 tuning: Tuning = Tuning(), batch_vae: torch.nn.Module | None = None):
+        """``batch_vae``: an autoencoder of the family's latent space that decodes batches of two or more
+        rows (``--batch-vae tiny``: the tiny one); None: the pipeline's VAE decodes them, as single frames."""
         self.pipe = pipe  # for the loaders and reference checks; frames reach the model through ``parts``
         self.family = family_of_pipeline(pipe)
         self.device = torch.device(device)
         self.dtype = dtype
         self.parts = parts = self.family.parts(pipe, self.device, dtype)
+        # the shared decode divides by the autoencoder's own scaling factor (the tiny one's is 1: its latents
+        # are the pipeline's scaled ones), so either decodes the denoiser's latents as they come
+        self.batch_decoder = parts.decoder if batch_vae is None else AutoencoderDecode(batch_vae, dtype)
+        extra_decoder = [] if batch_vae is None else [batch_vae]
         self.controlnets = controlnets or ControlNets({})
-        self.calls = ModelCalls(parts, self.device, dtype, self.controlnets)
+        self.calls = ModelCalls(parts, self.device, dtype, self.controlnets, self.batch_decoder)
         self.compile = compile
         self._cuda = self.device.type == "cuda"
         self._warm: set[tuple] = set()  # (plan key, decoded or not) compiled and warmed up
@@ -79,7 +86,7 @@ class DiffusersRenderer:
         self.after_compile = None  # called after each warm-up compile (e.g. to save compile artefacts)
         self.control_images = ControlImages(self.device, dtype, canny_thresholds)
         self.adapter_features = AdapterFeatures(self.controlnets.adapters, self._staged_adapter)
-        self._tiling = Tiling([parts.denoiser.module, parts.decoder.module])
+        self._tiling = Tiling([parts.denoiser.module, parts.decoder.module, *extra_decoder])
         if compile:
             # transformers installs its output-capturing hooks lazily, under a lock Dynamo cannot
             # trace: one eager call installs them before compiling.
@@ -87,6 +94,8 @@ class DiffusersRenderer:
                 parts.text.encode(self._zero_ids())
             prepare_modules([parts.denoiser.module, parts.decoder.module, *parts.text.modules,
                              *self.controlnets.nets.values()], self.device, tuning, decoder=parts.decoder.module)
+            for vae in extra_decoder:  # laid out as the main decoder is (tuning.vae_channels_last)
+                prepare_modules([vae], self.device, tuning, decoder=vae)
             # the sampling loop calls the compiled versions (or the compiled blocks) from here on
             self.calls.compile(tuning)
         # After any fusing: the style processors wrap the model's own (fused) cross-attention processors.
