@@ -296,7 +296,8 @@ channels4_run() {  # VAE OVERLAP LIMIT_S: one run of 4 channels on one GPU (one 
 }
 # Overlap on first, with the cold compile of the single and batch graphs (~250 s on an H100: with off first,
 # off's cold compile was cut at 260 s and on then finished in 247 s from the cache off had warmed); off then
-# finds most of it compiled. 330 + 220: the part's 550 s.
+# finds most of it compiled. 330 + 220: the part's 550 s; but step() keeps 25 s of GPU_DEADLINE_S (560) for the
+# summary, so when on runs to its 330 s (plus the set-up's seconds) off gets about 195 s, not 220.
 channels4() { channels4_run "$1" on 330; channels4_run "$1" off 220; }
 part_channels() { channels4 full; }
 part_tinychannels() { channels4 tiny; }  # the tiny decoder: a batch's decode no longer scales with its rows

@@ -138,6 +138,23 @@ def test_the_daemons_renderer_loads_a_tiny_decoder_only_beside_a_full_vae(cache_
     assert type(inner.batch_decoder.module).__name__ == "AutoencoderTiny"
 
 
+def test_a_tiny_vae_loaded_apart_from_the_pipeline_owns_its_weights_on_the_cpu(tmp_path):
+    """--batch-vae tiny's decoder is no module of the pipeline, whose loader copies its modules out of the
+    files' mapped pages on the CPU (test_families.py): ``load_tiny_vae`` copies its own, aligned as theirs
+    are (the CPU's kernels round by alignment), and a file replaced on disk leaves them as they were."""
+    from bridge.pipeline.loading.demo import build_tiny_vae
+    from bridge.pipeline.loading.loader import load_tiny_vae
+
+    build_tiny_vae(torch.float32, "cpu").save_pretrained(tmp_path)
+    vae = load_tiny_vae(str(tmp_path), "demo", "cpu", torch.float32)
+    weights = [*vae.parameters(), *vae.buffers()]
+    assert weights and all(t.data_ptr() % 64 == 0 for t in weights)
+    before = {n: t.clone() for n, t in vae.state_dict().items()}
+    for file in tmp_path.rglob("*.safetensors"):
+        file.write_bytes(b"\0" * file.stat().st_size)
+    assert all(torch.equal(before[n], t) for n, t in vae.state_dict().items())
+
+
 async def test_health_says_which_decoder_batches_take(config, daemon_factory):
     for batch_vae in ("same", "tiny"):
         async with daemon_factory(config, batch_vae=batch_vae) as daemon:

@@ -232,8 +232,13 @@ def _own_weights(pipe) -> None:
     ``pipe.to`` has copied them already."""
     for module in pipe.components.values():
         if isinstance(module, torch.nn.Module):
-            for tensor in (*module.parameters(), *module.buffers()):
-                tensor.data = tensor.data.clone()
+            _own_module_weights(module)
+
+
+def _own_module_weights(module: torch.nn.Module) -> None:
+    """``_own_weights`` for one module (one loaded apart from a pipeline)."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        tensor.data = tensor.data.clone()
 
 
 def load_tiny_vae(source: str, model: str, device: str, dtype: torch.dtype,
@@ -262,7 +267,12 @@ def load_tiny_vae(source: str, model: str, device: str, dtype: torch.dtype,
         raise ModelNotFoundError(
             f"tiny VAE {target!r} is not available: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. "
             f"Download it once with network access (`hf download {target}`) or {way_out}") from exc
-    return vae.to(device).eval().requires_grad_(False)
+    vae = vae.to(device).eval().requires_grad_(False)
+    if torch.device(device).type == "cpu":
+        # As a loaded pipeline's own modules (``_finish``): a tiny VAE that stays out of the pipeline
+        # (--batch-vae tiny, a random model's --vae PATH) would otherwise keep the file's mapped pages.
+        _own_module_weights(vae)
+    return vae
 
 
 def tiny_vae_for_batches(pipe, model: str, device: str, dtype: torch.dtype):
