@@ -65,6 +65,7 @@ class MultiReport:
     overlap: bool  # --overlap on: how to read mean_batches_in_flight (phase_render.py)
     startup_s: float = 0.0
     per_channel_p50_ms: dict[str, float] = field(default_factory=dict)  # OSC-to-frame, all N running
+    daemon_options: tuple[str, ...] = ()  # what followed `--` (--overlap, --batch-vae, ...): the run's set-up
 
 
 def loop_tag(phase_no: int, index: int, take: int) -> int:
@@ -143,6 +144,11 @@ def between_health(http: HttpClient, run: Callable[[], Any]) -> tuple[Any, dict,
     return result, before, http.health(), seconds
 
 
+def _median(values: tuple[float, ...]) -> float:
+    """The p50 of every OSC-to-frame figure here (main's and each channel's alike)."""
+    return round(statistics.median(values), 3) if values else float("nan")
+
+
 def _pct(values: tuple[float, ...], q: float) -> float:
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3) if ordered else float("nan")
@@ -177,20 +183,21 @@ def run_multichannel(model: str, vae: str, size: int, channels: int, seconds: fl
     main_loop = together[MAIN][0]
     return MultiReport(
         model, vae, size, channels, seconds, round(alone_loop.fps, 2),
-        round(statistics.median(alone_loop.latencies_ms), 3) if alone_loop.latencies_ms else float("nan"),
+        _median(alone_loop.latencies_ms),
         round(total, 2), {name: round(loop.fps, 2) for name, (loop, _) in together.items()},
-        round(statistics.median(main_loop.latencies_ms), 3) if main_loop.latencies_ms else float("nan"),
+        _median(main_loop.latencies_ms),
         _pct(main_loop.latencies_ms, 0.99), round(total / alone_loop.fps, 2) if alone_loop.fps else float("nan"),
         sum(t for _, t in together.values()) + alone[MAIN][1],
         phase_render(alone_before, alone_after, alone_s, alone_loop.frames),
         phase_render(together_before, together_after, together_s, sum(loop.frames for loop, _ in together.values())),
         batch_rows(alone_after, together_before), overlapping(together_after), round(startup_s, 1),
-        {name: _pct(loop.latencies_ms, 0.5) for name, (loop, _) in together.items()})
+        {name: _median(loop.latencies_ms) for name, (loop, _) in together.items()}, tuple(extra))
 
 
 def format_multichannel(r: MultiReport) -> str:
     per = ", ".join(f"{name} {fps:.1f}" for name, fps in r.per_channel_fps.items())
-    return (f"{r.model} ({r.vae} VAE, {r.size}x{r.size}), new prompt every frame, {r.seconds:g} s a phase:\n"
+    options = f", daemon {' '.join(r.daemon_options)}" if r.daemon_options else ""
+    return (f"{r.model} ({r.vae} VAE, {r.size}x{r.size}{options}), new prompt every frame, {r.seconds:g} s a phase:\n"
             f"  1 channel alone: {r.alone_fps:.2f} FPS, OSC-to-frame p50 {r.alone_p50_ms:.2f} ms\n"
             f"  {r.channels} channels: {r.total_fps:.2f} FPS in total ({r.speedup:.2f}x), per channel: {per}\n"
             f"  OSC-to-frame p50 per channel, all running: "

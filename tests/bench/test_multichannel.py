@@ -51,6 +51,8 @@ def test_every_channel_gets_its_own_frames(overlap, most_in_flight, monkeypatch,
     check_report(report, most_in_flight)
     assert "3 channels" in format_multichannel(report)
     assert f"--overlap {overlap}:" in format_multichannel(report)
+    assert report.daemon_options == ("--overlap", overlap)  # the JSON says how the daemon ran
+    assert f"daemon --overlap {overlap})" in format_multichannel(report)
 
 
 def test_demo_model_channels_batch(monkeypatch, cache_dir):
