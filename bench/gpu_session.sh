@@ -52,8 +52,9 @@
 #             `regions`' and `start`'s)                                           ~8 min
 #   channels  4 channels on one GPU, overlap on (cold compile) then off (latency --channels 4)  ~8-9 min
 #   tinychannels  the same with the tiny VAE (issue 27 item 4 names no VAE)      ~8-9 min
-#   batchvae  4 channels, full VAE for a frame alone, tiny for batches (--batch-vae tiny), overlap on; then the
-#             same without the option (`channels`' overlap-on run), in the same call (issue 27 item 4)  ~8-9 min
+#   batchvae  4 channels, full VAE for a frame alone, tiny for batches (--batch-vae tiny), overlap on; again with
+#             --batch-window-ms 50; then without either (`channels`' overlap-on run), in the same call (issue 27
+#             item 4)                                                            ~9 min
 #   sd15      SD 1.5 full + tiny VAE and SDXS-512, new prompt / seed every frame, overlap off, on, decode-only
 #             (bench, baseline), SDXS again without the fused text Q/K/V (an A/B); the OSC-to-frame p50 of each
 #             through the real daemon (issue 25)                                   ~7-8 min
@@ -302,12 +303,17 @@ channels4() { channels4_run "$1" on 330; channels4_run "$1" off 220; }
 part_channels() { channels4 full; }
 part_tinychannels() { channels4 tiny; }  # the tiny decoder: a batch's decode no longer scales with its rows
 part_batchvae() {  # the full VAE for a frame alone, the tiny one for a batch of channels' frames (issue 27 item 4)
-    # Alone in its call: the cold compile first (single frame, batches of 2 and 4), then the same daemon without
-    # the option, the comparison in the same call: its denoiser graphs are the first run's (with overlap on a
-    # batch's decode is a graph of its own), so only the full decode's batch graphs compile.
-    step channels4-batchvae 380 $TB latency --model random --vae full --size 512 --channels 4 --seconds 12 \
+    # Alone in its call: the cold compile first (single frame, batches of 2 and 4), then the window's run (nothing
+    # to compile), then the daemon without either, the comparison in the same call: its denoiser graphs are the
+    # first run's (with overlap on a batch's decode is a graph of its own), so only the full decode's batch graphs
+    # compile (a warm start and the phases: about 90 s before they do).
+    step channels4-batchvae 330 $TB latency --model random --vae full --size 512 --channels 4 --seconds 12 \
         --json "$WORK/channels4-batchvae.json" -- --cache-dir $CACHE --device cuda:0 --overlap on --batch-vae tiny
-    channels4_run full on 170
+    # the same with rounds that wait for the channels of the round before (--batch-window-ms): graphs all compiled
+    step channels4-batchvae-window 110 $TB latency --model random --vae full --size 512 --channels 4 --seconds 12 \
+        --json "$WORK/channels4-batchvae-window.json" -- --cache-dir $CACHE --device cuda:0 --overlap on \
+        --batch-vae tiny --batch-window-ms 50
+    channels4_run full on 170  # whatever the deadline leaves of it
 }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$WORK/gpu.txt" 2>&1

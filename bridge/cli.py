@@ -143,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "more frames per second while several channels render; a channel's frames look slightly "
                             "different while it shares a round, a frame alone keeps --vae's decoder). Not for "
                             "SANA-Sprint, which has no tiny decoder")
+    serve.add_argument("--batch-window-ms", type=float, default=0.0, metavar="MS",
+                       help="with several channels: a round of frames waits up to MS for the channels of the round "
+                            "before and of the batches in flight to change again, so they render as one batch "
+                            "instead of drifting into rounds of their own (0: a round starts with whoever is "
+                            "waiting); a lone channel never waits")
     cluster = serve.add_argument_group("rendering on a Ray cluster (needs turbo-bridge[cluster]; docs/scaling.md)")
     cluster.add_argument("--cluster", default=None, choices=["ray"],
                          help="render the channels on a Ray cluster's renderer workers (one per GPU) instead of "
@@ -210,6 +215,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   render_spin_ms=_spin(args.render_spin_ms), compile_artifacts=args.compile_artifacts == "on",
                   compile_scope=args.compile_scope, compile_text=args.compile_text == "on",
                   overlap=args.overlap == "on", batch_vae=args.batch_vae,
+                  batch_window_ms=_window(args.batch_window_ms),
                   ip_adapter=args.ip_adapter or None,
                   http=HttpLimits(max_connections=args.max_connections,
                                   max_per_address=args.max_connections_per_address),
@@ -243,6 +249,12 @@ def _thresholds(text: str) -> tuple[float, float]:
 def _spin(ms: float) -> float:
     if not 0 <= ms <= 1000:
         raise ConfigError(f"--render-spin-ms takes 0..1000 ms, got {ms:g}")
+    return ms
+
+
+def _window(ms: float) -> float:
+    if not 0 <= ms <= 1000:
+        raise ConfigError(f"--batch-window-ms takes 0..1000 ms, got {ms:g}")
     return ms
 
 

@@ -86,6 +86,8 @@ class Config:
     overlap: bool = False  # a frame's VAE decode on a second stream while the next frame's UNet runs
     # "tiny": a batch of two or more channels' frames decodes with the family's tiny VAE (single frames keep --vae)
     batch_vae: str = "same"
+    # a round waits up to this long for the channels of the rounds before to queue again (one batch); 0: off
+    batch_window_ms: float = 0.0
     ip_adapter: str | None = None  # --ip-adapter SOURCE: style images (demo, random, a folder, a file, a hub id)
     cluster: ClusterSpec | None = None  # --cluster ray: render on a Ray cluster's workers instead of --device
 

@@ -64,7 +64,8 @@ class ClusterDevices:
         if queue is None:
             thread = RenderThread(f"ray-{worker.id}", self._config.render_spin_ms / 1e3)
             self._threads.append(thread)
-            queue = self._queues[worker.id] = RenderQueue(worker.renderer, thread, name=worker.id)
+            queue = self._queues[worker.id] = RenderQueue(worker.renderer, thread, name=worker.id,
+                                                          join_window_s=self._config.batch_window_ms / 1e3)
             queue.loras = LoraGate(worker.renderer.lora_catalog, self._lora_loader)
         return queue
 

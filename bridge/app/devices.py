@@ -89,7 +89,8 @@ async def local_devices(config: Config, renderer_factory: Callable[[Config], tup
             loop.run_in_executor(gpu, renderer_factory, config if device is None else replace(config, device=device))
             for gpu, device in zip(gpus, devices)))
         queues = [_queue(renderer, gpu, publishers[i] if publishers else None,
-                         str(info.get("device", i)) if len(loaded) == 1 else f"{i}:{info.get('device', i)}")
+                         str(info.get("device", i)) if len(loaded) == 1 else f"{i}:{info.get('device', i)}",
+                         config.batch_window_ms / 1e3)
                   for i, ((renderer, info), gpu) in enumerate(zip(loaded, gpus))]
         for queue, (_, info) in zip(queues, loaded):  # each device folds LoRAs into its own UNet, from its own catalog
             queue.loras = LoraGate(queue.renderer.lora_catalog, lora_loader, lora_refusal(info))
@@ -105,5 +106,8 @@ async def local_devices(config: Config, renderer_factory: Callable[[Config], tup
             worker.shutdown(wait=True)
 
 
-def _queue(renderer: Renderer, gpu: RenderThread, publisher: RenderThread | None, name: str) -> RenderQueue:
-    return RenderQueue(renderer, gpu, name) if publisher is None else OverlappingQueue(renderer, gpu, publisher, name)
+def _queue(renderer: Renderer, gpu: RenderThread, publisher: RenderThread | None, name: str,
+           join_window_s: float) -> RenderQueue:
+    if publisher is None:
+        return RenderQueue(renderer, gpu, name, join_window_s=join_window_s)
+    return OverlappingQueue(renderer, gpu, publisher, name, join_window_s=join_window_s)

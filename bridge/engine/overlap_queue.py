@@ -32,8 +32,8 @@ class OverlappingQueue(RenderQueue):
     """A ``RenderQueue`` that begins batches and publishes them on ``publisher`` (one worker)."""
 
     def __init__(self, renderer: Renderer, executor: Executor, publisher: Executor, name: str = "gpu",
-                 max_batch: int = MAX_BATCH):
-        super().__init__(renderer, executor, name, max_batch)
+                 max_batch: int = MAX_BATCH, join_window_s: float = 0.0):
+        super().__init__(renderer, executor, name, max_batch, join_window_s)
         self._publisher = publisher
 
     @property

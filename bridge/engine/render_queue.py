@@ -9,6 +9,13 @@ job's group first.
 Jobs that arrive during a round wait for the next one: a change on one channel waits for at most
 one frame of each other channel, which is one batch when their shapes match.
 
+A round starts with whoever is waiting, so channels whose frames publish a little apart (closed
+loops: each sends its next change when it sees its frame) drift into rounds of their own, each a
+batch the GPU runs at nearly the cost of a full one. ``join_window_s`` (``serve --batch-window-ms``,
+0 by default: off) lets a round wait, at most that long, for the channels of the round before and
+of the batches still in flight to queue their next frames, so they render as one batch again. A
+lone channel never waits, and a channel that stops changing costs one window, once.
+
 The renderer is asked only what ``bridge.core.renderer.Renderer`` declares.
 
 Each job has two futures: ``begun`` (its channel may queue its next frame) and ``future`` (the
@@ -79,18 +86,23 @@ class QueueStats:
     largest_batch: int = 0
     busy_s: float = 0.0
     full_waits: int = 0  # overlap: times a batch waited for one in flight to publish (MAX_IN_FLIGHT)
+    window_waits: int = 0  # rounds that waited for the channels of the rounds before (join_window_s)
+    window_wait_s: float = 0.0  # ... in all
     batch_sizes: dict[int, int] = field(default_factory=dict)
 
 
 class RenderQueue:
     """Feeds one renderer on one thread (``executor`` has one worker); everything else on the loop."""
 
-    def __init__(self, renderer: Renderer, executor: Executor | None, name: str = "gpu", max_batch: int = MAX_BATCH):
+    def __init__(self, renderer: Renderer, executor: Executor | None, name: str = "gpu", max_batch: int = MAX_BATCH,
+                 join_window_s: float = 0.0):
         self.renderer = renderer
         self.name = name
         self._executor = executor
         self._max_batch = max_batch
+        self.join_window_s = join_window_s
         self._pending: list[Job] = []
+        self._recent: list[Job] = []  # the last round's jobs and the earlier ones then still unpublished
         self._drainer: asyncio.Task | None = None
         self._in_flight: asyncio.Future | None = None  # the render thread's call under way
         self._rendering: list[Job] = []  # the batch in flight
@@ -183,11 +195,37 @@ class RenderQueue:
         if len(self._streams) > 1:
             for _ in range(3):
                 await asyncio.sleep(0)
+            if self.join_window_s > 0:
+                await self._wait_for_recent()
+
+    async def _wait_for_recent(self) -> None:
+        """Until every channel of the last round and of the batches then in flight has a job queued
+        again, or ``join_window_s`` has passed; nothing to wait for with no job queued."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        waited = False
+        while self._pending:
+            queued = {job.stream for job in self._pending}
+            if not ({job.stream for job in self._recent} & self._streams) - queued:
+                break
+            left = start + self.join_window_s - loop.time()
+            if left <= 0:
+                break
+            waited = True
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), left)
+            except asyncio.TimeoutError:  # not the builtin before Python 3.11
+                break
+        if waited:
+            self.stats.window_waits += 1
+            self.stats.window_wait_s += loop.time() - start
 
     def _round(self) -> list[list[Job]]:
         """A new round: the jobs waiting now, each with its channel's newest state, in batches."""
         jobs = [job for job in self._pending if not job.future.done()]  # done: its channel went away
         self._pending = []
+        self._recent = [job for job in self._recent if not job.future.done()] + jobs
         self.stats.rounds += 1
         for job in jobs:
             job.snapshot = job.take()
@@ -245,5 +283,7 @@ class RenderQueue:
         return {"rounds": s.rounds, "batches": s.batches, "frames": s.frames, "largest_batch": s.largest_batch,
                 "batch_sizes": {str(k): v for k, v in sorted(s.batch_sizes.items())},
                 "busy_s": round(s.busy_s, 3), "overlap": self.overlapping,
+                "batch_window_ms": round(self.join_window_s * 1e3, 3), "window_waits": s.window_waits,
+                "window_wait_s": round(s.window_wait_s, 3),
                 **({"render_thread": self._executor.health()} if isinstance(self._executor, RenderThread) else {}),
                 **({"lora_loader": self.loras.health()} if self.loras is not None else {})}

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bridge.cli import build_parser, config_from_args
-from bridge.core.errors import ValidationError
+from bridge.core.errors import ConfigError, ValidationError
 from conftest import unique_shm_name
 
 
@@ -148,3 +148,12 @@ def test_the_batch_decoder_comes_from_the_command_line():
     assert config_from_args(build_parser().parse_args(["serve"])).batch_vae == "same"  # today's batches
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--batch-vae", "full"])  # same or tiny: --vae names the decoder
+
+
+def test_the_batch_window_comes_from_the_command_line():
+    config = config_from_args(build_parser().parse_args(["serve", "--batch-window-ms", "4"]))
+    assert config.batch_window_ms == 4.0
+    assert config_from_args(build_parser().parse_args(["serve"])).batch_window_ms == 0.0  # off: today's rounds
+    for bad in ("-1", "1001"):
+        with pytest.raises(ConfigError, match=r"--batch-window-ms takes 0\.\.1000 ms"):
+            config_from_args(build_parser().parse_args(["serve", "--batch-window-ms", bad]))

@@ -1,0 +1,116 @@
+"""``serve --batch-window-ms``: a round waits for the channels of the rounds before, so they batch again.
+
+The render queues (plain and overlapping) with the reference renderer, which logs each batch's
+channels. Each test queues jobs by hand, as the channels' schedulers do: no wait here depends on
+timing but the window's own expiry (a lower bound: the frame cannot publish before it), and
+"not yet begun" is checked after the loop has had many turns to begin it.
+"""
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from bridge.core.params import Params
+from bridge.core.renderer import NullRenderer
+from bridge.core.scene import Scene
+from bridge.engine.overlap_queue import OverlappingQueue
+from bridge.engine.render_queue import RenderQueue, Snapshot
+
+
+class Logged(NullRenderer):
+    """Logs every batch's channels, in the order they render."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches: list[tuple[str, ...]] = []
+
+    def render_batch(self, items):
+        self.batches.append(tuple(stream for stream, _, _ in items))
+        return super().render_batch(items)
+
+
+@pytest.fixture(params=["plain", "overlap"])
+async def make_queue(request):
+    gpu, out = ThreadPoolExecutor(1, thread_name_prefix="gpu"), ThreadPoolExecutor(1, thread_name_prefix="out")
+    queues = []
+
+    def make(window_s: float):
+        renderer = Logged()
+        queue = RenderQueue(renderer, gpu, join_window_s=window_s) if request.param == "plain" else \
+            OverlappingQueue(renderer, gpu, out, join_window_s=window_s)
+        queues.append(queue)
+        return queue, renderer
+
+    yield make
+    for queue in queues:
+        await queue.close()
+    gpu.shutdown()
+    out.shutdown()
+
+
+def submit(queue: RenderQueue, stream: str):
+    return queue.submit(stream, lambda: Snapshot(Params(width=8, height=8), Scene(), 1), lambda s, r, ms: r)
+
+
+async def loop_turns(n: int = 200) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def first_round(queue: RenderQueue, renderer: Logged) -> None:
+    """Channels a and b render one frame together (one bundle of changes)."""
+    jobs = [submit(queue, "a"), submit(queue, "b")]
+    await asyncio.wait_for(asyncio.gather(*(job.future for job in jobs)), 10)
+    assert renderer.batches == [("a", "b")]
+
+
+async def test_a_round_waits_for_the_channels_of_the_round_before(make_queue):
+    queue, renderer = make_queue(60.0)  # far longer than the test: only b's change may start the round
+    await first_round(queue, renderer)
+    a = submit(queue, "a")
+    await loop_turns()
+    assert renderer.batches == [("a", "b")] and not a.begun.done()  # waiting for b
+    b = submit(queue, "b")
+    await asyncio.wait_for(asyncio.gather(a.future, b.future), 10)
+    assert renderer.batches == [("a", "b"), ("a", "b")]
+    assert queue.stats.window_waits == 1 and queue.health()["window_waits"] == 1
+    assert queue.health()["batch_window_ms"] == 60000.0
+
+
+async def test_without_a_window_the_round_starts_with_whoever_waits(make_queue):
+    queue, renderer = make_queue(0.0)
+    await first_round(queue, renderer)
+    a = submit(queue, "a")
+    await asyncio.wait_for(a.future, 10)
+    b = submit(queue, "b")
+    await asyncio.wait_for(b.future, 10)
+    assert renderer.batches == [("a", "b"), ("a",), ("b",)] and queue.stats.window_waits == 0
+
+
+async def test_a_channel_that_stops_changing_costs_one_window_once(make_queue):
+    window = 0.3
+    queue, renderer = make_queue(window)
+    await first_round(queue, renderer)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await asyncio.wait_for(submit(queue, "a").future, 10)  # b never changes again: the window runs out
+    assert loop.time() - start >= window and renderer.batches[-1] == ("a",)
+    await asyncio.wait_for(submit(queue, "a").future, 10)  # b is no longer of the rounds before: no wait
+    assert renderer.batches[-1] == ("a",) and queue.stats.window_waits == 1
+    assert queue.stats.window_wait_s >= window
+
+
+async def test_a_lone_channel_never_waits(make_queue):
+    queue, renderer = make_queue(60.0)
+    for _ in range(3):
+        await asyncio.wait_for(submit(queue, "a").future, 10)
+    assert renderer.batches == [("a",)] * 3 and queue.stats.window_waits == 0
+
+
+async def test_a_forgotten_channel_is_not_waited_for(make_queue):
+    queue, renderer = make_queue(60.0)
+    await first_round(queue, renderer)
+    queue.forget("b")  # its channel was closed or moved to another device
+    await asyncio.wait_for(submit(queue, "a").future, 10)
+    assert renderer.batches[-1] == ("a",) and queue.stats.window_waits == 0
