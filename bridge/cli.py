@@ -145,9 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "SANA-Sprint, which has no tiny decoder")
     serve.add_argument("--batch-window-ms", type=float, default=0.0, metavar="MS",
                        help="with several channels: a round of frames waits up to MS for the channels of the round "
-                            "before and of the batches in flight to change again, so they render as one batch "
-                            "instead of drifting into rounds of their own (0: a round starts with whoever is "
-                            "waiting); a lone channel never waits")
+                            "before and of the batches in flight (those of one shape) to change again, so they render "
+                            "as one batch instead of drifting into rounds of their own (0: a round starts with "
+                            "whoever is waiting); a lone channel never waits")
     cluster = serve.add_argument_group("rendering on a Ray cluster (needs turbo-bridge[cluster]; docs/scaling.md)")
     cluster.add_argument("--cluster", default=None, choices=["ray"],
                          help="render the channels on a Ray cluster's renderer workers (one per GPU) instead of "

@@ -13,8 +13,9 @@ A round starts with whoever is waiting, so channels whose frames publish a littl
 loops: each sends its next change when it sees its frame) drift into rounds of their own, each a
 batch the GPU runs at nearly the cost of a full one. ``join_window_s`` (``serve --batch-window-ms``,
 0 by default: off) lets a round wait, at most that long, for the channels of the round before and
-of the batches still in flight to queue their next frames, so they render as one batch again. A
-lone channel never waits, and a channel that stops changing costs one window, once.
+of the batches still in flight to queue their next frames, so they render as one batch again (only
+those whose batch key another of them shares: a shape of its own never joins a batch). A lone
+channel never waits, and a channel that stops changing costs one window, once.
 
 The renderer is asked only what ``bridge.core.renderer.Renderer`` declares.
 
@@ -62,6 +63,7 @@ class Job:
     future: asyncio.Future  # the published frame, or the render's exception
     begun: asyncio.Future  # None once the frame's GPU work is queued (or it is done); never an exception
     snapshot: Snapshot | None = None
+    key: Hashable | None = None  # its batch key once its round took its state (None: renders alone)
     abandoned: bool = False  # its device was lost: whatever it renders there is never published
 
     def mark_begun(self) -> None:
@@ -199,14 +201,15 @@ class RenderQueue:
                 await self._wait_for_recent()
 
     async def _wait_for_recent(self) -> None:
-        """Until every channel of the last round and of the batches then in flight has a job queued
-        again, or ``join_window_s`` has passed; nothing to wait for with no job queued."""
+        """Until every channel of the last round and of the batches then in flight that can batch with
+        another of them (the same batch key) has a job queued again, or ``join_window_s`` has passed;
+        nothing to wait for with no job queued."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         waited = False
+        batchable = self._batchable_recent()
         while self._pending:
-            queued = {job.stream for job in self._pending}
-            if not ({job.stream for job in self._recent} & self._streams) - queued:
+            if not (batchable & self._streams) - {job.stream for job in self._pending}:  # a channel may go away
                 break
             left = start + self.join_window_s - loop.time()
             if left <= 0:
@@ -220,6 +223,15 @@ class RenderQueue:
         if waited:
             self.stats.window_waits += 1
             self.stats.window_wait_s += loop.time() - start
+
+    def _batchable_recent(self) -> set[str]:
+        """The channels of the recent jobs whose batch key another recent channel's job shares: a channel
+        of a shape of its own (or one that renders alone) would join the round but not the batch."""
+        by_key: dict[Hashable, set[str]] = {}
+        for job in self._recent:
+            if job.key is not None:
+                by_key.setdefault(job.key, set()).add(job.stream)
+        return {stream for streams in by_key.values() if len(streams) > 1 for stream in streams}
 
     def _round(self) -> list[list[Job]]:
         """A new round: the jobs waiting now, each with its channel's newest state, in batches."""
@@ -235,7 +247,7 @@ class RenderQueue:
         """Jobs grouped by graph shape, in the order of each group's oldest job, at most max_batch each."""
         groups: dict[Hashable, list[Job]] = {}
         for index, job in enumerate(jobs):
-            key = self.renderer.batch_key(job.snapshot.params, job.snapshot.scene)
+            key = job.key = self.renderer.batch_key(job.snapshot.params, job.snapshot.scene)
             groups.setdefault(("alone", index) if key is None else key, []).append(job)
         return [group[i:i + self._max_batch] for group in groups.values()
                 for i in range(0, len(group), self._max_batch)]

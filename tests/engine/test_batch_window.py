@@ -49,8 +49,8 @@ async def make_queue(request):
     out.shutdown()
 
 
-def submit(queue: RenderQueue, stream: str):
-    return queue.submit(stream, lambda: Snapshot(Params(width=8, height=8), Scene(), 1), lambda s, r, ms: r)
+def submit(queue: RenderQueue, stream: str, size: int = 8):
+    return queue.submit(stream, lambda: Snapshot(Params(width=size, height=size), Scene(), 1), lambda s, r, ms: r)
 
 
 async def loop_turns(n: int = 200) -> None:
@@ -112,5 +112,14 @@ async def test_a_forgotten_channel_is_not_waited_for(make_queue):
     queue, renderer = make_queue(60.0)
     await first_round(queue, renderer)
     queue.forget("b")  # its channel was closed or moved to another device
+    await asyncio.wait_for(submit(queue, "a").future, 10)
+    assert renderer.batches[-1] == ("a",) and queue.stats.window_waits == 0
+
+
+async def test_a_channel_of_another_shape_is_not_waited_for(make_queue):
+    queue, renderer = make_queue(60.0)
+    jobs = [submit(queue, "a"), submit(queue, "b", size=16)]  # one round, two batches: no batch to win back
+    await asyncio.wait_for(asyncio.gather(*(job.future for job in jobs)), 10)
+    assert sorted(renderer.batches) == [("a",), ("b",)]
     await asyncio.wait_for(submit(queue, "a").future, 10)
     assert renderer.batches[-1] == ("a",) and queue.stats.window_waits == 0
