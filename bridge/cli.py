@@ -212,10 +212,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   access=Access.from_options(args.token or os.environ.get("TURBO_BRIDGE_TOKEN") or None,
                                              args.allow_host, args.cors_origin, args.osc_allow),
                   controlnets=_controlnets(args.controlnet), canny_thresholds=_thresholds(args.canny_thresholds),
-                  render_spin_ms=_spin(args.render_spin_ms), compile_artifacts=args.compile_artifacts == "on",
+                  render_spin_ms=_milliseconds("--render-spin-ms", args.render_spin_ms),
+                  compile_artifacts=args.compile_artifacts == "on",
                   compile_scope=args.compile_scope, compile_text=args.compile_text == "on",
                   overlap=args.overlap == "on", batch_vae=args.batch_vae,
-                  batch_window_ms=_window(args.batch_window_ms),
+                  batch_window_ms=_milliseconds("--batch-window-ms", args.batch_window_ms),
                   ip_adapter=args.ip_adapter or None,
                   http=HttpLimits(max_connections=args.max_connections,
                                   max_per_address=args.max_connections_per_address),
@@ -246,15 +247,10 @@ def _thresholds(text: str) -> tuple[float, float]:
     return low, high
 
 
-def _spin(ms: float) -> float:
+def _milliseconds(option: str, ms: float) -> float:
+    """A wait in milliseconds (--render-spin-ms, --batch-window-ms): 0 to one second."""
     if not 0 <= ms <= 1000:
-        raise ConfigError(f"--render-spin-ms takes 0..1000 ms, got {ms:g}")
-    return ms
-
-
-def _window(ms: float) -> float:
-    if not 0 <= ms <= 1000:
-        raise ConfigError(f"--batch-window-ms takes 0..1000 ms, got {ms:g}")
+        raise ConfigError(f"{option} takes 0..1000 ms, got {ms:g}")
     return ms
 
 
