@@ -52,9 +52,10 @@
 #             `regions`' and `start`'s)                                           ~8 min
 #   channels  4 channels on one GPU, overlap on (cold compile) then off (latency --channels 4)  ~8-9 min
 #   tinychannels  the same with the tiny VAE (issue 27 item 4 names no VAE)      ~8-9 min
-#   batchvae  4 channels, full VAE for a frame alone, tiny for batches (--batch-vae tiny), overlap on; again with
-#             --batch-window-ms 50; then without either (`channels`' overlap-on run), in the same call (issue 27
-#             item 4)                                                            ~9 min
+#   baseline  the plain diffusers call alone (SDXL-Turbo, 512, full VAE, eager): for a session whose parts run none  ~1-2 min
+#   batchvae  4 channels, full VAE for a frame alone, tiny for batches (--batch-vae tiny), overlap on, then
+#             `baseline` (issue 27 item 4; S9: 215 s with the compile cache warm, past 330 s cold)   ~8-9 min cold
+#   window    the same with --batch-window-ms 50; chained on the machine `batchvae` warmed: ~4 min, cold ~8 min
 #   sd15      SD 1.5 full + tiny VAE and SDXS-512, new prompt / seed every frame, overlap off, on, decode-only
 #             (bench, baseline), SDXS again without the fused text Q/K/V (an A/B); the OSC-to-frame p50 of each
 #             through the real daemon (issue 25)                                   ~7-8 min
@@ -302,18 +303,23 @@ channels4_run() {  # VAE OVERLAP LIMIT_S: one run of 4 channels on one GPU (one 
 channels4() { channels4_run "$1" on 330; channels4_run "$1" off 220; }
 part_channels() { channels4 full; }
 part_tinychannels() { channels4 tiny; }  # the tiny decoder: a batch's decode no longer scales with its rows
+part_baseline() {  # the plain diffusers call alone (SDXL-Turbo, 512, one step, full VAE), for parts that have none
+    step baseline 120 $TB bench --model random --sizes 512 --vaes full --modes prompt --overlap off --compile off \
+        --frames 20 --cache-dir $CACHE --json "$WORK/bench-baseline.json"
+}
+# Run S9 (H100): a daemon that meets a batch size it has not seen captures its graphs while the channels wait; with
+# `--batch-vae tiny` cold: start-up 147 s, batch 2's capture 124 s, batch 4's about 96 (cut at 330 s); with the
+# compile cache warm the whole run took 215 s (start-up 41 s, batch 2 20 s). So each run below gets a cold call's
+# time of its own; chained on the warm machine (within its 30 s) a second finds the first's cache.
 part_batchvae() {  # the full VAE for a frame alone, the tiny one for a batch of channels' frames (issue 27 item 4)
-    # Alone in its call: the cold compile first (single frame, batches of 2 and 4), then the window's run (nothing
-    # to compile), then the daemon without either, the comparison in the same call: its denoiser graphs are the
-    # first run's (with overlap on a batch's decode is a graph of its own), so only the full decode's batch graphs
-    # compile (a warm start and the phases: about 90 s before they do).
-    step channels4-batchvae 330 $TB latency --model random --vae full --size 512 --channels 4 --seconds 12 \
+    step channels4-batchvae 450 $TB latency --model random --vae full --size 512 --channels 4 --seconds 12 \
         --json "$WORK/channels4-batchvae.json" -- --cache-dir $CACHE --device cuda:0 --overlap on --batch-vae tiny
-    # the same with rounds that wait for the channels of the round before (--batch-window-ms): graphs all compiled
-    step channels4-batchvae-window 110 $TB latency --model random --vae full --size 512 --channels 4 --seconds 12 \
+    part_baseline  # last: whatever the deadline leaves (about a minute: eager, nothing to compile)
+}
+part_window() {  # the same with rounds that wait for the channels of the round before (--batch-window-ms)
+    step channels4-batchvae-window 540 $TB latency --model random --vae full --size 512 --channels 4 --seconds 12 \
         --json "$WORK/channels4-batchvae-window.json" -- --cache-dir $CACHE --device cuda:0 --overlap on \
         --batch-vae tiny --batch-window-ms 50
-    channels4_run full on 170  # whatever the deadline leaves of it
 }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$WORK/gpu.txt" 2>&1
@@ -322,7 +328,7 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|autotune|start|carried|textoff|regions|channels|tinychannels|batchvae|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
-        *) echo "unknown part $part: tests, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), start, carried, textoff, regions, channels, tinychannels, batchvae, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
+        tests|baseline|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|autotune|start|carried|textoff|regions|channels|tinychannels|batchvae|window|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
+        *) echo "unknown part $part: tests, baseline, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), start, carried, textoff, regions, channels, tinychannels, batchvae, window, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
     esac
 done
