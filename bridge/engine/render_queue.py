@@ -109,7 +109,7 @@ class RenderQueue:
         self._in_flight: asyncio.Future | None = None  # the render thread's call under way
         self._rendering: list[Job] = []  # the batch in flight
         self._unfinished: deque[asyncio.Future] = deque()  # overlap (OverlappingQueue): begun, not yet published
-        self._arrived = asyncio.Event()  # a job was queued (an overlapping drainer may begin it)
+        self._changed = asyncio.Event()  # a job was queued or a channel forgotten: a waiting drainer looks again
         self._streams: set[str] = set()  # the streams that queue frames here (until forgotten)
         self.stats = QueueStats()
         self.loras: Any = None  # the device's LoRA gate (engine/loras.py), set by the app
@@ -128,7 +128,7 @@ class RenderQueue:
         job.begun.add_done_callback(lambda begun: job.future.cancel() if begun.cancelled() else None)
         self._streams.add(stream)
         self._pending.append(job)
-        self._arrived.set()
+        self._changed.set()
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain(), name=f"render-queue-{self.name}")
         return job
@@ -203,21 +203,21 @@ class RenderQueue:
     async def _wait_for_recent(self) -> None:
         """Until every channel of the last round and of the batches then in flight that can batch with
         another of them (the same batch key) has a job queued again, or ``join_window_s`` has passed;
-        nothing to wait for with no job queued."""
+        nothing to wait for with no live job queued (a deleted channel's job is cancelled)."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         waited = False
         batchable = self._batchable_recent()
-        while self._pending:
-            if not (batchable & self._streams) - {job.stream for job in self._pending}:  # a channel may go away
+        while queued := {job.stream for job in self._pending if not job.future.done()}:
+            if not (batchable & self._streams) - queued:  # forget() drops a channel and wakes this wait
                 break
             left = start + self.join_window_s - loop.time()
             if left <= 0:
                 break
             waited = True
-            self._arrived.clear()
+            self._changed.clear()
             try:
-                await asyncio.wait_for(self._arrived.wait(), left)
+                await asyncio.wait_for(self._changed.wait(), left)
             except asyncio.TimeoutError:  # not the builtin before Python 3.11
                 break
         if waited:
@@ -286,6 +286,8 @@ class RenderQueue:
         """A channel is gone or moved: the renderer may drop what it kept for it (transition state),
         and its LoRAs stay loaded here only if another channel uses them."""
         self._streams.discard(stream)
+        self._recent = [job for job in self._recent if job.stream != stream]
+        self._changed.set()  # a round waiting for it (--batch-window-ms) starts now
         if self.loras is not None:
             self.loras.release(stream)
         self.renderer.forget(stream)

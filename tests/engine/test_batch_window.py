@@ -16,6 +16,7 @@ from bridge.core.renderer import NullRenderer
 from bridge.core.scene import Scene
 from bridge.engine.overlap_queue import OverlappingQueue
 from bridge.engine.render_queue import RenderQueue, Snapshot
+from waiting import settle
 
 
 class Logged(NullRenderer):
@@ -65,12 +66,18 @@ async def first_round(queue: RenderQueue, renderer: Logged) -> None:
     assert renderer.batches == [("a", "b")]
 
 
-async def test_a_round_waits_for_the_channels_of_the_round_before(make_queue):
-    queue, renderer = make_queue(60.0)  # far longer than the test: only b's change may start the round
+async def a_waiting_for_b(queue: RenderQueue, renderer: Logged):
+    """After the first round, a's next frame, whose round waits for b (the window outlasts the test)."""
     await first_round(queue, renderer)
     a = submit(queue, "a")
     await loop_turns()
-    assert renderer.batches == [("a", "b")] and not a.begun.done()  # waiting for b
+    assert renderer.batches == [("a", "b")] and not a.begun.done()
+    return a
+
+
+async def test_a_round_waits_for_the_channels_of_the_round_before(make_queue):
+    queue, renderer = make_queue(60.0)  # far longer than the test: only b's change may start the round
+    a = await a_waiting_for_b(queue, renderer)
     b = submit(queue, "b")
     await asyncio.wait_for(asyncio.gather(a.future, b.future), 10)
     assert renderer.batches == [("a", "b"), ("a", "b")]
@@ -114,6 +121,23 @@ async def test_a_forgotten_channel_is_not_waited_for(make_queue):
     queue.forget("b")  # its channel was closed or moved to another device
     await asyncio.wait_for(submit(queue, "a").future, 10)
     assert renderer.batches[-1] == ("a",) and queue.stats.window_waits == 0
+
+
+async def test_a_channel_forgotten_during_the_window_ends_the_wait(make_queue):
+    queue, renderer = make_queue(60.0)
+    a = await a_waiting_for_b(queue, renderer)
+    queue.forget("b")  # b's channel is deleted (or moved to another device) while a's round waits for it
+    await asyncio.wait_for(a.future, 10)
+    assert renderer.batches[-1] == ("a",) and queue.stats.window_waits == 1
+
+
+async def test_a_round_whose_channel_was_deleted_does_not_wait(make_queue):
+    queue, renderer = make_queue(60.0)
+    a = await a_waiting_for_b(queue, renderer)
+    a.begun.cancel()  # a's channel is deleted while its round waits for b: its render loop stops
+    queue.forget("a")
+    await settle(lambda: queue.stats.window_waits == 1)  # the wait ended: nobody is left to render
+    assert renderer.batches == [("a", "b")] and a.future.cancelled()
 
 
 async def test_a_channel_of_another_shape_is_not_waited_for(make_queue):
