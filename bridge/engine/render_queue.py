@@ -104,7 +104,8 @@ class RenderQueue:
         self._max_batch = max_batch
         self.join_window_s = join_window_s
         self._pending: list[Job] = []
-        self._recent: list[Job] = []  # the last round's jobs and the earlier ones then still unpublished
+        self._recent: dict[str, Job] = {}  # each channel's newest job a round took (for join_window_s)
+        self._last_round: set[Job] = set()
         self._drainer: asyncio.Task | None = None
         self._in_flight: asyncio.Future | None = None  # the render thread's call under way
         self._rendering: list[Job] = []  # the batch in flight
@@ -201,7 +202,7 @@ class RenderQueue:
                 await self._wait_for_recent()
 
     async def _wait_for_recent(self) -> None:
-        """Until every channel of the last round and of the batches then in flight that can batch with
+        """Until every channel of the last round and of the batches in flight that can batch with
         another of them (the same batch key) has a job queued again, or ``join_window_s`` has passed;
         nothing to wait for with no live job queued (a deleted channel's job is cancelled)."""
         loop = asyncio.get_running_loop()
@@ -225,19 +226,22 @@ class RenderQueue:
             self.stats.window_wait_s += loop.time() - start
 
     def _batchable_recent(self) -> set[str]:
-        """The channels of the recent jobs whose batch key another recent channel's job shares: a channel
-        of a shape of its own (or one that renders alone) would join the round but not the batch."""
+        """The channels of the last round or with a frame still in flight whose batch key another of them
+        shares, each by its newest frame (an older one in flight may have had another shape): a channel of
+        a shape of its own (or one that renders alone) would join the round but not the batch."""
         by_key: dict[Hashable, set[str]] = {}
-        for job in self._recent:
-            if job.key is not None:
-                by_key.setdefault(job.key, set()).add(job.stream)
+        for stream, job in self._recent.items():
+            if job.key is not None and (job in self._last_round or not job.future.done()):
+                by_key.setdefault(job.key, set()).add(stream)
         return {stream for streams in by_key.values() if len(streams) > 1 for stream in streams}
 
     def _round(self) -> list[list[Job]]:
         """A new round: the jobs waiting now, each with its channel's newest state, in batches."""
         jobs = [job for job in self._pending if not job.future.done()]  # done: its channel went away
         self._pending = []
-        self._recent = [job for job in self._recent if not job.future.done()] + jobs
+        self._last_round = set(jobs)
+        self._recent = {stream: job for stream, job in self._recent.items() if not job.future.done()}
+        self._recent.update((job.stream, job) for job in jobs)
         self.stats.rounds += 1
         for job in jobs:
             job.snapshot = job.take()
@@ -286,7 +290,7 @@ class RenderQueue:
         """A channel is gone or moved: the renderer may drop what it kept for it (transition state),
         and its LoRAs stay loaded here only if another channel uses them."""
         self._streams.discard(stream)
-        self._recent = [job for job in self._recent if job.stream != stream]
+        self._recent.pop(stream, None)
         self._changed.set()  # a round waiting for it (--batch-window-ms) starts now
         if self.loras is not None:
             self.loras.release(stream)
