@@ -105,7 +105,7 @@ class RenderQueue:
         self.join_window_s = join_window_s
         self._pending: list[Job] = []
         self._recent: dict[str, Job] = {}  # each channel's newest job a round took (for join_window_s)
-        self._last_round: set[Job] = set()
+        self._last_round: set[str] = set()  # the channels of the last round
         self._drainer: asyncio.Task | None = None
         self._in_flight: asyncio.Future | None = None  # the render thread's call under way
         self._rendering: list[Job] = []  # the batch in flight
@@ -231,7 +231,7 @@ class RenderQueue:
         a shape of its own (or one that renders alone) would join the round but not the batch."""
         by_key: dict[Hashable, set[str]] = {}
         for stream, job in self._recent.items():
-            if job.key is not None and (job in self._last_round or not job.future.done()):
+            if job.key is not None and (stream in self._last_round or not job.future.done()):
                 by_key.setdefault(job.key, set()).add(stream)
         return {stream for streams in by_key.values() if len(streams) > 1 for stream in streams}
 
@@ -239,7 +239,7 @@ class RenderQueue:
         """A new round: the jobs waiting now, each with its channel's newest state, in batches."""
         jobs = [job for job in self._pending if not job.future.done()]  # done: its channel went away
         self._pending = []
-        self._last_round = set(jobs)
+        self._last_round = {job.stream for job in jobs}
         self._recent = {stream: job for stream, job in self._recent.items() if not job.future.done()}
         self._recent.update((job.stream, job) for job in jobs)
         self.stats.rounds += 1
