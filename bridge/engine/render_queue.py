@@ -103,6 +103,7 @@ class RenderQueue:
         self._executor = executor
         self._max_batch = max_batch
         self.join_window_s = join_window_s
+        self._stopping = False  # stop_waiting(): the daemon stops, no round waits for its channels
         self._pending: list[Job] = []
         self._recent: dict[str, Job] = {}  # each channel's newest job a round took (for join_window_s)
         self._last_round: set[str] = set()  # the channels of the last round
@@ -161,6 +162,17 @@ class RenderQueue:
         self._in_flight = None
         return len(jobs)
 
+    async def stop_waiting(self) -> None:
+        """The daemon stops: no round waits for its channels any more (``join_window_s``); returns once
+        the jobs queued now have begun, so the teardown of their channels (which stops their render
+        loops) drops no frame a round was holding back for its neighbours."""
+        self._stopping = True
+        self._changed.set()
+        queued = {job.begun for job in self._pending if not job.future.done()}
+        while queued and self._drainer is not None and not self._drainer.done():  # a drainer that died begins none
+            await asyncio.wait(queued | {self._drainer}, return_when=asyncio.FIRST_COMPLETED)
+            queued = {begun for begun in queued if not begun.done()}
+
     async def close(self) -> None:
         if self._drainer is not None:
             self._drainer.cancel()
@@ -210,7 +222,7 @@ class RenderQueue:
         waited = False
         batchable = self._batchable_recent()
         while queued := {job.stream for job in self._pending if not job.future.done()}:
-            if not (batchable & self._streams) - queued:  # forget() drops a channel and wakes this wait
+            if self._stopping or not (batchable & self._streams) - queued:  # forget() wakes this wait too
                 break
             left = start + self.join_window_s - loop.time()
             if left <= 0:

@@ -13,9 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from bridge.core.params import Params
+from bridge.core.params import Limits, Params
 from bridge.core.renderer import NullRenderer
 from bridge.core.scene import Scene
+from bridge.engine.channels import ChannelRegistry
 from bridge.engine.overlap_queue import OverlappingQueue
 from bridge.engine.render_queue import RenderQueue, Snapshot
 from waiting import settle
@@ -165,6 +166,29 @@ async def test_a_round_whose_channel_was_deleted_does_not_wait(make_queue):
     queue.forget("a")
     await settle(lambda: queue.stats.window_waits == 1)  # the wait ended: nobody is left to render
     assert renderer.batches == [("a", "b")] and a.future.cancelled()
+
+
+async def test_stopping_starts_the_round_that_waits(make_queue):
+    queue, renderer = make_queue(60.0)
+    a = await a_waiting_for_b(queue, renderer)
+    await asyncio.wait_for(queue.stop_waiting(), 10)  # returns once a's frame has begun
+    assert a.begun.done()
+    await asyncio.wait_for(a.future, 10)
+    assert renderer.batches[-1] == ("a",) and queue.stats.window_waits == 1
+
+
+async def test_the_daemon_stopping_during_the_window_drops_no_frame(make_queue):
+    queue, renderer = make_queue(60.0)
+    registry = ChannelRegistry([queue], initial=Params(width=8, height=8), limits=Limits(256), max_channels=2)
+    main, left = await registry.create("main"), await registry.create("left")
+    await settle(lambda: main.scheduler.latest is not None and left.scheduler.latest is not None)
+    main.scheduler.apply({"seed": 1})
+    left.scheduler.apply({"seed": 1})  # one round, one batch
+    await settle(lambda: renderer.batches[-1] == ("main", "left") and main.scheduler.latest.params.seed == 1)
+    main.scheduler.apply({"seed": 2})  # its round waits for left, which changes no more
+    await loop_turns()
+    await asyncio.wait_for(registry.close(), 10)  # shutdown, left first: main's frame is still rendered
+    assert renderer.batches[-1] == ("main",) and queue.stats.window_waits == 1
 
 
 async def test_a_channel_of_another_shape_is_not_waited_for(make_queue):
