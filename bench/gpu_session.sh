@@ -303,9 +303,9 @@ channels4_run() {  # VAE OVERLAP LIMIT_S: one run of 4 channels on one GPU (one 
 channels4() { channels4_run "$1" on 330; channels4_run "$1" off 220; }
 part_channels() { channels4 full; }
 part_tinychannels() { channels4 tiny; }  # the tiny decoder: a batch's decode no longer scales with its rows
-part_baseline() {  # the plain diffusers call alone (SDXL-Turbo, 512, one step, full VAE), for parts that have none
-    step baseline 120 $TB bench --model random --sizes 512 --vaes full --modes prompt --overlap off --compile off \
-        --frames 20 --cache-dir $CACHE --json "$WORK/bench-baseline.json"
+part_baseline() {  # [LIMIT_S]: the plain diffusers call alone (SDXL-Turbo, 512, one step, full VAE), for parts with none
+    step baseline "${1:-120}" $TB bench --model random --sizes 512 --vaes full --modes prompt --overlap off \
+        --compile off --frames 20 --cache-dir $CACHE --json "$WORK/bench-baseline.json"
 }
 # Run S9 (H100): a daemon that meets a batch size it has not seen captures its graphs while the channels wait; with
 # `--batch-vae tiny` cold: start-up 147 s, batch 2's capture 124 s, batch 4's about 96 (cut at 330 s); with the
@@ -314,7 +314,7 @@ part_baseline() {  # the plain diffusers call alone (SDXL-Turbo, 512, one step, 
 part_batchvae() {  # the full VAE for a frame alone, the tiny one for a batch of channels' frames (issue 27 item 4)
     step channels4-batchvae 450 $TB latency --model random --vae full --size 512 --channels 4 --seconds 12 \
         --json "$WORK/channels4-batchvae.json" -- --cache-dir $CACHE --device cuda:0 --overlap on --batch-vae tiny
-    part_baseline  # last: whatever the deadline leaves (about a minute: eager, nothing to compile)
+    part_baseline 100  # last (450 + 100: the part's 550 s): what the deadline leaves, about a minute, eager
 }
 part_window() {  # the same with rounds that wait for the channels of the round before (--batch-window-ms)
     step channels4-batchvae-window 540 $TB latency --model random --vae full --size 512 --channels 4 --seconds 12 \

@@ -194,7 +194,10 @@ class ChannelRegistry(Placement):
         await self.rebalance()
 
     async def close(self) -> None:
-        """Every channel, ``main`` last (on shutdown)."""
+        """Every channel, ``main`` last (on shutdown), once the frames queued have begun (a round waiting
+        for its channels, ``--batch-window-ms``, starts now)."""
+        for queue in self.queues:
+            await queue.stop_waiting()
         for channel in sorted(self, key=lambda c: c.name == MAIN):
             await self._remove(channel)
 

@@ -49,8 +49,8 @@ class OverlappingQueue(RenderQueue):
                 if not self._unfinished:
                     return
                 # Nothing to begin: wait for a job, or for the oldest batch to be published.
-                self._arrived.clear()
-                arrival = asyncio.ensure_future(self._arrived.wait())
+                self._changed.clear()
+                arrival = asyncio.ensure_future(self._changed.wait())
                 try:
                     await asyncio.wait({arrival, self._unfinished[0]}, return_when=asyncio.FIRST_COMPLETED)
                 finally:

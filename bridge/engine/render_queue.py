@@ -9,13 +9,9 @@ job's group first.
 Jobs that arrive during a round wait for the next one: a change on one channel waits for at most
 one frame of each other channel, which is one batch when their shapes match.
 
-A round starts with whoever is waiting, so channels whose frames publish a little apart (closed
-loops: each sends its next change when it sees its frame) drift into rounds of their own, each a
-batch the GPU runs at nearly the cost of a full one. ``join_window_s`` (``serve --batch-window-ms``,
-0 by default: off) lets a round wait, at most that long, for the channels of the round before and
-of the batches still in flight to queue their next frames, so they render as one batch again (only
-those whose batch key another of them shares: a shape of its own never joins a batch). A lone
-channel never waits, and a channel that stops changing costs one window, once.
+A round starts with whoever is waiting; with ``join_window_s`` (``serve --batch-window-ms``, 0 by
+default: off) it may first wait, at most that long, for the channels it batched with to queue their
+next frames (``batch_window.py``).
 
 The renderer is asked only what ``bridge.core.renderer.Renderer`` declares.
 
@@ -39,6 +35,7 @@ from ..core.frame import Frame, Rendered
 from ..core.params import Params
 from ..core.renderer import Renderer
 from ..core.scene import Scene
+from .batch_window import BatchWindow
 from .render_thread import RenderThread
 
 log = logging.getLogger(__name__)
@@ -102,14 +99,13 @@ class RenderQueue:
         self.name = name
         self._executor = executor
         self._max_batch = max_batch
-        self.join_window_s = join_window_s
+        self.window = BatchWindow(join_window_s)
         self._pending: list[Job] = []
-        self._recent: list[Job] = []  # the last round's jobs and the earlier ones then still unpublished
         self._drainer: asyncio.Task | None = None
         self._in_flight: asyncio.Future | None = None  # the render thread's call under way
         self._rendering: list[Job] = []  # the batch in flight
         self._unfinished: deque[asyncio.Future] = deque()  # overlap (OverlappingQueue): begun, not yet published
-        self._arrived = asyncio.Event()  # a job was queued (an overlapping drainer may begin it)
+        self._changed = asyncio.Event()  # a job was queued or a channel forgotten: a waiting drainer looks again
         self._streams: set[str] = set()  # the streams that queue frames here (until forgotten)
         self.stats = QueueStats()
         self.loras: Any = None  # the device's LoRA gate (engine/loras.py), set by the app
@@ -128,7 +124,7 @@ class RenderQueue:
         job.begun.add_done_callback(lambda begun: job.future.cancel() if begun.cancelled() else None)
         self._streams.add(stream)
         self._pending.append(job)
-        self._arrived.set()
+        self._changed.set()
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain(), name=f"render-queue-{self.name}")
         return job
@@ -159,6 +155,17 @@ class RenderQueue:
         self._pending = []
         self._in_flight = None
         return len(jobs)
+
+    async def stop_waiting(self) -> None:
+        """The daemon stops: no round waits for its channels any more (``join_window_s``); returns once
+        the jobs queued now have begun, so the teardown of their channels (which stops their render
+        loops) drops no frame a round was holding back for its neighbours."""
+        self.window.stopping = True
+        self._changed.set()
+        queued = {job.begun for job in self._pending if not job.future.done()}
+        while queued and self._drainer is not None and not self._drainer.done():  # a drainer that died begins none
+            await asyncio.wait(queued | {self._drainer}, return_when=asyncio.FIRST_COMPLETED)
+            queued = {begun for begun in queued if not begun.done()}
 
     async def close(self) -> None:
         if self._drainer is not None:
@@ -197,47 +204,20 @@ class RenderQueue:
         if len(self._streams) > 1:
             for _ in range(3):
                 await asyncio.sleep(0)
-            if self.join_window_s > 0:
-                await self._wait_for_recent()
+            waited = await self.window.wait(self._queued, self._streams, self._changed)
+            if waited is not None:
+                self.stats.window_waits += 1
+                self.stats.window_wait_s += waited
 
-    async def _wait_for_recent(self) -> None:
-        """Until every channel of the last round and of the batches then in flight that can batch with
-        another of them (the same batch key) has a job queued again, or ``join_window_s`` has passed;
-        nothing to wait for with no job queued."""
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        waited = False
-        batchable = self._batchable_recent()
-        while self._pending:
-            if not (batchable & self._streams) - {job.stream for job in self._pending}:  # a channel may go away
-                break
-            left = start + self.join_window_s - loop.time()
-            if left <= 0:
-                break
-            waited = True
-            self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), left)
-            except asyncio.TimeoutError:  # not the builtin before Python 3.11
-                break
-        if waited:
-            self.stats.window_waits += 1
-            self.stats.window_wait_s += loop.time() - start
-
-    def _batchable_recent(self) -> set[str]:
-        """The channels of the recent jobs whose batch key another recent channel's job shares: a channel
-        of a shape of its own (or one that renders alone) would join the round but not the batch."""
-        by_key: dict[Hashable, set[str]] = {}
-        for job in self._recent:
-            if job.key is not None:
-                by_key.setdefault(job.key, set()).add(job.stream)
-        return {stream for streams in by_key.values() if len(streams) > 1 for stream in streams}
+    def _queued(self) -> set[str]:
+        """The channels with a live job waiting (a deleted channel's job is cancelled)."""
+        return {job.stream for job in self._pending if not job.future.done()}
 
     def _round(self) -> list[list[Job]]:
         """A new round: the jobs waiting now, each with its channel's newest state, in batches."""
         jobs = [job for job in self._pending if not job.future.done()]  # done: its channel went away
         self._pending = []
-        self._recent = [job for job in self._recent if not job.future.done()] + jobs
+        self.window.took(jobs)
         self.stats.rounds += 1
         for job in jobs:
             job.snapshot = job.take()
@@ -286,6 +266,8 @@ class RenderQueue:
         """A channel is gone or moved: the renderer may drop what it kept for it (transition state),
         and its LoRAs stay loaded here only if another channel uses them."""
         self._streams.discard(stream)
+        self.window.forget(stream)
+        self._changed.set()  # a round waiting for it (--batch-window-ms) looks again
         if self.loras is not None:
             self.loras.release(stream)
         self.renderer.forget(stream)
@@ -295,7 +277,7 @@ class RenderQueue:
         return {"rounds": s.rounds, "batches": s.batches, "frames": s.frames, "largest_batch": s.largest_batch,
                 "batch_sizes": {str(k): v for k, v in sorted(s.batch_sizes.items())},
                 "busy_s": round(s.busy_s, 3), "overlap": self.overlapping,
-                "batch_window_ms": round(self.join_window_s * 1e3, 3), "window_waits": s.window_waits,
+                "batch_window_ms": round(self.window.seconds * 1e3, 3), "window_waits": s.window_waits,
                 "window_wait_s": round(s.window_wait_s, 3),
                 **({"render_thread": self._executor.health()} if isinstance(self._executor, RenderThread) else {}),
                 **({"lora_loader": self.loras.health()} if self.loras is not None else {})}
