@@ -107,7 +107,8 @@ part_tests() {
                  tests/pipeline/test_gpu_lora.py tests/pipeline/test_gpu_controlnet.py
                  tests/pipeline/test_gpu_ip_adapter.py tests/pipeline/test_gpu_t2i.py
                  tests/pipeline/test_gpu_sd15_sdxs.py tests/pipeline/test_gpu_sana.py tests/pipeline/test_gpu_regions.py
-                 tests/pipeline/test_devices.py tests/bench/test_bench_cpu.py)
+                 tests/pipeline/test_devices.py tests/bench/test_bench_cpu.py
+                 tests/app/test_gpu_warm_batches.py)
     for f in "${files[@]}"; do
         local n; n=$(basename "$f" .py)
         step "$n" 470 python -m pytest -q -m gpu "$f" -p no:cacheprovider --junitxml="$WORK/junit-$n.xml" &

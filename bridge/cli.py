@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "before and of the batches in flight (those of one shape) to change again, so they render "
                             "as one batch instead of drifting into rounds of their own (0: a round starts with "
                             "whoever is waiting); a lone channel never waits")
+    serve.add_argument("--warm-channels", type=int, default=1, metavar="N",
+                       help="at start, also capture the batch graphs that rounds of 2..N channels at the initial "
+                            "size render with, so the first rounds of several channels replay instead of stopping "
+                            "every channel while they compile (seconds to minutes each on a GPU; 1: none)")
     cluster = serve.add_argument_group("rendering on a Ray cluster (needs turbo-bridge[cluster]; docs/scaling.md)")
     cluster.add_argument("--cluster", default=None, choices=["ray"],
                          help="render the channels on a Ray cluster's renderer workers (one per GPU) instead of "
@@ -181,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
+    from .app.warm_batches import check_warm_channels  # the daemon's package: only for serve
+
     if args.max_channels < 1:
         raise ValidationError("max_channels", f"--max-channels must be at least 1 (main), got {args.max_channels}")
     if args.max_size < 64 or args.max_size % 8:
@@ -217,6 +223,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   compile_scope=args.compile_scope, compile_text=args.compile_text == "on",
                   overlap=args.overlap == "on", batch_vae=args.batch_vae,
                   batch_window_ms=_milliseconds("--batch-window-ms", args.batch_window_ms),
+                  warm_channels=check_warm_channels(args.warm_channels, args.max_channels),
                   ip_adapter=args.ip_adapter or None,
                   http=HttpLimits(max_connections=args.max_connections,
                                   max_per_address=args.max_connections_per_address),

@@ -1,6 +1,7 @@
 """The only package that wires: pipeline, engine, outputs and front ends into one daemon.
 
-- ``renderers``: one warm renderer per device (``load_renderer``, ``resolve_devices``).
+- ``renderers``: one warm renderer per device (``load_renderer``, ``resolve_devices``); ``warm_batches``: the
+  batch graphs of several channels captured at start too (``--warm-channels``).
 - ``devices``: where channels render: this host's devices (``--device``), each a render thread,
   renderer and render queue; ``cluster``: a Ray cluster's renderer workers instead (``--cluster ray``).
 - ``engine``: render threads and queues, the channel registry with channel main first.

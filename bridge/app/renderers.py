@@ -17,6 +17,7 @@ from ..core.params import SIZE_MULTIPLE, Params
 from ..core.renderer import NullRenderer, Renderer
 from ..core.scene import Scene
 from ..engine.startup import StartupPhases
+from .warm_batches import warm_batches
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +151,16 @@ def _load_model(config: Config):
                 renderer.render(initial)
         log.info("warm-up for %dx%d done in %.1f s", initial.width, initial.height,
                  phases.seconds["warm_up"])
+        if config.warm_channels > 1:  # the batch graphs of several channels, before the artefact file is saved
+            with phases("warm_batches"):
+                warm_batches(channels, initial, config.warm_channels)
         if artifacts is not None:
             renderer.after_compile = artifacts.save  # later sizes and graphs too
             with phases("compile_artifacts_save"):
                 artifacts.save()
+    elif config.warm_channels > 1:
+        log.info("--warm-channels %d: nothing to capture, this daemon does not compile (%s, --compile %s)",
+                 config.warm_channels, device, config.compile)
     log.info("start-up (%s): %s", device, phases.summary())
     info = {"model": config.model, "family": renderer.family.name, "scheduler": renderer.sampler, "device": device,
             "dtype": str(dtype).removeprefix("torch."), "vae": config.vae, "compile": compile,

@@ -150,6 +150,18 @@ def test_the_batch_decoder_comes_from_the_command_line():
         build_parser().parse_args(["serve", "--batch-vae", "full"])  # same or tiny: --vae names the decoder
 
 
+def test_warm_channels_come_from_the_command_line_within_a_batch():
+    parse = build_parser().parse_args
+    assert config_from_args(parse(["serve"])).warm_channels == 1  # none: today's start
+    assert config_from_args(parse(["serve", "--warm-channels", "4"])).warm_channels == 4
+    assert config_from_args(parse(["serve", "--max-channels", "16", "--warm-channels", "8"])).warm_channels == 8
+    for argv, why in ((["--warm-channels", "0"], r"to 4 \(--max-channels 4\), got 0"),
+                      (["--warm-channels", "5"], r"to 4 \(--max-channels 4\), got 5"),
+                      (["--max-channels", "16", "--warm-channels", "9"], r"to 8 \(a batch holds 8 frames\), got 9")):
+        with pytest.raises(ConfigError, match=r"--warm-channels takes 1 \(no batch warmed\) " + why):
+            config_from_args(parse(["serve", *argv]))
+
+
 def test_the_batch_window_comes_from_the_command_line():
     config = config_from_args(build_parser().parse_args(["serve", "--batch-window-ms", "4"]))
     assert config.batch_window_ms == 4.0

@@ -1,0 +1,95 @@
+"""``serve --warm-channels N``: the batch graphs of up to N channels rendered at start (``app/warm_batches.py``).
+
+On the demo model (CPU, eager) the renderer keeps the keys of the stages it ran as a compiled one keeps
+its captured graphs: after the warm-up, real rounds of up to N channels of the initial size, with new
+prompts and with cached ones, add no key (on a card: no capture while the channels wait)."""
+
+import pytest
+
+from bridge.app.warm_batches import WARM_UP_STREAM, warm_batches
+from bridge.core.params import Params
+from bridge.core.renderer import NullRenderer
+from bridge.core.scene import Scene
+
+INITIAL = Params(prompt="a lighthouse at dusk", seed=7, width=64, height=64)
+
+
+class Recording(NullRenderer):
+    """The reference renderer, noting the rounds begun and the streams forgotten."""
+
+    def __init__(self, alone=False):
+        super().__init__()
+        self.alone = alone
+        self.rounds: list[list[str]] = []
+        self.forgotten: list[str] = []
+
+    def batch_key(self, params, scene):
+        return None if self.alone else super().batch_key(params, scene)
+
+    def begin_batch(self, items):
+        self.rounds.append([stream for stream, _, _ in items])
+        return super().begin_batch(items)
+
+    def forget(self, stream):
+        self.forgotten.append(stream)
+
+
+def test_rounds_of_two_to_n_each_twice_then_their_channels_forgotten():
+    renderer = Recording()
+    assert warm_batches(renderer, INITIAL, 4) == 6
+    assert [len(streams) for streams in renderer.rounds] == [2, 2, 3, 3, 4, 4]
+    warmed = {stream for streams in renderer.rounds for stream in streams}
+    assert all(stream.startswith(WARM_UP_STREAM) for stream in warmed)
+    assert sorted(renderer.forgotten) == sorted(warmed)
+
+
+def test_nothing_to_warm_for_one_channel_or_a_frame_that_renders_alone():
+    for renderer, channels in ((Recording(), 1), (Recording(alone=True), 4)):
+        assert warm_batches(renderer, INITIAL, channels) == 0
+        assert renderer.rounds == [] and renderer.calls == 0
+
+
+torch = pytest.importorskip("torch")
+
+
+def demo_renderer(cache_dir, overlapped):
+    from bridge.pipeline.loading.loader import load_pipeline
+    from bridge.pipeline.render.batch import ChannelRenderer
+    from bridge.pipeline.render.overlapped import OverlappedRenderer
+    from bridge.pipeline.render.renderer import DiffusersRenderer
+
+    inner = DiffusersRenderer(load_pipeline("demo", "cpu", torch.float32, cache_dir), "cpu", torch.float32)
+    return (OverlappedRenderer if overlapped else ChannelRenderer)(inner)
+
+
+def round_of(renderer, n, prompt):
+    items = [(f"ch{i}", INITIAL.merged({"prompt": f"{prompt} {i}", "seed": 100 + i}), Scene()) for i in range(n)]
+    return renderer.begin_batch(items).result()
+
+
+@pytest.mark.parametrize("overlapped", [False, True], ids=["overlap-off", "overlap-on"])
+def test_after_the_warm_up_rounds_of_up_to_n_channels_add_no_key(cache_dir, overlapped):
+    renderer = demo_renderer(cache_dir, overlapped)
+    renderer.render(INITIAL)  # the start-up's single frame
+    single = renderer.inner.graph_keys
+    warm_batches(renderer, INITIAL, 4)
+    warmed = renderer.inner.graph_keys
+    batch_keys = {key for key in warmed - single if key[0] == "batch"}
+    assert {key[1] for key in batch_keys} == {2, 4}  # 3 rows render as a batch of 4
+    assert {key[2] is None for key in batch_keys} == {True, False}  # new prompts' ids and cached embeddings
+    for n in (2, 3, 4):
+        round_of(renderer, n, f"a new prompt for {n}")  # the text encoders in the batch
+        round_of(renderer, n, f"a new prompt for {n}")  # the same prompts again: cached embeddings
+    assert renderer.inner.graph_keys == warmed
+    assert not any(stream.startswith(WARM_UP_STREAM) for stream in renderer._gliders)
+
+
+def test_a_daemon_that_does_not_compile_says_there_is_nothing_to_capture(cache_dir, caplog):
+    from bridge.app import load_renderer
+    from bridge.config import Config
+
+    config = Config(model="demo", device="cpu", cache_dir=cache_dir, initial=INITIAL, warm_channels=4)
+    with caplog.at_level("INFO", logger="bridge.app.renderers"):
+        _, info = load_renderer(config)
+    assert "--warm-channels 4: nothing to capture, this daemon does not compile" in caplog.text
+    assert "warm_batches" not in info["startup_s"]
