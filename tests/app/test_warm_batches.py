@@ -80,6 +80,22 @@ def test_after_the_warm_up_rounds_of_up_to_n_channels_add_no_key(cache_dir, mode
     assert not any(stream.startswith(WARM_UP_STREAM) for stream in renderer._gliders)
 
 
+def test_a_cluster_worker_warms_the_batches_its_rounds_render(cache_dir):
+    """A worker renders every round with ``render_batch`` (its daemon's queue waits for the frames): with
+    the overlap's split graphs warmed (latents, then a decode), its first round of each size would capture."""
+    from bridge.app.renderers import load_worker_renderer
+    from bridge.config import Config
+
+    config = Config(model="demo", device="cpu", cache_dir=cache_dir, initial=INITIAL, overlap=True, warm_channels=4)
+    renderer, info, _ = load_worker_renderer(config)
+    assert info["overlap"] is False
+    renderer.render(INITIAL)
+    warm_batches(renderer, INITIAL, 4)  # what a compiled worker's start-up runs (on a card)
+    warmed = renderer.inner.graph_keys
+    real_rounds(renderer.render_batch, INITIAL)  # what RenderWorker renders a round with
+    assert renderer.inner.graph_keys == warmed
+
+
 def test_a_daemon_that_does_not_compile_says_there_is_nothing_to_capture(cache_dir, caplog):
     from bridge.app import load_renderer
     from bridge.config import Config
