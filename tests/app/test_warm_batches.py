@@ -4,11 +4,13 @@ On the demo model (CPU, eager) the renderer keeps the keys of the stages it ran 
 its captured graphs: after the warm-up, real rounds of up to N channels at the initial size and settings,
 with new prompts, cached ones and a mix, add no key (on a card: no capture while the channels wait)."""
 
+import numpy as np
 import pytest
 
 from bridge.app.warm_batches import WARM_UP_STREAM, warm_batches
 from bridge.core.params import Params
 from bridge.core.renderer import NullRenderer
+from bridge.core.scene import InputImage, Scene
 from show_rounds import real_rounds
 
 INITIAL = Params(prompt="a lighthouse at dusk", seed=7, width=64, height=64)
@@ -78,6 +80,20 @@ def test_after_the_warm_up_rounds_of_up_to_n_channels_add_no_key(cache_dir, mode
     real_rounds(lambda items: renderer.begin_batch(items).result(), initial)
     assert renderer.inner.graph_keys == warmed
     assert not any(stream.startswith(WARM_UP_STREAM) for stream in renderer._gliders)
+
+
+def test_a_round_at_another_setting_is_not_warmed(cache_dir):
+    """What the docs promise no more than: an input image (image-to-image) or guidance turned on is
+    another graph, captured on its first round as before."""
+    renderer = demo_renderer(cache_dir, "demo", False)
+    warm_batches(renderer, INITIAL, 2)
+    warmed = renderer.inner.graph_keys
+    image = InputImage.from_pixels(np.full((64, 64, 4), 128, dtype=np.uint8))
+    for params, scene in ((INITIAL, Scene(input=image)), (INITIAL.merged({"guidance": 1.0}), Scene())):
+        renderer.render_batch([(f"ch{i}", params.merged({"seed": i}), scene) for i in range(2)])
+        new = renderer.inner.graph_keys - warmed
+        assert any(key[0] == "batch" and key[1] == 2 for key in new), new
+        warmed |= new
 
 
 def test_a_cluster_worker_warms_the_batches_its_rounds_render(cache_dir):
