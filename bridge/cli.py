@@ -150,8 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "whoever is waiting); a lone channel never waits")
     serve.add_argument("--warm-channels", type=int, default=1, metavar="N",
                        help="at start, also capture the batch graphs that rounds of 2..N channels at the initial "
-                            "size render with, so the first rounds of several channels replay instead of stopping "
-                            "every channel while they compile (seconds to minutes each on a GPU; 1: none)")
+                            "size and settings render with, so the first rounds of several channels replay instead of "
+                            "stopping every channel while they compile (seconds to minutes each on a GPU; 1: none)")
     cluster = serve.add_argument_group("rendering on a Ray cluster (needs turbo-bridge[cluster]; docs/scaling.md)")
     cluster.add_argument("--cluster", default=None, choices=["ray"],
                          help="render the channels on a Ray cluster's renderer workers (one per GPU) instead of "

@@ -88,7 +88,7 @@ class Config:
     batch_vae: str = "same"
     # a round waits up to this long for the channels of the rounds before to queue again (one batch); 0: off
     batch_window_ms: float = 0.0
-    # at start, also capture the batch graphs of up to this many channels of the initial size (1: none)
+    # at start, also capture the batch graphs of up to this many channels at the initial size and settings (1: none)
     warm_channels: int = 1
     ip_adapter: str | None = None  # --ip-adapter SOURCE: style images (demo, random, a folder, a file, a hub id)
     cluster: ClusterSpec | None = None  # --cluster ray: render on a Ray cluster's workers instead of --device

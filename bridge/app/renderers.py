@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import pickle
 from collections.abc import Callable
+from dataclasses import replace
 
 from ..config import Config, lora_folder
 from ..core.errors import ConfigError
@@ -64,11 +65,18 @@ def lora_refusal(info: dict) -> str | None:
 
 def load_worker_renderer(config: Config) -> tuple[Renderer, dict, Callable[[str], list[str]]]:
     """``load_renderer`` in a cluster's renderer worker (``bridge.cluster.worker``), with the prompt check
-    that the daemon runs on its event loop: it pickles without the model (the family's tokenizer)."""
+    that the daemon runs on its event loop: it pickles without the model (the family's tokenizer).
+
+    A worker renders every round whole (``render_batch``: the daemon's queue for it waits for the frames), so
+    it loads without ``--overlap``: the warm-ups (the first frame's, ``--warm-channels``' batches) then capture
+    the graphs its rounds replay, not the overlap's split ones, which no worker round would ever use."""
     log.info("cache folder %s (demo model, compile caches)", config.cache_dir)
     if config.model == "null":
         return NullRenderer(), NULL_INFO, NullRenderer().prompt_warnings
-    channels, info = _load_model(config)
+    if config.overlap:
+        log.info("--overlap on: a cluster worker renders each round whole (the daemon waits for its frames); "
+                 "loaded without the overlap")
+    channels, info = _load_model(replace(config, overlap=False))
     check = channels.inner.prompt_check
     if len(pickle.dumps(check)) > PROMPT_CHECK_MAX_BYTES:
         raise ConfigError(f"--cluster: the {channels.inner.family.name} family's prompt check does not travel without "

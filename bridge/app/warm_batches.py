@@ -8,8 +8,9 @@ starts mid-performance would see every stream stop that long. With ``--warm-chan
 renders, after the single frame's warm-up, a round of 2, 3, ... N warm-up channels' frames at the
 initial size and settings: once with new prompts (the text encoders run inside the batch's graph) and
 once more with the same prompts (the graph that takes cached embeddings). Rounds of up to N channels
-of that size then replay graphs; other sizes, and frames that render alone (transitions, ControlNets,
-style images), capture as before.
+at those settings then replay graphs, whatever their seeds and LoRAs and however many of their prompts
+are new; a round at another size or setting (steps, guidance on or off, tiling, an input image), and
+frames that render alone (transitions, ControlNets, style images), capture as before.
 """
 
 from __future__ import annotations

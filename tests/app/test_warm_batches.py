@@ -1,15 +1,17 @@
 """``serve --warm-channels N``: the batch graphs of up to N channels rendered at start (``app/warm_batches.py``).
 
 On the demo model (CPU, eager) the renderer keeps the keys of the stages it ran as a compiled one keeps
-its captured graphs: after the warm-up, real rounds of up to N channels of the initial size, with new
-prompts and with cached ones, add no key (on a card: no capture while the channels wait)."""
+its captured graphs: after the warm-up, real rounds of up to N channels at the initial size and settings,
+with new prompts, cached ones and a mix, add no key (on a card: no capture while the channels wait)."""
 
+import numpy as np
 import pytest
 
 from bridge.app.warm_batches import WARM_UP_STREAM, warm_batches
 from bridge.core.params import Params
 from bridge.core.renderer import NullRenderer
-from bridge.core.scene import Scene
+from bridge.core.scene import InputImage, Scene
+from show_rounds import real_rounds
 
 INITIAL = Params(prompt="a lighthouse at dusk", seed=7, width=64, height=64)
 
@@ -52,36 +54,62 @@ def test_nothing_to_warm_for_one_channel_or_a_frame_that_renders_alone():
 torch = pytest.importorskip("torch")
 
 
-def demo_renderer(cache_dir, overlapped):
+def demo_renderer(cache_dir, model, overlapped):
     from bridge.pipeline.loading.loader import load_pipeline
     from bridge.pipeline.render.batch import ChannelRenderer
     from bridge.pipeline.render.overlapped import OverlappedRenderer
     from bridge.pipeline.render.renderer import DiffusersRenderer
 
-    inner = DiffusersRenderer(load_pipeline("demo", "cpu", torch.float32, cache_dir), "cpu", torch.float32)
+    inner = DiffusersRenderer(load_pipeline(model, "cpu", torch.float32, cache_dir), "cpu", torch.float32)
     return (OverlappedRenderer if overlapped else ChannelRenderer)(inner)
 
 
-def round_of(renderer, n, prompt):
-    items = [(f"ch{i}", INITIAL.merged({"prompt": f"{prompt} {i}", "seed": 100 + i}), Scene()) for i in range(n)]
-    return renderer.begin_batch(items).result()
-
-
-@pytest.mark.parametrize("overlapped", [False, True], ids=["overlap-off", "overlap-on"])
-def test_after_the_warm_up_rounds_of_up_to_n_channels_add_no_key(cache_dir, overlapped):
-    renderer = demo_renderer(cache_dir, overlapped)
-    renderer.render(INITIAL)  # the start-up's single frame
+# SANA-Sprint: another text path (Gemma, attention-mask conditioning, embedded guidance), the same batches
+@pytest.mark.parametrize("model, overlapped", [("demo", False), ("demo", True), ("demo-sana", False)],
+                         ids=["overlap-off", "overlap-on", "sana"])
+def test_after_the_warm_up_rounds_of_up_to_n_channels_add_no_key(cache_dir, model, overlapped):
+    renderer = demo_renderer(cache_dir, model, overlapped)
+    initial = INITIAL.merged({"guidance": renderer.inner.family.default_guidance})
+    renderer.render(initial)  # the start-up's single frame
     single = renderer.inner.graph_keys
-    warm_batches(renderer, INITIAL, 4)
+    warm_batches(renderer, initial, 4)
     warmed = renderer.inner.graph_keys
     batch_keys = {key for key in warmed - single if key[0] == "batch"}
     assert {key[1] for key in batch_keys} == {2, 4}  # 3 rows render as a batch of 4
     assert {key[2] is None for key in batch_keys} == {True, False}  # new prompts' ids and cached embeddings
-    for n in (2, 3, 4):
-        round_of(renderer, n, f"a new prompt for {n}")  # the text encoders in the batch
-        round_of(renderer, n, f"a new prompt for {n}")  # the same prompts again: cached embeddings
+    real_rounds(lambda items: renderer.begin_batch(items).result(), initial)
     assert renderer.inner.graph_keys == warmed
     assert not any(stream.startswith(WARM_UP_STREAM) for stream in renderer._gliders)
+
+
+def test_a_round_at_another_setting_is_not_warmed(cache_dir):
+    """What the docs promise no more than: an input image (image-to-image) or guidance turned on is
+    another graph, captured on its first round as before."""
+    renderer = demo_renderer(cache_dir, "demo", False)
+    warm_batches(renderer, INITIAL, 2)
+    warmed = renderer.inner.graph_keys
+    image = InputImage.from_pixels(np.full((64, 64, 4), 128, dtype=np.uint8))
+    for params, scene in ((INITIAL, Scene(input=image)), (INITIAL.merged({"guidance": 1.0}), Scene())):
+        renderer.render_batch([(f"ch{i}", params.merged({"seed": i}), scene) for i in range(2)])
+        new = renderer.inner.graph_keys - warmed
+        assert any(key[0] == "batch" and key[1] == 2 for key in new), new
+        warmed |= new
+
+
+def test_a_cluster_worker_warms_the_batches_its_rounds_render(cache_dir):
+    """A worker renders every round with ``render_batch`` (its daemon's queue waits for the frames): with
+    the overlap's split graphs warmed (latents, then a decode), its first round of each size would capture."""
+    from bridge.app.renderers import load_worker_renderer
+    from bridge.config import Config
+
+    config = Config(model="demo", device="cpu", cache_dir=cache_dir, initial=INITIAL, overlap=True, warm_channels=4)
+    renderer, info, _ = load_worker_renderer(config)
+    assert info["overlap"] is False
+    renderer.render(INITIAL)
+    warm_batches(renderer, INITIAL, 4)  # what a compiled worker's start-up runs (on a card)
+    warmed = renderer.inner.graph_keys
+    real_rounds(renderer.render_batch, INITIAL)  # what RenderWorker renders a round with
+    assert renderer.inner.graph_keys == warmed
 
 
 def test_a_daemon_that_does_not_compile_says_there_is_nothing_to_capture(cache_dir, caplog):

@@ -56,6 +56,11 @@ class OverlappedRenderer(ChannelRenderer):
         """The text stream's graphs captured so far (one per token length)."""
         return frozenset() if self._text is None else self._text.keys
 
+    @property
+    def decode_graph_keys(self) -> frozenset[tuple]:
+        """The decode stream's graphs captured so far (a frame's and each padded batch size's)."""
+        return self._decoder.keys
+
     @torch.inference_mode()
     def begin_batch(self, items: Sequence[Item]) -> Begun:
         r = self.inner

@@ -65,6 +65,11 @@ class DecodeStream:
         self._free: dict[tuple, list[torch.Tensor]] = {}
         self._lock = threading.Lock()  # the free list: taken on the render thread, given back on the publisher
 
+    @property
+    def keys(self) -> frozenset[tuple]:
+        """The decode graphs captured so far (one per latents shape and tiling)."""
+        return self._graphs.keys() if self._graphs is not None else frozenset()
+
     def before_latents(self) -> None:
         """Call before queueing a frame's first stage: it must not overwrite latents still being copied."""
         if self._cuda:
