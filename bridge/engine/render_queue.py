@@ -162,7 +162,7 @@ class RenderQueue:
         loops) drops no frame a round was holding back for its neighbours."""
         self.window.stopping = True
         self._changed.set()
-        queued = {job.begun for job in self._pending if not job.future.done()}
+        queued = {job.begun for job in self._waiting()}
         while queued and self._drainer is not None and not self._drainer.done():  # a drainer that died begins none
             await asyncio.wait(queued | {self._drainer}, return_when=asyncio.FIRST_COMPLETED)
             queued = {begun for begun in queued if not begun.done()}
@@ -209,13 +209,18 @@ class RenderQueue:
                 self.stats.window_waits += 1
                 self.stats.window_wait_s += waited
 
+    def _waiting(self) -> list[Job]:
+        """The jobs queued for the next round whose channels are still here (a deleted channel's job is
+        cancelled)."""
+        return [job for job in self._pending if not job.future.done()]
+
     def _queued(self) -> set[str]:
-        """The channels with a live job waiting (a deleted channel's job is cancelled)."""
-        return {job.stream for job in self._pending if not job.future.done()}
+        """The channels with a live job waiting."""
+        return {job.stream for job in self._waiting()}
 
     def _round(self) -> list[list[Job]]:
         """A new round: the jobs waiting now, each with its channel's newest state, in batches."""
-        jobs = [job for job in self._pending if not job.future.done()]  # done: its channel went away
+        jobs = self._waiting()
         self._pending = []
         self.window.took(jobs)
         self.stats.rounds += 1
