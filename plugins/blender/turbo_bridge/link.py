@@ -7,19 +7,18 @@ latest-wins) and collects what the workers found with ``Link.events()`` and
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import queue
 import socket
 import threading
 import time
 import urllib.error
-import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ._bridge.client import BridgeHTTPError, FrameInfo, HttpClient, segment_name
+from .address import Address
+from .events import Accepted, Connected, ControlTaken, Down, InputTaken, LorasListed, Recorded, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -29,115 +28,6 @@ HEARTBEAT_S = 2.0  # how often an idle, connected link checks that the daemon is
 FRAME_POLL_S = 0.5  # long-poll window for frames over HTTP
 REQUEST_TIMEOUT_S = 3.0
 CLEAR = b""  # the input slot's "drop the daemon's input" (an empty image is never sent)
-
-
-@dataclass(frozen=True)
-class Address:
-    """A validated daemon address."""
-
-    url: str
-    host: str
-
-    @property
-    def is_local(self) -> bool:
-        """Loopback: shared memory may work, and no online access is needed."""
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
-
-
-def parse_address(text: str) -> Address:
-    """``127.0.0.1:8787``, ``http://host:port`` or ``https://...``; raises ValueError that says why."""
-    text = text.strip()
-    if not text:
-        raise ValueError("the daemon address is empty (the default is http://127.0.0.1:8787)")
-    if "://" not in text:
-        text = "http://" + text
-    parts = urllib.parse.urlsplit(text)
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"the daemon address must start with http:// or https://, not {parts.scheme}://")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"the port in {text!r} is not a number from 0 to 65535") from None
-    if not parts.hostname:
-        raise ValueError(f"no host in the daemon address {text!r}")
-    netloc = parts.netloc if port else f"{parts.netloc}:8787"
-    return Address(f"{parts.scheme}://{netloc}", parts.hostname)
-
-
-# -- what the workers report to the main thread -----------------------------------------------
-@dataclass(frozen=True)
-class Connected:
-    """The daemon answered ``/v1/health`` and took the settings queued before (``version``: the
-    params version they made, 0 when there were none): frames older than that are not ours."""
-
-    model: str
-    device: str
-    shm_name: str | None
-    version: int = 0
-
-
-@dataclass(frozen=True)
-class Down:
-    """The daemon could not be reached; the link retries after ``retry_s``."""
-
-    reason: str
-    retry_s: float
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """The daemon refused a change (the state there is unchanged)."""
-
-    field: str | None
-    message: str
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """The recorder's state after a start or stop (``GET /v1/record``)."""
-
-    recording: bool
-    files: tuple[str, ...]
-    error: str | None
-
-
-@dataclass(frozen=True)
-class Accepted:
-    version: int
-    warnings: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class LorasListed:
-    """``GET /v1/loras`` after connecting: the file names and the active weights."""
-
-    names: tuple[str, ...]
-    active: dict
-
-
-@dataclass(frozen=True)
-class ControlTaken:
-    """The daemon took a control image for ControlNet (or T2I-Adapter) ``name``."""
-
-    name: str
-    width: int
-    height: int
-    changed: bool
-
-
-@dataclass(frozen=True)
-class InputTaken:
-    """The daemon took an input image (``changed``: new content) or dropped it (``cleared``)."""
-
-    width: int = 0
-    height: int = 0
-    changed: bool = False
-    cleared: bool = False
 
 
 def describe(exc: BaseException) -> str:

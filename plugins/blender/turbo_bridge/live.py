@@ -17,7 +17,9 @@ import bpy
 
 from . import datablocks, depth, renders
 from ._bridge.client import FrameInfo, ShmReader
-from .link import Accepted, Address, Connected, ControlTaken, Down, InputTaken, Link, LorasListed, Recorded, Rejected
+from .address import Address
+from .events import Accepted, Connected, ControlTaken, Down, InputTaken, LorasListed, Recorded, Rejected
+from .link import Link
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import bpy
 
 from . import datablocks, live
 from ._bridge.client import check_channel
-from .link import parse_address
+from .address import parse_address
 from .settings import SEED_MAX, params_of
 
 

@@ -3,9 +3,7 @@
 Frames are written only while the image is idle: ``setPixelData`` of a large frame and the
 canvas refresh take tens of milliseconds, which would stutter a brush stroke. While a stroke
 runs, the newest picture waits (older ones are dropped) and goes in when the stroke ends.
-With live input on, the canvas is captured the same way (idle only), at most every
-``INPUT_INTERVAL_MS`` and never more than a tenth of the GUI thread's time, and sent when it
-changed.
+Pictures out (the canvas as input, layers as control or style images) are ``input_feed.py``'s.
 """
 
 from __future__ import annotations
@@ -14,17 +12,17 @@ import logging
 import time
 from dataclasses import replace
 
-from .canvas import ControlShot, InputSender, StyleShot, capture, capture_layer
+from .address import normalize_url
+from .canvas import InputSender
 from .documents import PerDocument
 from .frames import Picture, place
+from .input_feed import InputFeed
 from .layer import DocumentError, ReferenceLayer, find_reference, is_idle, keep
 from .qt import QtCore, Signal
 from .bridge_client import check_channel
-from .workers import Connection, FrameWorker, ParamSender, RecordSender, Signals, merge_changes, normalize_url
+from .workers import Connection, FrameWorker, ParamSender, RecordSender, Signals, merge_changes
 
 log = logging.getLogger(__name__)
-
-INPUT_INTERVAL_MS = 200
 
 
 class Controller(QtCore.QObject):
@@ -59,13 +57,8 @@ class Controller(QtCore.QObject):
         self._sender: ParamSender | None = None
         self._recorder: RecordSender | None = None
         self.recording = False
-        self.input_live = False
-        self.captures = 0
         self._input: InputSender | None = None
-        self._last_capture: bytes | None = None
-        self._input_timer = QtCore.QTimer(self)
-        self._input_timer.setSingleShot(True)
-        self._input_timer.timeout.connect(self._capture_input)
+        self.feed = InputFeed(host, self._set_status, retry_ms, parent=self)
         self.signals = Signals(self)
         self.signals.frame_ready.connect(self._on_frame_ready)
         self.signals.connected.connect(self._on_connected)
@@ -92,9 +85,7 @@ class Controller(QtCore.QObject):
             self._worker.live.clear()
         for thread in (self._worker, self._sender, self._input, self._recorder):
             thread.start()
-        self._last_capture = None
-        if self.input_live:
-            self._input_timer.start(0)
+        self.feed.attach(self._input)
         return url
 
     def stop(self) -> None:
@@ -104,7 +95,7 @@ class Controller(QtCore.QObject):
         self._worker = self._sender = self._input = self._recorder = None
         self.connection = None
         self._timer.stop()
-        self._input_timer.stop()
+        self.feed.detach()
 
     def set_params(self, changes: dict) -> None:
         self.params.update(merge_changes(self.params, changes))
@@ -128,65 +119,6 @@ class Controller(QtCore.QObject):
     def _on_recording(self, on: bool) -> None:
         self.recording = on
         self.recording_changed.emit(on)
-
-    def set_input_live(self, on: bool) -> None:
-        """On: the canvas (or selection) becomes the daemon's input image; off: back to text-to-image."""
-        self.input_live = on
-        self._last_capture = None
-        if on:
-            self._input_timer.start(0)
-        else:
-            self._input_timer.stop()
-            if self._input is not None:
-                self._input.clear()
-
-    def _capture_input(self) -> None:
-        doc = self.host.activeDocument()
-        if not self.input_live or self._input is None:
-            return
-        if doc is None or not is_idle(doc):  # no document, or a stroke: look again soon
-            self._input_timer.start(self.retry_ms if doc is not None else INPUT_INTERVAL_MS)
-            return
-        started = time.perf_counter()
-        try:
-            shot = capture(doc)
-        except Exception as exc:  # a Qt slot: report, never let it reach Krita's event loop
-            log.exception("capturing the canvas failed")
-            self._set_status(f"could not read the canvas: {exc}")
-            shot = None
-        cost_ms = (time.perf_counter() - started) * 1000
-        self.captures += 1
-        if shot is not None and shot.bgra != self._last_capture:
-            self._last_capture = shot.bgra
-            self._input.submit(shot)
-        self._input_timer.start(max(INPUT_INTERVAL_MS, int(10 * cost_ms)))
-
-    def send_layer_as_control(self, layer: str, name: str, preprocess: str, scale: float) -> bool:
-        """Send the layer named ``layer`` as ControlNet ``name``'s control image (False: nothing to send)."""
-        shot = self._layer_shot(layer if name.strip() else "",
-                                "pick a layer and a ControlNet name (the daemon's --controlnet NAME) first")
-        if shot is not None:
-            self._input.submit(ControlShot(shot, name.strip(), preprocess, scale))
-        return shot is not None
-
-    def send_layer_as_style(self, layer: str, scale: float) -> bool:
-        """Send the layer named ``layer`` as the style image (IP-Adapter) at ``scale`` (False: nothing to send)."""
-        shot = self._layer_shot(layer, "pick a layer to send as the style image first")
-        if shot is not None:
-            self._input.submit(StyleShot(shot, scale))
-        return shot is not None
-
-    def _layer_shot(self, layer: str, missing: str):
-        """The pixels of the layer named ``layer``, or None (and ``missing`` or why in the status)."""
-        doc = self.host.activeDocument()
-        node = doc.nodeByName(layer) if doc is not None and layer else None
-        if node is None or self._input is None:
-            self._set_status(missing)
-            return None
-        shot = capture_layer(doc, node)
-        if shot is None:
-            self._set_status(f"could not read layer {layer!r} (8-bit RGBA only)")
-        return shot
 
     def set_opacity(self, percent: int) -> None:
         if self.reference.set_opacity(self.host.activeDocument(), percent):

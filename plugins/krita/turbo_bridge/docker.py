@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 
 from .controller import Controller
-from .layer import REFERENCE_NAME
 from .notice import add_docker
 from .qt import QtCore, QtWidgets
+from .steering import SteeringRows
 
 SETTINGS = "turbo_bridge"
 DEFAULT_ADDRESS = "127.0.0.1:8787"
@@ -71,30 +71,7 @@ class BridgePanel(QtWidgets.QWidget):
         self.record = QtWidgets.QPushButton("Record")
         self.record.setCheckable(True)
         self.record.setToolTip("Record the daemon's frames into an MP4 in its --output-dir")
-        # Layer as control: a layer (a line sketch, a depth map) as a ControlNet's control image.
-        self.control_layer = _LayerBox(self.refresh_layers)
-        self.control_layer.setToolTip("The layer to send (a sketch, lines, a depth map)")
-        self.control_name = QtWidgets.QLineEdit(host.readSetting(SETTINGS, "control_name", ""))
-        self.control_name.setPlaceholderText("ControlNet name")
-        self.control_name.setToolTip("The daemon's --controlnet NAME this layer steers")
-        self.control_preprocess = QtWidgets.QComboBox()
-        self.control_preprocess.addItems(["none", "canny"])
-        self.control_preprocess.setToolTip("none: the layer is the condition as it is; canny: the daemon finds edges")
-        self.control_scale = QtWidgets.QDoubleSpinBox()
-        self.control_scale.setRange(0.0, 2.0)
-        self.control_scale.setSingleStep(0.1)
-        self.control_scale.setValue(1.0)
-        self.send_control = QtWidgets.QPushButton("Layer as control")
-        # Layer as style image: a layer (a painting, a reference) steers the look (the daemon's --ip-adapter).
-        self.style_layer = _LayerBox(self.refresh_layers)
-        self.style_layer.setToolTip("The layer whose look the frames take (needs a daemon with --ip-adapter)")
-        self.style_scale = QtWidgets.QDoubleSpinBox()
-        self.style_scale.setRange(0.0, 2.0)
-        self.style_scale.setSingleStep(0.1)
-        self.style_scale.setValue(0.8)
-        self.style_scale.setToolTip("How strongly the style image steers (0: off)")
-        self.send_style = QtWidgets.QPushButton("Layer as style image")
-        self._style_sent = False
+        self.steering = SteeringRows(host, self.controller, SETTINGS)
         self._lay_out()
 
         self.controller.reference.opacity_percent = self.opacity.value()
@@ -110,17 +87,13 @@ class BridgePanel(QtWidgets.QWidget):
         self.guidance.valueChanged.connect(lambda value: self.controller.set_params({"guidance": float(value)}))
         self.steps.valueChanged.connect(lambda value: self.controller.set_params({"steps": int(value)}))
         self.live.toggled.connect(self.controller.set_live)
-        self.input_live.toggled.connect(self.controller.set_input_live)
+        self.input_live.toggled.connect(self.controller.feed.set_live)
         self.strength.valueChanged.connect(lambda value: self.controller.set_params({"strength": float(value)}))
         self.opacity.valueChanged.connect(self._opacity_changed)
         self.keep.clicked.connect(self.controller.keep_frame)
         self.seamless.toggled.connect(lambda on: self.controller.set_params({"tiling": "xy" if on else "none"}))
         self.record.clicked.connect(self.controller.set_recording)
         self.controller.recording_changed.connect(self._show_recording)
-        self.send_control.clicked.connect(self._send_control)
-        self.control_scale.valueChanged.connect(self._control_scale_changed)
-        self.send_style.clicked.connect(self._send_style)
-        self.style_scale.valueChanged.connect(self._style_scale_changed)
         app = QtWidgets.QApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self.controller.stop)
@@ -147,20 +120,7 @@ class BridgePanel(QtWidgets.QWidget):
         row.addWidget(QtWidgets.QLabel("Strength"))
         row.addWidget(self.strength, 1)
         form.addRow("Input", row)
-        row = QtWidgets.QHBoxLayout()
-        row.addWidget(self.control_layer, 1)
-        row.addWidget(self.control_name, 1)
-        form.addRow("Control", row)
-        row = QtWidgets.QHBoxLayout()
-        row.addWidget(self.control_preprocess)
-        row.addWidget(self.control_scale)
-        row.addWidget(self.send_control)
-        form.addRow(row)
-        row = QtWidgets.QHBoxLayout()
-        row.addWidget(self.style_layer, 1)
-        row.addWidget(self.style_scale)
-        row.addWidget(self.send_style)
-        form.addRow("Style", row)
+        self.steering.add_rows(form)
         row = QtWidgets.QHBoxLayout()
         row.addWidget(self.opacity, 1)
         row.addWidget(self.opacity_label)
@@ -172,35 +132,6 @@ class BridgePanel(QtWidgets.QWidget):
         row.addWidget(self.record)
         row.addWidget(self.keep)
         form.addRow(row)
-
-    def refresh_layers(self) -> None:
-        """The active document's layers (top level, the reference layer left out) in the Control and Style boxes."""
-        doc = self.host.activeDocument()
-        names = [node.name() for node in (doc.rootNode().childNodes() if doc is not None else [])
-                 if node.name() != REFERENCE_NAME]
-        for box in (self.control_layer, self.style_layer):
-            current = box.currentText()
-            box.clear()
-            box.addItems(names)
-            if current in names:
-                box.setCurrentText(current)
-
-    def _send_control(self) -> None:
-        self.host.writeSetting(SETTINGS, "control_name", self.control_name.text())
-        self.controller.send_layer_as_control(self.control_layer.currentText(), self.control_name.text(),
-                                              self.control_preprocess.currentText(), self.control_scale.value())
-
-    def _control_scale_changed(self, value: float) -> None:
-        name = self.control_name.text().strip()
-        if name:
-            self.controller.set_params({"controls": {name: float(value)}})
-
-    def _send_style(self) -> None:
-        self._style_sent = self.controller.send_layer_as_style(self.style_layer.currentText(), self.style_scale.value())
-
-    def _style_scale_changed(self, value: float) -> None:
-        if self._style_sent:  # the scale follows the spin box once a style image was sent
-            self.controller.set_params({"style_scale": float(value)})
 
     def reconnect(self) -> None:
         try:
@@ -215,7 +146,7 @@ class BridgePanel(QtWidgets.QWidget):
         """Another view (document) became active: frames, channel and layer lists follow it."""
         self.controller.document_changed()
         self.channel.setText(self.controller.channel)  # each document shows its own channel
-        self.refresh_layers()
+        self.steering.refresh_layers()
 
     def pick_channel(self) -> None:
         try:
@@ -293,15 +224,3 @@ def register(krita) -> None:
             self.panel.window_canvas_changed()
 
     add_docker(krita, TurboBridgeDocker)
-
-
-class _LayerBox(QtWidgets.QComboBox):
-    """A layer picker that lists the document's layers as they are now, each time it opens."""
-
-    def __init__(self, refresh):
-        super().__init__()
-        self._refresh = refresh
-
-    def showPopup(self) -> None:  # noqa: N802 (Qt's name)
-        self._refresh()
-        super().showPopup()

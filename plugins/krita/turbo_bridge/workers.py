@@ -1,4 +1,5 @@
-"""The docker's two worker threads: frames in, parameter changes out. No Krita calls here.
+"""The docker's worker threads: frames in (from a source of ``sources.py``), parameter changes
+and recording presses out. No Krita calls here.
 
 Both talk to the daemon with blocking I/O, so neither may run on Krita's GUI thread. Results go
 back through Qt signals (queued onto the GUI thread) and a one-slot mailbox: however slow the
@@ -13,27 +14,11 @@ import urllib.error
 import urllib.parse
 from dataclasses import dataclass
 
-from .bridge_client import BridgeHTTPError, HttpClient, ShmReader, segment_name
-from .frames import Picture, decode_png, place
+from .address import LOOPBACK
+from .bridge_client import BridgeHTTPError, HttpClient, segment_name
+from .frames import Picture, place
 from .qt import QtCore, Signal
-
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
-
-def normalize_url(text: str) -> str:
-    """``host:port`` or ``http://host:port`` to a base URL; a clear error for anything else."""
-    text = text.strip()
-    if "://" not in text:
-        text = "http://" + text
-    url = urllib.parse.urlsplit(text)
-    if url.scheme not in ("http", "https") or not url.hostname:
-        raise ValueError(f"daemon address {text!r}: expected host:port, e.g. 127.0.0.1:8787")
-    try:
-        port = url.port
-    except ValueError:
-        raise ValueError(f"daemon address {text!r}: the port must be a number from 1 to 65535") from None
-    host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
-    return f"{url.scheme}://{host}:{port or 8787}"
+from .sources import HttpSource, ShmSource
 
 
 def describe(exc: BaseException) -> str:
@@ -61,64 +46,6 @@ class Signals(QtCore.QObject):
     connected = Signal(object)  # Connection
     status = Signal(str)
     recording = Signal(bool)  # the daemon's recorder after a start or stop
-
-
-class ShmSource:
-    """The local daemon's shared-memory segment (BGRA rows, as Krita stores them)."""
-
-    def __init__(self, name: str, poll_s: float):
-        self.reader = ShmReader(name, bgra=True)
-        self.poll_s = poll_s
-        self._force = True  # the first read returns the newest frame, however old
-
-    def next(self, timeout: float):
-        deadline = time.monotonic() + timeout
-        while True:
-            frame = self.reader.read(force=self._force)
-            if frame is not None:
-                self._force = False
-                return frame.pixels, frame.seq
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(self.poll_s)
-
-    def rewind(self) -> None:
-        self._force = True
-
-    def check(self, health: dict) -> None:
-        """A daemon that restarted made a new segment: this one no longer moves."""
-        if health.get("frame_seq", 0) > self.reader.seq // 2:
-            time.sleep(0.2)  # the segment is published right after the frame: give it a moment
-            if health["frame_seq"] > self.reader.seq // 2:
-                raise ConnectionError("the daemon restarted; reconnecting")
-
-    def close(self) -> None:
-        self.reader.close()
-
-
-class HttpSource:
-    """Any daemon, over HTTP: long-polls ``/v1/frame.png`` (small on the wire)."""
-
-    def __init__(self, client: HttpClient):
-        self.client = client
-        self.seq = 0
-
-    def next(self, timeout: float):
-        got = self.client.frame_png(after=self.seq, timeout=timeout)
-        if got is None:
-            return None
-        png, self.seq = got
-        return decode_png(png), self.seq
-
-    def rewind(self) -> None:
-        self.seq = 0
-
-    def check(self, health: dict) -> None:
-        if health.get("frame_seq", 0) < self.seq:  # restarted: its frames count from 1 again
-            self.seq = 0
-
-    def close(self) -> None:
-        pass
 
 
 class FrameWorker(threading.Thread):

@@ -23,15 +23,16 @@ def test_a_layer_becomes_a_controlnets_control_image(panel, demo_daemon, new_doc
     sketch.setPixelData(lines.tobytes(), 0, 0, 64, 64)  # B, G, R, A bytes
     p = panel()
     pump(lambda: p.controller.connection is not None, what="the connection")  # its note would replace ours
-    p.control_layer.showPopup()  # lists the layers as they are now
-    p.control_layer.hidePopup()
-    assert "sketch" in [p.control_layer.itemText(i) for i in range(p.control_layer.count())]
-    assert REFERENCE_NAME not in [p.control_layer.itemText(i) for i in range(p.control_layer.count())]
-    p.control_layer.setCurrentText("sketch")
-    p.control_name.setText("lines")
-    p.control_preprocess.setCurrentText("canny")
-    p.control_scale.setValue(1.2)
-    p.send_control.click()
+    layers = p.steering.control_layer
+    layers.showPopup()  # lists the layers as they are now
+    layers.hidePopup()
+    assert "sketch" in [layers.itemText(i) for i in range(layers.count())]
+    assert REFERENCE_NAME not in [layers.itemText(i) for i in range(layers.count())]
+    layers.setCurrentText("sketch")
+    p.steering.control_name.setText("lines")
+    p.steering.control_preprocess.setCurrentText("canny")
+    p.steering.control_scale.setValue(1.2)
+    p.steering.send_control.click()
     expected = InputImage.from_pixels(lines[..., [2, 1, 0, 3]]).digest
     pump(lambda: demo_daemon.client.health()["controls"]["lines"]["digest"] == expected, what="the layer as control")
     pump(lambda: demo_daemon.client.params()["controls"].get("lines", {}).get("preprocess") == "canny",
@@ -39,7 +40,7 @@ def test_a_layer_becomes_a_controlnets_control_image(panel, demo_daemon, new_doc
     assert demo_daemon.client.params()["controls"]["lines"]["scale"] == pytest.approx(1.2)
     assert demo_daemon.client.health()["controls"]["lines"]["active"]
     pump(lambda: "sent as control 'lines'" in p.status.text(), what="the status")
-    p.control_scale.setValue(0.4)  # the scale follows the spin box
+    p.steering.control_scale.setValue(0.4)  # the scale follows the spin box
     pump(lambda: demo_daemon.client.params()["controls"]["lines"]["scale"] == pytest.approx(0.4), what="the scale")
 
 
@@ -47,11 +48,11 @@ def test_an_unknown_controlnet_name_is_reported(panel, demo_daemon, new_doc):
     doc = new_doc(64, 64)
     p = panel()
     pump(lambda: p.controller.connection is not None, what="the connection")  # its note would replace ours
-    p.refresh_layers()
-    p.control_layer.setCurrentIndex(0)
-    p.control_name.setText("pose")
-    p.send_control.click()
+    p.steering.refresh_layers()
+    p.steering.control_layer.setCurrentIndex(0)
+    p.steering.control_name.setText("pose")
+    p.steering.send_control.click()
     pump(lambda: "no ControlNet named 'pose'" in p.status.text(), what="the refusal")
-    assert not p.controller.send_layer_as_control("", "lines", "none", 1.0)  # no layer picked
+    assert not p.controller.feed.send_layer_as_control("", "lines", "none", 1.0)  # no layer picked
     assert "pick a layer" in p.status.text()
     assert doc is not None

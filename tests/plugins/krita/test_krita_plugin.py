@@ -27,9 +27,10 @@ from krita_harness import (
     settled,
     type_prompt,
 )
+from turbo_bridge.address import normalize_url
 from turbo_bridge.frames import fit
 from turbo_bridge.notice import DOCKER_ID
-from turbo_bridge.workers import ParamSender, Signals, normalize_url
+from turbo_bridge.workers import ParamSender, Signals
 
 
 # -- pure logic -----------------------------------------------------------------------------
@@ -303,11 +304,11 @@ def test_canvas_as_input_sends_the_painting_without_the_reference_layer(panel, d
     pump(lambda: demo_daemon.client.health()["input"]["digest"] ==
          InputImage.from_pixels(painting[16:40, 8:40][..., [2, 1, 0, 3]]).digest, what="the selection")
     doc.selection_box = None
-    captures = p.controller.captures
+    captures = p.controller.feed.captures
     doc.stroke_running = True  # never read the canvas during a stroke
     time.sleep(0.5)
     pump(lambda: True)
-    assert p.controller.captures == captures
+    assert p.controller.feed.captures == captures
     doc.stroke_running = False
     p.input_live.setChecked(False)
     pump(lambda: not demo_daemon.client.health()["input"]["present"], what="the input dropped")

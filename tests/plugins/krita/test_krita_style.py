@@ -23,20 +23,21 @@ def test_a_layer_becomes_the_style_image(panel, demo_daemon, new_doc):
     painting.setPixelData(pixels.tobytes(), 0, 0, 64, 64)  # B, G, R, A bytes
     p = panel()
     pump(lambda: p.controller.connection is not None, what="the connection")  # its note would replace ours
-    p.style_layer.showPopup()  # lists the layers as they are now
-    p.style_layer.hidePopup()
-    names = [p.style_layer.itemText(i) for i in range(p.style_layer.count())]
+    layers = p.steering.style_layer
+    layers.showPopup()  # lists the layers as they are now
+    layers.hidePopup()
+    names = [layers.itemText(i) for i in range(layers.count())]
     assert "painting" in names and REFERENCE_NAME not in names
-    p.style_layer.setCurrentText("painting")
-    p.style_scale.setValue(1.3)
-    p.send_style.click()
+    p.steering.style_layer.setCurrentText("painting")
+    p.steering.style_scale.setValue(1.3)
+    p.steering.send_style.click()
     expected = InputImage.from_pixels(pixels[..., [2, 1, 0, 3]]).digest
     pump(lambda: demo_daemon.client.health()["style"]["digest"] == expected, what="the layer as style image")
     pump(lambda: demo_daemon.client.params()["style_scale"] == pytest.approx(1.3), what="the scale")
     assert demo_daemon.client.health()["style"]["active"]
     pump(lambda: "sent as style image" in p.status.text(), what="the status")
-    p.style_scale.setValue(0.0)  # the scale follows the spin box: 0 turns the style off
+    p.steering.style_scale.setValue(0.0)  # the scale follows the spin box: 0 turns the style off
     pump(lambda: demo_daemon.client.params()["style_scale"] == 0.0, what="the scale off")
     assert not demo_daemon.client.health()["style"]["active"]
-    assert not p.controller.send_layer_as_style("", 1.0)  # no layer picked
+    assert not p.controller.feed.send_layer_as_style("", 1.0)  # no layer picked
     assert "pick a layer" in p.status.text()

@@ -10,9 +10,9 @@ def test_style_without_ip_adapter_is_reported(panel, demo_daemon, new_doc):
     doc = new_doc(64, 64)
     p = panel()
     pump(lambda: p.controller.connection is not None, what="the connection")  # its note would replace ours
-    p.refresh_layers()
-    p.style_layer.setCurrentIndex(0)
-    p.send_style.click()
+    p.steering.refresh_layers()
+    p.steering.style_layer.setCurrentIndex(0)
+    p.steering.send_style.click()
     pump(lambda: "--ip-adapter" in p.status.text(), what="the refusal")
     assert demo_daemon.client.health()["style"]["present"] is False
     assert doc is not None

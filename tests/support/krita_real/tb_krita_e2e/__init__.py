@@ -232,15 +232,16 @@ def control(report):
     panel.address.setText(os.environ["TB_E2E_URL"])
     panel.reconnect()
     report["connected"] = pump(lambda: controller.connection is not None and controller.current is not None)
-    panel.control_layer.showPopup()  # lists the document's layers as they are now
-    panel.control_layer.hidePopup()
-    report["layers_listed"] = [panel.control_layer.itemText(i) for i in range(panel.control_layer.count())]
-    panel.control_layer.setCurrentText("sketch")
-    panel.control_name.setText("lines")
-    panel.control_preprocess.setCurrentText("canny")
-    panel.control_scale.setValue(1.2)
+    layers = panel.steering.control_layer
+    layers.showPopup()  # lists the document's layers as they are now
+    layers.hidePopup()
+    report["layers_listed"] = [layers.itemText(i) for i in range(layers.count())]
+    layers.setCurrentText("sketch")
+    panel.steering.control_name.setText("lines")
+    panel.steering.control_preprocess.setCurrentText("canny")
+    panel.steering.control_scale.setValue(1.2)
     before = controller.current.seq
-    panel.send_control.click()
+    panel.steering.send_control.click()
     report["control_sent"] = pump(lambda: client.health()["controls"]["lines"]["digest"] == expected, 60)
     report["control_state"] = client.health()["controls"]["lines"]
     report["control_params"] = client.params()["controls"].get("lines")
@@ -252,8 +253,8 @@ def control(report):
 
     report["steered_frame"] = pump(steered_shown, 60)
     report["status_sent"] = panel.status.text()
-    panel.control_name.setText("pose")  # not a --controlnet of this daemon: the docker says so
-    panel.send_control.click()
+    panel.steering.control_name.setText("pose")  # not a --controlnet of this daemon: the docker says so
+    panel.steering.send_control.click()
     report["refused"] = pump(lambda: "no ControlNet named 'pose'" in panel.status.text(), 30)
     report["status_refused"] = panel.status.text()
     return controller
