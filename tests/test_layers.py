@@ -33,7 +33,8 @@ ALLOWED = {
     "cluster": {"core"},
     "app": {"core", "client", "engine", "outputs", "texshare", "frontends", "pipeline", "cluster", "config"},
     "config": {"core"},
-    "cli": {"core", "config", "app", "cli_tools", "frontends.security", "texshare"},
+    "cli": {"core", "config", "app", "cli_serve", "cli_tools", "frontends.security"},
+    "cli_serve": {"core", "config", "app", "texshare"},
     "cli_tools": {"core", "config", "bench", "pipeline"},
 }
 

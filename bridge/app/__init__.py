@@ -11,7 +11,7 @@
   sockets (``Daemon``) and the run until a stop signal (``serve``).
 
 Each part starts and stops in one aiohttp cleanup context. Nothing outside this package wires.
-May import every other package of ``bridge``; only ``cli`` imports it.
+May import every other package of ``bridge``; only the command line (``cli``, ``cli_serve``) imports it.
 """
 
 from .daemon import CONFIG, SHUTDOWN_TIMEOUT_S, STOP_SIGNALS, Daemon, create_app, serve
