@@ -15,6 +15,8 @@
 #
 #   tests     every file with GPU tests at once, one process each (own CPU cores for compiling),
 #             then the memory-budget file alone (it reads the device's memory in use)   ~6-8 min
+#             carry .whl-ray (no GPU test needs PyAV) so tests/cluster/test_cluster_gpu.py runs with the
+#             rest; with .whl it is skipped (no Ray), and the summary says so
 #   speed     SDXL-Turbo full + tiny VAE, new prompt / new seed every frame, overlap off, on and decode-only, with
 #             the plain diffusers call as baseline (bench); then through the real daemon, overlap
 #             off and on: OSC-to-frame p50 and a stream of changes (latency)        ~7-8 min
@@ -108,7 +110,7 @@ part_tests() {
                  tests/pipeline/test_gpu_ip_adapter.py tests/pipeline/test_gpu_t2i.py
                  tests/pipeline/test_gpu_sd15_sdxs.py tests/pipeline/test_gpu_sana.py tests/pipeline/test_gpu_regions.py
                  tests/pipeline/test_devices.py tests/bench/test_bench_cpu.py
-                 tests/app/test_gpu_warm_batches.py)
+                 tests/app/test_gpu_warm_batches.py tests/cluster/test_cluster_gpu.py)
     for f in "${files[@]}"; do
         local n; n=$(basename "$f" .py)
         step "$n" 470 python -m pytest -q -m gpu "$f" -p no:cacheprovider --junitxml="$WORK/junit-$n.xml" &
