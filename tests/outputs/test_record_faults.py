@@ -19,7 +19,7 @@ from bridge.core.params import Params
 from bridge.outputs.record import Recorder
 from conftest import null_factory, unique_shm_name
 from daemon_process import start_daemon, unlink_segment, wait_ready
-from recordings import decoded, frames_flow, post, probe, settle
+from recordings import decoded, frames_flow, post, probe, remove_folder, settle
 from renderers import noise_factory
 
 pytestmark = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="needs ffprobe (Debian ffmpeg)")
@@ -218,7 +218,7 @@ async def test_a_vanished_output_folder_is_reported_at_once(config, daemon_facto
                 assert (await post(s, {"action": "start"}))[0] == 200
                 await frames_flow(d, 2)
                 await settle(lambda: d.health()["record"]["frames"] >= 2)
-                shutil.rmtree(out)  # no stop: the recorder must notice by itself
+                remove_folder(out)  # no stop: the recorder must notice by itself
                 told = await osc.next_error("recording stopped")
                 health = d.health()
                 assert "removed while recording" in told and "went with it" in told, told

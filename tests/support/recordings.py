@@ -1,6 +1,8 @@
 """Helpers for recording tests: ffprobe and PyAV read-backs, frames made to flow, the record route."""
 
+import errno
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -43,3 +45,23 @@ async def frames_flow(daemon, count: int) -> None:
 async def post(session, body):
     async with session.post("/v1/record", json=body) as r:
         return r.status, await r.json()
+
+
+def remove_folder(path: Path) -> None:
+    """Remove ``path`` as ``rm -rf`` would while the daemon's writers still write into it.
+
+    The PNG writer's thread may rename its temporary file away (or add one) between rmtree's listing and its unlink,
+    so a file that went meanwhile is fine and a folder that filled again is emptied again.
+    """
+    def missing_is_fine(function, name, exc_info):
+        if not issubclass(exc_info[0], FileNotFoundError):
+            raise exc_info[1]
+
+    for _ in range(100):
+        try:
+            shutil.rmtree(path, onerror=missing_is_fine)
+            return
+        except OSError as error:
+            if error.errno != errno.ENOTEMPTY:
+                raise
+    raise AssertionError(f"{path} kept filling while it was removed")
