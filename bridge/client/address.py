@@ -44,7 +44,8 @@ def parse_address(text: str) -> DaemonAddress:
     scheme = scheme.lower() if sep else "http"
     rest = rest if sep else text
     if scheme not in SCHEMES:
-        raise ValueError(f"daemon address {text!r}: it must start with http:// or https://, not {scheme}://")
+        # not echoed: the rest may hold 'user:password@'
+        raise ValueError(f"the daemon address must start with http:// or https://, not {scheme}://")
     end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
     netloc, tail = rest[:end], rest[end:]
     if "@" in netloc:  # not echoed: the part before '@' may be a password
