@@ -16,8 +16,7 @@ import urllib.error
 from collections.abc import Mapping
 from typing import Any
 
-from ._bridge.client import BridgeHTTPError, FrameInfo, HttpClient, segment_name
-from .address import Address
+from ._bridge.client import BridgeHTTPError, DaemonAddress, FrameInfo, HttpClient, segment_name
 from .events import Accepted, Connected, ControlTaken, Down, InputTaken, LorasListed, Recorded, Rejected
 
 log = logging.getLogger(__name__)
@@ -48,7 +47,7 @@ def describe(exc: BaseException) -> str:
 class Link:
     """Two daemon threads: control (health, changes, retries) and frames over HTTP (on request)."""
 
-    def __init__(self, address: Address, name: str = "turbo-bridge", channel: str = "main"):
+    def __init__(self, address: DaemonAddress, name: str = "turbo-bridge", channel: str = "main"):
         self.address = address
         self.channel = channel
         self._client = HttpClient(address.url, timeout=REQUEST_TIMEOUT_S, channel=channel)

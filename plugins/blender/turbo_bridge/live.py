@@ -16,8 +16,7 @@ from typing import Any
 import bpy
 
 from . import datablocks, depth, renders
-from ._bridge.client import FrameInfo, ShmReader
-from .address import Address
+from ._bridge.client import DaemonAddress, FrameInfo, ShmReader
 from .events import Accepted, Connected, ControlTaken, Down, InputTaken, LorasListed, Recorded, Rejected
 from .link import Link
 
@@ -47,7 +46,7 @@ class Applied:
 class Session:
     """A connection to one daemon; ``start`` and ``stop`` bracket its threads and its timer."""
 
-    def __init__(self, address: Address, use_shared_memory: bool = True, channel: str = "main"):
+    def __init__(self, address: DaemonAddress, use_shared_memory: bool = True, channel: str = "main"):
         self.address = address
         self.channel = channel
         self.use_shared_memory = use_shared_memory and address.is_local
@@ -150,7 +149,7 @@ def current() -> Session | None:
     return _session
 
 
-def connect(address: Address, use_shared_memory: bool, changes: Mapping[str, Any],
+def connect(address: DaemonAddress, use_shared_memory: bool, changes: Mapping[str, Any],
             channel: str = "main") -> Session:
     """Replace any session with a new one and start the timer that drains it."""
     disconnect()

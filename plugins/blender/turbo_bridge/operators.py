@@ -7,8 +7,7 @@ import random
 import bpy
 
 from . import datablocks, live
-from ._bridge.client import check_channel
-from .address import parse_address
+from ._bridge.client import check_channel, parse_address
 from .settings import SEED_MAX, params_of
 
 

@@ -12,14 +12,13 @@ import logging
 import time
 from dataclasses import replace
 
-from .address import normalize_url
 from .canvas import InputSender
 from .documents import PerDocument
 from .frames import Picture, place
 from .input_feed import InputFeed
 from .layer import DocumentError, ReferenceLayer, find_reference, is_idle, keep
 from .qt import QtCore, Signal
-from .bridge_client import check_channel
+from .bridge_client import check_channel, parse_address
 from .workers import Connection, FrameWorker, ParamSender, RecordSender, Signals, merge_changes
 
 log = logging.getLogger(__name__)
@@ -70,8 +69,8 @@ class Controller(QtCore.QObject):
 
     # -- from the docker -----------------------------------------------------------------
     def connect_to(self, address: str) -> str:
-        """(Re)connect to the daemon at ``address``; returns the normalized URL."""
-        url = normalize_url(address)
+        """(Re)connect to the daemon at ``address``; returns the normalized URL (ValueError: why not)."""
+        url = parse_address(address).url
         self.stop()
         self.url = url
         self._edited = set()

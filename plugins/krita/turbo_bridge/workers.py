@@ -11,11 +11,9 @@ from __future__ import annotations
 import threading
 import time
 import urllib.error
-import urllib.parse
 from dataclasses import dataclass
 
-from .address import LOOPBACK
-from .bridge_client import BridgeHTTPError, HttpClient, segment_name
+from .bridge_client import BridgeHTTPError, HttpClient, parse_address, segment_name
 from .frames import Picture, place
 from .qt import QtCore, Signal
 from .sources import HttpSource, ShmSource
@@ -55,6 +53,8 @@ class FrameWorker(threading.Thread):
                  wait_s: float = 0.5, retry_s: float = 1.0, channel: str = "main"):
         super().__init__(name="turbo-bridge frames", daemon=True)
         self.url, self.signals, self.prefer_shm, self.channel = url, signals, prefer_shm, channel
+        # Only this machine's segment can be the daemon's: another machine's daemon reports the same default name.
+        self.is_local = parse_address(url).is_local
         self.poll_s, self.wait_s, self.retry_s = poll_s, wait_s, retry_s
         self.target: tuple[int, int] | None = None  # set by the GUI thread
         self.live = threading.Event()
@@ -91,9 +91,8 @@ class FrameWorker(threading.Thread):
         if self.channel != "main":
             client.patch({})  # creates this document's channel (from the daemon's initial parameters) if new
         name = segment_name(health["shm_name"], self.channel) if health.get("shm_name") else ""
-        host = urllib.parse.urlsplit(self.url).hostname
         source, transport = None, "HTTP"
-        if self.prefer_shm and name and host in LOOPBACK:
+        if self.prefer_shm and name and self.is_local:
             try:
                 source, transport = ShmSource(name, self.poll_s), f"shared memory {name!r}"
             except (OSError, ValueError):

@@ -27,10 +27,9 @@ from krita_harness import (
     settled,
     type_prompt,
 )
-from turbo_bridge.address import normalize_url
 from turbo_bridge.frames import fit
 from turbo_bridge.notice import DOCKER_ID
-from turbo_bridge.workers import ParamSender, Signals
+from turbo_bridge.workers import FrameWorker, ParamSender, Signals
 
 
 # -- pure logic -----------------------------------------------------------------------------
@@ -49,14 +48,16 @@ def test_fit_keeps_aspect_and_centres(frame, doc, expected):
     assert (covered == 1).all()  # frame and margins tile the document exactly once
 
 
-def test_addresses_are_normalized_or_refused_with_a_hint():
-    assert normalize_url("127.0.0.1:9999") == "http://127.0.0.1:9999"
-    assert normalize_url(" http://localhost ") == "http://localhost:8787"
-    assert normalize_url("[::1]:8000") == "http://[::1]:8000"
-    with pytest.raises(ValueError, match="host:port"):
-        normalize_url("ftp://x:1")
-    with pytest.raises(ValueError, match="port must be a number"):
-        normalize_url("127.0.0.1:port")
+@pytest.mark.parametrize("host, transport", [("127.0.0.2", "shared memory"), ("192.0.2.1", "HTTP")])
+def test_shared_memory_is_read_only_from_a_daemon_on_this_machine(qapp, demo_daemon, host, transport):
+    """Another machine's daemon reports a segment name that may exist here (the default one, another
+    daemon's): only a loopback address opens it. Which addresses are loopback: tests/client/test_address.py."""
+    worker = FrameWorker(f"http://{host}:{demo_daemon.port}", Signals())
+    source, connection = worker._open(demo_daemon.client)  # the daemon answers as if it were at host
+    try:
+        assert connection.transport.startswith(transport)
+    finally:
+        source.close()
 
 
 # -- the docker in Krita --------------------------------------------------------------------
