@@ -70,12 +70,13 @@ class Controller(QtCore.QObject):
     # -- from the docker -----------------------------------------------------------------
     def connect_to(self, address: str) -> str:
         """(Re)connect to the daemon at ``address``; returns the normalized URL (ValueError: why not)."""
-        url = parse_address(address).url
+        checked = parse_address(address)
+        url = checked.url
         self.stop()
         self.url = url
         self._edited = set()
         self._set_status(f"connecting to {url}" + (f", channel {self.channel}" if self.channel != "main" else ""))
-        self._worker = FrameWorker(url, self.signals, prefer_shm=self.prefer_shm, channel=self.channel)
+        self._worker = FrameWorker(checked, self.signals, prefer_shm=self.prefer_shm, channel=self.channel)
         self._worker.target = self._doc_size()
         self._sender = ParamSender(url, self.signals, channel=self.channel)
         self._input = InputSender(url, self.signals, channel=self.channel)

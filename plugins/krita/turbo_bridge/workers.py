@@ -13,7 +13,7 @@ import time
 import urllib.error
 from dataclasses import dataclass
 
-from .bridge_client import BridgeHTTPError, HttpClient, parse_address, segment_name
+from .bridge_client import BridgeHTTPError, DaemonAddress, HttpClient, segment_name
 from .frames import Picture, place
 from .qt import QtCore, Signal
 from .sources import HttpSource, ShmSource
@@ -49,12 +49,12 @@ class Signals(QtCore.QObject):
 class FrameWorker(threading.Thread):
     """Connects, then fetches frames and fits them to ``target`` (the document's size)."""
 
-    def __init__(self, url: str, signals: Signals, *, prefer_shm: bool = True, poll_s: float = 0.004,
+    def __init__(self, address: DaemonAddress, signals: Signals, *, prefer_shm: bool = True, poll_s: float = 0.004,
                  wait_s: float = 0.5, retry_s: float = 1.0, channel: str = "main"):
         super().__init__(name="turbo-bridge frames", daemon=True)
-        self.url, self.signals, self.prefer_shm, self.channel = url, signals, prefer_shm, channel
+        self.url, self.signals, self.prefer_shm, self.channel = address.url, signals, prefer_shm, channel
         # Only this machine's segment can be the daemon's: another machine's daemon reports the same default name.
-        self.is_local = parse_address(url).is_local
+        self.is_local = address.is_local
         self.poll_s, self.wait_s, self.retry_s = poll_s, wait_s, retry_s
         self.target: tuple[int, int] | None = None  # set by the GUI thread
         self.live = threading.Event()

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 import krita_standin
-from bridge.client import HttpClient
+from bridge.client import HttpClient, parse_address
 from bridge.core.scene import InputImage
 from krita_harness import (
     KRITA,
@@ -52,7 +52,7 @@ def test_fit_keeps_aspect_and_centres(frame, doc, expected):
 def test_shared_memory_is_read_only_from_a_daemon_on_this_machine(qapp, demo_daemon, host, transport):
     """Another machine's daemon reports a segment name that may exist here (the default one, another
     daemon's): only a loopback address opens it. Which addresses are loopback: tests/client/test_address.py."""
-    worker = FrameWorker(f"http://{host}:{demo_daemon.port}", Signals())
+    worker = FrameWorker(parse_address(f"{host}:{demo_daemon.port}"), Signals())
     source, connection = worker._open(demo_daemon.client)  # the daemon answers as if it were at host
     try:
         assert connection.transport.startswith(transport)
