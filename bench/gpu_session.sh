@@ -105,12 +105,10 @@ step() {  # step NAME LIMIT_S CMD...: run with a time limit, log to $WORK/NAME.l
 
 part_tests() {
     export TORCHINDUCTOR_CACHE_DIR=/tmp/tb-inductor TRITON_CACHE_DIR=/tmp/tb-triton  # shared: same demo graphs
-    local files=(tests/pipeline/test_gpu.py tests/pipeline/test_gpu_overlap.py tests/pipeline/test_gpu_graphs.py
-                 tests/pipeline/test_gpu_lora.py tests/pipeline/test_gpu_controlnet.py
-                 tests/pipeline/test_gpu_ip_adapter.py tests/pipeline/test_gpu_t2i.py
-                 tests/pipeline/test_gpu_sd15_sdxs.py tests/pipeline/test_gpu_sana.py tests/pipeline/test_gpu_regions.py
-                 tests/pipeline/test_devices.py tests/bench/test_bench_cpu.py
-                 tests/app/test_gpu_warm_batches.py tests/cluster/test_cluster_gpu.py)
+    # every file with a GPU test (a new one runs without being listed here), the memory budget's apart
+    local files
+    mapfile -t files < <(grep -rl --include='test_*.py' 'mark\.gpu' tests | grep -v '/test_memory_budget\.py$' | sort)
+    echo "test files: ${#files[@]} + test_memory_budget" | tee -a "$WORK/steps.txt"
     for f in "${files[@]}"; do
         local n; n=$(basename "$f" .py)
         step "$n" 470 python -m pytest -q -m gpu "$f" -p no:cacheprovider --junitxml="$WORK/junit-$n.xml" &

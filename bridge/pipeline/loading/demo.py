@@ -25,6 +25,7 @@ from ..families.sana import SANA
 from ..families.sd2 import SD2
 from ..families.sd15 import SD15
 from ..families.sdxl import SDXL
+from .seeded import seeded_init
 
 log = logging.getLogger(__name__)
 
@@ -140,12 +141,11 @@ def build_components(demo: bool, dtype: torch.dtype = torch.float32, device: str
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    torch.manual_seed(0)
     te1 = CLIPTextConfig(**{**_json(REFERENCE / "text_encoder/config.json"), **(DEMO_TEXT if demo else {})})
     te2 = CLIPTextConfig(**{**_json(REFERENCE / "text_encoder_2/config.json"), **(DEMO_TEXT if demo else {})})
     unet_config = DEMO_UNET if demo else _json(REFERENCE / "unet/config.json")
     vae_config = DEMO_VAE if demo else _json(REFERENCE / "vae/config.json")
-    with torch.device(device):
+    with seeded_init(0, device), torch.device(device):
         modules = {
             "unet": UNet2DConditionModel.from_config(unet_config),
             **({"vae": AutoencoderKL.from_config(vae_config)} if with_vae else {}),
@@ -173,13 +173,12 @@ def _one_encoder_components(arch: Architecture, demo: bool, dtype: torch.dtype, 
     import diffusers
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    torch.manual_seed(0)
     text = CLIPTextConfig(**{**_json(arch.configs / "text_encoder/config.json"), **(DEMO_TEXT if demo else {})})
     vae_config = _json(arch.configs / "vae/config.json")
     vae_class = getattr(diffusers, vae_config["_class_name"])
     if demo and vae_class is diffusers.AutoencoderKL:
         vae_config = DEMO_SD_VAE  # a tiny decoder is small as it is
-    with torch.device(device):
+    with seeded_init(0, device), torch.device(device):
         modules = {
             "unet": diffusers.UNet2DConditionModel.from_config(
                 arch.demo_unet if demo else _json(arch.configs / "unet/config.json")),
@@ -216,8 +215,7 @@ def build_tiny_vae(dtype: torch.dtype, device: str, family: Family = SDXL):
     from diffusers import AutoencoderTiny
 
     no_tiny_decoder(family)
-    torch.manual_seed(0)
-    with torch.device(device):
+    with seeded_init(0, device), torch.device(device):
         vae = AutoencoderTiny.from_config(_json(family.tiny_vae_config / "config.json"))
     return vae.to(dtype=dtype).eval().requires_grad_(False)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ..families.sana import INSTRUCTION, SANA
+from .seeded import seeded_init
 
 # Small but of the real kinds: 2 linear-attention blocks, a 2-layer Gemma-2, a 6-stage DC-AE (f 32).
 DEMO_TRANSFORMER = {
@@ -103,8 +104,7 @@ def sana_components(demo: bool, dtype: torch.dtype, device: str, with_vae: bool 
         text.update(DEMO_TEXT, vocab_size=len(tokenizer))
     transformer = transformer_config(demo, configs)
     vae = {**_json("vae/config.json"), **(DEMO_VAE if demo else {})}
-    torch.manual_seed(0)
-    with torch.device(device):
+    with seeded_init(0, device), torch.device(device):
         modules = {"transformer": SanaTransformer2DModel.from_config(transformer),
                    "text_encoder": Gemma2Model(Gemma2Config(**text)),
                    **({"vae": AutoencoderDC.from_config(vae)} if with_vae else {})}

@@ -30,6 +30,7 @@ from ..families.family import Family
 from ..families.registry import FAMILIES
 from ..families.sdxl import SDXL
 from ..loading.loader import not_available
+from ..loading.seeded import seeded_init
 from ..speed.optimize import progress
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,7 @@ def build_random_controlnet(unet_config: dict, seed: int, dtype: torch.dtype, de
     """A ControlNetModel shaped like ``unet_config`` (a UNet's), every weight random."""
     from diffusers import ControlNetModel
 
-    torch.manual_seed(seed)
-    with torch.device(device):
+    with seeded_init(seed, device), torch.device(device):
         net = ControlNetModel.from_config({**dict(unet_config), "conditioning_embedding_out_channels":
                                            CONDITIONING_CHANNELS})
         # The zero convolutions: a ControlNet whose residuals are all zero tests nothing.

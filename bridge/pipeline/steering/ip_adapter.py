@@ -32,6 +32,7 @@ from ...core.errors import ConfigError, ModelNotFoundError
 from ..families.family import Family
 from ..families.registry import check_steering
 from ..families.sdxl import SDXL
+from ..loading.seeded import seeded_init
 from ..speed.optimize import progress
 from .style_attention import StyleAttnProcessor
 
@@ -109,8 +110,7 @@ def _hidden_size(name: str, channels: list[int]) -> int:
 def build_random_encoder(demo: bool, dtype: torch.dtype, device: str, seed: int = 0):
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    torch.manual_seed(seed)
-    with torch.device(device):
+    with seeded_init(seed, device), torch.device(device):
         encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**(DEMO_VISION if demo else VIT_H)))
     return encoder.to(dtype=dtype).eval().requires_grad_(False)
 

@@ -29,6 +29,7 @@ from ...core.scene import InputImage
 from ..families.family import Family
 from ..families.sdxl import SDXL
 from ..loading.loader import not_available
+from ..loading.seeded import seeded_init
 from .control_images import step_scales
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,7 @@ def build_random_adapter(unet_config: dict, demo: bool, seed: int, dtype: torch.
 
     kind = adapter_kind(unet_config)
     config = {**kind, "channels": list(unet_config["block_out_channels"]), "num_res_blocks": 1} if demo else kind
-    torch.manual_seed(seed)
-    with torch.device(device):
+    with seeded_init(seed, device), torch.device(device):
         net = T2IAdapter(**config)  # no zero convolutions: random weights already steer
     return net.to(dtype=dtype).eval().requires_grad_(False)
 
