@@ -37,9 +37,14 @@ def renderer(cache_dir, adapter_dir):
 
 @pytest.fixture(scope="module")
 def reference(cache_dir, adapter_dir):
-    """diffusers' own pipeline with the adapter loaded by ``load_ip_adapter`` from the same folder."""
+    """diffusers' own pipeline with the adapter loaded by ``load_ip_adapter`` from the same folder.
+
+    ``low_cpu_mem_usage=False``: diffusers copies the adapter's weights into parameters of its own, as
+    ``load_ip_adapter`` (ours) does. By default it keeps the tensors safetensors read, whose data may
+    sit 8 bytes off a 16-byte boundary, and MKL's sgemm rounds differently for such operands on some
+    CPUs (AVX-512): the same products of the same values, one pixel off, depending on the heap."""
     pipe = load_pipeline("demo", "cpu", torch.float32, cache_dir)
-    pipe.load_ip_adapter(str(adapter_dir), subfolder="", weight_name=WEIGHTS)
+    pipe.load_ip_adapter(str(adapter_dir), subfolder="", weight_name=WEIGHTS, low_cpu_mem_usage=False)
     return pipe
 
 

@@ -186,7 +186,8 @@ def test_ip_adapter_matches_diffusers_load_ip_adapter(cache_dir, tmp_path):
     p = BASE.merged({"style_scale": 0.8})
     ours = renderer.render(p, Scene(style=style)).pixels
     ref_pipe = load_pipeline("demo-sd15", "cpu", torch.float32, cache_dir)
-    ref_pipe.load_ip_adapter(str(tmp_path), subfolder="", weight_name="ip.safetensors")
+    # low_cpu_mem_usage=False: the weights copied into aligned parameters, like ours (test_ip_adapter's reference)
+    ref_pipe.load_ip_adapter(str(tmp_path), subfolder="", weight_name="ip.safetensors", low_cpu_mem_usage=False)
     ref_pipe.set_ip_adapter_scale(0.8)
     assert_matches(ours, reference(ref_pipe, p, ip_adapter_image=Image.fromarray(style.pixels[..., :3])))
     assert np.array_equal(renderer.render(BASE.merged({"style_scale": 0.0}), Scene(style=style)).pixels,
