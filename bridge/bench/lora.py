@@ -147,7 +147,8 @@ def measure_fold(device: str = "cuda", dtype: torch.dtype = torch.bfloat16, shap
     from types import SimpleNamespace
 
     from ..pipeline.steering.lora import LoraFile
-    from ..pipeline.steering.lora_fold import Delta, LoraFolder, place
+    from ..pipeline.steering.lora_deltas import Delta, place
+    from ..pipeline.steering.lora_fold import LoraFolder
 
     shapes = sdxl_attention_shapes() if shapes is None else shapes
     device_ = torch.device(device)

@@ -163,7 +163,7 @@ def on_threads(jobs: dict[str, Callable[[], list[Frame]]], loader: bool = False)
     released at once; with ``loader``, a thread placing LoRA-like tensors until they end. Returns
     their frames and the errors raised (a thread still running after 600 s is one)."""
     from bridge.pipeline.loading.loader import bind_thread
-    from bridge.pipeline.steering.lora_fold import _moved
+    from bridge.pipeline.steering.lora_deltas import _moved
 
     start, stop = threading.Barrier(len(jobs) + loader), threading.Event()
     frames: list[Frame] = []

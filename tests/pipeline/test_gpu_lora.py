@@ -122,7 +122,8 @@ def test_grouped_fold_equals_the_per_layer_fold_within_bf16_rounding(cache_dir, 
     from bridge.pipeline.loading.loader import load_pipeline
     from bridge.pipeline.speed.clip_qkv import fuse_clip_qkv
     from bridge.pipeline.steering.lora import Loras, _modules
-    from bridge.pipeline.steering.lora_fold import LoraFolder, delta_weight
+    from bridge.pipeline.steering.lora_deltas import delta_weight
+    from bridge.pipeline.steering.lora_fold import LoraFolder
 
     pipe = load_pipeline("demo", "cuda", torch.bfloat16, cache_dir)
     pipe.unet.fuse_qkv_projections()  # as the compiled path runs: q/k/v are slices of one weight

@@ -7,7 +7,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from bridge.pipeline.steering.lora import LoraFile  # noqa: E402
-from bridge.pipeline.steering.lora_fold import Delta, LoraFolder, delta_weight, place  # noqa: E402
+from bridge.pipeline.steering.lora_deltas import Delta, delta_weight, place  # noqa: E402
+from bridge.pipeline.steering.lora_fold import LoraFolder  # noqa: E402
 
 # (path, out, in): three shapes, interleaved like attn1/attn2 projections, and one 3x3 convolution
 LINEAR = [(f"unet.block{b}.{leaf}", o, i) for b in range(3)

@@ -16,6 +16,7 @@ from bridge.pipeline.families import sana as sana_family  # noqa: E402
 from bridge.pipeline.families.gemma_prefix import InstructionPrefix  # noqa: E402
 from bridge.pipeline.families.sana import MAX_SEQUENCE_LENGTH, GemmaText, instructed  # noqa: E402
 from bridge.pipeline.loading.loader import load_pipeline  # noqa: E402
+from bridge.pipeline.render.compiling import warm_text_lengths  # noqa: E402
 from bridge.pipeline.render.renderer import DiffusersRenderer  # noqa: E402
 from test_instruction_tokens import SANA_PROMPTS  # noqa: E402
 from test_sana import reference  # noqa: E402
@@ -134,7 +135,7 @@ def test_warming_runs_every_length_so_no_prompt_makes_a_new_one(sana):
     now, ``PROMPT_LENGTHS``), so no prompt mid-show adds one."""
     plan = sana.plan(Params(width=64, height=64), Scene())
     with torch.inference_mode():
-        sana._warm_text_lengths(plan, decode=True)
+        warm_text_lengths(sana, plan, decode=True)
     lengths = text_keys(sana)
     assert ("text", REST) in lengths
     for i, prompt in enumerate(PROMPTS.values()):

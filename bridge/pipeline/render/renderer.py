@@ -3,11 +3,11 @@
 The renderer holds the family's parts (``families/parts.py``: text conditioning, denoiser,
 decoder, sampler) through ``ModelCalls`` (``model_calls.py``: the calls, eager or compiled, and the
 sampling loop); it never touches the model otherwise. This module is the per-frame path around
-them: compiling (one warm-up per graph key), caches, the frame's inputs and its replay as one
-graph (``frame_graph.py``); ``runner.py`` runs and times the stages (eager or CUDA graphs) and
-copies pixels to the host. ``batch.py`` builds batches of channels' frames on the renderer's
-public methods; ``device_frame(..., decode=False)`` stops at the latents for the overlap
-(``overlapped.py``), which decodes them on a stream of its own.
+them: caches, the frame's inputs and its replay as one graph (``frame_graph.py``); compiling's
+set-up and its one warm-up per graph key are ``compiling.py``'s; ``runner.py`` runs and times the
+stages (eager or CUDA graphs) and copies pixels to the host. ``batch.py`` builds batches of
+channels' frames on the renderer's public methods; ``device_frame(..., decode=False)`` stops at the
+latents for the overlap (``overlapped.py``), which decodes them on a stream of its own.
 
 One code path for the eager and the compiled renderer: the text encoders, the denoiser and the
 decoder are plain functions, wrapped by ``torch.compile`` (CUDA graphs) when compiling. Prompt
@@ -29,11 +29,11 @@ from pathlib import Path
 import torch
 
 from ...core.frame import Rendered
-from ...core.params import Params, prompt_texts
+from ...core.params import Params
 from ...core.scene import Scene
 from ..families.parts import AutoencoderDecode
 from ..families.registry import family_of_pipeline
-from ..speed.optimize import Tuning, prepare_modules, progress
+from ..speed.optimize import Tuning
 from ..speed.text_stream import TextStream
 from ..steering import control_images, style_images
 from ..steering.control_images import ControlImages, frame_controls
@@ -43,6 +43,7 @@ from ..steering.ip_adapter import IpAdapter
 from ..steering.lora import Loras
 from ..steering.style_images import StyleTokens
 from ..steering.t2i_adapter import AdapterFeatures
+from .compiling import compile_calls, warm_up
 from .frame_graph import whole_frame
 from .glide import Glider, Shown
 from .model_calls import ModelCalls
@@ -88,16 +89,7 @@ class DiffusersRenderer:
         self.adapter_features = AdapterFeatures(self.controlnets.adapters, self._staged_adapter)
         self._tiling = Tiling([parts.denoiser.module, parts.decoder.module, *extra_decoder])
         if compile:
-            # transformers installs its output-capturing hooks lazily, under a lock Dynamo cannot
-            # trace: one eager call installs them before compiling.
-            with torch.inference_mode():
-                parts.text.encode(self._zero_ids())
-            prepare_modules([parts.denoiser.module, parts.decoder.module, *parts.text.modules,
-                             *self.controlnets.nets.values()], self.device, tuning, decoder=parts.decoder.module)
-            for vae in extra_decoder:  # laid out as the main decoder is (tuning.vae_channels_last)
-                prepare_modules([vae], self.device, tuning, decoder=vae)
-            # the sampling loop calls the compiled versions (or the compiled blocks) from here on
-            self.calls.compile(tuning)
+            compile_calls(self.calls, parts, self.device, tuning, self.controlnets.nets.values(), extra_decoder)
         # After any fusing: the style processors wrap the model's own (fused) cross-attention processors.
         self.style = None if ip_adapter is None else StyleTokens(ip_adapter, self.device, dtype)
         if ip_adapter is not None:
@@ -203,34 +195,10 @@ class DiffusersRenderer:
         graph key (nothing when eager or warm). ``decoder``: with ``decode=False``, what decodes the
         warm-up frames' latents (the overlap's decode graphs are compiled and captured there too)."""
         plan = self.plan(params, scene)
-        if not self.compile or (plan.key, decode) in self._warm:
-            return
-        self._warm.add((plan.key, decode))
-        text = prompt_texts(params.prompt)[0]
-        with progress(f"compiling for {params.width}x{params.height}, {plan.runs} of {plan.schedule_steps} "
-                      f"step(s), guidance {'on' if plan.cfg else 'off'}, "
-                      f"{'image' if plan.start is not None else 'text'}-to-image (once per size; cached on disk)",
-                      compiling=True):
-            warm = Scene(scene.input, controls=scene.controls, style=scene.style)
-            # A text no earlier warm-up cached (the spaces are tokenized away; the cache keys the string):
-            # its first frame captures the with-text graph, its second the cached-embeddings graph.
-            fresh = text + " " * len(self._warm)
-            for prompt in (fresh, fresh):
-                out = self.device_frame(params.merged({"prompt": prompt}), warm, self.glider, record=False,
-                                        decode=decode)
-                if decoder is not None:
-                    decoder(out)
-            self._warm_text_lengths(plan, decode)
-        self._after_compile()
-
-    def _warm_text_lengths(self, plan: FramePlan, decode: bool) -> None:
-        """The with-text graph of every token length a prompt may take (``TextConditioning.lengths``),
-        so that a longer prompt mid-show replays a graph instead of compiling one."""
-        for length in self.parts.text.lengths:
-            if self.runner.graphed:
-                self._frame_graph(plan, length, decode)  # captured here unless the frames above did
-            else:
-                self.text.encode(self._zero_ids(length))  # compiled per shape
+        if self.compile and (plan.key, decode) not in self._warm:
+            self._warm.add((plan.key, decode))
+            warm_up(self, plan, params, scene, decode, decoder, len(self._warm))
+            self._after_compile()
 
     def device_frame(self, params: Params, scene: Scene, glider: Glider, record: bool = True,
                      decode: bool = True, text_stream: TextStream | None = None) -> torch.Tensor:
@@ -285,7 +253,7 @@ class DiffusersRenderer:
         (eager, profiling)."""
         values = self._inputs(shown, params, image, control)
         if self.runner.graphed and not self.profile:
-            return self._frame_graph(plan, None, decode).run(**values)[0]
+            return self.frame_graph(plan, None, decode).run(**values)[0]
         with self.runner.stage(self.family.denoiser):
             latents = self.runner.run(("unet", *plan.key), functools.partial(self.calls.denoise_steps, plan), **values)
         if not decode:
@@ -293,12 +261,7 @@ class DiffusersRenderer:
         with self.runner.stage("vae_decode"):
             return self.runner.run(("decode", plan.width, plan.height, plan.tiling), self.calls.decode, latents=latents)
 
-    def _zero_ids(self, length: int | None = None) -> torch.Tensor:
-        """Placeholder token ids of ``length`` per row (default: the shortest the text part takes)."""
-        return torch.zeros((self.parts.text.rows, length or self.parts.text.lengths[0]), dtype=torch.long,
-                           device=self.device)
-
-    def _frame_graph(self, plan: FramePlan, text_length: int | None, decode: bool):
+    def frame_graph(self, plan: FramePlan, text_length: int | None, decode: bool):
         """The whole frame as one graph (``frame_graph.py``), captured on first use of its key:
         ``text_length`` token ids per row in (a new prompt), or None (cached embeddings)."""
         fn, inputs = whole_frame(self, plan, text_length, decode)
@@ -315,12 +278,12 @@ class DiffusersRenderer:
             cached = self.text.cached(params.prompt)
         if cached is not None:
             shown = Shown(*cached, noise)
-            graph = self._frame_graph(plan, None, decode)
+            graph = self.frame_graph(plan, None, decode)
             return graph.run(**self._inputs(shown, params, image, control))[0], shown
         ids = self.text.token_ids(params.prompt)
         values = {"noise": noise.pin_memory(), "guidance": float(params.guidance),
                   "ids": ids, **self._unconditional(params), **control}
         if image is not None:
             values["image"] = image
-        out, embeds, pooled = self._frame_graph(plan, ids.shape[-1], decode).run(**values)
+        out, embeds, pooled = self.frame_graph(plan, ids.shape[-1], decode).run(**values)
         return out, Shown(*self.text.store(params.prompt, embeds, pooled), noise)

@@ -4,7 +4,7 @@ A LoRA is named by its file's stem; only ``*.safetensors`` directly inside the f
 named (names, never paths). Loading (``LoraCatalog.load``, on a loader thread) reads the file,
 converts kohya keys with diffusers' own conversion (``lora_state_dict``), checks every delta
 against the model's layer shapes, so a LoRA for another family fails before anything changes,
-and puts the deltas on their layers' device and dtype (``lora_fold.place``). Folding
+and puts the deltas on their layers' device and dtype (``lora_deltas.place``). Folding
 (``lora_fold.LoraFolder``, on the render thread between two frames) writes
 ``base + sum(weight * scale * up @ down)`` into the existing weight tensors (the storage a
 captured CUDA graph reads) from an exact copy of each touched layer's base weight: weight 0
@@ -21,7 +21,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ...core.errors import ValidationError
-from .lora_fold import Delta, DeltaGroup, LoraFolder, place
+from .lora_deltas import Delta, DeltaGroup, place
+from .lora_fold import LoraFolder
 from .lora_header import COMPONENTS, LoraInfo, describe, lora_files, read_header
 
 log = logging.getLogger(__name__)
