@@ -40,8 +40,11 @@
 #   rest25    what issue 25 still lacks: SD 1.5's full-VAE OSC-to-frame p50 through the daemon, and the fused text
 #             Q/K/V's A/B on SDXS (the same bench with --fused-text-qkv on and off, no baseline)   ~4 min
 #   denoiser  the SDXL UNet under Inductor's max-autotune (bench --denoiser-compile-mode), tiny VAE, prompt / seed,
-#             overlap off and on, baseline: against `misses`' tiny rows (the seed target needs a faster UNet)  ~9 min
-#   epilogue  the same with the GEMMs' pointwise epilogues fused into the Triton templates (max-autotune-epilogue)  ~9 min
+#             overlap off and on, baseline: against `misses`' tiny rows (the seed target needs a faster UNet). Cold,
+#             the compile outlasts one call (S10: cut at 530 s; the second call, chained on the warm machine, found
+#             the first's autotuning and drew its first frame at 475 s): two calls, ~18 min. S10: slower than default
+#   epilogue  the same with the GEMMs' pointwise epilogues fused into the Triton templates (max-autotune-epilogue);
+#             two chained calls as `denoiser`                                      ~18 min
 #   precompile  what a warm start would save with the U-Net loaded precompiled (bench/precompile_probe.py): SDXL's
 #             full-size U-Net, torch.compile's first call cold and warm, then aot_compile saved to a file and loaded
 #             in a fresh process (no Dynamo tracing), output against eager                    ~4-6 min
