@@ -25,6 +25,11 @@
 #             decode alone under max-autotune (the other knobs and SD-Turbo's frames ran in S4)  ~8-9 min
 #   kernels   the first half of `more`: the kernel profiles alone                ~5 min
 #   autotune  the second half of `more`: the VAE decode under max-autotune       ~3-4 min
+#   timeline  where an overlapped frame's interval goes (issue 27's 100 FPS miss, 1.7 %): SDXL-Turbo tiny VAE, overlap
+#             on, a new prompt then a new seed every frame, 40 frames each under torch.profiler (bench --modes
+#             timeline): per frame the GPU's busy and idle time, the CPU phase each idle gap fell in, each stream's
+#             busy time and the time streams ran at once; the step has 300 s (cold compile ~95 s on an H100, the
+#             load, the profiler's overhead and its trace's parsing)                ~3-5 min
 #   start     cold start to first frame, then a fresh-machine start from the compile artefact file
 #             alone (compile caches emptied), then a warm start; the artefact file comes back gzipped in
 #             15 MiB chunks ($OUT/artifacts.tgz.part-*) for `carried`, if it is small enough to be carried  ~5-6 min
@@ -137,6 +142,11 @@ part_kernels() {  # where a stage's time goes inside it, kernel by kernel (issue
         --cache-dir $CACHE --json "$WORK/kernels-sdxl.json"
     step kernels-sdxs 100 $TB bench --model random-sdxs --modes kernels --sizes 512 --vaes full --frames 10 \
         --no-baseline --cache-dir $CACHE --json "$WORK/kernels-sdxs.json"
+}
+
+part_timeline() {  # GPU idle or streams slowing each other: the 1.5 ms a frame above the UNet (issue 27)
+    step bench-timeline 300 $TB bench --model random --sizes 512 --vaes tiny --modes timeline --frames 40 --no-baseline \
+        --cache-dir $CACHE --json "$WORK/bench-timeline.json"
 }
 
 part_autotune() {  # the VAE decode alone under max-autotune (the other knobs ran in S4)
@@ -333,7 +343,7 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|baseline|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|autotune|start|carried|textoff|regions|channels|tinychannels|batchvae|window|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
-        *) echo "unknown part $part: tests, baseline, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), start, carried, textoff, regions, channels, tinychannels, batchvae, window, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
+        tests|baseline|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|timeline|autotune|start|carried|textoff|regions|channels|tinychannels|batchvae|window|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
+        *) echo "unknown part $part: tests, baseline, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), timeline, start, carried, textoff, regions, channels, tinychannels, batchvae, window, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
     esac
 done

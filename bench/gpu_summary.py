@@ -38,9 +38,10 @@ def benches(out: Path) -> list[str]:
         base = report.get("baseline")
         lines.append(f"{path.name}: {report['machine'].get('card')}, torch {report['machine']['torch']}"
                      + (f"; plain diffusers call {base['median_ms']:.2f} ms" if base else ""))
-        lines += ["| size | VAE | change | overlap | median ms | FPS | p99 ms | latency ms | x baseline "
-                  "| first frame s |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        if report["runs"]:  # none with --modes timeline alone: no empty table
+            lines += ["| size | VAE | change | overlap | median ms | FPS | p99 ms | latency ms | x baseline "
+                      "| first frame s |",
+                      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in report["runs"]:
             ratio = f"{base['median_ms'] / r['median_ms']:.1f}" if base else "-"
             lines.append(f"| {r['size']} | {r['vae']} | {r['mode']} | {overlap_mode(r.get('overlap'))} | "
@@ -72,6 +73,20 @@ def kernels(out: Path) -> list[str]:
         lines.append(f"{path.name}: {report['machine'].get('card')}, torch {report['machine']['torch']}, "
                      f"model {report['options']['model']}")
         lines += kernel_lines(report.get("kernels", []))
+    return lines
+
+
+def timelines(out: Path) -> list[str]:
+    """``bench --modes timeline`` rows, from any bench JSON: the report's own lines (``bridge/bench/report.py``)."""
+    from bridge.bench.report import timeline_lines
+
+    lines = []
+    for path in sorted(out.glob("bench-*.json")):
+        report = json.loads(path.read_text())
+        if report.get("timeline"):
+            lines.append(f"{path.name}: {report['machine'].get('card')}, torch {report['machine']['torch']}, "
+                         f"model {report['options']['model']}")
+            lines += timeline_lines(report["timeline"])
     return lines
 
 
@@ -112,7 +127,8 @@ def main(out: Path) -> None:
     # benches and kernels format with bridge/bench/report.py: this checkout's (it imports no torch)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     for title, lines in (("GPU tests", tests(out)), ("bench", benches(out)), ("kernels by stage", kernels(out)),
-                         ("through the daemon", latencies(out)), ("probes", probes(out))):
+                         ("overlapped timeline", timelines(out)), ("through the daemon", latencies(out)),
+                         ("probes", probes(out))):
         if lines:
             print(f"== {title}")
             print("\n".join(lines))

@@ -29,7 +29,8 @@ def add_bench(sub) -> None:
                        help="cuda, cuda:1 or cpu (default: cuda if present). On the CPU a full-size model is refused "
                             "with an estimate of its run time unless --device cpu is given")
     bench.add_argument("--frames", type=int, default=100,
-                       help="timed frames per run (after one untimed); profiled frames per size with --modes kernels")
+                       help="timed frames per run (after one untimed); profiled frames per size with --modes kernels, "
+                            "per size and change with --modes timeline")
     bench.add_argument("--sizes", default="512", help="comma-separated, e.g. 512,640,768,1024")
     bench.add_argument("--dtypes", default="bf16", help="comma-separated: bf16,fp16")
     bench.add_argument("--vaes", default=None, help="comma-separated: full,tiny (default: both, or full alone for a "
@@ -46,7 +47,13 @@ def add_bench(sub) -> None:
                             "--vae-compile-modes, --cudnn-benchmark and --vae-channels-last), kernels (where each "
                             "stage's GPU time goes: --frames frames with a new prompt each under torch.profiler, per "
                             "stage the busy, idle and gap time, the kernels by category and the top 12; a compiled "
-                            "CUDA renderer profiles each stage replayed as its CUDA graph and launched without one)")
+                            "CUDA renderer profiles each stage replayed as its CUDA graph and launched without one), "
+                            "timeline (where an overlapped frame's interval goes, as --overlap on runs it: three "
+                            "CUDA streams; a new prompt, then a new seed, every frame, --frames frames under "
+                            "torch.profiler; per frame between publications the GPU's busy and idle time, the CPU "
+                            "phase each idle gap fell in (begin, collect, publish), each stream's busy time and "
+                            "kernels by category, the time streams ran at once, the longest gaps; with the interval "
+                            "unprofiled beside)")
     bench.add_argument("--tilings", default="none", help="comma-separated: none,x,y,xy (seamless tiling on vs off)")
     bench.add_argument("--sinks", default="", help="comma-separated: record,ndi: each run again with these sinks "
                        "on the render thread (their publish time measured; ndi needs cyndilib)")

@@ -125,12 +125,18 @@ def bench_work(opts) -> list[Work]:
     from . import style as bench_style
     from .frames import OWN_RUNS
     from .kernels import WARM_FRAMES
+    from .timeline import CHANGES as TIMELINE_CHANGES
+    from .timeline import WARM_FRAMES as TIMELINE_WARM
 
     work = [Work(5 + min(opts.frames, 30), opts.sizes[0], "full", "fp16")] if opts.baseline else []
     configs = [(dtype, "full" if vae == "full" else "tiny", size)  # a --vae folder: a tiny decoder
                for dtype in opts.dtypes for vae in opts.vaes for size in opts.sizes]
     if "kernels" in opts.modes:  # per size: the first frame, the warm-up, the profiler's own and the frames
         work += [Work(1 + WARM_FRAMES + 1 + opts.frames, size, vae, dtype) for dtype, vae, size in configs]
+    if "timeline" in opts.modes:  # per size and change: a warm-up and the frames unprofiled, then profiled after
+        # the profiler's warm-up frames, with a frame before and after (bench/timeline.py)
+        per_size = len(TIMELINE_CHANGES) * (1 + opts.frames + TIMELINE_WARM + opts.frames + 2)
+        work += [Work(per_size, size, vae, dtype) for dtype, vae, size in configs]
     if all(m in OWN_RUNS for m in opts.modes):  # no frame runs (bench/run.py)
         return work
     modes = [m for m in bench_style.expand(bench_control.expand(opts.modes)) if m != "lora" and m not in OWN_RUNS]

@@ -43,12 +43,7 @@ STAGE = "stage:"  # the prefix of the runner's stage ranges
 def measure_kernels(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name: str) -> Iterator[list[dict]]:
     """The rows of one (dtype, VAE): per size and path, one row per stage (``kernel_stats.stage_rows``);
     yielded per path, so the caller can save each before the next (a cut run keeps them)."""
-    dtype = loader.DTYPES[dtype_name]
-    with profile(activities=_activities(device)):  # the profiler (CUPTI) set up before any graph is captured:
-        pass  # graphs captured before its first session made their profiled replays fail (pytorch#75504)
-    vae = None if vae_name == "full" else loader.load_tiny_vae(vae_name, opts.model, str(device), dtype)
-    pipe = loader.load_pipeline(opts.model, str(device), dtype, opts.cache_dir, vae=vae)
-    renderer = DiffusersRenderer(pipe, str(device), dtype, compile=opts.compile, tuning=frame_tuning(opts))
+    renderer = profiled_renderer(opts, device, dtype_name, vae_name)
     paths = ("graphs", "launches") if renderer.runner.graphed else ("launches",)
     for size in opts.sizes:
         # compiles (logged)
@@ -61,6 +56,17 @@ def measure_kernels(opts: BenchOptions, device: torch.device, dtype_name: str, v
                 log.info("kernels %s %s %d %s %s: window %s ms, busy %.3f, %g kernels/frame", dtype_name, vae_name,
                          size, path, row["stage"], row["window_ms"], row["busy_ms"], row["kernels"])
             yield rows
+
+
+def profiled_renderer(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name: str) -> DiffusersRenderer:
+    """The pipeline loaded and a renderer built as the frame runs' (compiled when ``opts`` say so), after
+    the profiler's first session."""
+    dtype = loader.DTYPES[dtype_name]
+    with profile(activities=activities(device)):  # the profiler (CUPTI) set up before any graph is captured:
+        pass  # graphs captured before its first session made their profiled replays fail (pytorch#75504)
+    vae = None if vae_name == "full" else loader.load_tiny_vae(vae_name, opts.model, str(device), dtype)
+    pipe = loader.load_pipeline(opts.model, str(device), dtype, opts.cache_dir, vae=vae)
+    return DiffusersRenderer(pipe, str(device), dtype, compile=opts.compile, tuning=frame_tuning(opts))
 
 
 def _profiled(renderer: DiffusersRenderer, size: int, frames: int, path: str,
@@ -78,7 +84,7 @@ def _profiled(renderer: DiffusersRenderer, size: int, frames: int, path: str,
                 frame()
             # The profiler's own warm-up step (CUPTI starting) is a frame of its own, not recorded
             steps = schedule(wait=0, warmup=1, active=frames, repeat=1)
-            with profile(activities=_activities(device), schedule=steps) as prof:
+            with profile(activities=activities(device), schedule=steps) as prof:
                 for _ in range(frames + 1):
                     frame()
                     prof.step()
@@ -87,7 +93,7 @@ def _profiled(renderer: DiffusersRenderer, size: int, frames: int, path: str,
     return _kernels_and_windows(prof.events())
 
 
-def _activities(device: torch.device) -> list[ProfilerActivity]:
+def activities(device: torch.device) -> list[ProfilerActivity]:
     return [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
 
 

@@ -61,6 +61,7 @@ def format_report(report: dict) -> str:
                      f"median {r['median_ms']:.3f} ms, p99 {r['p99_ms']:.3f}; max |diff| from the first variant "
                      f"{r['max_abs_vs_first']}; compile {r['compile_s']:.1f} s")
     lines += kernel_lines(report.get("kernels", []))
+    lines += timeline_lines(report.get("timeline", []))
     for r in report.get("lora", []):
         lines.append(f"LoRA ({r['dtype']}, {r['vae']} VAE, {r['what']}): base {r['base_ms']:.2f} ms, folded "
                      f"{r['folded_ms']:.2f} ms ({r['folded_vs_base_pct']:+.2f}%), switching frame "
@@ -124,6 +125,43 @@ def kernel_lines(rows: list[dict]) -> list[str]:
             lines.append(f"top kernels ({r['dtype']}, {r['vae']} VAE, {r['size']}, {r['path']}, {r['stage']}), "
                          "ms per frame, kernels per frame, category:")
             lines += [f"  {t['ms']:8.3f}  x{t['count']:<6g} {t['category']:<11} {t['name']}" for t in r["top"]]
+    return lines
+
+
+def timeline_lines(rows: list[dict]) -> list[str]:
+    """``--modes timeline``: per (size, change) the medians of a frame between publications, then each
+    stream's share and the longest idle gaps (``bench/gpu_summary.py`` prints the same lines)."""
+    if not rows:
+        return []
+    lines = [("Overlapped frames (--overlap on: render, text and decode streams), medians per frame between two "
+              "publications, ms: interval unprofiled and profiled, busy: some kernel on some stream, idle: none, "
+              "at once: two or more streams busy, idle by gap length, idle by the CPU phase it fell in:"),
+             "| dtype | VAE | size | change | unprofiled | interval | busy | idle | at once | longest gap us "
+             "| idle in gaps <10us / 10-100us / >=100us | idle during |", "|" + " --- |" * 12]
+    for r in rows:
+        gaps = r["idle_by_gap_ms"]
+        during = r["idle_in_ms"]
+        cells = [r["dtype"], r["vae"], r["size"], r["change"],
+                 *(_figure(r[k], ".3f") for k in ("unprofiled_interval_ms", "interval_ms", "busy_ms", "idle_ms",
+                                                   "overlap_ms")),
+                 _figure(r["longest_gap_us"], ".1f"),
+                 " / ".join(f"{v:.3f}" for v in gaps.values()) if gaps else "-",
+                 ", ".join(f"{k} {v:.3f}" for k, v in during.items()) if during else "-"]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    for r in rows:
+        what = f"({r['dtype']}, {r['vae']} VAE, {r['size']}, new {r['change']})"
+        if r.get("note"):
+            lines.append(f"timeline {what}: {r['note']}")
+        lines.append(f"CPU phases {what}, ms per frame: "
+                     + ", ".join(f"{k} {v:.3f}" for k, v in r["cpu_ranges_ms"].items()))
+        for s in r["streams"]:
+            kinds = ", ".join(f"{k} {v:.3f}" for k, v in s["categories"].items())
+            lines.append(f"  {s['name']} {what}: busy {s['busy_ms']:.3f} ms, alone {s['alone_ms']:.3f}, "
+                         f"{s['kernels']:g} kernels; {kinds}")
+        if r["gaps"]:
+            lines.append(f"  longest idle gaps {what}: " + "; ".join(
+                f"{g['us']:.1f} us at {g['at_us']:.1f} us of frame {g['frame']} "
+                f"({', '.join(g['during']) or 'no range'})" for g in r["gaps"]))
     return lines
 
 

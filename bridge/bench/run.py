@@ -86,6 +86,14 @@ def run_bench(opts: BenchOptions, json_path: Path | None) -> dict:
                 report.setdefault("kernels", []).extend(rows)
                 save()
             free_memory(device)
+    if "timeline" in opts.modes:  # an overlapped frame's interval, GPU stream by stream (bench/timeline.py)
+        from .timeline import measure_timeline
+
+        for dtype_name, vae_name in itertools.product(opts.dtypes, opts.vaes):
+            for rows in measure_timeline(opts, device, dtype_name, vae_name):
+                report.setdefault("timeline", []).extend(rows)
+                save()
+            free_memory(device)
     frame_modes = [m for m in opts.modes if m not in OWN_RUNS]
     with ShmWriter(f"tb-bench-{uuid.uuid4().hex[:8]}", max(opts.sizes), max(opts.sizes)) as shm:
         for dtype_name, vae_name in itertools.product(opts.dtypes, opts.vaes):

@@ -91,6 +91,34 @@ def test_the_kernels_mode_on_the_cpu_gives_each_stages_window_and_says_it_saw_no
     assert "no device kernels seen on path launches: profiled on the CPU" in table and "None" not in table
 
 
+@no_cuda
+def test_the_timeline_mode_on_the_cpu_gives_the_intervals_and_cpu_phases_and_says_it_saw_no_device_kernels(
+        cache_dir, tmp_path):
+    done, report = demo_bench("--device", "cpu", "--compile", "off", "--frames", "3", "--modes", "timeline",
+                              cache_dir=cache_dir, tmp_path=tmp_path)
+    assert report["runs"] == [] and "kernels" not in report  # the mode alone times no frame runs
+    rows = {r["change"]: r for r in report["timeline"]}
+    assert set(rows) == {"prompt", "seed"}
+    for r in rows.values():
+        assert (r["dtype"], r["vae"], r["size"], r["device"], r["frames"], r["kernels"]) == ("bf16", "full", 64, "cpu",
+                                                                                            3, 0)
+        assert r["interval_ms"] > 0 and r["unprofiled_interval_ms"] > 0
+        assert set(r["cpu_ranges_ms"]) == {"begin", "collect", "publish"} and r["cpu_ranges_ms"]["begin"] > 0
+        assert all(r[k] is None for k in ("busy_ms", "idle_ms", "overlap_ms", "longest_gap_us", "idle_in_ms"))
+        assert r["streams"] == [] and r["gaps"] == [] and "profiled on the CPU" in r["note"]
+    table = done.stdout
+    assert "| bf16 | full | 64 | prompt |" in table and "change/frame" not in table  # no empty runs table
+    assert "timeline (bf16, full VAE, 64, new seed): profiled on the CPU" in table and "None" not in table
+
+
+def test_the_timeline_mode_renders_its_frames_alone_per_size():
+    opts = bench_options(build_parser().parse_args(["bench", "--device", "cpu", "--frames", "10", "--sizes", "64,128",
+                                                    "--vaes", "full", "--modes", "timeline", "--no-baseline"]))
+    # per size, a new prompt then a new seed: the warm-up frame and 10 unprofiled, the profiler's 2 warm-up frames,
+    # the 10 profiled and the frames before and after them
+    assert [(w.size, w.frames) for w in cpu_estimate.bench_work(opts)] == [(64, 50), (128, 50)]
+
+
 def test_the_kernels_mode_renders_its_frames_alone_per_size():
     opts = bench_options(build_parser().parse_args(["bench", "--device", "cpu", "--frames", "10", "--sizes", "64,128",
                                                     "--vaes", "full", "--modes", "kernels", "--no-baseline"]))
