@@ -63,6 +63,12 @@ def benches(out: Path) -> list[str]:
     return lines
 
 
+def source(path: Path, report: dict) -> str:
+    """The line above a profiling run's rows: its file, card, torch and model."""
+    machine = report["machine"]
+    return f"{path.name}: {machine.get('card')}, torch {machine['torch']}, model {report['options']['model']}"
+
+
 def kernels(out: Path) -> list[str]:
     """``bench --modes kernels`` runs: the report's own table and top kernels (``bridge/bench/report.py``)."""
     from bridge.bench.report import kernel_lines
@@ -70,8 +76,7 @@ def kernels(out: Path) -> list[str]:
     lines = []
     for path in sorted(out.glob("kernels-*.json")):
         report = json.loads(path.read_text())
-        lines.append(f"{path.name}: {report['machine'].get('card')}, torch {report['machine']['torch']}, "
-                     f"model {report['options']['model']}")
+        lines.append(source(path, report))
         lines += kernel_lines(report.get("kernels", []))
     return lines
 
@@ -84,8 +89,7 @@ def timelines(out: Path) -> list[str]:
     for path in sorted(out.glob("bench-*.json")):
         report = json.loads(path.read_text())
         if report.get("timeline"):
-            lines.append(f"{path.name}: {report['machine'].get('card')}, torch {report['machine']['torch']}, "
-                         f"model {report['options']['model']}")
+            lines.append(source(path, report))
             lines += timeline_lines(report["timeline"])
     return lines
 

@@ -10,6 +10,8 @@ change waits while others stream).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 from ..core.frame import Frame
 from ..outputs.shm import ShmWriter
@@ -19,31 +21,38 @@ from .frames import frame_params, frame_scene
 def timed_overlapped(overlapped, mode: str, size: int, tiling: str, frames: int,
                      shm: ShmWriter, guidance: float = 0.0) -> tuple[list[float], list[float]]:
     """(intervals between publications, begin-to-publication latencies), ms, over ``frames`` frames."""
-    intervals, latencies = [], []
-    previous = None
-    in_flight = None  # (frame index, params, begun at, InFlight)
-
-    def publish(index, params, begun_at, staged) -> float:
-        out = staged.result()[0]
-        shm.publish(Frame(index + 1, index + 1, params, out.pixels, 0.0, time.time_ns()))
-        now = time.perf_counter()
-        latencies.append((now - begun_at) * 1e3)
-        return now
-
     # untimed, as the plain runs' warm-up frame: compiles and captures the cut graphs and the decode's
     overlapped.begin_batch([("main", frame_params(mode, -1, size, tiling, guidance),
                              frame_scene(mode, -1, size))]).result()
+    times = overlapped_frames(overlapped, mode, size, tiling, frames, shm, guidance)
+    intervals = [(now - before) * 1e3 for (_, before), (_, now) in zip(times, times[1:])]
+    return intervals, [(published - begun) * 1e3 for begun, published in times]
+
+
+def overlapped_frames(overlapped, mode: str, size: int, tiling: str, frames: int, shm: ShmWriter,
+                      guidance: float = 0.0, phase: Callable[[str], AbstractContextManager] = nullcontext
+                      ) -> list[tuple[float, float]]:
+    """The overlapping queue's loop: frame i+1 begun, then frame i collected and published; per frame
+    (begun at, published at), ``time.perf_counter`` seconds. ``phase(name)``: a context around each
+    "begin", "collect" and "publish" (the timeline's profiler ranges)."""
+    times: list[tuple[float, float]] = []
+    in_flight = None  # (frame index, params, begun at, InFlight)
+
+    def publish(index, params, begun_at, staged) -> None:
+        with phase("collect"):
+            out = staged.result()[0]
+        with phase("publish"):
+            shm.publish(Frame(index + 1, index + 1, params, out.pixels, 0.0, time.time_ns()))
+        times.append((begun_at, time.perf_counter()))
+
     for i in range(frames):
         params, scene = frame_params(mode, i, size, tiling, guidance), frame_scene(mode, i, size)
         begun_at = time.perf_counter()
-        staged = overlapped.begin_batch([("main", params, scene)])
+        with phase("begin"):
+            staged = overlapped.begin_batch([("main", params, scene)])
         if in_flight is not None:
-            now = publish(*in_flight)
-            if previous is not None:
-                intervals.append((now - previous) * 1e3)
-            previous = now
+            publish(*in_flight)
         in_flight = (i, params, begun_at, staged)
-    now = publish(*in_flight)
-    if previous is not None:
-        intervals.append((now - previous) * 1e3)
-    return intervals, latencies
+    if in_flight is not None:
+        publish(*in_flight)
+    return times

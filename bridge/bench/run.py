@@ -18,6 +18,7 @@ import itertools
 import json
 import logging
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -35,6 +36,20 @@ from .report import format_report
 __all__ = ["BenchOptions", "format_report", "machine", "run_bench"]  # what the CLI and the GPU tests import
 
 log = logging.getLogger(__name__)
+
+
+def _profiling(modes) -> Iterator[tuple[str, Callable]]:
+    """(mode, its rows' measure) of the profiling modes asked for, imported only then (the profiler's
+    modules): ``kernels``, each stage's GPU time kernel by kernel (kernels.py); ``timeline``, an
+    overlapped frame's interval GPU stream by stream (timeline.py)."""
+    if "kernels" in modes:
+        from .kernels import measure_kernels
+
+        yield "kernels", measure_kernels
+    if "timeline" in modes:
+        from .timeline import measure_timeline
+
+        yield "timeline", measure_timeline
 
 
 def run_bench(opts: BenchOptions, json_path: Path | None) -> dict:
@@ -78,20 +93,10 @@ def run_bench(opts: BenchOptions, json_path: Path | None) -> dict:
             report.setdefault("decode", []).extend(measure_decode(opts, device, dtype_name))
             free_memory(device)
             save()
-    if "kernels" in opts.modes:  # each stage's GPU time, kernel by kernel (bench/kernels.py)
-        from .kernels import measure_kernels
-
+    for mode, measure_rows in _profiling(opts.modes):
         for dtype_name, vae_name in itertools.product(opts.dtypes, opts.vaes):
-            for rows in measure_kernels(opts, device, dtype_name, vae_name):
-                report.setdefault("kernels", []).extend(rows)
-                save()
-            free_memory(device)
-    if "timeline" in opts.modes:  # an overlapped frame's interval, GPU stream by stream (bench/timeline.py)
-        from .timeline import measure_timeline
-
-        for dtype_name, vae_name in itertools.product(opts.dtypes, opts.vaes):
-            for rows in measure_timeline(opts, device, dtype_name, vae_name):
-                report.setdefault("timeline", []).extend(rows)
+            for rows in measure_rows(opts, device, dtype_name, vae_name):
+                report.setdefault(mode, []).extend(rows)
                 save()
             free_memory(device)
     frame_modes = [m for m in opts.modes if m not in OWN_RUNS]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import statistics
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -30,13 +29,11 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import profile, record_function, schedule
 
-from ..core.frame import Frame
 from ..outputs.shm import ShmWriter
 from ..pipeline.render.overlapped import OverlappedRenderer
-from .frames import frame_params, frame_scene
 from .kernels import activities, profiled_renderer
 from .measure import BenchOptions
-from .overlap import timed_overlapped
+from .overlap import overlapped_frames, timed_overlapped
 from .timeline_stats import MARK, CpuRange, StreamKernel, frame_timelines, stream_roles, timeline_row
 
 log = logging.getLogger(__name__)
@@ -85,36 +82,13 @@ def _profiled(overlapped: OverlappedRenderer, change: str, size: int, frames: in
     with nothing begun after it), which bound the frames."""
     steps = schedule(wait=0, warmup=1, active=1, repeat=1)
     with profile(activities=activities(device), schedule=steps) as prof:
-        _frames(overlapped, change, size, WARM_FRAMES, shm, guidance)
+        overlapped_frames(overlapped, change, size, "none", WARM_FRAMES, shm, guidance, phase=record_function)
         prof.step()
         if device.type == "cuda":
             _mark_streams(overlapped, device)
-        _frames(overlapped, change, size, frames + 2, shm, guidance)
+        overlapped_frames(overlapped, change, size, "none", frames + 2, shm, guidance, phase=record_function)
         prof.step()
     return _kernels_and_ranges(prof.events())
-
-
-def _frames(overlapped: OverlappedRenderer, change: str, size: int, count: int, shm: ShmWriter,
-            guidance: float) -> None:
-    """The overlapped loop of ``overlap.timed_overlapped``, its phases in profiler ranges: frame i+1
-    begun, then frame i collected and published."""
-    in_flight = None
-    for i in range(count):
-        params, scene = frame_params(change, i, size, "none", guidance), frame_scene(change, i, size)
-        with record_function("begin"):
-            staged = overlapped.begin_batch([("main", params, scene)])
-        if in_flight is not None:
-            _publish(*in_flight, shm)
-        in_flight = (i, params, staged)
-    if in_flight is not None:
-        _publish(*in_flight, shm)
-
-
-def _publish(index: int, params, staged, shm: ShmWriter) -> None:
-    with record_function("collect"):
-        out = staged.result()[0]
-    with record_function("publish"):
-        shm.publish(Frame(index + 1, index + 1, params, out.pixels, 0.0, time.time_ns()))
 
 
 def _mark_streams(overlapped: OverlappedRenderer, device: torch.device) -> None:
