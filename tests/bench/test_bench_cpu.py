@@ -243,3 +243,20 @@ def test_on_cuda_the_kernels_mode_attributes_the_kernels_of_both_paths_to_the_st
     assert rows["launches", "vae_decode"]["categories"].get("convolution")  # the decoder's convolutions: cuDNN's
     assert ("launches", OUTSIDE) not in rows  # every kernel ran inside a stage's window
     assert "| bf16 | full | 64 | graphs | unet |" in done.stdout  # graph replays: kernels seen or said unseen
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_cuda_the_timeline_mode_sees_each_streams_kernels_and_names_the_streams(cache_dir, tmp_path):
+    done, report = demo_bench("--frames", "3", "--modes", "timeline", cache_dir=cache_dir, tmp_path=tmp_path,
+                              timeout=900)
+    rows = {r["change"]: r for r in report["timeline"]}
+    assert set(rows) == {"prompt", "seed"}
+    for change, r in rows.items():
+        assert r["frames"] == 3 and r["kernels"] > 0 and r["note"] is None, (change, r["note"])
+        assert 0 < r["busy_ms"] <= r["interval_ms"] and 0 <= r["idle_ms"] < r["interval_ms"]  # medians: no sum
+        busy = {s["name"].split(" (")[0]: s["busy_ms"] for s in r["streams"]}
+        assert busy.get("render", 0) > 0 and busy.get("decode", 0) > 0, busy  # the marker kernels named them
+    # a new prompt's text encoders run on the text stream; a new seed encodes nothing
+    assert {s["name"].split(" (")[0]: s["busy_ms"] for s in rows["prompt"]["streams"]}.get("text", 0) > 0
+    assert "| bf16 | full | 64 | prompt |" in done.stdout
