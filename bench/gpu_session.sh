@@ -42,6 +42,9 @@
 #             prompt / seed, overlap off, on and urgent (the text stream at a high priority), baseline  ~7 min
 #   tiny      the SDXL-Turbo tiny-VAE targets alone (100 FPS new prompt, 150 new seed): overlap on and urgent,
 #             baseline                                                             ~3 min
+#   lanes     render lanes (serve --render-lanes): SDXL-Turbo tiny VAE, new prompt / new seed every frame, overlap on
+#             (one lane) against 2 and 3 lanes (bench --overlap on,lanes2,lanes3), baseline; then the OSC-to-frame
+#             p50 and a stream of changes through the real daemon with --render-lanes 2    ~5-6 min cold
 #   rest25    what issue 25 still lacks: SD 1.5's full-VAE OSC-to-frame p50 through the daemon, and the fused text
 #             Q/K/V's A/B on SDXS (the same bench with --fused-text-qkv on and off, no baseline)   ~4 min
 #   denoiser  the SDXL UNet under Inductor's max-autotune (bench --denoiser-compile-mode), tiny VAE, prompt / seed,
@@ -147,6 +150,13 @@ part_kernels() {  # where a stage's time goes inside it, kernel by kernel (issue
 part_timeline() {  # GPU idle or streams slowing each other: the 1.5 ms a frame above the UNet (issue 27)
     step bench-timeline 300 $TB bench --model random --sizes 512 --vaes tiny --modes timeline --frames 40 --no-baseline \
         --cache-dir $CACHE --json "$WORK/bench-timeline.json"
+}
+
+part_lanes() {  # issue 27's tiny-VAE targets: consecutive frames' UNets on two or three streams at once
+    step bench-lanes 330 $TB bench --model random --sizes 512 --vaes tiny --modes prompt,seed \
+        --overlap on,lanes2,lanes3 --frames 60 --cache-dir $CACHE --json "$WORK/bench-lanes.json"
+    step latency-tiny-lanes2 150 $TB latency --model random --vae tiny --count 200 --rate 20 --stream-rate 200 \
+        --json "$WORK/latency-tiny-lanes2.json" -- --cache-dir $CACHE --overlap on --render-lanes 2
 }
 
 part_autotune() {  # the VAE decode alone under max-autotune (the other knobs ran in S4)
@@ -343,7 +353,7 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|baseline|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|timeline|autotune|start|carried|textoff|regions|channels|tinychannels|batchvae|window|sd15|sana|cluster|tokens|tuning) "part_$part" ;;
-        *) echo "unknown part $part: tests, baseline, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), timeline, start, carried, textoff, regions, channels, tinychannels, batchvae, window, sd15, sana, cluster, tokens, tuning" >&2; exit 2 ;;
+        tests|baseline|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|timeline|autotune|start|carried|textoff|regions|channels|tinychannels|batchvae|window|sd15|sana|cluster|tokens|tuning|lanes) "part_$part" ;;
+        *) echo "unknown part $part: tests, baseline, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), timeline, start, carried, textoff, regions, channels, tinychannels, batchvae, window, sd15, sana, cluster, tokens, tuning, lanes" >&2; exit 2 ;;
     esac
 done

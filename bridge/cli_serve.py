@@ -8,7 +8,15 @@ import argparse
 import os
 from pathlib import Path
 
-from .config import DEFAULT_HOST, DEFAULT_HTTP_PORT, DEFAULT_OSC_PORT, DEFAULT_SHM_NAME, Config, default_cache_dir
+from .config import (
+    DEFAULT_HOST,
+    DEFAULT_HTTP_PORT,
+    DEFAULT_OSC_PORT,
+    DEFAULT_SHM_NAME,
+    MAX_RENDER_LANES,
+    Config,
+    default_cache_dir,
+)
 from .core.access import Access, HttpLimits
 from .core.cluster import ClusterSpec
 from .core.controls import ControlNetSpec, check_specs
@@ -118,6 +126,13 @@ def add_serve(sub) -> None:
                             "encoders and UNet start, and a new prompt's text encoders run on a third stream beside "
                             "the previous frame's UNet: more frames per second from a stream of changes; a lone "
                             "change renders as with off. Frames publish in order, latest-wins as always")
+    serve.add_argument("--render-lanes", type=int, default=1, metavar="N",
+                       help=f"with --overlap on: up to N frames' UNets run at once, each on a CUDA stream "
+                            f"of its own with its own captured graphs (1 to {MAX_RENDER_LANES}); at batch 1 one UNet "
+                            "leaves most of a large GPU idle, so a stream of changes gets more frames per second "
+                            "(a lone change renders as with 1; each lane holds its own graphs' memory). Frames with "
+                            "an input image, ControlNets, a style image, a blend, guidance or new LoRAs render one "
+                            "at a time")
     serve.add_argument("--batch-vae", default="same", choices=["same", "tiny"],
                        help="what decodes a batch of several channels' frames (one round, one shape): same (--vae's "
                             "decoder) or tiny (the family's tiny decoder, a fraction of the full VAE's cost per row: "
@@ -198,7 +213,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   render_spin_ms=_milliseconds("--render-spin-ms", args.render_spin_ms),
                   compile_artifacts=args.compile_artifacts == "on",
                   compile_scope=args.compile_scope, compile_text=args.compile_text == "on",
-                  overlap=args.overlap == "on", batch_vae=args.batch_vae,
+                  overlap=args.overlap == "on", render_lanes=_render_lanes(args.render_lanes, args.overlap == "on"),
+                  batch_vae=args.batch_vae,
                   batch_window_ms=_milliseconds("--batch-window-ms", args.batch_window_ms),
                   warm_channels=check_warm_channels(args.warm_channels, args.max_channels),
                   ip_adapter=args.ip_adapter or None,
@@ -229,6 +245,15 @@ def _thresholds(text: str) -> tuple[float, float]:
     if not 0 <= low <= high <= 2000:
         raise ConfigError(f"--canny-thresholds needs 0 <= LOW <= HIGH (grey-level gradients), got {text!r}")
     return low, high
+
+
+def _render_lanes(lanes: int, overlap: bool) -> int:
+    if not 1 <= lanes <= MAX_RENDER_LANES:
+        raise ConfigError(f"--render-lanes takes 1..{MAX_RENDER_LANES}, got {lanes}")
+    if lanes > 1 and not overlap:
+        raise ConfigError(f"--render-lanes {lanes} runs frames side by side in the overlapped pipeline: "
+                          "add --overlap on")
+    return lanes
 
 
 def _milliseconds(option: str, ms: float) -> float:

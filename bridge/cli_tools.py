@@ -65,10 +65,11 @@ def add_bench(sub) -> None:
     # Removed with FP8, its only other value; still read so an old script gets FP8_REMOVED, not argparse's usage
     bench.add_argument("--precision", default=None, help=argparse.SUPPRESS)
     bench.add_argument("--overlap", default="off",
-                       help="comma-separated: off, on, decode, urgent (each mode again as a stream whose next frame "
-                            "begins while this one decodes, as serve --overlap on: frames/s between publications and "
-                            "latency; decode: the decode stream alone, without the text stream, for a comparison; "
-                            "urgent: as on, the text stream at a high CUDA priority)")
+                       help="comma-separated: off, on, decode, urgent, lanes2, lanes3, lanes4 (each mode again as a "
+                            "stream whose next frame begins while this one decodes, as serve --overlap on: frames/s "
+                            "between publications and latency; decode: the decode stream alone, without the text "
+                            "stream, for a comparison; urgent: as on, the text stream at a high CUDA priority; lanesN: "
+                            "as on with serve's --render-lanes N, N frames in flight)")
     bench.add_argument("--vae-compile-modes", default="default",
                        help="comma-separated: default, max-autotune-no-cudagraphs (the VAE decoder's torch.compile "
                             "mode); frame runs take the first, --modes decode times each")
@@ -149,6 +150,7 @@ def bench_options(args: argparse.Namespace):
     if args.precision is not None:  # before torch is imported: an old script's error comes at once
         raise ConfigError(FP8_REMOVED)
     from .bench import run as bench
+    from .bench.report import OVERLAP_MODES
     from .pipeline.loading import loader
 
     device = args.device or loader.default_device()
@@ -160,7 +162,7 @@ def bench_options(args: argparse.Namespace):
         modes=_csv(args.modes), tilings=_csv(args.tilings), sinks=_csv(args.sinks),
         compile=loader.compile_wanted(args.compile, device), baseline=not args.no_baseline,
         memory_budget_gb=args.memory_budget_gb,
-        overlaps=_choices("--overlap", args.overlap, ("off", "on", "decode", "urgent")),
+        overlaps=_choices("--overlap", args.overlap, OVERLAP_MODES),
         vae_compile_modes=_choices("--vae-compile-modes", args.vae_compile_modes, DECODER_MODES),
         cudnn_benchmarks=_switches("--cudnn-benchmark", args.cudnn_benchmark),
         vae_channels_lasts=_switches("--vae-channels-last", args.vae_channels_last),

@@ -15,6 +15,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_HTTP_PORT = 8787
 DEFAULT_OSC_PORT = 9000
 DEFAULT_SHM_NAME = "turbo-bridge"
+MAX_RENDER_LANES = 4  # --render-lanes: beyond this the UNets only wait for each other's SMs
 
 
 def default_cache_dir() -> Path:
@@ -84,6 +85,8 @@ class Config:
     compile_text: bool = True  # False: the text encoders run eagerly inside the frame graphs (a shorter start)
     render_spin_ms: float = 0.0  # the render thread polls this long for the next job before sleeping
     overlap: bool = False  # a frame's VAE decode on a second stream while the next frame's UNet runs
+    # with overlap: consecutive frames' UNets on this many CUDA streams at once (each its own graphs)
+    render_lanes: int = 1
     # "tiny": a batch of two or more channels' frames decodes with the family's tiny VAE (single frames keep --vae)
     batch_vae: str = "same"
     # a round waits up to this long for the channels of the rounds before to queue again (one batch); 0: off

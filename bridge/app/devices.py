@@ -18,7 +18,7 @@ from ..core.renderer import Renderer
 from ..engine.channel import Channel
 from ..engine.channels import ChannelRegistry
 from ..engine.loras import LoraGate
-from ..engine.overlap_queue import OverlappingQueue
+from ..engine.overlap_queue import MAX_IN_FLIGHT, OverlappingQueue
 from ..engine.render_queue import RenderQueue
 from ..engine.render_thread import RenderThread
 from .renderers import lora_refusal, resolve_devices
@@ -90,7 +90,7 @@ async def local_devices(config: Config, renderer_factory: Callable[[Config], tup
             for gpu, device in zip(gpus, devices)))
         queues = [_queue(renderer, gpu, publishers[i] if publishers else None,
                          str(info.get("device", i)) if len(loaded) == 1 else f"{i}:{info.get('device', i)}",
-                         config.batch_window_ms / 1e3)
+                         config.batch_window_ms / 1e3, config.render_lanes)
                   for i, ((renderer, info), gpu) in enumerate(zip(loaded, gpus))]
         for queue, (_, info) in zip(queues, loaded):  # each device folds LoRAs into its own UNet, from its own catalog
             queue.loras = LoraGate(queue.renderer.lora_catalog, lora_loader, lora_refusal(info))
@@ -107,7 +107,9 @@ async def local_devices(config: Config, renderer_factory: Callable[[Config], tup
 
 
 def _queue(renderer: Renderer, gpu: RenderThread, publisher: RenderThread | None, name: str,
-           join_window_s: float) -> RenderQueue:
+           join_window_s: float, render_lanes: int) -> RenderQueue:
     if publisher is None:
         return RenderQueue(renderer, gpu, name, join_window_s=join_window_s)
-    return OverlappingQueue(renderer, gpu, publisher, name, join_window_s=join_window_s)
+    # each render lane may hold a frame in its UNet while the oldest decodes
+    return OverlappingQueue(renderer, gpu, publisher, name, join_window_s=join_window_s,
+                            max_in_flight=max(MAX_IN_FLIGHT, render_lanes))

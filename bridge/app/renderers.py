@@ -150,7 +150,7 @@ def _load_model(config: Config):
     initial = initial_params(config, {**facts, "family": family.name})
     # Several channels' frames batched, each with its own transitions; with --overlap on, a batch's
     # decode runs on a second CUDA stream while the next batch begins.
-    channels = OverlappedRenderer(renderer) if config.overlap else ChannelRenderer(renderer)
+    channels = OverlappedRenderer(renderer, lanes=config.render_lanes) if config.overlap else ChannelRenderer(renderer)
     if compile:  # compile and capture for the initial size, the graphs the daemon will replay, before the ports open
         with phases("warm_up"):
             if config.overlap:
@@ -177,7 +177,8 @@ def _load_model(config: Config):
             "batch_vae": config.batch_vae,  # eager too: it decides the pixels of a batch's rows
             "controlnets": {spec.name: spec.source for spec in config.controlnets},
             "t2i_adapters": sorted(renderer.controlnets.adapters), "ip_adapter": config.ip_adapter,
-            "startup_s": phases.rounded(), "overlap": config.overlap, **facts,
+            "startup_s": phases.rounded(), "overlap": config.overlap,
+            "render_lanes": channels.lanes if config.overlap else 1, **facts,
             "steering": sorted(renderer.family.steering)}
     return channels, info
 

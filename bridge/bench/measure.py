@@ -33,6 +33,7 @@ from . import control as bench_control
 from . import style as bench_style
 from .frames import OWN_RUNS, PROMPT, frame_params, frame_scene
 from .overlap import timed_overlapped
+from .report import lanes_of
 
 log = logging.getLogger(__name__)
 DEFAULT_CACHE_DIR = Path("~/.cache/turbo-bridge").expanduser()  # the CLI passes serve's default
@@ -55,7 +56,8 @@ class BenchOptions:
     memory_budget_gb: float | None = None
     # "on": each mode again as an overlapped stream, decode and text streams (bench/overlap.py); "decode": the
     # decode stream alone, the overlap as it was before the text stream (same run, same graphs: an A/B);
-    # "urgent": as on, the text stream at a high CUDA priority
+    # "urgent": as on, the text stream at a high CUDA priority; "lanes2".."lanes4": as on, with that many render
+    # lanes (serve's --render-lanes) and frames in flight
     overlaps: tuple[str, ...] = ("off",)
     # The VAE decoder's knobs (speed/optimize.Tuning): the frame runs take the first of each; --modes
     # decode times the VAE decode alone for every combination
@@ -183,7 +185,8 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
     style = bench_style.adapter(opts.model, pipe.unet, str(device), dtype) if bench_style.wanted(opts.modes) else None
     renderer = DiffusersRenderer(pipe, str(device), dtype, compile=opts.compile, controlnets=nets, ip_adapter=style,
                                  tuning=frame_tuning(opts))
-    overlapped = {mode: OverlappedRenderer(renderer, text_stream=mode in ("on", "urgent"), urgent_text=mode == "urgent")
+    overlapped = {mode: OverlappedRenderer(renderer, text_stream=mode != "decode", urgent_text=mode == "urgent",
+                                           lanes=lanes_of(mode))
                   for mode in opts.overlaps if mode != "off"}
     runs = []
     lora_runs = [] if lora_runs is None else lora_runs

@@ -10,12 +10,15 @@ change waits while others stream).
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
 from ..core.frame import Frame
 from ..outputs.shm import ShmWriter
 from .frames import frame_params, frame_scene
+
+IN_FLIGHT = 2  # the overlapping queue's MAX_IN_FLIGHT (bridge.engine.overlap_queue; bench may not import engine)
 
 
 def timed_overlapped(overlapped, mode: str, size: int, tiling: str, frames: int,
@@ -32,11 +35,13 @@ def timed_overlapped(overlapped, mode: str, size: int, tiling: str, frames: int,
 def overlapped_frames(overlapped, mode: str, size: int, tiling: str, frames: int, shm: ShmWriter,
                       guidance: float = 0.0, phase: Callable[[str], AbstractContextManager] = nullcontext
                       ) -> list[tuple[float, float]]:
-    """The overlapping queue's loop: frame i+1 begun, then frame i collected and published; per frame
+    """The overlapping queue's loop: frame i+1 begun, then frame i collected and published (with render
+    lanes, up to as many frames in flight as lanes: ``OverlappingQueue``'s ``max_in_flight``); per frame
     (begun at, published at), ``time.perf_counter`` seconds. ``phase(name)``: a context around each
     "begin", "collect" and "publish" (the timeline's profiler ranges)."""
     times: list[tuple[float, float]] = []
-    in_flight = None  # (frame index, params, begun at, InFlight)
+    depth = max(IN_FLIGHT, overlapped.lanes)
+    in_flight: deque = deque()  # (frame index, params, begun at, InFlight)
 
     def publish(index, params, begun_at, staged) -> None:
         with phase("collect"):
@@ -50,9 +55,9 @@ def overlapped_frames(overlapped, mode: str, size: int, tiling: str, frames: int
         begun_at = time.perf_counter()
         with phase("begin"):
             staged = overlapped.begin_batch([("main", params, scene)])
-        if in_flight is not None:
-            publish(*in_flight)
-        in_flight = (i, params, begun_at, staged)
-    if in_flight is not None:
-        publish(*in_flight)
+        in_flight.append((i, params, begun_at, staged))
+        if len(in_flight) >= depth:
+            publish(*in_flight.popleft())
+    while in_flight:
+        publish(*in_flight.popleft())
     return times

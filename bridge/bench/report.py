@@ -10,8 +10,17 @@ LORA_EXTRAS = (("fold_ms", "fold alone {} ms"), ("first_fold_frame_ms", "first f
                ("switch_slow", "stalled switches (frame, ms) {}"))
 
 
+OVERLAP_MODES = ("off", "on", "decode", "urgent", "lanes2", "lanes3", "lanes4")  # bench --overlap
+
+
+def lanes_of(overlap: str) -> int:
+    """The render lanes of a bench overlap mode: N for "lanesN" (serve's --render-lanes N), else one."""
+    return int(overlap.removeprefix("lanes")) if overlap.startswith("lanes") else 1
+
+
 def overlap_mode(value: str | bool | None) -> str:
-    """A run's overlap as off, on, decode or urgent (reports written before the text stream said true or false)."""
+    """A run's overlap as off, on, decode, urgent or lanesN (reports written before the text stream said true
+    or false)."""
     if value is True:
         return "on"
     return "off" if value is None or value is False else value
@@ -44,7 +53,8 @@ def format_report(report: dict) -> str:
     for r in report["runs"]:
         ratio = f"{base['median_ms'] / r['median_ms']:.1f}" if base and base["size"] == r["size"] else "-"
         streams = overlap_mode(r.get("overlap"))
-        kind = {"on": "", "decode": " (decode only)", "urgent": " (urgent text stream)"}.get(streams, f" ({streams})")
+        kind = {"on": "", "decode": " (decode only)", "urgent": " (urgent text stream)"}.get(
+            streams, f" ({lanes_of(streams)} render lanes)" if streams.startswith("lanes") else f" ({streams})")
         dtype = r["dtype"] + ("" if streams == "off" else f" + overlap{kind} (latency {r['latency_ms']:.2f} ms)")
         cells = [dtype, r["vae"], r["size"], r["mode"], r.get("tiling", "none"), r.get("sinks", "shm"),
                  f"{r['median_ms']:.2f}", f"{r['fps']:.1f}", f"{r['p99_ms']:.2f}", f"{r['std_ms']:.2f}", ratio,

@@ -9,7 +9,8 @@ channel may then queue its next frame, whose state is taken when the next round 
 
 What stays as without overlap:
 - latest-wins: a round takes its jobs' states only once there is room in the pipeline (at most
-  ``MAX_IN_FLIGHT`` batches begun and unpublished), so changes that come meanwhile are taken;
+  ``max_in_flight`` batches begun and unpublished: ``MAX_IN_FLIGHT``, or the renderer's render lanes
+  where it has more, ``--render-lanes``), so changes that come meanwhile are taken;
 - order: batches publish in the order they began (one publishing thread), so every channel's
   frames reach its sinks in order;
 - a lone change: begun, then finished, with no wait in between (the GPU never idles for it).
@@ -32,13 +33,17 @@ class OverlappingQueue(RenderQueue):
     """A ``RenderQueue`` that begins batches and publishes them on ``publisher`` (one worker)."""
 
     def __init__(self, renderer: Renderer, executor: Executor, publisher: Executor, name: str = "gpu",
-                 max_batch: int = MAX_BATCH, join_window_s: float = 0.0):
+                 max_batch: int = MAX_BATCH, join_window_s: float = 0.0, max_in_flight: int = MAX_IN_FLIGHT):
         super().__init__(renderer, executor, name, max_batch, join_window_s)
         self._publisher = publisher
+        self._max_in_flight = max_in_flight
 
     @property
     def overlapping(self) -> bool:
         return True
+
+    def health(self) -> dict:
+        return {**super().health(), "max_in_flight": self._max_in_flight}
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -76,9 +81,9 @@ class OverlappingQueue(RenderQueue):
                     job.mark_begun()
 
     async def _room(self) -> None:
-        """Until fewer than ``MAX_IN_FLIGHT`` batches are begun and unpublished."""
+        """Until fewer than ``max_in_flight`` batches are begun and unpublished."""
         self._forget_published()
-        while len(self._unfinished) >= MAX_IN_FLIGHT:
+        while len(self._unfinished) >= self._max_in_flight:
             self.stats.full_waits += 1
             await asyncio.wait({self._unfinished[0]})
             self._forget_published()

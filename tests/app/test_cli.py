@@ -169,3 +169,14 @@ def test_the_batch_window_comes_from_the_command_line():
     for bad in ("-1", "1001"):
         with pytest.raises(ConfigError, match=r"--batch-window-ms takes 0\.\.1000 ms"):
             config_from_args(build_parser().parse_args(["serve", "--batch-window-ms", bad]))
+
+
+def test_render_lanes_come_from_the_command_line_and_need_the_overlap():
+    parse = build_parser().parse_args
+    assert config_from_args(parse(["serve", "--overlap", "on", "--render-lanes", "2"])).render_lanes == 2
+    assert config_from_args(parse(["serve", "--overlap", "on"])).render_lanes == 1  # one stream: today's frames
+    with pytest.raises(ConfigError, match=r"--render-lanes 2 runs frames side by side .*: add --overlap on"):
+        config_from_args(parse(["serve", "--render-lanes", "2"]))
+    for bad in ("0", "5"):
+        with pytest.raises(ConfigError, match=rf"--render-lanes takes 1\.\.4, got {bad}"):
+            config_from_args(parse(["serve", "--overlap", "on", "--render-lanes", bad]))

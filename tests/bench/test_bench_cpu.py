@@ -180,6 +180,8 @@ def test_the_bench_work_counts_every_frame_the_run_renders():
     assert ab.overlaps == ("off", "on", "decode")  # on and decode: each mode twice more, 22 frames each
     urgent = bench_options(build_parser().parse_args(["bench", "--device", "cpu", "--overlap", "on,urgent"]))
     assert urgent.overlaps == ("on", "urgent")
+    lanes = bench_options(build_parser().parse_args(["bench", "--device", "cpu", "--overlap", "on,lanes2,lanes3"]))
+    assert lanes.overlaps == ("on", "lanes2", "lanes3")  # serve's --render-lanes 2 and 3 beside one lane
     assert [(w.size, w.frames) for w in cpu_estimate.bench_work(ab)[1:]] == [(256, 87)]
 
 
@@ -216,6 +218,8 @@ def test_the_report_has_a_vram_column_only_where_memory_was_measured():
     assert "| bf16 + overlap (decode only) (latency 25.50 ms) |" in decode_only
     urgent = format_report({**cpu, "runs": [{**overlapped, "overlap": "urgent"}]})  # the text stream's priority A/B
     assert "| bf16 + overlap (urgent text stream) (latency 25.50 ms) |" in urgent
+    lanes = format_report({**cpu, "runs": [{**overlapped, "overlap": "lanes2"}]})  # --render-lanes 2
+    assert "| bf16 + overlap (2 render lanes) (latency 25.50 ms) |" in lanes
     assert "overlap" not in format_report({**cpu, "runs": [{**RUN, "overlap": "off", "vram_gb": {}}]})
 
 

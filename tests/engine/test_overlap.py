@@ -209,6 +209,41 @@ async def test_at_most_two_batches_are_in_flight_across_channels(overlapped):
     assert MAX_IN_FLIGHT == 2
 
 
+async def test_with_three_render_lanes_three_batches_are_in_flight_and_publish_in_order():
+    """``max_in_flight`` 3 (``--render-lanes 3``): a third batch begins while two wait for their decode,
+    a fourth waits for room; every frame still publishes in the order begun."""
+    renderer = StagedFake()
+    with ThreadPoolExecutor(1, thread_name_prefix="gpu") as gpu, \
+            ThreadPoolExecutor(1, thread_name_prefix="gpu-out") as out:
+        queue = OverlappingQueue(renderer, gpu, out, max_in_flight=3)
+        scheds = {name: Scheduler(renderer, queue, initial=Params(width=64, height=64), name=name, sinks=[Collect()])
+                  for name in "abcd"}
+        tasks = [asyncio.create_task(s.run()) for s in scheds.values()]
+        try:
+            for s in scheds.values():
+                await frame_of(s, 1)
+            renderer.log.clear()
+            renderer.gate.clear()
+            for seed, (name, width) in enumerate(zip("abcd", (128, 192, 256, 320)), 1):  # four shapes: four batches
+                scheds[name].apply({"seed": seed, "width": width})
+                if seed < 4:
+                    await renderer.until(lambda r, name=name, seed=seed: r.seeds("begin", name) == [seed])
+            await settle(lambda: queue.stats.full_waits >= 1)
+            assert renderer.seeds("begin", "d") == [] and [rows for kind, rows in renderer.log if kind == "done"] == []
+            renderer.gate.set()
+            for seed, name in enumerate("abcd", 1):
+                assert (await frame_of(scheds[name], scheds[name].version)).params.seed == seed
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await queue.close()
+    begins = [rows for kind, rows in renderer.log if kind == "begin"]
+    dones = [rows for kind, rows in renderer.log if kind == "done"]
+    assert begins == dones == [((name, seed),) for seed, name in enumerate("abcd", 1)]
+    assert queue.health()["max_in_flight"] == 3
+
+
 async def test_same_shape_channels_still_batch_and_each_channels_frames_stay_in_order(overlapped):
     renderer, queue, make = overlapped
     scheds = make("a", "b")

@@ -90,8 +90,9 @@ def test_an_overlapped_batch_matches_the_plain_batch(pair):
     assert all(np.array_equal(a, b) for a, b in zip([r.pixels for r in plain.render_batch(items[:2])], got2))
 
 
-@pytest.mark.parametrize("urgent", [False, True], ids=["text-stream", "urgent-text-stream"])
-def test_new_prompts_on_the_text_stream_keep_their_pixels_across_lora_switches(pair, urgent):
+@pytest.mark.parametrize("urgent, lanes", [(False, 1), (True, 1), (False, 2)],
+                         ids=["text-stream", "urgent-text-stream", "two-render-lanes"])
+def test_new_prompts_on_the_text_stream_keep_their_pixels_across_lora_switches(pair, urgent, lanes):
     """A new prompt every frame, two frames in flight, the text encoders' LoRA changing mid-stream:
     each frame's text runs on the text stream beside the previous frame's denoiser, and every frame
     equals the one-graph frame of the same params (whose embeddings the main stream computed); so with
@@ -100,8 +101,8 @@ def test_new_prompts_on_the_text_stream_keep_their_pixels_across_lora_switches(p
 
     plain, overlapped = pair
     inner = plain.inner
-    if urgent:
-        overlapped = OverlappedRenderer(inner, urgent_text=True)
+    if urgent or lanes > 1:
+        overlapped = OverlappedRenderer(inner, urgent_text=urgent, lanes=lanes)
     loras = [(), (), (("a", 1.0),), (("a", 1.0),), (("b", 0.5),), (), (("a", -0.7), ("b", 1.2)), ()]
     stream = [Params(prompt=f"a harbour at dusk, version {i}", seed=40 + i, width=512, height=512,
                      loras=loras[i % len(loras)]) for i in range(16)]
@@ -124,6 +125,75 @@ def test_new_prompts_on_the_text_stream_keep_their_pixels_across_lora_switches(p
     assert overlapped.text_graph_keys  # ... and on the text stream's graphs
     for i, (a, b) in enumerate(zip(want, got)):
         assert np.array_equal(a, b), (i, stream[i].loras, np.abs(a.astype(int) - b.astype(int)).max())
+
+
+# -- --render-lanes: consecutive frames' first halves on streams of their own, at once ------------------------
+
+def pipelined(overlapped, items, depth):
+    """Each item's pixels, ``depth`` frames in flight (as the overlapping queue runs ``max_in_flight``)."""
+    got, in_flight = [], []
+    for item in items:
+        in_flight.append(overlapped.begin_batch([item]))
+        if len(in_flight) >= depth:
+            got.append(in_flight.pop(0).result()[0].pixels)
+    return got + [staged.result()[0].pixels for staged in in_flight]
+
+
+@pytest.mark.parametrize("lanes", [2, 3])
+def test_frames_on_render_lanes_are_the_one_graph_frames_and_never_recompile(pair, lanes):
+    """A new prompt every other frame, a new seed on each: a frame reads the embeddings its predecessor's
+    text stream work made, on another lane, while that frame's denoiser still runs."""
+    from bridge.pipeline.render.overlapped import OverlappedRenderer
+
+    plain, _ = pair
+    inner = plain.inner
+    overlapped = OverlappedRenderer(inner, lanes=lanes)
+    assert overlapped.lanes == lanes
+    stream = [("main", Params(prompt=f"a harbour at dawn, version {i // 2}", seed=60 + i, width=512, height=512),
+               Scene()) for i in range(15)]
+    overlapped.begin_batch([("main", Params(prompt="warm", width=512, height=512), Scene())]).result()
+    lane_keys, keys = overlapped.lane_graph_keys, inner.graph_keys
+    assert len(lane_keys) == lanes - 1  # one cut graph per lane after the first: captured by the warm-up
+    want = [plain.render_batch([item])[0].pixels for item in stream]
+    inner.text.clear()  # every prompt new again: encoded on the text stream while another lane's frame runs
+    torch._dynamo.config.error_on_recompile = True
+    try:
+        got = pipelined(overlapped, stream, lanes)
+    finally:
+        torch._dynamo.config.error_on_recompile = False
+    for i, (a, b) in enumerate(zip(want, got)):
+        assert np.array_equal(a, b), (i, np.abs(a.astype(int) - b.astype(int)).max())
+    assert overlapped.lane_graph_keys == lane_keys and inner.graph_keys == keys  # nothing captured mid-stream
+
+
+def test_render_lanes_take_serial_frames_in_turn_and_keep_every_frames_pixels(pair):
+    """LoRA folds, an input image, guidance with a negative prompt and a batch between plain frames, two lanes,
+    two frames in flight: the serial ones wait for every lane, the plain ones after them see their work."""
+    from bridge.pipeline.render.overlapped import OverlappedRenderer
+
+    plain, _ = pair
+    overlapped = OverlappedRenderer(plain.inner, lanes=2)
+    image = InputImage.from_pixels(np.random.default_rng(3).integers(0, 256, (512, 512, 4), np.uint8))
+    base = Params(prompt="a mill by a river", width=512, height=512)
+    items = [("main", base.merged({"seed": 1}), Scene()),
+             ("main", base.merged({"seed": 2, "loras": [["a", 1.0]]}), Scene()),  # a fold
+             ("main", base.merged({"seed": 3, "loras": [["a", 1.0]]}), Scene()),
+             ("main", base.merged({"seed": 4, "strength": 0.5}), Scene(image)),  # an input image, the fold undone
+             ("main", base.merged({"seed": 5}), Scene()),
+             ("main", base.merged({"seed": 6, "guidance": 1.5, "negative_prompt": "fog"}), Scene()),
+             ("main", base.merged({"seed": 7, "prompt": "a mill at night"}), Scene()),
+             ("main", base.merged({"seed": 8, "loras": [["b", 0.5]]}), Scene())]
+    for _, params, scene in items:  # first-use work (plans, LoRA plans, graphs) outside the check
+        overlapped.begin_batch([("main", params, scene)]).result()
+    want = [plain.render_batch([item])[0].pixels for item in items]
+    got = pipelined(overlapped, items, 2)
+    batch = [(f"ch{i}", params, Scene()) for i, params in enumerate(frames(2))]
+    in_flight = overlapped.begin_batch([items[0]])
+    got_batch = [r.pixels for r in overlapped.begin_batch(batch).result()]
+    in_flight.result()
+    for i, (a, b) in enumerate(zip(want, got)):
+        assert np.array_equal(a, b), (i, items[i][1], np.abs(a.astype(int) - b.astype(int)).max())
+    assert all(np.array_equal(a, r.pixels) for a, r in zip(got_batch, plain.render_batch(batch)))
 
 
 # -- --batch-vae tiny: a batch's rows decoded by the tiny VAE, a frame alone by the full one ----------------

@@ -72,10 +72,23 @@ def test_a_glide_follows_each_channels_own_last_frame(renderers):
     assert not np.array_equal(got, overlapped.begin_batch([("right", end, Scene())]).result()[0].pixels)
 
 
-async def test_a_daemon_with_overlap_renders_every_change_and_says_so(config, daemon_factory):
+def test_render_lanes_are_counted_where_frames_replay_as_graphs_and_checked(renderers):
+    from bridge.pipeline.render.overlapped import OverlappedRenderer
+
+    plain, overlapped = renderers
+    # on the CPU nothing is graphed: every frame runs on the one stream there is, whatever was asked
+    assert overlapped.lanes == 1 and OverlappedRenderer(plain.inner, lanes=3).lanes == 1
+    with pytest.raises(ValueError, match="render lanes: 0; at least 1"):
+        OverlappedRenderer(plain.inner, lanes=0)
+    with pytest.raises(ValueError, match="render lanes need the text stream"):
+        OverlappedRenderer(plain.inner, text_stream=False, lanes=2)
+
+
+@pytest.mark.parametrize("lanes, in_flight", [(1, 2), (3, 3)])
+async def test_a_daemon_with_overlap_renders_every_change_and_says_so(config, daemon_factory, lanes, in_flight):
     from bridge.frontends.http.rest import CHANNELS
 
-    async with daemon_factory(config, overlap=True) as daemon:
+    async with daemon_factory(config, overlap=True, render_lanes=lanes) as daemon:
         main = daemon.app[CHANNELS].main.scheduler
         for seed in (11, 12, 13):
             version = main.apply({"seed": seed}).version
@@ -85,4 +98,5 @@ async def test_a_daemon_with_overlap_renders_every_change_and_says_so(config, da
             assert frame.params.seed == seed
         device, = daemon.app[CHANNELS].devices()
     assert device["overlap"] is True and device["frames"] >= 4  # the first frame and the three changes
+    assert device["max_in_flight"] == in_flight  # --render-lanes 3: a frame in flight per lane
     assert device["render_thread"]["jobs_after_sleep"] + device["render_thread"]["jobs_without_sleep"] >= 4

@@ -6,6 +6,8 @@ decoder) on the render thread's stream and its decode and copy to the host on th
 (``speed/overlap.py``), and returns; the render queue begins the next batch while this one
 decodes, and collects the pixels on the publishing thread. A single frame's new prompt runs its
 text encoders on a third stream (``speed/text_stream.py``), beside the previous frame's denoiser.
+With ``lanes`` > 1 (``--render-lanes``) consecutive frames' first halves run on render lanes
+(``speed/lanes.py``): frame i+1's denoiser beside frame i's, each lane with its own graphs.
 A frame's pixels are those of ``render_batch``: the same compiled functions on the same inputs, in
 two or three graphs instead of one.
 
@@ -15,12 +17,16 @@ Everything else (``render_batch``, ``batch_key``, LoRAs, transitions per channel
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 
 from ...core.frame import Rendered
+from ...core.params import Params
 from ...core.renderer import Item
+from ...core.scene import Scene
+from ..speed.lanes import RenderLanes
 from ..speed.overlap import DecodeStream, Decoding
 from ..speed.text_stream import TextStream
 from .batch import ChannelRenderer
@@ -42,14 +48,29 @@ class Begun:
 class OverlappedRenderer(ChannelRenderer):
     """A ``ChannelRenderer`` that splits ``begin_batch`` at the latents (render thread only)."""
 
-    def __init__(self, inner: DiffusersRenderer, text_stream: bool = True, urgent_text: bool = False):
+    def __init__(self, inner: DiffusersRenderer, text_stream: bool = True, urgent_text: bool = False,
+                 lanes: int = 1):
         """``text_stream``: a new prompt's text encoders on the third stream (off: in the first half's graph,
         the overlap before run S6; the bench's ``--overlap decode`` compares them); ``urgent_text``: that
-        stream at a high priority (``TextStream``; the bench's ``--overlap urgent``)."""
+        stream at a high priority (``TextStream``; the bench's ``--overlap urgent``); ``lanes``: render lanes
+        for single frames (``RenderLanes``; a graphed renderer's, with the text stream: otherwise one)."""
         super().__init__(inner)
-        self._decoder = DecodeStream(inner.device, graphs=inner.runner.graphed)
+        if lanes < 1:
+            raise ValueError(f"render lanes: {lanes}; at least 1")
+        if lanes > 1 and not text_stream:
+            raise ValueError("render lanes need the text stream (a new prompt's embeddings are read on every lane)")
+        graphed = inner.runner.graphed
+        self._lanes = RenderLanes(inner.device, lanes) if graphed and lanes > 1 else None
+        self._decoder = DecodeStream(inner.device, graphs=graphed, lanes=self.lanes)
         # Only a graphed renderer's frames take a text stream (``DiffusersRenderer._render_graph``).
-        self._text = TextStream(inner.device, urgent=urgent_text) if text_stream and inner.runner.graphed else None
+        self._text = TextStream(inner.device, urgent=urgent_text, readers=self._lanes.streams if self._lanes else ()) \
+            if text_stream and graphed else None
+        self._warm: set[tuple] = set()  # plan keys whose graphs every lane has
+
+    @property
+    def lanes(self) -> int:
+        """The render lanes in use (one where frames are not graphed: eager frames run on one stream)."""
+        return 1 if self._lanes is None else self._lanes.count
 
     @property
     def text_graph_keys(self) -> frozenset[tuple]:
@@ -61,26 +82,75 @@ class OverlappedRenderer(ChannelRenderer):
         """The decode stream's graphs captured so far (a frame's and each padded batch size's)."""
         return self._decoder.keys
 
+    @property
+    def lane_graph_keys(self) -> frozenset[tuple]:
+        """The graphs the render lanes after the first captured so far (the first's are the renderer's)."""
+        return frozenset() if self._lanes is None else self._lanes.keys
+
+    def render_batch(self, items: Sequence[Item]) -> list[Rendered]:
+        if self._lanes is not None:
+            self._lanes.join()  # on the render thread's own stream: after every lane's frames
+        return super().render_batch(items)
+
     @torch.inference_mode()
     def begin_batch(self, items: Sequence[Item]) -> Begun:
         r = self.inner
         stream, params, scene = items[0]
-        tiling = r.plan(params, scene).tiling  # one plan for the whole batch
-        # Every latents buffer below is written after the decode in flight has copied its own.
-        self._decoder.before_latents()
-        if self._text is not None and (len(items) > 1 or params.loras != r.loras.applied):
-            self._text.barrier()  # a LoRA fold (a batch may fold its own) waits for the text in flight
-        if len(items) > 1:
-            latents = self.device_frames(items, decode=False)  # a new batch size captures on first use
-            decoding = self._decoder.decode(("decode-batch", tuple(latents.shape), tiling), r.calls.decode_batch,
-                                            latents, len(items))
-            return Begun(decoding, r.runner.stage_times())
-        # Compiles and captures the cut graphs and the decode's once per graph key, before a live frame.
-        r.warm(params, scene, decode=False, decoder=lambda latents: self._decode_one(latents, tiling).result())
+        plan = r.plan(params, scene)
+        tiling = plan.tiling  # one plan for the whole batch
+        # On lane 0 after every frame in flight: a batch (which may fold its own LoRAs), a LoRA fold, and a
+        # frame whose stages run graphs besides the frame's own (a blend's or a negative prompt's text
+        # encoders, an input image's encoder, control and style images: captured once, on lane 0).
+        serial = len(items) > 1 or params.loras != r.loras.applied or not (
+            isinstance(params.prompt, str) and scene.glide is None and plan.start is None and not plan.cfg
+            and not plan.controls and not plan.style)
+        if len(items) == 1:
+            self._warm_up(params, scene, tiling, serial)
+        with self._lane(serial) as lane:
+            # Every latents buffer below is written after the decode in flight has copied its own.
+            self._decoder.before_latents(lane)
+            if self._text is not None and serial:
+                self._text.barrier()  # a LoRA fold (a batch may fold its own) waits for the text in flight
+            if len(items) > 1:
+                latents = self.device_frames(items, decode=False)  # a new batch size captures on first use
+                decoding = self._decoder.decode(("decode-batch", tuple(latents.shape), tiling), r.calls.decode_batch,
+                                                latents, len(items), lane)
+                return Begun(decoding, r.runner.stage_times())
+            latents = r.device_frame(params, scene, self.glider(stream), decode=False, text_stream=self._text)
+            return Begun(self._decode_one(latents, tiling, lane), r.runner.stage_times())
+
+    @contextmanager
+    def _lane(self, serial: bool) -> Iterator[int]:
+        if self._lanes is None:
+            yield 0
+            return
+        with self._lanes.frame(serial) as lane, self.inner.runner.on_lanes(self._lanes):
+            yield lane
+
+    def _warm_up(self, params: Params, scene: Scene, tiling: str, serial: bool) -> None:
+        """Compile and capture a frame's cut graphs and its decode's once per graph key, before a live
+        frame, on the render thread's own stream; then every other lane's cut graph of the key."""
+        r = self.inner
+        key = r.plan(params, scene).key
+        if r.compile and key not in self._warm:
+            if self._lanes is not None:
+                self._lanes.join()  # a warm-up frame may fold LoRAs: after every lane's frames
+            if self._text is not None and serial:
+                self._text.barrier()
+        r.warm(params, scene, decode=False, decoder=lambda latents: self._decode_one(latents, tiling, 0).result())
         if self._text is not None:
             self._text.warm(r.parts.text.lengths, r.parts.text.rows, r.calls.encode)  # once per length
-        latents = r.device_frame(params, scene, self.glider(stream), decode=False, text_stream=self._text)
-        return Begun(self._decode_one(latents, tiling), r.runner.stage_times())
+        if key in self._warm:
+            return
+        self._warm.add(key)
+        if self._lanes is None or not r.compile:
+            return
+        plan = r.plan(params, scene)
+        with r.runner.on_lanes(self._lanes):
+            for lane in range(1, self._lanes.count):
+                with self._lanes.capturing(lane):
+                    r.frame_graph(plan, None, decode=False)  # the cached-embeddings graph: the text has its stream
 
-    def _decode_one(self, latents: torch.Tensor, tiling: str) -> Decoding:
-        return self._decoder.decode(("decode", tuple(latents.shape), tiling), self.inner.calls.decode, latents, 1)
+    def _decode_one(self, latents: torch.Tensor, tiling: str, lane: int) -> Decoding:
+        return self._decoder.decode(("decode", tuple(latents.shape), tiling), self.inner.calls.decode, latents, 1,
+                                    lane)

@@ -253,7 +253,7 @@ class DiffusersRenderer:
         (eager, profiling)."""
         values = self._inputs(shown, params, image, control)
         if self.runner.graphed and not self.profile:
-            return self.frame_graph(plan, None, decode).run(**values)[0]
+            return self.runner.replay(self.frame_graph(plan, None, decode), **values)[0]
         with self.runner.stage(self.family.denoiser):
             latents = self.runner.run(("unet", *plan.key), functools.partial(self.calls.denoise_steps, plan), **values)
         if not decode:
@@ -279,11 +279,11 @@ class DiffusersRenderer:
         if cached is not None:
             shown = Shown(*cached, noise)
             graph = self.frame_graph(plan, None, decode)
-            return graph.run(**self._inputs(shown, params, image, control))[0], shown
+            return self.runner.replay(graph, **self._inputs(shown, params, image, control))[0], shown
         ids = self.text.token_ids(params.prompt)
         values = {"noise": noise.pin_memory(), "guidance": float(params.guidance),
                   "ids": ids, **self._unconditional(params), **control}
         if image is not None:
             values["image"] = image
-        out, embeds, pooled = self.frame_graph(plan, ids.shape[-1], decode).run(**values)
+        out, embeds, pooled = self.runner.replay(self.frame_graph(plan, ids.shape[-1], decode), **values)
         return out, Shown(*self.text.store(params.prompt, embeds, pooled), noise)

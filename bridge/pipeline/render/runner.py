@@ -16,6 +16,7 @@ from contextlib import contextmanager, nullcontext
 import numpy as np
 import torch
 
+from ..speed.lanes import RenderLanes
 from ..speed.optimize import progress
 
 
@@ -37,6 +38,7 @@ class StageRunner:
         self._stages: dict[str, float] = {}
         self._pinned: dict[tuple[int, int], torch.Tensor] = {}
         self._done = torch.cuda.Event() if self._cuda else None
+        self._lanes: RenderLanes | None = None  # see ``on_lanes``
 
     @property
     def graphed(self) -> bool:
@@ -53,6 +55,20 @@ class StageRunner:
         use, into a new pool (the GPU tests re-capture on two threads at once)."""
         if self._graphs is not None:
             self._graphs.clear()
+
+    @contextmanager
+    def on_lanes(self, lanes: RenderLanes):
+        """While inside, graphs are looked up in (and captured into) the current lane's
+        (``lanes.current``; lane 0 and no frame: the runner's own), and ``replay`` calls ``lanes.loaded``."""
+        self._lanes = lanes
+        try:
+            yield
+        finally:
+            self._lanes = None
+
+    def _frame_graphs(self):
+        lane = None if self._lanes is None or self._lanes.current is None else self._lanes.graphs[self._lanes.current]
+        return self._graphs if lane is None else lane
 
     def reset(self) -> None:
         """A new frame (or batch): its stage times start from nothing."""
@@ -89,7 +105,15 @@ class StageRunner:
 
     def graph(self, key: tuple, fn: Callable[..., tuple], inputs: Callable[[], dict]):
         """The CUDA graph of ``key`` (captured from ``fn`` on ``inputs()`` on first use)."""
-        return self._graphs.get(key, fn, inputs)
+        return self._frame_graphs().get(key, fn, inputs)
+
+    def replay(self, graph, **values) -> tuple:
+        """A frame graph's inputs loaded, then its replay (on the current stream); its outputs."""
+        graph.load(**values)
+        if self._lanes is not None:
+            self._lanes.loaded()
+        graph.graph.replay()
+        return graph.outputs
 
     def run(self, key: tuple, fn: Callable[..., object], label: str | None = None, **values):
         """One stage (or a batch's whole frame): plain, or as the graph of ``key``. ``label``: log
@@ -114,12 +138,13 @@ class StageRunner:
             staged = inputs()
             load_inputs(staged, values)
             return fn(**staged)
-        if label is not None and key not in self._graphs:
+        graphs = self._frame_graphs()
+        if label is not None and key not in graphs:
             with progress(label, compiling=True):
-                graph = self._graphs.get(key, fn, inputs)
+                graph = graphs.get(key, fn, inputs)
             self._on_capture()
         else:
-            graph = self._graphs.get(key, fn, inputs)
+            graph = graphs.get(key, fn, inputs)
         return graph.run(**values)
 
     def to_host(self, rgba: torch.Tensor) -> np.ndarray:

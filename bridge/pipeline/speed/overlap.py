@@ -8,8 +8,9 @@ frame's latents were queued on the current stream; it returns at once with a ``D
 
 Ordering, with CUDA events (no host synchronisation on the render thread):
 - the decode stream waits for the latents (an event recorded after the first stage);
-- the next frame's first stage waits until this decode has copied the latents into its own graph
-  input (``before_latents``): the first stage's graph writes the same output buffer again;
+- the next frame's first stage on the same render lane (``lanes.py``; one lane: every frame) waits
+  until this decode has copied the latents into its own graph input (``before_latents``): the first
+  stage's graph of that lane writes the same output buffer again;
 - each decode copies into its own pinned host buffer (a free list: one per frame in flight), so a
   later frame never overwrites pixels not yet read.
 The decode graphs have their own ``FrameGraphs``, hence their own memory pool: they replay while
@@ -51,12 +52,14 @@ class Decoding:
 class DecodeStream:
     """The decode stream of one device, its graphs and pinned buffers; used from the render thread."""
 
-    def __init__(self, device: torch.device, graphs: bool):
-        """``graphs``: replay each decode as a CUDA graph (the compiled renderer); else call it."""
+    def __init__(self, device: torch.device, graphs: bool, lanes: int = 1):
+        """``graphs``: replay each decode as a CUDA graph (the compiled renderer); else call it.
+        ``lanes``: the render lanes whose latents it decodes (``lanes.py``)."""
         self.device = device
         self._cuda = device.type == "cuda"
         self._stream = torch.cuda.Stream(device) if self._cuda else None
-        self._taken = torch.cuda.Event() if self._cuda else None  # the last decode's latents are copied
+        # per render lane: the last decode of that lane's latents has copied them
+        self._taken = [torch.cuda.Event() for _ in range(lanes)] if self._cuda else []
         self._graphs = None
         if self._cuda and graphs:
             from .graphs import FrameGraphs
@@ -70,15 +73,17 @@ class DecodeStream:
         """The decode graphs captured so far (one per latents shape and tiling)."""
         return self._graphs.keys() if self._graphs is not None else frozenset()
 
-    def before_latents(self) -> None:
-        """Call before queueing a frame's first stage: it must not overwrite latents still being copied."""
+    def before_latents(self, lane: int = 0) -> None:
+        """Call before queueing a frame's first stage on render lane ``lane``: it must not overwrite
+        that lane's latents still being copied."""
         if self._cuda:
-            torch.cuda.current_stream(self.device).wait_event(self._taken)
+            torch.cuda.current_stream(self.device).wait_event(self._taken[lane])
 
     def decode(self, key: tuple, fn: Callable[[torch.Tensor], torch.Tensor], latents: torch.Tensor,
-               rows: int) -> Decoding:
+               rows: int, lane: int = 0) -> Decoding:
         """Queue ``fn(latents)`` (RGBA uint8, (H, W, 4) or (B, H, W, 4)) and its copy to the host after
-        the work queued so far on the current stream; ``rows``: the frames to return (batch order)."""
+        the work queued so far on the current stream; ``rows``: the frames to return (batch order);
+        ``lane``: the render lane whose first stage wrote ``latents``."""
         if not self._cuda:
             rgba = fn(latents)
             return Decoding(rows, None, rgba.reshape(-1, *rgba.shape[-3:]), None)
@@ -89,13 +94,13 @@ class DecodeStream:
             if self._graphs is not None:
                 graph = self._graphs.get(key, fn, lambda: {"latents": torch.zeros_like(latents)})
                 graph.load(latents=latents)
-                self._taken.record(self._stream)
+                self._taken[lane].record(self._stream)
                 graph.graph.replay()
                 rgba = graph.outputs
             else:  # eager: the decoder reads the latents while it runs
                 latents.record_stream(self._stream)  # their memory is not reused before that
                 rgba = fn(latents)
-                self._taken.record(self._stream)
+                self._taken[lane].record(self._stream)
             rgba = rgba.reshape(-1, *rgba.shape[-3:])
             host = self._pinned(tuple(rgba.shape))
             host.copy_(rgba, non_blocking=True)

@@ -11,7 +11,8 @@ done, and a lone change costs one more graph launch and an event.
 
 Ordering, with CUDA events (no host synchronisation):
 - the render thread's stream waits for the copies (an event after them) before its frame reads them;
-- the copies are marked as used by that stream, so a cache eviction never frees them under it;
+- the copies are marked as used by that stream (and by every render lane's, ``lanes.py``: a later
+  frame of the same prompt may read them on another lane), so a cache eviction never frees them under it;
 - a LoRA fold changes the text encoders' weights in place on the render thread's stream: ``barrier``
   makes that stream wait for the text work queued so far, and the next encode waits for the fold.
 The text graphs have their own ``FrameGraphs``, hence their own memory pool (they replay while the
@@ -28,7 +29,7 @@ stream); on the CPU ``encode`` runs at once (the unit tests' stand-in).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
@@ -40,10 +41,12 @@ Store = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]
 class TextStream:
     """The text stream of one device, its graphs and events; used from the render thread only."""
 
-    def __init__(self, device: torch.device, urgent: bool = False):
+    def __init__(self, device: torch.device, urgent: bool = False, readers: Sequence[torch.cuda.Stream] = ()):
         """On CUDA each text encoding replays as a CUDA graph (a compiled renderer's); on the CPU it is called.
-        ``urgent``: the stream at a high priority (CUDA's -1; the render thread's default stream has 0)."""
+        ``urgent``: the stream at a high priority (CUDA's -1; the render thread's default stream has 0).
+        ``readers``: the streams besides the encoding frame's that read cached embeddings (the render lanes')."""
         self.device = device
+        self._readers = tuple(readers)
         self._cuda = device.type == "cuda"
         self.priority = URGENT if urgent else 0
         self._stream = torch.cuda.Stream(device, priority=self.priority) if self._cuda else None
@@ -88,7 +91,8 @@ class TextStream:
             embeds, pooled = self._graph(encode, ids).run(ids=ids)
             kept = store(embeds, pooled)  # copies: the graph's outputs are overwritten by its next replay
             for tensor in kept:
-                tensor.record_stream(main)
+                for reader in (main, *self._readers):
+                    tensor.record_stream(reader)
             self._done.record(self._stream)
         main.wait_event(self._done)
         return kept

@@ -1,0 +1,53 @@
+"""The bench's overlapped loop (bridge/bench/overlap.py) keeps as many frames in flight as the daemon's
+overlapping queue would: two, or one per render lane where there are more."""
+
+import numpy as np
+import pytest
+
+from bridge.bench.overlap import overlapped_frames
+from bridge.bench.report import OVERLAP_MODES, lanes_of
+from bridge.core.frame import Rendered
+
+
+class Logged:
+    """A stand-in overlapped renderer: logs each begin and each collect (``result``)."""
+
+    def __init__(self, lanes):
+        self.lanes, self.log = lanes, []
+
+    def begin_batch(self, items):
+        (_, params, _), = items
+        self.log.append(("begin", params.seed))
+        return self
+
+    def result(self):
+        seed = next(s for kind, s in self.log if kind == "begin" and ("collect", s) not in self.log)
+        self.log.append(("collect", seed))
+        return [Rendered(np.zeros((8, 8, 4), np.uint8), {})]
+
+
+class Published:
+    def __init__(self):
+        self.frames = []
+
+    def publish(self, frame):
+        self.frames.append(frame.params.seed)
+
+
+@pytest.mark.parametrize("lanes, depth", [(1, 2), (2, 2), (3, 3), (4, 4)])
+def test_the_loop_keeps_as_many_frames_in_flight_as_the_queue_would(lanes, depth):
+    renderer, shm = Logged(lanes), Published()
+    times = overlapped_frames(renderer, "seed", 64, "none", 6, shm)
+    begun = [seed for kind, seed in renderer.log if kind == "begin"]
+    assert len(times) == 6 and shm.frames == begun and len(set(begun)) == 6  # each frame published, in order
+    in_flight, most = 0, 0
+    for kind, _ in renderer.log:
+        in_flight += 1 if kind == "begin" else -1
+        most = max(most, in_flight)
+    assert most == depth
+    first_collect = renderer.log.index(next(e for e in renderer.log if e[0] == "collect"))
+    assert [kind for kind, _ in renderer.log[:first_collect]] == ["begin"] * depth
+
+
+def test_the_lanes_modes_name_their_lanes():
+    assert [lanes_of(mode) for mode in OVERLAP_MODES] == [1, 1, 1, 1, 2, 3, 4]
