@@ -4,7 +4,8 @@ The renderer runs as the daemon's overlapping queue drives it: frame i+1 is begu
 encoders and UNet queued) before frame i's pixels are collected and published, so frame i's VAE
 decode runs beside frame i+1's UNet. Per frame: the interval between two publications (what a
 stream of changes gets: frames per second) and its latency from begin to publication (what one
-change waits while others stream).
+change waits while others stream). With render lanes frames publish in bursts: the bench reads the
+frames per second from the intervals' sum (``measure.stream_fps``), not from their median.
 """
 
 from __future__ import annotations

@@ -51,3 +51,11 @@ def test_the_loop_keeps_as_many_frames_in_flight_as_the_queue_would(lanes, depth
 
 def test_the_lanes_modes_name_their_lanes():
     assert [lanes_of(mode) for mode in OVERLAP_MODES] == [1, 1, 1, 1, 2, 3, 4]
+
+
+def test_a_bursty_streams_frames_per_second_come_from_its_whole_length():
+    """Two lanes publish two frames close together, then wait: the median interval (1 ms) would say 1000 FPS."""
+    from bridge.bench.measure import stats, stream_fps
+
+    bursty = [1.0, 15.0, 1.0, 15.0, 1.0]
+    assert stream_fps(bursty) == round(1e3 * 5 / 33, 1) and stats(bursty)["fps"] == 1000.0

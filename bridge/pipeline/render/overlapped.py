@@ -84,7 +84,8 @@ class OverlappedRenderer(ChannelRenderer):
 
     @property
     def lane_graph_keys(self) -> frozenset[tuple]:
-        """The graphs the render lanes after the first captured so far (the first's are the renderer's)."""
+        """(lane, key) of the graphs the render lanes after the first captured so far (the first's are the
+        renderer's)."""
         return frozenset() if self._lanes is None else self._lanes.keys
 
     def render_batch(self, items: Sequence[Item]) -> list[Rendered]:

@@ -53,8 +53,9 @@ class RenderLanes:
 
     @property
     def keys(self) -> frozenset[tuple]:
-        """The graphs the lanes after lane 0 captured (lane 0's are the renderer's)."""
-        return frozenset().union(*(g.keys() for g in self.graphs if g is not None))
+        """(lane, key) of each graph the lanes after lane 0 captured (lane 0's are the renderer's)."""
+        return frozenset((lane, key) for lane, graphs in enumerate(self.graphs) if graphs is not None
+                         for key in graphs.keys())
 
     def clear(self) -> None:
         for graphs in self.graphs:
