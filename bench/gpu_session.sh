@@ -43,8 +43,9 @@
 #   tiny      the SDXL-Turbo tiny-VAE targets alone (100 FPS new prompt, 150 new seed): overlap on and urgent,
 #             baseline                                                             ~3 min
 #   lanes     render lanes (serve --render-lanes): SDXL-Turbo tiny VAE, new prompt / new seed every frame, overlap on
-#             (one lane) against 2 and 3 lanes (bench --overlap on,lanes2,lanes3), baseline; then the OSC-to-frame
-#             p50 and a stream of changes through the real daemon with --render-lanes 2    ~5-6 min cold
+#             (one lane) against 2, 3 and 4 lanes (bench --overlap on,lanes2,lanes3,lanes4; FPS from the stream's
+#             length: lanes publish in bursts), baseline; then through the real daemon, --render-lanes 1, 2 and 3:
+#             the OSC-to-frame p50 of a lone change and a stream of new prompts (latency --stream-rate)  ~7-8 min cold
 #   rest25    what issue 25 still lacks: SD 1.5's full-VAE OSC-to-frame p50 through the daemon, and the fused text
 #             Q/K/V's A/B on SDXS (the same bench with --fused-text-qkv on and off, no baseline)   ~4 min
 #   denoiser  the SDXL UNet under Inductor's max-autotune (bench --denoiser-compile-mode), tiny VAE, prompt / seed,
@@ -152,11 +153,14 @@ part_timeline() {  # GPU idle or streams slowing each other: the 1.5 ms a frame 
         --cache-dir $CACHE --json "$WORK/bench-timeline.json"
 }
 
-part_lanes() {  # issue 27's tiny-VAE targets: consecutive frames' UNets on two or three streams at once
-    step bench-lanes 330 $TB bench --model random --sizes 512 --vaes tiny --modes prompt,seed \
-        --overlap on,lanes2,lanes3 --frames 60 --cache-dir $CACHE --json "$WORK/bench-lanes.json"
-    step latency-tiny-lanes2 150 $TB latency --model random --vae tiny --count 200 --rate 20 --stream-rate 200 \
-        --json "$WORK/latency-tiny-lanes2.json" -- --cache-dir $CACHE --overlap on --render-lanes 2
+part_lanes() {  # issue 27's tiny-VAE targets: consecutive frames' UNets on several streams at once
+    step bench-lanes 280 $TB bench --model random --sizes 512 --vaes tiny --modes prompt,seed \
+        --overlap on,lanes2,lanes3,lanes4 --frames 60 --cache-dir $CACHE --json "$WORK/bench-lanes.json"
+    for lanes in 1 2 3; do
+        step "latency-tiny-lanes$lanes" 85 $TB latency --model random --vae tiny --count 200 --rate 20 \
+            --stream-rate 200 --json "$WORK/latency-tiny-lanes$lanes.json" -- --cache-dir $CACHE --overlap on \
+            --render-lanes $lanes
+    done
 }
 
 part_autotune() {  # the VAE decode alone under max-autotune (the other knobs ran in S4)

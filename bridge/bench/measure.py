@@ -114,6 +114,14 @@ def stats(times_ms: list[float]) -> dict[str, float]:
             "std_ms": round(statistics.pstdev(ordered), 3), "fps": round(1e3 / median, 1)}
 
 
+def streamed_vram(plain: dict[str, float], now: dict[str, float]) -> dict[str, float]:
+    """An overlapped stream's memory: the plain frames' figures, with the device's use and the allocator's peaks
+    after the stream (each render lane's graphs have their own memory pool)."""
+    after = {"after_frames": now.get("used"), "peak_allocated": now.get("peak_allocated"),
+             "peak_reserved": now.get("peak_reserved")}
+    return {**plain, **{k: v for k, v in after.items() if v is not None}}
+
+
 def stream_fps(intervals_ms: list[float]) -> float:
     """Frames per second of a stream from the intervals between its publications: their count over their sum."""
     return round(1e3 * len(intervals_ms) / sum(intervals_ms), 1)
@@ -241,7 +249,8 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
                 # lanes' frames close together, then a gap), and the median interval is the short one
                 runs.append(Run(dtype_name, vae_name, size, mode, **{**stats(intervals), "fps": stream_fps(intervals)},
                                 first_frame_s=None, tiling=tiling, overlap=streams,
-                                latency_ms=round(statistics.median(latencies), 3), vram_gb=run.vram_gb))
+                                latency_ms=round(statistics.median(latencies), 3),
+                                vram_gb=streamed_vram(run.vram_gb, vram_gb(device))))
                 log.info("%s %s %d %s overlapped (%s): %.2f ms between frames (%.1f FPS), latency %.2f ms", dtype_name,
                          vae_name, size, mode, streams, runs[-1].median_ms, runs[-1].fps, runs[-1].latency_ms)
             log.info("%s %s %d %s tiling %s sinks %s: median %.2f ms (%.1f FPS), p99 %.2f, std %.2f %s", dtype_name,

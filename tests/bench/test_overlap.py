@@ -59,3 +59,12 @@ def test_a_bursty_streams_frames_per_second_come_from_its_whole_length():
 
     bursty = [1.0, 15.0, 1.0, 15.0, 1.0]
     assert stream_fps(bursty) == round(1e3 * 5 / 33, 1) and stats(bursty)["fps"] == 1000.0
+
+
+def test_an_overlapped_streams_memory_is_read_after_it():
+    from bridge.bench.measure import streamed_vram
+
+    plain = {"loaded": 8.7, "after_frames": 12.0, "peak_reserved": 9.1}
+    assert streamed_vram(plain, {"used": 13.5, "allocated": 9.0, "peak_allocated": 9.6, "peak_reserved": 10.2}) == {
+        "loaded": 8.7, "after_frames": 13.5, "peak_allocated": 9.6, "peak_reserved": 10.2}
+    assert streamed_vram(plain, {}) == plain  # the CPU: nothing measured, the plain figures stay
