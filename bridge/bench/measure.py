@@ -86,6 +86,7 @@ class Run:
     sinks: str = "shm"
     overlap: str = "off"  # on/decode: the next frame begun while this one decodes (median_ms: between publications)
     latency_ms: float | None = None  # overlap: median from a frame's begin to its publication
+    begin_ms: float | None = None  # overlap: median of the render thread's begin_batch (its CPU work per frame)
     sink_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # per sink: median, p99, max publish ms
     stages_ms: dict[str, float] = field(default_factory=dict)
     vram_gb: dict[str, float] = field(default_factory=dict)
@@ -244,12 +245,14 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
             run.vram_gb = {k: v for k, v in vram.items() if v is not None}  # none on the CPU: nothing measured
             runs.append(run)
             for streams, staged in ({} if sink_set else overlapped).items():
-                intervals, latencies = timed_overlapped(staged, mode, size, tiling, opts.frames, shm, guidance)
+                streamed = timed_overlapped(staged, mode, size, tiling, opts.frames, shm, guidance)
                 # frames per second over the whole stream: with render lanes frames publish in bursts (two
                 # lanes' frames close together, then a gap), and the median interval is the short one
-                runs.append(Run(dtype_name, vae_name, size, mode, **{**stats(intervals), "fps": stream_fps(intervals)},
+                runs.append(Run(dtype_name, vae_name, size, mode,
+                                **{**stats(streamed.intervals), "fps": stream_fps(streamed.intervals)},
                                 first_frame_s=None, tiling=tiling, overlap=streams,
-                                latency_ms=round(statistics.median(latencies), 3),
+                                latency_ms=round(statistics.median(streamed.latencies), 3),
+                                begin_ms=round(statistics.median(streamed.begins), 3),
                                 vram_gb=streamed_vram(run.vram_gb, vram_gb(device))))
                 log.info("%s %s %d %s overlapped (%s): %.2f ms between frames (%.1f FPS), latency %.2f ms", dtype_name,
                          vae_name, size, mode, streams, runs[-1].median_ms, runs[-1].fps, runs[-1].latency_ms)

@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 
 from ..core.frame import Frame
 from ..outputs.shm import ShmWriter
@@ -22,41 +23,61 @@ from .frames import frame_params, frame_scene
 IN_FLIGHT = 2  # the overlapping queue's MAX_IN_FLIGHT (bridge.engine.overlap_queue; bench may not import engine)
 
 
+@dataclass(frozen=True)
+class StreamTimes:
+    """An overlapped stream's times, ms: between publications, each frame's begin to its publication, and
+    the render thread's ``begin_batch`` per frame (its CPU work per frame in the daemon: at 150 frames a
+    second it has 6.7 ms)."""
+
+    intervals: list[float]
+    latencies: list[float]
+    begins: list[float]
+
+
 def timed_overlapped(overlapped, mode: str, size: int, tiling: str, frames: int,
-                     shm: ShmWriter, guidance: float = 0.0) -> tuple[list[float], list[float]]:
-    """(intervals between publications, begin-to-publication latencies), ms, over ``frames`` frames."""
+                     shm: ShmWriter, guidance: float = 0.0) -> StreamTimes:
+    """The times of ``frames`` frames of the overlapped loop, after an untimed warm-up frame."""
     # untimed, as the plain runs' warm-up frame: compiles and captures the cut graphs and the decode's
     overlapped.begin_batch([("main", frame_params(mode, -1, size, tiling, guidance),
                              frame_scene(mode, -1, size))]).result()
     times = overlapped_frames(overlapped, mode, size, tiling, frames, shm, guidance)
-    intervals = [(now - before) * 1e3 for (_, before), (_, now) in zip(times, times[1:])]
-    return intervals, [(published - begun) * 1e3 for begun, published in times]
+    return StreamTimes([(b.published - a.published) * 1e3 for a, b in zip(times, times[1:])],
+                       [(t.published - t.begun) * 1e3 for t in times], [(t.queued - t.begun) * 1e3 for t in times])
+
+
+@dataclass(frozen=True)
+class FrameTimes:
+    """One frame of the loop, ``time.perf_counter`` seconds: begun, its ``begin_batch`` returned, published."""
+
+    begun: float
+    queued: float
+    published: float
 
 
 def overlapped_frames(overlapped, mode: str, size: int, tiling: str, frames: int, shm: ShmWriter,
                       guidance: float = 0.0, phase: Callable[[str], AbstractContextManager] = nullcontext
-                      ) -> list[tuple[float, float]]:
+                      ) -> list[FrameTimes]:
     """The overlapping queue's loop: frame i+1 begun, then frame i collected and published (with render
-    lanes, up to as many frames in flight as lanes: ``OverlappingQueue``'s ``max_in_flight``); per frame
-    (begun at, published at), ``time.perf_counter`` seconds. ``phase(name)``: a context around each
-    "begin", "collect" and "publish" (the timeline's profiler ranges)."""
-    times: list[tuple[float, float]] = []
+    lanes, up to as many frames in flight as lanes: ``OverlappingQueue``'s ``max_in_flight``); each
+    frame's times. ``phase(name)``: a context around each "begin", "collect" and "publish" (the
+    timeline's profiler ranges)."""
+    times: list[FrameTimes] = []
     depth = max(IN_FLIGHT, overlapped.lanes)
-    in_flight: deque = deque()  # (frame index, params, begun at, InFlight)
+    in_flight: deque = deque()  # (frame index, params, begun at, queued at, InFlight)
 
-    def publish(index, params, begun_at, staged) -> None:
+    def publish(index, params, begun_at, queued_at, staged) -> None:
         with phase("collect"):
             out = staged.result()[0]
         with phase("publish"):
             shm.publish(Frame(index + 1, index + 1, params, out.pixels, 0.0, time.time_ns()))
-        times.append((begun_at, time.perf_counter()))
+        times.append(FrameTimes(begun_at, queued_at, time.perf_counter()))
 
     for i in range(frames):
         params, scene = frame_params(mode, i, size, tiling, guidance), frame_scene(mode, i, size)
         begun_at = time.perf_counter()
         with phase("begin"):
             staged = overlapped.begin_batch([("main", params, scene)])
-        in_flight.append((i, params, begun_at, staged))
+        in_flight.append((i, params, begun_at, time.perf_counter(), staged))
         if len(in_flight) >= depth:
             publish(*in_flight.popleft())
     while in_flight:

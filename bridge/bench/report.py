@@ -51,11 +51,13 @@ def format_report(report: dict) -> str:
     if report["runs"]:  # none with --modes decode or kernels alone: no empty table
         lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in report["runs"]:
-        ratio = f"{base['median_ms'] / r['median_ms']:.1f}" if base and base["size"] == r["size"] else "-"
+        # from the frame rate: an overlapped stream's (with render lanes, bursty) is its length's, not its median's
+        ratio = f"{base['median_ms'] * r['fps'] / 1e3:.1f}" if base and base["size"] == r["size"] else "-"
         streams = overlap_mode(r.get("overlap"))
         kind = {"on": "", "decode": " (decode only)", "urgent": " (urgent text stream)"}.get(
             streams, f" ({lanes_of(streams)} render lanes)" if streams.startswith("lanes") else f" ({streams})")
-        dtype = r["dtype"] + ("" if streams == "off" else f" + overlap{kind} (latency {r['latency_ms']:.2f} ms)")
+        begin = f", begin {r['begin_ms']:.2f} ms" if r.get("begin_ms") is not None else ""
+        dtype = r["dtype"] + ("" if streams == "off" else f" + overlap{kind} (latency {r['latency_ms']:.2f} ms{begin})")
         cells = [dtype, r["vae"], r["size"], r["mode"], r.get("tiling", "none"), r.get("sinks", "shm"),
                  f"{r['median_ms']:.2f}", f"{r['fps']:.1f}", f"{r['p99_ms']:.2f}", f"{r['std_ms']:.2f}", ratio,
                  "-" if r["first_frame_s"] is None else r["first_frame_s"]]  # an overlapped run: none of its own

@@ -62,7 +62,7 @@ def measure_timeline(opts: BenchOptions, device: torch.device, dtype_name: str, 
             rows = []
             for change in CHANGES:
                 # its warm-up frame compiles and captures (logged); then the frames without the profiler
-                intervals, _ = timed_overlapped(overlapped, change, size, "none", opts.frames, shm, guidance)
+                intervals = timed_overlapped(overlapped, change, size, "none", opts.frames, shm, guidance).intervals
                 kernels, ranges = _profiled(overlapped, change, size, opts.frames, shm, guidance, device)
                 row = _row(kernels, ranges, device)
                 unprofiled = round(statistics.median(intervals), 4) if intervals else None  # none of one frame

@@ -68,3 +68,13 @@ def test_an_overlapped_streams_memory_is_read_after_it():
     assert streamed_vram(plain, {"used": 13.5, "allocated": 9.0, "peak_allocated": 9.6, "peak_reserved": 10.2}) == {
         "loaded": 8.7, "after_frames": 13.5, "peak_allocated": 9.6, "peak_reserved": 10.2}
     assert streamed_vram(plain, {}) == plain  # the CPU: nothing measured, the plain figures stay
+
+
+def test_the_timed_stream_has_each_frames_latency_and_the_render_threads_begin():
+    from bridge.bench.overlap import timed_overlapped
+
+    renderer, shm = Logged(2), Published()
+    times = timed_overlapped(renderer, "seed", 64, "none", 5, shm)
+    assert len(times.intervals) == 4 and len(times.latencies) == len(times.begins) == 5
+    assert all(0 <= begin <= latency for begin, latency in zip(times.begins, times.latencies))
+    assert shm.frames == [0, 1, 2, 3, 4]  # the untimed warm-up frame (seed -1) is not published
