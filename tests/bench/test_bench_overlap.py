@@ -1,5 +1,6 @@
 """The bench's overlapped loop (bridge/bench/overlap.py) keeps as many frames in flight as the daemon's
-overlapping queue would: two, or one per render lane where there are more."""
+overlapping queue would: two, or one per render lane where there are more. (Named apart from
+tests/engine/test_overlap.py, the queue's own: pytest imports both by their base names.)"""
 
 import numpy as np
 import pytest
