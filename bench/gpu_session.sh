@@ -17,6 +17,7 @@
 #             then the memory-budget file alone (it reads the device's memory in use)   ~6-8 min
 #             carry .whl-ray (no GPU test needs PyAV) so tests/cluster/test_cluster_gpu.py runs with the
 #             rest; with .whl it is skipped (no Ray), and the summary says so
+#   budget    the memory-budget test file alone (the last step of `tests`), for a call whose `tests` was cut   ~1 min
 #   speed     SDXL-Turbo full + tiny VAE, new prompt / new seed every frame, overlap off, on and decode-only, with
 #             the plain diffusers call as baseline (bench); then through the real daemon, overlap
 #             off and on: OSC-to-frame p50 and a stream of changes (latency)        ~7-8 min
@@ -126,10 +127,14 @@ part_tests() {
         step "$n" 470 python -m pytest -q -m gpu "$f" -p no:cacheprovider --junitxml="$WORK/junit-$n.xml" &
     done
     wait
-    step test_memory_budget 80 python -m pytest -q -m gpu tests/bench/test_memory_budget.py -p no:cacheprovider \
-        --junitxml="$WORK/junit-test_memory_budget.xml"
+    part_budget
     # a later part of the same call (`start`, `textoff`...) measures its own cold caches under its --cache-dir
     unset TORCHINDUCTOR_CACHE_DIR TRITON_CACHE_DIR
+}
+
+part_budget() {  # the memory-budget GPU test file alone (it reads the device's memory in use: nothing else may run)
+    step test_memory_budget 80 python -m pytest -q -m gpu tests/bench/test_memory_budget.py -p no:cacheprovider \
+        --junitxml="$WORK/junit-test_memory_budget.xml"
 }
 
 part_speed() {
@@ -357,7 +362,7 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|baseline|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|timeline|autotune|start|carried|textoff|regions|channels|tinychannels|batchvae|window|sd15|sana|cluster|tokens|tuning|lanes) "part_$part" ;;
-        *) echo "unknown part $part: tests, baseline, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), timeline, start, carried, textoff, regions, channels, tinychannels, batchvae, window, sd15, sana, cluster, tokens, tuning, lanes" >&2; exit 2 ;;
+        tests|baseline|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|timeline|autotune|start|carried|textoff|regions|channels|tinychannels|batchvae|window|sd15|sana|cluster|tokens|tuning|lanes|budget) "part_$part" ;;
+        *) echo "unknown part $part: tests, baseline, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), timeline, start, carried, textoff, regions, channels, tinychannels, batchvae, window, sd15, sana, cluster, tokens, tuning, lanes, budget" >&2; exit 2 ;;
     esac
 done
