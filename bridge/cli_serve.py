@@ -130,9 +130,10 @@ def add_serve(sub) -> None:
                        help=f"with --overlap on: up to N frames' UNets run at once, each on a CUDA stream "
                             f"of its own with its own captured graphs (1 to {MAX_RENDER_LANES}); at batch 1 one UNet "
                             "leaves most of a large GPU idle, so a stream of changes gets more frames per second "
-                            "(a lone change renders as with 1; each lane holds its own graphs' memory). Frames with "
-                            "an input image, ControlNets, a style image, a blend, guidance or new LoRAs render one "
-                            "at a time")
+                            "(a lone change renders as with 1; each lane holds its own graphs' memory). Batches of "
+                            "several channels, transitions, and frames with an input image, ControlNets, a style "
+                            "image, a blend, classifier-free guidance or new LoRAs render one at a time. Needs "
+                            "compiled frames on a GPU (elsewhere: one lane)")
     serve.add_argument("--batch-vae", default="same", choices=["same", "tiny"],
                        help="what decodes a batch of several channels' frames (one round, one shape): same (--vae's "
                             "decoder) or tiny (the family's tiny decoder, a fraction of the full VAE's cost per row: "

@@ -90,7 +90,7 @@ async def local_devices(config: Config, renderer_factory: Callable[[Config], tup
             for gpu, device in zip(gpus, devices)))
         queues = [_queue(renderer, gpu, publishers[i] if publishers else None,
                          str(info.get("device", i)) if len(loaded) == 1 else f"{i}:{info.get('device', i)}",
-                         config.batch_window_ms / 1e3, config.render_lanes)
+                         config.batch_window_ms / 1e3, info.get("render_lanes", 1))
                   for i, ((renderer, info), gpu) in enumerate(zip(loaded, gpus))]
         for queue, (_, info) in zip(queues, loaded):  # each device folds LoRAs into its own UNet, from its own catalog
             queue.loras = LoraGate(queue.renderer.lora_catalog, lora_loader, lora_refusal(info))
@@ -108,8 +108,9 @@ async def local_devices(config: Config, renderer_factory: Callable[[Config], tup
 
 def _queue(renderer: Renderer, gpu: RenderThread, publisher: RenderThread | None, name: str,
            join_window_s: float, render_lanes: int) -> RenderQueue:
+    """``render_lanes``: the lanes the loaded renderer runs (its health info's: 1 where frames are not graphed)."""
     if publisher is None:
         return RenderQueue(renderer, gpu, name, join_window_s=join_window_s)
-    # each render lane may hold a frame in its UNet while the oldest decodes
+    # a frame in flight per render lane, and at least MAX_IN_FLIGHT (one decoding while the next one begins)
     return OverlappingQueue(renderer, gpu, publisher, name, join_window_s=join_window_s,
                             max_in_flight=max(MAX_IN_FLIGHT, render_lanes))

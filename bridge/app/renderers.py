@@ -151,6 +151,9 @@ def _load_model(config: Config):
     # Several channels' frames batched, each with its own transitions; with --overlap on, a batch's
     # decode runs on a second CUDA stream while the next batch begins.
     channels = OverlappedRenderer(renderer, lanes=config.render_lanes) if config.overlap else ChannelRenderer(renderer)
+    if config.overlap and channels.lanes < config.render_lanes:
+        log.warning("--render-lanes %d: frames here are not replayed as CUDA graphs (%s, compile %s), so they run on "
+                    "one stream: one lane", config.render_lanes, device, compile)
     if compile:  # compile and capture for the initial size, the graphs the daemon will replay, before the ports open
         with phases("warm_up"):
             if config.overlap:

@@ -84,8 +84,10 @@ def test_render_lanes_are_counted_where_frames_replay_as_graphs_and_checked(rend
         OverlappedRenderer(plain.inner, text_stream=False, lanes=2)
 
 
-@pytest.mark.parametrize("lanes, in_flight", [(1, 2), (3, 3)])
-async def test_a_daemon_with_overlap_renders_every_change_and_says_so(config, daemon_factory, lanes, in_flight):
+@pytest.mark.parametrize("lanes", [1, 3])
+async def test_a_daemon_with_overlap_renders_every_change_and_says_so(config, daemon_factory, lanes, caplog):
+    """With --render-lanes 3 on the CPU (no graphs: one stream) the queue keeps the one lane's two frames in flight,
+    not three, and the log says why."""
     from bridge.frontends.http.rest import CHANNELS
 
     async with daemon_factory(config, overlap=True, render_lanes=lanes) as daemon:
@@ -98,5 +100,20 @@ async def test_a_daemon_with_overlap_renders_every_change_and_says_so(config, da
             assert frame.params.seed == seed
         device, = daemon.app[CHANNELS].devices()
     assert device["overlap"] is True and device["frames"] >= 4  # the first frame and the three changes
-    assert device["max_in_flight"] == in_flight  # --render-lanes 3: a frame in flight per lane
+    assert device["max_in_flight"] == 2  # the lanes it runs: one on the CPU
+    assert ("--render-lanes 3: frames here are not replayed as CUDA graphs" in caplog.text) == (lanes == 3)
     assert device["render_thread"]["jobs_after_sleep"] + device["render_thread"]["jobs_without_sleep"] >= 4
+
+
+async def test_the_overlapping_queue_keeps_a_frame_in_flight_per_lane_the_renderer_runs(config, daemon_factory):
+    """The queue's depth comes from the lanes the loaded renderer reports (a GPU's, here stood in for by its health
+    info), not from the option: three lanes, three frames in flight."""
+    from bridge.core.renderer import NullRenderer
+    from bridge.frontends.http.rest import CHANNELS
+
+    def three_lanes(config):
+        return NullRenderer(), {"model": "null", "device": "cuda:0", "dtype": "none", "render_lanes": 3}
+
+    async with daemon_factory(config, renderer_factory=three_lanes, overlap=True, render_lanes=3) as daemon:
+        device, = daemon.app[CHANNELS].devices()
+    assert device["max_in_flight"] == 3
