@@ -84,6 +84,16 @@ def test_render_lanes_are_counted_where_frames_replay_as_graphs_and_checked(rend
         OverlappedRenderer(plain.inner, text_stream=False, lanes=2)
 
 
+def test_only_text_to_image_plans_without_guidance_or_images_run_on_any_lane(renderers):
+    from bridge.pipeline.render.overlapped import on_lanes
+
+    plain, _ = renderers
+    r = plain.inner
+    assert on_lanes(r.plan(FRAMES[0][1], FRAMES[0][2])) and on_lanes(r.plan(FRAMES[4][1], FRAMES[4][2]))  # tiling too
+    assert not on_lanes(r.plan(FRAMES[1][1], FRAMES[1][2]))  # guidance: a negative prompt's text encoders on lane 0
+    assert not on_lanes(r.plan(FRAMES[2][1], FRAMES[2][2]))  # an input image's encoder on lane 0
+
+
 @pytest.mark.parametrize("lanes", [1, 3])
 async def test_a_daemon_with_overlap_renders_every_change_and_says_so(config, daemon_factory, lanes, caplog):
     """With --render-lanes 3 on the CPU (no graphs: one stream) the queue keeps the one lane's two frames in flight,

@@ -30,7 +30,16 @@ from ..speed.lanes import RenderLanes
 from ..speed.overlap import DecodeStream, Decoding
 from ..speed.text_stream import TextStream
 from .batch import ChannelRenderer
+from .plan import FramePlan
 from .renderer import DiffusersRenderer
+
+
+def on_lanes(plan: FramePlan) -> bool:
+    """Whether a plan's frames may run on any render lane: text to image without classifier-free guidance,
+    ControlNets, T2I-Adapters or a style image. Every other frame runs stages whose graphs (a negative
+    prompt's text encoders, an input image's encoder, control and style images) are captured once, on
+    lane 0, so it runs there, after every lane's work; no lane captures graphs for its key."""
+    return plan.start is None and not plan.cfg and not plan.controls and not plan.style
 
 
 class Begun:
@@ -103,8 +112,7 @@ class OverlappedRenderer(ChannelRenderer):
         # frame whose stages run graphs besides the frame's own (a blend's or a negative prompt's text
         # encoders, an input image's encoder, control and style images: captured once, on lane 0).
         serial = len(items) > 1 or params.loras != r.loras.applied or not (
-            isinstance(params.prompt, str) and scene.glide is None and plan.start is None and not plan.cfg
-            and not plan.controls and not plan.style)
+            isinstance(params.prompt, str) and scene.glide is None and on_lanes(plan))
         if len(items) == 1:
             self._warm_up(params, scene, tiling, serial)
         with self._lane(serial) as lane:
@@ -143,14 +151,14 @@ class OverlappedRenderer(ChannelRenderer):
             self._text.warm(r.parts.text.lengths, r.parts.text.rows, r.calls.encode)  # once per length
         if key in self._warm:
             return
-        self._warm.add(key)
-        if self._lanes is None or not r.compile:
-            return
         plan = r.plan(params, scene)
-        with r.runner.on_lanes(self._lanes):
-            for lane in range(1, self._lanes.count):
-                with self._lanes.capturing(lane):
-                    r.frame_graph(plan, None, decode=False)  # the cached-embeddings graph: the text has its stream
+        if self._lanes is not None and r.compile and on_lanes(plan):
+            r.begin(plan, params.loras)  # the key's tiling (and LoRAs: every lane was joined above) for the captures
+            with r.runner.on_lanes(self._lanes):
+                for lane in range(1, self._lanes.count):
+                    with self._lanes.capturing(lane):
+                        r.frame_graph(plan, None, decode=False)  # the cached-embeddings graph: the text has its stream
+        self._warm.add(key)  # after the lanes' captures: one that failed is tried again by the key's next frame
 
     def _decode_one(self, latents: torch.Tensor, tiling: str, lane: int) -> Decoding:
         return self._decoder.decode(("decode", tuple(latents.shape), tiling), self.inner.calls.decode, latents, 1,
