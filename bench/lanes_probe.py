@@ -21,7 +21,7 @@ from diffusers import UNet2DConditionModel
 
 from bridge.pipeline.families.registry import FAMILIES
 from bridge.pipeline.loading.demo import unet_config
-from bridge.pipeline.speed.graphs import CAPTURE_MODE
+from bridge.pipeline.speed.graphs import FrameGraphs
 from bridge.pipeline.speed.optimize import compiled
 
 
@@ -35,18 +35,11 @@ def inputs(rows: int, size: int, device) -> dict:
 
 
 def capture(fn, args: dict):
-    stream, pool = torch.cuda.Stream(), torch.cuda.graph_pool_handle()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(2):
-            fn(**args)
-        graph = torch.cuda.CUDAGraph()
-        graph.capture_begin(pool=pool, capture_error_mode=CAPTURE_MODE)
-        out = fn(**args)
-        graph.capture_end()
-    torch.cuda.current_stream().wait_stream(stream)
+    """``fn`` on ``args`` captured as the renderer captures a frame (``FrameGraphs``: its own memory pool),
+    and a stream of its own to replay it on: (CUDA graph, stream, its static output)."""
+    graph = FrameGraphs().get(("unet",), fn, lambda: args)
     torch.cuda.synchronize()
-    return graph, stream, out
+    return graph.graph, torch.cuda.Stream(), graph.outputs
 
 
 def timed(graphs_streams, rounds: int) -> float:
