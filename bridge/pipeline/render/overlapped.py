@@ -114,7 +114,7 @@ class OverlappedRenderer(ChannelRenderer):
         serial = len(items) > 1 or params.loras != r.loras.applied or not (
             isinstance(params.prompt, str) and scene.glide is None and on_lanes(plan))
         if len(items) == 1:
-            self._warm_up(params, scene, tiling, serial)
+            self._warm_up(params, scene, plan, serial)
         with self._lane(serial) as lane:
             # Every latents buffer below is written after the decode in flight has copied its own.
             self._decoder.before_latents(lane)
@@ -136,22 +136,22 @@ class OverlappedRenderer(ChannelRenderer):
         with self._lanes.frame(serial) as lane, self.inner.runner.on_lanes(self._lanes):
             yield lane
 
-    def _warm_up(self, params: Params, scene: Scene, tiling: str, serial: bool) -> None:
-        """Compile and capture a frame's cut graphs and its decode's once per graph key, before a live
-        frame, on the render thread's own stream; then every other lane's cut graph of the key."""
+    def _warm_up(self, params: Params, scene: Scene, plan: FramePlan, serial: bool) -> None:
+        """Compile and capture a frame's cut graphs and its decode's once per graph key (``plan``'s, the
+        frame's), before a live frame, on the render thread's own stream; then every other lane's cut graph."""
         r = self.inner
-        key = r.plan(params, scene).key
+        key = plan.key
         if r.compile and key not in self._warm:
             if self._lanes is not None:
                 self._lanes.join()  # a warm-up frame may fold LoRAs: after every lane's frames
             if self._text is not None and serial:
                 self._text.barrier()
-        r.warm(params, scene, decode=False, decoder=lambda latents: self._decode_one(latents, tiling, 0).result())
+        r.warm(params, scene, decode=False,
+               decoder=lambda latents: self._decode_one(latents, plan.tiling, 0).result())
         if self._text is not None:
             self._text.warm(r.parts.text.lengths, r.parts.text.rows, r.calls.encode)  # once per length
         if key in self._warm:
             return
-        plan = r.plan(params, scene)
         if self._lanes is not None and r.compile and on_lanes(plan):
             r.begin(plan, params.loras)  # the key's tiling (and LoRAs: every lane was joined above) for the captures
             with r.runner.on_lanes(self._lanes):

@@ -112,8 +112,7 @@ class StageRunner:
         graph.load(**values)
         if self._lanes is not None:
             self._lanes.loaded()
-        graph.graph.replay()
-        return graph.outputs
+        return graph.replay()
 
     def run(self, key: tuple, fn: Callable[..., object], label: str | None = None, **values):
         """One stage (or a batch's whole frame): plain, or as the graph of ``key``. ``label``: log

@@ -60,6 +60,10 @@ class FrameGraph:
 
     def run(self, **values: torch.Tensor | tuple | float) -> tuple:
         self.load(**values)
+        return self.replay()
+
+    def replay(self) -> tuple:
+        """Replay on the current stream, with the inputs loaded so far; the (static) outputs."""
         self.graph.replay()
         return self.outputs
 

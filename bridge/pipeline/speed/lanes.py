@@ -45,7 +45,6 @@ class RenderLanes:
         self.graphs: list[FrameGraphs | None] = [None] + [FrameGraphs() for _ in range(count - 1)]
         self._loaded = [torch.cuda.Event() for _ in range(count)]
         self._ended = [torch.cuda.Event() for _ in range(count)]
-        self._used = [False] * count  # an event never recorded must not be waited for
         self._last: int | None = None  # the lane of the previous frame
         self._next = 0
         self.current: int | None = None
@@ -69,11 +68,12 @@ class RenderLanes:
         self._next = (lane + 1) % self.count
         stream = self.streams[lane]
         stream.wait_stream(torch.cuda.current_stream(self.device))
-        if self._last is not None and self._used[self._last]:
+        # (waiting for an event never recorded, a lane not used yet, waits for nothing)
+        if self._last is not None:
             stream.wait_event(self._loaded[self._last])
         if serial:
             for other in range(self.count):
-                if other != lane and self._used[other]:
+                if other != lane:
                     stream.wait_event(self._ended[other])
         self.current = lane
         try:
@@ -85,7 +85,6 @@ class RenderLanes:
                 self._loaded[lane].record(stream)
             self._loaded_now = False
             self._ended[lane].record(stream)
-            self._used[lane] = True
             self._last = lane
 
     @contextmanager
@@ -106,6 +105,5 @@ class RenderLanes:
     def join(self) -> None:
         """The thread's own stream waits for every lane's frames (before work queued there after them)."""
         main = torch.cuda.current_stream(self.device)
-        for lane in range(self.count):
-            if self._used[lane]:
-                main.wait_event(self._ended[lane])
+        for ended in self._ended:
+            main.wait_event(ended)
