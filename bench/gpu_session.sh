@@ -43,10 +43,12 @@
 #             prompt / seed, overlap off, on and urgent (the text stream at a high priority), baseline  ~7 min
 #   tiny      the SDXL-Turbo tiny-VAE targets alone (100 FPS new prompt, 150 new seed): overlap on and urgent,
 #             baseline                                                             ~3 min
-#   lanes     render lanes (serve --render-lanes): SDXL-Turbo tiny VAE, new prompt / new seed every frame, overlap on
-#             (one lane) against 2, 3 and 4 lanes (bench --overlap on,lanes2,lanes3,lanes4; FPS from the stream's
-#             length: lanes publish in bursts), baseline; then through the real daemon, --render-lanes 1, 2 and 3:
-#             the OSC-to-frame p50 of a lone change and a stream of new prompts (latency --stream-rate)  ~7-8 min cold
+#   lanes     render lanes through the real daemon (serve --overlap on --render-lanes N), SDXL-Turbo tiny VAE, 4, 3, 2 then
+#             1 lanes (the first compiles cold): the OSC-to-frame p50 of a lone change, then a stream of new prompts
+#             and a stream of new seeds alone at 250 changes/s (latency --stream-rate --stream-seeds)   ~5-7 min cold
+#   lanesbench  the same lanes in bench (--overlap on,lanes2,lanes3,lanes4; FPS from the stream's length: lanes
+#             publish in bursts; VRAM after each stream), new prompt / new seed every frame, baseline; then
+#             bench/lanes_probe.py (UNets on 1-3 streams at once)   ~4 min warm (after `lanes`), ~7 min cold
 #   rest25    what issue 25 still lacks: SD 1.5's full-VAE OSC-to-frame p50 through the daemon, and the fused text
 #             Q/K/V's A/B on SDXS (the same bench with --fused-text-qkv on and off, no baseline)   ~4 min
 #   denoiser  the SDXL UNet under Inductor's max-autotune (bench --denoiser-compile-mode), tiny VAE, prompt / seed,
@@ -158,14 +160,22 @@ part_timeline() {  # GPU idle or streams slowing each other: the 1.5 ms a frame 
         --cache-dir $CACHE --json "$WORK/bench-timeline.json"
 }
 
-part_lanes() {  # issue 27's tiny-VAE targets: consecutive frames' UNets on several streams at once
+part_lanes() {  # issue 27's tiny-VAE targets through the daemon: consecutive frames' UNets on several streams at once
+    local lanes limit=200  # the first compiles cold (~100 s) and captures every lane's graphs
+    for lanes in 4 3 2 1; do
+        step "latency-tiny-lanes$lanes" $limit $TB latency --model random --vae tiny --count 200 --rate 20 \
+            --stream-rate 250 --stream-seeds --json "$WORK/latency-tiny-lanes$lanes.json" -- --cache-dir $CACHE \
+            --overlap on --render-lanes $lanes
+        limit=100
+    done
+}
+
+part_lanesbench() {  # the same lanes in bench (each frame's begin and the lanes' VRAM), then the UNet probe
     step bench-lanes 280 $TB bench --model random --sizes 512 --vaes tiny --modes prompt,seed \
         --overlap on,lanes2,lanes3,lanes4 --frames 60 --cache-dir $CACHE --json "$WORK/bench-lanes.json"
-    for lanes in 1 2 3; do
-        step "latency-tiny-lanes$lanes" 85 $TB latency --model random --vae tiny --count 200 --rate 20 \
-            --stream-rate 200 --json "$WORK/latency-tiny-lanes$lanes.json" -- --cache-dir $CACHE --overlap on \
-            --render-lanes $lanes
-    done
+    # the bench's compile cache: the probe compiles the UNet as the renderer does
+    step lanes-probe 200 env TORCHINDUCTOR_CACHE_DIR=$CACHE/compile/inductor TRITON_CACHE_DIR=$CACHE/compile/triton \
+        python bench/lanes_probe.py --json "$WORK/lanes-probe.json"
 }
 
 part_autotune() {  # the VAE decode alone under max-autotune (the other knobs ran in S4)
@@ -362,7 +372,7 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|baseline|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|timeline|autotune|start|carried|textoff|regions|channels|tinychannels|batchvae|window|sd15|sana|cluster|tokens|tuning|lanes|budget) "part_$part" ;;
-        *) echo "unknown part $part: tests, baseline, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), timeline, start, carried, textoff, regions, channels, tinychannels, batchvae, window, sd15, sana, cluster, tokens, tuning, lanes, budget" >&2; exit 2 ;;
+        tests|baseline|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|timeline|autotune|start|carried|textoff|regions|channels|tinychannels|batchvae|window|sd15|sana|cluster|tokens|tuning|lanes|lanesbench|budget) "part_$part" ;;
+        *) echo "unknown part $part: tests, baseline, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), timeline, start, carried, textoff, regions, channels, tinychannels, batchvae, window, sd15, sana, cluster, tokens, tuning, lanes, lanesbench, budget" >&2; exit 2 ;;
     esac
 done

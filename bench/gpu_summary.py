@@ -100,12 +100,13 @@ def latencies(out: Path) -> list[str]:
     lines = []
     for path in sorted([*out.glob("latency-*.json"), *out.glob("start-*.json")]):
         r = json.loads(path.read_text())
-        stream = r.get("stream") or {}
+        stream, seeds = r.get("stream") or {}, r.get("seed_stream") or {}
         lines.append(f"{path.stem}: OSC->frame p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f}, "
                      f"render {r['mean_render_ms']:.2f}, start to ready {r['startup_s']} s"
                      + (f" ({', '.join(f'{k} {v}' for k, v in r['startup_phases'].items())})"
                         if r.get("startup_phases") else "")
-                     + (f"; stream {stream['fps']:.1f} FPS, p50 {stream['p50_ms']:.2f} ms" if stream else ""))
+                     + (f"; stream {stream['fps']:.1f} FPS, p50 {stream['p50_ms']:.2f} ms" if stream else "")
+                     + (f"; seed stream {seeds['fps']:.1f} FPS, p50 {seeds['p50_ms']:.2f} ms" if seeds else ""))
     for path in sorted(out.glob("channels*.json")):
         r = json.loads(path.read_text())
         together = r["together_phase"]  # what the daemon rendered in that phase (bridge/bench/phase_render.py)
@@ -119,13 +120,15 @@ def latencies(out: Path) -> list[str]:
 
 
 def probes(out: Path) -> list[str]:
-    """The JSON line each probe step printed last (bench/precompile_probe.py), by step."""
+    """The JSON line each probe step printed last (bench/precompile_probe.py), by step; the lanes probe's JSON."""
     lines = []
     order = ("cold", "warm", "save", "load")  # the part's order
     for log in sorted(out.glob("precompile-*.log"), key=lambda f: order.index(f.stem.split("-")[-1])
                       if f.stem.split("-")[-1] in order else len(order)):
         found = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("{")]
         lines.append(f"{log.stem}: {found[-1] if found else 'no result (see its log)'}")
+    for path in sorted(out.glob("lanes-probe*.json")):
+        lines.append(f"{path.stem}: {json.dumps(json.loads(path.read_text()))}")
     return lines
 
 

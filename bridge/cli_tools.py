@@ -113,6 +113,9 @@ def add_latency(sub) -> None:
     latency.add_argument("--stream-rate", type=float, default=0.0, metavar="HZ",
                          help="after the one-at-a-time changes, --count changes at HZ that do not wait for frames "
                               "(a slider, a sequencer): frames per second and change-to-frame p50 of that stream")
+    latency.add_argument("--stream-seeds", action="store_true",
+                         help="with --stream-rate: then as many changes again at HZ, each a new seed alone with "
+                              "the prompt unchanged (the text encoders' output is reused): that stream's figures")
     latency.add_argument("--channels", type=int, default=1,
                          help="N > 1: N channels, each a closed loop of new prompts (total and per-channel FPS, "
                               "one channel's OSC-to-frame p50 alone and with the others; and what the daemon "
@@ -198,8 +201,9 @@ def check_latency_device(args: argparse.Namespace, daemon_args: list[str], parse
     device = serve.device or loader.default_device()
     loader.check_device(serve.device, device)
     if not device.startswith("cuda"):
-        # the 10 warm-up changes, the timed ones, then as many again as a stream (--stream-rate)
-        frames = args.channels if args.channels > 1 else args.count * (2 if args.stream_rate > 0 else 1) + 10
+        # the 10 warm-up changes, the timed ones, then as many again as a stream (--stream-rate), and again (seeds)
+        streams = (1 + args.stream_seeds) if args.stream_rate > 0 else 0
+        frames = args.channels if args.channels > 1 else args.count * (1 + streams) + 10
         dtype = "fp32" if serve.dtype == "auto" else serve.dtype
         cpu_estimate.guard("latency", args.model, serve.device, [cpu_estimate.Work(frames, args.size, args.vae, dtype)])
 
@@ -207,6 +211,8 @@ def check_latency_device(args: argparse.Namespace, daemon_args: list[str], parse
 def run_latency_command(args: argparse.Namespace, parse_serve: ParseServe) -> None:
     """``parse_serve(options)``: the daemon's ``serve`` options as the CLI parses them (its device, dtype)."""
     daemon_args = [a for a in args.daemon_args if a != "--"]
+    if args.stream_seeds and not args.stream_rate > 0:
+        raise ConfigError("--stream-seeds follows a stream of changes: add --stream-rate HZ (e.g. 200)")
     check_latency_device(args, daemon_args, parse_serve)
     if args.channels > 1:
         from .bench import multichannel
@@ -220,7 +226,7 @@ def run_latency_command(args: argparse.Namespace, parse_serve: ParseServe) -> No
     from .bench.latency import format_latency, run_latency, to_json
 
     report = run_latency(args.model, args.vae, args.size, args.count, args.rate, daemon_args, via=args.input,
-                         control=args.control, stream_rate_hz=args.stream_rate)
+                         control=args.control, stream_rate_hz=args.stream_rate, stream_seeds=args.stream_seeds)
     sys.stdout.write(format_latency(report) + "\n")
     if args.json:
         args.json.write_text(to_json(report))

@@ -63,6 +63,7 @@ class LatencyReport:
     # was already rendering when the change came (counted one frame early) would make it negative.
     min_slack_ms: float | None = None
     stream: dict | None = None  # --stream-rate: a stream of changes not waiting for frames (bench/stream.py)
+    seed_stream: dict | None = None  # --stream-seeds: then a stream of new seeds alone, the prompt unchanged
     # The daemon's own start-up phases in seconds (GET /v1/health's startup_s: imports, setup, model, warm_up...)
     startup_phases: dict | None = None
 
@@ -234,7 +235,7 @@ def steer(http_port: int, name: str, size: int, timeout: float) -> None:
 
 def run_latency(model: str, vae: str, size: int, count: int, rate_hz: float, extra: list[str],
                 startup_timeout: float = 900.0, via: str = "none", control: str = "",
-                stream_rate_hz: float = 0.0) -> LatencyReport:
+                stream_rate_hz: float = 0.0, stream_seeds: bool = False) -> LatencyReport:
     shm_name = f"tb-latency-{uuid.uuid4().hex[:8]}"
     proc, http_port, osc_port, startup_s = start_daemon(model, vae, size, shm_name, extra, startup_timeout)
     try:
@@ -251,6 +252,8 @@ def run_latency(model: str, vae: str, size: int, count: int, rate_hz: float, ext
             latencies, render_ms = measure_input(http_port, shm_name, count, rate_hz, size, via)
         costs = _per_change(before, thread_counters(proc.pid), count)
         streamed = asdict(measure_stream(osc_port, shm_name, count, stream_rate_hz)) if stream_rate_hz > 0 else None
+        seeded = (asdict(measure_stream(osc_port, shm_name, count, stream_rate_hz, seeds_only=True))
+                  if stream_rate_hz > 0 and stream_seeds else None)
     finally:
         stop_daemon(proc)
     if not latencies:
@@ -264,7 +267,7 @@ def run_latency(model: str, vae: str, size: int, count: int, rate_hz: float, ext
     return LatencyReport(model, vae, size, rate_hz, count, len(latencies), round(statistics.median(ordered), 3),
                          pct(0.90), pct(0.99), round(ordered[-1], 3), round(statistics.fmean(render_ms), 3),
                          round(startup_s, 1), via, *costs, control=control, min_slack_ms=round(slack, 3),
-                         stream=streamed, startup_phases=phases)
+                         stream=streamed, seed_stream=seeded, startup_phases=phases)
 
 
 def startup_phases(http_port: int) -> dict:
@@ -285,7 +288,8 @@ def format_latency(report: LatencyReport) -> str:
             + (f"; daemon CPU {report.cpu_ms_per_change:.3f} ms and {report.wakeups_per_change:.2f} thread wake-ups "
                f"per change ({', '.join(f'{k} {v:g}' for k, v in report.wakeups_by_thread.items())})"
                if report.cpu_ms_per_change is not None else "")
-            + (f"\n{format_stream(StreamReport(**report.stream))}" if report.stream else ""))
+            + (f"\n{format_stream(StreamReport(**report.stream))}" if report.stream else "")
+            + (f"\n{format_stream(StreamReport(**report.seed_stream))}" if report.seed_stream else ""))
 
 
 def to_json(report: LatencyReport) -> str:

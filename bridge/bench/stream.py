@@ -1,6 +1,7 @@
 """``turbo-bridge latency --stream``: a stream of changes that does not wait for frames.
 
-The sender sends a change (a new prompt, a seed used as a tag) over OSC at a steady ``--rate``,
+The sender sends a change (a new prompt, a seed used as a tag; with ``seeds_only``, the seed alone,
+the prompt unchanged: ``--stream-seeds``) over OSC at a steady ``--rate``,
 as a slider or a sequencer does, whatever the frames do; an independent reader thread watches the
 shared-memory segment and notes every frame published (its params version and seed). With
 changes coming faster than frames, latest-wins renders the newest change each time the render
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from ..client import OscSender, ShmReader
 
 TAG = 20_000_000  # seeds of the stream's changes: TAG + i
+SEED_TAG = 30_000_000  # those of a stream of new seeds alone, apart from a prompt stream's before it
 
 
 @dataclass(frozen=True)
@@ -31,9 +33,12 @@ class StreamReport:
     p50_ms: float  # change sent -> its frame published
     p90_ms: float
     last_shown: bool  # the stream's last change got its frame (latest-wins never drops the newest)
+    change: str = "prompt"  # what each change was: "prompt" (a new prompt and seed) or "seed" (a new seed alone)
 
 
-def measure_stream(osc_port: int, shm_name: str, count: int, rate_hz: float, timeout: float = 5.0) -> StreamReport:
+def measure_stream(osc_port: int, shm_name: str, count: int, rate_hz: float, timeout: float = 5.0,
+                   seeds_only: bool = False) -> StreamReport:
+    base = SEED_TAG if seeds_only else TAG
     sent: dict[int, float] = {}
     seen: list[tuple[float, int]] = []  # (when, seed) per frame published
     stop = threading.Event()
@@ -57,12 +62,13 @@ def measure_stream(osc_port: int, shm_name: str, count: int, rate_hz: float, tim
             for i in range(count):
                 while (wait := next_send - time.perf_counter()) > 0:
                     time.sleep(min(0.0005, wait))
-                sent[TAG + i] = time.perf_counter()
-                sender.send_params({"prompt": f"a lighthouse in a storm, stream {i}", "seed": TAG + i})
+                sent[base + i] = time.perf_counter()
+                sender.send_params({"seed": base + i} if seeds_only
+                                   else {"prompt": f"a lighthouse in a storm, stream {i}", "seed": base + i})
                 next_send += 1.0 / rate_hz
             end = time.perf_counter()
             deadline = end + timeout
-            while time.perf_counter() < deadline and not (seen and seen[-1][1] == TAG + count - 1):
+            while time.perf_counter() < deadline and not (seen and seen[-1][1] == base + count - 1):
                 time.sleep(0.001)  # the last change's frame ends the stream
         finally:
             stop.set()
@@ -77,10 +83,11 @@ def measure_stream(osc_port: int, shm_name: str, count: int, rate_hz: float, tim
     return StreamReport(count, rate_hz, round(seconds, 3), len(frames), round(len(in_window) / seconds, 2),
                         round(statistics.median(latencies), 3),
                         round(latencies[min(len(latencies) - 1, int(0.9 * len(latencies)))], 3),
-                        bool(frames) and frames[-1][1] == TAG + count - 1)
+                        bool(frames) and frames[-1][1] == base + count - 1, "seed" if seeds_only else "prompt")
 
 
 def format_stream(r: StreamReport) -> str:
-    return (f"stream of {r.changes} changes at {r.rate_hz:g}/s ({r.seconds:.1f} s), not waiting for frames: "
+    what = "new seeds (the prompt unchanged)" if r.change == "seed" else "changes"
+    return (f"stream of {r.changes} {what} at {r.rate_hz:g}/s ({r.seconds:.1f} s), not waiting for frames: "
             f"{r.frames} frames showed its changes, {r.fps:.2f} FPS while it ran; "
             f"change -> its frame p50 {r.p50_ms:.2f} ms, p90 {r.p90_ms:.2f} ms")

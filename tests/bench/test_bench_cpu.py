@@ -264,3 +264,10 @@ def test_on_cuda_the_timeline_mode_sees_each_streams_kernels_and_names_the_strea
     # a new prompt's text encoders run on the text stream; a new seed encodes nothing
     assert {s["name"].split(" (")[0]: s["busy_ms"] for s in rows["prompt"]["streams"]}.get("text", 0) > 0
     assert "| bf16 | full | 64 | prompt |" in done.stdout
+
+
+def test_a_stream_of_seeds_without_a_stream_is_refused_in_one_line(tmp_path):
+    done = run("latency", "--model", "demo", "--stream-seeds", cache_dir=tmp_path, timeout=60)
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "add --stream-rate HZ" in errors[0], done.stderr
