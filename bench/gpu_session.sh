@@ -49,6 +49,9 @@
 #   lanesbench  the same lanes in bench (--overlap on,lanes2,lanes3,lanes4; FPS from the stream's length: lanes
 #             publish in bursts; VRAM after each stream), new prompt / new seed every frame, baseline; then
 #             bench/lanes_probe.py (UNets on 1-3 streams at once)   ~4 min warm (after `lanes`), ~7 min cold
+#   lone      issue 27's last check, "the latency of a single change must not grow": the OSC-to-frame p50 of a lone
+#             change through the daemon on one machine, SDXL-Turbo tiny VAE with overlap off, on, and on with 4 render
+#             lanes, then SD-Turbo full and tiny, overlap off and on (200 changes at 20/s each)   ~7-9 min cold
 #   rest25    what issue 25 still lacks: SD 1.5's full-VAE OSC-to-frame p50 through the daemon, and the fused text
 #             Q/K/V's A/B on SDXS (the same bench with --fused-text-qkv on and off, no baseline)   ~4 min
 #   denoiser  the SDXL UNet under Inductor's max-autotune (bench --denoiser-compile-mode), tiny VAE, prompt / seed,
@@ -176,6 +179,22 @@ part_lanesbench() {  # the same lanes in bench (each frame's begin and the lanes
     # the bench's compile cache: the probe compiles the UNet as the renderer does
     step lanes-probe 200 env TORCHINDUCTOR_CACHE_DIR=$CACHE/compile/inductor TRITON_CACHE_DIR=$CACHE/compile/triton \
         python bench/lanes_probe.py --json "$WORK/lanes-probe.json"
+}
+
+part_lone() {  # a lone change's latency, overlap and lanes against none, on one machine (the issue's table: another)
+    local model vae overlap set name limit
+    # SD-Turbo's full VAE before its tiny: no run has measured its lone change yet (the tiny's: 7.93 ms, run S4's era)
+    for set in "random tiny off" "random tiny on4" "random tiny on" "random-sd full off" "random-sd full on" \
+               "random-sd tiny off" "random-sd tiny on"; do
+        read -r model vae overlap <<<"$set"
+        name="lone-$model-$vae-$overlap"
+        limit=75  # the first set of a model and VAE compiles cold
+        [[ $overlap == off ]] && limit=160
+        local lanes=()
+        [[ $overlap == on4 ]] && overlap=on lanes=(--render-lanes 4)
+        step "latency-$name" $limit $TB latency --model "$model" --vae "$vae" --count 200 --rate 20 \
+            --json "$WORK/latency-$name.json" -- --cache-dir $CACHE --overlap "$overlap" "${lanes[@]}"
+    done
 }
 
 part_autotune() {  # the VAE decode alone under max-autotune (the other knobs ran in S4)
@@ -372,7 +391,7 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|baseline|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|timeline|autotune|start|carried|textoff|regions|channels|tinychannels|batchvae|window|sd15|sana|cluster|tokens|tuning|lanes|lanesbench|budget) "part_$part" ;;
-        *) echo "unknown part $part: tests, baseline, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), timeline, start, carried, textoff, regions, channels, tinychannels, batchvae, window, sd15, sana, cluster, tokens, tuning, lanes, lanesbench, budget" >&2; exit 2 ;;
+        tests|baseline|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|timeline|autotune|start|carried|textoff|regions|channels|tinychannels|batchvae|window|sd15|sana|cluster|tokens|tuning|lanes|lanesbench|lone|budget) "part_$part" ;;
+        *) echo "unknown part $part: tests, baseline, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), timeline, start, carried, textoff, regions, channels, tinychannels, batchvae, window, sd15, sana, cluster, tokens, tuning, lanes, lanesbench, lone, budget" >&2; exit 2 ;;
     esac
 done
