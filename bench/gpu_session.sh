@@ -52,6 +52,11 @@
 #   lone      issue 27's last check, "the latency of a single change must not grow": the OSC-to-frame p50 of a lone
 #             change through the daemon on one machine, SDXL-Turbo tiny VAE with overlap off, on, and on with 4 render
 #             lanes, then SD-Turbo full and tiny, overlap off and on (200 changes at 20/s each)   ~7-9 min cold
+#   twotests  issue 31 on a two-GPU kind (nvidia-h100-x2, nvidia-h200-x2): the two devices' render threads capturing and
+#             replaying at once (tests/pipeline/test_gpu_two_devices.py), then the one-GPU thread controls
+#             (test_gpu_graphs.py)                                                ~4-6 min
+#   twochannels  issue 31's frame rates: 4 channels on cuda:0, then 8 channels over both GPUs (--device all), full VAE,
+#             a new prompt every frame, 512 px, the same options (total FPS >= 1.9x; each channel's p50)  ~8-9 min cold
 #   rest25    what issue 25 still lacks: SD 1.5's full-VAE OSC-to-frame p50 through the daemon, and the fused text
 #             Q/K/V's A/B on SDXS (the same bench with --fused-text-qkv on and off, no baseline)   ~4 min
 #   denoiser  the SDXL UNet under Inductor's max-autotune (bench --denoiser-compile-mode), tiny VAE, prompt / seed,
@@ -195,6 +200,23 @@ part_lone() {  # a lone change's latency, overlap and lanes against none, on one
         step "latency-$name" $limit $TB latency --model "$model" --vae "$vae" --count 200 --rate 20 \
             --json "$WORK/latency-$name.json" -- --cache-dir $CACHE --overlap "$overlap" "${lanes[@]}"
     done
+}
+
+part_twotests() {  # issue 31: needs two GPUs (the two-device file skips itself with one)
+    export TORCHINDUCTOR_CACHE_DIR=/tmp/tb-inductor TRITON_CACHE_DIR=/tmp/tb-triton
+    nvidia-smi -L >"$WORK/gpus.txt" 2>&1
+    for n in test_gpu_two_devices test_gpu_graphs; do
+        step "$n" 260 python -m pytest -q -m gpu "tests/pipeline/$n.py" -p no:cacheprovider -rs \
+            --junitxml="$WORK/junit-$n.xml"
+    done
+    unset TORCHINDUCTOR_CACHE_DIR TRITON_CACHE_DIR
+}
+
+part_twochannels() {  # issue 31: 8 channels on two GPUs against 4 on one, the same daemon options, in one call
+    step channels4-one-gpu 330 $TB latency --model random --vae full --size 512 --channels 4 --seconds 12 \
+        --json "$WORK/channels4-one-gpu.json" -- --cache-dir $CACHE --device cuda:0
+    step channels8-two-gpus 220 $TB latency --model random --vae full --size 512 --channels 8 --seconds 12 \
+        --json "$WORK/channels8-two-gpus.json" -- --cache-dir $CACHE --device all
 }
 
 part_autotune() {  # the VAE decode alone under max-autotune (the other knobs ran in S4)
@@ -391,7 +413,7 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|baseline|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|timeline|autotune|start|carried|textoff|regions|channels|tinychannels|batchvae|window|sd15|sana|cluster|tokens|tuning|lanes|lanesbench|lone|budget) "part_$part" ;;
-        *) echo "unknown part $part: tests, baseline, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), timeline, start, carried, textoff, regions, channels, tinychannels, batchvae, window, sd15, sana, cluster, tokens, tuning, lanes, lanesbench, lone, budget" >&2; exit 2 ;;
+        tests|baseline|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|timeline|autotune|start|carried|textoff|regions|channels|tinychannels|batchvae|window|sd15|sana|cluster|tokens|tuning|lanes|lanesbench|lone|twotests|twochannels|budget) "part_$part" ;;
+        *) echo "unknown part $part: tests, baseline, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), timeline, start, carried, textoff, regions, channels, tinychannels, batchvae, window, sd15, sana, cluster, tokens, tuning, lanes, lanesbench, lone, twotests, twochannels, budget" >&2; exit 2 ;;
     esac
 done

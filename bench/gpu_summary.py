@@ -116,6 +116,10 @@ def latencies(out: Path) -> list[str]:
                      f"{together['frames']} frames in {together['batches']} batches "
                      f"({together['mean_rows_per_batch']:.2f} rows each; rows: batches {together['batch_rows']}), "
                      f"batches in flight {together['mean_batches_in_flight']} (overlap {r['overlap']})")
+    one, two = out / "channels4-one-gpu.json", out / "channels8-two-gpus.json"
+    if one.exists() and two.exists():  # issue 31's target: >= 1.9x
+        ratio = json.loads(two.read_text())["total_fps"] / json.loads(one.read_text())["total_fps"]
+        lines.append(f"8 channels on two GPUs against 4 on one, total frames/s: {ratio:.2f}x")
     return lines
 
 
