@@ -193,8 +193,9 @@ part_lone() {  # a lone change's latency, overlap and lanes against none, on one
                "random-sd tiny off" "random-sd tiny on"; do
         read -r model vae overlap <<<"$set"
         name="lone-$model-$vae-$overlap"
-        limit=75  # the first set of a model and VAE compiles cold
+        limit=75  # the first set of a model and VAE compiles cold; four lanes capture three more graphs at start
         [[ $overlap == off ]] && limit=160
+        [[ $overlap == on4 ]] && limit=90
         local lanes=()
         [[ $overlap == on4 ]] && overlap=on lanes=(--render-lanes 4)
         step "latency-$name" $limit $TB latency --model "$model" --vae "$vae" --count 200 --rate 20 \
