@@ -21,12 +21,13 @@ async def until(check, what, timeout=60):
         await asyncio.sleep(0.02)
 
 
-async def frame_at(session, version) -> np.ndarray:
-    """The first frame rendered from params ``version`` or later (long-polls ``/v1/frame.rgba`` of an
-    aiohttp session on the daemon), as an H x W x 4 array."""
+async def frame_at(session, version, channel: str | None = None) -> np.ndarray:
+    """The first frame rendered from params ``version`` or later (long-polls ``/v1/frame.rgba``, or
+    ``channel``'s, of an aiohttp session on the daemon), as an H x W x 4 array."""
+    path = "/v1/frame.rgba" if channel is None else f"/v1/channels/{channel}/frame.rgba"
     after = -1
     while True:
-        async with session.get("/v1/frame.rgba", params={"after": str(after), "timeout": "30"}) as r:
+        async with session.get(path, params={"after": str(after), "timeout": "30"}) as r:
             assert r.status == 200
             if int(r.headers["X-Params-Version"]) >= version:
                 h, w = int(r.headers["X-Height"]), int(r.headers["X-Width"])

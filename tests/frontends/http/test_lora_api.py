@@ -175,18 +175,6 @@ async def test_sd2_daemon_refuses_an_sdxl_lora_and_folds_its_own(config, daemon_
             assert health["family"] == "sd2" and health["render_errors"] == 0 and health["status"] == "ok", health
 
 
-async def channel_frame_at(session, channel, version) -> np.ndarray:
-    after = -1
-    while True:
-        async with session.get(f"/v1/channels/{channel}/frame.rgba",
-                               params={"after": str(after), "timeout": "30"}) as r:
-            assert r.status == 200
-            if int(r.headers["X-Params-Version"]) >= version:
-                h, w = int(r.headers["X-Height"]), int(r.headers["X-Width"])
-                return np.frombuffer(await r.read(), np.uint8).reshape(h, w, 4)
-            after = int(r.headers["X-Frame-Seq"])
-
-
 async def test_loras_are_per_channel(api):
     """Channels share one UNet per device: each frame is folded with its own channel's LoRAs."""
     session, daemon = api
@@ -194,7 +182,7 @@ async def test_loras_are_per_channel(api):
     async with session.patch("/v1/channels/left/params", json={"loras": {"paper": 1}}) as r:
         assert r.status == 200, await r.text()
         left_version = (await r.json())["version"]
-    left = await channel_frame_at(session, "left", left_version)
+    left = await frame_at(session, left_version, "left")
     assert np.abs(left.astype(int) - base.astype(int)).max() > 1
     async with session.get("/v1/channels/left/loras") as r:
         assert (await r.json())["active"] == {"paper": 1.0}
