@@ -13,7 +13,7 @@ agree, as a channel moved between devices expects (cuDNN's benchmark off: ``spee
 
 from __future__ import annotations
 
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -33,26 +33,15 @@ ROUNDS = 5  # each round drops every graph and captures them again, on both devi
 
 
 def on_device(device: str, work):
-    """``work()`` on a new thread bound to ``device``; its result (or its exception, raised here)."""
+    """``work()`` on a new thread bound to ``device`` (as the device's render thread is); its result, or its
+    exception raised here."""
     from bridge.pipeline.loading.loader import bind_thread
 
-    out: dict = {}
-
-    def run() -> None:
-        try:
-            bind_thread(device)
-            out["value"] = work()
-        except BaseException as exc:  # noqa: BLE001 - raised again on the test's thread
-            out["error"] = exc
-
-    thread = threading.Thread(target=run, name=f"build-{device}")
-    thread.start()
-    thread.join(900)
-    if thread.is_alive():
-        raise TimeoutError(f"{device}: still running after 900 s")
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
+    thread = ThreadPoolExecutor(1, thread_name_prefix=f"on-{device}", initializer=bind_thread, initargs=(device,))
+    try:
+        return thread.submit(work).result(timeout=900)
+    finally:
+        thread.shutdown(wait=False)  # a work still running after 900 s fails the test, not hangs it
 
 
 @pytest.fixture(scope="module")
