@@ -187,19 +187,17 @@ part_lanesbench() {  # the same lanes in bench (each frame's begin and the lanes
 }
 
 part_lone() {  # a lone change's latency, overlap and lanes against none, on one machine (the issue's table: another)
-    local model vae overlap set name limit
-    # SD-Turbo's full VAE before its tiny: no run has measured its lone change yet (the tiny's: 7.93 ms, run S4's era)
-    for set in "random tiny off" "random tiny on4" "random tiny on" "random-sd full off" "random-sd full on" \
-               "random-sd tiny off" "random-sd tiny on"; do
-        read -r model vae overlap <<<"$set"
-        name="lone-$model-$vae-$overlap"
-        limit=75  # the first set of a model and VAE compiles cold; four lanes capture three more graphs at start
-        [[ $overlap == off ]] && limit=160
-        [[ $overlap == on4 ]] && limit=90
-        local lanes=()
-        [[ $overlap == on4 ]] && overlap=on lanes=(--render-lanes 4)
-        step "latency-$name" $limit $TB latency --model "$model" --vae "$vae" --count 200 --rate 20 \
-            --json "$WORK/latency-$name.json" -- --cache-dir $CACHE --overlap "$overlap" "${lanes[@]}"
+    local set model vae label limit opts
+    # MODEL VAE LABEL LIMIT_S SERVE-OPTIONS: the first set of a model and VAE compiles cold; four lanes capture three
+    # more graphs at start. SD-Turbo's full VAE before its tiny: no run has measured its lone change yet (the tiny's:
+    # 7.93 ms, run S4's era)
+    for set in "random tiny off 160 --overlap off" "random tiny on4 90 --overlap on --render-lanes 4" \
+               "random tiny on 75 --overlap on" "random-sd full off 160 --overlap off" "random-sd full on 75 --overlap on" \
+               "random-sd tiny off 160 --overlap off" "random-sd tiny on 75 --overlap on"; do
+        read -r model vae label limit opts <<<"$set"
+        # shellcheck disable=SC2086  # $opts: several serve options
+        step "latency-lone-$model-$vae-$label" "$limit" $TB latency --model "$model" --vae "$vae" --count 200 --rate 20 \
+            --json "$WORK/latency-lone-$model-$vae-$label.json" -- --cache-dir $CACHE $opts
     done
 }
 
