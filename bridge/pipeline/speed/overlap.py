@@ -95,8 +95,7 @@ class DecodeStream:
                 graph = self._graphs.get(key, fn, lambda: {"latents": torch.zeros_like(latents)})
                 graph.load(latents=latents)
                 self._taken[lane].record(self._stream)
-                graph.graph.replay()
-                rgba = graph.outputs
+                rgba = graph.replay()
             else:  # eager: the decoder reads the latents while it runs
                 latents.record_stream(self._stream)  # their memory is not reused before that
                 rgba = fn(latents)

@@ -18,7 +18,6 @@ Two ways to compute the same sum:
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,8 +25,6 @@ from dataclasses import dataclass
 import torch
 
 from .lora_deltas import DeltaGroup, delta_weight
-
-log = logging.getLogger(__name__)
 
 PLANS_KEPT = 4  # fold plans cached (per list of active LoRAs, whose deltas they keep alive)
 
