@@ -52,6 +52,8 @@
 #   lone      issue 27's last check, "the latency of a single change must not grow": the OSC-to-frame p50 of a lone
 #             change through the daemon on one machine, SDXL-Turbo tiny VAE with overlap off, on, and on with 4 render
 #             lanes, then SD-Turbo full and tiny, overlap off and on (200 changes at 20/s each)   ~7-9 min cold
+#   lonesd    SD-Turbo's lone change again (S13: overlap on 0.56 ms above off, once): full VAE off, on, off, on, then
+#             tiny on and off (200 changes at 20/s each)   ~6 min cold
 #   twotests  issue 31 on a two-GPU kind (nvidia-h100-x2, nvidia-h200-x2): the two devices' render threads capturing and
 #             replaying at once (tests/pipeline/test_gpu_two_devices.py), then the one-GPU thread controls
 #             (test_gpu_graphs.py)                                                ~4-6 min
@@ -194,6 +196,19 @@ part_lone() {  # a lone change's latency, overlap and lanes against none, on one
     for set in "random tiny off 160 --overlap off" "random tiny on4 90 --overlap on --render-lanes 4" \
                "random tiny on 75 --overlap on" "random-sd full off 160 --overlap off" "random-sd full on 75 --overlap on" \
                "random-sd tiny off 160 --overlap off" "random-sd tiny on 75 --overlap on"; do
+        read -r model vae label limit opts <<<"$set"
+        # shellcheck disable=SC2086  # $opts: several serve options
+        step "latency-lone-$model-$vae-$label" "$limit" $TB latency --model "$model" --vae "$vae" --count 200 --rate 20 \
+            --json "$WORK/latency-lone-$model-$vae-$label.json" -- --cache-dir $CACHE $opts
+    done
+}
+
+part_lonesd() {  # SD-Turbo's lone change again: full VAE off, on, off, on (run S13's on was 0.56 ms above off, once),
+    # then the tiny VAE on (cut in S13) and off; the same rows as `lone`, alternated against clock drift
+    local set model vae label limit opts
+    for set in "random-sd full off 160 --overlap off" "random-sd full on 75 --overlap on" \
+               "random-sd full off2 60 --overlap off" "random-sd full on2 60 --overlap on" \
+               "random-sd tiny on 120 --overlap on" "random-sd tiny off 60 --overlap off"; do
         read -r model vae label limit opts <<<"$set"
         # shellcheck disable=SC2086  # $opts: several serve options
         step "latency-lone-$model-$vae-$label" "$limit" $TB latency --model "$model" --vae "$vae" --count 200 --rate 20 \
@@ -412,7 +427,7 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|baseline|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|timeline|autotune|start|carried|textoff|regions|channels|tinychannels|batchvae|window|sd15|sana|cluster|tokens|tuning|lanes|lanesbench|lone|twotests|twochannels|budget) "part_$part" ;;
-        *) echo "unknown part $part: tests, baseline, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), timeline, start, carried, textoff, regions, channels, tinychannels, batchvae, window, sd15, sana, cluster, tokens, tuning, lanes, lanesbench, lone, twotests, twochannels, budget" >&2; exit 2 ;;
+        tests|baseline|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|timeline|autotune|start|carried|textoff|regions|channels|tinychannels|batchvae|window|sd15|sana|cluster|tokens|tuning|lanes|lanesbench|lone|lonesd|twotests|twochannels|budget) "part_$part" ;;
+        *) echo "unknown part $part: tests, baseline, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), timeline, start, carried, textoff, regions, channels, tinychannels, batchvae, window, sd15, sana, cluster, tokens, tuning, lanes, lanesbench, lone, lonesd, twotests, twochannels, budget" >&2; exit 2 ;;
     esac
 done
