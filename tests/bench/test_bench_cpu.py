@@ -261,8 +261,14 @@ def test_on_cuda_the_timeline_mode_sees_each_streams_kernels_and_names_the_strea
         assert 0 < r["busy_ms"] <= r["interval_ms"] and 0 <= r["idle_ms"] < r["interval_ms"]  # medians: no sum
         busy = {s["name"].split(" (")[0]: s["busy_ms"] for s in r["streams"]}
         assert busy.get("render", 0) > 0 and busy.get("decode", 0) > 0, busy  # the marker kernels named them
-    # a new prompt's text encoders run on the text stream; a new seed encodes nothing
-    assert {s["name"].split(" (")[0]: s["busy_ms"] for s in rows["prompt"]["streams"]}.get("text", 0) > 0
+    # A new prompt's text encoders run on the text stream; a new seed encodes nothing. Not the median busy time:
+    # frame i+1's text kernels start right after its begin, which comes just before frame i's publication,
+    # so the cut at publications puts them in either frame (a demo frame's GPU work takes microseconds):
+    # one frame of three may hold two encodings and two none, a median of 0 (run S13, H100).
+    def streams(row: dict) -> set[str]:
+        return {s["name"].split(" (")[0] for s in row["streams"]}
+    assert "text" in streams(rows["prompt"]) and "text" not in streams(rows["seed"]), (rows["prompt"]["streams"],
+                                                                                      rows["seed"]["streams"])
     assert "| bf16 | full | 64 | prompt |" in done.stdout
 
 
