@@ -14,11 +14,11 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from ..config import Config
-from ..core.renderer import Renderer
+from ..core.renderer import MAX_IN_FLIGHT, Renderer
 from ..engine.channel import Channel
 from ..engine.channels import ChannelRegistry
 from ..engine.loras import LoraGate
-from ..engine.overlap_queue import MAX_IN_FLIGHT, OverlappingQueue
+from ..engine.overlap_queue import OverlappingQueue
 from ..engine.render_queue import RenderQueue
 from ..engine.render_thread import RenderThread
 from .renderers import lora_refusal, resolve_devices

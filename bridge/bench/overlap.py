@@ -17,10 +17,9 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from ..core.frame import Frame
+from ..core.renderer import MAX_IN_FLIGHT
 from ..outputs.shm import ShmWriter
 from .frames import frame_params, frame_scene
-
-IN_FLIGHT = 2  # the overlapping queue's MAX_IN_FLIGHT (bridge.engine.overlap_queue; bench may not import engine)
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,7 @@ def overlapped_frames(overlapped, mode: str, size: int, tiling: str, frames: int
     frame's times. ``phase(name)``: a context around each "begin", "collect" and "publish" (the
     timeline's profiler ranges)."""
     times: list[FrameTimes] = []
-    depth = max(IN_FLIGHT, overlapped.lanes)
+    depth = max(MAX_IN_FLIGHT, overlapped.lanes)
     in_flight: deque = deque()  # (frame index, params, begun at, queued at, InFlight)
 
     def publish(index, params, begun_at, queued_at, staged) -> None:

@@ -14,7 +14,7 @@ what ``busy_s`` adds per batch depends on ``--overlap``:
   at a time (publishing into the sinks not included): 0..1, the share of the phase that thread
   spent rendering;
 - on (``OverlappingQueue``): the batch's span from its begin on the render thread to its pixels on
-  the host as the publishing thread sees them, and up to ``MAX_IN_FLIGHT`` (2) batches overlap:
+  the host as the publishing thread sees them, and up to ``MAX_IN_FLIGHT`` (2, core.renderer) batches overlap:
   0..2, the mean number of batches in flight, not how busy either thread was.
 """
 

@@ -28,6 +28,10 @@ from .params import Params
 from .scene import Scene
 
 Item = tuple[str, Params, Scene]  # (stream, params, scene): one frame of a batch
+# Batches begun and not yet published, at most, by a queue that overlaps them (engine/overlap_queue.py;
+# the bench's overlapped loop too): one decoding, one in its text encoders and UNet; a renderer with
+# more render lanes may have one per lane.
+MAX_IN_FLIGHT = 2
 
 
 @runtime_checkable

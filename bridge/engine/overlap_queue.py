@@ -23,10 +23,8 @@ import time
 from concurrent.futures import Executor, Future
 from typing import Any
 
-from ..core.renderer import InFlight, Renderer
+from ..core.renderer import MAX_IN_FLIGHT, InFlight, Renderer
 from .render_queue import MAX_BATCH, Job, RenderQueue
-
-MAX_IN_FLIGHT = 2  # batches begun and not yet published: one decoding, one in its text encoders and UNet
 
 
 class OverlappingQueue(RenderQueue):

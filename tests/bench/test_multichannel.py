@@ -41,7 +41,7 @@ def check_report(report: MultiReport, most_in_flight: float) -> None:
         assert f"{label}: {p.frames} frames (the loops saw {p.frames_seen}) in {p.rounds} rounds" in text
 
 
-@pytest.mark.parametrize("overlap, most_in_flight", [("off", 1.0), ("on", 2.0)])  # overlap_queue.MAX_IN_FLIGHT
+@pytest.mark.parametrize("overlap, most_in_flight", [("off", 1.0), ("on", 2.0)])  # core.renderer.MAX_IN_FLIGHT
 def test_every_channel_gets_its_own_frames(overlap, most_in_flight, monkeypatch, cache_dir):
     monkeypatch.setenv("TURBO_BRIDGE_CACHE", str(cache_dir))
     report = run_multichannel("null", "full", 64, 3, 1.0, ["--overlap", overlap], warmup_s=0.3, startup_timeout=120)

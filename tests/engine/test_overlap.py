@@ -15,9 +15,9 @@ import pytest
 
 from bridge.core.frame import Rendered
 from bridge.core.params import Params
-from bridge.core.renderer import Finished, InFlight, NullRenderer, Renderer
+from bridge.core.renderer import MAX_IN_FLIGHT, Finished, InFlight, NullRenderer, Renderer
 from bridge.core.scene import Scene
-from bridge.engine.overlap_queue import MAX_IN_FLIGHT, OverlappingQueue
+from bridge.engine.overlap_queue import OverlappingQueue
 from bridge.engine.render_queue import RenderQueue, Snapshot
 from bridge.engine.scheduler import Scheduler
 from waiting import settle
