@@ -58,9 +58,10 @@ class Checked:
 
 
 def check_change(current: Params, values: Mapping[str, Any], loras: LoraGate | None, renderer: Renderer,
-                 channel: str) -> Checked:
+                 channel: str, *, warn: bool = True) -> Checked:
     """Merge parsed values into ``current`` and check what a merge cannot: the LoRAs it turns on are
     loaded, and ``channel``'s new set keeps its device within the LoRAs it can keep loaded at once.
+    ``warn``: also find the prompt warnings (``renderer.prompt_warnings``), for a sender told them.
 
     Also for a channel not created yet (``current``: the daemon's initial params). Raises ``ValidationError``.
     """
@@ -72,7 +73,7 @@ def check_change(current: Params, values: Mapping[str, Any], loras: LoraGate | N
             loras.check_room(channel, [name for name, _ in merged.loras])
         elif names:
             raise ValidationError("loras", "this daemon's model takes no LoRAs")
-    warnings = tuple(w for name in PROMPT_FIELDS if name in values
+    warnings = tuple(w for name in PROMPT_FIELDS if warn and name in values
                      for text in prompt_texts(values[name]) for w in renderer.prompt_warnings(text))
     return Checked(current, merged, warnings)
 
@@ -144,9 +145,10 @@ class Scheduler(ChannelState):
         """Call ``listener(message)`` on the event loop after each failed render (and output failure)."""
         self._error_listeners.append(listener)
 
-    def check(self, values: Mapping[str, Any]) -> Checked:
-        """Check parsed values (``parse_changes``) against this channel's state; the state is not touched."""
-        return check_change(self._params, values, self.loras, self._renderer, self.name)
+    def check(self, values: Mapping[str, Any], *, warn: bool = True) -> Checked:
+        """Check parsed values (``parse_changes``) against this channel's state; the state is not touched.
+        ``warn``: also find the prompt warnings (``check_change``)."""
+        return check_change(self._params, values, self.loras, self._renderer, self.name, warn=warn)
 
     def commit(self, checked: Checked) -> Applied:
         """Make a checked change the state (a new version when it changes anything); never refuses."""

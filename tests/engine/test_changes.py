@@ -17,6 +17,7 @@ from bridge.engine.loras import LoraGate
 from bridge.engine.render_queue import RenderQueue
 from bridge.outputs.shm import ShmWriter
 from lora_folders import NotedFolder
+from warning_renderer import WarningRenderer
 
 
 @pytest.fixture
@@ -138,3 +139,23 @@ async def test_parsed_values_are_read_only_and_parsed_once(registry):
     with pytest.raises(ValidationError):
         door.parse({MAIN: {"seed": -1}})
     assert registry.main.scheduler.stats.rejected == 1  # a refusal is counted on its channel, once
+
+
+def test_a_set_parsed_without_warnings_is_applied_without_asking_the_renderer():
+    from bridge.engine.scheduler import Scheduler
+
+    renderer = WarningRenderer()
+    door = ChangeDoor(Scheduler(renderer, ThreadPoolExecutor(1)))
+    told = door.apply_now(door.parse({MAIN: {"prompt": "a cat"}}))
+    quiet = door.apply_now(door.parse({MAIN: {"prompt": "a dog"}}, warn=False))
+    assert told[MAIN].warnings == ("cut: a cat",) and quiet[MAIN].warnings == ()
+    assert renderer.asked == ["a cat"] and door.main.params.prompt == "a dog" and quiet[MAIN].version == 3
+
+
+async def test_a_channel_created_without_warnings_is_not_asked_either(registry, monkeypatch):
+    asked = []
+    monkeypatch.setattr(NullRenderer, "prompt_warnings", lambda self, text: asked.append(text) or [f"cut: {text}"])
+    door = ChangeDoor(registry.main.scheduler, registry)
+    quiet = await door.apply(door.parse({"a": {"prompt": "a dog"}}, creates=True, warn=False))
+    told = await door.apply(door.parse({"b": {"prompt": "a cat"}}, creates=True))
+    assert quiet["a"].warnings == () and told["b"].warnings == ("cut: a cat",) and asked == ["a cat"]

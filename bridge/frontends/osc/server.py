@@ -198,7 +198,7 @@ class OscServer(asyncio.DatagramProtocol):
                 if isinstance(new.get("loras"), dict) and isinstance(change.get("loras"), dict):
                     new = {**new, "loras": {**change["loras"], **new["loras"]}}  # a bundle of /bridge/lora
                 change.update(new)
-        return self._door.parse(raw, commands=commands)
+        return self._door.parse(raw, commands=commands, warn=False)  # no reply carries them
 
     @staticmethod
     def _check_trust(trust: OscTrust, address: str, change: dict[str, Any] | None, addr: tuple) -> None:

@@ -16,6 +16,7 @@ from bridge.client import osc_bundle, osc_message, parse_osc_message
 from conftest import null_factory
 from osc_messages import message
 from waiting import settle
+from warning_renderer import WarningRenderer
 
 
 @pytest.fixture
@@ -171,3 +172,17 @@ async def test_floats_from_oscsend_read_back_as_sent(osc):
                                              "2.7"], check=True)
     await settle(lambda: daemon.scheduler.params.guidance != 0)
     assert daemon.scheduler.params.guidance == 2.7
+
+
+async def test_an_osc_change_never_tokenizes_its_prompt_for_warnings_no_reply_carries(config, daemon_factory):
+    """OSC has no reply for prompt warnings, so the door does not find them: finding them tokenizes the
+    prompt on the event loop before the frame starts. REST's reply still carries them."""
+    renderer = WarningRenderer()
+    async with daemon_factory(config, renderer_factory=lambda config: (renderer, {"model": "null"})) as daemon:
+        SimpleUDPClient("127.0.0.1", daemon.osc_port).send_message("/bridge/prompt", "a castle on a hill " * 20)
+        await settle(lambda: daemon.scheduler.params.prompt.startswith("a castle"))
+        assert renderer.asked == []
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{daemon.http_port}") as session:
+            async with session.patch("/v1/params", json={"prompt": "a lighthouse"}) as r:
+                body = await r.json()
+        assert r.status == 200 and body["warnings"] == ["cut: a lighthouse"] and renderer.asked == ["a lighthouse"]
