@@ -2,6 +2,8 @@
 transformers call the text parts made before, for every bundled CLIP tokenizer (SDXL's two rows, SD 2.x,
 SD 1.5, SDXS: what the demo and random models and single files load) on a wide set of prompts."""
 
+import random
+import string
 import threading
 
 import numpy as np
@@ -15,7 +17,7 @@ from bridge.pipeline.families.fast_tokens import (
     TruncatedIds,
     added_only_difference,
 )
-from bridge.pipeline.families.sd_unet import CLIP_TOKENS
+from bridge.pipeline.families.sd_unet import CLIP_TOKENS, ClipPromptLength
 from bridge.pipeline.loading.demo import NAMES
 
 PROMPTS = [
@@ -162,3 +164,32 @@ def test_the_copies_are_the_render_threads_own_while_another_thread_reconfigures
     stop.set()
     other.join()
     assert errors == []
+
+
+class Refusing:
+    """A tokenizer stand-in that fails if called: the prompt warnings must not tokenize."""
+
+    def __call__(self, *args, **kwargs):
+        raise AssertionError("tokenized")
+
+
+def test_an_ascii_prompt_of_75_characters_never_passes_77_tokens_so_its_warnings_skip_tokenizing(tokenizers):
+    """``ClipPromptLength`` answers "no warning" for an ASCII prompt of at most 75 characters without its
+    tokenizer (the event loop's cost before a REST or WebSocket change commits): every token stands for at
+    least one byte. Checked against each bundled tokenizer on the worst cases (a token per character:
+    digits, punctuation, CLIP-G's special '!') and 300 random printable ASCII strings of 75 characters."""
+    rng = random.Random(0)
+    texts = [text for text in PROMPTS if text.isascii() and len(text) <= 75]
+    texts += ["1" * 75, "!" * 75, ".," * 37 + ".", "a " * 37 + "a", "<|endoftext|>" * 5, "\t\n" * 37]
+    texts += ["".join(rng.choice(string.printable) for _ in range(75)) for _ in range(300)]
+    for tokenizer in tokenizers:
+        for text in texts:
+            assert len(tokenizer(text, truncation=False, add_special_tokens=True).input_ids) <= CLIP_TOKENS, text
+    skipping = ClipPromptLength(Refusing())
+    assert all(skipping(text) == [] for text in texts)
+    with pytest.raises(AssertionError, match="tokenized"):  # one character more, or not ASCII: tokenized
+        skipping("1" * 76)
+    with pytest.raises(AssertionError, match="tokenized"):
+        skipping("caf\u00e9")
+    counted = ClipPromptLength(tokenizers[0])
+    assert counted("1" * 76) and "CLIP reads 77" in counted("1" * 76)[0] and counted("1" * 75) == []
