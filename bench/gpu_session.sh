@@ -52,8 +52,8 @@
 #   lone      issue 27's check "the latency of a single change must not grow": the OSC-to-frame p50 of a lone change
 #             through the daemon on one machine, SDXL-Turbo tiny VAE with overlap off, on with 4 render lanes, and on
 #             (200 changes at 20/s each)   ~5 min cold
-#   lonesd    the same for SD-Turbo (S13: overlap on 0.56 ms above off, once; its tiny row cut): full VAE off, on, off,
-#             on, then tiny on and off   ~6-7 min cold
+#   lonesd    the same for SD-Turbo (S13: overlap on 0.56 ms above off, once; its tiny row cut), after the host's floor
+#             (the null model): full VAE off, on, off, on, then tiny on and off   ~6-7 min cold
 #   twotests  issue 31 on a two-GPU kind (nvidia-h100-x2, nvidia-h200-x2): the two devices' render threads capturing and
 #             replaying at once (tests/pipeline/test_gpu_two_devices.py), then the one-GPU thread controls
 #             (test_gpu_graphs.py)                                                ~4-6 min
@@ -203,11 +203,13 @@ part_lone() {  # a lone change's latency, overlap and lanes against none, on one
 }
 
 part_lonesd() {  # SD-Turbo's lone change again: full VAE off, on, off, on (run S13's on was 0.56 ms above off, once),
-    # then the tiny VAE on (cut in S13) and off: the rows `lone` had for SD-Turbo in S13, alternated against drift
+    # then the tiny VAE on (cut in S13) and off: the rows `lone` had for SD-Turbo in S13, alternated against drift;
+    # first the host's floor, the daemon without GPU work (what a lone change costs outside its render varies by host)
     local set model vae label limit opts
-    for set in "random-sd full off 160 --overlap off" "random-sd full on 75 --overlap on" \
+    step latency-lone-null 40 $TB latency --model null --count 200 --rate 20 --json "$WORK/latency-lone-null.json"
+    for set in "random-sd full off 150 --overlap off" "random-sd full on 75 --overlap on" \
                "random-sd full off2 60 --overlap off" "random-sd full on2 60 --overlap on" \
-               "random-sd tiny on 120 --overlap on" "random-sd tiny off 60 --overlap off"; do
+               "random-sd tiny on 100 --overlap on" "random-sd tiny off 60 --overlap off"; do
         read -r model vae label limit opts <<<"$set"
         # shellcheck disable=SC2086  # $opts: several serve options
         step "latency-lone-$model-$vae-$label" "$limit" $TB latency --model "$model" --vae "$vae" --count 200 --rate 20 \
