@@ -71,7 +71,7 @@ class ChangeSet:
     creates: bool = False  # a part for a missing channel creates it (REST, WebSocket); else it is refused (OSC)
     # The prompt warnings (``Renderer.prompt_warnings``: a prompt the text encoders cut) in ``Applied``:
     # REST and the WebSocket reply with them. OSC has no reply for them, and finding them tokenizes the
-    # prompt on the event loop before the frame can start (0.27 ms a change on the CPU machine, run S13).
+    # prompt on the event loop before the frame can start (0.36 ms a change on the CPU machine: bench/change_path.py).
     warn: bool = True
 
     @property
