@@ -54,6 +54,8 @@
 #             (200 changes at 20/s each)   ~5 min cold
 #   lonesd    the same for SD-Turbo (S13: overlap on 0.56 ms above off, once; its tiny row cut), after the host's floor
 #             (the null model): full VAE off, on, off, on, then tiny on and off   ~6-7 min cold
+#   lonebench a lone frame with overlap off and on in one process (bench's "lone frame ms": 30 frames, each after a
+#             50 ms pause, call to pixels), SD-Turbo full and tiny, then SDXL-Turbo tiny (no baseline)   ~6-8 min cold
 #   twotests  issue 31 on a two-GPU kind (nvidia-h100-x2, nvidia-h200-x2): the two devices' render threads capturing and
 #             replaying at once (tests/pipeline/test_gpu_two_devices.py), then the one-GPU thread controls
 #             (test_gpu_graphs.py)                                                ~4-6 min
@@ -215,6 +217,14 @@ part_lonesd() {  # SD-Turbo's lone change again: full VAE off, on, off, on (run 
         step "latency-lone-$model-$vae-$label" "$limit" $TB latency --model "$model" --vae "$vae" --count 200 --rate 20 \
             --json "$WORK/latency-lone-$model-$vae-$label.json" -- --cache-dir $CACHE $opts
     done
+}
+
+part_lonebench() {  # a lone frame overlap off against on in one process (bench's lone column: the same compiled graphs,
+    # no daemon), SD-Turbo full and tiny, then SDXL-Turbo tiny: where S13's SD-Turbo full +0.56 ms would come from
+    step bench-lone-sd 330 $TB bench --model random-sd --sizes 512 --vaes full,tiny --modes prompt,seed \
+        --overlap off,on --frames 30 --cache-dir $CACHE --json "$WORK/bench-lone-sd.json"
+    step bench-lone-sdxl-tiny 200 $TB bench --model random --sizes 512 --vaes tiny --modes prompt --overlap off,on \
+        --frames 30 --no-baseline --cache-dir $CACHE --json "$WORK/bench-lone-sdxl-tiny.json"
 }
 
 part_twotests() {  # issue 31: needs two GPUs (the two-device file skips itself with one)
@@ -428,7 +438,7 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|baseline|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|timeline|autotune|start|carried|textoff|regions|channels|tinychannels|batchvae|window|sd15|sana|cluster|tokens|tuning|lanes|lanesbench|lone|lonesd|twotests|twochannels|budget) "part_$part" ;;
-        *) echo "unknown part $part: tests, baseline, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), timeline, start, carried, textoff, regions, channels, tinychannels, batchvae, window, sd15, sana, cluster, tokens, tuning, lanes, lanesbench, lone, lonesd, twotests, twochannels, budget" >&2; exit 2 ;;
+        tests|baseline|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|timeline|autotune|start|carried|textoff|regions|channels|tinychannels|batchvae|window|sd15|sana|cluster|tokens|tuning|lanes|lanesbench|lone|lonesd|lonebench|twotests|twochannels|budget) "part_$part" ;;
+        *) echo "unknown part $part: tests, baseline, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), timeline, start, carried, textoff, regions, channels, tinychannels, batchvae, window, sd15, sana, cluster, tokens, tuning, lanes, lanesbench, lone, lonesd, lonebench, twotests, twochannels, budget" >&2; exit 2 ;;
     esac
 done

@@ -40,15 +40,15 @@ def benches(out: Path) -> list[str]:
                      + (f"; plain diffusers call {base['median_ms']:.2f} ms" if base else ""))
         if report["runs"]:  # none with --modes timeline alone: no empty table
             lines += ["| size | VAE | change | overlap | median ms | FPS | p99 ms | latency ms | begin ms | x baseline "
-                      "| first frame s |",
-                      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                      "| first frame s | lone frame ms |",
+                      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in report["runs"]:  # FPS: an overlapped stream's from its length (render lanes publish in bursts)
             ratio = f"{base['median_ms'] * r['fps'] / 1e3:.1f}" if base else "-"
             begin = f"{r['begin_ms']:.2f}" if r.get("begin_ms") is not None else "-"
             lines.append(f"| {r['size']} | {r['vae']} | {r['mode']} | {overlap_mode(r.get('overlap'))} | "
                          f"{r['median_ms']:.2f} | {r['fps']:.1f} | {r['p99_ms']:.2f} | "
                          f"{r.get('latency_ms') or r['median_ms']:.2f} | {begin} | {ratio} | "
-                         f"{r.get('first_frame_s') or '-'} |")
+                         f"{r.get('first_frame_s') or '-'} | {r.get('lone_ms') or '-'} |")
         for r in report["runs"]:
             if r.get("stages_ms"):
                 lines.append(f"stages ({r['size']}, {r['vae']}): "

@@ -125,6 +125,7 @@ def bench_work(opts) -> list[Work]:
     from . import style as bench_style
     from .frames import OWN_RUNS
     from .kernels import WARM_FRAMES
+    from .overlap import LONE_FRAMES
     from .timeline import CHANGES as TIMELINE_CHANGES
     from .timeline import WARM_FRAMES as TIMELINE_WARM
 
@@ -140,9 +141,12 @@ def bench_work(opts) -> list[Work]:
     if all(m in OWN_RUNS for m in opts.modes):  # no frame runs (bench/run.py)
         return work
     modes = [m for m in bench_style.expand(bench_control.expand(opts.modes)) if m != "lora" and m not in OWN_RUNS]
-    # each mode and tiling: a warm-up and the frames, again with the sinks, and again overlapped (--overlap on)
-    runs = (2 if opts.sinks else 1) + sum(mode != "off" for mode in opts.overlaps)
-    per_size = 1 + len(modes) * len(opts.tilings) * (opts.frames + 1) * runs + opts.profile_frames
+    # each mode and tiling: a warm-up and the frames, again with the sinks, and again overlapped (--overlap on);
+    # lone frames after the plain frames and after each overlapped stream (bench/overlap.py)
+    overlapped = sum(mode != "off" for mode in opts.overlaps)
+    runs = (2 if opts.sinks else 1) + overlapped
+    lone = min(opts.frames, LONE_FRAMES) * (1 + overlapped)
+    per_size = 1 + len(modes) * len(opts.tilings) * ((opts.frames + 1) * runs + lone) + opts.profile_frames
     work += [Work(per_size, size, vae, dtype) for dtype, vae, size in configs]
     return work
 

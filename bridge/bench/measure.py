@@ -32,7 +32,7 @@ from ..pipeline.speed.optimize import Tuning
 from . import control as bench_control
 from . import style as bench_style
 from .frames import OWN_RUNS, PROMPT, frame_params, frame_scene
-from .overlap import timed_overlapped
+from .overlap import LONE_FRAMES, begun_and_collected, lone_frames, timed_overlapped
 from .report import lanes_of
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ class Run:
     overlap: str = "off"  # on/decode: the next frame begun while this one decodes (median_ms: between publications)
     latency_ms: float | None = None  # overlap: median from a frame's begin to its publication
     begin_ms: float | None = None  # overlap: median of the render thread's begin_batch (its CPU work per frame)
+    lone_ms: float | None = None  # median of a lone frame after an idle pause, call to pixels (overlap.lone_frames)
     sink_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # per sink: median, p99, max publish ms
     stages_ms: dict[str, float] = field(default_factory=dict)
     vram_gb: dict[str, float] = field(default_factory=dict)
@@ -235,9 +236,13 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
                         sink_times.setdefault(name, []).append((time.perf_counter() - end) * 1e3)
                         end = time.perf_counter()
                     times.append((end - start) * 1e3)
+            # the plain frames' render alone (once per mode and tiling: the sinks publish after it)
+            lone = None if sink_set else lone_frames(renderer.render, mode, size, tiling, guidance,
+                                                     min(opts.frames, LONE_FRAMES))
             run = Run(dtype_name, vae_name, size, mode, **stats(times), first_frame_s=round(first_frame_s, 2),
                       tiling=tiling, sinks="+".join(("shm", *sink_set)),
-                      sink_ms={name: _sink_stats(v) for name, v in sink_times.items()})
+                      sink_ms={name: _sink_stats(v) for name, v in sink_times.items()},
+                      lone_ms=None if lone is None else round(statistics.median(lone), 3))
             now = vram_gb(device)
             vram = {"before_load": before.get("used"), "loaded": loaded.get("used"),
                     "first_frame": after_first.get("used"), "after_frames": now.get("used"),
@@ -246,6 +251,8 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
             runs.append(run)
             for streams, staged in ({} if sink_set else overlapped).items():
                 streamed = timed_overlapped(staged, mode, size, tiling, opts.frames, shm, guidance)
+                lone = lone_frames(begun_and_collected(staged), mode, size, tiling, guidance,
+                                   min(opts.frames, LONE_FRAMES))
                 # frames per second over the whole stream: with render lanes frames publish in bursts (two
                 # lanes' frames close together, then a gap), and the median interval is the short one
                 runs.append(Run(dtype_name, vae_name, size, mode,
@@ -253,6 +260,7 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
                                 first_frame_s=None, tiling=tiling, overlap=streams,
                                 latency_ms=round(statistics.median(streamed.latencies), 3),
                                 begin_ms=round(statistics.median(streamed.begins), 3),
+                                lone_ms=round(statistics.median(lone), 3),
                                 vram_gb=streamed_vram(run.vram_gb, vram_gb(device))))
                 log.info("%s %s %d %s overlapped (%s): %.2f ms between frames (%.1f FPS), latency %.2f ms", dtype_name,
                          vae_name, size, mode, streams, runs[-1].median_ms, runs[-1].fps, runs[-1].latency_ms)

@@ -17,7 +17,9 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from ..core.frame import Frame
+from ..core.params import Params
 from ..core.renderer import MAX_IN_FLIGHT
+from ..core.scene import Scene
 from ..outputs.shm import ShmWriter
 from .frames import frame_params, frame_scene
 
@@ -42,6 +44,31 @@ def timed_overlapped(overlapped, mode: str, size: int, tiling: str, frames: int,
     times = overlapped_frames(overlapped, mode, size, tiling, frames, shm, guidance)
     return StreamTimes([(b.published - a.published) * 1e3 for a, b in zip(times, times[1:])],
                        [(t.published - t.begun) * 1e3 for t in times], [(t.queued - t.begun) * 1e3 for t in times])
+
+
+LONE_FRAMES = 30  # lone frames a row times (after its stream): a second or two
+LONE_GAP_S = 0.05  # idle before each: a change after a pause, as ``latency --rate 20`` spaces them
+LONE_SEEDS = 20_000  # their seeds from here: not the stream's, whose noise the renderer keeps
+
+
+def lone_frames(render: Callable[[Params, Scene], object], mode: str, size: int, tiling: str, guidance: float,
+                frames: int = LONE_FRAMES, gap_s: float = LONE_GAP_S) -> list[float]:
+    """ms from the call to its pixels in host memory, for ``frames`` frames of ``mode`` each after ``gap_s``
+    idle: what a lone change waits for its render, overlap off (``render``: the renderer's ``render``) against
+    on (``begun_and_collected``), in one process with the same compiled graphs."""
+    times = []
+    for i in range(LONE_SEEDS, LONE_SEEDS + frames):
+        params, scene = frame_params(mode, i, size, tiling, guidance), frame_scene(mode, i, size)
+        time.sleep(gap_s)
+        start = time.perf_counter()
+        render(params, scene)
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def begun_and_collected(overlapped) -> Callable[[Params, Scene], object]:
+    """One frame through the overlapped renderer alone: begun, then its result at once."""
+    return lambda params, scene: overlapped.begin_batch([("main", params, scene)]).result()
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ def format_report(report: dict) -> str:
                          f"{control['fps']:.1f} FPS")
     vram = any(r["vram_gb"] for r in report["runs"])  # measured on CUDA only: no column elsewhere
     head = ["dtype", "VAE", "size", "change/frame", "tiling", "sinks", "median ms", "FPS", "p99 ms", "std ms",
-            "x baseline", "first frame s"] + (["VRAM GB used (loaded / after)"] if vram else [])
+            "x baseline", "first frame s", "lone frame ms"] + (["VRAM GB used (loaded / after)"] if vram else [])
     if report["runs"]:  # none with --modes decode or kernels alone: no empty table
         lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in report["runs"]:
@@ -60,7 +60,8 @@ def format_report(report: dict) -> str:
         dtype = r["dtype"] + ("" if streams == "off" else f" + overlap{kind} (latency {r['latency_ms']:.2f} ms{begin})")
         cells = [dtype, r["vae"], r["size"], r["mode"], r.get("tiling", "none"), r.get("sinks", "shm"),
                  f"{r['median_ms']:.2f}", f"{r['fps']:.1f}", f"{r['p99_ms']:.2f}", f"{r['std_ms']:.2f}", ratio,
-                 "-" if r["first_frame_s"] is None else r["first_frame_s"]]  # an overlapped run: none of its own
+                 "-" if r["first_frame_s"] is None else r["first_frame_s"],  # an overlapped run: none of its own
+                 "-" if r.get("lone_ms") is None else f"{r['lone_ms']:.2f}"]  # a report from before it: none
         if vram:
             v = r["vram_gb"]
             cells.append(f"{v.get('loaded', '-')} / {v.get('after_frames', '-')} "

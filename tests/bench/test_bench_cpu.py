@@ -70,6 +70,7 @@ def test_a_demo_bench_on_the_cpu_compiles_nothing_and_reports_only_what_it_measu
     done, report = demo_bench("--frames", "2", "--modes", "seed", cache_dir=cache_dir, tmp_path=tmp_path)
     assert report["options"]["compile"] is False and report["machine"]["device"] == "cpu"
     assert [r["vram_gb"] for r in report["runs"]] == [{}]  # no GPU memory on the CPU: nothing measured
+    assert report["runs"][0]["lone_ms"] > 0  # two lone frames (as many as --frames, at most 30), each after a pause
     table = done.stdout
     assert "| bf16 | full | 64 | seed |" in table
     assert "VRAM" not in table and "None" not in table and "nan" not in table
@@ -166,14 +167,15 @@ def test_the_bench_work_counts_every_frame_the_run_renders():
                                                     "--vaes", "full,tiny", "--modes", "prompt,seed"]))
     work = cpu_estimate.bench_work(opts)
     assert work[0] == cpu_estimate.Work(15, 256, "full", "fp16")  # the plain diffusers call: 5 warm-up + 10 timed
-    # per size and VAE: the first frame, 2 modes x (1 warm + 10 timed), 20 profiled frames
-    assert [(w.size, w.vae, w.frames) for w in work[1:]] == [(256, "full", 43), (512, "full", 43), (256, "tiny", 43),
-                                                            (512, "tiny", 43)]
-    # --overlap off,on: each mode again as an overlapped stream (1 + 2 modes x 11 frames x 2 + 20 profiled)
+    # per size and VAE: the first frame, 2 modes x (1 warm + 10 timed + 10 lone), 20 profiled frames
+    assert [(w.size, w.vae, w.frames) for w in work[1:]] == [(256, "full", 63), (512, "full", 63), (256, "tiny", 63),
+                                                            (512, "tiny", 63)]
+    # --overlap off,on: each mode again as an overlapped stream and its lone frames (1 + 2 modes x (11 frames x 2 +
+    # 10 lone x 2) + 20 profiled)
     both = bench_options(build_parser().parse_args(["bench", "--device", "cpu", "--frames", "10", "--sizes", "256",
                                                     "--vaes", "full", "--modes", "prompt,seed,decode",
                                                     "--overlap", "off,on"]))
-    assert [(w.size, w.frames) for w in cpu_estimate.bench_work(both)[1:]] == [(256, 65)]
+    assert [(w.size, w.frames) for w in cpu_estimate.bench_work(both)[1:]] == [(256, 105)]
     ab = bench_options(build_parser().parse_args(["bench", "--device", "cpu", "--frames", "10", "--sizes", "256",
                                                   "--vaes", "full", "--modes", "prompt,seed,decode",
                                                   "--overlap", "off,on,decode"]))
@@ -182,7 +184,8 @@ def test_the_bench_work_counts_every_frame_the_run_renders():
     assert urgent.overlaps == ("on", "urgent")
     lanes = bench_options(build_parser().parse_args(["bench", "--device", "cpu", "--overlap", "on,lanes2,lanes3"]))
     assert lanes.overlaps == ("on", "lanes2", "lanes3")  # serve's --render-lanes 2 and 3 beside one lane
-    assert [(w.size, w.frames) for w in cpu_estimate.bench_work(ab)[1:]] == [(256, 87)]
+    # 1 + 2 modes x (11 frames x 3 + 10 lone x 3) + 20 profiled
+    assert [(w.size, w.frames) for w in cpu_estimate.bench_work(ab)[1:]] == [(256, 147)]
 
 
 @pytest.mark.parametrize("value", ["default,fp8", "default"])
@@ -209,7 +212,8 @@ def test_the_report_has_a_vram_column_only_where_memory_was_measured():
                      "reweight_frame_ms": 2.0, "reweight_extra_ms": 1.0, "fold_ms": None}]}
     text = format_report(cpu)
     assert "VRAM" not in text and "None" not in text and "fold alone" not in text
-    assert "| bf16 | full | 512 | prompt | none | shm | 19.81 | 50.5 | 21.67 | 0.29 | - | 132.0 |" in text
+    assert "| bf16 | full | 512 | prompt | none | shm | 19.81 | 50.5 | 21.67 | 0.29 | - | 132.0 | - |" in text
+    assert "| 0.29 | - | 132.0 | 14.50 |" in format_report({**cpu, "runs": [{**RUN, "vram_gb": {}, "lone_ms": 14.5}]})
     overlapped = {**RUN, "first_frame_s": None, "overlap": "on", "latency_ms": 25.5, "vram_gb": {}}
     assert ("| bf16 + overlap (latency 25.50 ms) | full | 512 | prompt | none | shm | 19.81 | 50.5 | 21.67 "
             "| 0.29 | - | - |") in format_report({**cpu, "runs": [overlapped]})

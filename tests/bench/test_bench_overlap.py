@@ -79,3 +79,13 @@ def test_the_timed_stream_has_each_frames_latency_and_the_render_threads_begin()
     assert len(times.intervals) == 4 and len(times.latencies) == len(times.begins) == 5
     assert all(0 <= begin <= latency for begin, latency in zip(times.begins, times.latencies))
     assert shm.frames == [0, 1, 2, 3, 4]  # the untimed warm-up frame (seed -1) is not published
+
+
+def test_lone_frames_are_begun_and_collected_one_at_a_time_on_seeds_apart_from_the_stream():
+    from bridge.bench.overlap import LONE_SEEDS, begun_and_collected, lone_frames
+
+    renderer = Logged(1)
+    times = lone_frames(begun_and_collected(renderer), "seed", 64, "none", 0.0, frames=3, gap_s=0.0)
+    assert len(times) == 3 and all(t >= 0 for t in times)
+    seeds = [LONE_SEEDS + i for i in range(3)]  # not the stream's seeds 0..n: their noise is kept, so not alone
+    assert renderer.log == [entry for seed in seeds for entry in (("begin", seed), ("collect", seed))]
