@@ -125,7 +125,7 @@ def bench_work(opts) -> list[Work]:
     from . import style as bench_style
     from .frames import OWN_RUNS
     from .kernels import WARM_FRAMES
-    from .overlap import LONE_FRAMES
+    from .overlap import lone_count
     from .timeline import CHANGES as TIMELINE_CHANGES
     from .timeline import WARM_FRAMES as TIMELINE_WARM
 
@@ -145,7 +145,7 @@ def bench_work(opts) -> list[Work]:
     # lone frames after the plain frames and after each overlapped stream (bench/overlap.py)
     overlapped = sum(mode != "off" for mode in opts.overlaps)
     runs = (2 if opts.sinks else 1) + overlapped
-    lone = min(opts.frames, LONE_FRAMES) * (1 + overlapped)
+    lone = lone_count(opts.frames) * (1 + overlapped)
     per_size = 1 + len(modes) * len(opts.tilings) * ((opts.frames + 1) * runs + lone) + opts.profile_frames
     work += [Work(per_size, size, vae, dtype) for dtype, vae, size in configs]
     return work

@@ -32,7 +32,7 @@ from ..pipeline.speed.optimize import Tuning
 from . import control as bench_control
 from . import style as bench_style
 from .frames import OWN_RUNS, PROMPT, frame_params, frame_scene
-from .overlap import LONE_FRAMES, begun_and_collected, lone_frames, timed_overlapped
+from .overlap import begun_and_collected, lone_frames, timed_overlapped
 from .report import lanes_of
 
 log = logging.getLogger(__name__)
@@ -237,8 +237,7 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
                         end = time.perf_counter()
                     times.append((end - start) * 1e3)
             # the plain frames' render alone (once per mode and tiling: the sinks publish after it)
-            lone = None if sink_set else lone_frames(renderer.render, mode, size, tiling, guidance,
-                                                     min(opts.frames, LONE_FRAMES))
+            lone = None if sink_set else lone_frames(renderer.render, mode, size, tiling, guidance, opts.frames)
             run = Run(dtype_name, vae_name, size, mode, **stats(times), first_frame_s=round(first_frame_s, 2),
                       tiling=tiling, sinks="+".join(("shm", *sink_set)),
                       sink_ms={name: _sink_stats(v) for name, v in sink_times.items()},
@@ -251,8 +250,7 @@ def measure(opts: BenchOptions, device: torch.device, dtype_name: str, vae_name:
             runs.append(run)
             for streams, staged in ({} if sink_set else overlapped).items():
                 streamed = timed_overlapped(staged, mode, size, tiling, opts.frames, shm, guidance)
-                lone = lone_frames(begun_and_collected(staged), mode, size, tiling, guidance,
-                                   min(opts.frames, LONE_FRAMES))
+                lone = lone_frames(begun_and_collected(staged), mode, size, tiling, guidance, opts.frames)
                 # frames per second over the whole stream: with render lanes frames publish in bursts (two
                 # lanes' frames close together, then a gap), and the median interval is the short one
                 runs.append(Run(dtype_name, vae_name, size, mode,

@@ -51,13 +51,18 @@ LONE_GAP_S = 0.05  # idle before each: a change after a pause, as ``latency --ra
 LONE_SEEDS = 20_000  # their seeds from here: not the stream's, whose noise the renderer keeps
 
 
+def lone_count(frames: int) -> int:
+    """The lone frames a row of ``frames`` frames times: as many, at most ``LONE_FRAMES``."""
+    return min(frames, LONE_FRAMES)
+
+
 def lone_frames(render: Callable[[Params, Scene], object], mode: str, size: int, tiling: str, guidance: float,
                 frames: int = LONE_FRAMES, gap_s: float = LONE_GAP_S) -> list[float]:
-    """ms from the call to its pixels in host memory, for ``frames`` frames of ``mode`` each after ``gap_s``
-    idle: what a lone change waits for its render, overlap off (``render``: the renderer's ``render``) against
-    on (``begun_and_collected``), in one process with the same compiled graphs."""
+    """ms from the call to its pixels in host memory, for ``lone_count(frames)`` frames of ``mode`` each after
+    ``gap_s`` idle: what a lone change waits for its render, overlap off (``render``: the renderer's ``render``)
+    against on (``begun_and_collected``), in one process with the same compiled graphs."""
     times = []
-    for i in range(LONE_SEEDS, LONE_SEEDS + frames):
+    for i in range(LONE_SEEDS, LONE_SEEDS + lone_count(frames)):
         params, scene = frame_params(mode, i, size, tiling, guidance), frame_scene(mode, i, size)
         time.sleep(gap_s)
         start = time.perf_counter()
