@@ -190,13 +190,9 @@ part_lanesbench() {  # the same lanes in bench (each frame's begin and the lanes
         python bench/lanes_probe.py --json "$WORK/lanes-probe.json"
 }
 
-part_lone() {  # a lone change's latency, overlap and lanes against none, on one machine (the issue's table: another)
+lone_rows() {  # ROW...: each "MODEL VAE LABEL LIMIT_S SERVE-OPTIONS", 200 lone changes at 20/s through the daemon
     local set model vae label limit opts
-    # MODEL VAE LABEL LIMIT_S SERVE-OPTIONS: the first row compiles cold (run S13: 138 s to ready, then 200 changes and
-    # the shutdown); four lanes capture three more graphs at start. SD-Turbo's rows are `lonesd`'s (S13 ran them here:
-    # with them the steps' limits passed the call's deadline and its last row was cut)
-    for set in "random tiny off 190 --overlap off" "random tiny on4 90 --overlap on --render-lanes 4" \
-               "random tiny on 75 --overlap on"; do
+    for set in "$@"; do
         read -r model vae label limit opts <<<"$set"
         # shellcheck disable=SC2086  # $opts: several serve options
         step "latency-lone-$model-$vae-$label" "$limit" $TB latency --model "$model" --vae "$vae" --count 200 --rate 20 \
@@ -204,19 +200,21 @@ part_lone() {  # a lone change's latency, overlap and lanes against none, on one
     done
 }
 
+part_lone() {  # a lone change's latency, overlap and lanes against none, on one machine (the issue's table: another)
+    # the first row compiles cold (run S13: 138 s to ready, then 200 changes and the shutdown); four lanes capture
+    # three more graphs at start. SD-Turbo's rows are `lonesd`'s (S13 ran them here: with them the steps' limits
+    # passed the call's deadline and its last row was cut)
+    lone_rows "random tiny off 190 --overlap off" "random tiny on4 90 --overlap on --render-lanes 4" \
+              "random tiny on 75 --overlap on"
+}
+
 part_lonesd() {  # SD-Turbo's lone change again: full VAE off, on, off, on (run S13's on was 0.56 ms above off, once),
     # then the tiny VAE on (cut in S13) and off: the rows `lone` had for SD-Turbo in S13, alternated against drift;
     # first the host's floor, the daemon without GPU work (what a lone change costs outside its render varies by host)
-    local set model vae label limit opts
     step latency-lone-null 40 $TB latency --model null --count 200 --rate 20 --json "$WORK/latency-lone-null.json"
-    for set in "random-sd full off 150 --overlap off" "random-sd full on 75 --overlap on" \
-               "random-sd full off2 60 --overlap off" "random-sd full on2 60 --overlap on" \
-               "random-sd tiny on 100 --overlap on" "random-sd tiny off 60 --overlap off"; do
-        read -r model vae label limit opts <<<"$set"
-        # shellcheck disable=SC2086  # $opts: several serve options
-        step "latency-lone-$model-$vae-$label" "$limit" $TB latency --model "$model" --vae "$vae" --count 200 --rate 20 \
-            --json "$WORK/latency-lone-$model-$vae-$label.json" -- --cache-dir $CACHE $opts
-    done
+    lone_rows "random-sd full off 150 --overlap off" "random-sd full on 75 --overlap on" \
+              "random-sd full off2 60 --overlap off" "random-sd full on2 60 --overlap on" \
+              "random-sd tiny on 100 --overlap on" "random-sd tiny off 60 --overlap off"
 }
 
 part_lonebench() {  # a lone frame overlap off against on in one process (bench's lone column: the same compiled graphs,

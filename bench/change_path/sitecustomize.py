@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 # (module, class, method, tag): the OSC handler, its parse and its door, the render loop's hand-over, the
 # render thread's job, the shared-memory publication, and a CLIP prompt's warnings where the family has them
@@ -49,7 +50,7 @@ def _install(out: str) -> None:
             _wrap(getattr(importlib.import_module(module), cls), name, tag, stamps)
         except (ImportError, AttributeError) as exc:  # a family or method this checkout lacks: not stamped
             print(f"change_path: {module}.{cls}.{name} not stamped: {exc}", file=sys.stderr)
-    atexit.register(lambda: open(out, "w").write(json.dumps(stamps)))
+    atexit.register(lambda: Path(out).write_text(json.dumps(stamps)))
 
 
 if "serve" in sys.argv and os.environ.get("CHANGE_PATH_OUT"):
