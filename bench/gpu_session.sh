@@ -52,8 +52,12 @@
 #   lone      issue 27's check "the latency of a single change must not grow": the OSC-to-frame p50 of a lone change
 #             through the daemon on one machine, SDXL-Turbo tiny VAE with overlap off, on with 4 render lanes, and on
 #             (200 changes at 20/s each)   ~5 min cold
-#   lonesd    the same for SD-Turbo (S13: overlap on 0.56 ms above off, once; its tiny row cut), after the host's floor
-#             (the null model): full VAE off, on, off, on, then tiny on and off   ~6-7 min cold
+#   lonesd    the same for SD-Turbo's full VAE (S13, S14: overlap on 0.33-0.56 ms above off), after the host's floor
+#             (the null model): off, on, off, on   ~7-8 min cold
+#   lonesdtiny  the same for SD-Turbo's tiny VAE: off, on, off, on   ~7 min cold
+#   loneprof  where a lone frame's time goes (bench --modes lone): overlap off, on, and on collected on another thread,
+#             unprofiled and under the profiler (the CPU before the first kernel, the GPU's span, busy and idle by
+#             stream, after the last kernel), SD-Turbo full and tiny, then SDXL-Turbo tiny   ~7-9 min cold
 #   lonebench a lone frame with overlap off and on in one process (bench's "lone frame ms": 30 frames, each after a
 #             50 ms pause, call to pixels), SD-Turbo full and tiny, then SDXL-Turbo tiny (no baseline)   ~6-8 min cold
 #   twotests  issue 31 on a two-GPU kind (nvidia-h100-x2, nvidia-h200-x2): the two devices' render threads capturing and
@@ -208,13 +212,28 @@ part_lone() {  # a lone change's latency, overlap and lanes against none, on one
               "random tiny on 75 --overlap on"
 }
 
-part_lonesd() {  # SD-Turbo's lone change again: full VAE off, on, off, on (run S13's on was 0.56 ms above off, once),
-    # then the tiny VAE on (cut in S13) and off: the rows `lone` had for SD-Turbo in S13, alternated against drift;
-    # first the host's floor, the daemon without GPU work (what a lone change costs outside its render varies by host)
+part_lonesd() {  # SD-Turbo's lone change, full VAE: off, on, off, on (on was 0.33-0.56 ms above off in S13 and S14),
+    # after the host's floor (the daemon without GPU work: what a lone change costs outside its render varies by host).
+    # Limits from run S14 (H100): a cold first row 137 s to ready, a warm one 41-52 s, then 200 changes (10 s) and the
+    # shutdown; S14's 60-s limits cut three rows
     step latency-lone-null 40 $TB latency --model null --count 200 --rate 20 --json "$WORK/latency-lone-null.json"
-    lone_rows "random-sd full off 150 --overlap off" "random-sd full on 75 --overlap on" \
-              "random-sd full off2 60 --overlap off" "random-sd full on2 60 --overlap on" \
-              "random-sd tiny on 100 --overlap on" "random-sd tiny off 60 --overlap off"
+    lone_rows "random-sd full off 200 --overlap off" "random-sd full on 85 --overlap on" \
+              "random-sd full off2 85 --overlap off" "random-sd full on2 85 --overlap on"
+}
+
+part_lonesdtiny() {  # the same for SD-Turbo's tiny VAE (S14 cut its off row): off, on, off, on
+    lone_rows "random-sd tiny off 200 --overlap off" "random-sd tiny on 85 --overlap on" \
+              "random-sd tiny off2 85 --overlap off" "random-sd tiny on2 85 --overlap on"
+}
+
+part_loneprof() {  # where a lone frame's time goes, overlap off, on and on collected on another thread (bench --modes
+    # lone: the same graphs in one process, unprofiled then under the profiler: the CPU before the first kernel, the
+    # GPU's span, busy and idle by stream and kernel category, after the last kernel): SD-Turbo full and tiny, where
+    # a lone change took longer with overlap on; then SDXL-Turbo tiny, where it did not (S13)
+    step bench-lone-prof-sd 320 $TB bench --model random-sd --sizes 512 --vaes full,tiny --modes lone --frames 30 \
+        --no-baseline --cache-dir $CACHE --json "$WORK/bench-lone-prof-sd.json"
+    step bench-lone-prof-sdxl-tiny 220 $TB bench --model random --sizes 512 --vaes tiny --modes lone --frames 30 \
+        --no-baseline --cache-dir $CACHE --json "$WORK/bench-lone-prof-sdxl-tiny.json"
 }
 
 part_lonebench() {  # a lone frame overlap off against on in one process (bench's lone column: the same compiled graphs,
@@ -436,7 +455,7 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|baseline|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|timeline|autotune|start|carried|textoff|regions|channels|tinychannels|batchvae|window|sd15|sana|cluster|tokens|tuning|lanes|lanesbench|lone|lonesd|lonebench|twotests|twochannels|budget) "part_$part" ;;
-        *) echo "unknown part $part: tests, baseline, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), timeline, start, carried, textoff, regions, channels, tinychannels, batchvae, window, sd15, sana, cluster, tokens, tuning, lanes, lanesbench, lone, lonesd, lonebench, twotests, twochannels, budget" >&2; exit 2 ;;
+        tests|baseline|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|timeline|autotune|start|carried|textoff|regions|channels|tinychannels|batchvae|window|sd15|sana|cluster|tokens|tuning|lanes|lanesbench|lone|lonesd|lonesdtiny|loneprof|lonebench|twotests|twochannels|budget) "part_$part" ;;
+        *) echo "unknown part $part: tests, baseline, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), timeline, start, carried, textoff, regions, channels, tinychannels, batchvae, window, sd15, sana, cluster, tokens, tuning, lanes, lanesbench, lone, lonesd, lonesdtiny, loneprof, lonebench, twotests, twochannels, budget" >&2; exit 2 ;;
     esac
 done

@@ -84,15 +84,16 @@ def kernels(out: Path) -> list[str]:
 
 
 def timelines(out: Path) -> list[str]:
-    """``bench --modes timeline`` rows, from any bench JSON: the report's own lines (``bridge/bench/report.py``)."""
-    from bridge.bench.report import timeline_lines
+    """``bench --modes timeline`` and ``lone`` rows, from any bench JSON: the report's own lines
+    (``bridge/bench/report.py``)."""
+    from bridge.bench.report import lone_lines, timeline_lines
 
     lines = []
     for path in sorted(out.glob("bench-*.json")):
         report = json.loads(path.read_text())
-        if report.get("timeline"):
+        if report.get("timeline") or report.get("lone"):
             lines.append(source(path, report))
-            lines += timeline_lines(report["timeline"])
+            lines += timeline_lines(report.get("timeline", [])) + lone_lines(report.get("lone", []))
     return lines
 
 
@@ -140,7 +141,7 @@ def main(out: Path) -> None:
     # benches and kernels format with bridge/bench/report.py: this checkout's (it imports no torch)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     for title, lines in (("GPU tests", tests(out)), ("bench", benches(out)), ("kernels by stage", kernels(out)),
-                         ("overlapped timeline", timelines(out)), ("through the daemon", latencies(out)),
+                         ("timelines (overlapped, lone)", timelines(out)), ("through the daemon", latencies(out)),
                          ("probes", probes(out))):
         if lines:
             print(f"== {title}")

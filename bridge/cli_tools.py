@@ -30,7 +30,8 @@ def add_bench(sub) -> None:
                             "with an estimate of its run time unless --device cpu is given")
     bench.add_argument("--frames", type=int, default=100,
                        help="timed frames per run (after one untimed); profiled frames per size with --modes kernels, "
-                            "per size and change with --modes timeline")
+                            "per size and change with --modes timeline; lone frames per variant with --modes lone "
+                            "(at most 30)")
     bench.add_argument("--sizes", default="512", help="comma-separated, e.g. 512,640,768,1024")
     bench.add_argument("--dtypes", default="bf16", help="comma-separated: bf16,fp16")
     bench.add_argument("--vaes", default=None, help="comma-separated: full,tiny (default: both, or full alone for a "
@@ -53,7 +54,11 @@ def add_bench(sub) -> None:
                             "torch.profiler; per frame between publications the GPU's busy and idle time, the CPU "
                             "phase each idle gap fell in (begin, collect, publish), each stream's busy time and "
                             "kernels by category, the time streams ran at once, the longest gaps; with the interval "
-                            "unprofiled beside)")
+                            "unprofiled beside), lone (where a lone change's frame spends its time: --frames frames, "
+                            "at most 30, a new prompt and seed each after a 50 ms pause, rendered overlap off, on, "
+                            "and on with the pixels collected on another thread as the daemon does; unprofiled, "
+                            "then under torch.profiler: the CPU's time before the first kernel, the GPU's span, "
+                            "busy and idle, the time after the last kernel, each stream's busy time)")
     bench.add_argument("--tilings", default="none", help="comma-separated: none,x,y,xy (seamless tiling on vs off)")
     bench.add_argument("--sinks", default="", help="comma-separated: record,ndi: each run again with these sinks "
                        "on the render thread (their publish time measured; ndi needs cyndilib)")

@@ -125,6 +125,8 @@ def bench_work(opts) -> list[Work]:
     from . import style as bench_style
     from .frames import OWN_RUNS
     from .kernels import WARM_FRAMES
+    from .lone_timeline import VARIANTS as LONE_VARIANTS
+    from .lone_timeline import WARM_FRAMES as LONE_WARM
     from .overlap import lone_count
     from .timeline import CHANGES as TIMELINE_CHANGES
     from .timeline import WARM_FRAMES as TIMELINE_WARM
@@ -137,6 +139,10 @@ def bench_work(opts) -> list[Work]:
     if "timeline" in opts.modes:  # per size and change: a warm-up and the frames unprofiled, then profiled after
         # the profiler's warm-up frames, with a frame before and after (bench/timeline.py)
         per_size = len(TIMELINE_CHANGES) * (1 + opts.frames + TIMELINE_WARM + opts.frames + 2)
+        work += [Work(per_size, size, vae, dtype) for dtype, vae, size in configs]
+    if "lone" in opts.modes:  # per size and variant: the warm-up frames, the lone frames unprofiled, then the
+        # profiler's warm-up frame and the lone frames profiled (bench/lone_timeline.py)
+        per_size = len(LONE_VARIANTS) * (LONE_WARM + 2 * lone_count(opts.frames) + 1)
         work += [Work(per_size, size, vae, dtype) for dtype, vae, size in configs]
     if all(m in OWN_RUNS for m in opts.modes):  # no frame runs (bench/run.py)
         return work

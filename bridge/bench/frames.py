@@ -19,8 +19,8 @@ from . import style as bench_style
 PROMPT = "a cat on a windowsill, golden hour, film grain"
 MODES = ("prompt", "seed", "input", "img2img", "control", "t2i", "lora", "ip-adapter")  # what changes every frame
 # (control, t2i: bench_control.py, lora: lora_bench.py, ip-adapter: bench_style.py)
-OWN_RUNS = ("decode", "kernels", "timeline")  # modes that load their own model and time no frame runs
-# (decode.py, kernels.py, timeline.py)
+OWN_RUNS = ("decode", "kernels", "timeline", "lone")  # modes that load their own model and time no frame runs
+# (decode.py, kernels.py, timeline.py, lone_timeline.py)
 INPUT_STRENGTH = 0.5  # at steps 1: diffusers' steps 2, strength 0.5 (one UNet step)
 _variation = itertools.count()  # every prompt-change frame gets a prompt never seen before
 

@@ -75,6 +75,7 @@ def format_report(report: dict) -> str:
                      f"{r['max_abs_vs_first']}; compile {r['compile_s']:.1f} s")
     lines += kernel_lines(report.get("kernels", []))
     lines += timeline_lines(report.get("timeline", []))
+    lines += lone_lines(report.get("lone", []))
     for r in report.get("lora", []):
         lines.append(f"LoRA ({r['dtype']}, {r['vae']} VAE, {r['what']}): base {r['base_ms']:.2f} ms, folded "
                      f"{r['folded_ms']:.2f} ms ({r['folded_vs_base_pct']:+.2f}%), switching frame "
@@ -167,14 +168,47 @@ def timeline_lines(rows: list[dict]) -> list[str]:
             lines.append(f"timeline {what}: {r['note']}")
         lines.append(f"CPU phases {what}, ms per frame: "
                      + ", ".join(f"{k} {v:.3f}" for k, v in r["cpu_ranges_ms"].items()))
-        for s in r["streams"]:
-            kinds = ", ".join(f"{k} {v:.3f}" for k, v in s["categories"].items())
-            lines.append(f"  {s['name']} {what}: busy {s['busy_ms']:.3f} ms, alone {s['alone_ms']:.3f}, "
-                         f"{s['kernels']:g} kernels; {kinds}")
-        if r["gaps"]:
-            lines.append(f"  longest idle gaps {what}: " + "; ".join(
-                f"{g['us']:.1f} us at {g['at_us']:.1f} us of frame {g['frame']} "
-                f"({', '.join(g['during']) or 'no range'})" for g in r["gaps"]))
+        lines += _streams_and_gaps(r, what, "frame")
+    return lines
+
+
+def lone_lines(rows: list[dict]) -> list[str]:
+    """``--modes lone``: per (size, variant) the medians of a lone frame's call and its parts, then each
+    stream's busy time and the longest idle gaps inside the calls (``bench/gpu_summary.py`` prints the same)."""
+    if not rows:
+        return []
+    lines = [("Lone frames (a new prompt and seed after a pause; off: one graph, on: three streams, on-publisher: "
+              "collected on another thread, as the daemon), medians, ms: the call unprofiled and profiled, the CPU "
+              "before the first kernel, the GPU from first to last kernel, busy in it, idle in it, after the last:"),
+             "| dtype | VAE | size | variant | unprofiled | call | to first kernel | GPU span | busy | idle in span "
+             "| after last kernel | kernels | idle during |", "|" + " --- |" * 13]
+    for r in rows:
+        during = r["idle_in_ms"]
+        cells = [r["dtype"], r["vae"], r["size"], r["variant"],
+                 *(_figure(r[k], ".3f") for k in ("unprofiled_ms", "call_ms", "to_first_kernel_ms", "span_ms",
+                                                   "busy_ms", "idle_in_span_ms", "after_last_kernel_ms")),
+                 f"{r['kernels']:g}", ", ".join(f"{k} {v:.3f}" for k, v in during.items()) if during else "-"]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    for r in rows:
+        what = f"({r['dtype']}, {r['vae']} VAE, {r['size']}, {r['variant']})"
+        if r.get("note"):
+            lines.append(f"lone {what}: {r['note']}")
+        lines += _streams_and_gaps(r, what, "call")
+    return lines
+
+
+def _streams_and_gaps(r: dict, what: str, unit: str) -> list[str]:
+    """A timeline row's streams (busy, alone, kernels by category), then its longest idle gaps, each in
+    its ``unit`` (a frame between publications, a lone call)."""
+    lines = []
+    for s in r["streams"]:
+        kinds = ", ".join(f"{k} {v:.3f}" for k, v in s["categories"].items())
+        lines.append(f"  {s['name']} {what}: busy {s['busy_ms']:.3f} ms, alone {s['alone_ms']:.3f}, "
+                     f"{s['kernels']:g} kernels; {kinds}")
+    if r["gaps"]:
+        lines.append(f"  longest idle gaps {what}: " + "; ".join(
+            f"{g['us']:.1f} us at {g['at_us']:.1f} us of {unit} {g['frame']} "
+            f"({', '.join(g['during']) or 'no range'})" for g in r["gaps"]))
     return lines
 
 

@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 def _profiling(modes) -> Iterator[tuple[str, Callable]]:
     """(mode, its rows' measure) of the profiling modes asked for, imported only then (the profiler's
     modules): ``kernels``, each stage's GPU time kernel by kernel (kernels.py); ``timeline``, an
-    overlapped frame's interval GPU stream by stream (timeline.py)."""
+    overlapped frame's interval GPU stream by stream (timeline.py); ``lone``, a lone frame's time,
+    overlap off against on (lone_timeline.py)."""
     if "kernels" in modes:
         from .kernels import measure_kernels
 
@@ -50,6 +51,10 @@ def _profiling(modes) -> Iterator[tuple[str, Callable]]:
         from .timeline import measure_timeline
 
         yield "timeline", measure_timeline
+    if "lone" in modes:
+        from .lone_timeline import measure_lone
+
+        yield "lone", measure_lone
 
 
 def run_bench(opts: BenchOptions, json_path: Path | None) -> dict:

@@ -85,13 +85,13 @@ def _profiled(overlapped: OverlappedRenderer, change: str, size: int, frames: in
         overlapped_frames(overlapped, change, size, "none", WARM_FRAMES, shm, guidance, phase=record_function)
         prof.step()
         if device.type == "cuda":
-            _mark_streams(overlapped, device)
+            mark_streams(overlapped, device)
         overlapped_frames(overlapped, change, size, "none", frames + 2, shm, guidance, phase=record_function)
         prof.step()
-    return _kernels_and_ranges(prof.events())
+    return kernels_and_ranges(prof.events())
 
 
-def _mark_streams(overlapped: OverlappedRenderer, device: torch.device) -> None:
+def mark_streams(overlapped: OverlappedRenderer, device: torch.device) -> None:
     """One small kernel on each stream of the overlap, alone on the GPU, in a range ``stream:ROLE``.
     The decode and text streams are the overlap's own (private attributes: read, never changed); one
     not found is left unnamed (its kernels then go under its stream id)."""
@@ -110,15 +110,15 @@ def _mark_streams(overlapped: OverlappedRenderer, device: torch.device) -> None:
             torch.cuda.synchronize(device)
 
 
-def _kernels_and_ranges(events) -> tuple[list[StreamKernel], list[CpuRange]]:
+def kernels_and_ranges(events, names: tuple[str, ...] = RANGES) -> tuple[list[StreamKernel], list[CpuRange]]:
     """The device's kernels, copies and memsets with their streams (``device_resource_id``: for a CUDA
     event the stream id CUPTI gave it, for a CPU event a thread id), and the CPU ranges named in
-    ``RANGES``, the stage ranges and the stream markers."""
+    ``names``, the stage ranges and the stream markers."""
     kernels, ranges = [], []
     for event in events:
         start, end = event.time_range.start, event.time_range.end
         if event.device_type == DeviceType.CPU:
-            if event.name in RANGES or event.name.startswith((STAGE, MARK)):
+            if event.name in names or event.name.startswith((STAGE, MARK)):
                 ranges.append(CpuRange(event.name, start, end))
         elif event.device_type == DeviceType.CUDA and not event.is_user_annotation \
                 and not event.name.startswith("ProfilerStep") and event.name not in SYNCS:

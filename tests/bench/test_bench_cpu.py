@@ -2,16 +2,13 @@
 model is refused (or, with ``--device cpu``, warned) with an estimate, and the report shows only
 what was measured. The commands run as a user runs them: real processes."""
 
-import json
 import logging
-import os
-import subprocess
-import sys
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
+from bench_runs import demo_bench, run  # noqa: E402
 from bridge.bench import cpu_estimate  # noqa: E402
 from bridge.bench.kernel_stats import OUTSIDE  # noqa: E402
 from bridge.bench.report import format_report  # noqa: E402
@@ -20,21 +17,6 @@ from bridge.cli_tools import bench_options  # noqa: E402
 from bridge.core.errors import ConfigError  # noqa: E402
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="about machines without CUDA")
-
-
-def run(*args, cache_dir, timeout=300):
-    return subprocess.run([sys.executable, "-m", "bridge", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "TURBO_BRIDGE_CACHE": str(cache_dir)})
-
-
-def demo_bench(*options, cache_dir, tmp_path, timeout=300) -> tuple[subprocess.CompletedProcess, dict]:
-    """``bench --model demo --sizes 64 --vaes full --no-baseline`` and ``options``, which must pass:
-    the run, its JSON."""
-    figures = tmp_path / "bench.json"
-    done = run("bench", "--model", "demo", "--sizes", "64", "--vaes", "full", "--no-baseline", *options,
-               "--json", str(figures), cache_dir=cache_dir, timeout=timeout)
-    assert done.returncode == 0, done.stderr
-    return done, json.loads(figures.read_text())
 
 
 @pytest.mark.parametrize("options, compiles", [

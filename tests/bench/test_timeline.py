@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 
 from torch.autograd import DeviceType  # noqa: E402
 
-from bridge.bench.timeline import _kernels_and_ranges, _row  # noqa: E402
+from bridge.bench.timeline import _row, kernels_and_ranges  # noqa: E402
 
 CUDA = torch.device("cuda")
 
@@ -41,7 +41,7 @@ EVENTS = [
 
 
 def test_the_kernels_keep_their_streams_and_the_ranges_their_names():
-    kernels, ranges = _kernels_and_ranges(EVENTS)
+    kernels, ranges = kernels_and_ranges(EVENTS)
     assert [(k.name, k.stream) for k in kernels] == [
         ("vectorized_elementwise_kernel", 7), ("vectorized_elementwise_kernel", 13), ("nvjet_gemm", 7),
         ("Memcpy DtoH (Device -> Pinned)", 13), ("nvjet_gemm", 7), ("Memcpy DtoH (Device -> Pinned)", 13)]
@@ -49,7 +49,7 @@ def test_the_kernels_keep_their_streams_and_the_ranges_their_names():
 
 
 def test_the_row_has_the_frames_between_the_publications_with_the_streams_named():
-    row = _row(*_kernels_and_ranges(EVENTS), CUDA)
+    row = _row(*kernels_and_ranges(EVENTS), CUDA)
     assert (row["frames"], row["interval_ms"], row["note"]) == (2, 0.1, None)
     # frame 1: render 120-180, decode 150-190 (at once 30), busy 70; frame 2: render 220-290, busy 70
     assert (row["busy_ms"], row["idle_ms"], row["overlap_ms"]) == (0.07, 0.03, 0.015)
@@ -60,6 +60,6 @@ def test_the_row_has_the_frames_between_the_publications_with_the_streams_named(
 
 def test_a_profile_without_device_kernels_says_so():
     cpu_events = [e for e in EVENTS if e.device_type == DeviceType.CPU]
-    row = _row(*_kernels_and_ranges(cpu_events), torch.device("cpu"))
+    row = _row(*kernels_and_ranges(cpu_events), torch.device("cpu"))
     assert row["busy_ms"] is None and row["streams"] == [] and "profiled on the CPU" in row["note"]
-    assert "no device kernels" in _row(*_kernels_and_ranges(cpu_events), CUDA)["note"]
+    assert "no device kernels" in _row(*kernels_and_ranges(cpu_events), CUDA)["note"]
