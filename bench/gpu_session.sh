@@ -55,9 +55,10 @@
 #   lonesd    the same for SD-Turbo's full VAE (S13, S14: overlap on 0.33-0.56 ms above off), after the host's floor
 #             (the null model): off, on, off, on   ~7-8 min cold
 #   lonesdtiny  the same for SD-Turbo's tiny VAE: off, on, off, on   ~7 min cold
-#   loneprof  where a lone frame's time goes (bench --modes lone): overlap off, on, and on collected on another thread,
+#   loneprof  where a lone frame's time goes (bench --modes lone): overlap off, on (a lone frame in one graph since
+#             lone_whole), on collected on another thread, and on split into its streams as before (lone_whole off),
 #             unprofiled and under the profiler (the CPU before the first kernel, the GPU's span, busy and idle by
-#             stream, after the last kernel), SD-Turbo full and tiny, then SDXL-Turbo tiny   ~7-9 min cold
+#             stream, after the last kernel), SD-Turbo full and tiny, then SDXL-Turbo tiny   ~8-9 min cold
 #   lonebench a lone frame with overlap off and on in one process (bench's "lone frame ms": 30 frames, each after a
 #             50 ms pause, call to pixels), SD-Turbo full and tiny, then SDXL-Turbo tiny (no baseline)   ~6-8 min cold
 #   twotests  issue 31 on a two-GPU kind (nvidia-h100-x2, nvidia-h200-x2): the two devices' render threads capturing and
@@ -227,10 +228,10 @@ part_lonesdtiny() {  # the same for SD-Turbo's tiny VAE (S14 cut its off row): o
               "random-sd tiny off2 85 --overlap off" "random-sd tiny on2 85 --overlap on"
 }
 
-part_loneprof() {  # where a lone frame's time goes, overlap off, on and on collected on another thread (bench --modes
-    # lone: the same graphs in one process, unprofiled then under the profiler: the CPU before the first kernel, the
-    # GPU's span, busy and idle by stream and kernel category, after the last kernel): SD-Turbo full and tiny, where
-    # a lone change took longer with overlap on; then SDXL-Turbo tiny, where it did not (S13)
+part_loneprof() {  # where a lone frame's time goes: overlap off, on, on collected on another thread and on split
+    # (bench --modes lone: the same graphs in one process, unprofiled then under the profiler: the CPU before the first
+    # kernel, the GPU's span, busy and idle by stream and kernel category, after the last kernel): SD-Turbo full and
+    # tiny, where a lone change took longer with overlap on (split, S13 and S14); then SDXL-Turbo tiny, where it did not
     step bench-lone-prof-sd 320 $TB bench --model random-sd --sizes 512 --vaes full,tiny --modes lone --frames 30 \
         --no-baseline --cache-dir $CACHE --json "$WORK/bench-lone-prof-sd.json"
     step bench-lone-prof-sdxl-tiny 220 $TB bench --model random --sizes 512 --vaes tiny --modes lone --frames 30 \

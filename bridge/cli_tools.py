@@ -56,7 +56,8 @@ def add_bench(sub) -> None:
                             "kernels by category, the time streams ran at once, the longest gaps; with the interval "
                             "unprofiled beside), lone (where a lone change's frame spends its time: --frames frames, "
                             "at most 30, a new prompt and seed each after a 50 ms pause, rendered overlap off, on, "
-                            "and on with the pixels collected on another thread as the daemon does; unprofiled, "
+                            "on with the pixels collected on another thread as the daemon does, and on split into "
+                            "its streams as before the lone frame's one graph; unprofiled, "
                             "then under torch.profiler: the CPU's time before the first kernel, the GPU's span, "
                             "busy and idle, the time after the last kernel, each stream's busy time)")
     bench.add_argument("--tilings", default="none", help="comma-separated: none,x,y,xy (seamless tiling on vs off)")

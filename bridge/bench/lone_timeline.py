@@ -2,12 +2,15 @@
 
 A lone change (one after a pause, as ``latency --rate 20`` sends them) waits for its whole frame:
 overlap must not make that longer (issue 27). Here one renderer (compiled, as the daemon's) renders
-lone frames, a new prompt and a new seed each after ``LONE_GAP_S`` idle, three ways with the same
+lone frames, a new prompt and a new seed each after ``LONE_GAP_S`` idle, four ways with the same
 graphs:
 - ``off``: ``render_batch``, as ``--overlap off`` runs a frame (one graph, one sync);
-- ``on``: ``begin_batch`` then its ``result`` at once (text, first half and decode graphs on three streams);
+- ``on``: ``begin_batch`` then its ``result`` at once (nothing in flight: one graph, its copy to the host
+  collected after, ``OverlappedRenderer``'s ``lone_whole``);
 - ``on-publisher``: the same, the result waited for on a thread of its own, as the daemon's
-  publishing thread waits for it (the hand-over between the threads counted).
+  publishing thread waits for it (the hand-over between the threads counted);
+- ``on-split``: as ``on`` with ``lone_whole`` off, as every single frame was begun before it (runs S13 and
+  S14: text, first half and decode graphs on three streams).
 Each first unprofiled (the call's median, ms), then under ``torch.profiler`` with the calls in CPU
 ranges (``lone``; ``begin`` and ``collect`` inside, ``collect`` seen where it runs on the calling thread:
 the profiler records that thread's ranges): ``lone_stats.py`` splits each call into the CPU's
@@ -42,7 +45,7 @@ from .timeline_stats import stream_roles
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("off", "on", "on-publisher")
+VARIANTS = ("off", "on", "on-publisher", "on-split")
 WARM_FRAMES = 2  # per variant, before its timed frames: the first compiles and captures (logged)
 SEEDS = 30_000  # each pass's seeds from here, apart from every other pass's: a new seed's noise is drawn
 PHASES = (LONE, "begin", "collect")
@@ -59,22 +62,25 @@ def measure_lone(opts: BenchOptions, device: torch.device, dtype_name: str, vae_
     unprofiled median); yielded per size, so the caller can save each before the next."""
     renderer = profiled_renderer(opts, device, dtype_name, vae_name)  # the profiler set up before any capture
     overlapped = OverlappedRenderer(renderer, text_stream=True)  # as serve --overlap on
+    split = OverlappedRenderer(renderer, text_stream=True, lone_whole=False)  # its streams, graphs: its own
     plain = ChannelRenderer(renderer)  # as serve --overlap off
     guidance = renderer.family.default_guidance
     frames = lone_count(opts.frames)
     with ThreadPoolExecutor(1, thread_name_prefix="gpu-out") as publisher:
-        calls: dict[str, Call] = {
-            "off": lambda params: plain.render_batch([("main", params, Scene())]),
-            "on": lambda params: _collected(_begun(overlapped, params)),
-            "on-publisher": lambda params: publisher.submit(_collected, _begun(overlapped, params)).result()}
+        calls: dict[str, tuple[Call, OverlappedRenderer]] = {  # each variant's call, and whose streams to name
+            "off": (lambda params: plain.render_batch([("main", params, Scene())]), overlapped),
+            "on": (lambda params: _collected(_begun(overlapped, params)), overlapped),
+            "on-publisher": (lambda params: publisher.submit(_collected, _begun(overlapped, params)).result(),
+                             overlapped),
+            "on-split": (lambda params: _collected(_begun(split, params)), split)}
         passes = iter(range(0, 10**6, 1000))  # each pass's first frame index: seeds never repeat
         for size in opts.sizes:
             rows = []
             for variant in VARIANTS:
-                call = calls[variant]
+                call, streams = calls[variant]
                 _frames(call, next(passes), WARM_FRAMES, size, guidance, gap_s=0.0)
                 unprofiled = _frames(call, next(passes), frames, size, guidance)
-                row = _profiled(call, overlapped, next(passes), frames, size, guidance, device)
+                row = _profiled(call, streams, next(passes), frames, size, guidance, device)
                 rows.append({"dtype": dtype_name, "vae": vae_name, "size": size, "variant": variant,
                              "device": device.type, "unprofiled_ms": round(statistics.median(unprofiled), 4), **row})
                 log.info("lone %s %s %d %s: %.3f ms unprofiled; profiled %s ms, to the first kernel %s, GPU span %s "

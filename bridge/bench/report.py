@@ -177,9 +177,10 @@ def lone_lines(rows: list[dict]) -> list[str]:
     stream's busy time and the longest idle gaps inside the calls (``bench/gpu_summary.py`` prints the same)."""
     if not rows:
         return []
-    lines = [("Lone frames (a new prompt and seed after a pause; off: one graph, on: three streams, on-publisher: "
-              "collected on another thread, as the daemon), medians, ms: the call unprofiled and profiled, the CPU "
-              "before the first kernel, the GPU from first to last kernel, busy in it, idle in it, after the last:"),
+    lines = [("Lone frames (a new prompt and seed after a pause; off: render_batch, on: begin_batch and its result, "
+              "on-publisher: the result on another thread, as the daemon, on-split: on with lone_whole off), medians, "
+              "ms: the call unprofiled and profiled, the CPU before the first kernel, the GPU from first to last "
+              "kernel, busy in it, idle in it, after the last:"),
              "| dtype | VAE | size | variant | unprofiled | call | to first kernel | GPU span | busy | idle in span "
              "| after last kernel | kernels | idle during |", "|" + " --- |" * 13]
     for r in rows:

@@ -1,6 +1,6 @@
 """``bench --modes lone`` as a user runs it (a real process): on the CPU the calls of each variant with
 no device kernels, said so; its work in the CPU estimate; on CUDA each variant's kernels, the streams
-named, overlap on using the decode stream and off not."""
+named: a lone frame on the render thread's stream alone, overlap on or off, unless split."""
 
 import pytest
 
@@ -35,7 +35,8 @@ def test_on_the_cpu_each_variant_gives_its_calls_and_says_it_saw_no_device_kerne
         assert all(r[k] is None for k in ("to_first_kernel_ms", "span_ms", "busy_ms", "after_last_kernel_ms"))
         assert r["streams"] == [] and "profiled on the CPU" in r["note"]
     # the calling thread's ranges: overlap on begins and collects there; on-publisher collects on its own thread
-    assert set(rows["on"]["cpu_ranges_ms"]) == {"begin", "collect"} and rows["off"]["cpu_ranges_ms"] == {}
+    assert set(rows["on"]["cpu_ranges_ms"]) == {"begin", "collect"} == set(rows["on-split"]["cpu_ranges_ms"])
+    assert rows["off"]["cpu_ranges_ms"] == {}
     assert set(rows["on-publisher"]["cpu_ranges_ms"]) >= {"begin"}
     assert "| bf16 | full | 64 | on-publisher |" in done.stdout and "None" not in done.stdout
     assert "lone (bf16, full VAE, 64, off): profiled on the CPU" in done.stdout
@@ -44,8 +45,8 @@ def test_on_the_cpu_each_variant_gives_its_calls_and_says_it_saw_no_device_kerne
 def test_its_frames_count_in_the_cpu_estimate_per_size():
     opts = bench_options(build_parser().parse_args(["bench", "--device", "cpu", "--frames", "100", "--sizes", "64,128",
                                                     "--vaes", "full", "--modes", "lone", "--no-baseline"]))
-    # per size, three variants: 2 warm-up frames, 30 lone frames (at most) unprofiled, the profiler's warm-up and 30
-    assert [(w.size, w.frames) for w in cpu_estimate.bench_work(opts)] == [(64, 3 * 63), (128, 3 * 63)]
+    # per size, four variants: 2 warm-up frames, 30 lone frames (at most) unprofiled, the profiler's warm-up and 30
+    assert [(w.size, w.frames) for w in cpu_estimate.bench_work(opts)] == [(64, 4 * 63), (128, 4 * 63)]
 
 
 @pytest.mark.gpu
@@ -61,8 +62,9 @@ def test_on_cuda_each_variant_sees_its_kernels_and_overlap_on_decodes_on_its_own
 
     def streams(row: dict) -> set[str]:
         return {s["name"].split(" (")[0] for s in row["streams"]}
-    # off: one graph on the render thread's stream; on: the decode (and a new prompt's text) on streams of their own
-    assert streams(rows["off"]) == {"render"}, rows["off"]["streams"]
-    for variant in ("on", "on-publisher"):
-        assert {"render", "decode", "text"} <= streams(rows[variant]), rows[variant]["streams"]
+    # off, and on with nothing in flight: one graph on the render thread's stream; split: the decode and a new
+    # prompt's text encoders on streams of their own
+    for variant in ("off", "on", "on-publisher"):
+        assert streams(rows[variant]) == {"render"}, (variant, rows[variant]["streams"])
+    assert {"render", "decode", "text"} <= streams(rows["on-split"]), rows["on-split"]["streams"]
     assert "| bf16 | full | 64 | off |" in done.stdout

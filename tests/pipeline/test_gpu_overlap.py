@@ -1,9 +1,11 @@
 """GPU checks of --overlap on (opt-in: ``python -m pytest -m gpu``; needs CUDA).
 
 The overlapped renderer cuts the compiled frame graph before the VAE and decodes on a second
-stream, and runs a new prompt's text encoders on a third: its frames must be the one-graph frames
-bit for bit, also when the next frame's first stage runs while the previous one decodes (the events
-keep the latents and pinned buffers apart) and when a LoRA fold changes the text encoders' weights
+stream, and runs a new prompt's text encoders on a third (the fixtures' renderers split every frame,
+``lone_whole`` off; a frame begun with none in flight otherwise renders in one graph, tested here too):
+its frames must be the one-graph frames bit for bit, also when the next frame's first stage runs while
+the previous one decodes (the events keep the latents and pinned buffers apart) and when a LoRA fold
+changes the text encoders' weights
 between prompts in flight, and it must never recompile once warm. With ``--batch-vae tiny`` a batch's
 rows, overlapped or not, are the eager tiny decode of their latents (bf16's tolerance), a frame alone the
 full VAE's, and a second round of batches compiles nothing.
@@ -19,12 +21,13 @@ pytestmark = [pytest.mark.gpu,
 
 from bridge.core.params import Params  # noqa: E402
 from bridge.core.scene import InputImage, Scene  # noqa: E402
+from frame_spies import record_decodes  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def pair(cache_dir, tmp_path_factory):
     """(plain, overlapped) ChannelRenderers around one compiled demo renderer (bf16, CUDA), with two
-    LoRAs (text encoders included) in its folder."""
+    LoRAs (text encoders included) in its folder; the overlapped one splits every frame, lone or not."""
     from bridge.pipeline.loading.loader import load_pipeline
     from bridge.pipeline.render.batch import ChannelRenderer
     from bridge.pipeline.render.overlapped import OverlappedRenderer
@@ -41,7 +44,7 @@ def pair(cache_dir, tmp_path_factory):
                                  compile=True, lora_dir=folder)
     renderer.loras.catalog.load("a")
     renderer.loras.catalog.load("b")
-    return ChannelRenderer(renderer), OverlappedRenderer(renderer)
+    return ChannelRenderer(renderer), OverlappedRenderer(renderer, lone_whole=False)
 
 
 def frames(n, **more):
@@ -79,6 +82,39 @@ def test_pipelined_frames_keep_their_own_pixels_and_never_recompile(pair):
         assert np.array_equal(a, b), i
 
 
+def test_a_frame_begun_with_none_in_flight_renders_in_one_graph_and_one_begun_behind_it_splits(pair, monkeypatch):
+    """A lone frame (nothing of the renderer's on the GPU) replays the one-graph frame and only its copy to the
+    host is collected later; a frame begun while that one is still on the GPU (held there behind a GPU sleep
+    queued first, so the order does not depend on timing) is split as every frame was: both the one-graph
+    frames bit for bit, nothing recompiled or captured once warm."""
+    from bridge.pipeline.render.overlapped import OverlappedRenderer
+
+    plain, _ = pair
+    inner = plain.inner
+    overlapped = OverlappedRenderer(inner)
+    assert overlapped.lone_whole and not OverlappedRenderer(inner, lanes=2).lone_whole  # one lane only
+    stream = frames(5)
+    for params in stream[:2]:  # warm: both graph kinds, the one-graph frame's and the split ones
+        overlapped.begin_batch([("main", params, Scene())]).result()
+    want = [plain.render_batch([("main", p, Scene())])[0].pixels for p in stream]
+    keys, decode_keys = inner.graph_keys, overlapped.decode_graph_keys
+    decoded_at_once = record_decodes(monkeypatch, inner)
+    torch._dynamo.config.error_on_recompile = True
+    try:
+        got = [overlapped.begin_batch([("main", stream[0], Scene())]).result()[0].pixels]  # lone: one graph
+        torch.cuda._sleep(1_000_000_000)  # ~0.5 s of GPU clock cycles on this stream, before the next frames
+        first = overlapped.begin_batch([("main", stream[1], Scene())])  # the last frame is home: one graph
+        second = overlapped.begin_batch([("main", stream[2], Scene())])  # the first still queued: split
+        got += [first.result()[0].pixels, second.result()[0].pixels]
+        got.append(overlapped.begin_batch([("main", stream[3], Scene())]).result()[0].pixels)  # lone again
+    finally:
+        torch._dynamo.config.error_on_recompile = False
+    assert decoded_at_once == [True, True, False, True]
+    for i, (a, b) in enumerate(zip(want, got)):
+        assert np.array_equal(a, b), (i, np.abs(a.astype(int) - b.astype(int)).max())
+    assert inner.graph_keys == keys and overlapped.decode_graph_keys == decode_keys
+
+
 def test_an_overlapped_batch_matches_the_plain_batch(pair):
     plain, overlapped = pair
     items = [(f"ch{i}", p, Scene()) for i, p in enumerate(frames(3))]
@@ -102,7 +138,7 @@ def test_new_prompts_on_the_text_stream_keep_their_pixels_across_lora_switches(p
     plain, overlapped = pair
     inner = plain.inner
     if urgent or lanes > 1:
-        overlapped = OverlappedRenderer(inner, urgent_text=urgent, lanes=lanes)
+        overlapped = OverlappedRenderer(inner, urgent_text=urgent, lanes=lanes, lone_whole=False)
     loras = [(), (), (("a", 1.0),), (("a", 1.0),), (("b", 0.5),), (), (("a", -0.7), ("b", 1.2)), ()]
     stream = [Params(prompt=f"a harbour at dusk, version {i}", seed=40 + i, width=512, height=512,
                      loras=loras[i % len(loras)]) for i in range(16)]
@@ -213,7 +249,7 @@ def tiny_batches(cache_dir):
     configure_compile_cache(cache_dir)
     renderer = DiffusersRenderer(load_pipeline("demo", "cuda", torch.bfloat16, cache_dir), "cuda", torch.bfloat16,
                                  compile=True, batch_vae=load_tiny_vae("tiny", "demo", "cuda", torch.bfloat16))
-    return ChannelRenderer(renderer), OverlappedRenderer(renderer)
+    return ChannelRenderer(renderer), OverlappedRenderer(renderer, lone_whole=False)
 
 
 def eager_decode(decoder, latents) -> list[np.ndarray]:

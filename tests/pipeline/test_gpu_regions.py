@@ -93,7 +93,7 @@ def test_uncompiled_text_encoders_are_captured_in_the_frame_graphs_plain_and_ove
     # a graphed renderer runs a new prompt's text encoders inside the frame's graph: its key ends with the ids' length
     assert (*fast.plan(BASE, Scene()).key, fast.text.token_ids(BASE.prompt).shape[-1]) in fast.runner.keys
     assert_prompts_never_recompile_and_seeds_skip_text_encoders(fast, BASE.merged({"prompt": "a harbour"}))
-    plain, overlapped = ChannelRenderer(fast), OverlappedRenderer(fast)
+    plain, overlapped = ChannelRenderer(fast), OverlappedRenderer(fast, lone_whole=False)  # each frame split
     overlapped.begin_batch([("main", BASE.merged({"prompt": "warm"}), Scene())]).result()  # first-use captures
     for i in range(3):  # a new prompt each frame: the text stream replays its capture of the eager encoders
         params = BASE.merged({"prompt": f"a lighthouse, take {i}", "seed": 20 + i})

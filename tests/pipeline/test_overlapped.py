@@ -1,9 +1,10 @@
 """--overlap on with the demo model on the CPU: the staged frames are the frames, exactly.
 
 On the CPU the decode runs at once (no second stream), so these check the stage-split entry points
-(``device_frame``/``device_frames`` with ``decode=False``, the decode after) and the wiring through a
-real daemon; the renderer contract on the overlapped renderer is test_contract_overlapped.py, the
-overlap on a GPU tests/pipeline/test_gpu_overlap.py.
+(``device_frame``/``device_frames`` with ``decode=False``, the decode after), the one-piece frame of a
+lone change (nothing is ever in flight on the CPU: ``lone_whole``, and split with it off) and the wiring
+through a real daemon; the renderer contract on the overlapped renderer is test_contract_overlapped.py,
+the overlap on a GPU tests/pipeline/test_gpu_overlap.py.
 """
 
 import numpy as np
@@ -12,11 +13,13 @@ import torch
 
 from bridge.core.params import Params
 from bridge.core.scene import Glide, InputImage, Scene
+from frame_spies import record_decodes
 
 
-@pytest.fixture(scope="module")
-def renderers(tmp_path_factory):
-    """(plain, overlapped): two ChannelRenderers on one demo pipeline (their caches kept apart)."""
+@pytest.fixture(scope="module", params=[True, False], ids=["lone-whole", "split"])
+def renderers(request, tmp_path_factory):
+    """(plain, overlapped): two ChannelRenderers on one demo pipeline (their caches kept apart); the
+    overlapped one renders a lone frame in one piece, or split as every frame (``lone_whole``)."""
     from bridge.pipeline.loading.loader import load_pipeline
     from bridge.pipeline.render.batch import ChannelRenderer
     from bridge.pipeline.render.overlapped import OverlappedRenderer
@@ -24,7 +27,7 @@ def renderers(tmp_path_factory):
 
     pipe = load_pipeline("demo", "cpu", torch.float32, tmp_path_factory.mktemp("demo-cache"))
     plain = ChannelRenderer(DiffusersRenderer(pipe, "cpu", torch.float32))
-    return plain, OverlappedRenderer(DiffusersRenderer(pipe, "cpu", torch.float32))
+    return plain, OverlappedRenderer(DiffusersRenderer(pipe, "cpu", torch.float32), lone_whole=request.param)
 
 
 def picture(seed):
@@ -47,6 +50,16 @@ def test_a_staged_frame_has_the_pixels_of_the_plain_frame(renderers, what, param
     got = overlapped.begin_batch([("main", params, scene)]).result()
     assert len(got) == 1 and np.array_equal(got[0].pixels, want)
     assert "decode_wait" in got[0].stages_ms
+
+
+def test_a_lone_frame_renders_in_one_piece_unless_told_to_split(renderers, monkeypatch):
+    plain, overlapped = renderers
+    inner = overlapped.inner
+    decoded_at_once = record_decodes(monkeypatch, inner)
+    params = Params(prompt="a lone lighthouse", seed=11, width=64, height=64)
+    got = overlapped.begin_batch([("main", params, Scene())]).result()[0].pixels
+    assert decoded_at_once == [overlapped.lone_whole]  # the CPU never has a frame in flight: every frame is lone
+    assert np.array_equal(got, plain.render_batch([("main", params, Scene())])[0].pixels)
 
 
 def test_a_staged_batch_has_the_pixels_of_the_plain_batch(renderers):

@@ -9,10 +9,10 @@ text encoders on a third stream (``speed/text_stream.py``), beside the previous 
 With ``lanes`` > 1 (``--render-lanes``) consecutive frames' first halves run on render lanes
 (``speed/lanes.py``): frame i+1's denoiser beside frame i's, each lane with its own graphs.
 A frame's pixels are those of ``render_batch``: the same compiled functions on the same inputs, in
-two or three graphs instead of one.
-
-Everything else (``render_batch``, ``batch_key``, LoRAs, transitions per channel) is the
-``ChannelRenderer``'s.
+two or three graphs instead of one. A frame begun while none of this renderer's frames is on the GPU
+(a lone change: nothing to overlap with) renders as ``render_batch`` does, in one graph, and only its
+copy to the host is collected later (``lone_whole``): split into graphs on two or three streams, a lone
+SD-Turbo change took 0.35-0.5 ms longer to render than with overlap off (runs S13 and S14, H100).
 """
 
 from __future__ import annotations
@@ -58,12 +58,15 @@ class OverlappedRenderer(ChannelRenderer):
     """A ``ChannelRenderer`` that splits ``begin_batch`` at the latents (render thread only)."""
 
     def __init__(self, inner: DiffusersRenderer, text_stream: bool = True, urgent_text: bool = False,
-                 lanes: int = 1):
+                 lanes: int = 1, lone_whole: bool = True):
         """``text_stream``: a new prompt's text encoders on the third stream (off: in the first half's graph,
         the overlap before run S6; the bench's ``--overlap decode`` compares them); ``urgent_text``: that
         stream at a high priority (``TextStream``; the bench's ``--overlap urgent``); ``lanes``: render lanes
-        for single frames (``RenderLanes``; a graphed renderer's, with the text stream: otherwise one)."""
+        for single frames (``RenderLanes``; a graphed renderer's, with the text stream: otherwise one);
+        ``lone_whole``: a single frame begun with none in flight renders in one graph (one lane only; off: split
+        as every other frame, the bench's ``--modes lone`` compares them)."""
         super().__init__(inner)
+        self._lone_whole = lone_whole
         if lanes < 1:
             raise ValueError(f"render lanes: {lanes}; at least 1")
         if lanes > 1 and not text_stream:
@@ -80,6 +83,13 @@ class OverlappedRenderer(ChannelRenderer):
     def lanes(self) -> int:
         """The render lanes in use (one where frames are not graphed: eager frames run on one stream)."""
         return 1 if self._lanes is None else self._lanes.count
+
+    @property
+    def lone_whole(self) -> bool:
+        """Whether a single frame begun with none in flight renders in one graph (``__init__``). One lane
+        only: with several, a cached prompt's embeddings are read on every lane's stream, and only the
+        text stream marks them so."""
+        return self._lone_whole and self._lanes is None
 
     @property
     def text_graph_keys(self) -> frozenset[tuple]:
@@ -115,11 +125,16 @@ class OverlappedRenderer(ChannelRenderer):
             isinstance(params.prompt, str) and scene.glide is None and on_lanes(plan))
         if len(items) == 1:
             self._warm_up(params, scene, plan, serial)
+        # nothing of ours on the GPU: nothing to overlap with, so one graph as render_batch (one lane only)
+        whole = len(items) == 1 and self.lone_whole and self._decoder.idle()
         with self._lane(serial) as lane:
             # Every latents buffer below is written after the decode in flight has copied its own.
             self._decoder.before_latents(lane)
             if self._text is not None and serial:
                 self._text.barrier()  # a LoRA fold (a batch may fold its own) waits for the text in flight
+            if whole:
+                rgba = r.device_frame(params, scene, self.glider(stream))
+                return Begun(self._decoder.finished(rgba), r.runner.stage_times())
             if len(items) > 1:
                 latents = self.device_frames(items, decode=False)  # a new batch size captures on first use
                 decoding = self._decoder.decode(("decode-batch", tuple(latents.shape), tiling), r.calls.decode_batch,
@@ -148,6 +163,8 @@ class OverlappedRenderer(ChannelRenderer):
                 self._text.barrier()
         r.warm(params, scene, decode=False,
                decoder=lambda latents: self._decode_one(latents, plan.tiling, 0).result())
+        if self.lone_whole:
+            r.warm(params, scene)  # the one-graph frame too, for a frame begun with none in flight
         if self._text is not None:
             self._text.warm(r.parts.text.lengths, r.parts.text.rows, r.calls.encode)  # once per length
         if key in self._warm:

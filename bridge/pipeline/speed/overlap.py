@@ -12,7 +12,9 @@ Ordering, with CUDA events (no host synchronisation on the render thread):
   until this decode has copied the latents into its own graph input (``before_latents``): the first
   stage's graph of that lane writes the same output buffer again;
 - each decode copies into its own pinned host buffer (a free list: one per frame in flight), so a
-  later frame never overwrites pixels not yet read.
+  later frame never overwrites pixels not yet read;
+- ``idle`` says whether the last frame queued here (a decode, or a whole frame's pixels given to
+  ``finished``) has its pixels in host memory: then a new frame has nothing to overlap with.
 The decode graphs have their own ``FrameGraphs``, hence their own memory pool: they replay while
 the first stage's graphs replay on the other stream, and two graphs of one pool must not overlap.
 Without CUDA (the CPU), ``decode`` runs at once and ``result`` returns its pixels: the same
@@ -67,11 +69,23 @@ class DecodeStream:
             self._graphs = FrameGraphs()
         self._free: dict[tuple, list[torch.Tensor]] = {}
         self._lock = threading.Lock()  # the free list: taken on the render thread, given back on the publisher
+        self._last: torch.cuda.Event | None = None  # the last frame's pixels copied to the host
 
     @property
     def keys(self) -> frozenset[tuple]:
         """The decode graphs captured so far (one per latents shape and tiling)."""
         return self._graphs.keys() if self._graphs is not None else frozenset()
+
+    def idle(self) -> bool:
+        """Whether every frame queued here has its pixels in host memory (asked on the render thread, without
+        waiting: a new frame then has no decode to overlap with). Without CUDA frames finish as they are queued."""
+        return self._last is None or self._last.query()
+
+    def finished(self, rgba: torch.Tensor) -> Decoding:
+        """A frame decoded on the current stream (RGBA uint8, (H, W, 4)): its copy to the host queued there."""
+        if not self._cuda:
+            return Decoding(1, None, rgba.reshape(-1, *rgba.shape[-3:]), None)
+        return self._to_host(rgba.reshape(-1, *rgba.shape[-3:]), 1, torch.cuda.current_stream(self.device))
 
     def before_latents(self, lane: int = 0) -> None:
         """Call before queueing a frame's first stage on render lane ``lane``: it must not overwrite
@@ -100,11 +114,14 @@ class DecodeStream:
                 latents.record_stream(self._stream)  # their memory is not reused before that
                 rgba = fn(latents)
                 self._taken[lane].record(self._stream)
-            rgba = rgba.reshape(-1, *rgba.shape[-3:])
-            host = self._pinned(tuple(rgba.shape))
-            host.copy_(rgba, non_blocking=True)
-            done = torch.cuda.Event()
-            done.record(self._stream)
+            return self._to_host(rgba.reshape(-1, *rgba.shape[-3:]), rows, self._stream)
+
+    def _to_host(self, rgba: torch.Tensor, rows: int, stream: torch.cuda.Stream) -> Decoding:
+        # on ``stream`` (the current one): into a pinned buffer of the free list, then the event ``result`` waits for
+        host = self._pinned(tuple(rgba.shape))
+        host.copy_(rgba, non_blocking=True)
+        done = self._last = torch.cuda.Event()
+        done.record(stream)
         return Decoding(rows, done, host, self._give_back)
 
     def _pinned(self, shape: tuple) -> torch.Tensor:
