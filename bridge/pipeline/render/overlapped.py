@@ -13,6 +13,9 @@ two or three graphs instead of one. A frame begun while none of this renderer's 
 (a lone change: nothing to overlap with) renders as ``render_batch`` does, in one graph, and only its
 copy to the host is collected later (``lone_whole``): split into graphs on two or three streams, a lone
 SD-Turbo change took 0.35-0.5 ms longer to render than with overlap off (runs S13 and S14, H100).
+
+Everything else (``render_batch``, ``batch_key``, LoRAs, transitions per channel) is the
+``ChannelRenderer``'s.
 """
 
 from __future__ import annotations
