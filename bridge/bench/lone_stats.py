@@ -35,9 +35,10 @@ class LoneFrame:
 def lone_frames(kernels: list[StreamKernel], ranges: list[CpuRange]) -> list[LoneFrame]:
     """One ``LoneFrame`` per ``LONE`` range, in time order; kernels outside every call are left out."""
     frames = []
+    inner = [r for r in ranges if r.name != LONE]  # the ranges inside the calls (begin, collect)
     for call in sorted((r for r in ranges if r.name == LONE), key=lambda r: r.start_us):
         lo, hi = call.start_us, call.end_us
-        (timeline,) = frame_timelines(kernels, [r for r in ranges if r.name != LONE], [lo, hi])
+        (timeline,) = frame_timelines(kernels, inner, [lo, hi])
         inside: list[Span] = [(max(k.start_us, lo), min(k.end_us, hi)) for k in kernels
                               if k.start_us < hi and k.end_us > lo]
         if not inside:

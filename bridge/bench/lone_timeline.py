@@ -22,9 +22,9 @@ kernels: the rows give the calls and the CPU ranges alone and say so.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import statistics
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -39,7 +39,7 @@ from .frames import frame_params
 from .kernels import activities, profiled_renderer
 from .lone_stats import LONE, lone_frames, lone_row
 from .measure import BenchOptions
-from .overlap import LONE_GAP_S, lone_count
+from .overlap import LONE_GAP_S, lone_count, lone_times
 from .timeline import MARK, NO_KERNELS, kernels_and_ranges, mark_streams
 from .timeline_stats import stream_roles
 
@@ -49,7 +49,7 @@ VARIANTS = ("off", "on", "on-publisher", "on-split")
 WARM_FRAMES = 2  # per variant, before its timed frames: the first compiles and captures (logged)
 SEEDS = 30_000  # each pass's seeds from here, apart from every other pass's: a new seed's noise is drawn
 PHASES = (LONE, "begin", "collect")
-Call = Callable[[Params], object]
+Call = Callable[[Params, Scene], object]
 
 
 def lone_params(i: int, size: int, guidance: float) -> Params:
@@ -68,11 +68,12 @@ def measure_lone(opts: BenchOptions, device: torch.device, dtype_name: str, vae_
     frames = lone_count(opts.frames)
     with ThreadPoolExecutor(1, thread_name_prefix="gpu-out") as publisher:
         calls: dict[str, tuple[Call, OverlappedRenderer]] = {  # each variant's call, and whose streams to name
-            "off": (lambda params: plain.render_batch([("main", params, Scene())]), overlapped),
-            "on": (lambda params: _collected(_begun(overlapped, params)), overlapped),
-            "on-publisher": (lambda params: publisher.submit(_collected, _begun(overlapped, params)).result(),
+            "off": (lambda params, scene: plain.render_batch([("main", params, scene)]), overlapped),
+            "on": (lambda params, scene: _collected(_begun(overlapped, params, scene)), overlapped),
+            "on-publisher": (lambda params, scene: publisher.submit(_collected,
+                                                                    _begun(overlapped, params, scene)).result(),
                              overlapped),
-            "on-split": (lambda params: _collected(_begun(split, params)), split)}
+            "on-split": (lambda params, scene: _collected(_begun(split, params, scene)), split)}
         passes = iter(range(0, 10**6, 1000))  # each pass's first frame index: seeds never repeat
         for size in opts.sizes:
             rows = []
@@ -90,9 +91,9 @@ def measure_lone(opts: BenchOptions, device: torch.device, dtype_name: str, vae_
             yield rows
 
 
-def _begun(overlapped: OverlappedRenderer, params: Params):
+def _begun(overlapped: OverlappedRenderer, params: Params, scene: Scene):
     with record_function("begin"):
-        return overlapped.begin_batch([("main", params, Scene())])
+        return overlapped.begin_batch([("main", params, scene)])
 
 
 def _collected(staged) -> object:
@@ -102,15 +103,8 @@ def _collected(staged) -> object:
 
 def _frames(call: Call, first: int, count: int, size: int, guidance: float, gap_s: float = LONE_GAP_S) -> list[float]:
     """ms from each call to its pixels, ``count`` lone frames each after ``gap_s`` idle, in ``LONE`` ranges."""
-    times = []
-    for i in range(first, first + count):
-        params = lone_params(i, size, guidance)
-        time.sleep(gap_s)
-        start = time.perf_counter()
-        with record_function(LONE):
-            call(params)
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
+    return lone_times(call, ((lone_params(i, size, guidance), Scene()) for i in range(first, first + count)), gap_s,
+                      phase=functools.partial(record_function, LONE))
 
 
 def _profiled(call: Call, overlapped: OverlappedRenderer, first: int, count: int, size: int, guidance: float,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
@@ -61,12 +61,20 @@ def lone_frames(render: Callable[[Params, Scene], object], mode: str, size: int,
     """ms from the call to its pixels in host memory, for ``lone_count(frames)`` frames of ``mode`` each after
     ``gap_s`` idle: what a lone change waits for its render, overlap off (``render``: the renderer's ``render``)
     against on (``begun_and_collected``), in one process with the same compiled graphs."""
+    return lone_times(render, ((frame_params(mode, i, size, tiling, guidance), frame_scene(mode, i, size))
+                               for i in range(LONE_SEEDS, LONE_SEEDS + lone_count(frames))), gap_s)
+
+
+def lone_times(render: Callable[[Params, Scene], object], frames: Iterable[tuple[Params, Scene]],
+               gap_s: float = LONE_GAP_S, phase: Callable[[], AbstractContextManager] = nullcontext) -> list[float]:
+    """ms from each ``render(params, scene)`` call to its return, each after ``gap_s`` idle, inside ``phase()``
+    (the lone mode's profiler range)."""
     times = []
-    for i in range(LONE_SEEDS, LONE_SEEDS + lone_count(frames)):
-        params, scene = frame_params(mode, i, size, tiling, guidance), frame_scene(mode, i, size)
+    for params, scene in frames:
         time.sleep(gap_s)
         start = time.perf_counter()
-        render(params, scene)
+        with phase():
+            render(params, scene)
         times.append((time.perf_counter() - start) * 1e3)
     return times
 

@@ -83,9 +83,10 @@ class DecodeStream:
 
     def finished(self, rgba: torch.Tensor) -> Decoding:
         """A frame decoded on the current stream (RGBA uint8, (H, W, 4)): its copy to the host queued there."""
+        rgba = rgba.reshape(-1, *rgba.shape[-3:])
         if not self._cuda:
-            return Decoding(1, None, rgba.reshape(-1, *rgba.shape[-3:]), None)
-        return self._to_host(rgba.reshape(-1, *rgba.shape[-3:]), 1, torch.cuda.current_stream(self.device))
+            return Decoding(1, None, rgba, None)
+        return self._to_host(rgba, 1, torch.cuda.current_stream(self.device))
 
     def before_latents(self, lane: int = 0) -> None:
         """Call before queueing a frame's first stage on render lane ``lane``: it must not overwrite
