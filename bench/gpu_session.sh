@@ -17,6 +17,9 @@
 #             then the memory-budget file alone (it reads the device's memory in use)   ~6-8 min
 #             carry .whl-ray (no GPU test needs PyAV) so tests/cluster/test_cluster_gpu.py runs with the
 #             rest; with .whl it is skipped (no Ray), and the summary says so
+#   tests1    the memory-budget file, then every other GPU test file from the first at once     ~4-5 min
+#   tests2    the rest of `tests`' files at once (`tests1` then `tests2`: two calls on one warm machine, where
+#             `tests` in one call ran files past their 500 s, all compiling at once: runs S14, S15)   ~4-5 min
 #   budget    the memory-budget test file alone (the last step of `tests`), for a call whose `tests` was cut   ~1 min
 #   speed     SDXL-Turbo full + tiny VAE, new prompt / new seed every frame, overlap off, on and decode-only, with
 #             the plain diffusers call as baseline (bench); then through the real daemon, overlap
@@ -135,19 +138,24 @@ step() {  # step NAME LIMIT_S CMD...: run with a time limit, log to $WORK/NAME.l
     return 0
 }
 
-part_tests() {
+part_tests() { _gpu_tests 0 1; part_budget; }  # every file at once, then the memory budget alone
+
+# Halves for two calls on one warm machine: 17 files compiling at once on 16 cores ran past 500 s each
+# (test_gpu_ip_adapter in run S14, test_gpu_sana in S15: 154 and 139 s alone) and left the memory budget 43 s.
+part_tests1() { part_budget; _gpu_tests 0 2; }  # the budget first, while nothing else runs
+part_tests2() { _gpu_tests 1 2; }
+
+_gpu_tests() {  # every EVERY-th file with a GPU test from index FIRST, one process each, at once; 500 s each
+    local first=$1 every=$2 files i n
     export TORCHINDUCTOR_CACHE_DIR=/tmp/tb-inductor TRITON_CACHE_DIR=/tmp/tb-triton  # shared: same demo graphs
-    # every file with a GPU test (a new one runs without being listed here), the memory budget's apart; 500 s each:
-    # with 16 files compiling at once on 16 cores, test_gpu_ip_adapter passed the earlier 470 s (run S14; 154 s alone)
-    local files
+    # every file with a GPU test (a new one runs without being listed here), the memory budget's apart
     mapfile -t files < <(grep -rl --include='test_*.py' 'mark\.gpu' tests | grep -v '/test_memory_budget\.py$' | sort)
-    echo "test files: ${#files[@]} + test_memory_budget" | tee -a "$WORK/steps.txt"
-    for f in "${files[@]}"; do
-        local n; n=$(basename "$f" .py)
-        step "$n" 500 python -m pytest -q -m gpu "$f" -p no:cacheprovider --junitxml="$WORK/junit-$n.xml" &
+    echo "test files: ${#files[@]} + test_memory_budget, every $every from $first" | tee -a "$WORK/steps.txt"
+    for ((i = first; i < ${#files[@]}; i += every)); do
+        n=$(basename "${files[i]}" .py)
+        step "$n" 500 python -m pytest -q -m gpu "${files[i]}" -p no:cacheprovider --junitxml="$WORK/junit-$n.xml" &
     done
     wait
-    part_budget
     # a later part of the same call (`start`, `textoff`...) measures its own cold caches under its --cache-dir
     unset TORCHINDUCTOR_CACHE_DIR TRITON_CACHE_DIR
 }
@@ -457,7 +465,7 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|baseline|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|timeline|autotune|start|carried|textoff|regions|channels|tinychannels|batchvae|window|sd15|sana|cluster|tokens|tuning|lanes|lanesbench|lone|lonesd|lonesdtiny|loneprof|lonebench|twotests|twochannels|budget) "part_$part" ;;
-        *) echo "unknown part $part: tests, baseline, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), timeline, start, carried, textoff, regions, channels, tinychannels, batchvae, window, sd15, sana, cluster, tokens, tuning, lanes, lanesbench, lone, lonesd, lonesdtiny, loneprof, lonebench, twotests, twochannels, budget" >&2; exit 2 ;;
+        tests|tests1|tests2|baseline|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|timeline|autotune|start|carried|textoff|regions|channels|tinychannels|batchvae|window|sd15|sana|cluster|tokens|tuning|lanes|lanesbench|lone|lonesd|lonesdtiny|loneprof|lonebench|twotests|twochannels|budget) "part_$part" ;;
+        *) echo "unknown part $part: tests, tests1, tests2, baseline, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), timeline, start, carried, textoff, regions, channels, tinychannels, batchvae, window, sd15, sana, cluster, tokens, tuning, lanes, lanesbench, lone, lonesd, lonesdtiny, loneprof, lonebench, twotests, twochannels, budget" >&2; exit 2 ;;
     esac
 done
