@@ -49,7 +49,7 @@ def format_report(report: dict) -> str:
     head = ["dtype", "VAE", "size", "change/frame", "tiling", "sinks", "median ms", "FPS", "p99 ms", "std ms",
             "x baseline", "first frame s", "lone frame ms"] + (["VRAM GB used (loaded / after)"] if vram else [])
     if report["runs"]:  # none with --modes decode or kernels alone: no empty table
-        lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+        lines += _head(head)
     for r in report["runs"]:
         # from the frame rate: an overlapped stream's (with render lanes, bursty) is its length's, not its median's
         ratio = f"{base['median_ms'] * r['fps'] / 1e3:.1f}" if base and base["size"] == r["size"] else "-"
@@ -66,7 +66,7 @@ def format_report(report: dict) -> str:
             v = r["vram_gb"]
             cells.append(f"{v.get('loaded', '-')} / {v.get('after_frames', '-')} "
                          f"(peak alloc {v.get('peak_allocated', '-')})")
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+        lines.append(_cells(cells))
     for r in report.get("decode", []):
         lines.append(f"VAE decode alone ({r['dtype']}, {r['size']}, compile mode {r['compile_mode']}, cuDNN benchmark "
                      f"{'on' if r['cudnn_benchmark'] else 'off'}, "
@@ -117,14 +117,14 @@ def kernel_lines(rows: list[dict]) -> list[str]:
               "replayed as its CUDA graph, launches: the same compiled functions, every kernel launched on its own; "
               "runs: the stage's runs per frame, busy: some kernel running, idle: the stage's window less busy, "
               "gaps: idle between its first and last kernel; per category: ms (kernels)):"),
-             "| dtype | VAE | size | path | stage | runs | window | busy | idle | gaps | kernels | mean us | "
-             + " | ".join(CATEGORIES) + " |", "|" + " --- |" * (12 + len(CATEGORIES))]
+             *_head(["dtype", "VAE", "size", "path", "stage", "runs", "window", "busy", "idle", "gaps", "kernels",
+                     "mean us", *CATEGORIES])]
     for r in rows:
         cells = [r["dtype"], r["vae"], r["size"], r["path"], r["stage"], _figure(r["runs"], "g"),
                  *(_figure(r[k], ".3f") for k in ("window_ms", "busy_ms", "idle_ms", "gaps_ms")), f"{r['kernels']:g}",
                  _figure(r["mean_us"], ".1f")]
         cells += [f"{c['ms']:.3f} ({c['count']:g})" if c else "-" for c in (r["categories"].get(k) for k in CATEGORIES)]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+        lines.append(_cells(cells))
     seen: dict[tuple[str, str], float] = {}
     for r in rows:
         seen[r["path"], r["device"]] = seen.get((r["path"], r["device"]), 0) + r["kernels"]
@@ -150,24 +150,22 @@ def timeline_lines(rows: list[dict]) -> list[str]:
     lines = [("Overlapped frames (--overlap on: render, text and decode streams), medians per frame between two "
               "publications, ms: interval unprofiled and profiled, busy: some kernel on some stream, idle: none, "
               "at once: two or more streams busy, idle by gap length, idle by the CPU phase it fell in:"),
-             "| dtype | VAE | size | change | unprofiled | interval | busy | idle | at once | longest gap us "
-             "| idle in gaps <10us / 10-100us / >=100us | idle during |", "|" + " --- |" * 12]
+             *_head(["dtype", "VAE", "size", "change", "unprofiled", "interval", "busy", "idle", "at once",
+                     "longest gap us", "idle in gaps <10us / 10-100us / >=100us", "idle during"])]
     for r in rows:
         gaps = r["idle_by_gap_ms"]
-        during = r["idle_in_ms"]
         cells = [r["dtype"], r["vae"], r["size"], r["change"],
                  *(_figure(r[k], ".3f") for k in ("unprofiled_interval_ms", "interval_ms", "busy_ms", "idle_ms",
                                                    "overlap_ms")),
                  _figure(r["longest_gap_us"], ".1f"),
                  " / ".join(f"{v:.3f}" for v in gaps.values()) if gaps else "-",
-                 ", ".join(f"{k} {v:.3f}" for k, v in during.items()) if during else "-"]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+                 _named_or_dash(r["idle_in_ms"])]
+        lines.append(_cells(cells))
     for r in rows:
         what = f"({r['dtype']}, {r['vae']} VAE, {r['size']}, new {r['change']})"
         if r.get("note"):
             lines.append(f"timeline {what}: {r['note']}")
-        lines.append(f"CPU phases {what}, ms per frame: "
-                     + ", ".join(f"{k} {v:.3f}" for k, v in r["cpu_ranges_ms"].items()))
+        lines.append(f"CPU phases {what}, ms per frame: " + _named(r["cpu_ranges_ms"]))
         lines += _streams_and_gaps(r, what, "frame")
     return lines
 
@@ -181,15 +179,14 @@ def lone_lines(rows: list[dict]) -> list[str]:
               "on-publisher: the result on another thread, as the daemon, on-split: on with lone_whole off), medians, "
               "ms: the call unprofiled and profiled, the CPU before the first kernel, the GPU from first to last "
               "kernel, busy in it, idle in it, after the last:"),
-             "| dtype | VAE | size | variant | unprofiled | call | to first kernel | GPU span | busy | idle in span "
-             "| after last kernel | kernels | idle during |", "|" + " --- |" * 13]
+             *_head(["dtype", "VAE", "size", "variant", "unprofiled", "call", "to first kernel", "GPU span", "busy",
+                     "idle in span", "after last kernel", "kernels", "idle during"])]
     for r in rows:
-        during = r["idle_in_ms"]
         cells = [r["dtype"], r["vae"], r["size"], r["variant"],
                  *(_figure(r[k], ".3f") for k in ("unprofiled_ms", "call_ms", "to_first_kernel_ms", "span_ms",
                                                    "busy_ms", "idle_in_span_ms", "after_last_kernel_ms")),
-                 f"{r['kernels']:g}", ", ".join(f"{k} {v:.3f}" for k, v in during.items()) if during else "-"]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+                 f"{r['kernels']:g}", _named_or_dash(r["idle_in_ms"])]
+        lines.append(_cells(cells))
     for r in rows:
         what = f"({r['dtype']}, {r['vae']} VAE, {r['size']}, {r['variant']})"
         if r.get("note"):
@@ -203,14 +200,33 @@ def _streams_and_gaps(r: dict, what: str, unit: str) -> list[str]:
     its ``unit`` (a frame between publications, a lone call)."""
     lines = []
     for s in r["streams"]:
-        kinds = ", ".join(f"{k} {v:.3f}" for k, v in s["categories"].items())
         lines.append(f"  {s['name']} {what}: busy {s['busy_ms']:.3f} ms, alone {s['alone_ms']:.3f}, "
-                     f"{s['kernels']:g} kernels; {kinds}")
+                     f"{s['kernels']:g} kernels; {_named(s['categories'])}")
     if r["gaps"]:
         lines.append(f"  longest idle gaps {what}: " + "; ".join(
             f"{g['us']:.1f} us at {g['at_us']:.1f} us of {unit} {g['frame']} "
             f"({', '.join(g['during']) or 'no range'})" for g in r["gaps"]))
     return lines
+
+
+def _head(columns: list[str]) -> list[str]:
+    """A markdown table's header and its rule, one cell per column."""
+    return [_cells(columns), "|" + " --- |" * len(columns)]
+
+
+def _cells(cells: list) -> str:
+    """A markdown table's row."""
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _named(figures: dict[str, float]) -> str:
+    """Figures as "name value, name value", three decimals, in the order given ("" for none)."""
+    return ", ".join(f"{k} {v:.3f}" for k, v in figures.items())
+
+
+def _named_or_dash(figures: dict[str, float] | None) -> str:
+    """A table cell of ``_named`` figures: "-" for none (also a report from before they were measured)."""
+    return _named(figures) if figures else "-"
 
 
 def _figure(value: float | None, spec: str) -> str:
