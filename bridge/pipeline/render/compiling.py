@@ -9,7 +9,7 @@ that no frame of a show compiles. It takes what it needs of a renderer through `
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Protocol
 
 import torch
@@ -65,11 +65,10 @@ class WarmModel(Protocol):
         """The whole frame as one graph, captured on first use of its key."""
 
 
-def warm_up(r: WarmModel, plan: FramePlan, params: Params, scene: Scene, decode: bool,
-            decoder: Callable[[torch.Tensor], object] | None, warmed: int) -> None:
+def warm_up(r: WarmModel, plan: FramePlan, params: Params, scene: Scene, decode: bool, warmed: int) -> None:
     """Compile and capture the graphs of ``plan``'s ``device_frame(..., decode)`` (``params`` and
-    ``scene`` its frame's); ``decoder``: what decodes the warm-up frames' latents (``decode=False``).
-    ``warmed``: the warm-ups so far, this one included (so its prompt is one no earlier warm-up cached)."""
+    ``scene`` its frame's). ``warmed``: the warm-ups so far, this one included (so its prompt is one no
+    earlier warm-up cached)."""
     text = prompt_texts(params.prompt)[0]
     with progress(f"compiling for {params.width}x{params.height}, {plan.runs} of {plan.schedule_steps} "
                   f"step(s), guidance {'on' if plan.cfg else 'off'}, "
@@ -80,9 +79,7 @@ def warm_up(r: WarmModel, plan: FramePlan, params: Params, scene: Scene, decode:
         # its first frame captures the with-text graph, its second the cached-embeddings graph.
         fresh = text + " " * warmed
         for prompt in (fresh, fresh):
-            out = r.device_frame(params.merged({"prompt": prompt}), warm, r.glider, record=False, decode=decode)
-            if decoder is not None:
-                decoder(out)
+            r.device_frame(params.merged({"prompt": prompt}), warm, r.glider, record=False, decode=decode)
         warm_text_lengths(r, plan, decode)
 
 

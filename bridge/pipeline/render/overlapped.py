@@ -164,8 +164,9 @@ class OverlappedRenderer(ChannelRenderer):
                 self._lanes.join()  # a warm-up frame may fold LoRAs: after every lane's frames
             if self._text is not None and serial:
                 self._text.barrier()
-        r.warm(params, scene, decode=False,
-               decoder=lambda latents: self._decode_one(latents, plan.tiling, 0).result())
+        r.warm(params, scene, decode=False)
+        if r.compile and key not in self._warm:
+            self._warm_decode(params, scene, plan)
         if self.lone_whole:
             r.warm(params, scene)  # the one-graph frame too, for a frame begun with none in flight
         if self._text is not None:
@@ -179,6 +180,16 @@ class OverlappedRenderer(ChannelRenderer):
                     with self._lanes.capturing(lane):
                         r.frame_graph(plan, None, decode=False)  # the cached-embeddings graph: the text has its stream
         self._warm.add(key)  # after the lanes' captures: one that failed is tried again by the key's next frame
+
+    def _warm_decode(self, params: Params, scene: Scene, plan: FramePlan) -> None:
+        """Compile and capture this renderer's decode graph for ``plan``'s latents (their exact shape and
+        dtype: one frame's, cut before the decoder) before a live frame. The decode stream and its graphs are
+        this overlapped renderer's own, so a renderer warm from other frames (``render_batch``'s, another
+        overlapped renderer's) has not captured them: its ``warm`` skips the frames they would be decoded from."""
+        r = self.inner
+        warm = Scene(scene.input, controls=scene.controls, style=scene.style)  # no transition: nothing recorded
+        latents = r.device_frame(params, warm, r.glider, record=False, decode=False)
+        self._decode_one(latents, plan.tiling, 0).result()
 
     def _decode_one(self, latents: torch.Tensor, tiling: str, lane: int) -> Decoding:
         return self._decoder.decode(("decode", tuple(latents.shape), tiling), self.inner.calls.decode, latents, 1,

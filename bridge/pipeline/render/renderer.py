@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -189,15 +188,13 @@ class DiffusersRenderer:
             pixels = self.runner.to_host(rgba)
         return Rendered(pixels, self.runner.stage_times())
 
-    def warm(self, params: Params, scene: Scene, decode: bool = True,
-             decoder: Callable[[torch.Tensor], object] | None = None) -> None:
+    def warm(self, params: Params, scene: Scene, decode: bool = True) -> None:
         """Compile and capture the graphs of this frame's ``device_frame(..., decode)``, once per
-        graph key (nothing when eager or warm). ``decoder``: with ``decode=False``, what decodes the
-        warm-up frames' latents (the overlap's decode graphs are compiled and captured there too)."""
+        graph key (nothing when eager or warm)."""
         plan = self.plan(params, scene)
         if self.compile and (plan.key, decode) not in self._warm:
             self._warm.add((plan.key, decode))
-            warm_up(self, plan, params, scene, decode, decoder, len(self._warm))
+            warm_up(self, plan, params, scene, decode, len(self._warm))
             self._after_compile()
 
     def device_frame(self, params: Params, scene: Scene, glider: Glider, record: bool = True,
