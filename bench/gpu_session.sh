@@ -57,7 +57,8 @@
 #             (200 changes at 20/s each)   ~5 min cold
 #   lonesd    the same for SD-Turbo's full VAE (S13, S14: overlap on 0.33-0.56 ms above off), after the host's floor
 #             (the null model): off, on, off, on   ~7-8 min cold
-#   lonesdtiny  the same for SD-Turbo's tiny VAE: off, on, off, on   ~7 min cold
+#   lonesdtiny  the same for SD-Turbo's tiny VAE, after the host's floor: off, on, on, off (drift cancels in the means)
+#             ~5 min cold (S16: 4.6 min in the order off, on, off, on)
 #   loneprof  where a lone frame's time goes (bench --modes lone): overlap off, on (a lone frame in one graph since
 #             lone_whole), on collected on another thread, and on split into its streams as before (lone_whole off),
 #             unprofiled and under the profiler (the CPU before the first kernel, the GPU's span, busy and idle by
@@ -231,9 +232,12 @@ part_lonesd() {  # SD-Turbo's lone change, full VAE: off, on, off, on (on was 0.
               "random-sd full off2 85 --overlap off" "random-sd full on2 85 --overlap on"
 }
 
-part_lonesdtiny() {  # the same for SD-Turbo's tiny VAE (S14 cut its off row): off, on, off, on
+part_lonesdtiny() {  # the same for SD-Turbo's tiny VAE, after the host's floor: off, on, on, off. Run S16 (off, on,
+    # off, on) had on 0.16 ms above off in the means, but each mode's later row was the slower one: in this order a
+    # steady drift adds as much to the two offs as to the two ons, so their means compare (a cold row 114 s, warm ~50 s)
+    step latency-lone-null 40 $TB latency --model null --count 200 --rate 20 --json "$WORK/latency-lone-null.json"
     lone_rows "random-sd tiny off 200 --overlap off" "random-sd tiny on 85 --overlap on" \
-              "random-sd tiny off2 85 --overlap off" "random-sd tiny on2 85 --overlap on"
+              "random-sd tiny on2 85 --overlap on" "random-sd tiny off2 85 --overlap off"
 }
 
 part_loneprof() {  # where a lone frame's time goes: overlap off, on, on collected on another thread and on split
