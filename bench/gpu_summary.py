@@ -13,24 +13,27 @@ from pathlib import Path
 
 
 def tests(out: Path) -> list[str]:
-    lines = ["| test file | passed | failed | errors | skipped | s |", "| --- | --- | --- | --- | --- | --- |"]
-    total = [0] * 4
+    """One row per junit file (and one per failed test under it), then the totals; none without files."""
+    from bridge.bench.report import table_head, table_row
+
+    columns = ["test file", "passed", "failed", "errors", "skipped", "s"]
+    lines, total = [], [0] * 4
     for xml in sorted(out.glob("junit-*.xml")):
         suite = ET.parse(xml).getroot()
         suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
         n, failed, errors, skipped = (int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
         counts = [n - failed - errors - skipped, failed, errors, skipped]
         total = [a + b for a, b in zip(total, counts)]
-        lines.append(f"| {xml.stem.removeprefix('junit-')} | {' | '.join(map(str, counts))} | "
-                     f"{float(suite.get('time', 0)):.0f} |")
+        lines.append(table_row([xml.stem.removeprefix("junit-"), *counts, f"{float(suite.get('time', 0)):.0f}"]))
         for case in suite.iter("testcase"):
             for bad in (*case.findall("failure"), *case.findall("error")):
-                lines.append(f"|   FAILED {case.get('name')}: {(bad.get('message') or '')[:150]} | | | | | |")
-    return lines + [f"| all | {' | '.join(map(str, total))} | |"] if len(lines) > 2 else []
+                failed_row = f"  FAILED {case.get('name')}: {(bad.get('message') or '')[:150]}"
+                lines.append(table_row([failed_row] + [""] * (len(columns) - 1)))
+    return [*table_head(columns), *lines, table_row(["all", *total, ""])] if lines else []
 
 
 def benches(out: Path) -> list[str]:
-    from bridge.bench.report import overlap_mode
+    from bridge.bench.report import overlap_mode, table_head, table_row
 
     lines = []
     for path in sorted(out.glob("bench-*.json")):
@@ -39,16 +42,15 @@ def benches(out: Path) -> list[str]:
         lines.append(f"{path.name}: {report['machine'].get('card')}, torch {report['machine']['torch']}"
                      + (f"; plain diffusers call {base['median_ms']:.2f} ms" if base else ""))
         if report["runs"]:  # none with --modes timeline alone: no empty table
-            lines += ["| size | VAE | change | overlap | median ms | FPS | p99 ms | latency ms | begin ms | x baseline "
-                      "| first frame s | lone frame ms |",
-                      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            lines += table_head(["size", "VAE", "change", "overlap", "median ms", "FPS", "p99 ms", "latency ms",
+                                 "begin ms", "x baseline", "first frame s", "lone frame ms"])
         for r in report["runs"]:  # FPS: an overlapped stream's from its length (render lanes publish in bursts)
             ratio = f"{base['median_ms'] * r['fps'] / 1e3:.1f}" if base else "-"
             begin = f"{r['begin_ms']:.2f}" if r.get("begin_ms") is not None else "-"
-            lines.append(f"| {r['size']} | {r['vae']} | {r['mode']} | {overlap_mode(r.get('overlap'))} | "
-                         f"{r['median_ms']:.2f} | {r['fps']:.1f} | {r['p99_ms']:.2f} | "
-                         f"{r.get('latency_ms') or r['median_ms']:.2f} | {begin} | {ratio} | "
-                         f"{r.get('first_frame_s') or '-'} | {r.get('lone_ms') or '-'} |")
+            lines.append(table_row([r["size"], r["vae"], r["mode"], overlap_mode(r.get("overlap")),
+                                    f"{r['median_ms']:.2f}", f"{r['fps']:.1f}", f"{r['p99_ms']:.2f}",
+                                    f"{r.get('latency_ms') or r['median_ms']:.2f}", begin, ratio,
+                                    r.get("first_frame_s") or "-", r.get("lone_ms") or "-"]))
         for r in report["runs"]:
             if r.get("stages_ms"):
                 lines.append(f"stages ({r['size']}, {r['vae']}): "

@@ -49,7 +49,7 @@ def format_report(report: dict) -> str:
     head = ["dtype", "VAE", "size", "change/frame", "tiling", "sinks", "median ms", "FPS", "p99 ms", "std ms",
             "x baseline", "first frame s", "lone frame ms"] + (["VRAM GB used (loaded / after)"] if vram else [])
     if report["runs"]:  # none with --modes decode or kernels alone: no empty table
-        lines += _head(head)
+        lines += table_head(head)
     for r in report["runs"]:
         # from the frame rate: an overlapped stream's (with render lanes, bursty) is its length's, not its median's
         ratio = f"{base['median_ms'] * r['fps'] / 1e3:.1f}" if base and base["size"] == r["size"] else "-"
@@ -66,7 +66,7 @@ def format_report(report: dict) -> str:
             v = r["vram_gb"]
             cells.append(f"{v.get('loaded', '-')} / {v.get('after_frames', '-')} "
                          f"(peak alloc {v.get('peak_allocated', '-')})")
-        lines.append(_cells(cells))
+        lines.append(table_row(cells))
     for r in report.get("decode", []):
         lines.append(f"VAE decode alone ({r['dtype']}, {r['size']}, compile mode {r['compile_mode']}, cuDNN benchmark "
                      f"{'on' if r['cudnn_benchmark'] else 'off'}, "
@@ -117,14 +117,14 @@ def kernel_lines(rows: list[dict]) -> list[str]:
               "replayed as its CUDA graph, launches: the same compiled functions, every kernel launched on its own; "
               "runs: the stage's runs per frame, busy: some kernel running, idle: the stage's window less busy, "
               "gaps: idle between its first and last kernel; per category: ms (kernels)):"),
-             *_head(["dtype", "VAE", "size", "path", "stage", "runs", "window", "busy", "idle", "gaps", "kernels",
-                     "mean us", *CATEGORIES])]
+             *table_head(["dtype", "VAE", "size", "path", "stage", "runs", "window", "busy", "idle", "gaps", "kernels",
+                          "mean us", *CATEGORIES])]
     for r in rows:
         cells = [r["dtype"], r["vae"], r["size"], r["path"], r["stage"], _figure(r["runs"], "g"),
                  *(_figure(r[k], ".3f") for k in ("window_ms", "busy_ms", "idle_ms", "gaps_ms")), f"{r['kernels']:g}",
                  _figure(r["mean_us"], ".1f")]
         cells += [f"{c['ms']:.3f} ({c['count']:g})" if c else "-" for c in (r["categories"].get(k) for k in CATEGORIES)]
-        lines.append(_cells(cells))
+        lines.append(table_row(cells))
     seen: dict[tuple[str, str], float] = {}
     for r in rows:
         seen[r["path"], r["device"]] = seen.get((r["path"], r["device"]), 0) + r["kernels"]
@@ -150,8 +150,8 @@ def timeline_lines(rows: list[dict]) -> list[str]:
     lines = [("Overlapped frames (--overlap on: render, text and decode streams), medians per frame between two "
               "publications, ms: interval unprofiled and profiled, busy: some kernel on some stream, idle: none, "
               "at once: two or more streams busy, idle by gap length, idle by the CPU phase it fell in:"),
-             *_head(["dtype", "VAE", "size", "change", "unprofiled", "interval", "busy", "idle", "at once",
-                     "longest gap us", "idle in gaps <10us / 10-100us / >=100us", "idle during"])]
+             *table_head(["dtype", "VAE", "size", "change", "unprofiled", "interval", "busy", "idle", "at once",
+                          "longest gap us", "idle in gaps <10us / 10-100us / >=100us", "idle during"])]
     for r in rows:
         gaps = r["idle_by_gap_ms"]
         cells = [r["dtype"], r["vae"], r["size"], r["change"],
@@ -160,7 +160,7 @@ def timeline_lines(rows: list[dict]) -> list[str]:
                  _figure(r["longest_gap_us"], ".1f"),
                  " / ".join(f"{v:.3f}" for v in gaps.values()) if gaps else "-",
                  _named_or_dash(r["idle_in_ms"])]
-        lines.append(_cells(cells))
+        lines.append(table_row(cells))
     for r in rows:
         what = f"({r['dtype']}, {r['vae']} VAE, {r['size']}, new {r['change']})"
         if r.get("note"):
@@ -179,14 +179,14 @@ def lone_lines(rows: list[dict]) -> list[str]:
               "on-publisher: the result on another thread, as the daemon, on-split: on with lone_whole off), medians, "
               "ms: the call unprofiled and profiled, the CPU before the first kernel, the GPU from first to last "
               "kernel, busy in it, idle in it, after the last:"),
-             *_head(["dtype", "VAE", "size", "variant", "unprofiled", "call", "to first kernel", "GPU span", "busy",
-                     "idle in span", "after last kernel", "kernels", "idle during"])]
+             *table_head(["dtype", "VAE", "size", "variant", "unprofiled", "call", "to first kernel", "GPU span",
+                          "busy", "idle in span", "after last kernel", "kernels", "idle during"])]
     for r in rows:
         cells = [r["dtype"], r["vae"], r["size"], r["variant"],
                  *(_figure(r[k], ".3f") for k in ("unprofiled_ms", "call_ms", "to_first_kernel_ms", "span_ms",
                                                    "busy_ms", "idle_in_span_ms", "after_last_kernel_ms")),
                  f"{r['kernels']:g}", _named_or_dash(r["idle_in_ms"])]
-        lines.append(_cells(cells))
+        lines.append(table_row(cells))
     for r in rows:
         what = f"({r['dtype']}, {r['vae']} VAE, {r['size']}, {r['variant']})"
         if r.get("note"):
@@ -209,12 +209,12 @@ def _streams_and_gaps(r: dict, what: str, unit: str) -> list[str]:
     return lines
 
 
-def _head(columns: list[str]) -> list[str]:
-    """A markdown table's header and its rule, one cell per column."""
-    return [_cells(columns), "|" + " --- |" * len(columns)]
+def table_head(columns: list[str]) -> list[str]:
+    """A markdown table's header and its rule, one cell per column (also bench/gpu_summary.py's tables)."""
+    return [table_row(columns), "|" + " --- |" * len(columns)]
 
 
-def _cells(cells: list) -> str:
+def table_row(cells: list) -> str:
     """A markdown table's row."""
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
