@@ -27,8 +27,8 @@ def tests(out: Path) -> list[str]:
         lines.append(table_row([xml.stem.removeprefix("junit-"), *counts, f"{float(suite.get('time', 0)):.0f}"]))
         for case in suite.iter("testcase"):
             for bad in (*case.findall("failure"), *case.findall("error")):
-                failed_row = f"  FAILED {case.get('name')}: {(bad.get('message') or '')[:150]}"
-                lines.append(table_row([failed_row] + [""] * (len(columns) - 1)))
+                failure = f"  FAILED {case.get('name')}: {(bad.get('message') or '')[:150]}"
+                lines.append(table_row([failure] + [""] * (len(columns) - 1)))
     return [*table_head(columns), *lines, table_row(["all", *total, ""])] if lines else []
 
 
