@@ -112,13 +112,15 @@ def latencies(out: Path) -> list[str]:
                      + (f"; seed stream {seeds['fps']:.1f} FPS, p50 {seeds['p50_ms']:.2f} ms" if seeds else ""))
     for path in sorted(out.glob("channels*.json")):
         r = json.loads(path.read_text())
-        together = r["together_phase"]  # what the daemon rendered in that phase (bridge/bench/phase_render.py)
+        # what the daemon rendered in that phase (bridge/bench/phase_render.py); runs before S9 did not record it
+        together = r.get("together_phase")
         lines.append(f"{path.stem}: alone {r['alone_fps']:.1f} FPS p50 {r['alone_p50_ms']:.2f}; "
                      f"{r['channels']} channels {r['total_fps']:.1f} FPS ({r['speedup']:.2f}x), "
-                     f"per channel {r['per_channel_fps']}, p50 {r.get('per_channel_p50_ms')}; together: "
-                     f"{together['frames']} frames in {together['batches']} batches "
-                     f"({together['mean_rows_per_batch']:.2f} rows each; rows: batches {together['batch_rows']}), "
-                     f"batches in flight {together['mean_batches_in_flight']} (overlap {r['overlap']})")
+                     f"per channel {r['per_channel_fps']}, p50 {r.get('per_channel_p50_ms')}"
+                     + (f"; together: {together['frames']} frames in {together['batches']} batches "
+                        f"({together['mean_rows_per_batch']:.2f} rows each; rows: batches {together['batch_rows']}), "
+                        f"batches in flight {together['mean_batches_in_flight']}" if together else "")
+                     + f" (overlap {r.get('overlap', 'not recorded')})")
     one, two = out / "channels4-one-gpu.json", out / "channels8-two-gpus.json"
     if one.exists() and two.exists():  # issue 31's target: >= 1.9x
         ratio = json.loads(two.read_text())["total_fps"] / json.loads(one.read_text())["total_fps"]

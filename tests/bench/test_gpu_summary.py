@@ -75,3 +75,14 @@ def test_every_table_has_as_many_cells_in_each_row_as_in_its_header(tmp_path):
 
 def test_an_empty_folder_prints_nothing_but_does_not_fail(tmp_path):
     assert summary(tmp_path) == []
+
+
+def test_channels_runs_with_and_without_the_together_phase_each_get_their_line(tmp_path):
+    shutil.copy(RUNS / "channels4-h100-batchvae-tiny-overlap-on-s9.json", tmp_path / "channels4-new.json")
+    shutil.copy(RUNS / "channels4-h100-full-overlap-on-s8.json", tmp_path / "channels4-old.json")  # before S9's fields
+    lines = summary(tmp_path)
+    new = next(line for line in lines if line.startswith("channels4-new: "))
+    old = next(line for line in lines if line.startswith("channels4-old: "))
+    assert "; together: " in new and new.endswith("(overlap True)")
+    assert "together" not in old and old.endswith("(overlap not recorded)")
+    assert " 4 channels " in old and "per channel {" in old
