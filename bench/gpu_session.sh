@@ -59,6 +59,11 @@
 #             (the null model): off, on, off, on   ~7-8 min cold
 #   lonesdtiny  the same for SD-Turbo's tiny VAE, after the host's floor: off, on, on, off (drift cancels in the means)
 #             ~5 min cold (S16: 4.6 min in the order off, on, off, on)
+#   streamsdtiny  SD-Turbo tiny, overlap off then on: 200 lone changes, then a stream of 200 new prompts at 250/s
+#             (the stream's frame rate with lone batches collected on the render thread)   ~5 min cold
+#   issuebase the host's floor, then issue 27's tiny rows (SD-Turbo, SDXL-Turbo) with the code the issue was filed
+#             against (9d04f9d, from .base/: carry .base with .whl); this checkout's rows on the same machine are
+#             `lonesdtiny`'s and `lone`'s     ~6-7 min cold
 #   loneprof  where a lone frame's time goes (bench --modes lone): overlap off, on (a lone frame in one graph since
 #             lone_whole), on collected on another thread, and on split into its streams as before (lone_whole off),
 #             unprofiled and under the profiler (the CPU before the first kernel, the GPU's span, busy and idle by
@@ -238,6 +243,39 @@ part_lonesdtiny() {  # the same for SD-Turbo's tiny VAE, after the host's floor:
     step latency-lone-null 40 $TB latency --model null --count 200 --rate 20 --json "$WORK/latency-lone-null.json"
     lone_rows "random-sd tiny off 200 --overlap off" "random-sd tiny on 85 --overlap on" \
               "random-sd tiny on2 85 --overlap on" "random-sd tiny off2 85 --overlap off"
+}
+
+part_streamsdtiny() {  # SD-Turbo tiny through the daemon, overlap off then on: 200 lone changes at 20/s, then a stream of
+    # 200 new prompts at 250/s. A lone batch is collected on the render thread (overlap_queue's lone collect); a
+    # stream's next change ends its poll and it is handed to the publishing thread: the stream's FPS must hold
+    local overlap limit=200  # the first compiles cold (S16: a cold row 114 s to ready)
+    for overlap in off on; do
+        step "latency-stream-sd-tiny-overlap-$overlap" $limit $TB latency --model random-sd --vae tiny --count 200 \
+            --rate 20 --stream-rate 250 --json "$WORK/latency-stream-sd-tiny-overlap-$overlap.json" -- \
+            --cache-dir $CACHE --overlap $overlap
+        limit=110
+    done
+}
+
+# The code issue 27 was filed against (9d04f9d, main on 2026-11-30: its `latency` made the issue's table), for its
+# OSC-to-frame rows on this machine. Put it in .base/ (git-ignored: add /.base/ to .git/info/exclude) and carry .base:
+#   rm -rf .base && mkdir .base && git archive 9d04f9d bridge | tar -x -C .base
+# `python -m bridge` in .base runs that code (the working directory comes before PYTHONPATH), and so does the daemon
+# its latency starts. That code has no --overlap: its one mode is today's off.
+base_row() {  # MODEL VAE LIMIT_S: 200 lone changes at 20/s through the old daemon
+    ( cd .base && step "latency-base-$1-$2" "$3" $TB latency --model "$1" --vae "$2" --count 200 --rate 20 \
+        --json "$WORK/latency-base-$1-$2.json" -- --cache-dir /tmp/tbc-base )
+}
+
+part_issuebase() {  # the host's floor, then the issue's tiny rows with the old code; this checkout's rows on the same
+    # machine come from `lonesdtiny` (SD-Turbo) and `lone` (SDXL-Turbo), chained in the same session
+    if [[ ! -d .base/bridge ]]; then
+        echo "issuebase skipped: no .base/bridge (see base_row)" | tee -a "$WORK/steps.txt"
+        return 0
+    fi
+    step latency-lone-null 40 $TB latency --model null --count 200 --rate 20 --json "$WORK/latency-lone-null.json"
+    base_row random-sd tiny 240  # cold compiles (S16: a cold SD-Turbo tiny row 114 s to ready; SDXL's 138 s)
+    base_row random tiny 260
 }
 
 part_loneprof() {  # where a lone frame's time goes: overlap off, on, on collected on another thread and on split
@@ -469,7 +507,7 @@ python -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers
 echo "commit ${GPU_COMMIT:-not given (pass GPU_COMMIT=\$(git rev-parse --short HEAD) from the checkout)}" >>"$WORK/gpu.txt"
 for part in "$@"; do
     case $part in
-        tests|tests1|tests2|baseline|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|timeline|autotune|start|carried|textoff|regions|channels|tinychannels|batchvae|window|sd15|sana|cluster|tokens|tuning|lanes|lanesbench|lone|lonesd|lonesdtiny|loneprof|lonebench|twotests|twochannels|budget) "part_$part" ;;
-        *) echo "unknown part $part: tests, tests1, tests2, baseline, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), timeline, start, carried, textoff, regions, channels, tinychannels, batchvae, window, sd15, sana, cluster, tokens, tuning, lanes, lanesbench, lone, lonesd, lonesdtiny, loneprof, lonebench, twotests, twochannels, budget" >&2; exit 2 ;;
+        tests|tests1|tests2|baseline|speed|misses|tiny|precompile|rest25|denoiser|epilogue|more|kernels|timeline|autotune|start|carried|textoff|regions|channels|tinychannels|batchvae|window|sd15|sana|cluster|tokens|tuning|lanes|lanesbench|lone|lonesd|lonesdtiny|streamsdtiny|issuebase|loneprof|lonebench|twotests|twochannels|budget) "part_$part" ;;
+        *) echo "unknown part $part: tests, tests1, tests2, baseline, speed, misses, tiny, precompile, rest25, denoiser, epilogue, more (= kernels autotune), timeline, start, carried, textoff, regions, channels, tinychannels, batchvae, window, sd15, sana, cluster, tokens, tuning, lanes, lanesbench, lone, lonesd, lonesdtiny, streamsdtiny, issuebase, loneprof, lonebench, twotests, twochannels, budget" >&2; exit 2 ;;
     esac
 done

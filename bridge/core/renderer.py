@@ -9,7 +9,8 @@ for transitions) until told to ``forget`` the stream; it may have a LoRA folder 
 
 A batch can also be rendered in two halves (``--overlap on``): ``begin_batch`` queues its work and
 returns an ``InFlight``, whose ``result`` (on the device's publishing thread) waits for the frames;
-meanwhile the render thread begins the next batch. A renderer that cannot split its frames renders
+meanwhile the render thread begins the next batch (a lone batch, with nothing to overlap, it collects
+itself once ``ready``). A renderer that cannot split its frames renders
 them in ``begin_batch`` and returns them ``Finished``.
 
 ``NullRenderer`` is the reference implementation: no model, flat frames, batches included.
@@ -39,8 +40,12 @@ class InFlight(Protocol):
     """A batch begun (``Renderer.begin_batch``): its work queued, its frames not yet in host memory."""
 
     def result(self) -> list[Rendered]:
-        """Wait for the batch's frames, in the order of its items; called once, off the render
-        thread (the publishing thread), in the order the batches began."""
+        """Wait for the batch's frames, in the order of its items; called once, in the order the batches
+        began: on the publishing thread, or on the render thread for a lone batch once ``ready``."""
+
+    def ready(self) -> bool:
+        """Whether ``result`` would return without waiting for the device; never blocks (the render thread
+        polls it while a lone batch decodes, bridge.engine.overlap_queue)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,9 @@ class Finished:
 
     def result(self) -> list[Rendered]:
         return list(self.frames)
+
+    def ready(self) -> bool:
+        return True
 
 
 class LoraCatalog(Protocol):

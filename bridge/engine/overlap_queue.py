@@ -14,17 +14,34 @@ What stays as without overlap:
 - order: batches publish in the order they began (one publishing thread), so every channel's
   frames reach its sinks in order;
 - a lone change: begun, then finished, with no wait in between (the GPU never idles for it).
+
+A lone batch (begun with no other batch in flight or waiting, as a single change after a pause) is
+collected on the render thread itself (``_collect_lone``): it polls ``InFlight.ready`` every
+``LONE_POLL_S`` and publishes the frames there, as ``--overlap off`` does. Handing it to the publishing
+thread made a lone SD-Turbo change 0.16-0.25 ms slower than with overlap off (runs S16, S17, H100; bench
+``--modes lone``: the same call 8.17 ms collected on one thread, 8.72 on another). A job that arrives
+during the poll (another channel's, or this channel's next change: its jobs are marked begun once the work
+is queued) ends it: the batch goes to the publishing thread and the new one begins while it decodes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any
 
+from ..core.frame import Frame, Rendered
 from ..core.renderer import MAX_IN_FLIGHT, InFlight, Renderer
-from .render_queue import MAX_BATCH, Job, RenderQueue
+from .render_queue import MAX_BATCH, Job, RenderQueue, Snapshot
+
+# How often a lone batch's poll asks whether its frames are ready: a lone change's frame is collected up to about
+# one poll after it is ready (a median 24-26 us late on a 2-vCPU VM, bench/lone_poll.py). Each poll is a timed
+# wait, which Linux ends up to the thread's timer slack late: the render thread's is 1 us
+# (render_thread.TIMER_SLACK_NS), not 50.
+LONE_POLL_S = 20e-6
 
 
 class OverlappingQueue(RenderQueue):
@@ -35,13 +52,23 @@ class OverlappingQueue(RenderQueue):
         super().__init__(renderer, executor, name, max_batch, join_window_s)
         self._publisher = publisher
         self._max_in_flight = max_in_flight
+        self._arrived = threading.Event()  # a job was queued: a lone batch's poll hands over
+        self.lone_collected = 0  # lone batches collected and published on the render thread (written there)
+        self.lone_handed_over = 0  # lone batches handed to the publishing thread: a job arrived during the poll
 
     @property
     def overlapping(self) -> bool:
         return True
 
     def health(self) -> dict:
-        return {**super().health(), "max_in_flight": self._max_in_flight}
+        return {**super().health(), "max_in_flight": self._max_in_flight, "lone_collected_here": self.lone_collected,
+                "lone_handed_over": self.lone_handed_over}
+
+    def submit(self, stream: str, take: Callable[[], Snapshot],
+               finish: Callable[[Snapshot, Rendered, float], Frame]) -> Job:
+        job = super().submit(stream, take, finish)
+        self._arrived.set()
+        return job
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -61,12 +88,17 @@ class OverlappingQueue(RenderQueue):
                 continue
             # Room first, states then: a change that comes while the pipeline is full is still taken.
             await self._room()
-            for batch in self._round():
+            batches = self._round()
+            for index, batch in enumerate(batches):
                 batch = [job for job in batch if not job.future.done()]
                 if not batch:
                     continue
                 await self._room()  # the round's later batches, as their turn comes
-                self._in_flight = loop.run_in_executor(self._executor, self._begin, batch)
+                mark_lone_begun = None
+                if index == len(batches) - 1 and not self._pending and not self._unfinished:
+                    self._arrived.clear()  # from here on a job that arrives ends the lone batch's poll
+                    mark_lone_begun = self._lone_begun(loop, batch)
+                self._in_flight = loop.run_in_executor(self._executor, self._begin, batch, mark_lone_begun)
                 try:
                     publishing: Future = await asyncio.shield(self._in_flight)
                 finally:
@@ -91,6 +123,15 @@ class OverlappingQueue(RenderQueue):
             self._unfinished.popleft()
 
     @staticmethod
+    def _lone_begun(loop: asyncio.AbstractEventLoop, batch: list[Job]) -> Callable[[], None]:
+        """For the render thread: mark a lone batch's jobs begun, so their channels may queue their next frames
+        (which end its poll) while it is collected."""
+        def mark() -> None:
+            for job in batch:
+                job.mark_begun()
+        return lambda: loop.call_soon_threadsafe(mark)
+
+    @staticmethod
     def _settle(batch: list[Job], published: asyncio.Future) -> None:
         if published.cancelled():
             outcomes: list[Any] = [RuntimeError("the publishing thread stopped")] * len(batch)
@@ -99,18 +140,36 @@ class OverlappingQueue(RenderQueue):
         for job, outcome in zip(batch, outcomes):
             job.settle(outcome)
 
-    def _begin(self, batch: list[Job]) -> Future:
-        # On the render thread: queue the batch's GPU work, hand its finishing to the publishing thread.
+    def _begin(self, batch: list[Job], mark_lone_begun: Callable[[], None] | None) -> Future:
+        # On the render thread: queue the batch's GPU work, hand its finishing to the publishing thread (a lone
+        # batch's, given ``mark_lone_begun``: only if a job arrives before it is ready).
         start = time.perf_counter()
         try:
             staged: InFlight | Exception = self.renderer.begin_batch(
                 [(job.stream, job.snapshot.params, job.snapshot.scene) for job in batch])
         except Exception as exc:  # every frame of a failed batch fails alike
             staged = exc
+        if mark_lone_begun is not None and not isinstance(staged, Exception):
+            if self._collect_lone(staged, mark_lone_begun):
+                collected: Future = Future()
+                collected.set_result(self._publish(batch, staged, start))
+                return collected
         return self._publisher.submit(self._publish, batch, staged, start)
 
+    def _collect_lone(self, staged: InFlight, mark_begun: Callable[[], None]) -> bool:
+        """Poll until the lone batch's frames are ready (True: collect them here) or a job arrives (False)."""
+        if not _ready(staged):  # a renderer that renders in begin_batch (``Finished``) is ready at once
+            mark_begun()
+        while not _ready(staged):
+            if self._arrived.wait(LONE_POLL_S):
+                self.lone_handed_over += 1
+                return False
+        self.lone_collected += 1
+        return True
+
     def _publish(self, batch: list[Job], staged: InFlight | Exception, start: float) -> list[Any]:
-        # On the publishing thread, in the order the batches began: wait for the pixels, publish.
+        # On the publishing thread, in the order the batches began (a lone batch: on the render thread, with no
+        # other batch unpublished): wait for the pixels, publish.
         if isinstance(staged, Exception):
             return [staged] * len(batch)
         try:
@@ -118,3 +177,10 @@ class OverlappingQueue(RenderQueue):
         except Exception as exc:
             return [exc] * len(batch)
         return self._finished(batch, rendered, time.perf_counter() - start)
+
+
+def _ready(staged: InFlight) -> bool:
+    try:
+        return staged.ready()
+    except Exception:  # the device failed (a CUDA error surfaces at any call): ``result`` raises it for every frame
+        return True

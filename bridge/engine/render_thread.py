@@ -26,16 +26,23 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 _yield = getattr(os, "sched_yield", lambda: time.sleep(0))  # Windows: sleep(0) yields too
+# A RenderThread's timer slack (Linux): how late the kernel may end its timed waits, to batch wake-ups. With the
+# default, 50 us, a lone batch's 20-us polls (overlap_queue.LONE_POLL_S) saw its frames ready a median 46-54 us
+# late, with this slack 24-26 (bench/lone_poll.py, 2-vCPU VM). Only RenderThreads take it (render, publishing).
+TIMER_SLACK_NS = 1_000
+_PR_SET_NAME, _PR_SET_TIMERSLACK = 15, 29
 
 
-def _name_os_thread(name: str) -> None:
-    """Give the OS thread this name too (Linux: what top -H and /proc show; 15 bytes at most)."""
+def _tune_os_thread(name: str) -> None:
+    """Give the OS thread this name too (what top -H and /proc show; 15 bytes at most) and the render
+    thread's timer slack; Linux only."""
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None)
-            libc.prctl(15, name.encode()[:15] + b"\0", 0, 0, 0)  # PR_SET_NAME
+            libc.prctl(_PR_SET_NAME, name.encode()[:15] + b"\0", 0, 0, 0)
+            libc.prctl(_PR_SET_TIMERSLACK, TIMER_SLACK_NS, 0, 0, 0)  # this thread's only
         except (OSError, AttributeError):
-            pass  # a libc without prctl: the name is only cosmetic
+            pass  # a libc without prctl: the name is cosmetic, the slack costs a lone batch's polls some microseconds
 
 
 class RenderThread(Executor):
@@ -113,7 +120,7 @@ class RenderThread(Executor):
         return job
 
     def _work(self) -> None:
-        _name_os_thread(self.name)
+        _tune_os_thread(self.name)
         while (job := self._next()) is not None:
             future, fn, args, kwargs = job
             if not future.set_running_or_notify_cancel():

@@ -46,6 +46,9 @@ class Decoding:
     def __init__(self, decoded: threading.Event, finished):
         self.decoded, self.finished = decoded, finished
 
+    def ready(self):
+        return self.decoded.is_set()
+
     def result(self):
         if not self.decoded.wait(10):
             raise TimeoutError("the test never let the decode end")

@@ -66,6 +66,11 @@ class FakeInFlight:
     def __init__(self, owner, rows, frames):
         self.owner, self.rows, self.frames = owner, rows, frames
 
+    def ready(self):
+        if self.owner.fail_result:
+            raise RuntimeError("simulated decode failure")  # a CUDA error surfaces at the next call, a query too
+        return self.owner.gate.is_set()
+
     def result(self):
         self.owner.gate.wait(10)
         if self.owner.fail_result:
@@ -121,12 +126,14 @@ def test_the_stand_in_keeps_the_renderer_contract():
     renderer = StagedFake()
     assert isinstance(renderer, Renderer)
     begun = renderer.begin_batch([("main", Params(seed=3, width=64, height=64), Scene())])
-    assert isinstance(begun, InFlight) and begun.result()[0].pixels[0, 0, 0] == 3
+    assert isinstance(begun, InFlight) and begun.ready() and begun.result()[0].pixels[0, 0, 0] == 3
+    renderer.gate.clear()
+    assert not renderer.begin_batch([("main", Params(seed=4, width=64, height=64), Scene())]).ready()
 
 
-async def test_the_reference_renderer_overlaps_its_publishing_only():
-    """NullRenderer renders in begin_batch (``Finished``): each frame is still published on the
-    publishing thread, in order, while the render thread takes the next one."""
+async def test_the_reference_renderer_publishes_a_lone_change_on_the_render_thread():
+    """NullRenderer renders in begin_batch (``Finished``, ready at once): a lone change is published on the
+    render thread, as without overlap, with no hand-over to the publishing thread."""
     renderer = NullRenderer()
     begun = renderer.begin_batch([("main", Params(seed=7, width=64, height=64), Scene())])
     assert isinstance(begun, Finished) and renderer.calls == 1  # rendered before result() is asked
@@ -145,11 +152,15 @@ async def test_the_reference_renderer_overlaps_its_publishing_only():
             await asyncio.gather(task, return_exceptions=True)
             await queue.close()
     seqs = [seq for _, _, seq, _ in sink.frames]
-    assert seqs == sorted(seqs) and all(name.startswith("gpu-out") for *_, name in sink.frames)
-    assert queue.health()["overlap"] is True
+    assert seqs == sorted(seqs) and all(name.startswith("gpu_") for *_, name in sink.frames)
+    health = queue.health()
+    assert health["overlap"] is True and health["lone_collected_here"] == len(sink.frames) == 3
+    assert health["lone_handed_over"] == 0
 
 
-async def test_a_lone_change_is_begun_then_published_once(overlapped):
+async def test_a_lone_change_is_begun_then_collected_on_the_render_thread_once_ready(overlapped):
+    """Nothing else in flight or waiting: the render thread polls the batch until it is ready and publishes
+    it itself (no hand-over to the publishing thread)."""
     renderer, queue, make = overlapped
     main = make("main")["main"]
     await frame_of(main, 1)
@@ -157,8 +168,28 @@ async def test_a_lone_change_is_begun_then_published_once(overlapped):
     main.apply({"seed": 5})
     frame = await frame_of(main, main.version)
     assert frame.params.seed == 5 and renderer.log == [("begin", (("main", 5),)), ("done", (("main", 5),))]
-    assert main.sink.frames[-1][:2] == (5, main.version) and main.sink.frames[-1][3].startswith("gpu-out")
+    assert main.sink.frames[-1][:2] == (5, main.version) and main.sink.frames[-1][3].startswith("gpu_")
+    assert queue.lone_collected == 2 and queue.lone_handed_over == 0  # the first frame, then this one
     assert queue.health()["overlap"] is True and queue.stats.full_waits == 0
+
+
+async def test_a_lone_batch_is_begun_while_it_decodes_and_published_once_ready(overlapped):
+    """Its job is marked begun once its work is queued (its channel may queue the next change, which
+    would end the poll); with nothing arriving the render thread waits for it and publishes it."""
+    renderer, queue, _ = overlapped
+    renderer.gate.clear()
+    threads = []
+
+    def finish(snapshot, rendered, ms):
+        threads.append(threading.current_thread().name)
+        return rendered
+
+    job = queue.submit("main", lambda: Snapshot(Params(seed=9, width=64, height=64), Scene(), 1), finish)
+    await asyncio.wait_for(job.begun, 10)
+    assert not job.future.done() and renderer.seeds("begin") == [9] and renderer.seeds("done") == []
+    renderer.gate.set()
+    assert (await asyncio.wait_for(job.future, 10)).pixels[0, 0, 0] == 9
+    assert threads == ["gpu_0"] and queue.lone_collected == 1 and queue.lone_handed_over == 0
 
 
 async def test_the_next_change_begins_while_a_frame_decodes_and_latest_wins(overlapped):
@@ -169,9 +200,9 @@ async def test_the_next_change_begins_while_a_frame_decodes_and_latest_wins(over
     renderer.gate.clear()  # every decode now waits for the test
     main.apply({"seed": 1})
     await renderer.until(lambda r: r.seeds("begin") == [1])
-    main.apply({"seed": 2})  # frame 1 is decoding: frame 2 begins at once
+    main.apply({"seed": 2})  # frame 1 is decoding (a lone batch, polled): handed over, frame 2 begins at once
     await renderer.until(lambda r: r.seeds("begin") == [1, 2])
-    assert renderer.seeds("done") == []
+    assert renderer.seeds("done") == [] and queue.lone_handed_over == 1
     for seed in range(3, 101):  # two frames in flight: these wait, and only the newest will render
         main.apply({"seed": seed})
         await asyncio.sleep(0)
@@ -181,8 +212,9 @@ async def test_the_next_change_begins_while_a_frame_decodes_and_latest_wins(over
     last = await frame_of(main, main.version)
     assert last.params.seed == 100
     assert renderer.seeds("begin") == renderer.seeds("done") == [1, 2, 100]
-    seeds, versions, seqs, _ = zip(*main.sink.frames[-3:])
+    seeds, versions, seqs, threads = zip(*main.sink.frames[-3:])
     assert seeds == (1, 2, 100) and list(versions) == sorted(versions) and list(seqs) == sorted(seqs)
+    assert threads[0].startswith("gpu-out") and threads[1].startswith("gpu-out")  # frame 1 handed over; 2 overlapped
     assert main.latest.params.seed == 100 and main.stats.frames == len(main.sink.frames)
 
 
@@ -275,6 +307,7 @@ async def test_a_failed_begin_or_decode_is_reported_and_the_channel_recovers(ove
     await settle(lambda: len(errors) == 2)
     assert "simulated begin failure" in errors[0] and f"v{main.version - 1}" in errors[0]
     assert "simulated decode failure" in errors[1] and f"v{main.version}" in errors[1]
+    assert queue.lone_collected >= 2  # both lone: the failed decode's too, its poll ended by the error
     renderer.fail_result = False
     main.apply({"seed": 9})
     assert (await frame_of(main, main.version)).params.seed == 9 and not main.stats.failing

@@ -1,13 +1,15 @@
 """The render thread: ``ThreadPoolExecutor(1)``'s contract, plus polling for the next job (spin)."""
 
 import asyncio
+import ctypes
+import sys
 import threading
 
 import pytest
 
 from bridge.cli import build_parser, config_from_args
 from bridge.core.errors import ConfigError
-from bridge.engine.render_thread import RenderThread
+from bridge.engine.render_thread import TIMER_SLACK_NS, RenderThread
 
 
 def test_jobs_run_in_order_on_one_named_thread_and_errors_reach_the_caller():
@@ -91,3 +93,21 @@ def test_spin_option_is_validated():
         config_from_args(build_parser().parse_args(["serve", "--render-spin-ms", "-1"]))
     with pytest.raises(ValueError):
         RenderThread(spin_s=-0.5)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread names and timer slack via prctl: Linux")
+def test_the_thread_has_its_os_name_and_a_1us_timer_slack_and_other_threads_keep_theirs():
+    """A lone batch's 20-us polls (overlap_queue.LONE_POLL_S) end within the render thread's timer slack."""
+    libc = ctypes.CDLL(None)
+    own_slack = libc.prctl(30, 0, 0, 0, 0)  # PR_GET_TIMERSLACK: returned, in ns
+
+    def read():
+        with open(f"/proc/self/task/{threading.get_native_id()}/comm") as comm:
+            return comm.read().strip(), libc.prctl(30, 0, 0, 0, 0)
+
+    worker = RenderThread("gpu-slack-test")
+    try:
+        assert worker.submit(read).result(timeout=30) == ("gpu-slack-test", TIMER_SLACK_NS) == ("gpu-slack-test", 1000)
+    finally:
+        worker.shutdown()
+    assert libc.prctl(30, 0, 0, 0, 0) == own_slack != TIMER_SLACK_NS

@@ -170,6 +170,7 @@ class RendererContract:
             begun = renderer.begin_batch(items)
             assert isinstance(begun, InFlight)
             got = [r.pixels for r in begun.result()]
+            assert begun.ready()  # its frames are in host memory: a lone batch's poll ends
             assert len(got) == len(items) and all(np.array_equal(a, b) for a, b in zip(want, got))
 
     def test_batches_begun_before_the_last_one_finished_keep_their_own_frames(self, renderer):

@@ -51,6 +51,9 @@ class Begun:
     def __init__(self, decoding: Decoding, stages: dict[str, float]):
         self._decoding, self._stages = decoding, stages
 
+    def ready(self) -> bool:
+        return self._decoding.ready()
+
     def result(self) -> list[Rendered]:
         frames = self._decoding.result()
         stages = {**self._stages, "decode_wait": self._decoding.wait_ms}

@@ -38,6 +38,10 @@ class Decoding:
         self._rows, self._done, self._host, self._give_back = rows, done, host, give_back
         self.wait_ms = 0.0
 
+    def ready(self) -> bool:
+        """Whether the frames are in host memory (``cudaEventQuery``: never waits)."""
+        return self._done is None or self._done.query()
+
     def result(self) -> list[np.ndarray]:
         start = time.perf_counter()
         if self._done is not None:
