@@ -86,7 +86,8 @@ def test_a_frame_begun_with_none_in_flight_renders_in_one_graph_and_one_begun_be
     """A lone frame (nothing of the renderer's on the GPU) replays the one-graph frame and only its copy to the
     host is collected later; a frame begun while that one is still on the GPU (held there behind a GPU sleep
     queued first, so the order does not depend on timing) is split as every frame was: both the one-graph
-    frames bit for bit, nothing recompiled or captured once warm."""
+    frames bit for bit, nothing recompiled or captured once warm. ``ready()`` (``cudaEventQuery``, what the
+    render thread polls for a lone batch) is False while a frame is on the GPU and True once it is collected."""
     from bridge.pipeline.render.overlapped import OverlappedRenderer
 
     plain, _ = pair
@@ -107,7 +108,9 @@ def test_a_frame_begun_with_none_in_flight_renders_in_one_graph_and_one_begun_be
         torch.cuda._sleep(1_000_000_000)  # ~0.5 s of GPU clock cycles on this stream, before the next frames
         first = overlapped.begin_batch([("main", stream[1], Scene())])  # the last frame is home: one graph
         second = overlapped.begin_batch([("main", stream[2], Scene())])  # the first still queued: split
+        assert not first.ready() and not second.ready()  # behind the GPU's sleep (a lone batch's poll goes on)
         got += [first.result()[0].pixels, second.result()[0].pixels]
+        assert first.ready() and second.ready()  # in host memory: the poll ends
         got.append(overlapped.begin_batch([("main", stream[3], Scene())]).result()[0].pixels)  # lone again
     finally:
         torch._dynamo.config.error_on_recompile = False
