@@ -101,6 +101,7 @@ class RenderQueue:
         self._max_batch = max_batch
         self.window = BatchWindow(join_window_s)
         self._pending: list[Job] = []
+        self._round_jobs: list[Job] = []  # the jobs of the last round started (their states taken)
         self._drainer: asyncio.Task | None = None
         self._in_flight: asyncio.Future | None = None  # the render thread's call under way
         self._rendering: list[Job] = []  # the batch in flight
@@ -126,7 +127,7 @@ class RenderQueue:
         self._pending.append(job)
         self._changed.set()
         if self._drainer is None or self._drainer.done():
-            self._drainer = asyncio.create_task(self._drain(), name=f"render-queue-{self.name}")
+            self._drainer = asyncio.create_task(self._drain_guarded(), name=f"render-queue-{self.name}")
         return job
 
     async def render(self, stream: str, take: Callable[[], Snapshot],
@@ -197,6 +198,19 @@ class RenderQueue:
                 for job, outcome in zip(batch, outcomes):
                     job.settle(outcome)
 
+    async def _drain_guarded(self) -> None:
+        """``_drain``, a loop boundary: a render's failure settles its own jobs, so what reaches here is a bug (a
+        renderer's ``batch_key`` raising, say). The frames it holds fail with it, so their channels report it and go on
+        (each one's next change starts a new drain), instead of waiting for them forever."""
+        try:
+            await self._drain()
+        except Exception as exc:
+            log.exception("render queue %s stopped: its waiting frames fail; the next change starts it anew", self.name)
+            jobs, self._pending = [*self._round_jobs, *self._pending], []
+            for job in jobs:
+                if not job.begun.done():  # one begun settles with its own frame (overlap: when published)
+                    job.settle(exc)
+
     async def _let_others_join(self) -> None:
         """Let the channels whose frames just finished queue their next one (a few loop turns: their
         render loops publish and come back), so they batch with the ones waiting. A queue with one
@@ -220,7 +234,7 @@ class RenderQueue:
 
     def _round(self) -> list[list[Job]]:
         """A new round: the jobs waiting now, each with its channel's newest state, in batches."""
-        jobs = self._waiting()
+        jobs = self._round_jobs = self._waiting()
         self._pending = []
         self.window.took(jobs)
         self.stats.rounds += 1
