@@ -103,11 +103,13 @@ def latencies(out: Path) -> list[str]:
     lines = []
     for path in sorted([*out.glob("latency-*.json"), *out.glob("start-*.json")]):
         r = json.loads(path.read_text())
-        stream, seeds = r.get("stream") or {}, r.get("seed_stream") or {}
+        stream, seeds, lone = r.get("stream") or {}, r.get("seed_stream") or {}, r.get("lone_batches")
         lines.append(f"{path.stem}: OSC->frame p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f}, "
                      f"render {r['mean_render_ms']:.2f}, start to ready {r['startup_s']} s"
                      + (f" ({', '.join(f'{k} {v}' for k, v in r['startup_phases'].items())})"
                         if r.get("startup_phases") else "")
+                     + (f"; lone batches {lone['lone_collected_here']} collected on the render thread, "
+                        f"{lone['lone_handed_over']} handed over" if lone else "")
                      + (f"; stream {stream['fps']:.1f} FPS, p50 {stream['p50_ms']:.2f} ms" if stream else "")
                      + (f"; seed stream {seeds['fps']:.1f} FPS, p50 {seeds['p50_ms']:.2f} ms" if seeds else ""))
     for path in sorted(out.glob("channels*.json")):

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..client import HttpClient, OscSender, ShmInputWriter, ShmReader
+from .phase_render import lone_batches
 from .stream import StreamReport, format_stream, measure_stream
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ class LatencyReport:
     seed_stream: dict | None = None  # --stream-seeds: then a stream of new seeds alone, the prompt unchanged
     # The daemon's own start-up phases in seconds (GET /v1/health's startup_s: imports, setup, model, warm_up...)
     startup_phases: dict | None = None
+    # --overlap on: the timed changes' lone batches, collected on the render thread or handed over (phase_render.py)
+    lone_batches: dict | None = None
 
 
 def start_daemon(model: str, vae: str, size: int, shm_name: str, extra: list[str], startup_timeout: float):
@@ -242,15 +245,17 @@ def run_latency(model: str, vae: str, size: int, count: int, rate_hz: float, ext
         phases = startup_phases(http_port)
         if control:
             steer(http_port, control, size, startup_timeout)
+        health = HttpClient(f"http://127.0.0.1:{http_port}", timeout=10.0).health
         if via == "none":
             measure(osc_port, shm_name, 10, rate_hz)  # first frames after start are not steady
-            before = thread_counters(proc.pid)
+            health_before, before = health(), thread_counters(proc.pid)  # the request before the counters
             latencies, render_ms = measure(osc_port, shm_name, count, rate_hz)
         else:
             measure_input(http_port, shm_name, 10, rate_hz, size, via)  # compiles image-to-image on a GPU
-            before = thread_counters(proc.pid)
+            health_before, before = health(), thread_counters(proc.pid)  # the request before the counters
             latencies, render_ms = measure_input(http_port, shm_name, count, rate_hz, size, via)
         costs = _per_change(before, thread_counters(proc.pid), count)
+        lone = lone_batches(health_before, health())
         streamed = asdict(measure_stream(osc_port, shm_name, count, stream_rate_hz)) if stream_rate_hz > 0 else None
         seeded = (asdict(measure_stream(osc_port, shm_name, count, stream_rate_hz, seeds_only=True))
                   if stream_rate_hz > 0 and stream_seeds else None)
@@ -267,7 +272,7 @@ def run_latency(model: str, vae: str, size: int, count: int, rate_hz: float, ext
     return LatencyReport(model, vae, size, rate_hz, count, len(latencies), round(statistics.median(ordered), 3),
                          pct(0.90), pct(0.99), round(ordered[-1], 3), round(statistics.fmean(render_ms), 3),
                          round(startup_s, 1), via, *costs, control=control, min_slack_ms=round(slack, 3),
-                         stream=streamed, seed_stream=seeded, startup_phases=phases)
+                         stream=streamed, seed_stream=seeded, startup_phases=phases, lone_batches=lone)
 
 
 def startup_phases(http_port: int) -> dict:
@@ -285,6 +290,8 @@ def format_latency(report: LatencyReport) -> str:
             f"daemon render {report.mean_render_ms:.3f} ms mean; daemon start to ready {report.startup_s:.1f} s"
             + (f" ({', '.join(f'{k} {v:g}' for k, v in report.startup_phases.items())})"
                if report.startup_phases else "")
+            + (f"; lone batches: {report.lone_batches['lone_collected_here']} collected on the render thread, "
+               f"{report.lone_batches['lone_handed_over']} handed over" if report.lone_batches else "")
             + (f"; daemon CPU {report.cpu_ms_per_change:.3f} ms and {report.wakeups_per_change:.2f} thread wake-ups "
                f"per change ({', '.join(f'{k} {v:g}' for k, v in report.wakeups_by_thread.items())})"
                if report.cpu_ms_per_change is not None else "")

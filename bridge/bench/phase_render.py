@@ -70,6 +70,19 @@ def phase_render(before: dict, after: dict, wall_s: float, frames_seen: int) -> 
         {name: round(device["busy_s"] / wall_s, 3) for name, device in grown.items()})
 
 
+LONE = ("lone_collected_here", "lone_handed_over")  # --overlap on: lone batches (engine/overlap_queue.py)
+
+
+def lone_batches(before: dict, after: dict) -> dict[str, int] | None:
+    """Lone batches between two health replies, all devices: collected on the render thread and handed to the
+    publishing thread (a job arrived during the poll); None when no device counts them (``--overlap off``)."""
+    old = _devices(before)
+    counting = [(name, device) for name, device in _devices(after).items() if LONE[0] in device]
+    if not counting:
+        return None
+    return {key: sum(device[key] - old.get(name, {}).get(key, 0) for name, device in counting) for key in LONE}
+
+
 def overlapping(health: dict) -> bool:
     """Whether the daemon's render queues overlap batches (``--overlap on``): how to read busy_s."""
     return any(device.get("overlap", False) for device in health.get("devices", []))

@@ -1,6 +1,7 @@
 """bench/gpu_summary.py: the summary a GPU session brings back, from the files the session left (junit XML,
 bench and latency JSON), as the device call's last output."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,9 @@ def test_a_session_folder_gives_each_kind_its_table_and_the_machine_and_steps(tm
     shutil.copy(RUNS / "bench-h100-sdxl-tiny-lanes-s12.json", tmp_path / "bench-lanes.json")
     shutil.copy(RUNS / "bench-h100-lone-sd-tiny-s16.json", tmp_path / "bench-lone.json")
     shutil.copy(RUNS / "latency-h100-lone-sd-tiny-on-s16.json", tmp_path / "latency-lone-on.json")
+    lone = json.loads((RUNS / "latency-h100-lone-sd-tiny-on-s16.json").read_text())  # as a run since 7d5f2e7 writes it
+    (tmp_path / "latency-lone-on2.json").write_text(json.dumps(
+        {**lone, "lone_batches": {"lone_collected_here": 198, "lone_handed_over": 2}}))
     (tmp_path / "gpu.txt").write_text("NVIDIA H100 80GB HBM3, 580.159.04, 81559 MiB\n")
     (tmp_path / "steps.txt").write_text("test_a rc=0 13s\ntest_b rc=1 102s\n")
     lines = summary(tmp_path)
@@ -50,6 +54,9 @@ def test_a_session_folder_gives_each_kind_its_table_and_the_machine_and_steps(tm
            "begin 1.732, collect 0.726, (no range) 0.078 |" in lines  # the lone rows, report.py's own table
     assert "latency-lone-on: OSC->frame p50 9.24 ms, p99 9.67, render 8.03, start to ready 29.4 s (imports 2.93, " \
            "setup 3.68, model 7.2, warm_up 14.73)" in lines
+    assert "latency-lone-on2: OSC->frame p50 9.24 ms, p99 9.67, render 8.03, start to ready 29.4 s (imports 2.93, " \
+           "setup 3.68, model 7.2, warm_up 14.73); lone batches 198 collected on the render thread, " \
+           "2 handed over" in lines
     assert lines[lines.index("== machine") + 1] == "NVIDIA H100 80GB HBM3, 580.159.04, 81559 MiB"
     steps = lines.index("== steps (rc 124: cut by its time limit)")
     assert lines[steps + 1:] == ["test_a rc=0 13s", "test_b rc=1 102s"]

@@ -38,6 +38,19 @@ def test_null_latency_reports_the_daemons_cpu_and_wake_ups_per_change():
     assert report.wakeups_by_thread["event loop"] >= 1 and report.wakeups_by_thread["gpu"] >= 0.5
     assert report.wakeups_per_change == pytest.approx(sum(report.wakeups_by_thread.values()), abs=0.05)
     assert "thread wake-ups per change (event loop" in format_latency(report)
+    assert report.lone_batches is None  # overlap off: no lone batches to count
+
+
+def test_an_overlapping_null_daemon_collects_lone_batches_on_the_render_thread():
+    """--overlap on: the null model's batches are ready once begun (``Finished``), so a lone change's batch is
+    published on the render thread, never handed over; the report counts the timed changes' batches alone."""
+    report = run_latency("null", "full", 64, 50, 50.0, ["--overlap", "on"], startup_timeout=120)
+    assert report.received == report.sent == 50
+    lone = report.lone_batches
+    assert lone["lone_handed_over"] == 0 and 1 <= lone["lone_collected_here"] <= 50, lone
+    assert "gpu-out" not in report.wakeups_by_thread or report.wakeups_by_thread["gpu-out"] < 0.5
+    assert f"lone batches: {lone['lone_collected_here']} collected on the render thread, 0 handed over" \
+        in format_latency(report)
 
 
 def test_a_stream_of_changes_through_an_overlapping_daemon_renders_the_newest_and_the_last(cache_dir, monkeypatch):
