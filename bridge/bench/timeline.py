@@ -55,7 +55,11 @@ def measure_timeline(opts: BenchOptions, device: torch.device, dtype_name: str, 
     """The rows of one (dtype, VAE): per size, one row per change (``timeline_stats.timeline_row`` and
     the interval without the profiler); yielded per size, so the caller can save each before the next."""
     renderer = profiled_renderer(opts, device, dtype_name, vae_name)  # as kernels.py's (the profiler set up first)
-    overlapped = OverlappedRenderer(renderer, text_stream=True)  # as the bench's --overlap on
+    # Every frame split into its streams, as a stream's frames are (each begun while the one before decodes). With
+    # lone_whole a frame begun with nothing in flight renders in one graph on the render stream: the demo model's
+    # frames (microseconds of GPU work) are done before the next begins, so on the card every frame was one graph
+    # and the timeline showed no decode stream (test_bench_cpu's timeline test, H100, df2400a).
+    overlapped = OverlappedRenderer(renderer, text_stream=True, lone_whole=False)
     guidance = renderer.family.default_guidance
     with ShmWriter(f"tb-timeline-{uuid.uuid4().hex[:8]}", max(opts.sizes), max(opts.sizes)) as shm:
         for size in opts.sizes:
