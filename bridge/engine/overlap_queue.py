@@ -160,8 +160,10 @@ class OverlappingQueue(RenderQueue):
         """Poll until the lone batch's frames are ready (True: collect them here) or a job arrives (False)."""
         if not _ready(staged):  # a renderer that renders in begin_batch (``Finished``) is ready at once
             mark_begun()
-        while not _ready(staged):
-            if self._arrived.wait(LONE_POLL_S):
+            while not self._arrived.wait(LONE_POLL_S):
+                if _ready(staged):
+                    break
+            else:
                 self.lone_handed_over += 1
                 return False
         self.lone_collected += 1
